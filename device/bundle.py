@@ -1,0 +1,328 @@
+"""The model bundle: the one definition of the seam between ``model_build/`` and the device.
+
+A bundle is a directory::
+
+    model.tflite     the int8 TFLite model
+    manifest.json    a :class:`Manifest` (format documented in docs/model-bundle.md)
+    report/          optional: metrics, plots, split (written by model_build)
+    MODEL_CARD.md    optional: intended use, data, metrics, failure modes
+
+``write_bundle`` (used by model_build and by tests) and ``load_bundle`` (used by the
+device) share the dataclasses below, so both sides validate the same way. Loading
+verifies the sha256 of ``model.tflite`` and refuses an unknown format version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.errors import BundleError
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.tflite"
+MANIFEST_FILE = "manifest.json"
+
+INPUT_DTYPES = ("uint8", "int8", "float32")
+COLOR_MODES = ("grey3", "grey1")  # grey replicated to 3 channels, or a single channel
+RESIZE_POLICIES = ("letterbox", "stretch")  # letterbox keeps the aspect ratio (lesion shape)
+OUTPUT_KINDS = ("logits", "probabilities")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How pixels are scaled: ``x' = (x - mean) / scale``. ``in_model`` means the model does it itself
+    and the device feeds raw 0..255 pixels."""
+
+    mean: float = 127.0
+    scale: float = 128.0
+    in_model: bool = True
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    height: int
+    width: int
+    dtype: str = "uint8"
+    color: str = "grey3"
+    resize: str = "letterbox"
+    normalization: Normalization = field(default_factory=Normalization)
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.color == "grey3" else 1
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Output tensor roles, by TFLite tensor name."""
+
+    scores: str  # the class scores tensor, shape [1, n_labels]
+    scores_kind: str = "logits"  # "logits" (temperature applies before softmax) or "probabilities"
+    cam_features: str | None = None  # optional last conv feature map [1, h, w, C] for heatmaps
+
+
+@dataclass(frozen=True)
+class CamSpec:
+    """Classifier weights for class-activation maps: ``cam_k = sum_c features[..., c] * weights[c][k]``."""
+
+    weights: tuple[tuple[float, ...], ...]  # [C][n_labels]
+    bias: tuple[float, ...]  # [n_labels]
+
+
+@dataclass(frozen=True)
+class QualitySpec:
+    """Model-specific limits for the low-confidence part of the quality gate."""
+
+    min_confidence: float = 0.5  # max probability below this -> inconclusive
+    max_entropy: float | None = None  # normalised entropy (0..1) above this -> inconclusive
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    created: str
+    labels: tuple[str, ...]
+    input: InputSpec
+    outputs: OutputSpec
+    model_sha256: str
+    temperature: float = 1.0
+    thresholds: dict[str, float] = field(default_factory=dict)
+    quality: QualitySpec = field(default_factory=QualitySpec)
+    cam: CamSpec | None = None
+    training_data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    intended_use: str = "Decision support for trained clinicians. Not a diagnosis."
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["labels"] = list(self.labels)
+        if self.cam is not None:
+            data["cam"] = {"weights": [list(r) for r in self.cam.weights], "bias": list(self.cam.bias)}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "manifest") -> "Manifest":
+        """Build and validate a manifest; every problem is a :class:`BundleError` naming the key."""
+        return _parse_manifest(data, source)
+
+    def validate(self, source: str = "manifest") -> None:
+        _validate_manifest(self, source)
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A loaded, verified bundle."""
+
+    path: Path
+    manifest: Manifest
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return {"name": self.manifest.name, "version": self.manifest.version, "sha256": self.manifest.model_sha256}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
+    """Load a bundle directory, validate its manifest and verify the model's sha256."""
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"model bundle {root}: not a directory")
+    manifest_path = root / MANIFEST_FILE
+    model_path = root / MODEL_FILE
+    if not manifest_path.is_file():
+        raise BundleError(f"model bundle {root}: {MANIFEST_FILE} is missing")
+    if not model_path.is_file():
+        raise BundleError(f"model bundle {root}: {MODEL_FILE} is missing")
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"model bundle {root}: {MANIFEST_FILE} is not valid JSON ({exc})") from exc
+    manifest = Manifest.from_dict(data, source=str(manifest_path))
+    actual = sha256_file(model_path)
+    if actual != manifest.model_sha256:
+        raise BundleError(
+            f"model bundle {root}: sha256 of {MODEL_FILE} is {actual[:16]}…, manifest says "
+            f"{manifest.model_sha256[:16]}… — the model file is corrupted or does not belong to this manifest"
+        )
+    return ModelBundle(path=root, manifest=manifest)
+
+
+def write_bundle(path: str | os.PathLike[str], model_bytes: bytes, manifest: Manifest) -> ModelBundle:
+    """Write ``model.tflite`` and ``manifest.json`` (sha256 filled in) and return the loaded bundle."""
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(model_bytes).hexdigest()
+    manifest = dataclasses.replace(manifest, model_sha256=digest)
+    manifest.validate(source=str(root / MANIFEST_FILE))
+    _atomic_write(root / MODEL_FILE, model_bytes)
+    text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
+    _atomic_write(root / MANIFEST_FILE, text.encode("utf-8"))
+    return load_bundle(root)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+# --- parsing and validation -------------------------------------------------------------------
+
+_REQUIRED = ("format_version", "name", "version", "created", "labels", "input", "outputs", "model_sha256")
+
+
+def _parse_manifest(data: Any, source: str) -> Manifest:
+    if not isinstance(data, dict):
+        raise BundleError(f"{source}: manifest must be a JSON object")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{source}: unknown manifest format_version {version!r} (this software reads version {FORMAT_VERSION})"
+        )
+    missing = [key for key in _REQUIRED if key not in data]
+    if missing:
+        raise BundleError(f"{source}: missing key(s) {', '.join(missing)}")
+    known = {f.name for f in dataclasses.fields(Manifest)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise BundleError(f"{source}: unknown key(s) {', '.join(unknown)}")
+    try:
+        manifest = Manifest(
+            format_version=version,
+            name=data["name"],
+            version=data["version"],
+            created=data["created"],
+            labels=tuple(data["labels"]) if isinstance(data["labels"], list) else data["labels"],
+            input=_parse_section(InputSpec, data["input"], "input", source, nested={"normalization": Normalization}),
+            outputs=_parse_section(OutputSpec, data["outputs"], "outputs", source),
+            model_sha256=data["model_sha256"],
+            temperature=data.get("temperature", 1.0),
+            thresholds=data.get("thresholds", {}),
+            quality=_parse_section(QualitySpec, data.get("quality", {}), "quality", source),
+            cam=_parse_cam(data.get("cam"), source),
+            training_data=data.get("training_data", {}),
+            metrics=data.get("metrics", {}),
+            intended_use=data.get("intended_use", Manifest.intended_use),
+        )
+    except TypeError as exc:  # wrong shape of a nested section
+        raise BundleError(f"{source}: {exc}") from exc
+    _validate_manifest(manifest, source)
+    return manifest
+
+
+def _parse_section(cls: type, value: Any, key: str, source: str, nested: dict[str, type] | None = None) -> Any:
+    if not isinstance(value, dict):
+        raise BundleError(f"{source}: '{key}' must be an object")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise BundleError(f"{source}: unknown key(s) in '{key}': {', '.join(unknown)}")
+    kwargs = dict(value)
+    for sub_key, sub_cls in (nested or {}).items():
+        if sub_key in kwargs:
+            kwargs[sub_key] = _parse_section(sub_cls, kwargs[sub_key], f"{key}.{sub_key}", source)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise BundleError(f"{source}: '{key}': {exc}") from exc
+
+
+def _parse_cam(value: Any, source: str) -> CamSpec | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"weights", "bias"}:
+        raise BundleError(f"{source}: 'cam' must be an object with exactly 'weights' and 'bias'")
+    try:
+        weights = tuple(tuple(float(v) for v in row) for row in value["weights"])
+        bias = tuple(float(v) for v in value["bias"])
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{source}: 'cam' weights/bias must be numbers ({exc})") from exc
+    return CamSpec(weights=weights, bias=bias)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _validate_manifest(m: Manifest, source: str) -> None:
+    def fail(message: str) -> None:
+        raise BundleError(f"{source}: {message}")
+
+    for key in ("name", "version", "created"):
+        if not isinstance(getattr(m, key), str) or not getattr(m, key).strip():
+            fail(f"'{key}' must be a non-empty string")
+    if not isinstance(m.labels, tuple) or len(m.labels) < 2 or not all(isinstance(x, str) and x for x in m.labels):
+        fail("'labels' must be a list of at least two non-empty strings")
+    if len(set(m.labels)) != len(m.labels):
+        fail("'labels' must be unique")
+    spec = m.input
+    for key in ("height", "width"):
+        value = getattr(spec, key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 8 <= value <= 4096:
+            fail(f"'input.{key}' must be an integer between 8 and 4096, got {value!r}")
+    if spec.dtype not in INPUT_DTYPES:
+        fail(f"'input.dtype' must be one of {INPUT_DTYPES}, got {spec.dtype!r}")
+    if spec.color not in COLOR_MODES:
+        fail(f"'input.color' must be one of {COLOR_MODES}, got {spec.color!r}")
+    if spec.resize not in RESIZE_POLICIES:
+        fail(f"'input.resize' must be one of {RESIZE_POLICIES}, got {spec.resize!r}")
+    norm = spec.normalization
+    if not _is_number(norm.mean) or not _is_number(norm.scale) or norm.scale == 0:
+        fail("'input.normalization' needs numeric 'mean' and non-zero 'scale'")
+    if not isinstance(norm.in_model, bool):
+        fail("'input.normalization.in_model' must be true or false")
+    if not isinstance(m.outputs.scores, str) or not m.outputs.scores:
+        fail("'outputs.scores' must name the scores tensor")
+    if m.outputs.scores_kind not in OUTPUT_KINDS:
+        fail(f"'outputs.scores_kind' must be one of {OUTPUT_KINDS}")
+    if (m.outputs.cam_features is None) != (m.cam is None):
+        fail("'outputs.cam_features' and 'cam' must be given together")
+    if m.cam is not None:
+        if len(m.cam.bias) != len(m.labels) or any(len(row) != len(m.labels) for row in m.cam.weights):
+            fail("'cam.weights' must be [channels][n_labels] and 'cam.bias' [n_labels]")
+        if not m.cam.weights:
+            fail("'cam.weights' is empty")
+    if not isinstance(m.model_sha256, str) or len(m.model_sha256) != 64:
+        fail("'model_sha256' must be a 64-character hex digest")
+    if not _is_number(m.temperature) or m.temperature <= 0:
+        fail(f"'temperature' must be a positive number, got {m.temperature!r}")
+    if not isinstance(m.thresholds, dict):
+        fail("'thresholds' must be an object {label: threshold}")
+    for label, value in m.thresholds.items():
+        if label not in m.labels:
+            fail(f"'thresholds' names unknown label {label!r}")
+        if not _is_number(value) or not 0.0 < value < 1.0:
+            fail(f"'thresholds.{label}' must be a number in (0, 1), got {value!r}")
+    q = m.quality
+    if not _is_number(q.min_confidence) or not 0.0 <= q.min_confidence < 1.0:
+        fail("'quality.min_confidence' must be in [0, 1)")
+    if q.max_entropy is not None and (not _is_number(q.max_entropy) or not 0.0 < q.max_entropy <= 1.0):
+        fail("'quality.max_entropy' must be in (0, 1]")
+    for key in ("training_data", "metrics"):
+        if not isinstance(getattr(m, key), dict):
+            fail(f"'{key}' must be an object")
+    if not isinstance(m.intended_use, str):
+        fail("'intended_use' must be a string")

@@ -1,0 +1,141 @@
+"""Decoding image files into frames, and normalising any frame to the device's pixel format.
+
+Shared by the device and ``model_build/`` so that training sees pixels exactly as the device does.
+
+A *frame* here is a ``numpy.uint8`` array, either ``H x W`` (grey) or ``H x W x 3`` (RGB).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from device.errors import ImageDecodeError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv"})
+MAX_PIXELS = 50_000_000  # refuse larger images before decoding them (decompression bombs)
+
+
+def decode_image_file(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file (PNG/JPEG/BMP/TIFF...) into a frame, honouring EXIF orientation.
+
+    Raises :class:`ImageDecodeError` with a code and a message naming the file for every failure.
+    """
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+    except FileNotFoundError as exc:
+        raise ImageDecodeError(f"{file}: file not found", "not_found") from exc
+    except OSError as exc:
+        raise ImageDecodeError(f"{file}: cannot access file ({exc.strerror})", "unreadable") from exc
+    if size == 0:
+        raise ImageDecodeError(f"{file}: file is empty (0 bytes)", "empty_file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageDecodeError(
+                        f"{file}: image is {width}x{height} pixels, more than the limit of {max_pixels} "
+                        "(possible decompression bomb)",
+                        "too_large",
+                    )
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return pil_to_frame(img)
+    except ImageDecodeError:
+        raise
+    except PermissionError as exc:
+        raise ImageDecodeError(f"{file}: permission denied", "unreadable") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(f"{file}: not a recognised image format", "not_an_image") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"{file}: image too large (possible decompression bomb)", "too_large") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"{file}: image is truncated or corrupt ({exc})", "corrupt_image") from exc
+
+
+def pil_to_frame(img: Image.Image) -> np.ndarray:
+    """Convert any PIL image (1/L/LA/P/RGB/RGBA/CMYK/I;16/I/F) to a grey or RGB uint8 frame."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return normalise_frame(np.asarray(img))
+    if mode in ("L", "1"):
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+    if mode == "LA":
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def normalise_frame(array: np.ndarray) -> np.ndarray:
+    """Bring any array to a uint8 grey (H x W) or RGB (H x W x 3) frame.
+
+    * 16-bit / integer data is scaled by its bit depth (a 12-bit image stored in 16 bits is
+      scaled by 4095, not 65535), float data by its range;
+    * 1 channel -> grey, 2 channels (grey + alpha) -> grey, 3 -> RGB, 4 (RGBA) -> RGB;
+    * an RGB frame whose channels are equal is returned as grey.
+    """
+    arr = np.asarray(array)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 3 and arr.shape[2] == 2:
+        arr = arr[:, :, 0]
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
+        raise ImageDecodeError(f"unsupported frame shape {arr.shape}", "bad_shape")
+    if arr.size == 0:
+        raise ImageDecodeError("frame has no pixels", "bad_shape")
+    arr = _to_uint8(arr)
+    if arr.ndim == 3 and _is_grey_rgb(arr):
+        arr = arr[:, :, 0]
+    return np.ascontiguousarray(arr)
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = float(finite.min()), float(finite.max())
+        if lo >= 0.0 and hi <= 1.0:
+            return np.clip(finite * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        span = hi - lo or 1.0
+        return np.clip((finite - lo) / span * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    values = arr.astype(np.int64)
+    lo = int(values.min())
+    if lo < 0:  # signed data (e.g. some DICOM): shift to start at zero
+        values = values - lo
+    hi = int(values.max())
+    full_scale = (1 << max(8, hi.bit_length())) - 1
+    return ((values * 255 + full_scale // 2) // full_scale).astype(np.uint8)
+
+
+def _is_grey_rgb(arr: np.ndarray) -> bool:
+    r, g, b = arr[:, :, 0], arr[:, :, 1], arr[:, :, 2]
+    return bool(np.array_equal(r, g) and np.array_equal(g, b))
+
+
+def to_grey(frame: np.ndarray) -> np.ndarray:
+    """Luminance of a frame (grey frames are returned unchanged)."""
+    if frame.ndim == 2:
+        return frame
+    # ITU-R BT.601 luma, as OpenCV's RGB2GRAY
+    import cv2
+
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+
+
+def to_rgb(frame: np.ndarray) -> np.ndarray:
+    if frame.ndim == 3:
+        return frame
+    return np.repeat(frame[:, :, None], 3, axis=2)
