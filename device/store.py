@@ -1,0 +1,348 @@
+"""The durable result store: one SQLite file, the device's source of truth.
+
+* WAL journal, ``synchronous=FULL``: when :meth:`ResultStore.add` returns, the result is on disk.
+* ``seq`` is an ``AUTOINCREMENT`` key: per device, strictly increasing, never reused.
+* The same file is the uplink's outbox: ``delivery`` goes ``stored`` -> ``sent`` -> ``acked``,
+  and only the hub's ack moves a result to ``acked``.
+* Disk full / read-only filesystem / corruption raise :class:`StoreError`; earlier results stay intact.
+
+One connection per ``ResultStore``, guarded by a lock, so UI, pipeline and worker threads can share it.
+Other processes (the uplink) open their own ``ResultStore`` on the same file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from device.errors import StoreError
+from device.results import Exam, ResultRecord, utc_now_iso
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    result_id      TEXT NOT NULL UNIQUE,
+    created_at     TEXT NOT NULL,
+    device_id      TEXT NOT NULL,
+    site           TEXT NOT NULL,
+    exam_id        TEXT,
+    patient_ref    TEXT,
+    side           TEXT CHECK (side IN ('L', 'R') OR side IS NULL),
+    model_name     TEXT NOT NULL,
+    model_version  TEXT NOT NULL,
+    model_sha256   TEXT NOT NULL,
+    label          TEXT,
+    inconclusive   INTEGER NOT NULL CHECK (inconclusive IN (0, 1)),
+    reasons        TEXT NOT NULL,
+    probabilities  TEXT NOT NULL,
+    thresholds     TEXT NOT NULL,
+    crop           TEXT,
+    roi            TEXT,
+    source         TEXT,
+    latency_ms     REAL,
+    thumbnail      BLOB,
+    delivery       TEXT NOT NULL DEFAULT 'stored' CHECK (delivery IN ('stored', 'sent', 'acked')),
+    sent_at        TEXT,
+    acked_at       TEXT,
+    send_attempts  INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS results_patient ON results (patient_ref, seq);
+CREATE INDEX IF NOT EXISTS results_created ON results (created_at);
+CREATE INDEX IF NOT EXISTS results_outbox ON results (delivery, seq) WHERE delivery != 'acked';
+CREATE TABLE IF NOT EXISTS frames (
+    result_id  TEXT PRIMARY KEY REFERENCES results (result_id),
+    created_at TEXT NOT NULL,
+    image      BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS exams (
+    exam_id     TEXT PRIMARY KEY,
+    patient_ref TEXT NOT NULL,
+    side        TEXT CHECK (side IN ('L', 'R') OR side IS NULL),
+    clock       INTEGER CHECK (clock BETWEEN 1 AND 12 OR clock IS NULL),
+    age         INTEGER CHECK (age BETWEEN 0 AND 130 OR age IS NULL),
+    created_at  TEXT NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "seq, result_id, created_at, device_id, site, exam_id, patient_ref, side, model_name, model_version, "
+    "model_sha256, label, inconclusive, reasons, probabilities, thresholds, crop, roi, source, latency_ms, "
+    "thumbnail, delivery"
+)
+
+EXPORT_FIELDS = (
+    "seq", "result_id", "created_at", "device_id", "site", "exam_id", "patient_ref", "side", "model_name",
+    "model_version", "model_sha256", "label", "inconclusive", "reasons", "probabilities", "thresholds", "crop",
+    "roi", "source", "latency_ms", "delivery",
+)
+
+
+@dataclass(frozen=True)
+class BacklogStats:
+    pending: int  # results not yet acknowledged by the hub
+    oldest_created_at: str | None
+
+
+class ResultStore:
+    def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 10.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"result store {self.path}: cannot open ({exc})") from exc
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); commits on its own
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(f"result store {self.path}: schema version {row[0]} is newer than this software ({SCHEMA_VERSION})")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"result store {self.path}: write failed ({exc})") from exc
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                cursor = self._db.execute(sql, tuple(params))
+                return cursor.fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"result store {self.path}: read failed ({exc})") from exc
+
+    # --- results ---------------------------------------------------------------------------------
+
+    def add(self, record: ResultRecord, frame_png: bytes | None = None) -> ResultRecord:
+        """Durably store a result (and optionally its full frame); returns it with its ``seq``."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO results (result_id, created_at, device_id, site, exam_id, patient_ref, side, model_name, "
+                "model_version, model_sha256, label, inconclusive, reasons, probabilities, thresholds, crop, roi, "
+                "source, latency_ms, thumbnail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    record.result_id, record.created_at, record.device_id, record.site, record.exam_id,
+                    record.patient_ref, record.side, record.model_name, record.model_version, record.model_sha256,
+                    record.label, int(record.inconclusive), json.dumps(list(record.reasons)),
+                    json.dumps(record.probabilities), json.dumps(record.thresholds), _json_or_none(record.crop),
+                    _json_or_none(record.roi), record.source, record.latency_ms, record.thumbnail,
+                ),
+            )
+            seq = cursor.lastrowid
+            if frame_png is not None:
+                db.execute(
+                    "INSERT INTO frames (result_id, created_at, image) VALUES (?,?,?)",
+                    (record.result_id, record.created_at, frame_png),
+                )
+        return replace(record, seq=seq, delivery="stored")
+
+    def get(self, result_id: str) -> ResultRecord | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM results WHERE result_id = ?", (result_id,))
+        return _row_to_record(rows[0]) if rows else None
+
+    def frame(self, result_id: str) -> bytes | None:
+        rows = self._query("SELECT image FROM frames WHERE result_id = ?", (result_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    def history(
+        self,
+        patient_ref: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        exam_id: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[ResultRecord]:
+        where, params = [], []
+        for column, op, value in (
+            ("patient_ref", "=", patient_ref),
+            ("created_at", ">=", since),
+            ("created_at", "<", until),
+            ("exam_id", "=", exam_id),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                params.append(value)
+        sql = f"SELECT {_COLUMNS} FROM results"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq " + ("DESC" if newest_first else "ASC")
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        return [_row_to_record(row) for row in self._query(sql, params)]
+
+    def count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM results")[0][0])
+
+    def last_seq(self) -> int:
+        return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM results")[0][0])
+
+    # --- outbox (used by the uplink) -------------------------------------------------------------
+
+    def pending(self, limit: int = 100, after_seq: int = 0) -> list[ResultRecord]:
+        """Results the hub has not acknowledged yet, oldest first."""
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM results WHERE delivery != 'acked' AND seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, int(limit)),
+        )
+        return [_row_to_record(row) for row in rows]
+
+    def mark_sent(self, result_ids: Iterable[str]) -> None:
+        ids = list(result_ids)
+        if not ids:
+            return
+        now = utc_now_iso()
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE results SET delivery = 'sent', sent_at = ?, send_attempts = send_attempts + 1 "
+                "WHERE result_id = ? AND delivery != 'acked'",
+                [(now, rid) for rid in ids],
+            )
+
+    def mark_acked(self, result_ids: Iterable[str]) -> int:
+        """Record the hub's acknowledgement; returns how many results changed state."""
+        ids = list(result_ids)
+        if not ids:
+            return 0
+        now = utc_now_iso()
+        with self._transaction() as db:
+            changed = 0
+            for rid in ids:
+                changed += db.execute(
+                    "UPDATE results SET delivery = 'acked', acked_at = ? WHERE result_id = ? AND delivery != 'acked'",
+                    (now, rid),
+                ).rowcount
+        return changed
+
+    def backlog(self) -> BacklogStats:
+        row = self._query("SELECT COUNT(*), MIN(created_at) FROM results WHERE delivery != 'acked'")[0]
+        return BacklogStats(pending=int(row[0]), oldest_created_at=row[1])
+
+    # --- exams -----------------------------------------------------------------------------------
+
+    def add_exam(self, exam: Exam) -> Exam:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO exams (exam_id, patient_ref, side, clock, age, created_at) VALUES (?,?,?,?,?,?)",
+                (exam.exam_id, exam.patient_ref, exam.side, exam.clock, exam.age, exam.created_at),
+            )
+        return exam
+
+    def get_exam(self, exam_id: str) -> Exam | None:
+        rows = self._query("SELECT exam_id, patient_ref, side, clock, age, created_at FROM exams WHERE exam_id = ?", (exam_id,))
+        return Exam(*rows[0]) if rows else None
+
+    def exams(self, patient_ref: str | None = None, limit: int = 200) -> list[Exam]:
+        sql = "SELECT exam_id, patient_ref, side, clock, age, created_at FROM exams"
+        params: list[Any] = []
+        if patient_ref is not None:
+            sql += " WHERE patient_ref = ?"
+            params.append(patient_ref)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        params.append(limit)
+        return [Exam(*row) for row in self._query(sql, params)]
+
+    # --- retention and export ----------------------------------------------------------------------
+
+    def purge_frames(self, keep_days: int, now: datetime | None = None) -> int:
+        """Delete full frames older than ``keep_days`` (results and thumbnails are kept)."""
+        cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=keep_days)
+        cutoff_iso = cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        with self._transaction() as db:
+            return db.execute("DELETE FROM frames WHERE created_at < ?", (cutoff_iso,)).rowcount
+
+    def export_csv(self, out: IO[str], records: Iterable[ResultRecord] | None = None) -> int:
+        writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS)
+        writer.writeheader()
+        count = 0
+        for record in records if records is not None else self.history(newest_first=False):
+            writer.writerow(_export_row(record))
+            count += 1
+        return count
+
+    def export_json(self, out: IO[str], records: Iterable[ResultRecord] | None = None) -> int:
+        count = 0
+        for record in records if records is not None else self.history(newest_first=False):
+            out.write(json.dumps(record.summary(), ensure_ascii=False) + "\n")
+            count += 1
+        return count
+
+    def integrity_ok(self) -> bool:
+        return self._query("PRAGMA integrity_check")[0][0] == "ok"
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(list(value))
+
+
+def _tuple_or_none(text: str | None) -> tuple[int, ...] | None:
+    return None if text is None else tuple(json.loads(text))
+
+
+def _row_to_record(row: tuple) -> ResultRecord:
+    (seq, result_id, created_at, device_id, site, exam_id, patient_ref, side, model_name, model_version,
+     model_sha256, label, inconclusive, reasons, probabilities, thresholds, crop, roi, source, latency_ms,
+     thumbnail, delivery) = row
+    return ResultRecord(
+        seq=seq, result_id=result_id, created_at=created_at, device_id=device_id, site=site, exam_id=exam_id,
+        patient_ref=patient_ref, side=side, model_name=model_name, model_version=model_version,
+        model_sha256=model_sha256, label=label, inconclusive=bool(inconclusive), reasons=tuple(json.loads(reasons)),
+        probabilities=json.loads(probabilities), thresholds=json.loads(thresholds), crop=_tuple_or_none(crop),
+        roi=_tuple_or_none(roi), source=source, latency_ms=latency_ms,
+        thumbnail=bytes(thumbnail) if thumbnail is not None else None, delivery=delivery,
+    )
+
+
+def _export_row(record: ResultRecord) -> dict[str, Any]:
+    row = record.summary()
+    model = row.pop("model")
+    row.update(model_name=model["name"], model_version=model["version"], model_sha256=model["sha256"])
+    for key in ("reasons", "probabilities", "thresholds", "crop", "roi"):
+        row[key] = json.dumps(row[key], ensure_ascii=False)
+    return {key: row[key] for key in EXPORT_FIELDS}
