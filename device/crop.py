@@ -1,0 +1,91 @@
+"""Finding the ultrasound image on a scanner's screen, and applying a manual region of interest.
+
+A capture card delivers the scanner's whole screen: black borders, patient banner text, depth
+rulers, logos, menus. The ultrasound image is the largest region of textured, non-black
+pixels. Thin graphics (text, rulers, calipers) are removed by a morphological opening before
+looking for that region, so they neither attract nor break up the box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from device.imageio import to_grey
+
+_WORK_SIDE = 320  # detection runs on a copy scaled to this size: cheap per frame
+_MIN_AREA_FRACTION = 0.08  # a smaller region is not trusted: use the whole frame
+
+
+@dataclass(frozen=True)
+class Box:
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @classmethod
+    def full(cls, frame: np.ndarray) -> "Box":
+        return cls(0, 0, frame.shape[1], frame.shape[0])
+
+    @classmethod
+    def from_tuple(cls, values: tuple[int, int, int, int] | list[int]) -> "Box":
+        x, y, w, h = (int(v) for v in values)
+        return cls(x, y, w, h)
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.x, self.y, self.width, self.height)
+
+    def clip_to(self, frame: np.ndarray) -> "Box":
+        height, width = frame.shape[:2]
+        x0, y0 = max(0, self.x), max(0, self.y)
+        x1, y1 = min(width, self.x + self.width), min(height, self.y + self.height)
+        return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+
+    def offset(self, dx: int, dy: int) -> "Box":
+        return Box(self.x + dx, self.y + dy, self.width, self.height)
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        return frame[self.y : self.y + self.height, self.x : self.x + self.width]
+
+
+def detect_scan_region(frame: np.ndarray) -> Box:
+    """Bounding box of the ultrasound image in a screen capture (the whole frame if none is found)."""
+    grey = to_grey(frame)
+    height, width = grey.shape
+    scale = min(1.0, _WORK_SIDE / max(height, width))
+    small = cv2.resize(grey, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    mask = (small > 12).astype(np.uint8)
+    # Speckle has dark gaps: close them so the scan is one solid region; then open with a kernel
+    # larger than text strokes and ruler ticks so those vanish.
+    side = max(3, round(min(small.shape) * 0.03) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (side * 2 + 1, side * 2 + 1)))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return Box.full(frame)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    best = 1 + int(np.argmax(areas))
+    if areas[best - 1] < _MIN_AREA_FRACTION * small.size:
+        return Box.full(frame)
+    x, y, w, h = (int(v) for v in stats[best, :4])
+    box = Box(int(x / scale), int(y / scale), int(np.ceil(w / scale)), int(np.ceil(h / scale)))
+    return box.clip_to(frame)
+
+
+def choose_crop(frame: np.ndarray, auto_crop: bool, roi: Box | None, roi_mode: str = "override") -> Box:
+    """The crop applied to a frame: manual ROI (as is, or refined by auto-detection inside it),
+    else the auto-detected scan region, else the whole frame."""
+    if roi is not None:
+        region = roi.clip_to(frame)
+        if region.width == 0 or region.height == 0:
+            region = Box.full(frame)
+        if roi_mode == "refine" and auto_crop:
+            return detect_scan_region(region.apply(frame)).offset(region.x, region.y)
+        return region
+    if auto_crop:
+        return detect_scan_region(frame)
+    return Box.full(frame)

@@ -1,0 +1,310 @@
+"""On-device inference: runtime selection, the classifier, heatmaps and the worker thread.
+
+Runtime order: ``ai_edge_litert`` (LiteRT), ``tflite_runtime``, ``tensorflow.lite`` — whichever is
+installed first; the one in use is logged and reported (``Classifier.runtime``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from device.bundle import ModelBundle
+from device.crop import Box, choose_crop
+from device.errors import BundleError, RuntimeUnavailableError
+from device.preprocess import Placement, to_input_tensor, to_model_pixels
+from device.quality import QualityLimits, confidence_problems, image_problems
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = (
+    ("ai_edge_litert", "ai_edge_litert.interpreter"),
+    ("tflite_runtime", "tflite_runtime.interpreter"),
+    ("tensorflow", "tensorflow.lite"),
+)
+
+
+def load_interpreter_class(preferred: str | None = None) -> tuple[type, str]:
+    """The first available TFLite ``Interpreter`` class and the runtime's name."""
+    candidates = [r for r in RUNTIMES if preferred in (None, r[0])]
+    if not candidates:
+        raise RuntimeUnavailableError(f"unknown TFLite runtime {preferred!r}; choose from {[r[0] for r in RUNTIMES]}")
+    tried = []
+    for name, module_name in candidates:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            tried.append(f"{module_name} ({exc.__class__.__name__})")
+            continue
+        return module.Interpreter, name
+    raise RuntimeUnavailableError(
+        "no TFLite runtime installed: tried " + ", ".join(tried) + " — install ai-edge-litert (pip install ai-edge-litert)"
+    )
+
+
+@dataclass(frozen=True)
+class Classification:
+    probabilities: dict[str, float]  # calibrated (after temperature)
+    label: str | None  # None when inconclusive
+    inconclusive: bool
+    reasons: tuple[str, ...]
+    thresholds: dict[str, float]
+    crop: Box
+    roi: Box | None
+    latency_ms: float  # crop + preprocess + invoke + postprocess
+    heatmap: np.ndarray | None = None  # uint8 [crop h, crop w], 0..255, for the shown label
+
+    @property
+    def top_label(self) -> str:
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+
+def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = scores.astype(np.float64) / temperature
+    z -= z.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def decide_label(probabilities: np.ndarray, labels: tuple[str, ...], thresholds: dict[str, float]) -> str:
+    """A label whose probability reaches its operating threshold wins (the one furthest above its
+    threshold, relatively); otherwise the most probable label."""
+    reached = [(probabilities[labels.index(name)] / t, name) for name, t in thresholds.items() if probabilities[labels.index(name)] >= t]
+    if reached:
+        return max(reached)[1]
+    return labels[int(np.argmax(probabilities))]
+
+
+class Classifier:
+    """One model, one interpreter. Not thread-safe: use from one thread (see :class:`InferenceWorker`)."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        threads: int = 2,
+        limits: QualityLimits | None = None,
+        runtime: str | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.limits = limits or QualityLimits(
+            min_confidence=self.manifest.quality.min_confidence, max_entropy=self.manifest.quality.max_entropy
+        )
+        interpreter_cls, self.runtime = load_interpreter_class(runtime)
+        try:
+            self.interpreter = interpreter_cls(model_path=str(bundle.model_path), num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise BundleError(f"model bundle {bundle.path}: {bundle.model_path.name} is not a valid TFLite model ({exc})") from exc
+        self._input, self._scores, self._features = self._bind_tensors()
+        self._cam_weights = None
+        if self.manifest.cam is not None:
+            self._cam_weights = np.asarray(self.manifest.cam.weights, dtype=np.float32)
+        log.info(
+            "model %s %s loaded with %s (%d threads)", self.manifest.name, self.manifest.version, self.runtime, threads
+        )
+        self.warm_up()
+
+    # --- set-up ------------------------------------------------------------------------------------
+
+    def _bind_tensors(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+        inputs = self.interpreter.get_input_details()
+        spec = self.manifest.input
+        where = f"model bundle {self.bundle.path}"
+        if len(inputs) != 1:
+            raise BundleError(f"{where}: model has {len(inputs)} inputs, expected 1")
+        expected = [1, spec.height, spec.width, spec.channels]
+        if list(inputs[0]["shape"]) != expected:
+            raise BundleError(f"{where}: model input shape {list(inputs[0]['shape'])} does not match manifest {expected}")
+        if np.dtype(inputs[0]["dtype"]).name != spec.dtype:
+            raise BundleError(f"{where}: model input dtype {np.dtype(inputs[0]['dtype']).name} does not match manifest {spec.dtype}")
+        outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
+        scores = outputs.get(self.manifest.outputs.scores)
+        if scores is None:
+            raise BundleError(f"{where}: no output tensor named {self.manifest.outputs.scores!r} (have {sorted(outputs)})")
+        if list(scores["shape"]) != [1, len(self.manifest.labels)]:
+            raise BundleError(f"{where}: scores output shape {list(scores['shape'])} does not match {len(self.manifest.labels)} labels")
+        features = None
+        if self.manifest.outputs.cam_features is not None:
+            features = outputs.get(self.manifest.outputs.cam_features)
+            if features is None or len(features["shape"]) != 4:
+                raise BundleError(f"{where}: class-activation output {self.manifest.outputs.cam_features!r} missing or not 4-D")
+            if features["shape"][3] != len(self.manifest.cam.weights):
+                raise BundleError(f"{where}: class-activation output has {features['shape'][3]} channels, cam.weights has {len(self.manifest.cam.weights)}")
+        return inputs[0], scores, features
+
+    def warm_up(self) -> None:
+        self.interpreter.set_tensor(self._input["index"], np.zeros(self._input["shape"], dtype=self._input["dtype"]))
+        self.interpreter.invoke()
+
+    # --- the compute path --------------------------------------------------------------------------
+
+    def classify(
+        self,
+        frame: np.ndarray,
+        *,
+        auto_crop: bool = True,
+        roi: Box | None = None,
+        roi_mode: str = "override",
+        heatmap: bool = False,
+    ) -> Classification:
+        """Crop, check quality, preprocess, invoke, calibrate and decide. Never raises for a bad frame:
+        a frame unfit for analysis gives an inconclusive result with the reasons."""
+        start = time.perf_counter()
+        crop_box = choose_crop(frame, auto_crop, roi, roi_mode)
+        crop = crop_box.apply(frame)
+        reasons = image_problems(crop, self.limits)
+        if crop.shape[0] == 0 or crop.shape[1] == 0:
+            crop = frame
+        probabilities, features, placement = self._run(crop)
+        reasons += confidence_problems(probabilities, self.limits)
+        labels = self.manifest.labels
+        label = None if reasons else decide_label(probabilities, labels, self.manifest.thresholds)
+        shown = label or labels[int(np.argmax(probabilities))]
+        heat = None
+        if heatmap and features is not None:
+            heat = self._heatmap(features, labels.index(shown), placement, crop.shape[:2])
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        return Classification(
+            probabilities={name: float(p) for name, p in zip(labels, probabilities)},
+            label=label,
+            inconclusive=bool(reasons),
+            reasons=tuple(reasons),
+            thresholds=dict(self.manifest.thresholds),
+            crop=crop_box,
+            roi=roi,
+            latency_ms=latency_ms,
+            heatmap=heat,
+        )
+
+    def _run(self, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, Placement]:
+        spec = self.manifest.input
+        pixels, placement = to_model_pixels(crop, spec)
+        tensor = to_input_tensor(pixels, spec, self._input["dtype"], self._input["quantization"])
+        self.interpreter.set_tensor(self._input["index"], tensor)
+        self.interpreter.invoke()
+        scores = _dequantize(self.interpreter.get_tensor(self._scores["index"]), self._scores)[0]
+        if self.manifest.outputs.scores_kind == "logits":
+            probabilities = softmax(scores, self.manifest.temperature)
+        else:  # probabilities: recover logits, then apply the temperature
+            probabilities = softmax(np.log(np.clip(scores, 1e-12, 1.0)), self.manifest.temperature)
+        features = None
+        if self._features is not None:
+            features = _dequantize(self.interpreter.get_tensor(self._features["index"]), self._features)[0]
+        return probabilities, features, placement
+
+    def _heatmap(self, features: np.ndarray, class_index: int, placement: Placement, crop_shape: tuple[int, int]) -> np.ndarray:
+        cam = features @ self._cam_weights[:, class_index]  # [h, w]
+        cam = np.maximum(cam, 0.0)
+        peak = float(cam.max())
+        cam = cam / peak if peak > 0 else cam
+        spec = self.manifest.input
+        full = cv2.resize(cam.astype(np.float32), (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
+        inside = full[placement.y : placement.y + placement.height, placement.x : placement.x + placement.width]
+        resized = cv2.resize(inside, (crop_shape[1], crop_shape[0]), interpolation=cv2.INTER_LINEAR)
+        return np.clip(resized * 255.0, 0, 255).astype(np.uint8)
+
+
+def _dequantize(values: np.ndarray, details: dict[str, Any]) -> np.ndarray:
+    scale, zero_point = details["quantization"]
+    if values.dtype in (np.int8, np.uint8, np.int16) and scale:
+        return (values.astype(np.float32) - zero_point) * scale
+    return values.astype(np.float32)
+
+
+# --- running inference off the caller's thread --------------------------------------------------------
+
+
+@dataclass
+class _Request:
+    frame: np.ndarray
+    options: dict[str, Any]
+    future: Future
+
+
+class InferenceWorker:
+    """Runs a :class:`Classifier` on its own thread so a UI never blocks.
+
+    ``submit`` queues a frame (bounded queue) and returns a ``Future``. ``submit_latest`` is for
+    live analysis: a request not yet started is replaced by the newer frame (it is cancelled).
+    """
+
+    def __init__(self, classifier_factory: Callable[[], Classifier], max_pending: int = 4) -> None:
+        self._factory = classifier_factory
+        self._queue: queue.Queue[_Request | None] = queue.Queue(maxsize=max_pending)
+        self._latest: _Request | None = None
+        self._latest_lock = threading.Lock()
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self.classifier: Classifier | None = None
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
+        self._thread.start()
+
+    def wait_ready(self, timeout: float | None = None) -> Classifier:
+        """Wait for the model to load; re-raises the load error (e.g. a rejected bundle)."""
+        self._ready.wait(timeout)
+        if self._startup_error is not None:
+            raise self._startup_error
+        if self.classifier is None:
+            raise TimeoutError("model is still loading")
+        return self.classifier
+
+    def submit(self, frame: np.ndarray, **options: Any) -> Future:
+        future: Future = Future()
+        self._queue.put(_Request(frame, options, future))
+        return future
+
+    def submit_latest(self, frame: np.ndarray, **options: Any) -> Future:
+        future: Future = Future()
+        request = _Request(frame, options, future)
+        with self._latest_lock:
+            stale, self._latest = self._latest, request
+        if stale is not None:
+            stale.future.cancel()
+        try:
+            self._queue.put_nowait(None)  # wake the worker; it picks up self._latest
+        except queue.Full:
+            pass
+        return future
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._closing = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        try:
+            self.classifier = self._factory()
+        except BaseException as exc:  # reported through wait_ready() and every future
+            self._startup_error = exc
+        finally:
+            self._ready.set()
+        while True:
+            request = self._queue.get()
+            if request is None:
+                with self._latest_lock:
+                    request, self._latest = self._latest, None
+                if request is None:
+                    if self._closing:
+                        return
+                    continue
+            if not request.future.set_running_or_notify_cancel():
+                continue
+            if self._startup_error is not None:
+                request.future.set_exception(self._startup_error)
+                continue
+            try:
+                request.future.set_result(self.classifier.classify(request.frame, **request.options))
+            except BaseException as exc:  # delivered to the caller through the future
+                request.future.set_exception(exc)
