@@ -1,0 +1,368 @@
+"""MQTT contract v1 between a sonopi device and the hospital hub — defined once, used by both ends.
+
+Topics (``<site>`` and ``<device_id>`` are single topic levels, see :func:`check_name`)::
+
+    sonopi/v1/<site>/<device_id>/result     device -> hub, QoS 1, not retained
+    sonopi/v1/<site>/<device_id>/status     device -> hub, QoS 1, retained (birth / Last Will / clean stop)
+    sonopi/v1/<site>/<device_id>/heartbeat  device -> hub, QoS 0, not retained
+    sonopi/v1/<site>/<device_id>/ack        hub -> device, QoS 1, not retained
+
+Every payload is one UTF-8 JSON object validated against a JSON Schema in ``device/schemas/``
+(documented in docs/mqtt.md). Parsing never trusts the payload: size first, then UTF-8, then JSON,
+then the schema, then the topic/payload attribution; any failure raises :class:`ContractError`
+with a stable ``reason`` the hub counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from device.errors import SonopiError
+from device.results import ResultRecord
+
+SCHEMA_VERSION = 1
+TOPIC_ROOT = "sonopi/v1"
+KINDS = ("result", "status", "heartbeat", "ack")
+QOS = {"result": 1, "status": 1, "heartbeat": 0, "ack": 1}
+RESULT_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/result"
+DEVICE_SUBSCRIPTIONS = tuple(f"{TOPIC_ROOT}/+/+/{kind}" for kind in ("result", "status", "heartbeat"))
+
+# Size limits, checked before any parsing. A result carries at most a 64 KiB thumbnail (base64: 4/3).
+MAX_THUMBNAIL_BYTES = 65536
+MAX_BYTES = {"result": 131072, "status": 4096, "heartbeat": 4096, "ack": 65536}
+MAX_ACK_IDS = 1000
+
+STATES = ("online", "offline", "stopped")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ContractError(SonopiError):
+    """A message that does not satisfy contract v1; ``reason`` is a short stable label for counters."""
+
+    code = "contract_violation"
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# --- topics ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Topic:
+    site: str
+    device_id: str
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{TOPIC_ROOT}/{self.site}/{self.device_id}/{self.kind}"
+
+
+def check_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ContractError("bad_topic", f"{value!r} is not a valid site/device name")
+    return value
+
+
+def topic(site: str, device_id: str, kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown topic kind {kind!r}")
+    return str(Topic(check_name(site), check_name(device_id), kind))
+
+
+def parse_topic(text: str) -> Topic:
+    parts = text.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT or parts[4] not in KINDS:
+        raise ContractError("bad_topic", f"{text[:200]!r} is not a sonopi/v1/<site>/<device_id>/<kind> topic")
+    return Topic(check_name(parts[2]), check_name(parts[3]), parts[4])
+
+
+# --- schemas -----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema for one message kind (packaged as ``device/schemas/<kind>.schema.json``)."""
+    text = resources.files("device").joinpath("schemas", f"{kind}.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@lru_cache(maxsize=None)
+def _validator(kind: str) -> jsonschema.protocols.Validator:
+    document = schema(kind)
+    cls = jsonschema.validators.validator_for(document)
+    cls.check_schema(document)
+    return cls(document)
+
+
+def validate(kind: str, payload: dict[str, Any]) -> None:
+    error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(payload))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise ContractError("schema", f"{kind} {where}: {error.message[:300]}")
+
+
+def encode(kind: str, payload: dict[str, Any]) -> bytes:
+    """Validate and serialise; raises :class:`ContractError` if the payload breaks the contract."""
+    validate(kind, payload)
+    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    if len(data) > MAX_BYTES[kind]:
+        raise ContractError("oversized", f"{kind} payload is {len(data)} bytes (limit {MAX_BYTES[kind]})")
+    return data
+
+
+def decode(kind: str, data: bytes) -> dict[str, Any]:
+    """Size, UTF-8, JSON and schema checks, in that order."""
+    if len(data) > MAX_BYTES[kind]:
+        raise ContractError("oversized", f"{kind} payload is {len(data)} bytes (limit {MAX_BYTES[kind]})")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContractError("bad_utf8", str(exc)[:200]) from exc
+    try:
+        payload = json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+        raise ContractError("bad_json", str(exc)[:200]) from exc
+    if not isinstance(payload, dict):
+        raise ContractError("schema", f"{kind} payload is a JSON {type(payload).__name__}, not an object")
+    validate(kind, payload)
+    return payload
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_attribution(where: Topic, payload: dict[str, Any]) -> None:
+    if payload["site"] != where.site or payload["device_id"] != where.device_id:
+        raise ContractError(
+            "topic_mismatch",
+            f"topic says {where.site}/{where.device_id}, payload says {payload['site']}/{payload['device_id']}",
+        )
+
+
+# --- result ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResultMessage:
+    """A result as it travels device -> hub."""
+
+    result_id: str
+    seq: int
+    device_id: str
+    site: str
+    created_at: str
+    model_name: str
+    model_version: str
+    model_sha256: str
+    probabilities: dict[str, float]
+    label: str | None
+    inconclusive: bool
+    reasons: tuple[str, ...] = ()
+    thresholds: dict[str, float] = field(default_factory=dict)
+    exam_id: str | None = None
+    patient_ref: str | None = None
+    side: str | None = None
+    latency_ms: float | None = None
+    historical: bool = False
+    prev_result_id: str | None = None  # the device's previous not-yet-acknowledged result (ordering)
+    thumbnail: bytes | None = None  # JPEG
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_record(
+        cls,
+        record: ResultRecord,
+        *,
+        historical: bool,
+        prev_result_id: str | None,
+        send_thumbnail: bool = True,
+        thumbnail_max_bytes: int = MAX_THUMBNAIL_BYTES,
+    ) -> "ResultMessage":
+        if record.seq is None:
+            raise ValueError("a result must be stored (have a seq) before it is sent")
+        thumb = record.thumbnail
+        if not send_thumbnail or thumb is None or len(thumb) > min(thumbnail_max_bytes, MAX_THUMBNAIL_BYTES):
+            thumb = None
+        return cls(
+            result_id=record.result_id, seq=record.seq, device_id=record.device_id, site=record.site,
+            created_at=record.created_at, model_name=record.model_name, model_version=record.model_version,
+            model_sha256=record.model_sha256, probabilities=dict(record.probabilities), label=record.label,
+            inconclusive=record.inconclusive, reasons=tuple(record.reasons), thresholds=dict(record.thresholds),
+            exam_id=record.exam_id, patient_ref=record.patient_ref, side=record.side, latency_ms=record.latency_ms,
+            historical=historical, prev_result_id=prev_result_id, thumbnail=thumb,
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "schema": self.schema,
+            "result_id": self.result_id,
+            "seq": self.seq,
+            "prev_result_id": self.prev_result_id,
+            "device_id": self.device_id,
+            "site": self.site,
+            "created_at": self.created_at,
+            "exam_id": self.exam_id,
+            "patient_ref": self.patient_ref,
+            "side": self.side,
+            "model": {"name": self.model_name, "version": self.model_version, "sha256": self.model_sha256},
+            "probabilities": self.probabilities,
+            "label": self.label,
+            "inconclusive": self.inconclusive,
+            "reasons": list(self.reasons),
+            "thresholds": self.thresholds,
+            "latency_ms": self.latency_ms,
+            "historical": self.historical,
+        }
+        if self.thumbnail is not None:
+            payload["thumbnail_jpeg_b64"] = base64.b64encode(self.thumbnail).decode("ascii")
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "ResultMessage":
+        thumb = payload.get("thumbnail_jpeg_b64")
+        thumbnail = None
+        if thumb is not None:
+            try:
+                thumbnail = base64.b64decode(thumb, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ContractError("schema", f"thumbnail is not valid base64 ({exc})") from exc
+            if not thumbnail.startswith(b"\xff\xd8"):
+                raise ContractError("schema", "thumbnail is not a JPEG")
+        model = payload["model"]
+        return cls(
+            result_id=payload["result_id"], seq=payload["seq"], device_id=payload["device_id"], site=payload["site"],
+            created_at=payload["created_at"], model_name=model["name"], model_version=model["version"],
+            model_sha256=model["sha256"], probabilities={k: float(v) for k, v in payload["probabilities"].items()},
+            label=payload["label"], inconclusive=payload["inconclusive"], reasons=tuple(payload["reasons"]),
+            thresholds={k: float(v) for k, v in payload["thresholds"].items()}, exam_id=payload.get("exam_id"),
+            patient_ref=payload.get("patient_ref"), side=payload.get("side"), latency_ms=payload.get("latency_ms"),
+            historical=payload["historical"], prev_result_id=payload.get("prev_result_id"), thumbnail=thumbnail,
+            schema=payload["schema"],
+        )
+
+
+def encode_result(message: ResultMessage) -> bytes:
+    return encode("result", message.to_payload())
+
+
+def decode_result(topic_name: str, data: bytes) -> ResultMessage:
+    """Everything the hub checks before storing a result; raises :class:`ContractError`."""
+    where = parse_topic(topic_name)
+    if where.kind != "result":
+        raise ContractError("bad_topic", f"{topic_name!r} is not a result topic")
+    payload = decode("result", data)
+    _check_attribution(where, payload)
+    message = ResultMessage.from_payload(payload)
+    if message.label is None and not message.inconclusive:
+        raise ContractError("schema", "a result without a label must be inconclusive")
+    return message
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusMessage:
+    state: str  # online | offline | stopped
+    device_id: str
+    site: str
+    at: str | None = None
+    software_version: str | None = None
+    model: dict[str, str] | None = None  # {name, version, sha256}
+    backlog: int | None = None
+    schema: int = SCHEMA_VERSION
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema, "state": self.state, "device_id": self.device_id, "site": self.site,
+            "at": self.at, "software_version": self.software_version, "model": self.model, "backlog": self.backlog,
+        }
+
+
+def encode_status(message: StatusMessage) -> bytes:
+    return encode("status", message.to_payload())
+
+
+def decode_status(topic_name: str, data: bytes) -> StatusMessage:
+    where = parse_topic(topic_name)
+    payload = decode("status", data)
+    _check_attribution(where, payload)
+    return StatusMessage(
+        state=payload["state"], device_id=payload["device_id"], site=payload["site"], at=payload.get("at"),
+        software_version=payload.get("software_version"), model=payload.get("model"),
+        backlog=payload.get("backlog"), schema=payload["schema"],
+    )
+
+
+# --- heartbeat ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeartbeatMessage:
+    device_id: str
+    site: str
+    at: str
+    interval_s: float
+    uptime_s: float
+    backlog: int
+    oldest_pending_age_s: float | None = None
+    disk_free_bytes: int | None = None
+    soc_temp_c: float | None = None
+    throttled: str | None = None  # vcgencmd get_throttled bit mask, e.g. "0x0"
+    latency_p50_ms: float | None = None
+    schema: int = SCHEMA_VERSION
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema, "device_id": self.device_id, "site": self.site, "at": self.at,
+            "interval_s": self.interval_s, "uptime_s": self.uptime_s, "backlog": self.backlog,
+            "oldest_pending_age_s": self.oldest_pending_age_s, "disk_free_bytes": self.disk_free_bytes,
+            "soc_temp_c": self.soc_temp_c, "throttled": self.throttled, "latency_p50_ms": self.latency_p50_ms,
+        }
+
+
+def encode_heartbeat(message: HeartbeatMessage) -> bytes:
+    return encode("heartbeat", message.to_payload())
+
+
+def decode_heartbeat(topic_name: str, data: bytes) -> HeartbeatMessage:
+    where = parse_topic(topic_name)
+    payload = decode("heartbeat", data)
+    _check_attribution(where, payload)
+    fields = {k: payload.get(k) for k in HeartbeatMessage.__dataclass_fields__ if k in payload}
+    return HeartbeatMessage(**fields)
+
+
+# --- ack ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AckMessage:
+    result_ids: tuple[str, ...]
+    at: str | None = None
+    schema: int = SCHEMA_VERSION
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"schema": self.schema, "result_ids": list(self.result_ids), "at": self.at}
+
+
+def encode_ack(message: AckMessage) -> bytes:
+    return encode("ack", message.to_payload())
+
+
+def decode_ack(data: bytes) -> AckMessage:
+    payload = decode("ack", data)
+    return AckMessage(result_ids=tuple(payload["result_ids"]), at=payload.get("at"), schema=payload["schema"])

@@ -1,0 +1,57 @@
+"""The frame-source interface shared by every adapter."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+import time
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Frame:
+    image: np.ndarray  # uint8, grey (H x W) or RGB (H x W x 3)
+    origin: str  # where it came from: a file path, "/dev/video0", "scan.dcm#frame=3"
+    index: int  # position in the stream
+    timestamp: float = field(default_factory=time.time)
+
+
+class FrameSource(abc.ABC):
+    """Open, read frames, close. ``read`` returns ``None`` at the end of a finite source.
+
+    Errors for one item (an unreadable file in a folder) raise :class:`~device.errors.ImageDecodeError`
+    and the next ``read`` carries on with the next item. A live source that goes away raises
+    :class:`~device.errors.SourceError`; the next ``read`` tries to reopen it.
+    """
+
+    finite: bool = True
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    @abc.abstractmethod
+    def open(self) -> None: ...
+
+    @abc.abstractmethod
+    def read(self) -> Frame | None: ...
+
+    def close(self) -> None:
+        """Release the device or file; safe to call twice."""
+
+    @property
+    def state(self) -> str:
+        """A short human state for status bars: "ready", "streaming", "disconnected", "finished"."""
+        return "ready"
+
+    def __enter__(self) -> "FrameSource":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        while (frame := self.read()) is not None:
+            yield frame
