@@ -1,0 +1,550 @@
+"""The hub's database: results received from devices, device status/heartbeats, rejection counters.
+
+SQLite by default (a file path), PostgreSQL when given a DSN (``postgresql://...`` or
+``host=... dbname=...``). The same SQL runs on both: timestamps are ISO 8601 UTC strings
+(sortable as text), JSON fields are text, booleans are 0/1 integers.
+
+Stable API (used by ``hub serve``, the operator CLI and the web console ``hub/web``)::
+
+    store = HubStore.open("hub.sqlite")            # or HubStore.open("postgresql://u@host/db")
+    store.add_results([msg, ...]) -> list[bool]    # idempotent on result_id; True = newly stored
+    store.results(site=, device_id=, label=, since=, until=, patient_ref=, after_id=, limit=, offset=,
+                  newest_first=) -> list[StoredResult]
+    store.result(result_id) -> StoredResult | None
+    store.count_results(...filters) -> int
+    store.record_status(StatusMessage); store.record_heartbeat(HeartbeatMessage)
+    store.devices() -> list[DeviceState]; store.device(site, device_id) -> DeviceState | None
+    store.record_rejection(reason, detail, topic, site=, device_id=); store.rejections() -> list[Rejection]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from device.contract import HeartbeatMessage, ResultMessage, StatusMessage
+from device.errors import SonopiError
+from device.results import utc_now_iso
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SILENT_AFTER_INTERVALS = 3.0  # a device whose heartbeat is this many intervals late is "silent"
+
+
+class HubStoreError(SonopiError):
+    code = "hub_store_failed"
+
+
+def _schema(pg: bool) -> list[str]:
+    ident = "BIGSERIAL PRIMARY KEY" if pg else "INTEGER PRIMARY KEY AUTOINCREMENT"
+    blob = "BYTEA" if pg else "BLOB"
+    real = "DOUBLE PRECISION" if pg else "REAL"
+    return [
+        "CREATE TABLE IF NOT EXISTS hub_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        f"""CREATE TABLE IF NOT EXISTS results (
+            id             {ident},
+            result_id      TEXT NOT NULL UNIQUE,
+            seq            BIGINT NOT NULL,
+            prev_result_id TEXT,
+            site           TEXT NOT NULL,
+            device_id      TEXT NOT NULL,
+            created_at     TEXT NOT NULL,
+            received_at    TEXT NOT NULL,
+            historical     INTEGER NOT NULL,
+            exam_id        TEXT,
+            patient_ref    TEXT,
+            side           TEXT,
+            model_name     TEXT NOT NULL,
+            model_version  TEXT NOT NULL,
+            model_sha256   TEXT NOT NULL,
+            label          TEXT,
+            inconclusive   INTEGER NOT NULL,
+            reasons        TEXT NOT NULL,
+            probabilities  TEXT NOT NULL,
+            thresholds     TEXT NOT NULL,
+            latency_ms     {real},
+            thumbnail      {blob},
+            schema_version INTEGER NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS results_device_seq ON results (site, device_id, seq)",
+        "CREATE INDEX IF NOT EXISTS results_created ON results (created_at)",
+        "CREATE INDEX IF NOT EXISTS results_label ON results (label, id)",
+        "CREATE INDEX IF NOT EXISTS results_patient ON results (patient_ref, id)",
+        f"""CREATE TABLE IF NOT EXISTS devices (
+            site                 TEXT NOT NULL,
+            device_id            TEXT NOT NULL,
+            first_seen           TEXT NOT NULL,
+            last_seen            TEXT NOT NULL,
+            status               TEXT,
+            status_at            TEXT,
+            software_version     TEXT,
+            model_name           TEXT,
+            model_version        TEXT,
+            model_sha256         TEXT,
+            backlog              BIGINT,
+            last_heartbeat_at    TEXT,
+            heartbeat_interval_s {real},
+            uptime_s             {real},
+            oldest_pending_age_s {real},
+            disk_free_bytes      BIGINT,
+            soc_temp_c           {real},
+            throttled            TEXT,
+            latency_p50_ms       {real},
+            last_result_at       TEXT,
+            PRIMARY KEY (site, device_id)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS heartbeats (
+            id                   {ident},
+            site                 TEXT NOT NULL,
+            device_id            TEXT NOT NULL,
+            at                   TEXT NOT NULL,
+            received_at          TEXT NOT NULL,
+            uptime_s             {real},
+            backlog              BIGINT,
+            oldest_pending_age_s {real},
+            disk_free_bytes      BIGINT,
+            soc_temp_c           {real},
+            throttled            TEXT,
+            latency_p50_ms       {real}
+        )""",
+        "CREATE INDEX IF NOT EXISTS heartbeats_device ON heartbeats (site, device_id, id)",
+        """CREATE TABLE IF NOT EXISTS rejections (
+            reason      TEXT NOT NULL,
+            site        TEXT NOT NULL,
+            device_id   TEXT NOT NULL,
+            count       BIGINT NOT NULL,
+            first_at    TEXT NOT NULL,
+            last_at     TEXT NOT NULL,
+            last_topic  TEXT,
+            last_detail TEXT,
+            PRIMARY KEY (reason, site, device_id)
+        )""",
+    ]
+
+
+_RESULT_COLUMNS = (
+    "id, result_id, seq, prev_result_id, site, device_id, created_at, received_at, historical, exam_id, "
+    "patient_ref, side, model_name, model_version, model_sha256, label, inconclusive, reasons, probabilities, "
+    "thresholds, latency_ms, thumbnail, schema_version"
+)
+_DEVICE_COLUMNS = (
+    "site, device_id, first_seen, last_seen, status, status_at, software_version, model_name, model_version, "
+    "model_sha256, backlog, last_heartbeat_at, heartbeat_interval_s, uptime_s, oldest_pending_age_s, "
+    "disk_free_bytes, soc_temp_c, throttled, latency_p50_ms, last_result_at"
+)
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """One result as stored by the hub. ``id`` is the hub's own insertion counter (a cursor for --watch)."""
+
+    id: int
+    result_id: str
+    seq: int
+    prev_result_id: str | None
+    site: str
+    device_id: str
+    created_at: str
+    received_at: str
+    historical: bool
+    exam_id: str | None
+    patient_ref: str | None
+    side: str | None
+    model_name: str
+    model_version: str
+    model_sha256: str
+    label: str | None
+    inconclusive: bool
+    reasons: tuple[str, ...]
+    probabilities: dict[str, float]
+    thresholds: dict[str, float]
+    latency_ms: float | None
+    thumbnail: bytes | None
+    schema_version: int
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly, without the thumbnail (``has_thumbnail`` says whether there is one)."""
+        return {
+            "id": self.id, "result_id": self.result_id, "seq": self.seq, "site": self.site,
+            "device_id": self.device_id, "created_at": self.created_at, "received_at": self.received_at,
+            "historical": self.historical, "exam_id": self.exam_id, "patient_ref": self.patient_ref,
+            "side": self.side,
+            "model": {"name": self.model_name, "version": self.model_version, "sha256": self.model_sha256},
+            "label": self.label, "inconclusive": self.inconclusive, "reasons": list(self.reasons),
+            "probabilities": dict(self.probabilities), "thresholds": dict(self.thresholds),
+            "latency_ms": self.latency_ms, "has_thumbnail": self.thumbnail is not None,
+            "schema": self.schema_version,
+        }
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    site: str
+    device_id: str
+    first_seen: str
+    last_seen: str
+    status: str | None  # last retained status: online | offline | stopped
+    status_at: str | None
+    software_version: str | None
+    model_name: str | None
+    model_version: str | None
+    model_sha256: str | None
+    backlog: int | None
+    last_heartbeat_at: str | None  # hub receive time of the last heartbeat
+    heartbeat_interval_s: float | None
+    uptime_s: float | None
+    oldest_pending_age_s: float | None
+    disk_free_bytes: int | None
+    soc_temp_c: float | None
+    throttled: str | None
+    latency_p50_ms: float | None
+    last_result_at: str | None
+
+    def is_silent(self, now: datetime | None = None, factor: float = SILENT_AFTER_INTERVALS) -> bool:
+        """Says ``online`` but no heartbeat for ``factor`` heartbeat intervals."""
+        if self.status != "online" or self.last_heartbeat_at is None or not self.heartbeat_interval_s:
+            return self.status == "online" and self.last_heartbeat_at is None and _age_s(self.last_seen, now) > 600
+        return _age_s(self.last_heartbeat_at, now) > factor * self.heartbeat_interval_s
+
+    def presence(self, now: datetime | None = None) -> str:
+        """online | silent | offline | stopped | unknown — what the operator sees."""
+        if self.status == "online" and self.is_silent(now):
+            return "silent"
+        return self.status or "unknown"
+
+    def summary(self, now: datetime | None = None) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["presence"] = self.presence(now)
+        return data
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    site: str  # "" when the topic could not be attributed
+    device_id: str
+    count: int
+    first_at: str
+    last_at: str
+    last_topic: str | None
+    last_detail: str | None
+
+
+def _age_s(iso: str, now: datetime | None) -> float:
+    then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return ((now or datetime.now(timezone.utc)) - then).total_seconds()
+
+
+def is_dsn(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://")) or ("dbname=" in target and "=" in target)
+
+
+class HubStore:
+    """Thread-safe (one connection behind a lock). Use :meth:`open`."""
+
+    def __init__(self, connection: Any, *, pg: bool, target: str) -> None:
+        self._db = connection
+        self._pg = pg
+        self.target = target
+        self._lock = threading.RLock()
+        self._migrate()
+
+    @classmethod
+    def open(cls, target: str | os.PathLike[str]) -> "HubStore":
+        text = str(target)
+        if is_dsn(text):
+            try:
+                import psycopg  # optional: the hub extra
+            except ImportError as exc:
+                raise HubStoreError("PostgreSQL DSN given but psycopg is not installed (pip install 'sonopi[hub]')") from exc
+            try:
+                conn = psycopg.connect(text, autocommit=True)
+            except psycopg.Error as exc:
+                raise HubStoreError(f"hub database: cannot connect to PostgreSQL ({exc})") from exc
+            return cls(conn, pg=True, target=_redact(text))
+        path = Path(text)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        except (sqlite3.Error, OSError) as exc:
+            raise HubStoreError(f"hub database {path}: cannot open ({exc})") from exc
+        return cls(conn, pg=False, target=str(path))
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "HubStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self._pg else "sqlite"
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self._pg else sql
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        if self._pg:
+            import psycopg
+
+            return (psycopg.Error,)
+        return (sqlite3.Error,)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        with self._lock:
+            try:
+                if self._pg:
+                    with self._db.transaction():
+                        yield self._db.cursor()
+                else:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield self._db
+                    except BaseException:
+                        self._db.execute("ROLLBACK")
+                        raise
+                    self._db.execute("COMMIT")
+            except self._errors() as exc:
+                if not self._pg and self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise HubStoreError(f"hub database {self.target}: write failed ({exc})") from exc
+
+    def _exec(self, db: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        return db.execute(self._sql(sql), tuple(params))
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return list(self._db.execute(self._sql(sql), tuple(params)).fetchall())
+            except self._errors() as exc:
+                raise HubStoreError(f"hub database {self.target}: read failed ({exc})") from exc
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            for statement in _schema(self._pg):
+                self._exec(db, statement)
+            row = self._exec(db, "SELECT value FROM hub_meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                self._exec(db, "INSERT INTO hub_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise HubStoreError(f"hub database {self.target}: schema {row[0]} is newer than this software")
+
+    # --- results ---------------------------------------------------------------------------------
+
+    def add_result(self, message: ResultMessage, received_at: str | None = None) -> bool:
+        return self.add_results([message], received_at)[0]
+
+    def add_results(self, messages: Sequence[ResultMessage], received_at: str | None = None) -> list[bool]:
+        """Store in one transaction; a result_id already stored is skipped (False). Durable on return."""
+        now = received_at or utc_now_iso()
+        stored: list[bool] = []
+        with self._transaction() as db:
+            for m in messages:
+                cur = self._exec(
+                    db,
+                    "INSERT INTO results (result_id, seq, prev_result_id, site, device_id, created_at, received_at, "
+                    "historical, exam_id, patient_ref, side, model_name, model_version, model_sha256, label, "
+                    "inconclusive, reasons, probabilities, thresholds, latency_ms, thumbnail, schema_version) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (result_id) DO NOTHING",
+                    (
+                        m.result_id, m.seq, m.prev_result_id, m.site, m.device_id, m.created_at, now,
+                        int(m.historical), m.exam_id, m.patient_ref, m.side, m.model_name, m.model_version,
+                        m.model_sha256, m.label, int(m.inconclusive), json.dumps(list(m.reasons)),
+                        json.dumps(m.probabilities), json.dumps(m.thresholds), m.latency_ms, m.thumbnail, m.schema,
+                    ),
+                )
+                stored.append(cur.rowcount == 1)
+            for site, device_id in {(m.site, m.device_id) for m, new in zip(messages, stored) if new}:
+                self._touch_device(db, site, device_id, now, last_result_at=now)
+        return stored
+
+    def stored_ids(self, result_ids: Iterable[str]) -> set[str]:
+        """Which of these result_ids are already stored."""
+        ids = list(dict.fromkeys(result_ids))
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(row[0] for row in self._query(f"SELECT result_id FROM results WHERE result_id IN ({marks})", chunk))
+        return found
+
+    def result(self, result_id: str) -> StoredResult | None:
+        rows = self._query(f"SELECT {_RESULT_COLUMNS} FROM results WHERE result_id = ?", (result_id,))
+        return _row_to_result(rows[0]) if rows else None
+
+    def results(
+        self,
+        *,
+        site: str | None = None,
+        device_id: str | None = None,
+        label: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        patient_ref: str | None = None,
+        after_id: int | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[StoredResult]:
+        """Filter on the device's ``created_at`` (since inclusive, until exclusive); ordered by hub ``id``.
+        ``label="inconclusive"`` selects inconclusive results. ``after_id`` is a cursor (``id > after_id``)."""
+        where, params = self._where(site, device_id, label, since, until, patient_ref, after_id)
+        sql = f"SELECT {_RESULT_COLUMNS} FROM results{where} ORDER BY id {'DESC' if newest_first else 'ASC'}"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [int(limit), int(offset)]
+        return [_row_to_result(row) for row in self._query(sql, params)]
+
+    def count_results(
+        self,
+        *,
+        site: str | None = None,
+        device_id: str | None = None,
+        label: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        patient_ref: str | None = None,
+    ) -> int:
+        where, params = self._where(site, device_id, label, since, until, patient_ref, None)
+        return int(self._query(f"SELECT COUNT(*) FROM results{where}", params)[0][0])
+
+    @staticmethod
+    def _where(site, device_id, label, since, until, patient_ref, after_id) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        for clause, value in (
+            ("site = ?", site), ("device_id = ?", device_id), ("created_at >= ?", since),
+            ("created_at < ?", until), ("patient_ref = ?", patient_ref), ("id > ?", after_id),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        if label == "inconclusive":
+            clauses.append("inconclusive = 1")
+        elif label is not None:
+            clauses.append("label = ?")
+            params.append(label)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    # --- devices ---------------------------------------------------------------------------------
+
+    def _touch_device(self, db: Any, site: str, device_id: str, now: str, **columns: Any) -> None:
+        self._exec(
+            db,
+            "INSERT INTO devices (site, device_id, first_seen, last_seen) VALUES (?,?,?,?) "
+            "ON CONFLICT (site, device_id) DO UPDATE SET last_seen = excluded.last_seen",
+            (site, device_id, now, now),
+        )
+        if columns:
+            assignments = ", ".join(f"{name} = ?" for name in columns)
+            self._exec(db, f"UPDATE devices SET {assignments} WHERE site = ? AND device_id = ?",
+                       (*columns.values(), site, device_id))
+
+    def record_status(self, message: StatusMessage, received_at: str | None = None) -> None:
+        now = received_at or utc_now_iso()
+        model = message.model or {}
+        columns: dict[str, Any] = {"status": message.state, "status_at": message.at or now}
+        if message.state == "online":
+            columns.update(software_version=message.software_version, model_name=model.get("name"),
+                           model_version=model.get("version"), model_sha256=model.get("sha256"))
+        if message.backlog is not None:
+            columns["backlog"] = message.backlog
+        with self._transaction() as db:
+            self._touch_device(db, message.site, message.device_id, now, **columns)
+
+    def record_heartbeat(self, message: HeartbeatMessage, received_at: str | None = None) -> None:
+        now = received_at or utc_now_iso()
+        m = message
+        with self._transaction() as db:
+            self._touch_device(
+                db, m.site, m.device_id, now, last_heartbeat_at=now, heartbeat_interval_s=m.interval_s,
+                uptime_s=m.uptime_s, backlog=m.backlog, oldest_pending_age_s=m.oldest_pending_age_s,
+                disk_free_bytes=m.disk_free_bytes, soc_temp_c=m.soc_temp_c, throttled=m.throttled,
+                latency_p50_ms=m.latency_p50_ms,
+            )
+            self._exec(
+                db,
+                "INSERT INTO heartbeats (site, device_id, at, received_at, uptime_s, backlog, oldest_pending_age_s, "
+                "disk_free_bytes, soc_temp_c, throttled, latency_p50_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (m.site, m.device_id, m.at, now, m.uptime_s, m.backlog, m.oldest_pending_age_s, m.disk_free_bytes,
+                 m.soc_temp_c, m.throttled, m.latency_p50_ms),
+            )
+
+    def prune_heartbeats(self, before: str) -> int:
+        """Delete heartbeat history received before ``before`` (ISO); device rows keep the latest values."""
+        with self._transaction() as db:
+            return self._exec(db, "DELETE FROM heartbeats WHERE received_at < ?", (before,)).rowcount
+
+    def devices(self) -> list[DeviceState]:
+        return [DeviceState(*row) for row in self._query(f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY site, device_id")]
+
+    def device(self, site: str, device_id: str) -> DeviceState | None:
+        rows = self._query(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE site = ? AND device_id = ?", (site, device_id))
+        return DeviceState(*rows[0]) if rows else None
+
+    # --- rejections ------------------------------------------------------------------------------
+
+    def record_rejection(
+        self, reason: str, detail: str, topic: str | None, site: str | None = None, device_id: str | None = None
+    ) -> None:
+        now = utc_now_iso()
+        with self._transaction() as db:
+            self._exec(
+                db,
+                "INSERT INTO rejections (reason, site, device_id, count, first_at, last_at, last_topic, last_detail) "
+                "VALUES (?,?,?,1,?,?,?,?) ON CONFLICT (reason, site, device_id) DO UPDATE SET "
+                "count = rejections.count + 1, last_at = excluded.last_at, last_topic = excluded.last_topic, "
+                "last_detail = excluded.last_detail",
+                (reason, site or "", device_id or "", now, now, (topic or "")[:300], detail[:500]),
+            )
+
+    def rejections(self) -> list[Rejection]:
+        rows = self._query(
+            "SELECT reason, site, device_id, count, first_at, last_at, last_topic, last_detail FROM rejections "
+            "ORDER BY reason, site, device_id"
+        )
+        return [Rejection(*row) for row in rows]
+
+    def rejected_total(self) -> int:
+        return int(self._query("SELECT COALESCE(SUM(count), 0) FROM rejections")[0][0])
+
+
+def _row_to_result(row: tuple) -> StoredResult:
+    (id_, result_id, seq, prev, site, device_id, created_at, received_at, historical, exam_id, patient_ref, side,
+     model_name, model_version, model_sha256, label, inconclusive, reasons, probabilities, thresholds, latency_ms,
+     thumbnail, schema_version) = row
+    return StoredResult(
+        id=int(id_), result_id=result_id, seq=int(seq), prev_result_id=prev, site=site, device_id=device_id,
+        created_at=created_at, received_at=received_at, historical=bool(historical), exam_id=exam_id,
+        patient_ref=patient_ref, side=side, model_name=model_name, model_version=model_version,
+        model_sha256=model_sha256, label=label, inconclusive=bool(inconclusive), reasons=tuple(json.loads(reasons)),
+        probabilities=json.loads(probabilities), thresholds=json.loads(thresholds), latency_ms=latency_ms,
+        thumbnail=bytes(thumbnail) if thumbnail is not None else None, schema_version=int(schema_version),
+    )
+
+
+def _redact(dsn: str) -> str:
+    """A DSN for logs: the password removed."""
+    if "://" in dsn and "@" in dsn:
+        scheme, rest = dsn.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return " ".join("password=***" if part.startswith("password=") else part for part in dsn.split())
