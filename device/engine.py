@@ -56,6 +56,7 @@ def load_interpreter_class(preferred: str | None = None) -> tuple[type, str]:
 class Classification:
     probabilities: dict[str, float]  # calibrated (after temperature)
     label: str | None  # None when inconclusive
+    decision: str  # the label by the manifest's rules, even when inconclusive (reported beside the flag)
     inconclusive: bool
     reasons: tuple[str, ...]
     thresholds: dict[str, float]
@@ -169,15 +170,15 @@ class Classifier:
         probabilities, features, placement = self._run(crop)
         reasons += confidence_problems(probabilities, self.limits)
         labels = self.manifest.labels
-        label = None if reasons else decide_label(probabilities, labels, self.manifest.thresholds)
-        shown = label or labels[int(np.argmax(probabilities))]
+        decision = decide_label(probabilities, labels, self.manifest.thresholds)
         heat = None
         if heatmap and features is not None:
-            heat = self._heatmap(features, labels.index(shown), placement, crop.shape[:2])
+            heat = self._heatmap(features, labels.index(decision), placement, crop.shape[:2])
         latency_ms = (time.perf_counter() - start) * 1000.0
         return Classification(
             probabilities={name: float(p) for name, p in zip(labels, probabilities)},
-            label=label,
+            label=None if reasons else decision,
+            decision=decision,
             inconclusive=bool(reasons),
             reasons=tuple(reasons),
             thresholds=dict(self.manifest.thresholds),

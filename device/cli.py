@@ -1,0 +1,310 @@
+"""``python -m device``: the appliance's command line. Other parts build on it — keep it stable.
+
+    classify [--model DIR] [--json] PATH...     files and/or folders, one result per input
+    run --source SPEC [--headless] [--once]     capture -> classify -> store, until stopped
+    history [--patient REF] [--json]            stored results, newest first
+    export --csv|--json [--out FILE]            every stored result
+    config default | config check FILE          print the default config / validate a file
+    uplink [--broker HOST:PORT]                 deliver stored results to the hub (own process)
+    demo-frames DIR                             write synthetic scanner screens for demos
+
+``--config FILE`` is accepted by every command (before or after its name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from device import __version__
+from device.config import DEFAULT_TOML, DeviceConfig, load_config
+from device.engine import Classification, Classifier
+from device.errors import ConfigError, ImageDecodeError, SonopiError, SourceError
+from device.sources.files import frames_from_file, list_inputs
+
+log = logging.getLogger("device")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="device configuration TOML file")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+
+    parser = argparse.ArgumentParser(prog="python -m device", description="sonopi appliance core", parents=[common])
+    parser.add_argument("--version", action="version", version=f"sonopi {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    classify = commands.add_parser("classify", parents=[common], help="classify image/DICOM/video files and folders")
+    classify.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    classify.add_argument("--model", type=Path, help="model bundle directory (default: the configured/shipped bundle)")
+    classify.add_argument("--json", action="store_true", help="one JSON object per input on stdout")
+
+    run = commands.add_parser("run", parents=[common], help="capture -> classify -> store until stopped")
+    run.add_argument("--source", help="source spec, e.g. folder:PATH, v4l2:/dev/video0 (default: from config)")
+    run.add_argument("--model", type=Path, help="model bundle directory")
+    run.add_argument("--headless", action="store_true", help="no display (the only mode of this command; for clarity in scripts)")
+    run.add_argument("--once", action="store_true", help="process a file/folder source once and exit")
+
+    history = commands.add_parser("history", parents=[common], help="stored results, newest first")
+    history.add_argument("--patient", metavar="REF")
+    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("--json", action="store_true")
+
+    export = commands.add_parser("export", parents=[common], help="export every stored result")
+    fmt = export.add_mutually_exclusive_group(required=True)
+    fmt.add_argument("--csv", action="store_true")
+    fmt.add_argument("--json", action="store_true", help="JSON lines")
+    export.add_argument("--out", type=Path, help="file to write (default: stdout)")
+
+    config = commands.add_parser("config", parents=[common], help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    config_commands.add_parser("default", help="print a complete, commented default configuration")
+    check = config_commands.add_parser("check", help="validate a configuration file (exit 0/1)")
+    check.add_argument("file", type=Path)
+
+    uplink = commands.add_parser("uplink", parents=[common], help="deliver stored results to the hub over MQTT")
+    uplink.add_argument("--broker", metavar="HOST:PORT", help="override [uplink] broker")
+
+    demo = commands.add_parser("demo-frames", parents=[common], help="write synthetic scanner screens (demos)")
+    demo.add_argument("out", type=Path)
+    demo.add_argument("--count", type=int, default=12)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "config":
+            return _config_command(args)
+        config = load_config(getattr(args, "config", None))
+        handler = {
+            "classify": _classify_command,
+            "run": _run_command,
+            "history": _history_command,
+            "export": _export_command,
+            "uplink": _uplink_command,
+            "demo-frames": _demo_command,
+        }[args.command]
+        return handler(args, config)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SonopiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+# --- config --------------------------------------------------------------------------------------
+
+
+def _config_command(args: argparse.Namespace) -> int:
+    if args.config_command == "default":
+        sys.stdout.write(DEFAULT_TOML)
+        return EXIT_OK
+    try:
+        load_config(args.file)
+    except ConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.file}: valid")
+    return EXIT_OK
+
+
+# --- classify ------------------------------------------------------------------------------------
+
+
+def _expand_inputs(paths: list[Path]) -> Iterator[Path]:
+    """Folders expand to their readable files; everything else is attempted as given."""
+    for path in paths:
+        if path.is_dir():
+            try:
+                files = list_inputs(path)
+            except SourceError:
+                yield path
+                continue
+            if not files:
+                yield path  # reported as an error: nothing to classify
+            yield from files
+        else:
+            yield path
+
+
+def classify_path(classifier: Classifier, path: Path, config: DeviceConfig) -> dict[str, Any]:
+    """Classify one input. Multi-frame inputs (cine DICOM, video) report the frame with the highest
+    malignant probability (the most cautious reading), with its index."""
+    if path.is_dir():
+        raise ImageDecodeError(f"{path}: folder has no readable image, DICOM or video files", "empty_folder")
+    best: tuple[float, int, Classification] | None = None
+    count = 0
+    for frame in frames_from_file(path, config.source.dicom_frame):
+        result = classifier.classify(frame.image, auto_crop=config.source.auto_crop)
+        score = result.probabilities.get("malignant", result.probabilities[result.decision])
+        if best is None or score > best[0]:
+            best = (score, frame.index, result)
+        count += 1
+    assert best is not None  # frames_from_file yields at least one frame or raises
+    _, index, result = best
+    output = {
+        "path": str(path),
+        "label": result.decision,
+        "probabilities": {k: round(v, 6) for k, v in result.probabilities.items()},
+        "inconclusive": result.inconclusive,
+        "reasons": list(result.reasons),
+        "thresholds": result.thresholds,
+        "crop": list(result.crop.as_tuple()),
+        "model": classifier.bundle.identity | {"runtime": classifier.runtime},
+        "latency_ms": round(result.latency_ms, 3),
+    }
+    if count > 1:
+        output.update(frame=index, frames=count)
+    return output
+
+
+def _classify_command(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from device.pipeline import load_classifier
+
+    classifier = load_classifier(config, args.model)
+    failures = 0
+    for path in _expand_inputs(args.paths):
+        try:
+            output = classify_path(classifier, path, config)
+        except SonopiError as exc:
+            failures += 1
+            output = {"path": str(path), "error": {"code": exc.code, "message": str(exc)}}
+        _print_classification(output, args.json)
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def _print_classification(output: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(output, ensure_ascii=False), flush=True)
+    elif "error" in output:
+        print(f"{output['path']}: ERROR {output['error']['code']}: {output['error']['message']}", flush=True)
+    else:
+        probs = "  ".join(f"{k} {v:.2f}" for k, v in output["probabilities"].items())
+        flag = "  INCONCLUSIVE: " + "; ".join(output["reasons"]) if output["inconclusive"] else ""
+        print(f"{output['path']}: {output['label']}  ({probs}){flag}", flush=True)
+
+
+# --- run -----------------------------------------------------------------------------------------
+
+
+def _run_command(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from device.pipeline import Analyzer, install_stop_handlers, load_classifier, run_capture
+    from device.sources import open_source
+    from device.store import ResultStore
+
+    spec = args.source or config.source.spec
+    classifier = load_classifier(config, args.model)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    source = open_source(spec, config.source)
+    progress = _ProgressLine(spec)
+    with ResultStore(config.store_path) as store:
+        purged = store.purge_frames(config.store.keep_images_days)
+        if purged:
+            log.info("retention: removed %d frames older than %d days", purged, config.store.keep_images_days)
+        analyzer = Analyzer(config, classifier, store)
+        log.info("running: source %s, model %s %s (%s), store %s", spec, classifier.manifest.name,
+                 classifier.manifest.version, classifier.runtime, config.store_path)
+        try:
+            source.open()
+        except SourceError as exc:
+            if source.finite:
+                raise
+            log.warning("%s", exc)  # a live source may come back: run_capture retries
+        try:
+            stats = run_capture(source, analyzer, once=args.once, stop=stop, on_result=progress.update, on_error=progress.error)
+        finally:
+            source.close()
+    progress.finish()
+    print(f"done: {stats.frames} frames, {stats.stored} results stored ({stats.inconclusive} inconclusive), "
+          f"{stats.errors} errors — store {config.store_path}")
+    return EXIT_FAILED if stats.errors and not stats.stored else EXIT_OK
+
+
+class _ProgressLine:
+    """A single updating status line on stderr (one line per result when not a terminal)."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.stored = self.errors = 0
+        self.tty = sys.stderr.isatty()
+
+    def update(self, record) -> None:
+        self.stored += 1
+        label = "inconclusive" if record.inconclusive else record.label
+        line = f"[{self.spec}] {self.stored} stored, {self.errors} errors — #{record.seq} {label} ({record.latency_ms:.0f} ms)"
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def error(self, message: str) -> None:
+        self.errors += 1
+        print(("\n" if self.tty else "") + f"skipped: {message}", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+# --- history / export ------------------------------------------------------------------------------
+
+
+def _history_command(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from device.store import ResultStore
+
+    with ResultStore(config.store_path) as store:
+        records = store.history(patient_ref=args.patient, limit=args.limit)
+    for record in records:
+        if args.json:
+            print(json.dumps(record.summary(), ensure_ascii=False))
+        else:
+            label = "INCONCLUSIVE" if record.inconclusive else record.label
+            mal = record.probabilities.get("malignant")
+            mal_text = f" malignant {mal:.2f}" if mal is not None else ""
+            print(f"#{record.seq} {record.created_at} patient={record.patient_ref or '-'} side={record.side or '-'} "
+                  f"{label}{mal_text} [{record.delivery}]")
+    return EXIT_OK
+
+
+def _export_command(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from device.store import ResultStore
+
+    with ResultStore(config.store_path) as store:
+        out = open(args.out, "w", encoding="utf-8", newline="") if args.out else sys.stdout
+        try:
+            count = store.export_csv(out) if args.csv else store.export_json(out)
+        finally:
+            if args.out:
+                out.close()
+    log.info("exported %d results", count)
+    return EXIT_OK
+
+
+# --- uplink / demo --------------------------------------------------------------------------------
+
+
+def _uplink_command(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from device.uplink.service import run
+
+    return run(config, args.broker)
+
+
+def _demo_command(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from device.demo import write_demo_frames
+
+    paths = write_demo_frames(args.out, args.count)
+    print(f"wrote {len(paths)} synthetic scanner screens to {args.out}")
+    return EXIT_OK
