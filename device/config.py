@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from device.errors import ConfigError
 
@@ -96,6 +96,10 @@ class UplinkSection(_Section):
     heartbeat_s: float = Field(default=60.0, gt=0)
     send_thumbnail: bool = True
     thumbnail_max_bytes: int = Field(default=16384, ge=1024, le=65536)
+    client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # default sonopi-<site>-<id>
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=600)  # jittered exponential backoff between attempts
+    reconnect_max_s: float = Field(default=120.0, gt=0, le=3600)
+    poll_s: float = Field(default=0.2, gt=0, le=10)  # how often the outbox is checked for new results
 
     @field_validator("broker")
     @classmethod
@@ -104,6 +108,18 @@ class UplinkSection(_Section):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("broker must be HOST:PORT")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "UplinkSection":
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (TLS client certificate)")
+        if not self.tls and (self.ca_file or self.cert_file):
+            raise ValueError("ca_file/cert_file/key_file need tls = true")
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs username")
+        return self
 
 
 class UiSection(_Section):
@@ -211,8 +227,12 @@ keepalive_s = 30
 ack_timeout_s = 30.0          # re-send a result the hub has not acknowledged after this long
 window = 64                   # results in flight (sent, not yet acknowledged)
 heartbeat_s = 60.0
-send_thumbnail = true
-thumbnail_max_bytes = 16384
+send_thumbnail = true        # include the small JPEG thumbnail in each result message
+thumbnail_max_bytes = 16384   # larger thumbnails are left out of the message (kept on the device)
+# client_id = "sonopi-dev-site-sonopi-dev"   # MQTT client id; default sonopi-<site>-<device id>
+reconnect_min_s = 1.0         # reconnect backoff: jittered, doubling from min to max
+reconnect_max_s = 120.0
+poll_s = 0.2                  # how often the uplink looks for new results in the store
 
 [ui]
 fullscreen = false            # kiosk: true on the device

@@ -1,0 +1,195 @@
+"""A real Mosquitto broker for tests: started on a free loopback port, killable and restartable.
+
+    from tests.mqtt_broker import MosquittoBroker, mosquitto_broker   # the fixture, if wanted
+
+    with MosquittoBroker(tmp_path) as broker:      # anonymous, plain TCP, persistence on
+        broker.address                             # "127.0.0.1:PORT"
+        broker.kill(); broker.start()              # SIGKILL, then the same port and persistence dir
+
+Options: ``password_file``/``acl_file`` (anonymous access off), ``tls=BrokerTls(...)``,
+``extra_conf`` lines. Skips the test when no mosquitto binary is installed (``.ci/run`` installs it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+def mosquitto_binary() -> str | None:
+    for path in CANDIDATES:
+        if os.access(path, os.X_OK):
+            return path
+    return shutil.which("mosquitto")
+
+
+def mosquitto_passwd_binary() -> str | None:
+    return shutil.which("mosquitto_passwd") or next(
+        (p for p in ("/usr/bin/mosquitto_passwd",) if os.access(p, os.X_OK)), None
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    require_certificate: bool = True
+    use_identity_as_username: bool = False
+
+
+class MosquittoBroker:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+        tls: BrokerTls | None = None,
+        persistence: bool = True,
+        extra_conf: str = "",
+    ) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            pytest.skip("mosquitto is not installed (apt-get install mosquitto; .ci/run does this)")
+        self.binary = binary
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.conf_path = self.workdir / "mosquitto.conf"
+        self.log_path = self.workdir / "mosquitto.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        lines = [
+            "user root" if os.geteuid() == 0 else "",
+            f"listener {self.port} {self.host}",
+            f"allow_anonymous {'false' if password_file or (tls and tls.use_identity_as_username) else 'true'}",
+            f"persistence {'true' if persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
+            "max_queued_messages 100000",
+            "max_inflight_messages 100",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "connection_messages true",
+        ]
+        if password_file:
+            lines.append(f"password_file {password_file}")
+        if acl_file:
+            lines.append(f"acl_file {acl_file}")
+        if tls:
+            lines += [
+                f"cafile {tls.ca_file}",
+                f"certfile {tls.cert_file}",
+                f"keyfile {tls.key_file}",
+                f"require_certificate {'true' if tls.require_certificate else 'false'}",
+                f"use_identity_as_username {'true' if tls.use_identity_as_username else 'false'}",
+            ]
+        self.conf_path.write_text("\n".join(line for line in lines if line) + "\n" + extra_conf + "\n")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout_s: float = 10.0) -> "MosquittoBroker":
+        if self.running:
+            return self
+        log_file = open(self.log_path, "ab")
+        self._proc = subprocess.Popen([self.binary, "-c", str(self.conf_path)], stdout=log_file, stderr=log_file)
+        log_file.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self._proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not listen on {self.address} within {timeout_s}s:\n{self.log()}")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Clean shutdown (SIGTERM): mosquitto saves its persistence file."""
+        self._signal(signal.SIGTERM, timeout_s)
+
+    def kill(self) -> None:
+        """Abrupt death (SIGKILL): whatever was not yet autosaved is gone."""
+        self._signal(signal.SIGKILL, 10.0)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _signal(self, sig: int, timeout_s: float) -> None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.send_signal(sig)
+            try:
+                self._proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def __enter__(self) -> "MosquittoBroker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def add_password(password_file: Path, username: str, password: str) -> None:
+    """Append a user to a mosquitto password file (mosquitto_passwd -b)."""
+    tool = mosquitto_passwd_binary()
+    if tool is None:
+        pytest.skip("mosquitto_passwd is not installed")
+    args = [tool, "-b", str(password_file), username, password]
+    if not password_file.exists():
+        args.insert(1, "-c")
+    subprocess.run(args, check=True, capture_output=True)
+    password_file.chmod(0o600)
+
+
+@pytest.fixture
+def mosquitto_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """An anonymous plain-TCP broker with persistence, stopped after the test."""
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.kill()
