@@ -25,7 +25,8 @@ def dicom_frames(path: Path, chosen: int | None = None) -> Iterator[Frame]:
     for index in indices:
         array = _pixels(dataset, path, index if count > 1 else None)
         if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
-            array = array.max() - array  # MONOCHROME1: high values are dark
+            full_scale = (1 << int(getattr(dataset, "BitsStored", 8))) - 1
+            array = full_scale - array.astype(np.int64)  # MONOCHROME1: high values are dark
         yield Frame(normalise_frame(array), f"{path}#frame={index}" if count > 1 else str(path), index)
 
 

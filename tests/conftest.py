@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny real model bundle, a device config in a temp dir, the shared datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO.parent / "shared" / "datasets"
+SHIPPED_BUNDLE = REPO / "models" / "sonopi-lite0"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real int8 TFLite bundle (built once per session through the real export path)."""
+    from tests.tiny_bundle import build_tiny_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    build_tiny_bundle(out)
+    return out
+
+
+@pytest.fixture()
+def tiny_bundle(tiny_bundle_dir: Path):
+    from device.bundle import load_bundle
+
+    return load_bundle(tiny_bundle_dir)
+
+
+@pytest.fixture()
+def device_config(tmp_path: Path, tiny_bundle_dir: Path):
+    """A validated device config with its data dir in tmp_path and the tiny bundle."""
+    from device.config import parse_config
+
+    return parse_config(
+        {
+            "device": {"id": "test-dev-1", "site": "test-site", "data_dir": str(tmp_path / "data")},
+            "model": {"path": str(tiny_bundle_dir), "threads": 1},
+            "source": {"auto_crop": True},
+        },
+        source="test",
+    )
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    if not (DATASETS / "busi").is_dir():
+        pytest.skip(f"shared datasets not found at {DATASETS} (see ../shared/datasets/README.md)")
+    return DATASETS
+
+
+@pytest.fixture(scope="session")
+def shipped_bundle_dir() -> Path:
+    if not (SHIPPED_BUNDLE / "manifest.json").is_file():
+        pytest.skip(f"shipped model bundle not present at {SHIPPED_BUNDLE} (built by `make model`)")
+    return SHIPPED_BUNDLE
