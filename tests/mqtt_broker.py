@@ -193,3 +193,50 @@ def mosquitto_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield broker
     finally:
         broker.kill()
+
+
+# --- sonopi processes against the broker (shared by the uplink and hub tests) ---------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll until ``predicate()`` is truthy; fail the test naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def device_uplink_command() -> list[str]:
+    """``python -m device uplink`` once the device CLI has it, else the package's own entry point."""
+    import sys
+
+    cli = REPO / "device" / "cli.py"
+    if cli.is_file() and "uplink" in cli.read_text(encoding="utf-8"):
+        return [sys.executable, "-m", "device", "uplink"]
+    return [sys.executable, "-m", "device.uplink"]
+
+
+def start_process(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    log_file = open(log_path, "ab")
+    try:
+        return subprocess.Popen(args, cwd=REPO, env=env, stdout=log_file, stderr=log_file)
+    finally:
+        log_file.close()
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

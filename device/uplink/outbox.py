@@ -1,0 +1,121 @@
+"""The sending side of store-and-forward: which stored results go out next, and when to re-send.
+
+The device's :class:`~device.store.ResultStore` is the outbox (it survives power loss); this class only
+keeps the in-flight window in memory. Rules:
+
+* results go out in ``seq`` order, at most ``window`` un-acknowledged at a time;
+* only the hub's ack (``mark_acked``) takes a result out of the outbox — a PUBACK only means the
+  broker has it;
+* each message names the previous result still awaiting an ack (``prev_result_id``); the hub stores a
+  result only once that one is stored, so results are stored in order even when one is lost in transit;
+* go-back-N: when the oldest in-flight result has waited ``ack_timeout_s``, or the connection drops,
+  the window is emptied and sending restarts from the oldest un-acknowledged result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from device.contract import ContractError, ResultMessage, encode_result
+from device.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InFlight:
+    seq: int
+    sent_at: float  # monotonic
+
+
+class Outbox:
+    def __init__(
+        self,
+        store: ResultStore,
+        *,
+        window: int,
+        ack_timeout_s: float,
+        send_thumbnail: bool,
+        thumbnail_max_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.window = window
+        self.ack_timeout_s = ack_timeout_s
+        self.send_thumbnail = send_thumbnail
+        self.thumbnail_max_bytes = thumbnail_max_bytes
+        self._clock = clock
+        self._in_flight: OrderedDict[str, InFlight] = OrderedDict()
+        self._cursor = 0  # highest seq handed out since the last rewind
+        self._last_sent_id: str | None = None
+        self.unsendable: set[str] = set()  # stored results that break the contract (logged once)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def free_slots(self) -> int:
+        return max(0, self.window - len(self._in_flight))
+
+    def next_messages(self, *, historical_before: str) -> list[tuple[ResultMessage, bytes]]:
+        """Up to the free window of results to publish now, in seq order, with their encoded payloads.
+
+        ``historical_before``: results created before this ISO time (i.e. before the current connection
+        came up) are flagged ``historical``. A stored result that breaks the contract cannot be sent: it is
+        logged (once) and skipped, and stays in the store for an operator to look at."""
+        slots = self.free_slots()
+        if slots == 0:
+            return []
+        out: list[tuple[ResultMessage, bytes]] = []
+        for record in self.store.pending(limit=slots, after_seq=self._cursor):
+            self._cursor = max(self._cursor, record.seq or 0)
+            prev = self._last_sent_id if self._last_sent_id in self._in_flight else None
+            try:
+                message = ResultMessage.from_record(
+                    record,
+                    historical=record.created_at < historical_before,
+                    prev_result_id=prev,
+                    send_thumbnail=self.send_thumbnail,
+                    thumbnail_max_bytes=self.thumbnail_max_bytes,
+                )
+                payload = encode_result(message)
+            except (ContractError, ValueError) as exc:
+                if record.result_id not in self.unsendable:
+                    self.unsendable.add(record.result_id)
+                    log.error("uplink: result %s (seq %s) breaks the contract and is not sent: %s",
+                              record.result_id, record.seq, exc)
+                continue
+            self._in_flight[record.result_id] = InFlight(seq=message.seq, sent_at=self._clock())
+            self._last_sent_id = record.result_id
+            out.append((message, payload))
+        return out
+
+    def sent(self, result_ids: Iterable[str]) -> None:
+        """Record in the store that these were handed to the broker (delivery: stored -> sent)."""
+        self.store.mark_sent(result_ids)
+
+    def acked(self, result_ids: Iterable[str]) -> int:
+        """The hub's ack: durable on the device before returning. Returns how many changed state."""
+        ids = list(result_ids)
+        for rid in ids:
+            self._in_flight.pop(rid, None)
+        return self.store.mark_acked(ids)
+
+    def timed_out(self) -> bool:
+        if not self._in_flight:
+            return False
+        oldest = next(iter(self._in_flight.values()))
+        return self._clock() - oldest.sent_at >= self.ack_timeout_s
+
+    def rewind(self, reason: str) -> None:
+        """Forget the window: the next call re-sends from the oldest result not yet acknowledged."""
+        if self._in_flight:
+            log.info("uplink: re-sending from the oldest un-acknowledged result (%s; %d were in flight)",
+                     reason, len(self._in_flight))
+        self._in_flight.clear()
+        self._cursor = 0
+        self._last_sent_id = None

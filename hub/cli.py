@@ -1,0 +1,199 @@
+"""``python -m hub``: serve, and operator commands on the hub database.
+
+    python -m hub serve [--config FILE] [--broker HOST:PORT] [--db PATH|DSN]
+    python -m hub results [--site S] [--device D] [--label malignant] [--since ISO] [--limit N] [--watch] [--json]
+    python -m hub devices [--json]
+    python -m hub rejections [--json]
+    python -m hub export (--csv | --json) [--out FILE] [filters]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from typing import IO
+
+from device.errors import SonopiError
+from hub.config import DEFAULT_TOML, HubConfig, load_hub_config
+from hub.store import HubStore, StoredResult
+
+log = logging.getLogger(__name__)
+
+EXPORT_FIELDS = (
+    "id", "result_id", "seq", "site", "device_id", "created_at", "received_at", "historical", "exam_id",
+    "patient_ref", "side", "model_name", "model_version", "model_sha256", "label", "inconclusive", "reasons",
+    "probabilities", "thresholds", "latency_ms", "has_thumbnail",
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="hub configuration (TOML)")
+    common.add_argument("--db", help="SQLite path or PostgreSQL DSN; overrides [db] target")
+    filters = argparse.ArgumentParser(add_help=False)
+    filters.add_argument("--site")
+    filters.add_argument("--device")
+    filters.add_argument("--label", help="e.g. malignant, benign, or inconclusive")
+    filters.add_argument("--since", help="created at or after this ISO 8601 time (UTC), e.g. 2026-01-31")
+    filters.add_argument("--until", help="created before this ISO 8601 time")
+    filters.add_argument("--patient", help="patient reference")
+
+    parser = argparse.ArgumentParser(prog="python -m hub", description="sonopi hospital hub")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", parents=[common], help="receive results from devices")
+    serve.add_argument("--broker", help="HOST:PORT; overrides [mqtt] broker")
+    results = sub.add_parser("results", parents=[common, filters], help="list stored results, newest first")
+    results.add_argument("--limit", type=int, default=50)
+    results.add_argument("--watch", action="store_true", help="then keep printing new results as they arrive")
+    results.add_argument("--json", action="store_true", help="one JSON object per result")
+    devices = sub.add_parser("devices", parents=[common], help="devices: last seen, presence, backlog, model")
+    devices.add_argument("--json", action="store_true")
+    rejections = sub.add_parser("rejections", parents=[common], help="rejected messages by reason")
+    rejections.add_argument("--json", action="store_true")
+    export = sub.add_parser("export", parents=[common, filters], help="export stored results")
+    fmt = export.add_mutually_exclusive_group(required=True)
+    fmt.add_argument("--csv", action="store_true")
+    fmt.add_argument("--json", action="store_true", help="JSON lines")
+    export.add_argument("--out", help="file (default: stdout)")
+    sub.add_parser("config-default", help="print an example hub configuration")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if args.command == "config-default":
+        print(DEFAULT_TOML, end="")
+        return 0
+    try:
+        config = load_hub_config(args.config)
+        target = args.db or config.db.target
+        if args.command == "serve":
+            return _serve(config, target, args.broker)
+        with HubStore.open(target) as store:
+            if args.command == "results":
+                return _results(store, args)
+            if args.command == "devices":
+                return _devices(store, args.json)
+            if args.command == "rejections":
+                return _rejections(store, args.json)
+            return _export(store, args)
+    except SonopiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(config: HubConfig, target: str, broker: str | None) -> int:
+    from hub.service import HubService
+
+    with HubStore.open(target) as store:
+        service = HubService(config, store, broker)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: service.stop())
+        return service.serve()
+
+
+def _filters(args: argparse.Namespace) -> dict[str, str | None]:
+    return {"site": args.site, "device_id": args.device, "label": args.label, "since": args.since,
+            "until": args.until, "patient_ref": args.patient}
+
+
+def _results(store: HubStore, args: argparse.Namespace) -> int:
+    rows = list(reversed(store.results(**_filters(args), limit=args.limit)))
+    if not args.json:
+        print(f"{'received':24} {'site/device':28} {'seq':>6} {'patient':12} {'side':4} {'label':12} {'p':>5} model")
+    last_id = max((r.id for r in rows), default=None)
+    _print_results(rows, args.json)
+    if not args.watch:
+        return 0
+    if last_id is None:
+        last_id = max((r.id for r in store.results(limit=1)), default=0)
+    while True:
+        time.sleep(1.0)
+        new = store.results(**_filters(args), after_id=last_id, limit=None, newest_first=False)
+        if new:
+            _print_results(new, args.json)
+            last_id = new[-1].id
+
+
+def _print_results(rows: Iterable[StoredResult], as_json: bool) -> None:
+    for r in rows:
+        if as_json:
+            print(json.dumps(r.summary(), ensure_ascii=False), flush=True)
+            continue
+        label = "inconclusive" if r.inconclusive else (r.label or "")
+        p = r.probabilities.get(r.label, 0.0) if r.label else max(r.probabilities.values(), default=0.0)
+        late = " (late)" if r.historical else ""
+        print(f"{r.received_at:24} {r.site + '/' + r.device_id:28} {r.seq:>6} {r.patient_ref or '-':12} "
+              f"{r.side or '-':4} {label:12} {p:5.2f} {r.model_name} {r.model_version}{late}", flush=True)
+
+
+def _devices(store: HubStore, as_json: bool) -> int:
+    devices = store.devices()
+    if as_json:
+        for d in devices:
+            print(json.dumps(d.summary(), ensure_ascii=False))
+        return 0
+    print(f"{'site/device':28} {'presence':9} {'last seen':24} {'backlog':>7} {'temp':>5} {'p50 ms':>7} model")
+    for d in devices:
+        model = f"{d.model_name} {d.model_version}" if d.model_name else "-"
+        temp = f"{d.soc_temp_c:.0f}" if d.soc_temp_c is not None else "-"
+        p50 = f"{d.latency_p50_ms:.0f}" if d.latency_p50_ms is not None else "-"
+        backlog = d.backlog if d.backlog is not None else "-"
+        print(f"{d.site + '/' + d.device_id:28} {d.presence():9} {d.last_seen:24} {backlog:>7} {temp:>5} {p50:>7} {model}")
+    return 0
+
+
+def _rejections(store: HubStore, as_json: bool) -> int:
+    for r in store.rejections():
+        if as_json:
+            print(json.dumps(r.__dict__, ensure_ascii=False))
+        else:
+            print(f"{r.count:>8} {r.reason:16} {r.site or '?'}/{r.device_id or '?'} last {r.last_at}: {r.last_detail}")
+    return 0
+
+
+def _export(store: HubStore, args: argparse.Namespace) -> int:
+    out: IO[str] = open(args.out, "w", encoding="utf-8", newline="") if args.out else sys.stdout
+    try:
+        count = _write_export(store, args, out)
+    finally:
+        if args.out:
+            out.close()
+    print(f"exported {count} results", file=sys.stderr)
+    return 0
+
+
+def _write_export(store: HubStore, args: argparse.Namespace, out: IO[str]) -> int:
+    writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS) if args.csv else None
+    if writer:
+        writer.writeheader()
+    count, after = 0, 0
+    while True:
+        page = store.results(**_filters(args), after_id=after, limit=1000, newest_first=False)
+        if not page:
+            return count
+        for r in page:
+            row = r.summary()
+            if writer:
+                model = row.pop("model")
+                row.update(model_name=model["name"], model_version=model["version"], model_sha256=model["sha256"])
+                for key in ("reasons", "probabilities", "thresholds"):
+                    row[key] = json.dumps(row[key], ensure_ascii=False)
+                writer.writerow({k: row[k] for k in EXPORT_FIELDS})
+            else:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+        after = page[-1].id
