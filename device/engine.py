@@ -27,10 +27,10 @@ from device.quality import QualityLimits, confidence_problems, image_problems
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = (
-    ("ai_edge_litert", "ai_edge_litert.interpreter"),
-    ("tflite_runtime", "tflite_runtime.interpreter"),
-    ("tensorflow", "tensorflow.lite"),
+RUNTIMES = (  # (name, module to import, attribute path of the Interpreter class)
+    ("ai_edge_litert", "ai_edge_litert.interpreter", "Interpreter"),
+    ("tflite_runtime", "tflite_runtime.interpreter", "Interpreter"),
+    ("tensorflow", "tensorflow", "lite.Interpreter"),
 )
 
 
@@ -40,13 +40,15 @@ def load_interpreter_class(preferred: str | None = None) -> tuple[type, str]:
     if not candidates:
         raise RuntimeUnavailableError(f"unknown TFLite runtime {preferred!r}; choose from {[r[0] for r in RUNTIMES]}")
     tried = []
-    for name, module_name in candidates:
+    for name, module_name, attribute in candidates:
         try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
+            found = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError) as exc:
             tried.append(f"{module_name} ({exc.__class__.__name__})")
             continue
-        return module.Interpreter, name
+        return found, name
     raise RuntimeUnavailableError(
         "no TFLite runtime installed: tried " + ", ".join(tried) + " — install ai-edge-litert (pip install ai-edge-litert)"
     )

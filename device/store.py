@@ -134,19 +134,19 @@ class ResultStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; any SQLite failure (full disk, read-only...) becomes a StoreError
+        after rolling back, so the file keeps only complete transactions."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
+                yield self._db
                 self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
+            except BaseException as exc:
+                if self._db.in_transaction:  # SQLite may already have rolled back (e.g. SQLITE_FULL)
                     self._db.execute("ROLLBACK")
-                raise StoreError(f"result store {self.path}: write failed ({exc})") from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"result store {self.path}: write failed ({exc})") from exc
+                raise
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
