@@ -61,15 +61,15 @@ fi
 
 # 5. SSH: the developer's public key only, no passwords, no root
 if ! has_user "$ADMIN_USER"; then
-  useradd "${rootarg[@]}" --create-home --shell /bin/bash ${groups:+--groups "$(IFS=,; echo "${groups[*]}")"} "$ADMIN_USER"
+  useradd "${rootarg[@]}" --create-home --user-group --shell /bin/bash ${groups:+--groups "$(IFS=,; echo "${groups[*]}")"} "$ADMIN_USER"
   log "created admin user $ADMIN_USER"
 fi
 has_group sudo && usermod "${rootarg[@]}" -aG sudo "$ADMIN_USER"
 home=$(awk -F: -v u="$ADMIN_USER" '$1==u{print $6}' "$prefix/etc/passwd")
 install -d -m 0700 "$prefix$home/.ssh"
 install -m 0600 "$fb/authorized_keys" "$prefix$home/.ssh/authorized_keys"
-chown_in_root "$ADMIN_USER" "$ADMIN_USER" "$prefix$home/.ssh" "$prefix$home/.ssh/authorized_keys" 2>/dev/null \
-  || chown_in_root "$ADMIN_USER" "$(id -gn "$ADMIN_USER" 2>/dev/null || echo "$ADMIN_USER")" "$prefix$home/.ssh" "$prefix$home/.ssh/authorized_keys"
+chown "$(awk -F: -v u="$ADMIN_USER" '$1==u{print $3":"$4}' "$prefix/etc/passwd")" \
+  "$prefix$home/.ssh" "$prefix$home/.ssh/authorized_keys"
 install -d -m 0755 "$prefix/etc/ssh/sshd_config.d"
 cat >"$prefix/etc/ssh/sshd_config.d/10-sonopi.conf" <<CONF
 # written by sonopi first boot: key-only login for the admin user
