@@ -1,0 +1,93 @@
+"""``python -m model_build build --data DIR [--data DIR] --out DIR [--arch lite0] [--epochs N] [--strict] [--seed N]``"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from model_build.classifier import ARCHITECTURES
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m model_build", description="Train and export the sonopi model bundle.")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="train, calibrate, export int8 and write a model bundle")
+    b.add_argument("--data", action="append", required=True, help="dataset root (class folders or labels.csv); repeat")
+    b.add_argument("--out", required=True, type=Path, help="bundle output directory")
+    b.add_argument("--arch", default="lite0", choices=ARCHITECTURES)
+    b.add_argument("--weights", type=Path, help="ImageNet weights file (.pth for lite*, Keras .h5/.keras for b*)")
+    b.add_argument("--epochs", type=int, default=30, help="max fine-tuning epochs (early stopping on validation)")
+    b.add_argument("--epochs-frozen", type=int, default=2, help="head-only warm-up epochs")
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--lr", type=float, default=4e-4)
+    b.add_argument("--patience", type=int, default=7)
+    b.add_argument("--time-budget-min", type=float, default=40.0, help="stop training after this many minutes")
+    b.add_argument("--strict", action="store_true", help="fail on any unreadable image instead of skipping it")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--limit-per-class", type=int, help="use at most N images per (source, class) — for quick runs")
+    b.add_argument("--target-sensitivity", type=float, default=0.95)
+    b.add_argument("--threshold-confidence", type=float, default=0.9)
+    b.add_argument("--min-agreement", type=float, default=0.98, help="refuse the int8 model below this top-1 agreement")
+    b.add_argument("--representative-steps", type=int, default=200)
+    b.add_argument("--bootstrap", type=int, default=1000)
+    b.add_argument("--no-shortcut-check", action="store_true")
+    b.add_argument("--name")
+    b.add_argument("--version")
+    b.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    from model_build.data import DatasetError
+    from model_build.export import ExportError
+    from model_build.pipeline import BuildConfig, build
+    from model_build.train import TrainConfig
+
+    train_cfg = TrainConfig(
+        epochs_frozen=args.epochs_frozen, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        patience=args.patience, time_budget_s=args.time_budget_min * 60, seed=args.seed,
+    )
+    cfg = BuildConfig(
+        data=tuple(args.data), out=args.out, arch=args.arch, weights=args.weights, strict=args.strict, seed=args.seed,
+        limit_per_class=args.limit_per_class, target_sensitivity=args.target_sensitivity,
+        threshold_confidence=args.threshold_confidence, min_agreement=args.min_agreement,
+        representative_steps=args.representative_steps, n_boot=args.bootstrap, name=args.name, version=args.version,
+        shortcut_check=not args.no_shortcut_check, train=train_cfg,
+    )
+    try:
+        result = build(cfg)
+    except (DatasetError, ExportError, ValueError) as exc:
+        logging.getLogger("model_build").error("build failed: %s", exc)
+        return 2
+    _summary(result)
+    return 0
+
+
+def _summary(result) -> None:
+    from model_build.evaluate import fmt_ci
+
+    m = result.metrics
+    print(f"\nbundle: {result.bundle.path}  ({result.seconds / 60:.1f} min)")
+    print(f"temperature {m['temperature']:.3f}  malignant threshold {result.bundle.manifest.thresholds.get('malignant')}")
+    p = m["parity_int8_vs_float_test"]
+    print(f"int8 vs float (test): agreement {p['top1_agreement']:.4f}  max prob diff {p['max_prob_diff']:.4f}")
+    for model in ("test_float", "test_int8"):
+        for subset, mm in m["evaluations"][model].items():
+            h = mm["headline"]
+            parts = [f"{k} {fmt_ci(v)}" for k, v in h.items() if v.get("value") is not None]
+            print(f"{model:10s} {subset:16s} n={mm['n']:4d}  " + "  ".join(parts))
+    if m["bad_files"]:
+        print(f"skipped {len(m['bad_files'])} unreadable file(s): see report/metrics.json")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

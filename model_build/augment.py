@@ -1,0 +1,100 @@
+"""Ultrasound-appropriate augmentation on letterboxed grey ``H x W`` uint8 images.
+
+Geometric: horizontal flip (the transducer is always at the top, so no vertical flip), small
+rotation / scale / translation. Photometric: gain (brightness/contrast), gamma, speckle-like
+multiplicative noise, blur. Shortcut control: synthetic sonographer marks (calipers, dashed
+measurement lines, text) drawn on images of every class, so marks carry no class information.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    flip: float = 0.5
+    max_rotate_deg: float = 10.0
+    scale_range: tuple[float, float] = (0.9, 1.12)
+    max_translate: float = 0.06
+    contrast_range: tuple[float, float] = (0.75, 1.25)
+    brightness: float = 20.0
+    gamma_range: tuple[float, float] = (0.7, 1.4)
+    speckle_p: float = 0.35
+    speckle_sigma: float = 0.18
+    blur_p: float = 0.2
+    marks_p: float = 0.35
+
+
+def augment(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
+    """One random augmentation of a grey uint8 image (same shape out)."""
+    img = image
+    if rng.random() < cfg.flip:
+        img = img[:, ::-1]
+    img = _affine(img, rng, cfg)
+    x = img.astype(np.float32)
+    if rng.random() < cfg.speckle_p:
+        x = _speckle(x, rng, cfg.speckle_sigma)
+    contrast = rng.uniform(*cfg.contrast_range)
+    x = (x - 128.0) * contrast + 128.0 + rng.uniform(-cfg.brightness, cfg.brightness)
+    x = np.clip(x, 0, 255)
+    gamma = rng.uniform(*cfg.gamma_range)
+    x = 255.0 * (x / 255.0) ** gamma
+    if rng.random() < cfg.blur_p:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.3))
+    out = np.clip(x + 0.5, 0, 255).astype(np.uint8)
+    if rng.random() < cfg.marks_p:
+        out = draw_marks(out, rng)
+    return out
+
+
+def _affine(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    h, w = img.shape
+    angle = rng.uniform(-cfg.max_rotate_deg, cfg.max_rotate_deg)
+    scale = rng.uniform(*cfg.scale_range)
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    matrix[:, 2] += rng.uniform(-cfg.max_translate, cfg.max_translate, size=2) * (w, h)
+    return cv2.warpAffine(np.ascontiguousarray(img), matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+
+
+def _speckle(x: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    noise = rng.normal(0.0, 1.0, size=x.shape).astype(np.float32)
+    noise = cv2.GaussianBlur(noise, (0, 0), rng.uniform(0.6, 1.5))
+    noise /= max(float(noise.std()), 1e-6)
+    return x * (1.0 + rng.uniform(0.3, 1.0) * sigma * noise)
+
+
+def draw_marks(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draw caliper crosses, a dashed measurement line and/or a text label, like a sonographer would."""
+    out = np.ascontiguousarray(img).copy()
+    h, w = out.shape
+    colour = int(rng.integers(170, 256))
+    kinds = rng.choice(3, size=int(rng.integers(1, 4)), replace=True)
+    for kind in kinds:
+        if kind == 0:  # a pair of calipers (+ or x), often around a lesion near the centre
+            for _ in range(2):
+                cx, cy = int(rng.integers(w // 6, 5 * w // 6)), int(rng.integers(h // 6, 5 * h // 6))
+                r = int(rng.integers(2, 5))
+                if rng.random() < 0.5:
+                    cv2.line(out, (cx - r, cy), (cx + r, cy), colour, 1)
+                    cv2.line(out, (cx, cy - r), (cx, cy + r), colour, 1)
+                else:
+                    cv2.line(out, (cx - r, cy - r), (cx + r, cy + r), colour, 1)
+                    cv2.line(out, (cx - r, cy + r), (cx + r, cy - r), colour, 1)
+        elif kind == 1:  # dashed measurement line
+            x0, y0 = rng.integers(w // 6, 5 * w // 6, size=2)
+            x1, y1 = rng.integers(w // 6, 5 * w // 6, size=2)
+            n = 12
+            for t in range(0, n, 2):
+                a = (int(x0 + (x1 - x0) * t / n), int(y0 + (y1 - y0) * t / n))
+                b = (int(x0 + (x1 - x0) * (t + 1) / n), int(y0 + (y1 - y0) * (t + 1) / n))
+                cv2.line(out, a, b, colour, 1)
+        else:  # text annotation, usually near an edge
+            text = "".join(rng.choice(list("ABCDEFGHLMRSTX0123456789 .:"), size=int(rng.integers(3, 10))))
+            x = int(rng.integers(2, w // 2))
+            y = int(rng.choice([rng.integers(12, h // 5), rng.integers(4 * h // 5, h - 2)]))
+            cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, rng.uniform(0.3, 0.5), colour, 1, cv2.LINE_AA)
+    return out

@@ -1,0 +1,78 @@
+"""Post-hoc calibration on validation: temperature scaling and the malignant operating threshold."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class CalibrationError(ValueError):
+    """Calibration cannot be fitted (e.g. no malignant case in validation)."""
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    threshold: float
+    target_sensitivity: float
+    val_sensitivity: float
+    val_specificity: float
+    confidence: float
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
+    p = softmax(logits, temperature)
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature minimising validation NLL (searched in log space, T in [0.05, 20])."""
+    from scipy.optimize import minimize_scalar
+
+    result = minimize_scalar(lambda t: nll(logits, y, float(np.exp(t))), bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    temperature = float(np.exp(result.x))
+    log.info("temperature %.3f: val NLL %.4f -> %.4f", temperature, nll(logits, y, 1.0), nll(logits, y, temperature))
+    return temperature
+
+
+def _max_threshold(scores_pos: np.ndarray, target: float) -> float:
+    """Largest t with mean(scores_pos >= t) >= target."""
+    ordered = np.sort(scores_pos)
+    k = int(np.floor((1.0 - target) * len(ordered) + 1e-9))  # positives we may miss
+    return float(ordered[min(k, len(ordered) - 1)])
+
+
+def choose_threshold(
+    p_malignant: np.ndarray,
+    is_malignant: np.ndarray,
+    target_sensitivity: float = 0.95,
+    confidence: float = 0.9,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> OperatingPoint:
+    """A threshold meeting ``target_sensitivity`` on validation *robustly*: the ``1 - confidence``
+    quantile of the per-bootstrap-resample thresholds (so ~``confidence`` of resamples meet the target),
+    never above the plain validation threshold."""
+    pos = p_malignant[is_malignant]
+    if len(pos) == 0:
+        raise CalibrationError("no malignant case in validation: cannot choose a malignant threshold")
+    rng = np.random.default_rng(seed)
+    boots = [_max_threshold(rng.choice(pos, size=len(pos), replace=True), target_sensitivity) for _ in range(n_boot)]
+    plain = _max_threshold(pos, target_sensitivity)
+    threshold = min(plain, float(np.quantile(boots, 1.0 - confidence))) if confidence > 0 else plain
+    threshold = float(np.clip(threshold, 1e-4, 1 - 1e-4))
+    sens = float(np.mean(pos >= threshold))
+    neg = p_malignant[~is_malignant]
+    spec = float(np.mean(neg < threshold)) if len(neg) else float("nan")
+    log.info("malignant threshold %.4f (plain %.4f): val sensitivity %.3f specificity %.3f", threshold, plain, sens, spec)
+    return OperatingPoint(threshold, target_sensitivity, sens, spec, confidence)

@@ -1,0 +1,170 @@
+"""MODEL_CARD.md: intended use, data and its limits, metrics with CIs, failure modes, what was not validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from device.bundle import Manifest
+
+
+def _ci(entry: dict[str, Any] | None) -> str:
+    if not entry or entry.get("value") is None:
+        return "n/a"
+    lo, hi = entry.get("ci95") or (None, None)
+    if lo is None or hi is None:
+        return f"{entry['value']:.3f}"
+    return f"{entry['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
+    keys = ("accuracy", "macro_f1", "malignant_auc", "malignant_sensitivity", "malignant_specificity", "ece")
+    lines = ["| subset | n (groups) | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+    for subset, m in evaluation.items():
+        head = m["headline"]
+        lines.append(f"| {subset} | {m['n']} ({m['n_groups']}) | " + " | ".join(_ci(head.get(k)) for k in keys) + " |")
+    return lines
+
+
+def _per_class(m: dict[str, Any]) -> list[str]:
+    lines = ["| class | precision | recall | F1 | support | one-vs-rest AUC |", "|---|---|---|---|---|---|"]
+    for name, v in m["per_class"].items():
+        auc = m["auc_ovr"].get(name)
+        auc_s = f"{auc:.3f}" if isinstance(auc, float) else "n/a"
+        lines.append(f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} | {auc_s} |")
+    return lines
+
+
+def _shortcut_section(s: dict[str, Any] | None) -> list[str]:
+    if not s:
+        return ["Not run for this build."]
+    rem, inj, att = s["removal_all"], s["injection_all"], s.get("cam_attention_on_marks", {})
+    lines = [
+        "Many images (both sources) carry sonographer marks: caliper crosses, dotted measurement lines, text. "
+        "Training draws synthetic marks on ~35% of images of every class so marks carry no label information. "
+        "Checks on the test split (float model, calibrated):",
+        "",
+        f"- images with detected bright overlay structures: {s['images_with_detected_marks']} of {rem['n']}; "
+        f"accuracy with marks {_f(s.get('accuracy_with_marks'))}, without {_f(s.get('accuracy_without_marks'))};",
+        f"- **removal** (inpainting the detected marks): accuracy {rem['accuracy_before']:.3f} -> {rem['accuracy_after']:.3f}, "
+        f"{100 * rem['prediction_flip_rate']:.1f}% of predictions change, mean |Δ p(malignant)| {rem['mean_abs_malignant_prob_change']:.3f};",
+        f"- **injection** (drawing synthetic marks on every image): accuracy {inj['accuracy_before']:.3f} -> {inj['accuracy_after']:.3f}, "
+        f"{100 * inj['prediction_flip_rate']:.1f}% of predictions change, mean |Δ p(malignant)| {inj['mean_abs_malignant_prob_change']:.3f};",
+        f"- **attention**: class-activation-map mass on mark pixels relative to their area: mean {_f(att.get('mean_ratio'))}, "
+        f"median {_f(att.get('median_ratio'))} over {att.get('images_with_marks', 0)} images (1.0 = no preference for marks). "
+        "CAM samples: `report/cam_samples.jpg`.",
+    ]
+    return lines
+
+
+def _f(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def write_model_card(path: Path, manifest: Manifest, metrics: dict[str, Any]) -> None:
+    ev = metrics["evaluations"]
+    test = ev["test_int8"]
+    parity = metrics["parity_int8_vs_float_test"]
+    op = metrics.get("operating_point") or {}
+    sources = manifest.training_data.get("sources", {})
+    split = metrics["split"]
+    history = metrics["history"]
+    lines = [
+        f"# Model card — {manifest.name} {manifest.version}",
+        "",
+        "## Intended use",
+        "",
+        "Decision support for **trained clinicians** reading breast ultrasound: a second opinion "
+        f"({', '.join(manifest.labels)}) with a heatmap, on the sonopi appliance. **It is not a diagnosis** and must "
+        "not be used to rule out biopsy or follow-up when clinical findings, BI-RADS assessment or the clinician's "
+        "judgement say otherwise. Not for screening of asymptomatic populations without a clinician in the loop.",
+        "",
+        "## Model",
+        "",
+        f"- Architecture: EfficientNet-{metrics['config']['arch'].capitalize()} (ImageNet-pretrained: {metrics['pretrained']}), "
+        "global average pooling, dropout, linear classifier; fine-tuned end to end (BatchNorm frozen).",
+        f"- Input: {manifest.input.height}x{manifest.input.width} grey replicated to 3 channels, letterboxed, "
+        "uint8 0..255 (normalisation (x-127)/128 inside the model).",
+        "- Outputs: logits (`outputs.scores`) and the last conv feature map (`outputs.cam_features`) for heatmaps "
+        "(`cam` in the manifest holds the classifier weights).",
+        f"- Full-integer int8 TFLite. Calibrated by temperature scaling on validation: T = {manifest.temperature:.3f}.",
+        f"- Malignant operating threshold: p(malignant) ≥ {manifest.thresholds.get('malignant', float('nan')):.4f}, chosen on "
+        f"validation for sensitivity ≥ {op.get('target_sensitivity', 0):.2f} in {100 * op.get('confidence', 0):.0f}% of bootstrap "
+        f"resamples (validation sensitivity {_f(op.get('val_sensitivity'))}, specificity {_f(op.get('val_specificity'))}).",
+        "",
+        "## Data",
+        "",
+        "| source | classes | images (train / val / test) |",
+        "|---|---|---|",
+    ]
+    for source, labels in sources.items():
+        counts = []
+        for part in ("train", "val", "test"):
+            counts.append(str(sum(v for k, v in split[part].items() if k.startswith(source + "/"))))
+        lines.append(f"| {source} | {', '.join(labels)} | {' / '.join(counts)} |")
+    lines += [
+        "",
+        "- BUSI (Al-Dhabyani et al., Data in Brief 2020): GE LOGIQ E9, Baheya Hospital, Cairo; normal/benign/malignant; no patient ids.",
+        "- BUS-BRA (Gómez-Flores et al., Medical Physics 2023): GE Logiq 5/7, Toshiba Aplio 300, U-Systems; biopsy-proven benign/malignant; no normal class.",
+        "- Splits keep whole groups together: BUS-BRA by `patient_id`; BUSI by near-duplicate clusters (pHash, "
+        f"Hamming ≤ {metrics['config']['hash_distance']}, chained), stratified by source and class, seed {metrics['config']['seed']}. "
+        "The split is in `report/split.csv`.",
+        f"- Bad/unreadable files skipped: {len(metrics['bad_files'])} (listed in `report/metrics.json`).",
+        "",
+        "**Limits of the data**: two public sources, three scanner vendors, two countries; the `normal` class comes "
+        "from BUSI only (one scanner), so `normal` is confounded with that scanner; BUSI's labels are not all "
+        "biopsy-proven; images are single still frames chosen by sonographers (typically showing the lesion well), "
+        "not the full range of frames a device sees live.",
+        "",
+        "## Metrics (held-out test split, shipped int8 model, 95% bootstrap CIs resampling patients / near-duplicate clusters)",
+        "",
+        *_metrics_table(test),
+        "",
+        "3-class accuracy on `source:bus-bra` counts a `normal` prediction as an error (BUS-BRA has no normal images).",
+        "Sensitivity/specificity are for the malignant class at the shipped threshold (malignant vs. not malignant).",
+        "",
+        "Per class (test, int8, all sources):",
+        "",
+        *_per_class(test["all"]),
+        "",
+        "Float model on the same test split, for comparison:",
+        "",
+        *_metrics_table({"all": ev["test_float"]["all"]}),
+        "",
+        f"int8 vs float (test, {parity['n']} images): top-1 agreement {parity['top1_agreement']:.4f}, "
+        f"max |Δ probability| {parity['max_prob_diff']:.4f}, mean {parity['mean_prob_diff']:.4f}.",
+        "",
+        "Validation (float; used for early stopping, temperature and threshold — not an independent estimate):",
+        "",
+        *_metrics_table({"all": ev["val_float"]["all"]}),
+        "",
+        f"Training: best epoch {history['best_epoch']} of {len(history['epoch'])}, stopped by {history['stopped_by']}; "
+        f"build time {metrics['build_seconds'] / 60:.1f} min. Plots: `report/*.png`.",
+        "",
+        "## Does the model read the sonographer's marks?",
+        "",
+        *_shortcut_section(metrics.get("shortcut_check")),
+        "",
+        "## Known failure modes",
+        "",
+        "- Unseen scanners / presets / transducers (a different vendor's speckle, dynamic range or post-processing) "
+        "can shift the scores; the per-source rows above show the size of such shifts between the two sources.",
+        "- `normal` is learnt from one scanner only: normal tissue from another scanner may be called benign, and "
+        "vice versa.",
+        "- Frames without a lesion in view, off-axis frames, heavy shadowing, Doppler or elastography overlays, "
+        "split-screen layouts and screenshots with large UI areas were not (or rarely) in the training data.",
+        "- Rare malignant subtypes that look benign (e.g. some mucinous / medullary carcinomas, circumscribed "
+        "high-grade tumours) and benign lesions that look malignant (complex fibroadenomas, fat necrosis, "
+        "abscesses) are the expected errors; at the shipped threshold the model trades specificity for sensitivity.",
+        "- Probabilities are calibrated on the validation split of these sources only; on other scanners they may be over-confident.",
+        "",
+        "## What was not validated",
+        "",
+        "- No prospective or clinical study; no reader study; no comparison with radiologists.",
+        "- No external test set from a scanner vendor absent from training (Philips, Siemens, Samsung, Mindray, "
+        "handheld probes...), no validation on live video frames or on the appliance's capture path.",
+        "- No subgroup analysis (age, breast density, lesion size, ethnicity) — the data carries no such fields for BUSI.",
+        "- Thresholds were chosen on a small validation split; the confidence intervals above are wide accordingly.",
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")

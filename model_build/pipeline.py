@@ -1,0 +1,228 @@
+"""The whole build: data -> split -> train -> calibrate -> export int8 -> evaluate -> bundle."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.bundle import CamSpec, InputSpec, Manifest, ModelBundle, Normalization, OutputSpec, QualitySpec, write_bundle
+from model_build import calibrate, evaluate, export, shortcut, split
+from model_build.card import write_model_card
+from model_build.classifier import NORM_MEAN, NORM_SCALE, build_classifier, input_resolution
+from model_build.data import DatasetError, LoadedData, load_sources
+from model_build.train import History, TrainConfig, predict_logits, train
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER_SHA = "0" * 64
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    data: tuple[str, ...]
+    out: Path
+    arch: str = "lite0"
+    weights: Path | None = None
+    strict: bool = False
+    seed: int = 0
+    limit_per_class: int | None = None
+    fractions: tuple[float, float, float] = split.DEFAULT_FRACTIONS
+    hash_distance: int = split.DEFAULT_MAX_DISTANCE
+    target_sensitivity: float = 0.95
+    threshold_confidence: float = 0.9
+    min_agreement: float = export.MIN_AGREEMENT
+    representative_steps: int = 200
+    n_boot: int = 1000
+    name: str | None = None
+    version: str | None = None
+    shortcut_check: bool = True
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class BuildResult:
+    bundle: ModelBundle
+    metrics: dict[str, Any]
+    seconds: float
+
+
+def input_spec(arch: str) -> InputSpec:
+    size = input_resolution(arch)
+    norm = Normalization(NORM_MEAN, NORM_SCALE, True) if arch.startswith("lite") else Normalization(0.0, 1.0, True)
+    return InputSpec(height=size, width=size, dtype="uint8", color="grey3", resize="letterbox", normalization=norm)
+
+
+def build(cfg: BuildConfig) -> BuildResult:
+    start = time.monotonic()
+    out = Path(cfg.out)
+    report = out / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    spec = input_spec(cfg.arch)
+
+    data = load_sources(list(cfg.data), spec, strict=cfg.strict, limit_per_class=cfg.limit_per_class, seed=cfg.seed)
+    log.info("loaded %d images from %d source(s), labels %s, %d bad file(s)", len(data.samples), len(cfg.data), data.labels, len(data.bad_files))
+    groups = split.assign_groups(data, cfg.hash_distance)
+    assignment = split.split_groups(data.samples, groups, cfg.fractions, cfg.seed)
+    split.check_no_leak(assignment)
+    split.write_split_csv(report / "split.csv", data.samples, assignment)
+    parts = {name: data.subset(assignment.indices(name)) for name in split.SPLITS}
+    for name, part in parts.items():
+        if len(part.samples) == 0:
+            raise DatasetError(f"the {name} split is empty: too few images or groups")
+    y = {name: part.label_index() for name, part in parts.items()}
+    group_of = {name: np.array(assignment.groups)[assignment.indices(name)] for name in split.SPLITS}
+    log.info("split (images): %s", {k: len(v.samples) for k, v in parts.items()})
+
+    clf = build_classifier(cfg.arch, len(data.labels), cfg.weights)
+    history = train(clf, parts["train"].pixels, y["train"], parts["val"].pixels, y["val"], data.labels, cfg.train)
+
+    logits = {name: predict_logits(clf.model, parts[name].pixels) for name in ("val", "test")}
+    temperature = calibrate.fit_temperature(logits["val"], y["val"])
+    malignant = data.labels.index("malignant") if "malignant" in data.labels else None
+    threshold = None
+    operating = None
+    if malignant is not None:
+        p_val = calibrate.softmax(logits["val"], temperature)[:, malignant]
+        operating = calibrate.choose_threshold(
+            p_val, y["val"] == malignant, cfg.target_sensitivity, cfg.threshold_confidence, seed=cfg.seed
+        )
+        threshold = operating.threshold
+
+    export_model = clf.export_model()
+    rng = np.random.default_rng(cfg.seed)
+    rep_idx = rng.permutation(len(parts["train"].samples))[: cfg.representative_steps]
+    model_bytes = export.convert_int8(export_model, parts["train"].pixels[rep_idx], cfg.representative_steps)
+    names = export.identify_outputs(model_bytes, len(data.labels))
+    int8_logits, int8_features = export.run_tflite(model_bytes, names, parts["test"].pixels, with_features=True)
+    parity = export.parity(logits["test"], int8_logits, temperature)
+    log.info("int8 vs float on test: top-1 agreement %.4f, max prob diff %.4f", parity.top1_agreement, parity.max_prob_diff)
+    export.check_parity(parity, cfg.min_agreement)
+
+    def preds(name: str, split_logits: np.ndarray) -> evaluate.Predictions:
+        return evaluate.Predictions(
+            y[name], calibrate.softmax(split_logits, temperature), group_of[name], parts[name].sources()
+        )
+
+    evaluations = {
+        "val_float": evaluate.evaluate_split(preds("val", logits["val"]), data.labels, threshold, cfg.n_boot, cfg.seed),
+        "test_float": evaluate.evaluate_split(preds("test", logits["test"]), data.labels, threshold, cfg.n_boot, cfg.seed),
+        "test_int8": evaluate.evaluate_split(preds("test", int8_logits), data.labels, threshold, cfg.n_boot, cfg.seed),
+    }
+    kernel, bias = clf.dense_weights()
+    shortcut_result = None
+    if cfg.shortcut_check:
+        shortcut_result = _shortcut(clf, export_model, parts["test"], y["test"], temperature, malignant, kernel, bias,
+                                    int8_features, int8_logits, data.labels, report, cfg.seed)
+
+    _plots(report, evaluations, preds("test", int8_logits), preds("val", logits["val"]), data.labels, threshold, history)
+    seconds = time.monotonic() - start
+    metrics = {
+        "labels": list(data.labels),
+        "temperature": temperature,
+        "operating_point": dataclasses.asdict(operating) if operating else None,
+        "parity_int8_vs_float_test": dataclasses.asdict(parity),
+        "evaluations": evaluations,
+        "shortcut_check": shortcut_result,
+        "history": dataclasses.asdict(history),
+        "split": split.summarise(data.samples, assignment),
+        "n_groups": {name: int(len(set(group_of[name].tolist()))) for name in split.SPLITS},
+        "bad_files": [dataclasses.asdict(b) for b in data.bad_files],
+        "config": _jsonable(dataclasses.asdict(cfg)),
+        "build_seconds": seconds,
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "pretrained": clf.pretrained,
+    }
+    (report / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2) + "\n", encoding="utf-8")
+
+    manifest = _manifest(cfg, data, spec, names, temperature, threshold, kernel, bias, evaluations, parity, metrics)
+    bundle = write_bundle(out, model_bytes, manifest)
+    write_model_card(out / "MODEL_CARD.md", manifest, metrics)
+    seconds = time.monotonic() - start
+    log.info("bundle written to %s in %.0f s (%.2f MB model)", out, seconds, len(model_bytes) / 1e6)
+    return BuildResult(bundle, metrics, seconds)
+
+
+def _shortcut(clf, export_model, test: LoadedData, y_test, temperature, malignant, kernel, bias,
+              int8_features, int8_logits, labels, report: Path, seed: int) -> dict[str, Any]:
+    def probs_fn(grey: np.ndarray) -> np.ndarray:
+        return calibrate.softmax(predict_logits(clf.model, grey), temperature)
+
+    result = shortcut.analyse(probs_fn, test.pixels, y_test, malignant, seed)
+    pred = int8_logits.argmax(1)
+    size = test.pixels.shape[1]
+    cams = shortcut.cam_maps(int8_features, kernel, bias, pred, size)
+    result["cam_attention_on_marks"] = shortcut.attention_on_marks(test.pixels, cams)
+    marked = [i for i, g in enumerate(test.pixels) if shortcut.overlay_mask(g).sum() >= 15]
+    pick = (marked[:: max(1, len(marked) // 12)] + list(range(len(test.pixels))))[:12]
+    captions = [f"{test.samples[i].source} {labels[y_test[i]][:3]}->{labels[pred[i]][:3]}" for i in pick]
+    shortcut.cam_montage(test.pixels[pick], cams[pick], captions, report / "cam_samples.jpg")
+    return result
+
+
+def _plots(report: Path, evaluations, test_preds, val_preds, labels, threshold, history: History) -> None:
+    evaluate.plot_confusion(evaluations["test_int8"]["all"], report / "confusion_test.png", "test (int8, shipped)")
+    evaluate.plot_roc(test_preds, labels, threshold, report / "roc_test.png", "ROC, test (int8, shipped)")
+    evaluate.plot_reliability(test_preds, report / "reliability_test.png", "reliability, test (int8, T-scaled)")
+    evaluate.plot_reliability(val_preds, report / "reliability_val.png", "reliability, validation (float, T-scaled)")
+    evaluate.plot_training(history, report / "training_curves.png")
+
+
+def _manifest(cfg, data, spec, names, temperature, threshold, kernel, bias, evaluations, parity, metrics) -> Manifest:
+    now = datetime.now(timezone.utc)
+    test = evaluations["test_int8"]["all"]["headline"]
+    return Manifest(
+        name=cfg.name or f"sonopi-{cfg.arch}",
+        version=cfg.version or now.strftime("%Y.%m.%d-%H%M"),
+        created=now.isoformat(timespec="seconds"),
+        labels=tuple(data.labels),
+        input=spec,
+        outputs=OutputSpec(scores=names.scores, scores_kind="logits", cam_features=names.cam_features),
+        model_sha256=PLACEHOLDER_SHA,
+        temperature=float(temperature),
+        thresholds={"malignant": float(threshold)} if threshold is not None else {},
+        quality=QualitySpec(min_confidence=0.5),
+        cam=CamSpec(
+            weights=tuple(tuple(float(v) for v in row) for row in kernel),
+            bias=tuple(float(v) for v in bias),
+        ),
+        training_data={
+            "sources": {k: list(v) for k, v in data.source_labels.items()},
+            "images": len(data.samples),
+            "split": metrics["split"],
+            "split_file": "report/split.csv",
+            "arch": cfg.arch,
+            "seed": cfg.seed,
+        },
+        metrics={
+            "split": "test (held out, grouped by patient / near-duplicate cluster)",
+            "model": "int8 (shipped)",
+            **{k: v for k, v in _jsonable(test).items()},
+            "int8_float_top1_agreement": parity.top1_agreement,
+            "int8_float_max_prob_diff": parity.max_prob_diff,
+        },
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (np.floating, float)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    return value

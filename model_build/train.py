@@ -1,0 +1,196 @@
+"""Training: frozen-backbone warm-up, then full fine-tuning with early stopping on validation.
+
+Imbalance: inverse-frequency class weights (as per-sample weights). Batches are augmented on the
+fly (``augment.py``). Early stopping monitors validation cross-entropy (no smoothing) and keeps the
+best weights; a wall-clock budget stops training cleanly so a build always finishes in time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from model_build.augment import AugmentConfig, augment
+from model_build.classifier import Classifier, set_backbone_trainable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs_frozen: int = 2
+    epochs: int = 30
+    batch_size: int = 32
+    lr_head: float = 1e-3
+    lr: float = 4e-4
+    min_lr_fraction: float = 0.02
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.05
+    patience: int = 7
+    time_budget_s: float = 40 * 60
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class History:
+    epoch: list[int] = field(default_factory=list)
+    phase: list[str] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    val_malignant_auc: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    stopped_by: str = "epochs"
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 0.0)
+    return weights.astype(np.float32)
+
+
+def to_batch(grey: np.ndarray) -> np.ndarray:
+    """``N x H x W`` uint8 grey -> ``N x H x W x 3`` float32 (0..255), the model's input."""
+    return np.repeat(grey[..., None], 3, axis=-1).astype(np.float32)
+
+
+def _batches_class():
+    import keras
+
+    class AugmentedBatches(keras.utils.PyDataset):
+        def __init__(self, pixels, y, weights, batch_size, seed, cfg):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.pixels, self.y, self.w = pixels, y, weights
+            self.batch_size, self.cfg = batch_size, cfg
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(y))
+
+        def __len__(self) -> int:
+            return math.ceil(len(self.y) / self.batch_size)
+
+        def __getitem__(self, index):
+            idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+            imgs = np.stack([augment(self.pixels[i], self.rng, self.cfg) for i in idx])
+            return to_batch(imgs), self.y[idx], self.w[self.y[idx]]
+
+        def on_epoch_end(self) -> None:
+            self.order = self.rng.permutation(len(self.y))
+
+    return AugmentedBatches
+
+
+def predict_logits(model, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    out = [model(to_batch(pixels[i : i + batch_size]), training=False).numpy() for i in range(0, len(pixels), batch_size)]
+    return np.concatenate(out, axis=0)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _val_metrics(logits: np.ndarray, y: np.ndarray, malignant: int | None) -> tuple[float, float, float]:
+    from sklearn.metrics import roc_auc_score
+
+    p = _softmax(logits)
+    loss = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
+    acc = float(np.mean(p.argmax(1) == y))
+    auc = float("nan")
+    if malignant is not None and 0 < np.sum(y == malignant) < len(y):
+        auc = float(roc_auc_score(y == malignant, p[:, malignant]))
+    return loss, acc, auc
+
+
+def train(
+    clf: Classifier,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    labels: tuple[str, ...],
+    cfg: TrainConfig,
+) -> History:
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    n_classes = len(labels)
+    malignant = labels.index("malignant") if "malignant" in labels else None
+    weights = class_weights(y_train, n_classes)
+    log.info("class weights %s", dict(zip(labels, np.round(weights, 3).tolist())))
+    batches = _batches_class()(x_train, y_train, weights, cfg.batch_size, cfg.seed, cfg.augment)
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing)
+
+    def sparse_loss(y_true, y_pred):
+        return loss(keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), n_classes), y_pred)
+
+    history = History()
+    state = {"best": math.inf, "weights": None, "wait": 0, "epoch": 0}
+    start = time.monotonic()
+    verbose = 1 if _isatty() else 2
+
+    class Monitor(keras.callbacks.Callback):
+        def __init__(self, phase: str) -> None:
+            super().__init__()
+            self.phase = phase
+
+        def on_epoch_end(self, epoch, logs=None):
+            state["epoch"] += 1
+            v_loss, v_acc, v_auc = _val_metrics(predict_logits(self.model, x_val), y_val, malignant)
+            elapsed = time.monotonic() - start
+            history.epoch.append(state["epoch"])
+            history.phase.append(self.phase)
+            history.train_loss.append(float((logs or {}).get("loss", float("nan"))))
+            history.val_loss.append(v_loss)
+            history.val_accuracy.append(v_acc)
+            history.val_malignant_auc.append(v_auc)
+            history.seconds.append(elapsed)
+            improved = v_loss < state["best"] - 1e-4
+            if improved:
+                state.update(best=v_loss, weights=self.model.get_weights(), wait=0)
+                history.best_epoch = state["epoch"]
+            elif self.phase == "finetune":
+                state["wait"] += 1
+            log.info(
+                "epoch %d [%s] train_loss %.4f val_loss %.4f val_acc %.3f val_malignant_auc %.3f %s(%.0f s)",
+                state["epoch"], self.phase, history.train_loss[-1], v_loss, v_acc, v_auc,
+                "* " if improved else "", elapsed,
+            )
+            if self.phase == "finetune" and state["wait"] >= cfg.patience:
+                history.stopped_by = f"early stopping (no val_loss improvement in {cfg.patience} epochs)"
+                self.model.stop_training = True
+            if elapsed > cfg.time_budget_s:
+                history.stopped_by = f"time budget ({cfg.time_budget_s:.0f} s)"
+                self.model.stop_training = True
+
+    if cfg.epochs_frozen > 0:
+        set_backbone_trainable(clf, False)
+        clf.model.compile(optimizer=keras.optimizers.AdamW(cfg.lr_head, weight_decay=cfg.weight_decay), loss=sparse_loss)
+        log.info("phase 1: head only, backbone frozen, %d epoch(s)", cfg.epochs_frozen)
+        clf.model.fit(batches, epochs=cfg.epochs_frozen, callbacks=[Monitor("frozen")], verbose=verbose)
+    if cfg.epochs > 0 and time.monotonic() - start < cfg.time_budget_s:
+        set_backbone_trainable(clf, True)
+        steps = cfg.epochs * len(batches)
+        schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, steps, alpha=cfg.min_lr_fraction)
+        clf.model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay), loss=sparse_loss)
+        log.info("phase 2: fine-tuning the backbone (BatchNorm frozen), up to %d epoch(s)", cfg.epochs)
+        clf.model.fit(batches, epochs=cfg.epochs, callbacks=[Monitor("finetune")], verbose=verbose)
+    if state["weights"] is not None:
+        clf.model.set_weights(state["weights"])
+        log.info("restored best weights from epoch %d (val_loss %.4f)", history.best_epoch, state["best"])
+    return history
+
+
+def _isatty() -> bool:
+    import sys
+
+    return sys.stdout.isatty()

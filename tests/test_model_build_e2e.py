@@ -1,0 +1,121 @@
+"""A tiny end-to-end build on ~30 real images: the bundle it writes is loaded and run by the device,
+the int8 export agrees with the float model, and the manifest carries what the device needs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("imagehash")
+
+from device.bundle import BundleError, Manifest, load_bundle  # noqa: E402
+
+pytestmark = [pytest.mark.data, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_build(datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from model_build.__main__ import main
+
+    out = tmp_path_factory.mktemp("model_build") / "bundle"
+    argv = [
+        "build", "--data", str(datasets / "busi"), "--data", str(datasets / "bus-bra"), "--out", str(out),
+        "--limit-per-class", "6", "--epochs-frozen", "1", "--epochs", "1", "--batch-size", "16",
+        "--bootstrap", "50", "--representative-steps", "16",
+        "--min-agreement", "0",  # a 2-epoch model is near-uniform: agreement is checked below, not gated
+        "--name", "tiny-build", "--version", "0.0.0-test",
+    ]
+    assert main(argv) == 0
+    return out
+
+
+def test_bundle_layout_and_report(tiny_build: Path) -> None:
+    for rel in ("model.tflite", "manifest.json", "MODEL_CARD.md", "report/metrics.json", "report/split.csv",
+                "report/confusion_test.png", "report/roc_test.png", "report/reliability_test.png",
+                "report/training_curves.png", "report/cam_samples.jpg"):
+        assert (tiny_build / rel).is_file(), rel
+    metrics = json.loads((tiny_build / "report/metrics.json").read_text())
+    assert sum(sum(v.values()) for v in metrics["split"].values()) == 30
+    card = (tiny_build / "MODEL_CARD.md").read_text()
+    assert "not a diagnosis" in card and "What was not validated" in card
+    split_csv = (tiny_build / "report/split.csv").read_text()
+    assert "/work/" not in split_csv  # relative names only
+
+
+def test_manifest_is_what_the_device_needs(tiny_build: Path) -> None:
+    bundle = load_bundle(tiny_build)
+    m = bundle.manifest
+    assert m.labels == ("normal", "benign", "malignant")
+    assert (m.input.height, m.input.width, m.input.dtype, m.input.color, m.input.resize) == (224, 224, "uint8", "grey3", "letterbox")
+    assert (m.input.normalization.mean, m.input.normalization.scale, m.input.normalization.in_model) == (127.0, 128.0, True)
+    assert m.outputs.scores_kind == "logits" and m.outputs.cam_features
+    assert set(m.thresholds) == {"malignant"} and 0 < m.thresholds["malignant"] < 1
+    assert m.temperature > 0
+    assert len(m.cam.weights) == 1280 and len(m.cam.weights[0]) == 3
+    # the tensor names in the manifest exist with the right shapes
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(bundle.model_path))
+    outs = {d["name"]: list(d["shape"]) for d in interp.get_output_details()}
+    assert outs[m.outputs.scores] == [1, 3]
+    assert outs[m.outputs.cam_features][0] == 1 and outs[m.outputs.cam_features][3] == 1280
+    inp = interp.get_input_details()[0]
+    assert inp["dtype"] == np.uint8 and tuple(inp["quantization"]) == (1.0, 0)
+    # manifest validation (shared with the device) refuses what the pipeline must never write
+    for bad in ({"thresholds": {"cancer": 0.5}}, {"thresholds": {"malignant": 1.5}}, {"temperature": 0}):
+        with pytest.raises(BundleError):
+            Manifest.from_dict({**m.to_dict(), **bad})
+
+
+def test_export_parity_on_the_tiny_model(tiny_build: Path) -> None:
+    metrics = json.loads((tiny_build / "report/metrics.json").read_text())
+    p = metrics["parity_int8_vs_float_test"]
+    assert p["n"] >= 3
+    assert 0.0 <= p["top1_agreement"] <= 1.0
+    assert p["max_prob_diff"] < 0.2, p
+
+
+def test_device_engine_runs_the_bundle(tiny_build: Path, datasets: Path) -> None:
+    engine = pytest.importorskip("device.engine", reason="device engine not available")
+    from device.imageio import decode_image_file
+
+    classifier = engine.Classifier(load_bundle(tiny_build), threads=1)
+    frame = decode_image_file(next((datasets / "busi" / "malignant").glob("*.png")))
+    result = classifier.classify(frame, heatmap=True)
+    assert set(result.probabilities) == {"normal", "benign", "malignant"}
+    assert abs(sum(result.probabilities.values()) - 1.0) < 1e-4
+    assert result.heatmap is not None and result.heatmap.dtype == np.uint8
+
+
+def test_device_cli_classifies_with_the_bundle(tiny_build: Path, datasets: Path) -> None:
+    pytest.importorskip("device.cli", reason="device CLI not available")
+    image = next((datasets / "bus-bra" / "images").glob("*.png"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "device", "classify", "--model", str(tiny_build), "--json", str(image)],
+        capture_output=True, text=True, timeout=180, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["model"]["name"] == "tiny-build"
+    assert set(line["probabilities"]) == {"normal", "benign", "malignant"}
+
+
+def test_refused_parity_writes_no_bundle(datasets: Path, tmp_path: Path) -> None:
+    """An int8 model that does not agree enough with the float model is refused: no bundle is written."""
+    from model_build.__main__ import main
+
+    out = tmp_path / "refused"
+    argv = [
+        "build", "--data", str(datasets / "busi"), "--out", str(out), "--limit-per-class", "4",
+        "--epochs-frozen", "0", "--epochs", "0", "--representative-steps", "4", "--bootstrap", "10",
+        "--min-agreement", "1.01", "--no-shortcut-check",
+    ]
+    assert main(argv) == 2
+    assert not (out / "model.tflite").exists() and not (out / "manifest.json").exists()

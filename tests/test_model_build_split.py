@@ -1,0 +1,101 @@
+"""Leak-free splits: no patient / near-duplicate group straddles train, validation and test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("imagehash")
+
+from device.bundle import InputSpec  # noqa: E402
+from model_build.data import LoadedData, Sample, load_sources  # noqa: E402
+from model_build.split import (  # noqa: E402
+    SplitAssignment,
+    SplitError,
+    assign_groups,
+    check_no_leak,
+    near_duplicate_groups,
+    perceptual_hashes,
+    split_groups,
+    write_split_csv,
+)
+
+
+def _synthetic(n_groups: int = 40, seed: int = 0) -> LoadedData:
+    """Groups of near-identical noise images (+ a little jitter), some sharing a 'patient'."""
+    rng = np.random.default_rng(seed)
+    samples, pixels = [], []
+    for g in range(n_groups):
+        base = np.kron(rng.integers(0, 255, (8, 8)), np.ones((8, 8))).astype(np.float32)
+        label = ("benign", "malignant", "normal")[g % 3]
+        for k in range(1 + g % 3):
+            img = np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8)
+            samples.append(Sample(Path(f"/d/src/{label}/{g}_{k}.png"), label, "src"))
+            pixels.append(img)
+    return LoadedData(samples, np.stack(pixels), ("normal", "benign", "malignant"))
+
+
+def _assert_no_straddle(groups: list[str], assignment: SplitAssignment) -> None:
+    by_group: dict[str, set[str]] = {}
+    for g, s in zip(groups, assignment.splits):
+        by_group.setdefault(g, set()).add(s)
+    assert all(len(v) == 1 for v in by_group.values())
+
+
+def test_near_duplicates_are_grouped_and_never_straddle() -> None:
+    data = _synthetic()
+    groups = assign_groups(data)
+    assert len(set(groups)) == 40  # every synthetic cluster found, none merged
+    assignment = split_groups(data.samples, groups, seed=3)
+    check_no_leak(assignment)
+    _assert_no_straddle(groups, assignment)
+    assert {"train", "val", "test"} == set(assignment.splits)
+
+
+def test_split_is_seeded_and_stratified() -> None:
+    data = _synthetic(60)
+    groups = assign_groups(data)
+    a = split_groups(data.samples, groups, seed=1)
+    b = split_groups(data.samples, groups, seed=1)
+    c = split_groups(data.samples, groups, seed=2)
+    assert a == b and a != c
+    for label in ("benign", "malignant", "normal"):
+        in_test = [s for s, smp in zip(a.splits, data.samples) if smp.label == label and s == "test"]
+        assert in_test, f"no {label} in test: not stratified"
+
+
+def test_patient_ids_group_views_together(tmp_path: Path) -> None:
+    samples = [Sample(Path(f"/x/{i}.png"), "benign" if i % 4 < 2 else "malignant", "bra", str(i // 2)) for i in range(80)]
+    pixels = np.random.default_rng(0).integers(0, 255, (80, 32, 32)).astype(np.uint8)
+    data = LoadedData(samples, pixels, ("benign", "malignant"))
+    groups = assign_groups(data)
+    assert groups[0] == groups[1] == "bra:patient:0"
+    assignment = split_groups(samples, groups, seed=0)
+    _assert_no_straddle(groups, assignment)
+    write_split_csv(tmp_path / "split.csv", samples, assignment)
+    assert (tmp_path / "split.csv").read_text().count("\n") == 81
+
+
+def test_check_no_leak_catches_a_leak() -> None:
+    with pytest.raises(SplitError, match="straddles"):
+        check_no_leak(SplitAssignment(("g1", "g1", "g2"), ("train", "test", "val")))
+
+
+@pytest.mark.data
+def test_real_busi_split_has_no_cross_split_near_duplicates(datasets: Path) -> None:
+    """On real BUSI: every pair of images within the duplicate distance lands in the same split."""
+    data = load_sources([datasets / "busi"], InputSpec(height=224, width=224))
+    groups = assign_groups(data)
+    assignment = split_groups(data.samples, groups, seed=0)
+    check_no_leak(assignment)
+    hashes = perceptual_hashes(data.pixels)
+    ids = near_duplicate_groups(hashes)
+    bits = hashes.astype(np.int16)
+    distance = bits.shape[1] - (bits @ bits.T + (1 - bits) @ (1 - bits).T)
+    a, b = np.nonzero(np.triu(distance <= 10, k=1))
+    assert len(a) > 20, "BUSI is known to contain near-duplicate frames"
+    splits = np.array(assignment.splits)
+    assert np.all(splits[a] == splits[b])
+    assert np.all(ids[a] == ids[b])
