@@ -44,6 +44,9 @@ issue_cert() {  # issue_cert NAME CN [SAN]
   chmod 600 "$dir/$name.key" "$dir/$name.crt"
 }
 
+# The broker (user mosquitto on Debian) must read its files; nobody else may.
+for_broker() { if [ "$(id -u)" = 0 ] && id mosquitto >/dev/null 2>&1; then chown mosquitto: "$@"; fi; }
+
 new_password() { openssl rand -base64 24 | tr -d '/+=\n' | cut -c1-24; }
 
 case "$cmd" in
@@ -64,6 +67,7 @@ case "$cmd" in
     printf '%s\n' "$pw" > "$dir/hub.password"
     cp "$(dirname "$0")/acl.base" "$dir/acl"
     chmod 600 "$dir"/*
+    for_broker "$dir" "$dir/ca.crt" "$dir/server.crt" "$dir/server.key" "$dir/passwd" "$dir/acl"
     echo "initialised $dir (CA, server certificate for ${hosts[*]}, hub account sonopi-hub)"
     ;;
   add-device)
@@ -100,6 +104,7 @@ username = "$user"
 password_file = "/etc/sonopi/mqtt.password"
 TOML
     chmod 600 "$out"/* "$dir/passwd" "$dir/acl"
+    for_broker "$dir/passwd" "$dir/acl"
     echo "device $user: credentials in $out; reload the broker to apply"
     ;;
   *) die "usage: sonopi-mqtt.sh init|add-device ... (see the header of this script)" ;;
