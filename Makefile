@@ -21,6 +21,7 @@ help:
 	@echo "make test   - set up, then run every test"
 	@echo "make model  - train + export the model bundle from $(DATASETS) into build/"
 	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make keys / flash / deploy / rollback - devices: see docs/deploy.md"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +33,7 @@ $(VENV)/.stamp-device: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.stamp-test: pyproject.toml | $(PY)
-	$(PIP) install -q -e ".[ui,workstation,dev]"
+	$(PIP) install -q -e ".[ui,workstation,dev,reference]"
 	touch $@
 
 venv-device: $(VENV)/.stamp-device
@@ -52,6 +53,42 @@ bench: $(VENV)/.stamp-test
 
 model: $(VENV)/.stamp-test
 	$(PY) -m model_build build --data $(DATASETS)/busi --data $(DATASETS)/bus-bra --out build/model
+	@if [ -f "$(SIGNING_KEY)" ]; then $(PY) -m device.signing sign build/model --key "$(SIGNING_KEY)"; \
+	else echo "model: build/model NOT signed ($(SIGNING_KEY) missing: make keys, or SIGNING_KEY=...)"; fi
 
 clean:
 	rm -rf build .pytest_cache
+
+# --- devices (docs/deploy.md): keys, signing, flash, deploy, rollback ---------------------------
+KEYS_DIR     ?= $(HOME)/.config/sonopi/keys
+SIGNING_KEY  ?= $(KEYS_DIR)/model-signing.key
+MODEL_PUBKEY ?= $(KEYS_DIR)/model-signing.pub
+WHEELS       ?= build/wheels-aarch64-cp311
+DEPLOY_STAMP ?= $(VENV)/.stamp-deploy
+FLASH_VARS    = BASE DEVICE OUT DEVICE_ID SITE SECRETS SSH_PUBKEY ADMIN_USER BROKER PIN MODEL
+
+.PHONY: keys sign-model wheels flash deploy rollback
+
+$(VENV)/.stamp-deploy: pyproject.toml | $(PY)
+	$(PIP) install -q -e ".[deploy]"
+	touch $@
+
+keys: $(VENV)/.stamp-device
+	$(PY) -m device.signing keygen --out "$(KEYS_DIR)"
+
+sign-model: $(VENV)/.stamp-device
+	$(PY) -m device.signing sign "$(MODEL)" --key "$(SIGNING_KEY)"
+
+wheels: $(DEPLOY_STAMP)
+	PYTHON=$(abspath $(PY)) deploy/fetch-wheels.sh "$(WHEELS)"
+
+flash: $(DEPLOY_STAMP)
+	$(foreach v,$(FLASH_VARS),$(v)="$($(v))") MODEL_PUBKEY="$(MODEL_PUBKEY)" WHEELS="$(WHEELS)" \
+	  PYTHON=$(abspath $(PY)) deploy/flash.sh
+
+deploy: $(DEPLOY_STAMP)
+	MODEL="$(MODEL)" MODEL_PUBKEY="$(MODEL_PUBKEY)" WHEELS="$(WHEELS)" PYTHON=$(abspath $(PY)) \
+	  deploy/deploy.sh "$(PI)" $(ANSIBLE_ARGS)
+
+rollback: $(DEPLOY_STAMP)
+	PYTHON=$(abspath $(PY)) deploy/deploy.sh --rollback "$(PI)" $(ANSIBLE_ARGS)
