@@ -48,7 +48,7 @@ def to_model_pixels(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Pla
         x0, y0 = (out_w - new_w) // 2, (out_h - new_h) // 2
         canvas[y0 : y0 + new_h, x0 : x0 + new_w] = resized
         placement = Placement(x0, y0, new_w, new_h)
-    pixels = np.repeat(canvas[:, :, None], spec.channels, axis=2)
+    pixels = cv2.cvtColor(canvas, cv2.COLOR_GRAY2RGB) if spec.channels == 3 else canvas[:, :, None]
     return pixels, placement
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from device.imageio import to_grey
@@ -29,24 +30,30 @@ _COLOUR_CHROMA = 40  # a pixel whose channels differ by more than this is colour
 
 
 def image_problems(crop: np.ndarray, limits: QualityLimits) -> list[str]:
-    """Reasons the cropped image is not fit for analysis (empty list: fine)."""
+    """Reasons the cropped image is not fit for analysis (empty list: fine).
+
+    Statistics are taken on a subsample of at most ~128x128 pixels: enough for means and
+    fractions, and cheap beside the model (this runs on every frame)."""
     height, width = crop.shape[:2]
     if min(height, width) < limits.min_side_px:
         return [f"too_small: image region is {width}x{height} px, below {limits.min_side_px} px"]
+    step = max(1, min(height, width) // 128)
+    sample = crop[::step, ::step]
     reasons = []
-    if crop.ndim == 3:
-        sample = crop[:: max(1, height // 256), :: max(1, width // 256)].astype(np.int16)
-        chroma = sample.max(axis=2) - sample.min(axis=2)
-        coloured = float(np.mean(chroma > _COLOUR_CHROMA))
+    if sample.ndim == 3:
+        red, green, blue = cv2.split(np.ascontiguousarray(sample))
+        chroma = cv2.max(cv2.max(cv2.absdiff(red, green), cv2.absdiff(green, blue)), cv2.absdiff(red, blue))
+        coloured = cv2.countNonZero((chroma > _COLOUR_CHROMA).astype(np.uint8)) / chroma.size
         if coloured > limits.colour_fraction_max:
             reasons.append(
                 f"colour: {coloured:.0%} of the image is coloured — Doppler overlay or not a greyscale ultrasound image"
             )
-    grey = to_grey(crop)
-    mean, std = float(grey.mean()), float(grey.std())
+    grey = to_grey(np.ascontiguousarray(sample))
+    mean_arr, std_arr = cv2.meanStdDev(grey)
+    mean, std = float(mean_arr[0][0]), float(std_arr[0][0])
     if mean < limits.blank_mean_max or std < limits.blank_std_max:
         reasons.append(f"blank: frame is black or featureless (mean {mean:.1f}, contrast {std:.1f})")
-    saturated = float(np.mean(grey >= 250))
+    saturated = cv2.countNonZero((grey >= 250).astype(np.uint8)) / grey.size
     if saturated > limits.saturated_fraction_max:
         reasons.append(f"saturated: {saturated:.0%} of the image is white — check gain")
     return reasons
