@@ -240,3 +240,83 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeo
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+# --- a throwaway PostgreSQL server for the hub's PostgreSQL backend ---------------------------------
+
+
+def postgres_bindir() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(os.path.realpath(found)).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return versions[-1].parent if versions else None
+
+
+class PostgresServer:
+    """initdb in a temp dir, a free loopback port, trust auth; as user ``postgres`` when run as root
+    (PostgreSQL refuses to run as root). Skips the test when the binaries are absent."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        bindir = postgres_bindir()
+        if bindir is None:
+            pytest.skip("PostgreSQL server binaries are not installed (.ci/run installs them)")
+        self.bindir = bindir
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="sonopi-pg-"))
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            import pwd
+
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL as")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+            self.user = "postgres"
+        else:
+            import getpass
+
+            self.user = getpass.getuser()
+        self.data = self.dir / "data"
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(self._as + list(args), check=True, capture_output=True, timeout=120)
+
+    def start(self) -> "PostgresServer":
+        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8",
+                  "--no-sync")
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on"
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"),
+                  "-w", "-t", "60", "start")
+        return self
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)
+
+    def stop(self) -> None:
+        try:
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    pytest.importorskip("psycopg", reason="psycopg is needed for the PostgreSQL backend (pip install '.[hub]')")
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
