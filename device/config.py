@@ -127,6 +127,12 @@ class UiSection(_Section):
     pin: str = Field(default="0000", pattern=r"^[0-9]{4,8}$")
     idle_lock_s: int = Field(default=300, ge=30)
     live_analysis: bool = False
+    preview_fps: float = Field(default=30.0, ge=1, le=60)  # file/folder sources: preview refresh rate
+    still_hold_s: float = Field(default=0.0, ge=0, le=3600)  # file/folder sources: seconds per image; 0 = tap Next
+    live_smoothing: float = Field(default=0.3, gt=0, le=1)  # live gauge: weight of the newest estimate
+    source_roots: tuple[Path, ...] = (Path("/media"), Path("/run/media"), Path("/mnt"))  # where USB sticks mount
+    disk_low_mb: int = Field(default=500, ge=0)  # banner below this much free space
+    hub_probe_s: float = Field(default=30.0, ge=5, le=3600)  # how often the status bar checks the broker
 
 
 class DeviceConfig(_Section):
@@ -237,6 +243,12 @@ poll_s = 0.2                  # how often the uplink looks for new results in th
 [ui]
 fullscreen = false            # kiosk: true on the device
 pin = "0000"                  # settings PIN (4-8 digits)
-idle_lock_s = 300
-live_analysis = false
+idle_lock_s = 300             # lock screen (PIN) after this long without a touch
+live_analysis = false         # start with the live score on
+preview_fps = 30.0            # file/folder sources: preview refresh rate
+still_hold_s = 0.0            # file/folder sources: seconds per image; 0 = tap Next
+live_smoothing = 0.3          # live gauge: weight of the newest estimate (1 = no smoothing)
+source_roots = ["/media", "/run/media", "/mnt"]   # where USB sticks with images are looked for
+disk_low_mb = 500             # storage banner below this much free space
+hub_probe_s = 30.0            # how often the status bar checks that the hub's broker is reachable
 """

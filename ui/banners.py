@@ -1,0 +1,111 @@
+"""Fault banners: one per fault kind, each saying what is wrong and what to do. The app keeps running."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PyQt5.QtCore import Qt
+from PyQt5.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from ui import theme
+from ui.theme import Theme
+
+SEVERITY_COLOURS = {"error": theme.DANGER, "warning": theme.WARN, "info": theme.INFO}
+
+
+@dataclass(frozen=True)
+class Fault:
+    key: str  # "source", "model", "disk", "hub", "store", ...
+    severity: str  # "error" | "warning" | "info"
+    title: str
+    action: str  # what the clinician should do
+
+
+def source_fault(detail: str) -> Fault:
+    return Fault("source", "error", "Image source not available",
+                 f"Check the cable or USB stick; reconnecting automatically. ({detail})")
+
+
+def model_fault(detail: str) -> Fault:
+    return Fault("model", "error", "Model missing or rejected — analysis is off",
+                 f"The live image still works. Ask support to install a valid model. ({detail})")
+
+
+def disk_fault(detail: str) -> Fault:
+    return Fault("disk", "error", "Storage full — new results cannot be saved",
+                 f"Stored results are safe. Ask support to free space. ({detail})")
+
+
+def store_fault(detail: str) -> Fault:
+    return Fault("store", "error", "Result could not be saved",
+                 f"Analyse again; if it repeats, ask support. ({detail})")
+
+
+def hub_fault(detail: str) -> Fault:
+    return Fault("hub", "warning", "Hospital hub not reachable",
+                 f"Results stay on this device and are sent when the network is back. ({detail})")
+
+
+class Banner(QWidget):
+    def __init__(self, fault: Fault, th: Theme, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.fault = fault
+        self.setAttribute(Qt.WA_StyledBackground, True)
+        colour = SEVERITY_COLOURS.get(fault.severity, theme.WARN)
+        self.setStyleSheet(f"Banner {{ background: {theme.PANEL}; border-left: 8px solid {colour}; }}")
+        row = QHBoxLayout(self)
+        row.setContentsMargins(th.gap * 2, 2, th.gap, 2)
+        self.text = QLabel(f"<b style='color:{colour}'>{fault.title}.</b> {fault.action}")
+        self.text.setWordWrap(True)
+        self.text.setStyleSheet(f"font-size: {th.small}px;")
+        row.addWidget(self.text, 1)
+        self.dismiss = QPushButton("Hide")
+        self.dismiss.setMinimumWidth(th.control + 20)
+        row.addWidget(self.dismiss)
+
+
+class BannerArea(QWidget):
+    """Stack of active fault banners (most recent last); ``show_fault`` replaces a banner of the same key."""
+
+    def __init__(self, th: Theme, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._th = th
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.setSpacing(2)
+        self.banners: dict[str, Banner] = {}
+        self._hidden_keys: set[str] = set()
+        self.hide()
+
+    def show_fault(self, fault: Fault) -> None:
+        current = self.banners.get(fault.key)
+        if current is not None and current.fault == fault:
+            return
+        self._remove(fault.key)
+        if fault.key not in self._hidden_keys:
+            banner = Banner(fault, self._th, self)
+            banner.dismiss.clicked.connect(lambda: self._dismiss(fault.key))
+            self.banners[fault.key] = banner
+            self._layout.addWidget(banner)
+        self.setVisible(bool(self.banners))
+
+    def clear_fault(self, key: str) -> None:
+        """The fault is resolved: remove its banner (a later fault of this kind shows again)."""
+        self._remove(key)
+        self._hidden_keys.discard(key)
+        self.setVisible(bool(self.banners))
+
+    def _remove(self, key: str) -> None:
+        banner = self.banners.pop(key, None)
+        if banner is not None:
+            banner.hide()
+            banner.deleteLater()
+
+    def _dismiss(self, key: str) -> None:
+        """Hide until this fault clears (the status bar still shows the state)."""
+        self._hidden_keys.add(key)
+        self._remove(key)
+        self.setVisible(bool(self.banners))
+
+    def active(self) -> list[Fault]:
+        return [b.fault for b in self.banners.values()]

@@ -1,0 +1,117 @@
+"""History: past results with thumbnails and per-result delivery state (on device / sent / received by
+hub), filterable by patient reference. Read from the store (the source of truth), refreshed on a timer."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from PyQt5.QtCore import Qt, pyqtSignal
+from PyQt5.QtGui import QBrush, QColor
+from PyQt5.QtWidgets import (
+    QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QScroller, QTableWidget,
+    QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from device.results import ResultRecord
+from device.store import ResultStore
+from ui import theme
+from ui.exam import MALIGNANT, result_text, thumbnail_pixmap
+from ui.theme import Theme
+
+COLUMNS = ("", "Time", "Patient", "Model output", "Malignant", "Delivery")
+LIMIT = 100
+
+
+def local_time(created_at: str) -> str:
+    """'2026-01-02T10:11:12.123Z' -> '02 Jan 10:11' in local time."""
+    try:
+        moment = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    except ValueError:
+        return created_at
+    return moment.astimezone().strftime("%d %b %H:%M") if moment.tzinfo else moment.strftime("%d %b %H:%M")
+
+
+class HistoryScreen(QWidget):
+    filter_requested = pyqtSignal()
+
+    def __init__(self, th: Theme, store: ResultStore, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._th = th
+        self.store = store
+        self.patient_filter: str | None = None
+        self.records: list[ResultRecord] = []
+        self._signature: tuple = ()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(th.gap, th.gap, th.gap, th.gap)
+        layout.setSpacing(th.gap)
+        top = QHBoxLayout()
+        self.filter_button = QPushButton("Filter by patient")
+        self.filter_button.clicked.connect(self.filter_requested)
+        self.all_button = QPushButton("Show all")
+        self.all_button.clicked.connect(lambda: self.set_filter(None))
+        self.count = QLabel("")
+        self.count.setProperty("role", "muted")
+        top.addWidget(self.filter_button)
+        top.addWidget(self.all_button)
+        top.addWidget(self.count, 1)
+        layout.addLayout(top)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().hide()
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSelectionMode(QAbstractItemView.NoSelection)
+        self.table.setVerticalScrollMode(QAbstractItemView.ScrollPerPixel)
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.Fixed)
+        header.setSectionResizeMode(3, QHeaderView.Stretch)
+        QScroller.grabGesture(self.table.viewport(), QScroller.LeftMouseButtonGesture)
+        layout.addWidget(self.table, 1)
+        self.set_filter(None)
+
+    def set_filter(self, patient_ref: str | None) -> None:
+        self.patient_filter = patient_ref or None
+        self.filter_button.setText(f"Patient: {patient_ref}" if patient_ref else "Filter by patient")
+        self.all_button.setVisible(self.patient_filter is not None)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the store; rebuild the table only when something changed (keeps the scroll position)."""
+        records = self.store.history(patient_ref=self.patient_filter, limit=LIMIT)
+        signature = tuple((r.result_id, r.delivery) for r in records)
+        if signature == self._signature:
+            return
+        self._signature, self.records = signature, records
+        scope = f"patient {self.patient_filter}" if self.patient_filter else "all patients"
+        more = f" (newest {LIMIT})" if len(records) == LIMIT else ""
+        self.count.setText(f"{len(records)} result(s), {scope}{more}")
+        self._fill(records)
+
+    def delivery_of(self, result_id: str) -> str | None:
+        return next((r.delivery for r in self.records if r.result_id == result_id), None)
+
+    def _fill(self, records: list[ResultRecord]) -> None:
+        thumb = self._th.control + 8
+        self.table.setRowCount(len(records))
+        for row, record in enumerate(records):
+            icon = QLabel()
+            icon.setPixmap(thumbnail_pixmap(record, thumb - 4))
+            icon.setAlignment(Qt.AlignCenter)
+            self.table.setCellWidget(row, 0, icon)
+            patient = record.patient_ref or "—"
+            if record.side:
+                patient += f" {record.side}"
+            cells = [local_time(record.created_at), patient, result_text(record)]
+            p = record.probabilities.get(MALIGNANT)
+            cells.append("—" if p is None or record.inconclusive else f"{p * 100:.0f}%")
+            cells.append(theme.DELIVERY_TEXT.get(record.delivery, record.delivery))
+            for column, text in enumerate(cells, start=1):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.UserRole, record.result_id)
+                self.table.setItem(row, column, item)
+            self.table.item(row, 3).setForeground(
+                QBrush(QColor(theme.WARN if record.inconclusive else theme.label_colour(record.label))))
+            self.table.item(row, 5).setForeground(QBrush(QColor(theme.DELIVERY_COLOURS.get(record.delivery, theme.MUTED))))
+            self.table.setRowHeight(row, thumb)
+        self.table.setColumnWidth(0, thumb + 8)

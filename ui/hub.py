@@ -1,0 +1,70 @@
+"""Hub connection checks until the uplink process publishes its own state: a cheap TCP reachability
+probe for the status bar, and a real MQTT connect/disconnect for the Settings "Test hub" button."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import uuid
+
+from device.config import UplinkSection
+
+log = logging.getLogger(__name__)
+
+
+def split_broker(broker: str) -> tuple[str, int]:
+    host, _, port = broker.rpartition(":")
+    return host, int(port)
+
+
+def tcp_reachable(broker: str, timeout_s: float = 2.0) -> tuple[bool, str]:
+    """Can a TCP connection be opened to HOST:PORT? (No MQTT, no credentials: a network check.)"""
+    host, port = split_broker(broker)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True, f"{broker} reachable"
+    except OSError as exc:
+        return False, f"{broker}: {exc.strerror or exc}"
+
+
+def mqtt_connect_test(uplink: UplinkSection, timeout_s: float = 5.0) -> tuple[bool, str]:
+    """Connect to the broker with the uplink's TLS settings and credentials, then disconnect."""
+    import paho.mqtt.client as mqtt
+
+    host, port = split_broker(uplink.broker)
+    done = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def on_connect(client, userdata, flags, reason_code, properties=None) -> None:  # paho callback signature
+        outcome["code"] = reason_code
+        done.set()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sonopi-ui-test-{uuid.uuid4().hex[:8]}")
+    client.on_connect = on_connect
+    try:
+        if uplink.tls:
+            client.tls_set(
+                ca_certs=str(uplink.ca_file) if uplink.ca_file else None,
+                certfile=str(uplink.cert_file) if uplink.cert_file else None,
+                keyfile=str(uplink.key_file) if uplink.key_file else None,
+            )
+        if uplink.username:
+            password = uplink.password_file.read_text().strip() if uplink.password_file else None
+            client.username_pw_set(uplink.username, password)
+        client.connect_async(host, port, keepalive=10)
+        client.loop_start()
+        if not done.wait(timeout_s):
+            return False, f"{uplink.broker}: no answer within {timeout_s:.0f} s"
+        code = outcome["code"]
+        if getattr(code, "is_failure", False):
+            return False, f"{uplink.broker}: refused ({code})"
+        return True, f"{uplink.broker}: connected"
+    except (OSError, ValueError) as exc:
+        return False, f"{uplink.broker}: {exc}"
+    finally:
+        try:
+            client.disconnect()
+            client.loop_stop()
+        except Exception:  # best effort: the test is over either way
+            log.debug("MQTT test cleanup failed", exc_info=True)

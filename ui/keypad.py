@@ -1,0 +1,67 @@
+"""On-screen numeric keypad (no keyboard on the device; gloved fingers): big keys, a display line,
+backspace and OK. Used for the patient reference, age, history filter, PIN and unlock."""
+
+from __future__ import annotations
+
+from PyQt5.QtCore import Qt, pyqtSignal
+from PyQt5.QtWidgets import QGridLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+
+from ui.theme import Theme
+
+BACKSPACE = "⌫"
+OK_KEY = "OK"
+
+
+class Keypad(QWidget):
+    """Digits 0-9, backspace and OK. ``value`` is the text typed so far."""
+
+    changed = pyqtSignal(str)
+    accepted = pyqtSignal(str)
+
+    def __init__(self, th: Theme, *, max_length: int = 12, masked: bool = False, ok_text: str = OK_KEY,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.max_length = max_length
+        self.masked = masked
+        self.value = ""
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(th.gap)
+        self.display = QLabel("")
+        self.display.setAlignment(Qt.AlignCenter)
+        self.display.setMinimumHeight(th.control)
+        self.display.setStyleSheet(
+            f"background: #000; border: 1px solid #33414f; border-radius: 8px; font-size: {th.large}px;"
+            " font-weight: bold; letter-spacing: 2px;")
+        layout.addWidget(self.display)
+        grid = QGridLayout()
+        grid.setSpacing(th.gap)
+        self.keys: dict[str, QPushButton] = {}
+        rows = (("1", "2", "3"), ("4", "5", "6"), ("7", "8", "9"), (BACKSPACE, "0", OK_KEY))
+        for r, row in enumerate(rows):
+            for c, key in enumerate(row):
+                button = QPushButton(ok_text if key == OK_KEY else key)
+                button.setProperty("role", "primary" if key == OK_KEY else "key")
+                button.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+                button.setMinimumSize(th.control, th.control)
+                button.setFocusPolicy(Qt.NoFocus)
+                button.clicked.connect(lambda _=False, k=key: self.press(k))
+                grid.addWidget(button, r, c)
+                self.keys[key] = button
+        layout.addLayout(grid, 1)
+
+    def press(self, key: str) -> None:
+        if key == BACKSPACE:
+            self.set_value(self.value[:-1])
+        elif key == OK_KEY:
+            self.accepted.emit(self.value)
+        elif key.isdigit() and len(self.value) < self.max_length:
+            self.set_value(self.value + key)
+
+    def set_value(self, value: str) -> None:
+        self.value = value
+        self.display.setText("•" * len(value) if self.masked else value)
+        self.changed.emit(value)
+
+    def clear(self) -> None:
+        self.set_value("")

@@ -1,0 +1,273 @@
+"""The live image: the frame, the detected scan region, the analysed crop, the heat map and the
+finger-drawn region of interest (drag to draw; drag inside to move; drag a corner to resize)."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from enum import Enum
+
+import numpy as np
+from PyQt5.QtCore import QPoint, QPointF, QRect, QRectF, Qt, pyqtSignal
+from PyQt5.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QResizeEvent
+from PyQt5.QtWidgets import QSizePolicy, QWidget
+
+from device.crop import Box
+from device.sources.base import Frame
+from ui import theme
+from ui.frames import FramePacket, display_image, heatmap_rgb, to_qimage
+
+MIN_ROI_PX = 16  # source pixels: anything smaller is a stray tap, not a region
+
+
+class _Drag(Enum):
+    NONE = 0
+    DRAW = 1
+    MOVE = 2
+    RESIZE = 3
+
+
+class LiveView(QWidget):
+    """Paints frames handed to it by the reader; never decodes or scales full frames itself while live."""
+
+    roi_changed = pyqtSignal(object)  # Box | None, in source pixels
+    target_size_changed = pyqtSignal(int, int)
+    packet_taken = pyqtSignal()
+
+    def __init__(self, handle_px: int = 28, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setMinimumSize(240, 160)
+        self.setAttribute(Qt.WA_OpaquePaintEvent)
+        self._handle = handle_px
+        self._image: QImage | None = None
+        self._scale = 1.0
+        self.frame: Frame | None = None
+        self.scan_box: Box | None = None
+        self.roi: Box | None = None
+        self.crop_box: Box | None = None
+        self._heat: QImage | None = None
+        self._heat_box: Box | None = None
+        self.heatmap_visible = False
+        self.frozen = False
+        self.message = "Waiting for the image source…"
+        self._shown: deque[float] = deque(maxlen=120)
+        self._drag = _Drag.NONE
+        self._drag_origin = QPoint()
+        self._drag_roi: Box | None = None
+        self._drag_corner = (0, 0)
+
+    # --- frames ----------------------------------------------------------------------------------------
+
+    def show_packet(self, packet: FramePacket) -> None:
+        self.packet_taken.emit()  # the reader may prepare the next one
+        if self.frozen:
+            return
+        self.frame, self._image, self._scale, self.scan_box = packet.frame, packet.image, packet.scale, packet.scan_box
+        self._shown.append(time.monotonic())
+        self.update()
+
+    def fps(self, window_s: float = 2.0) -> float:
+        """Frames shown per second over the last ``window_s`` seconds."""
+        now = time.monotonic()
+        recent = [t for t in self._shown if now - t <= window_s]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(1e-6, recent[-1] - recent[0])
+
+    def freeze(self, frame: Frame | None = None) -> None:
+        """Stop following the stream; optionally show a specific (earlier) frame."""
+        self.frozen = True
+        if frame is not None and frame is not self.frame:
+            self.frame = frame
+            self._rescale()
+        self.update()
+
+    def unfreeze(self) -> None:
+        self.frozen = False
+        self.set_heatmap(None, None)
+        self.crop_box = None
+        self.update()
+
+    def clear_frame(self, message: str) -> None:
+        self.frame, self._image, self.message = None, None, message
+        self.update()
+
+    def _rescale(self) -> None:
+        if self.frame is not None:
+            self._image, self._scale = display_image(self.frame.image, self.width(), self.height())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt naming)
+        super().resizeEvent(event)
+        self.target_size_changed.emit(self.width(), self.height())
+        if self.frozen:
+            self._rescale()
+
+    # --- overlays --------------------------------------------------------------------------------------
+
+    def set_roi(self, roi: Box | None) -> None:
+        self.roi = roi
+        self.update()
+        self.roi_changed.emit(roi)
+
+    def set_heatmap(self, crop: Box | None, heat: np.ndarray | None) -> None:
+        if crop is None or heat is None or heat.size == 0:
+            self._heat, self._heat_box = None, None
+        else:
+            rgb = heatmap_rgb(heat)
+            alpha = (np.clip(heat.astype(np.float32) * 0.75, 40, 190)).astype(np.uint8)
+            rgba = np.dstack([rgb, alpha])
+            height, width = rgba.shape[:2]
+            image = QImage(np.ascontiguousarray(rgba).data, width, height, width * 4, QImage.Format_RGBA8888)
+            self._heat, self._heat_box = image.copy(), crop
+        self.update()
+
+    @property
+    def has_heatmap(self) -> bool:
+        return self._heat is not None
+
+    # --- geometry ----------------------------------------------------------------------------------------
+
+    def image_rect(self) -> QRectF:
+        if self._image is None:
+            return QRectF()
+        w, h = self._image.width(), self._image.height()
+        return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
+
+    def to_view(self, box: Box) -> QRectF:
+        origin = self.image_rect().topLeft()
+        s = self._scale
+        return QRectF(origin.x() + box.x * s, origin.y() + box.y * s, box.width * s, box.height * s)
+
+    def to_source(self, point: QPointF | QPoint) -> tuple[int, int]:
+        origin = self.image_rect().topLeft()
+        x = (point.x() - origin.x()) / self._scale
+        y = (point.y() - origin.y()) / self._scale
+        if self.frame is not None:
+            height, width = self.frame.image.shape[:2]
+            x, y = min(max(x, 0), width), min(max(y, 0), height)
+        return round(x), round(y)
+
+    # --- touch: draw, move or resize the region of interest ---------------------------------------------
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if self.frame is None or event.button() != Qt.LeftButton:
+            return
+        self._drag_origin = event.pos()
+        self._drag_roi = self.roi
+        self._drag = _Drag.DRAW
+        if self.roi is not None:
+            rect = self.to_view(self.roi)
+            corner = self._corner_at(rect, event.pos())
+            if corner is not None:
+                self._drag, self._drag_corner = _Drag.RESIZE, corner
+            elif rect.contains(QPointF(event.pos())):
+                self._drag = _Drag.MOVE
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if self._drag is _Drag.NONE or self.frame is None:
+            return
+        self.roi = self._dragged_roi(event.pos())
+        self.update()
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if self._drag is _Drag.NONE:
+            return
+        roi = self._dragged_roi(event.pos())
+        self._drag = _Drag.NONE
+        if roi is not None and (roi.width < MIN_ROI_PX or roi.height < MIN_ROI_PX):
+            roi = self._drag_roi  # a tap, not a drag: keep what was there
+        self.set_roi(roi)
+
+    def _corner_at(self, rect: QRectF, pos: QPoint) -> tuple[int, int] | None:
+        for cx, x in ((0, rect.left()), (1, rect.right())):
+            for cy, y in ((0, rect.top()), (1, rect.bottom())):
+                if abs(pos.x() - x) <= self._handle and abs(pos.y() - y) <= self._handle:
+                    return cx, cy
+        return None
+
+    def _dragged_roi(self, pos: QPoint) -> Box | None:
+        x0, y0 = self.to_source(self._drag_origin)
+        x1, y1 = self.to_source(pos)
+        if self._drag is _Drag.DRAW or self._drag_roi is None:
+            return Box(min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0))
+        old = self._drag_roi
+        height, width = self.frame.image.shape[:2]
+        if self._drag is _Drag.MOVE:
+            nx = min(max(0, old.x + x1 - x0), width - old.width)
+            ny = min(max(0, old.y + y1 - y0), height - old.height)
+            return Box(nx, ny, old.width, old.height)
+        left, top, right, bottom = old.x, old.y, old.x + old.width, old.y + old.height
+        cx, cy = self._drag_corner
+        if cx == 0:
+            left = x1
+        else:
+            right = x1
+        if cy == 0:
+            top = y1
+        else:
+            bottom = y1
+        return Box(min(left, right), min(top, bottom), abs(right - left), abs(bottom - top))
+
+    # --- painting ----------------------------------------------------------------------------------------------
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor("#000000"))
+        if self._image is None:
+            painter.setPen(QColor(theme.MUTED))
+            painter.drawText(self.rect(), Qt.AlignCenter | Qt.TextWordWrap, self.message)
+            return
+        target = self.image_rect()
+        painter.drawImage(target.topLeft(), self._image)
+        if self.heatmap_visible and self._heat is not None and self._heat_box is not None:
+            painter.setRenderHint(QPainter.SmoothPixmapTransform)
+            painter.drawImage(self.to_view(self._heat_box), self._heat)
+        painter.setRenderHint(QPainter.Antialiasing)
+        if self.scan_box is not None and self.roi is None and self.crop_box is None:
+            self._outline(painter, self.scan_box, theme.INFO, Qt.DashLine, "scan region")
+        if self.crop_box is not None:
+            self._outline(painter, self.crop_box, theme.OK, Qt.SolidLine, "analysed")
+        if self.roi is not None:
+            self._outline(painter, self.roi, theme.WARN, Qt.SolidLine, "region of interest")
+            self._handles(painter, self.to_view(self.roi))
+        if self.frozen:
+            self._badge(painter, "FROZEN")
+
+    def _outline(self, painter: QPainter, box: Box, colour: str, style: Qt.PenStyle, caption: str) -> None:
+        rect = self.to_view(box)
+        pen = QPen(QColor(colour), 2, style)
+        painter.setPen(pen)
+        painter.setBrush(Qt.NoBrush)
+        painter.drawRect(rect)
+        font = QFont(painter.font())
+        font.setPixelSize(13)
+        painter.setFont(font)
+        label_y = rect.top() - 4 if rect.top() > 18 else rect.top() + 16
+        painter.drawText(QPointF(rect.left() + 4, label_y), caption)
+
+    def _handles(self, painter: QPainter, rect: QRectF) -> None:
+        painter.setBrush(QColor(theme.WARN))
+        size = 10
+        for point in (rect.topLeft(), rect.topRight(), rect.bottomLeft(), rect.bottomRight()):
+            painter.drawEllipse(point, size / 2, size / 2)
+
+    def _badge(self, painter: QPainter, text: str) -> None:
+        font = QFont(painter.font())
+        font.setPixelSize(16)
+        font.setBold(True)
+        painter.setFont(font)
+        box = QRect(8, 8, 96, 28)
+        painter.setPen(Qt.NoPen)
+        painter.setBrush(QColor(theme.ACCENT))
+        painter.drawRoundedRect(box, 6, 6)
+        painter.setPen(QColor(theme.BG))
+        painter.drawText(box, Qt.AlignCenter, text)
+
+
+def frame_from_array(image: np.ndarray, origin: str = "test") -> Frame:
+    """A Frame for an in-memory image (screenshots and tests)."""
+    return Frame(image, origin, 0)
+
+
+__all__ = ["LiveView", "frame_from_array", "to_qimage"]

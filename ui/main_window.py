@@ -1,0 +1,317 @@
+"""The main window: status bar, fault banners, the four screens (Live, Exam, History, Settings) behind
+a bottom navigation bar with the always-visible notice, and the PIN / lock / first-run overlays."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+
+from PyQt5.QtCore import QTimer, Qt
+from PyQt5.QtWidgets import QApplication, QHBoxLayout, QLabel, QMainWindow, QPushButton, QStackedWidget, QVBoxLayout, QWidget
+
+from device.bundle import Manifest
+from device.config import DeviceConfig
+from device.results import Exam
+from device.store import ResultStore
+from ui import banners
+from ui.background import Background
+from ui.banners import BannerArea
+from ui.exam import ExamScreen, ExamSession
+from ui.history import HistoryScreen
+from ui.hub import tcp_reachable
+from ui.live_screen import LiveScreen
+from ui.lock import FirstRun, IdleWatcher, LockScreen
+from ui.number_entry import NumberEntry
+from ui.settings import SettingsScreen
+from ui.status_bar import StatusBar
+from ui.theme import NOTICE, Theme
+from ui.workers import AnalysisService, FrameReader, SourceStatus
+
+log = logging.getLogger(__name__)
+
+SCREENS = ("Live", "Exam", "History", "Settings")
+STATUS_POLL_MS = 3000
+
+
+@dataclass(frozen=True)
+class Services:
+    reader: FrameReader
+    analysis: AnalysisService
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, config: DeviceConfig, services: Services, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.config = config
+        self.services = services
+        self.th = Theme.for_size(*size)
+        self.setWindowTitle("sonopi")
+        self.setStyleSheet(self.th.stylesheet())
+        self.resize(*size)
+        self.store = ResultStore(config.store_path)  # GUI-thread reads; the writer has its own connection
+        self.background = Background(self)
+        self.session = ExamSession()
+        self.settings_unlocked = False
+        self._hub_probe_running = False
+        self._closed = False
+        self._build()
+        self._connect()
+        self._start_timers()
+
+    # --- construction ---------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        th = self.th
+        reader, analysis = self.services.reader, self.services.analysis
+        root = QWidget()
+        column = QVBoxLayout(root)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        self.status = StatusBar(th)
+        self.banners = BannerArea(th)
+        self.live = LiveScreen(th, reader, analysis, self.session, smoothing=self.config.ui.live_smoothing)
+        self.exam = ExamScreen(th, self.session, self.store)
+        self.history = HistoryScreen(th, self.store)
+        self.settings = SettingsScreen(th, self.config, self.background, f"{self.width()}×{self.height()}")
+        self.stack = QStackedWidget()
+        self.screens = {"Live": self.live, "Exam": self.exam, "History": self.history, "Settings": self.settings}
+        for widget in self.screens.values():
+            self.stack.addWidget(widget)
+        column.addWidget(self.status)
+        column.addWidget(self.banners)
+        column.addWidget(self.stack, 1)
+        column.addWidget(self._nav_bar())
+        self.setCentralWidget(root)
+        self.entry = NumberEntry(root, th)
+        self.pin_entry = NumberEntry(root, th, masked=True)
+        self.lock_screen = LockScreen(root, th, self.config.ui.pin)
+        self.first_run = FirstRun(root, th, self.config.device.data_dir)
+        self.idle = IdleWatcher(self.config.ui.idle_lock_s, self)
+
+    def _nav_bar(self) -> QWidget:
+        bar = QWidget()
+        bar.setAttribute(Qt.WA_StyledBackground, True)
+        bar.setStyleSheet("QWidget { background: #182028; }")
+        row = QHBoxLayout(bar)
+        row.setContentsMargins(0, 0, self.th.gap * 2, 0)
+        row.setSpacing(0)
+        self.nav: dict[str, QPushButton] = {}
+        for name in SCREENS:
+            button = QPushButton(name)
+            button.setProperty("role", "nav")
+            button.setCheckable(True)
+            button.setAutoExclusive(True)
+            button.setMinimumWidth(self.th.control * 2)
+            button.clicked.connect(lambda _=False, n=name: self.go(n))
+            row.addWidget(button)
+            self.nav[name] = button
+        row.addStretch(1)
+        self.notice = QLabel(NOTICE)
+        self.notice.setProperty("role", "notice")
+        row.addWidget(self.notice)
+        return bar
+
+    def _connect(self) -> None:
+        reader, analysis = self.services.reader, self.services.analysis
+        reader.status_changed.connect(self._source_status)
+        analysis.model_ready.connect(self._model_ready)
+        analysis.model_failed.connect(self._model_failed)
+        analysis.analysis_failed.connect(self._analysis_failed)
+        analysis.result_ready.connect(self._result_stored)
+        analysis.exam_stored.connect(self.session.begin)
+        self.exam.form.start_requested.connect(analysis.add_exam)
+        self.exam.back_to_live.connect(lambda: self.go("Live"))
+        self.session.changed.connect(self._exam_changed)
+        self.live.open_exam.connect(lambda: self.go("Exam"))
+        self.history.filter_requested.connect(self._ask_filter)
+        self.settings.source.source_chosen.connect(self._source_chosen)
+        self.settings.lock_requested.connect(self.lock)
+        self.idle.idle.connect(self.lock)
+        self.lock_screen.unlocked.connect(self._unlocked)
+
+    def _start_timers(self) -> None:
+        self.clock_timer = QTimer(self)
+        self.clock_timer.timeout.connect(self.status.tick)
+        self.clock_timer.start(1000)
+        self.poll_timer = QTimer(self)
+        self.poll_timer.timeout.connect(self.poll)
+        self.poll_timer.start(STATUS_POLL_MS)
+        self.hub_timer = QTimer(self)
+        self.hub_timer.timeout.connect(self.probe_hub)
+        if self.config.uplink.enabled:
+            self.hub_timer.start(int(self.config.ui.hub_probe_s * 1000))
+        else:
+            self.status.set_hub(None, "off")
+
+    def start(self) -> None:
+        """After show(): first-run notice, idle lock, first status poll."""
+        self.go("Live")
+        QApplication.instance().installEventFilter(self.idle)
+        self.idle.start()
+        if self.first_run.needed:
+            self.first_run.open()
+        self.poll()
+        if self.config.uplink.enabled:
+            self.probe_hub()
+
+    # --- navigation -------------------------------------------------------------------------------------------
+
+    def go(self, name: str) -> None:
+        if name == "Settings" and not self.settings_unlocked:
+            self.nav[self._current_name()].setChecked(True)
+            self.pin_entry.ask("Settings PIN", self._check_pin, "Settings are for staff with the PIN.")
+            return
+        if name != "Settings":
+            self.settings_unlocked = False
+        self.nav[name].setChecked(True)
+        self.stack.setCurrentWidget(self.screens[name])
+        if name == "History":
+            self.history.refresh()
+        elif name == "Exam":
+            self.exam.refresh()
+        elif name == "Settings":
+            self.settings.show_section("Source")
+
+    def _current_name(self) -> str:
+        current = self.stack.currentWidget()
+        return next((n for n, w in self.screens.items() if w is current), "Live")
+
+    def _check_pin(self, value: str) -> str | None:
+        if value != self.config.ui.pin:
+            return "Wrong PIN."
+        self.settings_unlocked = True
+        QTimer.singleShot(0, lambda: self.go("Settings"))
+        return None
+
+    def _ask_filter(self) -> None:
+        self.entry.ask("Patient reference", self._filter_entered, "Empty + OK shows every patient.")
+
+    def _filter_entered(self, value: str) -> None:
+        self.history.set_filter(value or None)
+        return None
+
+    def lock(self) -> None:
+        self.settings_unlocked = False
+        if self._current_name() == "Settings":
+            self.go("Live")
+        self.pin_entry.close_overlay()
+        self.entry.close_overlay()
+        self.lock_screen.lock()
+
+    def _unlocked(self) -> None:
+        self.idle.start()
+
+    # --- events from the workers -------------------------------------------------------------------------------
+
+    def _source_status(self, status: SourceStatus) -> None:
+        self.status.set_source(status.state, status.detail)
+        self.live.set_still_source(status.spec.split(":", 1)[0] in ("folder", "file", "video", "dicom"))
+        if status.state == "disconnected":
+            self.banners.show_fault(banners.source_fault(status.detail))
+            if self.live.view.frame is None or not self.live.view.frozen:
+                self.live.view.clear_frame(f"No image: {status.detail}")
+        elif status.state in ("streaming", "still"):
+            self.banners.clear_fault("source")
+
+    def _model_ready(self, manifest: Manifest) -> None:
+        self.status.set_model(f"{manifest.name} {manifest.version}")
+        self.banners.clear_fault("model")
+        self.settings.set_model(manifest, None)
+        self.live.card.set_labels(manifest.labels, manifest.thresholds)
+        self.first_run.set_intended_use(manifest.intended_use)
+        self.live.model_state_changed()
+        if self.config.ui.live_analysis:
+            self.live.set_live_analysis(True)
+
+    def _model_failed(self, message: str) -> None:
+        self.status.set_model(None, message)
+        self.banners.show_fault(banners.model_fault(message))
+        self.settings.set_model(None, message)
+        self.live.card.clear("Analysis unavailable", "No valid model is installed. The live image still works.")
+        self.live.model_state_changed()
+
+    def _analysis_failed(self, code: str, message: str) -> None:
+        if code == "store_failed":
+            self.banners.show_fault(banners.store_fault(message))
+            self.poll()
+
+    def _result_stored(self, _outcome) -> None:
+        self.banners.clear_fault("store")
+        self.poll()
+        if self.session.exam is not None:
+            self.exam.refresh()
+
+    def _exam_changed(self, exam: Exam | None) -> None:
+        if exam is not None:
+            self.go("Live")
+
+    def _source_chosen(self, spec: str) -> None:
+        log.info("source changed to %s", spec)
+        self.live.set_frozen(False)
+        self.live.view.set_roi(None)
+        self.services.reader.set_spec(spec)
+
+    # --- periodic status -----------------------------------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Backlog, free disk, history delivery states: cheap reads on the GUI thread's own connection."""
+        try:
+            backlog = self.store.backlog()
+            self.status.set_pending(backlog.pending)
+            self.settings.hub.set_backlog(backlog.pending, backlog.oldest_created_at)
+        except Exception as exc:  # StoreError: shown, never fatal
+            self.status.set_pending(None)
+            log.warning("store poll failed: %s", exc)
+        self._check_disk()
+        if self.stack.currentWidget() is self.history:
+            self.history.refresh()
+
+    def _check_disk(self) -> None:
+        folder = self.config.store_path.parent
+        try:
+            free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+        except OSError:
+            self.status.set_disk(None)
+            return
+        low = free < self.config.ui.disk_low_mb * 1024 * 1024
+        self.status.set_disk(free, low)
+        if low:
+            self.banners.show_fault(banners.disk_fault(f"{free // (1024 * 1024)} MB left on {folder}"))
+        else:
+            self.banners.clear_fault("disk")
+
+    def probe_hub(self) -> None:
+        if self._hub_probe_running:
+            return
+        self._hub_probe_running = True
+        broker = self.config.uplink.broker
+        self.background.run(lambda: tcp_reachable(broker), self._hub_probed, "hub-probe")
+
+    def _hub_probed(self, outcome) -> None:
+        self._hub_probe_running = False
+        reachable, detail = outcome if isinstance(outcome, tuple) else (False, str(outcome))
+        self.status.set_hub(reachable, detail)
+        if reachable:
+            self.banners.clear_fault("hub")
+        else:
+            self.banners.show_fault(banners.hub_fault(detail))
+
+    # --- shutdown ---------------------------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for timer in (self.clock_timer, self.poll_timer, self.hub_timer):
+            timer.stop()
+        app = QApplication.instance()
+        if app is not None:
+            app.removeEventFilter(self.idle)
+        self.services.reader.stop()
+        self.services.analysis.shutdown()
+        self.store.close()
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self.shutdown()
+        super().closeEvent(event)

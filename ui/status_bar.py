@@ -1,0 +1,100 @@
+"""The status bar: source state, model name and version, hub connection, results waiting to upload,
+free disk and the clock. Each item is a short chip with a coloured dot."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from PyQt5.QtCore import Qt
+from PyQt5.QtWidgets import QHBoxLayout, QLabel, QWidget
+
+from ui import theme
+from ui.theme import Theme
+
+SOURCE_STATES = {
+    "starting": ("Source starting", theme.WARN),
+    "streaming": ("Source live", theme.OK),
+    "still": ("Images", theme.OK),
+    "finished": ("Images: end", theme.WARN),
+    "disconnected": ("No source", theme.DANGER),
+    "error": ("Source error", theme.WARN),
+}
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if count < 1024 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit in ("B", "KB") else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TB"
+
+
+class Chip(QLabel):
+    def __init__(self, th: Theme, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._th = th
+        self.setTextFormat(Qt.RichText)
+        self.setStyleSheet(f"font-size: {th.small}px; padding: 0 {th.gap}px;")
+
+    def set(self, text: str, colour: str) -> None:
+        self.setText(f"<span style='color:{colour}'>●</span> {text}")
+        self.plain = text
+
+
+class StatusBar(QWidget):
+    def __init__(self, th: Theme, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAttribute(Qt.WA_StyledBackground, True)
+        self.setStyleSheet(f"StatusBar {{ background: {theme.PANEL}; border-bottom: 1px solid {theme.BORDER}; }}")
+        self.setFixedHeight(th.small + 18)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(th.gap, 0, th.gap, 0)
+        row.setSpacing(0)
+        self.source, self.model, self.hub, self.pending, self.disk = (Chip(th) for _ in range(5))
+        self.clock = QLabel("")
+        self.clock.setStyleSheet(f"font-size: {th.small}px; font-weight: bold;")
+        for chip in (self.source, self.model, self.hub, self.pending, self.disk):
+            row.addWidget(chip)
+        row.addStretch(1)
+        row.addWidget(self.clock)
+        self.set_source("starting", "")
+        self.set_model(None, "loading")
+        self.set_hub(None, "")
+        self.set_pending(None)
+        self.set_disk(None)
+        self.tick()
+
+    def set_source(self, state: str, detail: str) -> None:
+        text, colour = SOURCE_STATES.get(state, (state, theme.WARN))
+        self.source.set(text, colour)
+        self.source.setToolTip(detail)
+
+    def set_model(self, name_version: str | None, problem: str = "") -> None:
+        if name_version:
+            self.model.set(name_version, theme.OK)
+        elif problem == "loading":
+            self.model.set("Model loading", theme.WARN)
+        else:
+            self.model.set("No model", theme.DANGER)
+
+    def set_hub(self, reachable: bool | None, detail: str) -> None:
+        if reachable is None:
+            self.hub.set("Hub ?" if detail != "off" else "Hub off", theme.MUTED)
+        else:
+            self.hub.set("Hub ok" if reachable else "Hub offline", theme.OK if reachable else theme.WARN)
+        self.hub.setToolTip(detail)
+
+    def set_pending(self, count: int | None) -> None:
+        if count is None:
+            self.pending.set("— to send", theme.MUTED)
+        else:
+            self.pending.set(f"{count} to send", theme.OK if count == 0 else theme.INFO)
+
+    def set_disk(self, free_bytes: int | None, low: bool = False) -> None:
+        if free_bytes is None:
+            self.disk.set("disk ?", theme.MUTED)
+        else:
+            self.disk.set(f"{human_bytes(free_bytes)} free", theme.DANGER if low else theme.OK)
+
+    def tick(self) -> None:
+        self.clock.setText(datetime.now().strftime("%H:%M"))

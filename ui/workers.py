@@ -1,0 +1,358 @@
+"""Background work: reading frames (a QThread) and analysing/storing them (the device InferenceWorker
+plus a one-thread store writer). Results reach widgets only through Qt signals."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from PyQt5.QtCore import QObject, QThread, pyqtSignal
+
+from device.bundle import Manifest
+from device.config import DeviceConfig
+from device.crop import Box, detect_scan_region
+from device.engine import Classification, Classifier, InferenceWorker
+from device.errors import ImageDecodeError, SonopiError, SourceError
+from device.pipeline import Analyzer, load_classifier
+from device.results import Exam, ResultRecord
+from device.sources import Frame, FrameSource, open_source
+from device.sources.spec import parse_spec
+from device.store import ResultStore
+from ui.frames import FramePacket, display_image
+
+log = logging.getLogger(__name__)
+
+SourceOpener = Callable[[str], FrameSource]
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    state: str  # "starting", "streaming", "still", "finished", "disconnected", "error"
+    detail: str
+    spec: str
+
+
+class FrameReader(QThread):
+    """Reads frames on its own thread and emits display-ready packets.
+
+    Live sources (capture card, camera) pace themselves. File and folder sources are still images:
+    the current image is re-sent at ``preview_fps`` and the next one is read on :meth:`step` (or every
+    ``hold_s`` seconds when set). A packet is sent only when the view has taken the previous one
+    (:meth:`frame_shown`), so the GUI never queues up frames: slow painting drops frames instead.
+    """
+
+    packet_ready = pyqtSignal(object)  # FramePacket
+    status_changed = pyqtSignal(object)  # SourceStatus
+
+    def __init__(
+        self,
+        spec: str,
+        opener: SourceOpener,
+        *,
+        preview_fps: float = 30.0,
+        hold_s: float = 0.0,
+        reopen_interval_s: float = 2.0,
+        scan_every: int = 10,
+    ) -> None:
+        super().__init__()
+        self._opener = opener
+        self._preview_period = 1.0 / max(1.0, preview_fps)
+        self._hold_s = hold_s
+        self._reopen_interval_s = reopen_interval_s
+        self._scan_every = max(1, scan_every)
+        self._lock = threading.Lock()
+        self._spec = spec
+        self._spec_changed = True
+        self._stop = threading.Event()
+        self._paused = False
+        self._steps = 0
+        self._view_free = threading.Event()
+        self._view_free.set()
+        self._target = (640, 480)
+        self._last_status: SourceStatus | None = None
+        self.dropped = 0
+        self.sent = 0
+
+    # --- called from the GUI thread -----------------------------------------------------------------
+
+    @property
+    def spec(self) -> str:
+        with self._lock:
+            return self._spec
+
+    def set_spec(self, spec: str) -> None:
+        with self._lock:
+            self._spec, self._spec_changed = spec, True
+
+    def set_paused(self, paused: bool) -> None:
+        self._paused = paused
+
+    def step(self) -> None:
+        """Show the next image of a file/folder source."""
+        with self._lock:
+            self._steps += 1
+
+    def set_target_size(self, width: int, height: int) -> None:
+        self._target = (max(1, width), max(1, height))
+
+    def frame_shown(self) -> None:
+        self._view_free.set()
+
+    def stop(self, timeout_ms: int = 5000) -> None:
+        self._stop.set()
+        self.wait(timeout_ms)
+
+    # --- the reader thread ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        source: FrameSource | None = None
+        current: Frame | None = None
+        scan_box: Box | None = None
+        shown_at = 0.0
+        count = 0
+        while not self._stop.is_set():
+            with self._lock:
+                spec, changed = self._spec, self._spec_changed
+                self._spec_changed = False
+            if changed:
+                source, current, scan_box = self._close(source), None, None
+            if source is None:
+                source = self._open(spec)
+                if source is None:
+                    self._stop.wait(self._reopen_interval_s)
+                    continue
+            if self._paused:
+                self._stop.wait(0.05)
+                continue
+            started = time.monotonic()
+            fresh = False
+            if current is None or not source.finite or self._want_next(shown_at):
+                frame = self._read(source, spec)
+                if frame is None:
+                    if current is None or not source.finite:
+                        self._stop.wait(0.05)
+                        continue
+                else:
+                    current, fresh, shown_at = frame, True, time.monotonic()
+                    if source.finite:
+                        self._emit_status("still", f"image {frame.index + 1}: {_short(frame.origin)}", spec)
+            if current is None:
+                continue
+            if fresh and (source.finite or count % self._scan_every == 0 or scan_box is None):
+                scan_box = detect_scan_region(current.image)
+            count += int(fresh)
+            self._send(current, scan_box, fresh)
+            if source.finite:
+                self._stop.wait(max(0.0, self._preview_period - (time.monotonic() - started)))
+        self._close(source)
+
+    def _want_next(self, shown_at: float) -> bool:
+        with self._lock:
+            if self._steps:
+                self._steps -= 1
+                return True
+        return self._hold_s > 0 and time.monotonic() - shown_at >= self._hold_s
+
+    def _open(self, spec: str) -> FrameSource | None:
+        self._emit_status("starting", "opening", spec)
+        try:
+            source = self._opener(spec)
+            source.open()
+        except SonopiError as exc:
+            self._emit_status("disconnected", str(exc), spec)
+            return None
+        except Exception as exc:  # a driver problem must not kill the reader thread
+            log.exception("opening source %s failed", spec)
+            self._emit_status("error", f"{spec}: {exc}", spec)
+            return None
+        self._emit_status("streaming" if not source.finite else "still", _short(spec), spec)
+        return source
+
+    def _read(self, source: FrameSource, spec: str) -> Frame | None:
+        try:
+            frame = source.read()
+        except ImageDecodeError as exc:
+            self._emit_status("error", str(exc), spec)
+            return None
+        except SourceError as exc:
+            self._emit_status("disconnected", str(exc), spec)
+            self._stop.wait(min(0.5, self._reopen_interval_s))
+            return None
+        if frame is None and source.finite:
+            self._emit_status("finished", "end of images — tap Next to start again", spec)
+            source.close()
+            try:
+                source.open()  # ready to start over when asked
+            except SonopiError as exc:
+                self._emit_status("disconnected", str(exc), spec)
+        elif frame is not None and not source.finite:
+            self._emit_status("streaming", _short(spec), spec)
+        return frame
+
+    def _send(self, frame: Frame, scan_box: Box | None, fresh: bool) -> None:
+        if not self._view_free.is_set():
+            self.dropped += 1
+            return
+        image, scale = display_image(frame.image, *self._target)
+        self._view_free.clear()
+        self.sent += 1
+        self.packet_ready.emit(FramePacket(frame, image, scale, scan_box, fresh))
+
+    def _close(self, source: FrameSource | None) -> None:
+        if source is not None:
+            try:
+                source.close()
+            except Exception:  # closing a vanished device may fail; nothing to keep
+                log.debug("closing source failed", exc_info=True)
+        return None
+
+    def _emit_status(self, state: str, detail: str, spec: str) -> None:
+        status = SourceStatus(state, detail, spec)
+        if status != self._last_status:
+            self._last_status = status
+            self.status_changed.emit(status)
+
+
+def _short(text: str, limit: int = 48) -> str:
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+
+
+def default_opener(config: DeviceConfig) -> SourceOpener:
+    def opener(spec: str) -> FrameSource:
+        parse_spec(spec)  # raises SourceError with the accepted forms
+        return open_source(spec, config.source)
+
+    return opener
+
+
+# --- analysis and storage ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    frame: Frame
+    classification: Classification
+    record: ResultRecord | None  # None for live (not stored) results
+    requested_at: float  # time.monotonic() when the request was made
+
+
+class AnalysisService(QObject):
+    """Runs the classifier on the device :class:`InferenceWorker` and stores results on a writer thread."""
+
+    model_ready = pyqtSignal(object)  # Manifest
+    model_failed = pyqtSignal(str)
+    result_ready = pyqtSignal(object)  # AnalysisOutcome (stored)
+    live_result = pyqtSignal(object)  # AnalysisOutcome (not stored)
+    analysis_failed = pyqtSignal(str, str)  # code, message
+    exam_stored = pyqtSignal(object)  # Exam
+
+    def __init__(self, config: DeviceConfig, classifier_factory: Callable[[], Classifier] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self._factory = classifier_factory or (lambda: load_classifier(config))
+        self._worker: InferenceWorker | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._store: ResultStore | None = None
+        self._analyzer: Analyzer | None = None
+        self.manifest: Manifest | None = None
+        self.classifier: Classifier | None = None
+        self.error: str | None = None
+
+    def start(self) -> None:
+        self._worker = InferenceWorker(self._factory)
+        threading.Thread(target=self._wait_for_model, name="model-loader", daemon=True).start()
+
+    @property
+    def ready(self) -> bool:
+        return self._analyzer is not None
+
+    def _wait_for_model(self) -> None:
+        try:
+            classifier = self._worker.wait_ready()
+            store = self._writer.submit(ResultStore, self.config.store_path).result()
+        except Exception as exc:  # BundleError, RuntimeUnavailableError, StoreError...
+            self.error = str(exc)
+            log.error("analysis unavailable: %s", exc)
+            self.model_failed.emit(str(exc))
+            return
+        self.classifier, self._store = classifier, store
+        self._analyzer = Analyzer(self.config, classifier, store)
+        self.manifest = classifier.manifest
+        self.model_ready.emit(classifier.manifest)
+
+    def _options(self, roi: Box | None, heatmap: bool) -> dict:
+        source = self.config.source
+        if roi is None and source.roi is not None:
+            roi = Box.from_tuple(source.roi)
+        return {"auto_crop": source.auto_crop, "roi": roi, "roi_mode": source.roi_mode, "heatmap": heatmap}
+
+    def analyse(self, frame: Frame, *, roi: Box | None = None, exam: Exam | None = None, heatmap: bool = True) -> bool:
+        """Classify and durably store ``frame``; the outcome arrives as ``result_ready``/``analysis_failed``."""
+        if not self.ready:
+            self.analysis_failed.emit("model_unavailable", self.error or "the model is still loading")
+            return False
+        requested = time.monotonic()
+        future = self._worker.submit(frame.image, **self._options(roi, heatmap))
+        future.add_done_callback(lambda f: self._classified(f, frame, exam, requested))
+        return True
+
+    def analyse_live(self, frame: Frame, *, roi: Box | None = None) -> bool:
+        """Classify ``frame`` without storing it, replacing any live request not yet started."""
+        if not self.ready:
+            return False
+        requested = time.monotonic()
+        future = self._worker.submit_latest(frame.image, **self._options(roi, False))
+        future.add_done_callback(lambda f: self._live_done(f, frame, requested))
+        return True
+
+    def add_exam(self, exam: Exam) -> None:
+        def write() -> Exam:
+            return self._writer_store().add_exam(exam)
+
+        self._writer.submit(write).add_done_callback(self._exam_done)
+
+    def _writer_store(self) -> ResultStore:
+        if self._store is None:  # no model: still allow exams to be recorded
+            self._store = ResultStore(self.config.store_path)
+        return self._store
+
+    def _exam_done(self, future: Future) -> None:
+        try:
+            self.exam_stored.emit(future.result())
+        except Exception as exc:
+            self.analysis_failed.emit(getattr(exc, "code", "store_failed"), str(exc))
+
+    def _classified(self, future: Future, frame: Frame, exam: Exam | None, requested: float) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            self.analysis_failed.emit(getattr(error, "code", "analysis_failed"), str(error))
+            return
+        classification = future.result()
+        self._writer.submit(self._record, frame, classification, exam, requested)
+
+    def _record(self, frame: Frame, classification: Classification, exam: Exam | None, requested: float) -> None:
+        try:
+            record = self._analyzer.record(frame, classification, exam)
+        except Exception as exc:  # StoreError (disk full...), encoding problems
+            log.error("result not stored: %s", exc)
+            self.analysis_failed.emit(getattr(exc, "code", "store_failed"), str(exc))
+            return
+        self.result_ready.emit(AnalysisOutcome(frame, classification, record, requested))
+
+    def _live_done(self, future: Future, frame: Frame, requested: float) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        self.live_result.emit(AnalysisOutcome(frame, future.result(), None, requested))
+
+    def shutdown(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+        self._writer.shutdown(wait=True)
+        if self._store is not None:
+            self._store.close()
