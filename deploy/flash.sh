@@ -38,11 +38,13 @@ for tool in sfdisk mcopy minfo debugfs e2fsck resize2fs dumpe2fs stdbuf xz sha25
   command -v "$tool" >/dev/null || die "$tool not found (apt-get install fdisk mtools e2fsprogs xz-utils coreutils)"
 done
 [ -d "$SECRETS" ] || die "SECRETS=$SECRETS: no such directory (the device's MQTT credentials; never in the repo)"
+if [ -n "$(git -C "$SECRETS" ls-files 2>/dev/null | head -1)" ]; then
+  die "SECRETS=$SECRETS holds files tracked by git; secrets must never be in the repository"
+fi
 if ! { [ -f "$SECRETS/ca.crt" ] && [ -f "$SECRETS/device.crt" ] && [ -f "$SECRETS/device.key" ]; } \
    && [ ! -f "$SECRETS/mqtt.password" ]; then
   die "SECRETS=$SECRETS has neither ca.crt+device.crt+device.key nor mqtt.password"
 fi
-case "$(cd "$SECRETS" && pwd)/" in "$repo"/*) die "SECRETS=$SECRETS is inside the repository; keep secrets outside it";; esac
 [ -f "$SSH_PUBKEY" ] || die "SSH_PUBKEY=$SSH_PUBKEY: no such file (the developer's public key for SSH)"
 ssh-keygen -l -f "$SSH_PUBKEY" >/dev/null 2>&1 || die "SSH_PUBKEY=$SSH_PUBKEY is not an SSH public key"
 grep -q "PRIVATE KEY" "$SSH_PUBKEY" && die "SSH_PUBKEY=$SSH_PUBKEY is a private key"
@@ -71,7 +73,7 @@ esac
 # --- 3. release, config, payload tree ------------------------------------------------------------
 [ -n "$(ls "$WHEELS"/*.whl 2>/dev/null)" ] || PYTHON="$python" "$here/fetch-wheels.sh" "$WHEELS"
 rel=$("$python" "$here/build_release.py" --model "$MODEL" --public-key "$MODEL_PUBKEY" --wheels "$WHEELS" \
-      --out "$repo/build/release" | tail -1)
+      --out "${RELEASES:-$repo/build/release}" | tail -1)
 id=$(cat "$rel/RELEASE")
 root="$stage/root"; boot="$stage/boot"
 install -d -m 0755 "$root/opt/sonopi/releases" "$root/opt/sonopi/firstboot" "$root/etc/sonopi" \
