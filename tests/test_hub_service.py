@@ -1,0 +1,166 @@
+"""`python -m hub serve` against a real broker, fed by a raw MQTT client: ordering, acks, duplicates,
+malformed messages (rejected, counted, never fatal), and the operator CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from device.contract import ResultMessage, StatusMessage, decode_ack, encode_result, encode_status, topic
+from tests.mqtt_broker import REPO, MosquittoBroker, wait_for
+from tests.test_contract import good_payload, json_values
+from tests.test_uplink import Hub, make_record
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class RawDevice:
+    """A hand-driven MQTT client: publishes whatever it is given and records the acks it receives."""
+
+    def __init__(self, broker: MosquittoBroker, site: str = "site-a", device_id: str = "dev-1") -> None:
+        self.site, self.device_id = site, device_id
+        self.acked: list[str] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=f"raw-{device_id}")
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.client.subscribe(topic(site, device_id, "ack"), qos=1)[0]
+
+    def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            self.acked.extend(decode_ack(message.payload).result_ids)
+
+    def acks(self) -> list[str]:
+        with self._lock:
+            return list(self.acked)
+
+    def publish(self, payload: bytes, kind: str = "result", topic_name: str | None = None) -> None:
+        name = topic_name or topic(self.site, self.device_id, kind)
+        self.client.publish(name, payload, qos=1).wait_for_publish(10)
+
+    def result(self, seq: int, prev: str | None = None) -> ResultMessage:
+        record = replace(make_record(self.site, self.device_id, seq), seq=seq)
+        return ResultMessage.from_record(record, historical=False, prev_result_id=prev)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("hubsvc")
+    broker = MosquittoBroker(root / "broker")
+    broker.start()
+    hub = Hub(root, broker.address)
+    hub.start()
+    raw = RawDevice(broker)
+    wait_for(lambda: "connected" in hub.log(), 20, "the hub to connect")
+    yield broker, hub, raw
+    raw.close()
+    if hub.proc is not None:
+        hub.stop()
+    broker.kill()
+
+
+def test_results_are_stored_in_order_and_acked_once_stored(served) -> None:
+    broker, hub, raw = served
+    sentinel = RawDevice(broker, "site-z", "dev-z")
+    a = raw.result(1)
+    b = raw.result(2, prev=a.result_id)
+    raw.publish(encode_result(b))  # b's predecessor a is not stored yet: b must wait
+    s1 = sentinel.result(1)
+    raw.publish(encode_result(s1), topic_name=topic("site-z", "dev-z", "result"))
+    wait_for(lambda: s1.result_id in sentinel.acks(), 20, "the sentinel's ack")
+    assert hub.store.result(b.result_id) is None and b.result_id not in raw.acks()
+    raw.publish(encode_result(a))
+    raw.publish(encode_result(b))  # the device's re-send, after its ack timeout
+    wait_for(lambda: b.result_id in raw.acks(), 20, "b's ack")
+    rows = hub.store.results(device_id="dev-1", limit=None, newest_first=False)
+    assert [r.result_id for r in rows] == [a.result_id, b.result_id]
+    raw.publish(encode_result(a))  # a duplicate is acked again (its first ack may have been lost), not stored
+    wait_for(lambda: raw.acks().count(a.result_id) == 2, 20, "the duplicate's ack")
+    assert hub.store.count_results(device_id="dev-1") == 2
+    sentinel.close()
+
+
+garbage = st.one_of(
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=200),
+    st.sampled_from(sorted(good_payload())).flatmap(
+        lambda key: json_values.map(lambda v, key=key: json.dumps(good_payload(**{key: v})).encode())
+    ).filter(lambda data: b'"result_id"' in data),
+    st.just(b"\xff\xfe" * 40),
+    st.just(json.dumps(good_payload(patient_ref="x" * 200_000)).encode()),
+    st.just(json.dumps(good_payload(device_id="dev-2")).encode()),
+)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(garbage, min_size=20, max_size=40))
+def test_malformed_messages_are_rejected_counted_and_the_hub_keeps_serving(served, batch: list[bytes]) -> None:
+    broker, hub, raw = served
+    from device.contract import ContractError, decode_result
+
+    def is_bad(data: bytes) -> bool:
+        try:
+            decode_result(topic(raw.site, raw.device_id, "result"), data)
+            return False
+        except ContractError:
+            return True
+
+    bad = [data for data in batch if is_bad(data)]  # a mutation can leave a valid message: those are not garbage
+    before_rejected, before_stored = hub.store.rejected_total(), hub.store.count_results()
+    valid_ids = {json.loads(d)["result_id"] for d in batch if not is_bad(d)}
+    for data in batch:
+        raw.publish(data)
+    raw.publish(b"{}", kind="heartbeat")
+    raw.publish(b"\x00", kind="status")
+    good = raw.result(1)
+    raw.publish(encode_result(good))
+    wait_for(lambda: good.result_id in raw.acks(), 30, f"the hub to keep serving\n{hub.log()}")
+    assert hub.proc is not None and hub.proc.poll() is None
+    assert hub.store.rejected_total() - before_rejected == len(bad) + 2
+    new_rows = hub.store.count_results() - before_stored
+    assert new_rows <= 1 + len(valid_ids)
+    assert hub.store.result(good.result_id) is not None
+
+
+def test_status_and_operator_cli(served, tmp_path: Path) -> None:
+    broker, hub, raw = served
+    status = StatusMessage("online", raw.device_id, raw.site, "2026-01-01T00:00:00Z", "9.9.9",
+                           {"name": "sonopi-lite0", "version": "1.2.0", "sha256": "ab" * 32}, 4)
+    raw.publish(encode_status(status), kind="status")
+    wait_for(lambda: (d := hub.store.device(raw.site, raw.device_id)) and d.software_version == "9.9.9", 20, "status")
+    m = raw.result(99)  # malignant
+    raw.publish(encode_result(m))
+    wait_for(lambda: m.result_id in raw.acks(), 20, "ack")
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "hub", *args, "--db", str(hub.db)], cwd=REPO, capture_output=True,
+                              text=True, timeout=60, check=True)
+        return done.stdout
+
+    lines = [json.loads(line) for line in cli("results", "--json", "--limit", "1000").splitlines()]
+    assert m.result_id in {r["result_id"] for r in lines}
+    assert len(lines) == hub.store.count_results()
+    malignant = [json.loads(line) for line in cli("results", "--json", "--label", "malignant", "--limit", "1000").splitlines()]
+    assert malignant and all(r["label"] == "malignant" for r in malignant)
+    assert "site-a/dev-1" in cli("devices") and "9.9.9" in cli("devices", "--json")
+    out = tmp_path / "export.csv"
+    cli("export", "--csv", "--out", str(out), "--device", "dev-1")
+    exported = out.read_text().splitlines()
+    assert exported[0].startswith("id,result_id,seq") and len(exported) - 1 == hub.store.count_results(device_id="dev-1")
+    jsonl = cli("export", "--json").splitlines()
+    assert len(jsonl) == hub.store.count_results()
+    assert "topic_mismatch" in cli("rejections") or hub.store.rejected_total() == 0
