@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from PIL import Image
 from device.errors import ImageDecodeError
 from device.imageio import decode_image_file, normalise_frame
 from tests.tiny_bundle import expected_label
+from tests.unprivileged import make_traversable, run_unprivileged
 
 
 def _speckle(level: int, shape=(120, 160), seed: int = 0) -> np.ndarray:
@@ -148,30 +148,11 @@ def _decode_error_code(path: Path) -> str:
 
 
 def test_unreadable_permissions(tmp_path: Path) -> None:
-    """A file without read permission gives 'unreadable'. Root ignores file modes, so when the suite
-    runs as root the decode runs in a forked child that has dropped to the 'nobody' user."""
+    """A file without read permission gives 'unreadable' (as 'nobody' when the suite runs as root)."""
     locked = _save(tmp_path / "locked.png", _speckle(100))
     locked.chmod(0o000)
-    tmp_path.chmod(0o755)
-    if os.geteuid() != 0:
-        result = _decode_error_code(locked)
-    else:
-        for parent in tmp_path.parents:
-            if parent != Path("/") and parent.stat().st_mode & 0o001 == 0:
-                parent.chmod(parent.stat().st_mode | 0o001)  # pytest's base temp dir is 0700
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: drop privileges, decode, report through the pipe
-            try:
-                os.setgid(65534)
-                os.setuid(65534)
-                os.write(write_end, _decode_error_code(locked).encode())
-            finally:
-                os._exit(0)
-        os.close(write_end)
-        os.waitpid(pid, 0)
-        result = os.read(read_end, 4096).decode()
-        os.close(read_end)
+    make_traversable(tmp_path)
+    result = run_unprivileged(lambda: _decode_error_code(locked))
     code, _, message = result.partition("|")
     assert code == "unreadable", result
     assert "permission denied" in message and "locked.png" in message

@@ -17,6 +17,7 @@ import pytest
 from device.errors import StoreError
 from device.results import Exam, ResultRecord, new_result_id, utc_now_iso
 from device.store import ResultStore
+from tests.unprivileged import make_traversable, run_unprivileged
 
 
 def make_record(i: int = 0, patient: str | None = "P-001", **changes) -> ResultRecord:
@@ -120,32 +121,19 @@ def test_read_only_store_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "r.sqlite"
     with ResultStore(path) as store:
         store.add(make_record())
-    tmp_path.chmod(0o755)
-    for parent in tmp_path.parents:
-        if parent != Path("/") and parent.stat().st_mode & 0o001 == 0:
-            parent.chmod(parent.stat().st_mode | 0o001)
     for file in tmp_path.iterdir():
         file.chmod(0o644)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        message = "no error"
+    make_traversable(tmp_path)
+
+    def write_one() -> str:
         try:
-            if os.geteuid() == 0:
-                os.setgid(65534)
-                os.setuid(65534)
-            try:
-                with ResultStore(path) as store:
-                    store.add(make_record())
-            except StoreError as exc:
-                message = f"StoreError: {exc}"
-            os.write(write_end, message.encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    os.waitpid(pid, 0)
-    message = os.read(read_end, 4096).decode()
-    os.close(read_end)
+            with ResultStore(path) as store:
+                store.add(make_record())
+        except StoreError as exc:
+            return f"StoreError: {exc}"
+        return "no error"
+
+    message = run_unprivileged(write_one)
     assert message.startswith("StoreError") and "readonly" in message and "r.sqlite" in message
     with ResultStore(path) as store:
         assert store.count() == 1 and store.integrity_ok()
