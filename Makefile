@@ -33,7 +33,7 @@ $(VENV)/.stamp-device: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.stamp-test: pyproject.toml | $(PY)
-	$(PIP) install -q -e ".[ui,workstation,dev,reference]"
+	$(PIP) install -q -e ".[ui,workstation,web,dev,reference]"
 	touch $@
 
 venv-device: $(VENV)/.stamp-device

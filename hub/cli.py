@@ -22,6 +22,7 @@ from typing import IO
 from device.errors import SonopiError
 from hub.config import DEFAULT_TOML, HubConfig, load_hub_config
 from hub.store import HubStore, StoredResult
+from hub.web import cli as web_cli
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="JSON lines")
     export.add_argument("--out", help="file (default: stdout)")
     sub.add_parser("config-default", help="print an example hub configuration")
+    web_cli.add_commands(sub, common)  # web console: `web`, `user ...` (hub/web/cli.py)
     return parser
 
 
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_hub_config(args.config)
         target = args.db or config.db.target
+        if args.command in web_cli.COMMANDS:
+            return web_cli.run(args, target)
         if args.command == "serve":
             return _serve(config, target, args.broker)
         with HubStore.open(target) as store:

@@ -1,0 +1,445 @@
+"""The FastAPI application: login, inbox (with live updates), result page, review, devices, audit, users,
+CSV and FHIR exports. Server-rendered Jinja2 pages; two small local scripts (live inbox, device refresh).
+
+Every page needs a session except ``/login``, ``/healthz`` and ``/static``; every POST checks a CSRF
+token. URLs carry result ids and filter values only, never patient references.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Form, Request
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import StreamingResponse
+
+from hub.store import DeviceState, HubStore, StoredResult
+from hub.web import DISCLAIMER
+from hub.web.accounts import ROLES, AccountError, Accounts, Session, User
+from hub.web.config import WebConfig
+from hub.web.db import WebDb
+from hub.web.fhir import diagnostic_report
+from hub.web.inbox import CSV_FIELDS, FilterError, Filters, Inbox, csv_record
+from hub.web.reviews import REVIEW_STATES, STATE_LABELS, ReviewError, Reviews
+from hub.web.security import (
+    CookiePolicy,
+    add_security_headers,
+    login_token,
+    new_nonce,
+    same_origin,
+    tokens_match,
+)
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+PRESENCE_ORDER = {"silent": 0, "offline": 1, "unknown": 2, "stopped": 3, "online": 4}
+
+
+class LoginRequired(Exception):
+    """No valid session: pages redirect to /login, the event stream answers 401."""
+
+
+class Forbidden(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class Services:
+    config: WebConfig
+    db: WebDb
+    store: HubStore
+    accounts: Accounts
+    reviews: Reviews
+    inbox: Inbox
+    cookies: CookiePolicy
+    secret: str
+    templates: Jinja2Templates
+
+    def close(self) -> None:
+        self.store.close()
+        self.db.close()
+
+
+def open_services(config: WebConfig) -> Services:
+    db = WebDb.open(config.db)
+    store = HubStore.open(config.db)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters["when"] = _when
+    templates.env.filters["age"] = _age
+    templates.env.filters["pct"] = lambda p: f"{100 * float(p):.1f}%"
+    templates.env.globals.update(DISCLAIMER=DISCLAIMER, STATE_LABELS=STATE_LABELS)
+    return Services(
+        config=config, db=db, store=store, accounts=Accounts(db), reviews=Reviews(db), inbox=Inbox(db),
+        cookies=CookiePolicy(secure=config.secure_cookies),
+        secret=db.set_meta_once("secret", secrets.token_urlsafe(32)), templates=templates,
+    )
+
+
+# --- formatting ---------------------------------------------------------------------------------
+
+
+def _parse_iso(iso: str) -> datetime:
+    return datetime.fromisoformat(iso)
+
+
+def _when(iso: str | None) -> str:
+    if not iso:
+        return "—"
+    try:
+        return _parse_iso(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except ValueError:
+        return iso
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    s = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{s // size} {unit}"
+    return f"{s} s"
+
+
+def _age(iso: str | None) -> str:
+    if not iso:
+        return "never"
+    try:
+        return _duration((datetime.now(UTC) - _parse_iso(iso)).total_seconds()) + " ago"
+    except ValueError:
+        return iso
+
+
+def _csv_safe(value: Any) -> Any:
+    """Neutralise spreadsheet formulas in free-text cells (CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+
+def create_app(config: WebConfig) -> FastAPI:
+    services = open_services(config)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        services.close()
+
+    app = FastAPI(title="sonopi hub console", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.services = services
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    _install_handlers(app, services)
+    _install_routes(app, services)
+    return app
+
+
+def _install_handlers(app: FastAPI, s: Services) -> None:
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        add_security_headers(response, hsts=s.config.hsts)
+        return response
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, _: LoginRequired) -> Response:
+        if request.url.path.startswith("/inbox/events") or request.method != "GET":
+            return PlainTextResponse("login required", status_code=401)
+        return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        return _error(s, request, 403, exc.message)
+
+    @app.exception_handler(FilterError)
+    async def bad_filter(request: Request, exc: FilterError) -> Response:
+        return _error(s, request, 400, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error(s, request, exc.status_code, str(exc.detail))
+
+
+def _error(s: Services, request: Request, status: int, message: str) -> Response:
+    return s.templates.TemplateResponse(request, "error.html", {"status": status, "message": message, "user": None},
+                                        status_code=status)
+
+
+def services_of(request: Request) -> Services:
+    return request.app.state.services
+
+
+def session_of(request: Request) -> Session:
+    """The request's live session, or :class:`LoginRequired`."""
+    s = services_of(request)
+    session = s.accounts.session(request.cookies.get(s.cookies.session_name))
+    if session is None:
+        raise LoginRequired()
+    return session
+
+
+async def csrf_session(request: Request) -> Session:
+    """The session, after checking the request's CSRF token and origin (every POST but /login)."""
+    session = await run_in_threadpool(session_of, request)
+    form = await request.form()
+    given = form.get("csrf_token") or request.headers.get("x-csrf-token")
+    if not same_origin(request) or not tokens_match(session.csrf_token, str(given) if given else None):
+        log.warning("CSRF check failed for %s %s by %s", request.method, request.url.path, session.user.username)
+        raise Forbidden("Request refused: missing or invalid CSRF token. Reload the page and try again.")
+    return session
+
+
+SessionDep = Annotated[Session, Depends(session_of)]
+CsrfDep = Annotated[Session, Depends(csrf_session)]
+
+
+def _install_routes(app: FastAPI, s: Services) -> None:
+    def require(session: Session, role: str) -> User:
+        if not session.user.can(role):
+            raise Forbidden(f"This needs the {role} role.")
+        return session.user
+
+    def page(request: Request, name: str, session: Session | None, **context: Any) -> HTMLResponse:
+        context.update(user=session.user if session else None, csrf=session.csrf_token if session else "")
+        return s.templates.TemplateResponse(request, name, context)
+
+    # --- public --------------------------------------------------------------------------------
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_form(request: Request) -> Response:
+        return _login_page(request, s, None, 200)
+
+    @app.post("/login")
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        nonce = request.cookies.get(s.cookies.login_name)
+        given = form.get("csrf_token")
+        if not same_origin(request) or not nonce or not tokens_match(login_token(s.secret, nonce),
+                                                                     str(given) if given else None):
+            return _error(s, request, 403, "Request refused: missing or invalid CSRF token. Reload the page.")
+        username, password = str(form.get("username", ""))[:64], str(form.get("password", ""))[:1024]
+        ip = request.client.host if request.client else "unknown"
+        if await run_in_threadpool(s.accounts.is_rate_limited, username, ip):
+            log.warning("login rate-limited for %r from %s", username, ip)
+            response = _login_page(request, s, "Too many failed sign-in attempts. Wait 15 minutes and try again.",
+                                   429)
+            response.headers["Retry-After"] = str(int(s.accounts.limits.window.total_seconds()))
+            return response
+        user = await run_in_threadpool(s.accounts.authenticate, username, password, ip)
+        if user is None:
+            log.warning("failed login for %r from %s", username, ip)
+            return _login_page(request, s, "Wrong username or password.", 401)
+        token, _session = await run_in_threadpool(s.accounts.create_session, user)
+        await run_in_threadpool(s.reviews.audit, "login", user.username, f"from {ip}")
+        response = RedirectResponse("/inbox", status_code=303)
+        s.cookies.set(response, s.cookies.session_name, token, max_age=int(s.accounts.policy.absolute.total_seconds()))
+        s.cookies.clear(response, s.cookies.login_name)
+        log.info("login %s from %s", user.username, ip)
+        return response
+
+    @app.post("/logout")
+    def logout(request: Request, session: CsrfDep) -> Response:
+        s.accounts.end_session(request.cookies.get(s.cookies.session_name, ""))
+        response = RedirectResponse("/login", status_code=303)
+        s.cookies.clear(response, s.cookies.session_name)
+        log.info("logout %s", session.user.username)
+        return response
+
+    # --- inbox ---------------------------------------------------------------------------------
+
+    @app.get("/")
+    def root(session: SessionDep) -> Response:
+        return RedirectResponse("/inbox", status_code=303)
+
+    @app.get("/inbox", response_class=HTMLResponse)
+    def inbox(request: Request, session: SessionDep, before: int | None = None,
+              after: int | None = None) -> Response:
+        filters = Filters.from_query(request.query_params)
+        result = s.inbox.page(filters, before=before, after=after)
+        return page(request, "inbox.html", session, page=result, filters=filters, choices=s.inbox.choices(),
+                    live=before is None and after is None, review_filters=("unreviewed", *REVIEW_STATES))
+
+    @app.get("/inbox/events")
+    async def inbox_events(request: Request, session: SessionDep, after: int = 0) -> Response:
+        filters = Filters.from_query(request.query_params)
+        last = request.headers.get("last-event-id", "")
+        cursor = max(after, int(last)) if last.isdigit() else after
+        row_template = s.templates.get_template("_row.html")
+        token = request.cookies.get(s.cookies.session_name)
+
+        async def stream() -> AsyncIterator[str]:
+            nonlocal cursor
+            yield "retry: 2000\n\n"
+            checks = 0
+            while not await request.is_disconnected():
+                rows = await run_in_threadpool(s.inbox.since, filters, cursor)
+                for row in rows:
+                    cursor = row.id
+                    html = row_template.render(row=row, STATE_LABELS=STATE_LABELS, fresh=True)
+                    yield f"id: {row.id}\nevent: result\ndata: {json.dumps({'id': row.id, 'html': html})}\n\n"
+                checks += 1
+                if checks % 15 == 0:
+                    if await run_in_threadpool(s.accounts.session, token) is None:
+                        yield "event: logout\ndata: {}\n\n"
+                        return
+                    yield ": keep-alive\n\n"
+                await asyncio.sleep(s.config.live_poll_s)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @app.get("/inbox/export.csv")
+    def export_csv(request: Request, session: SessionDep) -> Response:
+        filters = Filters.from_query(request.query_params)
+        s.reviews.audit("export:csv", session.user.username, f"filter: {filters.urlencode() or 'all'}")
+
+        def rows() -> Iterator[str]:
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            for n, row in enumerate(s.inbox.all(filters), start=1):
+                writer.writerow({k: _csv_safe(v) for k, v in csv_record(row).items()})
+                if n % 500 == 0:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+            yield buffer.getvalue()
+
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="sonopi-results-{stamp}.csv"'})
+
+    # --- one result ----------------------------------------------------------------------------
+
+    def load(result_id: str) -> StoredResult:
+        result = s.store.result(result_id) if len(result_id) <= 64 else None
+        if result is None:
+            raise StarletteHTTPException(404, "No such result.")
+        return result
+
+    @app.get("/results/{result_id}", response_class=HTMLResponse)
+    def result_page(request: Request, result_id: str, session: SessionDep) -> Response:
+        result = load(result_id)
+        return page(request, "result.html", session, result=result, review=s.reviews.review(result_id),
+                    audit=s.reviews.entries(result_id=result_id, limit=50), states=REVIEW_STATES,
+                    classes=sorted(result.probabilities.items(), key=lambda kv: -kv[1]))
+
+    @app.get("/results/{result_id}/thumbnail.jpg")
+    def thumbnail(result_id: str, session: SessionDep) -> Response:
+        result = load(result_id)
+        if result.thumbnail is None:
+            raise StarletteHTTPException(404, "No thumbnail was sent with this result.")
+        return Response(result.thumbnail, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/results/{result_id}/fhir.json")
+    def fhir(result_id: str, session: SessionDep) -> Response:
+        result = load(result_id)
+        s.reviews.audit("export:fhir", session.user.username, "DiagnosticReport", result_id=result_id)
+        return JSONResponse(diagnostic_report(result), media_type="application/fhir+json",
+                            headers={"Content-Disposition": f'attachment; filename="{result_id}.fhir.json"'})
+
+    @app.post("/results/{result_id}/review")
+    def review(request: Request, result_id: str, session: CsrfDep, state: Annotated[str, Form()],
+               note: Annotated[str, Form()] = "") -> Response:
+        user = require(session, "operator")
+        result = load(result_id)
+        try:
+            s.reviews.set_review(result_pk=result.id, result_id=result_id, state=state, note=note,
+                                 username=user.username)
+        except ReviewError as exc:
+            return _error(s, request, 400, str(exc))
+        return RedirectResponse(f"/results/{result_id}", status_code=303)
+
+    # --- devices, audit ------------------------------------------------------------------------
+
+    def device_rows() -> list[DeviceState]:
+        now = datetime.now(UTC)
+        return sorted(s.store.devices(), key=lambda d: (PRESENCE_ORDER.get(d.presence(now), 9), d.site, d.device_id))
+
+    @app.get("/devices", response_class=HTMLResponse)
+    def devices(request: Request, session: SessionDep) -> Response:
+        return page(request, "devices.html", session, devices=device_rows(),
+                    refresh_ms=int(s.config.devices_refresh_s * 1000), duration=_duration)
+
+    @app.get("/devices/table", response_class=HTMLResponse)
+    def devices_table(request: Request, session: SessionDep) -> Response:
+        return page(request, "_devices_table.html", session, devices=device_rows(), duration=_duration)
+
+    @app.get("/audit", response_class=HTMLResponse)
+    def audit(request: Request, session: SessionDep, before: int | None = None) -> Response:
+        entries = s.reviews.entries(before_id=before, limit=100)
+        older = entries[-1].id if len(entries) == 100 else None
+        return page(request, "audit.html", session, entries=entries, older=older)
+
+    # --- users (admin) -------------------------------------------------------------------------
+
+    @app.get("/admin/users", response_class=HTMLResponse)
+    def users(request: Request, session: SessionDep) -> Response:
+        require(session, "admin")
+        return page(request, "users.html", session, users=s.accounts.users(), roles=ROLES, message=None)
+
+    @app.post("/admin/users")
+    def add_user(request: Request, session: CsrfDep, username: Annotated[str, Form()],
+                 password: Annotated[str, Form()], role: Annotated[str, Form()]) -> Response:
+        admin = require(session, "admin")
+        try:
+            user = s.accounts.add_user(username, password, role)
+        except AccountError as exc:
+            return page(request, "users.html", session, users=s.accounts.users(), roles=ROLES, message=str(exc))
+        s.reviews.audit("user:add", admin.username, f"{user.username} ({user.role})")
+        return RedirectResponse("/admin/users", status_code=303)
+
+    @app.post("/admin/users/{username}/{action}")
+    def set_disabled(request: Request, username: str, action: str,
+                     session: CsrfDep) -> Response:
+        admin = require(session, "admin")
+        if action not in ("disable", "enable"):
+            raise StarletteHTTPException(404, "Unknown action.")
+        if username == admin.username:
+            return page(request, "users.html", session, users=s.accounts.users(), roles=ROLES,
+                        message="You cannot disable your own account.")
+        try:
+            user = s.accounts.set_disabled(username, action == "disable")
+        except AccountError as exc:
+            raise StarletteHTTPException(404, str(exc)) from exc
+        s.reviews.audit(f"user:{action}", admin.username, user.username)
+        return RedirectResponse("/admin/users", status_code=303)
+
+
+def _login_page(request: Request, s: Services, message: str | None, status: int) -> Response:
+    nonce = request.cookies.get(s.cookies.login_name) or new_nonce()
+    response = s.templates.TemplateResponse(
+        request, "login.html", {"user": None, "csrf": login_token(s.secret, nonce), "message": message},
+        status_code=status)
+    s.cookies.set(response, s.cookies.login_name, nonce, max_age=3600)
+    return response
