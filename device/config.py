@@ -92,7 +92,7 @@ class UplinkSection(_Section):
     password_file: Path | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     ack_timeout_s: float = Field(default=30.0, gt=0)
-    window: int = Field(default=64, ge=1, le=10000)
+    window: int = Field(default=256, ge=1, le=10000)
     heartbeat_s: float = Field(default=60.0, gt=0)
     send_thumbnail: bool = True
     thumbnail_max_bytes: int = Field(default=16384, ge=1024, le=65536)
@@ -231,7 +231,7 @@ tls = false
 # password_file = "/etc/sonopi/mqtt.password"
 keepalive_s = 30
 ack_timeout_s = 30.0          # re-send a result the hub has not acknowledged after this long
-window = 64                   # results in flight (sent, not yet acknowledged)
+window = 256                  # results in flight (sent, not yet acknowledged)
 heartbeat_s = 60.0
 send_thumbnail = true        # include the small JPEG thumbnail in each result message
 thumbnail_max_bytes = 16384   # larger thumbnails are left out of the message (kept on the device)
