@@ -106,7 +106,7 @@ class Accounts:
         self.limits = limits
         self.policy = policy
         self._hasher = hasher or PasswordHasher()  # argon2id, library defaults (RFC 9106 low-memory profile)
-        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        self._dummy_hash: str | None = None  # made on first use: verified for unknown users
 
     # --- users -----------------------------------------------------------------------------------
 
@@ -179,6 +179,8 @@ class Accounts:
         row = self._db.one("SELECT id, password_hash, disabled FROM web_users WHERE username = ?", (name,))
         ok = False
         if row is None:
+            if self._dummy_hash is None:
+                self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
             self._verify(self._dummy_hash, password)
         elif self._verify(row[1], password) and not row[2]:
             ok = True

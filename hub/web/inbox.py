@@ -201,10 +201,10 @@ class Inbox:
         return int(row[0]) if row and row[0] is not None else 0
 
     def count(self, filters: Filters, cap: int = COUNT_CAP) -> int:
-        where, _params = filters.where()
+        where, params = filters.where()
         join = " LEFT JOIN web_reviews w ON w.result_pk = r.id" if filters.review else ""
         inner = f"SELECT 1 FROM results r{join}{' WHERE ' + where if where else ''} LIMIT {int(cap) + 1}"
-        row = self._db.one(f"SELECT COUNT(*) FROM ({inner}) AS capped")
+        row = self._db.one(f"SELECT COUNT(*) FROM ({inner}) AS capped", params)
         return int(row[0]) if row else 0
 
     def all(self, filters: Filters, batch: int = 1000) -> Iterator[InboxRow]:

@@ -1,0 +1,479 @@
+"""The web console over HTTP (in-process ASGI client, real SQLite): security rules and the data it shows.
+
+Browser behaviour (live updates, real processes) is in tests/test_web_browser.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+import shutil
+import sqlite3
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("argon2")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from device.contract import ResultMessage  # noqa: E402
+from hub.store import HubStore  # noqa: E402
+from hub.web import DISCLAIMER  # noqa: E402
+from hub.web.accounts import Accounts, RateLimit  # noqa: E402
+from hub.web.app import create_app  # noqa: E402
+from hub.web.config import WebConfig  # noqa: E402
+from hub.web.db import WebDb  # noqa: E402
+from hub.web.demo import DemoSpec, demo_thumbnail, seed_device_states, seed_results  # noqa: E402
+from hub.web.inbox import Filters, Inbox  # noqa: E402
+
+PASSWORD = "correct horse battery"
+BASE = "https://console.test"
+
+
+@pytest.fixture(scope="module")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seeded once per module (argon2 hashing is deliberately slow); each test gets a copy."""
+    path = tmp_path_factory.mktemp("web") / "hub.sqlite"
+    with HubStore.open(path) as store:
+        seed_results(store, 300, spec=DemoSpec(thumbnail_every=10))
+        seed_device_states(store)
+    db = WebDb.open(str(path))
+    accounts = Accounts(db)
+    for name, role in (("ada", "admin"), ("olga", "operator"), ("vic", "viewer")):
+        accounts.add_user(name, PASSWORD, role)
+    db.close()
+    return path
+
+
+@pytest.fixture
+def db_path(template_db: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "hub.sqlite"
+    shutil.copyfile(template_db, path)
+    return path
+
+
+@pytest.fixture
+def app(db_path: Path):
+    application = create_app(WebConfig(db=str(db_path)))
+    yield application
+    application.state.services.close()
+
+
+def client(app) -> TestClient:  # noqa: ANN001
+    return TestClient(app, base_url=BASE, follow_redirects=False)
+
+
+def login_token(c: TestClient) -> str:
+    page = c.get("/login")
+    assert page.status_code == 200
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+
+def login(c: TestClient, username: str, password: str = PASSWORD) -> str:
+    """Log in; returns the session's CSRF token (from a page form)."""
+    response = c.post("/login", data={"username": username, "password": password, "csrf_token": login_token(c)})
+    assert response.status_code == 303, response.text
+    inbox = c.get("/inbox")
+    assert inbox.status_code == 200
+    return re.search(r'name="csrf_token" value="([^"]+)"', inbox.text).group(1)
+
+
+def first_result_id(app) -> str:  # noqa: ANN001
+    return app.state.services.inbox.page(Filters()).rows[0].result_id
+
+
+# --- authentication ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/inbox", "/devices", "/audit", "/admin/users", "/inbox/export.csv",
+                                  "/devices/table", "/results/x", "/results/x/fhir.json"])
+def test_unauthenticated_pages_redirect_to_login(app, path: str) -> None:
+    response = client(app).get(path)
+    assert response.status_code == 303 and response.headers["location"] == "/login"
+
+
+def test_unauthenticated_event_stream_is_refused(app) -> None:
+    assert client(app).get("/inbox/events").status_code == 401
+
+
+def test_login_sets_a_hardened_session_cookie_and_logout_ends_it(app) -> None:
+    c = client(app)
+    response = c.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": login_token(c)})
+    assert response.status_code == 303 and response.headers["location"] == "/inbox"
+    cookie = next(v for v in response.headers.get_list("set-cookie") if v.startswith("__Host-sonopi_session="))
+    flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"secure", "httponly", "path=/", "samesite=lax"} <= flags
+    assert not any(f.startswith("domain=") for f in flags)
+    inbox = c.get("/inbox")
+    assert inbox.status_code == 200 and "olga" in inbox.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', inbox.text).group(1)
+    assert c.post("/logout", data={"csrf_token": token}).status_code == 303
+    assert c.get("/inbox").status_code == 303
+
+
+def test_wrong_password_and_unknown_user_are_refused_alike(app) -> None:
+    c = client(app)
+    wrong = c.post("/login", data={"username": "olga", "password": "nope-nope-nope", "csrf_token": login_token(c)})
+    unknown = c.post("/login", data={"username": "nobody", "password": "nope-nope-nope", "csrf_token": login_token(c)})
+    assert wrong.status_code == unknown.status_code == 401
+    assert "Wrong username or password" in wrong.text and "Wrong username or password" in unknown.text
+    assert c.get("/inbox").status_code == 303
+
+
+def test_wrong_passwords_are_rate_limited_even_for_the_right_password_afterwards(app) -> None:
+    c = client(app)
+    limit = app.state.services.accounts.limits.per_user
+    for _ in range(limit):
+        r = c.post("/login", data={"username": "olga", "password": "guess-guess-guess", "csrf_token": login_token(c)})
+        assert r.status_code == 401
+    blocked = c.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": login_token(c)})
+    assert blocked.status_code == 429 and "Retry-After" in blocked.headers
+    assert "Too many failed sign-in attempts" in blocked.text
+    assert c.get("/inbox").status_code == 303
+    # Another account from elsewhere is not locked by olga's failures.
+    other = client(app)
+    login(other, "vic")
+
+
+def test_rate_limit_per_address_across_usernames(tmp_path: Path, db_path: Path) -> None:
+    db = WebDb.open(str(db_path))
+    accounts = Accounts(db, limits=RateLimit(per_user=100, per_ip=3))
+    for name in ("a1", "a2", "a3"):
+        assert accounts.authenticate(name, "x" * 12, "10.9.9.9") is None
+    assert accounts.is_rate_limited("olga", "10.9.9.9")
+    assert not accounts.is_rate_limited("olga", "127.0.0.1")
+    db.close()
+
+
+def test_passwords_are_stored_as_argon2id_hashes(db_path: Path) -> None:
+    with sqlite3.connect(db_path) as conn:
+        hashes = [row[0] for row in conn.execute("SELECT password_hash FROM web_users")]
+    assert hashes and all(h.startswith("$argon2id$") for h in hashes)
+    assert not any(PASSWORD in h for h in hashes)
+
+
+def test_session_tokens_are_stored_hashed(app, db_path: Path) -> None:
+    c = client(app)
+    login(c, "olga")
+    token = c.cookies.get("__Host-sonopi_session")
+    with sqlite3.connect(db_path) as conn:
+        stored = [row[0] for row in conn.execute("SELECT token_hash FROM web_sessions")]
+    assert token and stored and token not in stored
+
+
+def test_disabled_user_loses_session_and_cannot_log_in(app) -> None:
+    c = client(app)
+    login(c, "olga")
+    app.state.services.accounts.set_disabled("olga", True)
+    assert c.get("/inbox").status_code == 303
+    again = client(app)
+    r = again.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": login_token(again)})
+    assert r.status_code == 401
+
+
+# --- CSRF ----------------------------------------------------------------------------------------
+
+
+def test_login_without_csrf_token_is_refused(app) -> None:
+    c = client(app)
+    login_token(c)  # has the pre-session cookie, but does not send the token
+    r = c.post("/login", data={"username": "olga", "password": PASSWORD})
+    assert r.status_code == 403 and "CSRF" in r.text
+    r = c.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": "0" * 64})
+    assert r.status_code == 403
+
+
+def test_login_token_without_its_cookie_is_refused(app) -> None:
+    token = login_token(client(app))
+    fresh = client(app)  # another browser: no pre-session cookie
+    r = fresh.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": token})
+    assert r.status_code == 403
+
+
+def test_every_post_route_refuses_a_missing_or_foreign_csrf_token(app) -> None:
+    c = client(app)
+    token = login(c, "ada")
+    rid = first_result_id(app)
+    posts = sorted({route.path for route in app.routes if "POST" in getattr(route, "methods", set())} - {"/login"})
+    concrete = {"/results/{result_id}/review": f"/results/{rid}/review", "/admin/users/{username}/{action}":
+                "/admin/users/vic/disable"}
+    assert set(posts) == {"/logout", "/admin/users", "/results/{result_id}/review", "/admin/users/{username}/{action}"}
+    form = {"state": "reviewed", "note": "n", "username": "eve", "password": "p" * 12, "role": "viewer"}
+    for path in posts:
+        url = concrete.get(path, path)
+        assert c.post(url, data=form).status_code == 403, url
+        assert c.post(url, data={**form, "csrf_token": "forged"}).status_code == 403, url
+        assert c.post(url, data={**form, "csrf_token": token}, headers={"Origin": "https://evil.example"}
+                      ).status_code == 403, url
+    # Nothing changed: still logged in, no review, vic still enabled, no user eve.
+    services = app.state.services
+    assert c.get("/inbox").status_code == 200
+    assert services.reviews.review(rid) is None
+    assert not services.accounts.user("vic").disabled and services.accounts.user("eve") is None
+
+
+def test_review_with_token_is_recorded_in_the_audit_log(app) -> None:
+    c = client(app)
+    token = login(c, "olga")
+    rid = first_result_id(app)
+    r = c.post(f"/results/{rid}/review", data={"state": "follow_up", "note": "recall for biopsy", "csrf_token": token})
+    assert r.status_code == 303
+    review = app.state.services.reviews.review(rid)
+    assert (review.state, review.note, review.username) == ("follow_up", "recall for biopsy", "olga")
+    entries = app.state.services.reviews.entries(result_id=rid)
+    assert [(e.username, e.action, e.detail) for e in entries] == [("olga", "review:follow_up", "recall for biopsy")]
+    page = c.get(f"/results/{rid}")
+    assert "Needs follow-up" in page.text and "recall for biopsy" in page.text
+    audit = c.get("/audit")
+    assert rid[:8] in audit.text and "review:follow_up" in audit.text
+
+
+def test_audit_log_is_append_only_in_the_database(app, db_path: Path) -> None:
+    app.state.services.reviews.audit("test", "olga", "x")
+    with sqlite3.connect(db_path) as conn:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE web_audit SET detail = 'changed'")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM web_audit")
+
+
+# --- roles ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("username", ["vic", "olga"])
+def test_viewer_and_operator_cannot_administer_users(app, username: str) -> None:
+    c = client(app)
+    token = login(c, username)
+    assert c.get("/admin/users").status_code == 403
+    assert c.post("/admin/users", data={"username": "mallory", "password": "p" * 12, "role": "admin",
+                                        "csrf_token": token}).status_code == 403
+    assert c.post("/admin/users/ada/disable", data={"csrf_token": token}).status_code == 403
+    accounts = app.state.services.accounts
+    assert accounts.user("mallory") is None and not accounts.user("ada").disabled
+    assert "/admin/users" not in c.get("/inbox").text
+
+
+def test_viewer_cannot_review(app) -> None:
+    c = client(app)
+    token = login(c, "vic")
+    rid = first_result_id(app)
+    assert "Mark reviewed" not in c.get(f"/results/{rid}").text
+    r = c.post(f"/results/{rid}/review", data={"state": "reviewed", "note": "", "csrf_token": token})
+    assert r.status_code == 403 and app.state.services.reviews.review(rid) is None
+
+
+def test_admin_adds_and_disables_users(app) -> None:
+    c = client(app)
+    token = login(c, "ada")
+    assert c.post("/admin/users", data={"username": "nina", "password": "n" * 12, "role": "viewer",
+                                        "csrf_token": token}).status_code == 303
+    assert c.post("/admin/users/nina/disable", data={"csrf_token": token}).status_code == 303
+    assert app.state.services.accounts.user("nina").disabled
+    page = c.get("/admin/users")
+    assert "nina" in page.text
+    short = c.post("/admin/users", data={"username": "tim", "password": "short", "role": "viewer", "csrf_token": token})
+    assert "too short" in short.text and app.state.services.accounts.user("tim") is None
+    actions = [e.action for e in app.state.services.reviews.entries()]
+    assert "user:add" in actions and "user:disable" in actions
+
+
+# --- privacy -------------------------------------------------------------------------------------
+
+
+def test_no_patient_reference_in_urls_or_logs(app, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    c = client(app)
+    token = login(c, "olga")
+    services = app.state.services
+    rows = services.inbox.page(Filters()).rows
+    refs = {r.patient_ref for r in rows if r.patient_ref}
+    inbox = c.get("/inbox")
+    rid = rows[0].result_id
+    page = c.get(f"/results/{rid}")
+    c.post(f"/results/{rid}/review", data={"state": "reviewed", "note": "ok", "csrf_token": token})
+    c.get("/inbox/export.csv")
+    c.get(f"/results/{rid}/fhir.json")
+    assert rows[0].patient_ref in page.text  # shown on the page ...
+    urls = re.findall(r'(?:href|src|action|data-events)="([^"]*)"', inbox.text + page.text)
+    assert urls and not [u for u in urls if any(ref in u for ref in refs)]  # ... never in a URL
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "login olga" in logged
+    assert not [ref for ref in refs if ref in logged]
+    audit = "\n".join(e.detail for e in services.reviews.entries())
+    assert not [ref for ref in refs if ref in audit]
+
+
+def test_security_headers(app) -> None:
+    c = client(app)
+    login(c, "vic")
+    headers = c.get("/inbox").headers
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
+
+
+# --- what operators see --------------------------------------------------------------------------
+
+
+def test_inbox_filters_and_keyset_paging_cover_every_result_once(app) -> None:
+    c = client(app)
+    login(c, "vic")
+    seen: list[str] = []
+    url = "/inbox?label=benign"
+    while url:
+        page = c.get(url)
+        assert page.status_code == 200
+        seen += re.findall(r'href="/results/([0-9a-f-]{36})"', page.text)
+        older = re.search(r'href="(/inbox\?[^"]*before=\d+)"', page.text)
+        url = older.group(1).replace("&amp;", "&") if older else None
+    store = app.state.services.store
+    expected = [r.result_id for r in store.results(label="benign", limit=None)]
+    assert seen == expected and len(expected) > 50  # more than one page, newest first, none twice
+    assert "badge malignant" in c.get("/inbox?label=malignant").text
+    assert "badge benign" not in c.get("/inbox?label=malignant").text
+
+
+def test_inbox_review_and_date_filters(app) -> None:
+    services = app.state.services
+    inbox = services.inbox
+    rows = inbox.page(Filters()).rows
+    services.reviews.set_review(result_pk=rows[3].id, result_id=rows[3].result_id, state="reviewed", note="",
+                                username="olga")
+    assert [r.result_id for r in inbox.page(Filters(review="reviewed")).rows] == [rows[3].result_id]
+    assert rows[3].result_id not in {r.result_id for r in inbox.all(Filters(review="unreviewed"))}
+    day = date.fromisoformat(rows[0].created_at[:10])
+    same_day = list(inbox.all(Filters(date_from=day, date_to=day)))
+    assert same_day and all(r.created_at.startswith(day.isoformat()) for r in same_day)
+    assert inbox.count(Filters(label="inconclusive")) == services.store.count_results(label="inconclusive")
+    with pytest.raises(ValueError):
+        Filters.from_query({"from": "yesterday"})
+    assert client(app).get("/inbox?from=yesterday").status_code in (303, 400)
+
+
+def test_count_is_capped(tmp_path: Path) -> None:
+    path = tmp_path / "cap.sqlite"
+    with HubStore.open(path) as store:
+        seed_results(store, 120)
+    db = WebDb.open(str(path))
+    assert Inbox(db).count(Filters(), cap=100) == 101
+    assert Inbox(db).count(Filters(), cap=1000) == 120
+    db.close()
+
+
+def test_result_page_shows_everything_with_the_disclaimer(app) -> None:
+    c = client(app)
+    login(c, "vic")
+    store = app.state.services.store
+    result = next(r for r in store.results(limit=None) if r.thumbnail is not None and r.historical is False)
+    page = c.get(f"/results/{result.result_id}").text
+    for text in (DISCLAIMER, result.patient_ref, result.exam_id, result.site, result.device_id, result.model_sha256,
+                 result.model_version, "Reached the hub", "Created on device", "Threshold"):
+        assert text in page, text
+    thumb = c.get(f"/results/{result.result_id}/thumbnail.jpg")
+    assert thumb.status_code == 200 and thumb.content == result.thumbnail
+    late = next(r for r in store.results(limit=None) if r.historical)
+    assert "delivered late" in c.get(f"/results/{late.result_id}").text
+    assert c.get("/results/00000000-0000-4000-8000-000000000000").status_code == 404
+
+
+def test_inconclusive_result_shows_reasons(app) -> None:
+    c = client(app)
+    login(c, "vic")
+    result = app.state.services.store.results(label="inconclusive", limit=1)[0]
+    page = c.get(f"/results/{result.result_id}").text
+    assert "Inconclusive" in page and result.reasons[0] in page and DISCLAIMER in page
+
+
+def test_csv_export_follows_the_filter_and_defuses_formulas(app, db_path: Path) -> None:
+    with HubStore.open(db_path) as store:
+        store.add_result(ResultMessage(
+            result_id="11111111-1111-4111-8111-111111111111", seq=99999, device_id="pi-st-ma-1", site="st-marys",
+            created_at="2026-02-01T10:00:00.000Z", model_name="m", model_version="1", model_sha256="ab" * 32,
+            probabilities={"benign": 0.1, "malignant": 0.9}, label="malignant", inconclusive=False,
+            patient_ref="=HYPERLINK(1)"))
+    c = client(app)
+    login(c, "vic")
+    response = c.get("/inbox/export.csv?label=malignant&site=st-marys")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    assert "attachment" in response.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    store = app.state.services.store
+    assert [r["result_id"] for r in rows] == [r.result_id for r in store.results(label="malignant", site="st-marys",
+                                                                                     limit=None)]
+    assert {r["outcome"] for r in rows} == {"malignant"}
+    formula = next(r for r in rows if r["result_id"].startswith("11111111"))
+    assert formula["patient_ref"] == "'=HYPERLINK(1)"
+
+
+def test_fhir_diagnostic_report(app) -> None:
+    c = client(app)
+    login(c, "vic")
+    result = app.state.services.store.results(label="malignant", limit=1)[0]
+    response = c.get(f"/results/{result.result_id}/fhir.json")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/fhir+json")
+    report = json.loads(response.text)
+    assert report["resourceType"] == "DiagnosticReport" and report["status"] == "preliminary"
+    assert report["identifier"][0]["value"] == result.result_id
+    assert report["subject"]["identifier"]["value"] == result.patient_ref
+    assert report["effectiveDateTime"] == result.created_at and report["issued"] == result.received_at
+    assert DISCLAIMER in report["conclusion"] and report["conclusionCode"][0]["coding"][0]["code"] == "malignant"
+    contained = {obs["id"]: obs for obs in report["contained"]}
+    assert {o["resourceType"] for o in contained.values()} == {"Observation"}
+    assert [ref["reference"][1:] for ref in report["result"]] == sorted(contained)
+    probabilities = {o["code"]["coding"][0]["code"].removeprefix("probability-"): o["valueQuantity"]["value"]
+                     for o in contained.values()}
+    assert probabilities == pytest.approx(result.probabilities)
+    assert "referenceRange" in contained["prob-malignant"]  # the malignant decision threshold
+
+
+def test_fhir_report_validates_against_the_r4b_models(app) -> None:
+    fhir_report = pytest.importorskip("fhir.resources.R4B.diagnosticreport", reason="fhir.resources not installed")
+    c = client(app)
+    login(c, "vic")
+    for label in ("malignant", "inconclusive"):
+        result = app.state.services.store.results(label=label, limit=1)[0]
+        document = json.loads(c.get(f"/results/{result.result_id}/fhir.json").text)
+        parsed = fhir_report.DiagnosticReport.model_validate(document)
+        assert len(parsed.contained) == len(result.probabilities)
+
+
+def test_devices_page_flags_silent_and_offline(app) -> None:
+    c = client(app)
+    login(c, "vic")
+    text = c.get("/devices").text
+    states = dict(re.findall(r'data-device="([^"]+)">\s*<td><span class="presence (\w+)"', text))
+    expected = {f"{d.site}/{d.device_id}": d.presence() for d in app.state.services.store.devices()}
+    assert states == expected and {"online", "silent", "offline"} <= set(states.values())
+    assert list(states.values())[0] == "silent"  # silent devices first
+
+
+def test_demo_thumbnail_is_a_jpeg() -> None:
+    assert demo_thumbnail(3).startswith(b"\xff\xd8")
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+
+def test_cli_user_add_disable_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from hub.cli import main
+
+    db = str(tmp_path / "cli.sqlite")
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+    assert main(["user", "--db", db, "add", "Zoe", "--role", "admin", "--password-stdin"]) == 0
+    assert main(["user", "--db", db, "disable", "zoe"]) == 0
+    assert main(["user", "--db", db, "list"]) == 0
+    out = capsys.readouterr().out
+    assert "added zoe (admin)" in out and re.search(r"zoe\s+admin\s+disabled", out)
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["user", "--db", db, "add", "yan", "--password-stdin"]) == 2
+    assert main(["user", "--db", db, "disable", "nobody"]) == 2
+    web = WebDb.open(db)
+    accounts = Accounts(web)
+    assert accounts.user("zoe").disabled and accounts.authenticate("zoe", "a-long-password", "127.0.0.1") is None
+    web.close()
