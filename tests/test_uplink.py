@@ -7,9 +7,7 @@ attribution intact, and the device's outbox is empty (everything acked by the hu
 
 from __future__ import annotations
 
-import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
