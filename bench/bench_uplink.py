@@ -22,7 +22,7 @@ import psutil
 
 from device.contract import ResultMessage
 from hub.store import HubStore
-from tests.mqtt_broker import MosquittoBroker, PostgresServer, postgres_bindir, stop_process
+from tests.mqtt_broker import MosquittoBroker, PostgresServer, postgres_bindir
 from tests.test_uplink import Device, Hub, make_record
 
 
