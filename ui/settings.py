@@ -115,14 +115,20 @@ class SourcePage(QWidget):
             row.addWidget(button, 1)
         layout.addLayout(row)
         self.choice_buttons: dict[str, QPushButton] = {}
+        self._scan = 0
 
     def refresh(self) -> None:
         self.current.setText(f"Current source: {self.current_spec}")
         self.result.setText("Looking for capture cards and USB sticks…")
         roots = tuple(self._config.ui.source_roots)
-        self._background.run(lambda: candidate_sources(self.current_spec, roots), self._show_choices, "source-scan")
+        self._scan += 1
+        scan = self._scan
+        self._background.run(lambda: candidate_sources(self.current_spec, roots),
+                             lambda choices: self._show_choices(choices, scan), "source-scan")
 
-    def _show_choices(self, choices: list[SourceChoice] | Exception) -> None:
+    def _show_choices(self, choices: list[SourceChoice] | Exception, scan: int) -> None:
+        if scan != self._scan:
+            return  # a newer scan is on its way: never rebuild the list under the clinician's finger
         for button in self.choice_buttons.values():
             self._group.removeButton(button)
             button.deleteLater()
@@ -138,7 +144,7 @@ class SourcePage(QWidget):
             self._group.addButton(button)
             self._list.addWidget(button)
             self.choice_buttons[choice.spec] = button
-        self._select(self.current_spec)
+        self._select(self.selected if self.selected in self.choice_buttons else self.current_spec)
         self.result.setText(f"{len(choices)} source(s) found. Choose one, Test it, then Use it.")
 
     def _select(self, spec: str) -> None:
@@ -245,12 +251,12 @@ class SettingsScreen(QWidget):
         outer.addWidget(nav_widget)
         outer.addWidget(self.pages, 1)
         self.set_device_info(screen_size)
-        self.show_section("Source")
+        self.show_section("Source", refresh=False)
 
-    def show_section(self, name: str) -> None:
+    def show_section(self, name: str, refresh: bool = True) -> None:
         self.section_buttons[name].setChecked(True)
         self.pages.setCurrentWidget(self._pages[name])
-        if name == "Source":
+        if name == "Source" and refresh:
             self.source.refresh()
 
     def set_model(self, manifest: Manifest | None, error: str | None) -> None:

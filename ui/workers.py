@@ -74,6 +74,7 @@ class FrameReader(QThread):
         self._view_free.set()
         self._target = (640, 480)
         self._last_status: SourceStatus | None = None
+        self._source: FrameSource | None = None
         self.dropped = 0
         self.sent = 0
 
@@ -109,6 +110,25 @@ class FrameReader(QThread):
     # --- the reader thread ----------------------------------------------------------------------------
 
     def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._stream()
+            except Exception:  # never let one bad frame or driver error end the preview for good
+                log.exception("frame reader failed; restarting it")
+                self._emit_status("error", "the image reader restarted after an internal error", self.spec)
+                self._stop.wait(1.0)
+                with self._lock:
+                    self._spec_changed = True
+
+    def _stream(self) -> None:
+        self._source = None
+        try:
+            self._follow()
+        finally:
+            self._close(self._source)
+            self._source = None
+
+    def _follow(self) -> None:
         source: FrameSource | None = None
         current: Frame | None = None
         scan_box: Box | None = None
@@ -121,7 +141,7 @@ class FrameReader(QThread):
             if changed:
                 source, current, scan_box = self._close(source), None, None
             if source is None:
-                source = self._open(spec)
+                source = self._source = self._open(spec)
                 if source is None:
                     self._stop.wait(self._reopen_interval_s)
                     continue
@@ -148,7 +168,6 @@ class FrameReader(QThread):
             self._send(current, scan_box, fresh)
             if source.finite:
                 self._stop.wait(max(0.0, self._preview_period - (time.monotonic() - started)))
-        self._close(source)
 
     def _want_next(self, shown_at: float) -> bool:
         with self._lock:

@@ -1,0 +1,172 @@
+"""Fault banners (what is wrong and what to do) while the app keeps running: an unplugged capture
+source, a rejected model, a full disk, a failed store write, an unreachable hub."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PyQt5")
+pytest.importorskip("pytestqt")
+
+from device.config import parse_config  # noqa: E402
+from device.errors import SourceError, StoreError  # noqa: E402
+from device.sources.base import Frame, FrameSource  # noqa: E402
+from tests.mqtt_broker import free_port  # noqa: E402
+from ui.app import build_window, start  # noqa: E402
+
+
+class CaptureCard(FrameSource):
+    """A live source whose cable can be pulled: ``plugged.clear()`` makes reads fail like V4L2 does."""
+
+    finite = False
+
+    def __init__(self, plugged: threading.Event) -> None:
+        super().__init__("v4l2:/dev/video-test")
+        self.plugged = plugged
+        self.index = 0
+        self.rng = np.random.default_rng(0)
+
+    def open(self) -> None:
+        if not self.plugged.is_set():
+            raise SourceError("/dev/video-test: no such device")
+
+    def read(self) -> Frame | None:
+        if not self.plugged.wait(0.02):
+            raise SourceError("/dev/video-test: capture card unplugged")
+        self.index += 1
+        threading.Event().wait(1 / 60)  # a 60 fps card
+        return Frame(self.rng.integers(0, 255, (240, 320), dtype=np.uint8), "/dev/video-test", self.index)
+
+
+def make_config(tmp_path: Path, model: Path, **ui_and_uplink) -> object:
+    return parse_config({
+        "device": {"data_dir": str(tmp_path / "data")},
+        "model": {"path": str(model), "threads": 1},
+        "source": {"spec": "v4l2:/dev/video-test", "reopen_interval_s": 0.1},
+        "uplink": ui_and_uplink.pop("uplink", {"enabled": False}),
+        "ui": ui_and_uplink,
+    })
+
+
+def open_window(qtbot, config, opener=None):
+    window = build_window(config, (800, 480), opener=opener)
+    qtbot.addWidget(window)
+    window.show()
+    start(window)
+    window.first_run.close_overlay()
+    return window
+
+
+def test_unplugged_source_shows_a_banner_and_recovers(qtbot, tmp_path: Path) -> None:
+    plugged = threading.Event()
+    plugged.set()
+    config = make_config(tmp_path, tmp_path / "no-model")
+    window = open_window(qtbot, config, opener=lambda spec: CaptureCard(plugged))
+    try:
+        qtbot.waitUntil(lambda: window.live.view.frame is not None, timeout=10_000)
+        assert "source" not in window.banners.banners
+        plugged.clear()
+        qtbot.waitUntil(lambda: "source" in window.banners.banners, timeout=10_000)
+        banner = window.banners.banners["source"].text.text()
+        assert "Image source not available" in banner and "Check the cable" in banner
+        assert window.status.source.plain == "No source"
+        assert window.live.view.frame is None  # no stale image shown as if it were live
+        plugged.set()
+        qtbot.waitUntil(lambda: "source" not in window.banners.banners, timeout=10_000)
+        qtbot.waitUntil(lambda: window.live.view.frame is not None, timeout=10_000)
+        assert window.status.source.plain == "Source live"
+    finally:
+        window.shutdown()
+
+
+def test_rejected_model_shows_a_banner_and_live_view_keeps_running(qtbot, tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tiny_bundle_dir, tampered)
+    model = tampered / "model.tflite"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    plugged = threading.Event()
+    plugged.set()
+    window = open_window(qtbot, make_config(tmp_path, tampered), opener=lambda spec: CaptureCard(plugged))
+    try:
+        qtbot.waitUntil(lambda: "model" in window.banners.banners, timeout=30_000)
+        text = window.banners.banners["model"].text.text()
+        assert "Model missing or rejected" in text and "sha256" in text
+        assert window.status.model.plain == "No model"
+        assert not window.live.analyse.isEnabled()
+        assert not window.live.live_toggle.isEnabled()
+        assert window.live.card.headline.text() == "Analysis unavailable"
+        shown = window.live.view.frame.index if window.live.view.frame else 0
+        qtbot.waitUntil(lambda: window.live.view.frame is not None and window.live.view.frame.index > shown + 5,
+                        timeout=10_000)
+        window.go("Settings")  # the PIN overlay, not the settings: the PIN guards them
+        assert window.stack.currentWidget() is not window.settings and window.pin_entry.isVisible()
+    finally:
+        window.shutdown()
+
+
+def test_low_disk_and_failed_store_write_banners(qtbot, tmp_path: Path, tiny_bundle_dir: Path, monkeypatch) -> None:
+    plugged = threading.Event()
+    plugged.set()
+    config = make_config(tmp_path, tiny_bundle_dir, disk_low_mb=10**9)  # more than any disk: always "low"
+    window = open_window(qtbot, config, opener=lambda spec: CaptureCard(plugged))
+    try:
+        qtbot.waitUntil(lambda: "disk" in window.banners.banners, timeout=10_000)
+        assert "Storage full" in window.banners.banners["disk"].text.text()
+        qtbot.waitUntil(lambda: window.services.analysis.ready and window.live.view.frame is not None, timeout=30_000)
+
+        def disk_full(*args, **kwargs):
+            raise StoreError("result store: write failed (database or disk is full)")
+
+        monkeypatch.setattr(window.services.analysis._analyzer.store, "add", disk_full)
+        window.live.request_analysis()
+        qtbot.waitUntil(lambda: "store" in window.banners.banners, timeout=30_000)
+        assert "could not be saved" in window.banners.banners["store"].text.text()
+        assert window.live.card.headline.text() == "Not analysed"
+        assert window.live.analyse.isEnabled()  # the clinician can try again
+        # Hide keeps the banner away until the fault clears.
+        window.banners.banners["store"].dismiss.click()
+        assert "store" not in window.banners.banners
+    finally:
+        window.shutdown()
+
+
+def test_unreachable_hub_banner(qtbot, tmp_path: Path) -> None:
+    broker = f"127.0.0.1:{free_port()}"  # nothing listens there
+    plugged = threading.Event()
+    plugged.set()
+    config = make_config(tmp_path, tmp_path / "no-model", uplink={"enabled": True, "broker": broker})
+    window = open_window(qtbot, config, opener=lambda spec: CaptureCard(plugged))
+    try:
+        qtbot.waitUntil(lambda: "hub" in window.banners.banners, timeout=10_000)
+        assert "Hospital hub not reachable" in window.banners.banners["hub"].text.text()
+        assert window.status.hub.plain == "Hub offline"
+        # The Settings test does a real MQTT connect attempt and reports the failure.
+        window.settings.hub.test.click()
+        qtbot.waitUntil(lambda: "Failed" in window.settings.hub.result.text(), timeout=15_000)
+        assert broker in window.settings.hub.result.text()
+    finally:
+        window.shutdown()
+
+
+def test_reachable_hub_clears_and_connect_test_succeeds(qtbot, tmp_path: Path) -> None:
+    from tests.mqtt_broker import MosquittoBroker
+
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        plugged = threading.Event()
+        plugged.set()
+        config = make_config(tmp_path, tmp_path / "no-model", uplink={"enabled": True, "broker": broker.address})
+        window = open_window(qtbot, config, opener=lambda spec: CaptureCard(plugged))
+        try:
+            qtbot.waitUntil(lambda: window.status.hub.plain == "Hub ok", timeout=10_000)
+            assert "hub" not in window.banners.banners
+            window.settings.hub.test.click()
+            qtbot.waitUntil(lambda: "Connected" in window.settings.hub.result.text(), timeout=15_000)
+        finally:
+            window.shutdown()
