@@ -20,17 +20,17 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("argon2")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from device.contract import ResultMessage  # noqa: E402
-from hub.store import HubStore  # noqa: E402
-from hub.web import DISCLAIMER  # noqa: E402
-from hub.web.accounts import Accounts, RateLimit  # noqa: E402
-from hub.web.app import create_app  # noqa: E402
-from hub.web.config import WebConfig  # noqa: E402
-from hub.web.db import WebDb  # noqa: E402
-from hub.web.demo import DemoSpec, demo_thumbnail, seed_device_states, seed_results  # noqa: E402
-from hub.web.inbox import Filters, Inbox  # noqa: E402
+from device.contract import ResultMessage
+from hub.store import HubStore
+from hub.web import DISCLAIMER
+from hub.web.accounts import Accounts, RateLimit
+from hub.web.app import create_app
+from hub.web.config import WebConfig
+from hub.web.db import WebDb
+from hub.web.demo import DemoSpec, demo_thumbnail, seed_device_states, seed_results
+from hub.web.inbox import Filters, Inbox
 
 PASSWORD = "correct horse battery"
 BASE = "https://console.test"
@@ -65,7 +65,7 @@ def app(db_path: Path):
     application.state.services.close()
 
 
-def client(app) -> TestClient:  # noqa: ANN001
+def client(app) -> TestClient:
     return TestClient(app, base_url=BASE, follow_redirects=False)
 
 
@@ -84,7 +84,7 @@ def login(c: TestClient, username: str, password: str = PASSWORD) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', inbox.text).group(1)
 
 
-def first_result_id(app) -> str:  # noqa: ANN001
+def first_result_id(app) -> str:
     return app.state.services.inbox.page(Filters()).rows[0].result_id
 
 

@@ -35,6 +35,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     web.add_argument("--forwarded-allow-ips", default=None,
                      help="trust X-Forwarded-For/-Proto from these addresses (the reverse proxy)")
     web.add_argument("--live-poll", type=float, default=1.0, help="seconds between inbox live-update checks")
+    web.add_argument("--devices-refresh", type=float, default=5.0, help="seconds between devices page refreshes")
 
     user = sub.add_parser("user", parents=[common], help="console accounts")
     actions = user.add_subparsers(dest="user_command", required=True)
@@ -65,7 +66,8 @@ def _web(args: argparse.Namespace, target: str) -> int:
     from hub.web.config import WebConfig
 
     config = WebConfig(db=target, host=args.host, port=args.port, secure_cookies=not args.insecure_cookies,
-                       hsts=args.hsts, live_poll_s=args.live_poll, forwarded_allow_ips=args.forwarded_allow_ips)
+                       hsts=args.hsts, live_poll_s=args.live_poll,
+                       devices_refresh_s=args.devices_refresh, forwarded_allow_ips=args.forwarded_allow_ips)
     app = create_app(config)
     if not config.secure_cookies:
         log.warning("--insecure-cookies: session cookies are sent over plain HTTP; development only")

@@ -9,7 +9,7 @@ import io
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from device.contract import HeartbeatMessage, ResultMessage, StatusMessage
 from hub.store import HubStore
@@ -19,7 +19,7 @@ CLASSES = ("benign", "malignant", "normal")
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def demo_thumbnail(seed: int = 0, size: int = 160) -> bytes:
@@ -80,7 +80,7 @@ def seed_results(store: HubStore, count: int, *, spec: DemoSpec = DemoSpec(), se
     rng = random.Random(seed)
     ids = device_ids(spec)
     seqs = {pair: 0 for pair in ids}
-    start = (end or datetime.now(timezone.utc)) - span
+    start = (end or datetime.now(UTC)) - span
     step = span / max(count, 1)
     thumb = demo_thumbnail(seed) if spec.thumbnail_every else None
     pending: list[ResultMessage] = []
@@ -100,7 +100,7 @@ def seed_results(store: HubStore, count: int, *, spec: DemoSpec = DemoSpec(), se
 
 def seed_device_states(store: HubStore, spec: DemoSpec = DemoSpec(), now: datetime | None = None) -> None:
     """Status and heartbeats so the devices page shows online, silent and offline devices."""
-    moment = now or datetime.now(timezone.utc)
+    moment = now or datetime.now(UTC)
     for n, (site, device_id) in enumerate(device_ids(spec)):
         state = "offline" if n % 5 == 4 else "online"
         store.record_status(StatusMessage(state="online", device_id=device_id, site=site, at=_iso(moment),

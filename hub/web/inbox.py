@@ -20,6 +20,7 @@ PAGE_SIZE = 50
 COUNT_CAP = 10_000
 REVIEW_FILTERS = ("unreviewed", "reviewed", "follow_up")
 SUSPICIOUS_LABELS = ("malignant",)
+KNOWN_LABELS = ("benign", "malignant", "normal")  # the shipped model's classes, offered before any result
 
 _COLUMNS = (
     "r.id, r.result_id, r.site, r.device_id, r.created_at, r.received_at, r.historical, r.exam_id, r.patient_ref, "
@@ -225,7 +226,7 @@ class Inbox:
         return {"sites": sites, "devices": devices, "labels": self.labels()}
 
     def labels(self) -> list[str]:
-        """Distinct labels via index skip (one probe per label, not a scan of every result)."""
+        """Labels seen (index skip: one probe per label, not a scan) and the shipped model's classes."""
         labels: list[str] = []
         last = ""
         while len(labels) < 50:
@@ -234,7 +235,7 @@ class Inbox:
                 break
             labels.append(row[0])
             last = row[0]
-        return labels
+        return sorted(set(labels) | set(KNOWN_LABELS))
 
 
 def with_cursor(filters: Filters, **cursor: int | None) -> str:
