@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: run run-ui test venv-device venv-test bench model screenshots clean help
+.PHONY: run run-ui test venv-device venv-test bench model screenshots screenshots-web clean help
 
 help:
 	@echo "make run    - set up, then run the appliance on demo frames with the shipped model"
@@ -55,6 +55,11 @@ model: $(VENV)/.stamp-test
 	$(PY) -m model_build build --data $(DATASETS)/busi --data $(DATASETS)/bus-bra --out build/model
 	@if [ -f "$(SIGNING_KEY)" ]; then $(PY) -m device.signing sign build/model --key "$(SIGNING_KEY)"; \
 	else echo "model: build/model NOT signed ($(SIGNING_KEY) missing: make keys, or SIGNING_KEY=...)"; fi
+
+# Each part adds its own `screenshots: screenshots-<part>` line; `make screenshots` renders them all.
+screenshots: screenshots-web
+screenshots-web: $(VENV)/.stamp-test
+	$(PY) -m hub.web.screenshots docs/screenshots
 
 clean:
 	rm -rf build .pytest_cache

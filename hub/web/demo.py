@@ -29,11 +29,12 @@ def demo_thumbnail(seed: int = 0, size: int = 160) -> bytes:
     rng = random.Random(seed)
     image = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(image)
-    draw.pieslice((-size // 2, -size // 3, size * 3 // 2, size * 5 // 3), 55, 125, fill=70)
-    for _ in range(400):
-        x, y = rng.randrange(size), rng.randrange(size)
-        draw.point((x, y), fill=rng.randrange(60, 200))
-    cx, cy = rng.randrange(size // 3, 2 * size // 3), rng.randrange(size // 3, 2 * size // 3)
+    draw.pieslice((-size // 2, -size, size * 3 // 2, size), 50, 130, fill=70)  # the probe's fan
+    for _ in range(1500):  # speckle inside the fan
+        x, y = rng.randrange(size), rng.randrange(size // 8, size)
+        if abs(x - size / 2) < y * 0.8:
+            draw.point((x, y), fill=rng.randrange(60, 200))
+    cx, cy = rng.randrange(2 * size // 5, 3 * size // 5), rng.randrange(size // 2, 3 * size // 4)
     draw.ellipse((cx - 18, cy - 12, cx + 18, cy + 12), fill=15)
     out = io.BytesIO()
     image.filter(ImageFilter.GaussianBlur(1.2)).save(out, "JPEG", quality=70)

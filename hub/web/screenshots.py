@@ -1,0 +1,120 @@
+"""``python -m hub.web.screenshots [OUT_DIR]``: render the console's pages to PNG with Debian's Chromium.
+
+Seeds a temporary hub database with synthetic results and device states (:mod:`hub.web.demo`), serves
+the console on a free loopback port, signs in and saves ``web-inbox.png``, ``web-result.png``,
+``web-devices.png`` and ``web-login.png``. Needs the ``dev`` extra (playwright, the Python package only)
+and ``/usr/bin/chromium``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from hub.store import HubStore
+from hub.web.accounts import Accounts
+from hub.web.app import create_app
+from hub.web.config import WebConfig
+from hub.web.db import WebDb
+from hub.web.demo import DemoSpec, seed_device_states, seed_results
+from hub.web.inbox import Filters, Inbox
+from hub.web.reviews import Reviews
+
+log = logging.getLogger(__name__)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+USER, PASSWORD = "demo-operator", "demo-password-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def seed(db_path: Path) -> str:
+    """Demo data; returns the result id to show on the result page (a reviewed malignant one)."""
+    with HubStore.open(db_path) as store:
+        seed_results(store, 400, spec=DemoSpec(thumbnail_every=1))
+        seed_device_states(store)
+    db = WebDb.open(str(db_path))
+    try:
+        Accounts(db).add_user(USER, PASSWORD, "operator")
+        inbox, reviews = Inbox(db), Reviews(db)
+        rows = inbox.page(Filters()).rows
+        for row, state, note in ((rows[4], "reviewed", "Consistent with prior imaging."),
+                                 (rows[9], "follow_up", "Recall for biopsy.")):
+            reviews.set_review(result_pk=row.id, result_id=row.result_id, state=state, note=note, username=USER)
+        shown = next(r for r in rows if r.label == "malignant" and not r.inconclusive)
+        reviews.set_review(result_pk=shown.id, result_id=shown.result_id, state="follow_up",
+                           note="Suspicious lesion upper outer quadrant; recall booked.", username=USER)
+        return shown.result_id
+    finally:
+        db.close()
+
+
+def render(out_dir: Path) -> list[Path]:
+    from playwright.sync_api import sync_playwright
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sonopi-shots-") as tmp:
+        db_path = Path(tmp) / "hub.sqlite"
+        result_id = seed(db_path)
+        port = _free_port()
+        app = create_app(WebConfig(db=str(db_path), port=port, live_poll_s=0.5))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        base = f"http://localhost:{port}"
+        written: list[Path] = []
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+                page = browser.new_page(viewport={"width": 1360, "height": 900})
+                page.goto(f"{base}/login")
+                written.append(_shot(page, out_dir / "web-login.png"))
+                page.fill("input[name=username]", USER)
+                page.fill("input[name=password]", PASSWORD)
+                page.click("button[type=submit]")
+                page.wait_for_url("**/inbox")
+                page.wait_for_selector("#live[data-state=on]")
+                written.append(_shot(page, out_dir / "web-inbox.png"))
+                page.goto(f"{base}/results/{result_id}")
+                page.wait_for_function("document.querySelector('.thumb img').complete")
+                written.append(_shot(page, out_dir / "web-result.png", full=True))
+                page.goto(f"{base}/devices")
+                written.append(_shot(page, out_dir / "web-devices.png"))
+                browser.close()
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+    return written
+
+
+def _shot(page, path: Path, full: bool = False) -> Path:  # noqa: ANN001 - a playwright Page
+    page.screenshot(path=str(path), full_page=full)
+    log.info("wrote %s", path)
+    return path
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(argv[0]) if argv else Path("docs/screenshots")
+    for path in render(out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
