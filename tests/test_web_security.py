@@ -31,6 +31,7 @@ from hub.web.config import WebConfig
 from hub.web.db import WebDb
 from hub.web.demo import DemoSpec, demo_thumbnail, seed_device_states, seed_results
 from hub.web.inbox import Filters, Inbox
+from tests.mqtt_broker import postgres_server  # noqa: F401  (fixture)
 
 PASSWORD = "correct horse battery"
 BASE = "https://console.test"
@@ -477,3 +478,47 @@ def test_cli_user_add_disable_list(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     accounts = Accounts(web)
     assert accounts.user("zoe").disabled and accounts.authenticate("zoe", "a-long-password", "127.0.0.1") is None
     web.close()
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------
+
+
+def test_the_console_on_postgresql(postgres_server) -> None:  # noqa: ANN001 - tests.mqtt_broker fixture
+    psycopg = pytest.importorskip("psycopg")
+    dsn = postgres_server.create_database("web_console")
+    with HubStore.open(dsn) as store:
+        seed_results(store, 250, spec=DemoSpec(thumbnail_every=25))
+        seed_device_states(store)
+    db = WebDb.open(dsn)
+    Accounts(db).add_user("olga", PASSWORD, "operator")
+    db.close()
+    app = create_app(WebConfig(db=dsn))
+    try:
+        assert app.state.services.db.pg
+        c = client(app)
+        token = login(c, "olga")
+        store = app.state.services.store
+        expected = [r.result_id for r in store.results(label="benign", limit=None)]
+        seen: list[str] = []
+        url = "/inbox?label=benign"
+        while url:
+            page = c.get(url)
+            seen += re.findall(r'href="/results/([0-9a-f-]{36})"', page.text)
+            older = re.search(r'href="(/inbox\?[^"]*before=\d+)"', page.text)
+            url = older.group(1).replace("&amp;", "&") if older else None
+        assert seen == expected and len(expected) > 50
+        rid = expected[0]
+        assert c.post(f"/results/{rid}/review", data={"state": "reviewed", "note": "pg", "csrf_token": token}
+                      ).status_code == 303
+        assert [r.result_id for r in app.state.services.inbox.page(Filters(review="reviewed")).rows] == [rid]
+        rows = list(csv.DictReader(io.StringIO(c.get("/inbox/export.csv?review=reviewed").text)))
+        assert [r["result_id"] for r in rows] == [rid] and rows[0]["review_state"] == "reviewed"
+        assert json.loads(c.get(f"/results/{rid}/fhir.json").text)["id"] == rid
+        assert "presence silent" in c.get("/devices").text
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            with pytest.raises(psycopg.Error, match="append-only"):
+                conn.execute("UPDATE web_audit SET detail = 'changed'")
+            with pytest.raises(psycopg.Error, match="append-only"):
+                conn.execute("DELETE FROM web_audit")
+    finally:
+        app.state.services.close()
