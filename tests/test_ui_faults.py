@@ -97,7 +97,8 @@ def test_rejected_model_shows_a_banner_and_live_view_keeps_running(qtbot, tmp_pa
     try:
         qtbot.waitUntil(lambda: "model" in window.banners.banners, timeout=30_000)
         text = window.banners.banners["model"].text.text()
-        assert "Model missing or rejected" in text and "sha256" in text
+        assert "Model missing or rejected" in text and "Ask support" in text
+        assert "sha256" in window.settings.model.text()  # the full reason, for support
         assert window.status.model.plain == "No model"
         assert not window.live.analyse.isEnabled()
         assert not window.live.live_toggle.isEnabled()

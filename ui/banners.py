@@ -21,29 +21,34 @@ class Fault:
     action: str  # what the clinician should do
 
 
+def brief(detail: str, limit: int = 90) -> str:
+    """Banner details stay short (two lines on the 7" screen); the full text is in the log and Settings."""
+    return detail if len(detail) <= limit else detail[: limit - 1] + "…"
+
+
 def source_fault(detail: str) -> Fault:
     return Fault("source", "error", "Image source not available",
-                 f"Check the cable or USB stick; reconnecting automatically. ({detail})")
+                 f"Check the cable or USB stick; reconnecting automatically. ({brief(detail)})")
 
 
 def model_fault(detail: str) -> Fault:
     return Fault("model", "error", "Model missing or rejected — analysis is off",
-                 f"The live image still works. Ask support to install a valid model. ({detail})")
+                 f"The live image still works. Ask support to install a valid model. ({brief(detail)})")
 
 
 def disk_fault(detail: str) -> Fault:
     return Fault("disk", "error", "Storage full — new results cannot be saved",
-                 f"Stored results are safe. Ask support to free space. ({detail})")
+                 f"Stored results are safe. Ask support to free space. ({brief(detail)})")
 
 
 def store_fault(detail: str) -> Fault:
     return Fault("store", "error", "Result could not be saved",
-                 f"Analyse again; if it repeats, ask support. ({detail})")
+                 f"Analyse again; if it repeats, ask support. ({brief(detail)})")
 
 
 def hub_fault(detail: str) -> Fault:
     return Fault("hub", "warning", "Hospital hub not reachable",
-                 f"Results stay on this device and are sent when the network is back. ({detail})")
+                 f"Results stay on this device and are sent when the network is back. ({brief(detail)})")
 
 
 class Banner(QWidget):

@@ -41,7 +41,7 @@ class Keypad(QWidget):
         for r, row in enumerate(rows):
             for c, key in enumerate(row):
                 button = QPushButton(ok_text if key == OK_KEY else key)
-                button.setProperty("role", "primary" if key == OK_KEY else "key")
+                button.setProperty("role", "keyok" if key == OK_KEY else "key")
                 button.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
                 button.setMinimumSize(th.control, th.control)
                 button.setFocusPolicy(Qt.NoFocus)

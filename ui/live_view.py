@@ -226,7 +226,7 @@ class LiveView(QWidget):
         painter.setRenderHint(QPainter.Antialiasing)
         if self.scan_box is not None and self.roi is None and self.crop_box is None:
             self._outline(painter, self.scan_box, theme.INFO, Qt.DashLine, "scan region")
-        if self.crop_box is not None:
+        if self.crop_box is not None and self.crop_box != self.roi:
             self._outline(painter, self.crop_box, theme.OK, Qt.SolidLine, "analysed")
         if self.roi is not None:
             self._outline(painter, self.roi, theme.WARN, Qt.SolidLine, "region of interest")

@@ -158,7 +158,7 @@ class ResultCard(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(th.gap * 2, th.gap, th.gap * 2, th.gap)
         layout.setSpacing(max(2, th.gap // 2))
-        self.gauge_caption = QLabel("Live malignant score (smoothed)")
+        self.gauge_caption = QLabel("Live malignant score")
         self.gauge_caption.setProperty("role", "muted")
         self.gauge = Gauge(th)
         self.caption = QLabel("No result yet")
@@ -211,6 +211,7 @@ class ResultCard(QFrame):
     def set_live_mode(self, on: bool) -> None:
         self.gauge_caption.setVisible(on)
         self.gauge.setVisible(on)
+        self.detail.setVisible(not on)  # room for the gauge on the 7" screen
         if on:
             self.gauge.set_value(None, None)
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from PyQt5.QtCore import Qt, pyqtSignal
+from PyQt5.QtGui import QFont, QFontMetrics
 from PyQt5.QtWidgets import (
     QButtonGroup, QHBoxLayout, QLabel, QPushButton, QScrollArea, QScroller, QStackedWidget, QVBoxLayout, QWidget,
 )
@@ -81,6 +82,19 @@ def model_text(manifest: Manifest | None, error: str | None) -> str:
     return "<br>".join(lines)
 
 
+def elide(font: QFont, text: str, width: int) -> str:
+    """Shorten long paths in the middle so both the start and the folder name stay readable."""
+    return QFontMetrics(font).elidedText(text, Qt.ElideMiddle, width)
+
+
+def button_font(widget: QWidget) -> QFont:
+    probe = QPushButton(widget)
+    probe.ensurePolished()
+    font = probe.font()
+    probe.deleteLater()
+    return font
+
+
 class SourcePage(QWidget):
     source_chosen = pyqtSignal(str)
 
@@ -99,6 +113,7 @@ class SourcePage(QWidget):
         self._list = QVBoxLayout(self._list_widget)
         self._list.setSpacing(th.gap)
         self._list.setContentsMargins(0, 0, 0, 0)
+        self._list.addStretch(1)
         self._group = QButtonGroup(self)
         layout.addWidget(scrolling(self._list_widget), 1)
         self.result = wrapped("", "muted")
@@ -118,7 +133,7 @@ class SourcePage(QWidget):
         self._scan = 0
 
     def refresh(self) -> None:
-        self.current.setText(f"Current source: {self.current_spec}")
+        self._show_current()
         self.result.setText("Looking for capture cards and USB sticks…")
         roots = tuple(self._config.ui.source_roots)
         self._scan += 1
@@ -136,16 +151,22 @@ class SourcePage(QWidget):
         if isinstance(choices, Exception):
             self.result.setText(f"Could not list sources: {choices}")
             return
+        width = max(200, self._list_widget.width() - 40)
         for choice in choices:
-            button = QPushButton(choice.title)
+            button = QPushButton(elide(button_font(self), choice.title, width))
+            button.setToolTip(choice.spec)
             button.setCheckable(True)
             button.setStyleSheet("text-align: left;")
             button.clicked.connect(lambda _=False, s=choice.spec: self._select(s))
             self._group.addButton(button)
-            self._list.addWidget(button)
+            self._list.insertWidget(self._list.count() - 1, button)
             self.choice_buttons[choice.spec] = button
         self._select(self.selected if self.selected in self.choice_buttons else self.current_spec)
         self.result.setText(f"{len(choices)} source(s) found. Choose one, Test it, then Use it.")
+
+    def _show_current(self) -> None:
+        width = max(200, self.width() - 20)
+        self.current.setText(elide(self.current.font(), f"Current source: {self.current_spec}", width))
 
     def _select(self, spec: str) -> None:
         self.selected = spec
@@ -165,7 +186,7 @@ class SourcePage(QWidget):
     def _use(self) -> None:
         if self.selected:
             self.current_spec = self.selected
-            self.current.setText(f"Current source: {self.current_spec}")
+            self._show_current()
             self.result.setText("Source changed. Back to Live to see it.")
             self.source_chosen.emit(self.selected)
 
@@ -227,6 +248,7 @@ class SettingsScreen(QWidget):
         self.hub = HubPage(th, config, background)
         self.model = wrapped(model_text(None, None))
         self.model.setTextFormat(Qt.RichText)
+        self.model.setAlignment(Qt.AlignTop)
         self.device = wrapped("")
         self.device.setTextFormat(Qt.RichText)
         self.device.setAlignment(Qt.AlignTop)

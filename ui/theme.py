@@ -43,7 +43,7 @@ class Theme:
     @classmethod
     def for_size(cls, width: int, height: int) -> "Theme":
         if height < 600 or width < 1000:
-            return cls(compact=True, control=52, font=17, small=15, large=26, huge=34, gap=6, side_panel=280)
+            return cls(compact=True, control=52, font=17, small=15, large=26, huge=34, gap=6, side_panel=268)
         return cls(compact=False, control=64, font=21, small=18, large=34, huge=46, gap=10, side_panel=440)
 
     def stylesheet(self) -> str:
@@ -61,13 +61,15 @@ class Theme:
             min-height: {c}px; min-width: {c}px; padding: 0 {self.gap * 2}px; font-size: {self.font}px;
         }}
         QPushButton:pressed {{ background: {BORDER}; }}
-        QPushButton:checked {{ background: #1d4a78; color: #ffffff; border: 2px solid {ACCENT}; font-weight: bold; }}
+        QPushButton:checked {{ background: #1d4a78; color: #ffffff; border: 2px solid {ACCENT}; }}
         QPushButton:disabled {{ color: #6b7785; background: {PANEL}; }}
         QPushButton[role="primary"] {{ background: {ACCENT}; color: {BG}; font-weight: bold; border-color: {ACCENT}; }}
         QPushButton[role="primary"]:disabled {{ background: #2b3a4a; color: #7d8a97; border-color: #2b3a4a; }}
         QPushButton[role="nav"] {{ border-radius: 0; border: none; border-top: 3px solid transparent; background: {PANEL}; }}
         QPushButton[role="nav"]:checked {{ background: {PANEL_2}; color: {ACCENT}; border-top: 3px solid {ACCENT}; }}
-        QPushButton[role="key"] {{ font-size: {self.large}px; font-weight: bold; }}
+        QPushButton[role="key"] {{ font-size: {self.large}px; font-weight: bold; padding: 0; }}
+        QPushButton[role="keyok"] {{ background: {ACCENT}; color: {BG}; font-weight: bold; border-color: {ACCENT};
+                                     padding: 0; }}
         QTableWidget {{ background: {PANEL}; gridline-color: {BORDER}; border: 1px solid {BORDER}; }}
         QTableWidget::item {{ padding: 4px; }}
         QTableWidget::item:selected {{ background: {PANEL_2}; color: {TEXT}; }}

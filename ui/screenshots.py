@@ -1,0 +1,293 @@
+"""``python -m ui.screenshots OUT_DIR``: render every screen at 800x480 and 1280x720 with real widgets
+(offscreen), a real model bundle and real frames where available, and check each layout.
+
+Model: ``models/sonopi-lite0`` when present, else the tiny test bundle (built with TensorFlow).
+Frames: a few BUSI images from ``../shared/datasets`` (linked from a temp folder, never copied into
+the repo), else synthetic scanner screens from ``device.demo``. The hub is shown as configured off:
+no broker runs here. Delivery states in History come from marking results sent/acknowledged in the
+store, exactly as the uplink process does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PyQt5.QtWidgets import QApplication  # noqa: E402
+
+from device.config import DeviceConfig, parse_config  # noqa: E402
+from device.crop import Box  # noqa: E402
+from device.store import ResultStore  # noqa: E402
+from ui.app import build_window, start  # noqa: E402
+from ui.layout_check import layout_problems  # noqa: E402
+from ui.main_window import MainWindow  # noqa: E402
+
+log = logging.getLogger("ui.screenshots")
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_MODEL = REPO / "models" / "sonopi-lite0"
+DATASETS = REPO.parent / "shared" / "datasets"
+SIZES = ((800, 480), (1280, 720))
+BUSI_PICKS = (("malignant", 4), ("benign", 3), ("normal", 2))
+PIN = "2580"
+
+
+def spin(seconds: float) -> None:
+    app = QApplication.instance()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.005)
+
+
+def spin_until(condition: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition") -> None:
+    app = QApplication.instance()
+    end = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out waiting for {what}")
+        app.processEvents()
+        time.sleep(0.005)
+
+
+def link_busi_frames(out: Path) -> bool:
+    """Link a few BUSI images (not their masks) into ``out``; False when the dataset is absent."""
+    busi = DATASETS / "busi"
+    if not busi.is_dir():
+        return False
+    out.mkdir(parents=True, exist_ok=True)
+    index = 0
+    for category, count in BUSI_PICKS:
+        files = sorted(p for p in (busi / category).glob("*.png") if "mask" not in p.name)
+        for path in files[:count]:
+            index += 1
+            (out / f"{index:02d}-{category}.png").symlink_to(path.resolve())
+    return index > 0
+
+
+def prepare_frames(out: Path) -> str:
+    if link_busi_frames(out):
+        return "BUSI images from ../shared/datasets"
+    from device.demo import write_demo_frames
+
+    write_demo_frames(out, 6)
+    return "synthetic scanner screens (device.demo)"
+
+
+def prepare_model(work: Path, model: Path | None) -> Path:
+    if model is not None:
+        return model
+    if (SHIPPED_MODEL / "manifest.json").is_file():
+        return SHIPPED_MODEL
+    from tests.tiny_bundle import build_tiny_bundle
+
+    log.warning("models/sonopi-lite0 not found: using the tiny test bundle (its outputs mean nothing)")
+    out = work / "tiny-bundle"
+    if not (out / "manifest.json").is_file():
+        build_tiny_bundle(out)
+    return out
+
+
+def screenshot_config(work: Path, model: Path, frames: Path, **extra_ui) -> DeviceConfig:
+    return parse_config({
+        "device": {"id": "ward3-pi-01", "site": "city-hospital", "data_dir": str(work / "data")},
+        "model": {"path": str(model), "threads": 2},
+        "source": {"spec": f"folder:{frames}", "reopen_interval_s": 0.5},
+        "uplink": {"enabled": False},
+        "ui": {"pin": PIN, "source_roots": [str(frames.parent)], **extra_ui},
+    })
+
+
+@dataclass
+class Scene:
+    name: str
+    window: MainWindow
+
+
+class Director:
+    """Drives one window through every screen, yielding a Scene at each state worth a picture."""
+
+    def __init__(self, window: MainWindow) -> None:
+        self.w = window
+
+    def press(self, keypad, digits: str) -> None:
+        for digit in digits:
+            keypad.keys[digit].click()
+
+    def analyse(self) -> None:
+        live = self.w.live
+        spin_until(lambda: live.view.frame is not None, what="a frame")
+        shown = []
+        live.result_shown.connect(shown.append)
+        live.analyse.click()
+        spin_until(lambda: bool(shown), 60, "a result")
+        live.result_shown.disconnect(shown.append)
+
+    def next_image(self) -> None:
+        live = self.w.live
+        live.set_frozen(False)
+        before = live.view.frame.origin if live.view.frame else None
+        live.next_image.click()
+        spin_until(lambda: live.view.frame is not None and live.view.frame.origin != before, what="the next image")
+
+    def scenes(self) -> Iterator[Scene]:
+        w = self.w
+        spin_until(lambda: w.live.view.frame is not None, what="the first frame")
+        spin_until(lambda: w.services.analysis.ready or w.services.analysis.error is not None, 120, "the model")
+        spin(0.3)
+        if w.first_run.isVisible():
+            yield Scene("first-run", w)
+            w.first_run.accept.click()
+        spin(0.2)
+        yield Scene("live", w)
+
+        w.go("Exam")
+        form = w.exam.form
+        self.press(form.keypad, "10452")
+        form.field_buttons["age"].click()
+        self.press(form.keypad, "54")
+        form.side_buttons["L"].click()
+        form.clock_buttons[10].click()
+        spin(0.1)
+        yield Scene("exam-form", w)
+        form.start.click()
+        spin_until(lambda: w.session.exam is not None, what="the exam")
+
+        live = w.live
+        live.freeze.click()
+        frame = live.view.frame.image
+        height, width = frame.shape[:2]
+        live.view.set_roi(Box(width // 5, height // 6, width * 3 // 5, height * 2 // 3))
+        spin(0.1)
+        yield Scene("live-roi", w)
+        self.analyse()
+        if live.card.heatmap_button.isVisible():
+            live.card.heatmap_button.click()
+        spin(0.1)
+        yield Scene("live-result", w)
+
+        self.next_image()
+        live.view.set_roi(None)
+        self.analyse()
+        self.next_image()
+        self.analyse()
+        w.go("Exam")
+        spin(0.1)
+        yield Scene("exam-summary", w)
+
+        live.set_frozen(False)
+        w.go("Live")
+        live.live_toggle.click()
+        spin_until(lambda: live.last_live is not None, 30, "a live estimate")
+        live.next_image.click()
+        spin(0.6)
+        yield Scene("live-analysis", w)
+        live.live_toggle.click()
+
+        records = w.store.history(newest_first=False)
+        with ResultStore(w.config.store_path) as uplink:  # what the uplink process does
+            uplink.mark_sent([r.result_id for r in records[:2]])
+            uplink.mark_acked([records[0].result_id])
+        w.go("History")
+        w.poll()
+        spin(0.1)
+        yield Scene("history", w)
+
+        w.go("Settings")
+        self.press(w.pin_entry.keypad, PIN[:2])
+        yield Scene("settings-pin", w)
+        self.press(w.pin_entry.keypad, PIN[2:])
+        w.pin_entry.keypad.keys["OK"].click()
+        spin_until(lambda: w.stack.currentWidget() is w.settings, what="settings")
+        page = w.settings.source
+        spin_until(lambda: len(page.choice_buttons) >= 1, what="source candidates")
+        spin(0.1)
+        yield Scene("settings-source", w)
+        for section in ("Hub", "Model", "Device"):
+            w.settings.show_section(section)
+            spin(0.1)
+            yield Scene(f"settings-{section.lower()}", w)
+        w.lock()
+        spin(0.1)
+        yield Scene("lock", w)
+        self.press(w.lock_screen.keypad, PIN)
+        w.lock_screen.keypad.keys["OK"].click()
+        w.go("Live")
+
+
+def fault_scenes(window: MainWindow) -> Iterator[Scene]:
+    spin_until(lambda: "model" in window.banners.banners and "source" in window.banners.banners, 60, "fault banners")
+    window.first_run.close_overlay()
+    spin(0.2)
+    yield Scene("faults", window)
+
+
+def open_window(config: DeviceConfig, size: tuple[int, int]) -> MainWindow:
+    window = build_window(config, size)
+    window.setFixedSize(*size)
+    window.show()
+    start(window)
+    return window
+
+
+def render(out: Path, model: Path | None = None) -> list[str]:
+    """Write every scene at both sizes to ``out``; returns the layout problems found."""
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    out.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="sonopi-shots-") as tmp:
+        work = Path(tmp)
+        frames_from = prepare_frames(work / "usb" / "exam-images")
+        bundle = prepare_model(work, model)
+        log.info("frames: %s; model: %s", frames_from, bundle)
+        broken = work / "rejected-model"
+        shutil.copytree(bundle, broken)
+        (broken / "model.tflite").write_bytes(b"not a model")
+        for size in SIZES:
+            tag = f"{size[0]}x{size[1]}"
+            shutil.rmtree(work / "data", ignore_errors=True)
+            runs = (
+                (screenshot_config(work, bundle, work / "usb" / "exam-images"), Director),
+                (screenshot_config(work, broken, work / "usb" / "unplugged"), None),
+            )
+            for config, director in runs:
+                window = open_window(config, size)
+                try:
+                    scenes = director(window).scenes() if director else fault_scenes(window)
+                    for scene in scenes:
+                        path = out / f"{tag}-{scene.name}.png"
+                        scene.window.grab().save(str(path))
+                        found = [f"{path.name}: {p}" for p in layout_problems(scene.window)]
+                        problems.extend(found)
+                        log.info("wrote %s%s", path, f" ({len(found)} layout problems)" if found else "")
+                finally:
+                    window.shutdown()
+                    window.deleteLater()
+                    app.processEvents()
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ui.screenshots", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, nargs="?", default=Path("docs/screenshots"))
+    parser.add_argument("--model", type=Path, help="model bundle (default: models/sonopi-lite0, else the tiny test bundle)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    problems = render(args.out, args.model)
+    for problem in problems:
+        log.warning("layout: %s", problem)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
