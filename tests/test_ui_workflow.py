@@ -105,9 +105,10 @@ def test_clinician_workflow(qtbot, workflow_window) -> None:
     # Start an exam: patient reference on the keypad, side, clock position.
     tap(qtbot, window.nav["Exam"])
     form = window.exam.form
-    assert not form.start.isEnabled()
+    assert not form.start.isEnabled() and form.start.text() == "Enter the patient reference"
     type_digits(qtbot, form.keypad, "4207")
     tap(qtbot, form.keypad.keys["⌫"])
+    assert form.start.text() == "Choose the side"
     tap(qtbot, form.side_buttons["L"])
     tap(qtbot, form.clock_buttons[10])
     tap(qtbot, form.start)

@@ -64,17 +64,28 @@ class Banner(QWidget):
         self.text.setWordWrap(True)
         self.text.setStyleSheet(f"font-size: {th.small}px;")
         row.addWidget(self.text, 1)
+        self.more = QLabel("")
+        self.more.setProperty("role", "muted")
+        row.addWidget(self.more)
         self.dismiss = QPushButton("Hide")
         self.dismiss.setMinimumWidth(th.control + 20)
+        self.dismiss.setStyleSheet("min-height: 48px;")
         row.addWidget(self.dismiss)
 
 
-class BannerArea(QWidget):
-    """Stack of active fault banners (most recent last); ``show_fault`` replaces a banner of the same key."""
+SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
 
-    def __init__(self, th: Theme, parent: QWidget | None = None) -> None:
+
+class BannerArea(QWidget):
+    """Active fault banners, most severe first; ``show_fault`` replaces a banner of the same key.
+
+    At most ``max_visible`` are on screen at once (one on the 7" display, so the screens keep their
+    room); the last one shown says how many more are waiting, and Hide reveals the next."""
+
+    def __init__(self, th: Theme, parent: QWidget | None = None, max_visible: int | None = None) -> None:
         super().__init__(parent)
         self._th = th
+        self.max_visible = max_visible or (1 if th.compact else 3)
         self._layout = QVBoxLayout(self)
         self._layout.setContentsMargins(0, 0, 0, 0)
         self._layout.setSpacing(2)
@@ -92,13 +103,13 @@ class BannerArea(QWidget):
             banner.dismiss.clicked.connect(lambda: self._dismiss(fault.key))
             self.banners[fault.key] = banner
             self._layout.addWidget(banner)
-        self.setVisible(bool(self.banners))
+        self._arrange()
 
     def clear_fault(self, key: str) -> None:
         """The fault is resolved: remove its banner (a later fault of this kind shows again)."""
         self._remove(key)
         self._hidden_keys.discard(key)
-        self.setVisible(bool(self.banners))
+        self._arrange()
 
     def _remove(self, key: str) -> None:
         banner = self.banners.pop(key, None)
@@ -110,7 +121,21 @@ class BannerArea(QWidget):
         """Hide until this fault clears (the status bar still shows the state)."""
         self._hidden_keys.add(key)
         self._remove(key)
-        self.setVisible(bool(self.banners))
+        self._arrange()
+
+    def _arrange(self) -> None:
+        ordered = sorted(self.banners.values(), key=lambda b: SEVERITY_RANK.get(b.fault.severity, 3))
+        shown = ordered[: self.max_visible]
+        waiting = len(ordered) - len(shown)
+        for banner in ordered:
+            banner.setVisible(banner in shown)
+            banner.more.setText("")
+        if shown and waiting:
+            shown[-1].more.setText(f"+{waiting} more")
+        self.setVisible(bool(ordered))
+
+    def visible_faults(self) -> list[Fault]:
+        return [b.fault for b in self.banners.values() if not b.isHidden()]
 
     def active(self) -> list[Fault]:
         return [b.fault for b in self.banners.values()]

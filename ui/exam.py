@@ -156,9 +156,6 @@ class ExamForm(QWidget):
         self.start = QPushButton("Start exam")
         self.start.setProperty("role", "primary")
         self.start.clicked.connect(self._start)
-        self.hint = QLabel("")
-        self.hint.setProperty("role", "muted")
-        right.addWidget(self.hint)
         right.addWidget(self.start)
         outer.addLayout(right, 1)
         self.reset()
@@ -207,7 +204,7 @@ class ExamForm(QWidget):
         self.field_buttons["age"].setText(f"Age: {self.values['age'] or '—'}")
         problem = self.problem()
         self.start.setEnabled(problem is None)
-        self.hint.setText(problem or "Ready")
+        self.start.setText(problem or "Start exam")  # says what is missing until the exam can start
 
     def _start(self) -> None:
         if self.problem() is not None:

@@ -1,0 +1,152 @@
+"""UI benchmark (offscreen, real widgets): live-view frames per second while the model analyses the
+stream back to back (live analysis on), and the time from tapping Analyse to the stored result on the
+card. Prints figures; asserts nothing.
+
+    python -m bench.bench_ui [--seconds 10] [--taps 10] [--model DIR] [--size 800x480]
+
+Source: a replayed capture card (frames decoded up front, delivered at --source-fps like a USB
+capture card), so the figure measures the UI and the model, not PNG decoding. Model: models/sonopi-lite0
+when present, else the tiny test bundle (built with TensorFlow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PyQt5.QtWidgets import QApplication  # noqa: E402
+
+from device.sources.base import Frame, FrameSource  # noqa: E402
+from device.sources.files import folder_source  # noqa: E402
+from ui.app import build_window, parse_size, start  # noqa: E402
+from ui.screenshots import prepare_frames, prepare_model, screenshot_config, spin, spin_until  # noqa: E402
+
+log = logging.getLogger("bench.ui")
+
+
+class ReplayCard(FrameSource):
+    """A live source replaying decoded frames at a fixed rate (what a capture card does)."""
+
+    finite = False
+
+    def __init__(self, images: list, fps: float) -> None:
+        super().__init__("replay")
+        self.images, self.period, self.index = images, 1.0 / fps, 0
+        self._next = time.monotonic()
+
+    def open(self) -> None:
+        self._next = time.monotonic()
+
+    def read(self) -> Frame | None:
+        delay = self._next - time.monotonic()
+        if delay > 0:
+            threading.Event().wait(delay)
+        self._next = max(self._next + self.period, time.monotonic() - self.period)
+        image = self.images[self.index % len(self.images)]
+        self.index += 1
+        return Frame(image, f"replay#{self.index}", self.index)
+
+
+def load_images(folder: Path) -> list:
+    source = folder_source(folder)
+    source.open()
+    return [frame.image for frame in source]
+
+
+def measure_live(window, seconds: float) -> dict[str, float]:
+    live = window.live
+    results = []
+    window.services.analysis.live_result.connect(lambda outcome: results.append(outcome.classification.latency_ms))
+    live.live_toggle.click()
+    spin(1.0)  # warm up
+    results.clear()
+    reader = window.services.reader
+    sent0, dropped0 = reader.sent, reader.dropped
+    t0 = time.monotonic()
+    frames_shown = 0
+    last = live.view.frame
+    while time.monotonic() - t0 < seconds:
+        QApplication.instance().processEvents()
+        if live.view.frame is not last:
+            frames_shown += 1
+            last = live.view.frame
+        time.sleep(0.001)
+    elapsed = time.monotonic() - t0
+    live.live_toggle.click()
+    return {
+        "preview_fps": frames_shown / elapsed,
+        "analyses_per_s": len(results) / elapsed,
+        "model_latency_ms_median": statistics.median(results) if results else float("nan"),
+        "reader_dropped": reader.dropped - dropped0,
+        "reader_sent": reader.sent - sent0,
+    }
+
+
+def measure_taps(window, taps: int) -> list[float]:
+    live = window.live
+    times = []
+    done = []
+    live.result_shown.connect(lambda outcome: done.append(time.perf_counter()))
+    for _ in range(taps):
+        live.set_frozen(False)
+        spin(0.3)
+        done.clear()
+        tapped = time.perf_counter()
+        live.analyse.click()
+        spin_until(lambda: bool(done), 60, "the result card")
+        times.append((done[0] - tapped) * 1000.0)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_ui", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--taps", type=int, default=10)
+    parser.add_argument("--source-fps", type=float, default=30.0)
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--size", type=parse_size, default=(800, 480))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    with tempfile.TemporaryDirectory(prefix="sonopi-bench-") as tmp:
+        work = Path(tmp)
+        frames_dir = work / "frames"
+        frames_from = prepare_frames(frames_dir)
+        bundle = prepare_model(work, args.model)
+        images = load_images(frames_dir)
+        config = screenshot_config(work, bundle, frames_dir)
+        window = build_window(config, args.size, opener=lambda spec: ReplayCard(images, args.source_fps))
+        window.setFixedSize(*args.size)
+        window.show()
+        start(window)
+        try:
+            window.first_run.close_overlay()
+            spin_until(lambda: window.services.analysis.ready, 120, "the model")
+            spin_until(lambda: window.live.view.frame is not None, 20, "frames")
+            manifest = window.services.analysis.manifest
+            live = measure_live(window, args.seconds)
+            taps = sorted(measure_taps(window, args.taps))
+        finally:
+            window.shutdown()
+    print(f"model: {manifest.name} {manifest.version} ({bundle})")
+    print(f"frames: {frames_from}, {len(images)} images replayed at {args.source_fps:.0f} fps; window {args.size[0]}x{args.size[1]}; "
+          f"{os.cpu_count()} CPUs")
+    print(f"live view while analysing back to back: {live['preview_fps']:.1f} fps shown "
+          f"({live['reader_sent']} sent, {live['reader_dropped']} dropped by the reader because the view was busy)")
+    print(f"live analyses: {live['analyses_per_s']:.1f} per second, model latency median {live['model_latency_ms_median']:.1f} ms")
+    print(f"tap Analyse -> stored result on the card ({len(taps)} taps): median {statistics.median(taps):.0f} ms, "
+          f"min {taps[0]:.0f} ms, max {taps[-1]:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Both displays (800x480, 1280x720) lay out every screen without clipping: the same scenes as
+``make screenshots`` (real widgets, the tiny real model), checked by geometry, not pixels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("PyQt5")
+pytest.importorskip("pytestqt")
+
+from PyQt5.QtWidgets import QPushButton, QWidget  # noqa: E402
+
+from device.demo import write_demo_frames  # noqa: E402
+from ui.layout_check import layout_problems  # noqa: E402
+from ui.screenshots import Director, open_window, screenshot_config  # noqa: E402
+
+EXPECTED_SCENES = {
+    "first-run", "live", "exam-form", "live-roi", "live-result", "exam-summary", "live-analysis", "history",
+    "settings-pin", "settings-source", "settings-hub", "settings-model", "settings-device", "lock",
+}
+
+
+@pytest.mark.parametrize("size", [(800, 480), (1280, 720)], ids=["800x480", "1280x720"])
+def test_every_screen_fits(qtbot, tmp_path: Path, tiny_bundle_dir: Path, size: tuple[int, int]) -> None:
+    frames = tmp_path / "usb" / "exam-images"
+    write_demo_frames(frames, 3)
+    window = open_window(screenshot_config(tmp_path, tiny_bundle_dir, frames), size)
+    qtbot.addWidget(window)
+    seen = set()
+    try:
+        for scene in Director(window).scenes():
+            seen.add(scene.name)
+            assert (window.width(), window.height()) == size, f"{scene.name}: the window grew to fit its content"
+            assert layout_problems(window) == [], scene.name
+            assert window.notice.isVisible() and window.notice.text() == "Decision support only — not a diagnosis"
+    finally:
+        window.shutdown()
+    assert seen == EXPECTED_SCENES
+
+
+def test_layout_check_catches_clipping(qtbot) -> None:
+    """The checker itself: a cut button label, a tiny control, a control outside the window, an overlap."""
+    window = QWidget()
+    qtbot.addWidget(window)
+    window.resize(300, 200)
+    cut = QPushButton("A much longer label than fits", window)
+    cut.setGeometry(0, 0, 80, 60)
+    tiny = QPushButton("x", window)
+    tiny.setGeometry(100, 0, 30, 30)
+    outside = QPushButton("Off", window)
+    outside.setGeometry(260, 150, 80, 60)
+    overlap = QPushButton("On top", window)
+    overlap.setGeometry(20, 10, 90, 60)
+    window.show()
+    problems = "\n".join(layout_problems(window))
+    assert "text cut" in problems and "A much longer" in problems
+    assert "30x30 px, below 48" in problems
+    assert "outside the 300x200 window" in problems
+    assert "overlaps" in problems
+
+
+@pytest.mark.parametrize("size", [(800, 480), (1280, 720)], ids=["800x480", "1280x720"])
+def test_screens_fit_with_fault_banners(qtbot, tmp_path: Path, size: tuple[int, int]) -> None:
+    """Two fault banners (no source, no model) take room: every screen must still fit."""
+    config = screenshot_config(tmp_path, tmp_path / "no-model", tmp_path / "unplugged")
+    window = open_window(config, size)
+    qtbot.addWidget(window)
+    try:
+        qtbot.waitUntil(lambda: {"source", "model"} <= set(window.banners.banners), timeout=10_000)
+        window.first_run.close_overlay()
+        for name in ("Live", "Exam", "History"):
+            window.go(name)
+            qtbot.wait(50)
+            assert (window.width(), window.height()) == size
+            assert layout_problems(window) == [], name
+        window.settings_unlocked = True
+        for section in ("Source", "Hub", "Model", "Device"):
+            window.go("Settings")
+            window.settings.show_section(section)
+            qtbot.wait(50)
+            assert layout_problems(window) == [], section
+    finally:
+        window.shutdown()
