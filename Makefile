@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: run run-ui test venv-device venv-test bench model screenshots screenshots-web clean help
+.PHONY: run run-ui test venv-device venv-test bench model screenshots screenshots-web screenshots-ui clean help
 
 help:
 	@echo "make run    - set up, then run the appliance on demo frames with the shipped model"
@@ -60,6 +60,13 @@ model: $(VENV)/.stamp-test
 screenshots: screenshots-web
 screenshots-web: $(VENV)/.stamp-test
 	$(PY) -m hub.web.screenshots docs/screenshots
+screenshots: screenshots-ui
+screenshots-ui: $(VENV)/.stamp-test
+	$(PY) -m ui.screenshots docs/screenshots
+
+# The touchscreen app in a desktop window on the demo frames (UI_QPA=offscreen to run it headless).
+run-ui: $(VENV)/.stamp-test $(DEMO)
+	QT_QPA_PLATFORM=$${UI_QPA:-xcb} $(PY) -m ui $(if $(wildcard $(CONFIG)),--config $(CONFIG)) --source folder:$(DEMO)
 
 clean:
 	rm -rf build .pytest_cache
