@@ -33,7 +33,8 @@ MODEL_PUBKEY=${MODEL_PUBKEY:-$KEYS_DIR/model-signing.pub}
 WHEELS=${WHEELS:-$repo/build/wheels-aarch64-cp311}
 [ -n "$(ls "$WHEELS"/*.whl 2>/dev/null)" ] || PYTHON="$python" "$here/fetch-wheels.sh" "$WHEELS"
 rel=$("$python" "$here/build_release.py" --model "$MODEL" --public-key "$MODEL_PUBKEY" --wheels "$WHEELS" \
-      --out "${RELEASES:-$repo/build/release}" | tail -1) || die "building the release failed"
+      --out "${RELEASES:-$repo/build/release}" ${RELEASE_VERSION:+--version "$RELEASE_VERSION"} | tail -1) \
+  || die "building the release failed"
 id=$(cat "$rel/RELEASE")
 exec "$playbook" "${common[@]}" -e "release_id=$id" -e "release_tar=$(dirname "$rel")/sonopi-$id.tar" \
   "$here/ansible/deploy.yml" "$@"
