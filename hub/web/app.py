@@ -57,6 +57,19 @@ HERE = Path(__file__).parent
 PRESENCE_ORDER = {"silent": 0, "offline": 1, "unknown": 2, "stopped": 3, "online": 4}
 
 
+@dataclass(frozen=True)
+class DeviceRow:
+    device: DeviceState
+    presence: str  # online | silent | offline | stopped | unknown
+
+
+def presence(device: DeviceState, now: datetime, silent_after_intervals: float) -> str:
+    """As :meth:`DeviceState.presence`, with the hub's configured silence factor."""
+    if device.status == "online" and device.is_silent(now, silent_after_intervals):
+        return "silent"
+    return device.status or "unknown"
+
+
 class LoginRequired(Exception):
     """No valid session: pages redirect to /login, the event stream answers 401."""
 
@@ -382,9 +395,10 @@ def _install_routes(app: FastAPI, s: Services) -> None:
 
     # --- devices, audit ------------------------------------------------------------------------
 
-    def device_rows() -> list[DeviceState]:
+    def device_rows() -> list[DeviceRow]:
         now = datetime.now(UTC)
-        return sorted(s.store.devices(), key=lambda d: (PRESENCE_ORDER.get(d.presence(now), 9), d.site, d.device_id))
+        rows = [DeviceRow(d, presence(d, now, s.config.silent_after_intervals)) for d in s.store.devices()]
+        return sorted(rows, key=lambda r: (PRESENCE_ORDER.get(r.presence, 9), r.device.site, r.device.device_id))
 
     @app.get("/devices", response_class=HTMLResponse)
     def devices(request: Request, session: SessionDep) -> Response:

@@ -62,12 +62,14 @@ def run(args: argparse.Namespace, target: str) -> int:
 def _web(args: argparse.Namespace, target: str) -> int:
     import uvicorn
 
+    from hub.config import load_hub_config
     from hub.web.app import create_app
     from hub.web.config import WebConfig
 
     config = WebConfig(db=target, host=args.host, port=args.port, secure_cookies=not args.insecure_cookies,
                        hsts=args.hsts, live_poll_s=args.live_poll,
-                       devices_refresh_s=args.devices_refresh, forwarded_allow_ips=args.forwarded_allow_ips)
+                       devices_refresh_s=args.devices_refresh, forwarded_allow_ips=args.forwarded_allow_ips,
+                       silent_after_intervals=load_hub_config(args.config).ingest.silent_after_intervals)
     app = create_app(config)
     if not config.secure_cookies:
         log.warning("--insecure-cookies: session cookies are sent over plain HTTP; development only")

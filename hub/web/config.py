@@ -23,3 +23,4 @@ class WebConfig:
     live_poll_s: float = 1.0  # how often the inbox event stream looks for new results
     devices_refresh_s: float = 5.0  # how often the devices page refreshes its table
     forwarded_allow_ips: str | None = None  # trust X-Forwarded-For/-Proto from these (the proxy)
+    silent_after_intervals: float = 3.0  # the hub's [ingest] silent_after_intervals

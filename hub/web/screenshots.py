@@ -102,7 +102,7 @@ def render(out_dir: Path) -> list[Path]:
     return written
 
 
-def _shot(page, path: Path, full: bool = False) -> Path:  # noqa: ANN001 - a playwright Page
+def _shot(page, path: Path, full: bool = False) -> Path:
     page.screenshot(path=str(path), full_page=full)
     log.info("wrote %s", path)
     return path
