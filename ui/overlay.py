@@ -13,8 +13,8 @@ class Overlay(QFrame):
     def __init__(self, parent: QWidget, opaque: bool = False) -> None:
         super().__init__(parent)
         self.setAttribute(Qt.WA_StyledBackground, True)
-        alpha = "ff" if opaque else "ee"
-        self.setStyleSheet(f"Overlay {{ background: {theme.BG}{alpha}; }}")
+        # Opaque overlays (lock, first run) hide what is beneath, e.g. patient references.
+        self.setStyleSheet(f"Overlay {{ background: {theme.rgba(theme.BG, 255 if opaque else 225)}; }}")
         self.panel = QFrame(self)
         self.panel.setProperty("role", "panel")
         outer = QVBoxLayout(self)
