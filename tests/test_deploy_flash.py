@@ -25,9 +25,9 @@ from deploy.testsupport import (
 )
 from device.signing import generate_keypair, load_private_key, load_public_key, sign_bundle, verify_bundle
 
+from tests.test_signing import make_bundle
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).parent))
-from test_signing import make_bundle  # noqa: E402
 
 _missing = missing_tools(("ssh-keygen", "openssl", "make"))
 pytestmark = pytest.mark.skipif(bool(_missing), reason=f"tools missing (installed by .ci/run): {', '.join(_missing)}")
