@@ -56,6 +56,47 @@ class ReplayCard(FrameSource):
         return Frame(image, f"replay#{self.index}", self.index)
 
 
+def build_stand_in(out: Path) -> Path:
+    """An EfficientNet-B0-sized int8 model with RANDOM weights (224x224, 3 classes): it measures
+    speed only, its outputs mean nothing. Cached in ``out``; built with TensorFlow (~1-2 min)."""
+    if (out / "manifest.json").is_file():
+        return out
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from device.bundle import InputSpec, Manifest, OutputSpec, QualitySpec, write_bundle
+
+    inp = keras.Input((224, 224, 3), dtype="float32", name="image")
+    net = keras.applications.EfficientNetB0(weights=None, input_tensor=inp, classes=3, classifier_activation=None)
+
+    def representative():
+        rng = np.random.default_rng(0)
+        for _ in range(8):
+            yield [rng.uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(net)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.float32
+    model_bytes = converter.convert()
+    from ai_edge_litert.interpreter import Interpreter
+
+    scores = Interpreter(model_content=model_bytes).get_output_details()[0]["name"]
+    manifest = Manifest(
+        name="bench-stand-in-b0", version="random-weights", created="2026-01-01T00:00:00Z",
+        labels=("normal", "benign", "malignant"),
+        input=InputSpec(height=224, width=224, dtype="uint8", color="grey3", resize="letterbox"),
+        outputs=OutputSpec(scores=scores, scores_kind="logits"), model_sha256="0" * 64,
+        thresholds={"malignant": 0.35}, quality=QualitySpec(min_confidence=0.0),
+        intended_use="Benchmark stand-in only: random weights.",
+    )
+    write_bundle(out, model_bytes, manifest)
+    return out
+
+
 def load_images(folder: Path) -> list:
     source = folder_source(folder)
     source.open()
@@ -113,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--taps", type=int, default=10)
     parser.add_argument("--source-fps", type=float, default=30.0)
     parser.add_argument("--model", type=Path)
+    parser.add_argument("--stand-in", action="store_true",
+                        help="use an EfficientNet-B0-sized int8 model with random weights (cached in build/) for "
+                             "realistic compute load when the shipped model is absent")
     parser.add_argument("--size", type=parse_size, default=(800, 480))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -121,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         frames_dir = work / "frames"
         frames_from = prepare_frames(frames_dir)
-        bundle = prepare_model(work, args.model)
+        model = args.model
+        if model is None and args.stand_in:
+            model = build_stand_in(Path("build") / "bench-ui-stand-in")
+        bundle = prepare_model(work, model)
         images = load_images(frames_dir)
         config = screenshot_config(work, bundle, frames_dir)
         window = build_window(config, args.size, opener=lambda spec: ReplayCard(images, args.source_fps))
@@ -130,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         start(window)
         try:
             window.first_run.close_overlay()
-            spin_until(lambda: window.services.analysis.ready, 120, "the model")
+            spin_until(lambda: window.live.live_toggle.isEnabled(), 120, "the model")
             spin_until(lambda: window.live.view.frame is not None, 20, "frames")
             manifest = window.services.analysis.manifest
             live = measure_live(window, args.seconds)
