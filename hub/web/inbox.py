@@ -88,7 +88,7 @@ class Filters:
             clauses.append("r.created_at < ?")
             params.append((self.date_to + timedelta(days=1)).isoformat())
         if self.review == "unreviewed":
-            clauses.append("w.state IS NULL")
+            clauses.append("w.result_pk IS NULL")  # on the join key: PostgreSQL plans it as an anti-join
         elif self.review is not None:
             clauses.append("w.state = ?")
             params.append(self.review)
