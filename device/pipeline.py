@@ -11,13 +11,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from device.bundle import Manifest, ModelBundle, load_bundle
+from device.bundle import Manifest, ModelBundle
 from device.config import DeviceConfig, QualitySection
 from device.crop import Box
 from device.engine import Classification, Classifier
 from device.errors import ImageDecodeError, SourceError
 from device.quality import QualityLimits
 from device.results import Exam, ResultRecord, new_result_id, utc_now_iso
+from device.signing import load_verified_bundle
 from device.sources.base import Frame, FrameSource
 from device.store import ResultStore
 
@@ -38,8 +39,9 @@ def quality_limits(section: QualitySection, manifest: Manifest) -> QualityLimits
 
 
 def load_classifier(config: DeviceConfig, bundle_path=None, runtime: str | None = None) -> Classifier:
-    """Load (and verify) the configured bundle and build its classifier."""
-    bundle: ModelBundle = load_bundle(bundle_path or config.model.path)
+    """Load the configured bundle — verifying its signature when ``[model].public_key`` is set —
+    and build its classifier."""
+    bundle: ModelBundle = load_verified_bundle(bundle_path or config.model.path, config.model.public_key)
     return Classifier(bundle, threads=config.model.threads, limits=quality_limits(config.quality, bundle.manifest), runtime=runtime)
 
 

@@ -53,3 +53,21 @@ def interval_s(default: float = 10.0) -> float:
         return max(0.5, int(usec) / 1e6 / 2)
     except ValueError:
         return default
+
+
+class Pinger:
+    """Rate-limited ``WATCHDOG=1`` for a service's main loop: call :meth:`beat` as often as you like
+    (every loop iteration); it notifies systemd at most every :func:`interval_s` seconds."""
+
+    def __init__(self, clock=None) -> None:
+        import time
+
+        self._clock = clock or time.monotonic
+        self._interval = interval_s()
+        self._next = 0.0
+
+    def beat(self) -> None:
+        now = self._clock()
+        if now >= self._next:
+            notify("WATCHDOG=1")
+            self._next = now + self._interval

@@ -92,3 +92,21 @@ def test_bad_model_and_bad_config_are_clear_errors(tmp_path: Path) -> None:
 def test_run_with_bad_source(tiny_bundle_dir: Path, tmp_path: Path, spec: str) -> None:
     proc = _device("run", "--config", str(_config(tmp_path, tiny_bundle_dir)), "--source", spec, "--once")
     assert proc.returncode == 1 and "error:" in proc.stderr
+
+
+def test_configured_public_key_requires_a_signed_bundle(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from device.signing import generate_keypair, load_private_key, sign_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_dir, bundle)
+    _, public = generate_keypair(tmp_path / "keys")
+    frame = write_demo_frames(tmp_path / "frames", count=1)[0]
+    config = _config(tmp_path, bundle)
+    config.write_text(config.read_text() + f'public_key = "{public}"\n')
+    refused = _device("classify", "--config", str(config), "--json", str(frame))
+    assert refused.returncode == 1 and "signature" in refused.stderr.lower() and str(bundle) in refused.stderr
+    sign_bundle(bundle, load_private_key(tmp_path / "keys" / "model-signing.key"))
+    accepted = _device("classify", "--config", str(config), "--json", str(frame))
+    assert accepted.returncode == 0, accepted.stderr

@@ -23,7 +23,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from device import __version__
+from device import __version__, watchdog
 from device.bundle import load_bundle
 from device.config import DeviceConfig
 from device.contract import (
@@ -88,6 +88,7 @@ class UplinkService:
             thumbnail_max_bytes=self.cfg.thumbnail_max_bytes,
         )
         self.backoff = Backoff(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
+        self._pinger = watchdog.Pinger()
         self._stop = threading.Event()
         self._started = time.monotonic()
         self._connack: int | None = None  # reason code of the last CONNACK (0 = accepted)
@@ -102,21 +103,30 @@ class UplinkService:
     def serve(self) -> int:
         log.info("uplink %s -> %s (window %d, ack timeout %.1fs)", self.client_id, self.address,
                  self.cfg.window, self.cfg.ack_timeout_s)
+        watchdog.notify("READY=1")
         try:
             while not self._stop.is_set():
                 client = self._connect()
                 if client is None:
                     delay = self.backoff.next_delay()
                     log.info("uplink: next connection attempt in %.1fs", delay)
-                    self._stop.wait(delay)
+                    self._wait(delay)
                     continue
                 self._session(client)
                 if not self._stop.is_set():
-                    self._stop.wait(self.backoff.next_delay())
+                    self._wait(self.backoff.next_delay())
         finally:
+            watchdog.notify("STOPPING=1")
             self.store.close()
         log.info("uplink stopped")
         return 0
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep until ``seconds`` pass or stop is requested, keeping systemd's watchdog fed."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self._pinger.beat()
+            self._stop.wait(min(left, 1.0))
 
     def _connect(self) -> mqtt.Client | None:
         client = make_client(self.cfg, self.client_id)
@@ -134,6 +144,7 @@ class UplinkService:
             return None
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
         while self._connack is None and time.monotonic() < deadline and not self._stop.is_set():
+            self._pinger.beat()
             if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
                 break
         if self._connack != 0:
@@ -148,6 +159,7 @@ class UplinkService:
         next_heartbeat = time.monotonic()
         while True:
             busy = False
+            self._pinger.beat()
             if self._stop.is_set():
                 self._stop_cleanly(client)
                 break
