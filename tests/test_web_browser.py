@@ -181,13 +181,20 @@ def test_operator_workflow_live_inbox_review_export_and_device_going_offline(rig
     classes = page.locator("#results tbody tr").evaluate_all("rows => rows.map(r => r.className)")
     assert classes and all("malignant" in c for c in classes)
     assert page.locator(f'a[href="/results/{benign.result_id}"]').count() == 0
+    # The filtered inbox stays live and shows only what matches its filter.
+    page.wait_for_selector("#live[data-state=on]")
+    later_benign, later_malignant = record(3, malignant=False), record(4, malignant=True)
+    rig.device_store.add(later_benign)
+    rig.device_store.add(later_malignant)  # sent, stored and streamed after the benign one
+    page.wait_for_selector(f'#results a[href="/results/{later_malignant.result_id}"]')
+    assert page.locator(f'a[href="/results/{later_benign.result_id}"]').count() == 0
 
     # CSV of the current filter.
     with page.expect_download() as download:
         page.click("a.export")
     rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
-    assert [r["result_id"] for r in rows] == [malignant.result_id]
-    assert rows[0]["patient_ref"] == malignant.patient_ref and rows[0]["outcome"] == "malignant"
+    assert [r["result_id"] for r in rows] == [later_malignant.result_id, malignant.result_id]
+    assert rows[1]["patient_ref"] == malignant.patient_ref and {r["outcome"] for r in rows} == {"malignant"}
 
     # Open it: everything on the result page, with the disclaimer and the thumbnail.
     page.click(f'a[href="/results/{malignant.result_id}"]')

@@ -359,6 +359,17 @@ def test_inbox_review_and_date_filters(app) -> None:
     assert bad.status_code == 400 and "not a date" in bad.text
 
 
+def test_live_updates_follow_the_filter(app) -> None:
+    inbox = app.state.services.inbox
+    newest = inbox.page(Filters()).rows[0].id
+    start = newest - 40
+    fresh = inbox.since(Filters(label="malignant"), start)
+    everything = inbox.since(Filters(), start)
+    assert [r.id for r in everything] == list(range(start + 1, newest + 1))  # oldest first, none missed
+    assert [r.id for r in fresh] == [r.id for r in everything if r.label == "malignant"] and fresh
+    assert inbox.since(Filters(), newest) == []
+
+
 def test_count_is_capped(tmp_path: Path) -> None:
     path = tmp_path / "cap.sqlite"
     with HubStore.open(path) as store:
