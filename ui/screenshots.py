@@ -126,7 +126,7 @@ class Director:
 
     def analyse(self) -> None:
         live = self.w.live
-        spin_until(lambda: live.view.frame is not None, what="a frame")
+        spin_until(lambda: live.view.frame is not None and live.analyse.isEnabled(), what="a frame and the model")
         shown = []
         live.result_shown.connect(shown.append)
         live.analyse.click()
@@ -187,6 +187,7 @@ class Director:
 
         live.set_frozen(False)
         w.go("Live")
+        spin_until(live.live_toggle.isEnabled, what="the live score toggle")
         live.live_toggle.click()
         spin_until(lambda: live.last_live is not None, 30, "a live estimate")
         live.next_image.click()
