@@ -464,7 +464,7 @@ def test_devices_page_flags_silent_and_offline(app) -> None:
     states = dict(re.findall(r'data-device="([^"]+)">\s*<td><span class="presence (\w+)"', text))
     expected = {f"{d.site}/{d.device_id}": d.presence() for d in app.state.services.store.devices()}
     assert states == expected and {"online", "silent", "offline"} <= set(states.values())
-    assert list(states.values())[0] == "silent"  # silent devices first
+    assert next(iter(states.values())) == "silent"  # silent devices first
 
 
 def test_demo_thumbnail_is_a_jpeg() -> None:
@@ -497,7 +497,7 @@ def test_cli_user_add_disable_list(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 # --- PostgreSQL ----------------------------------------------------------------------------------
 
 
-def test_the_console_on_postgresql(postgres_server) -> None:  # noqa: ANN001 - tests.mqtt_broker fixture
+def test_the_console_on_postgresql(postgres_server) -> None:  # noqa: F811 - the fixture from tests.mqtt_broker
     psycopg = pytest.importorskip("psycopg")
     dsn = postgres_server.create_database("web_console")
     with HubStore.open(dsn) as store:

@@ -200,8 +200,11 @@ def _install_handlers(app: FastAPI, s: Services) -> None:
 
 
 def _error(s: Services, request: Request, status: int, message: str) -> Response:
-    return s.templates.TemplateResponse(request, "error.html", {"status": status, "message": message, "user": None},
-                                        status_code=status)
+    """An error page; with the navigation bar when the browser has a live session."""
+    session = s.accounts.session(request.cookies.get(s.cookies.session_name))
+    context = {"status": status, "message": message, "user": session.user if session else None,
+               "csrf": session.csrf_token if session else ""}
+    return s.templates.TemplateResponse(request, "error.html", context, status_code=status)
 
 
 def services_of(request: Request) -> Services:
