@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -238,19 +238,21 @@ class _Request:
 class InferenceWorker:
     """Runs a :class:`Classifier` on its own thread so a UI never blocks.
 
-    ``submit`` queues a frame (bounded queue) and returns a ``Future``. ``submit_latest`` is for
-    live analysis: a request not yet started is replaced by the newer frame (it is cancelled).
+    ``submit`` queues a frame and returns a ``Future`` at once (explicit requests — a tap on
+    Analyse — are served first, in order). ``submit_latest`` is for live analysis: there is one
+    live slot, and a live request not yet started is replaced by the newer frame (it is cancelled).
+    Neither call ever blocks the caller.
     """
 
-    def __init__(self, classifier_factory: Callable[[], Classifier], max_pending: int = 4) -> None:
+    def __init__(self, classifier_factory: Callable[[], Classifier]) -> None:
         self._factory = classifier_factory
-        self._queue: queue.Queue[_Request | None] = queue.Queue(maxsize=max_pending)
+        self._wakeup = threading.Condition()
+        self._requests: deque[_Request] = deque()
         self._latest: _Request | None = None
-        self._latest_lock = threading.Lock()
+        self._closing = False
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self.classifier: Classifier | None = None
-        self._closing = False
         self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
         self._thread.start()
 
@@ -264,27 +266,35 @@ class InferenceWorker:
         return self.classifier
 
     def submit(self, frame: np.ndarray, **options: Any) -> Future:
-        future: Future = Future()
-        self._queue.put(_Request(frame, options, future))
-        return future
+        request = _Request(frame, options, Future())
+        with self._wakeup:
+            self._requests.append(request)
+            self._wakeup.notify()
+        return request.future
 
     def submit_latest(self, frame: np.ndarray, **options: Any) -> Future:
-        future: Future = Future()
-        request = _Request(frame, options, future)
-        with self._latest_lock:
+        request = _Request(frame, options, Future())
+        with self._wakeup:
             stale, self._latest = self._latest, request
+            self._wakeup.notify()
         if stale is not None:
             stale.future.cancel()
-        try:
-            self._queue.put_nowait(None)  # wake the worker; it picks up self._latest
-        except queue.Full:
-            pass
-        return future
+        return request.future
 
     def close(self, timeout: float = 5.0) -> None:
-        self._closing = True
-        self._queue.put(None)
+        with self._wakeup:
+            self._closing = True
+            self._wakeup.notify()
         self._thread.join(timeout)
+
+    def _next_request(self) -> _Request | None:
+        with self._wakeup:
+            while not (self._requests or self._latest or self._closing):
+                self._wakeup.wait()
+            if self._requests:
+                return self._requests.popleft()
+            request, self._latest = self._latest, None
+            return request  # None only when closing with nothing left
 
     def _loop(self) -> None:
         try:
@@ -293,15 +303,7 @@ class InferenceWorker:
             self._startup_error = exc
         finally:
             self._ready.set()
-        while True:
-            request = self._queue.get()
-            if request is None:
-                with self._latest_lock:
-                    request, self._latest = self._latest, None
-                if request is None:
-                    if self._closing:
-                        return
-                    continue
+        while (request := self._next_request()) is not None:
             if not request.future.set_running_or_notify_cancel():
                 continue
             if self._startup_error is not None:

@@ -168,3 +168,31 @@ def test_worker_reports_a_rejected_model(tmp_path) -> None:
     with pytest.raises(BundleError):
         worker.submit(_speckle(40)).result(10)
     worker.close()
+
+
+def test_worker_serves_a_tap_before_the_live_frame_and_never_blocks(tiny_bundle) -> None:
+    release = threading.Event()
+    order: list[float] = []
+
+    class Recording(Classifier):
+        def classify(self, frame, **options):
+            release.wait(10)
+            order.append(float(frame.mean()))
+            return super().classify(frame, **options)
+
+    worker = InferenceWorker(lambda: Recording(tiny_bundle, threads=1))
+    try:
+        worker.wait_ready(30)
+        busy = worker.submit(_speckle(40))
+        time.sleep(0.05)
+        live = [worker.submit_latest(_speckle(128)) for _ in range(20)]  # a live stream piling up
+        start = time.monotonic()
+        tap = worker.submit(_speckle(220))
+        returned_in = time.monotonic() - start
+        release.set()
+        assert tap.result(10).label == "malignant" and live[-1].result(10).label == "benign"
+        assert all(f.cancelled() for f in live[:-1])
+        assert busy.done() and order[1] > 200 and 100 < order[2] < 160  # tap served before the live frame
+        assert returned_in < 1.0  # submit returned while the worker was busy (it would wait 10 s if blocking)
+    finally:
+        worker.close()
