@@ -232,3 +232,7 @@ def test_operator_workflow_live_inbox_review_export_and_device_going_offline(rig
     page.wait_for_selector(f"{device_row} .presence.offline", timeout=45_000)
     assert page.evaluate("window.__noReload") == "devices"
     assert rig.procs["web"].poll() is None and rig.procs["hub"].poll() is None
+    # The console's own log (access log included) names no patient, though every page above showed one.
+    web_log = (rig.root / "web.log").read_text(errors="replace")
+    assert "GET /inbox" in web_log and "POST /results/" in web_log
+    assert "PT-E2E-" not in web_log
