@@ -264,6 +264,16 @@ class ResultStore:
         row = self._query("SELECT COUNT(*), MIN(created_at) FROM results WHERE delivery != 'acked'")[0]
         return BacklogStats(pending=int(row[0]), oldest_created_at=row[1])
 
+    # --- small key/value facts shared between processes (e.g. the uplink's connection state) ---------
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
     # --- exams -----------------------------------------------------------------------------------
 
     def add_exam(self, exam: Exam) -> Exam:

@@ -171,3 +171,31 @@ def test_reachable_hub_clears_and_connect_test_succeeds(qtbot, tmp_path: Path) -
             qtbot.waitUntil(lambda: "Connected" in window.settings.hub.result.text(), timeout=15_000)
         finally:
             window.shutdown()
+
+
+def test_uplink_state_drives_the_hub_status(qtbot, tmp_path: Path) -> None:
+    """Once the uplink process shares its state through the store, the status bar shows that state
+    (here with no broker listening at all: the TCP probe is no longer what decides)."""
+    from device.store import ResultStore
+    from device.uplink.state import write_state
+
+    broker = f"127.0.0.1:{free_port()}"
+    plugged = threading.Event()
+    plugged.set()
+    config = make_config(tmp_path, tmp_path / "no-model", uplink={"enabled": True, "broker": broker})
+    with ResultStore(config.store_path) as store:
+        write_state(store, "connected", broker)
+    window = open_window(qtbot, config, opener=lambda spec: CaptureCard(plugged))
+    try:
+        qtbot.waitUntil(lambda: window.status.hub.plain == "Hub ok", timeout=10_000)
+        with ResultStore(config.store_path) as store:
+            write_state(store, "disconnected", broker, "cannot connect: Connection refused")
+        window.probe_hub()
+        qtbot.waitUntil(lambda: window.status.hub.plain == "Hub offline", timeout=10_000)
+        assert "Connection refused" in window.banners.banners["hub"].text.text()
+        with ResultStore(config.store_path) as store:
+            write_state(store, "stopped", broker)
+        window.probe_hub()
+        qtbot.waitUntil(lambda: "not running" in window.banners.banners["hub"].text.text(), timeout=10_000)
+    finally:
+        window.shutdown()

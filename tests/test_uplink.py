@@ -17,6 +17,7 @@ import pytest
 
 from device.results import ResultRecord, new_result_id, utc_now_iso
 from device.store import ResultStore
+from device.uplink.state import read_state
 from hub.store import HubStore
 from tests.mqtt_broker import MosquittoBroker, start_process, stop_process, wait_for, device_uplink_command
 
@@ -204,6 +205,7 @@ def test_live_results_are_not_historical_and_will_says_offline(rig, broker) -> N
     hub.start()
     device.start_uplink()
     wait_for(lambda: (d := hub.store.device(device.site, device.device_id)) and d.status == "online", 20, "birth")
+    wait_for(lambda: (s := read_state(device.store)) and s.state == "connected", 20, "uplink state shared with the UI")
     device.add(20)
     wait_for(lambda: backlog_empty(device, 20), 30, "delivery")
     assert_delivered(hub, device)
@@ -290,5 +292,8 @@ def test_device_store_stays_writable_while_uplink_cannot_connect(tmp_path: Path)
         assert device.store.backlog().pending == 50
         wait_for(lambda: "next connection attempt" in device.log(), 20, "a reconnect attempt to be logged")
         assert device.proc is not None and device.proc.poll() is None, "the uplink must keep running"
+        state = read_state(device.store)
+        assert state.state == "disconnected" and "cannot connect" in state.detail and state.broker == "127.0.0.1:1"
     finally:
         assert device.stop_uplink() == 0
+    assert read_state(device.store).state == "stopped"

@@ -68,3 +68,22 @@ def mqtt_connect_test(uplink: UplinkSection, timeout_s: float = 5.0) -> tuple[bo
             client.loop_stop()
         except Exception:  # best effort: the test is over either way
             log.debug("MQTT test cleanup failed", exc_info=True)
+
+
+def hub_status(store, broker: str, heartbeat_s: float) -> tuple[bool, str]:
+    """The status bar's hub state: the uplink process's own connection state when it has shared one
+    through the store; a TCP reachability probe when no uplink ever ran on this store (development)."""
+    from device.errors import StoreError
+    from device.uplink.state import read_state
+
+    try:
+        state = read_state(store)
+    except StoreError as exc:
+        return False, f"cannot read the uplink state ({exc})"
+    if state is None:
+        return tcp_reachable(broker)
+    if state.state == "stopped" or state.age_s() > 3 * heartbeat_s + 30:
+        return False, f"the uplink process is not running (last seen {state.updated_at}); results stay on the device"
+    if state.state == "connected":
+        return True, f"uplink connected to {state.broker}"
+    return False, f"uplink {state.state}: {state.detail or state.broker}"

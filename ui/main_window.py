@@ -19,7 +19,7 @@ from ui.background import Background
 from ui.banners import BannerArea
 from ui.exam import ExamScreen, ExamSession
 from ui.history import HistoryScreen
-from ui.hub import tcp_reachable
+from ui.hub import hub_status
 from ui.live_screen import LiveScreen
 from ui.lock import FirstRun, IdleWatcher, LockScreen
 from ui.number_entry import NumberEntry
@@ -285,8 +285,8 @@ class MainWindow(QMainWindow):
         if self._hub_probe_running:
             return
         self._hub_probe_running = True
-        broker = self.config.uplink.broker
-        self.background.run(lambda: tcp_reachable(broker), self._hub_probed, "hub-probe")
+        broker, heartbeat_s, store = self.config.uplink.broker, self.config.uplink.heartbeat_s, self.store
+        self.background.run(lambda: hub_status(store, broker, heartbeat_s), self._hub_probed, "hub-probe")
 
     def _hub_probed(self, outcome) -> None:
         self._hub_probe_running = False

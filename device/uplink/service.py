@@ -41,6 +41,7 @@ from device.store import ResultStore
 from device.uplink.heartbeat import build_heartbeat
 from device.uplink.mqtt_client import Backoff, BrokerAddress, make_client
 from device.uplink.outbox import Outbox
+from device.uplink.state import write_state
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class UplinkService:
                     self._wait(self.backoff.next_delay())
         finally:
             watchdog.notify("STOPPING=1")
+            self._report("stopped")
             self.store.close()
         log.info("uplink stopped")
         return 0
@@ -141,6 +143,7 @@ class UplinkService:
             client.connect(self.address.host, self.address.port, keepalive=self.cfg.keepalive_s)
         except (OSError, ssl.SSLError, ValueError) as exc:
             log.warning("uplink: cannot connect to %s (%s)", self.address, exc)
+            self._report("disconnected", f"cannot connect: {exc}")
             return None
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
         while self._connack is None and time.monotonic() < deadline and not self._stop.is_set():
@@ -148,8 +151,9 @@ class UplinkService:
             if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
                 break
         if self._connack != 0:
-            log.warning("uplink: broker %s refused or did not answer the connection (%s)", self.address,
-                        "no CONNACK" if self._connack is None else mqtt.connack_string(self._connack))
+            reason = "no CONNACK" if self._connack is None else mqtt.connack_string(self._connack)
+            log.warning("uplink: broker %s refused or did not answer the connection (%s)", self.address, reason)
+            self._report("disconnected", f"broker refused or did not answer: {reason}")
             client.disconnect()
             return None
         return client
@@ -185,6 +189,15 @@ class UplinkService:
                 break
         self.outbox.rewind("disconnected")
         self._ready = False
+        if not self._stop.is_set():
+            self._report("disconnected", "connection lost")
+
+    def _report(self, state: str, detail: str = "") -> None:
+        """Share the connection state with the UI (through the store); never fatal."""
+        try:
+            write_state(self.store, state, str(self.address), detail)
+        except StoreError as exc:
+            log.warning("uplink: cannot record connection state (%s)", exc)
 
     def _stop_cleanly(self, client: mqtt.Client) -> None:
         info = client.publish(self.topics["status"], encode_status(self._status("stopped")), qos=QOS["status"], retain=True)
@@ -214,6 +227,7 @@ class UplinkService:
         beat = build_heartbeat(self.store, site=self.site, device_id=self.device_id,
                                interval_s=self.cfg.heartbeat_s, started_monotonic=self._started)
         client.publish(self.topics["heartbeat"], encode_heartbeat(beat), qos=QOS["heartbeat"], retain=False)
+        self._report("connected")  # refreshed with every heartbeat: a stale state means no uplink process
 
     def _status(self, state: str) -> StatusMessage:
         return StatusMessage(
