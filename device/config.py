@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -81,8 +81,9 @@ class StoreSection(_Section):
     thumbnail_px: int = Field(default=160, ge=32, le=512)
 
 
-class UplinkSection(_Section):
-    enabled: bool = True
+class MqttConnection(_Section):
+    """How to reach the broker: shared by the device's ``[uplink]`` and the hub's ``[mqtt]``."""
+
     broker: str = "localhost:1883"
     tls: bool = False
     ca_file: Path | None = None
@@ -91,15 +92,7 @@ class UplinkSection(_Section):
     username: str | None = None
     password_file: Path | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
-    ack_timeout_s: float = Field(default=30.0, gt=0)
-    window: int = Field(default=256, ge=1, le=10000)
-    heartbeat_s: float = Field(default=60.0, gt=0)
-    send_thumbnail: bool = True
-    thumbnail_max_bytes: int = Field(default=16384, ge=1024, le=65536)
-    client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # default sonopi-<site>-<id>
-    reconnect_min_s: float = Field(default=1.0, gt=0, le=600)  # jittered exponential backoff between attempts
-    reconnect_max_s: float = Field(default=120.0, gt=0, le=3600)
-    poll_s: float = Field(default=0.2, gt=0, le=10)  # how often the outbox is checked for new results
+    client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
     @field_validator("broker")
     @classmethod
@@ -110,15 +103,32 @@ class UplinkSection(_Section):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "UplinkSection":
-        if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+    def _consistent_credentials(self) -> "MqttConnection":
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together (TLS client certificate)")
         if not self.tls and (self.ca_file or self.cert_file):
             raise ValueError("ca_file/cert_file/key_file need tls = true")
         if self.password_file is not None and self.username is None:
             raise ValueError("password_file needs username")
+        return self
+
+
+class UplinkSection(MqttConnection):
+    enabled: bool = True
+    # client_id: default sonopi-<site>-<id>
+    ack_timeout_s: float = Field(default=30.0, gt=0)
+    window: int = Field(default=256, ge=1, le=10000)
+    heartbeat_s: float = Field(default=60.0, gt=0)
+    send_thumbnail: bool = True
+    thumbnail_max_bytes: int = Field(default=16384, ge=1024, le=65536)
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=600)  # jittered exponential backoff between attempts
+    reconnect_max_s: float = Field(default=120.0, gt=0, le=3600)
+    poll_s: float = Field(default=0.2, gt=0, le=10)  # how often the outbox is checked for new results
+
+    @model_validator(mode="after")
+    def _consistent_backoff(self) -> "UplinkSection":
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
         return self
 
 
@@ -153,6 +163,18 @@ def load_config(path: str | Path | None) -> DeviceConfig:
     """Read and validate a TOML file; ``None`` gives the built-in defaults (development)."""
     if path is None:
         return DeviceConfig()
+    return load_toml_model(path, DeviceConfig)
+
+
+def parse_config(data: dict, source: str = "<config>") -> DeviceConfig:
+    return validate_model(data, DeviceConfig, source)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_toml_model(path: str | Path, model: type[M]) -> M:
+    """Read a TOML file and validate it as ``model``; every problem is a ConfigError naming the file."""
     file = Path(path)
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -162,12 +184,13 @@ def load_config(path: str | Path | None) -> DeviceConfig:
         raise ConfigError(f"{file}: cannot read configuration ({exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML ({exc})") from exc
-    return parse_config(data, source=str(file))
+    return validate_model(data, model, str(file))
 
 
-def parse_config(data: dict, source: str = "<config>") -> DeviceConfig:
+def validate_model(data: dict, model: type[M], source: str) -> M:
+    """Validate ``data``; the error names every bad or unknown key and the source."""
     try:
-        return DeviceConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import ssl
 import threading
 import time
 from collections import Counter, defaultdict
@@ -42,7 +41,7 @@ from device.contract import (
     parse_topic,
     topic,
 )
-from device.errors import ConfigError
+from device.mqtt import BrokerAddress, new_client
 from device.results import utc_now_iso
 from hub.config import HubConfig
 from hub.store import HubStore, HubStoreError
@@ -65,10 +64,8 @@ class HubService:
     def __init__(self, config: HubConfig, store: HubStore, broker: str | None = None) -> None:
         self.config = config
         self.store = store
-        host, _, port = (broker or config.mqtt.broker).rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"broker {broker or config.mqtt.broker!r}: expected HOST:PORT")
-        self.host, self.port = host.strip("[]"), int(port)
+        address = BrokerAddress.parse(broker or config.mqtt.broker)
+        self.host, self.port = address.host, address.port
         self.counters: Counter[str] = Counter()
         self._queue: queue.Queue[Incoming] = queue.Queue()
         self._stop = threading.Event()
@@ -78,32 +75,9 @@ class HubService:
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.config.mqtt
-        client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id,
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-            manual_ack=True,
-        )
-        if cfg.tls:
-            try:
-                client.tls_set(
-                    ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                    certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                    keyfile=str(cfg.key_file) if cfg.key_file else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            except (ssl.SSLError, OSError, ValueError) as exc:
-                raise ConfigError(f"hub TLS files unusable ({exc})") from exc
-        if cfg.username is not None:
-            password = None
-            if cfg.password_file is not None:
-                try:
-                    password = cfg.password_file.read_text(encoding="utf-8").strip()
-                except OSError as exc:
-                    raise ConfigError(f"hub password_file {cfg.password_file}: cannot read ({exc})") from exc
-            client.username_pw_set(cfg.username, password)
+        # Persistent session: the broker queues results while the hub is down. Manual acks: a message
+        # is acknowledged to the broker only after its database commit.
+        client = new_client(cfg, cfg.client_id, clean_session=False, manual_ack=True, who="hub")
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from device.crop import detect_scan_region
 from device.imageio import decode_image_file, to_grey

@@ -1,35 +1,17 @@
-"""Building a paho-mqtt 2.x client from the ``[uplink]`` configuration, and the reconnect backoff."""
+"""The uplink's paho-mqtt client (built by :func:`device.mqtt.new_client`) and its reconnect backoff."""
 
 from __future__ import annotations
 
 import logging
 import random
-import ssl
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
 from device.config import UplinkSection
-from device.errors import ConfigError
+from device.mqtt import new_client
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> "BrokerAddress":
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"broker {text!r}: expected HOST:PORT")
-        return cls(host.strip("[]"), int(port))
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 @dataclass
@@ -52,41 +34,10 @@ class Backoff:
         self.attempts = 0
 
 
-def read_password(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"uplink password_file {path}: cannot read ({exc})") from exc
-
-
-def make_client(cfg: UplinkSection, client_id: str, *, clean_session: bool = True) -> mqtt.Client:
-    """A paho client (VERSION2 callbacks, MQTT 3.1.1) with TLS and credentials applied; not yet connected."""
-    client = mqtt.Client(
-        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        clean_session=clean_session,
-        protocol=mqtt.MQTTv311,
-        reconnect_on_failure=False,  # the service owns reconnects (jittered backoff, fresh session state)
-    )
-    if cfg.tls:
-        for name in ("ca_file", "cert_file", "key_file"):
-            path = getattr(cfg, name)
-            if path is not None and not Path(path).is_file():
-                raise ConfigError(f"uplink {name} {path}: file not found")
-        try:
-            client.tls_set(
-                ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                keyfile=str(cfg.key_file) if cfg.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            raise ConfigError(f"uplink TLS files unusable ({exc})") from exc
-    if cfg.username is not None:
-        client.username_pw_set(cfg.username, read_password(cfg.password_file))
+def make_client(cfg: UplinkSection, client_id: str) -> mqtt.Client:
+    """The uplink's paho client: clean session, no paho reconnects (the service owns them with a
+    jittered backoff and fresh session state), paho's own queue off (the SQLite outbox is the queue)."""
+    client = new_client(cfg, client_id, clean_session=True, reconnect_on_failure=False, who="uplink")
     client.max_inflight_messages_set(max(20, cfg.window))
     client.max_queued_messages_set(0)
     return client

@@ -39,7 +39,8 @@ from device.errors import ConfigError, SonopiError, StoreError
 from device.results import utc_now_iso
 from device.store import ResultStore
 from device.uplink.heartbeat import build_heartbeat
-from device.uplink.mqtt_client import Backoff, BrokerAddress, make_client
+from device.mqtt import BrokerAddress
+from device.uplink.mqtt_client import Backoff, make_client
 from device.uplink.outbox import Outbox
 from device.uplink.state import write_state
 

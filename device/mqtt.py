@@ -1,0 +1,80 @@
+"""Connecting to the MQTT broker: one place for the broker address, TLS and credentials.
+
+Used by the device uplink (``device/uplink/``) and the hub (``hub/service.py``); both take their
+settings from a :class:`device.config.MqttConnection` section. paho-mqtt 2.x, VERSION2 callbacks.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from device.config import MqttConnection
+from device.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "BrokerAddress":
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"broker {text!r}: expected HOST:PORT")
+        return cls(host.strip("[]"), int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def read_password(path: Path | None, who: str = "mqtt") -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{who} password_file {path}: cannot read ({exc})") from exc
+
+
+def new_client(
+    conn: MqttConnection,
+    client_id: str,
+    *,
+    clean_session: bool,
+    manual_ack: bool = False,
+    reconnect_on_failure: bool = True,
+    who: str = "mqtt",
+) -> mqtt.Client:
+    """A paho client (VERSION2 callbacks, MQTT 3.1.1) with TLS and credentials applied; not yet connected.
+    Missing or unusable TLS files and an unreadable password file are ConfigErrors naming the file."""
+    client = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=clean_session,
+        protocol=mqtt.MQTTv311,
+        reconnect_on_failure=reconnect_on_failure,
+        manual_ack=manual_ack,
+    )
+    if conn.tls:
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(conn, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{who} {name} {path}: file not found")
+        try:
+            client.tls_set(
+                ca_certs=str(conn.ca_file) if conn.ca_file else None,
+                certfile=str(conn.cert_file) if conn.cert_file else None,
+                keyfile=str(conn.key_file) if conn.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(f"{who} TLS files unusable ({exc})") from exc
+    if conn.username is not None:
+        client.username_pw_set(conn.username, read_password(conn.password_file, who))
+    return client
