@@ -19,19 +19,21 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, type=Path, help="bundle output directory")
     b.add_argument("--arch", default="lite0", choices=ARCHITECTURES)
     b.add_argument("--weights", type=Path, help="ImageNet weights file (.pth for lite*, Keras .h5/.keras for b*)")
-    b.add_argument("--epochs", type=int, default=30, help="max fine-tuning epochs (early stopping on validation)")
+    b.add_argument("--epochs", type=int, default=16, help="max fine-tuning epochs (early stopping on validation)")
     b.add_argument("--epochs-frozen", type=int, default=2, help="head-only warm-up epochs")
     b.add_argument("--batch-size", type=int, default=32)
-    b.add_argument("--lr", type=float, default=4e-4)
-    b.add_argument("--patience", type=int, default=7)
-    b.add_argument("--time-budget-min", type=float, default=40.0, help="stop training after this many minutes")
+    b.add_argument("--lr", type=float, default=1e-4, help="peak fine-tuning learning rate (AdamW, warm-up then cosine)")
+    b.add_argument("--patience", type=int, default=5)
+    b.add_argument("--time-budget-min", type=float, default=32.0, help="stop training after this many minutes")
+    b.add_argument("--train-bn", action="store_true", help="let BatchNorm adapt while fine-tuning (default: frozen)")
+    b.add_argument("--init-weights", type=Path, help="start from saved Keras weights (*.weights.h5); with --epochs 0 --epochs-frozen 0 this re-exports")
     b.add_argument("--strict", action="store_true", help="fail on any unreadable image instead of skipping it")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--limit-per-class", type=int, help="use at most N images per (source, class) — for quick runs")
     b.add_argument("--target-sensitivity", type=float, default=0.95)
     b.add_argument("--threshold-confidence", type=float, default=0.9)
     b.add_argument("--min-agreement", type=float, default=0.98, help="refuse the int8 model below this top-1 agreement")
-    b.add_argument("--representative-steps", type=int, default=200)
+    b.add_argument("--representative-steps", type=int, default=400)
     b.add_argument("--bootstrap", type=int, default=1000)
     b.add_argument("--no-shortcut-check", action="store_true")
     b.add_argument("--name")
@@ -54,14 +56,14 @@ def main(argv: list[str] | None = None) -> int:
 
     train_cfg = TrainConfig(
         epochs_frozen=args.epochs_frozen, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        patience=args.patience, time_budget_s=args.time_budget_min * 60, seed=args.seed,
+        patience=args.patience, freeze_bn=not args.train_bn, time_budget_s=args.time_budget_min * 60, seed=args.seed,
     )
     cfg = BuildConfig(
         data=tuple(args.data), out=args.out, arch=args.arch, weights=args.weights, strict=args.strict, seed=args.seed,
         limit_per_class=args.limit_per_class, target_sensitivity=args.target_sensitivity,
         threshold_confidence=args.threshold_confidence, min_agreement=args.min_agreement,
         representative_steps=args.representative_steps, n_boot=args.bootstrap, name=args.name, version=args.version,
-        shortcut_check=not args.no_shortcut_check, train=train_cfg,
+        shortcut_check=not args.no_shortcut_check, init_weights=args.init_weights, train=train_cfg,
     )
     try:
         result = build(cfg)

@@ -35,7 +35,7 @@ class Parity:
     mean_prob_diff: float
 
 
-def convert_int8(export_model: Any, representative: np.ndarray, steps: int = 200) -> bytes:
+def convert_int8(export_model: Any, representative: np.ndarray, steps: int = 400) -> bytes:
     """Convert the two-output Keras model to full-integer int8 with a uint8 input and float outputs."""
     import tensorflow as tf
 

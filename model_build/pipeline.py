@@ -40,11 +40,12 @@ class BuildConfig:
     target_sensitivity: float = 0.95
     threshold_confidence: float = 0.9
     min_agreement: float = export.MIN_AGREEMENT
-    representative_steps: int = 200
+    representative_steps: int = 400
     n_boot: int = 1000
     name: str | None = None
     version: str | None = None
     shortcut_check: bool = True
+    init_weights: Path | None = None  # start from these Keras weights (e.g. re-export with --epochs 0)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -83,7 +84,13 @@ def build(cfg: BuildConfig) -> BuildResult:
     log.info("split (images): %s", {k: len(v.samples) for k, v in parts.items()})
 
     clf = build_classifier(cfg.arch, len(data.labels), cfg.weights)
+    if cfg.init_weights is not None:
+        clf.model.load_weights(str(cfg.init_weights))
+        log.info("initialised from %s", cfg.init_weights)
     history = train(clf, parts["train"].pixels, y["train"], parts["val"].pixels, y["val"], data.labels, cfg.train)
+    float_weights = out.parent / f"{out.name}-float.weights.h5"  # beside the bundle, never inside it
+    clf.model.save_weights(str(float_weights))
+    log.info("float weights saved to %s", float_weights)
 
     logits = {name: predict_logits(clf.model, parts[name].pixels) for name in ("val", "test")}
     temperature = calibrate.fit_temperature(logits["val"], y["val"])

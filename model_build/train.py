@@ -23,14 +23,16 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     epochs_frozen: int = 2
-    epochs: int = 30
+    epochs: int = 16
     batch_size: int = 32
     lr_head: float = 1e-3
-    lr: float = 4e-4
+    lr: float = 1e-4
+    warmup_epochs: int = 1
     min_lr_fraction: float = 0.02
     weight_decay: float = 1e-4
     label_smoothing: float = 0.05
-    patience: int = 7
+    patience: int = 5
+    freeze_bn: bool = True  # keep BatchNorm in inference mode while fine-tuning
     time_budget_s: float = 40 * 60
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -88,8 +90,8 @@ def _batches_class():
     return AugmentedBatches
 
 
-def predict_logits(model, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    out = [model(to_batch(pixels[i : i + batch_size]), training=False).numpy() for i in range(0, len(pixels), batch_size)]
+def predict_logits(model, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    out = [model.predict_on_batch(to_batch(pixels[i : i + batch_size])) for i in range(0, len(pixels), batch_size)]
     return np.concatenate(out, axis=0)
 
 
@@ -178,11 +180,15 @@ def train(
         log.info("phase 1: head only, backbone frozen, %d epoch(s)", cfg.epochs_frozen)
         clf.model.fit(batches, epochs=cfg.epochs_frozen, callbacks=[Monitor("frozen")], verbose=verbose)
     if cfg.epochs > 0 and time.monotonic() - start < cfg.time_budget_s:
-        set_backbone_trainable(clf, True)
-        steps = cfg.epochs * len(batches)
-        schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, steps, alpha=cfg.min_lr_fraction)
+        set_backbone_trainable(clf, True, freeze_bn=cfg.freeze_bn)
+        warmup = min(cfg.warmup_epochs, max(cfg.epochs - 1, 0)) * len(batches)
+        steps = max(cfg.epochs * len(batches) - warmup, 1)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            cfg.lr * 0.1 if warmup else cfg.lr, steps, alpha=cfg.min_lr_fraction,
+            warmup_target=cfg.lr if warmup else None, warmup_steps=warmup,
+        )
         clf.model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay), loss=sparse_loss)
-        log.info("phase 2: fine-tuning the backbone (BatchNorm frozen), up to %d epoch(s)", cfg.epochs)
+        log.info("phase 2: fine-tuning the backbone (BatchNorm %s), up to %d epoch(s)", "frozen" if cfg.freeze_bn else "trainable", cfg.epochs)
         clf.model.fit(batches, epochs=cfg.epochs, callbacks=[Monitor("finetune")], verbose=verbose)
     if state["weights"] is not None:
         clf.model.set_weights(state["weights"])

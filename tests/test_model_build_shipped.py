@@ -1,0 +1,29 @@
+"""The reference bundle shipped in models/sonopi-lite0: loads, fits the size budget, documents itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from device.bundle import load_bundle
+
+MAX_BYTES = 5 * 1024 * 1024
+
+
+def test_shipped_bundle_loads_and_fits(shipped_bundle_dir: Path) -> None:
+    bundle = load_bundle(shipped_bundle_dir)
+    m = bundle.manifest
+    assert m.labels == ("normal", "benign", "malignant")
+    assert m.input.height == m.input.width == 224 and m.input.dtype == "uint8"
+    assert "malignant" in m.thresholds and m.temperature > 0 and m.cam is not None
+    total = sum(p.stat().st_size for p in shipped_bundle_dir.rglob("*") if p.is_file())
+    assert total <= MAX_BYTES, f"bundle is {total / 1e6:.2f} MB"
+
+
+def test_shipped_bundle_has_report_and_card(shipped_bundle_dir: Path) -> None:
+    card = (shipped_bundle_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
+    for heading in ("Intended use", "Data", "Metrics", "Known failure modes", "What was not validated"):
+        assert heading in card
+    metrics = json.loads((shipped_bundle_dir / "report" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["parity_int8_vs_float_test"]["top1_agreement"] >= 0.98
+    assert (shipped_bundle_dir / "report" / "split.csv").is_file()
