@@ -108,3 +108,38 @@ def set_backbone_trainable(clf: Classifier, trainable: bool, freeze_bn: bool = T
         for layer in clf.backbone.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
+
+
+def _flip_layers():
+    import keras
+
+    class MirrorBatch(keras.layers.Layer):
+        """``[1,H,W,C]`` -> ``[2,H,W,C]``: the image and its left-right mirror, in one batch."""
+
+        def call(self, x):
+            return keras.ops.concatenate([x, keras.ops.flip(x, axis=2)], axis=0)
+
+    class MergeMirror(keras.layers.Layer):
+        """``[2,h,w,C]`` -> ``[1,h,w,C]``: mean of the features and the un-mirrored mirror features."""
+
+        def call(self, f):
+            return (f[0:1] + keras.ops.flip(f[1:2], axis=2)) * 0.5
+
+    return MirrorBatch, MergeMirror
+
+
+def mirrored_export_model(clf: Classifier):
+    """Inference model averaging the image and its mirror (one batch of two through the backbone):
+    logits ``[1,K]`` and the merged feature map ``[1,h,w,C]`` (CAM-consistent: GAP(features)·W + b = logits).
+
+    Averaging the two views halves part of the int8 rounding noise and is a mild test-time augmentation.
+    """
+    import keras
+
+    MirrorBatch, MergeMirror = _flip_layers()
+    features_model = keras.Model(clf.model.input, clf.model.get_layer(FEATURES_LAYER).output)
+    inputs = keras.Input(clf.model.input.shape[1:], batch_size=1, name="pixels")
+    merged = MergeMirror(name="mirror_merge")(features_model(MirrorBatch(name="mirror_batch")(inputs)))
+    pooled = clf.model.get_layer("gap")(merged)
+    logits = clf.model.get_layer(CLASSIFIER_LAYER)(pooled)
+    return keras.Model(inputs, [logits, merged], name="sonopi_export_mirrored")

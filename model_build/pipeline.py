@@ -17,9 +17,9 @@ import numpy as np
 from device.bundle import CamSpec, InputSpec, Manifest, ModelBundle, Normalization, OutputSpec, QualitySpec, write_bundle
 from model_build import calibrate, evaluate, export, shortcut, split
 from model_build.card import write_model_card
-from model_build.classifier import NORM_MEAN, NORM_SCALE, build_classifier, input_resolution
+from model_build.classifier import NORM_MEAN, NORM_SCALE, build_classifier, input_resolution, mirrored_export_model
 from model_build.data import DatasetError, LoadedData, load_sources
-from model_build.train import History, TrainConfig, predict_logits, train
+from model_build.train import History, TrainConfig, to_batch, train
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,10 @@ def build(cfg: BuildConfig) -> BuildResult:
     clf.model.save_weights(str(float_weights))
     log.info("float weights saved to %s", float_weights)
 
-    logits = {name: predict_logits(clf.model, parts[name].pixels) for name in ("val", "test")}
+    # The shipped model averages each image with its mirror (see classifier.mirrored_export_model):
+    # calibration, thresholds and float metrics use that same float model.
+    export_model = mirrored_export_model(clf)
+    logits = {name: predict_export(export_model, parts[name].pixels) for name in ("val", "test")}
     temperature = calibrate.fit_temperature(logits["val"], y["val"])
     malignant = data.labels.index("malignant") if "malignant" in data.labels else None
     threshold = None
@@ -104,7 +107,6 @@ def build(cfg: BuildConfig) -> BuildResult:
         )
         threshold = operating.threshold
 
-    export_model = clf.export_model()
     rng = np.random.default_rng(cfg.seed)
     rep_idx = rng.permutation(len(parts["train"].samples))[: cfg.representative_steps]
     model_bytes = export.convert_int8(export_model, parts["train"].pixels[rep_idx], cfg.representative_steps)
@@ -158,10 +160,15 @@ def build(cfg: BuildConfig) -> BuildResult:
     return BuildResult(bundle, metrics, seconds)
 
 
+def predict_export(export_model, grey: np.ndarray) -> np.ndarray:
+    """Float logits of the (batch-1) export model, image by image."""
+    return np.concatenate([export_model.predict_on_batch(to_batch(g[None]))[0] for g in grey], axis=0)
+
+
 def _shortcut(clf, export_model, test: LoadedData, y_test, temperature, malignant, kernel, bias,
               int8_features, int8_logits, labels, report: Path, seed: int) -> dict[str, Any]:
     def probs_fn(grey: np.ndarray) -> np.ndarray:
-        return calibrate.softmax(predict_logits(clf.model, grey), temperature)
+        return calibrate.softmax(predict_export(export_model, grey), temperature)
 
     result = shortcut.analyse(probs_fn, test.pixels, y_test, malignant, seed)
     pred = int8_logits.argmax(1)
