@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--time-budget-min", type=float, default=32.0, help="stop training after this many minutes")
     b.add_argument("--train-bn", action="store_true", help="let BatchNorm adapt while fine-tuning (default: frozen)")
     b.add_argument("--init-weights", type=Path, help="start from saved Keras weights (*.weights.h5); with --epochs 0 --epochs-frozen 0 this re-exports")
+    b.add_argument("--mirror-tta", action="store_true", help="ship a graph averaging each image with its mirror (2x compute)")
     b.add_argument("--strict", action="store_true", help="fail on any unreadable image instead of skipping it")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--limit-per-class", type=int, help="use at most N images per (source, class) — for quick runs")
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         limit_per_class=args.limit_per_class, target_sensitivity=args.target_sensitivity,
         threshold_confidence=args.threshold_confidence, min_agreement=args.min_agreement,
         representative_steps=args.representative_steps, n_boot=args.bootstrap, name=args.name, version=args.version,
-        shortcut_check=not args.no_shortcut_check, init_weights=args.init_weights, train=train_cfg,
+        shortcut_check=not args.no_shortcut_check, init_weights=args.init_weights, mirror_tta=args.mirror_tta, train=train_cfg,
     )
     try:
         result = build(cfg)

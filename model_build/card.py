@@ -57,6 +57,20 @@ def _shortcut_section(s: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _gate_warning(metrics: dict[str, Any]) -> list[str]:
+    gate = metrics.get("parity_gate") or {}
+    if gate.get("passed", True):
+        return []
+    p = metrics["parity_int8_vs_float_test"]
+    return [
+        f"> **WARNING — interim bundle, int8 parity gate NOT passed.** The int8 model agrees with the float model on "
+        f"{100 * p['top1_agreement']:.1f}% of test images; the project requires {100 * gate['required']:.0f}%. It was written "
+        f"only because the build was run with `--min-agreement {gate['applied']}`. The metrics below are measured on the "
+        "int8 model itself, so they describe what the device runs, but this bundle is not the project's accepted model.",
+        "",
+    ]
+
+
 def _f(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
 
@@ -72,6 +86,7 @@ def write_model_card(path: Path, manifest: Manifest, metrics: dict[str, Any]) ->
     lines = [
         f"# Model card — {manifest.name} {manifest.version}",
         "",
+        *_gate_warning(metrics),
         "## Intended use",
         "",
         "Decision support for **trained clinicians** reading breast ultrasound: a second opinion "
@@ -87,6 +102,8 @@ def write_model_card(path: Path, manifest: Manifest, metrics: dict[str, Any]) ->
         "uint8 0..255 (normalisation (x-127)/128 inside the model).",
         "- Outputs: logits (`outputs.scores`) and the last conv feature map (`outputs.cam_features`) for heatmaps "
         "(`cam` in the manifest holds the classifier weights).",
+        *(["- The shipped graph runs each image and its left-right mirror as one batch of two through the backbone and "
+           "averages the feature maps (a mild test-time augmentation)."] if metrics["config"].get("mirror_tta") else []),
         f"- Full-integer int8 TFLite. Calibrated by temperature scaling on validation: T = {manifest.temperature:.3f}.",
         f"- Malignant operating threshold: p(malignant) ≥ {manifest.thresholds.get('malignant', float('nan')):.4f}, chosen on "
         f"validation for sensitivity ≥ {op.get('target_sensitivity', 0):.2f} in {100 * op.get('confidence', 0):.0f}% of bootstrap "

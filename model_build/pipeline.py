@@ -45,6 +45,7 @@ class BuildConfig:
     name: str | None = None
     version: str | None = None
     shortcut_check: bool = True
+    mirror_tta: bool = False  # ship the image+mirror averaging graph (2x compute on the device)
     init_weights: Path | None = None  # start from these Keras weights (e.g. re-export with --epochs 0)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -94,7 +95,7 @@ def build(cfg: BuildConfig) -> BuildResult:
 
     # The shipped model averages each image with its mirror (see classifier.mirrored_export_model):
     # calibration, thresholds and float metrics use that same float model.
-    export_model = mirrored_export_model(clf)
+    export_model = mirrored_export_model(clf) if cfg.mirror_tta else clf.export_model()
     logits = {name: predict_export(export_model, parts[name].pixels) for name in ("val", "test")}
     temperature = calibrate.fit_temperature(logits["val"], y["val"])
     malignant = data.labels.index("malignant") if "malignant" in data.labels else None
@@ -115,6 +116,12 @@ def build(cfg: BuildConfig) -> BuildResult:
     parity = export.parity(logits["test"], int8_logits, temperature)
     log.info("int8 vs float on test: top-1 agreement %.4f, max prob diff %.4f", parity.top1_agreement, parity.max_prob_diff)
     export.check_parity(parity, cfg.min_agreement)
+    gate = {"required": export.MIN_AGREEMENT, "applied": cfg.min_agreement, "passed": parity.top1_agreement >= export.MIN_AGREEMENT}
+    if not gate["passed"]:
+        log.warning(
+            "!!! int8 top-1 agreement %.4f is BELOW the project's %.2f gate; bundle written only because "
+            "--min-agreement %.2f was given. The model card says so.", parity.top1_agreement, export.MIN_AGREEMENT, cfg.min_agreement,
+        )
 
     def preds(name: str, split_logits: np.ndarray) -> evaluate.Predictions:
         return evaluate.Predictions(
@@ -139,6 +146,7 @@ def build(cfg: BuildConfig) -> BuildResult:
         "temperature": temperature,
         "operating_point": dataclasses.asdict(operating) if operating else None,
         "parity_int8_vs_float_test": dataclasses.asdict(parity),
+        "parity_gate": gate,
         "evaluations": evaluations,
         "shortcut_check": shortcut_result,
         "history": dataclasses.asdict(history),
