@@ -169,7 +169,7 @@ class Classifier:
         reasons = image_problems(crop, self.limits)
         if crop.shape[0] == 0 or crop.shape[1] == 0:
             crop = frame
-        probabilities, features, placement = self._run(crop)
+        probabilities, features, placement = self._run(crop, with_features=heatmap)
         reasons += confidence_problems(probabilities, self.limits)
         labels = self.manifest.labels
         decision = decide_label(probabilities, labels, self.manifest.thresholds)
@@ -190,7 +190,7 @@ class Classifier:
             heatmap=heat,
         )
 
-    def _run(self, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, Placement]:
+    def _run(self, crop: np.ndarray, with_features: bool = False) -> tuple[np.ndarray, np.ndarray | None, Placement]:
         spec = self.manifest.input
         pixels, placement = to_model_pixels(crop, spec)
         tensor = to_input_tensor(pixels, spec, self._input["dtype"], self._input["quantization"])
@@ -202,7 +202,7 @@ class Classifier:
         else:  # probabilities: recover logits, then apply the temperature
             probabilities = softmax(np.log(np.clip(scores, 1e-12, 1.0)), self.manifest.temperature)
         features = None
-        if self._features is not None:
+        if with_features and self._features is not None:  # a 7x7x1280 copy: only when a heatmap is wanted
             features = _dequantize(self.interpreter.get_tensor(self._features["index"]), self._features)[0]
         return probabilities, features, placement
 
