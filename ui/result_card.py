@@ -143,7 +143,17 @@ def describe(classification: Classification, stored: ResultRecord | None, live: 
         caption = f"Model suggests · stored #{stored.seq}"
     else:
         caption = "Model suggests"
-    return CardText(caption, pretty(label), "Most likely category by the model's operating thresholds", theme.label_colour(label))
+    return CardText(caption, pretty(label), decision_detail(classification, label), theme.label_colour(label))
+
+
+def decision_detail(classification: Classification, label: str) -> str:
+    """Why this label: the most likely class, or a class flagged because it reached the model's
+    operating threshold (set for high sensitivity) although another class is more likely."""
+    top = classification.top_label
+    threshold = classification.thresholds.get(label)
+    if label != top and threshold is not None:
+        return f"Flagged by the {threshold:.0%} {label} threshold (set for sensitivity); {top} is more likely"
+    return "Most likely category"
 
 
 class ResultCard(QFrame):

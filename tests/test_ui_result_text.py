@@ -1,0 +1,30 @@
+"""The result card's words: a label chosen by the sensitivity threshold is never called 'most likely'."""
+
+from __future__ import annotations
+
+from device.crop import Box
+from device.engine import Classification
+from ui.result_card import describe
+
+
+def _classification(probabilities: dict[str, float], label: str | None, reasons: tuple[str, ...] = ()) -> Classification:
+    return Classification(
+        probabilities=probabilities, label=label, decision=label or "benign", inconclusive=bool(reasons),
+        reasons=reasons, thresholds={"malignant": 0.03}, crop=Box(0, 0, 10, 10), roi=None, latency_ms=1.0,
+    )
+
+
+def test_threshold_flag_is_explained() -> None:
+    text = describe(_classification({"normal": 0.01, "benign": 0.85, "malignant": 0.14}, "malignant"), None, live=False)
+    assert text.headline == "Malignant"
+    assert "Flagged" in text.detail and "3% malignant threshold" in text.detail and "benign is more likely" in text.detail
+
+
+def test_most_likely_when_the_label_is_the_top_class() -> None:
+    text = describe(_classification({"normal": 0.05, "benign": 0.9, "malignant": 0.05}, "benign"), None, live=False)
+    assert text.detail == "Most likely category"
+
+
+def test_inconclusive_says_rescan_with_the_reason() -> None:
+    text = describe(_classification({"normal": 0.4, "benign": 0.3, "malignant": 0.3}, None, ("blank: frame is black",)), None, live=False)
+    assert text.headline == "Inconclusive — rescan" and "blank" in text.detail.lower()
