@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from PyQt5.QtCore import QObject, QThread, pyqtSignal
+from PyQt5.QtGui import QImage
 
 from device.bundle import Manifest
 from device.config import DeviceConfig
@@ -73,6 +74,7 @@ class FrameReader(QThread):
         self._view_free = threading.Event()
         self._view_free.set()
         self._target = (640, 480)
+        self._scaled: tuple[Frame, tuple[int, int], QImage, float] | None = None  # last display_image result
         self._last_status: SourceStatus | None = None
         self._source: FrameSource | None = None
         self.dropped = 0
@@ -216,7 +218,13 @@ class FrameReader(QThread):
         if not self._view_free.is_set():
             self.dropped += 1
             return
-        image, scale = display_image(frame.image, *self._target)
+        target = self._target
+        cached = self._scaled
+        if cached is not None and cached[0] is frame and cached[1] == target:
+            image, scale = cached[2], cached[3]  # a still image re-sent at preview_fps: already scaled
+        else:
+            image, scale = display_image(frame.image, *target)
+            self._scaled = (frame, target, image, scale)
         self._view_free.clear()
         self.sent += 1
         self.packet_ready.emit(FramePacket(frame, image, scale, scan_box, fresh))
