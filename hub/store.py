@@ -216,9 +216,9 @@ class DeviceState:
             return self.status == "online" and self.last_heartbeat_at is None and _age_s(self.last_seen, now) > 600
         return _age_s(self.last_heartbeat_at, now) > factor * self.heartbeat_interval_s
 
-    def presence(self, now: datetime | None = None) -> str:
+    def presence(self, now: datetime | None = None, factor: float = SILENT_AFTER_INTERVALS) -> str:
         """online | silent | offline | stopped | unknown — what the operator sees."""
-        if self.status == "online" and self.is_silent(now):
+        if self.status == "online" and self.is_silent(now, factor):
             return "silent"
         return self.status or "unknown"
 

@@ -63,13 +63,6 @@ class DeviceRow:
     presence: str  # online | silent | offline | stopped | unknown
 
 
-def presence(device: DeviceState, now: datetime, silent_after_intervals: float) -> str:
-    """As :meth:`DeviceState.presence`, with the hub's configured silence factor."""
-    if device.status == "online" and device.is_silent(now, silent_after_intervals):
-        return "silent"
-    return device.status or "unknown"
-
-
 class LoginRequired(Exception):
     """No valid session: pages redirect to /login, the event stream answers 401."""
 
@@ -400,7 +393,7 @@ def _install_routes(app: FastAPI, s: Services) -> None:
 
     def device_rows() -> list[DeviceRow]:
         now = datetime.now(UTC)
-        rows = [DeviceRow(d, presence(d, now, s.config.silent_after_intervals)) for d in s.store.devices()]
+        rows = [DeviceRow(d, d.presence(now, s.config.silent_after_intervals)) for d in s.store.devices()]
         return sorted(rows, key=lambda r: (PRESENCE_ORDER.get(r.presence, 9), r.device.site, r.device.device_id))
 
     @app.get("/devices", response_class=HTMLResponse)
