@@ -163,4 +163,10 @@ def test_status_and_operator_cli(served, tmp_path: Path) -> None:
     assert exported[0].startswith("id,result_id,seq") and len(exported) - 1 == hub.store.count_results(device_id="dev-1")
     jsonl = cli("export", "--json").splitlines()
     assert len(jsonl) == hub.store.count_results()
-    assert "topic_mismatch" in cli("rejections") or hub.store.rejected_total() == 0
+    before = hub.store.rejected_total()
+    raw.publish(json.dumps(good_payload(device_id="dev-2")).encode())  # attributed to another device
+    wait_for(lambda: hub.store.rejected_total() == before + 1, 20, "the rejection to be recorded")
+    listed = cli("rejections")
+    for r in hub.store.rejections():
+        assert f"{r.count:>8} {r.reason:16} {r.site or '?'}/{r.device_id or '?'}" in listed
+    assert "topic_mismatch" in listed
