@@ -22,7 +22,7 @@ import psutil
 
 from device.contract import ResultMessage
 from hub.store import HubStore
-from tests.mqtt_broker import MosquittoBroker, PostgresServer, postgres_bindir
+from tests.mqtt_broker import MosquittoBroker, PostgresServer, postgres_bindir, wait_for
 from tests.test_uplink import Device, Hub, make_record
 
 
@@ -40,7 +40,7 @@ def flush(root: Path, n: int, window: int, db: str | None) -> None:
         device.add(min(1000, n - start))
     stored_s = time.perf_counter() - t0
     hub.start()
-    time.sleep(1.0)  # the hub is up and subscribed before the clock starts
+    wait_for(lambda: "hub: connected to" in hub.log(), 20, "the hub to connect")  # before the clock starts
     t0 = time.perf_counter()
     device.start_uplink()
     proc = psutil.Process(device.proc.pid)
