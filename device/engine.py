@@ -22,6 +22,7 @@ import numpy as np
 from device.bundle import ModelBundle
 from device.crop import Box, choose_crop
 from device.errors import BundleError, RuntimeUnavailableError
+from device.imageio import to_grey
 from device.preprocess import Placement, to_input_tensor, to_model_pixels
 from device.quality import QualityLimits, confidence_problems, image_problems
 
@@ -164,11 +165,10 @@ class Classifier:
         """Crop, check quality, preprocess, invoke, calibrate and decide. Never raises for a bad frame:
         a frame unfit for analysis gives an inconclusive result with the reasons."""
         start = time.perf_counter()
-        crop_box = choose_crop(frame, auto_crop, roi, roi_mode)
-        crop = crop_box.apply(frame)
-        reasons = image_problems(crop, self.limits)
-        if crop.shape[0] == 0 or crop.shape[1] == 0:
-            crop = frame
+        grey = to_grey(frame)  # once per frame: crop detection and the model both work on grey
+        crop_box = choose_crop(grey, auto_crop, roi, roi_mode)  # never empty
+        reasons = image_problems(crop_box.apply(frame), self.limits)  # colour check needs the original
+        crop = crop_box.apply(grey)
         probabilities, features, placement = self._run(crop, with_features=heatmap)
         reasons += confidence_problems(probabilities, self.limits)
         labels = self.manifest.labels

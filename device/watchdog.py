@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,8 @@ class Pinger:
     """Rate-limited ``WATCHDOG=1`` for a service's main loop: call :meth:`beat` as often as you like
     (every loop iteration); it notifies systemd at most every :func:`interval_s` seconds."""
 
-    def __init__(self, clock=None) -> None:
-        import time
-
-        self._clock = clock or time.monotonic
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._interval = interval_s()
         self._next = 0.0
 

@@ -32,21 +32,6 @@ def tiny_bundle(tiny_bundle_dir: Path):
     return load_bundle(tiny_bundle_dir)
 
 
-@pytest.fixture()
-def device_config(tmp_path: Path, tiny_bundle_dir: Path):
-    """A validated device config with its data dir in tmp_path and the tiny bundle."""
-    from device.config import parse_config
-
-    return parse_config(
-        {
-            "device": {"id": "test-dev-1", "site": "test-site", "data_dir": str(tmp_path / "data")},
-            "model": {"path": str(tiny_bundle_dir), "threads": 1},
-            "source": {"auto_crop": True},
-        },
-        source="test",
-    )
-
-
 @pytest.fixture(scope="session")
 def datasets() -> Path:
     if not (DATASETS / "busi").is_dir():

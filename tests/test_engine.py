@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -147,8 +146,7 @@ def test_worker_submit_latest_drops_stale_requests(tiny_bundle) -> None:
     worker = InferenceWorker(lambda: Slow(tiny_bundle, threads=1))
     try:
         worker.wait_ready(30)
-        first = worker.submit(_speckle(40))  # occupies the worker
-        time.sleep(0.05)
+        first = worker.submit(_speckle(40))  # occupies the worker (explicit requests are served first)
         stale = worker.submit_latest(_speckle(128))
         latest = worker.submit_latest(_speckle(220))
         release.set()
@@ -184,7 +182,6 @@ def test_worker_serves_a_tap_before_the_live_frame_and_never_blocks(tiny_bundle)
     try:
         worker.wait_ready(30)
         busy = worker.submit(_speckle(40))
-        time.sleep(0.05)
         live = [worker.submit_latest(_speckle(128)) for _ in range(20)]  # a live stream piling up
         fallback = threading.Timer(10, release.set)  # a blocking submit() would only return through this
         fallback.start()
