@@ -63,25 +63,14 @@ def build_stand_in(out: Path) -> Path:
         return out
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from device.bundle import InputSpec, Manifest, OutputSpec, QualitySpec, write_bundle
+    from model_build.export import convert_int8
 
     inp = keras.Input((224, 224, 3), dtype="float32", name="image")
     net = keras.applications.EfficientNetB0(weights=None, input_tensor=inp, classes=3, classifier_activation=None)
-
-    def representative():
-        rng = np.random.default_rng(0)
-        for _ in range(8):
-            yield [rng.uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(net)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.float32
-    model_bytes = converter.convert()
+    representative = np.random.default_rng(0).uniform(0, 255, (8, 224, 224)).astype(np.float32)  # grey, like grey3 input
+    model_bytes = convert_int8(net, representative)  # the shipped model's export: uint8 input, float output
     from ai_edge_litert.interpreter import Interpreter
 
     scores = Interpreter(model_content=model_bytes).get_output_details()[0]["name"]
