@@ -153,6 +153,14 @@ def backlog_empty(device: Device, total: int) -> bool:
     return device.store.count() == total and device.store.backlog().pending == 0
 
 
+def drained_and_delivered(hub: Hub, device: Device, total: int, timeout_s: float, what: str) -> None:
+    """Wait for the device's outbox to drain and the hub to hold all ``total`` results, then
+    :func:`assert_delivered`."""
+    wait_for(lambda: backlog_empty(device, total), timeout_s, f"{what}\n{device.log()}\n{hub.log()}")
+    wait_for(lambda: hub.count(device) == total, 10, f"the hub to hold {total} results")
+    assert_delivered(hub, device)
+
+
 @pytest.fixture
 def broker(tmp_path: Path):
     b = MosquittoBroker(tmp_path / "broker")
@@ -185,9 +193,7 @@ def test_1000_results_reach_the_hub_exactly_once(rig, broker) -> None:
     device.add(1000)
     hub.start()
     device.start_uplink()
-    wait_for(lambda: backlog_empty(device, 1000), 60, f"the backlog to drain\n{device.log()}\n{hub.log()}")
-    wait_for(lambda: hub.count(device) == 1000, 10, "the hub to hold 1000 results")
-    assert_delivered(hub, device)
+    drained_and_delivered(hub, device, 1000, 60, "the backlog to drain")
     rows = hub.store.results(device_id=device.device_id, limit=None)
     assert all(r.historical for r in rows), "results stored before the uplink connected are historical"
     # Birth and heartbeat were recorded; a clean stop leaves "stopped" as the retained status.
@@ -226,9 +232,7 @@ def test_broker_killed_mid_burst(rig, broker) -> None:
     broker.start()
     producer.join(60)
     assert arrived < 3000, "the broker was killed after the burst: the test proved nothing"
-    wait_for(lambda: backlog_empty(device, 3000), 90, f"the backlog to drain after the broker restart\n{device.log()}")
-    wait_for(lambda: hub.count(device) == 3000, 10, "all results at the hub")
-    assert_delivered(hub, device)
+    drained_and_delivered(hub, device, 3000, 90, "the backlog to drain after the broker restart")
 
 
 def test_uplink_sigkilled_mid_burst(rig, broker) -> None:
@@ -242,9 +246,7 @@ def test_uplink_sigkilled_mid_burst(rig, broker) -> None:
     arrived = hub.count(device)
     assert arrived < 3000, "the uplink was killed after the burst: the test proved nothing"
     device.start_uplink()
-    wait_for(lambda: backlog_empty(device, 3000), 90, f"the backlog to drain after the restart\n{device.log()}")
-    wait_for(lambda: hub.count(device) == 3000, 10, "all results at the hub")
-    assert_delivered(hub, device)
+    drained_and_delivered(hub, device, 3000, 90, "the backlog to drain after the restart")
 
 
 def test_hub_down_while_devices_publish(rig, broker) -> None:
@@ -259,9 +261,7 @@ def test_hub_down_while_devices_publish(rig, broker) -> None:
              "the device to send while the hub is down")
     assert hub.count() == 0
     hub.start()
-    wait_for(lambda: backlog_empty(device, 1500), 90, f"the backlog to drain\n{device.log()}\n{hub.log()}")
-    wait_for(lambda: hub.count(device) == 1500, 10, "all results at the hub")
-    assert_delivered(hub, device)
+    drained_and_delivered(hub, device, 1500, 90, "the backlog to drain")
 
 
 def test_hub_sigkilled_mid_burst_and_two_devices(rig, broker) -> None:
@@ -277,9 +277,7 @@ def test_hub_sigkilled_mid_burst_and_two_devices(rig, broker) -> None:
     assert hub.count() < 3000
     hub.start()
     for device in (first, second):
-        wait_for(lambda: backlog_empty(device, 1500), 90, f"{device.device_id} to drain\n{device.log()}")
-        wait_for(lambda: hub.count(device) == 1500, 10, "all results at the hub")
-        assert_delivered(hub, device)
+        drained_and_delivered(hub, device, 1500, 90, f"{device.device_id} to drain")
     assert {(d.site, d.device_id) for d in hub.store.devices()} == {("site-a", "dev-1"), ("site-b", "dev-2")}
 
 
