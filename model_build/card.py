@@ -17,6 +17,16 @@ def _ci(entry: dict[str, Any] | None) -> str:
     return f"{entry['value']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def _kept(history: dict[str, Any]) -> str:
+    if not history.get("averaged_epochs"):
+        return "the best epoch"
+    epochs = history["averaged_epochs"]
+    return (
+        f"{history.get('kept', 'best epoch')} (the average of epochs {epochs[0]}-{epochs[-1]} scored val loss "
+        f"{history['averaged_val_loss']:.4f})"
+    )
+
+
 def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
     keys = ("accuracy", "macro_f1", "malignant_auc", "malignant_sensitivity", "malignant_specificity", "ece")
     lines = ["| subset | n (groups) | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
@@ -156,7 +166,7 @@ def write_model_card(path: Path, manifest: Manifest, metrics: dict[str, Any]) ->
         *_metrics_table({"all": ev["val_float"]["all"]}),
         "",
         f"Training: best epoch {history['best_epoch']} of {len(history['epoch'])}, stopped by {history['stopped_by']}; "
-        f"build time {metrics['build_seconds'] / 60:.1f} min. Plots: `report/*.png`.",
+        f"kept: {_kept(history)}; build time {metrics['build_seconds'] / 60:.1f} min. Plots: `report/*.png`.",
         "",
         "## Does the model read the sonographer's marks?",
         "",

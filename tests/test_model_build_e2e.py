@@ -27,7 +27,7 @@ def tiny_build(datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("model_build") / "bundle"
     argv = [
         "build", "--data", str(datasets / "busi"), "--data", str(datasets / "bus-bra"), "--out", str(out),
-        "--limit-per-class", "6", "--epochs-frozen", "1", "--epochs", "1", "--batch-size", "16",
+        "--limit-per-class", "6", "--epochs-frozen", "1", "--epochs", "2", "--average-last", "2", "--batch-size", "16",
         "--bootstrap", "50", "--representative-steps", "16",
         "--min-agreement", "0",  # a 2-epoch model is near-uniform: agreement is checked below, not gated
         "--name", "tiny-build", "--version", "0.0.0-test",
@@ -47,6 +47,13 @@ def test_bundle_layout_and_report(tiny_build: Path) -> None:
     assert "not a diagnosis" in card and "What was not validated" in card
     split_csv = (tiny_build / "report/split.csv").read_text()
     assert "/work/" not in split_csv  # relative names only
+
+
+def test_weight_average_of_the_last_epochs_is_evaluated(tiny_build: Path) -> None:
+    history = json.loads((tiny_build / "report/metrics.json").read_text())["history"]
+    assert history["averaged_epochs"] == [2, 3]  # epoch 1 is the frozen warm-up
+    assert history["averaged_val_loss"] is not None and history["averaged_val_loss"] > 0
+    assert history["kept"] in ("best epoch", "average of 2 epochs")
 
 
 def test_manifest_is_what_the_device_needs(tiny_build: Path) -> None:
