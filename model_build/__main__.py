@@ -18,12 +18,14 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--data", action="append", required=True, help="dataset root (class folders or labels.csv); repeat")
     b.add_argument("--out", required=True, type=Path, help="bundle output directory")
     b.add_argument("--arch", default="lite0", choices=ARCHITECTURES)
+    b.add_argument("--resolution", type=int, help="input side in pixels (multiple of 32; default: the architecture's own, Lite0 224)")
     b.add_argument("--weights", type=Path, help="ImageNet weights file (.pth for lite*, Keras .h5/.keras for b*)")
     b.add_argument("--epochs", type=int, default=16, help="max fine-tuning epochs (early stopping on validation)")
     b.add_argument("--epochs-frozen", type=int, default=2, help="head-only warm-up epochs")
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--lr", type=float, default=1e-4, help="peak fine-tuning learning rate (AdamW, warm-up then cosine)")
     b.add_argument("--patience", type=int, default=5)
+    b.add_argument("--average-last", type=int, default=0, help="average the weights of the last N fine-tuning epochs (kept if better on validation)")
     b.add_argument("--time-budget-min", type=float, default=32.0, help="stop training after this many minutes")
     b.add_argument("--train-bn", action="store_true", help="let BatchNorm adapt while fine-tuning (default: frozen)")
     b.add_argument("--init-weights", type=Path, help="start from saved Keras weights (*.weights.h5); with --epochs 0 --epochs-frozen 0 this re-exports")
@@ -57,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
 
     train_cfg = TrainConfig(
         epochs_frozen=args.epochs_frozen, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        patience=args.patience, freeze_bn=not args.train_bn, time_budget_s=args.time_budget_min * 60, seed=args.seed,
+        patience=args.patience, average_last=args.average_last, freeze_bn=not args.train_bn, time_budget_s=args.time_budget_min * 60, seed=args.seed,
     )
     cfg = BuildConfig(
-        data=tuple(args.data), out=args.out, arch=args.arch, weights=args.weights, strict=args.strict, seed=args.seed,
+        data=tuple(args.data), out=args.out, arch=args.arch, resolution=args.resolution, weights=args.weights, strict=args.strict, seed=args.seed,
         limit_per_class=args.limit_per_class, target_sensitivity=args.target_sensitivity,
         threshold_confidence=args.threshold_confidence, min_agreement=args.min_agreement,
         representative_steps=args.representative_steps, n_boot=args.bootstrap, name=args.name, version=args.version,

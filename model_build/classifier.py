@@ -49,7 +49,14 @@ class Classifier:
         return kernel, bias  # [C, n], [n]
 
 
-def input_resolution(arch: str) -> int:
+def input_resolution(arch: str, override: int | None = None) -> int:
+    """The architecture's native input side, or ``override`` (a multiple of 32, at least 96)."""
+    if override is not None:
+        if arch not in ARCHITECTURES:
+            raise ArchitectureError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        if override < 96 or override % 32:
+            raise ArchitectureError(f"input resolution {override} must be a multiple of 32 and at least 96")
+        return override
     if arch in LITE_VARIANTS:
         return LITE_VARIANTS[arch].resolution
     if arch in KERAS_B:
@@ -63,11 +70,12 @@ def build_classifier(
     weights: Path | None = None,
     dropout: float = 0.3,
     drop_connect: float = 0.2,
+    resolution: int | None = None,
 ) -> Classifier:
     import keras
     from keras import layers
 
-    size = input_resolution(arch)
+    size = input_resolution(arch, resolution)
     inputs = keras.Input((size, size, 3), name="pixels")
     pretrained = False
     if arch in LITE_VARIANTS:

@@ -31,6 +31,7 @@ class BuildConfig:
     data: tuple[str, ...]
     out: Path
     arch: str = "lite0"
+    resolution: int | None = None  # input side; None = the architecture's native one (Lite0: 224)
     weights: Path | None = None
     strict: bool = False
     seed: int = 0
@@ -57,8 +58,8 @@ class BuildResult:
     seconds: float
 
 
-def input_spec(arch: str) -> InputSpec:
-    size = input_resolution(arch)
+def input_spec(arch: str, resolution: int | None = None) -> InputSpec:
+    size = input_resolution(arch, resolution)
     norm = Normalization(NORM_MEAN, NORM_SCALE, True) if arch.startswith("lite") else Normalization(0.0, 1.0, True)
     return InputSpec(height=size, width=size, dtype="uint8", color="grey3", resize="letterbox", normalization=norm)
 
@@ -68,7 +69,7 @@ def build(cfg: BuildConfig) -> BuildResult:
     out = Path(cfg.out)
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
-    spec = input_spec(cfg.arch)
+    spec = input_spec(cfg.arch, cfg.resolution)
 
     data = load_sources(list(cfg.data), spec, strict=cfg.strict, limit_per_class=cfg.limit_per_class, seed=cfg.seed)
     log.info("loaded %d images from %d source(s), labels %s, %d bad file(s)", len(data.samples), len(cfg.data), data.labels, len(data.bad_files))
@@ -84,7 +85,7 @@ def build(cfg: BuildConfig) -> BuildResult:
     group_of = {name: np.array(assignment.groups)[assignment.indices(name)] for name in split.SPLITS}
     log.info("split (images): %s", {k: len(v.samples) for k, v in parts.items()})
 
-    clf = build_classifier(cfg.arch, len(data.labels), cfg.weights)
+    clf = build_classifier(cfg.arch, len(data.labels), cfg.weights, resolution=cfg.resolution)
     if cfg.init_weights is not None:
         clf.model.load_weights(str(cfg.init_weights))
         log.info("initialised from %s", cfg.init_weights)
