@@ -29,16 +29,16 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     epochs_frozen: int = 2
-    epochs: int = 16
+    epochs: int = 20
     batch_size: int = 32
     lr_head: float = 1e-3
-    lr: float = 1e-4
+    lr: float = 2e-4
     warmup_epochs: int = 1
     min_lr_fraction: float = 0.02
     weight_decay: float = 1e-4
     label_smoothing: float = 0.05
-    patience: int = 5
-    average_last: int = 0  # average the weights of the last N fine-tuning epochs (0 = off)
+    patience: int = 20  # >= epochs: the cosine schedule runs to its end
+    average_last: int = 8  # average the weights of the last N fine-tuning epochs (0 = off)
     freeze_bn: bool = True  # keep BatchNorm in inference mode while fine-tuning
     time_budget_s: float = 40 * 60
     seed: int = 0
