@@ -67,6 +67,26 @@ def _shortcut_section(s: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+# The product's acceptance bar on the held-out test split (int8 model): metric -> minimum.
+PRODUCT_BAR = {"accuracy": 0.92, "malignant_auc": 0.96, "malignant_sensitivity": 0.95}
+
+
+def _bar_warning(metrics: dict[str, Any]) -> list[str]:
+    """A loud note when the shipped int8 model misses the product bar on the test split."""
+    headline = metrics["evaluations"]["test_int8"]["all"]["headline"]
+    missed = [(name, headline.get(name) or {}) for name, minimum in PRODUCT_BAR.items()
+              if (headline.get(name) or {}).get("value") is None or headline[name]["value"] < minimum]
+    if not missed:
+        return []
+    parts = [f"{name.replace('_', ' ')} {_ci(entry)} (bar {PRODUCT_BAR[name]:.2f})" for name, entry in missed]
+    spec = headline.get("malignant_specificity") or {}
+    return [
+        "> **The project's bar is NOT met by this model** (held-out test, int8): " + "; ".join(parts) + ". "
+        f"Malignant specificity at the shipped threshold: {_ci(spec)}.",
+        "",
+    ]
+
+
 def _gate_warning(metrics: dict[str, Any]) -> list[str]:
     gate = metrics.get("parity_gate") or {}
     if gate.get("passed", True):
@@ -97,6 +117,7 @@ def write_model_card(path: Path, manifest: Manifest, metrics: dict[str, Any]) ->
         f"# Model card — {manifest.name} {manifest.version}",
         "",
         *_gate_warning(metrics),
+        *_bar_warning(metrics),
         "## Intended use",
         "",
         "Decision support for **trained clinicians** reading breast ultrasound: a second opinion "

@@ -226,8 +226,9 @@ def plot_training(history: Any, path: Path) -> None:
     b.plot(history.epoch, history.val_malignant_auc, "o-", label="val malignant AUC")
     for ax in (a, b):
         if history.averaged_epochs:
+            kept = "kept" if history.kept.startswith("average") else "not kept"
             ax.axvspan(history.averaged_epochs[0] - 0.5, history.averaged_epochs[-1] + 0.5, color="0.85",
-                       label=f"averaged ({history.kept})")
+                       label=f"weights averaged ({kept})")
         if history.best_epoch > 0:
             ax.axvline(history.best_epoch, color="k", ls=":", lw=0.8, label="best single epoch")
         ax.set_xlabel("epoch")
