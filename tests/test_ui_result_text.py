@@ -1,4 +1,5 @@
-"""The result card's words: a label chosen by the sensitivity threshold is never called 'most likely'."""
+"""The words the clinician reads: a label chosen by the sensitivity threshold is never called "most likely";
+the model page rounds the manifest's figures."""
 
 from __future__ import annotations
 
@@ -28,3 +29,14 @@ def test_most_likely_when_the_label_is_the_top_class() -> None:
 def test_inconclusive_says_rescan_with_the_reason() -> None:
     text = describe(_classification({"normal": 0.4, "benign": 0.3, "malignant": 0.3}, None, ("blank: frame is black",)), None, live=False)
     assert text.headline == "Inconclusive — rescan" and "blank" in text.detail.lower()
+
+
+def test_model_page_shows_confidence_intervals_rounded(shipped_bundle_dir) -> None:
+    from device.bundle import load_bundle
+    from ui.settings import format_value, model_text
+
+    assert format_value([0.7748031988004498, 0.8647819989801122]) == "[0.775, 0.865]"
+    assert format_value(["a", 1]) == '["a", 1]'
+    text = model_text(load_bundle(shipped_bundle_dir).manifest, None)
+    assert "accuracy.ci95: [0." in text
+    assert not any(len(token) > 8 and token.replace(".", "").isdigit() for token in text.replace(",", " ").replace("]", " ").split())

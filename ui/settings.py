@@ -43,6 +43,8 @@ def wrapped(text: str = "", role: str | None = None) -> QLabel:
 def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
+    if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"  # e.g. a confidence interval
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)[:200]
     return str(value)
@@ -74,7 +76,7 @@ def model_text(manifest: Manifest | None, error: str | None) -> str:
         f"<b>Model file sha256:</b> {manifest.model_sha256[:16]}…",
     ]
     if manifest.metrics:
-        lines.append("<b>Metrics (from the model's validation):</b>")
+        lines.append("<b>Metrics (from the model's evaluation, as the manifest states them):</b>")
         lines.extend(f"&nbsp;&nbsp;{k}: {v}" for k, v in flatten(manifest.metrics))
     if manifest.training_data:
         lines.append("<b>Training data:</b>")
