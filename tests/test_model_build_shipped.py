@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from device.bundle import load_bundle
+from model_build.card import PRODUCT_BAR
 
 MAX_BYTES = 5 * 1024 * 1024
 
@@ -28,6 +29,9 @@ def test_shipped_bundle_has_report_and_card(shipped_bundle_dir: Path) -> None:
         assert heading in card
     metrics = json.loads((shipped_bundle_dir / "report" / "metrics.json").read_text(encoding="utf-8"))
     assert (shipped_bundle_dir / "report" / "split.csv").is_file()
+    headline = metrics["evaluations"]["test_int8"]["all"]["headline"]
+    misses_bar = any(headline[name]["value"] < minimum for name, minimum in PRODUCT_BAR.items())
+    assert ("bar is NOT met" in card) == misses_bar  # the card never hides (or invents) a miss
     agreement = metrics["parity_int8_vs_float_test"]["top1_agreement"]
     if agreement < 0.98:
         # an interim bundle below the parity gate must say so loudly in its card
