@@ -81,6 +81,14 @@ class StoreSection(_Section):
     thumbnail_px: int = Field(default=160, ge=32, le=512)
 
 
+def split_host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (an IPv6 host in brackets) -> ``(host, port)``; ValueError when malformed."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"broker {text!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 class MqttConnection(_Section):
     """How to reach the broker: shared by the device's ``[uplink]`` and the hub's ``[mqtt]``."""
 
@@ -97,9 +105,7 @@ class MqttConnection(_Section):
     @field_validator("broker")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("broker must be HOST:PORT")
+        split_host_port(value)
         return value
 
     @model_validator(mode="after")

@@ -1,6 +1,7 @@
 """Connecting to the MQTT broker: one place for the broker address, TLS and credentials.
 
-Used by the device uplink (``device/uplink/``) and the hub (``hub/service.py``); both take their
+Used by the device uplink (``device/uplink/``), the hub (``hub/service.py``) and the UI's "Test hub"
+button (``ui/hub.py``); all take their
 settings from a :class:`device.config.MqttConnection` section. paho-mqtt 2.x, VERSION2 callbacks.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from device.config import MqttConnection
+from device.config import MqttConnection, split_host_port
 from device.errors import ConfigError
 
 
@@ -23,10 +24,10 @@ class BrokerAddress:
 
     @classmethod
     def parse(cls, text: str) -> "BrokerAddress":
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"broker {text!r}: expected HOST:PORT")
-        return cls(host.strip("[]"), int(port))
+        try:
+            return cls(*split_host_port(text))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"

@@ -199,3 +199,14 @@ def test_uplink_state_drives_the_hub_status(qtbot, tmp_path: Path) -> None:
         qtbot.waitUntil(lambda: "not running" in window.banners.banners["hub"].text.text(), timeout=10_000)
     finally:
         window.shutdown()
+
+
+def test_hub_test_button_names_a_missing_tls_file(tmp_path: Path) -> None:
+    """The Settings "Test hub" check builds its client like the uplink does: a missing CA file is a
+    clear answer naming the file, not an exception."""
+    from device.config import UplinkSection
+    from ui.hub import mqtt_connect_test
+
+    missing = tmp_path / "ca.pem"
+    ok, message = mqtt_connect_test(UplinkSection(broker=f"127.0.0.1:{free_port()}", tls=True, ca_file=missing))
+    assert not ok and "ca_file" in message and str(missing) in message and "not found" in message

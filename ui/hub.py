@@ -9,30 +9,28 @@ import threading
 import uuid
 
 from device.config import UplinkSection
+from device.errors import ConfigError, StoreError
+from device.mqtt import BrokerAddress, new_client
+from device.store import ResultStore
+from device.uplink.state import read_state
 
 log = logging.getLogger(__name__)
 
 
-def split_broker(broker: str) -> tuple[str, int]:
-    host, _, port = broker.rpartition(":")
-    return host, int(port)
-
-
 def tcp_reachable(broker: str, timeout_s: float = 2.0) -> tuple[bool, str]:
     """Can a TCP connection be opened to HOST:PORT? (No MQTT, no credentials: a network check.)"""
-    host, port = split_broker(broker)
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
+        address = BrokerAddress.parse(broker)
+        with socket.create_connection((address.host, address.port), timeout=timeout_s):
             return True, f"{broker} reachable"
+    except ConfigError as exc:
+        return False, str(exc)
     except OSError as exc:
         return False, f"{broker}: {exc.strerror or exc}"
 
 
 def mqtt_connect_test(uplink: UplinkSection, timeout_s: float = 5.0) -> tuple[bool, str]:
     """Connect to the broker with the uplink's TLS settings and credentials, then disconnect."""
-    import paho.mqtt.client as mqtt
-
-    host, port = split_broker(uplink.broker)
     done = threading.Event()
     outcome: dict[str, object] = {}
 
@@ -40,19 +38,15 @@ def mqtt_connect_test(uplink: UplinkSection, timeout_s: float = 5.0) -> tuple[bo
         outcome["code"] = reason_code
         done.set()
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sonopi-ui-test-{uuid.uuid4().hex[:8]}")
+    try:
+        address = BrokerAddress.parse(uplink.broker)
+        client = new_client(uplink, f"sonopi-ui-test-{uuid.uuid4().hex[:8]}", clean_session=True,
+                            reconnect_on_failure=False, who="hub test")
+    except ConfigError as exc:
+        return False, str(exc)
     client.on_connect = on_connect
     try:
-        if uplink.tls:
-            client.tls_set(
-                ca_certs=str(uplink.ca_file) if uplink.ca_file else None,
-                certfile=str(uplink.cert_file) if uplink.cert_file else None,
-                keyfile=str(uplink.key_file) if uplink.key_file else None,
-            )
-        if uplink.username:
-            password = uplink.password_file.read_text().strip() if uplink.password_file else None
-            client.username_pw_set(uplink.username, password)
-        client.connect_async(host, port, keepalive=10)
+        client.connect_async(address.host, address.port, keepalive=10)
         client.loop_start()
         if not done.wait(timeout_s):
             return False, f"{uplink.broker}: no answer within {timeout_s:.0f} s"
@@ -70,12 +64,9 @@ def mqtt_connect_test(uplink: UplinkSection, timeout_s: float = 5.0) -> tuple[bo
             log.debug("MQTT test cleanup failed", exc_info=True)
 
 
-def hub_status(store, broker: str, heartbeat_s: float) -> tuple[bool, str]:
+def hub_status(store: ResultStore, broker: str, heartbeat_s: float) -> tuple[bool, str]:
     """The status bar's hub state: the uplink process's own connection state when it has shared one
     through the store; a TCP reachability probe when no uplink ever ran on this store (development)."""
-    from device.errors import StoreError
-    from device.uplink.state import read_state
-
     try:
         state = read_state(store)
     except StoreError as exc:
