@@ -14,7 +14,6 @@ class _Section(BaseModel):
 
 
 class MqttSection(MqttConnection):
-    broker: str = "localhost:1883"
     # fixed: the broker keeps this persistent session's queue while the hub is down
     client_id: str = Field(default="sonopi-hub", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 

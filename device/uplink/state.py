@@ -14,7 +14,7 @@ from device.results import utc_now_iso
 from device.store import ResultStore
 
 META_KEY = "uplink_state"
-STATES = ("connecting", "connected", "disconnected", "stopped")
+STATES = ("connected", "disconnected", "stopped")
 
 
 @dataclass(frozen=True)
