@@ -51,17 +51,17 @@ class Classifier:
 
 def input_resolution(arch: str, override: int | None = None) -> int:
     """The architecture's native input side, or ``override`` (a multiple of 32, at least 96)."""
-    if override is not None:
-        if arch not in ARCHITECTURES:
-            raise ArchitectureError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-        if override < 96 or override % 32:
-            raise ArchitectureError(f"input resolution {override} must be a multiple of 32 and at least 96")
-        return override
     if arch in LITE_VARIANTS:
-        return LITE_VARIANTS[arch].resolution
-    if arch in KERAS_B:
-        return KERAS_B[arch][1]
-    raise ArchitectureError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        native = LITE_VARIANTS[arch].resolution
+    elif arch in KERAS_B:
+        native = KERAS_B[arch][1]
+    else:
+        raise ArchitectureError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if override is None:
+        return native
+    if override < 96 or override % 32:
+        raise ArchitectureError(f"input resolution {override} must be a multiple of 32 and at least 96")
+    return override
 
 
 def build_classifier(
