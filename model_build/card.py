@@ -74,12 +74,15 @@ PRODUCT_BAR = {"accuracy": 0.92, "malignant_auc": 0.96, "malignant_sensitivity":
 def _bar_warning(metrics: dict[str, Any]) -> list[str]:
     """A loud note when the shipped int8 model misses the product bar on the test split."""
     headline = metrics["evaluations"]["test_int8"]["all"]["headline"]
-    missed = [(name, headline.get(name) or {}) for name, minimum in PRODUCT_BAR.items()
-              if (headline.get(name) or {}).get("value") is None or headline[name]["value"] < minimum]
+
+    def value(name: str) -> float | None:
+        return (headline.get(name) or {}).get("value")
+
+    missed = [name for name, minimum in PRODUCT_BAR.items() if value(name) is None or value(name) < minimum]
     if not missed:
         return []
-    parts = [f"{name.replace('_', ' ')} {_ci(entry)} (bar {PRODUCT_BAR[name]:.2f})" for name, entry in missed]
-    spec = headline.get("malignant_specificity") or {}
+    parts = [f"{name.replace('_', ' ')} {_ci(headline.get(name))} (bar {PRODUCT_BAR[name]:.2f})" for name in missed]
+    spec = headline.get("malignant_specificity")
     return [
         "> **The project's bar is NOT met by this model** (held-out test, int8): " + "; ".join(parts) + ". "
         f"Malignant specificity at the shipped threshold: {_ci(spec)}.",
