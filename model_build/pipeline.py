@@ -94,8 +94,8 @@ def build(cfg: BuildConfig) -> BuildResult:
     clf.model.save_weights(str(float_weights))
     log.info("float weights saved to %s", float_weights)
 
-    # The shipped model averages each image with its mirror (see classifier.mirrored_export_model):
-    # calibration, thresholds and float metrics use that same float model.
+    # With --mirror-tta the exported graph averages each image with its mirror (classifier.mirrored_export_model):
+    # calibration, thresholds and float metrics always use the float model that is exported.
     export_model = mirrored_export_model(clf) if cfg.mirror_tta else clf.export_model()
     logits = {name: predict_export(export_model, parts[name].pixels) for name in ("val", "test")}
     temperature = calibrate.fit_temperature(logits["val"], y["val"])
