@@ -17,7 +17,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -49,7 +48,7 @@ class ReplayCard(FrameSource):
     def read(self) -> Frame | None:
         delay = self._next - time.monotonic()
         if delay > 0:
-            threading.Event().wait(delay)
+            time.sleep(delay)
         self._next = max(self._next + self.period, time.monotonic() - self.period)
         image = self.images[self.index % len(self.images)]
         self.index += 1
