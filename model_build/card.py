@@ -18,13 +18,16 @@ def _ci(entry: dict[str, Any] | None) -> str:
 
 
 def _kept(history: dict[str, Any]) -> str:
-    if not history.get("averaged_epochs"):
-        return "the best epoch"
-    epochs = history["averaged_epochs"]
-    return (
-        f"{history.get('kept', 'best epoch')} (the average of epochs {epochs[0]}-{epochs[-1]} scored val loss "
-        f"{history['averaged_val_loss']:.4f})"
-    )
+    kept = history.get("kept", "best epoch")
+    if history.get("averaged_epochs"):
+        epochs = history["averaged_epochs"]
+        kept += f" (the average of epochs {epochs[0]}-{epochs[-1]} scored val loss {history['averaged_val_loss']:.4f})"
+    if history.get("snapped_val_loss") is not None:
+        kept += (
+            f"; conv kernels on the int8 grid moved val loss {history['pre_grid_val_loss']:.4f} -> "
+            f"{history['snapped_val_loss']:.4f}, the kept weights score {history['kept_val_loss']:.4f}"
+        )
+    return kept
 
 
 def _metrics_table(evaluation: dict[str, Any]) -> list[str]:

@@ -229,8 +229,11 @@ def plot_training(history: Any, path: Path) -> None:
             kept = "kept" if history.kept.startswith("average") else "not kept"
             ax.axvspan(history.averaged_epochs[0] - 0.5, history.averaged_epochs[-1] + 0.5, color="0.85",
                        label=f"weights averaged ({kept})")
+        grid = [e for e, phase in zip(history.epoch, history.phase) if phase == "int8-grid"]
+        if grid:
+            ax.axvspan(grid[0] - 0.5, grid[-1] + 0.5, color="#d8e8f8", label="conv kernels on the int8 grid")
         if history.best_epoch > 0:
-            ax.axvline(history.best_epoch, color="k", ls=":", lw=0.8, label="best single epoch")
+            ax.axvline(history.best_epoch, color="k", ls=":", lw=0.8, label="kept epoch")
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
     a.set_title("loss")

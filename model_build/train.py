@@ -21,6 +21,7 @@ import numpy as np
 
 from model_build.augment import AugmentConfig, augment
 from model_build.classifier import Classifier, set_backbone_trainable
+from model_build.weight_grid import GridKernels
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class TrainConfig:
     patience: int = 20  # >= epochs: the cosine schedule runs to its end
     average_last: int = 8  # average the weights of the last N fine-tuning epochs (0 = off)
     freeze_bn: bool = True  # keep BatchNorm in inference mode while fine-tuning
+    grid_epochs: int = 2  # then fine-tune with conv kernels on the int8 grid (weight_grid.py; 0 = off)
+    grid_lr: float = 2e-5
     time_budget_s: float = 32 * 60  # the CLI's --time-budget-min default
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -61,6 +64,9 @@ class History:
     averaged_epochs: list[int] = field(default_factory=list)
     averaged_val_loss: float | None = None
     kept: str = "best epoch"
+    pre_grid_val_loss: float | None = None  # the kept weights before their kernels went on the int8 grid
+    snapped_val_loss: float | None = None  # the same weights snapped, before int8-grid fine-tuning
+    kept_val_loss: float | None = None  # of the weights train() returns
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -204,12 +210,37 @@ def train(
         clf.model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay), loss=sparse_loss)
         log.info("phase 2: fine-tuning the backbone (BatchNorm %s), up to %d epoch(s)", "frozen" if cfg.freeze_bn else "trainable", cfg.epochs)
         clf.model.fit(batches, epochs=cfg.epochs, callbacks=[Monitor("finetune")], verbose=verbose)
-    if average.count >= 2 and _keep_average(clf, average, state["best"], x_val, y_val, malignant, history):
-        return history
-    if state["weights"] is not None:
-        clf.model.set_weights(state["weights"])
-        log.info("restored best weights from epoch %d (val_loss %.4f)", history.best_epoch, state["best"])
+    if not (average.count >= 2 and _keep_average(clf, average, state["best"], x_val, y_val, malignant, history)):
+        if state["weights"] is not None:
+            clf.model.set_weights(state["weights"])
+            log.info("restored best weights from epoch %d (val_loss %.4f)", history.best_epoch, state["best"])
+    if cfg.grid_epochs > 0:
+        _grid_phase(clf, batches, sparse_loss, Monitor, state, x_val, y_val, malignant, history, cfg, verbose)
+    history.kept_val_loss = _val_metrics(predict_logits(clf.model, x_val), y_val, malignant)[0]
     return history
+
+
+def _grid_phase(clf, batches, loss, monitor, state, x_val, y_val, malignant, history: History, cfg: TrainConfig, verbose) -> None:
+    """Snap the conv kernels to the int8 grid, then fine-tune them there; keep the best snapped weights."""
+    import keras
+
+    history.pre_grid_val_loss = _val_metrics(predict_logits(clf.model, x_val), y_val, malignant)[0]
+    set_backbone_trainable(clf, True, freeze_bn=True)  # the grid is defined through frozen BatchNorm factors
+    grid = GridKernels(clf.model)
+    v_loss, v_acc, v_auc = _val_metrics(predict_logits(clf.model, x_val), y_val, malignant)
+    history.snapped_val_loss = v_loss
+    log.info(
+        "phase 3: %d conv kernels snapped to the int8 grid: val_loss %.4f -> %.4f (val_acc %.3f, val_malignant_auc %.3f); "
+        "fine-tuning on the grid for %d epoch(s)", len(grid.pairs), history.pre_grid_val_loss, v_loss, v_acc, v_auc, cfg.grid_epochs,
+    )
+    state.update(best=v_loss, weights=clf.model.get_weights())
+    history.kept += ", snapped to the int8 grid"
+    clf.model.compile(optimizer=keras.optimizers.AdamW(cfg.grid_lr, weight_decay=cfg.weight_decay), loss=loss)
+    best_before = history.best_epoch
+    clf.model.fit(batches, epochs=cfg.grid_epochs, callbacks=[grid.callback(), monitor("int8-grid")], verbose=verbose)
+    if history.best_epoch != best_before:
+        history.kept += f", int8-grid fine-tuned (epoch {history.best_epoch})"
+    clf.model.set_weights(state["weights"])
 
 
 class WeightAverage:

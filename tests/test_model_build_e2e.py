@@ -27,7 +27,8 @@ def tiny_build(datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("model_build") / "bundle"
     argv = [
         "build", "--data", str(datasets / "busi"), "--data", str(datasets / "bus-bra"), "--out", str(out),
-        "--limit-per-class", "6", "--epochs-frozen", "1", "--epochs", "2", "--average-last", "2", "--batch-size", "16",
+        "--limit-per-class", "6", "--epochs-frozen", "1", "--epochs", "2", "--average-last", "2", "--grid-epochs", "1",
+        "--batch-size", "16",
         "--bootstrap", "50", "--representative-steps", "16",
         "--min-agreement", "0",  # a 2-epoch model is near-uniform: agreement is checked below, not gated
         "--name", "tiny-build", "--version", "0.0.0-test",
@@ -53,9 +54,30 @@ def test_weight_average_of_the_last_epochs_is_evaluated(tiny_build: Path) -> Non
     history = json.loads((tiny_build / "report/metrics.json").read_text())["history"]
     assert history["averaged_epochs"] == [2, 3]  # epoch 1 is the frozen warm-up
     assert history["averaged_val_loss"] is not None and history["averaged_val_loss"] > 0
-    best_single = history["val_loss"][history["best_epoch"] - 1]  # the restored epoch's validation loss
-    kept_average = history["averaged_val_loss"] <= best_single
-    assert history["kept"] == ("average of 2 epochs" if kept_average else "best epoch")
+    before_grid = [loss for loss, phase in zip(history["val_loss"], history["phase"]) if phase != "int8-grid"]
+    kept_average = history["averaged_val_loss"] <= min(before_grid)
+    assert history["kept"].startswith("average of 2 epochs" if kept_average else "best epoch")
+    expected = history["averaged_val_loss"] if kept_average else min(before_grid)
+    assert history["pre_grid_val_loss"] == pytest.approx(expected, abs=2e-4)
+
+
+def test_int8_grid_phase_keeps_the_best_snapped_weights(tiny_build: Path) -> None:
+    from model_build.classifier import build_classifier
+    from model_build.weight_grid import _bn_factor, conv_bn_pairs, snap_kernel
+
+    history = json.loads((tiny_build / "report/metrics.json").read_text())["history"]
+    assert history["phase"][-1] == "int8-grid" and history["phase"].count("int8-grid") == 1
+    assert ", snapped to the int8 grid" in history["kept"]
+    assert history["kept_val_loss"] == pytest.approx(min(history["snapped_val_loss"], history["val_loss"][-1]), abs=2e-4)
+    # the float weights saved beside the bundle are the kept ones: every conv+BN kernel is on its int8 grid
+    clf = build_classifier("lite0", 3)
+    clf.model.load_weights(str(tiny_build.parent / "bundle-float.weights.h5"))
+    pairs = conv_bn_pairs(clf.model)
+    assert len(pairs) == 49  # Lite0: stem, 16 blocks (15 with an expansion), head
+    for conv, bn in pairs:
+        kernel = conv.get_weights()[0]
+        depthwise = type(conv).__name__ == "DepthwiseConv2D"
+        np.testing.assert_allclose(snap_kernel(kernel, _bn_factor(bn), depthwise), kernel, rtol=1e-5, atol=1e-7)
 
 
 def test_manifest_is_what_the_device_needs(tiny_build: Path) -> None:
@@ -124,7 +146,7 @@ def test_refused_parity_writes_no_bundle(datasets: Path, tmp_path: Path) -> None
     argv = [
         "build", "--data", str(datasets / "busi"), "--out", str(out), "--limit-per-class", "4",
         "--epochs-frozen", "0", "--epochs", "0", "--representative-steps", "4", "--bootstrap", "10",
-        "--min-agreement", "1.01", "--no-shortcut-check",
+        "--min-agreement", "1.01", "--no-shortcut-check", "--grid-epochs", "0",
     ]
     assert main(argv) == 2
     assert not (out / "model.tflite").exists() and not (out / "manifest.json").exists()
