@@ -52,7 +52,7 @@ bench: $(VENV)/.stamp-test
 	$(PY) -m bench
 
 model: $(VENV)/.stamp-test
-	$(PY) -m model_build build --data $(DATASETS)/busi --data $(DATASETS)/bus-bra --out build/model
+	$(PY) -m model_build build --data $(DATASETS)/busi --data $(DATASETS)/bus-bra --resolution 288 --out build/model
 	@if [ -f "$(SIGNING_KEY)" ]; then $(PY) -m device.signing sign build/model --key "$(SIGNING_KEY)"; \
 	else echo "model: build/model NOT signed ($(SIGNING_KEY) missing: make keys, or SIGNING_KEY=...)"; fi
 

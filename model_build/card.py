@@ -22,12 +22,47 @@ def _kept(history: dict[str, Any]) -> str:
     if history.get("averaged_epochs"):
         epochs = history["averaged_epochs"]
         kept += f" (the average of epochs {epochs[0]}-{epochs[-1]} scored val loss {history['averaged_val_loss']:.4f})"
-    if history.get("snapped_val_loss") is not None:
-        kept += (
-            f"; conv kernels on the int8 grid moved val loss {history['pre_grid_val_loss']:.4f} -> "
-            f"{history['snapped_val_loss']:.4f}, the kept weights score {history['kept_val_loss']:.4f}"
-        )
-    return kept
+    if history.get("snapped_val_loss") is None:
+        return kept
+    start = _grid_start(history)
+    best = history["best_epoch"]
+    grid_kept = f"epoch {best}" if best > 0 and history["phase"][best - 1] == "int8-grid" else "before fine-tuning"
+    return (
+        f"{kept}; the int8-grid phase started from {start} (val loss {history['pre_grid_val_loss']:.4f}), snapping its "
+        f"conv kernels gave {history['snapped_val_loss']:.4f}, and the kept snapped weights ({grid_kept}) score "
+        f"{history['kept_val_loss']:.4f}"
+    )
+
+
+def _grid_start(history: dict[str, Any]) -> str:
+    if history.get("pre_grid_epoch"):
+        return f"epoch {history['pre_grid_epoch']}"
+    return "the weight average" if history.get("kept", "").startswith("average") else "the initial weights"
+
+
+def _origin_lines(origin: dict[str, Any] | None) -> list[str]:
+    if not origin:
+        return []
+    h, train = origin.get("history") or {}, (origin.get("config") or {}).get("train") or {}
+    best = h.get("best_epoch", -1)
+    val = f", val loss {h['val_loss'][best - 1]:.4f}" if best > 0 and h.get("val_loss") else ""
+    return [
+        "",
+        f"Initialised from the float weights of an earlier build on the same split, `{origin['build']}`: "
+        f"{train.get('epochs_frozen')} head-only + {train.get('epochs')} fine-tuning epochs at peak lr {train.get('lr')}, "
+        f"kept epoch {best} of {len(h.get('epoch', []))}{val}; its history is `report/metrics.json` › "
+        "`initialised_from`, plotted in `report/training_curves_origin.png`.",
+    ]
+
+
+def _grid_note(history: dict[str, Any]) -> str:
+    if history.get("snapped_val_loss") is None:
+        return ""
+    return (
+        " The float model was fine-tuned with its convolution kernels on the int8 grid (BatchNorm folded, per "
+        "channel, as the converter quantizes them), so the int8 model holds exactly its kernels and the remaining "
+        "difference is activation rounding."
+    )
 
 
 def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
@@ -186,7 +221,7 @@ def write_model_card(path: Path, manifest: Manifest, metrics: dict[str, Any]) ->
         *_metrics_table({"all": ev["test_float"]["all"]}),
         "",
         f"int8 vs float (test, {parity['n']} images): top-1 agreement {parity['top1_agreement']:.4f}, "
-        f"max |Δ probability| {parity['max_prob_diff']:.4f}, mean {parity['mean_prob_diff']:.4f}.",
+        f"max |Δ probability| {parity['max_prob_diff']:.4f}, mean {parity['mean_prob_diff']:.4f}." + _grid_note(history),
         "",
         "Validation (float; used for early stopping, temperature and threshold — not an independent estimate):",
         "",
@@ -194,6 +229,7 @@ def write_model_card(path: Path, manifest: Manifest, metrics: dict[str, Any]) ->
         "",
         f"Training: best epoch {history['best_epoch']} of {len(history['epoch'])}, stopped by {history['stopped_by']}; "
         f"kept: {_kept(history)}; build time {metrics['build_seconds'] / 60:.1f} min. Plots: `report/*.png`.",
+        *_origin_lines(metrics.get("initialised_from")),
         "",
         "## Does the model read the sonographer's marks?",
         "",

@@ -231,7 +231,8 @@ def plot_training(history: Any, path: Path) -> None:
                        label=f"weights averaged ({kept})")
         grid = [e for e, phase in zip(history.epoch, history.phase) if phase == "int8-grid"]
         if grid:
-            ax.axvspan(grid[0] - 0.5, grid[-1] + 0.5, color="#d8e8f8", label="conv kernels on the int8 grid")
+            start = f"epoch {history.pre_grid_epoch}" if history.pre_grid_epoch else "the average or initial weights"
+            ax.axvspan(grid[0] - 0.5, grid[-1] + 0.5, color="#d8e8f8", label=f"int8-grid fine-tuning (from {start})")
         if history.best_epoch > 0:
             ax.axvline(history.best_epoch, color="k", ls=":", lw=0.8, label="kept epoch")
         ax.set_xlabel("epoch")

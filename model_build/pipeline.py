@@ -86,11 +86,13 @@ def build(cfg: BuildConfig) -> BuildResult:
     log.info("split (images): %s", {k: len(v.samples) for k, v in parts.items()})
 
     clf = build_classifier(cfg.arch, len(data.labels), cfg.weights, resolution=cfg.resolution)
+    origin = None
     if cfg.init_weights is not None:
+        origin = weights_origin(Path(cfg.init_weights), report / "split.csv")
         clf.model.load_weights(str(cfg.init_weights))
         log.info("initialised from %s", cfg.init_weights)
     history = train(clf, parts["train"].pixels, y["train"], parts["val"].pixels, y["val"], data.labels, cfg.train)
-    float_weights = out.parent / f"{out.name}-float.weights.h5"  # beside the bundle, never inside it
+    float_weights = out.parent / f"{out.name}{FLOAT_WEIGHTS_SUFFIX}"  # beside the bundle, never inside it
     clf.model.save_weights(str(float_weights))
     log.info("float weights saved to %s", float_weights)
 
@@ -141,6 +143,10 @@ def build(cfg: BuildConfig) -> BuildResult:
                                     int8_features, int8_logits, data.labels, report, cfg.seed)
 
     _plots(report, evaluations, preds("test", int8_logits), preds("val", logits["val"]), data.labels, threshold, history)
+    if origin is not None and origin.get("history"):
+        known = {f.name for f in dataclasses.fields(History)}
+        origin_history = History(**{k: v for k, v in origin["history"].items() if k in known})
+        evaluate.plot_training(origin_history, report / "training_curves_origin.png")
     seconds = time.monotonic() - start
     metrics = {
         "labels": list(data.labels),
@@ -151,6 +157,7 @@ def build(cfg: BuildConfig) -> BuildResult:
         "evaluations": evaluations,
         "shortcut_check": shortcut_result,
         "history": dataclasses.asdict(history),
+        "initialised_from": origin,
         "split": split.summarise(data.samples, assignment),
         "n_groups": {name: int(len(set(group_of[name].tolist()))) for name in split.SPLITS},
         "bad_files": [dataclasses.asdict(b) for b in data.bad_files],
@@ -167,6 +174,35 @@ def build(cfg: BuildConfig) -> BuildResult:
     seconds = time.monotonic() - start
     log.info("bundle written to %s in %.0f s (%.2f MB model)", out, seconds, len(model_bytes) / 1e6)
     return BuildResult(bundle, metrics, seconds)
+
+
+FLOAT_WEIGHTS_SUFFIX = "-float.weights.h5"
+
+
+def weights_origin(init_weights: Path, split_csv: Path) -> dict[str, Any] | None:
+    """Where ``--init-weights`` came from, when it is a build's float weights (``<bundle>-float.weights.h5``).
+
+    That build's training history is carried into this report, and its split must be this build's split:
+    weights trained on another split may have seen this build's test images.
+    """
+    if not init_weights.is_file():
+        raise DatasetError(f"--init-weights {init_weights}: no such file")
+    if not init_weights.name.endswith(FLOAT_WEIGHTS_SUFFIX):
+        log.warning("--init-weights %s is not a build's float weights: its training is not traceable", init_weights)
+        return None
+    build_dir = init_weights.with_name(init_weights.name[: -len(FLOAT_WEIGHTS_SUFFIX)])
+    metrics_file, origin_split = build_dir / "report" / "metrics.json", build_dir / "report" / "split.csv"
+    if not metrics_file.is_file() or not origin_split.is_file():
+        log.warning("--init-weights %s: no report beside it in %s: its training is not traceable", init_weights, build_dir)
+        return None
+    if origin_split.read_bytes() != split_csv.read_bytes():
+        raise DatasetError(
+            f"--init-weights {init_weights} was trained on a different split ({origin_split}): "
+            "its weights may have seen this build's test images"
+        )
+    origin = json.loads(metrics_file.read_text(encoding="utf-8"))
+    return {"weights": str(init_weights), "build": str(build_dir), "config": origin.get("config"),
+            "history": origin.get("history"), "build_seconds": origin.get("build_seconds")}
 
 
 def predict_export(export_model, grey: np.ndarray) -> np.ndarray:

@@ -64,6 +64,7 @@ class History:
     averaged_epochs: list[int] = field(default_factory=list)
     averaged_val_loss: float | None = None
     kept: str = "best epoch"
+    pre_grid_epoch: int | None = None  # the epoch the int8-grid phase started from (None: the average or initial weights)
     pre_grid_val_loss: float | None = None  # the kept weights before their kernels went on the int8 grid
     snapped_val_loss: float | None = None  # the same weights snapped, before int8-grid fine-tuning
     kept_val_loss: float | None = None  # of the weights train() returns
@@ -210,10 +211,10 @@ def train(
         clf.model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay), loss=sparse_loss)
         log.info("phase 2: fine-tuning the backbone (BatchNorm %s), up to %d epoch(s)", "frozen" if cfg.freeze_bn else "trainable", cfg.epochs)
         clf.model.fit(batches, epochs=cfg.epochs, callbacks=[Monitor("finetune")], verbose=verbose)
-    if not (average.count >= 2 and _keep_average(clf, average, state["best"], x_val, y_val, malignant, history)):
-        if state["weights"] is not None:
-            clf.model.set_weights(state["weights"])
-            log.info("restored best weights from epoch %d (val_loss %.4f)", history.best_epoch, state["best"])
+    kept_average = average.count >= 2 and _keep_average(clf, average, state["best"], x_val, y_val, malignant, history)
+    if not kept_average and state["weights"] is not None:
+        clf.model.set_weights(state["weights"])
+        log.info("restored best weights from epoch %d (val_loss %.4f)", history.best_epoch, state["best"])
     if cfg.grid_epochs > 0:
         _grid_phase(clf, batches, sparse_loss, Monitor, state, x_val, y_val, malignant, history, cfg, verbose)
     history.kept_val_loss = _val_metrics(predict_logits(clf.model, x_val), y_val, malignant)[0]
@@ -225,6 +226,7 @@ def _grid_phase(clf, batches, loss, monitor, state, x_val, y_val, malignant, his
     import keras
 
     history.pre_grid_val_loss = _val_metrics(predict_logits(clf.model, x_val), y_val, malignant)[0]
+    history.pre_grid_epoch = history.best_epoch if history.best_epoch > 0 and not history.kept.startswith("average") else None
     set_backbone_trainable(clf, True, freeze_bn=True)  # the grid is defined through frozen BatchNorm factors
     grid = GridKernels(clf.model)
     v_loss, v_acc, v_auc = _val_metrics(predict_logits(clf.model, x_val), y_val, malignant)
@@ -234,13 +236,9 @@ def _grid_phase(clf, batches, loss, monitor, state, x_val, y_val, malignant, his
         "fine-tuning on the grid for %d epoch(s)", len(grid.pairs), history.pre_grid_val_loss, v_loss, v_acc, v_auc, cfg.grid_epochs,
     )
     state.update(best=v_loss, weights=clf.model.get_weights())
-    history.kept += ", snapped to the int8 grid"
     clf.model.compile(optimizer=keras.optimizers.AdamW(cfg.grid_lr, weight_decay=cfg.weight_decay), loss=loss)
-    best_before = history.best_epoch
     clf.model.fit(batches, epochs=cfg.grid_epochs, callbacks=[grid.callback(), monitor("int8-grid")], verbose=verbose)
-    if history.best_epoch != best_before:
-        history.kept += f", int8-grid fine-tuned (epoch {history.best_epoch})"
-    clf.model.set_weights(state["weights"])
+    clf.model.set_weights(state["weights"])  # the best snapped weights: before fine-tuning, or an int8-grid epoch
 
 
 class WeightAverage:

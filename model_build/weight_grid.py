@@ -1,25 +1,23 @@
-"""Put every convolution's BatchNorm-folded kernel on the int8 grid the TFLite converter will use,
-and fine-tune with the kernels kept there.
+"""Convolution kernels on the int8 grid the TFLite converter will use, and fine-tuning them there.
 
 The converter folds an inference-mode BatchNormalization into the convolution before it
 (``w_f = w * gamma / sqrt(var + eps)``, per output channel) and quantizes ``w_f`` per channel,
 symmetric, to int8 with scale ``max|w_f| / 127``. Rounding those kernels is a measured, large part of the
-int8 model's error (docs/model.md: over half of the logit error, most of it in block 0's depthwise
-kernel). Snapping the float model's kernels to that same grid (and back through the BatchNorm factor)
-makes the float model carry the rounding: the converter then reproduces these kernels exactly, and the
-float model we evaluate and calibrate is the one the device runs, up to activation rounding.
+int8 model's error (docs/model.md: about half of the logit error, most of it in block 0's depthwise
+kernel). Snapping the float kernels to that same grid (and back through the BatchNorm factor), then
+fine-tuning with them kept there (``GridKernels``, the weight half of quantization-aware training),
+gives a float model whose kernels the converter reproduces exactly: the int8 model differs from it only
+by activation rounding, and calibration is fitted on a float model that has the device's kernels.
 
-The channel with the largest magnitude keeps its value, so the scale the converter picks is unchanged.
+The largest value of each channel keeps its magnitude, so the scale the converter picks is unchanged.
+BatchNorm must stay frozen (inference mode) while and after kernels are on the grid.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 INT8_MAX = 127
 

@@ -17,7 +17,7 @@ def test_shipped_bundle_loads_and_fits(shipped_bundle_dir: Path) -> None:
     bundle = load_bundle(shipped_bundle_dir)
     m = bundle.manifest
     assert m.labels == ("normal", "benign", "malignant")
-    assert m.input.height == m.input.width == 224 and m.input.dtype == "uint8"
+    assert m.input.height == m.input.width == 288 and m.input.dtype == "uint8"  # make model's --resolution 288
     assert "malignant" in m.thresholds and m.temperature > 0 and m.cam is not None
     total = sum(p.stat().st_size for p in shipped_bundle_dir.rglob("*") if p.is_file())
     assert total <= MAX_BYTES, f"bundle is {total / 1e6:.2f} MB"

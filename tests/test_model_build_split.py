@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 pytest.importorskip("imagehash")
 
 from device.bundle import InputSpec  # noqa: E402
-from model_build.data import LoadedData, Sample, load_sources  # noqa: E402
+from model_build.data import DatasetError, LoadedData, Sample, load_sources  # noqa: E402
 from model_build.split import (  # noqa: E402
     SplitAssignment,
     SplitError,
@@ -99,3 +100,38 @@ def test_real_busi_split_has_no_cross_split_near_duplicates(datasets: Path) -> N
     splits = np.array(assignment.splits)
     assert np.all(splits[a] == splits[b])
     assert np.all(ids[a] == ids[b])
+
+
+def _fake_build(root: Path, split_text: str) -> Path:
+    """A build's output as the pipeline leaves it: <name>/report/{metrics.json,split.csv} + <name>-float.weights.h5."""
+    (root / "old" / "report").mkdir(parents=True)
+    (root / "old" / "report" / "split.csv").write_text(split_text)
+    history = {"epoch": [1, 2, 3], "val_loss": [0.7, 0.5, 0.6], "best_epoch": 2}
+    (root / "old" / "report" / "metrics.json").write_text(json.dumps({"history": history, "config": {"train": {"lr": 2e-4}}}))
+    weights = root / "old-float.weights.h5"
+    weights.write_bytes(b"weights")
+    return weights
+
+
+def test_init_weights_trained_on_another_split_are_refused(tmp_path: Path) -> None:
+    """Weights from a build with a different split may have trained on this build's test images."""
+    from model_build.pipeline import weights_origin
+
+    weights = _fake_build(tmp_path, "file,source,label,group,split\na.png,busi,benign,0,train\n")
+    here = tmp_path / "split.csv"
+    here.write_text("file,source,label,group,split\na.png,busi,benign,0,test\n")
+    with pytest.raises(DatasetError, match="different split"):
+        weights_origin(weights, here)
+    here.write_text("file,source,label,group,split\na.png,busi,benign,0,train\n")
+    origin = weights_origin(weights, here)
+    assert origin is not None and origin["history"]["best_epoch"] == 2 and origin["build"] == str(tmp_path / "old")
+
+
+def test_init_weights_without_a_build_are_untraced_or_missing(tmp_path: Path) -> None:
+    from model_build.pipeline import weights_origin
+
+    loose = tmp_path / "mine.weights.h5"
+    loose.write_bytes(b"weights")
+    assert weights_origin(loose, tmp_path / "split.csv") is None
+    with pytest.raises(DatasetError, match="no such file"):
+        weights_origin(tmp_path / "absent-float.weights.h5", tmp_path / "split.csv")
