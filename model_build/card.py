@@ -17,27 +17,30 @@ def _ci(entry: dict[str, Any] | None) -> str:
     return f"{entry['value']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def _kept(history: dict[str, Any]) -> str:
-    kept = history.get("kept", "best epoch")
-    if history.get("averaged_epochs"):
+def _chosen_weights(history: dict[str, Any]) -> str:
+    """The weights training picked (before any int8-grid phase)."""
+    if history.get("kept", "").startswith("average"):
         epochs = history["averaged_epochs"]
-        kept += f" (the average of epochs {epochs[0]}-{epochs[-1]} scored val loss {history['averaged_val_loss']:.4f})"
+        return f"the average of epochs {epochs[0]}-{epochs[-1]}"
+    grid = history.get("snapped_val_loss") is not None
+    epoch = history.get("pre_grid_epoch") if grid else history.get("best_epoch")
+    return f"epoch {epoch}" if epoch and epoch > 0 else "the initial weights"
+
+
+def _kept(history: dict[str, Any]) -> str:
+    chosen = _chosen_weights(history)
+    if history.get("averaged_epochs") and not history.get("kept", "").startswith("average"):
+        epochs = history["averaged_epochs"]
+        chosen += f" (the average of epochs {epochs[0]}-{epochs[-1]} scored val loss {history['averaged_val_loss']:.4f})"
     if history.get("snapped_val_loss") is None:
-        return kept
-    start = _grid_start(history)
+        return chosen
     best = history["best_epoch"]
-    grid_kept = f"epoch {best}" if best > 0 and history["phase"][best - 1] == "int8-grid" else "before fine-tuning"
+    in_grid = best > 0 and history["phase"][best - 1] == "int8-grid"
     return (
-        f"{kept}; the int8-grid phase started from {start} (val loss {history['pre_grid_val_loss']:.4f}), snapping its "
-        f"conv kernels gave {history['snapped_val_loss']:.4f}, and the kept snapped weights ({grid_kept}) score "
-        f"{history['kept_val_loss']:.4f}"
+        f"{chosen}, val loss {history['pre_grid_val_loss']:.4f}; with its conv kernels snapped to the int8 grid "
+        f"{history['snapped_val_loss']:.4f}; kept: {f'int8-grid epoch {best}' if in_grid else 'the snapped weights, before fine-tuning'}, "
+        f"val loss {history['kept_val_loss']:.4f}"
     )
-
-
-def _grid_start(history: dict[str, Any]) -> str:
-    if history.get("pre_grid_epoch"):
-        return f"epoch {history['pre_grid_epoch']}"
-    return "the weight average" if history.get("kept", "").startswith("average") else "the initial weights"
 
 
 def _origin_lines(origin: dict[str, Any] | None) -> list[str]:
@@ -227,8 +230,8 @@ def write_model_card(path: Path, manifest: Manifest, metrics: dict[str, Any]) ->
         "",
         *_metrics_table({"all": ev["val_float"]["all"]}),
         "",
-        f"Training: best epoch {history['best_epoch']} of {len(history['epoch'])}, stopped by {history['stopped_by']}; "
-        f"kept: {_kept(history)}; build time {metrics['build_seconds'] / 60:.1f} min. Plots: `report/*.png`.",
+        f"Training: {len(history['epoch'])} epoch(s) in this build, stopped by {history['stopped_by']}. Weights: "
+        f"{_kept(history)}. Build time {metrics['build_seconds'] / 60:.1f} min. Plots: `report/*.png`.",
         *_origin_lines(metrics.get("initialised_from")),
         "",
         "## Does the model read the sonographer's marks?",

@@ -233,6 +233,9 @@ def plot_training(history: Any, path: Path) -> None:
         if grid:
             start = f"epoch {history.pre_grid_epoch}" if history.pre_grid_epoch else "the average or initial weights"
             ax.axvspan(grid[0] - 0.5, grid[-1] + 0.5, color="#d8e8f8", label=f"int8-grid fine-tuning (from {start})")
+            if ax is a and history.snapped_val_loss is not None:
+                ax.hlines(history.snapped_val_loss, grid[0] - 0.5, grid[-1] + 0.5, colors="C1", linestyles="--", lw=1,
+                          label="val loss, snapped, before fine-tuning")
         if history.best_epoch > 0:
             ax.axvline(history.best_epoch, color="k", ls=":", lw=0.8, label="kept epoch")
         ax.set_xlabel("epoch")

@@ -73,7 +73,7 @@ def test_int8_grid_phase_keeps_the_best_snapped_weights(tiny_build: Path) -> Non
         assert history["val_loss"][history["pre_grid_epoch"] - 1] == pytest.approx(history["pre_grid_val_loss"], abs=2e-4)
     assert history["kept_val_loss"] == pytest.approx(min(history["snapped_val_loss"], history["val_loss"][-1]), abs=2e-4)
     card = (tiny_build / "MODEL_CARD.md").read_text()
-    assert "the int8-grid phase started from" in card and "holds exactly its kernels" in card
+    assert "with its conv kernels snapped to the int8 grid" in card and "holds exactly its kernels" in card
     # the float weights saved beside the bundle are the kept ones: every conv+BN kernel is on its int8 grid
     clf = build_classifier("lite0", 3)
     clf.model.load_weights(str(tiny_build.parent / "bundle-float.weights.h5"))
