@@ -155,3 +155,23 @@ def test_refused_parity_writes_no_bundle(datasets: Path, tmp_path: Path) -> None
     ]
     assert main(argv) == 2
     assert not (out / "model.tflite").exists() and not (out / "manifest.json").exists()
+
+
+def test_rebuild_from_a_builds_float_weights_traces_its_training(tiny_build: Path, datasets: Path, tmp_path: Path) -> None:
+    """--init-weights <bundle>-float.weights.h5: the new report carries that build's training history."""
+    from model_build.__main__ import main
+
+    out = tmp_path / "again"
+    argv = [
+        "build", "--data", str(datasets / "busi"), "--data", str(datasets / "bus-bra"), "--out", str(out),
+        "--limit-per-class", "6", "--epochs-frozen", "0", "--epochs", "0", "--grid-epochs", "0",
+        "--init-weights", str(tiny_build.parent / "bundle-float.weights.h5"),
+        "--bootstrap", "20", "--representative-steps", "16", "--min-agreement", "0", "--no-shortcut-check",
+    ]
+    assert main(argv) == 0
+    metrics = json.loads((out / "report/metrics.json").read_text())
+    original = json.loads((tiny_build / "report/metrics.json").read_text())
+    assert metrics["initialised_from"]["history"] == original["history"]
+    assert metrics["initialised_from"]["build"] == str(tiny_build)
+    assert (out / "report/training_curves_origin.png").is_file()
+    assert f"Initialised from the float weights of an earlier build on the same split, `{tiny_build}`" in (out / "MODEL_CARD.md").read_text()
