@@ -30,7 +30,7 @@ def conv_bn_pairs(model: Any) -> list[tuple[Any, Any]]:
     for layer in _all_layers(model):
         if not isinstance(layer, layers.BatchNormalization):
             continue
-        producer = layer.input._keras_history[0]
+        producer = layer.input._keras_history[0]  # the layer that made this tensor (Keras 3 keeps no public accessor)
         if isinstance(producer, (layers.Conv2D, layers.DepthwiseConv2D)) and not producer.use_bias:
             pairs.append((producer, layer))
     return pairs
@@ -45,7 +45,7 @@ def _all_layers(model: Any) -> list[Any]:
     return out
 
 
-def _bn_factor(bn: Any) -> np.ndarray:
+def batchnorm_factor(bn: Any) -> np.ndarray:
     gamma, _beta, _mean, var = (np.asarray(w, dtype=np.float64) for w in bn.get_weights())
     return gamma / np.sqrt(var + bn.epsilon)
 
@@ -83,7 +83,7 @@ class GridKernels:
 
     def assign_snapped(self) -> None:
         for i, (conv, bn, depthwise) in enumerate(self.pairs):
-            self.snapped[i] = snap_kernel(self.shadow[i], _bn_factor(bn), depthwise)
+            self.snapped[i] = snap_kernel(self.shadow[i], batchnorm_factor(bn), depthwise)
             conv.set_weights([self.snapped[i]])
 
     def absorb_step(self) -> None:

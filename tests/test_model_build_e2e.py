@@ -63,7 +63,7 @@ def test_weight_average_of_the_last_epochs_is_evaluated(tiny_build: Path) -> Non
 
 def test_int8_grid_phase_keeps_the_best_snapped_weights(tiny_build: Path) -> None:
     from model_build.classifier import build_classifier
-    from model_build.weight_grid import _bn_factor, conv_bn_pairs, snap_kernel
+    from model_build.weight_grid import batchnorm_factor, conv_bn_pairs, snap_kernel
 
     history = json.loads((tiny_build / "report/metrics.json").read_text())["history"]
     assert history["phase"][-1] == "int8-grid" and history["phase"].count("int8-grid") == 1
@@ -82,7 +82,7 @@ def test_int8_grid_phase_keeps_the_best_snapped_weights(tiny_build: Path) -> Non
     for conv, bn in pairs:
         kernel = conv.get_weights()[0]
         depthwise = type(conv).__name__ == "DepthwiseConv2D"
-        np.testing.assert_allclose(snap_kernel(kernel, _bn_factor(bn), depthwise), kernel, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(snap_kernel(kernel, batchnorm_factor(bn), depthwise), kernel, rtol=1e-5, atol=1e-7)
 
 
 def test_manifest_is_what_the_device_needs(tiny_build: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from model_build.weight_grid import GridKernels, _bn_factor, conv_bn_pairs, snap_kernel  # noqa: E402
+from model_build.weight_grid import GridKernels, batchnorm_factor, conv_bn_pairs, snap_kernel  # noqa: E402
 
 
 def _grid_steps(folded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,9 +96,9 @@ def _folded(model) -> dict[str, np.ndarray]:
     for conv, bn in conv_bn_pairs(model):
         k = conv.get_weights()[0].astype(np.float64)
         if k.shape[-1] == 1 or conv.name == "dw":
-            out[conv.name] = (k.reshape(k.shape[0], k.shape[1], -1) * _bn_factor(bn))[None]
+            out[conv.name] = (k.reshape(k.shape[0], k.shape[1], -1) * batchnorm_factor(bn))[None]
         else:
-            out[conv.name] = np.transpose(k * _bn_factor(bn), (3, 0, 1, 2))
+            out[conv.name] = np.transpose(k * batchnorm_factor(bn), (3, 0, 1, 2))
     return out
 
 
@@ -134,5 +134,5 @@ def test_optimiser_steps_accumulate_on_the_shadow_kernels() -> None:
     moved = conv.get_weights()[0] - start
     assert np.abs(moved).max() > 0  # the snapped kernel moved by whole grid steps
     np.testing.assert_allclose(grid.shadow[-1] - shadow_start, 200 * step, rtol=1e-3, atol=1e-6)
-    factor = _bn_factor(model.get_layer("project_bn"))
+    factor = batchnorm_factor(model.get_layer("project_bn"))
     np.testing.assert_allclose(snap_kernel(conv.get_weights()[0], factor, False), conv.get_weights()[0], rtol=1e-5, atol=1e-7)
