@@ -202,7 +202,7 @@ class Classifier:
         else:  # probabilities: recover logits, then apply the temperature
             probabilities = softmax(np.log(np.clip(scores, 1e-12, 1.0)), self.manifest.temperature)
         features = None
-        if with_features and self._features is not None:  # a 7x7x1280 copy: only when a heatmap is wanted
+        if with_features and self._features is not None:  # an (S/32)x(S/32)x1280 copy: only when a heatmap is wanted
             features = _dequantize(self.interpreter.get_tensor(self._features["index"]), self._features)[0]
         return probabilities, features, placement
 
