@@ -76,19 +76,21 @@ class GridKernels:
     def __init__(self, model: Any) -> None:
         from keras import layers
 
-        self.pairs = [(conv, bn, isinstance(conv, layers.DepthwiseConv2D)) for conv, bn in conv_bn_pairs(model)]
-        self.shadow = [conv.get_weights()[0].astype(np.float64) for conv, _, _ in self.pairs]
+        self.pairs = conv_bn_pairs(model)
+        self.depthwise = [isinstance(conv, layers.DepthwiseConv2D) for conv, _ in self.pairs]
+        self.factors = [batchnorm_factor(bn) for _, bn in self.pairs]  # constant: BatchNorm stays frozen
+        self.shadow = [conv.get_weights()[0].astype(np.float64) for conv, _ in self.pairs]
         self.snapped = [np.zeros(0)] * len(self.pairs)
         self.assign_snapped()
 
     def assign_snapped(self) -> None:
-        for i, (conv, bn, depthwise) in enumerate(self.pairs):
-            self.snapped[i] = snap_kernel(self.shadow[i], batchnorm_factor(bn), depthwise)
+        for i, (conv, _) in enumerate(self.pairs):
+            self.snapped[i] = snap_kernel(self.shadow[i], self.factors[i], self.depthwise[i])
             conv.set_weights([self.snapped[i]])
 
     def absorb_step(self) -> None:
         """Move the optimiser's update of the snapped kernels onto the shadow copies, then snap again."""
-        for i, (conv, _, _) in enumerate(self.pairs):
+        for i, (conv, _) in enumerate(self.pairs):
             self.shadow[i] += conv.get_weights()[0] - self.snapped[i]
         self.assign_snapped()
 
