@@ -215,17 +215,23 @@ def train(
     if not kept_average and state["weights"] is not None:
         clf.model.set_weights(state["weights"])
         log.info("restored best weights from epoch %d (val_loss %.4f)", history.best_epoch, state["best"])
+    # the loaded weights' validation loss is already known, unless no epoch ran (e.g. --init-weights, --epochs 0)
+    kept_loss = history.averaged_val_loss if kept_average else state["best"]
+    if not math.isfinite(kept_loss):
+        kept_loss = _val_metrics(predict_logits(clf.model, x_val), y_val, malignant)[0]
     if cfg.grid_epochs > 0:
+        history.pre_grid_val_loss = kept_loss
         _grid_phase(clf, batches, sparse_loss, Monitor, state, x_val, y_val, malignant, history, cfg, verbose)
-    history.kept_val_loss = _val_metrics(predict_logits(clf.model, x_val), y_val, malignant)[0]
+        kept_loss = state["best"]
+    history.kept_val_loss = kept_loss
     return history
 
 
 def _grid_phase(clf, batches, loss, monitor, state, x_val, y_val, malignant, history: History, cfg: TrainConfig, verbose) -> None:
-    """Snap the conv kernels to the int8 grid, then fine-tune them there; keep the best snapped weights."""
+    """Snap the conv kernels to the int8 grid, then fine-tune them there; keep the best snapped weights
+    (``state`` ends holding them and their validation loss)."""
     import keras
 
-    history.pre_grid_val_loss = _val_metrics(predict_logits(clf.model, x_val), y_val, malignant)[0]
     history.pre_grid_epoch = history.best_epoch if history.best_epoch > 0 and not history.kept.startswith("average") else None
     set_backbone_trainable(clf, True, freeze_bn=True)  # the grid is defined through frozen BatchNorm factors
     grid = GridKernels(clf.model)
