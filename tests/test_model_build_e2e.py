@@ -62,6 +62,8 @@ def test_weight_average_of_the_last_epochs_is_evaluated(tiny_build: Path) -> Non
 
 
 def test_int8_grid_phase_keeps_the_best_snapped_weights(tiny_build: Path) -> None:
+    import keras
+
     from model_build.classifier import build_classifier
     from model_build.weight_grid import batchnorm_factor, conv_bn_pairs, snap_kernel
 
@@ -81,7 +83,7 @@ def test_int8_grid_phase_keeps_the_best_snapped_weights(tiny_build: Path) -> Non
     assert len(pairs) == 49  # Lite0: stem, 16 blocks (15 with an expansion), head
     for conv, bn in pairs:
         kernel = conv.get_weights()[0]
-        depthwise = type(conv).__name__ == "DepthwiseConv2D"
+        depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
         np.testing.assert_allclose(snap_kernel(kernel, batchnorm_factor(bn), depthwise), kernel, rtol=1e-5, atol=1e-7)
 
 

@@ -92,10 +92,12 @@ def _tflite_kernels(model_bytes: bytes) -> dict[tuple[int, ...], np.ndarray]:
 
 def _folded(model) -> dict[str, np.ndarray]:
     """Each conv's BatchNorm-folded kernel in TFLite layout: Conv2D [out, kh, kw, in], depthwise [1, kh, kw, ch]."""
+    from keras import layers
+
     out = {}
     for conv, bn in conv_bn_pairs(model):
         k = conv.get_weights()[0].astype(np.float64)
-        if k.shape[-1] == 1 or conv.name == "dw":
+        if isinstance(conv, layers.DepthwiseConv2D):
             out[conv.name] = (k.reshape(k.shape[0], k.shape[1], -1) * batchnorm_factor(bn))[None]
         else:
             out[conv.name] = np.transpose(k * batchnorm_factor(bn), (3, 0, 1, 2))
