@@ -19,7 +19,7 @@ def _ci(entry: dict[str, Any] | None) -> str:
 
 def _chosen_weights(history: dict[str, Any]) -> str:
     """The weights training picked (before any int8-grid phase)."""
-    if history.get("kept", "").startswith("average"):
+    if history.get("average_kept"):
         epochs = history["averaged_epochs"]
         return f"the average of epochs {epochs[0]}-{epochs[-1]}"
     grid = history.get("snapped_val_loss") is not None
@@ -29,7 +29,7 @@ def _chosen_weights(history: dict[str, Any]) -> str:
 
 def _kept(history: dict[str, Any]) -> str:
     chosen = _chosen_weights(history)
-    if history.get("averaged_epochs") and not history.get("kept", "").startswith("average"):
+    if history.get("averaged_epochs") and not history.get("average_kept"):
         epochs = history["averaged_epochs"]
         chosen += f" (the average of epochs {epochs[0]}-{epochs[-1]} scored val loss {history['averaged_val_loss']:.4f})"
     if history.get("snapped_val_loss") is None:

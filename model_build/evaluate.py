@@ -226,7 +226,7 @@ def plot_training(history: Any, path: Path) -> None:
     b.plot(history.epoch, history.val_malignant_auc, "o-", label="val malignant AUC")
     for ax in (a, b):
         if history.averaged_epochs:
-            kept = "kept" if history.kept.startswith("average") else "not kept"
+            kept = "kept" if history.average_kept else "not kept"
             ax.axvspan(history.averaged_epochs[0] - 0.5, history.averaged_epochs[-1] + 0.5, color="0.85",
                        label=f"weights averaged ({kept})")
         grid = [e for e, phase in zip(history.epoch, history.phase) if phase == "int8-grid"]

@@ -63,7 +63,8 @@ class History:
     stopped_by: str = "epochs"
     averaged_epochs: list[int] = field(default_factory=list)
     averaged_val_loss: float | None = None
-    kept: str = "best epoch"
+    kept: str = "best epoch"  # for people; code tests average_kept
+    average_kept: bool = False  # the weight average beat the best single epoch and was loaded
     pre_grid_epoch: int | None = None  # the epoch the int8-grid phase started from (None: the average or initial weights)
     pre_grid_val_loss: float | None = None  # the kept weights before their kernels went on the int8 grid
     snapped_val_loss: float | None = None  # the same weights snapped, before int8-grid fine-tuning
@@ -232,7 +233,7 @@ def _grid_phase(clf, batches, loss, monitor, state, x_val, y_val, malignant, his
     (``state`` ends holding them and their validation loss)."""
     import keras
 
-    history.pre_grid_epoch = history.best_epoch if history.best_epoch > 0 and not history.kept.startswith("average") else None
+    history.pre_grid_epoch = history.best_epoch if history.best_epoch > 0 and not history.average_kept else None
     set_backbone_trainable(clf, True, freeze_bn=True)  # the grid is defined through frozen BatchNorm factors
     grid = GridKernels(clf.model)
     v_loss, v_acc, v_auc = _val_metrics(predict_logits(clf.model, x_val), y_val, malignant)
@@ -283,6 +284,7 @@ def _keep_average(clf: Classifier, average: WeightAverage, best_loss: float, x_v
     )
     if v_loss <= best_loss:
         history.kept = f"average of {average.count} epochs"
+        history.average_kept = True
         return True
     return False
 
