@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = ECE
     return float(ece)
 
 
-def _auc(truth: np.ndarray, score: np.ndarray) -> float:
+def binary_auc(truth: np.ndarray, score: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
     if truth.all() or not truth.any():
@@ -61,7 +61,7 @@ def headline(y: np.ndarray, probs: np.ndarray, labels: tuple[str, ...], threshol
     if "malignant" in labels:
         m = labels.index("malignant")
         is_m = y == m
-        out["malignant_auc"] = _auc(is_m, probs[:, m])
+        out["malignant_auc"] = binary_auc(is_m, probs[:, m])
         if threshold is not None:
             flagged = probs[:, m] >= threshold
             out["malignant_sensitivity"] = float(flagged[is_m].mean()) if is_m.any() else float("nan")
@@ -69,18 +69,19 @@ def headline(y: np.ndarray, probs: np.ndarray, labels: tuple[str, ...], threshol
     return out
 
 
-def bootstrap_ci(
-    preds: Predictions, labels: tuple[str, ...], threshold: float | None, n_boot: int = 1000, seed: int = 0
+def grouped_bootstrap(
+    groups: np.ndarray, statistic: Callable[[np.ndarray], dict[str, float]], n_boot: int = 1000, seed: int = 0
 ) -> dict[str, tuple[float, float]]:
-    """95% percentile CIs, resampling whole groups (patients / near-duplicate clusters)."""
+    """95% percentile CIs of each value ``statistic(indices)`` returns, resampling whole groups
+    (patients / near-duplicate clusters) with replacement. Non-finite resample values are dropped."""
     rng = np.random.default_rng(seed)
-    uniq, inverse = np.unique(preds.groups, return_inverse=True)
+    uniq, inverse = np.unique(groups, return_inverse=True)
     members = [np.nonzero(inverse == g)[0] for g in range(len(uniq))]
     samples: dict[str, list[float]] = {}
     for _ in range(n_boot):
         pick = rng.integers(0, len(uniq), size=len(uniq))
         idx = np.concatenate([members[g] for g in pick])
-        for key, value in headline(preds.y[idx], preds.probs[idx], labels, threshold).items():
+        for key, value in statistic(idx).items():
             samples.setdefault(key, []).append(value)
     out = {}
     for key, values in samples.items():
@@ -88,6 +89,15 @@ def bootstrap_ci(
         arr = arr[np.isfinite(arr)]
         out[key] = (float(np.quantile(arr, 0.025)), float(np.quantile(arr, 0.975))) if len(arr) else (float("nan"),) * 2
     return out
+
+
+def bootstrap_ci(
+    preds: Predictions, labels: tuple[str, ...], threshold: float | None, n_boot: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """95% percentile CIs of the headline metrics, resampling whole groups."""
+    return grouped_bootstrap(
+        preds.groups, lambda idx: headline(preds.y[idx], preds.probs[idx], labels, threshold), n_boot, seed
+    )
 
 
 def full_metrics(
@@ -109,7 +119,7 @@ def full_metrics(
             labels[i]: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
             for i in k
         },
-        "auc_ovr": {labels[i]: _auc(y == i, probs[:, i]) for i in k},
+        "auc_ovr": {labels[i]: binary_auc(y == i, probs[:, i]) for i in k},
         "confusion": {"labels": list(labels), "matrix": confusion_matrix(y, pred, labels=k).tolist()},
         "threshold": threshold,
     }
@@ -172,7 +182,7 @@ def plot_roc(preds: Predictions, labels: tuple[str, ...], threshold: float | Non
         if truth.all() or not truth.any():
             continue
         fpr, tpr, _ = roc_curve(truth, preds.probs[:, i])
-        ax.plot(fpr, tpr, label=f"{name} (AUC {_auc(truth, preds.probs[:, i]):.3f})")
+        ax.plot(fpr, tpr, label=f"{name} (AUC {binary_auc(truth, preds.probs[:, i]):.3f})")
     if threshold is not None and "malignant" in labels:
         m = labels.index("malignant")
         flagged = preds.probs[:, m] >= threshold
