@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--name")
     b.add_argument("--version")
     b.add_argument("-v", "--verbose", action="store_true")
+    r = sub.add_parser("reader", help="compare a bundle with the sonographer's BI-RADS on its own test images")
+    r.add_argument("--bundle", required=True, type=Path, help="a built bundle (with report/split.csv)")
+    r.add_argument("--data", action="append", required=True, help="the dataset roots the bundle was built from; repeat")
+    r.add_argument("--bootstrap", type=int, default=1000)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--write", action="store_true", help="store the result in report/metrics.json and rewrite MODEL_CARD.md")
+    r.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
@@ -54,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if args.command == "reader":
+        return _reader(args)
+    return _build(args)
+
+
+def _build(args: argparse.Namespace) -> int:
     from model_build.data import DatasetError
     from model_build.export import ExportError
     from model_build.pipeline import BuildConfig, build
@@ -77,6 +90,24 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("model_build").error("build failed: %s", exc)
         return 2
     _summary(result)
+    return 0
+
+
+def _reader(args: argparse.Namespace) -> int:
+    from device.bundle import BundleError
+    from model_build.rescore import RescoreError
+    from model_build.card import reader_lines
+    from model_build.reader import compare_bundle, store_in_bundle
+
+    try:
+        result = compare_bundle(args.bundle, args.data, args.bootstrap, args.seed)
+        print("\n".join(reader_lines(result)))
+        if args.write:
+            store_in_bundle(args.bundle, result)
+            print(f"stored in {args.bundle / 'report' / 'metrics.json'} and {args.bundle / 'MODEL_CARD.md'}")
+    except (BundleError, RescoreError, OSError, ValueError) as exc:
+        logging.getLogger("model_build").error("reader comparison failed: %s", exc)
+        return 2
     return 0
 
 

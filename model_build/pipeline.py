@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from device.bundle import CamSpec, InputSpec, Manifest, ModelBundle, Normalization, OutputSpec, QualitySpec, write_bundle
-from model_build import calibrate, evaluate, export, shortcut, split
+from model_build import calibrate, evaluate, export, reader, shortcut, split
 from model_build.card import write_model_card
 from model_build.classifier import NORM_MEAN, NORM_SCALE, build_classifier, input_resolution, mirrored_export_model
 from model_build.data import DatasetError, LoadedData, load_sources
@@ -136,6 +136,13 @@ def build(cfg: BuildConfig) -> BuildResult:
         "test_float": evaluate.evaluate_split(preds("test", logits["test"]), data.labels, threshold, cfg.n_boot, cfg.seed),
         "test_int8": evaluate.evaluate_split(preds("test", int8_logits), data.labels, threshold, cfg.n_boot, cfg.seed),
     }
+    reader_baseline = None
+    if malignant is not None:
+        reader_baseline = reader.compare_on_samples(
+            parts["test"].samples, y["test"] == malignant, calibrate.softmax(int8_logits, temperature)[:, malignant],
+            group_of["test"], threshold, cfg.n_boot, cfg.seed,
+        )
+        reader_baseline["scored_by"] = "the build (its int8 model on the test split)"
     kernel, bias = clf.dense_weights()
     shortcut_result = None
     if cfg.shortcut_check:
@@ -156,6 +163,7 @@ def build(cfg: BuildConfig) -> BuildResult:
         "parity_gate": gate,
         "evaluations": evaluations,
         "shortcut_check": shortcut_result,
+        "reader_baseline": reader_baseline,
         "history": dataclasses.asdict(history),
         "initialised_from": origin,
         "split": split.summarise(data.samples, assignment),

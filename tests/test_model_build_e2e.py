@@ -50,6 +50,16 @@ def test_bundle_layout_and_report(tiny_build: Path) -> None:
     assert "/work/" not in split_csv  # relative names only
 
 
+def test_build_compares_with_bi_rads_when_the_test_split_has_enough(tiny_build: Path) -> None:
+    """Every build puts the model beside BUS-BRA's BI-RADS readings; ~2 BUS-BRA test images here is too few,
+    and the card says why instead of printing figures."""
+    metrics = json.loads((tiny_build / "report/metrics.json").read_text())
+    baseline = metrics["reader_baseline"]
+    assert "carry a BI-RADS category" in baseline["skipped"], baseline
+    card = (tiny_build / "MODEL_CARD.md").read_text()
+    assert "## Compared with the sonographer's BI-RADS" in card and "Not computed:" in card
+
+
 def test_weight_average_of_the_last_epochs_is_evaluated(tiny_build: Path) -> None:
     history = json.loads((tiny_build / "report/metrics.json").read_text())["history"]
     assert history["averaged_epochs"] == [2, 3]  # epoch 1 is the frozen warm-up
