@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--average-last", type=int, default=8, help="average the weights of the last N fine-tuning epochs (kept if better on validation)")
     b.add_argument("--grid-epochs", type=int, default=2, help="then fine-tune N epochs with conv kernels on the int8 grid (0 = off)")
     b.add_argument("--grid-lr", type=float, default=2e-5, help="learning rate of the int8-grid epochs")
+    b.add_argument("--aux-birads-weight", type=float, default=0.0,
+                   help="> 0: a training-only head also learns the BI-RADS category of images that carry one (loss weight)")
     b.add_argument("--time-budget-min", type=float, default=32.0, help="stop training after this many minutes")
     b.add_argument("--train-bn", action="store_true", help="let BatchNorm adapt while fine-tuning (default: frozen)")
     b.add_argument("--init-weights", type=Path, help="start from saved Keras weights (*.weights.h5); with --epochs 0 --epochs-frozen 0 this re-exports")
@@ -75,7 +77,7 @@ def _build(args: argparse.Namespace) -> int:
     train_cfg = TrainConfig(
         epochs_frozen=args.epochs_frozen, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         patience=args.patience, average_last=args.average_last,
-        grid_epochs=args.grid_epochs, grid_lr=args.grid_lr, freeze_bn=not args.train_bn, time_budget_s=args.time_budget_min * 60, seed=args.seed,
+        grid_epochs=args.grid_epochs, grid_lr=args.grid_lr, aux_birads_weight=args.aux_birads_weight, freeze_bn=not args.train_bn, time_budget_s=args.time_budget_min * 60, seed=args.seed,
     )
     cfg = BuildConfig(
         data=tuple(args.data), out=args.out, arch=args.arch, resolution=args.resolution, weights=args.weights, strict=args.strict, seed=args.seed,

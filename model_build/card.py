@@ -213,6 +213,9 @@ def write_model_card(path: Path, manifest: Manifest, metrics: dict[str, Any]) ->
         "(`cam` in the manifest holds the classifier weights).",
         *(["- The shipped graph runs each image and its left-right mirror as one batch of two through the backbone and "
            "averages the feature maps (a mild test-time augmentation)."] if metrics["config"].get("mirror_tta") else []),
+        *([f"- Trained with an auxiliary head (weight {metrics['config']['train']['aux_birads_weight']:g}, not in the shipped "
+           "model) that learns the BI-RADS category of the training images that carry one."]
+          if metrics["config"].get("train", {}).get("aux_birads_weight", 0) > 0 else []),
         f"- Full-integer int8 TFLite. Calibrated by temperature scaling on validation: T = {manifest.temperature:.3f}.",
         f"- Malignant operating threshold: p(malignant) ≥ {manifest.thresholds.get('malignant', float('nan')):.4f}, chosen on "
         f"validation for sensitivity ≥ {op.get('target_sensitivity', 0):.2f} in {100 * op.get('confidence', 0):.0f}% of bootstrap "

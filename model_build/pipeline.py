@@ -19,7 +19,7 @@ from model_build import calibrate, evaluate, export, reader, shortcut, split
 from model_build.card import write_model_card
 from model_build.classifier import NORM_MEAN, NORM_SCALE, build_classifier, input_resolution, mirrored_export_model
 from model_build.data import DatasetError, LoadedData, load_sources
-from model_build.train import History, TrainConfig, to_batch, train
+from model_build.train import History, TrainConfig, birads_targets, to_batch, train
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ def build(cfg: BuildConfig) -> BuildResult:
         origin = weights_origin(Path(cfg.init_weights), report / "split.csv")
         clf.model.load_weights(str(cfg.init_weights))
         log.info("initialised from %s", cfg.init_weights)
-    history = train(clf, parts["train"].pixels, y["train"], parts["val"].pixels, y["val"], data.labels, cfg.train)
+    birads_train = birads_targets([reader.parse_birads(s.meta("birads")) for s in parts["train"].samples])
+    history = train(clf, parts["train"].pixels, y["train"], parts["val"].pixels, y["val"], data.labels, cfg.train, birads_train)
     float_weights = out.parent / f"{out.name}{FLOAT_WEIGHTS_SUFFIX}"  # beside the bundle, never inside it
     clf.model.save_weights(str(float_weights))
     log.info("float weights saved to %s", float_weights)

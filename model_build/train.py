@@ -42,6 +42,7 @@ class TrainConfig:
     freeze_bn: bool = True  # keep BatchNorm in inference mode while fine-tuning
     grid_epochs: int = 2  # then fine-tune with conv kernels on the int8 grid (weight_grid.py; 0 = off)
     grid_lr: float = 2e-5
+    aux_birads_weight: float = 0.0  # > 0: a training-only head also learns the BI-RADS category (images that carry one)
     time_budget_s: float = 32 * 60  # the CLI's --time-budget-min default
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -54,7 +55,9 @@ class TrainConfig:
 class History:
     epoch: list[int] = field(default_factory=list)
     phase: list[str] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)  # the optimised objective (with the BI-RADS head: both losses)
+    train_classifier_loss: list[float] = field(default_factory=list)  # with the BI-RADS head: the classifier's part
+    train_birads_loss: list[float] = field(default_factory=list)  # with the BI-RADS head: its (unweighted) loss
     val_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
     val_malignant_auc: list[float] = field(default_factory=list)
@@ -86,9 +89,12 @@ def _batches_class():
     import keras
 
     class AugmentedBatches(keras.utils.PyDataset):
-        def __init__(self, pixels, y, weights, batch_size, seed, cfg):
+        """Augmented batches of (pixels, label, weight); with ``aux`` (BI-RADS index per image, -1 = none) the
+        targets are (label, BI-RADS index) and the weights (class weight, 1 if the image has a BI-RADS else 0)."""
+
+        def __init__(self, pixels, y, weights, batch_size, seed, cfg, aux=None):
             super().__init__(workers=1, use_multiprocessing=False)
-            self.pixels, self.y, self.w = pixels, y, weights
+            self.pixels, self.y, self.w, self.aux = pixels, y, weights, aux
             self.batch_size, self.cfg = batch_size, cfg
             self.rng = np.random.default_rng(seed)
             self.order = self.rng.permutation(len(y))
@@ -98,13 +104,49 @@ def _batches_class():
 
         def __getitem__(self, index):
             idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-            imgs = np.stack([augment(self.pixels[i], self.rng, self.cfg) for i in idx])
-            return to_batch(imgs), self.y[idx], self.w[self.y[idx]]
+            imgs = to_batch(np.stack([augment(self.pixels[i], self.rng, self.cfg) for i in idx]))
+            if self.aux is None:
+                return imgs, self.y[idx], self.w[self.y[idx]]
+            aux = self.aux[idx]
+            return imgs, (self.y[idx], np.maximum(aux, 0)), (self.w[self.y[idx]], (aux >= 0).astype(np.float32))
 
         def on_epoch_end(self) -> None:
             self.order = self.rng.permutation(len(self.y))
 
     return AugmentedBatches
+
+
+BIRADS_CLASSES = (2, 3, 4, 5)  # the auxiliary head's categories (4a/4b/4c count as 4)
+
+
+def birads_targets(values: list[float | None]) -> np.ndarray:
+    """BI-RADS values (``reader.parse_birads``) -> index in :data:`BIRADS_CLASSES`, -1 when absent or not 2-5."""
+    out = np.full(len(values), -1, dtype=np.int64)
+    for i, v in enumerate(values):
+        if v is not None and int(v) in BIRADS_CLASSES:
+            out[i] = BIRADS_CLASSES.index(int(v))
+    return out
+
+
+def _sparse_loss(n_classes: int, label_smoothing: float):
+    import keras
+
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
+
+    def sparse_loss(y_true, y_pred):
+        return loss(keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), n_classes), y_pred)
+
+    return sparse_loss
+
+
+def _with_birads_head(clf: Classifier):
+    """A training-only model sharing ``clf.model``'s layers, with a second linear head on the pooled features
+    that predicts the BI-RADS category. ``clf.model`` (and so the exported model) never contains it."""
+    import keras
+
+    pooled = clf.model.get_layer("head_dropout").output
+    birads_logits = keras.layers.Dense(len(BIRADS_CLASSES), name="birads_aux")(pooled)
+    return keras.Model(clf.model.input, [clf.model.output, birads_logits], name="train_with_birads")
 
 
 def predict_logits(model, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -138,7 +180,10 @@ def train(
     y_val: np.ndarray,
     labels: tuple[str, ...],
     cfg: TrainConfig,
+    birads_train: np.ndarray | None = None,
 ) -> History:
+    """Train ``clf.model`` in place. ``birads_train``: per training image, the index of its BI-RADS category in
+    :data:`BIRADS_CLASSES` or -1 — used only when ``cfg.aux_birads_weight > 0``."""
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
@@ -146,11 +191,20 @@ def train(
     malignant = labels.index("malignant") if "malignant" in labels else None
     weights = class_weights(y_train, n_classes)
     log.info("class weights %s", dict(zip(labels, np.round(weights, 3).tolist())))
-    batches = _batches_class()(x_train, y_train, weights, cfg.batch_size, cfg.seed, cfg.augment)
-    loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing)
+    aux = birads_train if cfg.aux_birads_weight > 0 else None
+    if aux is not None and not (aux >= 0).any():
+        raise ValueError("--aux-birads-weight needs training images with a BI-RADS category (a 'birads' CSV column)")
+    batches = _batches_class()(x_train, y_train, weights, cfg.batch_size, cfg.seed, cfg.augment, aux)
+    fit_model = clf.model if aux is None else _with_birads_head(clf)
+    sparse_loss = _sparse_loss(n_classes, cfg.label_smoothing)
+    losses = sparse_loss if aux is None else [sparse_loss, _sparse_loss(len(BIRADS_CLASSES), 0.0)]
+    loss_weights = None if aux is None else [1.0, cfg.aux_birads_weight]
+    if aux is not None:
+        log.info("auxiliary BI-RADS head: %d of %d training images carry a category, loss weight %.2f",
+                 int((aux >= 0).sum()), len(aux), cfg.aux_birads_weight)
 
-    def sparse_loss(y_true, y_pred):
-        return loss(keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), n_classes), y_pred)
+    def compile_for_training(optimizer) -> None:
+        fit_model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights)
 
     history = History()
     state = {"best": math.inf, "weights": None, "wait": 0, "epoch": 0, "finetune_epoch": 0}
@@ -168,19 +222,22 @@ def train(
             if self.phase == "finetune":
                 state["finetune_epoch"] += 1
                 if cfg.average_last and state["finetune_epoch"] > cfg.epochs - cfg.average_last:
-                    average.add(self.model.get_weights(), state["epoch"])
-            v_loss, v_acc, v_auc = _val_metrics(predict_logits(self.model, x_val), y_val, malignant)
+                    average.add(clf.model.get_weights(), state["epoch"])
+            v_loss, v_acc, v_auc = _val_metrics(predict_logits(clf.model, x_val), y_val, malignant)
             elapsed = time.monotonic() - start
             history.epoch.append(state["epoch"])
             history.phase.append(self.phase)
             history.train_loss.append(float((logs or {}).get("loss", float("nan"))))
+            if aux is not None:
+                history.train_classifier_loss.append(float((logs or {}).get("classifier_loss", float("nan"))))
+                history.train_birads_loss.append(float((logs or {}).get("birads_aux_loss", float("nan"))))
             history.val_loss.append(v_loss)
             history.val_accuracy.append(v_acc)
             history.val_malignant_auc.append(v_auc)
             history.seconds.append(elapsed)
             improved = v_loss < state["best"] - 1e-4
             if improved:
-                state.update(best=v_loss, weights=self.model.get_weights(), wait=0)
+                state.update(best=v_loss, weights=clf.model.get_weights(), wait=0)
                 history.best_epoch = state["epoch"]
             elif self.phase == "finetune":
                 state["wait"] += 1
@@ -198,9 +255,9 @@ def train(
 
     if cfg.epochs_frozen > 0:
         set_backbone_trainable(clf, False)
-        clf.model.compile(optimizer=keras.optimizers.AdamW(cfg.lr_head, weight_decay=cfg.weight_decay), loss=sparse_loss)
+        compile_for_training(keras.optimizers.AdamW(cfg.lr_head, weight_decay=cfg.weight_decay))
         log.info("phase 1: head only, backbone frozen, %d epoch(s)", cfg.epochs_frozen)
-        clf.model.fit(batches, epochs=cfg.epochs_frozen, callbacks=[Monitor("frozen")], verbose=verbose)
+        fit_model.fit(batches, epochs=cfg.epochs_frozen, callbacks=[Monitor("frozen")], verbose=verbose)
     if cfg.epochs > 0 and time.monotonic() - start < cfg.time_budget_s:
         set_backbone_trainable(clf, True, freeze_bn=cfg.freeze_bn)
         warmup = min(cfg.warmup_epochs, max(cfg.epochs - 1, 0)) * len(batches)
@@ -209,9 +266,9 @@ def train(
             cfg.lr * 0.1 if warmup else cfg.lr, steps, alpha=cfg.min_lr_fraction,
             warmup_target=cfg.lr if warmup else None, warmup_steps=warmup,
         )
-        clf.model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay), loss=sparse_loss)
+        compile_for_training(keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay))
         log.info("phase 2: fine-tuning the backbone (BatchNorm %s), up to %d epoch(s)", "frozen" if cfg.freeze_bn else "trainable", cfg.epochs)
-        clf.model.fit(batches, epochs=cfg.epochs, callbacks=[Monitor("finetune")], verbose=verbose)
+        fit_model.fit(batches, epochs=cfg.epochs, callbacks=[Monitor("finetune")], verbose=verbose)
     kept_average = average.count >= 2 and _keep_average(clf, average, state["best"], x_val, y_val, malignant, history)
     if not kept_average and state["weights"] is not None:
         clf.model.set_weights(state["weights"])
@@ -222,13 +279,13 @@ def train(
         kept_loss = _val_metrics(predict_logits(clf.model, x_val), y_val, malignant)[0]
     if cfg.grid_epochs > 0:
         history.pre_grid_val_loss = kept_loss
-        _grid_phase(clf, batches, sparse_loss, Monitor, state, x_val, y_val, malignant, history, cfg, verbose)
+        _grid_phase(clf, fit_model, batches, compile_for_training, Monitor, state, x_val, y_val, malignant, history, cfg, verbose)
         kept_loss = state["best"]
     history.kept_val_loss = kept_loss
     return history
 
 
-def _grid_phase(clf, batches, loss, monitor, state, x_val, y_val, malignant, history: History, cfg: TrainConfig, verbose) -> None:
+def _grid_phase(clf, fit_model, batches, compile_for_training, monitor, state, x_val, y_val, malignant, history: History, cfg: TrainConfig, verbose) -> None:
     """Snap the conv kernels to the int8 grid, then fine-tune them there; keep the best snapped weights
     (``state`` ends holding them and their validation loss)."""
     import keras
@@ -243,8 +300,8 @@ def _grid_phase(clf, batches, loss, monitor, state, x_val, y_val, malignant, his
         "fine-tuning on the grid for %d epoch(s)", len(grid.pairs), history.pre_grid_val_loss, v_loss, v_acc, v_auc, cfg.grid_epochs,
     )
     state.update(best=v_loss, weights=clf.model.get_weights())
-    clf.model.compile(optimizer=keras.optimizers.AdamW(cfg.grid_lr, weight_decay=cfg.weight_decay), loss=loss)
-    clf.model.fit(batches, epochs=cfg.grid_epochs, callbacks=[grid.callback(), monitor("int8-grid")], verbose=verbose)
+    compile_for_training(keras.optimizers.AdamW(cfg.grid_lr, weight_decay=cfg.weight_decay))
+    fit_model.fit(batches, epochs=cfg.grid_epochs, callbacks=[grid.callback(), monitor("int8-grid")], verbose=verbose)
     clf.model.set_weights(state["weights"])  # the best snapped weights: before fine-tuning, or an int8-grid epoch
 
 
