@@ -148,6 +148,13 @@ def test_a_bundle_without_its_split_is_refused_by_the_cli(tmp_path: Path, tiny_b
     assert "split.csv" in caplog.text and "cannot tell which images were held out" in caplog.text
 
 
+def test_a_missing_dataset_folder_is_named_by_the_cli(tmp_path: Path, tiny_bundle_dir: Path, caplog) -> None:
+    _, bundle = _dataset_and_bundle(tmp_path, tiny_bundle_dir)
+    missing = tmp_path / "no-such-dataset"
+    assert main(["reader", "--bundle", str(bundle), "--data", str(missing)]) == 2
+    assert f"dataset {missing}: not a directory" in caplog.text
+
+
 # --- the shipped bundle on the real data -----------------------------------------------------------------------------
 
 def test_shipped_bundle_reader_comparison_is_reproduced(shipped_bundle_dir: Path, datasets: Path, tmp_path: Path) -> None:
