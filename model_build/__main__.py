@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--time-budget-min", type=float, default=32.0, help="stop training after this many minutes")
     b.add_argument("--train-bn", action="store_true", help="let BatchNorm adapt while fine-tuning (default: frozen)")
     b.add_argument("--init-weights", type=Path, help="start from saved Keras weights (*.weights.h5); with --epochs 0 --epochs-frozen 0 this re-exports")
+    b.add_argument("--external-test", metavar="COLUMN=TEXT",
+                   help="hold out the images whose CSV COLUMN contains TEXT (e.g. device=toshiba), with their patients, "
+                        "and score them apart: a scanner the model never saw")
     b.add_argument("--mirror-tta", action="store_true", help="ship a graph averaging each image with its mirror (2x compute)")
     b.add_argument("--strict", action="store_true", help="fail on any unreadable image instead of skipping it")
     b.add_argument("--seed", type=int, default=0)
@@ -84,7 +87,7 @@ def _build(args: argparse.Namespace) -> int:
         limit_per_class=args.limit_per_class, target_sensitivity=args.target_sensitivity,
         threshold_confidence=args.threshold_confidence, min_agreement=args.min_agreement,
         representative_steps=args.representative_steps, n_boot=args.bootstrap, name=args.name, version=args.version,
-        shortcut_check=not args.no_shortcut_check, init_weights=args.init_weights, mirror_tta=args.mirror_tta, train=train_cfg,
+        shortcut_check=not args.no_shortcut_check, init_weights=args.init_weights, external_test=args.external_test, mirror_tta=args.mirror_tta, train=train_cfg,
     )
     try:
         result = build(cfg)
@@ -114,20 +117,25 @@ def _reader(args: argparse.Namespace) -> int:
 
 
 def _summary(result) -> None:
-    from model_build.evaluate import fmt_ci
-
     m = result.metrics
     print(f"\nbundle: {result.bundle.path}  ({result.seconds / 60:.1f} min)")
     print(f"temperature {m['temperature']:.3f}  malignant threshold {result.bundle.manifest.thresholds.get('malignant')}")
     p = m["parity_int8_vs_float_test"]
     print(f"int8 vs float (test): agreement {p['top1_agreement']:.4f}  max prob diff {p['max_prob_diff']:.4f}")
-    for model in ("test_float", "test_int8"):
-        for subset, mm in m["evaluations"][model].items():
-            h = mm["headline"]
-            parts = [f"{k} {fmt_ci(v)}" for k, v in h.items() if v.get("value") is not None]
-            print(f"{model:10s} {subset:16s} n={mm['n']:4d}  " + "  ".join(parts))
+    rows = [("test_float", m["evaluations"]["test_float"]), ("test_int8", m["evaluations"]["test_int8"])]
+    if m.get("external_test"):
+        rows.append(("external", m["external_test"]["int8"]))
+    for model, evaluation in rows:
+        for subset, mm in evaluation.items():
+            print(f"{model:10s} {subset:16s} n={mm['n']:4d}  " + _headline_text(mm["headline"]))
     if m["bad_files"]:
         print(f"skipped {len(m['bad_files'])} unreadable file(s): see report/metrics.json")
+
+
+def _headline_text(headline: dict) -> str:
+    from model_build.evaluate import fmt_ci
+
+    return "  ".join(f"{k} {fmt_ci(v)}" for k, v in headline.items() if v.get("value") is not None)
 
 
 if __name__ == "__main__":

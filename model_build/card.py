@@ -108,6 +108,26 @@ def _shortcut_section(s: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _external_section(external: dict[str, Any] | None) -> list[str]:
+    """``--external-test``: images held out of train/validation/test with their patients, scored apart."""
+    if not external:
+        return []
+    return [
+        f"## Held out of training: `{external['rule']}` ({external['n']} images)",
+        "",
+        f"This build never saw the images whose `{external['column']}` contains `{external['contains']}` (nor any other image of those patients): they were kept out of training, "
+        "validation and test and scored here, int8 model, shipped threshold, 95% CIs resampling patients. It estimates "
+        "how the model does on a scanner it has not seen; the model was trained without them.",
+        "",
+        *_metrics_table(external["int8"]),
+        "",
+        "BI-RADS on these images:",
+        "",
+        *reader_lines(external.get("reader_baseline")),
+        "",
+    ]
+
+
 def reader_lines(r: dict[str, Any] | None) -> list[str]:
     """The model beside the sonographer's BI-RADS on the same test images (``model_build.reader``)."""
     if not r:
@@ -271,6 +291,7 @@ def write_model_card(path: Path, manifest: Manifest, metrics: dict[str, Any]) ->
         f"{_kept(history)}. Build time {metrics['build_seconds'] / 60:.1f} min. Plots: `report/*.png`.",
         *_origin_lines(metrics.get("initialised_from")),
         "",
+        *_external_section(metrics.get("external_test")),
         "## Compared with the sonographer's BI-RADS",
         "",
         *reader_lines(metrics.get("reader_baseline")),

@@ -48,6 +48,7 @@ class BuildConfig:
     shortcut_check: bool = True
     mirror_tta: bool = False  # ship the image+mirror averaging graph (2x compute on the device)
     init_weights: Path | None = None  # start from these Keras weights (e.g. re-export with --epochs 0)
+    external_test: str | None = None  # "column=text": hold those images (and their groups) out, score them apart
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -70,13 +71,16 @@ def build(cfg: BuildConfig) -> BuildResult:
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
     spec = input_spec(cfg.arch, cfg.resolution)
+    hold_out_rule = split.HoldOutRule.parse(cfg.external_test) if cfg.external_test else None  # checked before any work
 
     data = load_sources(list(cfg.data), spec, strict=cfg.strict, limit_per_class=cfg.limit_per_class, seed=cfg.seed)
     log.info("loaded %d images from %d source(s), labels %s, %d bad file(s)", len(data.samples), len(cfg.data), data.labels, len(data.bad_files))
     groups = split.assign_groups(data, cfg.hash_distance)
+    data, groups, held_out = _hold_out(data, groups, hold_out_rule)
     assignment = split.split_groups(data.samples, groups, cfg.fractions, cfg.seed)
     split.check_no_leak(assignment)
-    split.write_split_csv(report / "split.csv", data.samples, assignment)
+    split.write_split_csv(report / "split.csv", data.samples, assignment,
+                          (held_out.data.samples, held_out.groups) if held_out else ([], []))
     parts = {name: data.subset(assignment.indices(name)) for name in split.SPLITS}
     for name, part in parts.items():
         if len(part.samples) == 0:
@@ -137,6 +141,9 @@ def build(cfg: BuildConfig) -> BuildResult:
         "test_float": evaluate.evaluate_split(preds("test", logits["test"]), data.labels, threshold, cfg.n_boot, cfg.seed),
         "test_int8": evaluate.evaluate_split(preds("test", int8_logits), data.labels, threshold, cfg.n_boot, cfg.seed),
     }
+    external = None
+    if held_out is not None:
+        external = _evaluate_held_out(held_out, export_model, model_bytes, names, temperature, threshold, malignant, data.labels, cfg)
     reader_baseline = None
     if malignant is not None:
         reader_baseline = reader.compare_on_samples(
@@ -165,6 +172,7 @@ def build(cfg: BuildConfig) -> BuildResult:
         "evaluations": evaluations,
         "shortcut_check": shortcut_result,
         "reader_baseline": reader_baseline,
+        "external_test": external,
         "history": dataclasses.asdict(history),
         "initialised_from": origin,
         "split": split.summarise(data.samples, assignment),
@@ -186,6 +194,43 @@ def build(cfg: BuildConfig) -> BuildResult:
 
 
 FLOAT_WEIGHTS_SUFFIX = "-float.weights.h5"
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Images kept out of train/validation/test by ``--external-test`` (with their groups)."""
+
+    rule: split.HoldOutRule
+    data: LoadedData
+    groups: list[str]
+
+
+def _hold_out(data: LoadedData, groups: list[str], rule: split.HoldOutRule | None) -> tuple[LoadedData, list[str], HeldOut | None]:
+    if rule is None:
+        return data, groups, None
+    kept, held = split.hold_out(data.samples, groups, rule)
+    log.info("--external-test %s: %d image(s) in %d group(s) held out of train/val/test", rule, len(held),
+             len({groups[i] for i in held}))
+    return data.subset(kept), [groups[i] for i in kept], HeldOut(rule, data.subset(held), [groups[i] for i in held])
+
+
+def _evaluate_held_out(held: HeldOut, export_model, model_bytes: bytes, names, temperature: float, threshold: float | None,
+                       malignant: int | None, labels: tuple[str, ...], cfg: BuildConfig) -> dict[str, Any]:
+    """The held-out images scored like the test split: float and int8 metrics, and the BI-RADS comparison."""
+    y = held.data.label_index()
+    groups = np.array(held.groups)
+    int8_probs = calibrate.softmax(export.run_tflite(model_bytes, names, held.data.pixels), temperature)
+    float_probs = calibrate.softmax(predict_export(export_model, held.data.pixels), temperature)
+    result: dict[str, Any] = {"rule": str(held.rule), "column": held.rule.column, "contains": held.rule.contains, "n": int(len(y))}
+    for kind, probs in (("float", float_probs), ("int8", int8_probs)):
+        preds = evaluate.Predictions(y, probs, groups, held.data.sources())
+        result[kind] = evaluate.evaluate_split(preds, labels, threshold, cfg.n_boot, cfg.seed)
+    if malignant is not None:
+        result["reader_baseline"] = reader.compare_on_samples(
+            held.data.samples, y == malignant, int8_probs[:, malignant], groups, threshold, cfg.n_boot, cfg.seed
+        )
+    log.info("external test (%s, int8): %s", held.rule, evaluate.fmt_ci(result["int8"]["all"]["headline"]["accuracy"]))
+    return result
 
 
 def weights_origin(init_weights: Path, split_csv: Path) -> dict[str, Any] | None:

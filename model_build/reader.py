@@ -129,7 +129,7 @@ def compare(x: ReaderInputs, model_threshold: float | None, n_boot: int = 1000, 
     Returns ``{"skipped": reason}`` when there are too few images of either class to compare."""
     n_malignant, n_benign = int(x.malignant.sum()), int((~x.malignant).sum())
     if min(n_malignant, n_benign) < MIN_IMAGES_PER_CLASS:
-        return {"skipped": f"{n_malignant} malignant and {n_benign} benign test image(s) carry a BI-RADS category; "
+        return {"skipped": f"{n_malignant} malignant and {n_benign} benign image(s) carry a BI-RADS category; "
                            f"at least {MIN_IMAGES_PER_CLASS} of each are needed"}
     values = _statistics(x, model_threshold)
 

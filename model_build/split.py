@@ -118,6 +118,41 @@ def split_groups(
     return SplitAssignment(tuple(groups), tuple(chosen[g] for g in groups))
 
 
+@dataclass(frozen=True)
+class HoldOutRule:
+    """``--external-test column=text``: images whose CSV ``column`` contains ``text`` (case-insensitive) are kept
+    out of training, validation and test, with every other image of their groups, and scored separately —
+    an estimate of how the model does on, e.g., a scanner it never saw."""
+
+    column: str
+    contains: str
+
+    @classmethod
+    def parse(cls, text: str) -> "HoldOutRule":
+        column, sep, contains = text.partition("=")
+        if not sep or not column.strip() or not contains.strip():
+            raise SplitError(f"--external-test {text!r}: expected COLUMN=TEXT, e.g. device=toshiba")
+        return cls(column.strip().lower(), contains.strip())
+
+    def matches(self, sample: Sample) -> bool:
+        value = sample.meta(self.column)
+        return value is not None and self.contains.lower() in value.lower()
+
+    def __str__(self) -> str:
+        return f"{self.column}={self.contains}"
+
+
+def hold_out(samples: list[Sample], groups: list[str], rule: HoldOutRule) -> tuple[np.ndarray, np.ndarray]:
+    """Indices left for train/validation/test, and indices held out: every image of a group (patient /
+    near-duplicate cluster) that has an image matching ``rule``, so no patient is on both sides."""
+    held_groups = {g for sample, g in zip(samples, groups) if rule.matches(sample)}
+    if not held_groups:
+        values = sorted({v for s in samples if (v := s.meta(rule.column)) is not None})[:10]
+        raise SplitError(f"--external-test {rule}: no image matches; values of {rule.column!r}: {values or 'none (no such column)'}")
+    held = np.array([g in held_groups for g in groups])
+    return np.nonzero(~held)[0], np.nonzero(held)[0]
+
+
 def check_no_leak(assignment: SplitAssignment) -> None:
     """Raise :class:`SplitError` if any group appears in more than one split."""
     seen: dict[str, str] = {}
@@ -126,13 +161,22 @@ def check_no_leak(assignment: SplitAssignment) -> None:
             raise SplitError(f"group {g} straddles {seen[g]} and {s}")
 
 
-def write_split_csv(path: Path, samples: list[Sample], assignment: SplitAssignment) -> None:
+EXTERNAL = "external"  # the split name of held-out images in split.csv
+
+
+def write_split_csv(
+    path: Path, samples: list[Sample], assignment: SplitAssignment,
+    external: tuple[list[Sample], list[str]] = ([], []),
+) -> None:
+    """One row per image: source, file, label, group, split (``train``/``val``/``test``, or ``external``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["source", "file", "label", "group", "split"])
         for sample, g, s in zip(samples, assignment.groups, assignment.splits):
             writer.writerow([sample.source, relative_name(sample), sample.label, g, s])
+        for sample, g in zip(*external):
+            writer.writerow([sample.source, relative_name(sample), sample.label, g, EXTERNAL])
 
 
 def relative_name(sample: Sample) -> str:

@@ -188,3 +188,37 @@ def test_rebuild_from_a_builds_float_weights_traces_its_training(tiny_build: Pat
     assert metrics["initialised_from"]["build"] == str(tiny_build)
     assert (out / "report/training_curves_origin.png").is_file()
     assert f"Initialised from the float weights of an earlier build on the same split, `{tiny_build}`" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_external_test_holds_a_scanner_out_of_training_and_scores_it(datasets: Path, tmp_path: Path) -> None:
+    """--external-test device=TEXT: those images (and their patients) are in no split, and are scored apart."""
+    import csv
+
+    from model_build.__main__ import main
+
+    out = tmp_path / "external"
+    argv = [
+        "build", "--data", str(datasets / "busi"), "--data", str(datasets / "bus-bra"), "--out", str(out),
+        "--limit-per-class", "6", "--epochs-frozen", "0", "--epochs", "0", "--grid-epochs", "0",
+        "--external-test", "device=logiq 5",
+        "--bootstrap", "20", "--representative-steps", "16", "--min-agreement", "0", "--no-shortcut-check",
+    ]
+    assert main(argv) == 0
+    rows = list(csv.DictReader(open(out / "report/split.csv", newline="")))
+    external = [r for r in rows if r["split"] == "external"]
+    devices = {r["filename"]: r["device"] for r in csv.DictReader(open(datasets / "bus-bra/labels.csv", newline=""))}
+    assert external and all("logiq 5" in devices[r["file"].split("/")[-1]].lower() for r in external)
+    assert not {r["group"] for r in external} & {r["group"] for r in rows if r["split"] != "external"}
+    assert not any("logiq 5" in devices.get(r["file"].split("/")[-1], "").lower() for r in rows if r["split"] != "external")
+    metrics = json.loads((out / "report/metrics.json").read_text())
+    assert metrics["external_test"]["n"] == len(external) == metrics["external_test"]["int8"]["all"]["n"]
+    assert "## Held out of training: `device=logiq 5`" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_a_rule_matching_nothing_stops_the_build_with_the_columns_values(datasets: Path, tmp_path: Path, caplog) -> None:
+    from model_build.__main__ import main
+
+    argv = ["build", "--data", str(datasets / "bus-bra"), "--out", str(tmp_path / "x"), "--limit-per-class", "4",
+            "--external-test", "device=philips"]
+    assert main(argv) == 2
+    assert "device=philips: no image matches; values of 'device'" in caplog.text and "GE Logiq" in caplog.text

@@ -13,10 +13,12 @@ pytest.importorskip("imagehash")
 from device.bundle import InputSpec  # noqa: E402
 from model_build.data import DatasetError, LoadedData, Sample, load_sources  # noqa: E402
 from model_build.split import (  # noqa: E402
+    HoldOutRule,
     SplitAssignment,
     SplitError,
     assign_groups,
     check_no_leak,
+    hold_out,
     near_duplicate_groups,
     perceptual_hashes,
     split_groups,
@@ -135,3 +137,21 @@ def test_init_weights_without_a_build_are_untraced_or_missing(tmp_path: Path) ->
     assert weights_origin(loose, tmp_path / "split.csv") is None
     with pytest.raises(DatasetError, match="no such file"):
         weights_origin(tmp_path / "absent-float.weights.h5", tmp_path / "split.csv")
+
+
+@pytest.mark.parametrize("text", ["device", "=toshiba", "device=", " = "])
+def test_a_malformed_external_test_rule_is_refused(text: str) -> None:
+    with pytest.raises(SplitError, match="expected COLUMN=TEXT"):
+        HoldOutRule.parse(text)
+
+
+def test_holding_out_takes_whole_groups_and_matches_case_insensitively() -> None:
+    def sample(name: str, device: str | None) -> Sample:
+        return Sample(Path(name), "benign", "s", None, (("device", device),) if device else ())
+
+    samples = [sample("a", "Toshiba Aplio 300"), sample("b", "GE Logiq 5"), sample("c", "GE Logiq 7"), sample("d", None)]
+    groups = ["p1", "p1", "p2", "p3"]  # patient p1 was scanned on both machines
+    kept, held = hold_out(samples, groups, HoldOutRule.parse("Device= toshiba"))
+    assert held.tolist() == [0, 1] and kept.tolist() == [2, 3]  # p1's GE image goes out with its Toshiba image
+    with pytest.raises(SplitError, match=r"no image matches; values of 'device': \['GE Logiq 5', 'GE Logiq 7', 'Toshiba Aplio 300'\]"):
+        hold_out(samples, groups, HoldOutRule.parse("device=philips"))
