@@ -17,6 +17,7 @@ and the patient; the model sees one still frame.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -27,8 +28,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from device.bundle import load_bundle
+from model_build.card import write_model_card
 from model_build.data import Sample
 from model_build.evaluate import binary_auc, grouped_bootstrap
+from model_build.rescore import RescoreError, score_test_split
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +173,6 @@ def compare_on_samples(
 
 def compare_bundle(bundle_dir: Path, roots: Sequence[str | os.PathLike[str]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The comparison for an already built bundle: its int8 model re-scored on its own test split."""
-    from device.bundle import load_bundle
-    from model_build.rescore import RescoreError, score_test_split
-
     bundle = load_bundle(bundle_dir)
     labels = bundle.manifest.labels
     if "malignant" not in labels:
@@ -191,11 +192,6 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> None:
     """Add the comparison to ``report/metrics.json`` and rewrite ``MODEL_CARD.md`` from the bundle's own records.
 
     Neither file is covered by the manifest's sha256 (only ``model.tflite`` is), and the model is not touched."""
-    import json
-
-    from device.bundle import load_bundle
-    from model_build.card import write_model_card
-
     bundle = load_bundle(bundle_dir)
     metrics_path = bundle.path / "report" / "metrics.json"
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
