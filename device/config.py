@@ -42,6 +42,9 @@ class ModelSection(_Section):
     path: Path = Path("models/sonopi-lite0")
     threads: int = Field(default=2, ge=1, le=8)
     public_key: Path | None = None  # Ed25519 key that bundle signatures must verify against (deploy/)
+    # A site's own malignant threshold, for a scanner the bundle was not validated on: it may only be lower
+    # (more sensitive) than the bundle's, which is checked when the bundle is loaded.
+    malignant_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
 
 
 class SourceSection(_Section):
@@ -221,6 +224,8 @@ data_dir = "var"           # results database and frames live here (/var/lib/son
 path = "models/sonopi-lite0"   # model bundle directory (model.tflite + manifest.json)
 threads = 2                    # interpreter threads (a Pi 4 has 4 cores; the UI needs one)
 # public_key = "/etc/sonopi/model-signing.pub"   # require bundles signed with this Ed25519 key
+# malignant_threshold = 0.01   # a site's stricter (lower) malignant threshold, e.g. for a scanner the model was
+#                              # not validated on (docs/model.md); a value above the bundle's is refused
 
 [source]
 spec = "folder:build/demo-frames"   # file:PATH | folder:PATH | video:PATH | dicom:PATH | v4l2:/dev/video0 | picamera

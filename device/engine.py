@@ -98,9 +98,11 @@ class Classifier:
         threads: int = 2,
         limits: QualityLimits | None = None,
         runtime: str | None = None,
+        thresholds: dict[str, float] | None = None,
     ) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
+        self.thresholds = dict(thresholds if thresholds is not None else self.manifest.thresholds)  # the ones applied
         self.limits = limits or QualityLimits(
             min_confidence=self.manifest.quality.min_confidence, max_entropy=self.manifest.quality.max_entropy
         )
@@ -172,7 +174,7 @@ class Classifier:
         probabilities, features, placement = self._run(crop, with_features=heatmap)
         reasons += confidence_problems(probabilities, self.limits)
         labels = self.manifest.labels
-        decision = decide_label(probabilities, labels, self.manifest.thresholds)
+        decision = decide_label(probabilities, labels, self.thresholds)
         heat = None
         if heatmap and features is not None:
             heat = self._heatmap(features, labels.index(decision), placement, crop.shape[:2])
@@ -183,7 +185,7 @@ class Classifier:
             decision=decision,
             inconclusive=bool(reasons),
             reasons=tuple(reasons),
-            thresholds=dict(self.manifest.thresholds),
+            thresholds=dict(self.thresholds),
             crop=crop_box,
             roi=roi,
             latency_ms=latency_ms,

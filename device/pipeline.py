@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 
 from device.bundle import Manifest, ModelBundle
-from device.config import DeviceConfig, QualitySection
+from device.config import DeviceConfig, ModelSection, QualitySection
 from device.crop import Box
 from device.engine import Classification, Classifier
-from device.errors import ImageDecodeError, SourceError
+from device.errors import ConfigError, ImageDecodeError, SourceError
 from device.quality import QualityLimits
 from device.results import Exam, ResultRecord, new_result_id, utc_now_iso
 from device.signing import load_verified_bundle
@@ -38,11 +38,32 @@ def quality_limits(section: QualitySection, manifest: Manifest) -> QualityLimits
     )
 
 
+def site_thresholds(section: ModelSection, manifest: Manifest) -> dict[str, float]:
+    """The bundle's thresholds, with ``[model].malignant_threshold`` applied. A site may only make the malignant
+    threshold stricter (lower): a higher one would trade away sensitivity the bundle was validated for."""
+    thresholds = dict(manifest.thresholds)
+    site = section.malignant_threshold
+    if site is None:
+        return thresholds
+    validated = thresholds.get("malignant")
+    if validated is None:
+        raise ConfigError(f"[model] malignant_threshold = {site}: model {manifest.name} {manifest.version} has no malignant threshold to lower")
+    if site > validated:
+        raise ConfigError(
+            f"[model] malignant_threshold = {site} is above the threshold model {manifest.name} {manifest.version} was "
+            f"validated with ({validated:.4f}); a site may only lower it (more sensitive), never raise it"
+        )
+    log.warning("site malignant threshold %.4f applied (model %s %s was validated with %.4f)", site, manifest.name, manifest.version, validated)
+    thresholds["malignant"] = site
+    return thresholds
+
+
 def load_classifier(config: DeviceConfig, bundle_path=None, runtime: str | None = None) -> Classifier:
     """Load the configured bundle — verifying its signature when ``[model].public_key`` is set —
-    and build its classifier."""
+    and build its classifier with the site's thresholds."""
     bundle: ModelBundle = load_verified_bundle(bundle_path or config.model.path, config.model.public_key)
-    return Classifier(bundle, threads=config.model.threads, limits=quality_limits(config.quality, bundle.manifest), runtime=runtime)
+    return Classifier(bundle, threads=config.model.threads, limits=quality_limits(config.quality, bundle.manifest),
+                      runtime=runtime, thresholds=site_thresholds(config.model, bundle.manifest))
 
 
 def encode_jpeg(image: np.ndarray, max_side: int, quality: int = 80) -> bytes:

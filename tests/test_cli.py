@@ -110,3 +110,14 @@ def test_configured_public_key_requires_a_signed_bundle(tiny_bundle_dir: Path, t
     sign_bundle(bundle, load_private_key(tmp_path / "keys" / "model-signing.key"))
     accepted = _device("classify", "--config", str(config), "--json", str(frame))
     assert accepted.returncode == 0, accepted.stderr
+
+
+def test_a_sites_malignant_threshold_reaches_the_result_and_a_higher_one_is_refused(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    frame = write_demo_frames(tmp_path / "frames", count=1)[0]
+    config = _config(tmp_path, tiny_bundle_dir, "malignant_threshold = 0.05\n")
+    result = _device("classify", "--config", str(config), "--json", str(frame))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["thresholds"]["malignant"] == 0.05
+    config.write_text(config.read_text().replace("0.05", "0.9"))
+    refused = _device("classify", "--config", str(config), "--json", str(frame))
+    assert refused.returncode == 2 and "configuration error" in refused.stderr and "may only lower it" in refused.stderr

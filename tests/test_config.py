@@ -28,6 +28,8 @@ def test_default_toml_is_complete_and_valid() -> None:
         ("[uplink]\nbroker = 'nohostport'\n", "'uplink.broker'"),
         ("[source]\nroi = [0, 0, -5, 10]\n", "'source.roi'"),
         ("[ui]\npin = '12'\n", "'ui.pin'"),
+        ("[model]\nmalignant_threshold = 0\n", "'model.malignant_threshold'"),
+        ("[model]\nmalignant_threshold = 1.5\n", "'model.malignant_threshold'"),
         ("this is not toml", "not valid TOML"),
     ],
 )

@@ -195,3 +195,42 @@ def test_worker_serves_a_tap_before_the_live_frame_and_never_blocks(tiny_bundle)
         assert returned_while_busy
     finally:
         worker.close()
+
+
+def _frame_between_thresholds(classifier: Classifier, low: float, high: float) -> tuple[np.ndarray, float]:
+    """A frame whose p(malignant) lies in [low, high) (the tiny model's p rises with brightness)."""
+    for level in range(100, 230, 2):
+        frame = _speckle(level)
+        p = classifier.classify(frame, auto_crop=False).probabilities["malignant"]
+        if low <= p < high:
+            return frame, p
+    raise AssertionError(f"no brightness gives p(malignant) in [{low}, {high})")
+
+
+def test_a_sites_lower_malignant_threshold_is_applied_and_recorded(tiny_bundle) -> None:
+    from device.config import ModelSection
+    from device.pipeline import site_thresholds
+
+    validated = tiny_bundle.manifest.thresholds["malignant"]  # 0.4
+    site = site_thresholds(ModelSection(malignant_threshold=0.1), tiny_bundle.manifest)
+    assert site == {**tiny_bundle.manifest.thresholds, "malignant": 0.1}
+    assert site_thresholds(ModelSection(), tiny_bundle.manifest) == tiny_bundle.manifest.thresholds
+    plain, strict = Classifier(tiny_bundle, threads=1), Classifier(tiny_bundle, threads=1, thresholds=site)
+    frame, p = _frame_between_thresholds(plain, 0.1, validated)
+    assert plain.classify(frame, auto_crop=False).decision != "malignant"
+    result = strict.classify(frame, auto_crop=False)
+    assert result.decision == "malignant" and result.thresholds["malignant"] == 0.1, p
+
+
+def test_a_site_may_not_raise_the_malignant_threshold(tiny_bundle) -> None:
+    import dataclasses
+
+    from device.config import ModelSection
+    from device.errors import ConfigError
+    from device.pipeline import site_thresholds
+
+    with pytest.raises(ConfigError, match=r"malignant_threshold = 0.5 is above the threshold model tiny-test-model 0.0.1 was validated with \(0.4000\)"):
+        site_thresholds(ModelSection(malignant_threshold=0.5), tiny_bundle.manifest)
+    without = dataclasses.replace(tiny_bundle.manifest, thresholds={})
+    with pytest.raises(ConfigError, match="has no malignant threshold to lower"):
+        site_thresholds(ModelSection(malignant_threshold=0.1), without)

@@ -42,3 +42,14 @@ def test_model_page_shows_confidence_intervals_rounded(shipped_bundle_dir) -> No
     text = model_text(load_bundle(shipped_bundle_dir).manifest, None)
     assert "accuracy.ci95: [0." in text
     assert re.search(r"\d\.\d{4,}", text) is None, "a figure with more than 3 decimals on the model page"
+
+
+def test_the_model_page_says_when_a_site_lowered_the_threshold(shipped_bundle_dir) -> None:
+    from device.bundle import load_bundle
+    from ui.settings import model_text
+
+    manifest = load_bundle(shipped_bundle_dir).manifest
+    validated = manifest.thresholds["malignant"]
+    assert "site setting" not in model_text(manifest, None, dict(manifest.thresholds))
+    text = model_text(manifest, None, {"malignant": 0.01})
+    assert f"malignant 1.0% (site setting; the model was validated with {validated * 100:.1f}%)" in text

@@ -37,13 +37,10 @@ def write_frames(folder: Path, count: int = 3) -> None:
         cv2.imwrite(str(folder / f"scan-{index}.png"), image)
 
 
-@pytest.fixture()
-def workflow_window(qtbot, tmp_path: Path, tiny_bundle_dir: Path):
-    usb = tmp_path / "media" / "STICK" / "exam-images"
-    write_frames(usb)
+def _started_window(qtbot, tmp_path: Path, bundle: Path, **model: object):
     config = parse_config({
         "device": {"id": "ui-test", "site": "test-site", "data_dir": str(tmp_path / "data")},
-        "model": {"path": str(tiny_bundle_dir), "threads": 1},
+        "model": {"path": str(bundle), "threads": 1, **model},
         "source": {"spec": f"folder:{tmp_path / 'not-plugged-in'}", "reopen_interval_s": 0.2},
         "uplink": {"enabled": False},
         "ui": {"source_roots": [str(tmp_path / "media")], "pin": "2468"},
@@ -52,8 +49,27 @@ def workflow_window(qtbot, tmp_path: Path, tiny_bundle_dir: Path):
     qtbot.addWidget(window)
     window.show()
     start(window)
+    return window
+
+
+@pytest.fixture()
+def workflow_window(qtbot, tmp_path: Path, tiny_bundle_dir: Path):
+    usb = tmp_path / "media" / "STICK" / "exam-images"
+    write_frames(usb)
+    window = _started_window(qtbot, tmp_path, tiny_bundle_dir)
     yield window, usb
     window.shutdown()
+
+
+def test_a_sites_lower_threshold_is_what_the_screens_show(qtbot, tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    window = _started_window(qtbot, tmp_path, tiny_bundle_dir, malignant_threshold=0.1)
+    try:
+        qtbot.waitUntil(lambda: window.services.analysis.ready, timeout=30_000)
+        qtbot.waitUntil(lambda: "site setting" in window.settings.model.text(), timeout=10_000)
+        assert "malignant 10.0% (site setting; the model was validated with 40.0%)" in window.settings.model.text()
+        assert "10%" in window.live.card.threshold.text()
+    finally:
+        window.shutdown()
 
 
 def tap(qtbot, widget) -> None:

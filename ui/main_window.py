@@ -217,8 +217,9 @@ class MainWindow(QMainWindow):
     def _model_ready(self, manifest: Manifest) -> None:
         self.status.set_model(f"{manifest.name} {manifest.version}")
         self.banners.clear_fault("model")
-        self.settings.set_model(manifest, None)
-        self.live.card.set_labels(manifest.labels, manifest.thresholds)
+        thresholds = self.services.analysis.thresholds
+        self.settings.set_model(manifest, None, thresholds)
+        self.live.card.set_labels(manifest.labels, thresholds)
         self.first_run.set_intended_use(manifest.intended_use)
         self.live.model_state_changed()
         if self.config.ui.live_analysis:

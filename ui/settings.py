@@ -50,6 +50,12 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _threshold_text(label: str, applied: float, validated: float | None) -> str:
+    if validated is None or abs(applied - validated) < 1e-12:
+        return f"{label} {applied * 100:.0f}%"
+    return f"{label} {applied * 100:.1f}% (site setting; the model was validated with {validated * 100:.1f}%)"
+
+
 def flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     """Nested metrics as 'key.sub: value' lines (the manifest's metrics are free-form)."""
     rows: list[tuple[str, str]] = []
@@ -62,10 +68,12 @@ def flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     return rows[:60]
 
 
-def model_text(manifest: Manifest | None, error: str | None) -> str:
+def model_text(manifest: Manifest | None, error: str | None, applied: dict[str, float] | None = None) -> str:
+    """The Settings › Model page. ``applied``: the thresholds in use when a site lowered one ([model] malignant_threshold)."""
     if manifest is None:
         return f"<b>No model loaded.</b><br>{error or 'Loading…'}"
-    thresholds = ", ".join(f"{k} {v * 100:.0f}%" for k, v in manifest.thresholds.items()) or "none (most probable)"
+    applied = applied or manifest.thresholds
+    thresholds = ", ".join(_threshold_text(k, v, manifest.thresholds.get(k)) for k, v in applied.items()) or "none (most probable)"
     lines = [
         f"<b>{manifest.name}</b> version {manifest.version} (created {manifest.created})",
         f"<b>Intended use:</b> {manifest.intended_use}",
@@ -283,8 +291,8 @@ class SettingsScreen(QWidget):
         if name == "Source" and refresh:
             self.source.refresh()
 
-    def set_model(self, manifest: Manifest | None, error: str | None) -> None:
-        self.model.setText(model_text(manifest, error))
+    def set_model(self, manifest: Manifest | None, error: str | None, thresholds: dict[str, float] | None = None) -> None:
+        self.model.setText(model_text(manifest, error, thresholds))
 
     def set_device_info(self, screen_size: str) -> None:
         from device import __version__

@@ -286,6 +286,7 @@ class AnalysisService(QObject):
         self._store: ResultStore | None = None
         self._analyzer: Analyzer | None = None
         self.manifest: Manifest | None = None
+        self.thresholds: dict[str, float] = {}
         self.classifier: Classifier | None = None
         self.error: str | None = None
 
@@ -309,6 +310,7 @@ class AnalysisService(QObject):
         self.classifier, self._store = classifier, store
         self._analyzer = Analyzer(self.config, classifier, store)
         self.manifest = classifier.manifest
+        self.thresholds = dict(classifier.thresholds)  # applied: the bundle's, or the site's stricter one
         self.model_ready.emit(classifier.manifest)
 
     def _options(self, roi: Box | None, heatmap: bool) -> dict:
