@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     uplink = commands.add_parser("uplink", parents=[common], help="deliver stored results to the hub over MQTT")
     uplink.add_argument("--broker", metavar="HOST:PORT", help="override [uplink] broker")
 
+    site = commands.add_parser("site-check", parents=[common],
+                               help="the model on a site's biopsy-proven cases; propose a site threshold")
+    site.add_argument("cases", type=Path, help="folder with labels.csv (filename,label) and the images")
+    site.add_argument("--model", type=Path, help="model bundle directory (default: the configured bundle)")
+    site.add_argument("--target-sensitivity", type=float, default=0.95)
+    site.add_argument("--confidence", type=float, default=0.9)
+
     demo = commands.add_parser("demo-frames", parents=[common], help="write synthetic scanner screens (demos)")
     demo.add_argument("out", type=Path)
     demo.add_argument("--count", type=int, default=12)
@@ -97,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             "export": _export_command,
             "uplink": _uplink_command,
             "demo-frames": _demo_command,
+            "site-check": _site_check_command,
         }[args.command]
         return handler(args, config)
     except ConfigError as exc:
@@ -197,6 +205,28 @@ def _print_classification(output: dict[str, Any], as_json: bool) -> None:
         probs = "  ".join(f"{k} {v:.2f}" for k, v in output["probabilities"].items())
         flag = "  INCONCLUSIVE: " + "; ".join(output["reasons"]) if output["inconclusive"] else ""
         print(f"{output['path']}: {output['label']}  ({probs}){flag}", flush=True)
+
+
+def _site_check_command(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from device.pipeline import load_classifier
+    from device.site_check import Scored, check_site, read_cases, report_text
+
+    if not (0.5 <= args.target_sensitivity < 1.0 and 0.0 <= args.confidence < 1.0):
+        raise ConfigError(f"--target-sensitivity {args.target_sensitivity} must be in [0.5, 1) and --confidence "
+                          f"{args.confidence} in [0, 1)")
+    classifier = load_classifier(config, args.model)
+    validated = classifier.manifest.thresholds.get("malignant")
+    if validated is None:
+        raise ConfigError(f"model {classifier.manifest.name} has no malignant threshold: nothing to check")
+    cases = read_cases(args.cases)
+
+    def score(path: Path) -> Scored:
+        output = classify_path(classifier, path, config)
+        return Scored(output["probabilities"]["malignant"], output["inconclusive"])
+
+    report = check_site(cases, score, classifier.thresholds["malignant"], validated, args.target_sensitivity, args.confidence)
+    print(report_text(report))
+    return EXIT_OK
 
 
 # --- run -----------------------------------------------------------------------------------------

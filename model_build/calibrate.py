@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from device.operating_point import robust_threshold
+
 log = logging.getLogger(__name__)
 
 
@@ -45,13 +47,6 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return temperature
 
 
-def _max_threshold(scores_pos: np.ndarray, target: float) -> float:
-    """Largest t with mean(scores_pos >= t) >= target."""
-    ordered = np.sort(scores_pos)
-    k = int(np.floor((1.0 - target) * len(ordered) + 1e-9))  # positives we may miss
-    return float(ordered[min(k, len(ordered) - 1)])
-
-
 def choose_threshold(
     p_malignant: np.ndarray,
     is_malignant: np.ndarray,
@@ -66,11 +61,7 @@ def choose_threshold(
     pos = p_malignant[is_malignant]
     if len(pos) == 0:
         raise CalibrationError("no malignant case in validation: cannot choose a malignant threshold")
-    rng = np.random.default_rng(seed)
-    boots = [_max_threshold(rng.choice(pos, size=len(pos), replace=True), target_sensitivity) for _ in range(n_boot)]
-    plain = _max_threshold(pos, target_sensitivity)
-    threshold = min(plain, float(np.quantile(boots, 1.0 - confidence))) if confidence > 0 else plain
-    threshold = float(np.clip(threshold, 1e-4, 1 - 1e-4))
+    threshold, plain = robust_threshold(pos, target_sensitivity, confidence, n_boot, seed)
     sens = float(np.mean(pos >= threshold))
     neg = p_malignant[~is_malignant]
     spec = float(np.mean(neg < threshold)) if len(neg) else float("nan")
