@@ -1,13 +1,20 @@
 """The malignant operating threshold: the highest threshold that keeps sensitivity at a target, chosen
 robustly (over bootstrap resamples of the malignant cases) so that a small case set does not make it optimistic.
 
-Shared by the workstation (``model_build.calibrate`` chooses the bundle's threshold on validation) and the
-device (``python -m device site-check`` proposes a site's threshold from its own biopsy-proven cases).
+Shared by the workstation (``model_build.calibrate`` chooses the bundle's threshold on validation,
+``model_build.evaluate`` and ``model_build.reader`` measure at thresholds) and the device (``python -m device site-check`` proposes a site's threshold from its own biopsy-proven cases).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def sensitivity_specificity(malignant: np.ndarray, flagged: np.ndarray) -> tuple[float, float]:
+    """Share of malignant cases flagged, share of the others not flagged (NaN when a side has no case)."""
+    sens = float(flagged[malignant].mean()) if malignant.any() else float("nan")
+    spec = float((~flagged[~malignant]).mean()) if (~malignant).any() else float("nan")
+    return sens, spec
 
 
 def max_threshold(scores_positive: np.ndarray, target_sensitivity: float) -> float:

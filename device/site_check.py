@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from device.errors import SonopiError
-from device.operating_point import robust_threshold
+from device.operating_point import robust_threshold, sensitivity_specificity
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +109,8 @@ def check_site(
     proposed, _ = robust_threshold(p[malignant], target_sensitivity, confidence)
     proposed = min(proposed, validated)  # a site may only lower the threshold
 
-    def rates(threshold: float) -> tuple[float, float]:
-        flagged = p >= threshold
-        return float(flagged[malignant].mean()), float((~flagged[~malignant]).mean())
-
-    (applied_sens, applied_spec), (proposed_sens, proposed_spec) = rates(applied), rates(proposed)
+    applied_sens, applied_spec = sensitivity_specificity(malignant, p >= applied)
+    proposed_sens, proposed_spec = sensitivity_specificity(malignant, p >= proposed)
     return SiteReport(
         int(malignant.sum()), int((~malignant).sum()), sum(s.inconclusive for s in scored), applied, validated,
         applied_sens, applied_spec, proposed, proposed_sens, proposed_spec, target_sensitivity, confidence,

@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from device.operating_point import sensitivity_specificity
+
 log = logging.getLogger(__name__)
 
 ECE_BINS = 15
@@ -63,9 +65,7 @@ def headline(y: np.ndarray, probs: np.ndarray, labels: tuple[str, ...], threshol
         is_m = y == m
         out["malignant_auc"] = binary_auc(is_m, probs[:, m])
         if threshold is not None:
-            flagged = probs[:, m] >= threshold
-            out["malignant_sensitivity"] = float(flagged[is_m].mean()) if is_m.any() else float("nan")
-            out["malignant_specificity"] = float((~flagged[~is_m]).mean()) if (~is_m).any() else float("nan")
+            out["malignant_sensitivity"], out["malignant_specificity"] = sensitivity_specificity(is_m, probs[:, m] >= threshold)
     return out
 
 

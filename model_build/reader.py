@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from device.bundle import load_bundle
+from device.operating_point import max_threshold, sensitivity_specificity
 from model_build.card import write_model_card
 from model_build.data import Sample
 from model_build.evaluate import binary_auc, grouped_bootstrap
@@ -72,32 +73,26 @@ class ReaderInputs:
 
 def select_with_birads(
     samples: Sequence[Sample], malignant: np.ndarray, model_score: np.ndarray, groups: np.ndarray
-) -> tuple[ReaderInputs, dict[str, int]]:
-    """Keep the images whose sample carries a readable ``birads`` value; count why others were left out."""
-    values = [parse_birads(s.meta("birads")) for s in samples]
+) -> tuple[ReaderInputs, dict[str, int], list[str]]:
+    """Keep the images whose sample carries a readable ``birads`` value. Returns them, the count of why
+    others were left out, and the sources of the kept ones."""
     raw = [s.meta("birads") for s in samples]
+    values = [parse_birads(r) for r in raw]
     keep = np.array([v is not None for v in values], dtype=bool)
     left_out = {
         "no_birads_column": sum(1 for r in raw if r is None),
         "unreadable_or_not_a_reading": sum(1 for r, v in zip(raw, values) if r is not None and v is None),
     }
     birads = np.array([v if v is not None else np.nan for v in values], dtype=np.float64)
-    return ReaderInputs(malignant[keep], model_score[keep], birads[keep], groups[keep]), left_out
-
-
-def sensitivity_specificity(malignant: np.ndarray, flagged: np.ndarray) -> tuple[float, float]:
-    sens = float(flagged[malignant].mean()) if malignant.any() else float("nan")
-    spec = float((~flagged[~malignant]).mean()) if (~malignant).any() else float("nan")
-    return sens, spec
+    sources = sorted({s.source for s, k in zip(samples, keep) if k})
+    return ReaderInputs(malignant[keep], model_score[keep], birads[keep], groups[keep]), left_out, sources
 
 
 def specificity_at_sensitivity(malignant: np.ndarray, score: np.ndarray, sensitivity: float) -> tuple[float, float]:
     """The highest threshold that flags at least ``sensitivity`` of the malignant images, and the specificity there."""
-    positives = np.sort(score[malignant])[::-1]
-    if len(positives) == 0 or not (~malignant).any():
+    if not malignant.any() or not (~malignant).any():
         return float("nan"), float("nan")
-    needed = max(1, math.ceil(sensitivity * len(positives) - 1e-9))
-    threshold = float(positives[needed - 1])
+    threshold = max_threshold(score[malignant], sensitivity)
     return threshold, float((score[~malignant] < threshold).mean())
 
 
@@ -164,10 +159,10 @@ def compare_on_samples(
     model_threshold: float | None, n_boot: int = 1000, seed: int = 0,
 ) -> dict[str, Any]:
     """:func:`compare` on the samples that carry a BI-RADS category, with the sources they came from."""
-    inputs, left_out = select_with_birads(samples, malignant, model_score, groups)
+    inputs, left_out, sources = select_with_birads(samples, malignant, model_score, groups)
     result = compare(inputs, model_threshold, n_boot, seed)
     result["left_out"] = left_out
-    result["sources"] = sorted({s.source for s in samples if parse_birads(s.meta("birads")) is not None})
+    result["sources"] = sources
     return result
 
 

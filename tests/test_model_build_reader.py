@@ -85,9 +85,9 @@ def test_images_without_a_reading_are_counted_and_left_out() -> None:
         Sample(Path(f"{i}.png"), "benign", "s", str(i), (("birads", b),) if b is not None else ())
         for i, b in enumerate(["3", "6", None, "4c", "x"])
     ]
-    x, left_out = select_with_birads(samples, np.zeros(5, bool), np.linspace(0, 1, 5), np.arange(5))
+    x, left_out, sources = select_with_birads(samples, np.zeros(5, bool), np.linspace(0, 1, 5), np.arange(5))
     assert list(x.birads) == [3.0, 4.75] and list(x.model_score) == [0.0, 0.75]
-    assert left_out == {"no_birads_column": 1, "unreadable_or_not_a_reading": 2}
+    assert left_out == {"no_birads_column": 1, "unreadable_or_not_a_reading": 2} and sources == ["s"]
 
 
 # --- re-scoring a built bundle: the tiny hand-weighted bundle (p(malignant) rises with brightness) ----------------
