@@ -123,20 +123,20 @@ def _external_section(external: dict[str, Any] | None) -> list[str]:
         "",
         "BI-RADS on these images:",
         "",
-        *reader_lines(external.get("reader_baseline")),
+        *reader_lines(external.get("reader_baseline"), "held-out images"),
         "",
     ]
 
 
-def reader_lines(r: dict[str, Any] | None) -> list[str]:
-    """The model beside the sonographer's BI-RADS on the same test images (``model_build.reader``)."""
+def reader_lines(r: dict[str, Any] | None, images: str = "test images") -> list[str]:
+    """The model beside the sonographer's BI-RADS on the same images (``model_build.reader``); ``images`` names them."""
     if not r:
         return ["Not computed for this build (`python -m model_build reader --bundle DIR --data ... --write` adds it)."]
     if "skipped" in r:
         return [f"Not computed: {r['skipped']}."]
     f = r["figures"]
     lines = [
-        f"On the {r['n_images']} test images ({r['n_malignant']} malignant, {r['n_benign']} benign; {r['n_groups']} patients) "
+        f"On the {r['n_images']} {images} ({r['n_malignant']} malignant, {r['n_benign']} benign; {r['n_groups']} patients) "
         f"of {', '.join(r['sources'])} that carry the BI-RADS category a senior ultrasonographer assigned at the examination "
         f"(categories: {', '.join(f'{k}: {v}' for k, v in r['birads_counts'].items())}), int8 model vs that reading, "
         "95% CIs resampling patients:",

@@ -74,6 +74,15 @@ def test_paired_comparison_figures() -> None:
     assert result["birads_counts"] == {"2": 4, "3": 6, "4": 10, "5": 4}
 
 
+def test_the_card_names_the_images_compared() -> None:
+    from model_build.card import reader_lines
+
+    result = compare(_inputs(), model_threshold=0.5, n_boot=20)
+    result["sources"] = ["s"]
+    assert reader_lines(result)[0].startswith("On the 24 test images (12 malignant")
+    assert reader_lines(result, "held-out images")[0].startswith("On the 24 held-out images (12 malignant")
+
+
 def test_too_few_images_of_a_class_is_not_compared() -> None:
     x = _inputs(4)
     result = compare(x, model_threshold=None, n_boot=10)
