@@ -50,7 +50,7 @@ def test_bundle_layout_and_report(tiny_build: Path) -> None:
     assert "/work/" not in split_csv  # relative names only
 
 
-def test_build_compares_with_bi_rads_when_the_test_split_has_enough(tiny_build: Path) -> None:
+def test_build_says_why_it_cannot_compare_with_bi_rads_on_too_few_images(tiny_build: Path) -> None:
     """Every build puts the model beside BUS-BRA's BI-RADS readings; ~2 BUS-BRA test images here is too few,
     and the card says why instead of printing figures."""
     metrics = json.loads((tiny_build / "report/metrics.json").read_text())
