@@ -17,8 +17,12 @@ for dep in tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]:
 PY
 )
 platforms=()
-for tag in manylinux_2_36 manylinux_2_35 manylinux_2_34 manylinux_2_31 manylinux_2_28 manylinux_2_27 \
-           manylinux_2_24 manylinux_2_17 manylinux2014 linux; do
+# every glibc level from Bookworm's 2.36 down to 2.17 (the oldest aarch64 manylinux), then the legacy
+# alias of 2_17 and plain linux: a wheel tagged with a skipped level would be "not found".
+for minor in $(seq 36 -1 17); do
+  platforms+=(--platform "manylinux_2_${minor}_aarch64")
+done
+for tag in manylinux2014 linux; do
   platforms+=(--platform "${tag}_aarch64")
 done
 echo "fetch-wheels: ${#reqs[@]} requirements -> $dir" >&2
