@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from device import resample
 from device.imageio import to_grey
 
 _WORK_SIDE = 256  # detection runs on a copy scaled to this size: cheap per frame
@@ -56,8 +57,8 @@ def detect_scan_region(frame: np.ndarray) -> Box:
     grey = to_grey(frame)
     height, width = grey.shape
     scale = min(1.0, _WORK_SIDE / max(height, width))
-    if scale < 1.0:  # bilinear is ~5x cheaper than area averaging, and plenty for a threshold mask
-        small = cv2.resize(grey, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_LINEAR)
+    if scale < 1.0:  # platform-exact (device.resample): the box must not depend on the CPU the device has
+        small = resample.resize(grey, max(1, round(width * scale)), max(1, round(height * scale)))
     else:
         small = grey
     _, mask = cv2.threshold(small, 12, 1, cv2.THRESH_BINARY)

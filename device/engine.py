@@ -20,10 +20,9 @@ import cv2
 import numpy as np
 
 from device.bundle import ModelBundle
-from device.crop import Box, choose_crop
+from device.crop import Box
 from device.errors import BundleError, RuntimeUnavailableError
-from device.imageio import to_grey
-from device.preprocess import Placement, to_input_tensor, to_model_pixels
+from device.preprocess import Placement, prepare, to_input_tensor
 from device.quality import QualityLimits, confidence_problems, image_problems
 
 log = logging.getLogger(__name__)
@@ -167,17 +166,16 @@ class Classifier:
         """Crop, check quality, preprocess, invoke, calibrate and decide. Never raises for a bad frame:
         a frame unfit for analysis gives an inconclusive result with the reasons."""
         start = time.perf_counter()
-        grey = to_grey(frame)  # once per frame: crop detection and the model both work on grey
-        crop_box = choose_crop(grey, auto_crop, roi, roi_mode)  # never empty
-        reasons = image_problems(crop_box.apply(frame), self.limits)  # colour check needs the original
-        crop = crop_box.apply(grey)
-        probabilities, features, placement = self._run(crop, with_features=heatmap)
+        prepared = prepare(frame, self.manifest.input, auto_crop=auto_crop, roi=roi, roi_mode=roi_mode)
+        reasons = image_problems(prepared.crop.apply(frame), self.limits)  # colour check needs the original
+        raw_scores, features = self.invoke(self.input_tensor(prepared.pixels), with_features=heatmap)
+        probabilities = self.probabilities(raw_scores)
         reasons += confidence_problems(probabilities, self.limits)
         labels = self.manifest.labels
         decision = decide_label(probabilities, labels, self.thresholds)
         heat = None
         if heatmap and features is not None:
-            heat = self._heatmap(features, labels.index(decision), placement, crop.shape[:2])
+            heat = self._heatmap(features, labels.index(decision), prepared.placement, prepared.grey_crop.shape[:2])
         latency_ms = (time.perf_counter() - start) * 1000.0
         return Classification(
             probabilities={name: float(p) for name, p in zip(labels, probabilities)},
@@ -186,27 +184,32 @@ class Classifier:
             inconclusive=bool(reasons),
             reasons=tuple(reasons),
             thresholds=dict(self.thresholds),
-            crop=crop_box,
+            crop=prepared.crop,
             roi=roi,
             latency_ms=latency_ms,
             heatmap=heat,
         )
 
-    def _run(self, crop: np.ndarray, with_features: bool = False) -> tuple[np.ndarray, np.ndarray | None, Placement]:
-        spec = self.manifest.input
-        pixels, placement = to_model_pixels(crop, spec)
-        tensor = to_input_tensor(pixels, spec, self._input["dtype"], self._input["quantization"])
+    def input_tensor(self, pixels: np.ndarray) -> np.ndarray:
+        """Model pixels -> the ``[1, H, W, C]`` tensor this interpreter takes."""
+        return to_input_tensor(pixels, self.manifest.input, self._input["dtype"], self._input["quantization"])
+
+    def invoke(self, tensor: np.ndarray, with_features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """The scores tensor's values (dequantized, before the temperature) and, if asked, the feature map."""
         self.interpreter.set_tensor(self._input["index"], tensor)
         self.interpreter.invoke()
         scores = _dequantize(self.interpreter.get_tensor(self._scores["index"]), self._scores)[0]
-        if self.manifest.outputs.scores_kind == "logits":
-            probabilities = softmax(scores, self.manifest.temperature)
-        else:  # probabilities: recover logits, then apply the temperature
-            probabilities = softmax(np.log(np.clip(scores, 1e-12, 1.0)), self.manifest.temperature)
         features = None
         if with_features and self._features is not None:  # an (S/32)x(S/32)x1280 copy: only when a heatmap is wanted
             features = _dequantize(self.interpreter.get_tensor(self._features["index"]), self._features)[0]
-        return probabilities, features, placement
+        return scores, features
+
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities: the manifest's temperature applied to the scores."""
+        if self.manifest.outputs.scores_kind == "logits":
+            return softmax(scores, self.manifest.temperature)
+        # probabilities: recover logits, then apply the temperature
+        return softmax(np.log(np.clip(scores, 1e-12, 1.0)), self.manifest.temperature)
 
     def _heatmap(self, features: np.ndarray, class_index: int, placement: Placement, crop_shape: tuple[int, int]) -> np.ndarray:
         cam = features @ self._cam_weights[:, class_index]  # [h, w]

@@ -125,14 +125,25 @@ def _is_grey_rgb(arr: np.ndarray) -> bool:
     return bool(np.array_equal(r, g) and np.array_equal(g, b))
 
 
+# ITU-R BT.601 luma in 15-bit fixed point (R, G, B weights sum to 2**15): the coefficients OpenCV 5's
+# x86 RGB2GRAY uses, so a workstation's results are unchanged, but computed here with integers so the
+# Pi's NEON build of OpenCV (and OpenCV releases, 4.x used 14 bits) cannot change a single grey level.
+_LUMA_WEIGHTS = (9798, 19235, 3735)
+_LUMA_SHIFT = 15
+
+
 def to_grey(frame: np.ndarray) -> np.ndarray:
-    """Luminance of a frame (grey frames are returned unchanged)."""
+    """Luminance of a frame (grey frames are returned unchanged); identical on every platform."""
     if frame.ndim == 2:
         return frame
-    # ITU-R BT.601 luma, as OpenCV's RGB2GRAY
-    import cv2
-
-    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    red, green, blue = _LUMA_WEIGHTS
+    luma = frame[:, :, 0].astype(np.int32)
+    luma *= red
+    luma += frame[:, :, 1].astype(np.int32) * green
+    luma += frame[:, :, 2].astype(np.int32) * blue
+    luma += 1 << (_LUMA_SHIFT - 1)
+    luma >>= _LUMA_SHIFT
+    return luma.astype(np.uint8)
 
 
 def to_rgb(frame: np.ndarray) -> np.ndarray:

@@ -1,7 +1,10 @@
-"""Turning a (cropped) frame into the model's input tensor, exactly as the manifest says.
+"""Turning a frame into the model's input tensor, exactly as the manifest says.
 
-``to_model_pixels`` is shared with ``model_build/`` so training images go through the same
-resize policy and channel handling as frames on the device.
+``prepare`` is the one composition of frame -> crop -> model pixels, used by the device's engine,
+``model_build`` (training, calibration, evaluation) and ``device selftest``; so training images go
+through the same crop, resize and channel handling as frames on the device. With the manifest's
+``input.resampling = "exact"`` (every bundle built since format 2) the pixels are identical on
+x86_64 and aarch64 (``device.resample``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from device.bundle import InputSpec
+from device import resample
+from device.bundle import InputSpec, Resampling
+from device.crop import Box, choose_crop
 from device.imageio import to_grey
 
 
@@ -25,6 +30,27 @@ class Placement:
     height: int
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A frame made ready for the model: what was cut out of it, and the model-size pixels."""
+
+    crop: Box  # in frame coordinates, never empty
+    grey_crop: np.ndarray  # the cropped region, grey uint8 H x W
+    pixels: np.ndarray  # uint8 [input h, input w, channels]
+    placement: Placement  # where the crop sits inside ``pixels``
+
+
+def prepare(
+    frame: np.ndarray, spec: InputSpec, *, auto_crop: bool = True, roi: Box | None = None, roi_mode: str = "override"
+) -> Prepared:
+    """Grey -> crop (manual ROI, else the detected scan region) -> model pixels."""
+    grey = to_grey(frame)
+    box = choose_crop(grey, auto_crop, roi, roi_mode)
+    grey_crop = box.apply(grey)
+    pixels, placement = to_model_pixels(grey_crop, spec)
+    return Prepared(box, grey_crop, pixels, placement)
+
+
 def to_model_pixels(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Placement]:
     """Grey uint8 ``H x W x C`` pixels at the model's size, and where the image sits inside them.
 
@@ -36,23 +62,26 @@ def to_model_pixels(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Pla
     out_h, out_w = spec.height, spec.width
     src_h, src_w = grey.shape
     if spec.resize == "stretch":
-        resized = _resize(grey, out_w, out_h)
+        resized = _resize(grey, out_w, out_h, spec.resampling)
         placement = Placement(0, 0, out_w, out_h)
         canvas = resized
     else:
         scale = min(out_w / src_w, out_h / src_h)
         new_w = max(1, min(out_w, round(src_w * scale)))
         new_h = max(1, min(out_h, round(src_h * scale)))
-        resized = _resize(grey, new_w, new_h)
+        resized = _resize(grey, new_w, new_h, spec.resampling)
         canvas = np.zeros((out_h, out_w), dtype=np.uint8)
         x0, y0 = (out_w - new_w) // 2, (out_h - new_h) // 2
         canvas[y0 : y0 + new_h, x0 : x0 + new_w] = resized
         placement = Placement(x0, y0, new_w, new_h)
-    pixels = cv2.cvtColor(canvas, cv2.COLOR_GRAY2RGB) if spec.channels == 3 else canvas[:, :, None]
+    pixels = np.repeat(canvas[:, :, None], spec.channels, axis=2)
     return pixels, placement
 
 
-def _resize(grey: np.ndarray, width: int, height: int) -> np.ndarray:
+def _resize(grey: np.ndarray, width: int, height: int, resampling: str) -> np.ndarray:
+    if resampling == Resampling.EXACT:
+        return resample.resize(grey, width, height)
+    # Format-1 bundles were calibrated on these pixels (on x86): kept for them, platform-dependent.
     shrinking = width < grey.shape[1] or height < grey.shape[0]
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return cv2.resize(grey, (width, height), interpolation=interpolation)

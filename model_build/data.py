@@ -5,7 +5,7 @@
 * CSV: ``<root>/labels.csv`` (or the only ``*.csv``) with ``filename,label[,patient_id,...]``; images
   are looked up in ``<root>/images/`` then ``<root>/``.
 
-Pixels go through ``device.imageio.decode_image_file`` and ``device.preprocess.to_model_pixels``, so
+Pixels go through ``device.imageio.decode_image_file`` and ``device.preprocess.prepare``, so
 training sees what the device feeds the model. Unreadable files are collected as :class:`BadFile`
 records (or raise with ``strict``).
 """
@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from device.bundle import InputSpec
-from device.crop import choose_crop
 from device.errors import ImageDecodeError
 from device.imageio import IMAGE_SUFFIXES, decode_image_file
-from device.preprocess import to_model_pixels
+from device.preprocess import prepare
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +137,7 @@ def decode_sample(sample: Sample, spec: InputSpec, auto_crop: bool = True) -> np
     """File -> model-size grey pixels, exactly as ``python -m device classify`` does it:
     decode, crop to the detected scan region (``device.crop``), letterbox (``device.preprocess``)."""
     frame = decode_image_file(sample.path)
-    box = choose_crop(frame, auto_crop, None)
-    crop = box.apply(frame)
-    if crop.shape[0] == 0 or crop.shape[1] == 0:
-        crop = frame
-    pixels, _ = to_model_pixels(crop, spec)
-    return pixels[:, :, 0]
+    return prepare(frame, spec, auto_crop=auto_crop).pixels[:, :, 0]
 
 
 def load_sources(
