@@ -19,20 +19,31 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from device.errors import BundleError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what write_bundle writes
+READABLE_FORMAT_VERSIONS = (1, 2)  # 1: before input.resampling existed (its bundles resample with OpenCV)
 MODEL_FILE = "model.tflite"
 MANIFEST_FILE = "manifest.json"
+SIGNATURE_FILE = "signature.json"  # written by device.signing; its presence makes a bundle read-only here
 
 INPUT_DTYPES = ("uint8", "int8", "float32")
 COLOR_MODES = ("grey3", "grey1")  # grey replicated to 3 channels, or a single channel
 RESIZE_POLICIES = ("letterbox", "stretch")  # letterbox keeps the aspect ratio (lesion shape)
 OUTPUT_KINDS = ("logits", "probabilities")
+
+
+class Resampling(StrEnum):
+    """How a frame is resized to the model's input (``input.resampling``; device.preprocess applies it)."""
+
+    EXACT = "exact"  # device.resample: integer area/linear filter, the same pixels on every platform
+    OPENCV = "opencv"  # cv2.resize INTER_AREA/INTER_LINEAR: format-1 bundles; differs between x86 and aarch64
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,7 @@ class InputSpec:
     color: str = "grey3"
     resize: str = "letterbox"
     normalization: Normalization = field(default_factory=Normalization)
+    resampling: str = Resampling.EXACT.value  # a format-1 manifest has none: it reads as "opencv"
 
     @property
     def channels(self) -> int:
@@ -85,6 +97,20 @@ class QualitySpec:
 
 
 @dataclass(frozen=True)
+class ReferenceSpec:
+    """A test frame inside the bundle and what the model computes on it, for ``device selftest``.
+
+    ``input_sha256`` pins the prepared input tensor (crop + resampling + channels): a platform or
+    library that changes one pixel fails. ``scores`` are the scores tensor's values on that input
+    (dequantized), as the workstation's interpreter computed them."""
+
+    frame: str  # POSIX path inside the bundle, e.g. "reference/frame.png"
+    frame_sha256: str
+    input_sha256: str
+    scores: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     version: str
@@ -97,6 +123,7 @@ class Manifest:
     thresholds: dict[str, float] = field(default_factory=dict)
     quality: QualitySpec = field(default_factory=QualitySpec)
     cam: CamSpec | None = None
+    reference: ReferenceSpec | None = None
     training_data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     intended_use: str = "Decision support for trained clinicians. Not a diagnosis."
@@ -107,6 +134,10 @@ class Manifest:
         data["labels"] = list(self.labels)
         if self.cam is not None:
             data["cam"] = {"weights": [list(r) for r in self.cam.weights], "bias": list(self.cam.bias)}
+        if self.reference is None:
+            del data["reference"]
+        else:
+            data["reference"]["scores"] = list(self.reference.scores)
         return data
 
     @classmethod
@@ -172,7 +203,7 @@ def write_bundle(path: str | os.PathLike[str], model_bytes: bytes, manifest: Man
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(model_bytes).hexdigest()
-    manifest = dataclasses.replace(manifest, model_sha256=digest)
+    manifest = dataclasses.replace(manifest, model_sha256=digest, format_version=FORMAT_VERSION)
     manifest.validate(source=str(root / MANIFEST_FILE))
     _atomic_write(root / MODEL_FILE, model_bytes)
     text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
@@ -198,9 +229,10 @@ def _parse_manifest(data: Any, source: str) -> Manifest:
     if not isinstance(data, dict):
         raise BundleError(f"{source}: manifest must be a JSON object")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMAT_VERSIONS or isinstance(version, bool):
         raise BundleError(
-            f"{source}: unknown manifest format_version {version!r} (this software reads version {FORMAT_VERSION})"
+            f"{source}: unknown manifest format_version {version!r} (this software reads versions "
+            f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))})"
         )
     missing = [key for key in _REQUIRED if key not in data]
     if missing:
@@ -216,13 +248,14 @@ def _parse_manifest(data: Any, source: str) -> Manifest:
             version=data["version"],
             created=data["created"],
             labels=tuple(data["labels"]) if isinstance(data["labels"], list) else data["labels"],
-            input=_parse_section(InputSpec, data["input"], "input", source, nested={"normalization": Normalization}),
+            input=_parse_input(data["input"], version, source),
             outputs=_parse_section(OutputSpec, data["outputs"], "outputs", source),
             model_sha256=data["model_sha256"],
             temperature=data.get("temperature", 1.0),
             thresholds=data.get("thresholds", {}),
             quality=_parse_section(QualitySpec, data.get("quality", {}), "quality", source),
             cam=_parse_cam(data.get("cam"), source),
+            reference=_parse_reference(data.get("reference"), version, source),
             training_data=data.get("training_data", {}),
             metrics=data.get("metrics", {}),
             intended_use=data.get("intended_use", Manifest.intended_use),
@@ -231,6 +264,33 @@ def _parse_manifest(data: Any, source: str) -> Manifest:
         raise BundleError(f"{source}: {exc}") from exc
     _validate_manifest(manifest, source)
     return manifest
+
+
+def _parse_input(value: Any, version: int, source: str) -> InputSpec:
+    """Format 1 predates ``input.resampling``: its bundles were validated on OpenCV's resize. In format 2
+    the key defaults to "exact" (write_bundle always writes it)."""
+    if isinstance(value, dict) and version == 1:
+        if "resampling" in value:
+            raise BundleError(f"{source}: 'input.resampling' needs format_version 2 (this manifest says 1)")
+        value = {**value, "resampling": Resampling.OPENCV.value}
+    spec: InputSpec = _parse_section(InputSpec, value, "input", source, nested={"normalization": Normalization})
+    return spec
+
+
+def _parse_reference(value: Any, version: int, source: str) -> ReferenceSpec | None:
+    if value is None:
+        return None
+    if version == 1:
+        raise BundleError(f"{source}: 'reference' needs format_version 2 (this manifest says 1)")
+    keys = {f.name for f in dataclasses.fields(ReferenceSpec)}
+    if not isinstance(value, dict) or set(value) != keys:
+        raise BundleError(f"{source}: 'reference' must be an object with exactly {', '.join(sorted(keys))}")
+    try:
+        scores = tuple(float(v) for v in value["scores"])
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{source}: 'reference.scores' must be a list of numbers ({exc})") from exc
+    return ReferenceSpec(frame=value["frame"], frame_sha256=value["frame_sha256"],
+                         input_sha256=value["input_sha256"], scores=scores)
 
 
 def _parse_section(cls: type, value: Any, key: str, source: str, nested: dict[str, type] | None = None) -> Any:
@@ -289,6 +349,8 @@ def _validate_manifest(m: Manifest, source: str) -> None:
         fail(f"'input.color' must be one of {COLOR_MODES}, got {spec.color!r}")
     if spec.resize not in RESIZE_POLICIES:
         fail(f"'input.resize' must be one of {RESIZE_POLICIES}, got {spec.resize!r}")
+    if spec.resampling not in [r.value for r in Resampling]:
+        fail(f"'input.resampling' must be one of {[r.value for r in Resampling]}, got {spec.resampling!r}")
     norm = spec.normalization
     if not _is_number(norm.mean) or not _is_number(norm.scale) or norm.scale == 0:
         fail("'input.normalization' needs numeric 'mean' and non-zero 'scale'")
@@ -321,8 +383,67 @@ def _validate_manifest(m: Manifest, source: str) -> None:
         fail("'quality.min_confidence' must be in [0, 1)")
     if q.max_entropy is not None and (not _is_number(q.max_entropy) or not 0.0 < q.max_entropy <= 1.0):
         fail("'quality.max_entropy' must be in (0, 1]")
+    if m.reference is not None:
+        _validate_reference(m.reference, len(m.labels), fail)
     for key in ("training_data", "metrics"):
         if not isinstance(getattr(m, key), dict):
             fail(f"'{key}' must be an object")
     if not isinstance(m.intended_use, str):
         fail("'intended_use' must be a string")
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _validate_reference(ref: ReferenceSpec, n_labels: int, fail: Any) -> None:
+    path = PurePosixPath(ref.frame) if isinstance(ref.frame, str) else None
+    if path is None or path.is_absolute() or ".." in path.parts or not ref.frame.strip():
+        fail(f"'reference.frame' must be a relative path inside the bundle, got {ref.frame!r}")
+    for key in ("frame_sha256", "input_sha256"):
+        if not _is_sha256(getattr(ref, key)):
+            fail(f"'reference.{key}' must be a 64-character lower-case hex digest")
+    if len(ref.scores) != n_labels or not all(math.isfinite(v) for v in ref.scores):
+        fail(f"'reference.scores' must be {n_labels} finite numbers (one per label)")
+
+
+# --- editing a bundle after its build ------------------------------------------------------------
+
+
+def edit_bundle(
+    path: str | os.PathLike[str], *, manifest: Manifest | None = None, files: Mapping[str, bytes] | None = None
+) -> ModelBundle:
+    """The one way to change a built bundle: replace its manifest and/or add or replace files beside it.
+
+    The model file never changes here (that is a new build). A signed bundle is refused — its
+    signature covers every file, so an edit would void it silently; edit the unsigned build, then
+    sign it again (``python -m device.signing sign``). Each file is written atomically and the
+    result is loaded (validated) before returning."""
+    root = Path(path)
+    current = load_bundle(root)
+    if (root / SIGNATURE_FILE).exists():
+        raise BundleError(
+            f"model bundle {root} is signed ({SIGNATURE_FILE}): an edit would void its signature — "
+            "edit the unsigned bundle, then sign it again"
+        )
+    for name, data in (files or {}).items():
+        target = _inside(root, name)
+        if target.name in (MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE) and target.parent == root:
+            raise BundleError(f"model bundle {root}: {name} cannot be replaced as a file (use manifest=, or build again)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(target, data)
+    if manifest is not None:
+        if manifest.model_sha256 != current.manifest.model_sha256:
+            raise BundleError(f"model bundle {root}: the edited manifest names another model (a new model is a new build)")
+        manifest = dataclasses.replace(manifest, format_version=FORMAT_VERSION)  # written as the current format
+        manifest.validate(source=str(root / MANIFEST_FILE))
+        text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
+        _atomic_write(root / MANIFEST_FILE, text.encode("utf-8"))
+    return load_bundle(root)
+
+
+def _inside(root: Path, name: str) -> Path:
+    relative = PurePosixPath(name)
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise BundleError(f"model bundle {root}: {name!r} is not a path inside the bundle")
+    return root.joinpath(*relative.parts)

@@ -34,12 +34,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from device.bundle import ModelBundle, load_bundle, sha256_file
+from device.bundle import SIGNATURE_FILE, ModelBundle, load_bundle, sha256_file
 from device.errors import BundleError
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_FILE = "signature.json"
 SIGNATURE_FORMAT = 1
 PRIVATE_KEY_NAME = "model-signing.key"
 PUBLIC_KEY_NAME = "model-signing.pub"
