@@ -7,6 +7,7 @@
     config default | config check FILE          print the default config / validate a file
     uplink [--broker HOST:PORT]                 deliver stored results to the hub (own process)
     demo-frames DIR                             write synthetic scanner screens for demos
+    selftest [--model DIR]                      runtime, CPU, preprocessing checksum, the bundle's reference outputs
 
 ``--config FILE`` is accepted by every command (before or after its name).
 """
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--target-sensitivity", type=float, default=0.95)
     site.add_argument("--confidence", type=float, default=0.9)
 
+    selftest = commands.add_parser("selftest", parents=[common],
+                                   help="does this device compute what the workstation validated? (PASS/WARN/FAIL lines)")
+    selftest.add_argument("--model", type=Path, help="model bundle directory (default: the configured bundle)")
+
     demo = commands.add_parser("demo-frames", parents=[common], help="write synthetic scanner screens (demos)")
     demo.add_argument("out", type=Path)
     demo.add_argument("--count", type=int, default=12)
@@ -105,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             "uplink": _uplink_command,
             "demo-frames": _demo_command,
             "site-check": _site_check_command,
+            "selftest": _selftest_command,
         }[args.command]
         return handler(args, config)
     except ConfigError as exc:
@@ -227,6 +233,18 @@ def _site_check_command(args: argparse.Namespace, config: DeviceConfig) -> int:
     report = check_site(cases, score, classifier.thresholds["malignant"], validated, args.target_sensitivity, args.confidence)
     print(report_text(report))
     return EXIT_OK
+
+
+def _selftest_command(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from device.pipeline import load_classifier
+    from device.selftest import Status, run_selftest
+
+    results = run_selftest(lambda: load_classifier(config, args.model))
+    for result in results:
+        print(result.line(), flush=True)
+    failed = [r.name for r in results if r.status == Status.FAIL]
+    print(f"selftest: {'FAIL (' + ', '.join(failed) + ')' if failed else 'PASS'}", flush=True)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 # --- run -----------------------------------------------------------------------------------------
