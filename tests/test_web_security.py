@@ -1,6 +1,7 @@
 """The web console over HTTP (in-process ASGI client, real SQLite): security rules and the data it shows.
 
-Browser behaviour (live updates, real processes) is in tests/test_web_browser.py.
+Browser behaviour (live updates, real processes) is in tests/test_web_browser.py; login limits under
+concurrency and exports against real `hub web` processes on SQLite and PostgreSQL in tests/test_web_process.py.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from fastapi.testclient import TestClient
 from device.contract import ResultMessage
 from hub.store import HubStore
 from hub.web import DISCLAIMER
-from hub.web.accounts import Accounts, RateLimit
+from hub.web.accounts import Accounts, LoginOutcome
 from hub.web.app import create_app
 from hub.web.config import WebConfig
 from hub.web.db import WebDb
 from hub.web.demo import DemoSpec, demo_thumbnail, seed_device_states, seed_results
 from hub.web.inbox import Filters, Inbox
+from hub.web.limits import LoginLimits
 from tests.mqtt_broker import postgres_server  # noqa: F401  (fixture)
 
 PASSWORD = "correct horse battery"
@@ -129,12 +131,12 @@ def test_wrong_password_and_unknown_user_are_refused_alike(app) -> None:
 
 def test_wrong_passwords_are_rate_limited_even_for_the_right_password_afterwards(app) -> None:
     c = client(app)
-    limit = app.state.services.accounts.limits.per_user
+    limit = app.state.services.accounts.limits.per_client
     for _ in range(limit):
         r = c.post("/login", data={"username": "olga", "password": "guess-guess-guess", "csrf_token": login_token(c)})
         assert r.status_code == 401
     blocked = c.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": login_token(c)})
-    assert blocked.status_code == 429 and "Retry-After" in blocked.headers
+    assert blocked.status_code == 429 and 0 < int(blocked.headers["Retry-After"]) <= 15 * 60
     assert "Too many failed sign-in attempts" in blocked.text
     assert c.get("/inbox").status_code == 303
     # Another account from elsewhere is not locked by olga's failures.
@@ -142,14 +144,63 @@ def test_wrong_passwords_are_rate_limited_even_for_the_right_password_afterwards
     login(other, "vic")
 
 
-def test_rate_limit_per_address_across_usernames(tmp_path: Path, db_path: Path) -> None:
+def test_rate_limit_per_address_across_usernames(db_path: Path) -> None:
     db = WebDb.open(str(db_path))
-    accounts = Accounts(db, limits=RateLimit(per_user=100, per_ip=3))
+    accounts = Accounts(db, limits=LoginLimits(per_client=100, per_user=100, per_address=3))
     for name in ("a1", "a2", "a3"):
-        assert accounts.authenticate(name, "x" * 12, "10.9.9.9") is None
-    assert accounts.is_rate_limited("olga", "10.9.9.9")
-    assert not accounts.is_rate_limited("olga", "127.0.0.1")
+        assert accounts.login(name, "x" * 12, "10.9.9.9").outcome is LoginOutcome.WRONG
+    assert accounts.login("olga", PASSWORD, "10.9.9.9").outcome is LoginOutcome.LIMITED
+    assert accounts.login("olga", PASSWORD, "127.0.0.1").outcome is LoginOutcome.OK
     db.close()
+
+
+def test_a_success_gives_its_slot_back_and_failures_keep_theirs(db_path: Path) -> None:
+    db = WebDb.open(str(db_path))
+    accounts = Accounts(db, limits=LoginLimits(per_client=2, per_user=100, per_address=100))
+    for _ in range(5):  # signing in again and again never locks the owner out
+        assert accounts.login("olga", PASSWORD, "10.1.1.1").outcome is LoginOutcome.OK
+    assert accounts.login("olga", "wrong-wrong-wrong", "10.1.1.1").outcome is LoginOutcome.WRONG
+    assert accounts.login("olga", PASSWORD, "10.1.1.1").outcome is LoginOutcome.OK
+    assert accounts.login("olga", "wrong-wrong-wrong", "10.1.1.1").outcome is LoginOutcome.WRONG
+    limited = accounts.login("olga", PASSWORD, "10.1.1.1")
+    assert limited.outcome is LoginOutcome.LIMITED and limited.user is None and limited.retry_after_s > 0
+    db.close()
+
+
+def test_a_trusted_browser_token_is_worth_a_few_failures_then_no_more(app) -> None:
+    """A stolen trusted-browser cookie is no unlimited pass: after ``per_trusted`` failures it is spent."""
+    services = app.state.services
+    owner = client(app)
+    login(owner, "olga")
+    cookie = owner.cookies.get("__Host-sonopi_trusted")
+    assert cookie and len(cookie) >= 40
+    thief = client(app)  # the same address as the owner (the test client's), with the owner's cookie
+    thief.cookies.set("__Host-sonopi_trusted", cookie, domain="console.test")
+    for _ in range(services.accounts.limits.per_trusted):
+        r = thief.post("/login", data={"username": "olga", "password": "guess-guess-guess",
+                                       "csrf_token": login_token(thief)})
+        assert r.status_code == 401
+    # The address's own budget for olga is untouched so far; spend it from a browser without the cookie.
+    stranger = client(app)
+    for _ in range(services.accounts.limits.per_client):
+        assert stranger.post("/login", data={"username": "olga", "password": "guess-guess-guess",
+                                             "csrf_token": login_token(stranger)}).status_code == 401
+    # Now the spent cookie counts for nothing: the right password with it is refused like any new browser's.
+    r = thief.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": login_token(thief)})
+    assert r.status_code == 429
+    with sqlite3.connect(services.db.target) as conn:
+        stored = [row[0] for row in conn.execute("SELECT token_hash FROM web_trusted_clients")]
+    assert stored and cookie not in stored  # only the token's SHA-256 is kept
+
+
+def test_a_trusted_browser_keeps_one_token_per_account(app) -> None:
+    c = client(app)
+    login(c, "olga")
+    c.post("/logout", data={"csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', c.get("/inbox").text).group(1)})
+    login(c, "vic")  # a shared workstation
+    tokens = c.cookies.get("__Host-sonopi_trusted").split(".")
+    owners = app.state.services.accounts.trusted_owners(tokens)
+    assert sorted(owners.values()) == ["olga", "vic"] and owners[tokens[0]] == "vic"
 
 
 def test_passwords_are_stored_as_argon2id_hashes(db_path: Path) -> None:
@@ -203,8 +254,11 @@ def test_every_post_route_refuses_a_missing_or_foreign_csrf_token(app) -> None:
     rid = first_result_id(app)
     posts = sorted({route.path for route in app.routes if "POST" in getattr(route, "methods", set())} - {"/login"})
     concrete = {"/results/{result_id}/review": f"/results/{rid}/review", "/admin/users/{username}/{action}":
-                "/admin/users/vic/disable"}
-    assert set(posts) == {"/logout", "/admin/users", "/results/{result_id}/review", "/admin/users/{username}/{action}"}
+                "/admin/users/vic/disable", "/results/{result_id}/fhir.json": f"/results/{rid}/fhir.json"}
+    assert set(posts) == {"/logout", "/admin/users", "/results/{result_id}/review", "/admin/users/{username}/{action}",
+                          "/inbox/export.csv", "/results/{result_id}/fhir.json"}
+    services = app.state.services
+    audited = len(services.reviews.entries())
     form = {"state": "reviewed", "note": "n", "username": "eve", "password": "p" * 12, "role": "viewer"}
     for path in posts:
         url = concrete.get(path, path)
@@ -212,11 +266,11 @@ def test_every_post_route_refuses_a_missing_or_foreign_csrf_token(app) -> None:
         assert c.post(url, data={**form, "csrf_token": "forged"}).status_code == 403, url
         assert c.post(url, data={**form, "csrf_token": token}, headers={"Origin": "https://evil.example"}
                       ).status_code == 403, url
-    # Nothing changed: still logged in, no review, vic still enabled, no user eve.
-    services = app.state.services
+    # Nothing changed: still logged in, no review, vic still enabled, no user eve, nothing exported or audited.
     assert c.get("/inbox").status_code == 200
     assert services.reviews.review(rid) is None
     assert not services.accounts.user("vic").disabled and services.accounts.user("eve") is None
+    assert len(services.reviews.entries()) == audited
 
 
 def test_review_with_token_is_recorded_in_the_audit_log(app) -> None:
@@ -298,8 +352,8 @@ def test_no_patient_reference_in_urls_or_logs(app, caplog: pytest.LogCaptureFixt
     rid = rows[0].result_id
     page = c.get(f"/results/{rid}")
     c.post(f"/results/{rid}/review", data={"state": "reviewed", "note": "ok", "csrf_token": token})
-    c.get("/inbox/export.csv")
-    c.get(f"/results/{rid}/fhir.json")
+    assert c.post("/inbox/export.csv", data={"csrf_token": token}).status_code == 200
+    assert c.post(f"/results/{rid}/fhir.json", data={"csrf_token": token}).status_code == 200
     assert rows[0].patient_ref in page.text  # shown on the page ...
     urls = re.findall(r'(?:href|src|action|data-events)="([^"]*)"', inbox.text + page.text)
     assert urls and not [u for u in urls if any(ref in u for ref in refs)]  # ... never in a URL
@@ -412,8 +466,8 @@ def test_csv_export_follows_the_filter_and_defuses_formulas(app, db_path: Path) 
             probabilities={"benign": 0.1, "malignant": 0.9}, label="malignant", inconclusive=False,
             patient_ref="=HYPERLINK(1)"))
     c = client(app)
-    login(c, "vic")
-    response = c.get("/inbox/export.csv?label=malignant&site=st-marys")
+    token = login(c, "vic")
+    response = c.post("/inbox/export.csv", data={"label": "malignant", "site": "st-marys", "csrf_token": token})
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     assert "attachment" in response.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(response.text)))
@@ -427,9 +481,9 @@ def test_csv_export_follows_the_filter_and_defuses_formulas(app, db_path: Path) 
 
 def test_fhir_diagnostic_report(app) -> None:
     c = client(app)
-    login(c, "vic")
+    token = login(c, "vic")
     result = app.state.services.store.results(label="malignant", limit=1)[0]
-    response = c.get(f"/results/{result.result_id}/fhir.json")
+    response = c.post(f"/results/{result.result_id}/fhir.json", data={"csrf_token": token})
     assert response.status_code == 200 and response.headers["content-type"].startswith("application/fhir+json")
     report = json.loads(response.text)
     assert report["resourceType"] == "DiagnosticReport" and report["status"] == "preliminary"
@@ -449,10 +503,10 @@ def test_fhir_diagnostic_report(app) -> None:
 def test_fhir_report_validates_against_the_r4b_models(app) -> None:
     fhir_report = pytest.importorskip("fhir.resources.R4B.diagnosticreport", reason="fhir.resources not installed")
     c = client(app)
-    login(c, "vic")
+    token = login(c, "vic")
     for label in ("malignant", "inconclusive"):
         result = app.state.services.store.results(label=label, limit=1)[0]
-        document = json.loads(c.get(f"/results/{result.result_id}/fhir.json").text)
+        document = json.loads(c.post(f"/results/{result.result_id}/fhir.json", data={"csrf_token": token}).text)
         parsed = fhir_report.DiagnosticReport.model_validate(document)
         assert len(parsed.contained) == len(result.probabilities)
 
@@ -525,9 +579,10 @@ def test_the_console_on_postgresql(postgres_server) -> None:  # noqa: F811 - the
         assert c.post(f"/results/{rid}/review", data={"state": "reviewed", "note": "pg", "csrf_token": token}
                       ).status_code == 303
         assert [r.result_id for r in app.state.services.inbox.page(Filters(review="reviewed")).rows] == [rid]
-        rows = list(csv.DictReader(io.StringIO(c.get("/inbox/export.csv?review=reviewed").text)))
+        rows = list(csv.DictReader(io.StringIO(c.post("/inbox/export.csv", data={"review": "reviewed",
+                                                                                  "csrf_token": token}).text)))
         assert [r["result_id"] for r in rows] == [rid] and rows[0]["review_state"] == "reviewed"
-        assert json.loads(c.get(f"/results/{rid}/fhir.json").text)["id"] == rid
+        assert json.loads(c.post(f"/results/{rid}/fhir.json", data={"csrf_token": token}).text)["id"] == rid
         assert "presence silent" in c.get("/devices").text
         with psycopg.connect(dsn, autocommit=True) as conn:
             with pytest.raises(psycopg.Error, match="append-only"):

@@ -1,4 +1,4 @@
-"""Console accounts: users with roles, argon2id password hashes, server-side sessions, login rate limits.
+"""Console accounts: users with roles, argon2id password hashes, server-side sessions, sign-in within limits.
 
 Roles, each including the one before: ``viewer`` (read and export), ``operator`` (also reviews results),
 ``admin`` (also manages users). Session cookies carry a random token; the database keeps only its
@@ -7,18 +7,21 @@ SHA-256, so a leaked database does not leak live sessions.
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import math
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from device.errors import SonopiError
 from hub.web.db import WebDb
+from hub.web.limits import LoginLimiter, LoginLimits, Refusal, Reservation, TrustedBrowsers, cookie_value, token_hash
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +55,18 @@ class Session:
     expires_at: str
 
 
-@dataclass(frozen=True)
-class RateLimit:
-    """At most ``per_user`` failures for one username and ``per_ip`` from one address in ``window``."""
+class LoginOutcome(Enum):
+    OK = "ok"
+    WRONG = "wrong"  # wrong password, unknown or disabled account (told apart nowhere)
+    LIMITED = "limited"  # refused before the password was checked
 
-    per_user: int = 5
-    per_ip: int = 20
-    window: timedelta = timedelta(minutes=15)
+
+@dataclass(frozen=True)
+class LoginResult:
+    outcome: LoginOutcome
+    user: User | None = None
+    retry_after_s: int = 0  # LIMITED: when a slot frees up
+    trusted_cookie: str | None = None  # OK: the browser's new trusted-browser cookie value
 
 
 @dataclass(frozen=True)
@@ -80,10 +88,6 @@ def _parse(iso: str) -> datetime:
     return datetime.fromisoformat(iso)
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
 def normalise_username(name: str) -> str:
     username = name.strip().lower()
     if not _USERNAME_RE.match(username):
@@ -100,10 +104,12 @@ def _row_to_user(row: tuple) -> User:
 
 
 class Accounts:
-    def __init__(self, db: WebDb, *, limits: RateLimit = RateLimit(), policy: SessionPolicy = SessionPolicy(),
+    def __init__(self, db: WebDb, *, limits: LoginLimits = LoginLimits(), policy: SessionPolicy = SessionPolicy(),
                  hasher: PasswordHasher | None = None) -> None:
         self._db = db
         self.limits = limits
+        self._limiter = LoginLimiter(db, limits)
+        self._trusted = TrustedBrowsers(db, limits)
         self.policy = policy
         self._hasher = hasher or PasswordHasher()  # argon2id, library defaults (RFC 9106 low-memory profile)
         self._dummy_hash: str | None = None  # made on first use: verified for unknown users
@@ -159,39 +165,74 @@ class Accounts:
             tx.execute("UPDATE web_users SET password_hash = ?, updated_at = ? WHERE id = ?",
                        (self._hasher.hash(password), _iso(_now()), user.id))
             tx.execute("DELETE FROM web_sessions WHERE user_id = ?", (user.id,))
+            TrustedBrowsers.forget(tx, user.username)
 
     # --- login -----------------------------------------------------------------------------------
 
-    def is_rate_limited(self, username: str, client_ip: str, now: datetime | None = None) -> bool:
-        since = _iso((now or _now()) - self.limits.window)
+    def login(self, username: str, password: str, client_ip: str, trusted_tokens: Sequence[str] = ()) -> LoginResult:
+        """Check a sign-in attempt within the limits (:mod:`hub.web.limits`).
+
+        The attempt's slot is reserved before the password is checked, so concurrent attempts beyond
+        the limit are refused (``LIMITED``) without being evaluated. ``trusted_tokens``: the browser's
+        trusted-browser cookie; on success the result carries that cookie's new value."""
         name = username.strip().lower()[:64]
-        by_user = self._db.one(
-            "SELECT COUNT(*) FROM web_login_attempts WHERE username = ? AND at >= ? AND ok = 0", (name, since))
-        by_ip = self._db.one(
-            "SELECT COUNT(*) FROM web_login_attempts WHERE client_ip = ? AND at >= ? AND ok = 0", (client_ip, since))
-        return int(by_user[0]) >= self.limits.per_user or int(by_ip[0]) >= self.limits.per_ip  # type: ignore[index]
+        now = _now()
+        trusted = self._trusted.reserve(name, trusted_tokens, now)
+        reservation: Reservation | None = None
+        if trusted is None:
+            outcome = self._limiter.reserve(self._limiter.counters(name, client_ip), now)
+            if isinstance(outcome, Refusal):
+                log.warning("login for %r from %s refused before checking: %s limit reached", name, client_ip,
+                            outcome.scope)
+                return LoginResult(LoginOutcome.LIMITED, retry_after_s=math.ceil(outcome.retry_after.total_seconds()))
+            reservation = outcome
+        user = self._check_password(name, password)
+        self._record(name, client_ip, ok=user is not None)
+        if user is None:
+            return LoginResult(LoginOutcome.WRONG)
+        if reservation is not None:
+            self._limiter.release(reservation)
+        token = self._trusted.issue(user.username, trusted, now)
+        return LoginResult(LoginOutcome.OK, user=user, trusted_cookie=self._cookie_after(user, trusted_tokens, token))
 
     def authenticate(self, username: str, password: str, client_ip: str) -> User | None:
-        """The user if the password matches an enabled account; records the attempt either way.
+        """The user if the password matches an enabled account and the limits let it be checked."""
+        return self.login(username, password, client_ip).user
 
-        Callers check :meth:`is_rate_limited` first. Unknown users cost one hash too (no timing oracle)."""
-        name = username.strip().lower()[:64]
+    def _check_password(self, name: str, password: str) -> User | None:
+        """Unknown users cost one hash too (no timing oracle)."""
         row = self._db.one("SELECT id, password_hash, disabled FROM web_users WHERE username = ?", (name,))
-        ok = False
         if row is None:
             if self._dummy_hash is None:
                 self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
             self._verify(self._dummy_hash, password)
-        elif self._verify(row[1], password) and not row[2]:
-            ok = True
-            if self._hasher.check_needs_rehash(row[1]):
-                self.set_password(name, password)
-        now = _iso(_now())
+            return None
+        if not self._verify(row[1], password) or row[2]:
+            return None
+        if self._hasher.check_needs_rehash(row[1]):
+            with self._db.transaction() as tx:
+                tx.execute("UPDATE web_users SET password_hash = ? WHERE id = ?", (self._hasher.hash(password), row[0]))
+        return self.user(name)
+
+    def _record(self, name: str, client_ip: str, *, ok: bool) -> None:
+        """The attempt in ``web_login_attempts`` (who tried which account from where; kept four windows)."""
+        now = _now()
         with self._db.transaction() as tx:
             tx.execute("INSERT INTO web_login_attempts (username, client_ip, at, ok) VALUES (?, ?, ?, ?)",
-                       (name, client_ip, now, int(ok)))
-            tx.execute("DELETE FROM web_login_attempts WHERE at < ?", (_iso(_now() - 4 * self.limits.window),))
-        return self.user(name) if ok else None
+                       (name, client_ip, _iso(now), int(ok)))
+            tx.execute("DELETE FROM web_login_attempts WHERE at < ?", (_iso(now - 4 * self.limits.window),))
+        if not ok:
+            self._limiter.prune(now)
+
+    def trusted_owners(self, tokens: Sequence[str]) -> dict[str, str]:
+        """token -> username for the trusted-browser tokens that are still stored."""
+        return self._trusted.owners(tokens)
+
+    def _cookie_after(self, user: User, old: Sequence[str], new: str) -> str:
+        """The trusted-browser cookie after ``user`` signed in: the new token first, other accounts' kept."""
+        owners = self._trusted.owners(old)
+        others = [t for t in old if owners.get(t) not in (None, user.username)]
+        return cookie_value([new, *others])
 
     def _verify(self, stored: str, password: str) -> bool:
         try:

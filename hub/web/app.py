@@ -2,7 +2,8 @@
 CSV and FHIR exports. Server-rendered Jinja2 pages; two small local scripts (live inbox, device refresh).
 
 Every page needs a session except ``/login``, ``/healthz`` and ``/static``; every POST checks a CSRF
-token. URLs carry result ids and filter values only, never patient references.
+token. Exports are POSTs too (each is audited); their GET URLs only offer the button. URLs carry result
+ids and filter values only, never patient references.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import io
 import json
 import logging
+import math
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -36,11 +38,12 @@ from starlette.responses import StreamingResponse
 
 from hub.store import DeviceState, HubStore, StoredResult
 from hub.web import DISCLAIMER
-from hub.web.accounts import ROLES, AccountError, Accounts, Session, User
+from hub.web.accounts import ROLES, AccountError, Accounts, LoginOutcome, Session, User
 from hub.web.config import WebConfig
 from hub.web.db import WebDb
 from hub.web.fhir import diagnostic_report
 from hub.web.inbox import CSV_FIELDS, FilterError, Filters, Inbox, csv_record
+from hub.web.limits import parse_tokens
 from hub.web.reviews import REVIEW_STATES, STATE_LABELS, ReviewError, Reviews
 from hub.web.security import (
     CookiePolicy,
@@ -258,23 +261,14 @@ def _install_routes(app: FastAPI, s: Services) -> None:
             return _error(s, request, 403, "Request refused: missing or invalid CSRF token. Reload the page.")
         username, password = str(form.get("username", ""))[:64], str(form.get("password", ""))[:1024]
         ip = request.client.host if request.client else "unknown"
-        if await run_in_threadpool(s.accounts.is_rate_limited, username, ip):
-            log.warning("login rate-limited for %r from %s", username, ip)
-            response = _login_page(request, s, "Too many failed sign-in attempts. Wait 15 minutes and try again.",
-                                   429)
-            response.headers["Retry-After"] = str(int(s.accounts.limits.window.total_seconds()))
-            return response
-        user = await run_in_threadpool(s.accounts.authenticate, username, password, ip)
-        if user is None:
+        tokens = parse_tokens(request.cookies.get(s.cookies.trusted_name))
+        result = await run_in_threadpool(s.accounts.login, username, password, ip, tokens)
+        if result.outcome is LoginOutcome.LIMITED:
+            return _limited_page(request, s, result.retry_after_s)
+        if result.user is None:
             log.warning("failed login for %r from %s", username, ip)
             return _login_page(request, s, "Wrong username or password.", 401)
-        token, _session = await run_in_threadpool(s.accounts.create_session, user)
-        await run_in_threadpool(s.reviews.audit, "login", user.username, f"from {ip}")
-        response = RedirectResponse("/inbox", status_code=303)
-        s.cookies.set(response, s.cookies.session_name, token, max_age=int(s.accounts.policy.absolute.total_seconds()))
-        s.cookies.clear(response, s.cookies.login_name)
-        log.info("login %s from %s", user.username, ip)
-        return response
+        return await run_in_threadpool(_signed_in, s, result.user, result.trusted_cookie, ip)
 
     @app.post("/logout")
     def logout(request: Request, session: CsrfDep) -> Response:
@@ -327,26 +321,29 @@ def _install_routes(app: FastAPI, s: Services) -> None:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    @app.get("/inbox/export.csv")
-    def export_csv(request: Request, session: SessionDep) -> Response:
+    @app.get("/inbox/export.csv", response_class=HTMLResponse)
+    def export_csv_page(request: Request, session: SessionDep) -> Response:
+        """An old link or bookmark: exports nothing, audits nothing; offers the POST button."""
         filters = Filters.from_query(request.query_params)
-        s.reviews.audit("export:csv", session.user.username, f"filter: {filters.urlencode() or 'all'}")
+        what = f"Results matching: {filters.urlencode() or 'all'}."
+        return export_page(request, session, "Export CSV", what, "_export_csv.html", filters=filters)
 
-        def rows() -> Iterator[str]:
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
-            writer.writeheader()
-            for n, row in enumerate(s.inbox.all(filters), start=1):
-                writer.writerow({k: _csv_safe(v) for k, v in csv_record(row).items()})
-                if n % 500 == 0:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue()
-
+    @app.post("/inbox/export.csv")
+    async def export_csv(request: Request, session: CsrfDep) -> Response:
+        form = await request.form()
+        filters = Filters.from_query({k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"})
+        await run_in_threadpool(s.reviews.audit, "export:csv", session.user.username,
+                                f"filter: {filters.urlencode() or 'all'}")
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
+        return StreamingResponse(_csv_rows(s.inbox, filters), media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": f'attachment; filename="sonopi-results-{stamp}.csv"'})
+
+    def export_page(request: Request, session: Session, title: str, what: str, template: str,
+                    **context: Any) -> Response:
+        response = page(request, "export.html", session, title=title, what=what, template=template, **context)
+        response.status_code = 405
+        response.headers["Allow"] = "POST"
+        return response
 
     # --- one result ----------------------------------------------------------------------------
 
@@ -370,8 +367,15 @@ def _install_routes(app: FastAPI, s: Services) -> None:
             raise StarletteHTTPException(404, "No thumbnail was sent with this result.")
         return Response(result.thumbnail, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
-    @app.get("/results/{result_id}/fhir.json")
-    def fhir(result_id: str, session: SessionDep) -> Response:
+    @app.get("/results/{result_id}/fhir.json", response_class=HTMLResponse)
+    def fhir_page(request: Request, result_id: str, session: SessionDep) -> Response:
+        """An old link or bookmark: exports nothing, audits nothing; offers the POST button."""
+        load(result_id)
+        return export_page(request, session, "FHIR DiagnosticReport", f"Result {result_id}.", "_export_fhir.html",
+                           result_id=result_id)
+
+    @app.post("/results/{result_id}/fhir.json")
+    def fhir(result_id: str, session: CsrfDep) -> Response:
         result = load(result_id)
         s.reviews.audit("export:fhir", session.user.username, "DiagnosticReport", result_id=result_id)
         return JSONResponse(diagnostic_report(result), media_type="application/fhir+json",
@@ -444,6 +448,43 @@ def _install_routes(app: FastAPI, s: Services) -> None:
             raise StarletteHTTPException(404, str(exc)) from exc
         s.reviews.audit(f"user:{action}", admin.username, user.username)
         return RedirectResponse("/admin/users", status_code=303)
+
+
+def _csv_rows(inbox: Inbox, filters: Filters) -> Iterator[str]:
+    """The CSV export, streamed in chunks of 500 rows."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for n, row in enumerate(inbox.all(filters), start=1):
+        writer.writerow({k: _csv_safe(v) for k, v in csv_record(row).items()})
+        if n % 500 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _signed_in(s: Services, user: User, trusted_cookie: str | None, ip: str) -> Response:
+    """A new session (and the browser's new trusted-browser cookie) after a successful sign-in."""
+    token, _session = s.accounts.create_session(user)
+    s.reviews.audit("login", user.username, f"from {ip}")
+    response = RedirectResponse("/inbox", status_code=303)
+    s.cookies.set(response, s.cookies.session_name, token, max_age=int(s.accounts.policy.absolute.total_seconds()))
+    s.cookies.clear(response, s.cookies.login_name)
+    if trusted_cookie:
+        s.cookies.set(response, s.cookies.trusted_name, trusted_cookie,
+                      max_age=int(s.accounts.limits.trusted_for.total_seconds()), samesite="strict")
+    log.info("login %s from %s", user.username, ip)
+    return response
+
+
+def _limited_page(request: Request, s: Services, retry_after_s: int) -> Response:
+    minutes = max(1, math.ceil(retry_after_s / 60))
+    message = (f"Too many failed sign-in attempts. Try again in {minutes} min; a browser that has signed in "
+               "to this account before can sign in now.")
+    response = _login_page(request, s, message, 429)
+    response.headers["Retry-After"] = str(retry_after_s)
+    return response
 
 
 def _login_page(request: Request, s: Services, message: str | None, status: int) -> Response:

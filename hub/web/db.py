@@ -21,7 +21,8 @@ from hub.store import HubStore, is_dsn
 
 log = logging.getLogger(__name__)
 
-WEB_SCHEMA_VERSION = 1
+WEB_SCHEMA_VERSION = 2  # 2: web_login_limits, web_trusted_clients
+MIGRATION_LOCK = 0x736F6E6F7069  # PostgreSQL advisory lock key held while the console migrates ("sonopi")
 
 
 class WebDbError(SonopiError):
@@ -59,6 +60,24 @@ def _schema(pg: bool) -> list[str]:
         )""",
         "CREATE INDEX IF NOT EXISTS web_login_attempts_user ON web_login_attempts (username, at)",
         "CREATE INDEX IF NOT EXISTS web_login_attempts_ip ON web_login_attempts (client_ip, at)",
+        # Sign-in counters, reserved before a password is checked (hub/web/limits.py).
+        """CREATE TABLE IF NOT EXISTS web_login_limits (
+            scope        TEXT NOT NULL,
+            username     TEXT NOT NULL,
+            client_ip    TEXT NOT NULL,
+            window_start TEXT NOT NULL,
+            used         INTEGER NOT NULL,
+            PRIMARY KEY (scope, username, client_ip)
+        )""",
+        """CREATE TABLE IF NOT EXISTS web_trusted_clients (
+            token_hash   TEXT PRIMARY KEY,
+            username     TEXT NOT NULL,
+            failures     INTEGER NOT NULL DEFAULT 0,
+            created_at   TEXT NOT NULL,
+            last_used_at TEXT NOT NULL,
+            expires_at   TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS web_trusted_clients_user ON web_trusted_clients (username)",
         """CREATE TABLE IF NOT EXISTS web_reviews (
             result_pk  BIGINT PRIMARY KEY,
             result_id  TEXT NOT NULL UNIQUE,
@@ -180,13 +199,17 @@ class WebDb:
 
     def migrate(self) -> None:
         with self.transaction() as tx:
+            if self.pg:  # consoles starting together would deadlock on the DDL (SQLite: BEGIN IMMEDIATE)
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
             for statement in _schema(self.pg):
                 tx.execute(statement)
             row = tx.execute("SELECT value FROM web_meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 tx.execute("INSERT INTO web_meta (key, value) VALUES ('schema_version', ?)", (str(WEB_SCHEMA_VERSION),))
             elif int(row[0]) > WEB_SCHEMA_VERSION:
-                raise WebDbError(f"web console schema {row[0]} is newer than this software")
+                raise WebDbError(f"web console schema {row[0]} is newer than this software ({WEB_SCHEMA_VERSION})")
+            elif int(row[0]) < WEB_SCHEMA_VERSION:  # the new tables were created above
+                tx.execute("UPDATE web_meta SET value = ? WHERE key = 'schema_version'", (str(WEB_SCHEMA_VERSION),))
         if not self.pg:
             with self._lock:
                 self._db.execute("PRAGMA optimize")

@@ -1,8 +1,9 @@
 """Cookies, CSRF tokens and response headers.
 
 * Session cookie: ``__Host-`` prefixed, ``Secure``, ``HttpOnly``, ``SameSite=Lax``, ``Path=/`` (the
-  prefix and ``Secure`` are dropped only with ``--insecure-cookies`` for plain-HTTP development).
-* CSRF: every POST carries ``csrf_token`` (form field or ``X-CSRF-Token`` header). With a session it
+  prefix and ``Secure`` are dropped only with ``--insecure-cookies`` for plain-HTTP development). The
+  trusted-browser cookie is the same, with ``SameSite=Strict``.
+* CSRF: every POST (state changes and exports) carries ``csrf_token`` (form field or ``X-CSRF-Token`` header). With a session it
   must equal the session's token (synchronizer token); the login form, before any session exists, uses
   a double-submit cookie whose HMAC under the console's secret is the form token. Cross-origin
   ``Origin`` headers are refused as well.
@@ -14,6 +15,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,9 +36,15 @@ class CookiePolicy:
     def login_name(self) -> str:
         return "__Host-sonopi_login" if self.secure else "sonopi_login"
 
-    def set(self, response: Response, name: str, value: str, max_age: int | None = None) -> None:
+    @property
+    def trusted_name(self) -> str:
+        """The trusted-browser tokens (hub/web/limits.py); only the sign-in form needs them."""
+        return "__Host-sonopi_trusted" if self.secure else "sonopi_trusted"
+
+    def set(self, response: Response, name: str, value: str, max_age: int | None = None,
+            samesite: Literal["lax", "strict"] = "lax") -> None:
         response.set_cookie(name, value, max_age=max_age, path="/", secure=self.secure, httponly=True,
-                            samesite="lax")
+                            samesite=samesite)
 
     def clear(self, response: Response, name: str) -> None:
         response.delete_cookie(name, path="/", secure=self.secure, httponly=True, samesite="lax")
