@@ -41,6 +41,8 @@ from tests.mqtt_broker import (
 pytestmark = pytest.mark.timeout(240)
 
 CHROMIUM = "/usr/bin/chromium"
+# SONOPI_WEB_SCREENSHOTS=DIR: also save the result page (with its export buttons) as a PNG there.
+SCREENSHOTS = Path(os.environ["SONOPI_WEB_SCREENSHOTS"]) if os.environ.get("SONOPI_WEB_SCREENSHOTS") else None
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 PASSWORD = "operator-password-1"
@@ -189,12 +191,13 @@ def test_operator_workflow_live_inbox_review_export_and_device_going_offline(rig
     page.wait_for_selector(f'#results a[href="/results/{later_malignant.result_id}"]')
     assert page.locator(f'a[href="/results/{later_benign.result_id}"]').count() == 0
 
-    # CSV of the current filter.
+    # CSV of the current filter: a button that POSTs the filter with the session's CSRF token.
     with page.expect_download() as download:
-        page.click("a.export")
+        page.click("button.export")
     rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
     assert [r["result_id"] for r in rows] == [later_malignant.result_id, malignant.result_id]
     assert rows[1]["patient_ref"] == malignant.patient_ref and {r["outcome"] for r in rows} == {"malignant"}
+    assert "/inbox?" in page.url and "label=malignant" in page.url  # a download: the page stays where it was
 
     # Open it: everything on the result page, with the disclaimer and the thumbnail.
     page.click(f'a[href="/results/{malignant.result_id}"]')
@@ -205,12 +208,14 @@ def test_operator_workflow_live_inbox_review_export_and_device_going_offline(rig
         assert text in body, text
     assert page.eval_on_selector(".thumb img", "img => img.complete && img.naturalWidth") > 0
 
-    # FHIR export.
+    # FHIR export (a POST button too).
     with page.expect_download() as download:
         page.click("#fhir")
     report = json.loads(Path(download.value.path()).read_text())
     assert report["resourceType"] == "DiagnosticReport" and len(report["contained"]) == 3
     assert report["identifier"][0]["value"] == malignant.result_id
+    if SCREENSHOTS:
+        page.screenshot(path=str(SCREENSHOTS / "web-result-exports.png"), full_page=True)
 
     # Review with a note; the audit entry shows on the page and in the audit log.
     page.fill("textarea[name=note]", "discussed with radiologist, biopsy booked")
@@ -220,7 +225,9 @@ def test_operator_workflow_live_inbox_review_export_and_device_going_offline(rig
     assert "olga" in audit_row and "review:reviewed" in audit_row and "biopsy booked" in audit_row
     page.click("nav >> text=Audit log")
     page.wait_for_url("**/audit")
-    assert "review:reviewed" in page.locator("#audit tbody").inner_text()
+    audit_log = page.locator("#audit tbody").inner_text()
+    assert "review:reviewed" in audit_log
+    assert audit_log.count("export:csv") == 1 and audit_log.count("export:fhir") == 1  # each export, once
 
     # Devices page: online, then offline once the uplink is killed (Last Will), without a reload.
     page.click("nav >> text=Devices")
