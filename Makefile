@@ -22,6 +22,7 @@ help:
 	@echo "make model  - train + export the model bundle from $(DATASETS) into build/"
 	@echo "make bench  - run the benchmarks in bench/"
 	@echo "make keys / flash / deploy / rollback - devices: see docs/deploy.md"
+	@echo "make check-aarch64 - release gate: the release on aarch64 under qemu-user (docs/deploy.md)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -104,3 +105,11 @@ deploy: $(DEPLOY_STAMP)
 
 rollback: $(DEPLOY_STAMP)
 	PYTHON=$(abspath $(PY)) deploy/deploy.sh --rollback "$(PI)" $(ANSIBLE_ARGS)
+
+# --- release gate: the release on aarch64 under qemu-user (docs/deploy.md "Release gate: check-aarch64") ---
+AARCH64_IMAGES ?= 24
+AARCH64_WORK   ?= build/aarch64/work
+.PHONY: check-aarch64
+check-aarch64: $(VENV)/.stamp-device
+	$(PY) deploy/check_aarch64.py --images "$(AARCH64_IMAGES)" --work "$(AARCH64_WORK)" --model "$(MODEL)" \
+	  --wheels "$(WHEELS)" $(if $(wildcard $(MODEL_PUBKEY)),--model-pubkey "$(MODEL_PUBKEY)")
