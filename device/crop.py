@@ -57,8 +57,9 @@ def detect_scan_region(frame: np.ndarray) -> Box:
     grey = to_grey(frame)
     height, width = grey.shape
     scale = min(1.0, _WORK_SIDE / max(height, width))
-    if scale < 1.0:  # platform-exact (device.resample): the box must not depend on the CPU the device has
-        small = resample.resize(grey, max(1, round(width * scale)), max(1, round(height * scale)))
+    if scale < 1.0:  # nearest-neighbour: exact on every CPU (the box must not depend on it) and cheap; a
+        # threshold mask needs no smoothing (the morphology below joins speckle)
+        small = resample.nearest(grey, max(1, round(width * scale)), max(1, round(height * scale)))
     else:
         small = grey
     _, mask = cv2.threshold(small, 12, 1, cv2.THRESH_BINARY)

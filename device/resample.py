@@ -23,6 +23,7 @@ real images in docs/device.md ("Platform-exact preprocessing").
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +84,19 @@ def _to_fixed_point(index: np.ndarray, real: np.ndarray) -> AxisWeights:
     return AxisWeights(index, fixed.astype(np.int32))
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The weights of both axes for one (source size, target size) pair; computed once and reused."""
+
+    down: AxisWeights
+    across: AxisWeights
+
+
+@functools.lru_cache(maxsize=64)  # frames of one source share a size: the weights are computed once
+def plan(src_h: int, src_w: int, height: int, width: int) -> Plan:
+    return Plan(axis_weights(src_h, height), axis_weights(src_w, width))
+
+
 def resize(grey: np.ndarray, width: int, height: int) -> np.ndarray:
     """A 2-D uint8 image resampled to ``height x width``; identical on every platform."""
     if grey.ndim != 2 or grey.dtype != np.uint8:
@@ -90,15 +104,30 @@ def resize(grey: np.ndarray, width: int, height: int) -> np.ndarray:
     src_h, src_w = grey.shape
     if (src_w, src_h) == (width, height):
         return grey.copy()
-    down = axis_weights(src_h, height)
-    across = axis_weights(src_w, width)
-    # Down the rows first: it gathers whole rows (contiguous copies), so the costly column gather then
-    # runs on `height` rows instead of `src_h`. The sums are exact integers, so the order changes nothing.
-    rows = np.zeros((height, src_w), dtype=np.int32)
-    for tap in range(down.index.shape[1]):
-        rows += grey[down.index[:, tap], :].astype(np.int32) * down.weights[:, tap, None]
-    total = np.zeros((height, width), dtype=np.int32)
-    for tap in range(across.index.shape[1]):
-        total += rows[:, across.index[:, tap]] * across.weights[None, :, tap]
+    weights = plan(src_h, src_w, height, width)
+    # Both passes gather whole rows (contiguous copies): down the rows, then down the columns of the
+    # transposed intermediate. The sums are exact integers, so the order changes nothing.
+    rows = _weighted_rows(grey, weights.down)  # [height, src_w]
+    columns = _weighted_rows(np.ascontiguousarray(rows.T), weights.across)  # [width, height]
     half = 1 << (2 * WEIGHT_BITS - 1)
-    return ((total + half) >> (2 * WEIGHT_BITS)).astype(np.uint8)
+    columns += half
+    columns >>= 2 * WEIGHT_BITS
+    return np.ascontiguousarray(columns.T.astype(np.uint8))
+
+
+def nearest(grey: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The source pixel under each output pixel's centre: exact and cheap (for masks, not for the model)."""
+    src_h, src_w = grey.shape[:2]
+    ys = ((2 * np.arange(height, dtype=np.int64) + 1) * src_h) // (2 * height)
+    xs = ((2 * np.arange(width, dtype=np.int64) + 1) * src_w) // (2 * width)
+    return np.ascontiguousarray(grey[ys][:, xs])
+
+
+def _weighted_rows(image: np.ndarray, weights: AxisWeights) -> np.ndarray:
+    """``out[j] = sum_t weights[j, t] * image[index[j, t]]`` over rows, in int32."""
+    out = np.zeros((weights.index.shape[0], image.shape[1]), dtype=np.int32)
+    term = np.empty_like(out)
+    for tap in range(weights.index.shape[1]):
+        np.multiply(image[weights.index[:, tap]], weights.weights[:, tap, None], out=term, dtype=np.int32)
+        out += term
+    return out

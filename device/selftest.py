@@ -19,9 +19,11 @@ preprocessing code. tests/test_preprocess_exact.py pins the same value on the wo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
+import os
 import platform
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from device.bundle import InputSpec, ReferenceSpec, Resampling
+from device.bundle import InputSpec, ModelBundle, ReferenceSpec, Resampling, edit_bundle, load_bundle
 from device.errors import ImageDecodeError, SonopiError
 from device.preprocess import prepare
 
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # sha256 of the prepared pixels of synthetic_suite(); changes only when the preprocessing does.
-PREPROCESSING_CHECKSUM = "e792af1a0c13d04f0c4861a66b7c00736a217a471b95d5b17d512a8a2d2121fc"
+PREPROCESSING_CHECKSUM = "80edf41ad9ebab1a8a7683f2fa20e770fbd104353e86818a74f4d94f94e1b947"
 
 REFERENCE_FRAME = "reference/frame.png"
 SCORE_TOLERANCE = 1e-5  # relative; an int8 model's scores are bit-identical across platforms in practice
@@ -146,6 +148,18 @@ def compute_reference(classifier: "Classifier", frame_png: bytes, frame_name: st
     scores, _ = classifier.invoke(tensor)
     return ReferenceSpec(frame=frame_name, frame_sha256=hashlib.sha256(frame_png).hexdigest(),
                          input_sha256=tensor_sha256(tensor), scores=tuple(float(v) for v in scores))
+
+
+def record_reference(bundle_dir: str | os.PathLike[str]) -> ModelBundle:
+    """Write the reference frame into a bundle and record what this machine's runner computes on it
+    (``device.bundle.edit_bundle``: an unsigned bundle only — sign it afterwards)."""
+    from device.engine import Classifier
+
+    frame_png = reference_frame_png()
+    bundle = load_bundle(bundle_dir)
+    reference = compute_reference(Classifier(bundle), frame_png)
+    manifest = dataclasses.replace(bundle.manifest, reference=reference)
+    return edit_bundle(bundle.path, manifest=manifest, files={REFERENCE_FRAME: frame_png})
 
 
 def _decode_png(data: bytes) -> np.ndarray:
