@@ -56,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--write", action="store_true", help="store the result in report/metrics.json and rewrite MODEL_CARD.md")
     r.add_argument("-v", "--verbose", action="store_true")
+    v = sub.add_parser("revalidate", help="re-score a bundle's validation and test images on another resampling")
+    v.add_argument("--bundle", required=True, type=Path, help="a built bundle (with report/split.csv)")
+    v.add_argument("--data", action="append", required=True, help="the dataset roots the bundle was built from; repeat")
+    v.add_argument("--resampling", default="exact", choices=("exact", "opencv"))
+    v.add_argument("--bootstrap", type=int, default=1000)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--write", action="store_true",
+                   help="switch the bundle to it: manifest, report/metrics.json, MODEL_CARD.md, a selftest reference frame")
+    v.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
@@ -68,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "reader":
         return _reader(args)
+    if args.command == "revalidate":
+        return _revalidate(args)
     return _build(args)
 
 
@@ -112,6 +123,23 @@ def _reader(args: argparse.Namespace) -> int:
             print(f"stored in {args.bundle / 'report' / 'metrics.json'} and {args.bundle / 'MODEL_CARD.md'}")
     except (BundleError, RescoreError, OSError, ValueError) as exc:
         logging.getLogger("model_build").error("reader comparison failed: %s", exc)
+        return 2
+    return 0
+
+
+def _revalidate(args: argparse.Namespace) -> int:
+    from device.errors import BundleError, ImageDecodeError
+    from model_build.rescore import RescoreError
+    from model_build.revalidate import revalidate, store_in_bundle, summary_lines
+
+    try:
+        result = revalidate(args.bundle, args.data, args.resampling, args.bootstrap, args.seed)
+        print("\n".join(summary_lines(result)))
+        if args.write:
+            bundle = store_in_bundle(args.bundle, result)
+            print(f"{bundle.path}: input.resampling {bundle.manifest.input.resampling}, reference frame recorded")
+    except (BundleError, RescoreError, ImageDecodeError, OSError, ValueError) as exc:
+        logging.getLogger("model_build").error("revalidation failed: %s", exc)
         return 2
     return 0
 

@@ -128,6 +128,35 @@ def _external_section(external: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def revalidation_section(r: dict[str, Any] | None) -> list[str]:
+    """``python -m model_build revalidate --write``: the bundle re-scored on another resampling."""
+    if not r:
+        return []
+    old, new = r["from"], r["to"]
+    lines = [
+        f"## Re-validated on `{new}` resampling (built on `{old}`)",
+        "",
+        f"This bundle was calibrated and evaluated on pixels resized with `{old}`; devices now prepare them with `{new}` "
+        "(identical on x86_64 and aarch64). Its validation and test images were re-scored with the device's runner under both. "
+        "The metrics above are the re-scored ones; the as-built figures stay in `report/metrics.json` "
+        "(`evaluations.test_int8_as_built`). Temperature and thresholds were kept.",
+        "",
+        "| split | images | any change | max / mean Δp | label flips at the threshold | inconclusive flips |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split in ("val", "test"):
+        c = r[f"{split}_changes"]
+        lines.append(f"| {split} | {c['n']} | {c['images_with_any_change']} | {c['max_prob_diff']:.3f} / {c['mean_prob_diff']:.4f} | "
+                     f"{len(c['label_flips'])} | {c['inconclusive_flips']} |")
+    points = [r.get(f"rule_threshold_on_val_int8_{x}") for x in (old, new)]
+    if all(points):
+        lines += ["", f"The build's threshold rule, applied to the validation images' int8 probabilities, gives "
+                      f"{points[0]['threshold']:.4f} on `{old}` pixels and {points[1]['threshold']:.4f} on `{new}` pixels; "
+                      f"the shipped threshold {r['thresholds'].get('malignant', float('nan')):.4f} (fitted at build time on the float model) "
+                      "is kept: it is the lower, more sensitive one."]
+    return lines + [""]
+
+
 def reader_lines(r: dict[str, Any] | None, images: str = "test images") -> list[str]:
     """The model beside the sonographer's BI-RADS on the same images (``model_build.reader``); ``images`` names them."""
     if not r:
@@ -291,6 +320,7 @@ def write_model_card(path: Path, manifest: Manifest, metrics: dict[str, Any]) ->
         f"{_kept(history)}. Build time {metrics['build_seconds'] / 60:.1f} min. Plots: `report/*.png`.",
         *_origin_lines(metrics.get("initialised_from")),
         "",
+        *revalidation_section(metrics.get("revalidation")),
         *_external_section(metrics.get("external_test")),
         "## Compared with the sonographer's BI-RADS",
         "",

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from device.bundle import CamSpec, InputSpec, Manifest, ModelBundle, Normalization, OutputSpec, QualitySpec, write_bundle
+from device.selftest import record_reference
 from model_build import calibrate, evaluate, export, reader, shortcut, split
 from model_build.card import write_model_card
 from model_build.classifier import NORM_MEAN, NORM_SCALE, build_classifier, input_resolution, mirrored_export_model
@@ -186,8 +187,9 @@ def build(cfg: BuildConfig) -> BuildResult:
     (report / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2) + "\n", encoding="utf-8")
 
     manifest = _manifest(cfg, data, spec, names, temperature, threshold, kernel, bias, evaluations, parity, metrics)
-    bundle = write_bundle(out, model_bytes, manifest)
-    write_model_card(out / "MODEL_CARD.md", manifest, metrics)
+    write_bundle(out, model_bytes, manifest)
+    bundle = record_reference(out)  # the test frame and the outputs `device selftest` must reproduce
+    write_model_card(out / "MODEL_CARD.md", bundle.manifest, metrics)
     seconds = time.monotonic() - start
     log.info("bundle written to %s in %.0f s (%.2f MB model)", out, seconds, len(model_bytes) / 1e6)
     return BuildResult(bundle, metrics, seconds)
