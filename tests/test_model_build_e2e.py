@@ -123,6 +123,18 @@ def test_manifest_is_what_the_device_needs(tiny_build: Path) -> None:
             Manifest.from_dict({**m.to_dict(), **bad})
 
 
+def test_a_build_records_the_reference_the_device_selftest_reproduces(tiny_build: Path) -> None:
+    """Every build writes the platform-exact resampling, a reference frame and its outputs; the device's
+    selftest, a separate process, reproduces them bit for bit on this machine."""
+    m = load_bundle(tiny_build).manifest
+    assert m.input.resampling == "exact" and m.format_version == 2
+    assert m.reference is not None and (tiny_build / m.reference.frame).is_file()
+    proc = subprocess.run([sys.executable, "-m", "device", "selftest", "--model", str(tiny_build)],
+                          capture_output=True, text=True, timeout=180, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "PASS  reference     input tensor and scores bit-identical" in proc.stdout
+
+
 def test_export_parity_on_the_tiny_model(tiny_build: Path) -> None:
     metrics = json.loads((tiny_build / "report/metrics.json").read_text())
     p = metrics["parity_int8_vs_float_test"]
