@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Post-deploy health check: services active, then one real inference with the current release on
-# its bundled test frame against the active model. Exit 0 = healthy.
+# Post-deploy health check: services active, then `device selftest` (runtime, CPU, preprocessing
+# checksum, the bundle's reference outputs) and one real inference with the current release on its
+# bundled test frame against the active model. Exit 0 = healthy.
 # SONOPI_PREFIX: staged root (tests); SONOPI_SYSTEMCTL: systemctl replacement (tests).
 set -euo pipefail
 log() { echo "healthcheck: $*" >&2; }
@@ -22,6 +23,12 @@ for unit in $units; do
 done
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
+if ! timeout 120 "$cur/venv/bin/python" -m device --config "$config" selftest --model "$model" >"$out" 2>&1; then
+  log "FAIL: selftest — this device does not compute what the workstation validated:"
+  cat "$out" >&2
+  exit 1
+fi
+log "selftest: $(grep -c '^PASS' "$out") passed, $(grep -c '^WARN' "$out") warning(s)"
 if ! timeout 120 "$cur/venv/bin/python" -m device --config "$config" classify --model "$model" --json \
     "$cur/test-frame.png" >"$out"; then
   log "FAIL: inference on $cur/test-frame.png failed"
