@@ -233,6 +233,11 @@ def _f(value: Any) -> str:
 
 
 def write_model_card(path: Path, manifest: Manifest, metrics: dict[str, Any]) -> None:
+    path.write_text(model_card_text(manifest, metrics), encoding="utf-8")
+
+
+def model_card_text(manifest: Manifest, metrics: dict[str, Any]) -> str:
+    """MODEL_CARD.md for a bundle, from its manifest and its report's metrics."""
     ev = metrics["evaluations"]
     test = ev["test_int8"]
     parity = metrics["parity_int8_vs_float_test"]
@@ -353,4 +358,4 @@ def write_model_card(path: Path, manifest: Manifest, metrics: dict[str, Any]) ->
         "- Thresholds were chosen on a small validation split; the confidence intervals above are wide accordingly.",
         "",
     ]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    return "\n".join(lines)

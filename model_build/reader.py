@@ -28,9 +28,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from device.bundle import load_bundle
+from device.bundle import edit_bundle, load_bundle
 from device.operating_point import max_threshold, sensitivity_specificity
-from model_build.card import write_model_card
+from model_build.card import model_card_text
 from model_build.data import Sample
 from model_build.evaluate import binary_auc, grouped_bootstrap
 from model_build.rescore import RescoreError, score_test_split
@@ -184,14 +184,13 @@ def compare_bundle(bundle_dir: Path, roots: Sequence[str | os.PathLike[str]], n_
 
 
 def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> None:
-    """Add the comparison to ``report/metrics.json`` and rewrite ``MODEL_CARD.md`` from the bundle's own records.
-
-    Neither file is covered by the manifest's sha256 (only ``model.tflite`` is), and the model is not touched."""
+    """Add the comparison to ``report/metrics.json`` and rewrite ``MODEL_CARD.md`` from the bundle's own records,
+    through ``device.bundle.edit_bundle`` (a signed bundle is refused; the model and manifest are not touched)."""
     bundle = load_bundle(bundle_dir)
     metrics_path = bundle.path / "report" / "metrics.json"
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     metrics["reader_baseline"] = result
-    tmp = metrics_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, metrics_path)
-    write_model_card(bundle.path / "MODEL_CARD.md", bundle.manifest, metrics)
+    edit_bundle(bundle.path, files={
+        "report/metrics.json": (json.dumps(metrics, indent=2) + "\n").encode("utf-8"),
+        "MODEL_CARD.md": model_card_text(bundle.manifest, metrics).encode("utf-8"),
+    })

@@ -38,7 +38,7 @@ from device.imageio import decode_image_file
 from device.preprocess import prepare
 from device.selftest import record_reference
 from model_build import calibrate, evaluate
-from model_build.card import write_model_card
+from model_build.card import model_card_text
 from model_build.data import Sample
 from model_build.rescore import find_samples, read_split_rows
 
@@ -141,9 +141,10 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> ModelBundle:
     version = m.version if m.version.endswith(f"+{new}") else f"{m.version}+{new}"
     manifest = dataclasses.replace(m, version=version, input=dataclasses.replace(m.input, resampling=new),
                                    metrics=manifest_metrics)
-    text = json.dumps(metrics, indent=2) + "\n"
-    edited = edit_bundle(bundle.path, manifest=manifest, files={"report/metrics.json": text.encode("utf-8")})
-    write_model_card(edited.path / "MODEL_CARD.md", edited.manifest, metrics)
+    edited = edit_bundle(bundle.path, manifest=manifest, files={
+        "report/metrics.json": (json.dumps(metrics, indent=2) + "\n").encode("utf-8"),
+        "MODEL_CARD.md": model_card_text(manifest, metrics).encode("utf-8"),
+    })
     return record_reference(edited.path)
 
 

@@ -182,3 +182,21 @@ def test_shipped_bundle_reader_comparison_is_reproduced(shipped_bundle_dir: Path
     assert card == (shipped_bundle_dir / "MODEL_CARD.md").read_text()
     assert "## Compared with the sonographer's BI-RADS" in card and "| malignant AUC |" in card
     load_bundle(copy)  # the model and manifest are untouched
+
+
+def test_a_signed_bundle_is_not_rewritten(shipped_bundle_dir: Path, tmp_path: Path) -> None:
+    """Adding the comparison goes through device.bundle.edit_bundle: a signed bundle is refused, its signature
+    still verifies, and nothing in it changed (it used to be rewritten, voiding the signature silently)."""
+    from device.bundle import BundleError
+    from device.signing import generate_keypair, load_private_key, load_public_key, sign_bundle, verify_bundle
+    from model_build.reader import store_in_bundle
+
+    bundle = tmp_path / "signed"
+    shutil.copytree(shipped_bundle_dir, bundle)
+    private, public = generate_keypair(tmp_path / "keys")
+    sign_bundle(bundle, load_private_key(private))
+    before = {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+    with pytest.raises(BundleError, match="is signed"):
+        store_in_bundle(bundle, json.loads((bundle / "report" / "metrics.json").read_text())["reader_baseline"])
+    assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
+    verify_bundle(bundle, load_public_key(public))
