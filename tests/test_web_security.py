@@ -458,6 +458,30 @@ def test_inconclusive_result_shows_reasons(app) -> None:
     assert "Inconclusive" in page and result.reasons[0] in page and DISCLAIMER in page
 
 
+def test_markup_is_escaped_and_sql_is_never_spliced_in(app, db_path: Path) -> None:
+    """XSS: markup in a result, a filter value or the export page is shown as text. SQL injection: a
+    username or filter value is a bound parameter (it matches nothing and breaks nothing)."""
+    script = '"><script>alert(1)</script>'
+    with HubStore.open(db_path) as store:
+        store.add_result(ResultMessage(
+            result_id="22222222-2222-4222-8222-222222222222", seq=99998, device_id="pi-st-ma-1", site="st-marys",
+            created_at="2026-02-01T10:00:00.000Z", model_name="m", model_version="1", model_sha256="ab" * 32,
+            probabilities={"benign": 0.9, "malignant": 0.1}, label="benign", inconclusive=False, patient_ref=script))
+    c = client(app)
+    token = login(c, "vic")
+    pages = [c.get("/inbox"), c.get("/results/22222222-2222-4222-8222-222222222222"),
+             c.get("/inbox/export.csv", params={"site": script}), c.get("/inbox", params={"device": script})]
+    for page in pages:
+        assert "<script>alert(1)" not in page.text and "&lt;script&gt;alert(1)" in page.text, page.url
+    injection = "x' OR '1'='1"
+    r = c.post("/inbox/export.csv", data={"site": injection, "csrf_token": token})
+    assert r.status_code == 200 and len(list(csv.DictReader(io.StringIO(r.text)))) == 0
+    stranger = client(app)
+    r = stranger.post("/login", data={"username": injection, "password": injection, "csrf_token": login_token(stranger)})
+    assert r.status_code == 401
+    assert len(app.state.services.accounts.users()) == 3
+
+
 def test_csv_export_follows_the_filter_and_defuses_formulas(app, db_path: Path) -> None:
     with HubStore.open(db_path) as store:
         store.add_result(ResultMessage(
