@@ -8,9 +8,12 @@ Topics (``<site>`` and ``<device_id>`` are single topic levels, see :func:`check
     sonopi/v1/<site>/<device_id>/ack        hub -> device, QoS 1, not retained
 
 Every payload is one UTF-8 JSON object validated against a JSON Schema in ``device/schemas/``
-(documented in docs/mqtt.md). Parsing never trusts the payload: size first, then UTF-8, then JSON,
-then the schema, then the topic/payload attribution; any failure raises :class:`ContractError`
-with a stable ``reason`` the hub counts.
+(documented in docs/mqtt.md). Parsing never trusts the payload: size first, then UTF-8, then JSON
+(finite numbers only: NaN, Infinity and numbers that overflow a double are refused), then nesting
+depth, then the schema (every number bounded, no control characters in any string), then the
+topic/payload attribution and the result's own consistency; any failure raises :class:`ContractError`
+with a stable ``reason`` the hub counts and a ``detail`` that names the field and the rule broken but
+never repeats the value (a value may be a patient reference, and details are logged and stored).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -42,7 +46,10 @@ MAX_BYTES = {"result": 131072, "status": 4096, "heartbeat": 4096, "ack": 65536}
 MAX_ACK_IDS = 1000
 
 STATES = ("online", "offline", "stopped")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: "$" would let a trailing newline in
+
+MAX_DEPTH = 4  # nesting of objects/arrays in any message (a result needs 2); checked before the schema
+PROBABILITY_SUM_TOLERANCE = 0.01  # a result's probabilities sum to 1 within this
 
 
 class ContractError(SonopiError):
@@ -70,7 +77,7 @@ class Topic:
 
 
 def check_name(value: str) -> str:
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise ContractError("bad_topic", f"{value!r} is not a valid site/device name")
     return value
 
@@ -110,7 +117,41 @@ def validate(kind: str, payload: dict[str, Any]) -> None:
     error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(payload))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        raise ContractError("schema", f"{kind} {where}: {error.message[:300]}")
+        raise ContractError("schema", f"{kind} {where}: {describe(error)}")
+
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
+               type(None): "null"}
+
+
+def describe(error: jsonschema.exceptions.ValidationError) -> str:
+    """The rule a value broke, without the value itself (it may be a patient reference)."""
+    rule, bound, value = error.validator, error.validator_value, error.instance
+    if rule == "type":
+        return f"must be {' or '.join(bound) if isinstance(bound, list) else bound}, not {_JSON_TYPES.get(type(value), 'unknown')}"
+    if rule in ("maxLength", "minLength"):
+        return f"{'longer' if rule == 'maxLength' else 'shorter'} than {bound} characters"
+    if rule in ("maxItems", "minItems", "maxProperties", "minProperties"):
+        return f"{'more' if rule.startswith('max') else 'fewer'} than {bound} {'items' if rule.endswith('Items') else 'properties'}"
+    if rule in ("maximum", "exclusiveMaximum"):
+        return f"above the maximum {bound}" + (" (exclusive)" if rule.startswith("exclusive") else "")
+    if rule in ("minimum", "exclusiveMinimum"):
+        return f"below the minimum {bound}" + (" (exclusive)" if rule.startswith("exclusive") else "")
+    if rule == "not":
+        return "contains a control character (C0/C1, DEL, a line separator, a bidi control or a lone surrogate)"
+    if rule == "pattern":
+        return "not in the required format"
+    if rule in ("enum", "const"):
+        return f"must be {'one of ' + json.dumps(bound) if rule == 'enum' else json.dumps(bound)}"
+    if rule == "required":
+        missing = [name for name in bound if isinstance(value, dict) and name not in value]
+        return f"missing required {', '.join(missing) or 'property'}"
+    if rule == "additionalProperties" and isinstance(value, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(k for k in value if k not in allowed)
+        named = [k for k in extra if _NAME_RE.fullmatch(k) and len(k) <= 40][:3]
+        return f"{len(extra)} unexpected propert{'y' if len(extra) == 1 else 'ies'}" + (f" ({', '.join(named)})" if named else "")
+    return f"breaks the {rule} rule"
 
 
 def encode(kind: str, payload: dict[str, Any]) -> bytes:
@@ -131,17 +172,39 @@ def decode(kind: str, data: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ContractError("bad_utf8", str(exc)[:200]) from exc
     try:
-        payload = json.loads(text, parse_constant=_reject_constant)
+        payload = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (json.JSONDecodeError, ValueError, RecursionError) as exc:
         raise ContractError("bad_json", str(exc)[:200]) from exc
     if not isinstance(payload, dict):
-        raise ContractError("schema", f"{kind} payload is a JSON {type(payload).__name__}, not an object")
+        raise ContractError("schema", f"{kind} payload is a JSON {_JSON_TYPES.get(type(payload), 'value')}, not an object")
+    if _depth(payload) > MAX_DEPTH:
+        raise ContractError("schema", f"{kind} payload is nested deeper than {MAX_DEPTH} levels")
     validate(kind, payload)
     return payload
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"a number ({len(text)} characters) is out of the range of a double")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of objects/arrays, without recursion (a hostile payload may be thousands deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                return level
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _check_attribution(where: Topic, payload: dict[str, Any]) -> None:
@@ -153,6 +216,14 @@ def _check_attribution(where: Topic, payload: dict[str, Any]) -> None:
 
 
 # --- result ------------------------------------------------------------------------------------
+
+# What makes two copies of a result "the same result": everything but the transport fields (historical,
+# prev_result_id and whether the thumbnail was sent change between a device's re-sends). The hub rejects a
+# result_id it already stored when one of these differs (``duplicate_conflict``).
+CONTENT_FIELDS = (
+    "seq", "device_id", "site", "created_at", "exam_id", "patient_ref", "side", "model_name", "model_version",
+    "model_sha256", "probabilities", "label", "inconclusive", "reasons", "thresholds", "latency_ms",
+)
 
 
 @dataclass(frozen=True)
@@ -255,7 +326,21 @@ class ResultMessage:
 
 
 def encode_result(message: ResultMessage) -> bytes:
+    check_consistency(message)
     return encode("result", message.to_payload())
+
+
+def check_consistency(message: ResultMessage) -> None:
+    """What a schema cannot say: the numbers of one result agree with each other."""
+    if message.label is None and not message.inconclusive:
+        raise ContractError("schema", "a result without a label must be inconclusive")
+    if message.label is not None and message.label not in message.probabilities:
+        raise ContractError("inconsistent", "the label is not one of the probabilities' classes")
+    total = math.fsum(message.probabilities.values())
+    if abs(total - 1.0) > PROBABILITY_SUM_TOLERANCE:
+        raise ContractError("inconsistent", f"the probabilities sum to {total:.4f}, not 1 (±{PROBABILITY_SUM_TOLERANCE})")
+    if message.prev_result_id == message.result_id:
+        raise ContractError("inconsistent", "prev_result_id names the result itself")
 
 
 def decode_result(topic_name: str, data: bytes) -> ResultMessage:
@@ -266,8 +351,7 @@ def decode_result(topic_name: str, data: bytes) -> ResultMessage:
     payload = decode("result", data)
     _check_attribution(where, payload)
     message = ResultMessage.from_payload(payload)
-    if message.label is None and not message.inconclusive:
-        raise ContractError("schema", "a result without a label must be inconclusive")
+    check_consistency(message)
     return message
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import replace
 
 import jsonschema
@@ -111,7 +112,7 @@ def test_decode_rejects_with_a_reason(data: bytes, reason: str) -> None:
 def test_status_and_ack() -> None:
     status = contract.StatusMessage("online", "dev-1", "site-a", "2026-01-01T00:00:00Z", "0.1.0", None, 3)
     assert decode_status("sonopi/v1/site-a/dev-1/status", contract.encode_status(status)) == status
-    ack = contract.AckMessage(("a", "b"), None)
+    ack = contract.AckMessage((str(uuid.uuid4()), str(uuid.uuid4())), None)
     assert decode_ack(contract.encode_ack(ack)) == ack
     with pytest.raises(ContractError):
         decode_ack(raw({"schema": 1, "result_ids": ["x"] * 1001}))
@@ -152,3 +153,172 @@ def test_mutated_fields_never_crash_the_parser(mutation: tuple[str, object]) -> 
 def test_arbitrary_bytes_are_rejected_only_with_contract_error(data: bytes) -> None:
     with pytest.raises(ContractError):
         decode_result(TOPIC, data)
+
+
+# --- issue 17: bounded, finite numbers; no control characters; details that never quote a value --------
+
+STATUS_TOPIC = "sonopi/v1/site-a/dev-1/status"
+HEARTBEAT_TOPIC = "sonopi/v1/site-a/dev-1/heartbeat"
+SECRET = "SECRET-PATIENT-4711"
+
+
+def good_status(**changes: object) -> dict:
+    payload = contract.StatusMessage("online", "dev-1", "site-a", "2026-01-01T00:00:00.123Z", "0.1.0",
+                                     {"name": "m", "version": "1", "sha256": "ab" * 32}, 3).to_payload()
+    payload.update(changes)
+    return payload
+
+
+def good_heartbeat(**changes: object) -> dict:
+    payload = contract.HeartbeatMessage("dev-1", "site-a", "2026-01-01T00:00:00.123Z", 60.0, 12.5, 3, 4.0, 10**9,
+                                        51.2, "0x0", 38.0).to_payload()
+    payload.update(changes)
+    return payload
+
+
+GOOD = {"result": good_payload, "status": good_status, "heartbeat": good_heartbeat}
+DECODE = {"result": lambda data: decode_result(TOPIC, data), "status": lambda data: decode_status(STATUS_TOPIC, data),
+          "heartbeat": lambda data: contract.decode_heartbeat(HEARTBEAT_TOPIC, data)}
+
+
+def _leaves(node: dict, path: tuple = ()):  # (path, subschema) of every property, nested objects included
+    for name, sub in node.get("properties", {}).items():
+        yield path + (name,), sub
+        yield from _leaves(sub, path + (name,))
+
+
+def _types(sub: dict) -> set[str]:
+    kind = sub.get("type", [])
+    return {kind} if isinstance(kind, str) else set(kind)
+
+
+@pytest.mark.parametrize("kind", contract.KINDS)
+def test_every_number_in_every_schema_is_bounded_on_both_sides(kind: str) -> None:
+    document = contract.schema(kind)
+    numbers = [(p, s) for p, s in _leaves(document) if _types(s) & {"number", "integer"}]
+    numbers += [(p + ("*",), s["additionalProperties"]) for p, s in _leaves(document)
+                if isinstance(s.get("additionalProperties"), dict) and _types(s["additionalProperties"]) & {"number"}]
+    for path, sub in numbers:
+        assert {"minimum", "exclusiveMinimum"} & set(sub) and {"maximum", "exclusiveMaximum"} & set(sub), (kind, path)
+        assert sub.get("maximum", 0) <= 2**53 - 1, (kind, path, "beyond what a double and a BIGINT hold exactly")
+
+
+@pytest.mark.parametrize("kind", contract.KINDS)
+def test_every_string_in_every_schema_refuses_control_characters(kind: str) -> None:
+    document = contract.schema(kind)
+    strings = [(p, s) for p, s in _leaves(document) if "string" in _types(s)]
+    strings += [(p + ("[]",), s["items"]) for p, s in _leaves(document) if "string" in _types(s.get("items", {}))]
+    strings += [(p + ("<key>",), s["propertyNames"]) for p, s in _leaves(document) if "propertyNames" in s]
+    assert strings
+    for path, sub in strings:
+        assert sub.get("not") == {"$ref": "#/$defs/control"}, (kind, path)
+
+
+@pytest.mark.parametrize("kind", ["result", "status", "heartbeat"])
+@pytest.mark.parametrize("char", ["\x00", "\x07", "\n", "\x1b", "\x7f", "\x85", "\u2028", "\u202e", "\ud800"])
+def test_a_control_character_in_any_string_field_is_rejected(kind: str, char: str) -> None:
+    document = contract.schema(kind)
+    paths = [p for p, s in _leaves(document) if "string" in _types(s)]
+    for path in paths:
+        payload = GOOD[kind]()
+        target = payload
+        for key in path[:-1]:
+            target = target[key]
+        base = target.get(path[-1]) if isinstance(target.get(path[-1]), str) else "x"
+        target[path[-1]] = base + char  # a valid value with the character appended: only the character is wrong
+        with pytest.raises(ContractError) as err:
+            DECODE[kind](json.dumps(payload).encode())
+        assert err.value.reason in ("schema", "topic_mismatch"), (path, err.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "literal", "reason"),
+    [
+        ("result", b'"latency_ms": 1e999', "bad_json"),
+        ("result", b'"latency_ms": -1E400', "bad_json"),
+        ("result", b'"latency_ms": Infinity', "bad_json"),
+        ("result", b'"latency_ms": NaN', "bad_json"),
+        ("result", b'"latency_ms": 1000000000000000000000000000000', "schema"),
+        ("result", b'"latency_ms": 3600000.5', "schema"),
+        ("result", b'"seq": 9007199254740992', "schema"),
+        ("status", b'"backlog": 1000000000000000000000000000000', "schema"),
+        ("status", b'"backlog": 1e30', "schema"),
+        ("heartbeat", b'"disk_free_bytes": 9007199254740992', "schema"),
+        ("heartbeat", b'"soc_temp_c": -300', "schema"),
+        ("heartbeat", b'"uptime_s": 1e999', "bad_json"),
+        ("heartbeat", b'"oldest_pending_age_s": -1', "schema"),
+        ("heartbeat", b'"interval_s": 0', "schema"),
+    ],
+)
+def test_numbers_out_of_bounds_or_not_finite_are_rejected(kind: str, literal: bytes, reason: str) -> None:
+    name = literal.split(b":")[0]
+    data = json.dumps(GOOD[kind](**{name.strip(b'"').decode(): 12345.5})).encode().replace(name + b": 12345.5", literal)
+    assert literal in data
+    with pytest.raises(ContractError) as err:
+        DECODE[kind](data)
+    assert err.value.reason == reason
+
+
+def test_the_largest_allowed_numbers_are_accepted() -> None:
+    assert decode_result(TOPIC, raw(good_payload(seq=2**53 - 1, latency_ms=3_600_000))).seq == 2**53 - 1
+    assert decode_status(STATUS_TOPIC, raw(good_status(backlog=2**53 - 1))).backlog == 2**53 - 1
+    beat = contract.decode_heartbeat(HEARTBEAT_TOPIC, raw(good_heartbeat(disk_free_bytes=2**53 - 1, soc_temp_c=-40.0)))
+    assert beat.disk_free_bytes == 2**53 - 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "what"),
+    [
+        ({"probabilities": {"benign": 0.9, "malignant": 0.9}}, "sum to 1.8000"),
+        ({"probabilities": {"benign": 0.2, "malignant": 0.1}}, "sum to 0.3000"),
+        ({"label": "normal", "inconclusive": False}, "label is not one of"),
+    ],
+)
+def test_inconsistent_numbers_are_rejected(changes: dict, what: str) -> None:
+    with pytest.raises(ContractError) as err:
+        decode_result(TOPIC, raw(good_payload(**changes)))
+    assert err.value.reason == "inconsistent" and what in err.value.detail
+
+
+def test_a_result_cannot_name_itself_as_its_predecessor() -> None:
+    payload = good_payload()
+    with pytest.raises(ContractError) as err:
+        decode_result(TOPIC, raw(dict(payload, prev_result_id=payload["result_id"])))
+    assert err.value.reason == "inconsistent"
+
+
+def test_probabilities_rounded_as_a_device_stores_them_are_consistent() -> None:
+    three = {"normal": 0.1234567, "benign": 0.3333333, "malignant": 0.5432101}  # sums to 1.0000001
+    assert decode_result(TOPIC, raw(good_payload(probabilities=three, label="malignant"))).label == "malignant"
+
+
+@pytest.mark.parametrize("depth", [5, 50, 900, 990, 5000])
+def test_deep_nesting_is_rejected_without_recursion(depth: int) -> None:
+    nested = "[" * depth + "]" * depth
+    data = json.dumps(good_payload(model=271828.5)).replace("271828.5", nested).encode()
+    with pytest.raises(ContractError) as err:
+        decode_result(TOPIC, data)
+    assert err.value.reason in ("schema", "bad_json", "oversized")
+
+
+def test_a_trailing_newline_does_not_pass_a_name_or_an_id() -> None:
+    with pytest.raises(ContractError):
+        contract.check_name("dev-1\n")
+    for field in ("result_id", "device_id", "created_at"):
+        with pytest.raises(ContractError):
+            decode_result(TOPIC, raw(good_payload(**{field: good_payload()[field] + "\n"})))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["patient_ref", "exam_id"]), st.one_of(
+    st.text(min_size=65, max_size=80).map(lambda t: SECRET + t),
+    st.sampled_from(["\x00", "\n", "\u2028", "\ud800"]).map(lambda c: SECRET + c),
+    st.just({"ref": SECRET}), st.just([SECRET]), st.just(7),
+))
+def test_a_rejection_detail_never_quotes_the_value(field: str, value: object) -> None:
+    try:
+        decode_result(TOPIC, raw(good_payload(**{field: value})))
+    except ContractError as exc:
+        assert field in exc.detail and SECRET not in str(exc) and "4711" not in str(exc)
+    else:
+        pytest.fail(f"{field} = {value!r} was accepted")
