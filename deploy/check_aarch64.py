@@ -52,6 +52,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "deploy"))
+
+from debpkg import HOST_SOURCES, DebError, PrivateApt, unpack  # noqa: E402
 
 log = logging.getLogger("check-aarch64")
 
@@ -59,7 +62,6 @@ ARM64_PACKAGES = ("python3.11", "python3.11-venv", "python3", "libstdc++6", "lib
 QEMU_PACKAGES = ("qemu-user-static",)
 MOSQUITTO_PACKAGES = ("mosquitto", "libmosquitto1", "libcjson1", "libdlt2", "libwrap0")
 QEMU_CPU = "cortex-a72"  # the Raspberry Pi 4's core
-HOST_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 DEFAULT_IMAGES = 24
 DEVICE_ID, SITE = "emu-aarch64-01", "emu-site"
 
@@ -136,68 +138,7 @@ def run(cmd: list[str | Path], *, what: str, env: dict[str, str] | None = None, 
     return proc
 
 
-# --- Debian packages with a private apt configuration --------------------------------------------------
-
-
-def apt_options(apt_dir: Path, arch: str) -> list[str]:
-    """apt-get options that touch nothing of the host's apt/dpkg state: own lists, cache, empty status."""
-    opts = {
-        "Dir::State": apt_dir / "state", "Dir::State::status": apt_dir / "state/status",
-        "Dir::Cache": apt_dir / "cache", "Dir::Etc": apt_dir / "etc", "Dir::Etc::SourceList": "/dev/null",
-        "Dir::Etc::SourceParts": apt_dir / "etc/sources.list.d", "Dir::Etc::Trusted": "/etc/apt/trusted.gpg",
-        "Dir::Etc::TrustedParts": "/etc/apt/trusted.gpg.d", "APT::Architecture": arch,
-        "APT::Architectures::": arch, "APT::Sandbox::User": "root", "Debug::NoLocking": "1",
-    }
-    return ["-q", *(f"-o{k}={v}" for k, v in opts.items())]
-
-
-def apt_prepare(apt_dir: Path, arch: str) -> list[str]:
-    if not HOST_SOURCES.is_file():
-        raise CheckError(f"{HOST_SOURCES} not found: this gate uses the host's Debian bookworm sources")
-    if "bookworm" not in HOST_SOURCES.read_text():
-        raise CheckError(f"{HOST_SOURCES} has no bookworm suite: the emulated Pi must be Debian 12 (bookworm)")
-    for sub in ("state/lists/partial", "cache/archives/partial", "etc/sources.list.d", "etc/preferences.d",
-                "etc/apt.conf.d"):
-        (apt_dir / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(HOST_SOURCES, apt_dir / "etc/sources.list.d" / HOST_SOURCES.name)
-    (apt_dir / "state/status").write_text("")
-    opts = apt_options(apt_dir, arch)
-    run(["apt-get", *opts, "update"], what=f"apt-get update ({arch}, private lists in {apt_dir})")
-    return opts
-
-
-def download_closure(apt_dir: Path, arch: str, packages: tuple[str, ...]) -> list[Path]:
-    """Every .deb needed to install ``packages`` on an empty system (the dependency closure)."""
-    opts = apt_prepare(apt_dir, arch)
-    archives = apt_dir / "cache/archives"
-    for old in archives.glob("*.deb"):
-        old.unlink()
-    run(["apt-get", *opts, "-y", "--download-only", "--no-install-recommends", "install", *packages],
-        what=f"resolving/downloading the {arch} closure of {' '.join(packages)}")
-    debs = sorted(archives.glob("*.deb"))
-    if not debs:
-        raise CheckError(f"apt-get downloaded no {arch} packages into {archives}")
-    return debs
-
-
-def download_exact(apt_dir: Path, arch: str, packages: tuple[str, ...], dest: Path) -> list[Path]:
-    opts = apt_prepare(apt_dir, arch)
-    dest.mkdir(parents=True, exist_ok=True)
-    run(["apt-get", *opts, "download", *packages], what=f"apt-get download {' '.join(packages)}", cwd=dest)
-    return sorted(dest.glob("*.deb"))
-
-
-def unpack(debs: list[Path], target: Path) -> None:
-    """``dpkg-deb`` each package into ``target`` (no maintainer scripts run: nothing is configured).
-    Extracted with tar --keep-directory-symlink so the merged-/usr symlinks (bin, lib, sbin) survive."""
-    for deb in debs:
-        fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-        tar = subprocess.run(["tar", "-x", "--keep-directory-symlink", "-C", str(target)], stdin=fsys.stdout,
-                             capture_output=True, text=True)
-        assert fsys.stdout is not None
-        fsys.stdout.close()
-        if fsys.wait() != 0 or tar.returncode != 0:
-            raise CheckError(f"unpacking {deb.name} into {target} failed: {tar.stderr.strip()}")
+# --- Debian packages (deploy/debpkg.py: private apt configuration, nothing installed) ---------------------
 
 
 def _stamp(packages: tuple[str, ...]) -> str:
@@ -211,7 +152,9 @@ def prepare_sysroot(lay: Layout) -> None:
     if marker.is_file() and marker.read_text().strip() == stamp:
         log.info("sysroot cached: %s", lay.sysroot)
         return
-    debs = download_closure(lay.root / "apt-arm64", "arm64", ARM64_PACKAGES)
+    apt = PrivateApt(lay.root / "apt-arm64", "arm64")  # empty dpkg status: the whole closure
+    apt.update()
+    debs = apt.closure(list(ARM64_PACKAGES))
     staging = Path(tempfile.mkdtemp(prefix=".sysroot.", dir=lay.root))
     for name in ("bin", "lib", "sbin"):  # merged /usr, as Raspberry Pi OS Bookworm
         (staging / "usr" / name).mkdir(parents=True)
@@ -244,12 +187,18 @@ def prepare_host_tools(lay: Layout) -> None:
         return
     debs_dir = lay.root / "debs-amd64"
     shutil.rmtree(debs_dir, ignore_errors=True)
-    debs = download_exact(lay.root / "apt-amd64", "amd64", packages, debs_dir)
+    apt = PrivateApt(lay.root / "apt-amd64", "amd64")
+    apt.update()
+    debs = apt.download(list(packages), debs_dir)
     lay.host.mkdir(parents=True, exist_ok=True)
     for deb in debs:
         run(["dpkg-deb", "-x", deb, lay.host], what=f"dpkg-deb -x {deb.name}")
     if not os.access(lay.qemu, os.X_OK):
         raise CheckError(f"{lay.qemu} missing after unpacking qemu-user-static")
+    for other in lay.qemu.parent.glob("qemu-*-static"):  # only the aarch64 emulator is needed
+        if other != lay.qemu:
+            other.unlink()
+    shutil.rmtree(debs_dir, ignore_errors=True)
     marker.write_text("\n".join(packages) + "\n")
 
 
@@ -339,6 +288,21 @@ def install_release(lay: Layout, release: Path, public_key: Path) -> Path:
     run([target / "deploy/device/activate-release.sh", release_id], what="activate-release.sh (emulated)", env=env,
         timeout=600)
     return target
+
+
+def prune_old_releases(lay: Layout, keep: Path, max_age_days: float = 2.0) -> None:
+    """Every source edit makes a new release id: drop gate installs and builds unused for days (never
+    the one in use, ``current`` or ``previous``)."""
+    cutoff = time.time() - max_age_days * 86400
+    opt = lay.prefix / "opt/sonopi"
+    linked = {(opt / name).resolve() for name in ("current", "previous") if (opt / name).is_symlink()}
+    for rel in sorted((opt / "releases").glob("*")):
+        if rel != keep and rel.resolve() not in linked and rel.stat().st_mtime < cutoff:
+            log.info("pruning the old emulated install %s", rel.name)
+            shutil.rmtree(rel, ignore_errors=True)
+    for built in sorted((lay.root / "release").glob("*")):
+        if built.name not in (keep.name, f"sonopi-{keep.name}.tar") and built.stat().st_mtime < cutoff:
+            shutil.rmtree(built, ignore_errors=True) if built.is_dir() else built.unlink()
 
 
 def guest_python(release: Path) -> Path:
@@ -658,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="check-aarch64: %(message)s", stream=sys.stderr)
     try:
         return gate(args)
-    except CheckError as exc:
+    except (CheckError, DebError) as exc:
         print(f"check-aarch64: FAIL: {exc}", file=sys.stderr)
         return 1
 
@@ -682,6 +646,7 @@ def gate(args: argparse.Namespace) -> int:
         log.info("release %s", release.name)
     with timer.step("install-release.sh + activate-release.sh in the emulated Python"):
         installed = install_release(lay, release, pub)
+        prune_old_releases(lay, installed)
         check_installed(lay, installed)
     active_model = lay.prefix / "var/lib/sonopi/models/current"
     steps: list[str] = []

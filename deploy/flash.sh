@@ -3,7 +3,8 @@
 #   BASE=raspios.img[.xz] DEVICE_ID=clinic-a-01 SITE=clinic-a (DEVICE=/dev/sdX | OUT=file.img) deploy/flash.sh
 # Other inputs (environment): SECRETS (dir with ca.crt+device.crt+device.key and/or mqtt.password;
 # default ~/.config/sonopi/secrets/$DEVICE_ID), SSH_PUBKEY, MODEL, MODEL_PUBKEY, WHEELS, ADMIN_USER,
-# BROKER, HOSTNAME_, PIN, PYTHON. Every input is checked before anything is written; the card is
+# BROKER, HOSTNAME_, PIN, PYTHON, VENV_DEBS (.debs to use when the image lacks python3.11-venv, instead
+# of downloading them). Every input is checked before anything is written; the card is
 # written last, from a fully customised and re-checked image.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -69,6 +70,13 @@ case "$BASE" in
   *) die "BASE=$BASE: expected .img or .img.xz" ;;
 esac
 "$python" "$here/image.py" check "$img" >/dev/null || die "BASE=$BASE is not a usable Raspberry Pi OS image (see above)"
+# first boot makes the release's venv with the image's own python3: Debian ships venv's ensurepip apart
+# (python3.11-venv). Missing -> its .debs (exactly the image's python3.11 version) go on the card for
+# first boot's dpkg -i, or the flash stops here, naming the package.
+venv_debs="$stage/venv-debs"
+"$python" "$here/image.py" python-venv "$img" --out "$venv_debs" --cache "$WORK/apt-arm64" \
+  ${VENV_DEBS:+--debs "$VENV_DEBS"} >/dev/null \
+  || die "BASE=$BASE: its Python cannot make the release's venv and python3.11-venv could not be provided (see above)"
 
 # --- 3. release, config, payload tree ------------------------------------------------------------
 [ -n "$(ls "$WHEELS"/*.whl 2>/dev/null)" ] || PYTHON="$python" "$here/fetch-wheels.sh" "$WHEELS"
@@ -92,6 +100,11 @@ for unit in "$repo"/systemd/*.service; do install -m 0644 "$unit" "$root/etc/sys
 ln -s /etc/systemd/system/sonopi-firstboot.service "$root/etc/systemd/system/multi-user.target.wants/"
 install -m 0755 "$rel/deploy/device/firstboot.sh" "$root/opt/sonopi/firstboot/firstboot.sh"
 install -m 0600 "$SSH_PUBKEY" "$root/opt/sonopi/firstboot/authorized_keys"
+if [ -n "$(ls "$venv_debs"/*.deb 2>/dev/null)" ]; then
+  install -d -m 0755 "$root/opt/sonopi/firstboot/debs"
+  install -m 0644 "$venv_debs"/*.deb "$root/opt/sonopi/firstboot/debs/"
+  log "the base image cannot make a venv: first boot installs $(cd "$venv_debs" && echo *.deb)"
+fi
 cat >"$root/opt/sonopi/firstboot/firstboot.env" <<ENV
 DEVICE_ID=$DEVICE_ID
 SITE=$SITE

@@ -2,6 +2,7 @@
 
     python deploy/image.py check IMAGE
     python deploy/image.py customize IMAGE --root-tree DIR [--boot-tree DIR]
+    python deploy/image.py python-venv IMAGE --out DIR [--debs DIR] [--cache DIR]
 
 * partition table: ``sfdisk --json`` (util-linux) gives the two partitions' offsets;
 * boot (FAT32): mtools (``mcopy -i IMAGE@@OFFSET``) writes files straight into the image;
@@ -9,6 +10,11 @@
   with explicit mode/uid/gid; ``e2fsck``/``resize2fs`` (same ``?offset=`` syntax) check the file
   system; when the payload does not fit, ``sfdisk -N 2`` moves the partition end and ``resize2fs``
   grows the file system (on a copy of the partition, see grow_root).
+
+``python-venv``: can the image's Python 3.11 make the release's venv (Debian ships ``venv``'s ensurepip
+separately, in ``python3.11-venv``)? If not, the missing .debs (arm64, python3.11-venv at exactly the
+image's python3.11 version) are put in ``--out`` for first boot's ``dpkg -i`` — from ``--debs`` or
+downloaded from Debian bookworm with a private apt configuration — or the flash fails here.
 
 ``--root-tree`` mirrors target paths; every *new* entry gets the staged mode, owner root:root (the
 first boot hands files to the ``sonopi`` user, which does not exist yet). Directories that already
@@ -24,12 +30,16 @@ import math
 import os
 import re
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from debpkg import DebError, PrivateApt, deb_field, parse_status  # noqa: E402
 
 log = logging.getLogger("image")
 SECTOR = 512
@@ -240,6 +250,122 @@ def customize(image: Path, root_tree: Path, boot_tree: Path | None) -> None:
     check(image)
 
 
+# --- can the base image's Python make a venv? ----------------------------------------------------------
+
+PY = "python3.11"
+ENSUREPIP = f"/usr/lib/{PY}/ensurepip/__init__.py"
+WHEEL_DIRS = ("/usr/share/python-wheels", f"/usr/lib/{PY}/ensurepip/_bundled")
+VENV_PACKAGE = f"{PY}-venv"
+
+
+@dataclass(frozen=True)
+class PythonVenv:
+    python_version: str | None  # the image's python3.11 package version (dpkg status)
+    ensurepip: bool  # ensurepip module present
+    wheels: tuple[str, ...]  # pip/setuptools wheels ensurepip can install from
+    venv_package: bool  # python3.11-venv installed per the dpkg status
+
+    @property
+    def can_make_venv(self) -> bool:
+        return self.ensurepip and any(w.startswith("pip-") for w in self.wheels)
+
+
+def _read_file(image: Path, root: Partition, path: str) -> str | None:
+    blocks = debugfs(image, root, [f"cat {_q(path)}"])
+    text = "\n".join(blocks[0][1]) if blocks else ""
+    if not blocks or re.search(r"File not found by ext2_lookup|cat: ", text):
+        return None
+    return text + "\n"
+
+
+def python_venv(image: Path) -> PythonVenv:
+    """Read the root file system (debugfs, read-only): dpkg status, ensurepip, bundled wheels."""
+    _, root = partitions(image)
+    status = _read_file(image, root, "/var/lib/dpkg/status")
+    installed = parse_status(status) if status else {}
+    names: list[str] = []
+    for folder in WHEEL_DIRS:
+        blocks = debugfs(image, root, [f"ls {_q(folder)}"])
+        lines = " ".join(blocks[0][1]) if blocks else ""
+        if "File not found" not in lines:
+            names += [n for n in lines.split() if n.endswith(".whl")]
+    have_ensurepip = bool(existing(image, root, [ENSUREPIP]))
+    py = installed.get(PY)
+    if py is None and not existing(image, root, [f"/usr/bin/{PY}"]):
+        raise ImageError(f"{image}: no {PY} (neither in /var/lib/dpkg/status nor /usr/bin/{PY}) — "
+                         "not Raspberry Pi OS Bookworm (the release needs its Python 3.11)")
+    return PythonVenv(py.version if py else None, have_ensurepip, tuple(sorted(set(names))), VENV_PACKAGE in installed)
+
+
+def _image_status(image: Path, dest: Path) -> Path:
+    _, root = partitions(image)
+    text = _read_file(image, root, "/var/lib/dpkg/status")
+    if text is None:
+        raise ImageError(f"{image}: no /var/lib/dpkg/status: cannot tell which packages first boot would need")
+    dest.write_text(text)
+    return dest
+
+
+def venv_debs(image: Path, out: Path, debs: Path | None, cache: Path) -> list[Path]:
+    """The .debs first boot must ``dpkg -i`` so the image's Python can make a venv ([] if none).
+    Raises ImageError naming the image and the package when they cannot be had."""
+    state = python_venv(image)
+    if state.can_make_venv:
+        log.info("%s: %s %s can make a venv (ensurepip, wheels: %s)", image.name, PY, state.python_version or "?",
+                 ", ".join(state.wheels))
+        return []
+    version = state.python_version
+    if not version:
+        raise ImageError(f"{image}: {PY} cannot make a venv (no ensurepip) and its package version is unknown "
+                         f"(no dpkg status entry): cannot choose {VENV_PACKAGE}; use an image with python3-venv")
+    log.info("%s: %s %s cannot make a venv (ensurepip %s, pip wheel %s): first boot will install %s=%s",
+             image.name, PY, version, "present" if state.ensurepip else "missing",
+             "present" if any(w.startswith("pip-") for w in state.wheels) else "missing", VENV_PACKAGE, version)
+    out.mkdir(parents=True, exist_ok=True)
+    found = _given_debs(debs, version) if debs else _download_debs(image, version, cache)
+    for deb in found:
+        shutil.copy2(deb, out / deb.name)
+    return sorted(out / deb.name for deb in found)
+
+
+def _given_debs(debs: Path, version: str) -> list[Path]:
+    files = sorted(debs.glob("*.deb"))
+    venv = [d for d in files if deb_field(d, "Package") == VENV_PACKAGE]
+    if not venv:
+        raise ImageError(f"VENV_DEBS={debs}: no {VENV_PACKAGE} .deb (the base image needs {VENV_PACKAGE}={version})")
+    for deb in venv:
+        got, arch = deb_field(deb, "Version"), deb_field(deb, "Architecture")
+        if (got, arch) != (version, "arm64"):
+            raise ImageError(f"VENV_DEBS={debs}: {deb.name} is {VENV_PACKAGE} {got} ({arch}); the base image's "
+                             f"{PY} is {version}, so it needs {VENV_PACKAGE}={version} (arm64)")
+    return files
+
+
+def _download_debs(image: Path, version: str, cache: Path) -> list[Path]:
+    """apt resolves against the *image's* dpkg status: exactly what is missing there, pinned to its version."""
+    apt = PrivateApt(cache, "arm64", status=cache / "image-status")
+    try:
+        apt.update()
+        _image_status(image, apt.status)
+        found = apt.closure([f"{VENV_PACKAGE}={version}"])
+    except DebError as exc:
+        raise ImageError(
+            f"{image}: its {PY} {version} cannot make a venv, and {VENV_PACKAGE}={version} (arm64) could not be "
+            f"fetched from Debian bookworm: {exc}\n— use a newer Raspberry Pi OS Lite image (its {PY} then matches the "
+            f"archive), or give VENV_DEBS=DIR with {VENV_PACKAGE}_{version}_arm64.deb and its dependencies") from exc
+    bad = [d.name for d in found if deb_field(d, "Architecture") not in ("arm64", "all")]
+    if bad:
+        raise ImageError(f"apt resolved non-arm64 packages for the image: {', '.join(bad)}")
+    installed = parse_status(apt.status.read_text())
+    changed = [f"{p} {installed[p].version} -> {deb_field(d, 'Version')}" for d in found
+               if (p := deb_field(d, "Package")) in installed]
+    if changed:  # first boot must only add packages, never up/downgrade what the image has
+        raise ImageError(f"{image}: installing {VENV_PACKAGE}={version} would (re)install packages the image already has "
+                         f"(its dpkg status is inconsistent, or the archive moved on): "
+                         f"{', '.join(changed)}; use a newer base image or VENV_DEBS=DIR")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="edit a Raspberry Pi OS image without mounting it")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -249,12 +375,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("image", type=Path)
     p.add_argument("--root-tree", type=Path, required=True)
     p.add_argument("--boot-tree", type=Path)
+    p = sub.add_parser("python-venv", help="the .debs first boot needs so the image's Python can make a venv")
+    p.add_argument("image", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="where the needed .debs go (none when not needed)")
+    p.add_argument("--debs", type=Path, help="use these .debs instead of downloading them")
+    p.add_argument("--cache", type=Path, default=Path(__file__).resolve().parent.parent / "build/flash/apt-arm64")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="image: %(message)s", stream=sys.stderr)
     try:
         if args.cmd == "check":
             boot, root = check(args.image)
             print(json.dumps({"boot_offset": boot.start, "root_offset": root.start, "root_size": root.size}))
+        elif args.cmd == "python-venv":
+            for deb in venv_debs(args.image, args.out, args.debs, args.cache):
+                print(deb)
         else:
             customize(args.image, args.root_tree, args.boot_tree)
     except ImageError as exc:

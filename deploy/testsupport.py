@@ -23,8 +23,16 @@ def missing_tools(extra: tuple[str, ...] = ()) -> list[str]:
     return [t for t in (*TOOLS, *extra) if shutil.which(t) is None and not Path("/usr/sbin", t).exists() and not Path("/sbin", t).exists()]
 
 
-def _rootfs_skeleton(tree: Path) -> None:
-    """The few files of a Raspberry Pi OS root that first boot touches."""
+PYTHON_VERSION = "3.11.2-6+deb12u6"  # the python3.11 package of the synthetic image
+
+
+def _dpkg_stanza(package: str, version: str, arch: str = "arm64") -> str:
+    return f"Package: {package}\nStatus: install ok installed\nArchitecture: {arch}\nVersion: {version}\n\n"
+
+
+def _rootfs_skeleton(tree: Path, python_venv: bool = True) -> None:
+    """The few files of a Raspberry Pi OS root that first boot touches. ``python_venv=False``: a
+    python3.11 without Debian's python3.11-venv (no ensurepip, no bundled pip wheel)."""
     etc = tree / "etc"
     (etc / "systemd/system/multi-user.target.wants").mkdir(parents=True)
     (etc / "ssh/sshd_config.d").mkdir(parents=True)
@@ -42,14 +50,26 @@ def _rootfs_skeleton(tree: Path) -> None:
     (etc / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\traspberrypi\n")
     (etc / "login.defs").write_text("UID_MIN 1000\nUID_MAX 60000\nSYS_UID_MIN 100\nSYS_UID_MAX 999\n"
                                     "GID_MIN 1000\nGID_MAX 60000\nSYS_GID_MIN 100\nSYS_GID_MAX 999\n")
+    status = _dpkg_stanza("python3.11", PYTHON_VERSION)
+    (tree / "usr/bin").mkdir(parents=True)
+    (tree / "usr/bin/python3.11").write_text("")  # a stand-in: the tests never run the image's Python
+    if python_venv:
+        status += _dpkg_stanza("python3.11-venv", PYTHON_VERSION) + _dpkg_stanza("python3-pip-whl", "23.0.1+dfsg-1", "all")
+        (tree / "usr/lib/python3.11/ensurepip").mkdir(parents=True)
+        (tree / "usr/lib/python3.11/ensurepip/__init__.py").write_text("")
+        (tree / "usr/share/python-wheels").mkdir(parents=True)
+        (tree / "usr/share/python-wheels/pip-23.0.1-py3-none-any.whl").write_bytes(b"")
+    (tree / "var/lib/dpkg").mkdir(parents=True)
+    (tree / "var/lib/dpkg/status").write_text(status)
     (tree / "usr/lib/systemd/system/ssh.service").write_text(
         "[Unit]\nDescription=OpenBSD Secure Shell server\n[Service]\nExecStart=/usr/sbin/sshd -D\n"
         "[Install]\nWantedBy=multi-user.target\n"
     )
 
 
-def make_base_image(path: Path, root_mib: int = 48, work: Path | None = None) -> Path:
-    """A sparse image: MBR, FAT32 'bootfs' at sector 8192 (40 MiB), ext4 'rootfs' after it."""
+def make_base_image(path: Path, root_mib: int = 48, work: Path | None = None, python_venv: bool = True) -> Path:
+    """A sparse image: MBR, FAT32 'bootfs' at sector 8192 (40 MiB), ext4 'rootfs' after it.
+    ``python_venv=False``: its python3.11 cannot make a venv (Debian's python3.11-venv missing)."""
     work = work or path.parent
     total = ROOT_START * 512 + root_mib * MiB
     with open(path, "wb") as fh:
@@ -63,7 +83,7 @@ def make_base_image(path: Path, root_mib: int = 48, work: Path | None = None) ->
                    check=True)
     tree = work / "rootfs-skeleton"
     shutil.rmtree(tree, ignore_errors=True)
-    _rootfs_skeleton(tree)
+    _rootfs_skeleton(tree, python_venv)
     subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "rootfs", "-E", f"offset={ROOT_START * 512}", "-d", str(tree),
                     str(path), f"{root_mib}M"], check=True, capture_output=True)
     return path

@@ -2,7 +2,8 @@
 # sonopi first boot, run once by sonopi-firstboot.service as root, offline, from what `make flash`
 # put on the card (/opt/sonopi/firstboot/firstboot.env + the release under /opt/sonopi/releases).
 # Every step is idempotent, so a power cut half-way is fixed by the next boot; the unit disables
-# itself only at the very end. SONOPI_PREFIX (tests) = a staged root to act on instead of /.
+# itself only at the very end. SONOPI_PREFIX (tests) = a staged root to act on instead of /;
+# SONOPI_DPKG (tests) = a stand-in for dpkg.
 set -euo pipefail
 log() { echo "sonopi-firstboot: $*" >&2; }
 prefix=${SONOPI_PREFIX:-}
@@ -46,7 +47,15 @@ for f in "$prefix"/etc/sonopi/secrets/*; do
   chmod 0600 "$f"
 done
 
-# 3. the release: venv from the bundled wheels (no network), then make it current
+# 3. the release: venv from the bundled wheels (no network), then make it current. If the base image's
+# Python could not make a venv, make flash brought Debian's python3.11-venv (+ what it needs) as .debs.
+debs=()
+for deb in "$fb"/debs/*.deb; do [ -f "$deb" ] && debs+=("$deb"); done
+if [ ${#debs[@]} -gt 0 ] && [ ! -f "$fb/debs/.installed" ]; then
+  log "installing ${#debs[@]} package(s) for python3 -m venv: ${debs[*]##*/}"
+  ${SONOPI_DPKG:-dpkg} ${prefix:+--root="$prefix"} -i "${debs[@]}"
+  touch "$fb/debs/.installed"
+fi
 "$prefix/opt/sonopi/releases/$RELEASE_ID/deploy/device/install-release.sh" "$prefix/opt/sonopi/releases/$RELEASE_ID"
 "$prefix/opt/sonopi/releases/$RELEASE_ID/deploy/device/activate-release.sh" "$RELEASE_ID" >/dev/null
 
