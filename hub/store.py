@@ -8,6 +8,9 @@ Stable API (used by ``hub serve``, the operator CLI and the web console ``hub/we
 
     store = HubStore.open("hub.sqlite")            # or HubStore.open("postgresql://u@host/db")
     store.add_results([msg, ...]) -> list[bool]    # idempotent on result_id; True = newly stored
+    store.add_results_each([msg, ...]) -> list[Added]  # the same, but a message the database refuses is
+                                                   # reported (Added.error) and the others are stored
+    store.results_by_id([result_id, ...]) -> dict[str, StoredResult]
     store.results(site=, device_id=, label=, since=, until=, patient_ref=, after_id=, limit=, offset=,
                   newest_first=) -> list[StoredResult]
     store.result(result_id) -> StoredResult | None
@@ -42,7 +45,25 @@ SILENT_AFTER_INTERVALS = 3.0  # a device whose heartbeat is this many intervals 
 
 
 class HubStoreError(SonopiError):
+    """The database is unusable or failed (disk full, connection lost...): the same write may succeed later."""
+
     code = "hub_store_failed"
+
+
+class UnstorableError(HubStoreError):
+    """The database refused this record's data (an integer out of range, a NUL on PostgreSQL, a lone
+    surrogate...). Retrying cannot help: the record is rejected, the rest of its batch goes on."""
+
+    code = "hub_record_unstorable"
+
+
+@dataclass(frozen=True)
+class Added:
+    """What :meth:`HubStore.add_results_each` did with one result."""
+
+    result_id: str
+    stored: bool  # newly stored; False: already stored, or refused (see ``error``)
+    error: str | None = None  # why the database refused this result's data (nothing stored)
 
 
 def _schema(pg: bool) -> list[str]:
@@ -308,6 +329,16 @@ class HubStore:
             return (psycopg.Error,)
         return (sqlite3.Error,)
 
+    def _data_errors(self) -> tuple[type[BaseException], ...]:
+        """Errors about the values written, not the database: OverflowError (an integer SQLite cannot hold),
+        ValueError (UnicodeEncodeError: a lone surrogate), the drivers' data and integrity errors (PostgreSQL:
+        a NUL in text, a number out of range)."""
+        if self._pg:
+            import psycopg
+
+            return (OverflowError, ValueError, psycopg.DataError, psycopg.IntegrityError)
+        return (OverflowError, ValueError, sqlite3.DataError, sqlite3.IntegrityError)
+
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         with self._lock:
@@ -323,10 +354,17 @@ class HubStore:
                         self._db.execute("ROLLBACK")
                         raise
                     self._db.execute("COMMIT")
+            except self._data_errors() as exc:
+                self._rollback_if_open()
+                raise UnstorableError(f"hub database {self.target}: refused the data "
+                                      f"({type(exc).__name__}: {str(exc)[:200]})") from exc
             except self._errors() as exc:
-                if not self._pg and self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                self._rollback_if_open()
                 raise HubStoreError(f"hub database {self.target}: write failed ({exc})") from exc
+
+    def _rollback_if_open(self) -> None:
+        if not self._pg and self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def _exec(self, db: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         return db.execute(self._sql(sql), tuple(params))
@@ -347,6 +385,15 @@ class HubStore:
                 self._exec(db, "INSERT INTO hub_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise HubStoreError(f"hub database {self.target}: schema {row[0]} is newer than this software")
+            self._scrub_old_rejection_details(db)
+
+    def _scrub_old_rejection_details(self, db: Any) -> None:
+        """Once per database: schema-rejection details written before issue 17 could quote the refused value
+        (a patient reference, say); they are replaced. Details written since never quote values."""
+        if self._exec(db, "SELECT value FROM hub_meta WHERE key = 'rejection_details_scrubbed'").fetchone() is None:
+            self._exec(db, "UPDATE rejections SET last_detail = ? WHERE reason = 'schema'",
+                       ("(detail removed: recorded by an older hub, it could quote the refused value)",))
+            self._exec(db, "INSERT INTO hub_meta (key, value) VALUES ('rejection_details_scrubbed', ?)", (utc_now_iso(),))
 
     # --- results ---------------------------------------------------------------------------------
 
@@ -376,6 +423,35 @@ class HubStore:
             for site, device_id in {(m.site, m.device_id) for m, new in zip(messages, stored) if new}:
                 self._touch_device(db, site, device_id, now, last_result_at=now)
         return stored
+
+    def add_results_each(self, messages: Sequence[ResultMessage], received_at: str | None = None) -> list[Added]:
+        """Like :meth:`add_results` (one transaction when every message can be stored), but a message whose
+        data the database refuses does not fail the others: the batch is then stored one message per
+        transaction and each refused one is reported with its error. Outages still raise HubStoreError."""
+        try:
+            return [Added(m.result_id, new) for m, new in zip(messages, self.add_results(messages, received_at))]
+        except UnstorableError as exc:
+            if len(messages) == 1:
+                return [Added(messages[0].result_id, False, str(exc))]
+        return [self._add_one(m, received_at) for m in messages]
+
+    def _add_one(self, message: ResultMessage, received_at: str | None) -> Added:
+        try:
+            return Added(message.result_id, self.add_results([message], received_at)[0])
+        except UnstorableError as exc:
+            return Added(message.result_id, False, str(exc))
+
+    def results_by_id(self, result_ids: Iterable[str]) -> dict[str, StoredResult]:
+        """The stored results among these ids (for comparing a re-sent result with the stored one)."""
+        ids = list(dict.fromkeys(result_ids))
+        found: dict[str, StoredResult] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._query(f"SELECT {_RESULT_COLUMNS} FROM results WHERE result_id IN ({marks})", chunk):
+                result = _row_to_result(row)
+                found[result.result_id] = result
+        return found
 
     def stored_ids(self, result_ids: Iterable[str]) -> set[str]:
         """Which of these result_ids are already stored."""
@@ -513,7 +589,8 @@ class HubStore:
                 "VALUES (?,?,?,1,?,?,?,?) ON CONFLICT (reason, site, device_id) DO UPDATE SET "
                 "count = rejections.count + 1, last_at = excluded.last_at, last_topic = excluded.last_topic, "
                 "last_detail = excluded.last_detail",
-                (reason, site or "", device_id or "", now, now, (topic or "")[:300], detail[:500]),
+                (_printable(reason)[:64], _printable(site or "")[:64], _printable(device_id or "")[:64], now, now,
+                 _printable((topic or "")[:300]), _printable(detail[:500])),
             )
 
     def rejections(self) -> list[Rejection]:
@@ -539,6 +616,17 @@ def _row_to_result(row: tuple) -> StoredResult:
         probabilities=json.loads(probabilities), thresholds=json.loads(thresholds), latency_ms=latency_ms,
         thumbnail=bytes(thumbnail) if thumbnail is not None else None, schema_version=int(schema_version),
     )
+
+
+def _printable(text: str) -> str:
+    """Control characters and lone surrogates escaped (``\\x00``, ``\\ud800``), so any text can be stored
+    (PostgreSQL refuses NUL) and printed on one line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _redact(dsn: str) -> str:

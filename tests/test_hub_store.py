@@ -1,4 +1,8 @@
-"""The hub database, on SQLite always and on a real PostgreSQL server when its binaries are installed."""
+"""The hub database, on SQLite always and on a real PostgreSQL server when its binaries are installed.
+
+Includes issue 17's per-message errors: a value the database refuses (an integer beyond 64 bits, a NUL
+on PostgreSQL, a lone surrogate) is reported for that message alone, the rest of its batch is stored,
+and no Python exception other than HubStoreError escapes."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import pytest
 
 from device.contract import HeartbeatMessage, ResultMessage, StatusMessage
 from device.results import utc_now_iso
-from hub.store import HubStore, StoredResult, is_dsn
+from hub.store import HubStore, HubStoreError, StoredResult, UnstorableError, is_dsn
 from tests.mqtt_broker import postgres_server  # noqa: F401  (fixture)
 from tests.test_uplink import make_record
 
@@ -119,3 +123,55 @@ def test_reopen_keeps_data(tmp_path: Path) -> None:
 def test_dsn_detection() -> None:
     assert is_dsn("postgresql://u@h/db") and is_dsn("host=h dbname=x")
     assert not is_dsn("var/hub.sqlite") and not is_dsn("/data/hub=1.sqlite")
+
+
+def test_a_value_the_database_refuses_fails_only_its_own_message(store: HubStore) -> None:
+    good = [message("site-a", "dev-1", i) for i in (1, 2, 3)]
+    refused = [
+        replace(message("site-a", "dev-1", 4), seq=2**70),  # beyond BIGINT / SQLite INTEGER
+        replace(message("site-a", "dev-1", 5), patient_ref="P\ud800"),  # a lone surrogate: not UTF-8
+    ]
+    if store.backend == "postgresql":
+        refused.append(replace(message("site-a", "dev-1", 6), patient_ref="P\x00123"))  # PostgreSQL text has no NUL
+    batch = [good[0], refused[0], good[1], *refused[1:], good[2]]
+    with pytest.raises(UnstorableError):
+        store.add_results(batch)  # one transaction: nothing stored
+    assert store.count_results() == 0
+    added = store.add_results_each(batch)
+    assert [a.result_id for a in added] == [m.result_id for m in batch]
+    by_id = {a.result_id: a for a in added}
+    assert all(by_id[m.result_id].stored and by_id[m.result_id].error is None for m in good)
+    assert all(not by_id[m.result_id].stored and by_id[m.result_id].error for m in refused)
+    assert store.count_results() == 3 and store.stored_ids(m.result_id for m in batch) == {m.result_id for m in good}
+    again = store.add_results_each(good)  # the fast path (one transaction) when every message can be stored
+    assert [(a.stored, a.error) for a in again] == [(False, None)] * 3
+    assert set(store.results_by_id([good[0].result_id, refused[0].result_id])) == {good[0].result_id}
+
+
+def test_status_and_heartbeat_values_the_database_refuses_raise_unstorable(store: HubStore) -> None:
+    with pytest.raises(UnstorableError):
+        store.record_status(StatusMessage("online", "dev-1", "site-a", utc_now_iso(), "0.1.0", None, 10**30))
+    with pytest.raises(UnstorableError):
+        store.record_heartbeat(HeartbeatMessage("dev-1", "site-a", utc_now_iso(), 60.0, 1.0, 10**30))
+    assert issubclass(UnstorableError, HubStoreError)
+    store.record_status(StatusMessage("online", "dev-1", "site-a", utc_now_iso(), "0.1.0", None, 2**53 - 1))
+    assert store.device("site-a", "dev-1").backlog == 2**53 - 1
+
+
+def test_rejections_with_control_characters_are_stored_escaped(store: HubStore) -> None:
+    store.record_rejection("schema", "detail \x00 with NUL \ud800", "sonopi/v1/s/d\x00/result", "s", "d")
+    [row] = store.rejections()
+    assert row.last_detail == "detail \\x00 with NUL \\ud800" and row.last_topic == "sonopi/v1/s/d\\x00/result"
+
+
+def test_schema_rejection_details_from_an_older_hub_are_scrubbed_once(tmp_path: Path) -> None:
+    path = tmp_path / "hub.sqlite"
+    with HubStore.open(path) as s:
+        s.record_rejection("schema", "result patient_ref: 'P-12345' is too long", "sonopi/v1/s/d/result", "s", "d")
+        s._db.execute("DELETE FROM hub_meta WHERE key = 'rejection_details_scrubbed'")  # as an older hub left it
+    with HubStore.open(path) as s:
+        [row] = s.rejections()
+        assert "P-12345" not in row.last_detail and row.count == 1
+        s.record_rejection("schema", "result patient_ref: longer than 64 characters", "sonopi/v1/s/d/result", "s", "d")
+    with HubStore.open(path) as s:  # only once: new details stay
+        assert s.rejections()[0].last_detail == "result patient_ref: longer than 64 characters"
