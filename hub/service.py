@@ -11,10 +11,20 @@
   un-acked ("deferred"); the device re-sends it in order after its ack timeout.
 * Anything that breaks the contract is counted in the ``rejections`` table with its reason, logged,
   and PUBACKed (so the broker does not send it again) — never stored, never fatal.
+* Every message ends with exactly one :class:`Outcome`, counted: stored, recorded (status/heartbeat),
+  duplicates (same result again: acked again), deferred, rejected (with a reason) or cleared (an empty
+  retained status). The database's errors are handled per message: one whose data the database refuses
+  (``UnstorableError``) is rejected as ``unstorable`` and the rest of its batch is stored; only an outage
+  (``HubStoreError``) makes the batch wait and retry.
+* A result_id already stored with different content (``CONTENT_FIELDS``) is rejected as
+  ``duplicate_conflict``, not acked; the first stored content stays. A re-send that differs only in
+  transport fields (``historical``, ``prev_result_id``, the thumbnail left out) is a duplicate.
+* No log line and no rejection detail carries a patient reference (details name fields, not values).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -22,11 +32,13 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from enum import Enum
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from device.contract import (
+    CONTENT_FIELDS,
     DEVICE_SUBSCRIPTIONS,
     MAX_ACK_IDS,
     QOS,
@@ -44,7 +56,7 @@ from device.contract import (
 from device.mqtt import BrokerAddress, new_client
 from device.results import utc_now_iso
 from hub.config import HubConfig
-from hub.store import HubStore, HubStoreError
+from hub.store import HubStore, HubStoreError, UnstorableError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +70,34 @@ class Incoming:
     payload: bytes
     mid: int
     qos: int
+
+
+class Outcome(Enum):
+    """How one received message ended; each is a counter (``received`` = the sum of all of them)."""
+
+    STORED = "stored"  # a new result, committed, acked
+    RECORDED = "recorded"  # a status or heartbeat, committed
+    DUPLICATE = "duplicates"  # a result already stored with the same content: acked again
+    DEFERRED = "deferred"  # its predecessor is not stored yet: dropped un-acked, the device re-sends it
+    REJECTED = "rejected"  # broke the contract, conflicts with a stored result, or refused by the database
+    CLEARED = "cleared"  # an empty retained status (clears the broker's copy): nothing to record
+
+
+class Decision(Enum):
+    """What to do with a decoded result, before the database is written."""
+
+    STORE = "store"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True)
+class Planned:
+    item: Incoming
+    message: ResultMessage
+    decision: Decision
+    differs: tuple[str, ...] = ()  # for CONFLICT: the content fields that differ from the stored result
 
 
 class HubService:
@@ -97,7 +137,11 @@ class HubService:
             log.warning("hub: disconnected from the broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._queue.put(Incoming(message.topic, bytes(message.payload), message.mid, message.qos))
+        try:
+            name = message.topic
+        except UnicodeDecodeError:  # the broker should not pass one on; parse_topic then rejects it
+            name = repr(bytes(message._topic))[:300]
+        self._queue.put(Incoming(name, bytes(message.payload), message.mid, message.qos))
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -157,69 +201,126 @@ class HubService:
     # --- processing --------------------------------------------------------------------------------
 
     def process(self, batch: list[Incoming]) -> None:
-        """Validate, store, ack. Public for tests: works without a broker connection."""
+        """Validate, store, ack. Public for tests: works without a broker connection.
+
+        Raises HubStoreError only when the database is away (the batch is then retried as a whole, and
+        nothing of it has been acknowledged); every other problem ends one message, not the batch."""
         now = utc_now_iso()
-        candidates: list[ResultMessage] = []
+        tally: Counter[str] = Counter()
+        candidates: list[tuple[Incoming, ResultMessage]] = []
         for item in batch:
-            self.counters["received"] += 1
-            try:
-                where = parse_topic(item.topic)
-                if where.kind == "result":
-                    candidates.append(decode_result(item.topic, item.payload))
-                elif where.kind == "status":
-                    if item.payload:  # an empty retained message clears the status: nothing to record
-                        self.store.record_status(decode_status(item.topic, item.payload), now)
-                elif where.kind == "heartbeat":
-                    self.store.record_heartbeat(decode_heartbeat(item.topic, item.payload), now)
-                else:
-                    raise ContractError("bad_topic", f"the hub does not accept {where.kind} messages")
-            except ContractError as exc:
-                self._reject(item, exc)
-        accepted, acks = self._in_order(candidates)
-        if accepted:
-            stored = self.store.add_results(accepted, now)
-            self.counters["stored"] += sum(stored)
-            self.counters["duplicates"] += len(stored) - sum(stored)
-        for (site, device_id), ids in acks.items():
-            for start in range(0, len(ids), MAX_ACK_IDS):
-                payload = encode_ack(AckMessage(result_ids=tuple(ids[start:start + MAX_ACK_IDS]), at=now))
-                self._client.publish(topic(site, device_id, "ack"), payload, qos=QOS["ack"], retain=False)
+            tally["received"] += 1
+            outcome = self._accept(item, now, candidates, tally)
+            if outcome is not None:
+                tally[outcome.value] += 1
+        acks = self._store_results(candidates, now, tally)
+        self._publish_acks(acks, now)
         for item in batch:
             if item.qos > 0:
                 self._client.ack(item.mid, item.qos)
+        self.counters.update(tally)
 
-    def _in_order(self, candidates: list[ResultMessage]) -> tuple[list[ResultMessage], dict[tuple[str, str], list[str]]]:
-        """Which results to store now (their predecessor is stored), and which ids to ack per device."""
-        known = self.store.stored_ids(
-            [m.result_id for m in candidates] + [m.prev_result_id for m in candidates if m.prev_result_id]
-        )
-        accepted: list[ResultMessage] = []
+    def _accept(self, item: Incoming, now: str, candidates: list[tuple[Incoming, ResultMessage]],
+                tally: Counter[str]) -> Outcome | None:
+        """Decode one message; a status or heartbeat is recorded now, a result joins ``candidates`` (None)."""
+        try:
+            where = parse_topic(item.topic)
+            if where.kind == "result":
+                candidates.append((item, decode_result(item.topic, item.payload)))
+                return None
+            if where.kind == "status":
+                if not item.payload:  # an empty retained message clears the status: nothing to record
+                    return Outcome.CLEARED
+                self.store.record_status(decode_status(item.topic, item.payload), now)
+                return Outcome.RECORDED
+            if where.kind == "heartbeat":
+                self.store.record_heartbeat(decode_heartbeat(item.topic, item.payload), now)
+                return Outcome.RECORDED
+            raise ContractError("bad_topic", f"the hub does not accept {where.kind} messages")
+        except ContractError as exc:
+            return self._reject(item, exc.reason, exc.detail, tally)
+        except UnstorableError as exc:
+            return self._reject(item, "unstorable", str(exc), tally)
+        except HubStoreError:
+            raise  # the database is away: the whole batch waits
+        except Exception as exc:  # noqa: BLE001 - last resort: a bug in validation must not become a poison
+            # message that stops the hub on every start; the message is rejected and the bug logged.
+            log.error("hub: internal error while validating a message on %r: %s (rejected; please report)",
+                      item.topic[:200], type(exc).__name__)
+            log.debug("hub: internal error", exc_info=True)
+            return self._reject(item, "internal_error", f"{type(exc).__name__} while validating", tally)
+
+    def _store_results(self, candidates: list[tuple[Incoming, ResultMessage]], now: str,
+                       tally: Counter[str]) -> dict[tuple[str, str], list[str]]:
+        """Store what may be stored now (in one transaction unless the database refuses one); returns
+        the result ids to ack per device."""
         acks: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for m in candidates:
-            if m.result_id in known:
-                self.counters["duplicates"] += 1
-            elif m.prev_result_id is None or m.prev_result_id in known:
-                accepted.append(m)
-                known.add(m.result_id)
-            else:
-                self.counters["deferred"] += 1
-                log.debug("hub: %s/%s seq %d arrived before its predecessor; not stored yet",
-                          m.site, m.device_id, m.seq)
+        plan = self._in_order(candidates)
+        to_store = [p for p in plan if p.decision is Decision.STORE]
+        added = {a.result_id: a for a in self.store.add_results_each([p.message for p in to_store], now)} if to_store else {}
+        for p in plan:
+            m = p.message
+            if p.decision is Decision.DEFERRED:
+                tally[Outcome.DEFERRED.value] += 1
+                log.debug("hub: %s/%s seq %d arrived before its predecessor; not stored yet", m.site, m.device_id, m.seq)
                 continue
+            if p.decision is Decision.CONFLICT:
+                tally[self._reject(p.item, "duplicate_conflict", f"result {m.result_id} (seq {m.seq}) is already "
+                                   f"stored with a different {', '.join(p.differs)}", tally).value] += 1
+                continue
+            result = added.get(m.result_id)
+            if result is not None and result.error is not None:
+                tally[self._reject(p.item, "unstorable", _redact(result.error, m), tally).value] += 1
+                continue
+            stored = result is not None and result.stored
+            tally[(Outcome.STORED if stored else Outcome.DUPLICATE).value] += 1
             acks[(m.site, m.device_id)].append(m.result_id)
-        return accepted, acks
+        return acks
 
-    def _reject(self, item: Incoming, exc: ContractError) -> None:
-        self.counters["rejected"] += 1
-        self.counters[f"rejected.{exc.reason}"] += 1
+    def _in_order(self, candidates: list[tuple[Incoming, ResultMessage]]) -> list[Planned]:
+        """Each result's fate: stored now (its predecessor is stored), duplicate, conflict, or deferred."""
+        messages = [m for _, m in candidates]
+        known = self.store.stored_ids([m.result_id for m in messages] + [m.prev_result_id for m in messages if m.prev_result_id])
+        stored = self.store.results_by_id([m.result_id for m in messages if m.result_id in known])
+        first: dict[str, Any] = dict(stored)  # the content each result_id has (stored, or earlier in this batch)
+        plan: list[Planned] = []
+        for item, m in candidates:
+            original = first.get(m.result_id)
+            if original is not None:
+                differs = differing_fields(original, m)
+                plan.append(Planned(item, m, Decision.CONFLICT if differs else Decision.DUPLICATE, differs))
+            elif m.prev_result_id is None or m.prev_result_id in known:
+                plan.append(Planned(item, m, Decision.STORE))
+                known.add(m.result_id)
+                first[m.result_id] = m
+            else:
+                plan.append(Planned(item, m, Decision.DEFERRED))
+        return plan
+
+    def _publish_acks(self, acks: dict[tuple[str, str], list[str]], now: str) -> None:
+        for (site, device_id), ids in acks.items():
+            for start in range(0, len(ids), MAX_ACK_IDS):
+                try:
+                    payload = encode_ack(AckMessage(result_ids=tuple(ids[start:start + MAX_ACK_IDS]), at=now))
+                except ContractError as exc:  # cannot happen for ids the result schema accepted; never fatal
+                    log.error("hub: cannot encode an ack for %s/%s (%s)", site, device_id, exc)
+                    continue
+                self._client.publish(topic(site, device_id, "ack"), payload, qos=QOS["ack"], retain=False)
+
+    def _reject(self, item: Incoming, reason: str, detail: str, tally: Counter[str]) -> Outcome:
+        tally[f"rejected.{reason}"] += 1
         where = _topic_or_none(item.topic)
-        log.warning("hub: rejected a message on %r (%d bytes): %s", item.topic[:200], len(item.payload), exc)
-        self.store.record_rejection(exc.reason, exc.detail, item.topic,
-                                    where.site if where else None, where.device_id if where else None)
+        log.warning("hub: rejected a message on %r (%d bytes): %s: %s", item.topic[:200], len(item.payload), reason, detail)
+        try:
+            self.store.record_rejection(reason, detail, item.topic, where.site if where else None,
+                                        where.device_id if where else None)
+        except UnstorableError as exc:  # never expected (details are escaped); counted in the log line anyway
+            log.error("hub: could not record the rejection (%s)", exc)
+        return Outcome.REJECTED
 
     def _log_stats(self) -> None:
         if self.counters:
-            log.info("hub: %s", ", ".join(f"{k}={v}" for k, v in sorted(self.counters.items())))
+            log.info("hub: counters %s", json.dumps(dict(sorted(self.counters.items()))))
 
     def _prune(self) -> None:
         cutoff = datetime.now(timezone.utc) - timedelta(days=self.config.ingest.heartbeat_keep_days)
@@ -227,6 +328,23 @@ class HubService:
             self.store.prune_heartbeats(cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
         except HubStoreError as exc:
             log.error("hub: %s", exc)
+
+
+def differing_fields(original: Any, message: ResultMessage) -> tuple[str, ...]:
+    """The content fields in which ``message`` differs from the result already stored (or seen) under its id.
+    A thumbnail counts only when both have one (a device may be configured to leave it out)."""
+    differs = tuple(name for name in CONTENT_FIELDS if getattr(original, name) != getattr(message, name))
+    if original.thumbnail is not None and message.thumbnail is not None and original.thumbnail != message.thumbnail:
+        differs += ("thumbnail",)
+    return differs
+
+
+def _redact(text: str, message: ResultMessage) -> str:
+    """``text`` without the message's patient reference or exam id (a database error may quote a value)."""
+    for value, name in ((message.patient_ref, "<patient_ref>"), (message.exam_id, "<exam_id>")):
+        if value:
+            text = text.replace(value, name)
+    return text
 
 
 def _topic_or_none(text: str) -> Topic | None:
