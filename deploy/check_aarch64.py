@@ -207,7 +207,7 @@ def write_emulation_files(lay: Layout) -> None:
     proc.mkdir(exist_ok=True)
     (proc / "cpuinfo").write_text(PI4_CPUINFO)
     (proc / "README.EMULATION-ONLY").write_text(
-        "Written by deploy/check_aarch64.py for qemu-user only: the guest reads this Raspberry Pi 4 cpuinfo\n"
+        "EMULATION ONLY. Written by deploy/check_aarch64.py for qemu-user: the guest reads this Raspberry Pi 4 cpuinfo\n"
         "instead of the host's x86 one (ai_edge_litert segfaults in Interpreter() on the latter).\n")
     lay.python.parent.mkdir(parents=True, exist_ok=True)
     lay.python.write_text(
