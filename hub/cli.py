@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -135,7 +136,7 @@ def _results(store: HubStore, args: argparse.Namespace) -> int:
 def _print_results(rows: Iterable[StoredResult], as_json: bool) -> None:
     for r in rows:
         if as_json:
-            print(json.dumps(r.summary(), ensure_ascii=False), flush=True)
+            print(json_line(r.summary(), f"result {r.result_id}"), flush=True)
             continue
         label = "inconclusive" if r.inconclusive else (r.label or "")
         p = r.probabilities.get(r.label, 0.0) if r.label else max(r.probabilities.values(), default=0.0)
@@ -148,7 +149,7 @@ def _devices(store: HubStore, as_json: bool) -> int:
     devices = store.devices()
     if as_json:
         for d in devices:
-            print(json.dumps(d.summary(), ensure_ascii=False))
+            print(json_line(d.summary(), f"device {d.site}/{d.device_id}"))
         return 0
     print(f"{'site/device':28} {'presence':9} {'last seen':24} {'backlog':>7} {'temp':>5} {'p50 ms':>7} model")
     for d in devices:
@@ -163,7 +164,7 @@ def _devices(store: HubStore, as_json: bool) -> int:
 def _rejections(store: HubStore, as_json: bool) -> int:
     for r in store.rejections():
         if as_json:
-            print(json.dumps(r.__dict__, ensure_ascii=False))
+            print(json_line(r.__dict__, f"rejection {r.reason}"))
         else:
             print(f"{r.count:>8} {r.reason:16} {r.site or '?'}/{r.device_id or '?'} last {r.last_at}: {r.last_detail}")
     return 0
@@ -198,6 +199,26 @@ def _write_export(store: HubStore, args: argparse.Namespace, out: IO[str]) -> in
                     row[key] = json.dumps(row[key], ensure_ascii=False)
                 writer.writerow({k: row[k] for k in EXPORT_FIELDS})
             else:
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                out.write(json_line(row, f"result {r.result_id}") + "\n")
             count += 1
         after = page[-1].id
+
+
+def json_line(value: dict, what: str) -> str:
+    """One line of strict JSON. A non-finite number (stored by a hub older than issue 17's bounds) is written
+    as null, with a warning naming the row: NaN and Infinity are not JSON."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        log.warning("%s holds a non-finite number (stored before the contract bounded numbers); written as null", what)
+        return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

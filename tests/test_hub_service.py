@@ -170,3 +170,64 @@ def test_status_and_operator_cli(served, tmp_path: Path) -> None:
     for r in hub.store.rejections():
         assert f"{r.count:>8} {r.reason:16} {r.site or '?'}/{r.device_id or '?'}" in listed
     assert "topic_mismatch" in listed
+
+
+class RecordingClient:
+    """Stands in for paho in HubService.process: records the device acks and PUBACKs it is asked for."""
+
+    def __init__(self) -> None:
+        self.acks: list[str] = []
+        self.pubacks: list[int] = []
+
+    def publish(self, name: str, payload: bytes, qos: int, retain: bool) -> None:
+        self.acks.extend(decode_ack(payload).result_ids)
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.pubacks.append(mid)
+
+
+def test_a_result_the_database_refuses_is_rejected_and_the_rest_of_its_batch_stored(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """Defence in depth behind the contract: if a decoded result still cannot be stored (here a seq beyond
+    64 bits, made to slip past validation), only that message is rejected."""
+    from device import contract
+    from hub import service as hub_service
+    from hub.config import HubConfig
+    from hub.service import HubService, Incoming
+    from hub.store import HubStore
+
+    real = contract.decode_result
+    monkeypatch.setattr(hub_service, "decode_result",
+                        lambda name, data: replace(real(name, data), seq=2**70) if b'"seq":9999' in data else real(name, data))
+    store = HubStore.open(tmp_path / "hub.sqlite")
+    svc = HubService(HubConfig(), store, broker="127.0.0.1:1")
+    svc._client = RecordingClient()  # type: ignore[assignment]
+    raw = RawDevice.__new__(RawDevice)
+    raw.site, raw.device_id = "site-a", "dev-1"
+    messages = [raw.result(1), raw.result(9999), raw.result(2)]
+    name = topic("site-a", "dev-1", "result")
+    svc.process([Incoming(name, encode_result(m), mid, 1) for mid, m in enumerate(messages, 1)])
+    assert svc._client.acks == [messages[0].result_id, messages[2].result_id]
+    assert svc._client.pubacks == [1, 2, 3], "every message is PUBACKed: the refused one must not come back"
+    assert store.count_results() == 2 and store.result(messages[1].result_id) is None
+    [rejection] = store.rejections()
+    assert rejection.reason == "unstorable" and "OverflowError" in rejection.last_detail
+    assert (svc.counters["received"], svc.counters["stored"], svc.counters["rejected"]) == (3, 2, 1)
+    store.close()
+
+
+def test_exports_of_non_finite_numbers_stored_by_an_older_hub_are_still_json(tmp_path: Path) -> None:
+    from hub.store import HubStore
+
+    db = tmp_path / "hub.sqlite"
+    raw = RawDevice.__new__(RawDevice)
+    raw.site, raw.device_id = "site-a", "dev-1"
+    with HubStore.open(db) as store:  # written directly, as the old hub let a 1e999 through
+        store.add_results([replace(raw.result(1), latency_ms=float("inf"), thresholds={"malignant": float("nan")})])
+    for args in (["export", "--json"], ["results", "--json"]):
+        done = subprocess.run([sys.executable, "-m", "hub", *args, "--db", str(db)], cwd=REPO, capture_output=True,
+                              text=True, timeout=60, check=True)
+        [line] = done.stdout.splitlines()
+        row = json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in {args}"))
+        assert row["latency_ms"] is None and row["thresholds"] == {"malignant": None}
+        assert "non-finite" in done.stderr
