@@ -75,6 +75,27 @@ def bench_compute(model: Path, threads: int, frames: list[np.ndarray], repeats: 
     }
 
 
+def bench_prepare(model: Path, frames: list[np.ndarray], repeats: int) -> dict[str, float]:
+    """``preprocess.prepare`` alone with the bundle's spec, platform-exact vs OpenCV resampling, interleaved."""
+    import dataclasses
+
+    from device.bundle import Resampling, load_bundle
+    from device.preprocess import prepare
+    from device.selftest import synthetic_suite
+
+    spec = load_bundle(model).manifest.input
+    specs = {r: dataclasses.replace(spec, resampling=r.value) for r in Resampling}
+    times: dict[Resampling, list[float]] = {r: [] for r in Resampling}
+    for i in range(repeats):
+        frame = frames[i % len(frames)]
+        for r in Resampling:
+            times[r] += timed(lambda: prepare(frame, specs[r]), 1)
+    capture = next(frame for name, frame, _ in synthetic_suite() if name == "capture-1080p-colour")  # a capture card's frame
+    hd = {r: timed(lambda: prepare(capture, specs[r]), 30) for r in Resampling}
+    return {f"{r.value}_{k}": v for r in Resampling for k, v in
+            (("p50", percentile(times[r], 50)), ("p95", percentile(times[r], 95)), ("hd_p50", percentile(hd[r], 50)))}
+
+
 def bench_decode_and_store(model: Path, files: list[Path], scratch: Path) -> dict[str, float]:
     from device.bundle import load_bundle
     from device.config import parse_config
@@ -151,6 +172,11 @@ def main() -> None:
         print(f"bare invoke       p50 {compute['bare_p50']:7.2f} ms   p95 {compute['bare_p95']:7.2f} ms")
         print(f"compute path      p50 {compute['path_p50']:7.2f} ms   p95 {compute['path_p95']:7.2f} ms")
         print(f"ratio path/bare   p50 {compute['path_p50'] / compute['bare_p50']:7.3f}   (goal <= 1.25)")
+        prep = bench_prepare(args.model, frames, args.repeats)
+        print(f"prepare exact     p50 {prep['exact_p50']:7.2f} ms   p95 {prep['exact_p95']:7.2f} ms   1080p capture p50 {prep['exact_hd_p50']:6.2f} ms")
+        print(f"prepare opencv    p50 {prep['opencv_p50']:7.2f} ms   p95 {prep['opencv_p95']:7.2f} ms   1080p capture p50 {prep['opencv_hd_p50']:6.2f} ms")
+        print(f"ratio exact/opencv p50 {prep['exact_p50'] / prep['opencv_p50']:6.2f}   1080p {prep['exact_hd_p50'] / prep['opencv_hd_p50']:.2f}"
+              "   (opencv: format-1 bundles only; not the same pixels on aarch64)")
         store = bench_decode_and_store(args.model, files, scratch)
         print(f"decode file       p50 {store['decode_p50']:7.2f} ms   p95 {store['decode_p95']:7.2f} ms")
         print(f"durable store     p50 {store['store_p50']:7.2f} ms   p95 {store['store_p95']:7.2f} ms  (thumbnail + frame PNG + fsync'd commit)")

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from device import resample
+from device.bundle import Resampling
 from device.imageio import to_grey
 
 _WORK_SIDE = 256  # detection runs on a copy scaled to this size: cheap per frame
@@ -52,14 +53,20 @@ class Box:
         return frame[self.y : self.y + self.height, self.x : self.x + self.width]
 
 
-def detect_scan_region(frame: np.ndarray) -> Box:
-    """Bounding box of the ultrasound image in a screen capture (the whole frame if none is found)."""
+def detect_scan_region(frame: np.ndarray, resampling: str = Resampling.EXACT.value) -> Box:
+    """Bounding box of the ultrasound image in a screen capture (the whole frame if none is found).
+
+    ``resampling`` is the bundle's: format-1 (``opencv``) bundles were validated on boxes found on a
+    bilinear work copy, so they keep it."""
     grey = to_grey(frame)
     height, width = grey.shape
     scale = min(1.0, _WORK_SIDE / max(height, width))
-    if scale < 1.0:  # nearest-neighbour: exact on every CPU (the box must not depend on it) and cheap; a
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if scale < 1.0 and resampling == Resampling.OPENCV:
+        small = cv2.resize(grey, size, interpolation=cv2.INTER_LINEAR)
+    elif scale < 1.0:  # nearest-neighbour: exact on every CPU (the box must not depend on it) and cheap; a
         # threshold mask needs no smoothing (the morphology below joins speckle)
-        small = resample.nearest(grey, max(1, round(width * scale)), max(1, round(height * scale)))
+        small = resample.nearest(grey, *size)
     else:
         small = grey
     _, mask = cv2.threshold(small, 12, 1, cv2.THRESH_BINARY)
@@ -81,7 +88,9 @@ def detect_scan_region(frame: np.ndarray) -> Box:
     return box.clip_to(frame)
 
 
-def choose_crop(frame: np.ndarray, auto_crop: bool, roi: Box | None, roi_mode: str = "override") -> Box:
+def choose_crop(
+    frame: np.ndarray, auto_crop: bool, roi: Box | None, roi_mode: str = "override", resampling: str = Resampling.EXACT.value
+) -> Box:
     """The crop applied to a frame: manual ROI (as is, or refined by auto-detection inside it),
     else the auto-detected scan region, else the whole frame."""
     if roi is not None:
@@ -89,8 +98,8 @@ def choose_crop(frame: np.ndarray, auto_crop: bool, roi: Box | None, roi_mode: s
         if region.width == 0 or region.height == 0:
             region = Box.full(frame)
         if roi_mode == "refine" and auto_crop:
-            return detect_scan_region(region.apply(frame)).offset(region.x, region.y)
+            return detect_scan_region(region.apply(frame), resampling).offset(region.x, region.y)
         return region
     if auto_crop:
-        return detect_scan_region(frame)
+        return detect_scan_region(frame, resampling)
     return Box.full(frame)

@@ -45,7 +45,7 @@ def prepare(
 ) -> Prepared:
     """Grey -> crop (manual ROI, else the detected scan region) -> model pixels."""
     grey = to_grey(frame)
-    box = choose_crop(grey, auto_crop, roi, roi_mode)
+    box = choose_crop(grey, auto_crop, roi, roi_mode, spec.resampling)
     grey_crop = box.apply(grey)
     pixels, placement = to_model_pixels(grey_crop, spec)
     return Prepared(box, grey_crop, pixels, placement)
