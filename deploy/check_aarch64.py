@@ -348,7 +348,8 @@ def missing_libraries(lay: Layout, release: Path) -> list[str]:
 def render_flash_config(lay: Layout, python: str) -> Path:
     secrets = lay.work / "secrets"
     secrets.mkdir(parents=True, exist_ok=True)
-    (secrets / "mqtt.password").write_text("emulation-only\n")
+    for name in ("ca.crt", "device.crt", "device.key", "mqtt.password"):  # both [uplink] branches: TLS + password
+        (secrets / name).write_text("emulation-only\n")
     out = lay.work / "device-flash.toml"
     run([python, REPO / "deploy/render_config.py", "--device-id", DEVICE_ID, "--site", SITE, "--secrets", secrets,
          "--out", out], what="deploy/render_config.py")

@@ -123,3 +123,29 @@ def test_the_host_python_packages_do_not_leak_into_the_guest() -> None:
     proc = subprocess.run([str(LAYOUT.python), "-c", "import yaml"], capture_output=True, text=True, timeout=120,
                           env=gate.guest_env(LAYOUT), cwd=REPO)
     assert proc.returncode != 0 and "No module named 'yaml'" in proc.stderr
+
+
+_current = LAYOUT.prefix / "opt/sonopi/current"
+
+
+@needs_emulator
+@pytest.mark.skipif(not (_current / ".installed").is_file(),
+                    reason="no release installed in build/aarch64/device: run `make check-aarch64` once")
+def test_litert_segfaults_under_qemu_without_the_pi_cpuinfo(tmp_path: Path) -> None:
+    """Why the emulation-only cpuinfo exists: the same sysroot without it (the host's x86 cpuinfo shows)."""
+    bare = tmp_path / "sysroot-without-cpuinfo"
+    bare.mkdir()
+    for entry in LAYOUT.sysroot.iterdir():
+        if entry.name != "proc":
+            (bare / entry.name).symlink_to(entry)
+    release = _current.resolve()
+    code = (f"from ai_edge_litert.interpreter import Interpreter; i = Interpreter(model_path='{release}/model/model.tflite', "
+            "num_threads=2); i.allocate_tensors(); print('ok')")
+    outcomes = []
+    for root in (bare, LAYOUT.sysroot):
+        proc = subprocess.run([str(LAYOUT.qemu), "-cpu", gate.QEMU_CPU, "-L", str(root), "-0", str(release / "venv/bin/python"),
+                               str(LAYOUT.sysroot / "usr/bin/python3.11"), "-c", code], capture_output=True, text=True,
+                              timeout=300, env=gate.guest_env(LAYOUT), cwd=REPO)
+        outcomes.append((proc.returncode, proc.stdout.strip(), proc.stderr[-300:]))
+    assert outcomes[0][0] != 0 and "Segmentation fault" in outcomes[0][2], outcomes[0]
+    assert outcomes[1][:2] == (0, "ok"), outcomes[1]
