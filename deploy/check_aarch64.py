@@ -363,6 +363,21 @@ def config_check(lay: Layout, release: Path, config: Path) -> None:
         raise CheckError(f"config check of the flash-rendered {config} failed on aarch64: {proc.stderr.strip()}")
 
 
+def healthcheck(lay: Layout, config: Path, public_key: Path) -> str:
+    """The release's own healthcheck.sh on the staged root (systemctl: a stand-in, the units are not run
+    here): one real inference on the bundled test frame with the flash-rendered config, which requires
+    bundles signed for /etc/sonopi/model-signing.pub — the guest opens that path in the sysroot."""
+    shutil.copy2(config, lay.prefix / "etc/sonopi/device.toml")
+    (lay.sysroot / "etc/sonopi").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(public_key, lay.sysroot / "etc/sonopi/model-signing.pub")
+    current = lay.prefix / "opt/sonopi/current"
+    env = {**guest_env(lay), "SONOPI_PREFIX": str(lay.prefix), "SONOPI_SYSTEMCTL": "true",
+           "SONOPI_HEALTH_SETTLE_S": "0"}
+    proc = run([current / "deploy/device/healthcheck.sh"], what="healthcheck.sh (emulated)", env=env, cwd=lay.work,
+               timeout=600)
+    return proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "passed"
+
+
 def dataset_images(datasets: Path) -> list[Path]:
     busi = sorted((datasets / "busi").glob("*/*.png"))
     busbra = sorted((datasets / "bus-bra/images").glob("*.png"))
@@ -663,8 +678,9 @@ def gate(args: argparse.Namespace) -> int:
                 steps.append(f"{name}: FAILED")
 
     if not args.compare_only:
-        attempt("config check (flash-rendered config)",
-                lambda: config_check(lay, installed, render_flash_config(lay, python)) or "passed")
+        flash_config = render_flash_config(lay, python)
+        attempt("config check (flash-rendered config)", lambda: config_check(lay, installed, flash_config) or "passed")
+        attempt("healthcheck.sh", lambda: healthcheck(lay, flash_config, pub))
         attempt("selftest", lambda: selftest(lay, installed, active_model))
     images = choose_images(args.images, args.datasets, installed)
     with timer.step(f"classify --json, {len(images)} images, x86 then aarch64"):
