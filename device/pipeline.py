@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -17,7 +17,7 @@ from device.crop import Box
 from device.engine import Classification, Classifier
 from device.errors import ConfigError, ImageDecodeError, SourceError
 from device.quality import QualityLimits
-from device.results import Exam, ResultRecord, new_result_id, utc_now_iso
+from device.results import CapturedFrame, ExamDesk, ResultRecord, new_result_id, utc_now_iso
 from device.signing import load_verified_bundle
 from device.sources.base import Frame, FrameSource
 from device.store import ResultStore
@@ -89,25 +89,66 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 class Analyzer:
-    """Classifies frames and stores every result before returning it."""
+    """Classifies frames and stores every result before returning it.
 
-    def __init__(self, config: DeviceConfig, classifier: Classifier, store: ResultStore) -> None:
+    A result is stored under exactly one exam: the one open on ``exams`` when its frame was captured
+    (:meth:`ExamDesk.capture`), and only while that exam is still open — otherwise :meth:`record` raises an
+    :class:`~device.results.ExamBindingError` and nothing is stored. The one exception is the headless
+    ``device run`` (development, demos, benchmarks; never the touchscreen app), which stores *unattended*
+    results with no exam and no patient through the explicitly named :meth:`record_unattended`."""
+
+    def __init__(self, config: DeviceConfig, classifier: Classifier, store: ResultStore,
+                 exams: ExamDesk | None = None) -> None:
         self.config = config
         self.classifier = classifier
         self.store = store
+        self.exams = exams if exams is not None else ExamDesk()
 
-    def analyse(self, frame: Frame, *, exam: Exam | None = None, roi: Box | None = None, heatmap: bool = False) -> tuple[ResultRecord, Classification]:
+    def classify(self, frame: Frame, *, roi: Box | None = None, heatmap: bool = False) -> Classification:
         source = self.config.source
         if roi is None and source.roi is not None:
             roi = Box.from_tuple(source.roi)
-        result = self.classifier.classify(frame.image, auto_crop=source.auto_crop, roi=roi, roi_mode=source.roi_mode, heatmap=heatmap)
-        return self.record(frame, result, exam), result
+        return self.classifier.classify(frame.image, auto_crop=source.auto_crop, roi=roi, roi_mode=source.roi_mode, heatmap=heatmap)
 
-    def record(self, frame: Frame, result: Classification, exam: Exam | None = None) -> ResultRecord:
-        """Durably store a classification of ``frame`` (raises :class:`StoreError` if it cannot)."""
-        manifest = self.classifier.manifest
+    def analyse(self, captured: CapturedFrame, *, roi: Box | None = None, heatmap: bool = False) -> tuple[ResultRecord, Classification]:
+        """Classify a captured frame and store it under the exam it was captured under."""
+        self.exams.check(captured)  # refuse before spending the model's time on it
+        result = self.classify(captured.frame, roi=roi, heatmap=heatmap)
+        return self.record(captured, result), result
+
+    def record(self, captured: CapturedFrame, result: Classification) -> ResultRecord:
+        """Durably store a classification of ``captured`` under the exam open when it was captured.
+
+        Raises :class:`~device.results.ExamBindingError` (nothing stored) when that exam is not the open one,
+        :class:`StoreError` when the store cannot write."""
+        if not isinstance(captured, CapturedFrame):
+            raise TypeError(f"Analyzer.record takes a CapturedFrame (a frame with its exam token), not {type(captured).__name__}; "
+                            "capture it with ExamDesk.capture while its exam is open")
+        thumbnail, frame_png = self._images(captured.frame, result)
+        with self.exams.bound(captured) as exam:  # the exam cannot close between this check and the write
+            record = replace(self._record(captured.frame, result, thumbnail), exam_id=exam.exam_id,
+                             patient_ref=exam.patient_ref, side=exam.side)
+            return self.store.add(record, frame_png)
+
+    def analyse_unattended(self, frame: Frame) -> tuple[ResultRecord, Classification]:
+        """Headless ``device run`` only: classify and store with no exam and no patient."""
+        result = self.classify(frame)
+        return self.record_unattended(frame, result), result
+
+    def record_unattended(self, frame: Frame, result: Classification) -> ResultRecord:
+        """Headless ``device run`` and benchmarks only: store a result that belongs to no exam and no patient."""
+        thumbnail, frame_png = self._images(frame, result)
+        return self.store.add(self._record(frame, result, thumbnail), frame_png)
+
+    def _images(self, frame: Frame, result: Classification) -> tuple[bytes, bytes | None]:
         crop = result.crop.apply(frame.image)
-        record = ResultRecord(
+        thumbnail = encode_jpeg(crop if crop.size else frame.image, self.config.store.thumbnail_px)
+        frame_png = encode_png(frame.image) if self.config.store.keep_images_days > 0 else None
+        return thumbnail, frame_png
+
+    def _record(self, frame: Frame, result: Classification, thumbnail: bytes) -> ResultRecord:
+        manifest = self.classifier.manifest
+        return ResultRecord(
             result_id=new_result_id(),
             created_at=utc_now_iso(),
             device_id=self.config.device.id,
@@ -120,17 +161,12 @@ class Analyzer:
             inconclusive=result.inconclusive,
             reasons=result.reasons,
             thresholds=result.thresholds,
-            exam_id=exam.exam_id if exam else None,
-            patient_ref=exam.patient_ref if exam else None,
-            side=exam.side if exam else None,
             crop=result.crop.as_tuple(),
             roi=result.roi.as_tuple() if result.roi else None,
             source=frame.origin,
             latency_ms=round(result.latency_ms, 3),
-            thumbnail=encode_jpeg(crop if crop.size else frame.image, self.config.store.thumbnail_px),
+            thumbnail=thumbnail,
         )
-        frame_png = encode_png(frame.image) if self.config.store.keep_images_days > 0 else None
-        return self.store.add(record, frame_png)
 
 
 @dataclass
@@ -151,6 +187,8 @@ def run_capture(
     on_error: Callable[[str], None] | None = None,
 ) -> RunStats:
     """Capture -> classify -> store until ``stop`` is set (or a finite source ends with ``once``).
+
+    Headless (``device run``): results are stored unattended, with no exam and no patient.
 
     Per-frame problems (undecodable file, unplugged card) are reported and the loop goes on.
     A store failure stops the loop: results must not be produced that cannot be kept.
@@ -176,7 +214,7 @@ def run_capture(
                 break
             continue
         stats.frames += 1
-        record, _ = analyzer.analyse(frame)  # StoreError propagates: stop rather than lose results
+        record, _ = analyzer.analyse_unattended(frame)  # no clinician, no exam; StoreError stops the run
         stats.stored += 1
         stats.inconclusive += int(record.inconclusive)
         if on_result:

@@ -1,11 +1,24 @@
-"""The result record: what the device keeps (and later sends) for every analysed frame."""
+"""The result record: what the device keeps (and later sends) for every analysed frame; the exam it belongs to,
+and the exam desk that binds every captured frame to the exam open when it was captured."""
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from device.errors import SonopiError
+
+if TYPE_CHECKING:  # the hub imports this module through the contract: no frame sources (OpenCV) at run time
+    from device.sources.base import Frame
+
+log = logging.getLogger(__name__)
 
 SIDES = ("L", "R")
 DELIVERY_STATES = ("stored", "sent", "acked")  # on device / sent to hub / received by hub
@@ -82,3 +95,119 @@ class Exam:
     clock: int | None = None  # clock position 1..12
     age: int | None = None
     created_at: str = field(default_factory=utc_now_iso)
+
+
+# --- binding results to the exam open when their frame was captured ------------------------------------
+
+
+class ExamBindingError(SonopiError):
+    """A frame cannot be stored: no exam was open when it was captured, or that exam is no longer the open one.
+
+    A result always belongs to exactly one open exam, or it is not stored (docs/ui.md)."""
+
+    code = "exam_binding"
+
+
+class NoOpenExamError(ExamBindingError):
+    """The frame was captured while no exam was open: there is no patient to store it under."""
+
+    code = "no_open_exam"
+
+
+class ExamClosedError(ExamBindingError):
+    """The exam the frame was captured under was finished (or the screen locked) before it could be stored."""
+
+    code = "exam_closed"
+
+
+class ExamMismatchError(ExamBindingError):
+    """The frame was captured under one exam and another exam is open now."""
+
+    code = "exam_mismatch"
+
+
+class ExamAlreadyOpenError(ExamBindingError):
+    """An exam is opened while another one is still open: finish that one first."""
+
+    code = "exam_already_open"
+
+
+class ExamEnd(Enum):
+    """Why an exam stopped being the open one."""
+
+    FINISHED = "finished"  # the clinician confirmed Finish exam
+    LOCKED = "locked"  # the screen locked (idle or Settings › Lock): the exam is finished, never resumed
+
+
+@dataclass(frozen=True)
+class CapturedFrame:
+    """A frame as captured (frozen, or tapped for analysis) with the id of the exam open at that moment.
+
+    ``exam_id`` is the exam token: the frame may only ever be stored under that exam, and only while it
+    is still the open one. None: no exam was open, so the frame can be looked at but never stored."""
+
+    frame: Frame
+    exam_id: str | None
+    captured_at: str = field(default_factory=utc_now_iso)
+
+
+class ExamDesk:
+    """The one exam open on this device, or none — Qt-free and thread-safe.
+
+    Frames are stamped with the open exam when captured (:meth:`capture`); :meth:`bound` lets a writer store
+    a captured frame only while its exam is still open, and holds the desk for the duration of the write, so
+    finishing an exam waits for a write already under way and no write can land under an exam after it closed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._exam: Exam | None = None
+
+    @property
+    def current(self) -> Exam | None:
+        with self._lock:
+            return self._exam
+
+    def open(self, exam: Exam) -> Exam:
+        with self._lock:
+            if self._exam is not None:
+                raise ExamAlreadyOpenError(
+                    f"exam {exam.exam_id} not opened: exam {self._exam.exam_id} is still open; finish it first")
+            self._exam = exam
+        log.info("exam %s opened", exam.exam_id)
+        return exam
+
+    def close(self, reason: ExamEnd = ExamEnd.FINISHED) -> Exam | None:
+        """End the open exam (if any) and return it; waits for a store write under it that is under way."""
+        with self._lock:
+            exam, self._exam = self._exam, None
+        if exam is not None:
+            log.info("exam %s %s", exam.exam_id, reason.value)
+        return exam
+
+    def capture(self, frame: Frame) -> CapturedFrame:
+        with self._lock:
+            return CapturedFrame(frame, self._exam.exam_id if self._exam else None)
+
+    def check(self, captured: CapturedFrame) -> Exam:
+        """The open exam ``captured`` may be stored under; raises :class:`ExamBindingError` naming the problem."""
+        with self._lock:
+            exam = self._exam
+            if captured.exam_id is None:
+                raise NoOpenExamError(
+                    f"frame from {captured.frame.origin} not stored: no exam was open when it was captured; "
+                    "start an exam, then capture the frame again")
+            if exam is None:
+                raise ExamClosedError(
+                    f"frame from {captured.frame.origin} not stored: exam {captured.exam_id} it was captured under "
+                    "was finished before it could be stored; no exam is open")
+            if exam.exam_id != captured.exam_id:
+                raise ExamMismatchError(
+                    f"frame from {captured.frame.origin} not stored: it was captured under exam {captured.exam_id}, "
+                    f"but exam {exam.exam_id} is open now")
+            return exam
+
+    @contextmanager
+    def bound(self, captured: CapturedFrame) -> Iterator[Exam]:
+        """Hold the desk while a result for ``captured`` is written under the exam this yields."""
+        with self._lock:
+            yield self.check(captured)

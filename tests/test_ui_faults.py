@@ -17,6 +17,7 @@ from device.config import parse_config  # noqa: E402
 from device.errors import SourceError, StoreError  # noqa: E402
 from device.sources.base import Frame, FrameSource  # noqa: E402
 from tests.mqtt_broker import free_port  # noqa: E402
+from tests.ui_support import start_exam  # noqa: E402
 from ui.app import build_window, start  # noqa: E402
 
 
@@ -125,6 +126,7 @@ def test_low_disk_and_failed_store_write_banners(qtbot, tmp_path: Path, tiny_bun
         def disk_full(*args, **kwargs):
             raise StoreError("result store: write failed (database or disk is full)")
 
+        start_exam(qtbot, window, "77", "L")  # results are stored only under an open exam
         monkeypatch.setattr(window.services.analysis._analyzer.store, "add", disk_full)
         window.live.request_analysis()
         qtbot.waitUntil(lambda: "store" in window.banners.banners, timeout=30_000)

@@ -19,6 +19,7 @@ from device.config import parse_config  # noqa: E402
 from device.crop import Box  # noqa: E402
 from device.store import ResultStore  # noqa: E402
 from tests.tiny_bundle import expected_label  # noqa: E402
+from tests.ui_support import start_exam  # noqa: E402
 from ui.app import build_window, start  # noqa: E402
 
 BRIGHT_BOX = Box(200, 120, 240, 200)  # the bright "lesion" area in every test frame (source pixels)
@@ -202,6 +203,7 @@ def test_restart_shows_every_stored_result(qtbot, workflow_window, tmp_path: Pat
     window.first_run.close_overlay()
     window.services.reader.set_spec(f"folder:{usb}")
     qtbot.waitUntil(lambda: window.services.analysis.ready and window.live.view.frame is not None, timeout=30_000)
+    start_exam(qtbot, window, "31", "R")  # results are stored only under an open exam
     for _ in range(2):
         with qtbot.waitSignal(window.live.result_shown, timeout=30_000):
             window.live.request_analysis()

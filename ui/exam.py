@@ -1,5 +1,8 @@
 """The exam: patient reference on the keypad, side, optional clock position and age; several frames per
-exam combined into a summary (highest malignant probability, every frame listed)."""
+exam combined into a summary (highest malignant probability, every frame listed).
+
+The exam open on the device lives in the Qt-free :class:`device.results.ExamDesk`; :class:`ExamSession` is its
+face for the widgets. Every frame is captured with the open exam's id and can only be stored under it."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from PyQt5.QtWidgets import (
     QTableWidgetItem, QVBoxLayout, QWidget, QAbstractItemView, QHeaderView, QScroller,
 )
 
-from device.results import Exam, ResultRecord, new_result_id
+from device.results import CapturedFrame, Exam, ExamDesk, ExamEnd, ResultRecord, new_result_id
+from device.sources.base import Frame
 from device.store import ResultStore
 from ui import theme
 from ui.keypad import Keypad
@@ -73,22 +77,41 @@ def thumbnail_pixmap(record: ResultRecord, size: int) -> QPixmap:
     return pixmap.scaled(size, size, Qt.KeepAspectRatio, Qt.SmoothTransformation) if not pixmap.isNull() else pixmap
 
 
+@dataclass(frozen=True)
+class ExamEnded:
+    exam: Exam
+    reason: ExamEnd
+
+
 class ExamSession(QObject):
-    """The exam in progress (or none). Results analysed while it is open belong to it."""
+    """The exam in progress (or none), kept by the device's :class:`ExamDesk`. Frames captured while it is
+    open belong to it; finishing it (or the lock) ends it for good — it is never resumed."""
 
     changed = pyqtSignal(object)  # Exam | None
+    ended = pyqtSignal(object)  # ExamEnded, before ``changed(None)``
 
-    def __init__(self) -> None:
+    def __init__(self, desk: ExamDesk | None = None) -> None:
         super().__init__()
-        self.exam: Exam | None = None
+        self.desk = desk if desk is not None else ExamDesk()
+
+    @property
+    def exam(self) -> Exam | None:
+        return self.desk.current
 
     def begin(self, exam: Exam) -> None:
-        self.exam = exam
+        self.desk.open(exam)  # ExamAlreadyOpenError: never two at once
         self.changed.emit(exam)
 
-    def finish(self) -> None:
-        self.exam = None
-        self.changed.emit(None)
+    def finish(self, reason: ExamEnd = ExamEnd.FINISHED) -> Exam | None:
+        exam = self.desk.close(reason)
+        if exam is not None:
+            self.ended.emit(ExamEnded(exam, reason))
+            self.changed.emit(None)
+        return exam
+
+    def capture(self, frame: Frame) -> CapturedFrame:
+        """Stamp ``frame`` with the exam open now (or none): the only exam it may ever be stored under."""
+        return self.desk.capture(frame)
 
 
 class ExamForm(QWidget):
@@ -128,7 +151,7 @@ class ExamForm(QWidget):
         side_caption.setProperty("role", "muted")
         sides.addWidget(side_caption)
         self.side_buttons: dict[str, QPushButton] = {}
-        group = QButtonGroup(self)
+        group = self._side_group = QButtonGroup(self)
         for side in ("L", "R"):
             button = QPushButton(SIDE_NAMES[side])
             button.setCheckable(True)
@@ -153,6 +176,11 @@ class ExamForm(QWidget):
             self.clock_buttons[hour] = button
         right.addLayout(grid)
         right.addStretch(1)
+        self.notice = QLabel("")  # what happened to the previous exam (finished, or finished by the lock)
+        self.notice.setProperty("role", "muted")
+        self.notice.setWordWrap(True)
+        self.notice.hide()
+        right.addWidget(self.notice)
         self.start = QPushButton("Start exam")
         self.start.setProperty("role", "primary")
         self.start.clicked.connect(self._start)
@@ -160,11 +188,18 @@ class ExamForm(QWidget):
         outer.addLayout(right, 1)
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, notice: str = "") -> None:
+        """An empty form: nothing selected that the next exam would not get (a new exam starts from scratch)."""
         self.values = {"patient": "", "age": ""}
         self.side, self.clock = None, None
+        self._starting = False
+        group = self._side_group
+        group.setExclusive(False)  # an exclusive group refuses to uncheck its checked button
         for button in list(self.side_buttons.values()) + list(self.clock_buttons.values()):
             button.setChecked(False)
+        group.setExclusive(True)
+        self.notice.setText(notice)
+        self.notice.setVisible(bool(notice))
         self.select_field("patient")
         self._refresh()
 
@@ -203,14 +238,21 @@ class ExamForm(QWidget):
         self.field_buttons["patient"].setText(f"Patient: {self.values['patient'] or '—'}")
         self.field_buttons["age"].setText(f"Age: {self.values['age'] or '—'}")
         problem = self.problem()
-        self.start.setEnabled(problem is None)
-        self.start.setText(problem or "Start exam")  # says what is missing until the exam can start
+        self.start.setEnabled(problem is None and not self._starting)
+        self.start.setText(problem or ("Starting…" if self._starting else "Start exam"))  # says what is missing
 
     def _start(self) -> None:
-        if self.problem() is not None:
+        if self.problem() is not None or self._starting:
             return
+        self._starting = True  # one tap, one exam: a second tap before it opens starts nothing
+        self._refresh()
         age = int(self.values["age"]) if self.values["age"] else None
         self.start_requested.emit(Exam(new_result_id(), self.values["patient"], self.side, self.clock, age))
+
+    def start_failed(self) -> None:
+        """The exam could not be stored: the form stays filled in for another try."""
+        self._starting = False
+        self._refresh()
 
 
 class ExamSummaryView(QWidget):
@@ -276,7 +318,7 @@ class ExamSummaryView(QWidget):
             item.setForeground(_brush(theme.WARN if record.inconclusive else theme.label_colour(record.label)))
             self.table.setItem(row, 2, item)
             p = record.probabilities.get(MALIGNANT)
-            self.table.setItem(row, 3, QTableWidgetItem("—" if p is None else f"{p * 100:.0f}%"))
+            self.table.setItem(row, 3, QTableWidgetItem("—" if p is None or record.inconclusive else f"{p * 100:.0f}%"))
             self.table.setRowHeight(row, thumb)
         self.table.setColumnWidth(0, thumb + 8)
 
@@ -288,9 +330,10 @@ def _brush(colour: str):
 
 
 class ExamScreen(QWidget):
-    """Form when no exam is open; the exam's summary while one is."""
+    """Form when no exam is open; the exam's summary while one is. Finish asks the window to confirm."""
 
     back_to_live = pyqtSignal()
+    finish_requested = pyqtSignal()
 
     def __init__(self, th: Theme, session: ExamSession, store: ResultStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -299,18 +342,29 @@ class ExamScreen(QWidget):
         self.form = ExamForm(th)
         self.summary = ExamSummaryView(th)
         self.summary.back_to_live.connect(self.back_to_live)
-        self.summary.finish_requested.connect(session.finish)
+        self.summary.finish_requested.connect(self.finish_requested)
         self.pages = QStackedWidget()
         self.pages.addWidget(self.form)
         self.pages.addWidget(self.summary)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.pages)
+        self._ended_notice = ""
+        session.ended.connect(self._session_ended)
         session.changed.connect(self._session_changed)
+
+    def _session_ended(self, ended: ExamEnded) -> None:
+        count = len(self.store.history(exam_id=ended.exam.exam_id))
+        held = f"{count} result{'' if count == 1 else 's'} stored"
+        if ended.reason is ExamEnd.LOCKED:
+            self._ended_notice = f"The screen locked, so the previous exam was finished ({held}). Start a new exam."
+        else:
+            self._ended_notice = f"Previous exam finished ({held}). Start a new exam."
 
     def _session_changed(self, exam: Exam | None) -> None:
         if exam is None:
-            self.form.reset()
+            self.form.reset(self._ended_notice)
+            self._ended_notice = ""
             self.pages.setCurrentWidget(self.form)
         else:
             self.refresh()

@@ -1,5 +1,9 @@
 """The Live screen: the image (Freeze/Live, finger-drawn region), Analyse, the live-analysis toggle
-and the result card. Frames come from the FrameReader, results from the AnalysisService: both by signal."""
+and the result card. Frames come from the FrameReader, results from the AnalysisService: both by signal.
+
+A frozen frame is captured with the exam open at that moment; Analyse stores it only under that exam (the
+device refuses anything else), and only while an exam is open. When the exam changes, finishes or the screen
+locks, the frozen frame, the region of interest, the live estimate and the card are all cleared."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import time
 from PyQt5.QtCore import pyqtSignal
 from PyQt5.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
-from device.results import Exam
+from device.results import CapturedFrame, Exam
 from ui.exam import ExamSession, exam_short
 from ui.frames import FramePacket
 from ui.live_view import LiveView
@@ -33,6 +37,8 @@ class LiveScreen(QWidget):
         self.last_live: AnalysisOutcome | None = None
         self.last_result: AnalysisOutcome | None = None
         self.analysing = False
+        self.captured: CapturedFrame | None = None  # the frozen frame and the exam it was captured under
+        self._pending: CapturedFrame | None = None  # the request whose outcome the card waits for
         self.tap_to_result_ms: float | None = None
         self._tapped_at = 0.0
 
@@ -84,7 +90,8 @@ class LiveScreen(QWidget):
         reader.packet_ready.connect(self._packet)
         service.result_ready.connect(self._result)
         service.live_result.connect(self._live_result)
-        service.analysis_failed.connect(self._failed)
+        service.request_failed.connect(self._failed)
+        service.analysis_failed.connect(self._unavailable)
         session.changed.connect(self._exam_changed)
         self._exam_changed(session.exam)
         self._update_buttons()
@@ -110,48 +117,71 @@ class LiveScreen(QWidget):
         if frozen:
             live = self.last_live if self.live_toggle.isChecked() else None
             self.view.freeze(live.frame if live else None)
+            self.captured = self.session.capture(self.view.frame) if self.view.frame is not None else None
             if live is not None:  # keep the frame and its result together
                 self.card.show_result(live.classification, live=True)
-                self.card.detail.setText("Frozen with its live estimate. Tap Analyse to store a full result.")
+                self.card.detail.setText("Frozen with its live estimate. " + (
+                    "Tap Analyse to store a full result." if self.session.exam else "Start an exam to store a result."))
         else:
             self.view.unfreeze()
-            self.last_result = None
-            self.card.clear()
+            self.captured, self.last_result = None, None
+            self._idle_card()
             self.card.set_live_mode(self.live_toggle.isChecked())
         self.reader.set_paused(frozen)
         self._update_buttons()
 
     def request_analysis(self) -> None:
-        """Analyse (and store) the frame on screen; freezes first so the clinician sees what was analysed."""
+        """Analyse (and store) the frame on screen under the open exam; freezes first so the clinician sees
+        what was analysed. With no exam open nothing is analysed: there is no patient to store it under."""
         if self.analysing or self.view.frame is None or not self.service.ready:
+            return
+        if self.session.exam is None:
+            self._idle_card()
             return
         self._tapped_at = time.monotonic()
         self.set_frozen(True)
+        captured = self.captured
+        if captured is None:
+            return
         heatmap = self.service.manifest is not None and self.service.manifest.cam is not None
-        if self.service.analyse(self.view.frame, roi=self.view.roi, exam=self.session.exam, heatmap=heatmap):
+        self._pending = captured
+        if self.service.analyse(captured, roi=self.view.roi, heatmap=heatmap):
             self.analysing = True
             self.card.clear("Analysing…", "The result is stored on this device before it is shown.")
         self._update_buttons()
 
     def _result(self, outcome: AnalysisOutcome) -> None:
+        if outcome.captured is None or outcome.captured is not self._pending:
+            log.info("result %s not shown: the exam or frame it was for is no longer on screen",
+                     outcome.record.result_id if outcome.record else "-")
+            return
+        self._pending = None
         self.analysing = False
         self.last_result = outcome
         classification = outcome.classification
         self.view.crop_box = classification.crop
-        self.view.set_heatmap(classification.crop, classification.heatmap)
+        self.view.set_heatmap(classification.crop, None if classification.inconclusive else classification.heatmap)
         self.card.set_live_mode(False)
-        self.card.show_result(classification, stored=outcome.record, heatmap_available=classification.heatmap is not None)
+        self.card.show_result(classification, stored=outcome.record,
+                              heatmap_available=classification.heatmap is not None and not classification.inconclusive)
         self.tap_to_result_ms = (time.monotonic() - self._tapped_at) * 1000.0
         log.info("result %s shown %.0f ms after the tap", outcome.record.result_id if outcome.record else "-",
                  self.tap_to_result_ms)
         self._update_buttons()
         self.result_shown.emit(outcome)
 
-    def _failed(self, code: str, message: str) -> None:
-        if self.analysing or code in ("model_unavailable",):
-            self.analysing = False
+    def _failed(self, captured: CapturedFrame, code: str, message: str) -> None:
+        """A stored-analysis request failed: shown only if it is the one the card is waiting for."""
+        if captured is not self._pending:
+            return
+        self._pending = None
+        self.analysing = False
+        self.card.clear("Not stored" if code.startswith(("exam", "no_open_exam")) else "Not analysed", message)
+        self._update_buttons()
+
+    def _unavailable(self, code: str, message: str) -> None:
+        if code == "model_unavailable" and not self.analysing:
             self.card.clear("Not analysed", message)
-            self._update_buttons()
 
     # --- live analysis ----------------------------------------------------------------------------------
 
@@ -160,9 +190,10 @@ class LiveScreen(QWidget):
             self.live_toggle.setChecked(on)
             return
         self.smoothed, self.last_live = None, None
-        if not self.view.frozen:
-            self.card.clear("Live score on" if on else "Freeze, then Analyse",
-                            "The score follows the probe; Freeze keeps the frame and its estimate." if on else "")
+        if not self.view.frozen and on:
+            self.card.clear("Live score on", "The score follows the probe; Freeze keeps the frame and its estimate.")
+        elif not self.view.frozen:
+            self._idle_card()
         self.card.set_live_mode(on and not self.view.frozen)
         if on and self.view.frame is not None and not self.view.frozen:
             self.service.analyse_live(self.view.frame, roi=self.view.roi)
@@ -172,7 +203,9 @@ class LiveScreen(QWidget):
             return
         self.last_live = outcome
         p = outcome.classification.probabilities.get(MALIGNANT)
-        if p is not None:
+        if outcome.classification.inconclusive:
+            self.smoothed = None  # an unfit view says nothing about the lesion: no score, start over
+        elif p is not None:
             self.smoothed = p if self.smoothed is None else self.smoothed + self.smoothing * (p - self.smoothed)
         self.card.set_live_mode(True)
         self.card.set_gauge(self.smoothed, outcome.classification.thresholds.get(MALIGNANT))
@@ -189,10 +222,29 @@ class LiveScreen(QWidget):
     # --- exam -------------------------------------------------------------------------------------------
 
     def _exam_changed(self, exam: Exam | None) -> None:
+        """A new exam, or none: nothing captured under the previous one stays on screen."""
         self.exam_button.setText(exam_short(exam) if exam else "No exam — tap to start")
+        self._pending, self.analysing = None, False  # a late outcome of the old exam's request is ignored
+        self.last_live, self.smoothed = None, None
+        if self.view.roi is not None:
+            self.view.set_roi(None)
+        if self.freeze.isChecked():
+            self.set_frozen(False)  # unfreezes, forgets the capture, clears the card
+        else:
+            self.captured, self.last_result = None, None
+            self.view.unfreeze()
+            self._idle_card()
+        self.card.set_live_mode(self.live_toggle.isChecked())
+        self._update_buttons()
+
+    def _idle_card(self) -> None:
+        if self.session.exam is None:
+            self.card.clear("No exam open", "Start an exam to analyse: results are stored only under a patient's exam.")
+        else:
+            self.card.clear()
 
     def _update_buttons(self) -> None:
-        self.analyse.setEnabled(not self.analysing and self.service.ready)
+        self.analyse.setEnabled(not self.analysing and self.service.ready and self.session.exam is not None)
         self.analyse.setText("Analysing…" if self.analysing else "Analyse")
         self.live_toggle.setEnabled(self.service.ready)
 

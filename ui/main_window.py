@@ -12,12 +12,13 @@ from PyQt5.QtWidgets import QApplication, QHBoxLayout, QLabel, QMainWindow, QPus
 
 from device.bundle import Manifest
 from device.config import DeviceConfig
-from device.results import Exam
+from device.results import Exam, ExamAlreadyOpenError, ExamEnd
 from device.store import ResultStore
 from ui import banners
 from ui.background import Background
 from ui.banners import BannerArea
-from ui.exam import ExamScreen, ExamSession
+from ui.confirm import ConfirmOverlay
+from ui.exam import ExamScreen, ExamSession, exam_title, summarise
 from ui.history import HistoryScreen
 from ui.hub import hub_status
 from ui.live_screen import LiveScreen
@@ -51,7 +52,7 @@ class MainWindow(QMainWindow):
         self.resize(*size)
         self.store = ResultStore(config.store_path)  # GUI-thread reads; the writer has its own connection
         self.background = Background(self)
-        self.session = ExamSession()
+        self.session = ExamSession(services.analysis.exams)  # the device's exam desk, shared with the Analyzer
         self.settings_unlocked = False
         self._hub_probe_running = False
         self._closed = False
@@ -85,6 +86,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(root)
         self.entry = NumberEntry(root, th)
         self.pin_entry = NumberEntry(root, th, masked=True)
+        self.confirm = ConfirmOverlay(root, th)
         self.lock_screen = LockScreen(root, th, self.config.ui.pin)
         self.first_run = FirstRun(root, th, self.config.device.data_dir)
         self.idle = IdleWatcher(self.config.ui.idle_lock_s, self)
@@ -119,8 +121,10 @@ class MainWindow(QMainWindow):
         analysis.model_failed.connect(self._model_failed)
         analysis.analysis_failed.connect(self._analysis_failed)
         analysis.result_ready.connect(self._result_stored)
-        analysis.exam_stored.connect(self.session.begin)
+        analysis.exam_stored.connect(self._exam_stored)
+        analysis.exam_failed.connect(lambda _exam, _message: self.exam.form.start_failed())
         self.exam.form.start_requested.connect(analysis.add_exam)
+        self.exam.finish_requested.connect(self.ask_finish)
         self.exam.back_to_live.connect(lambda: self.go("Live"))
         self.session.changed.connect(self._exam_changed)
         self.live.open_exam.connect(lambda: self.go("Exam"))
@@ -192,12 +196,42 @@ class MainWindow(QMainWindow):
         return None
 
     def lock(self) -> None:
+        """Idle lock and Settings › Lock: the open exam is finished (never suspended), so whoever unlocks
+        next starts from an empty form and no frame, region or result of the previous patient is left."""
         self.settings_unlocked = False
-        if self._current_name() == "Settings":
-            self.go("Live")
         self.pin_entry.close_overlay()
         self.entry.close_overlay()
+        self.confirm.close_overlay()
+        self.end_exam(ExamEnd.LOCKED)
+        if self._current_name() == "Settings":
+            self.go("Live")
         self.lock_screen.lock()
+
+    # --- the exam ---------------------------------------------------------------------------------------------
+
+    def _exam_stored(self, exam: Exam) -> None:
+        try:
+            self.session.begin(exam)
+        except ExamAlreadyOpenError as exc:  # the form is hidden while an exam is open: a second, late start
+            log.error("%s", exc)
+
+    def ask_finish(self) -> None:
+        """Finish exam: confirm first, showing whose exam it is and what it holds."""
+        exam = self.session.exam
+        if exam is None:
+            return
+        summary = summarise(self.store.history(exam_id=exam.exam_id, newest_first=False))
+        held = f"It holds {summary.frames} result{'' if summary.frames == 1 else 's'}"
+        if summary.inconclusive:
+            held += f" ({summary.inconclusive} inconclusive)"
+        message = (f"{held}, stored on this device and sent to the hub as they are. "
+                   "After finishing, nothing more can be added to it.")
+        self.confirm.ask(f"Finish the exam? {exam_title(exam)}", message, "Finish exam",
+                         lambda: self.end_exam(ExamEnd.FINISHED))
+
+    def end_exam(self, reason: ExamEnd) -> Exam | None:
+        """Finish the open exam: its frozen frame, region and result card go with it (LiveScreen, ExamScreen)."""
+        return self.session.finish(reason)
 
     def _unlocked(self) -> None:
         self.idle.start()
@@ -238,6 +272,8 @@ class MainWindow(QMainWindow):
             self.poll()
 
     def _result_stored(self, _outcome) -> None:
+        if self._closed:  # a result signalled just before shutdown: the GUI connection is closed
+            return
         self.banners.clear_fault("store")
         self.poll()
         if self.session.exam is not None:

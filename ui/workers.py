@@ -19,7 +19,7 @@ from device.crop import Box, detect_scan_region
 from device.engine import Classification, Classifier, InferenceWorker
 from device.errors import ImageDecodeError, SonopiError, SourceError
 from device.pipeline import Analyzer, load_classifier
-from device.results import Exam, ResultRecord
+from device.results import CapturedFrame, Exam, ExamBindingError, ExamDesk, ResultRecord
 from device.sources import Frame, FrameSource, open_source
 from device.sources.spec import parse_spec
 from device.store import ResultStore
@@ -265,21 +265,29 @@ class AnalysisOutcome:
     classification: Classification
     record: ResultRecord | None  # None for live (not stored) results
     requested_at: float  # time.monotonic() when the request was made
+    captured: CapturedFrame | None = None  # the stored request's frame and exam token (None for live results)
 
 
 class AnalysisService(QObject):
-    """Runs the classifier on the device :class:`InferenceWorker` and stores results on a writer thread."""
+    """Runs the classifier on the device :class:`InferenceWorker` and stores results on a writer thread.
+
+    Stored analyses take a :class:`CapturedFrame`; the device :class:`Analyzer` stores it only under the exam
+    it was captured under, while that exam is open on ``exams`` (shared with the window's exam session)."""
 
     model_ready = pyqtSignal(object)  # Manifest
     model_failed = pyqtSignal(str)
     result_ready = pyqtSignal(object)  # AnalysisOutcome (stored)
     live_result = pyqtSignal(object)  # AnalysisOutcome (not stored)
     analysis_failed = pyqtSignal(str, str)  # code, message
+    request_failed = pyqtSignal(object, str, str)  # CapturedFrame, code, message: that request stored nothing
     exam_stored = pyqtSignal(object)  # Exam
+    exam_failed = pyqtSignal(object, str)  # Exam, message: not stored, so not opened
 
-    def __init__(self, config: DeviceConfig, classifier_factory: Callable[[], Classifier] | None = None) -> None:
+    def __init__(self, config: DeviceConfig, classifier_factory: Callable[[], Classifier] | None = None,
+                 exams: ExamDesk | None = None) -> None:
         super().__init__()
         self.config = config
+        self.exams = exams if exams is not None else ExamDesk()
         self._factory = classifier_factory or (lambda: load_classifier(config))
         self._worker: InferenceWorker | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
@@ -308,7 +316,7 @@ class AnalysisService(QObject):
             self.model_failed.emit(str(exc))
             return
         self.classifier, self._store = classifier, store
-        self._analyzer = Analyzer(self.config, classifier, store)
+        self._analyzer = Analyzer(self.config, classifier, store, self.exams)
         self.manifest = classifier.manifest
         self.thresholds = dict(classifier.thresholds)  # applied: the bundle's, or the site's stricter one
         self.model_ready.emit(classifier.manifest)
@@ -319,15 +327,26 @@ class AnalysisService(QObject):
             roi = Box.from_tuple(source.roi)
         return {"auto_crop": source.auto_crop, "roi": roi, "roi_mode": source.roi_mode, "heatmap": heatmap}
 
-    def analyse(self, frame: Frame, *, roi: Box | None = None, exam: Exam | None = None, heatmap: bool = True) -> bool:
-        """Classify and durably store ``frame``; the outcome arrives as ``result_ready``/``analysis_failed``."""
+    def analyse(self, captured: CapturedFrame, *, roi: Box | None = None, heatmap: bool = True) -> bool:
+        """Classify ``captured`` and durably store it under the exam it was captured under; the outcome
+        arrives as ``result_ready``, or ``request_failed`` + ``analysis_failed`` (nothing stored)."""
         if not self.ready:
-            self.analysis_failed.emit("model_unavailable", self.error or "the model is still loading")
+            self._fail(captured, "model_unavailable", self.error or "the model is still loading")
+            return False
+        try:
+            self.exams.check(captured)  # refused now rather than after the model's time is spent
+        except ExamBindingError as exc:
+            self._fail(captured, exc.code, str(exc))
             return False
         requested = time.monotonic()
-        future = self._worker.submit(frame.image, **self._options(roi, heatmap))
-        future.add_done_callback(lambda f: self._classified(f, frame, exam, requested))
+        future = self._worker.submit(captured.frame.image, **self._options(roi, heatmap))
+        future.add_done_callback(lambda f: self._classified(f, captured, requested))
         return True
+
+    def _fail(self, captured: CapturedFrame, code: str, message: str) -> None:
+        log.warning("analysis of %s not stored (%s): %s", captured.frame.origin, code, message)
+        self.request_failed.emit(captured, code, message)
+        self.analysis_failed.emit(code, message)
 
     def analyse_live(self, frame: Frame, *, roi: Box | None = None) -> bool:
         """Classify ``frame`` without storing it, replacing any live request not yet started."""
@@ -342,37 +361,41 @@ class AnalysisService(QObject):
         def write() -> Exam:
             return self._writer_store().add_exam(exam)
 
-        self._writer.submit(write).add_done_callback(self._exam_done)
+        self._writer.submit(write).add_done_callback(lambda f: self._exam_done(f, exam))
 
     def _writer_store(self) -> ResultStore:
         if self._store is None:  # no model: still allow exams to be recorded
             self._store = ResultStore(self.config.store_path)
         return self._store
 
-    def _exam_done(self, future: Future) -> None:
+    def _exam_done(self, future: Future, exam: Exam) -> None:
         try:
             self.exam_stored.emit(future.result())
         except Exception as exc:
+            self.exam_failed.emit(exam, str(exc))
             self.analysis_failed.emit(getattr(exc, "code", "store_failed"), str(exc))
 
-    def _classified(self, future: Future, frame: Frame, exam: Exam | None, requested: float) -> None:
+    def _classified(self, future: Future, captured: CapturedFrame, requested: float) -> None:
         if future.cancelled():
             return
         error = future.exception()
         if error is not None:
-            self.analysis_failed.emit(getattr(error, "code", "analysis_failed"), str(error))
+            self._fail(captured, getattr(error, "code", "analysis_failed"), str(error))
             return
         classification = future.result()
-        self._writer.submit(self._record, frame, classification, exam, requested)
+        self._writer.submit(self._record, captured, classification, requested)
 
-    def _record(self, frame: Frame, classification: Classification, exam: Exam | None, requested: float) -> None:
+    def _record(self, captured: CapturedFrame, classification: Classification, requested: float) -> None:
         try:
-            record = self._analyzer.record(frame, classification, exam)
+            record = self._analyzer.record(captured, classification)
+        except ExamBindingError as exc:  # the exam ended (Finish, lock) while the model was working
+            self._fail(captured, exc.code, str(exc))
+            return
         except Exception as exc:  # StoreError (disk full...), encoding problems
             log.error("result not stored: %s", exc)
-            self.analysis_failed.emit(getattr(exc, "code", "store_failed"), str(exc))
+            self._fail(captured, getattr(exc, "code", "store_failed"), str(exc))
             return
-        self.result_ready.emit(AnalysisOutcome(frame, classification, record, requested))
+        self.result_ready.emit(AnalysisOutcome(captured.frame, classification, record, requested, captured))
 
     def _live_done(self, future: Future, frame: Frame, requested: float) -> None:
         if future.cancelled() or future.exception() is not None:
