@@ -141,7 +141,7 @@ class Manifest:
         return data
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "manifest") -> "Manifest":
+    def from_dict(cls, data: Any, source: str = "manifest") -> Manifest:
         """Build and validate a manifest; every problem is a :class:`BundleError` naming the key."""
         return _parse_manifest(data, source)
 

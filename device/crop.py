@@ -29,24 +29,24 @@ class Box:
     height: int
 
     @classmethod
-    def full(cls, frame: np.ndarray) -> "Box":
+    def full(cls, frame: np.ndarray) -> Box:
         return cls(0, 0, frame.shape[1], frame.shape[0])
 
     @classmethod
-    def from_tuple(cls, values: tuple[int, int, int, int] | list[int]) -> "Box":
+    def from_tuple(cls, values: tuple[int, int, int, int] | list[int]) -> Box:
         x, y, w, h = (int(v) for v in values)
         return cls(x, y, w, h)
 
     def as_tuple(self) -> tuple[int, int, int, int]:
         return (self.x, self.y, self.width, self.height)
 
-    def clip_to(self, frame: np.ndarray) -> "Box":
+    def clip_to(self, frame: np.ndarray) -> Box:
         height, width = frame.shape[:2]
         x0, y0 = max(0, self.x), max(0, self.y)
         x1, y1 = min(width, self.x + self.width), min(height, self.y + self.height)
         return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
 
-    def offset(self, dx: int, dy: int) -> "Box":
+    def offset(self, dx: int, dy: int) -> Box:
         return Box(self.x + dx, self.y + dy, self.width, self.height)
 
     def apply(self, frame: np.ndarray) -> np.ndarray:

@@ -75,7 +75,8 @@ def _hash_noise(height: int, width: int, seed: int) -> np.ndarray:
     h ^= h >> np.uint32(13)
     h *= np.uint32(0x5BD1E995)
     h ^= h >> np.uint32(15)
-    return (h & np.uint32(0xFF)).astype(np.uint8)
+    noise: np.ndarray = (h & np.uint32(0xFF)).astype(np.uint8)
+    return noise
 
 
 def _screen(height: int, width: int, seed: int, colour: bool) -> np.ndarray:
@@ -141,7 +142,7 @@ def tensor_sha256(tensor: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(tensor).tobytes()).hexdigest()
 
 
-def compute_reference(classifier: "Classifier", frame_png: bytes, frame_name: str = REFERENCE_FRAME) -> ReferenceSpec:
+def compute_reference(classifier: Classifier, frame_png: bytes, frame_name: str = REFERENCE_FRAME) -> ReferenceSpec:
     """What this machine computes on the frame: recorded into the manifest at build time."""
     frame = _decode_png(frame_png)
     tensor = classifier.input_tensor(prepare(frame, classifier.manifest.input, auto_crop=True).pixels)
@@ -223,7 +224,7 @@ def check_preprocessing(expected: str = PREPROCESSING_CHECKSUM) -> CheckResult:
     return CheckResult("preprocessing", Status.PASS, f"checksum {actual[:16]}… as on the workstation")
 
 
-def check_reference(classifier: "Classifier") -> CheckResult:
+def check_reference(classifier: Classifier) -> CheckResult:
     manifest = classifier.manifest
     ref = manifest.reference
     if ref is None:
@@ -259,7 +260,7 @@ def _compare_reference(expected: ReferenceSpec, actual: ReferenceSpec) -> CheckR
                                                  "the interpreter computes something else here")
 
 
-def run_selftest(load: Callable[[], "Classifier"]) -> list[CheckResult]:
+def run_selftest(load: Callable[[], Classifier]) -> list[CheckResult]:
     """Every check in order; a model that cannot load fails ``model`` and skips ``reference``."""
     results = [check_runtime(), check_cpu(), check_preprocessing()]
     try:
@@ -268,7 +269,8 @@ def run_selftest(load: Callable[[], "Classifier"]) -> list[CheckResult]:
         results.append(CheckResult("model", Status.FAIL, str(exc)))
         return results
     m = classifier.manifest
-    results.append(CheckResult("model", Status.PASS, f"{m.name} {m.version} ({classifier.runtime}, resampling {m.input.resampling})"))
+    detail = f"{m.name} {m.version} ({classifier.runtime}, resampling {m.input.resampling})"
+    results.append(CheckResult("model", Status.PASS, detail))
     results.append(check_reference(classifier))
     return results
 

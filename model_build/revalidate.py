@@ -74,12 +74,13 @@ def score_split(classifier: Classifier, roots: Sequence[str | os.PathLike[str]],
 
 def _flips(before: ScoredImages, after: ScoredImages, manifest: Manifest, thresholds: dict[str, float]) -> dict[str, Any]:
     labels = manifest.labels
-    decide = [(decide_label(p, labels, thresholds), decide_label(q, labels, thresholds)) for p, q in zip(before.probs, after.probs)]
+    pairs = list(zip(before.probs, after.probs, strict=True))
+    decide = [(decide_label(p, labels, thresholds), decide_label(q, labels, thresholds)) for p, q in pairs]
     limit = manifest.quality.min_confidence
-    low = [(p.max() < limit, q.max() < limit) for p, q in zip(before.probs, after.probs)]
+    low = [(p.max() < limit, q.max() < limit) for p, q in pairs]
     diff = np.abs(after.probs - before.probs)
     changed = [{"image": f"{s.source}/{Path(s.path).name}", "before": a, "after": b}
-               for s, (a, b) in zip(before.samples, decide) if a != b]
+               for s, (a, b) in zip(before.samples, decide, strict=True) if a != b]
     return {
         "n": len(before.samples),
         "max_prob_diff": float(diff.max()),
