@@ -1,5 +1,6 @@
 """The result card: what the model suggests for a frame, with calibrated probabilities as bars,
 the malignant threshold, the heat-map toggle and (in live analysis) a smoothed malignant gauge.
+An inconclusive result shows only that and the reason: no probabilities, no threshold, no heat map.
 
 Wording never states a diagnosis: it reports what the model suggests, or asks for a rescan."""
 
@@ -238,9 +239,13 @@ class ResultCard(QFrame):
         self.headline.setText(text.headline)
         self.headline.setStyleSheet(f"color: {text.colour};")
         self.detail.setText(text.detail)
+        conclusive = not classification.inconclusive  # an unfit frame's probabilities mean nothing: not shown
         for label, bar in self.bars.items():
             bar.set_value(classification.probabilities.get(label, 0.0), classification.thresholds.get(label))
+            bar.setVisible(conclusive)
         self._set_threshold_text(classification.thresholds)
+        self.threshold.setVisible(conclusive)
+        heatmap_available = heatmap_available and conclusive
         self.heatmap_button.setVisible(heatmap_available)
         if not heatmap_available:
             self.heatmap_button.setChecked(False)
@@ -253,5 +258,7 @@ class ResultCard(QFrame):
         self.detail.setText(detail or "Draw a region with your finger to analyse only that area.")
         for bar in self.bars.values():
             bar.set_value(0.0, bar.threshold)
+            bar.setVisible(True)
+        self.threshold.setVisible(True)
         self.heatmap_button.setChecked(False)
         self.heatmap_button.hide()
