@@ -14,11 +14,12 @@ from PyQt5.QtWidgets import QPushButton, QWidget  # noqa: E402
 
 from device.demo import write_demo_frames  # noqa: E402
 from ui.layout_check import layout_problems  # noqa: E402
-from ui.screenshots import Director, open_window, screenshot_config  # noqa: E402
+from ui.screenshots import Director, open_window, screenshot_config, write_doppler_frame  # noqa: E402
 
 EXPECTED_SCENES = {
     "first-run", "live", "exam-form", "live-roi", "live-result", "exam-summary", "live-analysis", "history",
     "settings-pin", "settings-source", "settings-hub", "settings-model", "settings-device", "lock",
+    "live-inconclusive", "exam-finish", "exam-finished", "exam-after-lock",
 }
 
 
@@ -26,6 +27,7 @@ EXPECTED_SCENES = {
 def test_every_screen_fits(qtbot, tmp_path: Path, tiny_bundle_dir: Path, size: tuple[int, int]) -> None:
     frames = tmp_path / "usb" / "exam-images"
     write_demo_frames(frames, 3)
+    write_doppler_frame(frames)
     window = open_window(screenshot_config(tmp_path, tiny_bundle_dir, frames), size)
     qtbot.addWidget(window)
     seen = set()
@@ -35,6 +37,10 @@ def test_every_screen_fits(qtbot, tmp_path: Path, tiny_bundle_dir: Path, size: t
             assert (window.width(), window.height()) == size, f"{scene.name}: the window grew to fit its content"
             assert layout_problems(window) == [], scene.name
             assert window.notice.isVisible() and window.notice.text() == "Decision support only — not a diagnosis"
+            if scene.name == "live-inconclusive":  # the scene shows what it is named after
+                assert window.live.card.headline.text() == "Inconclusive — rescan"
+            elif scene.name == "exam-after-lock":
+                assert window.session.exam is None and "screen locked" in window.exam.form.notice.text()
     finally:
         window.shutdown()
     assert seen == EXPECTED_SCENES

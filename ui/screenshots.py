@@ -75,13 +75,37 @@ def link_busi_frames(out: Path) -> bool:
     return index > 0
 
 
+def write_doppler_frame(folder: Path) -> Path:
+    """The folder's first image with a colour-flow (Doppler-like) overlay, last in the folder's order: the
+    quality gate calls it inconclusive (colour), so the screenshots show an inconclusive card."""
+    import cv2
+    import numpy as np
+
+    first = sorted(p for p in folder.iterdir() if p.suffix == ".png")[0]
+    grey = cv2.imread(str(first), cv2.IMREAD_GRAYSCALE)
+    image = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    height, width = grey.shape
+    centre, axes = (width // 2, height // 2), (width // 5, height // 5)
+    flow = np.zeros_like(grey)
+    cv2.ellipse(flow, centre, axes, 0, 0, 360, 255, -1)
+    upper = flow.copy()
+    upper[height // 2:] = 0
+    image[upper > 0] = (40, 40, 220)  # towards the probe: red (BGR)
+    image[(flow > 0) & (upper == 0)] = (220, 90, 30)  # away: blue
+    path = folder / "zz-doppler.png"
+    cv2.imwrite(str(path), image)
+    return path
+
+
 def prepare_frames(out: Path) -> str:
     if link_busi_frames(out):
-        return "BUSI images from ../shared/datasets"
+        write_doppler_frame(out)
+        return "BUSI images from ../shared/datasets, and one with a colour-flow overlay"
     from device.demo import write_demo_frames
 
     write_demo_frames(out, 6)
-    return "synthetic scanner screens (device.demo)"
+    write_doppler_frame(out)
+    return "synthetic scanner screens (device.demo), and one with a colour-flow overlay"
 
 
 def prepare_model(work: Path, model: Path | None) -> Path:
@@ -195,6 +219,11 @@ class Director:
         yield Scene("live-analysis", w)
         live.live_toggle.click()
 
+        self.step_to("doppler")
+        self.analyse()
+        spin(0.1)
+        yield Scene("live-inconclusive", w)
+
         records = w.store.history(newest_first=False)
         with ResultStore(w.config.store_path) as uplink:  # what the uplink process does
             uplink.mark_sent([r.result_id for r in records[:2]])
@@ -203,6 +232,19 @@ class Director:
         w.poll()
         spin(0.1)
         yield Scene("history", w)
+
+        w.go("Exam")
+        w.exam.summary.finish.click()
+        spin(0.1)
+        yield Scene("exam-finish", w)
+        w.confirm.accept_button.click()
+        spin_until(lambda: w.session.exam is None, what="the exam to finish")
+        spin(0.1)
+        yield Scene("exam-finished", w)
+        self.press(form.keypad, "20001")
+        form.side_buttons["R"].click()
+        form.start.click()
+        spin_until(lambda: w.session.exam is not None, what="the second exam")
 
         w.go("Settings")
         self.press(w.pin_entry.keypad, PIN[:2])
@@ -218,12 +260,24 @@ class Director:
             w.settings.show_section(section)
             spin(0.1)
             yield Scene(f"settings-{section.lower()}", w)
-        w.lock()
+        w.lock()  # what Settings › Lock and the idle lock do: the open exam (20001) is finished
         spin(0.1)
         yield Scene("lock", w)
         self.press(w.lock_screen.keypad, PIN)
         w.lock_screen.keypad.keys["OK"].click()
+        w.go("Exam")
+        spin(0.1)
+        yield Scene("exam-after-lock", w)
         w.go("Live")
+
+    def step_to(self, name_part: str, limit: int = 20) -> None:
+        """Next ▶ until the image whose file name contains ``name_part`` is on screen."""
+        live = self.w.live
+        for _ in range(limit):
+            if live.view.frame is not None and name_part in live.view.frame.origin:
+                return
+            self.next_image()
+        raise TimeoutError(f"no image named *{name_part}* in the source after {limit} taps on Next")
 
 
 def fault_scenes(window: MainWindow) -> Iterator[Scene]:

@@ -34,7 +34,7 @@ class Chip(QLabel):
         super().__init__(parent)
         self._th = th
         self.setTextFormat(Qt.RichText)
-        self.setStyleSheet(f"font-size: {th.small}px; padding: 0 {th.gap}px;")
+        self.setStyleSheet(f"font-size: {th.small}px; padding: 0 {th.gap // 2 if th.compact else th.gap}px;")
 
     def set(self, text: str, colour: str) -> None:
         self.setText(f"<span style='color:{colour}'>●</span> {text}")
