@@ -5,7 +5,8 @@ Topics (``<site>`` and ``<device_id>`` are single topic levels, see :func:`check
     sonopi/v1/<site>/<device_id>/result     device -> hub, QoS 1, not retained
     sonopi/v1/<site>/<device_id>/status     device -> hub, QoS 1, retained (birth / Last Will / clean stop)
     sonopi/v1/<site>/<device_id>/heartbeat  device -> hub, QoS 0, not retained
-    sonopi/v1/<site>/<device_id>/ack        hub -> device, QoS 1, not retained
+    sonopi/v1/<site>/<device_id>/ack        hub -> device, QoS 1, not retained: acks, and nacks (results
+                                            rejected for good, ``"kind": "nack"``), see :func:`decode_ack_topic`
 
 Every payload is one UTF-8 JSON object validated against a JSON Schema in ``device/schemas/``
 (documented in docs/mqtt.md). Parsing never trusts the payload: size first, then UTF-8, then JSON
@@ -35,15 +36,18 @@ from device.results import ResultRecord
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "sonopi/v1"
-KINDS = ("result", "status", "heartbeat", "ack")
+KINDS = ("result", "status", "heartbeat", "ack")  # topic kinds
+MESSAGE_TYPES = KINDS + ("nack",)  # one JSON Schema each; a nack travels on the ack topic
 QOS = {"result": 1, "status": 1, "heartbeat": 0, "ack": 1}
 RESULT_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/result"
 DEVICE_SUBSCRIPTIONS = tuple(f"{TOPIC_ROOT}/+/+/{kind}" for kind in ("result", "status", "heartbeat"))
 
 # Size limits, checked before any parsing. A result carries at most a 64 KiB thumbnail (base64: 4/3).
 MAX_THUMBNAIL_BYTES = 65536
-MAX_BYTES = {"result": 131072, "status": 4096, "heartbeat": 4096, "ack": 65536}
+MAX_BYTES = {"result": 131072, "status": 4096, "heartbeat": 4096, "ack": 65536, "nack": 65536}
 MAX_ACK_IDS = 1000
+MAX_NACK_RESULTS = 100
+MAX_NACK_DETAIL = 300
 
 STATES = ("online", "offline", "stopped")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: "$" would let a trailing newline in
@@ -165,6 +169,13 @@ def encode(kind: str, payload: dict[str, Any]) -> bytes:
 
 def decode(kind: str, data: bytes) -> dict[str, Any]:
     """Size, UTF-8, JSON and schema checks, in that order."""
+    payload = parse(kind, data)
+    validate(kind, payload)
+    return payload
+
+
+def parse(kind: str, data: bytes) -> dict[str, Any]:
+    """Size, UTF-8, finite JSON, an object, nesting depth — everything before the schema."""
     if len(data) > MAX_BYTES[kind]:
         raise ContractError("oversized", f"{kind} payload is {len(data)} bytes (limit {MAX_BYTES[kind]})")
     try:
@@ -179,7 +190,6 @@ def decode(kind: str, data: bytes) -> dict[str, Any]:
         raise ContractError("schema", f"{kind} payload is a JSON {_JSON_TYPES.get(type(payload), 'value')}, not an object")
     if _depth(payload) > MAX_DEPTH:
         raise ContractError("schema", f"{kind} payload is nested deeper than {MAX_DEPTH} levels")
-    validate(kind, payload)
     return payload
 
 
@@ -450,3 +460,60 @@ def encode_ack(message: AckMessage) -> bytes:
 def decode_ack(data: bytes) -> AckMessage:
     payload = decode("ack", data)
     return AckMessage(result_ids=tuple(payload["result_ids"]), at=payload.get("at"), schema=payload["schema"])
+
+
+# --- nack: results rejected for good (on the ack topic) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One result the hub rejected permanently: resending it cannot help."""
+
+    result_id: str
+    reason: str  # the hub's rejection reason, e.g. topic_mismatch, schema, duplicate_conflict
+    detail: str = ""  # names the field and the rule, never a value (see ContractError)
+
+
+@dataclass(frozen=True)
+class NackMessage:
+    """The hub's negative acknowledgement: the device parks these results and delivers what follows them.
+    Published on the ack topic with ``"kind": "nack"``; a device that predates it ignores it as a
+    malformed ack (and stays as blocked as it was), so no version change is needed."""
+
+    rejected: tuple[Refusal, ...]
+    at: str | None = None
+    schema: int = SCHEMA_VERSION
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"schema": self.schema, "kind": "nack", "at": self.at,
+                "rejected": [{"result_id": r.result_id, "reason": r.reason, "detail": r.detail[:MAX_NACK_DETAIL]}
+                             for r in self.rejected]}
+
+
+def encode_nack(message: NackMessage) -> bytes:
+    return encode("nack", message.to_payload())
+
+
+def decode_ack_topic(data: bytes) -> AckMessage | NackMessage:
+    """What arrives on a device's ack topic: an ack, or a nack (``"kind": "nack"``)."""
+    payload = parse("ack", data)
+    if payload.get("kind") != "nack":
+        validate("ack", payload)
+        return AckMessage(result_ids=tuple(payload["result_ids"]), at=payload.get("at"), schema=payload["schema"])
+    validate("nack", payload)
+    refusals = tuple(Refusal(r["result_id"], r["reason"], r.get("detail", "")) for r in payload["rejected"])
+    return NackMessage(rejected=refusals, at=payload.get("at"), schema=payload["schema"])
+
+
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def result_id_of(data: bytes) -> str | None:
+    """The ``result_id`` of a result payload that failed validation, when one can be read (to nack it);
+    None for anything that is not a JSON object with a well-formed result_id."""
+    try:
+        payload = parse("result", data)
+    except ContractError:
+        return None
+    rid = payload.get("result_id")
+    return rid if isinstance(rid, str) and _UUID_RE.fullmatch(rid) else None

@@ -20,6 +20,9 @@
   ``duplicate_conflict``, not acked; the first stored content stays. A re-send that differs only in
   transport fields (``historical``, ``prev_result_id``, the thumbnail left out) is a duplicate.
 * No log line and no rejection detail carries a patient reference (details name fields, not values).
+* A rejected result whose ``result_id`` can be read is also answered with a **nack** on the sending
+  device's ack topic (reason and detail): the device parks it and delivers the results after it, instead
+  of re-sending it forever while its successors wait (deferred) behind it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import queue
 import threading
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
@@ -41,16 +44,22 @@ from device.contract import (
     CONTENT_FIELDS,
     DEVICE_SUBSCRIPTIONS,
     MAX_ACK_IDS,
+    MAX_NACK_DETAIL,
+    MAX_NACK_RESULTS,
     QOS,
     AckMessage,
     ContractError,
+    NackMessage,
+    Refusal,
     ResultMessage,
     Topic,
     decode_heartbeat,
     decode_result,
     decode_status,
     encode_ack,
+    encode_nack,
     parse_topic,
+    result_id_of,
     topic,
 )
 from device.mqtt import BrokerAddress, new_client
@@ -83,6 +92,9 @@ class Outcome(Enum):
     CLEARED = "cleared"  # an empty retained status (clears the broker's copy): nothing to record
 
 
+OUTCOMES = tuple(o.value for o in Outcome)
+
+
 class Decision(Enum):
     """What to do with a decoded result, before the database is written."""
 
@@ -90,6 +102,15 @@ class Decision(Enum):
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
     DEFERRED = "deferred"
+
+
+@dataclass
+class Ledger:
+    """One batch's bookkeeping; merged into the service's counters only once the batch is done."""
+
+    tally: Counter[str] = field(default_factory=Counter)
+    acks: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
+    nacks: dict[tuple[str, str], list[Refusal]] = field(default_factory=lambda: defaultdict(list))
 
 
 @dataclass(frozen=True)
@@ -201,27 +222,27 @@ class HubService:
     # --- processing --------------------------------------------------------------------------------
 
     def process(self, batch: list[Incoming]) -> None:
-        """Validate, store, ack. Public for tests: works without a broker connection.
+        """Validate, store, ack (and nack). Public for tests: works without a broker connection.
 
         Raises HubStoreError only when the database is away (the batch is then retried as a whole, and
         nothing of it has been acknowledged); every other problem ends one message, not the batch."""
         now = utc_now_iso()
-        tally: Counter[str] = Counter()
+        ledger = Ledger()
         candidates: list[tuple[Incoming, ResultMessage]] = []
         for item in batch:
-            tally["received"] += 1
-            outcome = self._accept(item, now, candidates, tally)
+            ledger.tally["received"] += 1
+            outcome = self._accept(item, now, candidates, ledger)
             if outcome is not None:
-                tally[outcome.value] += 1
-        acks = self._store_results(candidates, now, tally)
-        self._publish_acks(acks, now)
+                ledger.tally[outcome.value] += 1
+        self._store_results(candidates, now, ledger)
+        self._publish_acks(ledger, now)
         for item in batch:
             if item.qos > 0:
                 self._client.ack(item.mid, item.qos)
-        self.counters.update(tally)
+        self.counters.update(ledger.tally)
 
     def _accept(self, item: Incoming, now: str, candidates: list[tuple[Incoming, ResultMessage]],
-                tally: Counter[str]) -> Outcome | None:
+                ledger: Ledger) -> Outcome | None:
         """Decode one message; a status or heartbeat is recorded now, a result joins ``candidates`` (None)."""
         try:
             where = parse_topic(item.topic)
@@ -238,9 +259,9 @@ class HubService:
                 return Outcome.RECORDED
             raise ContractError("bad_topic", f"the hub does not accept {where.kind} messages")
         except ContractError as exc:
-            return self._reject(item, exc.reason, exc.detail, tally)
+            return self._reject(item, exc.reason, exc.detail, ledger, result_id_of(item.payload))
         except UnstorableError as exc:
-            return self._reject(item, "unstorable", str(exc), tally)
+            return self._reject(item, "unstorable", str(exc), ledger)
         except HubStoreError:
             raise  # the database is away: the whole batch waits
         except Exception as exc:  # noqa: BLE001 - last resort: a bug in validation must not become a poison
@@ -248,34 +269,39 @@ class HubService:
             log.error("hub: internal error while validating a message on %r: %s (rejected; please report)",
                       item.topic[:200], type(exc).__name__)
             log.debug("hub: internal error", exc_info=True)
-            return self._reject(item, "internal_error", f"{type(exc).__name__} while validating", tally)
+            return self._reject(item, "internal_error", f"{type(exc).__name__} while validating", ledger,
+                                result_id_of(item.payload))
 
-    def _store_results(self, candidates: list[tuple[Incoming, ResultMessage]], now: str,
-                       tally: Counter[str]) -> dict[tuple[str, str], list[str]]:
-        """Store what may be stored now (in one transaction unless the database refuses one); returns
-        the result ids to ack per device."""
-        acks: dict[tuple[str, str], list[str]] = defaultdict(list)
+    def _store_results(self, candidates: list[tuple[Incoming, ResultMessage]], now: str, ledger: Ledger) -> None:
+        """Store what may be stored now (in one transaction unless the database refuses one); the ids to
+        ack and nack go into ``ledger``."""
         plan = self._in_order(candidates)
         to_store = [p for p in plan if p.decision is Decision.STORE]
         added = {a.result_id: a for a in self.store.add_results_each([p.message for p in to_store], now)} if to_store else {}
         for p in plan:
             m = p.message
             if p.decision is Decision.DEFERRED:
-                tally[Outcome.DEFERRED.value] += 1
+                ledger.tally[Outcome.DEFERRED.value] += 1
                 log.debug("hub: %s/%s seq %d arrived before its predecessor; not stored yet", m.site, m.device_id, m.seq)
                 continue
             if p.decision is Decision.CONFLICT:
-                tally[self._reject(p.item, "duplicate_conflict", f"result {m.result_id} (seq {m.seq}) is already "
-                                   f"stored with a different {', '.join(p.differs)}", tally).value] += 1
+                detail = f"result {m.result_id} (seq {m.seq}) is already stored with a different {', '.join(p.differs)}"
+                ledger.tally[self._reject(p.item, "duplicate_conflict", detail, ledger, m.result_id).value] += 1
                 continue
-            result = added.get(m.result_id)
-            if result is not None and result.error is not None:
-                tally[self._reject(p.item, "unstorable", _redact(result.error, m), tally).value] += 1
-                continue
-            stored = result is not None and result.stored
-            tally[(Outcome.STORED if stored else Outcome.DUPLICATE).value] += 1
-            acks[(m.site, m.device_id)].append(m.result_id)
-        return acks
+            if p.decision is Decision.STORE:
+                result = added[m.result_id]
+                if result.error is not None:
+                    ledger.tally[self._reject(p.item, "unstorable", _redact(result.error, m), ledger, m.result_id).value] += 1
+                    continue
+                # not stored: someone else (another hub on the same database) stored it since stored_ids()
+                ledger.tally[(Outcome.STORED if result.stored else Outcome.DUPLICATE).value] += 1
+            else:  # DUPLICATE: stored before, or a copy of one earlier in this batch (which shares its fate)
+                first = added.get(m.result_id)
+                if first is not None and first.error is not None:
+                    ledger.tally[self._reject(p.item, "unstorable", _redact(first.error, m), ledger, m.result_id).value] += 1
+                    continue
+                ledger.tally[Outcome.DUPLICATE.value] += 1
+            ledger.acks[(m.site, m.device_id)].append(m.result_id)
 
     def _in_order(self, candidates: list[tuple[Incoming, ResultMessage]]) -> list[Planned]:
         """Each result's fate: stored now (its predecessor is stored), duplicate, conflict, or deferred."""
@@ -297,18 +323,26 @@ class HubService:
                 plan.append(Planned(item, m, Decision.DEFERRED))
         return plan
 
-    def _publish_acks(self, acks: dict[tuple[str, str], list[str]], now: str) -> None:
-        for (site, device_id), ids in acks.items():
-            for start in range(0, len(ids), MAX_ACK_IDS):
-                try:
-                    payload = encode_ack(AckMessage(result_ids=tuple(ids[start:start + MAX_ACK_IDS]), at=now))
-                except ContractError as exc:  # cannot happen for ids the result schema accepted; never fatal
-                    log.error("hub: cannot encode an ack for %s/%s (%s)", site, device_id, exc)
-                    continue
-                self._client.publish(topic(site, device_id, "ack"), payload, qos=QOS["ack"], retain=False)
+    def _publish_acks(self, ledger: Ledger, now: str) -> None:
+        """Acks for what is stored, then nacks for results rejected for good, to each device's ack topic."""
+        messages: list[tuple[tuple[str, str], AckMessage | NackMessage]] = []
+        for device, ids in ledger.acks.items():
+            messages += [(device, AckMessage(tuple(ids[i:i + MAX_ACK_IDS]), now)) for i in range(0, len(ids), MAX_ACK_IDS)]
+        for device, refusals in ledger.nacks.items():
+            messages += [(device, NackMessage(tuple(refusals[i:i + MAX_NACK_RESULTS]), now))
+                         for i in range(0, len(refusals), MAX_NACK_RESULTS)]
+        for (site, device_id), message in messages:
+            try:
+                payload = encode_ack(message) if isinstance(message, AckMessage) else encode_nack(message)
+            except ContractError as exc:  # cannot happen for ids the result schema accepted; never fatal
+                log.error("hub: cannot encode an ack for %s/%s (%s)", site, device_id, exc)
+                continue
+            self._client.publish(topic(site, device_id, "ack"), payload, qos=QOS["ack"], retain=False)
 
-    def _reject(self, item: Incoming, reason: str, detail: str, tally: Counter[str]) -> Outcome:
-        tally[f"rejected.{reason}"] += 1
+    def _reject(self, item: Incoming, reason: str, detail: str, ledger: Ledger, result_id: str | None = None) -> Outcome:
+        """Count, log and record a rejection; a result with a readable result_id is also nacked to the
+        device that sent it (the topic's device), which parks it instead of re-sending it forever."""
+        ledger.tally[f"rejected.{reason}"] += 1
         where = _topic_or_none(item.topic)
         log.warning("hub: rejected a message on %r (%d bytes): %s: %s", item.topic[:200], len(item.payload), reason, detail)
         try:
@@ -316,6 +350,8 @@ class HubService:
                                         where.device_id if where else None)
         except UnstorableError as exc:  # never expected (details are escaped); counted in the log line anyway
             log.error("hub: could not record the rejection (%s)", exc)
+        if where is not None and where.kind == "result" and result_id is not None:
+            ledger.nacks[(where.site, where.device_id)].append(Refusal(result_id, reason, detail[:MAX_NACK_DETAIL]))
         return Outcome.REJECTED
 
     def _log_stats(self) -> None:

@@ -40,7 +40,7 @@ def raw(payload: object) -> bytes:
 
 
 def test_schemas_are_valid_and_packaged() -> None:
-    for kind in contract.KINDS:
+    for kind in contract.MESSAGE_TYPES:
         document = contract.schema(kind)
         jsonschema.validators.validator_for(document).check_schema(document)
         assert document["properties"]["schema"] == {"const": 1}
@@ -181,10 +181,12 @@ DECODE = {"result": lambda data: decode_result(TOPIC, data), "status": lambda da
           "heartbeat": lambda data: contract.decode_heartbeat(HEARTBEAT_TOPIC, data)}
 
 
-def _leaves(node: dict, path: tuple = ()):  # (path, subschema) of every property, nested objects included
+def _leaves(node: dict, path: tuple = ()):  # (path, subschema) of every property, nested objects and items included
     for name, sub in node.get("properties", {}).items():
         yield path + (name,), sub
         yield from _leaves(sub, path + (name,))
+        if isinstance(sub.get("items"), dict):
+            yield from _leaves(sub["items"], path + (name, "[]"))
 
 
 def _types(sub: dict) -> set[str]:
@@ -192,7 +194,7 @@ def _types(sub: dict) -> set[str]:
     return {kind} if isinstance(kind, str) else set(kind)
 
 
-@pytest.mark.parametrize("kind", contract.KINDS)
+@pytest.mark.parametrize("kind", contract.MESSAGE_TYPES)
 def test_every_number_in_every_schema_is_bounded_on_both_sides(kind: str) -> None:
     document = contract.schema(kind)
     numbers = [(p, s) for p, s in _leaves(document) if _types(s) & {"number", "integer"}]
@@ -203,7 +205,7 @@ def test_every_number_in_every_schema_is_bounded_on_both_sides(kind: str) -> Non
         assert sub.get("maximum", 0) <= 2**53 - 1, (kind, path, "beyond what a double and a BIGINT hold exactly")
 
 
-@pytest.mark.parametrize("kind", contract.KINDS)
+@pytest.mark.parametrize("kind", contract.MESSAGE_TYPES)
 def test_every_string_in_every_schema_refuses_control_characters(kind: str) -> None:
     document = contract.schema(kind)
     strings = [(p, s) for p, s in _leaves(document) if "string" in _types(s)]
@@ -322,3 +324,26 @@ def test_a_rejection_detail_never_quotes_the_value(field: str, value: object) ->
         assert field in exc.detail and SECRET not in str(exc) and "4711" not in str(exc)
     else:
         pytest.fail(f"{field} = {value!r} was accepted")
+
+
+def test_a_nack_travels_on_the_ack_topic_and_a_device_that_predates_it_ignores_it() -> None:
+    rid = str(uuid.uuid4())
+    nack = contract.NackMessage((contract.Refusal(rid, "topic_mismatch", "topic says a/b, payload says a/c"),),
+                                "2026-01-01T00:00:00.000Z")
+    data = contract.encode_nack(nack)
+    assert contract.decode_ack_topic(data) == nack
+    ack = contract.AckMessage((rid,), None)
+    assert contract.decode_ack_topic(contract.encode_ack(ack)) == ack
+    with pytest.raises(ContractError):
+        decode_ack(data)  # what an older uplink calls: a malformed ack, logged and ignored
+    with pytest.raises(ContractError):
+        contract.decode_ack_topic(raw({"schema": 1, "kind": "nack", "rejected": [{"result_id": rid, "reason": "X\n"}]}))
+    long = contract.NackMessage((contract.Refusal(rid, "schema", "d" * 1000),))
+    assert contract.decode_ack_topic(contract.encode_nack(long)).rejected[0].detail == "d" * contract.MAX_NACK_DETAIL
+
+
+def test_the_result_id_of_a_rejected_result_is_read_when_it_can_be() -> None:
+    payload = good_payload(device_id="dev-2")
+    assert contract.result_id_of(raw(payload)) == payload["result_id"]
+    assert contract.result_id_of(raw(good_payload(result_id="not-a-uuid"))) is None
+    assert contract.result_id_of(b"\xff{") is None and contract.result_id_of(b"[1]") is None

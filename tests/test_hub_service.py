@@ -15,7 +15,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device.contract import ResultMessage, StatusMessage, decode_ack, encode_result, encode_status, topic
+from device.contract import (
+    NackMessage,
+    Refusal,
+    ResultMessage,
+    StatusMessage,
+    decode_ack_topic,
+    encode_result,
+    encode_status,
+    topic,
+)
 from tests.mqtt_broker import REPO, MosquittoBroker, wait_for
 from tests.test_contract import good_payload, json_values
 from tests.test_uplink import Hub, make_record
@@ -29,6 +38,7 @@ class RawDevice:
     def __init__(self, broker: MosquittoBroker, site: str = "site-a", device_id: str = "dev-1") -> None:
         self.site, self.device_id = site, device_id
         self.acked: list[str] = []
+        self.nacked: list[Refusal] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=f"raw-{device_id}")
         self.client.on_message = self._on_message
@@ -37,8 +47,16 @@ class RawDevice:
         self.client.subscribe(topic(site, device_id, "ack"), qos=1)[0]
 
     def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+        answer = decode_ack_topic(message.payload)
         with self._lock:
-            self.acked.extend(decode_ack(message.payload).result_ids)
+            if isinstance(answer, NackMessage):
+                self.nacked.extend(answer.rejected)
+            else:
+                self.acked.extend(answer.result_ids)
+
+    def nacks(self) -> list[Refusal]:
+        with self._lock:
+            return list(self.nacked)
 
     def acks(self) -> list[str]:
         with self._lock:
@@ -177,10 +195,15 @@ class RecordingClient:
 
     def __init__(self) -> None:
         self.acks: list[str] = []
+        self.nacks: list[Refusal] = []
         self.pubacks: list[int] = []
 
     def publish(self, name: str, payload: bytes, qos: int, retain: bool) -> None:
-        self.acks.extend(decode_ack(payload).result_ids)
+        answer = decode_ack_topic(payload)
+        if isinstance(answer, NackMessage):
+            self.nacks.extend(answer.rejected)
+        else:
+            self.acks.extend(answer.result_ids)
 
     def ack(self, mid: int, qos: int) -> None:
         self.pubacks.append(mid)
@@ -208,6 +231,7 @@ def test_a_result_the_database_refuses_is_rejected_and_the_rest_of_its_batch_sto
     name = topic("site-a", "dev-1", "result")
     svc.process([Incoming(name, encode_result(m), mid, 1) for mid, m in enumerate(messages, 1)])
     assert svc._client.acks == [messages[0].result_id, messages[2].result_id]
+    assert [(n.result_id, n.reason) for n in svc._client.nacks] == [(messages[1].result_id, "unstorable")]
     assert svc._client.pubacks == [1, 2, 3], "every message is PUBACKed: the refused one must not come back"
     assert store.count_results() == 2 and store.result(messages[1].result_id) is None
     [rejection] = store.rejections()
@@ -231,3 +255,25 @@ def test_exports_of_non_finite_numbers_stored_by_an_older_hub_are_still_json(tmp
         row = json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in {args}"))
         assert row["latency_ms"] is None and row["thresholds"] == {"malignant": None}
         assert "non-finite" in done.stderr
+
+
+def test_copies_of_one_result_in_one_batch_count_once_as_stored(tmp_path: Path) -> None:
+    """The re-send of a result can land in the same batch as the first copy: one stored, one duplicate
+    (both acked), and the counters add up to what was received."""
+    from hub.config import HubConfig
+    from hub.service import OUTCOMES, HubService, Incoming
+    from hub.store import HubStore
+
+    store = HubStore.open(tmp_path / "hub.sqlite")
+    svc = HubService(HubConfig(), store, broker="127.0.0.1:1")
+    svc._client = RecordingClient()  # type: ignore[assignment]
+    raw = RawDevice.__new__(RawDevice)
+    raw.site, raw.device_id = "site-a", "dev-1"
+    m = raw.result(1)
+    name = topic("site-a", "dev-1", "result")
+    resend = replace(m, historical=not m.historical)
+    svc.process([Incoming(name, encode_result(m), 1, 1), Incoming(name, encode_result(resend), 2, 1)])
+    assert (svc.counters["stored"], svc.counters["duplicates"]) == (1, 1)
+    assert svc._client.acks == [m.result_id, m.result_id] and store.count_results() == 1
+    assert sum(svc.counters[o] for o in OUTCOMES) == svc.counters["received"] == 2
+    store.close()
