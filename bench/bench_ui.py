@@ -24,6 +24,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from PyQt5.QtWidgets import QApplication  # noqa: E402
 
+from device.results import Exam, new_result_id  # noqa: E402
 from device.sources.base import Frame, FrameSource  # noqa: E402
 from device.sources.files import folder_source  # noqa: E402
 from ui.app import build_window, parse_size, start  # noqa: E402
@@ -125,6 +126,9 @@ def measure_taps(window, taps: int) -> list[float]:
     times = []
     done = []
     live.result_shown.connect(lambda outcome: done.append(time.perf_counter()))
+    if window.session.exam is None:  # results are stored only under an open exam (docs/ui.md)
+        window.services.analysis.add_exam(Exam(new_result_id(), "00000", "L"))
+        spin_until(lambda: window.session.exam is not None, 10, "the exam")
     for _ in range(taps):
         live.set_frozen(False)
         spin(0.3)

@@ -182,3 +182,32 @@ def test_defect7_an_inconclusive_result_shows_the_reason_not_probabilities(qtbot
         assert window.exam.summary.table.item(0, 3).text() == "—"  # no probability in the exam summary either
     finally:
         window.shutdown()
+
+
+def test_a_one_side_exam_with_two_frames_takes_nine_touches_besides_the_id(qtbot, window) -> None:
+    """The count in docs/ui.md, tapped for real: from Live with no exam to the exam finished with two results."""
+    touches: list[str] = []
+
+    def touch(widget) -> None:
+        touches.append(widget.text())
+        tap(qtbot, widget)
+
+    live = window.live
+    touch(live.exam_button)  # "No exam — tap to start"
+    form = window.exam.form
+    type_digits(qtbot, form.keypad, "10452")  # the ID: 5 taps on the keypad, 0 with a scanned wristband
+    touch(form.side_buttons["L"])
+    touch(form.start)
+    qtbot.waitUntil(lambda: window.session.exam is not None, timeout=10_000)
+    exam = window.session.exam
+    for frame in range(2):
+        if frame:
+            touch(live.freeze)  # "Live": back to the moving image
+        with qtbot.waitSignal(live.result_shown, timeout=30_000):
+            touch(live.analyse)  # freezes the frame and stores it
+    touch(live.exam_button)  # the exam's summary
+    touch(window.exam.summary.finish)
+    touch(window.confirm.accept_button)
+    assert window.session.exam is None
+    assert [r.exam_id for r in stored(window)] == [exam.exam_id, exam.exam_id]
+    assert len(touches) == 9, touches

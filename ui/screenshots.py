@@ -99,13 +99,11 @@ def write_doppler_frame(folder: Path) -> Path:
 
 def prepare_frames(out: Path) -> str:
     if link_busi_frames(out):
-        write_doppler_frame(out)
-        return "BUSI images from ../shared/datasets, and one with a colour-flow overlay"
+        return "BUSI images from ../shared/datasets"
     from device.demo import write_demo_frames
 
     write_demo_frames(out, 6)
-    write_doppler_frame(out)
-    return "synthetic scanner screens (device.demo), and one with a colour-flow overlay"
+    return "synthetic scanner screens (device.demo)"
 
 
 def prepare_model(work: Path, model: Path | None) -> Path:
@@ -303,6 +301,7 @@ def render(out: Path, model: Path | None = None) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="sonopi-shots-") as tmp:
         work = Path(tmp)
         frames_from = prepare_frames(work / "usb" / "exam-images")
+        write_doppler_frame(work / "usb" / "exam-images")  # last in the folder: the inconclusive scene
         bundle = prepare_model(work, model)
         log.info("frames: %s; model: %s", frames_from, bundle)
         broken = work / "rejected-model"
