@@ -121,6 +121,30 @@ def test_defect2_the_lock_finishes_the_exam_and_clears_the_frozen_result(qtbot, 
     assert "screen locked" in form.notice.text() and "1 result stored" in form.notice.text()
 
 
+def test_defect2_a_reference_typed_before_the_lock_is_gone_after_it(qtbot, window) -> None:
+    tap(qtbot, window.nav["Exam"])
+    form = window.exam.form
+    type_digits(qtbot, form.keypad, "10452")
+    tap(qtbot, form.side_buttons["L"])
+    window.idle.timer.timeout.emit()
+    unlock(qtbot, window, PIN)
+    assert form.values["patient"] == "" and form.side is None, "the previous patient's reference is left in the form"
+    assert not any(b.isChecked() for b in form.side_buttons.values())
+
+
+def test_defect2_an_exam_being_stored_when_the_screen_locks_is_not_opened_behind_it(qtbot, window) -> None:
+    tap(qtbot, window.nav["Exam"])
+    form = window.exam.form
+    type_digits(qtbot, form.keypad, "10452")
+    tap(qtbot, form.side_buttons["L"])
+    with qtbot.waitSignal(window.services.analysis.exam_stored, timeout=10_000):
+        form.start.click()  # stored on the writer thread; opened when the GUI thread hears of it...
+        window.lock()  # ...which is after the lock
+    unlock(qtbot, window, PIN)
+    assert window.session.exam is None, "an exam opened behind the lock screen for whoever unlocks"
+    assert form.start.text() == "Enter the patient reference"
+
+
 def test_defect3_no_result_is_stored_without_an_exam(qtbot, window) -> None:
     live = window.live
     assert window.session.exam is None

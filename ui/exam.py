@@ -192,7 +192,7 @@ class ExamForm(QWidget):
         """An empty form: nothing selected that the next exam would not get (a new exam starts from scratch)."""
         self.values = {"patient": "", "age": ""}
         self.side, self.clock = None, None
-        self._starting = False
+        self.pending: Exam | None = None  # asked for by Start, not yet stored and opened
         group = self._side_group
         group.setExclusive(False)  # an exclusive group refuses to uncheck its checked button
         for button in list(self.side_buttons.values()) + list(self.clock_buttons.values()):
@@ -238,20 +238,29 @@ class ExamForm(QWidget):
         self.field_buttons["patient"].setText(f"Patient: {self.values['patient'] or '—'}")
         self.field_buttons["age"].setText(f"Age: {self.values['age'] or '—'}")
         problem = self.problem()
-        self.start.setEnabled(problem is None and not self._starting)
-        self.start.setText(problem or ("Starting…" if self._starting else "Start exam"))  # says what is missing
+        starting = self.pending is not None
+        self.start.setEnabled(problem is None and not starting)
+        self.start.setText(problem or ("Starting…" if starting else "Start exam"))  # says what is missing
 
     def _start(self) -> None:
-        if self.problem() is not None or self._starting:
+        if self.problem() is not None or self.pending is not None:
             return
-        self._starting = True  # one tap, one exam: a second tap before it opens starts nothing
-        self._refresh()
         age = int(self.values["age"]) if self.values["age"] else None
-        self.start_requested.emit(Exam(new_result_id(), self.values["patient"], self.side, self.clock, age))
+        # one tap, one exam: a second tap before it opens starts nothing
+        self.pending = Exam(new_result_id(), self.values["patient"], self.side, self.clock, age)
+        self._refresh()
+        self.start_requested.emit(self.pending)
+
+    def take_pending(self, exam: Exam) -> bool:
+        """``exam`` was stored: True if it is the one this form is still waiting for (not reset since by the lock)."""
+        if self.pending is None or self.pending.exam_id != exam.exam_id:
+            return False
+        self.pending = None
+        return True
 
     def start_failed(self) -> None:
         """The exam could not be stored: the form stays filled in for another try."""
-        self._starting = False
+        self.pending = None
         self._refresh()
 
 

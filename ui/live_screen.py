@@ -139,7 +139,8 @@ class LiveScreen(QWidget):
             self._idle_card()
             return
         self._tapped_at = time.monotonic()
-        self.set_frozen(True)
+        if not self.view.frozen:
+            self.set_frozen(True)  # captures the frame on screen under the open exam
         captured = self.captured
         if captured is None:
             return

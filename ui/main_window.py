@@ -202,7 +202,8 @@ class MainWindow(QMainWindow):
         self.pin_entry.close_overlay()
         self.entry.close_overlay()
         self.confirm.close_overlay()
-        self.end_exam(ExamEnd.LOCKED)
+        if self.end_exam(ExamEnd.LOCKED) is None:
+            self.exam.form.reset()  # a reference typed but not started is not left for whoever unlocks
         if self._current_name() == "Settings":
             self.go("Live")
         self.lock_screen.lock()
@@ -210,6 +211,9 @@ class MainWindow(QMainWindow):
     # --- the exam ---------------------------------------------------------------------------------------------
 
     def _exam_stored(self, exam: Exam) -> None:
+        if not self.exam.form.take_pending(exam):  # the form was reset (the lock) while the exam was being stored
+            log.warning("exam %s stored after its form was reset: not opened", exam.exam_id)
+            return
         try:
             self.session.begin(exam)
         except ExamAlreadyOpenError as exc:  # the form is hidden while an exam is open: a second, late start
