@@ -4,6 +4,8 @@
 * ``seq`` is an ``AUTOINCREMENT`` key: per device, strictly increasing, never reused.
 * The same file is the uplink's outbox: ``delivery`` goes ``stored`` -> ``sent`` -> ``acked``,
   and only the hub's ack moves a result to ``acked``.
+* A result the hub rejected for good (its nack) is *parked*: a row in ``rejected`` with the hub's reason;
+  it reads as ``delivery = "rejected: <reason>"``, leaves the backlog and is never sent again.
 * Disk full / read-only filesystem / corruption raise :class:`StoreError`; earlier results stay intact.
 
 One connection per ``ResultStore``, guarded by a lock, so UI, pipeline and worker threads can share it.
@@ -64,6 +66,12 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE INDEX IF NOT EXISTS results_patient ON results (patient_ref, seq);
 CREATE INDEX IF NOT EXISTS results_created ON results (created_at);
 CREATE INDEX IF NOT EXISTS results_outbox ON results (delivery, seq) WHERE delivery != 'acked';
+CREATE TABLE IF NOT EXISTS rejected (
+    result_id   TEXT PRIMARY KEY REFERENCES results (result_id),
+    reason      TEXT NOT NULL,
+    detail      TEXT NOT NULL DEFAULT '',
+    rejected_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS frames (
     result_id  TEXT PRIMARY KEY REFERENCES results (result_id),
     created_at TEXT NOT NULL,
@@ -82,14 +90,27 @@ CREATE TABLE IF NOT EXISTS exams (
 _COLUMNS = (
     "seq, result_id, created_at, device_id, site, exam_id, patient_ref, side, model_name, model_version, "
     "model_sha256, label, inconclusive, reasons, probabilities, thresholds, crop, roi, source, latency_ms, "
-    "thumbnail, delivery"
+    "thumbnail, COALESCE((SELECT 'rejected: ' || reason FROM rejected WHERE rejected.result_id = results.result_id), "
+    "delivery)"
 )
+_NOT_PARKED = "result_id NOT IN (SELECT result_id FROM rejected)"
 
 EXPORT_FIELDS = (
     "seq", "result_id", "created_at", "device_id", "site", "exam_id", "patient_ref", "side", "model_name",
     "model_version", "model_sha256", "label", "inconclusive", "reasons", "probabilities", "thresholds", "crop",
     "roi", "source", "latency_ms", "delivery",
 )
+
+
+@dataclass(frozen=True)
+class ParkedResult:
+    """A result the hub rejected for good: kept on the device, never sent again."""
+
+    result_id: str
+    seq: int
+    reason: str  # the hub's rejection reason, e.g. topic_mismatch
+    detail: str
+    rejected_at: str
 
 
 @dataclass(frozen=True)
@@ -226,9 +247,9 @@ class ResultStore:
     # --- outbox (used by the uplink) -------------------------------------------------------------
 
     def pending(self, limit: int = 100, after_seq: int = 0) -> list[ResultRecord]:
-        """Results the hub has not acknowledged yet, oldest first."""
+        """Results the hub has not acknowledged yet (and not rejected for good), oldest first."""
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM results WHERE delivery != 'acked' AND seq > ? ORDER BY seq LIMIT ?",
+            f"SELECT {_COLUMNS} FROM results WHERE delivery != 'acked' AND {_NOT_PARKED} AND seq > ? ORDER BY seq LIMIT ?",
             (after_seq, int(limit)),
         )
         return [_row_to_record(row) for row in rows]
@@ -258,10 +279,31 @@ class ResultStore:
                     "UPDATE results SET delivery = 'acked', acked_at = ? WHERE result_id = ? AND delivery != 'acked'",
                     (now, rid),
                 ).rowcount
+                db.execute("DELETE FROM rejected WHERE result_id = ?", (rid,))  # acked after all: not parked
         return changed
 
+    def mark_rejected(self, refusals: Iterable[tuple[str, str, str]]) -> int:
+        """Park results the hub rejected for good, ``(result_id, reason, detail)`` each; durable on return.
+        An acked or unknown result is left alone. Returns how many were newly parked."""
+        items = list(refusals)
+        if not items:
+            return 0
+        now = utc_now_iso()
+        with self._transaction() as db:
+            return sum(db.execute(
+                "INSERT INTO rejected (result_id, reason, detail, rejected_at) SELECT result_id, ?, ?, ? FROM results "
+                "WHERE result_id = ? AND delivery != 'acked' ON CONFLICT (result_id) DO NOTHING",
+                (reason, detail, now, rid),
+            ).rowcount for rid, reason, detail in items)
+
+    def parked(self) -> list[ParkedResult]:
+        """Results the hub rejected for good, oldest first."""
+        rows = self._query("SELECT r.result_id, r.seq, p.reason, p.detail, p.rejected_at FROM rejected p "
+                           "JOIN results r USING (result_id) ORDER BY r.seq")
+        return [ParkedResult(*row) for row in rows]
+
     def backlog(self) -> BacklogStats:
-        row = self._query("SELECT COUNT(*), MIN(created_at) FROM results WHERE delivery != 'acked'")[0]
+        row = self._query(f"SELECT COUNT(*), MIN(created_at) FROM results WHERE delivery != 'acked' AND {_NOT_PARKED}")[0]
         return BacklogStats(pending=int(row[0]), oldest_created_at=row[1])
 
     # --- small key/value facts shared between processes (e.g. the uplink's connection state) ---------

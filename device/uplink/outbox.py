@@ -9,7 +9,10 @@ keeps the in-flight window in memory. Rules:
 * each message names the previous result still awaiting an ack (``prev_result_id``); the hub stores a
   result only once that one is stored, so results are stored in order even when one is lost in transit;
 * go-back-N: when the oldest in-flight result has waited ``ack_timeout_s``, or the connection drops,
-  the window is emptied and sending restarts from the oldest un-acknowledged result.
+  the window is emptied and sending restarts from the oldest un-acknowledged result;
+* the hub's nack (``rejected``) parks a result for good in the store and rewinds at once: the results
+  sent after it named it as their predecessor, which the hub will never store, so they go out again
+  with a chain that leaves it out.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from device.contract import ContractError, ResultMessage, encode_result
+from device.contract import ContractError, Refusal, ResultMessage, encode_result
 from device.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,15 @@ class Outbox:
         for rid in ids:
             self._in_flight.pop(rid, None)
         return self.store.mark_acked(ids)
+
+    def rejected(self, refusals: Iterable[Refusal]) -> int:
+        """The hub's nack: park these results (durable before returning) and re-send from the oldest result
+        still to deliver. Returns how many were newly parked."""
+        items = list(refusals)
+        parked = self.store.mark_rejected((r.result_id, r.reason, r.detail) for r in items)
+        if parked or any(r.result_id in self._in_flight for r in items):
+            self.rewind("the hub rejected a result for good")
+        return parked
 
     def timed_out(self) -> bool:
         if not self._in_flight:

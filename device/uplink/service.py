@@ -29,8 +29,9 @@ from device.config import DeviceConfig
 from device.contract import (
     QOS,
     ContractError,
+    NackMessage,
     StatusMessage,
-    decode_ack,
+    decode_ack_topic,
     encode_heartbeat,
     encode_status,
     topic,
@@ -278,14 +279,28 @@ class UplinkService:
         if message.topic != self.topics["ack"]:
             return
         try:
-            ack = decode_ack(message.payload)
+            answer = decode_ack_topic(message.payload)
         except ContractError as exc:
             log.warning("uplink: ignoring a malformed ack (%s)", exc)
             return
+        if isinstance(answer, NackMessage):
+            self._on_nack(answer)
+            return
         try:
-            self.outbox.acked(ack.result_ids)
+            self.outbox.acked(answer.result_ids)
         except StoreError as exc:
             log.error("uplink: cannot record the hub's ack (%s); the results will be re-sent", exc)
+
+    def _on_nack(self, nack: NackMessage) -> None:
+        """Results the hub rejected for good: parked (``device history`` shows ``rejected: <reason>``), not
+        re-sent; delivery goes on with the results after them."""
+        for refusal in nack.rejected:
+            log.warning("uplink: result %s rejected by the hub (%s: %s); parked, not re-sent (device history shows it)",
+                        refusal.result_id, refusal.reason, refusal.detail)
+        try:
+            self.outbox.rejected(nack.rejected)
+        except StoreError as exc:  # the result stays pending: its next re-send is rejected and nacked again
+            log.error("uplink: cannot park the results the hub rejected (%s); they will be re-sent", exc)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self._ready = False
