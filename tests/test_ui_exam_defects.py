@@ -18,8 +18,8 @@ pytest.importorskip("pytestqt")
 
 from device.config import parse_config  # noqa: E402
 from device.store import ResultStore  # noqa: E402
-from tests.test_ui_workflow import BRIGHT_BOX, write_frames  # noqa: E402
-from tests.ui_support import analyse, finish_exam, start_exam, tap, type_digits, unlock  # noqa: E402
+from tests.test_ui_workflow import BRIGHT_BOX, DRAWN_ROI, write_frames  # noqa: E402
+from tests.ui_support import analyse, draw_roi, finish_exam, start_exam, tap, type_digits, unlock  # noqa: E402
 from ui.app import build_window, start  # noqa: E402
 
 PIN = "2468"
@@ -65,8 +65,10 @@ def assert_nothing_of_the_previous_exam_on_live(window) -> None:
 
 def test_defect1_finish_then_a_new_exam_never_shows_or_stores_the_previous_patients_frame(qtbot, window) -> None:
     start_exam(qtbot, window, "10452", "L")
+    tap(qtbot, window.live.freeze)
+    draw_roi(qtbot, window.live.view, DRAWN_ROI)
     first = analyse(qtbot, window)
-    assert first.record.patient_ref == "10452" and window.live.view.frozen
+    assert first.record.patient_ref == "10452" and first.record.roi is not None and window.live.view.frozen
     finish_exam(qtbot, window)
     start_exam(qtbot, window, "20001", "R")
     assert "20001" in window.live.exam_button.text()
@@ -99,6 +101,8 @@ def test_defect1_finishing_asks_first_and_says_what_the_exam_holds(qtbot, window
 @pytest.mark.parametrize("how", ["settings-lock", "idle-lock"])
 def test_defect2_the_lock_finishes_the_exam_and_clears_the_frozen_result(qtbot, window, how: str) -> None:
     start_exam(qtbot, window, "10452", "L")
+    tap(qtbot, window.live.freeze)
+    draw_roi(qtbot, window.live.view, DRAWN_ROI)
     analyse(qtbot, window)
     if how == "settings-lock":
         tap(qtbot, window.nav["Settings"])

@@ -3,7 +3,9 @@ finish it through its confirmation, lock and unlock with the PIN)."""
 
 from __future__ import annotations
 
-from PyQt5.QtCore import Qt
+from PyQt5.QtCore import QPoint, Qt
+
+from device.crop import Box
 
 from device.results import Exam
 
@@ -52,3 +54,11 @@ def analyse(qtbot, window):
     with qtbot.waitSignal(window.live.result_shown, timeout=30_000) as shown:
         tap(qtbot, window.live.analyse)
     return shown.args[0]
+
+
+def draw_roi(qtbot, view, box: Box) -> None:
+    """Drag a finger over ``box`` (source pixels) on the live view."""
+    rect = view.to_view(box)
+    qtbot.mousePress(view, Qt.LeftButton, pos=QPoint(round(rect.left()), round(rect.top())))
+    qtbot.mouseRelease(view, Qt.LeftButton, pos=QPoint(round(rect.right()), round(rect.bottom())))
+    assert view.roi is not None
