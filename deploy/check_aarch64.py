@@ -345,6 +345,26 @@ def missing_libraries(lay: Layout, release: Path) -> list[str]:
 # --- the device commands -------------------------------------------------------------------------------
 
 
+def x86_release(lay: Layout, release: Path, python: str) -> Path:
+    """The release's own sonopi wheel unpacked for the x86 side, so both architectures run the same code
+    (the checkout may be edited while the gate runs); dependencies come from the x86 venv."""
+    target = lay.work / "x86-release"
+    shutil.rmtree(target, ignore_errors=True)
+    wheel = next(release.glob("sonopi-*.whl"), None)
+    if wheel is None:
+        raise CheckError(f"{release}: no sonopi wheel")
+    run([python, "-m", "zipfile", "-e", wheel, target], what=f"unpacking {wheel.name} for x86")
+    where = run([python, "-c", "import device; print(device.__file__)"], what="x86 import of the release",
+                cwd=target, env=x86_env(target)).stdout.strip()
+    if not where.startswith(str(target)):
+        raise CheckError(f"the x86 side imports device from {where}, not from the release's wheel in {target}")
+    return target
+
+
+def x86_env(source: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 def render_flash_config(lay: Layout, python: str) -> Path:
     secrets = lay.work / "secrets"
     secrets.mkdir(parents=True, exist_ok=True)
@@ -584,14 +604,14 @@ def start_broker(lay: Layout, workdir: Path) -> tuple[subprocess.Popen[bytes], s
     raise CheckError(f"mosquitto did not listen on 127.0.0.1:{port} within 10 s")
 
 
-def uplink(lay: Layout, release: Path, config: Path, broker: str, workdir: Path, python: str, expected: int,
-           timeout: float) -> int:
-    """The x86 hub and the emulated device's uplink until the hub holds every result and the device
-    has every one acked; returns the number acked."""
+def uplink(lay: Layout, release: Path, config: Path, broker: str, workdir: Path, python: str, x86_src: Path,
+           expected: int, timeout: float) -> int:
+    """The x86 hub (the release's hub code) and the emulated device's uplink until the hub holds every
+    result and the device has every one acked; returns the number acked."""
     hub_db = workdir / "hub.sqlite"
     (workdir / "hub.toml").write_text("")
     hub = start([python, "-m", "hub", "serve", "--config", workdir / "hub.toml", "--db", hub_db, "--broker", broker],
-                workdir / "hub.log", cwd=REPO)
+                workdir / "hub.log", env=x86_env(x86_src), cwd=x86_src)
     dev = start([guest_python(release), "-m", "device", "--config", config, "uplink"], workdir / "uplink.log",
                 env=guest_env(lay), cwd=lay.work)
     store = config_store(config)
@@ -683,16 +703,17 @@ def gate(args: argparse.Namespace) -> int:
         attempt("healthcheck.sh", lambda: healthcheck(lay, flash_config, pub))
         attempt("selftest", lambda: selftest(lay, installed, active_model))
     images = choose_images(args.images, args.datasets, installed)
+    x86_src = x86_release(lay, installed, python)
     with timer.step(f"classify --json, {len(images)} images, x86 then aarch64"):
         x86 = classify([python, "-m", "device", "classify", "--json", "--model", active_model], images,
-                       what="x86 classify", env=None, cwd=REPO, out=lay.work / "classify-x86.jsonl")
+                       what="x86 classify", env=x86_env(x86_src), cwd=x86_src, out=lay.work / "classify-x86.jsonl")
         arm = classify([guest_python(installed), "-m", "device", "classify", "--json", "--model", active_model],
                        images, what="aarch64 classify", env=guest_env(lay), cwd=lay.work,
                        out=lay.work / "classify-aarch64.jsonl")
         cmp = compare(x86, arm, images, lay.work / "compare.csv")
     if not args.compare_only:
         attempt("run --once --headless + uplink to Mosquitto and an x86 hub",
-                lambda: device_session(lay, installed, active_model, images, args.run_once_images, python))
+                lambda: device_session(lay, installed, active_model, images, args.run_once_images, python, x86_src))
     for name, took in timer.steps:
         log.info("time: %-62s %7.1f s", name, took)
     log.info("time: %-62s %7.1f s", "total", time.monotonic() - started)
@@ -709,7 +730,8 @@ def gate(args: argparse.Namespace) -> int:
     return 0 if cmp.ok(args.tolerance) and not failures else 1
 
 
-def device_session(lay: Layout, installed: Path, model: Path, images: list[Path], n: int, python: str) -> str:
+def device_session(lay: Layout, installed: Path, model: Path, images: list[Path], n: int, python: str,
+                   x86_src: Path) -> str:
     session = lay.work / "session"
     folder = session / "frames"
     folder.mkdir(parents=True)
@@ -722,7 +744,7 @@ def device_session(lay: Layout, installed: Path, model: Path, images: list[Path]
         expected = len(list(folder.iterdir()))
         if stored != expected:
             raise CheckError(f"run --once stored {stored} results for {expected} images in {folder}")
-        acked = uplink(lay, installed, config, broker, session, python, stored, timeout=300)
+        acked = uplink(lay, installed, config, broker, session, python, x86_src, stored, timeout=300)
     finally:
         stop(broker_proc)
     return f"run --once --headless: {stored} results stored; uplink: {acked}/{stored} acked by the x86 hub via Mosquitto"
