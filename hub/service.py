@@ -65,7 +65,7 @@ from device.contract import (
 from device.mqtt import BrokerAddress, new_client
 from device.results import utc_now_iso
 from hub.config import HubConfig
-from hub.store import HubStore, HubStoreError, UnstorableError
+from hub.store import Added, HubStore, HubStoreError, UnstorableError
 
 log = logging.getLogger(__name__)
 
@@ -276,32 +276,28 @@ class HubService:
         """Store what may be stored now (in one transaction unless the database refuses one); the ids to
         ack and nack go into ``ledger``."""
         plan = self._in_order(candidates)
-        to_store = [p for p in plan if p.decision is Decision.STORE]
-        added = {a.result_id: a for a in self.store.add_results_each([p.message for p in to_store], now)} if to_store else {}
+        to_store = [p.message for p in plan if p.decision is Decision.STORE]
+        added = {a.result_id: a for a in self.store.add_results_each(to_store, now)} if to_store else {}
         for p in plan:
-            m = p.message
-            if p.decision is Decision.DEFERRED:
-                ledger.tally[Outcome.DEFERRED.value] += 1
-                log.debug("hub: %s/%s seq %d arrived before its predecessor; not stored yet", m.site, m.device_id, m.seq)
-                continue
-            if p.decision is Decision.CONFLICT:
-                detail = f"result {m.result_id} (seq {m.seq}) is already stored with a different {', '.join(p.differs)}"
-                ledger.tally[self._reject(p.item, "duplicate_conflict", detail, ledger, m.result_id).value] += 1
-                continue
-            if p.decision is Decision.STORE:
-                result = added[m.result_id]
-                if result.error is not None:
-                    ledger.tally[self._reject(p.item, "unstorable", _redact(result.error, m), ledger, m.result_id).value] += 1
-                    continue
-                # not stored: someone else (another hub on the same database) stored it since stored_ids()
-                ledger.tally[(Outcome.STORED if result.stored else Outcome.DUPLICATE).value] += 1
-            else:  # DUPLICATE: stored before, or a copy of one earlier in this batch (which shares its fate)
-                first = added.get(m.result_id)
-                if first is not None and first.error is not None:
-                    ledger.tally[self._reject(p.item, "unstorable", _redact(first.error, m), ledger, m.result_id).value] += 1
-                    continue
-                ledger.tally[Outcome.DUPLICATE.value] += 1
-            ledger.acks[(m.site, m.device_id)].append(m.result_id)
+            outcome = self._settle(p, added, ledger)
+            ledger.tally[outcome.value] += 1
+            if outcome in (Outcome.STORED, Outcome.DUPLICATE):
+                ledger.acks[(p.message.site, p.message.device_id)].append(p.message.result_id)
+
+    def _settle(self, p: Planned, added: dict[str, Added], ledger: Ledger) -> Outcome:
+        m = p.message
+        if p.decision is Decision.DEFERRED:
+            log.debug("hub: %s/%s seq %d arrived before its predecessor; not stored yet", m.site, m.device_id, m.seq)
+            return Outcome.DEFERRED
+        if p.decision is Decision.CONFLICT:
+            detail = f"result {m.result_id} (seq {m.seq}) is already stored with a different {', '.join(p.differs)}"
+            return self._reject(p.item, "duplicate_conflict", detail, ledger, m.result_id)
+        result = added.get(m.result_id)  # STORE: its own insert; DUPLICATE: an earlier copy in this batch, if any
+        if result is not None and result.error is not None:  # a copy shares the first copy's fate
+            return self._reject(p.item, "unstorable", _redact(result.error, m), ledger, m.result_id)
+        if p.decision is Decision.STORE and result is not None and result.stored:
+            return Outcome.STORED
+        return Outcome.DUPLICATE  # stored before, a copy in this batch, or stored meanwhile by another hub
 
     def _in_order(self, candidates: list[tuple[Incoming, ResultMessage]]) -> list[Planned]:
         """Each result's fate: stored now (its predecessor is stored), duplicate, conflict, or deferred."""
@@ -351,7 +347,7 @@ class HubService:
         except UnstorableError as exc:  # never expected (details are escaped); counted in the log line anyway
             log.error("hub: could not record the rejection (%s)", exc)
         if where is not None and where.kind == "result" and result_id is not None:
-            ledger.nacks[(where.site, where.device_id)].append(Refusal(result_id, reason, detail[:MAX_NACK_DETAIL]))
+            ledger.nacks[(where.site, where.device_id)].append(Refusal(result_id, reason, _one_line(detail)[:MAX_NACK_DETAIL]))
         return Outcome.REJECTED
 
     def _log_stats(self) -> None:
@@ -381,6 +377,11 @@ def _redact(text: str, message: ResultMessage) -> str:
         if value:
             text = text.replace(value, name)
     return text
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters as spaces (a database error can span lines; a nack may not)."""
+    return "".join(c if c.isprintable() else " " for c in text)
 
 
 def _topic_or_none(text: str) -> Topic | None:

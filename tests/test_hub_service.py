@@ -277,3 +277,24 @@ def test_copies_of_one_result_in_one_batch_count_once_as_stored(tmp_path: Path) 
     assert svc._client.acks == [m.result_id, m.result_id] and store.count_results() == 1
     assert sum(svc.counters[o] for o in OUTCOMES) == svc.counters["received"] == 2
     store.close()
+
+
+def test_a_nack_carries_a_multi_line_database_error_on_one_line(tmp_path: Path, monkeypatch) -> None:
+    """A PostgreSQL error can span lines; the nack's detail may not contain control characters, so it
+    must still be sendable (otherwise the device would re-send the result forever)."""
+    from hub.config import HubConfig
+    from hub.service import HubService, Incoming
+    from hub.store import Added, HubStore
+
+    store = HubStore.open(tmp_path / "hub.sqlite")
+    monkeypatch.setattr(store, "add_results_each", lambda messages, now: [
+        Added(m.result_id, False, "refused the data (DataError: line one\nDETAIL: line two\t)") for m in messages])
+    svc = HubService(HubConfig(), store, broker="127.0.0.1:1")
+    svc._client = RecordingClient()  # type: ignore[assignment]
+    raw = RawDevice.__new__(RawDevice)
+    raw.site, raw.device_id = "site-a", "dev-1"
+    m = raw.result(1)
+    svc.process([Incoming(topic("site-a", "dev-1", "result"), encode_result(m), 1, 1)])
+    [nack] = svc._client.nacks
+    assert nack.result_id == m.result_id and nack.reason == "unstorable" and "line one DETAIL: line two" in nack.detail
+    store.close()
