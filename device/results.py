@@ -132,6 +132,10 @@ class ExamAlreadyOpenError(ExamBindingError):
     code = "exam_already_open"
 
 
+EXAM_BINDING_CODES = frozenset(cls.code for cls in (
+    ExamBindingError, NoOpenExamError, ExamClosedError, ExamMismatchError, ExamAlreadyOpenError))
+
+
 class ExamEnd(Enum):
     """Why an exam stopped being the open one."""
 

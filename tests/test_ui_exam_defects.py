@@ -239,3 +239,29 @@ def test_a_one_side_exam_with_two_frames_takes_nine_touches_besides_the_id(qtbot
     assert window.session.exam is None
     assert [r.exam_id for r in stored(window)] == [exam.exam_id, exam.exam_id]
     assert len(touches) == 9, touches
+
+
+def test_the_device_refuses_a_frame_whose_exam_closed_even_if_the_screen_missed_it(qtbot, window, monkeypatch) -> None:
+    """Enforced in device/, not only in the UI: the exam closes on the device's desk while the model works on
+    its frame, and the screen is not told (as if the UI had a bug). The writer stores nothing and the card
+    says why."""
+    start_exam(qtbot, window, "10452", "L")
+    desk, classifier = window.session.desk, window.services.analysis.classifier
+    classify = classifier.classify
+    closed = []
+
+    def classify_then_close(*args, **kwargs):
+        result = classify(*args, **kwargs)
+        closed.append(desk.close())  # behind the widgets' back: no signal, Live still shows the exam
+        return result
+
+    monkeypatch.setattr(classifier, "classify", classify_then_close)
+    failed = []
+    window.services.analysis.request_failed.connect(lambda captured, code, message: failed.append(code))
+    tap(qtbot, window.live.analyse)
+    qtbot.waitUntil(lambda: bool(failed), timeout=30_000)
+    assert failed == ["exam_closed"]
+    card = window.live.card
+    assert card.headline.text() == "Not stored"
+    assert f"exam {closed[0].exam_id}" in card.detail.text() and "finished" in card.detail.text()
+    assert stored(window) == []

@@ -13,7 +13,7 @@ import time
 from PyQt5.QtCore import pyqtSignal
 from PyQt5.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
-from device.results import CapturedFrame, Exam
+from device.results import EXAM_BINDING_CODES, CapturedFrame, Exam
 from ui.exam import ExamSession, exam_short
 from ui.frames import FramePacket
 from ui.live_view import LiveView
@@ -177,7 +177,7 @@ class LiveScreen(QWidget):
             return
         self._pending = None
         self.analysing = False
-        self.card.clear("Not stored" if code.startswith(("exam", "no_open_exam")) else "Not analysed", message)
+        self.card.clear("Not stored" if code in EXAM_BINDING_CODES else "Not analysed", message)
         self._update_buttons()
 
     def _unavailable(self, code: str, message: str) -> None:
