@@ -109,15 +109,57 @@ def schema(kind: str) -> dict[str, Any]:
     return json.loads(text)
 
 
+CONTROL_RULE = {"$ref": "#/$defs/control"}  # every string field says "not": CONTROL_RULE
+
+
 @lru_cache(maxsize=None)
 def _validator(kind: str) -> jsonschema.protocols.Validator:
+    """The schema's validator, minus the per-field control-character rule, which :func:`_check_controls`
+    applies to every string of the payload in one pass with the schema's own pattern (jsonschema's
+    ``not`` + ``$ref`` per field cost ~60 % of a result's validation: 2,500 -> 900 decodes/s)."""
     document = schema(kind)
     cls = jsonschema.validators.validator_for(document)
     cls.check_schema(document)
-    return cls(document)
+    return cls(_without_control_rule(document))
+
+
+def _without_control_rule(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_control_rule(v) for k, v in node.items() if not (k == "not" and v == CONTROL_RULE)}
+    if isinstance(node, list):
+        return [_without_control_rule(v) for v in node]
+    return node
+
+
+@lru_cache(maxsize=None)
+def _control_pattern(kind: str) -> re.Pattern[str]:
+    return re.compile(schema(kind)["$defs"]["control"]["pattern"])
+
+
+def _check_controls(kind: str, payload: dict[str, Any]) -> None:
+    """``$defs/control`` on every string in the payload, keys included (which the schema only guards
+    where it names them); the detail names where, never the string."""
+    pattern = _control_pattern(kind)
+    stack: list[tuple[Any, str]] = [(payload, "")]
+    while stack:
+        node, where = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            if isinstance(key, str) and pattern.search(key):
+                raise ContractError("schema", f"{kind} {where or '(root)'}: a key contains a control character")
+            path = f"{where}/{key}" if where else str(key)
+            if isinstance(value, str) and pattern.search(value):
+                raise ContractError("schema", f"{kind} {path}: {describe_control()}")
+            if isinstance(value, (dict, list)):
+                stack.append((value, path))
+
+
+def describe_control() -> str:
+    return "contains a control character (C0/C1, DEL, a line separator, a bidi control or a lone surrogate)"
 
 
 def validate(kind: str, payload: dict[str, Any]) -> None:
+    _check_controls(kind, payload)
     error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(payload))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
@@ -142,7 +184,7 @@ def describe(error: jsonschema.exceptions.ValidationError) -> str:
     if rule in ("minimum", "exclusiveMinimum"):
         return f"below the minimum {bound}" + (" (exclusive)" if rule.startswith("exclusive") else "")
     if rule == "not":
-        return "contains a control character (C0/C1, DEL, a line separator, a bidi control or a lone surrogate)"
+        return describe_control()
     if rule == "pattern":
         return "not in the required format"
     if rule in ("enum", "const"):
