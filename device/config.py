@@ -127,7 +127,7 @@ class UplinkSection(MqttConnection):
     # client_id: default sonopi-<site>-<id>
     ack_timeout_s: float = Field(default=30.0, gt=0)
     window: int = Field(default=256, ge=1, le=10000)
-    heartbeat_s: float = Field(default=60.0, gt=0)
+    heartbeat_s: float = Field(default=60.0, gt=0, le=86400)  # the contract caps interval_s at 1e7 s; a day is plenty
     send_thumbnail: bool = True
     thumbnail_max_bytes: int = Field(default=16384, ge=1024, le=65536)
     reconnect_min_s: float = Field(default=1.0, gt=0, le=600)  # jittered exponential backoff between attempts

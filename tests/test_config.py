@@ -30,6 +30,7 @@ def test_default_toml_is_complete_and_valid() -> None:
         ("[ui]\npin = '12'\n", "'ui.pin'"),
         ("[model]\nmalignant_threshold = 0\n", "'model.malignant_threshold'"),
         ("[model]\nmalignant_threshold = 1.5\n", "'model.malignant_threshold'"),
+        ("[uplink]\nheartbeat_s = 1e8\n", "'uplink.heartbeat_s'"),  # beyond the contract's interval_s bound
         ("this is not toml", "not valid TOML"),
     ],
 )
