@@ -19,7 +19,7 @@ from device.config import parse_config  # noqa: E402
 from device.crop import Box  # noqa: E402
 from device.store import ResultStore  # noqa: E402
 from tests.tiny_bundle import expected_label  # noqa: E402
-from tests.ui_support import start_exam  # noqa: E402
+from tests.ui_support import start_exam, tap, type_digits  # noqa: E402
 from ui.app import build_window, start  # noqa: E402
 
 BRIGHT_BOX = Box(200, 120, 240, 200)  # the bright "lesion" area in every test frame (source pixels)
@@ -73,14 +73,6 @@ def test_a_sites_lower_threshold_is_what_the_screens_show(qtbot, tmp_path: Path,
         window.shutdown()
 
 
-def tap(qtbot, widget) -> None:
-    assert widget.isVisible() and widget.isEnabled(), f"{widget.text() if hasattr(widget, 'text') else widget} not tappable"
-    qtbot.mouseClick(widget, Qt.LeftButton)
-
-
-def type_digits(qtbot, keypad, digits: str) -> None:
-    for digit in digits:
-        tap(qtbot, keypad.keys[digit])
 
 
 def test_clinician_workflow(qtbot, workflow_window) -> None:

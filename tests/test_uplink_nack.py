@@ -18,17 +18,11 @@ from pathlib import Path
 import pytest
 
 from tests.mqtt_broker import REPO, MosquittoBroker, wait_for
-from tests.test_uplink import Device, Hub, make_record
+from tests.test_uplink import Device, Hub, broker, make_record  # noqa: F401 (broker: the fixture)
 
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture
-def broker(tmp_path: Path):
-    b = MosquittoBroker(tmp_path / "broker")
-    b.start()
-    yield b
-    b.kill()
 
 
 def device_history(device: Device) -> list[dict]:
