@@ -22,6 +22,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from device.errors import SonopiError
 from hub.web.db import WebDb
 from hub.web.limits import LoginLimiter, LoginLimits, Refusal, Reservation, TrustedBrowsers, cookie_value, token_hash
+from hub.web.limits import iso as _iso
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,6 @@ class SessionPolicy:
     absolute: timedelta = timedelta(hours=10)
     idle: timedelta = timedelta(hours=1)
     touch_every: timedelta = timedelta(minutes=1)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _now() -> datetime:
