@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from device.bundle import InputSpec, ModelBundle, ReferenceSpec, Resampling, edit_bundle, load_bundle
+from device.bundle import (
+    InputSpec,
+    ModelBundle,
+    ReferenceSpec,
+    Resampling,
+    edit_bundle,
+    load_bundle,
+)
 from device.errors import ImageDecodeError, SonopiError
 from device.preprocess import prepare
 
@@ -115,11 +122,11 @@ def synthetic_suite() -> Iterator[tuple[str, np.ndarray, InputSpec]]:
         yield name, _screen(height, width, index + 1, colour), spec
 
 
-def preprocessing_checksum() -> str:
-    """sha256 over every case's crop box and prepared pixels, auto-crop on."""
+def preprocessing_checksum(resampling: Resampling = Resampling.EXACT) -> str:
+    """sha256 over every case's crop box and prepared pixels, auto-crop on (``resampling``: the pinned one is exact)."""
     digest = hashlib.sha256()
     for name, frame, spec in synthetic_suite():
-        prepared = prepare(frame, spec, auto_crop=True)
+        prepared = prepare(frame, dataclasses.replace(spec, resampling=resampling.value), auto_crop=True)
         digest.update(name.encode())
         digest.update(np.asarray(prepared.crop.as_tuple(), dtype="<i8").tobytes())
         digest.update(np.ascontiguousarray(prepared.pixels).tobytes())
