@@ -500,7 +500,10 @@ def encode_ack(message: AckMessage) -> bytes:
 
 
 def decode_ack(data: bytes) -> AckMessage:
-    payload = decode("ack", data)
+    return _ack_from(decode("ack", data))
+
+
+def _ack_from(payload: dict[str, Any]) -> AckMessage:
     return AckMessage(result_ids=tuple(payload["result_ids"]), at=payload.get("at"), schema=payload["schema"])
 
 
@@ -541,7 +544,7 @@ def decode_ack_topic(data: bytes) -> AckMessage | NackMessage:
     payload = parse("ack", data)
     if payload.get("kind") != "nack":
         validate("ack", payload)
-        return AckMessage(result_ids=tuple(payload["result_ids"]), at=payload.get("at"), schema=payload["schema"])
+        return _ack_from(payload)
     validate("nack", payload)
     refusals = tuple(Refusal(r["result_id"], r["reason"], r.get("detail", "")) for r in payload["rejected"])
     return NackMessage(rejected=refusals, at=payload.get("at"), schema=payload["schema"])
