@@ -264,6 +264,7 @@ class PythonVenv:
     ensurepip: bool  # ensurepip module present
     wheels: tuple[str, ...]  # pip/setuptools wheels ensurepip can install from
     venv_package: bool  # python3.11-venv installed per the dpkg status
+    dpkg_status: str = ""  # the image's /var/lib/dpkg/status ("" if none): apt resolves against it
 
     @property
     def can_make_venv(self) -> bool:
@@ -294,16 +295,8 @@ def python_venv(image: Path) -> PythonVenv:
     if py is None and not existing(image, root, [f"/usr/bin/{PY}"]):
         raise ImageError(f"{image}: no {PY} (neither in /var/lib/dpkg/status nor /usr/bin/{PY}) — "
                          "not Raspberry Pi OS Bookworm (the release needs its Python 3.11)")
-    return PythonVenv(py.version if py else None, have_ensurepip, tuple(sorted(set(names))), VENV_PACKAGE in installed)
-
-
-def _image_status(image: Path, dest: Path) -> Path:
-    _, root = partitions(image)
-    text = _read_file(image, root, "/var/lib/dpkg/status")
-    if text is None:
-        raise ImageError(f"{image}: no /var/lib/dpkg/status: cannot tell which packages first boot would need")
-    dest.write_text(text)
-    return dest
+    return PythonVenv(py.version if py else None, have_ensurepip, tuple(sorted(set(names))), VENV_PACKAGE in installed,
+                      status or "")
 
 
 def venv_debs(image: Path, out: Path, debs: Path | None, cache: Path) -> list[Path]:
@@ -322,7 +315,7 @@ def venv_debs(image: Path, out: Path, debs: Path | None, cache: Path) -> list[Pa
              image.name, PY, version, "present" if state.ensurepip else "missing",
              "present" if any(w.startswith("pip-") for w in state.wheels) else "missing", VENV_PACKAGE, version)
     out.mkdir(parents=True, exist_ok=True)
-    found = _given_debs(debs, version) if debs else _download_debs(image, version, cache)
+    found = _given_debs(debs, version) if debs else _download_debs(image, version, state.dpkg_status, cache)
     for deb in found:
         shutil.copy2(deb, out / deb.name)
     return sorted(out / deb.name for deb in found)
@@ -341,12 +334,12 @@ def _given_debs(debs: Path, version: str) -> list[Path]:
     return files
 
 
-def _download_debs(image: Path, version: str, cache: Path) -> list[Path]:
+def _download_debs(image: Path, version: str, dpkg_status: str, cache: Path) -> list[Path]:
     """apt resolves against the *image's* dpkg status: exactly what is missing there, pinned to its version."""
     apt = PrivateApt(cache, "arm64", status=cache / "image-status")
     try:
         apt.update()
-        _image_status(image, apt.status)
+        apt.status.write_text(dpkg_status)
         found = apt.closure([f"{VENV_PACKAGE}={version}"])
     except DebError as exc:
         raise ImageError(
