@@ -94,12 +94,17 @@ def test_dpkg_status_parsing() -> None:
     assert found["python3-distutils"].provides == ("python3.11-distutils", "python3.12-distutils")
 
 
+def guest(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``code`` in the emulated Python (the gate's wrapper and clean guest environment)."""
+    return subprocess.run([str(LAYOUT.python), "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env=gate.guest_env(LAYOUT), cwd=REPO)
+
+
 @needs_emulator
 def test_the_emulated_python_is_bookworm_arm64_and_sees_a_pi4() -> None:
     code = ("import platform, sys; print(platform.machine(), platform.python_version(), *platform.libc_ver()); "
             "print(open('/proc/cpuinfo').read().count('CPU part\\t: 0xd08')); print(sys.executable)")
-    proc = subprocess.run([str(LAYOUT.python), "-c", code], capture_output=True, text=True, timeout=120,
-                          env=gate.guest_env(LAYOUT), cwd=REPO)
+    proc = guest(code)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "aarch64 3.11.2 glibc 2.36"
@@ -112,16 +117,14 @@ def test_the_emulated_python_is_bookworm_arm64_and_sees_a_pi4() -> None:
 def test_the_emulated_python_can_start_python_without_binfmt() -> None:
     code = ("import subprocess, sys; print(subprocess.run([sys.executable, '-c', 'import platform; "
             "print(platform.machine())'], capture_output=True, text=True, check=True).stdout.strip())")
-    proc = subprocess.run([str(LAYOUT.python), "-c", code], capture_output=True, text=True, timeout=180,
-                          env=gate.guest_env(LAYOUT), cwd=REPO)
+    proc = guest(code, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "aarch64"
 
 
 @needs_emulator
 def test_the_host_python_packages_do_not_leak_into_the_guest() -> None:
-    proc = subprocess.run([str(LAYOUT.python), "-c", "import yaml"], capture_output=True, text=True, timeout=120,
-                          env=gate.guest_env(LAYOUT), cwd=REPO)
+    proc = guest("import yaml")
     assert proc.returncode != 0 and "No module named 'yaml'" in proc.stderr
 
 
