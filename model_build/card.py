@@ -149,11 +149,14 @@ def revalidation_section(r: dict[str, Any] | None) -> list[str]:
         lines.append(f"| {split} | {c['n']} | {c['images_with_any_change']} | {c['max_prob_diff']:.3f} / {c['mean_prob_diff']:.4f} | "
                      f"{len(c['label_flips'])} | {c['inconclusive_flips']} |")
     points = [r.get(f"rule_threshold_on_val_int8_{x}") for x in (old, new)]
-    if all(points):
+    kept = r["thresholds"].get("malignant")
+    if all(points) and kept is not None:
+        lower = kept <= points[1]["threshold"]  # against the rule on the pixels the device now prepares
         lines += ["", f"The build's threshold rule, applied to the validation images' int8 probabilities, gives "
                       f"{points[0]['threshold']:.4f} on `{old}` pixels and {points[1]['threshold']:.4f} on `{new}` pixels; "
-                      f"the shipped threshold {r['thresholds'].get('malignant', float('nan')):.4f} (fitted at build time on the float model) "
-                      "is kept: it is the lower, more sensitive one."]
+                      f"the shipped threshold {kept:.4f} (fitted at build time on the float model) is kept"
+                      + (f": it is lower, so more sensitive, than the rule's {points[1]['threshold']:.4f} on `{new}` pixels."
+                         if lower else f", although the rule gives a lower one on `{new}` pixels: consider lowering it.")]
     return lines + [""]
 
 

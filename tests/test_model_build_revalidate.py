@@ -17,9 +17,10 @@ import pytest
 from device.bundle import Resampling, load_bundle
 from device.engine import Classifier
 
-pytestmark = [pytest.mark.data]
 
 
+
+@pytest.mark.data
 def test_shipped_bundle_revalidation_is_reproduced(shipped_bundle_dir: Path, datasets: Path) -> None:
     from model_build import evaluate
     from model_build.revalidate import score_split
@@ -39,3 +40,15 @@ def test_shipped_bundle_revalidation_is_reproduced(shipped_bundle_dir: Path, dat
         assert fresh == pytest.approx(expected, abs=1e-6), f"{resampling}: {fresh} vs stored {key} {expected}"
         assert len(scored.y) == stored[key]["all"]["n"]
     assert np.isclose(m.metrics["accuracy"]["value"], stored["test_int8"]["all"]["headline"]["accuracy"]["value"])
+
+
+@pytest.mark.parametrize(("kept", "says"), [(0.0286, "it is lower, so more sensitive"), (0.04, "consider lowering it")])
+def test_the_card_says_how_the_kept_threshold_compares_with_the_rule_on_the_new_pixels(kept: float, says: str) -> None:
+    from model_build.card import revalidation_section
+
+    changes = {"n": 1, "images_with_any_change": 0, "max_prob_diff": 0.0, "mean_prob_diff": 0.0,
+               "label_flips": [], "inconclusive_flips": 0}
+    result = {"from": "opencv", "to": "exact", "thresholds": {"malignant": kept}, "val_changes": changes,
+              "test_changes": changes, "rule_threshold_on_val_int8_opencv": {"threshold": 0.0285},
+              "rule_threshold_on_val_int8_exact": {"threshold": 0.0312}}
+    assert says in "\n".join(revalidation_section(result))
