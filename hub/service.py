@@ -244,6 +244,7 @@ class HubService:
     def _accept(self, item: Incoming, now: str, candidates: list[tuple[Incoming, ResultMessage]],
                 ledger: Ledger) -> Outcome | None:
         """Decode one message; a status or heartbeat is recorded now, a result joins ``candidates`` (None)."""
+        where: Topic | None = None
         try:
             where = parse_topic(item.topic)
             if where.kind == "result":
@@ -259,7 +260,7 @@ class HubService:
                 return Outcome.RECORDED
             raise ContractError("bad_topic", f"the hub does not accept {where.kind} messages")
         except ContractError as exc:
-            return self._reject(item, exc.reason, exc.detail, ledger, result_id_of(item.payload))
+            return self._reject(item, exc.reason, exc.detail, ledger, _nackable_id(where, item))
         except UnstorableError as exc:
             return self._reject(item, "unstorable", str(exc), ledger)
         except HubStoreError:
@@ -270,7 +271,7 @@ class HubService:
                       item.topic[:200], type(exc).__name__)
             log.debug("hub: internal error", exc_info=True)
             return self._reject(item, "internal_error", f"{type(exc).__name__} while validating", ledger,
-                                result_id_of(item.payload))
+                                _nackable_id(where, item))
 
     def _store_results(self, candidates: list[tuple[Incoming, ResultMessage]], now: str, ledger: Ledger) -> None:
         """Store what may be stored now (in one transaction unless the database refuses one); the ids to
@@ -360,6 +361,12 @@ class HubService:
             self.store.prune_heartbeats(cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
         except HubStoreError as exc:
             log.error("hub: %s", exc)
+
+
+def _nackable_id(where: Topic | None, item: Incoming) -> str | None:
+    """The result_id to nack a rejected message with: read (a second parse) only from a result topic,
+    the only kind :meth:`HubService._reject` nacks."""
+    return result_id_of(item.payload) if where is not None and where.kind == "result" else None
 
 
 def differing_fields(original: Any, message: ResultMessage) -> tuple[str, ...]:
