@@ -9,7 +9,7 @@ No root-wide install, no binfmt_misc, no system package installed. Everything li
   dependency closure of python3.11 + python3.11-venv (+ libstdc++6, libgcc-s1, libgomp1 for the
   wheels' .so files), resolved with a *private* apt configuration (the host's bookworm sources, an
   empty dpkg status, APT::Architecture=arm64) and unpacked with ``dpkg-deb``; cached.
-* ``host/``     qemu-user-static (amd64, Debian's 7.2; ``apt-get download`` + ``dpkg-deb -x``, never
+* ``host/``     qemu-user-static (amd64, Debian's 7.2; ``apt-get download`` + ``dpkg-deb`` as the sysroot, never
   installed) and, when this machine has no mosquitto, Debian's mosquitto the same way.
 * ``bin/python3.11``  a wrapper ``qemu-aarch64-static -cpu cortex-a72 -L sysroot -0 "$0" …/python3.11``.
   Without binfmt the kernel cannot exec an aarch64 ELF, so every Python that starts a Python
@@ -191,8 +191,7 @@ def prepare_host_tools(lay: Layout) -> None:
     apt.update()
     debs = apt.download(list(packages), debs_dir)
     lay.host.mkdir(parents=True, exist_ok=True)
-    for deb in debs:
-        run(["dpkg-deb", "-x", deb, lay.host], what=f"dpkg-deb -x {deb.name}")
+    unpack(debs, lay.host)
     if not os.access(lay.qemu, os.X_OK):
         raise CheckError(f"{lay.qemu} missing after unpacking qemu-user-static")
     for other in lay.qemu.parent.glob("qemu-*-static"):  # only the aarch64 emulator is needed
