@@ -54,22 +54,24 @@ class ScoredImages:
 
 
 def score_split(classifier: Classifier, roots: Sequence[str | os.PathLike[str]], split: str,
-                resampling: str) -> ScoredImages:
-    """The bundle's ``split`` images, classified as ``device classify`` would with ``resampling``."""
+                resamplings: Sequence[str]) -> dict[str, ScoredImages]:
+    """The bundle's ``split`` images, classified as ``device classify`` would, once per resampling
+    (each file found and decoded once)."""
     bundle = classifier.bundle
     samples, groups, skipped = find_samples(read_split_rows(bundle, split), roots)
     if skipped:
         log.warning("%s split: sources not given with --data, left out: %s", split, skipped)
-    spec = dataclasses.replace(bundle.manifest.input, resampling=resampling)
-    labels = bundle.manifest.labels
-    probs = []
+    specs = {r: dataclasses.replace(bundle.manifest.input, resampling=r) for r in resamplings}
+    probs: dict[str, list[np.ndarray]] = {r: [] for r in resamplings}
     for sample in samples:
-        pixels = prepare(decode_image_file(sample.path), spec, auto_crop=True).pixels
-        scores, _ = classifier.invoke(classifier.input_tensor(pixels))
-        probs.append(classifier.probabilities(scores))
+        frame = decode_image_file(sample.path)
+        for r, spec in specs.items():
+            scores, _ = classifier.invoke(classifier.input_tensor(prepare(frame, spec, auto_crop=True).pixels))
+            probs[r].append(classifier.probabilities(scores))
+    labels = bundle.manifest.labels
     y = np.array([labels.index(s.label) for s in samples])
-    log.info("%s split: %d image(s) scored with resampling %s", split, len(samples), resampling)
-    return ScoredImages(samples, np.array(groups), y, np.array(probs))
+    log.info("%s split: %d image(s) scored with resampling %s", split, len(samples), ", ".join(resamplings))
+    return {r: ScoredImages(samples, np.array(groups), y, np.array(p)) for r, p in probs.items()}
 
 
 def _flips(before: ScoredImages, after: ScoredImages, manifest: Manifest, thresholds: dict[str, float]) -> dict[str, Any]:
@@ -100,7 +102,8 @@ def revalidate(bundle_dir: Path, roots: Sequence[str | os.PathLike[str]], resamp
     metrics = _read_metrics(bundle)
     config = metrics.get("config", {})
     result: dict[str, Any] = {"from": old, "to": new, "thresholds": dict(m.thresholds), "temperature": m.temperature}
-    scored = {(split, r): score_split(classifier, roots, split, r) for split in ("val", "test") for r in (old, new)}
+    scored = {(split, r): images for split in ("val", "test")
+              for r, images in score_split(classifier, roots, split, (old, new)).items()}
     malignant = m.labels.index("malignant") if "malignant" in m.labels else None
     threshold = m.thresholds.get("malignant")
     for split in ("val", "test"):
