@@ -39,6 +39,24 @@ def raw(payload: object) -> bytes:
     return json.dumps(payload).encode()
 
 
+MARKER = 314159.25  # a number json.dumps writes as its repr, replaced by with_literal
+
+
+def put(payload: dict, path: tuple[str, ...], value: object) -> dict:
+    """``payload`` with the value at ``path`` (keys into nested objects) set to ``value``."""
+    target = payload
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return payload
+
+
+def with_literal(payload: dict, path: tuple[str, ...], literal: str) -> bytes:
+    """JSON with the value at ``path`` written verbatim (NaN, 1e999, a 5,000-deep list...: what json.dumps
+    cannot produce)."""
+    return json.dumps(put(payload, path, MARKER)).replace(repr(MARKER), literal, 1).encode()
+
+
 def test_schemas_are_valid_and_packaged() -> None:
     for kind in contract.MESSAGE_TYPES:
         document = contract.schema(kind)

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from device.contract import ResultMessage, encode_result, topic
 from tests.mqtt_broker import MosquittoBroker, postgres_server  # noqa: F401  (fixture)
-from tests.test_contract import good_payload, json_values
+from tests.test_contract import good_payload, json_values, put, with_literal
 from tests.test_hub_poison import HubProcess, deliver_valid
 from tests.test_hub_service import RawDevice
 
@@ -35,7 +35,6 @@ SITE, DEVICE = "site-a", "dev-1"
 OUTCOMES = ("stored", "recorded", "duplicates", "deferred", "rejected", "cleared")
 CONTROL = "\x00\x01\x07\x08\t\n\r\x1b\x1f\x7f\x80\x9f\u2028\u202e\ud800\udfff"
 NON_FINITE = ("NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1E400")
-MARKER = 314159.25
 
 
 def base_payload(kind: str, rid: str) -> dict[str, Any]:
@@ -60,19 +59,6 @@ STRINGS = {
     "status": [("software_version",), ("at",), ("model", "name"), ("model", "version")],
     "heartbeat": [("at",), ("throttled",)],
 }
-
-
-def put(payload: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
-    target = payload
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
-    return payload
-
-
-def with_literal(payload: dict[str, Any], path: tuple[str, ...], literal: str) -> bytes:
-    """JSON with the value at ``path`` written verbatim (NaN, 1e999, a 5,000-deep list...)."""
-    return json.dumps(put(payload, path, MARKER)).replace(repr(MARKER), literal, 1).encode()
 
 
 @dataclass(frozen=True)

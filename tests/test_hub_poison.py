@@ -36,7 +36,7 @@ from tests.mqtt_broker import (  # noqa: F401  (fixtures)
     stop_process,
     wait_for,
 )
-from tests.test_contract import good_payload
+from tests.test_contract import good_payload, with_literal
 from tests.test_hub_service import RawDevice
 from tests.test_uplink import Device, make_record
 
@@ -197,25 +197,14 @@ def test_postgresql_a_nul_in_patient_ref_is_rejected_and_other_devices_go_on(tmp
 # --- defect 9: non-finite and inconsistent numbers ------------------------------------------------------
 
 
-def _with_number(payload: dict, path: tuple[str, ...], literal: str) -> bytes:
-    """The payload as JSON with the number at ``path`` written as ``literal`` (e.g. 1e999, which json.dumps
-    cannot produce from a float)."""
-    marker = 271828.5
-    target = payload
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = marker
-    return json.dumps(payload).replace(repr(marker), literal).encode()
-
-
 def test_non_finite_and_inconsistent_numbers_are_rejected_and_exports_stay_json(sqlite_hub: HubProcess,
                                                                                 device: RawDevice) -> None:
     sqlite_hub.start()
     deliver_valid(sqlite_hub, device, seq=1)
     results = [
-        _with_number(good_payload(), ("latency_ms",), "1e999"),
-        _with_number(good_payload(thresholds={"malignant": 0.5}), ("thresholds", "malignant"), "1e999"),
-        _with_number(good_payload(thresholds={"malignant": 0.5}), ("thresholds", "malignant"), "-1e999"),
+        with_literal(good_payload(), ("latency_ms",), "1e999"),
+        with_literal(good_payload(thresholds={"malignant": 0.5}), ("thresholds", "malignant"), "1e999"),
+        with_literal(good_payload(thresholds={"malignant": 0.5}), ("thresholds", "malignant"), "-1e999"),
         json.dumps(good_payload(probabilities={"benign": 0.9, "malignant": 0.9}, label="benign")).encode(),
         json.dumps(good_payload(probabilities={"benign": 0.5, "malignant": 0.5}, label="normal",
                                 inconclusive=False)).encode(),
@@ -224,8 +213,8 @@ def test_non_finite_and_inconsistent_numbers_are_rejected_and_exports_stay_json(
         device.publish(data)
     heartbeat = {"schema": 1, "device_id": device.device_id, "site": device.site, "at": "2026-01-01T00:00:00Z",
                  "interval_s": 60.0, "uptime_s": 10.0, "backlog": 0, "soc_temp_c": 40.0}
-    device.publish(_with_number(dict(heartbeat), ("soc_temp_c",), "1e999"), kind="heartbeat")
-    device.publish(_with_number(dict(heartbeat), ("uptime_s",), "1e999"), kind="heartbeat")
+    device.publish(with_literal(dict(heartbeat), ("soc_temp_c",), "1e999"), kind="heartbeat")
+    device.publish(with_literal(dict(heartbeat), ("uptime_s",), "1e999"), kind="heartbeat")
     deliver_valid(sqlite_hub, device, seq=2)
     sqlite_hub.wait(lambda: sqlite_hub.rejected() == len(results) + 2, "every bad number to be rejected")
     assert sqlite_hub.store.count_results() == 2
