@@ -218,12 +218,9 @@ def test_non_finite_and_inconsistent_numbers_are_rejected_and_exports_stay_json(
     deliver_valid(sqlite_hub, device, seq=2)
     sqlite_hub.wait(lambda: sqlite_hub.rejected() == len(results) + 2, "every bad number to be rejected")
     assert sqlite_hub.store.count_results() == 2
-    for line in sqlite_hub.cli("export", "--json").splitlines():
-        if line.startswith("{"):
-            strict_json(line)
-    for line in sqlite_hub.cli("devices", "--json").splitlines():
-        if line.startswith("{"):
-            strict_json(line)
+    exported = [strict_json(line) for line in sqlite_hub.cli("export", "--json").splitlines() if line.startswith("{")]
+    devices = [strict_json(line) for line in sqlite_hub.cli("devices", "--json").splitlines() if line.startswith("{")]
+    assert len(exported) == 2 and len(devices) == 1, "strict JSON was checked on every exported row and device, not on none"
     assert sqlite_hub.alive
 
 
