@@ -66,6 +66,13 @@ class RawDevice:
         name = topic_name or topic(self.site, self.device_id, kind)
         self.client.publish(name, payload, qos=1).wait_for_publish(10)
 
+    @classmethod
+    def offline(cls, site: str = "site-a", device_id: str = "dev-1") -> RawDevice:
+        """One that only makes results (:meth:`result`): no broker connection."""
+        raw = cls.__new__(cls)
+        raw.site, raw.device_id = site, device_id
+        return raw
+
     def result(self, seq: int, prev: str | None = None) -> ResultMessage:
         record = replace(make_record(self.site, self.device_id, seq), seq=seq)
         return ResultMessage.from_record(record, historical=False, prev_result_id=prev)
@@ -209,24 +216,31 @@ class RecordingClient:
         self.pubacks.append(mid)
 
 
+def offline_service(store):  # type: ignore[no-untyped-def]
+    """A HubService whose client is a :class:`RecordingClient`: ``process`` runs without a broker."""
+    from hub.config import HubConfig
+    from hub.service import HubService
+
+    svc = HubService(HubConfig(), store, broker="127.0.0.1:1")
+    svc._client = RecordingClient()  # type: ignore[assignment]
+    return svc
+
+
 def test_a_result_the_database_refuses_is_rejected_and_the_rest_of_its_batch_stored(tmp_path: Path,
                                                                                    monkeypatch) -> None:
     """Defence in depth behind the contract: if a decoded result still cannot be stored (here a seq beyond
     64 bits, made to slip past validation), only that message is rejected."""
     from device import contract
     from hub import service as hub_service
-    from hub.config import HubConfig
-    from hub.service import HubService, Incoming
+    from hub.service import Incoming
     from hub.store import HubStore
 
     real = contract.decode_result
     monkeypatch.setattr(hub_service, "decode_result",
                         lambda name, data: replace(real(name, data), seq=2**70) if b'"seq":9999' in data else real(name, data))
     store = HubStore.open(tmp_path / "hub.sqlite")
-    svc = HubService(HubConfig(), store, broker="127.0.0.1:1")
-    svc._client = RecordingClient()  # type: ignore[assignment]
-    raw = RawDevice.__new__(RawDevice)
-    raw.site, raw.device_id = "site-a", "dev-1"
+    svc = offline_service(store)
+    raw = RawDevice.offline()
     messages = [raw.result(1), raw.result(9999), raw.result(2)]
     name = topic("site-a", "dev-1", "result")
     svc.process([Incoming(name, encode_result(m), mid, 1) for mid, m in enumerate(messages, 1)])
@@ -244,8 +258,7 @@ def test_exports_of_non_finite_numbers_stored_by_an_older_hub_are_still_json(tmp
     from hub.store import HubStore
 
     db = tmp_path / "hub.sqlite"
-    raw = RawDevice.__new__(RawDevice)
-    raw.site, raw.device_id = "site-a", "dev-1"
+    raw = RawDevice.offline()
     with HubStore.open(db) as store:  # written directly, as the old hub let a 1e999 through
         store.add_results([replace(raw.result(1), latency_ms=float("inf"), thresholds={"malignant": float("nan")})])
     for args in (["export", "--json"], ["results", "--json"]):
@@ -260,15 +273,12 @@ def test_exports_of_non_finite_numbers_stored_by_an_older_hub_are_still_json(tmp
 def test_copies_of_one_result_in_one_batch_count_once_as_stored(tmp_path: Path) -> None:
     """The re-send of a result can land in the same batch as the first copy: one stored, one duplicate
     (both acked), and the counters add up to what was received."""
-    from hub.config import HubConfig
-    from hub.service import OUTCOMES, HubService, Incoming
+    from hub.service import OUTCOMES, Incoming
     from hub.store import HubStore
 
     store = HubStore.open(tmp_path / "hub.sqlite")
-    svc = HubService(HubConfig(), store, broker="127.0.0.1:1")
-    svc._client = RecordingClient()  # type: ignore[assignment]
-    raw = RawDevice.__new__(RawDevice)
-    raw.site, raw.device_id = "site-a", "dev-1"
+    svc = offline_service(store)
+    raw = RawDevice.offline()
     m = raw.result(1)
     name = topic("site-a", "dev-1", "result")
     resend = replace(m, historical=not m.historical)
@@ -282,17 +292,14 @@ def test_copies_of_one_result_in_one_batch_count_once_as_stored(tmp_path: Path) 
 def test_a_nack_carries_a_multi_line_database_error_on_one_line(tmp_path: Path, monkeypatch) -> None:
     """A PostgreSQL error can span lines; the nack's detail may not contain control characters, so it
     must still be sendable (otherwise the device would re-send the result forever)."""
-    from hub.config import HubConfig
-    from hub.service import HubService, Incoming
+    from hub.service import Incoming
     from hub.store import Added, HubStore
 
     store = HubStore.open(tmp_path / "hub.sqlite")
     monkeypatch.setattr(store, "add_results_each", lambda messages, now: [
         Added(m.result_id, False, "refused the data (DataError: line one\nDETAIL: line two\t)") for m in messages])
-    svc = HubService(HubConfig(), store, broker="127.0.0.1:1")
-    svc._client = RecordingClient()  # type: ignore[assignment]
-    raw = RawDevice.__new__(RawDevice)
-    raw.site, raw.device_id = "site-a", "dev-1"
+    svc = offline_service(store)
+    raw = RawDevice.offline()
     m = raw.result(1)
     svc.process([Incoming(topic("site-a", "dev-1", "result"), encode_result(m), 1, 1)])
     [nack] = svc._client.nacks
