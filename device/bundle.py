@@ -25,10 +25,14 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from device.decision import (
+    DEFAULT_MODE, IMPLICIT_LESION_THRESHOLD, IMPLICIT_MALIGNANT_THRESHOLD, MALIGNANT, MODE_ORDER, NORMAL, Category, Mode,
+)
 from device.errors import BundleError
 
-FORMAT_VERSION = 2  # what write_bundle writes
-READABLE_FORMAT_VERSIONS = (1, 2)  # 1: before input.resampling existed (its bundles resample with OpenCV)
+FORMAT_VERSION = 3  # what write_bundle writes
+# 1: before input.resampling existed (its bundles resample with OpenCV); 2: before the decision block
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 MODEL_FILE = "model.tflite"
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "signature.json"  # written by device.signing; its presence makes a bundle read-only here
@@ -110,6 +114,54 @@ class ReferenceSpec:
     scores: tuple[float, ...]
 
 
+P_MALIGNANT_DEFINITIONS = ("softmax",)  # the calibrated softmax probability of 'malignant' (temperature applied)
+MODE_FIGURES = ("sensitivity", "specificity", "normals_called_malignant")  # per mode, each optional
+CATEGORY_FIGURES = ("malignancy_rate",)  # per category, each optional
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A validated figure: the estimate, its 95 % confidence interval and the number of cases behind it."""
+
+    value: float
+    ci95: tuple[float, float]
+    n: int
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """One operating mode. ``figures``/``categories`` absent: not validated (shown as such, never invented)."""
+
+    malignant_threshold: float
+    figures: dict[str, Figure] | None = None  # MODE_FIGURES -> Figure
+    categories: dict[str, dict[str, Figure]] | None = None  # category -> {malignancy_rate: Figure}
+
+    def figure(self, name: str) -> Figure | None:
+        return (self.figures or {}).get(name)
+
+    def category_figure(self, category: str, name: str = "malignancy_rate") -> Figure | None:
+        return (self.categories or {}).get(category, {}).get(name)
+
+
+@dataclass(frozen=True)
+class DecisionSpec:
+    """The ``decision`` block (format 3): how probabilities become a category, per operating mode.
+    :func:`device.decision.decide` applies it; :meth:`Manifest.decision_spec` gives the implicit one of an
+    older bundle."""
+
+    modes: dict[str, ModeSpec]
+    p_malignant: str = "softmax"
+    lesion_threshold: float = IMPLICIT_LESION_THRESHOLD
+    default_mode: str = DEFAULT_MODE.value
+    validation: str | None = None  # free text: where the figures come from (e.g. leave-one-source-out)
+
+    def mode(self, name: Mode | str, model: str = "the model") -> ModeSpec:
+        found = self.modes.get(str(name))
+        if found is None:
+            raise BundleError(f"{model} has no operating mode {str(name)!r} (it has {', '.join(self.modes)})")
+        return found
+
+
 @dataclass(frozen=True)
 class Manifest:
     name: str
@@ -124,6 +176,7 @@ class Manifest:
     quality: QualitySpec = field(default_factory=QualitySpec)
     cam: CamSpec | None = None
     reference: ReferenceSpec | None = None
+    decision: DecisionSpec | None = None  # format 3; absent: decision_spec() is the implicit one
     training_data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     intended_use: str = "Decision support for trained clinicians. Not a diagnosis."
@@ -138,7 +191,19 @@ class Manifest:
             del data["reference"]
         else:
             data["reference"]["scores"] = list(self.reference.scores)
+        if self.decision is None:
+            del data["decision"]
+        else:
+            data["decision"] = _decision_to_dict(self.decision)
         return data
+
+    def decision_spec(self) -> DecisionSpec:
+        """The decision block, or for a bundle without one the implicit spec: one mode, balanced, at
+        ``thresholds.malignant`` (0.5 when absent), lesion threshold 0.5, no figures (not validated)."""
+        if self.decision is not None:
+            return self.decision
+        threshold = self.thresholds.get(MALIGNANT, IMPLICIT_MALIGNANT_THRESHOLD) if isinstance(self.thresholds, dict) else IMPLICIT_MALIGNANT_THRESHOLD
+        return DecisionSpec(modes={DEFAULT_MODE.value: ModeSpec(malignant_threshold=threshold)})
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "manifest") -> Manifest:
@@ -256,6 +321,7 @@ def _parse_manifest(data: Any, source: str) -> Manifest:
             quality=_parse_section(QualitySpec, data.get("quality", {}), "quality", source),
             cam=_parse_cam(data.get("cam"), source),
             reference=_parse_reference(data.get("reference"), version, source),
+            decision=_parse_decision(data.get("decision"), version, source),
             training_data=data.get("training_data", {}),
             metrics=data.get("metrics", {}),
             intended_use=data.get("intended_use", Manifest.intended_use),
@@ -291,6 +357,83 @@ def _parse_reference(value: Any, version: int, source: str) -> ReferenceSpec | N
         raise BundleError(f"{source}: 'reference.scores' must be a list of numbers ({exc})") from exc
     return ReferenceSpec(frame=value["frame"], frame_sha256=value["frame_sha256"],
                          input_sha256=value["input_sha256"], scores=scores)
+
+
+def _parse_decision(value: Any, version: int, source: str) -> DecisionSpec | None:
+    if value is None:
+        return None
+    if version < 3:
+        raise BundleError(f"{source}: 'decision' needs format_version 3 (this manifest says {version})")
+    if not isinstance(value, dict):
+        raise BundleError(f"{source}: 'decision' must be an object")
+    if "modes" not in value:
+        raise BundleError(f"{source}: 'decision' needs 'modes'")
+    modes = value["modes"]
+    if not isinstance(modes, dict) or not modes:
+        raise BundleError(f"{source}: 'decision.modes' must be a non-empty object {{mode: {{malignant_threshold, ...}}}}")
+    parsed = {name: _parse_mode(spec, f"decision.modes.{name}", source) for name, spec in modes.items()}
+    spec: DecisionSpec = _parse_section(DecisionSpec, {**value, "modes": parsed}, "decision", source)
+    return spec
+
+
+def _parse_mode(value: Any, key: str, source: str) -> ModeSpec:
+    if not isinstance(value, dict):
+        raise BundleError(f"{source}: '{key}' must be an object")
+    if "malignant_threshold" not in value:
+        raise BundleError(f"{source}: '{key}' needs 'malignant_threshold'")
+    figures = value.get("figures")
+    if figures is not None:
+        figures = _parse_figures(figures, MODE_FIGURES, f"{key}.figures", source)
+    categories = value.get("categories")
+    if categories is not None:
+        if not isinstance(categories, dict):
+            raise BundleError(f"{source}: '{key}.categories' must be an object {{category: {{malignancy_rate: ...}}}}")
+        unknown = sorted(set(categories) - {c.value for c in Category})
+        if unknown:
+            raise BundleError(f"{source}: unknown key(s) in '{key}.categories': {', '.join(unknown)} "
+                              f"(categories are {', '.join(c.value for c in Category)})")
+        categories = {name: _parse_figures(v, CATEGORY_FIGURES, f"{key}.categories.{name}", source)
+                      for name, v in categories.items()}
+    spec: ModeSpec = _parse_section(ModeSpec, {**value, "figures": figures, "categories": categories}, key, source)
+    return spec
+
+
+def _parse_figures(value: Any, allowed: tuple[str, ...], key: str, source: str) -> dict[str, Figure]:
+    if not isinstance(value, dict):
+        raise BundleError(f"{source}: '{key}' must be an object")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise BundleError(f"{source}: unknown key(s) in '{key}': {', '.join(unknown)} (allowed: {', '.join(allowed)})")
+    return {name: _parse_figure(v, f"{key}.{name}", source) for name, v in value.items()}
+
+
+def _parse_figure(value: Any, key: str, source: str) -> Figure:
+    if not isinstance(value, dict) or set(value) != {"value", "ci95", "n"}:
+        raise BundleError(f"{source}: '{key}' must be an object with exactly value, ci95 and n")
+    ci = value["ci95"]
+    if not isinstance(ci, list) or len(ci) != 2 or not all(_is_number(v) for v in ci):
+        raise BundleError(f"{source}: '{key}.ci95' must be [low, high], two numbers")
+    return Figure(value=value["value"], ci95=(ci[0], ci[1]), n=value["n"])
+
+
+def _decision_to_dict(spec: DecisionSpec) -> dict[str, Any]:
+    def figures(items: dict[str, Figure]) -> dict[str, Any]:
+        return {k: {"value": f.value, "ci95": list(f.ci95), "n": f.n} for k, f in items.items()}
+
+    modes: dict[str, Any] = {}
+    for name, mode in spec.modes.items():
+        entry: dict[str, Any] = {"malignant_threshold": mode.malignant_threshold}
+        if mode.figures is not None:
+            entry["figures"] = figures(mode.figures)
+        if mode.categories is not None:
+            entry["categories"] = {k: figures(v) for k, v in mode.categories.items()}
+        modes[name] = entry
+    data: dict[str, Any] = {"p_malignant": spec.p_malignant, "lesion_threshold": spec.lesion_threshold,
+                            "default_mode": spec.default_mode}
+    if spec.validation is not None:
+        data["validation"] = spec.validation
+    data["modes"] = modes
+    return data
 
 
 def _parse_section(cls: type, value: Any, key: str, source: str, nested: dict[str, type] | None = None) -> Any:
@@ -385,11 +528,60 @@ def _validate_manifest(m: Manifest, source: str) -> None:
         fail("'quality.max_entropy' must be in (0, 1]")
     if m.reference is not None:
         _validate_reference(m.reference, len(m.labels), fail)
+    if m.decision is not None:
+        if m.format_version < 3:
+            fail(f"'decision' needs format_version 3 (this manifest says {m.format_version})")
+        _validate_decision(m.decision, m.labels, fail)
     for key in ("training_data", "metrics"):
         if not isinstance(getattr(m, key), dict):
             fail(f"'{key}' must be an object")
     if not isinstance(m.intended_use, str):
         fail("'intended_use' must be a string")
+
+
+def _in_open_unit(value: Any) -> bool:
+    return _is_number(value) and 0.0 < value < 1.0
+
+
+def _validate_decision(d: DecisionSpec, labels: tuple[str, ...], fail: Any) -> None:
+    missing = [name for name in (MALIGNANT, NORMAL) if name not in labels]
+    if missing:
+        fail(f"'decision' needs the labels {MALIGNANT!r} and {NORMAL!r} (missing {', '.join(missing)})")
+    if d.p_malignant not in P_MALIGNANT_DEFINITIONS:
+        fail(f"'decision.p_malignant' must be one of {P_MALIGNANT_DEFINITIONS}, got {d.p_malignant!r}")
+    if not _in_open_unit(d.lesion_threshold):
+        fail(f"'decision.lesion_threshold' must be a number in (0, 1), got {d.lesion_threshold!r}")
+    if d.validation is not None and not isinstance(d.validation, str):
+        fail("'decision.validation' must be a string")
+    names = [m.value for m in MODE_ORDER]
+    unknown = sorted(set(d.modes) - set(names))
+    if unknown:
+        fail(f"unknown mode(s) in 'decision.modes': {', '.join(unknown)} (modes are {', '.join(names)})")
+    if d.default_mode not in d.modes:
+        fail(f"'decision.default_mode' {d.default_mode!r} is not one of the bundle's modes ({', '.join(d.modes)})")
+    for name, mode in d.modes.items():
+        if not _in_open_unit(mode.malignant_threshold):
+            fail(f"'decision.modes.{name}.malignant_threshold' must be a number in (0, 1), got {mode.malignant_threshold!r}")
+        for fig_name, figure in (mode.figures or {}).items():
+            _validate_figure(figure, f"decision.modes.{name}.figures.{fig_name}", fail)
+        for category, figures in (mode.categories or {}).items():
+            for fig_name, figure in figures.items():
+                _validate_figure(figure, f"decision.modes.{name}.categories.{category}.{fig_name}", fail)
+    ordered = [(name, d.modes[name].malignant_threshold) for name in names if name in d.modes]
+    for (low_name, low), (high_name, high) in zip(ordered, ordered[1:]):
+        if low > high:
+            fail(f"'decision.modes' thresholds must be ordered {' <= '.join(names)}: {low_name} {low} is above "
+                 f"{high_name} {high}")
+
+
+def _validate_figure(f: Figure, key: str, fail: Any) -> None:
+    if not _is_number(f.value) or not 0.0 <= f.value <= 1.0:
+        fail(f"'{key}.value' must be a number in [0, 1], got {f.value!r}")
+    low, high = f.ci95
+    if not (_is_number(low) and _is_number(high) and 0.0 <= low <= high <= 1.0):
+        fail(f"'{key}.ci95' must be [low, high] with 0 <= low <= high <= 1, got {list(f.ci95)!r}")
+    if not isinstance(f.n, int) or isinstance(f.n, bool) or f.n < 1:
+        fail(f"'{key}.n' must be a positive integer (the cases behind the figure), got {f.n!r}")
 
 
 def _is_sha256(value: Any) -> bool:

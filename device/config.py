@@ -14,6 +14,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from device.decision import Mode
 from device.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/sonopi/device.toml")
@@ -45,6 +46,9 @@ class ModelSection(_Section):
     # A site's own malignant threshold, for a scanner the bundle was not validated on: it may only be lower
     # (more sensitive) than the bundle's, which is checked when the bundle is loaded.
     malignant_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    # The operating mode (docs/device.md): unset = the bundle's default mode. A mode the bundle does not carry
+    # is refused when the bundle is loaded.
+    mode: Mode | None = None
 
 
 class SourceSection(_Section):
@@ -224,8 +228,10 @@ data_dir = "var"           # results database and frames live here (/var/lib/son
 path = "models/sonopi-lite0"   # model bundle directory (model.tflite + manifest.json)
 threads = 2                    # interpreter threads (a Pi 4 has 4 cores; the UI needs one)
 # public_key = "/etc/sonopi/model-signing.pub"   # require bundles signed with this Ed25519 key
+# mode = "balanced"            # operating mode: high_sensitivity | balanced | high_specificity (docs/device.md);
+#                              # unset = the bundle's default mode; a mode the bundle does not carry is refused
 # malignant_threshold = 0.01   # a site's stricter (lower) malignant threshold, e.g. for a scanner the model was
-#                              # not validated on (docs/model.md); a value above the bundle's is refused
+#                              # not validated on (docs/model.md); a value above the mode's is refused
 
 [source]
 spec = "folder:build/demo-frames"   # file:PATH | folder:PATH | video:PATH | dicom:PATH | v4l2:/dev/video0 | picamera

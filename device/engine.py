@@ -21,6 +21,7 @@ import numpy as np
 
 from device.bundle import ModelBundle
 from device.crop import Box
+from device.decision import MALIGNANT, Category, Decision, Mode, applied_threshold, decide
 from device.errors import BundleError, RuntimeUnavailableError
 from device.preprocess import Placement, prepare, to_input_tensor
 from device.quality import QualityLimits, confidence_problems, image_problems
@@ -58,18 +59,38 @@ def load_interpreter_class(preferred: str | None = None) -> tuple[type, str]:
 class Classification:
     probabilities: dict[str, float]  # calibrated (after temperature)
     label: str | None  # None when inconclusive
-    decision: str  # the label by the manifest's rules, even when inconclusive (reported beside the flag)
+    decision: str  # the label by the decision rule, even when inconclusive (reported beside the flag)
     inconclusive: bool
     reasons: tuple[str, ...]
     thresholds: dict[str, float]
     crop: Box
     roi: Box | None
     latency_ms: float  # crop + preprocess + invoke + postprocess
-    heatmap: np.ndarray | None = None  # uint8 [crop h, crop w], 0..255, for the shown label
+    # uint8 [crop h, crop w] on the fixed scale 0..255 = p(malignant) 0..1 (see HEATMAP_SCALE); suspicious only
+    heatmap: np.ndarray | None = None
+    assessment: Decision | None = None  # the category rule's output (device.decision); None only in old tests
 
     @property
     def top_label(self) -> str:
         return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    @property
+    def category(self) -> Category | None:
+        return self.assessment.category if self.assessment else None
+
+    @property
+    def p_malignant(self) -> float | None:
+        return self.assessment.p_malignant if self.assessment else self.probabilities.get(MALIGNANT)
+
+    @property
+    def mode(self) -> Mode | None:
+        return self.assessment.mode if self.assessment else None
+
+
+HEATMAP_SCALE = (
+    "fixed: colour = p(malignant) x the location's malignant class activation relative to its peak; "
+    "0 = no evidence, 255 = p(malignant) 100 %"
+)
 
 
 def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -98,10 +119,20 @@ class Classifier:
         limits: QualityLimits | None = None,
         runtime: str | None = None,
         thresholds: dict[str, float] | None = None,
+        mode: Mode | str | None = None,
     ) -> None:
+        """``mode``: the operating mode (default: the bundle's default mode). ``thresholds``: a site's
+        ``{"malignant": t}``, which may only lower the mode's threshold (ConfigError otherwise)."""
         self.bundle = bundle
         self.manifest = bundle.manifest
-        self.thresholds = dict(thresholds if thresholds is not None else self.manifest.thresholds)  # the ones applied
+        self.decision_spec = self.manifest.decision_spec()
+        self.mode = Mode(mode if mode is not None else self.decision_spec.default_mode)
+        model = f"model {self.manifest.name} {self.manifest.version}"
+        self.decision_spec.mode(self.mode, model)  # BundleError when the bundle lacks the mode
+        site = (thresholds or {}).get(MALIGNANT)
+        self._site_threshold = site
+        self.malignant_threshold = applied_threshold(self.decision_spec, self.mode, site, model)
+        self.thresholds = {MALIGNANT: self.malignant_threshold}  # the one applied, recorded with every result
         self.limits = limits or QualityLimits(
             min_confidence=self.manifest.quality.min_confidence, max_entropy=self.manifest.quality.max_entropy
         )
@@ -172,15 +203,17 @@ class Classifier:
         probabilities = self.probabilities(raw_scores)
         reasons += confidence_problems(probabilities, self.limits)
         labels = self.manifest.labels
-        decision = decide_label(probabilities, labels, self.thresholds)
+        probs = {name: float(p) for name, p in zip(labels, probabilities)}
+        assessment = self.assess(probs, inconclusive=bool(reasons))
         heat = None
-        if heatmap and features is not None:
-            heat = self._heatmap(features, labels.index(decision), prepared.placement, prepared.grey_crop.shape[:2])
+        if heatmap and features is not None and assessment.category is Category.SUSPICIOUS:
+            heat = self._heatmap(features, labels.index(MALIGNANT), assessment.p_malignant, prepared.placement,
+                                 prepared.grey_crop.shape[:2])
         latency_ms = (time.perf_counter() - start) * 1000.0
         return Classification(
-            probabilities={name: float(p) for name, p in zip(labels, probabilities)},
-            label=None if reasons else decision,
-            decision=decision,
+            probabilities=probs,
+            label=None if reasons else assessment.label,
+            decision=assessment.label,
             inconclusive=bool(reasons),
             reasons=tuple(reasons),
             thresholds=dict(self.thresholds),
@@ -188,7 +221,12 @@ class Classifier:
             roi=roi,
             latency_ms=latency_ms,
             heatmap=heat,
+            assessment=assessment,
         )
+
+    def assess(self, probabilities: dict[str, float], inconclusive: bool) -> Decision:
+        """The category rule in this classifier's mode, with the site's threshold when it set one."""
+        return decide(probabilities, self.manifest.labels, self.decision_spec, self.mode, self._site_threshold, inconclusive)
 
     def input_tensor(self, pixels: np.ndarray) -> np.ndarray:
         """Model pixels -> the ``[1, H, W, C]`` tensor this interpreter takes."""
@@ -211,11 +249,14 @@ class Classifier:
         # probabilities: recover logits, then apply the temperature
         return softmax(np.log(np.clip(scores, 1e-12, 1.0)), self.manifest.temperature)
 
-    def _heatmap(self, features: np.ndarray, class_index: int, placement: Placement, crop_shape: tuple[int, int]) -> np.ndarray:
+    def _heatmap(self, features: np.ndarray, class_index: int, p_class: float, placement: Placement,
+                 crop_shape: tuple[int, int]) -> np.ndarray:
+        """The class activation on the fixed scale (HEATMAP_SCALE): its shape relative to its peak, times the
+        class probability, so the hottest colour an image can show is its own p(class), never an auto-rescaled 100 %."""
         cam = features @ self._cam_weights[:, class_index]  # [h, w]
         cam = np.maximum(cam, 0.0)
         peak = float(cam.max())
-        cam = cam / peak if peak > 0 else cam
+        cam = cam / peak * p_class if peak > 0 else cam * 0.0
         spec = self.manifest.input
         full = cv2.resize(cam.astype(np.float32), (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
         inside = full[placement.y : placement.y + placement.height, placement.x : placement.x + placement.width]

@@ -14,6 +14,7 @@ import numpy as np
 from device.bundle import Manifest, ModelBundle
 from device.config import DeviceConfig, ModelSection, QualitySection
 from device.crop import Box
+from device.decision import MALIGNANT, Mode, applied_threshold
 from device.engine import Classification, Classifier
 from device.errors import ConfigError, ImageDecodeError, SourceError
 from device.quality import QualityLimits
@@ -38,32 +39,41 @@ def quality_limits(section: QualitySection, manifest: Manifest) -> QualityLimits
     )
 
 
-def site_thresholds(section: ModelSection, manifest: Manifest) -> dict[str, float]:
-    """The bundle's thresholds, with ``[model].malignant_threshold`` applied. A site may only make the malignant
-    threshold stricter (lower): a higher one would trade away sensitivity the bundle was validated for."""
-    thresholds = dict(manifest.thresholds)
-    site = section.malignant_threshold
-    if site is None:
-        return thresholds
-    validated = thresholds.get("malignant")
-    if validated is None:
-        raise ConfigError(f"[model] malignant_threshold = {site}: model {manifest.name} {manifest.version} has no malignant threshold to lower")
-    if site > validated:
+def operating_mode(section: ModelSection, bundle: ModelBundle) -> Mode:
+    """``[model] mode``, or the bundle's default mode when unset; a mode the bundle lacks is a ConfigError
+    naming the key and the bundle."""
+    spec = bundle.manifest.decision_spec()
+    mode = Mode(section.mode) if section.mode is not None else Mode(spec.default_mode)
+    if mode.value not in spec.modes:
         raise ConfigError(
-            f"[model] malignant_threshold = {site} is above the threshold model {manifest.name} {manifest.version} was "
-            f"validated with ({validated:.4f}); a site may only lower it (more sensitive), never raise it"
-        )
-    log.warning("site malignant threshold %.4f applied (model %s %s was validated with %.4f)", site, manifest.name, manifest.version, validated)
-    thresholds["malignant"] = site
-    return thresholds
+            f"[model] mode = {mode.value!r}: model bundle {bundle.path} ({bundle.manifest.name} {bundle.manifest.version}) "
+            f"has no such operating mode (it has {', '.join(spec.modes)})")
+    return mode
+
+
+def site_thresholds(section: ModelSection, manifest: Manifest, mode: Mode | str | None = None) -> dict[str, float]:
+    """``{"malignant": t}``: the operating mode's malignant threshold, or ``[model].malignant_threshold`` when set.
+    A site may only make it stricter (lower): a higher one would trade away sensitivity the mode was validated for."""
+    spec = manifest.decision_spec()
+    mode = Mode(mode if mode is not None else section.mode or spec.default_mode)
+    site = section.malignant_threshold
+    model = f"model {manifest.name} {manifest.version}"
+    if site is not None and manifest.decision is None and "malignant" not in manifest.thresholds:
+        raise ConfigError(f"[model] malignant_threshold = {site}: {model} has no malignant threshold to lower")
+    threshold = applied_threshold(spec, mode, site, model)
+    if site is not None:
+        log.warning("site malignant threshold %.4f applied (%s was validated with %.4f in %s mode)", site, model,
+                    spec.mode(mode).malignant_threshold, mode.value)
+    return {MALIGNANT: threshold}
 
 
 def load_classifier(config: DeviceConfig, bundle_path=None, runtime: str | None = None) -> Classifier:
     """Load the configured bundle — verifying its signature when ``[model].public_key`` is set —
-    and build its classifier with the site's thresholds."""
+    and build its classifier in the configured operating mode with the site's threshold."""
     bundle: ModelBundle = load_verified_bundle(bundle_path or config.model.path, config.model.public_key)
+    mode = operating_mode(config.model, bundle)
     return Classifier(bundle, threads=config.model.threads, limits=quality_limits(config.quality, bundle.manifest),
-                      runtime=runtime, thresholds=site_thresholds(config.model, bundle.manifest))
+                      runtime=runtime, thresholds=site_thresholds(config.model, bundle.manifest, mode), mode=mode)
 
 
 def encode_jpeg(image: np.ndarray, max_side: int, quality: int = 80) -> bytes:
@@ -161,6 +171,9 @@ class Analyzer:
             inconclusive=result.inconclusive,
             reasons=result.reasons,
             thresholds=result.thresholds,
+            category=result.category.value if result.category else None,
+            p_malignant=result.p_malignant,
+            mode=result.mode.value if result.mode else None,
             crop=result.crop.as_tuple(),
             roi=result.roi.as_tuple() if result.roi else None,
             source=frame.origin,

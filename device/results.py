@@ -47,6 +47,10 @@ class ResultRecord:
     inconclusive: bool
     reasons: tuple[str, ...] = ()
     thresholds: dict[str, float] = field(default_factory=dict)
+    # The category rule (device.decision); None for results stored before it existed (contract v1)
+    category: str | None = None  # no_lesion | low_suspicion | suspicious | inconclusive
+    p_malignant: float | None = None  # calibrated softmax probability of 'malignant'
+    mode: str | None = None  # operating mode the result was judged in
     exam_id: str | None = None
     patient_ref: str | None = None  # as entered by the clinician; never a name
     side: str | None = None  # "L" or "R"
@@ -75,6 +79,9 @@ class ResultRecord:
             "side": self.side,
             "model": {"name": self.model_name, "version": self.model_version, "sha256": self.model_sha256},
             "label": self.label,
+            "category": self.category,
+            "p_malignant": self.p_malignant,
+            "mode": self.mode,
             "inconclusive": self.inconclusive,
             "reasons": list(self.reasons),
             "probabilities": dict(self.probabilities),

@@ -32,7 +32,7 @@ from device.results import Exam, ResultRecord, utc_now_iso
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: category, p_malignant, mode (added to a version-1 file on open)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS results (
     model_version  TEXT NOT NULL,
     model_sha256   TEXT NOT NULL,
     label          TEXT,
+    category       TEXT,
+    p_malignant    REAL,
+    mode           TEXT,
     inconclusive   INTEGER NOT NULL CHECK (inconclusive IN (0, 1)),
     reasons        TEXT NOT NULL,
     probabilities  TEXT NOT NULL,
@@ -87,9 +90,11 @@ CREATE TABLE IF NOT EXISTS exams (
 );
 """
 
+_ADDED_COLUMNS = (("category", "TEXT"), ("p_malignant", "REAL"), ("mode", "TEXT"))  # schema 2
+
 _COLUMNS = (
     "seq, result_id, created_at, device_id, site, exam_id, patient_ref, side, model_name, model_version, "
-    "model_sha256, label, inconclusive, reasons, probabilities, thresholds, crop, roi, source, latency_ms, "
+    "model_sha256, label, category, p_malignant, mode, inconclusive, reasons, probabilities, thresholds, crop, roi, source, latency_ms, "
     "thumbnail, COALESCE((SELECT 'rejected: ' || reason FROM rejected WHERE rejected.result_id = results.result_id), "
     "delivery)"
 )
@@ -97,7 +102,7 @@ _NOT_PARKED = "result_id NOT IN (SELECT result_id FROM rejected)"
 
 EXPORT_FIELDS = (
     "seq", "result_id", "created_at", "device_id", "site", "exam_id", "patient_ref", "side", "model_name",
-    "model_version", "model_sha256", "label", "inconclusive", "reasons", "probabilities", "thresholds", "crop",
+    "model_version", "model_sha256", "label", "category", "p_malignant", "mode", "inconclusive", "reasons", "probabilities", "thresholds", "crop",
     "roi", "source", "latency_ms", "delivery",
 )
 
@@ -148,10 +153,17 @@ class ResultStore:
     def _migrate(self) -> None:
         self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); commits on its own
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) > SCHEMA_VERSION:
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
             raise StoreError(f"result store {self.path}: schema version {row[0]} is newer than this software ({SCHEMA_VERSION})")
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(results)")}
+        missing = [(name, kind) for name, kind in _ADDED_COLUMNS if name not in have]
+        if row is not None and int(row[0]) == SCHEMA_VERSION and not missing:
+            return  # nothing to write: a read-only file still opens
+        with self._transaction() as db:  # version 1 -> 2: the category columns, NULL for the results already stored
+            for name, kind in missing:
+                db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
+            db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                       "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -184,12 +196,12 @@ class ResultStore:
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO results (result_id, created_at, device_id, site, exam_id, patient_ref, side, model_name, "
-                "model_version, model_sha256, label, inconclusive, reasons, probabilities, thresholds, crop, roi, "
-                "source, latency_ms, thumbnail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "model_version, model_sha256, label, category, p_malignant, mode, inconclusive, reasons, probabilities, "
+                "thresholds, crop, roi, source, latency_ms, thumbnail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.result_id, record.created_at, record.device_id, record.site, record.exam_id,
                     record.patient_ref, record.side, record.model_name, record.model_version, record.model_sha256,
-                    record.label, int(record.inconclusive), json.dumps(list(record.reasons)),
+                    record.label, record.category, record.p_malignant, record.mode, int(record.inconclusive), json.dumps(list(record.reasons)),
                     json.dumps(record.probabilities), json.dumps(record.thresholds), _json_or_none(record.crop),
                     _json_or_none(record.roi), record.source, record.latency_ms, record.thumbnail,
                 ),
@@ -379,12 +391,13 @@ def _tuple_or_none(text: str | None) -> tuple[int, ...] | None:
 
 def _row_to_record(row: tuple) -> ResultRecord:
     (seq, result_id, created_at, device_id, site, exam_id, patient_ref, side, model_name, model_version,
-     model_sha256, label, inconclusive, reasons, probabilities, thresholds, crop, roi, source, latency_ms,
-     thumbnail, delivery) = row
+     model_sha256, label, category, p_malignant, mode, inconclusive, reasons, probabilities, thresholds, crop, roi,
+     source, latency_ms, thumbnail, delivery) = row
     return ResultRecord(
         seq=seq, result_id=result_id, created_at=created_at, device_id=device_id, site=site, exam_id=exam_id,
         patient_ref=patient_ref, side=side, model_name=model_name, model_version=model_version,
-        model_sha256=model_sha256, label=label, inconclusive=bool(inconclusive), reasons=tuple(json.loads(reasons)),
+        model_sha256=model_sha256, label=label, category=category, p_malignant=p_malignant, mode=mode,
+        inconclusive=bool(inconclusive), reasons=tuple(json.loads(reasons)),
         probabilities=json.loads(probabilities), thresholds=json.loads(thresholds), crop=_tuple_or_none(crop),
         roi=_tuple_or_none(roi), source=source, latency_ms=latency_ms,
         thumbnail=bytes(thumbnail) if thumbnail is not None else None, delivery=delivery,

@@ -42,9 +42,9 @@ def _edit(bundle: Path, change) -> None:
     path.write_text(json.dumps(data))
 
 
-def test_new_bundles_are_format_2_with_exact_resampling(tiny_bundle_dir: Path) -> None:
+def test_new_bundles_are_format_3_with_exact_resampling(tiny_bundle_dir: Path) -> None:
     m = load_bundle(tiny_bundle_dir).manifest
-    assert FORMAT_VERSION == 2 and m.format_version == 2 and m.input.resampling == Resampling.EXACT
+    assert FORMAT_VERSION == 3 and m.format_version == 3 and m.input.resampling == Resampling.EXACT
 
 
 def test_a_format_1_bundle_loads_with_the_resampling_it_was_validated_on(tiny_bundle_dir: Path, tmp_path: Path) -> None:
@@ -76,12 +76,12 @@ def test_bad_format_2_fields_are_named(tiny_bundle_dir: Path, tmp_path: Path, ch
         load_bundle(bundle)
 
 
-def test_editing_a_format_1_bundle_writes_format_2_and_keeps_its_resampling(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+def test_editing_a_format_1_bundle_writes_the_current_format_and_keeps_its_resampling(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     bundle = _copy(tiny_bundle_dir, tmp_path / "b")
     _as_format_1(bundle)
     m = load_bundle(bundle).manifest
     edited = edit_bundle(bundle, manifest=dataclasses.replace(m, version="1.0+note"))
-    assert edited.manifest.format_version == 2 and edited.manifest.input.resampling == Resampling.OPENCV
+    assert edited.manifest.format_version == FORMAT_VERSION and edited.manifest.input.resampling == Resampling.OPENCV
     assert edited.manifest.version == "1.0+note"
 
 

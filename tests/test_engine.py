@@ -96,12 +96,16 @@ def test_low_confidence_is_inconclusive(tiny_bundle) -> None:
     assert result.inconclusive and any(r.startswith("low_confidence") for r in result.reasons)
 
 
-def test_heatmap_covers_the_crop(classifier: Classifier) -> None:
-    frame = _speckle(60)
-    frame[50:100, 200:260] = 240  # a bright patch drives the "malignant"-side feature
+def test_heatmap_covers_the_crop_on_the_fixed_scale_for_suspicious_results_only(classifier: Classifier) -> None:
+    frame = _speckle(200)
+    frame[50:100, 200:260] = 250  # a bright patch drives the "malignant"-side feature
     result = classifier.classify(frame, auto_crop=False, heatmap=True)
+    assert result.category == "suspicious", result.probabilities
     assert result.heatmap is not None and result.heatmap.shape == frame.shape
     assert result.heatmap.dtype == np.uint8
+    assert int(result.heatmap.max()) <= round(255 * result.p_malignant) + 1  # never brighter than p(malignant)
+    dark = classifier.classify(_speckle(60), auto_crop=False, heatmap=True)
+    assert dark.category != "suspicious" and dark.heatmap is None
 
 
 def test_auto_crop_and_roi(classifier: Classifier) -> None:

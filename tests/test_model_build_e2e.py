@@ -127,7 +127,7 @@ def test_a_build_records_the_reference_the_device_selftest_reproduces(tiny_build
     """Every build writes the platform-exact resampling, a reference frame and its outputs; the device's
     selftest, a separate process, reproduces them bit for bit on this machine."""
     m = load_bundle(tiny_build).manifest
-    assert m.input.resampling == "exact" and m.format_version == 2
+    assert m.input.resampling == "exact" and m.format_version == 3
     assert m.reference is not None and (tiny_build / m.reference.frame).is_file()
     proc = subprocess.run([sys.executable, "-m", "device", "selftest", "--model", str(tiny_build)],
                           capture_output=True, text=True, timeout=180, cwd=REPO)
