@@ -171,9 +171,14 @@ def classify_path(classifier: Classifier, path: Path, config: DeviceConfig) -> d
         count += 1
     assert best is not None  # frames_from_file yields at least one frame or raises
     _, index, result = best
+    assessment = result.assessment
     output = {
         "path": str(path),
         "label": result.decision,
+        "category": assessment.category.value,
+        "p_malignant": round(assessment.p_malignant, 6),
+        "p_lesion": round(assessment.p_lesion, 6),
+        "mode": mode_summary(classifier),
         "probabilities": {k: round(v, 6) for k, v in result.probabilities.items()},
         "inconclusive": result.inconclusive,
         "reasons": list(result.reasons),
@@ -185,6 +190,26 @@ def classify_path(classifier: Classifier, path: Path, config: DeviceConfig) -> d
     if count > 1:
         output.update(frame=index, frames=count)
     return output
+
+
+def mode_summary(classifier: Classifier) -> dict[str, Any]:
+    """The operating mode a result was judged in: its thresholds and validated figures (null when the bundle
+    has none: not validated)."""
+    spec = classifier.decision_spec
+    mode = spec.mode(classifier.mode)
+
+    def figure(f: Any) -> dict[str, Any] | None:
+        return None if f is None else {"value": f.value, "ci95": list(f.ci95), "n": f.n}
+
+    return {
+        "name": classifier.mode.value,
+        "malignant_threshold": classifier.malignant_threshold,
+        "validated_malignant_threshold": mode.malignant_threshold,
+        "lesion_threshold": spec.lesion_threshold,
+        "validation": spec.validation,
+        "figures": {name: figure(mode.figure(name)) for name in ("sensitivity", "specificity", "normals_called_malignant")},
+        "categories": {name: figure(mode.category_figure(name)) for name in ("no_lesion", "low_suspicion", "suspicious")},
+    }
 
 
 def _classify_command(args: argparse.Namespace, config: DeviceConfig) -> int:
@@ -210,7 +235,9 @@ def _print_classification(output: dict[str, Any], as_json: bool) -> None:
     else:
         probs = "  ".join(f"{k} {v:.2f}" for k, v in output["probabilities"].items())
         flag = "  INCONCLUSIVE: " + "; ".join(output["reasons"]) if output["inconclusive"] else ""
-        print(f"{output['path']}: {output['label']}  ({probs}){flag}", flush=True)
+        mode = output["mode"]
+        print(f"{output['path']}: {output['category']} ({output['label']}), p(malignant) {output['p_malignant']:.3f} "
+              f"in {mode['name']} mode (suspicious at >= {mode['malignant_threshold']:.3f})  ({probs}){flag}", flush=True)
 
 
 def _site_check_command(args: argparse.Namespace, config: DeviceConfig) -> int:
@@ -221,16 +248,18 @@ def _site_check_command(args: argparse.Namespace, config: DeviceConfig) -> int:
         raise ConfigError(f"--target-sensitivity {args.target_sensitivity} must be in [0.5, 1) and --confidence "
                           f"{args.confidence} in [0, 1)")
     classifier = load_classifier(config, args.model)
-    validated = classifier.manifest.thresholds.get("malignant")
-    if validated is None:
-        raise ConfigError(f"model {classifier.manifest.name} has no malignant threshold: nothing to check")
+    manifest = classifier.manifest
+    if manifest.decision is None and "malignant" not in manifest.thresholds:
+        raise ConfigError(f"model {manifest.name} has no malignant threshold: nothing to check")
+    validated = classifier.decision_spec.mode(classifier.mode).malignant_threshold  # the operating mode's
     cases = read_cases(args.cases)
 
     def score(path: Path) -> Scored:
         output = classify_path(classifier, path, config)
-        return Scored(output["probabilities"]["malignant"], output["inconclusive"])
+        return Scored(output["p_malignant"], output["inconclusive"])
 
-    report = check_site(cases, score, classifier.thresholds["malignant"], validated, args.target_sensitivity, args.confidence)
+    report = check_site(cases, score, classifier.malignant_threshold, validated, args.target_sensitivity, args.confidence,
+                        mode=classifier.mode.value)
     print(report_text(report))
     return EXIT_OK
 
@@ -320,10 +349,12 @@ def _history_command(args: argparse.Namespace, config: DeviceConfig) -> int:
             print(json.dumps(record.summary(), ensure_ascii=False))
         else:
             label = "INCONCLUSIVE" if record.inconclusive else record.label
-            mal = record.probabilities.get("malignant")
-            mal_text = f" malignant {mal:.2f}" if mal is not None else ""
+            category = f" {record.category}" if record.category and not record.inconclusive else ""
+            mal = record.p_malignant if record.p_malignant is not None else record.probabilities.get("malignant")
+            mal_text = f" p(malignant) {mal:.2f}" if mal is not None else ""
+            mode = f" ({record.mode} mode)" if record.mode else ""
             print(f"#{record.seq} {record.created_at} patient={record.patient_ref or '-'} side={record.side or '-'} "
-                  f"{label}{mal_text} [{record.delivery}]")
+                  f"{label}{category}{mal_text}{mode} [{record.delivery}]")
     return EXIT_OK
 
 

@@ -50,7 +50,7 @@ def test_the_proposed_threshold_keeps_sensitivity_and_is_never_above_the_validat
     malignant = np.array([s for p, s in scores.items() if p.name.startswith("m")])
     assert report.applied_sensitivity == pytest.approx(np.mean(malignant >= 0.2))
     assert report.proposed_threshold <= 0.2 and report.proposed_sensitivity >= 0.95
-    assert report.config_line() == f"[model]\nmalignant_threshold = {report.proposed_threshold:.4f}"
+    assert report.config_line() == f"[model]\nmode = \"balanced\"\nmalignant_threshold = {report.proposed_threshold:.4f}"
     generous = check_site(cases, lambda path: Scored(float(scores[path]), False), applied=0.01, validated=0.01)
     assert generous.proposed_threshold == 0.01  # never above the bundle's threshold
 
