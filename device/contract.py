@@ -1,5 +1,8 @@
 """MQTT contract v1 between a sonopi device and the hospital hub — defined once, used by both ends.
 
+The result payload is at schema 2 (category, p_malignant, mode); the hub also accepts schema 1 from devices
+that predate it, and a device sends a result stored before the category rule as schema 1.
+
 Topics (``<site>`` and ``<device_id>`` are single topic levels, see :func:`check_name`)::
 
     sonopi/v1/<site>/<device_id>/result     device -> hub, QoS 1, not retained
@@ -34,7 +37,11 @@ import jsonschema
 from device.errors import SonopiError
 from device.results import ResultRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # status, heartbeat, ack, nack
+RESULT_SCHEMA_VERSION = 2  # 2: category, p_malignant, mode (a result stored before them is still sent as 1)
+RESULT_SCHEMA_VERSIONS = (1, 2)  # what the hub accepts
+CATEGORIES = ("no_lesion", "low_suspicion", "suspicious", "inconclusive")  # device.decision.Category
+CATEGORY_LABELS = {"no_lesion": "normal", "low_suspicion": "benign", "suspicious": "malignant", "inconclusive": None}
 TOPIC_ROOT = "sonopi/v1"
 KINDS = ("result", "status", "heartbeat", "ack")  # topic kinds
 MESSAGE_TYPES = KINDS + ("nack",)  # one JSON Schema each; a nack travels on the ack topic
@@ -275,6 +282,7 @@ def _check_attribution(where: Topic, payload: dict[str, Any]) -> None:
 CONTENT_FIELDS = (
     "seq", "device_id", "site", "created_at", "exam_id", "patient_ref", "side", "model_name", "model_version",
     "model_sha256", "probabilities", "label", "inconclusive", "reasons", "thresholds", "latency_ms",
+    "category", "p_malignant", "mode",
 )
 
 
@@ -302,7 +310,10 @@ class ResultMessage:
     historical: bool = False
     prev_result_id: str | None = None  # the device's previous not-yet-acknowledged result (ordering)
     thumbnail: bytes | None = None  # JPEG
-    schema: int = SCHEMA_VERSION
+    category: str | None = None  # schema 2: no_lesion | low_suspicion | suspicious | inconclusive
+    p_malignant: float | None = None  # schema 2: the calibrated softmax probability of 'malignant'
+    mode: str | None = None  # schema 2: the operating mode it was judged in
+    schema: int = RESULT_SCHEMA_VERSION
 
     @classmethod
     def from_record(
@@ -326,6 +337,8 @@ class ResultMessage:
             inconclusive=record.inconclusive, reasons=tuple(record.reasons), thresholds=dict(record.thresholds),
             exam_id=record.exam_id, patient_ref=record.patient_ref, side=record.side, latency_ms=record.latency_ms,
             historical=historical, prev_result_id=prev_result_id, thumbnail=thumb,
+            category=record.category, p_malignant=record.p_malignant, mode=record.mode,
+            schema=RESULT_SCHEMA_VERSION if record.category is not None else 1,  # stored before the category rule: v1
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -349,6 +362,8 @@ class ResultMessage:
             "latency_ms": self.latency_ms,
             "historical": self.historical,
         }
+        if self.schema >= 2:
+            payload.update(category=self.category, p_malignant=self.p_malignant, mode=self.mode)
         if self.thumbnail is not None:
             payload["thumbnail_jpeg_b64"] = base64.b64encode(self.thumbnail).decode("ascii")
         return payload
@@ -373,6 +388,7 @@ class ResultMessage:
             thresholds={k: float(v) for k, v in payload["thresholds"].items()}, exam_id=payload.get("exam_id"),
             patient_ref=payload.get("patient_ref"), side=payload.get("side"), latency_ms=payload.get("latency_ms"),
             historical=payload["historical"], prev_result_id=payload.get("prev_result_id"), thumbnail=thumbnail,
+            category=payload.get("category"), p_malignant=payload.get("p_malignant"), mode=payload.get("mode"),
             schema=payload["schema"],
         )
 
@@ -393,6 +409,26 @@ def check_consistency(message: ResultMessage) -> None:
         raise ContractError("inconsistent", f"the probabilities sum to {total:.4f}, not 1 (±{PROBABILITY_SUM_TOLERANCE})")
     if message.prev_result_id == message.result_id:
         raise ContractError("inconsistent", "prev_result_id names the result itself")
+    if message.schema >= 2:
+        _check_category(message)
+
+
+def _check_category(message: ResultMessage) -> None:
+    """Schema 2: the category, the label, the inconclusive flag, p_malignant and the malignant threshold agree
+    (device.decision's rule: suspicious exactly when p_malignant reaches the threshold)."""
+    if message.category not in CATEGORY_LABELS or message.p_malignant is None or message.mode is None:
+        raise ContractError("schema", "a schema-2 result needs a category, p_malignant and mode")
+    if (message.category == "inconclusive") != message.inconclusive:
+        raise ContractError("inconsistent", "the category is inconclusive exactly when the result is inconclusive")
+    if message.category != "inconclusive" and message.label != CATEGORY_LABELS[message.category]:
+        raise ContractError("inconsistent", "the label is not the one the category gives")
+    p_class = message.probabilities.get("malignant")
+    if p_class is not None and abs(p_class - message.p_malignant) > PROBABILITY_SUM_TOLERANCE:
+        raise ContractError("inconsistent", "p_malignant is not the probability of malignant")
+    threshold = message.thresholds.get("malignant")
+    if threshold is not None and message.category != "inconclusive":
+        if (message.category == "suspicious") != (message.p_malignant >= threshold):
+            raise ContractError("inconsistent", "the category contradicts p_malignant and the malignant threshold")
 
 
 def decode_result(topic_name: str, data: bytes) -> ResultMessage:

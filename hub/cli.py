@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 EXPORT_FIELDS = (
     "id", "result_id", "seq", "site", "device_id", "created_at", "received_at", "historical", "exam_id",
     "patient_ref", "side", "model_name", "model_version", "model_sha256", "label", "inconclusive", "reasons",
-    "probabilities", "thresholds", "latency_ms", "has_thumbnail",
+    "probabilities", "thresholds", "latency_ms", "has_thumbnail", "schema", "category", "p_malignant", "mode",
 )
 
 
@@ -138,8 +138,8 @@ def _print_results(rows: Iterable[StoredResult], as_json: bool) -> None:
         if as_json:
             print(json_line(r.summary(), f"result {r.result_id}"), flush=True)
             continue
-        label = "inconclusive" if r.inconclusive else (r.label or "")
-        p = r.probabilities.get(r.label, 0.0) if r.label else max(r.probabilities.values(), default=0.0)
+        label = "inconclusive" if r.inconclusive else (r.category or r.label or "")  # category: contract v2
+        p = r.p_malignant if r.p_malignant is not None else r.probabilities.get("malignant", 0.0)
         late = " (late)" if r.historical else ""
         print(f"{r.received_at:24} {r.site + '/' + r.device_id:28} {r.seq:>6} {r.patient_ref or '-':12} "
               f"{r.side or '-':4} {label:12} {p:5.2f} {r.model_name} {r.model_version}{late}", flush=True)

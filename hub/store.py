@@ -40,7 +40,7 @@ from device.results import utc_now_iso
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: results.category, p_malignant, mode (nullable; added to an older database on open)
 SILENT_AFTER_INTERVALS = 3.0  # a device whose heartbeat is this many intervals late is "silent"
 
 
@@ -95,7 +95,10 @@ def _schema(pg: bool) -> list[str]:
             thresholds     TEXT NOT NULL,
             latency_ms     {real},
             thumbnail      {blob},
-            schema_version INTEGER NOT NULL
+            schema_version INTEGER NOT NULL,
+            category       TEXT,
+            p_malignant    {real},
+            mode           TEXT
         )""",
         "CREATE INDEX IF NOT EXISTS results_device_seq ON results (site, device_id, seq)",
         "CREATE INDEX IF NOT EXISTS results_created ON results (created_at)",
@@ -156,8 +159,14 @@ def _schema(pg: bool) -> list[str]:
 _RESULT_COLUMNS = (
     "id, result_id, seq, prev_result_id, site, device_id, created_at, received_at, historical, exam_id, "
     "patient_ref, side, model_name, model_version, model_sha256, label, inconclusive, reasons, probabilities, "
-    "thresholds, latency_ms, thumbnail, schema_version"
+    "thresholds, latency_ms, thumbnail, schema_version, category, p_malignant, mode"
 )
+
+
+def _added_result_columns(pg: bool) -> tuple[tuple[str, str], ...]:
+    """Result columns newer than the first schema: added to an existing database by ``_migrate``.
+    Null for results from schema-1 devices (contract v1 has no category)."""
+    return (("category", "TEXT"), ("p_malignant", "DOUBLE PRECISION" if pg else "REAL"), ("mode", "TEXT"))
 _DEVICE_COLUMNS = (
     "site, device_id, first_seen, last_seen, status, status_at, software_version, model_name, model_version, "
     "model_sha256, backlog, last_heartbeat_at, heartbeat_interval_s, uptime_s, oldest_pending_age_s, "
@@ -192,6 +201,9 @@ class StoredResult:
     latency_ms: float | None
     thumbnail: bytes | None
     schema_version: int
+    category: str | None = None  # contract v2; None for a v1 result
+    p_malignant: float | None = None
+    mode: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly, without the thumbnail (``has_thumbnail`` says whether there is one)."""
@@ -204,7 +216,8 @@ class StoredResult:
             "label": self.label, "inconclusive": self.inconclusive, "reasons": list(self.reasons),
             "probabilities": dict(self.probabilities), "thresholds": dict(self.thresholds),
             "latency_ms": self.latency_ms, "has_thumbnail": self.thumbnail is not None,
-            "schema": self.schema_version,
+            "schema": self.schema_version, "category": self.category, "p_malignant": self.p_malignant,
+            "mode": self.mode,
         }
 
 
@@ -385,7 +398,20 @@ class HubStore:
                 self._exec(db, "INSERT INTO hub_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise HubStoreError(f"hub database {self.target}: schema {row[0]} is newer than this software")
+            self._add_result_columns(db)
             self._scrub_old_rejection_details(db)
+
+    def _add_result_columns(self, db: Any) -> None:
+        """Schema 1 -> 2: the category columns, on SQLite and PostgreSQL alike (results stored before stay null)."""
+        if self._pg:
+            have = {r[0] for r in self._exec(db, "SELECT column_name FROM information_schema.columns "
+                                                 "WHERE table_name = 'results' AND table_schema = current_schema()").fetchall()}
+        else:
+            have = {r[1] for r in self._exec(db, "PRAGMA table_info(results)").fetchall()}
+        for name, kind in _added_result_columns(self._pg):
+            if name not in have:
+                self._exec(db, f"ALTER TABLE results ADD COLUMN {name} {kind}")
+        self._exec(db, "UPDATE hub_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _scrub_old_rejection_details(self, db: Any) -> None:
         """Once per database: schema-rejection details written before issue 17 could quote the refused value
@@ -410,13 +436,15 @@ class HubStore:
                     db,
                     "INSERT INTO results (result_id, seq, prev_result_id, site, device_id, created_at, received_at, "
                     "historical, exam_id, patient_ref, side, model_name, model_version, model_sha256, label, "
-                    "inconclusive, reasons, probabilities, thresholds, latency_ms, thumbnail, schema_version) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (result_id) DO NOTHING",
+                    "inconclusive, reasons, probabilities, thresholds, latency_ms, thumbnail, schema_version, category, "
+                    "p_malignant, mode) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (result_id) DO NOTHING",
                     (
                         m.result_id, m.seq, m.prev_result_id, m.site, m.device_id, m.created_at, now,
                         int(m.historical), m.exam_id, m.patient_ref, m.side, m.model_name, m.model_version,
                         m.model_sha256, m.label, int(m.inconclusive), json.dumps(list(m.reasons)),
                         json.dumps(m.probabilities), json.dumps(m.thresholds), m.latency_ms, m.thumbnail, m.schema,
+                        m.category, m.p_malignant, m.mode,
                     ),
                 )
                 stored.append(cur.rowcount == 1)
@@ -607,7 +635,7 @@ class HubStore:
 def _row_to_result(row: tuple) -> StoredResult:
     (id_, result_id, seq, prev, site, device_id, created_at, received_at, historical, exam_id, patient_ref, side,
      model_name, model_version, model_sha256, label, inconclusive, reasons, probabilities, thresholds, latency_ms,
-     thumbnail, schema_version) = row
+     thumbnail, schema_version, category, p_malignant, mode) = row
     return StoredResult(
         id=int(id_), result_id=result_id, seq=int(seq), prev_result_id=prev, site=site, device_id=device_id,
         created_at=created_at, received_at=received_at, historical=bool(historical), exam_id=exam_id,
@@ -615,6 +643,7 @@ def _row_to_result(row: tuple) -> StoredResult:
         model_sha256=model_sha256, label=label, inconclusive=bool(inconclusive), reasons=tuple(json.loads(reasons)),
         probabilities=json.loads(probabilities), thresholds=json.loads(thresholds), latency_ms=latency_ms,
         thumbnail=bytes(thumbnail) if thumbnail is not None else None, schema_version=int(schema_version),
+        category=category, p_malignant=p_malignant, mode=mode,
     )
 
 
