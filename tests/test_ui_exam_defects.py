@@ -19,7 +19,7 @@ pytest.importorskip("pytestqt")
 from device.config import parse_config  # noqa: E402
 from device.store import ResultStore  # noqa: E402
 from tests.test_ui_workflow import BRIGHT_BOX, DRAWN_ROI, write_frames  # noqa: E402
-from tests.ui_support import analyse, draw_roi, finish_exam, start_exam, tap, type_digits, unlock  # noqa: E402
+from tests.ui_support import analyse, draw_roi, enter_patient, finish_exam, scan, start_exam, tap, type_digits, unlock  # noqa: E402
 from ui.app import build_window, start  # noqa: E402
 
 PIN = "2468"
@@ -128,7 +128,7 @@ def test_defect2_the_lock_finishes_the_exam_and_clears_the_frozen_result(qtbot, 
 def test_defect2_a_reference_typed_before_the_lock_is_gone_after_it(qtbot, window) -> None:
     tap(qtbot, window.nav["Exam"])
     form = window.exam.form
-    type_digits(qtbot, form.keypad, "10452")
+    enter_patient(qtbot, window, "10452")
     tap(qtbot, form.side_buttons["L"])
     window.idle.timer.timeout.emit()
     unlock(qtbot, window, PIN)
@@ -139,14 +139,15 @@ def test_defect2_a_reference_typed_before_the_lock_is_gone_after_it(qtbot, windo
 def test_defect2_an_exam_being_stored_when_the_screen_locks_is_not_opened_behind_it(qtbot, window) -> None:
     tap(qtbot, window.nav["Exam"])
     form = window.exam.form
-    type_digits(qtbot, form.keypad, "10452")
+    enter_patient(qtbot, window, "10452")
     tap(qtbot, form.side_buttons["L"])
+    form.start.click()
     with qtbot.waitSignal(window.services.analysis.exam_stored, timeout=10_000):
-        form.start.click()  # stored on the writer thread; opened when the GUI thread hears of it...
+        window.confirm.accept_button.click()  # stored on the writer thread; opened when the GUI thread hears of it...
         window.lock()  # ...which is after the lock
     unlock(qtbot, window, PIN)
     assert window.session.exam is None, "an exam opened behind the lock screen for whoever unlocks"
-    assert form.start.text() == "Enter the patient reference"
+    assert form.start.text() == "Type or scan the patient ID"
 
 
 def test_defect3_no_result_is_stored_without_an_exam(qtbot, window) -> None:
@@ -174,8 +175,9 @@ def test_defect4_the_form_resets_after_finish(qtbot, window) -> None:
     assert not any(b.isChecked() for b in form.side_buttons.values()), "a side still looks selected after Finish"
     assert not any(b.isChecked() for b in form.clock_buttons.values())
     assert form.side is None and form.values == {"patient": "", "age": ""}
-    assert form.field_buttons["patient"].text() == "Patient: —" and form.start.text() == "Enter the patient reference"
-    type_digits(qtbot, form.keypad, "20001")
+    assert form.field_buttons["patient"].text() == "Patient ID: tap to type, or scan"
+    assert form.start.text() == "Type or scan the patient ID"
+    enter_patient(qtbot, window, "20001")
     assert form.start.text() == "Choose the side" and not form.start.isEnabled()  # what the form shows is what it has
 
 
@@ -212,8 +214,9 @@ def test_defect7_an_inconclusive_result_shows_the_reason_not_probabilities(qtbot
         window.shutdown()
 
 
-def test_a_one_side_exam_with_two_frames_takes_nine_touches_besides_the_id(qtbot, window) -> None:
-    """The count in docs/ui.md, tapped for real: from Live with no exam to the exam finished with two results."""
+def test_a_one_side_exam_with_a_scanned_id_and_two_frames_takes_nine_touches(qtbot, window) -> None:
+    """The count in docs/ui.md, tapped for real: from Live with no exam, the wristband scanned (real key events, no
+    touch), to the exam finished with two results — the readback confirmation included."""
     touches: list[str] = []
 
     def touch(widget) -> None:
@@ -221,11 +224,12 @@ def test_a_one_side_exam_with_two_frames_takes_nine_touches_besides_the_id(qtbot
         tap(qtbot, widget)
 
     live = window.live
-    touch(live.exam_button)  # "No exam — tap to start"
+    scan(qtbot, window, "10452")  # on Live: the form opens with the ID filled in
     form = window.exam.form
-    type_digits(qtbot, form.keypad, "10452")  # the ID: 5 taps on the keypad, 0 with a scanned wristband
+    assert window.stack.currentWidget() is window.exam and form.values["patient"] == "10452"
     touch(form.side_buttons["L"])
     touch(form.start)
+    touch(window.confirm.accept_button)  # the readback: "Start exam"
     qtbot.waitUntil(lambda: window.session.exam is not None, timeout=10_000)
     exam = window.session.exam
     for frame in range(2):

@@ -19,7 +19,7 @@ from device.config import parse_config  # noqa: E402
 from device.crop import Box  # noqa: E402
 from device.store import ResultStore  # noqa: E402
 from tests.tiny_bundle import expected_label  # noqa: E402
-from tests.ui_support import start_exam, tap, type_digits  # noqa: E402
+from tests.ui_support import readback_text, start_exam, tap, type_digits  # noqa: E402
 from ui.app import build_window, start  # noqa: E402
 
 BRIGHT_BOX = Box(200, 120, 240, 200)  # the bright "lesion" area in every test frame (source pixels)
@@ -111,20 +111,25 @@ def test_clinician_workflow(qtbot, workflow_window) -> None:
                     timeout=10_000)
     qtbot.waitUntil(lambda: "source" not in window.banners.banners, timeout=10_000)
 
-    # Start an exam: patient reference on the keypad, side, clock position.
+    # Start an exam: patient ID on the keyboard, side, clock position, the readback.
     tap(qtbot, window.nav["Exam"])
     form = window.exam.form
-    assert not form.start.isEnabled() and form.start.text() == "Enter the patient reference"
-    type_digits(qtbot, form.keypad, "4207")
-    tap(qtbot, form.keypad.keys["⌫"])
+    assert not form.start.isEnabled() and form.start.text() == "Type or scan the patient ID"
+    tap(qtbot, form.field_buttons["patient"])
+    keyboard = window.id_entry.keypad
+    type_digits(qtbot, keyboard, "K4207")
+    tap(qtbot, keyboard.keys["⌫"])
+    tap(qtbot, keyboard.keys["OK"])
     assert form.start.text() == "Choose the side"
     tap(qtbot, form.side_buttons["L"])
     tap(qtbot, form.clock_buttons[10])
     tap(qtbot, form.start)
+    assert readback_text(window) == "K420" and "Left side" in window.confirm.message.text()
+    tap(qtbot, window.confirm.accept_button)
     qtbot.waitUntil(lambda: window.session.exam is not None, timeout=10_000)
-    assert window.session.exam.patient_ref == "420" and window.session.exam.side == "L"
+    assert window.session.exam.patient_ref == "K420" and window.session.exam.side == "L"
     assert window.stack.currentWidget() is window.live
-    assert "420" in window.live.exam_button.text()
+    assert "K420" in window.live.exam_button.text()
 
     # Freeze, draw the region of interest with a finger, analyse.
     live = window.live
@@ -152,7 +157,7 @@ def test_clinician_workflow(qtbot, workflow_window) -> None:
     assert live.card.headline.text() == "Malignant"
     assert live.card.bars["malignant"].value == pytest.approx(record.probabilities["malignant"])
     assert "40%" in live.card.threshold.text()  # the tiny model's malignant threshold
-    assert record.patient_ref == "420" and record.side == "L" and record.roi == roi.as_tuple()
+    assert record.patient_ref == "K420" and record.side == "L" and record.roi == roi.as_tuple()
     # Heat map: offered because the model provides one; the toggle shows it on the view.
     assert live.card.heatmap_button.isVisible()
     tap(qtbot, live.card.heatmap_button)
@@ -168,17 +173,17 @@ def test_clinician_workflow(qtbot, workflow_window) -> None:
     history = window.history
     qtbot.waitUntil(lambda: history.delivery_of(record.result_id) == "stored", timeout=10_000)
     row = [r.result_id for r in history.records].index(record.result_id)
-    assert history.table.item(row, 2).text() == "420 L"
+    assert history.table.item(row, 2).text() == "K420 L"
     assert history.table.item(row, 5).text() == "On device"
 
-    # ...filterable by patient on the keypad...
+    # ...filterable by patient on the keyboard...
     tap(qtbot, history.filter_button)
-    type_digits(qtbot, window.entry.keypad, "999")
-    tap(qtbot, window.entry.keypad.keys["OK"])
+    type_digits(qtbot, window.id_entry.keypad, "K999")
+    tap(qtbot, window.id_entry.keypad.keys["OK"])
     assert history.table.rowCount() == 0
     tap(qtbot, history.filter_button)
-    type_digits(qtbot, window.entry.keypad, "420")
-    tap(qtbot, window.entry.keypad.keys["OK"])
+    type_digits(qtbot, window.id_entry.keypad, "K420")
+    tap(qtbot, window.id_entry.keypad.keys["OK"])
     assert history.table.rowCount() == 1
 
     # ...and the delivery state follows the store when the uplink (another process) records the hub's ack.

@@ -1,7 +1,9 @@
-"""Helpers for the touchscreen tests: tap real widgets the way a clinician does (start an exam on the keypad,
+"""Helpers for the touchscreen tests: tap real widgets the way a clinician does (start an exam on the keyboard,
 finish it through its confirmation, lock and unlock with the PIN)."""
 
 from __future__ import annotations
+
+import re
 
 from PyQt5.QtCore import QPoint, Qt
 
@@ -15,18 +17,40 @@ def tap(qtbot, widget) -> None:
     qtbot.mouseClick(widget, Qt.LeftButton)
 
 
-def type_digits(qtbot, keypad, digits: str) -> None:
+def type_digits(qtbot, keypad, digits: str) -> None:  # also letters, on the patient ID keyboard
     for digit in digits:
         tap(qtbot, keypad.keys[digit])
 
 
+def enter_patient(qtbot, window, patient: str) -> None:
+    """The form's patient ID field, the ID on the on-screen keyboard, OK."""
+    tap(qtbot, window.exam.form.field_buttons["patient"])
+    keyboard = window.id_entry.keypad
+    type_digits(qtbot, keyboard, patient.upper())
+    tap(qtbot, keyboard.keys["OK"])
+
+
+def scan(qtbot, window, code: str) -> None:
+    """A USB scanner reading ``code``: its key presses, as fast as Qt delivers them, then Enter (real key events)."""
+    qtbot.keyClicks(window, code)
+    qtbot.keyClick(window, Qt.Key_Return)
+
+
+def readback_text(window) -> str:
+    """The patient ID the Start readback shows, as plain text (it is drawn one coloured character at a time)."""
+    return re.sub(r"<[^>]+>", "", window.confirm.readback.text())
+
+
 def start_exam(qtbot, window, patient: str, side: str) -> Exam:
-    """Exam screen, the patient reference on the keypad, the side, Start: back on Live with the exam open."""
+    """Exam screen, the patient ID on the keyboard, the side, Start and *Start exam* in the readback: back on Live
+    with the exam open."""
     tap(qtbot, window.nav["Exam"])
     form = window.exam.form
-    type_digits(qtbot, form.keypad, patient)
+    enter_patient(qtbot, window, patient)
     tap(qtbot, form.side_buttons[side])
     tap(qtbot, form.start)
+    assert window.confirm.isVisible() and readback_text(window) == patient.upper()
+    tap(qtbot, window.confirm.accept_button)
     qtbot.waitUntil(lambda: window.session.exam is not None and window.session.exam.patient_ref == patient,
                     timeout=10_000)
     assert window.stack.currentWidget() is window.live

@@ -46,6 +46,11 @@ def store_fault(detail: str) -> Fault:
                  f"Analyse again; if it repeats, ask support. ({brief(detail)})")
 
 
+def scan_fault(scanned: str, open_for: str) -> Fault:
+    return Fault("scan", "warning", f"Wristband {scanned} scanned, but the open exam is for {open_for}",
+                 "If this is another patient, finish the open exam first, then scan again.")
+
+
 def hub_fault(detail: str) -> Fault:
     return Fault("hub", "warning", "Hospital hub not reachable",
                  f"Results stay on this device and are sent when the network is back. ({brief(detail)})")

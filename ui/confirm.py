@@ -1,11 +1,13 @@
 """A confirmation overlay: says what is about to happen and what it affects, with the action and a way back.
-Used before an exam is finished (it shows how many results the exam holds)."""
+Used before an exam is finished (it shows how many results the exam holds) and before one is started (the patient
+ID read back big, to be compared with the wristband)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
+from PyQt5.QtCore import Qt
 from PyQt5.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ui.overlay import Overlay
@@ -26,6 +28,10 @@ class ConfirmOverlay(Overlay):
         self.title = QLabel("")
         self.title.setProperty("role", "heading")
         self.title.setWordWrap(True)
+        self.readback = QLabel("")  # an ID shown big, e.g. the patient ID before Start
+        self.readback.setAlignment(Qt.AlignCenter)
+        self.readback.setTextFormat(Qt.RichText)
+        self.readback.hide()
         self.message = QLabel("")
         self.message.setWordWrap(True)
         self.accept_button = QPushButton("")
@@ -38,11 +44,15 @@ class ConfirmOverlay(Overlay):
         row.addWidget(self.cancel_button, 1)
         row.addWidget(self.accept_button, 1)
         layout.addWidget(self.title)
+        layout.addWidget(self.readback)
         layout.addWidget(self.message)
         layout.addLayout(row)
 
-    def ask(self, title: str, message: str, action: str, on_accept: Callable[[], None], cancel: str = "Keep it open") -> None:
+    def ask(self, title: str, message: str, action: str, on_accept: Callable[[], None], cancel: str = "Keep it open",
+            readback: str = "") -> None:
         self.title.setText(title)
+        self.readback.setText(readback)
+        self.readback.setVisible(bool(readback))
         self.message.setText(message)
         self.accept_button.setText(action)
         self.cancel_button.setText(cancel)

@@ -1,11 +1,13 @@
-"""The exam: patient reference on the keypad, side, optional clock position and age; several frames per
-exam combined into a summary (highest malignant probability, every frame listed).
+"""The exam: patient ID on the on-screen keyboard or from the wristband scanner, read back before Start; side,
+optional clock position and age; several frames per exam combined into a summary (highest malignant probability,
+every frame listed); the other side of the same patient as a new exam with one tap.
 
 The exam open on the device lives in the Qt-free :class:`device.results.ExamDesk`; :class:`ExamSession` is its
 face for the widgets. Every frame is captured with the open exam's id and can only be stored under it."""
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 from PyQt5.QtCore import QObject, Qt, pyqtSignal
@@ -15,11 +17,12 @@ from PyQt5.QtWidgets import (
     QTableWidgetItem, QVBoxLayout, QWidget, QAbstractItemView, QHeaderView, QScroller,
 )
 
+from device.barcode import PatientIdFormat, normalise
 from device.results import CapturedFrame, Exam, ExamDesk, ExamEnd, ResultRecord, new_result_id
 from device.sources.base import Frame
 from device.store import ResultStore
 from ui import theme
-from ui.keypad import Keypad
+from ui.number_entry import NumberEntry
 from ui.theme import Theme
 
 MALIGNANT = "malignant"
@@ -115,38 +118,40 @@ class ExamSession(QObject):
 
 
 class ExamForm(QWidget):
-    """Patient reference and age on the keypad, side L/R, optional clock position."""
+    """Patient ID (on-screen keyboard or the wristband scanner), optional age, side L/R, optional clock position.
 
-    start_requested = pyqtSignal(object)  # Exam
+    Start does not start the exam: it asks for the readback (``readback_requested``) — the ID shown big, letters
+    and digits apart, with the side — and only the clinician's confirmation (:meth:`confirm_start`) sends
+    ``start_requested``. Typed IDs are checked against the site's :class:`PatientIdFormat` before they reach the
+    form; a scan is checked by :func:`device.barcode.parse_scan` before :meth:`set_scanned`."""
 
-    def __init__(self, th: Theme, parent: QWidget | None = None) -> None:
+    start_requested = pyqtSignal(object)  # Exam, confirmed by the clinician
+    readback_requested = pyqtSignal(object)  # Exam: show it back before it is started
+
+    def __init__(self, th: Theme, id_format: PatientIdFormat | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._th = th
+        self.id_format = id_format or PatientIdFormat()
+        self.id_entry: NumberEntry | None = None  # the keyboard overlay, given by the window (covers all of it)
+        self.age_entry: NumberEntry | None = None
         self.values = {"patient": "", "age": ""}
+        self.id_source = ""  # "typed" | "scanned": said in the readback
         self.side: str | None = None
         self.clock: int | None = None
-        outer = QHBoxLayout(self)
-        outer.setContentsMargins(th.gap, th.gap, th.gap, th.gap)
-        outer.setSpacing(th.gap * 2)
-        self.keypad = Keypad(th, max_length=12, ok_text="Next")
-        self.keypad.setFixedWidth(th.control * 4 + th.gap * 2 + 20)
-        self.keypad.changed.connect(self._typed)
-        self.keypad.accepted.connect(self._keypad_ok)
-        outer.addWidget(self.keypad)
-        right = QVBoxLayout()
-        right.setSpacing(th.gap)
+        self.pending: Exam | None = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(th.gap * 2, th.gap, th.gap * 2, th.gap)
+        layout.setSpacing(th.gap)
         fields = QHBoxLayout()
-        self.field_buttons: dict[str, QPushButton] = {}
-        self._fields = QButtonGroup(self)
-        for key in ("patient", "age"):
-            button = QPushButton()
-            button.setCheckable(True)
-            button.clicked.connect(lambda _=False, k=key: self.select_field(k))
-            self._fields.addButton(button)
-            self.field_buttons[key] = button
-            fields.addWidget(button, 3 if key == "patient" else 2)
-        right.addLayout(fields)
+        fields.setSpacing(th.gap)
+        self.field_buttons: dict[str, QPushButton] = {"patient": QPushButton(), "age": QPushButton()}
+        self.field_buttons["patient"].clicked.connect(self.edit_patient)
+        self.field_buttons["age"].clicked.connect(self.edit_age)
+        fields.addWidget(self.field_buttons["patient"], 3)
+        fields.addWidget(self.field_buttons["age"], 1)
+        layout.addLayout(fields)
         sides = QHBoxLayout()
+        sides.setSpacing(th.gap)
         side_caption = QLabel("Side")
         side_caption.setProperty("role", "muted")
         sides.addWidget(side_caption)
@@ -159,10 +164,10 @@ class ExamForm(QWidget):
             group.addButton(button)
             self.side_buttons[side] = button
             sides.addWidget(button, 1)
-        right.addLayout(sides)
+        layout.addLayout(sides)
         clock_caption = QLabel("Clock position (optional)")
         clock_caption.setProperty("role", "muted")
-        right.addWidget(clock_caption)
+        layout.addWidget(clock_caption)
         grid = QGridLayout()
         grid.setSpacing(max(2, th.gap // 2))
         self.clock_buttons: dict[int, QPushButton] = {}
@@ -172,49 +177,76 @@ class ExamForm(QWidget):
             button.setMinimumWidth(th.control - 4)
             button.setStyleSheet("padding: 0;")
             button.clicked.connect(lambda _=False, h=hour: self._set_clock(h))
-            grid.addWidget(button, (hour - 1) // 6, (hour - 1) % 6)
+            grid.addWidget(button, 0, hour - 1)
             self.clock_buttons[hour] = button
-        right.addLayout(grid)
-        right.addStretch(1)
-        self.notice = QLabel("")  # what happened to the previous exam (finished, or finished by the lock)
+        layout.addLayout(grid)
+        layout.addStretch(1)
+        self.notice = QLabel("")  # what happened to the previous exam, or why a scan was refused
         self.notice.setProperty("role", "muted")
         self.notice.setWordWrap(True)
         self.notice.hide()
-        right.addWidget(self.notice)
+        layout.addWidget(self.notice)
         self.start = QPushButton("Start exam")
         self.start.setProperty("role", "primary")
         self.start.clicked.connect(self._start)
-        right.addWidget(self.start)
-        outer.addLayout(right, 1)
+        layout.addWidget(self.start)
         self.reset()
+
+    def use_entries(self, id_entry: NumberEntry, age_entry: NumberEntry) -> None:
+        self.id_entry, self.age_entry = id_entry, age_entry
 
     def reset(self, notice: str = "") -> None:
         """An empty form: nothing selected that the next exam would not get (a new exam starts from scratch)."""
         self.values = {"patient": "", "age": ""}
+        self.id_source = ""
         self.side, self.clock = None, None
-        self.pending: Exam | None = None  # asked for by Start, not yet stored and opened
+        self.pending = None  # asked for by Start, not yet stored and opened
         group = self._side_group
         group.setExclusive(False)  # an exclusive group refuses to uncheck its checked button
         for button in list(self.side_buttons.values()) + list(self.clock_buttons.values()):
             button.setChecked(False)
         group.setExclusive(True)
+        self.say(notice)
+        self._refresh()
+
+    def say(self, notice: str) -> None:
         self.notice.setText(notice)
         self.notice.setVisible(bool(notice))
-        self.select_field("patient")
+
+    # --- the fields ---------------------------------------------------------------------------------------
+
+    def edit_patient(self) -> None:
+        if self.id_entry is not None:
+            self.id_entry.ask("Patient ID", self._patient_entered,
+                              f"Letters, digits and -, as on the wristband (e.g. {self.id_format.example}).",
+                              initial=self.values["patient"])
+
+    def _patient_entered(self, text: str) -> str | None:
+        reference = normalise(text)
+        problem = self.id_format.problem(reference)
+        if problem is not None:
+            return problem  # the keyboard stays open with the ID, to correct it
+        self.values["patient"], self.id_source = reference, "typed"
+        self._refresh()
+        return None
+
+    def set_scanned(self, reference: str) -> None:
+        """A wristband was scanned (already checked by :func:`device.barcode.parse_scan`): the ID is filled in; the
+        clinician still confirms it in the readback at Start."""
+        self.values["patient"], self.id_source = reference, "scanned"
+        self.say("Scanned from the wristband: check the readback at Start.")
         self._refresh()
 
-    def select_field(self, key: str) -> None:
-        self.active_field = key
-        self.field_buttons[key].setChecked(True)
-        self.keypad.max_length = 12 if key == "patient" else 3
-        self.keypad.set_value(self.values[key])
+    def edit_age(self) -> None:
+        if self.age_entry is not None:
+            self.age_entry.ask("Age (optional)", self._age_entered, "Empty + OK: no age.")
 
-    def _typed(self, value: str) -> None:
-        self.values[self.active_field] = value
+    def _age_entered(self, text: str) -> str | None:
+        if text and not 0 <= int(text) <= 130:
+            return f"Age {text} is not 0-130"
+        self.values["age"] = text
         self._refresh()
-
-    def _keypad_ok(self, _value: str) -> None:
-        self.select_field("age" if self.active_field == "patient" else "patient")
+        return None
 
     def _set_side(self, side: str) -> None:
         self.side = side
@@ -227,7 +259,10 @@ class ExamForm(QWidget):
 
     def problem(self) -> str | None:
         if not self.values["patient"]:
-            return "Enter the patient reference"
+            return "Type or scan the patient ID"
+        problem = self.id_format.problem(self.values["patient"])
+        if problem is not None:
+            return problem
         if self.side is None:
             return "Choose the side"
         if self.values["age"] and not 0 <= int(self.values["age"]) <= 130:
@@ -235,21 +270,43 @@ class ExamForm(QWidget):
         return None
 
     def _refresh(self) -> None:
-        self.field_buttons["patient"].setText(f"Patient: {self.values['patient'] or '—'}")
+        patient = self.values["patient"]
+        self.field_buttons["patient"].setText(f"Patient ID: {patient}" if patient else "Patient ID: tap to type, or scan")
         self.field_buttons["age"].setText(f"Age: {self.values['age'] or '—'}")
         problem = self.problem()
         starting = self.pending is not None
         self.start.setEnabled(problem is None and not starting)
         self.start.setText(problem or ("Starting…" if starting else "Start exam"))  # says what is missing
 
+    # --- start: readback, confirmation, storing -------------------------------------------------------------
+
+    def candidate(self) -> Exam:
+        age = int(self.values["age"]) if self.values["age"] else None
+        return Exam(new_result_id(), self.values["patient"], self.side, self.clock, age)
+
     def _start(self) -> None:
         if self.problem() is not None or self.pending is not None:
             return
-        age = int(self.values["age"]) if self.values["age"] else None
-        # one tap, one exam: a second tap before it opens starts nothing
-        self.pending = Exam(new_result_id(), self.values["patient"], self.side, self.clock, age)
+        self.readback_requested.emit(self.candidate())
+
+    def confirm_start(self, exam: Exam) -> None:
+        """The clinician confirmed the readback of ``exam``: store and open it (if the form still says the same)."""
+        if self.pending is not None or self.problem() is not None or (exam.patient_ref, exam.side) != (
+                self.values["patient"], self.side):
+            return
+        self.pending = exam  # one tap, one exam: a second confirmation before it opens starts nothing
         self._refresh()
-        self.start_requested.emit(self.pending)
+        self.start_requested.emit(exam)
+
+    def expect(self, exam: Exam, notice: str = "") -> None:
+        """``exam`` is being stored without the form's Start (the other side of the same patient): show it."""
+        self.reset(notice)
+        self.values = {"patient": exam.patient_ref, "age": "" if exam.age is None else str(exam.age)}
+        self.id_source = "same patient"
+        self.side = exam.side
+        self.side_buttons[exam.side].setChecked(True)
+        self.pending = exam
+        self._refresh()
 
     def take_pending(self, exam: Exam) -> bool:
         """``exam`` was stored: True if it is the one this form is still waiting for (not reset since by the lock)."""
@@ -264,9 +321,31 @@ class ExamForm(QWidget):
         self._refresh()
 
 
+def readback_html(reference: str, th: Theme) -> str:
+    """The patient ID big and spaced, letters in another colour than digits (O/0, I/1, S/5, B/8 told apart)."""
+    spans = []
+    for char in reference:
+        colour = theme.INFO if char.isalpha() else theme.TEXT
+        spans.append(f"<span style='color:{colour}'>{html.escape(char)}</span>")
+    return (f"<div style='font-family:monospace; font-size:{th.huge}px; font-weight:bold; letter-spacing:6px'>"
+            f"{''.join(spans)}</div>")
+
+
+def readback_message(exam: Exam, id_source: str) -> str:
+    how = {"scanned": "Scanned from the wristband", "typed": "Typed on the screen"}.get(id_source, "Entered")
+    details = [f"<b>{SIDE_NAMES.get(exam.side or '', '?')} side</b>"]
+    if exam.clock:
+        details.append(f"{exam.clock} o'clock")
+    if exam.age is not None:
+        details.append(f"age {exam.age}")
+    return (f"{' · '.join(details)}. {how}: compare it with the wristband or the request, character by character "
+            "(letters are blue). Every result of this exam is stored under this ID.")
+
+
 class ExamSummaryView(QWidget):
     back_to_live = pyqtSignal()
     finish_requested = pyqtSignal()
+    other_side_requested = pyqtSignal()  # the same patient's other side, as a new exam
 
     def __init__(self, th: Theme, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -293,9 +372,12 @@ class ExamSummaryView(QWidget):
         self.back = QPushButton("Back to live")
         self.back.setProperty("role", "primary")
         self.back.clicked.connect(self.back_to_live)
+        self.other_side = QPushButton("")
+        self.other_side.clicked.connect(self.other_side_requested)
         self.finish = QPushButton("Finish exam")
         self.finish.clicked.connect(self.finish_requested)
         buttons.addWidget(self.back, 1)
+        buttons.addWidget(self.other_side, 1)
         buttons.addWidget(self.finish, 1)
         layout.addWidget(self.title)
         layout.addWidget(self.summary)
@@ -304,6 +386,7 @@ class ExamSummaryView(QWidget):
 
     def show_exam(self, exam: Exam, records: list[ResultRecord]) -> None:
         self.title.setText(exam_title(exam))
+        self.other_side.setText(f"{SIDE_NAMES[other_side(exam.side)]} side ▶")
         summary = summarise(records)
         if summary.frames == 0:
             text = "No frames yet. Go back to live, freeze a view and tap Analyse."
@@ -332,6 +415,10 @@ class ExamSummaryView(QWidget):
         self.table.setColumnWidth(0, thumb + 8)
 
 
+def other_side(side: str | None) -> str:
+    return "R" if side == "L" else "L"
+
+
 def _brush(colour: str):
     from PyQt5.QtGui import QBrush, QColor
 
@@ -343,15 +430,18 @@ class ExamScreen(QWidget):
 
     back_to_live = pyqtSignal()
     finish_requested = pyqtSignal()
+    other_side_requested = pyqtSignal()
 
-    def __init__(self, th: Theme, session: ExamSession, store: ResultStore, parent: QWidget | None = None) -> None:
+    def __init__(self, th: Theme, session: ExamSession, store: ResultStore, parent: QWidget | None = None,
+                 id_format: PatientIdFormat | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.store = store
-        self.form = ExamForm(th)
+        self.form = ExamForm(th, id_format)
         self.summary = ExamSummaryView(th)
         self.summary.back_to_live.connect(self.back_to_live)
         self.summary.finish_requested.connect(self.finish_requested)
+        self.summary.other_side_requested.connect(self.other_side_requested)
         self.pages = QStackedWidget()
         self.pages.addWidget(self.form)
         self.pages.addWidget(self.summary)
@@ -359,16 +449,36 @@ class ExamScreen(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.pages)
         self._ended_notice = ""
+        self._switching = False
         session.ended.connect(self._session_ended)
         session.changed.connect(self._session_changed)
 
     def _session_ended(self, ended: ExamEnded) -> None:
         count = len(self.store.history(exam_id=ended.exam.exam_id))
         held = f"{count} result{'' if count == 1 else 's'} stored"
-        if ended.reason is ExamEnd.LOCKED:
+        side = SIDE_NAMES.get(ended.exam.side or "", "")
+        if self._switching:
+            self._ended_notice = f"{side} side finished ({held}); the other side is a new exam for the same patient."
+        elif ended.reason is ExamEnd.LOCKED:
             self._ended_notice = f"The screen locked, so the previous exam was finished ({held}). Start a new exam."
         else:
             self._ended_notice = f"Previous exam finished ({held}). Start a new exam."
+
+    def switch_side(self) -> Exam | None:
+        """Finish the open exam and return the same patient's other side as a new exam, shown as being started
+        (the window stores and opens it). The ID is not typed again and nothing of the finished side carries over
+        but the patient and the age."""
+        exam = self.session.exam
+        if exam is None:
+            return None
+        following = Exam(new_result_id(), exam.patient_ref, other_side(exam.side), None, exam.age)
+        self._switching = True
+        try:
+            self.session.finish(ExamEnd.FINISHED)
+        finally:
+            self._switching = False
+        self.form.expect(following, self.form.notice.text())
+        return following
 
     def _session_changed(self, exam: Exam | None) -> None:
         if exam is None:

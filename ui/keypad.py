@@ -1,5 +1,5 @@
-"""On-screen numeric keypad (no keyboard on the device; gloved fingers): big keys, a display line,
-backspace and OK. Used for the patient reference, age, history filter, PIN and unlock."""
+"""On-screen keypads (no keyboard on the device; gloved fingers): big keys, a display line, backspace and OK.
+:class:`Keypad` (digits) for age, PIN and unlock; :class:`Keyboard` (digits, A-Z and "-") for patient IDs."""
 
 from __future__ import annotations
 
@@ -65,3 +65,56 @@ class Keypad(QWidget):
 
     def clear(self) -> None:
         self.set_value("")
+
+
+KEYBOARD_ROWS = ("1234567890", "QWERTYUIOP", "ASDFGHJKL-", "ZXCVBNM")
+
+
+class Keyboard(Keypad):
+    """Digits, A-Z and "-" in four rows of ten big keys (no shift, no symbols: what patient IDs are made of), with
+    backspace and OK on the last row. Same signals and ``value`` as :class:`Keypad`."""
+
+    def __init__(self, th: Theme, *, max_length: int = 20, ok_text: str = OK_KEY, parent: QWidget | None = None) -> None:
+        QWidget.__init__(self, parent)
+        self.max_length = max_length
+        self.masked = False
+        self.value = ""
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(th.gap)
+        self.display = QLabel("")
+        self.display.setAlignment(Qt.AlignCenter)
+        self.display.setMinimumHeight(th.control)
+        self.display.setStyleSheet(
+            f"background: #000; border: 1px solid #33414f; border-radius: 8px; font-size: {th.large}px;"
+            " font-weight: bold; letter-spacing: 3px; font-family: monospace;")
+        layout.addWidget(self.display)
+        grid = QGridLayout()
+        grid.setSpacing(th.gap)
+        self.keys = {}
+        for r, row in enumerate(KEYBOARD_ROWS):
+            for c, key in enumerate(row):
+                self._add_key(grid, th, key, key, r, c)
+        last = len(KEYBOARD_ROWS) - 1
+        self._add_key(grid, th, BACKSPACE, BACKSPACE, last, len(KEYBOARD_ROWS[-1]))
+        self._add_key(grid, th, OK_KEY, ok_text, last, len(KEYBOARD_ROWS[-1]) + 1, span=2)
+        layout.addLayout(grid, 1)
+
+    def _add_key(self, grid: QGridLayout, th: Theme, key: str, text: str, row: int, column: int, span: int = 1) -> None:
+        button = QPushButton(text)
+        button.setProperty("role", "keyok" if key == OK_KEY else "key")
+        button.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        button.setMinimumSize(th.control, th.control)
+        button.setFocusPolicy(Qt.NoFocus)
+        button.clicked.connect(lambda _=False, k=key: self.press(k))
+        grid.addWidget(button, row, column, 1, span)
+        self.keys[key] = button
+
+    def press(self, key: str) -> None:
+        if key in (BACKSPACE, OK_KEY):
+            super().press(key)
+        elif len(key) == 1 and key.upper() in KEYS and len(self.value) < self.max_length:
+            self.set_value(self.value + key.upper())
+
+
+KEYS = frozenset("".join(KEYBOARD_ROWS))

@@ -12,18 +12,20 @@ from PyQt5.QtWidgets import QApplication, QHBoxLayout, QLabel, QMainWindow, QPus
 
 from device.bundle import Manifest
 from device.config import DeviceConfig
+from device.barcode import BarcodeError, normalise, parse_scan
 from device.results import Exam, ExamAlreadyOpenError, ExamEnd
 from device.store import ResultStore
 from ui import banners
 from ui.background import Background
 from ui.banners import BannerArea
 from ui.confirm import ConfirmOverlay
-from ui.exam import ExamScreen, ExamSession, exam_title, summarise
+from ui.exam import ExamScreen, ExamSession, exam_title, readback_html, readback_message, summarise
 from ui.history import HistoryScreen
 from ui.hub import hub_status
 from ui.live_screen import LiveScreen
 from ui.lock import FirstRun, IdleWatcher, LockScreen
 from ui.number_entry import NumberEntry
+from ui.scanner import ScannerInput
 from ui.settings import SettingsScreen
 from ui.status_bar import StatusBar
 from ui.theme import NOTICE, Theme
@@ -85,11 +87,14 @@ class MainWindow(QMainWindow):
         column.addWidget(self._nav_bar())
         self.setCentralWidget(root)
         self.entry = NumberEntry(root, th)
+        self.id_entry = NumberEntry(root, th, alphanumeric=True)  # patient IDs: the exam form, the History filter
+        self.exam.form.use_entries(self.id_entry, self.entry)
         self.pin_entry = NumberEntry(root, th, masked=True)
         self.confirm = ConfirmOverlay(root, th)
         self.lock_screen = LockScreen(root, th, self.config.ui.pin)
         self.first_run = FirstRun(root, th, self.config.device.data_dir)
         self.idle = IdleWatcher(self.config.ui.idle_lock_s, self)
+        self.scanner = ScannerInput(self)
 
     def _nav_bar(self) -> QWidget:
         bar = QWidget()
@@ -124,7 +129,9 @@ class MainWindow(QMainWindow):
         analysis.exam_stored.connect(self._exam_stored)
         analysis.exam_failed.connect(lambda _exam, _message: self.exam.form.start_failed())
         self.exam.form.start_requested.connect(analysis.add_exam)
+        self.exam.form.readback_requested.connect(self.read_back)
         self.exam.finish_requested.connect(self.ask_finish)
+        self.exam.other_side_requested.connect(self.other_side)
         self.exam.back_to_live.connect(lambda: self.go("Live"))
         self.session.changed.connect(self._exam_changed)
         self.live.open_exam.connect(lambda: self.go("Exam"))
@@ -133,6 +140,7 @@ class MainWindow(QMainWindow):
         self.settings.lock_requested.connect(self.lock)
         self.idle.idle.connect(self.lock)
         self.lock_screen.unlocked.connect(self._unlocked)
+        self.scanner.scanned.connect(self.scanned)
 
     def _start_timers(self) -> None:
         self.clock_timer = QTimer(self)
@@ -152,6 +160,7 @@ class MainWindow(QMainWindow):
         """After show(): first-run notice, idle lock, first status poll."""
         self.go("Live")
         QApplication.instance().installEventFilter(self.idle)
+        QApplication.instance().installEventFilter(self.scanner)
         self.idle.start()
         if self.first_run.needed:
             self.first_run.open()
@@ -189,10 +198,10 @@ class MainWindow(QMainWindow):
         return None
 
     def _ask_filter(self) -> None:
-        self.entry.ask("Patient reference", self._filter_entered, "Empty + OK shows every patient.")
+        self.id_entry.ask("Patient ID", self._filter_entered, "Empty + OK shows every patient.")
 
     def _filter_entered(self, value: str) -> None:
-        self.history.set_filter(value or None)
+        self.history.set_filter(normalise(value) or None)
         return None
 
     def lock(self) -> None:
@@ -201,6 +210,7 @@ class MainWindow(QMainWindow):
         self.settings_unlocked = False
         self.pin_entry.close_overlay()
         self.entry.close_overlay()
+        self.id_entry.close_overlay()
         self.confirm.close_overlay()
         if self.end_exam(ExamEnd.LOCKED) is None:
             self.exam.form.reset()  # a reference typed but not started is not left for whoever unlocks
@@ -218,6 +228,47 @@ class MainWindow(QMainWindow):
             self.session.begin(exam)
         except ExamAlreadyOpenError as exc:  # the form is hidden while an exam is open: a second, late start
             log.error("%s", exc)
+
+    def read_back(self, exam: Exam) -> None:
+        """Start exam: the patient ID big, letters and digits apart, with the side; only *Start exam* here starts it."""
+        form = self.exam.form
+        self.confirm.ask("Start the exam for this patient?", readback_message(exam, form.id_source), "Start exam",
+                         lambda: form.confirm_start(exam), cancel="Correct it",
+                         readback=readback_html(exam.patient_ref, self.th))
+
+    def other_side(self) -> None:
+        """The open exam's other side for the same patient, one tap: a new exam (new id), the ID not typed again."""
+        following = self.exam.switch_side()
+        if following is not None:
+            self.services.analysis.add_exam(following)
+
+    def scanned(self, raw: str) -> None:
+        """A wristband or label was scanned: with no exam open it fills the form's patient ID (the clinician still
+        confirms it in the readback); never behind the lock or the first-run notice; never into an open exam."""
+        if self.lock_screen.isVisible() or self.first_run.isVisible():
+            log.info("scan ignored: the screen is locked")
+            return
+        try:
+            scan = parse_scan(raw, self.exam.form.id_format)
+        except BarcodeError as exc:
+            self._scan_refused(str(exc))
+            return
+        exam = self.session.exam
+        if exam is not None:
+            if scan.reference != exam.patient_ref:
+                self.banners.show_fault(banners.scan_fault(scan.reference, exam.patient_ref))
+            return
+        if self.exam.form.pending is not None:
+            return  # an exam is being started: the form no longer takes another ID
+        self.id_entry.close_overlay()
+        self.confirm.close_overlay()  # a readback of the previous ID must not be confirmed for this one
+        self.go("Exam")
+        self.exam.form.set_scanned(scan.reference)
+
+    def _scan_refused(self, message: str) -> None:
+        if self.session.exam is None:
+            self.go("Exam")
+            self.exam.form.say(f"Not a patient ID: {message}. Scan the wristband again or type the ID.")
 
     def ask_finish(self) -> None:
         """Finish exam: confirm first, showing whose exam it is and what it holds."""
@@ -284,6 +335,7 @@ class MainWindow(QMainWindow):
             self.exam.refresh()
 
     def _exam_changed(self, exam: Exam | None) -> None:
+        self.banners.clear_fault("scan")  # a wristband scanned during the previous exam is no longer a question
         if exam is not None:
             self.go("Live")
 
@@ -349,6 +401,7 @@ class MainWindow(QMainWindow):
         app = QApplication.instance()
         if app is not None:
             app.removeEventFilter(self.idle)
+            app.removeEventFilter(self.scanner)
         self.services.reader.stop()
         self.services.analysis.shutdown()
         self.store.close()

@@ -1,4 +1,5 @@
-"""A keypad in an overlay: asks for one number (PIN, patient filter...) and reports it."""
+"""A keypad in an overlay: asks for one number (PIN, age, patient filter...) or, with the alphanumeric keyboard,
+one patient ID, and reports it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Callable
 
 from PyQt5.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ui.keypad import Keypad
+from ui.keypad import Keyboard, Keypad
 from ui.overlay import Overlay
 from ui.theme import Theme
 
@@ -14,7 +15,8 @@ from ui.theme import Theme
 class NumberEntry(Overlay):
     """``ask(title, on_ok)``: shows the keypad; ``on_ok(value)`` returns an error text or None to close."""
 
-    def __init__(self, parent: QWidget, th: Theme, *, masked: bool = False, opaque: bool = False) -> None:
+    def __init__(self, parent: QWidget, th: Theme, *, masked: bool = False, opaque: bool = False,
+                 alphanumeric: bool = False) -> None:
         super().__init__(parent, opaque=opaque)
         self._on_ok: Callable[[str], str | None] | None = None
         layout = QVBoxLayout(self.panel)
@@ -25,8 +27,12 @@ class NumberEntry(Overlay):
         self.message = QLabel("")
         self.message.setProperty("role", "muted")
         self.message.setWordWrap(True)
-        self.keypad = Keypad(th, masked=masked)
-        self.keypad.setFixedWidth(th.control * 5)
+        if alphanumeric:
+            self.keypad: Keypad = Keyboard(th)
+            self.keypad.setFixedWidth(th.control * 10 + th.gap * 9 + (150 if th.compact else 200))
+        else:
+            self.keypad = Keypad(th, masked=masked)
+            self.keypad.setFixedWidth(th.control * 5)
         self.keypad.accepted.connect(self._accept)
         self.cancel = QPushButton("Cancel")
         self.cancel.clicked.connect(self.close_overlay)
@@ -37,11 +43,12 @@ class NumberEntry(Overlay):
         row.addWidget(self.cancel)
         layout.addLayout(row)
 
-    def ask(self, title: str, on_ok: Callable[[str], str | None], message: str = "", cancellable: bool = True) -> None:
+    def ask(self, title: str, on_ok: Callable[[str], str | None], message: str = "", cancellable: bool = True,
+            initial: str = "") -> None:
         self.title.setText(title)
         self.message.setText(message)
         self.message.setVisible(bool(message))
-        self.keypad.clear()
+        self.keypad.set_value(initial)
         self.cancel.setVisible(cancellable)
         self._on_ok = on_ok
         self.open()
@@ -51,6 +58,7 @@ class NumberEntry(Overlay):
         if error:
             self.message.setText(error)
             self.message.show()
-            self.keypad.clear()
+            if not isinstance(self.keypad, Keyboard):  # a wrong PIN starts over; a mistyped ID is corrected
+                self.keypad.clear()
         else:
             self.close_overlay()

@@ -1,0 +1,69 @@
+"""The USB barcode / wristband scanner as patient-ID input. A HID scanner is a keyboard to the system: it "types"
+its code as a burst of key presses ending in Enter, far faster than a person. :class:`ScannerInput` watches every
+key press the app receives (an application event filter; the device has no other keyboard, and no text field takes
+keys), collects a burst whose presses come at most ``max_gap_s`` apart, and on the Enter that ends it emits the raw
+text. What the text means — a patient ID or not — is decided in :mod:`device.barcode`, not here.
+
+Key presses are swallowed (a scanner's Enter or space must never press a focused button); slow typing on a
+developer's keyboard is not a scan and is dropped."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from PyQt5.QtCore import QEvent, QObject, Qt, pyqtSignal
+
+log = logging.getLogger(__name__)
+
+ENTER_KEYS = (Qt.Key_Return, Qt.Key_Enter)
+MAX_GAP_S = 0.05  # scanners send a key every 1-15 ms; people rarely type two keys 50 ms apart
+MIN_CHARS = 2
+
+
+class ScannerInput(QObject):
+    """``scanned(raw)``: a fast burst of printable key presses ended by Enter (the raw text, Enter included as CR)."""
+
+    scanned = pyqtSignal(str)
+
+    def __init__(self, parent: QObject | None = None, *, max_gap_s: float = MAX_GAP_S, min_chars: int = MIN_CHARS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(parent)
+        self.max_gap_s = max_gap_s
+        self.min_chars = min_chars
+        self._clock = clock
+        self._burst: list[str] = []
+        self._last = 0.0
+        self.enabled = True
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        kind = event.type()
+        if kind == QEvent.KeyPress:
+            return self.key(event.key(), event.text()) if self.enabled else False
+        if kind == QEvent.KeyRelease:
+            return self.enabled and (event.key() in ENTER_KEYS or _printable(event.text()))
+        return False
+
+    def key(self, key: int, text: str) -> bool:
+        """One key press; True when it is taken (part of a possible scan)."""
+        now = self._clock()
+        fast = bool(self._burst) and now - self._last <= self.max_gap_s
+        if key in ENTER_KEYS:
+            burst, self._burst = "".join(self._burst), []
+            if fast and len(burst) >= self.min_chars:
+                self.scanned.emit(burst + "\r")
+            elif burst:
+                log.info("%d keys ending in Enter, too slow for a scanner: not a scan", len(burst))
+            return True
+        if not _printable(text):
+            return False  # Shift and other modifiers a scanner sends around capitals: neither part nor break
+        if not fast:
+            self._burst = []  # a pause: whatever came before was not the start of this scan
+        self._burst.append(text)
+        self._last = now
+        return True
+
+
+def _printable(text: str) -> bool:
+    return len(text) == 1 and text.isprintable()
