@@ -7,6 +7,7 @@ settings from a :class:`device.config.MqttConnection` section. paho-mqtt 2.x, VE
 
 from __future__ import annotations
 
+import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ import paho.mqtt.client as mqtt
 
 from device.config import MqttConnection, split_host_port
 from device.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,22 @@ def read_password(path: Path | None, who: str = "mqtt") -> str | None:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"{who} password_file {path}: cannot read ({exc})") from exc
+
+
+def client_id_for(conn: MqttConnection, fallback: str, who: str = "mqtt") -> str:
+    """The MQTT client id to connect with: ``client_id`` when configured, else the username, else ``fallback``.
+
+    The sonopi broker binds client ids to identities (``use_username_as_clientid``, with the certificate's CN
+    as the username): whatever id a client asks for, its session is its username's. Using the username here
+    makes the id in our logs the one the broker uses. A configured ``client_id`` that differs from the
+    username still connects (the broker replaces it) but is logged once as ignored by such a broker."""
+    if conn.client_id is not None:
+        if conn.username is not None and conn.client_id != conn.username:
+            log.warning("%s: client_id %r differs from username %r; a broker that binds client ids to identities "
+                        "(deploy/mosquitto/sonopi.conf: use_username_as_clientid) uses %r", who, conn.client_id,
+                        conn.username, conn.username)
+        return conn.client_id
+    return conn.username or fallback
 
 
 def new_client(

@@ -62,7 +62,7 @@ from device.contract import (
     result_id_of,
     topic,
 )
-from device.mqtt import BrokerAddress, new_client
+from device.mqtt import BrokerAddress, client_id_for, new_client
 from device.results import utc_now_iso
 from hub.config import HubConfig
 from hub.store import Added, HubStore, HubStoreError, UnstorableError
@@ -138,7 +138,8 @@ class HubService:
         cfg = self.config.mqtt
         # Persistent session: the broker queues results while the hub is down. Manual acks: a message
         # is acknowledged to the broker only after its database commit.
-        client = new_client(cfg, cfg.client_id, clean_session=False, manual_ack=True, who="hub")
+        client = new_client(cfg, client_id_for(cfg, "sonopi-hub", who="hub [mqtt]"), clean_session=False,
+                            manual_ack=True, who="hub")
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect

@@ -6,7 +6,13 @@
 #   sonopi-mqtt.sh add-device SITE DEVICE_ID [--dir DIR] [--out DIR]
 #                                                       device account (random password), ACL block, client
 #                                                       certificate; --out gets the files to copy to the device
-# After add-device, reload the broker: systemctl reload mosquitto (or kill -HUP its pid).
+#   sonopi-mqtt.sh add-hub NAME [--dir DIR]             a further hub account (a second `hub serve`): certificate
+#                                                       with CN NAME and the hub's ACL block
+#   sonopi-mqtt.sh revoke-device SITE DEVICE_ID [--dir DIR]
+#                                                       removes the device's ACL block and passwd entry: its
+#                                                       certificate still connects, but may read and write nothing
+# The broker (sonopi.conf) takes each client's identity from its certificate: CN = username = client id.
+# After add-device, add-hub or revoke-device, reload the broker: systemctl reload mosquitto (or kill -HUP its pid).
 set -euo pipefail
 umask 077
 
@@ -95,7 +101,8 @@ ACL
     mv "$dir/device-$site-$device.key" "$out/device.key"
     printf '%s\n' "$pw" > "$out/mqtt.password"
     cat > "$out/uplink.toml" <<TOML
-# [uplink] settings for $user (copy the other files to /etc/sonopi/)
+# [uplink] settings for $user (copy the other files to /etc/sonopi/). The broker takes the identity from
+# device.crt (CN $user); username also names the client id the uplink uses (the broker binds it to the CN).
 tls = true
 ca_file = "/etc/sonopi/ca.crt"
 cert_file = "/etc/sonopi/device.crt"
@@ -107,5 +114,34 @@ TOML
     for_broker "$dir/passwd" "$dir/acl"
     echo "device $user: credentials in $out; reload the broker to apply"
     ;;
-  *) die "usage: sonopi-mqtt.sh init|add-device ... (see the header of this script)" ;;
+  add-hub)
+    [ ${#args[@]} -eq 1 ] || die "usage: add-hub NAME"
+    name="${args[0]}"; name_ok "$name"
+    [ -e "$dir/ca.key" ] || die "$dir is not initialised (run init first)"
+    grep -qxF "user $name" "$dir/acl" && die "account $name already exists"
+    [ -e "$dir/$name.crt" ] && die "$dir/$name.crt exists"
+    { echo; echo "# hub $name: the same rights as sonopi-hub"; sed -n '/^user sonopi-hub$/,/^$/p' "$(dirname "$0")/acl.base" \
+        | sed "s/^user sonopi-hub$/user $name/"; } >> "$dir/acl"
+    issue_cert "$name" "$name"
+    chmod 600 "$dir/acl"
+    for_broker "$dir/acl"
+    echo "hub account $name: $dir/$name.crt and $dir/$name.key (its [mqtt] username and client_id: $name); reload the broker"
+    ;;
+  revoke-device)
+    [ ${#args[@]} -eq 2 ] || die "usage: revoke-device SITE DEVICE_ID"
+    site="${args[0]}"; device="${args[1]}"; name_ok "$site"; name_ok "$device"
+    user="$site/$device"
+    grep -qxF "user $user" "$dir/acl" || die "device $user is not in $dir/acl"
+    awk -v u="user $user" -v c="# device $user:" '
+      index($0, c) == 1 { next }
+      $0 == u { skip = 1; next }
+      skip && /^topic / { next }
+      { skip = 0; print }' "$dir/acl" > "$dir/acl.new"
+    mv "$dir/acl.new" "$dir/acl"
+    "$passwd_tool" -D "$dir/passwd" "$user" 2>/dev/null || true
+    chmod 600 "$dir/acl" "$dir/passwd"
+    for_broker "$dir/acl" "$dir/passwd"
+    echo "device $user revoked (no topic access); reload the broker to apply"
+    ;;
+  *) die "usage: sonopi-mqtt.sh init|add-device|add-hub|revoke-device ... (see the header of this script)" ;;
 esac

@@ -40,7 +40,7 @@ from device.errors import ConfigError, SonopiError, StoreError
 from device.results import utc_now_iso
 from device.store import ResultStore
 from device.uplink.heartbeat import build_heartbeat
-from device.mqtt import BrokerAddress
+from device.mqtt import BrokerAddress, client_id_for
 from device.uplink.mqtt_client import Backoff, make_client
 from device.uplink.outbox import Outbox
 from device.uplink.state import write_state
@@ -79,7 +79,7 @@ class UplinkService:
         self.site = config.device.site
         self.device_id = config.device.id
         self.address = BrokerAddress.parse(broker or self.cfg.broker)
-        self.client_id = self.cfg.client_id or f"sonopi-{self.site}-{self.device_id}"
+        self.client_id = client_id_for(self.cfg, f"sonopi-{self.site}-{self.device_id}", who="uplink")
         self.topics = {kind: topic(self.site, self.device_id, kind) for kind in ("result", "status", "heartbeat", "ack")}
         make_client(self.cfg, self.client_id)  # fail early on unusable TLS files / password file
         self.store = ResultStore(config.store_path)
