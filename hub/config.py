@@ -28,10 +28,16 @@ class IngestSection(_Section):
     heartbeat_keep_days: int = Field(default=30, ge=1)  # heartbeat history kept in the database
 
 
+class ConsoleSection(_Section):
+    # an unreviewed suspicious result older than this is listed on the console's Escalations page
+    escalate_after_min: float = Field(default=60.0, gt=0, le=7 * 24 * 60)
+
+
 class HubConfig(_Section):
     mqtt: MqttSection = MqttSection()
     db: DbSection = DbSection()
     ingest: IngestSection = IngestSection()
+    console: ConsoleSection = ConsoleSection()
 
 
 def load_hub_config(path: str | Path | None) -> HubConfig:
@@ -59,4 +65,7 @@ target = "/var/lib/sonopi-hub/hub.sqlite"   # or "postgresql://sonopi@dbhost/son
 max_batch = 500
 silent_after_intervals = 3.0
 heartbeat_keep_days = 30
+
+[console]
+escalate_after_min = 60       # unreviewed suspicious results older than this are escalated (web console)
 """

@@ -253,13 +253,17 @@ def test_every_post_route_refuses_a_missing_or_foreign_csrf_token(app) -> None:
     token = login(c, "ada")
     rid = first_result_id(app)
     posts = sorted({route.path for route in app.routes if "POST" in getattr(route, "methods", set())} - {"/login"})
+    exam = app.state.services.store.result(rid).exam_id
     concrete = {"/results/{result_id}/review": f"/results/{rid}/review", "/admin/users/{username}/{action}":
-                "/admin/users/vic/disable", "/results/{result_id}/fhir.json": f"/results/{rid}/fhir.json"}
+                "/admin/users/vic/disable", "/results/{result_id}/fhir.json": f"/results/{rid}/fhir.json",
+                "/exams/{exam_id}/review": f"/exams/{exam}/review"}
     assert set(posts) == {"/logout", "/admin/users", "/results/{result_id}/review", "/admin/users/{username}/{action}",
-                          "/inbox/export.csv", "/results/{result_id}/fhir.json"}
+                          "/inbox/export.csv", "/results/{result_id}/fhir.json", "/exams/{exam_id}/review",
+                          "/reviews/bulk", "/patients"}
     services = app.state.services
     audited = len(services.reviews.entries())
-    form = {"state": "reviewed", "note": "n", "username": "eve", "password": "p" * 12, "role": "viewer"}
+    form = {"state": "reviewed", "note": "n", "username": "eve", "password": "p" * 12, "role": "viewer",
+            "result": rid, "patient_ref": services.store.result(rid).patient_ref}
     for path in posts:
         url = concrete.get(path, path)
         assert c.post(url, data=form).status_code == 403, url
@@ -379,11 +383,11 @@ def test_inbox_filters_and_keyset_paging_cover_every_result_once(app) -> None:
     c = client(app)
     login(c, "vic")
     seen: list[str] = []
-    url = "/inbox?label=benign"
+    url = "/inbox?label=benign&sort=newest"  # the inbox defaults to needs-attention-first
     while url:
         page = c.get(url)
         assert page.status_code == 200
-        seen += re.findall(r'href="/results/([0-9a-f-]{36})"', page.text)
+        seen += re.findall(r'href="/results/([0-9a-f-]{36})[?"]', page.text)
         older = re.search(r'href="(/inbox\?[^"]*before=\d+)"', page.text)
         url = older.group(1).replace("&amp;", "&") if older else None
     store = app.state.services.store
@@ -469,7 +473,7 @@ def test_markup_is_escaped_and_sql_is_never_spliced_in(app, db_path: Path) -> No
             probabilities={"benign": 0.9, "malignant": 0.1}, label="benign", inconclusive=False, patient_ref=script))
     c = client(app)
     token = login(c, "vic")
-    pages = [c.get("/inbox"), c.get("/results/22222222-2222-4222-8222-222222222222"),
+    pages = [c.get("/inbox?sort=newest"), c.get("/results/22222222-2222-4222-8222-222222222222"),
              c.get("/inbox/export.csv", params={"site": script}), c.get("/inbox", params={"device": script})]
     for page in pages:
         assert "<script>alert(1)" not in page.text and "&lt;script&gt;alert(1)" in page.text, page.url
@@ -592,10 +596,10 @@ def test_the_console_on_postgresql(postgres_server) -> None:  # noqa: F811 - the
         store = app.state.services.store
         expected = [r.result_id for r in store.results(label="benign", limit=None)]
         seen: list[str] = []
-        url = "/inbox?label=benign"
+        url = "/inbox?label=benign&sort=newest"  # the inbox defaults to needs-attention-first
         while url:
             page = c.get(url)
-            seen += re.findall(r'href="/results/([0-9a-f-]{36})"', page.text)
+            seen += re.findall(r'href="/results/([0-9a-f-]{36})[?"]', page.text)
             older = re.search(r'href="(/inbox\?[^"]*before=\d+)"', page.text)
             url = older.group(1).replace("&amp;", "&") if older else None
         assert seen == expected and len(expected) > 50

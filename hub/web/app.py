@@ -18,7 +18,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,9 +42,12 @@ from hub.web.accounts import ROLES, AccountError, Accounts, LoginOutcome, Sessio
 from hub.web.config import WebConfig
 from hub.web.db import WebDb
 from hub.web.fhir import diagnostic_report
-from hub.web.inbox import CSV_FIELDS, FilterError, Filters, Inbox, csv_record
+from hub.web.health import health
+from hub.web.inbox import FilterError, Filters, Inbox, Queue, Sort, csv_fields, csv_record
 from hub.web.limits import parse_tokens
 from hub.web.reviews import REVIEW_STATES, STATE_LABELS, ReviewError, Reviews
+from hub.web.risk import LATE_AFTER_S, Category, assess, delay_s, is_late
+from hub.web import queue_views
 from hub.web.security import (
     CookiePolicy,
     add_security_headers,
@@ -64,6 +67,10 @@ PRESENCE_ORDER = {"silent": 0, "offline": 1, "unknown": 2, "stopped": 3, "online
 class DeviceRow:
     device: DeviceState
     presence: str  # online | silent | offline | stopped | unknown
+
+    @property
+    def health(self):  # noqa: ANN201 - hub.web.health.Health
+        return health(self.device)
 
 
 class LoginRequired(Exception):
@@ -99,8 +106,10 @@ def open_services(config: WebConfig) -> Services:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = _when
     templates.env.filters["age"] = _age
-    templates.env.filters["pct"] = lambda p: f"{100 * float(p):.1f}%"
-    templates.env.globals.update(DISCLAIMER=DISCLAIMER, STATE_LABELS=STATE_LABELS)
+    templates.env.filters["pct"] = lambda p: "—" if p is None else f"{100 * float(p):.1f}%"
+    templates.env.filters["duration"] = _duration
+    templates.env.globals.update(DISCLAIMER=DISCLAIMER, STATE_LABELS=STATE_LABELS, Category=Category,
+                                 LATE_AFTER_S=LATE_AFTER_S)
     return Services(
         config=config, db=db, store=store, accounts=Accounts(db), reviews=Reviews(db), inbox=Inbox(db),
         cookies=CookiePolicy(secure=config.secure_cookies),
@@ -166,6 +175,7 @@ def create_app(config: WebConfig) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     _install_handlers(app, services)
     _install_routes(app, services)
+    queue_views.install(app, services)
     return app
 
 
@@ -231,15 +241,26 @@ SessionDep = Annotated[Session, Depends(session_of)]
 CsrfDep = Annotated[Session, Depends(csrf_session)]
 
 
-def _install_routes(app: FastAPI, s: Services) -> None:
-    def require(session: Session, role: str) -> User:
-        if not session.user.can(role):
-            raise Forbidden(f"This needs the {role} role.")
-        return session.user
+def require(session: Session, role: str) -> User:
+    if not session.user.can(role):
+        raise Forbidden(f"This needs the {role} role.")
+    return session.user
 
+
+def render_page(s: Services, request: Request, name: str, session: Session | None, **context: Any) -> HTMLResponse:
+    context.update(user=session.user if session else None, csrf=session.csrf_token if session else "")
+    return s.templates.TemplateResponse(request, name, context)
+
+
+def escalation_cutoff(s: Services) -> str:
+    """Suspicious results created before this (ISO) and still unreviewed are escalated."""
+    moment = datetime.now(UTC) - timedelta(seconds=s.config.escalate_after_s)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _install_routes(app: FastAPI, s: Services) -> None:
     def page(request: Request, name: str, session: Session | None, **context: Any) -> HTMLResponse:
-        context.update(user=session.user if session else None, csrf=session.csrf_token if session else "")
-        return s.templates.TemplateResponse(request, name, context)
+        return render_page(s, request, name, session, **context)
 
     # --- public --------------------------------------------------------------------------------
 
@@ -287,14 +308,18 @@ def _install_routes(app: FastAPI, s: Services) -> None:
     @app.get("/inbox", response_class=HTMLResponse)
     def inbox(request: Request, session: SessionDep, before: int | None = None,
               after: int | None = None) -> Response:
-        filters = Filters.from_query(request.query_params)
-        result = s.inbox.page(filters, before=before, after=after)
-        return page(request, "inbox.html", session, page=result, filters=filters, choices=s.inbox.choices(),
-                    live=before is None and after is None, review_filters=("unreviewed", *REVIEW_STATES))
+        queue = Queue.from_query(request.query_params)
+        result = s.inbox.page(queue, before=before, after=after)
+        return page(request, "inbox.html", session, page=result, queue=queue, filters=queue.filters,
+                    choices=s.inbox.choices(), live=before is None and after is None, sorts=list(Sort),
+                    review_filters=("unreviewed", *REVIEW_STATES), back=f"/inbox?{request.url.query}",
+                    exam_sizes=s.inbox.exam_sizes([r.exam_id for r in result.rows if r.exam_id]),
+                    escalated=s.inbox.count_escalations(escalation_cutoff(s)), escalate_after_s=s.config.escalate_after_s)
 
     @app.get("/inbox/events")
     async def inbox_events(request: Request, session: SessionDep, after: int = 0) -> Response:
-        filters = Filters.from_query(request.query_params)
+        queue = Queue.from_query(request.query_params)
+        filters = queue.filters
         last = request.headers.get("last-event-id", "")
         cursor = max(after, int(last)) if last.isdigit() else after
         row_template = s.templates.get_template("_row.html")
@@ -308,7 +333,8 @@ def _install_routes(app: FastAPI, s: Services) -> None:
                 rows = await run_in_threadpool(s.inbox.since, filters, cursor)
                 for row in rows:
                     cursor = row.id
-                    html = row_template.render(row=row, STATE_LABELS=STATE_LABELS, fresh=True)
+                    html = row_template.render(row=row, STATE_LABELS=STATE_LABELS, Category=Category, fresh=True,
+                                               queue=queue, user=session.user, exam_sizes={})
                     yield f"id: {row.id}\nevent: result\ndata: {json.dumps({'id': row.id, 'html': html})}\n\n"
                 checks += 1
                 if checks % 15 == 0:
@@ -335,7 +361,7 @@ def _install_routes(app: FastAPI, s: Services) -> None:
         await run_in_threadpool(s.reviews.audit, "export:csv", session.user.username,
                                 f"filter: {filters.urlencode() or 'all'}")
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        return StreamingResponse(_csv_rows(s.inbox, filters), media_type="text/csv; charset=utf-8",
+        return StreamingResponse(_csv_rows(s.inbox, filters, s.inbox.labels()), media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": f'attachment; filename="sonopi-results-{stamp}.csv"'})
 
     def export_page(request: Request, session: Session, title: str, what: str, template: str,
@@ -356,9 +382,19 @@ def _install_routes(app: FastAPI, s: Services) -> None:
     @app.get("/results/{result_id}", response_class=HTMLResponse)
     def result_page(request: Request, result_id: str, session: SessionDep) -> Response:
         result = load(result_id)
+        queue = Queue.from_query(request.query_params)
+        rows = s.inbox.by_pks([result.id])
+        assessment = rows[0].assessment if rows else assess(
+            probabilities=result.probabilities, thresholds=result.thresholds, label=result.label,
+            inconclusive=result.inconclusive)
+        ahead, behind = s.inbox.neighbours(queue, result.id)
+        frames = [r for r in s.inbox.exam(result.exam_id)] if result.exam_id else []
         return page(request, "result.html", session, result=result, review=s.reviews.review(result_id),
                     audit=s.reviews.entries(result_id=result_id, limit=50), states=REVIEW_STATES,
-                    classes=sorted(result.probabilities.items(), key=lambda kv: -kv[1]))
+                    classes=sorted(result.probabilities.items(), key=lambda kv: -kv[1]), assessment=assessment,
+                    queue=queue, ahead=ahead, behind=behind, frames=frames,
+                    late=is_late(result.created_at, result.received_at),
+                    delay=delay_s(result.created_at, result.received_at))
 
     @app.get("/results/{result_id}/thumbnail.jpg")
     def thumbnail(result_id: str, session: SessionDep) -> Response:
@@ -391,14 +427,16 @@ def _install_routes(app: FastAPI, s: Services) -> None:
                                  username=user.username)
         except ReviewError as exc:
             return _error(s, request, 400, str(exc))
-        return RedirectResponse(f"/results/{result_id}", status_code=303)
+        query = Queue.from_query(request.query_params).urlencode()
+        return RedirectResponse(f"/results/{result_id}{'?' + query if query else ''}", status_code=303)
 
     # --- devices, audit ------------------------------------------------------------------------
 
     def device_rows() -> list[DeviceRow]:
         now = datetime.now(UTC)
         rows = [DeviceRow(d, d.presence(now, s.config.silent_after_intervals)) for d in s.store.devices()]
-        return sorted(rows, key=lambda r: (PRESENCE_ORDER.get(r.presence, 9), r.device.site, r.device.device_id))
+        return sorted(rows, key=lambda r: (PRESENCE_ORDER.get(r.presence, 9), -r.health.level, r.device.site,
+                                           r.device.device_id))
 
     @app.get("/devices", response_class=HTMLResponse)
     def devices(request: Request, session: SessionDep) -> Response:
@@ -450,13 +488,13 @@ def _install_routes(app: FastAPI, s: Services) -> None:
         return RedirectResponse("/admin/users", status_code=303)
 
 
-def _csv_rows(inbox: Inbox, filters: Filters) -> Iterator[str]:
-    """The CSV export, streamed in chunks of 500 rows."""
+def _csv_rows(inbox: Inbox, filters: Filters, classes: list[str]) -> Iterator[str]:
+    """The CSV export, streamed in chunks of 500 rows; one column per class probability."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+    writer = csv.DictWriter(buffer, fieldnames=csv_fields(classes))
     writer.writeheader()
     for n, row in enumerate(inbox.all(filters), start=1):
-        writer.writerow({k: _csv_safe(v) for k, v in csv_record(row).items()})
+        writer.writerow({k: _csv_safe(v) for k, v in csv_record(row, classes).items()})
         if n % 500 == 0:
             yield buffer.getvalue()
             buffer.seek(0)

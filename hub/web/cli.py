@@ -66,10 +66,12 @@ def _web(args: argparse.Namespace, target: str) -> int:
     from hub.web.app import create_app
     from hub.web.config import WebConfig
 
+    hub_config = load_hub_config(args.config)
     config = WebConfig(db=target, host=args.host, port=args.port, secure_cookies=not args.insecure_cookies,
                        hsts=args.hsts, live_poll_s=args.live_poll,
                        devices_refresh_s=args.devices_refresh, forwarded_allow_ips=args.forwarded_allow_ips,
-                       silent_after_intervals=load_hub_config(args.config).ingest.silent_after_intervals)
+                       silent_after_intervals=hub_config.ingest.silent_after_intervals,
+                       escalate_after_s=hub_config.console.escalate_after_min * 60)
     app = create_app(config)
     if not config.secure_cookies:
         log.warning("--insecure-cookies: session cookies are sent over plain HTTP; development only")

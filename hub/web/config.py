@@ -24,3 +24,4 @@ class WebConfig:
     devices_refresh_s: float = 5.0  # how often the devices page refreshes its table
     forwarded_allow_ips: str | None = None  # trust X-Forwarded-For/-Proto from these (the proxy)
     silent_after_intervals: float = 3.0  # the hub's [ingest] silent_after_intervals
+    escalate_after_s: float = 3600.0  # the hub's [console] escalate_after_min, in seconds

@@ -100,6 +100,7 @@ def _schema(pg: bool) -> list[str]:
         "CREATE INDEX IF NOT EXISTS web_results_site_id ON results (site, id)",
         "CREATE INDEX IF NOT EXISTS web_results_device_id ON results (device_id, id)",
         "CREATE INDEX IF NOT EXISTS web_results_inconclusive_id ON results (inconclusive, id)",
+        "CREATE INDEX IF NOT EXISTS web_results_exam ON results (exam_id, id)",  # the exam page
     ]
     # The audit log is append-only in the database itself, not just in the UI.
     if pg:
@@ -213,6 +214,17 @@ class WebDb:
         if not self.pg:
             with self._lock:
                 self._db.execute("PRAGMA optimize")
+
+    def columns(self, table: str) -> set[str]:
+        """The table's column names as the database has them now (the hub may add columns over time)."""
+        if not table.isidentifier():
+            raise ValueError(f"not a table name: {table!r}")
+        if self.pg:
+            rows = self.query("SELECT column_name FROM information_schema.columns "
+                              "WHERE table_name = ? AND table_schema = current_schema()", (table,))
+        else:
+            rows = [(r[1],) for r in self.query(f"PRAGMA table_info({table})")]
+        return {str(r[0]) for r in rows}
 
     def meta(self, key: str) -> str | None:
         row = self.one("SELECT value FROM web_meta WHERE key = ?", (key,))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import random
 import uuid
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -53,8 +54,15 @@ def device_ids(spec: DemoSpec) -> list[tuple[str, str]]:
     return [(site, f"pi-{site[:5]}-{n + 1}") for site in spec.sites for n in range(spec.devices_per_site)]
 
 
+def _demo_patient(exam_id: str, rng: random.Random) -> str:
+    """One patient per exam (three frames each); the draw keeps the other fields' random stream as it was."""
+    rng.randrange(10_000)
+    return f"DEMO-{zlib.crc32(exam_id.encode()) % 10_000:04d}"
+
+
 def demo_result(i: int, site: str, device_id: str, created: datetime, rng: random.Random,
                 spec: DemoSpec = DemoSpec(), thumbnail: bytes | None = None) -> ResultMessage:
+    exam_id = f"{device_id}-EX-{i // 3:05d}"  # unique across devices, like the devices' own exam ids
     roll = rng.random()
     label = "malignant" if roll < 0.2 else ("benign" if roll < 0.7 else "normal")
     top = rng.uniform(0.62, 0.97)
@@ -69,8 +77,8 @@ def demo_result(i: int, site: str, device_id: str, created: datetime, rng: rando
         result_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), seq=i, device_id=device_id, site=site,
         created_at=_iso(created), model_name="sonopi-lite0", model_version=spec.model_version, model_sha256=SHA,
         probabilities=probabilities, label=None if inconclusive else label, inconclusive=inconclusive,
-        reasons=reasons, thresholds={"malignant": 0.35, "min_confidence": 0.6}, exam_id=f"EX-{i // 3:06d}",
-        patient_ref=f"DEMO-{rng.randrange(10_000):04d}", side=rng.choice(("L", "R")),
+        reasons=reasons, thresholds={"malignant": 0.35, "min_confidence": 0.6}, exam_id=exam_id,
+        patient_ref=_demo_patient(exam_id, rng), side=rng.choice(("L", "R")),
         latency_ms=round(rng.uniform(60, 140), 1), historical=rng.random() < 0.05, thumbnail=thumbnail,
     )
 

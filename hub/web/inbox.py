@@ -1,35 +1,66 @@
-"""The inbox query: results newest first, filtered, keyset-paged by the hub's ``id``, with review state.
+"""The inbox query: results filtered, ordered as a queue, keyset-paged, with review state.
 
-``hub/store.py``'s ``results()`` pages with OFFSET and has no review state; the console needs
-``id < cursor`` paging (constant time at any depth) and a join with ``web_reviews``, so the SQL lives here.
-The thumbnail column is never read by the inbox.
+``hub/store.py``'s ``results()`` pages with OFFSET and has no review state; the console needs keyset
+paging (constant time at any depth), a join with ``web_reviews`` and orderings the store does not offer,
+so the SQL lives here. The thumbnail column is never read by the inbox.
+
+Orderings (:class:`Sort`):
+
+- ``attention`` (the inbox's default): unreviewed suspicious results first, then the other unreviewed
+  ones, then "needs follow-up", then reviewed; within each, p(malignant) highest first, then the oldest
+  first (it has waited longest), then hub id;
+- ``risk``: p(malignant) highest first, then oldest first;
+- ``newest``: hub arrival order, newest first.
+
+Paging is keyset for every ordering: ``before=<id>`` means "the rows after that row in this ordering"
+(older, for ``newest``), ``after=<id>`` the rows ahead of it. The row's current sort key is looked up,
+so a cursor stays valid while reviews change what is ahead of it.
 """
 
 from __future__ import annotations
 
+import enum
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode
 
 from hub.web.db import WebDb
+from hub.web.risk import Assessment, assess, delay_s, is_late
 
 PAGE_SIZE = 50
 COUNT_CAP = 10_000
 REVIEW_FILTERS = ("unreviewed", "reviewed", "follow_up")
-SUSPICIOUS_LABELS = ("malignant",)
+PATIENT_FILTERS = ("missing",)
 KNOWN_LABELS = ("benign", "malignant", "normal")  # the shipped model's classes, offered before any result
-
-_COLUMNS = (
-    "r.id, r.result_id, r.site, r.device_id, r.created_at, r.received_at, r.historical, r.exam_id, r.patient_ref, "
-    "r.side, r.model_version, r.label, r.inconclusive, r.probabilities, w.state"
-)
+V2_COLUMNS = ("category", "p_malignant", "mode")  # contract v2 result columns (nullable; may not exist yet)
 
 
 class FilterError(ValueError):
     """A query string value the inbox cannot use."""
+
+
+class Sort(enum.Enum):
+    ATTENTION = "attention"
+    RISK = "risk"
+    NEWEST = "newest"
+
+    @property
+    def wording(self) -> str:
+        return {"attention": "needs attention first", "risk": "highest p(malignant) first",
+                "newest": "newest first"}[self.value]
+
+    @classmethod
+    def parse(cls, value: str | None) -> Sort:
+        if not value:
+            return cls.ATTENTION
+        try:
+            return cls(value)
+        except ValueError as exc:
+            raise FilterError(f"unknown sort {value!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -40,6 +71,7 @@ class Filters:
     review: str | None = None  # unreviewed | reviewed | follow_up
     date_from: date | None = None  # on the device's created_at (UTC), inclusive
     date_to: date | None = None  # inclusive
+    patient: str | None = None  # "missing": only results sent without a patient reference
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> Filters:
@@ -49,17 +81,19 @@ class Filters:
                 raise FilterError(f"{name} is too long")
             return value or None
 
-        review = text("review")
+        review, patient = text("review"), text("patient")
         if review is not None and review not in REVIEW_FILTERS:
             raise FilterError(f"unknown review state {review!r}")
+        if patient is not None and patient not in PATIENT_FILTERS:
+            raise FilterError(f"unknown patient filter {patient!r}")
         return cls(site=text("site"), device_id=text("device"), label=text("label"), review=review,
-                   date_from=_date(text("from"), "from"), date_to=_date(text("to"), "to"))
+                   date_from=_date(text("from"), "from"), date_to=_date(text("to"), "to"), patient=patient)
 
     def query(self) -> dict[str, str]:
         """The filter as query parameters (never a patient reference)."""
         pairs = {"site": self.site, "device": self.device_id, "label": self.label, "review": self.review,
                  "from": self.date_from.isoformat() if self.date_from else None,
-                 "to": self.date_to.isoformat() if self.date_to else None}
+                 "to": self.date_to.isoformat() if self.date_to else None, "patient": self.patient}
         return {k: v for k, v in pairs.items() if v}
 
     def urlencode(self, **extra: Any) -> str:
@@ -92,7 +126,28 @@ class Filters:
         elif self.review is not None:
             clauses.append("w.state = ?")
             params.append(self.review)
+        if self.patient == "missing":
+            clauses.append("(r.patient_ref IS NULL OR r.patient_ref = '')")
         return " AND ".join(clauses), params
+
+
+@dataclass(frozen=True)
+class Queue:
+    """What the operator is working through: a filter and an ordering (both safe to put in a URL)."""
+
+    filters: Filters = Filters()
+    sort: Sort = Sort.ATTENTION
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> Queue:
+        return cls(Filters.from_query(query), Sort.parse(query.get("sort")))
+
+    def query(self) -> dict[str, str]:
+        extra = {} if self.sort is Sort.ATTENTION else {"sort": self.sort.value}
+        return {**self.filters.query(), **extra}
+
+    def urlencode(self, **extra: Any) -> str:
+        return urlencode({**self.query(), **{k: v for k, v in extra.items() if v is not None}})
 
 
 def _date(value: str | None, name: str) -> date | None:
@@ -120,15 +175,28 @@ class InboxRow:
     label: str | None
     inconclusive: bool
     probabilities: dict[str, float]
+    thresholds: dict[str, float]
     review: str  # unreviewed | reviewed | follow_up
+    reviewer: str | None = None
+    review_note: str | None = None
+    reviewed_at: str | None = None
+    category: str | None = None  # contract v2, as stored
+    p_malignant_sent: float | None = None  # contract v2, as stored
+    mode: str | None = None  # contract v2, as stored
 
     @property
     def outcome(self) -> str:
         return "inconclusive" if self.inconclusive else (self.label or "inconclusive")
 
+    @cached_property
+    def assessment(self) -> Assessment:
+        return assess(probabilities=self.probabilities, thresholds=self.thresholds, label=self.label,
+                      inconclusive=self.inconclusive, category=self.category, p_malignant=self.p_malignant_sent,
+                      mode=self.mode)
+
     @property
     def suspicious(self) -> bool:
-        return self.inconclusive or self.label in SUSPICIOUS_LABELS
+        return self.inconclusive or self.assessment.suspicious
 
     @property
     def top_probability(self) -> float:
@@ -136,24 +204,110 @@ class InboxRow:
 
     @property
     def malignant_probability(self) -> float | None:
-        return self.probabilities.get("malignant")
+        return self.assessment.p_malignant
+
+    @property
+    def rank(self) -> int:
+        """The attention ordering's first key (the same rule as :attr:`Dialect.rank` in SQL)."""
+        if self.review == "unreviewed":
+            return 0 if self.assessment.suspicious else 1
+        return 2 if self.review == "follow_up" else 3
+
+    @property
+    def late(self) -> bool:
+        return is_late(self.created_at, self.received_at)
+
+    @property
+    def has_patient(self) -> bool:
+        return bool(self.patient_ref)
 
 
-def _row(row: tuple) -> InboxRow:
+class Dialect:
+    """The SQL that differs between SQLite and PostgreSQL, and whether the v2 columns exist."""
+
+    def __init__(self, pg: bool, columns: set[str]) -> None:
+        self.pg = pg
+        self.v2 = {name for name in V2_COLUMNS if name in columns}
+
+    def json_number(self, column: str, key: str) -> str:
+        if self.pg:
+            return f"(({column})::jsonb ->> '{key}')::float8"
+        return f"json_extract({column}, '$.{key}')"
+
+    def v2_column(self, name: str) -> str:
+        return f"r.{name}" if name in self.v2 else "NULL"
+
+    @property
+    def p_malignant(self) -> str:
+        derived = self.json_number("r.probabilities", "malignant")
+        return f"COALESCE(r.p_malignant, {derived})" if "p_malignant" in self.v2 else derived
+
+    @property
+    def suspicious(self) -> str:
+        v1 = (f"(r.inconclusive = 0 AND (r.label = 'malignant' OR "
+              f"{self.json_number('r.probabilities', 'malignant')} >= {self.json_number('r.thresholds', 'malignant')}))")
+        if "category" in self.v2:
+            return f"(r.category = 'suspicious' OR (r.category IS NULL AND {v1}))"
+        return v1
+
+    @property
+    def rank(self) -> str:
+        return (f"CASE WHEN w.result_pk IS NULL AND {self.suspicious} THEN 0 WHEN w.result_pk IS NULL THEN 1 "
+                "WHEN w.state = 'follow_up' THEN 2 ELSE 3 END")
+
+    def columns(self) -> str:
+        v2 = ", ".join(f"{self.v2_column(n)} AS v2_{n}" for n in V2_COLUMNS)
+        return ("r.id, r.result_id, r.site, r.device_id, r.created_at, r.received_at, r.historical, r.exam_id, "
+                "r.patient_ref, r.side, r.model_version, r.label, r.inconclusive, r.probabilities, r.thresholds, "
+                f"w.state AS review_state, w.username AS reviewer, w.note AS review_note, w.at AS reviewed_at, {v2}, "
+                f"{self.rank} AS k_rank, COALESCE({self.p_malignant}, -1.0) AS k_pm")
+
+
+_ROW_FIELDS = 22  # the columns of Dialect.columns() that make an InboxRow (then k_rank, k_pm)
+
+# Per ordering: (column of the inner select, ascending?) from most to least significant.
+_KEYS: dict[Sort, tuple[tuple[str, bool], ...]] = {
+    Sort.NEWEST: (("id", False),),
+    Sort.RISK: (("k_pm", False), ("created_at", True), ("id", True)),
+    Sort.ATTENTION: (("k_rank", True), ("k_pm", False), ("created_at", True), ("id", True)),
+}
+
+
+def _row(row: Sequence[Any]) -> InboxRow:
     return InboxRow(
         id=int(row[0]), result_id=row[1], site=row[2], device_id=row[3], created_at=row[4], received_at=row[5],
         historical=bool(row[6]), exam_id=row[7], patient_ref=row[8], side=row[9], model_version=row[10],
-        label=row[11], inconclusive=bool(row[12]), probabilities=json.loads(row[13]), review=row[14] or "unreviewed",
+        label=row[11], inconclusive=bool(row[12]), probabilities=json.loads(row[13]), thresholds=json.loads(row[14]),
+        review=row[15] or "unreviewed", reviewer=row[16], review_note=row[17], reviewed_at=row[18],
+        category=row[19], p_malignant_sent=float(row[20]) if row[20] is not None else None, mode=row[21],
     )
+
+
+def _order(sort: Sort, reverse: bool) -> str:
+    return ", ".join(f"q.{col} {'ASC' if asc != reverse else 'DESC'}" for col, asc in _KEYS[sort])
+
+
+def _beyond(sort: Sort, pivot: Sequence[Any], reverse: bool) -> tuple[str, list[Any]]:
+    """Rows after ``pivot``'s key in this ordering (``reverse``: ahead of it)."""
+    keys = _KEYS[sort]
+    ors: list[str] = []
+    params: list[Any] = []
+    for i, (col, asc) in enumerate(keys):
+        equal = [f"q.{c} = ?" for c, _ in keys[:i]]
+        op = ">" if asc != reverse else "<"
+        ors.append("(" + " AND ".join([*equal, f"q.{col} {op} ?"]) + ")")
+        params += [*pivot[:i], pivot[i]]
+    return "(" + " OR ".join(ors) + ")", params
 
 
 @dataclass(frozen=True)
 class Page:
     rows: list[InboxRow]
-    older: int | None  # cursor for the next (older) page
-    newer: int | None  # cursor for the previous (newer) page, None on the newest page
+    older: int | None  # cursor for the next page (the rows after it in the ordering)
+    newer: int | None  # cursor for the previous page, None on the first page
     total: int  # capped at COUNT_CAP + 1
-    newest_id: int  # the highest id on this page or the cursor it started from (for live updates)
+    newest_id: int  # the highest id seen (for live updates)
+    full: bool = False  # there are more rows beyond this page
 
     @property
     def total_text(self) -> str:
@@ -163,39 +317,119 @@ class Page:
 class Inbox:
     def __init__(self, db: WebDb) -> None:
         self._db = db
+        self.dialect = Dialect(db.pg, db.columns("results"))
 
-    def _select(self, filters: Filters, extra: str, params: list[Any], order: str, limit: int | None) -> list[tuple]:
-        where, where_params = filters.where()
+    # --- the query ---------------------------------------------------------------------------------
+
+    def _inner(self, filters: Filters, extra: str = "") -> tuple[str, list[Any]]:
+        where, params = filters.where()
         clauses = " AND ".join(c for c in (where, extra) if c)
-        sql = (f"SELECT {_COLUMNS} FROM results r LEFT JOIN web_reviews w ON w.result_pk = r.id"
-               f"{' WHERE ' + clauses if clauses else ''} ORDER BY r.id {order}")
+        sql = (f"SELECT {self.dialect.columns()} FROM results r LEFT JOIN web_reviews w ON w.result_pk = r.id"
+               f"{' WHERE ' + clauses if clauses else ''}")
+        return sql, params
+
+    def _pivot(self, sort: Sort, result_pk: int) -> list[Any] | None:
+        inner, params = self._inner(Filters(), "r.id = ?")
+        cols = ", ".join(f"q.{c}" for c, _ in _KEYS[sort])
+        row = self._db.one(f"SELECT {cols} FROM ({inner}) q", [*params, result_pk])
+        return list(row) if row else None
+
+    def _select(self, queue: Queue, *, beyond: int | None = None, reverse: bool = False,
+                limit: int | None = None, extra: str = "", extra_params: Sequence[Any] = ()) -> list[InboxRow]:
+        inner, params = self._inner(queue.filters, extra)
+        params = [*params, *extra_params]
+        outer = ""
+        if beyond is not None:
+            pivot = self._pivot(queue.sort, beyond)
+            if pivot is None:
+                return []
+            outer, more = _beyond(queue.sort, pivot, reverse)
+            params += more
+        sql = f"SELECT * FROM ({inner}) q{' WHERE ' + outer if outer else ''} ORDER BY {_order(queue.sort, reverse)}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return self._db.query(sql, [*where_params, *params])
+        return [_row(r[:_ROW_FIELDS]) for r in self._db.query(sql, params)]
 
-    def page(self, filters: Filters, *, before: int | None = None, after: int | None = None,
+    # --- pages -------------------------------------------------------------------------------------
+
+    def page(self, filters: Filters | Queue, *, before: int | None = None, after: int | None = None,
              size: int = PAGE_SIZE) -> Page:
-        """One page, newest first. ``before``: rows older than that id; ``after``: rows newer (previous page)."""
+        """One page. ``before``: the rows after that row in the ordering; ``after``: the rows ahead of it.
+        A bare :class:`Filters` pages newest first."""
+        queue = filters if isinstance(filters, Queue) else Queue(filters, Sort.NEWEST)
         if after is not None:
-            raw = self._select(filters, "r.id > ?", [after], "ASC", size + 1)
-            has_newer = len(raw) > size
-            rows = [_row(r) for r in reversed(raw[:size])]
+            raw = self._select(queue, beyond=after, reverse=True, limit=size + 1)
+            rows = list(reversed(raw[:size]))
             older = rows[-1].id if rows else None
-            newer = rows[0].id if rows and has_newer else None
+            newer = rows[0].id if rows and len(raw) > size else None
+            full = True
         else:
-            extra, params = ("r.id < ?", [before]) if before is not None else ("", [])
-            raw = self._select(filters, extra, params, "DESC", size + 1)
-            rows = [_row(r) for r in raw[:size]]
-            older = rows[-1].id if len(raw) > size else None
+            raw = self._select(queue, beyond=before, limit=size + 1)
+            rows = raw[:size]
+            full = len(raw) > size
+            older = rows[-1].id if full else None
             newer = rows[0].id if before is not None and rows else None
-        newest = rows[0].id if rows else (after or 0)
-        if before is None and after is None and not rows:
-            newest = self.max_id()
-        return Page(rows=rows, older=older, newer=newer, total=self.count(filters), newest_id=newest)
+        newest = max((r.id for r in rows), default=0)
+        if before is None and after is None:
+            newest = max(newest, self.max_id())
+        return Page(rows=rows, older=older, newer=newer, total=self.count(queue.filters), newest_id=newest,
+                    full=full)
+
+    def neighbours(self, queue: Queue, result_pk: int) -> tuple[InboxRow | None, InboxRow | None]:
+        """The results just ahead of and just after this one in the queue (the result page's ‹ ›)."""
+        ahead = self._select(queue, beyond=result_pk, reverse=True, limit=1)
+        after = self._select(queue, beyond=result_pk, limit=1)
+        return (ahead[0] if ahead else None), (after[0] if after else None)
 
     def since(self, filters: Filters, after_id: int, limit: int = PAGE_SIZE) -> list[InboxRow]:
         """Rows newer than ``after_id`` matching the filter, oldest first (live updates)."""
-        return [_row(r) for r in self._select(filters, "r.id > ?", [after_id], "ASC", limit)]
+        return self._select(Queue(filters, Sort.NEWEST), reverse=True, limit=limit, extra="r.id > ?",
+                            extra_params=[after_id])
+
+    def exam(self, exam_id: str) -> list[InboxRow]:
+        """Every frame stored under this exam id, in the order they were created."""
+        rows = self._select(Queue(Filters(), Sort.NEWEST), extra="r.exam_id = ?", extra_params=[exam_id],
+                            limit=1000)
+        return sorted(rows, key=lambda r: (r.created_at, r.id))
+
+    def patient(self, patient_ref: str, limit: int = 500) -> list[InboxRow]:
+        """Results for one patient reference, newest first."""
+        return self._select(Queue(Filters(), Sort.NEWEST), extra="r.patient_ref = ?", extra_params=[patient_ref],
+                            limit=limit)
+
+    def by_pks(self, pks: Sequence[int]) -> list[InboxRow]:
+        if not pks:
+            return []
+        marks = ",".join("?" * len(pks))
+        return self._select(Queue(Filters(), Sort.NEWEST), extra=f"r.id IN ({marks})", extra_params=list(pks))
+
+    def escalations(self, created_before: str, limit: int = 200) -> list[InboxRow]:
+        """Unreviewed suspicious results created before ``created_before`` (ISO), oldest first."""
+        rows = self._select(Queue(Filters(review="unreviewed"), Sort.ATTENTION),
+                            extra=f"r.created_at < ? AND {self.dialect.suspicious}", extra_params=[created_before],
+                            limit=limit)
+        return sorted(rows, key=lambda r: (r.created_at, r.id))
+
+    def count_escalations(self, created_before: str, cap: int = 100) -> int:
+        inner, params = self._inner(Filters(review="unreviewed"), f"r.created_at < ? AND {self.dialect.suspicious}")
+        row = self._db.one(f"SELECT COUNT(*) FROM ({inner} LIMIT {int(cap)}) AS capped", [*params, created_before])
+        return int(row[0]) if row else 0
+
+    def exam_sizes(self, exam_ids: Sequence[str]) -> dict[str, int]:
+        ids = sorted({e for e in exam_ids if e})
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._db.query(f"SELECT exam_id, COUNT(*) FROM results WHERE exam_id IN ({marks}) GROUP BY exam_id", ids)
+        return {r[0]: int(r[1]) for r in rows}
+
+    def with_thumbnail(self, pks: Sequence[int]) -> set[int]:
+        """Which of these results came with a thumbnail (without reading the images)."""
+        if not pks:
+            return set()
+        marks = ",".join("?" * len(pks))
+        rows = self._db.query(f"SELECT id FROM results WHERE id IN ({marks}) AND thumbnail IS NOT NULL", list(pks))
+        return {int(r[0]) for r in rows}
 
     def max_id(self) -> int:
         row = self._db.one("SELECT MAX(id) FROM results")
@@ -210,10 +444,11 @@ class Inbox:
 
     def all(self, filters: Filters, batch: int = 1000) -> Iterator[InboxRow]:
         """Every matching row, newest first, fetched in keyset batches (CSV export)."""
+        queue = Queue(filters, Sort.NEWEST)
         before: int | None = None
         while True:
             extra, params = ("r.id < ?", [before]) if before is not None else ("", [])
-            rows = [_row(r) for r in self._select(filters, extra, params, "DESC", batch)]
+            rows = self._select(queue, extra=extra, extra_params=params, limit=batch)
             yield from rows
             if len(rows) < batch:
                 return
@@ -246,17 +481,41 @@ def clear(filters: Filters, name: str) -> Filters:
     return replace(filters, **{name: None})
 
 
-CSV_FIELDS = ("result_id", "created_at", "received_at", "delivered_late", "site", "device_id", "exam_id",
-              "patient_ref", "side", "outcome", "label", "inconclusive", "probabilities", "model_version",
-              "review_state")
+# --- CSV -------------------------------------------------------------------------------------------
+
+_CSV_HEAD = ("result_id", "created_at", "received_at", "delivered_late", "delay_s", "site", "device_id", "exam_id",
+             "patient_ref", "side", "outcome", "label", "inconclusive", "category", "category_source", "p_malignant",
+             "threshold_malignant", "mode")
+_CSV_TAIL = ("probabilities", "thresholds", "model_version", "review_state", "reviewer", "reviewed_at", "review_note")
 
 
-def csv_record(row: InboxRow) -> dict[str, Any]:
-    return {
+def csv_fields(classes: Sequence[str]) -> tuple[str, ...]:
+    """One column per class probability (``p_<class>``) between the fixed ones."""
+    return (*_CSV_HEAD, *(f"p_{c}" for c in classes), *_CSV_TAIL)
+
+
+CSV_FIELDS = csv_fields(KNOWN_LABELS)
+
+
+def csv_record(row: InboxRow, classes: Sequence[str] = KNOWN_LABELS) -> dict[str, Any]:
+    a = row.assessment
+    delay = delay_s(row.created_at, row.received_at)
+    record: dict[str, Any] = {
         "result_id": row.result_id, "created_at": row.created_at, "received_at": row.received_at,
-        "delivered_late": int(row.historical), "site": row.site, "device_id": row.device_id,
+        "delivered_late": int(row.late), "delay_s": f"{delay:.0f}" if delay is not None else "",
+        "site": row.site, "device_id": row.device_id,
         "exam_id": row.exam_id or "", "patient_ref": row.patient_ref or "", "side": row.side or "",
         "outcome": row.outcome, "label": row.label or "", "inconclusive": int(row.inconclusive),
-        "probabilities": json.dumps(row.probabilities, sort_keys=True), "model_version": row.model_version,
-        "review_state": row.review,
+        "category": a.category.value, "category_source": "device" if a.from_device else "derived",
+        "p_malignant": _num(a.p_malignant), "threshold_malignant": _num(a.threshold), "mode": a.mode or "",
+        "probabilities": json.dumps(row.probabilities, sort_keys=True),
+        "thresholds": json.dumps(row.thresholds, sort_keys=True), "model_version": row.model_version,
+        "review_state": row.review, "reviewer": row.reviewer or "", "reviewed_at": row.reviewed_at or "",
+        "review_note": row.review_note or "",
     }
+    record.update({f"p_{c}": _num(row.probabilities.get(c)) for c in classes})
+    return record
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"

@@ -54,22 +54,32 @@ class Reviews:
         return Review(*row) if row else None
 
     def set_review(self, *, result_pk: int, result_id: str, state: str, note: str, username: str) -> Review:
+        return self.set_reviews([(result_pk, result_id)], state=state, note=note, username=username)[0]
+
+    def set_reviews(self, results: list[tuple[int, str]], *, state: str, note: str, username: str,
+                    scope: str = "") -> list[Review]:
+        """One review (state and note) for several results (an exam, a selection), in one transaction; each
+        result gets its own audit entry (``scope`` says how it was reviewed: "exam", "bulk of 4")."""
         if state not in REVIEW_STATES:
             raise ReviewError(f"unknown review state {state!r}")
+        if not results:
+            raise ReviewError("no result selected")
         text = note.strip()
         if len(text) > MAX_NOTE:
             raise ReviewError(f"note too long ({len(text)} > {MAX_NOTE} characters)")
         now = utc_now_iso()
+        detail = f"({scope}) {text}".strip() if scope else text
         with self._db.transaction() as tx:
-            tx.execute(
-                "INSERT INTO web_reviews (result_pk, result_id, state, note, username, at) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (result_pk) DO UPDATE SET state = excluded.state, note = excluded.note, "
-                "username = excluded.username, at = excluded.at",
-                (result_pk, result_id, state, text, username, now),
-            )
-            self._append(tx, now, username, f"review:{state}", result_id, text)
-        log.info("result %s marked %s by %s", result_id, state, username)
-        return Review(result_id, state, text, username, now)
+            for result_pk, result_id in results:
+                tx.execute(
+                    "INSERT INTO web_reviews (result_pk, result_id, state, note, username, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (result_pk) DO UPDATE SET state = excluded.state, "
+                    "note = excluded.note, username = excluded.username, at = excluded.at",
+                    (result_pk, result_id, state, text, username, now),
+                )
+                self._append(tx, now, username, f"review:{state}", result_id, detail)
+        log.info("%d result(s) marked %s by %s%s", len(results), state, username, f" ({scope})" if scope else "")
+        return [Review(result_id, state, text, username, now) for _, result_id in results]
 
     def audit(self, action: str, username: str, detail: str = "", result_id: str | None = None) -> None:
         with self._db.transaction() as tx:
