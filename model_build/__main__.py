@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--external-test", metavar="COLUMN=TEXT",
                    help="hold out the images whose CSV COLUMN contains TEXT (e.g. device=toshiba), with their patients, "
                         "and score them apart: a scanner the model never saw")
+    b.add_argument("--lesion-views", action="store_true",
+                   help="add normal views cut clear of the lesion, and lesion-centred views, from sources with masks")
     b.add_argument("--mirror-tta", action="store_true", help="ship a graph averaging each image with its mirror (2x compute)")
     b.add_argument("--strict", action="store_true", help="fail on any unreadable image instead of skipping it")
     b.add_argument("--seed", type=int, default=0)
@@ -65,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--write", action="store_true",
                    help="switch the bundle to it: manifest, report/metrics.json, MODEL_CARD.md, a selftest reference frame")
     v.add_argument("-v", "--verbose", action="store_true")
+    o = sub.add_parser("modes", help="choose and validate operating modes on leave-one-source-out folds")
+    o.add_argument("--fold", action="append", required=True, type=Path,
+                   help="a build made with --external-test source=NAME (its report/external_predictions.csv); repeat")
+    o.add_argument("--bundle", type=Path, help="with --write: the bundle that gets the modes (its manifest's decision)")
+    o.add_argument("--out", type=Path, help="write the study as JSON here")
+    o.add_argument("--bootstrap", type=int, default=1000)
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--write", action="store_true", help="store the decision in --bundle's manifest, metrics.json and card")
+    o.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
@@ -79,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return _reader(args)
     if args.command == "revalidate":
         return _revalidate(args)
+    if args.command == "modes":
+        return _modes(args)
     return _build(args)
 
 
@@ -98,7 +111,7 @@ def _build(args: argparse.Namespace) -> int:
         limit_per_class=args.limit_per_class, target_sensitivity=args.target_sensitivity,
         threshold_confidence=args.threshold_confidence, min_agreement=args.min_agreement,
         representative_steps=args.representative_steps, n_boot=args.bootstrap, name=args.name, version=args.version,
-        shortcut_check=not args.no_shortcut_check, init_weights=args.init_weights, external_test=args.external_test, mirror_tta=args.mirror_tta, train=train_cfg,
+        shortcut_check=not args.no_shortcut_check, init_weights=args.init_weights, external_test=args.external_test, lesion_views=args.lesion_views, mirror_tta=args.mirror_tta, train=train_cfg,
     )
     try:
         result = build(cfg)
@@ -140,6 +153,30 @@ def _revalidate(args: argparse.Namespace) -> int:
             print(f"{bundle.path}: input.resampling {bundle.manifest.input.resampling}, reference frame recorded")
     except (BundleError, RescoreError, ImageDecodeError, OSError, ValueError) as exc:
         logging.getLogger("model_build").error("revalidation failed: %s", exc)
+        return 2
+    return 0
+
+
+def _modes(args: argparse.Namespace) -> int:
+    import json
+
+    from device.errors import BundleError
+    from model_build.card import loso_section
+    from model_build.operating_modes import StudyError, store_in_bundle, study
+
+    try:
+        result = study(args.fold, args.bootstrap, args.seed)
+        print("\n".join(loso_section(result)))
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            print(f"study written to {args.out}")
+        if args.write:
+            if args.bundle is None:
+                raise StudyError("--write needs --bundle DIR")
+            bundle = store_in_bundle(args.bundle, result)
+            print(f"{bundle.path}: decision stored (modes {', '.join(result['modes'])})")
+    except (StudyError, BundleError, OSError, ValueError) as exc:
+        logging.getLogger("model_build").error("modes study failed: %s", exc)
         return 2
     return 0
 

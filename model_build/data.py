@@ -25,6 +25,7 @@ from device.bundle import InputSpec
 from device.errors import ImageDecodeError
 from device.imageio import IMAGE_SUFFIXES, decode_image_file
 from device.preprocess import prepare
+from model_build.lesion_views import derive_views
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class Sample:
     source: str
     patient_id: str | None = None
     extra: tuple[tuple[str, str], ...] = ()  # other CSV columns (device, histology...)
+    view: str = "full"  # or a view cut from the image by its mask (model_build.lesion_views)
+    region: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 of the view in the image's pixels
 
     def meta(self, key: str) -> str | None:
         return dict(self.extra).get(key)
@@ -70,7 +73,8 @@ class LoadedData:
         return np.array([lookup[s.label] for s in self.samples], dtype=np.int64)
 
     def sources(self) -> np.ndarray:
-        return np.array([s.source for s in self.samples])
+        """Per sample its source, or ``source#view`` for a view cut by a mask: metrics keep them apart."""
+        return np.array([s.source if s.view == "full" else f"{s.source}#{s.view}" for s in self.samples])
 
     def subset(self, idx: np.ndarray) -> "LoadedData":
         return LoadedData([self.samples[i] for i in idx], self.pixels[idx], self.labels, self.bad_files, self.source_labels)
@@ -80,8 +84,9 @@ def source_name(root: Path) -> str:
     return root.resolve().name
 
 
-def scan_source(root: str | os.PathLike[str]) -> tuple[list[Sample], list[BadFile]]:
-    """List a source's samples (no decoding). CSV layout if a CSV is present, otherwise class folders."""
+def scan_source(root: str | os.PathLike[str], lesion_views: bool = False) -> tuple[list[Sample], list[BadFile]]:
+    """List a source's samples (no decoding). CSV layout if a CSV is present, otherwise class folders.
+    With ``lesion_views``, add the views its lesion masks allow (:mod:`model_build.lesion_views`)."""
     folder = Path(root)
     if not folder.is_dir():
         raise DatasetError(f"dataset {folder}: not a directory")
@@ -91,6 +96,8 @@ def scan_source(root: str | os.PathLike[str]) -> tuple[list[Sample], list[BadFil
     samples, bad = (_scan_csv(folder, csvs[0]) if csvs else _scan_class_folders(folder))
     if not samples:
         raise DatasetError(f"dataset {folder}: no images found")
+    if lesion_views:
+        samples = samples + derive_views(samples, folder)
     return samples, bad
 
 
@@ -137,6 +144,9 @@ def decode_sample(sample: Sample, spec: InputSpec, auto_crop: bool = True) -> np
     """File -> model-size grey pixels, exactly as ``python -m device classify`` does it:
     decode, crop to the detected scan region (``device.crop``), letterbox (``device.preprocess``)."""
     frame = decode_image_file(sample.path)
+    if sample.region is not None:
+        x0, y0, x1, y1 = sample.region
+        frame = np.ascontiguousarray(frame[y0:y1, x0:x1])
     return prepare(frame, spec, auto_crop=auto_crop).pixels[:, :, 0]
 
 
@@ -148,15 +158,17 @@ def load_sources(
     seed: int = 0,
     workers: int = 2,
     auto_crop: bool = True,
+    lesion_views: bool = False,
 ) -> LoadedData:
-    """Scan and decode every source. ``limit_per_class`` takes a seeded sample per (source, class)."""
+    """Scan and decode every source. ``limit_per_class`` takes a seeded sample per (source, class);
+    ``lesion_views`` adds the views cut from lesion images by their masks."""
     if not roots:
         raise DatasetError("no dataset given (use --data DIR)")
     all_samples: list[Sample] = []
     bad: list[BadFile] = []
     source_labels: dict[str, tuple[str, ...]] = {}
     for root in roots:
-        samples, scan_bad = scan_source(root)
+        samples, scan_bad = scan_source(root, lesion_views)
         if limit_per_class:
             samples = _limit(samples, limit_per_class, seed)
         source_labels[samples[0].source] = order_labels({s.label for s in samples})

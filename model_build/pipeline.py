@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
@@ -20,6 +21,7 @@ from model_build import calibrate, evaluate, export, reader, shortcut, split
 from model_build.card import write_model_card
 from model_build.classifier import NORM_MEAN, NORM_SCALE, build_classifier, input_resolution, mirrored_export_model
 from model_build.data import DatasetError, LoadedData, load_sources
+from model_build.lesion_views import LESION_CENTRED
 from model_build.train import History, TrainConfig, birads_targets, to_batch, train
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class BuildConfig:
     mirror_tta: bool = False  # ship the image+mirror averaging graph (2x compute on the device)
     init_weights: Path | None = None  # start from these Keras weights (e.g. re-export with --epochs 0)
     external_test: str | None = None  # "column=text": hold those images (and their groups) out, score them apart
+    lesion_views: bool = False  # add lesion-free (normal) and lesion-centred views cut by the sources' masks
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -74,7 +77,8 @@ def build(cfg: BuildConfig) -> BuildResult:
     spec = input_spec(cfg.arch, cfg.resolution)
     hold_out_rule = split.HoldOutRule.parse(cfg.external_test) if cfg.external_test else None  # checked before any work
 
-    data = load_sources(list(cfg.data), spec, strict=cfg.strict, limit_per_class=cfg.limit_per_class, seed=cfg.seed)
+    data = load_sources(list(cfg.data), spec, strict=cfg.strict, limit_per_class=cfg.limit_per_class, seed=cfg.seed,
+                        lesion_views=cfg.lesion_views)
     log.info("loaded %d images from %d source(s), labels %s, %d bad file(s)", len(data.samples), len(cfg.data), data.labels, len(data.bad_files))
     groups = split.assign_groups(data, cfg.hash_distance)
     data, groups, held_out = _hold_out(data, groups, hold_out_rule)
@@ -82,12 +86,13 @@ def build(cfg: BuildConfig) -> BuildResult:
     split.check_no_leak(assignment)
     split.write_split_csv(report / "split.csv", data.samples, assignment,
                           (held_out.data.samples, held_out.groups) if held_out else ([], []))
-    parts = {name: data.subset(assignment.indices(name)) for name in split.SPLITS}
+    split_idx = {name: _scored(data, assignment.indices(name), name) for name in split.SPLITS}
+    parts = {name: data.subset(idx) for name, idx in split_idx.items()}
     for name, part in parts.items():
         if len(part.samples) == 0:
             raise DatasetError(f"the {name} split is empty: too few images or groups")
     y = {name: part.label_index() for name, part in parts.items()}
-    group_of = {name: np.array(assignment.groups)[assignment.indices(name)] for name in split.SPLITS}
+    group_of = {name: np.array(assignment.groups)[idx] for name, idx in split_idx.items()}
     log.info("split (images): %s", {k: len(v.samples) for k, v in parts.items()})
 
     clf = build_classifier(cfg.arch, len(data.labels), cfg.weights, resolution=cfg.resolution)
@@ -213,7 +218,16 @@ def _hold_out(data: LoadedData, groups: list[str], rule: split.HoldOutRule | Non
     kept, held = split.hold_out(data.samples, groups, rule)
     log.info("--external-test %s: %d image(s) in %d group(s) held out of train/val/test", rule, len(held),
              len({groups[i] for i in held}))
+    held = _scored(data, held, "external")
     return data.subset(kept), [groups[i] for i in kept], HeldOut(rule, data.subset(held), [groups[i] for i in held])
+
+
+def _scored(data: LoadedData, idx: np.ndarray, split_name: str) -> np.ndarray:
+    """Lesion-centred views train only: scored, they would count a lesion twice. Lesion-free views are kept
+    everywhere (normal tissue of that scanner), under their own source name ``source#lesion_free``."""
+    if split_name == "train":
+        return idx
+    return np.array([i for i in idx if data.samples[i].view != LESION_CENTRED], dtype=np.int64)
 
 
 def _evaluate_held_out(held: HeldOut, export_model, model_bytes: bytes, names, temperature: float, threshold: float | None,
@@ -227,12 +241,26 @@ def _evaluate_held_out(held: HeldOut, export_model, model_bytes: bytes, names, t
     for kind, probs in (("float", float_probs), ("int8", int8_probs)):
         preds = evaluate.Predictions(y, probs, groups, held.data.sources())
         result[kind] = evaluate.evaluate_split(preds, labels, threshold, cfg.n_boot, cfg.seed)
+    write_predictions(Path(cfg.out) / "report" / EXTERNAL_PREDICTIONS, held.data.samples, groups, int8_probs, labels)
     if malignant is not None:
         result["reader_baseline"] = reader.compare_on_samples(
             held.data.samples, y == malignant, int8_probs[:, malignant], groups, threshold, cfg.n_boot, cfg.seed
         )
     log.info("external test (%s, int8): %s", held.rule, evaluate.fmt_ci(result["int8"]["all"]["headline"]["accuracy"]))
     return result
+
+
+EXTERNAL_PREDICTIONS = "external_predictions.csv"  # per held-out image: its int8 probabilities (model_build decide)
+
+
+def write_predictions(path: Path, samples, groups: np.ndarray, probs: np.ndarray, labels: tuple[str, ...]) -> None:
+    """One row per image: source, file (with its view), view, label, group and the calibrated probabilities."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["source", "file", "view", "label", "group", *[f"p_{name}" for name in labels]])
+        for sample, group, row in zip(samples, groups, probs):
+            writer.writerow([sample.source, split.relative_name(sample), sample.view, sample.label, group,
+                             *[f"{float(v):.6f}" for v in row]])
 
 
 def weights_origin(init_weights: Path, split_csv: Path) -> dict[str, Any] | None:

@@ -57,7 +57,7 @@ def find_samples(rows: list[dict[str, str]], roots: Sequence[str | os.PathLike[s
     the count of rows whose source was not given. A row of a given source that is not found is an error."""
     by_key: dict[tuple[str, str], Sample] = {}
     for root in roots:
-        samples, _ = scan_source(root)
+        samples, _ = scan_source(root, lesion_views=True)  # a build's split may list views cut by masks
         by_key.update({(s.source, relative_name(s)): s for s in samples})
     given = {source for source, _ in by_key}
     found, groups, skipped = [], [], {}

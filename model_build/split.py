@@ -135,6 +135,8 @@ class HoldOutRule:
         return cls(column.strip().lower(), contains.strip())
 
     def matches(self, sample: Sample) -> bool:
+        if self.column == "source":  # a whole source (folder name): leave-one-source-out
+            return sample.source.lower() == self.contains.lower()
         value = sample.meta(self.column)
         return value is not None and self.contains.lower() in value.lower()
 
@@ -147,7 +149,7 @@ def hold_out(samples: list[Sample], groups: list[str], rule: HoldOutRule) -> tup
     near-duplicate cluster) that has an image matching ``rule``, so no patient is on both sides."""
     held_groups = {g for sample, g in zip(samples, groups) if rule.matches(sample)}
     if not held_groups:
-        values = sorted({v for s in samples if (v := s.meta(rule.column)) is not None})[:10]
+        values = sorted({v for s in samples if (v := (s.source if rule.column == "source" else s.meta(rule.column))) is not None})[:10]
         raise SplitError(f"--external-test {rule}: no image matches; values of {rule.column!r}: {values or 'none (no such column)'}")
     held = np.array([g in held_groups for g in groups])
     return np.nonzero(~held)[0], np.nonzero(held)[0]
@@ -182,9 +184,8 @@ def write_split_csv(
 def relative_name(sample: Sample) -> str:
     """The file's path below its source root (``benign/x.png``, ``images/y.png``): no machine paths."""
     parts = sample.path.parts
-    if sample.source in parts:
-        return "/".join(parts[len(parts) - parts[::-1].index(sample.source) :])
-    return sample.path.name
+    name = "/".join(parts[len(parts) - parts[::-1].index(sample.source) :]) if sample.source in parts else sample.path.name
+    return name if sample.view == "full" else f"{name}#{sample.view}"
 
 
 def summarise(samples: list[Sample], assignment: SplitAssignment) -> dict[str, dict[str, int]]:

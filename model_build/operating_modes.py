@@ -1,0 +1,279 @@
+"""Operating modes and categories, chosen and validated on sources the model never saw.
+
+A leave-one-source-out study trains one model per fold with a whole source held out
+(``model_build build --external-test source=<name>``); each fold writes its held-out images' int8
+probabilities to ``report/external_predictions.csv``. Pooled, those out-of-source predictions are what
+an unseen scanner looks like to this recipe, and every decision the device takes is chosen on them:
+
+* ``lesion_threshold`` on p(lesion) = 1 - p(normal): the value that best separates normal tissue from
+  lesions, averaged over the held-out sources (each source counts once, whatever its size);
+* per mode a ``malignant_threshold`` on p(malignant): the highest value at which *every* held-out source
+  keeps the mode's target sensitivity (``MODE_TARGETS``), so no single source's cancers pay for another's;
+* the figures of each mode (sensitivity, specificity, normal scans called malignant) and each category's
+  observed malignancy rate, with 95 % CIs resampling patients / near-duplicate groups.
+
+Normal scans: only BUSI has real ones. Lesion-free views cut from the other sources' lesion images
+(``model_build.lesion_views``) stand in for their normals and are reported apart, as *views*.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from model_build.evaluate import binary_auc, grouped_bootstrap
+from model_build.lesion_views import LESION_FREE
+
+if TYPE_CHECKING:
+    from device.bundle import ModelBundle
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = Path("report") / "external_predictions.csv"
+LABELS = ("normal", "benign", "malignant")
+MODE_TARGETS = {"high_sensitivity": 0.97, "balanced": 0.90, "high_specificity": 0.80}  # sensitivity on every held-out source
+DEFAULT_MODE = "balanced"
+CATEGORIES = ("no_lesion", "low_suspicion", "suspicious")
+
+
+class StudyError(ValueError):
+    """The folds cannot be pooled: a file is missing, malformed, or a source is held out twice."""
+
+
+@dataclass(frozen=True)
+class HeldOutScores:
+    """Out-of-source predictions of every fold, pooled: one row per held-out image or view."""
+
+    source: np.ndarray
+    view: np.ndarray  # "full" | "lesion_free"
+    label: np.ndarray  # "normal" | "benign" | "malignant"
+    group: np.ndarray  # patient / near-duplicate group (for the bootstrap)
+    probs: np.ndarray  # [N, 3] calibrated int8 probabilities in LABELS order
+    fold: np.ndarray  # the fold directory's name
+
+    def subset(self, mask: np.ndarray) -> "HeldOutScores":
+        return HeldOutScores(self.source[mask], self.view[mask], self.label[mask], self.group[mask], self.probs[mask], self.fold[mask])
+
+    @property
+    def p_malignant(self) -> np.ndarray:
+        return self.probs[:, 2]
+
+    @property
+    def p_lesion(self) -> np.ndarray:
+        return 1.0 - self.probs[:, 0]
+
+
+def read_folds(fold_dirs: Sequence[Path]) -> HeldOutScores:
+    """Pool the folds' ``report/external_predictions.csv``. Each source may be held out by one fold only."""
+    columns: dict[str, list[Any]] = {k: [] for k in ("source", "view", "label", "group", "probs", "fold")}
+    owner: dict[str, str] = {}
+    for fold in fold_dirs:
+        path = Path(fold) / PREDICTIONS_FILE
+        if not path.is_file():
+            raise StudyError(f"fold {fold}: no {PREDICTIONS_FILE} (was it built with --external-test?)")
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        needed = {"source", "view", "label", "group", *(f"p_{k}" for k in LABELS)}
+        if not rows or needed - set(rows[0]):
+            raise StudyError(f"{path}: empty or missing column(s) {sorted(needed - set(rows[0] if rows else {}))}")
+        for row in rows:
+            if owner.setdefault(row["source"], str(fold)) != str(fold):
+                raise StudyError(f"source {row['source']!r} is held out by two folds: {owner[row['source']]} and {fold}")
+            if row["label"] not in LABELS:
+                raise StudyError(f"{path}: label {row['label']!r} is not one of {LABELS}")
+            columns["source"].append(row["source"])
+            columns["view"].append(row["view"])
+            columns["label"].append(row["label"])
+            columns["group"].append(f"{Path(fold).name}:{row['group']}")
+            columns["probs"].append([float(row[f"p_{k}"]) for k in LABELS])
+            columns["fold"].append(Path(fold).name)
+    return HeldOutScores(*(np.array(columns[k]) for k in ("source", "view", "label", "group", "probs", "fold")))
+
+
+def _real(scores: HeldOutScores) -> np.ndarray:
+    return scores.view == "full"
+
+
+def choose_lesion_threshold(scores: HeldOutScores) -> float:
+    """The p(lesion) cut maximising (normal specificity + lesion sensitivity) / 2, averaged over sources
+    that have both normal tissue (scans or lesion-free views) and lesions."""
+    values = np.unique(scores.p_lesion)
+    candidates = (values[:-1] + values[1:]) / 2  # midway between observed values; ties go to the lowest (more lesions seen)
+    candidates = candidates[(candidates > 0.01) & (candidates < 0.99)]
+    if len(candidates) == 0:
+        raise StudyError("no usable p(lesion) values to choose a lesion threshold from")
+    per_source = []
+    for source in sorted(set(scores.source.tolist())):
+        s = scores.subset(scores.source == source)
+        normal = s.label == "normal"
+        lesion = (s.label != "normal") & (s.view == "full")
+        if not normal.any() or not lesion.any():
+            continue
+        pl = s.p_lesion
+        per_source.append([(np.mean(pl[normal] < t) + np.mean(pl[lesion] >= t)) / 2 for t in candidates])
+    if not per_source:
+        raise StudyError("no held-out source has both normal tissue and lesions: cannot choose a lesion threshold")
+    return float(candidates[int(np.argmax(np.mean(per_source, axis=0)))])
+
+
+def choose_mode_thresholds(scores: HeldOutScores, targets: dict[str, float] = MODE_TARGETS) -> dict[str, float]:
+    """Per mode the highest p(malignant) threshold at which every held-out source meets the target sensitivity."""
+    malignant = (scores.label == "malignant") & _real(scores)
+    out: dict[str, float] = {}
+    for mode, target in targets.items():
+        per_source = []
+        for source in sorted(set(scores.source[malignant].tolist())):
+            p = np.sort(scores.p_malignant[malignant & (scores.source == source)])
+            allowed_misses = int(np.floor((1.0 - target) * len(p)))  # images below the threshold
+            per_source.append(float(p[allowed_misses]))
+        if not per_source:
+            raise StudyError("no malignant held-out image: cannot choose malignant thresholds")
+        out[mode] = min(per_source)
+    ordered = [out[m] for m in targets]
+    if any(a > b for a, b in zip(ordered, ordered[1:])):
+        raise StudyError(f"mode thresholds are not ordered by sensitivity: {out}")
+    return out
+
+
+def categorise(scores: HeldOutScores, malignant_threshold: float, lesion_threshold: float) -> np.ndarray:
+    """The device's rule (device/decision.py) on the pooled scores: suspicious / low_suspicion / no_lesion."""
+    return np.where(scores.p_malignant >= malignant_threshold, "suspicious",
+                    np.where(scores.p_lesion >= lesion_threshold, "low_suspicion", "no_lesion"))
+
+
+def _ci_entry(value: float, ci: tuple[float, float], n: int) -> dict[str, Any]:
+    return {"value": None if not np.isfinite(value) else round(float(value), 4),
+            "ci95": [None if not np.isfinite(c) else round(float(c), 4) for c in ci], "n": int(n)}
+
+
+def _with_ci(scores: HeldOutScores, statistic: Callable[[HeldOutScores], dict[str, tuple[float, int]]],
+             n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
+    point = statistic(scores)
+    ci = grouped_bootstrap(scores.group, lambda idx: {k: v for k, (v, _) in statistic(scores.subset(idx)).items()}, n_boot, seed)
+    return {k: _ci_entry(v, ci.get(k, (float("nan"), float("nan"))), n) for k, (v, n) in point.items()}
+
+
+def _rate(mask: np.ndarray, hit: np.ndarray) -> tuple[float, int]:
+    n = int(mask.sum())
+    return (float(np.mean(hit[mask])) if n else float("nan")), n
+
+
+def mode_statistics(t: float) -> Callable[[HeldOutScores], dict[str, tuple[float, int]]]:
+    def stats(s: HeldOutScores) -> dict[str, tuple[float, int]]:
+        real = _real(s)
+        flagged = s.p_malignant >= t
+        return {
+            "sensitivity": _rate(real & (s.label == "malignant"), flagged),
+            "specificity": _rate(real & (s.label != "malignant"), ~flagged),
+            "benign_called_suspicious": _rate(real & (s.label == "benign"), flagged),
+            "normals_called_malignant": _rate(real & (s.label == "normal"), flagged),
+            "normal_views_called_malignant": _rate((s.view == LESION_FREE), flagged),
+        }
+    return stats
+
+
+def category_statistics(t: float, lesion_threshold: float) -> Callable[[HeldOutScores], dict[str, tuple[float, int]]]:
+    def stats(s: HeldOutScores) -> dict[str, tuple[float, int]]:
+        real = _real(s)
+        cats = categorise(s, t, lesion_threshold)
+        out = {c: _rate(real & (cats == c), s.label == "malignant") for c in CATEGORIES}
+        out["normals_no_lesion"] = _rate(real & (s.label == "normal"), cats == "no_lesion")
+        out["normal_views_no_lesion"] = _rate(s.view == LESION_FREE, cats == "no_lesion")
+        return out
+    return stats
+
+
+def source_statistics(s: HeldOutScores) -> dict[str, tuple[float, int]]:
+    real = _real(s)
+    lesions = real & (s.label != "normal")
+    normals = real & (s.label == "normal")
+    top_normal = s.probs.argmax(axis=1) == 0
+    return {
+        "malignant_auc_lesions": (binary_auc(s.label[lesions] == "malignant", s.p_malignant[lesions]), int(lesions.sum())),
+        "malignant_auc_all": (binary_auc(s.label[real] == "malignant", s.p_malignant[real]), int(real.sum())),
+        "lesion_auc_with_views": (binary_auc(s.label[real | (s.view == LESION_FREE)] != "normal",
+                                             s.p_lesion[real | (s.view == LESION_FREE)]), int((real | (s.view == LESION_FREE)).sum())),
+        "normals_top_class_normal": _rate(normals, top_normal),
+        "normal_views_top_class_normal": _rate(s.view == LESION_FREE, top_normal),
+        "three_class_accuracy": _rate(real, s.probs.argmax(axis=1) == np.array([LABELS.index(x) for x in s.label], dtype=np.int64)),
+    }
+
+
+def study(fold_dirs: Sequence[Path], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Choose the lesion and mode thresholds on the pooled out-of-source predictions and measure them,
+    pooled and per held-out source."""
+    scores = read_folds(fold_dirs)
+    lesion_threshold = choose_lesion_threshold(scores)
+    thresholds = choose_mode_thresholds(scores)
+    sources = sorted(set(scores.source.tolist()))
+    modes: dict[str, Any] = {}
+    for mode, t in thresholds.items():
+        per_source = {src: _with_ci(scores.subset(scores.source == src), mode_statistics(t), n_boot, seed) for src in sources}
+        modes[mode] = {
+            "target_sensitivity": MODE_TARGETS[mode],
+            "malignant_threshold": round(t, 6),
+            "figures": _with_ci(scores, mode_statistics(t), n_boot, seed),
+            "per_source": per_source,
+            "categories": _with_ci(scores, category_statistics(t, lesion_threshold), n_boot, seed),
+        }
+        log.info("mode %s: threshold %.4f, pooled sensitivity %s specificity %s", mode, t,
+                 modes[mode]["figures"]["sensitivity"]["value"], modes[mode]["figures"]["specificity"]["value"])
+    return {
+        "validation": "leave-one-source-out",
+        "folds": [str(Path(f).name) for f in fold_dirs],
+        "held_out_sources": sources,
+        "n": {src: {lab: int(((scores.source == src) & (scores.label == lab) & _real(scores)).sum()) for lab in LABELS}
+              | {"lesion_free_views": int(((scores.source == src) & (scores.view == LESION_FREE)).sum())} for src in sources},
+        "lesion_threshold": round(lesion_threshold, 4),
+        "per_source": {src: _with_ci(scores.subset(scores.source == src), source_statistics, n_boot, seed) for src in sources},
+        "modes": modes,
+        "default_mode": DEFAULT_MODE,
+    }
+
+
+def decision_block(result: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``decision`` object (docs/model-bundle.md) from a study result."""
+    modes = {}
+    for mode, m in result["modes"].items():
+        figures = {k: {"value": v["value"], "ci95": v["ci95"], "n": v["n"]} for k, v in m["figures"].items()
+                   if k in ("sensitivity", "specificity", "normals_called_malignant")}
+        categories = {c: {"malignancy_rate": m["categories"][c]} for c in CATEGORIES}
+        modes[mode] = {"malignant_threshold": m["malignant_threshold"], "figures": figures, "categories": categories}
+    return {
+        "p_malignant": "softmax",
+        "lesion_threshold": result["lesion_threshold"],
+        "default_mode": result["default_mode"],
+        "validation": f"leave-one-source-out ({', '.join(result['held_out_sources'])} held out in turn)",
+        "modes": modes,
+    }
+
+
+def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> ModelBundle:
+    """Give a bundle the study's decision (manifest format 3), and its figures to the report and the card.
+
+    The malignant threshold of the default mode becomes ``thresholds.malignant`` too, so a device that
+    reads only ``thresholds`` (an older release) flags the same images as the default mode."""
+    import dataclasses
+    import json
+
+    from device.bundle import edit_bundle, load_bundle, parse_decision
+    from model_build.card import model_card_text
+
+    bundle = load_bundle(bundle_dir)
+    metrics_path = bundle.path / "report" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    metrics["leave_one_source_out"] = result
+    block = decision_block(result)
+    decision = parse_decision(block, source=str(bundle_dir))
+    default_threshold = block["modes"][block["default_mode"]]["malignant_threshold"]
+    manifest = dataclasses.replace(bundle.manifest, decision=decision,
+                                   thresholds={**bundle.manifest.thresholds, "malignant": float(default_threshold)})
+    return edit_bundle(bundle.path, manifest=manifest, files={
+        "report/metrics.json": (json.dumps(metrics, indent=2) + "\n").encode("utf-8"),
+        "MODEL_CARD.md": model_card_text(manifest, metrics).encode("utf-8"),
+    })

@@ -1,0 +1,92 @@
+"""Operating modes chosen on leave-one-source-out folds (model_build/operating_modes.py).
+
+Proves that each mode's threshold keeps its target sensitivity on *every* held-out source (not just pooled),
+that thresholds are ordered by mode, that the lesion threshold separates normal tissue from lesions, that the
+figures are computed on real images (lesion-free views reported apart), that the manifest's decision block
+carries what the device needs, and that malformed or overlapping folds are refused with the file named.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_build import operating_modes as om
+
+
+def _fold(root: Path, source: str, rows: list[tuple[str, str, str, float, float, float]]) -> Path:
+    fold = root / f"out-{source}"
+    (fold / "report").mkdir(parents=True)
+    with open(fold / om.PREDICTIONS_FILE, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["source", "file", "view", "label", "group", "p_normal", "p_benign", "p_malignant"])
+        for i, (file, view, label, pn, pb, pm) in enumerate(rows):
+            w.writerow([source, file, view, label, f"g{i}", pn, pb, pm])
+    return fold
+
+
+def _synthetic(root: Path, source: str, seed: int, shift: float) -> Path:
+    """Malignant p(malignant) ~ U(0.2, 1) shifted, benign ~ U(0, 0.5), normals low p(lesion)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(60):
+        pm = float(np.clip(rng.uniform(0.2, 1.0) - shift, 0.001, 0.999))
+        rows.append((f"m{i}.png", "full", "malignant", 0.01, 0.99 - pm, pm))
+    for i in range(80):
+        pm = float(rng.uniform(0.0, 0.5))
+        rows.append((f"b{i}.png", "full", "benign", 0.05, 0.95 - pm, pm))
+    for i in range(40):
+        pn = float(rng.uniform(0.6, 0.99))
+        rows.append((f"n{i}.png#lesion_free", "lesion_free", "normal", pn, (1 - pn) * 0.9, (1 - pn) * 0.1))
+    return _fold(root, source, rows)
+
+
+def test_every_source_meets_each_modes_target(tmp_path: Path) -> None:
+    folds = [_synthetic(tmp_path, "a", 0, 0.0), _synthetic(tmp_path, "b", 1, 0.15)]
+    result = om.study(folds, n_boot=50)
+    thresholds = [result["modes"][m]["malignant_threshold"] for m in om.MODE_TARGETS]
+    assert thresholds == sorted(thresholds)
+    for mode, target in om.MODE_TARGETS.items():
+        for source, figures in result["modes"][mode]["per_source"].items():
+            assert figures["sensitivity"]["value"] >= target, (mode, source)
+    # source b's cancers score lower: its target decides the threshold, so source a is above target
+    assert result["modes"]["balanced"]["per_source"]["a"]["sensitivity"]["value"] > \
+        result["modes"]["balanced"]["per_source"]["b"]["sensitivity"]["value"] - 1e-9
+
+
+def test_views_are_reported_apart_from_real_normals(tmp_path: Path) -> None:
+    result = om.study([_synthetic(tmp_path, "a", 0, 0.0)], n_boot=20)
+    figures = result["modes"]["balanced"]["figures"]
+    assert figures["normals_called_malignant"]["n"] == 0  # no real normal scan in this source
+    assert figures["normal_views_called_malignant"]["n"] == 40
+    assert figures["specificity"]["n"] == 80  # benign images only: views are not counted as specificity
+    assert 0.4 < result["lesion_threshold"] < 0.95
+
+
+def test_decision_block_has_every_mode_and_category(tmp_path: Path) -> None:
+    block = om.decision_block(om.study([_synthetic(tmp_path, "a", 0, 0.0)], n_boot=20))
+    assert block["default_mode"] in block["modes"] and block["p_malignant"] == "softmax"
+    for mode in om.MODE_TARGETS:
+        entry = block["modes"][mode]
+        assert 0 < entry["malignant_threshold"] < 1
+        assert set(entry["categories"]) == set(om.CATEGORIES)
+        assert set(entry["figures"]) == {"sensitivity", "specificity", "normals_called_malignant"}
+
+
+def test_missing_or_overlapping_folds_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(om.StudyError, match="external_predictions.csv"):
+        om.read_folds([tmp_path / "nowhere"])
+    a = _synthetic(tmp_path, "a", 0, 0.0)
+    twin = tmp_path / "twin"
+    (twin / "report").mkdir(parents=True)
+    (twin / om.PREDICTIONS_FILE).write_text((a / om.PREDICTIONS_FILE).read_text())
+    with pytest.raises(om.StudyError, match="held out by two folds"):
+        om.read_folds([a, twin])
+    bad = tmp_path / "bad"
+    (bad / "report").mkdir(parents=True)
+    (bad / om.PREDICTIONS_FILE).write_text("source,file\nx,y\n")
+    with pytest.raises(om.StudyError, match="missing column"):
+        om.read_folds([bad])
