@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--write", action="store_true", help="store the decision in --bundle's manifest, metrics.json and card")
     o.add_argument("-v", "--verbose", action="store_true")
+    c = sub.add_parser("score", help="score whole sources (and their lesion-free views) with a bundle, as a study fold")
+    c.add_argument("--bundle", required=True, type=Path)
+    c.add_argument("--data", action="append", required=True, type=Path, help="a source the bundle never trained on; repeat")
+    c.add_argument("--out", required=True, type=Path, help="fold directory to write (report/external_predictions.csv)")
+    c.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
@@ -92,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return _revalidate(args)
     if args.command == "modes":
         return _modes(args)
+    if args.command == "score":
+        return _score(args)
     return _build(args)
 
 
@@ -177,6 +184,19 @@ def _modes(args: argparse.Namespace) -> int:
             print(f"{bundle.path}: decision stored (modes {', '.join(result['modes'])})")
     except (StudyError, BundleError, OSError, ValueError) as exc:
         logging.getLogger("model_build").error("modes study failed: %s", exc)
+        return 2
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from device.errors import BundleError, ImageDecodeError
+    from model_build.data import DatasetError
+    from model_build.operating_modes import StudyError, score_sources
+
+    try:
+        print(score_sources(args.bundle, args.data, args.out))
+    except (StudyError, BundleError, DatasetError, ImageDecodeError, OSError, ValueError) as exc:
+        logging.getLogger("model_build").error("scoring failed: %s", exc)
         return 2
     return 0
 

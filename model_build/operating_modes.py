@@ -277,3 +277,32 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> ModelBundle:
         "report/metrics.json": (json.dumps(metrics, indent=2) + "\n").encode("utf-8"),
         "MODEL_CARD.md": model_card_text(manifest, metrics).encode("utf-8"),
     })
+
+
+def score_sources(bundle_dir: Path, roots: Sequence[Path], out_dir: Path) -> Path:
+    """Score whole sources (with their lesion-free views) with a bundle's int8 model, as a fold of the study.
+
+    For a source the bundle never trained on, this *is* a held-out fold: e.g. an older bundle on a newer
+    source, to compare recipes on the same unseen images. Writes ``out_dir/report/external_predictions.csv``."""
+    from device.bundle import load_bundle
+    from model_build.calibrate import softmax
+    from model_build.data import decode_sample, scan_source
+    from model_build.export import TfliteOutputs, run_tflite
+    from model_build.lesion_views import LESION_CENTRED
+    from model_build.pipeline import write_predictions
+
+    bundle = load_bundle(bundle_dir)
+    m = bundle.manifest
+    if tuple(m.labels) != LABELS:
+        raise StudyError(f"bundle {bundle_dir}: labels {m.labels}, the study needs {LABELS}")
+    samples = [s for root in roots for s in scan_source(root, lesion_views=True)[0] if s.view != LESION_CENTRED]
+    pixels = np.stack([decode_sample(s, m.input) for s in samples])
+    names = TfliteOutputs(m.outputs.scores, m.outputs.cam_features or "", 1.0, 0)
+    scores = run_tflite(bundle.model_path.read_bytes(), names, pixels)
+    probs = softmax(scores, m.temperature) if m.outputs.scores_kind == "logits" else scores
+    groups = np.array([f"{s.source}:patient:{s.patient_id}" if s.patient_id else f"{s.source}:file:{s.path.name}" for s in samples])
+    path = Path(out_dir) / PREDICTIONS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_predictions(path, samples, groups, probs, LABELS)
+    log.info("scored %d image(s) and view(s) of %s with %s %s", len(samples), ", ".join(map(str, roots)), m.name, m.version)
+    return path
