@@ -16,7 +16,7 @@ docs/model-bundle.md documents both.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -66,10 +66,16 @@ class Decision:
     mode: Mode
     malignant_threshold: float  # the one applied: the mode's, or a site's lower one
     lesion_threshold: float
+    spec: DecisionSpec | None = field(default=None, compare=False, repr=False)  # where the mode's figures are
 
     @property
     def inconclusive(self) -> bool:
         return self.category is Category.INCONCLUSIVE
+
+    @property
+    def site_threshold(self) -> bool:
+        """The applied threshold is a site's, lower than the one the mode was validated with."""
+        return self.spec is not None and self.malignant_threshold < self.spec.mode(self.mode).malignant_threshold
 
 
 def parse_mode(value: str, where: str = "mode") -> Mode:
@@ -133,4 +139,5 @@ def decide(
         mode=Mode(mode),
         malignant_threshold=threshold,
         lesion_threshold=decision_spec.lesion_threshold,
+        spec=decision_spec,
     )
