@@ -17,7 +17,7 @@ from device.config import parse_config  # noqa: E402
 from device.errors import SourceError, StoreError  # noqa: E402
 from device.sources.base import Frame, FrameSource  # noqa: E402
 from tests.mqtt_broker import free_port  # noqa: E402
-from tests.ui_support import start_exam  # noqa: E402
+from tests.ui_support import analyse, start_exam, tap  # noqa: E402
 from ui.app import build_window, start  # noqa: E402
 
 
@@ -113,29 +113,70 @@ def test_rejected_model_shows_a_banner_and_live_view_keeps_running(qtbot, tmp_pa
         window.shutdown()
 
 
-def test_low_disk_and_failed_store_write_banners(qtbot, tmp_path: Path, tiny_bundle_dir: Path, monkeypatch) -> None:
+def test_low_disk_is_a_warning_and_results_are_still_saved(qtbot, tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    """Defect 5: below ``disk_low_mb`` the banner said "Storage full — new results cannot be saved" while saves
+    still worked. Low is a warning with the space left; a result analysed meanwhile is stored."""
     plugged = threading.Event()
     plugged.set()
     config = make_config(tmp_path, tiny_bundle_dir, disk_low_mb=10**9)  # more than any disk: always "low"
     window = open_window(qtbot, config, opener=lambda spec: CaptureCard(plugged))
     try:
         qtbot.waitUntil(lambda: "disk" in window.banners.banners, timeout=10_000)
-        assert "Storage full" in window.banners.banners["disk"].text.text()
+        banner = window.banners.banners["disk"]
+        assert "Storage full" not in banner.text.text() and "cannot be saved" not in banner.text.text()
+        assert "Storage low" in banner.text.text() and "MB left" in banner.text.text()
+        assert "still being saved" in banner.text.text() and banner.fault.severity == "warning"
         qtbot.waitUntil(lambda: window.services.analysis.ready and window.live.view.frame is not None, timeout=30_000)
+        start_exam(qtbot, window, "77", "L")
+        outcome = analyse(qtbot, window)
+        assert outcome.record is not None and outcome.record.seq is not None  # saved, as the banner says
+    finally:
+        window.shutdown()
 
-        def disk_full(*args, **kwargs):
-            raise StoreError("result store: write failed (database or disk is full)")
 
-        start_exam(qtbot, window, "77", "L")  # results are stored only under an open exam
-        monkeypatch.setattr(window.services.analysis._analyzer.store, "add", disk_full)
-        window.live.request_analysis()
+def fill_disk(window, full: bool) -> None:
+    """Hold the writer's SQLite file at its present size (``full``) or lift that: SQLite then fails writes with
+    SQLITE_FULL, "database or disk is full", exactly as on a full disk (no root, no loop device needed)."""
+    store = window.services.analysis._analyzer.store
+
+    def limit() -> None:
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0] if full else 1073741823
+        store._db.execute(f"PRAGMA max_page_count = {pages}")
+
+    window.services.analysis._writer.submit(limit).result()
+
+
+def test_a_full_disk_says_so_keeps_the_frame_and_shows_analyse_again(qtbot, tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    """Defect 5: on a really full disk the card said "Not analysed" plus the database's file path, and the banner
+    that says "Analyse again" was hidden behind the disk banner on the 7" screen. Now the card says the result was
+    not saved because the storage is full (no path), the frame stays frozen for a retry, and the visible banner is
+    the one that says what to do; once there is space again, Analyse stores it and the banner goes."""
+    plugged = threading.Event()
+    plugged.set()
+    config = make_config(tmp_path, tiny_bundle_dir, disk_low_mb=10**9)  # a full disk is also below the low mark
+    window = open_window(qtbot, config, opener=lambda spec: CaptureCard(plugged))
+    try:
+        qtbot.waitUntil(lambda: window.services.analysis.ready and window.live.view.frame is not None, timeout=30_000)
+        qtbot.waitUntil(lambda: "disk" in window.banners.banners, timeout=10_000)
+        start_exam(qtbot, window, "77", "L")
+        fill_disk(window, True)
+        tap(qtbot, window.live.analyse)
         qtbot.waitUntil(lambda: "store" in window.banners.banners, timeout=30_000)
-        assert "could not be saved" in window.banners.banners["store"].text.text()
-        assert window.live.card.headline.text() == "Not analysed"
-        assert window.live.analyse.isEnabled()  # the clinician can try again
-        # Hide keeps the banner away until the fault clears.
-        window.banners.banners["store"].dismiss.click()
-        assert "store" not in window.banners.banners
+        card = window.live.card
+        assert card.headline.text() == "Not saved", card.headline.text()
+        assert "storage is full" in card.detail.text() and "Analyse again" in card.detail.text()
+        assert str(tmp_path) not in card.detail.text(), "the card shows a file path"
+        visible = window.banners.visible_faults()
+        assert [f.key for f in visible] == ["store"], "the banner that says what to do is hidden"
+        text = window.banners.banners["store"].text.text()
+        assert "Storage full" in text and "Analyse again" in text and "database or disk is full" in text
+        assert str(tmp_path) not in text
+        assert window.live.view.frozen and window.live.analyse.isEnabled()  # the frame is kept for the retry
+        assert window.store.history() == []
+
+        fill_disk(window, False)  # support freed space
+        outcome = analyse(qtbot, window)
+        assert outcome.record.seq is not None and "store" not in window.banners.banners
     finally:
         window.shutdown()
 
@@ -212,3 +253,50 @@ def test_hub_test_button_names_a_missing_tls_file(tmp_path: Path) -> None:
     missing = tmp_path / "ca.pem"
     ok, message = mqtt_connect_test(UplinkSection(broker=f"127.0.0.1:{free_port()}", tls=True, ca_file=missing))
     assert not ok and "ca_file" in message and str(missing) in message and "not found" in message
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["live", "frozen"])
+def test_a_pulled_usb_stick_clears_the_image_and_stops_analyse_until_it_is_back(
+        qtbot, tmp_path: Path, tiny_bundle_dir: Path, frozen: bool) -> None:
+    """Defect 5: with the USB stick pulled, only "Source error" showed in the status bar, the stale image stayed and
+    Analyse still worked on it. Now the next status check (the periodic poll) sees the folder gone: a banner says
+    so and what to do, the image — frozen or not — is cleared, Analyse is off; with the stick back, the images
+    return by themselves and Analyse works again."""
+    from tests.test_ui_workflow import write_frames
+
+    stick = tmp_path / "media" / "usb"
+    write_frames(stick / "exam")
+    config = parse_config({
+        "device": {"data_dir": str(tmp_path / "data")},
+        "model": {"path": str(tiny_bundle_dir), "threads": 1},
+        "source": {"spec": f"folder:{stick / 'exam'}", "reopen_interval_s": 0.1},
+        "uplink": {"enabled": False},
+    })
+    window = open_window(qtbot, config)
+    try:
+        live = window.live
+        qtbot.waitUntil(lambda: window.services.analysis.ready and live.view.frame is not None, timeout=30_000)
+        start_exam(qtbot, window, "77", "L")
+        if frozen:
+            tap(qtbot, live.freeze)
+        assert live.analyse.isEnabled()
+        (stick / "exam").rename(stick / "pulled")  # the stick is gone from its mount point
+        window.poll()
+        qtbot.waitUntil(lambda: "source" in window.banners.banners, timeout=10_000)
+        text = window.banners.banners["source"].text.text()
+        assert "USB stick" in text and "put it back" in text.lower(), text
+        assert window.banners.visible_faults()[0].key == "source"
+        qtbot.wait(300)  # the reader keeps running meanwhile: nothing stale may come back
+        assert live.view.frame is None and not live.view.frozen, "the stale image is still on screen"
+        assert not live.analyse.isEnabled(), "Analyse still works on the stale image"
+        live.request_analysis()  # the screen's own entry point stores nothing either
+        assert window.store.history() == []
+
+        (stick / "pulled").rename(stick / "exam")  # back
+        qtbot.waitUntil(lambda: live.view.frame is not None and "source" not in window.banners.banners,
+                        timeout=10_000)
+        qtbot.waitUntil(live.analyse.isEnabled, timeout=5_000)
+        outcome = analyse(qtbot, window)
+        assert outcome.record.patient_ref == "77"
+    finally:
+        window.shutdown()

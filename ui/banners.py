@@ -19,6 +19,7 @@ class Fault:
     severity: str  # "error" | "warning" | "info"
     title: str
     action: str  # what the clinician should do
+    priority: int = 0  # among faults of one severity, the higher is shown first (one banner at a time on 7")
 
 
 def brief(detail: str, limit: int = 90) -> str:
@@ -36,14 +37,42 @@ def model_fault(detail: str) -> Fault:
                  f"The live image still works. Ask support to install a valid model. ({brief(detail)})")
 
 
-def disk_fault(detail: str) -> Fault:
-    return Fault("disk", "error", "Storage full — new results cannot be saved",
-                 f"Stored results are safe. Ask support to free space. ({brief(detail)})")
+def files_gone_fault(detail: str) -> Fault:
+    return Fault("source", "error", "Images not available — USB stick removed or folder gone",
+                 f"Put it back: the images return by themselves. Analyse is off until then. ({brief(detail)})",
+                 priority=5)
 
 
-def store_fault(detail: str) -> Fault:
+def disk_low_fault(free_mb: int) -> Fault:
+    return Fault("disk", "warning", f"Storage low — {free_mb} MB left",
+                 "Results are still being saved. Ask support to free space soon.")
+
+
+def store_fault(reason: str) -> Fault:
+    """A result was not saved: what happened (the store's own reason, without its file path) and what to do.
+    Shown before every other banner of its severity: it is about the frame on screen now."""
+    if is_disk_full(reason):
+        return Fault("store", "error", "Storage full — this result was not saved",
+                     f"The frame is kept: ask support to free space, then Analyse again. ({brief(reason)})",
+                     priority=10)
     return Fault("store", "error", "Result could not be saved",
-                 f"Analyse again; if it repeats, ask support. ({brief(detail)})")
+                 f"The frame is kept: Analyse again; if it repeats, ask support. ({brief(reason)})", priority=10)
+
+
+DISK_FULL_WORDS = ("disk is full", "no space left", "disk full", "errno 28")
+
+
+def is_disk_full(reason: str) -> bool:
+    """SQLite's SQLITE_FULL ("database or disk is full") or the OS's ENOSPC ("No space left on device")."""
+    lowered = reason.lower()
+    return any(words in lowered for words in DISK_FULL_WORDS)
+
+
+def store_reason(message: str) -> str:
+    """A StoreError's message without its "result store /path/results.sqlite:" prefix: the screen says what
+    happened, not where the database file is."""
+    head, sep, rest = message.partition(": ")
+    return rest if sep and head.startswith("result store ") else message
 
 
 def scan_fault(scanned: str, open_for: str) -> Fault:
@@ -129,7 +158,7 @@ class BannerArea(QWidget):
         self._arrange()
 
     def _arrange(self) -> None:
-        ordered = sorted(self.banners.values(), key=lambda b: SEVERITY_RANK.get(b.fault.severity, 3))
+        ordered = sorted(self.banners.values(), key=lambda b: (SEVERITY_RANK.get(b.fault.severity, 3), -b.fault.priority))
         shown = ordered[: self.max_visible]
         waiting = len(ordered) - len(shown)
         for banner in ordered:

@@ -14,6 +14,7 @@ from PyQt5.QtCore import pyqtSignal
 from PyQt5.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from device.results import EXAM_BINDING_CODES, CapturedFrame, Exam
+from ui.banners import is_disk_full, store_reason
 from ui.exam import ExamSession, exam_short
 from ui.frames import FramePacket
 from ui.live_view import LiveView
@@ -22,6 +23,15 @@ from ui.theme import Theme
 from ui.workers import AnalysisOutcome, AnalysisService, FrameReader
 
 log = logging.getLogger(__name__)
+
+
+def not_saved_text(message: str) -> str:
+    """The card after a failed save: why, in words (never the database's file path), and what to do."""
+    reason = store_reason(message)
+    if is_disk_full(reason):
+        return ("The device's storage is full, so this result was not stored and nothing was sent. The frame is "
+                "kept: ask support to free space, then Analyse again.")
+    return f"This result could not be stored ({reason}). The frame is kept: Analyse again; if it repeats, ask support."
 
 
 class LiveScreen(QWidget):
@@ -39,6 +49,7 @@ class LiveScreen(QWidget):
         self.analysing = False
         self.captured: CapturedFrame | None = None  # the frozen frame and the exam it was captured under
         self._pending: CapturedFrame | None = None  # the request whose outcome the card waits for
+        self.source_lost = False  # a file source (USB stick) vanished: no image, no Analyse until a new frame
         self.tap_to_result_ms: float | None = None
         self._tapped_at = 0.0
 
@@ -99,9 +110,26 @@ class LiveScreen(QWidget):
     # --- frames -------------------------------------------------------------------------------------------
 
     def _packet(self, packet: FramePacket) -> None:
+        if self.source_lost:
+            if not packet.fresh:  # the reader re-sending the last image it read before the stick went
+                self.reader.frame_shown()
+                return
+            self.source_lost = False  # a frame read now: the source is back
+            self._update_buttons()
         self.view.show_packet(packet)
         if self.live_toggle.isChecked() and not self.view.frozen and packet.fresh:
             self.service.analyse_live(packet.frame, roi=self.view.roi)
+
+    def lose_source(self, message: str) -> None:
+        """The source's files are gone (USB stick pulled): clear the image — frozen or not, it can no longer be
+        shown as what is on the stick — and keep Analyse off until a frame is read again."""
+        self.source_lost = True
+        if self.freeze.isChecked():
+            self.set_frozen(False)
+        self.captured, self.last_result, self.last_live = None, None, None
+        self.view.clear_frame(message)
+        self.view.set_roi(None)
+        self._update_buttons()
 
     def set_still_source(self, still: bool) -> None:
         """File/folder sources show a Next button."""
@@ -133,7 +161,7 @@ class LiveScreen(QWidget):
     def request_analysis(self) -> None:
         """Analyse (and store) the frame on screen under the open exam; freezes first so the clinician sees
         what was analysed. With no exam open nothing is analysed: there is no patient to store it under."""
-        if self.analysing or self.view.frame is None or not self.service.ready:
+        if self.analysing or self.view.frame is None or not self.service.ready or self.source_lost:
             return
         if self.session.exam is None:
             self._idle_card()
@@ -177,7 +205,12 @@ class LiveScreen(QWidget):
             return
         self._pending = None
         self.analysing = False
-        self.card.clear("Not stored" if code in EXAM_BINDING_CODES else "Not analysed", message)
+        if code in EXAM_BINDING_CODES:
+            self.card.clear("Not stored", message)
+        elif code == "store_failed":
+            self.card.clear("Not saved", not_saved_text(message))
+        else:
+            self.card.clear("Not analysed", message)
         self._update_buttons()
 
     def _unavailable(self, code: str, message: str) -> None:
@@ -245,7 +278,8 @@ class LiveScreen(QWidget):
             self.card.clear()
 
     def _update_buttons(self) -> None:
-        self.analyse.setEnabled(not self.analysing and self.service.ready and self.session.exam is not None)
+        self.analyse.setEnabled(not self.analysing and self.service.ready and self.session.exam is not None
+                                and not self.source_lost)
         self.analyse.setText("Analysing…" if self.analysing else "Analyse")
         self.live_toggle.setEnabled(self.service.ready)
 

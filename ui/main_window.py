@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from PyQt5.QtCore import QTimer, Qt
 from PyQt5.QtWidgets import QApplication, QHBoxLayout, QLabel, QMainWindow, QPushButton, QStackedWidget, QVBoxLayout, QWidget
@@ -34,6 +35,13 @@ from ui.workers import AnalysisService, FrameReader, SourceStatus
 log = logging.getLogger(__name__)
 
 SCREENS = ("Live", "Exam", "History", "Settings")
+FILE_KINDS = ("folder", "file", "video", "dicom")
+
+
+def still_source_path(spec: str) -> Path | None:
+    """The path of a file/folder source (a USB stick's), None for a capture card or camera."""
+    kind, sep, target = spec.partition(":")
+    return Path(target) if sep and kind in FILE_KINDS and target else None
 STATUS_POLL_MS = 3000
 
 
@@ -57,6 +65,7 @@ class MainWindow(QMainWindow):
         self.session = ExamSession(services.analysis.exams)  # the device's exam desk, shared with the Analyzer
         self.settings_unlocked = False
         self._hub_probe_running = False
+        self._source_check_running = False
         self._closed = False
         self._build()
         self._connect()
@@ -295,13 +304,39 @@ class MainWindow(QMainWindow):
 
     def _source_status(self, status: SourceStatus) -> None:
         self.status.set_source(status.state, status.detail)
-        self.live.set_still_source(status.spec.split(":", 1)[0] in ("folder", "file", "video", "dicom"))
-        if status.state == "disconnected":
+        files = still_source_path(status.spec) is not None
+        self.live.set_still_source(files)
+        if status.state == "disconnected" and files:  # a USB stick's folder or file that is not there
+            self._files_gone(status.detail)
+        elif status.state == "disconnected":
             self.banners.show_fault(banners.source_fault(status.detail))
             if self.live.view.frame is None or not self.live.view.frozen:
                 self.live.view.clear_frame(f"No image: {status.detail}")
+        elif status.state == "error" and files:
+            self.check_source()  # a file that vanished on Next: is the whole stick gone?
         elif status.state in ("streaming", "still"):
             self.banners.clear_fault("source")
+
+    def check_source(self) -> None:
+        """Files and folders (a USB stick) are read only on Next, so a pulled stick would go unnoticed with its
+        last image on screen: check that the path is still there (off the GUI thread: a dying USB device may hang)."""
+        spec = self.services.reader.spec
+        path = still_source_path(spec)
+        if path is None or self._source_check_running or self.live.source_lost:
+            return
+        self._source_check_running = True
+        self.background.run(path.exists, lambda present: self._source_checked(spec, path, present), "source-check")
+
+    def _source_checked(self, spec: str, path: Path, present: object) -> None:
+        self._source_check_running = False
+        if present is True or spec != self.services.reader.spec or self._closed:
+            return
+        self._files_gone(f"{path}: not found")
+        self.services.reader.set_spec(spec)  # reopen: retried every reopen interval until the path is back
+
+    def _files_gone(self, detail: str) -> None:
+        self.banners.show_fault(banners.files_gone_fault(detail))
+        self.live.lose_source(f"No image: {detail}")
 
     def _model_ready(self, manifest: Manifest) -> None:
         self.status.set_model(f"{manifest.name} {manifest.version}")
@@ -323,7 +358,7 @@ class MainWindow(QMainWindow):
 
     def _analysis_failed(self, code: str, message: str) -> None:
         if code == "store_failed":
-            self.banners.show_fault(banners.store_fault(message))
+            self.banners.show_fault(banners.store_fault(banners.store_reason(message)))
             self.poll()
 
     def _result_stored(self, _outcome) -> None:
@@ -357,6 +392,7 @@ class MainWindow(QMainWindow):
             self.status.set_pending(None)
             log.warning("store poll failed: %s", exc)
         self._check_disk()
+        self.check_source()
         if self.stack.currentWidget() is self.history:
             self.history.refresh()
 
@@ -369,8 +405,8 @@ class MainWindow(QMainWindow):
             return
         low = free < self.config.ui.disk_low_mb * 1024 * 1024
         self.status.set_disk(free, low)
-        if low:
-            self.banners.show_fault(banners.disk_fault(f"{free // (1024 * 1024)} MB left on {folder}"))
+        if low:  # a warning: saving still works; a save that fails says so itself (store_fault)
+            self.banners.show_fault(banners.disk_low_fault(free // (1024 * 1024)))
         else:
             self.banners.clear_fault("disk")
 
