@@ -238,11 +238,14 @@ def study(fold_dirs: Sequence[Path], n_boot: int = 1000, seed: int = 0) -> dict[
 
 def decision_block(result: dict[str, Any]) -> dict[str, Any]:
     """The manifest's ``decision`` object (docs/model-bundle.md) from a study result."""
+    def known(entry: dict[str, Any]) -> bool:  # a figure with no cases behind it is left out, never written as 0
+        return entry["value"] is not None and None not in entry["ci95"]
+
     modes = {}
     for mode, m in result["modes"].items():
         figures = {k: {"value": v["value"], "ci95": v["ci95"], "n": v["n"]} for k, v in m["figures"].items()
-                   if k in ("sensitivity", "specificity", "normals_called_malignant")}
-        categories = {c: {"malignancy_rate": m["categories"][c]} for c in CATEGORIES}
+                   if k in ("sensitivity", "specificity", "normals_called_malignant") and known(v)}
+        categories = {c: {"malignancy_rate": m["categories"][c]} for c in CATEGORIES if known(m["categories"][c])}
         modes[mode] = {"malignant_threshold": m["malignant_threshold"], "figures": figures, "categories": categories}
     return {
         "p_malignant": "softmax",
@@ -258,10 +261,10 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> ModelBundle:
 
     The malignant threshold of the default mode becomes ``thresholds.malignant`` too, so a device that
     reads only ``thresholds`` (an older release) flags the same images as the default mode."""
-    import dataclasses
+    import hashlib
     import json
 
-    from device.bundle import edit_bundle, load_bundle, parse_decision
+    from device.bundle import Manifest, edit_bundle, load_bundle
     from model_build.card import model_card_text
 
     bundle = load_bundle(bundle_dir)
@@ -269,10 +272,13 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> ModelBundle:
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
     metrics["leave_one_source_out"] = result
     block = decision_block(result)
-    decision = parse_decision(block, source=str(bundle_dir))
     default_threshold = block["modes"][block["default_mode"]]["malignant_threshold"]
-    manifest = dataclasses.replace(bundle.manifest, decision=decision,
-                                   thresholds={**bundle.manifest.thresholds, "malignant": float(default_threshold)})
+    # A new version: results judged by these thresholds must be told apart from earlier ones (at the hub too).
+    digest = hashlib.sha256(json.dumps(block, sort_keys=True).encode("utf-8")).hexdigest()[:8]
+    version = f"{bundle.manifest.version.split('+modes-')[0]}+modes-{digest}"
+    data = {**bundle.manifest.to_dict(), "version": version, "format_version": 3, "decision": block,
+            "thresholds": {**bundle.manifest.thresholds, "malignant": float(default_threshold)}}
+    manifest = Manifest.from_dict(data, source=f"{bundle_dir} (with the study's decision)")  # validated as any read
     return edit_bundle(bundle.path, manifest=manifest, files={
         "report/metrics.json": (json.dumps(metrics, indent=2) + "\n").encode("utf-8"),
         "MODEL_CARD.md": model_card_text(manifest, metrics).encode("utf-8"),

@@ -72,8 +72,9 @@ def test_decision_block_has_every_mode_and_category(tmp_path: Path) -> None:
     for mode in om.MODE_TARGETS:
         entry = block["modes"][mode]
         assert 0 < entry["malignant_threshold"] < 1
-        assert set(entry["categories"]) == set(om.CATEGORIES)
-        assert set(entry["figures"]) == {"sensitivity", "specificity", "normals_called_malignant"}
+        # no real image of this source falls under no_lesion: that category has no figure (never a made-up 0)
+        assert set(entry["categories"]) == {"low_suspicion", "suspicious"}
+        assert set(entry["figures"]) == {"sensitivity", "specificity"}  # and no real normal scan: no normals figure
 
 
 def test_missing_or_overlapping_folds_are_refused(tmp_path: Path) -> None:
@@ -90,3 +91,28 @@ def test_missing_or_overlapping_folds_are_refused(tmp_path: Path) -> None:
     (bad / om.PREDICTIONS_FILE).write_text("source,file\nx,y\n")
     with pytest.raises(om.StudyError, match="missing column"):
         om.read_folds([bad])
+
+
+def test_store_in_bundle_gives_a_format3_bundle_the_device_decides_with(tmp_path: Path, shipped_bundle_dir: Path) -> None:
+    import json
+    import shutil
+
+    from device.bundle import load_bundle
+    from device.decision import decide
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(shipped_bundle_dir, bundle_dir)
+    result = om.study([_synthetic(tmp_path, "a", 0, 0.0), _synthetic(tmp_path, "b", 1, 0.15)], n_boot=20)
+    bundle = om.store_in_bundle(bundle_dir, result)
+    m = bundle.manifest
+    assert m.format_version == 3 and m.decision is not None
+    assert m.version.startswith(load_bundle(shipped_bundle_dir).manifest.version + "+modes-")
+    assert m.thresholds["malignant"] == result["modes"]["balanced"]["malignant_threshold"]
+    assert json.loads((bundle_dir / "report" / "metrics.json").read_text())["leave_one_source_out"] == result
+    card = (bundle_dir / "MODEL_CARD.md").read_text()
+    assert card.index("leave-one-source-out") < card.index("## Intended use")  # the card leads with it
+    again = om.store_in_bundle(bundle_dir, result)  # the same study: the same version, not a growing suffix
+    assert again.manifest.version == m.version
+    t = result["modes"]["high_sensitivity"]["malignant_threshold"]
+    probs = np.array([0.1, 0.9 - t, t])
+    assert decide(probs, m.labels, m.decision_spec(), "high_sensitivity", None, False).category.value == "suspicious"

@@ -1,0 +1,104 @@
+"""Model benchmark: a bundle's per-frame path against another bundle's and against the seeds' way of serving.
+
+    python -m bench.bench_model [--model DIR] [--baseline DIR] [--frames N] [--repeats N] [--keras-repeats N]
+
+Per frame, in one run and interleaved so every path sees the same machine state:
+
+* ``model``: ``device.engine.Classifier.classify`` of the bundle (prepare -> int8 invoke -> probabilities);
+* ``baseline``: the same for a second bundle (by default the shipped one — pass the previous release);
+* ``keras-b7``: how the systems this product grew from serve (Keras EfficientNet-B7 at 600 px, random
+  weights, ``model.predict`` on one frame at a time, as the Mammascope paper's web app does).
+
+Prints p50 / p95 milliseconds, the ratios against the model, bundle sizes and peak RSS. Record the figures
+in docs/performance.md; no figure is asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.bench_device import frame_files, percentile
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bundle_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.suffix == ".tflite") / 1e6
+
+
+def _keras_b7():
+    import keras
+
+    model = keras.applications.EfficientNetB7(weights=None, input_shape=(600, 600, 3))
+    return lambda frame: model.predict(_to_600(frame), verbose=0)
+
+
+def _to_600(frame: np.ndarray) -> np.ndarray:
+    import cv2
+
+    rgb = frame if frame.ndim == 3 else np.repeat(frame[..., None], 3, axis=-1)
+    return cv2.resize(rgb[..., :3], (600, 600)).astype(np.float32)[None]
+
+
+def _time(fn, frame) -> float:
+    start = time.perf_counter()
+    fn(frame)
+    return (time.perf_counter() - start) * 1000.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import tempfile
+
+    from device.bundle import load_bundle
+    from device.engine import Classifier
+    from device.imageio import decode_image_file
+
+    p = argparse.ArgumentParser(prog="python -m bench.bench_model")
+    p.add_argument("--model", type=Path, default=REPO / "models" / "sonopi-lite0")
+    p.add_argument("--baseline", type=Path, default=REPO / "models" / "sonopi-lite0")
+    p.add_argument("--frames", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=60)
+    p.add_argument("--keras-repeats", type=int, default=6, help="EfficientNet-B7 at 600 px takes seconds per frame")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        frames = [decode_image_file(f) for f in frame_files(args.frames, Path(scratch))]
+    paths = {
+        "model": Classifier(load_bundle(args.model), threads=args.threads).classify,
+        "baseline": Classifier(load_bundle(args.baseline), threads=args.threads).classify,
+    }
+    for fn in paths.values():  # warm-up
+        for frame in frames[:3]:
+            fn(frame)
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for i in range(args.repeats):
+        for name, fn in paths.items():
+            times[name].append(_time(fn, frames[i % len(frames)]))
+    keras_fn = _keras_b7()
+    keras_fn(frames[0])  # warm-up (graph tracing)
+    times["keras-b7"] = []
+    for i in range(args.keras_repeats):  # interleaved with the model so both see the same load
+        times["keras-b7"].append(_time(keras_fn, frames[i % len(frames)]))
+        times["model"].append(_time(paths["model"], frames[i % len(frames)]))
+
+    print(f"machine: {platform.machine()} {platform.platform()}, python {platform.python_version()}, threads {args.threads}")
+    print(f"model    {args.model} ({_bundle_mb(args.model):.2f} MB tflite)")
+    print(f"baseline {args.baseline} ({_bundle_mb(args.baseline):.2f} MB tflite)")
+    p50 = {name: percentile(v, 50) for name, v in times.items()}
+    print(f"{'path':10s} {'n':>4s} {'p50 ms':>9s} {'p95 ms':>9s} {'p50 / model':>12s}")
+    for name, values in times.items():
+        print(f"{name:10s} {len(values):4d} {p50[name]:9.1f} {percentile(values, 95):9.1f} {p50[name] / p50['model']:12.2f}")
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (all three paths in one process)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
