@@ -14,12 +14,13 @@ PYTEST_ARGS ?=
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: run run-ui test venv-device venv-test bench model screenshots screenshots-web screenshots-ui clean help
+.PHONY: run run-ui test venv-device venv-test bench model model-study screenshots screenshots-web screenshots-ui clean help
 
 help:
 	@echo "make run    - set up, then run the appliance on demo frames with the shipped model"
 	@echo "make test   - set up, then run every test"
-	@echo "make model  - train + export the model bundle from $(DATASETS) into build/"
+	@echo "make model  - train + export the model bundle from $(DATASETS) into build/ (modes from make model-study)"
+	@echo "make model-study - the leave-one-source-out folds that choose and validate the modes (~3 x a build)"
 	@echo "make bench  - run the benchmarks in bench/"
 	@echo "make keys / flash / deploy / rollback - devices: see docs/deploy.md"
 	@echo "make check-aarch64 - release gate: the release on aarch64 under qemu-user (docs/deploy.md)"
@@ -52,8 +53,24 @@ test: $(VENV)/.stamp-test
 bench: $(VENV)/.stamp-test
 	$(PY) -m bench
 
+# Model v2 (docs/model.md): three sources, lesion-free / lesion-centred views from the masks. The same recipe
+# trains the leave-one-source-out folds (make model-study) whose held-out predictions choose the modes.
+MODEL_SOURCES ?= busi bus-bra breast-lesions-usg
+MODEL_DATA    := $(foreach s,$(MODEL_SOURCES),--data $(DATASETS)/$(s))
+MODEL_RECIPE  ?= --arch lite0 --resolution 224 --lesion-views --epochs 8 --epochs-frozen 1 --grid-epochs 1 --time-budget-min 50
+STUDY         ?= build/study
+STUDY_FOLDS   := $(foreach s,$(MODEL_SOURCES),$(STUDY)/out-$(s))
+
+model-study: $(VENV)/.stamp-test
+	@for s in $(MODEL_SOURCES); do \
+	  $(PY) -m model_build build $(MODEL_DATA) $(MODEL_RECIPE) --external-test source=$$s --no-shortcut-check \
+	    --min-agreement 0 --out $(STUDY)/out-$$s || exit 1; done
+
 model: $(VENV)/.stamp-test
-	$(PY) -m model_build build --data $(DATASETS)/busi --data $(DATASETS)/bus-bra --resolution 288 --out build/model
+	$(PY) -m model_build build $(MODEL_DATA) $(MODEL_RECIPE) --min-agreement 0.96 --out build/model
+	@if [ -n "$(wildcard $(STUDY)/out-*/report/external_predictions.csv)" ]; then \
+	  $(PY) -m model_build modes $(foreach f,$(STUDY_FOLDS),--fold $(f)) --bundle build/model --write; \
+	else echo "model: no leave-one-source-out study in $(STUDY): build/model has no validated modes (make model-study first)"; fi
 	@if [ -f "$(SIGNING_KEY)" ]; then $(PY) -m device.signing sign build/model --key "$(SIGNING_KEY)"; \
 	else echo "model: build/model NOT signed ($(SIGNING_KEY) missing: make keys, or SIGNING_KEY=...)"; fi
 
