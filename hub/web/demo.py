@@ -107,6 +107,14 @@ def seed_results(store: HubStore, count: int, *, spec: DemoSpec = DemoSpec(), se
     return stored
 
 
+# (disk free bytes, SoC temperature, throttled mask) per demo device, in turn: healthy, overheating and
+# soft-limited now, disk almost full, under-voltage since boot, nothing reported, healthy.
+HEALTH: tuple[tuple[int | None, float | None, str | None], ...] = (
+    (21 * 1024 ** 3, 52.0, "0x0"), (9 * 1024 ** 3, 81.5, "0x80008"), (300 * 1024 ** 2, 61.0, "0x0"),
+    (14 * 1024 ** 3, 58.0, "0x50000"), (None, None, None), (30 * 1024 ** 3, 49.0, "0x0"),
+)
+
+
 def seed_device_states(store: HubStore, spec: DemoSpec = DemoSpec(), now: datetime | None = None) -> None:
     """Status and heartbeats so the devices page shows online, silent and offline devices."""
     moment = now or datetime.now(UTC)
@@ -117,10 +125,84 @@ def seed_device_states(store: HubStore, spec: DemoSpec = DemoSpec(), now: dateti
                                           "version": spec.model_version, "sha256": SHA}, backlog=0))
         silent = n % 5 == 2
         heard = moment - (timedelta(minutes=9) if silent else timedelta(seconds=20))
+        disk, temp, throttled = HEALTH[n % len(HEALTH)]
         store.record_heartbeat(HeartbeatMessage(device_id=device_id, site=site, at=_iso(heard), interval_s=60.0,
                                                 uptime_s=86400.0 + n * 3600, backlog=n * 7 if silent else n % 3,
-                                                oldest_pending_age_s=540.0 if silent else (35.0 if n % 3 else None)),
+                                                oldest_pending_age_s=540.0 if silent else (35.0 if n % 3 else None),
+                                                disk_free_bytes=disk, soc_temp_c=temp, throttled=throttled),
                                received_at=_iso(heard))
         if state == "offline":
             store.record_status(StatusMessage(state="offline", device_id=device_id, site=site, at=_iso(moment)),
                                 received_at=_iso(moment))
+
+
+# --- a small, hand-made queue (the console's tests and screenshots) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueExamples:
+    """Result ids of :func:`seed_queue_examples`, by what each one shows."""
+
+    low_benign: str  # label benign, top class 63.1 %, p(malignant) 19.6 %: low suspicion
+    suspicious: str  # p(malignant) 81 %, same exam as low_benign
+    normal: str  # p(malignant) 3 %, same exam
+    no_patient: str  # suspicious (52 %), sent without a patient reference
+    no_patient_other: str  # the second frame of that exam (benign)
+    inconclusive: str
+    escalated: str  # suspicious (64 %), created 3 h ago, unreviewed
+    live_late: str  # historical flag, but delivered 3 s after it was created: not late
+    backlog_late: str  # delivered 2 h after it was created: late
+    exam_with_patient: str
+    exam_without_patient: str
+    patient: str
+    site: str = "st-marys"
+    device: str = "pi-st-ma-1"
+
+
+def _example(result_id: str, seq: int, created: datetime, probabilities: dict[str, float], label: str | None, *,
+             exam_id: str | None, patient_ref: str | None, site: str, device_id: str, inconclusive: bool = False,
+             historical: bool = False, thumbnail: bytes | None = None) -> ResultMessage:
+    return ResultMessage(
+        result_id=result_id, seq=seq, device_id=device_id, site=site, created_at=_iso(created),
+        model_name="sonopi-lite0", model_version="1.3.0", model_sha256=SHA, probabilities=probabilities,
+        label=None if inconclusive else label, inconclusive=inconclusive,
+        reasons=("low_confidence: highest probability 0.41 is below 0.50",) if inconclusive else (),
+        thresholds={"malignant": 0.35}, exam_id=exam_id, patient_ref=patient_ref, side="L", latency_ms=90.0,
+        historical=historical, thumbnail=thumbnail,
+    )
+
+
+def seed_queue_examples(store: HubStore, now: datetime | None = None, thumbnails: bool = True) -> QueueExamples:
+    """Nine results that show each rule of the queue (see :class:`QueueExamples`); all received ``now``."""
+    moment = now or datetime.now(UTC)
+    ids = [str(uuid.UUID(int=0xA000 + n, version=4)) for n in range(11)]
+    site, device = "st-marys", "pi-st-ma-1"
+    exam_a, exam_b = str(uuid.UUID(int=0xE1, version=4)), str(uuid.UUID(int=0xE2, version=4))
+    patient = "PT-10452"
+    thumb = (lambda n: demo_thumbnail(n)) if thumbnails else (lambda n: None)
+    minutes = lambda m: moment - timedelta(minutes=m)  # noqa: E731
+    where = {"site": site, "device_id": device}
+    messages = [
+        _example(ids[0], 1, minutes(20), {"benign": 0.631, "malignant": 0.196, "normal": 0.173}, "benign",
+                 exam_id=exam_a, patient_ref=patient, thumbnail=thumb(1), **where),
+        _example(ids[1], 2, minutes(19), {"benign": 0.12, "malignant": 0.81, "normal": 0.07}, "malignant",
+                 exam_id=exam_a, patient_ref=patient, thumbnail=thumb(2), **where),
+        _example(ids[2], 3, minutes(18), {"benign": 0.05, "malignant": 0.03, "normal": 0.92}, "normal",
+                 exam_id=exam_a, patient_ref=patient, thumbnail=thumb(3), **where),
+        _example(ids[3], 4, minutes(15), {"benign": 0.40, "malignant": 0.52, "normal": 0.08}, "malignant",
+                 exam_id=exam_b, patient_ref=None, thumbnail=thumb(4), **where),
+        _example(ids[4], 5, minutes(14), {"benign": 0.70, "malignant": 0.20, "normal": 0.10}, "benign",
+                 exam_id=exam_b, patient_ref=None, **where),
+        _example(ids[5], 6, minutes(12), {"benign": 0.41, "malignant": 0.30, "normal": 0.29}, None,
+                 exam_id=None, patient_ref="PT-20001", inconclusive=True, **where),
+        _example(ids[6], 7, minutes(180), {"benign": 0.30, "malignant": 0.64, "normal": 0.06}, "malignant",
+                 exam_id=None, patient_ref="PT-20002", site="riverside", device_id="pi-river-1"),
+        _example(ids[7], 8, moment - timedelta(seconds=3), {"benign": 0.80, "malignant": 0.10, "normal": 0.10},
+                 "benign", exam_id=None, patient_ref="PT-20003", historical=True, **where),
+        _example(ids[8], 9, minutes(120), {"benign": 0.85, "malignant": 0.05, "normal": 0.10}, "benign",
+                 exam_id=None, patient_ref="PT-20004", historical=True, **where),
+    ]
+    store.add_results(messages, received_at=_iso(moment))
+    return QueueExamples(low_benign=ids[0], suspicious=ids[1], normal=ids[2], no_patient=ids[3],
+                         no_patient_other=ids[4], inconclusive=ids[5], escalated=ids[6], live_late=ids[7],
+                         backlog_late=ids[8], exam_with_patient=exam_a, exam_without_patient=exam_b, patient=patient)
