@@ -87,9 +87,10 @@ class Classification:
         return self.assessment.mode if self.assessment else None
 
 
+HEATMAP_FLOOR = 0.01  # the fixed heat-map scale: log10 from p = 1 % (0) to 100 % (255)
 HEATMAP_SCALE = (
-    "fixed: colour = p(malignant) x the location's malignant class activation relative to its peak; "
-    "0 = no evidence, 255 = p(malignant) 100 %"
+    "fixed, logarithmic: colour = p(malignant) x the location's malignant class activation relative to its peak, "
+    "0 at <= 1 %, 128 at 10 %, 255 at 100 %"
 )
 
 
@@ -252,16 +253,24 @@ class Classifier:
     def _heatmap(self, features: np.ndarray, class_index: int, p_class: float, placement: Placement,
                  crop_shape: tuple[int, int]) -> np.ndarray:
         """The class activation on the fixed scale (HEATMAP_SCALE): its shape relative to its peak, times the
-        class probability, so the hottest colour an image can show is its own p(class), never an auto-rescaled 100 %."""
+        class probability, on one logarithmic scale for every image, so the hottest colour an image can show is
+        its own p(class), never an auto-rescaled 100 %."""
         cam = features @ self._cam_weights[:, class_index]  # [h, w]
         cam = np.maximum(cam, 0.0)
         peak = float(cam.max())
         cam = cam / peak * p_class if peak > 0 else cam * 0.0
+        cam = heat_scale(cam)
         spec = self.manifest.input
         full = cv2.resize(cam.astype(np.float32), (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
         inside = full[placement.y : placement.y + placement.height, placement.x : placement.x + placement.width]
         resized = cv2.resize(inside, (crop_shape[1], crop_shape[0]), interpolation=cv2.INTER_LINEAR)
         return np.clip(resized * 255.0, 0, 255).astype(np.uint8)
+
+
+def heat_scale(p: np.ndarray | float) -> np.ndarray:
+    """A probability on the heat map's fixed scale, 0..1: log10 from HEATMAP_FLOOR (0) to 1 (1)."""
+    floor = np.log10(HEATMAP_FLOOR)
+    return np.clip((np.log10(np.maximum(p, HEATMAP_FLOOR)) - floor) / -floor, 0.0, 1.0).astype(np.float32)
 
 
 def _dequantize(values: np.ndarray, details: dict[str, Any]) -> np.ndarray:

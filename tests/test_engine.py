@@ -103,7 +103,8 @@ def test_heatmap_covers_the_crop_on_the_fixed_scale_for_suspicious_results_only(
     assert result.category == "suspicious", result.probabilities
     assert result.heatmap is not None and result.heatmap.shape == frame.shape
     assert result.heatmap.dtype == np.uint8
-    assert int(result.heatmap.max()) <= round(255 * result.p_malignant) + 1  # never brighter than p(malignant)
+    from device.engine import heat_scale
+    assert int(result.heatmap.max()) <= round(255 * float(heat_scale(result.p_malignant))) + 1  # never above p(malignant)
     dark = classifier.classify(_speckle(60), auto_crop=False, heatmap=True)
     assert dark.category != "suspicious" and dark.heatmap is None
 

@@ -1,23 +1,33 @@
-"""The result card: what the model suggests for a frame, with calibrated probabilities as bars,
-the malignant threshold, the heat-map toggle and (in live analysis) a smoothed malignant gauge.
-An inconclusive result shows only that and the reason: no probabilities, no threshold, no heat map.
+"""The result card: the decision rule's category in clinician wording, p(malignant), the operating mode it was
+judged in with that mode's validated figures (or "not validated"), the heat-map toggle with its fixed-scale legend
+(suspicious results only) and, in live analysis, a smoothed malignant gauge. An inconclusive result shows only that
+and the reason: no probabilities, no thresholds, no heat map. The body scrolls when a banner leaves it little room,
+so no text is ever cut or drawn over another.
 
-Wording never states a diagnosis: it reports what the model suggests, or asks for a rescan."""
+Wording never states a diagnosis: it reports what the model suggests, or asks for a rescan. The headline is the
+category (device/decision.py), never the top class's probability next to a label."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from PyQt5.QtCore import QRectF, Qt, pyqtSignal
-from PyQt5.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen
-from PyQt5.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+from PyQt5.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent, QPen
+from PyQt5.QtWidgets import (
+    QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget,
+)
 
+from device.bundle import Figure
+from device.decision import Category, Decision, Mode
 from device.engine import Classification
 from device.results import ResultRecord
 from ui import theme
+from ui.frames import heatmap_rgb
 from ui.theme import Theme
 
 MALIGNANT = "malignant"
+LESION = "lesion"
 
 REASON_TEXT = {
     "blank": "the image is blank or too dark",
@@ -27,6 +37,17 @@ REASON_TEXT = {
     "low_confidence": "the model is not confident",
     "uncertain": "the model is uncertain between categories",
 }
+
+HEADLINES = {
+    Category.NO_LESION: "No lesion seen",
+    Category.LOW_SUSPICION: "Lesion — low suspicion",
+    Category.SUSPICIOUS: "Suspicious — refer",
+    Category.INCONCLUSIVE: "Inconclusive — rescan",
+}
+COLOURS = {Category.NO_LESION: theme.OK, Category.LOW_SUSPICION: theme.INFO, Category.SUSPICIOUS: theme.DANGER,
+           Category.INCONCLUSIVE: theme.WARN}
+MODE_NAMES = {Mode.HIGH_SENSITIVITY: "High sensitivity", Mode.BALANCED: "Balanced", Mode.HIGH_SPECIFICITY: "High specificity"}
+HEAT_ONLY_SUSPICIOUS = "Heat map: shown for suspicious results only"
 
 
 def reason_text(reason: str) -> str:
@@ -39,12 +60,100 @@ def pretty(label: str) -> str:
     return label.replace("_", " ").capitalize()
 
 
+def headline(category: str | None) -> str:
+    try:
+        return HEADLINES[Category(category)]
+    except ValueError:
+        return "—"
+
+
+def mode_name(mode: str | None) -> str:
+    try:
+        return MODE_NAMES[Mode(mode)]
+    except ValueError:
+        return str(mode or "—")
+
+
+def percent(value: float, decimals: int) -> str:
+    return f"{value * 100:.{decimals}f}%"
+
+
+def percent_pair(p: float, threshold: float) -> tuple[str, str]:
+    """``p`` and ``threshold`` as percentages that compare on screen as they do in fact: one decimal below 10 %,
+    none above, more when rounding would make a value below the threshold look equal to it (or the reverse)."""
+    base = 1 if min(p, threshold) < 0.1 else 0
+    for decimals in range(base, 5):
+        if (round(p * 100, decimals) >= round(threshold * 100, decimals)) == (p >= threshold):
+            return percent(p, decimals), percent(threshold, decimals)
+    return percent(p, 4), percent(threshold, 4)
+
+
+def figure_text(f: Figure) -> str:
+    low, high = f.ci95
+    return f"{f.value * 100:.0f}% ({low * 100:.0f}–{high * 100:.0f}%)"
+
+
+@dataclass(frozen=True)
+class CardText:
+    caption: str
+    headline: str
+    detail: str
+    colour: str
+    p_malignant: str = ""  # "p(malignant) 12%"
+    threshold: str = ""  # "Balanced mode: suspicious at ≥ 3%"
+    figures: str = ""  # the mode's validated sensitivity/specificity, or "not validated"
+    rate: str = ""  # the category's malignancy rate on held-out sources, or "not validated"
+
+
+def describe(classification: Classification, stored: ResultRecord | None, live: bool) -> CardText:
+    """The words on the card for one classification."""
+    caption = "Live estimate — not stored" if live else (
+        f"Model suggests · stored #{stored.seq}" if stored is not None else "Model suggests")
+    d = classification.assessment
+    if classification.inconclusive or d is None or d.inconclusive:
+        reasons = "; ".join(reason_text(r) for r in classification.reasons) or "quality check failed"
+        return CardText(caption if live else "Model output", HEADLINES[Category.INCONCLUSIVE], f"Reason: {reasons}",
+                        theme.WARN)
+    p_text, t_text = percent_pair(d.p_malignant, d.malignant_threshold)
+    threshold = f"Judged in {mode_name(d.mode)} mode: suspicious at ≥ {t_text}"
+    if d.site_threshold:
+        validated = d.spec.mode(d.mode).malignant_threshold
+        threshold += f" (site setting; validated at {percent_pair(validated, validated)[1]})"
+    return CardText(caption, HEADLINES[d.category], lesion_text(d), COLOURS[d.category], f"p(malignant) {p_text}",
+                    threshold, figures_text(d), rate_text(d))
+
+
+def lesion_text(d: Decision) -> str:
+    p_text, t_text = percent_pair(d.p_lesion, d.lesion_threshold)
+    seen = "lesion seen" if d.p_lesion >= d.lesion_threshold else "no lesion seen"
+    return f"p(lesion) {p_text}: {seen} (at ≥ {t_text})"
+
+
+def figures_text(d: Decision) -> str:
+    mode = d.spec.mode(d.mode) if d.spec is not None else None
+    sens, spec = (mode.figure("sensitivity"), mode.figure("specificity")) if mode else (None, None)
+    if sens is None and spec is None:
+        return f"{mode_name(d.mode)} mode: not validated"
+    parts = [f"{name} {figure_text(f) if f else 'not validated'}" for name, f in (("sensitivity", sens), ("specificity", spec))]
+    where = f" ({d.spec.validation})" if d.spec.validation else ""
+    return f"Validated{where}: " + ", ".join(parts)
+
+
+def rate_text(d: Decision) -> str:
+    mode = d.spec.mode(d.mode) if d.spec is not None else None
+    rate = mode.category_figure(d.category.value) if mode else None
+    if rate is None:
+        return "Malignancy rate in this category: not validated"
+    return f"Malignancy rate in this category: {figure_text(rate)}, n = {rate.n}"
+
+
 class ProbabilityBar(QWidget):
     """One class: name, a bar for its calibrated probability, an optional threshold marker."""
 
-    def __init__(self, label: str, th: Theme, parent: QWidget | None = None) -> None:
+    def __init__(self, label: str, th: Theme, parent: QWidget | None = None, colour: str | None = None) -> None:
         super().__init__(parent)
         self.label = label
+        self.colour = colour or theme.label_colour(label)
         self.value = 0.0
         self.threshold: float | None = None
         self._th = th
@@ -56,7 +165,10 @@ class ProbabilityBar(QWidget):
         self.update()
 
     def text(self) -> str:
-        return f"{pretty(self.label)} {self.value * 100:.0f}%"
+        return f"{pretty(self.label)} {self.value_text()}"
+
+    def value_text(self) -> str:
+        return percent_pair(self.value, self.threshold)[0] if self.threshold is not None else percent(self.value, 0)
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         painter = QPainter(self)
@@ -73,7 +185,7 @@ class ProbabilityBar(QWidget):
         painter.setBrush(QColor(theme.PANEL_2))
         painter.drawRoundedRect(bar, 4, 4)
         filled = QRectF(bar.left(), bar.top(), bar.width() * self.value, bar.height())
-        painter.setBrush(QColor(theme.label_colour(self.label)))
+        painter.setBrush(QColor(self.colour))
         painter.drawRoundedRect(filled, 4, 4)
         if self.threshold is not None:
             x = bar.left() + bar.width() * self.threshold
@@ -81,7 +193,7 @@ class ProbabilityBar(QWidget):
             painter.drawLine(int(x), int(bar.top()) - 4, int(x), int(bar.bottom()) + 4)
         painter.setPen(QColor(theme.TEXT))
         painter.drawText(QRectF(bar.right() + 4, 0, pct_w + 2, self.height()), Qt.AlignVCenter | Qt.AlignRight,
-                         f"{self.value * 100:.0f}%")
+                         self.value_text())
 
 
 class Gauge(QWidget):
@@ -124,37 +236,44 @@ class Gauge(QWidget):
             painter.drawLine(int(x), int(bar.top()) - 5, int(x), int(bar.bottom()) + 5)
 
 
-@dataclass(frozen=True)
-class CardText:
-    caption: str
-    headline: str
-    detail: str
-    colour: str
+class HeatLegend(QWidget):
+    """The heat map's one fixed colour scale (device.engine.heat_scale): p(malignant) 1 % … 100 %, logarithmic,
+    in the colours the view paints."""
+
+    TICKS = ((0.01, "1%"), (0.1, "10%"), (1.0, "100%"))
+
+    def __init__(self, th: Theme, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._th = th
+        ramp = heatmap_rgb(np.arange(256, dtype=np.uint8).reshape(1, 256))
+        self._ramp = QImage(np.ascontiguousarray(ramp).data, 256, 1, 256 * 3, QImage.Format_RGB888).copy()
+        self.setMinimumHeight(th.small * 2 + 16)
+        self.setMinimumWidth(th.small * 7)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+        painter = QPainter(self)
+        font = QFont(self.font())
+        font.setPixelSize(self._th.small)
+        painter.setFont(font)
+        painter.setPen(QColor(theme.MUTED))
+        line = self._th.small + 4
+        painter.drawText(QRectF(0, 0, self.width(), line), Qt.AlignLeft | Qt.AlignVCenter, "p(malignant)")
+        painter.drawImage(QRectF(0, line + 2, self.width(), 10), self._ramp)
+        ticks = QRectF(0, line + 14, self.width(), line)
+        metrics = painter.fontMetrics()
+        room = self.width() >= sum(metrics.horizontalAdvance(t) for _, t in self.TICKS) * 1.6  # else the middle one goes
+        for (value, text), align in zip(self.TICKS, (Qt.AlignLeft, Qt.AlignHCenter, Qt.AlignRight)):
+            if align != Qt.AlignHCenter or room:
+                painter.drawText(ticks, align | Qt.AlignTop, text)
 
 
-def describe(classification: Classification, stored: ResultRecord | None, live: bool) -> CardText:
-    """The words on the card for one classification."""
-    if classification.inconclusive:
-        reasons = "; ".join(reason_text(r) for r in classification.reasons) or "quality check failed"
-        return CardText("Model output", "Inconclusive — rescan", f"Reason: {reasons}", theme.WARN)
-    label = classification.label or classification.top_label
-    if live:
-        caption = "Live estimate — not stored"
-    elif stored is not None:
-        caption = f"Model suggests · stored #{stored.seq}"
-    else:
-        caption = "Model suggests"
-    return CardText(caption, pretty(label), decision_detail(classification, label), theme.label_colour(label))
-
-
-def decision_detail(classification: Classification, label: str) -> str:
-    """Why this label: the most likely class, or a class flagged because it reached the model's
-    operating threshold (set for high sensitivity) although another class is more likely."""
-    top = classification.top_label
-    threshold = classification.thresholds.get(label)
-    if label != top and threshold is not None:
-        return f"Flagged by the {threshold:.0%} {label} threshold (set for sensitivity); {top} is more likely"
-    return "Most likely category"
+def _label(text: str = "", role: str | None = "muted") -> QLabel:
+    label = QLabel(text)
+    if role:
+        label.setProperty("role", role)
+    label.setWordWrap(True)
+    return label
 
 
 class ResultCard(QFrame):
@@ -169,55 +288,65 @@ class ResultCard(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(th.gap * 2, th.gap, th.gap * 2, th.gap)
         layout.setSpacing(max(2, th.gap // 2))
-        self.gauge_caption = QLabel("Live malignant score")
-        self.gauge_caption.setProperty("role", "muted")
+        self.gauge_caption = _label("Live malignant score")
         self.gauge = Gauge(th)
-        self.caption = QLabel("No result yet")
-        self.caption.setProperty("role", "muted")
-        self.headline = QLabel("Freeze, then Analyse")
-        self.headline.setProperty("role", "heading")
-        self.headline.setWordWrap(True)
-        self.detail = QLabel("Draw a region with your finger to analyse only that area.")
-        self.detail.setProperty("role", "muted")
-        self.detail.setWordWrap(True)
-        self.bars_box = QVBoxLayout()
-        self.bars_box.setSpacing(2)
-        self.bars: dict[str, ProbabilityBar] = {}
-        self.threshold = QLabel("")
-        self.threshold.setProperty("role", "muted")
-        self.threshold.setWordWrap(True)
+        self.caption = _label("No result yet")
+        self.headline = _label("Freeze, then Analyse", "heading")
+        self._headline_px = th.font + 3 if th.compact else th.large  # one line for the categories on the 7" panel
+        self.p_text = _label("", None)
+        self.p_text.setStyleSheet(f"font-size: {th.font}px; font-weight: bold;")
+        for widget in (self.gauge_caption, self.gauge, self.caption, self.headline, self.p_text):
+            layout.addWidget(widget)
+        self.body = QWidget()
+        self.body.setObjectName("cardBody")
+        self.body.setStyleSheet("QWidget#cardBody { background: transparent; }")
+        body = QVBoxLayout(self.body)
+        body.setContentsMargins(0, 0, 0, 0)
+        body.setSpacing(max(2, th.gap // 2))
+        self.threshold = _label()
+        self.figures = _label()
+        self.rate = _label()
+        self.detail = _label("Draw a region with your finger to analyse only that area.")
+        self.bars: dict[str, ProbabilityBar] = {
+            LESION: ProbabilityBar(LESION, th, colour=theme.INFO),
+            MALIGNANT: ProbabilityBar(MALIGNANT, th, colour=theme.DANGER),
+        }
+        self.heat_note = _label(HEAT_ONLY_SUSPICIOUS)
+        for widget in (self.threshold, self.figures, self.rate, self.detail, *self.bars.values(), self.heat_note):
+            body.addWidget(widget)
+        body.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidget(self.body)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll.setStyleSheet("QScrollArea { background: transparent; }")
+        self.scroll.viewport().setAutoFillBackground(False)
+        layout.addWidget(self.scroll, 1)
         self.heatmap_button = QPushButton("Heat map")
         self.heatmap_button.setCheckable(True)
         self.heatmap_button.toggled.connect(self.heatmap_toggled)
+        self.heatmap_button.toggled.connect(self._show_legend)
         self.heatmap_button.hide()
-        for widget in (self.gauge_caption, self.gauge, self.caption, self.headline, self.detail):
-            layout.addWidget(widget)
-        layout.addLayout(self.bars_box)
-        layout.addWidget(self.threshold)
-        layout.addStretch(1)
+        self.legend = HeatLegend(th)  # beside the toggle: on screen whenever the map is
         row = QHBoxLayout()
+        row.setSpacing(th.gap)
         row.addWidget(self.heatmap_button)
+        row.addWidget(self.legend, 1)
         layout.addLayout(row)
+        self._conclusive(False)
         self.set_live_mode(False)
 
     def set_labels(self, labels: tuple[str, ...], thresholds: dict[str, float]) -> None:
-        """Build one bar per class (from the model manifest)."""
-        for bar in self.bars.values():
-            bar.deleteLater()
-        self.bars = {}
+        """The model is ready: its labels and the malignant threshold applied (the mode's, or the site's)."""
         self.labels = labels
-        for label in labels:
-            bar = ProbabilityBar(label, self._th)
-            bar.set_value(0.0, thresholds.get(label))
-            self.bars[label] = bar
-            self.bars_box.addWidget(bar)
-        self._set_threshold_text(thresholds)
+        if self.classification is None:  # a result on show keeps its own mode line and bars
+            self.bars[MALIGNANT].set_value(0.0, thresholds.get(MALIGNANT))
+            self._set_threshold_text(thresholds)
 
     def _set_threshold_text(self, thresholds: dict[str, float]) -> None:
-        if MALIGNANT in thresholds:
-            self.threshold.setText(f"Malignant threshold (model): {thresholds[MALIGNANT] * 100:.0f}% (white line)")
-        else:
-            self.threshold.setText("")
+        t = thresholds.get(MALIGNANT)
+        self.threshold.setText("" if t is None else f"Suspicious at p(malignant) ≥ {percent_pair(t, t)[1]} (white line)")
 
     def set_live_mode(self, on: bool) -> None:
         self.gauge_caption.setVisible(on)
@@ -232,33 +361,46 @@ class ResultCard(QFrame):
     def show_result(self, classification: Classification, stored: ResultRecord | None = None, live: bool = False,
                     heatmap_available: bool = False) -> None:
         self.classification = classification
-        if tuple(classification.probabilities) != self.labels:
-            self.set_labels(tuple(classification.probabilities), classification.thresholds)
         text = describe(classification, stored, live)
         self.caption.setText(text.caption)
         self.headline.setText(text.headline)
-        self.headline.setStyleSheet(f"color: {text.colour};")
+        self.headline.setStyleSheet(f"color: {text.colour}; font-size: {self._headline_px}px;")
         self.detail.setText(text.detail)
-        conclusive = not classification.inconclusive  # an unfit frame's probabilities mean nothing: not shown
-        for label, bar in self.bars.items():
-            bar.set_value(classification.probabilities.get(label, 0.0), classification.thresholds.get(label))
-            bar.setVisible(conclusive)
-        self._set_threshold_text(classification.thresholds)
-        self.threshold.setVisible(conclusive)
-        heatmap_available = heatmap_available and conclusive
+        d = classification.assessment
+        conclusive = not classification.inconclusive and d is not None  # an unfit frame's numbers mean nothing
+        self._conclusive(conclusive)
+        if conclusive:
+            self.p_text.setText(text.p_malignant)
+            self.threshold.setText(text.threshold)
+            self.figures.setText(text.figures)
+            self.rate.setText(text.rate)
+            self.bars[LESION].set_value(d.p_lesion, d.lesion_threshold)
+            self.bars[MALIGNANT].set_value(d.p_malignant, d.malignant_threshold)
+        suspicious = conclusive and d.category is Category.SUSPICIOUS
+        heatmap_available = heatmap_available and suspicious
         self.heatmap_button.setVisible(heatmap_available)
         if not heatmap_available:
             self.heatmap_button.setChecked(False)
+        self.heat_note.setVisible(conclusive and not suspicious and not live)
+        self._show_legend(self.heatmap_button.isChecked())
+
+    def _conclusive(self, on: bool) -> None:
+        for widget in (self.p_text, self.threshold, self.figures, self.rate, *self.bars.values()):
+            widget.setVisible(on)
+        if not on:
+            self.heat_note.hide()
+            self._show_legend(False)
+
+    def _show_legend(self, on: bool) -> None:
+        on = on and not self.heatmap_button.isHidden()
+        self.legend.setVisible(on)
 
     def clear(self, headline: str = "Freeze, then Analyse", detail: str = "") -> None:
         self.classification = None
         self.caption.setText("No result yet")
         self.headline.setText(headline)
-        self.headline.setStyleSheet("")
+        self.headline.setStyleSheet(f"font-size: {self._headline_px}px;")
         self.detail.setText(detail or "Draw a region with your finger to analyse only that area.")
-        for bar in self.bars.values():
-            bar.set_value(0.0, bar.threshold)
-            bar.setVisible(True)
-        self.threshold.setVisible(True)
+        self._conclusive(False)
         self.heatmap_button.setChecked(False)
         self.heatmap_button.hide()
