@@ -19,7 +19,8 @@ from ui.screenshots import Director, open_window, screenshot_config, write_doppl
 EXPECTED_SCENES = {
     "first-run", "live", "exam-form", "live-roi", "live-result", "exam-summary", "live-analysis", "history",
     "settings-pin", "settings-source", "settings-hub", "settings-model", "settings-device", "lock",
-    "live-inconclusive", "exam-finish", "exam-finished", "exam-after-lock",
+    "live-inconclusive", "exam-finish", "exam-finished", "exam-after-lock", "exam-id-keyboard", "exam-readback",
+    "exam-scanned",
 }
 
 

@@ -154,7 +154,7 @@ def test_clinician_workflow(qtbot, workflow_window) -> None:
     expected = expected_label(float(crop.mean()) / 255.0)
     assert expected == "malignant"  # the whole (dark) frame would read 'normal'
     assert record.label == expected and not record.inconclusive
-    assert live.card.headline.text() == "Malignant"
+    assert live.card.headline.text() == "Suspicious — refer"  # the card's wording for a malignant label
     assert live.card.bars["malignant"].value == pytest.approx(record.probabilities["malignant"])
     assert "40%" in live.card.threshold.text()  # the tiny model's malignant threshold
     assert record.patient_ref == "K420" and record.side == "L" and record.roi == roi.as_tuple()

@@ -175,14 +175,22 @@ class Director:
 
         w.go("Exam")
         form = w.exam.form
-        self.press(form.keypad, "10452")
+        form.field_buttons["patient"].click()
+        self.press(w.id_entry.keypad, "K10452")
+        spin(0.1)
+        yield Scene("exam-id-keyboard", w)
+        w.id_entry.keypad.keys["OK"].click()
         form.field_buttons["age"].click()
-        self.press(form.keypad, "54")
+        self.press(w.entry.keypad, "54")
+        w.entry.keypad.keys["OK"].click()
         form.side_buttons["L"].click()
         form.clock_buttons[10].click()
         spin(0.1)
         yield Scene("exam-form", w)
         form.start.click()
+        spin(0.1)
+        yield Scene("exam-readback", w)
+        w.confirm.accept_button.click()
         spin_until(lambda: w.session.exam is not None, what="the exam")
 
         live = w.live
@@ -239,9 +247,12 @@ class Director:
         spin_until(lambda: w.session.exam is None, what="the exam to finish")
         spin(0.1)
         yield Scene("exam-finished", w)
-        self.press(form.keypad, "20001")
+        w.scanned("]C1A20001\r")  # what the wristband scanner sends (its key burst, recognised by ui.scanner)
         form.side_buttons["R"].click()
+        spin(0.1)
+        yield Scene("exam-scanned", w)
         form.start.click()
+        w.confirm.accept_button.click()
         spin_until(lambda: w.session.exam is not None, what="the second exam")
 
         w.go("Settings")
