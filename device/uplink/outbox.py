@@ -12,7 +12,14 @@ keeps the in-flight window in memory. Rules:
   the window is emptied and sending restarts from the oldest un-acknowledged result;
 * the hub's nack (``rejected``) parks a result for good in the store and rewinds at once: the results
   sent after it named it as their predecessor, which the hub will never store, so they go out again
-  with a chain that leaves it out.
+  with a chain that leaves it out;
+* back-off: after an ack timeout the window shrinks to one result (a probe: the oldest un-acknowledged) and
+  each further timeout doubles the wait, up to ``ack_backoff_max_s`` (default 32 x ``ack_timeout_s``, at most
+  an hour). While the hub is down the broker so queues one copy per wait, not a window per timeout. The
+  first ack (or nack) that arrives restores the full window and ``ack_timeout_s``; a reconnect keeps the
+  back-off (the hub may still be down: the probe finds out);
+* an ack that cannot be recorded (the store fails) leaves its results in flight: they time out and are
+  re-sent like any un-acknowledged result, without waiting for a reconnect.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ class InFlight:
     sent_at: float  # monotonic
 
 
+BACKOFF_FACTOR = 32  # the longest wait for an ack is this many ack timeouts (16 min at the default 30 s)...
+BACKOFF_MAX_S = 3600.0  # ...and never more than an hour
+
+
 class Outbox:
     def __init__(
         self,
@@ -44,11 +55,16 @@ class Outbox:
         ack_timeout_s: float,
         send_thumbnail: bool,
         thumbnail_max_bytes: int,
+        ack_backoff_max_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.window = window
         self.ack_timeout_s = ack_timeout_s
+        if ack_backoff_max_s is None:
+            ack_backoff_max_s = min(BACKOFF_FACTOR * ack_timeout_s, BACKOFF_MAX_S)
+        self.ack_backoff_max_s = max(ack_timeout_s, ack_backoff_max_s)
+        self._backoff = 0  # consecutive ack timeouts without an ack in between
         self.send_thumbnail = send_thumbnail
         self.thumbnail_max_bytes = thumbnail_max_bytes
         self._clock = clock
@@ -61,8 +77,22 @@ class Outbox:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    @property
+    def effective_window(self) -> int:
+        """``window``, or 1 (a probe) while backing off."""
+        return self.window if self._backoff == 0 else 1
+
+    @property
+    def current_timeout_s(self) -> float:
+        """How long the oldest in-flight result may wait for its ack now: doubling with each timeout, capped."""
+        return min(self.ack_timeout_s * (2 ** min(self._backoff, 30)), self.ack_backoff_max_s)
+
+    @property
+    def backing_off(self) -> bool:
+        return self._backoff > 0
+
     def free_slots(self) -> int:
-        return max(0, self.window - len(self._in_flight))
+        return max(0, self.effective_window - len(self._in_flight))
 
     def next_messages(self, *, historical_before: str) -> list[tuple[ResultMessage, bytes]]:
         """Up to the free window of results to publish now, in seq order, with their encoded payloads.
@@ -102,17 +132,23 @@ class Outbox:
         self.store.mark_sent(result_ids)
 
     def acked(self, result_ids: Iterable[str]) -> int:
-        """The hub's ack: durable on the device before returning. Returns how many changed state."""
+        """The hub's ack: durable on the device before returning. Returns how many changed state.
+
+        Only a recorded ack takes results out of the window: if the store fails (StoreError, re-raised) they stay
+        in flight, time out and are re-sent; the hub acks them again."""
         ids = list(result_ids)
+        changed = self.store.mark_acked(ids)
         for rid in ids:
             self._in_flight.pop(rid, None)
-        return self.store.mark_acked(ids)
+        self._hub_answered()
+        return changed
 
     def rejected(self, refusals: Iterable[Refusal]) -> int:
         """The hub's nack: park these results (durable before returning) and re-send from the oldest result
         still to deliver. Returns how many were newly parked."""
         items = list(refusals)
         parked = self.store.mark_rejected((r.result_id, r.reason, r.detail) for r in items)
+        self._hub_answered()
         if parked or any(r.result_id in self._in_flight for r in items):
             self.rewind("the hub rejected a result for good")
         return parked
@@ -121,7 +157,21 @@ class Outbox:
         if not self._in_flight:
             return False
         oldest = next(iter(self._in_flight.values()))
-        return self._clock() - oldest.sent_at >= self.ack_timeout_s
+        return self._clock() - oldest.sent_at >= self.current_timeout_s
+
+    def back_off(self) -> None:
+        """The oldest in-flight result timed out: rewind, shrink the window to one probe, double the wait."""
+        waited = self.current_timeout_s
+        self._backoff = min(self._backoff + 1, 30)
+        log.warning("uplink: no ack from the hub for %.1fs; probing with the oldest un-acknowledged result only, "
+                    "next wait for an ack %.1fs", waited, self.current_timeout_s)
+        self.rewind("ack timeout")
+
+    def _hub_answered(self) -> None:
+        if self._backoff:
+            log.info("uplink: the hub answers again; back to the full window (%d) and ack timeout %.1fs",
+                     self.window, self.ack_timeout_s)
+            self._backoff = 0
 
     def rewind(self, reason: str) -> None:
         """Forget the window: the next call re-sends from the oldest result not yet acknowledged."""

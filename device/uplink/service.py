@@ -173,10 +173,10 @@ class UplinkService:
             if self._ready:
                 try:
                     if self.outbox.timed_out():
-                        self.outbox.rewind("ack timeout")
+                        self.outbox.back_off()
                         next_poll = 0.0
                     # Refill in chunks (a quarter window): fewer, larger store transactions (each is an fsync).
-                    if now >= next_poll and self.outbox.free_slots() >= max(1, self.cfg.window // 4):
+                    if now >= next_poll and self.outbox.free_slots() >= max(1, self.outbox.effective_window // 4):
                         sent, full = self._send_results(client)
                         busy = full
                         next_poll = 0.0 if sent else now + self.cfg.poll_s
