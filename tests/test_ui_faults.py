@@ -177,6 +177,13 @@ def test_a_full_disk_says_so_keeps_the_frame_and_shows_analyse_again(qtbot, tmp_
         fill_disk(window, False)  # support freed space
         outcome = analyse(qtbot, window)
         assert outcome.record.seq is not None and "store" not in window.banners.banners
+
+        fill_disk(window, True)  # full again; this time the clinician goes back to the moving image instead
+        tap(qtbot, window.live.freeze)  # "Live"
+        tap(qtbot, window.live.analyse)
+        qtbot.waitUntil(lambda: "store" in window.banners.banners, timeout=30_000)
+        tap(qtbot, window.live.freeze)
+        assert "store" not in window.banners.banners, "'Analyse again' is offered for a frame that is gone"
     finally:
         window.shutdown()
 

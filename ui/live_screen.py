@@ -37,6 +37,7 @@ def not_saved_text(message: str) -> str:
 class LiveScreen(QWidget):
     open_exam = pyqtSignal()
     result_shown = pyqtSignal(object)  # AnalysisOutcome, after the card shows it
+    capture_dropped = pyqtSignal()  # the frozen frame is gone (Live, an exam change, the source lost): no retry of it
 
     def __init__(self, th: Theme, reader: FrameReader, service: AnalysisService, session: ExamSession,
                  smoothing: float = 0.3) -> None:
@@ -129,6 +130,8 @@ class LiveScreen(QWidget):
         self.captured, self.last_result, self.last_live = None, None, None
         self.view.clear_frame(message)
         self.view.set_roi(None)
+        self.card.clear("No image", "The USB stick or folder with the images is gone. Put it back: the images "
+                                    "return by themselves, and Analyse with them.")
         self._update_buttons()
 
     def set_still_source(self, still: bool) -> None:
@@ -155,6 +158,7 @@ class LiveScreen(QWidget):
             self.captured, self.last_result = None, None
             self._idle_card()
             self.card.set_live_mode(self.live_toggle.isChecked())
+            self.capture_dropped.emit()
         self.reader.set_paused(frozen)
         self._update_buttons()
 

@@ -144,6 +144,7 @@ class MainWindow(QMainWindow):
         self.exam.back_to_live.connect(lambda: self.go("Live"))
         self.session.changed.connect(self._exam_changed)
         self.live.open_exam.connect(lambda: self.go("Exam"))
+        self.live.capture_dropped.connect(lambda: self.banners.clear_fault("store"))  # "Analyse again" of a frame gone
         self.history.filter_requested.connect(self._ask_filter)
         self.settings.source.source_chosen.connect(self._source_chosen)
         self.settings.lock_requested.connect(self.lock)
