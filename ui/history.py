@@ -1,5 +1,6 @@
-"""History: past results with thumbnails and per-result delivery state (on device / sent / received by
-hub), filterable by patient reference. Read from the store (the source of truth), refreshed on a timer."""
+"""History: past results with thumbnails, the decision rule's category and p(malignant), and per-result delivery
+state (on device / sent / received by hub / rejected by the hub with its reason), filterable by patient reference.
+Read from the store (the source of truth), refreshed on a timer."""
 
 from __future__ import annotations
 
@@ -12,14 +13,50 @@ from PyQt5.QtWidgets import (
     QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
+from device.decision import Category
 from device.results import ResultRecord
 from device.store import ResultStore
 from ui import theme
-from ui.exam import MALIGNANT, result_text, thumbnail_pixmap
+from ui.exam import MALIGNANT, thumbnail_pixmap
+from ui.result_card import COLOURS
 from ui.theme import Theme
 
-COLUMNS = ("", "Time", "Patient", "Model output", "Malignant", "Delivery")
+COLUMNS = ("", "Time", "Patient", "Model output", "p(malig.)", "Delivery")  # p(malignant), short for the 7" panel
 LIMIT = 100
+REJECTED = "rejected: "  # the store's delivery text for a result the hub refused for good
+
+
+SHORT = {Category.NO_LESION: "No lesion seen", Category.LOW_SUSPICION: "Low suspicion",
+         Category.SUSPICIOUS: "Suspicious — refer", Category.INCONCLUSIVE: "Inconclusive"}  # the card's words, shortened
+
+
+def category_text(record: ResultRecord) -> str:
+    """The category; a result stored before the category rule shows its label and says so."""
+    if record.inconclusive:
+        return SHORT[Category.INCONCLUSIVE]
+    try:
+        return SHORT[Category(record.category)]
+    except ValueError:
+        return (record.label or record.top_label).capitalize() + " · old rule"
+
+
+def category_colour(record: ResultRecord) -> str:
+    if record.inconclusive:
+        return theme.WARN
+    try:
+        return COLOURS[Category(record.category)]
+    except ValueError:
+        return theme.label_colour(record.label)
+
+
+def delivery_text(delivery: str) -> str:
+    if delivery.startswith(REJECTED):
+        return f"Rejected: {delivery[len(REJECTED):].replace('_', ' ')}"
+    return theme.DELIVERY_TEXT.get(delivery, delivery)
+
+
+def delivery_colour(delivery: str) -> str:
+    return theme.DANGER if delivery.startswith(REJECTED) else theme.DELIVERY_COLOURS.get(delivery, theme.MUTED)
 
 
 def local_time(created_at: str) -> str:
@@ -65,7 +102,7 @@ class HistoryScreen(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeToContents)
         header.setSectionResizeMode(0, QHeaderView.Fixed)
-        header.setSectionResizeMode(3, QHeaderView.Stretch)
+        header.setSectionResizeMode(5, QHeaderView.Stretch)  # the rest: room for a rejection's reason
         QScroller.grabGesture(self.table.viewport(), QScroller.LeftMouseButtonGesture)
         layout.addWidget(self.table, 1)
         self.set_filter(None)
@@ -102,16 +139,15 @@ class HistoryScreen(QWidget):
             patient = record.patient_ref or "—"
             if record.side:
                 patient += f" {record.side}"
-            cells = [local_time(record.created_at), patient, result_text(record)]
-            p = record.probabilities.get(MALIGNANT)
-            cells.append("—" if p is None or record.inconclusive else f"{p * 100:.0f}%")
-            cells.append(theme.DELIVERY_TEXT.get(record.delivery, record.delivery))
+            cells = [local_time(record.created_at), patient, category_text(record)]
+            p = record.p_malignant if record.p_malignant is not None else record.probabilities.get(MALIGNANT)
+            cells.append("—" if p is None or record.inconclusive else f"{p * 100:.1f}%")
+            cells.append(delivery_text(record.delivery))
             for column, text in enumerate(cells, start=1):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.UserRole, record.result_id)
                 self.table.setItem(row, column, item)
-            self.table.item(row, 3).setForeground(
-                QBrush(QColor(theme.WARN if record.inconclusive else theme.label_colour(record.label))))
-            self.table.item(row, 5).setForeground(QBrush(QColor(theme.DELIVERY_COLOURS.get(record.delivery, theme.MUTED))))
+            self.table.item(row, 3).setForeground(QBrush(QColor(category_colour(record))))
+            self.table.item(row, 5).setForeground(QBrush(QColor(delivery_colour(record.delivery))))
             self.table.setRowHeight(row, thumb)
         self.table.setColumnWidth(0, thumb + 8)

@@ -16,6 +16,7 @@ from PyQt5.QtGui import QImage
 from device.bundle import Manifest
 from device.config import DeviceConfig
 from device.crop import Box, detect_scan_region
+from device.decision import Mode
 from device.engine import Classification, Classifier, InferenceWorker
 from device.errors import ImageDecodeError, SonopiError, SourceError
 from device.pipeline import Analyzer, load_classifier
@@ -295,6 +296,7 @@ class AnalysisService(QObject):
         self._analyzer: Analyzer | None = None
         self.manifest: Manifest | None = None
         self.thresholds: dict[str, float] = {}
+        self.mode: Mode | None = None  # the operating mode results are judged in ([model] mode or the bundle's default)
         self.classifier: Classifier | None = None
         self.error: str | None = None
 
@@ -318,7 +320,8 @@ class AnalysisService(QObject):
         self.classifier, self._store = classifier, store
         self._analyzer = Analyzer(self.config, classifier, store, self.exams)
         self.manifest = classifier.manifest
-        self.thresholds = dict(classifier.thresholds)  # applied: the bundle's, or the site's stricter one
+        self.thresholds = dict(classifier.thresholds)  # applied: the mode's, or the site's stricter one
+        self.mode = classifier.mode
         self.model_ready.emit(classifier.manifest)
 
     def _options(self, roi: Box | None, heatmap: bool) -> dict:
