@@ -141,9 +141,11 @@ def choose_mode_thresholds(scores: HeldOutScores, targets: dict[str, float] = MO
 
 
 def categorise(scores: HeldOutScores, malignant_threshold: float, lesion_threshold: float) -> np.ndarray:
-    """The device's rule (device/decision.py) on the pooled scores: suspicious / low_suspicion / no_lesion."""
-    return np.where(scores.p_malignant >= malignant_threshold, "suspicious",
-                    np.where(scores.p_lesion >= lesion_threshold, "low_suspicion", "no_lesion"))
+    """The device's own rule (``device.decision.categorise``, one definition) on every pooled score."""
+    from device.decision import categorise as device_rule
+
+    return np.array([device_rule(float(pm), float(pl), malignant_threshold, lesion_threshold).value
+                     for pm, pl in zip(scores.p_malignant, scores.p_lesion)], dtype=object)
 
 
 def _ci_entry(value: float, ci: tuple[float, float], n: int) -> dict[str, Any]:
