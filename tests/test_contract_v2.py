@@ -178,3 +178,40 @@ def test_an_existing_postgresql_hub_database_gains_the_columns(postgres_server) 
         assert store.result(message.result_id).p_malignant == message.p_malignant
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT value FROM hub_meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+
+
+def test_the_device_classifies_stores_and_delivers_categories_to_the_hub(shipped_bundle_dir: Path, tmp_path: Path) -> None:
+    """The whole chain, real everywhere: `device run --once` with the shipped model stores results with categories;
+    the uplink delivers them (a result stored before the upgrade goes as schema 1) to `hub serve` on a real broker."""
+    from device.demo import write_demo_frames
+    from tests.test_uplink import Device
+
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.start()
+    hub = Hub(tmp_path, broker.address)
+    device = Device(tmp_path, "site-a", "dev-1", broker.address)
+    try:
+        old = device.store.add(replace(make_record("site-a", "dev-1", 1), seq=None))  # before the category rule
+        write_demo_frames(tmp_path / "frames", count=3)
+        run = subprocess.run([sys.executable, "-m", "device", "run", "--config", str(device.config_path), "--model",
+                              str(shipped_bundle_dir), "--source", f"folder:{tmp_path / 'frames'}", "--once"],
+                             capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert run.returncode == 0, run.stderr
+        records = device.store.history(newest_first=False)
+        assert len(records) == 4 and records[0].result_id == old.result_id
+        assert all(r.category is not None and r.mode == "balanced" for r in records[1:])
+        hub.start()
+        device.start_uplink()
+        wait_for(lambda: hub.count() == 4, 60, "four results at the hub")
+        for record in records:
+            row = hub.store.result(record.result_id)
+            assert (row.category, row.p_malignant, row.mode, row.label) == (
+                record.category, record.p_malignant, record.mode, record.label)
+            assert row.schema_version == (1 if record is records[0] else 2)
+        wait_for(lambda: device.store.backlog().pending == 0, 30, "every ack")
+    finally:
+        if device.proc is not None:
+            device.stop_uplink()
+        if hub.proc is not None:
+            hub.stop()
+        broker.kill()
