@@ -26,6 +26,8 @@ def enter_patient(qtbot, window, patient: str) -> None:
     """The form's patient ID field, the ID on the on-screen keyboard, OK."""
     tap(qtbot, window.exam.form.field_buttons["patient"])
     keyboard = window.id_entry.keypad
+    while keyboard.value:  # the keyboard opens with the ID already there (to correct it): start from empty
+        tap(qtbot, keyboard.keys["⌫"])
     type_digits(qtbot, keyboard, patient.upper())
     tap(qtbot, keyboard.keys["OK"])
 

@@ -237,6 +237,13 @@ class ExamForm(QWidget):
         self.say("Scanned from the wristband: check the readback at Start.")
         self._refresh()
 
+    def set_from_file(self, reference: str) -> None:
+        """The DICOM file on screen carries this PatientID: pre-fill it if it is in the site's format."""
+        if self.id_format.problem(reference) is None:
+            self.values["patient"], self.id_source = reference, "dicom"
+            self.say("From the DICOM file's PatientID: check the readback at Start.")
+            self._refresh()
+
     def edit_age(self) -> None:
         if self.age_entry is not None:
             self.age_entry.ask("Age (optional)", self._age_entered, "Empty + OK: no age.")
@@ -332,7 +339,8 @@ def readback_html(reference: str, th: Theme) -> str:
 
 
 def readback_message(exam: Exam, id_source: str) -> str:
-    how = {"scanned": "Scanned from the wristband", "typed": "Typed on the screen"}.get(id_source, "Entered")
+    how = {"scanned": "Scanned from the wristband", "typed": "Typed on the screen",
+           "dicom": "From the DICOM file's PatientID"}.get(id_source, "Entered")
     details = [f"<b>{SIDE_NAMES.get(exam.side or '', '?')} side</b>"]
     if exam.clock:
         details.append(f"{exam.clock} o'clock")

@@ -11,9 +11,13 @@ import logging
 import time
 
 from PyQt5.QtCore import pyqtSignal
-from PyQt5.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+from PyQt5.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from device.dicom_patient import FilePatient, dicom_patient, frame_file, is_dicom_origin, mismatch
 from device.results import EXAM_BINDING_CODES, CapturedFrame, Exam
+from device.sources.base import Frame
+from ui import theme
+from ui.background import Background
 from ui.banners import is_disk_full, store_reason
 from ui.exam import ExamSession, exam_short
 from ui.frames import FramePacket
@@ -37,6 +41,7 @@ def not_saved_text(message: str) -> str:
 class LiveScreen(QWidget):
     open_exam = pyqtSignal()
     result_shown = pyqtSignal(object)  # AnalysisOutcome, after the card shows it
+    file_patient_found = pyqtSignal(str)  # a DICOM frame's PatientID (normalised), for the exam form to pre-fill
     capture_dropped = pyqtSignal()  # the frozen frame is gone (Live, an exam change, the source lost): no retry of it
 
     def __init__(self, th: Theme, reader: FrameReader, service: AnalysisService, session: ExamSession,
@@ -51,6 +56,9 @@ class LiveScreen(QWidget):
         self.captured: CapturedFrame | None = None  # the frozen frame and the exam it was captured under
         self._pending: CapturedFrame | None = None  # the request whose outcome the card waits for
         self.source_lost = False  # a file source (USB stick) vanished: no image, no Analyse until a new frame
+        self.file_patient: FilePatient | None = None  # the DICOM PatientID of the file on screen, once read
+        self._reading_patient: str | None = None  # the DICOM file whose PatientID is being read (off this thread)
+        self._background = Background(self)
         self.tap_to_result_ms: float | None = None
         self._tapped_at = 0.0
 
@@ -65,6 +73,10 @@ class LiveScreen(QWidget):
         self.next_image = QPushButton("Next ▶")
         self.next_image.hide()
         self.exam_button = QPushButton("")
+        self.file_label = QLabel("")  # the DICOM file's own PatientID, beside the exam's patient
+        self.file_label.setWordWrap(True)
+        self.file_label.setStyleSheet(f"font-size: {th.small}px;")
+        self.file_label.hide()
         self.card = ResultCard(th)
 
         buttons = QHBoxLayout()
@@ -79,6 +91,7 @@ class LiveScreen(QWidget):
         right = QVBoxLayout()
         right.setSpacing(th.gap)
         right.addWidget(self.exam_button)
+        right.addWidget(self.file_label)
         right.addWidget(self.card, 1)
         right_widget = QWidget()
         right_widget.setLayout(right)
@@ -118,8 +131,67 @@ class LiveScreen(QWidget):
             self.source_lost = False  # a frame read now: the source is back
             self._update_buttons()
         self.view.show_packet(packet)
+        if packet.fresh:
+            self._read_file_patient(packet.frame)
         if self.live_toggle.isChecked() and not self.view.frozen and packet.fresh:
             self.service.analyse_live(packet.frame, roi=self.view.roi)
+
+    # --- the DICOM file's own patient ---------------------------------------------------------------------
+
+    def _read_file_patient(self, frame: Frame) -> None:
+        """A new frame: if it comes from a DICOM file, read that file's PatientID (header only, off the GUI thread);
+        Analyse waits for it, so a frame is never stored before its file's patient was compared with the exam's."""
+        if not is_dicom_origin(frame.origin):
+            self.file_patient, self._reading_patient = None, None
+        else:
+            path = str(frame_file(frame.origin))
+            if self.file_patient is not None and str(self.file_patient.path) == path:
+                return
+            self.file_patient, self._reading_patient = None, path
+            self._background.run(lambda: dicom_patient(frame.origin), lambda found: self._file_patient_read(path, found),
+                                 "dicom-patient")
+        self._show_file_patient()
+
+    def _file_patient_read(self, path: str, found: object) -> None:
+        if path != self._reading_patient:
+            return  # another file is on screen by now
+        self._reading_patient = None
+        if not isinstance(found, FilePatient):  # unreadable header: its pixels were read, so say nothing about it
+            log.warning("PatientID of %s not read: %s", path, found)
+            found = FilePatient(frame_file(path), None)
+        self.file_patient = found
+        if found.patient_id is not None:
+            self.file_patient_found.emit(found.patient_id)
+        self._show_file_patient()
+
+    def file_problem(self, frame: Frame) -> str | None:
+        """Why ``frame`` must not be stored under the open exam because of its DICOM file's PatientID, or None."""
+        if not is_dicom_origin(frame.origin):
+            return None
+        known = self.file_patient
+        if known is None or known.path != frame_file(frame.origin):
+            return "The DICOM file's patient ID is still being read: tap Analyse again in a moment."
+        exam = self.session.exam
+        return mismatch(known, exam.patient_ref) if exam is not None else None
+
+    def _show_file_patient(self) -> None:
+        known, exam = self.file_patient, self.session.exam
+        if known is None or known.patient_id is None:
+            self.file_label.hide()
+        else:
+            problem = mismatch(known, exam.patient_ref) if exam is not None else None
+            if exam is None:
+                text, colour = f"DICOM file: patient {known.patient_id}", theme.MUTED
+            elif problem is None:
+                text, colour = f"DICOM file: patient {known.patient_id} ✓ this exam's", theme.OK
+            else:
+                text, colour = f"DICOM file: patient {known.patient_id} — not this exam's patient", theme.DANGER
+            self.file_label.setText(f"<span style='color:{colour}'>{text}</span>")
+            self.file_label.show()
+            if problem is not None and not self.view.frozen and not self.analysing:
+                self.card.clear("Other patient's file", f"{problem}. Not analysed: finish this exam and start one for "
+                                                        f"{known.patient_id}, or show this exam's images.")
+        self._update_buttons()
 
     def lose_source(self, message: str) -> None:
         """The source's files are gone (USB stick pulled): clear the image — frozen or not, it can no longer be
@@ -169,6 +241,10 @@ class LiveScreen(QWidget):
             return
         if self.session.exam is None:
             self._idle_card()
+            return
+        problem = self.file_problem(self.captured.frame if self.view.frozen and self.captured else self.view.frame)
+        if problem is not None:
+            self.card.clear("Not analysed", problem)
             return
         self._tapped_at = time.monotonic()
         if not self.view.frozen:
@@ -273,7 +349,7 @@ class LiveScreen(QWidget):
             self.view.unfreeze()
             self._idle_card()
         self.card.set_live_mode(self.live_toggle.isChecked())
-        self._update_buttons()
+        self._show_file_patient()
 
     def _idle_card(self) -> None:
         if self.session.exam is None:
@@ -282,8 +358,9 @@ class LiveScreen(QWidget):
             self.card.clear()
 
     def _update_buttons(self) -> None:
+        frame = self.view.frame
         self.analyse.setEnabled(not self.analysing and self.service.ready and self.session.exam is not None
-                                and not self.source_lost)
+                                and not self.source_lost and (frame is None or self.file_problem(frame) is None))
         self.analyse.setText("Analysing…" if self.analysing else "Analyse")
         self.live_toggle.setEnabled(self.service.ready)
 

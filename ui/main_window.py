@@ -144,6 +144,7 @@ class MainWindow(QMainWindow):
         self.exam.back_to_live.connect(lambda: self.go("Live"))
         self.session.changed.connect(self._exam_changed)
         self.live.open_exam.connect(lambda: self.go("Exam"))
+        self.live.file_patient_found.connect(self._file_patient_found)
         self.live.capture_dropped.connect(lambda: self.banners.clear_fault("store"))  # "Analyse again" of a frame gone
         self.history.filter_requested.connect(self._ask_filter)
         self.settings.source.source_chosen.connect(self._source_chosen)
@@ -274,6 +275,13 @@ class MainWindow(QMainWindow):
         self.confirm.close_overlay()  # a readback of the previous ID must not be confirmed for this one
         self.go("Exam")
         self.exam.form.set_scanned(scan.reference)
+
+    def _file_patient_found(self, patient_id: str) -> None:
+        """A DICOM file on screen names its patient: with no exam open and nothing typed or scanned yet, it
+        pre-fills the form (the readback at Start still asks). An open exam is never changed by it."""
+        form = self.exam.form
+        if self.session.exam is None and form.pending is None and not form.values["patient"]:
+            form.set_from_file(patient_id)
 
     def _scan_refused(self, message: str) -> None:
         if self.session.exam is None:
