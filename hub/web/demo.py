@@ -173,7 +173,7 @@ def _example(result_id: str, seq: int, created: datetime, probabilities: dict[st
 
 
 def seed_queue_examples(store: HubStore, now: datetime | None = None, thumbnails: bool = True) -> QueueExamples:
-    """Nine results that show each rule of the queue (see :class:`QueueExamples`); all received ``now``."""
+    """Nine results that show each rule of the queue (see :class:`QueueExamples`), as the hub stored them."""
     moment = now or datetime.now(UTC)
     ids = [str(uuid.UUID(int=0xA000 + n, version=4)) for n in range(11)]
     site, device = "st-marys", "pi-st-ma-1"
@@ -202,7 +202,10 @@ def seed_queue_examples(store: HubStore, now: datetime | None = None, thumbnails
         _example(ids[8], 9, minutes(120), {"benign": 0.85, "malignant": 0.05, "normal": 0.10}, "benign",
                  exam_id=None, patient_ref="PT-20004", historical=True, **where),
     ]
-    store.add_results(messages, received_at=_iso(moment))
+    for message in messages:  # each reaches the hub 2 s after it was created; the last two arrive `now`
+        created = datetime.fromisoformat(message.created_at.replace("Z", "+00:00"))
+        arrived = moment if message.result_id in ids[7:9] else min(moment, created + timedelta(seconds=2))
+        store.add_results([message], received_at=_iso(arrived))
     return QueueExamples(low_benign=ids[0], suspicious=ids[1], normal=ids[2], no_patient=ids[3],
                          no_patient_other=ids[4], inconclusive=ids[5], escalated=ids[6], live_late=ids[7],
                          backlog_late=ids[8], exam_with_patient=exam_a, exam_without_patient=exam_b, patient=patient)
