@@ -27,6 +27,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -283,38 +284,116 @@ def is_dsn(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://")) or ("dbname=" in target and "=" in target)
 
 
-class HubStore:
-    """Thread-safe (one connection behind a lock). Use :meth:`open`."""
+RECONNECT_MIN_S = 0.5  # first wait before reconnecting to a database that went away...
+RECONNECT_MAX_S = 30.0  # ...doubling up to this
 
-    def __init__(self, connection: Any, *, pg: bool, target: str) -> None:
+
+def connect_target(target: str) -> tuple[Any, bool]:
+    """A new connection to a hub database target: ``(connection, is_postgresql)``; HubStoreError if it cannot."""
+    if is_dsn(target):
+        try:
+            import psycopg  # optional: the hub extra
+        except ImportError as exc:
+            raise HubStoreError("PostgreSQL DSN given but psycopg is not installed (pip install 'sonopi[hub]')") from exc
+        try:
+            return psycopg.connect(target, autocommit=True, connect_timeout=10), True
+        except psycopg.Error as exc:
+            raise HubStoreError(f"hub database: cannot connect to PostgreSQL ({exc})") from exc
+    path = Path(target)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    except (sqlite3.Error, OSError) as exc:
+        raise HubStoreError(f"hub database {path}: cannot open ({exc})") from exc
+    return conn, False
+
+
+def connection_lost(connection: Any, pg: bool, exc: BaseException) -> bool:
+    """Whether ``exc`` (a driver error that is not about the data) means the connection is no longer usable:
+    PostgreSQL restarted or unreachable (psycopg marks the connection closed or broken), or SQLite failed at
+    the file level (an I/O error, the file unreadable, ...). A busy/locked SQLite database is not lost."""
+    if pg:
+        return bool(getattr(connection, "closed", False) or getattr(connection, "broken", False))
+    if not isinstance(exc, sqlite3.OperationalError):
+        return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError)
+    message = str(exc).lower()
+    return not ("locked" in message or "busy" in message)
+
+
+@dataclass
+class Reconnector:
+    """When a database connection may be re-opened after it was lost: a doubling wait, reset on success.
+    Between attempts every use fails at once with a HubStoreError ("reconnecting") instead of blocking."""
+
+    target: str  # as given (a DSN may hold a password: never logged; see ``shown``)
+    shown: str  # the target as it may appear in logs and errors
+    min_s: float = RECONNECT_MIN_S
+    max_s: float = RECONNECT_MAX_S
+    lost: bool = False
+    delay_s: float = 0.0
+    next_attempt: float = 0.0
+
+    def mark_lost(self, exc: BaseException) -> None:
+        if not self.lost:
+            log.error("hub database %s: connection lost (%s); reconnecting with back-off", self.shown,
+                      str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+        self.lost = True
+
+    def reopen(self) -> tuple[Any, bool]:
+        """A new connection, or HubStoreError (now, or because the next attempt is not due yet)."""
+        now = time.monotonic()
+        if now < self.next_attempt:
+            raise HubStoreError(f"hub database {self.shown}: unavailable, reconnecting "
+                                f"(next attempt in {self.next_attempt - now:.1f}s)")
+        try:
+            connection = connect_target(self.target)
+        except HubStoreError:
+            self.delay_s = min(self.max_s, max(self.min_s, self.delay_s * 2))
+            self.next_attempt = time.monotonic() + self.delay_s
+            raise
+        log.info("hub database %s: reconnected", self.shown)
+        self.lost, self.delay_s, self.next_attempt = False, 0.0, 0.0
+        return connection
+
+
+class HubStore:
+    """Thread-safe (one connection behind a lock). Use :meth:`open`.
+
+    A connection that is lost (PostgreSQL restarted, SQLite I/O error) is re-opened on a later use, with a
+    doubling wait between attempts (:class:`Reconnector`); until then every call raises HubStoreError."""
+
+    def __init__(self, connection: Any, *, pg: bool, target: str, reconnector: Reconnector | None = None) -> None:
         self._db = connection
         self._pg = pg
         self.target = target
         self._lock = threading.RLock()
+        self._reconnector = reconnector
         self._migrate()
 
     @classmethod
     def open(cls, target: str | os.PathLike[str]) -> "HubStore":
         text = str(target)
-        if is_dsn(text):
-            try:
-                import psycopg  # optional: the hub extra
-            except ImportError as exc:
-                raise HubStoreError("PostgreSQL DSN given but psycopg is not installed (pip install 'sonopi[hub]')") from exc
-            try:
-                conn = psycopg.connect(text, autocommit=True)
-            except psycopg.Error as exc:
-                raise HubStoreError(f"hub database: cannot connect to PostgreSQL ({exc})") from exc
-            return cls(conn, pg=True, target=_redact(text))
-        path = Path(text)
+        conn, pg = connect_target(text)
+        shown = _redact(text) if pg else str(Path(text))
+        return cls(conn, pg=pg, target=shown, reconnector=Reconnector(text, shown))
+
+    def _usable(self) -> None:
+        """Re-open a lost connection (under the lock), or raise HubStoreError while that is not possible."""
+        if self._reconnector is None or not self._reconnector.lost:
+            return
+        connection, _ = self._reconnector.reopen()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-        except (sqlite3.Error, OSError) as exc:
-            raise HubStoreError(f"hub database {path}: cannot open ({exc})") from exc
-        return cls(conn, pg=False, target=str(path))
+            self._db.close()
+        except self._errors():
+            pass
+        self._db = connection
+        self._migrate()
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._reconnector is not None and connection_lost(self._db, self._pg, exc):
+            self._reconnector.mark_lost(exc)
 
     # --- plumbing --------------------------------------------------------------------------------
 
@@ -355,6 +434,7 @@ class HubStore:
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         with self._lock:
+            self._usable()
             try:
                 if self._pg:
                     with self._db.transaction():
@@ -372,21 +452,27 @@ class HubStore:
                 raise UnstorableError(f"hub database {self.target}: refused the data "
                                       f"({type(exc).__name__}: {str(exc)[:200]})") from exc
             except self._errors() as exc:
+                self._failed(exc)
                 self._rollback_if_open()
                 raise HubStoreError(f"hub database {self.target}: write failed ({exc})") from exc
 
     def _rollback_if_open(self) -> None:
-        if not self._pg and self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+        try:
+            if not self._pg and self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # the connection is broken as well: reopened on the next use
+            self._failed(exc)
 
     def _exec(self, db: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         return db.execute(self._sql(sql), tuple(params))
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
+            self._usable()
             try:
                 return list(self._db.execute(self._sql(sql), tuple(params)).fetchall())
             except self._errors() as exc:
+                self._failed(exc)
                 raise HubStoreError(f"hub database {self.target}: read failed ({exc})") from exc
 
     def _migrate(self) -> None:

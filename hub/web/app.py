@@ -36,11 +36,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import StreamingResponse
 
-from hub.store import DeviceState, HubStore, StoredResult
+from hub.store import DeviceState, HubStore, HubStoreError, StoredResult
 from hub.web import DISCLAIMER
 from hub.web.accounts import ROLES, AccountError, Accounts, LoginOutcome, Session, User
 from hub.web.config import WebConfig
-from hub.web.db import WebDb
+from hub.web.db import WebDb, WebDbError
 from hub.web.fhir import diagnostic_report
 from hub.web.health import health
 from hub.web.inbox import FilterError, Filters, Inbox, Queue, Sort, csv_fields, csv_record
@@ -191,6 +191,15 @@ def _install_handlers(app: FastAPI, s: Services) -> None:
         if request.url.path.startswith("/inbox/events") or request.method != "GET":
             return PlainTextResponse("login required", status_code=401)
         return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(HubStoreError)
+    @app.exception_handler(WebDbError)
+    async def database_away(request: Request, exc: Exception) -> Response:
+        # The database is restarting or unreachable: a plain 503 (no template: rendering may need the database);
+        # the connection is re-opened with back-off, so the next request after it is back is served normally.
+        log.error("console: %s %s: database unavailable (%s)", request.method, request.url.path, exc)
+        return PlainTextResponse("The hub database is unavailable at the moment. Try again in a minute.",
+                                 status_code=503, headers={"Retry-After": "30"})
 
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> Response:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from device.errors import SonopiError
-from hub.store import HubStore, is_dsn
+from hub.store import HubStore, HubStoreError, Reconnector, connection_lost, is_dsn
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +122,35 @@ def _schema(pg: bool) -> list[str]:
 
 
 class WebDb:
-    """One connection behind a lock (like the hub store). Use :meth:`open`."""
+    """One connection behind a lock (like the hub store). Use :meth:`open`.
 
-    def __init__(self, connection: Any, *, pg: bool, target: str) -> None:
+    A lost connection (PostgreSQL restarted, SQLite I/O error) is re-opened on a later use with a doubling
+    wait (:class:`hub.store.Reconnector`); meanwhile every call raises WebDbError, which the console answers
+    with 503."""
+
+    def __init__(self, connection: Any, *, pg: bool, target: str, reconnector: Reconnector | None = None) -> None:
         self._db = connection
         self.pg = pg
         self.target = target
         self._lock = threading.RLock()
+        self._reconnector = reconnector
+
+    def _usable(self) -> None:
+        if self._reconnector is None or not self._reconnector.lost:
+            return
+        try:
+            connection, _ = self._reconnector.reopen()
+        except HubStoreError as exc:
+            raise WebDbError(f"web console database: {exc}") from exc
+        try:
+            self._db.close()
+        except self._errors():
+            pass
+        self._db = connection
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._reconnector is not None and connection_lost(self._db, self.pg, exc):
+            self._reconnector.mark_lost(exc)
 
     @classmethod
     def open(cls, target: str) -> WebDb:
@@ -141,7 +163,7 @@ class WebDb:
                 conn = psycopg.connect(target, autocommit=True)
             except psycopg.Error as exc:
                 raise WebDbError(f"web console: cannot connect to PostgreSQL ({exc})") from exc
-            db = cls(conn, pg=True, target="postgresql")
+            db = cls(conn, pg=True, target="postgresql", reconnector=Reconnector(target, "postgresql"))
         else:
             try:
                 conn = sqlite3.connect(Path(target), timeout=30, isolation_level=None, check_same_thread=False)
@@ -149,7 +171,7 @@ class WebDb:
                 conn.execute("PRAGMA synchronous=FULL")
             except sqlite3.Error as exc:
                 raise WebDbError(f"web console database {target}: cannot open ({exc})") from exc
-            db = cls(conn, pg=False, target=target)
+            db = cls(conn, pg=False, target=target, reconnector=Reconnector(target, target))
         db.migrate()
         return db
 
@@ -169,9 +191,11 @@ class WebDb:
 
     def query(self, text: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
+            self._usable()
             try:
                 return list(self._db.execute(self.sql(text), tuple(params)).fetchall())
             except self._errors() as exc:
+                self._failed(exc)
                 raise WebDbError(f"web console database: read failed ({exc})") from exc
 
     def one(self, text: str, params: Iterable[Any] = ()) -> tuple | None:
@@ -181,6 +205,7 @@ class WebDb:
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         with self._lock:
+            self._usable()
             try:
                 if self.pg:
                     with self._db.transaction():
@@ -194,8 +219,12 @@ class WebDb:
                         raise
                     self._db.execute("COMMIT")
             except self._errors() as exc:
-                if not self.pg and self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                self._failed(exc)
+                try:
+                    if not self.pg and self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the connection is broken as well: re-opened on the next use
                 raise WebDbError(f"web console database: write failed ({exc})") from exc
 
     def migrate(self) -> None:
