@@ -43,6 +43,19 @@ def test_a_scan_on_live_fills_the_form_but_starts_nothing_until_confirmed(qtbot,
     assert (window.session.exam.patient_ref, window.session.exam.side) == ("A12345", "R")
 
 
+def test_a_scan_during_the_readback_withdraws_it(qtbot, window) -> None:
+    """The readback of one ID is never confirmed for another: a new scan closes it and the form shows the new ID."""
+    scan(qtbot, window, "A12345")
+    form = window.exam.form
+    tap(qtbot, form.side_buttons["L"])
+    tap(qtbot, form.start)
+    assert window.confirm.isVisible() and readback_text(window) == "A12345"
+    scan(qtbot, window, "B777")
+    assert not window.confirm.isVisible() and form.values["patient"] == "B777" and window.session.exam is None
+    tap(qtbot, form.start)
+    assert readback_text(window) == "B777"
+
+
 def test_slow_typing_ending_in_enter_is_not_a_scan(qtbot, window) -> None:
     window.scanner._clock = SlowClock()
     scan(qtbot, window, "A12345")

@@ -72,7 +72,9 @@ def store_reason(message: str) -> str:
     """A StoreError's message without its "result store /path/results.sqlite:" prefix: the screen says what
     happened, not where the database file is."""
     head, sep, rest = message.partition(": ")
-    return rest if sep and head.startswith("result store ") else message
+    reason = rest if sep and head.startswith("result store ") else message
+    what, paren, why = reason.partition(" (")  # "write failed (database or disk is full)" -> "write failed: ..."
+    return f"{what}: {why[:-1]}" if paren and why.endswith(")") else reason
 
 
 def scan_fault(scanned: str, open_for: str) -> Fault:
