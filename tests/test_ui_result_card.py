@@ -138,6 +138,16 @@ def test_the_card_says_the_category_and_fits_with_banners_up(qtbot, tmp_path: Pa
             if suspicious:
                 card.heatmap_button.click()
 
+        live = _variant(base, classifier, CASES[Category.LOW_SUSPICION])  # the live score, as the Live screen shows it
+        card.set_live_mode(True)
+        card.set_gauge(live.p_malignant, live.assessment.malignant_threshold)
+        card.show_result(live, live=True)
+        spin(0.1)
+        _shoot(window, f"{which}-live-banners")
+        assert card.gauge.isVisible() and "not stored" in card.gauge_caption.text() and not card.caption.isVisible()
+        assert layout_problems(window) == [] and card_text_problems(card) == []
+        card.set_live_mode(False)
+
         unfit = _variant(base, classifier, CASES[Category.SUSPICIOUS], reasons=("colour",))
         card.show_result(unfit, heatmap_available=True)
         spin(0.1)

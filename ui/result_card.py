@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PyQt5.QtCore import QRectF, Qt, pyqtSignal
+from PyQt5.QtCore import QRectF, QSize, Qt, pyqtSignal
 from PyQt5.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent, QPen
 from PyQt5.QtWidgets import (
     QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget,
@@ -204,8 +204,11 @@ class Gauge(QWidget):
         self._th = th
         self.value: float | None = None
         self.threshold: float | None = None
-        self.setMinimumHeight(th.huge + 30)
+        self.setMinimumHeight(th.huge + 32)  # the figure, the bar and the threshold marker below it
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(self._th.huge * 3, self.minimumHeight())
 
     def set_value(self, value: float | None, threshold: float | None) -> None:
         self.value, self.threshold = value, threshold
@@ -221,7 +224,10 @@ class Gauge(QWidget):
         font.setBold(True)
         painter.setFont(font)
         painter.setPen(colour)
-        figure = "—" if self.value is None else f"{self.value * 100:.0f}%"
+        if self.value is None:
+            figure = "—"
+        else:
+            figure = percent_pair(self.value, self.threshold)[0] if self.threshold is not None else percent(self.value, 0)
         painter.drawText(QRectF(0, 0, self.width(), self._th.huge + 6), Qt.AlignLeft | Qt.AlignVCenter, figure)
         bar = QRectF(0, self._th.huge + 10, self.width(), 16)
         painter.setPen(Qt.NoPen)
@@ -285,10 +291,11 @@ class ResultCard(QFrame):
         self._th = th
         self.labels: tuple[str, ...] = ()
         self.classification: Classification | None = None
+        self._numbers = False  # a conclusive result's numbers are on the card
         layout = QVBoxLayout(self)
         layout.setContentsMargins(th.gap * 2, th.gap, th.gap * 2, th.gap)
         layout.setSpacing(max(2, th.gap // 2))
-        self.gauge_caption = _label("Live malignant score")
+        self.gauge_caption = _label("Live p(malignant) — not stored")
         self.gauge = Gauge(th)
         self.caption = _label("No result yet")
         self.headline = _label("Freeze, then Analyse", "heading")
@@ -322,6 +329,7 @@ class ResultCard(QFrame):
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.scroll.setStyleSheet("QScrollArea { background: transparent; }")
         self.scroll.viewport().setAutoFillBackground(False)
+        self.scroll.setMinimumHeight(0)  # the fixed part (headline, p(malignant)) keeps its room; the rest scrolls
         layout.addWidget(self.scroll, 1)
         self.heatmap_button = QPushButton("Heat map")
         self.heatmap_button.setCheckable(True)
@@ -351,7 +359,9 @@ class ResultCard(QFrame):
     def set_live_mode(self, on: bool) -> None:
         self.gauge_caption.setVisible(on)
         self.gauge.setVisible(on)
+        self.caption.setVisible(not on)  # the gauge's caption says it is live and not stored
         self.detail.setVisible(not on)  # room for the gauge on the 7" screen
+        self.p_text.setVisible(not on and self._numbers)  # live: the gauge shows p(malignant)
         if on:
             self.gauge.set_value(None, None)
 
@@ -369,6 +379,8 @@ class ResultCard(QFrame):
         d = classification.assessment
         conclusive = not classification.inconclusive and d is not None  # an unfit frame's numbers mean nothing
         self._conclusive(conclusive)
+        self._numbers = conclusive
+        self.p_text.setVisible(conclusive and not self.gauge.isVisibleTo(self))  # live: the gauge shows p(malignant)
         if conclusive:
             self.p_text.setText(text.p_malignant)
             self.threshold.setText(text.threshold)
@@ -385,6 +397,7 @@ class ResultCard(QFrame):
         self._show_legend(self.heatmap_button.isChecked())
 
     def _conclusive(self, on: bool) -> None:
+        self._numbers = on
         for widget in (self.p_text, self.threshold, self.figures, self.rate, *self.bars.values()):
             widget.setVisible(on)
         if not on:
