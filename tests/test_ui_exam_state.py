@@ -1,6 +1,6 @@
-"""Through the real widgets (offscreen, tiny real model, real SQLite): no sequence of taps — start an exam on
-the keypad, Finish (confirmed or kept), change exam, lock and unlock with the PIN, Freeze/Live, Next image,
-Analyse — stores a frame under an exam other than the one open when it was captured, or shows another exam's
+"""Through the real widgets (offscreen, tiny real model, real SQLite): no sequence of taps — start an exam with the
+ID on the keyboard or scanned (real key events) and confirmed in the readback, Finish (confirmed or kept), change
+exam, the other side of the same patient, lock and unlock with the PIN, Freeze/Live, Next image, Analyse — stores a frame under an exam other than the one open when it was captured, or shows another exam's
 result on the card. A short hypothesis state machine (the long one runs on the device layer,
 tests/test_exam_binding.py)."""
 
@@ -19,7 +19,7 @@ pytest.importorskip("pytestqt")
 from device.store import ResultStore  # noqa: E402
 from tests.test_ui_exam_defects import PIN, open_window  # noqa: E402
 from tests.test_ui_workflow import write_frames  # noqa: E402
-from tests.ui_support import finish_exam, start_exam, tap, unlock  # noqa: E402
+from tests.ui_support import finish_exam, scan, start_exam, tap, unlock  # noqa: E402
 
 CONTEXT: dict = {}
 
@@ -62,6 +62,31 @@ class TouchscreenMachine(RuleBasedStateMachine):
         exam = start_exam(self.qtbot, self.window, patient, side)
         self.patients[exam.exam_id] = patient
         self.frozen_under = None  # a new exam starts from the live image
+
+    @precondition(lambda self: not self.locked and self.window.session.exam is None)
+    @rule(patient=st.sampled_from(("10452", "A20001")), side=st.sampled_from(("L", "R")))
+    def start_scanned(self, patient: str, side: str) -> None:
+        window = self.window
+        scan(self.qtbot, window, patient)
+        tap(self.qtbot, window.exam.form.side_buttons[side])
+        tap(self.qtbot, window.exam.form.start)
+        tap(self.qtbot, window.confirm.accept_button)
+        self.qtbot.waitUntil(lambda: window.session.exam is not None, timeout=10_000)
+        self.patients[window.session.exam.exam_id] = patient
+        self.frozen_under = None
+
+    @precondition(lambda self: not self.locked and self.window.session.exam is not None)
+    @rule()
+    def other_side(self) -> None:
+        window = self.window
+        before = window.session.exam
+        tap(self.qtbot, window.nav["Exam"])
+        tap(self.qtbot, window.exam.summary.other_side)
+        self.qtbot.waitUntil(lambda: window.session.exam is not None and window.session.exam != before, timeout=10_000)
+        after = window.session.exam
+        assert after.patient_ref == before.patient_ref and after.side != before.side
+        self.patients[after.exam_id] = before.patient_ref
+        self.frozen_under = None
 
     @precondition(lambda self: not self.locked and self.window.session.exam is not None)
     @rule()
