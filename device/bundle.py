@@ -202,7 +202,8 @@ class Manifest:
         ``thresholds.malignant`` (0.5 when absent), lesion threshold 0.5, no figures (not validated)."""
         if self.decision is not None:
             return self.decision
-        threshold = self.thresholds.get(MALIGNANT, IMPLICIT_MALIGNANT_THRESHOLD) if isinstance(self.thresholds, dict) else IMPLICIT_MALIGNANT_THRESHOLD
+        thresholds = self.thresholds if isinstance(self.thresholds, dict) else {}
+        threshold = thresholds.get(MALIGNANT, IMPLICIT_MALIGNANT_THRESHOLD)
         return DecisionSpec(modes={DEFAULT_MODE.value: ModeSpec(malignant_threshold=threshold)})
 
     @classmethod
