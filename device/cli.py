@@ -26,8 +26,9 @@ from typing import Any
 from device import __version__
 from device.config import DEFAULT_TOML, DeviceConfig, load_config
 from device.engine import Classification, Classifier
-from device.errors import ConfigError, ImageDecodeError, SonopiError, SourceError
-from device.sources.files import frames_from_file, list_inputs
+from device.errors import ConfigError, ImageDecodeError, SonopiError, SourceError, StoreError
+from device.sources.base import Frame, FrameSource
+from device.sources.files import FileListSource, frames_from_file, list_inputs
 
 log = logging.getLogger("device")
 
@@ -52,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--source", help="source spec, e.g. folder:PATH, v4l2:/dev/video0 (default: from config)")
     run.add_argument("--model", type=Path, help="model bundle directory")
     run.add_argument("--headless", action="store_true", help="no display (the only mode of this command; for clarity in scripts)")
-    run.add_argument("--once", action="store_true", help="process a file/folder source once and exit")
+    run.add_argument("--once", action="store_true", help="process a file/folder source once and exit; a folder "
+                     "resumes where a previous run stopped (frames already stored with this model are skipped)")
+    run.add_argument("--rerun", action="store_true", help="with --once: classify frames already stored again")
 
     history = commands.add_parser("history", parents=[common], help="stored results, newest first")
     history.add_argument("--patient", metavar="REF")
@@ -297,6 +300,10 @@ def _run_command(args: argparse.Namespace, config: DeviceConfig) -> int:
         analyzer = Analyzer(config, classifier, store)
         log.info("running: source %s, model %s %s (%s), store %s", spec, classifier.manifest.name,
                  classifier.manifest.version, classifier.runtime, config.store_path)
+        resumed: _SkipStored | None = None
+        if args.once and not args.rerun and source.finite:
+            done = _stored_origins(config.store_path, classifier.manifest.model_sha256)
+            source = resumed = _resuming(spec, source, config, done)
         try:
             source.open()
         except SourceError as exc:
@@ -308,9 +315,70 @@ def _run_command(args: argparse.Namespace, config: DeviceConfig) -> int:
         finally:
             source.close()
     progress.finish()
+    skipped = f", {resumed.skipped} frames skipped (already stored)" if resumed is not None and resumed.skipped else ""
     print(f"done: {stats.frames} frames, {stats.stored} results stored ({stats.inconclusive} inconclusive), "
-          f"{stats.errors} errors — store {config.store_path}")
+          f"{stats.errors} errors{skipped} — store {config.store_path}")
     return EXIT_FAILED if stats.errors and not stats.stored else EXIT_OK
+
+
+def _stored_origins(store_path: Path, model_sha256: str) -> set[str]:
+    """Where the results already stored with this model came from (``source``: a file, or ``file#frame=N``)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{store_path}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT source FROM results WHERE model_sha256 = ? AND source IS NOT NULL",
+                              (model_sha256,)).fetchall()
+    except sqlite3.Error as exc:
+        raise StoreError(f"result store {store_path}: cannot read what was already classified ({exc})") from exc
+    return {str(row[0]) for row in rows}
+
+
+class _SkipStored(FrameSource):
+    """A finite source without the frames already stored with this model: ``run --once`` after a crash (or a
+    kill) goes on where it stopped instead of storing a second result for every frame it had done."""
+
+    def __init__(self, description: str, inner: FrameSource | None, done: set[str], skipped: int = 0) -> None:
+        super().__init__(description)
+        self.inner, self.done, self.skipped = inner, done, skipped  # inner None: everything is stored already
+        self.finite = True
+
+    def open(self) -> None:
+        if self.inner is not None:
+            self.inner.open()
+
+    def read(self) -> Frame | None:
+        while self.inner is not None:
+            frame = self.inner.read()
+            if frame is None or frame.origin not in self.done:
+                return frame
+            self.skipped += 1
+        return None
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+    @property
+    def state(self) -> str:
+        return "finished" if self.inner is None else getattr(self.inner, "state", "ready")
+
+
+def _resuming(spec: str, source: FrameSource, config: DeviceConfig, done: set[str]) -> _SkipStored:
+    """``source`` without what is already stored. For a folder, single-image files already classified are left
+    out before decoding (the resumed run does not decode them again); frames of DICOM/video files are skipped
+    one by one."""
+    kind, _, target = spec.partition(":")
+    if kind == "folder" and done and not config.source.loop:
+        files = list_inputs(Path(target))
+        todo = [path for path in files if str(path) not in done]
+        log.info("resuming %s: %d of %d files already classified with this model are skipped; already stored "
+                 "(--rerun classifies them again)", spec, len(files) - len(todo), len(files))
+        if not todo:
+            return _SkipStored(source.description, None, done, skipped=len(files))
+        source = FileListSource(source.description, lambda: todo, config.source.dicom_frame, loop=False)
+        return _SkipStored(source.description, source, done, skipped=len(files) - len(todo))
+    return _SkipStored(source.description, source, done)
 
 
 class _ProgressLine:
