@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from device.barcode import BarcodeError, PatientIdError, PatientIdFormat, check_patient_id, parse_scan
+from device.barcode import (
+    BarcodeError,
+    PatientIdError,
+    PatientIdFormat,
+    check_patient_id,
+    parse_scan,
+)
 
 
 @pytest.mark.parametrize("typed, stored", [("10452", "10452"), ("ab-1234", "AB-1234"), ("  X9 ", "X9")])

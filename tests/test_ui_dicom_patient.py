@@ -14,11 +14,11 @@ pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 pydicom = pytest.importorskip("pydicom")
 
-from device.dicom_patient import FilePatient, dicom_patient, mismatch  # noqa: E402
-from tests.dicom_factory import write_dicom  # noqa: E402
-from tests.test_ui_exam_defects import open_window, stored  # noqa: E402
-from tests.test_ui_workflow import BRIGHT_BOX  # noqa: E402
-from tests.ui_support import analyse, readback_text, start_exam, tap  # noqa: E402
+from device.dicom_patient import FilePatient, dicom_patient, mismatch
+from tests.dicom_factory import write_dicom
+from tests.test_ui_exam_defects import open_window, stored
+from tests.test_ui_workflow import BRIGHT_BOX
+from tests.ui_support import analyse, readback_text, start_exam, tap
 
 
 def write_patient_dicom(path: Path, patient_id: str | None) -> Path:

@@ -6,13 +6,32 @@ fails on the code before it (digits-only keypad, Start started at once, a bilate
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
-from tests.test_ui_exam_defects import stored, window  # noqa: E402,F401  (the window fixture)
-from tests.ui_support import analyse, enter_patient, readback_text, start_exam, tap, type_digits  # noqa: E402
+from tests.test_ui_exam_defects import open_window, stored
+from tests.test_ui_workflow import write_frames
+from tests.ui_support import (
+    analyse,
+    enter_patient,
+    readback_text,
+    start_exam,
+    tap,
+    type_digits,
+)
+
+
+@pytest.fixture()
+def window(qtbot, tmp_path: Path, tiny_bundle_dir: Path):
+    frames = tmp_path / "usb" / "exam"
+    write_frames(frames)
+    window = open_window(qtbot, tmp_path, tiny_bundle_dir, frames)
+    yield window
+    window.shutdown()
 
 
 def test_an_alphanumeric_id_is_typed_and_a_malformed_one_is_refused_on_the_keyboard(qtbot, window) -> None:

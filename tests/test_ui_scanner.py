@@ -5,16 +5,28 @@ a scan never changes an open exam or fills anything behind the lock; its keys ne
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
-from PyQt5.QtCore import Qt  # noqa: E402
+from PyQt5.QtCore import Qt
 
-from tests.test_ui_exam_defects import PIN, window  # noqa: E402,F401  (the window fixture)
-from tests.ui_support import finish_exam, readback_text, scan, start_exam, tap, unlock  # noqa: E402
-from ui.scanner import ScannerInput  # noqa: E402
+from tests.test_ui_exam_defects import PIN, open_window
+from tests.test_ui_workflow import write_frames
+from tests.ui_support import finish_exam, readback_text, scan, start_exam, tap, unlock
+from ui.scanner import ScannerInput
+
+
+@pytest.fixture()
+def window(qtbot, tmp_path: Path, tiny_bundle_dir: Path):
+    frames = tmp_path / "usb" / "exam"
+    write_frames(frames)
+    window = open_window(qtbot, tmp_path, tiny_bundle_dir, frames)
+    yield window
+    window.shutdown()
 
 
 class SlowClock:

@@ -8,7 +8,6 @@ import re
 from PyQt5.QtCore import QPoint, Qt
 
 from device.crop import Box
-
 from device.results import Exam
 
 

@@ -13,12 +13,30 @@ from dataclasses import dataclass
 from PyQt5.QtCore import QObject, Qt, pyqtSignal
 from PyQt5.QtGui import QPixmap
 from PyQt5.QtWidgets import (
-    QButtonGroup, QGridLayout, QHBoxLayout, QLabel, QPushButton, QStackedWidget, QTableWidget,
-    QTableWidgetItem, QVBoxLayout, QWidget, QAbstractItemView, QHeaderView, QScroller,
+    QAbstractItemView,
+    QButtonGroup,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QScroller,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
 from device.barcode import PatientIdFormat, normalise
-from device.results import CapturedFrame, Exam, ExamDesk, ExamEnd, ResultRecord, new_result_id
+from device.results import (
+    CapturedFrame,
+    Exam,
+    ExamDesk,
+    ExamEnd,
+    ResultRecord,
+    new_result_id,
+)
 from device.sources.base import Frame
 from device.store import ResultStore
 from ui import theme

@@ -13,7 +13,13 @@ import time
 from PyQt5.QtCore import pyqtSignal
 from PyQt5.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from device.dicom_patient import FilePatient, dicom_patient, frame_file, is_dicom_origin, mismatch
+from device.dicom_patient import (
+    FilePatient,
+    dicom_patient,
+    frame_file,
+    is_dicom_origin,
+    mismatch,
+)
 from device.results import EXAM_BINDING_CODES, CapturedFrame, Exam
 from device.sources.base import Frame
 from ui import theme

@@ -8,19 +8,35 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from PyQt5.QtCore import QTimer, Qt
-from PyQt5.QtWidgets import QApplication, QHBoxLayout, QLabel, QMainWindow, QPushButton, QStackedWidget, QVBoxLayout, QWidget
+from PyQt5.QtCore import Qt, QTimer
+from PyQt5.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
+from device.barcode import BarcodeError, normalise, parse_scan
 from device.bundle import Manifest
 from device.config import DeviceConfig
-from device.barcode import BarcodeError, normalise, parse_scan
 from device.results import Exam, ExamAlreadyOpenError, ExamEnd
 from device.store import ResultStore
 from ui import banners
 from ui.background import Background
 from ui.banners import BannerArea
 from ui.confirm import ConfirmOverlay
-from ui.exam import ExamScreen, ExamSession, exam_title, readback_html, readback_message, summarise
+from ui.exam import (
+    ExamScreen,
+    ExamSession,
+    exam_title,
+    readback_html,
+    readback_message,
+    summarise,
+)
 from ui.history import HistoryScreen
 from ui.hub import hub_status
 from ui.live_screen import LiveScreen
@@ -35,6 +51,7 @@ from ui.workers import AnalysisService, FrameReader, SourceStatus
 log = logging.getLogger(__name__)
 
 SCREENS = ("Live", "Exam", "History", "Settings")
+STATUS_POLL_MS = 3000
 FILE_KINDS = ("folder", "file", "video", "dicom")
 
 
@@ -42,7 +59,6 @@ def still_source_path(spec: str) -> Path | None:
     """The path of a file/folder source (a USB stick's), None for a capture card or camera."""
     kind, sep, target = spec.partition(":")
     return Path(target) if sep and kind in FILE_KINDS and target else None
-STATUS_POLL_MS = 3000
 
 
 @dataclass(frozen=True)
@@ -213,7 +229,6 @@ class MainWindow(QMainWindow):
 
     def _filter_entered(self, value: str) -> None:
         self.history.set_filter(normalise(value) or None)
-        return None
 
     def lock(self) -> None:
         """Idle lock and Settings › Lock: the open exam is finished (never suspended), so whoever unlocks
@@ -451,6 +466,6 @@ class MainWindow(QMainWindow):
         self.services.analysis.shutdown()
         self.store.close()
 
-    def closeEvent(self, event) -> None:  # noqa: N802
+    def closeEvent(self, event) -> None:
         self.shutdown()
         super().closeEvent(event)

@@ -37,7 +37,7 @@ class ScannerInput(QObject):
         self._last = 0.0
         self.enabled = True
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()
         if kind == QEvent.KeyPress:
             return self.key(event.key(), event.text()) if self.enabled else False
