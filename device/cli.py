@@ -288,6 +288,10 @@ def _run_command(args: argparse.Namespace, config: DeviceConfig) -> int:
     from device.store import ResultStore
 
     spec = args.source or config.source.spec
+    if config.model.public_key is None:
+        log.warning("MODEL SIGNATURE CHECK OFF: [model] public_key is not set, so the bundle %s is loaded without "
+                    "verifying its signature (a tampered, unsigned or foreign-signed bundle would load); set "
+                    "[model] public_key to the release's model-signing.pub", args.model or config.model.path)
     classifier = load_classifier(config, args.model)
     stop = threading.Event()
     install_stop_handlers(stop)

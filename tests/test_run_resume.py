@@ -3,7 +3,8 @@
 A real ``python -m device run --source folder:... --once`` (the tiny real TFLite bundle, a real SQLite store) is
 SIGKILLed twice mid-run and then run to the end: every file of the folder ends with exactly one result (the
 issue saw 368 results for 300 frames after 3 kills), and the rerun says how many it skipped. ``--rerun``
-classifies the folder again on purpose.
+classifies the folder again on purpose. With no ``[model] public_key`` configured, ``device run`` warns loudly at
+start that the bundle's signature is not checked.
 """
 
 from __future__ import annotations
@@ -74,3 +75,4 @@ def test_rerun_classifies_the_folder_again(tiny_bundle_dir: Path, tmp_path: Path
         done = subprocess.run(args + extra, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         assert _count(tmp_path / "data" / "results.sqlite") == total
+        assert "MODEL SIGNATURE CHECK OFF" in done.stderr, "no [model] public_key: a loud warning at start"
