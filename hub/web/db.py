@@ -244,6 +244,13 @@ class WebDb:
             with self._lock:
                 self._db.execute("PRAGMA optimize")
 
+    def ensure_index(self, statement: str) -> None:
+        """``CREATE INDEX IF NOT EXISTS`` under the migration lock (consoles starting together)."""
+        with self.transaction() as tx:
+            if self.pg:
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+            tx.execute(statement)
+
     def columns(self, table: str) -> set[str]:
         """The table's column names as the database has them now (the hub may add columns over time)."""
         if not table.isidentifier():

@@ -103,23 +103,26 @@ class Filters:
     def active(self) -> bool:
         return bool(self.query())
 
-    def where(self) -> tuple[str, list[Any]]:
+    def where(self, walk: str = "") -> tuple[str, list[Any]]:
+        """The filter's SQL. ``walk="+"`` (SQLite) keeps the planner off the filter columns' indexes, so a risk
+        ordering walks its own index in order and stops after a page instead of sorting every match."""
         clauses: list[str] = []
         params: list[Any] = []
-        for clause, value in (("r.site = ?", self.site), ("r.device_id = ?", self.device_id)):
+        w = walk
+        for clause, value in ((f"{w}r.site = ?", self.site), (f"{w}r.device_id = ?", self.device_id)):
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
         if self.label == "inconclusive":
-            clauses.append("r.inconclusive = 1")
+            clauses.append(f"{w}r.inconclusive = 1")
         elif self.label is not None:
-            clauses.append("r.label = ?")
+            clauses.append(f"{w}r.label = ?")
             params.append(self.label)
         if self.date_from is not None:
-            clauses.append("r.created_at >= ?")
+            clauses.append(f"{w}r.created_at >= ?")
             params.append(self.date_from.isoformat())
         if self.date_to is not None:
-            clauses.append("r.created_at < ?")
+            clauses.append(f"{w}r.created_at < ?")
             params.append((self.date_to + timedelta(days=1)).isoformat())
         if self.review == "unreviewed":
             clauses.append("w.result_pk IS NULL")  # on the join key: PostgreSQL plans it as an anti-join
@@ -237,17 +240,45 @@ class Dialect:
     def v2_column(self, name: str) -> str:
         return f"r.{name}" if name in self.v2 else "NULL"
 
+    def risk_key(self, prefix: str = "r.") -> str:
+        """p(malignant), -1 when unknown: the risk orderings' first key (and the risk index's expression)."""
+        derived = self.json_number(f"{prefix}probabilities", "malignant")
+        pm = f"COALESCE({prefix}p_malignant, {derived})" if "p_malignant" in self.v2 else derived
+        return f"COALESCE({pm}, -1.0)"
+
+    def risk_indexes(self) -> list[str]:
+        """Walked in order by the attention and risk orderings: every result, and the suspicious ones only
+        (partial indexes, so finding the unreviewed suspicious ones never walks the others). The names
+        differ per schema because the expressions do."""
+        v2 = "_v2" if self.v2 else ""
+        key = f"{self.risk_key('')} DESC, created_at, id"
+        return [f"CREATE INDEX IF NOT EXISTS web_results_risk{v2} ON results ({key})",
+                f"CREATE INDEX IF NOT EXISTS web_results_suspicious{v2} ON results ({key}) "
+                f"WHERE {self.suspicious_at('')}",
+                f"CREATE INDEX IF NOT EXISTS web_results_suspicious_age{v2} ON results (created_at, id) "
+                f"WHERE {self.suspicious_at('')}"]  # the escalation list: oldest first
+
     @property
-    def p_malignant(self) -> str:
-        derived = self.json_number("r.probabilities", "malignant")
-        return f"COALESCE(r.p_malignant, {derived})" if "p_malignant" in self.v2 else derived
+    def false(self) -> str:
+        return "FALSE" if self.pg else "0"
+
+    def segment(self, rank: int | None) -> str:
+        """The rows of one attention rank (the CASE in :meth:`columns`), written so an index can serve it."""
+        suspicious = f"COALESCE({self.suspicious}, {self.false})"  # NULL (no label, no threshold): not suspicious
+        return {None: "", 0: f"w.result_pk IS NULL AND {self.suspicious}",  # as the partial index's WHERE
+                1: f"w.result_pk IS NULL AND NOT {suspicious}", 2: "w.state = 'follow_up'",
+                3: "w.state <> 'follow_up'"}[rank]
 
     @property
     def suspicious(self) -> str:
-        v1 = (f"(r.inconclusive = 0 AND (r.label = 'malignant' OR "
-              f"{self.json_number('r.probabilities', 'malignant')} >= {self.json_number('r.thresholds', 'malignant')}))")
+        return self.suspicious_at("r.")
+
+    def suspicious_at(self, prefix: str) -> str:
+        p = prefix
+        v1 = (f"({p}inconclusive = 0 AND ({p}label = 'malignant' OR {self.json_number(f'{p}probabilities', 'malignant')}"
+              f" >= {self.json_number(f'{p}thresholds', 'malignant')}))")
         if "category" in self.v2:
-            return f"(r.category = 'suspicious' OR (r.category IS NULL AND {v1}))"
+            return f"({p}category = 'suspicious' OR ({p}category IS NULL AND {v1}))"
         return v1
 
     @property
@@ -260,7 +291,7 @@ class Dialect:
         return ("r.id, r.result_id, r.site, r.device_id, r.created_at, r.received_at, r.historical, r.exam_id, "
                 "r.patient_ref, r.side, r.model_version, r.label, r.inconclusive, r.probabilities, r.thresholds, "
                 f"w.state AS review_state, w.username AS reviewer, w.note AS review_note, w.at AS reviewed_at, {v2}, "
-                f"{self.rank} AS k_rank, COALESCE({self.p_malignant}, -1.0) AS k_pm")
+                f"{self.rank} AS k_rank, {self.risk_key()} AS k_pm")
 
 
 _ROW_FIELDS = 22  # the columns of Dialect.columns() that make an InboxRow (then k_rank, k_pm)
@@ -287,9 +318,18 @@ def _order(sort: Sort, reverse: bool) -> str:
     return ", ".join(f"q.{col} {'ASC' if asc != reverse else 'DESC'}" for col, asc in _KEYS[sort])
 
 
-def _beyond(sort: Sort, pivot: Sequence[Any], reverse: bool) -> tuple[str, list[Any]]:
-    """Rows after ``pivot``'s key in this ordering (``reverse``: ahead of it)."""
-    keys = _KEYS[sort]
+# Within one attention rank (or the whole risk ordering): p(malignant) highest first, then oldest, then id.
+_TAIL: tuple[tuple[str, bool], ...] = (("k_pm", False), ("created_at", True), ("id", True))
+_RANKS: dict[Sort, tuple[int | None, ...]] = {Sort.ATTENTION: (0, 1, 2, 3), Sort.RISK: (None,)}
+
+
+def _order_by(keys: tuple[tuple[str, bool], ...], reverse: bool) -> str:
+    return ", ".join(f"q.{col} {'ASC' if asc != reverse else 'DESC'}" for col, asc in keys)
+
+
+def _beyond_keys(keys: tuple[tuple[str, bool], ...], pivot: Sequence[Any], reverse: bool) -> tuple[str, list[Any]]:
+    """Rows after ``pivot`` in the ordering ``keys`` (``reverse``: ahead of it). The leading bound on the first
+    key lets the database seek in the index instead of filtering from its start."""
     ors: list[str] = []
     params: list[Any] = []
     for i, (col, asc) in enumerate(keys):
@@ -297,7 +337,13 @@ def _beyond(sort: Sort, pivot: Sequence[Any], reverse: bool) -> tuple[str, list[
         op = ">" if asc != reverse else "<"
         ors.append("(" + " AND ".join([*equal, f"q.{col} {op} ?"]) + ")")
         params += [*pivot[:i], pivot[i]]
-    return "(" + " OR ".join(ors) + ")", params
+    first, asc = keys[0]
+    bound = f"q.{first} {'>=' if asc != reverse else '<='} ?"
+    return f"{bound} AND (" + " OR ".join(ors) + ")", [pivot[0], *params]
+
+
+def _beyond(sort: Sort, pivot: Sequence[Any], reverse: bool) -> tuple[str, list[Any]]:
+    return _beyond_keys(_KEYS[sort], pivot, reverse)
 
 
 @dataclass(frozen=True)
@@ -318,11 +364,13 @@ class Inbox:
     def __init__(self, db: WebDb) -> None:
         self._db = db
         self.dialect = Dialect(db.pg, db.columns("results"))
+        for statement in self.dialect.risk_indexes():
+            db.ensure_index(statement)
 
     # --- the query ---------------------------------------------------------------------------------
 
-    def _inner(self, filters: Filters, extra: str = "") -> tuple[str, list[Any]]:
-        where, params = filters.where()
+    def _inner(self, filters: Filters, extra: str = "", walk: bool = False) -> tuple[str, list[Any]]:
+        where, params = filters.where("+" if walk and not self._db.pg else "")
         clauses = " AND ".join(c for c in (where, extra) if c)
         sql = (f"SELECT {self.dialect.columns()} FROM results r LEFT JOIN web_reviews w ON w.result_pk = r.id"
                f"{' WHERE ' + clauses if clauses else ''}")
@@ -334,21 +382,46 @@ class Inbox:
         row = self._db.one(f"SELECT {cols} FROM ({inner}) q", [*params, result_pk])
         return list(row) if row else None
 
-    def _select(self, queue: Queue, *, beyond: int | None = None, reverse: bool = False,
-                limit: int | None = None, extra: str = "", extra_params: Sequence[Any] = ()) -> list[InboxRow]:
-        inner, params = self._inner(queue.filters, extra)
-        params = [*params, *extra_params]
-        outer = ""
-        if beyond is not None:
-            pivot = self._pivot(queue.sort, beyond)
-            if pivot is None:
-                return []
-            outer, more = _beyond(queue.sort, pivot, reverse)
-            params += more
-        sql = f"SELECT * FROM ({inner}) q{' WHERE ' + outer if outer else ''} ORDER BY {_order(queue.sort, reverse)}"
+    def _query(self, filters: Filters, extra: str, params: Sequence[Any], outer: str, outer_params: Sequence[Any],
+               order: str, limit: int | None, walk: bool = False) -> list[InboxRow]:
+        inner, inner_params = self._inner(filters, extra, walk)
+        sql = f"SELECT * FROM ({inner}) q{' WHERE ' + outer if outer else ''} ORDER BY {order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [_row(r[:_ROW_FIELDS]) for r in self._db.query(sql, params)]
+        rows = self._db.query(sql, [*inner_params, *params, *outer_params])
+        return [_row(r[:_ROW_FIELDS]) for r in rows]
+
+    def _select(self, queue: Queue, *, beyond: int | None = None, reverse: bool = False,
+                limit: int | None = None, extra: str = "", extra_params: Sequence[Any] = ()) -> list[InboxRow]:
+        pivot = self._pivot(queue.sort, beyond) if beyond is not None else None
+        if beyond is not None and pivot is None:
+            return []
+        if queue.sort is Sort.NEWEST:
+            outer, more = _beyond(queue.sort, pivot, reverse) if pivot else ("", [])
+            return self._query(queue.filters, extra, extra_params, outer, more, _order(queue.sort, reverse), limit)
+        return self._segments(queue, pivot, reverse, limit, extra, extra_params)
+
+    def _segments(self, queue: Queue, pivot: list[Any] | None, reverse: bool, limit: int | None, extra: str,
+                  extra_params: Sequence[Any]) -> list[InboxRow]:
+        """The attention ordering one rank at a time (each an index walk by p(malignant)), so a page costs a
+        few index steps rather than sorting every matching result."""
+        ranks = _RANKS[queue.sort]
+        pivot_rank = pivot[0] if pivot is not None and queue.sort is Sort.ATTENTION else None
+        tail = pivot[-3:] if pivot is not None else None
+        found: list[InboxRow] = []
+        for rank in (reversed(ranks) if reverse else ranks):
+            if pivot_rank is not None and (rank < pivot_rank if not reverse else rank > pivot_rank):
+                continue
+            left = None if limit is None else limit - len(found)
+            if left is not None and left <= 0:
+                break
+            at_pivot = tail is not None and (pivot_rank is None or rank == pivot_rank)
+            outer, more = _beyond_keys(_TAIL, tail, reverse) if at_pivot else ("", [])
+            segment = self.dialect.segment(rank)
+            where = " AND ".join(c for c in (extra, segment) if c)
+            found += self._query(queue.filters, where, extra_params, outer, more, _order_by(_TAIL, reverse), left,
+                                 walk=True)
+        return found
 
     # --- pages -------------------------------------------------------------------------------------
 
@@ -405,13 +478,11 @@ class Inbox:
 
     def escalations(self, created_before: str, limit: int = 200) -> list[InboxRow]:
         """Unreviewed suspicious results created before ``created_before`` (ISO), oldest first."""
-        rows = self._select(Queue(Filters(review="unreviewed"), Sort.ATTENTION),
-                            extra=f"r.created_at < ? AND {self.dialect.suspicious}", extra_params=[created_before],
-                            limit=limit)
-        return sorted(rows, key=lambda r: (r.created_at, r.id))
+        return self._query(Filters(), f"r.created_at < ? AND {self.dialect.segment(0)}", [created_before], "", [],
+                           "q.created_at ASC, q.id ASC", limit)
 
     def count_escalations(self, created_before: str, cap: int = 100) -> int:
-        inner, params = self._inner(Filters(review="unreviewed"), f"r.created_at < ? AND {self.dialect.suspicious}")
+        inner, params = self._inner(Filters(), f"r.created_at < ? AND {self.dialect.segment(0)}")
         row = self._db.one(f"SELECT COUNT(*) FROM ({inner} LIMIT {int(cap)}) AS capped", [*params, created_before])
         return int(row[0]) if row else 0
 
