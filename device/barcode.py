@@ -62,9 +62,10 @@ class PatientIdFormat:
         if not reference:
             return "Enter the patient ID"
         if len(reference) < self.min_length:
-            return f"Patient ID {reference!r} is too short: at least {self.min_length} characters"
+            return f"Patient ID {reference!r} is too short: at least {self.min_length} characters (e.g. {self.example})"
         if len(reference) > self.max_length:
-            return f"Patient ID {reference[:self.max_length]}… is too long: at most {self.max_length} characters"
+            return (f"Patient ID {reference[:self.max_length]}… is too long: at most {self.max_length} characters "
+                    f"(e.g. {self.example})")
         if self._regex.fullmatch(reference) is None:
             return f"Patient ID {reference!r} is not in this site's format (e.g. {self.example})"
         return None

@@ -99,3 +99,43 @@ def test_the_other_side_is_a_new_exam_for_the_same_patient_with_one_tap(qtbot, w
     assert by_result == {first.record.result_id: (left.exam_id, "L"), second.record.result_id: (right.exam_id, "R")}
     tap(qtbot, window.live.exam_button)
     assert summary.other_side.text() == "Left side ▶" and summary.table.rowCount() == 1
+
+
+def test_the_sites_format_is_the_one_the_keyboard_and_the_scanner_enforce(qtbot, tmp_path: Path) -> None:
+    """A site whose IDs are ``MRN`` + 6 digits: an ID in the default format is refused, on the keyboard and from the
+    scanner, saying what the site's IDs look like; the site's own format is accepted (no model needed for that)."""
+    from device.barcode import PatientIdFormat
+    from device.config import parse_config
+    from tests.ui_support import scan
+    from ui.app import start
+    from ui.main_window import MainWindow, Services
+    from ui.workers import AnalysisService, FrameReader, default_opener
+
+    frames = tmp_path / "usb" / "exam"
+    write_frames(frames)
+    config = parse_config({
+        "device": {"data_dir": str(tmp_path / "data")},
+        "model": {"path": str(tmp_path / "no-model")},
+        "source": {"spec": f"folder:{frames}"},
+        "uplink": {"enabled": False},
+    })
+    services = Services(FrameReader(config.source.spec, default_opener(config)), AnalysisService(config))
+    mrn = PatientIdFormat(r"MRN[0-9]{6}", min_length=9, max_length=9, example="MRN004512")
+    window = MainWindow(config, services, (800, 480), id_format=mrn)
+    qtbot.addWidget(window)
+    window.show()
+    start(window)
+    window.first_run.close_overlay()
+    try:
+        tap(qtbot, window.nav["Exam"])
+        tap(qtbot, window.exam.form.field_buttons["patient"])
+        type_digits(qtbot, window.id_entry.keypad, "10452")
+        tap(qtbot, window.id_entry.keypad.keys["OK"])
+        assert window.id_entry.isVisible() and "e.g. MRN004512" in window.id_entry.message.text()
+        tap(qtbot, window.id_entry.cancel)
+        scan(qtbot, window, "10452")
+        assert window.exam.form.values["patient"] == "" and "e.g. MRN004512" in window.exam.form.notice.text()
+        scan(qtbot, window, "mrn004512")
+        assert window.exam.form.values["patient"] == "MRN004512"
+    finally:
+        window.shutdown()

@@ -20,7 +20,7 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from device.barcode import BarcodeError, normalise, parse_scan
+from device.barcode import BarcodeError, PatientIdFormat, normalise, parse_scan
 from device.bundle import Manifest
 from device.config import DeviceConfig
 from device.results import Exam, ExamAlreadyOpenError, ExamEnd
@@ -68,10 +68,12 @@ class Services:
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, config: DeviceConfig, services: Services, size: tuple[int, int]) -> None:
+    def __init__(self, config: DeviceConfig, services: Services, size: tuple[int, int],
+                 id_format: PatientIdFormat | None = None) -> None:
         super().__init__()
         self.config = config
         self.services = services
+        self.id_format = id_format or PatientIdFormat()  # the site's patient ID format (device.barcode)
         self.th = Theme.for_size(*size)
         self.setWindowTitle("sonopi")
         self.setStyleSheet(self.th.stylesheet())
@@ -99,7 +101,7 @@ class MainWindow(QMainWindow):
         self.status = StatusBar(th)
         self.banners = BannerArea(th)
         self.live = LiveScreen(th, reader, analysis, self.session, smoothing=self.config.ui.live_smoothing)
-        self.exam = ExamScreen(th, self.session, self.store)
+        self.exam = ExamScreen(th, self.session, self.store, id_format=self.id_format)
         self.history = HistoryScreen(th, self.store)
         self.settings = SettingsScreen(th, self.config, self.background, f"{self.width()}×{self.height()}")
         self.stack = QStackedWidget()
@@ -275,7 +277,7 @@ class MainWindow(QMainWindow):
             log.info("scan ignored: the screen is locked")
             return
         try:
-            scan = parse_scan(raw, self.exam.form.id_format)
+            scan = parse_scan(raw, self.id_format)
         except BarcodeError as exc:
             self._scan_refused(str(exc))
             return
