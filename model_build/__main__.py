@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--data", action="append", required=True, type=Path, help="a source the bundle never trained on; repeat")
     c.add_argument("--out", required=True, type=Path, help="fold directory to write (report/external_predictions.csv)")
     c.add_argument("-v", "--verbose", action="store_true")
+    f = sub.add_parser("probe", help="fast leave-one-source-out probe on frozen ImageNet features: views vs none")
+    f.add_argument("--data", action="append", required=True, help="dataset root; repeat")
+    f.add_argument("--arch", default="lite0", choices=("lite0", "lite1", "lite2"))
+    f.add_argument("--resolution", type=int, default=224)
+    f.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
@@ -99,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         return _modes(args)
     if args.command == "score":
         return _score(args)
+    if args.command == "probe":
+        from model_build.feature_probe import run, table
+
+        print("\n".join(table(run(args.data, args.arch, args.resolution))))
+        return 0
     return _build(args)
 
 
