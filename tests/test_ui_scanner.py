@@ -111,6 +111,12 @@ def test_scanner_keys_never_press_a_focused_button(qtbot, window) -> None:
     assert clicks == [] and not window.live.view.frozen
 
 
+def test_a_scan_counts_as_activity_for_the_idle_lock(qtbot, window) -> None:
+    window.idle.timer.stop()
+    scan(qtbot, window, "A12345")
+    assert window.idle.timer.isActive(), "the scanner swallowed its keys before the idle watcher saw them"
+
+
 def test_the_burst_rule_on_its_own(qtbot) -> None:
     """``ScannerInput.key`` as the event filter calls it: a burst needs Enter to end it and a pause restarts it."""
     times = iter([0.0, 0.01, 0.02, 0.03, 1.0, 1.01, 1.02, 2.0])  # one reading per key, Shift and Enter included

@@ -188,8 +188,9 @@ class MainWindow(QMainWindow):
     def start(self) -> None:
         """After show(): first-run notice, idle lock, first status poll."""
         self.go("Live")
-        QApplication.instance().installEventFilter(self.idle)
-        QApplication.instance().installEventFilter(self.scanner)
+        app = QApplication.instance()
+        app.installEventFilter(self.scanner)  # the filter installed last sees events first: the idle watcher must
+        app.installEventFilter(self.idle)  # see a scan's keys (activity) before the scanner swallows them
         self.idle.start()
         if self.first_run.needed:
             self.first_run.open()
