@@ -68,6 +68,12 @@ def test_a_scan_during_the_readback_withdraws_it(qtbot, window) -> None:
     assert readback_text(window) == "B777"
 
 
+def test_a_scanner_set_to_end_codes_with_tab_is_understood(qtbot, window) -> None:
+    qtbot.keyClicks(window, "A12345")
+    qtbot.keyClick(window, Qt.Key_Tab)
+    assert window.exam.form.values["patient"] == "A12345"
+
+
 def test_slow_typing_ending_in_enter_is_not_a_scan(qtbot, window) -> None:
     window.scanner._clock = SlowClock()
     scan(qtbot, window, "A12345")

@@ -17,13 +17,13 @@ from PyQt5.QtCore import QEvent, QObject, Qt, pyqtSignal
 
 log = logging.getLogger(__name__)
 
-ENTER_KEYS = (Qt.Key_Return, Qt.Key_Enter)
+ENTER_KEYS = (Qt.Key_Return, Qt.Key_Enter, Qt.Key_Tab)  # scanners end a code with Enter, some are set to Tab
 MAX_GAP_S = 0.05  # scanners send a key every 1-15 ms; people rarely type two keys 50 ms apart
 MIN_CHARS = 2
 
 
 class ScannerInput(QObject):
-    """``scanned(raw)``: a fast burst of printable key presses ended by Enter (the raw text, Enter included as CR)."""
+    """``scanned(raw)``: a fast burst of printable key presses ended by Enter or Tab (the raw text, the end as CR)."""
 
     scanned = pyqtSignal(str)
 
