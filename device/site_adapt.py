@@ -1,0 +1,669 @@
+"""``python -m device site-adapt CASES --out DIR``: teach the device what "normal" looks like on this scanner.
+
+On a scanner the model never saw, most normal breasts come out as benign or malignant. Every clinic can
+produce normal scans on day one, so this refits the classifier's head — a dense layer on the pooled last
+feature map, see device/head.py — on the clinic's own cases together with the base bundle's training images
+(shipped in the bundle in compact form, ``head_data/features.npz``), and writes a *site bundle*: the same
+model file, the refitted head in the manifest (``head``), version ``<base version>+site-<hash>``.
+
+The procedure (docs/device.md, "Site onboarding"), all numpy, no TensorFlow:
+
+1. read ``CASES/labels.csv`` (``filename,label[,patient_id]``, as ``site-check`` reads it); decode each image as
+   ``classify`` does (``device.preprocess.prepare``), drop frames the quality gate refuses, and keep each image's
+   pooled features and a few image statistics;
+2. guards: at least :data:`MIN_NORMALS` normal images (and :data:`MIN_PATIENTS` patients when ids are given);
+   refuse a folder whose image statistics fall in two clearly separate groups (:func:`scanner_check`: another
+   scanner mixed in);
+3. hold out about a quarter of the site's patients (:data:`HOLDOUT_FRACTION`) for before/after figures;
+4. fit a multinomial logistic head by Newton's method: weighted cross-entropy on the base training images
+   (total weight 1) and the site's images (total weight ``site_weight``), plus an L2 penalty on the change from
+   the base head, which may only move within the base features' principal directions (device.head.HeadData) —
+   so it stays near the base head and the fit on the base images is exact;
+5. no forgetting: the refitted head scores the base bundle's own held-out test split; the largest site weight of
+   :data:`SITE_WEIGHTS` whose head keeps that split's malignant AUC within :data:`FORGET_AUC`, its normal recall
+   and its malignant sensitivity at the threshold within :data:`FORGET_RECALL` of the base head's is taken; if
+   none does, the site bundle is refused;
+6. normals that still look like lesions to a head fitted without them (out-of-fold, by patient) are listed for
+   review (:data:`REVIEW_P_LESION`), not silently trusted;
+7. the shipped head is refitted on every site case with the chosen weight; the temperature and the operating
+   thresholds stay the base bundle's (a refit never raises the malignant threshold).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.bundle import ModelBundle
+from device.decision import MALIGNANT, NORMAL, Category, categorise
+from device.errors import ImageDecodeError, SonopiError, SourceError
+from device.head import HEAD_DATA_FILE, HeadData, pool_features
+from device.preprocess import prepare
+from device.quality import image_problems
+from device.site_check import LABELS_FILE, SiteCheckError, read_cases
+
+log = logging.getLogger(__name__)
+
+MIN_NORMALS = 40  # fewer normal images cannot teach a scanner's look (and leave too few to check it on); 200 recommended
+MIN_LESIONS = 10  # with at least this many biopsy-proven lesions the whole head is refitted, else only "normal"
+MIN_PATIENTS = 10  # when patient ids are given: 50 images of 3 patients are 3 examples, not 50
+HOLDOUT_FRACTION = 0.25  # share of the site's normal images (whole patients) kept out of the fit for the figures
+SITE_WEIGHTS = (4.0, 2.0, 1.0, 0.5, 0.25)  # the site's total weight beside the base training images' 1, tried in order
+L2 = 0.001  # penalty on the change of the head (the loss is a weighted mean): keeps it near the base head
+BIAS_L2 = 0.0002
+FORGET_AUC = 0.01  # the base test split's malignant AUC may fall by at most this
+FORGET_RECALL = 0.02  # its normal recall, and malignant sensitivity at the threshold, by at most this
+REVIEW_P_LESION = 0.8  # a "normal" that a head fitted without it still gives p(lesion) >= this is listed for review
+FOLDS = 5
+IMAGE_STATISTICS = ("mean", "std", "p99", "dark_share", "fine_texture", "corr_h", "corr_v")
+SCANNER_STATISTICS = ("std", "fine_texture", "corr_h", "corr_v")  # what the scanner sets more than the anatomy
+SCANNER_Z = 5.0  # an image this many robust spreads from the median in one of them is odd
+SCANNER_MIN_ODD = 3  # a folder is mixed when at least this many images are odd ...
+SCANNER_MIN_SHARE = 0.05  # ... and at least this share of them
+REPORT_FILE = "report/site_adapt.json"
+
+
+class SiteAdaptError(SonopiError):
+    """The site's cases cannot make a trustworthy site bundle: too few, mixed scanners, or the refit forgets."""
+
+    code = "site_adapt_refused"
+
+
+@dataclass(frozen=True)
+class SiteCase:
+    path: Path
+    label: str  # normal | benign | malignant
+    patient: str | None
+
+
+def read_site_cases(folder: Path) -> list[SiteCase]:
+    """The cases of ``folder/labels.csv`` (checked by :func:`device.site_check.read_cases`) with their label and
+    patient. A folder of normal scans only is the usual day-one case."""
+    checked = read_cases(folder)  # raises SiteCheckError naming the file, the line or the missing images
+    with open(folder / LABELS_FILE, newline="", encoding="utf-8-sig") as fh:
+        rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in csv.DictReader(fh)]
+    if len(rows) != len(checked):
+        raise SiteCheckError(f"{folder / LABELS_FILE}: {len(rows)} rows but {len(checked)} cases read")
+    return [SiteCase(case.path, row["label"].lower(), row.get("patient_id") or None) for case, row in zip(checked, rows)]
+
+
+# --- the site's images -----------------------------------------------------------------------------
+
+
+@dataclass
+class SiteData:
+    """The usable cases with their pooled features ``x [N, C]`` and image statistics ``stats [N, S]``."""
+
+    cases: list[SiteCase]
+    x: np.ndarray
+    stats: np.ndarray
+    unfit: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): not decodable or refused by the gate
+    sha256: str = ""  # of the cases' files, labels and patients
+
+    @property
+    def labels(self) -> list[str]:
+        return [c.label for c in self.cases]
+
+
+def image_statistics(grey: np.ndarray) -> np.ndarray:
+    """The :data:`IMAGE_STATISTICS` of a grey crop: brightness, contrast, gain, dark share, and the speckle's
+    grain (median neighbour difference over contrast; correlation of neighbouring pixels across and along the
+    beam) — what a scanner model and its presets set, rather than the anatomy."""
+    g = np.asarray(grey, dtype=np.float64)
+    step = max(1, min(g.shape) // 256)
+    g = g[::step, ::step]
+    std = float(g.std()) + 1e-6
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+        return float((a @ b) / (math.sqrt(float(a @ a) * float(b @ b)) + 1e-9))
+
+    return np.array([
+        g.mean(), std, np.percentile(g, 99), float((g < 10).mean()),
+        float(np.median(np.abs(np.diff(g, axis=1)))) / std, corr(g[:, :-1], g[:, 1:]), corr(g[:-1], g[1:]),
+    ])
+
+
+def read_site_data(
+    classifier: Any, cases: Sequence[SiteCase], auto_crop: bool = True, dicom_frame: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SiteData:
+    """Every case as ``classify`` sees it: decoded (``device.sources.files``; a multi-frame file gives its first
+    or ``dicom_frame``), cropped and prepared (``device.preprocess.prepare``), through the model's feature map.
+    A case the quality gate refuses (blank, colour, too small) is left out and reported."""
+    from device.sources.files import frames_from_file
+
+    spec = classifier.manifest.input
+    kept: list[SiteCase] = []
+    xs, stats, unfit = [], [], []
+    digest = hashlib.sha256()
+    for i, case in enumerate(cases):
+        try:
+            frame = next(iter(frames_from_file(case.path, dicom_frame))).image
+        except (ImageDecodeError, SourceError, StopIteration) as exc:
+            unfit.append((case.path.name, f"unreadable: {exc}"))
+            continue
+        digest.update(hashlib.sha256(case.path.read_bytes()).digest())
+        digest.update(f"\0{case.path.name}\0{case.label}\0{case.patient or ''}\n".encode())
+        prepared = prepare(frame, spec, auto_crop=auto_crop)
+        problems = image_problems(prepared.crop.apply(frame), classifier.limits)
+        if problems:
+            unfit.append((case.path.name, "; ".join(problems)))
+            continue
+        _, features = classifier.invoke(classifier.input_tensor(prepared.pixels), with_features=True)
+        if features is None:
+            raise SiteAdaptError(f"model {classifier.manifest.name} has no feature map output: it cannot be site-adapted")
+        kept.append(case)
+        xs.append(pool_features(features))
+        stats.append(image_statistics(prepared.grey_crop))
+        if progress is not None:
+            progress(i + 1, len(cases))
+    width = len(classifier.manifest.cam.weights) if classifier.manifest.cam else 0
+    return SiteData(kept, np.array(xs).reshape(len(kept), width), np.array(stats).reshape(len(kept), len(IMAGE_STATISTICS)),
+                    unfit, digest.hexdigest())
+
+
+# --- guards ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScannerCheck:
+    """Do some images stand apart from the rest in the statistics a scanner sets (another scanner mixed in)?"""
+
+    mixed: bool
+    odd: tuple[str, ...]  # files whose statistics are far from the rest's (listed even when not refused)
+    largest_z: float  # the largest robust z-score seen
+    medians: dict[str, float]
+
+
+def scanner_check(stats: np.ndarray, names: Sequence[str]) -> ScannerCheck:
+    """Robust z-scores (median, MAD) of the :data:`SCANNER_STATISTICS` — contrast and speckle grain, which the
+    scanner model and its processing set; brightness and gain follow the anatomy and the operator too. An image
+    is odd when one of them is more than :data:`SCANNER_Z` robust spreads from the median; the folder is mixed
+    when at least :data:`SCANNER_MIN_ODD` images and :data:`SCANNER_MIN_SHARE` of them are odd.
+
+    Measured on the shared data (tests/test_site_adapt.py): within one scanner at most 1 image in 54-179 is odd
+    (BUSI's GE LOGIQ E9 normals, BUS-BRA's Toshiba and GE images, BrEaST-Lesions-USG); 5-8 Toshiba images
+    among BrEaST-Lesions-USG normals: 4 of them are. Scanners alike in these statistics (BUSI's GE beside
+    BrEaST-Lesions-USG) are not told apart: the check catches a clearly different scanner, not every one."""
+    medians = {name: float(v) for name, v in zip(IMAGE_STATISTICS, np.median(stats, axis=0))} if len(stats) else {}
+    if len(stats) < 10:
+        return ScannerCheck(False, (), 0.0, medians)
+    cols = [IMAGE_STATISTICS.index(name) for name in SCANNER_STATISTICS]
+    x = stats[:, cols]
+    centre = np.median(x, axis=0)
+    spread = np.maximum(1.4826 * np.median(np.abs(x - centre), axis=0), 1e-6)
+    z = (np.abs(x - centre) / spread).max(axis=1)
+    odd_mask = z > SCANNER_Z
+    odd = tuple(name for name, flag in zip(names, odd_mask) if flag)
+    mixed = len(odd) >= SCANNER_MIN_ODD and len(odd) >= SCANNER_MIN_SHARE * len(stats)
+    return ScannerCheck(bool(mixed), odd, float(z.max()), medians)
+
+
+# --- the fit -----------------------------------------------------------------------------------------
+
+
+def softmax_rows(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_update(v: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = L2, bias_l2: float = BIAS_L2,
+               free: Sequence[int] | None = None, max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """The head's change ``(A [r, K], db [K])`` minimising ``sum_i w_i CE(softmax(z_i + v_i A + db), y_i)
+    + l2/2 |A|^2 + bias_l2/2 |db|^2`` by Newton's method with a backtracking line search (convex: it converges
+    to the one minimum; the penalty keeps the Hessian positive definite). ``free``: the label columns that may
+    change (default all); the others keep the base head's weights."""
+    n, r = v.shape
+    k = z.shape[1]
+    cols = list(range(k)) if free is None else sorted(free)
+    f = len(cols)
+    a = np.hstack([np.asarray(v, dtype=np.float64), np.ones((n, 1))])
+    onehot = np.eye(k)[y]
+    reg = np.concatenate([np.full(r, l2), [bias_l2]])
+    theta = np.zeros((r + 1, k))
+
+    def objective(t: np.ndarray) -> tuple[float, np.ndarray]:
+        logits = z + a @ t
+        logits = logits - logits.max(axis=1, keepdims=True)
+        log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        loss = float(-(w * log_p[np.arange(n), y]).sum() + 0.5 * (reg[:, None] * t ** 2).sum())
+        return loss, np.exp(log_p)
+
+    loss, p = objective(theta)
+    for _ in range(max_iter):
+        grad = (a.T @ (w[:, None] * (p - onehot)) + reg[:, None] * theta)[:, cols]  # [r+1, f]
+        if float(np.abs(grad).max()) < 1e-9:
+            break
+        hessian = np.zeros(((r + 1) * f, (r + 1) * f))
+        for i, ci in enumerate(cols):
+            for j, cj in enumerate(cols):
+                coef = w * (p[:, ci] * ((ci == cj) - p[:, cj]))
+                block = (a * coef[:, None]).T @ a
+                if i == j:
+                    block = block + np.diag(reg)
+                hessian[i * (r + 1):(i + 1) * (r + 1), j * (r + 1):(j + 1) * (r + 1)] = block
+        step = np.zeros_like(theta)
+        step[:, cols] = -np.linalg.solve(hessian, grad.T.reshape(-1)).reshape(f, r + 1).T
+        slope = float((grad * step[:, cols]).sum())
+        size = 1.0
+        while True:
+            new_loss, new_p = objective(theta + size * step)
+            if new_loss <= loss + 1e-4 * size * slope or size < 1e-6:
+                break
+            size *= 0.5
+        theta = theta + size * step
+        improvement = loss - new_loss
+        loss, p = new_loss, new_p
+        if improvement < 1e-12:
+            break
+    return theta[:r], theta[r]
+
+
+# --- figures -----------------------------------------------------------------------------------------
+
+
+def auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Mann-Whitney AUC (ties count half); NaN when a side is empty."""
+    positive, negative = np.asarray(positive, dtype=np.float64), np.asarray(negative, dtype=np.float64)
+    if len(positive) == 0 or len(negative) == 0:
+        return float("nan")
+    values = np.concatenate([positive, negative])
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values))
+    sorted_values = values[order]
+    i = 0
+    while i < len(values):  # average ranks over ties
+        j = i
+        while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    u = ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2.0
+    return float(u / (len(positive) * len(negative)))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The decision rule's numbers a figure is computed at (the base bundle's default mode)."""
+
+    labels: tuple[str, ...]
+    temperature: float
+    malignant_threshold: float
+    lesion_threshold: float
+
+    def categories(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = softmax_rows(logits, self.temperature)
+        p_mal = p[:, self.labels.index(MALIGNANT)]
+        p_lesion = 1.0 - p[:, self.labels.index(NORMAL)]
+        cats = np.array([categorise(m, le, self.malignant_threshold, self.lesion_threshold).value
+                         for m, le in zip(p_mal, p_lesion)])
+        return cats, p
+
+
+def figures(logits: np.ndarray, y: np.ndarray, rule: Rule) -> dict[str, Any]:
+    """What a clinician sees on these cases: normals called normal / malignant; with lesions, malignant
+    sensitivity at the threshold, lesions called a lesion, the malignant AUC (against everything else) and the
+    benign-vs-malignant AUC."""
+    cats, p = rule.categories(logits)
+    labels = np.array(rule.labels)[y]
+    p_mal = p[:, rule.labels.index(MALIGNANT)]
+    out: dict[str, Any] = {"n": {name: int((labels == name).sum()) for name in rule.labels}}
+
+    def share(mask: np.ndarray, category: str) -> float | None:
+        return round(float((cats[mask] == category).mean()), 4) if mask.any() else None
+
+    normal, malignant, benign = labels == NORMAL, labels == MALIGNANT, labels == "benign"
+    out["normals_called_normal"] = share(normal, Category.NO_LESION.value)
+    out["normals_called_malignant"] = share(normal, Category.SUSPICIOUS.value)
+    out["malignant_sensitivity"] = share(malignant, Category.SUSPICIOUS.value)
+    lesion = malignant | benign
+    out["lesions_called_lesion"] = round(float((cats[lesion] != Category.NO_LESION.value).mean()), 4) if lesion.any() else None
+    mal_auc = auc(p_mal[malignant], p_mal[~malignant])
+    bm_auc = auc(p_mal[malignant], p_mal[benign])
+    out["auc_malignant"] = None if math.isnan(mal_auc) else round(mal_auc, 4)
+    out["auc_benign_vs_malignant"] = None if math.isnan(bm_auc) else round(bm_auc, 4)
+    return out
+
+
+def forgetting(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What got worse on the base test split beyond the limits (empty: nothing forgotten)."""
+    problems = []
+    for key, limit in (("auc_malignant", FORGET_AUC), ("normals_called_normal", FORGET_RECALL),
+                       ("malignant_sensitivity", FORGET_RECALL)):
+        b, a = before.get(key), after.get(key)
+        if b is not None and a is not None and a < b - limit - 1e-12:
+            problems.append(f"{key} {b:.3f} -> {a:.3f} (may fall by at most {limit})")
+    return problems
+
+
+# --- the whole procedure ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Review:
+    file: str
+    patient: str | None
+    p_lesion: float  # out of fold: from a head fitted without this image's patient
+    p_malignant: float
+
+
+@dataclass
+class Adaptation:
+    weights: np.ndarray  # [C, K] the site head
+    bias: np.ndarray  # [K]
+    site_weight: float
+    counts: dict[str, int]
+    refitted: str  # "normal only" (normals-only cases) or "all labels" (lesions given too)
+    patients: int | None
+    holdout: dict[str, Any]  # site held-out: before/after figures, counts
+    base_test: dict[str, Any]  # base bundle's held-out split: before/after (no forgetting)
+    review: list[Review]
+    scanner: ScannerCheck
+    tried: list[dict[str, Any]]  # each site weight tried and why it was or was not taken
+    unfit: list[tuple[str, str]]
+    data_sha256: str
+    basis_rank: int = 0
+    seconds: float = 0.0
+
+    def short_hash(self) -> str:
+        digest = hashlib.sha256(self.data_sha256.encode())
+        digest.update(np.ascontiguousarray(self.weights, dtype=np.float64).tobytes())
+        digest.update(np.ascontiguousarray(self.bias, dtype=np.float64).tobytes())
+        return digest.hexdigest()[:8]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "data_sha256": self.data_sha256, "counts": self.counts, "patients": self.patients,
+            "site_weight": self.site_weight, "l2": L2, "refitted": self.refitted, "basis_rank": self.basis_rank, "holdout": self.holdout, "base_test": self.base_test,
+            "review": [asdict(r) for r in self.review],
+            "scanner_check": {"mixed": self.scanner.mixed, "odd": list(self.scanner.odd),
+                              "largest_z": round(self.scanner.largest_z, 2), "limit_z": SCANNER_Z,
+                              "medians": {k: round(v, 4) for k, v in self.scanner.medians.items()}},
+            "tried": self.tried, "unfit": [{"file": f, "reason": r} for f, r in self.unfit],
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def holdout_split(cases: Sequence[SiteCase], fraction: float = HOLDOUT_FRACTION, seed: int = 0) -> np.ndarray:
+    """A boolean mask of held-out cases: whole patients (a case without a patient id is its own patient),
+    drawn in a seeded order until they hold ``fraction`` of the normal images."""
+    keys = [c.patient or f"file:{c.path.name}" for c in cases]
+    patients = sorted(set(keys))
+    order = np.random.default_rng(seed).permutation(len(patients))
+    normals_of: dict[str, int] = {}
+    for key, case in zip(keys, cases):
+        normals_of[key] = normals_of.get(key, 0) + (case.label == NORMAL)
+    target = fraction * sum(normals_of.values())
+    chosen, count = set(), 0
+    for index in order:
+        if count >= target:
+            break
+        chosen.add(patients[index])
+        count += normals_of[patients[index]]
+    return np.array([key in chosen for key in keys])
+
+
+def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 0) -> Adaptation:
+    """Guards, fit, figures and the no-forgetting choice of the site weight (module docstring)."""
+    start = time.perf_counter()
+    m = bundle.manifest
+    labels = m.labels
+    if NORMAL not in labels or MALIGNANT not in labels:
+        raise SiteAdaptError(f"model {m.name} {m.version} has no {NORMAL!r} and {MALIGNANT!r} labels to adapt")
+    if head_data.labels != labels or head_data.model_sha256 != m.model_sha256:
+        raise SiteAdaptError(f"{bundle.path / HEAD_DATA_FILE} was made for another model or labels than {m.name} {m.version}")
+    if m.cam is None:
+        raise SiteAdaptError(f"model {m.name} {m.version} has no classifier weights (cam): it cannot be site-adapted")
+    y_site = np.array([labels.index(label) for label in site.labels], dtype=np.int64)
+    counts = {name: int((y_site == i).sum()) for i, name in enumerate(labels)}
+    patients = len({c.patient for c in site.cases}) if all(c.patient for c in site.cases) and site.cases else None
+    refused = f" ({len(site.unfit)} more left out: unreadable or refused by the quality gate)" if site.unfit else ""
+    if counts[NORMAL] < MIN_NORMALS:
+        raise SiteAdaptError(f"{counts[NORMAL]} usable normal image(s){refused}: at least {MIN_NORMALS} normal scans from "
+                             "this scanner are needed (about 200 recommended)")
+    if patients is not None and patients < MIN_PATIENTS:
+        raise SiteAdaptError(f"the cases come from {patients} patient(s): at least {MIN_PATIENTS} are needed")
+    scanner = scanner_check(site.stats, [c.path.name for c in site.cases])
+    if scanner.mixed:
+        raise SiteAdaptError(
+            f"another scanner seems mixed in: {len(scanner.odd)} of {len(site.cases)} images differ clearly from the rest "
+            f"in contrast or speckle grain (more than {SCANNER_Z} robust spreads); keep one scanner's images per site "
+            f"bundle. Odd ones: {', '.join(scanner.odd[:10])}" + (" ..." if len(scanner.odd) > 10 else ""))
+
+    w0, b0 = np.asarray(m.cam.weights, dtype=np.float64), np.asarray(m.cam.bias, dtype=np.float64)
+    basis = head_data.basis.astype(np.float64)
+    if basis.shape[0] != site.x.shape[1]:
+        raise SiteAdaptError(f"{bundle.path / HEAD_DATA_FILE}: {basis.shape[0]} channels, the model's feature map has {site.x.shape[1]}")
+    v_site, z_site = site.x @ basis, site.x @ w0 + b0
+    v_base, z_base, y_base = head_data.train_v.astype(np.float64), head_data.train_z.astype(np.float64), head_data.train_y
+    v_test, z_test, y_test = head_data.test_v.astype(np.float64), head_data.test_z.astype(np.float64), head_data.test_y
+    spec = m.decision_spec()
+    rule = Rule(labels, m.temperature, spec.mode(spec.default_mode).malignant_threshold, spec.lesion_threshold)
+
+    lesions = counts.get("benign", 0) + counts.get(MALIGNANT, 0)
+    free = None if lesions >= MIN_LESIONS else [labels.index(NORMAL)]  # normals only: teach "normal", nothing else
+
+    def fit(site_mask: np.ndarray, site_weight: float) -> tuple[np.ndarray, np.ndarray]:
+        n_site = int(site_mask.sum())
+        v = np.vstack([v_base, v_site[site_mask]])
+        z = np.vstack([z_base, z_site[site_mask]])
+        y = np.concatenate([y_base, y_site[site_mask]])
+        w = np.concatenate([np.full(len(y_base), 1.0 / len(y_base)), np.full(n_site, site_weight / max(n_site, 1))])
+        return fit_update(v, z, y, w, free=free)
+
+    held = holdout_split(site.cases, seed=seed)
+    fit_mask, everything = ~held, np.ones(len(site.cases), dtype=bool)
+    base_before = figures(z_test, y_test, rule)
+    held_before = figures(z_site[held], y_site[held], rule)
+    tried: list[dict[str, Any]] = []
+    chosen = None
+    for site_weight in SITE_WEIGHTS:
+        a_part, db_part = fit(fit_mask, site_weight)
+        a_all, db_all = fit(everything, site_weight)
+        base_after = figures(z_test + v_test @ a_all + db_all, y_test, rule)
+        problems = forgetting(base_before, base_after)
+        held_after = figures(z_site[held] + v_site[held] @ a_part + db_part, y_site[held], rule)
+        tried.append({"site_weight": site_weight, "base_test_after": base_after, "holdout_after": held_after,
+                      "forgets": problems})
+        log.info("site weight %.2f: held-out normals called normal %s, base test %s%s", site_weight,
+                 held_after["normals_called_normal"], base_after, f" — forgets: {problems}" if problems else "")
+        if not problems:
+            chosen = (site_weight, a_all, db_all, base_after, held_after)
+            break
+    if chosen is None:
+        raise SiteAdaptError(
+            "every refit forgets the sites the model was trained on (base test split: "
+            + "; ".join(tried[-1]["forgets"]) + f" even at site weight {SITE_WEIGHTS[-1]}); the site bundle is refused")
+    site_weight, a_all, db_all, base_after, held_after = chosen
+    review = _review_normals(site, held, v_site, z_site, y_site, labels, rule, fit, site_weight, seed)
+    weights = w0 + basis @ a_all
+    bias = b0 + db_all
+    return Adaptation(
+        weights=weights, bias=bias, site_weight=site_weight, counts=counts, patients=patients,
+        refitted="all labels" if free is None else "normal only",
+        holdout={"cases": int(held.sum()), "normals": int((held & (y_site == labels.index(NORMAL))).sum()),
+                 "split": "by patient" if patients is not None else "by image", "before": held_before,
+                 "after": held_after,
+                 "note": "after: a head fitted without these patients; the shipped head is then fitted on every case"},
+        base_test={"before": base_before, "after": base_after, "n": int(len(y_test))},
+        review=review, scanner=scanner, tried=tried, unfit=site.unfit, data_sha256=site.sha256, basis_rank=basis.shape[1],
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _review_normals(site: SiteData, held: np.ndarray, v: np.ndarray, z: np.ndarray, y: np.ndarray,
+                    labels: tuple[str, ...], rule: Rule, fit: Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray]],
+                    site_weight: float, seed: int) -> list[Review]:
+    """Normals that a head fitted without their patient (FOLDS folds of patients) still sees a lesion in."""
+    keys = [c.patient or f"file:{c.path.name}" for c in site.cases]
+    patients = sorted(set(keys))
+    fold_of_patient = {p: i % FOLDS for i, p in enumerate(np.random.default_rng(seed + 1).permutation(patients))}
+    folds = np.array([fold_of_patient[k] for k in keys])
+    normal = y == labels.index(NORMAL)
+    out: list[Review] = []
+    for fold in range(FOLDS):
+        test = (folds == fold) & normal
+        if not test.any():
+            continue
+        a, db = fit(folds != fold, site_weight)
+        p = softmax_rows(z[test] + v[test] @ a + db, rule.temperature)
+        for index, probs in zip(np.flatnonzero(test), p):
+            p_lesion = 1.0 - float(probs[labels.index(NORMAL)])
+            if p_lesion >= REVIEW_P_LESION:
+                case = site.cases[index]
+                out.append(Review(case.path.name, case.patient, round(p_lesion, 4),
+                                  round(float(probs[labels.index(MALIGNANT)]), 4)))
+    return sorted(out, key=lambda r: -r.p_lesion)
+
+
+def report_text(a: Adaptation) -> str:
+    """The figures a clinic reads before using the site bundle."""
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.0f} %"
+
+    hb, ha = a.holdout["before"], a.holdout["after"]
+    tb, ta = a.base_test["before"], a.base_test["after"]
+    lines = [
+        f"site cases: {', '.join(f'{v} {k}' for k, v in a.counts.items() if v)}"
+        + (f" from {a.patients} patients" if a.patients else "") + (f"; {len(a.unfit)} left out (unreadable or refused by the quality gate)" if a.unfit else ""),
+        f"scanner check: one scanner ({len(a.scanner.odd)} odd image(s){': ' + ', '.join(a.scanner.odd[:5]) if a.scanner.odd else ''}; "
+        f"largest robust z {a.scanner.largest_z:.1f}, limit {SCANNER_Z})",
+        f"held out ({a.holdout['split']}): {a.holdout['normals']} normal images of {a.holdout['cases']} cases — "
+        f"normals called normal {pct(hb['normals_called_normal'])} -> {pct(ha['normals_called_normal'])}, "
+        f"called malignant {pct(hb['normals_called_malignant'])} -> {pct(ha['normals_called_malignant'])}",
+    ]
+    if ha.get("auc_benign_vs_malignant") is not None:
+        lines.append(f"held-out lesions: benign-vs-malignant AUC {hb['auc_benign_vs_malignant']:.3f} -> "
+                     f"{ha['auc_benign_vs_malignant']:.3f}, malignant sensitivity {pct(hb['malignant_sensitivity'])} -> "
+                     f"{pct(ha['malignant_sensitivity'])}")
+    lines.append(
+        f"base test split ({a.base_test['n']} images, no forgetting): malignant AUC {tb['auc_malignant']:.3f} -> "
+        f"{ta['auc_malignant']:.3f}, normals called normal {pct(tb['normals_called_normal'])} -> "
+        f"{pct(ta['normals_called_normal'])}, malignant sensitivity {pct(tb['malignant_sensitivity'])} -> "
+        f"{pct(ta['malignant_sensitivity'])} (site weight {a.site_weight})")
+    if a.review:
+        lines.append(f"REVIEW: {len(a.review)} image(s) labelled normal still look like a lesion (p(lesion) >= "
+                     f"{REVIEW_P_LESION} from a head fitted without them) — check them:")
+        lines += [f"  {r.file} (patient {r.patient or '-'}): p(lesion) {r.p_lesion:.2f}, p(malignant) {r.p_malignant:.3f}"
+                  for r in a.review[:30]]
+    return "\n".join(lines)
+
+
+def write_report(path: Path, adaptation: Adaptation, extra: dict[str, Any]) -> bytes:
+    return (json.dumps({**extra, **adaptation.summary()}, indent=2) + "\n").encode("utf-8")
+
+
+# --- the site bundle ---------------------------------------------------------------------------------
+
+
+def site_card(base: ModelBundle, manifest: Any, adaptation: Adaptation, signing: str) -> str:
+    """MODEL_CARD.md of a site bundle: what was refitted on what, the site's figures, then the base card."""
+    m = base.manifest
+    base_card = (base.path / "MODEL_CARD.md").read_text(encoding="utf-8") if (base.path / "MODEL_CARD.md").is_file() else ""
+    return "\n".join([
+        f"# Site bundle {manifest.name} {manifest.version}",
+        "",
+        f"A site bundle made on the device by `python -m device site-adapt` from **{m.name} {m.version}** "
+        f"(model sha256 {m.model_sha256[:16]}…): the same model file; the classifier head refitted ({adaptation.refitted}) "
+        "on this site's own cases together with the base bundle's training images, so that it learns what normal "
+        "looks like on this scanner without forgetting the others. Temperature and operating thresholds are the "
+        "base bundle's (a refit never raises the malignant threshold).",
+        "",
+        f"- site data: sha256 {adaptation.data_sha256[:16]}…, {', '.join(f'{v} {k}' for k, v in adaptation.counts.items() if v)}"
+        + (f", {adaptation.patients} patients" if adaptation.patients else ""),
+        f"- signing: {signing}",
+        "",
+        "## Site figures (report/site_adapt.json)",
+        "",
+        "```",
+        report_text(adaptation),
+        "```",
+        "",
+        "The held-out figures come from a head fitted without the held-out patients; they are few and from one "
+        "site — check them with `python -m device site-check` on biopsy-proven local cases before trusting the "
+        "threshold. Everything below is the **base bundle's** card: its metrics are the base head's.",
+        "",
+        "---",
+        "",
+        base_card,
+    ])
+
+
+def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site_key: Path | None = None) -> ModelBundle:
+    """Write the site bundle to ``out`` (refused when it exists and is not empty): the base model file, a manifest
+    with the head, a reference frame recomputed through the head (``device selftest`` checks it), the report and
+    card; signed with ``site_key`` (an Ed25519 private key, device.signing) or marked ``unsigned-site``."""
+    import dataclasses
+    import os
+    import shutil
+
+    from device.bundle import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, edit_bundle, load_bundle, write_bundle
+    from device.engine import Classifier
+    from device.head import SIGNING_UNSIGNED, BaseIdentity, HeadSpec
+    from device.selftest import compute_reference
+    from device.signing import key_id, load_private_key, sign_bundle
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SiteAdaptError(f"{out}: exists and is not an empty directory; choose a new --out")
+    private = load_private_key(site_key) if site_key is not None else None
+    signing = f"site key {key_id(private.public_key())}" if private is not None else SIGNING_UNSIGNED
+    m = base.manifest
+    version = f"{m.version}+site-{adaptation.short_hash()}"
+    site = {"data_sha256": adaptation.data_sha256, "counts": adaptation.counts, "patients": adaptation.patients,
+            "refitted": adaptation.refitted, "site_weight": adaptation.site_weight, "signing": signing,
+            "holdout": adaptation.holdout, "base_test": adaptation.base_test,
+            "review": len(adaptation.review), "report": REPORT_FILE}
+    head = HeadSpec(weights=tuple(tuple(float(v) for v in row) for row in adaptation.weights),
+                    bias=tuple(float(v) for v in adaptation.bias),
+                    base=BaseIdentity(m.name, m.version, m.model_sha256), site=site)
+    manifest = dataclasses.replace(m, version=version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                   head=head, reference=None)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    write_bundle(partial, base.model_path.read_bytes(), manifest)
+    skip = {MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE, HEAD_DATA_FILE}
+    files = {p.relative_to(base.path).as_posix(): p.read_bytes() for p in sorted(base.path.rglob("*"))
+             if p.is_file() and p.relative_to(base.path).as_posix() not in skip}
+    files["MODEL_CARD.md"] = site_card(base, manifest, adaptation, signing).encode("utf-8")
+    files[REPORT_FILE] = write_report(out, adaptation, {"base": head.base.__dict__, "version": version, "signing": signing})
+    edit_bundle(partial, files=files)
+    if m.reference is not None and m.reference.frame in files:  # the selftest frame, recomputed through the head
+        bundle = load_bundle(partial)
+        reference = compute_reference(Classifier(bundle, threads=1), files[m.reference.frame], m.reference.frame)
+        edit_bundle(partial, manifest=dataclasses.replace(bundle.manifest, reference=reference))
+    if private is not None:
+        sign_bundle(partial, private)
+    if out.exists():
+        out.rmdir()
+    os.replace(partial, out)
+    log.info("site bundle %s %s written to %s (%s)", m.name, version, out, signing)
+    return load_bundle(out)
+
+
+def run(classifier: Any, cases_dir: Path, out: Path, site_key: Path | None = None, auto_crop: bool = True,
+        dicom_frame: int | None = None, progress: Callable[[int, int], None] | None = None) -> tuple[Adaptation, ModelBundle]:
+    """``device site-adapt``: read the cases with ``classifier`` (the base bundle's), adapt, write the site bundle."""
+    bundle = classifier.bundle
+    if getattr(bundle.manifest, "head", None) is not None:
+        raise SiteAdaptError(f"model {bundle.manifest.name} {bundle.manifest.version} is already a site bundle; adapt "
+                             f"its base bundle ({bundle.manifest.head.base.name} {bundle.manifest.head.base.version}) instead")
+    head_data = HeadData.load(bundle.path / HEAD_DATA_FILE)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SiteAdaptError(f"{out}: exists and is not an empty directory; choose a new --out")
+    cases = read_site_cases(cases_dir)
+    site = read_site_data(classifier, cases, auto_crop=auto_crop, dicom_frame=dicom_frame, progress=progress)
+    adaptation = adapt(bundle, head_data, site)
+    return adaptation, write_site_bundle(bundle, adaptation, out, site_key)
