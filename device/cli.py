@@ -8,6 +8,7 @@
     uplink [--broker HOST:PORT]                 deliver stored results to the hub (own process)
     demo-frames DIR                             write synthetic scanner screens for demos
     selftest [--model DIR]                      runtime, CPU, preprocessing checksum, the bundle's reference outputs
+    site-adapt CASES --out DIR [--model DIR]    refit the head on this site's normal scans: a site bundle
 
 ``--config FILE`` is accepted by every command (before or after its name).
 """
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo-frames", parents=[common], help="write synthetic scanner screens (demos)")
     demo.add_argument("out", type=Path)
     demo.add_argument("--count", type=int, default=12)
+    _add_site_adapt_parser(commands, common)
     return parser
 
 
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             "demo-frames": _demo_command,
             "site-check": _site_check_command,
             "selftest": _selftest_command,
+            "site-adapt": _site_adapt_command,
         }[args.command]
         return handler(args, config)
     except ConfigError as exc:
@@ -458,4 +461,39 @@ def _demo_command(args: argparse.Namespace, config: DeviceConfig) -> int:
 
     paths = write_demo_frames(args.out, args.count)
     print(f"wrote {len(paths)} synthetic scanner screens to {args.out}")
+    return EXIT_OK
+
+
+# --- site-adapt -------------------------------------------------------------------------------------
+
+
+def _add_site_adapt_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    adapt = commands.add_parser("site-adapt", parents=[common],
+                                help="refit the classifier head on this site's normal scans; write a site bundle")
+    adapt.add_argument("cases", type=Path, help="folder with labels.csv (filename,label[,patient_id]) and the images")
+    adapt.add_argument("--out", type=Path, required=True, help="directory for the site bundle (new or empty)")
+    adapt.add_argument("--model", type=Path, help="the base bundle (default: the configured bundle)")
+    adapt.add_argument("--site-key", type=Path,
+                       help="Ed25519 private key (PEM) that signs the site bundle; without it, it is marked unsigned-site")
+
+
+def _site_adapt_command(args: argparse.Namespace, config: DeviceConfig) -> int:
+    """``device site-adapt``: docs/device.md, "Site onboarding"; the procedure is device/site_adapt.py."""
+    from device import site_adapt
+    from device.pipeline import load_classifier
+
+    classifier = load_classifier(config, args.model)
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if tty or done == total or done % 25 == 0:
+            print(("\r" if tty else "") + f"reading cases: {done}/{total}", end="" if tty and done < total else "\n",
+                  file=sys.stderr, flush=True)
+
+    adaptation, bundle = site_adapt.run(classifier, args.cases, args.out, args.site_key, config.source.auto_crop,
+                                        config.source.dicom_frame, progress)
+    print(site_adapt.report_text(adaptation))
+    head = bundle.manifest.head
+    print(f"site bundle: {args.out} — {bundle.manifest.name} {bundle.manifest.version} ({head.site['signing']})")
+    print(f"to use it, put in the configuration:\n[model]\npath = \"{args.out.resolve()}\"")
     return EXIT_OK

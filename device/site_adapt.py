@@ -12,13 +12,15 @@ The procedure (docs/device.md, "Site onboarding"), all numpy, no TensorFlow:
    ``classify`` does (``device.preprocess.prepare``), drop frames the quality gate refuses, and keep each image's
    pooled features and a few image statistics;
 2. guards: at least :data:`MIN_NORMALS` normal images (and :data:`MIN_PATIENTS` patients when ids are given);
-   refuse a folder whose image statistics fall in two clearly separate groups (:func:`scanner_check`: another
-   scanner mixed in);
+   refuse a folder where several images stand far apart from the rest in contrast and speckle grain
+   (:func:`scanner_check`: another scanner mixed in);
 3. hold out about a quarter of the site's patients (:data:`HOLDOUT_FRACTION`) for before/after figures;
 4. fit a multinomial logistic head by Newton's method: weighted cross-entropy on the base training images
    (total weight 1) and the site's images (total weight ``site_weight``), plus an L2 penalty on the change from
    the base head, which may only move within the base features' principal directions (device.head.HeadData) —
-   so it stays near the base head and the fit on the base images is exact;
+   so it stays near the base head and the fit on the base images is exact. With normal scans only, only the
+   ``normal`` column moves (the head learns what normal looks like here; p(malignant) / p(benign) of every
+   image stays the base head's); with :data:`MIN_LESIONS` biopsy-proven lesions or more, the whole head;
 5. no forgetting: the refitted head scores the base bundle's own held-out test split; the largest site weight of
    :data:`SITE_WEIGHTS` whose head keeps that split's malignant AUC within :data:`FORGET_AUC`, its normal recall
    and its malignant sensitivity at the threshold within :data:`FORGET_RECALL` of the base head's is taken; if
@@ -141,36 +143,44 @@ def read_site_data(
     """Every case as ``classify`` sees it: decoded (``device.sources.files``; a multi-frame file gives its first
     or ``dicom_frame``), cropped and prepared (``device.preprocess.prepare``), through the model's feature map.
     A case the quality gate refuses (blank, colour, too small) is left out and reported."""
-    from device.sources.files import frames_from_file
-
     spec = classifier.manifest.input
     kept: list[SiteCase] = []
     xs, stats, unfit = [], [], []
     digest = hashlib.sha256()
     for i, case in enumerate(cases):
-        try:
-            frame = next(iter(frames_from_file(case.path, dicom_frame))).image
-        except (ImageDecodeError, SourceError, StopIteration) as exc:
-            unfit.append((case.path.name, f"unreadable: {exc}"))
-            continue
-        digest.update(hashlib.sha256(case.path.read_bytes()).digest())
-        digest.update(f"\0{case.path.name}\0{case.label}\0{case.patient or ''}\n".encode())
-        prepared = prepare(frame, spec, auto_crop=auto_crop)
-        problems = image_problems(prepared.crop.apply(frame), classifier.limits)
-        if problems:
-            unfit.append((case.path.name, "; ".join(problems)))
-            continue
-        _, features = classifier.invoke(classifier.input_tensor(prepared.pixels), with_features=True)
-        if features is None:
-            raise SiteAdaptError(f"model {classifier.manifest.name} has no feature map output: it cannot be site-adapted")
-        kept.append(case)
-        xs.append(pool_features(features))
-        stats.append(image_statistics(prepared.grey_crop))
+        read = _read_case(classifier, case, spec, auto_crop, dicom_frame, digest)
+        if isinstance(read, str):
+            unfit.append((case.path.name, read))
+        else:
+            kept.append(case)
+            xs.append(read[0])
+            stats.append(read[1])
         if progress is not None:
             progress(i + 1, len(cases))
     width = len(classifier.manifest.cam.weights) if classifier.manifest.cam else 0
     return SiteData(kept, np.array(xs).reshape(len(kept), width), np.array(stats).reshape(len(kept), len(IMAGE_STATISTICS)),
                     unfit, digest.hexdigest())
+
+
+def _read_case(classifier: Any, case: SiteCase, spec: Any, auto_crop: bool, dicom_frame: int | None,
+               digest: Any) -> tuple[np.ndarray, np.ndarray] | str:
+    """(pooled features, image statistics) of one case, or why it is left out."""
+    from device.sources.files import frames_from_file
+
+    try:
+        frame = next(iter(frames_from_file(case.path, dicom_frame))).image
+    except (ImageDecodeError, SourceError, StopIteration) as exc:
+        return f"unreadable: {exc}"
+    digest.update(hashlib.sha256(case.path.read_bytes()).digest())
+    digest.update(f"\0{case.path.name}\0{case.label}\0{case.patient or ''}\n".encode())
+    prepared = prepare(frame, spec, auto_crop=auto_crop)
+    problems = image_problems(prepared.crop.apply(frame), classifier.limits)
+    if problems:
+        return "; ".join(problems)
+    _, features = classifier.invoke(classifier.input_tensor(prepared.pixels), with_features=True)
+    if features is None:
+        raise SiteAdaptError(f"model {classifier.manifest.name} has no feature map output: it cannot be site-adapted")
+    return pool_features(features), image_statistics(prepared.grey_crop)
 
 
 # --- guards ----------------------------------------------------------------------------------------
@@ -562,7 +572,8 @@ def report_text(a: Adaptation) -> str:
     return "\n".join(lines)
 
 
-def write_report(path: Path, adaptation: Adaptation, extra: dict[str, Any]) -> bytes:
+def report_json(adaptation: Adaptation, extra: dict[str, Any]) -> bytes:
+    """``report/site_adapt.json`` of a site bundle: everything :class:`Adaptation` measured, and ``extra``."""
     return (json.dumps({**extra, **adaptation.summary()}, indent=2) + "\n").encode("utf-8")
 
 
@@ -638,7 +649,7 @@ def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site
     files = {p.relative_to(base.path).as_posix(): p.read_bytes() for p in sorted(base.path.rglob("*"))
              if p.is_file() and p.relative_to(base.path).as_posix() not in skip}
     files["MODEL_CARD.md"] = site_card(base, manifest, adaptation, signing).encode("utf-8")
-    files[REPORT_FILE] = write_report(out, adaptation, {"base": head.base.__dict__, "version": version, "signing": signing})
+    files[REPORT_FILE] = report_json(adaptation, {"base": head.base.__dict__, "version": version, "signing": signing})
     edit_bundle(partial, files=files)
     if m.reference is not None and m.reference.frame in files:  # the selftest frame, recomputed through the head
         bundle = load_bundle(partial)
