@@ -176,7 +176,8 @@ def test_a_full_disk_says_so_keeps_the_frame_and_shows_analyse_again(qtbot, tmp_
 
         fill_disk(window, False)  # support freed space
         outcome = analyse(qtbot, window)
-        assert outcome.record.seq is not None and "store" not in window.banners.banners
+        assert outcome.record.seq is not None
+        qtbot.waitUntil(lambda: "store" not in window.banners.banners, timeout=10_000)  # the window hears of it next
 
         fill_disk(window, True)  # full again; this time the clinician goes back to the moving image instead
         tap(qtbot, window.live.freeze)  # "Live"
