@@ -32,6 +32,7 @@ from hub.web.db import WebDb
 from hub.web.risk import Assessment, assess, delay_s, is_late
 
 PAGE_SIZE = 50
+WALK_AFTER = 1000  # a filter leaving at least this many rows in an attention rank: walk the risk index
 COUNT_CAP = 10_000
 REVIEW_FILTERS = ("unreviewed", "reviewed", "follow_up")
 PATIENT_FILTERS = ("missing",)
@@ -103,9 +104,15 @@ class Filters:
     def active(self) -> bool:
         return bool(self.query())
 
-    def where(self, walk: str = "") -> tuple[str, list[Any]]:
+    @property
+    def selective(self) -> bool:
+        """Filters on a column of ``results`` (which an index of its own may serve), not only on review."""
+        return bool(self.site or self.device_id or self.label or self.date_from or self.date_to or self.patient)
+
+    def where(self, walk: str = "", label_walk: str | None = None) -> tuple[str, list[Any]]:
         """The filter's SQL. ``walk="+"`` (SQLite) keeps the planner off the filter columns' indexes, so a risk
-        ordering walks its own index in order and stops after a page instead of sorting every match."""
+        ordering walks its own index in order and stops after a page instead of sorting every match
+        (``label_walk``: the same for the label, when it differs)."""
         clauses: list[str] = []
         params: list[Any] = []
         w = walk
@@ -116,7 +123,7 @@ class Filters:
         if self.label == "inconclusive":
             clauses.append(f"{w}r.inconclusive = 1")
         elif self.label is not None:
-            clauses.append(f"{w}r.label = ?")
+            clauses.append(f"{w if label_walk is None else label_walk}r.label = ?")
             params.append(self.label)
         if self.date_from is not None:
             clauses.append(f"{w}r.created_at >= ?")
@@ -247,16 +254,26 @@ class Dialect:
         return f"COALESCE({pm}, -1.0)"
 
     def risk_indexes(self) -> list[str]:
-        """Walked in order by the attention and risk orderings: every result, and the suspicious ones only
-        (partial indexes, so finding the unreviewed suspicious ones never walks the others). The names
+        """Walked in order by the attention and risk orderings: every result, the suspicious ones and the others
+        (partial indexes, so finding the unreviewed suspicious ones never walks the others), also by label.
+        The names
         differ per schema because the expressions do."""
         v2 = "_v2" if self.v2 else ""
         key = f"{self.risk_key('')} DESC, created_at, id"
         return [f"CREATE INDEX IF NOT EXISTS web_results_risk{v2} ON results ({key})",
                 f"CREATE INDEX IF NOT EXISTS web_results_suspicious{v2} ON results ({key}) "
                 f"WHERE {self.suspicious_at('')}",
+                f"CREATE INDEX IF NOT EXISTS web_results_suspicious_label{v2} ON results (label, {key}) "
+                f"WHERE {self.suspicious_at('')}",  # the label filter
                 f"CREATE INDEX IF NOT EXISTS web_results_suspicious_age{v2} ON results (created_at, id) "
-                f"WHERE {self.suspicious_at('')}"]  # the escalation list: oldest first
+                f"WHERE {self.suspicious_at('')}",  # the escalation list: oldest first
+                f"CREATE INDEX IF NOT EXISTS web_results_calm{v2} ON results ({key}) WHERE {self.calm_at('')}",
+                f"CREATE INDEX IF NOT EXISTS web_results_calm_label{v2} ON results (label, {key}) "
+                f"WHERE {self.calm_at('')}"]
+
+    def calm_at(self, prefix: str) -> str:
+        """Not suspicious (NULL, when neither label nor threshold says, counts as not suspicious)."""
+        return f"NOT COALESCE({self.suspicious_at(prefix)}, {self.false})"
 
     @property
     def false(self) -> str:
@@ -264,9 +281,8 @@ class Dialect:
 
     def segment(self, rank: int | None) -> str:
         """The rows of one attention rank (the CASE in :meth:`columns`), written so an index can serve it."""
-        suspicious = f"COALESCE({self.suspicious}, {self.false})"  # NULL (no label, no threshold): not suspicious
-        return {None: "", 0: f"w.result_pk IS NULL AND {self.suspicious}",  # as the partial index's WHERE
-                1: f"w.result_pk IS NULL AND NOT {suspicious}", 2: "w.state = 'follow_up'",
+        return {None: "", 0: f"w.result_pk IS NULL AND {self.suspicious}",  # as the partial indexes' WHERE
+                1: f"w.result_pk IS NULL AND {self.calm_at('r.')}", 2: "w.state = 'follow_up'",
                 3: "w.state <> 'follow_up'"}[rank]
 
     @property
@@ -369,8 +385,10 @@ class Inbox:
 
     # --- the query ---------------------------------------------------------------------------------
 
-    def _inner(self, filters: Filters, extra: str = "", walk: bool = False) -> tuple[str, list[Any]]:
-        where, params = filters.where("+" if walk and not self._db.pg else "")
+    def _inner(self, filters: Filters, extra: str = "", walk: bool = False,
+               by_label: bool = False) -> tuple[str, list[Any]]:
+        plus = "+" if walk and not self._db.pg else ""
+        where, params = filters.where(plus, "" if by_label else None)
         clauses = " AND ".join(c for c in (where, extra) if c)
         sql = (f"SELECT {self.dialect.columns()} FROM results r LEFT JOIN web_reviews w ON w.result_pk = r.id"
                f"{' WHERE ' + clauses if clauses else ''}")
@@ -383,8 +401,8 @@ class Inbox:
         return list(row) if row else None
 
     def _query(self, filters: Filters, extra: str, params: Sequence[Any], outer: str, outer_params: Sequence[Any],
-               order: str, limit: int | None, walk: bool = False) -> list[InboxRow]:
-        inner, inner_params = self._inner(filters, extra, walk)
+               order: str, limit: int | None, walk: bool = False, by_label: bool = False) -> list[InboxRow]:
+        inner, inner_params = self._inner(filters, extra, walk, by_label)
         sql = f"SELECT * FROM ({inner}) q{' WHERE ' + outer if outer else ''} ORDER BY {order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -417,11 +435,26 @@ class Inbox:
                 break
             at_pivot = tail is not None and (pivot_rank is None or rank == pivot_rank)
             outer, more = _beyond_keys(_TAIL, tail, reverse) if at_pivot else ("", [])
+            if rank == 0 and queue.filters.label == "inconclusive":
+                continue  # an inconclusive result is never suspicious (both rules): nothing to walk for
             segment = self.dialect.segment(rank)
             where = " AND ".join(c for c in (extra, segment) if c)
+            walk = rank == 0 or self._worth_walking(queue.filters, where, extra_params)
             found += self._query(queue.filters, where, extra_params, outer, more, _order_by(_TAIL, reverse), left,
-                                 walk=True)
+                                 walk=walk, by_label=rank in (0, 1))  # by label: their own partial indexes
         return found
+
+    def _worth_walking(self, filters: Filters, where: str, params: Sequence[Any]) -> bool:
+        """Walk the risk index in order (and stop after a page) unless a filter leaves few rows in this rank:
+        then the filter's own index and a sort of those few are cheaper than walking past everything else.
+        (Unreviewed suspicious results are always walked: their partial index holds only them.) SQLite only;
+        PostgreSQL's planner weighs this itself, from its statistics."""
+        if self._db.pg or not filters.selective:
+            return not self._db.pg
+        inner, inner_params = self._inner(filters, where)
+        probe = f"SELECT COUNT(*) FROM ({inner} LIMIT {WALK_AFTER}) AS probe"
+        row = self._db.one(probe, [*inner_params, *params])
+        return bool(row) and int(row[0]) >= WALK_AFTER
 
     # --- pages -------------------------------------------------------------------------------------
 
