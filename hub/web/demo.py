@@ -107,6 +107,36 @@ def seed_results(store: HubStore, count: int, *, spec: DemoSpec = DemoSpec(), se
     return stored
 
 
+def seed_results_as_delivered(store: HubStore, count: int, *, spec: DemoSpec = DemoSpec(), seed: int = 7,
+                              end: datetime | None = None, span: timedelta = timedelta(days=120)) -> int:
+    """Like :func:`seed_results` (the same results), but each stored as the hub would have received it: 2 s
+    after it was created, the ``historical`` ones (from a backlog) only at ``end`` (late). One transaction per
+    result: for screenshots, not for 100,000."""
+    moment = end or datetime.now(UTC)
+    scratch = HubStore.open(":memory:")
+    try:
+        seed_results(scratch, count, spec=spec, seed=seed, end=moment, span=span)
+        messages = scratch.results(limit=None, newest_first=False)
+    finally:
+        scratch.close()
+    stored = 0
+    for r in messages:
+        created = datetime.fromisoformat(r.created_at.replace("Z", "+00:00"))
+        arrived = moment if r.historical else min(moment, created + timedelta(seconds=2))
+        stored += sum(store.add_results([_message(r)], received_at=_iso(arrived)))
+    return stored
+
+
+def _message(r) -> ResultMessage:  # noqa: ANN001 - hub.store.StoredResult
+    return ResultMessage(
+        result_id=r.result_id, seq=r.seq, device_id=r.device_id, site=r.site, created_at=r.created_at,
+        model_name=r.model_name, model_version=r.model_version, model_sha256=r.model_sha256,
+        probabilities=r.probabilities, label=r.label, inconclusive=r.inconclusive, reasons=r.reasons,
+        thresholds=r.thresholds, exam_id=r.exam_id, patient_ref=r.patient_ref, side=r.side, latency_ms=r.latency_ms,
+        historical=r.historical, thumbnail=r.thumbnail,
+    )
+
+
 # (disk free bytes, SoC temperature, throttled mask) per demo device, in turn: healthy, overheating and
 # soft-limited now, disk almost full, under-voltage since boot, nothing reported, healthy.
 HEALTH: tuple[tuple[int | None, float | None, str | None], ...] = (

@@ -2,7 +2,8 @@
 
 Seeds a temporary hub database with synthetic results and device states (:mod:`hub.web.demo`), serves
 the console on a free loopback port, signs in and saves ``web-inbox.png``, ``web-result.png``,
-``web-devices.png`` and ``web-login.png``. Needs the ``dev`` extra (playwright, the Python package only)
+``web-exam.png``, ``web-escalations.png``, ``web-devices.png``, ``web-login.png`` (1366x768) and
+``web-inbox-phone.png`` (390 px wide). Needs the ``dev`` extra (playwright, the Python package only)
 and ``/usr/bin/chromium``.
 """
 
@@ -23,7 +24,7 @@ from hub.web.accounts import Accounts
 from hub.web.app import create_app
 from hub.web.config import WebConfig
 from hub.web.db import WebDb
-from hub.web.demo import DemoSpec, seed_device_states, seed_results
+from hub.web.demo import DemoSpec, seed_device_states, seed_queue_examples, seed_results_as_delivered
 from hub.web.inbox import Filters, Inbox
 from hub.web.reviews import Reviews
 
@@ -41,11 +42,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def seed(db_path: Path) -> str:
-    """Demo data; returns the result id to show on the result page (a reviewed malignant one)."""
+def seed(db_path: Path) -> tuple[str, str]:
+    """Demo data; returns the result to show on the result page (a suspicious one in an exam) and its exam."""
     with HubStore.open(db_path) as store:
-        seed_results(store, 400, spec=DemoSpec(thumbnail_every=1))
+        seed_results_as_delivered(store, 400, spec=DemoSpec(thumbnail_every=1))
         seed_device_states(store)
+        examples = seed_queue_examples(store)
     db = WebDb.open(str(db_path))
     try:
         Accounts(db).add_user(USER, PASSWORD, "operator")
@@ -57,7 +59,9 @@ def seed(db_path: Path) -> str:
         shown = next(r for r in rows if r.label == "malignant" and not r.inconclusive)
         reviews.set_review(result_pk=shown.id, result_id=shown.result_id, state="follow_up",
                            note="Suspicious lesion upper outer quadrant; recall booked.", username=USER)
-        return shown.result_id
+        frame = next(r for r in inbox.exam(examples.exam_with_patient) if r.result_id == examples.normal)
+        reviews.set_review(result_pk=frame.id, result_id=frame.result_id, state="reviewed", note="", username=USER)
+        return examples.suspicious, examples.exam_with_patient
     finally:
         db.close()
 
@@ -68,7 +72,7 @@ def render(out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sonopi-shots-") as tmp:
         db_path = Path(tmp) / "hub.sqlite"
-        result_id = seed(db_path)
+        result_id, exam_id = seed(db_path)
         port = _free_port()
         app = create_app(WebConfig(db=str(db_path), port=port, live_poll_s=0.5))
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -81,7 +85,7 @@ def render(out_dir: Path) -> list[Path]:
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-                page = browser.new_page(viewport={"width": 1360, "height": 900})
+                page = browser.new_page(viewport={"width": 1366, "height": 768})
                 page.goto(f"{base}/login")
                 written.append(_shot(page, out_dir / "web-login.png"))
                 page.fill("input[name=username]", USER)
@@ -93,8 +97,15 @@ def render(out_dir: Path) -> list[Path]:
                 page.goto(f"{base}/results/{result_id}")
                 page.wait_for_function("document.querySelector('.thumb img').complete")
                 written.append(_shot(page, out_dir / "web-result.png", full=True))
+                page.goto(f"{base}/exams/{exam_id}")
+                written.append(_shot(page, out_dir / "web-exam.png", full=True))
+                page.goto(f"{base}/escalations")
+                written.append(_shot(page, out_dir / "web-escalations.png"))
                 page.goto(f"{base}/devices")
                 written.append(_shot(page, out_dir / "web-devices.png"))
+                page.set_viewport_size({"width": 390, "height": 844})
+                page.goto(f"{base}/inbox")
+                written.append(_shot(page, out_dir / "web-inbox-phone.png"))
                 browser.close()
         finally:
             server.should_exit = True
