@@ -12,7 +12,8 @@ from PyQt5.QtWidgets import (
     QButtonGroup, QHBoxLayout, QLabel, QPushButton, QScrollArea, QScroller, QStackedWidget, QVBoxLayout, QWidget,
 )
 
-from device.bundle import Manifest
+from device.bundle import Manifest, ModeSpec
+from device.decision import MALIGNANT, Mode
 from device.config import DeviceConfig
 from ui.background import Background
 from ui.hub import mqtt_connect_test
@@ -56,6 +57,15 @@ def _threshold_text(label: str, applied: float, validated: float | None) -> str:
     return f"{label} {applied * 100:.1f}% (site setting; the model was validated with {validated * 100:.1f}%)"
 
 
+def _mode_text(name: str, chosen: ModeSpec | None, validation: str | None) -> str:
+    title = name.replace("_", " ").capitalize()
+    if chosen is None or not chosen.figures:
+        return f"{title} (not validated)"
+    figures = ", ".join(f"{key.replace('_', ' ')} {f.value * 100:.0f}% [{f.ci95[0] * 100:.0f}–{f.ci95[1] * 100:.0f}%]"
+                        for key, f in chosen.figures.items())
+    return f"{title}: {figures}" + (f" ({validation})" if validation else "")
+
+
 def flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     """Nested metrics as 'key.sub: value' lines (the manifest's metrics are free-form)."""
     rows: list[tuple[str, str]] = []
@@ -68,16 +78,23 @@ def flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     return rows[:60]
 
 
-def model_text(manifest: Manifest | None, error: str | None, applied: dict[str, float] | None = None) -> str:
-    """The Settings › Model page. ``applied``: the thresholds in use when a site lowered one ([model] malignant_threshold)."""
+def model_text(manifest: Manifest | None, error: str | None, applied: dict[str, float] | None = None,
+               mode: Mode | str | None = None) -> str:
+    """The Settings › Model page. ``applied``: the thresholds in use; ``mode``: the operating mode they belong to.
+    A threshold is called a site setting only when it is below the one the mode was validated with."""
     if manifest is None:
         return f"<b>No model loaded.</b><br>{error or 'Loading…'}"
-    applied = applied or manifest.thresholds
-    thresholds = ", ".join(_threshold_text(k, v, manifest.thresholds.get(k)) for k, v in applied.items()) or "none (most probable)"
+    spec = manifest.decision_spec()
+    mode_name = str(mode or spec.default_mode)
+    chosen = spec.modes.get(mode_name)
+    validated = {**manifest.thresholds, **({MALIGNANT: chosen.malignant_threshold} if chosen else {})}
+    applied = applied or validated
+    thresholds = ", ".join(_threshold_text(k, v, validated.get(k)) for k, v in applied.items()) or "none (most probable)"
     lines = [
         f"<b>{manifest.name}</b> version {manifest.version} (created {manifest.created})",
         f"<b>Intended use:</b> {manifest.intended_use}",
         f"<b>Categories:</b> {', '.join(manifest.labels)}",
+        f"<b>Operating mode:</b> {_mode_text(mode_name, chosen, spec.validation)}",
         f"<b>Operating thresholds:</b> {thresholds}",
         f"<b>Low-confidence limit:</b> {manifest.quality.min_confidence:.2f}",
         f"<b>Heat map:</b> {'available' if manifest.cam is not None else 'not provided by this model'}",
@@ -291,8 +308,9 @@ class SettingsScreen(QWidget):
         if name == "Source" and refresh:
             self.source.refresh()
 
-    def set_model(self, manifest: Manifest | None, error: str | None, thresholds: dict[str, float] | None = None) -> None:
-        self.model.setText(model_text(manifest, error, thresholds))
+    def set_model(self, manifest: Manifest | None, error: str | None, thresholds: dict[str, float] | None = None,
+                  mode: Mode | str | None = None) -> None:
+        self.model.setText(model_text(manifest, error, thresholds, mode))
 
     def set_device_info(self, screen_size: str) -> None:
         from device import __version__
