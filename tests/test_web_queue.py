@@ -17,7 +17,9 @@ It proves that:
 - devices show disk, temperature and throttling with a state and an action, and link to their results;
 - "late" needs a delay over the documented threshold (a historical result delivered 3 s after creation
   is not late);
-- the result page's previous/next follow the queue it was opened from and it links the exam's frames.
+- the result page's previous/next follow the queue it was opened from and it links the exam's frames;
+- on 2,500 results, whichever plan each attention rank takes (index walk, or filter index and sort), the
+  pages equal the order computed from the rule, with and without filters.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ from hub.web.accounts import Accounts
 from hub.web.app import create_app
 from hub.web.config import WebConfig
 from hub.web.db import WebDb
-from hub.web.demo import QueueExamples, seed_device_states, seed_queue_examples
+from hub.web.demo import QueueExamples, seed_device_states, seed_queue_examples, seed_results
 from hub.web.inbox import Filters, Inbox, Queue, Sort
+from hub.web.reviews import Reviews
 from tests.mqtt_broker import postgres_server  # noqa: F401  (fixture)
 
 PASSWORD = "correct horse battery"
@@ -295,3 +298,47 @@ def test_result_page_previous_next_follow_the_queue_and_link_the_exam(app, examp
     assert f'href="/exams/{e.exam_with_patient}"' in filtered and "(3 frame(s))" in filtered
     frames = re.search(r'<ul class="frames" id="frames">(.*?)</ul>', filtered, re.S).group(1)
     assert re.findall(r'href="/results/([0-9a-f-]{36})"', frames) == [e.low_benign, e.suspicious, e.normal]
+
+
+@pytest.fixture
+def many(target: str) -> Iterator[Inbox]:
+    """2,500 demo results (more than the walk threshold per rank) with every 7th one reviewed."""
+    with HubStore.open(target) as store:
+        seed_results(store, 2500)
+    db = WebDb.open(target)
+    inbox = Inbox(db)
+    reviews = Reviews(db)
+    for n, row in enumerate(list(inbox.all(Filters()))[::7]):
+        reviews.set_review(result_pk=row.id, result_id=row.result_id, state="follow_up" if n % 3 else "reviewed",
+                           note="", username="olga")
+    try:
+        yield inbox
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("filters", [Filters(), Filters(site="riverside"), Filters(label="benign"),
+                                     Filters(label="malignant", site="st-marys"), Filters(label="inconclusive"),
+                                     Filters(review="unreviewed", device_id="pi-river-2")],
+                         ids=["all", "site", "benign", "site+malignant", "inconclusive", "device+unreviewed"])
+def test_index_walks_and_sorted_probes_give_the_reference_order(many: Inbox, filters: Filters) -> None:
+    """Whichever plan each attention rank takes (index walk or filter index and sort), pages joined in
+    either direction equal the order computed here from the rule."""
+    def reference(sort: Sort) -> list[int]:
+        rows = list(many.all(filters))
+        risk = {r.id: r.assessment.p_malignant if r.assessment.p_malignant is not None else -1.0 for r in rows}
+        rank = {r.id: r.rank if sort is Sort.ATTENTION else 0 for r in rows}
+        return [r.id for r in sorted(rows, key=lambda r: (rank[r.id], -risk[r.id], r.created_at, r.id))]
+
+    for sort in (Sort.ATTENTION, Sort.RISK):
+        queue, seen, before = Queue(filters, sort), [], None
+        while True:
+            page = many.page(queue, before=before)
+            seen += [r.id for r in page.rows]
+            if page.older is None:
+                break
+            before = page.older
+        assert seen == reference(sort) and seen, sort
+        if len(seen) > 120:
+            back = many.page(queue, after=seen[100])
+            assert [r.id for r in back.rows] == seen[50:100]
