@@ -20,6 +20,26 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv"})
 MAX_PIXELS = 50_000_000  # refuse larger images before decoding them (decompression bombs)
+# ... and images whose decoded pixels alone would take more than this (rows x columns x bytes per pixel, per
+# frame, read from the header before decoding). The device's goal is 250 MB RSS in all, and cropping and
+# preprocessing need a few times a frame's size again. 24 MiB holds a 4K RGB frame (23.7 MiB) or a 16-bit
+# 3500 x 3500 grey one; an ultrasound frame is a few MB.
+MAX_DECODED_BYTES = 24 * 2**20
+
+# Bytes per pixel of the array PIL decodes each mode into (what the header promises before img.load()).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2,
+               "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4, "I": 4, "F": 4}
+
+
+def check_decoded_size(what: str, rows: int, columns: int, bytes_per_pixel: int, frames: int = 1,
+                       limit: int = MAX_DECODED_BYTES) -> None:
+    """Refuse, before decoding, an image whose decoded pixels would take more than ``limit`` bytes."""
+    needed = rows * columns * bytes_per_pixel * max(1, frames)
+    if needed > limit:
+        per = f" x {frames} frames" if frames > 1 else ""
+        raise ImageDecodeError(
+            f"{what}: {columns}x{rows} pixels x {bytes_per_pixel} bytes{per} would decode to {needed / 2**20:.0f} MiB, "
+            f"more than the limit of {limit / 2**20:.0f} MiB", "too_large")
 
 
 def decode_image_file(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -47,8 +67,9 @@ def decode_image_file(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS
                         "(possible decompression bomb)",
                         "too_large",
                     )
+                check_decoded_size(str(file), height, width, _MODE_BYTES.get(img.mode, 4))
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                ImageOps.exif_transpose(img, in_place=True)  # no second copy of the pixels
                 return pil_to_frame(img)
     except ImageDecodeError:
         raise
@@ -67,9 +88,9 @@ def pil_to_frame(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return normalise_frame(np.asarray(img))
-    if mode in ("L", "1"):
-        return np.asarray(img.convert("L"), dtype=np.uint8)
-    if mode == "LA":
+    if mode in ("L", "RGB"):  # already the frame's format: no converted copy
+        return np.asarray(img, dtype=np.uint8)
+    if mode in ("1", "LA"):
         return np.asarray(img.convert("L"), dtype=np.uint8)
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
@@ -111,6 +132,8 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
             return np.clip(finite * 255.0 + 0.5, 0, 255).astype(np.uint8)
         span = hi - lo or 1.0
         return np.clip((finite - lo) / span * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 2:
+        return _small_int_to_uint8(arr)
     values = arr.astype(np.int64)
     lo = int(values.min())
     if lo < 0:  # signed data (e.g. some DICOM): shift to start at zero
@@ -118,6 +141,19 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     hi = int(values.max())
     full_scale = (1 << max(8, hi.bit_length())) - 1
     return ((values * 255 + full_scale // 2) // full_scale).astype(np.uint8)
+
+
+def _small_int_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """The integer branch of :func:`_to_uint8` for 8/16-bit data, through a lookup table: the same values,
+    without the int64 copies (a 16-bit frame no longer needs 8 + 8 bytes per pixel of temporaries)."""
+    lo, hi = int(arr.min()), int(arr.max())
+    shift = -lo if lo < 0 else 0  # signed data (e.g. some DICOM): shift to start at zero
+    top = hi + shift
+    full_scale = (1 << max(8, top.bit_length())) - 1
+    table = ((np.arange(top + 1, dtype=np.int64) * 255 + full_scale // 2) // full_scale).astype(np.uint8)
+    if shift:
+        return table[arr.astype(np.int32) + shift]
+    return table[arr]
 
 
 def _is_grey_rgb(arr: np.ndarray) -> bool:

@@ -4,7 +4,8 @@ A real ``python -m device run --source folder:... --once`` (the tiny real TFLite
 SIGKILLed twice mid-run and then run to the end: every file of the folder ends with exactly one result (the
 issue saw 368 results for 300 frames after 3 kills), and the rerun says how many it skipped. ``--rerun``
 classifies the folder again on purpose. With no ``[model] public_key`` configured, ``device run`` warns loudly at
-start that the bundle's signature is not checked.
+start that the bundle's signature is not checked. And (defect 8) a run over a folder with oversized inputs refuses
+them before decoding and stays under the device's 250 MB RSS goal.
 """
 
 from __future__ import annotations
@@ -76,3 +77,47 @@ def test_rerun_classifies_the_folder_again(tiny_bundle_dir: Path, tmp_path: Path
         assert done.returncode == 0, done.stderr
         assert _count(tmp_path / "data" / "results.sqlite") == total
         assert "MODEL SIGNATURE CHECK OFF" in done.stderr, "no [model] public_key: a loud warning at start"
+
+
+# The process's own high-water mark (VmHWM: per address space, so it starts afresh at exec; ru_maxrss would
+# carry the forking pytest process's size over).
+_PEAK_RSS = """
+import runpy, sys
+sys.argv = ["device"] + sys.argv[1:]
+try:
+    runpy.run_module("device", run_name="__main__", alter_sys=True)
+finally:
+    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(f"PEAK_RSS_KIB {hwm.split()[1]}", file=sys.stderr)
+"""
+
+
+def test_run_once_refuses_oversized_inputs_before_decoding_and_stays_under_250_mb(shipped_bundle_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    """Issue 17, defect 8: memory limits decided from the header (rows x columns x bytes per pixel) before decoding.
+    A folder with a 16-bit PNG just under the pixel limit (the issue: 1.2 GB) and a small RLE DICOM of a huge frame
+    is run once with the shipped model: both are refused by name, a 16-bit PNG just under the memory limit and a
+    demo frame are classified, and the process's peak RSS stays under the device's 250 MB goal."""
+    import numpy as np
+    from PIL import Image
+
+    from device.imageio import MAX_DECODED_BYTES
+    from tests.dicom_factory import write_dicom
+
+    folder = tmp_path / "frames"
+    write_demo_frames(folder, count=1)
+    side = 7000  # 49 MP: under MAX_PIXELS, but 98 MB of 16-bit pixels
+    ramp = np.add.outer(np.arange(side, dtype=np.uint32), np.arange(side, dtype=np.uint32)) % 4096
+    Image.fromarray(ramp.astype(np.uint16)).save(folder / "huge16.png")
+    write_dicom(folder / "huge.dcm", np.full((1, side, side), 90, np.uint8), syntax="rle")  # a small file
+    fits = int((MAX_DECODED_BYTES // 2) ** 0.5)  # a 16-bit frame just under the limit
+    Image.fromarray(ramp[:fits, :fits].astype(np.uint16)).save(folder / "large16.png")
+    config = _config(tmp_path, shipped_bundle_dir)
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, "--config", str(config), "run", "--source",
+                           f"folder:{folder}", "--headless", "--once"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "huge16.png" in done.stderr and "huge.dcm" in done.stderr and "MiB" in done.stderr, done.stderr[-3000:]
+    assert sorted(_sources(tmp_path / "data" / "results.sqlite")) == ["demo-000.png", "large16.png"]
+    peak_mb = int(done.stderr.rsplit("PEAK_RSS_KIB ", 1)[1].split()[0]) / 1024
+    assert peak_mb < 250, f"peak RSS {peak_mb:.0f} MB"

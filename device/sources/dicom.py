@@ -12,22 +12,47 @@ from pathlib import Path
 import numpy as np
 
 from device.errors import ImageDecodeError
-from device.imageio import normalise_frame
+from device.imageio import check_decoded_size, normalise_frame
 from device.sources.base import Frame
 
 
 def dicom_frames(path: Path, chosen: int | None = None) -> Iterator[Frame]:
     dataset = _read(path)
-    count = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+    count = _int(dataset, "NumberOfFrames", 1, path) or 1
     if chosen is not None and not 0 <= chosen < count:
         raise ImageDecodeError(f"{path}: frame {chosen} requested, the file has {count} frame(s)", "bad_frame_index")
+    _check_frame_size(dataset, path)  # from the header, before anything is decoded
     indices = [chosen] if chosen is not None else range(count)
     for index in indices:
         array = _pixels(dataset, path, index if count > 1 else None)
         if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
             full_scale = (1 << int(getattr(dataset, "BitsStored", 8))) - 1
-            array = full_scale - array.astype(np.int64)  # MONOCHROME1: high values are dark
+            inverted = full_scale - array.astype(np.int32)  # MONOCHROME1: high values are dark
+            # Back to 16 bits when the values fit (they do unless the data exceed BitsStored): the conversion
+            # to uint8 then needs no wide temporaries; the values, and so the frame, are the same.
+            array = inverted.astype(np.uint16) if full_scale <= 0xFFFF and int(inverted.min()) >= 0 else inverted
         yield Frame(normalise_frame(array), f"{path}#frame={index}" if count > 1 else str(path), index)
+
+
+def _int(dataset, keyword: str, default: int, path: Path) -> int:
+    try:
+        return int(getattr(dataset, keyword, default) if getattr(dataset, keyword, None) is not None else default)
+    except (TypeError, ValueError) as exc:
+        raise ImageDecodeError(f"{path}: DICOM {keyword} is not a number", "corrupt_dicom") from exc
+
+
+def _check_frame_size(dataset, path: Path) -> None:
+    """Refuse, from the header, a frame whose decoded pixels would be too large (Rows x Columns x SamplesPerPixel
+    x bytes allocated), before pydicom allocates anything for it. Frames are decoded one at a time, so the
+    limit is per frame."""
+    rows, columns = _int(dataset, "Rows", 0, path), _int(dataset, "Columns", 0, path)
+    samples = _int(dataset, "SamplesPerPixel", 1, path)
+    allocated = _int(dataset, "BitsAllocated", 8, path)
+    if rows <= 0 or columns <= 0 or samples <= 0 or allocated <= 0:
+        raise ImageDecodeError(f"{path}: DICOM image size {columns}x{rows}x{samples} ({allocated} bits) is invalid",
+                               "corrupt_dicom")
+    # pydicom decodes each sample into its allocated width (1-bit data into a byte).
+    check_decoded_size(str(path), rows, columns, samples * max(1, (allocated + 7) // 8))
 
 
 def _read(path: Path):
