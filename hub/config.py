@@ -50,7 +50,8 @@ DEFAULT_TOML = """\
 # sonopi hub configuration (TOML)
 [mqtt]
 broker = "localhost:8883"
-client_id = "sonopi-hub"      # fixed: the broker keeps this persistent session's queue while the hub is down
+client_id = "sonopi-hub"      # fixed: the broker keeps this persistent session's queue while the hub is down;
+                              # the sonopi broker binds the session to the certificate's CN (= username)
 tls = true
 ca_file = "/etc/sonopi-hub/ca.crt"
 cert_file = "/etc/sonopi-hub/hub.crt"
