@@ -398,8 +398,8 @@ class _ProgressLine:
 
     def update(self, record) -> None:
         self.stored += 1
-        label = "inconclusive" if record.inconclusive else record.label
-        line = f"[{self.spec}] {self.stored} stored, {self.errors} errors — #{record.seq} {label} ({record.latency_ms:.0f} ms)"
+        said = "inconclusive" if record.inconclusive else (record.category or record.label)  # what the card says
+        line = f"[{self.spec}] {self.stored} stored, {self.errors} errors — #{record.seq} {said} ({record.latency_ms:.0f} ms)"
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
     def error(self, message: str) -> None:

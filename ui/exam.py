@@ -41,6 +41,7 @@ from device.sources.base import Frame
 from device.store import ResultStore
 from ui import theme
 from ui.number_entry import NumberEntry
+from ui.result_words import category_colour, category_text
 from ui.theme import Theme
 
 MALIGNANT = "malignant"
@@ -88,7 +89,8 @@ def exam_short(exam: Exam) -> str:
 
 
 def result_text(record: ResultRecord) -> str:
-    return "Inconclusive" if record.inconclusive else (record.label or record.top_label).capitalize()
+    """The result in the card's words (History's), never a bare label next to p(malignant)."""
+    return category_text(record)
 
 
 def thumbnail_pixmap(record: ResultRecord, size: int) -> QPixmap:
@@ -433,7 +435,7 @@ class ExamSummaryView(QWidget):
             self.table.setCellWidget(row, 0, icon)
             self.table.setItem(row, 1, QTableWidgetItem(f"{row + 1}. {record.created_at[11:19]}"))
             item = QTableWidgetItem(result_text(record))
-            item.setForeground(_brush(theme.WARN if record.inconclusive else theme.label_colour(record.label)))
+            item.setForeground(_brush(category_colour(record)))
             self.table.setItem(row, 2, item)
             p = record.probabilities.get(MALIGNANT)
             self.table.setItem(row, 3, QTableWidgetItem("—" if p is None or record.inconclusive else f"{p * 100:.0f}%"))

@@ -4,7 +4,7 @@ Read from the store (the source of truth), refreshed on a timer."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor
@@ -13,12 +13,11 @@ from PyQt5.QtWidgets import (
     QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from device.decision import Category
 from device.results import ResultRecord
 from device.store import ResultStore
 from ui import theme
 from ui.exam import MALIGNANT, thumbnail_pixmap
-from ui.result_card import COLOURS
+from ui.result_words import category_colour, category_text
 from ui.theme import Theme
 
 COLUMNS = ("", "Time", "Patient", "Model output", "p(malig.)", "Delivery")  # p(malignant), short for the 7" panel
@@ -26,27 +25,6 @@ LIMIT = 100
 REJECTED = "rejected: "  # the store's delivery text for a result the hub refused for good
 
 
-SHORT = {Category.NO_LESION: "No lesion seen", Category.LOW_SUSPICION: "Low suspicion",
-         Category.SUSPICIOUS: "Suspicious — refer", Category.INCONCLUSIVE: "Inconclusive"}  # the card's words, shortened
-
-
-def category_text(record: ResultRecord) -> str:
-    """The category; a result stored before the category rule shows its label and says so."""
-    if record.inconclusive:
-        return SHORT[Category.INCONCLUSIVE]
-    try:
-        return SHORT[Category(record.category)]
-    except ValueError:
-        return (record.label or record.top_label).capitalize() + " · old rule"
-
-
-def category_colour(record: ResultRecord) -> str:
-    if record.inconclusive:
-        return theme.WARN
-    try:
-        return COLOURS[Category(record.category)]
-    except ValueError:
-        return theme.label_colour(record.label)
 
 
 def delivery_text(delivery: str) -> str:

@@ -1,0 +1,30 @@
+"""A stored result in the card's words, shortened: History and the exam summary say the same thing."""
+
+from __future__ import annotations
+
+from device.decision import Category
+from device.results import ResultRecord
+from ui import theme
+from ui.result_card import COLOURS
+
+SHORT = {Category.NO_LESION: "No lesion seen", Category.LOW_SUSPICION: "Low suspicion",
+         Category.SUSPICIOUS: "Suspicious — refer", Category.INCONCLUSIVE: "Inconclusive"}  # the card's words, shortened
+
+
+def category_text(record: ResultRecord) -> str:
+    """The category; a result stored before the category rule shows its label and says so."""
+    if record.inconclusive:
+        return SHORT[Category.INCONCLUSIVE]
+    try:
+        return SHORT[Category(record.category)]
+    except ValueError:
+        return (record.label or record.top_label).capitalize() + " · old rule"
+
+
+def category_colour(record: ResultRecord) -> str:
+    if record.inconclusive:
+        return theme.WARN
+    try:
+        return COLOURS[Category(record.category)]
+    except ValueError:
+        return theme.label_colour(record.label)
