@@ -14,6 +14,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from device.barcode import DEFAULT_MAX_LENGTH, DEFAULT_MIN_LENGTH, DEFAULT_PATTERN, PatientIdError, PatientIdFormat
 from device.decision import Mode
 from device.errors import ConfigError
 
@@ -156,6 +157,23 @@ class UiSection(_Section):
     source_roots: tuple[Path, ...] = (Path("/media"), Path("/run/media"), Path("/mnt"))  # where USB sticks mount
     disk_low_mb: int = Field(default=500, ge=0)  # banner below this much free space
     hub_probe_s: float = Field(default=30.0, ge=5, le=3600)  # how often the status bar checks the broker
+    # The site's patient ID format (device/barcode.py): typed and scanned IDs must match it, whole, upper-cased.
+    patient_id_pattern: str = DEFAULT_PATTERN
+    patient_id_min_length: int = Field(default=DEFAULT_MIN_LENGTH, ge=1, le=64)
+    patient_id_max_length: int = Field(default=DEFAULT_MAX_LENGTH, ge=1, le=64)
+    patient_id_example: str = Field(default="A12345", min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _patient_id_format(self) -> "UiSection":
+        try:
+            self.patient_id_format()
+        except PatientIdError as exc:
+            raise ValueError(f"patient_id_*: {exc}") from exc
+        return self
+
+    def patient_id_format(self) -> PatientIdFormat:
+        return PatientIdFormat(self.patient_id_pattern, self.patient_id_min_length, self.patient_id_max_length,
+                               self.patient_id_example)
 
 
 class DeviceConfig(_Section):
@@ -291,4 +309,8 @@ live_smoothing = 0.3          # live gauge: weight of the newest estimate (1 = n
 source_roots = ["/media", "/run/media", "/mnt"]   # where USB sticks with images are looked for
 disk_low_mb = 500             # storage banner below this much free space
 hub_probe_s = 30.0            # how often the status bar checks that the hub's broker is reachable
+# patient_id_pattern = "[A-Z0-9](?:[A-Z0-9-]*[A-Z0-9])?"   # the site's patient ID (regular expression, whole ID)
+# patient_id_min_length = 2
+# patient_id_max_length = 20
+# patient_id_example = "A12345"   # shown when an ID is refused
 """

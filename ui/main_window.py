@@ -73,7 +73,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.config = config
         self.services = services
-        self.id_format = id_format or PatientIdFormat()  # the site's patient ID format (device.barcode)
+        self.id_format = id_format or config.ui.patient_id_format()  # the site's ([ui] patient_id_*)
         self.th = Theme.for_size(*size)
         self.setWindowTitle("sonopi")
         self.setStyleSheet(self.th.stylesheet())
