@@ -24,7 +24,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from PyQt5.QtWidgets import QApplication  # noqa: E402
 
-from device.results import Exam, new_result_id  # noqa: E402
 from device.sources.base import Frame, FrameSource  # noqa: E402
 from device.sources.files import folder_source  # noqa: E402
 from ui.app import build_window, parse_size, start  # noqa: E402
@@ -121,14 +120,31 @@ def measure_live(window, seconds: float) -> dict[str, float]:
     }
 
 
+def open_exam(window, patient: str, side: str) -> None:
+    """Through the form, as a clinician does (the window refuses an exam it did not ask for): the ID on the
+    keyboard, the side, Start, and *Start exam* in the readback."""
+    window.nav["Exam"].click()
+    form = window.exam.form
+    form.field_buttons["patient"].click()
+    keyboard = window.id_entry.keypad
+    while keyboard.value:
+        keyboard.keys["⌫"].click()
+    for key in patient:
+        keyboard.keys[key].click()
+    keyboard.keys["OK"].click()
+    form.side_buttons[side].click()
+    form.start.click()
+    window.confirm.accept_button.click()
+    spin_until(lambda: window.session.exam is not None, 10, "the exam")
+
+
 def measure_taps(window, taps: int) -> list[float]:
     live = window.live
     times = []
     done = []
     live.result_shown.connect(lambda outcome: done.append(time.perf_counter()))
     if window.session.exam is None:  # results are stored only under an open exam (docs/ui.md)
-        window.services.analysis.add_exam(Exam(new_result_id(), "00000", "L"))
-        spin_until(lambda: window.session.exam is not None, 10, "the exam")
+        open_exam(window, "BENCH01", "L")
     for _ in range(taps):
         live.set_frozen(False)
         spin(0.3)
