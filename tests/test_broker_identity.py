@@ -210,6 +210,7 @@ def test_a_device_cannot_kick_another_device_off(tmp_path: Path, pki: Path, rig)
     uplink_log = (b.dir / "uplink.log").read_text(errors="replace")
     assert "uplink: connection to" not in uplink_log, f"device B was kicked off\n{b.log()}"
     assert uplink_log.count("uplink: connected to") == 1
+    assert " as site-b/dev-2 " in uplink_log, "the uplink's client id is its username, the id the broker binds"
     assert "already connected, closing old connection" not in broker.log()
 
 
