@@ -46,7 +46,12 @@ from hub.web.accounts import Accounts
 from hub.web.app import create_app
 from hub.web.config import WebConfig
 from hub.web.db import WebDb
-from hub.web.demo import QueueExamples, seed_device_states, seed_queue_examples, seed_results
+from hub.web.demo import (
+    QueueExamples,
+    seed_device_states,
+    seed_queue_examples,
+    seed_results,
+)
 from hub.web.inbox import Filters, Inbox, Queue, Sort
 from hub.web.reviews import Reviews
 from tests.mqtt_broker import postgres_server  # noqa: F401  (fixture)
@@ -263,7 +268,7 @@ def test_devices_show_health_with_actions_and_link_to_their_results(app, example
     c, _ = signed_in(app)
     page = c.get("/devices").text
     rows = {m.group(1): m.group(0) for m in re.finditer(r'<tr class="device[^"]*" data-device="([^"]+)">.*?</tr>',
-                                                        page, re.S)}
+                                                        page, re.DOTALL)}
     hot = rows["st-marys/pi-st-ma-2"]
     assert "82 °C" in hot and "Overheating" in hot and "soft temperature limit now" in hot and "critical" in hot
     assert "300 MiB free" in rows["north-clinic/pi-north-1"] and "Disk almost full" in rows["north-clinic/pi-north-1"]
@@ -296,7 +301,7 @@ def test_result_page_previous_next_follow_the_queue_and_link_the_exam(app, examp
     filtered = c.get(f"/results/{e.low_benign}?label=benign&sort=risk").text
     assert re.search(rf'id="prev" rel="prev" href="/results/{e.no_patient_other}\?label=benign&amp;sort=risk"', filtered)
     assert f'href="/exams/{e.exam_with_patient}"' in filtered and "(3 frame(s))" in filtered
-    frames = re.search(r'<ul class="frames" id="frames">(.*?)</ul>', filtered, re.S).group(1)
+    frames = re.search(r'<ul class="frames" id="frames">(.*?)</ul>', filtered, re.DOTALL).group(1)
     assert re.findall(r'href="/results/([0-9a-f-]{36})"', frames) == [e.low_benign, e.suspicious, e.normal]
 
 

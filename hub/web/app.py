@@ -37,17 +37,24 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import StreamingResponse
 
 from hub.store import DeviceState, HubStore, HubStoreError, StoredResult
-from hub.web import DISCLAIMER
+from hub.web import DISCLAIMER, queue_views
 from hub.web.accounts import ROLES, AccountError, Accounts, LoginOutcome, Session, User
 from hub.web.config import WebConfig
 from hub.web.db import WebDb, WebDbError
 from hub.web.fhir import diagnostic_report
-from hub.web.health import health
-from hub.web.inbox import FilterError, Filters, Inbox, Queue, Sort, csv_fields, csv_record
+from hub.web.health import Health, health
+from hub.web.inbox import (
+    FilterError,
+    Filters,
+    Inbox,
+    Queue,
+    Sort,
+    csv_fields,
+    csv_record,
+)
 from hub.web.limits import parse_tokens
 from hub.web.reviews import REVIEW_STATES, STATE_LABELS, ReviewError, Reviews
 from hub.web.risk import LATE_AFTER_S, Category, assess, delay_s, is_late
-from hub.web import queue_views
 from hub.web.security import (
     CookiePolicy,
     add_security_headers,
@@ -69,7 +76,7 @@ class DeviceRow:
     presence: str  # online | silent | offline | stopped | unknown
 
     @property
-    def health(self):  # noqa: ANN201 - hub.web.health.Health
+    def health(self) -> Health:
         return health(self.device)
 
 

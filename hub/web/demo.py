@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from device.contract import HeartbeatMessage, ResultMessage, StatusMessage
-from hub.store import HubStore
+from hub.store import HubStore, StoredResult
 
 SHA = "5f" * 32
 CLASSES = ("benign", "malignant", "normal")
@@ -121,13 +121,13 @@ def seed_results_as_delivered(store: HubStore, count: int, *, spec: DemoSpec = D
         scratch.close()
     stored = 0
     for r in messages:
-        created = datetime.fromisoformat(r.created_at.replace("Z", "+00:00"))
+        created = datetime.fromisoformat(r.created_at)
         arrived = moment if r.historical else min(moment, created + timedelta(seconds=2))
         stored += sum(store.add_results([_message(r)], received_at=_iso(arrived)))
     return stored
 
 
-def _message(r) -> ResultMessage:  # noqa: ANN001 - hub.store.StoredResult
+def _message(r: StoredResult) -> ResultMessage:
     return ResultMessage(
         result_id=r.result_id, seq=r.seq, device_id=r.device_id, site=r.site, created_at=r.created_at,
         model_name=r.model_name, model_version=r.model_version, model_sha256=r.model_sha256,
@@ -210,7 +210,10 @@ def seed_queue_examples(store: HubStore, now: datetime | None = None, thumbnails
     exam_a, exam_b = str(uuid.UUID(int=0xE1, version=4)), str(uuid.UUID(int=0xE2, version=4))
     patient = "PT-10452"
     thumb = (lambda n: demo_thumbnail(n)) if thumbnails else (lambda n: None)
-    minutes = lambda m: moment - timedelta(minutes=m)  # noqa: E731
+
+    def minutes(m: float) -> datetime:
+        return moment - timedelta(minutes=m)
+
     where = {"site": site, "device_id": device}
     messages = [
         _example(ids[0], 1, minutes(20), {"benign": 0.631, "malignant": 0.196, "normal": 0.173}, "benign",
@@ -233,7 +236,7 @@ def seed_queue_examples(store: HubStore, now: datetime | None = None, thumbnails
                  exam_id=None, patient_ref="PT-20004", historical=True, **where),
     ]
     for message in messages:  # each reaches the hub 2 s after it was created; the last two arrive `now`
-        created = datetime.fromisoformat(message.created_at.replace("Z", "+00:00"))
+        created = datetime.fromisoformat(message.created_at)
         arrived = moment if message.result_id in ids[7:9] else min(moment, created + timedelta(seconds=2))
         store.add_results([message], received_at=_iso(arrived))
     return QueueExamples(low_benign=ids[0], suspicious=ids[1], normal=ids[2], no_patient=ids[3],

@@ -261,15 +261,15 @@ class Dialect:
         v2 = "_v2" if self.v2 else ""
         key = f"{self.risk_key('')} DESC, created_at, id"
         return [f"CREATE INDEX IF NOT EXISTS web_results_risk{v2} ON results ({key})",
-                f"CREATE INDEX IF NOT EXISTS web_results_suspicious{v2} ON results ({key}) "
-                f"WHERE {self.suspicious_at('')}",
-                f"CREATE INDEX IF NOT EXISTS web_results_suspicious_label{v2} ON results (label, {key}) "
-                f"WHERE {self.suspicious_at('')}",  # the label filter
-                f"CREATE INDEX IF NOT EXISTS web_results_suspicious_age{v2} ON results (created_at, id) "
-                f"WHERE {self.suspicious_at('')}",  # the escalation list: oldest first
+                (f"CREATE INDEX IF NOT EXISTS web_results_suspicious{v2} ON results ({key}) "
+                f"WHERE {self.suspicious_at('')}"),
+                (f"CREATE INDEX IF NOT EXISTS web_results_suspicious_label{v2} ON results (label, {key}) "
+                f"WHERE {self.suspicious_at('')}"),  # the label filter
+                (f"CREATE INDEX IF NOT EXISTS web_results_suspicious_age{v2} ON results (created_at, id) "
+                f"WHERE {self.suspicious_at('')}"),  # the escalation list: oldest first
                 f"CREATE INDEX IF NOT EXISTS web_results_calm{v2} ON results ({key}) WHERE {self.calm_at('')}",
-                f"CREATE INDEX IF NOT EXISTS web_results_calm_label{v2} ON results (label, {key}) "
-                f"WHERE {self.calm_at('')}"]
+                (f"CREATE INDEX IF NOT EXISTS web_results_calm_label{v2} ON results (label, {key}) "
+                f"WHERE {self.calm_at('')}")]
 
     def calm_at(self, prefix: str) -> str:
         """Not suspicious (NULL, when neither label nor threshold says, counts as not suspicious)."""

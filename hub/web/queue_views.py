@@ -49,7 +49,14 @@ def exams_of(rows: list[InboxRow]) -> list[tuple[str | None, list[InboxRow]]]:
 
 
 def install(app: FastAPI, s: "Services") -> None:
-    from hub.web.app import CsrfDep, SessionDep, _error, escalation_cutoff, render_page, require
+    from hub.web.app import (
+        CsrfDep,
+        SessionDep,
+        _error,
+        escalation_cutoff,
+        render_page,
+        require,
+    )
 
     def page(request: Request, name: str, session: Any, **context: Any) -> HTMLResponse:
         return render_page(s, request, name, session, **context)

@@ -108,8 +108,8 @@ def assess(*, probabilities: dict[str, float], thresholds: dict[str, float], lab
 
 def delay_s(created_at: str, received_at: str) -> float | None:
     try:
-        created = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
-        received = datetime.fromisoformat(received_at.replace("Z", "+00:00"))
+        created = datetime.fromisoformat(created_at)
+        received = datetime.fromisoformat(received_at)
     except ValueError:
         return None
     return (received - created).total_seconds()

@@ -24,7 +24,12 @@ from hub.web.accounts import Accounts
 from hub.web.app import create_app
 from hub.web.config import WebConfig
 from hub.web.db import WebDb
-from hub.web.demo import DemoSpec, seed_device_states, seed_queue_examples, seed_results_as_delivered
+from hub.web.demo import (
+    DemoSpec,
+    seed_device_states,
+    seed_queue_examples,
+    seed_results_as_delivered,
+)
 from hub.web.inbox import Filters, Inbox
 from hub.web.reviews import Reviews
 
