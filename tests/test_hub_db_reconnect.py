@@ -10,7 +10,6 @@ exactly once, in order, and the console serves pages again.
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from http.cookiejar import CookieJar, DefaultCookiePolicy

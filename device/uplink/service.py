@@ -37,10 +37,10 @@ from device.contract import (
     topic,
 )
 from device.errors import ConfigError, SonopiError, StoreError
+from device.mqtt import BrokerAddress, client_id_for
 from device.results import utc_now_iso
 from device.store import ResultStore
 from device.uplink.heartbeat import build_heartbeat
-from device.mqtt import BrokerAddress, client_id_for
 from device.uplink.mqtt_client import Backoff, make_client
 from device.uplink.outbox import Outbox
 from device.uplink.state import write_state
