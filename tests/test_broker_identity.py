@@ -252,7 +252,8 @@ def test_a_certificate_binds_its_device(tmp_path: Path, pki: Path, rig) -> None:
 
 def test_revoked_device_and_second_hub_account(tmp_path: Path, pki: Path, rig) -> None:  # type: ignore[no-untyped-def]
     """``revoke-device`` leaves a certificate that connects but may do nothing; ``add-hub`` makes a second hub
-    identity with the hub's rights and its own session (CN = client id)."""
+    identity with the hub's rights and its own session (CN = client id), whose shared subscription
+    (``$share/...``, as two hubs would split the load) the ACL allows."""
     broker, hub, devices, attackers = rig
     work = tmp_path / "pki-copy"
     shutil.copytree(pki, work)  # the module's pki stays as it is for the other tests
@@ -282,7 +283,7 @@ def test_revoked_device_and_second_hub_account(tmp_path: Path, pki: Path, rig) -
         hub2.on_subscribe = lambda *a: subscribed.append(True)
         hub2.connect(broker.host, broker.port)
         hub2.loop_start()
-        hub2.subscribe("sonopi/v1/+/+/result", qos=1)
+        hub2.subscribe("$share/sonopi-hubs/sonopi/v1/+/+/result", qos=1)  # as two hubs share the load
         wait_for(lambda: subscribed, 20, "the second hub's SUBACK")
         b = Device(tmp_path / "second", *B, broker.address, tls=True, ca_file=str(creds(work, B) / "ca.crt"),
                    cert_file=str(creds(work, B) / "device.crt"), key_file=str(creds(work, B) / "device.key"),
