@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -173,8 +172,9 @@ def main() -> None:
         print(f"compute path      p50 {compute['path_p50']:7.2f} ms   p95 {compute['path_p95']:7.2f} ms")
         print(f"ratio path/bare   p50 {compute['path_p50'] / compute['bare_p50']:7.3f}   (goal <= 1.25)")
         prep = bench_prepare(args.model, frames, args.repeats)
-        print(f"prepare exact     p50 {prep['exact_p50']:7.2f} ms   p95 {prep['exact_p95']:7.2f} ms   1080p capture p50 {prep['exact_hd_p50']:6.2f} ms")
-        print(f"prepare opencv    p50 {prep['opencv_p50']:7.2f} ms   p95 {prep['opencv_p95']:7.2f} ms   1080p capture p50 {prep['opencv_hd_p50']:6.2f} ms")
+        for kind in ("exact", "opencv"):
+            print(f"prepare {kind:9s} p50 {prep[f'{kind}_p50']:7.2f} ms   p95 {prep[f'{kind}_p95']:7.2f} ms   "
+                  f"1080p capture p50 {prep[f'{kind}_hd_p50']:6.2f} ms")
         print(f"ratio exact/opencv p50 {prep['exact_p50'] / prep['opencv_p50']:6.2f}   1080p {prep['exact_hd_p50'] / prep['opencv_hd_p50']:.2f}"
               "   (opencv: format-1 bundles only; not the same pixels on aarch64)")
         store = bench_decode_and_store(args.model, files, scratch)

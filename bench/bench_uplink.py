@@ -49,7 +49,7 @@ def flush(root: Path, n: int, window: int, db: str | None) -> None:
         try:
             peak = max(peak, proc.memory_info().rss)
         except psutil.NoSuchProcess:
-            raise SystemExit(f"uplink died:\n{device.log()}")
+            raise SystemExit(f"uplink died:\n{device.log()}") from None
         time.sleep(0.05)
     elapsed = time.perf_counter() - t0
     count = hub.store.count_results(device_id=device.device_id)

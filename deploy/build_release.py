@@ -49,7 +49,7 @@ def _files(root: Path) -> list[Path]:
     )
 
 
-def _digest_tree(h: "hashlib._Hash", label: str, root: Path) -> None:
+def _digest_tree(h: hashlib._Hash, label: str, root: Path) -> None:
     for path in _files(root):
         h.update(f"{label}/{path.relative_to(root).as_posix()}\0".encode())
         h.update(hashlib.sha256(path.read_bytes()).digest())

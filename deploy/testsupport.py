@@ -92,7 +92,7 @@ def make_base_image(path: Path, root_mib: int = 48, work: Path | None = None, py
 def make_wheel(out_dir: Path, name: str, version: str = "0.1", files: dict[str, str] | None = None) -> Path:
     """A minimal valid pure-Python wheel."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = dict(files or {f"{name}/__init__.py": "VERSION = %r\n" % version})
+    files = dict(files or {f"{name}/__init__.py": f"VERSION = {version!r}\n"})
     dist = f"{name}-{version}.dist-info"
     files[f"{dist}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
     files[f"{dist}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: sonopi-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"

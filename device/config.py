@@ -117,7 +117,7 @@ class MqttConnection(_Section):
         return value
 
     @model_validator(mode="after")
-    def _consistent_credentials(self) -> "MqttConnection":
+    def _consistent_credentials(self) -> MqttConnection:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together (TLS client certificate)")
         if not self.tls and (self.ca_file or self.cert_file):
@@ -140,7 +140,7 @@ class UplinkSection(MqttConnection):
     poll_s: float = Field(default=0.2, gt=0, le=10)  # how often the outbox is checked for new results
 
     @model_validator(mode="after")
-    def _consistent_backoff(self) -> "UplinkSection":
+    def _consistent_backoff(self) -> UplinkSection:
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be >= reconnect_min_s")
         return self
@@ -164,7 +164,7 @@ class UiSection(_Section):
     patient_id_example: str = Field(default="A12345", min_length=1, max_length=64)
 
     @model_validator(mode="after")
-    def _patient_id_format(self) -> "UiSection":
+    def _patient_id_format(self) -> UiSection:
         try:
             self.patient_id_format()
         except PatientIdError as exc:

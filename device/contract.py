@@ -28,7 +28,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -109,7 +109,7 @@ def parse_topic(text: str) -> Topic:
 # --- schemas -----------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema(kind: str) -> dict[str, Any]:
     """The JSON Schema for one message kind (packaged as ``device/schemas/<kind>.schema.json``)."""
     text = resources.files("device").joinpath("schemas", f"{kind}.schema.json").read_text(encoding="utf-8")
@@ -119,7 +119,7 @@ def schema(kind: str) -> dict[str, Any]:
 CONTROL_RULE = {"$ref": "#/$defs/control"}  # every string field says "not": CONTROL_RULE
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(kind: str) -> jsonschema.protocols.Validator:
     """The schema's validator, minus the per-field control-character rule, which :func:`_check_controls`
     applies to every string of the payload in one pass with the schema's own pattern (jsonschema's
@@ -138,7 +138,7 @@ def _without_control_rule(node: Any) -> Any:
     return node
 
 
-@lru_cache(maxsize=None)
+@cache
 def _control_pattern(kind: str) -> re.Pattern[str]:
     return re.compile(schema(kind)["$defs"]["control"]["pattern"])
 
@@ -324,7 +324,7 @@ class ResultMessage:
         prev_result_id: str | None,
         send_thumbnail: bool = True,
         thumbnail_max_bytes: int = MAX_THUMBNAIL_BYTES,
-    ) -> "ResultMessage":
+    ) -> ResultMessage:
         if record.seq is None:
             raise ValueError("a result must be stored (have a seq) before it is sent")
         thumb = record.thumbnail
@@ -369,7 +369,7 @@ class ResultMessage:
         return payload
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> "ResultMessage":
+    def from_payload(cls, payload: dict[str, Any]) -> ResultMessage:
         thumb = payload.get("thumbnail_jpeg_b64")
         thumbnail = None
         if thumb is not None:

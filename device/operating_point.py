@@ -2,7 +2,8 @@
 robustly (over bootstrap resamples of the malignant cases) so that a small case set does not make it optimistic.
 
 Shared by the workstation (``model_build.calibrate`` chooses the bundle's threshold on validation,
-``model_build.evaluate`` and ``model_build.reader`` measure at thresholds) and the device (``python -m device site-check`` proposes a site's threshold from its own biopsy-proven cases).
+``model_build.evaluate`` and ``model_build.reader`` measure at thresholds) and the device
+(``python -m device site-check`` proposes a site's threshold from its own biopsy-proven cases).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -144,7 +144,7 @@ class ResultStore:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> "ResultStore":
+    def __enter__(self) -> ResultStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -356,7 +356,7 @@ class ResultStore:
 
     def purge_frames(self, keep_days: int, now: datetime | None = None) -> int:
         """Delete full frames older than ``keep_days`` (results and thumbnails are kept)."""
-        cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=keep_days)
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
         cutoff_iso = cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         with self._transaction() as db:
             return db.execute("DELETE FROM frames WHERE created_at < ?", (cutoff_iso,)).rowcount

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -32,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="> 0: a training-only head also learns the BI-RADS category of images that carry one (loss weight)")
     b.add_argument("--time-budget-min", type=float, default=32.0, help="stop training after this many minutes")
     b.add_argument("--train-bn", action="store_true", help="let BatchNorm adapt while fine-tuning (default: frozen)")
-    b.add_argument("--init-weights", type=Path, help="start from saved Keras weights (*.weights.h5); with --epochs 0 --epochs-frozen 0 this re-exports")
+    b.add_argument("--init-weights", type=Path,
+                   help="start from saved Keras weights (*.weights.h5); with --epochs 0 --epochs-frozen 0 this re-exports")
     b.add_argument("--external-test", metavar="COLUMN=TEXT",
                    help="hold out the images whose CSV COLUMN contains TEXT (e.g. device=toshiba), with their patients, "
                         "and score them apart: a scanner the model never saw")
@@ -121,14 +121,16 @@ def _build(args: argparse.Namespace) -> int:
     train_cfg = TrainConfig(
         epochs_frozen=args.epochs_frozen, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         patience=args.patience, average_last=args.average_last,
-        grid_epochs=args.grid_epochs, grid_lr=args.grid_lr, aux_birads_weight=args.aux_birads_weight, freeze_bn=not args.train_bn, time_budget_s=args.time_budget_min * 60, seed=args.seed,
+        grid_epochs=args.grid_epochs, grid_lr=args.grid_lr, aux_birads_weight=args.aux_birads_weight, freeze_bn=not args.train_bn,
+        time_budget_s=args.time_budget_min * 60, seed=args.seed,
     )
     cfg = BuildConfig(
         data=tuple(args.data), out=args.out, arch=args.arch, resolution=args.resolution, weights=args.weights, strict=args.strict, seed=args.seed,
         limit_per_class=args.limit_per_class, target_sensitivity=args.target_sensitivity,
         threshold_confidence=args.threshold_confidence, min_agreement=args.min_agreement,
         representative_steps=args.representative_steps, n_boot=args.bootstrap, name=args.name, version=args.version,
-        shortcut_check=not args.no_shortcut_check, init_weights=args.init_weights, external_test=args.external_test, lesion_views=args.lesion_views, mirror_tta=args.mirror_tta, train=train_cfg,
+        shortcut_check=not args.no_shortcut_check, init_weights=args.init_weights, external_test=args.external_test,
+        lesion_views=args.lesion_views, mirror_tta=args.mirror_tta, train=train_cfg,
     )
     try:
         result = build(cfg)
@@ -141,9 +143,9 @@ def _build(args: argparse.Namespace) -> int:
 
 def _reader(args: argparse.Namespace) -> int:
     from device.bundle import BundleError
-    from model_build.rescore import RescoreError
     from model_build.card import reader_lines
     from model_build.reader import compare_bundle, store_in_bundle
+    from model_build.rescore import RescoreError
 
     try:
         result = compare_bundle(args.bundle, args.data, args.bootstrap, args.seed)

@@ -115,7 +115,8 @@ def _external_section(external: dict[str, Any] | None) -> list[str]:
     return [
         f"## Held out of training: `{external['rule']}` ({external['n']} images)",
         "",
-        f"This build never saw the images whose `{external['column']}` contains `{external['contains']}` (nor any other image of those patients): they were kept out of training, "
+        f"This build never saw the images whose `{external['column']}` contains `{external['contains']}` "
+        "(nor any other image of those patients): they were kept out of training, "
         "validation and test and scored here, int8 model, shipped threshold, 95% CIs resampling patients. It estimates "
         "how the model does on a scanner it has not seen; the model was trained without them.",
         "",
@@ -268,7 +269,8 @@ def loso_section(study: dict[str, Any] | None) -> list[str]:
                      f"{_v(f['normals_top_class_normal'])} | {_v(f['normal_views_top_class_normal'])} |")
     lines += ["", f"Categories: *No lesion seen* when p(lesion) = 1 − p(normal) < {study['lesion_threshold']:.3f}; "
               "*Suspicious — refer* when p(malignant) ≥ the mode's threshold; *Lesion, low suspicion* otherwise.", "",
-              "| mode | p(malignant) threshold | held-out source | sensitivity | specificity | normal scans called malignant | normal views called malignant |",
+              "| mode | p(malignant) threshold | held-out source | sensitivity | specificity | "
+              "normal scans called malignant | normal views called malignant |",
               "|---|---|---|---|---|---|---|"]
     for mode, m in study["modes"].items():
         name = _MODE_NAMES.get(mode, mode) + (" (default)" if mode == study["default_mode"] else "")
@@ -344,7 +346,8 @@ def model_card_text(manifest: Manifest, metrics: dict[str, Any]) -> str:
     lines += [
         "",
         "- BUSI (Al-Dhabyani et al., Data in Brief 2020): GE LOGIQ E9, Baheya Hospital, Cairo; normal/benign/malignant; no patient ids.",
-        "- BUS-BRA (Gómez-Flores et al., Medical Physics 2023): GE Logiq 5/7, Toshiba Aplio 300, U-Systems; biopsy-proven benign/malignant; no normal class.",
+        "- BUS-BRA (Gómez-Flores et al., Medical Physics 2023): GE Logiq 5/7, Toshiba Aplio 300, U-Systems; "
+        "biopsy-proven benign/malignant; no normal class.",
         "- Splits keep whole groups together: BUS-BRA by `patient_id`; BUSI by near-duplicate clusters (pHash, "
         f"Hamming ≤ {metrics['config']['hash_distance']}, chained), stratified by source and class, seed {metrics['config']['seed']}. "
         "The split is in `report/split.csv`.",

@@ -76,7 +76,7 @@ class LoadedData:
         """Per sample its source, or ``source#view`` for a view cut by a mask: metrics keep them apart."""
         return np.array([s.source if s.view == "full" else f"{s.source}#{s.view}" for s in self.samples])
 
-    def subset(self, idx: np.ndarray) -> "LoadedData":
+    def subset(self, idx: np.ndarray) -> LoadedData:
         return LoadedData([self.samples[i] for i in idx], self.pixels[idx], self.labels, self.bad_files, self.source_labels)
 
 

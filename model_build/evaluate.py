@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ class Predictions:
     groups: np.ndarray  # [N] group ids (patient / near-duplicate cluster), for the bootstrap
     sources: np.ndarray  # [N]
 
-    def subset(self, mask: np.ndarray) -> "Predictions":
+    def subset(self, mask: np.ndarray) -> Predictions:
         return Predictions(self.y[mask], self.probs[mask], self.groups[mask], self.sources[mask])
 
 

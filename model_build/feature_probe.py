@@ -12,8 +12,9 @@ does not estimate the shipped model's figures — ``model_build modes`` on fine-
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -7,7 +7,8 @@ imaged by that image's scanner. Used as extra ``normal`` samples (view ``lesion_
 "normal" across scanners. A view keeps the patient of its image, so it is split with it.
 
 Rules (the constants below): everything below the lesion is excluded (posterior shadowing or
-enhancement is a lesion sign, not normal tissue), the lesion is dilated by a margin (its halo), the rectangle must cover a minimum share of the image and of each side (a thin strip is not a
+enhancement is a lesion sign, not normal tissue), the lesion is dilated by a margin (its halo), the
+rectangle must cover a minimum share of the image and of each side (a thin strip is not a
 scan at the scale of a normal one), and images whose mask is missing, empty or unreadable give no view.
 """
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class HeldOutScores:
     probs: np.ndarray  # [N, 3] calibrated int8 probabilities in LABELS order
     fold: np.ndarray  # the fold directory's name
 
-    def subset(self, mask: np.ndarray) -> "HeldOutScores":
+    def subset(self, mask: np.ndarray) -> HeldOutScores:
         return HeldOutScores(self.source[mask], self.view[mask], self.label[mask], self.group[mask], self.probs[mask], self.fold[mask])
 
     @property

@@ -9,7 +9,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -320,7 +320,7 @@ def _plots(report: Path, evaluations, test_preds, val_preds, labels, threshold, 
 
 
 def _manifest(cfg, data, spec, names, temperature, threshold, kernel, bias, evaluations, parity, metrics) -> Manifest:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     test = evaluations["test_int8"]["all"]["headline"]
     return Manifest(
         name=cfg.name or f"sonopi-{cfg.arch}",

@@ -13,9 +13,9 @@ Three checks on the test split, all reported in ``metrics.json`` and the model c
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np

@@ -128,7 +128,7 @@ class HoldOutRule:
     contains: str
 
     @classmethod
-    def parse(cls, text: str) -> "HoldOutRule":
+    def parse(cls, text: str) -> HoldOutRule:
         column, sep, contains = text.partition("=")
         if not sep or not column.strip() or not contains.strip():
             raise SplitError(f"--external-test {text!r}: expected COLUMN=TEXT, e.g. device=toshiba")

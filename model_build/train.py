@@ -285,7 +285,8 @@ def train(
     return history
 
 
-def _grid_phase(clf, fit_model, batches, compile_for_training, monitor, state, x_val, y_val, malignant, history: History, cfg: TrainConfig, verbose) -> None:
+def _grid_phase(clf, fit_model, batches, compile_for_training, monitor, state, x_val, y_val, malignant,
+                history: History, cfg: TrainConfig, verbose) -> None:
     """Snap the conv kernels to the int8 grid, then fine-tune them there; keep the best snapped weights
     (``state`` ends holding them and their validation loss)."""
     import keras

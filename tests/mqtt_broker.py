@@ -118,7 +118,7 @@ class MosquittoBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, timeout_s: float = 10.0) -> "MosquittoBroker":
+    def start(self, timeout_s: float = 10.0) -> MosquittoBroker:
         if self.running:
             return self
         log_file = open(self.log_path, "ab")
@@ -165,7 +165,7 @@ class MosquittoBroker:
         except OSError:
             return ""
 
-    def __enter__(self) -> "MosquittoBroker":
+    def __enter__(self) -> MosquittoBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -286,7 +286,7 @@ class PostgresServer:
     def _run(self, *args: str) -> None:
         subprocess.run(self._as + list(args), check=True, capture_output=True, timeout=120)
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8",
                   "--no-sync")
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on"

@@ -24,7 +24,6 @@ from deploy.testsupport import (
     ssh_keypair,
 )
 from device.signing import generate_keypair, load_private_key, load_public_key, sign_bundle, verify_bundle
-
 from tests.test_signing import make_bundle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -186,7 +185,7 @@ def test_first_boot_against_the_flashed_root(flashed, tmp_path: Path) -> None:
     uid, gid = int(sonopi[2]), int(sonopi[3])
     assert uid < 1000 and sonopi[6] == "/usr/sbin/nologin"
     for group in ("video", "render", "input"):
-        assert "sonopi" in next(l for l in (staged / "etc/group").read_text().splitlines() if l.startswith(group + ":"))
+        assert "sonopi" in next(line for line in (staged / "etc/group").read_text().splitlines() if line.startswith(group + ":"))
     key = (staged / "etc/sonopi/secrets/device.key").stat()
     assert (key.st_uid, key.st_mode & 0o777) == (uid, 0o600)
     conf = (staged / "etc/sonopi/device.toml").stat()

@@ -234,7 +234,8 @@ def test_a_site_may_not_raise_the_malignant_threshold(tiny_bundle) -> None:
     from device.errors import ConfigError
     from device.pipeline import site_thresholds
 
-    with pytest.raises(ConfigError, match=r"malignant_threshold = 0.5 is above the threshold model tiny-test-model 0.0.1 was validated with \(0.4000\)"):
+    with pytest.raises(ConfigError,
+                       match=r"malignant_threshold = 0.5 is above the threshold model tiny-test-model 0.0.1 was validated with \(0.4000\)"):
         site_thresholds(ModelSection(malignant_threshold=0.5), tiny_bundle.manifest)
     without = dataclasses.replace(tiny_bundle.manifest, thresholds={})
     with pytest.raises(ConfigError, match="has no malignant threshold to lower"):

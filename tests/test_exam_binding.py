@@ -22,8 +22,16 @@ from device.config import parse_config
 from device.engine import Classifier
 from device.pipeline import Analyzer
 from device.results import (
-    CapturedFrame, Exam, ExamAlreadyOpenError, ExamBindingError, ExamClosedError, ExamDesk, ExamEnd,
-    ExamMismatchError, NoOpenExamError, new_result_id,
+    CapturedFrame,
+    Exam,
+    ExamAlreadyOpenError,
+    ExamBindingError,
+    ExamClosedError,
+    ExamDesk,
+    ExamEnd,
+    ExamMismatchError,
+    NoOpenExamError,
+    new_result_id,
 )
 from device.sources.base import Frame
 from device.store import ResultStore

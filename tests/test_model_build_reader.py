@@ -14,6 +14,7 @@ from PIL import Image
 
 from device.bundle import load_bundle
 from model_build.__main__ import main
+from model_build.data import Sample
 from model_build.evaluate import binary_auc
 from model_build.reader import (
     ReaderInputs,
@@ -23,7 +24,6 @@ from model_build.reader import (
     select_with_birads,
     specificity_at_sensitivity,
 )
-from model_build.data import Sample
 from model_build.rescore import RescoreError
 
 

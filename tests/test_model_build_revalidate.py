@@ -18,8 +18,6 @@ from device.bundle import Resampling, load_bundle
 from device.engine import Classifier
 
 
-
-
 @pytest.mark.data
 def test_shipped_bundle_revalidation_is_reproduced(shipped_bundle_dir: Path, datasets: Path) -> None:
     from model_build import evaluate

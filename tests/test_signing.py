@@ -20,9 +20,11 @@ from device.signing import (
     generate_keypair,
     load_private_key,
     load_public_key,
-    main as signing_main,
     sign_bundle,
     verify_bundle,
+)
+from device.signing import (
+    main as signing_main,
 )
 
 

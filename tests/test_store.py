@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -96,7 +96,7 @@ def test_frame_retention(tmp_path: Path) -> None:
     with ResultStore(tmp_path / "r.sqlite") as store:
         old = store.add(make_record(0, created_at="2020-01-01T00:00:00.000Z"), frame_png=b"old")
         new = store.add(make_record(1), frame_png=b"new")
-        assert store.purge_frames(keep_days=30, now=datetime.now(timezone.utc) + timedelta(days=1)) == 1
+        assert store.purge_frames(keep_days=30, now=datetime.now(UTC) + timedelta(days=1)) == 1
         assert store.frame(old.result_id) is None and store.frame(new.result_id) == b"new"
         assert store.get(old.result_id).thumbnail is not None  # results and thumbnails are kept
 

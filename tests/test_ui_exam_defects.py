@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import cv2
+import numpy as np
 import pytest
 
 pytest.importorskip("PyQt5")

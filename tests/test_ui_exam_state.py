@@ -1,6 +1,7 @@
 """Through the real widgets (offscreen, tiny real model, real SQLite): no sequence of taps — start an exam with the
 ID on the keyboard or scanned (real key events) and confirmed in the readback, Finish (confirmed or kept), change
-exam, the other side of the same patient, lock and unlock with the PIN, Freeze/Live, Next image, Analyse — stores a frame under an exam other than the one open when it was captured, or shows another exam's
+exam, the other side of the same patient, lock and unlock with the PIN, Freeze/Live, Next image, Analyse — stores a
+frame under an exam other than the one open when it was captured, or shows another exam's
 result on the card. A short hypothesis state machine (the long one runs on the device layer,
 tests/test_exam_binding.py)."""
 

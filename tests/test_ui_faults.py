@@ -14,7 +14,7 @@ pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
 from device.config import parse_config  # noqa: E402
-from device.errors import SourceError, StoreError  # noqa: E402
+from device.errors import SourceError  # noqa: E402
 from device.sources.base import Frame, FrameSource  # noqa: E402
 from tests.mqtt_broker import free_port  # noqa: E402
 from tests.ui_support import analyse, start_exam, tap  # noqa: E402

@@ -26,7 +26,7 @@ from tests.conftest import REPO  # noqa: E402
 from tests.test_bundle_format3 import format3_copy  # noqa: E402
 from ui import banners  # noqa: E402
 from ui.layout_check import layout_problems  # noqa: E402
-from ui.result_card import HEAT_ONLY_SUSPICIOUS, HEADLINES, ResultCard, percent_pair  # noqa: E402
+from ui.result_card import HEADLINES, HEAT_ONLY_SUSPICIOUS, ResultCard, percent_pair  # noqa: E402
 from ui.screenshots import open_window, screenshot_config, spin, spin_until  # noqa: E402
 
 SHOTS = REPO / "build" / "card-screens"

@@ -19,7 +19,7 @@ from device.results import ResultRecord, new_result_id, utc_now_iso
 from device.store import ResultStore
 from device.uplink.state import read_state
 from hub.store import HubStore
-from tests.mqtt_broker import MosquittoBroker, start_process, stop_process, wait_for, device_uplink_command
+from tests.mqtt_broker import MosquittoBroker, device_uplink_command, start_process, stop_process, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

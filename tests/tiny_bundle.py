@@ -27,8 +27,8 @@ def expected_label(mean_brightness: float) -> str:
 
 
 def build_tiny_bundle(out: Path, name: str = "tiny-test-model", version: str = "0.0.1") -> ModelBundle:
-    import tensorflow as tf  # workstation dependency, only for building
     import keras
+    import tensorflow as tf  # workstation dependency, only for building
 
     inp = keras.Input((SIZE, SIZE, 3), dtype="uint8", name="image")
     x = keras.layers.Rescaling(1.0 / 255.0)(keras.ops.cast(inp, "float32"))

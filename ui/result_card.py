@@ -15,7 +15,14 @@ import numpy as np
 from PyQt5.QtCore import QRectF, QSize, Qt, pyqtSignal
 from PyQt5.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent, QPen
 from PyQt5.QtWidgets import (
-    QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
 )
 
 from device.bundle import Figure
@@ -269,7 +276,7 @@ class HeatLegend(QWidget):
         ticks = QRectF(0, line + 14, self.width(), line)
         metrics = painter.fontMetrics()
         room = self.width() >= sum(metrics.horizontalAdvance(t) for _, t in self.TICKS) * 1.6  # else the middle one goes
-        for (value, text), align in zip(self.TICKS, (Qt.AlignLeft, Qt.AlignHCenter, Qt.AlignRight)):
+        for (_value, text), align in zip(self.TICKS, (Qt.AlignLeft, Qt.AlignHCenter, Qt.AlignRight)):
             if align != Qt.AlignHCenter or room:
                 painter.drawText(ticks, align | Qt.AlignTop, text)
 

@@ -9,12 +9,20 @@ from typing import Any
 from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtGui import QFont, QFontMetrics
 from PyQt5.QtWidgets import (
-    QButtonGroup, QHBoxLayout, QLabel, QPushButton, QScrollArea, QScroller, QStackedWidget, QVBoxLayout, QWidget,
+    QButtonGroup,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QScroller,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
 )
 
 from device.bundle import Manifest, ModeSpec
-from device.decision import MALIGNANT, Mode
 from device.config import DeviceConfig
+from device.decision import MALIGNANT, Mode
 from ui.background import Background
 from ui.hub import mqtt_connect_test
 from ui.sources import SourceChoice, candidate_sources, probe_source

@@ -47,7 +47,7 @@ class Theme:
     side_panel: int  # width of the result card
 
     @classmethod
-    def for_size(cls, width: int, height: int) -> "Theme":
+    def for_size(cls, width: int, height: int) -> Theme:
         if height < 600 or width < 1000:
             return cls(compact=True, control=52, font=17, small=15, large=26, huge=34, gap=6, side_panel=268)
         return cls(compact=False, control=64, font=21, small=18, large=34, huge=46, gap=10, side_panel=440)

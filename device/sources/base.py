@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-import time
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class FrameSource(abc.ABC):
     @abc.abstractmethod
     def read(self) -> Frame | None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional to override: sources without a resource keep this no-op)
         """Release the device or file; safe to call twice."""
 
     @property
@@ -45,7 +45,7 @@ class FrameSource(abc.ABC):
         """A short human state for status bars: "ready", "streaming", "disconnected", "finished"."""
         return "ready"
 
-    def __enter__(self) -> "FrameSource":
+    def __enter__(self) -> FrameSource:
         self.open()
         return self
 

@@ -91,8 +91,7 @@ class FileListSource(FrameSource):
         while True:
             for path in self._files:
                 try:
-                    for frame in frames_from_file(path, self._dicom_frame):
-                        yield frame
+                    yield from frames_from_file(path, self._dicom_frame)
                 except ImageDecodeError as exc:
                     yield exc
             if not self._loop:
