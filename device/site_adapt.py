@@ -18,15 +18,18 @@ The procedure (docs/device.md, "Site onboarding"), all numpy, no TensorFlow:
 4. fit a multinomial logistic head by Newton's method: weighted cross-entropy on the base training images
    (total weight 1) and the site's images (total weight ``site_weight``), plus an L2 penalty on the change from
    the base head, which may only move within the base features' principal directions (device.head.HeadData) —
-   so it stays near the base head and the fit on the base images is exact. With normal scans only, only the
-   ``normal`` column moves (the head learns what normal looks like here; p(malignant) / p(benign) of every
-   image stays the base head's); with :data:`MIN_LESIONS` biopsy-proven lesions or more, the whole head;
+   so it stays near the base head and the fit on the base images is exact. Only the ``normal`` column moves:
+   the head learns what normal looks like here, and p(malignant) / p(benign) of every image stays the base
+   head's. Site lesions, when given, are the counter-examples (this scanner's lesions are not normal). Refitting
+   the lesion columns too was measured worse: on the base images they are in-sample (the backbone was trained
+   on them), so the refit overfits them and the base test split's malignant AUC and sensitivity fell beyond
+   the limits at every site weight;
 5. no forgetting: the refitted head scores the base bundle's own held-out test split; the largest site weight of
    :data:`SITE_WEIGHTS` whose head keeps that split's malignant AUC within :data:`FORGET_AUC`, its normal recall
    and its malignant sensitivity at the threshold within :data:`FORGET_RECALL` of the base head's is taken; if
    none does, the site bundle is refused;
 6. normals that still look like lesions to a head fitted without them (out-of-fold, by patient) are listed for
-   review (:data:`REVIEW_P_LESION`), not silently trusted;
+   review (:data:`REVIEW_P_LESION`) and left out of the fit, not silently trusted (this runs before step 4);
 7. the shipped head is refitted on every site case with the chosen weight; the temperature and the operating
    thresholds stay the base bundle's (a refit never raises the malignant threshold).
 """
@@ -56,16 +59,18 @@ from device.site_check import LABELS_FILE, SiteCheckError, read_cases
 
 log = logging.getLogger(__name__)
 
-MIN_NORMALS = 40  # fewer normal images cannot teach a scanner's look (and leave too few to check it on); 200 recommended
-MIN_LESIONS = 10  # with at least this many biopsy-proven lesions the whole head is refitted, else only "normal"
+MIN_NORMALS = 30  # normal images the fit needs at least (after those listed for review); 200 recommended
 MIN_PATIENTS = 10  # when patient ids are given: 50 images of 3 patients are 3 examples, not 50
 HOLDOUT_FRACTION = 0.25  # share of the site's normal images (whole patients) kept out of the fit for the figures
-SITE_WEIGHTS = (4.0, 2.0, 1.0, 0.5, 0.25)  # the site's total weight beside the base training images' 1, tried in order
+SITE_WEIGHTS = (1.0, 0.5, 0.25, 0.1)  # the site's total weight beside the base training images' 1, tried in order
 L2 = 0.001  # penalty on the change of the head (the loss is a weighted mean): keeps it near the base head
 BIAS_L2 = 0.0002
 FORGET_AUC = 0.01  # the base test split's malignant AUC may fall by at most this
 FORGET_RECALL = 0.02  # its normal recall, and malignant sensitivity at the threshold, by at most this
 REVIEW_P_LESION = 0.8  # a "normal" that a head fitted without it still gives p(lesion) >= this is listed for review
+REVIEW_BASE_P_MALIGNANT = 0.75  # ... or that the base head gives p(malignant) >= this (BrEaST-Lesions-USG: 3 of 4
+# malignant images, 1 in 20 lesion-free views)
+REVIEW_SITE_WEIGHT = 1.0  # the site weight of those out-of-fold fits
 FOLDS = 5
 IMAGE_STATISTICS = ("mean", "std", "p99", "dark_share", "fine_texture", "corr_h", "corr_v")
 SCANNER_STATISTICS = ("std", "fine_texture", "corr_h", "corr_v")  # what the scanner sets more than the anatomy
@@ -230,31 +235,33 @@ def softmax_rows(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def fit_update(v: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = L2, bias_l2: float = BIAS_L2,
+def fit_update(v: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float | Sequence[float] = L2,
+               bias_l2: float = BIAS_L2,
                free: Sequence[int] | None = None, max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """The head's change ``(A [r, K], db [K])`` minimising ``sum_i w_i CE(softmax(z_i + v_i A + db), y_i)
     + l2/2 |A|^2 + bias_l2/2 |db|^2`` by Newton's method with a backtracking line search (convex: it converges
     to the one minimum; the penalty keeps the Hessian positive definite). ``free``: the label columns that may
-    change (default all); the others keep the base head's weights."""
+    change (default all); the others keep the base head's weights. ``l2`` may be one number per label column."""
     n, r = v.shape
     k = z.shape[1]
     cols = list(range(k)) if free is None else sorted(free)
     f = len(cols)
     a = np.hstack([np.asarray(v, dtype=np.float64), np.ones((n, 1))])
     onehot = np.eye(k)[y]
-    reg = np.concatenate([np.full(r, l2), [bias_l2]])
+    per_label = np.broadcast_to(np.asarray(l2, dtype=np.float64), (k,))
+    reg = np.vstack([np.tile(per_label, (r, 1)), np.full((1, k), bias_l2)])  # [r+1, K]
     theta = np.zeros((r + 1, k))
 
     def objective(t: np.ndarray) -> tuple[float, np.ndarray]:
         logits = z + a @ t
         logits = logits - logits.max(axis=1, keepdims=True)
         log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        loss = float(-(w * log_p[np.arange(n), y]).sum() + 0.5 * (reg[:, None] * t ** 2).sum())
+        loss = float(-(w * log_p[np.arange(n), y]).sum() + 0.5 * (reg * t ** 2).sum())
         return loss, np.exp(log_p)
 
     loss, p = objective(theta)
     for _ in range(max_iter):
-        grad = (a.T @ (w[:, None] * (p - onehot)) + reg[:, None] * theta)[:, cols]  # [r+1, f]
+        grad = (a.T @ (w[:, None] * (p - onehot)) + reg * theta)[:, cols]  # [r+1, f]
         if float(np.abs(grad).max()) < 1e-9:
             break
         hessian = np.zeros(((r + 1) * f, (r + 1) * f))
@@ -263,7 +270,7 @@ def fit_update(v: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray, l2: f
                 coef = w * (p[:, ci] * ((ci == cj) - p[:, cj]))
                 block = (a * coef[:, None]).T @ a
                 if i == j:
-                    block = block + np.diag(reg)
+                    block = block + np.diag(reg[:, ci])
                 hessian[i * (r + 1):(i + 1) * (r + 1), j * (r + 1):(j + 1) * (r + 1)] = block
         step = np.zeros_like(theta)
         step[:, cols] = -np.linalg.solve(hessian, grad.T.reshape(-1)).reshape(f, r + 1).T
@@ -367,7 +374,9 @@ class Review:
     file: str
     patient: str | None
     p_lesion: float  # out of fold: from a head fitted without this image's patient
-    p_malignant: float
+    p_malignant: float  # out of fold
+    base_p_malignant: float  # the base head's
+    reason: str
 
 
 @dataclass
@@ -376,7 +385,7 @@ class Adaptation:
     bias: np.ndarray  # [K]
     site_weight: float
     counts: dict[str, int]
-    refitted: str  # "normal only" (normals-only cases) or "all labels" (lesions given too)
+    refitted: str  # which label columns of the head moved ("normal only")
     patients: int | None
     holdout: dict[str, Any]  # site held-out: before/after figures, counts
     base_test: dict[str, Any]  # base bundle's held-out split: before/after (no forgetting)
@@ -463,8 +472,7 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
     spec = m.decision_spec()
     rule = Rule(labels, m.temperature, spec.mode(spec.default_mode).malignant_threshold, spec.lesion_threshold)
 
-    lesions = counts.get("benign", 0) + counts.get(MALIGNANT, 0)
-    free = None if lesions >= MIN_LESIONS else [labels.index(NORMAL)]  # normals only: teach "normal", nothing else
+    free = [labels.index(NORMAL)]  # teach "normal", nothing else: the lesion columns stay the base head's
 
     def fit(site_mask: np.ndarray, site_weight: float) -> tuple[np.ndarray, np.ndarray]:
         n_site = int(site_mask.sum())
@@ -475,7 +483,16 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
         return fit_update(v, z, y, w, free=free)
 
     held = holdout_split(site.cases, seed=seed)
-    fit_mask, everything = ~held, np.ones(len(site.cases), dtype=bool)
+    # normals that look like lesions to a head fitted without them: listed for review and left out of the fit (a
+    # lesion labelled normal would teach the head to miss lesions); they still count in the held-out figures
+    review = _review_normals(site, v_site, z_site, y_site, labels, rule, fit, REVIEW_SITE_WEIGHT, seed)
+    reviewed = np.isin([c.path.name for c in site.cases], [r.file for r in review])
+    if counts[NORMAL] - int(reviewed.sum()) < MIN_NORMALS:
+        raise SiteAdaptError(
+            f"{int(reviewed.sum())} of {counts[NORMAL]} normal image(s) look like lesions, leaving fewer than "
+            f"{MIN_NORMALS} to fit on; check these labels: "
+            + ", ".join(r.file for r in review[:10]) + (" ..." if len(review) > 10 else ""))
+    fit_mask, everything = ~held & ~reviewed, ~reviewed
     base_before = figures(z_test, y_test, rule)
     held_before = figures(z_site[held], y_site[held], rule)
     tried: list[dict[str, Any]] = []
@@ -498,12 +515,11 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
             "every refit forgets the sites the model was trained on (base test split: "
             + "; ".join(tried[-1]["forgets"]) + f" even at site weight {SITE_WEIGHTS[-1]}); the site bundle is refused")
     site_weight, a_all, db_all, base_after, held_after = chosen
-    review = _review_normals(site, held, v_site, z_site, y_site, labels, rule, fit, site_weight, seed)
     weights = w0 + basis @ a_all
     bias = b0 + db_all
     return Adaptation(
         weights=weights, bias=bias, site_weight=site_weight, counts=counts, patients=patients,
-        refitted="all labels" if free is None else "normal only",
+        refitted="normal only",
         holdout={"cases": int(held.sum()), "normals": int((held & (y_site == labels.index(NORMAL))).sum()),
                  "split": "by patient" if patients is not None else "by image", "before": held_before,
                  "after": held_after,
@@ -514,29 +530,39 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
     )
 
 
-def _review_normals(site: SiteData, held: np.ndarray, v: np.ndarray, z: np.ndarray, y: np.ndarray,
+def _review_normals(site: SiteData, v: np.ndarray, z: np.ndarray, y: np.ndarray,
                     labels: tuple[str, ...], rule: Rule, fit: Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray]],
                     site_weight: float, seed: int) -> list[Review]:
-    """Normals that a head fitted without their patient (FOLDS folds of patients) still sees a lesion in."""
+    """Normals that look like lesions: the base head gives them p(malignant) >= :data:`REVIEW_BASE_P_MALIGNANT`
+    (left out of the folds' fits too), or a head fitted without their patient (FOLDS folds of patients) still
+    gives them p(lesion) >= :data:`REVIEW_P_LESION`."""
     keys = [c.patient or f"file:{c.path.name}" for c in site.cases]
     patients = sorted(set(keys))
     fold_of_patient = {p: i % FOLDS for i, p in enumerate(np.random.default_rng(seed + 1).permutation(patients))}
     folds = np.array([fold_of_patient[k] for k in keys])
     normal = y == labels.index(NORMAL)
+    k_mal, k_normal = labels.index(MALIGNANT), labels.index(NORMAL)
+    base_p = softmax_rows(z, rule.temperature)
+    suspect = normal & (base_p[:, k_mal] >= REVIEW_BASE_P_MALIGNANT)
     out: list[Review] = []
     for fold in range(FOLDS):
         test = (folds == fold) & normal
         if not test.any():
             continue
-        a, db = fit(folds != fold, site_weight)
+        a, db = fit((folds != fold) & ~suspect, site_weight)
         p = softmax_rows(z[test] + v[test] @ a + db, rule.temperature)
         for index, probs in zip(np.flatnonzero(test), p):
-            p_lesion = 1.0 - float(probs[labels.index(NORMAL)])
+            p_lesion = 1.0 - float(probs[k_normal])
+            reasons = []
+            if suspect[index]:
+                reasons.append(f"base p(malignant) {base_p[index, k_mal]:.2f}")
             if p_lesion >= REVIEW_P_LESION:
+                reasons.append(f"p(lesion) {p_lesion:.2f} from a head fitted without it")
+            if reasons:
                 case = site.cases[index]
-                out.append(Review(case.path.name, case.patient, round(p_lesion, 4),
-                                  round(float(probs[labels.index(MALIGNANT)]), 4)))
-    return sorted(out, key=lambda r: -r.p_lesion)
+                out.append(Review(case.path.name, case.patient, round(p_lesion, 4), round(float(probs[k_mal]), 4),
+                                  round(float(base_p[index, k_mal]), 4), "; ".join(reasons)))
+    return sorted(out, key=lambda r: (-r.base_p_malignant, -r.p_lesion))
 
 
 def report_text(a: Adaptation) -> str:
@@ -565,10 +591,9 @@ def report_text(a: Adaptation) -> str:
         f"{pct(ta['normals_called_normal'])}, malignant sensitivity {pct(tb['malignant_sensitivity'])} -> "
         f"{pct(ta['malignant_sensitivity'])} (site weight {a.site_weight})")
     if a.review:
-        lines.append(f"REVIEW: {len(a.review)} image(s) labelled normal still look like a lesion (p(lesion) >= "
-                     f"{REVIEW_P_LESION} from a head fitted without them) — check them:")
-        lines += [f"  {r.file} (patient {r.patient or '-'}): p(lesion) {r.p_lesion:.2f}, p(malignant) {r.p_malignant:.3f}"
-                  for r in a.review[:30]]
+        lines.append(f"REVIEW: {len(a.review)} image(s) labelled normal look like a lesion; left out of the fit — "
+                     "check their labels:")
+        lines += [f"  {r.file} (patient {r.patient or '-'}): {r.reason}" for r in a.review[:30]]
     return "\n".join(lines)
 
 
