@@ -347,3 +347,19 @@ def test_index_walks_and_sorted_probes_give_the_reference_order(many: Inbox, fil
         if len(seen) > 120:
             back = many.page(queue, after=seen[100])
             assert [r.id for r in back.rows] == seen[50:100]
+
+
+def test_review_then_next_opens_the_next_result_in_the_same_queue(app, examples: QueueExamples) -> None:
+    """"Mark reviewed" with "then open the next" goes to the result that followed it before the review moved
+    it down, keeping the queue; without it the page stays on the result."""
+    c, token = signed_in(app)
+    e = examples
+    assert 'name="then" value="next"' in c.get(f"/results/{e.suspicious}").text
+    r = c.post(f"/results/{e.suspicious}/review", data={"state": "reviewed", "then": "next", "csrf_token": token})
+    assert r.headers["location"] == f"/results/{e.escalated}"
+    r = c.post(f"/results/{e.low_benign}/review?sort=risk&label=benign",
+               data={"state": "follow_up", "then": "next", "csrf_token": token})
+    assert r.headers["location"] == f"/results/{e.live_late}?label=benign&sort=risk"
+    r = c.post(f"/results/{e.normal}/review", data={"state": "reviewed", "csrf_token": token})
+    assert r.headers["location"] == f"/results/{e.normal}"
+    assert app.state.services.reviews.review(e.suspicious).state == "reviewed"

@@ -435,16 +435,20 @@ def _install_routes(app: FastAPI, s: Services) -> None:
 
     @app.post("/results/{result_id}/review")
     def review(request: Request, result_id: str, session: CsrfDep, state: Annotated[str, Form()],
-               note: Annotated[str, Form()] = "") -> Response:
+               note: Annotated[str, Form()] = "", then: Annotated[str, Form()] = "") -> Response:
         user = require(session, "operator")
         result = load(result_id)
+        queue = Queue.from_query(request.query_params)
+        # "and next": the result after this one in the queue as it stood (the review moves this one down)
+        after = s.inbox.neighbours(queue, result.id)[1] if then == "next" else None
         try:
             s.reviews.set_review(result_pk=result.id, result_id=result_id, state=state, note=note,
                                  username=user.username)
         except ReviewError as exc:
             return _error(s, request, 400, str(exc))
-        query = Queue.from_query(request.query_params).urlencode()
-        return RedirectResponse(f"/results/{result_id}{'?' + query if query else ''}", status_code=303)
+        query = queue.urlencode()
+        target = after.result_id if after else result_id
+        return RedirectResponse(f"/results/{target}{'?' + query if query else ''}", status_code=303)
 
     # --- devices, audit ------------------------------------------------------------------------
 
