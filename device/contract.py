@@ -514,7 +514,7 @@ def decode_heartbeat(topic_name: str, data: bytes) -> HeartbeatMessage:
     where = parse_topic(topic_name)
     payload = decode("heartbeat", data)
     _check_attribution(where, payload)
-    fields = {k: payload.get(k) for k in HeartbeatMessage.__dataclass_fields__ if k in payload}
+    fields: dict[str, Any] = {k: payload.get(k) for k in HeartbeatMessage.__dataclass_fields__ if k in payload}
     return HeartbeatMessage(**fields)
 
 

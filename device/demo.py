@@ -23,7 +23,7 @@ def scanner_screen(seed: int, size: tuple[int, int] = (1280, 720)) -> tuple[np.n
     x, y, w, h = box
     speckle = rng.rayleigh(scale=38.0 + 10 * rng.random(), size=(h, w))
     depth_gain = np.linspace(1.1, 0.6, h)[:, None]
-    image = speckle * depth_gain
+    image: np.ndarray = speckle * depth_gain
     yy, xx = np.mgrid[0:h, 0:w]
     cy, cx = h * (0.35 + 0.3 * rng.random()), w * (0.3 + 0.4 * rng.random())
     ry, rx = h * (0.06 + 0.08 * rng.random()), w * (0.08 + 0.1 * rng.random())

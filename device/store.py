@@ -20,7 +20,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -231,7 +231,8 @@ class ResultStore:
         limit: int | None = None,
         newest_first: bool = True,
     ) -> list[ResultRecord]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         for column, op, value in (
             ("patient_ref", "=", patient_ref),
             ("created_at", ">=", since),
@@ -385,11 +386,14 @@ def _json_or_none(value: Any) -> str | None:
     return None if value is None else json.dumps(list(value))
 
 
-def _tuple_or_none(text: str | None) -> tuple[int, ...] | None:
-    return None if text is None else tuple(json.loads(text))
+def _box_or_none(text: str | None) -> tuple[int, int, int, int] | None:
+    if text is None:
+        return None
+    x, y, w, h = (int(v) for v in json.loads(text))
+    return x, y, w, h
 
 
-def _row_to_record(row: tuple) -> ResultRecord:
+def _row_to_record(row: Sequence[Any]) -> ResultRecord:
     (seq, result_id, created_at, device_id, site, exam_id, patient_ref, side, model_name, model_version,
      model_sha256, label, category, p_malignant, mode, inconclusive, reasons, probabilities, thresholds, crop, roi,
      source, latency_ms, thumbnail, delivery) = row
@@ -398,8 +402,8 @@ def _row_to_record(row: tuple) -> ResultRecord:
         patient_ref=patient_ref, side=side, model_name=model_name, model_version=model_version,
         model_sha256=model_sha256, label=label, category=category, p_malignant=p_malignant, mode=mode,
         inconclusive=bool(inconclusive), reasons=tuple(json.loads(reasons)),
-        probabilities=json.loads(probabilities), thresholds=json.loads(thresholds), crop=_tuple_or_none(crop),
-        roi=_tuple_or_none(roi), source=source, latency_ms=latency_ms,
+        probabilities=json.loads(probabilities), thresholds=json.loads(thresholds), crop=_box_or_none(crop),
+        roi=_box_or_none(roi), source=source, latency_ms=latency_ms,
         thumbnail=bytes(thumbnail) if thumbnail is not None else None, delivery=delivery,
     )
 

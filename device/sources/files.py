@@ -75,7 +75,7 @@ class FileListSource(FrameSource):
         self._files_fn = files_fn
         self._dicom_frame = dicom_frame
         self._loop = loop
-        self._frames: Iterator[Frame] | None = None
+        self._frames: Iterator[Frame | ImageDecodeError] | None = None
         self._index = 0
         self._finished = False
 
@@ -100,6 +100,7 @@ class FileListSource(FrameSource):
     def read(self) -> Frame | None:
         if self._frames is None:
             self.open()
+        assert self._frames is not None  # open() sets it or raises
         item = next(self._frames, None)
         if item is None:
             self._finished = True

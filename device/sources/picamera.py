@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from device.errors import SourceError, SourceUnavailableError
 from device.imageio import normalise_frame
 from device.sources.base import Frame, FrameSource
@@ -13,7 +15,7 @@ class PiCameraSource(FrameSource):
     def __init__(self, width: int | None = None, height: int | None = None) -> None:
         super().__init__("picamera")
         self.size = (width or 1280, height or 720)
-        self._camera = None
+        self._camera: Any = None  # picamera2.Picamera2 once open (imported there: not on a workstation)
         self._index = 0
 
     def open(self) -> None:

@@ -54,7 +54,7 @@ class V4L2Source(FrameSource):
             self._state = "disconnected"
             raise SourceError(f"{self.description}: cannot open capture device — is the capture card plugged in?")
         if self.fourcc:
-            capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
+            capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*self.fourcc))
         if self.width:
             capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
         if self.height:
@@ -75,6 +75,7 @@ class V4L2Source(FrameSource):
             if wait > 0:
                 self._sleep(wait)
             self.open()
+        assert self._capture is not None  # open() sets it or raises
         ok, bgr = self._capture.read()
         if not ok or bgr is None:
             self.close()
