@@ -111,6 +111,12 @@ def test_store_in_bundle_gives_a_format3_bundle_the_device_decides_with(tmp_path
     assert json.loads((bundle_dir / "report" / "metrics.json").read_text())["leave_one_source_out"] == result
     card = (bundle_dir / "MODEL_CARD.md").read_text()
     assert card.index("leave-one-source-out") < card.index("## Intended use")  # the card leads with it
+    from model_build.card import _v
+
+    balanced = result["modes"]["balanced"]
+    headline = card[: card.index("## Intended use")]
+    assert f"{balanced['malignant_threshold']:.4f}" in headline  # the study's own figures, not the test split's
+    assert _v(balanced["figures"]["sensitivity"]) in headline and _v(balanced["figures"]["specificity"]) in headline
     again = om.store_in_bundle(bundle_dir, result)  # the same study: the same version, not a growing suffix
     assert again.manifest.version == m.version
     t = result["modes"]["high_sensitivity"]["malignant_threshold"]
