@@ -28,8 +28,11 @@ The procedure (docs/device.md, "Site onboarding"), all numpy, no TensorFlow:
    :data:`SITE_WEIGHTS` whose head keeps that split's malignant AUC within :data:`FORGET_AUC`, its normal recall
    and its malignant sensitivity at the threshold within :data:`FORGET_RECALL` of the base head's is taken; if
    none does, the site bundle is refused;
-6. normals that still look like lesions to a head fitted without them (out-of-fold, by patient) are listed for
-   review (:data:`REVIEW_P_LESION`) and left out of the fit, not silently trusted (this runs before step 4);
+6. normals that look like lesions are listed for review, not silently trusted (this runs before step 4): those the
+   base head gives p(malignant) >= :data:`REVIEW_BASE_P_MALIGNANT` are also left out of the fit (a cancer labelled
+   normal would teach the head to miss cancers); those a head fitted without their patient still gives
+   p(lesion) >= :data:`REVIEW_P_LESION` stay in (measured: leaving them out too cost 4 points of normals called
+   normal on the other half, and they are the scanner's look the head has to learn);
 7. the shipped head is refitted on every site case with the chosen weight; the temperature and the operating
    thresholds stay the base bundle's (a refit never raises the malignant threshold).
 """
@@ -483,10 +486,12 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
         return fit_update(v, z, y, w, free=free)
 
     held = holdout_split(site.cases, seed=seed)
-    # normals that look like lesions to a head fitted without them: listed for review and left out of the fit (a
-    # lesion labelled normal would teach the head to miss lesions); they still count in the held-out figures
+    # normals that look like lesions are listed for review; those the base head finds malignant-looking are also left
+    # out of the fit (a cancer labelled normal would teach the head to miss cancers). The others stay in: a normal
+    # the refit struggles with is what it has to learn. All count in the held-out figures.
     review = _review_normals(site, v_site, z_site, y_site, labels, rule, fit, REVIEW_SITE_WEIGHT, seed)
-    reviewed = np.isin([c.path.name for c in site.cases], [r.file for r in review])
+    left_out = [r.file for r in review if r.base_p_malignant >= REVIEW_BASE_P_MALIGNANT]
+    reviewed = np.isin([c.path.name for c in site.cases], left_out)
     if counts[NORMAL] - int(reviewed.sum()) < MIN_NORMALS:
         raise SiteAdaptError(
             f"{int(reviewed.sum())} of {counts[NORMAL]} normal image(s) look like lesions, leaving fewer than "
@@ -591,8 +596,8 @@ def report_text(a: Adaptation) -> str:
         f"{pct(ta['normals_called_normal'])}, malignant sensitivity {pct(tb['malignant_sensitivity'])} -> "
         f"{pct(ta['malignant_sensitivity'])} (site weight {a.site_weight})")
     if a.review:
-        lines.append(f"REVIEW: {len(a.review)} image(s) labelled normal look like a lesion; left out of the fit — "
-                     "check their labels:")
+        lines.append(f"REVIEW: {len(a.review)} image(s) labelled normal look like a lesion — check their labels "
+                     f"(those with base p(malignant) >= {REVIEW_BASE_P_MALIGNANT} were left out of the fit):")
         lines += [f"  {r.file} (patient {r.patient or '-'}): {r.reason}" for r in a.review[:30]]
     return "\n".join(lines)
 

@@ -27,7 +27,7 @@ from device.engine import Classifier
 from device.errors import BundleError
 from device.head import HEAD_DATA_FILE, SIGNING_UNSIGNED, HeadData
 from device.site_adapt import (
-    MIN_NORMALS, REPORT_FILE, SiteAdaptError, adapt, auc, read_site_cases, read_site_data, run, write_site_bundle,
+    MIN_NORMALS, REPORT_FILE, REVIEW_BASE_P_MALIGNANT, SiteAdaptError, adapt, auc, read_site_cases, read_site_data, run, write_site_bundle,
 )
 from device.signing import generate_keypair, key_id, load_private_key, verify_bundle
 from model_build.data import decode_sample, scan_source
@@ -121,9 +121,9 @@ def test_on_the_other_half_normals_are_called_normal(site: SimpleNamespace, site
     before, after = _scores(base.stdout, labels), _scores(adapted.stdout, labels)
     assert after["versions"] == {load_bundle(site_bundle.path).manifest.version}  # results name the site bundle
     assert before["called_normal"] < 0.1  # the problem: the base bundle calls this hospital's normals lesions
-    assert after["called_normal"] >= 0.8  # measured 0.87, from 0.04 (54 normal views of 54 patients)
-    assert after["called_malignant"] <= 0.15  # measured 0.13, from 0.94
-    assert after["auc_bm"] >= before["auc_bm"] - 0.01  # measured 0.891 -> 0.889 (47 malignant, 78 benign)
+    assert after["called_normal"] >= 0.85  # measured 0.91, from 0.04 (54 normal views of 54 patients)
+    assert after["called_malignant"] <= 0.12  # measured 0.09, from 0.94
+    assert after["auc_bm"] >= before["auc_bm"]  # measured 0.891 -> 0.896 (47 malignant, 78 benign)
     assert after["sensitivity"] >= 0.93  # measured 1.00 -> 0.96 (45 of 47)
 
 
@@ -205,9 +205,12 @@ def test_lesion_images_labelled_normal_are_listed_for_review(site: SimpleNamespa
     data = read_site_data(base_classifier, read_site_cases(folder))
     adaptation = adapt(base_classifier.bundle, HeadData.load(shipped_bundle_dir / HEAD_DATA_FILE), data)
     listed = {r.file for r in adaptation.review}
+    left_out = {r.file for r in adaptation.review if r.base_p_malignant >= REVIEW_BASE_P_MALIGNANT}
     named = {f"{s.path.stem}-{s.view}.png" for s in wrong}
-    assert len(listed & named) >= 4, (listed, named)  # most of the mislabelled lesions are caught
-    assert len(listed - named) <= 5  # and few genuine normals are
+    assert len(listed & named) >= 5, (listed, named)  # the mislabelled cancers are listed ...
+    assert len(left_out & named) >= 4, (left_out, named)  # ... and most are kept out of the fit
+    assert len(listed - named) <= 5  # and few genuine normals are listed
+    assert adaptation.counts["normal"] == len(site.normals) + len(wrong)
 
 
 def test_a_site_key_signs_the_bundle(site: SimpleNamespace, base_classifier: Classifier, shipped_bundle_dir: Path,
