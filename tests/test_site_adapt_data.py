@@ -207,9 +207,8 @@ def test_lesion_images_labelled_normal_are_listed_for_review(site: SimpleNamespa
     listed = {r.file for r in adaptation.review}
     left_out = {r.file for r in adaptation.review if r.base_p_malignant >= REVIEW_BASE_P_MALIGNANT}
     named = {f"{s.path.stem}-{s.view}.png" for s in wrong}
-    assert len(listed & named) >= 5, (listed, named)  # the mislabelled cancers are listed ...
-    assert len(left_out & named) >= 4, (left_out, named)  # ... and most are kept out of the fit
-    assert len(listed - named) <= 5  # and few genuine normals are listed
+    assert named <= left_out <= listed, (listed, named)  # the cancers labelled normal are listed, kept out of the fit
+    assert len(listed - named) <= 5  # and few genuine normals are listed (measured 4, 1 of them left out)
     assert adaptation.counts["normal"] == len(site.normals) + len(wrong)
 
 
