@@ -235,3 +235,29 @@ def test_a_site_bundle_or_a_bundle_without_head_data_is_not_a_base(site: SimpleN
     shutil.copytree(shipped_bundle_dir, bare, ignore=shutil.ignore_patterns("head_data", "signature.json"))
     with pytest.raises(BundleError, match="features.npz: missing"):
         run(Classifier(load_bundle(bare), threads=1), site.cases, tmp_path / "out")
+
+
+def test_head_data_is_what_model_build_computes(datasets: Path, shipped_bundle_dir: Path, tmp_path: Path) -> None:
+    """model_build.head_data on a copy of the shipped bundle whose split keeps 12 training and 6 test images: the
+    logits it stores are the shipped head data's for the same images (the shipped file is this tool's output)."""
+    from model_build.head_data import add_to_bundle
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(shipped_bundle_dir, copy, ignore=shutil.ignore_patterns("head_data", "signature.json"))
+    split = copy / "report" / "split.csv"
+    with open(split, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    keep = [r for r in rows if r["split"] == "train"][:12] + [r for r in rows if r["split"] == "test"][:6]
+    with open(split, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(keep)
+    data, size = add_to_bundle(copy, [datasets / "busi", datasets / "bus-bra"])
+    assert (len(data.train_y), len(data.test_y), data.channels) == (12, 6, 1280) and size > 0
+    shipped = HeadData.load(shipped_bundle_dir / HEAD_DATA_FILE)
+    order = [r for r in rows if r["split"] == "train"]
+    index = [order.index(r) for r in keep[:12]]  # the shipped file keeps the split's order
+    assert np.allclose(data.train_z, shipped.train_z[index], atol=1e-4)
+    assert np.array_equal(data.train_y, shipped.train_y[index])
+    reloaded = HeadData.load(copy / HEAD_DATA_FILE)
+    assert reloaded.model_sha256 == load_bundle(copy).manifest.model_sha256
