@@ -409,7 +409,8 @@ class Adaptation:
     def summary(self) -> dict[str, Any]:
         return {
             "data_sha256": self.data_sha256, "counts": self.counts, "patients": self.patients,
-            "site_weight": self.site_weight, "l2": L2, "refitted": self.refitted, "basis_rank": self.basis_rank, "holdout": self.holdout, "base_test": self.base_test,
+            "site_weight": self.site_weight, "l2": L2, "refitted": self.refitted, "basis_rank": self.basis_rank,
+            "holdout": self.holdout, "base_test": self.base_test,
             "review": [asdict(r) for r in self.review],
             "scanner_check": {"mixed": self.scanner.mixed, "odd": list(self.scanner.odd),
                               "largest_z": round(self.scanner.largest_z, 2), "limit_z": SCANNER_Z,
@@ -579,7 +580,8 @@ def report_text(a: Adaptation) -> str:
     tb, ta = a.base_test["before"], a.base_test["after"]
     lines = [
         f"site cases: {', '.join(f'{v} {k}' for k, v in a.counts.items() if v)}"
-        + (f" from {a.patients} patients" if a.patients else "") + (f"; {len(a.unfit)} left out (unreadable or refused by the quality gate)" if a.unfit else ""),
+        + (f" from {a.patients} patients" if a.patients else "")
+        + (f"; {len(a.unfit)} left out (unreadable or refused by the quality gate)" if a.unfit else ""),
         f"scanner check: one scanner ({len(a.scanner.odd)} odd image(s){': ' + ', '.join(a.scanner.odd[:5]) if a.scanner.odd else ''}; "
         f"largest robust z {a.scanner.largest_z:.1f}, limit {SCANNER_Z})",
         f"held out ({a.holdout['split']}): {a.holdout['normals']} normal images of {a.holdout['cases']} cases — "

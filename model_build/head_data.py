@@ -31,7 +31,13 @@ from device.bundle import ModelBundle, edit_bundle, load_bundle
 from device.engine import Classifier
 from device.errors import BundleError
 from device.head import (
-    BASIS_RANK, HEAD_DATA_FILE, HeadData, dequantize_columns, head_logits, pool_features, principal_basis,
+    BASIS_RANK,
+    HEAD_DATA_FILE,
+    HeadData,
+    dequantize_columns,
+    head_logits,
+    pool_features,
+    principal_basis,
 )
 from model_build.data import DatasetError, Sample, decode_sample
 from model_build.rescore import RescoreError, find_samples, read_split_rows

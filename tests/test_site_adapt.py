@@ -18,7 +18,14 @@ from device.bundle import Manifest, edit_bundle, load_bundle
 from device.engine import Classifier
 from device.errors import BundleError
 from device.head import (
-    HEAD_DATA_FILE, BaseIdentity, HeadData, HeadSpec, head_logits, head_to_dict, parse_head, pool_features,
+    HEAD_DATA_FILE,
+    BaseIdentity,
+    HeadData,
+    HeadSpec,
+    head_logits,
+    head_to_dict,
+    parse_head,
+    pool_features,
     quantize_columns,
 )
 from device.imageio import decode_image_file

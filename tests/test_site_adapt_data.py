@@ -26,10 +26,19 @@ from device.bundle import edit_bundle, load_bundle
 from device.engine import Classifier
 from device.errors import BundleError
 from device.head import HEAD_DATA_FILE, SIGNING_UNSIGNED, HeadData
-from device.site_adapt import (
-    MIN_NORMALS, REPORT_FILE, REVIEW_BASE_P_MALIGNANT, SiteAdaptError, adapt, auc, read_site_cases, read_site_data, run, write_site_bundle,
-)
 from device.signing import generate_keypair, key_id, load_private_key, verify_bundle
+from device.site_adapt import (
+    MIN_NORMALS,
+    REPORT_FILE,
+    REVIEW_BASE_P_MALIGNANT,
+    SiteAdaptError,
+    adapt,
+    auc,
+    read_site_cases,
+    read_site_data,
+    run,
+    write_site_bundle,
+)
 from model_build.data import decode_sample, scan_source
 from model_build.lesion_views import LESION_FREE
 from model_build.rescore import find_samples, read_split_rows
