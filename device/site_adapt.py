@@ -56,9 +56,10 @@ from device.bundle import ModelBundle
 from device.decision import MALIGNANT, NORMAL, Category, categorise
 from device.errors import ImageDecodeError, SonopiError, SourceError
 from device.head import HEAD_DATA_FILE, HeadData, pool_features
+from device.operating_point import robust_threshold, sensitivity_specificity
 from device.preprocess import prepare
 from device.quality import image_problems
-from device.site_check import LABELS_FILE, SiteCheckError, read_cases
+from device.site_check import LABELS_FILE, MIN_MALIGNANT, SiteCheckError, read_cases
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ SCANNER_STATISTICS = ("std", "fine_texture", "corr_h", "corr_v")  # what the sca
 SCANNER_Z = 5.0  # an image this many robust spreads from the median in one of them is odd
 SCANNER_MIN_ODD = 3  # a folder is mixed when at least this many images are odd ...
 SCANNER_MIN_SHARE = 0.05  # ... and at least this share of them
+TARGET_SENSITIVITY = 0.95  # with >= MIN_MALIGNANT site cancers: the malignant threshold is re-chosen for this, as
+CONFIDENCE = 0.9  # site-check chooses it (robustly, in this share of resamples), and only ever lowered
 REPORT_FILE = "report/site_adapt.json"
 
 
@@ -398,6 +401,9 @@ class Adaptation:
     unfit: list[tuple[str, str]]
     data_sha256: str
     basis_rank: int = 0
+    # with >= MIN_MALIGNANT site cancers: {mode: malignant threshold} re-chosen on them (never above the base's), and
+    # the sensitivity/specificity on the site's cases at the base and the new threshold; None: the base's apply
+    thresholds: dict[str, Any] | None = None
     seconds: float = 0.0
 
     def short_hash(self) -> str:
@@ -415,6 +421,7 @@ class Adaptation:
             "scanner_check": {"mixed": self.scanner.mixed, "odd": list(self.scanner.odd),
                               "largest_z": round(self.scanner.largest_z, 2), "limit_z": SCANNER_Z,
                               "medians": {k: round(v, 4) for k, v in self.scanner.medians.items()}},
+            "thresholds": self.thresholds,
             "tried": self.tried, "unfit": [{"file": f, "reason": r} for f, r in self.unfit],
             "seconds": round(self.seconds, 1),
         }
@@ -523,6 +530,8 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
     site_weight, a_all, db_all, base_after, held_after = chosen
     weights = w0 + basis @ a_all
     bias = b0 + db_all
+    thresholds = _site_thresholds(spec, softmax_rows(z_site + v_site @ a_all + db_all, m.temperature),
+                                  y_site, labels, rule)
     return Adaptation(
         weights=weights, bias=bias, site_weight=site_weight, counts=counts, patients=patients,
         refitted="normal only",
@@ -532,8 +541,32 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
                  "note": "after: a head fitted without these patients; the shipped head is then fitted on every case"},
         base_test={"before": base_before, "after": base_after, "n": int(len(y_test))},
         review=review, scanner=scanner, tried=tried, unfit=site.unfit, data_sha256=site.sha256, basis_rank=basis.shape[1],
+        thresholds=thresholds,
         seconds=time.perf_counter() - start,
     )
+
+
+def _site_thresholds(spec: Any, p: np.ndarray, y: np.ndarray, labels: tuple[str, ...], rule: Rule) -> dict[str, Any] | None:
+    """With at least MIN_MALIGNANT biopsy-proven cancers among the site's cases: the malignant threshold that keeps
+    TARGET_SENSITIVITY on them in CONFIDENCE of resamples (device.operating_point, as ``site-check``), under the
+    refitted head; each operating mode gets the lower of its own and that one (so their order holds). Chosen on
+    all the site's cancers (the figures next to it are on the same cases, not held out). None with fewer."""
+    malignant = y == labels.index(MALIGNANT)
+    if int(malignant.sum()) < MIN_MALIGNANT:
+        return None
+    p_mal = p[:, labels.index(MALIGNANT)]
+    proposed, _ = robust_threshold(p_mal[malignant], TARGET_SENSITIVITY, CONFIDENCE)
+    modes = {name: min(mode.malignant_threshold, proposed) for name, mode in spec.modes.items()}
+    applied = modes[spec.default_mode]
+    base_sens, base_spec = sensitivity_specificity(malignant, p_mal >= rule.malignant_threshold)
+    new_sens, new_spec = sensitivity_specificity(malignant, p_mal >= applied)
+    return {"modes": {k: float(v) for k, v in modes.items()}, "proposed": float(proposed),
+            "malignant_cases": int(malignant.sum()), "target_sensitivity": TARGET_SENSITIVITY, "confidence": CONFIDENCE,
+            "at_base_threshold": {"threshold": rule.malignant_threshold, "sensitivity": round(base_sens, 4),
+                                  "specificity": round(base_spec, 4)},
+            "at_site_threshold": {"threshold": round(applied, 6), "sensitivity": round(new_sens, 4),
+                                  "specificity": round(new_spec, 4)},
+            "note": "chosen and measured on the same site cases (in-sample), refitted head"}
 
 
 def _review_normals(site: SiteData, v: np.ndarray, z: np.ndarray, y: np.ndarray,
@@ -597,6 +630,14 @@ def report_text(a: Adaptation) -> str:
         f"{ta['auc_malignant']:.3f}, normals called normal {pct(tb['normals_called_normal'])} -> "
         f"{pct(ta['normals_called_normal'])}, malignant sensitivity {pct(tb['malignant_sensitivity'])} -> "
         f"{pct(ta['malignant_sensitivity'])} (site weight {a.site_weight})")
+    if a.thresholds is not None:
+        t = a.thresholds
+        lines.append(
+            f"malignant threshold re-chosen on the site's {t['malignant_cases']} cancers (sensitivity >= "
+            f"{t['target_sensitivity']} in {100 * t['confidence']:.0f} % of resamples; never above the base's): "
+            f"{t['at_base_threshold']['threshold']:.4f} -> {t['at_site_threshold']['threshold']:.4f}, sensitivity "
+            f"{pct(t['at_base_threshold']['sensitivity'])} -> {pct(t['at_site_threshold']['sensitivity'])}, specificity "
+            f"{pct(t['at_base_threshold']['specificity'])} -> {pct(t['at_site_threshold']['specificity'])} (same cases)")
     if a.review:
         lines.append(f"REVIEW: {len(a.review)} image(s) labelled normal look like a lesion — check their labels "
                      f"(those with base p(malignant) >= {REVIEW_BASE_P_MALIGNANT} were left out of the fit):")
@@ -622,8 +663,9 @@ def site_card(base: ModelBundle, manifest: Any, adaptation: Adaptation, signing:
         f"A site bundle made on the device by `python -m device site-adapt` from **{m.name} {m.version}** "
         f"(model sha256 {m.model_sha256[:16]}…): the same model file; the classifier head refitted ({adaptation.refitted}) "
         "on this site's own cases together with the base bundle's training images, so that it learns what normal "
-        "looks like on this scanner without forgetting the others. Temperature and operating thresholds are the "
-        "base bundle's (a refit never raises the malignant threshold).",
+        "looks like on this scanner without forgetting the others. The temperature is the base bundle's; the "
+        "operating thresholds too, unless at least 20 site cancers were given, which may only lower them (a refit "
+        "never raises the malignant threshold).",
         "",
         f"- site data: sha256 {adaptation.data_sha256[:16]}…, {', '.join(f'{v} {k}' for k, v in adaptation.counts.items() if v)}"
         + (f", {adaptation.patients} patients" if adaptation.patients else ""),
@@ -668,12 +710,23 @@ def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site
     site = {"data_sha256": adaptation.data_sha256, "counts": adaptation.counts, "patients": adaptation.patients,
             "refitted": adaptation.refitted, "site_weight": adaptation.site_weight, "signing": signing,
             "holdout": adaptation.holdout, "base_test": adaptation.base_test,
-            "review": len(adaptation.review), "report": REPORT_FILE}
+            "review": len(adaptation.review), "thresholds": adaptation.thresholds, "report": REPORT_FILE}
     head = HeadSpec(weights=tuple(tuple(float(v) for v in row) for row in adaptation.weights),
                     bias=tuple(float(v) for v in adaptation.bias),
                     base=BaseIdentity(m.name, m.version, m.model_sha256), site=site)
+    thresholds, decision = dict(m.thresholds), m.decision
+    if adaptation.thresholds is not None:  # lowered, never raised
+        modes = adaptation.thresholds["modes"]
+        default = m.decision_spec().default_mode
+        thresholds[MALIGNANT] = min(thresholds.get(MALIGNANT, 1.0), modes[default])
+        if decision is not None:
+            decision = dataclasses.replace(decision, modes={
+                name: dataclasses.replace(mode, malignant_threshold=min(mode.malignant_threshold, modes[name]),
+                                          figures=None if modes[name] < mode.malignant_threshold else mode.figures,
+                                          categories=None if modes[name] < mode.malignant_threshold else mode.categories)
+                for name, mode in decision.modes.items()})
     manifest = dataclasses.replace(m, version=version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                   head=head, reference=None)
+                                   head=head, reference=None, thresholds=thresholds, decision=decision)
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     write_bundle(partial, base.model_path.read_bytes(), manifest)

@@ -216,3 +216,30 @@ def test_the_shipped_bundle_carries_compact_head_data(shipped_bundle_dir: Path) 
     assert (shipped_bundle_dir / HEAD_DATA_FILE).stat().st_size < 300_000
     # the stored logits are the base head's: its own training images are mostly right
     assert (data.train_z.argmax(axis=1) == data.train_y).mean() > 0.9
+
+
+def test_site_cancers_may_only_lower_the_thresholds() -> None:
+    """_site_thresholds: with >= 20 site cancers the threshold is re-chosen for 95 % sensitivity on them, per mode
+    never above the mode's own (so the modes stay ordered); with fewer, None (the base's apply)."""
+    from device.bundle import DecisionSpec, ModeSpec
+    from device.site_adapt import Rule, _site_thresholds
+
+    labels = ("normal", "benign", "malignant")
+    spec = DecisionSpec(modes={"high_sensitivity": ModeSpec(0.02), "balanced": ModeSpec(0.05),
+                               "high_specificity": ModeSpec(0.2)})
+    rule = Rule(labels, 1.0, 0.05, 0.5)
+    rng = np.random.default_rng(7)
+
+    def probs(p_mal: np.ndarray) -> np.ndarray:
+        return np.stack([(1 - p_mal) / 2, (1 - p_mal) / 2, p_mal], axis=1)
+
+    y = np.array([2] * 30 + [1] * 30)
+    low = _site_thresholds(spec, probs(np.concatenate([rng.uniform(0.01, 0.5, 30), rng.uniform(0, 0.01, 30)])), y, labels, rule)
+    assert low is not None
+    modes = low["modes"]
+    assert modes["high_sensitivity"] <= modes["balanced"] <= modes["high_specificity"]
+    assert all(modes[name] <= spec.modes[name].malignant_threshold for name in modes)
+    assert modes["balanced"] < 0.05 and low["at_site_threshold"]["sensitivity"] >= 0.95
+    high = _site_thresholds(spec, probs(np.concatenate([rng.uniform(0.6, 0.9, 30), rng.uniform(0, 0.01, 30)])), y, labels, rule)
+    assert high["modes"] == {name: m.malignant_threshold for name, m in spec.modes.items()}  # never raised
+    assert _site_thresholds(spec, probs(rng.uniform(0, 1, 60)), np.array([2] * 19 + [1] * 41), labels, rule) is None

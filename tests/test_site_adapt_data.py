@@ -12,6 +12,7 @@ a site key signs the bundle."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -221,11 +222,32 @@ def test_lesion_images_labelled_normal_are_listed_for_review(site: SimpleNamespa
     assert adaptation.counts["normal"] == len(site.normals) + len(wrong)
 
 
-def test_a_site_key_signs_the_bundle(site: SimpleNamespace, base_classifier: Classifier, shipped_bundle_dir: Path,
-                                     tmp_path: Path) -> None:
-    private_path, public_path = generate_keypair(tmp_path / "keys")
+@pytest.fixture(scope="module")
+def adaptation(site: SimpleNamespace, base_classifier: Classifier, shipped_bundle_dir: Path):
     data = read_site_data(base_classifier, read_site_cases(site.cases))
-    adaptation = adapt(base_classifier.bundle, HeadData.load(shipped_bundle_dir / HEAD_DATA_FILE), data)
+    return adapt(base_classifier.bundle, HeadData.load(shipped_bundle_dir / HEAD_DATA_FILE), data)
+
+
+def test_lowered_thresholds_are_written_and_never_raised(adaptation, base_classifier: Classifier, tmp_path: Path) -> None:
+    """Normals only: the base threshold stays. A re-chosen threshold (as >= 20 site cancers give) is written lowered."""
+    assert adaptation.thresholds is None
+    base = base_classifier.bundle.manifest
+    def chosen(threshold: float) -> dict:
+        at = {"threshold": threshold, "sensitivity": 1.0, "specificity": 0.5}
+        return {"modes": {"balanced": threshold}, "proposed": threshold, "malignant_cases": 20, "target_sensitivity": 0.95,
+                "confidence": 0.9, "at_base_threshold": at, "at_site_threshold": at}
+
+    lowered = dataclasses.replace(adaptation, thresholds=chosen(0.01))
+    bundle = write_site_bundle(base_classifier.bundle, lowered, tmp_path / "lowered")
+    assert bundle.manifest.thresholds["malignant"] == 0.01 < base.thresholds["malignant"]
+    assert Classifier(bundle, threads=1).malignant_threshold == 0.01
+    raised = dataclasses.replace(adaptation, thresholds=chosen(0.5))
+    bundle = write_site_bundle(base_classifier.bundle, raised, tmp_path / "raised")
+    assert bundle.manifest.thresholds["malignant"] == base.thresholds["malignant"]
+
+
+def test_a_site_key_signs_the_bundle(adaptation, base_classifier: Classifier, tmp_path: Path) -> None:
+    private_path, public_path = generate_keypair(tmp_path / "keys")
     out = tmp_path / "signed"
     write_site_bundle(base_classifier.bundle, adaptation, out, private_path)
     from device.signing import load_public_key
