@@ -129,7 +129,7 @@ class MqttConnection(_Section):
 
 class UplinkSection(MqttConnection):
     enabled: bool = True
-    # client_id: default sonopi-<site>-<id>
+    # client_id: default the username (the broker binds the client id to it), else sonopi-<site>-<id>
     ack_timeout_s: float = Field(default=30.0, gt=0)
     window: int = Field(default=256, ge=1, le=10000)
     heartbeat_s: float = Field(default=60.0, gt=0, le=86400)  # the contract caps interval_s at 1e7 s; a day is plenty
@@ -293,7 +293,7 @@ window = 256                  # results in flight (sent, not yet acknowledged)
 heartbeat_s = 60.0
 send_thumbnail = true        # include the small JPEG thumbnail in each result message
 thumbnail_max_bytes = 16384   # larger thumbnails are left out of the message (kept on the device)
-# client_id = "sonopi-dev-site-sonopi-dev"   # MQTT client id; default sonopi-<site>-<device id>
+# client_id = "sonopi-dev-site-sonopi-dev"   # MQTT client id; default the username, else sonopi-<site>-<device id>
 reconnect_min_s = 1.0         # reconnect backoff: jittered, doubling from min to max
 reconnect_max_s = 120.0
 poll_s = 0.2                  # how often the uplink looks for new results in the store
