@@ -274,7 +274,7 @@ def _selftest_command(args: argparse.Namespace, config: DeviceConfig) -> int:
     from device.pipeline import load_classifier
     from device.selftest import Status, run_selftest
 
-    results = run_selftest(lambda: load_classifier(config, args.model))
+    results = run_selftest(lambda: load_classifier(config, args.model), signature_checked=config.model.public_key is not None)
     for result in results:
         print(result.line(), flush=True)
     failed = [r.name for r in results if r.status == Status.FAIL]

@@ -8,7 +8,7 @@ Checks, each printed as one ``PASS`` / ``WARN`` / ``FAIL`` line:
 * ``preprocessing`` the platform-exact preprocessing (grey conversion, crop detection, resampling,
                     letterbox/stretch) of a fixed synthetic suite has the checksum pinned below,
                     the one the workstation computes;
-* ``model``         the bundle loads (and verifies, when a public key is configured);
+* ``model``         the bundle loads and verifies (``WARN`` when no public key is configured: not verified);
 * ``reference``     on the bundle's own test frame, the prepared input tensor and the model's
                     scores equal the ones the workstation recorded in the manifest.
 
@@ -267,8 +267,9 @@ def _compare_reference(expected: ReferenceSpec, actual: ReferenceSpec) -> CheckR
                                                  "the interpreter computes something else here")
 
 
-def run_selftest(load: Callable[[], Classifier]) -> list[CheckResult]:
-    """Every check in order; a model that cannot load fails ``model`` and skips ``reference``."""
+def run_selftest(load: Callable[[], Classifier], signature_checked: bool = True) -> list[CheckResult]:
+    """Every check in order; a model that cannot load fails ``model`` and skips ``reference``. A bundle loaded
+    without a signature check (no ``[model] public_key``) is a ``WARN``: it loads, but nothing proves its origin."""
     results = [check_runtime(), check_cpu(), check_preprocessing()]
     try:
         classifier = load()
@@ -277,7 +278,10 @@ def run_selftest(load: Callable[[], Classifier]) -> list[CheckResult]:
         return results
     m = classifier.manifest
     detail = f"{m.name} {m.version} ({classifier.runtime}, resampling {m.input.resampling})"
-    results.append(CheckResult("model", Status.PASS, detail))
+    if signature_checked:
+        results.append(CheckResult("model", Status.PASS, detail + ", signature verified"))
+    else:
+        results.append(CheckResult("model", Status.WARN, detail + ": SIGNATURE NOT CHECKED ([model] public_key is not set)"))
     results.append(check_reference(classifier))
     return results
 

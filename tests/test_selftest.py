@@ -36,9 +36,10 @@ Model\t\t: Raspberry Pi 4 Model B Rev 1.4
 """
 
 
-def _selftest(bundle: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _selftest(bundle: Path, tmp_path: Path, public_key: Path | None = None) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "device.toml"
-    config.write_text(f'[device]\ndata_dir = "{tmp_path / "var"}"\n')
+    key = f'[model]\npublic_key = "{public_key}"\n' if public_key else ""
+    config.write_text(f'[device]\ndata_dir = "{tmp_path / "var"}"\n{key}')
     return subprocess.run([sys.executable, "-m", "device", "--config", str(config), "selftest", "--model", str(bundle)],
                           capture_output=True, text=True, timeout=180, cwd=REPO)
 
@@ -64,6 +65,18 @@ def test_a_recorded_reference_passes_bit_for_bit(referenced_bundle: Path, tmp_pa
     assert "PASS  preprocessing checksum" in proc.stdout
     assert "PASS  reference     input tensor and scores bit-identical" in proc.stdout
     assert proc.stdout.rstrip().endswith("selftest: PASS")
+
+
+def test_an_unchecked_signature_is_a_warning_and_a_verified_one_passes(referenced_bundle: Path, tmp_path: Path) -> None:
+    from device.signing import generate_keypair, load_private_key, sign_bundle
+
+    proc = _selftest(referenced_bundle, tmp_path)
+    assert "WARN  model" in proc.stdout and "SIGNATURE NOT CHECKED" in proc.stdout
+    private, public = generate_keypair(tmp_path / "keys")
+    sign_bundle(referenced_bundle, load_private_key(private))
+    proc = _selftest(referenced_bundle, tmp_path, public)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "PASS  model" in proc.stdout and "signature verified" in proc.stdout
 
 
 def test_a_different_score_fails_and_says_so(referenced_bundle: Path, tmp_path: Path) -> None:
