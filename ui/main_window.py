@@ -369,7 +369,8 @@ class MainWindow(QMainWindow):
         self.status.set_model(f"{manifest.name} {manifest.version}")
         self.banners.clear_fault("model")
         thresholds = self.services.analysis.thresholds
-        self.settings.set_model(manifest, None, thresholds, self.services.analysis.mode)
+        self.settings.set_model(manifest, None, thresholds, self.services.analysis.mode,
+                                signature_checked=self.config.model.public_key is not None)
         self.live.card.set_labels(manifest.labels, thresholds)
         self.first_run.set_intended_use(manifest.intended_use)
         self.live.model_state_changed()

@@ -23,6 +23,7 @@ from PyQt5.QtWidgets import (
 from device.bundle import Manifest, ModeSpec
 from device.config import DeviceConfig
 from device.decision import MALIGNANT, Mode
+from ui import theme
 from ui.background import Background
 from ui.hub import mqtt_connect_test
 from ui.sources import SourceChoice, candidate_sources, probe_source
@@ -87,7 +88,7 @@ def flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
 
 
 def model_text(manifest: Manifest | None, error: str | None, applied: dict[str, float] | None = None,
-               mode: Mode | str | None = None) -> str:
+               mode: Mode | str | None = None, signature_checked: bool | None = None) -> str:
     """The Settings › Model page. ``applied``: the thresholds in use; ``mode``: the operating mode they belong to.
     A threshold is called a site setting only when it is below the one the mode was validated with."""
     if manifest is None:
@@ -108,6 +109,10 @@ def model_text(manifest: Manifest | None, error: str | None, applied: dict[str, 
         f"<b>Heat map:</b> {'available' if manifest.cam is not None else 'not provided by this model'}",
         f"<b>Model file sha256:</b> {manifest.model_sha256[:16]}…",
     ]
+    if signature_checked is not None:
+        lines.insert(1, "<b>Signature:</b> verified against [model] public_key" if signature_checked else
+                     f"<b style='color:{theme.DANGER}'>Signature: NOT CHECKED</b> — [model] public_key is not set, so "
+                     "nothing proves this model is the one the release shipped")
     if manifest.metrics:
         lines.append("<b>Metrics (from the model's evaluation, as the manifest states them):</b>")
         lines.extend(f"&nbsp;&nbsp;{k}: {v}" for k, v in flatten(manifest.metrics))
@@ -317,8 +322,8 @@ class SettingsScreen(QWidget):
             self.source.refresh()
 
     def set_model(self, manifest: Manifest | None, error: str | None, thresholds: dict[str, float] | None = None,
-                  mode: Mode | str | None = None) -> None:
-        self.model.setText(model_text(manifest, error, thresholds, mode))
+                  mode: Mode | str | None = None, signature_checked: bool | None = None) -> None:
+        self.model.setText(model_text(manifest, error, thresholds, mode, signature_checked))
 
     def set_device_info(self, screen_size: str) -> None:
         from device import __version__
