@@ -493,7 +493,13 @@ def _site_adapt_command(args: argparse.Namespace, config: DeviceConfig) -> int:
     adaptation, bundle = site_adapt.run(classifier, args.cases, args.out, args.site_key, config.source.auto_crop,
                                         config.source.dicom_frame, progress)
     print(site_adapt.report_text(adaptation))
-    head = bundle.manifest.head
-    print(f"site bundle: {args.out} — {bundle.manifest.name} {bundle.manifest.version} ({head.site['signing']})")
+    signing = adaptation_signing(bundle)
+    print(f"site bundle: {args.out} — {bundle.manifest.name} {bundle.manifest.version} ({signing})")
     print(f"to use it, put in the configuration:\n[model]\npath = \"{args.out.resolve()}\"")
     return EXIT_OK
+
+
+def adaptation_signing(bundle: Any) -> str:
+    """How a site bundle is signed, as its manifest records it (``head.site.signing``)."""
+    head = getattr(bundle.manifest, "head", None)
+    return str(head.site.get("signing", "unsigned-site")) if head is not None else "not a site bundle"
