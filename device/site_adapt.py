@@ -84,6 +84,7 @@ SCANNER_MIN_SHARE = 0.05  # ... and at least this share of them
 TARGET_SENSITIVITY = 0.95  # with >= MIN_MALIGNANT site cancers: the malignant threshold is re-chosen for this, as
 CONFIDENCE = 0.9  # site-check chooses it (robustly, in this share of resamples), and only ever lowered
 REPORT_FILE = "report/site_adapt.json"
+MAX_VERSION_LENGTH = 64  # model.version in the result contract
 
 
 class SiteAdaptError(SonopiError):
@@ -708,6 +709,9 @@ def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site
     signing = f"site key {key_id(private.public_key())}" if private is not None else SIGNING_UNSIGNED
     m = base.manifest
     version = f"{m.version}+site-{adaptation.short_hash()}"
+    if len(version) > MAX_VERSION_LENGTH:  # results carry it to the hub (device/schemas/result.schema.json)
+        raise SiteAdaptError(f"site bundle version {version!r} would be {len(version)} characters; results allow "
+                             f"{MAX_VERSION_LENGTH} — give the base bundle a shorter version")
     site = {"data_sha256": adaptation.data_sha256, "counts": adaptation.counts, "patients": adaptation.patients,
             "refitted": adaptation.refitted, "site_weight": adaptation.site_weight, "signing": signing,
             "holdout": adaptation.holdout, "base_test": adaptation.base_test,

@@ -84,6 +84,7 @@ def test_the_cli_writes_a_site_bundle_naming_its_base(site: SimpleNamespace, sit
     bundle = load_bundle(site_bundle.path)
     m = bundle.manifest
     assert m.version.startswith(base.version + "+site-") and len(m.version) == len(base.version) + 14
+    assert len(m.version) <= 64  # the result contract's limit: the hub stores which bundle made each result
     assert m.model_sha256 == base.model_sha256 and m.head is not None
     assert (m.head.base.name, m.head.base.version, m.head.base.sha256) == (base.name, base.version, base.model_sha256)
     assert m.head.site["signing"] == SIGNING_UNSIGNED and not (site_bundle.path / "signature.json").exists()
