@@ -26,7 +26,7 @@ class BrokerAddress:
     port: int
 
     @classmethod
-    def parse(cls, text: str) -> "BrokerAddress":
+    def parse(cls, text: str) -> BrokerAddress:
         try:
             return cls(*split_host_port(text))
         except ValueError as exc:

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -357,7 +357,7 @@ class HubService:
             log.info("hub: counters %s", json.dumps(dict(sorted(self.counters.items()))))
 
     def _prune(self) -> None:
-        cutoff = datetime.now(timezone.utc) - timedelta(days=self.config.ingest.heartbeat_keep_days)
+        cutoff = datetime.now(UTC) - timedelta(days=self.config.ingest.heartbeat_keep_days)
         try:
             self.store.prune_heartbeats(cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
         except HubStoreError as exc:

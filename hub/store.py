@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +277,7 @@ class Rejection:
 
 def _age_s(iso: str, now: datetime | None) -> float:
     then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    return ((now or datetime.now(timezone.utc)) - then).total_seconds()
+    return ((now or datetime.now(UTC)) - then).total_seconds()
 
 
 def is_dsn(target: str) -> bool:
@@ -373,7 +373,7 @@ class HubStore:
         self._migrate()
 
     @classmethod
-    def open(cls, target: str | os.PathLike[str]) -> "HubStore":
+    def open(cls, target: str | os.PathLike[str]) -> HubStore:
         text = str(target)
         conn, pg = connect_target(text)
         shown = _redact(text) if pg else str(Path(text))
@@ -401,7 +401,7 @@ class HubStore:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> "HubStore":
+    def __enter__(self) -> HubStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

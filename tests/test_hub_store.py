@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -77,7 +77,7 @@ def test_filters_cursor_and_paging(store: HubStore) -> None:
     assert [r.result_id for r in page1 + page2] == [m.result_id for m in msgs[:20]]
     after = store.results(after_id=page1[-1].id, limit=None, newest_first=False)
     assert [r.result_id for r in after] == [m.result_id for m in msgs[10:]]
-    future = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     assert store.count_results(since=future) == 0
     assert store.count_results(until=future) == 40
 
@@ -92,13 +92,13 @@ def test_devices_status_heartbeat_and_silence(store: HubStore) -> None:
     d = store.device("site-a", "dev-1")
     assert (d.backlog, d.soc_temp_c, d.throttled, d.latency_p50_ms, d.heartbeat_interval_s) == (3, 51.5, "0x0", 38.0, 60.0)
     assert d.presence() == "online"
-    later = datetime.now(timezone.utc) + timedelta(seconds=200)
+    later = datetime.now(UTC) + timedelta(seconds=200)
     assert d.is_silent(later) and d.presence(later) == "silent"
     store.record_status(StatusMessage("offline", "dev-1", "site-a"))
     d = store.device("site-a", "dev-1")
     assert d.status == "offline" and d.presence(later) == "offline"
     assert d.model_version == "1.2.0", "the Last Will carries no model: the last known one stays"
-    assert store.prune_heartbeats((datetime.now(timezone.utc) + timedelta(days=1)).isoformat()) == 1
+    assert store.prune_heartbeats((datetime.now(UTC) + timedelta(days=1)).isoformat()) == 1
 
 
 def test_rejection_counters(store: HubStore) -> None:

@@ -6,7 +6,7 @@ import logging
 import shutil
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from device.contract import HeartbeatMessage
@@ -54,7 +54,7 @@ def age_s(iso: str | None) -> float | None:
         then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return round(max(0.0, (datetime.now(timezone.utc) - then).total_seconds()), 1)
+    return round(max(0.0, (datetime.now(UTC) - then).total_seconds()), 1)
 
 
 def build_heartbeat(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from device.results import utc_now_iso
 from device.store import ResultStore
@@ -26,7 +26,7 @@ class UplinkState:
 
     def age_s(self, now: datetime | None = None) -> float:
         updated = datetime.fromisoformat(self.updated_at.replace("Z", "+00:00"))
-        return ((now or datetime.now(timezone.utc)) - updated).total_seconds()
+        return ((now or datetime.now(UTC)) - updated).total_seconds()
 
 
 def write_state(store: ResultStore, state: str, broker: str, detail: str = "") -> None:

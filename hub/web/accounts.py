@@ -101,7 +101,7 @@ def _row_to_user(row: tuple) -> User:
 
 
 class Accounts:
-    def __init__(self, db: WebDb, *, limits: LoginLimits = LoginLimits(), policy: SessionPolicy = SessionPolicy(),
+    def __init__(self, db: WebDb, *, limits: LoginLimits = LoginLimits(), policy: SessionPolicy = SessionPolicy(),  # noqa: B008  (frozen)
                  hasher: PasswordHasher | None = None) -> None:
         self._db = db
         self.limits = limits
