@@ -44,3 +44,17 @@ def shipped_bundle_dir() -> Path:
     if not (SHIPPED_BUNDLE / "manifest.json").is_file():
         pytest.skip(f"shipped model bundle not present at {SHIPPED_BUNDLE} (built by `make model`)")
     return SHIPPED_BUNDLE
+
+
+@pytest.fixture()
+def window(qtbot, tmp_path: Path, tiny_bundle_dir: Path):
+    """The touchscreen app on a folder of exam frames with the tiny model, first-run notice accepted and a frame
+    shown (tests/test_ui_exam_defects.open_window); shut down afterwards. Used by the exam-workflow tests."""
+    from tests.test_ui_exam_defects import open_window
+    from tests.test_ui_workflow import write_frames
+
+    frames = tmp_path / "usb" / "exam"
+    write_frames(frames)
+    app_window = open_window(qtbot, tmp_path, tiny_bundle_dir, frames)
+    yield app_window
+    app_window.shutdown()

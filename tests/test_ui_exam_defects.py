@@ -18,7 +18,7 @@ pytest.importorskip("pytestqt")
 
 from device.config import parse_config  # noqa: E402
 from device.store import ResultStore  # noqa: E402
-from tests.test_ui_workflow import BRIGHT_BOX, DRAWN_ROI, write_frames  # noqa: E402
+from tests.test_ui_workflow import BRIGHT_BOX, DRAWN_ROI  # noqa: E402
 from tests.ui_support import analyse, draw_roi, enter_patient, finish_exam, scan, start_exam, tap, type_digits, unlock  # noqa: E402
 from ui.app import build_window, start  # noqa: E402
 
@@ -40,15 +40,6 @@ def open_window(qtbot, tmp_path: Path, bundle: Path, frames: Path):
     tap(qtbot, window.first_run.accept)
     qtbot.waitUntil(lambda: window.services.analysis.ready and window.live.view.frame is not None, timeout=30_000)
     return window
-
-
-@pytest.fixture()
-def window(qtbot, tmp_path: Path, tiny_bundle_dir: Path):
-    frames = tmp_path / "usb" / "exam"
-    write_frames(frames)
-    window = open_window(qtbot, tmp_path, tiny_bundle_dir, frames)
-    yield window
-    window.shutdown()
 
 
 def stored(window) -> list:

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
-from tests.test_ui_exam_defects import open_window, stored
+from tests.test_ui_exam_defects import stored
 from tests.test_ui_workflow import write_frames
 from tests.ui_support import (
     analyse,
@@ -23,15 +23,6 @@ from tests.ui_support import (
     tap,
     type_digits,
 )
-
-
-@pytest.fixture()
-def window(qtbot, tmp_path: Path, tiny_bundle_dir: Path):
-    frames = tmp_path / "usb" / "exam"
-    write_frames(frames)
-    window = open_window(qtbot, tmp_path, tiny_bundle_dir, frames)
-    yield window
-    window.shutdown()
 
 
 def test_an_alphanumeric_id_is_typed_and_a_malformed_one_is_refused_on_the_keyboard(qtbot, window) -> None:

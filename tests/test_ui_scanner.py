@@ -5,8 +5,6 @@ a scan never changes an open exam or fills anything behind the lock; its keys ne
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("PyQt5")
@@ -14,19 +12,9 @@ pytest.importorskip("pytestqt")
 
 from PyQt5.QtCore import Qt
 
-from tests.test_ui_exam_defects import PIN, open_window
-from tests.test_ui_workflow import write_frames
+from tests.test_ui_exam_defects import PIN
 from tests.ui_support import finish_exam, readback_text, scan, start_exam, tap, unlock
 from ui.scanner import ScannerInput
-
-
-@pytest.fixture()
-def window(qtbot, tmp_path: Path, tiny_bundle_dir: Path):
-    frames = tmp_path / "usb" / "exam"
-    write_frames(frames)
-    window = open_window(qtbot, tmp_path, tiny_bundle_dir, frames)
-    yield window
-    window.shutdown()
 
 
 class SlowClock:
