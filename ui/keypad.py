@@ -24,6 +24,7 @@ class Keypad(QWidget):
 
     changed = pyqtSignal(str)
     accepted = pyqtSignal(str)
+    DISPLAY_STYLE = "letter-spacing: 2px;"
 
     def __init__(self, th: Theme, *, max_length: int = 12, masked: bool = False, ok_text: str = OK_KEY,
                  parent: QWidget | None = None) -> None:
@@ -31,6 +32,7 @@ class Keypad(QWidget):
         self.max_length = max_length
         self.masked = masked
         self.value = ""
+        self.keys: dict[str, QPushButton] = {}
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(th.gap)
@@ -39,23 +41,28 @@ class Keypad(QWidget):
         self.display.setMinimumHeight(th.control)
         self.display.setStyleSheet(
             f"background: #000; border: 1px solid #33414f; border-radius: 8px; font-size: {th.large}px;"
-            " font-weight: bold; letter-spacing: 2px;")
+            f" font-weight: bold; {self.DISPLAY_STYLE}")
         layout.addWidget(self.display)
         grid = QGridLayout()
         grid.setSpacing(th.gap)
-        self.keys: dict[str, QPushButton] = {}
+        self._lay_out_keys(grid, th, ok_text)
+        layout.addLayout(grid, 1)
+
+    def _lay_out_keys(self, grid: QGridLayout, th: Theme, ok_text: str) -> None:
         rows = (("1", "2", "3"), ("4", "5", "6"), ("7", "8", "9"), (BACKSPACE, "0", OK_KEY))
         for r, row in enumerate(rows):
             for c, key in enumerate(row):
-                button = QPushButton(ok_text if key == OK_KEY else key)
-                button.setProperty("role", "keyok" if key == OK_KEY else "key")
-                button.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
-                button.setMinimumSize(th.control, th.control)
-                button.setFocusPolicy(Qt.NoFocus)
-                button.clicked.connect(lambda _=False, k=key: self.press(k))
-                grid.addWidget(button, r, c)
-                self.keys[key] = button
-        layout.addLayout(grid, 1)
+                self._add_key(grid, th, key, ok_text if key == OK_KEY else key, r, c)
+
+    def _add_key(self, grid: QGridLayout, th: Theme, key: str, text: str, row: int, column: int, span: int = 1) -> None:
+        button = QPushButton(text)
+        button.setProperty("role", "keyok" if key == OK_KEY else "key")
+        button.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        button.setMinimumSize(th.control, th.control)
+        button.setFocusPolicy(Qt.NoFocus)
+        button.clicked.connect(lambda _=False, k=key: self.press(k))
+        grid.addWidget(button, row, column, 1, span)
+        self.keys[key] = button
 
     def press(self, key: str) -> None:
         if key == BACKSPACE:
@@ -81,41 +88,18 @@ class Keyboard(Keypad):
     """Digits, A-Z and "-" in four rows of ten big keys (no shift, no symbols: what patient IDs are made of), with
     backspace and OK on the last row. Same signals and ``value`` as :class:`Keypad`."""
 
+    DISPLAY_STYLE = "letter-spacing: 3px; font-family: monospace;"
+
     def __init__(self, th: Theme, *, max_length: int = 20, ok_text: str = OK_KEY, parent: QWidget | None = None) -> None:
-        QWidget.__init__(self, parent)
-        self.max_length = max_length
-        self.masked = False
-        self.value = ""
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(th.gap)
-        self.display = QLabel("")
-        self.display.setAlignment(Qt.AlignCenter)
-        self.display.setMinimumHeight(th.control)
-        self.display.setStyleSheet(
-            f"background: #000; border: 1px solid #33414f; border-radius: 8px; font-size: {th.large}px;"
-            " font-weight: bold; letter-spacing: 3px; font-family: monospace;")
-        layout.addWidget(self.display)
-        grid = QGridLayout()
-        grid.setSpacing(th.gap)
-        self.keys = {}
+        super().__init__(th, max_length=max_length, ok_text=ok_text, parent=parent)
+
+    def _lay_out_keys(self, grid: QGridLayout, th: Theme, ok_text: str) -> None:
         for r, row in enumerate(KEYBOARD_ROWS):
             for c, key in enumerate(row):
                 self._add_key(grid, th, key, key, r, c)
         last = len(KEYBOARD_ROWS) - 1
         self._add_key(grid, th, BACKSPACE, BACKSPACE, last, len(KEYBOARD_ROWS[-1]))
         self._add_key(grid, th, OK_KEY, ok_text, last, len(KEYBOARD_ROWS[-1]) + 1, span=2)
-        layout.addLayout(grid, 1)
-
-    def _add_key(self, grid: QGridLayout, th: Theme, key: str, text: str, row: int, column: int, span: int = 1) -> None:
-        button = QPushButton(text)
-        button.setProperty("role", "keyok" if key == OK_KEY else "key")
-        button.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
-        button.setMinimumSize(th.control, th.control)
-        button.setFocusPolicy(Qt.NoFocus)
-        button.clicked.connect(lambda _=False, k=key: self.press(k))
-        grid.addWidget(button, row, column, 1, span)
-        self.keys[key] = button
 
     def press(self, key: str) -> None:
         if key in (BACKSPACE, OK_KEY):
