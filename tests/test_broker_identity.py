@@ -25,7 +25,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from device.contract import ResultMessage, encode_result, topic
-from tests.mqtt_broker import REPO, MosquittoBroker, free_port, mosquitto_passwd_binary, wait_for
+from tests.mqtt_broker import REPO, MosquittoBroker, free_port, wait_for
+from tests.test_hub_security import pki  # noqa: F401  (the fixture: the script's CA, hub and devices A, B)
 from tests.test_uplink import Device, Hub, backlog_empty, drained_and_delivered, make_record
 
 pytestmark = pytest.mark.timeout(180)
@@ -33,17 +34,6 @@ pytestmark = pytest.mark.timeout(180)
 SCRIPT = REPO / "deploy" / "mosquitto" / "sonopi-mqtt.sh"
 SHIPPED_CONF = REPO / "deploy" / "mosquitto" / "sonopi.conf"
 A, B = ("site-a", "dev-1"), ("site-b", "dev-2")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("openssl") is None or mosquitto_passwd_binary() is None:
-        pytest.skip("openssl and mosquitto_passwd are needed")
-    root = tmp_path_factory.mktemp("pki") / "broker"
-    subprocess.run([str(SCRIPT), "init", "--dir", str(root), "--host", "127.0.0.1"], check=True, capture_output=True)
-    for site, device in (A, B):
-        subprocess.run([str(SCRIPT), "add-device", site, device, "--dir", str(root)], check=True, capture_output=True)
-    return root
 
 
 def shipped_broker(workdir: Path, pki: Path) -> MosquittoBroker:
