@@ -137,7 +137,7 @@ class Analyzer:
         thumbnail, frame_png = self._images(captured.frame, result)
         with self.exams.bound(captured) as exam:  # the exam cannot close between this check and the write
             record = replace(self._record(captured.frame, result, thumbnail), exam_id=exam.exam_id,
-                             patient_ref=exam.patient_ref, side=exam.side)
+                             patient_ref=exam.patient_ref, side=exam.side, clock=exam.clock, age=exam.age)
             return self.store.add(record, frame_png)
 
     def analyse_unattended(self, frame: Frame) -> tuple[ResultRecord, Classification]:

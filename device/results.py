@@ -54,6 +54,8 @@ class ResultRecord:
     exam_id: str | None = None
     patient_ref: str | None = None  # as entered by the clinician; never a name
     side: str | None = None  # "L" or "R"
+    clock: int | None = None  # clock position of the lesion, 1..12, from the exam; None when not entered
+    age: int | None = None  # the patient's age in years, 0..130, from the exam; None when not entered
     crop: tuple[int, int, int, int] | None = None  # x, y, w, h in source pixels
     roi: tuple[int, int, int, int] | None = None  # manual region of interest, if any
     source: str | None = None  # where the frame came from (file path, /dev/video0, ...)
@@ -77,6 +79,8 @@ class ResultRecord:
             "exam_id": self.exam_id,
             "patient_ref": self.patient_ref,
             "side": self.side,
+            "clock": self.clock,
+            "age": self.age,
             "model": {"name": self.model_name, "version": self.model_version, "sha256": self.model_sha256},
             "label": self.label,
             "category": self.category,

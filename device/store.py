@@ -32,7 +32,7 @@ from device.results import Exam, ResultRecord, utc_now_iso
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: category, p_malignant, mode (added to a version-1 file on open)
+SCHEMA_VERSION = 2  # 2: category, p_malignant, mode, clock, age (added to an older file on open)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS results (
     exam_id        TEXT,
     patient_ref    TEXT,
     side           TEXT CHECK (side IN ('L', 'R') OR side IS NULL),
+    clock          INTEGER CHECK (clock BETWEEN 1 AND 12 OR clock IS NULL),
+    age            INTEGER CHECK (age BETWEEN 0 AND 130 OR age IS NULL),
     model_name     TEXT NOT NULL,
     model_version  TEXT NOT NULL,
     model_sha256   TEXT NOT NULL,
@@ -90,10 +92,17 @@ CREATE TABLE IF NOT EXISTS exams (
 );
 """
 
-_ADDED_COLUMNS = (("category", "TEXT"), ("p_malignant", "REAL"), ("mode", "TEXT"))  # schema 2
+# Schema 2, added to an older file on open (NULL for the results already stored): the category columns, then the
+# exam's clock position and the patient's age (added to schema 2 before its release; a file written by the first
+# schema-2 code has the category columns and gains these two).
+_ADDED_COLUMNS = (
+    ("category", "TEXT"), ("p_malignant", "REAL"), ("mode", "TEXT"),
+    ("clock", "INTEGER CHECK (clock BETWEEN 1 AND 12 OR clock IS NULL)"),
+    ("age", "INTEGER CHECK (age BETWEEN 0 AND 130 OR age IS NULL)"),
+)
 
 _COLUMNS = (
-    "seq, result_id, created_at, device_id, site, exam_id, patient_ref, side, model_name, model_version, "
+    "seq, result_id, created_at, device_id, site, exam_id, patient_ref, side, clock, age, model_name, model_version, "
     "model_sha256, label, category, p_malignant, mode, inconclusive, reasons, probabilities, thresholds, crop, roi, source, latency_ms, "
     "thumbnail, COALESCE((SELECT 'rejected: ' || reason FROM rejected WHERE rejected.result_id = results.result_id), "
     "delivery)"
@@ -101,7 +110,7 @@ _COLUMNS = (
 _NOT_PARKED = "result_id NOT IN (SELECT result_id FROM rejected)"
 
 EXPORT_FIELDS = (
-    "seq", "result_id", "created_at", "device_id", "site", "exam_id", "patient_ref", "side", "model_name",
+    "seq", "result_id", "created_at", "device_id", "site", "exam_id", "patient_ref", "side", "clock", "age", "model_name",
     "model_version", "model_sha256", "label", "category", "p_malignant", "mode", "inconclusive", "reasons", "probabilities", "thresholds", "crop",
     "roi", "source", "latency_ms", "delivery",
 )
@@ -159,7 +168,7 @@ class ResultStore:
         missing = [(name, kind) for name, kind in _ADDED_COLUMNS if name not in have]
         if row is not None and int(row[0]) == SCHEMA_VERSION and not missing:
             return  # nothing to write: a read-only file still opens
-        with self._transaction() as db:  # version 1 -> 2: the category columns, NULL for the results already stored
+        with self._transaction() as db:  # -> 2: the columns a file lacks (_ADDED_COLUMNS), NULL for the results already stored
             for name, kind in missing:
                 db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
             db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
@@ -195,12 +204,13 @@ class ResultStore:
         """Durably store a result (and optionally its full frame); returns it with its ``seq``."""
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT INTO results (result_id, created_at, device_id, site, exam_id, patient_ref, side, model_name, "
-                "model_version, model_sha256, label, category, p_malignant, mode, inconclusive, reasons, probabilities, "
-                "thresholds, crop, roi, source, latency_ms, thumbnail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO results (result_id, created_at, device_id, site, exam_id, patient_ref, side, clock, age, "
+                "model_name, model_version, model_sha256, label, category, p_malignant, mode, inconclusive, reasons, "
+                "probabilities, thresholds, crop, roi, source, latency_ms, thumbnail) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.result_id, record.created_at, record.device_id, record.site, record.exam_id,
-                    record.patient_ref, record.side, record.model_name, record.model_version, record.model_sha256,
+                    record.patient_ref, record.side, record.clock, record.age, record.model_name, record.model_version, record.model_sha256,
                     record.label, record.category, record.p_malignant, record.mode, int(record.inconclusive), json.dumps(list(record.reasons)),
                     json.dumps(record.probabilities), json.dumps(record.thresholds), _json_or_none(record.crop),
                     _json_or_none(record.roi), record.source, record.latency_ms, record.thumbnail,
@@ -394,12 +404,12 @@ def _box_or_none(text: str | None) -> tuple[int, int, int, int] | None:
 
 
 def _row_to_record(row: Sequence[Any]) -> ResultRecord:
-    (seq, result_id, created_at, device_id, site, exam_id, patient_ref, side, model_name, model_version,
+    (seq, result_id, created_at, device_id, site, exam_id, patient_ref, side, clock, age, model_name, model_version,
      model_sha256, label, category, p_malignant, mode, inconclusive, reasons, probabilities, thresholds, crop, roi,
      source, latency_ms, thumbnail, delivery) = row
     return ResultRecord(
         seq=seq, result_id=result_id, created_at=created_at, device_id=device_id, site=site, exam_id=exam_id,
-        patient_ref=patient_ref, side=side, model_name=model_name, model_version=model_version,
+        patient_ref=patient_ref, side=side, clock=clock, age=age, model_name=model_name, model_version=model_version,
         model_sha256=model_sha256, label=label, category=category, p_malignant=p_malignant, mode=mode,
         inconclusive=bool(inconclusive), reasons=tuple(json.loads(reasons)),
         probabilities=json.loads(probabilities), thresholds=json.loads(thresholds), crop=_box_or_none(crop),
