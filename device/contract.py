@@ -1,6 +1,6 @@
 """MQTT contract v1 between a sonopi device and the hospital hub — defined once, used by both ends.
 
-The result payload is at schema 2 (category, p_malignant, mode); the hub also accepts schema 1 from devices
+The result payload is at schema 2 (category, p_malignant, mode; optional clock and age); the hub also accepts schema 1 from devices
 that predate it, and a device sends a result stored before the category rule as schema 1.
 
 Topics (``<site>`` and ``<device_id>`` are single topic levels, see :func:`check_name`)::
@@ -38,7 +38,7 @@ from device.errors import SonopiError
 from device.results import ResultRecord
 
 SCHEMA_VERSION = 1  # status, heartbeat, ack, nack
-RESULT_SCHEMA_VERSION = 2  # 2: category, p_malignant, mode (a result stored before them is still sent as 1)
+RESULT_SCHEMA_VERSION = 2  # 2: category, p_malignant, mode, optional clock/age (a result stored before them is sent as 1)
 RESULT_SCHEMA_VERSIONS = (1, 2)  # what the hub accepts
 CATEGORIES = ("no_lesion", "low_suspicion", "suspicious", "inconclusive")  # device.decision.Category
 CATEGORY_LABELS = {"no_lesion": "normal", "low_suspicion": "benign", "suspicious": "malignant", "inconclusive": None}
@@ -282,8 +282,9 @@ def _check_attribution(where: Topic, payload: dict[str, Any]) -> None:
 CONTENT_FIELDS = (
     "seq", "device_id", "site", "created_at", "exam_id", "patient_ref", "side", "model_name", "model_version",
     "model_sha256", "probabilities", "label", "inconclusive", "reasons", "thresholds", "latency_ms",
-    "category", "p_malignant", "mode",
+    "category", "p_malignant", "mode", "clock", "age",
 )
+EXAM_FIELDS = ("clock", "age")  # schema 2, optional: from the exam, so only in a result with an exam_id
 
 
 @dataclass(frozen=True)
@@ -313,6 +314,8 @@ class ResultMessage:
     category: str | None = None  # schema 2: no_lesion | low_suspicion | suspicious | inconclusive
     p_malignant: float | None = None  # schema 2: the calibrated softmax probability of 'malignant'
     mode: str | None = None  # schema 2: the operating mode it was judged in
+    clock: int | None = None  # schema 2, optional: the lesion's clock position (1..12) from the exam
+    age: int | None = None  # schema 2, optional: the patient's age (0..130) from the exam
     schema: int = RESULT_SCHEMA_VERSION
 
     @classmethod
@@ -338,7 +341,11 @@ class ResultMessage:
             exam_id=record.exam_id, patient_ref=record.patient_ref, side=record.side, latency_ms=record.latency_ms,
             historical=historical, prev_result_id=prev_result_id, thumbnail=thumb,
             category=record.category, p_malignant=record.p_malignant, mode=record.mode,
-            schema=RESULT_SCHEMA_VERSION if record.category is not None else 1,  # stored before the category rule: v1
+            # a result stored before the category rule travels as v1, which has no clock/age (such a result was
+            # stored before the clock and age columns too, so it has none to lose)
+            clock=record.clock if record.category is not None else None,
+            age=record.age if record.category is not None else None,
+            schema=RESULT_SCHEMA_VERSION if record.category is not None else 1,
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -364,6 +371,8 @@ class ResultMessage:
         }
         if self.schema >= 2:
             payload.update(category=self.category, p_malignant=self.p_malignant, mode=self.mode)
+            # optional: left out when not entered, so a result without them is the schema-2 message it always was
+            payload.update({name: getattr(self, name) for name in EXAM_FIELDS if getattr(self, name) is not None})
         if self.thumbnail is not None:
             payload["thumbnail_jpeg_b64"] = base64.b64encode(self.thumbnail).decode("ascii")
         return payload
@@ -389,8 +398,13 @@ class ResultMessage:
             patient_ref=payload.get("patient_ref"), side=payload.get("side"), latency_ms=payload.get("latency_ms"),
             historical=payload["historical"], prev_result_id=payload.get("prev_result_id"), thumbnail=thumbnail,
             category=payload.get("category"), p_malignant=payload.get("p_malignant"), mode=payload.get("mode"),
-            schema=payload["schema"],
+            clock=_int_or_none(payload.get("clock")), age=_int_or_none(payload.get("age")), schema=payload["schema"],
         )
+
+
+def _int_or_none(value: Any) -> int | None:
+    """An integer the schema accepted (JSON Schema counts ``7.0`` as an integer) as a Python int."""
+    return None if value is None else int(value)
 
 
 def encode_result(message: ResultMessage) -> bytes:
@@ -411,6 +425,7 @@ def check_consistency(message: ResultMessage) -> None:
         raise ContractError("inconsistent", "prev_result_id names the result itself")
     if message.schema >= 2:
         _check_category(message)
+    _check_exam_fields(message)
 
 
 def _check_category(message: ResultMessage) -> None:
@@ -429,6 +444,23 @@ def _check_category(message: ResultMessage) -> None:
     if threshold is not None and message.category != "inconclusive":
         if (message.category == "suspicious") != (message.p_malignant >= threshold):
             raise ContractError("inconsistent", "the category contradicts p_malignant and the malignant threshold")
+
+
+def _check_exam_fields(message: ResultMessage) -> None:
+    """Clock position and age come from the exam: only in a schema-2 result, and only with an exam_id. Also
+    checked here (not only by the schema) so a message built in code is refused before it is encoded."""
+    bounds = {"clock": (1, 12), "age": (0, 130)}
+    for name in EXAM_FIELDS:
+        value = getattr(message, name)
+        if value is None:
+            continue
+        if message.schema < 2:
+            raise ContractError("schema", f"result {name}: a schema-1 result may not carry it")
+        low, high = bounds[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ContractError("schema", f"result {name}: must be an integer {low} … {high}")
+        if message.exam_id is None:
+            raise ContractError("inconsistent", f"result {name}: given without an exam_id (it comes from the exam)")
 
 
 def decode_result(topic_name: str, data: bytes) -> ResultMessage:
