@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 EXPORT_FIELDS = (
     "id", "result_id", "seq", "site", "device_id", "created_at", "received_at", "historical", "exam_id",
-    "patient_ref", "side", "model_name", "model_version", "model_sha256", "label", "inconclusive", "reasons",
-    "probabilities", "thresholds", "latency_ms", "has_thumbnail", "schema", "category", "p_malignant", "mode",
+    "patient_ref", "side", "clock", "age", "model_name", "model_version", "model_sha256", "label", "inconclusive",
+    "reasons", "probabilities", "thresholds", "latency_ms", "has_thumbnail", "schema", "category", "p_malignant", "mode",
 )
 
 
@@ -118,7 +118,7 @@ def _filters(args: argparse.Namespace) -> dict[str, str | None]:
 def _results(store: HubStore, args: argparse.Namespace) -> int:
     rows = list(reversed(store.results(**_filters(args), limit=args.limit)))
     if not args.json:
-        print(f"{'received':24} {'site/device':28} {'seq':>6} {'patient':12} {'side':4} {'label':12} {'p':>5} model")
+        print(f"{'received':24} {'site/device':28} {'seq':>6} {'patient':12} {'side':4} {'clock':5} {'age':3} {'label':12} {'p':>5} model")
     last_id = max((r.id for r in rows), default=None)
     _print_results(rows, args.json)
     if not args.watch:
@@ -142,7 +142,11 @@ def _print_results(rows: Iterable[StoredResult], as_json: bool) -> None:
         p = r.p_malignant if r.p_malignant is not None else r.probabilities.get("malignant", 0.0)
         late = " (late)" if r.historical else ""
         print(f"{r.received_at:24} {r.site + '/' + r.device_id:28} {r.seq:>6} {r.patient_ref or '-':12} "
-              f"{r.side or '-':4} {label:12} {p:5.2f} {r.model_name} {r.model_version}{late}", flush=True)
+              f"{r.side or '-':4} {_or_dash(r.clock):5} {_or_dash(r.age):3} {label:12} {p:5.2f} {r.model_name} {r.model_version}{late}", flush=True)
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _devices(store: HubStore, as_json: bool) -> int:

@@ -41,7 +41,7 @@ from device.results import utc_now_iso
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: results.category, p_malignant, mode (nullable; added to an older database on open)
+SCHEMA_VERSION = 2  # 2: results.category, p_malignant, mode, clock, age (nullable; added to an older database on open)
 SILENT_AFTER_INTERVALS = 3.0  # a device whose heartbeat is this many intervals late is "silent"
 
 
@@ -99,7 +99,9 @@ def _schema(pg: bool) -> list[str]:
             schema_version INTEGER NOT NULL,
             category       TEXT,
             p_malignant    {real},
-            mode           TEXT
+            mode           TEXT,
+            clock          INTEGER,
+            age            INTEGER
         )""",
         "CREATE INDEX IF NOT EXISTS results_device_seq ON results (site, device_id, seq)",
         "CREATE INDEX IF NOT EXISTS results_created ON results (created_at)",
@@ -160,14 +162,16 @@ def _schema(pg: bool) -> list[str]:
 _RESULT_COLUMNS = (
     "id, result_id, seq, prev_result_id, site, device_id, created_at, received_at, historical, exam_id, "
     "patient_ref, side, model_name, model_version, model_sha256, label, inconclusive, reasons, probabilities, "
-    "thresholds, latency_ms, thumbnail, schema_version, category, p_malignant, mode"
+    "thresholds, latency_ms, thumbnail, schema_version, category, p_malignant, mode, clock, age"
 )
 
 
 def _added_result_columns(pg: bool) -> tuple[tuple[str, str], ...]:
     """Result columns newer than the first schema: added to an existing database by ``_migrate``.
-    Null for results from schema-1 devices (contract v1 has no category)."""
-    return (("category", "TEXT"), ("p_malignant", "DOUBLE PRECISION" if pg else "REAL"), ("mode", "TEXT"))
+    Null for results from schema-1 devices (contract v1 has no category, clock or age) and, for clock and age,
+    for a schema-2 result that did not carry them (they are optional)."""
+    return (("category", "TEXT"), ("p_malignant", "DOUBLE PRECISION" if pg else "REAL"), ("mode", "TEXT"),
+            ("clock", "INTEGER"), ("age", "INTEGER"))
 _DEVICE_COLUMNS = (
     "site, device_id, first_seen, last_seen, status, status_at, software_version, model_name, model_version, "
     "model_sha256, backlog, last_heartbeat_at, heartbeat_interval_s, uptime_s, oldest_pending_age_s, "
@@ -205,6 +209,8 @@ class StoredResult:
     category: str | None = None  # contract v2; None for a v1 result
     p_malignant: float | None = None
     mode: str | None = None
+    clock: int | None = None  # contract v2, optional: the lesion's clock position 1..12
+    age: int | None = None  # contract v2, optional: the patient's age
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly, without the thumbnail (``has_thumbnail`` says whether there is one)."""
@@ -212,7 +218,7 @@ class StoredResult:
             "id": self.id, "result_id": self.result_id, "seq": self.seq, "site": self.site,
             "device_id": self.device_id, "created_at": self.created_at, "received_at": self.received_at,
             "historical": self.historical, "exam_id": self.exam_id, "patient_ref": self.patient_ref,
-            "side": self.side,
+            "side": self.side, "clock": self.clock, "age": self.age,
             "model": {"name": self.model_name, "version": self.model_version, "sha256": self.model_sha256},
             "label": self.label, "inconclusive": self.inconclusive, "reasons": list(self.reasons),
             "probabilities": dict(self.probabilities), "thresholds": dict(self.thresholds),
@@ -488,7 +494,8 @@ class HubStore:
             self._scrub_old_rejection_details(db)
 
     def _add_result_columns(self, db: Any) -> None:
-        """Schema 1 -> 2: the category columns, on SQLite and PostgreSQL alike (results stored before stay null)."""
+        """-> schema 2: the columns a database lacks (category, p_malignant, mode, clock, age), on SQLite and
+        PostgreSQL alike (results stored before stay null)."""
         if self._pg:
             have = {r[0] for r in self._exec(db, "SELECT column_name FROM information_schema.columns "
                                                  "WHERE table_name = 'results' AND table_schema = current_schema()").fetchall()}
@@ -523,14 +530,14 @@ class HubStore:
                     "INSERT INTO results (result_id, seq, prev_result_id, site, device_id, created_at, received_at, "
                     "historical, exam_id, patient_ref, side, model_name, model_version, model_sha256, label, "
                     "inconclusive, reasons, probabilities, thresholds, latency_ms, thumbnail, schema_version, category, "
-                    "p_malignant, mode) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "p_malignant, mode, clock, age) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT (result_id) DO NOTHING",
                     (
                         m.result_id, m.seq, m.prev_result_id, m.site, m.device_id, m.created_at, now,
                         int(m.historical), m.exam_id, m.patient_ref, m.side, m.model_name, m.model_version,
                         m.model_sha256, m.label, int(m.inconclusive), json.dumps(list(m.reasons)),
                         json.dumps(m.probabilities), json.dumps(m.thresholds), m.latency_ms, m.thumbnail, m.schema,
-                        m.category, m.p_malignant, m.mode,
+                        m.category, m.p_malignant, m.mode, m.clock, m.age,
                     ),
                 )
                 stored.append(cur.rowcount == 1)
@@ -721,7 +728,7 @@ class HubStore:
 def _row_to_result(row: tuple) -> StoredResult:
     (id_, result_id, seq, prev, site, device_id, created_at, received_at, historical, exam_id, patient_ref, side,
      model_name, model_version, model_sha256, label, inconclusive, reasons, probabilities, thresholds, latency_ms,
-     thumbnail, schema_version, category, p_malignant, mode) = row
+     thumbnail, schema_version, category, p_malignant, mode, clock, age) = row
     return StoredResult(
         id=int(id_), result_id=result_id, seq=int(seq), prev_result_id=prev, site=site, device_id=device_id,
         created_at=created_at, received_at=received_at, historical=bool(historical), exam_id=exam_id,
@@ -730,6 +737,7 @@ def _row_to_result(row: tuple) -> StoredResult:
         probabilities=json.loads(probabilities), thresholds=json.loads(thresholds), latency_ms=latency_ms,
         thumbnail=bytes(thumbnail) if thumbnail is not None else None, schema_version=int(schema_version),
         category=category, p_malignant=p_malignant, mode=mode,
+        clock=int(clock) if clock is not None else None, age=int(age) if age is not None else None,
     )
 
 
