@@ -71,7 +71,10 @@ def install(app: FastAPI, s: "Services") -> None:
     def exam(request: Request, exam_id: str, session: SessionDep) -> Response:
         rows = exam_rows(exam_id)
         scores = [r.assessment.p_malignant for r in rows if r.assessment.p_malignant is not None]
+        stored = s.store.results_by_id([r.result_id for r in rows]).values()  # clock and age, as the device sent them
         return page(request, "exam.html", session, exam_id=exam_id, rows=rows, states=REVIEW_STATES,
+                    clocks=sorted({r.clock for r in stored if r.clock is not None}),
+                    ages=sorted({r.age for r in stored if r.age is not None}),
                     worst=max(scores, default=None), thumbs=s.inbox.with_thumbnail([r.id for r in rows]),
                     patients=sorted({r.patient_ref for r in rows if r.patient_ref}),
                     audit=[e for r in rows for e in s.reviews.entries(result_id=r.result_id, limit=20)])
