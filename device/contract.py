@@ -167,6 +167,10 @@ def describe_control() -> str:
 
 def validate(kind: str, payload: dict[str, Any]) -> None:
     _check_controls(kind, payload)
+    if kind == "result" and payload.get("schema") == 1:  # the schema's own error for this names no field
+        newer = [name for name in SCHEMA_2_FIELDS if name in payload]
+        if newer:
+            raise ContractError("schema", f"result (root): {', '.join(newer)} not allowed in a schema-1 result")
     error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(payload))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
@@ -285,6 +289,7 @@ CONTENT_FIELDS = (
     "category", "p_malignant", "mode", "clock", "age",
 )
 EXAM_FIELDS = ("clock", "age")  # schema 2, optional: from the exam, so only in a result with an exam_id
+SCHEMA_2_FIELDS = ("category", "p_malignant", "mode", *EXAM_FIELDS)  # never in a schema-1 result
 
 
 @dataclass(frozen=True)
