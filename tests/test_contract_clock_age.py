@@ -4,7 +4,7 @@ Proves: a result analysed under an exam (real Analyzer, tiny real model, real SQ
 and age; they round-trip result schema 2 as optional fields and a schema-2 result without them is the message it
 was; an out-of-range, non-integer or exam-less value, or one in a schema-1 payload, is refused naming the field; an
 existing device store file (the first schema-2 layout, and a version-1 file) gains the columns on open and keeps its
-results; a real ``hub serve`` on a real Mosquitto, on SQLite and on PostgreSQL, stores them, acks them, refuses a
+results; the real uplink delivers them; a real ``hub serve`` on a real Mosquitto, on SQLite and on PostgreSQL, stores them, acks them, refuses a
 re-send with another age, and ``hub export`` / ``hub results`` show them, while a schema-1 message and a schema-2
 message without them are still stored (null); an existing hub database gains the columns; the web console shows
 them on the result and exam pages."""
@@ -38,11 +38,11 @@ from hub.web.accounts import Accounts
 from hub.web.app import create_app
 from hub.web.config import WebConfig
 from hub.web.db import WebDb
-from tests.mqtt_broker import REPO, MosquittoBroker, postgres_server  # noqa: F401  (fixture)
-from tests.test_contract_v2 import v2_message
+from tests.mqtt_broker import REPO, MosquittoBroker, postgres_server, wait_for  # noqa: F401  (fixture)
+from tests.test_contract_v2 import v2_message, v2_record
 from tests.test_hub_poison import HubProcess
 from tests.test_hub_service import RawDevice
-from tests.test_uplink import make_record
+from tests.test_uplink import Device, Hub, make_record
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -252,6 +252,28 @@ def test_an_existing_hub_database_gains_the_columns(hub_target: str) -> None:
         message = v2_message(3, clock=2, age=70)
         assert store.add_result(message)
         assert (store.result(message.result_id).clock, store.result(message.result_id).age) == (2, 70)
+
+
+def test_the_uplink_delivers_clock_and_age_from_the_device_store(tmp_path: Path) -> None:
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.start()
+    hub = Hub(tmp_path, broker.address)
+    device = Device(tmp_path, "site-a", "dev-1", broker.address)
+    try:
+        full = device.store.add(replace(v2_record("site-a", "dev-1", 1), seq=None, clock=4, age=38))
+        bare = device.store.add(replace(v2_record("site-a", "dev-1", 2), seq=None))
+        hub.start()
+        device.start_uplink()
+        wait_for(lambda: device.store.backlog().pending == 0, 60, "both results acked")
+        assert (hub.store.result(full.result_id).clock, hub.store.result(full.result_id).age) == (4, 38)
+        assert (hub.store.result(bare.result_id).clock, hub.store.result(bare.result_id).age) == (None, None)
+        assert hub.store.result(full.result_id).schema_version == 2
+    finally:
+        if device.proc is not None:
+            device.stop_uplink()
+        if hub.proc is not None:
+            hub.stop()
+        broker.kill()
 
 
 # --- the web console ----------------------------------------------------------------------------------------
