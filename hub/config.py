@@ -16,6 +16,9 @@ class _Section(BaseModel):
 class MqttSection(MqttConnection):
     # fixed: the broker keeps this persistent session's queue while the hub is down
     client_id: str = Field(default="sonopi-hub", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    # Two or more hubs on one database: each subscribes as $share/<group>/..., so the broker gives every message to
+    # one of them (docs/hub.md, "A second hub"). Unset: one hub, plain subscriptions.
+    shared_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class DbSection(_Section):
@@ -58,6 +61,7 @@ cert_file = "/etc/sonopi-hub/hub.crt"
 key_file = "/etc/sonopi-hub/hub.key"
 username = "sonopi-hub"
 password_file = "/etc/sonopi-hub/mqtt.password"
+# shared_group = "hubs"       # set on every hub when two or more share one PostgreSQL database
 
 [db]
 target = "/var/lib/sonopi-hub/hub.sqlite"   # or "postgresql://sonopi@dbhost/sonopi"

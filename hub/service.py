@@ -73,6 +73,13 @@ STATS_EVERY_S = 60.0
 PRUNE_EVERY_S = 3600.0
 
 
+def subscriptions(shared_group: str | None) -> list[tuple[str, int]]:
+    """The device topics with their QoS; with a shared group, as ``$share/<group>/...`` so that of several hubs
+    exactly one receives each message (MQTT 5 shared subscriptions; Mosquitto serves them to 3.1.1 clients too)."""
+    prefix = f"$share/{shared_group}/" if shared_group else ""
+    return [(prefix + sub, QOS[sub.rsplit("/", 1)[1]]) for sub in DEVICE_SUBSCRIPTIONS]
+
+
 @dataclass(frozen=True)
 class Incoming:
     topic: str
@@ -138,7 +145,9 @@ class HubService:
         cfg = self.config.mqtt
         # Persistent session: the broker queues results while the hub is down. Manual acks: a message
         # is acknowledged to the broker only after its database commit.
-        client = new_client(cfg, client_id_for(cfg, "sonopi-hub", who="hub [mqtt]"), clean_session=False,
+        # In a shared group a clean session: a dead hub's session must not keep taking its share of messages (the
+        # devices re-send what no hub acked); alone, a persistent one, so the broker queues while the hub restarts.
+        client = new_client(cfg, client_id_for(cfg, "sonopi-hub", who="hub [mqtt]"), clean_session=cfg.shared_group is not None,
                             manual_ack=True, who="hub")
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_queued_messages_set(0)
@@ -152,7 +161,7 @@ class HubService:
             log.error("hub: broker refused the connection (%s)", reason_code)
             return
         log.info("hub: connected to %s:%d (session present: %s)", self.host, self.port, flags.session_present)
-        client.subscribe([(sub, QOS[sub.rsplit("/", 1)[1]]) for sub in DEVICE_SUBSCRIPTIONS])
+        client.subscribe(subscriptions(self.config.mqtt.shared_group))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if not self._stop.is_set():
