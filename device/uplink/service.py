@@ -279,7 +279,7 @@ class UplinkService:
         if message.topic != self.topics["ack"]:
             return
         try:
-            answer = decode_ack_topic(message.payload)
+            answer = decode_ack_topic(bytes(message.payload))
         except ContractError as exc:
             log.warning("uplink: ignoring a malformed ack (%s)", exc)
             return
