@@ -29,6 +29,7 @@ from device.decision import (
     DEFAULT_MODE, IMPLICIT_LESION_THRESHOLD, IMPLICIT_MALIGNANT_THRESHOLD, MALIGNANT, MODE_ORDER, NORMAL, Category, Mode,
 )
 from device.errors import BundleError
+from device.head import HeadSpec, head_to_dict, parse_head, validate_head
 
 FORMAT_VERSION = 3  # what write_bundle writes
 # 1: before input.resampling existed (its bundles resample with OpenCV); 2: before the decision block
@@ -177,6 +178,7 @@ class Manifest:
     cam: CamSpec | None = None
     reference: ReferenceSpec | None = None
     decision: DecisionSpec | None = None  # format 3; absent: decision_spec() is the implicit one
+    head: HeadSpec | None = None  # format 3, a site bundle's refitted head (device/head.py); absent: the model's scores
     training_data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     intended_use: str = "Decision support for trained clinicians. Not a diagnosis."
@@ -191,6 +193,10 @@ class Manifest:
             del data["reference"]
         else:
             data["reference"]["scores"] = list(self.reference.scores)
+        if self.head is None:
+            del data["head"]
+        else:
+            data["head"] = head_to_dict(self.head)
         if self.decision is None:
             del data["decision"]
         else:
@@ -323,6 +329,7 @@ def _parse_manifest(data: Any, source: str) -> Manifest:
             cam=_parse_cam(data.get("cam"), source),
             reference=_parse_reference(data.get("reference"), version, source),
             decision=_parse_decision(data.get("decision"), version, source),
+            head=parse_head(data.get("head"), source),
             training_data=data.get("training_data", {}),
             metrics=data.get("metrics", {}),
             intended_use=data.get("intended_use", Manifest.intended_use),
@@ -533,6 +540,12 @@ def _validate_manifest(m: Manifest, source: str) -> None:
         if m.format_version < 3:
             fail(f"'decision' needs format_version 3 (this manifest says {m.format_version})")
         _validate_decision(m.decision, m.labels, fail)
+    if m.head is not None:
+        if m.format_version < 3:
+            fail(f"'head' needs format_version 3 (this manifest says {m.format_version})")
+        if m.cam is None:
+            fail("'head' needs 'cam' and 'outputs.cam_features': the feature map it is applied to")
+        validate_head(m.head, len(m.labels), m.model_sha256, source, cam_channels=len(m.cam.weights))
     for key in ("training_data", "metrics"):
         if not isinstance(getattr(m, key), dict):
             fail(f"'{key}' must be an object")

@@ -23,6 +23,7 @@ from device.bundle import ModelBundle
 from device.crop import Box
 from device.decision import MALIGNANT, Category, Decision, Mode, applied_threshold, decide
 from device.errors import BundleError, RuntimeUnavailableError
+from device.head import head_scores
 from device.preprocess import Placement, prepare, to_input_tensor
 from device.quality import QualityLimits, confidence_problems, image_problems
 
@@ -147,6 +148,9 @@ class Classifier:
         self._cam_weights = None
         if self.manifest.cam is not None:
             self._cam_weights = np.asarray(self.manifest.cam.weights, dtype=np.float32)
+        self._head = self.manifest.head.arrays() if self.manifest.head is not None else None  # a site bundle's
+        if self._head is not None:  # its scores and heat maps come from the refitted head
+            self._cam_weights = self._head[0].astype(np.float32)
         log.info(
             "model %s %s loaded with %s (%d threads)", self.manifest.name, self.manifest.version, self.runtime, threads
         )
@@ -234,9 +238,13 @@ class Classifier:
         return to_input_tensor(pixels, self.manifest.input, self._input["dtype"], self._input["quantization"])
 
     def invoke(self, tensor: np.ndarray, with_features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """The scores tensor's values (dequantized, before the temperature) and, if asked, the feature map."""
+        """The scores tensor's values (dequantized, before the temperature) and, if asked, the feature map. A site
+        bundle's scores are its head's on the pooled feature map (device/head.py)."""
         self.interpreter.set_tensor(self._input["index"], tensor)
         self.interpreter.invoke()
+        if self._head is not None and self._features is not None:  # a head implies the feature map (bundle.py)
+            features = _dequantize(self.interpreter.get_tensor(self._features["index"]), self._features)[0]
+            return head_scores(features, *self._head), (features if with_features else None)
         scores = _dequantize(self.interpreter.get_tensor(self._scores["index"]), self._scores)[0]
         features = None
         if with_features and self._features is not None:  # an (S/32)x(S/32)x1280 copy: only when a heatmap is wanted
