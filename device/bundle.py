@@ -26,7 +26,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from device.decision import (
-    DEFAULT_MODE, IMPLICIT_LESION_THRESHOLD, IMPLICIT_MALIGNANT_THRESHOLD, MALIGNANT, MODE_ORDER, NORMAL, Category, Mode,
+    DEFAULT_MODE,
+    IMPLICIT_LESION_THRESHOLD,
+    IMPLICIT_MALIGNANT_THRESHOLD,
+    MALIGNANT,
+    MODE_ORDER,
+    NORMAL,
+    Category,
+    Mode,
 )
 from device.errors import BundleError
 from device.head import HeadSpec, head_to_dict, parse_head, validate_head
