@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NoReturn
 
 from device.decision import (
     DEFAULT_MODE,
@@ -486,7 +486,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _validate_manifest(m: Manifest, source: str) -> None:
-    def fail(message: str) -> None:
+    def fail(message: str) -> NoReturn:
         raise BundleError(f"{source}: {message}")
 
     for key in ("name", "version", "created"):

@@ -178,6 +178,7 @@ def classify_path(classifier: Classifier, path: Path, config: DeviceConfig) -> d
     assert best is not None  # frames_from_file yields at least one frame or raises
     _, index, result = best
     assessment = result.assessment
+    assert assessment is not None  # the engine assesses every classification (None only in old tests)
     output = {
         "path": str(path),
         "label": result.decision,

@@ -50,7 +50,7 @@ def load_interpreter_class(preferred: str | None = None) -> tuple[type, str]:
         except (ImportError, AttributeError) as exc:
             tried.append(f"{module_name} ({exc.__class__.__name__})")
             continue
-        return found, name
+        return found, name  # type: ignore[return-value]  # an Interpreter class found by name
     raise RuntimeUnavailableError(
         "no TFLite runtime installed: tried " + ", ".join(tried) + " — install ai-edge-litert (pip install ai-edge-litert)"
     )
@@ -180,8 +180,10 @@ class Classifier:
             features = outputs.get(self.manifest.outputs.cam_features)
             if features is None or len(features["shape"]) != 4:
                 raise BundleError(f"{where}: class-activation output {self.manifest.outputs.cam_features!r} missing or not 4-D")
-            if features["shape"][3] != len(self.manifest.cam.weights):
-                raise BundleError(f"{where}: class-activation output has {features['shape'][3]} channels, cam.weights has {len(self.manifest.cam.weights)}")
+            channels = len(self.manifest.cam.weights) if self.manifest.cam is not None else None
+            if features["shape"][3] != channels:
+                raise BundleError(f"{where}: class-activation output has {features['shape'][3]} channels, "
+                                  f"cam.weights has {channels}")
         return inputs[0], scores, features
 
     def warm_up(self) -> None:
@@ -263,6 +265,7 @@ class Classifier:
         """The class activation on the fixed scale (HEATMAP_SCALE): its shape relative to its peak, times the
         class probability, on one logarithmic scale for every image, so the hottest colour an image can show is
         its own p(class), never an auto-rescaled 100 %."""
+        assert self._cam_weights is not None  # a heat map is asked for only when the bundle has cam weights
         cam = features @ self._cam_weights[:, class_index]  # [h, w]
         cam = np.maximum(cam, 0.0)
         peak = float(cam.max())
@@ -372,6 +375,7 @@ class InferenceWorker:
             if self._startup_error is not None:
                 request.future.set_exception(self._startup_error)
                 continue
+            assert self.classifier is not None  # set before _ready, or _startup_error is
             try:
                 request.future.set_result(self.classifier.classify(request.frame, **request.options))
             except BaseException as exc:  # delivered to the caller through the future
