@@ -147,12 +147,15 @@ def test_device_engine_runs_the_bundle(tiny_build: Path, datasets: Path) -> None
     engine = pytest.importorskip("device.engine", reason="device engine not available")
     from device.imageio import decode_image_file
 
-    classifier = engine.Classifier(load_bundle(tiny_build), threads=1)
     frame = decode_image_file(next((datasets / "busi" / "malignant").glob("*.png")))
-    result = classifier.classify(frame, heatmap=True)
+    result = engine.Classifier(load_bundle(tiny_build), threads=1).classify(frame, heatmap=True)
     assert set(result.probabilities) == {"normal", "benign", "malignant"}
     assert abs(sum(result.probabilities.values()) - 1.0) < 1e-4
-    assert result.heatmap is not None and result.heatmap.dtype == np.uint8
+    assert (result.heatmap is not None) == (result.category == "suspicious")  # heat maps for suspicious results only
+    # a site threshold below this frame's p(malignant) makes it suspicious: the built bundle's heat map is drawn
+    site = {"malignant": max(1e-6, 0.5 * result.probabilities["malignant"])}
+    flagged = engine.Classifier(load_bundle(tiny_build), threads=1, thresholds=site).classify(frame, heatmap=True)
+    assert flagged.category == "suspicious" and flagged.heatmap is not None and flagged.heatmap.dtype == np.uint8
 
 
 def test_device_cli_classifies_with_the_bundle(tiny_build: Path, datasets: Path) -> None:
