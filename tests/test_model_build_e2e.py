@@ -152,9 +152,13 @@ def test_device_engine_runs_the_bundle(tiny_build: Path, datasets: Path) -> None
     assert set(result.probabilities) == {"normal", "benign", "malignant"}
     assert abs(sum(result.probabilities.values()) - 1.0) < 1e-4
     assert (result.heatmap is not None) == (result.category == "suspicious")  # heat maps for suspicious results only
-    # a site threshold below this frame's p(malignant) makes it suspicious: the built bundle's heat map is drawn
+    # a site threshold below this frame's p(malignant) makes it suspicious (and the tiny model's low confidence is
+    # let through, or the frame would be inconclusive): the built bundle's heat map is drawn
+    from device.quality import QualityLimits
+
     site = {"malignant": max(1e-6, 0.5 * result.probabilities["malignant"])}
-    flagged = engine.Classifier(load_bundle(tiny_build), threads=1, thresholds=site).classify(frame, heatmap=True)
+    flagged = engine.Classifier(load_bundle(tiny_build), threads=1, thresholds=site,
+                                limits=QualityLimits(min_confidence=0.0)).classify(frame, heatmap=True)
     assert flagged.category == "suspicious" and flagged.heatmap is not None and flagged.heatmap.dtype == np.uint8
 
 
