@@ -141,12 +141,24 @@ def choose_mode_thresholds(scores: HeldOutScores, targets: dict[str, float] = MO
     return out
 
 
-def categorise(scores: HeldOutScores, malignant_threshold: float, lesion_threshold: float) -> np.ndarray:
-    """The device's own rule (``device.decision.categorise``, one definition) on every pooled score."""
+def categorise(scores: HeldOutScores, malignant_threshold: float, lesion_threshold: float,
+               rule: Callable[[float, float], str] | None = None) -> np.ndarray:
+    """The device's own rule (``device.decision.categorise``, one definition) on every pooled score. ``rule``: the
+    same rule with the thresholds bound and its answers remembered (the bootstrap asks about the same images)."""
+    return np.array([(rule or _bound_rule(malignant_threshold, lesion_threshold))(float(pm), float(pl))
+                     for pm, pl in zip(scores.p_malignant, scores.p_lesion)], dtype=object)
+
+
+def _bound_rule(malignant_threshold: float, lesion_threshold: float) -> Callable[[float, float], str]:
+    from functools import cache
+
     from device.decision import categorise as device_rule
 
-    return np.array([device_rule(float(pm), float(pl), malignant_threshold, lesion_threshold).value
-                     for pm, pl in zip(scores.p_malignant, scores.p_lesion)], dtype=object)
+    @cache
+    def rule(p_malignant: float, p_lesion: float) -> str:
+        return device_rule(p_malignant, p_lesion, malignant_threshold, lesion_threshold).value
+
+    return rule
 
 
 def _ci_entry(value: float, ci: tuple[float, float], n: int) -> dict[str, Any]:
@@ -181,9 +193,11 @@ def mode_statistics(t: float) -> Callable[[HeldOutScores], dict[str, tuple[float
 
 
 def category_statistics(t: float, lesion_threshold: float) -> Callable[[HeldOutScores], dict[str, tuple[float, int]]]:
+    rule = _bound_rule(t, lesion_threshold)  # one per mode: every resample reuses its answers
+
     def stats(s: HeldOutScores) -> dict[str, tuple[float, int]]:
         real = _real(s)
-        cats = categorise(s, t, lesion_threshold)
+        cats = categorise(s, t, lesion_threshold, rule)
         out = {c: _rate(real & (cats == c), s.label == "malignant") for c in CATEGORIES}
         out["normals_no_lesion"] = _rate(real & (s.label == "normal"), cats == "no_lesion")
         out["normal_views_no_lesion"] = _rate(s.view == LESION_FREE, cats == "no_lesion")
