@@ -27,7 +27,7 @@ import pytest
 from device.contract import ResultMessage, encode_result, topic
 from tests.mqtt_broker import REPO, MosquittoBroker, free_port, wait_for
 from tests.test_hub_security import pki  # noqa: F401  (the fixture: the script's CA, hub and devices A, B)
-from tests.test_uplink import Device, Hub, backlog_empty, drained_and_delivered, make_record
+from tests.test_uplink import Device, Hub, backlog_empty, drained_and_delivered, make_record, shut_down
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -126,12 +126,7 @@ def rig(tmp_path: Path, pki: Path):  # type: ignore[no-untyped-def]
     finally:
         for attacker in attackers:
             attacker.close()
-        for device in devices:
-            if device.proc is not None:
-                device.stop_uplink()
-        if hub.proc is not None:
-            hub.stop()
-        broker.kill()
+        shut_down(broker, hub, devices)
 
 
 def hub_connects(hub: Hub, times: int) -> list[str]:

@@ -42,7 +42,7 @@ from tests.mqtt_broker import REPO, MosquittoBroker, postgres_server, wait_for  
 from tests.test_contract_v2 import v2_message, v2_record
 from tests.test_hub_poison import HubProcess
 from tests.test_hub_service import RawDevice
-from tests.test_uplink import Device, Hub, make_record
+from tests.test_uplink import Device, Hub, make_record, shut_down
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -269,11 +269,7 @@ def test_the_uplink_delivers_clock_and_age_from_the_device_store(tmp_path: Path)
         assert (hub.store.result(bare.result_id).clock, hub.store.result(bare.result_id).age) == (None, None)
         assert hub.store.result(full.result_id).schema_version == 2
     finally:
-        if device.proc is not None:
-            device.stop_uplink()
-        if hub.proc is not None:
-            hub.stop()
-        broker.kill()
+        shut_down(broker, hub, [device])
 
 
 # --- the web console ----------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from device.results import ResultRecord
 from hub.store import HubStore
 from tests.mqtt_broker import REPO, MosquittoBroker, postgres_server, wait_for  # noqa: F401  (fixture)
 from tests.test_hub_service import RawDevice
-from tests.test_uplink import Hub, make_record
+from tests.test_uplink import Hub, make_record, shut_down
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -210,8 +210,4 @@ def test_the_device_classifies_stores_and_delivers_categories_to_the_hub(shipped
             assert row.schema_version == (1 if record is records[0] else 2)
         wait_for(lambda: device.store.backlog().pending == 0, 30, "every ack")
     finally:
-        if device.proc is not None:
-            device.stop_uplink()
-        if hub.proc is not None:
-            hub.stop()
-        broker.kill()
+        shut_down(broker, hub, [device])

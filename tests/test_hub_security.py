@@ -13,7 +13,7 @@ import pytest
 
 from device.contract import ResultMessage, encode_result, topic
 from tests.mqtt_broker import BrokerTls, MosquittoBroker, mosquitto_passwd_binary, wait_for
-from tests.test_uplink import Device, Hub, assert_delivered, backlog_empty, make_record
+from tests.test_uplink import Device, Hub, assert_delivered, backlog_empty, make_record, shut_down
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,12 +115,7 @@ def test_tls_acl_two_devices_forgery_denied_and_mismatch_rejected(tmp_path: Path
                 if bare.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
                     raise OSError("connection closed by the broker")
     finally:
-        for device in devices:
-            if device.proc is not None:
-                device.stop_uplink()
-        if hub.proc is not None:
-            hub.stop()
-        broker.kill()
+        shut_down(broker, hub, devices)
 
 
 def _stored(record, seq: int):  # type: ignore[no-untyped-def]

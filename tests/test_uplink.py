@@ -161,6 +161,16 @@ def drained_and_delivered(hub: Hub, device: Device, total: int, timeout_s: float
     assert_delivered(hub, device)
 
 
+def shut_down(broker, hub, devices) -> None:
+    """Test teardown: stop every device uplink and the hub that are still running, then kill the broker."""
+    for device in devices:
+        if device.proc is not None:
+            device.stop_uplink()
+    if hub.proc is not None:
+        hub.stop()
+    broker.kill()
+
+
 @pytest.fixture
 def broker(tmp_path: Path):
     b = MosquittoBroker(tmp_path / "broker")
