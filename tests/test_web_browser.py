@@ -79,10 +79,11 @@ class Rig:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in self.root.glob("*.log"))
 
 
-def _device_config(root: Path, broker: str, store_path: Path) -> Path:
+def device_config(root: Path, broker: str, store_path: Path, site: str = SITE, device: str = DEVICE) -> Path:
+    """A device.toml for a real uplink to ``broker`` (fast timings, no model)."""
     path = root / "device.toml"
     path.write_text(
-        f'[device]\nid = "{DEVICE}"\nsite = "{SITE}"\ndata_dir = "{root / "device"}"\n'
+        f'[device]\nid = "{device}"\nsite = "{site}"\ndata_dir = "{root / "device"}"\n'
         f'[model]\npath = "{root / "no-model"}"\n[store]\npath = "{store_path}"\n'
         f'[uplink]\nbroker = "{broker}"\nheartbeat_s = 1.0\nkeepalive_s = 5\nack_timeout_s = 2.0\n'
         f'reconnect_min_s = 0.1\nreconnect_max_s = 1.0\npoll_s = 0.05\n'
@@ -121,7 +122,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
                               "--db", str(hub_db), "--broker", broker.address], tmp_path / "hub.log"),
         "web": start_process([sys.executable, "-m", "hub", "web", "--db", str(hub_db), "--port", str(port),
                               "--live-poll", "0.3", "--devices-refresh", "1"], tmp_path / "web.log"),
-        "uplink": start_process(device_uplink_command() + ["--config", str(_device_config(
+        "uplink": start_process(device_uplink_command() + ["--config", str(device_config(
             tmp_path, broker.address, store_path))], tmp_path / "uplink.log"),
     }
     # "localhost" (not 127.0.0.1) so Chromium treats plain HTTP as a secure context and keeps the

@@ -50,6 +50,7 @@ from tests.mqtt_broker import (  # noqa: F401  (postgres_server: fixture)
     stop_process,
     wait_for,
 )
+from tests.test_web_browser import device_config
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -85,17 +86,6 @@ class Rig:
 
     def web_log(self) -> str:
         return (self.root / "web.log").read_text(errors="replace")
-
-
-def _device_config(root: Path, broker: str, store_path: Path) -> Path:
-    path = root / "device.toml"
-    path.write_text(
-        f'[device]\nid = "{DEVICE}"\nsite = "{SITE}"\ndata_dir = "{root / "device"}"\n'
-        f'[model]\npath = "{root / "no-model"}"\n[store]\npath = "{store_path}"\n'
-        f'[uplink]\nbroker = "{broker}"\nheartbeat_s = 1.0\nkeepalive_s = 5\nack_timeout_s = 2.0\n'
-        f'reconnect_min_s = 0.1\nreconnect_max_s = 1.0\npoll_s = 0.05\n'
-    )
-    return path
 
 
 def _http_up(url: str, proc: subprocess.Popen[bytes]) -> bool:
@@ -143,8 +133,8 @@ def rig(target: str, tmp_path: Path) -> Iterator[Rig]:
     rig = Rig(tmp_path, f"http://localhost:{port}", examples, device_store, procs, backlog)
     try:
         wait_for(lambda: _http_up(f"http://127.0.0.1:{port}/healthz", procs["web"]), 30, "web console listening")
-        procs["uplink"] = start_process(device_uplink_command() + ["--config", str(_device_config(
-            tmp_path, broker.address, store_path))], tmp_path / "uplink.log")
+        procs["uplink"] = start_process(device_uplink_command() + ["--config", str(device_config(
+            tmp_path, broker.address, store_path, SITE, DEVICE))], tmp_path / "uplink.log")
         yield rig
     except BaseException:
         for log in tmp_path.glob("*.log"):
