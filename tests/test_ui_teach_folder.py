@@ -1,0 +1,116 @@
+"""The teach folder and the config switch behind Settings › Model › "Teach this scanner", without Qt.
+
+Proves that marking a finished exam copies its conclusive frames (real PNGs from a real SQLite store) into a folder
+``device site-adapt`` reads, with a hashed patient id, leaves the stored results byte for byte as they were, refuses
+the open exam and survives a reopen; that unmarking removes the copies; that the counts and the "enough" rule follow
+the documented minimum; and that ``device.config.set_model_path`` rewrites only ``[model] path`` (comments kept),
+validates before writing and names the file when it cannot write.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from device.config import DEFAULT_TOML, load_config, set_model_path
+from device.errors import ConfigError
+from device.results import Exam, new_result_id, utc_now_iso
+from device.site_adapt import MIN_NORMALS, MIN_PATIENTS, read_site_cases
+from device.store import ResultStore
+from tests.test_store import make_record
+from tests.unprivileged import make_traversable, run_unprivileged
+from ui.teach_folder import Progress, TeachError, TeachFolder, patient_key
+
+
+def _exam(store: ResultStore, patient: str, frames: int, inconclusive: int = 0, keep_frames: bool = True) -> Exam:
+    exam = store.add_exam(Exam(new_result_id(), patient, "L", None, None, utc_now_iso()))
+    for i in range(frames + inconclusive):
+        record = make_record(i, patient=patient, exam_id=exam.exam_id, inconclusive=i >= frames,
+                             label=None if i >= frames else "benign")
+        store.add(record, frame_png=f"png-{record.result_id}".encode() if keep_frames else None)
+    return exam
+
+
+def _rows(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT * FROM results ORDER BY seq").fetchall()
+
+
+def test_marking_copies_frames_and_never_touches_results(tmp_path: Path) -> None:
+    db = tmp_path / "results.sqlite"
+    with ResultStore(db) as store:
+        done = _exam(store, "K10452", frames=3, inconclusive=1)
+        gone = _exam(store, "K20000", frames=2, keep_frames=False)
+        open_exam = _exam(store, "K30000", frames=1)
+        before = _rows(db)
+        folder = TeachFolder(tmp_path)
+        outcome = folder.mark_exam(store, done.exam_id, open_exam.exam_id)
+        assert (outcome.added, outcome.inconclusive, outcome.no_frame) == (3, 1, 0)
+        assert folder.mark_exam(store, done.exam_id, None).added == 0  # marking twice adds nothing
+        assert folder.mark_exam(store, gone.exam_id, None).no_frame == 2
+        with pytest.raises(TeachError, match="still open"):
+            folder.mark_exam(store, open_exam.exam_id, open_exam.exam_id)
+        assert _rows(db) == before  # no stored result changed, delivery state included
+    reopened = TeachFolder(tmp_path)
+    cases = read_site_cases(reopened.cases)  # the folder device site-adapt reads
+    assert [c.label for c in cases] == ["normal"] * 3
+    assert {c.patient for c in cases} == {patient_key("K10452")} and "K10452" not in reopened.labels.read_text()
+    assert all(c.path.read_bytes() == f"png-{c.path.stem}".encode() for c in cases)
+    assert reopened.progress() == Progress(frames=3, patients=1, exams=1)
+    assert reopened.unmark_exam(done.exam_id) == 3
+    assert reopened.marks() == [] and not any(reopened.cases.glob("*.png"))
+
+
+def test_enough_needs_the_documented_frames_and_patients() -> None:
+    assert not Progress(MIN_NORMALS - 1, MIN_PATIENTS, 40).enough
+    assert not Progress(200, MIN_PATIENTS - 1, 40).enough
+    assert Progress(MIN_NORMALS, MIN_PATIENTS, MIN_PATIENTS).enough
+    assert f"at least {MIN_NORMALS} frames from {MIN_PATIENTS} patients" in Progress(0, 0, 0).text()
+
+
+def test_set_model_path_keeps_the_rest(tmp_path: Path) -> None:
+    file = tmp_path / "device.toml"
+    file.write_text(DEFAULT_TOML)
+    os.chmod(file, 0o640)
+    config = set_model_path(file, tmp_path / "site bundle")
+    assert config.model.path == tmp_path / "site bundle" and load_config(file).model.path == tmp_path / "site bundle"
+    changed = [(a, b) for a, b in zip(DEFAULT_TOML.splitlines(), file.read_text().splitlines()) if a != b]
+    assert len(changed) == 1 and changed[0][1].endswith("# model bundle directory (model.tflite + manifest.json)")
+    assert file.stat().st_mode & 0o777 == 0o640
+    file.write_text('[device]\nid = "dev-1"\n')
+    assert set_model_path(file, "models/x").model.path == Path("models/x")
+    assert load_config(file).device.id == "dev-1"
+
+
+def test_set_model_path_refuses_a_bad_file_and_writes_nothing(tmp_path: Path) -> None:
+    file = tmp_path / "device.toml"
+    file.write_text('[model]\npath = "a"\nthreads = 99\n')
+    with pytest.raises(ConfigError, match=r"device.toml: 'model.threads'"):
+        set_model_path(file, "b")
+    assert file.read_text() == '[model]\npath = "a"\nthreads = 99\n'
+    with pytest.raises(ConfigError, match="configuration file|cannot read"):
+        set_model_path(tmp_path / "missing.toml", "b")
+
+
+def test_set_model_path_names_a_file_it_may_not_write(tmp_path: Path) -> None:
+    """As on the device, where /etc/sonopi/device.toml is root's (0640, group sonopi): the error names the file."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    file = folder / "device.toml"
+    file.write_text(DEFAULT_TOML)
+    file.chmod(0o644)
+    make_traversable(folder)
+
+    def attempt() -> str:
+        try:
+            set_model_path(file, "b")
+        except ConfigError as exc:
+            return str(exc)
+        return "written"
+
+    message = run_unprivileged(attempt)
+    assert message.startswith(f"{file}: cannot write configuration") and "Permission denied" in message
+    assert file.read_text() == DEFAULT_TOML
