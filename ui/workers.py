@@ -304,6 +304,18 @@ class AnalysisService(QObject):
         self._worker = InferenceWorker(self._factory)
         threading.Thread(target=self._wait_for_model, name="model-loader", daemon=True).start()
 
+    def reload(self, config: DeviceConfig) -> None:
+        """Use ``config``'s model from now on (Settings › Model › Teach this scanner: the site bundle, or back to the
+        base): analysis is off until it has loaded, then ``model_ready`` (or ``model_failed``) as at start-up. The
+        caller makes sure no exam is open, so one exam's results come from one model."""
+        old = self._worker
+        self.config = config
+        self._factory = lambda: load_classifier(config)
+        self._analyzer, self.manifest, self.classifier, self.error = None, None, None, None
+        self.start()
+        if old is not None:  # finishes a request already under way, off the GUI thread
+            threading.Thread(target=old.close, name="model-unloader", daemon=True).start()
+
     @property
     def ready(self) -> bool:
         return self._analyzer is not None
@@ -311,7 +323,7 @@ class AnalysisService(QObject):
     def _wait_for_model(self) -> None:
         try:
             classifier = self._worker.wait_ready()
-            store = self._writer.submit(ResultStore, self.config.store_path).result()
+            store = self._store or self._writer.submit(ResultStore, self.config.store_path).result()
         except Exception as exc:  # BundleError, RuntimeUnavailableError, StoreError...
             self.error = str(exc)
             log.error("analysis unavailable: %s", exc)
@@ -389,8 +401,12 @@ class AnalysisService(QObject):
         self._writer.submit(self._record, captured, classification, requested)
 
     def _record(self, captured: CapturedFrame, classification: Classification, requested: float) -> None:
+        analyzer = self._analyzer
+        if analyzer is None:  # the model is being switched (reload): nothing is stored with a half-known model
+            self._fail(captured, "model_unavailable", "the model was being switched; analyse again")
+            return
         try:
-            record = self._analyzer.record(captured, classification)
+            record = analyzer.record(captured, classification)
         except ExamBindingError as exc:  # the exam ended (Finish, lock) while the model was working
             self._fail(captured, exc.code, str(exc))
             return
