@@ -2,7 +2,8 @@
 
     classify [--model DIR] [--json] PATH...     files and/or folders, one result per input
     run --source SPEC [--headless] [--once]     capture -> classify -> store, until stopped
-    history [--patient REF] [--json]            stored results, newest first
+    history [--patient REF] [--json]            stored results, newest first (with their corrections)
+    correct RESULT_ID --void|--move-to EXAM --reason R   void a result or move it to its exam (a correction)
     export --csv|--json [--out FILE]            every stored result
     config default | config check FILE          print the default config / validate a file
     uplink [--broker HOST:PORT]                 deliver stored results to the hub (own process)
@@ -63,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, default=50)
     history.add_argument("--json", action="store_true")
 
+    correct = commands.add_parser("correct", parents=[common],
+                                  help="void a stored result, or move it to the exam it belongs to (never an overwrite)")
+    correct.add_argument("result_id", metavar="RESULT_ID")
+    what = correct.add_mutually_exclusive_group(required=True)
+    what.add_argument("--void", action="store_true", help="the result does not count")
+    what.add_argument("--move-to", metavar="EXAM_ID", help="the exam (on this device) the result belongs to")
+    correct.add_argument("--side", choices=("L", "R"), help="with --move-to: the side (default: the exam's)")
+    correct.add_argument("--reason", required=True, help="void: poor_image, test_scan, wrong_patient, duplicate, other; "
+                         "move: wrong_patient, wrong_side, wrong_exam, other")
+    correct.add_argument("--note", default="", help="free text (needed with --reason other)")
+    correct.add_argument("--by", help="who corrects (recorded in the audit trail)")
+
     export = commands.add_parser("export", parents=[common], help="export every stored result")
     fmt = export.add_mutually_exclusive_group(required=True)
     fmt.add_argument("--csv", action="store_true")
@@ -111,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             "classify": _classify_command,
             "run": _run_command,
             "history": _history_command,
+            "correct": _correct_command,
             "export": _export_command,
             "uplink": _uplink_command,
             "demo-frames": _demo_command,
@@ -420,9 +434,11 @@ def _history_command(args: argparse.Namespace, config: DeviceConfig) -> int:
 
     with ResultStore(config.store_path) as store:
         records = store.history(patient_ref=args.patient, limit=args.limit)
+        placements = store.placements(records)
     for record in records:
+        placement = placements[record.result_id]
         if args.json:
-            print(json.dumps(record.summary(), ensure_ascii=False))
+            print(json.dumps({**record.summary(), **placement_summary(placement)}, ensure_ascii=False))
         else:
             label = "INCONCLUSIVE" if record.inconclusive else record.label
             category = f" {record.category}" if record.category and not record.inconclusive else ""
@@ -430,8 +446,40 @@ def _history_command(args: argparse.Namespace, config: DeviceConfig) -> int:
             mal_text = f" p(malignant) {mal:.2f}" if mal is not None else ""
             mode = f" ({record.mode} mode)" if record.mode else ""
             print(f"#{record.seq} {record.created_at} patient={record.patient_ref or '-'} side={record.side or '-'} "
-                  f"{label}{category}{mal_text}{mode} [{record.delivery}]")
+                  f"{label}{category}{mal_text}{mode} [{record.delivery}]"
+                  + (f" {placement.words()}" if placement.words() else ""))
+            for c in placement.corrections:
+                print(f"    correction {c.correction_id} {c.words()}{' by ' + c.by if c.by else ''} [{c.delivery}]")
     return EXIT_OK
+
+
+def _correct_command(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from device.corrections import CorrectionKind, Place, make_correction
+    from device.store import ResultStore
+
+    kind = CorrectionKind.VOID if args.void else CorrectionKind.MOVE
+    target = Place(args.move_to, None, args.side) if args.move_to else None
+    with ResultStore(config.store_path) as store:
+        record = store.get(args.result_id)
+        origin = Place(record.exam_id, record.patient_ref, record.side) if record else Place(None, None, None)
+        correction = store.add_correction(make_correction(
+            result_id=args.result_id, kind=kind, reason=args.reason, device_id=config.device.id,
+            site=config.device.site, origin=origin, target=target, note=args.note, by=args.by))
+    print(f"correction {correction.correction_id}: result {correction.result_id} {correction.words()}")
+    return EXIT_OK
+
+
+def placement_summary(placement: Any) -> dict[str, Any]:
+    """A result's effective state for JSON output: state, where it belongs now, and its corrections."""
+    return {
+        "state": placement.state.value,
+        "effective": {"exam_id": placement.place.exam_id, "patient_ref": placement.place.patient_ref,
+                      "side": placement.place.side},
+        "corrections": [{"correction_id": c.correction_id, "kind": c.kind.value, "reason": c.reason.value,
+                         "note": c.note, "by": c.by, "created_at": c.created_at, "delivery": c.delivery,
+                         "from": vars(c.origin), "to": vars(c.target) if c.target else None}
+                        for c in placement.corrections],
+    }
 
 
 def _export_command(args: argparse.Namespace, config: DeviceConfig) -> int:

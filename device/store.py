@@ -7,6 +7,9 @@
 * A result the hub rejected for good (its nack) is *parked*: a row in ``rejected`` with the hub's reason;
   it reads as ``delivery = "rejected: <reason>"``, leaves the backlog and is never sent again.
 * Disk full / read-only filesystem / corruption raise :class:`StoreError`; earlier results stay intact.
+* A stored result is never overwritten (a trigger refuses it): a clinician's void or move is a row in the append-only
+  ``corrections`` table (device/corrections.py), delivered to the hub like results (its own outbox columns); the
+  result's effective placement is derived from them (:meth:`ResultStore.placements`).
 
 One connection per ``ResultStore``, guarded by a lock, so UI, pipeline and worker threads can share it.
 Other processes (the uplink) open their own ``ResultStore`` on the same file.
@@ -27,6 +30,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from device.corrections import (
+    Correction,
+    CorrectionError,
+    CorrectionKind,
+    CorrectionReason,
+    Place,
+    Placement,
+    check_correction,
+    effective_placement,
+)
 from device.errors import StoreError
 from device.results import Exam, ResultRecord, utc_now_iso
 
@@ -90,6 +103,44 @@ CREATE TABLE IF NOT EXISTS exams (
     age         INTEGER CHECK (age BETWEEN 0 AND 130 OR age IS NULL),
     created_at  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS corrections (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    correction_id    TEXT NOT NULL UNIQUE,
+    result_id        TEXT NOT NULL REFERENCES results (result_id),
+    kind             TEXT NOT NULL CHECK (kind IN ('void', 'move')),
+    reason           TEXT NOT NULL,
+    note             TEXT NOT NULL DEFAULT '',
+    corrected_by     TEXT,
+    created_at       TEXT NOT NULL,
+    device_id        TEXT NOT NULL,
+    site             TEXT NOT NULL,
+    from_exam_id     TEXT,
+    from_patient_ref TEXT,
+    from_side        TEXT,
+    to_exam_id       TEXT,
+    to_patient_ref   TEXT,
+    to_side          TEXT CHECK (to_side IN ('L', 'R') OR to_side IS NULL),
+    delivery         TEXT NOT NULL DEFAULT 'stored' CHECK (delivery IN ('stored', 'sent', 'acked')),
+    sent_at          TEXT,
+    acked_at         TEXT,
+    send_attempts    INTEGER NOT NULL DEFAULT 0,
+    rejected_reason  TEXT,
+    rejected_detail  TEXT,
+    rejected_at      TEXT
+);
+CREATE INDEX IF NOT EXISTS corrections_result ON corrections (result_id, seq);
+CREATE INDEX IF NOT EXISTS corrections_outbox ON corrections (delivery, seq) WHERE delivery != 'acked';
+-- Never an overwrite (device/corrections.py): a result's attribution and findings, and a correction's content,
+-- cannot be changed once stored, and a correction cannot be deleted; only the delivery columns move.
+CREATE TRIGGER IF NOT EXISTS results_never_overwritten BEFORE UPDATE OF result_id, created_at, device_id, site,
+    exam_id, patient_ref, side, clock, age, label, category, p_malignant, inconclusive, probabilities ON results
+BEGIN SELECT RAISE(ABORT, 'a stored result is never overwritten: store a correction'); END;
+CREATE TRIGGER IF NOT EXISTS corrections_append_only BEFORE UPDATE OF correction_id, result_id, kind, reason, note,
+    corrected_by, created_at, device_id, site, from_exam_id, from_patient_ref, from_side, to_exam_id, to_patient_ref,
+    to_side ON corrections
+BEGIN SELECT RAISE(ABORT, 'corrections are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS corrections_never_deleted BEFORE DELETE ON corrections
+BEGIN SELECT RAISE(ABORT, 'corrections are append-only'); END;
 """
 
 # Schema 2, added to an older file on open (NULL for the results already stored): the category columns, then the
@@ -363,6 +414,111 @@ class ResultStore:
         params.append(limit)
         return [Exam(*row) for row in self._query(sql, params)]
 
+    # --- corrections (device/corrections.py): append-only, delivered like results ---------------------
+
+    def add_correction(self, correction: Correction) -> Correction:
+        """Check a correction against its result's current placement and the target exam, and store it, in one
+        transaction (durable on return; returned with its ``seq`` and checked origin/target). The result row is
+        not touched. :class:`CorrectionError` names what is wrong: no such result, already voided, no such exam..."""
+        c = correction
+        with self._transaction() as db:
+            row = db.execute("SELECT exam_id, patient_ref, side FROM results WHERE result_id = ?", (c.result_id,)).fetchone()
+            if row is None:
+                raise CorrectionError(f"no result {c.result_id} on this device: nothing to correct")
+            placement = effective_placement(Place(*row), self._corrections_where(db, "result_id = ?", (c.result_id,)))
+            exam_side: str | None = None
+            if c.kind is CorrectionKind.MOVE and c.target is not None and c.target.exam_id is not None:
+                exam = db.execute("SELECT patient_ref, side FROM exams WHERE exam_id = ?", (c.target.exam_id,)).fetchone()
+                if exam is None:
+                    raise CorrectionError(f"moving result {c.result_id}: there is no exam {c.target.exam_id} on this device")
+                if c.target.patient_ref is not None and c.target.patient_ref != exam[0]:
+                    raise CorrectionError(f"moving result {c.result_id}: exam {c.target.exam_id} is another patient's "
+                                          "than the one named")
+                c = replace(c, target=Place(c.target.exam_id, exam[0], c.target.side))
+                exam_side = exam[1]
+            c = check_correction(c, placement, exam_side)
+            target = c.target or Place(None, None, None)
+            cursor = db.execute(
+                "INSERT INTO corrections (correction_id, result_id, kind, reason, note, corrected_by, created_at, device_id, "
+                "site, from_exam_id, from_patient_ref, from_side, to_exam_id, to_patient_ref, to_side) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (c.correction_id, c.result_id, c.kind.value, c.reason.value, c.note, c.by, c.created_at, c.device_id,
+                 c.site, c.origin.exam_id, c.origin.patient_ref, c.origin.side, target.exam_id, target.patient_ref,
+                 target.side),
+            )
+        return replace(c, seq=cursor.lastrowid, delivery="stored")
+
+    def corrections(self, result_id: str | None = None) -> list[Correction]:
+        """Corrections, oldest first (of one result, or all)."""
+        with self._lock:
+            try:
+                if result_id is None:
+                    return self._corrections_where(self._db, "1 = 1", ())
+                return self._corrections_where(self._db, "result_id = ?", (result_id,))
+            except sqlite3.Error as exc:
+                raise StoreError(f"result store {self.path}: read failed ({exc})") from exc
+
+    def placements(self, records: Iterable[ResultRecord]) -> dict[str, Placement]:
+        """Each result's effective placement (valid / voided / moved), derived from its corrections."""
+        items = list(records)
+        found: dict[str, list[Correction]] = {}
+        ids = [r.result_id for r in items]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for c in self._corrections_query(f"result_id IN ({','.join('?' * len(chunk))})", chunk):
+                found.setdefault(c.result_id, []).append(c)
+        return {r.result_id: effective_placement(Place(r.exam_id, r.patient_ref, r.side), found.get(r.result_id, ()))
+                for r in items}
+
+    def placement(self, result_id: str) -> Placement | None:
+        record = self.get(result_id)
+        return None if record is None else self.placements([record])[result_id]
+
+    def pending_corrections(self, limit: int = 100, after_seq: int = 0) -> list[Correction]:
+        """Corrections the hub has not acknowledged (nor rejected) whose result the hub has acknowledged, oldest
+        first: a correction never reaches the hub before its result."""
+        return self._corrections_query(
+            "delivery != 'acked' AND rejected_at IS NULL AND seq > ? AND result_id IN "
+            "(SELECT result_id FROM results WHERE delivery = 'acked') ORDER BY seq LIMIT ?", (after_seq, int(limit)),
+            order=False)
+
+    def mark_corrections_sent(self, correction_ids: Iterable[str]) -> None:
+        now = utc_now_iso()
+        with self._transaction() as db:
+            db.executemany("UPDATE corrections SET delivery = 'sent', sent_at = ?, send_attempts = send_attempts + 1 "
+                           "WHERE correction_id = ? AND delivery != 'acked'", [(now, cid) for cid in correction_ids])
+
+    def mark_corrections_acked(self, correction_ids: Iterable[str]) -> int:
+        now = utc_now_iso()
+        with self._transaction() as db:
+            return sum(db.execute("UPDATE corrections SET delivery = 'acked', acked_at = ?, rejected_reason = NULL, "
+                                  "rejected_detail = NULL, rejected_at = NULL WHERE correction_id = ? AND delivery != 'acked'",
+                                  (now, cid)).rowcount for cid in correction_ids)
+
+    def mark_corrections_rejected(self, refusals: Iterable[tuple[str, str, str]]) -> int:
+        """Park corrections the hub rejected for good, ``(correction_id, reason, detail)`` each."""
+        now = utc_now_iso()
+        with self._transaction() as db:
+            return sum(db.execute("UPDATE corrections SET rejected_reason = ?, rejected_detail = ?, rejected_at = ? "
+                                  "WHERE correction_id = ? AND delivery != 'acked' AND rejected_at IS NULL",
+                                  (reason, detail, now, cid)).rowcount for cid, reason, detail in refusals)
+
+    def correction_backlog(self) -> int:
+        """Corrections still to deliver (waiting for their result's ack, or for their own)."""
+        return int(self._query("SELECT COUNT(*) FROM corrections WHERE delivery != 'acked' AND rejected_at IS NULL")[0][0])
+
+    def _corrections_query(self, where: str, params: Sequence[Any], *, order: bool = True) -> list[Correction]:
+        with self._lock:
+            try:
+                return self._corrections_where(self._db, where, params, order=order)
+            except sqlite3.Error as exc:
+                raise StoreError(f"result store {self.path}: read failed ({exc})") from exc
+
+    @staticmethod
+    def _corrections_where(db: sqlite3.Connection, where: str, params: Sequence[Any], *, order: bool = True) -> list[Correction]:
+        sql = f"SELECT {_CORRECTION_COLUMNS} FROM corrections WHERE {where}" + (" ORDER BY seq" if order else "")
+        return [_row_to_correction(row) for row in db.execute(sql, tuple(params)).fetchall()]
+
     # --- retention and export ----------------------------------------------------------------------
 
     def purge_frames(self, keep_days: int, now: datetime | None = None) -> int:
@@ -416,6 +572,23 @@ def _row_to_record(row: Sequence[Any]) -> ResultRecord:
         roi=_box_or_none(roi), source=source, latency_ms=latency_ms,
         thumbnail=bytes(thumbnail) if thumbnail is not None else None, delivery=delivery,
     )
+
+
+_CORRECTION_COLUMNS = (
+    "seq, correction_id, result_id, kind, reason, note, corrected_by, created_at, device_id, site, from_exam_id, "
+    "from_patient_ref, from_side, to_exam_id, to_patient_ref, to_side, "
+    "CASE WHEN rejected_at IS NOT NULL THEN 'rejected: ' || rejected_reason ELSE delivery END"
+)
+
+
+def _row_to_correction(row: Sequence[Any]) -> Correction:
+    (seq, correction_id, result_id, kind, reason, note, by, created_at, device_id, site, from_exam, from_patient,
+     from_side, to_exam, to_patient, to_side, delivery) = row
+    target = Place(to_exam, to_patient, to_side) if kind == CorrectionKind.MOVE.value else None
+    return Correction(correction_id=correction_id, result_id=result_id, kind=CorrectionKind(kind),
+                      reason=CorrectionReason(reason), device_id=device_id, site=site,
+                      origin=Place(from_exam, from_patient, from_side), target=target, note=note, by=by,
+                      created_at=created_at, seq=seq, delivery=delivery)
 
 
 def _export_row(record: ResultRecord) -> dict[str, Any]:
