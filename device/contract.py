@@ -8,8 +8,10 @@ Topics (``<site>`` and ``<device_id>`` are single topic levels, see :func:`check
     sonopi/v1/<site>/<device_id>/result     device -> hub, QoS 1, not retained
     sonopi/v1/<site>/<device_id>/status     device -> hub, QoS 1, retained (birth / Last Will / clean stop)
     sonopi/v1/<site>/<device_id>/heartbeat  device -> hub, QoS 0, not retained
+    sonopi/v1/<site>/<device_id>/correction device -> hub, QoS 1, not retained: a result voided or moved
     sonopi/v1/<site>/<device_id>/ack        hub -> device, QoS 1, not retained: acks, and nacks (results
-                                            rejected for good, ``"kind": "nack"``), see :func:`decode_ack_topic`
+                                            rejected for good, ``"kind": "nack"``), and correction acks
+                                            (``"kind": "correction_ack"``), see :func:`decode_ack_topic`
 
 Every payload is one UTF-8 JSON object validated against a JSON Schema in ``device/schemas/``
 (documented in docs/mqtt.md). Parsing never trusts the payload: size first, then UTF-8, then JSON
@@ -34,24 +36,26 @@ from typing import Any
 
 import jsonschema
 
+from device.corrections import REASONS, Correction, CorrectionKind, CorrectionReason, Place
 from device.errors import SonopiError
 from device.results import ResultRecord
 
-SCHEMA_VERSION = 1  # status, heartbeat, ack, nack
+SCHEMA_VERSION = 1  # status, heartbeat, ack, nack, correction, correction_ack
 RESULT_SCHEMA_VERSION = 2  # 2: category, p_malignant, mode, optional clock/age (a result stored before them is sent as 1)
 RESULT_SCHEMA_VERSIONS = (1, 2)  # what the hub accepts
 CATEGORIES = ("no_lesion", "low_suspicion", "suspicious", "inconclusive")  # device.decision.Category
 CATEGORY_LABELS = {"no_lesion": "normal", "low_suspicion": "benign", "suspicious": "malignant", "inconclusive": None}
 TOPIC_ROOT = "sonopi/v1"
-KINDS = ("result", "status", "heartbeat", "ack")  # topic kinds
-MESSAGE_TYPES = KINDS + ("nack",)  # one JSON Schema each; a nack travels on the ack topic
-QOS = {"result": 1, "status": 1, "heartbeat": 0, "ack": 1}
+KINDS = ("result", "status", "heartbeat", "ack", "correction")  # topic kinds
+MESSAGE_TYPES = KINDS + ("nack", "correction_ack")  # one JSON Schema each; nack and correction_ack travel on the ack topic
+QOS = {"result": 1, "status": 1, "heartbeat": 0, "ack": 1, "correction": 1}
 RESULT_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/result"
 DEVICE_SUBSCRIPTIONS = tuple(f"{TOPIC_ROOT}/+/+/{kind}" for kind in ("result", "status", "heartbeat"))
 
 # Size limits, checked before any parsing. A result carries at most a 64 KiB thumbnail (base64: 4/3).
 MAX_THUMBNAIL_BYTES = 65536
-MAX_BYTES = {"result": 131072, "status": 4096, "heartbeat": 4096, "ack": 65536, "nack": 65536}
+MAX_BYTES = {"result": 131072, "status": 4096, "heartbeat": 4096, "ack": 65536, "nack": 65536, "correction": 4096,
+             "correction_ack": 65536}
 MAX_ACK_IDS = 1000
 MAX_NACK_RESULTS = 100
 MAX_NACK_DETAIL = 300
@@ -612,9 +616,15 @@ def encode_nack(message: NackMessage) -> bytes:
     return encode("nack", message.to_payload())
 
 
-def decode_ack_topic(data: bytes) -> AckMessage | NackMessage:
-    """What arrives on a device's ack topic: an ack, or a nack (``"kind": "nack"``)."""
+def decode_ack_topic(data: bytes) -> AckMessage | NackMessage | CorrectionAckMessage:
+    """What arrives on a device's ack topic: an ack, a nack (``"kind": "nack"``) or a correction ack
+    (``"kind": "correction_ack"``)."""
     payload = parse("ack", data)
+    if payload.get("kind") == "correction_ack":
+        validate("correction_ack", payload)
+        return CorrectionAckMessage(
+            correction_ids=tuple(payload["correction_ids"]), at=payload.get("at"), schema=payload["schema"],
+            rejected=tuple(CorrectionRefusal(r["correction_id"], r["reason"], r.get("detail", "")) for r in payload["rejected"]))
     if payload.get("kind") != "nack":
         validate("ack", payload)
         return _ack_from(payload)
@@ -635,3 +645,145 @@ def result_id_of(data: bytes) -> str | None:
         return None
     rid = payload.get("result_id")
     return rid if isinstance(rid, str) and _UUID_RE.fullmatch(rid) else None
+
+
+# --- correction: a result voided or moved (device -> hub), and its ack (hub -> device, on the ack topic) ---------
+
+
+@dataclass(frozen=True)
+class CorrectionMessage:
+    """A correction as it travels device -> hub (device/corrections.py): delivered like a result — exactly once,
+    in order (``prev_correction_id``), and only after the hub acked the result it corrects."""
+
+    correction_id: str
+    seq: int
+    result_id: str
+    device_id: str
+    site: str
+    created_at: str
+    kind: CorrectionKind
+    reason: CorrectionReason
+    origin: Place
+    target: Place | None = None
+    note: str = ""
+    by: str | None = None
+    prev_correction_id: str | None = None
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_correction(cls, c: Correction, *, prev_correction_id: str | None) -> CorrectionMessage:
+        if c.seq is None:
+            raise ValueError("a correction must be stored (have a seq) before it is sent")
+        return cls(correction_id=c.correction_id, seq=c.seq, result_id=c.result_id, device_id=c.device_id, site=c.site,
+                   created_at=c.created_at, kind=c.kind, reason=c.reason, origin=c.origin, target=c.target, note=c.note,
+                   by=c.by, prev_correction_id=prev_correction_id)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema, "correction_id": self.correction_id, "seq": self.seq,
+            "prev_correction_id": self.prev_correction_id, "result_id": self.result_id, "device_id": self.device_id,
+            "site": self.site, "created_at": self.created_at, "kind": self.kind.value, "reason": self.reason.value,
+            "note": self.note, "by": self.by, "from": _place_payload(self.origin),
+            "to": _place_payload(self.target) if self.target is not None else None,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> CorrectionMessage:
+        to = payload["to"]
+        return cls(
+            correction_id=payload["correction_id"], seq=int(payload["seq"]), result_id=payload["result_id"],
+            device_id=payload["device_id"], site=payload["site"], created_at=payload["created_at"],
+            kind=CorrectionKind(payload["kind"]), reason=CorrectionReason(payload["reason"]),
+            origin=_place_from(payload["from"]), target=_place_from(to) if to is not None else None,
+            note=payload["note"], by=payload["by"], prev_correction_id=payload["prev_correction_id"],
+            schema=payload["schema"],
+        )
+
+
+# What makes two copies of a correction the same correction (prev_correction_id is transport: it changes between
+# re-sends); a correction_id already stored with another of these is a duplicate_conflict.
+CORRECTION_CONTENT_FIELDS = ("seq", "result_id", "device_id", "site", "created_at", "kind", "reason", "origin",
+                             "target", "note", "by")
+
+
+def _place_payload(place: Place) -> dict[str, Any]:
+    return {"exam_id": place.exam_id, "patient_ref": place.patient_ref, "side": place.side}
+
+
+def _place_from(payload: dict[str, Any]) -> Place:
+    return Place(payload["exam_id"], payload["patient_ref"], payload["side"])
+
+
+def check_correction_consistency(message: CorrectionMessage) -> None:
+    """What the schema cannot say: the reason is one the kind allows, a void has no target, a move has one (an exam
+    and a side) that differs from where the result was, ``other`` has a note."""
+    m = message
+    if m.reason not in REASONS[m.kind]:
+        raise ContractError("inconsistent", f"correction reason: {m.reason.value} is not a reason to {m.kind.value}")
+    if m.reason is CorrectionReason.OTHER and not m.note.strip():
+        raise ContractError("inconsistent", "correction note: reason other needs a note")
+    if m.kind is CorrectionKind.VOID and m.target is not None:
+        raise ContractError("inconsistent", "correction to: a void has no target (to must be null)")
+    if m.kind is CorrectionKind.MOVE:
+        if m.target is None or m.target.exam_id is None or m.target.side is None:
+            raise ContractError("inconsistent", "correction to: a move needs a target exam_id and side")
+        if m.target == m.origin:
+            raise ContractError("inconsistent", "correction to: a move to where the result already is")
+    if m.prev_correction_id == m.correction_id:
+        raise ContractError("inconsistent", "prev_correction_id names the correction itself")
+
+
+def encode_correction(message: CorrectionMessage) -> bytes:
+    check_correction_consistency(message)
+    return encode("correction", message.to_payload())
+
+
+def decode_correction(topic_name: str, data: bytes) -> CorrectionMessage:
+    """Everything the hub checks before storing a correction; raises :class:`ContractError`."""
+    where = parse_topic(topic_name)
+    if where.kind != "correction":
+        raise ContractError("bad_topic", f"{topic_name[:200]!r} is not a correction topic")
+    payload = decode("correction", data)
+    _check_attribution(where, payload)
+    message = CorrectionMessage.from_payload(payload)
+    check_correction_consistency(message)
+    return message
+
+
+def correction_id_of(data: bytes) -> str | None:
+    """The ``correction_id`` of a correction payload that failed validation, when one can be read (to nack it)."""
+    try:
+        payload = parse("correction", data)
+    except ContractError:
+        return None
+    cid = payload.get("correction_id")
+    return cid if isinstance(cid, str) and _UUID_RE.fullmatch(cid) else None
+
+
+@dataclass(frozen=True)
+class CorrectionRefusal:
+    """One correction the hub rejected permanently (``unknown_result``, ``duplicate_conflict``, ``schema``...)."""
+
+    correction_id: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class CorrectionAckMessage:
+    """The hub's answer to corrections, on the device's ack topic with ``"kind": "correction_ack"``: the ids it
+    durably stored (or already had) and those it rejected for good (the device parks them)."""
+
+    correction_ids: tuple[str, ...] = ()
+    rejected: tuple[CorrectionRefusal, ...] = ()
+    at: str | None = None
+    schema: int = SCHEMA_VERSION
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"schema": self.schema, "kind": "correction_ack", "correction_ids": list(self.correction_ids),
+                "rejected": [{"correction_id": r.correction_id, "reason": r.reason, "detail": r.detail[:MAX_NACK_DETAIL]}
+                             for r in self.rejected], "at": self.at}
+
+
+def encode_correction_ack(message: CorrectionAckMessage) -> bytes:
+    return encode("correction_ack", message.to_payload())

@@ -8,6 +8,7 @@ queue) survives; the SQLite outbox is the only queue. A connection goes::
       -> CONNACK: subscribe to our ack topic, publish birth "online" (retained)
       -> SUBACK: send results from the outbox (window, seq order), heartbeats
       -> acks from the hub: mark acked in the store
+      -> corrections (a result voided or moved), once the hub acked their result: their own outbox, same rules
     lost: wait a jittered, doubling delay, start over (re-sending everything not yet acked)
     SIGTERM/SIGINT: publish "stopped" (retained), disconnect, exit 0
 """
@@ -29,6 +30,7 @@ from device.config import DeviceConfig
 from device.contract import (
     QOS,
     ContractError,
+    CorrectionAckMessage,
     NackMessage,
     StatusMessage,
     decode_ack_topic,
@@ -40,6 +42,7 @@ from device.errors import ConfigError, SonopiError, StoreError
 from device.mqtt import BrokerAddress, client_id_for
 from device.results import utc_now_iso
 from device.store import ResultStore
+from device.uplink.correction_outbox import CorrectionOutbox
 from device.uplink.heartbeat import build_heartbeat
 from device.uplink.mqtt_client import Backoff, make_client
 from device.uplink.outbox import Outbox
@@ -80,7 +83,8 @@ class UplinkService:
         self.device_id = config.device.id
         self.address = BrokerAddress.parse(broker or self.cfg.broker)
         self.client_id = client_id_for(self.cfg, f"sonopi-{self.site}-{self.device_id}", who="uplink")
-        self.topics = {kind: topic(self.site, self.device_id, kind) for kind in ("result", "status", "heartbeat", "ack")}
+        self.topics = {kind: topic(self.site, self.device_id, kind)
+                       for kind in ("result", "status", "heartbeat", "ack", "correction")}
         make_client(self.cfg, self.client_id)  # fail early on unusable TLS files / password file
         self.store = ResultStore(config.store_path)
         self.outbox = Outbox(
@@ -89,6 +93,10 @@ class UplinkService:
             ack_timeout_s=self.cfg.ack_timeout_s,
             send_thumbnail=self.cfg.send_thumbnail,
             thumbnail_max_bytes=self.cfg.thumbnail_max_bytes,
+        )
+        self.corrections = CorrectionOutbox(  # the same rules for corrections, with their own window and back-off
+            self.store, window=self.cfg.window, ack_timeout_s=self.cfg.ack_timeout_s, send_thumbnail=False,
+            thumbnail_max_bytes=0,
         )
         self.backoff = Backoff(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
         self._pinger = watchdog.Pinger()
@@ -161,7 +169,7 @@ class UplinkService:
         return client
 
     def _session(self, client: mqtt.Client) -> None:
-        next_poll = 0.0
+        next_poll = next_correction_poll = 0.0
         next_heartbeat = time.monotonic()
         while True:
             busy = False
@@ -180,6 +188,8 @@ class UplinkService:
                         sent, full = self._send_results(client)
                         busy = full
                         next_poll = 0.0 if sent else now + self.cfg.poll_s
+                    if now >= next_correction_poll:
+                        next_correction_poll = 0.0 if self._drive_corrections(client) else now + self.cfg.poll_s
                     if now >= next_heartbeat:
                         self._send_heartbeat(client)
                         next_heartbeat = now + self.cfg.heartbeat_s
@@ -190,6 +200,7 @@ class UplinkService:
                 log.warning("uplink: connection to %s lost", self.address)
                 break
         self.outbox.rewind("disconnected")
+        self.corrections.rewind("disconnected")
         self._ready = False
         if not self._stop.is_set():
             self._report("disconnected", "connection lost")
@@ -225,6 +236,20 @@ class UplinkService:
         self.outbox.sent(published)
         return len(published), len(batch) == slots and slots > 0
 
+    def _drive_corrections(self, client: mqtt.Client) -> int:
+        """Back off when the oldest correction in flight timed out; publish the next window. Returns how many went."""
+        if self.corrections.timed_out():
+            self.corrections.back_off()
+        published: list[str] = []
+        for message, payload in self.corrections.next_messages(historical_before=self._connected_at):
+            info = client.publish(self.topics["correction"], payload, qos=QOS["correction"], retain=False)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                log.warning("uplink: publish failed (%s)", mqtt.error_string(info.rc))
+                break
+            published.append(message.correction_id)
+        self.corrections.sent(published)
+        return len(published)
+
     def _send_heartbeat(self, client: mqtt.Client) -> None:
         beat = build_heartbeat(self.store, site=self.site, device_id=self.device_id,
                                interval_s=self.cfg.heartbeat_s, started_monotonic=self._started)
@@ -257,6 +282,7 @@ class UplinkService:
         self.backoff.reset()
         self._connected_at = utc_now_iso()
         self.outbox.rewind("connected")
+        self.corrections.rewind("connected")
         client.subscribe(self.topics["ack"], qos=QOS["ack"])
         try:
             birth = self._status("online")
@@ -286,6 +312,9 @@ class UplinkService:
         if isinstance(answer, NackMessage):
             self._on_nack(answer)
             return
+        if isinstance(answer, CorrectionAckMessage):
+            self._on_correction_ack(answer)
+            return
         try:
             self.outbox.acked(answer.result_ids)
         except StoreError as exc:
@@ -301,6 +330,16 @@ class UplinkService:
             self.outbox.rejected(nack.rejected)
         except StoreError as exc:  # the result stays pending: its next re-send is rejected and nacked again
             log.error("uplink: cannot park the results the hub rejected (%s); they will be re-sent", exc)
+
+    def _on_correction_ack(self, answer: CorrectionAckMessage) -> None:
+        for refusal in answer.rejected:
+            log.warning("uplink: correction %s rejected by the hub (%s: %s); parked, not re-sent (device history shows it)",
+                        refusal.correction_id, refusal.reason, refusal.detail)
+        try:
+            self.corrections.acked(answer.correction_ids)
+            self.corrections.rejected(answer.rejected)
+        except StoreError as exc:  # they stay in flight: re-sent after the ack timeout, answered again
+            log.error("uplink: cannot record the hub's answer to corrections (%s); they will be re-sent", exc)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self._ready = False
