@@ -256,14 +256,16 @@ def test_every_post_route_refuses_a_missing_or_foreign_csrf_token(app) -> None:
     exam = app.state.services.store.result(rid).exam_id
     concrete = {"/results/{result_id}/review": f"/results/{rid}/review", "/admin/users/{username}/{action}":
                 "/admin/users/vic/disable", "/results/{result_id}/fhir.json": f"/results/{rid}/fhir.json",
-                "/exams/{exam_id}/review": f"/exams/{exam}/review"}
+                "/exams/{exam_id}/review": f"/exams/{exam}/review", "/results/{result_id}/assign":
+                f"/results/{rid}/assign", "/exams/{exam_id}/assign": f"/exams/{exam}/assign"}
     assert set(posts) == {"/logout", "/admin/users", "/results/{result_id}/review", "/admin/users/{username}/{action}",
                           "/inbox/export.csv", "/results/{result_id}/fhir.json", "/exams/{exam_id}/review",
-                          "/reviews/bulk", "/patients"}
+                          "/reviews/bulk", "/patients", "/results/{result_id}/assign", "/exams/{exam_id}/assign",
+                          "/assignments/bulk"}
     services = app.state.services
     audited = len(services.reviews.entries())
     form = {"state": "reviewed", "note": "n", "username": "eve", "password": "p" * 12, "role": "viewer",
-            "result": rid, "patient_ref": services.store.result(rid).patient_ref}
+            "result": rid, "patient_ref": services.store.result(rid).patient_ref, "action": "assign", "to": "me"}
     for path in posts:
         url = concrete.get(path, path)
         assert c.post(url, data=form).status_code == 403, url
@@ -272,7 +274,7 @@ def test_every_post_route_refuses_a_missing_or_foreign_csrf_token(app) -> None:
                       ).status_code == 403, url
     # Nothing changed: still logged in, no review, vic still enabled, no user eve, nothing exported or audited.
     assert c.get("/inbox").status_code == 200
-    assert services.reviews.review(rid) is None
+    assert services.reviews.review(rid) is None and services.assignments.assignment(rid) is None
     assert not services.accounts.user("vic").disabled and services.accounts.user("eve") is None
     assert len(services.reviews.entries()) == audited
 

@@ -39,6 +39,7 @@ from starlette.responses import StreamingResponse
 from hub.store import DeviceState, HubStore, HubStoreError, StoredResult
 from hub.web import DISCLAIMER, queue_views
 from hub.web.accounts import ROLES, AccountError, Accounts, LoginOutcome, Session, User
+from hub.web.assignments import Assignments
 from hub.web.config import WebConfig
 from hub.web.db import WebDb, WebDbError
 from hub.web.fhir import diagnostic_report
@@ -98,6 +99,7 @@ class Services:
     accounts: Accounts
     reviews: Reviews
     inbox: Inbox
+    assignments: Assignments
     cookies: CookiePolicy
     secret: str
     templates: Jinja2Templates
@@ -110,6 +112,7 @@ class Services:
 def open_services(config: WebConfig) -> Services:
     db = WebDb.open(config.db)
     store = HubStore.open(config.db)
+    accounts = Accounts(db)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = _when
     templates.env.filters["age"] = _age
@@ -118,7 +121,8 @@ def open_services(config: WebConfig) -> Services:
     templates.env.globals.update(DISCLAIMER=DISCLAIMER, STATE_LABELS=STATE_LABELS, Category=Category,
                                  LATE_AFTER_S=LATE_AFTER_S)
     return Services(
-        config=config, db=db, store=store, accounts=Accounts(db), reviews=Reviews(db), inbox=Inbox(db),
+        config=config, db=db, store=store, accounts=accounts, reviews=Reviews(db), inbox=Inbox(db),
+        assignments=Assignments(db, accounts),
         cookies=CookiePolicy(secure=config.secure_cookies),
         secret=db.set_meta_once("secret", secrets.token_urlsafe(32)), templates=templates,
     )
@@ -324,7 +328,7 @@ def _install_routes(app: FastAPI, s: Services) -> None:
     @app.get("/inbox", response_class=HTMLResponse)
     def inbox(request: Request, session: SessionDep, before: int | None = None,
               after: int | None = None) -> Response:
-        queue = Queue.from_query(request.query_params)
+        queue = Queue.from_query(request.query_params, session.user.username)
         result = s.inbox.page(queue, before=before, after=after)
         return page(request, "inbox.html", session, page=result, queue=queue, filters=queue.filters,
                     choices=s.inbox.choices(), live=before is None and after is None, sorts=list(Sort),
@@ -334,7 +338,7 @@ def _install_routes(app: FastAPI, s: Services) -> None:
 
     @app.get("/inbox/events")
     async def inbox_events(request: Request, session: SessionDep, after: int = 0) -> Response:
-        queue = Queue.from_query(request.query_params)
+        queue = Queue.from_query(request.query_params, session.user.username)
         filters = queue.filters
         last = request.headers.get("last-event-id", "")
         cursor = max(after, int(last)) if last.isdigit() else after
@@ -366,14 +370,15 @@ def _install_routes(app: FastAPI, s: Services) -> None:
     @app.get("/inbox/export.csv", response_class=HTMLResponse)
     def export_csv_page(request: Request, session: SessionDep) -> Response:
         """An old link or bookmark: exports nothing, audits nothing; offers the POST button."""
-        filters = Filters.from_query(request.query_params)
+        filters = Filters.from_query(request.query_params, session.user.username)
         what = f"Results matching: {filters.urlencode() or 'all'}."
         return export_page(request, session, "Export CSV", what, "_export_csv.html", filters=filters)
 
     @app.post("/inbox/export.csv")
     async def export_csv(request: Request, session: CsrfDep) -> Response:
         form = await request.form()
-        filters = Filters.from_query({k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"})
+        filters = Filters.from_query({k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"},
+                                     session.user.username)
         await run_in_threadpool(s.reviews.audit, "export:csv", session.user.username,
                                 f"filter: {filters.urlencode() or 'all'}")
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -398,7 +403,7 @@ def _install_routes(app: FastAPI, s: Services) -> None:
     @app.get("/results/{result_id}", response_class=HTMLResponse)
     def result_page(request: Request, result_id: str, session: SessionDep) -> Response:
         result = load(result_id)
-        queue = Queue.from_query(request.query_params)
+        queue = Queue.from_query(request.query_params, session.user.username)
         rows = s.inbox.by_pks([result.id])
         assessment = rows[0].assessment if rows else assess(
             probabilities=result.probabilities, thresholds=result.thresholds, label=result.label,
@@ -406,6 +411,7 @@ def _install_routes(app: FastAPI, s: Services) -> None:
         ahead, behind = s.inbox.neighbours(queue, result.id)
         frames = [r for r in s.inbox.exam(result.exam_id)] if result.exam_id else []
         return page(request, "result.html", session, result=result, review=s.reviews.review(result_id),
+                    assignment=s.assignments.assignment(result_id), assignable=s.assignments.assignable(),
                     audit=s.reviews.entries(result_id=result_id, limit=50), states=REVIEW_STATES,
                     classes=sorted(result.probabilities.items(), key=lambda kv: -kv[1]), assessment=assessment,
                     queue=queue, ahead=ahead, behind=behind, frames=frames,
@@ -438,7 +444,7 @@ def _install_routes(app: FastAPI, s: Services) -> None:
                note: Annotated[str, Form()] = "", then: Annotated[str, Form()] = "") -> Response:
         user = require(session, "operator")
         result = load(result_id)
-        queue = Queue.from_query(request.query_params)
+        queue = Queue.from_query(request.query_params, session.user.username)
         # "and next": the result after this one in the queue as it stood (the review moves this one down)
         after = s.inbox.neighbours(queue, result.id)[1] if then == "next" else None
         try:

@@ -21,7 +21,7 @@ from hub.store import HubStore, HubStoreError, Reconnector, connection_lost, is_
 
 log = logging.getLogger(__name__)
 
-WEB_SCHEMA_VERSION = 2  # 2: web_login_limits, web_trusted_clients
+WEB_SCHEMA_VERSION = 3  # 2: web_login_limits, web_trusted_clients; 3: web_assignments
 MIGRATION_LOCK = 0x736F6E6F7069  # PostgreSQL advisory lock key held while the console migrates ("sonopi")
 
 
@@ -87,6 +87,15 @@ def _schema(pg: bool) -> list[str]:
             at         TEXT NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS web_reviews_state ON web_reviews (state, result_pk)",
+        # Who works a result (hub/web/assignments.py): one operator per result; an exam assigns each frame.
+        """CREATE TABLE IF NOT EXISTS web_assignments (
+            result_pk   BIGINT PRIMARY KEY,
+            result_id   TEXT NOT NULL UNIQUE,
+            username    TEXT NOT NULL,
+            assigned_by TEXT NOT NULL,
+            at          TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS web_assignments_user ON web_assignments (username, result_pk)",
         f"""CREATE TABLE IF NOT EXISTS web_audit (
             id        {ident},
             at        TEXT NOT NULL,

@@ -36,6 +36,7 @@ WALK_AFTER = 1000  # a filter leaving at least this many rows in an attention ra
 COUNT_CAP = 10_000
 REVIEW_FILTERS = ("unreviewed", "reviewed", "follow_up")
 PATIENT_FILTERS = ("missing",)
+ASSIGNED_FILTERS = ("me", "nobody")  # "me": the signed-in user (resolved per request, never a name in the URL)
 KNOWN_LABELS = ("benign", "malignant", "normal")  # the shipped model's classes, offered before any result
 V2_COLUMNS = ("category", "p_malignant", "mode")  # contract v2 result columns (nullable; may not exist yet)
 
@@ -73,28 +74,36 @@ class Filters:
     date_from: date | None = None  # on the device's created_at (UTC), inclusive
     date_to: date | None = None  # inclusive
     patient: str | None = None  # "missing": only results sent without a patient reference
+    assigned: str | None = None  # "me" | "nobody"
+    me: str | None = None  # the signed-in user's name, for assigned=me (not part of the URL)
 
     @classmethod
-    def from_query(cls, query: Mapping[str, str]) -> Filters:
+    def from_query(cls, query: Mapping[str, str], me: str | None = None) -> Filters:
         def text(name: str) -> str | None:
             value = (query.get(name) or "").strip()
             if len(value) > 64:
                 raise FilterError(f"{name} is too long")
             return value or None
 
-        review, patient = text("review"), text("patient")
+        review, patient, assigned = text("review"), text("patient"), text("assigned")
+        if assigned is not None and assigned not in ASSIGNED_FILTERS:
+            raise FilterError(f"unknown assignment filter {assigned!r} (me or nobody)")
+        if assigned == "me" and not me:
+            raise FilterError("assigned=me needs a signed-in user")
         if review is not None and review not in REVIEW_FILTERS:
             raise FilterError(f"unknown review state {review!r}")
         if patient is not None and patient not in PATIENT_FILTERS:
             raise FilterError(f"unknown patient filter {patient!r}")
         return cls(site=text("site"), device_id=text("device"), label=text("label"), review=review,
-                   date_from=_date(text("from"), "from"), date_to=_date(text("to"), "to"), patient=patient)
+                   date_from=_date(text("from"), "from"), date_to=_date(text("to"), "to"), patient=patient,
+                   assigned=assigned, me=me if assigned == "me" else None)
 
     def query(self) -> dict[str, str]:
         """The filter as query parameters (never a patient reference)."""
         pairs = {"site": self.site, "device": self.device_id, "label": self.label, "review": self.review,
                  "from": self.date_from.isoformat() if self.date_from else None,
-                 "to": self.date_to.isoformat() if self.date_to else None, "patient": self.patient}
+                 "to": self.date_to.isoformat() if self.date_to else None, "patient": self.patient,
+                 "assigned": self.assigned}
         return {k: v for k, v in pairs.items() if v}
 
     def urlencode(self, **extra: Any) -> str:
@@ -107,7 +116,8 @@ class Filters:
     @property
     def selective(self) -> bool:
         """Filters on a column of ``results`` (which an index of its own may serve), not only on review."""
-        return bool(self.site or self.device_id or self.label or self.date_from or self.date_to or self.patient)
+        return bool(self.site or self.device_id or self.label or self.date_from or self.date_to or self.patient
+                    or self.assigned == "me")
 
     def where(self, walk: str = "", label_walk: str | None = None) -> tuple[str, list[Any]]:
         """The filter's SQL. ``walk="+"`` (SQLite) keeps the planner off the filter columns' indexes, so a risk
@@ -138,6 +148,11 @@ class Filters:
             params.append(self.review)
         if self.patient == "missing":
             clauses.append("(r.patient_ref IS NULL OR r.patient_ref = '')")
+        if self.assigned == "me":
+            clauses.append("a.username = ?")
+            params.append(self.me)
+        elif self.assigned == "nobody":
+            clauses.append("a.result_pk IS NULL")
         return " AND ".join(clauses), params
 
 
@@ -149,8 +164,8 @@ class Queue:
     sort: Sort = Sort.ATTENTION
 
     @classmethod
-    def from_query(cls, query: Mapping[str, str]) -> Queue:
-        return cls(Filters.from_query(query), Sort.parse(query.get("sort")))
+    def from_query(cls, query: Mapping[str, str], me: str | None = None) -> Queue:
+        return cls(Filters.from_query(query, me), Sort.parse(query.get("sort")))
 
     def query(self) -> dict[str, str]:
         extra = {} if self.sort is Sort.ATTENTION else {"sort": self.sort.value}
@@ -193,6 +208,7 @@ class InboxRow:
     category: str | None = None  # contract v2, as stored
     p_malignant_sent: float | None = None  # contract v2, as stored
     mode: str | None = None  # contract v2, as stored
+    assignee: str | None = None  # the operator it is assigned to (web_assignments)
 
     @property
     def outcome(self) -> str:
@@ -307,10 +323,10 @@ class Dialect:
         return ("r.id, r.result_id, r.site, r.device_id, r.created_at, r.received_at, r.historical, r.exam_id, "
                 "r.patient_ref, r.side, r.model_version, r.label, r.inconclusive, r.probabilities, r.thresholds, "
                 f"w.state AS review_state, w.username AS reviewer, w.note AS review_note, w.at AS reviewed_at, {v2}, "
-                f"{self.rank} AS k_rank, {self.risk_key()} AS k_pm")
+                f"a.username AS assignee, {self.rank} AS k_rank, {self.risk_key()} AS k_pm")
 
 
-_ROW_FIELDS = 22  # the columns of Dialect.columns() that make an InboxRow (then k_rank, k_pm)
+_ROW_FIELDS = 23  # the columns of Dialect.columns() that make an InboxRow (then k_rank, k_pm)
 
 # Per ordering: (column of the inner select, ascending?) from most to least significant.
 _KEYS: dict[Sort, tuple[tuple[str, bool], ...]] = {
@@ -327,6 +343,7 @@ def _row(row: Sequence[Any]) -> InboxRow:
         label=row[11], inconclusive=bool(row[12]), probabilities=json.loads(row[13]), thresholds=json.loads(row[14]),
         review=row[15] or "unreviewed", reviewer=row[16], review_note=row[17], reviewed_at=row[18],
         category=row[19], p_malignant_sent=float(row[20]) if row[20] is not None else None, mode=row[21],
+        assignee=row[22],
     )
 
 
@@ -391,6 +408,7 @@ class Inbox:
         where, params = filters.where(plus, "" if by_label else None)
         clauses = " AND ".join(c for c in (where, extra) if c)
         sql = (f"SELECT {self.dialect.columns()} FROM results r LEFT JOIN web_reviews w ON w.result_pk = r.id"
+               " LEFT JOIN web_assignments a ON a.result_pk = r.id"
                f"{' WHERE ' + clauses if clauses else ''}")
         return sql, params
 
@@ -542,6 +560,8 @@ class Inbox:
     def count(self, filters: Filters, cap: int = COUNT_CAP) -> int:
         where, params = filters.where()
         join = " LEFT JOIN web_reviews w ON w.result_pk = r.id" if filters.review else ""
+        if filters.assigned:
+            join += " LEFT JOIN web_assignments a ON a.result_pk = r.id"
         inner = f"SELECT 1 FROM results r{join}{' WHERE ' + where if where else ''} LIMIT {int(cap) + 1}"
         row = self._db.one(f"SELECT COUNT(*) FROM ({inner}) AS capped", params)
         return int(row[0]) if row else 0
@@ -590,7 +610,8 @@ def clear(filters: Filters, name: str) -> Filters:
 _CSV_HEAD = ("result_id", "created_at", "received_at", "delivered_late", "delay_s", "site", "device_id", "exam_id",
              "patient_ref", "side", "outcome", "label", "inconclusive", "category", "category_source", "p_malignant",
              "threshold_malignant", "mode")
-_CSV_TAIL = ("probabilities", "thresholds", "model_version", "review_state", "reviewer", "reviewed_at", "review_note")
+_CSV_TAIL = ("probabilities", "thresholds", "model_version", "review_state", "reviewer", "reviewed_at", "review_note",
+             "assigned_to")
 
 
 def csv_fields(classes: Sequence[str]) -> tuple[str, ...]:
@@ -615,7 +636,7 @@ def csv_record(row: InboxRow, classes: Sequence[str] = KNOWN_LABELS) -> dict[str
         "probabilities": json.dumps(row.probabilities, sort_keys=True),
         "thresholds": json.dumps(row.thresholds, sort_keys=True), "model_version": row.model_version,
         "review_state": row.review, "reviewer": row.reviewer or "", "reviewed_at": row.reviewed_at or "",
-        "review_note": row.review_note or "",
+        "review_note": row.review_note or "", "assigned_to": row.assignee or "",
     }
     record.update({f"p_{c}": _num(row.probabilities.get(c)) for c in classes})
     return record

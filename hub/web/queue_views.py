@@ -1,4 +1,5 @@
-"""Pages for working the queue: an exam with all its frames, review per exam and in bulk, patient search
+"""Pages for working the queue: an exam with all its frames, review and assignment per result, per exam and in
+bulk, patient search
 (a POST: the reference is never in a URL or the access log; each search is audited without it), and the
 escalation list (unreviewed suspicious results older than ``[console] escalate_after_min``).
 
@@ -13,6 +14,7 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hub.web.assignments import AssignmentError
 from hub.web.inbox import InboxRow
 from hub.web.reviews import REVIEW_STATES, ReviewError
 
@@ -27,7 +29,7 @@ MAX_PATIENT_REF = 64
 
 def safe_back(value: str | None, default: str = "/inbox") -> str:
     """A redirect target from a form: a path on this console, never another site."""
-    if value and value.startswith(("/inbox", "/exams/", "/escalations")) and "//" not in value and "\\" not in value:
+    if value and value.startswith(("/inbox", "/exams/", "/escalations", "/results/")) and "//" not in value and "\\" not in value:
         return value
     return default
 
@@ -73,6 +75,7 @@ def install(app: FastAPI, s: "Services") -> None:
         scores = [r.assessment.p_malignant for r in rows if r.assessment.p_malignant is not None]
         stored = s.store.results_by_id([r.result_id for r in rows]).values()  # clock and age, as the device sent them
         return page(request, "exam.html", session, exam_id=exam_id, rows=rows, states=REVIEW_STATES,
+                    assignable=s.assignments.assignable(),
                     clocks=sorted({r.clock for r in stored if r.clock is not None}),
                     ages=sorted({r.age for r in stored if r.age is not None}),
                     worst=max(scores, default=None), thumbs=s.inbox.with_thumbnail([r.id for r in rows]),
@@ -105,6 +108,47 @@ def install(app: FastAPI, s: "Services") -> None:
         except ReviewError as exc:
             return _error(s, request, 400, str(exc))
         return RedirectResponse(back, status_code=303)
+
+    def assign(request: Request, user: Any, results: list[tuple[int, str]], action: str, to: str, scope: str,
+               back: str) -> Response:
+        """Assign (``to``: a username, or "me") or unassign the results, then go back."""
+        try:
+            if action == "unassign":
+                s.assignments.unassign(results, by=user.username, scope=scope)
+            elif action == "assign":
+                s.assignments.assign(results, to=user.username if to == "me" else to.strip()[:64], by=user.username,
+                                     scope=scope)
+            else:
+                raise AssignmentError(f"unknown assignment action {action!r} (assign or unassign)")
+        except AssignmentError as exc:
+            return _error(s, request, 400, str(exc))
+        return RedirectResponse(back, status_code=303)
+
+    @app.post("/results/{result_id}/assign")
+    def assign_result(request: Request, result_id: str, session: CsrfDep, action: Annotated[str, Form()],
+                      to: Annotated[str, Form()] = "", back: Annotated[str, Form()] = "") -> Response:
+        user = require(session, "operator")
+        result = s.store.result(result_id) if len(result_id) <= 64 else None
+        if result is None:
+            raise StarletteHTTPException(404, "No such result.")
+        return assign(request, user, [(result.id, result_id)], action, to, "", safe_back(back, f"/results/{result_id}"))
+
+    @app.post("/exams/{exam_id}/assign")
+    def assign_exam(request: Request, exam_id: str, session: CsrfDep, action: Annotated[str, Form()],
+                    to: Annotated[str, Form()] = "") -> Response:
+        user = require(session, "operator")
+        rows = exam_rows(exam_id)
+        return assign(request, user, [(r.id, r.result_id) for r in rows], action, to, f"exam, {len(rows)} frame(s)",
+                      f"/exams/{exam_id}")
+
+    @app.post("/assignments/bulk")
+    async def assign_bulk(request: Request, session: CsrfDep) -> Response:
+        user = require(session, "operator")
+        form = await request.form()
+        ids = list(dict.fromkeys(str(v) for v in form.getlist("result") if len(str(v)) <= 64))[:MAX_BULK]
+        found = s.store.results_by_id(ids)
+        return assign(request, user, [(found[i].id, i) for i in ids if i in found], str(form.get("action", "")),
+                      str(form.get("to", "")), f"bulk of {len(found)}", safe_back(str(form.get("back") or "")))
 
     @app.get("/patients", response_class=HTMLResponse)
     def patient_form(request: Request, session: SessionDep) -> Response:

@@ -77,16 +77,16 @@ class Reviews:
                     "note = excluded.note, username = excluded.username, at = excluded.at",
                     (result_pk, result_id, state, text, username, now),
                 )
-                self._append(tx, now, username, f"review:{state}", result_id, detail)
+                self.append(tx, now, username, f"review:{state}", result_id, detail)
         log.info("%d result(s) marked %s by %s%s", len(results), state, username, f" ({scope})" if scope else "")
         return [Review(result_id, state, text, username, now) for _, result_id in results]
 
     def audit(self, action: str, username: str, detail: str = "", result_id: str | None = None) -> None:
         with self._db.transaction() as tx:
-            self._append(tx, utc_now_iso(), username, action, result_id, detail)
+            self.append(tx, utc_now_iso(), username, action, result_id, detail)
 
     @staticmethod
-    def _append(tx, at: str, username: str, action: str, result_id: str | None, detail: str) -> None:
+    def append(tx, at: str, username: str, action: str, result_id: str | None, detail: str) -> None:
         tx.execute("INSERT INTO web_audit (at, username, action, result_id, detail) VALUES (?, ?, ?, ?, ?)",
                    (at, username, action, result_id, detail[:MAX_NOTE]))
 
