@@ -51,6 +51,7 @@ def build_window(
     source_spec: str | None = None,
     classifier_factory: Callable[[], Classifier] | None = None,
     opener: SourceOpener | None = None,
+    config_path: Path | None = None,
 ) -> MainWindow:
     """Create the services and the window (not shown, threads not started: call :func:`start`)."""
     reader = FrameReader(
@@ -61,7 +62,7 @@ def build_window(
         reopen_interval_s=config.source.reopen_interval_s,
     )
     analysis = AnalysisService(config, classifier_factory)
-    return MainWindow(config, Services(reader, analysis), size)
+    return MainWindow(config, Services(reader, analysis), size, config_path=config_path)
 
 
 def start(window: MainWindow) -> None:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         size = (geometry.width(), geometry.height())
     else:
         size = SIZES["800x480"]
-    window = build_window(config, size, source_spec=args.source)
+    window = build_window(config, size, source_spec=args.source, config_path=args.config)
     if fullscreen:
         enter_kiosk(window, app)
     else:

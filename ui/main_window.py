@@ -45,6 +45,7 @@ from ui.number_entry import NumberEntry
 from ui.scanner import ScannerInput
 from ui.settings import SettingsScreen
 from ui.status_bar import StatusBar
+from ui.teach import TeachPage
 from ui.theme import NOTICE, Theme
 from ui.workers import AnalysisService, FrameReader, SourceStatus
 
@@ -69,9 +70,10 @@ class Services:
 
 class MainWindow(QMainWindow):
     def __init__(self, config: DeviceConfig, services: Services, size: tuple[int, int],
-                 id_format: PatientIdFormat | None = None) -> None:
+                 id_format: PatientIdFormat | None = None, config_path: Path | None = None) -> None:
         super().__init__()
         self.config = config
+        self.config_path = config_path  # the TOML file, written by Settings › Model › Teach this scanner
         self.services = services
         self.id_format = id_format or config.ui.patient_id_format()  # the site's ([ui] patient_id_*)
         self.th = Theme.for_size(*size)
@@ -118,6 +120,11 @@ class MainWindow(QMainWindow):
         self.exam.form.use_entries(self.id_entry, self.entry)
         self.pin_entry = NumberEntry(root, th, masked=True)
         self.confirm = ConfirmOverlay(root, th)
+        self.teach = TeachPage(th, self.config, self.config_path, self.background,
+                               lambda: self.session.exam.exam_id if self.session.exam is not None else None,
+                               lambda: self.services.analysis.manifest,
+                               lambda title, message, action, on_accept: self.confirm.ask(
+                                   title, message, action, on_accept, cancel="Not now"))
         self.lock_screen = LockScreen(root, th, self.config.ui.pin)
         self.first_run = FirstRun(root, th, self.config.device.data_dir)
         self.idle = IdleWatcher(self.config.ui.idle_lock_s, self)
@@ -167,6 +174,9 @@ class MainWindow(QMainWindow):
         self.history.filter_requested.connect(self._ask_filter)
         self.settings.source.source_chosen.connect(self._source_chosen)
         self.settings.lock_requested.connect(self.lock)
+        self.settings.teach_requested.connect(self.open_teach)
+        self.teach.back_requested.connect(lambda: self.settings.show_section("Model"))
+        self.teach.model_switched.connect(self._model_switched)
         self.idle.idle.connect(self.lock)
         self.lock_screen.unlocked.connect(self._unlocked)
         self.scanner.scanned.connect(self.scanned)
@@ -374,6 +384,7 @@ class MainWindow(QMainWindow):
         self.live.card.set_labels(manifest.labels, thresholds)
         self.first_run.set_intended_use(manifest.intended_use)
         self.live.model_state_changed()
+        self.teach.model_changed()
         if self.config.ui.live_analysis:
             self.live.set_live_analysis(True)
 
@@ -401,6 +412,18 @@ class MainWindow(QMainWindow):
         self.banners.clear_fault("scan")  # a wristband scanned during the previous exam is no longer a question
         if exam is not None:
             self.go("Live")
+
+    def open_teach(self) -> None:
+        self.settings.show_page(self.teach)
+        self.teach.refresh()
+
+    def _model_switched(self, config: DeviceConfig) -> None:
+        """Teach this scanner wrote [model] path (the site bundle, or back to the base): load that model now."""
+        self.config = config
+        self.live.set_live_analysis(False)
+        self.status.set_model(None, "loading the new model…")
+        self.services.analysis.reload(config)
+        self.live.model_state_changed()  # Analyse is off until the new model has loaded
 
     def _source_chosen(self, spec: str) -> None:
         log.info("source changed to %s", spec)

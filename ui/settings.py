@@ -272,6 +272,7 @@ class HubPage(QWidget):
 
 class SettingsScreen(QWidget):
     lock_requested = pyqtSignal()
+    teach_requested = pyqtSignal()  # Settings › Model › Teach this scanner (ui/teach.py)
 
     def __init__(self, th: Theme, config: DeviceConfig, background: Background, screen_size: str) -> None:
         super().__init__()
@@ -292,7 +293,14 @@ class SettingsScreen(QWidget):
         self.device = wrapped("")
         self.device.setTextFormat(Qt.RichText)
         self.device.setAlignment(Qt.AlignTop)
-        pages = {"Source": self.source, "Hub": self.hub, "Model": scrolling(self.model),
+        model_page = QWidget()
+        model_column = QVBoxLayout(model_page)
+        model_column.setContentsMargins(0, 0, 0, 0)
+        model_column.addWidget(scrolling(self.model), 1)
+        self.teach = QPushButton("Teach this scanner…")
+        self.teach.clicked.connect(self.teach_requested)
+        model_column.addWidget(self.teach)
+        pages = {"Source": self.source, "Hub": self.hub, "Model": model_page,
                  "Device": scrolling(self.device)}
         for name in SECTIONS:
             button = QPushButton(name)
@@ -320,6 +328,12 @@ class SettingsScreen(QWidget):
         self.pages.setCurrentWidget(self._pages[name])
         if name == "Source" and refresh:
             self.source.refresh()
+
+    def show_page(self, page: QWidget) -> None:
+        """A page reached from a section (Settings › Model › Teach this scanner); its section stays lit."""
+        if self.pages.indexOf(page) < 0:
+            self.pages.addWidget(page)
+        self.pages.setCurrentWidget(page)
 
     def set_model(self, manifest: Manifest | None, error: str | None, thresholds: dict[str, float] | None = None,
                   mode: Mode | str | None = None, signature_checked: bool | None = None) -> None:

@@ -1,0 +1,191 @@
+"""Settings › Model › "Teach this scanner" on real widgets (offscreen), the shipped bundle, real TFLite, a real
+SQLite store, and a real site: BrEaST-Lesions-USG (a hospital the shipped bundle never saw), half of its patients'
+lesion-free views stored as the frames of finished exams (tests/site_cases.py).
+
+Proves: the page lists finished exams only (not the open one); the glove-size toggle marks and unmarks an exam
+and never changes a stored result; the count and progress bar follow the documented minimum and *Teach now* is
+off until it is reached; *Teach now* runs site-adapt off the GUI thread (the event loop keeps running, the bar
+moves) and shows the before/after figures and the frames to review with thumbnails; nothing is switched before
+the confirmation; *Use it* writes ``[model] path`` in the configuration file and the app reloads the model (the
+status bar and Settings › Model show the site version); *Undo: back to the base model* writes it back and
+reloads the base; with an exam open, neither switches.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PyQt5")
+pytest.importorskip("pytestqt")
+
+from PyQt5.QtCore import QTimer  # noqa: E402
+
+from device.config import DEFAULT_TOML, load_config  # noqa: E402
+from device.imageio import decode_image_file  # noqa: E402
+from device.pipeline import encode_jpeg, encode_png  # noqa: E402
+from device.results import Exam, ExamEnd, new_result_id, utc_now_iso  # noqa: E402
+from device.site_adapt import MIN_NORMALS  # noqa: E402
+from device.store import ResultStore  # noqa: E402
+from model_build.lesion_views import LESION_FREE  # noqa: E402
+from tests.site_cases import site_samples, split_patients  # noqa: E402
+from tests.test_store import make_record  # noqa: E402
+from tests.test_ui_workflow import write_frames  # noqa: E402
+from tests.ui_support import start_exam, tap, type_digits  # noqa: E402
+from ui.app import build_window, start  # noqa: E402
+from ui.teach import MARK_TEXT, MARKED_TEXT  # noqa: E402
+
+pytestmark = pytest.mark.data
+PIN = "2468"
+
+
+def _config_file(tmp_path: Path, bundle: Path, frames: Path) -> Path:
+    text = DEFAULT_TOML.replace('path = "models/sonopi-lite0"', f'path = "{bundle}"', 1)
+    text = text.replace('data_dir = "var"', f'data_dir = "{tmp_path / "data"}"', 1)
+    text = text.replace('spec = "folder:build/demo-frames"', f'spec = "folder:{frames}"', 1)
+    text = text.replace("threads = 2", "threads = 1", 1).replace("enabled = true", "enabled = false", 1)
+    text = re.sub(r'(?m)^pin = "[0-9]+"', f'pin = "{PIN}"', text, count=1)
+    file = tmp_path / "device.toml"
+    file.write_text(text)
+    assert load_config(file).ui.pin == PIN
+    return file
+
+
+def _store_site_exams(store_path: Path, datasets: Path) -> list[Exam]:
+    """Half A's lesion-free views, one finished exam per patient, as the app stores them (frame PNG, thumbnail)."""
+    samples = site_samples(datasets)
+    teach, _ = split_patients(samples)
+    normals = [s for s in samples if s.view == LESION_FREE and (s.patient_id or s.path.name) in teach]
+    exams: dict[str, Exam] = {}
+    with ResultStore(store_path) as store:
+        for sample in normals:
+            patient = f"S{sample.patient_id or sample.path.stem}".replace("_", "").upper()[:20]
+            if patient not in exams:
+                exams[patient] = store.add_exam(Exam(new_result_id(), patient, "L", None, None, utc_now_iso()))
+            frame = decode_image_file(sample.path)
+            x0, y0, x1, y1 = sample.region
+            frame = np.ascontiguousarray(frame[y0:y1, x0:x1])
+            record = make_record(patient=patient, exam_id=exams[patient].exam_id, thumbnail=encode_jpeg(frame, 160),
+                                 label="malignant", source=str(sample.path))
+            store.add(record, frame_png=encode_png(frame))
+    return list(exams.values())
+
+
+def _results(store_path: Path) -> list[tuple]:
+    with sqlite3.connect(store_path) as db:
+        return db.execute("SELECT * FROM results ORDER BY seq").fetchall()
+
+
+def _confirm(qtbot, window, title: str) -> None:
+    assert window.confirm.isVisible() and title in window.confirm.title.text()
+    tap(qtbot, window.confirm.accept_button)
+
+
+@pytest.fixture()
+def app(qtbot, tmp_path: Path, shipped_bundle_dir: Path, datasets: Path):
+    frames = tmp_path / "usb"
+    write_frames(frames)
+    config_file = _config_file(tmp_path, shipped_bundle_dir, frames)
+    config = load_config(config_file)
+    exams = _store_site_exams(config.store_path, datasets)
+    window = build_window(config, (800, 480), config_path=config_file)
+    qtbot.addWidget(window)
+    window.show()
+    start(window)
+    tap(qtbot, window.first_run.accept)
+    qtbot.waitUntil(lambda: window.services.analysis.ready, timeout=60_000)
+    yield window, config_file, exams
+    window.shutdown()
+
+
+def _open_teach(qtbot, window) -> None:
+    tap(qtbot, window.nav["Settings"])
+    type_digits(qtbot, window.pin_entry.keypad, PIN)
+    tap(qtbot, window.pin_entry.keypad.keys["OK"])
+    qtbot.waitUntil(lambda: window.stack.currentWidget() is window.settings)
+    tap(qtbot, window.settings.section_buttons["Model"])
+    tap(qtbot, window.settings.teach)
+    assert window.settings.pages.currentWidget() is window.teach
+
+
+def _mark(qtbot, teach, exam_id: str, marked: bool) -> None:
+    toggle = teach.rows[exam_id].toggle
+    qtbot.waitUntil(toggle.isVisible, timeout=5_000)
+    teach.list_area.ensureWidgetVisible(toggle)  # the clinician scrolls to it
+    tap(qtbot, toggle)
+    qtbot.waitUntil(lambda: exam_id not in teach._busy and teach.rows[exam_id].toggle.isEnabled(), timeout=10_000)
+    assert teach.rows[exam_id].toggle.text() == (MARKED_TEXT if marked else MARK_TEXT)
+
+
+def test_teach_this_scanner_from_marks_to_the_site_bundle_and_back(qtbot, app) -> None:
+    window, config_file, exams = app
+    base_path = load_config(config_file).model.path
+    before = _results(window.config.store_path)
+    open_exam = start_exam(qtbot, window, "K10452", "R")  # an exam in progress is not offered for marking
+    _open_teach(qtbot, window)
+    teach = window.teach
+    assert set(teach.rows) == {e.exam_id for e in exams} and open_exam.exam_id not in teach.rows
+    assert not teach.teach_now.isEnabled() and "0 normal frame(s) from 0 patient(s)" in teach.count.text()
+    assert not teach.undo.isEnabled()  # the base model is in use
+
+    for exam in exams:
+        _mark(qtbot, teach, exam.exam_id, True)
+    marked = teach.folder.progress()
+    assert marked.frames >= MIN_NORMALS and marked.patients == len(exams)
+    assert teach.bar.value() == MIN_NORMALS and f"{marked.frames} of {MIN_NORMALS} frames" == teach.bar.format()
+    _mark(qtbot, teach, exams[0].exam_id, False)
+    assert teach.folder.progress().patients == len(exams) - 1
+    _mark(qtbot, teach, exams[0].exam_id, True)
+    assert teach.folder.progress() == marked and teach.teach_now.isEnabled()
+
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(teach.job.running))
+    timer.start(20)
+    tap(qtbot, teach.teach_now)
+    assert teach.views.currentIndex() == 1 and not teach.teach_now.isVisible()
+    qtbot.waitUntil(lambda: teach.views.currentIndex() == 2, timeout=240_000)
+    timer.stop()
+    assert sum(ticks) >= 5, "the event loop stood still while the scanner was being taught"
+    assert teach.run_bar.value() == teach.run_bar.maximum() == marked.frames
+    outcome = teach.outcome
+    assert outcome is not None, teach.figures.text()
+    text = teach.figures.text()
+    assert "Site bundle ready" in text and "→" in text and "before" in text and "after" in text
+    assert f"{outcome.adaptation.holdout['normals']}" in text
+    review = outcome.adaptation.review
+    assert len(teach.review_thumbs) == min(len(review), 8) + len([n for n in outcome.adaptation.scanner.odd[:4]
+                                                                  if n not in {r.file for r in review}])
+    assert all(not label.pixmap().isNull() for label in teach.review_thumbs)
+    if review:
+        assert "look like a lesion" in teach.warnings.text()
+    assert load_config(config_file).model.path == base_path  # nothing switched before the confirmation
+
+    tap(qtbot, teach.use)  # an exam is open: refused, nothing written
+    _confirm(qtbot, window, "Use the site bundle")
+    assert "Finish the open exam first" in teach.message.text() and load_config(config_file).model.path == base_path
+    window.end_exam(ExamEnd.FINISHED)
+    tap(qtbot, teach.use)
+    _confirm(qtbot, window, "Use the site bundle")
+    qtbot.waitUntil(lambda: load_config(config_file).model.path == outcome.bundle.path, timeout=60_000)
+    qtbot.waitUntil(lambda: window.services.analysis.ready and window.services.analysis.manifest.head is not None,
+                    timeout=60_000)
+    version = outcome.bundle.manifest.version
+    qtbot.waitUntil(lambda: version in window.status.model.plain, timeout=10_000)  # model_ready reached the window
+    assert "+site-" in version
+    assert version in window.settings.model.text()
+    assert _results(window.config.store_path) == before  # the marks never changed a stored result
+
+    tap(qtbot, teach.undo)
+    _confirm(qtbot, window, "Go back to the base model")
+    qtbot.waitUntil(lambda: load_config(config_file).model.path == base_path, timeout=60_000)
+    qtbot.waitUntil(lambda: window.services.analysis.ready and window.services.analysis.manifest.head is None,
+                    timeout=60_000)
+    qtbot.waitUntil(lambda: "+site-" not in window.status.model.plain and window.status.model.plain != "No model",
+                    timeout=10_000)
+    assert "+site-" not in window.settings.model.text() and not teach.undo.isEnabled()
+    assert outcome.bundle.path.is_dir()  # the site bundle stays on the device
