@@ -50,7 +50,7 @@ KINDS = ("result", "status", "heartbeat", "ack", "correction")  # topic kinds
 MESSAGE_TYPES = KINDS + ("nack", "correction_ack")  # one JSON Schema each; nack and correction_ack travel on the ack topic
 QOS = {"result": 1, "status": 1, "heartbeat": 0, "ack": 1, "correction": 1}
 RESULT_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/result"
-DEVICE_SUBSCRIPTIONS = tuple(f"{TOPIC_ROOT}/+/+/{kind}" for kind in ("result", "status", "heartbeat"))
+DEVICE_SUBSCRIPTIONS = tuple(f"{TOPIC_ROOT}/+/+/{kind}" for kind in ("result", "status", "heartbeat", "correction"))
 
 # Size limits, checked before any parsing. A result carries at most a 64 KiB thumbnail (base64: 4/3).
 MAX_THUMBNAIL_BYTES = 65536

@@ -23,6 +23,13 @@
 * A rejected result whose ``result_id`` can be read is also answered with a **nack** on the sending
   device's ack topic (reason and detail): the device parks it and delivers the results after it, instead
   of re-sending it forever while its successors wait (deferred) behind it.
+* A **correction** (a result voided or moved, device/corrections.py) is stored idempotently, one per
+  transaction, after the batch's results: a redelivery is a duplicate (acked again), another content under its
+  correction_id a ``duplicate_conflict``; one whose predecessor (``prev_correction_id``) is not stored yet is
+  deferred like a result. One for a result the hub does not have (``unknown_result``), of another device's result
+  (``not_own_result``), of a voided result (``already_voided``) or whose ``from`` is not where the result is at the
+  hub (``inconsistent``) is rejected for good and answered in the ``correction_ack``'s ``rejected`` list: the device
+  sends a correction only after the hub acked its result, so none of these can be cured by waiting.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import paho.mqtt.client as mqtt
 
 from device.contract import (
     CONTENT_FIELDS,
+    CORRECTION_CONTENT_FIELDS,
     DEVICE_SUBSCRIPTIONS,
     MAX_ACK_IDS,
     MAX_NACK_DETAIL,
@@ -49,14 +57,20 @@ from device.contract import (
     QOS,
     AckMessage,
     ContractError,
+    CorrectionAckMessage,
+    CorrectionMessage,
+    CorrectionRefusal,
     NackMessage,
     Refusal,
     ResultMessage,
     Topic,
+    correction_id_of,
+    decode_correction,
     decode_heartbeat,
     decode_result,
     decode_status,
     encode_ack,
+    encode_correction_ack,
     encode_nack,
     parse_topic,
     result_id_of,
@@ -118,6 +132,8 @@ class Ledger:
     tally: Counter[str] = field(default_factory=Counter)
     acks: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
     nacks: dict[tuple[str, str], list[Refusal]] = field(default_factory=lambda: defaultdict(list))
+    correction_acks: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
+    correction_nacks: dict[tuple[str, str], list[CorrectionRefusal]] = field(default_factory=lambda: defaultdict(list))
 
 
 @dataclass(frozen=True)
@@ -239,12 +255,17 @@ class HubService:
         now = utc_now_iso()
         ledger = Ledger()
         candidates: list[tuple[Incoming, ResultMessage]] = []
+        corrections: list[tuple[Incoming, CorrectionMessage]] = []
         for item in batch:
             ledger.tally["received"] += 1
-            outcome = self._accept(item, now, candidates, ledger)
+            outcome = self._accept(item, now, candidates, ledger, corrections)
             if outcome is not None:
                 ledger.tally[outcome.value] += 1
         self._store_results(candidates, now, ledger)
+        for item, correction in corrections:  # after the results: a correction may follow its result in one batch
+            outcome = self._store_correction(item, correction, now, ledger)
+            ledger.tally[outcome.value] += 1
+            ledger.tally[f"corrections.{outcome.value}"] += 1
         self._publish_acks(ledger, now)
         for item in batch:
             if item.qos > 0:
@@ -252,13 +273,17 @@ class HubService:
         self.counters.update(ledger.tally)
 
     def _accept(self, item: Incoming, now: str, candidates: list[tuple[Incoming, ResultMessage]],
-                ledger: Ledger) -> Outcome | None:
-        """Decode one message; a status or heartbeat is recorded now, a result joins ``candidates`` (None)."""
+                ledger: Ledger, corrections: list[tuple[Incoming, CorrectionMessage]] | None = None) -> Outcome | None:
+        """Decode one message; a status or heartbeat is recorded now, a result joins ``candidates`` and a correction
+        ``corrections`` (None)."""
         where: Topic | None = None
         try:
             where = parse_topic(item.topic)
             if where.kind == "result":
                 candidates.append((item, decode_result(item.topic, item.payload)))
+                return None
+            if where.kind == "correction" and corrections is not None:
+                corrections.append((item, decode_correction(item.topic, item.payload)))
                 return None
             if where.kind == "status":
                 if not item.payload:  # an empty retained message clears the status: nothing to record
@@ -330,6 +355,40 @@ class HubService:
                 plan.append(Planned(item, m, Decision.DEFERRED))
         return plan
 
+    def _store_correction(self, item: Incoming, m: CorrectionMessage, now: str, ledger: Ledger) -> Outcome:
+        """Store one correction if it may be stored now (see the module docstring); acks and nacks go into ``ledger``."""
+        device = (m.site, m.device_id)
+        known = self.store.corrections_by_id([m.correction_id] + ([m.prev_correction_id] if m.prev_correction_id else []))
+        original = known.get(m.correction_id)
+        if original is not None:
+            differs = correction_differs(original.correction, m)
+            if differs:
+                return self._reject(item, "duplicate_conflict", f"correction {m.correction_id} (seq {m.seq}) is already "
+                                    f"stored with a different {', '.join(differs)}", ledger, m.correction_id)
+            ledger.correction_acks[device].append(m.correction_id)
+            return Outcome.DUPLICATE
+        result = self.store.result(m.result_id)
+        refusal = _correction_refusal(m, result)
+        if refusal is not None:
+            return self._reject(item, refusal[0], refusal[1], ledger, m.correction_id)
+        if m.prev_correction_id is not None and m.prev_correction_id not in known:
+            log.debug("hub: %s/%s correction seq %d arrived before its predecessor; not stored yet", m.site, m.device_id, m.seq)
+            return Outcome.DEFERRED
+        assert result is not None
+        placement = self.store.placements([result])[result.result_id]
+        if placement.voided:
+            return self._reject(item, "already_voided", f"result {m.result_id} is already voided at the hub", ledger,
+                                m.correction_id)
+        if placement.place != m.origin:
+            return self._reject(item, "inconsistent", f"correction {m.correction_id} from: not where result "
+                                f"{m.result_id} is at the hub", ledger, m.correction_id)
+        try:
+            stored = self.store.add_correction(m, now)
+        except UnstorableError as exc:
+            return self._reject(item, "unstorable", _redact_place(str(exc), m), ledger, m.correction_id)
+        ledger.correction_acks[device].append(m.correction_id)
+        return Outcome.STORED if stored else Outcome.DUPLICATE  # not stored: another hub stored it meanwhile
+
     def _publish_acks(self, ledger: Ledger, now: str) -> None:
         """Acks for what is stored, then nacks for results rejected for good, to each device's ack topic."""
         messages: list[tuple[tuple[str, str], AckMessage | NackMessage]] = []
@@ -338,9 +397,16 @@ class HubService:
         for device, refusals in ledger.nacks.items():
             messages += [(device, NackMessage(tuple(refusals[i:i + MAX_NACK_RESULTS]), now))
                          for i in range(0, len(refusals), MAX_NACK_RESULTS)]
-        for (site, device_id), message in messages:
+        answered: list[tuple[tuple[str, str], AckMessage | NackMessage | CorrectionAckMessage]] = [
+            (device, answer) for device in dict.fromkeys([*ledger.correction_acks, *ledger.correction_nacks])
+            for answer in _correction_answers(ledger.correction_acks.get(device, []),
+                                              ledger.correction_nacks.get(device, []), now)]
+        for (site, device_id), message in [*messages, *answered]:
             try:
-                payload = encode_ack(message) if isinstance(message, AckMessage) else encode_nack(message)
+                if isinstance(message, CorrectionAckMessage):
+                    payload = encode_correction_ack(message)
+                else:
+                    payload = encode_ack(message) if isinstance(message, AckMessage) else encode_nack(message)
             except ContractError as exc:  # cannot happen for ids the result schema accepted; never fatal
                 log.error("hub: cannot encode an ack for %s/%s (%s)", site, device_id, exc)
                 continue
@@ -359,6 +425,9 @@ class HubService:
             log.error("hub: could not record the rejection (%s)", exc)
         if where is not None and where.kind == "result" and result_id is not None:
             ledger.nacks[(where.site, where.device_id)].append(Refusal(result_id, reason, _one_line(detail)[:MAX_NACK_DETAIL]))
+        if where is not None and where.kind == "correction" and result_id is not None:  # result_id: the correction's id
+            ledger.correction_nacks[(where.site, where.device_id)].append(
+                CorrectionRefusal(result_id, reason, _one_line(detail)[:MAX_NACK_DETAIL]))
         return Outcome.REJECTED
 
     def _log_stats(self) -> None:
@@ -374,9 +443,44 @@ class HubService:
 
 
 def _nackable_id(where: Topic | None, item: Incoming) -> str | None:
-    """The result_id to nack a rejected message with: read (a second parse) only from a result topic,
-    the only kind :meth:`HubService._reject` nacks."""
+    """The id to nack a rejected message with: read (a second parse) only from a result or correction topic,
+    the kinds :meth:`HubService._reject` answers."""
+    if where is not None and where.kind == "correction":
+        return correction_id_of(item.payload)
     return result_id_of(item.payload) if where is not None and where.kind == "result" else None
+
+
+def _correction_answers(acked: list[str], refused: list[CorrectionRefusal], now: str) -> list[CorrectionAckMessage]:
+    """One device's correction acks and refusals, as few correction_ack messages as their limits allow."""
+    answers = []
+    while acked or refused:
+        answers.append(CorrectionAckMessage(tuple(acked[:MAX_ACK_IDS]), tuple(refused[:MAX_NACK_RESULTS]), now))
+        acked, refused = acked[MAX_ACK_IDS:], refused[MAX_NACK_RESULTS:]
+    return answers
+
+
+def correction_differs(original: Any, message: CorrectionMessage) -> tuple[str, ...]:
+    """The content fields in which ``message`` differs from the correction already stored under its id."""
+    names = {"origin": "from", "target": "to"}
+    return tuple(names.get(f, f) for f in CORRECTION_CONTENT_FIELDS if getattr(original, f) != getattr(message, f))
+
+
+def _correction_refusal(m: CorrectionMessage, result: Any) -> tuple[str, str] | None:
+    """Why a correction can never be stored here (reason, detail), or None."""
+    if result is None:
+        return "unknown_result", f"correction {m.correction_id}: the hub has no result {m.result_id}"
+    if (result.site, result.device_id) != (m.site, m.device_id):
+        return "not_own_result", f"correction {m.correction_id}: result {m.result_id} was sent by another device"
+    return None
+
+
+def _redact_place(text: str, m: CorrectionMessage) -> str:
+    """``text`` without the correction's patient references, exam ids or note (a database error may quote a value)."""
+    for place in (m.origin, m.target or m.origin):
+        for value, name in ((place.patient_ref, "<patient_ref>"), (place.exam_id, "<exam_id>")):
+            if value:
+                text = text.replace(value, name)
+    return text.replace(m.note, "<note>") if m.note else text
 
 
 def differing_fields(original: Any, message: ResultMessage) -> tuple[str, ...]:

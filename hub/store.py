@@ -18,6 +18,10 @@ Stable API (used by ``hub serve``, the operator CLI and the web console ``hub/we
     store.record_status(StatusMessage); store.record_heartbeat(HeartbeatMessage)
     store.devices() -> list[DeviceState]; store.device(site, device_id) -> DeviceState | None
     store.record_rejection(reason, detail, topic, site=, device_id=); store.rejections() -> list[Rejection]
+    store.add_correction(CorrectionMessage) -> bool   # idempotent on correction_id; True = newly stored
+    store.corrections_by_id([...]) -> dict[str, StoredCorrection]; store.corrections_for([result_id, ...])
+    store.placements([StoredResult, ...]) -> dict[str, Placement]   # valid / voided / moved (device/corrections.py)
+    NOT_VOIDED  # an SQL condition on results.result_id: the result has no void (the needs-attention queue)
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from device.contract import HeartbeatMessage, ResultMessage, StatusMessage
+from device.contract import CorrectionMessage, HeartbeatMessage, ResultMessage, StatusMessage
+from device.corrections import Correction, CorrectionKind, CorrectionReason, Place, Placement, effective_placement
 from device.errors import SonopiError
 from device.results import utc_now_iso
 
@@ -156,7 +161,55 @@ def _schema(pg: bool) -> list[str]:
             last_detail TEXT,
             PRIMARY KEY (reason, site, device_id)
         )""",
+        # A clinician's void or move of a result (device/corrections.py): append-only, never an update of results.
+        f"""CREATE TABLE IF NOT EXISTS corrections (
+            id                 {ident},
+            correction_id      TEXT NOT NULL UNIQUE,
+            seq                BIGINT NOT NULL,
+            prev_correction_id TEXT,
+            result_id          TEXT NOT NULL,
+            site               TEXT NOT NULL,
+            device_id          TEXT NOT NULL,
+            created_at         TEXT NOT NULL,
+            received_at        TEXT NOT NULL,
+            kind               TEXT NOT NULL,
+            reason             TEXT NOT NULL,
+            note               TEXT NOT NULL,
+            corrected_by       TEXT,
+            from_exam_id       TEXT,
+            from_patient_ref   TEXT,
+            from_side          TEXT,
+            to_exam_id         TEXT,
+            to_patient_ref     TEXT,
+            to_side            TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS corrections_result ON corrections (result_id, id)",
     ]
+
+
+# The result has not been voided (a condition on results.result_id; the console's needs-attention queue uses it).
+NOT_VOIDED = "result_id NOT IN (SELECT result_id FROM corrections WHERE kind = 'void')"
+_CORRECTION_COLUMNS = (
+    "id, correction_id, seq, prev_correction_id, result_id, site, device_id, created_at, received_at, kind, reason, "
+    "note, corrected_by, from_exam_id, from_patient_ref, from_side, to_exam_id, to_patient_ref, to_side"
+)
+
+
+@dataclass(frozen=True)
+class StoredCorrection:
+    """A correction as the hub stored it: the device's record, the hub's insertion counter and receive time."""
+
+    id: int
+    received_at: str
+    prev_correction_id: str | None
+    correction: Correction
+
+    def summary(self) -> dict[str, Any]:
+        c = self.correction
+        return {"correction_id": c.correction_id, "result_id": c.result_id, "kind": c.kind.value,
+                "reason": c.reason.value, "note": c.note, "by": c.by, "device": f"{c.site}/{c.device_id}",
+                "created_at": c.created_at, "received_at": self.received_at,
+                "from": vars(c.origin), "to": vars(c.target) if c.target is not None else None}
 
 
 _RESULT_COLUMNS = (
@@ -724,6 +777,58 @@ class HubStore:
     def rejected_total(self) -> int:
         return int(self._query("SELECT COALESCE(SUM(count), 0) FROM rejections")[0][0])
 
+    # --- corrections (voids and moves of stored results; never an update of a result) ------------------
+
+    def add_correction(self, m: CorrectionMessage, received_at: str | None = None) -> bool:
+        """Store one correction (durable on return); a correction_id already stored is skipped (False)."""
+        now = received_at or utc_now_iso()
+        to = m.target or Place(None, None, None)
+        with self._transaction() as db:
+            cur = self._exec(
+                db,
+                "INSERT INTO corrections (correction_id, seq, prev_correction_id, result_id, site, device_id, created_at, "
+                "received_at, kind, reason, note, corrected_by, from_exam_id, from_patient_ref, from_side, to_exam_id, "
+                "to_patient_ref, to_side) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (correction_id) DO NOTHING",
+                (m.correction_id, m.seq, m.prev_correction_id, m.result_id, m.site, m.device_id, m.created_at, now,
+                 m.kind.value, m.reason.value, m.note, m.by, m.origin.exam_id, m.origin.patient_ref, m.origin.side,
+                 to.exam_id, to.patient_ref, to.side),
+            )
+            stored = cur.rowcount == 1
+            if stored:
+                self._touch_device(db, m.site, m.device_id, now)
+        return stored
+
+    def corrections_by_id(self, correction_ids: Iterable[str]) -> dict[str, StoredCorrection]:
+        found: dict[str, StoredCorrection] = {}
+        for chunk in _chunks(list(dict.fromkeys(correction_ids))):
+            sql = f"SELECT {_CORRECTION_COLUMNS} FROM corrections WHERE correction_id IN ({','.join('?' * len(chunk))})"
+            for row in self._query(sql, chunk):
+                c = _row_to_correction(row)
+                found[c.correction.correction_id] = c
+        return found
+
+    def corrections_for(self, result_ids: Iterable[str]) -> dict[str, list[StoredCorrection]]:
+        """Each result's corrections, in the order the hub stored them (the device's order: see prev_correction_id)."""
+        found: dict[str, list[StoredCorrection]] = {}
+        for chunk in _chunks(list(dict.fromkeys(result_ids))):
+            sql = (f"SELECT {_CORRECTION_COLUMNS} FROM corrections WHERE result_id IN ({','.join('?' * len(chunk))}) "
+                   "ORDER BY id")
+            for row in self._query(sql, chunk):
+                c = _row_to_correction(row)
+                found.setdefault(c.correction.result_id, []).append(c)
+        return found
+
+    def corrections(self, limit: int | None = None) -> list[StoredCorrection]:
+        sql = f"SELECT {_CORRECTION_COLUMNS} FROM corrections ORDER BY id" + (" LIMIT ?" if limit is not None else "")
+        return [_row_to_correction(row) for row in self._query(sql, [int(limit)] if limit is not None else [])]
+
+    def placements(self, results: Iterable[StoredResult]) -> dict[str, Placement]:
+        """Each result's effective state — valid, voided, or moved (and where to) — from its corrections."""
+        items = list(results)
+        found = self.corrections_for(r.result_id for r in items)
+        return {r.result_id: effective_placement(Place(r.exam_id, r.patient_ref, r.side),
+                                                 [c.correction for c in found.get(r.result_id, [])]) for r in items}
+
 
 def _row_to_result(row: tuple) -> StoredResult:
     (id_, result_id, seq, prev, site, device_id, created_at, received_at, historical, exam_id, patient_ref, side,
@@ -739,6 +844,22 @@ def _row_to_result(row: tuple) -> StoredResult:
         category=category, p_malignant=p_malignant, mode=mode,
         clock=int(clock) if clock is not None else None, age=int(age) if age is not None else None,
     )
+
+
+def _row_to_correction(row: tuple) -> StoredCorrection:
+    (id_, correction_id, seq, prev, result_id, site, device_id, created_at, received_at, kind, reason, note, by,
+     from_exam, from_patient, from_side, to_exam, to_patient, to_side) = row
+    correction = Correction(
+        correction_id=correction_id, result_id=result_id, kind=CorrectionKind(kind), reason=CorrectionReason(reason),
+        device_id=device_id, site=site, origin=Place(from_exam, from_patient, from_side),
+        target=Place(to_exam, to_patient, to_side) if kind == CorrectionKind.MOVE.value else None, note=note, by=by,
+        created_at=created_at, seq=int(seq), delivery="acked")
+    return StoredCorrection(id=int(id_), received_at=received_at, prev_correction_id=prev, correction=correction)
+
+
+def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def _printable(text: str) -> str:

@@ -91,6 +91,7 @@ user $user
 topic write sonopi/v1/$site/$device/result
 topic write sonopi/v1/$site/$device/status
 topic write sonopi/v1/$site/$device/heartbeat
+topic write sonopi/v1/$site/$device/correction
 topic read sonopi/v1/$site/$device/ack
 ACL
     issue_cert "device-$site-$device" "$user"
