@@ -21,6 +21,7 @@ Stable API (used by ``hub serve``, the operator CLI and the web console ``hub/we
     store.add_correction(CorrectionMessage) -> bool   # idempotent on correction_id; True = newly stored
     store.corrections_by_id([...]) -> dict[str, StoredCorrection]; store.corrections_for([result_id, ...])
     store.placements([StoredResult, ...]) -> dict[str, Placement]   # valid / voided / moved (device/corrections.py)
+    store.corrections_into(exam_id) -> list[StoredCorrection]       # moves into an exam
     NOT_VOIDED  # an SQL condition on results.result_id: the result has no void (the needs-attention queue)
 """
 
@@ -184,6 +185,7 @@ def _schema(pg: bool) -> list[str]:
             to_side            TEXT
         )""",
         "CREATE INDEX IF NOT EXISTS corrections_result ON corrections (result_id, id)",
+        "CREATE INDEX IF NOT EXISTS corrections_target ON corrections (to_exam_id)",
     ]
 
 
@@ -817,6 +819,11 @@ class HubStore:
                 c = _row_to_correction(row)
                 found.setdefault(c.correction.result_id, []).append(c)
         return found
+
+    def corrections_into(self, exam_id: str) -> list[StoredCorrection]:
+        """Moves whose target is this exam, oldest first (the exam page lists the results moved into it)."""
+        sql = f"SELECT {_CORRECTION_COLUMNS} FROM corrections WHERE kind = 'move' AND to_exam_id = ? ORDER BY id"
+        return [_row_to_correction(row) for row in self._query(sql, [exam_id])]
 
     def corrections(self, limit: int | None = None) -> list[StoredCorrection]:
         sql = f"SELECT {_CORRECTION_COLUMNS} FROM corrections ORDER BY id" + (" LIMIT ?" if limit is not None else "")
