@@ -68,7 +68,7 @@ def test_enough_needs_the_documented_frames_and_patients() -> None:
     assert not Progress(MIN_NORMALS - 1, MIN_PATIENTS, 40).enough
     assert not Progress(200, MIN_PATIENTS - 1, 40).enough
     assert Progress(MIN_NORMALS, MIN_PATIENTS, MIN_PATIENTS).enough
-    assert f"at least {MIN_NORMALS} frames from {MIN_PATIENTS} patients" in Progress(0, 0, 0).text()
+    assert f"needed: {MIN_NORMALS} frames from {MIN_PATIENTS} patients" in Progress(0, 0, 0).text()
 
 
 def test_set_model_path_keeps_the_rest(tmp_path: Path) -> None:

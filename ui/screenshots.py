@@ -304,6 +304,39 @@ def open_window(config: DeviceConfig, size: tuple[int, int]) -> MainWindow:
     return window
 
 
+def render_teach(out: Path, work: Path, size: tuple[int, int], app: QApplication) -> list[str]:
+    """Settings › Model › Teach this scanner (ui/teach_screenshots.py): BUSI normals stored as finished exams,
+    marked, taught with the shipped bundle."""
+    from ui.teach_screenshots import store_normal_exams, teach_scenes
+
+    tag = f"{size[0]}x{size[1]}"
+    frames = work / "usb" / "exam-images"
+    prepare_frames(frames)
+    config = screenshot_config(work, SHIPPED_MODEL, frames)
+    exams = store_normal_exams(config, DATASETS / "busi")
+    window = open_window(config, size)
+    problems: list[str] = []
+    try:
+        spin_until(lambda: window.services.analysis.ready, 60, "the model")
+        if window.first_run.isVisible():
+            window.first_run.accept.click()
+        window.go("Settings")
+        for key in PIN + "K":
+            window.pin_entry.keypad.keys["OK" if key == "K" else key].click()
+        spin_until(lambda: window.stack.currentWidget() is window.settings, what="settings")
+        for name in teach_scenes(window, exams, spin, spin_until):
+            path = out / f"{tag}-{name}.png"
+            window.grab().save(str(path))
+            found = [f"{path.name}: {p}" for p in layout_problems(window)]
+            problems.extend(found)
+            log.info("wrote %s%s", path, f" ({len(found)} layout problems)" if found else "")
+    finally:
+        window.shutdown()
+        window.deleteLater()
+        app.processEvents()
+    return problems
+
+
 def render(out: Path, model: Path | None = None) -> list[str]:
     """Write every scene at both sizes to ``out``; returns the layout problems found."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -339,6 +372,9 @@ def render(out: Path, model: Path | None = None) -> list[str]:
                     window.shutdown()
                     window.deleteLater()
                     app.processEvents()
+            if model is None and (SHIPPED_MODEL / "manifest.json").is_file() and (DATASETS / "busi").is_dir():
+                with tempfile.TemporaryDirectory(prefix="sonopi-teach-shots-") as teach_work:
+                    problems.extend(render_teach(out, Path(teach_work), size, app))
     return problems
 
 

@@ -97,17 +97,19 @@ def figures_html(a: Adaptation) -> str:
             f"<td align='right'><i>after</i></td></tr>{cells}</table>")
 
 
-def warnings_html(a: Adaptation) -> str:
+def warnings_html(a: Adaptation, describe: Callable[[str], str] = lambda name: name) -> str:
+    """The guards' warnings; ``describe`` names a marked frame (its file is ``<result_id>.png``) by patient and time."""
     lines = []
     if a.scanner.odd:
         lines.append(f"<b style='color:{theme.WARN}'>{len(a.scanner.odd)} frame(s) look like another scanner</b> "
                      f"(contrast or speckle grain far from the rest; below the refusal limit): "
-                     + ", ".join(a.scanner.odd[:6]) + " — were they taken on this scanner?")
+                     + ", ".join(describe(n) for n in a.scanner.odd[:6]) + " — were they taken on this scanner?")
     if a.review:
         left_out = sum(r.base_p_malignant >= REVIEW_BASE_P_MALIGNANT for r in a.review)
         lines.append(f"<b style='color:{theme.WARN}'>{len(a.review)} frame(s) marked normal look like a lesion</b> — "
                      f"check them below; {left_out} were left out of the teaching (the base model finds them "
-                     "malignant-looking). If one is not lesion-free, unmark its exam and teach again.")
+                     "malignant-looking): " + ", ".join(describe(r.file) for r in a.review[:8])
+                     + ". If one is not lesion-free, unmark its exam and teach again.")
     if a.unfit:
         lines.append(f"{len(a.unfit)} frame(s) were not used (unreadable or refused by the quality check).")
     return "<br>".join(lines)
@@ -175,6 +177,7 @@ class TeachPage(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(th.gap)
         self.count = wrapped("")
+        self.count.setTextFormat(Qt.RichText)
         layout.addWidget(self.count)
         self.bar = progress_bar(th)
         self.bar.setRange(0, MIN_NORMALS)
@@ -187,19 +190,20 @@ class TeachPage(QWidget):
         self.message = wrapped("", "muted")
         layout.addWidget(self.message)
         row = QHBoxLayout()
-        self.back = QPushButton("‹ Model")
+        self.back = QPushButton("‹ Back")
         self.back.clicked.connect(self.back_requested)
-        self.undo = QPushButton("Undo: back to the base model")
+        self.undo = QPushButton("Undo: base model")
         self.undo.clicked.connect(self.ask_undo)
         self.teach_now = QPushButton("Teach now")
         self.teach_now.setProperty("role", "primary")
         self.teach_now.clicked.connect(self.teach)
         self.discard = QPushButton("Discard")
         self.discard.clicked.connect(self.discard_bundle)
-        self.use = QPushButton("Use this site bundle…")
+        self.use = QPushButton("Use it…")
         self.use.setProperty("role", "primary")
         self.use.clicked.connect(self.ask_use)
-        for button in (self.back, self.undo, self.teach_now, self.discard, self.use):
+        row.addWidget(self.back)
+        for button in (self.undo, self.teach_now, self.discard, self.use):
             row.addWidget(button, 1)
         layout.addLayout(row)
         self._show_view(0)
@@ -292,9 +296,11 @@ class TeachPage(QWidget):
             self.count.setText(str(exc))
             return
         self.progress = progress
-        self.count.setText(progress.text() + (" — ready to teach." if progress.enough else "."))
+        self.count.setText(progress.text())
         self.bar.setValue(min(progress.frames, MIN_NORMALS))
-        self.bar.setFormat(f"{progress.frames} of {MIN_NORMALS} frames")
+        self.bar.setFormat(f"{progress.frames} of {MIN_NORMALS} frames" if progress.frames < MIN_NORMALS else
+                           f"{progress.frames} frames — minimum reached" + ("" if progress.enough else
+                                                                            ", more patients needed"))
         self._update_buttons()
 
     def _update_buttons(self) -> None:
@@ -380,10 +386,15 @@ class TeachPage(QWidget):
         elif isinstance(outcome, TeachOutcome):
             self.outcome = outcome
             self.figures.setText(figures_html(outcome.adaptation))
-            self.warnings.setText(warnings_html(outcome.adaptation))
+            self.warnings.setText(warnings_html(outcome.adaptation, self._describe))
             self._show_review(outcome.adaptation)
             self.message.setText("Nothing is switched yet: read the figures, then use the site bundle or discard it.")
         self._show_view(2)
+
+    def _describe(self, filename: str) -> str:
+        with ResultStore(self.config.store_path) as store:
+            record = store.get(Path(filename).stem)
+        return filename if record is None else f"{record.patient_ref} ({local_time(record.created_at)})"
 
     def _show_review(self, a: Adaptation) -> None:
         names = [r.file for r in a.review[:8]] + [n for n in a.scanner.odd[:4] if n not in {r.file for r in a.review}]

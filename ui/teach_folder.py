@@ -68,8 +68,8 @@ class Progress:
         return self.frames >= MIN_NORMALS and self.patients >= MIN_PATIENTS
 
     def text(self) -> str:
-        return (f"{self.frames} normal frame(s) from {self.patients} patient(s) marked — at least {MIN_NORMALS} frames "
-                f"from {MIN_PATIENTS} patients needed, about {RECOMMENDED_NORMALS} recommended")
+        return (f"<b>{self.frames}</b> normal frame(s) from <b>{self.patients}</b> patient(s) marked · needed: "
+                f"{MIN_NORMALS} frames from {MIN_PATIENTS} patients · about {RECOMMENDED_NORMALS} recommended")
 
 
 def patient_key(patient_ref: str) -> str:
