@@ -257,11 +257,12 @@ def test_every_post_route_refuses_a_missing_or_foreign_csrf_token(app) -> None:
     concrete = {"/results/{result_id}/review": f"/results/{rid}/review", "/admin/users/{username}/{action}":
                 "/admin/users/vic/disable", "/results/{result_id}/fhir.json": f"/results/{rid}/fhir.json",
                 "/exams/{exam_id}/review": f"/exams/{exam}/review", "/results/{result_id}/assign":
-                f"/results/{rid}/assign", "/exams/{exam_id}/assign": f"/exams/{exam}/assign"}
+                f"/results/{rid}/assign", "/exams/{exam_id}/assign": f"/exams/{exam}/assign",
+                "/exams/{exam_id}/fhir.json": f"/exams/{exam}/fhir.json"}
     assert set(posts) == {"/logout", "/admin/users", "/results/{result_id}/review", "/admin/users/{username}/{action}",
                           "/inbox/export.csv", "/results/{result_id}/fhir.json", "/exams/{exam_id}/review",
                           "/reviews/bulk", "/patients", "/results/{result_id}/assign", "/exams/{exam_id}/assign",
-                          "/assignments/bulk"}
+                          "/assignments/bulk", "/exams/{exam_id}/fhir.json"}
     services = app.state.services
     audited = len(services.reviews.entries())
     form = {"state": "reviewed", "note": "n", "username": "eve", "password": "p" * 12, "role": "viewer",

@@ -272,6 +272,15 @@ def render_page(s: Services, request: Request, name: str, session: Session | Non
     return s.templates.TemplateResponse(request, name, context)
 
 
+def export_page_response(s: Services, request: Request, session: Session, title: str, what: str, template: str,
+                         **context: Any) -> Response:
+    """GET of an export URL: 405 with ``Allow: POST`` and a page with the button (nothing exported or audited)."""
+    response = render_page(s, request, "export.html", session, title=title, what=what, template=template, **context)
+    response.status_code = 405
+    response.headers["Allow"] = "POST"
+    return response
+
+
 def escalation_cutoff(s: Services) -> str:
     """Suspicious results created before this (ISO) and still unreviewed are escalated."""
     moment = datetime.now(UTC) - timedelta(seconds=s.config.escalate_after_s)
@@ -387,10 +396,7 @@ def _install_routes(app: FastAPI, s: Services) -> None:
 
     def export_page(request: Request, session: Session, title: str, what: str, template: str,
                     **context: Any) -> Response:
-        response = page(request, "export.html", session, title=title, what=what, template=template, **context)
-        response.status_code = 405
-        response.headers["Allow"] = "POST"
-        return response
+        return export_page_response(s, request, session, title, what, template, **context)
 
     # --- one result ----------------------------------------------------------------------------
 
@@ -514,13 +520,23 @@ def _install_routes(app: FastAPI, s: Services) -> None:
         return RedirectResponse("/admin/users", status_code=303)
 
 
+# Cells whose text comes from a device or an operator (patient reference, note, ...) and may start with a formula
+# character; the others are numbers, timestamps, 0/1 or validated names and stay as they are (a negative delay
+# stays a number).
+CSV_TEXT_FIELDS = frozenset({"result_id", "exam_id", "patient_ref", "side", "outcome", "label", "category", "mode",
+                             "model_version", "reviewer", "review_note", "assigned_to", "site", "device_id"})
+
+
 def _csv_rows(inbox: Inbox, filters: Filters, classes: list[str]) -> Iterator[str]:
     """The CSV export, streamed in chunks of 500 rows; one column per class probability."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=csv_fields(classes))
-    writer.writeheader()
+    fields = csv_fields(classes)
+    text = [name in CSV_TEXT_FIELDS for name in fields]
+    writer = csv.writer(buffer)
+    writer.writerow(fields)
     for n, row in enumerate(inbox.all(filters), start=1):
-        writer.writerow({k: _csv_safe(v) for k, v in csv_record(row, classes).items()})
+        record = csv_record(row, classes)
+        writer.writerow([_csv_safe(record[f]) if t else record[f] for f, t in zip(fields, text, strict=True)])
         if n % 500 == 0:
             yield buffer.getvalue()
             buffer.seek(0)

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from hub.web.db import WebDb
-from hub.web.risk import Assessment, assess, delay_s, is_late
+from hub.web.risk import LATE_AFTER_S, Assessment, assess, delay_s, is_late
 
 PAGE_SIZE = 50
 WALK_AFTER = 1000  # a filter leaving at least this many rows in an attention rank: walk the risk index
@@ -38,7 +38,7 @@ REVIEW_FILTERS = ("unreviewed", "reviewed", "follow_up")
 PATIENT_FILTERS = ("missing",)
 ASSIGNED_FILTERS = ("me", "nobody")  # "me": the signed-in user (resolved per request, never a name in the URL)
 KNOWN_LABELS = ("benign", "malignant", "normal")  # the shipped model's classes, offered before any result
-V2_COLUMNS = ("category", "p_malignant", "mode")  # contract v2 result columns (nullable; may not exist yet)
+V2_COLUMNS = ("category", "p_malignant", "mode", "clock", "age")  # contract v2 result columns (nullable; may not exist yet)
 
 
 class FilterError(ValueError):
@@ -208,6 +208,8 @@ class InboxRow:
     category: str | None = None  # contract v2, as stored
     p_malignant_sent: float | None = None  # contract v2, as stored
     mode: str | None = None  # contract v2, as stored
+    clock: int | None = None  # contract v2, optional: the lesion's clock position
+    age: int | None = None  # contract v2, optional: the patient's age
     assignee: str | None = None  # the operator it is assigned to (web_assignments)
 
     @property
@@ -326,7 +328,7 @@ class Dialect:
                 f"a.username AS assignee, {self.rank} AS k_rank, {self.risk_key()} AS k_pm")
 
 
-_ROW_FIELDS = 23  # the columns of Dialect.columns() that make an InboxRow (then k_rank, k_pm)
+_ROW_FIELDS = 25  # the columns of Dialect.columns() that make an InboxRow (then k_rank, k_pm)
 
 # Per ordering: (column of the inner select, ascending?) from most to least significant.
 _KEYS: dict[Sort, tuple[tuple[str, bool], ...]] = {
@@ -343,7 +345,8 @@ def _row(row: Sequence[Any]) -> InboxRow:
         label=row[11], inconclusive=bool(row[12]), probabilities=json.loads(row[13]), thresholds=json.loads(row[14]),
         review=row[15] or "unreviewed", reviewer=row[16], review_note=row[17], reviewed_at=row[18],
         category=row[19], p_malignant_sent=float(row[20]) if row[20] is not None else None, mode=row[21],
-        assignee=row[22],
+        clock=int(row[22]) if row[22] is not None else None, age=int(row[23]) if row[23] is not None else None,
+        assignee=row[24],
     )
 
 
@@ -608,7 +611,7 @@ def clear(filters: Filters, name: str) -> Filters:
 # --- CSV -------------------------------------------------------------------------------------------
 
 _CSV_HEAD = ("result_id", "created_at", "received_at", "delivered_late", "delay_s", "site", "device_id", "exam_id",
-             "patient_ref", "side", "outcome", "label", "inconclusive", "category", "category_source", "p_malignant",
+             "patient_ref", "side", "clock", "age", "outcome", "label", "inconclusive", "category", "category_source", "p_malignant",
              "threshold_malignant", "mode")
 _CSV_TAIL = ("probabilities", "thresholds", "model_version", "review_state", "reviewer", "reviewed_at", "review_note",
              "assigned_to")
@@ -624,12 +627,13 @@ CSV_FIELDS = csv_fields(KNOWN_LABELS)
 
 def csv_record(row: InboxRow, classes: Sequence[str] = KNOWN_LABELS) -> dict[str, Any]:
     a = row.assessment
-    delay = delay_s(row.created_at, row.received_at)
+    delay = delay_s(row.created_at, row.received_at)  # parsed once: "late" is the same delay over LATE_AFTER_S
     record: dict[str, Any] = {
         "result_id": row.result_id, "created_at": row.created_at, "received_at": row.received_at,
-        "delivered_late": int(row.late), "delay_s": f"{delay:.0f}" if delay is not None else "",
+        "delivered_late": int(delay is not None and delay > LATE_AFTER_S), "delay_s": f"{delay:.0f}" if delay is not None else "",
         "site": row.site, "device_id": row.device_id,
         "exam_id": row.exam_id or "", "patient_ref": row.patient_ref or "", "side": row.side or "",
+        "clock": "" if row.clock is None else row.clock, "age": "" if row.age is None else row.age,
         "outcome": row.outcome, "label": row.label or "", "inconclusive": int(row.inconclusive),
         "category": a.category.value, "category_source": "device" if a.from_device else "derived",
         "p_malignant": _num(a.p_malignant), "threshold_malignant": _num(a.threshold), "mode": a.mode or "",

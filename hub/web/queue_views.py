@@ -11,10 +11,11 @@ import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.web.assignments import AssignmentError
+from hub.web.fhir import exam_report
 from hub.web.inbox import InboxRow
 from hub.web.reviews import REVIEW_STATES, ReviewError
 
@@ -56,6 +57,7 @@ def install(app: FastAPI, s: "Services") -> None:
         SessionDep,
         _error,
         escalation_cutoff,
+        export_page_response,
         render_page,
         require,
     )
@@ -81,6 +83,22 @@ def install(app: FastAPI, s: "Services") -> None:
                     worst=max(scores, default=None), thumbs=s.inbox.with_thumbnail([r.id for r in rows]),
                     patients=sorted({r.patient_ref for r in rows if r.patient_ref}),
                     audit=[e for r in rows for e in s.reviews.entries(result_id=r.result_id, limit=20)])
+
+    @app.get("/exams/{exam_id}/fhir.json", response_class=HTMLResponse)
+    def exam_fhir_page(request: Request, exam_id: str, session: SessionDep) -> Response:
+        """An old link or bookmark: exports nothing, audits nothing; offers the POST button."""
+        rows = exam_rows(exam_id)
+        return export_page_response(s, request, session, "FHIR DiagnosticReport of an exam",
+                                    f"Exam {exam_id}, {len(rows)} frame(s).", "_export_fhir_exam.html", exam_id=exam_id)
+
+    @app.post("/exams/{exam_id}/fhir.json")
+    def exam_fhir(exam_id: str, session: CsrfDep) -> Response:
+        rows = exam_rows(exam_id)
+        stored = s.store.results_by_id([r.result_id for r in rows])
+        s.reviews.audit("export:fhir", session.user.username, f"DiagnosticReport of exam {exam_id}, {len(rows)} frame(s)")
+        name = "".join(c if c.isalnum() or c in "-._" else "_" for c in exam_id)
+        return JSONResponse(exam_report(exam_id, list(stored.values())), media_type="application/fhir+json",
+                            headers={"Content-Disposition": f'attachment; filename="exam-{name}.fhir.json"'})
 
     @app.post("/exams/{exam_id}/review")
     def review_exam(request: Request, exam_id: str, session: CsrfDep, state: Annotated[str, Form()],
