@@ -56,7 +56,7 @@ def bench_compute(model: Path, threads: int, frames: list[np.ndarray], repeats: 
     from device.engine import Classifier
 
     classifier = Classifier(load_bundle(model), threads=threads)
-    interpreter = classifier.interpreter
+    interpreter = classifier.runner.interpreter
     details = interpreter.get_input_details()[0]
     interpreter.set_tensor(details["index"], np.zeros(details["shape"], dtype=details["dtype"]))
     for _ in range(10):

@@ -1,12 +1,11 @@
-"""On-device inference: runtime selection, the classifier, heatmaps and the worker thread.
+"""On-device inference: the classifier (quality gate, decision, heat map) and the worker thread.
 
-Runtime order: ``ai_edge_litert`` (LiteRT), ``tflite_runtime``, ``tensorflow.lite`` — whichever is
-installed first; the one in use is logged and reported (``Classifier.runtime``).
+Running the model itself — runtime selection, tensors, scores -> probabilities — is
+:mod:`device.model.runtime`, shared with the workstation; this module adds what the device adds.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -22,39 +21,12 @@ import numpy as np
 from device.bundle import ModelBundle
 from device.crop import Box
 from device.decision import MALIGNANT, Category, Decision, Mode, applied_threshold, decide
-from device.errors import BundleError, RuntimeUnavailableError
-from device.head import head_scores
-from device.preprocess import Placement, prepare, to_input_tensor
+from device.errors import BundleError
+from device.model.runtime import ModelRunner, probabilities
+from device.preprocess import Placement, prepare
 from device.quality import QualityLimits, confidence_problems, image_problems
 
 log = logging.getLogger(__name__)
-
-RUNTIMES = (  # (name, module to import, attribute path of the Interpreter class)
-    ("ai_edge_litert", "ai_edge_litert.interpreter", "Interpreter"),
-    ("tflite_runtime", "tflite_runtime.interpreter", "Interpreter"),
-    ("tensorflow", "tensorflow", "lite.Interpreter"),
-)
-
-
-def load_interpreter_class(preferred: str | None = None) -> tuple[type, str]:
-    """The first available TFLite ``Interpreter`` class and the runtime's name."""
-    candidates = [r for r in RUNTIMES if preferred in (None, r[0])]
-    if not candidates:
-        raise RuntimeUnavailableError(f"unknown TFLite runtime {preferred!r}; choose from {[r[0] for r in RUNTIMES]}")
-    tried = []
-    for name, module_name, attribute in candidates:
-        try:
-            found = importlib.import_module(module_name)
-            for part in attribute.split("."):
-                found = getattr(found, part)
-        except (ImportError, AttributeError) as exc:
-            tried.append(f"{module_name} ({exc.__class__.__name__})")
-            continue
-        return found, name  # type: ignore[return-value]  # an Interpreter class found by name
-    raise RuntimeUnavailableError(
-        "no TFLite runtime installed: tried " + ", ".join(tried) + " — install ai-edge-litert (pip install ai-edge-litert)"
-    )
-
 
 @dataclass(frozen=True)
 class Classification:
@@ -95,13 +67,6 @@ HEATMAP_SCALE = (
 )
 
 
-def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = scores.astype(np.float64) / temperature
-    z -= z.max()
-    e = np.exp(z)
-    return e / e.sum()
-
-
 def decide_label(probabilities: np.ndarray, labels: tuple[str, ...], thresholds: dict[str, float]) -> str:
     """A label whose probability reaches its operating threshold wins (the one furthest above its
     threshold, relatively); otherwise the most probable label."""
@@ -138,57 +103,24 @@ class Classifier:
         self.limits = limits or QualityLimits(
             min_confidence=self.manifest.quality.min_confidence, max_entropy=self.manifest.quality.max_entropy
         )
-        interpreter_cls, self.runtime = load_interpreter_class(runtime)
-        try:
-            self.interpreter = interpreter_cls(model_path=str(bundle.model_path), num_threads=threads)
-            self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise BundleError(f"model bundle {bundle.path}: {bundle.model_path.name} is not a valid TFLite model ({exc})") from exc
-        self._input, self._scores, self._features = self._bind_tensors()
+        self.runner = ModelRunner.from_bundle(bundle, threads=threads, runtime=runtime)
+        self.runtime = self.runner.runtime
+        channels = self.runner.feature_channels
+        if channels is not None and channels != (len(self.manifest.cam.weights) if self.manifest.cam else None):
+            raise BundleError(f"model bundle {bundle.path}: class-activation output has {channels} channels, "
+                              f"cam.weights has {len(self.manifest.cam.weights) if self.manifest.cam else None}")
         self._cam_weights = None
         if self.manifest.cam is not None:
             self._cam_weights = np.asarray(self.manifest.cam.weights, dtype=np.float32)
-        self._head = self.manifest.head.arrays() if self.manifest.head is not None else None  # a site bundle's
-        if self._head is not None:  # its scores and heat maps come from the refitted head
-            self._cam_weights = self._head[0].astype(np.float32)
+        if self.runner.head is not None:  # a site bundle's scores and heat maps come from the refitted head
+            self._cam_weights = self.runner.head[0].astype(np.float32)
         log.info(
             "model %s %s loaded with %s (%d threads)", self.manifest.name, self.manifest.version, self.runtime, threads
         )
         self.warm_up()
 
-    # --- set-up ------------------------------------------------------------------------------------
-
-    def _bind_tensors(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
-        inputs = self.interpreter.get_input_details()
-        spec = self.manifest.input
-        where = f"model bundle {self.bundle.path}"
-        if len(inputs) != 1:
-            raise BundleError(f"{where}: model has {len(inputs)} inputs, expected 1")
-        expected = [1, spec.height, spec.width, spec.channels]
-        if list(inputs[0]["shape"]) != expected:
-            raise BundleError(f"{where}: model input shape {list(inputs[0]['shape'])} does not match manifest {expected}")
-        if np.dtype(inputs[0]["dtype"]).name != spec.dtype:
-            raise BundleError(f"{where}: model input dtype {np.dtype(inputs[0]['dtype']).name} does not match manifest {spec.dtype}")
-        outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
-        scores = outputs.get(self.manifest.outputs.scores)
-        if scores is None:
-            raise BundleError(f"{where}: no output tensor named {self.manifest.outputs.scores!r} (have {sorted(outputs)})")
-        if list(scores["shape"]) != [1, len(self.manifest.labels)]:
-            raise BundleError(f"{where}: scores output shape {list(scores['shape'])} does not match {len(self.manifest.labels)} labels")
-        features = None
-        if self.manifest.outputs.cam_features is not None:
-            features = outputs.get(self.manifest.outputs.cam_features)
-            if features is None or len(features["shape"]) != 4:
-                raise BundleError(f"{where}: class-activation output {self.manifest.outputs.cam_features!r} missing or not 4-D")
-            channels = len(self.manifest.cam.weights) if self.manifest.cam is not None else None
-            if features["shape"][3] != channels:
-                raise BundleError(f"{where}: class-activation output has {features['shape'][3]} channels, "
-                                  f"cam.weights has {channels}")
-        return inputs[0], scores, features
-
     def warm_up(self) -> None:
-        self.interpreter.set_tensor(self._input["index"], np.zeros(self._input["shape"], dtype=self._input["dtype"]))
-        self.interpreter.invoke()
+        self.runner.warm_up()
 
     # --- the compute path --------------------------------------------------------------------------
 
@@ -237,28 +169,15 @@ class Classifier:
 
     def input_tensor(self, pixels: np.ndarray) -> np.ndarray:
         """Model pixels -> the ``[1, H, W, C]`` tensor this interpreter takes."""
-        return to_input_tensor(pixels, self.manifest.input, self._input["dtype"], self._input["quantization"])
+        return self.runner.input_tensor(pixels)
 
     def invoke(self, tensor: np.ndarray, with_features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """The scores tensor's values (dequantized, before the temperature) and, if asked, the feature map. A site
-        bundle's scores are its head's on the pooled feature map (device/head.py)."""
-        self.interpreter.set_tensor(self._input["index"], tensor)
-        self.interpreter.invoke()
-        if self._head is not None and self._features is not None:  # a head implies the feature map (bundle.py)
-            features = _dequantize(self.interpreter.get_tensor(self._features["index"]), self._features)[0]
-            return head_scores(features, *self._head), (features if with_features else None)
-        scores = _dequantize(self.interpreter.get_tensor(self._scores["index"]), self._scores)[0]
-        features = None
-        if with_features and self._features is not None:  # an (S/32)x(S/32)x1280 copy: only when a heatmap is wanted
-            features = _dequantize(self.interpreter.get_tensor(self._features["index"]), self._features)[0]
-        return scores, features
+        """The scores (dequantized, before the temperature) and, if asked, the feature map (the runner's)."""
+        return self.runner.invoke(tensor, with_features)
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities: the manifest's temperature applied to the scores."""
-        if self.manifest.outputs.scores_kind == "logits":
-            return softmax(scores, self.manifest.temperature)
-        # probabilities: recover logits, then apply the temperature
-        return softmax(np.log(np.clip(scores, 1e-12, 1.0)), self.manifest.temperature)
+        """Calibrated probabilities: the manifest's temperature applied to the scores (the runner's rule)."""
+        return probabilities(scores, self.manifest.temperature, self.manifest.outputs.scores_kind)
 
     def _heatmap(self, features: np.ndarray, class_index: int, p_class: float, placement: Placement,
                  crop_shape: tuple[int, int]) -> np.ndarray:
@@ -282,13 +201,6 @@ def heat_scale(p: np.ndarray | float) -> np.ndarray:
     """A probability on the heat map's fixed scale, 0..1: log10 from HEATMAP_FLOOR (0) to 1 (1)."""
     floor = np.log10(HEATMAP_FLOOR)
     return np.clip((np.log10(np.maximum(p, HEATMAP_FLOOR)) - floor) / -floor, 0.0, 1.0).astype(np.float32)
-
-
-def _dequantize(values: np.ndarray, details: dict[str, Any]) -> np.ndarray:
-    scale, zero_point = details["quantization"]
-    if values.dtype in (np.int8, np.uint8, np.int16) and scale:
-        return (values.astype(np.float32) - zero_point) * scale
-    return values.astype(np.float32)
 
 
 # --- running inference off the caller's thread --------------------------------------------------------

@@ -184,7 +184,7 @@ def _decode_png(data: bytes) -> np.ndarray:
 
 
 def check_runtime() -> CheckResult:
-    from device.engine import load_interpreter_class
+    from device.model.runtime import load_interpreter_class
 
     try:
         cls, name = load_interpreter_class()

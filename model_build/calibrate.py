@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from device.model.runtime import softmax  # the device's rule, so a threshold means the same there
 from device.operating_point import robust_threshold
 
 log = logging.getLogger(__name__)
@@ -23,13 +24,6 @@ class OperatingPoint:
     val_sensitivity: float
     val_specificity: float
     confidence: float
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from device.bundle import InputSpec
+from device.model.runtime import ModelRunner, TensorNames, load_interpreter_class
 from model_build.calibrate import softmax
 
 log = logging.getLogger(__name__)
@@ -64,10 +66,10 @@ def convert_int8(export_model: Any, representative: np.ndarray, steps: int = 400
         log.debug("converter output: %s", chatter.getvalue()[-2000:])
 
 
-def interpreter(model_bytes: bytes, threads: int = 2):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=model_bytes, num_threads=threads)
+def interpreter(model_bytes: bytes, threads: int = 2) -> Any:
+    """A bare interpreter over converted model bytes (the device's runtime order), tensors allocated."""
+    interpreter_cls, _ = load_interpreter_class()
+    interp = interpreter_cls(model_content=model_bytes, num_threads=threads)
     interp.allocate_tensors()
     return interp
 
@@ -89,28 +91,11 @@ def identify_outputs(model_bytes: bytes, n_classes: int) -> TfliteOutputs:
     return TfliteOutputs(scores[0]["name"], feats[0]["name"], float(scale), int(zero))
 
 
-def _dequantize(detail: dict, value: np.ndarray) -> np.ndarray:
-    if detail["dtype"] in (np.int8, np.uint8):
-        scale, zero = detail["quantization"]
-        return (value.astype(np.float32) - zero) * scale
-    return value.astype(np.float32)
-
-
-def run_tflite(model_bytes: bytes, names: TfliteOutputs, grey: np.ndarray, with_features: bool = False, threads: int = 2):
-    """Run the int8 model on ``N x H x W`` grey uint8 pixels. Returns logits (and features)."""
-    interp = interpreter(model_bytes, threads)
-    inp = interp.get_input_details()[0]
-    outs = {d["name"]: d for d in interp.get_output_details()}
-    logits, features = [], []
-    for g in grey:
-        interp.set_tensor(inp["index"], np.repeat(g[None, :, :, None], 3, axis=-1).astype(np.uint8))
-        interp.invoke()
-        logits.append(_dequantize(outs[names.scores], interp.get_tensor(outs[names.scores]["index"]))[0])
-        if with_features:
-            features.append(_dequantize(outs[names.cam_features], interp.get_tensor(outs[names.cam_features]["index"]))[0])
-    if with_features:
-        return np.stack(logits), np.stack(features)
-    return np.stack(logits)
+def int8_runner(model_bytes: bytes, spec: InputSpec, names: TfliteOutputs, n_classes: int, threads: int = 2) -> ModelRunner:
+    """The device's runner (``device.model.runtime``) over the converted model: the build scores its int8
+    model exactly as the device will."""
+    return ModelRunner(model_bytes, spec, TensorNames(names.scores, names.cam_features), n_classes,
+                       where="the converted int8 model", threads=threads)
 
 
 def parity(float_logits: np.ndarray, int8_logits: np.ndarray, temperature: float) -> Parity:

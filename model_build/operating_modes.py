@@ -308,9 +308,8 @@ def score_sources(bundle_dir: Path, roots: Sequence[Path], out_dir: Path) -> Pat
     For a source the bundle never trained on, this *is* a held-out fold: e.g. an older bundle on a newer
     source, to compare recipes on the same unseen images. Writes ``out_dir/report/external_predictions.csv``."""
     from device.bundle import load_bundle
-    from model_build.calibrate import softmax
+    from device.model.runtime import bundle_probabilities
     from model_build.data import decode_sample, scan_source
-    from model_build.export import TfliteOutputs, run_tflite
     from model_build.lesion_views import LESION_CENTRED
     from model_build.pipeline import write_predictions
 
@@ -320,9 +319,7 @@ def score_sources(bundle_dir: Path, roots: Sequence[Path], out_dir: Path) -> Pat
         raise StudyError(f"bundle {bundle_dir}: labels {m.labels}, the study needs {LABELS}")
     samples = [s for root in roots for s in scan_source(root, lesion_views=True)[0] if s.view != LESION_CENTRED]
     pixels = np.stack([decode_sample(s, m.input) for s in samples])
-    names = TfliteOutputs(m.outputs.scores, m.outputs.cam_features or "", 1.0, 0)
-    scores = run_tflite(bundle.model_path.read_bytes(), names, pixels)
-    probs = softmax(scores, m.temperature) if m.outputs.scores_kind == "logits" else scores
+    probs = bundle_probabilities(bundle, pixels)  # the device's runner and rule, a site head included
     groups = np.array([f"{s.source}:patient:{s.patient_id}" if s.patient_id else f"{s.source}:file:{s.path.name}" for s in samples])
     path = Path(out_dir) / PREDICTIONS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -126,7 +126,8 @@ def build(cfg: BuildConfig) -> BuildResult:
     rep_idx = rng.permutation(len(parts["train"].samples))[: cfg.representative_steps]
     model_bytes = export.convert_int8(export_model, parts["train"].pixels[rep_idx], cfg.representative_steps)
     names = export.identify_outputs(model_bytes, len(data.labels))
-    int8_logits, int8_features = export.run_tflite(model_bytes, names, parts["test"].pixels, with_features=True)
+    int8 = export.int8_runner(model_bytes, spec, names, len(data.labels))
+    int8_logits, int8_features = int8.score_batch(parts["test"].pixels, with_features=True)
     parity = export.parity(logits["test"], int8_logits, temperature)
     log.info("int8 vs float on test: top-1 agreement %.4f, max prob diff %.4f", parity.top1_agreement, parity.max_prob_diff)
     export.check_parity(parity, cfg.min_agreement)
@@ -149,7 +150,7 @@ def build(cfg: BuildConfig) -> BuildResult:
     }
     external = None
     if held_out is not None:
-        external = _evaluate_held_out(held_out, export_model, model_bytes, names, temperature, threshold, malignant, data.labels, cfg)
+        external = _evaluate_held_out(held_out, export_model, int8, temperature, threshold, malignant, data.labels, cfg)
     reader_baseline = None
     if malignant is not None:
         reader_baseline = reader.compare_on_samples(
@@ -230,12 +231,12 @@ def _scored(data: LoadedData, idx: np.ndarray, split_name: str) -> np.ndarray:
     return np.array([i for i in idx if data.samples[i].view != LESION_CENTRED], dtype=np.int64)
 
 
-def _evaluate_held_out(held: HeldOut, export_model, model_bytes: bytes, names, temperature: float, threshold: float | None,
+def _evaluate_held_out(held: HeldOut, export_model, int8: export.ModelRunner, temperature: float, threshold: float | None,
                        malignant: int | None, labels: tuple[str, ...], cfg: BuildConfig) -> dict[str, Any]:
     """The held-out images scored like the test split: float and int8 metrics, and the BI-RADS comparison."""
     y = held.data.label_index()
     groups = np.array(held.groups)
-    int8_probs = calibrate.softmax(export.run_tflite(model_bytes, names, held.data.pixels), temperature)
+    int8_probs = calibrate.softmax(int8.score_batch(held.data.pixels)[0], temperature)
     float_probs = calibrate.softmax(predict_export(export_model, held.data.pixels), temperature)
     result: dict[str, Any] = {"rule": str(held.rule), "column": held.rule.column, "contains": held.rule.contains, "n": int(len(y))}
     for kind, probs in (("float", float_probs), ("int8", int8_probs)):

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from device.bundle import ModelBundle
-from model_build.calibrate import softmax
+from device.model.runtime import bundle_probabilities
 from model_build.data import DatasetError, Sample, decode_sample, scan_source
-from model_build.export import TfliteOutputs, run_tflite
 from model_build.split import relative_name
 
 log = logging.getLogger(__name__)
@@ -91,8 +90,6 @@ def score_test_split(
         raise RescoreError(f"none of the bundle's test images were found in the given data ({', '.join(map(str, roots))})")
     m = bundle.manifest
     pixels = np.stack([decode_sample(s, m.input) for s in samples])
-    names = TfliteOutputs(m.outputs.scores, m.outputs.cam_features or "", 1.0, 0)
-    scores = run_tflite(bundle.model_path.read_bytes(), names, pixels)
-    probs = softmax(scores, m.temperature) if m.outputs.scores_kind == "logits" else scores
+    probs = bundle_probabilities(bundle, pixels)  # the device's runner and rule, a site head included
     log.info("re-scored %d test image(s) with %s %s", len(samples), m.name, m.version)
     return ScoredSplit(samples, np.array(groups), probs, skipped)

@@ -9,8 +9,9 @@ import pytest
 
 from device.crop import Box
 from device.demo import scanner_screen
-from device.engine import Classifier, InferenceWorker, decide_label, load_interpreter_class, softmax
+from device.engine import Classifier, InferenceWorker, decide_label
 from device.errors import BundleError, RuntimeUnavailableError
+from device.model.runtime import load_interpreter_class, softmax
 from device.quality import QualityLimits
 from tests.tiny_bundle import expected_label
 
