@@ -536,15 +536,28 @@ class HeartbeatMessage:
     soc_temp_c: float | None = None
     throttled: str | None = None  # vcgencmd get_throttled bit mask, e.g. "0x0"
     latency_p50_ms: float | None = None
+    # Optional (docs/mqtt.md "Model and source state"): left out of the payload when None, so a heartbeat
+    # without them is byte for byte the message an older device sends.
+    model_state: str | None = None  # ok | missing | rejected
+    model_detail: str | None = None
+    source_state: str | None = None  # ok | lost
+    source_detail: str | None = None
     schema: int = SCHEMA_VERSION
 
     def to_payload(self) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             "schema": self.schema, "device_id": self.device_id, "site": self.site, "at": self.at,
             "interval_s": self.interval_s, "uptime_s": self.uptime_s, "backlog": self.backlog,
             "oldest_pending_age_s": self.oldest_pending_age_s, "disk_free_bytes": self.disk_free_bytes,
             "soc_temp_c": self.soc_temp_c, "throttled": self.throttled, "latency_p50_ms": self.latency_p50_ms,
         }
+        for name in HEARTBEAT_OPTIONAL:
+            if getattr(self, name) is not None:
+                payload[name] = getattr(self, name)
+        return payload
+
+
+HEARTBEAT_OPTIONAL = ("model_state", "model_detail", "source_state", "source_detail")
 
 
 def encode_heartbeat(message: HeartbeatMessage) -> bytes:

@@ -1,15 +1,26 @@
-"""What a heartbeat says about the device: uptime, backlog, disk, SoC temperature/throttling, latency."""
+"""What a heartbeat says about the device: uptime, backlog, disk, SoC temperature/throttling, latency, and whether
+it can work at all — its model bundle (ok / missing / rejected) and its image source (ok / lost).
+
+The model state is checked here, by the uplink, on the configured bundle (:func:`model_state`; re-checked only
+when the bundle's files change). The source is the device application's: it writes what its frame reader sees
+with :func:`write_source_state` into the store (like the uplink's own state, ``device/uplink/state.py``), and
+the heartbeat carries it while it is fresh (:data:`SOURCE_STATE_STALE_S`); otherwise it is left out (unknown).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import statistics
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from device.bundle import load_bundle
 from device.contract import HeartbeatMessage
+from device.errors import SonopiError
 from device.results import utc_now_iso
 from device.store import ResultStore
 
@@ -18,6 +29,11 @@ log = logging.getLogger(__name__)
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
 THROTTLED = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")  # Raspberry Pi firmware driver
 LATENCY_SAMPLE = 50
+SOURCE_META_KEY = "source_state"
+SOURCE_STATES = ("ok", "lost")
+SOURCE_STATE_STALE_S = 300.0  # an application report older than this says nothing (the application may be gone)
+DETAIL_MAX = 200
+_model_cache: dict[str, tuple[tuple[object, ...], tuple[str, str | None]]] = {}
 
 
 def soc_temperature_c(path: Path = THERMAL_ZONE) -> float | None:
@@ -57,10 +73,72 @@ def age_s(iso: str | None) -> float | None:
     return round(max(0.0, (datetime.now(UTC) - then).total_seconds()), 1)
 
 
+def _detail(text: str) -> str:
+    clean = "".join(c if c.isprintable() else " " for c in text)
+    return clean if len(clean) <= DETAIL_MAX else clean[: DETAIL_MAX - 1] + "…"
+
+
+def _bundle_stamp(path: Path) -> tuple[object, ...]:
+    """What changes when the bundle is replaced: the directory's entries with their size and mtime."""
+    try:
+        with os.scandir(path) as entries:
+            return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.is_file()))
+    except OSError as exc:
+        return ("unreadable", str(exc))
+
+
+def model_state(path: Path | None) -> tuple[str, str | None]:
+    """``(ok | missing | rejected, detail)`` for the configured bundle; loaded (sha256 checked) again only when its
+    files changed."""
+    if path is None:
+        return "missing", "no model bundle configured"
+    if not path.exists():
+        return "missing", _detail(f"model bundle {path} is not there")
+    stamp = _bundle_stamp(path)
+    cached = _model_cache.get(str(path))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        load_bundle(path)
+        state: tuple[str, str | None] = ("ok", None)
+    except (SonopiError, OSError, ValueError) as exc:
+        state = ("rejected", _detail(str(exc)))
+    _model_cache[str(path)] = (stamp, state)
+    return state
+
+
+def write_source_state(store: ResultStore, state: str, detail: str = "") -> None:
+    """The device application's image source: ``ok`` (frames arrive) or ``lost`` (gone, being reopened)."""
+    if state not in SOURCE_STATES:
+        raise ValueError(f"unknown source state {state!r} (one of {', '.join(SOURCE_STATES)})")
+    store.set_meta(SOURCE_META_KEY, json.dumps({"state": state, "detail": _detail(detail), "at": utc_now_iso()}))
+
+
+def read_source_state(store: ResultStore, stale_after_s: float = SOURCE_STATE_STALE_S) -> tuple[str | None, str | None]:
+    """The application's last source report, or ``(None, None)`` when there is none, it is unreadable or stale."""
+    raw = store.get_meta(SOURCE_META_KEY)
+    if raw is None:
+        return None, None
+    try:
+        data = json.loads(raw)
+        state, detail, at = data["state"], data.get("detail") or None, data["at"]
+    except (TypeError, ValueError, KeyError):
+        log.warning("heartbeat: unreadable source state in the store: %r", raw[:80])
+        return None, None
+    age = age_s(at)
+    if state not in SOURCE_STATES or age is None or age > stale_after_s:
+        return None, None
+    return state, detail
+
+
 def build_heartbeat(
-    store: ResultStore, *, site: str, device_id: str, interval_s: float, started_monotonic: float
+    store: ResultStore, *, site: str, device_id: str, interval_s: float, started_monotonic: float,
+    model_path: Path | None = None, check_model: bool = False,
 ) -> HeartbeatMessage:
+    """``check_model``: report the state of the bundle at ``model_path`` (the uplink passes its configured one)."""
     backlog = store.backlog()
+    model, model_detail = model_state(model_path) if check_model else (None, None)
+    source, source_detail = read_source_state(store)
     return HeartbeatMessage(
         device_id=device_id,
         site=site,
@@ -73,4 +151,8 @@ def build_heartbeat(
         soc_temp_c=soc_temperature_c(),
         throttled=throttled_flags(),
         latency_p50_ms=latency_p50_ms(store),
+        model_state=model,
+        model_detail=model_detail,
+        source_state=source,
+        source_detail=source_detail,
     )

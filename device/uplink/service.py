@@ -252,7 +252,8 @@ class UplinkService:
 
     def _send_heartbeat(self, client: mqtt.Client) -> None:
         beat = build_heartbeat(self.store, site=self.site, device_id=self.device_id,
-                               interval_s=self.cfg.heartbeat_s, started_monotonic=self._started)
+                               interval_s=self.cfg.heartbeat_s, started_monotonic=self._started,
+                               model_path=self.config.model.path, check_model=True)
         client.publish(self.topics["heartbeat"], encode_heartbeat(beat), qos=QOS["heartbeat"], retain=False)
         self._report("connected")  # refreshed with every heartbeat: a stale state means no uplink process
 
