@@ -33,13 +33,20 @@ The procedure (docs/device.md, "Site onboarding"), all numpy, no TensorFlow:
    normal would teach the head to miss cancers); those a head fitted without their patient still gives
    p(lesion) >= :data:`REVIEW_P_LESION` stay in (measured: leaving them out too cost 4 points of normals called
    normal on the other half, and they are the scanner's look the head has to learn);
-7. the shipped head is refitted on every site case with the chosen weight; the temperature and the operating
-   thresholds stay the base bundle's (a refit never raises the malignant threshold).
+7. the shipped head is refitted on every site case with the chosen weight; the operating thresholds stay the
+   base bundle's (a refit never raises the malignant threshold);
+8. temperature: with at least :data:`MIN_TEMPERATURE_LESIONS` biopsy-proven lesions among the held-out cases, the
+   temperature is refitted on the held-out part (negative log-likelihood of their labels under the head fitted
+   without them, :func:`fit_temperature`, numpy only) and taken only when it loses no cancer: the site's cancers'
+   sensitivity at the threshold does not fall, and the base test split's malignant sensitivity and AUC stay within
+   the no-forgetting limits; otherwise (normals only, too few lesions, or a refused temperature: recorded why) the
+   base bundle's temperature stays.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -83,6 +90,8 @@ SCANNER_MIN_ODD = 3  # a folder is mixed when at least this many images are odd 
 SCANNER_MIN_SHARE = 0.05  # ... and at least this share of them
 TARGET_SENSITIVITY = 0.95  # with >= MIN_MALIGNANT site cancers: the malignant threshold is re-chosen for this, as
 CONFIDENCE = 0.9  # site-check chooses it (robustly, in this share of resamples), and only ever lowered
+MIN_TEMPERATURE_LESIONS = 10  # held-out biopsy-proven lesions (benign + malignant) a temperature refit needs
+TEMPERATURE_RANGE = (0.05, 20.0)  # the refitted temperature is searched in this range
 REPORT_FILE = "report/site_adapt.json"
 MAX_VERSION_LENGTH = 64  # model.version in the result contract
 
@@ -297,6 +306,40 @@ def fit_update(v: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray, l2: f
     return theta[:r], theta[r]
 
 
+def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = TEMPERATURE_RANGE) -> float:
+    """The temperature ``T`` minimising the mean negative log-likelihood of the labels ``y`` under
+    ``softmax(logits / T)``. In ``s = 1/T`` the loss is convex (log-sum-exp of a linear function minus a linear one),
+    its derivative ``E_p[z] - z_y`` increases with ``s``, so bisection on its sign finds the one minimum in the range
+    (a bound when the minimum lies beyond it)."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    if z.ndim != 2 or len(z) != len(y) or len(z) == 0:
+        raise ValueError(f"fit_temperature: logits {z.shape} and labels {y.shape} do not match")
+    z_true = z[np.arange(len(y)), y]
+
+    def slope(s: float) -> float:
+        p = softmax_rows(z * s)
+        return float(((p * z).sum(axis=1) - z_true).mean())
+
+    low, high = 1.0 / bounds[1], 1.0 / bounds[0]
+    if slope(low) >= 0:
+        return bounds[1]
+    if slope(high) <= 0:
+        return bounds[0]
+    for _ in range(60):
+        mid = 0.5 * (low + high)
+        if slope(mid) > 0:
+            high = mid
+        else:
+            low = mid
+    return 1.0 / (0.5 * (low + high))
+
+
+def mean_nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
+    p = softmax_rows(logits, temperature)
+    return float(-np.log(np.maximum(p[np.arange(len(y)), y], 1e-300)).mean())
+
+
 # --- figures -----------------------------------------------------------------------------------------
 
 
@@ -407,6 +450,8 @@ class Adaptation:
     # the sensitivity/specificity on the site's cases at the base and the new threshold; None: the base's apply
     thresholds: dict[str, Any] | None = None
     seconds: float = 0.0
+    # {"base", "site", "refitted", "reason", ...}: the temperature of the site bundle (the base's unless refitted)
+    temperature: dict[str, Any] = field(default_factory=dict)
 
     def short_hash(self) -> str:
         digest = hashlib.sha256(self.data_sha256.encode())
@@ -423,7 +468,7 @@ class Adaptation:
             "scanner_check": {"mixed": self.scanner.mixed, "odd": list(self.scanner.odd),
                               "largest_z": round(self.scanner.largest_z, 2), "limit_z": SCANNER_Z,
                               "medians": {k: round(v, 4) for k, v in self.scanner.medians.items()}},
-            "thresholds": self.thresholds,
+            "thresholds": self.thresholds, "temperature": self.temperature,
             "tried": self.tried, "unfit": [{"file": f, "reason": r} for f, r in self.unfit],
             "seconds": round(self.seconds, 1),
         }
@@ -532,7 +577,15 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
     site_weight, a_all, db_all, base_after, held_after = chosen
     weights = w0 + basis @ a_all
     bias = b0 + db_all
-    thresholds = _site_thresholds(spec, softmax_rows(z_site + v_site @ a_all + db_all, m.temperature),
+    a_part, db_part = fit(fit_mask, site_weight)
+    temperature = _site_temperature(
+        z_site[held] + v_site[held] @ a_part + db_part, y_site[held], z_site + v_site @ a_all + db_all, y_site,
+        z_test + v_test @ a_all + db_all, y_test, base_before, rule)
+    if temperature["refitted"]:
+        rule = dataclasses.replace(rule, temperature=temperature["site"])
+        base_after = figures(z_test + v_test @ a_all + db_all, y_test, rule)
+        held_after = figures(z_site[held] + v_site[held] @ a_part + db_part, y_site[held], rule)
+    thresholds = _site_thresholds(spec, softmax_rows(z_site + v_site @ a_all + db_all, rule.temperature),
                                   y_site, labels, rule)
     return Adaptation(
         weights=weights, bias=bias, site_weight=site_weight, counts=counts, patients=patients,
@@ -543,9 +596,47 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
                  "note": "after: a head fitted without these patients; the shipped head is then fitted on every case"},
         base_test={"before": base_before, "after": base_after, "n": int(len(y_test))},
         review=review, scanner=scanner, tried=tried, unfit=site.unfit, data_sha256=site.sha256, basis_rank=basis.shape[1],
-        thresholds=thresholds,
+        thresholds=thresholds, temperature=temperature,
         seconds=time.perf_counter() - start,
     )
+
+
+def _site_temperature(held_logits: np.ndarray, held_y: np.ndarray, site_logits: np.ndarray, site_y: np.ndarray,
+                      test_logits: np.ndarray, test_y: np.ndarray, base_before: dict[str, Any],
+                      rule: Rule) -> dict[str, Any]:
+    """The site bundle's temperature (module docstring, step 8): refitted on the held-out cases when they hold at
+    least MIN_TEMPERATURE_LESIONS lesions, and taken only when it loses no cancer (the site's at the threshold; the
+    base test split's sensitivity and AUC within the no-forgetting limits); else the base's, with the reason."""
+    labels = rule.labels
+    lesions = int((held_y != labels.index(NORMAL)).sum())
+    out: dict[str, Any] = {"base": rule.temperature, "site": rule.temperature, "refitted": False,
+                           "held_out_cases": int(len(held_y)), "held_out_lesions": lesions}
+    if lesions < MIN_TEMPERATURE_LESIONS:
+        out["reason"] = (f"{lesions} biopsy-proven lesion(s) held out, at least {MIN_TEMPERATURE_LESIONS} needed: "
+                         "the base temperature is kept (normals alone would only teach over-confidence in 'normal')")
+        return out
+    fitted = fit_temperature(held_logits, held_y)
+    out.update({"fitted": round(fitted, 4), "nll_base": round(mean_nll(held_logits, held_y, rule.temperature), 4),
+                "nll_fitted": round(mean_nll(held_logits, held_y, fitted), 4)})
+    new_rule = dataclasses.replace(rule, temperature=fitted)
+    malignant = site_y == labels.index(MALIGNANT)
+    # Calibration moves how many normals fall below the lesion threshold — that is what it is for; what it may not
+    # do is lose cancers, here or on the base test split (the thresholds were chosen at the base temperature).
+    problems = [p for p in forgetting(base_before, figures(test_logits, test_y, new_rule))
+                if p.startswith(("malignant_sensitivity", "auc_malignant"))]
+    if malignant.any():
+        k = labels.index(MALIGNANT)
+        before = float((softmax_rows(site_logits[malignant], rule.temperature)[:, k] >= rule.malignant_threshold).mean())
+        after = float((softmax_rows(site_logits[malignant], fitted)[:, k] >= rule.malignant_threshold).mean())
+        out["site_malignant_sensitivity"] = {"base_temperature": round(before, 4), "fitted": round(after, 4)}
+        if after < before - 1e-12:
+            problems.append(f"the site's cancers called suspicious {before:.3f} -> {after:.3f}")
+    if problems:
+        out["reason"] = "refitted temperature refused, the base one is kept: " + "; ".join(problems)
+        return out
+    out.update({"site": round(fitted, 6), "refitted": True,
+                "reason": f"refitted on {len(held_y)} held-out cases ({lesions} lesions), by patient"})
+    return out
 
 
 def _site_thresholds(spec: Any, p: np.ndarray, y: np.ndarray, labels: tuple[str, ...], rule: Rule) -> dict[str, Any] | None:
@@ -632,6 +723,10 @@ def report_text(a: Adaptation) -> str:
         f"{ta['auc_malignant']:.3f}, normals called normal {pct(tb['normals_called_normal'])} -> "
         f"{pct(ta['normals_called_normal'])}, malignant sensitivity {pct(tb['malignant_sensitivity'])} -> "
         f"{pct(ta['malignant_sensitivity'])} (site weight {a.site_weight})")
+    if a.temperature:
+        t = a.temperature
+        lines.append(f"temperature: {t['base']} -> {t['site']}" + (" (refitted" if t["refitted"] else " (base kept")
+                     + f"; {t.get('reason', '')})")
     if a.thresholds is not None:
         t = a.thresholds
         lines.append(
@@ -665,9 +760,11 @@ def site_card(base: ModelBundle, manifest: Any, adaptation: Adaptation, signing:
         f"A site bundle made on the device by `python -m device site-adapt` from **{m.name} {m.version}** "
         f"(model sha256 {m.model_sha256[:16]}…): the same model file; the classifier head refitted ({adaptation.refitted}) "
         "on this site's own cases together with the base bundle's training images, so that it learns what normal "
-        "looks like on this scanner without forgetting the others. The temperature is the base bundle's; the "
-        "operating thresholds too, unless at least 20 site cancers were given, which may only lower them (a refit "
-        "never raises the malignant threshold).",
+        "looks like on this scanner without forgetting the others. The temperature is the base bundle's unless at "
+        f"least {MIN_TEMPERATURE_LESIONS} biopsy-proven site lesions were held out (then refitted on them: "
+        f"{adaptation.temperature.get('base')} -> {adaptation.temperature.get('site')}); the operating thresholds are "
+        "the base's, unless at least 20 site cancers were given, which may only lower them (a refit never raises the "
+        "malignant threshold).",
         "",
         f"- site data: sha256 {adaptation.data_sha256[:16]}…, {', '.join(f'{v} {k}' for k, v in adaptation.counts.items() if v)}"
         + (f", {adaptation.patients} patients" if adaptation.patients else ""),
@@ -693,7 +790,6 @@ def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site
     """Write the site bundle to ``out`` (refused when it exists and is not empty): the base model file, a manifest
     with the head, a reference frame recomputed through the head (``device selftest`` checks it), the report and
     card; signed with ``site_key`` (an Ed25519 private key, device.signing) or marked ``unsigned-site``."""
-    import dataclasses
     import os
     import shutil
 
@@ -715,7 +811,8 @@ def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site
     site = {"data_sha256": adaptation.data_sha256, "counts": adaptation.counts, "patients": adaptation.patients,
             "refitted": adaptation.refitted, "site_weight": adaptation.site_weight, "signing": signing,
             "holdout": adaptation.holdout, "base_test": adaptation.base_test,
-            "review": len(adaptation.review), "thresholds": adaptation.thresholds, "report": REPORT_FILE}
+            "review": len(adaptation.review), "thresholds": adaptation.thresholds,
+            "temperature": adaptation.temperature, "report": REPORT_FILE}
     head = HeadSpec(weights=tuple(tuple(float(v) for v in row) for row in adaptation.weights),
                     bias=tuple(float(v) for v in adaptation.bias),
                     base=BaseIdentity(m.name, m.version, m.model_sha256), site=site)
@@ -730,8 +827,11 @@ def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site
                                           figures=None if modes[name] < mode.malignant_threshold else mode.figures,
                                           categories=None if modes[name] < mode.malignant_threshold else mode.categories)
                 for name, mode in decision.modes.items()})
+    temperature = adaptation.temperature.get("site", m.temperature) if adaptation.temperature.get("refitted") \
+        else m.temperature
     manifest = dataclasses.replace(m, version=version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                   head=head, reference=None, thresholds=thresholds, decision=decision)
+                                   head=head, reference=None, thresholds=thresholds, decision=decision,
+                                   temperature=float(temperature))
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     write_bundle(partial, base.model_path.read_bytes(), manifest)

@@ -30,7 +30,19 @@ from device.head import (
 )
 from device.imageio import decode_image_file
 from device.preprocess import prepare
-from device.site_adapt import auc, fit_update, scanner_check, softmax_rows
+from device.site_adapt import (
+    MIN_TEMPERATURE_LESIONS,
+    TEMPERATURE_RANGE,
+    Rule,
+    _site_temperature,
+    auc,
+    figures,
+    fit_temperature,
+    fit_update,
+    mean_nll,
+    scanner_check,
+    softmax_rows,
+)
 
 HEAD_TOLERANCE = 0.03  # logits: the int8 model requantizes the pooled vector and the dense layer inside itself
 
@@ -243,3 +255,55 @@ def test_site_cancers_may_only_lower_the_thresholds() -> None:
     high = _site_thresholds(spec, probs(np.concatenate([rng.uniform(0.6, 0.9, 30), rng.uniform(0, 0.01, 30)])), y, labels, rule)
     assert high["modes"] == {name: m.malignant_threshold for name, m in spec.modes.items()}  # never raised
     assert _site_thresholds(spec, probs(rng.uniform(0, 1, 60)), np.array([2] * 19 + [1] * 41), labels, rule) is None
+
+
+def _calibration_set(temperature: float, n: int = 20000, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels drawn from softmax(logits / temperature): that temperature is the calibrated one."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(scale=3.0, size=(n, 3))
+    p = softmax_rows(z, temperature)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    return z, y
+
+
+@pytest.mark.parametrize("true_t", [0.5, 1.0, 2.5])
+def test_fit_temperature_recovers_the_calibrated_temperature(true_t: float) -> None:
+    z, y = _calibration_set(true_t)
+    fitted = fit_temperature(z, y)
+    assert abs(fitted - true_t) / true_t < 0.05, fitted
+    assert mean_nll(z, y, fitted) <= min(mean_nll(z, y, fitted * 1.05), mean_nll(z, y, fitted / 1.05))
+
+
+def test_fit_temperature_stays_in_its_range_and_names_bad_shapes() -> None:
+    z = np.array([[5.0, 0.0, 0.0]] * 50)
+    assert fit_temperature(z, np.zeros(50, dtype=int)) == TEMPERATURE_RANGE[0]  # always right: as sharp as allowed
+    with pytest.raises(ValueError, match="do not match"):
+        fit_temperature(z, np.zeros(49, dtype=int))
+
+
+def _rule(temperature: float = 1.0) -> Rule:
+    return Rule(("normal", "benign", "malignant"), temperature, 0.3, 0.5)
+
+
+def test_normals_only_keep_the_base_temperature() -> None:
+    z, y = _calibration_set(2.0, n=400)
+    y[:] = 0  # only normals held out
+    rule = _rule()
+    t = _site_temperature(z, y, z, y, z, y, figures(z, y, rule), rule)
+    assert not t["refitted"] and t["site"] == t["base"] == 1.0 and "lesion(s) held out" in t["reason"]
+
+
+def test_held_out_lesions_refit_the_temperature_when_it_keeps_the_cancers() -> None:
+    z, y = _calibration_set(2.0, n=2000)
+    assert int((y != 0).sum()) >= MIN_TEMPERATURE_LESIONS
+    rule = _rule()
+    t = _site_temperature(z, y, z, y, z, y, figures(z, y, rule), rule)
+    assert t["refitted"] and abs(t["site"] - 2.0) < 0.2 and t["nll_fitted"] < t["nll_base"], t
+
+
+def test_a_temperature_that_loses_cancers_is_refused() -> None:
+    z, y = _calibration_set(0.5, n=2000)  # the fit sharpens: small p(malignant) shrink below the threshold
+    rule = _rule(1.0)
+    t = _site_temperature(z, y, z, y, z, y, figures(z, y, rule), rule)
+    assert t["fitted"] < 0.6 and not t["refitted"] and t["site"] == 1.0
+    assert "refused" in t["reason"] and "cancers called suspicious" in t["reason"], t

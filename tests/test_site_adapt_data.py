@@ -223,6 +223,32 @@ def test_lesion_images_labelled_normal_are_listed_for_review(site: SimpleNamespa
     assert adaptation.counts["normal"] == len(site.normals) + len(wrong)
 
 
+def test_held_out_lesions_recalibrate_the_temperature(site: SimpleNamespace, base_classifier: Classifier,
+                                                      shipped_bundle_dir: Path, tmp_path: Path) -> None:
+    """Half A's normals and its biopsy-proven lesions (the site's own cancers and benign lesions): the temperature is
+    refitted on the held-out patients' cases and written to the site bundle's manifest and ``head.site``; with
+    normals only (test_the_cli_writes_a_site_bundle_naming_its_base) it stays the base's. 60 of half A's 125 lesion
+    images: with all of them every site weight was refused by the no-forgetting check (base normals called normal
+    0.467 -> 0.333 at weight 0.1). Measured: 24 held-out cases (13 lesions), temperature 1.163 -> 2.779, held-out
+    negative log-likelihood 0.926 -> 0.726, the site's cancers called suspicious 100 % before and after."""
+    lesions = [s for s in site.samples if s.view == "full" and s.label != "normal" and _patient(s) in site.teach][:60]
+    folder = write_cases(site.normals, site.root / "with-lesions")
+    write_cases(lesions, folder)
+    data = read_site_data(base_classifier, read_site_cases(folder))
+    base = base_classifier.bundle.manifest
+    adaptation = adapt(base_classifier.bundle, HeadData.load(shipped_bundle_dir / HEAD_DATA_FILE), data)
+    t = adaptation.temperature
+    assert t["base"] == base.temperature and t["held_out_lesions"] >= 10, t
+    assert t["nll_fitted"] <= t["nll_base"], t  # the fit lowers the held-out cases' negative log-likelihood
+    bundle = write_site_bundle(base_classifier.bundle, adaptation, tmp_path / "calibrated")
+    assert bundle.manifest.head.site["temperature"] == t
+    if t["refitted"]:
+        assert bundle.manifest.temperature == t["site"] != base.temperature
+        assert adaptation.holdout["after"]["malignant_sensitivity"] is not None
+    else:  # refused: it would have lost cancers; the reason is recorded
+        assert bundle.manifest.temperature == base.temperature and "refused" in t["reason"], t
+
+
 @pytest.fixture(scope="module")
 def adaptation(site: SimpleNamespace, base_classifier: Classifier, shipped_bundle_dir: Path):
     data = read_site_data(base_classifier, read_site_cases(site.cases))
