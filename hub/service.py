@@ -7,8 +7,12 @@
 * paho's network thread only queues messages; this module's loop validates, stores a batch in one
   transaction, then publishes the device acks and the PUBACKs.
 * A result is stored only after the device's previous un-acknowledged result (``prev_result_id``) is
-  stored: results reach the database in the device's ``seq`` order. One that arrives early is dropped
-  un-acked ("deferred"); the device re-sends it in order after its ack timeout.
+  stored: results reach the database in the device's ``seq`` order. One that arrives early ("deferred") is
+  parked, un-acked, in the database's ``waiting_results`` (a reorder buffer all hubs on the database share) and
+  stored, then acked, by whichever hub stores its predecessor (counted ``stored_after_waiting``). With two hubs in a
+  shared group the broker alternates a device's messages between them, so most results arrive at the hub that does
+  not hold their predecessor: dropping them made the device wait an ack timeout for almost every result. A result
+  whose predecessor never comes is re-sent by the device after its ack timeout, as before.
 * Anything that breaks the contract is counted in the ``rejections`` table with its reason, logged,
   and PUBACKed (so the broker does not send it again) — never stored, never fatal.
 * Every message ends with exactly one :class:`Outcome`, counted: stored, recorded (status/heartbeat),
@@ -85,6 +89,8 @@ log = logging.getLogger(__name__)
 
 STATS_EVERY_S = 60.0
 PRUNE_EVERY_S = 3600.0
+WAITING_ROUNDS = 3  # reorder-buffer passes per batch (another hub may store more while one pass runs)
+WAITING_KEEP_S = 86400.0  # a result waiting this long is forgotten (its device re-sent it long since)
 
 
 def subscriptions(shared_group: str | None) -> list[tuple[str, int]]:
@@ -314,11 +320,56 @@ class HubService:
         plan = self._in_order(candidates)
         to_store = [p.message for p in plan if p.decision is Decision.STORE]
         added = {a.result_id: a for a in self.store.add_results_each(to_store, now)} if to_store else {}
+        early = [(p.item.topic, p.item.payload, p.message) for p in plan if p.decision is Decision.DEFERRED]
+        if early:  # durable in the shared reorder buffer before their PUBACK
+            self.store.park_waiting(early, now)
         for p in plan:
             outcome = self._settle(p, added, ledger)
             ledger.tally[outcome.value] += 1
             if outcome in (Outcome.STORED, Outcome.DUPLICATE):
                 ledger.acks[(p.message.site, p.message.device_id)].append(p.message.result_id)
+        if candidates:
+            self._store_waiting({(m.site, m.device_id) for _, m in candidates}, now, ledger)
+
+    def _store_waiting(self, devices: set[tuple[str, str]], now: str, ledger: Ledger) -> None:
+        """Store the waiting results (``waiting_results``, any hub's) whose predecessor is stored now, in seq order,
+        and ack them. Run after every batch's commits, by every hub: when one hub parks a result while another stores
+        its predecessor, whichever of the two commits second sees the other's commit, so no result is left waiting
+        (READ COMMITTED). Both may store the same result: the second insert is a no-op (``result_id`` unique)."""
+        for _ in range(WAITING_ROUNDS):
+            rows = self.store.waiting(devices)
+            if not rows:
+                return
+            items: list[tuple[Incoming, ResultMessage]] = []
+            done: list[str] = []
+            for topic_name, payload in rows:
+                try:
+                    items.append((Incoming(topic_name, payload, 0, 0), decode_result(topic_name, payload)))
+                except ContractError:  # it was decoded before it was parked; a newer contract may refuse it
+                    done += [rid for rid in [result_id_of(payload)] if rid]
+            plan = self._in_order(items)
+            to_store = [p.message for p in plan if p.decision is Decision.STORE]
+            added = {a.result_id: a for a in self.store.add_results_each(to_store, now)} if to_store else {}
+            for p in plan:
+                if p.decision is not Decision.DEFERRED:
+                    done.append(p.message.result_id)
+                    self._settle_waiting(p, added.get(p.message.result_id), ledger)
+            if done:
+                self.store.drop_waiting(done)
+            if not to_store:
+                return
+
+    def _settle_waiting(self, p: Planned, added: Added | None, ledger: Ledger) -> None:
+        """A waiting result leaves the buffer: stored (or already stored) and acked; one that conflicts with the stored
+        result or that the database refuses is only dropped (its device's re-send is then rejected and nacked)."""
+        m = p.message
+        if p.decision is Decision.CONFLICT or (added is not None and added.error is not None):
+            log.warning("hub: %s/%s seq %d: a waiting copy of result %s was dropped (%s)", m.site, m.device_id, m.seq,
+                        m.result_id, "it differs from the stored result" if added is None else "the database refused it")
+            return
+        if p.decision is Decision.STORE and added is not None and added.stored:
+            ledger.tally["stored_after_waiting"] += 1
+        ledger.acks[(m.site, m.device_id)].append(m.result_id)
 
     def _settle(self, p: Planned, added: dict[str, Added], ledger: Ledger) -> Outcome:
         m = p.message
@@ -438,6 +489,8 @@ class HubService:
         cutoff = datetime.now(UTC) - timedelta(days=self.config.ingest.heartbeat_keep_days)
         try:
             self.store.prune_heartbeats(cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+            stale = datetime.now(UTC) - timedelta(seconds=WAITING_KEEP_S)
+            self.store.prune_waiting(stale.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
         except HubStoreError as exc:
             log.error("hub: %s", exc)
 

@@ -162,6 +162,19 @@ def _schema(pg: bool) -> list[str]:
             last_detail TEXT,
             PRIMARY KEY (reason, site, device_id)
         )""",
+        # Results that arrived before their predecessor (prev_result_id) was stored: the reorder buffer every hub on
+        # this database shares. Whichever hub stores the predecessor stores these after it (hub/service.py).
+        f"""CREATE TABLE IF NOT EXISTS waiting_results (
+            result_id      TEXT PRIMARY KEY,
+            prev_result_id TEXT NOT NULL,
+            site           TEXT NOT NULL,
+            device_id      TEXT NOT NULL,
+            seq            BIGINT NOT NULL,
+            topic          TEXT NOT NULL,
+            payload        {blob} NOT NULL,
+            received_at    TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS waiting_results_device ON waiting_results (site, device_id, seq)",
         # A clinician's void or move of a result (device/corrections.py): append-only, never an update of results.
         f"""CREATE TABLE IF NOT EXISTS corrections (
             id                 {ident},
@@ -596,7 +609,8 @@ class HubStore:
                     ),
                 )
                 stored.append(cur.rowcount == 1)
-            for site, device_id in {(m.site, m.device_id) for m, new in zip(messages, stored) if new}:
+            # sorted: two hubs touching the same devices lock their rows in one order (no deadlock)
+            for site, device_id in sorted({(m.site, m.device_id) for m, new in zip(messages, stored) if new}):
                 self._touch_device(db, site, device_id, now, last_result_at=now)
         return stored
 
@@ -739,6 +753,44 @@ class HubStore:
                 (m.site, m.device_id, m.at, now, m.uptime_s, m.backlog, m.oldest_pending_age_s, m.disk_free_bytes,
                  m.soc_temp_c, m.throttled, m.latency_p50_ms),
             )
+
+    # --- the reorder buffer: results waiting for their predecessor ---------------------------------------
+
+    def park_waiting(self, waiting: Sequence[tuple[str, bytes, ResultMessage]], received_at: str | None = None) -> None:
+        """Keep these ``(topic, payload, message)`` until their predecessor is stored (durable on return). A copy
+        of a result already waiting replaces it (a re-send names the device's current predecessor)."""
+        now = received_at or utc_now_iso()
+        with self._transaction() as db:
+            for topic_name, payload, m in sorted(waiting, key=lambda w: (w[2].site, w[2].device_id, w[2].seq)):
+                self._exec(
+                    db,
+                    "INSERT INTO waiting_results (result_id, prev_result_id, site, device_id, seq, topic, payload, "
+                    "received_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (result_id) DO UPDATE SET "
+                    "prev_result_id = excluded.prev_result_id, topic = excluded.topic, payload = excluded.payload, "
+                    "received_at = excluded.received_at",
+                    (m.result_id, m.prev_result_id, m.site, m.device_id, m.seq, topic_name, payload, now),
+                )
+
+    def waiting(self, devices: Iterable[tuple[str, str]]) -> list[tuple[str, bytes]]:
+        """The ``(topic, payload)`` of these devices' waiting results, per device in ``seq`` order."""
+        found: list[tuple[str, bytes]] = []
+        for site, device_id in sorted(set(devices)):
+            rows = self._query("SELECT topic, payload FROM waiting_results WHERE site = ? AND device_id = ? ORDER BY seq",
+                               (site, device_id))
+            found += [(topic_name, bytes(payload)) for topic_name, payload in rows]
+        return found
+
+    def drop_waiting(self, result_ids: Iterable[str]) -> None:
+        ids = sorted(set(result_ids))
+        with self._transaction() as db:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                self._exec(db, f"DELETE FROM waiting_results WHERE result_id IN ({','.join('?' * len(chunk))})", chunk)
+
+    def prune_waiting(self, before: str) -> int:
+        """Forget results that have waited since before ``before`` (ISO): their device has re-sent them long since."""
+        with self._transaction() as db:
+            return self._exec(db, "DELETE FROM waiting_results WHERE received_at < ?", (before,)).rowcount
 
     def prune_heartbeats(self, before: str) -> int:
         """Delete heartbeat history received before ``before`` (ISO); device rows keep the latest values."""
