@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--data", action="append", required=True, type=Path, help="a source the bundle never trained on; repeat")
     c.add_argument("--out", required=True, type=Path, help="fold directory to write (report/external_predictions.csv)")
     c.add_argument("-v", "--verbose", action="store_true")
+    t = sub.add_parser("two-views", help="the lesion-level rule of two views measured on BUS-BRA's two-view test patients")
+    t.add_argument("--bundle", required=True, type=Path, help="a built bundle (with report/split.csv)")
+    t.add_argument("--data", action="append", required=True, help="the dataset roots the bundle was built from; repeat")
+    t.add_argument("--bootstrap", type=int, default=1000)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("-v", "--verbose", action="store_true")
     f = sub.add_parser("probe", help="fast leave-one-source-out probe on frozen ImageNet features: views vs none")
     f.add_argument("--data", action="append", required=True, help="dataset root; repeat")
     f.add_argument("--arch", default="lite0", choices=("lite0", "lite1", "lite2"))
@@ -104,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         return _modes(args)
     if args.command == "score":
         return _score(args)
+    if args.command == "two-views":
+        return _two_views(args)
     if args.command == "probe":
         from model_build.feature_probe import run, table
 
@@ -172,6 +180,19 @@ def _revalidate(args: argparse.Namespace) -> int:
             print(f"{bundle.path}: input.resampling {bundle.manifest.input.resampling}, reference frame recorded")
     except (BundleError, RescoreError, ImageDecodeError, OSError, ValueError) as exc:
         logging.getLogger("model_build").error("revalidation failed: %s", exc)
+        return 2
+    return 0
+
+
+def _two_views(args: argparse.Namespace) -> int:
+    from device.errors import BundleError, ImageDecodeError
+    from model_build.rescore import RescoreError
+    from model_build.two_views import collect, measure, table
+
+    try:
+        print("\n".join(table(measure(collect(args.bundle, args.data), args.bootstrap, args.seed))))
+    except (BundleError, RescoreError, ImageDecodeError, OSError, ValueError) as exc:
+        logging.getLogger("model_build").error("two-view measurement failed: %s", exc)
         return 2
     return 0
 
