@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import StreamingResponse
 
 from hub.store import DeviceState, HubStore, HubStoreError, StoredResult
-from hub.web import DISCLAIMER, queue_views
+from hub.web import DISCLAIMER, corrections_view, queue_views
 from hub.web.accounts import ROLES, AccountError, Accounts, LoginOutcome, Session, User
 from hub.web.assignments import Assignments
 from hub.web.config import WebConfig
@@ -187,6 +187,7 @@ def create_app(config: WebConfig) -> FastAPI:
     _install_handlers(app, services)
     _install_routes(app, services)
     queue_views.install(app, services)
+    corrections_view.install(app, services)  # voided / moved results and their audit trail
     return app
 
 

@@ -28,6 +28,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode
 
+from hub.web.corrections_view import NOT_VOIDED_SQL
 from hub.web.db import WebDb
 from hub.web.risk import LATE_AFTER_S, Assessment, assess, delay_s, is_late
 
@@ -76,6 +77,7 @@ class Filters:
     patient: str | None = None  # "missing": only results sent without a patient reference
     assigned: str | None = None  # "me" | "nobody"
     me: str | None = None  # the signed-in user's name, for assigned=me (not part of the URL)
+    voided: bool = False  # include results voided on the device (exam, patient, one result); the queue leaves them out
 
     @classmethod
     def from_query(cls, query: Mapping[str, str], me: str | None = None) -> Filters:
@@ -153,6 +155,8 @@ class Filters:
             params.append(self.me)
         elif self.assigned == "nobody":
             clauses.append("a.result_pk IS NULL")
+        if not self.voided:
+            clauses.append(NOT_VOIDED_SQL)  # hub/web/corrections_view.py
         return " AND ".join(clauses), params
 
 
@@ -416,7 +420,7 @@ class Inbox:
         return sql, params
 
     def _pivot(self, sort: Sort, result_pk: int) -> list[Any] | None:
-        inner, params = self._inner(Filters(), "r.id = ?")
+        inner, params = self._inner(Filters(voided=True), "r.id = ?")
         cols = ", ".join(f"q.{c}" for c, _ in _KEYS[sort])
         row = self._db.one(f"SELECT {cols} FROM ({inner}) q", [*params, result_pk])
         return list(row) if row else None
@@ -515,20 +519,20 @@ class Inbox:
 
     def exam(self, exam_id: str) -> list[InboxRow]:
         """Every frame stored under this exam id, in the order they were created."""
-        rows = self._select(Queue(Filters(), Sort.NEWEST), extra="r.exam_id = ?", extra_params=[exam_id],
+        rows = self._select(Queue(Filters(voided=True), Sort.NEWEST), extra="r.exam_id = ?", extra_params=[exam_id],
                             limit=1000)
         return sorted(rows, key=lambda r: (r.created_at, r.id))
 
     def patient(self, patient_ref: str, limit: int = 500) -> list[InboxRow]:
         """Results for one patient reference, newest first."""
-        return self._select(Queue(Filters(), Sort.NEWEST), extra="r.patient_ref = ?", extra_params=[patient_ref],
+        return self._select(Queue(Filters(voided=True), Sort.NEWEST), extra="r.patient_ref = ?", extra_params=[patient_ref],
                             limit=limit)
 
     def by_pks(self, pks: Sequence[int]) -> list[InboxRow]:
         if not pks:
             return []
         marks = ",".join("?" * len(pks))
-        return self._select(Queue(Filters(), Sort.NEWEST), extra=f"r.id IN ({marks})", extra_params=list(pks))
+        return self._select(Queue(Filters(voided=True), Sort.NEWEST), extra=f"r.id IN ({marks})", extra_params=list(pks))
 
     def escalations(self, created_before: str, limit: int = 200) -> list[InboxRow]:
         """Unreviewed suspicious results created before ``created_before`` (ISO), oldest first."""
