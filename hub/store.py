@@ -134,6 +134,10 @@ def _schema(pg: bool) -> list[str]:
             throttled            TEXT,
             latency_p50_ms       {real},
             last_result_at       TEXT,
+            model_state          TEXT,
+            model_detail         TEXT,
+            source_state         TEXT,
+            source_detail        TEXT,
             PRIMARY KEY (site, device_id)
         )""",
         f"""CREATE TABLE IF NOT EXISTS heartbeats (
@@ -243,8 +247,11 @@ def _added_result_columns(pg: bool) -> tuple[tuple[str, str], ...]:
 _DEVICE_COLUMNS = (
     "site, device_id, first_seen, last_seen, status, status_at, software_version, model_name, model_version, "
     "model_sha256, backlog, last_heartbeat_at, heartbeat_interval_s, uptime_s, oldest_pending_age_s, "
-    "disk_free_bytes, soc_temp_c, throttled, latency_p50_ms, last_result_at"
+    "disk_free_bytes, soc_temp_c, throttled, latency_p50_ms, last_result_at, model_state, model_detail, "
+    "source_state, source_detail"
 )
+# The heartbeat's optional model/source state (docs/mqtt.md): nullable, added to an older database on open.
+_ADDED_DEVICE_COLUMNS = ("model_state", "model_detail", "source_state", "source_detail")
 
 
 @dataclass(frozen=True)
@@ -318,6 +325,10 @@ class DeviceState:
     throttled: str | None
     latency_p50_ms: float | None
     last_result_at: str | None
+    model_state: str | None = None  # last heartbeat's: ok | missing | rejected, None when not sent (unknown)
+    model_detail: str | None = None
+    source_state: str | None = None  # ok | lost, None when not sent (unknown)
+    source_detail: str | None = None
 
     def is_silent(self, now: datetime | None = None, factor: float = SILENT_AFTER_INTERVALS) -> bool:
         """Says ``online`` but no heartbeat for ``factor`` heartbeat intervals."""
@@ -559,6 +570,7 @@ class HubStore:
             elif int(row[0]) > SCHEMA_VERSION:
                 raise HubStoreError(f"hub database {self.target}: schema {row[0]} is newer than this software")
             self._add_result_columns(db)
+            self._add_device_columns(db)
             self._scrub_old_rejection_details(db)
 
     def _add_result_columns(self, db: Any) -> None:
@@ -573,6 +585,17 @@ class HubStore:
             if name not in have:
                 self._exec(db, f"ALTER TABLE results ADD COLUMN {name} {kind}")
         self._exec(db, "UPDATE hub_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+    def _add_device_columns(self, db: Any) -> None:
+        """The heartbeat's model/source state columns a database lacks (devices seen before stay null: unknown)."""
+        if self._pg:
+            have = {r[0] for r in self._exec(db, "SELECT column_name FROM information_schema.columns "
+                                                 "WHERE table_name = 'devices' AND table_schema = current_schema()").fetchall()}
+        else:
+            have = {r[1] for r in self._exec(db, "PRAGMA table_info(devices)").fetchall()}
+        for name in _ADDED_DEVICE_COLUMNS:
+            if name not in have:
+                self._exec(db, f"ALTER TABLE devices ADD COLUMN {name} TEXT")
 
     def _scrub_old_rejection_details(self, db: Any) -> None:
         """Once per database: schema-rejection details written before issue 17 could quote the refused value
@@ -744,7 +767,8 @@ class HubStore:
                 db, m.site, m.device_id, now, last_heartbeat_at=now, heartbeat_interval_s=m.interval_s,
                 uptime_s=m.uptime_s, backlog=m.backlog, oldest_pending_age_s=m.oldest_pending_age_s,
                 disk_free_bytes=m.disk_free_bytes, soc_temp_c=m.soc_temp_c, throttled=m.throttled,
-                latency_p50_ms=m.latency_p50_ms,
+                latency_p50_ms=m.latency_p50_ms, model_state=m.model_state, model_detail=m.model_detail,
+                source_state=m.source_state, source_detail=m.source_detail,
             )
             self._exec(
                 db,

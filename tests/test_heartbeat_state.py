@@ -6,14 +6,18 @@ Proves, on a real bundle (the tiny TFLite one) and a real device store:
 - the application's source report (write_source_state) travels while fresh, and is left out when stale or absent;
   a bad state is refused naming it;
 - the contract carries the four fields optionally: a heartbeat without them is exactly the old payload, and a
-  value outside the enums is refused naming the field.
+  value outside the enums is refused naming the field;
+- the hub stores them per device on SQLite and PostgreSQL (columns added to a database that lacks them), and a
+  later heartbeat without them makes them unknown again, not "ok".
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,8 @@ from device.contract import ContractError, HeartbeatMessage, decode_heartbeat, e
 from device.store import ResultStore
 from device.uplink import heartbeat
 from device.uplink.heartbeat import SOURCE_META_KEY, build_heartbeat, model_state, read_source_state, write_source_state
+from hub.store import HubStore
+from tests.mqtt_broker import postgres_server  # noqa: F401  (fixture)
 
 TOPIC = "sonopi/v1/s/d/heartbeat"
 
@@ -71,3 +77,32 @@ def test_contract_fields_are_optional_and_checked() -> None:
         decode_heartbeat(TOPIC, json.dumps(bad).encode())
     with pytest.raises(ContractError, match="model_state"):
         decode_heartbeat(TOPIC, json.dumps(dict(payload, model_state="broken")).encode())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def hub_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "hub.sqlite")
+    return request.getfixturevalue("postgres_server").create_database(f"hb_{uuid.uuid4().hex[:12]}")
+
+
+def test_hub_stores_model_and_source_state(hub_target: str) -> None:
+    with HubStore.open(hub_target):
+        pass
+    if "://" not in hub_target:  # an older database: the devices table without the four columns
+        with sqlite3.connect(hub_target) as db:
+            for name in ("model_state", "model_detail", "source_state", "source_detail"):
+                db.execute(f"ALTER TABLE devices DROP COLUMN {name}")
+    beat = HeartbeatMessage(device_id="d", site="s", at="2026-01-01T00:00:00Z", interval_s=30, uptime_s=1, backlog=0,
+                            model_state="rejected", model_detail="sha256 mismatch", source_state="lost",
+                            source_detail="/dev/video0 gone")
+    with HubStore.open(hub_target) as store:
+        store.record_heartbeat(decode_heartbeat(TOPIC, encode_heartbeat(beat)))
+        d = store.device("s", "d")
+        assert d is not None
+        assert (d.model_state, d.model_detail, d.source_state, d.source_detail) == (
+            "rejected", "sha256 mismatch", "lost", "/dev/video0 gone")
+        store.record_heartbeat(HeartbeatMessage(device_id="d", site="s", at="2026-01-01T00:00:30Z", interval_s=30,
+                                                uptime_s=31, backlog=0))
+        d = store.device("s", "d")
+        assert d is not None and (d.model_state, d.source_state) == (None, None)
