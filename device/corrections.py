@@ -25,8 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from device.clock import utc_now_iso
 from device.errors import SonopiError
-from device.results import SIDES, utc_now_iso
+from device.results import SIDES
 
 MAX_NOTE = 200  # characters of free text
 MAX_BY = 64  # characters naming who corrected (an operator name or id, when the device knows one)

@@ -12,13 +12,14 @@ import cv2
 import numpy as np
 
 from device.bundle import Manifest, ModelBundle
+from device.clock import utc_now_iso
 from device.config import DeviceConfig, ModelSection, QualitySection
 from device.crop import Box
 from device.decision import MALIGNANT, Mode, applied_threshold
 from device.engine import Classification, Classifier
 from device.errors import ConfigError, ImageDecodeError, SourceError
 from device.quality import QualityLimits
-from device.results import CapturedFrame, ExamDesk, ResultRecord, new_result_id, utc_now_iso
+from device.results import CapturedFrame, ExamDesk, ResultRecord, new_result_id
 from device.signing import load_verified_bundle
 from device.sources.base import Frame, FrameSource
 from device.store import ResultStore

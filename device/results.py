@@ -9,10 +9,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from device.clock import utc_now_iso
 from device.errors import SonopiError
 
 if TYPE_CHECKING:  # the hub imports this module through the contract: no frame sources (OpenCV) at run time
@@ -27,10 +27,6 @@ DELIVERY_STATES = ("stored", "sent", "acked")  # on device / sent to hub / recei
 def new_result_id() -> str:
     """A fresh random UUID: created once per result, never reused."""
     return str(uuid.uuid4())
-
-
-def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

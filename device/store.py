@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from device.clock import to_iso, utc_now_iso
 from device.corrections import (
     Correction,
     CorrectionError,
@@ -41,7 +42,7 @@ from device.corrections import (
     effective_placement,
 )
 from device.errors import StoreError
-from device.results import Exam, ResultRecord, utc_now_iso
+from device.results import Exam, ResultRecord
 
 log = logging.getLogger(__name__)
 
@@ -524,7 +525,7 @@ class ResultStore:
     def purge_frames(self, keep_days: int, now: datetime | None = None) -> int:
         """Delete full frames older than ``keep_days`` (results and thumbnails are kept)."""
         cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
-        cutoff_iso = cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        cutoff_iso = to_iso(cutoff)
         with self._transaction() as db:
             return db.execute("DELETE FROM frames WHERE created_at < ?", (cutoff_iso,)).rowcount
 

@@ -51,6 +51,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from device.clock import to_iso, utc_now_iso
 from device.contract import (
     CONTENT_FIELDS,
     CORRECTION_CONTENT_FIELDS,
@@ -81,7 +82,6 @@ from device.contract import (
     topic,
 )
 from device.mqtt import BrokerAddress, client_id_for, new_client
-from device.results import utc_now_iso
 from hub.config import HubConfig
 from hub.store import Added, HubStore, HubStoreError, UnstorableError
 
@@ -488,9 +488,9 @@ class HubService:
     def _prune(self) -> None:
         cutoff = datetime.now(UTC) - timedelta(days=self.config.ingest.heartbeat_keep_days)
         try:
-            self.store.prune_heartbeats(cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+            self.store.prune_heartbeats(to_iso(cutoff))
             stale = datetime.now(UTC) - timedelta(seconds=WAITING_KEEP_S)
-            self.store.prune_waiting(stale.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+            self.store.prune_waiting(to_iso(stale))
         except HubStoreError as exc:
             log.error("hub: %s", exc)
 

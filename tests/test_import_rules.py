@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-HUB_MAY_USE_FROM_DEVICE = {"device.contract", "device.errors", "device.config", "device.results", "device.mqtt"}
+HUB_MAY_USE_FROM_DEVICE = {"device.contract", "device.errors", "device.config", "device.results", "device.mqtt", "device.clock"}
 MODEL_BUILD_MAY_USE_FROM_DEVICE = {
     "device.bundle", "device.imageio", "device.preprocess", "device.crop", "device.errors", "device.operating_point",
     "device.selftest", "device.engine", "device.decision", "device.head", "device.model", "device.lesions",

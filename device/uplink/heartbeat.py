@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from device.bundle import load_bundle
+from device.clock import parse_iso, utc_now_iso
 from device.contract import HeartbeatMessage
 from device.errors import SonopiError
-from device.results import utc_now_iso
 from device.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def age_s(iso: str | None) -> float | None:
     if iso is None:
         return None
     try:
-        then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        then = parse_iso(iso)
     except ValueError:
         return None
     return round(max(0.0, (datetime.now(UTC) - then).total_seconds()), 1)

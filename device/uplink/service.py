@@ -26,6 +26,7 @@ import paho.mqtt.client as mqtt
 
 from device import __version__, watchdog
 from device.bundle import load_bundle
+from device.clock import utc_now_iso
 from device.config import DeviceConfig
 from device.contract import (
     QOS,
@@ -40,7 +41,6 @@ from device.contract import (
 )
 from device.errors import ConfigError, SonopiError, StoreError
 from device.mqtt import BrokerAddress, client_id_for
-from device.results import utc_now_iso
 from device.store import ResultStore
 from device.uplink.correction_outbox import CorrectionOutbox
 from device.uplink.heartbeat import build_heartbeat

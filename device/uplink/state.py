@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from device.results import utc_now_iso
+from device.clock import parse_iso, utc_now_iso
 from device.store import ResultStore
 
 META_KEY = "uplink_state"
@@ -25,7 +25,7 @@ class UplinkState:
     updated_at: str = ""
 
     def age_s(self, now: datetime | None = None) -> float:
-        updated = datetime.fromisoformat(self.updated_at.replace("Z", "+00:00"))
+        updated = parse_iso(self.updated_at)
         return ((now or datetime.now(UTC)) - updated).total_seconds()
 
 
