@@ -452,6 +452,7 @@ class Adaptation:
     seconds: float = 0.0
     # {"base", "site", "refitted", "reason", ...}: the temperature of the site bundle (the base's unless refitted)
     temperature: dict[str, Any] = field(default_factory=dict)
+    l2: float = L2
 
     def short_hash(self) -> str:
         digest = hashlib.sha256(self.data_sha256.encode())
@@ -462,7 +463,7 @@ class Adaptation:
     def summary(self) -> dict[str, Any]:
         return {
             "data_sha256": self.data_sha256, "counts": self.counts, "patients": self.patients,
-            "site_weight": self.site_weight, "l2": L2, "refitted": self.refitted, "basis_rank": self.basis_rank,
+            "site_weight": self.site_weight, "l2": self.l2, "refitted": self.refitted, "basis_rank": self.basis_rank,
             "holdout": self.holdout, "base_test": self.base_test,
             "review": [asdict(r) for r in self.review],
             "scanner_check": {"mixed": self.scanner.mixed, "odd": list(self.scanner.odd),
@@ -493,8 +494,11 @@ def holdout_split(cases: Sequence[SiteCase], fraction: float = HOLDOUT_FRACTION,
     return np.array([key in chosen for key in keys])
 
 
-def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 0) -> Adaptation:
-    """Guards, fit, figures and the no-forgetting choice of the site weight (module docstring)."""
+def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 0, *, l2: float = L2,
+          site_weights: Sequence[float] = SITE_WEIGHTS, free_labels: Sequence[str] = (NORMAL,)) -> Adaptation:
+    """Guards, fit, figures and the no-forgetting choice of the site weight (module docstring). ``l2``,
+    ``site_weights`` and ``free_labels`` (the head columns that move) are the documented defaults on the device;
+    the study of other choices (bench/bench_site_adapt.py --study, docs/model.md) passes others."""
     start = time.perf_counter()
     m = bundle.manifest
     labels = m.labels
@@ -530,7 +534,7 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
     spec = m.decision_spec()
     rule = Rule(labels, m.temperature, spec.mode(spec.default_mode).malignant_threshold, spec.lesion_threshold)
 
-    free = [labels.index(NORMAL)]  # teach "normal", nothing else: the lesion columns stay the base head's
+    free = [labels.index(name) for name in free_labels]  # by default "normal" only: the lesion columns stay the base's
 
     def fit(site_mask: np.ndarray, site_weight: float) -> tuple[np.ndarray, np.ndarray]:
         n_site = int(site_mask.sum())
@@ -538,7 +542,7 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
         z = np.vstack([z_base, z_site[site_mask]])
         y = np.concatenate([y_base, y_site[site_mask]])
         w = np.concatenate([np.full(len(y_base), 1.0 / len(y_base)), np.full(n_site, site_weight / max(n_site, 1))])
-        return fit_update(v, z, y, w, free=free)
+        return fit_update(v, z, y, w, l2=l2, free=free)
 
     held = holdout_split(site.cases, seed=seed)
     # normals that look like lesions are listed for review; those the base head finds malignant-looking are also left
@@ -557,7 +561,7 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
     held_before = figures(z_site[held], y_site[held], rule)
     tried: list[dict[str, Any]] = []
     chosen = None
-    for site_weight in SITE_WEIGHTS:
+    for site_weight in site_weights:
         a_part, db_part = fit(fit_mask, site_weight)
         a_all, db_all = fit(everything, site_weight)
         base_after = figures(z_test + v_test @ a_all + db_all, y_test, rule)
@@ -573,7 +577,7 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
     if chosen is None:
         raise SiteAdaptError(
             "every refit forgets the sites the model was trained on (base test split: "
-            + "; ".join(tried[-1]["forgets"]) + f" even at site weight {SITE_WEIGHTS[-1]}); the site bundle is refused")
+            + "; ".join(tried[-1]["forgets"]) + f" even at site weight {site_weights[-1]}); the site bundle is refused")
     site_weight, a_all, db_all, base_after, held_after = chosen
     weights = w0 + basis @ a_all
     bias = b0 + db_all
@@ -589,7 +593,7 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
                                   y_site, labels, rule)
     return Adaptation(
         weights=weights, bias=bias, site_weight=site_weight, counts=counts, patients=patients,
-        refitted="normal only",
+        refitted=" and ".join(free_labels) + " only" if len(free_labels) < len(labels) else "all columns", l2=l2,
         holdout={"cases": int(held.sum()), "normals": int((held & (y_site == labels.index(NORMAL))).sum()),
                  "split": "by patient" if patients is not None else "by image", "before": held_before,
                  "after": held_after,
