@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--bootstrap", type=int, default=1000)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("-v", "--verbose", action="store_true")
+    d = sub.add_parser("descriptors", help="outline shape/margin rules against the radiologist's lexicon (BrEaST-Lesions-USG)")
+    d.add_argument("--data", required=True, type=Path, help="the breast-lesions-usg folder (labels.csv, masks/)")
+    d.add_argument("--bootstrap", type=int, default=1000)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("-v", "--verbose", action="store_true")
     f = sub.add_parser("probe", help="fast leave-one-source-out probe on frozen ImageNet features: views vs none")
     f.add_argument("--data", action="append", required=True, help="dataset root; repeat")
     f.add_argument("--arch", default="lite0", choices=("lite0", "lite1", "lite2"))
@@ -110,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         return _modes(args)
     if args.command == "score":
         return _score(args)
+    if args.command == "descriptors":
+        return _descriptors(args)
     if args.command == "two-views":
         return _two_views(args)
     if args.command == "probe":
@@ -180,6 +187,17 @@ def _revalidate(args: argparse.Namespace) -> int:
             print(f"{bundle.path}: input.resampling {bundle.manifest.input.resampling}, reference frame recorded")
     except (BundleError, RescoreError, ImageDecodeError, OSError, ValueError) as exc:
         logging.getLogger("model_build").error("revalidation failed: %s", exc)
+        return 2
+    return 0
+
+
+def _descriptors(args: argparse.Namespace) -> int:
+    from model_build.descriptors import DescriptorDataError, study, table
+
+    try:
+        print("\n".join(table(study(args.data, args.seed, args.bootstrap))))
+    except (DescriptorDataError, OSError, ValueError) as exc:
+        logging.getLogger("model_build").error("descriptor study failed: %s", exc)
         return 2
     return 0
 
