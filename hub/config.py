@@ -34,6 +34,9 @@ class IngestSection(_Section):
 class ConsoleSection(_Section):
     # an unreviewed suspicious result older than this is listed on the console's Escalations page
     escalate_after_min: float = Field(default=60.0, gt=0, le=7 * 24 * 60)
+    # the devices provisioned for this hub (one site/device_id a line, or a copy of the broker's acl file): the
+    # console lists those that never connected (docs/web.md, "Devices"); unset: only devices that have spoken
+    devices_file: Path | None = None
 
 
 class HubConfig(_Section):
@@ -73,4 +76,5 @@ heartbeat_keep_days = 30
 
 [console]
 escalate_after_min = 60       # unreviewed suspicious results older than this are escalated (web console)
+# devices_file = "/etc/sonopi-hub/devices.txt"   # provisioned devices (site/device_id a line): never-connected ones shown
 """

@@ -9,6 +9,13 @@ It proves that, in the browser:
 - a v2 result the device delivers with clock position and age: the result page shows them and says honestly
   that the thumbnail is the analysed region and the message carries no ROI coordinates; the exam's FHIR report
   (a button, one DiagnosticReport for every frame, valid R4B) and the CSV carry clock and age;
+- the devices page tells what the heartbeat now carries, each with a plain-language action: the real uplink
+  of a device without a model says "no model", then "model refused" once a broken bundle is put there; the
+  application's "source lost" report travels in the next heartbeat; a provisioned device that never connected
+  (from `[console] devices_file`) is listed as such; and a device row leads to its results;
+- the queue is worked with the arrow keys too: down/up move through the inbox rows, Enter opens one, right/left
+  walk the queue on the result page; keys typed into a field are not taken; the escalation list answers the
+  same keys; at phone width the assignment controls and the devices page stay inside the window.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from device.uplink.heartbeat import write_source_state
+
 pytest.importorskip("fastapi")
 pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")
 
@@ -31,8 +40,10 @@ from tests.mqtt_broker import postgres_server  # noqa: F401  (fixture)
 from tests.test_web_queue_browser import (  # noqa: F401  (browser, rig, target: fixtures)
     DESKTOP,
     PASSWORD,
+    PHONE,
     Rig,
     browser,
+    fits,
     new_page,
     record,
     rig,
@@ -154,3 +165,91 @@ def test_result_and_exam_exports_carry_clock_and_age(rig: Rig, browser, target: 
     assert [(rows[f.result_id]["clock"], rows[f.result_id]["age"]) for f in frames] == [("10", "54")] * 2
     page.goto(f"{rig.url}/audit")
     assert f"DiagnosticReport of exam {exam_id}, 2 frame(s)" in page.inner_text("main")
+
+
+def device_row(page, rig: Rig, key: str, must: str) -> str:
+    """The devices table row for ``site/device``, reloaded until it says ``must`` (heartbeats come every second)."""
+    row = page.locator(f'tr[data-device="{key}"]')
+    for _ in range(30):
+        page.goto(f"{rig.url}/devices")
+        if row.count() and must in row.inner_text():
+            return row.inner_text()
+        page.wait_for_timeout(500)
+    raise AssertionError(f"{key}: {must!r} not shown; row: {row.inner_text() if row.count() else 'missing'}")
+
+
+def test_devices_show_model_source_and_never_connected(rig: Rig, browser, target: str) -> None:
+    page = new_page(browser, DESKTOP)
+    sign_in(page, rig)
+    key = f"{rig.examples.site}/{rig.examples.device}"
+    # The rig's device has no model bundle at its configured path: its own uplink says so.
+    text = device_row(page, rig, key, "no model")
+    assert "No model installed: the device cannot analyse images" in text and "critical" in text
+    # Never connected: on the provisioning list (plain line and acl "user" line), never heard of by the hub.
+    never = page.locator('tr[data-device="riverside/pi-river-9"]').inner_text()
+    assert "provisioned, never connected" in never and "Check that the device is powered" in never
+    assert page.locator('tr[data-device="st-marys/pi-st-ma-2"] .presence').inner_text() != "provisioned, never connected"
+    assert page.locator("tr[data-device^='sonopi-hub']").count() == 0
+    shot(page, "devices-states-1366", target)
+
+    # The application reports its image source lost: the next heartbeat carries it.
+    write_source_state(rig.device_store, "lost", "/dev/video0: no such device")
+    text = device_row(page, rig, key, "No image from the scanner")
+    assert "/dev/video0: no such device" in text
+
+    # A broken bundle where the model should be: "refused", with the reason.
+    bundle = rig.root / "no-model"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
+    (bundle / "model.tflite").write_bytes(b"not a model")
+    text = device_row(page, rig, key, "model refused")
+    assert "Reinstall the release's bundle" in text
+
+    # The device row leads to its results.
+    page.click(f'tr[data-device="{key}"] a.device-results')
+    page.wait_for_url(f"**/inbox?site={rig.examples.site}&device={rig.examples.device}&sort=newest")
+    assert row_ids(page)
+
+
+def focused(page, table: str = "#results") -> str:
+    return page.locator(f"{table} tbody tr.focused a.open").get_attribute("href").split("?")[0].rsplit("/", 1)[-1]
+
+
+def test_arrow_keys_work_the_queue(rig: Rig, browser, target: str) -> None:
+    e = rig.examples
+    page = new_page(browser, DESKTOP)
+    sign_in(page, rig)
+    ids = row_ids(page)
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowUp")
+    assert focused(page) == ids[1]
+    page.keyboard.press("x")
+    assert page.inner_text("#picked") == "1"
+    page.focus("input[name=from]")  # typing in a field moves nothing
+    page.keyboard.press("ArrowDown")
+    assert focused(page) == ids[1]
+    page.locator("h1").click()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/results/{ids[1]}*")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_url(f"**/results/{ids[2]}*")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url(f"**/results/{ids[1]}*")
+
+    page.goto(f"{rig.url}/escalations")
+    page.keyboard.press("ArrowDown")
+    assert focused(page, "#escalations") == e.escalated
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/results/{e.escalated}")
+
+    phone = new_page(browser, PHONE)
+    sign_in(phone, rig)
+    for path, name in ((f"/results/{e.suspicious}", "result-assign-phone"), ("/devices", "devices-states-phone"),
+                       (f"/exams/{e.exam_with_patient}", "exam-assign-phone")):
+        phone.goto(f"{rig.url}{path}")
+        assert fits(phone), path
+        shot(phone, name, target)
+    box = phone.locator("#assign-me").bounding_box()
+    assert box is not None and box["x"] + box["width"] <= PHONE["width"]

@@ -53,6 +53,7 @@ from hub.web.demo import (
     seed_results,
 )
 from hub.web.inbox import Filters, Inbox, Queue, Sort
+from hub.web.provisioned import ProvisionError, parse
 from hub.web.reviews import Reviews
 from tests.mqtt_broker import postgres_server  # noqa: F401  (fixture)
 
@@ -262,6 +263,19 @@ def test_escalation_list_and_its_setting(app, examples: QueueExamples, tmp_path:
     (tmp_path / "bad.toml").write_text("[console]\nescalate_after_min = -5\n")
     with pytest.raises(SonopiError):
         load_hub_config(tmp_path / "bad.toml")
+
+
+def test_a_bad_provisioning_list_stops_the_console_naming_file_and_line(target: str, tmp_path: Path) -> None:
+    listing = tmp_path / "devices.txt"
+    listing.write_text("# provisioned\nst-marys/pi-1\nst marys pi 2\n")
+    with pytest.raises(ProvisionError, match=r"devices\.txt:3: not a device .*'st marys pi 2'"):
+        create_app(WebConfig(db=target, devices_file=listing))
+    with pytest.raises(ProvisionError, match="cannot read"):
+        create_app(WebConfig(db=target, devices_file=tmp_path / "absent.txt"))
+    listing.write_text("user sonopi-hub\ntopic read sonopi/v1/+/+/result\nuser st-marys/pi-1\nnorth/pi-2\n")
+    assert parse(listing.read_text(), "x") == {("st-marys", "pi-1"), ("north", "pi-2")}
+    (tmp_path / "hub.toml").write_text(f'[console]\ndevices_file = "{listing}"\n')
+    assert load_hub_config(tmp_path / "hub.toml").console.devices_file == listing
 
 
 def test_devices_show_health_with_actions_and_link_to_their_results(app, examples: QueueExamples) -> None:

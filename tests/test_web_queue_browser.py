@@ -115,7 +115,11 @@ def rig(target: str, tmp_path: Path) -> Iterator[Rig]:
     db = WebDb.open(target)
     Accounts(db).add_user("olga", PASSWORD, "operator")
     db.close()
-    (tmp_path / "hub.toml").write_text("[console]\nescalate_after_min = 60\n")
+    # Provisioned: a plain site/device line, and an excerpt of the broker's acl (user lines read, the rest skipped).
+    (tmp_path / "devices.txt").write_text(f"# provisioned for this hub\n{SITE}/{DEVICE}\nst-marys/pi-st-ma-2\n"
+                                          "user sonopi-hub\n\n# device riverside/pi-river-9\nuser riverside/pi-river-9\n"
+                                          "topic write sonopi/v1/riverside/pi-river-9/result\n")
+    (tmp_path / "hub.toml").write_text(f'[console]\nescalate_after_min = 60\ndevices_file = "{tmp_path / "devices.txt"}"\n')
     broker = MosquittoBroker(tmp_path / "broker").start()
     store_path = tmp_path / "device" / "results.sqlite"
     store_path.parent.mkdir()

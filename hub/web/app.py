@@ -17,7 +17,7 @@ import math
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,6 +54,7 @@ from hub.web.inbox import (
     csv_record,
 )
 from hub.web.limits import parse_tokens
+from hub.web.provisioned import ProvisionError, ProvisionList
 from hub.web.reviews import REVIEW_STATES, STATE_LABELS, ReviewError, Reviews
 from hub.web.risk import LATE_AFTER_S, Category, assess, delay_s, is_late
 from hub.web.security import (
@@ -68,17 +69,28 @@ from hub.web.security import (
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-PRESENCE_ORDER = {"silent": 0, "offline": 1, "unknown": 2, "stopped": 3, "online": 4}
+PRESENCE_ORDER = {"silent": 0, "never": 1, "offline": 2, "unknown": 3, "stopped": 4, "online": 5}
+PRESENCE_WORDING = {"never": "provisioned, never connected"}
 
 
 @dataclass(frozen=True)
 class DeviceRow:
     device: DeviceState
-    presence: str  # online | silent | offline | stopped | unknown
+    presence: str  # online | silent | offline | stopped | unknown | never (provisioned, never connected)
 
     @property
     def health(self) -> Health:
-        return health(self.device)
+        return health(self.device, never_connected=self.presence == "never")
+
+    @property
+    def wording(self) -> str:
+        return PRESENCE_WORDING.get(self.presence, self.presence)
+
+
+def never_connected(site: str, device_id: str) -> DeviceState:
+    """A provisioned device the hub has never heard from: every value unknown."""
+    blank: dict[str, Any] = {f.name: None for f in fields(DeviceState)}
+    return DeviceState(**{**blank, "site": site, "device_id": device_id, "first_seen": "", "last_seen": ""})
 
 
 class LoginRequired(Exception):
@@ -103,6 +115,7 @@ class Services:
     cookies: CookiePolicy
     secret: str
     templates: Jinja2Templates
+    provisioned: ProvisionList | None = None
 
     def close(self) -> None:
         self.store.close()
@@ -125,7 +138,17 @@ def open_services(config: WebConfig) -> Services:
         assignments=Assignments(db, accounts),
         cookies=CookiePolicy(secure=config.secure_cookies),
         secret=db.set_meta_once("secret", secrets.token_urlsafe(32)), templates=templates,
+        provisioned=_provision_list(config),
     )
+
+
+def _provision_list(config: WebConfig) -> ProvisionList | None:
+    """The provisioning list, read once now so a bad file stops the console with the error naming it."""
+    if config.devices_file is None:
+        return None
+    provisioned = ProvisionList(config.devices_file)
+    log.info("provisioned devices from %s: %d", config.devices_file, len(provisioned.devices()))
+    return provisioned
 
 
 # --- formatting ---------------------------------------------------------------------------------
@@ -465,20 +488,35 @@ def _install_routes(app: FastAPI, s: Services) -> None:
 
     # --- devices, audit ------------------------------------------------------------------------
 
-    def device_rows() -> list[DeviceRow]:
+    def device_rows() -> tuple[list[DeviceRow], str | None]:
+        """Every device the hub knows, and the provisioned ones it never heard from; plus a problem with the
+        provisioning list (shown on the page, the known devices still listed)."""
         now = datetime.now(UTC)
-        rows = [DeviceRow(d, d.presence(now, s.config.silent_after_intervals)) for d in s.store.devices()]
-        return sorted(rows, key=lambda r: (PRESENCE_ORDER.get(r.presence, 9), -r.health.level, r.device.site,
-                                           r.device.device_id))
+        known = s.store.devices()
+        rows = [DeviceRow(d, d.presence(now, s.config.silent_after_intervals)) for d in known]
+        problem = None
+        if s.provisioned is not None:
+            try:
+                seen = {(d.site, d.device_id) for d in known}
+                rows += [DeviceRow(never_connected(*pair), "never") for pair in s.provisioned.devices() - seen]
+            except ProvisionError as exc:
+                log.error("devices page: %s", exc)
+                problem = str(exc)
+        ordered = sorted(rows, key=lambda r: (PRESENCE_ORDER.get(r.presence, 9), -r.health.level, r.device.site,
+                                              r.device.device_id))
+        return ordered, problem
 
     @app.get("/devices", response_class=HTMLResponse)
     def devices(request: Request, session: SessionDep) -> Response:
-        return page(request, "devices.html", session, devices=device_rows(),
+        rows, problem = device_rows()
+        return page(request, "devices.html", session, devices=rows, problem=problem,
+                    provisioned=s.provisioned is not None,
                     refresh_ms=int(s.config.devices_refresh_s * 1000), duration=_duration)
 
     @app.get("/devices/table", response_class=HTMLResponse)
     def devices_table(request: Request, session: SessionDep) -> Response:
-        return page(request, "_devices_table.html", session, devices=device_rows(), duration=_duration)
+        rows, problem = device_rows()
+        return page(request, "_devices_table.html", session, devices=rows, problem=problem, duration=_duration)
 
     @app.get("/audit", response_class=HTMLResponse)
     def audit(request: Request, session: SessionDep, before: int | None = None) -> Response:

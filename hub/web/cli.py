@@ -71,7 +71,8 @@ def _web(args: argparse.Namespace, target: str) -> int:
                        hsts=args.hsts, live_poll_s=args.live_poll,
                        devices_refresh_s=args.devices_refresh, forwarded_allow_ips=args.forwarded_allow_ips,
                        silent_after_intervals=hub_config.ingest.silent_after_intervals,
-                       escalate_after_s=hub_config.console.escalate_after_min * 60)
+                       escalate_after_s=hub_config.console.escalate_after_min * 60,
+                       devices_file=hub_config.console.devices_file)
     app = create_app(config)
     if not config.secure_cookies:
         log.warning("--insecure-cookies: session cookies are sent over plain HTTP; development only")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 DEFAULT_DB_ENV = "SONOPI_HUB_DB"
 DEFAULT_DB = "var/hub.sqlite"
@@ -25,3 +26,4 @@ class WebConfig:
     forwarded_allow_ips: str | None = None  # trust X-Forwarded-For/-Proto from these (the proxy)
     silent_after_intervals: float = 3.0  # the hub's [ingest] silent_after_intervals
     escalate_after_s: float = 3600.0  # the hub's [console] escalate_after_min, in seconds
+    devices_file: Path | None = None  # the hub's [console] devices_file: provisioned devices (hub/web/provisioned.py)

@@ -6,7 +6,12 @@ The heartbeat carries ``disk_free_bytes``, ``soc_temp_c`` and ``throttled`` (the
 - disk: below 2 GiB free → warning, below 500 MiB → critical (results and the backlog need room);
 - temperature: from 75 °C → warning, from 80 °C → critical (the Pi's firmware starts throttling at 80 °C);
 - throttling: under-voltage, frequency capping, throttling or the soft temperature limit *now*
-  (bits 0–3) → critical; any of them *since boot* (bits 16–19) → warning.
+  (bits 0–3) → critical; any of them *since boot* (bits 16–19) → warning;
+- model (heartbeat ``model_state``, optional): ``missing`` or ``rejected`` → critical (it cannot analyse);
+- image source (heartbeat ``source_state``, optional, from the device application): ``lost`` → critical;
+- uplink: a device on the provisioning list (``[console] devices_file``) that never connected → critical.
+
+A value the heartbeat did not carry is unknown, never healthy.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ class Level(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Check:
-    name: str  # disk | temperature | power
+    name: str  # disk | temperature | power | model | source | uplink
     level: Level
     value: str  # what the heartbeat said, for the operator
     action: str  # what to do about it, in plain language ("" when fine)
@@ -107,5 +112,44 @@ def power(throttled: str | None) -> Check:
     return Check("power", Level.OK, "ok", "")
 
 
-def health(device: DeviceState) -> Health:
-    return Health((disk(device.disk_free_bytes), temperature(device.soc_temp_c), power(device.throttled)))
+def _short(detail: str | None) -> str:
+    return f" ({detail})" if detail else ""
+
+
+def model(state: str | None, detail: str | None = None) -> Check:
+    if state is None:
+        return Check("model", Level.UNKNOWN, "—", "")
+    if state == "missing":
+        return Check("model", Level.CRITICAL, "no model",
+                     "No model installed: the device cannot analyse images. Reinstall the model bundle from the "
+                     f"release and restart the device{_short(detail)}.")
+    if state == "rejected":
+        return Check("model", Level.CRITICAL, "model refused",
+                     "The model bundle failed its checks (damaged or not from the release): the device cannot analyse "
+                     f"images. Reinstall the release's bundle{_short(detail)}.")
+    return Check("model", Level.OK, "ok", "")
+
+
+def source(state: str | None, detail: str | None = None) -> Check:
+    if state is None:
+        return Check("source", Level.UNKNOWN, "—", "")
+    if state == "lost":
+        return Check("source", Level.CRITICAL, "lost",
+                     "No image from the scanner: check that the scanner is on and the video cable or USB capture "
+                     f"stick is plugged into the device{_short(detail)}.")
+    return Check("source", Level.OK, "ok", "")
+
+
+NEVER_CONNECTED = Check("uplink", Level.CRITICAL, "never connected",
+                        "Provisioned, never connected: its uplink has not reached the hub. Check that the device is "
+                        "powered and on the clinic network, and that its credentials (uplink.toml, certificates) "
+                        "were copied to it.")
+
+
+def health(device: DeviceState, *, never_connected: bool = False) -> Health:
+    checks = [disk(device.disk_free_bytes), temperature(device.soc_temp_c), power(device.throttled),
+              model(getattr(device, "model_state", None), getattr(device, "model_detail", None)),
+              source(getattr(device, "source_state", None), getattr(device, "source_detail", None))]
+    if never_connected:
+        checks.append(NEVER_CONNECTED)
+    return Health(tuple(checks))

@@ -1,4 +1,5 @@
-// Keyboard work through a queue. Inbox (and exam, escalation) tables: j / k move between rows, Enter opens,
+// Keyboard work through a queue. Inbox (and exam, escalation) tables: j / k (or the down / up arrow keys) move
+// between rows, Enter opens,
 // x ticks the row for a bulk review. Result page: j / k (or the arrow keys) go to the next / previous result
 // in the queue. Keys are ignored while typing in a field.
 (function () {
@@ -41,8 +42,8 @@
       if ((k === "k" || k === "ArrowLeft") && prev) { window.location.assign(prev.href); event.preventDefault(); }
       return;
     }
-    if (k === "j") { move(1); event.preventDefault(); }
-    else if (k === "k") { move(-1); event.preventDefault(); }
+    if (k === "j" || k === "ArrowDown") { move(1); event.preventDefault(); }
+    else if (k === "k" || k === "ArrowUp") { move(-1); event.preventDefault(); }
     else if (k === "Enter" && current()) {
       const link = current().querySelector("a.open");
       if (link) { window.location.assign(link.href); event.preventDefault(); }
