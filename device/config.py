@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from device.barcode import DEFAULT_MAX_LENGTH, DEFAULT_MIN_LENGTH, DEFAULT_PATTERN, PatientIdError, PatientIdFormat
 from device.decision import Mode
 from device.errors import ConfigError
+from device.spacing import PixelSpacing
 
 DEFAULT_CONFIG_PATH = Path("/etc/sonopi/device.toml")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -66,6 +67,16 @@ class SourceSection(_Section):
     roi_mode: Literal["override", "refine"] = "override"
     dicom_frame: int | None = Field(default=None, ge=0)  # cine: one chosen frame, or every frame when unset
     loop: bool = False  # file/folder sources: start over at the end (demo mode)
+    # A capture card's or camera's mm per pixel [x, y], measured once on the scanner's depth scale (docs/device.md);
+    # files and DICOM never take it (a DICOM file carries its own). Changing the scanner's depth voids it.
+    pixel_spacing_mm: tuple[float, float] | None = None
+
+    @field_validator("pixel_spacing_mm")
+    @classmethod
+    def _plausible_spacing(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None:
+            PixelSpacing(value[0], value[1], "config:[source]")  # ValueError names the axis and the range
+        return value
 
     @field_validator("roi")
     @classmethod
@@ -306,6 +317,7 @@ auto_crop = true              # detect the ultrasound image on the scanner's scr
 # roi = [100, 80, 640, 480]   # manual region of interest: x, y, width, height (source pixels)
 roi_mode = "override"         # "override": use roi as is; "refine": auto-crop inside roi
 # dicom_frame = 0             # multi-frame DICOM (cine): this frame only; unset = every frame
+# pixel_spacing_mm = [0.08, 0.08]  # capture card / camera: mm per pixel [x, y], calibrated on the depth scale
 loop = false                  # file/folder sources: start over at the end
 
 [quality]

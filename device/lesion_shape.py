@@ -20,6 +20,8 @@ from enum import StrEnum
 import cv2
 import numpy as np
 
+from device.spacing import PixelSpacing
+
 MAX_CONTOUR_POINTS = 64
 MIN_AREA_PX = 16  # fewer pixels is no outline
 
@@ -38,19 +40,6 @@ class Shape(StrEnum):
 class Margin(StrEnum):
     CIRCUMSCRIBED = "circumscribed"
     NOT_CIRCUMSCRIBED = "not_circumscribed"
-
-
-@dataclass(frozen=True)
-class PixelSpacing:
-    """Millimetres per pixel along x (columns) and y (rows)."""
-
-    x_mm: float
-    y_mm: float
-
-    def __post_init__(self) -> None:
-        for name, value in (("x_mm", self.x_mm), ("y_mm", self.y_mm)):
-            if not (math.isfinite(value) and 0.001 <= value <= 5.0):
-                raise ValueError(f"pixel spacing {name} = {value!r} mm is not a plausible ultrasound pixel (0.001–5 mm)")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from device.lesion_shape import MAX_CONTOUR_POINTS, Margin, Orientation, PixelSpacing, Shape, ShapeRules, describe
+from device.lesion_shape import MAX_CONTOUR_POINTS, Margin, Orientation, Shape, ShapeRules, describe
+from device.spacing import PixelSpacing
 from model_build.__main__ import main
 
 

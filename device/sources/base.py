@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from device.spacing import PixelSpacing
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -16,6 +18,7 @@ class Frame:
     origin: str  # where it came from: a file path, "/dev/video0", "scan.dcm#frame=3"
     index: int  # position in the stream
     timestamp: float = field(default_factory=time.time)
+    spacing: PixelSpacing | None = None  # mm per pixel, when the source knows it (device/spacing.py)
 
 
 class FrameSource(abc.ABC):
@@ -27,6 +30,7 @@ class FrameSource(abc.ABC):
     """
 
     finite: bool = True
+    spacing: PixelSpacing | None = None  # a live source calibrated in the config (`[source] pixel_spacing_mm`)
 
     def __init__(self, description: str) -> None:
         self.description = description

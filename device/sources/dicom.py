@@ -6,6 +6,7 @@ JPEG Baseline (pylibjpeg). Multi-frame cine: every frame, or one chosen frame.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import numpy as np
 from device.errors import ImageDecodeError
 from device.imageio import check_decoded_size, normalise_frame
 from device.sources.base import Frame
+from device.spacing import PixelSpacing
+
+log = logging.getLogger(__name__)
 
 
 def dicom_frames(path: Path, chosen: int | None = None) -> Iterator[Frame]:
@@ -22,6 +26,7 @@ def dicom_frames(path: Path, chosen: int | None = None) -> Iterator[Frame]:
     if chosen is not None and not 0 <= chosen < count:
         raise ImageDecodeError(f"{path}: frame {chosen} requested, the file has {count} frame(s)", "bad_frame_index")
     _check_frame_size(dataset, path)  # from the header, before anything is decoded
+    spacing = pixel_spacing(dataset, path)
     indices = [chosen] if chosen is not None else range(count)
     for index in indices:
         array = _pixels(dataset, path, index if count > 1 else None)
@@ -31,7 +36,27 @@ def dicom_frames(path: Path, chosen: int | None = None) -> Iterator[Frame]:
             # Back to 16 bits when the values fit (they do unless the data exceed BitsStored): the conversion
             # to uint8 then needs no wide temporaries; the values, and so the frame, are the same.
             array = inverted.astype(np.uint16) if full_scale <= 0xFFFF and int(inverted.min()) >= 0 else inverted
-        yield Frame(normalise_frame(array), f"{path}#frame={index}" if count > 1 else str(path), index)
+        yield Frame(normalise_frame(array), f"{path}#frame={index}" if count > 1 else str(path), index, spacing=spacing)
+
+
+CM = 3  # PhysicalUnitsX/YDirection code for centimetres (DICOM C.8.5.5.1.1)
+
+
+def pixel_spacing(dataset, path: Path) -> PixelSpacing | None:
+    """mm per pixel from the header: the first ultrasound region calibrated in cm (``PhysicalDeltaX/Y``), else
+    ``PixelSpacing`` (row spacing, column spacing, in mm). None when the header gives neither, or an implausible
+    figure (logged, naming the file): the frame is still analysed, its sizes then stay in pixels."""
+    try:
+        for region in dataset.get("SequenceOfUltrasoundRegions", None) or ():
+            if region.get("PhysicalUnitsXDirection") == CM and region.get("PhysicalUnitsYDirection") == CM:
+                return PixelSpacing(abs(float(region.PhysicalDeltaX)) * 10.0, abs(float(region.PhysicalDeltaY)) * 10.0,
+                                    "dicom:SequenceOfUltrasoundRegions")
+        spacing = dataset.get("PixelSpacing", None)
+        if spacing is not None and len(spacing) == 2:
+            return PixelSpacing(float(spacing[1]), float(spacing[0]), "dicom:PixelSpacing")
+    except (AttributeError, TypeError, ValueError) as exc:
+        log.warning("%s: DICOM pixel spacing unusable (%s): sizes in pixels", path, exc)
+    return None
 
 
 def _int(dataset, keyword: str, default: int, path: Path) -> int:

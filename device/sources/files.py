@@ -107,7 +107,7 @@ class FileListSource(FrameSource):
             return None
         if isinstance(item, ImageDecodeError):
             raise item
-        frame = Frame(item.image, item.origin, self._index)
+        frame = Frame(item.image, item.origin, self._index, spacing=item.spacing)
         self._index += 1
         return frame
 

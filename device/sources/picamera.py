@@ -42,7 +42,7 @@ class PiCameraSource(FrameSource):
         except RuntimeError as exc:
             self.close()
             raise SourceError(f"picamera: capture failed ({exc})") from exc
-        frame = Frame(normalise_frame(bgr[:, :, ::-1]), "picamera", self._index)
+        frame = Frame(normalise_frame(bgr[:, :, ::-1]), "picamera", self._index, spacing=self.spacing)
         self._index += 1
         return frame
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from device.config import SourceSection
 from device.errors import SourceError
 from device.sources.base import FrameSource
+from device.spacing import PixelSpacing
 
 KINDS = ("file", "folder", "video", "dicom", "v4l2", "picamera")
 
@@ -34,9 +35,14 @@ def open_source(spec: str, settings: SourceSection | None = None) -> FrameSource
         return file_source(Path(target), settings.dicom_frame, settings.loop)
     if kind == "folder":
         return folder_source(Path(target), settings.dicom_frame, settings.loop)
+    live: FrameSource
     if kind == "v4l2":
-        return V4L2Source(
+        live = V4L2Source(
             target, width=settings.width, height=settings.height, fps=settings.fps, fourcc=settings.fourcc,
             reopen_interval_s=settings.reopen_interval_s,
         )
-    return PiCameraSource(settings.width, settings.height)
+    else:
+        live = PiCameraSource(settings.width, settings.height)
+    if settings.pixel_spacing_mm is not None:  # only a live source: a file or DICOM says its own, or nothing
+        live.spacing = PixelSpacing(*settings.pixel_spacing_mm, origin="config:[source] pixel_spacing_mm")
+    return live

@@ -81,7 +81,7 @@ class V4L2Source(FrameSource):
             self.close()
             self._state = "disconnected"
             raise SourceError(f"{self.description}: no signal — capture card unplugged or scanner output off; retrying")
-        frame = Frame(normalise_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), self.device, self._index)
+        frame = Frame(normalise_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), self.device, self._index, spacing=self.spacing)
         self._index += 1
         return frame
 
