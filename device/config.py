@@ -67,7 +67,7 @@ class SourceSection(_Section):
     roi_mode: Literal["override", "refine"] = "override"
     dicom_frame: int | None = Field(default=None, ge=0)  # cine: one chosen frame, or every frame when unset
     loop: bool = False  # file/folder sources: start over at the end (demo mode)
-    # A capture card's or camera's mm per pixel [x, y], measured once on the scanner's depth scale (docs/device.md);
+    # A capture card's or camera's mm per pixel [x, y], measured once on the scanner's depth scale (docs/lesion-outline.md);
     # files and DICOM never take it (a DICOM file carries its own). Changing the scanner's depth voids it.
     pixel_spacing_mm: tuple[float, float] | None = None
 
