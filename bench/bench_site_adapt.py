@@ -88,6 +88,8 @@ STUDY = (  # (name, adapt keyword arguments); the first is the device default
     ("normal and malignant columns", {"free_labels": ("normal", "malignant")}),
     ("malignant column only", {"free_labels": ("malignant",)}),
     ("malignant column only, L2 0.0003", {"free_labels": ("malignant",), "l2": 0.0003}),
+    ("normal and benign columns", {"free_labels": ("normal", "benign")}),
+    ("normal and benign columns, L2 0.0003", {"free_labels": ("normal", "benign"), "l2": 0.0003}),
 )
 
 
