@@ -8,7 +8,8 @@ off until it is reached; *Teach now* runs site-adapt off the GUI thread (the eve
 moves) and shows the before/after figures and the frames to review with thumbnails; nothing is switched before
 the confirmation; *Use it* writes ``[model] path`` in the configuration file and the app reloads the model (the
 status bar and Settings › Model show the site version); *Undo: back to the base model* writes it back and
-reloads the base; with an exam open, neither switches.
+reloads the base; with an exam open, neither switches; a device that requires signed bundles refuses the
+unsigned site bundle at the load check and nothing is written.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from device.config import DEFAULT_TOML, load_config  # noqa: E402
 from device.imageio import decode_image_file  # noqa: E402
 from device.pipeline import encode_jpeg, encode_png  # noqa: E402
 from device.results import Exam, ExamEnd, new_result_id, utc_now_iso  # noqa: E402
+from device.signing import generate_keypair  # noqa: E402
 from device.site_adapt import MIN_NORMALS  # noqa: E402
 from device.store import ResultStore  # noqa: E402
 from model_build.lesion_views import LESION_FREE  # noqa: E402
@@ -121,7 +123,7 @@ def _mark(qtbot, teach, exam_id: str, marked: bool) -> None:
     assert teach.rows[exam_id].toggle.text() == (MARKED_TEXT if marked else MARK_TEXT)
 
 
-def test_teach_this_scanner_from_marks_to_the_site_bundle_and_back(qtbot, app) -> None:
+def test_teach_this_scanner_from_marks_to_the_site_bundle_and_back(qtbot, app, tmp_path: Path) -> None:
     window, config_file, exams = app
     base_path = load_config(config_file).model.path
     before = _results(window.config.store_path)
@@ -169,6 +171,16 @@ def test_teach_this_scanner_from_marks_to_the_site_bundle_and_back(qtbot, app) -
     _confirm(qtbot, window, "Use the site bundle")
     assert "Finish the open exam first" in teach.message.text() and load_config(config_file).model.path == base_path
     window.end_exam(ExamEnd.FINISHED)
+    # a device that requires signed bundles: the unsigned site bundle fails the load check, nothing is written
+    _, public_key = generate_keypair(tmp_path / "keys")
+    configured = teach.config
+    teach.config = configured.model_copy(update={"model": configured.model.model_copy(update={"public_key": public_key})})
+    tap(qtbot, teach.use)
+    _confirm(qtbot, window, "Use the site bundle")
+    qtbot.waitUntil(lambda: "Not switched" in teach.message.text(), timeout=30_000)
+    assert "signature" in teach.message.text().lower() and load_config(config_file).model.path == base_path
+    assert window.services.analysis.manifest.head is None
+    teach.config = configured
     tap(qtbot, teach.use)
     _confirm(qtbot, window, "Use the site bundle")
     qtbot.waitUntil(lambda: load_config(config_file).model.path == outcome.bundle.path, timeout=60_000)

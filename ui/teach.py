@@ -28,7 +28,7 @@ from PyQt5.QtWidgets import (
 from device.bundle import Manifest
 from device.config import DeviceConfig, set_model_path
 from device.errors import SonopiError
-from device.results import Exam
+from device.results import Exam, ResultRecord
 from device.site_adapt import MIN_NORMALS, REVIEW_BASE_P_MALIGNANT, Adaptation
 from device.store import ResultStore
 from ui import theme
@@ -51,8 +51,8 @@ Ask = Callable[[str, str, str, Callable[[], None]], None]  # title, message, act
 @dataclass(frozen=True)
 class ExamRow:
     exam: Exam
-    frames: int  # conclusive results with a kept full frame... or not: counted as stored
-    thumbnail: object  # ResultRecord of the first conclusive result (its thumbnail), or None
+    frames: int  # conclusive results stored under the exam (whether their full frame is still kept is known on marking)
+    thumbnail: ResultRecord | None  # the first conclusive result (its thumbnail is shown)
 
 
 def progress_bar(th: Theme) -> QProgressBar:
