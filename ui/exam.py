@@ -8,7 +8,7 @@ face for the widgets. Every frame is captured with the open exam's id and can on
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PyQt5.QtCore import QObject, Qt, pyqtSignal
 from PyQt5.QtGui import QPixmap
@@ -29,6 +29,7 @@ from PyQt5.QtWidgets import (
 )
 
 from device.barcode import PatientIdFormat, normalise
+from device.corrections import Placement, State
 from device.results import (
     CapturedFrame,
     Exam,
@@ -370,10 +371,30 @@ def readback_message(exam: Exam, id_source: str) -> str:
             "(letters are blue). Every result of this exam is stored under this ID.")
 
 
+def counted(records: list[ResultRecord], placements: dict[str, Placement], exam_id: str) -> list[ResultRecord]:
+    """The exam's results that count: not voided, not moved to another exam (a move to its other side still counts)."""
+    def counts(r: ResultRecord) -> bool:
+        p = placements.get(r.result_id)
+        return p is None or (not p.voided and p.place.exam_id == exam_id)
+    return [r for r in records if counts(r)]
+
+
+def correction_mark(placement: Placement | None, exam_id: str) -> str:
+    """What the summary's row says of a corrected result ("" when it was not corrected)."""
+    if placement is None or placement.state is State.VALID:
+        return ""
+    if placement.voided:
+        return "Voided · "
+    if placement.place.exam_id == exam_id:
+        return f"Moved to {SIDE_NAMES.get(placement.place.side or '', '?')} · "
+    return f"Moved to {placement.place.patient_ref} · "
+
+
 class ExamSummaryView(QWidget):
     back_to_live = pyqtSignal()
     finish_requested = pyqtSignal()
     other_side_requested = pyqtSignal()  # the same patient's other side, as a new exam
+    correct_requested = pyqtSignal(object)  # the selected frame's ResultRecord
 
     def __init__(self, th: Theme, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -389,7 +410,10 @@ class ExamSummaryView(QWidget):
         self.table.setHorizontalHeaderLabels(["", "Time", "Model output", "Malignant"])
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.setSelectionMode(QAbstractItemView.NoSelection)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)  # a frame, to correct it
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.records: list[ResultRecord] = []
         self.table.setVerticalScrollMode(QAbstractItemView.ScrollPerPixel)
         self.table.setWordWrap(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
@@ -404,20 +428,43 @@ class ExamSummaryView(QWidget):
         self.other_side.clicked.connect(self.other_side_requested)
         self.finish = QPushButton("Finish exam")
         self.finish.clicked.connect(self.finish_requested)
+        self.correct = QPushButton("Correct…")
+        self.correct.setEnabled(False)
+        self.correct.clicked.connect(self._correct)
         buttons.addWidget(self.back, 1)
         buttons.addWidget(self.other_side, 1)
+        buttons.addWidget(self.correct, 1)
         buttons.addWidget(self.finish, 1)
         layout.addWidget(self.title)
         layout.addWidget(self.summary)
         layout.addWidget(self.table, 1)
         layout.addLayout(buttons)
 
-    def show_exam(self, exam: Exam, records: list[ResultRecord]) -> None:
+    def selected(self) -> ResultRecord | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.records[rows[0].row()] if rows and rows[0].row() < len(self.records) else None
+
+    def _selection_changed(self) -> None:
+        self.correct.setEnabled(self.selected() is not None)
+
+    def _correct(self) -> None:
+        record = self.selected()
+        if record is not None:
+            self.correct_requested.emit(record)
+
+    def show_exam(self, exam: Exam, records: list[ResultRecord], placements: dict[str, Placement] | None = None) -> None:
         self.title.setText(exam_title(exam))
         self.other_side.setText(f"{SIDE_NAMES[other_side(exam.side)]} side ▶")
-        summary = summarise(records)
+        placements = placements or {}
+        self.records = records
+        counting = counted(records, placements, exam.exam_id)
+        summary = summarise(counting)
+        if summary.highest_frame is not None:  # numbered as the table shows the frames, corrected ones included
+            summary = replace(summary, highest_frame=records.index(counting[summary.highest_frame - 1]) + 1)
+        left_out = len(records) - len(counting)
         if summary.frames == 0:
-            text = "No frames yet. Go back to live, freeze a view and tap Analyse."
+            text = ("No frames count: every frame was voided or moved." if left_out else
+                    "No frames yet. Go back to live, freeze a view and tap Analyse.")
         elif summary.highest_malignant is None:
             text = f"{summary.frames} frame(s), all inconclusive — rescan."
         else:
@@ -425,6 +472,8 @@ class ExamSummaryView(QWidget):
                     f"<b>{summary.highest_malignant * 100:.0f}%</b> (frame {summary.highest_frame})")
             if summary.inconclusive:
                 text += f"; {summary.inconclusive} inconclusive"
+        if left_out and summary.frames:
+            text += f"; {left_out} voided or moved, not counted"
         self.summary.setText(text)
         thumb = self._th.control
         self.table.setRowCount(len(records))
@@ -434,13 +483,15 @@ class ExamSummaryView(QWidget):
             icon.setAlignment(Qt.AlignCenter)
             self.table.setCellWidget(row, 0, icon)
             self.table.setItem(row, 1, QTableWidgetItem(f"{row + 1}. {record.created_at[11:19]}"))
-            item = QTableWidgetItem(result_text(record))
-            item.setForeground(_brush(category_colour(record)))
+            mark = correction_mark(placements.get(record.result_id), exam.exam_id)
+            item = QTableWidgetItem(mark + result_text(record))
+            item.setForeground(_brush(theme.MUTED if mark else category_colour(record)))
             self.table.setItem(row, 2, item)
             p = record.probabilities.get(MALIGNANT)
             self.table.setItem(row, 3, QTableWidgetItem("—" if p is None or record.inconclusive else f"{p * 100:.0f}%"))
             self.table.setRowHeight(row, thumb)
         self.table.setColumnWidth(0, thumb + 8)
+        self.correct.setEnabled(self.selected() is not None)
 
 
 def other_side(side: str | None) -> str:
@@ -459,6 +510,7 @@ class ExamScreen(QWidget):
     back_to_live = pyqtSignal()
     finish_requested = pyqtSignal()
     other_side_requested = pyqtSignal()
+    correct_requested = pyqtSignal(object)  # a frame of the open exam to correct (ui/correction.py)
 
     def __init__(self, th: Theme, session: ExamSession, store: ResultStore, parent: QWidget | None = None,
                  id_format: PatientIdFormat | None = None) -> None:
@@ -470,6 +522,7 @@ class ExamScreen(QWidget):
         self.summary.back_to_live.connect(self.back_to_live)
         self.summary.finish_requested.connect(self.finish_requested)
         self.summary.other_side_requested.connect(self.other_side_requested)
+        self.summary.correct_requested.connect(self.correct_requested)
         self.pages = QStackedWidget()
         self.pages.addWidget(self.form)
         self.pages.addWidget(self.summary)
@@ -521,4 +574,4 @@ class ExamScreen(QWidget):
         exam = self.session.exam
         if exam is not None:
             records = self.store.history(exam_id=exam.exam_id, newest_first=False)
-            self.summary.show_exam(exam, records)
+            self.summary.show_exam(exam, records, self.store.placements(records))

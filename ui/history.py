@@ -1,6 +1,8 @@
 """History: past results with thumbnails, the decision rule's category and p(malignant), and per-result delivery
 state (on device / sent / received by hub / rejected by the hub with its reason), filterable by patient reference.
-Read from the store (the source of truth), refreshed on a timer."""
+Read from the store (the source of truth), refreshed on a timer. A result voided or moved (ui/correction.py) shows
+its effective state: "Voided" before its output, or the patient and side it was moved to; a row selected, *Correct…*
+opens the correction flow."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
+from device.corrections import Placement, State
 from device.results import ResultRecord
 from device.store import ResultStore
 from ui import theme
@@ -54,8 +57,20 @@ def local_time(created_at: str) -> str:
     return moment.astimezone().strftime("%d %b %H:%M") if moment.tzinfo else moment.strftime("%d %b %H:%M")
 
 
+def placed_patient(record: ResultRecord, placement: Placement | None) -> str:
+    """The patient column: where the result belongs now (a move's target, marked as moved)."""
+    if placement is not None and placement.state is State.MOVED:
+        return f"{placement.place.patient_ref or '—'} {placement.place.side or ''} (moved)".replace("  ", " ")
+    return (record.patient_ref or "—") + (f" {record.side}" if record.side else "")
+
+
+def placed_output(record: ResultRecord, placement: Placement | None) -> str:
+    return "Voided" if placement is not None and placement.voided else category_text(record)  # short: the 7" panel
+
+
 class HistoryScreen(QWidget):
     filter_requested = pyqtSignal()
+    correct_requested = pyqtSignal(object)  # the selected ResultRecord
 
     def __init__(self, th: Theme, store: ResultStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -63,6 +78,7 @@ class HistoryScreen(QWidget):
         self.store = store
         self.patient_filter: str | None = None
         self.records: list[ResultRecord] = []
+        self.placements: dict[str, Placement] = {}
         self._signature: tuple = ()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(th.gap, th.gap, th.gap, th.gap)
@@ -74,15 +90,21 @@ class HistoryScreen(QWidget):
         self.all_button.clicked.connect(lambda: self.set_filter(None))
         self.count = QLabel("")
         self.count.setProperty("role", "muted")
+        self.correct_button = QPushButton("Correct…")
+        self.correct_button.setEnabled(False)
+        self.correct_button.clicked.connect(self._correct)
         top.addWidget(self.filter_button)
         top.addWidget(self.all_button)
         top.addWidget(self.count, 1)
+        top.addWidget(self.correct_button)
         layout.addLayout(top)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.setSelectionMode(QAbstractItemView.NoSelection)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)  # a row, to correct it
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
         self.table.setVerticalScrollMode(QAbstractItemView.ScrollPerPixel)
         self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
@@ -102,10 +124,12 @@ class HistoryScreen(QWidget):
     def refresh(self) -> None:
         """Re-read the store; rebuild the table only when something changed (keeps the scroll position)."""
         records = self.store.history(patient_ref=self.patient_filter, limit=LIMIT)
-        signature = tuple((r.result_id, r.delivery) for r in records)
+        placements = self.store.placements(records)
+        signature = tuple((r.result_id, r.delivery, placements[r.result_id].state, placements[r.result_id].place)
+                          for r in records)
         if signature == self._signature:
             return
-        self._signature, self.records = signature, records
+        self._signature, self.records, self.placements = signature, records, placements
         scope = f"patient {self.patient_filter}" if self.patient_filter else "all patients"
         more = f" (newest {LIMIT})" if len(records) == LIMIT else ""
         self.count.setText(f"{len(records)} result(s), {scope}{more}")
@@ -113,6 +137,18 @@ class HistoryScreen(QWidget):
 
     def delivery_of(self, result_id: str) -> str | None:
         return next((r.delivery for r in self.records if r.result_id == result_id), None)
+
+    def selected(self) -> ResultRecord | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.records[rows[0].row()] if rows and rows[0].row() < len(self.records) else None
+
+    def _selection_changed(self) -> None:
+        self.correct_button.setEnabled(self.selected() is not None)
+
+    def _correct(self) -> None:
+        record = self.selected()
+        if record is not None:
+            self.correct_requested.emit(record)
 
     def _fill(self, records: list[ResultRecord]) -> None:
         thumb = self._th.control + 8
@@ -122,10 +158,8 @@ class HistoryScreen(QWidget):
             icon.setPixmap(thumbnail_pixmap(record, thumb - 4))
             icon.setAlignment(Qt.AlignCenter)
             self.table.setCellWidget(row, 0, icon)
-            patient = record.patient_ref or "—"
-            if record.side:
-                patient += f" {record.side}"
-            cells = [local_time(record.created_at), patient, category_text(record)]
+            placement = self.placements.get(record.result_id)
+            cells = [local_time(record.created_at), placed_patient(record, placement), placed_output(record, placement)]
             p = record.p_malignant if record.p_malignant is not None else record.probabilities.get(MALIGNANT)
             cells.append("—" if p is None or record.inconclusive else f"{p * 100:.1f}%")
             cells.append(delivery_text(record.delivery))
@@ -133,7 +167,9 @@ class HistoryScreen(QWidget):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.UserRole, record.result_id)
                 self.table.setItem(row, column, item)
-            self.table.item(row, 3).setForeground(QBrush(QColor(category_colour(record))))
+            voided = placement is not None and placement.voided
+            self.table.item(row, 3).setForeground(QBrush(QColor(theme.MUTED if voided else category_colour(record))))
             self.table.item(row, 5).setForeground(QBrush(QColor(delivery_colour(record.delivery))))
             self.table.setRowHeight(row, thumb)
         self.table.setColumnWidth(0, thumb + 8)
+        self.correct_button.setEnabled(self.selected() is not None)

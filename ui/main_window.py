@@ -29,6 +29,7 @@ from ui import banners
 from ui.background import Background
 from ui.banners import BannerArea
 from ui.confirm import ConfirmOverlay
+from ui.correction import CorrectionOverlay
 from ui.exam import (
     ExamScreen,
     ExamSession,
@@ -120,6 +121,7 @@ class MainWindow(QMainWindow):
         self.exam.form.use_entries(self.id_entry, self.entry)
         self.pin_entry = NumberEntry(root, th, masked=True)
         self.confirm = ConfirmOverlay(root, th)
+        self.correction = CorrectionOverlay(root, th, self.store, self.config.device.id, self.config.device.site)
         self.teach = TeachPage(th, self.config, self.config_path, self.background,
                                lambda: self.session.exam.exam_id if self.session.exam is not None else None,
                                lambda: self.services.analysis.manifest,
@@ -172,6 +174,9 @@ class MainWindow(QMainWindow):
         self.live.file_patient_found.connect(self._file_patient_found)
         self.live.capture_dropped.connect(lambda: self.banners.clear_fault("store"))  # "Analyse again" of a frame gone
         self.history.filter_requested.connect(self._ask_filter)
+        self.history.correct_requested.connect(self.correction.start)
+        self.exam.correct_requested.connect(self.correction.start)
+        self.correction.corrected.connect(lambda _c: (self.history.refresh(), self.exam.refresh()))
         self.settings.source.source_chosen.connect(self._source_chosen)
         self.settings.lock_requested.connect(self.lock)
         self.settings.teach_requested.connect(self.open_teach)
@@ -251,6 +256,7 @@ class MainWindow(QMainWindow):
         self.entry.close_overlay()
         self.id_entry.close_overlay()
         self.confirm.close_overlay()
+        self.correction.close_overlay()  # a correction half chosen is not left for whoever unlocks
         if self.end_exam(ExamEnd.LOCKED) is None:
             self.exam.form.reset()  # a reference typed but not started is not left for whoever unlocks
         if self._current_name() == "Settings":
