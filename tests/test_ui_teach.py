@@ -57,11 +57,13 @@ def _config_file(tmp_path: Path, bundle: Path, frames: Path) -> Path:
     return file
 
 
-def _store_site_exams(store_path: Path, datasets: Path) -> list[Exam]:
-    """Half A's lesion-free views, one finished exam per patient, as the app stores them (frame PNG, thumbnail)."""
+def _store_site_exams(store_path: Path, datasets: Path, cancers: bool = False) -> list[Exam]:
+    """Half A's lesion-free views (or, ``cancers``, its malignant lesion images), one finished exam per patient, as
+    the app stores them (frame PNG, thumbnail)."""
     samples = site_samples(datasets)
     teach, _ = split_patients(samples)
-    normals = [s for s in samples if s.view == LESION_FREE and (s.patient_id or s.path.name) in teach]
+    normals = [s for s in samples if (s.patient_id or s.path.name) in teach
+               and ((s.view == "full" and s.label == "malignant") if cancers else s.view == LESION_FREE)]
     exams: dict[str, Exam] = {}
     with ResultStore(store_path) as store:
         for sample in normals:
@@ -69,8 +71,9 @@ def _store_site_exams(store_path: Path, datasets: Path) -> list[Exam]:
             if patient not in exams:
                 exams[patient] = store.add_exam(Exam(new_result_id(), patient, "L", None, None, utc_now_iso()))
             frame = decode_image_file(sample.path)
-            x0, y0, x1, y1 = sample.region
-            frame = np.ascontiguousarray(frame[y0:y1, x0:x1])
+            if sample.region is not None:
+                x0, y0, x1, y1 = sample.region
+                frame = np.ascontiguousarray(frame[y0:y1, x0:x1])
             record = make_record(patient=patient, exam_id=exams[patient].exam_id, thumbnail=encode_jpeg(frame, 160),
                                  label="malignant", source=str(sample.path))
             store.add(record, frame_png=encode_png(frame))
@@ -87,13 +90,13 @@ def _confirm(qtbot, window, title: str) -> None:
     tap(qtbot, window.confirm.accept_button)
 
 
-@pytest.fixture()
-def app(qtbot, tmp_path: Path, shipped_bundle_dir: Path, datasets: Path):
+@pytest.fixture(params=[False], ids=["normals"])
+def app(request, qtbot, tmp_path: Path, shipped_bundle_dir: Path, datasets: Path):
     frames = tmp_path / "usb"
     write_frames(frames)
     config_file = _config_file(tmp_path, shipped_bundle_dir, frames)
     config = load_config(config_file)
-    exams = _store_site_exams(config.store_path, datasets)
+    exams = _store_site_exams(config.store_path, datasets, cancers=request.param)
     window = build_window(config, (800, 480), config_path=config_file)
     qtbot.addWidget(window)
     window.show()
@@ -201,3 +204,29 @@ def test_teach_this_scanner_from_marks_to_the_site_bundle_and_back(qtbot, app, t
                     timeout=10_000)
     assert "+site-" not in window.settings.model.text() and not teach.undo.isEnabled()
     assert outcome.bundle.path.is_dir()  # the site bundle stays on the device
+
+
+@pytest.mark.parametrize("app", [True], ids=["cancers"], indirect=True)
+def test_cancers_marked_normal_are_refused_and_nothing_changes(qtbot, app) -> None:
+    """Half A's malignant lesion images marked normal: a guard refuses — the scanner check, first (the hospital's
+    full images come from several scanners; its lesion-free views above pass). The page names the frames by
+    patient and time, not by file, and the model in use and the configuration stay as they were."""
+    window, config_file, exams = app
+    before = load_config(config_file).model.path
+    _open_teach(qtbot, window)
+    teach = window.teach
+    for exam in exams:
+        _mark(qtbot, teach, exam.exam_id, True)
+    assert teach.folder.progress().enough
+    tap(qtbot, teach.teach_now)
+    qtbot.waitUntil(lambda: teach.views.currentIndex() == 2, timeout=240_000)
+    assert teach.outcome is None and "Not taught:" in teach.figures.text()
+    text = teach.figures.text()
+    assert "another scanner seems mixed in" in text and ".png" not in text, text
+    assert sum(exam.patient_ref in text for exam in exams) >= 3  # the odd frames, named by their patient
+    assert "still uses the same model" in teach.message.text()
+    assert not teach.use.isVisible() and teach.discard.isVisible()
+    assert not any(teach.folder.bundles.iterdir())  # the refused run left no bundle behind
+    assert load_config(config_file).model.path == before and window.services.analysis.manifest.head is None
+    tap(qtbot, teach.discard)
+    assert teach.views.currentIndex() == 0 and teach.folder.progress().frames == len(exams)

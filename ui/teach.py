@@ -8,6 +8,7 @@ The marks are kept by :class:`ui.teach_folder.TeachFolder`; the work runs in :mo
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -380,7 +381,9 @@ class TeachPage(QWidget):
         self.review_thumbs = []
         if isinstance(outcome, TeachFailure):
             self.outcome = None
-            self.figures.setText(f"<b>{'Not taught' if outcome.refused else 'Teaching failed'}:</b> {outcome.message}")
+            message = re.sub(r"\b([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.png\b",
+                             lambda found: self._describe(found.group(0)), outcome.message)  # marked frames by patient
+            self.figures.setText(f"<b>{'Not taught' if outcome.refused else 'Teaching failed'}:</b> {message}")
             self.warnings.setText("")
             self.message.setText("Nothing was changed: the device still uses the same model.")
         elif isinstance(outcome, TeachOutcome):
