@@ -375,6 +375,9 @@ def render(out: Path, model: Path | None = None) -> list[str]:
             if model is None and (SHIPPED_MODEL / "manifest.json").is_file() and (DATASETS / "busi").is_dir():
                 with tempfile.TemporaryDirectory(prefix="sonopi-teach-shots-") as teach_work:
                     problems.extend(render_teach(out, Path(teach_work), size, app))
+            from ui.correction_screenshots import render as render_corrections  # the Correct… flow
+
+            problems.extend(render_corrections(out, size))
     return problems
 
 
