@@ -77,6 +77,7 @@ from device.contract import (
     encode_ack,
     encode_correction_ack,
     encode_nack,
+    parse,
     parse_topic,
     result_id_of,
     topic,
@@ -335,39 +336,52 @@ class HubService:
         """Store the waiting results (``waiting_results``, any hub's) whose predecessor is stored now, in seq order,
         and ack them. Run after every batch's commits, by every hub: when one hub parks a result while another stores
         its predecessor, whichever of the two commits second sees the other's commit, so no result is left waiting
-        (READ COMMITTED). Both may store the same result: the second insert is a no-op (``result_id`` unique)."""
+        (READ COMMITTED). Both may store the same result: the second insert is a no-op (``result_id`` unique).
+        Only the ids are read until a result can be stored; its payload is then parsed, not validated again (the
+        hub that parked it validated it): the schema check is most of a result's cost at the hub."""
         for _ in range(WAITING_ROUNDS):
             rows = self.store.waiting(devices)
             if not rows:
                 return
-            items: list[tuple[Incoming, ResultMessage]] = []
-            done: list[str] = []
-            for topic_name, payload in rows:
-                try:
-                    items.append((Incoming(topic_name, payload, 0, 0), decode_result(topic_name, payload)))
-                except ContractError:  # it was decoded before it was parked; a newer contract may refuse it
-                    done += [rid for rid in [result_id_of(payload)] if rid]
-            plan = self._in_order(items)
-            to_store = [p.message for p in plan if p.decision is Decision.STORE]
-            added = {a.result_id: a for a in self.store.add_results_each(to_store, now)} if to_store else {}
-            for p in plan:
-                if p.decision is not Decision.DEFERRED:
-                    done.append(p.message.result_id)
-                    self._settle_waiting(p, added.get(p.message.result_id), ledger)
-            if done:
-                self.store.drop_waiting(done)
-            if not to_store:
+            known = self.store.stored_ids([w.result_id for w in rows] + [w.prev_result_id for w in rows])
+            ready: list[str] = []
+            done: list[str] = []  # stored already (a re-send, or another hub): only dropped from the buffer
+            for w in rows:  # per device in seq order, so a chain of waiting results is stored in one pass
+                if w.result_id in known:
+                    done.append(w.result_id)
+                elif w.prev_result_id in known:
+                    ready.append(w.result_id)
+                    known.add(w.result_id)
+            messages = self._waiting_messages(ready)
+            added = self.store.add_results_each(messages, now) if messages else []
+            for m, a in zip(messages, added):
+                self._settle_waiting(m, a, ledger)
+            if done or ready:
+                self.store.drop_waiting(done + ready)
+            if not ready:
                 return
 
-    def _settle_waiting(self, p: Planned, added: Added | None, ledger: Ledger) -> None:
-        """A waiting result leaves the buffer: stored (or already stored) and acked; one that conflicts with the stored
-        result or that the database refuses is only dropped (its device's re-send is then rejected and nacked)."""
-        m = p.message
-        if p.decision is Decision.CONFLICT or (added is not None and added.error is not None):
-            log.warning("hub: %s/%s seq %d: a waiting copy of result %s was dropped (%s)", m.site, m.device_id, m.seq,
-                        m.result_id, "it differs from the stored result" if added is None else "the database refused it")
+    def _waiting_messages(self, result_ids: list[str]) -> list[ResultMessage]:
+        payloads = self.store.waiting_payloads(result_ids)
+        messages: list[ResultMessage] = []
+        for result_id in result_ids:
+            if result_id not in payloads:  # another hub stored and dropped it meanwhile
+                continue
+            try:
+                messages.append(ResultMessage.from_payload(parse("result", payloads[result_id][1])))
+            except (ContractError, KeyError, TypeError, ValueError) as exc:  # it parsed when it was parked
+                log.error("hub: waiting result %s cannot be read back (%s); dropped, its device re-sends it", result_id,
+                          type(exc).__name__)
+        return messages
+
+    def _settle_waiting(self, m: ResultMessage, added: Added, ledger: Ledger) -> None:
+        """A waiting result left the buffer: stored (or stored meanwhile by another hub) and acked; one the database
+        refuses is only dropped (its device's re-send is then rejected and nacked)."""
+        if added.error is not None:
+            log.warning("hub: %s/%s seq %d: waiting result %s dropped: the database refused it", m.site, m.device_id,
+                        m.seq, m.result_id)
             return
-        if p.decision is Decision.STORE and added is not None and added.stored:
+        if added.stored:
             ledger.tally["stored_after_waiting"] += 1
         ledger.acks[(m.site, m.device_id)].append(m.result_id)
 

@@ -65,6 +65,17 @@ class UnstorableError(HubStoreError):
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """A result in the reorder buffer (``waiting_results``): it waits until ``prev_result_id`` is stored."""
+
+    result_id: str
+    prev_result_id: str
+    site: str
+    device_id: str
+    seq: int
+
+
+@dataclass(frozen=True)
 class Added:
     """What :meth:`HubStore.add_results_each` did with one result."""
 
@@ -795,13 +806,23 @@ class HubStore:
                     (m.result_id, m.prev_result_id, m.site, m.device_id, m.seq, topic_name, payload, now),
                 )
 
-    def waiting(self, devices: Iterable[tuple[str, str]]) -> list[tuple[str, bytes]]:
-        """The ``(topic, payload)`` of these devices' waiting results, per device in ``seq`` order."""
-        found: list[tuple[str, bytes]] = []
+    def waiting(self, devices: Iterable[tuple[str, str]]) -> list[Waiting]:
+        """These devices' waiting results (ids and order only, no payload), per device in ``seq`` order."""
+        found: list[Waiting] = []
         for site, device_id in sorted(set(devices)):
-            rows = self._query("SELECT topic, payload FROM waiting_results WHERE site = ? AND device_id = ? ORDER BY seq",
-                               (site, device_id))
-            found += [(topic_name, bytes(payload)) for topic_name, payload in rows]
+            rows = self._query("SELECT result_id, prev_result_id, seq FROM waiting_results WHERE site = ? AND device_id = ? "
+                               "ORDER BY seq", (site, device_id))
+            found += [Waiting(result_id, prev, site, device_id, int(seq)) for result_id, prev, seq in rows]
+        return found
+
+    def waiting_payloads(self, result_ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        """``result_id -> (topic, payload)`` of these waiting results."""
+        found: dict[str, tuple[str, bytes]] = {}
+        for start in range(0, len(result_ids), 500):
+            chunk = list(result_ids[start:start + 500])
+            rows = self._query(f"SELECT result_id, topic, payload FROM waiting_results WHERE result_id IN "
+                               f"({','.join('?' * len(chunk))})", chunk)
+            found.update((result_id, (topic_name, bytes(payload))) for result_id, topic_name, payload in rows)
         return found
 
     def drop_waiting(self, result_ids: Iterable[str]) -> None:
