@@ -5,7 +5,7 @@ device's store (results, then a void and a move made on the device) -> `python -
 In the browser: the voided result is out of the inbox (the needs-attention queue) and the others are in it; the
 voided result's page says VOIDED with the audit trail (when, who — the device —, what, why); the moved result's page
 says MOVED with a link to its new exam and from -> to; the original exam's page marks both frames, and the target
-exam's page lists the result moved into it. SONOPI_WEB_SCREENSHOTS=DIR saves the pages as PNGs there."""
+exam's page lists the result moved into it (also an exam no frame was captured under). SONOPI_WEB_SCREENSHOTS=DIR saves the pages as PNGs there."""
 
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def test_the_console_shows_voided_and_moved_results(tmp_path: Path, target: str,
     store_path.parent.mkdir()
     store = ResultStore(store_path)
     exam_a, exam_b = Exam("EXAM-A-1", "PT-A", "L"), Exam("EXAM-B-2", "PT-B", "R")
-    for exam in (exam_a, exam_b):
+    exam_c = Exam("EXAM-C-3", "PT-C", None)  # no frame captured under it at all
+    for exam in (exam_a, exam_b, exam_c):
         store.add_exam(exam)
 
     def under(exam: Exam, p: float):  # type: ignore[no-untyped-def]
@@ -93,7 +94,9 @@ def test_the_console_shows_voided_and_moved_results(tmp_path: Path, target: str,
         for c in (make_correction(result_id=voided.result_id, kind="void", reason="poor_image", device_id=DEVICE,
                                   site=SITE, origin=Place(None, None, None), note="probe lifted"),
                   make_correction(result_id=moved.result_id, kind="move", reason="wrong_patient", device_id=DEVICE,
-                                  site=SITE, origin=Place(None, None, None), target=Place(exam_b.exam_id, None, "R"))):
+                                  site=SITE, origin=Place(None, None, None), target=Place(exam_b.exam_id, None, "R")),
+                  make_correction(result_id=kept.result_id, kind="move", reason="wrong_exam", device_id=DEVICE,
+                                  site=SITE, origin=Place(None, None, None), target=Place(exam_c.exam_id, None, "L"))):
             store.add_correction(c)
         wait_for(lambda: store.correction_backlog() == 0, 60, "the corrections acked")
 
@@ -126,6 +129,12 @@ def test_the_console_shows_voided_and_moved_results(tmp_path: Path, target: str,
         assert page.locator(f'#exam-corrections a[href="/results/{moved.result_id}"]').count() == 1
         assert "Moved into this exam" in page.inner_text("#exam-corrections")
         shot(page, "corrections-exam-target", target)
+        page.goto(f"{url}/exams/{exam_c.exam_id}")  # only a result moved in: the page exists, no frames of its own
+        assert page.locator("#moved-in-only").count() == 1
+        assert page.locator(f'#exam-corrections a[href="/results/{kept.result_id}"]').count() == 1
+        assert "patient PT-C, left, exam EXAM-C-3" in page.inner_text("#exam-corrections")
+        assert page.goto(f"{url}/exams/NO-SUCH-EXAM").status == 404
+        shot(page, "corrections-exam-moved-in-only", target)
     finally:
         for proc in procs.values():
             stop_process(proc, signal.SIGKILL)

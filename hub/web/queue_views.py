@@ -73,7 +73,10 @@ def install(app: FastAPI, s: "Services") -> None:
 
     @app.get("/exams/{exam_id}", response_class=HTMLResponse)
     def exam(request: Request, exam_id: str, session: SessionDep) -> Response:
-        rows = exam_rows(exam_id)
+        found = s.inbox.exam(exam_id) if len(exam_id) <= 64 else []
+        if not found and len(exam_id) <= 64 and s.store.corrections_into(exam_id):  # only results moved into it
+            return page(request, "exam_moved_in.html", session, exam_id=exam_id, rows=[])  # (hub/web/corrections_view)
+        rows = found or exam_rows(exam_id)
         scores = [r.assessment.p_malignant for r in rows if r.assessment.p_malignant is not None]
         stored = s.store.results_by_id([r.result_id for r in rows]).values()  # clock and age, as the device sent them
         return page(request, "exam.html", session, exam_id=exam_id, rows=rows, states=REVIEW_STATES,
