@@ -16,13 +16,14 @@ import logging
 import math
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from typing import IO
 
 from device.errors import SonopiError
 from hub.config import DEFAULT_TOML, HubConfig, load_hub_config
-from hub.store import HubStore, StoredResult
+from hub.store import RECONNECT_MAX_S, RECONNECT_MIN_S, DatabaseUnavailable, HubStore, StoredResult
 from hub.web import cli as web_cli
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,32 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(config: HubConfig, target: str, broker: str | None) -> int:
     from hub.service import HubService
 
-    with HubStore.open(target) as store:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    store = _open_when_up(target, stop)
+    if store is None:
+        return 0
+    with store:
         service = HubService(config, store, broker)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: service.stop())
-        return service.serve()
+        return 0 if stop.is_set() else service.serve()
+
+
+def _open_when_up(target: str, stop: threading.Event) -> HubStore | None:
+    """The hub's database; while the PostgreSQL server cannot be reached (restarting, or starting after the hub), the
+    same doubling wait as a running hub's reconnect (0.5 ... 30 s). None if stopped meanwhile. Other errors (a SQLite
+    path that cannot be opened, a schema newer than this software) still end ``hub serve`` at once."""
+    delay = RECONNECT_MIN_S
+    while True:
+        try:
+            return HubStore.open(target)
+        except DatabaseUnavailable as exc:
+            log.error("hub: %s; waiting for the database, next attempt in %.1fs", exc, delay)
+        if stop.wait(delay):
+            return None
+        delay = min(delay * 2, RECONNECT_MAX_S)
 
 
 def _filters(args: argparse.Namespace) -> dict[str, str | None]:

@@ -64,6 +64,12 @@ class UnstorableError(HubStoreError):
     code = "hub_record_unstorable"
 
 
+class DatabaseUnavailable(HubStoreError):
+    """The PostgreSQL server cannot be reached (down, restarting, starting after the hub): worth waiting for."""
+
+    code = "hub_store_unavailable"
+
+
 @dataclass(frozen=True)
 class Waiting:
     """A result in the reorder buffer (``waiting_results``): it waits until ``prev_result_id`` is stored."""
@@ -394,7 +400,7 @@ def connect_target(target: str) -> tuple[Any, bool]:
         try:
             return psycopg.connect(target, autocommit=True, connect_timeout=10), True
         except psycopg.Error as exc:
-            raise HubStoreError(f"hub database: cannot connect to PostgreSQL ({exc})") from exc
+            raise DatabaseUnavailable(f"hub database: cannot connect to PostgreSQL ({exc})") from exc
     path = Path(target)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
