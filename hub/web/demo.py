@@ -145,6 +145,14 @@ HEALTH: tuple[tuple[int | None, float | None, str | None], ...] = (
 )
 
 
+# The heartbeat's model/source state per device index (the others: both ok).
+DEVICE_STATES: dict[int, dict[str, str]] = {
+    3: {"model_state": "ok", "source_state": "lost", "source_detail": "/dev/video0: no such device"},
+    5: {"model_state": "rejected", "model_detail": "model bundle /opt/sonopi/models/sonopi-lite0: model.tflite sha256 "
+        "does not match the manifest", "source_state": "ok"},
+}
+
+
 def seed_device_states(store: HubStore, spec: DemoSpec = DemoSpec(), now: datetime | None = None) -> None:
     """Status and heartbeats so the devices page shows online, silent and offline devices."""
     moment = now or datetime.now(UTC)
@@ -159,7 +167,8 @@ def seed_device_states(store: HubStore, spec: DemoSpec = DemoSpec(), now: dateti
         store.record_heartbeat(HeartbeatMessage(device_id=device_id, site=site, at=_iso(heard), interval_s=60.0,
                                                 uptime_s=86400.0 + n * 3600, backlog=n * 7 if silent else n % 3,
                                                 oldest_pending_age_s=540.0 if silent else (35.0 if n % 3 else None),
-                                                disk_free_bytes=disk, soc_temp_c=temp, throttled=throttled),
+                                                disk_free_bytes=disk, soc_temp_c=temp, throttled=throttled,
+                                                **DEVICE_STATES.get(n, {"model_state": "ok", "source_state": "ok"})),
                                received_at=_iso(heard))
         if state == "offline":
             store.record_status(StatusMessage(state="offline", device_id=device_id, site=site, at=_iso(moment)),

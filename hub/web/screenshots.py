@@ -3,7 +3,8 @@
 Seeds a temporary hub database with synthetic results and device states (:mod:`hub.web.demo`), serves
 the console on a free loopback port, signs in and saves ``web-inbox.png``, ``web-result.png``,
 ``web-exam.png``, ``web-escalations.png``, ``web-devices.png``, ``web-login.png`` (1366x768) and
-``web-inbox-phone.png`` (390 px wide). Needs the ``dev`` extra (playwright, the Python package only)
+``web-inbox-phone.png``, ``web-result-phone.png``, ``web-devices-phone.png`` (390x844). The devices page has a
+provisioning list with one device that never connected. Needs the ``dev`` extra (playwright, the Python package only)
 and ``/usr/bin/chromium``.
 """
 
@@ -22,6 +23,7 @@ import uvicorn
 from hub.store import HubStore
 from hub.web.accounts import Accounts
 from hub.web.app import create_app
+from hub.web.assignments import Assignments
 from hub.web.config import WebConfig
 from hub.web.db import WebDb
 from hub.web.demo import (
@@ -55,7 +57,9 @@ def seed(db_path: Path) -> tuple[str, str]:
         examples = seed_queue_examples(store)
     db = WebDb.open(str(db_path))
     try:
-        Accounts(db).add_user(USER, PASSWORD, "operator")
+        accounts = Accounts(db)
+        accounts.add_user(USER, PASSWORD, "operator")
+        accounts.add_user("pavel", PASSWORD, "operator")
         inbox, reviews = Inbox(db), Reviews(db)
         rows = inbox.page(Filters()).rows
         for row, state, note in ((rows[4], "reviewed", "Consistent with prior imaging."),
@@ -64,7 +68,11 @@ def seed(db_path: Path) -> tuple[str, str]:
         shown = next(r for r in rows if r.label == "malignant" and not r.inconclusive)
         reviews.set_review(result_pk=shown.id, result_id=shown.result_id, state="follow_up",
                            note="Suspicious lesion upper outer quadrant; recall booked.", username=USER)
-        frame = next(r for r in inbox.exam(examples.exam_with_patient) if r.result_id == examples.normal)
+        frames = inbox.exam(examples.exam_with_patient)
+        Assignments(db, accounts).assign([(r.id, r.result_id) for r in frames], to=USER, by=USER, scope="exam")
+        escalated = inbox.by_pks([r.id for r in inbox.escalations("9999")][:1])
+        Assignments(db, accounts).assign([(r.id, r.result_id) for r in escalated], to="pavel", by=USER)
+        frame = next(r for r in frames if r.result_id == examples.normal)
         reviews.set_review(result_pk=frame.id, result_id=frame.result_id, state="reviewed", note="", username=USER)
         return examples.suspicious, examples.exam_with_patient
     finally:
@@ -79,7 +87,9 @@ def render(out_dir: Path) -> list[Path]:
         db_path = Path(tmp) / "hub.sqlite"
         result_id, exam_id = seed(db_path)
         port = _free_port()
-        app = create_app(WebConfig(db=str(db_path), port=port, live_poll_s=0.5))
+        listing = Path(tmp) / "devices.txt"
+        listing.write_text("# provisioned for this hub\nst-marys/pi-st-ma-1\nriverside/pi-river-3\n")
+        app = create_app(WebConfig(db=str(db_path), port=port, live_poll_s=0.5, devices_file=listing))
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -111,6 +121,10 @@ def render(out_dir: Path) -> list[Path]:
                 page.set_viewport_size({"width": 390, "height": 844})
                 page.goto(f"{base}/inbox")
                 written.append(_shot(page, out_dir / "web-inbox-phone.png"))
+                page.goto(f"{base}/results/{result_id}")
+                written.append(_shot(page, out_dir / "web-result-phone.png"))
+                page.goto(f"{base}/devices")
+                written.append(_shot(page, out_dir / "web-devices-phone.png"))
                 browser.close()
         finally:
             server.should_exit = True
