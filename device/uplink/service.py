@@ -195,7 +195,7 @@ class UplinkService:
                         next_heartbeat = now + self.cfg.heartbeat_s
                 except StoreError as exc:
                     log.error("uplink: %s", exc)
-                    next_poll = now + max(1.0, self.cfg.poll_s)
+                    next_poll = next_correction_poll = now + max(1.0, self.cfg.poll_s)
             if client.loop(timeout=0.0 if busy else min(self.cfg.poll_s, 0.1)) != mqtt.MQTT_ERR_SUCCESS:
                 log.warning("uplink: connection to %s lost", self.address)
                 break
