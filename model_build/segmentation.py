@@ -40,6 +40,7 @@ MASK_OUTPUT = "mask"
 LESION_OUTPUT = "lesion"
 DECODER_WIDTHS = (96, 64, 48)  # channels after fusing the stride-16, 8 and 4 skips
 MIN_RESOLUTION = 64
+MARKS_MIN_SIDE = 96  # augment.draw_marks places text in the top/bottom fifth: images under 96 px get no marks
 
 
 class SegmentationConfigError(ValueError):
@@ -158,7 +159,8 @@ def augment_pair(
     matrix[:, 2] += rng.uniform(-cfg.max_translate, cfg.max_translate, size=2) * (w, h)
     image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
     warped = cv2.warpAffine(np.ascontiguousarray(mask, dtype=np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-    photometric = AugmentConfig(**{**cfg.__dict__, "flip": 0.0, "max_rotate_deg": 0.0, "scale_range": (1.0, 1.0), "max_translate": 0.0})
+    photometric = AugmentConfig(**{**cfg.__dict__, "flip": 0.0, "max_rotate_deg": 0.0, "scale_range": (1.0, 1.0), "max_translate": 0.0,
+                                   "marks_p": cfg.marks_p if h >= MARKS_MIN_SIDE else 0.0})
     return augment(image, rng, photometric), (warped >= 0.5).astype(np.uint8)
 
 
@@ -232,6 +234,7 @@ def train_segmenter(seg: Segmenter, train: tuple[np.ndarray, np.ndarray], val: t
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
         loss={MASK_OUTPUT: dice_bce_loss, LESION_OUTPUT: keras.losses.BinaryCrossentropy(from_logits=True)},
         loss_weights={MASK_OUTPUT: 1.0, LESION_OUTPUT: cfg.lesion_weight},
+        jit_compile=False,  # XLA compilation costs more than it saves on a few CPU epochs
     )
     best: dict[str, Any] = {"loss": math.inf, "weights": None}
 

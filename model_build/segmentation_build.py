@@ -1,0 +1,246 @@
+"""``python -m model_build segment``: data -> split -> train -> int8 TFLite -> scored on held-out patients -> report.
+
+Writes into ``--out``: ``segmentation.tflite`` (uint8 input, float outputs: the lesion logit ``[1, 1]`` and the
+mask ``[1, S, S, 1]``), ``segmentation.json`` (input geometry, output tensor names, threshold, minimum region),
+``segmentation-float.weights.h5``, and ``report/``: ``metrics.json``, ``split.csv``, ``montage_test.png`` (and
+``montage_external.png``), ``REPORT.md``. Every figure of the report is the int8 model's, run by the device's
+``ModelRunner``; the float model is scored beside it for the int8 difference.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.bundle import InputSpec
+from model_build.export import identify_outputs, int8_runner
+from model_build.segmentation import SegTrainConfig, build_segmenter, check_resolution, export_model, predict_float, train_segmenter
+from model_build.segmentation_data import SegData, SegSplit, load_segmentation, split_segmentation
+from model_build.segmentation_eval import THRESHOLD, Scores, min_region_px, montage, parity, score, summarise_by_source
+from model_build.split import HoldOutRule, write_split_csv
+
+log = logging.getLogger(__name__)
+
+MAX_INT8_DICE_DROP = 0.01  # the issue's bar: int8 Dice within 0.01 of the float model's
+
+
+@dataclass(frozen=True)
+class SegBuildConfig:
+    data: tuple[str, ...]
+    out: Path
+    arch: str = "lite0"
+    resolution: int = 224
+    weights: Path | None = None
+    limit: int | None = None  # at most N lesion and N empty images per source (quick runs)
+    lesion_free: bool = True
+    external_test: str | None = None
+    representative_steps: int = 200
+    n_boot: int = 1000
+    seed: int = 0
+    montage_n: int = 24
+    train: SegTrainConfig = field(default_factory=SegTrainConfig)
+
+
+@dataclass
+class SegBuildResult:
+    out: Path
+    metrics: dict[str, Any]
+
+
+def input_spec(resolution: int) -> InputSpec:
+    return InputSpec(height=resolution, width=resolution)  # uint8 grey3 letterbox, exact resampling, normalised in the model
+
+
+def int8_predict(runner, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The device's runner over each image: mask probabilities ``[N,S,S]`` and lesion logits ``[N]``."""
+    masks, lesion = [], []
+    for image in pixels:
+        logit, mask = runner.invoke(runner.input_tensor(image), with_features=True)
+        masks.append(mask[..., 0])
+        lesion.append(float(logit[0]))
+    return np.stack(masks) if masks else np.zeros((0, *pixels.shape[1:]), np.float32), np.array(lesion)
+
+
+def _montage_pick(data: SegData, idx: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` images: lesion images spread over the sources, a quarter images with an empty mask."""
+    rng = np.random.default_rng(seed)
+    lesion = data.has_lesion()[idx]
+    n_empty = min(int((~lesion).sum()), max(1, n // 4))
+    empty = rng.permutation(idx[~lesion])[:n_empty]
+    by_source: dict[str, list[int]] = {}
+    for i in rng.permutation(idx[lesion]):
+        by_source.setdefault(data.samples[i].source, []).append(int(i))
+    chosen: list[int] = []
+    while len(chosen) < n - n_empty and any(by_source.values()):
+        for source in sorted(by_source):
+            if by_source[source] and len(chosen) < n - n_empty:
+                chosen.append(by_source[source].pop())
+    return np.array(chosen + [int(i) for i in empty], dtype=np.int64)
+
+
+def _evaluate(name: str, data: SegData, idx: np.ndarray, groups: np.ndarray, runner, seg, cfg: SegBuildConfig,
+              min_px: int, report: Path) -> dict[str, Any]:
+    sub = data.subset(idx)
+    probs_q, logits_q = int8_predict(runner, sub.pixels)
+    probs_f, _ = predict_float(seg, sub.pixels)
+    scores_q = score(probs_q, sub.masks, sub.scales, min_px)
+    scores_f = score(probs_f, sub.masks, sub.scales, min_px)
+    pick = _montage_pick(sub, np.arange(len(idx)), cfg.montage_n, cfg.seed)
+    captions = [f"{sub.samples[i].source.split('#')[0][:10]} {sub.samples[i].sample.path.stem[:12]}"
+                + (" (lesion-free)" if sub.samples[i].sample.view != "full" else "")
+                + (f" D{scores_q.dice[i]:.2f}" if scores_q.lesion[i] else "") for i in pick]
+    montage(sub.pixels[pick], sub.masks[pick], probs_q[pick], captions, report / f"montage_{name}.png", min_px)
+    return {
+        "n": int(len(idx)),
+        "int8": summarise_by_source(scores_q, groups, sub.sources(), cfg.n_boot, cfg.seed),
+        "float": summarise_by_source(scores_f, groups, sub.sources(), cfg.n_boot, cfg.seed),
+        "parity_int8_vs_float": parity(scores_f, scores_q),
+        "lesion_logit_auc": _auc(scores_q, logits_q),
+    }
+
+
+def _auc(s: Scores, logits: np.ndarray) -> float | None:
+    from model_build.evaluate import binary_auc
+
+    value = binary_auc(s.lesion, logits)
+    return None if not np.isfinite(value) else value
+
+
+def build_segmentation(cfg: SegBuildConfig) -> SegBuildResult:
+    check_resolution(cfg.arch, cfg.resolution)
+    start = time.monotonic()
+    spec = input_spec(cfg.resolution)
+    rule = HoldOutRule.parse(cfg.external_test) if cfg.external_test else None
+    data = load_segmentation(list(cfg.data), spec, limit=cfg.limit, seed=cfg.seed, lesion_free=cfg.lesion_free)
+    split = split_segmentation(data, cfg.seed, rule)
+    train_idx, val_idx, test_idx = (split.indices(s) for s in ("train", "val", "test"))
+    if not len(train_idx) or not len(test_idx):
+        raise ValueError(f"segmentation split too small: {len(train_idx)} train, {len(val_idx)} validation, {len(test_idx)} test images")
+    log.info("segmentation split: %d train, %d validation, %d test, %d external", len(train_idx), len(val_idx), len(test_idx), len(split.external))
+    seg = build_segmenter(cfg.arch, cfg.resolution, cfg.weights)
+    history = train_segmenter(seg, (data.pixels[train_idx], data.masks[train_idx]), (data.pixels[val_idx], data.masks[val_idx]), cfg.train)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    report = cfg.out / "report"
+    report.mkdir(exist_ok=True)
+    seg.model.save_weights(str(cfg.out / "segmentation-float.weights.h5"))
+    model_bytes = _convert(seg, data.pixels[train_idx], cfg)
+    names = identify_outputs(model_bytes, 1)  # scores = the lesion logit [1, 1], "cam_features" = the mask [1, S, S, 1]
+    runner = int8_runner(model_bytes, spec, names, 1)
+    min_px = min_region_px(cfg.resolution)
+    groups = np.array(split.groups)
+    metrics: dict[str, Any] = {
+        "kind": "lesion segmentation",
+        "arch": cfg.arch, "resolution": cfg.resolution, "pretrained": seg.pretrained,
+        "sources": sorted({s.sample.source for s in data.samples}),
+        "images": {"total": len(data.samples), "train": len(train_idx), "val": len(val_idx), "test": len(test_idx),
+                   "external": len(split.external)},
+        "lesion_images_without_mask_left_out": data.left_out,
+        "bad_files": [asdict(b) for b in data.bad_files],
+        "threshold": THRESHOLD, "min_region_px": min_px,
+        "train": {**{k: v for k, v in asdict(cfg.train).items() if k != "augment"}, "history": history.to_dict()},
+        "limit": cfg.limit, "lesion_free_views": cfg.lesion_free, "seed": cfg.seed,
+        "test": _evaluate("test", data, test_idx, groups[test_idx], runner, seg, cfg, min_px, report),
+    }
+    if rule is not None:
+        metrics["external_test"] = {"rule": str(rule), **_evaluate("external", data, split.external, groups[split.external],
+                                                                   runner, seg, cfg, min_px, report)}
+    (cfg.out / "segmentation.tflite").write_bytes(model_bytes)
+    (cfg.out / "segmentation.json").write_text(json.dumps(_descriptor(spec, names, min_px), indent=2) + "\n", encoding="utf-8")
+    _write_split(report / "split.csv", data, split)
+    metrics["seconds"] = time.monotonic() - start
+    (report / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    (report / "REPORT.md").write_text("\n".join(report_lines(metrics)) + "\n", encoding="utf-8")
+    return SegBuildResult(cfg.out, metrics)
+
+
+def _convert(seg, train_pixels: np.ndarray, cfg: SegBuildConfig) -> bytes:
+    from model_build.export import convert_int8
+
+    order = np.random.default_rng(cfg.seed).permutation(len(train_pixels))
+    return convert_int8(export_model(seg), train_pixels[order], cfg.representative_steps)
+
+
+def _descriptor(spec: InputSpec, names, min_px: int) -> dict[str, Any]:
+    return {
+        "model": "segmentation.tflite",
+        "input": {"height": spec.height, "width": spec.width, "dtype": spec.dtype, "color": spec.color, "resize": spec.resize,
+                  "resampling": spec.resampling, "normalization": asdict(spec.normalization)},
+        "outputs": {"lesion_logit": names.scores, "mask": names.cam_features},
+        "mask": {"threshold": THRESHOLD, "min_region_px": min_px, "geometry": "model input: crop + letterbox (Prepared.placement)"},
+    }
+
+
+def _write_split(path: Path, data: SegData, split: SegSplit) -> None:
+    kept = [data.samples[i].sample for i in split.kept]
+    external = ([data.samples[i].sample for i in split.external], [split.groups[i] for i in split.external])
+    write_split_csv(path, kept, split.assignment, external)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _ci(entry: dict[str, Any], digits: int = 3) -> str:
+    value, (lo, hi) = entry["value"], entry["ci95"]
+    if value is None or not np.isfinite(value):
+        return "–"
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _table(evaluation: dict[str, Any]) -> list[str]:
+    lines = ["| subset | lesion images | Dice mean | Dice median | IoU mean | boundary (model px) | boundary (image px) | "
+             "no outline drawn | empty masks | false outlines |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, m in evaluation.items():
+        lines.append(f"| {key} | {m['n_lesion']} | {_ci(m['dice_mean'])} | {_ci(m['dice_median'])} | {_ci(m['iou_mean'])} | "
+                     f"{_ci(m['boundary_px_mean'], 1)} | {_ci(m['boundary_image_px_mean'], 1)} | {_ci(m['missed'])} | "
+                     f"{m['n_empty']} | {_ci(m['false_outline_rate'])} |")
+    return lines
+
+
+def report_lines(metrics: dict[str, Any]) -> list[str]:
+    h, t = metrics["train"]["history"], metrics["train"]
+    images = metrics["images"]
+    lines = [
+        f"# Lesion segmentation: {metrics['arch']} at {metrics['resolution']} px (int8)",
+        "",
+        f"Sources {', '.join(metrics['sources'])}; {images['total']} images ({images['train']} train, {images['val']} validation, "
+        f"{images['test']} test, {images['external']} held out), split by patient / near-duplicate group"
+        + (f", at most {metrics['limit']} lesion and {metrics['limit']} empty images per source (a quick run)" if metrics["limit"] else "") + ".",
+        f"Trained {len(h['loss'])} epoch(s) (best {h['best_epoch']}, stopped by {h['stopped_by']}) in {h['seconds'] / 60:.1f} min, "
+        f"batch {t['batch_size']}, lr {t['lr']}; ImageNet encoder weights: {'yes' if metrics['pretrained'] else 'NO'}.",
+        "",
+        f"A drawn outline is the largest region of the mask ≥ {metrics['threshold']} and at least {metrics['min_region_px']} model px; "
+        "Dice, IoU and boundary error (mean symmetric contour distance) on lesion images, false outlines on images with an empty "
+        "mask (normal scans, lesion-free views). 95 % CIs resample patients.",
+        "",
+        "## Held-out test patients (int8 model, device runner)",
+        "",
+        *_table(metrics["test"]["int8"]),
+        "",
+    ]
+    p = metrics["test"]["parity_int8_vs_float"]
+    if p.get("n"):
+        verdict = "within" if abs(p["dice_difference"]) <= MAX_INT8_DICE_DROP else "NOT within"
+        lines += [f"int8 vs float on {p['n']} test lesion images: mean Dice {p['dice_int8']:.4f} vs {p['dice_float']:.4f} "
+                  f"(difference {p['dice_difference']:+.4f}, {verdict} {MAX_INT8_DICE_DROP}); mean per-image |difference| "
+                  f"{p['mean_abs_image_difference']:.4f}.", ""]
+    if metrics["test"].get("lesion_logit_auc") is not None:
+        lines += [f"Lesion / no-lesion logit AUC on the test images: {metrics['test']['lesion_logit_auc']:.3f}.", ""]
+    if "external_test" in metrics:
+        ext = metrics["external_test"]
+        lines += [f"## Held out of training: `{ext['rule']}` ({ext['n']} images)", "", *_table(ext["int8"]), ""]
+    if metrics["lesion_images_without_mask_left_out"]:
+        left = ", ".join(f"{k} {v}" for k, v in metrics["lesion_images_without_mask_left_out"].items())
+        lines += [f"Lesion images without a mask, not used: {left}.", ""]
+    lines += ["Montage: `montage_test.png` (green reference, red predicted).", ""]
+    return lines
