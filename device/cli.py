@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from device import __version__
+from device.analysis import AnalysisOptions
 from device.config import DEFAULT_TOML, DeviceConfig, load_config
 from device.engine import Classification, Classifier
 from device.errors import ConfigError, ImageDecodeError, SonopiError, SourceError, StoreError
@@ -183,8 +184,9 @@ def classify_path(classifier: Classifier, path: Path, config: DeviceConfig) -> d
         raise ImageDecodeError(f"{path}: folder has no readable image, DICOM or video files", "empty_folder")
     best: tuple[float, int, Classification] | None = None
     count = 0
-    for frame in frames_from_file(path, config.source.dicom_frame):
-        result = classifier.classify(frame.image, auto_crop=config.source.auto_crop)
+    options = AnalysisOptions.from_config(config)  # the one door: as `device run` and the touchscreen analyse it
+    for frame in frames_from_file(path, options.dicom_frame):
+        result = classifier.classify(frame.image, **options.classify_kwargs())
         score = result.probabilities.get("malignant", result.probabilities[result.decision])
         if best is None or score > best[0]:
             best = (score, frame.index, result)
@@ -539,8 +541,8 @@ def _site_adapt_command(args: argparse.Namespace, config: DeviceConfig) -> int:
             print(("\r" if tty else "") + f"reading cases: {done}/{total}", end="" if tty and done < total else "\n",
                   file=sys.stderr, flush=True)
 
-    adaptation, bundle = site_adapt.run(classifier, args.cases, args.out, args.site_key, config.source.auto_crop,
-                                        config.source.dicom_frame, progress)
+    adaptation, bundle = site_adapt.run(classifier, args.cases, args.out, args.site_key,
+                                        AnalysisOptions.from_config(config), progress)
     print(site_adapt.report_text(adaptation))
     signing = adaptation_signing(bundle)
     print(f"site bundle: {args.out} — {bundle.manifest.name} {bundle.manifest.version} ({signing})")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from device.analysis import AnalysisOptions
 from device.bundle import Manifest, ModelBundle
 from device.clock import utc_now_iso
 from device.config import DeviceConfig, ModelSection, QualitySection
@@ -114,12 +115,12 @@ class Analyzer:
         self.classifier = classifier
         self.store = store
         self.exams = exams if exams is not None else ExamDesk()
+        self.options = AnalysisOptions.from_config(config)
 
     def classify(self, frame: Frame, *, roi: Box | None = None, heatmap: bool = False) -> Classification:
-        source = self.config.source
-        if roi is None and source.roi is not None:
-            roi = Box.from_tuple(source.roi)
-        return self.classifier.classify(frame.image, auto_crop=source.auto_crop, roi=roi, roi_mode=source.roi_mode, heatmap=heatmap)
+        """``roi``: a clinician's, instead of the configured one (``AnalysisOptions.with_roi``)."""
+        options = self.options.with_roi(roi)
+        return self.classifier.classify(frame.image, **options.classify_kwargs(heatmap))
 
     def analyse(self, captured: CapturedFrame, *, roi: Box | None = None, heatmap: bool = False) -> tuple[ResultRecord, Classification]:
         """Classify a captured frame and store it under the exam it was captured under."""

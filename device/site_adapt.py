@@ -59,6 +59,7 @@ from typing import Any
 
 import numpy as np
 
+from device.analysis import AnalysisOptions
 from device.bundle import ModelBundle
 from device.decision import MALIGNANT, NORMAL, Category, categorise
 from device.errors import ImageDecodeError, SonopiError, SourceError
@@ -158,18 +159,19 @@ def image_statistics(grey: np.ndarray) -> np.ndarray:
 
 
 def read_site_data(
-    classifier: Any, cases: Sequence[SiteCase], auto_crop: bool = True, dicom_frame: int | None = None,
+    classifier: Any, cases: Sequence[SiteCase], options: AnalysisOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SiteData:
-    """Every case as ``classify`` sees it: decoded (``device.sources.files``; a multi-frame file gives its first
-    or ``dicom_frame``), cropped and prepared (``device.preprocess.prepare``), through the model's feature map.
+    """Every case as ``classify`` sees it under ``options`` (``AnalysisOptions.from_config``): decoded
+    (``device.sources.files``; a multi-frame file gives its first or ``options.dicom_frame``), cropped (auto-crop,
+    the configured ROI) and prepared (``device.preprocess.prepare``), through the model's feature map.
     A case the quality gate refuses (blank, colour, too small) is left out and reported."""
     spec = classifier.manifest.input
     kept: list[SiteCase] = []
     xs, stats, unfit = [], [], []
     digest = hashlib.sha256()
     for i, case in enumerate(cases):
-        read = _read_case(classifier, case, spec, auto_crop, dicom_frame, digest)
+        read = _read_case(classifier, case, spec, options or AnalysisOptions(), digest)
         if isinstance(read, str):
             unfit.append((case.path.name, read))
         else:
@@ -183,18 +185,18 @@ def read_site_data(
                     unfit, digest.hexdigest())
 
 
-def _read_case(classifier: Any, case: SiteCase, spec: Any, auto_crop: bool, dicom_frame: int | None,
+def _read_case(classifier: Any, case: SiteCase, spec: Any, options: AnalysisOptions,
                digest: Any) -> tuple[np.ndarray, np.ndarray] | str:
     """(pooled features, image statistics) of one case, or why it is left out."""
     from device.sources.files import frames_from_file
 
     try:
-        frame = next(iter(frames_from_file(case.path, dicom_frame))).image
+        frame = next(iter(frames_from_file(case.path, options.dicom_frame))).image
     except (ImageDecodeError, SourceError, StopIteration) as exc:
         return f"unreadable: {exc}"
     digest.update(hashlib.sha256(case.path.read_bytes()).digest())
     digest.update(f"\0{case.path.name}\0{case.label}\0{case.patient or ''}\n".encode())
-    prepared = prepare(frame, spec, auto_crop=auto_crop)
+    prepared = prepare(frame, spec, auto_crop=options.auto_crop, roi=options.roi, roi_mode=options.roi_mode)
     problems = image_problems(prepared.crop.apply(frame), classifier.limits)
     if problems:
         return "; ".join(problems)
@@ -858,8 +860,8 @@ def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site
     return load_bundle(out)
 
 
-def run(classifier: Any, cases_dir: Path, out: Path, site_key: Path | None = None, auto_crop: bool = True,
-        dicom_frame: int | None = None, progress: Callable[[int, int], None] | None = None) -> tuple[Adaptation, ModelBundle]:
+def run(classifier: Any, cases_dir: Path, out: Path, site_key: Path | None = None, options: AnalysisOptions | None = None,
+        progress: Callable[[int, int], None] | None = None) -> tuple[Adaptation, ModelBundle]:
     """``device site-adapt``: read the cases with ``classifier`` (the base bundle's), adapt, write the site bundle."""
     bundle = classifier.bundle
     if getattr(bundle.manifest, "head", None) is not None:
@@ -869,6 +871,6 @@ def run(classifier: Any, cases_dir: Path, out: Path, site_key: Path | None = Non
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SiteAdaptError(f"{out}: exists and is not an empty directory; choose a new --out")
     cases = read_site_cases(cases_dir)
-    site = read_site_data(classifier, cases, auto_crop=auto_crop, dicom_frame=dicom_frame, progress=progress)
+    site = read_site_data(classifier, cases, options, progress=progress)
     adaptation = adapt(bundle, head_data, site)
     return adaptation, write_site_bundle(bundle, adaptation, out, site_key)

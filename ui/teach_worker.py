@@ -14,6 +14,7 @@ from pathlib import Path
 from PyQt5.QtCore import QObject, pyqtSignal
 
 from device import site_adapt
+from device.analysis import AnalysisOptions
 from device.bundle import ModelBundle, load_bundle
 from device.config import DeviceConfig, ModelSection
 from device.pipeline import load_classifier
@@ -89,7 +90,8 @@ class TeachJob(QObject):
     def _run(self, config: DeviceConfig, base: Path, cases: Path, out: Path) -> None:
         try:
             classifier = load_classifier(with_model(config, base, threads=1))  # a core stays free for the UI
-            adaptation, bundle = site_adapt.run(classifier, cases, out, progress=self._progress)
+            adaptation, bundle = site_adapt.run(classifier, cases, out, options=AnalysisOptions.from_config(config),
+                                                progress=self._progress)
         except site_adapt.SiteAdaptError as exc:
             shutil.rmtree(out, ignore_errors=True)
             self.finished.emit(TeachFailure(str(exc), refused=True))

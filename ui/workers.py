@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from PyQt5.QtCore import QObject, QThread, pyqtSignal
 from PyQt5.QtGui import QImage
 
+from device.analysis import AnalysisOptions
 from device.bundle import Manifest
 from device.config import DeviceConfig
 from device.crop import Box, detect_scan_region
@@ -337,10 +338,8 @@ class AnalysisService(QObject):
         self.model_ready.emit(classifier.manifest)
 
     def _options(self, roi: Box | None, heatmap: bool) -> dict:
-        source = self.config.source
-        if roi is None and source.roi is not None:
-            roi = Box.from_tuple(source.roi)
-        return {"auto_crop": source.auto_crop, "roi": roi, "roi_mode": source.roi_mode, "heatmap": heatmap}
+        """The classifier's options: the configuration's (``AnalysisOptions.from_config``), a drawn ROI instead of its own."""
+        return AnalysisOptions.from_config(self.config).with_roi(roi).classify_kwargs(heatmap)
 
     def analyse(self, captured: CapturedFrame, *, roi: Box | None = None, heatmap: bool = True) -> bool:
         """Classify ``captured`` and durably store it under the exam it was captured under; the outcome
