@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from device.corrections import REASON_WORDS, CorrectionKind, Place, Placement, State
+from device.corrections import REASON_WORDS, CorrectionKind, Place, Placement, State, effective_placement
 from hub.store import HubStore, StoredCorrection
 
 if TYPE_CHECKING:
@@ -91,10 +91,15 @@ def trails(store: HubStore, result_ids: Iterable[str]) -> dict[str, Trail]:
     if not found:
         return {}
     results = store.results_by_id(found)
-    placements = store.placements(results.values())
-    return {rid: Trail(rid, placements[rid].state.value, _headline(placements[rid]), placements[rid].place,
-                       tuple(_entry(c) for c in found[rid]))
-            for rid in found if rid in results}
+    out: dict[str, Trail] = {}
+    for rid, stored in found.items():
+        r = results.get(rid)
+        if r is None:
+            continue
+        placement = effective_placement(Place(r.exam_id, r.patient_ref, r.side), [c.correction for c in stored])
+        out[rid] = Trail(rid, placement.state.value, _headline(placement), placement.place,
+                         tuple(_entry(c) for c in stored))
+    return out
 
 
 @dataclass(frozen=True)
