@@ -556,7 +556,7 @@ class HubStore:
             except self._errors() as exc:
                 self._failed(exc)
                 self._rollback_if_open()
-                raise HubStoreError(f"hub database {self.target}: write failed ({exc})") from exc
+                raise self._error_for(exc)(f"hub database {self.target}: write failed ({exc})") from exc
 
     def _rollback_if_open(self) -> None:
         try:
@@ -575,7 +575,11 @@ class HubStore:
                 return list(self._db.execute(self._sql(sql), tuple(params)).fetchall())
             except self._errors() as exc:
                 self._failed(exc)
-                raise HubStoreError(f"hub database {self.target}: read failed ({exc})") from exc
+                raise self._error_for(exc)(f"hub database {self.target}: read failed ({exc})") from exc
+
+    def _error_for(self, exc: BaseException) -> type[HubStoreError]:
+        """DatabaseUnavailable when the PostgreSQL connection is gone (the server stopped under it), else HubStoreError."""
+        return DatabaseUnavailable if self._pg and connection_lost(self._db, self._pg, exc) else HubStoreError
 
     def _migrate(self) -> None:
         with self._transaction() as db:
