@@ -42,7 +42,6 @@ from hub.web.accounts import ROLES, AccountError, Accounts, LoginOutcome, Sessio
 from hub.web.assignments import Assignments
 from hub.web.config import WebConfig
 from hub.web.db import WebDb, WebDbError
-from hub.web.fhir import diagnostic_report
 from hub.web.health import Health, health
 from hub.web.inbox import (
     FilterError,
@@ -466,7 +465,7 @@ def _install_routes(app: FastAPI, s: Services) -> None:
     def fhir(result_id: str, session: CsrfDep) -> Response:
         result = load(result_id)
         s.reviews.audit("export:fhir", session.user.username, "DiagnosticReport", result_id=result_id)
-        return JSONResponse(diagnostic_report(result), media_type="application/fhir+json",
+        return JSONResponse(corrections_view.fhir_report(s.store, result), media_type="application/fhir+json",
                             headers={"Content-Disposition": f'attachment; filename="{result_id}.fhir.json"'})
 
     @app.post("/results/{result_id}/review")

@@ -7,7 +7,10 @@ hub), who (the named person when the device knew one, else the device), what, wh
 * result page: a banner (``VOIDED`` / ``MOVED to …``) and the trail (``_corrections.html``);
 * exam page: the same for every frame of the exam that was corrected, and the results moved *into* the exam from
   another one (they stay listed under their original exam id, with a link here);
-* the needs-attention queue leaves voided results out (:data:`NOT_VOIDED_SQL`, in ``hub/web/inbox.py``).
+* the needs-attention queue leaves voided results out (:data:`NOT_VOIDED_SQL`, in ``hub/web/inbox.py``);
+* FHIR (:func:`fhir_report`, :func:`fhir_exam_report`): a result is reported where it belongs now (a move's patient,
+  side and exam); a voided one has status ``entered-in-error``; an exam's report leaves out its voided and moved-out
+  frames and takes in the results moved into it.
 
 Installed by :func:`install` as template globals, so the pages' routes need no change: ``correction_trail(result_id)``
 and ``exam_corrections(exam_id, result_ids)``.
@@ -16,11 +19,12 @@ and ``exam_corrections(exam_id, result_ids)``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from device.corrections import REASON_WORDS, CorrectionKind, Place, Placement, State, effective_placement
-from hub.store import HubStore, StoredCorrection
+from hub.store import HubStore, StoredCorrection, StoredResult
+from hub.web.fhir import SYSTEM, diagnostic_report, exam_report
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -117,6 +121,43 @@ def exam_corrections(store: HubStore, exam_id: str, result_ids: Iterable[str]) -
     moved_in = tuple(found[rid] for rid in sorted(incoming, key=lambda r: found[r].entries[0].when if r in found else "")
                      if rid in found and found[rid].place.exam_id == exam_id)
     return ExamCorrections({rid: t for rid, t in found.items() if rid in own}, moved_in)
+
+
+def as_placed(result: StoredResult, placement: Placement) -> StoredResult:
+    """The result under the exam, patient and side it belongs to now (the target of its last move)."""
+    place = placement.place
+    return replace(result, exam_id=place.exam_id, patient_ref=place.patient_ref, side=place.side)
+
+
+def _trail_extension(placement: Placement) -> dict[str, Any]:
+    return {"url": f"{SYSTEM}:corrections", "valueString": "; ".join(c.words() for c in placement.corrections)}
+
+
+def fhir_report(store: HubStore, result: StoredResult) -> dict[str, Any]:
+    """One result's DiagnosticReport, corrected: moved -> the new subject and exam; voided -> ``entered-in-error``."""
+    placement = store.placements([result])[result.result_id]
+    report = diagnostic_report(as_placed(result, placement))
+    if placement.corrections:
+        report["extension"].append(_trail_extension(placement))
+    if placement.voided:
+        report["status"] = "entered-in-error"
+        report["conclusion"] = f"Voided on the device: this result does not count. {report['conclusion']}"
+    return report
+
+
+def fhir_exam_report(store: HubStore, exam_id: str, results: Iterable[StoredResult]) -> dict[str, Any]:
+    """An exam's DiagnosticReport over the frames that belong to it now; 404 when none does."""
+    own = list(results)
+    moved_in = {c.correction.result_id for c in store.corrections_into(exam_id)} - {r.result_id for r in own}
+    candidates = own + list(store.results_by_id(moved_in).values())
+    placements = store.placements(candidates)
+    frames = [as_placed(r, placements[r.result_id]) for r in candidates
+              if not placements[r.result_id].voided and placements[r.result_id].place.exam_id == exam_id]
+    if not frames:
+        from starlette.exceptions import HTTPException
+
+        raise HTTPException(404, "No frame belongs to this exam any more (voided or moved on the device).")
+    return exam_report(exam_id, frames)
 
 
 def install(app: FastAPI, s: Services) -> None:

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.web.assignments import AssignmentError
-from hub.web.fhir import exam_report
+from hub.web.corrections_view import fhir_exam_report
 from hub.web.inbox import InboxRow
 from hub.web.reviews import REVIEW_STATES, ReviewError
 
@@ -100,7 +100,7 @@ def install(app: FastAPI, s: "Services") -> None:
         stored = s.store.results_by_id([r.result_id for r in rows])
         s.reviews.audit("export:fhir", session.user.username, f"DiagnosticReport of exam {exam_id}, {len(rows)} frame(s)")
         name = "".join(c if c.isalnum() or c in "-._" else "_" for c in exam_id)
-        return JSONResponse(exam_report(exam_id, list(stored.values())), media_type="application/fhir+json",
+        return JSONResponse(fhir_exam_report(s.store, exam_id, list(stored.values())), media_type="application/fhir+json",
                             headers={"Content-Disposition": f'attachment; filename="exam-{name}.fhir.json"'})
 
     @app.post("/exams/{exam_id}/review")
