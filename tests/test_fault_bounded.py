@@ -21,6 +21,9 @@ The first test here is the defect this test found: the broker hands a device's c
 in turn, so nearly every result reached the hub that did not hold its predecessor and was dropped un-acked
 ("deferred"); the device then waited a whole ack timeout for almost every result (10,000 results: 196 stored in 14
 min). With a 30 s ack timeout, two hubs must deliver 400 results without the device ever timing out.
+
+The second defect it found: a hub started (here: restarted after its SIGKILL) while PostgreSQL was restarting exited
+at once (``cannot connect to PostgreSQL``, exit 2) instead of waiting for the database as a running hub does.
 """
 
 from __future__ import annotations
@@ -159,6 +162,37 @@ def test_two_hubs_store_alternating_results_without_ack_timeouts(tmp_path: Path)
         if device.proc is not None:
             device.stop_uplink()
         for hub in hubs:
+            hub.close()
+        broker.kill()
+        postgres.stop()
+
+
+def test_a_hub_started_while_postgresql_is_down_waits_for_it(tmp_path: Path) -> None:
+    postgres = RestartablePostgres().start()
+    broker = MosquittoBroker(tmp_path / "broker").start()
+    device = Device(tmp_path, "site-a", "dev-1", broker.address, ack_timeout_s=1.0)
+    hub: HubProcess | None = None
+    try:
+        dsn = postgres.create_database("hub")
+        hub = HubProcess(tmp_path, broker.address, dsn)
+        hub.store.close()
+        postgres.halt()
+        hub.start()
+        hub.wait(lambda: "waiting for the database" in hub.log(), "the hub to wait for PostgreSQL")
+        time.sleep(1.5)  # a retry or two
+        assert hub.alive, hub.log()
+        postgres.resume()
+        device.add(20)
+        device.start_uplink()
+        hub.wait(lambda: device.store.backlog().pending == 0, "the results to be stored once PostgreSQL is up", 60)
+        with HubStore.open(dsn) as store:
+            assert [r.result_id for r in store.results(limit=None, newest_first=False)] == [
+                r.result_id for r in device.store.history(limit=None, newest_first=False)]
+        assert hub.stop() == 0
+    finally:
+        if device.proc is not None:
+            device.stop_uplink()
+        if hub is not None:
             hub.close()
         broker.kill()
         postgres.stop()
