@@ -295,8 +295,11 @@ class ResultStore:
     ) -> list[ResultRecord]:
         where: list[str] = []
         params: list[Any] = []
+        if patient_ref is not None:  # its own patient, or one a correction moved it to (shown with its placement)
+            where.append("(patient_ref = ? OR result_id IN (SELECT result_id FROM corrections WHERE kind = 'move' "
+                         "AND to_patient_ref = ?))")
+            params += [patient_ref, patient_ref]
         for column, op, value in (
-            ("patient_ref", "=", patient_ref),
             ("created_at", ">=", since),
             ("created_at", "<", until),
             ("exam_id", "=", exam_id),

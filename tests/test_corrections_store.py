@@ -187,3 +187,12 @@ def test_cli_correct_and_history(tmp_path: Path) -> None:
     assert rows[b.result_id]["state"] == "moved" and rows[b.result_id]["effective"] == {
         "exam_id": "E2", "patient_ref": "P-002", "side": "R"}
     assert rows[b.result_id]["corrections"][0]["reason"] == CorrectionReason.WRONG_PATIENT.value
+
+
+def test_history_by_patient_finds_a_result_moved_to_that_patient(tmp_path: Path) -> None:
+    with _store(tmp_path) as store:
+        moved, stays = store.add(make_record(0)), store.add(make_record(1))
+        store.add_correction(_move(moved.result_id, "E2", "R"))
+        assert [r.result_id for r in store.history(patient_ref="P-002")] == [moved.result_id]
+        assert {r.result_id for r in store.history(patient_ref="P-001")} == {moved.result_id, stays.result_id}
+        assert store.placements(store.history(patient_ref="P-002"))[moved.result_id].place.patient_ref == "P-002"
