@@ -634,25 +634,15 @@ class HubStore:
     def add_results(self, messages: Sequence[ResultMessage], received_at: str | None = None) -> list[bool]:
         """Store in one transaction; a result_id already stored is skipped (False). Durable on return."""
         now = received_at or utc_now_iso()
-        stored: list[bool] = []
         with self._transaction() as db:
-            for m in messages:
-                cur = self._exec(
-                    db,
-                    "INSERT INTO results (result_id, seq, prev_result_id, site, device_id, created_at, received_at, "
-                    "historical, exam_id, patient_ref, side, model_name, model_version, model_sha256, label, "
-                    "inconclusive, reasons, probabilities, thresholds, latency_ms, thumbnail, schema_version, category, "
-                    "p_malignant, mode, clock, age) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (result_id) DO NOTHING",
-                    (
-                        m.result_id, m.seq, m.prev_result_id, m.site, m.device_id, m.created_at, now,
-                        int(m.historical), m.exam_id, m.patient_ref, m.side, m.model_name, m.model_version,
-                        m.model_sha256, m.label, int(m.inconclusive), json.dumps(list(m.reasons)),
-                        json.dumps(m.probabilities), json.dumps(m.thresholds), m.latency_ms, m.thumbnail, m.schema,
-                        m.category, m.p_malignant, m.mode, m.clock, m.age,
-                    ),
-                )
-                stored.append(cur.rowcount == 1)
+            rows = [_result_row(m, now) for m in messages]  # in the transaction: a value error is UnstorableError
+            if self._pg and len(rows) > 1:
+                # One statement per result, as below, but pipelined (psycopg executemany: one round trip for the
+                # batch instead of one per result, which were a third of a hub's time on PostgreSQL).
+                db.executemany(self._sql(_INSERT_RESULT + " RETURNING result_id"), rows, returning=True)
+                stored = _returned_each(db, len(rows))
+            else:
+                stored = [self._exec(db, _INSERT_RESULT, row).rowcount == 1 for row in rows]
             # sorted: two hubs touching the same devices lock their rows in one order (no deadlock)
             for site, device_id in sorted({(m.site, m.device_id) for m, new in zip(messages, stored) if new}):
                 self._touch_device(db, site, device_id, now, last_result_at=now)
@@ -805,16 +795,14 @@ class HubStore:
         """Keep these ``(topic, payload, message)`` until their predecessor is stored (durable on return). A copy
         of a result already waiting replaces it (a re-send names the device's current predecessor)."""
         now = received_at or utc_now_iso()
+        sql = self._sql("INSERT INTO waiting_results (result_id, prev_result_id, site, device_id, seq, topic, payload, "
+                        "received_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (result_id) DO UPDATE SET "
+                        "prev_result_id = excluded.prev_result_id, topic = excluded.topic, payload = excluded.payload, "
+                        "received_at = excluded.received_at")
+        rows = [(m.result_id, m.prev_result_id, m.site, m.device_id, m.seq, topic_name, payload, now)
+                for topic_name, payload, m in sorted(waiting, key=lambda w: (w[2].site, w[2].device_id, w[2].seq))]
         with self._transaction() as db:
-            for topic_name, payload, m in sorted(waiting, key=lambda w: (w[2].site, w[2].device_id, w[2].seq)):
-                self._exec(
-                    db,
-                    "INSERT INTO waiting_results (result_id, prev_result_id, site, device_id, seq, topic, payload, "
-                    "received_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (result_id) DO UPDATE SET "
-                    "prev_result_id = excluded.prev_result_id, topic = excluded.topic, payload = excluded.payload, "
-                    "received_at = excluded.received_at",
-                    (m.result_id, m.prev_result_id, m.site, m.device_id, m.seq, topic_name, payload, now),
-                )
+            db.executemany(sql, rows)  # PostgreSQL: pipelined, one round trip
 
     def waiting(self, devices: Iterable[tuple[str, str]]) -> list[Waiting]:
         """These devices' waiting results (ids and order only, no payload), per device in ``seq`` order."""
@@ -942,6 +930,38 @@ class HubStore:
         found = self.corrections_for(r.result_id for r in items)
         return {r.result_id: effective_placement(Place(r.exam_id, r.patient_ref, r.side),
                                                  [c.correction for c in found.get(r.result_id, [])]) for r in items}
+
+
+_INSERT_RESULT = (
+    "INSERT INTO results (result_id, seq, prev_result_id, site, device_id, created_at, received_at, "
+    "historical, exam_id, patient_ref, side, model_name, model_version, model_sha256, label, "
+    "inconclusive, reasons, probabilities, thresholds, latency_ms, thumbnail, schema_version, category, "
+    "p_malignant, mode, clock, age) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (result_id) DO NOTHING"
+)
+
+
+def _result_row(m: ResultMessage, now: str) -> tuple[Any, ...]:
+    return (
+        m.result_id, m.seq, m.prev_result_id, m.site, m.device_id, m.created_at, now,
+        int(m.historical), m.exam_id, m.patient_ref, m.side, m.model_name, m.model_version,
+        m.model_sha256, m.label, int(m.inconclusive), json.dumps(list(m.reasons)),
+        json.dumps(m.probabilities), json.dumps(m.thresholds), m.latency_ms, m.thumbnail, m.schema,
+        m.category, m.p_malignant, m.mode, m.clock, m.age,
+    )
+
+
+def _returned_each(cursor: Any, count: int) -> list[bool]:
+    """After ``executemany(..., returning=True)`` of ``count`` INSERT ... RETURNING statements: whether each
+    inserted its row (a result set of one row) or skipped it (none)."""
+    inserted: list[bool] = []
+    while True:
+        inserted.append(cursor.fetchone() is not None)
+        if not cursor.nextset():
+            break
+    if len(inserted) != count:
+        raise HubStoreError(f"hub database: {len(inserted)} results for {count} inserts (driver)")
+    return inserted
 
 
 def _row_to_result(row: tuple) -> StoredResult:
