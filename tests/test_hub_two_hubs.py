@@ -32,6 +32,8 @@ def test_shared_subscriptions_are_prefixed_only_when_asked() -> None:
 
 def test_either_hub_can_die_and_the_other_carries_on(tmp_path: Path, broker: MosquittoBroker) -> None:  # noqa: F811
     postgres = PostgresServer().start()
+    hubs: list[HubProcess] = []
+    device: Device | None = None
     try:
         dsn = postgres.create_database("hub")
         hubs = [HubProcess(tmp_path / name, broker.address, dsn,
@@ -60,5 +62,10 @@ def test_either_hub_can_die_and_the_other_carries_on(tmp_path: Path, broker: Mos
         assert len(set(ids)) == TOTAL and ids == expected  # exactly once, in the device's order
         assert hubs[1].alive
         hubs[1].stop()
-    finally:
+    finally:  # no process outlives the test (the uplink would retry a dead broker for ever)
+        if device is not None and device.proc is not None:
+            device.stop_uplink()
+        for hub in hubs:
+            if hub.proc is not None:
+                hub.stop()
         postgres.stop()
