@@ -18,10 +18,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-HUB_MAY_USE_FROM_DEVICE = {"device.contract", "device.errors", "device.config", "device.results", "device.mqtt", "device.clock"}
+# device.corrections: the correction vocabulary and the voided/moved derivation both ends apply (contract-level)
+HUB_MAY_USE_FROM_DEVICE = {
+    "device.contract", "device.errors", "device.config", "device.results", "device.mqtt", "device.clock", "device.corrections",
+}
 MODEL_BUILD_MAY_USE_FROM_DEVICE = {
     "device.bundle", "device.imageio", "device.preprocess", "device.crop", "device.errors", "device.operating_point",
     "device.selftest", "device.engine", "device.decision", "device.head", "device.model", "device.lesions",
+    "device.lesion_shape", "device.spacing",  # the outline rules model_build measures (docs/lesion-outline.md)
 }
 DEVICE_NETWORK_CODE = ("device/uplink/", "device/mqtt.py")
 
