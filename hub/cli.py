@@ -19,8 +19,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import IO
+from typing import IO, Any
 
+from device.corrections import Placement, State
 from device.errors import SonopiError
 from hub.config import DEFAULT_TOML, HubConfig, load_hub_config
 from hub.store import RECONNECT_MAX_S, RECONNECT_MIN_S, DatabaseUnavailable, HubStore, StoredResult
@@ -32,7 +33,14 @@ EXPORT_FIELDS = (
     "id", "result_id", "seq", "site", "device_id", "created_at", "received_at", "historical", "exam_id",
     "patient_ref", "side", "clock", "age", "model_name", "model_version", "model_sha256", "label", "inconclusive",
     "reasons", "probabilities", "thresholds", "latency_ms", "has_thumbnail", "schema", "category", "p_malignant", "mode",
+    "state", "effective_exam_id", "effective_patient_ref", "effective_side",  # the clinician's corrections
 )
+
+
+def placement_fields(placement: Placement) -> dict[str, Any]:
+    """A result's effective state after the clinician's corrections: valid, voided, or moved (and where to)."""
+    return {"state": placement.state.value, "effective_exam_id": placement.place.exam_id,
+            "effective_patient_ref": placement.place.patient_ref, "effective_side": placement.place.side}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -142,7 +150,7 @@ def _results(store: HubStore, args: argparse.Namespace) -> int:
     if not args.json:
         print(f"{'received':24} {'site/device':28} {'seq':>6} {'patient':12} {'side':4} {'clock':5} {'age':3} {'label':12} {'p':>5} model")
     last_id = max((r.id for r in rows), default=None)
-    _print_results(rows, args.json)
+    _print_results(store, rows, args.json)
     if not args.watch:
         return 0
     if last_id is None:
@@ -151,20 +159,28 @@ def _results(store: HubStore, args: argparse.Namespace) -> int:
         time.sleep(1.0)
         new = store.results(**_filters(args), after_id=last_id, limit=None, newest_first=False)
         if new:
-            _print_results(new, args.json)
+            _print_results(store, new, args.json)
             last_id = new[-1].id
 
 
-def _print_results(rows: Iterable[StoredResult], as_json: bool) -> None:
+def _print_results(store: HubStore, rows: Iterable[StoredResult], as_json: bool) -> None:
+    rows = list(rows)
+    placements = store.placements(rows)
     for r in rows:
+        placement = placements[r.result_id]
         if as_json:
-            print(json_line(r.summary(), f"result {r.result_id}"), flush=True)
+            print(json_line(r.summary() | placement_fields(placement), f"result {r.result_id}"), flush=True)
             continue
         label = "inconclusive" if r.inconclusive else (r.category or r.label or "")  # category: contract v2
         p = r.p_malignant if r.p_malignant is not None else r.probabilities.get("malignant", 0.0)
         late = " (late)" if r.historical else ""
         print(f"{r.received_at:24} {r.site + '/' + r.device_id:28} {r.seq:>6} {r.patient_ref or '-':12} "
-              f"{r.side or '-':4} {_or_dash(r.clock):5} {_or_dash(r.age):3} {label:12} {p:5.2f} {r.model_name} {r.model_version}{late}", flush=True)
+              f"{r.side or '-':4} {_or_dash(r.clock):5} {_or_dash(r.age):3} {label:12} {p:5.2f} {r.model_name} {r.model_version}{late}"
+              f"{_corrected(placement)}", flush=True)
+
+
+def _corrected(placement: Placement) -> str:
+    return "" if placement.state is State.VALID else f"  [{placement.words()}]"
 
 
 def _or_dash(value: int | None) -> str:
@@ -216,8 +232,9 @@ def _write_export(store: HubStore, args: argparse.Namespace, out: IO[str]) -> in
         page = store.results(**_filters(args), after_id=after, limit=1000, newest_first=False)
         if not page:
             return count
+        placements = store.placements(page)
         for r in page:
-            row = r.summary()
+            row = r.summary() | placement_fields(placements[r.result_id])
             if writer:
                 model = row.pop("model")
                 row.update(model_name=model["name"], model_version=model["version"], model_sha256=model["sha256"])
