@@ -1,16 +1,19 @@
 """Uplink/hub benchmark: backlog flush device -> broker -> hub database over loopback, hub ingest rate
 (SQLite, PostgreSQL), and the uplink process's memory.
 
-    python -m bench.bench_uplink [--results 10000] [--window 64 256] [--no-postgres]
+    python -m bench.bench_uplink [--results 10000] [--window 64 256] [--no-postgres] [--only-flush]
 
 Real processes: Mosquitto on a free loopback port, ``python -m hub serve``, ``python -m device uplink``.
 The flush clock starts when the uplink is launched (process start-up included) and stops when the
 device's outbox is empty, i.e. every result is stored at the hub and its ack recorded on the device.
+With PostgreSQL, the same flush also goes to two ``hub serve`` processes on one database with ``[mqtt] shared_group``
+(docs/hub.md, "A second hub"), printed with its ratio to the one-hub PostgreSQL run just before it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -23,10 +26,11 @@ import psutil
 from device.contract import ResultMessage
 from hub.store import HubStore
 from tests.mqtt_broker import MosquittoBroker, PostgresServer, postgres_bindir, wait_for
+from tests.test_hub_poison import HubProcess
 from tests.test_uplink import Device, Hub, make_record
 
 
-def flush(root: Path, n: int, window: int, db: str | None) -> None:
+def flush(root: Path, n: int, window: int, db: str | None) -> float:
     broker = MosquittoBroker(root / "broker")
     broker.start()
     hub = Hub(root, broker.address)
@@ -52,13 +56,80 @@ def flush(root: Path, n: int, window: int, db: str | None) -> None:
             raise SystemExit(f"uplink died:\n{device.log()}") from None
         time.sleep(0.05)
     elapsed = time.perf_counter() - t0
+    cpu = _cpu_ms_per_result([hub.proc, device.proc], n)
     count = hub.store.count_results(device_id=device.device_id)
     print(f"flush   {n:>6} results  window {window:>4}  hub {hub.store.backend:10}  {elapsed:6.2f} s  "
-          f"{n / elapsed:7.0f} results/s  (hub holds {count})  uplink peak RSS {peak / 2**20:5.1f} MiB  "
+          f"{n / elapsed:7.0f} results/s  (hub holds {count})  CPU ms/result hub {cpu[0]:.2f} uplink {cpu[1]:.2f}  "
+          f"uplink peak RSS {peak / 2**20:5.1f} MiB  "
           f"[storing them on the device took {stored_s:.1f} s]", flush=True)
     device.stop_uplink()
     hub.stop()
     broker.stop()
+    return n / elapsed
+
+
+def flush_two_hubs(root: Path, n: int, window: int, dsn: str, baseline: float | None) -> float:
+    """The same flush into two ``hub serve`` processes sharing one PostgreSQL database and ``[mqtt] shared_group``
+    (docs/hub.md, "A second hub"): the broker hands each result to one of them."""
+    broker = MosquittoBroker(root / "broker")
+    broker.start()
+    hubs = [HubProcess(root / name, broker.address, dsn, f'[mqtt]\nclient_id = "{name}"\nshared_group = "hubs"\n')
+            for name in ("hub-a", "hub-b")]
+    device = Device(root, "site-a", f"bench2-w{window}", broker.address, window=window, ack_timeout_s=10.0,
+                    heartbeat_s=5.0)
+    for start in range(0, n, 1000):
+        device.add(min(1000, n - start))
+    for hub in hubs:
+        hub.start()
+    for hub in hubs:
+        wait_for(lambda h=hub: "hub: connected to" in h.log(), 20, "the hubs to connect")
+    t0 = time.perf_counter()
+    device.start_uplink()
+    while device.store.backlog().pending:
+        if device.proc is None or device.proc.poll() is not None:
+            raise SystemExit(f"uplink died:\n{device.log()}")
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - t0
+    cpu = _cpu_ms_per_result([hub.proc for hub in hubs] + [device.proc], n)
+    device.stop_uplink()
+    for hub in hubs:
+        hub.stop()
+    count = hubs[0].store.count_results(device_id=device.device_id)
+    shares = [_stored_by(hub) for hub in hubs]
+    ratio = f"  {n / elapsed / baseline:4.2f}x the one-hub PostgreSQL run" if baseline else ""
+    print(f"flush   {n:>6} results  window {window:>4}  hub 2 x postgresql  {elapsed:6.2f} s  {n / elapsed:7.0f} results/s  "
+          f"(hubs hold {count}; stored by each {shares}; deferred {sum(_counter(h, 'deferred') for h in hubs)})  "
+          f"CPU ms/result hubs {cpu[0]:.2f} + {cpu[1]:.2f} uplink {cpu[2]:.2f}{ratio}",
+          flush=True)
+    for hub in hubs:
+        hub.close()
+    broker.stop()
+    return n / elapsed
+
+
+def _cpu_ms_per_result(procs: list, n: int) -> list[float]:  # type: ignore[type-arg]
+    """Each process's CPU time so far (user + system, start-up included) per result, in ms: a figure the machine's
+    other load moves much less than the wall-clock rate (it says how fast an idle machine could go)."""
+    out = []
+    for proc in procs:
+        times = psutil.Process(proc.pid).cpu_times()
+        out.append(1000 * (times.user + times.system) / n)
+    return out
+
+
+def _counters(hub: HubProcess) -> dict[str, int]:
+    """The last ``hub: counters {...}`` line the hub logged (it logs one at exit)."""
+    lines = [line for line in hub.log().splitlines() if "hub: counters " in line]
+    return json.loads(lines[-1].split("hub: counters ", 1)[1]) if lines else {}
+
+
+def _counter(hub: HubProcess, name: str) -> int:
+    return int(_counters(hub).get(name, 0))
+
+
+def _stored_by(hub: HubProcess) -> int:
+    """Results this hub inserted: on arrival, or from the shared reorder buffer (received by the other hub)."""
+    return _counter(hub, "stored") + _counter(hub, "stored_after_waiting")
 
 
 def ingest(target: str, n: int, batch: int) -> None:
@@ -78,20 +149,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=int, default=10_000)
     parser.add_argument("--window", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--only-flush", action="store_true", help="skip the hub-ingest runs")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="sonopi-bench-"))
     pg = None
     try:
         if not args.no_postgres and postgres_bindir() is not None:
             pg = PostgresServer().start()
-        for batch in (20, 500):
+        for batch in () if args.only_flush else (20, 500):
             ingest(str(root / f"ingest-{batch}.sqlite"), args.results, batch)
             if pg:
                 ingest(pg.create_database(f"ingest_{batch}"), args.results, batch)
         for window in args.window:
             flush(root / f"sqlite-w{window}", args.results, window, None)
         if pg:
-            flush(root / "pg", args.results, max(args.window), pg.create_database("flush"))
+            one = flush(root / "pg", args.results, max(args.window), pg.create_database("flush"))
+            flush_two_hubs(root / "pg-two", args.results, max(args.window), pg.create_database("flush_two"), one)
     finally:
         if pg:
             pg.stop()
