@@ -7,8 +7,8 @@ faults at the same points of the stream), this test
 
 * SIGKILLs the broker twice (restarted on the same port and persistence directory),
 * SIGKILLs the uplink twice (restarted),
-* SIGKILLs one of the two hubs twice (hub A, then hub B; each restarted),
-* restarts PostgreSQL once (stopped and started again under both hubs, which are not restarted).
+* SIGKILLs one of the two hubs three times (hub A, then hub B, then hub A again; each restarted),
+* restarts PostgreSQL once (stopped for a second and started again; no hub is restarted for it).
 
 It ends with every result of the device's store in the hub's database: the same count, the same set of result ids,
 none twice, stored in the device's ``seq`` order (the hub's insertion order is the device's order, and every
