@@ -40,6 +40,7 @@ MASK_OUTPUT = "mask"
 LESION_OUTPUT = "lesion"
 DECODER_WIDTHS = (96, 64, 48)  # channels after fusing the stride-16, 8 and 4 skips
 MIN_RESOLUTION = 64
+DECODER_BN_MOMENTUM = 0.9  # the decoder's BatchNorm statistics must settle within a few hundred steps (Keras' 0.99 does not)
 MASK_PRIOR_LOGIT = -3.0  # the mask starts near 5 % lesion (about the lesions' share of the input), not 50 %
 MARKS_MIN_SIDE = 96  # augment.draw_marks places text in the top/bottom fifth: images under 96 px get no marks
 
@@ -79,10 +80,10 @@ def _sepconv(x, filters: int, name: str):
     from keras import layers
 
     x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=name + "_dw")(x)
-    x = layers.BatchNormalization(name=name + "_dw_bn")(x)
+    x = layers.BatchNormalization(momentum=DECODER_BN_MOMENTUM, name=name + "_dw_bn")(x)
     x = layers.ReLU(6.0, name=name + "_dw_relu")(x)
     x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=name + "_pw")(x)
-    x = layers.BatchNormalization(name=name + "_pw_bn")(x)
+    x = layers.BatchNormalization(momentum=DECODER_BN_MOMENTUM, name=name + "_pw_bn")(x)
     return layers.ReLU(6.0, name=name + "_pw_relu")(x)
 
 
@@ -110,7 +111,7 @@ def build_segmenter(arch: str = "lite0", resolution: int = 224, weights: Path | 
     x = s32
     for i, (skip, width) in enumerate(zip((s16, s8, s4), DECODER_WIDTHS)):
         x = layers.Conv2D(width, 1, padding="same", use_bias=False, name=f"dec{i}_proj")(x)
-        x = layers.BatchNormalization(name=f"dec{i}_proj_bn")(x)
+        x = layers.BatchNormalization(momentum=DECODER_BN_MOMENTUM, name=f"dec{i}_proj_bn")(x)
         x = layers.ReLU(6.0, name=f"dec{i}_proj_relu")(x)
         x = layers.UpSampling2D(2, interpolation="bilinear", name=f"dec{i}_up")(x)
         x = layers.Concatenate(name=f"dec{i}_cat")([x, skip])

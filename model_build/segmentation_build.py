@@ -93,7 +93,7 @@ def _evaluate(name: str, data: SegData, idx: np.ndarray, groups: np.ndarray, run
     scores_f = score(probs_f, sub.masks, sub.scales, min_px)
     pick = _montage_pick(sub, np.arange(len(idx)), cfg.montage_n, cfg.seed)
     captions = [f"{sub.samples[i].source.split('#')[0][:10]} {sub.samples[i].sample.path.stem[:12]}"
-                + (" (lesion-free)" if sub.samples[i].sample.view != "full" else "")
+                + (" free" if sub.samples[i].sample.view != "full" else "")
                 + (f" D{scores_q.dice[i]:.2f}" if scores_q.lesion[i] else "") for i in pick]
     montage(sub.pixels[pick], sub.masks[pick], probs_q[pick], captions, report / f"montage_{name}.png", min_px)
     return {
