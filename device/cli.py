@@ -10,6 +10,7 @@
     demo-frames DIR                             write synthetic scanner screens for demos
     selftest [--model DIR]                      runtime, CPU, preprocessing checksum, the bundle's reference outputs
     site-adapt CASES --out DIR [--model DIR]    refit the head on this site's normal scans: a site bundle
+    site-bundle show | use DIR | undo           the site bundle the device runs instead of [model] path (data dir)
 
 ``--config FILE`` is accepted by every command (before or after its name).
 """
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("out", type=Path)
     demo.add_argument("--count", type=int, default=12)
     _add_site_adapt_parser(commands, common)
+    _add_site_bundle_parser(commands, common)
     return parser
 
 
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             "site-check": _site_check_command,
             "selftest": _selftest_command,
             "site-adapt": _site_adapt_command,
+            "site-bundle": _site_bundle_command,
         }[args.command]
         return handler(args, config)
     except ConfigError as exc:
@@ -288,10 +291,21 @@ def _site_check_command(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 
 def _selftest_command(args: argparse.Namespace, config: DeviceConfig) -> int:
-    from device.pipeline import load_classifier
+    from device.pipeline import load_classifier, load_configured
     from device.selftest import Status, run_selftest
+    from device.site_choice import ModelChoice
 
-    results = run_selftest(lambda: load_classifier(config, args.model), signature_checked=config.model.public_key is not None)
+    chosen: list[ModelChoice] = []
+
+    def load() -> Classifier:
+        if args.model is not None:  # --model: the site-bundle record does not apply
+            return load_classifier(config, args.model)
+        classifier, choice = load_configured(config)
+        chosen.append(choice)
+        return classifier
+
+    results = run_selftest(load, signature_checked=config.model.public_key is not None,
+                           site_choice=lambda: chosen[0] if chosen else None)
     for result in results:
         print(result.line(), flush=True)
     failed = [r.name for r in results if r.status == Status.FAIL]
@@ -533,7 +547,7 @@ def _site_adapt_command(args: argparse.Namespace, config: DeviceConfig) -> int:
     from device import site_adapt
     from device.pipeline import load_classifier
 
-    classifier = load_classifier(config, args.model)
+    classifier = load_classifier(config, args.model or config.model.path)  # the base: never the chosen site bundle
     tty = sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:
@@ -546,7 +560,36 @@ def _site_adapt_command(args: argparse.Namespace, config: DeviceConfig) -> int:
     print(site_adapt.report_text(adaptation))
     signing = adaptation_signing(bundle)
     print(f"site bundle: {args.out} — {bundle.manifest.name} {bundle.manifest.version} ({signing})")
-    print(f"to use it, put in the configuration:\n[model]\npath = \"{args.out.resolve()}\"")
+    print(f"to use it on this device: python -m device site-bundle use {args.out.resolve()}")
+    return EXIT_OK
+
+
+def _add_site_bundle_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    site = commands.add_parser("site-bundle", parents=[common],
+                               help="the site bundle this device runs instead of [model] path (kept in the data dir)")
+    actions = site.add_subparsers(dest="site_bundle_command", required=True)
+    actions.add_parser("show", parents=[common], help="which bundle runs, and why")
+    use = actions.add_parser("use", parents=[common], help="run this site bundle (made from the configured bundle)")
+    use.add_argument("bundle", type=Path, metavar="DIR")
+    actions.add_parser("undo", parents=[common], help="back to the configured bundle")
+
+
+def _site_bundle_command(args: argparse.Namespace, config: DeviceConfig) -> int:
+    """``device site-bundle``: the app-owned record of device/site_choice.py (the configuration is never written)."""
+    from device import site_choice
+
+    if args.site_bundle_command == "use":
+        choice = site_choice.use_site_bundle(config, args.bundle)
+        print(f"site bundle {choice.site.text()} in use from the next start of the app or command "
+              f"({site_choice.record_file(config.device.data_dir)})")
+    elif args.site_bundle_command == "undo":
+        removed = site_choice.undo_site_bundle(config)
+        print(f"back to the configured bundle {config.model.path}" if removed else
+              f"no site bundle was chosen: the configured bundle {config.model.path} runs")
+    else:
+        chosen = site_choice.choose_bundle(config)
+        print(chosen.text())
+        return EXIT_FAILED if chosen.warning else EXIT_OK
     return EXIT_OK
 
 

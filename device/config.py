@@ -7,8 +7,6 @@ an error that names the key and the file. ``python -m device config default`` pr
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import tomllib
 from pathlib import Path
@@ -208,48 +206,6 @@ def load_config(path: str | Path | None) -> DeviceConfig:
     if path is None:
         return DeviceConfig()
     return load_toml_model(path, DeviceConfig)
-
-
-def set_model_path(file: str | Path, bundle: str | Path) -> DeviceConfig:
-    """Point ``[model] path`` of the TOML ``file`` at ``bundle`` (the touchscreen's *Use the site bundle* and *Undo*),
-    keeping every other line and comment. The new text is validated before anything is written, then written to a
-    temporary file in the same folder, synced and renamed over ``file`` (a power cut leaves the old or the new
-    file). Returns the new configuration; ConfigError names the file when it cannot be read, validated or written."""
-    file = Path(file)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read configuration ({exc})") from exc
-    line = f"path = {json.dumps(str(bundle))}"
-    lines = text.splitlines(keepends=True)
-    header = next((i for i, t in enumerate(lines) if re.match(r"^\s*\[model\]\s*(#.*)?$", t)), None)
-    if header is None:
-        lines += ([] if not lines or lines[-1].endswith("\n") else ["\n"]) + ["\n[model]\n", line + "\n"]
-    else:
-        end = next((i for i in range(header + 1, len(lines)) if re.match(r"^\s*\[", lines[i])), len(lines))
-        found = next((i for i in range(header + 1, end) if re.match(r"^\s*path\s*=", lines[i])), None)
-        if found is None:
-            lines.insert(header + 1, line + "\n")
-        else:
-            comment = re.search(r"\s+#.*$", lines[found].rstrip("\n"))
-            lines[found] = line + (comment.group(0) if comment else "") + "\n"
-    new_text = "".join(lines)
-    try:
-        config = validate_model(tomllib.loads(new_text), DeviceConfig, str(file))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: not valid TOML ({exc})") from exc
-    partial = file.with_name(f".{file.name}.partial")
-    try:
-        with open(partial, "w", encoding="utf-8") as fh:
-            fh.write(new_text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(partial, file.stat().st_mode & 0o777)
-        os.replace(partial, file)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise ConfigError(f"{file}: cannot write configuration ({exc})") from exc
-    return config
 
 
 def parse_config(data: dict, source: str = "<config>") -> DeviceConfig:

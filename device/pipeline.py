@@ -22,6 +22,7 @@ from device.errors import ConfigError, ImageDecodeError, SourceError
 from device.quality import QualityLimits
 from device.results import CapturedFrame, ExamDesk, ResultRecord, new_result_id
 from device.signing import load_verified_bundle
+from device.site_choice import ModelChoice, choose_bundle
 from device.sources.base import Frame, FrameSource
 from device.store import ResultStore
 
@@ -69,10 +70,23 @@ def site_thresholds(section: ModelSection, manifest: Manifest, mode: Mode | str 
     return {MALIGNANT: threshold}
 
 
+def load_configured(config: DeviceConfig, runtime: str | None = None) -> tuple[Classifier, ModelChoice]:
+    """The classifier of the bundle the device runs without ``--model``: ``[model] path``, or the site bundle chosen
+    on the device when it specialises exactly that bundle (device/site_choice.py), with what was chosen and why."""
+    choice = choose_bundle(config)
+    return build_classifier(config, choice.bundle, runtime), choice
+
+
 def load_classifier(config: DeviceConfig, bundle_path=None, runtime: str | None = None) -> Classifier:
-    """Load the configured bundle — verifying its signature when ``[model].public_key`` is set —
-    and build its classifier in the configured operating mode with the site's threshold."""
-    bundle: ModelBundle = load_verified_bundle(bundle_path or config.model.path, config.model.public_key)
+    """Load ``bundle_path`` (``--model``; the site-bundle record is ignored), else :func:`load_configured`'s — both
+    verifying the signature when ``[model].public_key`` is set — and build its classifier in the configured
+    operating mode with the site's threshold."""
+    if bundle_path is None:
+        return load_configured(config, runtime)[0]
+    return build_classifier(config, load_verified_bundle(bundle_path, config.model.public_key), runtime)
+
+
+def build_classifier(config: DeviceConfig, bundle: ModelBundle, runtime: str | None = None) -> Classifier:
     mode = operating_mode(config.model, bundle)
     return Classifier(bundle, threads=config.model.threads, limits=quality_limits(config.quality, bundle.manifest),
                       runtime=runtime, thresholds=site_thresholds(config.model, bundle.manifest, mode), mode=mode)

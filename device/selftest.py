@@ -9,6 +9,8 @@ Checks, each printed as one ``PASS`` / ``WARN`` / ``FAIL`` line:
                     letterbox/stretch) of a fixed synthetic suite has the checksum pinned below,
                     the one the workstation computes;
 * ``model``         the bundle loads and verifies (``WARN`` when no public key is configured: not verified);
+* ``site-bundle``   (without ``--model``) the site bundle chosen on the device runs, or none is chosen; ``WARN``
+                    when its record was not applied (device/site_choice.py) and the configured bundle runs instead;
 * ``reference``     on the bundle's own test frame, the prepared input tensor and the model's
                     scores equal the ones the workstation recorded in the manifest.
 
@@ -46,6 +48,7 @@ from device.preprocess import prepare
 
 if TYPE_CHECKING:
     from device.engine import Classifier
+    from device.site_choice import ModelChoice
 
 log = logging.getLogger(__name__)
 
@@ -267,9 +270,17 @@ def _compare_reference(expected: ReferenceSpec, actual: ReferenceSpec) -> CheckR
                                                  "the interpreter computes something else here")
 
 
-def run_selftest(load: Callable[[], Classifier], signature_checked: bool = True) -> list[CheckResult]:
+def check_site_choice(choice: ModelChoice) -> CheckResult:
+    """``site-bundle``: the site bundle chosen on the device is in use (PASS), none is chosen (PASS), or the record
+    was not applied and the configured bundle runs instead (WARN, with the reason)."""
+    return CheckResult("site-bundle", Status.WARN if choice.warning else Status.PASS, choice.text())
+
+
+def run_selftest(load: Callable[[], Classifier], signature_checked: bool = True,
+                 site_choice: Callable[[], ModelChoice | None] | None = None) -> list[CheckResult]:
     """Every check in order; a model that cannot load fails ``model`` and skips ``reference``. A bundle loaded
-    without a signature check (no ``[model] public_key``) is a ``WARN``: it loads, but nothing proves its origin."""
+    without a signature check (no ``[model] public_key``) is a ``WARN``: it loads, but nothing proves its origin.
+    ``site_choice``: what the load chose (device/site_choice.py), reported as the ``site-bundle`` check."""
     results = [check_runtime(), check_cpu(), check_preprocessing()]
     try:
         classifier = load()
@@ -282,6 +293,9 @@ def run_selftest(load: Callable[[], Classifier], signature_checked: bool = True)
         results.append(CheckResult("model", Status.PASS, detail + ", signature verified"))
     else:
         results.append(CheckResult("model", Status.WARN, detail + ": SIGNATURE NOT CHECKED ([model] public_key is not set)"))
+    choice = site_choice() if site_choice is not None else None
+    if choice is not None:
+        results.append(check_site_choice(choice))
     results.append(check_reference(classifier))
     return results
 

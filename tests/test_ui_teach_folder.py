@@ -1,27 +1,22 @@
-"""The teach folder and the config switch behind Settings › Model › "Teach this scanner", without Qt.
+"""The teach folder behind Settings › Model › "Teach this scanner", without Qt.
 
 Proves that marking a finished exam copies its conclusive frames (real PNGs from a real SQLite store) into a folder
 ``device site-adapt`` reads, with a hashed patient id, leaves the stored results byte for byte as they were, refuses
 the open exam and survives a reopen; that unmarking removes the copies; that the counts and the "enough" rule follow
-the documented minimum; and that ``device.config.set_model_path`` rewrites only ``[model] path`` (comments kept),
-validates before writing and names the file when it cannot write.
+the documented minimum. (Using the site bundle writes no configuration: tests/test_site_choice.py.)
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from device.config import DEFAULT_TOML, load_config, set_model_path
-from device.errors import ConfigError
 from device.results import Exam, new_result_id, utc_now_iso
 from device.site_adapt import MIN_NORMALS, MIN_PATIENTS, read_site_cases
 from device.store import ResultStore
 from tests.test_store import make_record
-from tests.unprivileged import make_traversable, run_unprivileged
 from ui.teach_folder import Progress, TeachError, TeachFolder, patient_key
 
 
@@ -69,48 +64,3 @@ def test_enough_needs_the_documented_frames_and_patients() -> None:
     assert not Progress(200, MIN_PATIENTS - 1, 40).enough
     assert Progress(MIN_NORMALS, MIN_PATIENTS, MIN_PATIENTS).enough
     assert f"needed: {MIN_NORMALS} frames from {MIN_PATIENTS} patients" in Progress(0, 0, 0).text()
-
-
-def test_set_model_path_keeps_the_rest(tmp_path: Path) -> None:
-    file = tmp_path / "device.toml"
-    file.write_text(DEFAULT_TOML)
-    os.chmod(file, 0o640)
-    config = set_model_path(file, tmp_path / "site bundle")
-    assert config.model.path == tmp_path / "site bundle" and load_config(file).model.path == tmp_path / "site bundle"
-    changed = [(a, b) for a, b in zip(DEFAULT_TOML.splitlines(), file.read_text().splitlines()) if a != b]
-    assert len(changed) == 1 and changed[0][1].endswith("# model bundle directory (model.tflite + manifest.json)")
-    assert file.stat().st_mode & 0o777 == 0o640
-    file.write_text('[device]\nid = "dev-1"\n')
-    assert set_model_path(file, "models/x").model.path == Path("models/x")
-    assert load_config(file).device.id == "dev-1"
-
-
-def test_set_model_path_refuses_a_bad_file_and_writes_nothing(tmp_path: Path) -> None:
-    file = tmp_path / "device.toml"
-    file.write_text('[model]\npath = "a"\nthreads = 99\n')
-    with pytest.raises(ConfigError, match=r"device.toml: 'model.threads'"):
-        set_model_path(file, "b")
-    assert file.read_text() == '[model]\npath = "a"\nthreads = 99\n'
-    with pytest.raises(ConfigError, match="configuration file|cannot read"):
-        set_model_path(tmp_path / "missing.toml", "b")
-
-
-def test_set_model_path_names_a_file_it_may_not_write(tmp_path: Path) -> None:
-    """As on the device, where /etc/sonopi/device.toml is root's (0640, group sonopi): the error names the file."""
-    folder = tmp_path / "etc"
-    folder.mkdir()
-    file = folder / "device.toml"
-    file.write_text(DEFAULT_TOML)
-    file.chmod(0o644)
-    make_traversable(folder)
-
-    def attempt() -> str:
-        try:
-            set_model_path(file, "b")
-        except ConfigError as exc:
-            return str(exc)
-        return "written"
-
-    message = run_unprivileged(attempt)
-    assert message.startswith(f"{file}: cannot write configuration") and "Permission denied" in message
-    assert file.read_text() == DEFAULT_TOML

@@ -62,7 +62,11 @@ def build_window(
         reopen_interval_s=config.source.reopen_interval_s,
     )
     analysis = AnalysisService(config, classifier_factory)
-    return MainWindow(config, Services(reader, analysis), size, config_path=config_path)
+    window = MainWindow(config, Services(reader, analysis), size, config_path=config_path)
+    # Settings › Model says which site bundle runs, or why the one chosen on the device does not (site_choice.py)
+    analysis.model_ready.connect(lambda _manifest: window.settings.set_site_choice(analysis.site_choice))
+    analysis.model_failed.connect(lambda _message: window.settings.set_site_choice(None))
+    return window
 
 
 def start(window: MainWindow) -> None:

@@ -4,6 +4,7 @@ the manifest (metrics, intended use), device identity, lock now."""
 from __future__ import annotations
 
 import json
+from html import escape
 from typing import Any
 
 from PyQt5.QtCore import Qt, pyqtSignal
@@ -23,6 +24,7 @@ from PyQt5.QtWidgets import (
 from device.bundle import Manifest, ModeSpec
 from device.config import DeviceConfig
 from device.decision import MALIGNANT, Mode
+from device.site_choice import ModelChoice
 from ui import theme
 from ui.background import Background
 from ui.hub import mqtt_connect_test
@@ -297,6 +299,10 @@ class SettingsScreen(QWidget):
         model_column = QVBoxLayout(model_page)
         model_column.setContentsMargins(0, 0, 0, 0)
         model_column.addWidget(scrolling(self.model), 1)
+        self.site_choice = wrapped("")  # the site bundle chosen on the device (device/site_choice.py), or why not
+        self.site_choice.setTextFormat(Qt.RichText)
+        self.site_choice.setVisible(False)
+        model_column.addWidget(self.site_choice)
         self.teach = QPushButton("Teach this scanner…")
         self.teach.clicked.connect(self.teach_requested)
         model_column.addWidget(self.teach)
@@ -338,6 +344,18 @@ class SettingsScreen(QWidget):
     def set_model(self, manifest: Manifest | None, error: str | None, thresholds: dict[str, float] | None = None,
                   mode: Mode | str | None = None, signature_checked: bool | None = None) -> None:
         self.model.setText(model_text(manifest, error, thresholds, mode, signature_checked))
+
+    def set_site_choice(self, choice: ModelChoice | None) -> None:
+        """Below the model: the site bundle in use, or — in warning colour — why the recorded one was not used."""
+        if choice is None or (choice.site is None and choice.warning is None):
+            self.site_choice.setVisible(False)
+            return
+        if choice.warning is not None:
+            self.site_choice.setText(f"<b style='color:{theme.WARN}'>Site bundle not used:</b> {escape(choice.warning)}")
+        else:
+            self.site_choice.setText(f"<b>Site bundle in use</b> (chosen {escape(choice.site.chosen_at)}, kept in "
+                                     f"{escape(str(choice.record))}), made from {escape(choice.site.base.text())}")
+        self.site_choice.setVisible(True)
 
     def set_device_info(self, screen_size: str) -> None:
         from device import __version__

@@ -1,7 +1,8 @@
 """Settings › Model › *Teach this scanner* (behind the PIN): mark finished, lesion-free exams as normal, watch the
 count grow towards the documented minimum, *Teach now* (``device site-adapt`` in the background), read the
-before/after figures and the warnings, and switch ``[model] path`` to the site bundle only after a confirmation;
-*Undo: back to the base model*. docs/ui.md ("Teach this scanner") argues where the mark lives.
+before/after figures and the warnings, and use the site bundle only after a confirmation — recorded in the app-owned
+``<data_dir>/site-bundle.json`` (device/site_choice.py; the configuration is root-owned and never written);
+*Undo: back to the base model* removes the record. docs/ui.md ("Teach this scanner") argues where the mark lives.
 
 The marks are kept by :class:`ui.teach_folder.TeachFolder`; the work runs in :mod:`ui.teach_worker`."""
 
@@ -26,8 +27,9 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
+from device import site_choice
 from device.bundle import Manifest
-from device.config import DeviceConfig, set_model_path
+from device.config import DeviceConfig
 from device.errors import SonopiError
 from device.results import Exam, ResultRecord
 from device.site_adapt import MIN_NORMALS, REVIEW_BASE_P_MALIGNANT, Adaptation
@@ -38,7 +40,7 @@ from ui.exam import thumbnail_pixmap
 from ui.history import local_time
 from ui.settings import scrolling, wrapped
 from ui.teach_folder import MarkOutcome, TeachFolder
-from ui.teach_worker import TeachFailure, TeachJob, TeachOutcome, base_bundle_path, check_bundle
+from ui.teach_worker import TeachFailure, TeachJob, TeachOutcome, base_bundle_path, use_site_bundle
 from ui.theme import Theme
 
 log = logging.getLogger(__name__)
@@ -150,8 +152,8 @@ class ExamToggleRow(QFrame):
 
 
 class TeachPage(QWidget):
-    """Settings › Model › Teach this scanner. ``model_switched(DeviceConfig)``: ``[model] path`` was written; the
-    window reloads the model with it. ``back_requested``: to Settings › Model."""
+    """Settings › Model › Teach this scanner. ``model_switched(DeviceConfig)``: the site-bundle record was written or
+    removed; the window reloads the model (the configuration itself is unchanged). ``back_requested``: to Settings › Model."""
 
     model_switched = pyqtSignal(object)
     back_requested = pyqtSignal()
@@ -310,8 +312,10 @@ class TeachPage(QWidget):
         self.undo.setEnabled(self._on_site_bundle())
 
     def _on_site_bundle(self) -> bool:
+        """A site bundle runs, or a record exists (applied or not: Undo also clears one that could not be applied)."""
         manifest = self._current_model()
-        return manifest is not None and manifest.head is not None
+        return (manifest is not None and manifest.head is not None) or \
+            site_choice.record_file(self.config.device.data_dir).exists()
 
     def toggle(self, exam_id: str, checked: bool) -> None:
         """The clinician's mark: ``checked`` = this finished exam is lesion-free, teach with its frames."""
@@ -357,11 +361,10 @@ class TeachPage(QWidget):
 
     def teach(self) -> None:
         try:
-            base = base_bundle_path(self.config, self.folder.state().get("base_path"))
+            base = base_bundle_path(self.config, None)  # the configured bundle: a site bundle specialises it
         except SonopiError as exc:
             self.message.setText(f"Cannot teach: {exc}")
             return
-        self._base = base
         out = self.folder.new_bundle_dir()
         self.run_status.setText(f"Reading {self.progress.frames} marked frame(s) through the model…")
         self.run_bar.setRange(0, max(1, self.progress.frames))
@@ -431,57 +434,49 @@ class TeachPage(QWidget):
         bundle = self.outcome.bundle
         self._ask("Use the site bundle on this device?",
                   f"From the next result on, results come from {bundle.manifest.name} {bundle.manifest.version} "
-                  "(the hub sees this version on each result). [model] path is set to "
-                  f"{bundle.path}. Undo: back to the base model is always here.",
-                  "Use it", lambda: self._switch(bundle.path, self._base, bundle.path))
+                  "(the hub sees this version on each result). The choice is kept on this device "
+                  f"({site_choice.record_file(self.config.device.data_dir)}); the configuration is not changed. "
+                  "Undo: back to the base model is always here.",
+                  "Use it", lambda: self._switch(bundle.path))
 
     def ask_undo(self) -> None:
-        state = self.folder.state()
-        base = state.get("base_path")
-        if not base:
-            self.message.setText("The base model is not recorded on this device: set [model] path by hand.")
-            return
+        base = self.config.model.path
         self._ask("Go back to the base model?",
                   f"From the next result on, results come from the base bundle at {base} again. The site bundle and "
                   "the marked frames stay on the device (teach again or switch back later).",
-                  "Back to the base model", lambda: self._switch(Path(base), Path(base), None))
+                  "Back to the base model", lambda: self._switch(None))
 
-    def _switch(self, path: Path, base: Path, site: Path | None) -> None:
+    def _switch(self, site: Path | None) -> None:
+        """``site``: record it as the bundle to run (after a load check); None: remove the record (the base)."""
         if self._open_exam() is not None:
             self.message.setText("Finish the open exam first: one exam's results come from one model.")
             return
-        if self.config_path is None:
-            self.message.setText(f"Not switched: the app runs on built-in settings (no --config file); set "
-                                 f"[model] path = \"{path}\" in the device configuration.")
-            return
-        self.message.setText("Checking that the bundle loads…")
+        self.message.setText("Checking that the bundle loads…" if site is not None else "Going back to the base model…")
         self.use.setEnabled(False)
         self.undo.setEnabled(False)
         config = self.config
-        self._background.run(lambda: check_bundle(config, path), lambda r: self._checked(r, path, base, site),
-                             "teach-switch")
 
-    def _checked(self, result: object, path: Path, base: Path, site: Path | None) -> None:
+        def work() -> object:
+            return use_site_bundle(config, site) if site is not None else site_choice.undo_site_bundle(config)
+
+        self._background.run(work, lambda r: self._switched(r, site), "teach-switch")
+
+    def _switched(self, result: object, site: Path | None) -> None:
         self.use.setEnabled(True)
         if isinstance(result, Exception):
             self.message.setText(f"Not switched (the model in use is unchanged): {result}")
             self._update_buttons()
             return
-        assert self.config_path is not None
-        try:
-            config = set_model_path(self.config_path, path)
-        except SonopiError as exc:
-            self.message.setText(f"Not switched (the model in use is unchanged): {exc}")
-            self._update_buttons()
-            return
-        self.folder.set_state(base, site)
-        self.config = config
-        log.info("[model] path switched to %s", path)
-        self.message.setText(f"Switched: [model] path = {path}. The model is loading.")
+        if site is not None:
+            log.info("site bundle %s recorded as the one to run", site)
+            self.message.setText(f"Switched to the site bundle {site}. The model is loading.")
+        else:
+            log.info("site bundle record removed: back to the base model %s", self.config.model.path)
+            self.message.setText(f"Switched back to the base model {self.config.model.path}. The model is loading.")
         self.outcome = None
         self._show_view(0)
         self.refresh()
-        self.model_switched.emit(config)
+        self.model_switched.emit(self.config)
 
     def model_changed(self) -> None:
         """The window loaded another model: the Undo button follows it."""

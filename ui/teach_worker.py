@@ -1,5 +1,5 @@
 """The teach screen's background work: ``device site-adapt`` on the marked frames (:class:`TeachJob`, with progress)
-and the check that a bundle loads before ``[model] path`` is switched to it (:func:`check_bundle`). Both run on
+and the check that a site bundle loads before it is recorded as the one to run (:func:`use_site_bundle`). Both run on
 their own thread with their own classifier, so the live view and the analysis never wait for them; outcomes reach
 the GUI thread only through Qt signals."""
 
@@ -13,11 +13,12 @@ from pathlib import Path
 
 from PyQt5.QtCore import QObject, pyqtSignal
 
-from device import site_adapt
+from device import site_adapt, site_choice
 from device.analysis import AnalysisOptions
 from device.bundle import ModelBundle, load_bundle
 from device.config import DeviceConfig, ModelSection
 from device.pipeline import load_classifier
+from device.site_choice import SiteChoice
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,12 @@ def with_model(config: DeviceConfig, path: Path, threads: int | None = None) -> 
     return config.model_copy(update={"model": model})
 
 
-def check_bundle(config: DeviceConfig, path: Path) -> DeviceConfig:
-    """``config`` with ``[model] path = path``, after loading that bundle as the app would (its signature when
-    ``[model] public_key`` is set, the operating mode, the site threshold): raises the load error otherwise."""
-    new = with_model(config, path)
-    load_classifier(with_model(new, path, threads=1))
-    return new
+def use_site_bundle(config: DeviceConfig, path: Path) -> SiteChoice:
+    """*Use it*: load the site bundle as the app would (its signature when ``[model] public_key`` is set, the
+    operating mode, the site threshold), then record it as the device's site bundle (device/site_choice.py: only
+    when it was made from the configured bundle). The configuration is never written. Raises the load error."""
+    load_classifier(with_model(config, config.model.path, threads=1), path)
+    return site_choice.use_site_bundle(config, path)
 
 
 def base_bundle_path(config: DeviceConfig, remembered: str | None) -> Path:
@@ -89,7 +90,7 @@ class TeachJob(QObject):
 
     def _run(self, config: DeviceConfig, base: Path, cases: Path, out: Path) -> None:
         try:
-            classifier = load_classifier(with_model(config, base, threads=1))  # a core stays free for the UI
+            classifier = load_classifier(with_model(config, base, threads=1), base)  # a core stays free for the UI
             adaptation, bundle = site_adapt.run(classifier, cases, out, options=AnalysisOptions.from_config(config),
                                                 progress=self._progress)
         except site_adapt.SiteAdaptError as exc:

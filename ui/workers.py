@@ -20,8 +20,9 @@ from device.crop import Box, detect_scan_region
 from device.decision import Mode
 from device.engine import Classification, Classifier, InferenceWorker
 from device.errors import ImageDecodeError, SonopiError, SourceError
-from device.pipeline import Analyzer, load_classifier
+from device.pipeline import Analyzer, load_configured
 from device.results import CapturedFrame, Exam, ExamBindingError, ExamDesk, ResultRecord
+from device.site_choice import ModelChoice
 from device.sources import Frame, FrameSource, open_source
 from device.sources.spec import parse_spec
 from device.store import ResultStore
@@ -290,7 +291,8 @@ class AnalysisService(QObject):
         super().__init__()
         self.config = config
         self.exams = exams if exams is not None else ExamDesk()
-        self._factory = classifier_factory or (lambda: load_classifier(config))
+        self.site_choice: ModelChoice | None = None  # what the default loader chose (device/site_choice.py)
+        self._factory = classifier_factory or (lambda: self._load_configured(config))
         self._worker: InferenceWorker | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._store: ResultStore | None = None
@@ -311,11 +313,16 @@ class AnalysisService(QObject):
         caller makes sure no exam is open, so one exam's results come from one model."""
         old = self._worker
         self.config = config
-        self._factory = lambda: load_classifier(config)
+        self._factory = lambda: self._load_configured(config)
         self._analyzer, self.manifest, self.classifier, self.error = None, None, None, None
         self.start()
         if old is not None:  # finishes a request already under way, off the GUI thread
             threading.Thread(target=old.close, name="model-unloader", daemon=True).start()
+
+    def _load_configured(self, config: DeviceConfig) -> Classifier:
+        """``[model] path``, or the site bundle chosen on the device when it applies (on the inference thread)."""
+        classifier, self.site_choice = load_configured(config)
+        return classifier
 
     @property
     def ready(self) -> bool:
