@@ -239,8 +239,12 @@ def report_lines(metrics: dict[str, Any]) -> list[str]:
     if "external_test" in metrics:
         ext = metrics["external_test"]
         lines += [f"## Held out of training: `{ext['rule']}` ({ext['n']} images)", "", *_table(ext["int8"]), ""]
+        q = ext["parity_int8_vs_float"]
+        if q.get("n"):
+            lines += [f"int8 vs float there: mean Dice {q['dice_int8']:.4f} vs {q['dice_float']:.4f} ({q['dice_difference']:+.4f}).", ""]
     if metrics["lesion_images_without_mask_left_out"]:
         left = ", ".join(f"{k} {v}" for k, v in metrics["lesion_images_without_mask_left_out"].items())
         lines += [f"Lesion images without a mask, not used: {left}.", ""]
-    lines += ["Montage: `montage_test.png` (green reference, red predicted).", ""]
+    montages = "`montage_test.png`" + (" and `montage_external.png`" if "external_test" in metrics else "")
+    lines += [f"Montage: {montages} (green reference, red predicted by the int8 model).", ""]
     return lines
