@@ -40,13 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 _AS_APP = f"""
 import os, sys
 import device.cli, device.pipeline, device.selftest, device.site_choice, device.model.runtime, device.sources.files
-from device.model.runtime import RUNTIMES
-import importlib
-for _, module, _ in RUNTIMES:
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        pass
+from device.model.runtime import load_interpreter_class
+load_interpreter_class()  # the runtime the device will use (the first installed), not every fallback: TensorFlow is slow
 if os.geteuid() == 0:
     os.setgroups([])
     os.setgid({NOBODY})
