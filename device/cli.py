@@ -318,8 +318,10 @@ def _selftest_command(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 def _run_command(args: argparse.Namespace, config: DeviceConfig) -> int:
     from device.pipeline import Analyzer, install_stop_handlers, load_classifier, run_capture
+    from device.source_state import SourceStateReporter
     from device.sources import open_source
     from device.store import ResultStore
+    from device.uplink.heartbeat import write_source_state
 
     spec = args.source or config.source.spec
     if config.model.public_key is None:
@@ -349,7 +351,9 @@ def _run_command(args: argparse.Namespace, config: DeviceConfig) -> int:
                 raise
             log.warning("%s", exc)  # a live source may come back: run_capture retries
         try:
-            stats = run_capture(source, analyzer, once=args.once, stop=stop, on_result=progress.update, on_error=progress.error)
+            reporter = SourceStateReporter(lambda state, detail: write_source_state(analyzer.store, state, detail))
+            stats = run_capture(source, analyzer, once=args.once, stop=stop, on_result=progress.update, on_error=progress.error,
+                                source_state=reporter)
         finally:
             source.close()
     progress.finish()

@@ -23,6 +23,7 @@ from device.quality import QualityLimits
 from device.results import CapturedFrame, ExamDesk, ResultRecord, new_result_id
 from device.signing import load_verified_bundle
 from device.site_choice import ModelChoice, choose_bundle
+from device.source_state import SourceState, SourceStateReporter
 from device.sources.base import Frame, FrameSource
 from device.store import ResultStore
 
@@ -214,6 +215,7 @@ def run_capture(
     stop: threading.Event,
     on_result: Callable[[ResultRecord], None] | None = None,
     on_error: Callable[[str], None] | None = None,
+    source_state: SourceStateReporter | None = None,
 ) -> RunStats:
     """Capture -> classify -> store until ``stop`` is set (or a finite source ends with ``once``).
 
@@ -234,6 +236,8 @@ def run_capture(
         except SourceError as exc:
             stats.errors += 1
             report_error(str(exc))
+            if source_state is not None:
+                source_state.report(SourceState.LOST, str(exc))
             if source.finite:
                 break
             stop.wait(0.5)
@@ -243,6 +247,8 @@ def run_capture(
                 break
             continue
         stats.frames += 1
+        if source_state is not None:
+            source_state.report(SourceState.OK, source.description)
         record, _ = analyzer.analyse_unattended(frame)  # no clinician, no exam; StoreError stops the run
         stats.stored += 1
         stats.inconclusive += int(record.inconclusive)

@@ -24,6 +24,8 @@ from device.barcode import BarcodeError, PatientIdFormat, normalise, parse_scan
 from device.bundle import Manifest
 from device.config import DeviceConfig
 from device.results import Exam, ExamAlreadyOpenError, ExamEnd
+from device.source_state import REFRESH_S as SOURCE_REFRESH_S
+from device.source_state import SourceState
 from device.store import ResultStore
 from ui import banners
 from ui.background import Background
@@ -158,6 +160,9 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         reader, analysis = self.services.reader, self.services.analysis
         reader.status_changed.connect(self._source_status)
+        self._source_refresh = QTimer(self)  # the heartbeat ignores a stale report: keep it fresh while unchanged
+        self._source_refresh.timeout.connect(analysis.refresh_source_state)
+        self._source_refresh.start(int(SOURCE_REFRESH_S * 1000))
         analysis.model_ready.connect(self._model_ready)
         analysis.model_failed.connect(self._model_failed)
         analysis.analysis_failed.connect(self._analysis_failed)
@@ -347,6 +352,10 @@ class MainWindow(QMainWindow):
 
     def _source_status(self, status: SourceStatus) -> None:
         self.status.set_source(status.state, status.detail)
+        if status.state == "disconnected":  # for the hub's device health (the heartbeat's source_state)
+            self.services.analysis.report_source(SourceState.LOST, status.detail)
+        elif status.state in ("streaming", "still", "finished"):
+            self.services.analysis.report_source(SourceState.OK, status.detail)
         files = still_source_path(status.spec) is not None
         self.live.set_still_source(files)
         if status.state == "disconnected" and files:  # a USB stick's folder or file that is not there

@@ -23,9 +23,11 @@ from device.errors import ImageDecodeError, SonopiError, SourceError
 from device.pipeline import Analyzer, load_configured
 from device.results import CapturedFrame, Exam, ExamBindingError, ExamDesk, ResultRecord
 from device.site_choice import ModelChoice
+from device.source_state import SourceState, SourceStateReporter
 from device.sources import Frame, FrameSource, open_source
 from device.sources.spec import parse_spec
 from device.store import ResultStore
+from device.uplink.heartbeat import write_source_state
 from ui.frames import FramePacket, display_image
 
 log = logging.getLogger(__name__)
@@ -296,6 +298,7 @@ class AnalysisService(QObject):
         self._worker: InferenceWorker | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._store: ResultStore | None = None
+        self._source_reporter = SourceStateReporter(self._write_source_state)
         self._analyzer: Analyzer | None = None
         self.manifest: Manifest | None = None
         self.thresholds: dict[str, float] = {}
@@ -383,6 +386,24 @@ class AnalysisService(QObject):
             return self._writer_store().add_exam(exam)
 
         self._writer.submit(write).add_done_callback(lambda f: self._exam_done(f, exam))
+
+    def report_source(self, state: SourceState, detail: str = "") -> None:
+        """The image source's state as the heartbeat carries it (device/source_state.py): written on a change and
+        when ``refresh_source_state`` finds it due, on the store's own thread."""
+        self._source_reporter.report(state, detail)
+
+    def refresh_source_state(self) -> None:
+        self._source_reporter.refresh()
+
+    def _write_source_state(self, state: str, detail: str) -> None:
+        def write() -> None:
+            write_source_state(self._writer_store(), state, detail)
+
+        try:
+            future = self._writer.submit(write)
+        except RuntimeError:  # shutting down: the heartbeat's staleness rule says "unknown" soon enough
+            return
+        future.add_done_callback(lambda f: f.exception() and log.warning("source state not stored: %s", f.exception()))
 
     def _writer_store(self) -> ResultStore:
         if self._store is None:  # no model: still allow exams to be recorded
