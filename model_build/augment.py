@@ -95,6 +95,7 @@ def draw_marks(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         else:  # text annotation, usually near an edge
             text = "".join(rng.choice(list("ABCDEFGHLMRSTX0123456789 .:"), size=int(rng.integers(3, 10))))
             x = int(rng.integers(2, w // 2))
-            y = int(rng.choice([rng.integers(12, h // 5), rng.integers(4 * h // 5, h - 2)]))
+            top = rng.integers(12, h // 5) if h // 5 > 12 else rng.integers(1, max(2, h // 5))  # small images too
+            y = int(rng.choice([top, rng.integers(4 * h // 5, h - 2)]))
             cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, rng.uniform(0.3, 0.5), colour, 1, cv2.LINE_AA)
     return out
