@@ -472,14 +472,19 @@ def _check_exam_fields(message: ResultMessage) -> None:
             raise ContractError("inconsistent", f"result {name}: given without an exam_id (it comes from the exam)")
 
 
+def _payload_on_topic(kind: str, topic_name: str, data: bytes) -> dict[str, Any]:
+    """A ``kind`` message's payload, validated against its schema and against the topic it came on."""
+    where = parse_topic(topic_name)
+    if where.kind != kind:
+        raise ContractError("bad_topic", f"{topic_name[:200]!r} is not a {kind} topic")
+    payload = decode(kind, data)
+    _check_attribution(where, payload)
+    return payload
+
+
 def decode_result(topic_name: str, data: bytes) -> ResultMessage:
     """Everything the hub checks before storing a result; raises :class:`ContractError`."""
-    where = parse_topic(topic_name)
-    if where.kind != "result":
-        raise ContractError("bad_topic", f"{topic_name!r} is not a result topic")
-    payload = decode("result", data)
-    _check_attribution(where, payload)
-    message = ResultMessage.from_payload(payload)
+    message = ResultMessage.from_payload(_payload_on_topic("result", topic_name, data))
     check_consistency(message)
     return message
 
@@ -753,12 +758,7 @@ def encode_correction(message: CorrectionMessage) -> bytes:
 
 def decode_correction(topic_name: str, data: bytes) -> CorrectionMessage:
     """Everything the hub checks before storing a correction; raises :class:`ContractError`."""
-    where = parse_topic(topic_name)
-    if where.kind != "correction":
-        raise ContractError("bad_topic", f"{topic_name[:200]!r} is not a correction topic")
-    payload = decode("correction", data)
-    _check_attribution(where, payload)
-    message = CorrectionMessage.from_payload(payload)
+    message = CorrectionMessage.from_payload(_payload_on_topic("correction", topic_name, data))
     check_correction_consistency(message)
     return message
 
