@@ -40,10 +40,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from device.clock import parse_iso, utc_now_iso
 from device.contract import CorrectionMessage, HeartbeatMessage, ResultMessage, StatusMessage
 from device.corrections import Correction, CorrectionKind, CorrectionReason, Place, Placement, effective_placement
 from device.errors import SonopiError
-from device.results import utc_now_iso
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +378,7 @@ class Rejection:
 
 
 def _age_s(iso: str, now: datetime | None) -> float:
-    then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    then = parse_iso(iso)
     return ((now or datetime.now(UTC)) - then).total_seconds()
 
 

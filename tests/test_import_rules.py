@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # device.corrections: the correction vocabulary and the voided/moved derivation both ends apply (contract-level)
 HUB_MAY_USE_FROM_DEVICE = {
-    "device.contract", "device.errors", "device.config", "device.results", "device.mqtt", "device.clock", "device.corrections",
+    "device.contract", "device.errors", "device.config", "device.mqtt", "device.clock", "device.corrections",
 }
 MODEL_BUILD_MAY_USE_FROM_DEVICE = {
     "device.bundle", "device.imageio", "device.preprocess", "device.crop", "device.errors", "device.operating_point",

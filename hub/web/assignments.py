@@ -12,8 +12,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from device.clock import utc_now_iso
 from device.errors import SonopiError
-from device.results import utc_now_iso
 from hub.web.accounts import Accounts
 from hub.web.db import WebDb
 from hub.web.reviews import Reviews

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from device.clock import utc_now_iso
 from device.errors import SonopiError
-from device.results import utc_now_iso
 from hub.web.db import WebDb
 
 log = logging.getLogger(__name__)
