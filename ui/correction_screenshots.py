@@ -118,7 +118,6 @@ def render(out: Path, size: tuple[int, int]) -> list[str]:
     from PyQt5.QtWidgets import QApplication
 
     from ui import screenshots as shots
-    from ui.layout_check import layout_problems
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     tag = f"{size[0]}x{size[1]}"
@@ -135,11 +134,7 @@ def render(out: Path, size: tuple[int, int]) -> list[str]:
             if window.first_run.isVisible():
                 window.first_run.accept.click()
             for name in correction_scenes(window, exams, shots.spin):
-                path = out / f"{tag}-{name}.png"
-                window.grab().save(str(path))
-                found = [f"{path.name}: {p}" for p in layout_problems(window)]
-                problems.extend(found)
-                log.info("wrote %s%s", path, f" ({len(found)} layout problems)" if found else "")
+                problems.extend(shots.save_scene(window, out / f"{tag}-{name}.png"))
         finally:
             window.shutdown()
             window.deleteLater()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PyQt5.QtWidgets import QApplication  # noqa: E402
+from PyQt5.QtWidgets import QApplication, QWidget  # noqa: E402
 
 from device.config import DeviceConfig, parse_config  # noqa: E402
 from device.crop import Box  # noqa: E402
@@ -296,6 +296,14 @@ def fault_scenes(window: MainWindow) -> Iterator[Scene]:
     yield Scene("faults", window)
 
 
+def save_scene(window: QWidget, path: Path) -> list[str]:
+    """Grab ``window`` into ``path`` and return its layout problems, each prefixed with the file name."""
+    window.grab().save(str(path))
+    found = [f"{path.name}: {p}" for p in layout_problems(window)]
+    log.info("wrote %s%s", path, f" ({len(found)} layout problems)" if found else "")
+    return found
+
+
 def open_window(config: DeviceConfig, size: tuple[int, int]) -> MainWindow:
     window = build_window(config, size)
     window.setFixedSize(*size)
@@ -325,11 +333,7 @@ def render_teach(out: Path, work: Path, size: tuple[int, int], app: QApplication
             window.pin_entry.keypad.keys["OK" if key == "K" else key].click()
         spin_until(lambda: window.stack.currentWidget() is window.settings, what="settings")
         for name in teach_scenes(window, exams, spin, spin_until):
-            path = out / f"{tag}-{name}.png"
-            window.grab().save(str(path))
-            found = [f"{path.name}: {p}" for p in layout_problems(window)]
-            problems.extend(found)
-            log.info("wrote %s%s", path, f" ({len(found)} layout problems)" if found else "")
+            problems.extend(save_scene(window, out / f"{tag}-{name}.png"))
     finally:
         window.shutdown()
         window.deleteLater()
@@ -363,11 +367,7 @@ def render(out: Path, model: Path | None = None) -> list[str]:
                 try:
                     scenes = director(window).scenes() if director else fault_scenes(window)
                     for scene in scenes:
-                        path = out / f"{tag}-{scene.name}.png"
-                        scene.window.grab().save(str(path))
-                        found = [f"{path.name}: {p}" for p in layout_problems(scene.window)]
-                        problems.extend(found)
-                        log.info("wrote %s%s", path, f" ({len(found)} layout problems)" if found else "")
+                        problems.extend(save_scene(scene.window, out / f"{tag}-{scene.name}.png"))
                 finally:
                     window.shutdown()
                     window.deleteLater()
