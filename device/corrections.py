@@ -24,10 +24,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import TypeVar
 
 from device.clock import utc_now_iso
 from device.errors import SonopiError
 from device.results import SIDES
+
+E = TypeVar("E", bound=Enum)
 
 MAX_NOTE = 200  # characters of free text
 MAX_BY = 64  # characters naming who corrected (an operator name or id, when the device knows one)
@@ -172,24 +175,21 @@ def make_correction(
                       note=note.strip(), by=by)
 
 
-def parse_kind(value: CorrectionKind | str) -> CorrectionKind:
-    if isinstance(value, CorrectionKind):
+def _parse(enum: type[E], value: E | str, what: str) -> E:
+    if isinstance(value, enum):
         return value
     try:
-        return CorrectionKind(value)
+        return enum(value)
     except ValueError:
-        raise CorrectionError(f"correction kind {value!r}: must be one of "
-                              f"{', '.join(k.value for k in CorrectionKind)}") from None
+        raise CorrectionError(f"correction {what} {value!r}: must be one of {', '.join(m.value for m in enum)}") from None
+
+
+def parse_kind(value: CorrectionKind | str) -> CorrectionKind:
+    return _parse(CorrectionKind, value, "kind")
 
 
 def parse_reason(value: CorrectionReason | str) -> CorrectionReason:
-    if isinstance(value, CorrectionReason):
-        return value
-    try:
-        return CorrectionReason(value)
-    except ValueError:
-        raise CorrectionError(f"correction reason {value!r}: must be one of "
-                              f"{', '.join(r.value for r in CorrectionReason)}") from None
+    return _parse(CorrectionReason, value, "reason")
 
 
 def check_text(name: str, text: str | None, limit: int) -> None:
