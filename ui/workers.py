@@ -292,6 +292,7 @@ class AnalysisService(QObject):
                  exams: ExamDesk | None = None) -> None:
         super().__init__()
         self.config = config
+        self.options = AnalysisOptions.from_config(config)  # once per configuration, not per frame
         self.exams = exams if exams is not None else ExamDesk()
         self.site_choice: ModelChoice | None = None  # what the default loader chose (device/site_choice.py)
         self._factory = classifier_factory or (lambda: self._load_configured(config))
@@ -316,6 +317,7 @@ class AnalysisService(QObject):
         caller makes sure no exam is open, so one exam's results come from one model."""
         old = self._worker
         self.config = config
+        self.options = AnalysisOptions.from_config(config)
         self._factory = lambda: self._load_configured(config)
         self._analyzer, self.manifest, self.classifier, self.error = None, None, None, None
         self.start()
@@ -349,7 +351,7 @@ class AnalysisService(QObject):
 
     def _options(self, roi: Box | None, heatmap: bool) -> dict:
         """The classifier's options: the configuration's (``AnalysisOptions.from_config``), a drawn ROI instead of its own."""
-        return AnalysisOptions.from_config(self.config).with_roi(roi).classify_kwargs(heatmap)
+        return self.options.with_roi(roi).classify_kwargs(heatmap)
 
     def analyse(self, captured: CapturedFrame, *, roi: Box | None = None, heatmap: bool = True) -> bool:
         """Classify ``captured`` and durably store it under the exam it was captured under; the outcome
