@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
+from device.atomic_file import write_atomic
 from device.decision import (
     DEFAULT_MODE,
     IMPLICIT_LESION_THRESHOLD,
@@ -284,19 +285,10 @@ def write_bundle(path: str | os.PathLike[str], model_bytes: bytes, manifest: Man
     digest = hashlib.sha256(model_bytes).hexdigest()
     manifest = dataclasses.replace(manifest, model_sha256=digest, format_version=FORMAT_VERSION)
     manifest.validate(source=str(root / MANIFEST_FILE))
-    _atomic_write(root / MODEL_FILE, model_bytes)
+    write_atomic(root / MODEL_FILE, model_bytes)
     text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
-    _atomic_write(root / MANIFEST_FILE, text.encode("utf-8"))
+    write_atomic(root / MANIFEST_FILE, text.encode("utf-8"))
     return load_bundle(root)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 # --- parsing and validation -------------------------------------------------------------------
@@ -644,14 +636,14 @@ def edit_bundle(
         if target.name in (MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE) and target.parent == root:
             raise BundleError(f"model bundle {root}: {name} cannot be replaced as a file (use manifest=, or build again)")
         target.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(target, data)
+        write_atomic(target, data)
     if manifest is not None:
         if manifest.model_sha256 != current.manifest.model_sha256:
             raise BundleError(f"model bundle {root}: the edited manifest names another model (a new model is a new build)")
         manifest = dataclasses.replace(manifest, format_version=FORMAT_VERSION)  # written as the current format
         manifest.validate(source=str(root / MANIFEST_FILE))
         text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
-        _atomic_write(root / MANIFEST_FILE, text.encode("utf-8"))
+        write_atomic(root / MANIFEST_FILE, text.encode("utf-8"))
     return load_bundle(root)
 
 

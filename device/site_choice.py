@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device.atomic_file import sync_dir, write_atomic
 from device.bundle import Manifest, ModelBundle
 from device.clock import utc_now_iso
 from device.config import DeviceConfig
@@ -148,17 +148,10 @@ def write_choice(data_dir: Path, choice: SiteChoice) -> Path:
     """Write the record to a temporary file in ``data_dir``, sync it and rename it over the record (a power cut
     leaves the old record or the new one)."""
     file = record_file(data_dir)
-    partial = file.with_name(f".{file.name}.partial")
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(choice.as_dict(), indent=2) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(partial, file)
-        _sync_dir(file.parent)
+        write_atomic(file, (json.dumps(choice.as_dict(), indent=2) + "\n").encode("utf-8"))
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         raise SiteChoiceError(f"{file}: cannot write the site-bundle record ({exc})") from exc
     return file
 
@@ -172,21 +165,8 @@ def clear_choice(data_dir: Path) -> bool:
         return False
     except OSError as exc:
         raise SiteChoiceError(f"{file}: cannot remove the site-bundle record ({exc})") from exc
-    _sync_dir(file.parent)
+    sync_dir(file.parent)
     return True
-
-
-def _sync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def check_site_bundle(path: Path, base: ModelBundle, public_key: Path | None, file: Path) -> ModelBundle:

@@ -19,12 +19,12 @@ import hashlib
 import io
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.atomic_file import write_atomic
 from device.errors import SonopiError
 from device.site_adapt import MIN_NORMALS, MIN_PATIENTS
 from device.store import ResultStore
@@ -76,15 +76,6 @@ def patient_key(patient_ref: str) -> str:
     return "p" + hashlib.sha256(patient_ref.encode("utf-8")).hexdigest()[:12]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(partial, path)
-
-
 class TeachFolder:
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir) / "teach"
@@ -118,7 +109,7 @@ class TeachFolder:
         writer.writerow(FIELDS)
         for m in marks:
             writer.writerow([m.filename, "normal", m.patient_id, m.exam_id, m.result_id, m.marked_at])
-        _write_atomic(self.labels, out.getvalue().encode("utf-8"))
+        write_atomic(self.labels, out.getvalue().encode("utf-8"))
 
     def mark_exam(self, store: ResultStore, exam_id: str, open_exam_id: str | None) -> MarkOutcome:
         """Copy every conclusive frame of the finished exam ``exam_id`` into the teach folder as ``normal``."""
@@ -143,7 +134,7 @@ class TeachFolder:
                 no_frame += 1
                 continue
             filename = f"{record.result_id}.png"
-            _write_atomic(self.cases / filename, png)
+            write_atomic(self.cases / filename, png)
             marks.append(Mark(filename, patient_key(exam.patient_ref), exam_id, record.result_id, now))
             added += 1
         self._save(marks)
@@ -174,7 +165,7 @@ class TeachFolder:
     def set_state(self, base_path: Path, site_path: Path | None) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         data = {"base_path": str(base_path), "site_path": None if site_path is None else str(site_path)}
-        _write_atomic(self.state_file, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+        write_atomic(self.state_file, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
     def new_bundle_dir(self) -> Path:
         self.bundles.mkdir(parents=True, exist_ok=True)
