@@ -80,7 +80,7 @@ model: $(VENV)/.stamp-test
 	@if [ -n "$(wildcard $(STUDY)/out-*/report/external_predictions.csv)" ]; then \
 	  $(PY) -m model_build modes $(foreach f,$(STUDY_FOLDS),--fold $(f)) --bundle build/model --write; \
 	else echo "model: no leave-one-source-out study in $(STUDY): build/model has no validated modes (make model-study first)"; fi
-	@if [ -f "$(SIGNING_KEY)" ]; then $(PY) -m device.signing sign build/model --key "$(SIGNING_KEY)"; \
+	@if [ -f "$(SIGNING_KEY)" ]; then $(PY) -m device.model.signing sign build/model --key "$(SIGNING_KEY)"; \
 	else echo "model: build/model NOT signed ($(SIGNING_KEY) missing: make keys, or SIGNING_KEY=...)"; fi
 
 # Each part adds its own `screenshots: screenshots-<part>` line; `make screenshots` renders them all.
@@ -113,10 +113,10 @@ $(VENV)/.stamp-deploy: pyproject.toml | $(PY)
 	touch $@
 
 keys: $(VENV)/.stamp-device
-	$(PY) -m device.signing keygen --out "$(KEYS_DIR)"
+	$(PY) -m device.model.signing keygen --out "$(KEYS_DIR)"
 
 sign-model: $(VENV)/.stamp-device
-	$(PY) -m device.signing sign "$(MODEL)" --key "$(SIGNING_KEY)"
+	$(PY) -m device.model.signing sign "$(MODEL)" --key "$(SIGNING_KEY)"
 
 wheels: $(DEPLOY_STAMP)
 	PYTHON=$(abspath $(PY)) deploy/fetch-wheels.sh "$(WHEELS)"

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.bench_web import seed
-from device.contract import CorrectionMessage
-from device.corrections import CorrectionKind, CorrectionReason, Place, new_correction_id
+from device.link.contract import CorrectionMessage
+from device.link.corrections import CorrectionKind, CorrectionReason, Place, new_correction_id
 from hub.store import HubStore
 from hub.web.corrections_view import exam_corrections, trails
 from hub.web.db import WebDb

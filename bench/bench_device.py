@@ -52,8 +52,8 @@ def frame_files(count: int, scratch: Path) -> list[Path]:
 
 
 def bench_compute(model: Path, threads: int, frames: list[np.ndarray], repeats: int) -> dict[str, float]:
-    from device.bundle import load_bundle
     from device.engine import Classifier
+    from device.model.bundle import load_bundle
 
     classifier = Classifier(load_bundle(model), threads=threads)
     interpreter = classifier.runner.interpreter
@@ -78,8 +78,8 @@ def bench_prepare(model: Path, frames: list[np.ndarray], repeats: int) -> dict[s
     """``preprocess.prepare`` alone with the bundle's spec, platform-exact vs OpenCV resampling, interleaved."""
     import dataclasses
 
-    from device.bundle import Resampling, load_bundle
-    from device.preprocess import prepare
+    from device.model.bundle import Resampling, load_bundle
+    from device.model.preprocess import prepare
     from device.selftest import synthetic_suite
 
     spec = load_bundle(model).manifest.input
@@ -96,11 +96,11 @@ def bench_prepare(model: Path, frames: list[np.ndarray], repeats: int) -> dict[s
 
 
 def bench_decode_and_store(model: Path, files: list[Path], scratch: Path) -> dict[str, float]:
-    from device.bundle import load_bundle
+    from device.analysis import Analyzer
     from device.config import parse_config
     from device.engine import Classifier
     from device.imageio import decode_image_file
-    from device.pipeline import Analyzer
+    from device.model.bundle import load_bundle
     from device.sources.base import Frame
     from device.store import ResultStore
 
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=300)
     args = parser.parse_args()
-    from device.bundle import load_bundle
+    from device.model.bundle import load_bundle
 
     manifest = load_bundle(args.model).manifest
     print(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")

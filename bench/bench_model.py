@@ -56,9 +56,9 @@ def _time(fn, frame) -> float:
 def main(argv: list[str] | None = None) -> int:
     import tempfile
 
-    from device.bundle import load_bundle
     from device.engine import Classifier
     from device.imageio import decode_image_file
+    from device.model.bundle import load_bundle
 
     p = argparse.ArgumentParser(prog="python -m bench.bench_model")
     p.add_argument("--model", type=Path, default=REPO / "models" / "sonopi-lite0")

@@ -101,9 +101,9 @@ def study(model: Path, seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> int:
     import numpy as np
 
     from device import site_adapt as sa
-    from device.bundle import load_bundle
     from device.engine import Classifier
     from device.head import HEAD_DATA_FILE, HeadData
+    from device.model.bundle import load_bundle
     from tests.site_cases import site_samples, split_patients, write_cases
 
     samples = site_samples(DATASETS)

@@ -63,7 +63,7 @@ def build_stand_in(out: Path) -> Path:
     import keras
     import numpy as np
 
-    from device.bundle import InputSpec, Manifest, OutputSpec, QualitySpec, write_bundle
+    from device.model.bundle import InputSpec, Manifest, OutputSpec, QualitySpec, write_bundle
     from model_build.export import convert_int8
 
     inp = keras.Input((224, 224, 3), dtype="float32", name="image")

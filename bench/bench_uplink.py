@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from device.contract import ResultMessage
+from device.link.uplink.outbox import message_from_record
 from hub.store import HubStore
 from tests.mqtt_broker import MosquittoBroker, PostgresServer, postgres_bindir, wait_for
 from tests.test_hub_poison import HubProcess
@@ -133,7 +133,7 @@ def _stored_by(hub: HubProcess) -> int:
 
 
 def ingest(target: str, n: int, batch: int) -> None:
-    messages = [ResultMessage.from_record(replace(make_record("site-a", "dev-1", i), seq=i + 1), historical=False,
+    messages = [message_from_record(replace(make_record("site-a", "dev-1", i), seq=i + 1), historical=False,
                                           prev_result_id=None) for i in range(n)]
     with HubStore.open(target) as store:
         t0 = time.perf_counter()

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from device.errors import BundleError  # noqa: E402
-from device.signing import load_public_key, verify_bundle  # noqa: E402
+from device.model.signing import load_public_key, verify_bundle  # noqa: E402
 
 log = logging.getLogger("build_release")
 PACKAGES = ("device", "ui", "hub")

@@ -241,7 +241,7 @@ def signed_model(lay: Layout, model: Path, public_key: Path | None) -> tuple[Pat
     """The bundle and the key to verify it. A bundle signed for ``public_key`` is used as is; otherwise a
     copy is signed with a throwaway key kept in build/aarch64/keys (same key, same bytes, same release id)."""
     from device.errors import BundleError
-    from device.signing import generate_keypair, load_private_key, load_public_key, sign_bundle, verify_bundle
+    from device.model.signing import generate_keypair, load_private_key, load_public_key, sign_bundle, verify_bundle
 
     if public_key and public_key.is_file():
         try:

@@ -239,7 +239,7 @@ def mode_summary(classifier: Classifier) -> dict[str, Any]:
 
 
 def _classify_command(args: argparse.Namespace, config: DeviceConfig) -> int:
-    from device.pipeline import load_classifier
+    from device.analysis import load_classifier
 
     classifier = load_classifier(config, args.model)
     failures = 0
@@ -267,7 +267,7 @@ def _print_classification(output: dict[str, Any], as_json: bool) -> None:
 
 
 def _site_check_command(args: argparse.Namespace, config: DeviceConfig) -> int:
-    from device.pipeline import load_classifier
+    from device.analysis import load_classifier
     from device.site_check import Scored, check_site, read_cases, report_text
 
     if not (0.5 <= args.target_sensitivity < 1.0 and 0.0 <= args.confidence < 1.0):
@@ -291,7 +291,7 @@ def _site_check_command(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 
 def _selftest_command(args: argparse.Namespace, config: DeviceConfig) -> int:
-    from device.pipeline import load_classifier, load_configured
+    from device.analysis import load_classifier, load_configured
     from device.selftest import Status, run_selftest
     from device.site_choice import ModelChoice
 
@@ -317,11 +317,11 @@ def _selftest_command(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 
 def _run_command(args: argparse.Namespace, config: DeviceConfig) -> int:
-    from device.pipeline import Analyzer, install_stop_handlers, load_classifier, run_capture
+    from device.analysis import Analyzer, install_stop_handlers, load_classifier, run_capture
+    from device.link.uplink.heartbeat import write_source_state
     from device.source_state import SourceStateReporter
     from device.sources import open_source
     from device.store import ResultStore
-    from device.uplink.heartbeat import write_source_state
 
     spec = args.source or config.source.spec
     if config.model.public_key is None:
@@ -474,7 +474,7 @@ def _history_command(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 
 def _correct_command(args: argparse.Namespace, config: DeviceConfig) -> int:
-    from device.corrections import CorrectionKind, Place, make_correction
+    from device.link.corrections import CorrectionKind, Place, make_correction
     from device.store import ResultStore
 
     kind = CorrectionKind.VOID if args.void else CorrectionKind.MOVE
@@ -520,7 +520,7 @@ def _export_command(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 
 def _uplink_command(args: argparse.Namespace, config: DeviceConfig) -> int:
-    from device.uplink.service import run
+    from device.link.uplink.service import run
 
     return run(config, args.broker)
 
@@ -549,7 +549,7 @@ def _add_site_adapt_parser(commands: Any, common: argparse.ArgumentParser) -> No
 def _site_adapt_command(args: argparse.Namespace, config: DeviceConfig) -> int:
     """``device site-adapt``: docs/device.md, "Site onboarding"; the procedure is device/site_adapt.py."""
     from device import site_adapt
-    from device.pipeline import load_classifier
+    from device.analysis import load_classifier
 
     classifier = load_classifier(config, args.model or config.model.path)  # the base: never the chosen site bundle
     tty = sys.stderr.isatty()

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from device import resample
-from device.bundle import Resampling
 from device.imageio import to_grey
+from device.model import resample
+from device.model.bundle import Resampling
 
 _WORK_SIDE = 256  # detection runs on a copy scaled to this size: cheap per frame
 _MIN_AREA_FRACTION = 0.08  # a smaller region is not trusted: use the whole frame

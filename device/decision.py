@@ -9,7 +9,7 @@ Two questions, asked separately:
 Categories, in order of concern: ``no_lesion`` < ``low_suspicion`` < ``suspicious``; ``inconclusive`` when the
 quality gate objected. The label is derived from the category (``no_lesion`` -> normal, ``low_suspicion`` ->
 benign, ``suspicious`` -> malignant), so it can never contradict ``p_malignant`` and the threshold.
-The bundle's side of it (``decision`` in manifest format 3) is :class:`device.bundle.DecisionSpec`;
+The bundle's side of it (``decision`` in manifest format 3) is :class:`device.model.bundle.DecisionSpec`;
 docs/model-bundle.md documents both.
 """
 
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from device.errors import ConfigError
 
-if TYPE_CHECKING:  # device.bundle imports this module for the enums
-    from device.bundle import DecisionSpec
+if TYPE_CHECKING:  # device.model.bundle imports this module for the enums
+    from device.model.bundle import DecisionSpec
 
 MALIGNANT = "malignant"
 NORMAL = "normal"

@@ -18,12 +18,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from device.bundle import ModelBundle
 from device.crop import Box
 from device.decision import MALIGNANT, Category, Decision, Mode, applied_threshold, decide
 from device.errors import BundleError
+from device.model.bundle import ModelBundle
+from device.model.preprocess import Placement, prepare
 from device.model.runtime import ModelRunner, probabilities
-from device.preprocess import Placement, prepare
 from device.quality import QualityLimits, confidence_problems, image_problems
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ requantization of the pooled vector and the dense layer inside the model). A *si
 (``device site-adapt``, device/site_adapt.py) keeps the model and carries a refitted head in its manifest
 (``head``); the engine then computes the logits from the pooled feature map through it.
 
-Two things are defined here, once, for ``device/bundle.py``, the engine, ``device site-adapt`` and
+Two things are defined here, once, for ``device/model/bundle.py``, the engine, ``device site-adapt`` and
 ``model_build/head_data.py``:
 
 * :class:`HeadSpec` — the manifest's ``head`` section (``weights`` ``[C][K]``, ``bias`` ``[K]``, the ``base``

@@ -20,7 +20,6 @@ if TYPE_CHECKING:  # the hub imports this module through the contract: no frame 
 
 log = logging.getLogger(__name__)
 
-SIDES = ("L", "R")
 DELIVERY_STATES = ("stored", "sent", "acked")  # on device / sent to hub / received by hub
 
 

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from device.bundle import (
+from device.errors import ImageDecodeError, SonopiError
+from device.model.bundle import (
     InputSpec,
     ModelBundle,
     ReferenceSpec,
@@ -43,8 +44,7 @@ from device.bundle import (
     edit_bundle,
     load_bundle,
 )
-from device.errors import ImageDecodeError, SonopiError
-from device.preprocess import prepare
+from device.model.preprocess import prepare
 
 if TYPE_CHECKING:
     from device.engine import Classifier
@@ -163,7 +163,7 @@ def compute_reference(classifier: Classifier, frame_png: bytes, frame_name: str 
 
 def record_reference(bundle_dir: str | os.PathLike[str]) -> ModelBundle:
     """Write the reference frame into a bundle and record what this machine's runner computes on it
-    (``device.bundle.edit_bundle``: an unsigned bundle only — sign it afterwards)."""
+    (``device.model.bundle.edit_bundle``: an unsigned bundle only — sign it afterwards)."""
     from device.engine import Classifier
 
     frame_png = reference_frame_png()

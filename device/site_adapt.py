@@ -9,7 +9,7 @@ model file, the refitted head in the manifest (``head``), version ``<base versio
 The procedure (docs/device.md, "Site onboarding"), all numpy, no TensorFlow:
 
 1. read ``CASES/labels.csv`` (``filename,label[,patient_id]``, as ``site-check`` reads it); decode each image as
-   ``classify`` does (``device.preprocess.prepare``), drop frames the quality gate refuses, and keep each image's
+   ``classify`` does (``device.model.preprocess.prepare``), drop frames the quality gate refuses, and keep each image's
    pooled features and a few image statistics;
 2. guards: at least :data:`MIN_NORMALS` normal images (and :data:`MIN_PATIENTS` patients when ids are given);
    refuse a folder where several images stand far apart from the rest in contrast and speckle grain
@@ -60,12 +60,12 @@ from typing import Any
 import numpy as np
 
 from device.analysis import AnalysisOptions
-from device.bundle import ModelBundle
 from device.decision import MALIGNANT, NORMAL, Category, categorise
 from device.errors import ImageDecodeError, SonopiError, SourceError
 from device.head import HEAD_DATA_FILE, HeadData, pool_features
-from device.operating_point import robust_threshold, sensitivity_specificity
-from device.preprocess import prepare
+from device.model.bundle import ModelBundle
+from device.model.operating_point import robust_threshold, sensitivity_specificity
+from device.model.preprocess import prepare
 from device.quality import image_problems
 from device.site_check import LABELS_FILE, MIN_MALIGNANT, SiteCheckError, read_cases
 
@@ -164,7 +164,7 @@ def read_site_data(
 ) -> SiteData:
     """Every case as ``classify`` sees it under ``options`` (``AnalysisOptions.from_config``): decoded
     (``device.sources.files``; a multi-frame file gives its first or ``options.dicom_frame``), cropped (auto-crop,
-    the configured ROI) and prepared (``device.preprocess.prepare``), through the model's feature map.
+    the configured ROI) and prepared (``device.model.preprocess.prepare``), through the model's feature map.
     A case the quality gate refuses (blank, colour, too small) is left out and reported."""
     spec = classifier.manifest.input
     kept: list[SiteCase] = []
@@ -647,7 +647,7 @@ def _site_temperature(held_logits: np.ndarray, held_y: np.ndarray, site_logits: 
 
 def _site_thresholds(spec: Any, p: np.ndarray, y: np.ndarray, labels: tuple[str, ...], rule: Rule) -> dict[str, Any] | None:
     """With at least MIN_MALIGNANT biopsy-proven cancers among the site's cases: the malignant threshold that keeps
-    TARGET_SENSITIVITY on them in CONFIDENCE of resamples (device.operating_point, as ``site-check``), under the
+    TARGET_SENSITIVITY on them in CONFIDENCE of resamples (device.model.operating_point, as ``site-check``), under the
     refitted head; each operating mode gets the lower of its own and that one (so their order holds). Chosen on
     all the site's cancers (the figures next to it are on the same cases, not held out). None with fewer."""
     malignant = y == labels.index(MALIGNANT)
@@ -795,15 +795,15 @@ def site_card(base: ModelBundle, manifest: Any, adaptation: Adaptation, signing:
 def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site_key: Path | None = None) -> ModelBundle:
     """Write the site bundle to ``out`` (refused when it exists and is not empty): the base model file, a manifest
     with the head, a reference frame recomputed through the head (``device selftest`` checks it), the report and
-    card; signed with ``site_key`` (an Ed25519 private key, device.signing) or marked ``unsigned-site``."""
+    card; signed with ``site_key`` (an Ed25519 private key, device.model.signing) or marked ``unsigned-site``."""
     import os
     import shutil
 
-    from device.bundle import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, edit_bundle, load_bundle, write_bundle
     from device.engine import Classifier
     from device.head import SIGNING_UNSIGNED, BaseIdentity, HeadSpec
+    from device.model.bundle import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, edit_bundle, load_bundle, write_bundle
+    from device.model.signing import key_id, load_private_key, sign_bundle
     from device.selftest import compute_reference
-    from device.signing import key_id, load_private_key, sign_bundle
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SiteAdaptError(f"{out}: exists and is not an empty directory; choose a new --out")
@@ -811,7 +811,7 @@ def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site
     signing = f"site key {key_id(private.public_key())}" if private is not None else SIGNING_UNSIGNED
     m = base.manifest
     version = f"{m.version}+site-{adaptation.short_hash()}"
-    if len(version) > MAX_VERSION_LENGTH:  # results carry it to the hub (device/schemas/result.schema.json)
+    if len(version) > MAX_VERSION_LENGTH:  # results carry it to the hub (device/link/schemas/result.schema.json)
         raise SiteAdaptError(f"site bundle version {version!r} would be {len(version)} characters; results allow "
                              f"{MAX_VERSION_LENGTH} — give the base bundle a shorter version")
     site = {"data_sha256": adaptation.data_sha256, "counts": adaptation.counts, "patients": adaptation.patients,

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from device.errors import SonopiError
-from device.operating_point import robust_threshold, sensitivity_specificity
+from device.model.operating_point import robust_threshold, sensitivity_specificity
 
 log = logging.getLogger(__name__)
 

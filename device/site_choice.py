@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from device.atomic_file import sync_dir, write_atomic
-from device.bundle import Manifest, ModelBundle
 from device.clock import utc_now_iso
 from device.config import DeviceConfig
 from device.errors import SonopiError
-from device.signing import load_verified_bundle
+from device.model.bundle import Manifest, ModelBundle
+from device.model.signing import load_verified_bundle
 
 log = logging.getLogger(__name__)
 

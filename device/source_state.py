@@ -2,7 +2,7 @@
 source is gone (docs/mqtt.md, heartbeat ``source_state``).
 
 The device application (``device run``, the touchscreen) reports what it sees; the uplink, another process, reads
-it from the store (``device.uplink.heartbeat.read_source_state``) and ignores a report older than
+it from the store (``device.link.uplink.heartbeat.read_source_state``) and ignores a report older than
 ``SOURCE_STATE_STALE_S`` — so the reporter writes on every change and again every ``refresh_s`` while nothing
 changes, and otherwise writes nothing (calling it per frame costs a comparison).
 """
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
-from device.uplink.heartbeat import SOURCE_STATE_STALE_S
+from device.link.uplink.heartbeat import SOURCE_STATE_STALE_S
 
 REFRESH_S = SOURCE_STATE_STALE_S / 5  # well inside the staleness window
 

@@ -8,7 +8,7 @@
   it reads as ``delivery = "rejected: <reason>"``, leaves the backlog and is never sent again.
 * Disk full / read-only filesystem / corruption raise :class:`StoreError`; earlier results stay intact.
 * A stored result is never overwritten (a trigger refuses it): a clinician's void or move is a row in the append-only
-  ``corrections`` table (device/corrections.py), delivered to the hub like results (its own outbox columns); the
+  ``corrections`` table (device/link/corrections.py), delivered to the hub like results (its own outbox columns); the
   result's effective placement is derived from them (:meth:`ResultStore.placements`).
 
 One connection per ``ResultStore``, guarded by a lock, so UI, pipeline and worker threads can share it.
@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from device.clock import to_iso, utc_now_iso
-from device.corrections import (
+from device.errors import StoreError
+from device.link.corrections import (
     Correction,
     CorrectionError,
     CorrectionKind,
@@ -41,7 +42,6 @@ from device.corrections import (
     check_correction,
     effective_placement,
 )
-from device.errors import StoreError
 from device.results import Exam, ResultRecord
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ CREATE TABLE IF NOT EXISTS corrections (
 );
 CREATE INDEX IF NOT EXISTS corrections_result ON corrections (result_id, seq);
 CREATE INDEX IF NOT EXISTS corrections_outbox ON corrections (delivery, seq) WHERE delivery != 'acked';
--- Never an overwrite (device/corrections.py): a result's attribution and findings, and a correction's content,
+-- Never an overwrite (device/link/corrections.py): a result's attribution and findings, and a correction's content,
 -- cannot be changed once stored, and a correction cannot be deleted; only the delivery columns move.
 CREATE TRIGGER IF NOT EXISTS results_never_overwritten BEFORE UPDATE OF result_id, created_at, device_id, site,
     exam_id, patient_ref, side, clock, age, label, category, p_malignant, inconclusive, probabilities ON results
@@ -418,7 +418,7 @@ class ResultStore:
         params.append(limit)
         return [Exam(*row) for row in self._query(sql, params)]
 
-    # --- corrections (device/corrections.py): append-only, delivered like results ---------------------
+    # --- corrections (device/link/corrections.py): append-only, delivered like results ---------------------
 
     def add_correction(self, correction: Correction) -> Correction:
         """Check a correction against its result's current placement and the target exam, and store it, in one

@@ -21,8 +21,8 @@ import time
 from collections.abc import Iterable
 from typing import IO, Any
 
-from device.corrections import Placement, State
 from device.errors import SonopiError
+from device.link.corrections import Placement, State
 from hub.config import DEFAULT_TOML, HubConfig, load_hub_config
 from hub.store import RECONNECT_MAX_S, RECONNECT_MIN_S, DatabaseUnavailable, HubStore, StoredResult
 from hub.web import cli as web_cli

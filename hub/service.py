@@ -27,7 +27,7 @@
 * A rejected result whose ``result_id`` can be read is also answered with a **nack** on the sending
   device's ack topic (reason and detail): the device parks it and delivers the results after it, instead
   of re-sending it forever while its successors wait (deferred) behind it.
-* A **correction** (a result voided or moved, device/corrections.py) is stored idempotently, one per
+* A **correction** (a result voided or moved, device/link/corrections.py) is stored idempotently, one per
   transaction, after the batch's results: a redelivery is a duplicate (acked again), another content under its
   correction_id a ``duplicate_conflict``; one whose predecessor (``prev_correction_id``) is not stored yet is
   deferred like a result. One for a result the hub does not have (``unknown_result``), of another device's result
@@ -52,7 +52,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from device.clock import to_iso, utc_now_iso
-from device.contract import (
+from device.link.contract import (
     CONTENT_FIELDS,
     CORRECTION_CONTENT_FIELDS,
     DEVICE_SUBSCRIPTIONS,
@@ -82,7 +82,7 @@ from device.contract import (
     result_id_of,
     topic,
 )
-from device.mqtt import BrokerAddress, client_id_for, new_client
+from device.link.mqtt import BrokerAddress, client_id_for, new_client
 from hub.config import HubConfig
 from hub.store import Added, HubStore, HubStoreError, UnstorableError
 

@@ -20,7 +20,7 @@ Stable API (used by ``hub serve``, the operator CLI and the web console ``hub/we
     store.record_rejection(reason, detail, topic, site=, device_id=); store.rejections() -> list[Rejection]
     store.add_correction(CorrectionMessage) -> bool   # idempotent on correction_id; True = newly stored
     store.corrections_by_id([...]) -> dict[str, StoredCorrection]; store.corrections_for([result_id, ...])
-    store.placements([StoredResult, ...]) -> dict[str, Placement]   # valid / voided / moved (device/corrections.py)
+    store.placements([StoredResult, ...]) -> dict[str, Placement]   # valid / voided / moved (device/link/corrections.py)
     store.corrections_into(exam_id) -> list[StoredCorrection]       # moves into an exam
     NOT_VOIDED  # an SQL condition on results.result_id: the result has no void (the needs-attention queue)
 """
@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from device.clock import parse_iso, utc_now_iso
-from device.contract import CorrectionMessage, HeartbeatMessage, ResultMessage, StatusMessage
-from device.corrections import Correction, CorrectionKind, CorrectionReason, Place, Placement, effective_placement
 from device.errors import SonopiError
+from device.link.contract import CorrectionMessage, HeartbeatMessage, ResultMessage, StatusMessage
+from device.link.corrections import Correction, CorrectionKind, CorrectionReason, Place, Placement, effective_placement
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def _schema(pg: bool) -> list[str]:
             received_at    TEXT NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS waiting_results_device ON waiting_results (site, device_id, seq)",
-        # A clinician's void or move of a result (device/corrections.py): append-only, never an update of results.
+        # A clinician's void or move of a result (device/link/corrections.py): append-only, never an update of results.
         f"""CREATE TABLE IF NOT EXISTS corrections (
             id                 {ident},
             correction_id      TEXT NOT NULL UNIQUE,

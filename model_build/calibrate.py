@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from device.model.operating_point import robust_threshold
 from device.model.runtime import softmax  # the device's rule, so a threshold means the same there
-from device.operating_point import robust_threshold
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from device.bundle import Manifest
+from device.model.bundle import Manifest
 
 
 def _ci(entry: dict[str, Any] | None) -> str:

@@ -5,7 +5,7 @@
 * CSV: ``<root>/labels.csv`` (or the only ``*.csv``) with ``filename,label[,patient_id,...]``; images
   are looked up in ``<root>/images/`` then ``<root>/``.
 
-Pixels go through ``device.imageio.decode_image_file`` and ``device.preprocess.prepare``, so
+Pixels go through ``device.imageio.decode_image_file`` and ``device.model.preprocess.prepare``, so
 training sees what the device feeds the model. Unreadable files are collected as :class:`BadFile`
 records (or raise with ``strict``).
 """
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from device.bundle import InputSpec
 from device.errors import ImageDecodeError
 from device.imageio import IMAGE_SUFFIXES, decode_image_file
-from device.preprocess import prepare
+from device.model.bundle import InputSpec
+from device.model.preprocess import prepare
 from model_build.lesion_views import derive_views
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def order_labels(labels: set[str]) -> tuple[str, ...]:
 
 def decode_sample(sample: Sample, spec: InputSpec, auto_crop: bool = True) -> np.ndarray:
     """File -> model-size grey pixels, exactly as ``python -m device classify`` does it:
-    decode, crop to the detected scan region (``device.crop``), letterbox (``device.preprocess``)."""
+    decode, crop to the detected scan region (``device.crop``), letterbox (``device.model.preprocess``)."""
     frame = decode_image_file(sample.path)
     if sample.region is not None:
         x0, y0, x1, y1 = sample.region

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from device.operating_point import sensitivity_specificity
+from device.model.operating_point import sensitivity_specificity
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from device.bundle import InputSpec
+from device.model.bundle import InputSpec
 from device.model.runtime import ModelRunner, TensorNames, load_interpreter_class
 from model_build.calibrate import softmax
 

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from device.bundle import ModelBundle, edit_bundle, load_bundle
 from device.engine import Classifier
 from device.errors import BundleError
 from device.head import (
@@ -39,6 +38,7 @@ from device.head import (
     pool_features,
     principal_basis,
 )
+from device.model.bundle import ModelBundle, edit_bundle, load_bundle
 from model_build.data import DatasetError, Sample, decode_sample
 from model_build.rescore import RescoreError, find_samples, read_split_rows
 

@@ -31,7 +31,7 @@ from model_build.evaluate import binary_auc, grouped_bootstrap
 from model_build.lesion_views import LESION_FREE
 
 if TYPE_CHECKING:
-    from device.bundle import ModelBundle
+    from device.model.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> ModelBundle:
     import hashlib
     import json
 
-    from device.bundle import Manifest, edit_bundle, load_bundle
+    from device.model.bundle import Manifest, edit_bundle, load_bundle
     from model_build.card import model_card_text
 
     bundle = load_bundle(bundle_dir)
@@ -307,7 +307,7 @@ def score_sources(bundle_dir: Path, roots: Sequence[Path], out_dir: Path) -> Pat
 
     For a source the bundle never trained on, this *is* a held-out fold: e.g. an older bundle on a newer
     source, to compare recipes on the same unseen images. Writes ``out_dir/report/external_predictions.csv``."""
-    from device.bundle import load_bundle
+    from device.model.bundle import load_bundle
     from device.model.runtime import bundle_probabilities
     from model_build.data import decode_sample, scan_source
     from model_build.lesion_views import LESION_CENTRED

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from device.bundle import CamSpec, InputSpec, Manifest, ModelBundle, Normalization, OutputSpec, QualitySpec, write_bundle
+from device.model.bundle import CamSpec, InputSpec, Manifest, ModelBundle, Normalization, OutputSpec, QualitySpec, write_bundle
 from device.selftest import record_reference
 from model_build import calibrate, evaluate, export, reader, shortcut, split
 from model_build.card import write_model_card

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from device.bundle import edit_bundle, load_bundle
-from device.operating_point import max_threshold, sensitivity_specificity
+from device.model.bundle import edit_bundle, load_bundle
+from device.model.operating_point import max_threshold, sensitivity_specificity
 from model_build.card import model_card_text
 from model_build.data import Sample
 from model_build.evaluate import binary_auc, grouped_bootstrap
@@ -186,7 +186,7 @@ def compare_bundle(bundle_dir: Path, roots: Sequence[str | os.PathLike[str]], n_
 
 def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> None:
     """Add the comparison to ``report/metrics.json`` and rewrite ``MODEL_CARD.md`` from the bundle's own records,
-    through ``device.bundle.edit_bundle`` (a signed bundle is refused; the model and manifest are not touched)."""
+    through ``device.model.bundle.edit_bundle`` (a signed bundle is refused; the model and manifest are not touched)."""
     bundle = load_bundle(bundle_dir)
     metrics_path = bundle.path / "report" / "metrics.json"
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.bundle import ModelBundle
+from device.model.bundle import ModelBundle
 from device.model.runtime import bundle_probabilities
 from model_build.data import DatasetError, Sample, decode_sample, scan_source
 from model_build.split import relative_name

@@ -12,7 +12,7 @@ resamplings and reports, image by image and in aggregate, what changed:
   int8 probabilities under each resampling — the float model the build calibrated on is not in a
   bundle, so this shows how far the preprocessing alone moves the rule's answer.
 
-``--write`` then switches the bundle to the new resampling through ``device.bundle.edit_bundle``:
+``--write`` then switches the bundle to the new resampling through ``device.model.bundle.edit_bundle``:
 its version gains ``+<resampling>`` (same model file, new pixels: results must be told apart), the
 manifest's headline metrics become the re-scored ones, ``report/metrics.json`` keeps the
 as-built test figures beside them, the card is rewritten, and a reference frame for ``device
@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from device.bundle import Manifest, ModelBundle, Resampling, edit_bundle, load_bundle
 from device.engine import Classifier, decide_label
 from device.imageio import decode_image_file
-from device.preprocess import prepare
+from device.model.bundle import Manifest, ModelBundle, Resampling, edit_bundle, load_bundle
+from device.model.preprocess import prepare
 from device.selftest import record_reference
 from model_build import calibrate, evaluate
 from model_build.card import model_card_text

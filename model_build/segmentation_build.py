@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from device.bundle import InputSpec
+from device.model.bundle import InputSpec
 from model_build.export import identify_outputs, int8_runner
 from model_build.segmentation import SegTrainConfig, build_segmenter, check_resolution, export_model, predict_float, train_segmenter
 from model_build.segmentation_data import SegData, SegSplit, load_segmentation, split_segmentation

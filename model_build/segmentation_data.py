@@ -6,7 +6,7 @@ BUSI ships without masks: only its normal scans are used, as empty masks. Normal
 lesion-free views cut from lesion images (:mod:`model_build.lesion_views`) are empty masks; lesion images
 without a mask file are left out (counted, logged).
 
-Geometry: the image goes through ``device.preprocess.prepare`` exactly as on the device; its mask is cut by the
+Geometry: the image goes through ``device.model.preprocess.prepare`` exactly as on the device; its mask is cut by the
 same crop box (found on the image), resized to the same placement inside the letterbox (area-averaged, then
 thresholded at one half) and put at the same offset. So mask pixel ``(y, x)`` of the model input is the lesion
 or not at the image pixel the model sees there.
@@ -23,10 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.bundle import InputSpec
 from device.errors import ImageDecodeError
 from device.imageio import decode_image_file
-from device.preprocess import Prepared, prepare
+from device.model.bundle import InputSpec
+from device.model.preprocess import Prepared, prepare
 from model_build.data import BadFile, DatasetError, LoadedData, Sample, order_labels, scan_source
 from model_build.lesion_views import LESION_FREE, mask_path, read_mask
 from model_build.split import HoldOutRule, SplitAssignment, assign_groups, check_no_leak, hold_out, split_groups

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from device.bundle import load_bundle
 from device.decision import MALIGNANT, Category, Mode, decide
 from device.lesions import ViewRule, combine_views
+from device.model.bundle import load_bundle
 from model_build.evaluate import binary_auc, grouped_bootstrap
 from model_build.rescore import RescoreError, score_test_split
 

@@ -27,7 +27,7 @@ def tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def tiny_bundle(tiny_bundle_dir: Path):
-    from device.bundle import load_bundle
+    from device.model.bundle import load_bundle
 
     return load_bundle(tiny_bundle_dir)
 

@@ -219,7 +219,7 @@ def device_uplink_command() -> list[str]:
     cli = REPO / "device" / "cli.py"
     if cli.is_file() and "uplink" in cli.read_text(encoding="utf-8"):
         return [sys.executable, "-m", "device", "uplink"]
-    return [sys.executable, "-m", "device.uplink"]
+    return [sys.executable, "-m", "device.link.uplink"]
 
 
 def start_process(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:

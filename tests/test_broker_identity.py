@@ -24,7 +24,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from device.contract import ResultMessage, encode_result, topic
+from device.link.contract import ResultMessage, encode_result, topic
+from device.link.uplink.outbox import message_from_record
 from tests.mqtt_broker import REPO, MosquittoBroker, free_port, wait_for
 from tests.test_hub_security import pki  # noqa: F401  (the fixture: the script's CA, hub and devices A, B)
 from tests.test_uplink import Device, Hub, backlog_empty, drained_and_delivered, make_record, shut_down
@@ -112,7 +113,7 @@ class Attacker:
 
 def message(device: tuple[str, str], i: int, seq: int) -> ResultMessage:
     record = replace(make_record(*device, i), seq=seq)
-    return ResultMessage.from_record(record, historical=False, prev_result_id=None)
+    return message_from_record(record, historical=False, prev_result_id=None)
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from device.bundle import FORMAT_VERSION, Manifest, load_bundle
 from device.engine import Classifier
 from device.errors import BundleError
+from device.model.bundle import FORMAT_VERSION, Manifest, load_bundle
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -90,7 +90,7 @@ def test_missing_files_and_bad_json(tiny_bundle_dir: Path, tmp_path: Path) -> No
 
 def test_corrupted_model_with_matching_sha_is_refused_at_load(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     """A truncated model whose manifest was re-hashed (e.g. a broken export) fails when the interpreter loads it."""
-    from device.bundle import sha256_file
+    from device.model.bundle import sha256_file
 
     bundle = _copy(tiny_bundle_dir, tmp_path / "b")
     model = bundle / "model.tflite"

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from device.bundle import FORMAT_VERSION, READABLE_FORMAT_VERSIONS, DecisionSpec, Manifest, ModelBundle, edit_bundle, load_bundle
 from device.decision import IMPLICIT_LESION_THRESHOLD, Mode
 from device.errors import BundleError
+from device.model.bundle import FORMAT_VERSION, READABLE_FORMAT_VERSIONS, DecisionSpec, Manifest, ModelBundle, edit_bundle, load_bundle
 
 TEST_FIGURES = "test fixture figures, not a validation"  # the values below are made up for the tests
 

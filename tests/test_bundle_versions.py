@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from device.bundle import FORMAT_VERSION, ReferenceSpec, Resampling, edit_bundle, load_bundle
 from device.errors import BundleError
-from device.signing import generate_keypair, load_private_key, sign_bundle
+from device.model.bundle import FORMAT_VERSION, ReferenceSpec, Resampling, edit_bundle, load_bundle
+from device.model.signing import generate_keypair, load_private_key, sign_bundle
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -97,7 +97,7 @@ def test_run_with_bad_source(tiny_bundle_dir: Path, tmp_path: Path, spec: str) -
 def test_configured_public_key_requires_a_signed_bundle(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     import shutil
 
-    from device.signing import generate_keypair, load_private_key, sign_bundle
+    from device.model.signing import generate_keypair, load_private_key, sign_bundle
 
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle_dir, bundle)

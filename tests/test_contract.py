@@ -11,11 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device import contract
-from device.contract import (
+from device.link import contract
+from device.link.contract import (
     MAX_BYTES,
     ContractError,
-    ResultMessage,
     decode_ack,
     decode_result,
     decode_status,
@@ -23,6 +22,7 @@ from device.contract import (
     parse_topic,
     topic,
 )
+from device.link.uplink.outbox import message_from_record
 from tests.test_uplink import JPEG, make_record
 
 TOPIC = "sonopi/v1/site-a/dev-1/result"
@@ -30,7 +30,7 @@ TOPIC = "sonopi/v1/site-a/dev-1/result"
 
 def good_payload(**changes: object) -> dict:
     record = replace(make_record("site-a", "dev-1", 5), seq=7)
-    payload = ResultMessage.from_record(record, historical=True, prev_result_id=None).to_payload()
+    payload = message_from_record(record, historical=True, prev_result_id=None).to_payload()
     payload.update(changes)
     return payload
 
@@ -66,7 +66,7 @@ def test_schemas_are_valid_and_packaged() -> None:
 
 def test_result_round_trip_keeps_attribution_and_thumbnail() -> None:
     record = replace(make_record("site-a", "dev-1", 5), seq=7)
-    message = ResultMessage.from_record(record, historical=True, prev_result_id=None)
+    message = message_from_record(record, historical=True, prev_result_id=None)
     assert message.thumbnail == JPEG
     back = decode_result(TOPIC, encode_result(message))
     assert back == message
@@ -76,12 +76,12 @@ def test_result_round_trip_keeps_attribution_and_thumbnail() -> None:
 
 def test_thumbnail_off_or_too_big_is_left_out() -> None:
     record = replace(make_record("site-a", "dev-1", 5), seq=7)
-    assert ResultMessage.from_record(record, historical=False, prev_result_id=None, send_thumbnail=False).thumbnail is None
-    assert ResultMessage.from_record(record, historical=False, prev_result_id=None, thumbnail_max_bytes=10).thumbnail is None
+    assert message_from_record(record, historical=False, prev_result_id=None, send_thumbnail=False).thumbnail is None
+    assert message_from_record(record, historical=False, prev_result_id=None, thumbnail_max_bytes=10).thumbnail is None
     big = replace(record, thumbnail=b"\xff\xd8" + bytes(contract.MAX_THUMBNAIL_BYTES))
-    assert ResultMessage.from_record(big, historical=False, prev_result_id=None).thumbnail is None
+    assert message_from_record(big, historical=False, prev_result_id=None).thumbnail is None
     largest = replace(record, thumbnail=b"\xff\xd8" + bytes(contract.MAX_THUMBNAIL_BYTES - 2))
-    data = encode_result(ResultMessage.from_record(largest, historical=False, prev_result_id=None))
+    data = encode_result(message_from_record(largest, historical=False, prev_result_id=None))
     assert len(data) <= MAX_BYTES["result"]
 
 

@@ -26,10 +26,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from device.analysis import Analyzer
 from device.config import parse_config
-from device.contract import ContractError, ResultMessage, decode_result, encode_result
 from device.engine import Classifier
-from device.pipeline import Analyzer
+from device.link.contract import ContractError, decode_result, encode_result
+from device.link.uplink.outbox import message_from_record
 from device.results import Exam, ExamDesk, new_result_id
 from device.sources.base import Frame
 from device.store import ResultStore
@@ -73,7 +74,7 @@ def test_a_result_analysed_under_an_exam_carries_its_clock_and_age(tmp_path: Pat
         bare, _ = analyzer.analyse(analyzer.exams.capture(Frame(image, "frame.png", 1)))
         assert (analyzer.store.get(bare.result_id).clock, analyzer.store.get(bare.result_id).age) == (None, None)
         assert stored.category is not None  # so the uplink sends it as schema 2, with them
-        payload = json.loads(encode_result(ResultMessage.from_record(stored, historical=False, prev_result_id=None)))
+        payload = json.loads(encode_result(message_from_record(stored, historical=False, prev_result_id=None)))
         assert (payload["schema"], payload["clock"], payload["age"]) == (2, 10, 54)
     finally:
         analyzer.store.close()
@@ -159,7 +160,7 @@ def test_an_out_of_range_or_exam_less_value_is_refused_naming_the_field(change: 
 
 
 def test_a_schema_1_payload_may_not_carry_them() -> None:
-    old = ResultMessage.from_record(replace(make_record("site-a", "dev-1", 5), seq=5), historical=True, prev_result_id=None)
+    old = message_from_record(replace(make_record("site-a", "dev-1", 5), seq=5), historical=True, prev_result_id=None)
     assert old.schema == 1
     payload = json.loads(encode_result(old))
     payload["clock"] = 4

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from device.bundle import DecisionSpec, ModeSpec
-from device.contract import ContractError, ResultMessage, decode_result, encode_result
 from device.decision import decide
+from device.link.contract import ContractError, ResultMessage, decode_result, encode_result
+from device.link.uplink.outbox import message_from_record
+from device.model.bundle import DecisionSpec, ModeSpec
 from device.results import ResultRecord
 from hub.store import HubStore
 from tests.mqtt_broker import REPO, MosquittoBroker, postgres_server, wait_for  # noqa: F401  (fixture)
@@ -45,7 +46,7 @@ def v2_record(site: str, device_id: str, seq: int, inconclusive: bool = False) -
 
 
 def v2_message(seq: int = 3, prev: str | None = None, **changes: object) -> ResultMessage:
-    return replace(ResultMessage.from_record(v2_record("site-a", "dev-1", seq), historical=False, prev_result_id=prev),
+    return replace(message_from_record(v2_record("site-a", "dev-1", seq), historical=False, prev_result_id=prev),
                    **changes)
 
 
@@ -59,13 +60,13 @@ def test_a_stored_result_with_a_category_travels_as_schema_2() -> None:
         assert (back.schema, back.category, back.p_malignant, back.mode) == (2, message.category, message.p_malignant, "balanced")
     categories = {v2_message(seq).category for seq in range(1, 4)}
     assert categories == {"no_lesion", "low_suspicion", "suspicious"}
-    inconclusive = ResultMessage.from_record(v2_record("site-a", "dev-1", 4, inconclusive=True), historical=False,
+    inconclusive = message_from_record(v2_record("site-a", "dev-1", 4, inconclusive=True), historical=False,
                                              prev_result_id=None)
     assert decode_result(TOPIC, encode_result(inconclusive)).category == "inconclusive"
 
 
 def test_a_result_stored_before_the_category_rule_travels_as_schema_1() -> None:
-    old = ResultMessage.from_record(replace(make_record("site-a", "dev-1", 5), seq=5), historical=True, prev_result_id=None)
+    old = message_from_record(replace(make_record("site-a", "dev-1", 5), seq=5), historical=True, prev_result_id=None)
     payload = json.loads(encode_result(old))
     assert payload["schema"] == 1 and not {"category", "p_malignant", "mode"} & set(payload)
     assert decode_result(TOPIC, encode_result(old)).category is None
@@ -143,7 +144,7 @@ def test_a_real_hub_stores_v1_and_v2_results_and_exports_the_new_fields(tmp_path
 
 
 def _v1_message() -> ResultMessage:
-    return ResultMessage.from_record(replace(make_record("site-a", "dev-1", 2), seq=2), historical=False, prev_result_id=None)
+    return message_from_record(replace(make_record("site-a", "dev-1", 2), seq=2), historical=False, prev_result_id=None)
 
 
 def test_an_existing_sqlite_hub_database_gains_the_columns(tmp_path: Path) -> None:

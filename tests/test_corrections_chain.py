@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from device.corrections import CorrectionKind, Place, State, make_correction
+from device.link.corrections import CorrectionKind, Place, State, make_correction
 from device.results import Exam
 from device.store import ResultStore
 from tests.mqtt_broker import MosquittoBroker, postgres_server, wait_for  # noqa: F401  (fixture)

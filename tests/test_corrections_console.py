@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")
 
-from device.corrections import Place, make_correction  # noqa: E402
+from device.link.corrections import Place, make_correction  # noqa: E402
 from device.results import Exam  # noqa: E402
 from device.store import ResultStore  # noqa: E402
 from hub.web.accounts import Accounts  # noqa: E402

@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import pytest
 
-from device import contract
-from device.contract import (
+from device.link import contract
+from device.link.contract import (
     ContractError,
     CorrectionAckMessage,
     CorrectionMessage,
@@ -22,7 +22,7 @@ from device.contract import (
     encode_correction,
     encode_correction_ack,
 )
-from device.corrections import CorrectionKind, CorrectionReason, Place, make_correction
+from device.link.corrections import CorrectionKind, CorrectionReason, Place, make_correction
 
 TOPIC = "sonopi/v1/site-a/dev-1/correction"
 RID = "11111111-2222-4333-8444-555555555555"

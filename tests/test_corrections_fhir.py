@@ -15,8 +15,8 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from device.contract import CorrectionMessage  # noqa: E402
-from device.corrections import CorrectionKind, CorrectionReason, Place, new_correction_id  # noqa: E402
+from device.link.contract import CorrectionMessage  # noqa: E402
+from device.link.corrections import CorrectionKind, CorrectionReason, Place, new_correction_id  # noqa: E402
 from hub.store import HubStore  # noqa: E402
 from hub.web.accounts import Accounts  # noqa: E402
 from hub.web.app import create_app  # noqa: E402

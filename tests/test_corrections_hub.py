@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from device.contract import (
+from device.link.contract import (
     CorrectionAckMessage,
     CorrectionMessage,
     CorrectionRefusal,
@@ -22,7 +22,7 @@ from device.contract import (
     encode_result,
     topic,
 )
-from device.corrections import CorrectionKind, CorrectionReason, Place, State, new_correction_id
+from device.link.corrections import CorrectionKind, CorrectionReason, Place, State, new_correction_id
 from hub.store import NOT_VOIDED
 from tests.mqtt_broker import MosquittoBroker, wait_for
 from tests.test_hub_service import RawDevice

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from device.config import load_config
-from device.corrections import (
+from device.errors import StoreError
+from device.link.corrections import (
     CorrectionError,
     CorrectionKind,
     CorrectionReason,
@@ -22,7 +23,6 @@ from device.corrections import (
     State,
     make_correction,
 )
-from device.errors import StoreError
 from device.results import Exam
 from device.store import ResultStore
 from tests.test_store import make_record

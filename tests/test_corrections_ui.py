@@ -13,7 +13,7 @@ import pytest
 from PyQt5.QtWidgets import QApplication
 
 from device.config import parse_config
-from device.corrections import CorrectionKind, CorrectionReason, Place, State
+from device.link.corrections import CorrectionKind, CorrectionReason, Place, State
 from tests.test_ui_exam_defects import PIN, stored
 from tests.test_ui_workflow import write_frames
 from tests.ui_support import analyse, finish_exam, start_exam, tap, type_digits

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.bundle import DecisionSpec, ModeSpec
 from device.config import parse_config
 from device.decision import CATEGORY_LABEL, CONCERN, Category, Mode, applied_threshold, decide
 from device.demo import write_demo_frames
 from device.errors import ConfigError
+from device.model.bundle import DecisionSpec, ModeSpec
 from device.store import ResultStore
 from tests.test_bundle_format3 import decision_block, format3_copy
 

@@ -23,7 +23,7 @@ from deploy.testsupport import (
     secrets_dir,
     ssh_keypair,
 )
-from device.signing import generate_keypair, load_private_key, load_public_key, sign_bundle, verify_bundle
+from device.model.signing import generate_keypair, load_private_key, load_public_key, sign_bundle, verify_bundle
 from tests.test_signing import make_bundle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -202,7 +202,7 @@ def test_first_boot_against_the_flashed_root(flashed, tmp_path: Path) -> None:
     assert (staged / "opt/sonopi" / current / ".installed").is_file()
     assert os.readlink(staged / "var/lib/sonopi/models/current").startswith("store/sonopi-lite0-1.0.0-")
     # the installed venv runs the release's code
-    probe = subprocess.run([str(staged / "opt/sonopi/current/venv/bin/python"), "-c", "import device.signing, sys; print(sys.prefix)"],
+    probe = subprocess.run([str(staged / "opt/sonopi/current/venv/bin/python"), "-c", "import device.model.signing, sys; print(sys.prefix)"],
                            capture_output=True, text=True)
     assert probe.returncode == 0 and "venv" in probe.stdout, probe.stderr
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from deploy.testsupport import base_python, make_shim_wheels, make_wheel, ssh_keypair
-from device.signing import generate_keypair, load_private_key, sign_bundle
+from device.model.signing import generate_keypair, load_private_key, sign_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"

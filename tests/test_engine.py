@@ -164,7 +164,7 @@ def test_worker_submit_latest_drops_stale_requests(tiny_bundle) -> None:
 
 
 def test_worker_reports_a_rejected_model(tmp_path) -> None:
-    from device.bundle import load_bundle
+    from device.model.bundle import load_bundle
 
     worker = InferenceWorker(lambda: Classifier(load_bundle(tmp_path / "missing"), threads=1))
     with pytest.raises(BundleError, match="not a directory"):
@@ -214,8 +214,8 @@ def _frame_between_thresholds(classifier: Classifier, low: float, high: float) -
 
 
 def test_a_sites_lower_malignant_threshold_is_applied_and_recorded(tiny_bundle) -> None:
+    from device.analysis import site_thresholds
     from device.config import ModelSection
-    from device.pipeline import site_thresholds
 
     validated = tiny_bundle.manifest.thresholds["malignant"]  # 0.4
     site = site_thresholds(ModelSection(malignant_threshold=0.1), tiny_bundle.manifest)
@@ -231,9 +231,9 @@ def test_a_sites_lower_malignant_threshold_is_applied_and_recorded(tiny_bundle) 
 def test_a_site_may_not_raise_the_malignant_threshold(tiny_bundle) -> None:
     import dataclasses
 
+    from device.analysis import site_thresholds
     from device.config import ModelSection
     from device.errors import ConfigError
-    from device.pipeline import site_thresholds
 
     with pytest.raises(ConfigError,
                        match=r"malignant_threshold = 0.5 is above the threshold model tiny-test-model 0.0.1 was validated with \(0.4000\)"):

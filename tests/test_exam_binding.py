@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from device.analysis import Analyzer
 from device.config import parse_config
 from device.engine import Classifier
-from device.pipeline import Analyzer
 from device.results import (
     CapturedFrame,
     Exam,

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from device.contract import ContractError, HeartbeatMessage, decode_heartbeat, encode_heartbeat
+from device.link.contract import ContractError, HeartbeatMessage, decode_heartbeat, encode_heartbeat
+from device.link.uplink import heartbeat
+from device.link.uplink.heartbeat import SOURCE_META_KEY, build_heartbeat, model_state, read_source_state, write_source_state
 from device.store import ResultStore
-from device.uplink import heartbeat
-from device.uplink.heartbeat import SOURCE_META_KEY, build_heartbeat, model_state, read_source_state, write_source_state
 from hub.store import HubStore
 from tests.mqtt_broker import postgres_server  # noqa: F401  (fixture)
 

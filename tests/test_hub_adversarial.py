@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from device.contract import ResultMessage, encode_result, topic
+from device.link.contract import ResultMessage, encode_result, topic
 from tests.mqtt_broker import MosquittoBroker, postgres_server  # noqa: F401  (fixture)
 from tests.test_contract import good_payload, json_values, put, with_literal
 from tests.test_hub_poison import HubProcess, deliver_valid

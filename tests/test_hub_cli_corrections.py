@@ -13,15 +13,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from device.contract import CorrectionMessage, ResultMessage
-from device.corrections import CorrectionKind, CorrectionReason, Place, new_correction_id
+from device.link.contract import CorrectionMessage, ResultMessage
+from device.link.corrections import CorrectionKind, CorrectionReason, Place, new_correction_id
+from device.link.uplink.outbox import message_from_record
 from hub.store import HubStore
 from tests.test_uplink import make_record
 
 
 def _result(seq: int) -> ResultMessage:
     record = replace(make_record("site-a", "dev-1", seq), seq=seq, exam_id="E1", patient_ref="P-100", side="L")
-    return ResultMessage.from_record(record, historical=False, prev_result_id=None)
+    return message_from_record(record, historical=False, prev_result_id=None)
 
 
 def _correction(result: ResultMessage, kind: CorrectionKind, seq: int, target: Place | None = None) -> CorrectionMessage:

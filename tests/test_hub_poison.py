@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from device.contract import ResultMessage, encode_result, topic
+from device.link.contract import ResultMessage, encode_result, topic
 from hub.store import HubStore
 from tests.mqtt_broker import (  # noqa: F401  (fixtures)
     REPO,

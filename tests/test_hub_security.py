@@ -11,7 +11,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from device.contract import ResultMessage, encode_result, topic
+from device.link.contract import encode_result, topic
+from device.link.uplink.outbox import message_from_record
 from tests.mqtt_broker import BrokerTls, MosquittoBroker, mosquitto_passwd_binary, wait_for
 from tests.test_uplink import Device, Hub, assert_delivered, backlog_empty, make_record, shut_down
 
@@ -80,11 +81,11 @@ def test_tls_acl_two_devices_forgery_denied_and_mismatch_rejected(tmp_path: Path
         forger = _tls_client(pki, creds, "site-a/dev-1", (creds / "mqtt.password").read_text().strip())
         forger.connect(broker.host, broker.port)
         forger.loop_start()
-        forged = ResultMessage.from_record(_stored(make_record("site-b", "dev-2", 0), seq=10_000),
+        forged = message_from_record(_stored(make_record("site-b", "dev-2", 0), seq=10_000),
                                            historical=False, prev_result_id=None)
         forger.publish(topic("site-b", "dev-2", "result"), encode_result(forged), qos=1).wait_for_publish(10)
         # Then, on its own topic, a payload that claims to be dev-2: the hub rejects the mismatch.
-        mismatch = ResultMessage.from_record(_stored(make_record("site-b", "dev-2", 1), seq=10_001),
+        mismatch = message_from_record(_stored(make_record("site-b", "dev-2", 1), seq=10_001),
                                              historical=False, prev_result_id=None)
         forger.publish(topic("site-a", "dev-1", "result"), encode_result(mismatch), qos=1).wait_for_publish(10)
         wait_for(lambda: any(r.reason == "topic_mismatch" for r in hub.store.rejections()), 20, "the mismatch rejection")

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device.contract import (
+from device.link.contract import (
     NackMessage,
     Refusal,
     ResultMessage,
@@ -25,6 +25,7 @@ from device.contract import (
     encode_status,
     topic,
 )
+from device.link.uplink.outbox import message_from_record
 from tests.mqtt_broker import REPO, MosquittoBroker, wait_for
 from tests.test_contract import good_payload, json_values
 from tests.test_uplink import Hub, make_record
@@ -75,7 +76,7 @@ class RawDevice:
 
     def result(self, seq: int, prev: str | None = None) -> ResultMessage:
         record = replace(make_record(self.site, self.device_id, seq), seq=seq)
-        return ResultMessage.from_record(record, historical=False, prev_result_id=prev)
+        return message_from_record(record, historical=False, prev_result_id=prev)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -135,7 +136,7 @@ garbage = st.one_of(
 @given(st.lists(garbage, min_size=20, max_size=40))
 def test_malformed_messages_are_rejected_counted_and_the_hub_keeps_serving(served, batch: list[bytes]) -> None:
     broker, hub, raw = served
-    from device.contract import ContractError, decode_result
+    from device.link.contract import ContractError, decode_result
 
     def is_bad(data: bytes) -> bool:
         try:
@@ -230,7 +231,7 @@ def test_a_result_the_database_refuses_is_rejected_and_the_rest_of_its_batch_sto
                                                                                    monkeypatch) -> None:
     """Defence in depth behind the contract: if a decoded result still cannot be stored (here a seq beyond
     64 bits, made to slip past validation), only that message is rejected."""
-    from device import contract
+    from device.link import contract
     from hub import service as hub_service
     from hub.service import Incoming
     from hub.store import HubStore

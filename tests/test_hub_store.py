@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from device.contract import HeartbeatMessage, ResultMessage, StatusMessage
+from device.link.contract import HeartbeatMessage, ResultMessage, StatusMessage
+from device.link.uplink.outbox import message_from_record
 from device.results import utc_now_iso
 from hub.store import HubStore, HubStoreError, StoredResult, UnstorableError, is_dsn
 from tests.mqtt_broker import postgres_server  # noqa: F401  (fixture)
@@ -37,7 +38,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):
 
 def message(site: str, device_id: str, seq: int, prev: str | None = None) -> ResultMessage:
     record = replace(make_record(site, device_id, seq), seq=seq)
-    return ResultMessage.from_record(record, historical=seq % 2 == 0, prev_result_id=prev)
+    return message_from_record(record, historical=seq % 2 == 0, prev_result_id=prev)
 
 
 def test_add_is_idempotent_and_round_trips_every_field(store: HubStore) -> None:

@@ -2,10 +2,12 @@
 inside functions), so a new one that breaks them fails here instead of in a review.
 
 * ``device`` (the appliance core) imports nothing of ``ui``, ``hub`` or ``model_build``, no Qt, and MQTT
-  (paho) only in its network code (``device/uplink/``, ``device/mqtt.py``);
+  (paho) only in its network code, ``device/link/``;
 * ``ui`` builds on ``device`` only (never ``hub`` or ``model_build``); Qt is imported nowhere else;
-* ``hub`` takes from ``device`` only the contract and the small shared pieces listed below;
-* ``model_build`` takes from ``device`` only the model seam (bundle, pixels, the runner) and never ``ui``/``hub``.
+* ``hub`` takes from ``device`` only the link seam (``device.link``: contract, schemas, MQTT, corrections) and
+  the small shared pieces listed below;
+* ``model_build`` takes from ``device`` only the model seam (``device.model``: bundle, pixels, the runner), the
+  pixel helpers and the rules it measures, and never ``ui``/``hub``.
 """
 
 from __future__ import annotations
@@ -18,16 +20,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# device.corrections: the correction vocabulary and the voided/moved derivation both ends apply (contract-level)
-HUB_MAY_USE_FROM_DEVICE = {
-    "device.contract", "device.errors", "device.config", "device.mqtt", "device.clock", "device.corrections",
-}
+# the link seam; config (the MQTT connection section), errors and the clock are shared by both ends
+HUB_MAY_USE_FROM_DEVICE = {"device.link", "device.errors", "device.config", "device.clock"}
 MODEL_BUILD_MAY_USE_FROM_DEVICE = {
-    "device.bundle", "device.imageio", "device.preprocess", "device.crop", "device.errors", "device.operating_point",
-    "device.selftest", "device.engine", "device.decision", "device.head", "device.model", "device.lesions",
-    "device.lesion_shape", "device.spacing",  # the outline rules model_build measures (docs/lesion-outline.md)
+    "device.model", "device.imageio", "device.crop", "device.errors",
+    # what the build measures with the device's own rules, so a figure in the report is the device's figure
+    "device.selftest", "device.engine", "device.decision", "device.head", "device.lesions",
+    "device.lesion_shape", "device.spacing",
 }
-DEVICE_NETWORK_CODE = ("device/uplink/", "device/mqtt.py")
+DEVICE_NETWORK_CODE = ("device/link/",)
 
 
 def _imports(package: str) -> Iterator[tuple[str, str]]:

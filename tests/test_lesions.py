@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.bundle import DecisionSpec, ModeSpec
 from device.decision import CATEGORY_LABEL, CONCERN, Category, decide
 from device.lesions import LesionError, ViewRule, combine_views
+from device.model.bundle import DecisionSpec, ModeSpec
 from model_build.__main__ import main
 
 LABELS = ("normal", "benign", "malignant")

@@ -10,7 +10,7 @@ from PIL import Image
 
 pytest.importorskip("imagehash")
 
-from device.bundle import InputSpec  # noqa: E402
+from device.model.bundle import InputSpec  # noqa: E402
 from model_build.data import DatasetError, load_sources, order_labels, scan_source  # noqa: E402
 
 SPEC = InputSpec(height=32, width=32)

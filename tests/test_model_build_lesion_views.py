@@ -88,7 +88,7 @@ def test_scan_source_adds_views_with_the_images_patient(tmp_path: Path) -> None:
 
 
 def test_a_view_decodes_to_its_region(tmp_path: Path) -> None:
-    from device.bundle import InputSpec, Normalization
+    from device.model.bundle import InputSpec, Normalization
 
     root = _source(tmp_path)
     samples, _ = scan_source(root, lesion_views=True)

@@ -98,8 +98,8 @@ def test_store_in_bundle_gives_a_format3_bundle_the_device_decides_with(tmp_path
     import json
     import shutil
 
-    from device.bundle import load_bundle
     from device.decision import decide
+    from device.model.bundle import load_bundle
 
     bundle_dir = tmp_path / "bundle"
     shutil.copytree(shipped_bundle_dir, bundle_dir)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from device.bundle import load_bundle
+from device.model.bundle import load_bundle
 from model_build.__main__ import main
 from model_build.data import Sample
 from model_build.evaluate import binary_auc
@@ -185,10 +185,10 @@ def test_shipped_bundle_reader_comparison_is_reproduced(shipped_bundle_dir: Path
 
 
 def test_a_signed_bundle_is_not_rewritten(shipped_bundle_dir: Path, tmp_path: Path) -> None:
-    """Adding the comparison goes through device.bundle.edit_bundle: a signed bundle is refused, its signature
+    """Adding the comparison goes through device.model.bundle.edit_bundle: a signed bundle is refused, its signature
     still verifies, and nothing in it changed (it used to be rewritten, voiding the signature silently)."""
-    from device.bundle import BundleError
-    from device.signing import generate_keypair, load_private_key, load_public_key, sign_bundle, verify_bundle
+    from device.model.bundle import BundleError
+    from device.model.signing import generate_keypair, load_private_key, load_public_key, sign_bundle, verify_bundle
     from model_build.reader import store_in_bundle
 
     bundle = tmp_path / "signed"

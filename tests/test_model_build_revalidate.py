@@ -1,6 +1,6 @@
 """The shipped bundle's re-validation on platform-exact pixels, reproduced.
 
-Proves that the device's runner (``device.engine.Classifier`` on ``device.preprocess.prepare``), re-scoring the
+Proves that the device's runner (``device.engine.Classifier`` on ``device.model.preprocess.prepare``), re-scoring the
 shipped bundle's test images, gives exactly the as-built test figures on OpenCV-resampled pixels (the workstation
 build's own runner measured those: the two runners agree) and exactly the stored re-validated figures on exact
 pixels; and that the manifest says what was done.
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.bundle import Resampling, load_bundle
 from device.engine import Classifier
+from device.model.bundle import Resampling, load_bundle
 
 
 @pytest.mark.data

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.bundle import InputSpec
-from device.preprocess import prepare
+from device.model.bundle import InputSpec
+from device.model.preprocess import prepare
 from model_build.segmentation_data import prepare_pair
 
 SPEC = InputSpec(height=64, width=64)

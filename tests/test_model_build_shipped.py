@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from device.bundle import load_bundle
+from device.model.bundle import load_bundle
 from model_build.card import PRODUCT_BAR
 
 MAX_BYTES = 5 * 1024 * 1024

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("imagehash")
 
-from device.bundle import InputSpec  # noqa: E402
+from device.model.bundle import InputSpec  # noqa: E402
 from model_build.data import DatasetError, LoadedData, Sample, load_sources  # noqa: E402
 from model_build.split import (  # noqa: E402
     HoldOutRule,

@@ -1,7 +1,7 @@
 """Platform-exact preprocessing: what the Pi feeds the model is, pixel for pixel, what the workstation
 validated.
 
-Proves that ``device.resample`` is an area filter when shrinking and a linear one when growing (within
+Proves that ``device.model.resample`` is an area filter when shrinking and a linear one when growing (within
 one grey level of OpenCV's, far from the aliasing of plain bilinear), that a flat image stays flat,
 that the grey conversion keeps this workstation's figures, and — with checksums pinned here — that the
 prepared pixels of a synthetic suite and of real images cannot change without this file failing: a
@@ -20,10 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device import resample
-from device.bundle import InputSpec, Resampling
 from device.imageio import decode_image_file, to_grey
-from device.preprocess import prepare
+from device.model import resample
+from device.model.bundle import InputSpec, Resampling
+from device.model.preprocess import prepare
 from device.selftest import (
     PREPROCESSING_CHECKSUM,
     preprocessing_checksum,

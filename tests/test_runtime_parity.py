@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from device.bundle import load_bundle
 from device.demo import write_demo_frames
+from device.model.bundle import load_bundle
 from device.model.runtime import bundle_probabilities
 from model_build.data import Sample, decode_sample
 

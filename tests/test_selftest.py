@@ -68,7 +68,7 @@ def test_a_recorded_reference_passes_bit_for_bit(referenced_bundle: Path, tmp_pa
 
 
 def test_an_unchecked_signature_is_a_warning_and_a_verified_one_passes(referenced_bundle: Path, tmp_path: Path) -> None:
-    from device.signing import generate_keypair, load_private_key, sign_bundle
+    from device.model.signing import generate_keypair, load_private_key, sign_bundle
 
     proc = _selftest(referenced_bundle, tmp_path)
     assert "WARN  model" in proc.stdout and "SIGNATURE NOT CHECKED" in proc.stdout

@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 
 from device import watchdog
-from device.bundle import InputSpec, Manifest, OutputSpec, write_bundle
 from device.errors import BundleError
-from device.model_store import ModelStore
-from device.model_store import main as store_main
-from device.signing import (
+from device.model.bundle import InputSpec, Manifest, OutputSpec, write_bundle
+from device.model.signing import (
     SIGNATURE_FILE,
     generate_keypair,
     load_private_key,
@@ -23,9 +21,11 @@ from device.signing import (
     sign_bundle,
     verify_bundle,
 )
-from device.signing import (
+from device.model.signing import (
     main as signing_main,
 )
+from device.model.store import ModelStore
+from device.model.store import main as store_main
 
 
 def make_bundle(path: Path, version: str = "1.0.0", payload: bytes = b"TFL3-fake-model") -> Path:

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.bundle import Manifest, edit_bundle, load_bundle
 from device.engine import Classifier
 from device.errors import BundleError
 from device.head import (
@@ -29,7 +28,8 @@ from device.head import (
     quantize_columns,
 )
 from device.imageio import decode_image_file
-from device.preprocess import prepare
+from device.model.bundle import Manifest, edit_bundle, load_bundle
+from device.model.preprocess import prepare
 from device.site_adapt import (
     MIN_TEMPERATURE_LESIONS,
     TEMPERATURE_RANGE,
@@ -233,7 +233,7 @@ def test_the_shipped_bundle_carries_compact_head_data(shipped_bundle_dir: Path) 
 def test_site_cancers_may_only_lower_the_thresholds() -> None:
     """_site_thresholds: with >= 20 site cancers the threshold is re-chosen for 95 % sensitivity on them, per mode
     never above the mode's own (so the modes stay ordered); with fewer, None (the base's apply)."""
-    from device.bundle import DecisionSpec, ModeSpec
+    from device.model.bundle import DecisionSpec, ModeSpec
     from device.site_adapt import Rule, _site_thresholds
 
     labels = ("normal", "benign", "malignant")

@@ -23,11 +23,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from device.bundle import edit_bundle, load_bundle
 from device.engine import Classifier
 from device.errors import BundleError
 from device.head import HEAD_DATA_FILE, SIGNING_UNSIGNED, HeadData
-from device.signing import generate_keypair, key_id, load_private_key, verify_bundle
+from device.model.bundle import edit_bundle, load_bundle
+from device.model.signing import generate_keypair, key_id, load_private_key, verify_bundle
 from device.site_adapt import (
     MIN_NORMALS,
     REPORT_FILE,
@@ -277,7 +277,7 @@ def test_a_site_key_signs_the_bundle(adaptation, base_classifier: Classifier, tm
     private_path, public_path = generate_keypair(tmp_path / "keys")
     out = tmp_path / "signed"
     write_site_bundle(base_classifier.bundle, adaptation, out, private_path)
-    from device.signing import load_public_key
+    from device.model.signing import load_public_key
 
     bundle = verify_bundle(out, load_public_key(public_path))
     assert bundle.manifest.head.site["signing"] == f"site key {key_id(load_private_key(private_path).public_key())}"

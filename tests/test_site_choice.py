@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from device.bundle import load_bundle, write_bundle
 from device.config import DEFAULT_TOML
 from device.head import BaseIdentity, HeadSpec
-from device.signing import generate_keypair, load_private_key, sign_bundle
+from device.model.bundle import load_bundle, write_bundle
+from device.model.signing import generate_keypair, load_private_key, sign_bundle
 from device.site_choice import RECORD_NAME, SiteChoiceError, choose_bundle, read_choice
 from tests.test_ui_workflow import write_frames
 from tests.unprivileged import NOBODY, make_traversable
@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 # configuration or a bundle (the interpreter lives under /root, which 'nobody' cannot reach).
 _AS_APP = f"""
 import os, sys
-import device.cli, device.pipeline, device.selftest, device.site_choice, device.model.runtime, device.sources.files
+import device.cli, device.analysis, device.selftest, device.site_choice, device.model.runtime, device.sources.files
 from device.model.runtime import load_interpreter_class
 load_interpreter_class()  # the runtime the device will use (the first installed), not every fallback: TensorFlow is slow
 if os.geteuid() == 0:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from device.demo import write_demo_frames
+from device.link.uplink.heartbeat import read_source_state
 from device.source_state import SourceState, SourceStateReporter
 from device.store import ResultStore
-from device.uplink.heartbeat import read_source_state
 from tests.test_cli import _config
 
 

@@ -227,8 +227,8 @@ def test_reachable_hub_clears_and_connect_test_succeeds(qtbot, tmp_path: Path) -
 def test_uplink_state_drives_the_hub_status(qtbot, tmp_path: Path) -> None:
     """Once the uplink process shares its state through the store, the status bar shows that state
     (here with no broker listening at all: the TCP probe is no longer what decides)."""
+    from device.link.uplink.state import write_state
     from device.store import ResultStore
-    from device.uplink.state import write_state
 
     broker = f"127.0.0.1:{free_port()}"
     plugged = threading.Event()

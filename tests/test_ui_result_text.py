@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import re
 
-from device.bundle import DecisionSpec, ModeSpec
 from device.crop import Box
 from device.decision import decide
 from device.engine import Classification
+from device.model.bundle import DecisionSpec, ModeSpec
 from ui.result_card import describe, percent_pair
 
 SPEC = DecisionSpec(modes={"balanced": ModeSpec(0.03)})
@@ -53,7 +53,7 @@ def test_inconclusive_says_rescan_with_the_reason() -> None:
 
 
 def test_model_page_shows_confidence_intervals_rounded(shipped_bundle_dir) -> None:
-    from device.bundle import load_bundle
+    from device.model.bundle import load_bundle
     from ui.settings import format_value, model_text
 
     assert format_value([0.7748031988004498, 0.8647819989801122]) == "[0.775, 0.865]"
@@ -64,7 +64,7 @@ def test_model_page_shows_confidence_intervals_rounded(shipped_bundle_dir) -> No
 
 
 def test_the_model_page_says_when_a_site_lowered_the_threshold(shipped_bundle_dir) -> None:
-    from device.bundle import load_bundle
+    from device.model.bundle import load_bundle
     from ui.settings import model_text
 
     manifest = load_bundle(shipped_bundle_dir).manifest

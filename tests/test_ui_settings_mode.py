@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from device.bundle import Manifest, load_bundle
+from device.model.bundle import Manifest, load_bundle
 from ui.settings import model_text
 
 FIG = {"value": 0.95, "ci95": [0.9, 0.98], "n": 100}

@@ -33,11 +33,11 @@ pytest.importorskip("pytestqt")
 
 from PyQt5.QtCore import QTimer  # noqa: E402
 
+from device.analysis import encode_jpeg, encode_png  # noqa: E402
 from device.config import DEFAULT_TOML, load_config  # noqa: E402
 from device.imageio import decode_image_file  # noqa: E402
-from device.pipeline import encode_jpeg, encode_png  # noqa: E402
+from device.model.signing import generate_keypair  # noqa: E402
 from device.results import Exam, ExamEnd, new_result_id, utc_now_iso  # noqa: E402
-from device.signing import generate_keypair  # noqa: E402
 from device.site_adapt import MIN_NORMALS  # noqa: E402
 from device.store import ResultStore  # noqa: E402
 from model_build.lesion_views import LESION_FREE  # noqa: E402

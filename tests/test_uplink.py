@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from device.link.uplink.state import read_state
 from device.results import ResultRecord, new_result_id, utc_now_iso
 from device.store import ResultStore
-from device.uplink.state import read_state
 from hub.store import HubStore
 from tests.mqtt_broker import MosquittoBroker, device_uplink_command, start_process, stop_process, wait_for
 

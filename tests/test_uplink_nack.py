@@ -83,9 +83,9 @@ def test_the_store_parks_a_rejected_result_out_of_the_backlog_and_shows_why(tmp_
 
 
 def test_a_nack_for_an_in_flight_result_rewinds_so_its_successors_leave_it_out(tmp_path: Path) -> None:
-    from device.contract import Refusal
+    from device.link.contract import Refusal
+    from device.link.uplink.outbox import Outbox
     from device.store import ResultStore
-    from device.uplink.outbox import Outbox
 
     store = ResultStore(tmp_path / "results.sqlite")
     records = [store.add(make_record("site-a", "dev-1", i)) for i in range(3)]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from device.uplink.heartbeat import write_source_state
+from device.link.uplink.heartbeat import write_source_state
 
 pytest.importorskip("fastapi")
 pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")

@@ -23,7 +23,7 @@ pytest.importorskip("argon2")
 
 from fastapi.testclient import TestClient
 
-from device.contract import ResultMessage
+from device.link.contract import ResultMessage
 from hub.store import HubStore
 from hub.web import DISCLAIMER
 from hub.web.accounts import Accounts, LoginOutcome

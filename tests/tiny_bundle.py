@@ -1,5 +1,5 @@
 """A tiny, hand-weighted model bundle with a predictable rule, built through the real export path
-(Keras -> full-integer int8 TFLite -> ``device.bundle.write_bundle``).
+(Keras -> full-integer int8 TFLite -> ``device.model.bundle.write_bundle``).
 
 Rule (on the mean brightness ``m`` of the model input, 0..1, letterbox padding included):
 ``normal`` when m < 1/3, ``benign`` in between, ``malignant`` when m > 2/3 — so tests know the
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.bundle import CamSpec, InputSpec, Manifest, ModelBundle, OutputSpec, QualitySpec, write_bundle
+from device.model.bundle import CamSpec, InputSpec, Manifest, ModelBundle, OutputSpec, QualitySpec, write_bundle
 
 LABELS = ("normal", "benign", "malignant")
 SIZE = 32

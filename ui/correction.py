@@ -22,7 +22,8 @@ import logging
 from PyQt5.QtCore import pyqtSignal
 from PyQt5.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QStackedWidget, QVBoxLayout, QWidget
 
-from device.corrections import (
+from device.errors import StoreError
+from device.link.corrections import (
     REASON_WORDS,
     REASONS,
     Correction,
@@ -32,7 +33,6 @@ from device.corrections import (
     Place,
     make_correction,
 )
-from device.errors import StoreError
 from device.results import Exam, ResultRecord
 from device.store import ResultStore
 from ui.history import local_time
@@ -59,7 +59,7 @@ def exam_button_text(exam: Exam) -> str:
 class CorrectionOverlay(Overlay):
     """``start(record)`` opens the flow for one stored result; ``corrected`` is emitted once a correction is stored."""
 
-    corrected = pyqtSignal(object)  # device.corrections.Correction
+    corrected = pyqtSignal(object)  # device.link.corrections.Correction
 
     def __init__(self, parent: QWidget, th: Theme, store: ResultStore, device_id: str, site: str) -> None:
         super().__init__(parent)

@@ -13,11 +13,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from device.analysis import encode_jpeg
 from device.clock import utc_now_iso
 from device.config import DeviceConfig
-from device.corrections import CorrectionReason
 from device.imageio import decode_image_file
-from device.pipeline import encode_jpeg
+from device.link.corrections import CorrectionReason
 from device.results import Exam, ResultRecord, new_result_id
 from device.store import ResultStore
 from ui.main_window import MainWindow

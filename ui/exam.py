@@ -29,7 +29,7 @@ from PyQt5.QtWidgets import (
 )
 
 from device.barcode import PatientIdFormat, normalise
-from device.corrections import Placement, State
+from device.link.corrections import Placement, State
 from device.results import (
     CapturedFrame,
     Exam,

@@ -23,7 +23,7 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from device.corrections import Placement, State
+from device.link.corrections import Placement, State
 from device.results import ResultRecord
 from device.store import ResultStore
 from ui import theme

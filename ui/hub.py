@@ -10,9 +10,9 @@ import uuid
 
 from device.config import UplinkSection
 from device.errors import ConfigError, StoreError
-from device.mqtt import BrokerAddress, new_client
+from device.link.mqtt import BrokerAddress, new_client
+from device.link.uplink.state import read_state
 from device.store import ResultStore
-from device.uplink.state import read_state
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from PyQt5.QtWidgets import (
 )
 
 from device.barcode import BarcodeError, PatientIdFormat, normalise, parse_scan
-from device.bundle import Manifest
 from device.config import DeviceConfig
+from device.model.bundle import Manifest
 from device.results import Exam, ExamAlreadyOpenError, ExamEnd
 from device.source_state import REFRESH_S as SOURCE_REFRESH_S
 from device.source_state import SourceState

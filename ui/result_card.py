@@ -25,9 +25,9 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from device.bundle import Figure
 from device.decision import Category, Decision, Mode
 from device.engine import Classification
+from device.model.bundle import Figure
 from device.results import ResultRecord
 from ui import theme
 from ui.frames import heatmap_rgb

@@ -21,9 +21,9 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from device.bundle import Manifest, ModeSpec
 from device.config import DeviceConfig
 from device.decision import MALIGNANT, Mode
+from device.model.bundle import Manifest, ModeSpec
 from device.site_choice import ModelChoice
 from ui import theme
 from ui.background import Background

@@ -28,9 +28,9 @@ from PyQt5.QtWidgets import (
 )
 
 from device import site_choice
-from device.bundle import Manifest
 from device.config import DeviceConfig
 from device.errors import SonopiError
+from device.model.bundle import Manifest
 from device.results import Exam, ResultRecord
 from device.site_adapt import MIN_NORMALS, REVIEW_BASE_P_MALIGNANT, Adaptation
 from device.store import ResultStore

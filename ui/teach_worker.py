@@ -14,10 +14,9 @@ from pathlib import Path
 from PyQt5.QtCore import QObject, pyqtSignal
 
 from device import site_adapt, site_choice
-from device.analysis import AnalysisOptions
-from device.bundle import ModelBundle, load_bundle
+from device.analysis import AnalysisOptions, load_classifier
 from device.config import DeviceConfig, ModelSection
-from device.pipeline import load_classifier
+from device.model.bundle import ModelBundle, load_bundle
 from device.site_choice import SiteChoice
 
 log = logging.getLogger(__name__)

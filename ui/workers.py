@@ -13,21 +13,20 @@ from dataclasses import dataclass
 from PyQt5.QtCore import QObject, QThread, pyqtSignal
 from PyQt5.QtGui import QImage
 
-from device.analysis import AnalysisOptions
-from device.bundle import Manifest
+from device.analysis import AnalysisOptions, Analyzer, load_configured
 from device.config import DeviceConfig
 from device.crop import Box, detect_scan_region
 from device.decision import Mode
 from device.engine import Classification, Classifier, InferenceWorker
 from device.errors import ImageDecodeError, SonopiError, SourceError
-from device.pipeline import Analyzer, load_configured
+from device.link.uplink.heartbeat import write_source_state
+from device.model.bundle import Manifest
 from device.results import CapturedFrame, Exam, ExamBindingError, ExamDesk, ResultRecord
 from device.site_choice import ModelChoice
 from device.source_state import SourceState, SourceStateReporter
 from device.sources import Frame, FrameSource, open_source
 from device.sources.spec import parse_spec
 from device.store import ResultStore
-from device.uplink.heartbeat import write_source_state
 from ui.frames import FramePacket, display_image
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ opt="$prefix/opt/sonopi"
 rel="$opt/releases/$id"
 [ -f "$rel/.installed" ] || { log "error: release $id is not installed in $opt/releases"; exit 1; }
 
-"$rel/venv/bin/python" -m device.model_store \
+"$rel/venv/bin/python" -m device.model.store \
   --root "$prefix/var/lib/sonopi/models" --public-key "$prefix/etc/sonopi/model-signing.pub" \
   install "$rel/model" >&2
 

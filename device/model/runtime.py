@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from device.bundle import InputSpec, ModelBundle
 from device.errors import BundleError, RuntimeUnavailableError
 from device.head import head_scores
-from device.preprocess import to_input_tensor
+from device.model.bundle import InputSpec, ModelBundle
+from device.model.preprocess import to_input_tensor
 
 RUNTIMES = (  # (name, module to import, attribute path of the Interpreter class)
     ("ai_edge_litert", "ai_edge_litert.interpreter", "Interpreter"),

@@ -1,4 +1,4 @@
-"""How the console shows corrections (device/corrections.py): a result voided or moved by the clinician on the device.
+"""How the console shows corrections (device/link/corrections.py): a result voided or moved by the clinician on the device.
 
 The result row is never changed; what a page shows is the result's *effective* state, derived from its corrections
 (``HubStore.placements``), and the audit trail — each correction's when (on the device, and when it reached the
@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from device.corrections import REASON_WORDS, CorrectionKind, Place, Placement, State, effective_placement
+from device.link.corrections import REASON_WORDS, CorrectionKind, Place, Placement, State, effective_placement
 from hub.store import HubStore, StoredCorrection, StoredResult
 from hub.web.fhir import SYSTEM, diagnostic_report, exam_report
 

@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from device.contract import HeartbeatMessage, ResultMessage, StatusMessage
+from device.link.contract import HeartbeatMessage, ResultMessage, StatusMessage
 from hub.store import HubStore, StoredResult
 
 SHA = "5f" * 32

@@ -1,4 +1,4 @@
-"""The uplink's paho-mqtt client (built by :func:`device.mqtt.new_client`) and its reconnect backoff."""
+"""The uplink's paho-mqtt client (built by :func:`device.link.mqtt.new_client`) and its reconnect backoff."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 
 from device.config import UplinkSection
-from device.mqtt import new_client
+from device.link.mqtt import new_client
 
 log = logging.getLogger(__name__)
 

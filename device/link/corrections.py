@@ -28,7 +28,8 @@ from typing import TypeVar
 
 from device.clock import utc_now_iso
 from device.errors import SonopiError
-from device.results import SIDES
+
+SIDES = ("L", "R")  # the breast's sides, as results, exams and the contract spell them
 
 E = TypeVar("E", bound=Enum)
 

@@ -25,10 +25,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from device import __version__, watchdog
-from device.bundle import load_bundle
 from device.clock import utc_now_iso
 from device.config import DeviceConfig
-from device.contract import (
+from device.errors import ConfigError, SonopiError, StoreError
+from device.link.contract import (
     QOS,
     ContractError,
     CorrectionAckMessage,
@@ -39,14 +39,14 @@ from device.contract import (
     encode_status,
     topic,
 )
-from device.errors import ConfigError, SonopiError, StoreError
-from device.mqtt import BrokerAddress, client_id_for
+from device.link.mqtt import BrokerAddress, client_id_for
+from device.link.uplink.correction_outbox import CorrectionOutbox
+from device.link.uplink.heartbeat import build_heartbeat
+from device.link.uplink.mqtt_client import Backoff, make_client
+from device.link.uplink.outbox import Outbox
+from device.link.uplink.state import write_state
+from device.model.bundle import load_bundle
 from device.store import ResultStore
-from device.uplink.correction_outbox import CorrectionOutbox
-from device.uplink.heartbeat import build_heartbeat
-from device.uplink.mqtt_client import Backoff, make_client
-from device.uplink.outbox import Outbox
-from device.uplink.state import write_state
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ SubjectPublicKeyInfo public key (shipped to devices as /etc/sonopi/model-signing
 
 CLI (workstation)::
 
-    python -m device.signing keygen --out ~/.config/sonopi/keys
-    python -m device.signing sign BUNDLE --key ~/.config/sonopi/keys/model-signing.key
-    python -m device.signing verify BUNDLE --public-key model-signing.pub
+    python -m device.model.signing keygen --out ~/.config/sonopi/keys
+    python -m device.model.signing sign BUNDLE --key ~/.config/sonopi/keys/model-signing.key
+    python -m device.model.signing verify BUNDLE --public-key model-signing.pub
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from device.bundle import SIGNATURE_FILE, ModelBundle, load_bundle, sha256_file
 from device.errors import BundleError
+from device.model.bundle import SIGNATURE_FILE, ModelBundle, load_bundle, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def load_verified_bundle(bundle_dir: str | os.PathLike[str], public_key_path: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m device.signing", description="Ed25519 model bundle signing")
+    parser = argparse.ArgumentParser(prog="python -m device.model.signing", description="Ed25519 model bundle signing")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("keygen", help="create model-signing.key (0600) and model-signing.pub")
     p.add_argument("--out", required=True, type=Path)

@@ -30,10 +30,49 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from device.contract import ContractError, Refusal, ResultMessage, encode_result
+from device.link.contract import (
+    MAX_THUMBNAIL_BYTES,
+    RESULT_SCHEMA_VERSION,
+    ContractError,
+    Refusal,
+    ResultMessage,
+    encode_result,
+)
+from device.results import ResultRecord
 from device.store import ResultStore
 
 log = logging.getLogger(__name__)
+
+
+def message_from_record(
+    record: ResultRecord,
+    *,
+    historical: bool,
+    prev_result_id: str | None,
+    send_thumbnail: bool = True,
+    thumbnail_max_bytes: int = MAX_THUMBNAIL_BYTES,
+) -> ResultMessage:
+    """The contract message for a stored result (the record -> message conversion: the contract itself knows
+    nothing of the device's records)."""
+    if record.seq is None:
+        raise ValueError("a result must be stored (have a seq) before it is sent")
+    thumb = record.thumbnail
+    if not send_thumbnail or thumb is None or len(thumb) > min(thumbnail_max_bytes, MAX_THUMBNAIL_BYTES):
+        thumb = None
+    return ResultMessage(
+        result_id=record.result_id, seq=record.seq, device_id=record.device_id, site=record.site,
+        created_at=record.created_at, model_name=record.model_name, model_version=record.model_version,
+        model_sha256=record.model_sha256, probabilities=dict(record.probabilities), label=record.label,
+        inconclusive=record.inconclusive, reasons=tuple(record.reasons), thresholds=dict(record.thresholds),
+        exam_id=record.exam_id, patient_ref=record.patient_ref, side=record.side, latency_ms=record.latency_ms,
+        historical=historical, prev_result_id=prev_result_id, thumbnail=thumb,
+        category=record.category, p_malignant=record.p_malignant, mode=record.mode,
+        # a result stored before the category rule travels as v1, which has no clock/age (such a result was
+        # stored before the clock and age columns too, so it has none to lose)
+        clock=record.clock if record.category is not None else None,
+        age=record.age if record.category is not None else None,
+        schema=RESULT_SCHEMA_VERSION if record.category is not None else 1,
+    )
 
 
 @dataclass(frozen=True)
@@ -108,7 +147,7 @@ class Outbox:
             self._cursor = max(self._cursor, record.seq or 0)
             prev = self._last_sent_id if self._last_sent_id in self._in_flight else None
             try:
-                message = ResultMessage.from_record(
+                message = message_from_record(
                     record,
                     historical=record.created_at < historical_before,
                     prev_result_id=prev,

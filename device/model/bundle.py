@@ -44,7 +44,7 @@ FORMAT_VERSION = 3  # what write_bundle writes
 READABLE_FORMAT_VERSIONS = (1, 2, 3)
 MODEL_FILE = "model.tflite"
 MANIFEST_FILE = "manifest.json"
-SIGNATURE_FILE = "signature.json"  # written by device.signing; its presence makes a bundle read-only here
+SIGNATURE_FILE = "signature.json"  # written by device.model.signing; its presence makes a bundle read-only here
 
 INPUT_DTYPES = ("uint8", "int8", "float32")
 COLOR_MODES = ("grey3", "grey1")  # grey replicated to 3 channels, or a single channel
@@ -53,9 +53,9 @@ OUTPUT_KINDS = ("logits", "probabilities")
 
 
 class Resampling(StrEnum):
-    """How a frame is resized to the model's input (``input.resampling``; device.preprocess applies it)."""
+    """How a frame is resized to the model's input (``input.resampling``; device.model.preprocess applies it)."""
 
-    EXACT = "exact"  # device.resample: integer area/linear filter, the same pixels on every platform
+    EXACT = "exact"  # device.model.resample: integer area/linear filter, the same pixels on every platform
     OPENCV = "opencv"  # cv2.resize INTER_AREA/INTER_LINEAR: format-1 bundles; differs between x86 and aarch64
 
 
@@ -622,7 +622,7 @@ def edit_bundle(
 
     The model file never changes here (that is a new build). A signed bundle is refused — its
     signature covers every file, so an edit would void it silently; edit the unsigned build, then
-    sign it again (``python -m device.signing sign``). Each file is written atomically and the
+    sign it again (``python -m device.model.signing sign``). Each file is written atomically and the
     result is loaded (validated) before returning."""
     root = Path(path)
     current = load_bundle(root)

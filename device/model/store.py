@@ -11,10 +11,10 @@ verifies the copy again, then flips ``current``; on any failure the active model
 
 CLI (run by deploy/ scripts as root, or by an operator)::
 
-    python -m device.model_store --root /var/lib/sonopi/models --public-key /etc/sonopi/model-signing.pub \
+    python -m device.model.store --root /var/lib/sonopi/models --public-key /etc/sonopi/model-signing.pub \
         install /media/usb/sonopi-lite0
-    python -m device.model_store --root ... rollback
-    python -m device.model_store --root ... status
+    python -m device.model.store --root ... rollback
+    python -m device.model.store --root ... status
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from device.bundle import ModelBundle
 from device.errors import BundleError
-from device.signing import load_public_key, verify_bundle
+from device.model.bundle import ModelBundle
+from device.model.signing import load_public_key, verify_bundle
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def _fsync_tree(root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m device.model_store", description="signed model store")
+    parser = argparse.ArgumentParser(prog="python -m device.model.store", description="signed model store")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--public-key", type=Path, default=Path("/etc/sonopi/model-signing.pub"))
     sub = parser.add_subparsers(dest="cmd", required=True)

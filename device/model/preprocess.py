@@ -4,7 +4,7 @@
 ``model_build`` (training, calibration, evaluation) and ``device selftest``; so training images go
 through the same crop, resize and channel handling as frames on the device. With the manifest's
 ``input.resampling = "exact"`` (every bundle built since format 2) the pixels are identical on
-x86_64 and aarch64 (``device.resample``).
+x86_64 and aarch64 (``device.model.resample``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from device import resample
-from device.bundle import InputSpec, Resampling
 from device.crop import Box, choose_crop
 from device.imageio import to_grey
+from device.model import resample
+from device.model.bundle import InputSpec, Resampling
 
 
 @dataclass(frozen=True)

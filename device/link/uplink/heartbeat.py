@@ -3,7 +3,7 @@ it can work at all — its model bundle (ok / missing / rejected) and its image 
 
 The model state is checked here, by the uplink, on the configured bundle (:func:`model_state`; re-checked only
 when the bundle's files change). The source is the device application's: it writes what its frame reader sees
-with :func:`write_source_state` into the store (like the uplink's own state, ``device/uplink/state.py``), and
+with :func:`write_source_state` into the store (like the uplink's own state, ``device/link/uplink/state.py``), and
 the heartbeat carries it while it is fresh (:data:`SOURCE_STATE_STALE_S`); otherwise it is left out (unknown).
 """
 
@@ -18,10 +18,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from device.bundle import load_bundle
 from device.clock import parse_iso, utc_now_iso
-from device.contract import HeartbeatMessage
 from device.errors import SonopiError
+from device.link.contract import HeartbeatMessage
+from device.model.bundle import load_bundle
 from device.store import ResultStore
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
-"""The corrections' outbox: the results' rules (:class:`~device.uplink.outbox.Outbox`), for corrections.
+"""The corrections' outbox: the results' rules (:class:`~device.link.uplink.outbox.Outbox`), for corrections.
 
 Same window, ack timeout, go-back-N, back-off and parking on a rejection, over the store's ``corrections`` table
-(device/corrections.py), with one rule more: a correction is sent only once the hub has acknowledged the result it
+(device/link/corrections.py), with one rule more: a correction is sent only once the hub has acknowledged the result it
 corrects (``ResultStore.pending_corrections``), so the hub always has the result first. Each message names the
 previous correction still awaiting an ack (``prev_correction_id``): the hub stores a correction only once that one
 is stored, so the corrections of one result reach it in the order they were made.
@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from device.contract import ContractError, CorrectionMessage, CorrectionRefusal, encode_correction
-from device.uplink.outbox import InFlight, Outbox
+from device.link.contract import ContractError, CorrectionMessage, CorrectionRefusal, encode_correction
+from device.link.uplink.outbox import InFlight, Outbox
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""``python -m device.uplink --config FILE [--broker HOST:PORT]``: the same as ``python -m device uplink``."""
+"""``python -m device.link.uplink --config FILE [--broker HOST:PORT]``: the same as ``python -m device uplink``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import sys
 
 from device.config import load_config
 from device.errors import ConfigError
-from device.uplink.service import run
+from device.link.uplink.service import run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m device.uplink", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m device.link.uplink", description=__doc__)
     parser.add_argument("--config", help="device configuration (TOML); default: built-in development defaults")
     parser.add_argument("--broker", help="HOST:PORT, overrides [uplink] broker")
     parser.add_argument("--log-level", default="INFO")

@@ -1,6 +1,6 @@
 """Connecting to the MQTT broker: one place for the broker address, TLS and credentials.
 
-Used by the device uplink (``device/uplink/``), the hub (``hub/service.py``) and the UI's "Test hub"
+Used by the device uplink (``device/link/uplink/``), the hub (``hub/service.py``) and the UI's "Test hub"
 button (``ui/hub.py``); all take their
 settings from a :class:`device.config.MqttConnection` section. paho-mqtt 2.x, VERSION2 callbacks.
 """

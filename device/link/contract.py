@@ -13,7 +13,7 @@ Topics (``<site>`` and ``<device_id>`` are single topic levels, see :func:`check
                                             rejected for good, ``"kind": "nack"``), and correction acks
                                             (``"kind": "correction_ack"``), see :func:`decode_ack_topic`
 
-Every payload is one UTF-8 JSON object validated against a JSON Schema in ``device/schemas/``
+Every payload is one UTF-8 JSON object validated against a JSON Schema in ``device/link/schemas/``
 (documented in docs/mqtt.md). Parsing never trusts the payload: size first, then UTF-8, then JSON
 (finite numbers only: NaN, Infinity and numbers that overflow a double are refused), then nesting
 depth, then the schema (every number bounded, no control characters in any string), then the
@@ -36,9 +36,8 @@ from typing import Any
 
 import jsonschema
 
-from device.corrections import REASONS, Correction, CorrectionKind, CorrectionReason, Place
 from device.errors import SonopiError
-from device.results import ResultRecord
+from device.link.corrections import REASONS, Correction, CorrectionKind, CorrectionReason, Place
 
 SCHEMA_VERSION = 1  # status, heartbeat, ack, nack, correction, correction_ack
 RESULT_SCHEMA_VERSION = 2  # 2: category, p_malignant, mode, optional clock/age (a result stored before them is sent as 1)
@@ -115,8 +114,8 @@ def parse_topic(text: str) -> Topic:
 
 @cache
 def schema(kind: str) -> dict[str, Any]:
-    """The JSON Schema for one message kind (packaged as ``device/schemas/<kind>.schema.json``)."""
-    text = resources.files("device").joinpath("schemas", f"{kind}.schema.json").read_text(encoding="utf-8")
+    """The JSON Schema for one message kind (packaged as ``device/link/schemas/<kind>.schema.json``)."""
+    text = resources.files("device.link").joinpath("schemas", f"{kind}.schema.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -326,36 +325,6 @@ class ResultMessage:
     clock: int | None = None  # schema 2, optional: the lesion's clock position (1..12) from the exam
     age: int | None = None  # schema 2, optional: the patient's age (0..130) from the exam
     schema: int = RESULT_SCHEMA_VERSION
-
-    @classmethod
-    def from_record(
-        cls,
-        record: ResultRecord,
-        *,
-        historical: bool,
-        prev_result_id: str | None,
-        send_thumbnail: bool = True,
-        thumbnail_max_bytes: int = MAX_THUMBNAIL_BYTES,
-    ) -> ResultMessage:
-        if record.seq is None:
-            raise ValueError("a result must be stored (have a seq) before it is sent")
-        thumb = record.thumbnail
-        if not send_thumbnail or thumb is None or len(thumb) > min(thumbnail_max_bytes, MAX_THUMBNAIL_BYTES):
-            thumb = None
-        return cls(
-            result_id=record.result_id, seq=record.seq, device_id=record.device_id, site=record.site,
-            created_at=record.created_at, model_name=record.model_name, model_version=record.model_version,
-            model_sha256=record.model_sha256, probabilities=dict(record.probabilities), label=record.label,
-            inconclusive=record.inconclusive, reasons=tuple(record.reasons), thresholds=dict(record.thresholds),
-            exam_id=record.exam_id, patient_ref=record.patient_ref, side=record.side, latency_ms=record.latency_ms,
-            historical=historical, prev_result_id=prev_result_id, thumbnail=thumb,
-            category=record.category, p_malignant=record.p_malignant, mode=record.mode,
-            # a result stored before the category rule travels as v1, which has no clock/age (such a result was
-            # stored before the clock and age columns too, so it has none to lose)
-            clock=record.clock if record.category is not None else None,
-            age=record.age if record.category is not None else None,
-            schema=RESULT_SCHEMA_VERSION if record.category is not None else 1,
-        )
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -670,7 +639,7 @@ def result_id_of(data: bytes) -> str | None:
 
 @dataclass(frozen=True)
 class CorrectionMessage:
-    """A correction as it travels device -> hub (device/corrections.py): delivered like a result — exactly once,
+    """A correction as it travels device -> hub (device/link/corrections.py): delivered like a result — exactly once,
     in order (``prev_correction_id``), and only after the hub acked the result it corrects."""
 
     correction_id: str

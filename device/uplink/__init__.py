@@ -1,4 +1,0 @@
-"""The device uplink: store-and-forward of results to the hospital hub over MQTT (contract: device/contract.py).
-
-Runs as its own process (``python -m device uplink``): :func:`device.uplink.service.run`.
-"""
