@@ -11,7 +11,7 @@ Figures are printed; record them in docs/performance.md.
     python -m bench.bench_site_adapt --study
 
 The head study behind docs/model.md ("Site bundles", the <= 5 % target): BrEaST-Lesions-USG's patients in two
-halves as tests/test_site_adapt_data.py splits them; half A's normal views are the site's cases, half B is the
+halves as tests/device/test_site_adapt_data.py splits them; half A's normal views are the site's cases, half B is the
 test half. Each variant of the fit (L2 strength, site weights, which head columns move) is adapted on half A
 and judged on half A only — its held-out quarter (whole patients) over 5 seeds — plus the base test split's
 no-forgetting check inside ``adapt``; then only the device default and the variant half A picks are scored on

@@ -25,9 +25,9 @@ import psutil
 
 from device.link.uplink.outbox import message_from_record
 from hub.store import HubStore
+from tests.device.link.test_uplink import Device, Hub, make_record
+from tests.hub.test_hub_poison import HubProcess
 from tests.mqtt_broker import MosquittoBroker, PostgresServer, postgres_bindir, wait_for
-from tests.test_hub_poison import HubProcess
-from tests.test_uplink import Device, Hub, make_record
 
 
 def flush(root: Path, n: int, window: int, db: str | None) -> float:

@@ -1,4 +1,4 @@
-"""Fixtures for tests/test_deploy*.py: a small disk image with the Raspberry Pi OS layout, stand-in
+"""Fixtures for tests/deploy/test_deploy*.py: a small disk image with the Raspberry Pi OS layout, stand-in
 wheels, throwaway keys and secrets. Built with the real tools (sfdisk, mkfs.vfat, mkfs.ext4)."""
 
 from __future__ import annotations

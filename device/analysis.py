@@ -4,7 +4,7 @@ How a frame is analysed is decided once from the configuration, ``AnalysisOption
 from ``[source]`` (auto-crop, a manual ROI and its mode, the DICOM cine frame) to the classifier. ``device
 classify``, ``device run``, ``device site-check``, ``device site-adapt`` and the touchscreen all take their
 options here, so the same file under the same configuration is analysed the same way everywhere
-(tests/test_analysis_options.py). A clinician's ROI drawn on the screen replaces the configured one.
+(tests/device/test_analysis_options.py). A clinician's ROI drawn on the screen replaces the configured one.
 :class:`Analyzer` then classifies and stores (``record`` stores a frame only under the exam it was captured in).
 """
 

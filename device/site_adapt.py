@@ -225,7 +225,7 @@ def scanner_check(stats: np.ndarray, names: Sequence[str]) -> ScannerCheck:
     is odd when one of them is more than :data:`SCANNER_Z` robust spreads from the median; the folder is mixed
     when at least :data:`SCANNER_MIN_ODD` images and :data:`SCANNER_MIN_SHARE` of them are odd.
 
-    Measured on the shared data (tests/test_site_adapt.py): within one scanner at most 1 image in 54-179 is odd
+    Measured on the shared data (tests/device/test_site_adapt.py): within one scanner at most 1 image in 54-179 is odd
     (BUSI's GE LOGIQ E9 normals, BUS-BRA's Toshiba and GE images, BrEaST-Lesions-USG); 8 or 12 Toshiba views
     among 43 BrEaST-Lesions-USG normals: 4 and 8 of them are. A minority check: with 16 or more the median moves
     toward them and fewer stand out. Scanners alike in these statistics (BUSI's GE beside

@@ -49,9 +49,9 @@ def shipped_bundle_dir() -> Path:
 @pytest.fixture()
 def window(qtbot, tmp_path: Path, tiny_bundle_dir: Path):
     """The touchscreen app on a folder of exam frames with the tiny model, first-run notice accepted and a frame
-    shown (tests/test_ui_exam_defects.open_window); shut down afterwards. Used by the exam-workflow tests."""
-    from tests.test_ui_exam_defects import open_window
-    from tests.test_ui_workflow import write_frames
+    shown (tests/ui/test_ui_exam_defects.open_window); shut down afterwards. Used by the exam-workflow tests."""
+    from tests.ui.test_ui_exam_defects import open_window
+    from tests.ui.test_ui_workflow import write_frames
 
     frames = tmp_path / "usb" / "exam"
     write_frames(frames)

@@ -20,9 +20,9 @@ import pytest
 from device.link.corrections import CorrectionKind, Place, State, make_correction
 from device.results import Exam
 from device.store import ResultStore
+from tests.device.link.test_uplink import Device, make_record
+from tests.hub.test_hub_poison import HubProcess
 from tests.mqtt_broker import MosquittoBroker, postgres_server, wait_for  # noqa: F401  (fixture)
-from tests.test_hub_poison import HubProcess
-from tests.test_uplink import Device, make_record
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -40,10 +40,10 @@ import pytest
 pytest.importorskip("psycopg")
 
 from hub.store import HubStore, HubStoreError
+from tests.device.link.test_uplink import Device
+from tests.hub.test_hub_db_reconnect import RestartablePostgres
+from tests.hub.test_hub_poison import HubProcess
 from tests.mqtt_broker import MosquittoBroker
-from tests.test_hub_db_reconnect import RestartablePostgres
-from tests.test_hub_poison import HubProcess
-from tests.test_uplink import Device
 
 log = logging.getLogger(__name__)
 

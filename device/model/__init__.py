@@ -6,5 +6,5 @@ signatures), ``store`` (installing a signed bundle on a device and switching to 
 ``runtime`` (running a bundle's TFLite model: one interpreter runner, one scores -> probabilities rule).
 
 The workstation (``model_build``) builds, writes and scores bundles through this package too, so the device
-and the build turn the same pixels into the same probabilities by construction (tests/test_runtime_parity.py).
+and the build turn the same pixels into the same probabilities by construction (tests/device/model/test_runtime_parity.py).
 """
