@@ -3,13 +3,14 @@
 A bundle is a directory::
 
     model.tflite     the int8 TFLite model
+    segmentation.tflite  optional (format 4): the lesion-outline model named by the manifest's ``segmentation``
     manifest.json    a :class:`Manifest` (format documented in docs/model-bundle.md)
     report/          optional: metrics, plots, split (written by model_build)
     MODEL_CARD.md    optional: intended use, data, metrics, failure modes
 
 ``write_bundle`` (used by model_build and by tests) and ``load_bundle`` (used by the
 device) share the dataclasses below, so both sides validate the same way. Loading
-verifies the sha256 of ``model.tflite`` and refuses an unknown format version.
+verifies the sha256 of ``model.tflite`` (and of the segmentation model) and refuses an unknown format version.
 """
 
 from __future__ import annotations
@@ -39,10 +40,13 @@ from device.decision import (
 from device.errors import BundleError
 from device.head import HeadSpec, head_to_dict, parse_head, validate_head
 
-FORMAT_VERSION = 3  # what write_bundle writes
-# 1: before input.resampling existed (its bundles resample with OpenCV); 2: before the decision block
-READABLE_FORMAT_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 3  # what write_bundle writes for a bundle without a segmentation model
+SEGMENTATION_FORMAT_VERSION = 4  # what it writes for one with: software that predates it refuses it by version
+# 1: before input.resampling existed (its bundles resample with OpenCV); 2: before the decision block;
+# 3: before the segmentation model
+READABLE_FORMAT_VERSIONS = (1, 2, 3, 4)
 MODEL_FILE = "model.tflite"
+SEGMENTATION_FILE = "segmentation.tflite"  # the name model_build segment writes and write_bundle uses
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "signature.json"  # written by device.model.signing; its presence makes a bundle read-only here
 
@@ -123,6 +127,49 @@ class ReferenceSpec:
     scores: tuple[float, ...]
 
 
+@dataclass(frozen=True)
+class SegmentationOutputs:
+    """The segmentation model's output tensors, by TFLite tensor name."""
+
+    mask: str  # lesion probability per pixel of the model input, [1, h, w, 1] (dequantized, after the sigmoid)
+    lesion_logit: str  # a lesion / no-lesion logit [1, 1] (trained beside the mask; not used for the outline)
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """How the mask becomes an outline: the largest region of probability >= ``threshold``, none when it covers
+    fewer than ``min_region_px`` pixels of the model input (the rule ``model_build segment`` scored)."""
+
+    threshold: float = 0.5
+    min_region_px: int = 1
+
+
+@dataclass(frozen=True)
+class SegmentationSpec:
+    """The ``segmentation`` section (format 4): a second model file in the bundle that outlines the lesion.
+
+    It is run on the same crop as the classifier, letterboxed to its own ``input`` (device/outline.py).
+    ``model_build segment`` writes this section as ``segmentation.json``; ``model_build pack-segmentation``
+    puts it and its model into a bundle through :func:`write_bundle` (which fills in ``model_sha256``)."""
+
+    input: InputSpec
+    outputs: SegmentationOutputs
+    model: str = SEGMENTATION_FILE  # file name inside the bundle
+    model_sha256: str = "0" * 64
+    mask: MaskSpec = field(default_factory=MaskSpec)
+    metrics: dict[str, Any] = field(default_factory=dict)  # the build's headline figures (free form)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "segmentation") -> SegmentationSpec:
+        """Build and validate a section (also ``segmentation.json``); every problem is a BundleError naming the key."""
+        spec = _parse_segmentation(data, SEGMENTATION_FORMAT_VERSION, source)
+        assert spec is not None  # only None for an absent section
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 P_MALIGNANT_DEFINITIONS = ("softmax",)  # the calibrated softmax probability of 'malignant' (temperature applied)
 MODE_FIGURES = ("sensitivity", "specificity", "normals_called_malignant")  # per mode, each optional
 CATEGORY_FIGURES = ("malignancy_rate",)  # per category, each optional
@@ -187,6 +234,7 @@ class Manifest:
     reference: ReferenceSpec | None = None
     decision: DecisionSpec | None = None  # format 3; absent: decision_spec() is the implicit one
     head: HeadSpec | None = None  # format 3, a site bundle's refitted head (device/head.py); absent: the model's scores
+    segmentation: SegmentationSpec | None = None  # format 4, the lesion-outline model; absent: no outline
     training_data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     intended_use: str = "Decision support for trained clinicians. Not a diagnosis."
@@ -209,6 +257,8 @@ class Manifest:
             del data["decision"]
         else:
             data["decision"] = _decision_to_dict(self.decision)
+        if self.segmentation is None:
+            del data["segmentation"]
         return data
 
     def decision_spec(self) -> DecisionSpec:
@@ -241,6 +291,12 @@ class ModelBundle:
         return self.path / MODEL_FILE
 
     @property
+    def segmentation_path(self) -> Path | None:
+        """The segmentation model's file, or None when the bundle has none."""
+        seg = self.manifest.segmentation
+        return None if seg is None else self.path / seg.model
+
+    @property
     def identity(self) -> dict[str, str]:
         return {"name": self.manifest.name, "version": self.manifest.version, "sha256": self.manifest.model_sha256}
 
@@ -269,23 +325,53 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"model bundle {root}: {MANIFEST_FILE} is not valid JSON ({exc})") from exc
     manifest = Manifest.from_dict(data, source=str(manifest_path))
-    actual = sha256_file(model_path)
-    if actual != manifest.model_sha256:
-        raise BundleError(
-            f"model bundle {root}: sha256 of {MODEL_FILE} is {actual[:16]}…, manifest says "
-            f"{manifest.model_sha256[:16]}… — the model file is corrupted or does not belong to this manifest"
-        )
+    _check_sha256(root, MODEL_FILE, model_path, manifest.model_sha256)
+    if manifest.segmentation is not None:
+        seg_path = root / manifest.segmentation.model
+        if not seg_path.is_file():
+            raise BundleError(f"model bundle {root}: {manifest.segmentation.model} is missing "
+                              "(named by 'segmentation.model')")
+        _check_sha256(root, manifest.segmentation.model, seg_path, manifest.segmentation.model_sha256)
     return ModelBundle(path=root, manifest=manifest)
 
 
-def write_bundle(path: str | os.PathLike[str], model_bytes: bytes, manifest: Manifest) -> ModelBundle:
-    """Write ``model.tflite`` and ``manifest.json`` (sha256 filled in) and return the loaded bundle."""
+def _check_sha256(root: Path, name: str, path: Path, expected: str) -> None:
+    actual = sha256_file(path)
+    if actual != expected:
+        raise BundleError(
+            f"model bundle {root}: sha256 of {name} is {actual[:16]}…, manifest says "
+            f"{expected[:16]}… — the model file is corrupted or does not belong to this manifest"
+        )
+
+
+def written_format(manifest: Manifest) -> int:
+    """The format a manifest is written in: 4 with a segmentation model, else 3 (what older software reads)."""
+    return SEGMENTATION_FORMAT_VERSION if manifest.segmentation is not None else FORMAT_VERSION
+
+
+def write_bundle(
+    path: str | os.PathLike[str], model_bytes: bytes, manifest: Manifest, segmentation: bytes | None = None
+) -> ModelBundle:
+    """Write ``model.tflite`` and ``manifest.json`` (sha256 filled in) and return the loaded bundle.
+
+    ``segmentation``: the segmentation model's bytes, exactly when the manifest has a ``segmentation`` section
+    (written under ``segmentation.model``, its sha256 filled in)."""
     root = Path(path)
+    source = str(root / MANIFEST_FILE)
+    if (segmentation is None) != (manifest.segmentation is None):
+        raise BundleError(f"{source}: a 'segmentation' section and the segmentation model's bytes go together "
+                          f"(section {'given' if manifest.segmentation else 'absent'}, "
+                          f"bytes {'given' if segmentation is not None else 'absent'})")
+    seg = manifest.segmentation
+    if seg is not None and segmentation is not None:
+        seg = dataclasses.replace(seg, model_sha256=hashlib.sha256(segmentation).hexdigest())
+    manifest = dataclasses.replace(manifest, model_sha256=hashlib.sha256(model_bytes).hexdigest(), segmentation=seg)
+    manifest = dataclasses.replace(manifest, format_version=written_format(manifest))
+    manifest.validate(source=source)
     root.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(model_bytes).hexdigest()
-    manifest = dataclasses.replace(manifest, model_sha256=digest, format_version=FORMAT_VERSION)
-    manifest.validate(source=str(root / MANIFEST_FILE))
     write_atomic(root / MODEL_FILE, model_bytes)
+    if seg is not None and segmentation is not None:
+        write_atomic(root / seg.model, segmentation)
     text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
     write_atomic(root / MANIFEST_FILE, text.encode("utf-8"))
     return load_bundle(root)
@@ -329,6 +415,7 @@ def _parse_manifest(data: Any, source: str) -> Manifest:
             reference=_parse_reference(data.get("reference"), version, source),
             decision=_parse_decision(data.get("decision"), version, source),
             head=parse_head(data.get("head"), source),
+            segmentation=_parse_segmentation(data.get("segmentation"), version, source),
             training_data=data.get("training_data", {}),
             metrics=data.get("metrics", {}),
             intended_use=data.get("intended_use", Manifest.intended_use),
@@ -364,6 +451,29 @@ def _parse_reference(value: Any, version: int, source: str) -> ReferenceSpec | N
         raise BundleError(f"{source}: 'reference.scores' must be a list of numbers ({exc})") from exc
     return ReferenceSpec(frame=value["frame"], frame_sha256=value["frame_sha256"],
                          input_sha256=value["input_sha256"], scores=scores)
+
+
+def _parse_segmentation(value: Any, version: int, source: str) -> SegmentationSpec | None:
+    if value is None:
+        return None
+    if version < SEGMENTATION_FORMAT_VERSION:
+        raise BundleError(f"{source}: 'segmentation' needs format_version {SEGMENTATION_FORMAT_VERSION} "
+                          f"(this manifest says {version})")
+    if not isinstance(value, dict):
+        raise BundleError(f"{source}: 'segmentation' must be an object")
+    missing = [key for key in ("input", "outputs") if key not in value]
+    if missing:
+        raise BundleError(f"{source}: 'segmentation' needs {', '.join(repr(k) for k in missing)}")
+    parsed = {
+        **value,
+        "input": _parse_section(InputSpec, value["input"], "segmentation.input", source,
+                                nested={"normalization": Normalization}),
+        "outputs": _parse_section(SegmentationOutputs, value["outputs"], "segmentation.outputs", source),
+        "mask": _parse_section(MaskSpec, value.get("mask", {}), "segmentation.mask", source),
+    }
+    spec: SegmentationSpec = _parse_section(SegmentationSpec, parsed, "segmentation", source)
+    _validate_segmentation(spec, source)
+    return spec
 
 
 def _parse_decision(value: Any, version: int, source: str) -> DecisionSpec | None:
@@ -488,24 +598,7 @@ def _validate_manifest(m: Manifest, source: str) -> None:
         fail("'labels' must be a list of at least two non-empty strings")
     if len(set(m.labels)) != len(m.labels):
         fail("'labels' must be unique")
-    spec = m.input
-    for key in ("height", "width"):
-        value = getattr(spec, key)
-        if not isinstance(value, int) or isinstance(value, bool) or not 8 <= value <= 4096:
-            fail(f"'input.{key}' must be an integer between 8 and 4096, got {value!r}")
-    if spec.dtype not in INPUT_DTYPES:
-        fail(f"'input.dtype' must be one of {INPUT_DTYPES}, got {spec.dtype!r}")
-    if spec.color not in COLOR_MODES:
-        fail(f"'input.color' must be one of {COLOR_MODES}, got {spec.color!r}")
-    if spec.resize not in RESIZE_POLICIES:
-        fail(f"'input.resize' must be one of {RESIZE_POLICIES}, got {spec.resize!r}")
-    if spec.resampling not in [r.value for r in Resampling]:
-        fail(f"'input.resampling' must be one of {[r.value for r in Resampling]}, got {spec.resampling!r}")
-    norm = spec.normalization
-    if not _is_number(norm.mean) or not _is_number(norm.scale) or norm.scale == 0:
-        fail("'input.normalization' needs numeric 'mean' and non-zero 'scale'")
-    if not isinstance(norm.in_model, bool):
-        fail("'input.normalization.in_model' must be true or false")
+    _validate_input(m.input, "input", fail)
     if not isinstance(m.outputs.scores, str) or not m.outputs.scores:
         fail("'outputs.scores' must name the scores tensor")
     if m.outputs.scores_kind not in OUTPUT_KINDS:
@@ -539,6 +632,10 @@ def _validate_manifest(m: Manifest, source: str) -> None:
         if m.format_version < 3:
             fail(f"'decision' needs format_version 3 (this manifest says {m.format_version})")
         _validate_decision(m.decision, m.labels, fail)
+    if m.segmentation is not None:
+        if m.format_version < SEGMENTATION_FORMAT_VERSION:
+            fail(f"'segmentation' needs format_version {SEGMENTATION_FORMAT_VERSION} (this manifest says {m.format_version})")
+        _validate_segmentation(m.segmentation, source)
     if m.head is not None:
         if m.format_version < 3:
             fail(f"'head' needs format_version 3 (this manifest says {m.format_version})")
@@ -550,6 +647,53 @@ def _validate_manifest(m: Manifest, source: str) -> None:
             fail(f"'{key}' must be an object")
     if not isinstance(m.intended_use, str):
         fail("'intended_use' must be a string")
+
+
+def _validate_input(spec: InputSpec, key: str, fail: Any) -> None:
+    for name in ("height", "width"):
+        value = getattr(spec, name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 8 <= value <= 4096:
+            fail(f"'{key}.{name}' must be an integer between 8 and 4096, got {value!r}")
+    if spec.dtype not in INPUT_DTYPES:
+        fail(f"'{key}.dtype' must be one of {INPUT_DTYPES}, got {spec.dtype!r}")
+    if spec.color not in COLOR_MODES:
+        fail(f"'{key}.color' must be one of {COLOR_MODES}, got {spec.color!r}")
+    if spec.resize not in RESIZE_POLICIES:
+        fail(f"'{key}.resize' must be one of {RESIZE_POLICIES}, got {spec.resize!r}")
+    if spec.resampling not in [r.value for r in Resampling]:
+        fail(f"'{key}.resampling' must be one of {[r.value for r in Resampling]}, got {spec.resampling!r}")
+    norm = spec.normalization
+    if not _is_number(norm.mean) or not _is_number(norm.scale) or norm.scale == 0:
+        fail(f"'{key}.normalization' needs numeric 'mean' and non-zero 'scale'")
+    if not isinstance(norm.in_model, bool):
+        fail(f"'{key}.normalization.in_model' must be true or false")
+
+
+def _validate_segmentation(s: SegmentationSpec, source: str) -> None:
+    def fail(message: str) -> NoReturn:
+        raise BundleError(f"{source}: {message}")
+
+    name = s.model
+    if (not isinstance(name, str) or not name.endswith(".tflite") or "/" in name or "\\" in name
+            or name in (MODEL_FILE, ".tflite") or name.startswith(".")):
+        fail(f"'segmentation.model' must be a file name beside {MODEL_FILE} ending in .tflite (not {MODEL_FILE}), "
+             f"got {name!r}")
+    if not _is_sha256(s.model_sha256):
+        fail("'segmentation.model_sha256' must be a 64-character lower-case hex digest")
+    _validate_input(s.input, "segmentation.input", fail)
+    for key in ("mask", "lesion_logit"):
+        value = getattr(s.outputs, key)
+        if not isinstance(value, str) or not value:
+            fail(f"'segmentation.outputs.{key}' must name a tensor")
+    if s.outputs.mask == s.outputs.lesion_logit:
+        fail("'segmentation.outputs.mask' and 'segmentation.outputs.lesion_logit' name the same tensor")
+    if not _in_open_unit(s.mask.threshold):
+        fail(f"'segmentation.mask.threshold' must be a number in (0, 1), got {s.mask.threshold!r}")
+    px = s.mask.min_region_px
+    if not isinstance(px, int) or isinstance(px, bool) or px < 1:
+        fail(f"'segmentation.mask.min_region_px' must be a positive integer (model input pixels), got {px!r}")
+    if not isinstance(s.metrics, dict):
+        fail("'segmentation.metrics' must be an object")
 
 
 def _in_open_unit(value: Any) -> bool:
@@ -631,16 +775,23 @@ def edit_bundle(
             f"model bundle {root} is signed ({SIGNATURE_FILE}): an edit would void its signature — "
             "edit the unsigned bundle, then sign it again"
         )
+    protected = {MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE}
+    if current.manifest.segmentation is not None:
+        protected.add(current.manifest.segmentation.model)
+    if manifest is not None:
+        if manifest.model_sha256 != current.manifest.model_sha256:
+            raise BundleError(f"model bundle {root}: the edited manifest names another model (a new model is a new build)")
+        if manifest.segmentation != current.manifest.segmentation:
+            raise BundleError(f"model bundle {root}: the edited manifest changes 'segmentation' (a new segmentation "
+                              "model is a new build: model_build pack-segmentation)")
     for name, data in (files or {}).items():
         target = _inside(root, name)
-        if target.name in (MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE) and target.parent == root:
+        if target.name in protected and target.parent == root:
             raise BundleError(f"model bundle {root}: {name} cannot be replaced as a file (use manifest=, or build again)")
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(target, data)
     if manifest is not None:
-        if manifest.model_sha256 != current.manifest.model_sha256:
-            raise BundleError(f"model bundle {root}: the edited manifest names another model (a new model is a new build)")
-        manifest = dataclasses.replace(manifest, format_version=FORMAT_VERSION)  # written as the current format
+        manifest = dataclasses.replace(manifest, format_version=written_format(manifest))  # the current format
         manifest.validate(source=str(root / MANIFEST_FILE))
         text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
         write_atomic(root / MANIFEST_FILE, text.encode("utf-8"))
