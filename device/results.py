@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from device.clock import utc_now_iso
 from device.errors import SonopiError
+from device.link.delivery import Delivery
 
 if TYPE_CHECKING:  # the hub imports this module through the contract: no frame sources (OpenCV) at run time
     from device.sources.base import Frame
 
 log = logging.getLogger(__name__)
 
-DELIVERY_STATES = ("stored", "sent", "acked")  # on device / sent to hub / received by hub
+DELIVERY_STATES = tuple(Delivery)  # on device / sent to hub / received by hub (device.link.delivery)
 
 
 def new_result_id() -> str:
@@ -57,7 +58,7 @@ class ResultRecord:
     latency_ms: float | None = None
     thumbnail: bytes | None = None  # small JPEG
     seq: int | None = None  # per-device, monotonically increasing; assigned by the store
-    delivery: str = "stored"
+    delivery: str = Delivery.STORED  # a Delivery value (str: read back from the store as text)
 
     @property
     def top_label(self) -> str:
