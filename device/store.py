@@ -7,6 +7,9 @@
 * A result the hub rejected for good (its nack) is *parked*: a row in ``rejected`` with the hub's reason;
   it reads as ``delivery = "rejected: <reason>"``, leaves the backlog and is never sent again.
 * Disk full / read-only filesystem / corruption raise :class:`StoreError`; earlier results stay intact.
+* Every result of an exam is a view of one lesion (``lesion_views``: a lesion number per result within its exam,
+  device/lesions.py): a new lesion when stored; the clinician may make it the second view of an earlier frame's
+  lesion (:meth:`ResultStore.same_lesion`), which is refused across exams or sides and beyond two views.
 * A stored result is never overwritten (a trigger refuses it): a clinician's void or move is a row in the append-only
   ``corrections`` table (device/link/corrections.py), delivered to the hub like results (its own outbox columns); the
   result's effective placement is derived from them (:meth:`ResultStore.placements`).
@@ -32,6 +35,7 @@ from typing import IO, Any
 
 from device.clock import to_iso, utc_now_iso
 from device.errors import StoreError
+from device.lesions import Lesion, LesionError, LesionView, check_same_lesion, group_lesions
 from device.link.corrections import (
     Correction,
     CorrectionError,
@@ -46,7 +50,7 @@ from device.results import Exam, ResultRecord
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: category, p_malignant, mode, clock, age (added to an older file on open)
+SCHEMA_VERSION = 3  # 2: category, p_malignant, mode, clock, age; 3: lesion_views (added to an older file on open)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -130,6 +134,13 @@ CREATE TABLE IF NOT EXISTS corrections (
     rejected_at      TEXT
 );
 CREATE INDEX IF NOT EXISTS corrections_result ON corrections (result_id, seq);
+CREATE TABLE IF NOT EXISTS lesion_views (
+    result_id  TEXT PRIMARY KEY REFERENCES results (result_id),
+    exam_id    TEXT NOT NULL,
+    lesion     INTEGER NOT NULL CHECK (lesion >= 1),
+    grouped_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lesion_views_exam ON lesion_views (exam_id, lesion);
 CREATE INDEX IF NOT EXISTS corrections_outbox ON corrections (delivery, seq) WHERE delivery != 'acked';
 -- Never an overwrite (device/link/corrections.py): a result's attribution and findings, and a correction's content,
 -- cannot be changed once stored, and a correction cannot be deleted; only the delivery columns move.
@@ -223,6 +234,10 @@ class ResultStore:
         with self._transaction() as db:  # -> 2: the columns a file lacks (_ADDED_COLUMNS), NULL for the results already stored
             for name, kind in missing:
                 db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
+            # -> 3: every result of an exam stored before lesions were grouped is a lesion of its own, numbered in order
+            db.execute("INSERT INTO lesion_views (result_id, exam_id, lesion, grouped_at) "
+                       "SELECT result_id, exam_id, ROW_NUMBER() OVER (PARTITION BY exam_id ORDER BY seq), created_at "
+                       "FROM results WHERE exam_id IS NOT NULL AND result_id NOT IN (SELECT result_id FROM lesion_views)")
             db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
 
@@ -269,6 +284,9 @@ class ResultStore:
                 ),
             )
             seq = cursor.lastrowid
+            if record.exam_id is not None:  # a new lesion of its exam until the clinician groups it (same_lesion)
+                db.execute("INSERT INTO lesion_views (result_id, exam_id, lesion, grouped_at) VALUES (?, ?, ?, ?)",
+                           (record.result_id, record.exam_id, _next_lesion(db, record.exam_id), record.created_at))
             if frame_png is not None:
                 db.execute(
                     "INSERT INTO frames (result_id, created_at, image) VALUES (?,?,?)",
@@ -315,6 +333,13 @@ class ResultStore:
             sql += " LIMIT ?"
             params.append(int(limit))
         return [_row_to_record(row) for row in self._query(sql, params)]
+
+    def exam_results(self, exam_id: str) -> list[ResultRecord]:
+        """Every result stored under exam ``exam_id`` or moved into it by a correction, oldest first (their
+        placements say which still count in it: :meth:`placements`)."""
+        rows = self._query(f"SELECT {_COLUMNS} FROM results WHERE exam_id = ? OR result_id IN (SELECT result_id FROM "
+                           "corrections WHERE kind = 'move' AND to_exam_id = ?) ORDER BY seq", (exam_id, exam_id))
+        return [_row_to_record(row) for row in rows]
 
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM results")[0][0])
@@ -417,6 +442,76 @@ class ResultStore:
         sql += " ORDER BY created_at DESC LIMIT ?"
         params.append(limit)
         return [Exam(*row) for row in self._query(sql, params)]
+
+    # --- lesions (device/lesions.py): a lesion number per result within its exam ---------------------------
+
+    def lesion_views(self, records: Iterable[ResultRecord]) -> dict[str, LesionView]:
+        """The stored lesion grouping of each of ``records`` that has one."""
+        ids = [r.result_id for r in records]
+        found: dict[str, LesionView] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            rows = self._query(f"SELECT result_id, exam_id, lesion FROM lesion_views WHERE result_id IN "
+                               f"({','.join('?' * len(chunk))})", chunk)
+            found.update({row[0]: LesionView(row[0], row[1], int(row[2])) for row in rows})
+        return found
+
+    def lesions(self, exam_id: str) -> list[Lesion]:
+        """The lesions of exam ``exam_id``: its frames that count (not voided, not moved out; moved in included),
+        grouped and combined (:func:`device.lesions.group_lesions`)."""
+        records = self.exam_results(exam_id)
+        return group_lesions(records, self.placements(records), self.lesion_views(records), exam_id)
+
+    def same_lesion(self, result_id: str, first_id: str) -> LesionView:
+        """Make result ``result_id`` the second view of result ``first_id``'s lesion, in one transaction (durable on
+        return). :class:`LesionError` when the two are not in one exam and on one side (as corrected), when the
+        lesion has its two views already, or when either is voided."""
+        with self._transaction() as db:
+            frame, frame_place = self._placed(db, result_id)
+            first, first_place = self._placed(db, first_id)
+            exam_id = first_place.place.exam_id
+            lesion = self._lesion_of(db, first, exam_id)
+            members = [rid for (rid,) in db.execute("SELECT result_id FROM lesion_views WHERE exam_id = ? AND lesion = ? "
+                                                    "AND result_id != ?", (exam_id, lesion, result_id)).fetchall()]
+            counting = sum(1 for rid in members if self._counts_in(db, rid, exam_id, first_place.place.side))
+            check_same_lesion(frame, frame_place, first, first_place, counting)
+            return self._put_view(db, result_id, str(exam_id), lesion)
+
+    def new_lesion(self, result_id: str) -> LesionView:
+        """Make result ``result_id`` a lesion of its own again, in the exam it counts in now."""
+        with self._transaction() as db:
+            record, placement = self._placed(db, result_id)
+            if placement.voided or placement.place.exam_id is None:
+                raise LesionError(f"result {result_id} counts in no exam: it is no view of a lesion")
+            return self._put_view(db, result_id, placement.place.exam_id, _next_lesion(db, placement.place.exam_id))
+
+    def _placed(self, db: sqlite3.Connection, result_id: str) -> tuple[ResultRecord, Placement]:
+        row = db.execute(f"SELECT {_COLUMNS} FROM results WHERE result_id = ?", (result_id,)).fetchone()
+        if row is None:
+            raise LesionError(f"no result {result_id} on this device")
+        record = _row_to_record(row)
+        return record, effective_placement(Place(record.exam_id, record.patient_ref, record.side),
+                                           self._corrections_where(db, "result_id = ?", (result_id,)))
+
+    def _lesion_of(self, db: sqlite3.Connection, record: ResultRecord, exam_id: str | None) -> int:
+        """``record``'s lesion number in ``exam_id``; a result moved in (grouped in its first exam) gets a new one."""
+        row = db.execute("SELECT exam_id, lesion FROM lesion_views WHERE result_id = ?", (record.result_id,)).fetchone()
+        if row is not None and row[0] == exam_id:
+            return int(row[1])
+        if exam_id is None:
+            raise LesionError(f"result {record.result_id} counts in no exam")
+        return self._put_view(db, record.result_id, exam_id, _next_lesion(db, exam_id)).lesion
+
+    def _counts_in(self, db: sqlite3.Connection, result_id: str, exam_id: str | None, side: str | None) -> bool:
+        _, placement = self._placed(db, result_id)
+        return not placement.voided and placement.place.exam_id == exam_id and placement.place.side == side
+
+    @staticmethod
+    def _put_view(db: sqlite3.Connection, result_id: str, exam_id: str, lesion: int) -> LesionView:
+        db.execute("INSERT INTO lesion_views (result_id, exam_id, lesion, grouped_at) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT (result_id) DO UPDATE SET exam_id = excluded.exam_id, lesion = excluded.lesion, "
+                   "grouped_at = excluded.grouped_at", (result_id, exam_id, lesion, utc_now_iso()))
+        return LesionView(result_id, exam_id, lesion)
 
     # --- corrections (device/link/corrections.py): append-only, delivered like results ---------------------
 
@@ -550,6 +645,10 @@ class ResultStore:
 
     def integrity_ok(self) -> bool:
         return self._query("PRAGMA integrity_check")[0][0] == "ok"
+
+
+def _next_lesion(db: sqlite3.Connection, exam_id: str) -> int:
+    return int(db.execute("SELECT COALESCE(MAX(lesion), 0) + 1 FROM lesion_views WHERE exam_id = ?", (exam_id,)).fetchone()[0])
 
 
 def _json_or_none(value: Any) -> str | None:
