@@ -114,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--bootstrap", type=int, default=1000)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("-v", "--verbose", action="store_true")
+    k = sub.add_parser("pack-segmentation", help="a copy of a bundle with `segment`'s output as its segmentation model")
+    k.add_argument("--bundle", required=True, type=Path, help="the classifier bundle (left unchanged)")
+    k.add_argument("--segmentation", required=True, type=Path, help="`segment --out` (segmentation.json, .tflite, report/)")
+    k.add_argument("--out", required=True, type=Path, help="the new bundle (a new or empty directory; unsigned)")
+    k.add_argument("--version", help="the new bundle's version (default: <bundle version>+seg)")
+    k.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
@@ -138,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         return _two_views(args)
     if args.command == "segment":
         return _segment(args)
+    if args.command == "pack-segmentation":
+        return _pack_segmentation(args)
     if args.command == "probe":
         from model_build.feature_probe import run, table
 
@@ -192,6 +200,21 @@ def _segment(args: argparse.Namespace) -> int:
         return 2
     print("\n".join(report_lines(result.metrics)))
     print(f"written: {result.out / 'segmentation.tflite'}, {result.out / 'report'}")
+    return 0
+
+
+def _pack_segmentation(args: argparse.Namespace) -> int:
+    from device.errors import BundleError
+    from model_build.segmentation_build import PackError, pack_segmentation
+
+    try:
+        bundle = pack_segmentation(args.bundle, args.segmentation, args.out, args.version)
+    except (BundleError, PackError, OSError) as exc:
+        logging.getLogger("model_build").error("pack-segmentation failed: %s", exc)
+        return 2
+    m = bundle.manifest
+    print(f"written: {bundle.path} ({m.name} {m.version}, format {m.format_version}, segmentation "
+          f"{m.segmentation.model if m.segmentation else None}); unsigned: sign it before shipping")
     return 0
 
 

@@ -1,14 +1,20 @@
 """``python -m model_build segment``: data -> split -> train -> int8 TFLite -> scored on held-out patients -> report.
 
 Writes into ``--out``: ``segmentation.tflite`` (uint8 input, float outputs: the lesion logit ``[1, 1]`` and the
-mask ``[1, S, S, 1]``), ``segmentation.json`` (input geometry, output tensor names, threshold, minimum region),
+mask ``[1, S, S, 1]``), ``segmentation.json`` (the bundle's ``segmentation`` section, ``SegmentationSpec``: input
+geometry, output tensor names, threshold, minimum region, the model's sha256 and headline figures),
 ``segmentation-float.weights.h5``, and ``report/``: ``metrics.json``, ``split.csv``, ``montage_test.png`` (and
 ``montage_external.png``), ``REPORT.md``. Every figure of the report is the int8 model's, run by the device's
 ``ModelRunner``; the float model is scored beside it for the int8 difference.
+
+``python -m model_build pack-segmentation`` (:func:`pack_segmentation`) puts that output into a copy of a classifier
+bundle through ``write_bundle``: the device then outlines the lesion with it (device/outline.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -18,7 +24,19 @@ from typing import Any
 
 import numpy as np
 
-from device.model.bundle import InputSpec
+from device.model.bundle import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SIGNATURE_FILE,
+    InputSpec,
+    MaskSpec,
+    ModelBundle,
+    SegmentationOutputs,
+    SegmentationSpec,
+    edit_bundle,
+    load_bundle,
+    write_bundle,
+)
 from model_build.export import identify_outputs, int8_runner
 from model_build.segmentation import SegTrainConfig, build_segmenter, check_resolution, export_model, predict_float, train_segmenter
 from model_build.segmentation_data import SegData, SegSplit, load_segmentation, split_segmentation
@@ -150,8 +168,8 @@ def build_segmentation(cfg: SegBuildConfig) -> SegBuildResult:
     if rule is not None:
         metrics["external_test"] = {"rule": str(rule), **_evaluate("external", data, split.external, groups[split.external],
                                                                    runner, seg, cfg, min_px, report)}
-    (cfg.out / "segmentation.tflite").write_bytes(model_bytes)
-    (cfg.out / "segmentation.json").write_text(json.dumps(_descriptor(spec, names, min_px), indent=2) + "\n", encoding="utf-8")
+    write_segmentation(cfg.out, model_bytes, segmentation_spec(spec, names.cam_features, names.scores, min_px,
+                                                              model_bytes, headline(metrics)))
     _write_split(report / "split.csv", data, split)
     metrics["seconds"] = time.monotonic() - start
     (report / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n", encoding="utf-8")
@@ -166,14 +184,74 @@ def _convert(seg, train_pixels: np.ndarray, cfg: SegBuildConfig) -> bytes:
     return convert_int8(export_model(seg), train_pixels[order], cfg.representative_steps)
 
 
-def _descriptor(spec: InputSpec, names, min_px: int) -> dict[str, Any]:
-    return {
-        "model": "segmentation.tflite",
-        "input": {"height": spec.height, "width": spec.width, "dtype": spec.dtype, "color": spec.color, "resize": spec.resize,
-                  "resampling": spec.resampling, "normalization": asdict(spec.normalization)},
-        "outputs": {"lesion_logit": names.scores, "mask": names.cam_features},
-        "mask": {"threshold": THRESHOLD, "min_region_px": min_px, "geometry": "model input: crop + letterbox (Prepared.placement)"},
-    }
+SEGMENTATION_JSON = "segmentation.json"
+SEGMENTATION_MODEL = "segmentation.tflite"
+
+
+def segmentation_spec(spec: InputSpec, mask: str, lesion_logit: str, min_px: int, model_bytes: bytes,
+                      metrics: dict[str, Any] | None = None, threshold: float = THRESHOLD) -> SegmentationSpec:
+    """The bundle's ``segmentation`` section for a converted model: one definition (device.model.bundle)."""
+    return SegmentationSpec(input=spec, outputs=SegmentationOutputs(mask=mask, lesion_logit=lesion_logit),
+                            model=SEGMENTATION_MODEL, model_sha256=hashlib.sha256(model_bytes).hexdigest(),
+                            mask=MaskSpec(threshold=threshold, min_region_px=min_px), metrics=metrics or {})
+
+
+def write_segmentation(out: Path, model_bytes: bytes, spec: SegmentationSpec) -> None:
+    """``segmentation.tflite`` and ``segmentation.json`` (validated as the bundle will read it) into ``out``."""
+    data = spec.to_dict()
+    SegmentationSpec.from_dict(data, source=str(out / SEGMENTATION_JSON))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SEGMENTATION_MODEL).write_bytes(model_bytes)
+    (out / SEGMENTATION_JSON).write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The figures a bundle carries in ``segmentation.metrics``: the held-out test set's, int8 (the full report is
+    ``report/segmentation/``)."""
+    out: dict[str, Any] = {"arch": metrics.get("arch"), "resolution": metrics.get("resolution"), "limit": metrics.get("limit"),
+                           "report": "report/segmentation/REPORT.md"}
+    test = metrics.get("test", {}).get("int8", {}).get("all")
+    if test:
+        out["test"] = {k: test[k] for k in ("n_lesion", "dice_mean", "dice_median", "iou_mean", "missed",
+                                            "false_outline_rate") if k in test}
+    return json.loads(json.dumps(out, default=_json_default))  # plain JSON types (numpy scalars -> floats)
+
+
+class PackError(ValueError):
+    """A segmentation output or bundle that cannot be packed (names the file)."""
+
+
+def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str | None = None) -> ModelBundle:
+    """A copy of the classifier bundle at ``bundle_dir`` with ``model_build segment``'s output (``seg_dir``) as its
+    segmentation model, written to ``out`` through ``write_bundle`` (format 4). The classifier, its manifest and its
+    files are kept; the segmentation report goes to ``report/segmentation/``. ``version``: default
+    ``<version>+seg``. The copy is unsigned (a signature covers every file): sign it again."""
+    base = load_bundle(bundle_dir)
+    json_path = seg_dir / SEGMENTATION_JSON
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PackError(f"{json_path}: cannot read ({exc})") from exc
+    spec = SegmentationSpec.from_dict(data, source=str(json_path))
+    model_path = seg_dir / spec.model
+    if not model_path.is_file():
+        raise PackError(f"{model_path}: the segmentation model named by {json_path} is missing")
+    seg_bytes = model_path.read_bytes()
+    if hashlib.sha256(seg_bytes).hexdigest() != spec.model_sha256:
+        raise PackError(f"{model_path}: sha256 differs from {json_path}'s model_sha256 (not the model it describes)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PackError(f"{out}: exists and is not an empty directory; choose a new --out")
+    manifest = dataclasses.replace(base.manifest, segmentation=spec,
+                                   version=version or f"{base.manifest.version}+seg")
+    write_bundle(out, base.model_path.read_bytes(), manifest, segmentation=seg_bytes)
+    skip = {MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE}
+    files = {p.relative_to(base.path).as_posix(): p.read_bytes() for p in sorted(base.path.rglob("*"))
+             if p.is_file() and p.relative_to(base.path).as_posix() not in skip}
+    report = seg_dir / "report"
+    if report.is_dir():
+        files.update({f"report/segmentation/{p.relative_to(report).as_posix()}": p.read_bytes()
+                      for p in sorted(report.rglob("*")) if p.is_file()})
+    return edit_bundle(out, files=files) if files else load_bundle(out)
 
 
 def _write_split(path: Path, data: SegData, split: SegSplit) -> None:

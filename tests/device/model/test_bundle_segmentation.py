@@ -1,0 +1,188 @@
+"""The segmentation model in the bundle (format 4): a bundle with one loads and verifies its file; old bundles
+(formats 1-3, the shipped one) load unchanged with no segmentation; every bad ``segmentation`` section is refused
+naming the key; ``write_bundle`` is the only writer (section and bytes together); ``edit_bundle`` never replaces
+the segmentation model; the signature covers its file; ``model_build pack-segmentation`` packs ``segment``'s
+output as a real process and leaves the source bundle untouched."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device.errors import BundleError
+from device.model.bundle import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    SEGMENTATION_FILE,
+    SEGMENTATION_FORMAT_VERSION,
+    SegmentationSpec,
+    edit_bundle,
+    load_bundle,
+    sha256_file,
+    write_bundle,
+)
+from tests.conftest import SHIPPED_BUNDLE
+
+
+def _copy(src: Path, tmp_path: Path, name: str = "copy") -> Path:
+    dst = tmp_path / name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _rewrite(bundle: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = bundle / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_a_bundle_with_a_segmentation_model_loads_as_format_4(seg_bundle_dir: Path) -> None:
+    bundle = load_bundle(seg_bundle_dir)
+    seg = bundle.manifest.segmentation
+    assert seg is not None and bundle.manifest.format_version == SEGMENTATION_FORMAT_VERSION == 4
+    assert bundle.segmentation_path == seg_bundle_dir / SEGMENTATION_FILE
+    assert seg.model_sha256 == sha256_file(seg_bundle_dir / SEGMENTATION_FILE)
+    assert (seg.input.height, seg.input.width, seg.input.resize) == (48, 48, "letterbox")
+    assert seg.mask.threshold == 0.5 and seg.mask.min_region_px == 16
+
+
+def test_old_bundles_load_unchanged_without_segmentation(tiny_bundle_dir: Path) -> None:
+    shipped = load_bundle(SHIPPED_BUNDLE)
+    assert shipped.manifest.format_version == 2 and shipped.manifest.segmentation is None
+    assert shipped.segmentation_path is None
+    tiny = load_bundle(tiny_bundle_dir)
+    assert tiny.manifest.format_version == FORMAT_VERSION == 3 and tiny.manifest.segmentation is None
+    assert "segmentation" not in json.loads((tiny_bundle_dir / MANIFEST_FILE).read_text())
+
+
+def _seg(data: dict[str, Any]) -> dict[str, Any]:
+    section: dict[str, Any] = data["segmentation"]
+    return section
+
+
+BAD_SECTIONS: list[tuple[Callable[[dict[str, Any]], None], str]] = [
+    (lambda d: d.update(format_version=3), r"'segmentation' needs format_version 4 \(this manifest says 3\)"),
+    (lambda d: d.update(segmentation=[1]), r"'segmentation' must be an object"),
+    (lambda d: _seg(d).pop("outputs"), r"'segmentation' needs 'outputs'"),
+    (lambda d: _seg(d).update(colour="red"), r"unknown key\(s\) in 'segmentation': colour"),
+    (lambda d: _seg(d)["input"].update(height=4), r"'segmentation\.input\.height' must be an integer between 8 and 4096"),
+    (lambda d: _seg(d)["input"].update(resize="crop"), r"'segmentation\.input\.resize' must be one of"),
+    (lambda d: _seg(d)["input"].update(depth=1), r"unknown key\(s\) in 'segmentation\.input': depth"),
+    (lambda d: _seg(d)["outputs"].pop("mask"), r"'segmentation\.outputs'"),
+    (lambda d: _seg(d)["outputs"].update(mask=""), r"'segmentation\.outputs\.mask' must name a tensor"),
+    (lambda d: _seg(d)["outputs"].update(mask=_seg(d)["outputs"]["lesion_logit"]), r"name the same tensor"),
+    (lambda d: _seg(d)["mask"].update(threshold=1.5), r"'segmentation\.mask\.threshold' must be a number in \(0, 1\)"),
+    (lambda d: _seg(d)["mask"].update(min_region_px=0), r"'segmentation\.mask\.min_region_px' must be a positive integer"),
+    (lambda d: _seg(d)["mask"].update(geometry="x"), r"unknown key\(s\) in 'segmentation\.mask': geometry"),
+    (lambda d: _seg(d).update(model="model.tflite"), r"'segmentation\.model' must be a file name"),
+    (lambda d: _seg(d).update(model="../seg.tflite"), r"'segmentation\.model' must be a file name"),
+    (lambda d: _seg(d).update(model_sha256="abc"), r"'segmentation\.model_sha256' must be a 64-character"),
+    (lambda d: _seg(d).update(metrics=[]), r"'segmentation\.metrics' must be an object"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_SECTIONS)
+def test_a_bad_segmentation_section_is_refused_naming_the_key(seg_bundle_dir: Path, tmp_path: Path, change, message) -> None:
+    bundle = _copy(seg_bundle_dir, tmp_path)
+    _rewrite(bundle, change)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bundle)
+
+
+def test_segmentation_json_is_read_with_the_same_rules(seg_bundle_dir: Path) -> None:
+    section = json.loads((seg_bundle_dir / MANIFEST_FILE).read_text())["segmentation"]
+    assert SegmentationSpec.from_dict(section) == load_bundle(seg_bundle_dir).manifest.segmentation
+    bad = copy.deepcopy(section)
+    bad["mask"]["threshold"] = 0
+    with pytest.raises(BundleError, match=r"segmentation\.json: 'segmentation\.mask\.threshold'"):
+        SegmentationSpec.from_dict(bad, source="segmentation.json")
+
+
+def test_a_corrupted_or_missing_segmentation_model_is_refused(seg_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = _copy(seg_bundle_dir, tmp_path)
+    data = bytearray((bundle / SEGMENTATION_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / SEGMENTATION_FILE).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"sha256 of segmentation\.tflite .* corrupted"):
+        load_bundle(bundle)
+    (bundle / SEGMENTATION_FILE).unlink()
+    with pytest.raises(BundleError, match=r"segmentation\.tflite is missing \(named by 'segmentation\.model'\)"):
+        load_bundle(bundle)
+
+
+def test_write_bundle_takes_the_section_and_the_bytes_together(seg_bundle_dir: Path, tiny_bundle_dir: Path,
+                                                               tmp_path: Path) -> None:
+    seg = load_bundle(seg_bundle_dir)
+    model = seg.model_path.read_bytes()
+    seg_bytes = (seg_bundle_dir / SEGMENTATION_FILE).read_bytes()
+    with pytest.raises(BundleError, match="go together"):
+        write_bundle(tmp_path / "a", model, seg.manifest)  # a section, no model
+    with pytest.raises(BundleError, match="go together"):
+        write_bundle(tmp_path / "b", model, load_bundle(tiny_bundle_dir).manifest, segmentation=seg_bytes)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before anything is written
+    stale = dataclasses.replace(seg.manifest, segmentation=dataclasses.replace(seg.manifest.segmentation, model_sha256="0" * 64))
+    written = write_bundle(tmp_path / "c", model, stale, segmentation=seg_bytes)  # write_bundle fills in the sha256
+    assert written.manifest.segmentation == seg.manifest.segmentation and written.manifest.format_version == 4
+
+
+def test_edit_bundle_keeps_the_segmentation_model(seg_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = _copy(seg_bundle_dir, tmp_path)
+    with pytest.raises(BundleError, match=r"segmentation\.tflite cannot be replaced"):
+        edit_bundle(bundle, files={SEGMENTATION_FILE: b"other"})
+    m = load_bundle(bundle).manifest
+    other = dataclasses.replace(m.segmentation, mask=dataclasses.replace(m.segmentation.mask, threshold=0.3))
+    with pytest.raises(BundleError, match="changes 'segmentation'"):
+        edit_bundle(bundle, manifest=dataclasses.replace(m, segmentation=other))
+    edited = edit_bundle(bundle, manifest=dataclasses.replace(m, version="0.0.2"), files={"MODEL_CARD.md": b"card"})
+    assert edited.manifest.format_version == 4 and edited.manifest.segmentation == m.segmentation
+
+
+def test_the_signature_covers_the_segmentation_model(seg_bundle_dir: Path, tmp_path: Path) -> None:
+    from device.model.signing import file_digests, generate_keypair, load_private_key, load_public_key, sign_bundle, verify_bundle
+
+    bundle = _copy(seg_bundle_dir, tmp_path)
+    private_path, public_path = generate_keypair(tmp_path / "keys")
+    sign_bundle(bundle, load_private_key(private_path))
+    assert SEGMENTATION_FILE in file_digests(bundle)
+    public = load_public_key(public_path)
+    assert verify_bundle(bundle, public).manifest.segmentation is not None
+    data = bytearray((bundle / SEGMENTATION_FILE).read_bytes())
+    data[100] ^= 0x01
+    (bundle / SEGMENTATION_FILE).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="segmentation.tflite"):
+        verify_bundle(bundle, public)
+
+
+def test_pack_segmentation_as_a_process(seg_bundle_dir: Path, tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    segment_out = seg_bundle_dir.parent / "segment-out"  # what the fixture built with model_build segment's writer
+    (segment_out / "report").mkdir(exist_ok=True)
+    (segment_out / "report" / "REPORT.md").write_text("# tiny\n")
+    before = {p.name: sha256_file(p) for p in tiny_bundle_dir.iterdir() if p.is_file()}
+    cmd = [sys.executable, "-m", "model_build", "pack-segmentation", "--bundle", str(tiny_bundle_dir),
+           "--segmentation", str(segment_out), "--out", str(tmp_path / "packed"), "--version", "0.0.1+seg-test"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "format 4" in proc.stdout and "unsigned" in proc.stdout
+    packed = load_bundle(tmp_path / "packed")
+    assert packed.manifest.version == "0.0.1+seg-test" and packed.manifest.segmentation is not None
+    assert (tmp_path / "packed" / "report" / "segmentation" / "REPORT.md").read_text() == "# tiny\n"
+    assert packed.manifest.model_sha256 == load_bundle(tiny_bundle_dir).manifest.model_sha256
+    assert before == {p.name: sha256_file(p) for p in tiny_bundle_dir.iterdir() if p.is_file()}  # source untouched
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # into a non-empty directory: refused
+    assert again.returncode == 2 and "is not an empty directory" in again.stderr
+    bad = tmp_path / "bad-seg"
+    shutil.copytree(segment_out, bad)
+    (bad / "segmentation.tflite").write_bytes(b"not the model")
+    refused = subprocess.run([*cmd[:7], str(bad), "--out", str(tmp_path / "packed2")], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and "sha256 differs" in refused.stderr and not (tmp_path / "packed2").exists()
