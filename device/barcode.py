@@ -46,7 +46,7 @@ class PatientIdFormat:
     min_length: int = DEFAULT_MIN_LENGTH
     max_length: int = DEFAULT_MAX_LENGTH
     example: str = "A12345"
-    _regex: re.Pattern = field(init=False, repr=False, compare=False)
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_length <= self.max_length <= 64:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -208,7 +208,7 @@ def load_config(path: str | Path | None) -> DeviceConfig:
     return load_toml_model(path, DeviceConfig)
 
 
-def parse_config(data: dict, source: str = "<config>") -> DeviceConfig:
+def parse_config(data: dict[str, Any], source: str = "<config>") -> DeviceConfig:
     return validate_model(data, DeviceConfig, source)
 
 
@@ -229,7 +229,7 @@ def load_toml_model(path: str | Path, model: type[M]) -> M:
     return validate_model(data, model, str(file))
 
 
-def validate_model(data: dict, model: type[M], source: str) -> M:
+def validate_model(data: dict[str, Any], model: type[M], source: str) -> M:
     """Validate ``data``; the error names every bad or unknown key and the source."""
     try:
         return model.model_validate(data)

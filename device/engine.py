@@ -194,13 +194,15 @@ class Classifier:
         full = cv2.resize(cam.astype(np.float32), (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
         inside = full[placement.y : placement.y + placement.height, placement.x : placement.x + placement.width]
         resized = cv2.resize(inside, (crop_shape[1], crop_shape[0]), interpolation=cv2.INTER_LINEAR)
-        return np.clip(resized * 255.0, 0, 255).astype(np.uint8)
+        heat: np.ndarray = np.clip(resized * 255.0, 0, 255).astype(np.uint8)
+        return heat
 
 
 def heat_scale(p: np.ndarray | float) -> np.ndarray:
     """A probability on the heat map's fixed scale, 0..1: log10 from HEATMAP_FLOOR (0) to 1 (1)."""
     floor = np.log10(HEATMAP_FLOOR)
-    return np.clip((np.log10(np.maximum(p, HEATMAP_FLOOR)) - floor) / -floor, 0.0, 1.0).astype(np.float32)
+    scaled: np.ndarray = np.clip((np.log10(np.maximum(p, HEATMAP_FLOOR)) - floor) / -floor, 0.0, 1.0).astype(np.float32)
+    return scaled
 
 
 # --- running inference off the caller's thread --------------------------------------------------------
@@ -210,7 +212,7 @@ def heat_scale(p: np.ndarray | float) -> np.ndarray:
 class _Request:
     frame: np.ndarray
     options: dict[str, Any]
-    future: Future
+    future: Future[Classification]
 
 
 class InferenceWorker:
@@ -243,14 +245,14 @@ class InferenceWorker:
             raise TimeoutError("model is still loading")
         return self.classifier
 
-    def submit(self, frame: np.ndarray, **options: Any) -> Future:
+    def submit(self, frame: np.ndarray, **options: Any) -> Future[Classification]:
         request = _Request(frame, options, Future())
         with self._wakeup:
             self._requests.append(request)
             self._wakeup.notify()
         return request.future
 
-    def submit_latest(self, frame: np.ndarray, **options: Any) -> Future:
+    def submit_latest(self, frame: np.ndarray, **options: Any) -> Future[Classification]:
         request = _Request(frame, options, Future())
         with self._wakeup:
             stale, self._latest = self._latest, request

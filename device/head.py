@@ -45,7 +45,8 @@ def pool_features(features: np.ndarray) -> np.ndarray:
         array = array[0]
     if array.ndim != 3:
         raise ValueError(f"feature map must be [h, w, C], got shape {list(array.shape)}")
-    return array.reshape(-1, array.shape[-1]).mean(axis=0)
+    pooled: np.ndarray = array.reshape(-1, array.shape[-1]).mean(axis=0)
+    return pooled
 
 
 def head_logits(pooled: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -276,7 +277,8 @@ def quantize_columns(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def dequantize_columns(x: np.ndarray) -> np.ndarray:
     """What :meth:`HeadData.load` reads back for ``x`` after :func:`quantize_columns`."""
     q, scale = quantize_columns(x)
-    return q.astype(np.float32) * scale
+    restored: np.ndarray = q.astype(np.float32) * scale
+    return restored
 
 
 def principal_basis(x: np.ndarray, rank: int = BASIS_RANK) -> tuple[np.ndarray, float]:

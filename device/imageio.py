@@ -153,7 +153,8 @@ def _small_int_to_uint8(arr: np.ndarray) -> np.ndarray:
     table = ((np.arange(top + 1, dtype=np.int64) * 255 + full_scale // 2) // full_scale).astype(np.uint8)
     if shift:
         return table[arr.astype(np.int32) + shift]
-    return table[arr]
+    mapped: np.ndarray = table[arr]
+    return mapped
 
 
 def _is_grey_rgb(arr: np.ndarray) -> bool:

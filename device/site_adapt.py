@@ -251,7 +251,8 @@ def softmax_rows(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64) / temperature
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    normalised: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return normalised
 
 
 def fit_update(v: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float | Sequence[float] = L2,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from device.config import MqttConnection, split_host_port
 from device.errors import ConfigError
@@ -73,7 +74,7 @@ def new_client(
     """A paho client (VERSION2 callbacks, MQTT 3.1.1) with TLS and credentials applied; not yet connected.
     Missing or unusable TLS files and an unreadable password file are ConfigErrors naming the file."""
     client = mqtt.Client(
-        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=clean_session,
         protocol=mqtt.MQTTv311,

@@ -54,7 +54,8 @@ def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = np.asarray(scores, dtype=np.float64) / temperature
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    normalised: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return normalised
 
 
 def probabilities(scores: np.ndarray, temperature: float, scores_kind: str = "logits") -> np.ndarray:
@@ -69,7 +70,8 @@ def dequantize(values: np.ndarray, details: dict[str, Any]) -> np.ndarray:
     """A tensor's values as float32, with its own scale and zero point when it is quantized."""
     scale, zero_point = details["quantization"]
     if values.dtype in (np.int8, np.uint8, np.int16) and scale:
-        return (values.astype(np.float32) - zero_point) * scale
+        real: np.ndarray = (values.astype(np.float32) - zero_point) * scale
+        return real
     return values.astype(np.float32)
 
 

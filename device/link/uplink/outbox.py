@@ -124,7 +124,7 @@ class Outbox:
     @property
     def current_timeout_s(self) -> float:
         """How long the oldest in-flight result may wait for its ack now: doubling with each timeout, capped."""
-        return min(self.ack_timeout_s * (2 ** min(self._backoff, 30)), self.ack_backoff_max_s)
+        return min(self.ack_timeout_s * (1 << min(self._backoff, 30)), self.ack_backoff_max_s)
 
     @property
     def backing_off(self) -> bool:
