@@ -1,0 +1,171 @@
+"""The lesion's outline on the device: the bundle's segmentation model, run on the classifier's crop, mapped back.
+
+A bundle with a ``segmentation`` section (docs/model-bundle.md, format 4) carries a second TFLite model whose
+output is a lesion probability per model-input pixel. :class:`Segmenter` runs it with the one TFLite runner
+(:class:`device.model.runtime.ModelRunner`) on the same crop the classifier analysed (the same prepared pixels
+when both models take the same input; else that crop letterboxed to the segmentation model's own input), takes
+the mask back through the letterbox and the crop to image pixel coordinates, keeps it inside the clinician's ROI,
+and hands it to :func:`device.lesion_shape.describe` for the outline, box, area, size (mm only with a known pixel
+spacing) and descriptors. The outline rule is the one ``model_build segment`` scored: the largest region of
+probability >= ``mask.threshold``, none when it covers fewer than ``mask.min_region_px`` model-input pixels.
+
+Which descriptors may be shown is the display rule of docs/lesion-outline.md (:data:`SHOWN_DESCRIPTORS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import cv2
+import numpy as np
+
+from device.crop import Box
+from device.errors import BundleError
+from device.lesion_shape import LesionOutline, describe
+from device.model.bundle import ModelBundle, SegmentationSpec
+from device.model.preprocess import Placement, Prepared, to_model_pixels
+from device.model.runtime import ModelRunner, TensorNames
+from device.spacing import PixelSpacing
+
+log = logging.getLogger(__name__)
+
+# docs/lesion-outline.md, "Display level": a descriptor is shown (labelled automatic) only when its Cohen's kappa
+# against the radiologist on the held-out half reaches 0.40. Shape does; margin does not; orientation has no
+# reference reading in the shared data (not validated). tests/device/test_outline.py checks this against the doc.
+DISPLAY_MIN_KAPPA = 0.40
+SHOWN_DESCRIPTORS = frozenset({"shape"})
+DESCRIPTORS = ("orientation", "shape", "margin")
+
+
+class Withheld(StrEnum):
+    """Why no outline was looked for."""
+
+    INCONCLUSIVE = "inconclusive"  # the quality gate or the confidence limits objected: no outline either
+
+
+@dataclass(frozen=True)
+class LesionResult:
+    """The segmentation model's answer for one frame: an outline, none ("no lesion outlined"), or withheld."""
+
+    outline: LesionOutline | None
+    spacing: PixelSpacing | None = None
+    withheld: Withheld | None = None
+    latency_ms: float = 0.0  # the segmentation's own time (prepare, invoke, map back, describe)
+
+    @property
+    def found(self) -> bool:
+        return self.outline is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``lesion`` object of ``classify --json`` (docs/device.md)."""
+        o = self.outline
+        out: dict[str, Any] = {
+            "found": o is not None,
+            "withheld": self.withheld.value if self.withheld else None,
+            "box": list(o.box) if o else None,
+            "contour": [list(p) for p in o.contour] if o else None,
+            "area_px": round(o.area_px, 1) if o else None,
+            "width_mm": _mm(o.width_mm) if o else None,
+            "depth_mm": _mm(o.depth_mm) if o else None,
+            "area_mm2": _mm(o.area_mm2) if o else None,
+            "spacing_mm": [self.spacing.x_mm, self.spacing.y_mm] if o and self.spacing else None,
+        }
+        values = {"orientation": o.orientation, "shape": o.shape, "margin": o.margin} if o else {}
+        for name in DESCRIPTORS:
+            out[name] = {"value": values[name].value, "shown": name in SHOWN_DESCRIPTORS} if o else None
+        return out
+
+
+def _mm(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+class Segmenter:
+    """The bundle's segmentation model, one interpreter. Not thread-safe: used from the classifier's thread."""
+
+    def __init__(self, bundle: ModelBundle, threads: int = 2, runtime: str | None = None) -> None:
+        spec = bundle.manifest.segmentation
+        path = bundle.segmentation_path
+        if spec is None or path is None:
+            raise BundleError(f"model bundle {bundle.path} has no segmentation model")
+        self.spec: SegmentationSpec = spec
+        where = f"model bundle {bundle.path} (segmentation)"
+        self.runner = ModelRunner(path, spec.input, TensorNames(spec.outputs.lesion_logit, spec.outputs.mask), 1,
+                                  where=where, model_name=spec.model, threads=threads, runtime=runtime)
+        assert self.runner.features is not None  # TensorNames names the mask: _bind refuses a missing one
+        shape = list(self.runner.features["shape"])
+        if shape[0] != 1 or shape[3] != 1:
+            raise BundleError(f"{where}: mask output {spec.outputs.mask!r} has shape {shape}, expected [1, h, w, 1]")
+        self.runner.warm_up()
+
+    def outline(self, prepared: Prepared, frame_shape: tuple[int, int], *, spacing: PixelSpacing | None = None,
+                roi: Box | None = None, same_input: bool = False) -> LesionResult:
+        """The outline on the crop ``prepared`` was cut from, in image pixel coordinates of a frame ``frame_shape``
+        (rows, columns). ``same_input``: the classifier's input spec is this model's, so its pixels are reused."""
+        start = time.perf_counter()
+        if same_input:
+            pixels, placement = prepared.pixels, prepared.placement
+        else:
+            pixels, placement = to_model_pixels(prepared.grey_crop, self.spec.input)
+        _, mask = self.runner.invoke(self.runner.input_tensor(pixels), with_features=True)
+        assert mask is not None  # the runner has the mask output (checked in __init__)
+        crop = prepared.crop
+        binary = crop_mask(mask[..., 0], placement, crop, self.spec.input.height, self.spec.input.width,
+                           self.spec.mask.threshold)
+        restrict_to_roi(binary, crop, roi, frame_shape)
+        found = describe(binary, spacing)
+        if found is not None and model_px(found.area_px, placement, crop) < self.spec.mask.min_region_px:
+            found = None
+        if found is not None:
+            found = offset_outline(found, crop.x, crop.y)
+        return LesionResult(found, spacing=spacing, latency_ms=(time.perf_counter() - start) * 1000.0)
+
+
+def crop_mask(prob: np.ndarray, placement: Placement, crop: Box, input_h: int, input_w: int,
+              threshold: float) -> np.ndarray:
+    """The model's mask (``[h, w]`` probabilities over its input) as a binary uint8 mask the size of the crop:
+    resized to the input, the letterbox padding cut away, resized to the crop, thresholded."""
+    prob = np.asarray(prob, dtype=np.float32)
+    if prob.shape != (input_h, input_w):
+        prob = cv2.resize(prob, (input_w, input_h), interpolation=cv2.INTER_LINEAR)
+    inside = prob[placement.y : placement.y + placement.height, placement.x : placement.x + placement.width]
+    resized = cv2.resize(inside, (crop.width, crop.height), interpolation=cv2.INTER_LINEAR)
+    return (resized >= threshold).astype(np.uint8)
+
+
+def restrict_to_roi(binary: np.ndarray, crop: Box, roi: Box | None, frame_shape: tuple[int, int]) -> None:
+    """Zero the crop mask outside the clinician's ROI (in place). The crop lies inside the ROI already whenever the
+    ROI is on the frame (device.crop.choose_crop); an ROI off the frame was ignored by the classifier, and is here."""
+    if roi is None:
+        return
+    rows, cols = frame_shape
+    if min(cols, roi.x + roi.width) <= max(0, roi.x) or min(rows, roi.y + roi.height) <= max(0, roi.y):
+        return  # off the frame: the classifier analysed the whole frame
+    x0, y0 = max(0, roi.x - crop.x), max(0, roi.y - crop.y)
+    x1 = max(x0, min(crop.width, roi.x + roi.width - crop.x))
+    y1 = max(y0, min(crop.height, roi.y + roi.height - crop.y))
+    inside = binary[y0:y1, x0:x1].copy()
+    binary[...] = 0
+    binary[y0:y1, x0:x1] = inside
+
+
+def model_px(area_px: float, placement: Placement, crop: Box) -> float:
+    """An area in crop pixels as model-input pixels (the scale of ``mask.min_region_px``)."""
+    return area_px * (placement.width / crop.width) * (placement.height / crop.height)
+
+
+def offset_outline(outline: LesionOutline, dx: int, dy: int) -> LesionOutline:
+    """The outline moved from crop to frame coordinates (sizes and descriptors do not move)."""
+    x, y, w, h = outline.box
+    return dataclasses.replace(outline, box=(x + dx, y + dy, w, h),
+                               contour=tuple((px + dx, py + dy) for px, py in outline.contour))
+
+
+def withheld(reason: Withheld = Withheld.INCONCLUSIVE) -> LesionResult:
+    """No outline looked for (an inconclusive result gets none)."""
+    return LesionResult(None, withheld=reason)
