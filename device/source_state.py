@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
-from device.link.uplink.heartbeat import SOURCE_STATE_STALE_S
-
+SOURCE_STATE_STALE_S = 300.0  # a report older than this says nothing (the application may be gone); read by the heartbeat
 REFRESH_S = SOURCE_STATE_STALE_S / 5  # well inside the staleness window
 
 
 class SourceState(StrEnum):
+    """The heartbeat's ``source_state`` (docs/mqtt.md); the values travel in JSON and are stored in the store's meta."""
+
     OK = "ok"
     LOST = "lost"
 

@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from device.clock import utc_now_iso
 from device.errors import SonopiError
+from device.link.delivery import Delivery
 
 SIDES = ("L", "R")  # the breast's sides, as results, exams and the contract spell them
 
@@ -111,7 +112,7 @@ class Correction:
     by: str | None = None  # who corrected, when known (the device has no per-user login: None from the touchscreen)
     created_at: str = field(default_factory=utc_now_iso)
     seq: int | None = None
-    delivery: str = "stored"
+    delivery: str = Delivery.STORED  # a Delivery value, or "rejected: <reason>" as read from the device's store
 
     def words(self) -> str:
         """One line for people (CLI, logs): what, why, from -> to."""

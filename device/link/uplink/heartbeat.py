@@ -16,12 +16,14 @@ import shutil
 import statistics
 import time
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
 from device.clock import parse_iso, utc_now_iso
 from device.errors import SonopiError
 from device.link.contract import HeartbeatMessage
 from device.model.bundle import load_bundle
+from device.source_state import SOURCE_STATE_STALE_S, SourceState
 from device.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -30,10 +32,19 @@ THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
 THROTTLED = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")  # Raspberry Pi firmware driver
 LATENCY_SAMPLE = 50
 SOURCE_META_KEY = "source_state"
-SOURCE_STATES = ("ok", "lost")
-SOURCE_STATE_STALE_S = 300.0  # an application report older than this says nothing (the application may be gone)
+SOURCE_STATES = tuple(SourceState)  # ok / lost (device.source_state)
 DETAIL_MAX = 200
-_model_cache: dict[str, tuple[tuple[object, ...], tuple[str, str | None]]] = {}
+
+
+class ModelState(StrEnum):
+    """The heartbeat's ``model_state`` (docs/mqtt.md): the configured bundle loads, is not there, or is refused."""
+
+    OK = "ok"
+    MISSING = "missing"
+    REJECTED = "rejected"
+
+
+_model_cache: dict[str, tuple[tuple[object, ...], tuple[ModelState, str | None]]] = {}
 
 
 def soc_temperature_c(path: Path = THERMAL_ZONE) -> float | None:
@@ -87,34 +98,34 @@ def _bundle_stamp(path: Path) -> tuple[object, ...]:
         return ("unreadable", str(exc))
 
 
-def model_state(path: Path | None) -> tuple[str, str | None]:
+def model_state(path: Path | None) -> tuple[ModelState, str | None]:
     """``(ok | missing | rejected, detail)`` for the configured bundle; loaded (sha256 checked) again only when its
     files changed."""
     if path is None:
-        return "missing", "no model bundle configured"
+        return ModelState.MISSING, "no model bundle configured"
     if not path.exists():
-        return "missing", _detail(f"model bundle {path} is not there")
+        return ModelState.MISSING, _detail(f"model bundle {path} is not there")
     stamp = _bundle_stamp(path)
     cached = _model_cache.get(str(path))
     if cached is not None and cached[0] == stamp:
         return cached[1]
     try:
         load_bundle(path)
-        state: tuple[str, str | None] = ("ok", None)
+        state: tuple[ModelState, str | None] = (ModelState.OK, None)
     except (SonopiError, OSError, ValueError) as exc:
-        state = ("rejected", _detail(str(exc)))
+        state = (ModelState.REJECTED, _detail(str(exc)))
     _model_cache[str(path)] = (stamp, state)
     return state
 
 
-def write_source_state(store: ResultStore, state: str, detail: str = "") -> None:
+def write_source_state(store: ResultStore, state: SourceState | str, detail: str = "") -> None:
     """The device application's image source: ``ok`` (frames arrive) or ``lost`` (gone, being reopened)."""
     if state not in SOURCE_STATES:
         raise ValueError(f"unknown source state {state!r} (one of {', '.join(SOURCE_STATES)})")
     store.set_meta(SOURCE_META_KEY, json.dumps({"state": state, "detail": _detail(detail), "at": utc_now_iso()}))
 
 
-def read_source_state(store: ResultStore, stale_after_s: float = SOURCE_STATE_STALE_S) -> tuple[str | None, str | None]:
+def read_source_state(store: ResultStore, stale_after_s: float = SOURCE_STATE_STALE_S) -> tuple[SourceState | None, str | None]:
     """The application's last source report, or ``(None, None)`` when there is none, it is unreadable or stale."""
     raw = store.get_meta(SOURCE_META_KEY)
     if raw is None:
@@ -128,7 +139,7 @@ def read_source_state(store: ResultStore, stale_after_s: float = SOURCE_STATE_ST
     age = age_s(at)
     if state not in SOURCE_STATES or age is None or age > stale_after_s:
         return None, None
-    return state, detail
+    return SourceState(state), detail
 
 
 def build_heartbeat(

@@ -44,7 +44,7 @@ from device.link.uplink.correction_outbox import CorrectionOutbox
 from device.link.uplink.heartbeat import build_heartbeat
 from device.link.uplink.mqtt_client import Backoff, make_client
 from device.link.uplink.outbox import Outbox
-from device.link.uplink.state import write_state
+from device.link.uplink.state import Connection, write_state
 from device.model.bundle import load_bundle
 from device.store import ResultStore
 
@@ -128,7 +128,7 @@ class UplinkService:
                     self._wait(self.backoff.next_delay())
         finally:
             watchdog.notify("STOPPING=1")
-            self._report("stopped")
+            self._report(Connection.STOPPED)
             self.store.close()
         log.info("uplink stopped")
         return 0
@@ -153,7 +153,7 @@ class UplinkService:
             client.connect(self.address.host, self.address.port, keepalive=self.cfg.keepalive_s)
         except (OSError, ssl.SSLError, ValueError) as exc:
             log.warning("uplink: cannot connect to %s (%s)", self.address, exc)
-            self._report("disconnected", f"cannot connect: {exc}")
+            self._report(Connection.DISCONNECTED, f"cannot connect: {exc}")
             return None
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
         while self._connack is None and time.monotonic() < deadline and not self._stop.is_set():
@@ -163,7 +163,7 @@ class UplinkService:
         if self._connack != 0:
             reason = "no CONNACK" if self._connack is None else mqtt.connack_string(self._connack)
             log.warning("uplink: broker %s refused or did not answer the connection (%s)", self.address, reason)
-            self._report("disconnected", f"broker refused or did not answer: {reason}")
+            self._report(Connection.DISCONNECTED, f"broker refused or did not answer: {reason}")
             client.disconnect()
             return None
         return client
@@ -203,9 +203,9 @@ class UplinkService:
         self.corrections.rewind("disconnected")
         self._ready = False
         if not self._stop.is_set():
-            self._report("disconnected", "connection lost")
+            self._report(Connection.DISCONNECTED, "connection lost")
 
-    def _report(self, state: str, detail: str = "") -> None:
+    def _report(self, state: Connection, detail: str = "") -> None:
         """Share the connection state with the UI (through the store); never fatal."""
         try:
             write_state(self.store, state, str(self.address), detail)
@@ -255,7 +255,7 @@ class UplinkService:
                                interval_s=self.cfg.heartbeat_s, started_monotonic=self._started,
                                model_path=self.config.model.path, check_model=True)
         client.publish(self.topics["heartbeat"], encode_heartbeat(beat), qos=QOS["heartbeat"], retain=False)
-        self._report("connected")  # refreshed with every heartbeat: a stale state means no uplink process
+        self._report(Connection.CONNECTED)  # refreshed with every heartbeat: a stale state means no uplink process
 
     def _status(self, state: str) -> StatusMessage:
         return StatusMessage(

@@ -9,17 +9,28 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from device.clock import parse_iso, utc_now_iso
 from device.store import ResultStore
 
 META_KEY = "uplink_state"
-STATES = ("connected", "disconnected", "stopped")
+
+
+class Connection(StrEnum):
+    """The uplink's connection to the broker, as the UI's status bar reads it (stored as JSON text in the store's meta)."""
+
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    STOPPED = "stopped"
+
+
+STATES = tuple(Connection)
 
 
 @dataclass(frozen=True)
 class UplinkState:
-    state: str  # one of STATES
+    state: str  # a Connection value (read back from JSON as text)
     broker: str
     detail: str = ""
     updated_at: str = ""
@@ -29,7 +40,7 @@ class UplinkState:
         return ((now or datetime.now(UTC)) - updated).total_seconds()
 
 
-def write_state(store: ResultStore, state: str, broker: str, detail: str = "") -> None:
+def write_state(store: ResultStore, state: Connection | str, broker: str, detail: str = "") -> None:
     if state not in STATES:
         raise ValueError(f"unknown uplink state {state!r}")
     record = UplinkState(state=state, broker=broker, detail=detail, updated_at=utc_now_iso())
