@@ -31,6 +31,7 @@ from device.analysis import AnalysisOptions
 from device.config import DEFAULT_TOML, DeviceConfig, load_config
 from device.engine import Classification, Classifier
 from device.errors import ConfigError, ImageDecodeError, SonopiError, SourceError, StoreError
+from device.results import ResultRecord
 from device.sources.base import Frame, FrameSource
 from device.sources.files import FileListSource, frames_from_file, list_inputs
 
@@ -431,7 +432,7 @@ class _ProgressLine:
         self.stored = self.errors = 0
         self.tty = sys.stderr.isatty()
 
-    def update(self, record) -> None:
+    def update(self, record: ResultRecord) -> None:
         self.stored += 1
         said = "inconclusive" if record.inconclusive else (record.category or record.label)  # what the card says
         line = f"[{self.spec}] {self.stored} stored, {self.errors} errors — #{record.seq} {said} ({record.latency_ms:.0f} ms)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from device.errors import ImageDecodeError
 from device.imageio import check_decoded_size, normalise_frame
 from device.sources.base import Frame
 from device.spacing import PixelSpacing
+
+if TYPE_CHECKING:  # pydicom itself is imported when a DICOM file is read
+    from pydicom.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ def dicom_frames(path: Path, chosen: int | None = None) -> Iterator[Frame]:
 CM = 3  # PhysicalUnitsX/YDirection code for centimetres (DICOM C.8.5.5.1.1)
 
 
-def pixel_spacing(dataset, path: Path) -> PixelSpacing | None:
+def pixel_spacing(dataset: Dataset, path: Path) -> PixelSpacing | None:
     """mm per pixel from the header: the first ultrasound region calibrated in cm (``PhysicalDeltaX/Y``), else
     ``PixelSpacing`` (row spacing, column spacing, in mm). None when the header gives neither, or an implausible
     figure (logged, naming the file): the frame is still analysed, its sizes then stay in pixels."""
@@ -59,14 +63,14 @@ def pixel_spacing(dataset, path: Path) -> PixelSpacing | None:
     return None
 
 
-def _int(dataset, keyword: str, default: int, path: Path) -> int:
+def _int(dataset: Dataset, keyword: str, default: int, path: Path) -> int:
     try:
         return int(getattr(dataset, keyword, default) if getattr(dataset, keyword, None) is not None else default)
     except (TypeError, ValueError) as exc:
         raise ImageDecodeError(f"{path}: DICOM {keyword} is not a number", "corrupt_dicom") from exc
 
 
-def _check_frame_size(dataset, path: Path) -> None:
+def _check_frame_size(dataset: Dataset, path: Path) -> None:
     """Refuse, from the header, a frame whose decoded pixels would be too large (Rows x Columns x SamplesPerPixel
     x bytes allocated), before pydicom allocates anything for it. Frames are decoded one at a time, so the
     limit is per frame."""
@@ -80,7 +84,7 @@ def _check_frame_size(dataset, path: Path) -> None:
     check_decoded_size(str(path), rows, columns, samples * max(1, (allocated + 7) // 8))
 
 
-def _read(path: Path):
+def _read(path: Path) -> Dataset:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -97,8 +101,8 @@ def _read(path: Path):
     return dataset
 
 
-def _pixels(dataset, path: Path, index: int | None) -> np.ndarray:
-    from pydicom.pixels import pixel_array
+def _pixels(dataset: Dataset, path: Path, index: int | None) -> np.ndarray:
+    from pydicom.pixels.utils import pixel_array
 
     try:
         if index is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 SUPPORTED_SUFFIXES = IMAGE_SUFFIXES | DICOM_SUFFIXES | VIDEO_SUFFIXES
 
 
-def natural_key(path: Path) -> list:
+def natural_key(path: Path) -> list[int | str]:
     """Sort "img2" before "img10"."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
@@ -70,7 +70,7 @@ def video_frames(path: Path) -> Iterator[Frame]:
 class FileListSource(FrameSource):
     """Frames from a list of files (one file, or a folder's files). One bad file does not stop the rest."""
 
-    def __init__(self, description: str, files_fn, dicom_frame: int | None = None, loop: bool = False) -> None:
+    def __init__(self, description: str, files_fn: Callable[[], list[Path]], dicom_frame: int | None = None, loop: bool = False) -> None:
         super().__init__(description)
         self._files_fn = files_fn
         self._dicom_frame = dicom_frame

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import cv2
 
@@ -31,8 +32,8 @@ class V4L2Source(FrameSource):
         fourcc: str | None = None,
         reopen_interval_s: float = 2.0,
         api: int = cv2.CAP_V4L2,
-        clock=time.monotonic,
-        sleep=time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(f"v4l2:{device}")
         self.device = device
