@@ -164,9 +164,10 @@ class Analyzer:
         self.options = AnalysisOptions.from_config(config)
 
     def classify(self, frame: Frame, *, roi: Box | None = None, heatmap: bool = False) -> Classification:
-        """``roi``: a clinician's, instead of the configured one (``AnalysisOptions.with_roi``)."""
+        """``roi``: a clinician's, instead of the configured one (``AnalysisOptions.with_roi``). The frame's pixel
+        spacing, when its source knows it, sizes the lesion outline in mm (device/outline.py)."""
         options = self.options.with_roi(roi)
-        return self.classifier.classify(frame.image, **options.classify_kwargs(heatmap))
+        return self.classifier.classify(frame.image, spacing=frame.spacing, **options.classify_kwargs(heatmap))
 
     def analyse(self, captured: CapturedFrame, *, roi: Box | None = None, heatmap: bool = False) -> tuple[ResultRecord, Classification]:
         """Classify a captured frame and store it under the exam it was captured under."""

@@ -1,4 +1,4 @@
-"""On-device inference: the classifier (quality gate, decision, heat map) and the worker thread.
+"""On-device inference: the classifier (quality gate, decision, heat map, lesion outline) and the worker thread.
 
 Running the model itself — runtime selection, tensors, scores -> probabilities — is
 :mod:`device.model.runtime`, shared with the workstation; this module adds what the device adds.
@@ -24,7 +24,9 @@ from device.errors import BundleError
 from device.model.bundle import ModelBundle
 from device.model.preprocess import Placement, prepare
 from device.model.runtime import ModelRunner, probabilities
+from device.outline import LesionResult, Segmenter, withheld
 from device.quality import QualityLimits, confidence_problems, image_problems
+from device.spacing import PixelSpacing
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +40,12 @@ class Classification:
     thresholds: dict[str, float]
     crop: Box
     roi: Box | None
-    latency_ms: float  # crop + preprocess + invoke + postprocess
+    latency_ms: float  # crop + preprocess + invoke + postprocess (+ the lesion outline, when the bundle has one)
     # uint8 [crop h, crop w] on the fixed scale 0..255 = p(malignant) 0..1 (see HEATMAP_SCALE); suspicious only
     heatmap: np.ndarray | None = None
     assessment: Decision | None = None  # the category rule's output (device.decision); None only in old tests
+    # the lesion outline (device/outline.py): None when the bundle has no segmentation model; withheld when inconclusive
+    lesion: LesionResult | None = None
 
     @property
     def top_label(self) -> str:
@@ -105,6 +109,9 @@ class Classifier:
         )
         self.runner = ModelRunner.from_bundle(bundle, threads=threads, runtime=runtime)
         self.runtime = self.runner.runtime
+        seg = self.manifest.segmentation
+        self.segmenter = Segmenter(bundle, threads=threads, runtime=runtime) if seg is not None else None
+        self._same_input = seg is not None and seg.input == self.manifest.input  # the classifier's pixels serve both
         channels = self.runner.feature_channels
         if channels is not None and channels != (len(self.manifest.cam.weights) if self.manifest.cam else None):
             raise BundleError(f"model bundle {bundle.path}: class-activation output has {channels} channels, "
@@ -132,9 +139,11 @@ class Classifier:
         roi: Box | None = None,
         roi_mode: str = "override",
         heatmap: bool = False,
+        spacing: PixelSpacing | None = None,
     ) -> Classification:
-        """Crop, check quality, preprocess, invoke, calibrate and decide. Never raises for a bad frame:
-        a frame unfit for analysis gives an inconclusive result with the reasons."""
+        """Crop, check quality, preprocess, invoke, calibrate and decide; outline the lesion when the bundle has a
+        segmentation model (``spacing``: the frame's, for sizes in mm). Never raises for a bad frame: a frame unfit
+        for analysis gives an inconclusive result with the reasons (and no outline)."""
         start = time.perf_counter()
         prepared = prepare(frame, self.manifest.input, auto_crop=auto_crop, roi=roi, roi_mode=roi_mode)
         reasons = image_problems(prepared.crop.apply(frame), self.limits)  # colour check needs the original
@@ -148,6 +157,10 @@ class Classifier:
         if heatmap and features is not None and assessment.category is Category.SUSPICIOUS:
             heat = self._heatmap(features, labels.index(MALIGNANT), assessment.p_malignant, prepared.placement,
                                  prepared.grey_crop.shape[:2])
+        lesion = None
+        if self.segmenter is not None:
+            lesion = withheld() if reasons else self.segmenter.outline(
+                prepared, (frame.shape[0], frame.shape[1]), spacing=spacing, roi=roi, same_input=self._same_input)
         latency_ms = (time.perf_counter() - start) * 1000.0
         return Classification(
             probabilities=probs,
@@ -161,6 +174,7 @@ class Classifier:
             latency_ms=latency_ms,
             heatmap=heat,
             assessment=assessment,
+            lesion=lesion,
         )
 
     def assess(self, probabilities: dict[str, float], inconclusive: bool) -> Decision:
