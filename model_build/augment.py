@@ -35,7 +35,7 @@ def augment(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = Au
     if rng.random() < cfg.flip:
         img = img[:, ::-1]
     img = _affine(img, rng, cfg)
-    x = img.astype(np.float32)
+    x: np.ndarray = img.astype(np.float32)
     if rng.random() < cfg.speckle_p:
         x = _speckle(x, rng, cfg.speckle_sigma)
     contrast = rng.uniform(*cfg.contrast_range)
@@ -55,14 +55,14 @@ def _affine(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np
     h, w = img.shape
     angle = rng.uniform(-cfg.max_rotate_deg, cfg.max_rotate_deg)
     scale = rng.uniform(*cfg.scale_range)
-    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    matrix: np.ndarray = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)  # float64 2 x 3
     matrix[:, 2] += rng.uniform(-cfg.max_translate, cfg.max_translate, size=2) * (w, h)
     return cv2.warpAffine(np.ascontiguousarray(img), matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
 
 
 def _speckle(x: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
-    noise = rng.normal(0.0, 1.0, size=x.shape).astype(np.float32)
-    noise = cv2.GaussianBlur(noise, (0, 0), rng.uniform(0.6, 1.5))
+    white = rng.normal(0.0, 1.0, size=x.shape).astype(np.float32)
+    noise = np.asarray(cv2.GaussianBlur(white, (0, 0), rng.uniform(0.6, 1.5)), dtype=np.float32)  # float32 in, float32 out
     noise /= max(float(noise.std()), 1e-6)
     return x * (1.0 + rng.uniform(0.3, 1.0) * sigma * noise)
 

@@ -47,12 +47,15 @@ log = logging.getLogger(__name__)
 
 def pooled_features(classifier: Classifier, samples: Sequence[Sample]) -> np.ndarray:
     """``[N, C]`` pooled feature maps of ``samples``, each decoded exactly as the device decodes a frame."""
-    spec = classifier.manifest.input
-    out = np.zeros((len(samples), len(classifier.manifest.cam.weights)), dtype=np.float32)
+    spec, cam = classifier.manifest.input, classifier.manifest.cam
+    if cam is None:
+        raise BundleError(f"model {classifier.manifest.name}: no class-activation weights, so no pooled features to read")
+    out = np.zeros((len(samples), len(cam.weights)), dtype=np.float32)
     for i, sample in enumerate(samples):
         grey = decode_sample(sample, spec)
         pixels = np.repeat(grey[:, :, None], spec.channels, axis=2)
         _, features = classifier.invoke(classifier.input_tensor(pixels), with_features=True)
+        assert features is not None  # a bundle with cam weights has the feature-map output (bundle validation)
         out[i] = pool_features(features)
         if (i + 1) % 200 == 0:
             log.info("features: %d/%d", i + 1, len(samples))

@@ -59,7 +59,9 @@ def find_samples(rows: list[dict[str, str]], roots: Sequence[str | os.PathLike[s
         samples, _ = scan_source(root, lesion_views=True)  # a build's split may list views cut by masks
         by_key.update({(s.source, relative_name(s)): s for s in samples})
     given = {source for source, _ in by_key}
-    found, groups, skipped = [], [], {}
+    found: list[Sample] = []
+    groups: list[str] = []
+    skipped: dict[str, int] = {}
     for row in rows:
         if row["source"] not in given:
             skipped[row["source"]] = skipped.get(row["source"], 0) + 1

@@ -160,7 +160,7 @@ def augment_pair(
     if rng.random() < cfg.flip:
         image, mask = image[:, ::-1], mask[:, ::-1]
     h, w = image.shape
-    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-cfg.max_rotate_deg, cfg.max_rotate_deg), rng.uniform(*cfg.scale_range))
+    matrix: np.ndarray = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-cfg.max_rotate_deg, cfg.max_rotate_deg), rng.uniform(*cfg.scale_range))
     matrix[:, 2] += rng.uniform(-cfg.max_translate, cfg.max_translate, size=2) * (w, h)
     image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
     warped = cv2.warpAffine(np.ascontiguousarray(mask, dtype=np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
@@ -171,7 +171,8 @@ def augment_pair(
 
 def targets(masks: np.ndarray) -> dict[str, np.ndarray]:
     m = masks[..., None].astype(np.float32)
-    return {MASK_OUTPUT: m, LESION_OUTPUT: masks.reshape(len(masks), -1).any(axis=1).astype(np.float32)[:, None]}
+    lesion = np.asarray(masks.reshape(len(masks), -1).any(axis=1))
+    return {MASK_OUTPUT: m, LESION_OUTPUT: lesion.astype(np.float32)[:, None]}
 
 
 def _batches_class():

@@ -85,7 +85,7 @@ class SegData:
         return np.array([s.source for s in self.samples])
 
     def has_lesion(self) -> np.ndarray:
-        return self.masks.reshape(len(self.masks), -1).any(axis=1)
+        return np.asarray(self.masks.reshape(len(self.masks), -1).any(axis=1))
 
     def as_loaded(self) -> LoadedData:
         """The classifier's view of these images (for :mod:`model_build.split`)."""

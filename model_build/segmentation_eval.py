@@ -80,7 +80,7 @@ class Scores:
 
 def score(probs: np.ndarray, truths: np.ndarray, scales: np.ndarray, min_px: int, threshold: float = THRESHOLD) -> Scores:
     drawn = [outline_mask(p, min_px, threshold) for p in probs]
-    lesion = truths.reshape(len(truths), -1).any(axis=1)
+    lesion = np.asarray(truths.reshape(len(truths), -1).any(axis=1))
     nan = float("nan")
     d = np.array([dice(o, t) if les else nan for o, t, les in zip(drawn, truths, lesion)])
     j = np.array([iou(o, t) if les else nan for o, t, les in zip(drawn, truths, lesion)])

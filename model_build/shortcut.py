@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -115,7 +116,7 @@ def analyse(
     removed = probs_fn(np.stack([remove_overlays(g) for g in grey]))
     rng = np.random.default_rng(seed)
     injected = probs_fn(np.stack([draw_marks(g, rng) for g in grey]))
-    result = {
+    result: dict[str, Any] = {
         "images_with_detected_marks": int(has_marks.sum()),
         "removal_all": asdict(_compare(base, removed, y, malignant)),
         "injection_all": asdict(_compare(base, injected, y, malignant)),

@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -207,7 +208,7 @@ def train(
         fit_model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights)
 
     history = History()
-    state = {"best": math.inf, "weights": None, "wait": 0, "epoch": 0, "finetune_epoch": 0}
+    state: dict[str, Any] = {"best": math.inf, "weights": None, "wait": 0, "epoch": 0, "finetune_epoch": 0}
     average = WeightAverage()
     start = time.monotonic()
     verbose = 1 if _isatty() else 2
@@ -274,7 +275,10 @@ def train(
         clf.model.set_weights(state["weights"])
         log.info("restored best weights from epoch %d (val_loss %.4f)", history.best_epoch, state["best"])
     # the loaded weights' validation loss is already known, unless no epoch ran (e.g. --init-weights, --epochs 0)
-    kept_loss = history.averaged_val_loss if kept_average else state["best"]
+    kept_loss: float = state["best"]
+    if kept_average:
+        assert history.averaged_val_loss is not None  # _keep_average measured it before keeping the average
+        kept_loss = history.averaged_val_loss
     if not math.isfinite(kept_loss):
         kept_loss = _val_metrics(predict_logits(clf.model, x_val), y_val, malignant)[0]
     if cfg.grid_epochs > 0:

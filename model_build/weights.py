@@ -166,6 +166,8 @@ def packaged_lite_weights(arch: str) -> Path | None:
         module = importlib.import_module(module_name)
     except ImportError:
         return None
+    if module.__file__ is None:  # a namespace package: no weights file of its own
+        return None
     folder = Path(module.__file__).parent / "models"
     found = sorted(folder.glob("*.pth"))
     return found[0] if found else None
