@@ -190,7 +190,7 @@ def classify_path(classifier: Classifier, path: Path, config: DeviceConfig) -> d
     count = 0
     options = AnalysisOptions.from_config(config)  # the one door: as `device run` and the touchscreen analyse it
     for frame in frames_from_file(path, options.dicom_frame):
-        result = classifier.classify(frame.image, **options.classify_kwargs())
+        result = classifier.classify(frame.image, spacing=frame.spacing, **options.classify_kwargs())
         score = result.probabilities.get("malignant", result.probabilities[result.decision])
         if best is None or score > best[0]:
             best = (score, frame.index, result)
@@ -213,6 +213,8 @@ def classify_path(classifier: Classifier, path: Path, config: DeviceConfig) -> d
         "crop": list(result.crop.as_tuple()),
         "model": classifier.bundle.identity | {"runtime": classifier.runtime},
         "latency_ms": round(result.latency_ms, 3),
+        # null: the bundle has no segmentation model (docs/device.md); else found / not found / withheld
+        "lesion": result.lesion.to_json() if result.lesion is not None else None,
     }
     if count > 1:
         output.update(frame=index, frames=count)
@@ -264,7 +266,22 @@ def _print_classification(output: dict[str, Any], as_json: bool) -> None:
         flag = "  INCONCLUSIVE: " + "; ".join(output["reasons"]) if output["inconclusive"] else ""
         mode = output["mode"]
         print(f"{output['path']}: {output['category']} ({output['label']}), p(malignant) {output['p_malignant']:.3f} "
-              f"in {mode['name']} mode (suspicious at >= {mode['malignant_threshold']:.3f})  ({probs}){flag}", flush=True)
+              f"in {mode['name']} mode (suspicious at >= {mode['malignant_threshold']:.3f})  ({probs}){flag}"
+              f"{_lesion_text(output['lesion'])}", flush=True)
+
+
+def _lesion_text(lesion: dict[str, Any] | None) -> str:
+    """The outline in the one-line summary: its size (mm when calibrated) and the descriptors shown on screen."""
+    if lesion is None or lesion["withheld"]:
+        return ""
+    if not lesion["found"]:
+        return "  no lesion outlined"
+    if lesion["width_mm"] is not None:
+        size = f"{lesion['width_mm']:.1f} x {lesion['depth_mm']:.1f} mm"
+    else:
+        size = f"{lesion['box'][2]} x {lesion['box'][3]} px (uncalibrated)"
+    shown = [lesion[name]["value"] for name in ("orientation", "shape", "margin") if lesion[name]["shown"]]
+    return f"  lesion outlined {size}" + (f", {', '.join(shown)} (automatic)" if shown else "")
 
 
 def _site_check_command(args: argparse.Namespace, config: DeviceConfig) -> int:
