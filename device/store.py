@@ -26,9 +26,9 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -46,6 +46,7 @@ from device.link.corrections import (
     check_correction,
     effective_placement,
 )
+from device.link.delivery import Delivery
 from device.results import Exam, ResultRecord
 
 log = logging.getLogger(__name__)
@@ -164,14 +165,10 @@ _ADDED_COLUMNS = (
     ("age", "INTEGER CHECK (age BETWEEN 0 AND 130 OR age IS NULL)"),
 )
 
-_COLUMNS = (
-    "seq, result_id, created_at, device_id, site, exam_id, patient_ref, side, clock, age, model_name, model_version, "
-    "model_sha256, label, category, p_malignant, mode, inconclusive, reasons, probabilities, thresholds, crop, roi, source, latency_ms, "
-    "thumbnail, COALESCE((SELECT 'rejected: ' || reason FROM rejected WHERE rejected.result_id = results.result_id), "
-    "delivery)"
-)
 _NOT_PARKED = "result_id NOT IN (SELECT result_id FROM rejected)"
 
+# The CSV export's columns, in the order of its header (a file format: new fields go where a reader expects them);
+# every stored field but the thumbnail (tests/device/test_store_columns.py).
 EXPORT_FIELDS = (
     "seq", "result_id", "created_at", "device_id", "site", "exam_id", "patient_ref", "side", "clock", "age", "model_name",
     "model_version", "model_sha256", "label", "category", "p_malignant", "mode", "inconclusive", "reasons", "probabilities", "thresholds", "crop",
@@ -270,19 +267,7 @@ class ResultStore:
     def add(self, record: ResultRecord, frame_png: bytes | None = None) -> ResultRecord:
         """Durably store a result (and optionally its full frame); returns it with its ``seq``."""
         with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO results (result_id, created_at, device_id, site, exam_id, patient_ref, side, clock, age, "
-                "model_name, model_version, model_sha256, label, category, p_malignant, mode, inconclusive, reasons, "
-                "probabilities, thresholds, crop, roi, source, latency_ms, thumbnail) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    record.result_id, record.created_at, record.device_id, record.site, record.exam_id,
-                    record.patient_ref, record.side, record.clock, record.age, record.model_name, record.model_version, record.model_sha256,
-                    record.label, record.category, record.p_malignant, record.mode, int(record.inconclusive), json.dumps(list(record.reasons)),
-                    json.dumps(record.probabilities), json.dumps(record.thresholds), _json_or_none(record.crop),
-                    _json_or_none(record.roi), record.source, record.latency_ms, record.thumbnail,
-                ),
-            )
+            cursor = db.execute(_INSERT_RESULT, _record_to_row(record))
             seq = cursor.lastrowid
             if record.exam_id is not None:  # a new lesion of its exam until the clinician groups it (same_lesion)
                 db.execute("INSERT INTO lesion_views (result_id, exam_id, lesion, grouped_at) VALUES (?, ?, ?, ?)",
@@ -292,7 +277,7 @@ class ResultStore:
                     "INSERT INTO frames (result_id, created_at, image) VALUES (?,?,?)",
                     (record.result_id, record.created_at, frame_png),
                 )
-        return replace(record, seq=seq, delivery="stored")
+        return replace(record, seq=seq, delivery=Delivery.STORED)
 
     def get(self, result_id: str) -> ResultRecord | None:
         rows = self._query(f"SELECT {_COLUMNS} FROM results WHERE result_id = ?", (result_id,))
@@ -662,19 +647,34 @@ def _box_or_none(text: str | None) -> tuple[int, int, int, int] | None:
     return x, y, w, h
 
 
+# The results table's columns are ResultRecord's fields, same names: the lists below are derived from the dataclass
+# (the DDL above is the one other spelling). A field kept in another form in its column is converted here.
+_TO_COLUMN: dict[str, Callable[[Any], Any]] = {
+    "inconclusive": int, "reasons": lambda v: json.dumps(list(v)), "probabilities": json.dumps,
+    "thresholds": json.dumps, "crop": lambda v: _json_or_none(v), "roi": lambda v: _json_or_none(v),
+}
+_FROM_COLUMN: dict[str, Callable[[Any], Any]] = {
+    "inconclusive": bool, "reasons": lambda t: tuple(json.loads(t)), "probabilities": json.loads,
+    "thresholds": json.loads, "crop": lambda t: _box_or_none(t), "roi": lambda t: _box_or_none(t),
+    "thumbnail": lambda b: bytes(b) if b is not None else None,
+}
+_ASSIGNED_BY_STORE = ("seq", "delivery")  # never inserted: the row's rowid and the outbox state
+RESULT_FIELDS = tuple(f.name for f in fields(ResultRecord))
+_INSERTED = tuple(name for name in RESULT_FIELDS if name not in _ASSIGNED_BY_STORE)
+_INSERT_RESULT = f"INSERT INTO results ({', '.join(_INSERTED)}) VALUES ({', '.join('?' * len(_INSERTED))})"
+# a result the hub rejected for good reads as "rejected: <reason>"
+_DELIVERY = "COALESCE((SELECT 'rejected: ' || reason FROM rejected WHERE rejected.result_id = results.result_id), delivery)"
+_COLUMNS = ", ".join(_DELIVERY if name == "delivery" else name for name in RESULT_FIELDS)
+
+
+def _record_to_row(record: ResultRecord) -> tuple[Any, ...]:
+    return tuple(_TO_COLUMN[name](value) if name in _TO_COLUMN else value
+                 for name, value in ((name, getattr(record, name)) for name in _INSERTED))
+
+
 def _row_to_record(row: Sequence[Any]) -> ResultRecord:
-    (seq, result_id, created_at, device_id, site, exam_id, patient_ref, side, clock, age, model_name, model_version,
-     model_sha256, label, category, p_malignant, mode, inconclusive, reasons, probabilities, thresholds, crop, roi,
-     source, latency_ms, thumbnail, delivery) = row
-    return ResultRecord(
-        seq=seq, result_id=result_id, created_at=created_at, device_id=device_id, site=site, exam_id=exam_id,
-        patient_ref=patient_ref, side=side, clock=clock, age=age, model_name=model_name, model_version=model_version,
-        model_sha256=model_sha256, label=label, category=category, p_malignant=p_malignant, mode=mode,
-        inconclusive=bool(inconclusive), reasons=tuple(json.loads(reasons)),
-        probabilities=json.loads(probabilities), thresholds=json.loads(thresholds), crop=_box_or_none(crop),
-        roi=_box_or_none(roi), source=source, latency_ms=latency_ms,
-        thumbnail=bytes(thumbnail) if thumbnail is not None else None, delivery=delivery,
-    )
+    return ResultRecord(**{name: _FROM_COLUMN[name](value) if name in _FROM_COLUMN else value
+                           for name, value in zip(RESULT_FIELDS, row, strict=True)})
 
 
 _CORRECTION_COLUMNS = (
