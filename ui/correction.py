@@ -4,12 +4,14 @@ Opened from History and from the open exam's summary (a row selected, then *Corr
 (an overlay, like every dialog of the app)::
 
     what:     Void it | Move to another exam | Cancel
-    void:     reason (Poor image, Test scan, Wrong patient, Duplicate)             -> confirm
+    void:     reason (Poor image, Test scan, Wrong patient, Duplicate, Other)      -> confirm
     move:     exam (the device's newest exams) -> side (only if the exam has none)
-              -> reason (Wrong patient, Wrong side, Wrong exam)                    -> confirm
+              -> reason (Wrong patient, Wrong side, Wrong exam, Other)             -> confirm
+    Other:    a short note on the on-screen keyboard (letters, digits, space; up to 40) -> confirm
     confirm:  what will happen, from -> to, why; Back | Void result / Move result
 
-Reasons are a fixed list to tap (gloves): no typing. ``other`` (which needs a note) is left to ``device correct``.
+Reasons are a fixed list to tap (gloves); only ``other`` asks for typing: its note (required, device/link/corrections.py)
+is stored with the correction and travels with it to the hub.
 The correction is stored through :meth:`device.store.ResultStore.add_correction`, which checks it again (the result
 exists and is not voided, the exam exists...) and never changes the result itself; a refusal is shown in the
 panel. The uplink delivers it to the hub.
@@ -17,6 +19,7 @@ panel. The uplink delivers it to the hub.
 
 from __future__ import annotations
 
+import html
 import logging
 
 from PyQt5.QtCore import pyqtSignal
@@ -36,6 +39,7 @@ from device.link.corrections import (
 from device.results import Exam, ResultRecord
 from device.store import ResultStore
 from ui.history import local_time
+from ui.number_entry import NumberEntry
 from ui.overlay import Overlay
 from ui.result_words import category_text
 from ui.theme import Theme
@@ -44,7 +48,7 @@ log = logging.getLogger(__name__)
 
 SIDE_WORDS = {"L": "Left", "R": "Right"}
 EXAMS_SHOWN = 6  # the device's newest exams offered as a move's target
-UI_REASONS = {kind: tuple(r for r in reasons if r is not CorrectionReason.OTHER) for kind, reasons in REASONS.items()}
+UI_REASONS = REASONS  # every reason, "Other" last: it asks for a note
 
 
 def place_text(place: Place) -> str:
@@ -70,6 +74,8 @@ class CorrectionOverlay(Overlay):
         self.target_exam: Exam | None = None
         self.side: str | None = None
         self.reason: CorrectionReason | None = None
+        self.note = ""  # the "other" reason's note, typed on note_entry
+        self.note_entry: NumberEntry | None = None  # the window's note keyboard (ui/keypad.py NoteKeyboard)
         outer = QVBoxLayout(self.panel)
         outer.setContentsMargins(th.gap * 3, th.gap * 2, th.gap * 3, th.gap * 2)
         outer.setSpacing(th.gap)
@@ -180,6 +186,7 @@ class CorrectionOverlay(Overlay):
     def start(self, record: ResultRecord) -> None:
         """Open the flow for ``record``; a voided result is said to be so and offers nothing but Close."""
         self.record, self.kind, self.target_exam, self.side, self.reason = record, None, None, None, None
+        self.note = ""
         placement = self.store.placement(record.result_id)
         self.origin = placement.place if placement else Place(record.exam_id, record.patient_ref, record.side)
         self.about.setText(f"{local_time(record.created_at)} · {place_text(self.origin)} · {category_text(record)}")
@@ -247,8 +254,24 @@ class CorrectionOverlay(Overlay):
         self._show(self.reason_page, "Why void it?" if self.kind is CorrectionKind.VOID else "Why move it?")
 
     def _choose_reason(self, reason: CorrectionReason) -> None:
+        if reason is CorrectionReason.OTHER and self.note_entry is not None:
+            self.note_entry.ask("Other: why? (a short note)", self._note_entered,
+                                "Stored with the correction and sent to the hub. Letters, digits and space.",
+                                initial=self.note)
+            return
+        self._confirm(reason)
+
+    def _note_entered(self, text: str) -> str | None:
+        note = " ".join(text.split())
+        if not note:
+            return "Type a few words: 'Other' needs a note saying why."
+        self.note = note
+        self._confirm(CorrectionReason.OTHER)
+        return None
+
+    def _confirm(self, reason: CorrectionReason) -> None:
         self.reason = reason
-        why = REASON_WORDS[reason]
+        why = REASON_WORDS[reason] + (f" — {html.escape(self.note)}" if reason is CorrectionReason.OTHER else "")
         if self.kind is CorrectionKind.VOID:
             self.summary.setText(f"Void this result of <b>{place_text(self.origin)}</b>?<br>Reason: <b>{why}</b>.<br>"
                                  "It stays stored, marked void, and leaves the hub's worklist.")
@@ -285,7 +308,8 @@ class CorrectionOverlay(Overlay):
         try:
             stored: Correction = self.store.add_correction(make_correction(
                 result_id=self.record.result_id, kind=self.kind, reason=self.reason, device_id=self.device_id,
-                site=self.site, origin=self.origin, target=target))
+                site=self.site, origin=self.origin, target=target,
+                note=self.note if self.reason is CorrectionReason.OTHER else ""))
         except (CorrectionError, StoreError) as exc:
             log.warning("correction of result %s not stored: %s", self.record.result_id, exc)
             self.error.setText(f"Not stored: {exc}")

@@ -29,6 +29,8 @@ from PyQt5.QtWidgets import (
 )
 
 from device.barcode import PatientIdFormat, normalise
+from device.decision import Category
+from device.lesions import Lesion
 from device.link.corrections import Placement, State
 from device.results import (
     CapturedFrame,
@@ -42,6 +44,7 @@ from device.sources.base import Frame
 from device.store import ResultStore
 from ui import theme
 from ui.number_entry import NumberEntry
+from ui.result_words import COLOURS as LESION_COLOURS
 from ui.result_words import category_colour, category_text
 from ui.theme import Theme
 
@@ -379,15 +382,53 @@ def counted(records: list[ResultRecord], placements: dict[str, Placement], exam_
     return [r for r in records if counts(r)]
 
 
-def correction_mark(placement: Placement | None, exam_id: str) -> str:
+def correction_mark(placement: Placement | None, exam_id: str, record: ResultRecord | None = None) -> str:
     """What the summary's row says of a corrected result ("" when it was not corrected)."""
     if placement is None or placement.state is State.VALID:
         return ""
     if placement.voided:
         return "Voided · "
     if placement.place.exam_id == exam_id:
+        if record is not None and record.exam_id != exam_id:
+            return f"From {record.patient_ref or 'no patient'} · "  # moved in by a correction
         return f"Moved to {SIDE_NAMES.get(placement.place.side or '', '?')} · "
     return f"Moved to {placement.place.patient_ref} · "
+
+
+LESION_WORDS = {Category.NO_LESION: "No lesion", Category.LOW_SUSPICION: "Low suspicion",
+                Category.SUSPICIOUS: "Suspicious", Category.INCONCLUSIVE: "Inconclusive"}  # History's narrow column
+
+
+LESION_RULE = "A lesion seen in two views takes the result of its more concerning view."
+
+
+def lesion_result_text(lesion: Lesion) -> str:
+    """The lesion-level result in the card's words (never a bare label): category and p(malignant)."""
+    d = lesion.decision
+    if d is None:
+        return "no combined result (see its frames)"
+    if d.p_malignant is None:
+        return LESION_WORDS[Category.INCONCLUSIVE]
+    return f"{LESION_WORDS[d.category]} · {d.p_malignant * 100:.0f}%"
+
+
+def lesion_cells(lesions: list[Lesion], narrow: bool = False) -> dict[str, tuple[str, str]]:
+    """Per frame of a lesion: the text of the Lesion column and its colour. The lesion's first frame carries the
+    lesion result; a second view says whose view it is. ``narrow`` (History): two short lines, the category only."""
+    cells: dict[str, tuple[str, str]] = {}
+    for lesion in lesions:
+        colour = theme.MUTED if lesion.decision is None else LESION_COLOURS[lesion.decision.category]
+        first, *others = lesion.frames
+        if narrow:
+            views = "2 views" if others else "one view"
+            word = "see frames" if lesion.decision is None else LESION_WORDS[lesion.decision.category]
+            cells[first.result_id] = (f"{lesion.number} · {views}\n{word}", colour)
+        else:
+            views = f" ({len(lesion.frames)} views)" if others else ""
+            cells[first.result_id] = (f"{lesion.number}{views}: {lesion_result_text(lesion)}", colour)
+        for record in others:
+            cells[record.result_id] = (f"{lesion.number} · 2nd view" if narrow else f"{lesion.number}: 2nd view", colour)
+    return cells
 
 
 class ExamSummaryView(QWidget):
@@ -406,14 +447,15 @@ class ExamSummaryView(QWidget):
         self.title.setProperty("role", "heading")
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["", "Time", "Model output", "Malignant"])
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["", "Time", "Model output", "Malignant", "Lesion"])
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)  # a frame, to correct it
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.records: list[ResultRecord] = []
+        self.lesions: list[Lesion] = []
         self.table.setVerticalScrollMode(QAbstractItemView.ScrollPerPixel)
         self.table.setWordWrap(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
@@ -452,30 +494,18 @@ class ExamSummaryView(QWidget):
         if record is not None:
             self.correct_requested.emit(record)
 
-    def show_exam(self, exam: Exam, records: list[ResultRecord], placements: dict[str, Placement] | None = None) -> None:
+    def show_exam(self, exam: Exam, records: list[ResultRecord], placements: dict[str, Placement] | None = None,
+                  lesions: list[Lesion] | None = None) -> None:
+        """The exam's frames (its own and those moved into it, oldest first), its figures from the frames that count,
+        and each lesion's result beside its frames (``lesions``: :meth:`device.store.ResultStore.lesions`)."""
         self.title.setText(exam_title(exam))
         self.other_side.setText(f"{SIDE_NAMES[other_side(exam.side)]} side ▶")
         placements = placements or {}
         self.records = records
-        counting = counted(records, placements, exam.exam_id)
-        summary = summarise(counting)
-        if summary.highest_frame is not None:  # numbered as the table shows the frames, corrected ones included
-            summary = replace(summary, highest_frame=records.index(counting[summary.highest_frame - 1]) + 1)
-        left_out = len(records) - len(counting)
-        if summary.frames == 0:
-            text = ("No frames count: every frame was voided or moved." if left_out else
-                    "No frames yet. Go back to live, freeze a view and tap Analyse.")
-        elif summary.highest_malignant is None:
-            text = f"{summary.frames} frame(s), all inconclusive — rescan."
-        else:
-            text = (f"{summary.frames} frame(s). Highest malignant probability: "
-                    f"<b>{summary.highest_malignant * 100:.0f}%</b> (frame {summary.highest_frame})")
-            if summary.inconclusive:
-                text += f"; {summary.inconclusive} inconclusive"
-        if left_out and summary.frames:
-            text += f"; {left_out} voided or moved, not counted"
-        self.summary.setText(text)
+        self.lesions = lesions or []
+        self.summary.setText(summary_text(records, placements, exam.exam_id, self.lesions))
         thumb = self._th.control
+        cells = lesion_cells(self.lesions)
         self.table.setRowCount(len(records))
         for row, record in enumerate(records):
             icon = QLabel()
@@ -483,15 +513,46 @@ class ExamSummaryView(QWidget):
             icon.setAlignment(Qt.AlignCenter)
             self.table.setCellWidget(row, 0, icon)
             self.table.setItem(row, 1, QTableWidgetItem(f"{row + 1}. {record.created_at[11:19]}"))
-            mark = correction_mark(placements.get(record.result_id), exam.exam_id)
+            mark = correction_mark(placements.get(record.result_id), exam.exam_id, record)
             item = QTableWidgetItem(mark + result_text(record))
-            item.setForeground(_brush(theme.MUTED if mark else category_colour(record)))
+            counts = record.result_id in cells
+            item.setForeground(_brush(theme.MUTED if mark and not counts else category_colour(record)))
             self.table.setItem(row, 2, item)
             p = record.probabilities.get(MALIGNANT)
             self.table.setItem(row, 3, QTableWidgetItem("—" if p is None or record.inconclusive else f"{p * 100:.0f}%"))
+            text, colour = cells.get(record.result_id, ("not counted", theme.MUTED))
+            lesion_item = QTableWidgetItem(text)
+            lesion_item.setForeground(_brush(colour))
+            self.table.setItem(row, 4, lesion_item)
             self.table.setRowHeight(row, thumb)
         self.table.setColumnWidth(0, thumb + 8)
         self.correct.setEnabled(self.selected() is not None)
+
+
+def summary_text(records: list[ResultRecord], placements: dict[str, Placement], exam_id: str,
+                 lesions: list[Lesion]) -> str:
+    """The line above the frames: how many count, in how many lesions, the highest p(malignant), and the rule."""
+    counting = counted(records, placements, exam_id)
+    summary = summarise(counting)
+    if summary.highest_frame is not None:  # numbered as the table shows the frames, corrected ones included
+        summary = replace(summary, highest_frame=records.index(counting[summary.highest_frame - 1]) + 1)
+    left_out = len(records) - len(counting)
+    if summary.frames == 0:
+        return ("No frames count: every frame was voided or moved." if left_out else
+                "No frames yet. Go back to live, freeze a view and tap Analyse.")
+    in_lesions = f" in {len(lesions)} lesion{'' if len(lesions) == 1 else 's'}" if lesions else ""
+    if summary.highest_malignant is None:
+        text = f"{summary.frames} frame(s){in_lesions}, all inconclusive — rescan."
+    else:
+        text = (f"{summary.frames} frame(s){in_lesions}. Highest malignant probability: "
+                f"<b>{summary.highest_malignant * 100:.0f}%</b> (frame {summary.highest_frame})")
+        if summary.inconclusive:
+            text += f"; {summary.inconclusive} inconclusive"
+    if left_out:
+        text += f"; {left_out} voided or moved, not counted"
+    if any(len(lesion.frames) > 1 for lesion in lesions):
+        text += f". {LESION_RULE}"
+    return text
 
 
 def other_side(side: str | None) -> str:
@@ -571,7 +632,9 @@ class ExamScreen(QWidget):
             self.pages.setCurrentWidget(self.summary)
 
     def refresh(self) -> None:
+        """The open exam's summary: its own frames and those a correction moved into it (device/link/corrections.py
+        ``effective_placement``); voided and moved-out frames are listed, marked, and not counted."""
         exam = self.session.exam
         if exam is not None:
-            records = self.store.history(exam_id=exam.exam_id, newest_first=False)
-            self.summary.show_exam(exam, records, self.store.placements(records))
+            records = self.store.exam_results(exam.exam_id)
+            self.summary.show_exam(exam, records, self.store.placements(records), self.store.lesions(exam.exam_id))

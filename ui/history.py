@@ -1,6 +1,7 @@
 """History: past results with thumbnails, the decision rule's category and p(malignant), and per-result delivery
 state (on device / sent / received by hub / rejected by the hub with its reason), filterable by patient reference.
-Read from the store (the source of truth), refreshed on a timer. A result voided or moved (ui/correction.py) shows
+Read from the store (the source of truth), refreshed on a timer. The Lesion column says which lesion of its exam a
+result is a view of (device/lesions.py), with the lesion-level result on the lesion's first frame. A result voided or moved (ui/correction.py) shows
 its effective state: "Voided" before its output, or the patient and side it was moved to; a row selected, *Correct…*
 opens the correction flow."""
 
@@ -27,11 +28,11 @@ from device.link.corrections import Placement, State
 from device.results import ResultRecord
 from device.store import ResultStore
 from ui import theme
-from ui.exam import MALIGNANT, thumbnail_pixmap
+from ui.exam import MALIGNANT, lesion_cells, thumbnail_pixmap
 from ui.result_words import category_colour, category_text
 from ui.theme import Theme
 
-COLUMNS = ("", "Time", "Patient", "Model output", "p(malig.)", "Delivery")  # p(malignant), short for the 7" panel
+COLUMNS = ("", "Time", "Patient", "Model output", "p(malig.)", "Delivery", "Lesion")  # p(malignant), short for the 7" panel
 LIMIT = 100
 REJECTED = "rejected: "  # the store's delivery text for a result the hub refused for good
 
@@ -79,6 +80,7 @@ class HistoryScreen(QWidget):
         self.patient_filter: str | None = None
         self.records: list[ResultRecord] = []
         self.placements: dict[str, Placement] = {}
+        self.lesion_cells: dict[str, tuple[str, str]] = {}
         self._signature: tuple = ()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(th.gap, th.gap, th.gap, th.gap)
@@ -110,7 +112,7 @@ class HistoryScreen(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeToContents)
         header.setSectionResizeMode(0, QHeaderView.Fixed)
-        header.setSectionResizeMode(5, QHeaderView.Stretch)  # the rest: room for a rejection's reason
+        header.setSectionResizeMode(6, QHeaderView.Stretch)  # the rest: the lesion and its result  # the rest: room for a rejection's reason
         QScroller.grabGesture(self.table.viewport(), QScroller.LeftMouseButtonGesture)
         layout.addWidget(self.table, 1)
         self.set_filter(None)
@@ -125,15 +127,25 @@ class HistoryScreen(QWidget):
         """Re-read the store; rebuild the table only when something changed (keeps the scroll position)."""
         records = self.store.history(patient_ref=self.patient_filter, limit=LIMIT)
         placements = self.store.placements(records)
-        signature = tuple((r.result_id, r.delivery, placements[r.result_id].state, placements[r.result_id].place)
-                          for r in records)
+        views = self.store.lesion_views(records)
+        signature = tuple((r.result_id, r.delivery, placements[r.result_id].state, placements[r.result_id].place,
+                           views.get(r.result_id)) for r in records)
         if signature == self._signature:
             return
         self._signature, self.records, self.placements = signature, records, placements
+        self.lesion_cells = self._lesion_cells(records, placements)
         scope = f"patient {self.patient_filter}" if self.patient_filter else "all patients"
         more = f" (newest {LIMIT})" if len(records) == LIMIT else ""
         self.count.setText(f"{len(records)} result(s), {scope}{more}")
         self._fill(records)
+
+    def _lesion_cells(self, records: list[ResultRecord], placements: dict[str, Placement]) -> dict[str, tuple[str, str]]:
+        """Each shown result's lesion in the exam it counts in now, with the lesion result on its first frame."""
+        exams = {placements[r.result_id].place.exam_id for r in records if not placements[r.result_id].voided}
+        cells: dict[str, tuple[str, str]] = {}
+        for exam_id in sorted(e for e in exams if e is not None):
+            cells.update(lesion_cells(self.store.lesions(exam_id), narrow=True))
+        return cells
 
     def delivery_of(self, result_id: str) -> str | None:
         return next((r.delivery for r in self.records if r.result_id == result_id), None)
@@ -163,6 +175,8 @@ class HistoryScreen(QWidget):
             p = record.p_malignant if record.p_malignant is not None else record.probabilities.get(MALIGNANT)
             cells.append("—" if p is None or record.inconclusive else f"{p * 100:.1f}%")
             cells.append(delivery_text(record.delivery))
+            lesion_text, lesion_colour = self.lesion_cells.get(record.result_id, ("—", theme.MUTED))
+            cells.append(lesion_text)
             for column, text in enumerate(cells, start=1):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.UserRole, record.result_id)
@@ -170,6 +184,7 @@ class HistoryScreen(QWidget):
             voided = placement is not None and placement.voided
             self.table.item(row, 3).setForeground(QBrush(QColor(theme.MUTED if voided else category_colour(record))))
             self.table.item(row, 5).setForeground(QBrush(QColor(delivery_colour(record.delivery))))
+            self.table.item(row, 6).setForeground(QBrush(QColor(lesion_colour)))
             self.table.setRowHeight(row, thumb)
         self.table.setColumnWidth(0, thumb + 8)
         self.correct_button.setEnabled(self.selected() is not None)

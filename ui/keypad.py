@@ -88,6 +88,8 @@ class Keyboard(Keypad):
     """Digits, A-Z and "-" in four rows of ten big keys (no shift, no symbols: what patient IDs are made of), with
     backspace and OK on the last row. Same signals and ``value`` as :class:`Keypad`."""
 
+    SPACE = False  # NoteKeyboard: a space key on the last row
+
     DISPLAY_STYLE = "letter-spacing: 3px; font-family: monospace;"
 
     def __init__(self, th: Theme, *, max_length: int = 20, ok_text: str = OK_KEY, parent: QWidget | None = None) -> None:
@@ -97,15 +99,39 @@ class Keyboard(Keypad):
         for r, row in enumerate(KEYBOARD_ROWS):
             for c, key in enumerate(row):
                 self._add_key(grid, th, key, key, r, c)
-        last = len(KEYBOARD_ROWS) - 1
-        self._add_key(grid, th, BACKSPACE, BACKSPACE, last, len(KEYBOARD_ROWS[-1]))
-        self._add_key(grid, th, OK_KEY, ok_text, last, len(KEYBOARD_ROWS[-1]) + 1, span=2)
+        last, column = len(KEYBOARD_ROWS) - 1, len(KEYBOARD_ROWS[-1])
+        if self.SPACE:
+            self._add_key(grid, th, SPACE_KEY, "␣", last, column)
+            column += 1
+        self._add_key(grid, th, BACKSPACE, BACKSPACE, last, column)
+        self._add_key(grid, th, OK_KEY, ok_text, last, column + 1, span=2 if not self.SPACE else 1)
 
     def press(self, key: str) -> None:
         if key in (BACKSPACE, OK_KEY):
             super().press(key)
-        elif len(key) == 1 and key.upper() in KEYS and len(self.value) < self.max_length:
+        elif len(key) == 1 and key.upper() in self.accepted_keys() and len(self.value) < self.max_length:
+            if key == SPACE_KEY and (not self.value or self.value.endswith(SPACE_KEY)):
+                return  # a note starts with a word and has single spaces
             self.set_value(self.value + key.upper())
+
+    def accepted_keys(self) -> frozenset[str]:
+        return KEYS | ({SPACE_KEY} if self.SPACE else set())
+
+    def set_value(self, value: str) -> None:
+        super().set_value(value)
+        if self.SPACE:  # show where the spaces are
+            self.display.setText(value.replace(SPACE_KEY, "·"))
+
+
+class NoteKeyboard(Keyboard):
+    """The keyboard with a space key (instead of two-wide OK): a short note, e.g. a correction's "other" reason."""
+
+    SPACE = True
+    DISPLAY_STYLE = "letter-spacing: 1px; font-family: monospace;"
+
+    def __init__(self, th: Theme, *, max_length: int = 40, ok_text: str = OK_KEY, parent: QWidget | None = None) -> None:
+        super().__init__(th, max_length=max_length, ok_text=ok_text, parent=parent)
 
 
 KEYS = frozenset("".join(KEYBOARD_ROWS))
+SPACE_KEY = " "

@@ -22,11 +22,13 @@ from device.dicom_patient import (
 )
 from device.results import EXAM_BINDING_CODES, CapturedFrame, Exam
 from device.sources.base import Frame
+from device.store import ResultStore
 from ui import theme
 from ui.background import Background
 from ui.banners import is_disk_full, store_reason
 from ui.exam import ExamSession, exam_short
 from ui.frames import FramePacket
+from ui.lesion_choice import LesionChoice
 from ui.live_view import LiveView
 from ui.result_card import MALIGNANT, ResultCard
 from ui.theme import Theme
@@ -51,7 +53,7 @@ class LiveScreen(QWidget):
     capture_dropped = pyqtSignal()  # the frozen frame is gone (Live, an exam change, the source lost): no retry of it
 
     def __init__(self, th: Theme, reader: FrameReader, service: AnalysisService, session: ExamSession,
-                 smoothing: float = 0.3) -> None:
+                 smoothing: float = 0.3, store: ResultStore | None = None) -> None:
         super().__init__()
         self.reader, self.service, self.session = reader, service, session
         self.smoothing = smoothing
@@ -84,6 +86,7 @@ class LiveScreen(QWidget):
         self.file_label.setStyleSheet(f"font-size: {th.small}px;")
         self.file_label.hide()
         self.card = ResultCard(th)
+        self.lesion = LesionChoice(th, store) if store is not None else None  # New lesion / Same lesion, 2nd view
 
         buttons = QHBoxLayout()
         buttons.setSpacing(th.gap)
@@ -98,6 +101,8 @@ class LiveScreen(QWidget):
         right.setSpacing(th.gap)
         right.addWidget(self.exam_button)
         right.addWidget(self.file_label)
+        if self.lesion is not None:
+            right.addWidget(self.lesion)
         right.addWidget(self.card, 1)
         right_widget = QWidget()
         right_widget.setLayout(right)
@@ -206,6 +211,7 @@ class LiveScreen(QWidget):
         if self.freeze.isChecked():
             self.set_frozen(False)
         self.captured, self.last_result, self.last_live = None, None, None
+        self._clear_lesion()
         self.view.clear_frame(message)
         self.view.set_roi(None)
         self.card.clear("No image", "The USB stick or folder with the images is gone. Put it back: the images "
@@ -234,6 +240,7 @@ class LiveScreen(QWidget):
         else:
             self.view.unfreeze()
             self.captured, self.last_result = None, None
+            self._clear_lesion()
             self._idle_card()
             self.card.set_live_mode(self.live_toggle.isChecked())
             self.capture_dropped.emit()
@@ -260,6 +267,7 @@ class LiveScreen(QWidget):
             return
         heatmap = self.service.manifest is not None and self.service.manifest.cam is not None
         self._pending = captured
+        self._clear_lesion()  # the choice is for the result about to be stored
         if self.service.analyse(captured, roi=self.view.roi, heatmap=heatmap):
             self.analysing = True
             self.card.clear("Analysing…", "The result is stored on this device before it is shown.")
@@ -279,6 +287,8 @@ class LiveScreen(QWidget):
         self.card.set_live_mode(False)
         self.card.show_result(classification, stored=outcome.record,
                               heatmap_available=classification.heatmap is not None and not classification.inconclusive)
+        if self.lesion is not None and outcome.record is not None:
+            self.lesion.offer(outcome.record)
         self.tap_to_result_ms = (time.monotonic() - self._tapped_at) * 1000.0
         log.info("result %s shown %.0f ms after the tap", outcome.record.result_id if outcome.record else "-",
                  self.tap_to_result_ms)
@@ -354,8 +364,13 @@ class LiveScreen(QWidget):
             self.captured, self.last_result = None, None
             self.view.unfreeze()
             self._idle_card()
+        self._clear_lesion()
         self.card.set_live_mode(self.live_toggle.isChecked())
         self._show_file_patient()
+
+    def _clear_lesion(self) -> None:
+        if self.lesion is not None:
+            self.lesion.clear()
 
     def _idle_card(self) -> None:
         if self.session.exam is None:

@@ -35,6 +35,7 @@ from ui.correction import CorrectionOverlay
 from ui.exam import (
     ExamScreen,
     ExamSession,
+    counted,
     exam_title,
     readback_html,
     readback_message,
@@ -105,7 +106,8 @@ class MainWindow(QMainWindow):
         column.setSpacing(0)
         self.status = StatusBar(th)
         self.banners = BannerArea(th)
-        self.live = LiveScreen(th, reader, analysis, self.session, smoothing=self.config.ui.live_smoothing)
+        self.live = LiveScreen(th, reader, analysis, self.session, smoothing=self.config.ui.live_smoothing,
+                               store=self.store)
         self.exam = ExamScreen(th, self.session, self.store, id_format=self.id_format)
         self.history = HistoryScreen(th, self.store)
         self.settings = SettingsScreen(th, self.config, self.background, f"{self.width()}×{self.height()}")
@@ -124,6 +126,8 @@ class MainWindow(QMainWindow):
         self.pin_entry = NumberEntry(root, th, masked=True)
         self.confirm = ConfirmOverlay(root, th)
         self.correction = CorrectionOverlay(root, th, self.store, self.config.device.id, self.config.device.site)
+        self.note_entry = NumberEntry(root, th, note=True)  # a correction's "other" note
+        self.correction.note_entry = self.note_entry
         self.teach = TeachPage(th, self.config, self.config_path, self.background,
                                lambda: self.session.exam.exam_id if self.session.exam is not None else None,
                                lambda: self.services.analysis.manifest,
@@ -182,6 +186,8 @@ class MainWindow(QMainWindow):
         self.history.correct_requested.connect(self.correction.start)
         self.exam.correct_requested.connect(self.correction.start)
         self.correction.corrected.connect(lambda _c: (self.history.refresh(), self.exam.refresh()))
+        if self.live.lesion is not None:
+            self.live.lesion.grouped.connect(self.exam.refresh)
         self.settings.source.source_chosen.connect(self._source_chosen)
         self.settings.lock_requested.connect(self.lock)
         self.settings.teach_requested.connect(self.open_teach)
@@ -260,6 +266,7 @@ class MainWindow(QMainWindow):
         self.pin_entry.close_overlay()
         self.entry.close_overlay()
         self.id_entry.close_overlay()
+        self.note_entry.close_overlay()
         self.confirm.close_overlay()
         self.correction.close_overlay()  # a correction half chosen is not left for whoever unlocks
         if self.end_exam(ExamEnd.LOCKED) is None:
@@ -332,8 +339,12 @@ class MainWindow(QMainWindow):
         exam = self.session.exam
         if exam is None:
             return
-        summary = summarise(self.store.history(exam_id=exam.exam_id, newest_first=False))
+        records = self.store.exam_results(exam.exam_id)
+        summary = summarise(counted(records, self.store.placements(records), exam.exam_id))
+        lesions = len(self.store.lesions(exam.exam_id))
         held = f"It holds {summary.frames} result{'' if summary.frames == 1 else 's'}"
+        if summary.frames:
+            held += f" in {lesions} lesion{'' if lesions == 1 else 's'}"
         if summary.inconclusive:
             held += f" ({summary.inconclusive} inconclusive)"
         message = (f"{held}, stored on this device and sent to the hub as they are. "

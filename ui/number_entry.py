@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from PyQt5.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ui.keypad import Keyboard, Keypad
+from ui.keypad import Keyboard, Keypad, NoteKeyboard
 from ui.overlay import Overlay
 from ui.theme import Theme
 
@@ -16,7 +16,7 @@ class NumberEntry(Overlay):
     """``ask(title, on_ok)``: shows the keypad; ``on_ok(value)`` returns an error text or None to close."""
 
     def __init__(self, parent: QWidget, th: Theme, *, masked: bool = False, opaque: bool = False,
-                 alphanumeric: bool = False) -> None:
+                 alphanumeric: bool = False, note: bool = False) -> None:
         super().__init__(parent, opaque=opaque)
         self._on_ok: Callable[[str], str | None] | None = None
         layout = QVBoxLayout(self.panel)
@@ -27,8 +27,8 @@ class NumberEntry(Overlay):
         self.message = QLabel("")
         self.message.setProperty("role", "muted")
         self.message.setWordWrap(True)
-        if alphanumeric:
-            self.keypad: Keypad = Keyboard(th)
+        if alphanumeric or note:
+            self.keypad: Keypad = NoteKeyboard(th) if note else Keyboard(th)
             self.keypad.setFixedWidth(th.control * 10 + th.gap * 9 + (150 if th.compact else 200))
         else:
             self.keypad = Keypad(th, masked=masked)

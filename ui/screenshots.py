@@ -378,6 +378,9 @@ def render(out: Path, model: Path | None = None) -> list[str]:
             from ui.correction_screenshots import render as render_corrections  # the Correct… flow
 
             problems.extend(render_corrections(out, size))
+            from ui.lesion_screenshots import render as render_lesions  # two views of one lesion, the "other" note
+
+            problems.extend(render_lesions(out, size))
     return problems
 
 

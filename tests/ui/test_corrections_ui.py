@@ -46,7 +46,8 @@ def test_void_from_the_exam_summary(qtbot, window) -> None:
     assert flow.isVisible() and "10452" in flow.about.text()
     tap(qtbot, flow.void_button)
     assert set(flow.reason_buttons) == {CorrectionReason.POOR_IMAGE, CorrectionReason.TEST_SCAN,
-                                        CorrectionReason.WRONG_PATIENT, CorrectionReason.DUPLICATE}
+                                        CorrectionReason.WRONG_PATIENT, CorrectionReason.DUPLICATE,
+                                        CorrectionReason.OTHER}
     tap(qtbot, flow.reason_buttons[CorrectionReason.POOR_IMAGE])
     assert "Void this result of <b>10452 Left</b>" in flow.summary.text() and flow.accept_button.text() == "Void result"
     tap(qtbot, flow.accept_button)
@@ -86,7 +87,7 @@ def test_move_from_history_to_the_right_patients_exam(qtbot, window) -> None:
     assert not flow.exam_buttons[wrong.exam_id].isEnabled()  # where it is already (that exam is side L)
     tap(qtbot, flow.exam_buttons[target.exam_id])  # the exam has a side: no side step
     assert set(flow.reason_buttons) == {CorrectionReason.WRONG_PATIENT, CorrectionReason.WRONG_SIDE,
-                                        CorrectionReason.WRONG_EXAM}
+                                        CorrectionReason.WRONG_EXAM, CorrectionReason.OTHER}
     tap(qtbot, flow.reason_buttons[CorrectionReason.WRONG_PATIENT])
     assert "from <b>10452 Left</b><br>to <b>20001 Right</b>" in flow.summary.text()
     tap(qtbot, flow.confirm_back)  # Back: the reasons again, then the exams

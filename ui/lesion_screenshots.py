@@ -1,0 +1,127 @@
+"""``python -m ui.lesion_screenshots [OUT_DIR]``: two views of one lesion, the "other" reason's note and a frame moved
+into the open exam, at 800x480 and 1280x720, with real widgets (offscreen), the shipped bundle and real frames (BUSI
+from ``../shared/datasets`` when present, else synthetic screens): Live after the second frame (New lesion / Same
+lesion, 2nd view), Live once grouped, the exam summary with the lesion beside its frames, the Finish confirmation,
+History's Lesion column, the void reasons with Other, the note keyboard, the confirmation with the note, the summary
+after that view was voided (the lesion recomputed) and the summary with a frame moved in. Every scene is checked
+with ui/layout_check.py. Writes ``<size>-lesion-*.png``; exit 1 on a layout problem."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from device.link.corrections import CorrectionReason, Place, make_correction
+from device.results import Exam, new_result_id
+from ui.main_window import MainWindow
+
+log = logging.getLogger("ui.lesion_screenshots")
+
+
+def lesion_scenes(window: MainWindow, analyse: Callable[[], None], spin) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """Drive the app through an exam of K41100 (left, 10 o'clock) with two views of one lesion."""
+    store, live = window.store, window.live
+    earlier = Exam(new_result_id(), "K10452", "L")  # a finished exam whose frame belongs to K41100
+    store.add_exam(earlier)
+    window.session.begin(earlier)
+    analyse()
+    wrong = live.last_result.record
+    window.session.finish()
+    exam = Exam(new_result_id(), "K41100", "L", 10, 57)
+    store.add_exam(exam)
+    window.session.begin(exam)
+    analyse()
+    live.set_frozen(False)
+    analyse()
+    spin(0.2)
+    yield "lesion-live-choice"
+    live.lesion.same_button.click()
+    spin(0.2)
+    yield "lesion-live-same"
+    window.go("Exam")
+    spin(0.2)
+    yield "lesion-exam-summary"
+    window.exam.summary.finish.click()
+    spin(0.1)
+    yield "lesion-exam-finish"
+    window.confirm.cancel_button.click()
+    window.go("History")
+    spin(0.2)
+    yield "lesion-history"
+    window.go("Exam")
+    flow = window.correction
+    window.exam.summary.table.selectRow(0)
+    window.exam.summary.correct.click()
+    flow.void_button.click()
+    spin(0.1)
+    yield "lesion-correct-void-reasons"
+    flow.reason_buttons[CorrectionReason.OTHER].click()
+    keyboard = window.note_entry.keypad
+    for key in "PROBE SLIPPED":
+        keyboard.press(key)
+    spin(0.1)
+    yield "lesion-correct-note"
+    keyboard.press("OK")
+    spin(0.1)
+    yield "lesion-correct-note-confirm"
+    flow.accept_button.click()
+    window.exam.refresh()
+    spin(0.2)
+    yield "lesion-exam-voided-view"
+    store.add_correction(make_correction(result_id=wrong.result_id, kind="move", reason="wrong_patient",
+                                         device_id=window.config.device.id, site=window.config.device.site,
+                                         origin=Place(None, None, None), target=Place(exam.exam_id, None, "L")))
+    window.exam.refresh()
+    spin(0.2)
+    yield "lesion-exam-moved-in"
+
+
+def render(out: Path, size: tuple[int, int]) -> list[str]:
+    from PyQt5.QtWidgets import QApplication
+
+    from ui import screenshots as shots
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    tag = f"{size[0]}x{size[1]}"
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="sonopi-lesion-shots-") as tmp:
+        work = Path(tmp)
+        frames = work / "usb" / "exam-images"
+        shots.prepare_frames(frames)
+        config = shots.screenshot_config(work, shots.prepare_model(work, None), frames)
+        window = shots.open_window(config, size)
+        try:
+            shots.spin_until(lambda: window.services.analysis.ready, 60, "the model")
+            if window.first_run.isVisible():
+                window.first_run.accept.click()
+            director = shots.Director(window)
+            for name in lesion_scenes(window, director.analyse, shots.spin):
+                problems.extend(shots.save_scene(window, out / f"{tag}-{name}.png"))
+        finally:
+            window.shutdown()
+            window.deleteLater()
+            app.processEvents()
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    from PyQt5.QtWidgets import QApplication
+
+    from ui import screenshots as shots
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0] if args else "docs/screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    QApplication.instance() or QApplication(sys.argv[:1])
+    problems = [p for size in shots.SIZES for p in render(out, size)]
+    for problem in problems:
+        log.warning("layout: %s", problem)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
