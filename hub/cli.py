@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, Any, TypedDict
 
 from device.errors import SonopiError
 from device.link.corrections import Placement, State
@@ -140,7 +140,18 @@ def _open_when_up(target: str, stop: threading.Event) -> HubStore | None:
         delay = min(delay * 2, RECONNECT_MAX_S)
 
 
-def _filters(args: argparse.Namespace) -> dict[str, str | None]:
+class _Filters(TypedDict):
+    """The command line's result filters, as HubStore.results takes them."""
+
+    site: str | None
+    device_id: str | None
+    label: str | None
+    since: str | None
+    until: str | None
+    patient_ref: str | None
+
+
+def _filters(args: argparse.Namespace) -> _Filters:
     return {"site": args.site, "device_id": args.device, "label": args.label, "since": args.since,
             "until": args.until, "patient_ref": args.patient}
 

@@ -169,10 +169,10 @@ class WebDb:
             import psycopg
 
             try:
-                conn = psycopg.connect(target, autocommit=True)
+                pg_conn = psycopg.connect(target, autocommit=True)
             except psycopg.Error as exc:
                 raise WebDbError(f"web console: cannot connect to PostgreSQL ({exc})") from exc
-            db = cls(conn, pg=True, target="postgresql", reconnector=Reconnector(target, "postgresql"))
+            db = cls(pg_conn, pg=True, target="postgresql", reconnector=Reconnector(target, "postgresql"))
         else:
             try:
                 conn = sqlite3.connect(Path(target), timeout=30, isolation_level=None, check_same_thread=False)

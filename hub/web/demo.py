@@ -11,6 +11,7 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 from device.link.contract import HeartbeatMessage, ResultMessage, StatusMessage
 from hub.store import HubStore, StoredResult
@@ -145,8 +146,17 @@ HEALTH: tuple[tuple[int | None, float | None, str | None], ...] = (
 )
 
 
+class DeviceState(TypedDict, total=False):
+    """The heartbeat's optional model/source state fields (HeartbeatMessage)."""
+
+    model_state: str
+    model_detail: str
+    source_state: str
+    source_detail: str
+
+
 # The heartbeat's model/source state per device index (the others: both ok).
-DEVICE_STATES: dict[int, dict[str, str]] = {
+DEVICE_STATES: dict[int, DeviceState] = {
     3: {"model_state": "ok", "source_state": "lost", "source_detail": "/dev/video0: no such device"},
     5: {"model_state": "rejected", "model_detail": "model bundle /opt/sonopi/models/sonopi-lite0: model.tflite sha256 "
         "does not match the manifest", "source_state": "ok"},
@@ -223,26 +233,25 @@ def seed_queue_examples(store: HubStore, now: datetime | None = None, thumbnails
     def minutes(m: float) -> datetime:
         return moment - timedelta(minutes=m)
 
-    where = {"site": site, "device_id": device}
     messages = [
         _example(ids[0], 1, minutes(20), {"benign": 0.631, "malignant": 0.196, "normal": 0.173}, "benign",
-                 exam_id=exam_a, patient_ref=patient, thumbnail=thumb(1), **where),
+                 exam_id=exam_a, patient_ref=patient, thumbnail=thumb(1), site=site, device_id=device),
         _example(ids[1], 2, minutes(19), {"benign": 0.12, "malignant": 0.81, "normal": 0.07}, "malignant",
-                 exam_id=exam_a, patient_ref=patient, thumbnail=thumb(2), **where),
+                 exam_id=exam_a, patient_ref=patient, thumbnail=thumb(2), site=site, device_id=device),
         _example(ids[2], 3, minutes(18), {"benign": 0.05, "malignant": 0.03, "normal": 0.92}, "normal",
-                 exam_id=exam_a, patient_ref=patient, thumbnail=thumb(3), **where),
+                 exam_id=exam_a, patient_ref=patient, thumbnail=thumb(3), site=site, device_id=device),
         _example(ids[3], 4, minutes(15), {"benign": 0.40, "malignant": 0.52, "normal": 0.08}, "malignant",
-                 exam_id=exam_b, patient_ref=None, thumbnail=thumb(4), **where),
+                 exam_id=exam_b, patient_ref=None, thumbnail=thumb(4), site=site, device_id=device),
         _example(ids[4], 5, minutes(14), {"benign": 0.70, "malignant": 0.20, "normal": 0.10}, "benign",
-                 exam_id=exam_b, patient_ref=None, **where),
+                 exam_id=exam_b, patient_ref=None, site=site, device_id=device),
         _example(ids[5], 6, minutes(12), {"benign": 0.41, "malignant": 0.30, "normal": 0.29}, None,
-                 exam_id=None, patient_ref="PT-20001", inconclusive=True, **where),
+                 exam_id=None, patient_ref="PT-20001", inconclusive=True, site=site, device_id=device),
         _example(ids[6], 7, minutes(180), {"benign": 0.30, "malignant": 0.64, "normal": 0.06}, "malignant",
                  exam_id=None, patient_ref="PT-20002", site="riverside", device_id="pi-river-1"),
         _example(ids[7], 8, moment - timedelta(seconds=3), {"benign": 0.80, "malignant": 0.10, "normal": 0.10},
-                 "benign", exam_id=None, patient_ref="PT-20003", historical=True, **where),
+                 "benign", exam_id=None, patient_ref="PT-20003", historical=True, site=site, device_id=device),
         _example(ids[8], 9, minutes(120), {"benign": 0.85, "malignant": 0.05, "normal": 0.10}, "benign",
-                 exam_id=None, patient_ref="PT-20004", historical=True, **where),
+                 exam_id=None, patient_ref="PT-20004", historical=True, site=site, device_id=device),
     ]
     for message in messages:  # each reaches the hub 2 s after it was created; the last two arrive `now`
         created = datetime.fromisoformat(message.created_at)

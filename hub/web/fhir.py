@@ -70,8 +70,8 @@ def body_site(result: StoredResult) -> str:
     return ", ".join(parts)
 
 
-def _age(result: StoredResult) -> dict[str, Any]:
-    return {"url": f"{SYSTEM}:patient-age", "valueAge": {"value": int(result.age), "unit": "years",
+def _age(age: int) -> dict[str, Any]:
+    return {"url": f"{SYSTEM}:patient-age", "valueAge": {"value": int(age), "unit": "years",
                                                             "system": "http://unitsofmeasure.org", "code": "a"}}
 
 
@@ -112,7 +112,7 @@ def diagnostic_report(result: StoredResult) -> dict[str, Any]:
         ],
     }
     if result.age is not None:
-        report["extension"].append(_age(result))
+        report["extension"].append(_age(result.age))
     if result.patient_ref:
         report["subject"] = {"identifier": {"system": PATIENT_REF_SYSTEM, "value": result.patient_ref}}
     if result.exam_id:
@@ -198,5 +198,5 @@ def exam_report(exam_id: str, results: Sequence[StoredResult]) -> dict[str, Any]
         report["subject"] = {"identifier": {"system": PATIENT_REF_SYSTEM, "value": patients[0]}}
     ages = sorted({r.age for r in frames if r.age is not None})
     if len(ages) == 1:
-        report["extension"].append(_age(next(r for r in frames if r.age is not None)))
+        report["extension"].append(_age(ages[0]))  # every frame that gives an age gives this one
     return report

@@ -30,12 +30,13 @@ from urllib.parse import urlencode
 
 from hub.web.corrections_view import NOT_VOIDED_SQL
 from hub.web.db import WebDb
+from hub.web.reviews import ReviewState
 from hub.web.risk import LATE_AFTER_S, Assessment, assess, delay_s, is_late
 
 PAGE_SIZE = 50
 WALK_AFTER = 1000  # a filter leaving at least this many rows in an attention rank: walk the risk index
 COUNT_CAP = 10_000
-REVIEW_FILTERS = ("unreviewed", "reviewed", "follow_up")
+REVIEW_FILTERS = tuple(ReviewState)
 PATIENT_FILTERS = ("missing",)
 ASSIGNED_FILTERS = ("me", "nobody")  # "me": the signed-in user (resolved per request, never a name in the URL)
 KNOWN_LABELS = ("benign", "malignant", "normal")  # the shipped model's classes, offered before any result
@@ -143,7 +144,7 @@ class Filters:
         if self.date_to is not None:
             clauses.append(f"{w}r.created_at < ?")
             params.append((self.date_to + timedelta(days=1)).isoformat())
-        if self.review == "unreviewed":
+        if self.review == ReviewState.UNREVIEWED:
             clauses.append("w.result_pk IS NULL")  # on the join key: PostgreSQL plans it as an anti-join
         elif self.review is not None:
             clauses.append("w.state = ?")
@@ -241,9 +242,9 @@ class InboxRow:
     @property
     def rank(self) -> int:
         """The attention ordering's first key (the same rule as :attr:`Dialect.rank` in SQL)."""
-        if self.review == "unreviewed":
+        if self.review == ReviewState.UNREVIEWED:
             return 0 if self.assessment.suspicious else 1
-        return 2 if self.review == "follow_up" else 3
+        return 2 if self.review == ReviewState.FOLLOW_UP else 3
 
     @property
     def late(self) -> bool:
@@ -347,7 +348,7 @@ def _row(row: Sequence[Any]) -> InboxRow:
         id=int(row[0]), result_id=row[1], site=row[2], device_id=row[3], created_at=row[4], received_at=row[5],
         historical=bool(row[6]), exam_id=row[7], patient_ref=row[8], side=row[9], model_version=row[10],
         label=row[11], inconclusive=bool(row[12]), probabilities=json.loads(row[13]), thresholds=json.loads(row[14]),
-        review=row[15] or "unreviewed", reviewer=row[16], review_note=row[17], reviewed_at=row[18],
+        review=row[15] or ReviewState.UNREVIEWED, reviewer=row[16], review_note=row[17], reviewed_at=row[18],
         category=row[19], p_malignant_sent=float(row[20]) if row[20] is not None else None, mode=row[21],
         clock=int(row[22]) if row[22] is not None else None, age=int(row[23]) if row[23] is not None else None,
         assignee=row[24],
@@ -458,8 +459,8 @@ class Inbox:
             left = None if limit is None else limit - len(found)
             if left is not None and left <= 0:
                 break
-            at_pivot = tail is not None and (pivot_rank is None or rank == pivot_rank)
-            outer, more = _beyond_keys(_TAIL, tail, reverse) if at_pivot else ("", [])
+            at_pivot = pivot_rank is None or rank == pivot_rank
+            outer, more = _beyond_keys(_TAIL, tail, reverse) if tail is not None and at_pivot else ("", [])
             if rank == 0 and queue.filters.label == "inconclusive":
                 continue  # an inconclusive result is never suspicious (both rules): nothing to walk for
             segment = self.dialect.segment(rank)
@@ -479,7 +480,9 @@ class Inbox:
         inner, inner_params = self._inner(filters, where)
         probe = f"SELECT COUNT(*) FROM ({inner} LIMIT {WALK_AFTER}) AS probe"
         row = self._db.one(probe, [*inner_params, *params])
-        return bool(row) and int(row[0]) >= WALK_AFTER
+        if not row:
+            return False
+        return int(row[0]) >= WALK_AFTER
 
     # --- pages -------------------------------------------------------------------------------------
 
@@ -609,7 +612,8 @@ def with_cursor(filters: Filters, **cursor: int | None) -> str:
 
 
 def clear(filters: Filters, name: str) -> Filters:
-    return replace(filters, **{name: None})
+    unset: dict[str, Any] = {name: None}  # ``name`` is one of the optional filter fields
+    return replace(filters, **unset)
 
 
 # --- CSV -------------------------------------------------------------------------------------------
