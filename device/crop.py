@@ -9,6 +9,7 @@ looking for that region, so they neither attract nor break up the box.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import cv2
 import numpy as np
@@ -19,6 +20,13 @@ from device.model.bundle import Resampling
 
 _WORK_SIDE = 256  # detection runs on a copy scaled to this size: cheap per frame
 _MIN_AREA_FRACTION = 0.08  # a smaller region is not trusted: use the whole frame
+
+
+class RoiMode(StrEnum):
+    """What a manual ROI means (``[source] roi_mode`` in the device configuration)."""
+
+    OVERRIDE = "override"  # crop to the ROI as is
+    REFINE = "refine"  # auto-detect the scan region inside the ROI
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,8 @@ def detect_scan_region(frame: np.ndarray, resampling: str = Resampling.EXACT.val
 
 
 def choose_crop(
-    frame: np.ndarray, auto_crop: bool, roi: Box | None, roi_mode: str = "override", resampling: str = Resampling.EXACT.value
+    frame: np.ndarray, auto_crop: bool, roi: Box | None, roi_mode: RoiMode | str = RoiMode.OVERRIDE,
+    resampling: str = Resampling.EXACT.value,
 ) -> Box:
     """The crop applied to a frame: manual ROI (as is, or refined by auto-detection inside it),
     else the auto-detected scan region, else the whole frame."""
@@ -97,7 +106,7 @@ def choose_crop(
         region = roi.clip_to(frame)
         if region.width == 0 or region.height == 0:
             region = Box.full(frame)
-        if roi_mode == "refine" and auto_crop:
+        if roi_mode == RoiMode.REFINE and auto_crop:
             return detect_scan_region(region.apply(frame), resampling).offset(region.x, region.y)
         return region
     if auto_crop:

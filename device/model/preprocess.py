@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from device.crop import Box, choose_crop
+from device.crop import Box, RoiMode, choose_crop
 from device.imageio import to_grey
 from device.model import resample
 from device.model.bundle import InputSpec, Resampling
@@ -41,7 +41,8 @@ class Prepared:
 
 
 def prepare(
-    frame: np.ndarray, spec: InputSpec, *, auto_crop: bool = True, roi: Box | None = None, roi_mode: str = "override"
+    frame: np.ndarray, spec: InputSpec, *, auto_crop: bool = True, roi: Box | None = None,
+    roi_mode: RoiMode | str = RoiMode.OVERRIDE,
 ) -> Prepared:
     """Grey -> crop (manual ROI, else the detected scan region) -> model pixels."""
     grey = to_grey(frame)

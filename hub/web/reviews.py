@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from enum import StrEnum
 
 from device.clock import utc_now_iso
 from device.errors import SonopiError
@@ -16,8 +17,17 @@ from hub.web.db import WebDb
 
 log = logging.getLogger(__name__)
 
-REVIEW_STATES = ("reviewed", "follow_up")
-STATE_LABELS = {"unreviewed": "Unreviewed", "reviewed": "Reviewed", "follow_up": "Needs follow-up"}
+
+class ReviewState(StrEnum):
+    """A result's review state; the two set by a reviewer are stored in ``web_reviews.state`` and the audit action."""
+
+    UNREVIEWED = "unreviewed"  # no review row
+    REVIEWED = "reviewed"
+    FOLLOW_UP = "follow_up"
+
+
+REVIEW_STATES = (ReviewState.REVIEWED, ReviewState.FOLLOW_UP)  # what a reviewer sets
+STATE_LABELS = {ReviewState.UNREVIEWED: "Unreviewed", ReviewState.REVIEWED: "Reviewed", ReviewState.FOLLOW_UP: "Needs follow-up"}
 MAX_NOTE = 2000
 
 
