@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -109,7 +110,7 @@ def load_configured(config: DeviceConfig, runtime: str | None = None) -> tuple[C
     return build_classifier(config, choice.bundle, runtime), choice
 
 
-def load_classifier(config: DeviceConfig, bundle_path=None, runtime: str | None = None) -> Classifier:
+def load_classifier(config: DeviceConfig, bundle_path: str | os.PathLike[str] | None = None, runtime: str | None = None) -> Classifier:
     """Load ``bundle_path`` (``--model``; the site-bundle record is ignored), else :func:`load_configured`'s — both
     verifying the signature when ``[model].public_key`` is set — and build its classifier in the configured
     operating mode with the site's threshold."""

@@ -629,7 +629,7 @@ class ResultStore:
         return count
 
     def integrity_ok(self) -> bool:
-        return self._query("PRAGMA integrity_check")[0][0] == "ok"
+        return bool(self._query("PRAGMA integrity_check")[0][0] == "ok")
 
 
 def _next_lesion(db: sqlite3.Connection, exam_id: str) -> int:
