@@ -41,7 +41,7 @@ REJECTED = "rejected: "  # the store's delivery text for a result the hub refuse
 
 def delivery_text(delivery: str) -> str:
     if delivery.startswith(REJECTED):
-        return f"Rejected: {delivery[len(REJECTED):].replace('_', ' ')}"
+        return f"Rejected:\n{delivery[len(REJECTED):].replace('_', ' ')}"  # two lines: the Lesion column stays in view
     return theme.DELIVERY_TEXT.get(delivery, delivery)
 
 
@@ -61,7 +61,8 @@ def local_time(created_at: str) -> str:
 def placed_patient(record: ResultRecord, placement: Placement | None) -> str:
     """The patient column: where the result belongs now (a move's target, marked as moved)."""
     if placement is not None and placement.state is State.MOVED:
-        return f"{placement.place.patient_ref or '—'} {placement.place.side or ''} (moved)".replace("  ", " ")
+        where = f"{placement.place.patient_ref or '—'} {placement.place.side or ''}".strip()
+        return f"{where}\n(moved)"  # two lines: the 7" panel keeps every column in view
     return (record.patient_ref or "—") + (f" {record.side}" if record.side else "")
 
 
@@ -171,7 +172,10 @@ class HistoryScreen(QWidget):
             icon.setAlignment(Qt.AlignCenter)
             self.table.setCellWidget(row, 0, icon)
             placement = self.placements.get(record.result_id)
-            cells = [local_time(record.created_at), placed_patient(record, placement), placed_output(record, placement)]
+            when = local_time(record.created_at)
+            if self._th.compact:  # date over time on the 7" panel: room for the Lesion column
+                when = "\n".join(when.rsplit(" ", 1))
+            cells = [when, placed_patient(record, placement), placed_output(record, placement)]
             p = record.p_malignant if record.p_malignant is not None else record.probabilities.get(MALIGNANT)
             cells.append("—" if p is None or record.inconclusive else f"{p * 100:.1f}%")
             cells.append(delivery_text(record.delivery))

@@ -98,7 +98,7 @@ def test_move_from_history_to_the_right_patients_exam(qtbot, window) -> None:
     p = placement(window, wrong.result_id)
     assert p.state is State.MOVED and p.place == Place(target.exam_id, "20001", "R")
     assert p.corrections[0].kind is CorrectionKind.MOVE and p.corrections[0].by is None
-    assert history.table.item(row, 2).text() == "20001 R (moved)"
+    assert history.table.item(row, 2).text() == "20001 R\n(moved)"
     assert {r.result_id: r.patient_ref for r in stored(window)}[wrong.result_id] == "10452"  # the row: as stored
 
 

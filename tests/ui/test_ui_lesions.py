@@ -8,7 +8,8 @@ real widgets (offscreen Qt, the tiny real model, the real store):
 * the correction reason "Other" asks for a note on the note keyboard (an empty note is refused) and the note is
   stored with the correction (before, "Other" was not offered on the touchscreen at all);
 * a result moved INTO the open exam by a correction is in that exam's summary and counts (before, the summary read
-  only the results stored under the exam), and the Finish confirmation counts it;
+  only the results stored under the exam), and the Finish confirmation counts it; History keeps every column, the
+  Lesion one too, in view at 800x480 (a moved result's patient on two lines);
 * the Live screen with the lesion choice showing lays out (ui/layout_check.py)."""
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def test_one_side_exam_scanned_id_two_views_of_one_lesion_in_ten_touches(qtbot, 
     rows = {r.result_id: row for row, r in enumerate(history.records)}
     assert history.table.item(rows[first.result_id], 6).text() == f"1 · 2 views\n{LESION_WORDS[concern]}"
     assert history.table.item(rows[second.result_id], 6).text() == "1 · 2nd view"
+    assert history.table.horizontalScrollBar().maximum() == 0  # every column in view at 800x480, the Lesion one too
 
 
 def test_new_lesion_undoes_and_a_voided_view_leaves_its_lesion(qtbot, window) -> None:
@@ -155,6 +157,12 @@ def test_a_result_moved_into_the_open_exam_is_in_its_summary(qtbot, window) -> N
     assert "2 frame(s) in 2 lesions" in summary.summary.text()
     tap(qtbot, summary.finish)
     assert "It holds 2 results" in window.confirm.message.text()
+    tap(qtbot, window.confirm.cancel_button)
+    tap(qtbot, window.nav["History"])  # the moved result's patient on two lines: the Lesion column stays in view
+    row = [r.result_id for r in history.records].index(wrong.result_id)
+    assert history.table.item(row, 2).text() == "20001 L\n(moved)" and history.table.item(row, 6).text() == "1 · one view\n" + \
+        history.table.item(row, 6).text().split("\n")[1]
+    qtbot.waitUntil(lambda: history.table.horizontalScrollBar().maximum() == 0, timeout=2_000)
 
 
 def test_the_note_keyboard_has_a_space_and_no_double_spaces(qtbot, window) -> None:

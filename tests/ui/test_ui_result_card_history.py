@@ -46,7 +46,7 @@ def test_history_shows_categories_and_parked_results(qtbot, tmp_path: Path, size
         assert cell(stored[2], 3) == "Suspicious — refer" and cell(stored[2], 4) == "20.0%"
         assert cell(unfit, 3) == "Inconclusive" and cell(unfit, 4) == "—"
         assert cell(old, 3) == "Malignant · old rule"
-        assert cell(stored[2], 5) == "Rejected: topic mismatch"
+        assert cell(stored[2], 5) == "Rejected:\ntopic mismatch"
         colour = screen.table.item(rows[stored[2].result_id], 5).foreground().color().name()
         assert colour == theme.DANGER.lower()
         assert cell(stored[1], 5) == "On device"
