@@ -1,11 +1,15 @@
 """Model benchmark: a bundle's per-frame path against another bundle's and against the seeds' way of serving.
 
-    python -m bench.bench_model [--model DIR] [--baseline DIR] [--frames N] [--repeats N] [--keras-repeats N]
+    python -m bench.bench_model [--model DIR] [--baseline DIR] [--outline DIR] [--frames N] [--repeats N] [--keras-repeats N]
 
 Per frame, in one run and interleaved so every path sees the same machine state:
 
 * ``model``: ``device.engine.Classifier.classify`` of the bundle (prepare -> int8 invoke -> probabilities);
 * ``baseline``: the same for a second bundle (by default the shipped one — pass the previous release);
+* ``+outline`` (with ``--outline DIR``, a bundle with a segmentation model, e.g. the model's packed by
+  ``model_build pack-segmentation``): the same analysis with the lesion outline (device/outline.py); its
+  ``p50 / model`` is the extra time per frame of the segmentation (issue 16's goal: <= 2.5x), and ``outline only``
+  the segmentation's own time inside it;
 * ``keras-b7``: how the systems this product grew from serve (Keras EfficientNet-B7 at 600 px, random
   weights, ``model.predict`` on one frame at a time, as the Mammascope paper's web app does).
 
@@ -63,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_model")
     p.add_argument("--model", type=Path, default=REPO / "models" / "sonopi-lite0")
     p.add_argument("--baseline", type=Path, default=REPO / "models" / "sonopi-lite0")
+    p.add_argument("--outline", type=Path, help="a bundle with a segmentation model: analysis with the outline")
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--repeats", type=int, default=60)
     p.add_argument("--keras-repeats", type=int, default=6, help="EfficientNet-B7 at 600 px takes seconds per frame")
@@ -75,6 +80,18 @@ def main(argv: list[str] | None = None) -> int:
         "model": Classifier(load_bundle(args.model), threads=args.threads).classify,
         "baseline": Classifier(load_bundle(args.baseline), threads=args.threads).classify,
     }
+    outline_ms: list[float] = []
+    if args.outline is not None:
+        outliner = Classifier(load_bundle(args.outline), threads=args.threads)
+        if outliner.segmenter is None:
+            p.error(f"--outline {args.outline}: the bundle has no segmentation model")
+
+        def with_outline(frame):
+            result = outliner.classify(frame)
+            outline_ms.append(result.lesion.latency_ms if result.lesion is not None else float("nan"))
+            return result
+
+        paths["+outline"] = with_outline
     for fn in paths.values():  # warm-up
         for frame in frames[:3]:
             fn(frame)
@@ -92,10 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.machine()} {platform.platform()}, python {platform.python_version()}, threads {args.threads}")
     print(f"model    {args.model} ({_bundle_mb(args.model):.2f} MB tflite)")
     print(f"baseline {args.baseline} ({_bundle_mb(args.baseline):.2f} MB tflite)")
+    if args.outline is not None:
+        seg = load_bundle(args.outline).manifest.segmentation
+        assert seg is not None  # checked above
+        print(f"+outline {args.outline} ({_bundle_mb(args.outline):.2f} MB tflite; segmentation input "
+              f"{seg.input.width}x{seg.input.height}, classifier {load_bundle(args.outline).manifest.input.width} px)")
     p50 = {name: percentile(v, 50) for name, v in times.items()}
     print(f"{'path':10s} {'n':>4s} {'p50 ms':>9s} {'p95 ms':>9s} {'p50 / model':>12s}")
     for name, values in times.items():
         print(f"{name:10s} {len(values):4d} {p50[name]:9.1f} {percentile(values, 95):9.1f} {p50[name] / p50['model']:12.2f}")
+    if outline_ms:
+        measured = outline_ms[-args.repeats:]  # the timed calls, after the warm-up
+        print(f"outline only (inside +outline): p50 {percentile(measured, 50):.1f} ms, p95 {percentile(measured, 95):.1f} ms")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (all three paths in one process)")
     return 0
 
