@@ -76,8 +76,8 @@ def start(window: MainWindow) -> None:
 
 
 def enter_kiosk(window: MainWindow, app: QApplication) -> None:
-    window.setWindowFlags(window.windowFlags() | Qt.FramelessWindowHint)
-    app.setOverrideCursor(Qt.BlankCursor)  # touch only: no pointer on screen
+    window.setWindowFlags(window.windowFlags() | Qt.WindowType.FramelessWindowHint)
+    app.setOverrideCursor(Qt.CursorShape.BlankCursor)  # touch only: no pointer on screen
     window.showFullScreen()
 
 

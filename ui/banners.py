@@ -91,7 +91,7 @@ class Banner(QWidget):
     def __init__(self, fault: Fault, th: Theme, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.fault = fault
-        self.setAttribute(Qt.WA_StyledBackground, True)
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
         colour = SEVERITY_COLOURS.get(fault.severity, theme.WARN)
         self.setStyleSheet(f"Banner {{ background: {theme.PANEL}; border-left: 8px solid {colour}; }}")
         row = QHBoxLayout(self)

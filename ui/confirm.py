@@ -29,8 +29,8 @@ class ConfirmOverlay(Overlay):
         self.title.setProperty("role", "heading")
         self.title.setWordWrap(True)
         self.readback = QLabel("")  # an ID shown big, e.g. the patient ID before Start
-        self.readback.setAlignment(Qt.AlignCenter)
-        self.readback.setTextFormat(Qt.RichText)
+        self.readback.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.readback.setTextFormat(Qt.TextFormat.RichText)
         self.readback.hide()
         self.message = QLabel("")
         self.message.setWordWrap(True)

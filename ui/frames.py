@@ -35,9 +35,9 @@ def to_qimage(image: np.ndarray) -> QImage:
     array = np.ascontiguousarray(image)
     height, width = array.shape[:2]
     if array.ndim == 2:
-        qimage = QImage(array.data, width, height, array.strides[0], QImage.Format_Grayscale8)
+        qimage = QImage(array.data, width, height, array.strides[0], QImage.Format.Format_Grayscale8)
     else:
-        qimage = QImage(array.data, width, height, array.strides[0], QImage.Format_RGB888)
+        qimage = QImage(array.data, width, height, array.strides[0], QImage.Format.Format_RGB888)
     return qimage.copy()
 
 

@@ -37,7 +37,7 @@ class Keypad(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(th.gap)
         self.display = QLabel("")
-        self.display.setAlignment(Qt.AlignCenter)
+        self.display.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.display.setMinimumHeight(th.control)
         self.display.setStyleSheet(
             f"background: #000; border: 1px solid #33414f; border-radius: 8px; font-size: {th.large}px;"
@@ -57,9 +57,9 @@ class Keypad(QWidget):
     def _add_key(self, grid: QGridLayout, th: Theme, key: str, text: str, row: int, column: int, span: int = 1) -> None:
         button = QPushButton(text)
         button.setProperty("role", "keyok" if key == OK_KEY else "key")
-        button.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         button.setMinimumSize(th.control, th.control)
-        button.setFocusPolicy(Qt.NoFocus)
+        button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         button.clicked.connect(lambda _=False, k=key: self.press(k))
         grid.addWidget(button, row, column, 1, span)
         self.keys[key] = button

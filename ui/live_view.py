@@ -36,9 +36,9 @@ class LiveView(QWidget):
 
     def __init__(self, handle_px: int = 28, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(240, 160)
-        self.setAttribute(Qt.WA_OpaquePaintEvent)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self._handle = handle_px
         self._image: QImage | None = None
         self._scale = 1.0
@@ -118,7 +118,7 @@ class LiveView(QWidget):
             alpha = (np.clip(heat.astype(np.float32) * 0.75, 40, 190)).astype(np.uint8)
             rgba = np.dstack([rgb, alpha])
             height, width = rgba.shape[:2]
-            image = QImage(np.ascontiguousarray(rgba).data, width, height, width * 4, QImage.Format_RGBA8888)
+            image = QImage(np.ascontiguousarray(rgba).data, width, height, width * 4, QImage.Format.Format_RGBA8888)
             self._heat, self._heat_box = image.copy(), crop
         self.update()
 
@@ -151,7 +151,7 @@ class LiveView(QWidget):
     # --- touch: draw, move or resize the region of interest ---------------------------------------------
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
-        if self.frame is None or event.button() != Qt.LeftButton:
+        if self.frame is None or event.button() != Qt.MouseButton.LeftButton:
             return
         self._drag_origin = event.pos()
         self._drag_roi = self.roi
@@ -216,20 +216,20 @@ class LiveView(QWidget):
         painter.fillRect(self.rect(), QColor("#000000"))
         if self._image is None:
             painter.setPen(QColor(theme.MUTED))
-            painter.drawText(self.rect(), Qt.AlignCenter | Qt.TextWordWrap, self.message)
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self.message)
             return
         target = self.image_rect()
         painter.drawImage(target.topLeft(), self._image)
         if self.heatmap_visible and self._heat is not None and self._heat_box is not None:
-            painter.setRenderHint(QPainter.SmoothPixmapTransform)
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
             painter.drawImage(self.to_view(self._heat_box), self._heat)
-        painter.setRenderHint(QPainter.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         if self.scan_box is not None and self.roi is None and self.crop_box is None:
-            self._outline(painter, self.scan_box, theme.INFO, Qt.DashLine, "scan region")
+            self._outline(painter, self.scan_box, theme.INFO, Qt.PenStyle.DashLine, "scan region")
         if self.crop_box is not None and self.crop_box != self.roi:
-            self._outline(painter, self.crop_box, theme.OK, Qt.SolidLine, "analysed")
+            self._outline(painter, self.crop_box, theme.OK, Qt.PenStyle.SolidLine, "analysed")
         if self.roi is not None:
-            self._outline(painter, self.roi, theme.WARN, Qt.SolidLine, "region of interest")
+            self._outline(painter, self.roi, theme.WARN, Qt.PenStyle.SolidLine, "region of interest")
             self._handles(painter, self.to_view(self.roi))
         if self.frozen:
             self._badge(painter, "FROZEN")
@@ -238,7 +238,7 @@ class LiveView(QWidget):
         rect = self.to_view(box)
         pen = QPen(QColor(colour), 2, style)
         painter.setPen(pen)
-        painter.setBrush(Qt.NoBrush)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawRect(rect)
         font = QFont(painter.font())
         font.setPixelSize(13)
@@ -258,11 +258,11 @@ class LiveView(QWidget):
         font.setBold(True)
         painter.setFont(font)
         box = QRect(8, 8, 96, 28)
-        painter.setPen(Qt.NoPen)
+        painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(QColor(theme.ACCENT))
         painter.drawRoundedRect(box, 6, 6)
         painter.setPen(QColor(theme.BG))
-        painter.drawText(box, Qt.AlignCenter, text)
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
 
 
 def frame_from_array(image: np.ndarray, origin: str = "test") -> Frame:

@@ -14,7 +14,7 @@ from ui.theme import NOTICE, Theme
 
 log = logging.getLogger(__name__)
 
-USER_EVENTS = (QEvent.MouseButtonPress, QEvent.TouchBegin, QEvent.KeyPress)
+USER_EVENTS = (QEvent.Type.MouseButtonPress, QEvent.Type.TouchBegin, QEvent.Type.KeyPress)
 FIRST_RUN_MARKER = ".ui-intended-use-accepted"
 
 LIMITS = (

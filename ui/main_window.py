@@ -140,7 +140,7 @@ class MainWindow(QMainWindow):
 
     def _nav_bar(self) -> QWidget:
         bar = QWidget()
-        bar.setAttribute(Qt.WA_StyledBackground, True)
+        bar.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
         bar.setStyleSheet("QWidget { background: #182028; }")
         row = QHBoxLayout(bar)
         row.setContentsMargins(0, 0, self.th.gap * 2, 0)

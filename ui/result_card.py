@@ -165,7 +165,7 @@ class ProbabilityBar(QWidget):
         self.threshold: float | None = None
         self._th = th
         self.setMinimumHeight(max(28, th.font + 12))
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
     def set_value(self, value: float, threshold: float | None) -> None:
         self.value, self.threshold = max(0.0, min(1.0, value)), threshold
@@ -179,7 +179,7 @@ class ProbabilityBar(QWidget):
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         painter = QPainter(self)
-        painter.setRenderHint(QPainter.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         font = QFont(self.font())
         font.setPixelSize(self._th.small)
         painter.setFont(font)
@@ -187,8 +187,8 @@ class ProbabilityBar(QWidget):
         pct_w = int(self._th.small * 3.2)
         bar = QRectF(name_w, 5, max(10, self.width() - name_w - pct_w - 6), self.height() - 10)
         painter.setPen(QColor(theme.TEXT))
-        painter.drawText(QRectF(0, 0, name_w - 6, self.height()), Qt.AlignVCenter | Qt.AlignLeft, pretty(self.label))
-        painter.setPen(Qt.NoPen)
+        painter.drawText(QRectF(0, 0, name_w - 6, self.height()), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, pretty(self.label))
+        painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(QColor(theme.PANEL_2))
         painter.drawRoundedRect(bar, 4, 4)
         filled = QRectF(bar.left(), bar.top(), bar.width() * self.value, bar.height())
@@ -199,7 +199,7 @@ class ProbabilityBar(QWidget):
             painter.setPen(QPen(QColor(theme.TEXT), 3))
             painter.drawLine(int(x), int(bar.top()) - 4, int(x), int(bar.bottom()) + 4)
         painter.setPen(QColor(theme.TEXT))
-        painter.drawText(QRectF(bar.right() + 4, 0, pct_w + 2, self.height()), Qt.AlignVCenter | Qt.AlignRight,
+        painter.drawText(QRectF(bar.right() + 4, 0, pct_w + 2, self.height()), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
                          self.value_text())
 
 
@@ -212,7 +212,7 @@ class Gauge(QWidget):
         self.value: float | None = None
         self.threshold: float | None = None
         self.setMinimumHeight(th.huge + 32)  # the figure, the bar and the threshold marker below it
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
     def sizeHint(self) -> QSize:  # noqa: N802
         return QSize(self._th.huge * 3, self.minimumHeight())
@@ -223,7 +223,7 @@ class Gauge(QWidget):
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         painter = QPainter(self)
-        painter.setRenderHint(QPainter.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         above = self.value is not None and self.threshold is not None and self.value >= self.threshold
         colour = QColor(theme.DANGER if above else theme.TEXT)
         font = QFont(self.font())
@@ -235,9 +235,9 @@ class Gauge(QWidget):
             figure = "—"
         else:
             figure = percent_pair(self.value, self.threshold)[0] if self.threshold is not None else percent(self.value, 0)
-        painter.drawText(QRectF(0, 0, self.width(), self._th.huge + 6), Qt.AlignLeft | Qt.AlignVCenter, figure)
+        painter.drawText(QRectF(0, 0, self.width(), self._th.huge + 6), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, figure)
         bar = QRectF(0, self._th.huge + 10, self.width(), 16)
-        painter.setPen(Qt.NoPen)
+        painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(QColor(theme.PANEL_2))
         painter.drawRoundedRect(bar, 4, 4)
         if self.value is not None:
@@ -259,10 +259,10 @@ class HeatLegend(QWidget):
         super().__init__(parent)
         self._th = th
         ramp = heatmap_rgb(np.arange(256, dtype=np.uint8).reshape(1, 256))
-        self._ramp = QImage(np.ascontiguousarray(ramp).data, 256, 1, 256 * 3, QImage.Format_RGB888).copy()
+        self._ramp = QImage(np.ascontiguousarray(ramp).data, 256, 1, 256 * 3, QImage.Format.Format_RGB888).copy()
         self.setMinimumHeight(th.small * 2 + 16)
         self.setMinimumWidth(th.small * 7)
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         painter = QPainter(self)
@@ -271,14 +271,14 @@ class HeatLegend(QWidget):
         painter.setFont(font)
         painter.setPen(QColor(theme.MUTED))
         line = self._th.small + 4
-        painter.drawText(QRectF(0, 0, self.width(), line), Qt.AlignLeft | Qt.AlignVCenter, "p(malignant)")
+        painter.drawText(QRectF(0, 0, self.width(), line), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, "p(malignant)")
         painter.drawImage(QRectF(0, line + 2, self.width(), 10), self._ramp)
         ticks = QRectF(0, line + 14, self.width(), line)
         metrics = painter.fontMetrics()
         room = self.width() >= sum(metrics.horizontalAdvance(t) for _, t in self.TICKS) * 1.6  # else the middle one goes
-        for (_value, text), align in zip(self.TICKS, (Qt.AlignLeft, Qt.AlignHCenter, Qt.AlignRight)):
-            if align != Qt.AlignHCenter or room:
-                painter.drawText(ticks, align | Qt.AlignTop, text)
+        for (_value, text), align in zip(self.TICKS, (Qt.AlignmentFlag.AlignLeft, Qt.AlignmentFlag.AlignHCenter, Qt.AlignmentFlag.AlignRight)):
+            if align != Qt.AlignmentFlag.AlignHCenter or room:
+                painter.drawText(ticks, align | Qt.AlignmentFlag.AlignTop, text)
 
 
 def _label(text: str = "", role: str | None = "muted") -> QLabel:
@@ -332,8 +332,8 @@ class ResultCard(QFrame):
         self.scroll = QScrollArea()
         self.scroll.setWidget(self.body)
         self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.scroll.setStyleSheet("QScrollArea { background: transparent; }")
         self.scroll.viewport().setAutoFillBackground(False)
         self.scroll.setMinimumHeight(0)  # the fixed part (headline, p(malignant)) keeps its room; the rest scrolls

@@ -17,7 +17,7 @@ from PyQt5.QtCore import QEvent, QObject, Qt, pyqtSignal
 
 log = logging.getLogger(__name__)
 
-ENTER_KEYS = (Qt.Key_Return, Qt.Key_Enter, Qt.Key_Tab)  # scanners end a code with Enter, some are set to Tab
+ENTER_KEYS = (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Tab)  # scanners end a code with Enter, some are set to Tab
 MAX_GAP_S = 0.05  # scanners send a key every 1-15 ms; people rarely type two keys 50 ms apart
 MIN_CHARS = 2
 
@@ -39,9 +39,9 @@ class ScannerInput(QObject):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()
-        if kind == QEvent.KeyPress:
+        if kind == QEvent.Type.KeyPress:
             return self.key(event.key(), event.text()) if self.enabled else False
-        if kind == QEvent.KeyRelease:
+        if kind == QEvent.Type.KeyRelease:
             return self.enabled and (event.key() in ENTER_KEYS or _printable(event.text()))
         return False
 

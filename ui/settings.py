@@ -38,15 +38,15 @@ def scrolling(widget: QWidget) -> QScrollArea:
     area = QScrollArea()
     area.setWidgetResizable(True)
     area.setWidget(widget)
-    area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-    QScroller.grabGesture(area.viewport(), QScroller.LeftMouseButtonGesture)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    QScroller.grabGesture(area.viewport(), QScroller.ScrollerGestureType.LeftMouseButtonGesture)
     return area
 
 
 def wrapped(text: str = "", role: str | None = None) -> QLabel:
     label = QLabel(text)
     label.setWordWrap(True)
-    label.setTextInteractionFlags(Qt.NoTextInteraction)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.NoTextInteraction)
     if role:
         label.setProperty("role", role)
     return label
@@ -126,7 +126,7 @@ def model_text(manifest: Manifest | None, error: str | None, applied: dict[str, 
 
 def elide(font: QFont, text: str, width: int) -> str:
     """Shorten long paths in the middle so both the start and the folder name stay readable."""
-    return QFontMetrics(font).elidedText(text, Qt.ElideMiddle, width)
+    return QFontMetrics(font).elidedText(text, Qt.TextElideMode.ElideMiddle, width)
 
 
 def button_font(widget: QWidget) -> QFont:
@@ -290,17 +290,17 @@ class SettingsScreen(QWidget):
         self.source = SourcePage(th, config, background)
         self.hub = HubPage(th, config, background)
         self.model = wrapped(model_text(None, None))
-        self.model.setTextFormat(Qt.RichText)
-        self.model.setAlignment(Qt.AlignTop)
+        self.model.setTextFormat(Qt.TextFormat.RichText)
+        self.model.setAlignment(Qt.AlignmentFlag.AlignTop)
         self.device = wrapped("")
-        self.device.setTextFormat(Qt.RichText)
-        self.device.setAlignment(Qt.AlignTop)
+        self.device.setTextFormat(Qt.TextFormat.RichText)
+        self.device.setAlignment(Qt.AlignmentFlag.AlignTop)
         model_page = QWidget()
         model_column = QVBoxLayout(model_page)
         model_column.setContentsMargins(0, 0, 0, 0)
         model_column.addWidget(scrolling(self.model), 1)
         self.site_choice = wrapped("")  # the site bundle chosen on the device (device/site_choice.py), or why not
-        self.site_choice.setTextFormat(Qt.RichText)
+        self.site_choice.setTextFormat(Qt.TextFormat.RichText)
         self.site_choice.setVisible(False)
         model_column.addWidget(self.site_choice)
         self.teach = QPushButton("Teach this scanner…")

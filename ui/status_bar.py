@@ -33,7 +33,7 @@ class Chip(QLabel):
     def __init__(self, th: Theme, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._th = th
-        self.setTextFormat(Qt.RichText)
+        self.setTextFormat(Qt.TextFormat.RichText)
         self.setStyleSheet(f"font-size: {th.small}px; padding: 0 {th.gap // 2 if th.compact else th.gap}px;")
 
     def set(self, text: str, colour: str) -> None:
@@ -44,7 +44,7 @@ class Chip(QLabel):
 class StatusBar(QWidget):
     def __init__(self, th: Theme, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setAttribute(Qt.WA_StyledBackground, True)
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
         self.setStyleSheet(f"StatusBar {{ background: {theme.PANEL}; border-bottom: 1px solid {theme.BORDER}; }}")
         self.setFixedHeight(th.small + 18)
         row = QHBoxLayout(self)
