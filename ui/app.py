@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtWidgets import QApplication
@@ -81,6 +82,10 @@ def enter_kiosk(window: MainWindow, app: QApplication) -> None:
     window.showFullScreen()
 
 
+def _watchdog_beat() -> None:
+    watchdog.notify("WATCHDOG=1")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -90,13 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app = cast(QApplication, QApplication.instance() or QApplication(sys.argv[:1]))  # the one in this process is a QApplication
     app.setApplicationName("sonopi")
     fullscreen = args.fullscreen or config.ui.fullscreen
+    screen = app.primaryScreen() if fullscreen else None
     if args.size is not None:
         size = args.size
-    elif fullscreen and app.primaryScreen() is not None:
-        geometry = app.primaryScreen().geometry()
+    elif screen is not None:
+        geometry = screen.geometry()
         size = (geometry.width(), geometry.height())
     else:
         size = SIZES["800x480"]
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     start(window)
     watchdog.notify("READY=1")
     beat = QTimer()
-    beat.timeout.connect(lambda: watchdog.notify("WATCHDOG=1"))
+    beat.timeout.connect(_watchdog_beat)
     beat.start(int(watchdog.interval_s() * 1000))
     # Ctrl-C / SIGTERM (systemd stop): close cleanly so the reader and writer threads finish.
     signal.signal(signal.SIGTERM, lambda *_: app.quit())

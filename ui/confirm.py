@@ -21,7 +21,7 @@ class ConfirmOverlay(Overlay):
 
     def __init__(self, parent: QWidget, th: Theme) -> None:
         super().__init__(parent)
-        self._on_accept: Callable[[], None] | None = None
+        self._on_accept: Callable[[], object] | None = None  # its return value is not used
         layout = QVBoxLayout(self.panel)
         layout.setContentsMargins(th.gap * 3, th.gap * 2, th.gap * 3, th.gap * 2)
         layout.setSpacing(th.gap * 2)
@@ -48,7 +48,7 @@ class ConfirmOverlay(Overlay):
         layout.addWidget(self.message)
         layout.addLayout(row)
 
-    def ask(self, title: str, message: str, action: str, on_accept: Callable[[], None], cancel: str = "Keep it open",
+    def ask(self, title: str, message: str, action: str, on_accept: Callable[[], object], cancel: str = "Keep it open",
             readback: str = "") -> None:
         self.title.setText(title)
         self.readback.setText(readback)
@@ -57,7 +57,7 @@ class ConfirmOverlay(Overlay):
         self.accept_button.setText(action)
         self.cancel_button.setText(cancel)
         self._on_accept = on_accept
-        self.panel.setFixedWidth(max(320, int(self.parentWidget().width() * 0.8)))
+        self.panel.setFixedWidth(max(320, int(self.host().width() * 0.8)))
         self.open()
 
     def close_overlay(self) -> None:

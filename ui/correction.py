@@ -97,7 +97,9 @@ class CorrectionOverlay(Overlay):
         self.reason_buttons: dict[CorrectionReason, QPushButton] = {}
         self.exam_buttons: dict[str, QPushButton] = {}
         for i in range(self.pages.count()):  # the steps on the panel's own colour, not the window's
-            self.pages.widget(i).setObjectName("correction-step")
+            page = self.pages.widget(i)
+            assert page is not None  # i < count()
+            page.setObjectName("correction-step")
         self.pages.setObjectName("correction-steps")
         self.panel.setStyleSheet("QWidget#correction-step, QStackedWidget#correction-steps { background: transparent; }")
 
@@ -197,7 +199,7 @@ class CorrectionOverlay(Overlay):
         self.what_note.setText("This result was voided; it cannot be corrected again." if voided else
                                "The result stays stored; it is marked, never changed. The hub is told.")
         self._show(self.what_page, "Correct this result")
-        self.panel.setFixedWidth(max(320, int(self.parentWidget().width() * 0.9)))
+        self.panel.setFixedWidth(max(320, int(self.host().width() * 0.9)))
         self.open()
 
     def _show(self, page: QWidget, title: str) -> None:
@@ -326,5 +328,5 @@ def _clear(grid: QGridLayout) -> None:
         widget = item.widget() if item is not None else None
         if widget is not None:  # off the panel now: deleteLater waits for the event loop's next deferred-delete pass
             widget.hide()
-            widget.setParent(None)  # type: ignore[call-overload]
+            widget.setParent(None)
             widget.deleteLater()

@@ -54,13 +54,13 @@ def store_exams(config: DeviceConfig, frames: Path) -> dict[str, Exam]:
     return exams
 
 
-def _select(window: MainWindow, table, result_id: str, records) -> None:  # type: ignore[no-untyped-def]
+def _select(window: MainWindow, table, result_id: str, records) -> None:
     row = [r.result_id for r in records].index(result_id)
     table.selectRow(row)
     table.scrollToItem(table.item(row, 1))
 
 
-def correction_scenes(window: MainWindow, exams: dict[str, Exam], spin) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def correction_scenes(window: MainWindow, exams: dict[str, Exam], spin) -> Iterator[str]:
     """Drive History, the flow and the exam summary; yields each scene's name once it is on screen."""
     flow = window.correction
     store = window.store
@@ -110,7 +110,8 @@ def correction_scenes(window: MainWindow, exams: dict[str, Exam], spin) -> Itera
     flow.accept_button.click()
     window.exam.summary.table.selectRow(1)
     spin(0.2)
-    assert store.placement(opened[0].result_id).voided
+    placement = store.placement(opened[0].result_id)
+    assert placement is not None and placement.voided
     yield "correct-exam-summary"
 
 

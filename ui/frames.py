@@ -35,9 +35,9 @@ def to_qimage(image: np.ndarray) -> QImage:
     array = np.ascontiguousarray(image)
     height, width = array.shape[:2]
     if array.ndim == 2:
-        qimage = QImage(array.data, width, height, array.strides[0], QImage.Format.Format_Grayscale8)
+        qimage = QImage(array.data, width, height, array.strides[0], QImage.Format.Format_Grayscale8)  # type: ignore[call-overload]  # PyQt5 takes any buffer (numpy's memoryview); its stubs list bytes and sip.voidptr only
     else:
-        qimage = QImage(array.data, width, height, array.strides[0], QImage.Format.Format_RGB888)
+        qimage = QImage(array.data, width, height, array.strides[0], QImage.Format.Format_RGB888)  # type: ignore[call-overload]  # PyQt5 takes any buffer (numpy's memoryview); its stubs list bytes and sip.voidptr only
     return qimage.copy()
 
 

@@ -97,7 +97,7 @@ class LiveView(QWidget):
         if self.frame is not None:
             self._image, self._scale = display_image(self.frame.image, self.width(), self.height())
 
-    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt naming)
+    def resizeEvent(self, event: QResizeEvent | None) -> None:
         super().resizeEvent(event)
         self.target_size_changed.emit(self.width(), self.height())
         if self.frozen:
@@ -118,7 +118,7 @@ class LiveView(QWidget):
             alpha = (np.clip(heat.astype(np.float32) * 0.75, 40, 190)).astype(np.uint8)
             rgba = np.dstack([rgb, alpha])
             height, width = rgba.shape[:2]
-            image = QImage(np.ascontiguousarray(rgba).data, width, height, width * 4, QImage.Format.Format_RGBA8888)
+            image = QImage(np.ascontiguousarray(rgba).data, width, height, width * 4, QImage.Format.Format_RGBA8888)  # type: ignore[call-overload]  # PyQt5 takes any buffer (numpy's memoryview); its stubs list bytes and sip.voidptr only
             self._heat, self._heat_box = image.copy(), crop
         self.update()
 
@@ -150,8 +150,8 @@ class LiveView(QWidget):
 
     # --- touch: draw, move or resize the region of interest ---------------------------------------------
 
-    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
-        if self.frame is None or event.button() != Qt.MouseButton.LeftButton:
+    def mousePressEvent(self, event: QMouseEvent | None) -> None:
+        if event is None or self.frame is None or event.button() != Qt.MouseButton.LeftButton:
             return
         self._drag_origin = event.pos()
         self._drag_roi = self.roi
@@ -164,14 +164,14 @@ class LiveView(QWidget):
             elif rect.contains(QPointF(event.pos())):
                 self._drag = _Drag.MOVE
 
-    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
-        if self._drag is _Drag.NONE or self.frame is None:
+    def mouseMoveEvent(self, event: QMouseEvent | None) -> None:
+        if event is None or self._drag is _Drag.NONE or self.frame is None:
             return
         self.roi = self._dragged_roi(event.pos())
         self.update()
 
-    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
-        if self._drag is _Drag.NONE:
+    def mouseReleaseEvent(self, event: QMouseEvent | None) -> None:
+        if event is None or self._drag is _Drag.NONE:
             return
         roi = self._dragged_roi(event.pos())
         self._drag = _Drag.NONE
@@ -192,6 +192,7 @@ class LiveView(QWidget):
         if self._drag is _Drag.DRAW or self._drag_roi is None:
             return Box(min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0))
         old = self._drag_roi
+        assert self.frame is not None  # a drag starts on a shown frame (mousePressEvent)
         height, width = self.frame.image.shape[:2]
         if self._drag is _Drag.MOVE:
             nx = min(max(0, old.x + x1 - x0), width - old.width)
@@ -211,7 +212,7 @@ class LiveView(QWidget):
 
     # --- painting ----------------------------------------------------------------------------------------------
 
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+    def paintEvent(self, event: QPaintEvent | None) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor("#000000"))
         if self._image is None:

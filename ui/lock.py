@@ -38,8 +38,8 @@ class IdleWatcher(QObject):
         self.timer.setInterval(int(timeout_s * 1000))
         self.timer.timeout.connect(self.idle)
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
-        if event.type() in USER_EVENTS:
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
+        if event is not None and event.type() in USER_EVENTS:
             self.timer.start()
         return False
 

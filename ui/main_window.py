@@ -185,7 +185,8 @@ class MainWindow(QMainWindow):
         self.history.filter_requested.connect(self._ask_filter)
         self.history.correct_requested.connect(self.correction.start)
         self.exam.correct_requested.connect(self.correction.start)
-        self.correction.corrected.connect(lambda _c: (self.history.refresh(), self.exam.refresh()))
+        self.correction.corrected.connect(lambda _c: self.history.refresh())  # slots run in the order connected
+        self.correction.corrected.connect(lambda _c: self.exam.refresh())
         if self.live.lesion is not None:
             self.live.lesion.grouped.connect(self.exam.refresh)
         self.settings.source.source_chosen.connect(self._source_chosen)
@@ -215,6 +216,7 @@ class MainWindow(QMainWindow):
         """After show(): first-run notice, idle lock, first status poll."""
         self.go("Live")
         app = QApplication.instance()
+        assert app is not None  # the window is shown inside the running QApplication
         app.installEventFilter(self.scanner)  # the filter installed last sees events first: the idle watcher must
         app.installEventFilter(self.idle)  # see a scan's keys (activity) before the scanner swallows them
         self.idle.start()

@@ -3,7 +3,7 @@ drive it like any widget). It covers its parent and keeps itself sized to it."""
 
 from __future__ import annotations
 
-from PyQt5.QtCore import QEvent, QObject, Qt
+from PyQt5.QtCore import QEvent, QObject, QRect, Qt
 from PyQt5.QtWidgets import QFrame, QVBoxLayout, QWidget
 
 from ui import theme
@@ -23,13 +23,22 @@ class Overlay(QFrame):
         parent.installEventFilter(self)
         self.hide()
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
-        if watched is self.parent() and event.type() == QEvent.Type.Resize:
-            self.setGeometry(self.parent().rect())
+    def host(self) -> QWidget:
+        """The widget the overlay covers (its parent)."""
+        parent = self.parentWidget()
+        assert parent is not None  # made on its parent (__init__), never re-parented
+        return parent
+
+    def _host_rect(self) -> QRect:
+        return self.host().rect()
+
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
+        if event is not None and watched is self.parent() and event.type() == QEvent.Type.Resize:
+            self.setGeometry(self._host_rect())
         return False
 
     def open(self) -> None:
-        self.setGeometry(self.parent().rect())
+        self.setGeometry(self._host_rect())
         self.show()
         self.raise_()
 

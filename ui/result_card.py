@@ -68,6 +68,8 @@ def pretty(label: str) -> str:
 
 
 def headline(category: str | None) -> str:
+    if category is None:
+        return "—"
     try:
         return HEADLINES[Category(category)]
     except ValueError:
@@ -75,6 +77,8 @@ def headline(category: str | None) -> str:
 
 
 def mode_name(mode: str | None) -> str:
+    if mode is None:
+        return "—"
     try:
         return MODE_NAMES[Mode(mode)]
     except ValueError:
@@ -123,7 +127,7 @@ def describe(classification: Classification, stored: ResultRecord | None, live: 
                         theme.WARN)
     p_text, t_text = percent_pair(d.p_malignant, d.malignant_threshold)
     threshold = f"Judged in {mode_name(d.mode)} mode: suspicious at ≥ {t_text}"
-    if d.site_threshold:
+    if d.site_threshold and d.spec is not None:  # a site threshold is judged against the spec's
         validated = d.spec.mode(d.mode).malignant_threshold
         threshold += f" (site setting; validated at {percent_pair(validated, validated)[1]})"
     return CardText(caption, HEADLINES[d.category], lesion_text(d), COLOURS[d.category], f"p(malignant) {p_text}",
@@ -139,7 +143,7 @@ def lesion_text(d: Decision) -> str:
 def figures_text(d: Decision) -> str:
     mode = d.spec.mode(d.mode) if d.spec is not None else None
     sens, spec = (mode.figure("sensitivity"), mode.figure("specificity")) if mode else (None, None)
-    if sens is None and spec is None:
+    if d.spec is None or (sens is None and spec is None):
         return f"{mode_name(d.mode)} mode: not validated"
     parts = [f"{name} {figure_text(f) if f else 'not validated'}" for name, f in (("sensitivity", sens), ("specificity", spec))]
     where = f" ({d.spec.validation})" if d.spec.validation else ""
@@ -177,7 +181,7 @@ class ProbabilityBar(QWidget):
     def value_text(self) -> str:
         return percent_pair(self.value, self.threshold)[0] if self.threshold is not None else percent(self.value, 0)
 
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+    def paintEvent(self, event: QPaintEvent | None) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         font = QFont(self.font())
@@ -214,14 +218,14 @@ class Gauge(QWidget):
         self.setMinimumHeight(th.huge + 32)  # the figure, the bar and the threshold marker below it
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
-    def sizeHint(self) -> QSize:  # noqa: N802
+    def sizeHint(self) -> QSize:
         return QSize(self._th.huge * 3, self.minimumHeight())
 
     def set_value(self, value: float | None, threshold: float | None) -> None:
         self.value, self.threshold = value, threshold
         self.update()
 
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+    def paintEvent(self, event: QPaintEvent | None) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         above = self.value is not None and self.threshold is not None and self.value >= self.threshold
@@ -259,12 +263,12 @@ class HeatLegend(QWidget):
         super().__init__(parent)
         self._th = th
         ramp = heatmap_rgb(np.arange(256, dtype=np.uint8).reshape(1, 256))
-        self._ramp = QImage(np.ascontiguousarray(ramp).data, 256, 1, 256 * 3, QImage.Format.Format_RGB888).copy()
+        self._ramp = QImage(np.ascontiguousarray(ramp).data, 256, 1, 256 * 3, QImage.Format.Format_RGB888).copy()  # type: ignore[call-overload]  # PyQt5 takes any buffer (numpy's memoryview); its stubs list bytes and sip.voidptr only
         self.setMinimumHeight(th.small * 2 + 16)
         self.setMinimumWidth(th.small * 7)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+    def paintEvent(self, event: QPaintEvent | None) -> None:
         painter = QPainter(self)
         font = QFont(self.font())
         font.setPixelSize(self._th.small)
@@ -329,15 +333,17 @@ class ResultCard(QFrame):
         for widget in (self.threshold, self.figures, self.rate, self.detail, *self.bars.values(), self.heat_note):
             body.addWidget(widget)
         body.addStretch(1)
-        self.scroll = QScrollArea()
-        self.scroll.setWidget(self.body)
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.scroll.setStyleSheet("QScrollArea { background: transparent; }")
-        self.scroll.viewport().setAutoFillBackground(False)
-        self.scroll.setMinimumHeight(0)  # the fixed part (headline, p(malignant)) keeps its room; the rest scrolls
-        layout.addWidget(self.scroll, 1)
+        self.scroll_area = QScrollArea()
+        self.scroll_area.setWidget(self.body)
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll_area.setStyleSheet("QScrollArea { background: transparent; }")
+        viewport = self.scroll_area.viewport()
+        assert viewport is not None  # a QScrollArea makes its viewport
+        viewport.setAutoFillBackground(False)
+        self.scroll_area.setMinimumHeight(0)  # the fixed part (headline, p(malignant)) keeps its room; the rest scrolls
+        layout.addWidget(self.scroll_area, 1)
         self.heatmap_button = QPushButton("Heat map")
         self.heatmap_button.setCheckable(True)
         self.heatmap_button.toggled.connect(self.heatmap_toggled)
@@ -388,14 +394,14 @@ class ResultCard(QFrame):
         self._conclusive(conclusive)
         self._numbers = conclusive
         self.p_text.setVisible(conclusive and not self.gauge.isVisibleTo(self))  # live: the gauge shows p(malignant)
-        if conclusive:
+        if conclusive and d is not None:
             self.p_text.setText(text.p_malignant)
             self.threshold.setText(text.threshold)
             self.figures.setText(text.figures)
             self.rate.setText(text.rate)
             self.bars[LESION].set_value(d.p_lesion, d.lesion_threshold)
             self.bars[MALIGNANT].set_value(d.p_malignant, d.malignant_threshold)
-        suspicious = conclusive and d.category is Category.SUSPICIOUS
+        suspicious = d is not None and conclusive and d.category is Category.SUSPICIOUS
         heatmap_available = heatmap_available and suspicious
         self.heatmap_button.setVisible(heatmap_available)
         if not heatmap_available:

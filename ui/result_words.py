@@ -15,16 +15,24 @@ def category_text(record: ResultRecord) -> str:
     """The category; a result stored before the category rule shows its label and says so."""
     if record.inconclusive:
         return SHORT[Category.INCONCLUSIVE]
-    try:
-        return SHORT[Category(record.category)]
-    except ValueError:
+    category = _category(record)
+    if category is None:
         return (record.label or record.top_label).capitalize() + " · old rule"
+    return SHORT[category]
 
 
 def category_colour(record: ResultRecord) -> str:
     if record.inconclusive:
         return theme.WARN
-    try:
-        return COLOURS[Category(record.category)]
-    except ValueError:
+    category = _category(record)
+    if category is None:
         return theme.label_colour(record.label)
+    return COLOURS[category]
+
+
+def _category(record: ResultRecord) -> Category | None:
+    """The stored category, or None for a result stored before the category rule (none, or not one we know)."""
+    try:
+        return Category(record.category) if record.category is not None else None
+    except ValueError:
+        return None

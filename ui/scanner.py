@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import cast
 
 from PyQt5.QtCore import QEvent, QObject, Qt, pyqtSignal
+from PyQt5.QtGui import QKeyEvent
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,16 @@ class ScannerInput(QObject):
         self._last = 0.0
         self.enabled = True
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
+        if event is None:
+            return False
         kind = event.type()
         if kind == QEvent.Type.KeyPress:
-            return self.key(event.key(), event.text()) if self.enabled else False
+            press = cast(QKeyEvent, event)  # PyQt delivers a key event as its QKeyEvent
+            return self.key(press.key(), press.text()) if self.enabled else False
         if kind == QEvent.Type.KeyRelease:
-            return self.enabled and (event.key() in ENTER_KEYS or _printable(event.text()))
+            release = cast(QKeyEvent, event)
+            return self.enabled and (release.key() in ENTER_KEYS or _printable(release.text()))
         return False
 
     def key(self, key: int, text: str) -> bool:

@@ -21,16 +21,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before PyQt5 is imported (ruff allows os.environ set-up before imports)
 
-from PyQt5.QtWidgets import QApplication, QWidget  # noqa: E402
+from PyQt5.QtCore import QCoreApplication
+from PyQt5.QtWidgets import QApplication, QWidget
 
-from device.config import DeviceConfig, parse_config  # noqa: E402
-from device.crop import Box  # noqa: E402
-from device.store import ResultStore  # noqa: E402
-from ui.app import build_window, start  # noqa: E402
-from ui.layout_check import layout_problems  # noqa: E402
-from ui.main_window import MainWindow  # noqa: E402
+from device.config import DeviceConfig, parse_config
+from device.crop import Box
+from device.store import ResultStore
+from ui.app import build_window, start
+from ui.layout_check import layout_problems
+from ui.main_window import MainWindow
 
 log = logging.getLogger("ui.screenshots")
 
@@ -42,8 +43,14 @@ BUSI_PICKS = (("malignant", 4), ("benign", 3), ("normal", 2))
 PIN = "2580"
 
 
-def spin(seconds: float) -> None:
+def _running_app() -> QCoreApplication:
     app = QApplication.instance()
+    assert app is not None  # the screenshot tools run inside their QApplication (main)
+    return app
+
+
+def spin(seconds: float) -> None:
+    app = _running_app()
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         app.processEvents()
@@ -51,7 +58,7 @@ def spin(seconds: float) -> None:
 
 
 def spin_until(condition: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition") -> None:
-    app = QApplication.instance()
+    app = _running_app()
     end = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > end:
@@ -83,6 +90,8 @@ def write_doppler_frame(folder: Path) -> Path:
 
     first = sorted(p for p in folder.iterdir() if p.suffix == ".png")[0]
     grey = cv2.imread(str(first), cv2.IMREAD_GRAYSCALE)
+    if grey is None:
+        raise OSError(f"{first}: cannot read the image")
     image = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
     height, width = grey.shape
     centre, axes = (width // 2, height // 2), (width // 5, height // 5)
@@ -149,7 +158,7 @@ class Director:
     def analyse(self) -> None:
         live = self.w.live
         spin_until(lambda: live.view.frame is not None and live.analyse.isEnabled(), what="a frame and the model")
-        shown = []
+        shown: list[object] = []
         live.result_shown.connect(shown.append)
         live.analyse.click()
         spin_until(lambda: bool(shown), 60, "a result")
@@ -195,6 +204,7 @@ class Director:
 
         live = w.live
         live.freeze.click()
+        assert live.view.frame is not None  # shown since the first scene (spin_until "the first frame")
         frame = live.view.frame.image
         height, width = frame.shape[:2]
         live.view.set_roi(Box(width // 5, height // 6, width * 3 // 5, height * 2 // 3))
@@ -312,7 +322,7 @@ def open_window(config: DeviceConfig, size: tuple[int, int]) -> MainWindow:
     return window
 
 
-def render_teach(out: Path, work: Path, size: tuple[int, int], app: QApplication) -> list[str]:
+def render_teach(out: Path, work: Path, size: tuple[int, int], app: QCoreApplication) -> list[str]:
     """Settings › Model › Teach this scanner (ui/teach_screenshots.py): BUSI normals stored as finished exams,
     marked, taught with the shipped bundle."""
     from ui.teach_screenshots import store_normal_exams, teach_scenes

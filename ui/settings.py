@@ -352,7 +352,7 @@ class SettingsScreen(QWidget):
             return
         if choice.warning is not None:
             self.site_choice.setText(f"<b style='color:{theme.WARN}'>Site bundle not used:</b> {escape(choice.warning)}")
-        else:
+        elif choice.site is not None:  # (neither a site nor a warning returned above)
             self.site_choice.setText(f"<b>Site bundle in use</b> (chosen {escape(choice.site.chosen_at)}, kept in "
                                      f"{escape(str(choice.record))}), made from {escape(choice.site.base.text())}")
         self.site_choice.setVisible(True)

@@ -58,7 +58,9 @@ def teach_scenes(window: MainWindow, exams: list[Exam], spin, spin_until) -> Ite
     for exam in [e for i, e in enumerate(exams) if i != len(exams) - 2][-MARKED:]:  # the second newest left unmarked
         teach.rows[exam.exam_id].toggle.click()
         spin_until(lambda e=exam.exam_id: e not in teach._busy, what="a mark")
-    teach.list_area.verticalScrollBar().setValue(0)
+    bar = teach.list_area.verticalScrollBar()
+    assert bar is not None  # a QScrollArea makes its scroll bars
+    bar.setValue(0)
     spin(0.2)
     yield "teach-collect"
     teach.teach_now.click()

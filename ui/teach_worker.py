@@ -70,17 +70,17 @@ class TeachJob(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def running(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
+        return self._thread is not None and self._thread.is_alive()
 
     def start(self, config: DeviceConfig, base: Path, cases: Path, out: Path) -> None:
         if self.running:
             raise RuntimeError("a teach run is already under way")
-        self.thread = threading.Thread(target=self._run, args=(config, base, cases, out), name="teach", daemon=True)
-        self.thread.start()
+        self._thread = threading.Thread(target=self._run, args=(config, base, cases, out), name="teach", daemon=True)
+        self._thread.start()
 
     def _progress(self, done: int, total: int) -> None:
         self.progress.emit(done, total)

@@ -145,7 +145,8 @@ class FrameReader(QThread):
                 spec, changed = self._spec, self._spec_changed
                 self._spec_changed = False
             if changed:
-                source, current, scan_box = self._close(source), None, None
+                self._close(source)
+                source, current, scan_box = None, None, None
             if source is None:
                 source = self._source = self._open(spec)
                 if source is None:
@@ -332,9 +333,13 @@ class AnalysisService(QObject):
     def ready(self) -> bool:
         return self._analyzer is not None
 
+    def _inference(self) -> InferenceWorker:
+        assert self._worker is not None  # start() makes the worker before the model can load or be asked
+        return self._worker
+
     def _wait_for_model(self) -> None:
         try:
-            classifier = self._worker.wait_ready()
+            classifier = self._inference().wait_ready()
             store = self._store or self._writer.submit(ResultStore, self.config.store_path).result()
         except Exception as exc:  # BundleError, RuntimeUnavailableError, StoreError...
             self.error = str(exc)
@@ -364,7 +369,7 @@ class AnalysisService(QObject):
             self._fail(captured, exc.code, str(exc))
             return False
         requested = time.monotonic()
-        future = self._worker.submit(captured.frame.image, **self._options(roi, heatmap))
+        future = self._inference().submit(captured.frame.image, **self._options(roi, heatmap))
         future.add_done_callback(lambda f: self._classified(f, captured, requested))
         return True
 
@@ -378,7 +383,7 @@ class AnalysisService(QObject):
         if not self.ready:
             return False
         requested = time.monotonic()
-        future = self._worker.submit_latest(frame.image, **self._options(roi, False))
+        future = self._inference().submit_latest(frame.image, **self._options(roi, False))
         future.add_done_callback(lambda f: self._live_done(f, frame, requested))
         return True
 
@@ -404,7 +409,7 @@ class AnalysisService(QObject):
             future = self._writer.submit(write)
         except RuntimeError:  # shutting down: the heartbeat's staleness rule says "unknown" soon enough
             return
-        future.add_done_callback(lambda f: f.exception() and log.warning("source state not stored: %s", f.exception()))
+        future.add_done_callback(_log_source_state_failure)
 
     def _writer_store(self) -> ResultStore:
         if self._store is None:  # no model: still allow exams to be recorded
@@ -455,3 +460,8 @@ class AnalysisService(QObject):
         self._writer.shutdown(wait=True)
         if self._store is not None:
             self._store.close()
+
+
+def _log_source_state_failure(future: Future[None]) -> None:
+    if future.exception():
+        log.warning("source state not stored: %s", future.exception())
