@@ -102,7 +102,8 @@ class Reviews:
 
     def entries(self, *, result_id: str | None = None, before_id: int | None = None,
                 limit: int = 100) -> list[AuditEntry]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[str | int] = []
         if result_id is not None:
             clauses.append("result_id = ?")
             params.append(result_id)
