@@ -22,12 +22,12 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PyQt5.QtWidgets import QApplication  # noqa: E402
+from PyQt5.QtWidgets import QApplication
 
-from device.sources.base import Frame, FrameSource  # noqa: E402
-from device.sources.files import folder_source  # noqa: E402
-from ui.app import build_window, parse_size, start  # noqa: E402
-from ui.screenshots import prepare_frames, prepare_model, screenshot_config, spin, spin_until  # noqa: E402
+from device.sources.base import Frame, FrameSource
+from device.sources.files import folder_source
+from ui.app import build_window, parse_size, start
+from ui.screenshots import prepare_frames, prepare_model, screenshot_config, spin, spin_until
 
 log = logging.getLogger("bench.ui")
 

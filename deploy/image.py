@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from debpkg import DebError, PrivateApt, deb_field, parse_status  # noqa: E402
+from debpkg import DebError, PrivateApt, deb_field, parse_status
 
 log = logging.getLogger("image")
 SECTOR = 512

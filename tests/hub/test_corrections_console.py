@@ -18,13 +18,13 @@ import pytest
 pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")
 
-from device.link.corrections import Place, make_correction  # noqa: E402
-from device.results import Exam  # noqa: E402
-from device.store import ResultStore  # noqa: E402
-from hub.web.accounts import Accounts  # noqa: E402
-from hub.web.db import WebDb  # noqa: E402
-from tests.hub.test_web_browser import device_config  # noqa: E402
-from tests.hub.test_web_queue_browser import (  # noqa: E402,F401  (browser: fixture)
+from device.link.corrections import Place, make_correction
+from device.results import Exam
+from device.store import ResultStore
+from hub.web.accounts import Accounts
+from hub.web.db import WebDb
+from tests.hub.test_web_browser import device_config
+from tests.hub.test_web_queue_browser import (  # noqa: F401  (browser: fixture)
     CHROMIUM,
     DESKTOP,
     PASSWORD,
@@ -36,7 +36,7 @@ from tests.hub.test_web_queue_browser import (  # noqa: E402,F401  (browser: fix
     shot,
     target,
 )
-from tests.mqtt_broker import (  # noqa: E402,F401  (postgres_server: fixture)
+from tests.mqtt_broker import (  # noqa: F401  (postgres_server: fixture)
     MosquittoBroker,
     device_uplink_command,
     free_port,

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from device.link.contract import CorrectionMessage  # noqa: E402
-from device.link.corrections import CorrectionKind, CorrectionReason, Place, new_correction_id  # noqa: E402
-from hub.store import HubStore  # noqa: E402
-from hub.web.accounts import Accounts  # noqa: E402
-from hub.web.app import create_app  # noqa: E402
-from hub.web.config import WebConfig  # noqa: E402
-from hub.web.db import WebDb  # noqa: E402
-from tests.device.link.test_contract_v2 import v2_message  # noqa: E402
+from device.link.contract import CorrectionMessage
+from device.link.corrections import CorrectionKind, CorrectionReason, Place, new_correction_id
+from hub.store import HubStore
+from hub.web.accounts import Accounts
+from hub.web.app import create_app
+from hub.web.config import WebConfig
+from hub.web.db import WebDb
+from tests.device.link.test_contract_v2 import v2_message
 
 
 def _correction(result, kind: str, target: Place | None = None, seq: int = 1) -> CorrectionMessage:  # type: ignore[no-untyped-def]

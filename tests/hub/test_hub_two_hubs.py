@@ -30,7 +30,7 @@ def test_shared_subscriptions_are_prefixed_only_when_asked() -> None:
     assert subscriptions("hubs")[0] == ("$share/hubs/sonopi/v1/+/+/result", 1)
 
 
-def test_either_hub_can_die_and_the_other_carries_on(tmp_path: Path, broker: MosquittoBroker) -> None:  # noqa: F811
+def test_either_hub_can_die_and_the_other_carries_on(tmp_path: Path, broker: MosquittoBroker) -> None:
     postgres = PostgresServer().start()
     hubs: list[HubProcess] = []
     device: Device | None = None

@@ -582,7 +582,7 @@ def test_cli_user_add_disable_list(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 # --- PostgreSQL ----------------------------------------------------------------------------------
 
 
-def test_the_console_on_postgresql(postgres_server) -> None:  # noqa: F811 - the fixture from tests.mqtt_broker
+def test_the_console_on_postgresql(postgres_server) -> None:
     psycopg = pytest.importorskip("psycopg")
     dsn = postgres_server.create_database("web_console")
     with HubStore.open(dsn) as store:

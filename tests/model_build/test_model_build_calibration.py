@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from model_build.calibrate import CalibrationError, choose_threshold, fit_temperature, softmax  # noqa: E402
-from model_build.evaluate import Predictions, evaluate_split, expected_calibration_error  # noqa: E402
-from model_build.export import ExportError, Parity, check_parity, parity  # noqa: E402
+from model_build.calibrate import CalibrationError, choose_threshold, fit_temperature, softmax
+from model_build.evaluate import Predictions, evaluate_split, expected_calibration_error
+from model_build.export import ExportError, Parity, check_parity, parity
 
 LABELS = ("normal", "benign", "malignant")
 

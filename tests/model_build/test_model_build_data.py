@@ -10,8 +10,8 @@ from PIL import Image
 
 pytest.importorskip("imagehash")
 
-from device.model.bundle import InputSpec  # noqa: E402
-from model_build.data import DatasetError, load_sources, order_labels, scan_source  # noqa: E402
+from device.model.bundle import InputSpec
+from model_build.data import DatasetError, load_sources, order_labels, scan_source
 
 SPEC = InputSpec(height=32, width=32)
 

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("imagehash")
 
-from device.model.bundle import BundleError, Manifest, load_bundle  # noqa: E402
+from device.model.bundle import BundleError, Manifest, load_bundle
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]

@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("imagehash")
 
-from device.model.bundle import InputSpec  # noqa: E402
-from model_build.data import DatasetError, LoadedData, Sample, load_sources  # noqa: E402
-from model_build.split import (  # noqa: E402
+from device.model.bundle import InputSpec
+from model_build.data import DatasetError, LoadedData, Sample, load_sources
+from model_build.split import (
     HoldOutRule,
     SplitAssignment,
     SplitError,

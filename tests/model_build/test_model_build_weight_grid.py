@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from model_build.weight_grid import GridKernels, batchnorm_factor, conv_bn_pairs, snap_kernel  # noqa: E402
+from model_build.weight_grid import GridKernels, batchnorm_factor, conv_bn_pairs, snap_kernel
 
 
 def _grid_steps(folded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

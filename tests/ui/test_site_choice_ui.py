@@ -13,11 +13,11 @@ import pytest
 pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
-from device import site_choice  # noqa: E402
-from device.config import DEFAULT_TOML, load_config  # noqa: E402
-from tests.device.test_site_choice import make_site_bundle  # noqa: E402
-from tests.ui.test_ui_workflow import write_frames  # noqa: E402
-from ui.app import build_window, start  # noqa: E402
+from device import site_choice
+from device.config import DEFAULT_TOML, load_config
+from tests.device.test_site_choice import make_site_bundle
+from tests.ui.test_ui_workflow import write_frames
+from ui.app import build_window, start
 
 
 def _window(qtbot, tmp_path: Path, base: Path):

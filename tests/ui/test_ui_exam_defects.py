@@ -16,11 +16,11 @@ import pytest
 pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
-from device.config import parse_config  # noqa: E402
-from device.store import ResultStore  # noqa: E402
-from tests.ui.test_ui_workflow import BRIGHT_BOX, DRAWN_ROI  # noqa: E402
-from tests.ui_support import analyse, draw_roi, enter_patient, finish_exam, scan, start_exam, tap, type_digits, unlock  # noqa: E402
-from ui.app import build_window, start  # noqa: E402
+from device.config import parse_config
+from device.store import ResultStore
+from tests.ui.test_ui_workflow import BRIGHT_BOX, DRAWN_ROI
+from tests.ui_support import analyse, draw_roi, enter_patient, finish_exam, scan, start_exam, tap, type_digits, unlock
+from ui.app import build_window, start
 
 PIN = "2468"
 

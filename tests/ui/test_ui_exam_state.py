@@ -17,10 +17,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
-from device.store import ResultStore  # noqa: E402
-from tests.ui.test_ui_exam_defects import PIN, open_window  # noqa: E402
-from tests.ui.test_ui_workflow import write_frames  # noqa: E402
-from tests.ui_support import finish_exam, scan, start_exam, tap, unlock  # noqa: E402
+from device.store import ResultStore
+from tests.ui.test_ui_exam_defects import PIN, open_window
+from tests.ui.test_ui_workflow import write_frames
+from tests.ui_support import finish_exam, scan, start_exam, tap, unlock
 
 CONTEXT: dict = {}
 

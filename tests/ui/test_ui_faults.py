@@ -13,12 +13,12 @@ import pytest
 pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
-from device.config import parse_config  # noqa: E402
-from device.errors import SourceError  # noqa: E402
-from device.sources.base import Frame, FrameSource  # noqa: E402
-from tests.mqtt_broker import free_port  # noqa: E402
-from tests.ui_support import analyse, start_exam, tap  # noqa: E402
-from ui.app import build_window, start  # noqa: E402
+from device.config import parse_config
+from device.errors import SourceError
+from device.sources.base import Frame, FrameSource
+from tests.mqtt_broker import free_port
+from tests.ui_support import analyse, start_exam, tap
+from ui.app import build_window, start
 
 
 class CaptureCard(FrameSource):

@@ -10,12 +10,12 @@ import pytest
 pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
-from PyQt5.QtWidgets import QPushButton, QWidget  # noqa: E402
-from pytestqt.exceptions import TimeoutError as WaitTimeout  # noqa: E402  (qtbot.waitUntil raises it)
+from PyQt5.QtWidgets import QPushButton, QWidget
+from pytestqt.exceptions import TimeoutError as WaitTimeout  # qtbot.waitUntil raises it
 
-from device.demo import write_demo_frames  # noqa: E402
-from ui.layout_check import layout_problems  # noqa: E402
-from ui.screenshots import Director, open_window, screenshot_config, write_doppler_frame  # noqa: E402
+from device.demo import write_demo_frames
+from ui.layout_check import layout_problems
+from ui.screenshots import Director, open_window, screenshot_config, write_doppler_frame
 
 EXPECTED_SCENES = {
     "first-run", "live", "exam-form", "live-roi", "live-result", "exam-summary", "live-analysis", "history",

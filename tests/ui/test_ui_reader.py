@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("PyQt5")
 
-from device.sources.base import Frame  # noqa: E402
-from ui import workers  # noqa: E402
-from ui.workers import FrameReader  # noqa: E402
+from device.sources.base import Frame
+from ui import workers
+from ui.workers import FrameReader
 
 
 def test_still_frame_is_scaled_once_per_view_size(monkeypatch) -> None:

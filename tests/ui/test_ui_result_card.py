@@ -16,18 +16,18 @@ import pytest
 pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
-from PyQt5.QtCore import QPoint, QRect  # noqa: E402
-from PyQt5.QtWidgets import QLabel, QWidget  # noqa: E402
+from PyQt5.QtCore import QPoint, QRect
+from PyQt5.QtWidgets import QLabel, QWidget
 
-from device.decision import Category  # noqa: E402
-from device.demo import write_demo_frames  # noqa: E402
-from device.engine import Classification, heat_scale  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
-from tests.device.model.test_bundle_format3 import format3_copy  # noqa: E402
-from ui import banners  # noqa: E402
-from ui.layout_check import layout_problems  # noqa: E402
-from ui.result_card import HEADLINES, HEAT_ONLY_SUSPICIOUS, ResultCard, percent_pair  # noqa: E402
-from ui.screenshots import open_window, screenshot_config, spin, spin_until  # noqa: E402
+from device.decision import Category
+from device.demo import write_demo_frames
+from device.engine import Classification, heat_scale
+from tests.conftest import REPO
+from tests.device.model.test_bundle_format3 import format3_copy
+from ui import banners
+from ui.layout_check import layout_problems
+from ui.result_card import HEADLINES, HEAT_ONLY_SUSPICIOUS, ResultCard, percent_pair
+from ui.screenshots import open_window, screenshot_config, spin, spin_until
 
 SHOTS = REPO / "build" / "card-screens"
 SIZES = [(800, 480), (1280, 720)]

@@ -11,15 +11,15 @@ import pytest
 
 pytest.importorskip("PyQt5")
 
-from PyQt5.QtWidgets import QApplication  # noqa: E402
+from PyQt5.QtWidgets import QApplication
 
-from device.store import ResultStore  # noqa: E402
-from tests.device.link.test_contract_v2 import v2_record  # noqa: E402
-from tests.device.link.test_uplink import make_record  # noqa: E402
-from tests.ui.test_ui_result_card import SHOTS  # noqa: E402
-from ui import theme  # noqa: E402
-from ui.history import HistoryScreen  # noqa: E402
-from ui.theme import Theme  # noqa: E402
+from device.store import ResultStore
+from tests.device.link.test_contract_v2 import v2_record
+from tests.device.link.test_uplink import make_record
+from tests.ui.test_ui_result_card import SHOTS
+from ui import theme
+from ui.history import HistoryScreen
+from ui.theme import Theme
 
 
 @pytest.mark.parametrize("size", [(800, 480), (1280, 720)], ids=["800x480", "1280x720"])

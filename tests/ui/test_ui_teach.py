@@ -31,24 +31,24 @@ import pytest
 pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
-from PyQt5.QtCore import QTimer  # noqa: E402
+from PyQt5.QtCore import QTimer
 
-from device.analysis import encode_jpeg, encode_png  # noqa: E402
-from device.config import DEFAULT_TOML, load_config  # noqa: E402
-from device.imageio import decode_image_file  # noqa: E402
-from device.model.signing import generate_keypair  # noqa: E402
-from device.results import Exam, ExamEnd, new_result_id, utc_now_iso  # noqa: E402
-from device.site_adapt import MIN_NORMALS  # noqa: E402
-from device.store import ResultStore  # noqa: E402
-from model_build.lesion_views import LESION_FREE  # noqa: E402
-from tests.device.test_site_choice import app_root, classify_model  # noqa: E402, F401 (app_root: a fixture)
-from tests.device.test_store import make_record  # noqa: E402
-from tests.site_cases import site_samples, split_patients  # noqa: E402
-from tests.ui.test_ui_workflow import write_frames  # noqa: E402
-from tests.ui_support import start_exam, tap, type_digits  # noqa: E402
-from tests.unprivileged import NOBODY, make_traversable  # noqa: E402
-from ui.app import build_window, start  # noqa: E402
-from ui.teach import MARK_TEXT, MARKED_TEXT  # noqa: E402
+from device.analysis import encode_jpeg, encode_png
+from device.config import DEFAULT_TOML, load_config
+from device.imageio import decode_image_file
+from device.model.signing import generate_keypair
+from device.results import Exam, ExamEnd, new_result_id, utc_now_iso
+from device.site_adapt import MIN_NORMALS
+from device.store import ResultStore
+from model_build.lesion_views import LESION_FREE
+from tests.device.test_site_choice import app_root, classify_model  # noqa: F401 (app_root: a fixture)
+from tests.device.test_store import make_record
+from tests.site_cases import site_samples, split_patients
+from tests.ui.test_ui_workflow import write_frames
+from tests.ui_support import start_exam, tap, type_digits
+from tests.unprivileged import NOBODY, make_traversable
+from ui.app import build_window, start
+from ui.teach import MARK_TEXT, MARKED_TEXT
 
 pytestmark = pytest.mark.data
 PIN = "2468"

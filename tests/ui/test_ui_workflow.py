@@ -13,14 +13,14 @@ import pytest
 pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
-from PyQt5.QtCore import QPoint, Qt  # noqa: E402
+from PyQt5.QtCore import QPoint, Qt
 
-from device.config import parse_config  # noqa: E402
-from device.crop import Box  # noqa: E402
-from device.store import ResultStore  # noqa: E402
-from tests.tiny_bundle import expected_label  # noqa: E402
-from tests.ui_support import readback_text, start_exam, tap, type_digits  # noqa: E402
-from ui.app import build_window, start  # noqa: E402
+from device.config import parse_config
+from device.crop import Box
+from device.store import ResultStore
+from tests.tiny_bundle import expected_label
+from tests.ui_support import readback_text, start_exam, tap, type_digits
+from ui.app import build_window, start
 
 BRIGHT_BOX = Box(200, 120, 240, 200)  # the bright "lesion" area in every test frame (source pixels)
 DRAWN_ROI = Box(220, 140, 200, 160)  # what the test draws with its finger, inside BRIGHT_BOX
