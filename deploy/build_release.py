@@ -35,8 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from device.errors import BundleError  # noqa: E402
-from device.model.signing import load_public_key, verify_bundle  # noqa: E402
+from device.errors import BundleError  # noqa: E402  (after the sys.path line that makes the repository importable)
+from device.model.signing import load_public_key, verify_bundle  # noqa: E402  (after the sys.path line that makes the repository importable)
 
 log = logging.getLogger("build_release")
 PACKAGES = ("device", "ui", "hub")

@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "deploy"))
 
-from debpkg import HOST_SOURCES, DebError, PrivateApt, unpack  # noqa: E402
+from debpkg import HOST_SOURCES, DebError, PrivateApt, unpack  # noqa: E402  (after the sys.path lines that find deploy/)
 
 log = logging.getLogger("check-aarch64")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from device.config import load_config  # noqa: E402
-from device.errors import ConfigError  # noqa: E402
+from device.config import load_config  # noqa: E402  (after the sys.path line that makes the repository importable)
+from device.errors import ConfigError  # noqa: E402  (after the sys.path line that makes the repository importable)
 
 SECRETS_ON_DEVICE = Path("/etc/sonopi/secrets")
 

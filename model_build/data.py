@@ -186,7 +186,7 @@ def load_sources(
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
-        tqdm = lambda it, **_: it  # noqa: E731
+        tqdm = lambda it, **_: it  # noqa: E731  (stands in for the imported tqdm, under its name)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(tqdm(pool.map(work, all_samples), total=len(all_samples), desc="decode", unit="img"))
     kept, arrays = [], []

@@ -95,7 +95,10 @@ def build_backbone(variant: LiteVariant, input_size: int | None = None, drop_con
 
     size = input_size or variant.resolution
     inputs = keras.Input((size, size, 3), name="normalised")
-    relu6 = lambda name: layers.ReLU(6.0, name=name)  # noqa: E731
+
+    def relu6(name: str) -> layers.ReLU:
+        return layers.ReLU(6.0, name=name)
+
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = _bn("stem_bn")(x)
     x = relu6("stem_relu")(x)

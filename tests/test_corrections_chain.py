@@ -58,7 +58,7 @@ class Clinician:
             try:
                 with ResultStore(self.store_path) as store:
                     plan(self, store)
-            except BaseException as exc:  # noqa: BLE001 - reported by join()
+            except BaseException as exc:  # reported by join()
                 self.errors.append(exc)
 
         self._thread = threading.Thread(target=work, daemon=True)

@@ -99,7 +99,7 @@ def test_v4l2_missing_device_is_a_clear_error() -> None:
 
 def test_picamera_absent_is_a_clear_error() -> None:
     try:
-        import picamera2  # noqa: F401
+        import picamera2  # noqa: F401  (imported only to learn whether it is installed)
     except ImportError:
         with pytest.raises(SourceUnavailableError, match="picamera2 library is not installed"):
             PiCameraSource().open()

@@ -45,7 +45,7 @@ from hub.web.accounts import Accounts
 from hub.web.db import WebDb
 from hub.web.demo import DemoSpec, seed_device_states, seed_results
 from hub.web.reviews import AuditEntry, Reviews
-from tests.mqtt_broker import free_port, postgres_server, start_process, stop_process, wait_for  # noqa: F401
+from tests.mqtt_broker import free_port, postgres_server, start_process, stop_process, wait_for  # noqa: F401  (postgres_server: fixture)
 
 pytestmark = pytest.mark.timeout(300)
 

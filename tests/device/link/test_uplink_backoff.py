@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.device.link.test_uplink import Device, Hub, assert_delivered, backlog_empty, broker, drained_and_delivered  # noqa: F401
+from tests.device.link.test_uplink import Device, Hub, assert_delivered, backlog_empty, broker, drained_and_delivered  # noqa: F401  (broker: fixture)
 from tests.mqtt_broker import MosquittoBroker, wait_for
 
 pytestmark = pytest.mark.timeout(240)
