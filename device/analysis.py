@@ -24,7 +24,7 @@ import numpy as np
 
 from device.clock import utc_now_iso
 from device.config import DeviceConfig, ModelSection, QualitySection
-from device.crop import Box
+from device.crop import Box, RoiMode
 from device.decision import MALIGNANT, Mode, applied_threshold
 from device.engine import Classification, Classifier
 from device.errors import ConfigError, ImageDecodeError, SourceError
@@ -44,14 +44,14 @@ log = logging.getLogger(__name__)
 class AnalysisOptions:
     auto_crop: bool = True
     roi: Box | None = None  # in source pixels
-    roi_mode: str = "override"  # "override" | "refine" (auto-crop inside the ROI)
+    roi_mode: RoiMode = RoiMode.OVERRIDE  # or REFINE: auto-crop inside the ROI
     dicom_frame: int | None = None  # a cine file: this frame only
 
     @classmethod
     def from_config(cls, config: DeviceConfig) -> AnalysisOptions:
         source = config.source
         roi = Box.from_tuple(source.roi) if source.roi is not None else None
-        return cls(auto_crop=source.auto_crop, roi=roi, roi_mode=source.roi_mode, dicom_frame=source.dicom_frame)
+        return cls(auto_crop=source.auto_crop, roi=roi, roi_mode=RoiMode(source.roi_mode), dicom_frame=source.dicom_frame)
 
     def with_roi(self, roi: Box | None) -> AnalysisOptions:
         """These options with a clinician's ROI instead of the configured one (None keeps the configured one)."""
