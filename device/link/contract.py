@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -34,10 +35,13 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 
 from device.errors import SonopiError
 from device.link.corrections import REASONS, Correction, CorrectionKind, CorrectionReason, Place
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1  # status, heartbeat, ack, nack, correction, correction_ack
 RESULT_SCHEMA_VERSION = 2  # 2: category, p_malignant, mode, optional clock/age (a result stored before them is sent as 1)
@@ -126,11 +130,24 @@ CONTROL_RULE = {"$ref": "#/$defs/control"}  # every string field says "not": CON
 def _validator(kind: str) -> jsonschema.protocols.Validator:
     """The schema's validator, minus the per-field control-character rule, which :func:`_check_controls`
     applies to every string of the payload in one pass with the schema's own pattern (jsonschema's
-    ``not`` + ``$ref`` per field cost ~60 % of a result's validation: 2,500 -> 900 decodes/s)."""
+    ``not`` + ``$ref`` per field cost ~60 % of a result's validation: 2,500 -> 900 decodes/s).
+    Only used to explain a payload :func:`_compiled` refused (``best_match`` names the field and the rule)."""
     document = schema(kind)
     cls = jsonschema.validators.validator_for(document)
     cls.check_schema(document)
     return cls(_without_control_rule(document))
+
+
+@cache
+def _compiled(kind: str) -> Any:
+    """The same schema (minus the control rule, as :func:`_validator`) compiled once to Python code by
+    ``fastjsonschema``: the accept/refuse verdict on every message, ~20x cheaper than ``jsonschema``'s
+    interpretation of it (docs/performance.md, "Uplink and hub"). Its verdict must be jsonschema's:
+    tests/device/link/test_contract_fast_validation.py checks that on generated and mutated payloads of every kind.
+    (fastjsonschema anchors ``$`` as ``\\Z``, jsonschema as Python's ``$``, which also matches before a
+    trailing newline; that case never reaches it: :func:`_check_controls` refuses a newline first.)"""
+    _validator(kind)  # the schema itself is checked against its metaschema once, by jsonschema
+    return fastjsonschema.compile(_without_control_rule(schema(kind)))
 
 
 def _without_control_rule(node: Any) -> Any:
@@ -174,10 +191,21 @@ def validate(kind: str, payload: dict[str, Any]) -> None:
         newer = [name for name in SCHEMA_2_FIELDS if name in payload]
         if newer:
             raise ContractError("schema", f"result (root): {', '.join(newer)} not allowed in a schema-1 result")
+    try:
+        _compiled(kind)(payload)
+    except fastjsonschema.JsonSchemaValueException:
+        _explain(kind, payload)
+
+
+def _explain(kind: str, payload: dict[str, Any]) -> None:
+    """Raise the :class:`ContractError` for a payload the compiled schema refused, in jsonschema's words (the same
+    detail as ever: its ``best_match`` names the field and the rule). Refusals are rare, so their cost is not."""
     error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(payload))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        raise ContractError("schema", f"{kind} {where}: {describe(error)}")
+    if error is None:  # the two disagree: jsonschema is the reference (tests/device/link/test_contract_fast_validation.py)
+        log.error("contract: the compiled %s schema refused a payload jsonschema accepts; accepted (please report)", kind)
+        return
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    raise ContractError("schema", f"{kind} {where}: {describe(error)}")
 
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
