@@ -1,6 +1,7 @@
 """The exam: patient ID on the on-screen keyboard or from the wristband scanner, read back before Start; side,
 optional clock position and age; several frames per exam combined into a summary (highest malignant probability,
-every frame listed); the other side of the same patient as a new exam with one tap.
+every frame listed, with its lesion and each lesion's result beside its frames: device/lesions.py; frames moved into
+the exam by a correction included); the other side of the same patient as a new exam with one tap.
 
 The exam open on the device lives in the Qt-free :class:`device.results.ExamDesk`; :class:`ExamSession` is its
 face for the widgets. Every frame is captured with the open exam's id and can only be stored under it."""
