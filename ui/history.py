@@ -103,18 +103,21 @@ class HistoryScreen(QWidget):
         layout.addLayout(top)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.verticalHeader().hide()
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.setSelectionMode(QAbstractItemView.SingleSelection)  # a row, to correct it
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        rows_header = self.table.verticalHeader()
+        assert rows_header is not None  # a QTableWidget makes both its headers
+        rows_header.hide()
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)  # a row, to correct it
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.itemSelectionChanged.connect(self._selection_changed)
-        self.table.setVerticalScrollMode(QAbstractItemView.ScrollPerPixel)
+        self.table.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.Fixed)
-        header.setSectionResizeMode(6, QHeaderView.Stretch)  # the rest: the lesion and its result  # the rest: room for a rejection's reason
-        QScroller.grabGesture(self.table.viewport(), QScroller.LeftMouseButtonGesture)
+        assert header is not None
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
+        header.setSectionResizeMode(6, QHeaderView.ResizeMode.Stretch)  # the rest: the lesion and its result
+        QScroller.grabGesture(self.table.viewport(), QScroller.ScrollerGestureType.LeftMouseButtonGesture)
         layout.addWidget(self.table, 1)
         self.set_filter(None)
 
@@ -152,7 +155,9 @@ class HistoryScreen(QWidget):
         return next((r.delivery for r in self.records if r.result_id == result_id), None)
 
     def selected(self) -> ResultRecord | None:
-        rows = self.table.selectionModel().selectedRows()
+        selection = self.table.selectionModel()
+        assert selection is not None  # a QTableWidget makes its selection model
+        rows = selection.selectedRows()
         return self.records[rows[0].row()] if rows and rows[0].row() < len(self.records) else None
 
     def _selection_changed(self) -> None:
@@ -169,7 +174,7 @@ class HistoryScreen(QWidget):
         for row, record in enumerate(records):
             icon = QLabel()
             icon.setPixmap(thumbnail_pixmap(record, thumb - 4))
-            icon.setAlignment(Qt.AlignCenter)
+            icon.setAlignment(Qt.AlignmentFlag.AlignCenter)
             self.table.setCellWidget(row, 0, icon)
             placement = self.placements.get(record.result_id)
             when = local_time(record.created_at)
@@ -181,14 +186,15 @@ class HistoryScreen(QWidget):
             cells.append(delivery_text(record.delivery))
             lesion_text, lesion_colour = self.lesion_cells.get(record.result_id, ("—", theme.MUTED))
             cells.append(lesion_text)
+            items: dict[int, QTableWidgetItem] = {}
             for column, text in enumerate(cells, start=1):
-                item = QTableWidgetItem(text)
-                item.setData(Qt.UserRole, record.result_id)
+                item = items[column] = QTableWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, record.result_id)
                 self.table.setItem(row, column, item)
             voided = placement is not None and placement.voided
-            self.table.item(row, 3).setForeground(QBrush(QColor(theme.MUTED if voided else category_colour(record))))
-            self.table.item(row, 5).setForeground(QBrush(QColor(delivery_colour(record.delivery))))
-            self.table.item(row, 6).setForeground(QBrush(QColor(lesion_colour)))
+            items[3].setForeground(QBrush(QColor(theme.MUTED if voided else category_colour(record))))
+            items[5].setForeground(QBrush(QColor(delivery_colour(record.delivery))))
+            items[6].setForeground(QBrush(QColor(lesion_colour)))
             self.table.setRowHeight(row, thumb)
         self.table.setColumnWidth(0, thumb + 8)
         self.correct_button.setEnabled(self.selected() is not None)

@@ -10,6 +10,7 @@ exams or sides; its refusal is shown here."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from PyQt5.QtCore import pyqtSignal
 from PyQt5.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
@@ -105,7 +106,7 @@ class LesionChoice(QWidget):
     def choose_new(self) -> None:
         self._change(lambda r, _p: self.store.new_lesion(r.result_id))
 
-    def _change(self, action) -> None:  # type: ignore[no-untyped-def]
+    def _change(self, action: Callable[[ResultRecord, ResultRecord], object]) -> None:
         record, previous = self.record, self.previous
         if record is None or previous is None:
             return

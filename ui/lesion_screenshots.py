@@ -21,13 +21,14 @@ from ui.main_window import MainWindow
 log = logging.getLogger("ui.lesion_screenshots")
 
 
-def lesion_scenes(window: MainWindow, analyse: Callable[[], None], spin) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def lesion_scenes(window: MainWindow, analyse: Callable[[], None], spin: Callable[[float], None]) -> Iterator[str]:
     """Drive the app through an exam of K41100 (left, 10 o'clock) with two views of one lesion."""
     store, live = window.store, window.live
     earlier = Exam(new_result_id(), "K10452", "L")  # a finished exam whose frame belongs to K41100
     store.add_exam(earlier)
     window.session.begin(earlier)
     analyse()
+    assert live.last_result is not None and live.last_result.record is not None  # analyse() waits for a stored result
     wrong = live.last_result.record
     window.session.finish()
     exam = Exam(new_result_id(), "K41100", "L", 10, 57)
@@ -38,6 +39,7 @@ def lesion_scenes(window: MainWindow, analyse: Callable[[], None], spin) -> Iter
     analyse()
     spin(0.2)
     yield "lesion-live-choice"
+    assert live.lesion is not None  # the window has a store, so Live has its lesion choice
     live.lesion.same_button.click()
     spin(0.2)
     yield "lesion-live-same"
