@@ -120,7 +120,8 @@ def parse_topic(text: str) -> Topic:
 def schema(kind: str) -> dict[str, Any]:
     """The JSON Schema for one message kind (packaged as ``device/link/schemas/<kind>.schema.json``)."""
     text = resources.files("device.link").joinpath("schemas", f"{kind}.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 CONTROL_RULE = {"$ref": "#/$defs/control"}  # every string field says "not": CONTROL_RULE
