@@ -102,7 +102,9 @@ def thumbnail_pixmap(record: ResultRecord, size: int) -> QPixmap:
     pixmap = QPixmap()
     if record.thumbnail:
         pixmap.loadFromData(record.thumbnail, "JPG")
-    return pixmap.scaled(size, size, Qt.KeepAspectRatio, Qt.SmoothTransformation) if not pixmap.isNull() else pixmap
+    if pixmap.isNull():
+        return pixmap
+    return pixmap.scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
 
 
 @dataclass(frozen=True)
@@ -336,6 +338,7 @@ class ExamForm(QWidget):
         self.values = {"patient": exam.patient_ref, "age": "" if exam.age is None else str(exam.age)}
         self.id_source = "same patient"
         self.side = exam.side
+        assert exam.side is not None  # switch_side's exam: the other side (other_side), never none
         self.side_buttons[exam.side].setChecked(True)
         self.pending = exam
         self._refresh()
@@ -450,19 +453,23 @@ class ExamSummaryView(QWidget):
         self.summary.setWordWrap(True)
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(["", "Time", "Model output", "Malignant", "Lesion"])
-        self.table.verticalHeader().hide()
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.setSelectionMode(QAbstractItemView.SingleSelection)  # a frame, to correct it
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        rows_header = self.table.verticalHeader()
+        assert rows_header is not None  # a QTableWidget makes both its headers
+        rows_header.hide()
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)  # a frame, to correct it
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.records: list[ResultRecord] = []
         self.lesions: list[Lesion] = []
-        self.table.setVerticalScrollMode(QAbstractItemView.ScrollPerPixel)
+        self.table.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.table.setWordWrap(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Fixed)
-        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.Stretch)
-        QScroller.grabGesture(self.table.viewport(), QScroller.LeftMouseButtonGesture)
+        header = self.table.horizontalHeader()
+        assert header is not None
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        QScroller.grabGesture(self.table.viewport(), QScroller.ScrollerGestureType.LeftMouseButtonGesture)
         buttons = QHBoxLayout()
         self.back = QPushButton("Back to live")
         self.back.setProperty("role", "primary")
@@ -484,7 +491,9 @@ class ExamSummaryView(QWidget):
         layout.addLayout(buttons)
 
     def selected(self) -> ResultRecord | None:
-        rows = self.table.selectionModel().selectedRows()
+        selection = self.table.selectionModel()
+        assert selection is not None  # a QTableWidget makes its selection model
+        rows = selection.selectedRows()
         return self.records[rows[0].row()] if rows and rows[0].row() < len(self.records) else None
 
     def _selection_changed(self) -> None:
@@ -511,7 +520,7 @@ class ExamSummaryView(QWidget):
         for row, record in enumerate(records):
             icon = QLabel()
             icon.setPixmap(thumbnail_pixmap(record, thumb - 4))
-            icon.setAlignment(Qt.AlignCenter)
+            icon.setAlignment(Qt.AlignmentFlag.AlignCenter)
             self.table.setCellWidget(row, 0, icon)
             self.table.setItem(row, 1, QTableWidgetItem(f"{row + 1}. {record.created_at[11:19]}"))
             mark = correction_mark(placements.get(record.result_id), exam.exam_id, record)
