@@ -315,19 +315,19 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _summary(result) -> None:
-    m = result.metrics
+    m = result.metrics  # model_build.report.BuildReport
     print(f"\nbundle: {result.bundle.path}  ({result.seconds / 60:.1f} min)")
-    print(f"temperature {m['temperature']:.3f}  malignant threshold {result.bundle.manifest.thresholds.get('malignant')}")
-    p = m["parity_int8_vs_float_test"]
-    print(f"int8 vs float (test): agreement {p['top1_agreement']:.4f}  max prob diff {p['max_prob_diff']:.4f}")
-    rows = [("test_float", m["evaluations"]["test_float"]), ("test_int8", m["evaluations"]["test_int8"])]
-    if m.get("external_test"):
-        rows.append(("external", m["external_test"]["int8"]))
+    print(f"temperature {m.temperature:.3f}  malignant threshold {result.bundle.manifest.thresholds.get('malignant')}")
+    p = m.parity_int8_vs_float_test
+    print(f"int8 vs float (test): agreement {p.top1_agreement:.4f}  max prob diff {p.max_prob_diff:.4f}")
+    rows = [("test_float", m.evaluations["test_float"]), ("test_int8", m.evaluations["test_int8"])]
+    if m.external_test:
+        rows.append(("external", m.external_test["int8"]))
     for model, evaluation in rows:
         for subset, mm in evaluation.items():
             print(f"{model:10s} {subset:16s} n={mm['n']:4d}  " + _headline_text(mm["headline"]))
-    if m["bad_files"]:
-        print(f"skipped {len(m['bad_files'])} unreadable file(s): see report/metrics.json")
+    if m.bad_files:
+        print(f"skipped {len(m.bad_files)} unreadable file(s): see report/metrics.json")
 
 
 def _headline_text(headline: dict) -> str:

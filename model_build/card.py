@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from device.model.bundle import Manifest
+from model_build.report import BuildReport
 
 
 def _ci(entry: dict[str, Any] | None) -> str:
@@ -199,9 +200,9 @@ def reader_lines(r: dict[str, Any] | None, images: str = "test images") -> list[
 PRODUCT_BAR = {"accuracy": 0.92, "malignant_auc": 0.96, "malignant_sensitivity": 0.95}
 
 
-def _bar_warning(metrics: dict[str, Any]) -> list[str]:
+def _bar_warning(report: BuildReport) -> list[str]:
     """A loud note when the shipped int8 model misses the product bar on the test split."""
-    headline = metrics["evaluations"]["test_int8"]["all"]["headline"]
+    headline = report.headline("test_int8")
 
     def value(name: str) -> float | None:
         return (headline.get(name) or {}).get("value")
@@ -218,15 +219,15 @@ def _bar_warning(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
-def _gate_warning(metrics: dict[str, Any]) -> list[str]:
-    gate = metrics.get("parity_gate") or {}
-    if gate.get("passed", True):
+def _gate_warning(report: BuildReport) -> list[str]:
+    gate = report.parity_gate
+    if gate is None or gate.passed:
         return []
-    p = metrics["parity_int8_vs_float_test"]
+    p = report.parity_int8_vs_float_test
     return [
         f"> **WARNING — interim bundle, int8 parity gate NOT passed.** The int8 model agrees with the float model on "
-        f"{100 * p['top1_agreement']:.1f}% of test images; the project requires {100 * gate['required']:.0f}%. It was written "
-        f"only because the build was run with `--min-agreement {gate['applied']}`. The metrics below are measured on the "
+        f"{100 * p.top1_agreement:.1f}% of test images; the project requires {100 * gate.required:.0f}%. It was written "
+        f"only because the build was run with `--min-agreement {gate.applied}`. The metrics below are measured on the "
         "int8 model itself, so they describe what the device runs, but this bundle is not the project's accepted model.",
         "",
     ]
@@ -289,25 +290,26 @@ def loso_section(study: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def write_model_card(path: Path, manifest: Manifest, metrics: dict[str, Any]) -> None:
-    path.write_text(model_card_text(manifest, metrics), encoding="utf-8")
+def write_model_card(path: Path, manifest: Manifest, report: BuildReport) -> None:
+    path.write_text(model_card_text(manifest, report), encoding="utf-8")
 
 
-def model_card_text(manifest: Manifest, metrics: dict[str, Any]) -> str:
-    """MODEL_CARD.md for a bundle, from its manifest and its report's metrics."""
-    ev = metrics["evaluations"]
+def model_card_text(manifest: Manifest, report: BuildReport) -> str:
+    """MODEL_CARD.md for a bundle, from its manifest and its build report."""
+    ev = report.evaluations
     test = ev["test_int8"]
-    parity = metrics["parity_int8_vs_float_test"]
-    op = metrics.get("operating_point") or {}
+    parity = report.parity_int8_vs_float_test
+    op = report.operating_point
     sources = manifest.training_data.get("sources", {})
-    split = metrics["split"]
-    history = metrics["history"]
+    split = report.split
+    history = report.history
+    config = report.config
     lines = [
         f"# Model card — {manifest.name} {manifest.version}",
         "",
-        *_gate_warning(metrics),
-        *_bar_warning(metrics),
-        *loso_section(metrics.get("leave_one_source_out")),
+        *_gate_warning(report),
+        *_bar_warning(report),
+        *loso_section(report.leave_one_source_out),
         "## Intended use",
         "",
         "Decision support for **trained clinicians** reading breast ultrasound: a second opinion "
@@ -317,21 +319,21 @@ def model_card_text(manifest: Manifest, metrics: dict[str, Any]) -> str:
         "",
         "## Model",
         "",
-        f"- Architecture: EfficientNet-{metrics['config']['arch'].capitalize()} (ImageNet-pretrained: {metrics['pretrained']}), "
+        f"- Architecture: EfficientNet-{config['arch'].capitalize()} (ImageNet-pretrained: {report.pretrained}), "
         "global average pooling, dropout, linear classifier; fine-tuned end to end (BatchNorm frozen).",
         f"- Input: {manifest.input.height}x{manifest.input.width} grey replicated to 3 channels, letterboxed, "
         "uint8 0..255 (normalisation (x-127)/128 inside the model).",
         "- Outputs: logits (`outputs.scores`) and the last conv feature map (`outputs.cam_features`) for heatmaps "
         "(`cam` in the manifest holds the classifier weights).",
         *(["- The shipped graph runs each image and its left-right mirror as one batch of two through the backbone and "
-           "averages the feature maps (a mild test-time augmentation)."] if metrics["config"].get("mirror_tta") else []),
-        *([f"- Trained with an auxiliary head (weight {metrics['config']['train']['aux_birads_weight']:g}, not in the shipped "
+           "averages the feature maps (a mild test-time augmentation)."] if config.get("mirror_tta") else []),
+        *([f"- Trained with an auxiliary head (weight {config['train']['aux_birads_weight']:g}, not in the shipped "
            "model) that learns the BI-RADS category of the training images that carry one."]
-          if metrics["config"].get("train", {}).get("aux_birads_weight", 0) > 0 else []),
+          if config.get("train", {}).get("aux_birads_weight", 0) > 0 else []),
         f"- Full-integer int8 TFLite. Calibrated by temperature scaling on validation: T = {manifest.temperature:.3f}.",
         f"- Malignant operating threshold: p(malignant) ≥ {manifest.thresholds.get('malignant', float('nan')):.4f}, chosen on "
-        f"validation for sensitivity ≥ {op.get('target_sensitivity', 0):.2f} in {100 * op.get('confidence', 0):.0f}% of bootstrap "
-        f"resamples (validation sensitivity {_f(op.get('val_sensitivity'))}, specificity {_f(op.get('val_specificity'))}).",
+        f"validation for sensitivity ≥ {op.target_sensitivity if op else 0:.2f} in {100 * (op.confidence if op else 0):.0f}% of bootstrap "
+        f"resamples (validation sensitivity {_f(op and op.val_sensitivity)}, specificity {_f(op and op.val_specificity)}).",
         "",
         "## Data",
         "",
@@ -349,9 +351,9 @@ def model_card_text(manifest: Manifest, metrics: dict[str, Any]) -> str:
         "- BUS-BRA (Gómez-Flores et al., Medical Physics 2023): GE Logiq 5/7, Toshiba Aplio 300, U-Systems; "
         "biopsy-proven benign/malignant; no normal class.",
         "- Splits keep whole groups together: BUS-BRA by `patient_id`; BUSI by near-duplicate clusters (pHash, "
-        f"Hamming ≤ {metrics['config']['hash_distance']}, chained), stratified by source and class, seed {metrics['config']['seed']}. "
+        f"Hamming ≤ {config['hash_distance']}, chained), stratified by source and class, seed {config['seed']}. "
         "The split is in `report/split.csv`.",
-        f"- Bad/unreadable files skipped: {len(metrics['bad_files'])} (listed in `report/metrics.json`).",
+        f"- Bad/unreadable files skipped: {len(report.bad_files)} (listed in `report/metrics.json`).",
         "",
         "**Limits of the data**: two public sources, three scanner vendors, two countries; the `normal` class comes "
         "from BUSI only (one scanner), so `normal` is confounded with that scanner; BUSI's labels are not all "
@@ -373,26 +375,26 @@ def model_card_text(manifest: Manifest, metrics: dict[str, Any]) -> str:
         "",
         *_metrics_table({"all": ev["test_float"]["all"]}),
         "",
-        f"int8 vs float (test, {parity['n']} images): top-1 agreement {parity['top1_agreement']:.4f}, "
-        f"max |Δ probability| {parity['max_prob_diff']:.4f}, mean {parity['mean_prob_diff']:.4f}." + _grid_note(history),
+        f"int8 vs float (test, {parity.n} images): top-1 agreement {parity.top1_agreement:.4f}, "
+        f"max |Δ probability| {parity.max_prob_diff:.4f}, mean {parity.mean_prob_diff:.4f}." + _grid_note(history),
         "",
         "Validation (float; used for early stopping, temperature and threshold — not an independent estimate):",
         "",
         *_metrics_table({"all": ev["val_float"]["all"]}),
         "",
         f"Training: {len(history['epoch'])} epoch(s) in this build, stopped by {history['stopped_by']}. Weights: "
-        f"{_kept(history)}. Build time {metrics['build_seconds'] / 60:.1f} min. Plots: `report/*.png`.",
-        *_origin_lines(metrics.get("initialised_from")),
+        f"{_kept(history)}. Build time {report.build_seconds / 60:.1f} min. Plots: `report/*.png`.",
+        *_origin_lines(report.initialised_from),
         "",
-        *revalidation_section(metrics.get("revalidation")),
-        *_external_section(metrics.get("external_test")),
+        *revalidation_section(report.revalidation),
+        *_external_section(report.external_test),
         "## Compared with the sonographer's BI-RADS",
         "",
-        *reader_lines(metrics.get("reader_baseline")),
+        *reader_lines(report.reader_baseline),
         "",
         "## Does the model read the sonographer's marks?",
         "",
-        *_shortcut_section(metrics.get("shortcut_check")),
+        *_shortcut_section(report.shortcut_check),
         "",
         "## Known failure modes",
         "",

@@ -283,11 +283,11 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> ModelBundle:
 
     from device.model.bundle import Manifest, edit_bundle, load_bundle
     from model_build.card import model_card_text
+    from model_build.report import REPORT_FILE, read_report
 
     bundle = load_bundle(bundle_dir)
-    metrics_path = bundle.path / "report" / "metrics.json"
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
-    metrics["leave_one_source_out"] = result
+    report = read_report(bundle.path)
+    report.leave_one_source_out = result
     block = decision_block(result)
     default_threshold = block["modes"][block["default_mode"]]["malignant_threshold"]
     # A new version: results judged by these thresholds must be told apart from earlier ones (at the hub too).
@@ -297,8 +297,8 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> ModelBundle:
             "thresholds": {**bundle.manifest.thresholds, "malignant": float(default_threshold)}}
     manifest = Manifest.from_dict(data, source=f"{bundle_dir} (with the study's decision)")  # validated as any read
     return edit_bundle(bundle.path, manifest=manifest, files={
-        "report/metrics.json": (json.dumps(metrics, indent=2) + "\n").encode("utf-8"),
-        "MODEL_CARD.md": model_card_text(manifest, metrics).encode("utf-8"),
+        str(REPORT_FILE): report.to_bytes(),
+        "MODEL_CARD.md": model_card_text(manifest, report).encode("utf-8"),
     })
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import platform
 import time
@@ -22,6 +21,7 @@ from model_build.card import write_model_card
 from model_build.classifier import NORM_MEAN, NORM_SCALE, build_classifier, input_resolution, mirrored_export_model
 from model_build.data import DatasetError, LoadedData, load_sources
 from model_build.lesion_views import LESION_CENTRED
+from model_build.report import BuildReport, ParityGate, read_report, write_report
 from model_build.train import History, TrainConfig, birads_targets, to_batch, train
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class BuildConfig:
 @dataclass
 class BuildResult:
     bundle: ModelBundle
-    metrics: dict[str, Any]
+    metrics: BuildReport  # report/metrics.json
     seconds: float
 
 
@@ -131,8 +131,8 @@ def build(cfg: BuildConfig) -> BuildResult:
     parity = export.parity(logits["test"], int8_logits, temperature)
     log.info("int8 vs float on test: top-1 agreement %.4f, max prob diff %.4f", parity.top1_agreement, parity.max_prob_diff)
     export.check_parity(parity, cfg.min_agreement)
-    gate = {"required": export.MIN_AGREEMENT, "applied": cfg.min_agreement, "passed": parity.top1_agreement >= export.MIN_AGREEMENT}
-    if not gate["passed"]:
+    gate = ParityGate(required=export.MIN_AGREEMENT, applied=cfg.min_agreement, passed=parity.top1_agreement >= export.MIN_AGREEMENT)
+    if not gate.passed:
         log.warning(
             "!!! int8 top-1 agreement %.4f is BELOW the project's %.2f gate; bundle written only because "
             "--min-agreement %.2f was given. The model card says so.", parity.top1_agreement, export.MIN_AGREEMENT, cfg.min_agreement,
@@ -175,7 +175,7 @@ def build(cfg: BuildConfig) -> BuildResult:
         "temperature": temperature,
         "operating_point": dataclasses.asdict(operating) if operating else None,
         "parity_int8_vs_float_test": dataclasses.asdict(parity),
-        "parity_gate": gate,
+        "parity_gate": dataclasses.asdict(gate),
         "evaluations": evaluations,
         "shortcut_check": shortcut_result,
         "reader_baseline": reader_baseline,
@@ -190,15 +190,16 @@ def build(cfg: BuildConfig) -> BuildResult:
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "pretrained": clf.pretrained,
     }
-    (report / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2) + "\n", encoding="utf-8")
+    build_report = BuildReport.from_json(_jsonable(metrics), report / "metrics.json")  # validated as any read
+    write_report(out, build_report)
 
-    manifest = _manifest(cfg, data, spec, names, temperature, threshold, kernel, bias, evaluations, parity, metrics)
+    manifest = _manifest(cfg, data, spec, names, temperature, threshold, kernel, bias, evaluations, parity, build_report)
     write_bundle(out, model_bytes, manifest)
     bundle = record_reference(out)  # the test frame and the outputs `device selftest` must reproduce
-    write_model_card(out / "MODEL_CARD.md", bundle.manifest, metrics)
+    write_model_card(out / "MODEL_CARD.md", bundle.manifest, build_report)
     seconds = time.monotonic() - start
     log.info("bundle written to %s in %.0f s (%.2f MB model)", out, seconds, len(model_bytes) / 1e6)
-    return BuildResult(bundle, metrics, seconds)
+    return BuildResult(bundle, build_report, seconds)
 
 
 FLOAT_WEIGHTS_SUFFIX = "-float.weights.h5"
@@ -285,9 +286,9 @@ def weights_origin(init_weights: Path, split_csv: Path) -> dict[str, Any] | None
             f"--init-weights {init_weights} was trained on a different split ({origin_split}): "
             "its weights may have seen this build's test images"
         )
-    origin = json.loads(metrics_file.read_text(encoding="utf-8"))
-    return {"weights": str(init_weights), "build": str(build_dir), "config": origin.get("config"),
-            "history": origin.get("history"), "build_seconds": origin.get("build_seconds")}
+    origin = read_report(build_dir)
+    return {"weights": str(init_weights), "build": str(build_dir), "config": origin.config,
+            "history": origin.history, "build_seconds": origin.build_seconds}
 
 
 def predict_export(export_model, grey: np.ndarray) -> np.ndarray:
@@ -320,7 +321,7 @@ def _plots(report: Path, evaluations, test_preds, val_preds, labels, threshold, 
     evaluate.plot_training(history, report / "training_curves.png")
 
 
-def _manifest(cfg, data, spec, names, temperature, threshold, kernel, bias, evaluations, parity, metrics) -> Manifest:
+def _manifest(cfg, data, spec, names, temperature, threshold, kernel, bias, evaluations, parity, report: BuildReport) -> Manifest:
     now = datetime.now(UTC)
     test = evaluations["test_int8"]["all"]["headline"]
     return Manifest(
@@ -341,7 +342,7 @@ def _manifest(cfg, data, spec, names, temperature, threshold, kernel, bias, eval
         training_data={
             "sources": {k: list(v) for k, v in data.source_labels.items()},
             "images": len(data.samples),
-            "split": metrics["split"],
+            "split": report.split,
             "split_file": "report/split.csv",
             "arch": cfg.arch,
             "seed": cfg.seed,

@@ -17,7 +17,6 @@ and the patient; the model sees one still frame.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -34,6 +33,7 @@ from device.model.operating_point import max_threshold, sensitivity_specificity
 from model_build.card import model_card_text
 from model_build.data import Sample
 from model_build.evaluate import binary_auc, grouped_bootstrap
+from model_build.report import REPORT_FILE, read_report
 from model_build.rescore import RescoreError, score_test_split
 
 log = logging.getLogger(__name__)
@@ -188,10 +188,9 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> None:
     """Add the comparison to ``report/metrics.json`` and rewrite ``MODEL_CARD.md`` from the bundle's own records,
     through ``device.model.bundle.edit_bundle`` (a signed bundle is refused; the model and manifest are not touched)."""
     bundle = load_bundle(bundle_dir)
-    metrics_path = bundle.path / "report" / "metrics.json"
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    metrics["reader_baseline"] = result
+    report = read_report(bundle.path)
+    report.reader_baseline = result
     edit_bundle(bundle.path, files={
-        "report/metrics.json": (json.dumps(metrics, indent=2) + "\n").encode("utf-8"),
-        "MODEL_CARD.md": model_card_text(bundle.manifest, metrics).encode("utf-8"),
+        str(REPORT_FILE): report.to_bytes(),
+        "MODEL_CARD.md": model_card_text(bundle.manifest, report).encode("utf-8"),
     })

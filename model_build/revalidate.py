@@ -22,7 +22,6 @@ selftest`` is recorded. Temperature and threshold are kept (they are re-validate
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ from device.selftest import record_reference
 from model_build import calibrate, evaluate
 from model_build.card import model_card_text
 from model_build.data import Sample
+from model_build.report import REPORT_FILE, read_report
 from model_build.rescore import find_samples, read_split_rows
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,7 @@ def revalidate(bundle_dir: Path, roots: Sequence[str | os.PathLike[str]], resamp
     classifier = Classifier(bundle)
     m = bundle.manifest
     old, new = m.input.resampling, resampling
-    metrics = _read_metrics(bundle)
-    config = metrics.get("config", {})
+    config = read_report(bundle.path).config if (bundle.path / REPORT_FILE).is_file() else {}
     result: dict[str, Any] = {"from": old, "to": new, "thresholds": dict(m.thresholds), "temperature": m.temperature}
     scored = {(split, r): images for split in ("val", "test")
               for r, images in score_split(classifier, roots, split, (old, new)).items()}
@@ -121,23 +120,18 @@ def revalidate(bundle_dir: Path, roots: Sequence[str | os.PathLike[str]], resamp
     return result
 
 
-def _read_metrics(bundle: ModelBundle) -> dict[str, Any]:
-    path = bundle.path / "report" / "metrics.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
 def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> ModelBundle:
     """Switch the bundle to the re-validated resampling; keep the as-built figures beside the new ones."""
     bundle = load_bundle(bundle_dir)
     m = bundle.manifest
-    metrics = _read_metrics(bundle)
-    evaluations = metrics.setdefault("evaluations", {})
-    if "test_int8" in evaluations and "test_int8_as_built" not in evaluations:
+    report = read_report(bundle.path)
+    evaluations = report.evaluations
+    if "test_int8_as_built" not in evaluations:
         evaluations["test_int8_as_built"] = evaluations["test_int8"]
     new = result["to"]
     evaluations["test_int8"] = result[f"test_int8_{new}"]
-    metrics["revalidation"] = result
-    headline = {k: v for k, v in evaluations["test_int8"]["all"]["headline"].items()}
+    report.revalidation = result
+    headline = dict(report.headline("test_int8"))
     manifest_metrics = {**m.metrics, **headline,
                         "revalidated": f"re-scored with input.resampling={new!r} (was {result['from']!r}); "
                                        "temperature and thresholds kept — report/metrics.json 'revalidation'"}
@@ -146,8 +140,8 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> ModelBundle:
     manifest = dataclasses.replace(m, version=version, input=dataclasses.replace(m.input, resampling=new),
                                    metrics=manifest_metrics)
     edited = edit_bundle(bundle.path, manifest=manifest, files={
-        "report/metrics.json": (json.dumps(metrics, indent=2) + "\n").encode("utf-8"),
-        "MODEL_CARD.md": model_card_text(manifest, metrics).encode("utf-8"),
+        str(REPORT_FILE): report.to_bytes(),
+        "MODEL_CARD.md": model_card_text(manifest, report).encode("utf-8"),
     })
     return record_reference(edited.path)
 
