@@ -29,6 +29,9 @@ class IngestSection(_Section):
     max_batch: int = Field(default=500, ge=1, le=10000)  # messages stored per transaction at most
     silent_after_intervals: float = Field(default=3.0, gt=1)  # heartbeat this late -> device shown silent
     heartbeat_keep_days: int = Field(default=30, ge=1)  # heartbeat history kept in the database
+    # The reorder buffer (waiting_results) holds at most this many results per device; past it a device's early results
+    # are deferred, not parked (docs/hub.md, "The reorder buffer's cap"). Keep it above the devices' [uplink] window.
+    max_waiting_per_device: int = Field(default=1024, ge=1, le=1_000_000)
 
 
 class ConsoleSection(_Section):
@@ -73,6 +76,7 @@ target = "/var/lib/sonopi-hub/hub.sqlite"   # or "postgresql://sonopi@dbhost/son
 max_batch = 500
 silent_after_intervals = 3.0
 heartbeat_keep_days = 30
+max_waiting_per_device = 1024   # reorder buffer per device (above the devices' [uplink] window; docs/hub.md)
 
 [console]
 escalate_after_min = 60       # unreviewed suspicious results older than this are escalated (web console)

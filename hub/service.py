@@ -323,7 +323,8 @@ class HubService:
         added = {a.result_id: a for a in self.store.add_results_each(to_store, now)} if to_store else {}
         early = [(p.item.topic, p.item.payload, p.message) for p in plan if p.decision is Decision.DEFERRED]
         if early:  # durable in the shared reorder buffer before their PUBACK
-            self.store.park_waiting(early, now)
+            self._note_buffer_full(self.store.park_waiting(early, now, per_device=self.config.ingest.max_waiting_per_device),
+                                   ledger)
         for p in plan:
             outcome = self._settle(p, added, ledger)
             ledger.tally[outcome.value] += 1
@@ -331,6 +332,16 @@ class HubService:
                 ledger.acks[(p.message.site, p.message.device_id)].append(p.message.result_id)
         if candidates:
             self._store_waiting({(m.site, m.device_id) for _, m in candidates}, now, ledger)
+
+    def _note_buffer_full(self, refused: list[ResultMessage], ledger: Ledger) -> None:
+        """Results not parked because their device has ``[ingest] max_waiting_per_device`` waiting already: deferred
+        as before the buffer existed (PUBACKed, not acked; the device still holds them and re-sends them after its
+        ack timeout), counted ``deferred.buffer_full`` and logged once per device and batch (docs/hub.md)."""
+        by_device: Counter[tuple[str, str]] = Counter((m.site, m.device_id) for m in refused)
+        for (site, device_id), count in sorted(by_device.items()):
+            log.warning("hub: %s/%s has %d results waiting for a predecessor (the cap); %d more not parked: deferred, the "
+                        "device re-sends them", site, device_id, self.config.ingest.max_waiting_per_device, count)
+        ledger.tally["deferred.buffer_full"] += len(refused)
 
     def _store_waiting(self, devices: set[tuple[str, str]], now: str, ledger: Ledger) -> None:
         """Store the waiting results (``waiting_results``, any hub's) whose predecessor is stored now, in seq order,

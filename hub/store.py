@@ -27,6 +27,7 @@ Stable API (used by ``hub serve``, the operator CLI and the web console ``hub/we
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -791,18 +792,59 @@ class HubStore:
 
     # --- the reorder buffer: results waiting for their predecessor ---------------------------------------
 
-    def park_waiting(self, waiting: Sequence[tuple[str, bytes, ResultMessage]], received_at: str | None = None) -> None:
+    def park_waiting(self, waiting: Sequence[tuple[str, bytes, ResultMessage]], received_at: str | None = None,
+                     per_device: int | None = None) -> list[ResultMessage]:
         """Keep these ``(topic, payload, message)`` until their predecessor is stored (durable on return). A copy
-        of a result already waiting replaces it (a re-send names the device's current predecessor)."""
+        of a result already waiting replaces it (a re-send names the device's current predecessor). With
+        ``per_device``, a device never has more than that many results waiting: its new ones past the cap (the
+        highest seq first) are not parked and are returned (docs/hub.md, "The reorder buffer's cap"). The count is
+        exact with several hubs: SQLite's writers take turns (BEGIN IMMEDIATE), PostgreSQL's take a per-device lock."""
         now = received_at or utc_now_iso()
         sql = self._sql("INSERT INTO waiting_results (result_id, prev_result_id, site, device_id, seq, topic, payload, "
                         "received_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (result_id) DO UPDATE SET "
                         "prev_result_id = excluded.prev_result_id, topic = excluded.topic, payload = excluded.payload, "
                         "received_at = excluded.received_at")
-        rows = [(m.result_id, m.prev_result_id, m.site, m.device_id, m.seq, topic_name, payload, now)
-                for topic_name, payload, m in sorted(waiting, key=lambda w: (w[2].site, w[2].device_id, w[2].seq))]
+        ordered = sorted(waiting, key=lambda w: (w[2].site, w[2].device_id, w[2].seq))
+        refused: list[ResultMessage] = []
         with self._transaction() as db:
-            db.executemany(sql, rows)  # PostgreSQL: pipelined, one round trip
+            if per_device is not None:
+                ordered, refused = self._within_cap(db, ordered, per_device)
+            rows = [(m.result_id, m.prev_result_id, m.site, m.device_id, m.seq, topic_name, payload, now)
+                    for topic_name, payload, m in ordered]
+            if rows:
+                db.executemany(sql, rows)  # PostgreSQL: pipelined, one round trip
+        return refused
+
+    def _within_cap(self, db: Any, ordered: list[tuple[str, bytes, ResultMessage]],
+                    cap: int) -> tuple[list[tuple[str, bytes, ResultMessage]], list[ResultMessage]]:
+        """Split ``ordered`` (per device in seq order) into what fits under each device's cap and what does not; a
+        result already waiting always fits (it only replaces its earlier copy)."""
+        keep: list[tuple[str, bytes, ResultMessage]] = []
+        refused: list[ResultMessage] = []
+        for (site, device_id), group in itertools.groupby(ordered, key=lambda w: (w[2].site, w[2].device_id)):
+            items = list(group)
+            if self._pg:  # held to the commit: another hub's park for this device waits for this count
+                self._exec(db, "SELECT pg_advisory_xact_lock(hashtext(?))", (f"sonopi-waiting/{site}/{device_id}",))
+            count = int(self._exec(db, "SELECT COUNT(*) FROM waiting_results WHERE site = ? AND device_id = ?",
+                                   (site, device_id)).fetchone()[0])
+            present: set[str] = set()
+            for chunk in _chunks([m.result_id for _, _, m in items]):
+                present.update(row[0] for row in self._exec(
+                    db, f"SELECT result_id FROM waiting_results WHERE result_id IN ({','.join('?' * len(chunk))})", chunk))
+            for item in items:
+                if item[2].result_id in present:
+                    keep.append(item)
+                elif count < cap:
+                    keep.append(item)
+                    count += 1
+                else:
+                    refused.append(item[2])
+        return keep, refused
+
+    def waiting_count(self, site: str, device_id: str) -> int:
+        """How many of this device's results are in the reorder buffer."""
+        rows = self._query("SELECT COUNT(*) FROM waiting_results WHERE site = ? AND device_id = ?", (site, device_id))
+        return int(rows[0][0])
 
     def waiting(self, devices: Iterable[tuple[str, str]]) -> list[Waiting]:
         """These devices' waiting results (ids and order only, no payload), per device in ``seq`` order."""
