@@ -23,7 +23,7 @@ import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import TypeVar
 
 from device.clock import utc_now_iso
@@ -44,12 +44,12 @@ class CorrectionError(SonopiError):
     code = "correction_invalid"
 
 
-class CorrectionKind(Enum):
+class CorrectionKind(StrEnum):
     VOID = "void"  # the result does not count (poor image, test scan, patient unknown…)
     MOVE = "move"  # the result belongs to another exam / patient / side
 
 
-class CorrectionReason(Enum):
+class CorrectionReason(StrEnum):
     WRONG_PATIENT = "wrong_patient"
     WRONG_SIDE = "wrong_side"
     WRONG_EXAM = "wrong_exam"
@@ -78,7 +78,7 @@ REASONS: dict[CorrectionKind, tuple[CorrectionReason, ...]] = {
 }
 
 
-class State(Enum):
+class State(StrEnum):
     VALID = "valid"
     VOIDED = "voided"
     MOVED = "moved"
