@@ -219,7 +219,7 @@ def _pack_segmentation(args: argparse.Namespace) -> int:
 
 
 def _reader(args: argparse.Namespace) -> int:
-    from device.model.bundle import BundleError
+    from device.errors import BundleError
     from model_build.card import reader_lines
     from model_build.reader import compare_bundle, store_in_bundle
     from model_build.rescore import RescoreError
