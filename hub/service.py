@@ -307,7 +307,7 @@ class HubService:
             return self._reject(item, "unstorable", str(exc), ledger)
         except HubStoreError:
             raise  # the database is away: the whole batch waits
-        except Exception as exc:  # noqa: BLE001 - last resort: a bug in validation must not become a poison
+        except Exception as exc:  # last resort: a bug in validation must not become a poison
             # message that stops the hub on every start; the message is rejected and the bug logged.
             log.error("hub: internal error while validating a message on %r: %s (rejected; please report)",
                       item.topic[:200], type(exc).__name__)

@@ -150,14 +150,14 @@ def revalidation_section(r: dict[str, Any] | None) -> list[str]:
         c = r[f"{split}_changes"]
         lines.append(f"| {split} | {c['n']} | {c['images_with_any_change']} | {c['max_prob_diff']:.3f} / {c['mean_prob_diff']:.4f} | "
                      f"{len(c['label_flips'])} | {c['inconclusive_flips']} |")
-    points = [r.get(f"rule_threshold_on_val_int8_{x}") for x in (old, new)]
+    before, after = (r.get(f"rule_threshold_on_val_int8_{x}") for x in (old, new))
     kept = r["thresholds"].get("malignant")
-    if all(points) and kept is not None:
-        lower = kept <= points[1]["threshold"]  # against the rule on the pixels the device now prepares
+    if before and after and kept is not None:
+        lower = kept <= after["threshold"]  # against the rule on the pixels the device now prepares
         lines += ["", f"The build's threshold rule, applied to the validation images' int8 probabilities, gives "
-                      f"{points[0]['threshold']:.4f} on `{old}` pixels and {points[1]['threshold']:.4f} on `{new}` pixels; "
+                      f"{before['threshold']:.4f} on `{old}` pixels and {after['threshold']:.4f} on `{new}` pixels; "
                       f"the shipped threshold {kept:.4f} (fitted at build time on the float model) is kept"
-                      + (f": it is lower, so more sensitive, than the rule's {points[1]['threshold']:.4f} on `{new}` pixels."
+                      + (f": it is lower, so more sensitive, than the rule's {after['threshold']:.4f} on `{new}` pixels."
                          if lower else f", although the rule gives a lower one on `{new}` pixels: consider lowering it.")]
     return lines + [""]
 
@@ -207,7 +207,7 @@ def _bar_warning(report: BuildReport) -> list[str]:
     def value(name: str) -> float | None:
         return (headline.get(name) or {}).get("value")
 
-    missed = [name for name, minimum in PRODUCT_BAR.items() if value(name) is None or value(name) < minimum]
+    missed = [name for name, minimum in PRODUCT_BAR.items() if (v := value(name)) is None or v < minimum]
     if not missed:
         return []
     parts = [f"{name.replace('_', ' ')} {_ci(headline.get(name))} (bar {PRODUCT_BAR[name]:.2f})" for name in missed]
