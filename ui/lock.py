@@ -46,6 +46,10 @@ class IdleWatcher(QObject):
     def start(self) -> None:
         self.timer.start()
 
+    def stop(self) -> None:
+        """No more ``idle`` (the window shut down: nothing is left to lock)."""
+        self.timer.stop()
+
 
 class LockScreen(NumberEntry):
     """Hides patient information until the PIN is entered."""

@@ -513,6 +513,7 @@ class MainWindow(QMainWindow):
         self._closed = True
         for timer in (self.clock_timer, self.poll_timer, self.hub_timer):
             timer.stop()
+        self.idle.stop()  # else it could lock later and finish the exam against the closed store
         app = QApplication.instance()
         if app is not None:
             app.removeEventFilter(self.idle)
