@@ -14,14 +14,14 @@ PYTEST_ARGS ?=
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: run run-ui test lint typecheck-all venv-device venv-test bench model model-study screenshots screenshots-web screenshots-ui clean help
+.PHONY: run run-ui test lint venv-device venv-test bench model model-study screenshots screenshots-web screenshots-ui clean help
 
 help:
 	@echo "make run    - set up, then run the appliance on demo frames with the shipped model"
 	@echo "make test   - set up, then run every test"
 	@echo "make model  - train + export the model bundle from $(DATASETS) into build/ (modes from make model-study)"
 	@echo "make model-study - the leave-one-source-out folds that choose and validate the modes (~3 x a build)"
-	@echo "make lint   - ruff on the tree, mypy on the device core (pyproject.toml)"
+	@echo "make lint   - ruff on the tree, mypy on device (strict), ui, hub, model_build (pyproject.toml)"
 	@echo "make bench  - run the benchmarks in bench/"
 	@echo "make keys / flash / deploy / rollback - devices: see docs/deploy.md"
 	@echo "make check-aarch64 - release gate: the release on aarch64 under qemu-user (docs/deploy.md)"
@@ -51,13 +51,11 @@ run: $(VENV)/.stamp-device $(DEMO)
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Lint: ruff (style and likely bugs, config in pyproject.toml) on everything, mypy on the gated packages.
+# Lint: ruff (style and likely bugs, config in pyproject.toml) on everything, mypy on the four packages
+# (pyproject.toml [tool.mypy]: device/ strict).
 lint: $(VENV)/.stamp-test
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-
-typecheck-all: $(VENV)/.stamp-test
-	$(PY) -m mypy device ui hub model_build
 
 bench: $(VENV)/.stamp-test
 	$(PY) -m bench
