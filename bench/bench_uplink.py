@@ -1,28 +1,40 @@
 """Uplink/hub benchmark: backlog flush device -> broker -> hub database over loopback, hub ingest rate
 (SQLite, PostgreSQL), and the uplink process's memory.
 
-    python -m bench.bench_uplink [--results 10000] [--window 64 256] [--no-postgres] [--only-flush]
+    python -m bench.bench_uplink [--results 10000] [--window 64 256] [--no-postgres] [--only-flush] [--micro]
 
 Real processes: Mosquitto on a free loopback port, ``python -m hub serve``, ``python -m device uplink``.
 The flush clock starts when the uplink is launched (process start-up included) and stops when the
 device's outbox is empty, i.e. every result is stored at the hub and its ack recorded on the device.
 With PostgreSQL, the same flush also goes to two ``hub serve`` processes on one database with ``[mqtt] shared_group``
 (docs/hub.md, "A second hub"), printed with its ratio to the one-hub PostgreSQL run just before it.
+
+``--micro``: the per-message CPU cost of the contract and the store without processes or sockets — the uplink's
+``encode_result``, the hub's ``decode_result`` and ``HubStore.add_results`` (SQLite, batches of 500) — for the
+contract's compiled schema check against the ``jsonschema`` check it replaced, in interleaved rounds (the machine's
+load moves both alike); printed as µs per message and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import fastjsonschema
+import jsonschema
 import psutil
 
+from device.link import contract
+from device.link.contract import decode_result, encode_result, topic
 from device.link.uplink.outbox import message_from_record
 from hub.store import HubStore
 from tests.device.link.test_uplink import Device, Hub, make_record
@@ -144,14 +156,65 @@ def ingest(target: str, n: int, batch: int) -> None:
               f"{n / elapsed:7.0f} results/s (HubStore.add_results, one transaction per batch)", flush=True)
 
 
+@contextlib.contextmanager
+def jsonschema_check() -> Iterator[None]:
+    """The contract's schema check as it was before fastjsonschema: jsonschema's ``iter_errors`` on every message."""
+    def compiled(kind: str):  # type: ignore[no-untyped-def]
+        validator = contract._validator(kind)
+
+        def check(payload: dict) -> None:  # type: ignore[type-arg]
+            if jsonschema.exceptions.best_match(validator.iter_errors(payload)) is not None:
+                raise fastjsonschema.JsonSchemaValueException("refused")
+        return check
+    saved = contract._compiled
+    contract._compiled = compiled  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        contract._compiled = saved
+
+
+def micro(root: Path, n: int, rounds: int = 5) -> None:
+    """µs of CPU per message for encode (uplink), decode (hub) and store (SQLite), old check against new."""
+    messages = [message_from_record(replace(make_record("site-a", "dev-1", i), seq=i + 1), historical=False,
+                                    prev_result_id=None) for i in range(n)]
+    name = topic("site-a", "dev-1", "result")
+    timings: dict[str, dict[str, list[float]]] = {"jsonschema": {}, "compiled": {}}
+    for r in range(rounds):
+        for label in ("jsonschema", "compiled") if r % 2 == 0 else ("compiled", "jsonschema"):
+            with jsonschema_check() if label == "jsonschema" else contextlib.nullcontext():
+                t0 = time.process_time()
+                data = [encode_result(m) for m in messages]
+                t1 = time.process_time()
+                decoded = [decode_result(name, d) for d in data]
+                t2 = time.process_time()
+                with HubStore.open(root / f"micro-{label}-{r}.sqlite") as store:
+                    for start in range(0, n, 500):
+                        store.add_results(decoded[start:start + 500])
+                t3 = time.process_time()
+            for part, seconds in (("encode", t1 - t0), ("decode", t2 - t1), ("store", t3 - t2), ("all", t3 - t0)):
+                timings[label].setdefault(part, []).append(1e6 * seconds / n)
+    for part in ("encode", "decode", "store", "all"):
+        old, new = (statistics.median(timings[label][part]) for label in ("jsonschema", "compiled"))
+        print(f"micro   {n:>6} results  {part:6}  jsonschema {old:7.1f} µs/result  compiled {new:7.1f} µs/result  "
+              f"({old / new:4.1f}x; CPU time, median of {rounds} interleaved rounds)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results", type=int, default=10_000)
     parser.add_argument("--window", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--only-flush", action="store_true", help="skip the hub-ingest runs")
+    parser.add_argument("--micro", action="store_true", help="only the per-message CPU cost, old check against new")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="sonopi-bench-"))
+    if args.micro:
+        try:
+            micro(root, min(args.results, 2000))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return 0
     pg = None
     try:
         if not args.no_postgres and postgres_bindir() is not None:
