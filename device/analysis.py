@@ -28,6 +28,7 @@ from device.crop import Box, RoiMode
 from device.decision import MALIGNANT, Mode, applied_threshold
 from device.engine import Classification, Classifier
 from device.errors import ConfigError, ImageDecodeError, SourceError
+from device.lesion_record import LesionRecord
 from device.model.bundle import Manifest, ModelBundle
 from device.model.signing import load_verified_bundle
 from device.quality import QualityLimits
@@ -228,6 +229,8 @@ class Analyzer:
             roi=result.roi.as_tuple() if result.roi else None,
             source=frame.origin,
             latency_ms=round(result.latency_ms, 3),
+            lesion=LesionRecord.from_json(result.lesion.to_json(), f"lesion outline of {frame.origin}")
+            if result.lesion is not None else None,
             thumbnail=thumbnail,
         )
 

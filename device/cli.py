@@ -484,7 +484,7 @@ def _history_command(args: argparse.Namespace, config: DeviceConfig) -> int:
             mal_text = f" p(malignant) {mal:.2f}" if mal is not None else ""
             mode = f" ({record.mode} mode)" if record.mode else ""
             print(f"#{record.seq} {record.created_at} patient={record.patient_ref or '-'} side={record.side or '-'} "
-                  f"{label}{category}{mal_text}{mode} [{record.delivery}]"
+                  f"{label}{category}{mal_text}{mode}{_lesion_words(record)} [{record.delivery}]"
                   + (f" {placement.words()}" if placement.words() else ""))
             for c in placement.corrections:
                 print(f"    correction {c.correction_id} {c.words()}{' by ' + c.by if c.by else ''} [{c.delivery}]")
@@ -505,6 +505,14 @@ def _correct_command(args: argparse.Namespace, config: DeviceConfig) -> int:
             site=config.device.site, origin=origin, target=target, note=args.note, by=args.by))
     print(f"correction {correction.correction_id}: result {correction.result_id} {correction.words()}")
     return EXIT_OK
+
+
+def _lesion_words(record: ResultRecord) -> str:
+    """The stored outline's size for ``device history``: mm only when the spacing was known, else pixels."""
+    lesion = record.lesion
+    if lesion is None or lesion.withheld is not None:  # no segmentation model, or an inconclusive result
+        return ""
+    return f" lesion {lesion.size_text()}" if lesion.found else " no lesion outlined"
 
 
 def placement_summary(placement: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from device.clock import utc_now_iso
 from device.errors import SonopiError
+from device.lesion_record import LesionRecord
 from device.link.delivery import Delivery
 
 if TYPE_CHECKING:  # the hub imports this module through the contract: no frame sources (OpenCV) at run time
@@ -56,6 +57,9 @@ class ResultRecord:
     roi: tuple[int, int, int, int] | None = None  # manual region of interest, if any
     source: str | None = None  # where the frame came from (file path, /dev/video0, ...)
     latency_ms: float | None = None
+    # the lesion outline (device/lesion_record.py): None when the bundle had no segmentation model (or the result was
+    # stored before outlines); withheld when inconclusive; found False: no lesion outlined
+    lesion: LesionRecord | None = None
     thumbnail: bytes | None = None  # small JPEG
     seq: int | None = None  # per-device, monotonically increasing; assigned by the store
     delivery: str = Delivery.STORED  # a Delivery value (str: read back from the store as text)
@@ -91,6 +95,7 @@ class ResultRecord:
             "source": self.source,
             "latency_ms": self.latency_ms,
             "delivery": self.delivery,
+            "lesion": self.lesion.to_json() if self.lesion is not None else None,
         }
 
 

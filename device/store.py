@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from device.clock import to_iso, utc_now_iso
 from device.errors import StoreError
+from device.lesion_record import LesionRecord, LesionRecordError
 from device.lesions import Lesion, LesionError, LesionView, check_same_lesion, group_lesions
 from device.link.corrections import (
     Correction,
@@ -51,7 +52,7 @@ from device.results import Exam, ResultRecord
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # 2: category, p_malignant, mode, clock, age; 3: lesion_views (added to an older file on open)
+SCHEMA_VERSION = 4  # 2: category, p_malignant, mode, clock, age; 3: lesion_views; 4: lesion (added to an older file on open)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,6 +82,7 @@ CREATE TABLE IF NOT EXISTS results (
     roi            TEXT,
     source         TEXT,
     latency_ms     REAL,
+    lesion         TEXT,
     thumbnail      BLOB,
     delivery       TEXT NOT NULL DEFAULT 'stored' CHECK (delivery IN ('stored', 'sent', 'acked')),
     sent_at        TEXT,
@@ -156,14 +158,18 @@ CREATE TRIGGER IF NOT EXISTS corrections_never_deleted BEFORE DELETE ON correcti
 BEGIN SELECT RAISE(ABORT, 'corrections are append-only'); END;
 """
 
-# Schema 2, added to an older file on open (NULL for the results already stored): the category columns, then the
+# Added to an older file on open (NULL for the results already stored): schema 2's category columns, then the
 # exam's clock position and the patient's age (added to schema 2 before its release; a file written by the first
-# schema-2 code has the category columns and gains these two).
+# schema-2 code has the category columns and gains these two); schema 4's lesion outline.
 _ADDED_COLUMNS = (
     ("category", "TEXT"), ("p_malignant", "REAL"), ("mode", "TEXT"),
     ("clock", "INTEGER CHECK (clock BETWEEN 1 AND 12 OR clock IS NULL)"),
     ("age", "INTEGER CHECK (age BETWEEN 0 AND 130 OR age IS NULL)"),
+    ("lesion", "TEXT"),  # schema 4: the lesion outline as one JSON object (device/lesion_record.py), NULL before
 )
+# schema 4: the outline is a finding too (its own trigger: an older file's results_never_overwritten predates it)
+_LESION_TRIGGER = ("CREATE TRIGGER IF NOT EXISTS results_lesion_never_overwritten BEFORE UPDATE OF lesion ON results "
+                   "BEGIN SELECT RAISE(ABORT, 'a stored result is never overwritten: store a correction'); END")
 
 _NOT_PARKED = "result_id NOT IN (SELECT result_id FROM rejected)"
 
@@ -172,7 +178,7 @@ _NOT_PARKED = "result_id NOT IN (SELECT result_id FROM rejected)"
 EXPORT_FIELDS = (
     "seq", "result_id", "created_at", "device_id", "site", "exam_id", "patient_ref", "side", "clock", "age", "model_name",
     "model_version", "model_sha256", "label", "category", "p_malignant", "mode", "inconclusive", "reasons", "probabilities", "thresholds", "crop",
-    "roi", "source", "latency_ms", "delivery",
+    "roi", "source", "latency_ms", "delivery", "lesion",
 )
 
 
@@ -226,11 +232,12 @@ class ResultStore:
             raise StoreError(f"result store {self.path}: schema version {row[0]} is newer than this software ({SCHEMA_VERSION})")
         have = {r[1] for r in self._db.execute("PRAGMA table_info(results)")}
         missing = [(name, kind) for name, kind in _ADDED_COLUMNS if name not in have]
-        if row is not None and int(row[0]) == SCHEMA_VERSION and not missing:
+        if row is not None and int(row[0]) == SCHEMA_VERSION and not missing:  # (a schema-4 file has its trigger)
             return  # nothing to write: a read-only file still opens
         with self._transaction() as db:  # -> 2: the columns a file lacks (_ADDED_COLUMNS), NULL for the results already stored
             for name, kind in missing:
                 db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
+            db.execute(_LESION_TRIGGER)  # -> 4 (the column is among _ADDED_COLUMNS)
             # -> 3: every result of an exam stored before lesions were grouped is a lesion of its own, numbered in order
             db.execute("INSERT INTO lesion_views (result_id, exam_id, lesion, grouped_at) "
                        "SELECT result_id, exam_id, ROW_NUMBER() OVER (PARTITION BY exam_id ORDER BY seq), created_at "
@@ -652,11 +659,13 @@ def _box_or_none(text: str | None) -> tuple[int, int, int, int] | None:
 _TO_COLUMN: dict[str, Callable[[Any], Any]] = {
     "inconclusive": int, "reasons": lambda v: json.dumps(list(v)), "probabilities": json.dumps,
     "thresholds": json.dumps, "crop": lambda v: _json_or_none(v), "roi": lambda v: _json_or_none(v),
+    "lesion": lambda v: _lesion_text(v),
 }
 _FROM_COLUMN: dict[str, Callable[[Any], Any]] = {
     "inconclusive": bool, "reasons": lambda t: tuple(json.loads(t)), "probabilities": json.loads,
     "thresholds": json.loads, "crop": lambda t: _box_or_none(t), "roi": lambda t: _box_or_none(t),
     "thumbnail": lambda b: bytes(b) if b is not None else None,
+    "lesion": lambda t: LesionRecord.from_text(t, "stored lesion") if t is not None else None,
 }
 _ASSIGNED_BY_STORE = ("seq", "delivery")  # never inserted: the row's rowid and the outbox state
 RESULT_FIELDS = tuple(f.name for f in fields(ResultRecord))
@@ -667,14 +676,26 @@ _DELIVERY = "COALESCE((SELECT 'rejected: ' || reason FROM rejected WHERE rejecte
 _COLUMNS = ", ".join(_DELIVERY if name == "delivery" else name for name in RESULT_FIELDS)
 
 
+def _lesion_text(lesion: LesionRecord | None) -> str | None:
+    """The outline's one JSON column; an outline that would not read back (device.lesion_record) is refused."""
+    if lesion is None:
+        return None
+    text = lesion.to_text()
+    LesionRecord.from_text(text, "lesion to store")
+    return text
+
+
 def _record_to_row(record: ResultRecord) -> tuple[Any, ...]:
     return tuple(_TO_COLUMN[name](value) if name in _TO_COLUMN else value
                  for name, value in ((name, getattr(record, name)) for name in _INSERTED))
 
 
 def _row_to_record(row: Sequence[Any]) -> ResultRecord:
-    return ResultRecord(**{name: _FROM_COLUMN[name](value) if name in _FROM_COLUMN else value
-                           for name, value in zip(RESULT_FIELDS, row, strict=True)})
+    try:
+        return ResultRecord(**{name: _FROM_COLUMN[name](value) if name in _FROM_COLUMN else value
+                               for name, value in zip(RESULT_FIELDS, row, strict=True)})
+    except LesionRecordError as exc:  # the one column validated when read: the file is damaged, name the result
+        raise StoreError(f"result {row[RESULT_FIELDS.index('result_id')]}: {exc}") from exc
 
 
 _CORRECTION_COLUMNS = (
@@ -698,6 +719,6 @@ def _export_row(record: ResultRecord) -> dict[str, Any]:
     row = record.summary()
     model = row.pop("model")
     row.update(model_name=model["name"], model_version=model["version"], model_sha256=model["sha256"])
-    for key in ("reasons", "probabilities", "thresholds", "crop", "roi"):
+    for key in ("reasons", "probabilities", "thresholds", "crop", "roi", "lesion"):
         row[key] = json.dumps(row[key], ensure_ascii=False)
     return {key: row[key] for key in EXPORT_FIELDS}
