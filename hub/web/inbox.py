@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from functools import cached_property
@@ -40,7 +40,6 @@ REVIEW_FILTERS = tuple(ReviewState)
 PATIENT_FILTERS = ("missing",)
 ASSIGNED_FILTERS = ("me", "nobody")  # "me": the signed-in user (resolved per request, never a name in the URL)
 KNOWN_LABELS = ("benign", "malignant", "normal")  # the shipped model's classes, offered before any result
-V2_COLUMNS = ("category", "p_malignant", "mode", "clock", "age")  # contract v2 result columns (nullable; may not exist yet)
 
 
 class FilterError(ValueError):
@@ -326,14 +325,39 @@ class Dialect:
                 "WHEN w.state = 'follow_up' THEN 2 ELSE 3 END")
 
     def columns(self) -> str:
-        v2 = ", ".join(f"{self.v2_column(n)} AS v2_{n}" for n in V2_COLUMNS)
-        return ("r.id, r.result_id, r.site, r.device_id, r.created_at, r.received_at, r.historical, r.exam_id, "
-                "r.patient_ref, r.side, r.model_version, r.label, r.inconclusive, r.probabilities, r.thresholds, "
-                f"w.state AS review_state, w.username AS reviewer, w.note AS review_note, w.at AS reviewed_at, {v2}, "
-                f"a.username AS assignee, {self.rank} AS k_rank, {self.risk_key()} AS k_pm")
+        """The InboxRow's columns (_ROW_COLUMNS, a v2 column NULL when the database lacks it), then the sort keys."""
+        sql = [f"{self.v2_column(name)} AS v2_{name}" if expression is None else expression for expression, name, _, _ in _ROW_COLUMNS]
+        return ", ".join([*sql, f"{self.rank} AS k_rank", f"{self.risk_key()} AS k_pm"])
 
 
-_ROW_FIELDS = 25  # the columns of Dialect.columns() that make an InboxRow (then k_rank, k_pm)
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if value is not None else None
+
+
+# The columns of Dialect.columns() that make an InboxRow, in select order: (SQL, column name, InboxRow field,
+# conversion of the value read); the reader (_row) and V2_COLUMNS are derived from this one list. SQL None: a contract
+# v2 result column (nullable, and absent from an older database: then read as NULL).
+_ROW_COLUMNS: tuple[tuple[str | None, str, str, Callable[[Any], Any] | None], ...] = (
+    ("r.id", "id", "id", int), ("r.result_id", "result_id", "result_id", None), ("r.site", "site", "site", None),
+    ("r.device_id", "device_id", "device_id", None), ("r.created_at", "created_at", "created_at", None),
+    ("r.received_at", "received_at", "received_at", None), ("r.historical", "historical", "historical", bool),
+    ("r.exam_id", "exam_id", "exam_id", None), ("r.patient_ref", "patient_ref", "patient_ref", None),
+    ("r.side", "side", "side", None), ("r.model_version", "model_version", "model_version", None),
+    ("r.label", "label", "label", None), ("r.inconclusive", "inconclusive", "inconclusive", bool),
+    ("r.probabilities", "probabilities", "probabilities", json.loads), ("r.thresholds", "thresholds", "thresholds", json.loads),
+    ("w.state AS review_state", "review_state", "review", lambda state: state or ReviewState.UNREVIEWED),
+    ("w.username AS reviewer", "reviewer", "reviewer", None), ("w.note AS review_note", "review_note", "review_note", None),
+    ("w.at AS reviewed_at", "reviewed_at", "reviewed_at", None),
+    (None, "category", "category", None), (None, "p_malignant", "p_malignant_sent", _float_or_none),
+    (None, "mode", "mode", None), (None, "clock", "clock", _int_or_none), (None, "age", "age", _int_or_none),
+    ("a.username AS assignee", "assignee", "assignee", None),
+)
+V2_COLUMNS = tuple(name for expression, name, _, _ in _ROW_COLUMNS if expression is None)  # contract v2 result columns
+_ROW_FIELDS = len(_ROW_COLUMNS)  # the columns of Dialect.columns() that make an InboxRow (then k_rank, k_pm)
 
 # Per ordering: (column of the inner select, ascending?) from most to least significant.
 _KEYS: dict[Sort, tuple[tuple[str, bool], ...]] = {
@@ -344,15 +368,8 @@ _KEYS: dict[Sort, tuple[tuple[str, bool], ...]] = {
 
 
 def _row(row: Sequence[Any]) -> InboxRow:
-    return InboxRow(
-        id=int(row[0]), result_id=row[1], site=row[2], device_id=row[3], created_at=row[4], received_at=row[5],
-        historical=bool(row[6]), exam_id=row[7], patient_ref=row[8], side=row[9], model_version=row[10],
-        label=row[11], inconclusive=bool(row[12]), probabilities=json.loads(row[13]), thresholds=json.loads(row[14]),
-        review=row[15] or ReviewState.UNREVIEWED, reviewer=row[16], review_note=row[17], reviewed_at=row[18],
-        category=row[19], p_malignant_sent=float(row[20]) if row[20] is not None else None, mode=row[21],
-        clock=int(row[22]) if row[22] is not None else None, age=int(row[23]) if row[23] is not None else None,
-        assignee=row[24],
-    )
+    return InboxRow(**{field: convert(value) if convert is not None else value
+                       for (_, _, field, convert), value in zip(_ROW_COLUMNS, row, strict=True)})
 
 
 def _order(sort: Sort, reverse: bool) -> str:
