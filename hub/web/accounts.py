@@ -150,7 +150,9 @@ class Accounts:
             if disabled:
                 tx.execute("DELETE FROM web_sessions WHERE user_id = ?", (user.id,))
         log.info("user %s %s", user.username, "disabled" if disabled else "enabled")
-        return self.user(username)  # type: ignore[return-value]
+        updated = self.user(username)
+        assert updated is not None  # found above, and users are never deleted (disabled instead)
+        return updated
 
     def set_password(self, username: str, password: str) -> None:
         user = self.user(username)

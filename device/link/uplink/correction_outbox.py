@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class CorrectionOutbox(Outbox):
-    def next_messages(self, *, historical_before: str) -> list[tuple[CorrectionMessage, bytes]]:  # type: ignore[override]
+    def next_messages(self, *, historical_before: str) -> list[tuple[CorrectionMessage, bytes]]:  # type: ignore[override]  # the results' rules for another message type: Outbox is not generic over it
         """Up to the free window of corrections to publish now, oldest first, with their encoded payloads."""
         slots = self.free_slots()
         if slots == 0:
@@ -62,7 +62,7 @@ class CorrectionOutbox(Outbox):
         self._hub_answered()
         return changed
 
-    def rejected(self, refusals: Iterable[CorrectionRefusal]) -> int:  # type: ignore[override]
+    def rejected(self, refusals: Iterable[CorrectionRefusal]) -> int:  # type: ignore[override]  # the results' rules for another message type: Outbox is not generic over it
         """The hub rejected these for good: parked (``device history`` shows ``rejected: <reason>``); the corrections
         sent after them go out again with a chain that leaves them out."""
         items = list(refusals)
