@@ -794,9 +794,10 @@ def site_card(base: ModelBundle, manifest: Any, adaptation: Adaptation, signing:
 
 
 def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site_key: Path | None = None) -> ModelBundle:
-    """Write the site bundle to ``out`` (refused when it exists and is not empty): the base model file, a manifest
-    with the head, a reference frame recomputed through the head (``device selftest`` checks it), the report and
-    card; signed with ``site_key`` (an Ed25519 private key, device.model.signing) or marked ``unsigned-site``."""
+    """Write the site bundle to ``out`` (refused when it exists and is not empty): the base model file (and its
+    segmentation model, when it has one), a manifest with the head, a reference frame recomputed through the head
+    (``device selftest`` checks it), the report and card; signed with ``site_key`` (an Ed25519 private key,
+    device.model.signing) or marked ``unsigned-site``."""
     import os
     import shutil
 
@@ -841,8 +842,13 @@ def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site
                                    temperature=float(temperature))
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    write_bundle(partial, base.model_path.read_bytes(), manifest)
+    # the base's segmentation model (docs/lesion-outline.md) goes on unchanged: its section and its file together
+    seg_path = base.segmentation_path
+    write_bundle(partial, base.model_path.read_bytes(), manifest,
+                 segmentation=seg_path.read_bytes() if seg_path is not None else None)
     skip = {MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE, HEAD_DATA_FILE}
+    if m.segmentation is not None:
+        skip.add(m.segmentation.model)  # written (and its sha256 checked) by write_bundle
     files = {p.relative_to(base.path).as_posix(): p.read_bytes() for p in sorted(base.path.rglob("*"))
              if p.is_file() and p.relative_to(base.path).as_posix() not in skip}
     files["MODEL_CARD.md"] = site_card(base, manifest, adaptation, signing).encode("utf-8")
