@@ -825,8 +825,12 @@ class HubStore:
             items = list(group)
             if self._pg:  # held to the commit: another hub's park for this device waits for this count
                 self._exec(db, "SELECT pg_advisory_xact_lock(hashtext(?))", (f"sonopi-waiting/{site}/{device_id}",))
+            # (a statement of its own after the lock: under READ COMMITTED it then sees what the other hub committed)
             count = int(self._exec(db, "SELECT COUNT(*) FROM waiting_results WHERE site = ? AND device_id = ?",
                                    (site, device_id)).fetchone()[0])
+            if count + len(items) <= cap:  # the usual case: all fit, whether new or re-sent
+                keep += items
+                continue
             present: set[str] = set()
             for chunk in _chunks([m.result_id for _, _, m in items]):
                 present.update(row[0] for row in self._exec(
