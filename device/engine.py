@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from device.crop import Box
+from device.crop import Box, RoiMode
 from device.decision import MALIGNANT, Category, Decision, Mode, applied_threshold, decide
 from device.errors import BundleError
 from device.model.bundle import ModelBundle
@@ -137,7 +137,7 @@ class Classifier:
         *,
         auto_crop: bool = True,
         roi: Box | None = None,
-        roi_mode: str = "override",
+        roi_mode: RoiMode | str = RoiMode.OVERRIDE,
         heatmap: bool = False,
         spacing: PixelSpacing | None = None,
     ) -> Classification:
