@@ -120,6 +120,7 @@ class LiveScreen(QWidget):
         self.next_image.clicked.connect(self.reader.step)
         self.exam_button.clicked.connect(self.open_exam)
         self.card.heatmap_toggled.connect(self._heatmap_toggled)
+        self.card.outline_toggled.connect(self._outline_toggled)
         self.view.target_size_changed.connect(self.reader.set_target_size)
         self.view.packet_taken.connect(self.reader.frame_shown)
         self.view.roi_changed.connect(self._roi_changed)
@@ -271,6 +272,7 @@ class LiveScreen(QWidget):
         if self.service.analyse(captured, roi=self.view.roi, heatmap=heatmap):
             self.analysing = True
             self.card.clear("Analysing…", "The result is stored on this device before it is shown.")
+            self.view.set_outline(())  # the previous result's outline is not this frame's
         self._update_buttons()
 
     def _result(self, outcome: AnalysisOutcome) -> None:
@@ -287,6 +289,8 @@ class LiveScreen(QWidget):
         self.card.set_live_mode(False)
         self.card.show_result(classification, stored=outcome.record,
                               heatmap_available=classification.heatmap is not None and not classification.inconclusive)
+        lesion = self.card.lesion  # None for an inconclusive result or without a segmentation model
+        self.view.set_outline(lesion.contour if lesion is not None and lesion.found else ())
         if self.lesion is not None and outcome.record is not None:
             self.lesion.offer(outcome.record)
         self.tap_to_result_ms = (time.monotonic() - self._tapped_at) * 1000.0
@@ -347,6 +351,10 @@ class LiveScreen(QWidget):
 
     def _heatmap_toggled(self, on: bool) -> None:
         self.view.heatmap_visible = on
+        self.view.update()
+
+    def _outline_toggled(self, on: bool) -> None:
+        self.view.outline_visible = on
         self.view.update()
 
     # --- exam -------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from enum import Enum
 
 import numpy as np
 from PyQt5.QtCore import QPoint, QPointF, QRect, QRectF, Qt, pyqtSignal
-from PyQt5.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QResizeEvent
+from PyQt5.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QPolygonF, QResizeEvent
 from PyQt5.QtWidgets import QSizePolicy, QWidget
 
 from device.crop import Box
@@ -18,6 +18,7 @@ from ui import theme
 from ui.frames import FramePacket, display_image, heatmap_rgb, to_qimage
 
 MIN_ROI_PX = 16  # source pixels: anything smaller is a stray tap, not a region
+OUTLINE_COLOUR = "#ff5fd2"  # the lesion outline: magenta, apart from the boxes (scan region, analysed, ROI) and the heat map
 
 
 class _Drag(Enum):
@@ -49,6 +50,8 @@ class LiveView(QWidget):
         self._heat: QImage | None = None
         self._heat_box: Box | None = None
         self.heatmap_visible = False
+        self._lesion_contour: tuple[tuple[int, int], ...] = ()  # the lesion outline, image pixels (device/lesion_record.py)
+        self.outline_visible = True
         self.frozen = False
         self.message = "Waiting for the image source…"
         self._shown: deque[float] = deque(maxlen=120)
@@ -86,6 +89,7 @@ class LiveView(QWidget):
     def unfreeze(self) -> None:
         self.frozen = False
         self.set_heatmap(None, None)
+        self.set_outline(())
         self.crop_box = None
         self.update()
 
@@ -121,6 +125,15 @@ class LiveView(QWidget):
             image = QImage(np.ascontiguousarray(rgba).data, width, height, width * 4, QImage.Format.Format_RGBA8888)  # type: ignore[call-overload]  # PyQt5 takes any buffer (numpy's memoryview); its stubs list bytes and sip.voidptr only
             self._heat, self._heat_box = image.copy(), crop
         self.update()
+
+    def set_outline(self, contour: tuple[tuple[int, int], ...]) -> None:
+        """The lesion outline to draw on the frame (image pixel coordinates); () for none."""
+        self._lesion_contour = tuple(contour)
+        self.update()
+
+    @property
+    def has_outline(self) -> bool:
+        return bool(self._lesion_contour)
 
     @property
     def has_heatmap(self) -> bool:
@@ -225,6 +238,8 @@ class LiveView(QWidget):
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
             painter.drawImage(self.to_view(self._heat_box), self._heat)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        if self.outline_visible and self._lesion_contour:
+            self._lesion_outline(painter)
         if self.scan_box is not None and self.roi is None and self.crop_box is None:
             self._outline(painter, self.scan_box, theme.INFO, Qt.PenStyle.DashLine, "scan region")
         if self.crop_box is not None and self.crop_box != self.roi:
@@ -246,6 +261,16 @@ class LiveView(QWidget):
         painter.setFont(font)
         label_y = rect.top() - 4 if rect.top() > 18 else rect.top() + 16
         painter.drawText(QPointF(rect.left() + 4, label_y), caption)
+
+    def _lesion_outline(self, painter: QPainter) -> None:
+        """The lesion's polygon: a dark halo under a bright line, seen on bright and dark tissue alike."""
+        origin, s = self.image_rect().topLeft(), self._scale
+        polygon = QPolygonF([QPointF(origin.x() + (x + 0.5) * s, origin.y() + (y + 0.5) * s) for x, y in self._lesion_contour])
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.setPen(QPen(QColor(0, 0, 0, 160), 4))
+        painter.drawPolygon(polygon)
+        painter.setPen(QPen(QColor(OUTLINE_COLOUR), 2))
+        painter.drawPolygon(polygon)
 
     def _handles(self, painter: QPainter, rect: QRectF) -> None:
         painter.setBrush(QColor(theme.WARN))

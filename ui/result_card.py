@@ -1,6 +1,7 @@
 """The result card: the decision rule's category in clinician wording, p(malignant), the operating mode it was
 judged in with that mode's validated figures (or "not validated"), the heat-map toggle with its fixed-scale legend
-(suspicious results only) and, in live analysis, a smoothed malignant gauge. An inconclusive result shows only that
+(suspicious results only), the lesion outline's toggle, size and shown descriptors (when the bundle has a
+segmentation model: lesion_lines) and, in live analysis, a smoothed malignant gauge. An inconclusive result shows only that
 and the reason: no probabilities, no thresholds, no heat map. The body scrolls when a banner leaves it little room,
 so no text is ever cut or drawn over another.
 
@@ -27,6 +28,7 @@ from PyQt5.QtWidgets import (
 
 from device.decision import Category, Decision, Mode
 from device.engine import Classification
+from device.lesion_record import LesionRecord
 from device.model.bundle import Figure
 from device.results import ResultRecord
 from ui import theme
@@ -55,6 +57,35 @@ COLOURS = {Category.NO_LESION: theme.OK, Category.LOW_SUSPICION: theme.INFO, Cat
            Category.INCONCLUSIVE: theme.WARN}
 MODE_NAMES = {Mode.HIGH_SENSITIVITY: "High sensitivity", Mode.BALANCED: "Balanced", Mode.HIGH_SPECIFICITY: "High specificity"}
 HEAT_ONLY_SUSPICIOUS = "Heat map: shown for suspicious results only"
+NO_OUTLINE = "No lesion outlined"
+DESCRIPTOR_NAMES = {"orientation": "Orientation", "shape": "Shape", "margin": "Margin"}
+DESCRIPTOR_WORDS = {"not_parallel": "not parallel", "not_circumscribed": "not circumscribed"}
+
+
+def lesion_of(classification: Classification, stored: ResultRecord | None) -> LesionRecord | None:
+    """The outline the card shows: the stored one, else the classification's (None: no segmentation model)."""
+    if stored is not None:
+        return stored.lesion
+    found = classification.lesion
+    return LesionRecord.from_json(found.to_json(), "lesion outline") if found is not None else None
+
+
+def lesion_size_text(lesion: LesionRecord | None) -> str:
+    """``"Lesion 14.2 × 9.8 mm, 110 mm²"``, ``"Lesion uncalibrated: 1234 px"`` or "No lesion outlined"; "" when
+    there is nothing to say (no segmentation model, or the outline withheld: an inconclusive result)."""
+    if lesion is None or lesion.withheld is not None:
+        return ""
+    size = lesion.size_text()
+    return f"Lesion {size}" if lesion.found and size else NO_OUTLINE
+
+
+def lesion_descriptor_text(lesion: LesionRecord | None) -> str:
+    """Only the descriptors the display rule shows (docs/lesion-outline.md), labelled automatic."""
+    if lesion is None or not lesion.found:
+        return ""
+    shown = lesion.shown_descriptors()
+    return "; ".join(f"{DESCRIPTOR_NAMES[name]} (automatic): {DESCRIPTOR_WORDS.get(value, value)}"
+                     for name, value in shown.items())
 
 
 def reason_text(reason: str) -> str:
@@ -295,6 +326,7 @@ def _label(text: str = "", role: str | None = "muted") -> QLabel:
 
 class ResultCard(QFrame):
     heatmap_toggled = pyqtSignal(bool)
+    outline_toggled = pyqtSignal(bool)
 
     def __init__(self, th: Theme, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -330,7 +362,11 @@ class ResultCard(QFrame):
             MALIGNANT: ProbabilityBar(MALIGNANT, th, colour=theme.DANGER),
         }
         self.heat_note = _label(HEAT_ONLY_SUSPICIOUS)
-        for widget in (self.threshold, self.figures, self.rate, self.detail, *self.bars.values(), self.heat_note):
+        self.lesion_size = _label("", None)  # the outline's size (mm only with a known spacing), or no outline
+        self.lesion_descriptors = _label()  # the shown descriptors, labelled automatic
+        self.lesion: LesionRecord | None = None
+        for widget in (self.lesion_size, self.lesion_descriptors, self.threshold, self.figures, self.rate, self.detail,
+                       *self.bars.values(), self.heat_note):
             body.addWidget(widget)
         body.addStretch(1)
         self.scroll_area = QScrollArea()
@@ -350,12 +386,21 @@ class ResultCard(QFrame):
         self.heatmap_button.toggled.connect(self._show_legend)
         self.heatmap_button.hide()
         self.legend = HeatLegend(th)  # beside the toggle: on screen whenever the map is
-        row = QHBoxLayout()
-        row.setSpacing(th.gap)
-        row.addWidget(self.heatmap_button)
-        row.addWidget(self.legend, 1)
-        layout.addLayout(row)
+        self.outline_button = QPushButton("Outline")  # the lesion outline on the frame: on until switched off
+        self.outline_button.setCheckable(True)
+        self.outline_button.setChecked(True)
+        self.outline_button.toggled.connect(self.outline_toggled)
+        self.outline_button.hide()
+        self.toggles = QHBoxLayout()  # Outline and Heat map side by side; the legend beside them when it has room
+        self.toggles.setSpacing(th.gap)
+        self.toggles.addWidget(self.outline_button)
+        self.toggles.addWidget(self.heatmap_button)
+        self.toggles.addWidget(self.legend, 1)
+        self.legend_row = QHBoxLayout()  # ... else (both toggles shown) on a line of its own below them
+        layout.addLayout(self.toggles)
+        layout.addLayout(self.legend_row)
         self._conclusive(False)
+        self._show_lesion(None)
         self.set_live_mode(False)
 
     def set_labels(self, labels: tuple[str, ...], thresholds: dict[str, float]) -> None:
@@ -408,6 +453,28 @@ class ResultCard(QFrame):
             self.heatmap_button.setChecked(False)
         self.heat_note.setVisible(conclusive and not suspicious and not live)
         self._show_legend(self.heatmap_button.isChecked())
+        self._show_lesion(lesion_of(classification, stored) if conclusive and not live else None)
+
+    def _show_lesion(self, lesion: LesionRecord | None) -> None:
+        """The outline's lines and toggle: none without a segmentation model, for an inconclusive result (withheld)
+        or a live estimate; "No lesion outlined" when the model found none."""
+        self.lesion = lesion
+        size, descriptors = lesion_size_text(lesion), lesion_descriptor_text(lesion)
+        self.lesion_size.setText(size)
+        self.lesion_size.setVisible(bool(size))
+        self.lesion_descriptors.setText(descriptors)
+        self.lesion_descriptors.setVisible(bool(descriptors))
+        self.outline_button.setVisible(lesion is not None and lesion.found)
+        self._place_legend()
+
+    def _place_legend(self) -> None:
+        """Beside the Heat map toggle, or below both toggles when the Outline toggle takes the room."""
+        below = not self.outline_button.isHidden()
+        (self.toggles if below else self.legend_row).removeWidget(self.legend)
+        if below:
+            self.legend_row.addWidget(self.legend, 1)
+        else:
+            self.toggles.addWidget(self.legend, 1)
 
     def _conclusive(self, on: bool) -> None:
         self._numbers = on
@@ -430,3 +497,4 @@ class ResultCard(QFrame):
         self._conclusive(False)
         self.heatmap_button.setChecked(False)
         self.heatmap_button.hide()
+        self._show_lesion(None)

@@ -29,6 +29,19 @@ def human_bytes(count: float) -> str:
     return f"{count:.1f} TB"
 
 
+# The model chip's most characters: a packed or site bundle's version grows (+seg, +site-<hash>) past the 7" bar
+MODEL_CHARS_COMPACT = 34
+MODEL_CHARS = 64
+
+
+def elide_middle(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters in the middle (its start and its suffix, e.g. ``+seg``, stay)."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
+
+
 class Chip(QLabel):
     def __init__(self, th: Theme, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -47,6 +60,7 @@ class StatusBar(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
         self.setStyleSheet(f"StatusBar {{ background: {theme.PANEL}; border-bottom: 1px solid {theme.BORDER}; }}")
         self.setFixedHeight(th.small + 18)
+        self._compact = th.compact
         row = QHBoxLayout(self)
         row.setContentsMargins(th.gap, 0, th.gap, 0)
         row.setSpacing(0)
@@ -71,7 +85,8 @@ class StatusBar(QWidget):
 
     def set_model(self, name_version: str | None, problem: str = "") -> None:
         if name_version:
-            self.model.set(name_version, theme.OK)
+            self.model.set(elide_middle(name_version, MODEL_CHARS_COMPACT if self._compact else MODEL_CHARS), theme.OK)
+            self.model.setToolTip(name_version)
         elif problem == "loading":
             self.model.set("Model loading", theme.WARN)
         else:
