@@ -45,6 +45,7 @@ from device.sources.base import Frame
 from device.store import ResultStore
 from ui import theme
 from ui.number_entry import NumberEntry
+from ui.result_card import lesion_size_short
 from ui.result_words import COLOURS as LESION_COLOURS
 from ui.result_words import category_colour, category_text
 from ui.theme import Theme
@@ -94,8 +95,10 @@ def exam_short(exam: Exam) -> str:
 
 
 def result_text(record: ResultRecord) -> str:
-    """The result in the card's words (History's), never a bare label next to p(malignant)."""
-    return category_text(record)
+    """The result in the card's words (History's), never a bare label next to p(malignant); the lesion outline's
+    size on a second line when the frame has one (ui.result_card.lesion_size_short)."""
+    size = lesion_size_short(record.lesion)
+    return category_text(record) + (f"\n{size}" if size else "")
 
 
 def thumbnail_pixmap(record: ResultRecord, size: int) -> QPixmap:

@@ -29,6 +29,7 @@ from device.results import ResultRecord
 from device.store import ResultStore
 from ui import theme
 from ui.exam import MALIGNANT, lesion_cells, thumbnail_pixmap
+from ui.result_card import lesion_size_short
 from ui.result_words import category_colour, category_text
 from ui.theme import Theme
 
@@ -67,7 +68,11 @@ def placed_patient(record: ResultRecord, placement: Placement | None) -> str:
 
 
 def placed_output(record: ResultRecord, placement: Placement | None) -> str:
-    return "Voided" if placement is not None and placement.voided else category_text(record)  # short: the 7" panel
+    """The result, short for the 7" panel, with the lesion outline's size on a second line when there is one."""
+    if placement is not None and placement.voided:
+        return "Voided"
+    size = lesion_size_short(record.lesion)
+    return category_text(record) + (f"\n{size}" if size else "")
 
 
 class HistoryScreen(QWidget):

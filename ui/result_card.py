@@ -79,6 +79,18 @@ def lesion_size_text(lesion: LesionRecord | None) -> str:
     return f"Lesion {size}" if lesion.found and size else NO_OUTLINE
 
 
+def lesion_size_short(lesion: LesionRecord | None) -> str:
+    """The size on one short line for History and the exam summary (per frame): ``"42.7 × 14.5 mm"``,
+    ``"uncalibrated: 1234 px"``, ``"no outline"``; "" with no segmentation model or an inconclusive result."""
+    if lesion is None or lesion.withheld is not None:
+        return ""
+    if not lesion.found:
+        return "no outline"
+    if lesion.width_mm is not None and lesion.depth_mm is not None:
+        return f"{lesion.width_mm:.1f} × {lesion.depth_mm:.1f} mm"
+    return f"uncalibrated: {lesion.area_px or 0:.0f} px"
+
+
 def lesion_descriptor_text(lesion: LesionRecord | None) -> str:
     """Only the descriptors the display rule shows (docs/lesion-outline.md), labelled automatic."""
     if lesion is None or not lesion.found:

@@ -1,0 +1,85 @@
+"""History and the exam summary list each frame's lesion size (real widgets on a real store, offscreen): mm with a
+known spacing, "uncalibrated: N px" without, "no outline" when the model found none, nothing for an inconclusive
+frame or one analysed without a segmentation model. At 800x480 and 1280x720 the rows fit (the layout checker).
+Screenshots under build/card-screens/."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("PyQt5")
+
+from PyQt5.QtWidgets import QApplication
+
+from device.lesion_record import LesionRecord
+from device.results import Exam
+from device.store import ResultStore
+from tests.device.link.test_contract_v2 import v2_record
+from tests.device.test_store_lesion import OUTLINE, UNCALIBRATED
+from tests.ui.test_ui_result_card import SHOTS
+from ui.exam import ExamSummaryView
+from ui.history import HistoryScreen
+from ui.layout_check import layout_problems
+from ui.theme import Theme
+
+SIZES = {"mm": "3.0 × 1.5 mm", "px": "uncalibrated: 450 px", "none": "no outline"}
+
+
+def _stored(store: ResultStore) -> dict[str, object]:
+    exam = store.add_exam(Exam("E1", "P-1", side="L"))
+    lesions = {"mm": LesionRecord.from_json(OUTLINE), "px": LesionRecord.from_json(UNCALIBRATED),
+               "none": LesionRecord(found=False), "no-model": None}
+    records = {name: store.add(replace(v2_record("site-a", "dev-1", i + 1), seq=None, exam_id=exam.exam_id,
+                                       patient_ref="P-1", side="L", lesion=lesion))
+               for i, (name, lesion) in enumerate(lesions.items())}
+    records["withheld"] = store.add(replace(v2_record("site-a", "dev-1", 9, inconclusive=True), seq=None,
+                                            exam_id=exam.exam_id, patient_ref="P-1", side="L",
+                                            lesion=LesionRecord(found=False, withheld="inconclusive")))
+    return records
+
+
+@pytest.mark.parametrize("size", [(800, 480), (1280, 720)], ids=["800x480", "1280x720"])
+def test_history_lists_the_size_per_frame(qtbot, tmp_path: Path, size: tuple[int, int]) -> None:
+    th = Theme.for_size(*size)
+    QApplication.instance().setStyleSheet(th.stylesheet())
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        records = _stored(store)
+        screen = HistoryScreen(th, store)
+        qtbot.addWidget(screen)
+        screen.resize(*size)
+        screen.show()
+        screen.refresh()
+        rows = {screen.table.item(r, 3).data(256): r for r in range(screen.table.rowCount())}  # Qt.UserRole
+        texts = {name: screen.table.item(rows[r.result_id], 3).text() for name, r in records.items()}
+        for name, size_text in SIZES.items():
+            assert texts[name].split("\n")[1:] == [size_text], texts[name]
+        assert "\n" not in texts["no-model"] and "\n" not in texts["withheld"], texts
+        assert not any("mm" in texts[n] for n in ("px", "none", "no-model", "withheld"))
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        screen.grab().save(str(SHOTS / f"{size[0]}x{size[1]}-history-outline.png"))
+        assert layout_problems(screen) == []
+
+
+@pytest.mark.parametrize("size", [(800, 480), (1280, 720)], ids=["800x480", "1280x720"])
+def test_the_exam_summary_lists_the_size_per_frame(qtbot, tmp_path: Path, size: tuple[int, int]) -> None:
+    th = Theme.for_size(*size)
+    QApplication.instance().setStyleSheet(th.stylesheet())
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        records = _stored(store)
+        view = ExamSummaryView(th)
+        qtbot.addWidget(view)
+        view.resize(*size)
+        view.show()
+        frames = store.exam_results("E1")
+        view.show_exam(store.get_exam("E1"), frames, store.placements(frames), store.lesions("E1"))
+        by_id = {r.result_id: row for row, r in enumerate(view.records)}
+        texts = {name: view.table.item(by_id[r.result_id], 2).text() for name, r in records.items()}
+        for name, size_text in SIZES.items():
+            assert texts[name].split("\n")[1:] == [size_text], texts[name]
+        assert "\n" not in texts["no-model"] and "\n" not in texts["withheld"], texts
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        view.grab().save(str(SHOTS / f"{size[0]}x{size[1]}-exam-summary-outline.png"))
+        assert layout_problems(view) == []
