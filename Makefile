@@ -11,6 +11,9 @@ MODEL       ?= models/sonopi-lite0
 DEMO        ?= $(firstword $(wildcard $(DATASETS)/busi/malignant) build/demo-frames)
 CONFIG      ?= deploy/dev-device.toml
 PYTEST_ARGS ?=
+# make test: the test files on this many workers (pytest-xdist; a file stays on one worker, so its module fixtures are
+# built once). Most of the suite waits on real brokers, hubs, databases and browsers. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 
 export QT_QPA_PLATFORM ?= offscreen
 
@@ -49,7 +52,7 @@ run: $(VENV)/.stamp-device $(DEMO)
 	$(PY) -m device --config $(CONFIG) run --model $(MODEL) --source folder:$(DEMO) --headless --once
 
 test: $(VENV)/.stamp-test
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # Lint: ruff (style and likely bugs, config in pyproject.toml) on everything, mypy on the four packages
 # (pyproject.toml [tool.mypy]: device/ strict).
