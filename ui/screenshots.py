@@ -215,6 +215,11 @@ class Director:
             live.card.heatmap_button.click()
         spin(0.1)
         yield Scene("live-result", w)
+        if live.card.lesion is not None and live.card.lesion.found:  # a bundle with a segmentation model (--model)
+            if live.card.heatmap_button.isChecked():
+                live.card.heatmap_button.click()  # the outline alone, as the clinician sees it with the map off
+            spin(0.1)
+            yield Scene("live-outline", w)
 
         self.next_image()
         live.view.set_roi(None)
