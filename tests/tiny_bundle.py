@@ -28,7 +28,6 @@ def expected_label(mean_brightness: float) -> str:
 
 def build_tiny_bundle(out: Path, name: str = "tiny-test-model", version: str = "0.0.1") -> ModelBundle:
     import keras
-    import tensorflow as tf  # workstation dependency, only for building
 
     inp = keras.Input((SIZE, SIZE, 3), dtype="uint8", name="image")
     x = keras.layers.Rescaling(1.0 / 255.0)(keras.ops.cast(inp, "float32"))
@@ -48,14 +47,8 @@ def build_tiny_bundle(out: Path, name: str = "tiny-test-model", version: str = "
             noise = rng.integers(-20, 20, (1, SIZE, SIZE, 3))
             yield [np.clip(level + noise, 0, 255).astype(np.uint8)]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.float32
-    model_bytes = converter.convert()
-    scores_name, features_name = _output_names(model_bytes)
+    model_bytes = int8_tflite(model, representative)
+    scores_name, features_name = output_names_by_rank(model_bytes)
     manifest = Manifest(
         name=name,
         version=version,
@@ -75,7 +68,22 @@ def build_tiny_bundle(out: Path, name: str = "tiny-test-model", version: str = "
     return write_bundle(out, model_bytes, manifest)
 
 
-def _output_names(model_bytes: bytes) -> tuple[str, str]:
+def int8_tflite(model, representative) -> bytes:
+    """A Keras model as full-integer int8 TFLite, uint8 input and float outputs, as model_build exports (the tiny test
+    models of tests/tiny_bundle.py and tests/device/tiny_segmentation.py)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.float32
+    return converter.convert()
+
+
+def output_names_by_rank(model_bytes: bytes) -> tuple[str, str]:
+    """The names of a model's rank-2 and rank-4 outputs (scores and feature map, or lesion logit and mask)."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=model_bytes)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from device.model.bundle import InputSpec, ModelBundle
+from tests.tiny_bundle import int8_tflite, output_names_by_rank
 
 SEG_SIZE = 48  # the segmentation model's input: letterboxed, unlike the tiny classifier's 32 px stretch
 STEEPNESS = 40.0
@@ -27,7 +28,6 @@ def seg_input_spec(size: int = SEG_SIZE, resize: str = "letterbox") -> InputSpec
 def build_tiny_segmentation(out: Path, spec: InputSpec | None = None) -> Path:
     """``segmentation.tflite`` + ``segmentation.json`` in ``out``, as ``model_build segment`` writes them."""
     import keras
-    import tensorflow as tf  # workstation dependency, only for building
 
     from model_build.segmentation_build import segmentation_spec, write_segmentation
 
@@ -50,14 +50,8 @@ def build_tiny_segmentation(out: Path, spec: InputSpec | None = None) -> Path:
             image = np.where(blob, 255 - image, image)  # both mask values in every calibration image
             yield [np.repeat(image[None, :, :, None], 3, axis=3).astype(np.uint8)]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.float32
-    model_bytes = converter.convert()
-    logit_name, mask_name = _output_names(model_bytes)
+    model_bytes = int8_tflite(model, representative)
+    logit_name, mask_name = output_names_by_rank(model_bytes)
     write_segmentation(out, model_bytes, segmentation_spec(spec, mask_name, logit_name, MIN_REGION_PX, model_bytes,
                                                            {"note": "hand-weighted test model, not trained"}))
     return out
@@ -89,10 +83,3 @@ def lesion_frame(height: int, width: int, centre: tuple[int, int], axes: tuple[i
     frame[blob > 0] = np.clip(lesion + rng.normal(0, 6, int(blob.sum())), 0, 255).astype(np.uint8)
     return frame
 
-
-def _output_names(model_bytes: bytes) -> tuple[str, str]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=model_bytes)
-    by_rank = {len(d["shape"]): d["name"] for d in interpreter.get_output_details()}
-    return by_rank[2], by_rank[4]
