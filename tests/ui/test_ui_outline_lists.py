@@ -25,14 +25,6 @@ from ui.history import HistoryScreen
 from ui.layout_check import layout_problems
 from ui.theme import Theme
 
-
-@pytest.fixture(autouse=True)
-def _app_style():
-    """The theme's stylesheet for these widgets, taken off again after (it would leak into later tests' widgets)."""
-    yield
-    QApplication.instance().setStyleSheet("")
-
-
 SIZES = {"mm": "3.0 × 1.5 mm", "px": "uncalibrated: 450 px", "none": "no outline"}
 
 
