@@ -38,6 +38,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,17 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # 2: results.category, p_malignant, mode, clock, age (nullable; added to an older database on open)
 SILENT_AFTER_INTERVALS = 3.0  # a device whose heartbeat is this many intervals late is "silent"
+
+
+class Presence(StrEnum):
+    """A device as the operator sees it (the devices page, ``hub devices``): its status, or what the hub infers."""
+
+    ONLINE = "online"
+    SILENT = "silent"  # says online, but no heartbeat for SILENT_AFTER_INTERVALS intervals
+    OFFLINE = "offline"
+    STOPPED = "stopped"
+    UNKNOWN = "unknown"  # no status received yet
+    NEVER = "never"  # provisioned ([console] devices_file), never connected
 
 
 class HubStoreError(SonopiError):
@@ -354,11 +366,11 @@ class DeviceState:
             return self.status == "online" and self.last_heartbeat_at is None and _age_s(self.last_seen, now) > 600
         return _age_s(self.last_heartbeat_at, now) > factor * self.heartbeat_interval_s
 
-    def presence(self, now: datetime | None = None, factor: float = SILENT_AFTER_INTERVALS) -> str:
-        """online | silent | offline | stopped | unknown — what the operator sees."""
+    def presence(self, now: datetime | None = None, factor: float = SILENT_AFTER_INTERVALS) -> Presence:
+        """What the operator sees: the device's last status, or silent when it says online but its heartbeats stopped."""
         if self.status == "online" and self.is_silent(now, factor):
-            return "silent"
-        return self.status or "unknown"
+            return Presence.SILENT
+        return Presence(self.status) if self.status in set(Presence) else Presence.UNKNOWN
 
     def summary(self, now: datetime | None = None) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -31,6 +31,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -63,7 +64,17 @@ MAX_ACK_IDS = 1000
 MAX_NACK_RESULTS = 100
 MAX_NACK_DETAIL = 300
 
-STATES = ("online", "offline", "stopped")
+
+
+class DeviceStatus(StrEnum):
+    """A device's retained status (``…/status``): its uplink's birth message, its last will, or a clean stop."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"  # the broker's last will: the uplink vanished
+    STOPPED = "stopped"  # the uplink stopped cleanly
+
+
+STATES = tuple(DeviceStatus)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: "$" would let a trailing newline in
 
 MAX_DEPTH = 4  # nesting of objects/arrays in any message (a result needs 2); checked before the schema
@@ -510,7 +521,7 @@ def decode_result(topic_name: str, data: bytes) -> ResultMessage:
 
 @dataclass(frozen=True)
 class StatusMessage:
-    state: str  # online | offline | stopped
+    state: DeviceStatus
     device_id: str
     site: str
     at: str | None = None
@@ -535,7 +546,7 @@ def decode_status(topic_name: str, data: bytes) -> StatusMessage:
     payload = decode("status", data)
     _check_attribution(where, payload)
     return StatusMessage(
-        state=payload["state"], device_id=payload["device_id"], site=payload["site"], at=payload.get("at"),
+        state=DeviceStatus(payload["state"]), device_id=payload["device_id"], site=payload["site"], at=payload.get("at"),
         software_version=payload.get("software_version"), model=payload.get("model"),
         backlog=payload.get("backlog"), schema=payload["schema"],
     )

@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import StreamingResponse
 
-from hub.store import DeviceState, HubStore, HubStoreError, StoredResult
+from hub.store import DeviceState, HubStore, HubStoreError, Presence, StoredResult
 from hub.web import DISCLAIMER, corrections_view, queue_views
 from hub.web.accounts import ROLES, AccountError, Accounts, LoginOutcome, Session, User
 from hub.web.assignments import Assignments
@@ -68,18 +68,19 @@ from hub.web.security import (
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-PRESENCE_ORDER = {"silent": 0, "never": 1, "offline": 2, "unknown": 3, "stopped": 4, "online": 5}
-PRESENCE_WORDING = {"never": "provisioned, never connected"}
+PRESENCE_ORDER = {Presence.SILENT: 0, Presence.NEVER: 1, Presence.OFFLINE: 2, Presence.UNKNOWN: 3, Presence.STOPPED: 4,
+                  Presence.ONLINE: 5}
+PRESENCE_WORDING = {Presence.NEVER: "provisioned, never connected"}
 
 
 @dataclass(frozen=True)
 class DeviceRow:
     device: DeviceState
-    presence: str  # online | silent | offline | stopped | unknown | never (provisioned, never connected)
+    presence: Presence
 
     @property
     def health(self) -> Health:
-        return health(self.device, never_connected=self.presence == "never")
+        return health(self.device, never_connected=self.presence is Presence.NEVER)
 
     @property
     def wording(self) -> str:
@@ -497,7 +498,7 @@ def _install_routes(app: FastAPI, s: Services) -> None:
         if s.provisioned is not None:
             try:
                 seen = {(d.site, d.device_id) for d in known}
-                rows += [DeviceRow(never_connected(*pair), "never") for pair in s.provisioned.devices() - seen]
+                rows += [DeviceRow(never_connected(*pair), Presence.NEVER) for pair in s.provisioned.devices() - seen]
             except ProvisionError as exc:
                 log.error("devices page: %s", exc)
                 problem = str(exc)

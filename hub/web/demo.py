@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypedDict
 
-from device.link.contract import HeartbeatMessage, ResultMessage, StatusMessage
+from device.link.contract import DeviceStatus, HeartbeatMessage, ResultMessage, StatusMessage
 from hub.store import HubStore, StoredResult
 
 SHA = "5f" * 32
@@ -168,7 +168,7 @@ def seed_device_states(store: HubStore, spec: DemoSpec = DemoSpec(), now: dateti
     moment = now or datetime.now(UTC)
     for n, (site, device_id) in enumerate(device_ids(spec)):
         state = "offline" if n % 5 == 4 else "online"
-        store.record_status(StatusMessage(state="online", device_id=device_id, site=site, at=_iso(moment),
+        store.record_status(StatusMessage(state=DeviceStatus.ONLINE, device_id=device_id, site=site, at=_iso(moment),
                                           software_version="0.4.1", model={"name": "sonopi-lite0",
                                           "version": spec.model_version, "sha256": SHA}, backlog=0))
         silent = n % 5 == 2
@@ -181,7 +181,7 @@ def seed_device_states(store: HubStore, spec: DemoSpec = DemoSpec(), now: dateti
                                                 **DEVICE_STATES.get(n, {"model_state": "ok", "source_state": "ok"})),
                                received_at=_iso(heard))
         if state == "offline":
-            store.record_status(StatusMessage(state="offline", device_id=device_id, site=site, at=_iso(moment)),
+            store.record_status(StatusMessage(state=DeviceStatus.OFFLINE, device_id=device_id, site=site, at=_iso(moment)),
                                 received_at=_iso(moment))
 
 

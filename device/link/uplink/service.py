@@ -32,6 +32,7 @@ from device.link.contract import (
     QOS,
     ContractError,
     CorrectionAckMessage,
+    DeviceStatus,
     NackMessage,
     StatusMessage,
     decode_ack_topic,
@@ -146,7 +147,7 @@ class UplinkService:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
-        offline = StatusMessage(state="offline", device_id=self.device_id, site=self.site)
+        offline = StatusMessage(state=DeviceStatus.OFFLINE, device_id=self.device_id, site=self.site)
         client.will_set(self.topics["status"], encode_status(offline), qos=QOS["status"], retain=True)
         self._connack, self._ready = None, False
         try:
@@ -213,7 +214,7 @@ class UplinkService:
             log.warning("uplink: cannot record connection state (%s)", exc)
 
     def _stop_cleanly(self, client: mqtt.Client) -> None:
-        info = client.publish(self.topics["status"], encode_status(self._status("stopped")), qos=QOS["status"], retain=True)
+        info = client.publish(self.topics["status"], encode_status(self._status(DeviceStatus.STOPPED)), qos=QOS["status"], retain=True)
         deadline = time.monotonic() + STOP_FLUSH_S
         while not info.is_published() and time.monotonic() < deadline:
             if client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
@@ -257,7 +258,7 @@ class UplinkService:
         client.publish(self.topics["heartbeat"], encode_heartbeat(beat), qos=QOS["heartbeat"], retain=False)
         self._report(Connection.CONNECTED)  # refreshed with every heartbeat: a stale state means no uplink process
 
-    def _status(self, state: str) -> StatusMessage:
+    def _status(self, state: DeviceStatus) -> StatusMessage:
         return StatusMessage(
             state=state, device_id=self.device_id, site=self.site, at=utc_now_iso(),
             software_version=__version__, model=self._model_identity(), backlog=self.store.backlog().pending,
@@ -286,10 +287,10 @@ class UplinkService:
         self.corrections.rewind("connected")
         client.subscribe(self.topics["ack"], qos=QOS["ack"])
         try:
-            birth = self._status("online")
+            birth = self._status(DeviceStatus.ONLINE)
         except StoreError as exc:
             log.error("uplink: %s", exc)
-            birth = StatusMessage(state="online", device_id=self.device_id, site=self.site, at=utc_now_iso(),
+            birth = StatusMessage(state=DeviceStatus.ONLINE, device_id=self.device_id, site=self.site, at=utc_now_iso(),
                                   software_version=__version__)
         client.publish(self.topics["status"], encode_status(birth), qos=QOS["status"], retain=True)
         log.info("uplink: connected to %s as %s (backlog %s)", self.address, self.client_id, birth.backlog)
