@@ -24,7 +24,7 @@ help:
 	@echo "make test   - set up, then run every test"
 	@echo "make model  - train + export the model bundle from $(DATASETS) into build/ (modes from make model-study)"
 	@echo "make model-study - the leave-one-source-out folds that choose and validate the modes (~3 x a build)"
-	@echo "make lint   - ruff on the tree, mypy on device (strict), ui, hub, model_build (pyproject.toml)"
+	@echo "make lint   - ruff check + format check on the tree, mypy on device (strict), ui, hub, model_build"
 	@echo "make bench  - run the benchmarks in bench/"
 	@echo "make keys / flash / deploy / rollback - devices: see docs/deploy.md"
 	@echo "make check-aarch64 - release gate: the release on aarch64 under qemu-user (docs/deploy.md)"
@@ -58,6 +58,7 @@ test: $(VENV)/.stamp-test
 # (pyproject.toml [tool.mypy]: device/ strict).
 lint: $(VENV)/.stamp-test
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 bench: $(VENV)/.stamp-test

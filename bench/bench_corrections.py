@@ -61,12 +61,20 @@ def correct(store: HubStore, inbox: Inbox) -> list[str]:
     for n, row in enumerate(top):
         r = results[row.result_id]
         void = n < VOIDS
-        store.add_correction(CorrectionMessage(
-            correction_id=new_correction_id(), seq=n + 1, result_id=r.result_id, device_id=r.device_id, site=r.site,
-            created_at=r.created_at, kind=CorrectionKind.VOID if void else CorrectionKind.MOVE,
-            reason=CorrectionReason.POOR_IMAGE if void else CorrectionReason.WRONG_PATIENT,
-            origin=Place(r.exam_id, r.patient_ref, r.side),
-            target=None if void else Place("BENCH-EXAM", "P-BENCH", "R")))
+        store.add_correction(
+            CorrectionMessage(
+                correction_id=new_correction_id(),
+                seq=n + 1,
+                result_id=r.result_id,
+                device_id=r.device_id,
+                site=r.site,
+                created_at=r.created_at,
+                kind=CorrectionKind.VOID if void else CorrectionKind.MOVE,
+                reason=CorrectionReason.POOR_IMAGE if void else CorrectionReason.WRONG_PATIENT,
+                origin=Place(r.exam_id, r.patient_ref, r.side),
+                target=None if void else Place("BENCH-EXAM", "P-BENCH", "R"),
+            )
+        )
         ids.append(r.result_id)
     return ids
 

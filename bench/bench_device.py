@@ -69,8 +69,10 @@ def bench_compute(model: Path, threads: int, frames: list[np.ndarray], repeats: 
         path += timed(lambda: classifier.classify(frame), 1)
     return {
         "runtime": classifier.runtime,
-        "bare_p50": percentile(bare, 50), "bare_p95": percentile(bare, 95),
-        "path_p50": percentile(path, 50), "path_p95": percentile(path, 95),
+        "bare_p50": percentile(bare, 50),
+        "bare_p95": percentile(bare, 95),
+        "path_p50": percentile(path, 50),
+        "path_p95": percentile(path, 95),
     }
 
 
@@ -91,8 +93,11 @@ def bench_prepare(model: Path, frames: list[np.ndarray], repeats: int) -> dict[s
             times[r] += timed(lambda: prepare(frame, specs[r]), 1)
     capture = next(frame for name, frame, _ in synthetic_suite() if name == "capture-1080p-colour")  # a capture card's frame
     hd = {r: timed(lambda: prepare(capture, specs[r]), 30) for r in Resampling}
-    return {f"{r.value}_{k}": v for r in Resampling for k, v in
-            (("p50", percentile(times[r], 50)), ("p95", percentile(times[r], 95)), ("hd_p50", percentile(hd[r], 50)))}
+    return {
+        f"{r.value}_{k}": v
+        for r in Resampling
+        for k, v in (("p50", percentile(times[r], 50)), ("p95", percentile(times[r], 95)), ("hd_p50", percentile(hd[r], 50)))
+    }
 
 
 def bench_decode_and_store(model: Path, files: list[Path], scratch: Path) -> dict[str, float]:
@@ -123,8 +128,10 @@ def bench_decode_and_store(model: Path, files: list[Path], scratch: Path) -> dic
             store_ms.append((time.perf_counter() - start) * 1000.0)
         total_s = time.perf_counter() - start_all
     return {
-        "decode_p50": percentile(decode, 50), "decode_p95": percentile(decode, 95),
-        "store_p50": percentile(store_ms, 50), "store_p95": percentile(store_ms, 95),
+        "decode_p50": percentile(decode, 50),
+        "decode_p95": percentile(decode, 95),
+        "store_p50": percentile(store_ms, 50),
+        "store_p95": percentile(store_ms, 95),
         "stored_per_s": len(results) / total_s,
     }
 
@@ -139,7 +146,8 @@ def bench_run_process(model: Path, files: list[Path], scratch: Path) -> dict[str
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "device", "--config", str(config), "run", "--source", f"folder:{folder}", "--once", "--headless"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
@@ -173,17 +181,23 @@ def main() -> None:
         print(f"ratio path/bare   p50 {compute['path_p50'] / compute['bare_p50']:7.3f}   (goal <= 1.25)")
         prep = bench_prepare(args.model, frames, args.repeats)
         for kind in ("exact", "opencv"):
-            print(f"prepare {kind:9s} p50 {prep[f'{kind}_p50']:7.2f} ms   p95 {prep[f'{kind}_p95']:7.2f} ms   "
-                  f"1080p capture p50 {prep[f'{kind}_hd_p50']:6.2f} ms")
-        print(f"ratio exact/opencv p50 {prep['exact_p50'] / prep['opencv_p50']:6.2f}   1080p {prep['exact_hd_p50'] / prep['opencv_hd_p50']:.2f}"
-              "   (opencv: format-1 bundles only; not the same pixels on aarch64)")
+            print(
+                f"prepare {kind:9s} p50 {prep[f'{kind}_p50']:7.2f} ms   p95 {prep[f'{kind}_p95']:7.2f} ms   "
+                f"1080p capture p50 {prep[f'{kind}_hd_p50']:6.2f} ms"
+            )
+        print(
+            f"ratio exact/opencv p50 {prep['exact_p50'] / prep['opencv_p50']:6.2f}   1080p {prep['exact_hd_p50'] / prep['opencv_hd_p50']:.2f}"
+            "   (opencv: format-1 bundles only; not the same pixels on aarch64)"
+        )
         store = bench_decode_and_store(args.model, files, scratch)
         print(f"decode file       p50 {store['decode_p50']:7.2f} ms   p95 {store['decode_p95']:7.2f} ms")
         print(f"durable store     p50 {store['store_p50']:7.2f} ms   p95 {store['store_p95']:7.2f} ms  (thumbnail + frame PNG + fsync'd commit)")
         print(f"results durably stored per second: {store['stored_per_s']:.0f}")
         run = bench_run_process(args.model, files, scratch)
-        print(f"`device run --once` on {run['frames']} frames: {run['wall_s']:.1f} s, {run['frames_per_s']:.1f} frames/s "
-              f"(decode + classify + store), peak RSS {run['peak_rss_mb']:.0f} MB (goal <= 250)")
+        print(
+            f"`device run --once` on {run['frames']} frames: {run['wall_s']:.1f} s, {run['frames_per_s']:.1f} frames/s "
+            f"(decode + classify + store), peak RSS {run['peak_rss_mb']:.0f} MB (goal <= 250)"
+        )
         print(f"frames from: {'shared datasets' if DATASETS.is_dir() else 'synthetic screens'}")
 
 

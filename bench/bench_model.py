@@ -112,14 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.outline is not None:
         seg = load_bundle(args.outline).manifest.segmentation
         assert seg is not None  # checked above
-        print(f"+outline {args.outline} ({_bundle_mb(args.outline):.2f} MB tflite; segmentation input "
-              f"{seg.input.width}x{seg.input.height}, classifier {load_bundle(args.outline).manifest.input.width} px)")
+        print(
+            f"+outline {args.outline} ({_bundle_mb(args.outline):.2f} MB tflite; segmentation input "
+            f"{seg.input.width}x{seg.input.height}, classifier {load_bundle(args.outline).manifest.input.width} px)"
+        )
     p50 = {name: percentile(v, 50) for name, v in times.items()}
     print(f"{'path':10s} {'n':>4s} {'p50 ms':>9s} {'p95 ms':>9s} {'p50 / model':>12s}")
     for name, values in times.items():
         print(f"{name:10s} {len(values):4d} {p50[name]:9.1f} {percentile(values, 95):9.1f} {p50[name] / p50['model']:12.2f}")
     if outline_ms:
-        measured = outline_ms[-args.repeats:]  # the timed calls, after the warm-up
+        measured = outline_ms[-args.repeats :]  # the timed calls, after the warm-up
         print(f"outline only (inside +outline): p50 {percentile(measured, 50):.1f} ms, p95 {percentile(measured, 95):.1f} ms")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (all three paths in one process)")
     return 0

@@ -59,17 +59,21 @@ def main(argv: list[str] | None = None) -> int:
         config.write_text(f"[model]\nthreads = {args.threads}\n", encoding="utf-8")
         out = Path(tmp) / "site-bundle"
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "device", "site-adapt", str(cases), "--out", str(out),
-                                 "--model", str(args.model), "--config", str(config)],
-                                cwd=REPO, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        result = subprocess.run(
+            [sys.executable, "-m", "device", "site-adapt", str(cases), "--out", str(out), "--model", str(args.model), "--config", str(config)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
         seconds = time.perf_counter() - start
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     n_normal = sum(s.label == "normal" for s in chosen)
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus, python {platform.python_version()}")
-    print(f"cases: {len(chosen)} images ({n_normal} normal, {len(chosen) - n_normal} lesions), model {args.model.name}, "
-          f"{args.threads} threads")
-    print(f"site-adapt: exit {result.returncode}, wall {seconds:.1f} s (target <= 120 s), peak RSS "
-          f"{usage.ru_maxrss / 1024:.0f} MB (target <= 250 MB)")
+    print(f"cases: {len(chosen)} images ({n_normal} normal, {len(chosen) - n_normal} lesions), model {args.model.name}, {args.threads} threads")
+    print(
+        f"site-adapt: exit {result.returncode}, wall {seconds:.1f} s (target <= 120 s), peak RSS {usage.ru_maxrss / 1024:.0f} MB (target <= 250 MB)"
+    )
     if result.returncode != 0:
         print(result.stderr[-2000:])
         return 1
@@ -122,8 +126,10 @@ def study(model: Path, seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> int:
     rule = sa.Rule(m.labels, m.temperature, spec.mode(spec.default_mode).malignant_threshold, spec.lesion_threshold)
     y_b = np.array([m.labels.index(label) for label in site_b.labels])
     print(f"half A: {len(site_a.cases)} normal views; half B: {dict(zip(*np.unique(site_b.labels, return_counts=True)))}")
-    print("variant | chosen site weights | A held-out (mean of 5 seeds): normals called malignant, called normal | "
-          "base test after (seed 0): malignant AUC, normals called normal, malignant sensitivity")
+    print(
+        "variant | chosen site weights | A held-out (mean of 5 seeds): normals called malignant, called normal | "
+        "base test after (seed 0): malignant AUC, normals called normal, malignant sensitivity"
+    )
     results = {}
     for name, kwargs in STUDY:
         try:
@@ -135,10 +141,12 @@ def study(model: Path, seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> int:
         normal = float(np.mean([r.holdout["after"]["normals_called_normal"] for r in runs]))
         t = runs[0].base_test
         results[name] = (mal, runs[0])
-        print(f"{name} | {[r.site_weight for r in runs]} | {100 * mal:.1f} %, {100 * normal:.1f} % | "
-              f"{t['before']['auc_malignant']:.4f} -> {t['after']['auc_malignant']:.4f}, "
-              f"{t['before']['normals_called_normal']:.3f} -> {t['after']['normals_called_normal']:.3f}, "
-              f"{t['before']['malignant_sensitivity']:.3f} -> {t['after']['malignant_sensitivity']:.3f}")
+        print(
+            f"{name} | {[r.site_weight for r in runs]} | {100 * mal:.1f} %, {100 * normal:.1f} % | "
+            f"{t['before']['auc_malignant']:.4f} -> {t['after']['auc_malignant']:.4f}, "
+            f"{t['before']['normals_called_normal']:.3f} -> {t['after']['normals_called_normal']:.3f}, "
+            f"{t['before']['malignant_sensitivity']:.3f} -> {t['after']['malignant_sensitivity']:.3f}"
+        )
     default = STUDY[0][0]
     picked = min(results, key=lambda n: (results[n][0], n != default))
     print(f"half A picks: {picked}")
@@ -151,9 +159,11 @@ def study(model: Path, seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> int:
 
 
 def _half_b(f: dict) -> str:
-    return (f"normals called normal {100 * f['normals_called_normal']:.1f} %, called malignant "
-            f"{100 * f['normals_called_malignant']:.1f} % (of {f['n']['normal']}), benign-vs-malignant AUC "
-            f"{f['auc_benign_vs_malignant']:.3f}, malignant sensitivity {100 * f['malignant_sensitivity']:.1f} %")
+    return (
+        f"normals called normal {100 * f['normals_called_normal']:.1f} %, called malignant "
+        f"{100 * f['normals_called_malignant']:.1f} % (of {f['n']['normal']}), benign-vs-malignant AUC "
+        f"{f['auc_benign_vs_malignant']:.3f}, malignant sensitivity {100 * f['malignant_sensitivity']:.1f} %"
+    )
 
 
 if __name__ == "__main__":

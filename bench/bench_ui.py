@@ -74,11 +74,15 @@ def build_stand_in(out: Path) -> Path:
 
     scores = Interpreter(model_content=model_bytes).get_output_details()[0]["name"]
     manifest = Manifest(
-        name="bench-stand-in-b0", version="random-weights", created="2026-01-01T00:00:00Z",
+        name="bench-stand-in-b0",
+        version="random-weights",
+        created="2026-01-01T00:00:00Z",
         labels=("normal", "benign", "malignant"),
         input=InputSpec(height=224, width=224, dtype="uint8", color="grey3", resize="letterbox"),
-        outputs=OutputSpec(scores=scores, scores_kind="logits"), model_sha256="0" * 64,
-        thresholds={"malignant": 0.35}, quality=QualitySpec(min_confidence=0.0),
+        outputs=OutputSpec(scores=scores, scores_kind="logits"),
+        model_sha256="0" * 64,
+        thresholds={"malignant": 0.35},
+        quality=QualitySpec(min_confidence=0.0),
         intended_use="Benchmark stand-in only: random weights.",
     )
     write_bundle(out, model_bytes, manifest)
@@ -162,9 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--taps", type=int, default=10)
     parser.add_argument("--source-fps", type=float, default=30.0)
     parser.add_argument("--model", type=Path)
-    parser.add_argument("--stand-in", action="store_true",
-                        help="use an EfficientNet-B0-sized int8 model with random weights (cached in build/) for "
-                             "realistic compute load when the shipped model is absent")
+    parser.add_argument(
+        "--stand-in",
+        action="store_true",
+        help="use an EfficientNet-B0-sized int8 model with random weights (cached in build/) for "
+        "realistic compute load when the shipped model is absent",
+    )
     parser.add_argument("--size", type=parse_size, default=(800, 480))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -193,13 +200,19 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             window.shutdown()
     print(f"model: {manifest.name} {manifest.version} ({bundle})")
-    print(f"frames: {frames_from}, {len(images)} images replayed at {args.source_fps:.0f} fps; window {args.size[0]}x{args.size[1]}; "
-          f"{os.cpu_count()} CPUs")
-    print(f"live view while analysing back to back: {live['preview_fps']:.1f} fps shown "
-          f"({live['reader_sent']} sent, {live['reader_dropped']} dropped by the reader because the view was busy)")
+    print(
+        f"frames: {frames_from}, {len(images)} images replayed at {args.source_fps:.0f} fps; window {args.size[0]}x{args.size[1]}; "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(
+        f"live view while analysing back to back: {live['preview_fps']:.1f} fps shown "
+        f"({live['reader_sent']} sent, {live['reader_dropped']} dropped by the reader because the view was busy)"
+    )
     print(f"live analyses: {live['analyses_per_s']:.1f} per second, model latency median {live['model_latency_ms_median']:.1f} ms")
-    print(f"tap Analyse -> stored result on the card ({len(taps)} taps): median {statistics.median(taps):.0f} ms, "
-          f"min {taps[0]:.0f} ms, max {taps[-1]:.0f} ms")
+    print(
+        f"tap Analyse -> stored result on the card ({len(taps)} taps): median {statistics.median(taps):.0f} ms, "
+        f"min {taps[0]:.0f} ms, max {taps[-1]:.0f} ms"
+    )
     return 0
 
 

@@ -49,8 +49,7 @@ def flush(root: Path, n: int, window: int, db: str | None) -> float:
     if db:
         hub.db = db  # type: ignore[assignment]
         hub.store = HubStore.open(db)
-    device = Device(root, "site-a", f"bench-w{window}", broker.address, window=window, ack_timeout_s=10.0,
-                    heartbeat_s=5.0)
+    device = Device(root, "site-a", f"bench-w{window}", broker.address, window=window, ack_timeout_s=10.0, heartbeat_s=5.0)
     t0 = time.perf_counter()
     for start in range(0, n, 1000):
         device.add(min(1000, n - start))
@@ -70,10 +69,13 @@ def flush(root: Path, n: int, window: int, db: str | None) -> float:
     elapsed = time.perf_counter() - t0
     cpu = _cpu_ms_per_result([hub.proc, device.proc], n)
     count = hub.store.count_results(device_id=device.device_id)
-    print(f"flush   {n:>6} results  window {window:>4}  hub {hub.store.backend:10}  {elapsed:6.2f} s  "
-          f"{n / elapsed:7.0f} results/s  (hub holds {count})  CPU ms/result hub {cpu[0]:.2f} uplink {cpu[1]:.2f}  "
-          f"uplink peak RSS {peak / 2**20:5.1f} MiB  "
-          f"[storing them on the device took {stored_s:.1f} s]", flush=True)
+    print(
+        f"flush   {n:>6} results  window {window:>4}  hub {hub.store.backend:10}  {elapsed:6.2f} s  "
+        f"{n / elapsed:7.0f} results/s  (hub holds {count})  CPU ms/result hub {cpu[0]:.2f} uplink {cpu[1]:.2f}  "
+        f"uplink peak RSS {peak / 2**20:5.1f} MiB  "
+        f"[storing them on the device took {stored_s:.1f} s]",
+        flush=True,
+    )
     device.stop_uplink()
     hub.stop()
     broker.stop()
@@ -85,10 +87,8 @@ def flush_two_hubs(root: Path, n: int, window: int, dsn: str, baseline: float | 
     (docs/hub.md, "A second hub"): the broker hands each result to one of them."""
     broker = MosquittoBroker(root / "broker")
     broker.start()
-    hubs = [HubProcess(root / name, broker.address, dsn, f'[mqtt]\nclient_id = "{name}"\nshared_group = "hubs"\n')
-            for name in ("hub-a", "hub-b")]
-    device = Device(root, "site-a", f"bench2-w{window}", broker.address, window=window, ack_timeout_s=10.0,
-                    heartbeat_s=5.0)
+    hubs = [HubProcess(root / name, broker.address, dsn, f'[mqtt]\nclient_id = "{name}"\nshared_group = "hubs"\n') for name in ("hub-a", "hub-b")]
+    device = Device(root, "site-a", f"bench2-w{window}", broker.address, window=window, ack_timeout_s=10.0, heartbeat_s=5.0)
     for start in range(0, n, 1000):
         device.add(min(1000, n - start))
     for hub in hubs:
@@ -109,10 +109,12 @@ def flush_two_hubs(root: Path, n: int, window: int, dsn: str, baseline: float | 
     count = hubs[0].store.count_results(device_id=device.device_id)
     shares = [_stored_by(hub) for hub in hubs]
     ratio = f"  {n / elapsed / baseline:4.2f}x the one-hub PostgreSQL run" if baseline else ""
-    print(f"flush   {n:>6} results  window {window:>4}  hub 2 x postgresql  {elapsed:6.2f} s  {n / elapsed:7.0f} results/s  "
-          f"(hubs hold {count}; stored by each {shares}; deferred {sum(_counter(h, 'deferred') for h in hubs)})  "
-          f"CPU ms/result hubs {cpu[0]:.2f} + {cpu[1]:.2f} uplink {cpu[2]:.2f}{ratio}",
-          flush=True)
+    print(
+        f"flush   {n:>6} results  window {window:>4}  hub 2 x postgresql  {elapsed:6.2f} s  {n / elapsed:7.0f} results/s  "
+        f"(hubs hold {count}; stored by each {shares}; deferred {sum(_counter(h, 'deferred') for h in hubs)})  "
+        f"CPU ms/result hubs {cpu[0]:.2f} + {cpu[1]:.2f} uplink {cpu[2]:.2f}{ratio}",
+        flush=True,
+    )
     for hub in hubs:
         hub.close()
     broker.stop()
@@ -145,27 +147,32 @@ def _stored_by(hub: HubProcess) -> int:
 
 
 def ingest(target: str, n: int, batch: int) -> None:
-    messages = [message_from_record(replace(make_record("site-a", "dev-1", i), seq=i + 1), historical=False,
-                                          prev_result_id=None) for i in range(n)]
+    messages = [message_from_record(replace(make_record("site-a", "dev-1", i), seq=i + 1), historical=False, prev_result_id=None) for i in range(n)]
     with HubStore.open(target) as store:
         t0 = time.perf_counter()
         for start in range(0, n, batch):
-            store.add_results(messages[start:start + batch])
+            store.add_results(messages[start : start + batch])
         elapsed = time.perf_counter() - t0
-        print(f"ingest  {n:>6} results  batch {batch:>4}  {store.backend:10}  {elapsed:6.2f} s  "
-              f"{n / elapsed:7.0f} results/s (HubStore.add_results, one transaction per batch)", flush=True)
+        print(
+            f"ingest  {n:>6} results  batch {batch:>4}  {store.backend:10}  {elapsed:6.2f} s  "
+            f"{n / elapsed:7.0f} results/s (HubStore.add_results, one transaction per batch)",
+            flush=True,
+        )
 
 
 @contextlib.contextmanager
 def jsonschema_check() -> Iterator[None]:
     """The contract's schema check as it was before fastjsonschema: jsonschema's ``iter_errors`` on every message."""
+
     def compiled(kind: str):  # type: ignore[no-untyped-def]
         validator = contract._validator(kind)
 
         def check(payload: dict) -> None:  # type: ignore[type-arg]
             if jsonschema.exceptions.best_match(validator.iter_errors(payload)) is not None:
                 raise fastjsonschema.JsonSchemaValueException("refused")
+
         return check
+
     saved = contract._compiled
     contract._compiled = compiled  # type: ignore[assignment]
     try:
@@ -176,8 +183,7 @@ def jsonschema_check() -> Iterator[None]:
 
 def micro(root: Path, n: int, rounds: int = 5) -> None:
     """µs of CPU per message for encode (uplink), decode (hub) and store (SQLite), old check against new."""
-    messages = [message_from_record(replace(make_record("site-a", "dev-1", i), seq=i + 1), historical=False,
-                                    prev_result_id=None) for i in range(n)]
+    messages = [message_from_record(replace(make_record("site-a", "dev-1", i), seq=i + 1), historical=False, prev_result_id=None) for i in range(n)]
     name = topic("site-a", "dev-1", "result")
     timings: dict[str, dict[str, list[float]]] = {"jsonschema": {}, "compiled": {}}
     for r in range(rounds):
@@ -190,14 +196,17 @@ def micro(root: Path, n: int, rounds: int = 5) -> None:
                 t2 = time.process_time()
                 with HubStore.open(root / f"micro-{label}-{r}.sqlite") as store:
                     for start in range(0, n, 500):
-                        store.add_results(decoded[start:start + 500])
+                        store.add_results(decoded[start : start + 500])
                 t3 = time.process_time()
             for part, seconds in (("encode", t1 - t0), ("decode", t2 - t1), ("store", t3 - t2), ("all", t3 - t0)):
                 timings[label].setdefault(part, []).append(1e6 * seconds / n)
     for part in ("encode", "decode", "store", "all"):
         old, new = (statistics.median(timings[label][part]) for label in ("jsonschema", "compiled"))
-        print(f"micro   {n:>6} results  {part:6}  jsonschema {old:7.1f} µs/result  compiled {new:7.1f} µs/result  "
-              f"({old / new:4.1f}x; CPU time, median of {rounds} interleaved rounds)", flush=True)
+        print(
+            f"micro   {n:>6} results  {part:6}  jsonschema {old:7.1f} µs/result  compiled {new:7.1f} µs/result  "
+            f"({old / new:4.1f}x; CPU time, median of {rounds} interleaved rounds)",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,17 +85,22 @@ def seed(target: str, count: int) -> dict[str, str]:
         every = max(1, count // 2000)
         rows = list(inbox.all(Filters()))
         for n, row in enumerate(rows[::every]):
-            reviews.set_review(result_pk=row.id, result_id=row.result_id,
-                               state="follow_up" if n % 4 == 0 else "reviewed", note="bench", username=USER)
-        mine = rows[every // 2::max(1, count // 1000)]  # ~1,000 assigned to the bench operator
+            reviews.set_review(
+                result_pk=row.id, result_id=row.result_id, state="follow_up" if n % 4 == 0 else "reviewed", note="bench", username=USER
+            )
+        mine = rows[every // 2 :: max(1, count // 1000)]  # ~1,000 assigned to the bench operator
         Assignments(db, accounts).assign([(r.id, r.result_id) for r in mine], to=USER, by=USER, scope="bench")
         with db.transaction() as tx:  # planner statistics, as autovacuum / PRAGMA optimize keep them in service
             tx.execute("ANALYZE")
         middle = rows[len(rows) // 2]
-        return {"result_id": middle.result_id, "deep_before": str(rows[-200].id), "exam_id": middle.exam_id or "",
-                "patient": middle.patient_ref or "",
-                "week_from": (end - timedelta(days=60)).date().isoformat(),
-                "week_to": (end - timedelta(days=54)).date().isoformat()}
+        return {
+            "result_id": middle.result_id,
+            "deep_before": str(rows[-200].id),
+            "exam_id": middle.exam_id or "",
+            "patient": middle.patient_ref or "",
+            "week_from": (end - timedelta(days=60)).date().isoformat(),
+            "week_to": (end - timedelta(days=54)).date().isoformat(),
+        }
     finally:
         db.close()
 
@@ -106,9 +111,13 @@ def console(target: str, workdir: Path) -> Iterator[str]:
     log_path = workdir / "web.log"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "hub", "--log-level", "WARNING", "web", "--db", target,
-                                 "--port", str(port), "--insecure-cookies"], cwd=REPO, env=env,
-                                stdout=log_file, stderr=log_file)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub", "--log-level", "WARNING", "web", "--db", target, "--port", str(port), "--insecure-cookies"],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=log_file,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -206,24 +215,23 @@ def run_backend(backend: str, target: str, workdir: Path, count: int, n: int) ->
                 url = re.search(r'href="(/inbox\?[^"]*before=\d+)"', first).group(1).replace("&amp;", "&")
             results.append(measure(client, name, url, n, goal))
         token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/inbox").text).group(1)
-        results.append(measure(client, "patient search (POST)", "/patients", n, True,
-                               data={"patient_ref": ids["patient"], "csrf_token": token}))
-        results.append(measure(client, "exam FHIR report (POST)", f"/exams/{ids['exam_id']}/fhir.json", n, False,
-                               data={"csrf_token": token}))
+        results.append(measure(client, "patient search (POST)", "/patients", n, True, data={"patient_ref": ids["patient"], "csrf_token": token}))
+        results.append(measure(client, "exam FHIR report (POST)", f"/exams/{ids['exam_id']}/fhir.json", n, False, data={"csrf_token": token}))
         started = time.perf_counter()
         export = client.post("/inbox/export.csv", data={"label": "malignant", "csrf_token": token})
         export.raise_for_status()  # exports are POSTs with the session's CSRF token (docs/web.md)
         size = len(export.content)
         rows = export.text.count("\n") - 1
-        print(f"{backend}: CSV export of every malignant result ({rows:,} rows, {size / 1e6:.1f} MB): "
-              f"{(time.perf_counter() - started) * 1000:.0f} ms at the client; load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"{backend}: CSV export of every malignant result ({rows:,} rows, {size / 1e6:.1f} MB): "
+            f"{(time.perf_counter() - started) * 1000:.0f} ms at the client; load average {os.getloadavg()[0]:.1f}"
+        )
     return results
 
 
 def report(backend: str, count: int, timings: list[Timing]) -> bool:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\n{backend}: {count:,} results, times per request at the client (ms); load average {load} "
-          f"(1/5/15 min) on {os.cpu_count()} CPU(s)")
+    print(f"\n{backend}: {count:,} results, times per request at the client (ms); load average {load} (1/5/15 min) on {os.cpu_count()} CPU(s)")
     print(f"{'case':34} {'p50':>8} {'p95':>8} {'max':>8}  goal p95<={GOAL_P95_MS:.0f}")
     for t in timings:
         verdict = ("ok" if t.ok else "MISSED") if t.goal else "-"

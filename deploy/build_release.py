@@ -44,9 +44,7 @@ SKIP_PARTS = {"__pycache__", ".pytest_cache"}
 
 
 def _files(root: Path) -> list[Path]:
-    return sorted(
-        p for p in root.rglob("*") if p.is_file() and not SKIP_PARTS & set(p.relative_to(root).parts) and p.suffix != ".pyc"
-    )
+    return sorted(p for p in root.rglob("*") if p.is_file() and not SKIP_PARTS & set(p.relative_to(root).parts) and p.suffix != ".pyc")
 
 
 def _digest_tree(h: hashlib._Hash, label: str, root: Path) -> None:
@@ -123,9 +121,22 @@ def build(model: Path, public_key: Path, wheels: Path, out: Path, version: str |
             if (REPO / pkg).is_dir():
                 shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         built = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-             "--disable-pip-version-check", "-w", str(rel), str(src)],
-            capture_output=True, text=True, env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--disable-pip-version-check",
+                "-w",
+                str(rel),
+                str(src),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},
         )
         if built.returncode != 0:
             raise SystemExit(f"build_release: error: building the sonopi wheel failed:\n{built.stderr}")

@@ -66,11 +66,14 @@ DEFAULT_IMAGES = 24
 DEVICE_ID, SITE = "emu-aarch64-01", "emu-site"
 
 # EMULATION ONLY: what a Raspberry Pi 4 (BCM2711, 4 x Cortex-A72 r0p3) shows in /proc/cpuinfo.
-PI4_CPUINFO = "".join(
-    f"processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
-    f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n"
-    for n in range(4)
-) + "Hardware\t: BCM2835\nRevision\t: c03114\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n"
+PI4_CPUINFO = (
+    "".join(
+        f"processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
+        f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n"
+        for n in range(4)
+    )
+    + "Hardware\t: BCM2835\nRevision\t: c03114\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n"
+)
 
 
 class CheckError(Exception):
@@ -124,8 +127,9 @@ class Timer:
             log.info("    %s: %.1f s", name, took)
 
 
-def run(cmd: list[str | Path], *, what: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-        timeout: float | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str | Path], *, what: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     args = [str(c) for c in cmd]
     log.debug("$ %s", " ".join(args))
     try:
@@ -142,8 +146,7 @@ def run(cmd: list[str | Path], *, what: str, env: dict[str, str] | None = None, 
 
 
 def _stamp(packages: tuple[str, ...]) -> str:
-    return hashlib.sha256((HOST_SOURCES.read_bytes() if HOST_SOURCES.is_file() else b"") +
-                          "\n".join(packages).encode()).hexdigest()
+    return hashlib.sha256((HOST_SOURCES.read_bytes() if HOST_SOURCES.is_file() else b"") + "\n".join(packages).encode()).hexdigest()
 
 
 def prepare_sysroot(lay: Layout) -> None:
@@ -207,14 +210,16 @@ def write_emulation_files(lay: Layout) -> None:
     (proc / "cpuinfo").write_text(PI4_CPUINFO)
     (proc / "README.EMULATION-ONLY").write_text(
         "EMULATION ONLY. Written by deploy/check_aarch64.py for qemu-user: the guest reads this Raspberry Pi 4 cpuinfo\n"
-        "instead of the host's x86 one (ai_edge_litert segfaults in Interpreter() on the latter).\n")
+        "instead of the host's x86 one (ai_edge_litert segfaults in Interpreter() on the latter).\n"
+    )
     lay.python.parent.mkdir(parents=True, exist_ok=True)
     lay.python.write_text(
         "#!/bin/sh\n"
         "# aarch64 Python 3.11 of build/aarch64/sysroot under qemu-user (deploy/check_aarch64.py).\n"
         "# -0 \"$0\": the guest's argv[0] (sys.executable) is this script, or the venv's link to it,\n"
         "# so a Python that starts Python (ensurepip, pip) starts this wrapper again.\n"
-        f'exec "{lay.qemu}" -cpu {QEMU_CPU} -L "{lay.sysroot}" -0 "$0" "{lay.sysroot}/usr/bin/python3.11" "$@"\n')
+        f'exec "{lay.qemu}" -cpu {QEMU_CPU} -L "{lay.sysroot}" -0 "$0" "{lay.sysroot}/usr/bin/python3.11" "$@"\n'
+    )
     lay.python.chmod(0o755)
 
 
@@ -225,9 +230,16 @@ def guest_env(lay: Layout) -> dict[str, str]:
 
 
 def check_interpreter(lay: Layout) -> str:
-    out = run([lay.python, "-c", "import platform, sys, ssl, sqlite3; "
-               "print(platform.machine(), platform.python_version(), '-'.join(platform.libc_ver()), sys.prefix)"],
-              what="the emulated Python", env=guest_env(lay), cwd=lay.work).stdout.strip()
+    out = run(
+        [
+            lay.python,
+            "-c",
+            "import platform, sys, ssl, sqlite3; print(platform.machine(), platform.python_version(), '-'.join(platform.libc_ver()), sys.prefix)",
+        ],
+        what="the emulated Python",
+        env=guest_env(lay),
+        cwd=lay.work,
+    ).stdout.strip()
     machine, version, libc, _ = out.split()
     if (machine, version, libc) != ("aarch64", "3.11.2", "glibc-2.36"):
         raise CheckError(f"the emulated Python is {out!r}, expected aarch64 3.11.2 glibc-2.36 (bookworm)")
@@ -264,8 +276,10 @@ def signed_model(lay: Layout, model: Path, public_key: Path | None) -> tuple[Pat
 def build_release(lay: Layout, model: Path, public_key: Path, wheels: Path, python: str) -> Path:
     if not list(wheels.glob("*.whl")):
         run([REPO / "deploy/fetch-wheels.sh", wheels], what="deploy/fetch-wheels.sh", env={**os.environ, "PYTHON": python})
-    proc = run([python, REPO / "deploy/build_release.py", "--model", model, "--public-key", public_key,
-                "--wheels", wheels, "--out", lay.root / "release"], what="deploy/build_release.py")
+    proc = run(
+        [python, REPO / "deploy/build_release.py", "--model", model, "--public-key", public_key, "--wheels", wheels, "--out", lay.root / "release"],
+        what="deploy/build_release.py",
+    )
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
@@ -281,11 +295,9 @@ def install_release(lay: Layout, release: Path, public_key: Path) -> Path:
     (lay.prefix / "etc/sonopi").mkdir(parents=True, exist_ok=True)
     shutil.copy2(public_key, lay.prefix / "etc/sonopi/model-signing.pub")
     env = {**guest_env(lay), "SONOPI_BASE_PYTHON": str(lay.python), "SONOPI_PREFIX": str(lay.prefix)}
-    proc = run([target / "deploy/device/install-release.sh", target], what="install-release.sh (emulated)",
-               env=env, timeout=3600)
+    proc = run([target / "deploy/device/install-release.sh", target], what="install-release.sh (emulated)", env=env, timeout=3600)
     log.info("%s", proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "installed")
-    run([target / "deploy/device/activate-release.sh", release_id], what="activate-release.sh (emulated)", env=env,
-        timeout=600)
+    run([target / "deploy/device/activate-release.sh", release_id], what="activate-release.sh (emulated)", env=env, timeout=600)
     return target
 
 
@@ -310,16 +322,24 @@ def guest_python(release: Path) -> Path:
 
 def check_installed(lay: Layout, release: Path) -> None:
     py = guest_python(release)
-    run([py, "-m", "pip", "check", "--disable-pip-version-check"], what="pip check in the emulated venv",
-        env=guest_env(lay), cwd=lay.work, timeout=600)
-    where = run([py, "-c", "import device, numpy, cv2, ai_edge_litert; print(device.__file__); print(cv2.__version__)"],
-                what="importing the release in the emulated venv", env=guest_env(lay), cwd=lay.work).stdout.split()
+    run(
+        [py, "-m", "pip", "check", "--disable-pip-version-check"],
+        what="pip check in the emulated venv",
+        env=guest_env(lay),
+        cwd=lay.work,
+        timeout=600,
+    )
+    where = run(
+        [py, "-c", "import device, numpy, cv2, ai_edge_litert; print(device.__file__); print(cv2.__version__)"],
+        what="importing the release in the emulated venv",
+        env=guest_env(lay),
+        cwd=lay.work,
+    ).stdout.split()
     if not where[0].startswith(str(release / "venv")):
         raise CheckError(f"the emulated venv imports device from {where[0]}, not from the installed release")
     missing = missing_libraries(lay, release)
     if missing:
-        raise CheckError("shared libraries missing in the arm64 sysroot (add their packages to ARM64_PACKAGES):\n"
-                         + "\n".join(missing))
+        raise CheckError("shared libraries missing in the arm64 sysroot (add their packages to ARM64_PACKAGES):\n" + "\n".join(missing))
     log.info("pip check clean; device from %s; opencv %s; every .so resolves its libraries", where[0], where[1])
 
 
@@ -329,8 +349,7 @@ def missing_libraries(lay: Layout, release: Path) -> list[str]:
     sos = sorted((release / "venv/lib").rglob("*.so*"))
     missing: list[str] = []
     for chunk in range(0, len(sos), 40):
-        script = "".join(f'echo "== {so}"; "{lay.qemu}" -L "{lay.sysroot}" "{loader}" --list "{so}" 2>&1\n'
-                         for so in sos[chunk:chunk + 40])
+        script = "".join(f'echo "== {so}"; "{lay.qemu}" -L "{lay.sysroot}" "{loader}" --list "{so}" 2>&1\n' for so in sos[chunk : chunk + 40])
         out = run(["sh", "-c", script], what="ld.so --list", check=False).stdout
         current = ""
         for line in out.splitlines():
@@ -353,8 +372,9 @@ def x86_release(lay: Layout, release: Path, python: str) -> Path:
     if wheel is None:
         raise CheckError(f"{release}: no sonopi wheel")
     run([python, "-m", "zipfile", "-e", wheel, target], what=f"unpacking {wheel.name} for x86")
-    where = run([python, "-c", "import device; print(device.__file__)"], what="x86 import of the release",
-                cwd=target, env=x86_env(target)).stdout.strip()
+    where = run(
+        [python, "-c", "import device; print(device.__file__)"], what="x86 import of the release", cwd=target, env=x86_env(target)
+    ).stdout.strip()
     if not where.startswith(str(target)):
         raise CheckError(f"the x86 side imports device from {where}, not from the release's wheel in {target}")
     return target
@@ -370,14 +390,21 @@ def render_flash_config(lay: Layout, python: str) -> Path:
     for name in ("ca.crt", "device.crt", "device.key", "mqtt.password"):  # both [uplink] branches: TLS + password
         (secrets / name).write_text("emulation-only\n")
     out = lay.work / "device-flash.toml"
-    run([python, REPO / "deploy/render_config.py", "--device-id", DEVICE_ID, "--site", SITE, "--secrets", secrets,
-         "--out", out], what="deploy/render_config.py")
+    run(
+        [python, REPO / "deploy/render_config.py", "--device-id", DEVICE_ID, "--site", SITE, "--secrets", secrets, "--out", out],
+        what="deploy/render_config.py",
+    )
     return out
 
 
 def config_check(lay: Layout, release: Path, config: Path) -> None:
-    proc = run([guest_python(release), "-m", "device", "config", "check", config], check=False,
-               what="config check (emulated)", env=guest_env(lay), cwd=lay.work)
+    proc = run(
+        [guest_python(release), "-m", "device", "config", "check", config],
+        check=False,
+        what="config check (emulated)",
+        env=guest_env(lay),
+        cwd=lay.work,
+    )
     if proc.returncode != 0:
         raise CheckError(f"config check of the flash-rendered {config} failed on aarch64: {proc.stderr.strip()}")
 
@@ -390,10 +417,8 @@ def healthcheck(lay: Layout, config: Path, public_key: Path) -> str:
     (lay.sysroot / "etc/sonopi").mkdir(parents=True, exist_ok=True)
     shutil.copy2(public_key, lay.sysroot / "etc/sonopi/model-signing.pub")
     current = lay.prefix / "opt/sonopi/current"
-    env = {**guest_env(lay), "SONOPI_PREFIX": str(lay.prefix), "SONOPI_SYSTEMCTL": "true",
-           "SONOPI_HEALTH_SETTLE_S": "0"}
-    proc = run([current / "deploy/device/healthcheck.sh"], what="healthcheck.sh (emulated)", env=env, cwd=lay.work,
-               timeout=600)
+    env = {**guest_env(lay), "SONOPI_PREFIX": str(lay.prefix), "SONOPI_SYSTEMCTL": "true", "SONOPI_HEALTH_SETTLE_S": "0"}
+    proc = run([current / "deploy/device/healthcheck.sh"], what="healthcheck.sh (emulated)", env=env, cwd=lay.work, timeout=600)
     return proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "passed"
 
 
@@ -421,8 +446,10 @@ def choose_images(spec: str, datasets: Path, release: Path) -> list[Path]:
         raise CheckError(f"--images {spec}: not 'all', a number, a directory or a file listing images")
     everything = dataset_images(datasets)
     if not everything:
-        log.warning("!!! NO DATASETS under %s: comparing on the release's synthetic test frame only — this is "
-                    "NOT the issue's bar (>= 20 real images) !!!", datasets)
+        log.warning(
+            "!!! NO DATASETS under %s: comparing on the release's synthetic test frame only — this is NOT the issue's bar (>= 20 real images) !!!",
+            datasets,
+        )
         return [release / "test-frame.png"]
     if spec == "all":
         return everything
@@ -435,13 +462,14 @@ def choose_images(spec: str, datasets: Path, release: Path) -> list[Path]:
     return [p for g, k in zip(groups, share) for p in spread(g, k)]
 
 
-def classify(cmd: list[str | Path], images: list[Path], *, what: str, env: dict[str, str] | None, cwd: Path,
-             out: Path, batch: int = 400) -> dict[str, dict]:
+def classify(
+    cmd: list[str | Path], images: list[Path], *, what: str, env: dict[str, str] | None, cwd: Path, out: Path, batch: int = 400
+) -> dict[str, dict]:
     """``classify --json`` on ``images`` (in batches), one JSON object per line; keyed by absolute path."""
     results: dict[str, dict] = {}
     with open(out, "w") as fh:
         for start in range(0, len(images), batch):
-            chunk = [str(p.resolve()) for p in images[start:start + batch]]
+            chunk = [str(p.resolve()) for p in images[start : start + batch]]
             proc = run([*cmd, *chunk], what=what, env=env, cwd=cwd, timeout=36000)
             fh.write(proc.stdout)
             for line in proc.stdout.splitlines():
@@ -467,17 +495,29 @@ class Comparison:
 
     def summary(self, tolerance: float) -> str:
         verdict = "PASS" if self.ok(tolerance) else "FAIL"
-        return (f"check-aarch64: {verdict}: {self.images} images, x86 vs aarch64: {len(self.label_flips)} label flips, "
-                f"{len(self.flag_flips)} inconclusive flips, {self.differing} with any probability difference, "
-                f"max |dp| {self.max_diff:.6f} (tolerance {tolerance:g}){'; ' + str(len(self.errors)) + ' errors' if self.errors else ''}")
+        return (
+            f"check-aarch64: {verdict}: {self.images} images, x86 vs aarch64: {len(self.label_flips)} label flips, "
+            f"{len(self.flag_flips)} inconclusive flips, {self.differing} with any probability difference, "
+            f"max |dp| {self.max_diff:.6f} (tolerance {tolerance:g}){'; ' + str(len(self.errors)) + ' errors' if self.errors else ''}"
+        )
 
 
 def compare(x86: dict[str, dict], arm: dict[str, dict], images: list[Path], report: Path) -> Comparison:
     cmp = Comparison()
     with open(report, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["image", "label_x86", "label_aarch64", "inconclusive_x86", "inconclusive_aarch64",
-                         "max_abs_diff", "p_malignant_x86", "p_malignant_aarch64"])
+        writer.writerow(
+            [
+                "image",
+                "label_x86",
+                "label_aarch64",
+                "inconclusive_x86",
+                "inconclusive_aarch64",
+                "max_abs_diff",
+                "p_malignant_x86",
+                "p_malignant_aarch64",
+            ]
+        )
         for image in images:
             key = str(image.resolve())
             a, b = x86.get(key), arm.get(key)
@@ -493,12 +533,24 @@ def compare(x86: dict[str, dict], arm: dict[str, dict], images: list[Path], repo
             if diff > cmp.max_diff:
                 cmp.max_diff, cmp.max_diff_image = diff, key
             if a.get("label") != b.get("label"):
-                cmp.label_flips.append(f"{key}: {a.get('label')} -> {b.get('label')} "
-                                       f"(p_malignant {a['probabilities'].get('malignant')} -> {b['probabilities'].get('malignant')})")
+                cmp.label_flips.append(
+                    f"{key}: {a.get('label')} -> {b.get('label')} "
+                    f"(p_malignant {a['probabilities'].get('malignant')} -> {b['probabilities'].get('malignant')})"
+                )
             if a.get("inconclusive") != b.get("inconclusive"):
                 cmp.flag_flips.append(f"{key}: inconclusive {a.get('inconclusive')} -> {b.get('inconclusive')}")
-            writer.writerow([key, a.get("label"), b.get("label"), a.get("inconclusive"), b.get("inconclusive"),
-                             f"{diff:.6f}", a["probabilities"].get("malignant"), b["probabilities"].get("malignant")])
+            writer.writerow(
+                [
+                    key,
+                    a.get("label"),
+                    b.get("label"),
+                    a.get("inconclusive"),
+                    b.get("inconclusive"),
+                    f"{diff:.6f}",
+                    a["probabilities"].get("malignant"),
+                    b["probabilities"].get("malignant"),
+                ]
+            )
     return cmp
 
 
@@ -508,20 +560,24 @@ def emulated_device_config(lay: Layout, model: Path, broker: str, data: Path) ->
         f'[device]\nid = "{DEVICE_ID}"\nsite = "{SITE}"\ndata_dir = "{data}"\n'
         f'[model]\npath = "{model}"\nthreads = 2\npublic_key = "{lay.prefix / "etc/sonopi/model-signing.pub"}"\n'
         f'[uplink]\nenabled = true\nbroker = "{broker}"\ntls = false\nack_timeout_s = 5.0\nheartbeat_s = 5.0\n'
-        f'reconnect_min_s = 0.2\nreconnect_max_s = 2.0\n')
+        f"reconnect_min_s = 0.2\nreconnect_max_s = 2.0\n"
+    )
     return config
 
 
 def run_once(lay: Layout, release: Path, config: Path, folder: Path) -> int:
-    run([guest_python(release), "-m", "device", "--config", config, "run", "--once", "--headless",
-         "--source", f"folder:{folder}"], what="run --once --headless (emulated)", env=guest_env(lay), cwd=lay.work,
-        timeout=3600)
+    run(
+        [guest_python(release), "-m", "device", "--config", config, "run", "--once", "--headless", "--source", f"folder:{folder}"],
+        what="run --once --headless (emulated)",
+        env=guest_env(lay),
+        cwd=lay.work,
+        timeout=3600,
+    )
     return device_counts(config_store(config))[0]
 
 
 def config_store(config: Path) -> Path:
-    data = next(line.split("=", 1)[1].strip().strip('"') for line in config.read_text().splitlines()
-                if line.startswith("data_dir"))
+    data = next(line.split("=", 1)[1].strip().strip('"') for line in config.read_text().splitlines() if line.startswith("data_dir"))
     return Path(data) / "results.sqlite"
 
 
@@ -545,12 +601,17 @@ def hub_count(db: Path) -> int:
 
 
 def selftest(lay: Layout, release: Path, model: Path) -> str:
-    helptext = run([guest_python(release), "-m", "device", "--help"], what="device --help (emulated)",
-                   env=guest_env(lay), cwd=lay.work).stdout
+    helptext = run([guest_python(release), "-m", "device", "--help"], what="device --help (emulated)", env=guest_env(lay), cwd=lay.work).stdout
     if "selftest" not in helptext:
         return "SKIPPED: this release's CLI has no 'selftest' command (python -m device --help)"
-    proc = run([guest_python(release), "-m", "device", "selftest", "--model", model], what="selftest (emulated)",
-               env=guest_env(lay), cwd=lay.work, timeout=1800, check=False)
+    proc = run(
+        [guest_python(release), "-m", "device", "selftest", "--model", model],
+        what="selftest (emulated)",
+        env=guest_env(lay),
+        cwd=lay.work,
+        timeout=1800,
+        check=False,
+    )
     print(proc.stdout, end="")
     if proc.returncode != 0:
         raise CheckError(f"selftest failed on aarch64 (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
@@ -563,8 +624,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(cmd: list[str | Path], logfile: Path, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def start(cmd: list[str | Path], logfile: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
     with open(logfile, "ab") as fh:
         return subprocess.Popen([str(c) for c in cmd], stdout=fh, stderr=fh, env=env, cwd=cwd)
 
@@ -587,8 +647,9 @@ def start_broker(lay: Layout, workdir: Path) -> tuple[subprocess.Popen[bytes], s
         env = {**os.environ, "LD_LIBRARY_PATH": str(lay.host / "usr/lib/x86_64-linux-gnu")}
     port = free_port()
     conf = workdir / "mosquitto.conf"
-    conf.write_text(("user root\n" if os.geteuid() == 0 else "") +
-                    f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n")
+    conf.write_text(
+        ("user root\n" if os.geteuid() == 0 else "") + f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
+    )
     proc = start([binary, "-c", conf], workdir / "mosquitto.log", env=env)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -603,16 +664,18 @@ def start_broker(lay: Layout, workdir: Path) -> tuple[subprocess.Popen[bytes], s
     raise CheckError(f"mosquitto did not listen on 127.0.0.1:{port} within 10 s")
 
 
-def uplink(lay: Layout, release: Path, config: Path, broker: str, workdir: Path, python: str, x86_src: Path,
-           expected: int, timeout: float) -> int:
+def uplink(lay: Layout, release: Path, config: Path, broker: str, workdir: Path, python: str, x86_src: Path, expected: int, timeout: float) -> int:
     """The x86 hub (the release's hub code) and the emulated device's uplink until the hub holds every
     result and the device has every one acked; returns the number acked."""
     hub_db = workdir / "hub.sqlite"
     (workdir / "hub.toml").write_text("")
-    hub = start([python, "-m", "hub", "serve", "--config", workdir / "hub.toml", "--db", hub_db, "--broker", broker],
-                workdir / "hub.log", env=x86_env(x86_src), cwd=x86_src)
-    dev = start([guest_python(release), "-m", "device", "--config", config, "uplink"], workdir / "uplink.log",
-                env=guest_env(lay), cwd=lay.work)
+    hub = start(
+        [python, "-m", "hub", "serve", "--config", workdir / "hub.toml", "--db", hub_db, "--broker", broker],
+        workdir / "hub.log",
+        env=x86_env(x86_src),
+        cwd=x86_src,
+    )
+    dev = start([guest_python(release), "-m", "device", "--config", config, "uplink"], workdir / "uplink.log", env=guest_env(lay), cwd=lay.work)
     store = config_store(config)
     try:
         deadline = time.monotonic() + timeout
@@ -622,12 +685,13 @@ def uplink(lay: Layout, release: Path, config: Path, broker: str, workdir: Path,
                 return acked
             for name, proc in (("hub", hub), ("uplink", dev)):
                 if proc.poll() is not None:
-                    raise CheckError(f"the {name} exited ({proc.returncode}): "
-                                     f"{(workdir / (name + '.log')).read_text()[-2000:]}")
+                    raise CheckError(f"the {name} exited ({proc.returncode}): {(workdir / (name + '.log')).read_text()[-2000:]}")
             time.sleep(0.5)
         total, acked = device_counts(store)
-        raise CheckError(f"uplink: after {timeout:.0f} s the hub holds {hub_count(hub_db)} and the device has "
-                         f"{acked} of {total} acked (expected {expected}); logs in {workdir}")
+        raise CheckError(
+            f"uplink: after {timeout:.0f} s the hub holds {hub_count(hub_db)} and the device has "
+            f"{acked} of {total} acked (expected {expected}); logs in {workdir}"
+        )
     finally:
         stop(dev)
         stop(hub)
@@ -638,23 +702,27 @@ def uplink(lay: Layout, release: Path, config: Path, broker: str, workdir: Path,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", default=os.environ.get("AARCH64_IMAGES") or str(DEFAULT_IMAGES),
-                        help="'all' (every BUSI + BUS-BRA image), a number (default %(default)s), a dir or a list file")
-    parser.add_argument("--tolerance", type=float, default=0.0,
-                        help="largest accepted |probability difference| x86 vs aarch64 (default 0: identical)")
+    parser.add_argument(
+        "--images",
+        default=os.environ.get("AARCH64_IMAGES") or str(DEFAULT_IMAGES),
+        help="'all' (every BUSI + BUS-BRA image), a number (default %(default)s), a dir or a list file",
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=0.0, help="largest accepted |probability difference| x86 vs aarch64 (default 0: identical)"
+    )
     parser.add_argument("--datasets", type=Path, default=REPO.parent / "shared/datasets")
     parser.add_argument("--model", type=Path, default=REPO / "models/sonopi-lite0")
     parser.add_argument("--model-pubkey", type=Path, default=None)
     parser.add_argument("--wheels", type=Path, default=REPO / "build/wheels-aarch64-cp311")
     parser.add_argument("--root", type=Path, default=REPO / "build/aarch64", help="cache directory")
-    parser.add_argument("--work", type=Path, default=None,
-                        help="this run's outputs (default ROOT/work; emptied first): give concurrent runs their own")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="this run's outputs (default ROOT/work; emptied first): give concurrent runs their own"
+    )
     parser.add_argument("--run-once-images", type=int, default=8, help="images in the run --once folder")
     parser.add_argument("--compare-only", action="store_true", help="only the classify comparison (long runs)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="check-aarch64: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="check-aarch64: %(message)s", stream=sys.stderr)
     try:
         return gate(args)
     except (CheckError, DebError) as exc:
@@ -704,15 +772,28 @@ def gate(args: argparse.Namespace) -> int:
     images = choose_images(args.images, args.datasets, installed)
     x86_src = x86_release(lay, installed, python)
     with timer.step(f"classify --json, {len(images)} images, x86 then aarch64"):
-        x86 = classify([python, "-m", "device", "classify", "--json", "--model", active_model], images,
-                       what="x86 classify", env=x86_env(x86_src), cwd=x86_src, out=lay.work / "classify-x86.jsonl")
-        arm = classify([guest_python(installed), "-m", "device", "classify", "--json", "--model", active_model],
-                       images, what="aarch64 classify", env=guest_env(lay), cwd=lay.work,
-                       out=lay.work / "classify-aarch64.jsonl")
+        x86 = classify(
+            [python, "-m", "device", "classify", "--json", "--model", active_model],
+            images,
+            what="x86 classify",
+            env=x86_env(x86_src),
+            cwd=x86_src,
+            out=lay.work / "classify-x86.jsonl",
+        )
+        arm = classify(
+            [guest_python(installed), "-m", "device", "classify", "--json", "--model", active_model],
+            images,
+            what="aarch64 classify",
+            env=guest_env(lay),
+            cwd=lay.work,
+            out=lay.work / "classify-aarch64.jsonl",
+        )
         cmp = compare(x86, arm, images, lay.work / "compare.csv")
     if not args.compare_only:
-        attempt("run --once --headless + uplink to Mosquitto and an x86 hub",
-                lambda: device_session(lay, installed, active_model, images, args.run_once_images, python, x86_src))
+        attempt(
+            "run --once --headless + uplink to Mosquitto and an x86 hub",
+            lambda: device_session(lay, installed, active_model, images, args.run_once_images, python, x86_src),
+        )
     for name, took in timer.steps:
         log.info("time: %-62s %7.1f s", name, took)
     log.info("time: %-62s %7.1f s", "total", time.monotonic() - started)
@@ -729,8 +810,7 @@ def gate(args: argparse.Namespace) -> int:
     return 0 if cmp.ok(args.tolerance) and not failures else 1
 
 
-def device_session(lay: Layout, installed: Path, model: Path, images: list[Path], n: int, python: str,
-                   x86_src: Path) -> str:
+def device_session(lay: Layout, installed: Path, model: Path, images: list[Path], n: int, python: str, x86_src: Path) -> str:
     session = lay.work / "session"
     folder = session / "frames"
     folder.mkdir(parents=True)

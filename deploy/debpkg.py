@@ -43,8 +43,7 @@ def parse_status(text: str) -> dict[str, Installed]:
         if fields.get("Status", "").split()[-1:] != ["installed"] or "Package" not in fields:
             continue
         provides = tuple(p.split("(")[0].strip() for p in fields.get("Provides", "").split(",") if p.strip())
-        found[fields["Package"]] = Installed(fields["Package"], fields.get("Version", ""),
-                                             fields.get("Architecture", ""), provides)
+        found[fields["Package"]] = Installed(fields["Package"], fields.get("Version", ""), fields.get("Architecture", ""), provides)
     return found
 
 
@@ -66,10 +65,17 @@ class PrivateApt:
     def options(self) -> list[str]:
         r = self.root
         opts = {
-            "Dir::State": r / "state", "Dir::State::status": self.status, "Dir::Cache": r / "cache",
-            "Dir::Etc": r / "etc", "Dir::Etc::SourceList": "/dev/null", "Dir::Etc::SourceParts": r / "etc/sources.list.d",
-            "Dir::Etc::Trusted": "/etc/apt/trusted.gpg", "Dir::Etc::TrustedParts": "/etc/apt/trusted.gpg.d",
-            "APT::Architecture": self.arch, "APT::Architectures::": self.arch, "APT::Sandbox::User": "root",
+            "Dir::State": r / "state",
+            "Dir::State::status": self.status,
+            "Dir::Cache": r / "cache",
+            "Dir::Etc": r / "etc",
+            "Dir::Etc::SourceList": "/dev/null",
+            "Dir::Etc::SourceParts": r / "etc/sources.list.d",
+            "Dir::Etc::Trusted": "/etc/apt/trusted.gpg",
+            "Dir::Etc::TrustedParts": "/etc/apt/trusted.gpg.d",
+            "APT::Architecture": self.arch,
+            "APT::Architectures::": self.arch,
+            "APT::Sandbox::User": "root",
             "Debug::NoLocking": "1",
         }
         return ["-q", *(f"-o{k}={v}" for k, v in opts.items())]
@@ -79,8 +85,7 @@ class PrivateApt:
             raise DebError("apt-get not found: Debian packages are fetched with the workstation's apt (Debian/Ubuntu)")
         if not HOST_SOURCES.is_file() or "bookworm" not in HOST_SOURCES.read_text():
             raise DebError(f"{HOST_SOURCES}: no Debian bookworm sources on this workstation (the Pi runs bookworm)")
-        for sub in ("state/lists/partial", "cache/archives/partial", "etc/sources.list.d", "etc/preferences.d",
-                    "etc/apt.conf.d"):
+        for sub in ("state/lists/partial", "cache/archives/partial", "etc/sources.list.d", "etc/preferences.d", "etc/apt.conf.d"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         shutil.copy2(HOST_SOURCES, self.root / "etc/sources.list.d" / HOST_SOURCES.name)
         if self.status == self.root / "state/status":
@@ -92,8 +97,10 @@ class PrivateApt:
         archives = self.root / "cache/archives"
         for old in archives.glob("*.deb"):
             old.unlink()
-        _run(["apt-get", *self.options(), "-y", "--download-only", "--no-install-recommends", "install", *packages],
-             f"apt-get install --download-only {' '.join(packages)} ({self.arch})")
+        _run(
+            ["apt-get", *self.options(), "-y", "--download-only", "--no-install-recommends", "install", *packages],
+            f"apt-get install --download-only {' '.join(packages)} ({self.arch})",
+        )
         return sorted(archives.glob("*.deb"))
 
     def download(self, packages: list[str], dest: Path) -> list[Path]:
@@ -111,8 +118,7 @@ def unpack(debs: list[Path], target: Path) -> None:
     --keep-directory-symlink keeps the merged-/usr symlinks (bin, lib, sbin) of the target."""
     for deb in debs:
         fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-        tar = subprocess.run(["tar", "-x", "--keep-directory-symlink", "-C", str(target)], stdin=fsys.stdout,
-                             capture_output=True, text=True)
+        tar = subprocess.run(["tar", "-x", "--keep-directory-symlink", "-C", str(target)], stdin=fsys.stdout, capture_output=True, text=True)
         assert fsys.stdout is not None
         fsys.stdout.close()
         if fsys.wait() != 0 or tar.returncode != 0:

@@ -82,8 +82,7 @@ def partitions(image: Path) -> tuple[Partition, Partition]:
     parts = [Partition(p["start"] * sector, p["size"] * sector, p["type"].lower()) for p in table.get("partitions", [])]
     if len(parts) < 2 or parts[0].type not in FAT_TYPES or parts[1].type not in LINUX_TYPES:
         raise ImageError(
-            f"{image}: expected a FAT boot partition then a Linux root partition, found "
-            f"{[p.type for p in parts]} — not a Raspberry Pi OS image"
+            f"{image}: expected a FAT boot partition then a Linux root partition, found {[p.type for p in parts]} — not a Raspberry Pi OS image"
         )
     if parts[1].end > image.stat().st_size:
         raise ImageError(f"{image}: root partition ends past the end of the file — truncated or corrupted image")
@@ -114,8 +113,9 @@ def check(image: Path) -> tuple[Partition, Partition]:
 # --- ext4 via debugfs -------------------------------------------------------------------------
 
 
-def debugfs(image: Path, root: Partition, commands: list[str], write: bool = False,
-            tolerate: dict[str, str] | None = None) -> list[tuple[str, list[str]]]:
+def debugfs(
+    image: Path, root: Partition, commands: list[str], write: bool = False, tolerate: dict[str, str] | None = None
+) -> list[tuple[str, list[str]]]:
     """Run debugfs commands in one batch; return (command, output lines). debugfs always exits 0, so
     each command's output is checked: an error line fails, unless ``tolerate[verb]`` matches it."""
     tolerate = tolerate or {}
@@ -132,7 +132,7 @@ def debugfs(image: Path, root: Partition, commands: list[str], write: bool = Fal
     blocks: list[tuple[str, list[str]]] = []
     for line in proc.stdout.splitlines():
         if line.startswith("debugfs: "):
-            blocks.append((line[len("debugfs: "):], []))
+            blocks.append((line[len("debugfs: ") :], []))
         elif blocks:
             blocks[-1][1].append(line)
         elif not line.startswith("debugfs "):
@@ -176,12 +176,22 @@ def grow_root(image: Path, root: Partition, extra: int) -> Partition:
     _, new_root = partitions(image)
     part = image.with_name(image.name + ".root")
     try:
-        _run(["dd", f"if={image}", f"of={part}", "bs=4M", "iflag=skip_bytes,count_bytes", f"skip={new_root.start}",
-              f"count={new_root.size}", "conv=sparse", "status=none"])
+        _run(
+            [
+                "dd",
+                f"if={image}",
+                f"of={part}",
+                "bs=4M",
+                "iflag=skip_bytes,count_bytes",
+                f"skip={new_root.start}",
+                f"count={new_root.size}",
+                "conv=sparse",
+                "status=none",
+            ]
+        )
         _run(["e2fsck", "-fy", str(part)], ok=(0, 1))
         _run(["resize2fs", str(part)])
-        _run(["dd", f"if={part}", f"of={image}", "bs=4M", "oflag=seek_bytes", f"seek={new_root.start}",
-              "conv=notrunc,fsync", "status=none"])
+        _run(["dd", f"if={part}", f"of={image}", "bs=4M", "oflag=seek_bytes", f"seek={new_root.start}", "conv=notrunc,fsync", "status=none"])
     finally:
         part.unlink(missing_ok=True)
     return new_root
@@ -212,8 +222,7 @@ def put_root_tree(image: Path, root: Partition, tree: Path) -> int:
             commands += [f"rm {_q(target)}", f"symlink {_q(target)} {_q(os.readlink(path))}"]
             continue  # symlinks: owner root, mode 0777 as created
         elif stat.S_ISREG(st.st_mode):
-            commands += [f"rm {_q(target)}", f"write {_q(str(path))} {_q(target)}",
-                         f"set_inode_field {_q(target)} mode 0{stat.S_IFREG | perm:o}"]
+            commands += [f"rm {_q(target)}", f"write {_q(str(path))} {_q(target)}", f"set_inode_field {_q(target)} mode 0{stat.S_IFREG | perm:o}"]
         else:
             raise ImageError(f"{path}: only files, directories and symlinks can be staged")
         commands += [f"set_inode_field {_q(target)} uid 0", f"set_inode_field {_q(target)} gid 0"]
@@ -293,10 +302,10 @@ def python_venv(image: Path) -> PythonVenv:
     have_ensurepip = bool(existing(image, root, [ENSUREPIP]))
     py = installed.get(PY)
     if py is None and not existing(image, root, [f"/usr/bin/{PY}"]):
-        raise ImageError(f"{image}: no {PY} (neither in /var/lib/dpkg/status nor /usr/bin/{PY}) — "
-                         "not Raspberry Pi OS Bookworm (the release needs its Python 3.11)")
-    return PythonVenv(py.version if py else None, have_ensurepip, tuple(sorted(set(names))), VENV_PACKAGE in installed,
-                      status or "")
+        raise ImageError(
+            f"{image}: no {PY} (neither in /var/lib/dpkg/status nor /usr/bin/{PY}) — not Raspberry Pi OS Bookworm (the release needs its Python 3.11)"
+        )
+    return PythonVenv(py.version if py else None, have_ensurepip, tuple(sorted(set(names))), VENV_PACKAGE in installed, status or "")
 
 
 def venv_debs(image: Path, out: Path, debs: Path | None, cache: Path) -> list[Path]:
@@ -304,16 +313,24 @@ def venv_debs(image: Path, out: Path, debs: Path | None, cache: Path) -> list[Pa
     Raises ImageError naming the image and the package when they cannot be had."""
     state = python_venv(image)
     if state.can_make_venv:
-        log.info("%s: %s %s can make a venv (ensurepip, wheels: %s)", image.name, PY, state.python_version or "?",
-                 ", ".join(state.wheels))
+        log.info("%s: %s %s can make a venv (ensurepip, wheels: %s)", image.name, PY, state.python_version or "?", ", ".join(state.wheels))
         return []
     version = state.python_version
     if not version:
-        raise ImageError(f"{image}: {PY} cannot make a venv (no ensurepip) and its package version is unknown "
-                         f"(no dpkg status entry): cannot choose {VENV_PACKAGE}; use an image with python3-venv")
-    log.info("%s: %s %s cannot make a venv (ensurepip %s, pip wheel %s): first boot will install %s=%s",
-             image.name, PY, version, "present" if state.ensurepip else "missing",
-             "present" if any(w.startswith("pip-") for w in state.wheels) else "missing", VENV_PACKAGE, version)
+        raise ImageError(
+            f"{image}: {PY} cannot make a venv (no ensurepip) and its package version is unknown "
+            f"(no dpkg status entry): cannot choose {VENV_PACKAGE}; use an image with python3-venv"
+        )
+    log.info(
+        "%s: %s %s cannot make a venv (ensurepip %s, pip wheel %s): first boot will install %s=%s",
+        image.name,
+        PY,
+        version,
+        "present" if state.ensurepip else "missing",
+        "present" if any(w.startswith("pip-") for w in state.wheels) else "missing",
+        VENV_PACKAGE,
+        version,
+    )
     out.mkdir(parents=True, exist_ok=True)
     found = _given_debs(debs, version) if debs else _download_debs(image, version, state.dpkg_status, cache)
     for deb in found:
@@ -329,8 +346,10 @@ def _given_debs(debs: Path, version: str) -> list[Path]:
     for deb in venv:
         got, arch = deb_field(deb, "Version"), deb_field(deb, "Architecture")
         if (got, arch) != (version, "arm64"):
-            raise ImageError(f"VENV_DEBS={debs}: {deb.name} is {VENV_PACKAGE} {got} ({arch}); the base image's "
-                             f"{PY} is {version}, so it needs {VENV_PACKAGE}={version} (arm64)")
+            raise ImageError(
+                f"VENV_DEBS={debs}: {deb.name} is {VENV_PACKAGE} {got} ({arch}); the base image's "
+                f"{PY} is {version}, so it needs {VENV_PACKAGE}={version} (arm64)"
+            )
     return files
 
 
@@ -345,17 +364,19 @@ def _download_debs(image: Path, version: str, dpkg_status: str, cache: Path) -> 
         raise ImageError(
             f"{image}: its {PY} {version} cannot make a venv, and {VENV_PACKAGE}={version} (arm64) could not be "
             f"fetched from Debian bookworm: {exc}\n— use a newer Raspberry Pi OS Lite image (its {PY} then matches the "
-            f"archive), or give VENV_DEBS=DIR with {VENV_PACKAGE}_{version}_arm64.deb and its dependencies") from exc
+            f"archive), or give VENV_DEBS=DIR with {VENV_PACKAGE}_{version}_arm64.deb and its dependencies"
+        ) from exc
     bad = [d.name for d in found if deb_field(d, "Architecture") not in ("arm64", "all")]
     if bad:
         raise ImageError(f"apt resolved non-arm64 packages for the image: {', '.join(bad)}")
     installed = parse_status(apt.status.read_text())
-    changed = [f"{p} {installed[p].version} -> {deb_field(d, 'Version')}" for d in found
-               if (p := deb_field(d, "Package")) in installed]
+    changed = [f"{p} {installed[p].version} -> {deb_field(d, 'Version')}" for d in found if (p := deb_field(d, "Package")) in installed]
     if changed:  # first boot must only add packages, never up/downgrade what the image has
-        raise ImageError(f"{image}: installing {VENV_PACKAGE}={version} would (re)install packages the image already has "
-                         f"(its dpkg status is inconsistent, or the archive moved on): "
-                         f"{', '.join(changed)}; use a newer base image or VENV_DEBS=DIR")
+        raise ImageError(
+            f"{image}: installing {VENV_PACKAGE}={version} would (re)install packages the image already has "
+            f"(its dpkg status is inconsistent, or the archive moved on): "
+            f"{', '.join(changed)}; use a newer base image or VENV_DEBS=DIR"
+        )
     return found
 
 

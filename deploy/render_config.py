@@ -26,14 +26,22 @@ def render(device_id: str, site: str, secrets: Path, broker: str, source: str, p
     lines = []
     tls = all((secrets / n).is_file() for n in ("ca.crt", "device.crt", "device.key"))
     if tls:
-        lines += [f'ca_file = "{SECRETS_ON_DEVICE}/ca.crt"', f'cert_file = "{SECRETS_ON_DEVICE}/device.crt"',
-                  f'key_file = "{SECRETS_ON_DEVICE}/device.key"']
+        lines += [
+            f'ca_file = "{SECRETS_ON_DEVICE}/ca.crt"',
+            f'cert_file = "{SECRETS_ON_DEVICE}/device.crt"',
+            f'key_file = "{SECRETS_ON_DEVICE}/device.key"',
+        ]
     if (secrets / "mqtt.password").is_file():
         lines += [f'username = "{device_id}"', f'password_file = "{SECRETS_ON_DEVICE}/mqtt.password"']
     template = (REPO / "deploy" / "device-template.toml").read_text()
     return template.format(
-        device_id=device_id, site=site, broker=broker, source=source, pin=pin,
-        tls="true" if tls else "false", uplink_files="".join(line + "\n" for line in lines),
+        device_id=device_id,
+        site=site,
+        broker=broker,
+        source=source,
+        pin=pin,
+        tls="true" if tls else "false",
+        uplink_files="".join(line + "\n" for line in lines),
     )
 
 

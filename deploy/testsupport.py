@@ -48,8 +48,9 @@ def _rootfs_skeleton(tree: Path, python_venv: bool = True) -> None:
     (etc / "gshadow").chmod(0o640)
     (etc / "hostname").write_text("raspberrypi\n")
     (etc / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\traspberrypi\n")
-    (etc / "login.defs").write_text("UID_MIN 1000\nUID_MAX 60000\nSYS_UID_MIN 100\nSYS_UID_MAX 999\n"
-                                    "GID_MIN 1000\nGID_MAX 60000\nSYS_GID_MIN 100\nSYS_GID_MAX 999\n")
+    (etc / "login.defs").write_text(
+        "UID_MIN 1000\nUID_MAX 60000\nSYS_UID_MIN 100\nSYS_UID_MAX 999\nGID_MIN 1000\nGID_MAX 60000\nSYS_GID_MIN 100\nSYS_GID_MAX 999\n"
+    )
     status = _dpkg_stanza("python3.11", PYTHON_VERSION)
     (tree / "usr/bin").mkdir(parents=True)
     (tree / "usr/bin/python3.11").write_text("")  # a stand-in: the tests never run the image's Python
@@ -62,8 +63,7 @@ def _rootfs_skeleton(tree: Path, python_venv: bool = True) -> None:
     (tree / "var/lib/dpkg").mkdir(parents=True)
     (tree / "var/lib/dpkg/status").write_text(status)
     (tree / "usr/lib/systemd/system/ssh.service").write_text(
-        "[Unit]\nDescription=OpenBSD Secure Shell server\n[Service]\nExecStart=/usr/sbin/sshd -D\n"
-        "[Install]\nWantedBy=multi-user.target\n"
+        "[Unit]\nDescription=OpenBSD Secure Shell server\n[Service]\nExecStart=/usr/sbin/sshd -D\n[Install]\nWantedBy=multi-user.target\n"
     )
 
 
@@ -76,16 +76,22 @@ def make_base_image(path: Path, root_mib: int = 48, work: Path | None = None, py
         fh.truncate(total)
     layout = f"label: dos\nunit: sectors\nstart={BOOT_START}, size={BOOT_SECTORS}, type=c\nstart={ROOT_START}, type=83\n"
     subprocess.run(["sfdisk", "-q", str(path)], input=layout, text=True, check=True)
-    subprocess.run(["mkfs.vfat", "-F", "32", "-n", "bootfs", "--offset", str(BOOT_START), str(path),
-                    str(BOOT_SECTORS // 2)], check=True, capture_output=True)
-    subprocess.run(["mcopy", "-i", f"{path}@@{BOOT_START * 512}", "-", "::/cmdline.txt"],
-                   input=b"console=serial0,115200 console=tty1 root=PARTUUID=x-02 rootfstype=ext4 fsck.repair=yes rootwait\n",
-                   check=True)
+    subprocess.run(
+        ["mkfs.vfat", "-F", "32", "-n", "bootfs", "--offset", str(BOOT_START), str(path), str(BOOT_SECTORS // 2)], check=True, capture_output=True
+    )
+    subprocess.run(
+        ["mcopy", "-i", f"{path}@@{BOOT_START * 512}", "-", "::/cmdline.txt"],
+        input=b"console=serial0,115200 console=tty1 root=PARTUUID=x-02 rootfstype=ext4 fsck.repair=yes rootwait\n",
+        check=True,
+    )
     tree = work / "rootfs-skeleton"
     shutil.rmtree(tree, ignore_errors=True)
     _rootfs_skeleton(tree, python_venv)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "rootfs", "-E", f"offset={ROOT_START * 512}", "-d", str(tree),
-                    str(path), f"{root_mib}M"], check=True, capture_output=True)
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-L", "rootfs", "-E", f"offset={ROOT_START * 512}", "-d", str(tree), str(path), f"{root_mib}M"],
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
@@ -131,7 +137,6 @@ def ssh_keypair(directory: Path, name: str = "id_ed25519") -> Path:
 
 def secrets_dir(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    for name, text in {"ca.crt": "CA\n", "device.crt": "CERT\n", "device.key": "KEY-SECRET\n",
-                       "mqtt.password": "hunter2\n"}.items():
+    for name, text in {"ca.crt": "CA\n", "device.crt": "CERT\n", "device.key": "KEY-SECRET\n", "mqtt.password": "hunter2\n"}.items():
         (directory / name).write_text(text)
     return directory

@@ -84,7 +84,8 @@ def operating_mode(section: ModelSection, bundle: ModelBundle) -> Mode:
     if mode.value not in spec.modes:
         raise ConfigError(
             f"[model] mode = {mode.value!r}: model bundle {bundle.path} ({bundle.manifest.name} {bundle.manifest.version}) "
-            f"has no such operating mode (it has {', '.join(spec.modes)})")
+            f"has no such operating mode (it has {', '.join(spec.modes)})"
+        )
     return mode
 
 
@@ -99,8 +100,13 @@ def site_thresholds(section: ModelSection, manifest: Manifest, mode: Mode | str 
         raise ConfigError(f"[model] malignant_threshold = {site}: {model} has no malignant threshold to lower")
     threshold = applied_threshold(spec, mode, site, model)
     if site is not None:
-        log.warning("site malignant threshold %.4f applied (%s was validated with %.4f in %s mode)", site, model,
-                    spec.mode(mode).malignant_threshold, mode.value)
+        log.warning(
+            "site malignant threshold %.4f applied (%s was validated with %.4f in %s mode)",
+            site,
+            model,
+            spec.mode(mode).malignant_threshold,
+            mode.value,
+        )
     return {MALIGNANT: threshold}
 
 
@@ -122,8 +128,14 @@ def load_classifier(config: DeviceConfig, bundle_path: str | os.PathLike[str] | 
 
 def build_classifier(config: DeviceConfig, bundle: ModelBundle, runtime: str | None = None) -> Classifier:
     mode = operating_mode(config.model, bundle)
-    return Classifier(bundle, threads=config.model.threads, limits=quality_limits(config.quality, bundle.manifest),
-                      runtime=runtime, thresholds=site_thresholds(config.model, bundle.manifest, mode), mode=mode)
+    return Classifier(
+        bundle,
+        threads=config.model.threads,
+        limits=quality_limits(config.quality, bundle.manifest),
+        runtime=runtime,
+        thresholds=site_thresholds(config.model, bundle.manifest, mode),
+        mode=mode,
+    )
 
 
 def encode_jpeg(image: np.ndarray, max_side: int, quality: int = 80) -> bytes:
@@ -157,8 +169,7 @@ class Analyzer:
     ``device run`` (development, demos, benchmarks; never the touchscreen app), which stores *unattended*
     results with no exam and no patient through the explicitly named :meth:`record_unattended`."""
 
-    def __init__(self, config: DeviceConfig, classifier: Classifier, store: ResultStore,
-                 exams: ExamDesk | None = None) -> None:
+    def __init__(self, config: DeviceConfig, classifier: Classifier, store: ResultStore, exams: ExamDesk | None = None) -> None:
         self.config = config
         self.classifier = classifier
         self.store = store
@@ -183,12 +194,20 @@ class Analyzer:
         Raises :class:`~device.results.ExamBindingError` (nothing stored) when that exam is not the open one,
         :class:`StoreError` when the store cannot write."""
         if not isinstance(captured, CapturedFrame):
-            raise TypeError(f"Analyzer.record takes a CapturedFrame (a frame with its exam token), not {type(captured).__name__}; "
-                            "capture it with ExamDesk.capture while its exam is open")
+            raise TypeError(
+                f"Analyzer.record takes a CapturedFrame (a frame with its exam token), not {type(captured).__name__}; "
+                "capture it with ExamDesk.capture while its exam is open"
+            )
         thumbnail, frame_png = self._images(captured.frame, result)
         with self.exams.bound(captured) as exam:  # the exam cannot close between this check and the write
-            record = replace(self._record(captured.frame, result, thumbnail), exam_id=exam.exam_id,
-                             patient_ref=exam.patient_ref, side=exam.side, clock=exam.clock, age=exam.age)
+            record = replace(
+                self._record(captured.frame, result, thumbnail),
+                exam_id=exam.exam_id,
+                patient_ref=exam.patient_ref,
+                side=exam.side,
+                clock=exam.clock,
+                age=exam.age,
+            )
             return self.store.add(record, frame_png)
 
     def analyse_unattended(self, frame: Frame) -> tuple[ResultRecord, Classification]:
@@ -229,8 +248,7 @@ class Analyzer:
             roi=result.roi.as_tuple() if result.roi else None,
             source=frame.origin,
             latency_ms=round(result.latency_ms, 3),
-            lesion=LesionRecord.from_json(result.lesion.to_json(), f"lesion outline of {frame.origin}")
-            if result.lesion is not None else None,
+            lesion=LesionRecord.from_json(result.lesion.to_json(), f"lesion outline of {frame.origin}") if result.lesion is not None else None,
             thumbnail=thumbnail,
         )
 
@@ -302,4 +320,3 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
-

@@ -50,8 +50,7 @@ class PatientIdFormat:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_length <= self.max_length <= 64:
-            raise PatientIdError(
-                f"patient ID format: length {self.min_length}-{self.max_length} must be within 1-64")
+            raise PatientIdError(f"patient ID format: length {self.min_length}-{self.max_length} must be within 1-64")
         try:
             object.__setattr__(self, "_regex", re.compile(self.pattern))
         except re.error as exc:
@@ -64,8 +63,7 @@ class PatientIdFormat:
         if len(reference) < self.min_length:
             return f"Patient ID {reference!r} is too short: at least {self.min_length} characters (e.g. {self.example})"
         if len(reference) > self.max_length:
-            return (f"Patient ID {reference[:self.max_length]}… is too long: at most {self.max_length} characters "
-                    f"(e.g. {self.example})")
+            return f"Patient ID {reference[: self.max_length]}… is too long: at most {self.max_length} characters (e.g. {self.example})"
         if self._regex.fullmatch(reference) is None:
             return f"Patient ID {reference!r} is not in this site's format (e.g. {self.example})"
         return None

@@ -58,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--source", help="source spec, e.g. folder:PATH, v4l2:/dev/video0 (default: from config)")
     run.add_argument("--model", type=Path, help="model bundle directory")
     run.add_argument("--headless", action="store_true", help="no display (the only mode of this command; for clarity in scripts)")
-    run.add_argument("--once", action="store_true", help="process a file/folder source once and exit; a folder "
-                     "resumes where a previous run stopped (frames already stored with this model are skipped)")
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="process a file/folder source once and exit; a folder "
+        "resumes where a previous run stopped (frames already stored with this model are skipped)",
+    )
     run.add_argument("--rerun", action="store_true", help="with --once: classify frames already stored again")
 
     history = commands.add_parser("history", parents=[common], help="stored results, newest first")
@@ -67,15 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, default=50)
     history.add_argument("--json", action="store_true")
 
-    correct = commands.add_parser("correct", parents=[common],
-                                  help="void a stored result, or move it to the exam it belongs to (never an overwrite)")
+    correct = commands.add_parser("correct", parents=[common], help="void a stored result, or move it to the exam it belongs to (never an overwrite)")
     correct.add_argument("result_id", metavar="RESULT_ID")
     what = correct.add_mutually_exclusive_group(required=True)
     what.add_argument("--void", action="store_true", help="the result does not count")
     what.add_argument("--move-to", metavar="EXAM_ID", help="the exam (on this device) the result belongs to")
     correct.add_argument("--side", choices=("L", "R"), help="with --move-to: the side (default: the exam's)")
-    correct.add_argument("--reason", required=True, help="void: poor_image, test_scan, wrong_patient, duplicate, other; "
-                         "move: wrong_patient, wrong_side, wrong_exam, other")
+    correct.add_argument(
+        "--reason",
+        required=True,
+        help="void: poor_image, test_scan, wrong_patient, duplicate, other; move: wrong_patient, wrong_side, wrong_exam, other",
+    )
     correct.add_argument("--note", default="", help="free text (needed with --reason other)")
     correct.add_argument("--by", help="who corrects (recorded in the audit trail)")
 
@@ -94,15 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     uplink = commands.add_parser("uplink", parents=[common], help="deliver stored results to the hub over MQTT")
     uplink.add_argument("--broker", metavar="HOST:PORT", help="override [uplink] broker")
 
-    site = commands.add_parser("site-check", parents=[common],
-                               help="the model on a site's biopsy-proven cases; propose a site threshold")
+    site = commands.add_parser("site-check", parents=[common], help="the model on a site's biopsy-proven cases; propose a site threshold")
     site.add_argument("cases", type=Path, help="folder with labels.csv (filename,label) and the images")
     site.add_argument("--model", type=Path, help="model bundle directory (default: the configured bundle)")
     site.add_argument("--target-sensitivity", type=float, default=0.95)
     site.add_argument("--confidence", type=float, default=0.9)
 
-    selftest = commands.add_parser("selftest", parents=[common],
-                                   help="does this device compute what the workstation validated? (PASS/WARN/FAIL lines)")
+    selftest = commands.add_parser(
+        "selftest", parents=[common], help="does this device compute what the workstation validated? (PASS/WARN/FAIL lines)"
+    )
     selftest.add_argument("--model", type=Path, help="model bundle directory (default: the configured bundle)")
 
     demo = commands.add_parser("demo-frames", parents=[common], help="write synthetic scanner screens (demos)")
@@ -265,9 +271,12 @@ def _print_classification(output: dict[str, Any], as_json: bool) -> None:
         probs = "  ".join(f"{k} {v:.2f}" for k, v in output["probabilities"].items())
         flag = "  INCONCLUSIVE: " + "; ".join(output["reasons"]) if output["inconclusive"] else ""
         mode = output["mode"]
-        print(f"{output['path']}: {output['category']} ({output['label']}), p(malignant) {output['p_malignant']:.3f} "
-              f"in {mode['name']} mode (suspicious at >= {mode['malignant_threshold']:.3f})  ({probs}){flag}"
-              f"{_lesion_text(output['lesion'])}", flush=True)
+        print(
+            f"{output['path']}: {output['category']} ({output['label']}), p(malignant) {output['p_malignant']:.3f} "
+            f"in {mode['name']} mode (suspicious at >= {mode['malignant_threshold']:.3f})  ({probs}){flag}"
+            f"{_lesion_text(output['lesion'])}",
+            flush=True,
+        )
 
 
 def _lesion_text(lesion: dict[str, Any] | None) -> str:
@@ -289,8 +298,7 @@ def _site_check_command(args: argparse.Namespace, config: DeviceConfig) -> int:
     from device.site_check import Scored, check_site, read_cases, report_text
 
     if not (0.5 <= args.target_sensitivity < 1.0 and 0.0 <= args.confidence < 1.0):
-        raise ConfigError(f"--target-sensitivity {args.target_sensitivity} must be in [0.5, 1) and --confidence "
-                          f"{args.confidence} in [0, 1)")
+        raise ConfigError(f"--target-sensitivity {args.target_sensitivity} must be in [0.5, 1) and --confidence {args.confidence} in [0, 1)")
     classifier = load_classifier(config, args.model)
     manifest = classifier.manifest
     if manifest.decision is None and "malignant" not in manifest.thresholds:
@@ -302,8 +310,7 @@ def _site_check_command(args: argparse.Namespace, config: DeviceConfig) -> int:
         output = classify_path(classifier, path, config)
         return Scored(output["p_malignant"], output["inconclusive"])
 
-    report = check_site(cases, score, classifier.malignant_threshold, validated, args.target_sensitivity, args.confidence,
-                        mode=classifier.mode.value)
+    report = check_site(cases, score, classifier.malignant_threshold, validated, args.target_sensitivity, args.confidence, mode=classifier.mode.value)
     print(report_text(report))
     return EXIT_OK
 
@@ -322,8 +329,7 @@ def _selftest_command(args: argparse.Namespace, config: DeviceConfig) -> int:
         chosen.append(choice)
         return classifier
 
-    results = run_selftest(load, signature_checked=config.model.public_key is not None,
-                           site_choice=lambda: chosen[0] if chosen else None)
+    results = run_selftest(load, signature_checked=config.model.public_key is not None, site_choice=lambda: chosen[0] if chosen else None)
     for result in results:
         print(result.line(), flush=True)
     failed = [r.name for r in results if r.status == Status.FAIL]
@@ -343,9 +349,12 @@ def _run_command(args: argparse.Namespace, config: DeviceConfig) -> int:
 
     spec = args.source or config.source.spec
     if config.model.public_key is None:
-        log.warning("MODEL SIGNATURE CHECK OFF: [model] public_key is not set, so the bundle %s is loaded without "
-                    "verifying its signature (a tampered, unsigned or foreign-signed bundle would load); set "
-                    "[model] public_key to the release's model-signing.pub", args.model or config.model.path)
+        log.warning(
+            "MODEL SIGNATURE CHECK OFF: [model] public_key is not set, so the bundle %s is loaded without "
+            "verifying its signature (a tampered, unsigned or foreign-signed bundle would load); set "
+            "[model] public_key to the release's model-signing.pub",
+            args.model or config.model.path,
+        )
     classifier = load_classifier(config, args.model)
     stop = threading.Event()
     install_stop_handlers(stop)
@@ -356,8 +365,14 @@ def _run_command(args: argparse.Namespace, config: DeviceConfig) -> int:
         if purged:
             log.info("retention: removed %d frames older than %d days", purged, config.store.keep_images_days)
         analyzer = Analyzer(config, classifier, store)
-        log.info("running: source %s, model %s %s (%s), store %s", spec, classifier.manifest.name,
-                 classifier.manifest.version, classifier.runtime, config.store_path)
+        log.info(
+            "running: source %s, model %s %s (%s), store %s",
+            spec,
+            classifier.manifest.name,
+            classifier.manifest.version,
+            classifier.runtime,
+            config.store_path,
+        )
         resumed: _SkipStored | None = None
         if args.once and not args.rerun and source.finite:
             done = _stored_origins(config.store_path, classifier.manifest.model_sha256)
@@ -370,14 +385,17 @@ def _run_command(args: argparse.Namespace, config: DeviceConfig) -> int:
             log.warning("%s", exc)  # a live source may come back: run_capture retries
         try:
             reporter = SourceStateReporter(lambda state, detail: write_source_state(analyzer.store, state, detail))
-            stats = run_capture(source, analyzer, once=args.once, stop=stop, on_result=progress.update, on_error=progress.error,
-                                source_state=reporter)
+            stats = run_capture(
+                source, analyzer, once=args.once, stop=stop, on_result=progress.update, on_error=progress.error, source_state=reporter
+            )
         finally:
             source.close()
     progress.finish()
     skipped = f", {resumed.skipped} frames skipped (already stored)" if resumed is not None and resumed.skipped else ""
-    print(f"done: {stats.frames} frames, {stats.stored} results stored ({stats.inconclusive} inconclusive), "
-          f"{stats.errors} errors{skipped} — store {config.store_path}")
+    print(
+        f"done: {stats.frames} frames, {stats.stored} results stored ({stats.inconclusive} inconclusive), "
+        f"{stats.errors} errors{skipped} — store {config.store_path}"
+    )
     return EXIT_FAILED if stats.errors and not stats.stored else EXIT_OK
 
 
@@ -387,8 +405,7 @@ def _stored_origins(store_path: Path, model_sha256: str) -> set[str]:
 
     try:
         with sqlite3.connect(f"file:{store_path}?mode=ro", uri=True) as db:
-            rows = db.execute("SELECT source FROM results WHERE model_sha256 = ? AND source IS NOT NULL",
-                              (model_sha256,)).fetchall()
+            rows = db.execute("SELECT source FROM results WHERE model_sha256 = ? AND source IS NOT NULL", (model_sha256,)).fetchall()
     except sqlite3.Error as exc:
         raise StoreError(f"result store {store_path}: cannot read what was already classified ({exc})") from exc
     return {str(row[0]) for row in rows}
@@ -432,8 +449,12 @@ def _resuming(spec: str, source: FrameSource, config: DeviceConfig, done: set[st
     if kind == "folder" and done and not config.source.loop:
         files = list_inputs(Path(target))
         todo = [path for path in files if str(path) not in done]
-        log.info("resuming %s: %d of %d files already classified with this model are skipped; already stored "
-                 "(--rerun classifies them again)", spec, len(files) - len(todo), len(files))
+        log.info(
+            "resuming %s: %d of %d files already classified with this model are skipped; already stored (--rerun classifies them again)",
+            spec,
+            len(files) - len(todo),
+            len(files),
+        )
         if not todo:
             return _SkipStored(source.description, None, done, skipped=len(files))
         source = FileListSource(source.description, lambda: todo, config.source.dicom_frame, loop=False)
@@ -483,9 +504,11 @@ def _history_command(args: argparse.Namespace, config: DeviceConfig) -> int:
             mal = record.p_malignant if record.p_malignant is not None else record.probabilities.get("malignant")
             mal_text = f" p(malignant) {mal:.2f}" if mal is not None else ""
             mode = f" ({record.mode} mode)" if record.mode else ""
-            print(f"#{record.seq} {record.created_at} patient={record.patient_ref or '-'} side={record.side or '-'} "
-                  f"{label}{category}{mal_text}{mode}{_lesion_words(record)} [{record.delivery}]"
-                  + (f" {placement.words()}" if placement.words() else ""))
+            print(
+                f"#{record.seq} {record.created_at} patient={record.patient_ref or '-'} side={record.side or '-'} "
+                f"{label}{category}{mal_text}{mode}{_lesion_words(record)} [{record.delivery}]"
+                + (f" {placement.words()}" if placement.words() else "")
+            )
             for c in placement.corrections:
                 print(f"    correction {c.correction_id} {c.words()}{' by ' + c.by if c.by else ''} [{c.delivery}]")
     return EXIT_OK
@@ -500,9 +523,19 @@ def _correct_command(args: argparse.Namespace, config: DeviceConfig) -> int:
     with ResultStore(config.store_path) as store:
         record = store.get(args.result_id)
         origin = Place(record.exam_id, record.patient_ref, record.side) if record else Place(None, None, None)
-        correction = store.add_correction(make_correction(
-            result_id=args.result_id, kind=kind, reason=args.reason, device_id=config.device.id,
-            site=config.device.site, origin=origin, target=target, note=args.note, by=args.by))
+        correction = store.add_correction(
+            make_correction(
+                result_id=args.result_id,
+                kind=kind,
+                reason=args.reason,
+                device_id=config.device.id,
+                site=config.device.site,
+                origin=origin,
+                target=target,
+                note=args.note,
+                by=args.by,
+            )
+        )
     print(f"correction {correction.correction_id}: result {correction.result_id} {correction.words()}")
     return EXIT_OK
 
@@ -519,12 +552,21 @@ def placement_summary(placement: Any) -> dict[str, Any]:
     """A result's effective state for JSON output: state, where it belongs now, and its corrections."""
     return {
         "state": placement.state.value,
-        "effective": {"exam_id": placement.place.exam_id, "patient_ref": placement.place.patient_ref,
-                      "side": placement.place.side},
-        "corrections": [{"correction_id": c.correction_id, "kind": c.kind.value, "reason": c.reason.value,
-                         "note": c.note, "by": c.by, "created_at": c.created_at, "delivery": c.delivery,
-                         "from": vars(c.origin), "to": vars(c.target) if c.target else None}
-                        for c in placement.corrections],
+        "effective": {"exam_id": placement.place.exam_id, "patient_ref": placement.place.patient_ref, "side": placement.place.side},
+        "corrections": [
+            {
+                "correction_id": c.correction_id,
+                "kind": c.kind.value,
+                "reason": c.reason.value,
+                "note": c.note,
+                "by": c.by,
+                "created_at": c.created_at,
+                "delivery": c.delivery,
+                "from": vars(c.origin),
+                "to": vars(c.target) if c.target else None,
+            }
+            for c in placement.corrections
+        ],
     }
 
 
@@ -563,13 +605,11 @@ def _demo_command(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 
 def _add_site_adapt_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    adapt = commands.add_parser("site-adapt", parents=[common],
-                                help="refit the classifier head on this site's normal scans; write a site bundle")
+    adapt = commands.add_parser("site-adapt", parents=[common], help="refit the classifier head on this site's normal scans; write a site bundle")
     adapt.add_argument("cases", type=Path, help="folder with labels.csv (filename,label[,patient_id]) and the images")
     adapt.add_argument("--out", type=Path, required=True, help="directory for the site bundle (new or empty)")
     adapt.add_argument("--model", type=Path, help="the base bundle (default: the configured bundle)")
-    adapt.add_argument("--site-key", type=Path,
-                       help="Ed25519 private key (PEM) that signs the site bundle; without it, it is marked unsigned-site")
+    adapt.add_argument("--site-key", type=Path, help="Ed25519 private key (PEM) that signs the site bundle; without it, it is marked unsigned-site")
 
 
 def _site_adapt_command(args: argparse.Namespace, config: DeviceConfig) -> int:
@@ -582,11 +622,9 @@ def _site_adapt_command(args: argparse.Namespace, config: DeviceConfig) -> int:
 
     def progress(done: int, total: int) -> None:
         if tty or done == total or done % 25 == 0:
-            print(("\r" if tty else "") + f"reading cases: {done}/{total}", end="" if tty and done < total else "\n",
-                  file=sys.stderr, flush=True)
+            print(("\r" if tty else "") + f"reading cases: {done}/{total}", end="" if tty and done < total else "\n", file=sys.stderr, flush=True)
 
-    adaptation, bundle = site_adapt.run(classifier, args.cases, args.out, args.site_key,
-                                        AnalysisOptions.from_config(config), progress)
+    adaptation, bundle = site_adapt.run(classifier, args.cases, args.out, args.site_key, AnalysisOptions.from_config(config), progress)
     print(site_adapt.report_text(adaptation))
     signing = adaptation_signing(bundle)
     print(f"site bundle: {args.out} — {bundle.manifest.name} {bundle.manifest.version} ({signing})")
@@ -595,8 +633,9 @@ def _site_adapt_command(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 
 def _add_site_bundle_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    site = commands.add_parser("site-bundle", parents=[common],
-                               help="the site bundle this device runs instead of [model] path (kept in the data dir)")
+    site = commands.add_parser(
+        "site-bundle", parents=[common], help="the site bundle this device runs instead of [model] path (kept in the data dir)"
+    )
     actions = site.add_subparsers(dest="site_bundle_command", required=True)
     actions.add_parser("show", parents=[common], help="which bundle runs, and why")
     use = actions.add_parser("use", parents=[common], help="run this site bundle (made from the configured bundle)")
@@ -610,12 +649,16 @@ def _site_bundle_command(args: argparse.Namespace, config: DeviceConfig) -> int:
 
     if args.site_bundle_command == "use":
         choice = site_choice.use_site_bundle(config, args.bundle)
-        print(f"site bundle {choice.site.text()} in use from the next start of the app or command "
-              f"({site_choice.record_file(config.device.data_dir)})")
+        print(
+            f"site bundle {choice.site.text()} in use from the next start of the app or command ({site_choice.record_file(config.device.data_dir)})"
+        )
     elif args.site_bundle_command == "undo":
         removed = site_choice.undo_site_bundle(config)
-        print(f"back to the configured bundle {config.model.path}" if removed else
-              f"no site bundle was chosen: the configured bundle {config.model.path} runs")
+        print(
+            f"back to the configured bundle {config.model.path}"
+            if removed
+            else f"no site bundle was chosen: the configured bundle {config.model.path} runs"
+        )
     else:
         chosen = site_choice.choose_bundle(config)
         print(chosen.text())

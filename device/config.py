@@ -183,8 +183,7 @@ class UiSection(_Section):
         return self
 
     def patient_id_format(self) -> PatientIdFormat:
-        return PatientIdFormat(self.patient_id_pattern, self.patient_id_min_length, self.patient_id_max_length,
-                               self.patient_id_example)
+        return PatientIdFormat(self.patient_id_pattern, self.patient_id_min_length, self.patient_id_max_length, self.patient_id_example)
 
 
 class DeviceConfig(_Section):

@@ -97,7 +97,10 @@ def detect_scan_region(frame: np.ndarray, resampling: str = Resampling.EXACT.val
 
 
 def choose_crop(
-    frame: np.ndarray, auto_crop: bool, roi: Box | None, roi_mode: RoiMode | str = RoiMode.OVERRIDE,
+    frame: np.ndarray,
+    auto_crop: bool,
+    roi: Box | None,
+    roi_mode: RoiMode | str = RoiMode.OVERRIDE,
     resampling: str = Resampling.EXACT.value,
 ) -> Box:
     """The crop applied to a frame: manual ROI (as is, or refined by auto-detection inside it),

@@ -49,7 +49,9 @@ class Mode(StrEnum):
 MODE_ORDER: tuple[Mode, ...] = (Mode.HIGH_SENSITIVITY, Mode.BALANCED, Mode.HIGH_SPECIFICITY)
 DEFAULT_MODE = Mode.BALANCED
 CATEGORY_LABEL: dict[Category, str] = {
-    Category.NO_LESION: NORMAL, Category.LOW_SUSPICION: "benign", Category.SUSPICIOUS: MALIGNANT,
+    Category.NO_LESION: NORMAL,
+    Category.LOW_SUSPICION: "benign",
+    Category.SUSPICIOUS: MALIGNANT,
 }
 CONCERN: dict[Category, int] = {Category.NO_LESION: 0, Category.LOW_SUSPICION: 1, Category.SUSPICIOUS: 2}
 
@@ -85,8 +87,7 @@ def parse_mode(value: str, where: str = "mode") -> Mode:
         raise ConfigError(f"{where} = {value!r} is not an operating mode (one of {', '.join(MODE_ORDER)})") from None
 
 
-def applied_threshold(spec: DecisionSpec, mode: Mode | str, site_malignant_threshold: float | None,
-                      model: str = "the model") -> float:
+def applied_threshold(spec: DecisionSpec, mode: Mode | str, site_malignant_threshold: float | None, model: str = "the model") -> float:
     """The malignant threshold used in ``mode``: the mode's, or a site's when it is lower (more sensitive).
     A site threshold above the mode's is refused: it would give away sensitivity the mode was validated for."""
     chosen = spec.mode(mode, model)
@@ -96,7 +97,8 @@ def applied_threshold(spec: DecisionSpec, mode: Mode | str, site_malignant_thres
     if site_malignant_threshold > threshold:
         raise ConfigError(
             f"[model] malignant_threshold = {site_malignant_threshold} is above the threshold {model} was validated with "
-            f"({threshold:.4f}) in {Mode(mode).value} mode; a site may only lower it (more sensitive), never raise it")
+            f"({threshold:.4f}) in {Mode(mode).value} mode; a site may only lower it (more sensitive), never raise it"
+        )
     return site_malignant_threshold
 
 

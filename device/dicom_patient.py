@@ -56,5 +56,4 @@ def mismatch(file_patient: FilePatient | None, exam_patient: str) -> str | None:
         return None
     if file_patient.patient_id == normalise(exam_patient):
         return None
-    return (f"{file_patient.path.name} belongs to patient {file_patient.patient_id} (its DICOM PatientID), "
-            f"but the open exam is for {exam_patient}")
+    return f"{file_patient.path.name} belongs to patient {file_patient.patient_id} (its DICOM PatientID), but the open exam is for {exam_patient}"

@@ -30,6 +30,7 @@ from device.spacing import PixelSpacing
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Classification:
     probabilities: dict[str, float]  # calibrated (after temperature)
@@ -104,9 +105,7 @@ class Classifier:
         self._site_threshold = site
         self.malignant_threshold = applied_threshold(self.decision_spec, self.mode, site, model)
         self.thresholds = {MALIGNANT: self.malignant_threshold}  # the one applied, recorded with every result
-        self.limits = limits or QualityLimits(
-            min_confidence=self.manifest.quality.min_confidence, max_entropy=self.manifest.quality.max_entropy
-        )
+        self.limits = limits or QualityLimits(min_confidence=self.manifest.quality.min_confidence, max_entropy=self.manifest.quality.max_entropy)
         self.runner = ModelRunner.from_bundle(bundle, threads=threads, runtime=runtime)
         self.runtime = self.runner.runtime
         seg = self.manifest.segmentation
@@ -114,16 +113,16 @@ class Classifier:
         self._same_input = seg is not None and seg.input == self.manifest.input  # the classifier's pixels serve both
         channels = self.runner.feature_channels
         if channels is not None and channels != (len(self.manifest.cam.weights) if self.manifest.cam else None):
-            raise BundleError(f"model bundle {bundle.path}: class-activation output has {channels} channels, "
-                              f"cam.weights has {len(self.manifest.cam.weights) if self.manifest.cam else None}")
+            raise BundleError(
+                f"model bundle {bundle.path}: class-activation output has {channels} channels, "
+                f"cam.weights has {len(self.manifest.cam.weights) if self.manifest.cam else None}"
+            )
         self._cam_weights = None
         if self.manifest.cam is not None:
             self._cam_weights = np.asarray(self.manifest.cam.weights, dtype=np.float32)
         if self.runner.head is not None:  # a site bundle's scores and heat maps come from the refitted head
             self._cam_weights = self.runner.head[0].astype(np.float32)
-        log.info(
-            "model %s %s loaded with %s (%d threads)", self.manifest.name, self.manifest.version, self.runtime, threads
-        )
+        log.info("model %s %s loaded with %s (%d threads)", self.manifest.name, self.manifest.version, self.runtime, threads)
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -155,12 +154,14 @@ class Classifier:
         assessment = self.assess(probs, inconclusive=bool(reasons))
         heat = None
         if heatmap and features is not None and assessment.category is Category.SUSPICIOUS:
-            heat = self._heatmap(features, labels.index(MALIGNANT), assessment.p_malignant, prepared.placement,
-                                 prepared.grey_crop.shape[:2])
+            heat = self._heatmap(features, labels.index(MALIGNANT), assessment.p_malignant, prepared.placement, prepared.grey_crop.shape[:2])
         lesion = None
         if self.segmenter is not None:
-            lesion = withheld() if reasons else self.segmenter.outline(
-                prepared, (frame.shape[0], frame.shape[1]), spacing=spacing, roi=roi, same_input=self._same_input)
+            lesion = (
+                withheld()
+                if reasons
+                else self.segmenter.outline(prepared, (frame.shape[0], frame.shape[1]), spacing=spacing, roi=roi, same_input=self._same_input)
+            )
         latency_ms = (time.perf_counter() - start) * 1000.0
         return Classification(
             probabilities=probs,
@@ -193,8 +194,7 @@ class Classifier:
         """Calibrated probabilities: the manifest's temperature applied to the scores (the runner's rule)."""
         return probabilities(scores, self.manifest.temperature, self.manifest.outputs.scores_kind)
 
-    def _heatmap(self, features: np.ndarray, class_index: int, p_class: float, placement: Placement,
-                 crop_shape: tuple[int, int]) -> np.ndarray:
+    def _heatmap(self, features: np.ndarray, class_index: int, p_class: float, placement: Placement, crop_shape: tuple[int, int]) -> np.ndarray:
         """The class activation on the fixed scale (HEATMAP_SCALE): its shape relative to its peak, times the
         class probability, on one logarithmic scale for every image, so the hottest colour an image can show is
         its own p(class), never an auto-rescaled 100 %."""

@@ -127,10 +127,10 @@ def parse_head(value: Any, source: str = "manifest") -> HeadSpec | None:
     return HeadSpec(parsed_weights, parsed_bias, BaseIdentity(base["name"], base["version"], base["sha256"]), site)
 
 
-def validate_head(head: HeadSpec, n_labels: int, model_sha256: str, source: str = "manifest",
-                  cam_channels: int | None = None) -> None:
+def validate_head(head: HeadSpec, n_labels: int, model_sha256: str, source: str = "manifest", cam_channels: int | None = None) -> None:
     """The head fits the manifest: [C][n_labels] weights (C = the cam feature map's channels when known),
     n_labels biases, and a base with the same model file."""
+
     def fail(message: str) -> None:
         raise BundleError(f"{source}: {message}")
 
@@ -143,8 +143,7 @@ def validate_head(head: HeadSpec, n_labels: int, model_sha256: str, source: str 
     if len(head.base.sha256) != 64 or any(c not in "0123456789abcdef" for c in head.base.sha256):
         fail("'head.base.sha256' must be a 64-character lower-case hex digest")
     if head.base.sha256 != model_sha256:
-        fail("'head.base.sha256' names another model than 'model_sha256': a head only applies to the model it was "
-             "refitted on")
+        fail("'head.base.sha256' names another model than 'model_sha256': a head only applies to the model it was refitted on")
 
 
 def head_to_dict(head: HeadSpec) -> dict[str, Any]:
@@ -212,11 +211,19 @@ class HeadData:
         n = len(self.train_v)
         buffer = io.BytesIO()
         np.savez_compressed(
-            buffer, header=np.array(json.dumps(header)), basis=basis_q, basis_scale=basis_scale, v_scale=v_scale,
-            train_v=v_q[:n], train_z=self.train_z.astype(np.float32),
-            train_y=self.train_y.astype(np.int8), train_source=self.train_source.astype(str),
-            test_v=v_q[n:], test_z=self.test_z.astype(np.float32),
-            test_y=self.test_y.astype(np.int8), test_source=self.test_source.astype(str),
+            buffer,
+            header=np.array(json.dumps(header)),
+            basis=basis_q,
+            basis_scale=basis_scale,
+            v_scale=v_scale,
+            train_v=v_q[:n],
+            train_z=self.train_z.astype(np.float32),
+            train_y=self.train_y.astype(np.int8),
+            train_source=self.train_source.astype(str),
+            test_v=v_q[n:],
+            test_z=self.test_z.astype(np.float32),
+            test_y=self.test_y.astype(np.int8),
+            test_source=self.test_source.astype(str),
         )
         return buffer.getvalue()
 
@@ -227,8 +234,10 @@ class HeadData:
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
         except FileNotFoundError:
-            raise BundleError(f"{path}: missing — this bundle ships no training features for a site refit "
-                              "(python -m model_build.head_data --bundle DIR --data ... adds them)") from None
+            raise BundleError(
+                f"{path}: missing — this bundle ships no training features for a site refit "
+                "(python -m model_build.head_data --bundle DIR --data ... adds them)"
+            ) from None
         except (OSError, ValueError) as exc:
             raise BundleError(f"{path}: not a readable features file ({exc})") from exc
         needed = {"header", "basis", "basis_scale", "v_scale"} | {f"{s}_{k}" for s in ("train", "test") for k in ("v", "z", "y", "source")}
@@ -248,18 +257,30 @@ class HeadData:
             f32["test_v"] = arrays["test_v"].astype(np.float32) * arrays["v_scale"].astype(np.float32)
         except ValueError as exc:
             raise BundleError(f"{path}: scales do not match the arrays ({exc})") from exc
-        data = cls(labels, str(header.get("model_sha256", "")), f32["basis"],
-                   f32["train_v"], f32["train_z"], arrays["train_y"].astype(np.int64), arrays["train_source"],
-                   f32["test_v"], f32["test_z"], arrays["test_y"].astype(np.int64), arrays["test_source"],
-                   {k: v for k, v in header.items() if k not in ("format", "labels", "model_sha256")})
+        data = cls(
+            labels,
+            str(header.get("model_sha256", "")),
+            f32["basis"],
+            f32["train_v"],
+            f32["train_z"],
+            arrays["train_y"].astype(np.int64),
+            arrays["train_source"],
+            f32["test_v"],
+            f32["test_z"],
+            arrays["test_y"].astype(np.int64),
+            arrays["test_source"],
+            {k: v for k, v in header.items() if k not in ("format", "labels", "model_sha256")},
+        )
         if data.basis.ndim != 2 or not np.isfinite(data.basis).all():
             raise BundleError(f"{path}: basis must be a finite [channels, rank] array")
         for split in ("train", "test"):
             v, z, y, s = (getattr(data, f"{split}_{k}") for k in ("v", "z", "y", "source"))
             n = v.shape[0]
             if v.shape != (n, data.rank) or z.shape != (n, len(labels)) or y.shape != (n,) or s.shape != (n,):
-                raise BundleError(f"{path}: {split} arrays disagree in shape (v {list(v.shape)}, z {list(z.shape)}, "
-                                  f"y {list(y.shape)}, source {list(s.shape)}; rank {data.rank}, {len(labels)} labels)")
+                raise BundleError(
+                    f"{path}: {split} arrays disagree in shape (v {list(v.shape)}, z {list(z.shape)}, "
+                    f"y {list(y.shape)}, source {list(s.shape)}; rank {data.rank}, {len(labels)} labels)"
+                )
             if n and (y.min() < 0 or y.max() >= len(labels)):
                 raise BundleError(f"{path}: {split}_y holds a label index outside {list(labels)}")
             if not (np.isfinite(v).all() and np.isfinite(z).all()):
@@ -286,4 +307,4 @@ def principal_basis(x: np.ndarray, rank: int = BASIS_RANK) -> tuple[np.ndarray, 
     centred = np.asarray(x, dtype=np.float64) - np.mean(x, axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     rank = min(rank, vt.shape[0])
-    return vt[:rank].T.copy(), float(np.sum(s[:rank] ** 2) / max(np.sum(s ** 2), 1e-30))
+    return vt[:rank].T.copy(), float(np.sum(s[:rank] ** 2) / max(np.sum(s**2), 1e-30))

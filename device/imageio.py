@@ -27,19 +27,40 @@ MAX_PIXELS = 50_000_000  # refuse larger images before decoding them (decompress
 MAX_DECODED_BYTES = 24 * 2**20
 
 # Bytes per pixel of the array PIL decodes each mode into (what the header promises before img.load()).
-_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2,
-               "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4, "I": 4, "F": 4}
+_MODE_BYTES = {
+    "1": 1,
+    "L": 1,
+    "P": 1,
+    "LA": 2,
+    "La": 2,
+    "PA": 2,
+    "I;16": 2,
+    "I;16B": 2,
+    "I;16L": 2,
+    "I;16N": 2,
+    "RGB": 3,
+    "YCbCr": 3,
+    "LAB": 3,
+    "HSV": 3,
+    "RGBA": 4,
+    "RGBa": 4,
+    "RGBX": 4,
+    "CMYK": 4,
+    "I": 4,
+    "F": 4,
+}
 
 
-def check_decoded_size(what: str, rows: int, columns: int, bytes_per_pixel: int, frames: int = 1,
-                       limit: int = MAX_DECODED_BYTES) -> None:
+def check_decoded_size(what: str, rows: int, columns: int, bytes_per_pixel: int, frames: int = 1, limit: int = MAX_DECODED_BYTES) -> None:
     """Refuse, before decoding, an image whose decoded pixels would take more than ``limit`` bytes."""
     needed = rows * columns * bytes_per_pixel * max(1, frames)
     if needed > limit:
         per = f" x {frames} frames" if frames > 1 else ""
         raise ImageDecodeError(
             f"{what}: {columns}x{rows} pixels x {bytes_per_pixel} bytes{per} would decode to {needed / 2**20:.0f} MiB, "
-            f"more than the limit of {limit / 2**20:.0f} MiB", "too_large")
+            f"more than the limit of {limit / 2**20:.0f} MiB",
+            "too_large",
+        )
 
 
 def decode_image_file(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -63,8 +84,7 @@ def decode_image_file(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageDecodeError(
-                        f"{file}: image is {width}x{height} pixels, more than the limit of {max_pixels} "
-                        "(possible decompression bomb)",
+                        f"{file}: image is {width}x{height} pixels, more than the limit of {max_pixels} (possible decompression bomb)",
                         "too_large",
                     )
                 check_decoded_size(str(file), height, width, _MODE_BYTES.get(img.mode, 4))

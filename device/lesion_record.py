@@ -19,8 +19,7 @@ DESCRIPTOR_VALUES: dict[str, frozenset[str]] = {  # device.lesion_shape's Orient
     "margin": frozenset({"circumscribed", "not_circumscribed"}),
 }
 WITHHELD_VALUES = frozenset({"inconclusive"})  # device.outline.Withheld
-_KEYS = ("found", "withheld", "box", "contour", "area_px", "width_mm", "depth_mm", "area_mm2", "spacing_mm",
-         *DESCRIPTOR_VALUES)
+_KEYS = ("found", "withheld", "box", "contour", "area_px", "width_mm", "depth_mm", "area_mm2", "spacing_mm", *DESCRIPTOR_VALUES)
 
 
 class LesionRecordError(ValueError):
@@ -74,13 +73,19 @@ class LesionRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "found": self.found, "withheld": self.withheld,
+            "found": self.found,
+            "withheld": self.withheld,
             "box": list(self.box) if self.box is not None else None,
             "contour": [list(p) for p in self.contour] if self.found else None,
-            "area_px": self.area_px, "width_mm": self.width_mm, "depth_mm": self.depth_mm, "area_mm2": self.area_mm2,
+            "area_px": self.area_px,
+            "width_mm": self.width_mm,
+            "depth_mm": self.depth_mm,
+            "area_mm2": self.area_mm2,
             "spacing_mm": list(self.spacing_mm) if self.spacing_mm is not None else None,
-            **{name: ({"value": d.value, "shown": d.shown} if d is not None else None)
-               for name, d in (("orientation", self.orientation), ("shape", self.shape), ("margin", self.margin))},
+            **{
+                name: ({"value": d.value, "shown": d.shown} if d is not None else None)
+                for name, d in (("orientation", self.orientation), ("shape", self.shape), ("margin", self.margin))
+            },
         }
 
     def to_text(self) -> str:
@@ -107,16 +112,18 @@ class LesionRecord:
             raise LesionRecordError(f"{where}.found: expected true or false, got {found!r}")
         withheld = data.get("withheld")
         if withheld is not None and (withheld not in WITHHELD_VALUES or found):
-            raise LesionRecordError(f"{where}.withheld: {withheld!r} is no reason (one of {sorted(WITHHELD_VALUES)}, "
-                                    "and only without an outline)")
+            raise LesionRecordError(f"{where}.withheld: {withheld!r} is no reason (one of {sorted(WITHHELD_VALUES)}, and only without an outline)")
         if not found:
             filled = [k for k in _KEYS if k not in ("found", "withheld") and data.get(k) is not None]
             if filled:
                 raise LesionRecordError(f"{where}: no lesion outlined, yet {filled} given")
             return cls(found=False, withheld=withheld)
         return cls(
-            found=True, box=_box(data.get("box"), f"{where}.box"), contour=_contour(data.get("contour"), f"{where}.contour"),
-            area_px=_positive(data.get("area_px"), f"{where}.area_px"), **_sizes(data, where),
+            found=True,
+            box=_box(data.get("box"), f"{where}.box"),
+            contour=_contour(data.get("contour"), f"{where}.contour"),
+            area_px=_positive(data.get("area_px"), f"{where}.area_px"),
+            **_sizes(data, where),
             orientation=_descriptor(data.get("orientation"), "orientation", f"{where}.orientation"),
             shape=_descriptor(data.get("shape"), "shape", f"{where}.shape"),
             margin=_descriptor(data.get("margin"), "margin", f"{where}.margin"),
@@ -150,8 +157,7 @@ def _box(value: Any, where: str) -> tuple[int, int, int, int]:
 
 def _contour(value: Any, where: str) -> tuple[tuple[int, int], ...]:
     if not isinstance(value, list) or not 3 <= len(value) <= MAX_POINTS:
-        raise LesionRecordError(f"{where}: expected 3..{MAX_POINTS} [x, y] points, got "
-                                f"{len(value) if isinstance(value, list) else value!r}")
+        raise LesionRecordError(f"{where}: expected 3..{MAX_POINTS} [x, y] points, got {len(value) if isinstance(value, list) else value!r}")
     points = []
     for i, point in enumerate(value):
         if not isinstance(point, list) or len(point) != 2:
@@ -172,9 +178,12 @@ def _sizes(data: dict[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(spacing, list) or len(spacing) != 2:
         raise LesionRecordError(f"{where}.spacing_mm: expected [x_mm, y_mm], got {spacing!r}")
     sx, sy = (_positive(v, f"{where}.spacing_mm") for v in spacing)
-    return {"width_mm": _positive(data["width_mm"], f"{where}.width_mm"),
-            "depth_mm": _positive(data["depth_mm"], f"{where}.depth_mm"),
-            "area_mm2": _positive(data["area_mm2"], f"{where}.area_mm2"), "spacing_mm": (sx, sy)}
+    return {
+        "width_mm": _positive(data["width_mm"], f"{where}.width_mm"),
+        "depth_mm": _positive(data["depth_mm"], f"{where}.depth_mm"),
+        "area_mm2": _positive(data["area_mm2"], f"{where}.area_mm2"),
+        "spacing_mm": (sx, sy),
+    }
 
 
 def _descriptor(value: Any, name: str, where: str) -> Descriptor:

@@ -110,7 +110,9 @@ def outline_features(contour: np.ndarray) -> OutlineFeatures:
     (cx, cy), (d1, d2), angle = cv2.fitEllipse(pts)
     a, b = max(d1, d2) / 2.0, min(d1, d2) / 2.0
     return OutlineFeatures(
-        area_px=area, width_px=int(w), depth_px=int(h),
+        area_px=area,
+        width_px=int(w),
+        depth_px=int(h),
         solidity=area / hull if hull > 0 else 0.0,
         axis_ratio=b / a if a > 0 else 0.0,
         roughness=_ellipse_roughness(contour.astype(np.float64), cx, cy, d1 / 2.0, d2 / 2.0, math.radians(angle)),
@@ -146,7 +148,10 @@ def describe(mask: np.ndarray, spacing: PixelSpacing | None = None, rules: Shape
     return LesionOutline(
         box=(int(x), int(y), int(w), int(h)),
         contour=tuple((int(px), int(py)) for px, py in simplify(contour)),
-        area_px=f.area_px, width_mm=width_mm, depth_mm=depth_mm, area_mm2=area_mm2,
+        area_px=f.area_px,
+        width_mm=width_mm,
+        depth_mm=depth_mm,
+        area_mm2=area_mm2,
         orientation=Orientation.PARALLEL if wide >= deep else Orientation.NOT_PARALLEL,
         shape=classify_shape(f, rules),
         margin=Margin.CIRCUMSCRIBED if f.roughness < rules.circumscribed_below_roughness else Margin.NOT_CIRCUMSCRIBED,

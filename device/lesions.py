@@ -70,8 +70,7 @@ def combine_views(decisions: Sequence[Decision], rule: ViewRule = VIEW_RULE) -> 
         raise LesionError(f"a lesion has 1 to {MAX_VIEWS} views, got {len(decisions)}")
     thresholds = {(d.malignant_threshold, d.lesion_threshold) for d in decisions}
     if len(thresholds) != 1:
-        raise LesionError(f"the views of one lesion were judged with different thresholds {sorted(thresholds)}: "
-                          "one lesion, one model and mode")
+        raise LesionError(f"the views of one lesion were judged with different thresholds {sorted(thresholds)}: one lesion, one model and mode")
     used = [d for d in decisions if not d.inconclusive]
     if not used:
         return LesionDecision(Category.INCONCLUSIVE, None, None, None, len(decisions), 0, False, rule)
@@ -122,10 +121,15 @@ def record_decision(record: ResultRecord, lesion_threshold: float) -> Decision:
         raise LesionError(f"result {record.result_id} was stored before the category rule: it has no category to combine")
     category = Category(record.category)
     p_lesion = 1.0 - float(record.probabilities.get("normal", 0.0))
-    return Decision(category=category,
-                    label=record.label or CATEGORY_LABEL.get(category, "") or "",
-                    p_malignant=float(record.p_malignant), p_lesion=p_lesion, mode=Mode(record.mode or DEFAULT_MODE),
-                    malignant_threshold=float(record.thresholds["malignant"]), lesion_threshold=lesion_threshold)
+    return Decision(
+        category=category,
+        label=record.label or CATEGORY_LABEL.get(category, "") or "",
+        p_malignant=float(record.p_malignant),
+        p_lesion=p_lesion,
+        mode=Mode(record.mode or DEFAULT_MODE),
+        malignant_threshold=float(record.thresholds["malignant"]),
+        lesion_threshold=lesion_threshold,
+    )
 
 
 def implied_lesion_threshold(records: Sequence[ResultRecord]) -> float:
@@ -157,13 +161,14 @@ def combine_records(records: Sequence[ResultRecord], rule: ViewRule = VIEW_RULE)
     decisions = [record_decision(r, threshold) for r in records]
     for record, d in zip(records, decisions):
         if not d.inconclusive and categorise(d.p_malignant, d.p_lesion, d.malignant_threshold, threshold) is not d.category:
-            raise LesionError(f"result {record.result_id}: its stored category {d.category.value} is not what its "
-                              "p(malignant) and threshold give; it cannot be combined")
+            raise LesionError(
+                f"result {record.result_id}: its stored category {d.category.value} is not what its "
+                "p(malignant) and threshold give; it cannot be combined"
+            )
     return combine_views(decisions, rule)
 
 
-def lesion_key(record: ResultRecord, placement: Placement | None, view: LesionView | None,
-               exam_id: str) -> tuple[str, int, str | None] | None:
+def lesion_key(record: ResultRecord, placement: Placement | None, view: LesionView | None, exam_id: str) -> tuple[str, int, str | None] | None:
     """Which lesion of exam ``exam_id`` a frame is grouped in — (exam, number, side) — or None when it does not count
     in this exam (voided, moved out). A frame whose grouping is of another exam (moved in) is a lesion of its own."""
     place_exam, side = record.exam_id, record.side
@@ -178,8 +183,9 @@ def lesion_key(record: ResultRecord, placement: Placement | None, view: LesionVi
     return (exam_id, view.lesion, side)
 
 
-def group_lesions(records: Sequence[ResultRecord], placements: Mapping[str, Placement],
-                  views: Mapping[str, LesionView], exam_id: str, rule: ViewRule = VIEW_RULE) -> list[Lesion]:
+def group_lesions(
+    records: Sequence[ResultRecord], placements: Mapping[str, Placement], views: Mapping[str, LesionView], exam_id: str, rule: ViewRule = VIEW_RULE
+) -> list[Lesion]:
     """The lesions of exam ``exam_id`` from its frames (oldest first): only frames that count in it, grouped by their
     stored lesion number and side, at most MAX_VIEWS each (a further frame becomes a lesion of its own), numbered in
     the order of their first frame, each with its combined result."""
@@ -201,8 +207,9 @@ def group_lesions(records: Sequence[ResultRecord], placements: Mapping[str, Plac
     return lesions
 
 
-def check_same_lesion(frame: ResultRecord, frame_place: Placement | None, first: ResultRecord,
-                      first_place: Placement | None, views_of_lesion: int) -> None:
+def check_same_lesion(
+    frame: ResultRecord, frame_place: Placement | None, first: ResultRecord, first_place: Placement | None, views_of_lesion: int
+) -> None:
     """Whether ``frame`` may become the second view of ``first``'s lesion: both count in one exam, on one side, the
     lesion has room (``views_of_lesion``: its frames that count, ``frame`` not among them), and the two can be
     combined. Raises :class:`LesionError` naming the problem."""
@@ -216,11 +223,11 @@ def check_same_lesion(frame: ResultRecord, frame_place: Placement | None, first:
         where.append((place.exam_id if place else record.exam_id, place.side if place else record.side))
     (exam_a, side_a), (exam_b, side_b) = where
     if exam_a is None or exam_a != exam_b:
-        raise LesionError(f"results {frame.result_id} and {first.result_id} are in different exams ({exam_a}, {exam_b}): "
-                          "a lesion is seen within one exam")
+        raise LesionError(
+            f"results {frame.result_id} and {first.result_id} are in different exams ({exam_a}, {exam_b}): a lesion is seen within one exam"
+        )
     if side_a != side_b:
-        raise LesionError(f"results {frame.result_id} and {first.result_id} are on different sides ({side_a}, {side_b}): "
-                          "one lesion is on one side")
+        raise LesionError(f"results {frame.result_id} and {first.result_id} are on different sides ({side_a}, {side_b}): one lesion is on one side")
     if views_of_lesion >= MAX_VIEWS:
         raise LesionError(f"the lesion of result {first.result_id} already has {MAX_VIEWS} views")
     combine_records([first, frame])

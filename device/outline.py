@@ -95,16 +95,31 @@ class Segmenter:
             raise BundleError(f"model bundle {bundle.path} has no segmentation model")
         self.spec: SegmentationSpec = spec
         where = f"model bundle {bundle.path} (segmentation)"
-        self.runner = ModelRunner(path, spec.input, TensorNames(spec.outputs.lesion_logit, spec.outputs.mask), 1,
-                                  where=where, model_name=spec.model, threads=threads, runtime=runtime)
+        self.runner = ModelRunner(
+            path,
+            spec.input,
+            TensorNames(spec.outputs.lesion_logit, spec.outputs.mask),
+            1,
+            where=where,
+            model_name=spec.model,
+            threads=threads,
+            runtime=runtime,
+        )
         assert self.runner.features is not None  # TensorNames names the mask: _bind refuses a missing one
         shape = list(self.runner.features["shape"])
         if shape[0] != 1 or shape[3] != 1:
             raise BundleError(f"{where}: mask output {spec.outputs.mask!r} has shape {shape}, expected [1, h, w, 1]")
         self.runner.warm_up()
 
-    def outline(self, prepared: Prepared, frame_shape: tuple[int, int], *, spacing: PixelSpacing | None = None,
-                roi: Box | None = None, same_input: bool = False) -> LesionResult:
+    def outline(
+        self,
+        prepared: Prepared,
+        frame_shape: tuple[int, int],
+        *,
+        spacing: PixelSpacing | None = None,
+        roi: Box | None = None,
+        same_input: bool = False,
+    ) -> LesionResult:
         """The outline on the crop ``prepared`` was cut from, in image pixel coordinates of a frame ``frame_shape``
         (rows, columns). ``same_input``: the classifier's input spec is this model's, so its pixels are reused."""
         start = time.perf_counter()
@@ -115,8 +130,7 @@ class Segmenter:
         _, mask = self.runner.invoke(self.runner.input_tensor(pixels), with_features=True)
         assert mask is not None  # the runner has the mask output (checked in __init__)
         crop = prepared.crop
-        binary = crop_mask(mask[..., 0], placement, crop, self.spec.input.height, self.spec.input.width,
-                           self.spec.mask.threshold)
+        binary = crop_mask(mask[..., 0], placement, crop, self.spec.input.height, self.spec.input.width, self.spec.mask.threshold)
         restrict_to_roi(binary, crop, roi, frame_shape)
         found = describe(binary, spacing)
         if found is not None and model_px(found.area_px, placement, crop) < self.spec.mask.min_region_px:
@@ -126,8 +140,7 @@ class Segmenter:
         return LesionResult(found, spacing=spacing, latency_ms=(time.perf_counter() - start) * 1000.0)
 
 
-def crop_mask(prob: np.ndarray, placement: Placement, crop: Box, input_h: int, input_w: int,
-              threshold: float) -> np.ndarray:
+def crop_mask(prob: np.ndarray, placement: Placement, crop: Box, input_h: int, input_w: int, threshold: float) -> np.ndarray:
     """The model's mask (``[h, w]`` probabilities over its input) as a binary uint8 mask the size of the crop:
     resized to the input, the letterbox padding cut away, resized to the crop, thresholded."""
     prob = np.asarray(prob, dtype=np.float32)
@@ -162,8 +175,7 @@ def model_px(area_px: float, placement: Placement, crop: Box) -> float:
 def offset_outline(outline: LesionOutline, dx: int, dy: int) -> LesionOutline:
     """The outline moved from crop to frame coordinates (sizes and descriptors do not move)."""
     x, y, w, h = outline.box
-    return dataclasses.replace(outline, box=(x + dx, y + dy, w, h),
-                               contour=tuple((px + dx, py + dy) for px, py in outline.contour))
+    return dataclasses.replace(outline, box=(x + dx, y + dy, w, h), contour=tuple((px + dx, py + dy) for px, py in outline.contour))
 
 
 def withheld(reason: Withheld = Withheld.INCONCLUSIVE) -> LesionResult:

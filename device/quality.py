@@ -45,9 +45,7 @@ def image_problems(crop: np.ndarray, limits: QualityLimits) -> list[str]:
         chroma = cv2.max(cv2.max(cv2.absdiff(red, green), cv2.absdiff(green, blue)), cv2.absdiff(red, blue))
         coloured = cv2.countNonZero((chroma > _COLOUR_CHROMA).astype(np.uint8)) / chroma.size
         if coloured > limits.colour_fraction_max:
-            reasons.append(
-                f"colour: {coloured:.0%} of the image is coloured — Doppler overlay or not a greyscale ultrasound image"
-            )
+            reasons.append(f"colour: {coloured:.0%} of the image is coloured — Doppler overlay or not a greyscale ultrasound image")
     grey = to_grey(np.ascontiguousarray(sample))
     mean_arr, std_arr = cv2.meanStdDev(grey)
     mean, std = float(mean_arr[0][0]), float(std_arr[0][0])

@@ -144,8 +144,7 @@ class ExamAlreadyOpenError(ExamBindingError):
     code = "exam_already_open"
 
 
-EXAM_BINDING_CODES = frozenset(cls.code for cls in (
-    ExamBindingError, NoOpenExamError, ExamClosedError, ExamMismatchError, ExamAlreadyOpenError))
+EXAM_BINDING_CODES = frozenset(cls.code for cls in (ExamBindingError, NoOpenExamError, ExamClosedError, ExamMismatchError, ExamAlreadyOpenError))
 
 
 class ExamEnd(Enum):
@@ -186,8 +185,7 @@ class ExamDesk:
     def open(self, exam: Exam) -> Exam:
         with self._lock:
             if self._exam is not None:
-                raise ExamAlreadyOpenError(
-                    f"exam {exam.exam_id} not opened: exam {self._exam.exam_id} is still open; finish it first")
+                raise ExamAlreadyOpenError(f"exam {exam.exam_id} not opened: exam {self._exam.exam_id} is still open; finish it first")
             self._exam = exam
         log.info("exam %s opened", exam.exam_id)
         return exam
@@ -211,15 +209,18 @@ class ExamDesk:
             if captured.exam_id is None:
                 raise NoOpenExamError(
                     f"frame from {captured.frame.origin} not stored: no exam was open when it was captured; "
-                    "start an exam, then capture the frame again")
+                    "start an exam, then capture the frame again"
+                )
             if exam is None:
                 raise ExamClosedError(
                     f"frame from {captured.frame.origin} not stored: exam {captured.exam_id} it was captured under "
-                    "was finished before it could be stored; no exam is open")
+                    "was finished before it could be stored; no exam is open"
+                )
             if exam.exam_id != captured.exam_id:
                 raise ExamMismatchError(
                     f"frame from {captured.frame.origin} not stored: it was captured under exam {captured.exam_id}, "
-                    f"but exam {exam.exam_id} is open now")
+                    f"but exam {exam.exam_id} is open now"
+                )
             return exam
 
     @contextmanager

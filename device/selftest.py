@@ -157,8 +157,12 @@ def compute_reference(classifier: Classifier, frame_png: bytes, frame_name: str 
     frame = _decode_png(frame_png)
     tensor = classifier.input_tensor(prepare(frame, classifier.manifest.input, auto_crop=True).pixels)
     scores, _ = classifier.invoke(tensor)
-    return ReferenceSpec(frame=frame_name, frame_sha256=hashlib.sha256(frame_png).hexdigest(),
-                         input_sha256=tensor_sha256(tensor), scores=tuple(float(v) for v in scores))
+    return ReferenceSpec(
+        frame=frame_name,
+        frame_sha256=hashlib.sha256(frame_png).hexdigest(),
+        input_sha256=tensor_sha256(tensor),
+        scores=tuple(float(v) for v in scores),
+    )
 
 
 def record_reference(bundle_dir: str | os.PathLike[str]) -> ModelBundle:
@@ -228,9 +232,12 @@ def _cpuinfo_fields(text: str) -> dict[str, str]:
 def check_preprocessing(expected: str = PREPROCESSING_CHECKSUM) -> CheckResult:
     actual = preprocessing_checksum()
     if actual != expected:
-        return CheckResult("preprocessing", Status.FAIL,
-                           f"checksum {actual[:16]}… differs from the workstation's {expected[:16]}…: this platform "
-                           "prepares different pixels from those the model was validated on")
+        return CheckResult(
+            "preprocessing",
+            Status.FAIL,
+            f"checksum {actual[:16]}… differs from the workstation's {expected[:16]}…: this platform "
+            "prepares different pixels from those the model was validated on",
+        )
     return CheckResult("preprocessing", Status.PASS, f"checksum {actual[:16]}… as on the workstation")
 
 
@@ -238,8 +245,9 @@ def check_reference(classifier: Classifier) -> CheckResult:
     manifest = classifier.manifest
     ref = manifest.reference
     if ref is None:
-        return CheckResult("reference", Status.WARN, f"model {manifest.name} {manifest.version} has no reference frame "
-                                                     "(built before format 2): outputs not checked")
+        return CheckResult(
+            "reference", Status.WARN, f"model {manifest.name} {manifest.version} has no reference frame (built before format 2): outputs not checked"
+        )
     if manifest.input.resampling != Resampling.EXACT:
         log.warning("bundle resamples with %s: its pixels may differ on this platform", manifest.input.resampling)
     path = classifier.bundle.path / ref.frame
@@ -258,16 +266,20 @@ def check_reference(classifier: Classifier) -> CheckResult:
 
 def _compare_reference(expected: ReferenceSpec, actual: ReferenceSpec) -> CheckResult:
     if actual.input_sha256 != expected.input_sha256:
-        return CheckResult("reference", Status.FAIL, "the prepared input tensor differs from the workstation's "
-                                                     f"({actual.input_sha256[:16]}… vs {expected.input_sha256[:16]}…)")
+        return CheckResult(
+            "reference",
+            Status.FAIL,
+            f"the prepared input tensor differs from the workstation's ({actual.input_sha256[:16]}… vs {expected.input_sha256[:16]}…)",
+        )
     got, want = np.asarray(actual.scores), np.asarray(expected.scores)
     difference = float(np.max(np.abs(got - want)))
     if difference == 0.0:
         return CheckResult("reference", Status.PASS, "input tensor and scores bit-identical to the workstation's")
     if difference <= SCORE_TOLERANCE * max(1.0, float(np.max(np.abs(want)))):
         return CheckResult("reference", Status.WARN, f"input identical; scores differ by {difference:.2e} (within tolerance)")
-    return CheckResult("reference", Status.FAIL, f"input identical but scores differ by {difference:.3g}: "
-                                                 "the interpreter computes something else here")
+    return CheckResult(
+        "reference", Status.FAIL, f"input identical but scores differ by {difference:.3g}: the interpreter computes something else here"
+    )
 
 
 def check_site_choice(choice: ModelChoice) -> CheckResult:
@@ -276,8 +288,9 @@ def check_site_choice(choice: ModelChoice) -> CheckResult:
     return CheckResult("site-bundle", Status.WARN if choice.warning else Status.PASS, choice.text())
 
 
-def run_selftest(load: Callable[[], Classifier], signature_checked: bool = True,
-                 site_choice: Callable[[], ModelChoice | None] | None = None) -> list[CheckResult]:
+def run_selftest(
+    load: Callable[[], Classifier], signature_checked: bool = True, site_choice: Callable[[], ModelChoice | None] | None = None
+) -> list[CheckResult]:
     """Every check in order; a model that cannot load fails ``model`` and skips ``reference``. A bundle loaded
     without a signature check (no ``[model] public_key``) is a ``WARN``: it loads, but nothing proves its origin.
     ``site_choice``: what the load chose (device/site_choice.py), reported as the ``site-bundle`` check."""
@@ -298,4 +311,3 @@ def run_selftest(load: Callable[[], Classifier], signature_checked: bool = True,
         results.append(check_site_choice(choice))
     results.append(check_reference(classifier))
     return results
-

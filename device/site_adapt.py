@@ -152,14 +152,23 @@ def image_statistics(grey: np.ndarray) -> np.ndarray:
         a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
         return float((a @ b) / (math.sqrt(float(a @ a) * float(b @ b)) + 1e-9))
 
-    return np.array([
-        g.mean(), std, np.percentile(g, 99), float((g < 10).mean()),
-        float(np.median(np.abs(np.diff(g, axis=1)))) / std, corr(g[:, :-1], g[:, 1:]), corr(g[:-1], g[1:]),
-    ])
+    return np.array(
+        [
+            g.mean(),
+            std,
+            np.percentile(g, 99),
+            float((g < 10).mean()),
+            float(np.median(np.abs(np.diff(g, axis=1)))) / std,
+            corr(g[:, :-1], g[:, 1:]),
+            corr(g[:-1], g[1:]),
+        ]
+    )
 
 
 def read_site_data(
-    classifier: Any, cases: Sequence[SiteCase], options: AnalysisOptions | None = None,
+    classifier: Any,
+    cases: Sequence[SiteCase],
+    options: AnalysisOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SiteData:
     """Every case as ``classify`` sees it under ``options`` (``AnalysisOptions.from_config``): decoded
@@ -181,12 +190,12 @@ def read_site_data(
         if progress is not None:
             progress(i + 1, len(cases))
     width = len(classifier.manifest.cam.weights) if classifier.manifest.cam else 0
-    return SiteData(kept, np.array(xs).reshape(len(kept), width), np.array(stats).reshape(len(kept), len(IMAGE_STATISTICS)),
-                    unfit, digest.hexdigest())
+    return SiteData(
+        kept, np.array(xs).reshape(len(kept), width), np.array(stats).reshape(len(kept), len(IMAGE_STATISTICS)), unfit, digest.hexdigest()
+    )
 
 
-def _read_case(classifier: Any, case: SiteCase, spec: Any, options: AnalysisOptions,
-               digest: Any) -> tuple[np.ndarray, np.ndarray] | str:
+def _read_case(classifier: Any, case: SiteCase, spec: Any, options: AnalysisOptions, digest: Any) -> tuple[np.ndarray, np.ndarray] | str:
     """(pooled features, image statistics) of one case, or why it is left out."""
     from device.sources.files import frames_from_file
 
@@ -255,9 +264,16 @@ def softmax_rows(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return normalised
 
 
-def fit_update(v: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float | Sequence[float] = L2,
-               bias_l2: float = BIAS_L2,
-               free: Sequence[int] | None = None, max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def fit_update(
+    v: np.ndarray,
+    z: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    l2: float | Sequence[float] = L2,
+    bias_l2: float = BIAS_L2,
+    free: Sequence[int] | None = None,
+    max_iter: int = 50,
+) -> tuple[np.ndarray, np.ndarray]:
     """The head's change ``(A [r, K], db [K])`` minimising ``sum_i w_i CE(softmax(z_i + v_i A + db), y_i)
     + l2/2 |A|^2 + bias_l2/2 |db|^2`` by Newton's method with a backtracking line search (convex: it converges
     to the one minimum; the penalty keeps the Hessian positive definite). ``free``: the label columns that may
@@ -276,7 +292,7 @@ def fit_update(v: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray, l2: f
         logits = z + a @ t
         logits = logits - logits.max(axis=1, keepdims=True)
         log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        loss = float(-(w * log_p[np.arange(n), y]).sum() + 0.5 * (reg * t ** 2).sum())
+        loss = float(-(w * log_p[np.arange(n), y]).sum() + 0.5 * (reg * t**2).sum())
         return loss, np.exp(log_p)
 
     loss, p = objective(theta)
@@ -291,7 +307,7 @@ def fit_update(v: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray, l2: f
                 block = (a * coef[:, None]).T @ a
                 if i == j:
                     block = block + np.diag(reg[:, ci])
-                hessian[i * (r + 1):(i + 1) * (r + 1), j * (r + 1):(j + 1) * (r + 1)] = block
+                hessian[i * (r + 1) : (i + 1) * (r + 1), j * (r + 1) : (j + 1) * (r + 1)] = block
         step = np.zeros_like(theta)
         step[:, cols] = -np.linalg.solve(hessian, grad.T.reshape(-1)).reshape(f, r + 1).T
         slope = float((grad * step[:, cols]).sum())
@@ -360,7 +376,7 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
         j = i
         while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
         i = j + 1
     u = ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2.0
     return float(u / (len(positive) * len(negative)))
@@ -379,8 +395,7 @@ class Rule:
         p = softmax_rows(logits, self.temperature)
         p_mal = p[:, self.labels.index(MALIGNANT)]
         p_lesion = 1.0 - p[:, self.labels.index(NORMAL)]
-        cats = np.array([categorise(m, le, self.malignant_threshold, self.lesion_threshold).value
-                         for m, le in zip(p_mal, p_lesion)])
+        cats = np.array([categorise(m, le, self.malignant_threshold, self.lesion_threshold).value for m, le in zip(p_mal, p_lesion)])
         return cats, p
 
 
@@ -412,8 +427,7 @@ def figures(logits: np.ndarray, y: np.ndarray, rule: Rule) -> dict[str, Any]:
 def forgetting(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """What got worse on the base test split beyond the limits (empty: nothing forgotten)."""
     problems = []
-    for key, limit in (("auc_malignant", FORGET_AUC), ("normals_called_normal", FORGET_RECALL),
-                       ("malignant_sensitivity", FORGET_RECALL)):
+    for key, limit in (("auc_malignant", FORGET_AUC), ("normals_called_normal", FORGET_RECALL), ("malignant_sensitivity", FORGET_RECALL)):
         b, a = before.get(key), after.get(key)
         if b is not None and a is not None and a < b - limit - 1e-12:
             problems.append(f"{key} {b:.3f} -> {a:.3f} (may fall by at most {limit})")
@@ -465,15 +479,27 @@ class Adaptation:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "data_sha256": self.data_sha256, "counts": self.counts, "patients": self.patients,
-            "site_weight": self.site_weight, "l2": self.l2, "refitted": self.refitted, "basis_rank": self.basis_rank,
-            "holdout": self.holdout, "base_test": self.base_test,
+            "data_sha256": self.data_sha256,
+            "counts": self.counts,
+            "patients": self.patients,
+            "site_weight": self.site_weight,
+            "l2": self.l2,
+            "refitted": self.refitted,
+            "basis_rank": self.basis_rank,
+            "holdout": self.holdout,
+            "base_test": self.base_test,
             "review": [asdict(r) for r in self.review],
-            "scanner_check": {"mixed": self.scanner.mixed, "odd": list(self.scanner.odd),
-                              "largest_z": round(self.scanner.largest_z, 2), "limit_z": SCANNER_Z,
-                              "medians": {k: round(v, 4) for k, v in self.scanner.medians.items()}},
-            "thresholds": self.thresholds, "temperature": self.temperature,
-            "tried": self.tried, "unfit": [{"file": f, "reason": r} for f, r in self.unfit],
+            "scanner_check": {
+                "mixed": self.scanner.mixed,
+                "odd": list(self.scanner.odd),
+                "largest_z": round(self.scanner.largest_z, 2),
+                "limit_z": SCANNER_Z,
+                "medians": {k: round(v, 4) for k, v in self.scanner.medians.items()},
+            },
+            "thresholds": self.thresholds,
+            "temperature": self.temperature,
+            "tried": self.tried,
+            "unfit": [{"file": f, "reason": r} for f, r in self.unfit],
             "seconds": round(self.seconds, 1),
         }
 
@@ -497,8 +523,16 @@ def holdout_split(cases: Sequence[SiteCase], fraction: float = HOLDOUT_FRACTION,
     return np.array([key in chosen for key in keys])
 
 
-def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 0, *, l2: float = L2,
-          site_weights: Sequence[float] = SITE_WEIGHTS, free_labels: Sequence[str] = (NORMAL,)) -> Adaptation:
+def adapt(
+    bundle: ModelBundle,
+    head_data: HeadData,
+    site: SiteData,
+    seed: int = 0,
+    *,
+    l2: float = L2,
+    site_weights: Sequence[float] = SITE_WEIGHTS,
+    free_labels: Sequence[str] = (NORMAL,),
+) -> Adaptation:
     """Guards, fit, figures and the no-forgetting choice of the site weight (module docstring). ``l2``,
     ``site_weights`` and ``free_labels`` (the head columns that move) are the documented defaults on the device;
     the study of other choices (bench/bench_site_adapt.py --study, docs/model.md) passes others."""
@@ -516,8 +550,10 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
     patients = len({c.patient for c in site.cases}) if all(c.patient for c in site.cases) and site.cases else None
     refused = f" ({len(site.unfit)} more left out: unreadable or refused by the quality gate)" if site.unfit else ""
     if counts[NORMAL] < MIN_NORMALS:
-        raise SiteAdaptError(f"{counts[NORMAL]} usable normal image(s){refused}: at least {MIN_NORMALS} normal scans from "
-                             "this scanner are needed (about 200 recommended)")
+        raise SiteAdaptError(
+            f"{counts[NORMAL]} usable normal image(s){refused}: at least {MIN_NORMALS} normal scans from "
+            "this scanner are needed (about 200 recommended)"
+        )
     if patients is not None and patients < MIN_PATIENTS:
         raise SiteAdaptError(f"the cases come from {patients} patient(s): at least {MIN_PATIENTS} are needed")
     scanner = scanner_check(site.stats, [c.path.name for c in site.cases])
@@ -525,7 +561,8 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
         raise SiteAdaptError(
             f"another scanner seems mixed in: {len(scanner.odd)} of {len(site.cases)} images differ clearly from the rest "
             f"in contrast or speckle grain (more than {SCANNER_Z} robust spreads); keep one scanner's images per site "
-            f"bundle. Odd ones: {', '.join(scanner.odd[:10])}" + (" ..." if len(scanner.odd) > 10 else ""))
+            f"bundle. Odd ones: {', '.join(scanner.odd[:10])}" + (" ..." if len(scanner.odd) > 10 else "")
+        )
 
     w0, b0 = np.asarray(m.cam.weights, dtype=np.float64), np.asarray(m.cam.bias, dtype=np.float64)
     basis = head_data.basis.astype(np.float64)
@@ -557,8 +594,8 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
     if counts[NORMAL] - int(reviewed.sum()) < MIN_NORMALS:
         raise SiteAdaptError(
             f"{int(reviewed.sum())} of {counts[NORMAL]} normal image(s) look like lesions, leaving fewer than "
-            f"{MIN_NORMALS} to fit on; check these labels: "
-            + ", ".join(r.file for r in review[:10]) + (" ..." if len(review) > 10 else ""))
+            f"{MIN_NORMALS} to fit on; check these labels: " + ", ".join(r.file for r in review[:10]) + (" ..." if len(review) > 10 else "")
+        )
     fit_mask, everything = ~held & ~reviewed, ~reviewed
     base_before = figures(z_test, y_test, rule)
     held_before = figures(z_site[held], y_site[held], rule)
@@ -570,67 +607,114 @@ def adapt(bundle: ModelBundle, head_data: HeadData, site: SiteData, seed: int = 
         base_after = figures(z_test + v_test @ a_all + db_all, y_test, rule)
         problems = forgetting(base_before, base_after)
         held_after = figures(z_site[held] + v_site[held] @ a_part + db_part, y_site[held], rule)
-        tried.append({"site_weight": site_weight, "base_test_after": base_after, "holdout_after": held_after,
-                      "forgets": problems})
-        log.info("site weight %.2f: held-out normals called normal %s, base test %s%s", site_weight,
-                 held_after["normals_called_normal"], base_after, f" — forgets: {problems}" if problems else "")
+        tried.append({"site_weight": site_weight, "base_test_after": base_after, "holdout_after": held_after, "forgets": problems})
+        log.info(
+            "site weight %.2f: held-out normals called normal %s, base test %s%s",
+            site_weight,
+            held_after["normals_called_normal"],
+            base_after,
+            f" — forgets: {problems}" if problems else "",
+        )
         if not problems:
             chosen = (site_weight, a_all, db_all, base_after, held_after)
             break
     if chosen is None:
         raise SiteAdaptError(
             "every refit forgets the sites the model was trained on (base test split: "
-            + "; ".join(tried[-1]["forgets"]) + f" even at site weight {site_weights[-1]}); the site bundle is refused")
+            + "; ".join(tried[-1]["forgets"])
+            + f" even at site weight {site_weights[-1]}); the site bundle is refused"
+        )
     site_weight, a_all, db_all, base_after, held_after = chosen
     weights = w0 + basis @ a_all
     bias = b0 + db_all
     a_part, db_part = fit(fit_mask, site_weight)
     temperature = _site_temperature(
-        z_site[held] + v_site[held] @ a_part + db_part, y_site[held], z_site + v_site @ a_all + db_all, y_site,
-        z_test + v_test @ a_all + db_all, y_test, base_before, rule)
+        z_site[held] + v_site[held] @ a_part + db_part,
+        y_site[held],
+        z_site + v_site @ a_all + db_all,
+        y_site,
+        z_test + v_test @ a_all + db_all,
+        y_test,
+        base_before,
+        rule,
+    )
     if temperature["refitted"]:
         rule = dataclasses.replace(rule, temperature=temperature["site"])
         base_after = figures(z_test + v_test @ a_all + db_all, y_test, rule)
         held_after = figures(z_site[held] + v_site[held] @ a_part + db_part, y_site[held], rule)
-    thresholds = _site_thresholds(spec, softmax_rows(z_site + v_site @ a_all + db_all, rule.temperature),
-                                  y_site, labels, rule)
+    thresholds = _site_thresholds(spec, softmax_rows(z_site + v_site @ a_all + db_all, rule.temperature), y_site, labels, rule)
     return Adaptation(
-        weights=weights, bias=bias, site_weight=site_weight, counts=counts, patients=patients,
-        refitted=" and ".join(free_labels) + " only" if len(free_labels) < len(labels) else "all columns", l2=l2,
-        holdout={"cases": int(held.sum()), "normals": int((held & (y_site == labels.index(NORMAL))).sum()),
-                 "split": "by patient" if patients is not None else "by image", "before": held_before,
-                 "after": held_after,
-                 "note": "after: a head fitted without these patients; the shipped head is then fitted on every case"},
+        weights=weights,
+        bias=bias,
+        site_weight=site_weight,
+        counts=counts,
+        patients=patients,
+        refitted=" and ".join(free_labels) + " only" if len(free_labels) < len(labels) else "all columns",
+        l2=l2,
+        holdout={
+            "cases": int(held.sum()),
+            "normals": int((held & (y_site == labels.index(NORMAL))).sum()),
+            "split": "by patient" if patients is not None else "by image",
+            "before": held_before,
+            "after": held_after,
+            "note": "after: a head fitted without these patients; the shipped head is then fitted on every case",
+        },
         base_test={"before": base_before, "after": base_after, "n": int(len(y_test))},
-        review=review, scanner=scanner, tried=tried, unfit=site.unfit, data_sha256=site.sha256, basis_rank=basis.shape[1],
-        thresholds=thresholds, temperature=temperature,
+        review=review,
+        scanner=scanner,
+        tried=tried,
+        unfit=site.unfit,
+        data_sha256=site.sha256,
+        basis_rank=basis.shape[1],
+        thresholds=thresholds,
+        temperature=temperature,
         seconds=time.perf_counter() - start,
     )
 
 
-def _site_temperature(held_logits: np.ndarray, held_y: np.ndarray, site_logits: np.ndarray, site_y: np.ndarray,
-                      test_logits: np.ndarray, test_y: np.ndarray, base_before: dict[str, Any],
-                      rule: Rule) -> dict[str, Any]:
+def _site_temperature(
+    held_logits: np.ndarray,
+    held_y: np.ndarray,
+    site_logits: np.ndarray,
+    site_y: np.ndarray,
+    test_logits: np.ndarray,
+    test_y: np.ndarray,
+    base_before: dict[str, Any],
+    rule: Rule,
+) -> dict[str, Any]:
     """The site bundle's temperature (module docstring, step 8): refitted on the held-out cases when they hold at
     least MIN_TEMPERATURE_LESIONS lesions, and taken only when it loses no cancer (the site's at the threshold; the
     base test split's sensitivity and AUC within the no-forgetting limits); else the base's, with the reason."""
     labels = rule.labels
     lesions = int((held_y != labels.index(NORMAL)).sum())
-    out: dict[str, Any] = {"base": rule.temperature, "site": rule.temperature, "refitted": False,
-                           "held_out_cases": int(len(held_y)), "held_out_lesions": lesions}
+    out: dict[str, Any] = {
+        "base": rule.temperature,
+        "site": rule.temperature,
+        "refitted": False,
+        "held_out_cases": int(len(held_y)),
+        "held_out_lesions": lesions,
+    }
     if lesions < MIN_TEMPERATURE_LESIONS:
-        out["reason"] = (f"{lesions} biopsy-proven lesion(s) held out, at least {MIN_TEMPERATURE_LESIONS} needed: "
-                         "the base temperature is kept (normals alone would only teach over-confidence in 'normal')")
+        out["reason"] = (
+            f"{lesions} biopsy-proven lesion(s) held out, at least {MIN_TEMPERATURE_LESIONS} needed: "
+            "the base temperature is kept (normals alone would only teach over-confidence in 'normal')"
+        )
         return out
     fitted = fit_temperature(held_logits, held_y)
-    out.update({"fitted": round(fitted, 4), "nll_base": round(mean_nll(held_logits, held_y, rule.temperature), 4),
-                "nll_fitted": round(mean_nll(held_logits, held_y, fitted), 4)})
+    out.update(
+        {
+            "fitted": round(fitted, 4),
+            "nll_base": round(mean_nll(held_logits, held_y, rule.temperature), 4),
+            "nll_fitted": round(mean_nll(held_logits, held_y, fitted), 4),
+        }
+    )
     new_rule = dataclasses.replace(rule, temperature=fitted)
     malignant = site_y == labels.index(MALIGNANT)
     # Calibration moves how many normals fall below the lesion threshold — that is what it is for; what it may not
     # do is lose cancers, here or on the base test split (the thresholds were chosen at the base temperature).
-    problems = [p for p in forgetting(base_before, figures(test_logits, test_y, new_rule))
-                if p.startswith(("malignant_sensitivity", "auc_malignant"))]
+    problems = [
+        p for p in forgetting(base_before, figures(test_logits, test_y, new_rule)) if p.startswith(("malignant_sensitivity", "auc_malignant"))
+    ]
     if malignant.any():
         k = labels.index(MALIGNANT)
         before = float((softmax_rows(site_logits[malignant], rule.temperature)[:, k] >= rule.malignant_threshold).mean())
@@ -641,8 +725,7 @@ def _site_temperature(held_logits: np.ndarray, held_y: np.ndarray, site_logits: 
     if problems:
         out["reason"] = "refitted temperature refused, the base one is kept: " + "; ".join(problems)
         return out
-    out.update({"site": round(fitted, 6), "refitted": True,
-                "reason": f"refitted on {len(held_y)} held-out cases ({lesions} lesions), by patient"})
+    out.update({"site": round(fitted, 6), "refitted": True, "reason": f"refitted on {len(held_y)} held-out cases ({lesions} lesions), by patient"})
     return out
 
 
@@ -660,18 +743,29 @@ def _site_thresholds(spec: Any, p: np.ndarray, y: np.ndarray, labels: tuple[str,
     applied = modes[spec.default_mode]
     base_sens, base_spec = sensitivity_specificity(malignant, p_mal >= rule.malignant_threshold)
     new_sens, new_spec = sensitivity_specificity(malignant, p_mal >= applied)
-    return {"modes": {k: float(v) for k, v in modes.items()}, "proposed": float(proposed),
-            "malignant_cases": int(malignant.sum()), "target_sensitivity": TARGET_SENSITIVITY, "confidence": CONFIDENCE,
-            "at_base_threshold": {"threshold": rule.malignant_threshold, "sensitivity": round(base_sens, 4),
-                                  "specificity": round(base_spec, 4)},
-            "at_site_threshold": {"threshold": round(applied, 6), "sensitivity": round(new_sens, 4),
-                                  "specificity": round(new_spec, 4)},
-            "note": "chosen and measured on the same site cases (in-sample), refitted head"}
+    return {
+        "modes": {k: float(v) for k, v in modes.items()},
+        "proposed": float(proposed),
+        "malignant_cases": int(malignant.sum()),
+        "target_sensitivity": TARGET_SENSITIVITY,
+        "confidence": CONFIDENCE,
+        "at_base_threshold": {"threshold": rule.malignant_threshold, "sensitivity": round(base_sens, 4), "specificity": round(base_spec, 4)},
+        "at_site_threshold": {"threshold": round(applied, 6), "sensitivity": round(new_sens, 4), "specificity": round(new_spec, 4)},
+        "note": "chosen and measured on the same site cases (in-sample), refitted head",
+    }
 
 
-def _review_normals(site: SiteData, v: np.ndarray, z: np.ndarray, y: np.ndarray,
-                    labels: tuple[str, ...], rule: Rule, fit: Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray]],
-                    site_weight: float, seed: int) -> list[Review]:
+def _review_normals(
+    site: SiteData,
+    v: np.ndarray,
+    z: np.ndarray,
+    y: np.ndarray,
+    labels: tuple[str, ...],
+    rule: Rule,
+    fit: Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray]],
+    site_weight: float,
+    seed: int,
+) -> list[Review]:
     """Normals that look like lesions: the base head gives them p(malignant) >= :data:`REVIEW_BASE_P_MALIGNANT`
     (left out of the folds' fits too), or a head fitted without their patient (FOLDS folds of patients) still
     gives them p(lesion) >= :data:`REVIEW_P_LESION`."""
@@ -699,13 +793,22 @@ def _review_normals(site: SiteData, v: np.ndarray, z: np.ndarray, y: np.ndarray,
                 reasons.append(f"p(lesion) {p_lesion:.2f} from a head fitted without it")
             if reasons:
                 case = site.cases[index]
-                out.append(Review(case.path.name, case.patient, round(p_lesion, 4), round(float(probs[k_mal]), 4),
-                                  round(float(base_p[index, k_mal]), 4), "; ".join(reasons)))
+                out.append(
+                    Review(
+                        case.path.name,
+                        case.patient,
+                        round(p_lesion, 4),
+                        round(float(probs[k_mal]), 4),
+                        round(float(base_p[index, k_mal]), 4),
+                        "; ".join(reasons),
+                    )
+                )
     return sorted(out, key=lambda r: (-r.base_p_malignant, -r.p_lesion))
 
 
 def report_text(a: Adaptation) -> str:
     """The figures a clinic reads before using the site bundle."""
+
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.0f} %"
 
@@ -722,18 +825,20 @@ def report_text(a: Adaptation) -> str:
         f"called malignant {pct(hb['normals_called_malignant'])} -> {pct(ha['normals_called_malignant'])}",
     ]
     if ha.get("auc_benign_vs_malignant") is not None:
-        lines.append(f"held-out lesions: benign-vs-malignant AUC {hb['auc_benign_vs_malignant']:.3f} -> "
-                     f"{ha['auc_benign_vs_malignant']:.3f}, malignant sensitivity {pct(hb['malignant_sensitivity'])} -> "
-                     f"{pct(ha['malignant_sensitivity'])}")
+        lines.append(
+            f"held-out lesions: benign-vs-malignant AUC {hb['auc_benign_vs_malignant']:.3f} -> "
+            f"{ha['auc_benign_vs_malignant']:.3f}, malignant sensitivity {pct(hb['malignant_sensitivity'])} -> "
+            f"{pct(ha['malignant_sensitivity'])}"
+        )
     lines.append(
         f"base test split ({a.base_test['n']} images, no forgetting): malignant AUC {tb['auc_malignant']:.3f} -> "
         f"{ta['auc_malignant']:.3f}, normals called normal {pct(tb['normals_called_normal'])} -> "
         f"{pct(ta['normals_called_normal'])}, malignant sensitivity {pct(tb['malignant_sensitivity'])} -> "
-        f"{pct(ta['malignant_sensitivity'])} (site weight {a.site_weight})")
+        f"{pct(ta['malignant_sensitivity'])} (site weight {a.site_weight})"
+    )
     if a.temperature:
         t = a.temperature
-        lines.append(f"temperature: {t['base']} -> {t['site']}" + (" (refitted" if t["refitted"] else " (base kept")
-                     + f"; {t.get('reason', '')})")
+        lines.append(f"temperature: {t['base']} -> {t['site']}" + (" (refitted" if t["refitted"] else " (base kept") + f"; {t.get('reason', '')})")
     if a.thresholds is not None:
         t = a.thresholds
         lines.append(
@@ -741,10 +846,13 @@ def report_text(a: Adaptation) -> str:
             f"{t['target_sensitivity']} in {100 * t['confidence']:.0f} % of resamples; never above the base's): "
             f"{t['at_base_threshold']['threshold']:.4f} -> {t['at_site_threshold']['threshold']:.4f}, sensitivity "
             f"{pct(t['at_base_threshold']['sensitivity'])} -> {pct(t['at_site_threshold']['sensitivity'])}, specificity "
-            f"{pct(t['at_base_threshold']['specificity'])} -> {pct(t['at_site_threshold']['specificity'])} (same cases)")
+            f"{pct(t['at_base_threshold']['specificity'])} -> {pct(t['at_site_threshold']['specificity'])} (same cases)"
+        )
     if a.review:
-        lines.append(f"REVIEW: {len(a.review)} image(s) labelled normal look like a lesion — check their labels "
-                     f"(those with base p(malignant) >= {REVIEW_BASE_P_MALIGNANT} were left out of the fit):")
+        lines.append(
+            f"REVIEW: {len(a.review)} image(s) labelled normal look like a lesion — check their labels "
+            f"(those with base p(malignant) >= {REVIEW_BASE_P_MALIGNANT} were left out of the fit):"
+        )
         lines += [f"  {r.file} (patient {r.patient or '-'}): {r.reason}" for r in a.review[:30]]
     return "\n".join(lines)
 
@@ -761,36 +869,38 @@ def site_card(base: ModelBundle, manifest: Any, adaptation: Adaptation, signing:
     """MODEL_CARD.md of a site bundle: what was refitted on what, the site's figures, then the base card."""
     m = base.manifest
     base_card = (base.path / "MODEL_CARD.md").read_text(encoding="utf-8") if (base.path / "MODEL_CARD.md").is_file() else ""
-    return "\n".join([
-        f"# Site bundle {manifest.name} {manifest.version}",
-        "",
-        f"A site bundle made on the device by `python -m device site-adapt` from **{m.name} {m.version}** "
-        f"(model sha256 {m.model_sha256[:16]}…): the same model file; the classifier head refitted ({adaptation.refitted}) "
-        "on this site's own cases together with the base bundle's training images, so that it learns what normal "
-        "looks like on this scanner without forgetting the others. The temperature is the base bundle's unless at "
-        f"least {MIN_TEMPERATURE_LESIONS} biopsy-proven site lesions were held out (then refitted on them: "
-        f"{adaptation.temperature.get('base')} -> {adaptation.temperature.get('site')}); the operating thresholds are "
-        "the base's, unless at least 20 site cancers were given, which may only lower them (a refit never raises the "
-        "malignant threshold).",
-        "",
-        f"- site data: sha256 {adaptation.data_sha256[:16]}…, {', '.join(f'{v} {k}' for k, v in adaptation.counts.items() if v)}"
-        + (f", {adaptation.patients} patients" if adaptation.patients else ""),
-        f"- signing: {signing}",
-        "",
-        "## Site figures (report/site_adapt.json)",
-        "",
-        "```",
-        report_text(adaptation),
-        "```",
-        "",
-        "The held-out figures come from a head fitted without the held-out patients; they are few and from one "
-        "site — check them with `python -m device site-check` on biopsy-proven local cases before trusting the "
-        "threshold. Everything below is the **base bundle's** card: its metrics are the base head's.",
-        "",
-        "---",
-        "",
-        base_card,
-    ])
+    return "\n".join(
+        [
+            f"# Site bundle {manifest.name} {manifest.version}",
+            "",
+            f"A site bundle made on the device by `python -m device site-adapt` from **{m.name} {m.version}** "
+            f"(model sha256 {m.model_sha256[:16]}…): the same model file; the classifier head refitted ({adaptation.refitted}) "
+            "on this site's own cases together with the base bundle's training images, so that it learns what normal "
+            "looks like on this scanner without forgetting the others. The temperature is the base bundle's unless at "
+            f"least {MIN_TEMPERATURE_LESIONS} biopsy-proven site lesions were held out (then refitted on them: "
+            f"{adaptation.temperature.get('base')} -> {adaptation.temperature.get('site')}); the operating thresholds are "
+            "the base's, unless at least 20 site cancers were given, which may only lower them (a refit never raises the "
+            "malignant threshold).",
+            "",
+            f"- site data: sha256 {adaptation.data_sha256[:16]}…, {', '.join(f'{v} {k}' for k, v in adaptation.counts.items() if v)}"
+            + (f", {adaptation.patients} patients" if adaptation.patients else ""),
+            f"- signing: {signing}",
+            "",
+            "## Site figures (report/site_adapt.json)",
+            "",
+            "```",
+            report_text(adaptation),
+            "```",
+            "",
+            "The held-out figures come from a head fitted without the held-out patients; they are few and from one "
+            "site — check them with `python -m device site-check` on biopsy-proven local cases before trusting the "
+            "threshold. Everything below is the **base bundle's** card: its metrics are the base head's.",
+            "",
+            "---",
+            "",
+            base_card,
+        ]
+    )
 
 
 def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site_key: Path | None = None) -> ModelBundle:
@@ -814,43 +924,72 @@ def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site
     m = base.manifest
     version = f"{m.version}+site-{adaptation.short_hash()}"
     if len(version) > MAX_VERSION_LENGTH:  # results carry it to the hub (device/link/schemas/result.schema.json)
-        raise SiteAdaptError(f"site bundle version {version!r} would be {len(version)} characters; results allow "
-                             f"{MAX_VERSION_LENGTH} — give the base bundle a shorter version")
-    site = {"data_sha256": adaptation.data_sha256, "counts": adaptation.counts, "patients": adaptation.patients,
-            "refitted": adaptation.refitted, "site_weight": adaptation.site_weight, "signing": signing,
-            "holdout": adaptation.holdout, "base_test": adaptation.base_test,
-            "review": len(adaptation.review), "thresholds": adaptation.thresholds,
-            "temperature": adaptation.temperature, "report": REPORT_FILE}
-    head = HeadSpec(weights=tuple(tuple(float(v) for v in row) for row in adaptation.weights),
-                    bias=tuple(float(v) for v in adaptation.bias),
-                    base=BaseIdentity(m.name, m.version, m.model_sha256), site=site)
+        raise SiteAdaptError(
+            f"site bundle version {version!r} would be {len(version)} characters; results allow "
+            f"{MAX_VERSION_LENGTH} — give the base bundle a shorter version"
+        )
+    site = {
+        "data_sha256": adaptation.data_sha256,
+        "counts": adaptation.counts,
+        "patients": adaptation.patients,
+        "refitted": adaptation.refitted,
+        "site_weight": adaptation.site_weight,
+        "signing": signing,
+        "holdout": adaptation.holdout,
+        "base_test": adaptation.base_test,
+        "review": len(adaptation.review),
+        "thresholds": adaptation.thresholds,
+        "temperature": adaptation.temperature,
+        "report": REPORT_FILE,
+    }
+    head = HeadSpec(
+        weights=tuple(tuple(float(v) for v in row) for row in adaptation.weights),
+        bias=tuple(float(v) for v in adaptation.bias),
+        base=BaseIdentity(m.name, m.version, m.model_sha256),
+        site=site,
+    )
     thresholds, decision = dict(m.thresholds), m.decision
     if adaptation.thresholds is not None:  # lowered, never raised
         modes = adaptation.thresholds["modes"]
         default = m.decision_spec().default_mode
         thresholds[MALIGNANT] = min(thresholds.get(MALIGNANT, 1.0), modes[default])
         if decision is not None:
-            decision = dataclasses.replace(decision, modes={
-                name: dataclasses.replace(mode, malignant_threshold=min(mode.malignant_threshold, modes[name]),
-                                          figures=None if modes[name] < mode.malignant_threshold else mode.figures,
-                                          categories=None if modes[name] < mode.malignant_threshold else mode.categories)
-                for name, mode in decision.modes.items()})
-    temperature = adaptation.temperature.get("site", m.temperature) if adaptation.temperature.get("refitted") \
-        else m.temperature
-    manifest = dataclasses.replace(m, version=version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                   head=head, reference=None, thresholds=thresholds, decision=decision,
-                                   temperature=float(temperature))
+            decision = dataclasses.replace(
+                decision,
+                modes={
+                    name: dataclasses.replace(
+                        mode,
+                        malignant_threshold=min(mode.malignant_threshold, modes[name]),
+                        figures=None if modes[name] < mode.malignant_threshold else mode.figures,
+                        categories=None if modes[name] < mode.malignant_threshold else mode.categories,
+                    )
+                    for name, mode in decision.modes.items()
+                },
+            )
+    temperature = adaptation.temperature.get("site", m.temperature) if adaptation.temperature.get("refitted") else m.temperature
+    manifest = dataclasses.replace(
+        m,
+        version=version,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        head=head,
+        reference=None,
+        thresholds=thresholds,
+        decision=decision,
+        temperature=float(temperature),
+    )
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     # the base's segmentation model (docs/lesion-outline.md) goes on unchanged: its section and its file together
     seg_path = base.segmentation_path
-    write_bundle(partial, base.model_path.read_bytes(), manifest,
-                 segmentation=seg_path.read_bytes() if seg_path is not None else None)
+    write_bundle(partial, base.model_path.read_bytes(), manifest, segmentation=seg_path.read_bytes() if seg_path is not None else None)
     skip = {MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE, HEAD_DATA_FILE}
     if m.segmentation is not None:
         skip.add(m.segmentation.model)  # written (and its sha256 checked) by write_bundle
-    files = {p.relative_to(base.path).as_posix(): p.read_bytes() for p in sorted(base.path.rglob("*"))
-             if p.is_file() and p.relative_to(base.path).as_posix() not in skip}
+    files = {
+        p.relative_to(base.path).as_posix(): p.read_bytes()
+        for p in sorted(base.path.rglob("*"))
+        if p.is_file() and p.relative_to(base.path).as_posix() not in skip
+    }
     files["MODEL_CARD.md"] = site_card(base, manifest, adaptation, signing).encode("utf-8")
     files[REPORT_FILE] = report_json(adaptation, {"base": head.base.__dict__, "version": version, "signing": signing})
     edit_bundle(partial, files=files)
@@ -867,13 +1006,21 @@ def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site
     return load_bundle(out)
 
 
-def run(classifier: Any, cases_dir: Path, out: Path, site_key: Path | None = None, options: AnalysisOptions | None = None,
-        progress: Callable[[int, int], None] | None = None) -> tuple[Adaptation, ModelBundle]:
+def run(
+    classifier: Any,
+    cases_dir: Path,
+    out: Path,
+    site_key: Path | None = None,
+    options: AnalysisOptions | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Adaptation, ModelBundle]:
     """``device site-adapt``: read the cases with ``classifier`` (the base bundle's), adapt, write the site bundle."""
     bundle = classifier.bundle
     if getattr(bundle.manifest, "head", None) is not None:
-        raise SiteAdaptError(f"model {bundle.manifest.name} {bundle.manifest.version} is already a site bundle; adapt "
-                             f"its base bundle ({bundle.manifest.head.base.name} {bundle.manifest.head.base.version}) instead")
+        raise SiteAdaptError(
+            f"model {bundle.manifest.name} {bundle.manifest.version} is already a site bundle; adapt "
+            f"its base bundle ({bundle.manifest.head.base.name} {bundle.manifest.head.base.version}) instead"
+        )
     head_data = HeadData.load(bundle.path / HEAD_DATA_FILE)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SiteAdaptError(f"{out}: exists and is not an empty directory; choose a new --out")

@@ -65,7 +65,7 @@ class SiteReport:
     mode: str = "balanced"  # the operating mode whose threshold is checked (and may only be lowered)
 
     def config_line(self) -> str:
-        return f"[model]\nmode = \"{self.mode}\"\nmalignant_threshold = {self.proposed_threshold:.4f}"
+        return f'[model]\nmode = "{self.mode}"\nmalignant_threshold = {self.proposed_threshold:.4f}'
 
 
 def read_cases(folder: Path) -> list[Case]:
@@ -96,8 +96,13 @@ def read_cases(folder: Path) -> list[Case]:
 
 
 def check_site(
-    cases: list[Case], score: Callable[[Path], Scored], applied: float, validated: float,
-    target_sensitivity: float = 0.95, confidence: float = 0.9, mode: str = "balanced",
+    cases: list[Case],
+    score: Callable[[Path], Scored],
+    applied: float,
+    validated: float,
+    target_sensitivity: float = 0.95,
+    confidence: float = 0.9,
+    mode: str = "balanced",
 ) -> SiteReport:
     """Score every case with the device's model and report the applied and the proposed threshold."""
     malignant = np.array([c.malignant for c in cases])
@@ -114,18 +119,31 @@ def check_site(
     applied_sens, applied_spec = sensitivity_specificity(malignant, p >= applied)
     proposed_sens, proposed_spec = sensitivity_specificity(malignant, p >= proposed)
     return SiteReport(
-        int(malignant.sum()), int((~malignant).sum()), sum(s.inconclusive for s in scored), applied, validated,
-        applied_sens, applied_spec, proposed, proposed_sens, proposed_spec, target_sensitivity, confidence, mode,
+        int(malignant.sum()),
+        int((~malignant).sum()),
+        sum(s.inconclusive for s in scored),
+        applied,
+        validated,
+        applied_sens,
+        applied_spec,
+        proposed,
+        proposed_sens,
+        proposed_spec,
+        target_sensitivity,
+        confidence,
+        mode,
     )
 
 
 def report_text(r: SiteReport) -> str:
-    return "\n".join([
-        f"cases: {r.n_malignant} malignant, {r.n_not_malignant} benign/normal ({r.n_inconclusive} flagged inconclusive by the quality gate)",
-        f"applied threshold {r.applied_threshold:.4f} ({r.mode} mode, validated with {r.validated_threshold:.4f}): "
-        f"sensitivity {r.applied_sensitivity:.3f}, specificity {r.applied_specificity:.3f}",
-        f"proposed threshold {r.proposed_threshold:.4f} (sensitivity >= {r.target_sensitivity:.2f} in {100 * r.confidence:.0f}% "
-        f"of resamples of these cases): sensitivity {r.proposed_sensitivity:.3f}, specificity {r.proposed_specificity:.3f}",
-        "to apply it on this device, put in the configuration:",
-        r.config_line(),
-    ])
+    return "\n".join(
+        [
+            f"cases: {r.n_malignant} malignant, {r.n_not_malignant} benign/normal ({r.n_inconclusive} flagged inconclusive by the quality gate)",
+            f"applied threshold {r.applied_threshold:.4f} ({r.mode} mode, validated with {r.validated_threshold:.4f}): "
+            f"sensitivity {r.applied_sensitivity:.3f}, specificity {r.applied_specificity:.3f}",
+            f"proposed threshold {r.proposed_threshold:.4f} (sensitivity >= {r.target_sensitivity:.2f} in {100 * r.confidence:.0f}% "
+            f"of resamples of these cases): sensitivity {r.proposed_sensitivity:.3f}, specificity {r.proposed_specificity:.3f}",
+            "to apply it on this device, put in the configuration:",
+            r.config_line(),
+        ]
+    )

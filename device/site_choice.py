@@ -74,8 +74,13 @@ class SiteChoice:
     chosen_at: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"format": RECORD_FORMAT, "path": str(self.path), "site": self.site.as_dict(),
-                "base": self.base.as_dict(), "chosen_at": self.chosen_at}
+        return {
+            "format": RECORD_FORMAT,
+            "path": str(self.path),
+            "site": self.site.as_dict(),
+            "base": self.base.as_dict(),
+            "chosen_at": self.chosen_at,
+        }
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,7 @@ class ModelChoice:
         if self.warning is not None:
             return f"site bundle NOT used: {self.warning}"
         if self.site is not None:
-            return (f"site bundle {self.site.site.text()} in use ({self.record}), made from the configured "
-                    f"{self.site.base.text()}")
+            return f"site bundle {self.site.site.text()} in use ({self.record}), made from the configured {self.site.base.text()}"
         return f"no site bundle chosen ({self.record} absent): the configured bundle runs"
 
 
@@ -116,16 +120,16 @@ def parse_choice(data: Any, file: Path) -> SiteChoice:
     if not isinstance(data, dict):
         raise SiteChoiceError(f"{file}: must be a JSON object")
     if set(data) != _RECORD_KEYS:
-        raise SiteChoiceError(f"{file}: must have exactly the keys {', '.join(sorted(_RECORD_KEYS))} "
-                              f"(has {', '.join(sorted(map(str, data))) or 'none'})")
+        raise SiteChoiceError(
+            f"{file}: must have exactly the keys {', '.join(sorted(_RECORD_KEYS))} (has {', '.join(sorted(map(str, data))) or 'none'})"
+        )
     if data["format"] != RECORD_FORMAT:
         raise SiteChoiceError(f"{file}: format {data['format']!r} is not {RECORD_FORMAT}")
     if not isinstance(data["path"], str) or not data["path"].strip():
         raise SiteChoiceError(f"{file}: 'path' must be a non-empty string (the site bundle's folder)")
     if not isinstance(data["chosen_at"], str):
         raise SiteChoiceError(f"{file}: 'chosen_at' must be a string (UTC time)")
-    return SiteChoice(Path(data["path"]), _identity(data["site"], "site", file), _identity(data["base"], "base", file),
-                      data["chosen_at"])
+    return SiteChoice(Path(data["path"]), _identity(data["site"], "site", file), _identity(data["base"], "base", file), data["chosen_at"])
 
 
 def read_choice(data_dir: Path) -> SiteChoice | None:
@@ -178,13 +182,14 @@ def check_site_bundle(path: Path, base: ModelBundle, public_key: Path | None, fi
         raise SiteChoiceError(f"{file}: site bundle {path} refused: {exc}") from exc
     head = site.manifest.head
     if head is None:
-        raise SiteChoiceError(f"{file}: {path} ({BundleIdentity.of(site.manifest).text()}) is not a site bundle "
-                              "(its manifest has no 'head')")
+        raise SiteChoiceError(f"{file}: {path} ({BundleIdentity.of(site.manifest).text()}) is not a site bundle (its manifest has no 'head')")
     made_from = BundleIdentity(head.base.name, head.base.version, head.base.sha256)
     configured = BundleIdentity.of(base.manifest)
     if made_from != configured:
-        raise SiteChoiceError(f"{file}: site bundle {path} was made from {made_from.text()}, but [model] path is "
-                              f"{configured.text()}; a site bundle only specialises the bundle it was made from")
+        raise SiteChoiceError(
+            f"{file}: site bundle {path} was made from {made_from.text()}, but [model] path is "
+            f"{configured.text()}; a site bundle only specialises the bundle it was made from"
+        )
     return site
 
 
@@ -196,8 +201,7 @@ def applied_bundle(choice: SiteChoice, base: ModelBundle, public_key: Path | Non
     site = check_site_bundle(choice.path, base, public_key, file)
     found = BundleIdentity.of(site.manifest)
     if found != choice.site:
-        raise SiteChoiceError(f"{file}: records the site bundle {choice.site.text()}, but {choice.path} now holds "
-                              f"{found.text()}")
+        raise SiteChoiceError(f"{file}: records the site bundle {choice.site.text()}, but {choice.path} now holds {found.text()}")
     return site
 
 
@@ -225,8 +229,7 @@ def use_site_bundle(config: DeviceConfig, path: Path) -> SiteChoice:
     base = load_verified_bundle(config.model.path, config.model.public_key)
     file = record_file(config.device.data_dir)
     site = check_site_bundle(Path(path).resolve(), base, config.model.public_key, file)
-    choice = SiteChoice(site.path.resolve(), BundleIdentity.of(site.manifest), BundleIdentity.of(base.manifest),
-                        utc_now_iso())
+    choice = SiteChoice(site.path.resolve(), BundleIdentity.of(site.manifest), BundleIdentity.of(base.manifest), utc_now_iso())
     write_choice(config.device.data_dir, choice)
     log.info("site bundle %s chosen (%s)", choice.site.text(), file)
     return choice
@@ -236,6 +239,5 @@ def undo_site_bundle(config: DeviceConfig) -> bool:
     """Back to the configured bundle (*Undo*, ``device site-bundle undo``); False when no site bundle was chosen."""
     removed = clear_choice(config.device.data_dir)
     if removed:
-        log.info("site bundle record %s removed: the configured bundle %s runs", record_file(config.device.data_dir),
-                 config.model.path)
+        log.info("site bundle record %s removed: the configured bundle %s runs", record_file(config.device.data_dir), config.model.path)
     return removed

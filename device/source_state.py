@@ -27,8 +27,7 @@ class SourceState(StrEnum):
 class SourceStateReporter:
     """``write(state, detail)`` is called on a change, and every ``refresh_s`` while unchanged (``refresh()``)."""
 
-    def __init__(self, write: Callable[[str, str], None], refresh_s: float = REFRESH_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, write: Callable[[str, str], None], refresh_s: float = REFRESH_S, clock: Callable[[], float] = time.monotonic) -> None:
         self._write, self._refresh_s, self._clock = write, refresh_s, clock
         self._last: tuple[SourceState, str] | None = None
         self._written_at = 0.0

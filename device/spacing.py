@@ -23,5 +23,4 @@ class PixelSpacing:
     def __post_init__(self) -> None:
         for name, value in (("x_mm", self.x_mm), ("y_mm", self.y_mm)):
             if not (isinstance(value, int | float) and math.isfinite(value) and MIN_MM <= value <= MAX_MM):
-                raise ValueError(f"pixel spacing {name} = {value!r} mm is not a plausible ultrasound pixel "
-                                 f"({MIN_MM}–{MAX_MM} mm)")
+                raise ValueError(f"pixel spacing {name} = {value!r} mm is not a plausible ultrasound pixel ({MIN_MM}–{MAX_MM} mm)")

@@ -162,23 +162,51 @@ BEGIN SELECT RAISE(ABORT, 'corrections are append-only'); END;
 # exam's clock position and the patient's age (added to schema 2 before its release; a file written by the first
 # schema-2 code has the category columns and gains these two); schema 4's lesion outline.
 _ADDED_COLUMNS = (
-    ("category", "TEXT"), ("p_malignant", "REAL"), ("mode", "TEXT"),
+    ("category", "TEXT"),
+    ("p_malignant", "REAL"),
+    ("mode", "TEXT"),
     ("clock", "INTEGER CHECK (clock BETWEEN 1 AND 12 OR clock IS NULL)"),
     ("age", "INTEGER CHECK (age BETWEEN 0 AND 130 OR age IS NULL)"),
     ("lesion", "TEXT"),  # schema 4: the lesion outline as one JSON object (device/lesion_record.py), NULL before
 )
 # schema 4: the outline is a finding too (its own trigger: an older file's results_never_overwritten predates it)
-_LESION_TRIGGER = ("CREATE TRIGGER IF NOT EXISTS results_lesion_never_overwritten BEFORE UPDATE OF lesion ON results "
-                   "BEGIN SELECT RAISE(ABORT, 'a stored result is never overwritten: store a correction'); END")
+_LESION_TRIGGER = (
+    "CREATE TRIGGER IF NOT EXISTS results_lesion_never_overwritten BEFORE UPDATE OF lesion ON results "
+    "BEGIN SELECT RAISE(ABORT, 'a stored result is never overwritten: store a correction'); END"
+)
 
 _NOT_PARKED = "result_id NOT IN (SELECT result_id FROM rejected)"
 
 # The CSV export's columns, in the order of its header (a file format: new fields go where a reader expects them);
 # every stored field but the thumbnail (tests/device/test_store_columns.py).
 EXPORT_FIELDS = (
-    "seq", "result_id", "created_at", "device_id", "site", "exam_id", "patient_ref", "side", "clock", "age", "model_name",
-    "model_version", "model_sha256", "label", "category", "p_malignant", "mode", "inconclusive", "reasons", "probabilities", "thresholds", "crop",
-    "roi", "source", "latency_ms", "delivery", "lesion",
+    "seq",
+    "result_id",
+    "created_at",
+    "device_id",
+    "site",
+    "exam_id",
+    "patient_ref",
+    "side",
+    "clock",
+    "age",
+    "model_name",
+    "model_version",
+    "model_sha256",
+    "label",
+    "category",
+    "p_malignant",
+    "mode",
+    "inconclusive",
+    "reasons",
+    "probabilities",
+    "thresholds",
+    "crop",
+    "roi",
+    "source",
+    "latency_ms",
+    "delivery",
+    "lesion",
 )
 
 
@@ -239,11 +267,15 @@ class ResultStore:
                 db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
             db.execute(_LESION_TRIGGER)  # -> 4 (the column is among _ADDED_COLUMNS)
             # -> 3: every result of an exam stored before lesions were grouped is a lesion of its own, numbered in order
-            db.execute("INSERT INTO lesion_views (result_id, exam_id, lesion, grouped_at) "
-                       "SELECT result_id, exam_id, ROW_NUMBER() OVER (PARTITION BY exam_id ORDER BY seq), created_at "
-                       "FROM results WHERE exam_id IS NOT NULL AND result_id NOT IN (SELECT result_id FROM lesion_views)")
-            db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-                       "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+            db.execute(
+                "INSERT INTO lesion_views (result_id, exam_id, lesion, grouped_at) "
+                "SELECT result_id, exam_id, ROW_NUMBER() OVER (PARTITION BY exam_id ORDER BY seq), created_at "
+                "FROM results WHERE exam_id IS NOT NULL AND result_id NOT IN (SELECT result_id FROM lesion_views)"
+            )
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -277,8 +309,10 @@ class ResultStore:
             cursor = db.execute(_INSERT_RESULT, _record_to_row(record))
             seq = cursor.lastrowid
             if record.exam_id is not None:  # a new lesion of its exam until the clinician groups it (same_lesion)
-                db.execute("INSERT INTO lesion_views (result_id, exam_id, lesion, grouped_at) VALUES (?, ?, ?, ?)",
-                           (record.result_id, record.exam_id, _next_lesion(db, record.exam_id), record.created_at))
+                db.execute(
+                    "INSERT INTO lesion_views (result_id, exam_id, lesion, grouped_at) VALUES (?, ?, ?, ?)",
+                    (record.result_id, record.exam_id, _next_lesion(db, record.exam_id), record.created_at),
+                )
             if frame_png is not None:
                 db.execute(
                     "INSERT INTO frames (result_id, created_at, image) VALUES (?,?,?)",
@@ -306,8 +340,7 @@ class ResultStore:
         where: list[str] = []
         params: list[Any] = []
         if patient_ref is not None:  # its own patient, or one a correction moved it to (shown with its placement)
-            where.append("(patient_ref = ? OR result_id IN (SELECT result_id FROM corrections WHERE kind = 'move' "
-                         "AND to_patient_ref = ?))")
+            where.append("(patient_ref = ? OR result_id IN (SELECT result_id FROM corrections WHERE kind = 'move' AND to_patient_ref = ?))")
             params += [patient_ref, patient_ref]
         for column, op, value in (
             ("created_at", ">=", since),
@@ -329,8 +362,11 @@ class ResultStore:
     def exam_results(self, exam_id: str) -> list[ResultRecord]:
         """Every result stored under exam ``exam_id`` or moved into it by a correction, oldest first (their
         placements say which still count in it: :meth:`placements`)."""
-        rows = self._query(f"SELECT {_COLUMNS} FROM results WHERE exam_id = ? OR result_id IN (SELECT result_id FROM "
-                           "corrections WHERE kind = 'move' AND to_exam_id = ?) ORDER BY seq", (exam_id, exam_id))
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM results WHERE exam_id = ? OR result_id IN (SELECT result_id FROM "
+            "corrections WHERE kind = 'move' AND to_exam_id = ?) ORDER BY seq",
+            (exam_id, exam_id),
+        )
         return [_row_to_record(row) for row in rows]
 
     def count(self) -> int:
@@ -356,8 +392,7 @@ class ResultStore:
         now = utc_now_iso()
         with self._transaction() as db:
             db.executemany(
-                "UPDATE results SET delivery = 'sent', sent_at = ?, send_attempts = send_attempts + 1 "
-                "WHERE result_id = ? AND delivery != 'acked'",
+                "UPDATE results SET delivery = 'sent', sent_at = ?, send_attempts = send_attempts + 1 WHERE result_id = ? AND delivery != 'acked'",
                 [(now, rid) for rid in ids],
             )
 
@@ -385,16 +420,20 @@ class ResultStore:
             return 0
         now = utc_now_iso()
         with self._transaction() as db:
-            return sum(db.execute(
-                "INSERT INTO rejected (result_id, reason, detail, rejected_at) SELECT result_id, ?, ?, ? FROM results "
-                "WHERE result_id = ? AND delivery != 'acked' ON CONFLICT (result_id) DO NOTHING",
-                (reason, detail, now, rid),
-            ).rowcount for rid, reason, detail in items)
+            return sum(
+                db.execute(
+                    "INSERT INTO rejected (result_id, reason, detail, rejected_at) SELECT result_id, ?, ?, ? FROM results "
+                    "WHERE result_id = ? AND delivery != 'acked' ON CONFLICT (result_id) DO NOTHING",
+                    (reason, detail, now, rid),
+                ).rowcount
+                for rid, reason, detail in items
+            )
 
     def parked(self) -> list[ParkedResult]:
         """Results the hub rejected for good, oldest first."""
-        rows = self._query("SELECT r.result_id, r.seq, p.reason, p.detail, p.rejected_at FROM rejected p "
-                           "JOIN results r USING (result_id) ORDER BY r.seq")
+        rows = self._query(
+            "SELECT r.result_id, r.seq, p.reason, p.detail, p.rejected_at FROM rejected p JOIN results r USING (result_id) ORDER BY r.seq"
+        )
         return [ParkedResult(*row) for row in rows]
 
     def backlog(self) -> BacklogStats:
@@ -442,9 +481,8 @@ class ResultStore:
         ids = [r.result_id for r in records]
         found: dict[str, LesionView] = {}
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            rows = self._query(f"SELECT result_id, exam_id, lesion FROM lesion_views WHERE result_id IN "
-                               f"({','.join('?' * len(chunk))})", chunk)
+            chunk = ids[start : start + 500]
+            rows = self._query(f"SELECT result_id, exam_id, lesion FROM lesion_views WHERE result_id IN ({','.join('?' * len(chunk))})", chunk)
             found.update({row[0]: LesionView(row[0], row[1], int(row[2])) for row in rows})
         return found
 
@@ -463,8 +501,12 @@ class ResultStore:
             first, first_place = self._placed(db, first_id)
             exam_id = first_place.place.exam_id
             lesion = self._lesion_of(db, first, exam_id)
-            members = [rid for (rid,) in db.execute("SELECT result_id FROM lesion_views WHERE exam_id = ? AND lesion = ? "
-                                                    "AND result_id != ?", (exam_id, lesion, result_id)).fetchall()]
+            members = [
+                rid
+                for (rid,) in db.execute(
+                    "SELECT result_id FROM lesion_views WHERE exam_id = ? AND lesion = ? AND result_id != ?", (exam_id, lesion, result_id)
+                ).fetchall()
+            ]
             counting = sum(1 for rid in members if self._counts_in(db, rid, exam_id, first_place.place.side))
             check_same_lesion(frame, frame_place, first, first_place, counting)
             return self._put_view(db, result_id, str(exam_id), lesion)
@@ -482,8 +524,9 @@ class ResultStore:
         if row is None:
             raise LesionError(f"no result {result_id} on this device")
         record = _row_to_record(row)
-        return record, effective_placement(Place(record.exam_id, record.patient_ref, record.side),
-                                           self._corrections_where(db, "result_id = ?", (result_id,)))
+        return record, effective_placement(
+            Place(record.exam_id, record.patient_ref, record.side), self._corrections_where(db, "result_id = ?", (result_id,))
+        )
 
     def _lesion_of(self, db: sqlite3.Connection, record: ResultRecord, exam_id: str | None) -> int:
         """``record``'s lesion number in ``exam_id``; a result moved in (grouped in its first exam) gets a new one."""
@@ -500,9 +543,12 @@ class ResultStore:
 
     @staticmethod
     def _put_view(db: sqlite3.Connection, result_id: str, exam_id: str, lesion: int) -> LesionView:
-        db.execute("INSERT INTO lesion_views (result_id, exam_id, lesion, grouped_at) VALUES (?, ?, ?, ?) "
-                   "ON CONFLICT (result_id) DO UPDATE SET exam_id = excluded.exam_id, lesion = excluded.lesion, "
-                   "grouped_at = excluded.grouped_at", (result_id, exam_id, lesion, utc_now_iso()))
+        db.execute(
+            "INSERT INTO lesion_views (result_id, exam_id, lesion, grouped_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (result_id) DO UPDATE SET exam_id = excluded.exam_id, lesion = excluded.lesion, "
+            "grouped_at = excluded.grouped_at",
+            (result_id, exam_id, lesion, utc_now_iso()),
+        )
         return LesionView(result_id, exam_id, lesion)
 
     # --- corrections (device/link/corrections.py): append-only, delivered like results ---------------------
@@ -523,8 +569,7 @@ class ResultStore:
                 if exam is None:
                     raise CorrectionError(f"moving result {c.result_id}: there is no exam {c.target.exam_id} on this device")
                 if c.target.patient_ref is not None and c.target.patient_ref != exam[0]:
-                    raise CorrectionError(f"moving result {c.result_id}: exam {c.target.exam_id} is another patient's "
-                                          "than the one named")
+                    raise CorrectionError(f"moving result {c.result_id}: exam {c.target.exam_id} is another patient's than the one named")
                 c = replace(c, target=Place(c.target.exam_id, exam[0], c.target.side))
                 exam_side = exam[1]
             c = check_correction(c, placement, exam_side)
@@ -533,9 +578,23 @@ class ResultStore:
                 "INSERT INTO corrections (correction_id, result_id, kind, reason, note, corrected_by, created_at, device_id, "
                 "site, from_exam_id, from_patient_ref, from_side, to_exam_id, to_patient_ref, to_side) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (c.correction_id, c.result_id, c.kind.value, c.reason.value, c.note, c.by, c.created_at, c.device_id,
-                 c.site, c.origin.exam_id, c.origin.patient_ref, c.origin.side, target.exam_id, target.patient_ref,
-                 target.side),
+                (
+                    c.correction_id,
+                    c.result_id,
+                    c.kind.value,
+                    c.reason.value,
+                    c.note,
+                    c.by,
+                    c.created_at,
+                    c.device_id,
+                    c.site,
+                    c.origin.exam_id,
+                    c.origin.patient_ref,
+                    c.origin.side,
+                    target.exam_id,
+                    target.patient_ref,
+                    target.side,
+                ),
             )
         return replace(c, seq=cursor.lastrowid, delivery="stored")
 
@@ -555,11 +614,10 @@ class ResultStore:
         found: dict[str, list[Correction]] = {}
         ids = [r.result_id for r in items]
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             for c in self._corrections_query(f"result_id IN ({','.join('?' * len(chunk))})", chunk):
                 found.setdefault(c.result_id, []).append(c)
-        return {r.result_id: effective_placement(Place(r.exam_id, r.patient_ref, r.side), found.get(r.result_id, ()))
-                for r in items}
+        return {r.result_id: effective_placement(Place(r.exam_id, r.patient_ref, r.side), found.get(r.result_id, ())) for r in items}
 
     def placement(self, result_id: str) -> Placement | None:
         record = self.get(result_id)
@@ -570,29 +628,44 @@ class ResultStore:
         first: a correction never reaches the hub before its result."""
         return self._corrections_query(
             "delivery != 'acked' AND rejected_at IS NULL AND seq > ? AND result_id IN "
-            "(SELECT result_id FROM results WHERE delivery = 'acked') ORDER BY seq LIMIT ?", (after_seq, int(limit)),
-            order=False)
+            "(SELECT result_id FROM results WHERE delivery = 'acked') ORDER BY seq LIMIT ?",
+            (after_seq, int(limit)),
+            order=False,
+        )
 
     def mark_corrections_sent(self, correction_ids: Iterable[str]) -> None:
         now = utc_now_iso()
         with self._transaction() as db:
-            db.executemany("UPDATE corrections SET delivery = 'sent', sent_at = ?, send_attempts = send_attempts + 1 "
-                           "WHERE correction_id = ? AND delivery != 'acked'", [(now, cid) for cid in correction_ids])
+            db.executemany(
+                "UPDATE corrections SET delivery = 'sent', sent_at = ?, send_attempts = send_attempts + 1 "
+                "WHERE correction_id = ? AND delivery != 'acked'",
+                [(now, cid) for cid in correction_ids],
+            )
 
     def mark_corrections_acked(self, correction_ids: Iterable[str]) -> int:
         now = utc_now_iso()
         with self._transaction() as db:
-            return sum(db.execute("UPDATE corrections SET delivery = 'acked', acked_at = ?, rejected_reason = NULL, "
-                                  "rejected_detail = NULL, rejected_at = NULL WHERE correction_id = ? AND delivery != 'acked'",
-                                  (now, cid)).rowcount for cid in correction_ids)
+            return sum(
+                db.execute(
+                    "UPDATE corrections SET delivery = 'acked', acked_at = ?, rejected_reason = NULL, "
+                    "rejected_detail = NULL, rejected_at = NULL WHERE correction_id = ? AND delivery != 'acked'",
+                    (now, cid),
+                ).rowcount
+                for cid in correction_ids
+            )
 
     def mark_corrections_rejected(self, refusals: Iterable[tuple[str, str, str]]) -> int:
         """Park corrections the hub rejected for good, ``(correction_id, reason, detail)`` each."""
         now = utc_now_iso()
         with self._transaction() as db:
-            return sum(db.execute("UPDATE corrections SET rejected_reason = ?, rejected_detail = ?, rejected_at = ? "
-                                  "WHERE correction_id = ? AND delivery != 'acked' AND rejected_at IS NULL",
-                                  (reason, detail, now, cid)).rowcount for cid, reason, detail in refusals)
+            return sum(
+                db.execute(
+                    "UPDATE corrections SET rejected_reason = ?, rejected_detail = ?, rejected_at = ? "
+                    "WHERE correction_id = ? AND delivery != 'acked' AND rejected_at IS NULL",
+                    (reason, detail, now, cid),
+                ).rowcount
+                for cid, reason, detail in refusals
+            )
 
     def correction_backlog(self) -> int:
         """Corrections still to deliver (waiting for their result's ack, or for their own)."""
@@ -657,13 +730,21 @@ def _box_or_none(text: str | None) -> tuple[int, int, int, int] | None:
 # The results table's columns are ResultRecord's fields, same names: the lists below are derived from the dataclass
 # (the DDL above is the one other spelling). A field kept in another form in its column is converted here.
 _TO_COLUMN: dict[str, Callable[[Any], Any]] = {
-    "inconclusive": int, "reasons": lambda v: json.dumps(list(v)), "probabilities": json.dumps,
-    "thresholds": json.dumps, "crop": lambda v: _json_or_none(v), "roi": lambda v: _json_or_none(v),
+    "inconclusive": int,
+    "reasons": lambda v: json.dumps(list(v)),
+    "probabilities": json.dumps,
+    "thresholds": json.dumps,
+    "crop": lambda v: _json_or_none(v),
+    "roi": lambda v: _json_or_none(v),
     "lesion": lambda v: _lesion_text(v),
 }
 _FROM_COLUMN: dict[str, Callable[[Any], Any]] = {
-    "inconclusive": bool, "reasons": lambda t: tuple(json.loads(t)), "probabilities": json.loads,
-    "thresholds": json.loads, "crop": lambda t: _box_or_none(t), "roi": lambda t: _box_or_none(t),
+    "inconclusive": bool,
+    "reasons": lambda t: tuple(json.loads(t)),
+    "probabilities": json.loads,
+    "thresholds": json.loads,
+    "crop": lambda t: _box_or_none(t),
+    "roi": lambda t: _box_or_none(t),
     "thumbnail": lambda b: bytes(b) if b is not None else None,
     "lesion": lambda t: LesionRecord.from_text(t, "stored lesion") if t is not None else None,
 }
@@ -686,14 +767,14 @@ def _lesion_text(lesion: LesionRecord | None) -> str | None:
 
 
 def _record_to_row(record: ResultRecord) -> tuple[Any, ...]:
-    return tuple(_TO_COLUMN[name](value) if name in _TO_COLUMN else value
-                 for name, value in ((name, getattr(record, name)) for name in _INSERTED))
+    return tuple(_TO_COLUMN[name](value) if name in _TO_COLUMN else value for name, value in ((name, getattr(record, name)) for name in _INSERTED))
 
 
 def _row_to_record(row: Sequence[Any]) -> ResultRecord:
     try:
-        return ResultRecord(**{name: _FROM_COLUMN[name](value) if name in _FROM_COLUMN else value
-                               for name, value in zip(RESULT_FIELDS, row, strict=True)})
+        return ResultRecord(
+            **{name: _FROM_COLUMN[name](value) if name in _FROM_COLUMN else value for name, value in zip(RESULT_FIELDS, row, strict=True)}
+        )
     except LesionRecordError as exc:  # the one column validated when read: the file is damaged, name the result
         raise StoreError(f"result {row[RESULT_FIELDS.index('result_id')]}: {exc}") from exc
 
@@ -706,13 +787,41 @@ _CORRECTION_COLUMNS = (
 
 
 def _row_to_correction(row: Sequence[Any]) -> Correction:
-    (seq, correction_id, result_id, kind, reason, note, by, created_at, device_id, site, from_exam, from_patient,
-     from_side, to_exam, to_patient, to_side, delivery) = row
+    (
+        seq,
+        correction_id,
+        result_id,
+        kind,
+        reason,
+        note,
+        by,
+        created_at,
+        device_id,
+        site,
+        from_exam,
+        from_patient,
+        from_side,
+        to_exam,
+        to_patient,
+        to_side,
+        delivery,
+    ) = row
     target = Place(to_exam, to_patient, to_side) if kind == CorrectionKind.MOVE.value else None
-    return Correction(correction_id=correction_id, result_id=result_id, kind=CorrectionKind(kind),
-                      reason=CorrectionReason(reason), device_id=device_id, site=site,
-                      origin=Place(from_exam, from_patient, from_side), target=target, note=note, by=by,
-                      created_at=created_at, seq=seq, delivery=delivery)
+    return Correction(
+        correction_id=correction_id,
+        result_id=result_id,
+        kind=CorrectionKind(kind),
+        reason=CorrectionReason(reason),
+        device_id=device_id,
+        site=site,
+        origin=Place(from_exam, from_patient, from_side),
+        target=target,
+        note=note,
+        by=by,
+        created_at=created_at,
+        seq=seq,
+        delivery=delivery,
+    )
 
 
 def _export_row(record: ResultRecord) -> dict[str, Any]:

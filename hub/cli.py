@@ -1,10 +1,10 @@
 """``python -m hub``: serve, and operator commands on the hub database.
 
-    python -m hub serve [--config FILE] [--broker HOST:PORT] [--db PATH|DSN]
-    python -m hub results [--site S] [--device D] [--label malignant] [--since ISO] [--limit N] [--watch] [--json]
-    python -m hub devices [--json]
-    python -m hub rejections [--json]
-    python -m hub export (--csv | --json) [--out FILE] [filters]
+python -m hub serve [--config FILE] [--broker HOST:PORT] [--db PATH|DSN]
+python -m hub results [--site S] [--device D] [--label malignant] [--since ISO] [--limit N] [--watch] [--json]
+python -m hub devices [--json]
+python -m hub rejections [--json]
+python -m hub export (--csv | --json) [--out FILE] [filters]
 """
 
 from __future__ import annotations
@@ -30,17 +30,48 @@ from hub.web import cli as web_cli
 log = logging.getLogger(__name__)
 
 EXPORT_FIELDS = (
-    "id", "result_id", "seq", "site", "device_id", "created_at", "received_at", "historical", "exam_id",
-    "patient_ref", "side", "clock", "age", "model_name", "model_version", "model_sha256", "label", "inconclusive",
-    "reasons", "probabilities", "thresholds", "latency_ms", "has_thumbnail", "schema", "category", "p_malignant", "mode",
-    "state", "effective_exam_id", "effective_patient_ref", "effective_side",  # the clinician's corrections
+    "id",
+    "result_id",
+    "seq",
+    "site",
+    "device_id",
+    "created_at",
+    "received_at",
+    "historical",
+    "exam_id",
+    "patient_ref",
+    "side",
+    "clock",
+    "age",
+    "model_name",
+    "model_version",
+    "model_sha256",
+    "label",
+    "inconclusive",
+    "reasons",
+    "probabilities",
+    "thresholds",
+    "latency_ms",
+    "has_thumbnail",
+    "schema",
+    "category",
+    "p_malignant",
+    "mode",
+    "state",
+    "effective_exam_id",
+    "effective_patient_ref",
+    "effective_side",  # the clinician's corrections
 )
 
 
 def placement_fields(placement: Placement) -> dict[str, Any]:
     """A result's effective state after the clinician's corrections: valid, voided, or moved (and where to)."""
-    return {"state": placement.state.value, "effective_exam_id": placement.place.exam_id,
-            "effective_patient_ref": placement.place.patient_ref, "effective_side": placement.place.side}
+    return {
+        "state": placement.state.value,
+        "effective_exam_id": placement.place.exam_id,
+        "effective_patient_ref": placement.place.patient_ref,
+        "effective_side": placement.place.side,
+    }
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,8 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.command == "config-default":
         print(DEFAULT_TOML, end="")
         return 0
@@ -152,8 +182,7 @@ class _Filters(TypedDict):
 
 
 def _filters(args: argparse.Namespace) -> _Filters:
-    return {"site": args.site, "device_id": args.device, "label": args.label, "since": args.since,
-            "until": args.until, "patient_ref": args.patient}
+    return {"site": args.site, "device_id": args.device, "label": args.label, "since": args.since, "until": args.until, "patient_ref": args.patient}
 
 
 def _results(store: HubStore, args: argparse.Namespace) -> int:
@@ -185,9 +214,12 @@ def _print_results(store: HubStore, rows: Iterable[StoredResult], as_json: bool)
         label = "inconclusive" if r.inconclusive else (r.category or r.label or "")  # category: contract v2
         p = r.p_malignant if r.p_malignant is not None else r.probabilities.get("malignant", 0.0)
         late = " (late)" if r.historical else ""
-        print(f"{r.received_at:24} {r.site + '/' + r.device_id:28} {r.seq:>6} {r.patient_ref or '-':12} "
-              f"{r.side or '-':4} {_or_dash(r.clock):5} {_or_dash(r.age):3} {label:12} {p:5.2f} {r.model_name} {r.model_version}{late}"
-              f"{_corrected(placement)}", flush=True)
+        print(
+            f"{r.received_at:24} {r.site + '/' + r.device_id:28} {r.seq:>6} {r.patient_ref or '-':12} "
+            f"{r.side or '-':4} {_or_dash(r.clock):5} {_or_dash(r.age):3} {label:12} {p:5.2f} {r.model_name} {r.model_version}{late}"
+            f"{_corrected(placement)}",
+            flush=True,
+        )
 
 
 def _corrected(placement: Placement) -> str:

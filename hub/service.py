@@ -170,8 +170,9 @@ class HubService:
         # is acknowledged to the broker only after its database commit.
         # In a shared group a clean session: a dead hub's session must not keep taking its share of messages (the
         # devices re-send what no hub acked); alone, a persistent one, so the broker queues while the hub restarts.
-        client = new_client(cfg, client_id_for(cfg, "sonopi-hub", who="hub [mqtt]"), clean_session=cfg.shared_group is not None,
-                            manual_ack=True, who="hub")
+        client = new_client(
+            cfg, client_id_for(cfg, "sonopi-hub", who="hub [mqtt]"), clean_session=cfg.shared_group is not None, manual_ack=True, who="hub"
+        )
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
@@ -279,8 +280,14 @@ class HubService:
                 self._client.ack(item.mid, item.qos)
         self.counters.update(ledger.tally)
 
-    def _accept(self, item: Incoming, now: str, candidates: list[tuple[Incoming, ResultMessage]],
-                ledger: Ledger, corrections: list[tuple[Incoming, CorrectionMessage]] | None = None) -> Outcome | None:
+    def _accept(
+        self,
+        item: Incoming,
+        now: str,
+        candidates: list[tuple[Incoming, ResultMessage]],
+        ledger: Ledger,
+        corrections: list[tuple[Incoming, CorrectionMessage]] | None = None,
+    ) -> Outcome | None:
         """Decode one message; a status or heartbeat is recorded now, a result joins ``candidates`` and a correction
         ``corrections`` (None)."""
         where: Topic | None = None
@@ -309,11 +316,9 @@ class HubService:
             raise  # the database is away: the whole batch waits
         except Exception as exc:  # last resort: a bug in validation must not become a poison
             # message that stops the hub on every start; the message is rejected and the bug logged.
-            log.error("hub: internal error while validating a message on %r: %s (rejected; please report)",
-                      item.topic[:200], type(exc).__name__)
+            log.error("hub: internal error while validating a message on %r: %s (rejected; please report)", item.topic[:200], type(exc).__name__)
             log.debug("hub: internal error", exc_info=True)
-            return self._reject(item, "internal_error", f"{type(exc).__name__} while validating", ledger,
-                                _nackable_id(where, item))
+            return self._reject(item, "internal_error", f"{type(exc).__name__} while validating", ledger, _nackable_id(where, item))
 
     def _store_results(self, candidates: list[tuple[Incoming, ResultMessage]], now: str, ledger: Ledger) -> None:
         """Store what may be stored now (in one transaction unless the database refuses one); the ids to
@@ -323,8 +328,7 @@ class HubService:
         added = {a.result_id: a for a in self.store.add_results_each(to_store, now)} if to_store else {}
         early = [(p.item.topic, p.item.payload, p.message) for p in plan if p.decision is Decision.DEFERRED]
         if early:  # durable in the shared reorder buffer before their PUBACK
-            self._note_buffer_full(self.store.park_waiting(early, now, per_device=self.config.ingest.max_waiting_per_device),
-                                   ledger)
+            self._note_buffer_full(self.store.park_waiting(early, now, per_device=self.config.ingest.max_waiting_per_device), ledger)
         for p in plan:
             outcome = self._settle(p, added, ledger)
             ledger.tally[outcome.value] += 1
@@ -339,8 +343,13 @@ class HubService:
         ack timeout), counted ``deferred.buffer_full`` and logged once per device and batch (docs/hub.md)."""
         by_device: Counter[tuple[str, str]] = Counter((m.site, m.device_id) for m in refused)
         for (site, device_id), count in sorted(by_device.items()):
-            log.warning("hub: %s/%s has %d results waiting for a predecessor (the cap); %d more not parked: deferred, the "
-                        "device re-sends them", site, device_id, self.config.ingest.max_waiting_per_device, count)
+            log.warning(
+                "hub: %s/%s has %d results waiting for a predecessor (the cap); %d more not parked: deferred, the device re-sends them",
+                site,
+                device_id,
+                self.config.ingest.max_waiting_per_device,
+                count,
+            )
         ledger.tally["deferred.buffer_full"] += len(refused)
 
     def _store_waiting(self, devices: set[tuple[str, str]], now: str, ledger: Ledger) -> None:
@@ -381,16 +390,14 @@ class HubService:
             try:
                 messages.append(ResultMessage.from_payload(parse("result", payloads[result_id][1])))
             except (ContractError, KeyError, TypeError, ValueError) as exc:  # it parsed when it was parked
-                log.error("hub: waiting result %s cannot be read back (%s); dropped, its device re-sends it", result_id,
-                          type(exc).__name__)
+                log.error("hub: waiting result %s cannot be read back (%s); dropped, its device re-sends it", result_id, type(exc).__name__)
         return messages
 
     def _settle_waiting(self, m: ResultMessage, added: Added, ledger: Ledger) -> None:
         """A waiting result left the buffer: stored (or stored meanwhile by another hub) and acked; one the database
         refuses is only dropped (its device's re-send is then rejected and nacked)."""
         if added.error is not None:
-            log.warning("hub: %s/%s seq %d: waiting result %s dropped: the database refused it", m.site, m.device_id,
-                        m.seq, m.result_id)
+            log.warning("hub: %s/%s seq %d: waiting result %s dropped: the database refused it", m.site, m.device_id, m.seq, m.result_id)
             return
         if added.stored:
             ledger.tally["stored_after_waiting"] += 1
@@ -439,8 +446,13 @@ class HubService:
         if original is not None:
             differs = correction_differs(original.correction, m)
             if differs:
-                return self._reject(item, "duplicate_conflict", f"correction {m.correction_id} (seq {m.seq}) is already "
-                                    f"stored with a different {', '.join(differs)}", ledger, m.correction_id)
+                return self._reject(
+                    item,
+                    "duplicate_conflict",
+                    f"correction {m.correction_id} (seq {m.seq}) is already stored with a different {', '.join(differs)}",
+                    ledger,
+                    m.correction_id,
+                )
             ledger.correction_acks[device].append(m.correction_id)
             return Outcome.DUPLICATE
         result = self.store.result(m.result_id)
@@ -453,11 +465,11 @@ class HubService:
         assert result is not None
         placement = self.store.placements([result])[result.result_id]
         if placement.voided:
-            return self._reject(item, "already_voided", f"result {m.result_id} is already voided at the hub", ledger,
-                                m.correction_id)
+            return self._reject(item, "already_voided", f"result {m.result_id} is already voided at the hub", ledger, m.correction_id)
         if placement.place != m.origin:
-            return self._reject(item, "inconsistent", f"correction {m.correction_id} from: not where result "
-                                f"{m.result_id} is at the hub", ledger, m.correction_id)
+            return self._reject(
+                item, "inconsistent", f"correction {m.correction_id} from: not where result {m.result_id} is at the hub", ledger, m.correction_id
+            )
         try:
             stored = self.store.add_correction(m, now)
         except UnstorableError as exc:
@@ -469,14 +481,14 @@ class HubService:
         """Acks for what is stored, then nacks for results rejected for good, to each device's ack topic."""
         messages: list[tuple[tuple[str, str], AckMessage | NackMessage]] = []
         for device, ids in ledger.acks.items():
-            messages += [(device, AckMessage(tuple(ids[i:i + MAX_ACK_IDS]), now)) for i in range(0, len(ids), MAX_ACK_IDS)]
+            messages += [(device, AckMessage(tuple(ids[i : i + MAX_ACK_IDS]), now)) for i in range(0, len(ids), MAX_ACK_IDS)]
         for device, refusals in ledger.nacks.items():
-            messages += [(device, NackMessage(tuple(refusals[i:i + MAX_NACK_RESULTS]), now))
-                         for i in range(0, len(refusals), MAX_NACK_RESULTS)]
+            messages += [(device, NackMessage(tuple(refusals[i : i + MAX_NACK_RESULTS]), now)) for i in range(0, len(refusals), MAX_NACK_RESULTS)]
         answered: list[tuple[tuple[str, str], AckMessage | NackMessage | CorrectionAckMessage]] = [
-            (device, answer) for device in dict.fromkeys([*ledger.correction_acks, *ledger.correction_nacks])
-            for answer in _correction_answers(ledger.correction_acks.get(device, []),
-                                              ledger.correction_nacks.get(device, []), now)]
+            (device, answer)
+            for device in dict.fromkeys([*ledger.correction_acks, *ledger.correction_nacks])
+            for answer in _correction_answers(ledger.correction_acks.get(device, []), ledger.correction_nacks.get(device, []), now)
+        ]
         for (site, device_id), message in [*messages, *answered]:
             try:
                 if isinstance(message, CorrectionAckMessage):
@@ -495,15 +507,13 @@ class HubService:
         where = _topic_or_none(item.topic)
         log.warning("hub: rejected a message on %r (%d bytes): %s: %s", item.topic[:200], len(item.payload), reason, detail)
         try:
-            self.store.record_rejection(reason, detail, item.topic, where.site if where else None,
-                                        where.device_id if where else None)
+            self.store.record_rejection(reason, detail, item.topic, where.site if where else None, where.device_id if where else None)
         except UnstorableError as exc:  # never expected (details are escaped); counted in the log line anyway
             log.error("hub: could not record the rejection (%s)", exc)
         if where is not None and where.kind == "result" and result_id is not None:
             ledger.nacks[(where.site, where.device_id)].append(Refusal(result_id, reason, _one_line(detail)[:MAX_NACK_DETAIL]))
         if where is not None and where.kind == "correction" and result_id is not None:  # result_id: the correction's id
-            ledger.correction_nacks[(where.site, where.device_id)].append(
-                CorrectionRefusal(result_id, reason, _one_line(detail)[:MAX_NACK_DETAIL]))
+            ledger.correction_nacks[(where.site, where.device_id)].append(CorrectionRefusal(result_id, reason, _one_line(detail)[:MAX_NACK_DETAIL]))
         return Outcome.REJECTED
 
     def _log_stats(self) -> None:

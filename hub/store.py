@@ -255,10 +255,19 @@ class StoredCorrection:
 
     def summary(self) -> dict[str, Any]:
         c = self.correction
-        return {"correction_id": c.correction_id, "result_id": c.result_id, "kind": c.kind.value,
-                "reason": c.reason.value, "note": c.note, "by": c.by, "device": f"{c.site}/{c.device_id}",
-                "created_at": c.created_at, "received_at": self.received_at,
-                "from": vars(c.origin), "to": vars(c.target) if c.target is not None else None}
+        return {
+            "correction_id": c.correction_id,
+            "result_id": c.result_id,
+            "kind": c.kind.value,
+            "reason": c.reason.value,
+            "note": c.note,
+            "by": c.by,
+            "device": f"{c.site}/{c.device_id}",
+            "created_at": c.created_at,
+            "received_at": self.received_at,
+            "from": vars(c.origin),
+            "to": vars(c.target) if c.target is not None else None,
+        }
 
 
 _RESULT_COLUMNS = (
@@ -272,8 +281,9 @@ def _added_result_columns(pg: bool) -> tuple[tuple[str, str], ...]:
     """Result columns newer than the first schema: added to an existing database by ``_migrate``.
     Null for results from schema-1 devices (contract v1 has no category, clock or age) and, for clock and age,
     for a schema-2 result that did not carry them (they are optional)."""
-    return (("category", "TEXT"), ("p_malignant", "DOUBLE PRECISION" if pg else "REAL"), ("mode", "TEXT"),
-            ("clock", "INTEGER"), ("age", "INTEGER"))
+    return (("category", "TEXT"), ("p_malignant", "DOUBLE PRECISION" if pg else "REAL"), ("mode", "TEXT"), ("clock", "INTEGER"), ("age", "INTEGER"))
+
+
 _DEVICE_COLUMNS = (
     "site, device_id, first_seen, last_seen, status, status_at, software_version, model_name, model_version, "
     "model_sha256, backlog, last_heartbeat_at, heartbeat_interval_s, uptime_s, oldest_pending_age_s, "
@@ -320,15 +330,30 @@ class StoredResult:
     def summary(self) -> dict[str, Any]:
         """JSON-friendly, without the thumbnail (``has_thumbnail`` says whether there is one)."""
         return {
-            "id": self.id, "result_id": self.result_id, "seq": self.seq, "site": self.site,
-            "device_id": self.device_id, "created_at": self.created_at, "received_at": self.received_at,
-            "historical": self.historical, "exam_id": self.exam_id, "patient_ref": self.patient_ref,
-            "side": self.side, "clock": self.clock, "age": self.age,
+            "id": self.id,
+            "result_id": self.result_id,
+            "seq": self.seq,
+            "site": self.site,
+            "device_id": self.device_id,
+            "created_at": self.created_at,
+            "received_at": self.received_at,
+            "historical": self.historical,
+            "exam_id": self.exam_id,
+            "patient_ref": self.patient_ref,
+            "side": self.side,
+            "clock": self.clock,
+            "age": self.age,
             "model": {"name": self.model_name, "version": self.model_version, "sha256": self.model_sha256},
-            "label": self.label, "inconclusive": self.inconclusive, "reasons": list(self.reasons),
-            "probabilities": dict(self.probabilities), "thresholds": dict(self.thresholds),
-            "latency_ms": self.latency_ms, "has_thumbnail": self.thumbnail is not None,
-            "schema": self.schema_version, "category": self.category, "p_malignant": self.p_malignant,
+            "label": self.label,
+            "inconclusive": self.inconclusive,
+            "reasons": list(self.reasons),
+            "probabilities": dict(self.probabilities),
+            "thresholds": dict(self.thresholds),
+            "latency_ms": self.latency_ms,
+            "has_thumbnail": self.thumbnail is not None,
+            "schema": self.schema_version,
+            "category": self.category,
+            "p_malignant": self.p_malignant,
             "mode": self.mode,
         }
 
@@ -452,16 +477,18 @@ class Reconnector:
 
     def mark_lost(self, exc: BaseException) -> None:
         if not self.lost:
-            log.error("hub database %s: connection lost (%s); reconnecting with back-off", self.shown,
-                      str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+            log.error(
+                "hub database %s: connection lost (%s); reconnecting with back-off",
+                self.shown,
+                str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__,
+            )
         self.lost = True
 
     def reopen(self) -> tuple[Any, bool]:
         """A new connection, or HubStoreError (now, or because the next attempt is not due yet)."""
         now = time.monotonic()
         if now < self.next_attempt:
-            raise HubStoreError(f"hub database {self.shown}: unavailable, reconnecting "
-                                f"(next attempt in {self.next_attempt - now:.1f}s)")
+            raise HubStoreError(f"hub database {self.shown}: unavailable, reconnecting (next attempt in {self.next_attempt - now:.1f}s)")
         try:
             connection = connect_target(self.target)
         except HubStoreError:
@@ -564,8 +591,7 @@ class HubStore:
                     self._db.execute("COMMIT")
             except self._data_errors() as exc:
                 self._rollback_if_open()
-                raise UnstorableError(f"hub database {self.target}: refused the data "
-                                      f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+                raise UnstorableError(f"hub database {self.target}: refused the data ({type(exc).__name__}: {str(exc)[:200]})") from exc
             except self._errors() as exc:
                 self._failed(exc)
                 self._rollback_if_open()
@@ -611,8 +637,12 @@ class HubStore:
         """-> schema 2: the columns a database lacks (category, p_malignant, mode, clock, age), on SQLite and
         PostgreSQL alike (results stored before stay null)."""
         if self._pg:
-            have = {r[0] for r in self._exec(db, "SELECT column_name FROM information_schema.columns "
-                                                 "WHERE table_name = 'results' AND table_schema = current_schema()").fetchall()}
+            have = {
+                r[0]
+                for r in self._exec(
+                    db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'results' AND table_schema = current_schema()"
+                ).fetchall()
+            }
         else:
             have = {r[1] for r in self._exec(db, "PRAGMA table_info(results)").fetchall()}
         for name, kind in _added_result_columns(self._pg):
@@ -623,8 +653,12 @@ class HubStore:
     def _add_device_columns(self, db: Any) -> None:
         """The heartbeat's model/source state columns a database lacks (devices seen before stay null: unknown)."""
         if self._pg:
-            have = {r[0] for r in self._exec(db, "SELECT column_name FROM information_schema.columns "
-                                                 "WHERE table_name = 'devices' AND table_schema = current_schema()").fetchall()}
+            have = {
+                r[0]
+                for r in self._exec(
+                    db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'devices' AND table_schema = current_schema()"
+                ).fetchall()
+            }
         else:
             have = {r[1] for r in self._exec(db, "PRAGMA table_info(devices)").fetchall()}
         for name in _ADDED_DEVICE_COLUMNS:
@@ -635,8 +669,11 @@ class HubStore:
         """Once per database: schema-rejection details written before issue 17 could quote the refused value
         (a patient reference, say); they are replaced. Details written since never quote values."""
         if self._exec(db, "SELECT value FROM hub_meta WHERE key = 'rejection_details_scrubbed'").fetchone() is None:
-            self._exec(db, "UPDATE rejections SET last_detail = ? WHERE reason = 'schema'",
-                       ("(detail removed: recorded by an older hub, it could quote the refused value)",))
+            self._exec(
+                db,
+                "UPDATE rejections SET last_detail = ? WHERE reason = 'schema'",
+                ("(detail removed: recorded by an older hub, it could quote the refused value)",),
+            )
             self._exec(db, "INSERT INTO hub_meta (key, value) VALUES ('rejection_details_scrubbed', ?)", (utc_now_iso(),))
 
     # --- results ---------------------------------------------------------------------------------
@@ -683,7 +720,7 @@ class HubStore:
         ids = list(dict.fromkeys(result_ids))
         found: dict[str, StoredResult] = {}
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for row in self._query(f"SELECT {_RESULT_COLUMNS} FROM results WHERE result_id IN ({marks})", chunk):
                 result = _row_to_result(row)
@@ -695,7 +732,7 @@ class HubStore:
         ids = list(dict.fromkeys(result_ids))
         found: set[str] = set()
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             found.update(row[0] for row in self._query(f"SELECT result_id FROM results WHERE result_id IN ({marks})", chunk))
         return found
@@ -744,8 +781,12 @@ class HubStore:
     def _where(site, device_id, label, since, until, patient_ref, after_id) -> tuple[str, list[Any]]:
         clauses, params = [], []
         for clause, value in (
-            ("site = ?", site), ("device_id = ?", device_id), ("created_at >= ?", since),
-            ("created_at < ?", until), ("patient_ref = ?", patient_ref), ("id > ?", after_id),
+            ("site = ?", site),
+            ("device_id = ?", device_id),
+            ("created_at >= ?", since),
+            ("created_at < ?", until),
+            ("patient_ref = ?", patient_ref),
+            ("id > ?", after_id),
         ):
             if value is not None:
                 clauses.append(clause)
@@ -768,16 +809,19 @@ class HubStore:
         )
         if columns:
             assignments = ", ".join(f"{name} = ?" for name in columns)
-            self._exec(db, f"UPDATE devices SET {assignments} WHERE site = ? AND device_id = ?",
-                       (*columns.values(), site, device_id))
+            self._exec(db, f"UPDATE devices SET {assignments} WHERE site = ? AND device_id = ?", (*columns.values(), site, device_id))
 
     def record_status(self, message: StatusMessage, received_at: str | None = None) -> None:
         now = received_at or utc_now_iso()
         model = message.model or {}
         columns: dict[str, Any] = {"status": message.state, "status_at": message.at or now}
         if message.state == "online":
-            columns.update(software_version=message.software_version, model_name=model.get("name"),
-                           model_version=model.get("version"), model_sha256=model.get("sha256"))
+            columns.update(
+                software_version=message.software_version,
+                model_name=model.get("name"),
+                model_version=model.get("version"),
+                model_sha256=model.get("sha256"),
+            )
         if message.backlog is not None:
             columns["backlog"] = message.backlog
         with self._transaction() as db:
@@ -788,47 +832,73 @@ class HubStore:
         m = message
         with self._transaction() as db:
             self._touch_device(
-                db, m.site, m.device_id, now, last_heartbeat_at=now, heartbeat_interval_s=m.interval_s,
-                uptime_s=m.uptime_s, backlog=m.backlog, oldest_pending_age_s=m.oldest_pending_age_s,
-                disk_free_bytes=m.disk_free_bytes, soc_temp_c=m.soc_temp_c, throttled=m.throttled,
-                latency_p50_ms=m.latency_p50_ms, model_state=m.model_state, model_detail=m.model_detail,
-                source_state=m.source_state, source_detail=m.source_detail,
+                db,
+                m.site,
+                m.device_id,
+                now,
+                last_heartbeat_at=now,
+                heartbeat_interval_s=m.interval_s,
+                uptime_s=m.uptime_s,
+                backlog=m.backlog,
+                oldest_pending_age_s=m.oldest_pending_age_s,
+                disk_free_bytes=m.disk_free_bytes,
+                soc_temp_c=m.soc_temp_c,
+                throttled=m.throttled,
+                latency_p50_ms=m.latency_p50_ms,
+                model_state=m.model_state,
+                model_detail=m.model_detail,
+                source_state=m.source_state,
+                source_detail=m.source_detail,
             )
             self._exec(
                 db,
                 "INSERT INTO heartbeats (site, device_id, at, received_at, uptime_s, backlog, oldest_pending_age_s, "
                 "disk_free_bytes, soc_temp_c, throttled, latency_p50_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (m.site, m.device_id, m.at, now, m.uptime_s, m.backlog, m.oldest_pending_age_s, m.disk_free_bytes,
-                 m.soc_temp_c, m.throttled, m.latency_p50_ms),
+                (
+                    m.site,
+                    m.device_id,
+                    m.at,
+                    now,
+                    m.uptime_s,
+                    m.backlog,
+                    m.oldest_pending_age_s,
+                    m.disk_free_bytes,
+                    m.soc_temp_c,
+                    m.throttled,
+                    m.latency_p50_ms,
+                ),
             )
 
     # --- the reorder buffer: results waiting for their predecessor ---------------------------------------
 
-    def park_waiting(self, waiting: Sequence[tuple[str, bytes, ResultMessage]], received_at: str | None = None,
-                     per_device: int | None = None) -> list[ResultMessage]:
+    def park_waiting(
+        self, waiting: Sequence[tuple[str, bytes, ResultMessage]], received_at: str | None = None, per_device: int | None = None
+    ) -> list[ResultMessage]:
         """Keep these ``(topic, payload, message)`` until their predecessor is stored (durable on return). A copy
         of a result already waiting replaces it (a re-send names the device's current predecessor). With
         ``per_device``, a device never has more than that many results waiting: its new ones past the cap (the
         highest seq first) are not parked and are returned (docs/hub.md, "The reorder buffer's cap"). The count is
         exact with several hubs: SQLite's writers take turns (BEGIN IMMEDIATE), PostgreSQL's take a per-device lock."""
         now = received_at or utc_now_iso()
-        sql = self._sql("INSERT INTO waiting_results (result_id, prev_result_id, site, device_id, seq, topic, payload, "
-                        "received_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (result_id) DO UPDATE SET "
-                        "prev_result_id = excluded.prev_result_id, topic = excluded.topic, payload = excluded.payload, "
-                        "received_at = excluded.received_at")
+        sql = self._sql(
+            "INSERT INTO waiting_results (result_id, prev_result_id, site, device_id, seq, topic, payload, "
+            "received_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (result_id) DO UPDATE SET "
+            "prev_result_id = excluded.prev_result_id, topic = excluded.topic, payload = excluded.payload, "
+            "received_at = excluded.received_at"
+        )
         ordered = sorted(waiting, key=lambda w: (w[2].site, w[2].device_id, w[2].seq))
         refused: list[ResultMessage] = []
         with self._transaction() as db:
             if per_device is not None:
                 ordered, refused = self._within_cap(db, ordered, per_device)
-            rows = [(m.result_id, m.prev_result_id, m.site, m.device_id, m.seq, topic_name, payload, now)
-                    for topic_name, payload, m in ordered]
+            rows = [(m.result_id, m.prev_result_id, m.site, m.device_id, m.seq, topic_name, payload, now) for topic_name, payload, m in ordered]
             if rows:
                 db.executemany(sql, rows)  # PostgreSQL: pipelined, one round trip
         return refused
 
-    def _within_cap(self, db: Any, ordered: list[tuple[str, bytes, ResultMessage]],
-                    cap: int) -> tuple[list[tuple[str, bytes, ResultMessage]], list[ResultMessage]]:
+    def _within_cap(
+        self, db: Any, ordered: list[tuple[str, bytes, ResultMessage]], cap: int
+    ) -> tuple[list[tuple[str, bytes, ResultMessage]], list[ResultMessage]]:
         """Split ``ordered`` (per device in seq order) into what fits under each device's cap and what does not; a
         result already waiting always fits (it only replaces its earlier copy)."""
         keep: list[tuple[str, bytes, ResultMessage]] = []
@@ -838,15 +908,16 @@ class HubStore:
             if self._pg:  # held to the commit: another hub's park for this device waits for this count
                 self._exec(db, "SELECT pg_advisory_xact_lock(hashtext(?))", (f"sonopi-waiting/{site}/{device_id}",))
             # (a statement of its own after the lock: under READ COMMITTED it then sees what the other hub committed)
-            count = int(self._exec(db, "SELECT COUNT(*) FROM waiting_results WHERE site = ? AND device_id = ?",
-                                   (site, device_id)).fetchone()[0])
+            count = int(self._exec(db, "SELECT COUNT(*) FROM waiting_results WHERE site = ? AND device_id = ?", (site, device_id)).fetchone()[0])
             if count + len(items) <= cap:  # the usual case: all fit, whether new or re-sent
                 keep += items
                 continue
             present: set[str] = set()
             for chunk in _chunks([m.result_id for _, _, m in items]):
-                present.update(row[0] for row in self._exec(
-                    db, f"SELECT result_id FROM waiting_results WHERE result_id IN ({','.join('?' * len(chunk))})", chunk))
+                present.update(
+                    row[0]
+                    for row in self._exec(db, f"SELECT result_id FROM waiting_results WHERE result_id IN ({','.join('?' * len(chunk))})", chunk)
+                )
             for item in items:
                 if item[2].result_id in present:
                     keep.append(item)
@@ -866,8 +937,9 @@ class HubStore:
         """These devices' waiting results (ids and order only, no payload), per device in ``seq`` order."""
         found: list[Waiting] = []
         for site, device_id in sorted(set(devices)):
-            rows = self._query("SELECT result_id, prev_result_id, seq FROM waiting_results WHERE site = ? AND device_id = ? "
-                               "ORDER BY seq", (site, device_id))
+            rows = self._query(
+                "SELECT result_id, prev_result_id, seq FROM waiting_results WHERE site = ? AND device_id = ? ORDER BY seq", (site, device_id)
+            )
             found += [Waiting(result_id, prev, site, device_id, int(seq)) for result_id, prev, seq in rows]
         return found
 
@@ -875,9 +947,8 @@ class HubStore:
         """``result_id -> (topic, payload)`` of these waiting results."""
         found: dict[str, tuple[str, bytes]] = {}
         for start in range(0, len(result_ids), 500):
-            chunk = list(result_ids[start:start + 500])
-            rows = self._query(f"SELECT result_id, topic, payload FROM waiting_results WHERE result_id IN "
-                               f"({','.join('?' * len(chunk))})", chunk)
+            chunk = list(result_ids[start : start + 500])
+            rows = self._query(f"SELECT result_id, topic, payload FROM waiting_results WHERE result_id IN ({','.join('?' * len(chunk))})", chunk)
             found.update((result_id, (topic_name, bytes(payload))) for result_id, topic_name, payload in rows)
         return found
 
@@ -885,7 +956,7 @@ class HubStore:
         ids = sorted(set(result_ids))
         with self._transaction() as db:
             for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
+                chunk = ids[start : start + 500]
                 self._exec(db, f"DELETE FROM waiting_results WHERE result_id IN ({','.join('?' * len(chunk))})", chunk)
 
     def prune_waiting(self, before: str) -> int:
@@ -907,9 +978,7 @@ class HubStore:
 
     # --- rejections ------------------------------------------------------------------------------
 
-    def record_rejection(
-        self, reason: str, detail: str, topic: str | None, site: str | None = None, device_id: str | None = None
-    ) -> None:
+    def record_rejection(self, reason: str, detail: str, topic: str | None, site: str | None = None, device_id: str | None = None) -> None:
         now = utc_now_iso()
         with self._transaction() as db:
             self._exec(
@@ -918,14 +987,20 @@ class HubStore:
                 "VALUES (?,?,?,1,?,?,?,?) ON CONFLICT (reason, site, device_id) DO UPDATE SET "
                 "count = rejections.count + 1, last_at = excluded.last_at, last_topic = excluded.last_topic, "
                 "last_detail = excluded.last_detail",
-                (_printable(reason)[:64], _printable(site or "")[:64], _printable(device_id or "")[:64], now, now,
-                 _printable((topic or "")[:300]), _printable(detail[:500])),
+                (
+                    _printable(reason)[:64],
+                    _printable(site or "")[:64],
+                    _printable(device_id or "")[:64],
+                    now,
+                    now,
+                    _printable((topic or "")[:300]),
+                    _printable(detail[:500]),
+                ),
             )
 
     def rejections(self) -> list[Rejection]:
         rows = self._query(
-            "SELECT reason, site, device_id, count, first_at, last_at, last_topic, last_detail FROM rejections "
-            "ORDER BY reason, site, device_id"
+            "SELECT reason, site, device_id, count, first_at, last_at, last_topic, last_detail FROM rejections ORDER BY reason, site, device_id"
         )
         return [Rejection(*row) for row in rows]
 
@@ -944,9 +1019,26 @@ class HubStore:
                 "INSERT INTO corrections (correction_id, seq, prev_correction_id, result_id, site, device_id, created_at, "
                 "received_at, kind, reason, note, corrected_by, from_exam_id, from_patient_ref, from_side, to_exam_id, "
                 "to_patient_ref, to_side) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (correction_id) DO NOTHING",
-                (m.correction_id, m.seq, m.prev_correction_id, m.result_id, m.site, m.device_id, m.created_at, now,
-                 m.kind.value, m.reason.value, m.note, m.by, m.origin.exam_id, m.origin.patient_ref, m.origin.side,
-                 to.exam_id, to.patient_ref, to.side),
+                (
+                    m.correction_id,
+                    m.seq,
+                    m.prev_correction_id,
+                    m.result_id,
+                    m.site,
+                    m.device_id,
+                    m.created_at,
+                    now,
+                    m.kind.value,
+                    m.reason.value,
+                    m.note,
+                    m.by,
+                    m.origin.exam_id,
+                    m.origin.patient_ref,
+                    m.origin.side,
+                    to.exam_id,
+                    to.patient_ref,
+                    to.side,
+                ),
             )
             stored = cur.rowcount == 1
             if stored:
@@ -966,8 +1058,7 @@ class HubStore:
         """Each result's corrections, in the order the hub stored them (the device's order: see prev_correction_id)."""
         found: dict[str, list[StoredCorrection]] = {}
         for chunk in _chunks(list(dict.fromkeys(result_ids))):
-            sql = (f"SELECT {_CORRECTION_COLUMNS} FROM corrections WHERE result_id IN ({','.join('?' * len(chunk))}) "
-                   "ORDER BY id")
+            sql = f"SELECT {_CORRECTION_COLUMNS} FROM corrections WHERE result_id IN ({','.join('?' * len(chunk))}) ORDER BY id"
             for row in self._query(sql, chunk):
                 c = _row_to_correction(row)
                 found.setdefault(c.correction.result_id, []).append(c)
@@ -986,8 +1077,10 @@ class HubStore:
         """Each result's effective state — valid, voided, or moved (and where to) — from its corrections."""
         items = list(results)
         found = self.corrections_for(r.result_id for r in items)
-        return {r.result_id: effective_placement(Place(r.exam_id, r.patient_ref, r.side),
-                                                 [c.correction for c in found.get(r.result_id, [])]) for r in items}
+        return {
+            r.result_id: effective_placement(Place(r.exam_id, r.patient_ref, r.side), [c.correction for c in found.get(r.result_id, [])])
+            for r in items
+        }
 
 
 _INSERT_RESULT = (
@@ -1001,11 +1094,33 @@ _INSERT_RESULT = (
 
 def _result_row(m: ResultMessage, now: str) -> tuple[Any, ...]:
     return (
-        m.result_id, m.seq, m.prev_result_id, m.site, m.device_id, m.created_at, now,
-        int(m.historical), m.exam_id, m.patient_ref, m.side, m.model_name, m.model_version,
-        m.model_sha256, m.label, int(m.inconclusive), json.dumps(list(m.reasons)),
-        json.dumps(m.probabilities), json.dumps(m.thresholds), m.latency_ms, m.thumbnail, m.schema,
-        m.category, m.p_malignant, m.mode, m.clock, m.age,
+        m.result_id,
+        m.seq,
+        m.prev_result_id,
+        m.site,
+        m.device_id,
+        m.created_at,
+        now,
+        int(m.historical),
+        m.exam_id,
+        m.patient_ref,
+        m.side,
+        m.model_name,
+        m.model_version,
+        m.model_sha256,
+        m.label,
+        int(m.inconclusive),
+        json.dumps(list(m.reasons)),
+        json.dumps(m.probabilities),
+        json.dumps(m.thresholds),
+        m.latency_ms,
+        m.thumbnail,
+        m.schema,
+        m.category,
+        m.p_malignant,
+        m.mode,
+        m.clock,
+        m.age,
     )
 
 
@@ -1023,35 +1138,111 @@ def _returned_each(cursor: Any, count: int) -> list[bool]:
 
 
 def _row_to_result(row: tuple) -> StoredResult:
-    (id_, result_id, seq, prev, site, device_id, created_at, received_at, historical, exam_id, patient_ref, side,
-     model_name, model_version, model_sha256, label, inconclusive, reasons, probabilities, thresholds, latency_ms,
-     thumbnail, schema_version, category, p_malignant, mode, clock, age) = row
+    (
+        id_,
+        result_id,
+        seq,
+        prev,
+        site,
+        device_id,
+        created_at,
+        received_at,
+        historical,
+        exam_id,
+        patient_ref,
+        side,
+        model_name,
+        model_version,
+        model_sha256,
+        label,
+        inconclusive,
+        reasons,
+        probabilities,
+        thresholds,
+        latency_ms,
+        thumbnail,
+        schema_version,
+        category,
+        p_malignant,
+        mode,
+        clock,
+        age,
+    ) = row
     return StoredResult(
-        id=int(id_), result_id=result_id, seq=int(seq), prev_result_id=prev, site=site, device_id=device_id,
-        created_at=created_at, received_at=received_at, historical=bool(historical), exam_id=exam_id,
-        patient_ref=patient_ref, side=side, model_name=model_name, model_version=model_version,
-        model_sha256=model_sha256, label=label, inconclusive=bool(inconclusive), reasons=tuple(json.loads(reasons)),
-        probabilities=json.loads(probabilities), thresholds=json.loads(thresholds), latency_ms=latency_ms,
-        thumbnail=bytes(thumbnail) if thumbnail is not None else None, schema_version=int(schema_version),
-        category=category, p_malignant=p_malignant, mode=mode,
-        clock=int(clock) if clock is not None else None, age=int(age) if age is not None else None,
+        id=int(id_),
+        result_id=result_id,
+        seq=int(seq),
+        prev_result_id=prev,
+        site=site,
+        device_id=device_id,
+        created_at=created_at,
+        received_at=received_at,
+        historical=bool(historical),
+        exam_id=exam_id,
+        patient_ref=patient_ref,
+        side=side,
+        model_name=model_name,
+        model_version=model_version,
+        model_sha256=model_sha256,
+        label=label,
+        inconclusive=bool(inconclusive),
+        reasons=tuple(json.loads(reasons)),
+        probabilities=json.loads(probabilities),
+        thresholds=json.loads(thresholds),
+        latency_ms=latency_ms,
+        thumbnail=bytes(thumbnail) if thumbnail is not None else None,
+        schema_version=int(schema_version),
+        category=category,
+        p_malignant=p_malignant,
+        mode=mode,
+        clock=int(clock) if clock is not None else None,
+        age=int(age) if age is not None else None,
     )
 
 
 def _row_to_correction(row: tuple) -> StoredCorrection:
-    (id_, correction_id, seq, prev, result_id, site, device_id, created_at, received_at, kind, reason, note, by,
-     from_exam, from_patient, from_side, to_exam, to_patient, to_side) = row
+    (
+        id_,
+        correction_id,
+        seq,
+        prev,
+        result_id,
+        site,
+        device_id,
+        created_at,
+        received_at,
+        kind,
+        reason,
+        note,
+        by,
+        from_exam,
+        from_patient,
+        from_side,
+        to_exam,
+        to_patient,
+        to_side,
+    ) = row
     correction = Correction(
-        correction_id=correction_id, result_id=result_id, kind=CorrectionKind(kind), reason=CorrectionReason(reason),
-        device_id=device_id, site=site, origin=Place(from_exam, from_patient, from_side),
-        target=Place(to_exam, to_patient, to_side) if kind == CorrectionKind.MOVE.value else None, note=note, by=by,
-        created_at=created_at, seq=int(seq), delivery="acked")
+        correction_id=correction_id,
+        result_id=result_id,
+        kind=CorrectionKind(kind),
+        reason=CorrectionReason(reason),
+        device_id=device_id,
+        site=site,
+        origin=Place(from_exam, from_patient, from_side),
+        target=Place(to_exam, to_patient, to_side) if kind == CorrectionKind.MOVE.value else None,
+        note=note,
+        by=by,
+        created_at=created_at,
+        seq=int(seq),
+        delivery="acked",
+    )
     return StoredCorrection(id=int(id_), received_at=received_at, prev_correction_id=prev, correction=correction)
 
 
 def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _printable(text: str) -> str:

@@ -27,17 +27,26 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--average-last", type=int, default=8, help="average the weights of the last N fine-tuning epochs (kept if better on validation)")
     b.add_argument("--grid-epochs", type=int, default=2, help="then fine-tune N epochs with conv kernels on the int8 grid (0 = off)")
     b.add_argument("--grid-lr", type=float, default=2e-5, help="learning rate of the int8-grid epochs")
-    b.add_argument("--aux-birads-weight", type=float, default=0.0,
-                   help="> 0: a training-only head also learns the BI-RADS category of images that carry one (loss weight)")
+    b.add_argument(
+        "--aux-birads-weight",
+        type=float,
+        default=0.0,
+        help="> 0: a training-only head also learns the BI-RADS category of images that carry one (loss weight)",
+    )
     b.add_argument("--time-budget-min", type=float, default=32.0, help="stop training after this many minutes")
     b.add_argument("--train-bn", action="store_true", help="let BatchNorm adapt while fine-tuning (default: frozen)")
-    b.add_argument("--init-weights", type=Path,
-                   help="start from saved Keras weights (*.weights.h5); with --epochs 0 --epochs-frozen 0 this re-exports")
-    b.add_argument("--external-test", metavar="COLUMN=TEXT",
-                   help="hold out the images whose CSV COLUMN contains TEXT (e.g. device=toshiba), with their patients, "
-                        "and score them apart: a scanner the model never saw")
-    b.add_argument("--lesion-views", action="store_true",
-                   help="add normal views cut clear of the lesion, and lesion-centred views, from sources with masks")
+    b.add_argument(
+        "--init-weights", type=Path, help="start from saved Keras weights (*.weights.h5); with --epochs 0 --epochs-frozen 0 this re-exports"
+    )
+    b.add_argument(
+        "--external-test",
+        metavar="COLUMN=TEXT",
+        help="hold out the images whose CSV COLUMN contains TEXT (e.g. device=toshiba), with their patients, "
+        "and score them apart: a scanner the model never saw",
+    )
+    b.add_argument(
+        "--lesion-views", action="store_true", help="add normal views cut clear of the lesion, and lesion-centred views, from sources with masks"
+    )
     b.add_argument("--mirror-tta", action="store_true", help="ship a graph averaging each image with its mirror (2x compute)")
     b.add_argument("--strict", action="store_true", help="fail on any unreadable image instead of skipping it")
     b.add_argument("--seed", type=int, default=0)
@@ -64,12 +73,18 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--resampling", default="exact", choices=("exact", "opencv"))
     v.add_argument("--bootstrap", type=int, default=1000)
     v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--write", action="store_true",
-                   help="switch the bundle to it: manifest, report/metrics.json, MODEL_CARD.md, a selftest reference frame")
+    v.add_argument(
+        "--write", action="store_true", help="switch the bundle to it: manifest, report/metrics.json, MODEL_CARD.md, a selftest reference frame"
+    )
     v.add_argument("-v", "--verbose", action="store_true")
     o = sub.add_parser("modes", help="choose and validate operating modes on leave-one-source-out folds")
-    o.add_argument("--fold", action="append", required=True, type=Path,
-                   help="a build made with --external-test source=NAME (its report/external_predictions.csv); repeat")
+    o.add_argument(
+        "--fold",
+        action="append",
+        required=True,
+        type=Path,
+        help="a build made with --external-test source=NAME (its report/external_predictions.csv); repeat",
+    )
     o.add_argument("--bundle", type=Path, help="with --write: the bundle that gets the modes (its manifest's decision)")
     o.add_argument("--out", type=Path, help="write the study as JSON here")
     o.add_argument("--bootstrap", type=int, default=1000)
@@ -161,18 +176,41 @@ def _build(args: argparse.Namespace) -> int:
     from model_build.train import TrainConfig
 
     train_cfg = TrainConfig(
-        epochs_frozen=args.epochs_frozen, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        patience=args.patience, average_last=args.average_last,
-        grid_epochs=args.grid_epochs, grid_lr=args.grid_lr, aux_birads_weight=args.aux_birads_weight, freeze_bn=not args.train_bn,
-        time_budget_s=args.time_budget_min * 60, seed=args.seed,
+        epochs_frozen=args.epochs_frozen,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        average_last=args.average_last,
+        grid_epochs=args.grid_epochs,
+        grid_lr=args.grid_lr,
+        aux_birads_weight=args.aux_birads_weight,
+        freeze_bn=not args.train_bn,
+        time_budget_s=args.time_budget_min * 60,
+        seed=args.seed,
     )
     cfg = BuildConfig(
-        data=tuple(args.data), out=args.out, arch=args.arch, resolution=args.resolution, weights=args.weights, strict=args.strict, seed=args.seed,
-        limit_per_class=args.limit_per_class, target_sensitivity=args.target_sensitivity,
-        threshold_confidence=args.threshold_confidence, min_agreement=args.min_agreement,
-        representative_steps=args.representative_steps, n_boot=args.bootstrap, name=args.name, version=args.version,
-        shortcut_check=not args.no_shortcut_check, init_weights=args.init_weights, external_test=args.external_test,
-        lesion_views=args.lesion_views, mirror_tta=args.mirror_tta, train=train_cfg,
+        data=tuple(args.data),
+        out=args.out,
+        arch=args.arch,
+        resolution=args.resolution,
+        weights=args.weights,
+        strict=args.strict,
+        seed=args.seed,
+        limit_per_class=args.limit_per_class,
+        target_sensitivity=args.target_sensitivity,
+        threshold_confidence=args.threshold_confidence,
+        min_agreement=args.min_agreement,
+        representative_steps=args.representative_steps,
+        n_boot=args.bootstrap,
+        name=args.name,
+        version=args.version,
+        shortcut_check=not args.no_shortcut_check,
+        init_weights=args.init_weights,
+        external_test=args.external_test,
+        lesion_views=args.lesion_views,
+        mirror_tta=args.mirror_tta,
+        train=train_cfg,
     )
     try:
         result = build(cfg)
@@ -190,9 +228,20 @@ def _segment(args: argparse.Namespace) -> int:
     from model_build.segmentation_build import SegBuildConfig, build_segmentation, report_lines
 
     train = SegTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, time_budget_s=args.time_budget_min * 60, seed=args.seed)
-    cfg = SegBuildConfig(data=tuple(args.data), out=args.out, arch=args.arch, resolution=args.resolution, weights=args.weights,
-                         limit=args.limit, lesion_free=not args.no_lesion_free, external_test=args.external_test,
-                         representative_steps=args.representative_steps, n_boot=args.bootstrap, seed=args.seed, train=train)
+    cfg = SegBuildConfig(
+        data=tuple(args.data),
+        out=args.out,
+        arch=args.arch,
+        resolution=args.resolution,
+        weights=args.weights,
+        limit=args.limit,
+        lesion_free=not args.no_lesion_free,
+        external_test=args.external_test,
+        representative_steps=args.representative_steps,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        train=train,
+    )
     try:
         result = build_segmentation(cfg)
     except (DatasetError, ExportError, OSError, ValueError) as exc:
@@ -213,8 +262,10 @@ def _pack_segmentation(args: argparse.Namespace) -> int:
         logging.getLogger("model_build").error("pack-segmentation failed: %s", exc)
         return 2
     m = bundle.manifest
-    print(f"written: {bundle.path} ({m.name} {m.version}, format {m.format_version}, segmentation "
-          f"{m.segmentation.model if m.segmentation else None}); unsigned: sign it before shipping")
+    print(
+        f"written: {bundle.path} ({m.name} {m.version}, format {m.format_version}, segmentation "
+        f"{m.segmentation.model if m.segmentation else None}); unsigned: sign it before shipping"
+    )
     return 0
 
 

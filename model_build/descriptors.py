@@ -70,8 +70,7 @@ def read_lesions(root: str | os.PathLike[str]) -> list[Lesion]:
 
 def predict(lesions: list[Lesion], rules: ShapeRules) -> tuple[list[Shape], list[Margin]]:
     shapes = [classify_shape(x.features, rules) for x in lesions]
-    margins = [Margin.CIRCUMSCRIBED if x.features.roughness < rules.circumscribed_below_roughness else Margin.NOT_CIRCUMSCRIBED
-               for x in lesions]
+    margins = [Margin.CIRCUMSCRIBED if x.features.roughness < rules.circumscribed_below_roughness else Margin.NOT_CIRCUMSCRIBED for x in lesions]
     return shapes, margins
 
 
@@ -120,7 +119,11 @@ def study(root: str | os.PathLike[str], seed: int = 0, n_boot: int = 1000) -> di
     cis = grouped_bootstrap(np.array([x.patient for x in b]), lambda i: _figures(b, rules, i), n_boot, seed)
     wide = [x.features.width_px >= x.features.depth_px for x in lesions]
     return {
-        "source": str(root), "lesions": len(lesions), "chosen_on": len(a), "measured_on": len(b), "rules": asdict(rules),
+        "source": str(root),
+        "lesions": len(lesions),
+        "chosen_on": len(a),
+        "measured_on": len(b),
+        "rules": asdict(rules),
         "figures": {k: {"value": v, "ci95": list(cis[k])} for k, v in values.items()},
         "orientation_parallel_fraction_px": float(np.mean(wide)),
     }

@@ -96,14 +96,10 @@ def bootstrap_ci(
     preds: Predictions, labels: tuple[str, ...], threshold: float | None, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, tuple[float, float]]:
     """95% percentile CIs of the headline metrics, resampling whole groups."""
-    return grouped_bootstrap(
-        preds.groups, lambda idx: headline(preds.y[idx], preds.probs[idx], labels, threshold), n_boot, seed
-    )
+    return grouped_bootstrap(preds.groups, lambda idx: headline(preds.y[idx], preds.probs[idx], labels, threshold), n_boot, seed)
 
 
-def full_metrics(
-    preds: Predictions, labels: tuple[str, ...], threshold: float | None, n_boot: int = 1000, seed: int = 0
-) -> dict[str, Any]:
+def full_metrics(preds: Predictions, labels: tuple[str, ...], threshold: float | None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     y, probs = preds.y, preds.probs
@@ -117,8 +113,7 @@ def full_metrics(
         "n_groups": int(len(np.unique(preds.groups))),
         "headline": {key: {"value": value, "ci95": list(ci.get(key, (float("nan"), float("nan"))))} for key, value in head.items()},
         "per_class": {
-            labels[i]: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
-            for i in k
+            labels[i]: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])} for i in k
         },
         "auc_ovr": {labels[i]: binary_auc(y == i, probs[:, i]) for i in k},
         "confusion": {"labels": list(labels), "matrix": confusion_matrix(y, pred, labels=k).tolist()},
@@ -126,9 +121,7 @@ def full_metrics(
     }
 
 
-def evaluate_split(
-    preds: Predictions, labels: tuple[str, ...], threshold: float | None, n_boot: int = 1000, seed: int = 0
-) -> dict[str, Any]:
+def evaluate_split(preds: Predictions, labels: tuple[str, ...], threshold: float | None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Metrics on the whole split and per source dataset."""
     result = {"all": full_metrics(preds, labels, threshold, n_boot, seed)}
     for source in sorted(set(preds.sources.tolist())):
@@ -238,15 +231,21 @@ def plot_training(history: Any, path: Path) -> None:
     for ax in (a, b):
         if history.averaged_epochs:
             kept = "kept" if history.average_kept else "not kept"
-            ax.axvspan(history.averaged_epochs[0] - 0.5, history.averaged_epochs[-1] + 0.5, color="0.85",
-                       label=f"weights averaged ({kept})")
+            ax.axvspan(history.averaged_epochs[0] - 0.5, history.averaged_epochs[-1] + 0.5, color="0.85", label=f"weights averaged ({kept})")
         grid = [e for e, phase in zip(history.epoch, history.phase) if phase == "int8-grid"]
         if grid:
             start = f"epoch {history.pre_grid_epoch}" if history.pre_grid_epoch else "the average or initial weights"
             ax.axvspan(grid[0] - 0.5, grid[-1] + 0.5, color="#d8e8f8", label=f"int8-grid fine-tuning (from {start})")
             if ax is a and history.snapped_val_loss is not None:
-                ax.hlines(history.snapped_val_loss, grid[0] - 0.5, grid[-1] + 0.5, colors="C1", linestyles="--", lw=1,
-                          label="val loss, snapped, before fine-tuning")
+                ax.hlines(
+                    history.snapped_val_loss,
+                    grid[0] - 0.5,
+                    grid[-1] + 0.5,
+                    colors="C1",
+                    linestyles="--",
+                    lw=1,
+                    label="val loss, snapped, before fine-tuning",
+                )
         if history.best_epoch > 0:
             ax.axvline(history.best_epoch, color="k", ls=":", lw=0.8, label="kept epoch")
         ax.set_xlabel("epoch")

@@ -94,8 +94,7 @@ def identify_outputs(model_bytes: bytes, n_classes: int) -> TfliteOutputs:
 def int8_runner(model_bytes: bytes, spec: InputSpec, names: TfliteOutputs, n_classes: int, threads: int = 2) -> ModelRunner:
     """The device's runner (``device.model.runtime``) over the converted model: the build scores its int8
     model exactly as the device will."""
-    return ModelRunner(model_bytes, spec, TensorNames(names.scores, names.cam_features), n_classes,
-                       where="the converted int8 model", threads=threads)
+    return ModelRunner(model_bytes, spec, TensorNames(names.scores, names.cam_features), n_classes, where="the converted int8 model", threads=threads)
 
 
 def parity(float_logits: np.ndarray, int8_logits: np.ndarray, temperature: float) -> Parity:
@@ -112,6 +111,5 @@ def parity(float_logits: np.ndarray, int8_logits: np.ndarray, temperature: float
 def check_parity(p: Parity, minimum: float = MIN_AGREEMENT) -> None:
     if p.top1_agreement < minimum:
         raise ExportError(
-            f"int8 model refused: top-1 agreement with the float model is {p.top1_agreement:.3f} "
-            f"on {p.n} images, below the required {minimum:.2f}"
+            f"int8 model refused: top-1 agreement with the float model is {p.top1_agreement:.3f} on {p.n} images, below the required {minimum:.2f}"
         )

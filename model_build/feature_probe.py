@@ -74,12 +74,16 @@ def probe(data: LoadedData, features: np.ndarray) -> list[ProbeRow]:
             lesions = (vt == "full") & (yt != normal)
             real_normals = (vt == "full") & (yt == normal)
             views = vt == LESION_FREE
-            rows.append(ProbeRow(
-                held, recipe, binary_auc(yt[lesions] == malignant, probs[lesions, malignant]),
-                float(np.mean(top[real_normals] == normal)) if real_normals.sum() >= 10 else None,
-                float(np.mean(top[views] == normal)) if views.any() else None,
-                int(train.sum()),
-            ))
+            rows.append(
+                ProbeRow(
+                    held,
+                    recipe,
+                    binary_auc(yt[lesions] == malignant, probs[lesions, malignant]),
+                    float(np.mean(top[real_normals] == normal)) if real_normals.sum() >= 10 else None,
+                    float(np.mean(top[views] == normal)) if views.any() else None,
+                    int(train.sum()),
+                )
+            )
             log.info("%s", rows[-1])
     return rows
 
@@ -95,8 +99,13 @@ def table(rows: list[ProbeRow]) -> list[str]:
     def f(v: Any) -> str:
         return "—" if v is None else f"{v:.3f}"
 
-    lines = ["| held-out source | training data | malignant AUC (lesions) | normal scans: top class normal | "
-             "normal views: top class normal | training images |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r.held_out} | {r.recipe} | {f(r.malignant_auc_lesions)} | {f(r.normals_top_normal)} | "
-              f"{f(r.normal_views_top_normal)} | {r.n_train} |" for r in rows]
+    lines = [
+        "| held-out source | training data | malignant AUC (lesions) | normal scans: top class normal | "
+        "normal views: top class normal | training images |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.held_out} | {r.recipe} | {f(r.malignant_auc_lesions)} | {f(r.normals_top_normal)} | {f(r.normal_views_top_normal)} | {r.n_train} |"
+        for r in rows
+    ]
     return lines

@@ -62,8 +62,7 @@ def pooled_features(classifier: Classifier, samples: Sequence[Sample]) -> np.nda
     return out
 
 
-def extract(bundle: ModelBundle, roots: Sequence[str | os.PathLike[str]], threads: int = 2,
-            rank: int = BASIS_RANK) -> HeadData:
+def extract(bundle: ModelBundle, roots: Sequence[str | os.PathLike[str]], threads: int = 2, rank: int = BASIS_RANK) -> HeadData:
     """The bundle's training (``train``) and held-out (``test``) images from its split, in the compact form
     of :class:`device.head.HeadData`: base logits and features on the training features' top ``rank`` directions."""
     m = bundle.manifest
@@ -93,9 +92,15 @@ def extract(bundle: ModelBundle, roots: Sequence[str | os.PathLike[str]], thread
     parts = {}
     for split, (x, y, sources) in full.items():
         parts[split] = (x @ basis, head_logits(x, weights, bias), y, sources)
-    meta = {"model_version": m.version, "channels": int(basis.shape[0]), "rank": int(basis.shape[1]),
-            "explained_variance": round(explained, 4), "pooling": "mean", "skipped": skipped_all,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta = {
+        "model_version": m.version,
+        "channels": int(basis.shape[0]),
+        "rank": int(basis.shape[1]),
+        "explained_variance": round(explained, 4),
+        "pooling": "mean",
+        "skipped": skipped_all,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     log.info("basis: %d directions hold %.1f %% of the training features' variance", basis.shape[1], 100 * explained)
     return HeadData(m.labels, m.model_sha256, basis, *parts["train"], *parts["test"], meta=meta)
 
@@ -121,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     except (BundleError, RescoreError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{args.bundle / HEAD_DATA_FILE}: {len(data.train_y)} training and {len(data.test_y)} test images, "
-          f"{data.channels} channels on {data.rank} directions ({100 * data.meta['explained_variance']:.1f} % of the "
-          f"variance), {size / 1e3:.0f} kB")
+    print(
+        f"{args.bundle / HEAD_DATA_FILE}: {len(data.train_y)} training and {len(data.test_y)} test images, "
+        f"{data.channels} channels on {data.rank} directions ({100 * data.meta['explained_variance']:.1f} % of the "
+        f"variance), {size / 1e3:.0f} kB"
+    )
     return 0
 
 

@@ -141,12 +141,15 @@ def choose_mode_thresholds(scores: HeldOutScores, targets: dict[str, float] = MO
     return out
 
 
-def categorise(scores: HeldOutScores, malignant_threshold: float, lesion_threshold: float,
-               rule: Callable[[float, float], str] | None = None) -> np.ndarray:
+def categorise(
+    scores: HeldOutScores, malignant_threshold: float, lesion_threshold: float, rule: Callable[[float, float], str] | None = None
+) -> np.ndarray:
     """The device's own rule (``device.decision.categorise``, one definition) on every pooled score. ``rule``: the
     same rule with the thresholds bound and its answers remembered (the bootstrap asks about the same images)."""
-    return np.array([(rule or _bound_rule(malignant_threshold, lesion_threshold))(float(pm), float(pl))
-                     for pm, pl in zip(scores.p_malignant, scores.p_lesion)], dtype=object)
+    return np.array(
+        [(rule or _bound_rule(malignant_threshold, lesion_threshold))(float(pm), float(pl)) for pm, pl in zip(scores.p_malignant, scores.p_lesion)],
+        dtype=object,
+    )
 
 
 def _bound_rule(malignant_threshold: float, lesion_threshold: float) -> Callable[[float, float], str]:
@@ -162,12 +165,16 @@ def _bound_rule(malignant_threshold: float, lesion_threshold: float) -> Callable
 
 
 def _ci_entry(value: float, ci: tuple[float, float], n: int) -> dict[str, Any]:
-    return {"value": None if not np.isfinite(value) else round(float(value), 4),
-            "ci95": [None if not np.isfinite(c) else round(float(c), 4) for c in ci], "n": int(n)}
+    return {
+        "value": None if not np.isfinite(value) else round(float(value), 4),
+        "ci95": [None if not np.isfinite(c) else round(float(c), 4) for c in ci],
+        "n": int(n),
+    }
 
 
-def _with_ci(scores: HeldOutScores, statistic: Callable[[HeldOutScores], dict[str, tuple[float, int]]],
-             n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
+def _with_ci(
+    scores: HeldOutScores, statistic: Callable[[HeldOutScores], dict[str, tuple[float, int]]], n_boot: int, seed: int
+) -> dict[str, dict[str, Any]]:
     point = statistic(scores)
     ci = grouped_bootstrap(scores.group, lambda idx: {k: v for k, (v, _) in statistic(scores.subset(idx)).items()}, n_boot, seed)
     return {k: _ci_entry(v, ci.get(k, (float("nan"), float("nan"))), n) for k, (v, n) in point.items()}
@@ -189,6 +196,7 @@ def mode_statistics(t: float) -> Callable[[HeldOutScores], dict[str, tuple[float
             "normals_called_malignant": _rate(real & (s.label == "normal"), flagged),
             "normal_views_called_malignant": _rate((s.view == LESION_FREE), flagged),
         }
+
     return stats
 
 
@@ -202,6 +210,7 @@ def category_statistics(t: float, lesion_threshold: float) -> Callable[[HeldOutS
         out["normals_no_lesion"] = _rate(real & (s.label == "normal"), cats == "no_lesion")
         out["normal_views_no_lesion"] = _rate(s.view == LESION_FREE, cats == "no_lesion")
         return out
+
     return stats
 
 
@@ -213,8 +222,10 @@ def source_statistics(s: HeldOutScores) -> dict[str, tuple[float, int]]:
     return {
         "malignant_auc_lesions": (binary_auc(s.label[lesions] == "malignant", s.p_malignant[lesions]), int(lesions.sum())),
         "malignant_auc_all": (binary_auc(s.label[real] == "malignant", s.p_malignant[real]), int(real.sum())),
-        "lesion_auc_with_views": (binary_auc(s.label[real | (s.view == LESION_FREE)] != "normal",
-                                             s.p_lesion[real | (s.view == LESION_FREE)]), int((real | (s.view == LESION_FREE)).sum())),
+        "lesion_auc_with_views": (
+            binary_auc(s.label[real | (s.view == LESION_FREE)] != "normal", s.p_lesion[real | (s.view == LESION_FREE)]),
+            int((real | (s.view == LESION_FREE)).sum()),
+        ),
         "normals_top_class_normal": _rate(normals, top_normal),
         "normal_views_top_class_normal": _rate(s.view == LESION_FREE, top_normal),
         "three_class_accuracy": _rate(real, s.probs.argmax(axis=1) == np.array([LABELS.index(x) for x in s.label], dtype=np.int64)),
@@ -238,14 +249,22 @@ def study(fold_dirs: Sequence[Path], n_boot: int = 1000, seed: int = 0) -> dict[
             "per_source": per_source,
             "categories": _with_ci(scores, category_statistics(t, lesion_threshold), n_boot, seed),
         }
-        log.info("mode %s: threshold %.4f, pooled sensitivity %s specificity %s", mode, t,
-                 modes[mode]["figures"]["sensitivity"]["value"], modes[mode]["figures"]["specificity"]["value"])
+        log.info(
+            "mode %s: threshold %.4f, pooled sensitivity %s specificity %s",
+            mode,
+            t,
+            modes[mode]["figures"]["sensitivity"]["value"],
+            modes[mode]["figures"]["specificity"]["value"],
+        )
     return {
         "validation": "leave-one-source-out",
         "folds": [str(Path(f).name) for f in fold_dirs],
         "held_out_sources": sources,
-        "n": {src: {lab: int(((scores.source == src) & (scores.label == lab) & _real(scores)).sum()) for lab in LABELS}
-              | {"lesion_free_views": int(((scores.source == src) & (scores.view == LESION_FREE)).sum())} for src in sources},
+        "n": {
+            src: {lab: int(((scores.source == src) & (scores.label == lab) & _real(scores)).sum()) for lab in LABELS}
+            | {"lesion_free_views": int(((scores.source == src) & (scores.view == LESION_FREE)).sum())}
+            for src in sources
+        },
         "lesion_threshold": round(lesion_threshold, 4),
         "per_source": {src: _with_ci(scores.subset(scores.source == src), source_statistics, n_boot, seed) for src in sources},
         "modes": modes,
@@ -255,13 +274,17 @@ def study(fold_dirs: Sequence[Path], n_boot: int = 1000, seed: int = 0) -> dict[
 
 def decision_block(result: dict[str, Any]) -> dict[str, Any]:
     """The manifest's ``decision`` object (docs/model-bundle.md) from a study result."""
+
     def known(entry: dict[str, Any]) -> bool:  # a figure with no cases behind it is left out, never written as 0
         return entry["value"] is not None and None not in entry["ci95"]
 
     modes = {}
     for mode, m in result["modes"].items():
-        figures = {k: {"value": v["value"], "ci95": v["ci95"], "n": v["n"]} for k, v in m["figures"].items()
-                   if k in ("sensitivity", "specificity", "normals_called_malignant") and known(v)}
+        figures = {
+            k: {"value": v["value"], "ci95": v["ci95"], "n": v["n"]}
+            for k, v in m["figures"].items()
+            if k in ("sensitivity", "specificity", "normals_called_malignant") and known(v)
+        }
         categories = {c: {"malignancy_rate": m["categories"][c]} for c in CATEGORIES if known(m["categories"][c])}
         modes[mode] = {"malignant_threshold": m["malignant_threshold"], "figures": figures, "categories": categories}
     return {
@@ -293,13 +316,22 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> ModelBundle:
     # A new version: results judged by these thresholds must be told apart from earlier ones (at the hub too).
     digest = hashlib.sha256(json.dumps(block, sort_keys=True).encode("utf-8")).hexdigest()[:8]
     version = f"{bundle.manifest.version.split('+modes-')[0]}+modes-{digest}"
-    data = {**bundle.manifest.to_dict(), "version": version, "format_version": 3, "decision": block,
-            "thresholds": {**bundle.manifest.thresholds, "malignant": float(default_threshold)}}
+    data = {
+        **bundle.manifest.to_dict(),
+        "version": version,
+        "format_version": 3,
+        "decision": block,
+        "thresholds": {**bundle.manifest.thresholds, "malignant": float(default_threshold)},
+    }
     manifest = Manifest.from_dict(data, source=f"{bundle_dir} (with the study's decision)")  # validated as any read
-    return edit_bundle(bundle.path, manifest=manifest, files={
-        str(REPORT_FILE): report.to_bytes(),
-        "MODEL_CARD.md": model_card_text(manifest, report).encode("utf-8"),
-    })
+    return edit_bundle(
+        bundle.path,
+        manifest=manifest,
+        files={
+            str(REPORT_FILE): report.to_bytes(),
+            "MODEL_CARD.md": model_card_text(manifest, report).encode("utf-8"),
+        },
+    )
 
 
 def score_sources(bundle_dir: Path, roots: Sequence[Path], out_dir: Path) -> Path:

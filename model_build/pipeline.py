@@ -77,15 +77,13 @@ def build(cfg: BuildConfig) -> BuildResult:
     spec = input_spec(cfg.arch, cfg.resolution)
     hold_out_rule = split.HoldOutRule.parse(cfg.external_test) if cfg.external_test else None  # checked before any work
 
-    data = load_sources(list(cfg.data), spec, strict=cfg.strict, limit_per_class=cfg.limit_per_class, seed=cfg.seed,
-                        lesion_views=cfg.lesion_views)
+    data = load_sources(list(cfg.data), spec, strict=cfg.strict, limit_per_class=cfg.limit_per_class, seed=cfg.seed, lesion_views=cfg.lesion_views)
     log.info("loaded %d images from %d source(s), labels %s, %d bad file(s)", len(data.samples), len(cfg.data), data.labels, len(data.bad_files))
     groups = split.assign_groups(data, cfg.hash_distance)
     data, groups, held_out = _hold_out(data, groups, hold_out_rule)
     assignment = split.split_groups(data.samples, groups, cfg.fractions, cfg.seed)
     split.check_no_leak(assignment)
-    split.write_split_csv(report / "split.csv", data.samples, assignment,
-                          (held_out.data.samples, held_out.groups) if held_out else ([], []))
+    split.write_split_csv(report / "split.csv", data.samples, assignment, (held_out.data.samples, held_out.groups) if held_out else ([], []))
     split_idx = {name: _scored(data, assignment.indices(name), name) for name in split.SPLITS}
     parts = {name: data.subset(idx) for name, idx in split_idx.items()}
     for name, part in parts.items():
@@ -117,9 +115,7 @@ def build(cfg: BuildConfig) -> BuildResult:
     operating = None
     if malignant is not None:
         p_val = calibrate.softmax(logits["val"], temperature)[:, malignant]
-        operating = calibrate.choose_threshold(
-            p_val, y["val"] == malignant, cfg.target_sensitivity, cfg.threshold_confidence, seed=cfg.seed
-        )
+        operating = calibrate.choose_threshold(p_val, y["val"] == malignant, cfg.target_sensitivity, cfg.threshold_confidence, seed=cfg.seed)
         threshold = operating.threshold
 
     rng = np.random.default_rng(cfg.seed)
@@ -135,13 +131,14 @@ def build(cfg: BuildConfig) -> BuildResult:
     if not gate.passed:
         log.warning(
             "!!! int8 top-1 agreement %.4f is BELOW the project's %.2f gate; bundle written only because "
-            "--min-agreement %.2f was given. The model card says so.", parity.top1_agreement, export.MIN_AGREEMENT, cfg.min_agreement,
+            "--min-agreement %.2f was given. The model card says so.",
+            parity.top1_agreement,
+            export.MIN_AGREEMENT,
+            cfg.min_agreement,
         )
 
     def preds(name: str, split_logits: np.ndarray) -> evaluate.Predictions:
-        return evaluate.Predictions(
-            y[name], calibrate.softmax(split_logits, temperature), group_of[name], parts[name].sources()
-        )
+        return evaluate.Predictions(y[name], calibrate.softmax(split_logits, temperature), group_of[name], parts[name].sources())
 
     evaluations = {
         "val_float": evaluate.evaluate_split(preds("val", logits["val"]), data.labels, threshold, cfg.n_boot, cfg.seed),
@@ -154,15 +151,33 @@ def build(cfg: BuildConfig) -> BuildResult:
     reader_baseline = None
     if malignant is not None:
         reader_baseline = reader.compare_on_samples(
-            parts["test"].samples, y["test"] == malignant, calibrate.softmax(int8_logits, temperature)[:, malignant],
-            group_of["test"], threshold, cfg.n_boot, cfg.seed,
+            parts["test"].samples,
+            y["test"] == malignant,
+            calibrate.softmax(int8_logits, temperature)[:, malignant],
+            group_of["test"],
+            threshold,
+            cfg.n_boot,
+            cfg.seed,
         )
         reader_baseline["scored_by"] = "the build (its int8 model on the test split)"
     kernel, bias = clf.dense_weights()
     shortcut_result = None
     if cfg.shortcut_check:
-        shortcut_result = _shortcut(clf, export_model, parts["test"], y["test"], temperature, malignant, kernel, bias,
-                                    int8_features, int8_logits, data.labels, report, cfg.seed)
+        shortcut_result = _shortcut(
+            clf,
+            export_model,
+            parts["test"],
+            y["test"],
+            temperature,
+            malignant,
+            kernel,
+            bias,
+            int8_features,
+            int8_logits,
+            data.labels,
+            report,
+            cfg.seed,
+        )
 
     _plots(report, evaluations, preds("test", int8_logits), preds("val", logits["val"]), data.labels, threshold, history)
     if origin is not None and origin.get("history"):
@@ -218,8 +233,7 @@ def _hold_out(data: LoadedData, groups: list[str], rule: split.HoldOutRule | Non
     if rule is None:
         return data, groups, None
     kept, held = split.hold_out(data.samples, groups, rule)
-    log.info("--external-test %s: %d image(s) in %d group(s) held out of train/val/test", rule, len(held),
-             len({groups[i] for i in held}))
+    log.info("--external-test %s: %d image(s) in %d group(s) held out of train/val/test", rule, len(held), len({groups[i] for i in held}))
     held = _scored(data, held, "external")
     return data.subset(kept), [groups[i] for i in kept], HeldOut(rule, data.subset(held), [groups[i] for i in held])
 
@@ -232,8 +246,16 @@ def _scored(data: LoadedData, idx: np.ndarray, split_name: str) -> np.ndarray:
     return np.array([i for i in idx if data.samples[i].view != LESION_CENTRED], dtype=np.int64)
 
 
-def _evaluate_held_out(held: HeldOut, export_model, int8: export.ModelRunner, temperature: float, threshold: float | None,
-                       malignant: int | None, labels: tuple[str, ...], cfg: BuildConfig) -> dict[str, Any]:
+def _evaluate_held_out(
+    held: HeldOut,
+    export_model,
+    int8: export.ModelRunner,
+    temperature: float,
+    threshold: float | None,
+    malignant: int | None,
+    labels: tuple[str, ...],
+    cfg: BuildConfig,
+) -> dict[str, Any]:
     """The held-out images scored like the test split: float and int8 metrics, and the BI-RADS comparison."""
     y = held.data.label_index()
     groups = np.array(held.groups)
@@ -261,8 +283,7 @@ def write_predictions(path: Path, samples, groups: np.ndarray, probs: np.ndarray
         writer = csv.writer(fh)
         writer.writerow(["source", "file", "view", "label", "group", *[f"p_{name}" for name in labels]])
         for sample, group, row in zip(samples, groups, probs):
-            writer.writerow([sample.source, split.relative_name(sample), sample.view, sample.label, group,
-                             *[f"{float(v):.6f}" for v in row]])
+            writer.writerow([sample.source, split.relative_name(sample), sample.view, sample.label, group, *[f"{float(v):.6f}" for v in row]])
 
 
 def weights_origin(init_weights: Path, split_csv: Path) -> dict[str, Any] | None:
@@ -283,12 +304,16 @@ def weights_origin(init_weights: Path, split_csv: Path) -> dict[str, Any] | None
         return None
     if origin_split.read_bytes() != split_csv.read_bytes():
         raise DatasetError(
-            f"--init-weights {init_weights} was trained on a different split ({origin_split}): "
-            "its weights may have seen this build's test images"
+            f"--init-weights {init_weights} was trained on a different split ({origin_split}): its weights may have seen this build's test images"
         )
     origin = read_report(build_dir)
-    return {"weights": str(init_weights), "build": str(build_dir), "config": origin.config,
-            "history": origin.history, "build_seconds": origin.build_seconds}
+    return {
+        "weights": str(init_weights),
+        "build": str(build_dir),
+        "config": origin.config,
+        "history": origin.history,
+        "build_seconds": origin.build_seconds,
+    }
 
 
 def predict_export(export_model, grey: np.ndarray) -> np.ndarray:
@@ -296,8 +321,9 @@ def predict_export(export_model, grey: np.ndarray) -> np.ndarray:
     return np.concatenate([export_model.predict_on_batch(to_batch(g[None]))[0] for g in grey], axis=0)
 
 
-def _shortcut(clf, export_model, test: LoadedData, y_test, temperature, malignant, kernel, bias,
-              int8_features, int8_logits, labels, report: Path, seed: int) -> dict[str, Any]:
+def _shortcut(
+    clf, export_model, test: LoadedData, y_test, temperature, malignant, kernel, bias, int8_features, int8_logits, labels, report: Path, seed: int
+) -> dict[str, Any]:
     def probs_fn(grey: np.ndarray) -> np.ndarray:
         return calibrate.softmax(predict_export(export_model, grey), temperature)
 

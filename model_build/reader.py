@@ -129,8 +129,10 @@ def compare(x: ReaderInputs, model_threshold: float | None, n_boot: int = 1000, 
     Returns ``{"skipped": reason}`` when there are too few images of either class to compare."""
     n_malignant, n_benign = int(x.malignant.sum()), int((~x.malignant).sum())
     if min(n_malignant, n_benign) < MIN_IMAGES_PER_CLASS:
-        return {"skipped": f"{n_malignant} malignant and {n_benign} benign image(s) carry a BI-RADS category; "
-                           f"at least {MIN_IMAGES_PER_CLASS} of each are needed"}
+        return {
+            "skipped": f"{n_malignant} malignant and {n_benign} benign image(s) carry a BI-RADS category; "
+            f"at least {MIN_IMAGES_PER_CLASS} of each are needed"
+        }
     values = _statistics(x, model_threshold)
 
     def resample(idx: np.ndarray) -> dict[str, float]:
@@ -140,8 +142,13 @@ def compare(x: ReaderInputs, model_threshold: float | None, n_boot: int = 1000, 
     figures = {key: {"value": _finite(value), "ci95": [_finite(v) for v in ci[key]]} for key, value in values.items()}
     log.info(
         "reader comparison on %d images: model AUC %.3f vs BI-RADS AUC %.3f; at BI-RADS>=4 sensitivity %.3f the model's "
-        "specificity is %.3f vs the reader's %.3f", len(x.malignant), values["model_auc"], values["reader_auc"],
-        values["reader_sensitivity"], values["model_specificity_at_reader_sensitivity"], values["reader_specificity"],
+        "specificity is %.3f vs the reader's %.3f",
+        len(x.malignant),
+        values["model_auc"],
+        values["reader_auc"],
+        values["reader_sensitivity"],
+        values["model_specificity_at_reader_sensitivity"],
+        values["reader_specificity"],
     )
     return {
         "n_images": int(len(x.malignant)),
@@ -156,8 +163,13 @@ def compare(x: ReaderInputs, model_threshold: float | None, n_boot: int = 1000, 
 
 
 def compare_on_samples(
-    samples: Sequence[Sample], malignant: np.ndarray, model_score: np.ndarray, groups: np.ndarray,
-    model_threshold: float | None, n_boot: int = 1000, seed: int = 0,
+    samples: Sequence[Sample],
+    malignant: np.ndarray,
+    model_score: np.ndarray,
+    groups: np.ndarray,
+    model_threshold: float | None,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """:func:`compare` on the samples that carry a BI-RADS category, with the sources they came from."""
     inputs, left_out, sources = select_with_birads(samples, malignant, model_score, groups)
@@ -177,8 +189,13 @@ def compare_bundle(bundle_dir: Path, roots: Sequence[str | os.PathLike[str]], n_
     m = labels.index("malignant")
     malignant = np.array([s.label == "malignant" for s in scored.samples])
     result = compare_on_samples(
-        scored.samples, malignant, scored.probs[:, m], scored.groups,
-        bundle.manifest.thresholds.get("malignant"), n_boot, seed,
+        scored.samples,
+        malignant,
+        scored.probs[:, m],
+        scored.groups,
+        bundle.manifest.thresholds.get("malignant"),
+        n_boot,
+        seed,
     )
     result["scored_by"] = "python -m model_build reader (the bundle's int8 model, re-run on its test split)"
     return result
@@ -190,7 +207,10 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> None:
     bundle = load_bundle(bundle_dir)
     report = read_report(bundle.path)
     report.reader_baseline = result
-    edit_bundle(bundle.path, files={
-        str(REPORT_FILE): report.to_bytes(),
-        "MODEL_CARD.md": model_card_text(bundle.manifest, report).encode("utf-8"),
-    })
+    edit_bundle(
+        bundle.path,
+        files={
+            str(REPORT_FILE): report.to_bytes(),
+            "MODEL_CARD.md": model_card_text(bundle.manifest, report).encode("utf-8"),
+        },
+    )

@@ -245,5 +245,4 @@ def _split(r: _Reader, value: Any) -> dict[str, dict[str, int]]:
     split = r.mapping(value, "split")
     for name in ("train", "val", "test"):
         r.need(split, name, "split.")
-    return {name: {k: r.integer(v, f"split.{name}.{k}") for k, v in r.mapping(counts, f"split.{name}").items()}
-            for name, counts in split.items()}
+    return {name: {k: r.integer(v, f"split.{name}.{k}") for k, v in r.mapping(counts, f"split.{name}").items()} for name, counts in split.items()}

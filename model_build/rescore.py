@@ -68,19 +68,20 @@ def find_samples(rows: list[dict[str, str]], roots: Sequence[str | os.PathLike[s
             continue
         sample = by_key.get((row["source"], row["file"]))
         if sample is None:
-            raise RescoreError(f"test image {row['source']}/{row['file']} from the split is not in the given data: "
-                               "the dataset changed since the build")
+            raise RescoreError(
+                f"test image {row['source']}/{row['file']} from the split is not in the given data: the dataset changed since the build"
+            )
         if sample.label != row["label"]:
-            raise RescoreError(f"test image {row['source']}/{row['file']}: label {sample.label!r} in the data, "
-                               f"{row['label']!r} in the split — the dataset changed since the build")
+            raise RescoreError(
+                f"test image {row['source']}/{row['file']}: label {sample.label!r} in the data, "
+                f"{row['label']!r} in the split — the dataset changed since the build"
+            )
         found.append(sample)
         groups.append(row["group"])
     return found, groups, skipped
 
 
-def score_test_split(
-    bundle: ModelBundle, roots: Sequence[str | os.PathLike[str]], keep: Callable[[Sample], bool] = lambda s: True
-) -> ScoredSplit:
+def score_test_split(bundle: ModelBundle, roots: Sequence[str | os.PathLike[str]], keep: Callable[[Sample], bool] = lambda s: True) -> ScoredSplit:
     """Calibrated int8 probabilities for the bundle's test images (those ``keep`` accepts) found in ``roots``."""
     try:
         samples, groups, skipped = find_samples(read_split_rows(bundle), roots)

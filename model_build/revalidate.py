@@ -53,8 +53,7 @@ class ScoredImages:
     probs: np.ndarray  # [N, K] calibrated, the device's runner
 
 
-def score_split(classifier: Classifier, roots: Sequence[str | os.PathLike[str]], split: str,
-                resamplings: Sequence[str]) -> dict[str, ScoredImages]:
+def score_split(classifier: Classifier, roots: Sequence[str | os.PathLike[str]], split: str, resamplings: Sequence[str]) -> dict[str, ScoredImages]:
     """The bundle's ``split`` images, classified as ``device classify`` would, once per resampling
     (each file found and decoded once)."""
     bundle = classifier.bundle
@@ -81,8 +80,9 @@ def _flips(before: ScoredImages, after: ScoredImages, manifest: Manifest, thresh
     limit = manifest.quality.min_confidence
     low = [(p.max() < limit, q.max() < limit) for p, q in pairs]
     diff = np.abs(after.probs - before.probs)
-    changed = [{"image": f"{s.source}/{Path(s.path).name}", "before": a, "after": b}
-               for s, (a, b) in zip(before.samples, decide, strict=True) if a != b]
+    changed = [
+        {"image": f"{s.source}/{Path(s.path).name}", "before": a, "after": b} for s, (a, b) in zip(before.samples, decide, strict=True) if a != b
+    ]
     return {
         "n": len(before.samples),
         "max_prob_diff": float(diff.max()),
@@ -93,16 +93,16 @@ def _flips(before: ScoredImages, after: ScoredImages, manifest: Manifest, thresh
     }
 
 
-def revalidate(bundle_dir: Path, roots: Sequence[str | os.PathLike[str]], resampling: str = Resampling.EXACT.value,
-               n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def revalidate(
+    bundle_dir: Path, roots: Sequence[str | os.PathLike[str]], resampling: str = Resampling.EXACT.value, n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     bundle = load_bundle(bundle_dir)
     classifier = Classifier(bundle)
     m = bundle.manifest
     old, new = m.input.resampling, resampling
     config = read_report(bundle.path).config if (bundle.path / REPORT_FILE).is_file() else {}
     result: dict[str, Any] = {"from": old, "to": new, "thresholds": dict(m.thresholds), "temperature": m.temperature}
-    scored = {(split, r): images for split in ("val", "test")
-              for r, images in score_split(classifier, roots, split, (old, new)).items()}
+    scored = {(split, r): images for split in ("val", "test") for r, images in score_split(classifier, roots, split, (old, new)).items()}
     malignant = m.labels.index("malignant") if "malignant" in m.labels else None
     threshold = m.thresholds.get("malignant")
     for split in ("val", "test"):
@@ -113,9 +113,13 @@ def revalidate(bundle_dir: Path, roots: Sequence[str | os.PathLike[str]], resamp
         result[f"test_int8_{r}"] = evaluate.evaluate_split(preds, m.labels, threshold, n_boot, seed)
         if malignant is not None:
             val = scored[("val", r)]
-            point = calibrate.choose_threshold(val.probs[:, malignant], val.y == malignant,
-                                               config.get("target_sensitivity", 0.95), config.get("threshold_confidence", 0.9),
-                                               seed=seed)
+            point = calibrate.choose_threshold(
+                val.probs[:, malignant],
+                val.y == malignant,
+                config.get("target_sensitivity", 0.95),
+                config.get("threshold_confidence", 0.9),
+                seed=seed,
+            )
             result[f"rule_threshold_on_val_int8_{r}"] = dataclasses.asdict(point)
     return result
 
@@ -132,17 +136,23 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> ModelBundle:
     evaluations["test_int8"] = result[f"test_int8_{new}"]
     report.revalidation = result
     headline = dict(report.headline("test_int8"))
-    manifest_metrics = {**m.metrics, **headline,
-                        "revalidated": f"re-scored with input.resampling={new!r} (was {result['from']!r}); "
-                                       "temperature and thresholds kept — report/metrics.json 'revalidation'"}
+    manifest_metrics = {
+        **m.metrics,
+        **headline,
+        "revalidated": f"re-scored with input.resampling={new!r} (was {result['from']!r}); "
+        "temperature and thresholds kept — report/metrics.json 'revalidation'",
+    }
     # A new version: results made with the new pixels must be told apart from the old ones (at the hub too).
     version = m.version if m.version.endswith(f"+{new}") else f"{m.version}+{new}"
-    manifest = dataclasses.replace(m, version=version, input=dataclasses.replace(m.input, resampling=new),
-                                   metrics=manifest_metrics)
-    edited = edit_bundle(bundle.path, manifest=manifest, files={
-        str(REPORT_FILE): report.to_bytes(),
-        "MODEL_CARD.md": model_card_text(manifest, report).encode("utf-8"),
-    })
+    manifest = dataclasses.replace(m, version=version, input=dataclasses.replace(m.input, resampling=new), metrics=manifest_metrics)
+    edited = edit_bundle(
+        bundle.path,
+        manifest=manifest,
+        files={
+            str(REPORT_FILE): report.to_bytes(),
+            "MODEL_CARD.md": model_card_text(manifest, report).encode("utf-8"),
+        },
+    )
     return record_reference(edited.path)
 
 
@@ -151,9 +161,11 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"resampling {old} -> {new} (temperature {result['temperature']:.4f}, thresholds {result['thresholds']})"]
     for split in ("val", "test"):
         c = result[f"{split}_changes"]
-        lines.append(f"  {split}: {c['n']} images, {c['images_with_any_change']} with any change, max prob diff "
-                     f"{c['max_prob_diff']:.4f}, mean {c['mean_prob_diff']:.5f}, label flips {len(c['label_flips'])}, "
-                     f"inconclusive flips {c['inconclusive_flips']}")
+        lines.append(
+            f"  {split}: {c['n']} images, {c['images_with_any_change']} with any change, max prob diff "
+            f"{c['max_prob_diff']:.4f}, mean {c['mean_prob_diff']:.5f}, label flips {len(c['label_flips'])}, "
+            f"inconclusive flips {c['inconclusive_flips']}"
+        )
         for flip in c["label_flips"]:
             lines.append(f"    {flip['image']}: {flip['before']} -> {flip['after']}")
     for r in (old, new):
@@ -161,6 +173,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"  test ({r}): " + ", ".join(f"{k} {evaluate.fmt_ci(v)}" for k, v in h.items()))
         point = result.get(f"rule_threshold_on_val_int8_{r}")
         if point:
-            lines.append(f"  rule threshold on val int8 ({r}): {point['threshold']:.4f} (val sensitivity "
-                         f"{point['val_sensitivity']:.3f}, specificity {point['val_specificity']:.3f})")
+            lines.append(
+                f"  rule threshold on val int8 ({r}): {point['threshold']:.4f} (val sensitivity "
+                f"{point['val_sensitivity']:.3f}, specificity {point['val_specificity']:.3f})"
+            )
     return lines

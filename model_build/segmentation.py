@@ -152,9 +152,7 @@ def dice_bce_loss(y_true, y_pred):
     return bce + 1.0 - dice
 
 
-def augment_pair(
-    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One random augmentation: the same flip and affine on image and mask, photometric changes on the image only."""
     cfg = cfg or AugmentConfig()
     if rng.random() < cfg.flip:
@@ -164,8 +162,16 @@ def augment_pair(
     matrix[:, 2] += rng.uniform(-cfg.max_translate, cfg.max_translate, size=2) * (w, h)
     image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
     warped = cv2.warpAffine(np.ascontiguousarray(mask, dtype=np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-    photometric = AugmentConfig(**{**cfg.__dict__, "flip": 0.0, "max_rotate_deg": 0.0, "scale_range": (1.0, 1.0), "max_translate": 0.0,
-                                   "marks_p": cfg.marks_p if h >= MARKS_MIN_SIDE else 0.0})
+    photometric = AugmentConfig(
+        **{
+            **cfg.__dict__,
+            "flip": 0.0,
+            "max_rotate_deg": 0.0,
+            "scale_range": (1.0, 1.0),
+            "max_translate": 0.0,
+            "marks_p": cfg.marks_p if h >= MARKS_MIN_SIDE else 0.0,
+        }
+    )
     return augment(image, rng, photometric), (warped >= 0.5).astype(np.uint8)
 
 
@@ -263,8 +269,13 @@ def train_segmenter(seg: Segmenter, train: tuple[np.ndarray, np.ndarray], val: t
     if best["weights"] is not None:
         seg.model.set_weights(best["weights"])
     history.seconds = time.monotonic() - start
-    log.info("segmentation training: %d epoch(s), best %s, stopped by %s, %.0f s",
-             len(history.loss), history.best_epoch, history.stopped_by, history.seconds)
+    log.info(
+        "segmentation training: %d epoch(s), best %s, stopped by %s, %.0f s",
+        len(history.loss),
+        history.best_epoch,
+        history.stopped_by,
+        history.seconds,
+    )
     return history
 
 

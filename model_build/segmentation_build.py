@@ -102,17 +102,21 @@ def _montage_pick(data: SegData, idx: np.ndarray, n: int, seed: int) -> np.ndarr
     return np.array(chosen + [int(i) for i in empty], dtype=np.int64)
 
 
-def _evaluate(name: str, data: SegData, idx: np.ndarray, groups: np.ndarray, runner, seg, cfg: SegBuildConfig,
-              min_px: int, report: Path) -> dict[str, Any]:
+def _evaluate(
+    name: str, data: SegData, idx: np.ndarray, groups: np.ndarray, runner, seg, cfg: SegBuildConfig, min_px: int, report: Path
+) -> dict[str, Any]:
     sub = data.subset(idx)
     probs_q, logits_q = int8_predict(runner, sub.pixels)
     probs_f, _ = predict_float(seg, sub.pixels)
     scores_q = score(probs_q, sub.masks, sub.scales, min_px)
     scores_f = score(probs_f, sub.masks, sub.scales, min_px)
     pick = _montage_pick(sub, np.arange(len(idx)), cfg.montage_n, cfg.seed)
-    captions = [f"{sub.samples[i].source.split('#')[0][:10]} {sub.samples[i].sample.path.stem[:12]}"
-                + (" free" if sub.samples[i].sample.view != "full" else "")
-                + (f" D{scores_q.dice[i]:.2f}" if scores_q.lesion[i] else "") for i in pick]
+    captions = [
+        f"{sub.samples[i].source.split('#')[0][:10]} {sub.samples[i].sample.path.stem[:12]}"
+        + (" free" if sub.samples[i].sample.view != "full" else "")
+        + (f" D{scores_q.dice[i]:.2f}" if scores_q.lesion[i] else "")
+        for i in pick
+    ]
     montage(sub.pixels[pick], sub.masks[pick], probs_q[pick], captions, report / f"montage_{name}.png", min_px)
     return {
         "n": int(len(idx)),
@@ -154,22 +158,27 @@ def build_segmentation(cfg: SegBuildConfig) -> SegBuildResult:
     groups = np.array(split.groups)
     metrics: dict[str, Any] = {
         "kind": "lesion segmentation",
-        "arch": cfg.arch, "resolution": cfg.resolution, "pretrained": seg.pretrained,
+        "arch": cfg.arch,
+        "resolution": cfg.resolution,
+        "pretrained": seg.pretrained,
         "sources": sorted({s.sample.source for s in data.samples}),
-        "images": {"total": len(data.samples), "train": len(train_idx), "val": len(val_idx), "test": len(test_idx),
-                   "external": len(split.external)},
+        "images": {"total": len(data.samples), "train": len(train_idx), "val": len(val_idx), "test": len(test_idx), "external": len(split.external)},
         "lesion_images_without_mask_left_out": data.left_out,
         "bad_files": [asdict(b) for b in data.bad_files],
-        "threshold": THRESHOLD, "min_region_px": min_px,
+        "threshold": THRESHOLD,
+        "min_region_px": min_px,
         "train": {**{k: v for k, v in asdict(cfg.train).items() if k != "augment"}, "history": history.to_dict()},
-        "limit": cfg.limit, "lesion_free_views": cfg.lesion_free, "seed": cfg.seed,
+        "limit": cfg.limit,
+        "lesion_free_views": cfg.lesion_free,
+        "seed": cfg.seed,
         "test": _evaluate("test", data, test_idx, groups[test_idx], runner, seg, cfg, min_px, report),
     }
     if rule is not None:
-        metrics["external_test"] = {"rule": str(rule), **_evaluate("external", data, split.external, groups[split.external],
-                                                                   runner, seg, cfg, min_px, report)}
-    write_segmentation(cfg.out, model_bytes, segmentation_spec(spec, names.cam_features, names.scores, min_px,
-                                                              model_bytes, headline(metrics)))
+        metrics["external_test"] = {
+            "rule": str(rule),
+            **_evaluate("external", data, split.external, groups[split.external], runner, seg, cfg, min_px, report),
+        }
+    write_segmentation(cfg.out, model_bytes, segmentation_spec(spec, names.cam_features, names.scores, min_px, model_bytes, headline(metrics)))
     _write_split(report / "split.csv", data, split)
     metrics["seconds"] = time.monotonic() - start
     (report / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n", encoding="utf-8")
@@ -188,12 +197,24 @@ SEGMENTATION_JSON = "segmentation.json"
 SEGMENTATION_MODEL = "segmentation.tflite"
 
 
-def segmentation_spec(spec: InputSpec, mask: str, lesion_logit: str, min_px: int, model_bytes: bytes,
-                      metrics: dict[str, Any] | None = None, threshold: float = THRESHOLD) -> SegmentationSpec:
+def segmentation_spec(
+    spec: InputSpec,
+    mask: str,
+    lesion_logit: str,
+    min_px: int,
+    model_bytes: bytes,
+    metrics: dict[str, Any] | None = None,
+    threshold: float = THRESHOLD,
+) -> SegmentationSpec:
     """The bundle's ``segmentation`` section for a converted model: one definition (device.model.bundle)."""
-    return SegmentationSpec(input=spec, outputs=SegmentationOutputs(mask=mask, lesion_logit=lesion_logit),
-                            model=SEGMENTATION_MODEL, model_sha256=hashlib.sha256(model_bytes).hexdigest(),
-                            mask=MaskSpec(threshold=threshold, min_region_px=min_px), metrics=metrics or {})
+    return SegmentationSpec(
+        input=spec,
+        outputs=SegmentationOutputs(mask=mask, lesion_logit=lesion_logit),
+        model=SEGMENTATION_MODEL,
+        model_sha256=hashlib.sha256(model_bytes).hexdigest(),
+        mask=MaskSpec(threshold=threshold, min_region_px=min_px),
+        metrics=metrics or {},
+    )
 
 
 def write_segmentation(out: Path, model_bytes: bytes, spec: SegmentationSpec) -> None:
@@ -208,12 +229,15 @@ def write_segmentation(out: Path, model_bytes: bytes, spec: SegmentationSpec) ->
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """The figures a bundle carries in ``segmentation.metrics``: the held-out test set's, int8 (the full report is
     ``report/segmentation/``)."""
-    out: dict[str, Any] = {"arch": metrics.get("arch"), "resolution": metrics.get("resolution"), "limit": metrics.get("limit"),
-                           "report": "report/segmentation/REPORT.md"}
+    out: dict[str, Any] = {
+        "arch": metrics.get("arch"),
+        "resolution": metrics.get("resolution"),
+        "limit": metrics.get("limit"),
+        "report": "report/segmentation/REPORT.md",
+    }
     test = metrics.get("test", {}).get("int8", {}).get("all")
     if test:
-        out["test"] = {k: test[k] for k in ("n_lesion", "dice_mean", "dice_median", "iou_mean", "missed",
-                                            "false_outline_rate") if k in test}
+        out["test"] = {k: test[k] for k in ("n_lesion", "dice_mean", "dice_median", "iou_mean", "missed", "false_outline_rate") if k in test}
     return json.loads(json.dumps(out, default=_json_default))  # plain JSON types (numpy scalars -> floats)
 
 
@@ -241,16 +265,17 @@ def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str |
         raise PackError(f"{model_path}: sha256 differs from {json_path}'s model_sha256 (not the model it describes)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PackError(f"{out}: exists and is not an empty directory; choose a new --out")
-    manifest = dataclasses.replace(base.manifest, segmentation=spec,
-                                   version=version or f"{base.manifest.version}+seg")
+    manifest = dataclasses.replace(base.manifest, segmentation=spec, version=version or f"{base.manifest.version}+seg")
     write_bundle(out, base.model_path.read_bytes(), manifest, segmentation=seg_bytes)
     skip = {MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE}
-    files = {p.relative_to(base.path).as_posix(): p.read_bytes() for p in sorted(base.path.rglob("*"))
-             if p.is_file() and p.relative_to(base.path).as_posix() not in skip}
+    files = {
+        p.relative_to(base.path).as_posix(): p.read_bytes()
+        for p in sorted(base.path.rglob("*"))
+        if p.is_file() and p.relative_to(base.path).as_posix() not in skip
+    }
     report = seg_dir / "report"
     if report.is_dir():
-        files.update({f"report/segmentation/{p.relative_to(report).as_posix()}": p.read_bytes()
-                      for p in sorted(report.rglob("*")) if p.is_file()})
+        files.update({f"report/segmentation/{p.relative_to(report).as_posix()}": p.read_bytes() for p in sorted(report.rglob("*")) if p.is_file()})
     return edit_bundle(out, files=files) if files else load_bundle(out)
 
 
@@ -276,12 +301,17 @@ def _ci(entry: dict[str, Any], digits: int = 3) -> str:
 
 
 def _table(evaluation: dict[str, Any]) -> list[str]:
-    lines = ["| subset | lesion images | Dice mean | Dice median | IoU mean | boundary (model px) | boundary (image px) | "
-             "no outline drawn | empty masks | false outlines |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| subset | lesion images | Dice mean | Dice median | IoU mean | boundary (model px) | boundary (image px) | "
+        "no outline drawn | empty masks | false outlines |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for key, m in evaluation.items():
-        lines.append(f"| {key} | {m['n_lesion']} | {_ci(m['dice_mean'])} | {_ci(m['dice_median'])} | {_ci(m['iou_mean'])} | "
-                     f"{_ci(m['boundary_px_mean'], 1)} | {_ci(m['boundary_image_px_mean'], 1)} | {_ci(m['missed'])} | "
-                     f"{m['n_empty']} | {_ci(m['false_outline_rate'])} |")
+        lines.append(
+            f"| {key} | {m['n_lesion']} | {_ci(m['dice_mean'])} | {_ci(m['dice_median'])} | {_ci(m['iou_mean'])} | "
+            f"{_ci(m['boundary_px_mean'], 1)} | {_ci(m['boundary_image_px_mean'], 1)} | {_ci(m['missed'])} | "
+            f"{m['n_empty']} | {_ci(m['false_outline_rate'])} |"
+        )
     return lines
 
 
@@ -293,7 +323,8 @@ def report_lines(metrics: dict[str, Any]) -> list[str]:
         "",
         f"Sources {', '.join(metrics['sources'])}; {images['total']} images ({images['train']} train, {images['val']} validation, "
         f"{images['test']} test, {images['external']} held out), split by patient / near-duplicate group"
-        + (f", at most {metrics['limit']} lesion and {metrics['limit']} empty images per source (a quick run)" if metrics["limit"] else "") + ".",
+        + (f", at most {metrics['limit']} lesion and {metrics['limit']} empty images per source (a quick run)" if metrics["limit"] else "")
+        + ".",
         f"Trained {len(h['loss'])} epoch(s) (best {h['best_epoch']}, stopped by {h['stopped_by']}) in {h['seconds'] / 60:.1f} min, "
         f"batch {t['batch_size']}, lr {t['lr']}; ImageNet encoder weights: {'yes' if metrics['pretrained'] else 'NO'}.",
         "",
@@ -309,9 +340,12 @@ def report_lines(metrics: dict[str, Any]) -> list[str]:
     p = metrics["test"]["parity_int8_vs_float"]
     if p.get("n"):
         verdict = "within" if abs(p["dice_difference"]) <= MAX_INT8_DICE_DROP else "NOT within"
-        lines += [f"int8 vs float on {p['n']} test lesion images: mean Dice {p['dice_int8']:.4f} vs {p['dice_float']:.4f} "
-                  f"(difference {p['dice_difference']:+.4f}, {verdict} {MAX_INT8_DICE_DROP}); mean per-image |difference| "
-                  f"{p['mean_abs_image_difference']:.4f}.", ""]
+        lines += [
+            f"int8 vs float on {p['n']} test lesion images: mean Dice {p['dice_int8']:.4f} vs {p['dice_float']:.4f} "
+            f"(difference {p['dice_difference']:+.4f}, {verdict} {MAX_INT8_DICE_DROP}); mean per-image |difference| "
+            f"{p['mean_abs_image_difference']:.4f}.",
+            "",
+        ]
     if metrics["test"].get("lesion_logit_auc") is not None:
         lines += [f"Lesion / no-lesion logit AUC on the test images: {metrics['test']['lesion_logit_auc']:.3f}.", ""]
     if "external_test" in metrics:

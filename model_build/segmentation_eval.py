@@ -132,13 +132,19 @@ def parity(float_scores: Scores, int8_scores: Scores) -> dict[str, float]:
     if not les.any():
         return {"n": 0}
     f, q = float_scores.dice[les], int8_scores.dice[les]
-    return {"n": int(les.sum()), "dice_float": float(f.mean()), "dice_int8": float(q.mean()),
-            "dice_difference": float(q.mean() - f.mean()), "mean_abs_image_difference": float(np.abs(q - f).mean()),
-            "drawn_disagreement": float(np.mean((float_scores.drawn_px > 0) != (int8_scores.drawn_px > 0)))}
+    return {
+        "n": int(les.sum()),
+        "dice_float": float(f.mean()),
+        "dice_int8": float(q.mean()),
+        "dice_difference": float(q.mean() - f.mean()),
+        "mean_abs_image_difference": float(np.abs(q - f).mean()),
+        "drawn_disagreement": float(np.mean((float_scores.drawn_px > 0) != (int8_scores.drawn_px > 0))),
+    }
 
 
-def montage(pixels: np.ndarray, truths: np.ndarray, probs: np.ndarray, labels: list[str], path: Path,
-            min_px: int, columns: int = 6, tile: int = 192) -> None:
+def montage(
+    pixels: np.ndarray, truths: np.ndarray, probs: np.ndarray, labels: list[str], path: Path, min_px: int, columns: int = 6, tile: int = 192
+) -> None:
     """A grid of images: true outline green, the drawn (predicted) outline red, each tile captioned."""
     tiles = []
     for image, truth, prob, label in zip(pixels, truths, probs, labels):
@@ -157,8 +163,16 @@ def montage(pixels: np.ndarray, truths: np.ndarray, probs: np.ndarray, labels: l
         tiles.append(np.zeros_like(tiles[0]))
     rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
     legend = np.zeros((22, rows[0].shape[1], 3), np.uint8)
-    cv2.putText(legend, "green: reference mask   red: predicted outline (int8 model)", (4, 15),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(
+        legend,
+        "green: reference mask   red: predicted outline (int8 model)",
+        (4, 15),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.45,
+        (255, 255, 255),
+        1,
+        cv2.LINE_AA,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), np.vstack([legend, *rows])):
         raise OSError(f"montage {path}: could not be written")

@@ -127,7 +127,9 @@ def analyse(
         result["removal_on_marked"] = asdict(_compare(base[has_marks], removed[has_marks], y[has_marks], malignant))
     log.info(
         "shortcut check: %d/%d test images have marks; removal flips %.1f%%, injection flips %.1f%% of predictions",
-        has_marks.sum(), len(y), 100 * result["removal_all"]["prediction_flip_rate"],
+        has_marks.sum(),
+        len(y),
+        100 * result["removal_all"]["prediction_flip_rate"],
         100 * result["injection_all"]["prediction_flip_rate"],
     )
     return result

@@ -167,7 +167,9 @@ EXTERNAL = "external"  # the split name of held-out images in split.csv
 
 
 def write_split_csv(
-    path: Path, samples: list[Sample], assignment: SplitAssignment,
+    path: Path,
+    samples: list[Sample],
+    assignment: SplitAssignment,
     external: tuple[list[Sample], list[str]] = ([], []),
 ) -> None:
     """One row per image: source, file, label, group, split (``train``/``val``/``test``, or ``external``)."""

@@ -201,8 +201,12 @@ def train(
     losses = sparse_loss if aux is None else [sparse_loss, _sparse_loss(len(BIRADS_CLASSES), 0.0)]
     loss_weights = None if aux is None else [1.0, cfg.aux_birads_weight]
     if aux is not None:
-        log.info("auxiliary BI-RADS head: %d of %d training images carry a category, loss weight %.2f",
-                 int((aux >= 0).sum()), len(aux), cfg.aux_birads_weight)
+        log.info(
+            "auxiliary BI-RADS head: %d of %d training images carry a category, loss weight %.2f",
+            int((aux >= 0).sum()),
+            len(aux),
+            cfg.aux_birads_weight,
+        )
 
     def compile_for_training(optimizer) -> None:
         fit_model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights)
@@ -244,8 +248,14 @@ def train(
                 state["wait"] += 1
             log.info(
                 "epoch %d [%s] train_loss %.4f val_loss %.4f val_acc %.3f val_malignant_auc %.3f %s(%.0f s)",
-                state["epoch"], self.phase, history.train_loss[-1], v_loss, v_acc, v_auc,
-                "* " if improved else "", elapsed,
+                state["epoch"],
+                self.phase,
+                history.train_loss[-1],
+                v_loss,
+                v_acc,
+                v_auc,
+                "* " if improved else "",
+                elapsed,
             )
             if self.phase == "finetune" and state["wait"] >= cfg.patience:
                 history.stopped_by = f"early stopping (no val_loss improvement in {cfg.patience} epochs)"
@@ -264,8 +274,11 @@ def train(
         warmup = min(cfg.warmup_epochs, max(cfg.epochs - 1, 0)) * len(batches)
         steps = max(cfg.epochs * len(batches) - warmup, 1)
         schedule = keras.optimizers.schedules.CosineDecay(
-            cfg.lr * 0.1 if warmup else cfg.lr, steps, alpha=cfg.min_lr_fraction,
-            warmup_target=cfg.lr if warmup else None, warmup_steps=warmup,
+            cfg.lr * 0.1 if warmup else cfg.lr,
+            steps,
+            alpha=cfg.min_lr_fraction,
+            warmup_target=cfg.lr if warmup else None,
+            warmup_steps=warmup,
         )
         compile_for_training(keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay))
         log.info("phase 2: fine-tuning the backbone (BatchNorm %s), up to %d epoch(s)", "frozen" if cfg.freeze_bn else "trainable", cfg.epochs)
@@ -289,8 +302,9 @@ def train(
     return history
 
 
-def _grid_phase(clf, fit_model, batches, compile_for_training, monitor, state, x_val, y_val, malignant,
-                history: History, cfg: TrainConfig, verbose) -> None:
+def _grid_phase(
+    clf, fit_model, batches, compile_for_training, monitor, state, x_val, y_val, malignant, history: History, cfg: TrainConfig, verbose
+) -> None:
     """Snap the conv kernels to the int8 grid, then fine-tune them there; keep the best snapped weights
     (``state`` ends holding them and their validation loss)."""
     import keras
@@ -302,7 +316,13 @@ def _grid_phase(clf, fit_model, batches, compile_for_training, monitor, state, x
     history.snapped_val_loss = v_loss
     log.info(
         "phase 3: %d conv kernels snapped to the int8 grid: val_loss %.4f -> %.4f (val_acc %.3f, val_malignant_auc %.3f); "
-        "fine-tuning on the grid for %d epoch(s)", len(grid.pairs), history.pre_grid_val_loss, v_loss, v_acc, v_auc, cfg.grid_epochs,
+        "fine-tuning on the grid for %d epoch(s)",
+        len(grid.pairs),
+        history.pre_grid_val_loss,
+        v_loss,
+        v_acc,
+        v_auc,
+        cfg.grid_epochs,
     )
     state.update(best=v_loss, weights=clf.model.get_weights())
     compile_for_training(keras.optimizers.AdamW(cfg.grid_lr, weight_decay=cfg.weight_decay))
@@ -342,7 +362,13 @@ def _keep_average(clf: Classifier, average: WeightAverage, best_loss: float, x_v
     history.averaged_val_loss = v_loss
     log.info(
         "average of epochs %d-%d: val_loss %.4f val_acc %.3f val_malignant_auc %.3f (best single epoch %d: %.4f)",
-        average.epochs[0], average.epochs[-1], v_loss, v_acc, v_auc, history.best_epoch, best_loss,
+        average.epochs[0],
+        average.epochs[-1],
+        v_loss,
+        v_acc,
+        v_auc,
+        history.best_epoch,
+        best_loss,
     )
     if v_loss <= best_loss:
         history.kept = f"average of {average.count} epochs"

@@ -70,9 +70,16 @@ def collect(bundle_dir: str | os.PathLike[str], roots: Sequence[str | os.PathLik
             lesion = combine_views(decisions, rule)
             rule_p[rule.value].append(float(lesion.p_malignant or 0.0))
             rule_s[rule.value].append(lesion.category is Category.SUSPICIOUS)
-    return Lesions(np.array(patients), np.array(malignant), np.array(view_p), np.array(view_s),
-                   {k: np.array(v) for k, v in rule_p.items()}, {k: np.array(v) for k, v in rule_s.items()},
-                   threshold, mode.value)
+    return Lesions(
+        np.array(patients),
+        np.array(malignant),
+        np.array(view_p),
+        np.array(view_s),
+        {k: np.array(v) for k, v in rule_p.items()},
+        {k: np.array(v) for k, v in rule_s.items()},
+        threshold,
+        mode.value,
+    )
 
 
 def _figures(lesions: Lesions, idx: np.ndarray) -> dict[str, float]:
@@ -99,8 +106,11 @@ def measure(lesions: Lesions, n_boot: int = 1000, seed: int = 0) -> dict[str, An
     values = _figures(lesions, every)
     cis = grouped_bootstrap(lesions.patients, lambda idx: _figures(lesions, idx), n_boot, seed)
     return {
-        "source": SOURCE, "mode": lesions.mode, "malignant_threshold": lesions.threshold,
-        "lesions": int(len(every)), "malignant": int(lesions.malignant.sum()),
+        "source": SOURCE,
+        "mode": lesions.mode,
+        "malignant_threshold": lesions.threshold,
+        "lesions": int(len(every)),
+        "malignant": int(lesions.malignant.sum()),
         "figures": {k: {"value": v, "ci95": list(cis.get(k, (float("nan"), float("nan"))))} for k, v in values.items()},
     }
 

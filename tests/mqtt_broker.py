@@ -38,9 +38,7 @@ def mosquitto_binary() -> str | None:
 
 
 def mosquitto_passwd_binary() -> str | None:
-    return shutil.which("mosquitto_passwd") or next(
-        (p for p in ("/usr/bin/mosquitto_passwd",) if os.access(p, os.X_OK)), None
-    )
+    return shutil.which("mosquitto_passwd") or next((p for p in ("/usr/bin/mosquitto_passwd",) if os.access(p, os.X_OK)), None)
 
 
 def free_port() -> int:
@@ -287,11 +285,9 @@ class PostgresServer:
         subprocess.run(self._as + list(args), check=True, capture_output=True, timeout=120)
 
     def start(self) -> PostgresServer:
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8",
-                  "--no-sync")
+        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8", "--no-sync")
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on"
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"),
-                  "-w", "-t", "60", "start")
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w", "-t", "60", "start")
         return self
 
     def dsn(self, dbname: str = "postgres") -> str:

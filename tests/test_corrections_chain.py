@@ -47,9 +47,18 @@ class Clinician:
         self._thread: threading.Thread | None = None
 
     def correct(self, store: ResultStore, result_id: str, kind: str, reason: str, target: Place | None = None) -> None:
-        c = store.add_correction(make_correction(
-            result_id=result_id, kind=kind, reason=reason, device_id=self.device_id, site=self.site,
-            origin=Place(None, None, None), target=target, note=f"chain {len(self.made)}"))
+        c = store.add_correction(
+            make_correction(
+                result_id=result_id,
+                kind=kind,
+                reason=reason,
+                device_id=self.device_id,
+                site=self.site,
+                origin=Place(None, None, None),
+                target=target,
+                note=f"chain {len(self.made)}",
+            )
+        )
         self.made.append(c.correction_id)
         time.sleep(self.pace_s)
 
@@ -82,6 +91,7 @@ def _plan(ids: list[str], late: list[str]):  # type: ignore[no-untyped-def]
             clinician.correct(store, rid, "void", "duplicate")
         for rid in late:  # results stored while the broker may be down: their corrections wait for their ack
             clinician.correct(store, rid, "move", "wrong_side", Place("E1", None, "R"))
+
     return plan
 
 
@@ -110,8 +120,11 @@ def test_corrections_reach_the_hub_exactly_once_across_a_broker_restart(tmp_path
         clinician.join(60)
         assert arrived < total, "the broker was killed after the last correction: the test proved nothing"
 
-        wait_for(lambda: device.store.correction_backlog() == 0 and device.store.backlog().pending == 0, 120,
-                 f"every correction acked\n{device.log()}\n{hub.log()}")
+        wait_for(
+            lambda: device.store.correction_backlog() == 0 and device.store.backlog().pending == 0,
+            120,
+            f"every correction acked\n{device.log()}\n{hub.log()}",
+        )
         made = device.store.corrections()
         assert len(made) == total and {c.delivery for c in made} == {"acked"}
         stored = hub.store.corrections()
@@ -135,8 +148,7 @@ def test_corrections_reach_the_hub_exactly_once_across_a_broker_restart(tmp_path
         assert moved_twice.place == Place("E2", "P-002", "R")
         assert at_hub[late[0]].place == Place("E1", "P-001", "R")
         for row, record in zip(sorted(hub_results, key=lambda r: r.seq), records):  # the rows: as first sent
-            assert (row.result_id, row.exam_id, row.patient_ref, row.side) == (
-                record.result_id, record.exam_id, record.patient_ref, record.side)
+            assert (row.result_id, row.exam_id, row.patient_ref, row.side) == (record.result_id, record.exam_id, record.patient_ref, record.side)
         assert "internal error" not in hub.log() and hub.alive
     finally:
         if device.proc is not None:

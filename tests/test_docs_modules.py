@@ -27,6 +27,5 @@ def test_every_module_is_named_in_the_docs(package: str) -> None:
     docs = _docs()
     modules = _modules(package)
     assert modules, f"no modules found in {package}/: the check would be vacuous"
-    missing = [m for m in modules
-               if not re.search(rf"`{re.escape(Path(m).name)}`|{re.escape(m)}|`{re.escape(Path(m).stem)}`", docs)]
+    missing = [m for m in modules if not re.search(rf"`{re.escape(Path(m).name)}`|{re.escape(m)}|`{re.escape(Path(m).stem)}`", docs)]
     assert not missing, f"modules no doc names (add them to their package's module table): {missing}"

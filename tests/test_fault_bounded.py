@@ -89,8 +89,7 @@ class Rig:
         while (count := self.stored_count()) < at_least:
             self.check_alive()
             if time.monotonic() > deadline:
-                pytest.fail(f"stalled: {count} of {TOTAL} stored after {STALL_S:.0f}s waiting for {at_least} ({what})\n"
-                            f"{self.logs()}")
+                pytest.fail(f"stalled: {count} of {TOTAL} stored after {STALL_S:.0f}s waiting for {at_least} ({what})\n{self.logs()}")
             time.sleep(0.05)
         return count
 
@@ -141,8 +140,9 @@ def test_two_hubs_store_alternating_results_without_ack_timeouts(tmp_path: Path)
     device = Device(tmp_path, "site-a", "dev-1", broker.address, ack_timeout_s=30.0, window=64)
     try:
         dsn = postgres.create_database("hub")
-        hubs = [HubProcess(tmp_path / name, broker.address, dsn, f'[mqtt]\nclient_id = "{name}"\nshared_group = "hubs"\n')
-                for name in ("hub-a", "hub-b")]
+        hubs = [
+            HubProcess(tmp_path / name, broker.address, dsn, f'[mqtt]\nclient_id = "{name}"\nshared_group = "hubs"\n') for name in ("hub-a", "hub-b")
+        ]
         for hub in hubs:
             hub.start()
         for hub in hubs:
@@ -187,7 +187,8 @@ def test_a_hub_started_while_postgresql_is_down_waits_for_it(tmp_path: Path) -> 
         hub.wait(lambda: device.store.backlog().pending == 0, "the results to be stored once PostgreSQL is up", 60)
         with HubStore.open(dsn) as store:
             assert [r.result_id for r in store.results(limit=None, newest_first=False)] == [
-                r.result_id for r in device.store.history(limit=None, newest_first=False)]
+                r.result_id for r in device.store.history(limit=None, newest_first=False)
+            ]
         assert hub.stop() == 0
     finally:
         if device.proc is not None:
@@ -227,8 +228,9 @@ def test_two_thousand_results_survive_every_part_dying(tmp_path: Path, record_pr
     rig: Rig | None = None
     try:
         dsn = postgres.create_database("hub")
-        hubs = [HubProcess(tmp_path / name, broker.address, dsn, f'[mqtt]\nclient_id = "{name}"\nshared_group = "hubs"\n')
-                for name in ("hub-a", "hub-b")]
+        hubs = [
+            HubProcess(tmp_path / name, broker.address, dsn, f'[mqtt]\nclient_id = "{name}"\nshared_group = "hubs"\n') for name in ("hub-a", "hub-b")
+        ]
         device = Device(tmp_path, "site-a", "dev-1", broker.address, ack_timeout_s=1.0)
         rig = Rig(broker, postgres, dsn, hubs, device, HubStore.open(dsn))
         for hub in hubs:

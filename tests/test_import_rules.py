@@ -23,10 +23,18 @@ REPO = Path(__file__).resolve().parents[1]
 # the link seam; config (the MQTT connection section), errors and the clock are shared by both ends
 HUB_MAY_USE_FROM_DEVICE = {"device.link", "device.errors", "device.config", "device.clock"}
 MODEL_BUILD_MAY_USE_FROM_DEVICE = {
-    "device.model", "device.imageio", "device.crop", "device.errors",
+    "device.model",
+    "device.imageio",
+    "device.crop",
+    "device.errors",
     # what the build measures with the device's own rules, so a figure in the report is the device's figure
-    "device.selftest", "device.engine", "device.decision", "device.head", "device.lesions",
-    "device.lesion_shape", "device.spacing",
+    "device.selftest",
+    "device.engine",
+    "device.decision",
+    "device.head",
+    "device.lesions",
+    "device.lesion_shape",
+    "device.spacing",
 }
 DEVICE_NETWORK_CODE = ("device/link/",)
 

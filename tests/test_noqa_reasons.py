@@ -31,7 +31,10 @@ def test_the_check_tells_a_bare_marker_from_an_argued_one() -> None:
 
 
 def test_every_marker_names_its_rule_and_reason() -> None:
-    bare = [f"{path.relative_to(REPO)}:{number}: {line}"
-            for package in PACKAGES for path in sorted((REPO / package).rglob("*.py"))
-            for number, line in bare_markers(path.read_text(encoding="utf-8"))]
+    bare = [
+        f"{path.relative_to(REPO)}:{number}: {line}"
+        for package in PACKAGES
+        for path in sorted((REPO / package).rglob("*.py"))
+        for number, line in bare_markers(path.read_text(encoding="utf-8"))
+    ]
     assert not bare, "noqa markers without a rule or a reason on the same line:\n" + "\n".join(bare)

@@ -52,8 +52,7 @@ def start_exam(qtbot, window, patient: str, side: str) -> Exam:
     tap(qtbot, form.start)
     assert window.confirm.isVisible() and readback_text(window) == patient.upper()
     tap(qtbot, window.confirm.accept_button)
-    qtbot.waitUntil(lambda: window.session.exam is not None and window.session.exam.patient_ref == patient,
-                    timeout=10_000)
+    qtbot.waitUntil(lambda: window.session.exam is not None and window.session.exam.patient_ref == patient, timeout=10_000)
     assert window.stack.currentWidget() is window.live
     return window.session.exam
 

@@ -28,35 +28,46 @@ def brief(detail: str, limit: int = 90) -> str:
 
 
 def source_fault(detail: str) -> Fault:
-    return Fault("source", "error", "Image source not available",
-                 f"Check the cable or USB stick; reconnecting automatically. ({brief(detail)})")
+    return Fault("source", "error", "Image source not available", f"Check the cable or USB stick; reconnecting automatically. ({brief(detail)})")
 
 
 def model_fault(detail: str) -> Fault:
-    return Fault("model", "error", "Model missing or rejected — analysis is off",
-                 f"The live image still works. Ask support to install a valid model. ({brief(detail)})")
+    return Fault(
+        "model",
+        "error",
+        "Model missing or rejected — analysis is off",
+        f"The live image still works. Ask support to install a valid model. ({brief(detail)})",
+    )
 
 
 def files_gone_fault(detail: str) -> Fault:
-    return Fault("source", "error", "Images not available — USB stick removed or folder gone",
-                 f"Put it back: the images return by themselves. Analyse is off until then. ({brief(detail)})",
-                 priority=5)
+    return Fault(
+        "source",
+        "error",
+        "Images not available — USB stick removed or folder gone",
+        f"Put it back: the images return by themselves. Analyse is off until then. ({brief(detail)})",
+        priority=5,
+    )
 
 
 def disk_low_fault(free_mb: int) -> Fault:
-    return Fault("disk", "warning", f"Storage low — {free_mb} MB left",
-                 "Results are still being saved. Ask support to free space soon.")
+    return Fault("disk", "warning", f"Storage low — {free_mb} MB left", "Results are still being saved. Ask support to free space soon.")
 
 
 def store_fault(reason: str) -> Fault:
     """A result was not saved: what happened (the store's own reason, without its file path) and what to do.
     Shown before every other banner of its severity: it is about the frame on screen now."""
     if is_disk_full(reason):
-        return Fault("store", "error", "Storage full — this result was not saved",
-                     f"The frame is kept: ask support to free space, then Analyse again. ({brief(reason)})",
-                     priority=10)
-    return Fault("store", "error", "Result could not be saved",
-                 f"The frame is kept: Analyse again; if it repeats, ask support. ({brief(reason)})", priority=10)
+        return Fault(
+            "store",
+            "error",
+            "Storage full — this result was not saved",
+            f"The frame is kept: ask support to free space, then Analyse again. ({brief(reason)})",
+            priority=10,
+        )
+    return Fault(
+        "store", "error", "Result could not be saved", f"The frame is kept: Analyse again; if it repeats, ask support. ({brief(reason)})", priority=10
+    )
 
 
 DISK_FULL_WORDS = ("disk is full", "no space left", "disk full", "errno 28")
@@ -78,13 +89,18 @@ def store_reason(message: str) -> str:
 
 
 def scan_fault(scanned: str, open_for: str) -> Fault:
-    return Fault("scan", "warning", f"Wristband {scanned} scanned, but the open exam is for {open_for}",
-                 "If this is another patient, finish the open exam first, then scan again.")
+    return Fault(
+        "scan",
+        "warning",
+        f"Wristband {scanned} scanned, but the open exam is for {open_for}",
+        "If this is another patient, finish the open exam first, then scan again.",
+    )
 
 
 def hub_fault(detail: str) -> Fault:
-    return Fault("hub", "warning", "Hospital hub not reachable",
-                 f"Results stay on this device and are sent when the network is back. ({brief(detail)})")
+    return Fault(
+        "hub", "warning", "Hospital hub not reachable", f"Results stay on this device and are sent when the network is back. ({brief(detail)})"
+    )
 
 
 class Banner(QWidget):

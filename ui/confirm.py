@@ -48,8 +48,7 @@ class ConfirmOverlay(Overlay):
         layout.addWidget(self.message)
         layout.addLayout(row)
 
-    def ask(self, title: str, message: str, action: str, on_accept: Callable[[], object], cancel: str = "Keep it open",
-            readback: str = "") -> None:
+    def ask(self, title: str, message: str, action: str, on_accept: Callable[[], object], cancel: str = "Keep it open", readback: str = "") -> None:
         self.title.setText(title)
         self.readback.setText(readback)
         self.readback.setVisible(bool(readback))

@@ -196,8 +196,11 @@ class CorrectionOverlay(Overlay):
         self.void_button.setVisible(not voided)
         self.move_button.setVisible(not voided)
         self.cancel_button.setText("Close" if voided else "Cancel")
-        self.what_note.setText("This result was voided; it cannot be corrected again." if voided else
-                               "The result stays stored; it is marked, never changed. The hub is told.")
+        self.what_note.setText(
+            "This result was voided; it cannot be corrected again."
+            if voided
+            else "The result stays stored; it is marked, never changed. The hub is told."
+        )
         self._show(self.what_page, "Correct this result")
         self.panel.setFixedWidth(max(320, int(self.host().width() * 0.9)))
         self.open()
@@ -257,9 +260,12 @@ class CorrectionOverlay(Overlay):
 
     def _choose_reason(self, reason: CorrectionReason) -> None:
         if reason is CorrectionReason.OTHER and self.note_entry is not None:
-            self.note_entry.ask("Other: why? (a short note)", self._note_entered,
-                                "Stored with the correction and sent to the hub. Letters, digits and space.",
-                                initial=self.note)
+            self.note_entry.ask(
+                "Other: why? (a short note)",
+                self._note_entered,
+                "Stored with the correction and sent to the hub. Letters, digits and space.",
+                initial=self.note,
+            )
             return
         self._confirm(reason)
 
@@ -275,14 +281,15 @@ class CorrectionOverlay(Overlay):
         self.reason = reason
         why = REASON_WORDS[reason] + (f" — {html.escape(self.note)}" if reason is CorrectionReason.OTHER else "")
         if self.kind is CorrectionKind.VOID:
-            self.summary.setText(f"Void this result of <b>{place_text(self.origin)}</b>?<br>Reason: <b>{why}</b>.<br>"
-                                 "It stays stored, marked void, and leaves the hub's worklist.")
+            self.summary.setText(
+                f"Void this result of <b>{place_text(self.origin)}</b>?<br>Reason: <b>{why}</b>.<br>"
+                "It stays stored, marked void, and leaves the hub's worklist."
+            )
             self.accept_button.setText("Void result")
         else:
             assert self.target_exam is not None
             to = Place(self.target_exam.exam_id, self.target_exam.patient_ref, self.side)
-            self.summary.setText(f"Move this result<br>from <b>{place_text(self.origin)}</b><br>"
-                                 f"to <b>{place_text(to)}</b>?<br>Reason: <b>{why}</b>.")
+            self.summary.setText(f"Move this result<br>from <b>{place_text(self.origin)}</b><br>to <b>{place_text(to)}</b>?<br>Reason: <b>{why}</b>.")
             self.accept_button.setText("Move result")
         self.error.hide()
         self._show(self.confirm_page, "Confirm the correction")
@@ -308,10 +315,18 @@ class CorrectionOverlay(Overlay):
             assert self.target_exam is not None
             target = Place(self.target_exam.exam_id, self.target_exam.patient_ref, self.side)
         try:
-            stored: Correction = self.store.add_correction(make_correction(
-                result_id=self.record.result_id, kind=self.kind, reason=self.reason, device_id=self.device_id,
-                site=self.site, origin=self.origin, target=target,
-                note=self.note if self.reason is CorrectionReason.OTHER else ""))
+            stored: Correction = self.store.add_correction(
+                make_correction(
+                    result_id=self.record.result_id,
+                    kind=self.kind,
+                    reason=self.reason,
+                    device_id=self.device_id,
+                    site=self.site,
+                    origin=self.origin,
+                    target=target,
+                    note=self.note if self.reason is CorrectionReason.OTHER else "",
+                )
+            )
         except (CorrectionError, StoreError) as exc:
             log.warning("correction of result %s not stored: %s", self.record.result_id, exc)
             self.error.setText(f"Not stored: {exc}")

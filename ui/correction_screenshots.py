@@ -35,8 +35,12 @@ def store_exams(config: DeviceConfig, frames: Path) -> dict[str, Exam]:
     """Three finished exams (K10452 left, K20001 right, K30077 both sides) and an open one (K41100 left), each with
     results as the app stores them."""
     images = sorted(p for p in frames.iterdir() if p.suffix == ".png")
-    exams = {"wrong": Exam(new_result_id(), "K10452", "L"), "right": Exam(new_result_id(), "K20001", "R"),
-             "both": Exam(new_result_id(), "K30077", None), "open": Exam(new_result_id(), "K41100", "L")}
+    exams = {
+        "wrong": Exam(new_result_id(), "K10452", "L"),
+        "right": Exam(new_result_id(), "K20001", "R"),
+        "both": Exam(new_result_id(), "K30077", None),
+        "open": Exam(new_result_id(), "K41100", "L"),
+    }
     config.store_path.parent.mkdir(parents=True, exist_ok=True)
     with ResultStore(config.store_path) as store:
         for n, exam in enumerate(exams.values()):
@@ -44,13 +48,28 @@ def store_exams(config: DeviceConfig, frames: Path) -> dict[str, Exam]:
             for i in range(2):
                 (pn, pb, pm), category, label = OUTPUTS[(n + i) % len(OUTPUTS)]
                 frame = decode_image_file(images[(2 * n + i) % len(images)])
-                store.add(ResultRecord(
-                    result_id=new_result_id(), created_at=utc_now_iso(), device_id=config.device.id,
-                    site=config.device.site, model_name="sonopi-lite0", model_version="2026.11.22", model_sha256="0" * 64,
-                    probabilities={"normal": pn, "benign": pb, "malignant": pm}, label=label, inconclusive=False,
-                    category=category, p_malignant=pm, mode="balanced", thresholds={"malignant": 0.5},
-                    exam_id=exam.exam_id, patient_ref=exam.patient_ref, side=exam.side or "LR"[i],
-                    thumbnail=encode_jpeg(frame, config.store.thumbnail_px)))
+                store.add(
+                    ResultRecord(
+                        result_id=new_result_id(),
+                        created_at=utc_now_iso(),
+                        device_id=config.device.id,
+                        site=config.device.site,
+                        model_name="sonopi-lite0",
+                        model_version="2026.11.22",
+                        model_sha256="0" * 64,
+                        probabilities={"normal": pn, "benign": pb, "malignant": pm},
+                        label=label,
+                        inconclusive=False,
+                        category=category,
+                        p_malignant=pm,
+                        mode="balanced",
+                        thresholds={"malignant": 0.5},
+                        exam_id=exam.exam_id,
+                        patient_ref=exam.patient_ref,
+                        side=exam.side or "LR"[i],
+                        thumbnail=encode_jpeg(frame, config.store.thumbnail_px),
+                    )
+                )
     return exams
 
 

@@ -247,9 +247,12 @@ class ExamForm(QWidget):
 
     def edit_patient(self) -> None:
         if self.id_entry is not None:
-            self.id_entry.ask("Patient ID", self._patient_entered,
-                              f"Letters, digits and -, as on the wristband (e.g. {self.id_format.example}).",
-                              initial=self.values["patient"])
+            self.id_entry.ask(
+                "Patient ID",
+                self._patient_entered,
+                f"Letters, digits and -, as on the wristband (e.g. {self.id_format.example}).",
+                initial=self.values["patient"],
+            )
 
     def _patient_entered(self, text: str) -> str | None:
         reference = normalise(text)
@@ -328,8 +331,7 @@ class ExamForm(QWidget):
 
     def confirm_start(self, exam: Exam) -> None:
         """The clinician confirmed the readback of ``exam``: store and open it (if the form still says the same)."""
-        if self.pending is not None or self.problem() is not None or (exam.patient_ref, exam.side) != (
-                self.values["patient"], self.side):
+        if self.pending is not None or self.problem() is not None or (exam.patient_ref, exam.side) != (self.values["patient"], self.side):
             return
         self.pending = exam  # one tap, one exam: a second confirmation before it opens starts nothing
         self._refresh()
@@ -365,27 +367,31 @@ def readback_html(reference: str, th: Theme) -> str:
     for char in reference:
         colour = theme.INFO if char.isalpha() else theme.TEXT
         spans.append(f"<span style='color:{colour}'>{html.escape(char)}</span>")
-    return (f"<div style='font-family:monospace; font-size:{th.huge}px; font-weight:bold; letter-spacing:6px'>"
-            f"{''.join(spans)}</div>")
+    return f"<div style='font-family:monospace; font-size:{th.huge}px; font-weight:bold; letter-spacing:6px'>{''.join(spans)}</div>"
 
 
 def readback_message(exam: Exam, id_source: str) -> str:
-    how = {"scanned": "Scanned from the wristband", "typed": "Typed on the screen",
-           "dicom": "From the DICOM file's PatientID"}.get(id_source, "Entered")
+    how = {"scanned": "Scanned from the wristband", "typed": "Typed on the screen", "dicom": "From the DICOM file's PatientID"}.get(
+        id_source, "Entered"
+    )
     details = [f"<b>{SIDE_NAMES.get(exam.side or '', '?')} side</b>"]
     if exam.clock:
         details.append(f"{exam.clock} o'clock")
     if exam.age is not None:
         details.append(f"age {exam.age}")
-    return (f"{' · '.join(details)}. {how}: compare it with the wristband or the request, character by character "
-            "(letters are blue). Every result of this exam is stored under this ID.")
+    return (
+        f"{' · '.join(details)}. {how}: compare it with the wristband or the request, character by character "
+        "(letters are blue). Every result of this exam is stored under this ID."
+    )
 
 
 def counted(records: list[ResultRecord], placements: dict[str, Placement], exam_id: str) -> list[ResultRecord]:
     """The exam's results that count: not voided, not moved to another exam (a move to its other side still counts)."""
+
     def counts(r: ResultRecord) -> bool:
         p = placements.get(r.result_id)
         return p is None or (not p.voided and p.place.exam_id == exam_id)
+
     return [r for r in records if counts(r)]
 
 
@@ -402,8 +408,12 @@ def correction_mark(placement: Placement | None, exam_id: str, record: ResultRec
     return f"Moved to {placement.place.patient_ref} · "
 
 
-LESION_WORDS = {Category.NO_LESION: "No lesion", Category.LOW_SUSPICION: "Low suspicion",
-                Category.SUSPICIOUS: "Suspicious", Category.INCONCLUSIVE: "Inconclusive"}  # History's narrow column
+LESION_WORDS = {
+    Category.NO_LESION: "No lesion",
+    Category.LOW_SUSPICION: "Low suspicion",
+    Category.SUSPICIOUS: "Suspicious",
+    Category.INCONCLUSIVE: "Inconclusive",
+}  # History's narrow column
 
 
 LESION_RULE = "A lesion seen in two views takes the result of its more concerning view."
@@ -507,8 +517,9 @@ class ExamSummaryView(QWidget):
         if record is not None:
             self.correct_requested.emit(record)
 
-    def show_exam(self, exam: Exam, records: list[ResultRecord], placements: dict[str, Placement] | None = None,
-                  lesions: list[Lesion] | None = None) -> None:
+    def show_exam(
+        self, exam: Exam, records: list[ResultRecord], placements: dict[str, Placement] | None = None, lesions: list[Lesion] | None = None
+    ) -> None:
         """The exam's frames (its own and those moved into it, oldest first), its figures from the frames that count,
         and each lesion's result beside its frames (``lesions``: :meth:`device.store.ResultStore.lesions`)."""
         self.title.setText(exam_title(exam))
@@ -542,8 +553,7 @@ class ExamSummaryView(QWidget):
         self.correct.setEnabled(self.selected() is not None)
 
 
-def summary_text(records: list[ResultRecord], placements: dict[str, Placement], exam_id: str,
-                 lesions: list[Lesion]) -> str:
+def summary_text(records: list[ResultRecord], placements: dict[str, Placement], exam_id: str, lesions: list[Lesion]) -> str:
     """The line above the frames: how many count, in how many lesions, the highest p(malignant), and the rule."""
     counting = counted(records, placements, exam_id)
     summary = summarise(counting)
@@ -551,14 +561,15 @@ def summary_text(records: list[ResultRecord], placements: dict[str, Placement], 
         summary = replace(summary, highest_frame=records.index(counting[summary.highest_frame - 1]) + 1)
     left_out = len(records) - len(counting)
     if summary.frames == 0:
-        return ("No frames count: every frame was voided or moved." if left_out else
-                "No frames yet. Go back to live, freeze a view and tap Analyse.")
+        return "No frames count: every frame was voided or moved." if left_out else "No frames yet. Go back to live, freeze a view and tap Analyse."
     in_lesions = f" in {len(lesions)} lesion{'' if len(lesions) == 1 else 's'}" if lesions else ""
     if summary.highest_malignant is None:
         text = f"{summary.frames} frame(s){in_lesions}, all inconclusive — rescan."
     else:
-        text = (f"{summary.frames} frame(s){in_lesions}. Highest malignant probability: "
-                f"<b>{summary.highest_malignant * 100:.0f}%</b> (frame {summary.highest_frame})")
+        text = (
+            f"{summary.frames} frame(s){in_lesions}. Highest malignant probability: "
+            f"<b>{summary.highest_malignant * 100:.0f}%</b> (frame {summary.highest_frame})"
+        )
         if summary.inconclusive:
             text += f"; {summary.inconclusive} inconclusive"
     if left_out:
@@ -586,8 +597,9 @@ class ExamScreen(QWidget):
     other_side_requested = pyqtSignal()
     correct_requested = pyqtSignal(object)  # a frame of the open exam to correct (ui/correction.py)
 
-    def __init__(self, th: Theme, session: ExamSession, store: ResultStore, parent: QWidget | None = None,
-                 id_format: PatientIdFormat | None = None) -> None:
+    def __init__(
+        self, th: Theme, session: ExamSession, store: ResultStore, parent: QWidget | None = None, id_format: PatientIdFormat | None = None
+    ) -> None:
         super().__init__(parent)
         self.session = session
         self.store = store

@@ -38,11 +38,9 @@ LIMIT = 100
 REJECTED = "rejected: "  # the store's delivery text for a result the hub refused for good
 
 
-
-
 def delivery_text(delivery: str) -> str:
     if delivery.startswith(REJECTED):
-        return f"Rejected:\n{delivery[len(REJECTED):].replace('_', ' ')}"  # two lines: the Lesion column stays in view
+        return f"Rejected:\n{delivery[len(REJECTED) :].replace('_', ' ')}"  # two lines: the Lesion column stays in view
     return theme.DELIVERY_TEXT.get(delivery, delivery)
 
 
@@ -137,8 +135,9 @@ class HistoryScreen(QWidget):
         records = self.store.history(patient_ref=self.patient_filter, limit=LIMIT)
         placements = self.store.placements(records)
         views = self.store.lesion_views(records)
-        signature = tuple((r.result_id, r.delivery, placements[r.result_id].state, placements[r.result_id].place,
-                           views.get(r.result_id)) for r in records)
+        signature = tuple(
+            (r.result_id, r.delivery, placements[r.result_id].state, placements[r.result_id].place, views.get(r.result_id)) for r in records
+        )
         if signature == self._signature:
             return
         self._signature, self.records, self.placements = signature, records, placements

@@ -40,8 +40,7 @@ def mqtt_connect_test(uplink: UplinkSection, timeout_s: float = 5.0) -> tuple[bo
 
     try:
         address = BrokerAddress.parse(uplink.broker)
-        client = new_client(uplink, f"sonopi-ui-test-{uuid.uuid4().hex[:8]}", clean_session=True,
-                            reconnect_on_failure=False, who="hub test")
+        client = new_client(uplink, f"sonopi-ui-test-{uuid.uuid4().hex[:8]}", clean_session=True, reconnect_on_failure=False, who="hub test")
     except ConfigError as exc:
         return False, str(exc)
     client.on_connect = on_connect

@@ -26,8 +26,7 @@ class Keypad(QWidget):
     accepted = pyqtSignal(str)
     DISPLAY_STYLE = "letter-spacing: 2px;"
 
-    def __init__(self, th: Theme, *, max_length: int = 12, masked: bool = False, ok_text: str = OK_KEY,
-                 parent: QWidget | None = None) -> None:
+    def __init__(self, th: Theme, *, max_length: int = 12, masked: bool = False, ok_text: str = OK_KEY, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.max_length = max_length
         self.masked = masked
@@ -40,8 +39,8 @@ class Keypad(QWidget):
         self.display.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.display.setMinimumHeight(th.control)
         self.display.setStyleSheet(
-            f"background: #000; border: 1px solid #33414f; border-radius: 8px; font-size: {th.large}px;"
-            f" font-weight: bold; {self.DISPLAY_STYLE}")
+            f"background: #000; border: 1px solid #33414f; border-radius: 8px; font-size: {th.large}px; font-weight: bold; {self.DISPLAY_STYLE}"
+        )
         layout.addWidget(self.display)
         grid = QGridLayout()
         grid.setSpacing(th.gap)

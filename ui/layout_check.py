@@ -72,10 +72,12 @@ def layout_problems(window: QWidget, min_touch: int = MIN_TOUCH_PX) -> list[str]
                 if need > 0 and widget.height() < need - 2:
                     problems.append(f"{describe(widget)} wrapped text cut: {widget.height()} px high, needs {need}")
             elif widget.width() < widget.sizeHint().width() - 2 or widget.height() < widget.fontMetrics().height() - 2:
-                problems.append(f"{describe(widget)} text cut: {widget.width()}x{widget.height()} px, needs "
-                                f"{widget.sizeHint().width()}x{widget.fontMetrics().height()}")
+                problems.append(
+                    f"{describe(widget)} text cut: {widget.width()}x{widget.height()} px, needs "
+                    f"{widget.sizeHint().width()}x{widget.fontMetrics().height()}"
+                )
     for i, (a, ra) in enumerate(buttons):
-        for b, rb in buttons[i + 1:]:
+        for b, rb in buttons[i + 1 :]:
             if _layer(a, window) is _layer(b, window) and ra.intersected(rb).width() > 2 and ra.intersected(rb).height() > 2:
                 problems.append(f"{describe(a)} overlaps {describe(b)}")
     return problems

@@ -95,8 +95,7 @@ class LesionChoice(QWidget):
         if lesion is None:
             self.words.setText("")
         elif together:  # the rule in plain words, short: the summary says it in full (LESION_RULE)
-            self.words.setText(f"Lesion {lesion.number} · 2 views: <b>{lesion_result_text(lesion)}</b> "
-                               "(the more concerning view)")
+            self.words.setText(f"Lesion {lesion.number} · 2 views: <b>{lesion_result_text(lesion)}</b> (the more concerning view)")
         else:
             self.words.setText(f"Lesion {lesion.number} · one view")
 

@@ -73,9 +73,17 @@ def lesion_scenes(window: MainWindow, analyse: Callable[[], None], spin: Callabl
     window.exam.refresh()
     spin(0.2)
     yield "lesion-exam-voided-view"
-    store.add_correction(make_correction(result_id=wrong.result_id, kind="move", reason="wrong_patient",
-                                         device_id=window.config.device.id, site=window.config.device.site,
-                                         origin=Place(None, None, None), target=Place(exam.exam_id, None, "L")))
+    store.add_correction(
+        make_correction(
+            result_id=wrong.result_id,
+            kind="move",
+            reason="wrong_patient",
+            device_id=window.config.device.id,
+            site=window.config.device.site,
+            origin=Place(None, None, None),
+            target=Place(exam.exam_id, None, "L"),
+        )
+    )
     window.exam.refresh()
     spin(0.2)
     yield "lesion-exam-moved-in"

@@ -41,8 +41,10 @@ def not_saved_text(message: str) -> str:
     """The card after a failed save: why, in words (never the database's file path), and what to do."""
     reason = store_reason(message)
     if is_disk_full(reason):
-        return ("The device's storage is full, so this result was not stored and nothing was sent. The frame is "
-                "kept: ask support to free space, then Analyse again.")
+        return (
+            "The device's storage is full, so this result was not stored and nothing was sent. The frame is "
+            "kept: ask support to free space, then Analyse again."
+        )
     return f"This result could not be stored ({reason}). The frame is kept: Analyse again; if it repeats, ask support."
 
 
@@ -52,8 +54,9 @@ class LiveScreen(QWidget):
     file_patient_found = pyqtSignal(str)  # a DICOM frame's PatientID (normalised), for the exam form to pre-fill
     capture_dropped = pyqtSignal()  # the frozen frame is gone (Live, an exam change, the source lost): no retry of it
 
-    def __init__(self, th: Theme, reader: FrameReader, service: AnalysisService, session: ExamSession,
-                 smoothing: float = 0.3, store: ResultStore | None = None) -> None:
+    def __init__(
+        self, th: Theme, reader: FrameReader, service: AnalysisService, session: ExamSession, smoothing: float = 0.3, store: ResultStore | None = None
+    ) -> None:
         super().__init__()
         self.reader, self.service, self.session = reader, service, session
         self.smoothing = smoothing
@@ -160,8 +163,7 @@ class LiveScreen(QWidget):
             if self.file_patient is not None and str(self.file_patient.path) == path:
                 return
             self.file_patient, self._reading_patient = None, path
-            self._background.run(lambda: dicom_patient(frame.origin), lambda found: self._file_patient_read(path, found),
-                                 "dicom-patient")
+            self._background.run(lambda: dicom_patient(frame.origin), lambda found: self._file_patient_read(path, found), "dicom-patient")
         self._show_file_patient()
 
     def _file_patient_read(self, path: str, found: object) -> None:
@@ -201,8 +203,10 @@ class LiveScreen(QWidget):
             self.file_label.setText(f"<span style='color:{colour}'>{text}</span>")
             self.file_label.show()
             if problem is not None and not self.view.frozen and not self.analysing:
-                self.card.clear("Other patient's file", f"{problem}. Not analysed: finish this exam and start one for "
-                                                        f"{known.patient_id}, or show this exam's images.")
+                self.card.clear(
+                    "Other patient's file",
+                    f"{problem}. Not analysed: finish this exam and start one for {known.patient_id}, or show this exam's images.",
+                )
         self._update_buttons()
 
     def lose_source(self, message: str) -> None:
@@ -215,8 +219,9 @@ class LiveScreen(QWidget):
         self._clear_lesion()
         self.view.clear_frame(message)
         self.view.set_roi(None)
-        self.card.clear("No image", "The USB stick or folder with the images is gone. Put it back: the images "
-                                    "return by themselves, and Analyse with them.")
+        self.card.clear(
+            "No image", "The USB stick or folder with the images is gone. Put it back: the images return by themselves, and Analyse with them."
+        )
         self._update_buttons()
 
     def set_still_source(self, still: bool) -> None:
@@ -236,8 +241,10 @@ class LiveScreen(QWidget):
             self.captured = self.session.capture(self.view.frame) if self.view.frame is not None else None
             if live is not None:  # keep the frame and its result together
                 self.card.show_result(live.classification, live=True)
-                self.card.detail.setText("Frozen with its live estimate. " + (
-                    "Tap Analyse to store a full result." if self.session.exam else "Start an exam to store a result."))
+                self.card.detail.setText(
+                    "Frozen with its live estimate. "
+                    + ("Tap Analyse to store a full result." if self.session.exam else "Start an exam to store a result.")
+                )
         else:
             self.view.unfreeze()
             self.captured, self.last_result = None, None
@@ -277,8 +284,7 @@ class LiveScreen(QWidget):
 
     def _result(self, outcome: AnalysisOutcome) -> None:
         if outcome.captured is None or outcome.captured is not self._pending:
-            log.info("result %s not shown: the exam or frame it was for is no longer on screen",
-                     outcome.record.result_id if outcome.record else "-")
+            log.info("result %s not shown: the exam or frame it was for is no longer on screen", outcome.record.result_id if outcome.record else "-")
             return
         self._pending = None
         self.analysing = False
@@ -287,15 +293,15 @@ class LiveScreen(QWidget):
         self.view.crop_box = classification.crop
         self.view.set_heatmap(classification.crop, None if classification.inconclusive else classification.heatmap)
         self.card.set_live_mode(False)
-        self.card.show_result(classification, stored=outcome.record,
-                              heatmap_available=classification.heatmap is not None and not classification.inconclusive)
+        self.card.show_result(
+            classification, stored=outcome.record, heatmap_available=classification.heatmap is not None and not classification.inconclusive
+        )
         lesion = self.card.lesion  # None for an inconclusive result or without a segmentation model
         self.view.set_outline(lesion.contour if lesion is not None and lesion.found else ())
         if self.lesion is not None and outcome.record is not None:
             self.lesion.offer(outcome.record)
         self.tap_to_result_ms = (time.monotonic() - self._tapped_at) * 1000.0
-        log.info("result %s shown %.0f ms after the tap", outcome.record.result_id if outcome.record else "-",
-                 self.tap_to_result_ms)
+        log.info("result %s shown %.0f ms after the tap", outcome.record.result_id if outcome.record else "-", self.tap_to_result_ms)
         self._update_buttons()
         self.result_shown.emit(outcome)
 
@@ -388,8 +394,13 @@ class LiveScreen(QWidget):
 
     def _update_buttons(self) -> None:
         frame = self.view.frame
-        self.analyse.setEnabled(not self.analysing and self.service.ready and self.session.exam is not None
-                                and not self.source_lost and (frame is None or self.file_problem(frame) is None))
+        self.analyse.setEnabled(
+            not self.analysing
+            and self.service.ready
+            and self.session.exam is not None
+            and not self.source_lost
+            and (frame is None or self.file_problem(frame) is None)
+        )
         self.analyse.setText("Analysing…" if self.analysing else "Analyse")
         self.live_toggle.setEnabled(self.service.ready)
 

@@ -20,7 +20,7 @@ FIRST_RUN_MARKER = ".ui-intended-use-accepted"
 LIMITS = (
     "For trained clinicians, as a second look at a breast ultrasound image. It does not replace the clinician's reading.",
     "The model suggests a category (normal / benign / malignant) with probabilities. It never makes a diagnosis.",
-    "It can be wrong. An \"Inconclusive — rescan\" result means the image is not fit for analysis or the model is unsure.",
+    'It can be wrong. An "Inconclusive — rescan" result means the image is not fit for analysis or the model is unsure.',
     "It was validated only on the images described under Settings → Model; other scanners, presets or patient groups are not validated.",
     "Use the usual clinical pathway (BI-RADS, biopsy decisions) regardless of the model's output.",
 )

@@ -73,8 +73,14 @@ class Services:
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, config: DeviceConfig, services: Services, size: tuple[int, int],
-                 id_format: PatientIdFormat | None = None, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: DeviceConfig,
+        services: Services,
+        size: tuple[int, int],
+        id_format: PatientIdFormat | None = None,
+        config_path: Path | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.config_path = config_path  # the TOML file, written by Settings › Model › Teach this scanner
@@ -106,8 +112,7 @@ class MainWindow(QMainWindow):
         column.setSpacing(0)
         self.status = StatusBar(th)
         self.banners = BannerArea(th)
-        self.live = LiveScreen(th, reader, analysis, self.session, smoothing=self.config.ui.live_smoothing,
-                               store=self.store)
+        self.live = LiveScreen(th, reader, analysis, self.session, smoothing=self.config.ui.live_smoothing, store=self.store)
         self.exam = ExamScreen(th, self.session, self.store, id_format=self.id_format)
         self.history = HistoryScreen(th, self.store)
         self.settings = SettingsScreen(th, self.config, self.background, f"{self.width()}×{self.height()}")
@@ -128,11 +133,15 @@ class MainWindow(QMainWindow):
         self.correction = CorrectionOverlay(root, th, self.store, self.config.device.id, self.config.device.site)
         self.note_entry = NumberEntry(root, th, note=True)  # a correction's "other" note
         self.correction.note_entry = self.note_entry
-        self.teach = TeachPage(th, self.config, self.config_path, self.background,
-                               lambda: self.session.exam.exam_id if self.session.exam is not None else None,
-                               lambda: self.services.analysis.manifest,
-                               lambda title, message, action, on_accept: self.confirm.ask(
-                                   title, message, action, on_accept, cancel="Not now"))
+        self.teach = TeachPage(
+            th,
+            self.config,
+            self.config_path,
+            self.background,
+            lambda: self.session.exam.exam_id if self.session.exam is not None else None,
+            lambda: self.services.analysis.manifest,
+            lambda title, message, action, on_accept: self.confirm.ask(title, message, action, on_accept, cancel="Not now"),
+        )
         self.lock_screen = LockScreen(root, th, self.config.ui.pin)
         self.first_run = FirstRun(root, th, self.config.device.data_dir)
         self.idle = IdleWatcher(self.config.ui.idle_lock_s, self)
@@ -291,9 +300,14 @@ class MainWindow(QMainWindow):
     def read_back(self, exam: Exam) -> None:
         """Start exam: the patient ID big, letters and digits apart, with the side; only *Start exam* here starts it."""
         form = self.exam.form
-        self.confirm.ask("Start the exam for this patient?", readback_message(exam, form.id_source), "Start exam",
-                         lambda: form.confirm_start(exam), cancel="Correct it",
-                         readback=readback_html(exam.patient_ref, self.th))
+        self.confirm.ask(
+            "Start the exam for this patient?",
+            readback_message(exam, form.id_source),
+            "Start exam",
+            lambda: form.confirm_start(exam),
+            cancel="Correct it",
+            readback=readback_html(exam.patient_ref, self.th),
+        )
 
     def other_side(self) -> None:
         """The open exam's other side for the same patient, one tap: a new exam (new id), the ID not typed again."""
@@ -349,10 +363,8 @@ class MainWindow(QMainWindow):
             held += f" in {lesions} lesion{'' if lesions == 1 else 's'}"
         if summary.inconclusive:
             held += f" ({summary.inconclusive} inconclusive)"
-        message = (f"{held}, stored on this device and sent to the hub as they are. "
-                   "After finishing, nothing more can be added to it.")
-        self.confirm.ask(f"Finish the exam? {exam_title(exam)}", message, "Finish exam",
-                         lambda: self.end_exam(ExamEnd.FINISHED))
+        message = f"{held}, stored on this device and sent to the hub as they are. After finishing, nothing more can be added to it."
+        self.confirm.ask(f"Finish the exam? {exam_title(exam)}", message, "Finish exam", lambda: self.end_exam(ExamEnd.FINISHED))
 
     def end_exam(self, reason: ExamEnd) -> Exam | None:
         """Finish the open exam: its frozen frame, region and result card go with it (LiveScreen, ExamScreen)."""
@@ -407,8 +419,7 @@ class MainWindow(QMainWindow):
         self.status.set_model(f"{manifest.name} {manifest.version}")
         self.banners.clear_fault("model")
         thresholds = self.services.analysis.thresholds
-        self.settings.set_model(manifest, None, thresholds, self.services.analysis.mode,
-                                signature_checked=self.config.model.public_key is not None)
+        self.settings.set_model(manifest, None, thresholds, self.services.analysis.mode, signature_checked=self.config.model.public_key is not None)
         self.live.card.set_labels(manifest.labels, thresholds)
         self.first_run.set_intended_use(manifest.intended_use)
         self.live.model_state_changed()

@@ -15,8 +15,9 @@ from ui.theme import Theme
 class NumberEntry(Overlay):
     """``ask(title, on_ok)``: shows the keypad; ``on_ok(value)`` returns an error text or None to close."""
 
-    def __init__(self, parent: QWidget, th: Theme, *, masked: bool = False, opaque: bool = False,
-                 alphanumeric: bool = False, note: bool = False) -> None:
+    def __init__(
+        self, parent: QWidget, th: Theme, *, masked: bool = False, opaque: bool = False, alphanumeric: bool = False, note: bool = False
+    ) -> None:
         super().__init__(parent, opaque=opaque)
         self._on_ok: Callable[[str], str | None] | None = None
         layout = QVBoxLayout(self.panel)
@@ -43,8 +44,7 @@ class NumberEntry(Overlay):
         row.addWidget(self.cancel)
         layout.addLayout(row)
 
-    def ask(self, title: str, on_ok: Callable[[str], str | None], message: str = "", cancellable: bool = True,
-            initial: str = "") -> None:
+    def ask(self, title: str, on_ok: Callable[[str], str | None], message: str = "", cancellable: bool = True, initial: str = "") -> None:
         self.title.setText(title)
         self.message.setText(message)
         self.message.setVisible(bool(message))

@@ -53,8 +53,7 @@ HEADLINES = {
     Category.SUSPICIOUS: "Suspicious — refer",
     Category.INCONCLUSIVE: "Inconclusive — rescan",
 }
-COLOURS = {Category.NO_LESION: theme.OK, Category.LOW_SUSPICION: theme.INFO, Category.SUSPICIOUS: theme.DANGER,
-           Category.INCONCLUSIVE: theme.WARN}
+COLOURS = {Category.NO_LESION: theme.OK, Category.LOW_SUSPICION: theme.INFO, Category.SUSPICIOUS: theme.DANGER, Category.INCONCLUSIVE: theme.WARN}
 MODE_NAMES = {Mode.HIGH_SENSITIVITY: "High sensitivity", Mode.BALANCED: "Balanced", Mode.HIGH_SPECIFICITY: "High specificity"}
 HEAT_ONLY_SUSPICIOUS = "Heat map: shown for suspicious results only"
 NO_OUTLINE = "No lesion outlined"
@@ -96,8 +95,7 @@ def lesion_descriptor_text(lesion: LesionRecord | None) -> str:
     if lesion is None or not lesion.found:
         return ""
     shown = lesion.shown_descriptors()
-    return "; ".join(f"{DESCRIPTOR_NAMES[name]} (automatic): {DESCRIPTOR_WORDS.get(value, value)}"
-                     for name, value in shown.items())
+    return "; ".join(f"{DESCRIPTOR_NAMES[name]} (automatic): {DESCRIPTOR_WORDS.get(value, value)}" for name, value in shown.items())
 
 
 def reason_text(reason: str) -> str:
@@ -161,20 +159,19 @@ class CardText:
 
 def describe(classification: Classification, stored: ResultRecord | None, live: bool) -> CardText:
     """The words on the card for one classification."""
-    caption = "Live estimate — not stored" if live else (
-        f"Model suggests · stored #{stored.seq}" if stored is not None else "Model suggests")
+    caption = "Live estimate — not stored" if live else (f"Model suggests · stored #{stored.seq}" if stored is not None else "Model suggests")
     d = classification.assessment
     if classification.inconclusive or d is None or d.inconclusive:
         reasons = "; ".join(reason_text(r) for r in classification.reasons) or "quality check failed"
-        return CardText(caption if live else "Model output", HEADLINES[Category.INCONCLUSIVE], f"Reason: {reasons}",
-                        theme.WARN)
+        return CardText(caption if live else "Model output", HEADLINES[Category.INCONCLUSIVE], f"Reason: {reasons}", theme.WARN)
     p_text, t_text = percent_pair(d.p_malignant, d.malignant_threshold)
     threshold = f"Judged in {mode_name(d.mode)} mode: suspicious at ≥ {t_text}"
     if d.site_threshold and d.spec is not None:  # a site threshold is judged against the spec's
         validated = d.spec.mode(d.mode).malignant_threshold
         threshold += f" (site setting; validated at {percent_pair(validated, validated)[1]})"
-    return CardText(caption, HEADLINES[d.category], lesion_text(d), COLOURS[d.category], f"p(malignant) {p_text}",
-                    threshold, figures_text(d), rate_text(d))
+    return CardText(
+        caption, HEADLINES[d.category], lesion_text(d), COLOURS[d.category], f"p(malignant) {p_text}", threshold, figures_text(d), rate_text(d)
+    )
 
 
 def lesion_text(d: Decision) -> str:
@@ -246,8 +243,9 @@ class ProbabilityBar(QWidget):
             painter.setPen(QPen(QColor(theme.TEXT), 3))
             painter.drawLine(int(x), int(bar.top()) - 4, int(x), int(bar.bottom()) + 4)
         painter.setPen(QColor(theme.TEXT))
-        painter.drawText(QRectF(bar.right() + 4, 0, pct_w + 2, self.height()), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
-                         self.value_text())
+        painter.drawText(
+            QRectF(bar.right() + 4, 0, pct_w + 2, self.height()), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, self.value_text()
+        )
 
 
 class Gauge(QWidget):
@@ -377,8 +375,16 @@ class ResultCard(QFrame):
         self.lesion_size = _label("", None)  # the outline's size (mm only with a known spacing), or no outline
         self.lesion_descriptors = _label()  # the shown descriptors, labelled automatic
         self.lesion: LesionRecord | None = None
-        for widget in (self.lesion_size, self.lesion_descriptors, self.threshold, self.figures, self.rate, self.detail,
-                       *self.bars.values(), self.heat_note):
+        for widget in (
+            self.lesion_size,
+            self.lesion_descriptors,
+            self.threshold,
+            self.figures,
+            self.rate,
+            self.detail,
+            *self.bars.values(),
+            self.heat_note,
+        ):
             body.addWidget(widget)
         body.addStretch(1)
         self.scroll_area = QScrollArea()
@@ -438,8 +444,9 @@ class ResultCard(QFrame):
     def set_gauge(self, value: float | None, threshold: float | None) -> None:
         self.gauge.set_value(value, threshold)
 
-    def show_result(self, classification: Classification, stored: ResultRecord | None = None, live: bool = False,
-                    heatmap_available: bool = False) -> None:
+    def show_result(
+        self, classification: Classification, stored: ResultRecord | None = None, live: bool = False, heatmap_available: bool = False
+    ) -> None:
         self.classification = classification
         text = describe(classification, stored, live)
         self.caption.setText(text.caption)

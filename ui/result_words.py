@@ -7,8 +7,12 @@ from device.results import ResultRecord
 from ui import theme
 from ui.result_card import COLOURS
 
-SHORT = {Category.NO_LESION: "No lesion seen", Category.LOW_SUSPICION: "Low suspicion",
-         Category.SUSPICIOUS: "Suspicious — refer", Category.INCONCLUSIVE: "Inconclusive"}  # the card's words, shortened
+SHORT = {
+    Category.NO_LESION: "No lesion seen",
+    Category.LOW_SUSPICION: "Low suspicion",
+    Category.SUSPICIOUS: "Suspicious — refer",
+    Category.INCONCLUSIVE: "Inconclusive",
+}  # the card's words, shortened
 
 
 def category_text(record: ResultRecord) -> str:

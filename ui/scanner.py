@@ -29,8 +29,9 @@ class ScannerInput(QObject):
 
     scanned = pyqtSignal(str)
 
-    def __init__(self, parent: QObject | None = None, *, max_gap_s: float = MAX_GAP_S, min_chars: int = MIN_CHARS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, parent: QObject | None = None, *, max_gap_s: float = MAX_GAP_S, min_chars: int = MIN_CHARS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         super().__init__(parent)
         self.max_gap_s = max_gap_s
         self.min_chars = min_chars

@@ -98,7 +98,7 @@ def write_doppler_frame(folder: Path) -> Path:
     flow = np.zeros_like(grey)
     cv2.ellipse(flow, centre, axes, 0, 0, 360, 255, -1)
     upper = flow.copy()
-    upper[height // 2:] = 0
+    upper[height // 2 :] = 0
     image[upper > 0] = (40, 40, 220)  # towards the probe: red (BGR)
     image[(flow > 0) & (upper == 0)] = (220, 90, 30)  # away: blue
     path = folder / "zz-doppler.png"
@@ -130,13 +130,15 @@ def prepare_model(work: Path, model: Path | None) -> Path:
 
 
 def screenshot_config(work: Path, model: Path, frames: Path, **extra_ui) -> DeviceConfig:
-    return parse_config({
-        "device": {"id": "ward3-pi-01", "site": "city-hospital", "data_dir": str(work / "data")},
-        "model": {"path": str(model), "threads": 2},
-        "source": {"spec": f"folder:{frames}", "reopen_interval_s": 0.5},
-        "uplink": {"enabled": False},
-        "ui": {"pin": PIN, "source_roots": [str(frames.parent)], **extra_ui},
-    })
+    return parse_config(
+        {
+            "device": {"id": "ward3-pi-01", "site": "city-hospital", "data_dir": str(work / "data")},
+            "model": {"path": str(model), "threads": 2},
+            "source": {"spec": f"folder:{frames}", "reopen_interval_s": 0.5},
+            "uplink": {"enabled": False},
+            "ui": {"pin": PIN, "source_roots": [str(frames.parent)], **extra_ui},
+        }
+    )
 
 
 @dataclass

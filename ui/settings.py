@@ -72,8 +72,9 @@ def _mode_text(name: str, chosen: ModeSpec | None, validation: str | None) -> st
     title = name.replace("_", " ").capitalize()
     if chosen is None or not chosen.figures:
         return f"{title} (not validated)"
-    figures = ", ".join(f"{key.replace('_', ' ')} {f.value * 100:.0f}% [{f.ci95[0] * 100:.0f}–{f.ci95[1] * 100:.0f}%]"
-                        for key, f in chosen.figures.items())
+    figures = ", ".join(
+        f"{key.replace('_', ' ')} {f.value * 100:.0f}% [{f.ci95[0] * 100:.0f}–{f.ci95[1] * 100:.0f}%]" for key, f in chosen.figures.items()
+    )
     return f"{title}: {figures}" + (f" ({validation})" if validation else "")
 
 
@@ -89,8 +90,13 @@ def flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     return rows[:60]
 
 
-def model_text(manifest: Manifest | None, error: str | None, applied: dict[str, float] | None = None,
-               mode: Mode | str | None = None, signature_checked: bool | None = None) -> str:
+def model_text(
+    manifest: Manifest | None,
+    error: str | None,
+    applied: dict[str, float] | None = None,
+    mode: Mode | str | None = None,
+    signature_checked: bool | None = None,
+) -> str:
     """The Settings › Model page. ``applied``: the thresholds in use; ``mode``: the operating mode they belong to.
     A threshold is called a site setting only when it is below the one the mode was validated with."""
     if manifest is None:
@@ -112,9 +118,13 @@ def model_text(manifest: Manifest | None, error: str | None, applied: dict[str, 
         f"<b>Model file sha256:</b> {manifest.model_sha256[:16]}…",
     ]
     if signature_checked is not None:
-        lines.insert(1, "<b>Signature:</b> verified against [model] public_key" if signature_checked else
-                     f"<b style='color:{theme.DANGER}'>Signature: NOT CHECKED</b> — [model] public_key is not set, so "
-                     "nothing proves this model is the one the release shipped")
+        lines.insert(
+            1,
+            "<b>Signature:</b> verified against [model] public_key"
+            if signature_checked
+            else f"<b style='color:{theme.DANGER}'>Signature: NOT CHECKED</b> — [model] public_key is not set, so "
+            "nothing proves this model is the one the release shipped",
+        )
     if manifest.metrics:
         lines.append("<b>Metrics (from the model's evaluation, as the manifest states them):</b>")
         lines.extend(f"&nbsp;&nbsp;{k}: {v}" for k, v in flatten(manifest.metrics))
@@ -180,8 +190,7 @@ class SourcePage(QWidget):
         roots = tuple(self._config.ui.source_roots)
         self._scan += 1
         scan = self._scan
-        self._background.run(lambda: candidate_sources(self.current_spec, roots),
-                             lambda choices: self._show_choices(choices, scan), "source-scan")
+        self._background.run(lambda: candidate_sources(self.current_spec, roots), lambda choices: self._show_choices(choices, scan), "source-scan")
 
     def _show_choices(self, choices: list[SourceChoice] | Exception, scan: int) -> None:
         if scan != self._scan:
@@ -242,8 +251,8 @@ class HubPage(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         uplink = config.uplink
         self.info = wrapped(
-            f"Broker: <b>{uplink.broker}</b> · TLS {'on' if uplink.tls else 'off'} · "
-            f"uplink {'enabled' if uplink.enabled else 'disabled'}")
+            f"Broker: <b>{uplink.broker}</b> · TLS {'on' if uplink.tls else 'off'} · uplink {'enabled' if uplink.enabled else 'disabled'}"
+        )
         self.backlog = wrapped("", "muted")
         self.result = wrapped("Tap Test to try a connection to the hub's broker.")
         self.test = QPushButton("Test hub connection")
@@ -306,8 +315,7 @@ class SettingsScreen(QWidget):
         self.teach = QPushButton("Teach this scanner…")
         self.teach.clicked.connect(self.teach_requested)
         model_column.addWidget(self.teach)
-        pages = {"Source": self.source, "Hub": self.hub, "Model": model_page,
-                 "Device": scrolling(self.device)}
+        pages = {"Source": self.source, "Hub": self.hub, "Model": model_page, "Device": scrolling(self.device)}
         for name in SECTIONS:
             button = QPushButton(name)
             button.setCheckable(True)
@@ -341,8 +349,14 @@ class SettingsScreen(QWidget):
             self.pages.addWidget(page)
         self.pages.setCurrentWidget(page)
 
-    def set_model(self, manifest: Manifest | None, error: str | None, thresholds: dict[str, float] | None = None,
-                  mode: Mode | str | None = None, signature_checked: bool | None = None) -> None:
+    def set_model(
+        self,
+        manifest: Manifest | None,
+        error: str | None,
+        thresholds: dict[str, float] | None = None,
+        mode: Mode | str | None = None,
+        signature_checked: bool | None = None,
+    ) -> None:
         self.model.setText(model_text(manifest, error, thresholds, mode, signature_checked))
 
     def set_site_choice(self, choice: ModelChoice | None) -> None:
@@ -353,19 +367,25 @@ class SettingsScreen(QWidget):
         if choice.warning is not None:
             self.site_choice.setText(f"<b style='color:{theme.WARN}'>Site bundle not used:</b> {escape(choice.warning)}")
         elif choice.site is not None:  # (neither a site nor a warning returned above)
-            self.site_choice.setText(f"<b>Site bundle in use</b> (chosen {escape(choice.site.chosen_at)}, kept in "
-                                     f"{escape(str(choice.record))}), made from {escape(choice.site.base.text())}")
+            self.site_choice.setText(
+                f"<b>Site bundle in use</b> (chosen {escape(choice.site.chosen_at)}, kept in "
+                f"{escape(str(choice.record))}), made from {escape(choice.site.base.text())}"
+            )
         self.site_choice.setVisible(True)
 
     def set_device_info(self, screen_size: str) -> None:
         from device import __version__
 
         device = self._config.device
-        self.device.setText("<br>".join([
-            f"<b>Device id:</b> {device.id}",
-            f"<b>Site:</b> {device.site}",
-            f"<b>Software:</b> sonopi {__version__}",
-            f"<b>Results database:</b> {self._config.store_path}",
-            f"<b>Screen:</b> {screen_size}",
-            f"<b>Idle lock:</b> after {self._config.ui.idle_lock_s} s",
-        ]))
+        self.device.setText(
+            "<br>".join(
+                [
+                    f"<b>Device id:</b> {device.id}",
+                    f"<b>Site:</b> {device.site}",
+                    f"<b>Software:</b> sonopi {__version__}",
+                    f"<b>Results database:</b> {self._config.store_path}",
+                    f"<b>Screen:</b> {screen_size}",
+                    f"<b>Idle lock:</b> after {self._config.ui.idle_lock_s} s",
+                ]
+            )
+        )

@@ -50,8 +50,7 @@ def image_folders(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
         if level >= depth:
             continue
         try:
-            children = sorted((Path(e.path) for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")),
-                              reverse=True)
+            children = sorted((Path(e.path) for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")), reverse=True)
         except OSError:
             continue
         stack.extend((child, level + 1) for child in children)

@@ -62,9 +62,11 @@ def progress_bar(th: Theme) -> QProgressBar:
     bar = QProgressBar()
     bar.setTextVisible(True)
     bar.setMinimumHeight(th.control // 2)
-    bar.setStyleSheet(f"QProgressBar {{ background: {theme.PANEL}; border: 1px solid {theme.BORDER}; border-radius: 6px;"
-                      f" text-align: center; color: {theme.TEXT}; font-size: {th.small}px; }}"
-                      f" QProgressBar::chunk {{ background: {theme.ACCENT}; border-radius: 6px; }}")
+    bar.setStyleSheet(
+        f"QProgressBar {{ background: {theme.PANEL}; border: 1px solid {theme.BORDER}; border-radius: 6px;"
+        f" text-align: center; color: {theme.TEXT}; font-size: {th.small}px; }}"
+        f" QProgressBar::chunk {{ background: {theme.ACCENT}; border-radius: 6px; }}"
+    )
     return bar
 
 
@@ -76,43 +78,57 @@ def figures_html(a: Adaptation) -> str:
     """The before → after figures a clinician reads before using the site bundle (device.site_adapt.report_text)."""
     hb, ha, tb, ta = a.holdout["before"], a.holdout["after"], a.base_test["before"], a.base_test["after"]
     rows = [
-        ("Held-out normal frames of this scanner "
-         f"({a.holdout['normals']}, {a.holdout['split']}): called <i>no lesion</i>",
-         pct(hb["normals_called_normal"]), pct(ha["normals_called_normal"])),
+        (
+            f"Held-out normal frames of this scanner ({a.holdout['normals']}, {a.holdout['split']}): called <i>no lesion</i>",
+            pct(hb["normals_called_normal"]),
+            pct(ha["normals_called_normal"]),
+        ),
         ("… called <i>suspicious</i>", pct(hb["normals_called_malignant"]), pct(ha["normals_called_malignant"])),
-        (f"Other sites (the model's own test images, {a.base_test['n']}): malignant AUC",
-         f"{tb['auc_malignant']:.3f}", f"{ta['auc_malignant']:.3f}"),
+        (f"Other sites (the model's own test images, {a.base_test['n']}): malignant AUC", f"{tb['auc_malignant']:.3f}", f"{ta['auc_malignant']:.3f}"),
         ("… cancers called <i>suspicious</i>", pct(tb["malignant_sensitivity"]), pct(ta["malignant_sensitivity"])),
         ("… normals called <i>no lesion</i>", pct(tb["normals_called_normal"]), pct(ta["normals_called_normal"])),
     ]
     if ha.get("auc_benign_vs_malignant") is not None:
-        rows.append(("Held-out lesions: benign-vs-malignant AUC", f"{hb['auc_benign_vs_malignant']:.3f}",
-                     f"{ha['auc_benign_vs_malignant']:.3f}"))
-    cells = "".join(f"<tr><td>{name}</td><td align='right'>&nbsp;{b}</td><td>&nbsp;→&nbsp;</td>"
-                    f"<td align='right'><b>{after}</b></td></tr>" for name, b, after in rows)
+        rows.append(("Held-out lesions: benign-vs-malignant AUC", f"{hb['auc_benign_vs_malignant']:.3f}", f"{ha['auc_benign_vs_malignant']:.3f}"))
+    cells = "".join(
+        f"<tr><td>{name}</td><td align='right'>&nbsp;{b}</td><td>&nbsp;→&nbsp;</td><td align='right'><b>{after}</b></td></tr>"
+        for name, b, after in rows
+    )
     counts = ", ".join(f"{v} {k}" for k, v in a.counts.items() if v)
-    temperature = (f" Temperature refitted on the site's held-out lesions: {a.temperature['base']:.3f} → "
-                   f"{a.temperature['site']:.3f}." if getattr(a, "temperature", None) and a.temperature.get("refitted")
-                   else " Temperature and thresholds: the base model's.")
-    return (f"<b>Site bundle ready</b> — {counts}"
-            + (f" from {a.patients} patients" if a.patients else "") + f"; site weight {a.site_weight}."
-            + temperature + f"<table cellspacing='2'><tr><td></td><td align='right'><i>before</i></td><td></td>"
-            f"<td align='right'><i>after</i></td></tr>{cells}</table>")
+    temperature = (
+        f" Temperature refitted on the site's held-out lesions: {a.temperature['base']:.3f} → {a.temperature['site']:.3f}."
+        if getattr(a, "temperature", None) and a.temperature.get("refitted")
+        else " Temperature and thresholds: the base model's."
+    )
+    return (
+        f"<b>Site bundle ready</b> — {counts}"
+        + (f" from {a.patients} patients" if a.patients else "")
+        + f"; site weight {a.site_weight}."
+        + temperature
+        + f"<table cellspacing='2'><tr><td></td><td align='right'><i>before</i></td><td></td>"
+        f"<td align='right'><i>after</i></td></tr>{cells}</table>"
+    )
 
 
 def warnings_html(a: Adaptation, describe: Callable[[str], str] = lambda name: name) -> str:
     """The guards' warnings; ``describe`` names a marked frame (its file is ``<result_id>.png``) by patient and time."""
     lines = []
     if a.scanner.odd:
-        lines.append(f"<b style='color:{theme.WARN}'>{len(a.scanner.odd)} frame(s) look like another scanner</b> "
-                     f"(contrast or speckle grain far from the rest; below the refusal limit): "
-                     + ", ".join(describe(n) for n in a.scanner.odd[:6]) + " — were they taken on this scanner?")
+        lines.append(
+            f"<b style='color:{theme.WARN}'>{len(a.scanner.odd)} frame(s) look like another scanner</b> "
+            f"(contrast or speckle grain far from the rest; below the refusal limit): "
+            + ", ".join(describe(n) for n in a.scanner.odd[:6])
+            + " — were they taken on this scanner?"
+        )
     if a.review:
         left_out = sum(r.base_p_malignant >= REVIEW_BASE_P_MALIGNANT for r in a.review)
-        lines.append(f"<b style='color:{theme.WARN}'>{len(a.review)} frame(s) marked normal look like a lesion</b> — "
-                     f"check them below; {left_out} were left out of the teaching (the base model finds them "
-                     "malignant-looking): " + ", ".join(describe(r.file) for r in a.review[:8])
-                     + ". If one is not lesion-free, unmark its exam and teach again.")
+        lines.append(
+            f"<b style='color:{theme.WARN}'>{len(a.review)} frame(s) marked normal look like a lesion</b> — "
+            f"check them below; {left_out} were left out of the teaching (the base model finds them "
+            "malignant-looking): "
+            + ", ".join(describe(r.file) for r in a.review[:8])
+            + ". If one is not lesion-free, unmark its exam and teach again."
+        )
     if a.unfit:
         lines.append(f"{len(a.unfit)} frame(s) were not used (unreadable or refused by the quality check).")
     return "<br>".join(lines)
@@ -135,8 +151,9 @@ class ExamToggleRow(QFrame):
         layout.addWidget(icon)
         exam = row.exam
         side = {"L": "left", "R": "right"}.get(exam.side or "", "side ?")
-        self.text = wrapped(f"<b>{exam.patient_ref}</b> · {side} · {local_time(exam.created_at)} · "
-                            f"{row.frames} frame{'' if row.frames == 1 else 's'}")
+        self.text = wrapped(
+            f"<b>{exam.patient_ref}</b> · {side} · {local_time(exam.created_at)} · {row.frames} frame{'' if row.frames == 1 else 's'}"
+        )
         layout.addWidget(self.text, 1)
         self.toggle = QPushButton(MARKED_TEXT if marked else MARK_TEXT)
         self.toggle.setCheckable(True)
@@ -158,8 +175,16 @@ class TeachPage(QWidget):
     model_switched = pyqtSignal(object)
     back_requested = pyqtSignal()
 
-    def __init__(self, th: Theme, config: DeviceConfig, config_path: Path | None, background: Background,
-                 open_exam: Callable[[], str | None], current_model: Callable[[], Manifest | None], ask: Ask) -> None:
+    def __init__(
+        self,
+        th: Theme,
+        config: DeviceConfig,
+        config_path: Path | None,
+        background: Background,
+        open_exam: Callable[[], str | None],
+        current_model: Callable[[], Manifest | None],
+        ask: Ask,
+    ) -> None:
         super().__init__()
         self.th = th
         self.config = config
@@ -301,9 +326,11 @@ class TeachPage(QWidget):
         self.progress = progress
         self.count.setText(progress.text())
         self.bar.setValue(min(progress.frames, MIN_NORMALS))
-        self.bar.setFormat(f"{progress.frames} of {MIN_NORMALS} frames" if progress.frames < MIN_NORMALS else
-                           f"{progress.frames} frames — minimum reached" + ("" if progress.enough else
-                                                                            ", more patients needed"))
+        self.bar.setFormat(
+            f"{progress.frames} of {MIN_NORMALS} frames"
+            if progress.frames < MIN_NORMALS
+            else f"{progress.frames} frames — minimum reached" + ("" if progress.enough else ", more patients needed")
+        )
         self._update_buttons()
 
     def _update_buttons(self) -> None:
@@ -314,8 +341,7 @@ class TeachPage(QWidget):
     def _on_site_bundle(self) -> bool:
         """A site bundle runs, or a record exists (applied or not: Undo also clears one that could not be applied)."""
         manifest = self._current_model()
-        return (manifest is not None and manifest.head is not None) or \
-            site_choice.record_file(self.config.device.data_dir).exists()
+        return (manifest is not None and manifest.head is not None) or site_choice.record_file(self.config.device.data_dir).exists()
 
     def toggle(self, exam_id: str, checked: bool) -> None:
         """The clinician's mark: ``checked`` = this finished exam is lesion-free, teach with its frames."""
@@ -351,8 +377,7 @@ class TeachPage(QWidget):
                     extra.append(f"{outcome.no_frame} without a kept full frame ([store] keep_images_days)")
                 if outcome.inconclusive:
                     extra.append(f"{outcome.inconclusive} inconclusive, not used")
-                self.message.setText(f"{outcome.added} frame(s) added for teaching" +
-                                     (f"; {', '.join(extra)}." if extra else "."))
+                self.message.setText(f"{outcome.added} frame(s) added for teaching" + (f"; {', '.join(extra)}." if extra else "."))
             else:
                 self.message.setText(f"{outcome} frame(s) no longer used for teaching.")
         self._show_counts()
@@ -384,8 +409,11 @@ class TeachPage(QWidget):
         self.review_thumbs = []
         if isinstance(outcome, TeachFailure):
             self.outcome = None
-            message = re.sub(r"\b([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.png\b",
-                             lambda found: self._describe(found.group(0)), outcome.message)  # marked frames by patient
+            message = re.sub(
+                r"\b([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.png\b",
+                lambda found: self._describe(found.group(0)),
+                outcome.message,
+            )  # marked frames by patient
             self.figures.setText(f"<b>{'Not taught' if outcome.refused else 'Teaching failed'}:</b> {message}")
             self.warnings.setText("")
             self.message.setText("Nothing was changed: the device still uses the same model.")
@@ -432,19 +460,25 @@ class TeachPage(QWidget):
         if self.outcome is None:
             return
         bundle = self.outcome.bundle
-        self._ask("Use the site bundle on this device?",
-                  f"From the next result on, results come from {bundle.manifest.name} {bundle.manifest.version} "
-                  "(the hub sees this version on each result). The choice is kept on this device "
-                  f"({site_choice.record_file(self.config.device.data_dir)}); the configuration is not changed. "
-                  "Undo: back to the base model is always here.",
-                  "Use it", lambda: self._switch(bundle.path))
+        self._ask(
+            "Use the site bundle on this device?",
+            f"From the next result on, results come from {bundle.manifest.name} {bundle.manifest.version} "
+            "(the hub sees this version on each result). The choice is kept on this device "
+            f"({site_choice.record_file(self.config.device.data_dir)}); the configuration is not changed. "
+            "Undo: back to the base model is always here.",
+            "Use it",
+            lambda: self._switch(bundle.path),
+        )
 
     def ask_undo(self) -> None:
         base = self.config.model.path
-        self._ask("Go back to the base model?",
-                  f"From the next result on, results come from the base bundle at {base} again. The site bundle and "
-                  "the marked frames stay on the device (teach again or switch back later).",
-                  "Back to the base model", lambda: self._switch(None))
+        self._ask(
+            "Go back to the base model?",
+            f"From the next result on, results come from the base bundle at {base} again. The site bundle and "
+            "the marked frames stay on the device (teach again or switch back later).",
+            "Back to the base model",
+            lambda: self._switch(None),
+        )
 
     def _switch(self, site: Path | None) -> None:
         """``site``: record it as the bundle to run (after a load check); None: remove the record (the base)."""

@@ -68,8 +68,10 @@ class Progress:
         return self.frames >= MIN_NORMALS and self.patients >= MIN_PATIENTS
 
     def text(self) -> str:
-        return (f"<b>{self.frames}</b> normal frame(s) from <b>{self.patients}</b> patient(s) marked · needed: "
-                f"{MIN_NORMALS} frames from {MIN_PATIENTS} patients · about {RECOMMENDED_NORMALS} recommended")
+        return (
+            f"<b>{self.frames}</b> normal frame(s) from <b>{self.patients}</b> patient(s) marked · needed: "
+            f"{MIN_NORMALS} frames from {MIN_PATIENTS} patients · about {RECOMMENDED_NORMALS} recommended"
+        )
 
 
 def patient_key(patient_ref: str) -> str:
@@ -91,8 +93,7 @@ class TeachFolder:
             return []
         try:
             with open(self.labels, newline="", encoding="utf-8") as fh:
-                return [Mark(r["filename"], r["patient_id"], r["exam_id"], r["result_id"], r["marked_at"])
-                        for r in csv.DictReader(fh)]
+                return [Mark(r["filename"], r["patient_id"], r["exam_id"], r["result_id"], r["marked_at"]) for r in csv.DictReader(fh)]
         except (OSError, KeyError, csv.Error) as exc:
             raise TeachError(f"{self.labels}: cannot read the marked frames ({exc})") from exc
 
@@ -138,8 +139,9 @@ class TeachFolder:
             marks.append(Mark(filename, patient_key(exam.patient_ref), exam_id, record.result_id, now))
             added += 1
         self._save(marks)
-        log.info("exam %s marked normal for teaching: %d frame(s) added (%d without a kept frame, %d inconclusive)",
-                 exam_id, added, no_frame, inconclusive)
+        log.info(
+            "exam %s marked normal for teaching: %d frame(s) added (%d without a kept frame, %d inconclusive)", exam_id, added, no_frame, inconclusive
+        )
         return MarkOutcome(added, no_frame, inconclusive)
 
     def unmark_exam(self, exam_id: str) -> int:

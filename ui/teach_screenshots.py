@@ -36,11 +36,22 @@ def store_normal_exams(config: DeviceConfig, busi: Path, count: int = EXAMS) -> 
             exam = store.add_exam(Exam(new_result_id(), f"K{10452 + 37 * i}", "LR"[i % 2], None, None, utc_now_iso()))
             frame = decode_image_file(path)
             record = ResultRecord(
-                result_id=new_result_id(), created_at=utc_now_iso(), device_id=config.device.id, site=config.device.site,
-                model_name="sonopi-lite0", model_version="base", model_sha256="0" * 64,
-                probabilities={"normal": 0.2, "benign": 0.5, "malignant": 0.3}, label="benign", inconclusive=False,
-                exam_id=exam.exam_id, patient_ref=exam.patient_ref, side=exam.side, source=str(path),
-                thumbnail=encode_jpeg(frame, config.store.thumbnail_px))
+                result_id=new_result_id(),
+                created_at=utc_now_iso(),
+                device_id=config.device.id,
+                site=config.device.site,
+                model_name="sonopi-lite0",
+                model_version="base",
+                model_sha256="0" * 64,
+                probabilities={"normal": 0.2, "benign": 0.5, "malignant": 0.3},
+                label="benign",
+                inconclusive=False,
+                exam_id=exam.exam_id,
+                patient_ref=exam.patient_ref,
+                side=exam.side,
+                source=str(path),
+                thumbnail=encode_jpeg(frame, config.store.thumbnail_px),
+            )
             store.add(record, frame_png=encode_png(frame))
             exams.append(exam)
     return exams

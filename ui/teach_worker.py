@@ -35,8 +35,7 @@ class TeachFailure:
 
 
 def with_model(config: DeviceConfig, path: Path, threads: int | None = None) -> DeviceConfig:
-    model = ModelSection(**{**config.model.model_dump(), "path": path,
-                            **({"threads": threads} if threads is not None else {})})
+    model = ModelSection(**{**config.model.model_dump(), "path": path, **({"threads": threads} if threads is not None else {})})
     return config.model_copy(update={"model": model})
 
 
@@ -55,8 +54,10 @@ def base_bundle_path(config: DeviceConfig, remembered: str | None) -> Path:
         return Path(remembered)
     path = config.model.path
     if load_bundle(path).manifest.head is not None:
-        raise site_adapt.SiteAdaptError(f"the model in use ({path}) is a site bundle and the base it was made from is not "
-                                         "recorded on this device; set [model] path to the base bundle first")
+        raise site_adapt.SiteAdaptError(
+            f"the model in use ({path}) is a site bundle and the base it was made from is not "
+            "recorded on this device; set [model] path to the base bundle first"
+        )
     return path
 
 
@@ -90,8 +91,7 @@ class TeachJob(QObject):
     def _run(self, config: DeviceConfig, base: Path, cases: Path, out: Path) -> None:
         try:
             classifier = load_classifier(with_model(config, base, threads=1), base)  # a core stays free for the UI
-            adaptation, bundle = site_adapt.run(classifier, cases, out, options=AnalysisOptions.from_config(config),
-                                                progress=self._progress)
+            adaptation, bundle = site_adapt.run(classifier, cases, out, options=AnalysisOptions.from_config(config), progress=self._progress)
         except site_adapt.SiteAdaptError as exc:
             shutil.rmtree(out, ignore_errors=True)
             self.finished.emit(TeachFailure(str(exc), refused=True))

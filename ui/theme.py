@@ -25,7 +25,7 @@ NOTICE = "Decision support only — not a diagnosis"
 
 def rgba(colour: str, alpha: int) -> str:
     """'#rrggbb' + alpha as a stylesheet rgba() (Qt reads 8-digit hex as #AARRGGBB, not #RRGGBBAA)."""
-    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r}, {g}, {b}, {alpha})"
 
 

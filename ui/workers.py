@@ -250,7 +250,7 @@ class FrameReader(QThread):
 
 
 def _short(text: str, limit: int = 48) -> str:
-    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
 
 
 def default_opener(config: DeviceConfig) -> SourceOpener:
@@ -288,8 +288,7 @@ class AnalysisService(QObject):
     exam_stored = pyqtSignal(object)  # Exam
     exam_failed = pyqtSignal(object, str)  # Exam, message: not stored, so not opened
 
-    def __init__(self, config: DeviceConfig, classifier_factory: Callable[[], Classifier] | None = None,
-                 exams: ExamDesk | None = None) -> None:
+    def __init__(self, config: DeviceConfig, classifier_factory: Callable[[], Classifier] | None = None, exams: ExamDesk | None = None) -> None:
         super().__init__()
         self.config = config
         self.options = AnalysisOptions.from_config(config)  # once per configuration, not per frame

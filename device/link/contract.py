@@ -58,12 +58,10 @@ DEVICE_SUBSCRIPTIONS = tuple(f"{TOPIC_ROOT}/+/+/{kind}" for kind in ("result", "
 
 # Size limits, checked before any parsing. A result carries at most a 64 KiB thumbnail (base64: 4/3).
 MAX_THUMBNAIL_BYTES = 65536
-MAX_BYTES = {"result": 131072, "status": 4096, "heartbeat": 4096, "ack": 65536, "nack": 65536, "correction": 4096,
-             "correction_ack": 65536}
+MAX_BYTES = {"result": 131072, "status": 4096, "heartbeat": 4096, "ack": 65536, "nack": 65536, "correction": 4096, "correction_ack": 65536}
 MAX_ACK_IDS = 1000
 MAX_NACK_RESULTS = 100
 MAX_NACK_DETAIL = 300
-
 
 
 class DeviceStatus(StrEnum):
@@ -239,8 +237,7 @@ def _explain(kind: str, payload: dict[str, Any]) -> None:
     raise ContractError("schema", f"{kind} {where}: {describe(error)}")
 
 
-_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
-               type(None): "null"}
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number", type(None): "null"}
 
 
 def describe(error: jsonschema.exceptions.ValidationError) -> str:
@@ -324,8 +321,7 @@ def _deeper_than(value: Any, limit: int) -> bool:
     may be thousands deep; only ``limit`` + 1 levels are ever looked at)."""
     level = [value] if isinstance(value, (dict, list)) else []
     for _ in range(limit):
-        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)
-                 if isinstance(child, (dict, list))]
+        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item) if isinstance(child, (dict, list))]
         if not level:
             return False
     return True
@@ -345,9 +341,27 @@ def _check_attribution(where: Topic, payload: dict[str, Any]) -> None:
 # prev_result_id and whether the thumbnail was sent change between a device's re-sends). The hub rejects a
 # result_id it already stored when one of these differs (``duplicate_conflict``).
 CONTENT_FIELDS = (
-    "seq", "device_id", "site", "created_at", "exam_id", "patient_ref", "side", "model_name", "model_version",
-    "model_sha256", "probabilities", "label", "inconclusive", "reasons", "thresholds", "latency_ms",
-    "category", "p_malignant", "mode", "clock", "age",
+    "seq",
+    "device_id",
+    "site",
+    "created_at",
+    "exam_id",
+    "patient_ref",
+    "side",
+    "model_name",
+    "model_version",
+    "model_sha256",
+    "probabilities",
+    "label",
+    "inconclusive",
+    "reasons",
+    "thresholds",
+    "latency_ms",
+    "category",
+    "p_malignant",
+    "mode",
+    "clock",
+    "age",
 )
 EXAM_FIELDS = ("clock", "age")  # schema 2, optional: from the exam, so only in a result with an exam_id
 SCHEMA_2_FIELDS = ("category", "p_malignant", "mode", *EXAM_FIELDS)  # never in a schema-1 result
@@ -426,15 +440,32 @@ class ResultMessage:
                 raise ContractError("schema", "thumbnail is not a JPEG")
         model = payload["model"]
         return cls(
-            result_id=payload["result_id"], seq=payload["seq"], device_id=payload["device_id"], site=payload["site"],
-            created_at=payload["created_at"], model_name=model["name"], model_version=model["version"],
-            model_sha256=model["sha256"], probabilities={k: float(v) for k, v in payload["probabilities"].items()},
-            label=payload["label"], inconclusive=payload["inconclusive"], reasons=tuple(payload["reasons"]),
-            thresholds={k: float(v) for k, v in payload["thresholds"].items()}, exam_id=payload.get("exam_id"),
-            patient_ref=payload.get("patient_ref"), side=payload.get("side"), latency_ms=payload.get("latency_ms"),
-            historical=payload["historical"], prev_result_id=payload.get("prev_result_id"), thumbnail=thumbnail,
-            category=payload.get("category"), p_malignant=payload.get("p_malignant"), mode=payload.get("mode"),
-            clock=_int_or_none(payload.get("clock")), age=_int_or_none(payload.get("age")), schema=payload["schema"],
+            result_id=payload["result_id"],
+            seq=payload["seq"],
+            device_id=payload["device_id"],
+            site=payload["site"],
+            created_at=payload["created_at"],
+            model_name=model["name"],
+            model_version=model["version"],
+            model_sha256=model["sha256"],
+            probabilities={k: float(v) for k, v in payload["probabilities"].items()},
+            label=payload["label"],
+            inconclusive=payload["inconclusive"],
+            reasons=tuple(payload["reasons"]),
+            thresholds={k: float(v) for k, v in payload["thresholds"].items()},
+            exam_id=payload.get("exam_id"),
+            patient_ref=payload.get("patient_ref"),
+            side=payload.get("side"),
+            latency_ms=payload.get("latency_ms"),
+            historical=payload["historical"],
+            prev_result_id=payload.get("prev_result_id"),
+            thumbnail=thumbnail,
+            category=payload.get("category"),
+            p_malignant=payload.get("p_malignant"),
+            mode=payload.get("mode"),
+            clock=_int_or_none(payload.get("clock")),
+            age=_int_or_none(payload.get("age")),
+            schema=payload["schema"],
         )
 
 
@@ -532,8 +563,14 @@ class StatusMessage:
 
     def to_payload(self) -> dict[str, Any]:
         return {
-            "schema": self.schema, "state": self.state, "device_id": self.device_id, "site": self.site,
-            "at": self.at, "software_version": self.software_version, "model": self.model, "backlog": self.backlog,
+            "schema": self.schema,
+            "state": self.state,
+            "device_id": self.device_id,
+            "site": self.site,
+            "at": self.at,
+            "software_version": self.software_version,
+            "model": self.model,
+            "backlog": self.backlog,
         }
 
 
@@ -546,9 +583,14 @@ def decode_status(topic_name: str, data: bytes) -> StatusMessage:
     payload = decode("status", data)
     _check_attribution(where, payload)
     return StatusMessage(
-        state=DeviceStatus(payload["state"]), device_id=payload["device_id"], site=payload["site"], at=payload.get("at"),
-        software_version=payload.get("software_version"), model=payload.get("model"),
-        backlog=payload.get("backlog"), schema=payload["schema"],
+        state=DeviceStatus(payload["state"]),
+        device_id=payload["device_id"],
+        site=payload["site"],
+        at=payload.get("at"),
+        software_version=payload.get("software_version"),
+        model=payload.get("model"),
+        backlog=payload.get("backlog"),
+        schema=payload["schema"],
     )
 
 
@@ -578,10 +620,18 @@ class HeartbeatMessage:
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
-            "schema": self.schema, "device_id": self.device_id, "site": self.site, "at": self.at,
-            "interval_s": self.interval_s, "uptime_s": self.uptime_s, "backlog": self.backlog,
-            "oldest_pending_age_s": self.oldest_pending_age_s, "disk_free_bytes": self.disk_free_bytes,
-            "soc_temp_c": self.soc_temp_c, "throttled": self.throttled, "latency_p50_ms": self.latency_p50_ms,
+            "schema": self.schema,
+            "device_id": self.device_id,
+            "site": self.site,
+            "at": self.at,
+            "interval_s": self.interval_s,
+            "uptime_s": self.uptime_s,
+            "backlog": self.backlog,
+            "oldest_pending_age_s": self.oldest_pending_age_s,
+            "disk_free_bytes": self.disk_free_bytes,
+            "soc_temp_c": self.soc_temp_c,
+            "throttled": self.throttled,
+            "latency_p50_ms": self.latency_p50_ms,
         }
         for name in HEARTBEAT_OPTIONAL:
             if getattr(self, name) is not None:
@@ -652,9 +702,12 @@ class NackMessage:
     schema: int = SCHEMA_VERSION
 
     def to_payload(self) -> dict[str, Any]:
-        return {"schema": self.schema, "kind": "nack", "at": self.at,
-                "rejected": [{"result_id": r.result_id, "reason": r.reason, "detail": r.detail[:MAX_NACK_DETAIL]}
-                             for r in self.rejected]}
+        return {
+            "schema": self.schema,
+            "kind": "nack",
+            "at": self.at,
+            "rejected": [{"result_id": r.result_id, "reason": r.reason, "detail": r.detail[:MAX_NACK_DETAIL]} for r in self.rejected],
+        }
 
 
 def encode_nack(message: NackMessage) -> bytes:
@@ -668,8 +721,11 @@ def decode_ack_topic(data: bytes) -> AckMessage | NackMessage | CorrectionAckMes
     if payload.get("kind") == "correction_ack":
         validate("correction_ack", payload)
         return CorrectionAckMessage(
-            correction_ids=tuple(payload["correction_ids"]), at=payload.get("at"), schema=payload["schema"],
-            rejected=tuple(CorrectionRefusal(r["correction_id"], r["reason"], r.get("detail", "")) for r in payload["rejected"]))
+            correction_ids=tuple(payload["correction_ids"]),
+            at=payload.get("at"),
+            schema=payload["schema"],
+            rejected=tuple(CorrectionRefusal(r["correction_id"], r["reason"], r.get("detail", "")) for r in payload["rejected"]),
+        )
     if payload.get("kind") != "nack":
         validate("ack", payload)
         return _ack_from(payload)
@@ -719,16 +775,37 @@ class CorrectionMessage:
     def from_correction(cls, c: Correction, *, prev_correction_id: str | None) -> CorrectionMessage:
         if c.seq is None:
             raise ValueError("a correction must be stored (have a seq) before it is sent")
-        return cls(correction_id=c.correction_id, seq=c.seq, result_id=c.result_id, device_id=c.device_id, site=c.site,
-                   created_at=c.created_at, kind=c.kind, reason=c.reason, origin=c.origin, target=c.target, note=c.note,
-                   by=c.by, prev_correction_id=prev_correction_id)
+        return cls(
+            correction_id=c.correction_id,
+            seq=c.seq,
+            result_id=c.result_id,
+            device_id=c.device_id,
+            site=c.site,
+            created_at=c.created_at,
+            kind=c.kind,
+            reason=c.reason,
+            origin=c.origin,
+            target=c.target,
+            note=c.note,
+            by=c.by,
+            prev_correction_id=prev_correction_id,
+        )
 
     def to_payload(self) -> dict[str, Any]:
         return {
-            "schema": self.schema, "correction_id": self.correction_id, "seq": self.seq,
-            "prev_correction_id": self.prev_correction_id, "result_id": self.result_id, "device_id": self.device_id,
-            "site": self.site, "created_at": self.created_at, "kind": self.kind.value, "reason": self.reason.value,
-            "note": self.note, "by": self.by, "from": _place_payload(self.origin),
+            "schema": self.schema,
+            "correction_id": self.correction_id,
+            "seq": self.seq,
+            "prev_correction_id": self.prev_correction_id,
+            "result_id": self.result_id,
+            "device_id": self.device_id,
+            "site": self.site,
+            "created_at": self.created_at,
+            "kind": self.kind.value,
+            "reason": self.reason.value,
+            "note": self.note,
+            "by": self.by,
+            "from": _place_payload(self.origin),
             "to": _place_payload(self.target) if self.target is not None else None,
         }
 
@@ -736,19 +813,26 @@ class CorrectionMessage:
     def from_payload(cls, payload: dict[str, Any]) -> CorrectionMessage:
         to = payload["to"]
         return cls(
-            correction_id=payload["correction_id"], seq=int(payload["seq"]), result_id=payload["result_id"],
-            device_id=payload["device_id"], site=payload["site"], created_at=payload["created_at"],
-            kind=CorrectionKind(payload["kind"]), reason=CorrectionReason(payload["reason"]),
-            origin=_place_from(payload["from"]), target=_place_from(to) if to is not None else None,
-            note=payload["note"], by=payload["by"], prev_correction_id=payload["prev_correction_id"],
+            correction_id=payload["correction_id"],
+            seq=int(payload["seq"]),
+            result_id=payload["result_id"],
+            device_id=payload["device_id"],
+            site=payload["site"],
+            created_at=payload["created_at"],
+            kind=CorrectionKind(payload["kind"]),
+            reason=CorrectionReason(payload["reason"]),
+            origin=_place_from(payload["from"]),
+            target=_place_from(to) if to is not None else None,
+            note=payload["note"],
+            by=payload["by"],
+            prev_correction_id=payload["prev_correction_id"],
             schema=payload["schema"],
         )
 
 
 # What makes two copies of a correction the same correction (prev_correction_id is transport: it changes between
 # re-sends); a correction_id already stored with another of these is a duplicate_conflict.
-CORRECTION_CONTENT_FIELDS = ("seq", "result_id", "device_id", "site", "created_at", "kind", "reason", "origin",
-                             "target", "note", "by")
+CORRECTION_CONTENT_FIELDS = ("seq", "result_id", "device_id", "site", "created_at", "kind", "reason", "origin", "target", "note", "by")
 
 
 def _place_payload(place: Place) -> dict[str, Any]:
@@ -820,9 +904,13 @@ class CorrectionAckMessage:
     schema: int = SCHEMA_VERSION
 
     def to_payload(self) -> dict[str, Any]:
-        return {"schema": self.schema, "kind": "correction_ack", "correction_ids": list(self.correction_ids),
-                "rejected": [{"correction_id": r.correction_id, "reason": r.reason, "detail": r.detail[:MAX_NACK_DETAIL]}
-                             for r in self.rejected], "at": self.at}
+        return {
+            "schema": self.schema,
+            "kind": "correction_ack",
+            "correction_ids": list(self.correction_ids),
+            "rejected": [{"correction_id": r.correction_id, "reason": r.reason, "detail": r.detail[:MAX_NACK_DETAIL]} for r in self.rejected],
+            "at": self.at,
+        }
 
 
 def encode_correction_ack(message: CorrectionAckMessage) -> bytes:

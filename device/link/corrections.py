@@ -71,10 +71,14 @@ REASON_WORDS = {  # what the touchscreen and the console show
 
 # The reasons each kind offers (the touchscreen shows these as buttons, in this order).
 REASONS: dict[CorrectionKind, tuple[CorrectionReason, ...]] = {
-    CorrectionKind.VOID: (CorrectionReason.POOR_IMAGE, CorrectionReason.TEST_SCAN, CorrectionReason.WRONG_PATIENT,
-                          CorrectionReason.DUPLICATE, CorrectionReason.OTHER),
-    CorrectionKind.MOVE: (CorrectionReason.WRONG_PATIENT, CorrectionReason.WRONG_SIDE, CorrectionReason.WRONG_EXAM,
-                          CorrectionReason.OTHER),
+    CorrectionKind.VOID: (
+        CorrectionReason.POOR_IMAGE,
+        CorrectionReason.TEST_SCAN,
+        CorrectionReason.WRONG_PATIENT,
+        CorrectionReason.DUPLICATE,
+        CorrectionReason.OTHER,
+    ),
+    CorrectionKind.MOVE: (CorrectionReason.WRONG_PATIENT, CorrectionReason.WRONG_SIDE, CorrectionReason.WRONG_EXAM, CorrectionReason.OTHER),
 }
 
 
@@ -172,9 +176,18 @@ def make_correction(
 ) -> Correction:
     """A new correction (fresh id, now), with kind and reason parsed from their names; not yet checked against the
     result (the store does that, in the same transaction as the insert)."""
-    return Correction(correction_id=new_correction_id(), result_id=result_id, kind=parse_kind(kind),
-                      reason=parse_reason(reason), device_id=device_id, site=site, origin=origin, target=target,
-                      note=note.strip(), by=by)
+    return Correction(
+        correction_id=new_correction_id(),
+        result_id=result_id,
+        kind=parse_kind(kind),
+        reason=parse_reason(reason),
+        device_id=device_id,
+        site=site,
+        origin=origin,
+        target=target,
+        note=note.strip(),
+        by=by,
+    )
 
 
 def _parse(enum: type[E], value: E | str, what: str) -> E:
@@ -211,16 +224,19 @@ def check_correction(correction: Correction, placement: Placement, target_exam_s
     Raises :class:`CorrectionError` naming the problem."""
     c = correction
     if c.reason not in REASONS[c.kind]:
-        raise CorrectionError(f"correction reason {c.reason.value!r} is not a reason to {c.kind.value} "
-                              f"(one of {', '.join(r.value for r in REASONS[c.kind])})")
+        raise CorrectionError(
+            f"correction reason {c.reason.value!r} is not a reason to {c.kind.value} (one of {', '.join(r.value for r in REASONS[c.kind])})"
+        )
     if c.reason is CorrectionReason.OTHER and not c.note:
         raise CorrectionError("correction reason 'other' needs a note saying why")
     check_text("note", c.note, MAX_NOTE)
     check_text("by", c.by, MAX_BY)
     if placement.voided:
         void = next(x for x in reversed(placement.corrections) if x.kind is CorrectionKind.VOID)
-        raise CorrectionError(f"result {c.result_id} was already voided at {void.created_at} "
-                              f"(correction {void.correction_id}); a voided result cannot be corrected again")
+        raise CorrectionError(
+            f"result {c.result_id} was already voided at {void.created_at} "
+            f"(correction {void.correction_id}); a voided result cannot be corrected again"
+        )
     if c.kind is CorrectionKind.VOID:
         if c.target is not None:
             raise CorrectionError("a void names no target exam")

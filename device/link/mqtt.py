@@ -55,9 +55,14 @@ def client_id_for(conn: MqttConnection, fallback: str, who: str = "mqtt") -> str
     username still connects (the broker replaces it) but is logged once as ignored by such a broker."""
     if conn.client_id is not None:
         if conn.username is not None and conn.client_id != conn.username:
-            log.warning("%s: client_id %r differs from username %r; a broker that binds client ids to identities "
-                        "(deploy/mosquitto/sonopi.conf: use_username_as_clientid) uses %r", who, conn.client_id,
-                        conn.username, conn.username)
+            log.warning(
+                "%s: client_id %r differs from username %r; a broker that binds client ids to identities "
+                "(deploy/mosquitto/sonopi.conf: use_username_as_clientid) uses %r",
+                who,
+                conn.client_id,
+                conn.username,
+                conn.username,
+            )
         return conn.client_id
     return conn.username or fallback
 

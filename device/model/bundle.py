@@ -329,8 +329,7 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
     if manifest.segmentation is not None:
         seg_path = root / manifest.segmentation.model
         if not seg_path.is_file():
-            raise BundleError(f"model bundle {root}: {manifest.segmentation.model} is missing "
-                              "(named by 'segmentation.model')")
+            raise BundleError(f"model bundle {root}: {manifest.segmentation.model} is missing (named by 'segmentation.model')")
         _check_sha256(root, manifest.segmentation.model, seg_path, manifest.segmentation.model_sha256)
     return ModelBundle(path=root, manifest=manifest)
 
@@ -349,9 +348,7 @@ def written_format(manifest: Manifest) -> int:
     return SEGMENTATION_FORMAT_VERSION if manifest.segmentation is not None else FORMAT_VERSION
 
 
-def write_bundle(
-    path: str | os.PathLike[str], model_bytes: bytes, manifest: Manifest, segmentation: bytes | None = None
-) -> ModelBundle:
+def write_bundle(path: str | os.PathLike[str], model_bytes: bytes, manifest: Manifest, segmentation: bytes | None = None) -> ModelBundle:
     """Write ``model.tflite`` and ``manifest.json`` (sha256 filled in) and return the loaded bundle.
 
     ``segmentation``: the segmentation model's bytes, exactly when the manifest has a ``segmentation`` section
@@ -359,9 +356,11 @@ def write_bundle(
     root = Path(path)
     source = str(root / MANIFEST_FILE)
     if (segmentation is None) != (manifest.segmentation is None):
-        raise BundleError(f"{source}: a 'segmentation' section and the segmentation model's bytes go together "
-                          f"(section {'given' if manifest.segmentation else 'absent'}, "
-                          f"bytes {'given' if segmentation is not None else 'absent'})")
+        raise BundleError(
+            f"{source}: a 'segmentation' section and the segmentation model's bytes go together "
+            f"(section {'given' if manifest.segmentation else 'absent'}, "
+            f"bytes {'given' if segmentation is not None else 'absent'})"
+        )
     seg = manifest.segmentation
     if seg is not None and segmentation is not None:
         seg = dataclasses.replace(seg, model_sha256=hashlib.sha256(segmentation).hexdigest())
@@ -388,8 +387,7 @@ def _parse_manifest(data: Any, source: str) -> Manifest:
     version = data.get("format_version")
     if version not in READABLE_FORMAT_VERSIONS or isinstance(version, bool):
         raise BundleError(
-            f"{source}: unknown manifest format_version {version!r} (this software reads versions "
-            f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))})"
+            f"{source}: unknown manifest format_version {version!r} (this software reads versions {', '.join(map(str, READABLE_FORMAT_VERSIONS))})"
         )
     missing = [key for key in _REQUIRED if key not in data]
     if missing:
@@ -449,16 +447,14 @@ def _parse_reference(value: Any, version: int, source: str) -> ReferenceSpec | N
         scores = tuple(float(v) for v in value["scores"])
     except (TypeError, ValueError) as exc:
         raise BundleError(f"{source}: 'reference.scores' must be a list of numbers ({exc})") from exc
-    return ReferenceSpec(frame=value["frame"], frame_sha256=value["frame_sha256"],
-                         input_sha256=value["input_sha256"], scores=scores)
+    return ReferenceSpec(frame=value["frame"], frame_sha256=value["frame_sha256"], input_sha256=value["input_sha256"], scores=scores)
 
 
 def _parse_segmentation(value: Any, version: int, source: str) -> SegmentationSpec | None:
     if value is None:
         return None
     if version < SEGMENTATION_FORMAT_VERSION:
-        raise BundleError(f"{source}: 'segmentation' needs format_version {SEGMENTATION_FORMAT_VERSION} "
-                          f"(this manifest says {version})")
+        raise BundleError(f"{source}: 'segmentation' needs format_version {SEGMENTATION_FORMAT_VERSION} (this manifest says {version})")
     if not isinstance(value, dict):
         raise BundleError(f"{source}: 'segmentation' must be an object")
     missing = [key for key in ("input", "outputs") if key not in value]
@@ -466,8 +462,7 @@ def _parse_segmentation(value: Any, version: int, source: str) -> SegmentationSp
         raise BundleError(f"{source}: 'segmentation' needs {', '.join(repr(k) for k in missing)}")
     parsed = {
         **value,
-        "input": _parse_section(InputSpec, value["input"], "segmentation.input", source,
-                                nested={"normalization": Normalization}),
+        "input": _parse_section(InputSpec, value["input"], "segmentation.input", source, nested={"normalization": Normalization}),
         "outputs": _parse_section(SegmentationOutputs, value["outputs"], "segmentation.outputs", source),
         "mask": _parse_section(MaskSpec, value.get("mask", {}), "segmentation.mask", source),
     }
@@ -507,10 +502,10 @@ def _parse_mode(value: Any, key: str, source: str) -> ModeSpec:
             raise BundleError(f"{source}: '{key}.categories' must be an object {{category: {{malignancy_rate: ...}}}}")
         unknown = sorted(set(categories) - {c.value for c in Category})
         if unknown:
-            raise BundleError(f"{source}: unknown key(s) in '{key}.categories': {', '.join(unknown)} "
-                              f"(categories are {', '.join(c.value for c in Category)})")
-        categories = {name: _parse_figures(v, CATEGORY_FIGURES, f"{key}.categories.{name}", source)
-                      for name, v in categories.items()}
+            raise BundleError(
+                f"{source}: unknown key(s) in '{key}.categories': {', '.join(unknown)} (categories are {', '.join(c.value for c in Category)})"
+            )
+        categories = {name: _parse_figures(v, CATEGORY_FIGURES, f"{key}.categories.{name}", source) for name, v in categories.items()}
     spec: ModeSpec = _parse_section(ModeSpec, {**value, "figures": figures, "categories": categories}, key, source)
     return spec
 
@@ -545,8 +540,7 @@ def _decision_to_dict(spec: DecisionSpec) -> dict[str, Any]:
         if mode.categories is not None:
             entry["categories"] = {k: figures(v) for k, v in mode.categories.items()}
         modes[name] = entry
-    data: dict[str, Any] = {"p_malignant": spec.p_malignant, "lesion_threshold": spec.lesion_threshold,
-                            "default_mode": spec.default_mode}
+    data: dict[str, Any] = {"p_malignant": spec.p_malignant, "lesion_threshold": spec.lesion_threshold, "default_mode": spec.default_mode}
     if spec.validation is not None:
         data["validation"] = spec.validation
     data["modes"] = modes
@@ -674,10 +668,15 @@ def _validate_segmentation(s: SegmentationSpec, source: str) -> None:
         raise BundleError(f"{source}: {message}")
 
     name = s.model
-    if (not isinstance(name, str) or not name.endswith(".tflite") or "/" in name or "\\" in name
-            or name in (MODEL_FILE, ".tflite") or name.startswith(".")):
-        fail(f"'segmentation.model' must be a file name beside {MODEL_FILE} ending in .tflite (not {MODEL_FILE}), "
-             f"got {name!r}")
+    if (
+        not isinstance(name, str)
+        or not name.endswith(".tflite")
+        or "/" in name
+        or "\\" in name
+        or name in (MODEL_FILE, ".tflite")
+        or name.startswith(".")
+    ):
+        fail(f"'segmentation.model' must be a file name beside {MODEL_FILE} ending in .tflite (not {MODEL_FILE}), got {name!r}")
     if not _is_sha256(s.model_sha256):
         fail("'segmentation.model_sha256' must be a 64-character lower-case hex digest")
     _validate_input(s.input, "segmentation.input", fail)
@@ -727,8 +726,7 @@ def _validate_decision(d: DecisionSpec, labels: tuple[str, ...], fail: Any) -> N
     ordered = [(name, d.modes[name].malignant_threshold) for name in names if name in d.modes]
     for (low_name, low), (high_name, high) in zip(ordered, ordered[1:]):
         if low > high:
-            fail(f"'decision.modes' thresholds must be ordered {' <= '.join(names)}: {low_name} {low} is above "
-                 f"{high_name} {high}")
+            fail(f"'decision.modes' thresholds must be ordered {' <= '.join(names)}: {low_name} {low} is above {high_name} {high}")
 
 
 def _validate_figure(f: Figure, key: str, fail: Any) -> None:
@@ -759,9 +757,7 @@ def _validate_reference(ref: ReferenceSpec, n_labels: int, fail: Any) -> None:
 # --- editing a bundle after its build ------------------------------------------------------------
 
 
-def edit_bundle(
-    path: str | os.PathLike[str], *, manifest: Manifest | None = None, files: Mapping[str, bytes] | None = None
-) -> ModelBundle:
+def edit_bundle(path: str | os.PathLike[str], *, manifest: Manifest | None = None, files: Mapping[str, bytes] | None = None) -> ModelBundle:
     """The one way to change a built bundle: replace its manifest and/or add or replace files beside it.
 
     The model file never changes here (that is a new build). A signed bundle is refused — its
@@ -772,8 +768,7 @@ def edit_bundle(
     current = load_bundle(root)
     if (root / SIGNATURE_FILE).exists():
         raise BundleError(
-            f"model bundle {root} is signed ({SIGNATURE_FILE}): an edit would void its signature — "
-            "edit the unsigned bundle, then sign it again"
+            f"model bundle {root} is signed ({SIGNATURE_FILE}): an edit would void its signature — edit the unsigned bundle, then sign it again"
         )
     protected = {MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE}
     if current.manifest.segmentation is not None:
@@ -782,8 +777,10 @@ def edit_bundle(
         if manifest.model_sha256 != current.manifest.model_sha256:
             raise BundleError(f"model bundle {root}: the edited manifest names another model (a new model is a new build)")
         if manifest.segmentation != current.manifest.segmentation:
-            raise BundleError(f"model bundle {root}: the edited manifest changes 'segmentation' (a new segmentation "
-                              "model is a new build: model_build pack-segmentation)")
+            raise BundleError(
+                f"model bundle {root}: the edited manifest changes 'segmentation' (a new segmentation "
+                "model is a new build: model_build pack-segmentation)"
+            )
     for name, data in (files or {}).items():
         target = _inside(root, name)
         if target.name in protected and target.parent == root:

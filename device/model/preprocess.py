@@ -41,7 +41,11 @@ class Prepared:
 
 
 def prepare(
-    frame: np.ndarray, spec: InputSpec, *, auto_crop: bool = True, roi: Box | None = None,
+    frame: np.ndarray,
+    spec: InputSpec,
+    *,
+    auto_crop: bool = True,
+    roi: Box | None = None,
     roi_mode: RoiMode | str = RoiMode.OVERRIDE,
 ) -> Prepared:
     """Grey -> crop (manual ROI, else the detected scan region) -> model pixels."""

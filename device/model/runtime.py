@@ -44,9 +44,7 @@ def load_interpreter_class(preferred: str | None = None) -> tuple[type, str]:
             tried.append(f"{module_name} ({exc.__class__.__name__})")
             continue
         return found, name  # type: ignore[return-value]  # an Interpreter class found by name
-    raise RuntimeUnavailableError(
-        "no TFLite runtime installed: tried " + ", ".join(tried) + " — install ai-edge-litert (pip install ai-edge-litert)"
-    )
+    raise RuntimeUnavailableError("no TFLite runtime installed: tried " + ", ".join(tried) + " — install ai-edge-litert (pip install ai-edge-litert)")
 
 
 def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -121,7 +119,8 @@ class ModelRunner:
             m.input,
             TensorNames(m.outputs.scores, m.outputs.cam_features),
             len(m.labels),
-            where=f"model bundle {bundle.path}", model_name=bundle.model_path.name,
+            where=f"model bundle {bundle.path}",
+            model_name=bundle.model_path.name,
             threads=threads,
             runtime=runtime,
             head=m.head.arrays() if m.head is not None else None,
@@ -135,8 +134,7 @@ class ModelRunner:
         if list(inputs[0]["shape"]) != expected:
             raise BundleError(f"{self.where}: model input shape {list(inputs[0]['shape'])} does not match manifest {expected}")
         if np.dtype(inputs[0]["dtype"]).name != self.spec.dtype:
-            raise BundleError(f"{self.where}: model input dtype {np.dtype(inputs[0]['dtype']).name} "
-                              f"does not match manifest {self.spec.dtype}")
+            raise BundleError(f"{self.where}: model input dtype {np.dtype(inputs[0]['dtype']).name} does not match manifest {self.spec.dtype}")
         outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
         scores = outputs.get(self.names.scores)
         if scores is None:

@@ -56,9 +56,7 @@ def generate_keypair(out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
         if path.exists():
             raise BundleError(f"{path}: already exists; refusing to overwrite a signing key")
     key = Ed25519PrivateKey.generate()
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(private_pem)
@@ -166,10 +164,7 @@ def verify_bundle(bundle_dir: str | os.PathLike[str], public_key: Ed25519PublicK
     except InvalidSignature as exc:
         signer = doc.get("key_id")
         why = "signed with another key" if signer != expected_id else "signature does not match its contents"
-        raise BundleError(
-            f"model bundle {root}: signature is invalid ({why}: bundle key {signer}, device key {expected_id}); "
-            "refusing it"
-        ) from exc
+        raise BundleError(f"model bundle {root}: signature is invalid ({why}: bundle key {signer}, device key {expected_id}); refusing it") from exc
     actual = file_digests(root)
     for rel, digest in sorted(files.items()):
         if rel not in actual:

@@ -87,8 +87,7 @@ class ModelStore:
                 log.warning("stored copy %s is damaged (%s); replacing it", entry, exc)
                 if self.current_id == entry_id:
                     raise BundleError(
-                        f"model store {self.root}: the active model {entry_id} is damaged on disk; "
-                        "roll back first, then reinstall"
+                        f"model store {self.root}: the active model {entry_id} is damaged on disk; roll back first, then reinstall"
                     ) from exc
                 shutil.rmtree(entry)
         if not entry.is_dir():

@@ -53,8 +53,9 @@ def pixel_spacing(dataset: Dataset, path: Path) -> PixelSpacing | None:
     try:
         for region in dataset.get("SequenceOfUltrasoundRegions", None) or ():
             if region.get("PhysicalUnitsXDirection") == CM and region.get("PhysicalUnitsYDirection") == CM:
-                return PixelSpacing(abs(float(region.PhysicalDeltaX)) * 10.0, abs(float(region.PhysicalDeltaY)) * 10.0,
-                                    "dicom:SequenceOfUltrasoundRegions")
+                return PixelSpacing(
+                    abs(float(region.PhysicalDeltaX)) * 10.0, abs(float(region.PhysicalDeltaY)) * 10.0, "dicom:SequenceOfUltrasoundRegions"
+                )
         spacing = dataset.get("PixelSpacing", None)
         if spacing is not None and len(spacing) == 2:
             return PixelSpacing(float(spacing[1]), float(spacing[0]), "dicom:PixelSpacing")
@@ -78,8 +79,7 @@ def _check_frame_size(dataset: Dataset, path: Path) -> None:
     samples = _int(dataset, "SamplesPerPixel", 1, path)
     allocated = _int(dataset, "BitsAllocated", 8, path)
     if rows <= 0 or columns <= 0 or samples <= 0 or allocated <= 0:
-        raise ImageDecodeError(f"{path}: DICOM image size {columns}x{rows}x{samples} ({allocated} bits) is invalid",
-                               "corrupt_dicom")
+        raise ImageDecodeError(f"{path}: DICOM image size {columns}x{rows}x{samples} ({allocated} bits) is invalid", "corrupt_dicom")
     # pydicom decodes each sample into its allocated width (1-bit data into a byte).
     check_decoded_size(str(path), rows, columns, samples * max(1, (allocated + 7) // 8))
 

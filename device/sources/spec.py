@@ -17,9 +17,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if kind == "picamera" and not target:
         return kind, ""
     if not sep or kind not in KINDS or not target:
-        raise SourceError(
-            f"source spec {spec!r}: expected one of file:PATH, folder:PATH, video:PATH, dicom:PATH, v4l2:/dev/videoN, picamera"
-        )
+        raise SourceError(f"source spec {spec!r}: expected one of file:PATH, folder:PATH, video:PATH, dicom:PATH, v4l2:/dev/videoN, picamera")
     return kind, target
 
 
@@ -38,7 +36,11 @@ def open_source(spec: str, settings: SourceSection | None = None) -> FrameSource
     live: FrameSource
     if kind == "v4l2":
         live = V4L2Source(
-            target, width=settings.width, height=settings.height, fps=settings.fps, fourcc=settings.fourcc,
+            target,
+            width=settings.width,
+            height=settings.height,
+            fps=settings.fps,
+            fourcc=settings.fourcc,
             reopen_interval_s=settings.reopen_interval_s,
         )
     else:

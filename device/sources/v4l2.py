@@ -66,8 +66,11 @@ class V4L2Source(FrameSource):
         self._capture = capture
         self._state = "streaming"
         log.info(
-            "%s opened: %dx%d @ %.1f fps", self.description,
-            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), capture.get(cv2.CAP_PROP_FPS),
+            "%s opened: %dx%d @ %.1f fps",
+            self.description,
+            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            capture.get(cv2.CAP_PROP_FPS),
         )
 
     def read(self) -> Frame | None:

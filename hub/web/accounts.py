@@ -96,13 +96,18 @@ _USER_COLUMNS = "id, username, role, disabled, created_at, updated_at"
 
 
 def _row_to_user(row: tuple) -> User:
-    return User(id=int(row[0]), username=row[1], role=row[2], disabled=bool(row[3]), created_at=row[4],
-                updated_at=row[5])
+    return User(id=int(row[0]), username=row[1], role=row[2], disabled=bool(row[3]), created_at=row[4], updated_at=row[5])
 
 
 class Accounts:
-    def __init__(self, db: WebDb, *, limits: LoginLimits = LoginLimits(), policy: SessionPolicy = SessionPolicy(),  # noqa: B008  (frozen)
-                 hasher: PasswordHasher | None = None) -> None:
+    def __init__(
+        self,
+        db: WebDb,
+        *,
+        limits: LoginLimits = LoginLimits(),  # noqa: B008  (frozen: one shared immutable default is safe)
+        policy: SessionPolicy = SessionPolicy(),
+        hasher: PasswordHasher | None = None,
+    ) -> None:
         self._db = db
         self.limits = limits
         self._limiter = LoginLimiter(db, limits)
@@ -124,8 +129,7 @@ class Accounts:
         now = _iso(_now())
         with self._db.transaction() as tx:
             tx.execute(
-                "INSERT INTO web_users (username, password_hash, role, disabled, created_at, updated_at) "
-                "VALUES (?, ?, ?, 0, ?, ?)",
+                "INSERT INTO web_users (username, password_hash, role, disabled, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?)",
                 (name, self._hasher.hash(password), role, now, now),
             )
         user = self.user(name)
@@ -145,8 +149,7 @@ class Accounts:
         if user is None:
             raise AccountError(f"no user {username!r}")
         with self._db.transaction() as tx:
-            tx.execute("UPDATE web_users SET disabled = ?, updated_at = ? WHERE id = ?",
-                       (int(disabled), _iso(_now()), user.id))
+            tx.execute("UPDATE web_users SET disabled = ?, updated_at = ? WHERE id = ?", (int(disabled), _iso(_now()), user.id))
             if disabled:
                 tx.execute("DELETE FROM web_sessions WHERE user_id = ?", (user.id,))
         log.info("user %s %s", user.username, "disabled" if disabled else "enabled")
@@ -161,8 +164,7 @@ class Accounts:
         if len(password) < MIN_PASSWORD_LENGTH:
             raise AccountError(f"password too short (at least {MIN_PASSWORD_LENGTH} characters)")
         with self._db.transaction() as tx:
-            tx.execute("UPDATE web_users SET password_hash = ?, updated_at = ? WHERE id = ?",
-                       (self._hasher.hash(password), _iso(_now()), user.id))
+            tx.execute("UPDATE web_users SET password_hash = ?, updated_at = ? WHERE id = ?", (self._hasher.hash(password), _iso(_now()), user.id))
             tx.execute("DELETE FROM web_sessions WHERE user_id = ?", (user.id,))
             TrustedBrowsers.forget(tx, user.username)
 
@@ -181,8 +183,7 @@ class Accounts:
         if trusted is None:
             outcome = self._limiter.reserve(self._limiter.counters(name, client_ip), now)
             if isinstance(outcome, Refusal):
-                log.warning("login for %r from %s refused before checking: %s limit reached", name, client_ip,
-                            outcome.scope)
+                log.warning("login for %r from %s refused before checking: %s limit reached", name, client_ip, outcome.scope)
                 return LoginResult(LoginOutcome.LIMITED, retry_after_s=math.ceil(outcome.retry_after.total_seconds()))
             reservation = outcome
         user = self._check_password(name, password)
@@ -217,8 +218,7 @@ class Accounts:
         """The attempt in ``web_login_attempts`` (who tried which account from where; kept four windows)."""
         now = _now()
         with self._db.transaction() as tx:
-            tx.execute("INSERT INTO web_login_attempts (username, client_ip, at, ok) VALUES (?, ?, ?, ?)",
-                       (name, client_ip, _iso(now), int(ok)))
+            tx.execute("INSERT INTO web_login_attempts (username, client_ip, at, ok) VALUES (?, ?, ?, ?)", (name, client_ip, _iso(now), int(ok)))
             tx.execute("DELETE FROM web_login_attempts WHERE at < ?", (_iso(now - 4 * self.limits.window),))
         if not ok:
             self._limiter.prune(now)
@@ -249,8 +249,7 @@ class Accounts:
         expires = _iso(now + self.policy.absolute)
         with self._db.transaction() as tx:
             tx.execute(
-                "INSERT INTO web_sessions (token_hash, user_id, csrf_token, created_at, last_seen_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO web_sessions (token_hash, user_id, csrf_token, created_at, last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (token_hash(token), user.id, csrf, _iso(now), _iso(now), expires),
             )
             tx.execute("DELETE FROM web_sessions WHERE expires_at < ?", (_iso(now),))

@@ -68,8 +68,7 @@ from hub.web.security import (
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-PRESENCE_ORDER = {Presence.SILENT: 0, Presence.NEVER: 1, Presence.OFFLINE: 2, Presence.UNKNOWN: 3, Presence.STOPPED: 4,
-                  Presence.ONLINE: 5}
+PRESENCE_ORDER = {Presence.SILENT: 0, Presence.NEVER: 1, Presence.OFFLINE: 2, Presence.UNKNOWN: 3, Presence.STOPPED: 4, Presence.ONLINE: 5}
 PRESENCE_WORDING = {Presence.NEVER: "provisioned, never connected"}
 
 
@@ -131,13 +130,18 @@ def open_services(config: WebConfig) -> Services:
     templates.env.filters["age"] = _age
     templates.env.filters["pct"] = lambda p: "—" if p is None else f"{100 * float(p):.1f}%"
     templates.env.filters["duration"] = _duration
-    templates.env.globals.update(DISCLAIMER=DISCLAIMER, STATE_LABELS=STATE_LABELS, Category=Category,
-                                 LATE_AFTER_S=LATE_AFTER_S)
+    templates.env.globals.update(DISCLAIMER=DISCLAIMER, STATE_LABELS=STATE_LABELS, Category=Category, LATE_AFTER_S=LATE_AFTER_S)
     return Services(
-        config=config, db=db, store=store, accounts=accounts, reviews=Reviews(db), inbox=Inbox(db),
+        config=config,
+        db=db,
+        store=store,
+        accounts=accounts,
+        reviews=Reviews(db),
+        inbox=Inbox(db),
         assignments=Assignments(db, accounts),
         cookies=CookiePolicy(secure=config.secure_cookies),
-        secret=db.set_meta_once("secret", secrets.token_urlsafe(32)), templates=templates,
+        secret=db.set_meta_once("secret", secrets.token_urlsafe(32)),
+        templates=templates,
         provisioned=_provision_list(config),
     )
 
@@ -233,8 +237,9 @@ def _install_handlers(app: FastAPI, s: Services) -> None:
         # The database is restarting or unreachable: a plain 503 (no template: rendering may need the database);
         # the connection is re-opened with back-off, so the next request after it is back is served normally.
         log.error("console: %s %s: database unavailable (%s)", request.method, request.url.path, exc)
-        return PlainTextResponse("The hub database is unavailable at the moment. Try again in a minute.",
-                                 status_code=503, headers={"Retry-After": "30"})
+        return PlainTextResponse(
+            "The hub database is unavailable at the moment. Try again in a minute.", status_code=503, headers={"Retry-After": "30"}
+        )
 
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> Response:
@@ -252,8 +257,7 @@ def _install_handlers(app: FastAPI, s: Services) -> None:
 def _error(s: Services, request: Request, status: int, message: str) -> Response:
     """An error page; with the navigation bar when the browser has a live session."""
     session = s.accounts.session(request.cookies.get(s.cookies.session_name))
-    context = {"status": status, "message": message, "user": session.user if session else None,
-               "csrf": session.csrf_token if session else ""}
+    context = {"status": status, "message": message, "user": session.user if session else None, "csrf": session.csrf_token if session else ""}
     return s.templates.TemplateResponse(request, "error.html", context, status_code=status)
 
 
@@ -296,8 +300,7 @@ def render_page(s: Services, request: Request, name: str, session: Session | Non
     return s.templates.TemplateResponse(request, name, context)
 
 
-def export_page_response(s: Services, request: Request, session: Session, title: str, what: str, template: str,
-                         **context: Any) -> Response:
+def export_page_response(s: Services, request: Request, session: Session, title: str, what: str, template: str, **context: Any) -> Response:
     """GET of an export URL: 405 with ``Allow: POST`` and a page with the button (nothing exported or audited)."""
     response = render_page(s, request, "export.html", session, title=title, what=what, template=template, **context)
     response.status_code = 405
@@ -330,8 +333,7 @@ def _install_routes(app: FastAPI, s: Services) -> None:
         form = await request.form()
         nonce = request.cookies.get(s.cookies.login_name)
         given = form.get("csrf_token")
-        if not same_origin(request) or not nonce or not tokens_match(login_token(s.secret, nonce),
-                                                                     str(given) if given else None):
+        if not same_origin(request) or not nonce or not tokens_match(login_token(s.secret, nonce), str(given) if given else None):
             return _error(s, request, 403, "Request refused: missing or invalid CSRF token. Reload the page.")
         username, password = str(form.get("username", ""))[:64], str(form.get("password", ""))[:1024]
         ip = request.client.host if request.client else "unknown"
@@ -359,15 +361,25 @@ def _install_routes(app: FastAPI, s: Services) -> None:
         return RedirectResponse("/inbox", status_code=303)
 
     @app.get("/inbox", response_class=HTMLResponse)
-    def inbox(request: Request, session: SessionDep, before: int | None = None,
-              after: int | None = None) -> Response:
+    def inbox(request: Request, session: SessionDep, before: int | None = None, after: int | None = None) -> Response:
         queue = Queue.from_query(request.query_params, session.user.username)
         result = s.inbox.page(queue, before=before, after=after)
-        return page(request, "inbox.html", session, page=result, queue=queue, filters=queue.filters,
-                    choices=s.inbox.choices(), live=before is None and after is None, sorts=list(Sort),
-                    review_filters=("unreviewed", *REVIEW_STATES), back=f"/inbox?{request.url.query}",
-                    exam_sizes=s.inbox.exam_sizes([r.exam_id for r in result.rows if r.exam_id]),
-                    escalated=s.inbox.count_escalations(escalation_cutoff(s)), escalate_after_s=s.config.escalate_after_s)
+        return page(
+            request,
+            "inbox.html",
+            session,
+            page=result,
+            queue=queue,
+            filters=queue.filters,
+            choices=s.inbox.choices(),
+            live=before is None and after is None,
+            sorts=list(Sort),
+            review_filters=("unreviewed", *REVIEW_STATES),
+            back=f"/inbox?{request.url.query}",
+            exam_sizes=s.inbox.exam_sizes([r.exam_id for r in result.rows if r.exam_id]),
+            escalated=s.inbox.count_escalations(escalation_cutoff(s)),
+            escalate_after_s=s.config.escalate_after_s,
+        )
 
     @app.get("/inbox/events")
     async def inbox_events(request: Request, session: SessionDep, after: int = 0) -> Response:
@@ -386,8 +398,9 @@ def _install_routes(app: FastAPI, s: Services) -> None:
                 rows = await run_in_threadpool(s.inbox.since, filters, cursor)
                 for row in rows:
                     cursor = row.id
-                    html = row_template.render(row=row, STATE_LABELS=STATE_LABELS, Category=Category, fresh=True,
-                                               queue=queue, user=session.user, exam_sizes={})
+                    html = row_template.render(
+                        row=row, STATE_LABELS=STATE_LABELS, Category=Category, fresh=True, queue=queue, user=session.user, exam_sizes={}
+                    )
                     yield f"id: {row.id}\nevent: result\ndata: {json.dumps({'id': row.id, 'html': html})}\n\n"
                 checks += 1
                 if checks % 15 == 0:
@@ -397,8 +410,7 @@ def _install_routes(app: FastAPI, s: Services) -> None:
                     yield ": keep-alive\n\n"
                 await asyncio.sleep(s.config.live_poll_s)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @app.get("/inbox/export.csv", response_class=HTMLResponse)
     def export_csv_page(request: Request, session: SessionDep) -> Response:
@@ -410,16 +422,16 @@ def _install_routes(app: FastAPI, s: Services) -> None:
     @app.post("/inbox/export.csv")
     async def export_csv(request: Request, session: CsrfDep) -> Response:
         form = await request.form()
-        filters = Filters.from_query({k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"},
-                                     session.user.username)
-        await run_in_threadpool(s.reviews.audit, "export:csv", session.user.username,
-                                f"filter: {filters.urlencode() or 'all'}")
+        filters = Filters.from_query({k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}, session.user.username)
+        await run_in_threadpool(s.reviews.audit, "export:csv", session.user.username, f"filter: {filters.urlencode() or 'all'}")
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        return StreamingResponse(_csv_rows(s.inbox, filters, s.inbox.labels()), media_type="text/csv; charset=utf-8",
-                                 headers={"Content-Disposition": f'attachment; filename="sonopi-results-{stamp}.csv"'})
+        return StreamingResponse(
+            _csv_rows(s.inbox, filters, s.inbox.labels()),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="sonopi-results-{stamp}.csv"'},
+        )
 
-    def export_page(request: Request, session: Session, title: str, what: str, template: str,
-                    **context: Any) -> Response:
+    def export_page(request: Request, session: Session, title: str, what: str, template: str, **context: Any) -> Response:
         return export_page_response(s, request, session, title, what, template, **context)
 
     # --- one result ----------------------------------------------------------------------------
@@ -435,18 +447,32 @@ def _install_routes(app: FastAPI, s: Services) -> None:
         result = load(result_id)
         queue = Queue.from_query(request.query_params, session.user.username)
         rows = s.inbox.by_pks([result.id])
-        assessment = rows[0].assessment if rows else assess(
-            probabilities=result.probabilities, thresholds=result.thresholds, label=result.label,
-            inconclusive=result.inconclusive)
+        assessment = (
+            rows[0].assessment
+            if rows
+            else assess(probabilities=result.probabilities, thresholds=result.thresholds, label=result.label, inconclusive=result.inconclusive)
+        )
         ahead, behind = s.inbox.neighbours(queue, result.id)
         frames = [r for r in s.inbox.exam(result.exam_id)] if result.exam_id else []
-        return page(request, "result.html", session, result=result, review=s.reviews.review(result_id),
-                    assignment=s.assignments.assignment(result_id), assignable=s.assignments.assignable(),
-                    audit=s.reviews.entries(result_id=result_id, limit=50), states=REVIEW_STATES,
-                    classes=sorted(result.probabilities.items(), key=lambda kv: -kv[1]), assessment=assessment,
-                    queue=queue, ahead=ahead, behind=behind, frames=frames,
-                    late=is_late(result.created_at, result.received_at),
-                    delay=delay_s(result.created_at, result.received_at))
+        return page(
+            request,
+            "result.html",
+            session,
+            result=result,
+            review=s.reviews.review(result_id),
+            assignment=s.assignments.assignment(result_id),
+            assignable=s.assignments.assignable(),
+            audit=s.reviews.entries(result_id=result_id, limit=50),
+            states=REVIEW_STATES,
+            classes=sorted(result.probabilities.items(), key=lambda kv: -kv[1]),
+            assessment=assessment,
+            queue=queue,
+            ahead=ahead,
+            behind=behind,
+            frames=frames,
+            late=is_late(result.created_at, result.received_at),
+            delay=delay_s(result.created_at, result.received_at),
+        )
 
     @app.get("/results/{result_id}/thumbnail.jpg")
     def thumbnail(result_id: str, session: SessionDep) -> Response:
@@ -459,27 +485,34 @@ def _install_routes(app: FastAPI, s: Services) -> None:
     def fhir_page(request: Request, result_id: str, session: SessionDep) -> Response:
         """An old link or bookmark: exports nothing, audits nothing; offers the POST button."""
         load(result_id)
-        return export_page(request, session, "FHIR DiagnosticReport", f"Result {result_id}.", "_export_fhir.html",
-                           result_id=result_id)
+        return export_page(request, session, "FHIR DiagnosticReport", f"Result {result_id}.", "_export_fhir.html", result_id=result_id)
 
     @app.post("/results/{result_id}/fhir.json")
     def fhir(result_id: str, session: CsrfDep) -> Response:
         result = load(result_id)
         s.reviews.audit("export:fhir", session.user.username, "DiagnosticReport", result_id=result_id)
-        return JSONResponse(corrections_view.fhir_report(s.store, result), media_type="application/fhir+json",
-                            headers={"Content-Disposition": f'attachment; filename="{result_id}.fhir.json"'})
+        return JSONResponse(
+            corrections_view.fhir_report(s.store, result),
+            media_type="application/fhir+json",
+            headers={"Content-Disposition": f'attachment; filename="{result_id}.fhir.json"'},
+        )
 
     @app.post("/results/{result_id}/review")
-    def review(request: Request, result_id: str, session: CsrfDep, state: Annotated[str, Form()],
-               note: Annotated[str, Form()] = "", then: Annotated[str, Form()] = "") -> Response:
+    def review(
+        request: Request,
+        result_id: str,
+        session: CsrfDep,
+        state: Annotated[str, Form()],
+        note: Annotated[str, Form()] = "",
+        then: Annotated[str, Form()] = "",
+    ) -> Response:
         user = require(session, "operator")
         result = load(result_id)
         queue = Queue.from_query(request.query_params, session.user.username)
         # "and next": the result after this one in the queue as it stood (the review moves this one down)
         after = s.inbox.neighbours(queue, result.id)[1] if then == "next" else None
         try:
-            s.reviews.set_review(result_pk=result.id, result_id=result_id, state=state, note=note,
-                                 username=user.username)
+            s.reviews.set_review(result_pk=result.id, result_id=result_id, state=state, note=note, username=user.username)
         except ReviewError as exc:
             return _error(s, request, 400, str(exc))
         query = queue.urlencode()
@@ -502,16 +535,22 @@ def _install_routes(app: FastAPI, s: Services) -> None:
             except ProvisionError as exc:
                 log.error("devices page: %s", exc)
                 problem = str(exc)
-        ordered = sorted(rows, key=lambda r: (PRESENCE_ORDER.get(r.presence, 9), -r.health.level, r.device.site,
-                                              r.device.device_id))
+        ordered = sorted(rows, key=lambda r: (PRESENCE_ORDER.get(r.presence, 9), -r.health.level, r.device.site, r.device.device_id))
         return ordered, problem
 
     @app.get("/devices", response_class=HTMLResponse)
     def devices(request: Request, session: SessionDep) -> Response:
         rows, problem = device_rows()
-        return page(request, "devices.html", session, devices=rows, problem=problem,
-                    provisioned=s.provisioned is not None,
-                    refresh_ms=int(s.config.devices_refresh_s * 1000), duration=_duration)
+        return page(
+            request,
+            "devices.html",
+            session,
+            devices=rows,
+            problem=problem,
+            provisioned=s.provisioned is not None,
+            refresh_ms=int(s.config.devices_refresh_s * 1000),
+            duration=_duration,
+        )
 
     @app.get("/devices/table", response_class=HTMLResponse)
     def devices_table(request: Request, session: SessionDep) -> Response:
@@ -532,8 +571,9 @@ def _install_routes(app: FastAPI, s: Services) -> None:
         return page(request, "users.html", session, users=s.accounts.users(), roles=ROLES, message=None)
 
     @app.post("/admin/users")
-    def add_user(request: Request, session: CsrfDep, username: Annotated[str, Form()],
-                 password: Annotated[str, Form()], role: Annotated[str, Form()]) -> Response:
+    def add_user(
+        request: Request, session: CsrfDep, username: Annotated[str, Form()], password: Annotated[str, Form()], role: Annotated[str, Form()]
+    ) -> Response:
         admin = require(session, "admin")
         try:
             user = s.accounts.add_user(username, password, role)
@@ -543,14 +583,12 @@ def _install_routes(app: FastAPI, s: Services) -> None:
         return RedirectResponse("/admin/users", status_code=303)
 
     @app.post("/admin/users/{username}/{action}")
-    def set_disabled(request: Request, username: str, action: str,
-                     session: CsrfDep) -> Response:
+    def set_disabled(request: Request, username: str, action: str, session: CsrfDep) -> Response:
         admin = require(session, "admin")
         if action not in ("disable", "enable"):
             raise StarletteHTTPException(404, "Unknown action.")
         if username == admin.username:
-            return page(request, "users.html", session, users=s.accounts.users(), roles=ROLES,
-                        message="You cannot disable your own account.")
+            return page(request, "users.html", session, users=s.accounts.users(), roles=ROLES, message="You cannot disable your own account.")
         try:
             user = s.accounts.set_disabled(username, action == "disable")
         except AccountError as exc:
@@ -562,8 +600,24 @@ def _install_routes(app: FastAPI, s: Services) -> None:
 # Cells whose text comes from a device or an operator (patient reference, note, ...) and may start with a formula
 # character; the others are numbers, timestamps, 0/1 or validated names and stay as they are (a negative delay
 # stays a number).
-CSV_TEXT_FIELDS = frozenset({"result_id", "exam_id", "patient_ref", "side", "outcome", "label", "category", "mode",
-                             "model_version", "reviewer", "review_note", "assigned_to", "site", "device_id"})
+CSV_TEXT_FIELDS = frozenset(
+    {
+        "result_id",
+        "exam_id",
+        "patient_ref",
+        "side",
+        "outcome",
+        "label",
+        "category",
+        "mode",
+        "model_version",
+        "reviewer",
+        "review_note",
+        "assigned_to",
+        "site",
+        "device_id",
+    }
+)
 
 
 def _csv_rows(inbox: Inbox, filters: Filters, classes: list[str]) -> Iterator[str]:
@@ -591,16 +645,14 @@ def _signed_in(s: Services, user: User, trusted_cookie: str | None, ip: str) -> 
     s.cookies.set(response, s.cookies.session_name, token, max_age=int(s.accounts.policy.absolute.total_seconds()))
     s.cookies.clear(response, s.cookies.login_name)
     if trusted_cookie:
-        s.cookies.set(response, s.cookies.trusted_name, trusted_cookie,
-                      max_age=int(s.accounts.limits.trusted_for.total_seconds()), samesite="strict")
+        s.cookies.set(response, s.cookies.trusted_name, trusted_cookie, max_age=int(s.accounts.limits.trusted_for.total_seconds()), samesite="strict")
     log.info("login %s from %s", user.username, ip)
     return response
 
 
 def _limited_page(request: Request, s: Services, retry_after_s: int) -> Response:
     minutes = max(1, math.ceil(retry_after_s / 60))
-    message = (f"Too many failed sign-in attempts. Try again in {minutes} min; a browser that has signed in "
-               "to this account before can sign in now.")
+    message = f"Too many failed sign-in attempts. Try again in {minutes} min; a browser that has signed in to this account before can sign in now."
     response = _login_page(request, s, message, 429)
     response.headers["Retry-After"] = str(retry_after_s)
     return response
@@ -609,7 +661,7 @@ def _limited_page(request: Request, s: Services, retry_after_s: int) -> Response
 def _login_page(request: Request, s: Services, message: str | None, status: int) -> Response:
     nonce = request.cookies.get(s.cookies.login_name) or new_nonce()
     response = s.templates.TemplateResponse(
-        request, "login.html", {"user": None, "csrf": login_token(s.secret, nonce), "message": message},
-        status_code=status)
+        request, "login.html", {"user": None, "csrf": login_token(s.secret, nonce), "message": message}, status_code=status
+    )
     s.cookies.set(response, s.cookies.login_name, nonce, max_age=3600)
     return response

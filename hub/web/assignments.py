@@ -39,8 +39,7 @@ class Assignments:
         self._accounts = accounts
 
     def assignment(self, result_id: str) -> Assignment | None:
-        row = self._db.one("SELECT result_id, username, assigned_by, at FROM web_assignments WHERE result_id = ?",
-                           (result_id,))
+        row = self._db.one("SELECT result_id, username, assigned_by, at FROM web_assignments WHERE result_id = ?", (result_id,))
         return Assignment(*row) if row else None
 
     def assignable(self) -> list[str]:
@@ -63,7 +62,9 @@ class Assignments:
                 tx.execute(
                     "INSERT INTO web_assignments (result_pk, result_id, username, assigned_by, at) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (result_pk) DO UPDATE SET username = excluded.username, "
-                    "assigned_by = excluded.assigned_by, at = excluded.at", (pk, result_id, target.username, by, now))
+                    "assigned_by = excluded.assigned_by, at = excluded.at",
+                    (pk, result_id, target.username, by, now),
+                )
                 detail = f"to {target.username}" + (f" (was {before})" if before else "") + (f" ({scope})" if scope else "")
                 Reviews.append(tx, now, by, "assign", result_id, detail)
         log.info("%d result(s) assigned to %s by %s%s", len(results), target.username, by, f" ({scope})" if scope else "")

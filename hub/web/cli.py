@@ -23,17 +23,14 @@ log = logging.getLogger(__name__)
 COMMANDS = ("web", "user")
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-                 common: argparse.ArgumentParser) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Add ``web`` and ``user`` to the hub's sub-command parser (``common``: --config/--db)."""
     web = sub.add_parser("web", parents=[common], help="the operator's web console (behind a TLS reverse proxy)")
     web.add_argument("--host", default="127.0.0.1", help="listen address (default: loopback only)")
     web.add_argument("--port", type=int, default=8080)
-    web.add_argument("--insecure-cookies", action="store_true",
-                     help="plain-HTTP development only: session cookie without Secure/__Host-")
+    web.add_argument("--insecure-cookies", action="store_true", help="plain-HTTP development only: session cookie without Secure/__Host-")
     web.add_argument("--hsts", action="store_true", help="send Strict-Transport-Security")
-    web.add_argument("--forwarded-allow-ips", default=None,
-                     help="trust X-Forwarded-For/-Proto from these addresses (the reverse proxy)")
+    web.add_argument("--forwarded-allow-ips", default=None, help="trust X-Forwarded-For/-Proto from these addresses (the reverse proxy)")
     web.add_argument("--live-poll", type=float, default=1.0, help="seconds between inbox live-update checks")
     web.add_argument("--devices-refresh", type=float, default=5.0, help="seconds between devices page refreshes")
 
@@ -43,8 +40,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add.add_argument("username")
     add.add_argument("--role", choices=("viewer", "operator", "admin"), default="operator")
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    for name, text in (("disable", "disable an account and end its sessions"), ("enable", "re-enable an account"),
-                       ("password", "set a new password (ends the account's sessions)")):
+    for name, text in (
+        ("disable", "disable an account and end its sessions"),
+        ("enable", "re-enable an account"),
+        ("password", "set a new password (ends the account's sessions)"),
+    ):
         action = actions.add_parser(name, help=text)
         action.add_argument("username")
         if name == "password":
@@ -67,20 +67,34 @@ def _web(args: argparse.Namespace, target: str) -> int:
     from hub.web.config import WebConfig
 
     hub_config = load_hub_config(args.config)
-    config = WebConfig(db=target, host=args.host, port=args.port, secure_cookies=not args.insecure_cookies,
-                       hsts=args.hsts, live_poll_s=args.live_poll,
-                       devices_refresh_s=args.devices_refresh, forwarded_allow_ips=args.forwarded_allow_ips,
-                       silent_after_intervals=hub_config.ingest.silent_after_intervals,
-                       escalate_after_s=hub_config.console.escalate_after_min * 60,
-                       devices_file=hub_config.console.devices_file)
+    config = WebConfig(
+        db=target,
+        host=args.host,
+        port=args.port,
+        secure_cookies=not args.insecure_cookies,
+        hsts=args.hsts,
+        live_poll_s=args.live_poll,
+        devices_refresh_s=args.devices_refresh,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        silent_after_intervals=hub_config.ingest.silent_after_intervals,
+        escalate_after_s=hub_config.console.escalate_after_min * 60,
+        devices_file=hub_config.console.devices_file,
+    )
     app = create_app(config)
     if not config.secure_cookies:
         log.warning("--insecure-cookies: session cookies are sent over plain HTTP; development only")
     log.info("web console on http://%s:%d (database: %s)", config.host, config.port, app.state.services.db.target)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=True,
-                proxy_headers=config.forwarded_allow_ips is not None,
-                forwarded_allow_ips=config.forwarded_allow_ips, timeout_graceful_shutdown=3,
-                server_header=False)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="info",
+        access_log=True,
+        proxy_headers=config.forwarded_allow_ips is not None,
+        forwarded_allow_ips=config.forwarded_allow_ips,
+        timeout_graceful_shutdown=3,
+        server_header=False,
+    )
     return 0
 
 

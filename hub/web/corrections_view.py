@@ -74,11 +74,17 @@ def place_words(place: Place) -> str:
 def _entry(stored: StoredCorrection) -> TrailEntry:
     c = stored.correction
     return TrailEntry(
-        correction_id=c.correction_id, result_id=c.result_id, kind=c.kind.value,
+        correction_id=c.correction_id,
+        result_id=c.result_id,
+        kind=c.kind.value,
         what="Voided" if c.kind is CorrectionKind.VOID else "Moved",
         why=REASON_WORDS[c.reason] + (f" — {c.note}" if c.note else ""),
-        who=c.by or f"device {c.site}/{c.device_id}", when=c.created_at, received=stored.received_at,
-        origin=place_words(c.origin), target=place_words(c.target) if c.target is not None else None)
+        who=c.by or f"device {c.site}/{c.device_id}",
+        when=c.created_at,
+        received=stored.received_at,
+        origin=place_words(c.origin),
+        target=place_words(c.target) if c.target is not None else None,
+    )
 
 
 def _headline(placement: Placement) -> str:
@@ -101,8 +107,7 @@ def trails(store: HubStore, result_ids: Iterable[str]) -> dict[str, Trail]:
         if r is None:
             continue
         placement = effective_placement(Place(r.exam_id, r.patient_ref, r.side), [c.correction for c in stored])
-        out[rid] = Trail(rid, placement.state.value, _headline(placement), placement.place,
-                         tuple(_entry(c) for c in stored))
+        out[rid] = Trail(rid, placement.state.value, _headline(placement), placement.place, tuple(_entry(c) for c in stored))
     return out
 
 
@@ -118,8 +123,11 @@ def exam_corrections(store: HubStore, exam_id: str, result_ids: Iterable[str]) -
     own = set(result_ids)
     incoming = {c.correction.result_id for c in store.corrections_into(exam_id)} - own
     found = trails(store, own | incoming)
-    moved_in = tuple(found[rid] for rid in sorted(incoming, key=lambda r: found[r].entries[0].when if r in found else "")
-                     if rid in found and found[rid].place.exam_id == exam_id)
+    moved_in = tuple(
+        found[rid]
+        for rid in sorted(incoming, key=lambda r: found[r].entries[0].when if r in found else "")
+        if rid in found and found[rid].place.exam_id == exam_id
+    )
     return ExamCorrections({rid: t for rid, t in found.items() if rid in own}, moved_in)
 
 
@@ -151,8 +159,11 @@ def fhir_exam_report(store: HubStore, exam_id: str, results: Iterable[StoredResu
     moved_in = {c.correction.result_id for c in store.corrections_into(exam_id)} - {r.result_id for r in own}
     candidates = own + list(store.results_by_id(moved_in).values())
     placements = store.placements(candidates)
-    frames = [as_placed(r, placements[r.result_id]) for r in candidates
-              if not placements[r.result_id].voided and placements[r.result_id].place.exam_id == exam_id]
+    frames = [
+        as_placed(r, placements[r.result_id])
+        for r in candidates
+        if not placements[r.result_id].voided and placements[r.result_id].place.exam_id == exam_id
+    ]
     if not frames:
         from starlette.exceptions import HTTPException
 

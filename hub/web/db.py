@@ -265,8 +265,7 @@ class WebDb:
         if not table.isidentifier():
             raise ValueError(f"not a table name: {table!r}")
         if self.pg:
-            rows = self.query("SELECT column_name FROM information_schema.columns "
-                              "WHERE table_name = ? AND table_schema = current_schema()", (table,))
+            rows = self.query("SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = current_schema()", (table,))
         else:
             rows = [(r[1],) for r in self.query(f"PRAGMA table_info({table})")]
         return {str(r[0]) for r in rows}

@@ -61,8 +61,9 @@ def _demo_patient(exam_id: str, rng: random.Random) -> str:
     return f"DEMO-{zlib.crc32(exam_id.encode()) % 10_000:04d}"
 
 
-def demo_result(i: int, site: str, device_id: str, created: datetime, rng: random.Random,
-                spec: DemoSpec = DemoSpec(), thumbnail: bytes | None = None) -> ResultMessage:
+def demo_result(
+    i: int, site: str, device_id: str, created: datetime, rng: random.Random, spec: DemoSpec = DemoSpec(), thumbnail: bytes | None = None
+) -> ResultMessage:
     exam_id = f"{device_id}-EX-{i // 3:05d}"  # unique across devices, like the devices' own exam ids
     roll = rng.random()
     label = "malignant" if roll < 0.2 else ("benign" if roll < 0.7 else "normal")
@@ -75,17 +76,38 @@ def demo_result(i: int, site: str, device_id: str, created: datetime, rng: rando
     if inconclusive:
         reasons = (rng.choice(("low_confidence", "poor_quality", "no_scan_region")),)
     return ResultMessage(
-        result_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), seq=i, device_id=device_id, site=site,
-        created_at=_iso(created), model_name="sonopi-lite0", model_version=spec.model_version, model_sha256=SHA,
-        probabilities=probabilities, label=None if inconclusive else label, inconclusive=inconclusive,
-        reasons=reasons, thresholds={"malignant": 0.35, "min_confidence": 0.6}, exam_id=exam_id,
-        patient_ref=_demo_patient(exam_id, rng), side=rng.choice(("L", "R")),
-        latency_ms=round(rng.uniform(60, 140), 1), historical=rng.random() < 0.05, thumbnail=thumbnail,
+        result_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        seq=i,
+        device_id=device_id,
+        site=site,
+        created_at=_iso(created),
+        model_name="sonopi-lite0",
+        model_version=spec.model_version,
+        model_sha256=SHA,
+        probabilities=probabilities,
+        label=None if inconclusive else label,
+        inconclusive=inconclusive,
+        reasons=reasons,
+        thresholds={"malignant": 0.35, "min_confidence": 0.6},
+        exam_id=exam_id,
+        patient_ref=_demo_patient(exam_id, rng),
+        side=rng.choice(("L", "R")),
+        latency_ms=round(rng.uniform(60, 140), 1),
+        historical=rng.random() < 0.05,
+        thumbnail=thumbnail,
     )
 
 
-def seed_results(store: HubStore, count: int, *, spec: DemoSpec = DemoSpec(), seed: int = 7,
-                 end: datetime | None = None, span: timedelta = timedelta(days=120), batch: int = 2000) -> int:
+def seed_results(
+    store: HubStore,
+    count: int,
+    *,
+    spec: DemoSpec = DemoSpec(),
+    seed: int = 7,
+    end: datetime | None = None,
+    span: timedelta = timedelta(days=120),
+    batch: int = 2000,
+) -> int:
     """Store ``count`` results spread over ``span`` before ``end``, oldest first, in batches."""
     rng = random.Random(seed)
     ids = device_ids(spec)
@@ -108,8 +130,9 @@ def seed_results(store: HubStore, count: int, *, spec: DemoSpec = DemoSpec(), se
     return stored
 
 
-def seed_results_as_delivered(store: HubStore, count: int, *, spec: DemoSpec = DemoSpec(), seed: int = 7,
-                              end: datetime | None = None, span: timedelta = timedelta(days=120)) -> int:
+def seed_results_as_delivered(
+    store: HubStore, count: int, *, spec: DemoSpec = DemoSpec(), seed: int = 7, end: datetime | None = None, span: timedelta = timedelta(days=120)
+) -> int:
     """Like :func:`seed_results` (the same results), but each stored as the hub would have received it: 2 s
     after it was created, the ``historical`` ones (from a backlog) only at ``end`` (late). One transaction per
     result: for screenshots, not for 100,000."""
@@ -130,19 +153,37 @@ def seed_results_as_delivered(store: HubStore, count: int, *, spec: DemoSpec = D
 
 def _message(r: StoredResult) -> ResultMessage:
     return ResultMessage(
-        result_id=r.result_id, seq=r.seq, device_id=r.device_id, site=r.site, created_at=r.created_at,
-        model_name=r.model_name, model_version=r.model_version, model_sha256=r.model_sha256,
-        probabilities=r.probabilities, label=r.label, inconclusive=r.inconclusive, reasons=r.reasons,
-        thresholds=r.thresholds, exam_id=r.exam_id, patient_ref=r.patient_ref, side=r.side, latency_ms=r.latency_ms,
-        historical=r.historical, thumbnail=r.thumbnail,
+        result_id=r.result_id,
+        seq=r.seq,
+        device_id=r.device_id,
+        site=r.site,
+        created_at=r.created_at,
+        model_name=r.model_name,
+        model_version=r.model_version,
+        model_sha256=r.model_sha256,
+        probabilities=r.probabilities,
+        label=r.label,
+        inconclusive=r.inconclusive,
+        reasons=r.reasons,
+        thresholds=r.thresholds,
+        exam_id=r.exam_id,
+        patient_ref=r.patient_ref,
+        side=r.side,
+        latency_ms=r.latency_ms,
+        historical=r.historical,
+        thumbnail=r.thumbnail,
     )
 
 
 # (disk free bytes, SoC temperature, throttled mask) per demo device, in turn: healthy, overheating and
 # soft-limited now, disk almost full, under-voltage since boot, nothing reported, healthy.
 HEALTH: tuple[tuple[int | None, float | None, str | None], ...] = (
-    (21 * 1024 ** 3, 52.0, "0x0"), (9 * 1024 ** 3, 81.5, "0x80008"), (300 * 1024 ** 2, 61.0, "0x0"),
-    (14 * 1024 ** 3, 58.0, "0x50000"), (None, None, None), (30 * 1024 ** 3, 49.0, "0x0"),
+    (21 * 1024**3, 52.0, "0x0"),
+    (9 * 1024**3, 81.5, "0x80008"),
+    (300 * 1024**2, 61.0, "0x0"),
+    (14 * 1024**3, 58.0, "0x50000"),
+    (None, None, None),
+    (30 * 1024**3, 49.0, "0x0"),
 )
 
 
@@ -158,8 +199,11 @@ class DeviceState(TypedDict, total=False):
 # The heartbeat's model/source state per device index (the others: both ok).
 DEVICE_STATES: dict[int, DeviceState] = {
     3: {"model_state": "ok", "source_state": "lost", "source_detail": "/dev/video0: no such device"},
-    5: {"model_state": "rejected", "model_detail": "model bundle /opt/sonopi/models/sonopi-lite0: model.tflite sha256 "
-        "does not match the manifest", "source_state": "ok"},
+    5: {
+        "model_state": "rejected",
+        "model_detail": "model bundle /opt/sonopi/models/sonopi-lite0: model.tflite sha256 does not match the manifest",
+        "source_state": "ok",
+    },
 }
 
 
@@ -168,21 +212,38 @@ def seed_device_states(store: HubStore, spec: DemoSpec = DemoSpec(), now: dateti
     moment = now or datetime.now(UTC)
     for n, (site, device_id) in enumerate(device_ids(spec)):
         state = "offline" if n % 5 == 4 else "online"
-        store.record_status(StatusMessage(state=DeviceStatus.ONLINE, device_id=device_id, site=site, at=_iso(moment),
-                                          software_version="0.4.1", model={"name": "sonopi-lite0",
-                                          "version": spec.model_version, "sha256": SHA}, backlog=0))
+        store.record_status(
+            StatusMessage(
+                state=DeviceStatus.ONLINE,
+                device_id=device_id,
+                site=site,
+                at=_iso(moment),
+                software_version="0.4.1",
+                model={"name": "sonopi-lite0", "version": spec.model_version, "sha256": SHA},
+                backlog=0,
+            )
+        )
         silent = n % 5 == 2
         heard = moment - (timedelta(minutes=9) if silent else timedelta(seconds=20))
         disk, temp, throttled = HEALTH[n % len(HEALTH)]
-        store.record_heartbeat(HeartbeatMessage(device_id=device_id, site=site, at=_iso(heard), interval_s=60.0,
-                                                uptime_s=86400.0 + n * 3600, backlog=n * 7 if silent else n % 3,
-                                                oldest_pending_age_s=540.0 if silent else (35.0 if n % 3 else None),
-                                                disk_free_bytes=disk, soc_temp_c=temp, throttled=throttled,
-                                                **DEVICE_STATES.get(n, {"model_state": "ok", "source_state": "ok"})),
-                               received_at=_iso(heard))
+        store.record_heartbeat(
+            HeartbeatMessage(
+                device_id=device_id,
+                site=site,
+                at=_iso(heard),
+                interval_s=60.0,
+                uptime_s=86400.0 + n * 3600,
+                backlog=n * 7 if silent else n % 3,
+                oldest_pending_age_s=540.0 if silent else (35.0 if n % 3 else None),
+                disk_free_bytes=disk,
+                soc_temp_c=temp,
+                throttled=throttled,
+                **DEVICE_STATES.get(n, {"model_state": "ok", "source_state": "ok"}),
+            ),
+            received_at=_iso(heard),
+        )
         if state == "offline":
-            store.record_status(StatusMessage(state=DeviceStatus.OFFLINE, device_id=device_id, site=site, at=_iso(moment)),
-                                received_at=_iso(moment))
+            store.record_status(StatusMessage(state=DeviceStatus.OFFLINE, device_id=device_id, site=site, at=_iso(moment)), received_at=_iso(moment))
 
 
 # --- a small, hand-made queue (the console's tests and screenshots) ---------------------------------------
@@ -208,16 +269,41 @@ class QueueExamples:
     device: str = "pi-st-ma-1"
 
 
-def _example(result_id: str, seq: int, created: datetime, probabilities: dict[str, float], label: str | None, *,
-             exam_id: str | None, patient_ref: str | None, site: str, device_id: str, inconclusive: bool = False,
-             historical: bool = False, thumbnail: bytes | None = None) -> ResultMessage:
+def _example(
+    result_id: str,
+    seq: int,
+    created: datetime,
+    probabilities: dict[str, float],
+    label: str | None,
+    *,
+    exam_id: str | None,
+    patient_ref: str | None,
+    site: str,
+    device_id: str,
+    inconclusive: bool = False,
+    historical: bool = False,
+    thumbnail: bytes | None = None,
+) -> ResultMessage:
     return ResultMessage(
-        result_id=result_id, seq=seq, device_id=device_id, site=site, created_at=_iso(created),
-        model_name="sonopi-lite0", model_version="1.3.0", model_sha256=SHA, probabilities=probabilities,
-        label=None if inconclusive else label, inconclusive=inconclusive,
+        result_id=result_id,
+        seq=seq,
+        device_id=device_id,
+        site=site,
+        created_at=_iso(created),
+        model_name="sonopi-lite0",
+        model_version="1.3.0",
+        model_sha256=SHA,
+        probabilities=probabilities,
+        label=None if inconclusive else label,
+        inconclusive=inconclusive,
         reasons=("low_confidence: highest probability 0.41 is below 0.50",) if inconclusive else (),
-        thresholds={"malignant": 0.35}, exam_id=exam_id, patient_ref=patient_ref, side="L", latency_ms=90.0,
-        historical=historical, thumbnail=thumbnail,
+        thresholds={"malignant": 0.35},
+        exam_id=exam_id,
+        patient_ref=patient_ref,
+        side="L",
+        latency_ms=90.0,
+        historical=historical,
+        thumbnail=thumbnail,
     )
 
 
@@ -234,29 +320,128 @@ def seed_queue_examples(store: HubStore, now: datetime | None = None, thumbnails
         return moment - timedelta(minutes=m)
 
     messages = [
-        _example(ids[0], 1, minutes(20), {"benign": 0.631, "malignant": 0.196, "normal": 0.173}, "benign",
-                 exam_id=exam_a, patient_ref=patient, thumbnail=thumb(1), site=site, device_id=device),
-        _example(ids[1], 2, minutes(19), {"benign": 0.12, "malignant": 0.81, "normal": 0.07}, "malignant",
-                 exam_id=exam_a, patient_ref=patient, thumbnail=thumb(2), site=site, device_id=device),
-        _example(ids[2], 3, minutes(18), {"benign": 0.05, "malignant": 0.03, "normal": 0.92}, "normal",
-                 exam_id=exam_a, patient_ref=patient, thumbnail=thumb(3), site=site, device_id=device),
-        _example(ids[3], 4, minutes(15), {"benign": 0.40, "malignant": 0.52, "normal": 0.08}, "malignant",
-                 exam_id=exam_b, patient_ref=None, thumbnail=thumb(4), site=site, device_id=device),
-        _example(ids[4], 5, minutes(14), {"benign": 0.70, "malignant": 0.20, "normal": 0.10}, "benign",
-                 exam_id=exam_b, patient_ref=None, site=site, device_id=device),
-        _example(ids[5], 6, minutes(12), {"benign": 0.41, "malignant": 0.30, "normal": 0.29}, None,
-                 exam_id=None, patient_ref="PT-20001", inconclusive=True, site=site, device_id=device),
-        _example(ids[6], 7, minutes(180), {"benign": 0.30, "malignant": 0.64, "normal": 0.06}, "malignant",
-                 exam_id=None, patient_ref="PT-20002", site="riverside", device_id="pi-river-1"),
-        _example(ids[7], 8, moment - timedelta(seconds=3), {"benign": 0.80, "malignant": 0.10, "normal": 0.10},
-                 "benign", exam_id=None, patient_ref="PT-20003", historical=True, site=site, device_id=device),
-        _example(ids[8], 9, minutes(120), {"benign": 0.85, "malignant": 0.05, "normal": 0.10}, "benign",
-                 exam_id=None, patient_ref="PT-20004", historical=True, site=site, device_id=device),
+        _example(
+            ids[0],
+            1,
+            minutes(20),
+            {"benign": 0.631, "malignant": 0.196, "normal": 0.173},
+            "benign",
+            exam_id=exam_a,
+            patient_ref=patient,
+            thumbnail=thumb(1),
+            site=site,
+            device_id=device,
+        ),
+        _example(
+            ids[1],
+            2,
+            minutes(19),
+            {"benign": 0.12, "malignant": 0.81, "normal": 0.07},
+            "malignant",
+            exam_id=exam_a,
+            patient_ref=patient,
+            thumbnail=thumb(2),
+            site=site,
+            device_id=device,
+        ),
+        _example(
+            ids[2],
+            3,
+            minutes(18),
+            {"benign": 0.05, "malignant": 0.03, "normal": 0.92},
+            "normal",
+            exam_id=exam_a,
+            patient_ref=patient,
+            thumbnail=thumb(3),
+            site=site,
+            device_id=device,
+        ),
+        _example(
+            ids[3],
+            4,
+            minutes(15),
+            {"benign": 0.40, "malignant": 0.52, "normal": 0.08},
+            "malignant",
+            exam_id=exam_b,
+            patient_ref=None,
+            thumbnail=thumb(4),
+            site=site,
+            device_id=device,
+        ),
+        _example(
+            ids[4],
+            5,
+            minutes(14),
+            {"benign": 0.70, "malignant": 0.20, "normal": 0.10},
+            "benign",
+            exam_id=exam_b,
+            patient_ref=None,
+            site=site,
+            device_id=device,
+        ),
+        _example(
+            ids[5],
+            6,
+            minutes(12),
+            {"benign": 0.41, "malignant": 0.30, "normal": 0.29},
+            None,
+            exam_id=None,
+            patient_ref="PT-20001",
+            inconclusive=True,
+            site=site,
+            device_id=device,
+        ),
+        _example(
+            ids[6],
+            7,
+            minutes(180),
+            {"benign": 0.30, "malignant": 0.64, "normal": 0.06},
+            "malignant",
+            exam_id=None,
+            patient_ref="PT-20002",
+            site="riverside",
+            device_id="pi-river-1",
+        ),
+        _example(
+            ids[7],
+            8,
+            moment - timedelta(seconds=3),
+            {"benign": 0.80, "malignant": 0.10, "normal": 0.10},
+            "benign",
+            exam_id=None,
+            patient_ref="PT-20003",
+            historical=True,
+            site=site,
+            device_id=device,
+        ),
+        _example(
+            ids[8],
+            9,
+            minutes(120),
+            {"benign": 0.85, "malignant": 0.05, "normal": 0.10},
+            "benign",
+            exam_id=None,
+            patient_ref="PT-20004",
+            historical=True,
+            site=site,
+            device_id=device,
+        ),
     ]
     for message in messages:  # each reaches the hub 2 s after it was created; the last two arrive `now`
         created = datetime.fromisoformat(message.created_at)
         arrived = moment if message.result_id in ids[7:9] else min(moment, created + timedelta(seconds=2))
         store.add_results([message], received_at=_iso(arrived))
-    return QueueExamples(low_benign=ids[0], suspicious=ids[1], normal=ids[2], no_patient=ids[3],
-                         no_patient_other=ids[4], inconclusive=ids[5], escalated=ids[6], live_late=ids[7],
-                         backlog_late=ids[8], exam_with_patient=exam_a, exam_without_patient=exam_b, patient=patient)
+    return QueueExamples(
+        low_benign=ids[0],
+        suspicious=ids[1],
+        normal=ids[2],
+        no_patient=ids[3],
+        no_patient_other=ids[4],
+        inconclusive=ids[5],
+        escalated=ids[6],
+        live_late=ids[7],
+        backlog_late=ids[8],
+        exam_with_patient=exam_a,
+        exam_without_patient=exam_b,
+        patient=patient,
+    )

@@ -40,22 +40,24 @@ def observation(result: StoredResult, cls: str, probability: float) -> dict[str,
         "resourceType": "Observation",
         "id": f"prob-{cls}",
         "status": "preliminary",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": "imaging", "display": "Imaging"}]}],
-        "code": {"coding": [{"system": CODE_SYSTEM, "code": f"probability-{cls}",
-                             "display": f"Model probability of class '{cls}'"}],
-                 "text": f"Probability: {cls}"},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging", "display": "Imaging"}]}],
+        "code": {
+            "coding": [{"system": CODE_SYSTEM, "code": f"probability-{cls}", "display": f"Model probability of class '{cls}'"}],
+            "text": f"Probability: {cls}",
+        },
         "effectiveDateTime": result.created_at,
-        "valueQuantity": {"value": round(float(probability), 6), "unit": "probability",
-                          "system": "http://unitsofmeasure.org", "code": "1"},
+        "valueQuantity": {"value": round(float(probability), 6), "unit": "probability", "system": "http://unitsofmeasure.org", "code": "1"},
         "device": {"display": f"{result.site}/{result.device_id} {result.model_name} {result.model_version}"},
     }
     if result.patient_ref:
         obs["subject"] = {"identifier": {"system": PATIENT_REF_SYSTEM, "value": result.patient_ref}}
     if cls in result.thresholds:
-        obs["referenceRange"] = [{"low": {"value": float(result.thresholds[cls]), "unit": "probability",
-                                          "system": "http://unitsofmeasure.org", "code": "1"},
-                                  "text": "decision threshold"}]
+        obs["referenceRange"] = [
+            {
+                "low": {"value": float(result.thresholds[cls]), "unit": "probability", "system": "http://unitsofmeasure.org", "code": "1"},
+                "text": "decision threshold",
+            }
+        ]
     site = body_site(result)
     if site:
         obs["bodySite"] = {"text": site}
@@ -63,7 +65,7 @@ def observation(result: StoredResult, cls: str, probability: float) -> dict[str,
 
 
 def body_site(result: StoredResult) -> str:
-    """"right breast, 10 o'clock" from the side and clock position the device sent (either may be missing)."""
+    """ "right breast, 10 o'clock" from the side and clock position the device sent (either may be missing)."""
     parts = [SIDE_TEXT[result.side]] if result.side in SIDE_TEXT else []
     if result.clock is not None:
         parts.append(f"{result.clock} o'clock")
@@ -71,8 +73,7 @@ def body_site(result: StoredResult) -> str:
 
 
 def _age(age: int) -> dict[str, Any]:
-    return {"url": f"{SYSTEM}:patient-age", "valueAge": {"value": int(age), "unit": "years",
-                                                            "system": "http://unitsofmeasure.org", "code": "a"}}
+    return {"url": f"{SYSTEM}:patient-age", "valueAge": {"value": int(age), "unit": "years", "system": "http://unitsofmeasure.org", "code": "a"}}
 
 
 def conclusion(result: StoredResult) -> str:
@@ -94,11 +95,11 @@ def diagnostic_report(result: StoredResult) -> dict[str, Any]:
         "contained": observations,
         "identifier": [{"system": RESULT_ID_SYSTEM, "value": result.result_id}],
         "status": "preliminary",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD",
-                                  "display": "Radiology"}]}],
-        "code": {"coding": [{"system": CODE_SYSTEM, "code": "breast-us-ai-classification",
-                             "display": "Breast ultrasound AI classification"}],
-                 "text": "Breast ultrasound AI classification (decision support)"},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}]}],
+        "code": {
+            "coding": [{"system": CODE_SYSTEM, "code": "breast-us-ai-classification", "display": "Breast ultrasound AI classification"}],
+            "text": "Breast ultrasound AI classification (decision support)",
+        },
         "effectiveDateTime": result.created_at,
         "issued": result.received_at,
         "performer": [{"display": f"sonopi device {result.site}/{result.device_id}"}],
@@ -106,8 +107,7 @@ def diagnostic_report(result: StoredResult) -> dict[str, Any]:
         "conclusion": conclusion(result),
         "conclusionCode": [_class_code("inconclusive" if result.inconclusive else str(result.label))],
         "extension": [
-            {"url": f"{SYSTEM}:model", "valueString":
-                f"{result.model_name} {result.model_version} sha256:{result.model_sha256}"},
+            {"url": f"{SYSTEM}:model", "valueString": f"{result.model_name} {result.model_version} sha256:{result.model_sha256}"},
             {"url": f"{SYSTEM}:delivered-late", "valueBoolean": is_late(result.created_at, result.received_at)},
         ],
     }
@@ -122,35 +122,45 @@ def diagnostic_report(result: StoredResult) -> dict[str, Any]:
 
 def _frame_observation(n: int, result: StoredResult) -> dict[str, Any]:
     """One frame of an exam: its p(malignant) as the value, every class probability as a component."""
-    a = assess(probabilities=result.probabilities, thresholds=result.thresholds, label=result.label,
-               inconclusive=result.inconclusive, category=result.category, p_malignant=result.p_malignant,
-               mode=result.mode)
+    a = assess(
+        probabilities=result.probabilities,
+        thresholds=result.thresholds,
+        label=result.label,
+        inconclusive=result.inconclusive,
+        category=result.category,
+        p_malignant=result.p_malignant,
+        mode=result.mode,
+    )
     obs: dict[str, Any] = {
         "resourceType": "Observation",
         "id": f"frame-{n}",
         "identifier": [{"system": RESULT_ID_SYSTEM, "value": result.result_id}],
         "status": "preliminary",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": "imaging", "display": "Imaging"}]}],
-        "code": {"coding": [{"system": CODE_SYSTEM, "code": "frame-probability-malignant",
-                             "display": "Model probability of malignancy for one frame"}],
-                 "text": f"Frame {n}: {a.category.wording}"},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging", "display": "Imaging"}]}],
+        "code": {
+            "coding": [{"system": CODE_SYSTEM, "code": "frame-probability-malignant", "display": "Model probability of malignancy for one frame"}],
+            "text": f"Frame {n}: {a.category.wording}",
+        },
         "effectiveDateTime": result.created_at,
         "device": {"display": f"{result.site}/{result.device_id} {result.model_name} {result.model_version}"},
         "interpretation": [_class_code(a.category.value)],
-        "component": [{"code": {"coding": [{"system": CODE_SYSTEM, "code": f"probability-{cls}",
-                                            "display": f"Model probability of class '{cls}'"}]},
-                       "valueQuantity": {"value": round(float(p), 6), "unit": "probability",
-                                         "system": "http://unitsofmeasure.org", "code": "1"}}
-                      for cls, p in sorted(result.probabilities.items())],
+        "component": [
+            {
+                "code": {"coding": [{"system": CODE_SYSTEM, "code": f"probability-{cls}", "display": f"Model probability of class '{cls}'"}]},
+                "valueQuantity": {"value": round(float(p), 6), "unit": "probability", "system": "http://unitsofmeasure.org", "code": "1"},
+            }
+            for cls, p in sorted(result.probabilities.items())
+        ],
     }
     if a.p_malignant is not None:
-        obs["valueQuantity"] = {"value": round(float(a.p_malignant), 6), "unit": "probability",
-                                "system": "http://unitsofmeasure.org", "code": "1"}
+        obs["valueQuantity"] = {"value": round(float(a.p_malignant), 6), "unit": "probability", "system": "http://unitsofmeasure.org", "code": "1"}
     if a.threshold is not None:
-        obs["referenceRange"] = [{"low": {"value": float(a.threshold), "unit": "probability",
-                                          "system": "http://unitsofmeasure.org", "code": "1"},
-                                  "text": "malignant decision threshold"}]
+        obs["referenceRange"] = [
+            {
+                "low": {"value": float(a.threshold), "unit": "probability", "system": "http://unitsofmeasure.org", "code": "1"},
+                "text": "malignant decision threshold",
+            }
+        ]
     if result.patient_ref:
         obs["subject"] = {"identifier": {"system": PATIENT_REF_SYSTEM, "value": result.patient_ref}}
     site = body_site(result)
@@ -165,9 +175,18 @@ def exam_report(exam_id: str, results: Sequence[StoredResult]) -> dict[str, Any]
         raise ValueError(f"exam {exam_id!r} has no results")
     frames = sorted(results, key=lambda r: (r.created_at, r.id))
     observations = [_frame_observation(n, r) for n, r in enumerate(frames, start=1)]
-    assessments = [assess(probabilities=r.probabilities, thresholds=r.thresholds, label=r.label,
-                          inconclusive=r.inconclusive, category=r.category, p_malignant=r.p_malignant, mode=r.mode)
-                   for r in frames]
+    assessments = [
+        assess(
+            probabilities=r.probabilities,
+            thresholds=r.thresholds,
+            label=r.label,
+            inconclusive=r.inconclusive,
+            category=r.category,
+            p_malignant=r.p_malignant,
+            mode=r.mode,
+        )
+        for r in frames
+    ]
     scores = [a.p_malignant for a in assessments if a.p_malignant is not None]
     suspicious = sum(a.suspicious for a in assessments)
     worst = f"highest p(malignant) {100 * max(scores):.1f} %" if scores else "no p(malignant) sent"
@@ -179,18 +198,21 @@ def exam_report(exam_id: str, results: Sequence[StoredResult]) -> dict[str, Any]
         "contained": observations,
         "identifier": [{"system": EXAM_ID_SYSTEM, "value": exam_id}],
         "status": "preliminary",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD",
-                                  "display": "Radiology"}]}],
-        "code": {"coding": [{"system": CODE_SYSTEM, "code": "breast-us-ai-exam",
-                             "display": "Breast ultrasound AI classification, whole exam"}],
-                 "text": "Breast ultrasound AI classification of an exam (decision support)"},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}]}],
+        "code": {
+            "coding": [{"system": CODE_SYSTEM, "code": "breast-us-ai-exam", "display": "Breast ultrasound AI classification, whole exam"}],
+            "text": "Breast ultrasound AI classification of an exam (decision support)",
+        },
         "effectivePeriod": {"start": first.created_at, "end": last.created_at},
         "issued": max(r.received_at for r in frames),
         "performer": [{"display": f"sonopi device {first.site}/{first.device_id}"}],
         "result": [{"reference": f"#{obs['id']}", "display": obs["code"]["text"]} for obs in observations],
         "conclusion": f"{len(frames)} frame(s), {suspicious} suspicious; {worst}. {DISCLAIMER}.",
-        "conclusionCode": [_class_code("suspicious" if suspicious else max(
-            (a.category.value for a in assessments), key=["no_lesion", "inconclusive", "low_suspicion"].index))],
+        "conclusionCode": [
+            _class_code(
+                "suspicious" if suspicious else max((a.category.value for a in assessments), key=["no_lesion", "inconclusive", "low_suspicion"].index)
+            )
+        ],
         "extension": [{"url": f"{SYSTEM}:frames", "valueInteger": len(frames)}],
     }
     patients = sorted({r.patient_ref for r in frames if r.patient_ref})

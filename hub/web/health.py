@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from hub.store import DeviceState
 
-GIB = 1024 ** 3
+GIB = 1024**3
 DISK_WARN_BYTES = 2 * GIB
-DISK_CRITICAL_BYTES = 512 * 1024 ** 2
+DISK_CRITICAL_BYTES = 512 * 1024**2
 TEMP_WARN_C = 75.0
 TEMP_CRITICAL_C = 80.0
 
@@ -67,15 +67,16 @@ class Health:
 
 
 def _size(n: int) -> str:
-    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 1024 ** 2:.0f} MiB"
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 1024**2:.0f} MiB"
 
 
 def disk(free: int | None) -> Check:
     if free is None:
         return Check("disk", Level.UNKNOWN, "—", "")
     if free < DISK_CRITICAL_BYTES:
-        return Check("disk", Level.CRITICAL, f"{_size(free)} free",
-                     "Disk almost full: results may stop being stored. Free space or replace the SD card today.")
+        return Check(
+            "disk", Level.CRITICAL, f"{_size(free)} free", "Disk almost full: results may stop being stored. Free space or replace the SD card today."
+        )
     if free < DISK_WARN_BYTES:
         return Check("disk", Level.WARNING, f"{_size(free)} free", "Disk getting full: plan to free space.")
     return Check("disk", Level.OK, f"{_size(free)} free", "")
@@ -86,8 +87,9 @@ def temperature(celsius: float | None) -> Check:
         return Check("temperature", Level.UNKNOWN, "—", "")
     text = f"{celsius:.0f} °C"
     if celsius >= TEMP_CRITICAL_C:
-        return Check("temperature", Level.CRITICAL, text,
-                     "Overheating: the device slows down. Move it out of the sun, away from the scanner's vents.")
+        return Check(
+            "temperature", Level.CRITICAL, text, "Overheating: the device slows down. Move it out of the sun, away from the scanner's vents."
+        )
     if celsius >= TEMP_WARN_C:
         return Check("temperature", Level.WARNING, text, "Running hot: check its ventilation.")
     return Check("temperature", Level.OK, text, "")
@@ -103,12 +105,16 @@ def power(throttled: str | None) -> Check:
     now = [text for bit, text in _NOW_BITS.items() if mask >> bit & 1]
     before = [text for bit, text in _SINCE_BOOT_BITS.items() if mask >> bit & 1]
     if now:
-        action = ("Under-voltage: use the supplied 5 V power adapter, not the scanner's USB port."
-                  if mask & 1 else "Throttled now: it is too hot or under-powered; check power and ventilation.")
+        action = (
+            "Under-voltage: use the supplied 5 V power adapter, not the scanner's USB port."
+            if mask & 1
+            else "Throttled now: it is too hot or under-powered; check power and ventilation."
+        )
         return Check("power", Level.CRITICAL, ", ".join(now) + " now", action)
     if before:
-        return Check("power", Level.WARNING, ", ".join(before) + " since boot",
-                     "Was throttled since it started: check the power adapter and ventilation.")
+        return Check(
+            "power", Level.WARNING, ", ".join(before) + " since boot", "Was throttled since it started: check the power adapter and ventilation."
+        )
     return Check("power", Level.OK, "ok", "")
 
 
@@ -120,13 +126,21 @@ def model(state: str | None, detail: str | None = None) -> Check:
     if state is None:
         return Check("model", Level.UNKNOWN, "—", "")
     if state == "missing":
-        return Check("model", Level.CRITICAL, "no model",
-                     "No model installed: the device cannot analyse images. Reinstall the model bundle from the "
-                     f"release and restart the device{_short(detail)}.")
+        return Check(
+            "model",
+            Level.CRITICAL,
+            "no model",
+            "No model installed: the device cannot analyse images. Reinstall the model bundle from the "
+            f"release and restart the device{_short(detail)}.",
+        )
     if state == "rejected":
-        return Check("model", Level.CRITICAL, "model refused",
-                     "The model bundle failed its checks (damaged or not from the release): the device cannot analyse "
-                     f"images. Reinstall the release's bundle{_short(detail)}.")
+        return Check(
+            "model",
+            Level.CRITICAL,
+            "model refused",
+            "The model bundle failed its checks (damaged or not from the release): the device cannot analyse "
+            f"images. Reinstall the release's bundle{_short(detail)}.",
+        )
     return Check("model", Level.OK, "ok", "")
 
 
@@ -134,22 +148,34 @@ def source(state: str | None, detail: str | None = None) -> Check:
     if state is None:
         return Check("source", Level.UNKNOWN, "—", "")
     if state == "lost":
-        return Check("source", Level.CRITICAL, "lost",
-                     "No image from the scanner: check that the scanner is on and the video cable or USB capture "
-                     f"stick is plugged into the device{_short(detail)}.")
+        return Check(
+            "source",
+            Level.CRITICAL,
+            "lost",
+            "No image from the scanner: check that the scanner is on and the video cable or USB capture "
+            f"stick is plugged into the device{_short(detail)}.",
+        )
     return Check("source", Level.OK, "ok", "")
 
 
-NEVER_CONNECTED = Check("uplink", Level.CRITICAL, "never connected",
-                        "Provisioned, never connected: its uplink has not reached the hub. Check that the device is "
-                        "powered and on the clinic network, and that its credentials (uplink.toml, certificates) "
-                        "were copied to it.")
+NEVER_CONNECTED = Check(
+    "uplink",
+    Level.CRITICAL,
+    "never connected",
+    "Provisioned, never connected: its uplink has not reached the hub. Check that the device is "
+    "powered and on the clinic network, and that its credentials (uplink.toml, certificates) "
+    "were copied to it.",
+)
 
 
 def health(device: DeviceState, *, never_connected: bool = False) -> Health:
-    checks = [disk(device.disk_free_bytes), temperature(device.soc_temp_c), power(device.throttled),
-              model(getattr(device, "model_state", None), getattr(device, "model_detail", None)),
-              source(getattr(device, "source_state", None), getattr(device, "source_detail", None))]
+    checks = [
+        disk(device.disk_free_bytes),
+        temperature(device.soc_temp_c),
+        power(device.throttled),
+        model(getattr(device, "model_state", None), getattr(device, "model_detail", None)),
+        source(getattr(device, "source_state", None), getattr(device, "source_detail", None)),
+    ]
     if never_connected:
         checks.append(NEVER_CONNECTED)
     return Health(tuple(checks))

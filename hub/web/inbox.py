@@ -53,8 +53,7 @@ class Sort(enum.Enum):
 
     @property
     def wording(self) -> str:
-        return {"attention": "needs attention first", "risk": "highest p(malignant) first",
-                "newest": "newest first"}[self.value]
+        return {"attention": "needs attention first", "risk": "highest p(malignant) first", "newest": "newest first"}[self.value]
 
     @classmethod
     def parse(cls, value: str | None) -> Sort:
@@ -96,16 +95,30 @@ class Filters:
             raise FilterError(f"unknown review state {review!r}")
         if patient is not None and patient not in PATIENT_FILTERS:
             raise FilterError(f"unknown patient filter {patient!r}")
-        return cls(site=text("site"), device_id=text("device"), label=text("label"), review=review,
-                   date_from=_date(text("from"), "from"), date_to=_date(text("to"), "to"), patient=patient,
-                   assigned=assigned, me=me if assigned == "me" else None)
+        return cls(
+            site=text("site"),
+            device_id=text("device"),
+            label=text("label"),
+            review=review,
+            date_from=_date(text("from"), "from"),
+            date_to=_date(text("to"), "to"),
+            patient=patient,
+            assigned=assigned,
+            me=me if assigned == "me" else None,
+        )
 
     def query(self) -> dict[str, str]:
         """The filter as query parameters (never a patient reference)."""
-        pairs = {"site": self.site, "device": self.device_id, "label": self.label, "review": self.review,
-                 "from": self.date_from.isoformat() if self.date_from else None,
-                 "to": self.date_to.isoformat() if self.date_to else None, "patient": self.patient,
-                 "assigned": self.assigned}
+        pairs = {
+            "site": self.site,
+            "device": self.device_id,
+            "label": self.label,
+            "review": self.review,
+            "from": self.date_from.isoformat() if self.date_from else None,
+            "to": self.date_to.isoformat() if self.date_to else None,
+            "patient": self.patient,
+            "assigned": self.assigned,
+        }
         return {k: v for k, v in pairs.items() if v}
 
     def urlencode(self, **extra: Any) -> str:
@@ -118,8 +131,7 @@ class Filters:
     @property
     def selective(self) -> bool:
         """Filters on a column of ``results`` (which an index of its own may serve), not only on review."""
-        return bool(self.site or self.device_id or self.label or self.date_from or self.date_to or self.patient
-                    or self.assigned == "me")
+        return bool(self.site or self.device_id or self.label or self.date_from or self.date_to or self.patient or self.assigned == "me")
 
     def where(self, walk: str = "", label_walk: str | None = None) -> tuple[str, list[Any]]:
         """The filter's SQL. ``walk="+"`` (SQLite) keeps the planner off the filter columns' indexes, so a risk
@@ -222,9 +234,15 @@ class InboxRow:
 
     @cached_property
     def assessment(self) -> Assessment:
-        return assess(probabilities=self.probabilities, thresholds=self.thresholds, label=self.label,
-                      inconclusive=self.inconclusive, category=self.category, p_malignant=self.p_malignant_sent,
-                      mode=self.mode)
+        return assess(
+            probabilities=self.probabilities,
+            thresholds=self.thresholds,
+            label=self.label,
+            inconclusive=self.inconclusive,
+            category=self.category,
+            p_malignant=self.p_malignant_sent,
+            mode=self.mode,
+        )
 
     @property
     def suspicious(self) -> bool:
@@ -282,16 +300,18 @@ class Dialect:
         differ per schema because the expressions do."""
         v2 = "_v2" if self.v2 else ""
         key = f"{self.risk_key('')} DESC, created_at, id"
-        return [f"CREATE INDEX IF NOT EXISTS web_results_risk{v2} ON results ({key})",
-                (f"CREATE INDEX IF NOT EXISTS web_results_suspicious{v2} ON results ({key}) "
-                f"WHERE {self.suspicious_at('')}"),
-                (f"CREATE INDEX IF NOT EXISTS web_results_suspicious_label{v2} ON results (label, {key}) "
-                f"WHERE {self.suspicious_at('')}"),  # the label filter
-                (f"CREATE INDEX IF NOT EXISTS web_results_suspicious_age{v2} ON results (created_at, id) "
-                f"WHERE {self.suspicious_at('')}"),  # the escalation list: oldest first
-                f"CREATE INDEX IF NOT EXISTS web_results_calm{v2} ON results ({key}) WHERE {self.calm_at('')}",
-                (f"CREATE INDEX IF NOT EXISTS web_results_calm_label{v2} ON results (label, {key}) "
-                f"WHERE {self.calm_at('')}")]
+        return [
+            f"CREATE INDEX IF NOT EXISTS web_results_risk{v2} ON results ({key})",
+            (f"CREATE INDEX IF NOT EXISTS web_results_suspicious{v2} ON results ({key}) WHERE {self.suspicious_at('')}"),
+            (
+                f"CREATE INDEX IF NOT EXISTS web_results_suspicious_label{v2} ON results (label, {key}) WHERE {self.suspicious_at('')}"
+            ),  # the label filter
+            (
+                f"CREATE INDEX IF NOT EXISTS web_results_suspicious_age{v2} ON results (created_at, id) WHERE {self.suspicious_at('')}"
+            ),  # the escalation list: oldest first
+            f"CREATE INDEX IF NOT EXISTS web_results_calm{v2} ON results ({key}) WHERE {self.calm_at('')}",
+            (f"CREATE INDEX IF NOT EXISTS web_results_calm_label{v2} ON results (label, {key}) WHERE {self.calm_at('')}"),
+        ]
 
     def calm_at(self, prefix: str) -> str:
         """Not suspicious (NULL, when neither label nor threshold says, counts as not suspicious)."""
@@ -303,9 +323,13 @@ class Dialect:
 
     def segment(self, rank: int | None) -> str:
         """The rows of one attention rank (the CASE in :meth:`columns`), written so an index can serve it."""
-        return {None: "", 0: f"w.result_pk IS NULL AND {self.suspicious}",  # as the partial indexes' WHERE
-                1: f"w.result_pk IS NULL AND {self.calm_at('r.')}", 2: "w.state = 'follow_up'",
-                3: "w.state <> 'follow_up'"}[rank]
+        return {
+            None: "",
+            0: f"w.result_pk IS NULL AND {self.suspicious}",  # as the partial indexes' WHERE
+            1: f"w.result_pk IS NULL AND {self.calm_at('r.')}",
+            2: "w.state = 'follow_up'",
+            3: "w.state <> 'follow_up'",
+        }[rank]
 
     @property
     def suspicious(self) -> str:
@@ -313,16 +337,19 @@ class Dialect:
 
     def suspicious_at(self, prefix: str) -> str:
         p = prefix
-        v1 = (f"({p}inconclusive = 0 AND ({p}label = 'malignant' OR {self.json_number(f'{p}probabilities', 'malignant')}"
-              f" >= {self.json_number(f'{p}thresholds', 'malignant')}))")
+        v1 = (
+            f"({p}inconclusive = 0 AND ({p}label = 'malignant' OR {self.json_number(f'{p}probabilities', 'malignant')}"
+            f" >= {self.json_number(f'{p}thresholds', 'malignant')}))"
+        )
         if "category" in self.v2:
             return f"({p}category = 'suspicious' OR ({p}category IS NULL AND {v1}))"
         return v1
 
     @property
     def rank(self) -> str:
-        return (f"CASE WHEN w.result_pk IS NULL AND {self.suspicious} THEN 0 WHEN w.result_pk IS NULL THEN 1 "
-                "WHEN w.state = 'follow_up' THEN 2 ELSE 3 END")
+        return (
+            f"CASE WHEN w.result_pk IS NULL AND {self.suspicious} THEN 0 WHEN w.result_pk IS NULL THEN 1 WHEN w.state = 'follow_up' THEN 2 ELSE 3 END"
+        )
 
     def columns(self) -> str:
         """The InboxRow's columns (_ROW_COLUMNS, a v2 column NULL when the database lacks it), then the sort keys."""
@@ -342,18 +369,30 @@ def _float_or_none(value: Any) -> float | None:
 # conversion of the value read); the reader (_row) and V2_COLUMNS are derived from this one list. SQL None: a contract
 # v2 result column (nullable, and absent from an older database: then read as NULL).
 _ROW_COLUMNS: tuple[tuple[str | None, str, str, Callable[[Any], Any] | None], ...] = (
-    ("r.id", "id", "id", int), ("r.result_id", "result_id", "result_id", None), ("r.site", "site", "site", None),
-    ("r.device_id", "device_id", "device_id", None), ("r.created_at", "created_at", "created_at", None),
-    ("r.received_at", "received_at", "received_at", None), ("r.historical", "historical", "historical", bool),
-    ("r.exam_id", "exam_id", "exam_id", None), ("r.patient_ref", "patient_ref", "patient_ref", None),
-    ("r.side", "side", "side", None), ("r.model_version", "model_version", "model_version", None),
-    ("r.label", "label", "label", None), ("r.inconclusive", "inconclusive", "inconclusive", bool),
-    ("r.probabilities", "probabilities", "probabilities", json.loads), ("r.thresholds", "thresholds", "thresholds", json.loads),
+    ("r.id", "id", "id", int),
+    ("r.result_id", "result_id", "result_id", None),
+    ("r.site", "site", "site", None),
+    ("r.device_id", "device_id", "device_id", None),
+    ("r.created_at", "created_at", "created_at", None),
+    ("r.received_at", "received_at", "received_at", None),
+    ("r.historical", "historical", "historical", bool),
+    ("r.exam_id", "exam_id", "exam_id", None),
+    ("r.patient_ref", "patient_ref", "patient_ref", None),
+    ("r.side", "side", "side", None),
+    ("r.model_version", "model_version", "model_version", None),
+    ("r.label", "label", "label", None),
+    ("r.inconclusive", "inconclusive", "inconclusive", bool),
+    ("r.probabilities", "probabilities", "probabilities", json.loads),
+    ("r.thresholds", "thresholds", "thresholds", json.loads),
     ("w.state AS review_state", "review_state", "review", lambda state: state or ReviewState.UNREVIEWED),
-    ("w.username AS reviewer", "reviewer", "reviewer", None), ("w.note AS review_note", "review_note", "review_note", None),
+    ("w.username AS reviewer", "reviewer", "reviewer", None),
+    ("w.note AS review_note", "review_note", "review_note", None),
     ("w.at AS reviewed_at", "reviewed_at", "reviewed_at", None),
-    (None, "category", "category", None), (None, "p_malignant", "p_malignant_sent", _float_or_none),
-    (None, "mode", "mode", None), (None, "clock", "clock", _int_or_none), (None, "age", "age", _int_or_none),
+    (None, "category", "category", None),
+    (None, "p_malignant", "p_malignant_sent", _float_or_none),
+    (None, "mode", "mode", None),
+    (None, "clock", "clock", _int_or_none),
+    (None, "age", "age", _int_or_none),
     ("a.username AS assignee", "assignee", "assignee", None),
 )
 V2_COLUMNS = tuple(name for expression, name, _, _ in _ROW_COLUMNS if expression is None)  # contract v2 result columns
@@ -368,8 +407,9 @@ _KEYS: dict[Sort, tuple[tuple[str, bool], ...]] = {
 
 
 def _row(row: Sequence[Any]) -> InboxRow:
-    return InboxRow(**{field: convert(value) if convert is not None else value
-                       for (_, _, field, convert), value in zip(_ROW_COLUMNS, row, strict=True)})
+    return InboxRow(
+        **{field: convert(value) if convert is not None else value for (_, _, field, convert), value in zip(_ROW_COLUMNS, row, strict=True)}
+    )
 
 
 def _order(sort: Sort, reverse: bool) -> str:
@@ -427,14 +467,15 @@ class Inbox:
 
     # --- the query ---------------------------------------------------------------------------------
 
-    def _inner(self, filters: Filters, extra: str = "", walk: bool = False,
-               by_label: bool = False) -> tuple[str, list[Any]]:
+    def _inner(self, filters: Filters, extra: str = "", walk: bool = False, by_label: bool = False) -> tuple[str, list[Any]]:
         plus = "+" if walk and not self._db.pg else ""
         where, params = filters.where(plus, "" if by_label else None)
         clauses = " AND ".join(c for c in (where, extra) if c)
-        sql = (f"SELECT {self.dialect.columns()} FROM results r LEFT JOIN web_reviews w ON w.result_pk = r.id"
-               " LEFT JOIN web_assignments a ON a.result_pk = r.id"
-               f"{' WHERE ' + clauses if clauses else ''}")
+        sql = (
+            f"SELECT {self.dialect.columns()} FROM results r LEFT JOIN web_reviews w ON w.result_pk = r.id"
+            " LEFT JOIN web_assignments a ON a.result_pk = r.id"
+            f"{' WHERE ' + clauses if clauses else ''}"
+        )
         return sql, params
 
     def _pivot(self, sort: Sort, result_pk: int) -> list[Any] | None:
@@ -443,8 +484,18 @@ class Inbox:
         row = self._db.one(f"SELECT {cols} FROM ({inner}) q", [*params, result_pk])
         return list(row) if row else None
 
-    def _query(self, filters: Filters, extra: str, params: Sequence[Any], outer: str, outer_params: Sequence[Any],
-               order: str, limit: int | None, walk: bool = False, by_label: bool = False) -> list[InboxRow]:
+    def _query(
+        self,
+        filters: Filters,
+        extra: str,
+        params: Sequence[Any],
+        outer: str,
+        outer_params: Sequence[Any],
+        order: str,
+        limit: int | None,
+        walk: bool = False,
+        by_label: bool = False,
+    ) -> list[InboxRow]:
         inner, inner_params = self._inner(filters, extra, walk, by_label)
         sql = f"SELECT * FROM ({inner}) q{' WHERE ' + outer if outer else ''} ORDER BY {order}"
         if limit is not None:
@@ -452,8 +503,16 @@ class Inbox:
         rows = self._db.query(sql, [*inner_params, *params, *outer_params])
         return [_row(r[:_ROW_FIELDS]) for r in rows]
 
-    def _select(self, queue: Queue, *, beyond: int | None = None, reverse: bool = False,
-                limit: int | None = None, extra: str = "", extra_params: Sequence[Any] = ()) -> list[InboxRow]:
+    def _select(
+        self,
+        queue: Queue,
+        *,
+        beyond: int | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        extra: str = "",
+        extra_params: Sequence[Any] = (),
+    ) -> list[InboxRow]:
         pivot = self._pivot(queue.sort, beyond) if beyond is not None else None
         if beyond is not None and pivot is None:
             return []
@@ -462,15 +521,16 @@ class Inbox:
             return self._query(queue.filters, extra, extra_params, outer, more, _order(queue.sort, reverse), limit)
         return self._segments(queue, pivot, reverse, limit, extra, extra_params)
 
-    def _segments(self, queue: Queue, pivot: list[Any] | None, reverse: bool, limit: int | None, extra: str,
-                  extra_params: Sequence[Any]) -> list[InboxRow]:
+    def _segments(
+        self, queue: Queue, pivot: list[Any] | None, reverse: bool, limit: int | None, extra: str, extra_params: Sequence[Any]
+    ) -> list[InboxRow]:
         """The attention ordering one rank at a time (each an index walk by p(malignant)), so a page costs a
         few index steps rather than sorting every matching result."""
         ranks = _RANKS[queue.sort]
         pivot_rank = pivot[0] if pivot is not None and queue.sort is Sort.ATTENTION else None
         tail = pivot[-3:] if pivot is not None else None
         found: list[InboxRow] = []
-        for rank in (reversed(ranks) if reverse else ranks):
+        for rank in reversed(ranks) if reverse else ranks:
             if pivot_rank is not None and (rank < pivot_rank if not reverse else rank > pivot_rank):
                 continue
             left = None if limit is None else limit - len(found)
@@ -483,8 +543,9 @@ class Inbox:
             segment = self.dialect.segment(rank)
             where = " AND ".join(c for c in (extra, segment) if c)
             walk = rank == 0 or self._worth_walking(queue.filters, where, extra_params)
-            found += self._query(queue.filters, where, extra_params, outer, more, _order_by(_TAIL, reverse), left,
-                                 walk=walk, by_label=rank in (0, 1))  # by label: their own partial indexes
+            found += self._query(
+                queue.filters, where, extra_params, outer, more, _order_by(_TAIL, reverse), left, walk=walk, by_label=rank in (0, 1)
+            )  # by label: their own partial indexes
         return found
 
     def _worth_walking(self, filters: Filters, where: str, params: Sequence[Any]) -> bool:
@@ -503,8 +564,7 @@ class Inbox:
 
     # --- pages -------------------------------------------------------------------------------------
 
-    def page(self, filters: Filters | Queue, *, before: int | None = None, after: int | None = None,
-             size: int = PAGE_SIZE) -> Page:
+    def page(self, filters: Filters | Queue, *, before: int | None = None, after: int | None = None, size: int = PAGE_SIZE) -> Page:
         """One page. ``before``: the rows after that row in the ordering; ``after``: the rows ahead of it.
         A bare :class:`Filters` pages newest first."""
         queue = filters if isinstance(filters, Queue) else Queue(filters, Sort.NEWEST)
@@ -523,8 +583,7 @@ class Inbox:
         newest = max((r.id for r in rows), default=0)
         if before is None and after is None:
             newest = max(newest, self.max_id())
-        return Page(rows=rows, older=older, newer=newer, total=self.count(queue.filters), newest_id=newest,
-                    full=full)
+        return Page(rows=rows, older=older, newer=newer, total=self.count(queue.filters), newest_id=newest, full=full)
 
     def neighbours(self, queue: Queue, result_pk: int) -> tuple[InboxRow | None, InboxRow | None]:
         """The results just ahead of and just after this one in the queue (the result page's ‹ ›)."""
@@ -534,19 +593,16 @@ class Inbox:
 
     def since(self, filters: Filters, after_id: int, limit: int = PAGE_SIZE) -> list[InboxRow]:
         """Rows newer than ``after_id`` matching the filter, oldest first (live updates)."""
-        return self._select(Queue(filters, Sort.NEWEST), reverse=True, limit=limit, extra="r.id > ?",
-                            extra_params=[after_id])
+        return self._select(Queue(filters, Sort.NEWEST), reverse=True, limit=limit, extra="r.id > ?", extra_params=[after_id])
 
     def exam(self, exam_id: str) -> list[InboxRow]:
         """Every frame stored under this exam id, in the order they were created."""
-        rows = self._select(Queue(Filters(voided=True), Sort.NEWEST), extra="r.exam_id = ?", extra_params=[exam_id],
-                            limit=1000)
+        rows = self._select(Queue(Filters(voided=True), Sort.NEWEST), extra="r.exam_id = ?", extra_params=[exam_id], limit=1000)
         return sorted(rows, key=lambda r: (r.created_at, r.id))
 
     def patient(self, patient_ref: str, limit: int = 500) -> list[InboxRow]:
         """Results for one patient reference, newest first."""
-        return self._select(Queue(Filters(voided=True), Sort.NEWEST), extra="r.patient_ref = ?", extra_params=[patient_ref],
-                            limit=limit)
+        return self._select(Queue(Filters(voided=True), Sort.NEWEST), extra="r.patient_ref = ?", extra_params=[patient_ref], limit=limit)
 
     def by_pks(self, pks: Sequence[int]) -> list[InboxRow]:
         if not pks:
@@ -556,8 +612,9 @@ class Inbox:
 
     def escalations(self, created_before: str, limit: int = 200) -> list[InboxRow]:
         """Unreviewed suspicious results created before ``created_before`` (ISO), oldest first."""
-        return self._query(Filters(), f"r.created_at < ? AND {self.dialect.segment(0)}", [created_before], "", [],
-                           "q.created_at ASC, q.id ASC", limit)
+        return self._query(
+            Filters(), f"r.created_at < ? AND {self.dialect.segment(0)}", [created_before], "", [], "q.created_at ASC, q.id ASC", limit
+        )
 
     def count_escalations(self, created_before: str, cap: int = 100) -> int:
         inner, params = self._inner(Filters(), f"r.created_at < ? AND {self.dialect.segment(0)}")
@@ -635,11 +692,29 @@ def clear(filters: Filters, name: str) -> Filters:
 
 # --- CSV -------------------------------------------------------------------------------------------
 
-_CSV_HEAD = ("result_id", "created_at", "received_at", "delivered_late", "delay_s", "site", "device_id", "exam_id",
-             "patient_ref", "side", "clock", "age", "outcome", "label", "inconclusive", "category", "category_source", "p_malignant",
-             "threshold_malignant", "mode")
-_CSV_TAIL = ("probabilities", "thresholds", "model_version", "review_state", "reviewer", "reviewed_at", "review_note",
-             "assigned_to")
+_CSV_HEAD = (
+    "result_id",
+    "created_at",
+    "received_at",
+    "delivered_late",
+    "delay_s",
+    "site",
+    "device_id",
+    "exam_id",
+    "patient_ref",
+    "side",
+    "clock",
+    "age",
+    "outcome",
+    "label",
+    "inconclusive",
+    "category",
+    "category_source",
+    "p_malignant",
+    "threshold_malignant",
+    "mode",
+)
+_CSV_TAIL = ("probabilities", "thresholds", "model_version", "review_state", "reviewer", "reviewed_at", "review_note", "assigned_to")
 
 
 def csv_fields(classes: Sequence[str]) -> tuple[str, ...]:
@@ -654,18 +729,34 @@ def csv_record(row: InboxRow, classes: Sequence[str] = KNOWN_LABELS) -> dict[str
     a = row.assessment
     delay = delay_s(row.created_at, row.received_at)  # parsed once: "late" is the same delay over LATE_AFTER_S
     record: dict[str, Any] = {
-        "result_id": row.result_id, "created_at": row.created_at, "received_at": row.received_at,
-        "delivered_late": int(delay is not None and delay > LATE_AFTER_S), "delay_s": f"{delay:.0f}" if delay is not None else "",
-        "site": row.site, "device_id": row.device_id,
-        "exam_id": row.exam_id or "", "patient_ref": row.patient_ref or "", "side": row.side or "",
-        "clock": "" if row.clock is None else row.clock, "age": "" if row.age is None else row.age,
-        "outcome": row.outcome, "label": row.label or "", "inconclusive": int(row.inconclusive),
-        "category": a.category.value, "category_source": "device" if a.from_device else "derived",
-        "p_malignant": _num(a.p_malignant), "threshold_malignant": _num(a.threshold), "mode": a.mode or "",
+        "result_id": row.result_id,
+        "created_at": row.created_at,
+        "received_at": row.received_at,
+        "delivered_late": int(delay is not None and delay > LATE_AFTER_S),
+        "delay_s": f"{delay:.0f}" if delay is not None else "",
+        "site": row.site,
+        "device_id": row.device_id,
+        "exam_id": row.exam_id or "",
+        "patient_ref": row.patient_ref or "",
+        "side": row.side or "",
+        "clock": "" if row.clock is None else row.clock,
+        "age": "" if row.age is None else row.age,
+        "outcome": row.outcome,
+        "label": row.label or "",
+        "inconclusive": int(row.inconclusive),
+        "category": a.category.value,
+        "category_source": "device" if a.from_device else "derived",
+        "p_malignant": _num(a.p_malignant),
+        "threshold_malignant": _num(a.threshold),
+        "mode": a.mode or "",
         "probabilities": json.dumps(row.probabilities, sort_keys=True),
-        "thresholds": json.dumps(row.thresholds, sort_keys=True), "model_version": row.model_version,
-        "review_state": row.review, "reviewer": row.reviewer or "", "reviewed_at": row.reviewed_at or "",
-        "review_note": row.review_note or "", "assigned_to": row.assignee or "",
+        "thresholds": json.dumps(row.thresholds, sort_keys=True),
+        "model_version": row.model_version,
+        "review_state": row.review,
+        "reviewer": row.reviewer or "",
+        "reviewed_at": row.reviewed_at or "",
+        "review_note": row.review_note or "",
+        "assigned_to": row.assignee or "",
     }
     record.update({f"p_{c}": _num(row.probabilities.get(c)) for c in classes})
     return record

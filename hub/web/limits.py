@@ -101,9 +101,11 @@ class LoginLimiter:
     def counters(self, username: str, client_ip: str) -> list[Counter]:
         """The counters an attempt from a browser the account does not trust must reserve, in lock order."""
         lim = self.limits
-        counters = [Counter(Scope.ADDRESS, "", client_ip, lim.per_address),
-                    Counter(Scope.CLIENT, username, client_ip, lim.per_client),
-                    Counter(Scope.USER, username, "", lim.per_user)]
+        counters = [
+            Counter(Scope.ADDRESS, "", client_ip, lim.per_address),
+            Counter(Scope.CLIENT, username, client_ip, lim.per_client),
+            Counter(Scope.USER, username, "", lim.per_user),
+        ]
         # One global order (scope, username, address) for every transaction: no deadlocks on PostgreSQL.
         return sorted(counters, key=lambda c: (c.scope.value, c.username, c.client_ip))
 
@@ -120,17 +122,20 @@ class LoginLimiter:
     @staticmethod
     def _take(tx: Tx, counter: Counter, cutoff: str, stamp: str) -> str:
         key = (counter.scope.value, counter.username, counter.client_ip)
-        tx.execute("INSERT INTO web_login_limits (scope, username, client_ip, window_start, used) "
-                   "VALUES (?, ?, ?, ?, 0) ON CONFLICT (scope, username, client_ip) DO NOTHING", (*key, stamp))
+        tx.execute(
+            "INSERT INTO web_login_limits (scope, username, client_ip, window_start, used) "
+            "VALUES (?, ?, ?, ?, 0) ON CONFLICT (scope, username, client_ip) DO NOTHING",
+            (*key, stamp),
+        )
         # A window that has run out starts again at this attempt; otherwise a slot only while one is left.
         taken = tx.execute(
             "UPDATE web_login_limits SET "
             "used = CASE WHEN window_start < ? THEN 1 ELSE used + 1 END, "
             "window_start = CASE WHEN window_start < ? THEN ? ELSE window_start END "
             "WHERE scope = ? AND username = ? AND client_ip = ? AND (window_start < ? OR used < ?)",
-            (cutoff, cutoff, stamp, *key, cutoff, counter.limit)).rowcount
-        row = tx.execute("SELECT window_start FROM web_login_limits WHERE scope = ? AND username = ? "
-                         "AND client_ip = ?", key).fetchone()
+            (cutoff, cutoff, stamp, *key, cutoff, counter.limit),
+        ).rowcount
+        row = tx.execute("SELECT window_start FROM web_login_limits WHERE scope = ? AND username = ? AND client_ip = ?", key).fetchone()
         if taken != 1:
             raise _Full(counter, str(row[0]))
         return str(row[0])
@@ -139,9 +144,11 @@ class LoginLimiter:
         """Give the slots of a successful attempt back (only within the window they were taken in)."""
         with self._db.transaction() as tx:
             for counter, window_start in reservation.slots:
-                tx.execute("UPDATE web_login_limits SET used = used - 1 WHERE scope = ? AND username = ? "
-                           "AND client_ip = ? AND window_start = ? AND used > 0",
-                           (counter.scope.value, counter.username, counter.client_ip, window_start))
+                tx.execute(
+                    "UPDATE web_login_limits SET used = used - 1 WHERE scope = ? AND username = ? "
+                    "AND client_ip = ? AND window_start = ? AND used > 0",
+                    (counter.scope.value, counter.username, counter.client_ip, window_start),
+                )
 
     def prune(self, now: datetime) -> None:
         with self._db.transaction() as tx:
@@ -163,7 +170,8 @@ class TrustedBrowsers:
                 taken = tx.execute(
                     "UPDATE web_trusted_clients SET failures = failures + 1, last_used_at = ? "
                     "WHERE token_hash = ? AND username = ? AND failures < ? AND expires_at > ?",
-                    (iso(now), digest, username, self.limits.per_trusted, iso(now))).rowcount
+                    (iso(now), digest, username, self.limits.per_trusted, iso(now)),
+                ).rowcount
             if taken == 1:
                 return digest
         return None
@@ -174,11 +182,11 @@ class TrustedBrowsers:
         with self._db.transaction() as tx:
             if replacing is not None:
                 tx.execute("DELETE FROM web_trusted_clients WHERE token_hash = ?", (replacing,))
-            tx.execute("INSERT INTO web_trusted_clients (token_hash, username, failures, created_at, last_used_at, "
-                       "expires_at) VALUES (?, ?, 0, ?, ?, ?)",
-                       (token_hash(token), username, iso(now), iso(now), iso(now + self.limits.trusted_for)))
-            tx.execute("DELETE FROM web_trusted_clients WHERE expires_at < ? OR failures >= ?",
-                       (iso(now), self.limits.per_trusted))
+            tx.execute(
+                "INSERT INTO web_trusted_clients (token_hash, username, failures, created_at, last_used_at, expires_at) VALUES (?, ?, 0, ?, ?, ?)",
+                (token_hash(token), username, iso(now), iso(now), iso(now + self.limits.trusted_for)),
+            )
+            tx.execute("DELETE FROM web_trusted_clients WHERE expires_at < ? OR failures >= ?", (iso(now), self.limits.per_trusted))
         return token
 
     def owners(self, tokens: Iterable[str]) -> dict[str, str]:
@@ -187,8 +195,7 @@ class TrustedBrowsers:
         if not by_hash:
             return {}
         marks = ", ".join("?" for _ in by_hash)
-        rows = self._db.query(f"SELECT token_hash, username FROM web_trusted_clients WHERE token_hash IN ({marks})",
-                              list(by_hash))
+        rows = self._db.query(f"SELECT token_hash, username FROM web_trusted_clients WHERE token_hash IN ({marks})", list(by_hash))
         return {by_hash[row[0]]: str(row[1]) for row in rows}
 
     @staticmethod

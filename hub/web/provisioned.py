@@ -38,8 +38,7 @@ def parse(text: str, source: str) -> frozenset[tuple[str, str]]:
         match = _DEVICE.match(line)
         if match is None:
             shown = line if len(line) <= 80 else line[:79] + "…"
-            raise ProvisionError(f"{source}:{number}: not a device (expected site/device_id or 'user site/device_id'): "
-                                 f"{shown!r}")
+            raise ProvisionError(f"{source}:{number}: not a device (expected site/device_id or 'user site/device_id'): {shown!r}")
         devices.add((match.group(1), match.group(2)))
     return frozenset(devices)
 

@@ -59,15 +59,13 @@ class Reviews:
         self._db = db
 
     def review(self, result_id: str) -> Review | None:
-        row = self._db.one("SELECT result_id, state, note, username, at FROM web_reviews WHERE result_id = ?",
-                           (result_id,))
+        row = self._db.one("SELECT result_id, state, note, username, at FROM web_reviews WHERE result_id = ?", (result_id,))
         return Review(*row) if row else None
 
     def set_review(self, *, result_pk: int, result_id: str, state: str, note: str, username: str) -> Review:
         return self.set_reviews([(result_pk, result_id)], state=state, note=note, username=username)[0]
 
-    def set_reviews(self, results: list[tuple[int, str]], *, state: str, note: str, username: str,
-                    scope: str = "") -> list[Review]:
+    def set_reviews(self, results: list[tuple[int, str]], *, state: str, note: str, username: str, scope: str = "") -> list[Review]:
         """One review (state and note) for several results (an exam, a selection), in one transaction; each
         result gets its own audit entry (``scope`` says how it was reviewed: "exam", "bulk of 4")."""
         if state not in REVIEW_STATES:
@@ -97,11 +95,12 @@ class Reviews:
 
     @staticmethod
     def append(tx, at: str, username: str, action: str, result_id: str | None, detail: str) -> None:
-        tx.execute("INSERT INTO web_audit (at, username, action, result_id, detail) VALUES (?, ?, ?, ?, ?)",
-                   (at, username, action, result_id, detail[:MAX_NOTE]))
+        tx.execute(
+            "INSERT INTO web_audit (at, username, action, result_id, detail) VALUES (?, ?, ?, ?, ?)",
+            (at, username, action, result_id, detail[:MAX_NOTE]),
+        )
 
-    def entries(self, *, result_id: str | None = None, before_id: int | None = None,
-                limit: int = 100) -> list[AuditEntry]:
+    def entries(self, *, result_id: str | None = None, before_id: int | None = None, limit: int = 100) -> list[AuditEntry]:
         clauses: list[str] = []
         params: list[str | int] = []
         if result_id is not None:

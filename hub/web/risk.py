@@ -79,8 +79,7 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def derive_category(label: str | None, inconclusive: bool, p_malignant: float | None,
-                    threshold: float | None) -> Category:
+def derive_category(label: str | None, inconclusive: bool, p_malignant: float | None, threshold: float | None) -> Category:
     """The v1 rule (the device's label decision, see ``device.engine.decide_label``)."""
     if inconclusive:
         return Category.INCONCLUSIVE
@@ -92,9 +91,16 @@ def derive_category(label: str | None, inconclusive: bool, p_malignant: float | 
     return Category.LOW_SUSPICION
 
 
-def assess(*, probabilities: dict[str, float], thresholds: dict[str, float], label: str | None,
-           inconclusive: bool, category: str | None = None, p_malignant: float | None = None,
-           mode: str | None = None) -> Assessment:
+def assess(
+    *,
+    probabilities: dict[str, float],
+    thresholds: dict[str, float],
+    label: str | None,
+    inconclusive: bool,
+    category: str | None = None,
+    p_malignant: float | None = None,
+    mode: str | None = None,
+) -> Assessment:
     """The device's v2 fields where present, the v1 derivation for whatever is missing."""
     p = _number(p_malignant)
     if p is None:
@@ -102,8 +108,7 @@ def assess(*, probabilities: dict[str, float], thresholds: dict[str, float], lab
     threshold = _number(thresholds.get(MALIGNANT))
     sent = Category.parse(category)
     chosen = sent or derive_category(label, inconclusive, p, threshold)
-    return Assessment(category=chosen, p_malignant=p, threshold=threshold, mode=mode or None,
-                      from_device=sent is not None)
+    return Assessment(category=chosen, p_malignant=p, threshold=threshold, mode=mode or None, from_device=sent is not None)
 
 
 def delay_s(created_at: str, received_at: str) -> float | None:

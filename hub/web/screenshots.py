@@ -38,8 +38,15 @@ from hub.web.reviews import Reviews
 log = logging.getLogger(__name__)
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 USER, PASSWORD = "demo-operator", "demo-password-1"
 
 
@@ -62,12 +69,16 @@ def seed(db_path: Path) -> tuple[str, str]:
         accounts.add_user("pavel", PASSWORD, "operator")
         inbox, reviews = Inbox(db), Reviews(db)
         rows = inbox.page(Filters()).rows
-        for row, state, note in ((rows[4], "reviewed", "Consistent with prior imaging."),
-                                 (rows[9], "follow_up", "Recall for biopsy.")):
+        for row, state, note in ((rows[4], "reviewed", "Consistent with prior imaging."), (rows[9], "follow_up", "Recall for biopsy.")):
             reviews.set_review(result_pk=row.id, result_id=row.result_id, state=state, note=note, username=USER)
         shown = next(r for r in rows if r.label == "malignant" and not r.inconclusive)
-        reviews.set_review(result_pk=shown.id, result_id=shown.result_id, state="follow_up",
-                           note="Suspicious lesion upper outer quadrant; recall booked.", username=USER)
+        reviews.set_review(
+            result_pk=shown.id,
+            result_id=shown.result_id,
+            state="follow_up",
+            note="Suspicious lesion upper outer quadrant; recall booked.",
+            username=USER,
+        )
         frames = inbox.exam(examples.exam_with_patient)
         Assignments(db, accounts).assign([(r.id, r.result_id) for r in frames], to=USER, by=USER, scope="exam")
         escalated = inbox.by_pks([r.id for r in inbox.escalations("9999")][:1])

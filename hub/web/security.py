@@ -20,8 +20,10 @@ from typing import Literal
 from starlette.requests import Request
 from starlette.responses import Response
 
-CSP = ("default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; "
-       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+CSP = (
+    "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+)
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,8 @@ class CookiePolicy:
         """The trusted-browser tokens (hub/web/limits.py); only the sign-in form needs them."""
         return "__Host-sonopi_trusted" if self.secure else "sonopi_trusted"
 
-    def set(self, response: Response, name: str, value: str, max_age: int | None = None,
-            samesite: Literal["lax", "strict"] = "lax") -> None:
-        response.set_cookie(name, value, max_age=max_age, path="/", secure=self.secure, httponly=True,
-                            samesite=samesite)
+    def set(self, response: Response, name: str, value: str, max_age: int | None = None, samesite: Literal["lax", "strict"] = "lax") -> None:
+        response.set_cookie(name, value, max_age=max_age, path="/", secure=self.secure, httponly=True, samesite=samesite)
 
     def clear(self, response: Response, name: str) -> None:
         response.delete_cookie(name, path="/", secure=self.secure, httponly=True, samesite="lax")

@@ -17,21 +17,35 @@ REPO = Path(__file__).resolve().parents[2]
 LAYOUT = gate.Layout(REPO / "build/aarch64")
 _prepared = (LAYOUT.sysroot / ".complete").is_file() and LAYOUT.qemu.is_file() and LAYOUT.python.is_file()
 needs_emulator = pytest.mark.skipif(
-    not _prepared, reason="build/aarch64 not prepared: run `make check-aarch64` once (downloads Debian arm64 packages)")
+    not _prepared, reason="build/aarch64 not prepared: run `make check-aarch64` once (downloads Debian arm64 packages)"
+)
 
 
 def result(label: str | None, p_malignant: float, inconclusive: bool = False, sha: str = "ab") -> dict:
-    return {"label": label, "inconclusive": inconclusive, "model": {"sha256": sha},
-            "probabilities": {"normal": 0.0, "benign": round(1 - p_malignant, 6), "malignant": p_malignant}}
+    return {
+        "label": label,
+        "inconclusive": inconclusive,
+        "model": {"sha256": sha},
+        "probabilities": {"normal": 0.0, "benign": round(1 - p_malignant, 6), "malignant": p_malignant},
+    }
 
 
 def test_compare_counts_flips_and_the_largest_difference(tmp_path: Path) -> None:
     images = [tmp_path / f"{i}.png" for i in range(5)]
     key = [str(p.resolve()) for p in images]
-    x86 = {key[0]: result("benign", 0.1), key[1]: result("benign", 0.0276), key[2]: result("malignant", 0.9),
-           key[3]: result("benign", 0.2), key[4]: result("benign", 0.2)}
-    arm = {key[0]: result("benign", 0.1), key[1]: result("malignant", 0.0311), key[2]: result(None, 0.9, True),
-           key[3]: result("benign", 0.2, sha="cd")}
+    x86 = {
+        key[0]: result("benign", 0.1),
+        key[1]: result("benign", 0.0276),
+        key[2]: result("malignant", 0.9),
+        key[3]: result("benign", 0.2),
+        key[4]: result("benign", 0.2),
+    }
+    arm = {
+        key[0]: result("benign", 0.1),
+        key[1]: result("malignant", 0.0311),
+        key[2]: result(None, 0.9, True),
+        key[3]: result("benign", 0.2, sha="cd"),
+    }
     cmp = gate.compare(x86, arm, images, tmp_path / "cmp.csv")
     assert cmp.images == 5 and len(cmp.label_flips) == 2 and len(cmp.flag_flips) == 1
     assert len(cmp.errors) == 2  # a different model on one image, no aarch64 result for another
@@ -84,10 +98,12 @@ def test_without_datasets_the_test_frame_is_used_and_said(tmp_path: Path, caplog
 
 
 def test_dpkg_status_parsing() -> None:
-    text = ("Package: python3.11\nStatus: install ok installed\nVersion: 3.11.2-6\nArchitecture: arm64\n"
-            "Description: x\n continued\n\nPackage: python3.11-venv\nStatus: deinstall ok config-files\nVersion: 1\n\n"
-            "Package: python3-distutils\nStatus: install ok installed\nVersion: 3.11.2-3\nArchitecture: all\n"
-            "Provides: python3.11-distutils, python3.12-distutils (= 1)\n")
+    text = (
+        "Package: python3.11\nStatus: install ok installed\nVersion: 3.11.2-6\nArchitecture: arm64\n"
+        "Description: x\n continued\n\nPackage: python3.11-venv\nStatus: deinstall ok config-files\nVersion: 1\n\n"
+        "Package: python3-distutils\nStatus: install ok installed\nVersion: 3.11.2-3\nArchitecture: all\n"
+        "Provides: python3.11-distutils, python3.12-distutils (= 1)\n"
+    )
     found = parse_status(text)
     assert sorted(found) == ["python3-distutils", "python3.11"]
     assert found["python3.11"].version == "3.11.2-6"
@@ -96,14 +112,15 @@ def test_dpkg_status_parsing() -> None:
 
 def guest(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``code`` in the emulated Python (the gate's wrapper and clean guest environment)."""
-    return subprocess.run([str(LAYOUT.python), "-c", code], capture_output=True, text=True, timeout=timeout,
-                          env=gate.guest_env(LAYOUT), cwd=REPO)
+    return subprocess.run([str(LAYOUT.python), "-c", code], capture_output=True, text=True, timeout=timeout, env=gate.guest_env(LAYOUT), cwd=REPO)
 
 
 @needs_emulator
 def test_the_emulated_python_is_bookworm_arm64_and_sees_a_pi4() -> None:
-    code = ("import platform, sys; print(platform.machine(), platform.python_version(), *platform.libc_ver()); "
-            "print(open('/proc/cpuinfo').read().count('CPU part\\t: 0xd08')); print(sys.executable)")
+    code = (
+        "import platform, sys; print(platform.machine(), platform.python_version(), *platform.libc_ver()); "
+        "print(open('/proc/cpuinfo').read().count('CPU part\\t: 0xd08')); print(sys.executable)"
+    )
     proc = guest(code)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -115,8 +132,10 @@ def test_the_emulated_python_is_bookworm_arm64_and_sees_a_pi4() -> None:
 
 @needs_emulator
 def test_the_emulated_python_can_start_python_without_binfmt() -> None:
-    code = ("import subprocess, sys; print(subprocess.run([sys.executable, '-c', 'import platform; "
-            "print(platform.machine())'], capture_output=True, text=True, check=True).stdout.strip())")
+    code = (
+        "import subprocess, sys; print(subprocess.run([sys.executable, '-c', 'import platform; "
+        "print(platform.machine())'], capture_output=True, text=True, check=True).stdout.strip())"
+    )
     proc = guest(code, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "aarch64"
@@ -132,8 +151,7 @@ _current = LAYOUT.prefix / "opt/sonopi/current"
 
 
 @needs_emulator
-@pytest.mark.skipif(not (_current / ".installed").is_file(),
-                    reason="no release installed in build/aarch64/device: run `make check-aarch64` once")
+@pytest.mark.skipif(not (_current / ".installed").is_file(), reason="no release installed in build/aarch64/device: run `make check-aarch64` once")
 def test_litert_segfaults_under_qemu_without_the_pi_cpuinfo(tmp_path: Path) -> None:
     """Why the emulation-only cpuinfo exists: the same sysroot without it (the host's x86 cpuinfo shows)."""
     bare = tmp_path / "sysroot-without-cpuinfo"
@@ -142,13 +160,31 @@ def test_litert_segfaults_under_qemu_without_the_pi_cpuinfo(tmp_path: Path) -> N
         if entry.name != "proc":
             (bare / entry.name).symlink_to(entry)
     release = _current.resolve()
-    code = (f"from ai_edge_litert.interpreter import Interpreter; i = Interpreter(model_path='{release}/model/model.tflite', "
-            "num_threads=2); i.allocate_tensors(); print('ok')")
+    code = (
+        f"from ai_edge_litert.interpreter import Interpreter; i = Interpreter(model_path='{release}/model/model.tflite', "
+        "num_threads=2); i.allocate_tensors(); print('ok')"
+    )
     outcomes = []
     for root in (bare, LAYOUT.sysroot):
-        proc = subprocess.run([str(LAYOUT.qemu), "-cpu", gate.QEMU_CPU, "-L", str(root), "-0", str(release / "venv/bin/python"),
-                               str(LAYOUT.sysroot / "usr/bin/python3.11"), "-c", code], capture_output=True, text=True,
-                              timeout=300, env=gate.guest_env(LAYOUT), cwd=REPO)
+        proc = subprocess.run(
+            [
+                str(LAYOUT.qemu),
+                "-cpu",
+                gate.QEMU_CPU,
+                "-L",
+                str(root),
+                "-0",
+                str(release / "venv/bin/python"),
+                str(LAYOUT.sysroot / "usr/bin/python3.11"),
+                "-c",
+                code,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=gate.guest_env(LAYOUT),
+            cwd=REPO,
+        )
         outcomes.append((proc.returncode, proc.stdout.strip(), proc.stderr[-300:]))
     assert outcomes[0][0] != 0 and "Segmentation fault" in outcomes[0][2], outcomes[0]
     assert outcomes[1][:2] == (0, "ok"), outcomes[1]

@@ -70,8 +70,9 @@ def flash_env(kit: dict[str, Path], **overrides: str) -> dict[str, str]:
 
 def make_flash(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     args = [f"{k}={env[k]}" for k in ("BASE", "DEVICE_ID", "SITE", "OUT", "DEVICE") if k in env]
-    return subprocess.run(["make", "-s", "-C", str(REPO), "flash", "DEPLOY_STAMP=", f"PY={env['PYTHON']}", *args],
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["make", "-s", "-C", str(REPO), "flash", "DEPLOY_STAMP=", f"PY={env['PYTHON']}", *args], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def offsets(image: Path) -> dict[str, int]:
@@ -132,8 +133,7 @@ def test_flash_writes_everything_with_owners_and_modes(flashed, kit: dict[str, P
     # the config is valid per the device's own validator
     config = tmp_path / "device.toml"
     config.write_text(dbg(out, off["root"], "cat /etc/sonopi/device.toml"))
-    check = subprocess.run([sys.executable, "-m", "device", "config", "check", str(config)], capture_output=True,
-                           text=True, cwd=REPO)
+    check = subprocess.run([sys.executable, "-m", "device", "config", "check", str(config)], capture_output=True, text=True, cwd=REPO)
     assert check.returncode == 0, check.stderr
     text = config.read_text()
     assert 'id = "clinic-a-01"' in text and 'public_key = "/etc/sonopi/model-signing.pub"' in text
@@ -202,8 +202,11 @@ def test_first_boot_against_the_flashed_root(flashed, tmp_path: Path) -> None:
     assert (staged / "opt/sonopi" / current / ".installed").is_file()
     assert os.readlink(staged / "var/lib/sonopi/models/current").startswith("store/sonopi-lite0-1.0.0-")
     # the installed venv runs the release's code
-    probe = subprocess.run([str(staged / "opt/sonopi/current/venv/bin/python"), "-c", "import device.model.signing, sys; print(sys.prefix)"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [str(staged / "opt/sonopi/current/venv/bin/python"), "-c", "import device.model.signing, sys; print(sys.prefix)"],
+        capture_output=True,
+        text=True,
+    )
     assert probe.returncode == 0 and "venv" in probe.stdout, probe.stderr
 
 

@@ -107,7 +107,7 @@ def device(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> d
         f'[device]\nid = "loopback-01"\nsite = "test"\ndata_dir = "{prefix}/var/lib/sonopi"\n'
         f'[model]\npath = "{prefix}/var/lib/sonopi/models/current"\nthreads = 1\n'
         f'public_key = "{prefix}/etc/sonopi/model-signing.pub"\n'
-        '[uplink]\nenabled = false\n'
+        "[uplink]\nenabled = false\n"
     )
     model = t / "model"
     shutil.copytree(tiny_bundle_dir, model)
@@ -115,8 +115,7 @@ def device(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> d
     wheels1 = make_shim_wheels(t / "wheels1")
     wheels2 = make_shim_wheels(t / "wheels2")
     make_wheel(wheels2, "sonopi_test_extra", "0.2")  # release 2 differs from release 1
-    return {"dir": t, "prefix": prefix, "state": state, "systemctl": systemctl, "model": model,
-            "pub": public, "wheels1": wheels1, "wheels2": wheels2}
+    return {"dir": t, "prefix": prefix, "state": state, "systemctl": systemctl, "model": model, "pub": public, "wheels1": wheels1, "wheels2": wheels2}
 
 
 def run_make(target: str, sshd: dict, device: dict, wheels: Path | None = None, version: str = "") -> subprocess.CompletedProcess[str]:
@@ -136,8 +135,17 @@ def run_make(target: str, sshd: dict, device: dict, wheels: Path | None = None, 
         "PYTHON": sys.executable,
         "RELEASE_VERSION": version,
     }
-    args = ["make", "-s", "-C", str(REPO), target, "DEPLOY_STAMP=", f"PY={sys.executable}",
-            f"PI={getpass.getuser()}@127.0.0.1:{sshd['port']}", f"ANSIBLE_ARGS={extra}"]
+    args = [
+        "make",
+        "-s",
+        "-C",
+        str(REPO),
+        target,
+        "DEPLOY_STAMP=",
+        f"PY={sys.executable}",
+        f"PI={getpass.getuser()}@127.0.0.1:{sshd['port']}",
+        f"ANSIBLE_ARGS={extra}",
+    ]
     if wheels is not None:
         args += [f"MODEL={device['model']}", f"MODEL_PUBKEY={device['pub']}", f"WHEELS={wheels}"]
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
@@ -208,9 +216,23 @@ def test_tampered_model_in_release_is_refused(sshd: dict, device: dict, tmp_path
     before = current(device) if (device["prefix"] / "opt/sonopi/current").is_symlink() else None
     rel_dir = device["dir"] / "releases"
     build = subprocess.run(
-        [sys.executable, str(REPO / "deploy/build_release.py"), "--model", str(device["model"]), "--public-key",
-         str(device["pub"]), "--wheels", str(device["wheels1"]), "--out", str(rel_dir), "--version", "9.9.9-tampered"],
-        capture_output=True, text=True)
+        [
+            sys.executable,
+            str(REPO / "deploy/build_release.py"),
+            "--model",
+            str(device["model"]),
+            "--public-key",
+            str(device["pub"]),
+            "--wheels",
+            str(device["wheels1"]),
+            "--out",
+            str(rel_dir),
+            "--version",
+            "9.9.9-tampered",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert build.returncode == 0, build.stderr
     tampered = rel_dir / "9.9.9-tampered"
     model = tampered / "model/model.tflite"
@@ -218,20 +240,56 @@ def test_tampered_model_in_release_is_refused(sshd: dict, device: dict, tmp_path
     data[100] ^= 0xFF
     model.write_bytes(bytes(data))
     (rel_dir / "sonopi-9.9.9-tampered.tar").unlink()
-    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
-                    "from deploy.build_release import _write_tar; _write_tar(Path(sys.argv[2]), Path(sys.argv[3]))",
-                    str(REPO), str(tampered), str(rel_dir / "sonopi-9.9.9-tampered.tar")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+            "from deploy.build_release import _write_tar; _write_tar(Path(sys.argv[2]), Path(sys.argv[3]))",
+            str(REPO),
+            str(tampered),
+            str(rel_dir / "sonopi-9.9.9-tampered.tar"),
+        ],
+        check=True,
+    )
     proc = subprocess.run(
-        [str(PLAYBOOK), "-i", "127.0.0.1,", "-e", f"ansible_user={getpass.getuser()}", "-e", f"ansible_port={sshd['port']}",
-         "-e", "release_id=9.9.9-tampered", "-e", f"release_tar={rel_dir / 'sonopi-9.9.9-tampered.tar'}",
-         "-e", f"sonopi_prefix={device['prefix']}", "-e", f"sonopi_systemctl={device['systemctl']}",
-         "-e", f"sonopi_base_python={base_python()}", "-e", "sonopi_become=false", "-e", "sonopi_health_settle_s=0",
-         str(REPO / "deploy/ansible/deploy.yml")],
-        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "deploy/ansible/ansible.cfg"),
-             "ANSIBLE_HOME": str(device["dir"] / "ansible-home"), "ANSIBLE_PRIVATE_KEY_FILE": str(sshd["key"]),
-             "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile={sshd['known_hosts']} -o IdentitiesOnly=yes",
-             "ANSIBLE_REMOTE_TEMP": str(device["dir"] / "ansible-remote"), "ANSIBLE_NOCOLOR": "1"},
-        capture_output=True, text=True, timeout=300)
+        [
+            str(PLAYBOOK),
+            "-i",
+            "127.0.0.1,",
+            "-e",
+            f"ansible_user={getpass.getuser()}",
+            "-e",
+            f"ansible_port={sshd['port']}",
+            "-e",
+            "release_id=9.9.9-tampered",
+            "-e",
+            f"release_tar={rel_dir / 'sonopi-9.9.9-tampered.tar'}",
+            "-e",
+            f"sonopi_prefix={device['prefix']}",
+            "-e",
+            f"sonopi_systemctl={device['systemctl']}",
+            "-e",
+            f"sonopi_base_python={base_python()}",
+            "-e",
+            "sonopi_become=false",
+            "-e",
+            "sonopi_health_settle_s=0",
+            str(REPO / "deploy/ansible/deploy.yml"),
+        ],
+        env={
+            **os.environ,
+            "ANSIBLE_CONFIG": str(REPO / "deploy/ansible/ansible.cfg"),
+            "ANSIBLE_HOME": str(device["dir"] / "ansible-home"),
+            "ANSIBLE_PRIVATE_KEY_FILE": str(sshd["key"]),
+            "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile={sshd['known_hosts']} -o IdentitiesOnly=yes",
+            "ANSIBLE_REMOTE_TEMP": str(device["dir"] / "ansible-remote"),
+            "ANSIBLE_NOCOLOR": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "model.tflite was modified after signing" in proc.stdout + proc.stderr
     if before is not None:

@@ -37,8 +37,7 @@ def staged_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("unit", [u.name for u in UNITS])
 def test_systemd_analyze_verify(staged_root: Path, unit: str) -> None:
-    proc = subprocess.run([ANALYZE, f"--root={staged_root}", "verify", "--man=no", f"/etc/systemd/system/{unit}"],
-                          capture_output=True, text=True)
+    proc = subprocess.run([ANALYZE, f"--root={staged_root}", "verify", "--man=no", f"/etc/systemd/system/{unit}"], capture_output=True, text=True)
     # verify exits 0 on warnings (unknown keys, bad values): any output about our unit is a failure
     ours = [line for line in (proc.stdout + proc.stderr).splitlines() if "sonopi" in line]
     assert proc.returncode == 0 and not ours, proc.stdout + proc.stderr
@@ -46,8 +45,9 @@ def test_systemd_analyze_verify(staged_root: Path, unit: str) -> None:
 
 @pytest.mark.parametrize("unit,limit", [("sonopi-ui.service", 2.0), ("sonopi-uplink.service", 2.0)])
 def test_security_exposure(staged_root: Path, unit: str, limit: float) -> None:
-    proc = subprocess.run([ANALYZE, "security", "--offline=yes", f"--root={staged_root}", "--no-pager",
-                           f"/etc/systemd/system/{unit}"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [ANALYZE, "security", "--offline=yes", f"--root={staged_root}", "--no-pager", f"/etc/systemd/system/{unit}"], capture_output=True, text=True
+    )
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout + proc.stderr)
     assert m, proc.stdout + proc.stderr
     assert float(m.group(1)) <= limit, proc.stdout
@@ -58,8 +58,17 @@ def test_security_exposure(staged_root: Path, unit: str, limit: float) -> None:
 @pytest.mark.parametrize("unit", ["sonopi-ui.service", "sonopi-uplink.service"])
 def test_service_units_have_the_required_settings(unit: str) -> None:
     text = (REPO / "systemd" / unit).read_text()
-    for setting in ("Type=notify", "Restart=always", "WatchdogSec=", "User=sonopi", "NoNewPrivileges=yes",
-                    "ProtectSystem=strict", "ReadWritePaths=/var/lib/sonopi", "PrivateTmp=yes",
-                    "StandardOutput=journal", "DevicePolicy=closed"):
+    for setting in (
+        "Type=notify",
+        "Restart=always",
+        "WatchdogSec=",
+        "User=sonopi",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/sonopi",
+        "PrivateTmp=yes",
+        "StandardOutput=journal",
+        "DevicePolicy=closed",
+    ):
         assert setting in text, f"{unit} lacks {setting}"
     assert text.count("ReadWritePaths=") == 1

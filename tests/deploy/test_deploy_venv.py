@@ -31,7 +31,8 @@ def fake_deb(out_dir: Path, package: str, version: str, arch: str = "arm64") -> 
     (tree / "DEBIAN").mkdir(parents=True)
     (tree / "DEBIAN/control").write_text(
         f"Package: {package}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: sonopi tests <t@example.org>\n"
-        f"Description: stand-in for {package}\n")
+        f"Description: stand-in for {package}\n"
+    )
     (tree / f"usr/share/doc/{package}").mkdir(parents=True)
     (tree / f"usr/share/doc/{package}/README").write_text("test\n")
     deb = out_dir / f"{package}_{version.split(':')[-1]}_{arch}.deb"
@@ -99,8 +100,7 @@ def test_image_without_python_is_refused(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "no python3.11" in proc.stderr and "nopython.img" in proc.stderr
 
 
-def test_flash_refuses_an_image_without_venv_when_the_package_is_not_there(kit: dict[str, Path], no_venv_image: Path,
-                                                                         tmp_path: Path) -> None:
+def test_flash_refuses_an_image_without_venv_when_the_package_is_not_there(kit: dict[str, Path], no_venv_image: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "never.img"
@@ -134,13 +134,11 @@ def test_first_boot_installs_the_debs_before_making_the_venv(flashed_no_venv: Pa
     calls = tmp_path / "dpkg.calls"
     stand_in = tmp_path / "dpkg"
     stand_in.write_text(  # records its arguments and whether any release venv existed when it ran
-        "#!/bin/sh\n"
-        f'venv=$(ls -d "{staged}"/opt/sonopi/releases/*/venv 2>/dev/null | wc -l)\n'
-        f'echo "venvs=$venv $*" >>"{calls}"\n')
+        f'#!/bin/sh\nvenv=$(ls -d "{staged}"/opt/sonopi/releases/*/venv 2>/dev/null | wc -l)\necho "venvs=$venv $*" >>"{calls}"\n'
+    )
     stand_in.chmod(0o755)
     env = {**os.environ, "SONOPI_PREFIX": str(staged), "SONOPI_BASE_PYTHON": base_python(), "SONOPI_DPKG": str(stand_in)}
-    proc = subprocess.run([str(staged / "opt/sonopi/firstboot/firstboot.sh")], env=env, capture_output=True, text=True,
-                          timeout=180)
+    proc = subprocess.run([str(staged / "opt/sonopi/firstboot/firstboot.sh")], env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     lines = calls.read_text().splitlines()
     assert len(lines) == 1 and lines[0].startswith("venvs=0 ")

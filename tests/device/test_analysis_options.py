@@ -17,7 +17,7 @@ from device.demo import write_demo_frames
 from device.store import ResultStore
 from tests.device.test_cli import _config, _device
 
-ROI = "[source]\nroi = [300, 140, 420, 380]\nroi_mode = \"override\"\n"
+ROI = '[source]\nroi = [300, 140, 420, 380]\nroi_mode = "override"\n'
 
 
 def _classify(config: Path, files: list[Path]) -> list[dict]:
@@ -53,5 +53,4 @@ def test_options_from_config_and_a_clinicians_roi() -> None:
     assert options == AnalysisOptions(auto_crop=False, roi=Box(10, 20, 300, 200), roi_mode="refine", dicom_frame=2)
     drawn = Box(1, 2, 30, 40)
     assert options.with_roi(drawn).roi == drawn and options.with_roi(None) == options  # a drawn ROI replaces it
-    assert options.classify_kwargs(heatmap=True) == {"auto_crop": False, "roi": Box(10, 20, 300, 200), "roi_mode": "refine",
-                                                     "heatmap": True}
+    assert options.classify_kwargs(heatmap=True) == {"auto_crop": False, "roi": Box(10, 20, 300, 200), "roi_mode": "refine", "heatmap": True}

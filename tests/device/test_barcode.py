@@ -20,14 +20,17 @@ def test_a_valid_reference_is_normalised(typed: str, stored: str) -> None:
     assert check_patient_id(typed) == stored
 
 
-@pytest.mark.parametrize("typed, words", [
-    ("", "Enter the patient ID"),
-    ("7", "too short"),
-    ("A" * 21, "too long"),
-    ("-123", "not in this site's format"),
-    ("AB 12", "not in this site's format"),
-    ("12-", "not in this site's format"),
-])
+@pytest.mark.parametrize(
+    "typed, words",
+    [
+        ("", "Enter the patient ID"),
+        ("7", "too short"),
+        ("A" * 21, "too long"),
+        ("-123", "not in this site's format"),
+        ("AB 12", "not in this site's format"),
+        ("12-", "not in this site's format"),
+    ],
+)
 def test_an_invalid_reference_is_refused_saying_why(typed: str, words: str) -> None:
     with pytest.raises(PatientIdError, match=words):
         check_patient_id(typed)
@@ -55,12 +58,15 @@ def test_a_scan_keeps_only_the_reference(raw: str) -> None:
     assert scan.reference == "A12345" and scan.raw == raw
 
 
-@pytest.mark.parametrize("raw, words", [
-    ("\r", "is empty"),
-    ("A12\x1d345\r", "control characters"),
-    ("http://x.org\r", "not in this site's format"),
-    ("]C1\r", "is empty"),
-])
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ("\r", "is empty"),
+        ("A12\x1d345\r", "control characters"),
+        ("http://x.org\r", "not in this site's format"),
+        ("]C1\r", "is empty"),
+    ],
+)
 def test_a_scan_that_is_not_a_reference_is_refused(raw: str, words: str) -> None:
     with pytest.raises(BarcodeError, match=words) as error:
         parse_scan(raw)

@@ -18,8 +18,7 @@ from device.store import ResultStore
 def _config(tmp_path: Path, bundle: Path, extra: str = "") -> Path:
     path = tmp_path / "device.toml"
     path.write_text(
-        f'[device]\nid = "cli-dev"\nsite = "cli-site"\ndata_dir = "{tmp_path / "data"}"\n'
-        f'[model]\npath = "{bundle}"\nthreads = 1\n' + extra
+        f'[device]\nid = "cli-dev"\nsite = "cli-site"\ndata_dir = "{tmp_path / "data"}"\n[model]\npath = "{bundle}"\nthreads = 1\n' + extra
     )
     return path
 
@@ -48,7 +47,9 @@ def test_sigterm_stops_cleanly_after_storing(tiny_bundle_dir: Path, tmp_path: Pa
     config = _config(tmp_path, tiny_bundle_dir, "[source]\nloop = true\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "device", "--config", str(config), "run", "--source", f"folder:{tmp_path / 'frames'}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     db = tmp_path / "data" / "results.sqlite"
     deadline = time.monotonic() + 60

@@ -22,14 +22,12 @@ CENTRE, AXES = (320, 120), (60, 30)  # the lesion in a 300 x 500 frame: box x 26
 
 def _config(tmp_path: Path, bundle: Path) -> Path:
     path = tmp_path / "device.toml"
-    path.write_text(f'[device]\ndata_dir = "{tmp_path / "data"}"\n[model]\npath = "{bundle}"\nthreads = 1\n'
-                    "[source]\nauto_crop = false\n")
+    path.write_text(f'[device]\ndata_dir = "{tmp_path / "data"}"\n[model]\npath = "{bundle}"\nthreads = 1\n[source]\nauto_crop = false\n')
     return path
 
 
 def _classify(config: Path, *paths: Path, as_json: bool = True) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "device", "classify", "--config", str(config), *(["--json"] if as_json else []),
-            *map(str, paths)]
+    args = [sys.executable, "-m", "device", "classify", "--config", str(config), *(["--json"] if as_json else []), *map(str, paths)]
     return subprocess.run(args, capture_output=True, text=True, timeout=180)
 
 

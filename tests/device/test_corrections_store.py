@@ -37,13 +37,20 @@ def _store(tmp_path: Path) -> ResultStore:
 
 
 def _void(result_id: str, reason: str = "poor_image", **kw) -> object:
-    return make_correction(result_id=result_id, kind="void", reason=reason, device_id="dev-1", site="site-a",
-                           origin=Place(None, None, None), **kw)
+    return make_correction(result_id=result_id, kind="void", reason=reason, device_id="dev-1", site="site-a", origin=Place(None, None, None), **kw)
 
 
 def _move(result_id: str, exam: str, side: str | None = None, reason: str = "wrong_patient", **kw) -> object:
-    return make_correction(result_id=result_id, kind="move", reason=reason, device_id="dev-1", site="site-a",
-                           origin=Place(None, None, None), target=Place(exam, None, side), **kw)
+    return make_correction(
+        result_id=result_id,
+        kind="move",
+        reason=reason,
+        device_id="dev-1",
+        site="site-a",
+        origin=Place(None, None, None),
+        target=Place(exam, None, side),
+        **kw,
+    )
 
 
 def test_void_is_stored_and_the_result_row_is_unchanged(tmp_path: Path) -> None:
@@ -72,19 +79,22 @@ def test_move_takes_the_exams_patient_and_then_a_void(tmp_path: Path) -> None:
         assert [c.kind for c in placement.corrections] == [CorrectionKind.MOVE, CorrectionKind.MOVE, CorrectionKind.VOID]
 
 
-@pytest.mark.parametrize(("build", "message"), [
-    (lambda rid: _void("00000000-0000-4000-8000-000000000000"), "no result 00000000-0000-4000-8000-000000000000"),
-    (lambda rid: _move(rid, "E9", "L"), "there is no exam E9 on this device"),
-    (lambda rid: _move(rid, "E1", "L"), "already in exam E1 side L"),
-    (lambda rid: _move(rid, "E3", "L"), "exam E3 is side R, not L"),
-    (lambda rid: _move(rid, "E2"), "choose the side"),
-    (lambda rid: _void(rid, reason="wrong_side"), "'wrong_side' is not a reason to void"),
-    (lambda rid: _move(rid, "E2", "L", reason="poor_image"), "'poor_image' is not a reason to move"),
-    (lambda rid: _void(rid, reason="other"), "'other' needs a note"),
-    (lambda rid: _void(rid, note="x" * 201), "note: longer than 200"),
-    (lambda rid: _void(rid, note="line\nbreak"), "note: contains a control character"),
-    (lambda rid: _void(rid, by="nurse\u202eevil"), "by: contains a control character"),
-])
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda rid: _void("00000000-0000-4000-8000-000000000000"), "no result 00000000-0000-4000-8000-000000000000"),
+        (lambda rid: _move(rid, "E9", "L"), "there is no exam E9 on this device"),
+        (lambda rid: _move(rid, "E1", "L"), "already in exam E1 side L"),
+        (lambda rid: _move(rid, "E3", "L"), "exam E3 is side R, not L"),
+        (lambda rid: _move(rid, "E2"), "choose the side"),
+        (lambda rid: _void(rid, reason="wrong_side"), "'wrong_side' is not a reason to void"),
+        (lambda rid: _move(rid, "E2", "L", reason="poor_image"), "'poor_image' is not a reason to move"),
+        (lambda rid: _void(rid, reason="other"), "'other' needs a note"),
+        (lambda rid: _void(rid, note="x" * 201), "note: longer than 200"),
+        (lambda rid: _void(rid, note="line\nbreak"), "note: contains a control character"),
+        (lambda rid: _void(rid, by="nurse\u202eevil"), "by: contains a control character"),
+    ],
+)
 def test_bad_corrections_are_clear_errors_and_store_nothing(tmp_path: Path, build, message: str) -> None:
     with _store(tmp_path) as store:
         record = store.add(make_record())
@@ -115,8 +125,12 @@ def test_sql_cannot_overwrite_a_result_or_a_correction(tmp_path: Path) -> None:
         record = store.add(make_record())
         c = store.add_correction(_void(record.result_id))
     db = sqlite3.connect(tmp_path / "r.sqlite")
-    for sql in ("UPDATE results SET patient_ref = 'P-999'", "UPDATE results SET exam_id = 'E2'",
-                "UPDATE corrections SET reason = 'test_scan'", "DELETE FROM corrections"):
+    for sql in (
+        "UPDATE results SET patient_ref = 'P-999'",
+        "UPDATE results SET exam_id = 'E2'",
+        "UPDATE corrections SET reason = 'test_scan'",
+        "DELETE FROM corrections",
+    ):
         with pytest.raises(sqlite3.IntegrityError, match="never overwritten|append-only"):
             db.execute(sql)
     db.execute("UPDATE results SET delivery = 'sent'")  # the delivery columns still move
@@ -152,8 +166,7 @@ def test_a_full_disk_keeps_the_correction_out(tmp_path: Path) -> None:
         store._db.execute("PRAGMA max_page_count = 1")  # what SQLite does on a full disk: SQLITE_FULL on the next page
         with pytest.raises(StoreError, match="write failed"):
             for _ in range(200):
-                store.add_correction(_move(record.result_id, "E2", "R" if len(store.corrections()) % 2 == 0 else "L",
-                                           note="n" * 190))
+                store.add_correction(_move(record.result_id, "E2", "R" if len(store.corrections()) % 2 == 0 else "L", note="n" * 190))
         count = len(store.corrections())
     with ResultStore(tmp_path / "r.sqlite") as reopened:
         assert len(reopened.corrections()) == count and reopened.integrity_ok()
@@ -170,8 +183,7 @@ def test_cli_correct_and_history(tmp_path: Path) -> None:
         store.add_exam(Exam("E1", "P-001", side="L"))
         store.add_exam(Exam("E2", "P-002", side="R"))
         a, b = store.add(make_record(0)), store.add(make_record(1))
-    moved = _device("correct", "--config", str(config), b.result_id, "--move-to", "E2", "--reason", "wrong_patient",
-                    "--by", "dr-k")
+    moved = _device("correct", "--config", str(config), b.result_id, "--move-to", "E2", "--reason", "wrong_patient", "--by", "dr-k")
     assert moved.returncode == 0, moved.stderr
     assert "moved P-001 L (exam E1) -> P-002 R (exam E2) (Wrong patient)" in moved.stdout
     voided = _device("correct", "--config", str(config), a.result_id, "--void", "--reason", "test_scan")
@@ -184,8 +196,7 @@ def test_cli_correct_and_history(tmp_path: Path) -> None:
     assert "VOIDED" in text and "MOVED to P-002 R (exam E2)" in text and "by dr-k [stored]" in text
     rows = {r["result_id"]: r for r in map(json.loads, _device("history", "--config", str(config), "--json").stdout.splitlines())}
     assert rows[a.result_id]["state"] == "voided" and rows[a.result_id]["patient_ref"] == "P-001"
-    assert rows[b.result_id]["state"] == "moved" and rows[b.result_id]["effective"] == {
-        "exam_id": "E2", "patient_ref": "P-002", "side": "R"}
+    assert rows[b.result_id]["state"] == "moved" and rows[b.result_id]["effective"] == {"exam_id": "E2", "patient_ref": "P-002", "side": "R"}
     assert rows[b.result_id]["corrections"][0]["reason"] == CorrectionReason.WRONG_PATIENT.value
 
 

@@ -25,8 +25,7 @@ from device.store import ResultStore
 from tests.device.model.test_bundle_format3 import decision_block, format3_copy
 
 LABELS = ("normal", "benign", "malignant")
-SPEC = DecisionSpec(modes={"high_sensitivity": ModeSpec(0.01), "balanced": ModeSpec(0.05), "high_specificity": ModeSpec(0.2)},
-                    lesion_threshold=0.35)
+SPEC = DecisionSpec(modes={"high_sensitivity": ModeSpec(0.01), "balanced": ModeSpec(0.05), "high_specificity": ModeSpec(0.2)}, lesion_threshold=0.35)
 
 
 def probs(normal: float, malignant: float) -> dict[str, float]:
@@ -72,13 +71,19 @@ def test_a_site_threshold_may_only_lower_the_modes() -> None:
     assert applied_threshold(SPEC, "balanced", None) == 0.05
     d = decide(probs(0.5, 0.03), LABELS, SPEC, "balanced", 0.02, False)
     assert d.category is Category.SUSPICIOUS and d.malignant_threshold == 0.02 and d.site_threshold
-    with pytest.raises(ConfigError, match=r"malignant_threshold = 0.1 is above the threshold m was validated with "
-                                          r"\(0.0500\) in balanced mode; a site may only lower it"):
+    with pytest.raises(
+        ConfigError,
+        match=r"malignant_threshold = 0.1 is above the threshold m was validated with "
+        r"\(0.0500\) in balanced mode; a site may only lower it",
+    ):
         applied_threshold(SPEC, "balanced", 0.1, "m")
 
 
-simplex = st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)).filter(lambda t: sum(t) > 1e-6).map(
-    lambda t: {name: v / sum(t) for name, v in zip(LABELS, t)})
+simplex = (
+    st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1))
+    .filter(lambda t: sum(t) > 1e-6)
+    .map(lambda t: {name: v / sum(t) for name, v in zip(LABELS, t)})
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -112,8 +117,11 @@ def test_a_more_sensitive_mode_is_never_less_concerned(p: dict[str, float]) -> N
 def test_config_mode_is_validated_against_the_enum() -> None:
     assert parse_config({}).model.mode is None  # the bundle's default mode
     assert parse_config({"model": {"mode": "high_sensitivity"}}).model.mode is Mode.HIGH_SENSITIVITY
-    with pytest.raises(ConfigError, match=r"site.toml: 'model.mode': Input should be 'high_sensitivity', 'balanced' or "
-                                          r"'high_specificity'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"site.toml: 'model.mode': Input should be 'high_sensitivity', 'balanced' or "
+        r"'high_specificity'",
+    ):
         parse_config({"model": {"mode": "turbo"}}, "site.toml")
 
 
@@ -124,12 +132,12 @@ def _config(tmp_path: Path, bundle: Path, extra: str = "") -> Path:
 
 
 def _classify(config: Path, *paths: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "device", "classify", "--config", str(config), "--json", *map(str, paths)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "device", "classify", "--config", str(config), "--json", *map(str, paths)], capture_output=True, text=True, timeout=300
+    )
 
 
-def test_a_mode_the_bundle_lacks_is_a_start_up_error_naming_the_key_and_the_bundle(shipped_bundle_dir: Path,
-                                                                                  tmp_path: Path) -> None:
+def test_a_mode_the_bundle_lacks_is_a_start_up_error_naming_the_key_and_the_bundle(shipped_bundle_dir: Path, tmp_path: Path) -> None:
     frames = write_demo_frames(tmp_path / "frames", count=1)
     proc = _classify(_config(tmp_path, shipped_bundle_dir, 'mode = "high_specificity"\n'), *frames)
     assert proc.returncode == 2, proc.stderr
@@ -137,8 +145,7 @@ def test_a_mode_the_bundle_lacks_is_a_start_up_error_naming_the_key_and_the_bund
     assert "has no such operating mode (it has balanced)" in proc.stderr
 
 
-def test_classify_json_on_the_shipped_bundle_reports_category_p_malignant_and_mode(shipped_bundle_dir: Path,
-                                                                                   tmp_path: Path) -> None:
+def test_classify_json_on_the_shipped_bundle_reports_category_p_malignant_and_mode(shipped_bundle_dir: Path, tmp_path: Path) -> None:
     frames = write_demo_frames(tmp_path / "frames", count=4)
     proc = _classify(_config(tmp_path, shipped_bundle_dir), *frames)
     assert proc.returncode == 0, proc.stderr
@@ -175,8 +182,7 @@ def test_classify_json_in_each_mode_of_a_format_3_bundle(shipped_bundle_dir: Pat
             assert row["mode"]["malignant_threshold"] == block["modes"][mode]["malignant_threshold"]
             assert (row["label"] == "malignant") == (row["p_malignant"] >= row["mode"]["malignant_threshold"])
     assert seen["high_sensitivity"][0]["mode"]["figures"]["sensitivity"] == {"value": 0.97, "ci95": [0.95, 0.99], "n": 750}
-    assert seen["high_specificity"][0]["mode"]["figures"] == {"sensitivity": None, "specificity": None,
-                                                            "normals_called_malignant": None}
+    assert seen["high_specificity"][0]["mode"]["figures"] == {"sensitivity": None, "specificity": None, "normals_called_malignant": None}
     for i in range(3):  # the same frame is never less concerning in a more sensitive mode
         concern = [CONCERN.get(Category(seen[m.value][i]["category"]), -1) for m in Mode]
         assert concern == sorted(concern, reverse=True)
@@ -195,9 +201,12 @@ def test_a_version_1_store_gains_the_category_columns_and_keeps_its_results(tmp_
     for column in ("category", "p_malignant", "mode"):
         db.execute(f"ALTER TABLE results DROP COLUMN {column}")
     db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    db.execute("INSERT INTO results (result_id, created_at, device_id, site, model_name, model_version, model_sha256, "
-               "label, inconclusive, reasons, probabilities, thresholds) VALUES ('r1', '2026-01-01T00:00:00.000Z', 'd', "
-               "'s', 'm', '1', ?, 'benign', 0, '[]', '{\"benign\": 1.0}', '{}')", ("0" * 64,))
+    db.execute(
+        "INSERT INTO results (result_id, created_at, device_id, site, model_name, model_version, model_sha256, "
+        "label, inconclusive, reasons, probabilities, thresholds) VALUES ('r1', '2026-01-01T00:00:00.000Z', 'd', "
+        "'s', 'm', '1', ?, 'benign', 0, '[]', '{\"benign\": 1.0}', '{}')",
+        ("0" * 64,),
+    )
     db.commit()
     db.close()
     with ResultStore(path) as store:

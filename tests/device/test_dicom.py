@@ -79,7 +79,9 @@ def test_classify_cine_reports_the_most_suspicious_frame(tiny_bundle_dir: Path, 
     path = write_dicom(tmp_path / "cine.dcm", _cine(), "rle")
     proc = subprocess.run(
         [sys.executable, "-m", "device", "classify", "--model", str(tiny_bundle_dir), "--json", str(path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     (output,) = [json.loads(line) for line in proc.stdout.splitlines()]

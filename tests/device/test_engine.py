@@ -105,6 +105,7 @@ def test_heatmap_covers_the_crop_on_the_fixed_scale_for_suspicious_results_only(
     assert result.heatmap is not None and result.heatmap.shape == frame.shape
     assert result.heatmap.dtype == np.uint8
     from device.engine import heat_scale
+
     assert int(result.heatmap.max()) <= round(255 * float(heat_scale(result.p_malignant))) + 1  # never above p(malignant)
     dark = classifier.classify(_speckle(60), auto_crop=False, heatmap=True)
     assert dark.category != "suspicious" and dark.heatmap is None
@@ -235,8 +236,9 @@ def test_a_site_may_not_raise_the_malignant_threshold(tiny_bundle) -> None:
     from device.config import ModelSection
     from device.errors import ConfigError
 
-    with pytest.raises(ConfigError,
-                       match=r"malignant_threshold = 0.5 is above the threshold model tiny-test-model 0.0.1 was validated with \(0.4000\)"):
+    with pytest.raises(
+        ConfigError, match=r"malignant_threshold = 0.5 is above the threshold model tiny-test-model 0.0.1 was validated with \(0.4000\)"
+    ):
         site_thresholds(ModelSection(malignant_threshold=0.5), tiny_bundle.manifest)
     without = dataclasses.replace(tiny_bundle.manifest, thresholds={})
     with pytest.raises(ConfigError, match="has no malignant threshold to lower"):

@@ -62,8 +62,7 @@ def test_a_bundle_without_segmentation_gives_no_lesion(tiny_bundle) -> None:
 
 
 def test_the_analyzer_passes_the_frames_spacing(seg_bundle_dir: Path, tmp_path: Path) -> None:
-    config = parse_config({"device": {"data_dir": str(tmp_path / "data")}, "model": {"path": str(seg_bundle_dir)},
-                           "source": {"auto_crop": False}})
+    config = parse_config({"device": {"data_dir": str(tmp_path / "data")}, "model": {"path": str(seg_bundle_dir)}, "source": {"auto_crop": False}})
     frame = Frame(lesion_frame(300, 500, (250, 150), (70, 40)), "scan.dcm", 0, spacing=PixelSpacing(0.2, 0.25))
     with ResultStore(config.store_path) as store:
         result = Analyzer(config, Classifier(load_bundle(seg_bundle_dir), threads=1), store).classify(frame)

@@ -45,8 +45,13 @@ def _frame(index: int) -> Frame:
 
 
 def _analyzer(tmp: Path, bundle, desk: ExamDesk) -> Analyzer:
-    config = parse_config({"device": {"id": "binding-test", "site": "s", "data_dir": str(tmp)},
-                           "model": {"path": str(bundle.path), "threads": 1}, "store": {"keep_images_days": 0}})
+    config = parse_config(
+        {
+            "device": {"id": "binding-test", "site": "s", "data_dir": str(tmp)},
+            "model": {"path": str(bundle.path), "threads": 1},
+            "store": {"keep_images_days": 0},
+        }
+    )
     return Analyzer(config, Classifier(bundle, threads=1), ResultStore(config.store_path), desk)
 
 
@@ -266,7 +271,8 @@ class ExamBindingMachine(RuleBasedStateMachine):
             return
         expected = NoOpenExamError if captured.exam_id is None else ExamClosedError if open_id is None else ExamMismatchError
         assert isinstance(refused, expected), (
-            f"frame captured under {captured.exam_id} with {open_id} open: expected {expected.__name__}, got {refused!r}")
+            f"frame captured under {captured.exam_id} with {open_id} open: expected {expected.__name__}, got {refused!r}"
+        )
         assert self.analyzer.store.count() == before
 
     @invariant()
@@ -298,11 +304,15 @@ class CarelessDesk(ExamDesk):
 
 def _run_machine(tiny_bundle, desk: type[ExamDesk], examples: int, **extra) -> None:
     classifier = Classifier(tiny_bundle, threads=1)
-    TINY.update(bundle=tiny_bundle, desk=desk, outcomes=Counter(),
-                classifications=[classifier.classify(_frame(i).image) for i in (0, 50, 99)])
+    TINY.update(bundle=tiny_bundle, desk=desk, outcomes=Counter(), classifications=[classifier.classify(_frame(i).image) for i in (0, 50, 99)])
     machine = ExamBindingMachine.TestCase
-    machine.settings = settings(max_examples=examples, stateful_step_count=40, deadline=None,
-                                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much], **extra)
+    machine.settings = settings(
+        max_examples=examples,
+        stateful_step_count=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        **extra,
+    )
     machine().runTest()
 
 

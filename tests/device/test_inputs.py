@@ -33,7 +33,9 @@ def _save(path: Path, array: np.ndarray, **kwargs) -> Path:
 def _classify_json(bundle: Path, *paths: Path) -> tuple[int, list[dict]]:
     proc = subprocess.run(
         [sys.executable, "-m", "device", "classify", "--model", str(bundle), "--json", *map(str, paths)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines()]
 
@@ -43,7 +45,7 @@ def _classify_json(bundle: Path, *paths: Path) -> tuple[int, list[dict]]:
 
 def test_16bit_png_is_scaled_by_its_bit_depth(tmp_path: Path) -> None:
     grey8 = _speckle(180)
-    twelve_bit = (grey8.astype(np.uint16) * 16)  # 12-bit data stored in 16 bits
+    twelve_bit = grey8.astype(np.uint16) * 16  # 12-bit data stored in 16 bits
     path = tmp_path / "x16.png"
     Image.fromarray(twelve_bit).save(path)
     frame = decode_image_file(path)
@@ -96,6 +98,7 @@ def test_unusual_valid_inputs_classify_correctly(tiny_bundle_dir: Path, tmp_path
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG declaring a huge image (decompression bomb) with a tiny, valid-looking stream."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 

@@ -28,8 +28,16 @@ T_MAL, T_LES = 0.3, 0.35
 def frame(exam: str = "E1", side: str = "L", normal: float = 0.1, malignant: float = 0.7, inconclusive: bool = False):
     probs = {"normal": normal, "benign": max(0.0, 1 - normal - malignant), "malignant": malignant}
     category = Category.INCONCLUSIVE if inconclusive else categorise(malignant, 1 - normal, T_MAL, T_LES)
-    return make_record(exam_id=exam, side=side, probabilities=probs, p_malignant=malignant, category=category.value,
-                       inconclusive=inconclusive, mode="balanced", thresholds={"malignant": T_MAL})
+    return make_record(
+        exam_id=exam,
+        side=side,
+        probabilities=probs,
+        p_malignant=malignant,
+        category=category.value,
+        inconclusive=inconclusive,
+        mode="balanced",
+        thresholds={"malignant": T_MAL},
+    )
 
 
 @pytest.fixture()
@@ -42,13 +50,13 @@ def store(tmp_path: Path):
 
 
 def _move(result_id: str, exam: str, side: str | None = None):
-    return make_correction(result_id=result_id, kind="move", reason="wrong_exam", device_id="d", site="s",
-                           origin=Place(None, None, None), target=Place(exam, None, side))
+    return make_correction(
+        result_id=result_id, kind="move", reason="wrong_exam", device_id="d", site="s", origin=Place(None, None, None), target=Place(exam, None, side)
+    )
 
 
 def _void(result_id: str):
-    return make_correction(result_id=result_id, kind="void", reason="poor_image", device_id="d", site="s",
-                           origin=Place(None, None, None))
+    return make_correction(result_id=result_id, kind="void", reason="poor_image", device_id="d", site="s", origin=Place(None, None, None))
 
 
 def test_each_frame_is_a_new_lesion_until_grouped_and_the_grouping_is_durable(store, tmp_path: Path) -> None:
@@ -110,8 +118,7 @@ def test_a_voided_or_moved_out_frame_leaves_its_lesion(store) -> None:
 
 def test_frames_judged_with_other_thresholds_are_not_combined(store) -> None:
     a = store.add(frame())
-    b = store.add(make_record(exam_id="E1", side="L", p_malignant=0.7, category="suspicious", mode="balanced",
-                              thresholds={"malignant": 0.5}))
+    b = store.add(make_record(exam_id="E1", side="L", p_malignant=0.7, category="suspicious", mode="balanced", thresholds={"malignant": 0.5}))
     with pytest.raises(LesionError, match="different thresholds"):
         store.same_lesion(b.result_id, a.result_id)
     old = store.add(make_record(exam_id="E1", side="L"))  # stored before the category rule

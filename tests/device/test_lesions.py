@@ -68,8 +68,22 @@ def test_three_views_or_mixed_thresholds_are_refused() -> None:
 
 
 def test_two_views_measured_on_bus_bra(shipped_bundle_dir: Path, datasets: Path, capsys) -> None:
-    assert main(["two-views", "--bundle", str(shipped_bundle_dir), "--data", str(datasets / "busi"),
-                 "--data", str(datasets / "bus-bra"), "--bootstrap", "50"]) == 0
+    assert (
+        main(
+            [
+                "two-views",
+                "--bundle",
+                str(shipped_bundle_dir),
+                "--data",
+                str(datasets / "busi"),
+                "--data",
+                str(datasets / "bus-bra"),
+                "--bootstrap",
+                "50",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "bus-bra test lesions with two views" in out
     for row in ("each view alone (per frame)", "lesion, `max` of two views", "lesion, `mean` of two views"):

@@ -121,8 +121,9 @@ def test_the_classifiers_pixels_are_reused_when_the_inputs_match(segmenter: Segm
 
 def _doc_kappas() -> dict[str, float]:
     text = (REPO / "docs" / "lesion-outline.md").read_text(encoding="utf-8")
-    found = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\| (shape|margin|orientation) \([^)]*\) \| [^|]+\| (\d\.\d+) ",
-                                                                 text, re.MULTILINE)}
+    found = {
+        m.group(1): float(m.group(2)) for m in re.finditer(r"^\| (shape|margin|orientation) \([^)]*\) \| [^|]+\| (\d\.\d+) ", text, re.MULTILINE)
+    }
     assert {"shape", "margin"} <= set(found), found  # the doc's agreement table
     assert f"at least {DISPLAY_MIN_KAPPA:.2f}" in text  # the doc's display level
     return found

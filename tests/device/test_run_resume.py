@@ -25,8 +25,7 @@ FRAMES = 60
 
 def _config(tmp_path: Path, bundle: Path) -> Path:
     path = tmp_path / "device.toml"
-    path.write_text(f'[device]\nid = "resume-dev"\nsite = "resume-site"\ndata_dir = "{tmp_path / "data"}"\n'
-                    f'[model]\npath = "{bundle}"\nthreads = 1\n')
+    path.write_text(f'[device]\nid = "resume-dev"\nsite = "resume-site"\ndata_dir = "{tmp_path / "data"}"\n[model]\npath = "{bundle}"\nthreads = 1\n')
     return path
 
 
@@ -46,13 +45,11 @@ def test_a_killed_run_once_resumes_without_duplicates(tiny_bundle_dir: Path, tmp
     frames = write_demo_frames(tmp_path / "frames", count=FRAMES)
     config = _config(tmp_path, tiny_bundle_dir)
     db = tmp_path / "data" / "results.sqlite"
-    args = [sys.executable, "-m", "device", "--config", str(config), "run", "--source",
-            f"folder:{tmp_path / 'frames'}", "--headless", "--once"]
+    args = [sys.executable, "-m", "device", "--config", str(config), "run", "--source", f"folder:{tmp_path / 'frames'}", "--headless", "--once"]
     for kill_after in (5, 20):
         proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for(lambda: _count(db) >= kill_after or proc.poll() is not None, 120,
-                     f"{kill_after} results before the kill")
+            wait_for(lambda: _count(db) >= kill_after or proc.poll() is not None, 120, f"{kill_after} results before the kill")
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -70,8 +67,7 @@ def test_a_killed_run_once_resumes_without_duplicates(tiny_bundle_dir: Path, tmp
 def test_rerun_classifies_the_folder_again(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     write_demo_frames(tmp_path / "frames", count=3)
     config = _config(tmp_path, tiny_bundle_dir)
-    args = [sys.executable, "-m", "device", "--config", str(config), "run", "--source",
-            f"folder:{tmp_path / 'frames'}", "--headless", "--once"]
+    args = [sys.executable, "-m", "device", "--config", str(config), "run", "--source", f"folder:{tmp_path / 'frames'}", "--headless", "--once"]
     for extra, total in (([], 3), ([], 3), (["--rerun"], 6)):
         done = subprocess.run(args + extra, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
@@ -92,8 +88,7 @@ finally:
 """
 
 
-def test_run_once_refuses_oversized_inputs_before_decoding_and_stays_under_250_mb(shipped_bundle_dir: Path,
-                                                                                tmp_path: Path) -> None:
+def test_run_once_refuses_oversized_inputs_before_decoding_and_stays_under_250_mb(shipped_bundle_dir: Path, tmp_path: Path) -> None:
     """Issue 17, defect 8: memory limits decided from the header (rows x columns x bytes per pixel) before decoding.
     A folder with a 16-bit PNG just under the pixel limit (the issue: 1.2 GB) and a small RLE DICOM of a huge frame
     is run once with the shipped model: both are refused by name, a 16-bit PNG just under the memory limit and a
@@ -113,9 +108,13 @@ def test_run_once_refuses_oversized_inputs_before_decoding_and_stays_under_250_m
     fits = int((MAX_DECODED_BYTES // 2) ** 0.5)  # a 16-bit frame just under the limit
     Image.fromarray(ramp[:fits, :fits].astype(np.uint16)).save(folder / "large16.png")
     config = _config(tmp_path, shipped_bundle_dir)
-    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, "--config", str(config), "run", "--source",
-                           f"folder:{folder}", "--headless", "--once"], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, "--config", str(config), "run", "--source", f"folder:{folder}", "--headless", "--once"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "huge16.png" in done.stderr and "huge.dcm" in done.stderr and "MiB" in done.stderr, done.stderr[-3000:]
     assert sorted(_sources(tmp_path / "data" / "results.sqlite")) == ["demo-000.png", "large16.png"]

@@ -40,8 +40,13 @@ def _selftest(bundle: Path, tmp_path: Path, public_key: Path | None = None) -> s
     config = tmp_path / "device.toml"
     key = f'[model]\npublic_key = "{public_key}"\n' if public_key else ""
     config.write_text(f'[device]\ndata_dir = "{tmp_path / "var"}"\n{key}')
-    return subprocess.run([sys.executable, "-m", "device", "--config", str(config), "selftest", "--model", str(bundle)],
-                          capture_output=True, text=True, timeout=180, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "device", "--config", str(config), "selftest", "--model", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+    )
 
 
 @pytest.fixture()

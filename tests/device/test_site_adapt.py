@@ -117,10 +117,20 @@ def test_scanner_check_lists_images_far_from_the_rest() -> None:
 def _head_data(r: int = 4, c: int = 8, k: int = 3) -> HeadData:
     rng = np.random.default_rng(5)
     basis = np.linalg.qr(rng.normal(size=(c, r)))[0]
-    return HeadData(("normal", "benign", "malignant"), "a" * 64, basis,
-                    rng.normal(size=(20, r)), rng.normal(size=(20, k)), rng.integers(0, k, 20), np.array(["busi"] * 20),
-                    rng.normal(size=(5, r)), rng.normal(size=(5, k)), rng.integers(0, k, 5), np.array(["bus-bra"] * 5),
-                    meta={"rank": r})
+    return HeadData(
+        ("normal", "benign", "malignant"),
+        "a" * 64,
+        basis,
+        rng.normal(size=(20, r)),
+        rng.normal(size=(20, k)),
+        rng.integers(0, k, 20),
+        np.array(["busi"] * 20),
+        rng.normal(size=(5, r)),
+        rng.normal(size=(5, k)),
+        rng.integers(0, k, 5),
+        np.array(["bus-bra"] * 5),
+        meta={"rank": r},
+    )
 
 
 def test_head_data_round_trips_within_its_quantization(tmp_path: Path) -> None:
@@ -154,21 +164,30 @@ def test_head_data_refuses_a_missing_or_damaged_file(tmp_path: Path) -> None:
 
 def _head(channels: int, sha: str, scale: float = 0.0, n_labels: int = 3) -> dict:
     rng = np.random.default_rng(6)
-    return head_to_dict(HeadSpec(tuple(map(tuple, (rng.normal(size=(channels, n_labels)) * scale).tolist())),
-                                 (0.0,) * n_labels, BaseIdentity("sonopi-lite0", "base", sha), {"signing": "unsigned-site"}))
+    return head_to_dict(
+        HeadSpec(
+            tuple(map(tuple, (rng.normal(size=(channels, n_labels)) * scale).tolist())),
+            (0.0,) * n_labels,
+            BaseIdentity("sonopi-lite0", "base", sha),
+            {"signing": "unsigned-site"},
+        )
+    )
 
 
-@pytest.mark.parametrize("change, key", [
-    (lambda h: h.update(weights="x"), "'head.weights' must be a list of rows"),
-    (lambda h: h["weights"][0].append(1.0), "'head.weights' must be \\[channels\\]\\[3\\]"),
-    (lambda h: h["weights"][0].__setitem__(0, float("nan")), "'head.weights' must hold finite numbers"),
-    (lambda h: h.update(bias=[0.0, 0.0]), "'head.bias' must have 3 numbers"),
-    (lambda h: h.update(base={"name": "x"}), "'head.base' must be an object with exactly name, version, sha256"),
-    (lambda h: h["base"].update(sha256="b" * 64), "'head.base.sha256' names another model"),
-    (lambda h: h.update(extra=1), "unknown key\\(s\\) in 'head': extra"),
-    (lambda h: h.pop("bias"), "'head' needs bias"),
-    (lambda h: h.update(weights=h["weights"][:10]), "'head.weights' has 10 rows, the feature map 'cam.weights' has 1280"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (lambda h: h.update(weights="x"), "'head.weights' must be a list of rows"),
+        (lambda h: h["weights"][0].append(1.0), "'head.weights' must be \\[channels\\]\\[3\\]"),
+        (lambda h: h["weights"][0].__setitem__(0, float("nan")), "'head.weights' must hold finite numbers"),
+        (lambda h: h.update(bias=[0.0, 0.0]), "'head.bias' must have 3 numbers"),
+        (lambda h: h.update(base={"name": "x"}), "'head.base' must be an object with exactly name, version, sha256"),
+        (lambda h: h["base"].update(sha256="b" * 64), "'head.base.sha256' names another model"),
+        (lambda h: h.update(extra=1), "unknown key\\(s\\) in 'head': extra"),
+        (lambda h: h.pop("bias"), "'head' needs bias"),
+        (lambda h: h.update(weights=h["weights"][:10]), "'head.weights' has 10 rows, the feature map 'cam.weights' has 1280"),
+    ],
+)
 def test_a_malformed_head_is_refused_naming_the_key(shipped_bundle_dir: Path, change, key: str) -> None:
     manifest = load_bundle(shipped_bundle_dir).manifest
     data = manifest.to_dict()
@@ -186,6 +205,7 @@ def test_parse_head_is_none_without_a_head() -> None:
 @pytest.fixture()
 def headed_copy(shipped_bundle_dir: Path, tmp_path: Path):
     """A copy of the shipped bundle whose manifest carries a head: the base weights plus a known change."""
+
     def make(delta_normal: float) -> Path:
         dst = tmp_path / f"headed{delta_normal}"
         shutil.copytree(shipped_bundle_dir, dst, ignore=shutil.ignore_patterns("signature.json", "head_data"))
@@ -193,10 +213,15 @@ def headed_copy(shipped_bundle_dir: Path, tmp_path: Path):
         weights = np.array(manifest.cam.weights)
         bias = np.array(manifest.cam.bias)
         bias[manifest.labels.index("normal")] += delta_normal
-        head = HeadSpec(tuple(map(tuple, weights.tolist())), tuple(bias.tolist()),
-                        BaseIdentity(manifest.name, manifest.version, manifest.model_sha256), {"signing": "unsigned-site"})
+        head = HeadSpec(
+            tuple(map(tuple, weights.tolist())),
+            tuple(bias.tolist()),
+            BaseIdentity(manifest.name, manifest.version, manifest.model_sha256),
+            {"signing": "unsigned-site"},
+        )
         edit_bundle(dst, manifest=dataclasses.replace(manifest, format_version=3, head=head, version=manifest.version + "+site-test"))
         return dst
+
     return make
 
 
@@ -237,8 +262,7 @@ def test_site_cancers_may_only_lower_the_thresholds() -> None:
     from device.site_adapt import Rule, _site_thresholds
 
     labels = ("normal", "benign", "malignant")
-    spec = DecisionSpec(modes={"high_sensitivity": ModeSpec(0.02), "balanced": ModeSpec(0.05),
-                               "high_specificity": ModeSpec(0.2)})
+    spec = DecisionSpec(modes={"high_sensitivity": ModeSpec(0.02), "balanced": ModeSpec(0.05), "high_specificity": ModeSpec(0.2)})
     rule = Rule(labels, 1.0, 0.05, 0.5)
     rng = np.random.default_rng(7)
 

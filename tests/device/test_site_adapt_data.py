@@ -65,8 +65,7 @@ def site(datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleName
 
 
 def _cli(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "device", *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run([sys.executable, "-m", "device", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +77,7 @@ def site_bundle(site: SimpleNamespace, shipped_bundle_dir: Path) -> SimpleNamesp
     return SimpleNamespace(path=out, stdout=result.stdout)
 
 
-def test_the_cli_writes_a_site_bundle_naming_its_base(site: SimpleNamespace, site_bundle: SimpleNamespace,
-                                                      shipped_bundle_dir: Path) -> None:
+def test_the_cli_writes_a_site_bundle_naming_its_base(site: SimpleNamespace, site_bundle: SimpleNamespace, shipped_bundle_dir: Path) -> None:
     base = load_bundle(shipped_bundle_dir).manifest
     bundle = load_bundle(site_bundle.path)
     m = bundle.manifest
@@ -121,8 +119,7 @@ def _scores(lines: str, labels: dict[str, str]) -> dict[str, float]:
     }
 
 
-def test_on_the_other_half_normals_are_called_normal(site: SimpleNamespace, site_bundle: SimpleNamespace,
-                                                     shipped_bundle_dir: Path) -> None:
+def test_on_the_other_half_normals_are_called_normal(site: SimpleNamespace, site_bundle: SimpleNamespace, shipped_bundle_dir: Path) -> None:
     with open(site.other_half / "labels.csv", newline="") as fh:
         labels = {r["filename"]: r["label"] for r in csv.DictReader(fh)}
     images = site.other_half / "images"
@@ -156,8 +153,7 @@ def _category_and_p(classifier: Classifier, pixels: np.ndarray) -> tuple[str, fl
     return decision.category.value, decision.p_malignant
 
 
-def test_no_forgetting_on_the_shared_sources_held_out_split(datasets: Path, site_bundle: SimpleNamespace,
-                                                            shipped_bundle_dir: Path) -> None:
+def test_no_forgetting_on_the_shared_sources_held_out_split(datasets: Path, site_bundle: SimpleNamespace, shipped_bundle_dir: Path) -> None:
     """The bundle's own test split (BUSI, BUS-BRA), decoded as the device does, through both engines."""
     base_bundle = load_bundle(shipped_bundle_dir)
     samples, _, _ = find_samples(read_split_rows(base_bundle, "test"), [datasets / "busi", datasets / "bus-bra"])
@@ -172,8 +168,7 @@ def test_no_forgetting_on_the_shared_sources_held_out_split(datasets: Path, site
     for name, rows in results.items():
         category = np.array([c for c, _ in rows])
         p = np.array([p for _, p in rows])
-        figures[name] = (auc(p[labels == "malignant"], p[labels != "malignant"]),
-                         float((category[labels == "normal"] == "no_lesion").mean()))
+        figures[name] = (auc(p[labels == "malignant"], p[labels != "malignant"]), float((category[labels == "normal"] == "no_lesion").mean()))
     (base_auc, base_recall), (site_auc, site_recall) = figures["base"], figures["site"]
     assert len(samples) == 317
     assert site_auc >= base_auc - 0.01, figures
@@ -194,8 +189,7 @@ def test_too_few_normals_are_refused(site: SimpleNamespace, shipped_bundle_dir: 
     assert not out.exists()
 
 
-def test_another_scanner_mixed_in_is_refused(site: SimpleNamespace, datasets: Path, base_classifier: Classifier,
-                                             shipped_bundle_dir: Path) -> None:
+def test_another_scanner_mixed_in_is_refused(site: SimpleNamespace, datasets: Path, base_classifier: Classifier, shipped_bundle_dir: Path) -> None:
     """BUS-BRA's Toshiba Aplio 300 lesion-free views among this hospital's normals."""
     samples, _ = scan_source(datasets / "bus-bra", lesion_views=True)
     toshiba = [s for s in samples if s.view == LESION_FREE and "toshiba" in (s.meta("device") or "").lower()][:8]
@@ -208,8 +202,7 @@ def test_another_scanner_mixed_in_is_refused(site: SimpleNamespace, datasets: Pa
     assert sum(name in str(caught.value) for name in named) >= 3  # the odd ones are named: mostly the Toshiba views
 
 
-def test_lesion_images_labelled_normal_are_listed_for_review(site: SimpleNamespace, base_classifier: Classifier,
-                                                             shipped_bundle_dir: Path) -> None:
+def test_lesion_images_labelled_normal_are_listed_for_review(site: SimpleNamespace, base_classifier: Classifier, shipped_bundle_dir: Path) -> None:
     wrong = [s for s in site.samples if s.view == "full" and s.label == "malignant" and _patient(s) in site.other][:6]
     folder = write_cases(site.normals, site.root / "mislabelled")
     write_cases(wrong, folder, label="normal")
@@ -223,8 +216,9 @@ def test_lesion_images_labelled_normal_are_listed_for_review(site: SimpleNamespa
     assert adaptation.counts["normal"] == len(site.normals) + len(wrong)
 
 
-def test_held_out_lesions_recalibrate_the_temperature(site: SimpleNamespace, base_classifier: Classifier,
-                                                      shipped_bundle_dir: Path, tmp_path: Path) -> None:
+def test_held_out_lesions_recalibrate_the_temperature(
+    site: SimpleNamespace, base_classifier: Classifier, shipped_bundle_dir: Path, tmp_path: Path
+) -> None:
     """Half A's normals and its biopsy-proven lesions (the site's own cancers and benign lesions): the temperature is
     refitted on the held-out patients' cases and written to the site bundle's manifest and ``head.site``; with
     normals only (test_the_cli_writes_a_site_bundle_naming_its_base) it stays the base's. 60 of half A's 125 lesion
@@ -259,10 +253,18 @@ def test_lowered_thresholds_are_written_and_never_raised(adaptation, base_classi
     """Normals only: the base threshold stays. A re-chosen threshold (as >= 20 site cancers give) is written lowered."""
     assert adaptation.thresholds is None
     base = base_classifier.bundle.manifest
+
     def chosen(threshold: float) -> dict:
         at = {"threshold": threshold, "sensitivity": 1.0, "specificity": 0.5}
-        return {"modes": {"balanced": threshold}, "proposed": threshold, "malignant_cases": 20, "target_sensitivity": 0.95,
-                "confidence": 0.9, "at_base_threshold": at, "at_site_threshold": at}
+        return {
+            "modes": {"balanced": threshold},
+            "proposed": threshold,
+            "malignant_cases": 20,
+            "target_sensitivity": 0.95,
+            "confidence": 0.9,
+            "at_base_threshold": at,
+            "at_site_threshold": at,
+        }
 
     lowered = dataclasses.replace(adaptation, thresholds=chosen(0.01))
     bundle = write_site_bundle(base_classifier.bundle, lowered, tmp_path / "lowered")
@@ -285,8 +287,9 @@ def test_a_site_key_signs_the_bundle(adaptation, base_classifier: Classifier, tm
         edit_bundle(out, files={"extra.txt": b"x"})
 
 
-def test_a_site_bundle_or_a_bundle_without_head_data_is_not_a_base(site: SimpleNamespace, site_bundle: SimpleNamespace,
-                                                                   shipped_bundle_dir: Path, tmp_path: Path) -> None:
+def test_a_site_bundle_or_a_bundle_without_head_data_is_not_a_base(
+    site: SimpleNamespace, site_bundle: SimpleNamespace, shipped_bundle_dir: Path, tmp_path: Path
+) -> None:
     result = _cli("site-adapt", site.cases, "--out", tmp_path / "again", "--model", site_bundle.path)
     assert result.returncode == 1 and "already a site bundle" in result.stderr
     bare = tmp_path / "bare"

@@ -19,13 +19,22 @@ from tests.device.tiny_segmentation import build_tiny_segmentation_bundle, lesio
 def _unchanged_head(base) -> Adaptation:
     """The base head as the site head (no site data): what is tested is the bundle written, not the fit."""
     cam = base.manifest.cam
-    figures = {"normals_called_normal": None, "normals_called_malignant": None, "malignant_sensitivity": None,
-               "auc_malignant": 0.5}
-    return Adaptation(weights=np.array(cam.weights), bias=np.array(cam.bias), site_weight=0.0, counts={"normal": 0},
-                      refitted="normal only", patients=None, review=[],
-                      holdout={"split": "none", "normals": 0, "cases": 0, "before": figures, "after": figures},
-                      base_test={"n": 0, "before": figures, "after": figures},
-                      scanner=ScannerCheck(False, (), 0.0, {}), tried=[], unfit=[], data_sha256="0" * 64)
+    figures = {"normals_called_normal": None, "normals_called_malignant": None, "malignant_sensitivity": None, "auc_malignant": 0.5}
+    return Adaptation(
+        weights=np.array(cam.weights),
+        bias=np.array(cam.bias),
+        site_weight=0.0,
+        counts={"normal": 0},
+        refitted="normal only",
+        patients=None,
+        review=[],
+        holdout={"split": "none", "normals": 0, "cases": 0, "before": figures, "after": figures},
+        base_test={"n": 0, "before": figures, "after": figures},
+        scanner=ScannerCheck(False, (), 0.0, {}),
+        tried=[],
+        unfit=[],
+        data_sha256="0" * 64,
+    )
 
 
 @pytest.fixture(scope="module")

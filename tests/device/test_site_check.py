@@ -50,7 +50,7 @@ def test_the_proposed_threshold_keeps_sensitivity_and_is_never_above_the_validat
     malignant = np.array([s for p, s in scores.items() if p.name.startswith("m")])
     assert report.applied_sensitivity == pytest.approx(np.mean(malignant >= 0.2))
     assert report.proposed_threshold <= 0.2 and report.proposed_sensitivity >= 0.95
-    assert report.config_line() == f"[model]\nmode = \"balanced\"\nmalignant_threshold = {report.proposed_threshold:.4f}"
+    assert report.config_line() == f'[model]\nmode = "balanced"\nmalignant_threshold = {report.proposed_threshold:.4f}'
     generous = check_site(cases, lambda path: Scored(float(scores[path]), False), applied=0.01, validated=0.01)
     assert generous.proposed_threshold == 0.01  # never above the bundle's threshold
 
@@ -66,8 +66,9 @@ def test_site_check_command_on_the_device_model(tiny_bundle_dir: Path, tmp_path:
     cases = _case_folder(tmp_path / "cases", {"malignant": list(range(150, 250, 4)), "benign": list(range(40, 130, 6))})
     config = tmp_path / "device.toml"
     config.write_text(f'[device]\ndata_dir = "{tmp_path / "data"}"\n[model]\npath = "{tiny_bundle_dir}"\nthreads = 1\n')
-    proc = subprocess.run([sys.executable, "-m", "device", "site-check", str(cases), "--config", str(config)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "device", "site-check", str(cases), "--config", str(config)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert "cases: 25 malignant, 15 benign/normal" in proc.stdout
     applied = float(re.search(r"applied threshold 0.4000 .*sensitivity ([0-9.]+)", proc.stdout).group(1))

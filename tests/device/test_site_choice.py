@@ -52,8 +52,7 @@ sys.exit(device.cli.main(sys.argv[1:]))
 
 def device_as_app(*args: str | Path) -> subprocess.CompletedProcess[str]:
     """``python -m device ARGS`` in its own process, as the app's unprivileged user."""
-    return subprocess.run([sys.executable, "-c", _AS_APP, *map(str, args)], capture_output=True, text=True,
-                          timeout=180, cwd=REPO)
+    return subprocess.run([sys.executable, "-c", _AS_APP, *map(str, args)], capture_output=True, text=True, timeout=180, cwd=REPO)
 
 
 def classify_model(config: Path, image: Path, *extra: str | Path) -> tuple[dict, str]:
@@ -68,8 +67,12 @@ def make_site_bundle(base: Path, out: Path, suffix: str = "site-test", base_vers
     bundle = load_bundle(base)
     m = bundle.manifest
     assert m.cam is not None
-    head = HeadSpec(weights=tuple(tuple(row) for row in m.cam.weights), bias=tuple(m.cam.bias),
-                    base=BaseIdentity(m.name, base_version or m.version, m.model_sha256), site={"signing": "unsigned-site"})
+    head = HeadSpec(
+        weights=tuple(tuple(row) for row in m.cam.weights),
+        bias=tuple(m.cam.bias),
+        base=BaseIdentity(m.name, base_version or m.version, m.model_sha256),
+        site={"signing": "unsigned-site"},
+    )
     manifest = dataclasses.replace(m, format_version=3, version=f"{m.version}+{suffix}", head=head, reference=None)
     write_bundle(out, bundle.model_path.read_bytes(), manifest)
     return out
@@ -140,8 +143,7 @@ def test_use_and_undo_from_the_cli_without_writing_the_configuration(deployed, s
 def _hand_written(data: Path, site_dir: Path, base_dir: Path, **changes: object) -> None:
     """A record as the app user could write it by hand (``changes``: keys replaced)."""
     site_id = load_bundle(site_dir).identity if site_dir.is_dir() else {"name": "x", "version": "1", "sha256": "0" * 64}
-    record = {"format": 1, "path": str(site_dir), "site": site_id, "base": load_bundle(base_dir).identity,
-              "chosen_at": "2026-12-01T00:00:00Z"}
+    record = {"format": 1, "path": str(site_dir), "site": site_id, "base": load_bundle(base_dir).identity, "chosen_at": "2026-12-01T00:00:00Z"}
     record.update(changes)
     (data / RECORD_NAME).write_text(json.dumps(record))
     if os.geteuid() == 0:
@@ -159,8 +161,7 @@ def _falls_back(config: Path, frame: Path, base_id: dict, reason: str) -> None:
     assert shown.returncode == 1 and "NOT used" in shown.stdout and reason in shown.stdout
 
 
-def test_a_site_bundle_of_another_base_is_refused_and_never_applied(deployed, shipped_bundle_dir: Path,
-                                                                   app_root: Path) -> None:
+def test_a_site_bundle_of_another_base_is_refused_and_never_applied(deployed, shipped_bundle_dir: Path, app_root: Path) -> None:
     config, data, _, frame = deployed
     base_id, _ = classify_model(config, frame)
     other = make_site_bundle(shipped_bundle_dir, app_root / "other-site", "site-other", base_version="9.9.9")
@@ -170,16 +171,18 @@ def test_a_site_bundle_of_another_base_is_refused_and_never_applied(deployed, sh
     _hand_written(data, other, shipped_bundle_dir)
     _falls_back(config, frame, base_id, "was made from sonopi-lite0 9.9.9")
     # a record claiming another base, for a genuine site bundle: also refused (it must name the configured one)
-    _hand_written(data, data / "teach" / "bundles" / "site-1", shipped_bundle_dir,
-                  base={"name": "other-model", "version": "1", "sha256": "0" * 64})
+    _hand_written(data, data / "teach" / "bundles" / "site-1", shipped_bundle_dir, base={"name": "other-model", "version": "1", "sha256": "0" * 64})
     _falls_back(config, frame, base_id, "records the base other-model 1")
 
 
-@pytest.mark.parametrize(("text", "reason"), [
-    ("{not json", "not valid JSON"),
-    ('{"format": 1, "path": "x"}', "must have exactly the keys"),
-    ("[]", "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"format": 1, "path": "x"}', "must have exactly the keys"),
+        ("[]", "must be a JSON object"),
+    ],
+)
 def test_a_corrupt_record_falls_back_to_the_configured_bundle(deployed, text: str, reason: str) -> None:
     config, data, _, frame = deployed
     base_id, _ = classify_model(config, frame)

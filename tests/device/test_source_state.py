@@ -43,9 +43,13 @@ def _state(tmp_path: Path) -> tuple[str | None, str | None]:
 
 
 def test_device_run_reports_a_missing_capture_card_as_lost_then_a_folder_as_ok(tiny_bundle_dir: Path, tmp_path: Path) -> None:
-    config = _config(tmp_path, tiny_bundle_dir, '[source]\nreopen_interval_s = 0.2\n')
-    proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(config), "--source", "v4l2:/dev/video97",
-                             "--headless"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    config = _config(tmp_path, tiny_bundle_dir, "[source]\nreopen_interval_s = 0.2\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "device", "run", "--config", str(config), "--source", "v4l2:/dev/video97", "--headless"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (tmp_path / "data" / "results.sqlite").exists() is False:
@@ -58,8 +62,12 @@ def test_device_run_reports_a_missing_capture_card_as_lost_then_a_folder_as_ok(t
     state, detail = _state(tmp_path)
     assert state == "lost" and detail is not None and "/dev/video97" in detail
     write_demo_frames(tmp_path / "frames", 2)
-    done = subprocess.run([sys.executable, "-m", "device", "run", "--config", str(config), "--source",
-                           f"folder:{tmp_path / 'frames'}", "--headless", "--once"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "device", "run", "--config", str(config), "--source", f"folder:{tmp_path / 'frames'}", "--headless", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert _state(tmp_path)[0] == "ok"
 
@@ -73,8 +81,7 @@ def test_touchscreen_reports_a_missing_source_as_lost(qtbot, tmp_path: Path, tin
     qtbot.addWidget(window)
     try:
         qtbot.waitUntil(lambda: "source" in window.banners.banners, timeout=20_000)
-        qtbot.waitUntil(lambda: (tmp_path / "data" / "results.sqlite").exists() and _state(tmp_path)[0] == "lost",
-                        timeout=20_000)
+        qtbot.waitUntil(lambda: (tmp_path / "data" / "results.sqlite").exists() and _state(tmp_path)[0] == "lost", timeout=20_000)
     finally:
         window.shutdown()
     assert "unplugged" in (_state(tmp_path)[1] or "")

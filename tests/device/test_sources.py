@@ -74,8 +74,17 @@ def test_v4l2_adapter_detects_unplug_and_reopens(tmp_path: Path) -> None:
     video = _write_video(tmp_path / "capture.avi", frames=3)
     sleeps: list[float] = []
     clock = iter(float(t) for t in range(1000))
-    source = V4L2Source(str(video), width=160, height=120, fps=10, fourcc="MJPG", reopen_interval_s=2.0,
-                        api=cv2.CAP_ANY, clock=lambda: next(clock), sleep=sleeps.append)
+    source = V4L2Source(
+        str(video),
+        width=160,
+        height=120,
+        fps=10,
+        fourcc="MJPG",
+        reopen_interval_s=2.0,
+        api=cv2.CAP_ANY,
+        clock=lambda: next(clock),
+        sleep=sleeps.append,
+    )
     source.open()
     assert source.state == "streaming"
     assert [source.read().index for _ in range(3)] == [0, 1, 2]

@@ -22,10 +22,25 @@ from tests.unprivileged import make_traversable, run_unprivileged
 
 def make_record(i: int = 0, patient: str | None = "P-001", **changes) -> ResultRecord:
     base = dict(
-        result_id=new_result_id(), created_at=utc_now_iso(), device_id="dev-1", site="site-a", model_name="m",
-        model_version="1.0", model_sha256="a" * 64, probabilities={"normal": 0.1, "benign": 0.2, "malignant": 0.7},
-        label="malignant", inconclusive=False, reasons=(), thresholds={"malignant": 0.3}, exam_id="E1",
-        patient_ref=patient, side="L", crop=(1, 2, 3, 4), roi=None, source=f"frame{i}.png", latency_ms=4.2,
+        result_id=new_result_id(),
+        created_at=utc_now_iso(),
+        device_id="dev-1",
+        site="site-a",
+        model_name="m",
+        model_version="1.0",
+        model_sha256="a" * 64,
+        probabilities={"normal": 0.1, "benign": 0.2, "malignant": 0.7},
+        label="malignant",
+        inconclusive=False,
+        reasons=(),
+        thresholds={"malignant": 0.3},
+        exam_id="E1",
+        patient_ref=patient,
+        side="L",
+        crop=(1, 2, 3, 4),
+        roi=None,
+        source=f"frame{i}.png",
+        latency_ms=4.2,
         thumbnail=b"\xff\xd8jpeg",
     )
     base.update(changes)

@@ -31,9 +31,18 @@ def test_every_record_field_is_a_column(tmp_path: Path) -> None:
 
 
 def test_a_record_with_every_field_set_comes_back_equal(tmp_path: Path) -> None:
-    record = make_record(reasons=("low_confidence",), inconclusive=True, label=None, roi=(5, 6, 7, 8), category="inconclusive",
-                         p_malignant=0.7, mode="balanced", clock=3, age=54,
-                         lesion=LesionRecord.from_json(OUTLINE))
+    record = make_record(
+        reasons=("low_confidence",),
+        inconclusive=True,
+        label=None,
+        roi=(5, 6, 7, 8),
+        category="inconclusive",
+        p_malignant=0.7,
+        mode="balanced",
+        clock=3,
+        age=54,
+        lesion=LesionRecord.from_json(OUTLINE),
+    )
     unset = [f.name for f in fields(ResultRecord) if getattr(record, f.name) in (None, (), {}) and f.name not in ("seq", "label")]
     assert unset == [], f"the round trip would not cover {unset}"
     with ResultStore(tmp_path / "r.sqlite") as store:

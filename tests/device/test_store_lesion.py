@@ -34,9 +34,17 @@ from tests.device.tiny_segmentation import lesion_frame
 REPO = Path(__file__).resolve().parents[2]
 
 OUTLINE = {
-    "found": True, "withheld": None, "box": [10, 20, 30, 15], "contour": [[10, 20], [40, 20], [40, 35], [10, 35]],
-    "area_px": 450.0, "width_mm": 3.0, "depth_mm": 1.5, "area_mm2": 4.5, "spacing_mm": [0.1, 0.1],
-    "orientation": {"value": "parallel", "shown": False}, "shape": {"value": "oval", "shown": True},
+    "found": True,
+    "withheld": None,
+    "box": [10, 20, 30, 15],
+    "contour": [[10, 20], [40, 20], [40, 35], [10, 35]],
+    "area_px": 450.0,
+    "width_mm": 3.0,
+    "depth_mm": 1.5,
+    "area_mm2": 4.5,
+    "spacing_mm": [0.1, 0.1],
+    "orientation": {"value": "parallel", "shown": False},
+    "shape": {"value": "oval", "shown": True},
     "margin": {"value": "circumscribed", "shown": False},
 }
 UNCALIBRATED = {**OUTLINE, "width_mm": None, "depth_mm": None, "area_mm2": None, "spacing_mm": None}
@@ -44,8 +52,11 @@ UNCALIBRATED = {**OUTLINE, "width_mm": None, "depth_mm": None, "area_mm2": None,
 
 def test_the_vocabulary_is_lesion_shapes() -> None:
     assert MAX_POINTS == MAX_CONTOUR_POINTS
-    assert DESCRIPTOR_VALUES == {"orientation": {o.value for o in Orientation}, "shape": {s.value for s in Shape},
-                                 "margin": {m.value for m in Margin}}
+    assert DESCRIPTOR_VALUES == {
+        "orientation": {o.value for o in Orientation},
+        "shape": {s.value for s in Shape},
+        "margin": {m.value for m in Margin},
+    }
     assert WITHHELD_VALUES == {w.value for w in Withheld}
 
 
@@ -57,18 +68,21 @@ def test_sizes_in_mm_only_with_a_spacing() -> None:
     assert LesionRecord.from_json({"found": False, "withheld": None}).size_text() is None
 
 
-@pytest.mark.parametrize(("change", "words"), [
-    ({"contour": [[i, i % 7] for i in range(MAX_POINTS + 1)]}, "3..64"),
-    ({"spacing_mm": None}, "mm sizes need the spacing"),
-    ({"width_mm": None}, "mm sizes need the spacing"),
-    ({"shape": {"value": "lobulated", "shown": True}}, "lesion.shape.value"),
-    ({"margin": {"value": "circumscribed"}}, "lesion.margin"),
-    ({"box": [1, 2, 0, 4]}, "lesion.box"),
-    ({"area_px": -3}, "lesion.area_px"),
-    ({"withheld": "inconclusive"}, "lesion.withheld"),
-    ({"found": 1}, "lesion.found"),
-    ({"colour": "red"}, "unknown keys ['colour']"),
-])
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"contour": [[i, i % 7] for i in range(MAX_POINTS + 1)]}, "3..64"),
+        ({"spacing_mm": None}, "mm sizes need the spacing"),
+        ({"width_mm": None}, "mm sizes need the spacing"),
+        ({"shape": {"value": "lobulated", "shown": True}}, "lesion.shape.value"),
+        ({"margin": {"value": "circumscribed"}}, "lesion.margin"),
+        ({"box": [1, 2, 0, 4]}, "lesion.box"),
+        ({"area_px": -3}, "lesion.area_px"),
+        ({"withheld": "inconclusive"}, "lesion.withheld"),
+        ({"found": 1}, "lesion.found"),
+        ({"colour": "red"}, "unknown keys ['colour']"),
+    ],
+)
 def test_what_is_no_outline_is_refused_naming_the_field(change: dict, words: str) -> None:
     with pytest.raises(LesionRecordError, match=words.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
         LesionRecord.from_json({**OUTLINE, **change})
@@ -80,9 +94,18 @@ def test_no_lesion_outlined_carries_nothing_else() -> None:
 
 
 def test_outlines_round_trip_through_the_store(tmp_path: Path) -> None:
-    records = [make_record(i, lesion=lesion) for i, lesion in enumerate((
-        LesionRecord.from_json(OUTLINE), LesionRecord.from_json(UNCALIBRATED), LesionRecord(found=False),
-        LesionRecord(found=False, withheld="inconclusive"), None))]
+    records = [
+        make_record(i, lesion=lesion)
+        for i, lesion in enumerate(
+            (
+                LesionRecord.from_json(OUTLINE),
+                LesionRecord.from_json(UNCALIBRATED),
+                LesionRecord(found=False),
+                LesionRecord(found=False, withheld="inconclusive"),
+                None,
+            )
+        )
+    ]
     with ResultStore(tmp_path / "r.sqlite") as store:
         stored = [store.add(r) for r in records]
         assert [store.get(r.result_id) for r in stored] == stored
@@ -130,8 +153,14 @@ def test_an_outline_that_would_not_read_back_is_not_stored(tmp_path: Path) -> No
 
 
 def _analyzer_config(tmp_path: Path, bundle: Path):
-    return parse_config({"device": {"data_dir": str(tmp_path / "data")}, "model": {"path": str(bundle)},
-                         "source": {"auto_crop": False}, "store": {"keep_images_days": 0}})
+    return parse_config(
+        {
+            "device": {"data_dir": str(tmp_path / "data")},
+            "model": {"path": str(bundle)},
+            "source": {"auto_crop": False},
+            "store": {"keep_images_days": 0},
+        }
+    )
 
 
 def test_the_analyzer_stores_the_outline_with_the_result(seg_bundle_dir: Path, tmp_path: Path) -> None:
@@ -173,8 +202,7 @@ def test_device_history_shows_the_size(tmp_path: Path) -> None:
         store.add(make_record(2, lesion=LesionRecord(found=False)))
     config = tmp_path / "device.toml"
     config.write_text(f'[device]\ndata_dir = "{tmp_path / "data"}"\n')
-    out = subprocess.run([sys.executable, "-m", "device", "--config", str(config), "history"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "device", "--config", str(config), "history"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert any("3.0 × 1.5 mm, 4 mm²" in line for line in lines), out.stdout

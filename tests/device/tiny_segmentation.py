@@ -52,13 +52,15 @@ def build_tiny_segmentation(out: Path, spec: InputSpec | None = None) -> Path:
 
     model_bytes = int8_tflite(model, representative)
     logit_name, mask_name = output_names_by_rank(model_bytes)
-    write_segmentation(out, model_bytes, segmentation_spec(spec, mask_name, logit_name, MIN_REGION_PX, model_bytes,
-                                                           {"note": "hand-weighted test model, not trained"}))
+    write_segmentation(
+        out,
+        model_bytes,
+        segmentation_spec(spec, mask_name, logit_name, MIN_REGION_PX, model_bytes, {"note": "hand-weighted test model, not trained"}),
+    )
     return out
 
 
-def build_tiny_segmentation_bundle(out: Path, classifier_bundle: Path, seg_dir: Path,
-                                   spec: InputSpec | None = None) -> ModelBundle:
+def build_tiny_segmentation_bundle(out: Path, classifier_bundle: Path, seg_dir: Path, spec: InputSpec | None = None) -> ModelBundle:
     """A copy of ``classifier_bundle`` with the tiny segmentation model, through ``pack_segmentation``."""
     from model_build.segmentation_build import pack_segmentation
 
@@ -71,8 +73,9 @@ def expected_mask(grey: np.ndarray) -> np.ndarray:
     return (np.asarray(grey) > 127).astype(np.uint8)
 
 
-def lesion_frame(height: int, width: int, centre: tuple[int, int], axes: tuple[int, int], seed: int = 0,
-                 background: int = 50, lesion: int = 210) -> np.ndarray:
+def lesion_frame(
+    height: int, width: int, centre: tuple[int, int], axes: tuple[int, int], seed: int = 0, background: int = 50, lesion: int = 210
+) -> np.ndarray:
     """A dark speckled grey frame with one bright ellipse (centre x, y; semi-axes x, y) where the lesion is."""
     import cv2
 
@@ -82,4 +85,3 @@ def lesion_frame(height: int, width: int, centre: tuple[int, int], axes: tuple[i
     cv2.ellipse(blob, centre, axes, 0, 0, 360, 1, -1)
     frame[blob > 0] = np.clip(lesion + rng.normal(0, 6, int(blob.sum())), 0, 255).astype(np.uint8)
     return frame
-

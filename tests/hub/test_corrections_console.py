@@ -82,21 +82,46 @@ def test_the_console_shows_voided_and_moved_results(tmp_path: Path, target: str,
     voided, moved, kept, other = under(exam_a, 0.91), under(exam_a, 0.83), under(exam_a, 0.72), under(exam_b, 0.2)
     port = free_port()
     common = ["--db", target]
-    procs = {"hub": start_process([sys.executable, "-m", "hub", "serve", *common, "--broker", broker.address],
-                                  tmp_path / "hub.log"),
-             "web": start_process([sys.executable, "-m", "hub", "web", *common, "--port", str(port)], tmp_path / "web.log")}
+    procs = {
+        "hub": start_process([sys.executable, "-m", "hub", "serve", *common, "--broker", broker.address], tmp_path / "hub.log"),
+        "web": start_process([sys.executable, "-m", "hub", "web", *common, "--port", str(port)], tmp_path / "web.log"),
+    }
     url = f"http://localhost:{port}"
     try:
         wait_for(lambda: _http_up(f"http://127.0.0.1:{port}/healthz", procs["web"]), 30, "web console listening")
-        procs["uplink"] = start_process(device_uplink_command() + ["--config", str(device_config(
-            tmp_path, broker.address, store_path, SITE, DEVICE))], tmp_path / "uplink.log")
+        procs["uplink"] = start_process(
+            device_uplink_command() + ["--config", str(device_config(tmp_path, broker.address, store_path, SITE, DEVICE))], tmp_path / "uplink.log"
+        )
         wait_for(lambda: store.backlog().pending == 0, 60, "the results acked")
-        for c in (make_correction(result_id=voided.result_id, kind="void", reason="poor_image", device_id=DEVICE,
-                                  site=SITE, origin=Place(None, None, None), note="probe lifted"),
-                  make_correction(result_id=moved.result_id, kind="move", reason="wrong_patient", device_id=DEVICE,
-                                  site=SITE, origin=Place(None, None, None), target=Place(exam_b.exam_id, None, "R")),
-                  make_correction(result_id=kept.result_id, kind="move", reason="wrong_exam", device_id=DEVICE,
-                                  site=SITE, origin=Place(None, None, None), target=Place(exam_c.exam_id, None, "L"))):
+        for c in (
+            make_correction(
+                result_id=voided.result_id,
+                kind="void",
+                reason="poor_image",
+                device_id=DEVICE,
+                site=SITE,
+                origin=Place(None, None, None),
+                note="probe lifted",
+            ),
+            make_correction(
+                result_id=moved.result_id,
+                kind="move",
+                reason="wrong_patient",
+                device_id=DEVICE,
+                site=SITE,
+                origin=Place(None, None, None),
+                target=Place(exam_b.exam_id, None, "R"),
+            ),
+            make_correction(
+                result_id=kept.result_id,
+                kind="move",
+                reason="wrong_exam",
+                device_id=DEVICE,
+                site=SITE,
+                origin=Place(None, None, None),
+                target=Place(exam_c.exam_id, None, "L"),
+            ),
+        ):
             store.add_correction(c)
         wait_for(lambda: store.correction_backlog() == 0, 60, "the corrections acked")
 

@@ -27,10 +27,17 @@ from tests.device.link.test_contract_v2 import v2_message
 
 def _correction(result, kind: str, target: Place | None = None, seq: int = 1) -> CorrectionMessage:  # type: ignore[no-untyped-def]
     return CorrectionMessage(
-        correction_id=new_correction_id(), seq=seq, result_id=result.result_id, device_id=result.device_id,
-        site=result.site, created_at="2026-12-01T10:00:00.000Z", kind=CorrectionKind(kind),
+        correction_id=new_correction_id(),
+        seq=seq,
+        result_id=result.result_id,
+        device_id=result.device_id,
+        site=result.site,
+        created_at="2026-12-01T10:00:00.000Z",
+        kind=CorrectionKind(kind),
         reason=CorrectionReason.POOR_IMAGE if kind == "void" else CorrectionReason.WRONG_PATIENT,
-        origin=Place(result.exam_id, result.patient_ref, result.side), target=target)
+        origin=Place(result.exam_id, result.patient_ref, result.side),
+        target=target,
+    )
 
 
 def test_fhir_reports_follow_the_corrections(tmp_path: Path) -> None:
@@ -51,8 +58,7 @@ def test_fhir_reports_follow_the_corrections(tmp_path: Path) -> None:
     try:
         client = TestClient(app, base_url="https://console.test", follow_redirects=False)
         token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
-        assert client.post("/login", data={"username": "olga", "password": "correct horse battery",
-                                           "csrf_token": token}).status_code == 303
+        assert client.post("/login", data={"username": "olga", "password": "correct horse battery", "csrf_token": token}).status_code == 303
 
         token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/inbox").text).group(1)  # the session's
 
@@ -67,8 +73,7 @@ def test_fhir_reports_follow_the_corrections(tmp_path: Path) -> None:
         trail = next(e for e in moved["extension"] if e["url"].endswith(":corrections"))["valueString"]
         assert "moved PT-A L (exam EX-A) -> PT-B R (exam EX-B)" in trail
         plain = export(f"/results/{a3.result_id}/fhir.json").json()
-        assert plain["subject"]["identifier"]["value"] == "PT-A" and not any(
-            e["url"].endswith(":corrections") for e in plain["extension"])
+        assert plain["subject"]["identifier"]["value"] == "PT-A" and not any(e["url"].endswith(":corrections") for e in plain["extension"])
 
         exam_a = export("/exams/EX-A/fhir.json").json()
         assert exam_a["extension"][0]["valueInteger"] == 1 and exam_a["subject"]["identifier"]["value"] == "PT-A"

@@ -58,15 +58,30 @@ class CorrectingDevice(RawDevice):
         wait_for(lambda: message.result_id in self.acks(), 20, f"result {seq}'s ack")
         return message
 
-    def correction(self, result: ResultMessage, kind: str = "void", *, origin: Place | None = None,
-                   target: Place | None = None, prev: str | None = None, seq: int = 1) -> CorrectionMessage:
+    def correction(
+        self,
+        result: ResultMessage,
+        kind: str = "void",
+        *,
+        origin: Place | None = None,
+        target: Place | None = None,
+        prev: str | None = None,
+        seq: int = 1,
+    ) -> CorrectionMessage:
         kind_ = CorrectionKind(kind)
         return CorrectionMessage(
-            correction_id=new_correction_id(), seq=seq, result_id=result.result_id, device_id=self.device_id,
-            site=self.site, created_at="2026-12-01T10:00:00.000Z", kind=kind_,
+            correction_id=new_correction_id(),
+            seq=seq,
+            result_id=result.result_id,
+            device_id=self.device_id,
+            site=self.site,
+            created_at="2026-12-01T10:00:00.000Z",
+            kind=kind_,
             reason=CorrectionReason.POOR_IMAGE if kind_ is CorrectionKind.VOID else CorrectionReason.WRONG_PATIENT,
-            origin=origin or Place(result.exam_id, result.patient_ref, result.side), target=target,
-            prev_correction_id=prev)
+            origin=origin or Place(result.exam_id, result.patient_ref, result.side),
+            target=target,
+            prev_correction_id=prev,
+        )
 
     def send(self, message: CorrectionMessage) -> None:
         self.publish(encode_correction(message), kind="correction")
@@ -119,9 +134,13 @@ def test_corrections_at_the_hub(served) -> None:
     wait_for(lambda: malformed["correction_id"] in dev.answers()[1], 20, "the malformed correction's answer")
 
     acked, refused = dev.answers()
-    assert refused == {move.correction_id: "duplicate_conflict", orphan.correction_id: "unknown_result",
-                       not_mine.correction_id: "not_own_result", wrong_from.correction_id: "inconsistent",
-                       malformed["correction_id"]: "schema"}
+    assert refused == {
+        move.correction_id: "duplicate_conflict",
+        orphan.correction_id: "unknown_result",
+        not_mine.correction_id: "not_own_result",
+        wrong_from.correction_id: "inconsistent",
+        malformed["correction_id"]: "schema",
+    }
     assert after.correction_id not in acked
     dev.send(first)
     dev.send(after)  # the device's re-send, in order

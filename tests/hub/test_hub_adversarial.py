@@ -44,18 +44,44 @@ def base_payload(kind: str, rid: str) -> dict[str, Any]:
     if kind == "result":
         return good_payload(result_id=rid, thresholds={"malignant": 0.5})
     if kind == "status":
-        return {"schema": 1, "state": "online", "device_id": DEVICE, "site": SITE, "at": "2026-01-01T00:00:00Z",
-                "software_version": "0.1.0", "model": {"name": "m", "version": "1", "sha256": "ab" * 32}, "backlog": 3}
-    return {"schema": 1, "device_id": DEVICE, "site": SITE, "at": "2026-01-01T00:00:00.123Z", "interval_s": 60.0,
-            "uptime_s": 12.5, "backlog": 3, "oldest_pending_age_s": 4.0, "disk_free_bytes": 10**9,
-            "soc_temp_c": 51.2, "throttled": "0x0", "latency_p50_ms": 38.0}
+        return {
+            "schema": 1,
+            "state": "online",
+            "device_id": DEVICE,
+            "site": SITE,
+            "at": "2026-01-01T00:00:00Z",
+            "software_version": "0.1.0",
+            "model": {"name": "m", "version": "1", "sha256": "ab" * 32},
+            "backlog": 3,
+        }
+    return {
+        "schema": 1,
+        "device_id": DEVICE,
+        "site": SITE,
+        "at": "2026-01-01T00:00:00.123Z",
+        "interval_s": 60.0,
+        "uptime_s": 12.5,
+        "backlog": 3,
+        "oldest_pending_age_s": 4.0,
+        "disk_free_bytes": 10**9,
+        "soc_temp_c": 51.2,
+        "throttled": "0x0",
+        "latency_p50_ms": 38.0,
+    }
 
 
 NUMBERS = {
     "result": [("seq",), ("latency_ms",), ("probabilities", "benign"), ("thresholds", "malignant")],
     "status": [("backlog",)],
-    "heartbeat": [("interval_s",), ("uptime_s",), ("backlog",), ("oldest_pending_age_s",), ("disk_free_bytes",),
-                  ("soc_temp_c",), ("latency_p50_ms",)],
+    "heartbeat": [
+        ("interval_s",),
+        ("uptime_s",),
+        ("backlog",),
+        ("oldest_pending_age_s",),
+        ("disk_free_bytes",),
+        ("soc_temp_c",),
+        ("latency_p50_ms",),
+    ],
 }
 STRINGS = {
     "result": [("exam_id",), ("patient_ref",), ("label",), ("model", "name"), ("model", "version"), ("created_at",)],
@@ -98,8 +124,7 @@ def _mutate(draw, kind, p):
 
 def _huge_int(draw, kind, p):
     path = draw(st.sampled_from(NUMBERS[kind]))
-    value = draw(st.integers(min_value=2**53, max_value=10**40) | st.integers(max_value=-1, min_value=-(10**40))
-                 | st.just(10**30))
+    value = draw(st.integers(min_value=2**53, max_value=10**40) | st.integers(max_value=-1, min_value=-(10**40)) | st.just(10**30))
     return Probe(kind, DEVICE, with_literal(p, path, str(value)))
 
 
@@ -109,8 +134,7 @@ def _non_finite(draw, kind, p):
 
 def _control_char(draw, kind, p):
     path = draw(st.sampled_from(STRINGS[kind]))
-    value = draw(st.text(alphabet=st.sampled_from(CONTROL + "ab1-"), min_size=1, max_size=8).filter(
-        lambda s: any(c in CONTROL for c in s)))
+    value = draw(st.text(alphabet=st.sampled_from(CONTROL + "ab1-"), min_size=1, max_size=8).filter(lambda s: any(c in CONTROL for c in s)))
     return Probe(kind, DEVICE, json.dumps(put(p, path, value)).encode())
 
 
@@ -142,9 +166,28 @@ def _from_pool(action: str) -> Attack:
     return lambda draw, kind, p: Probe("result", DEVICE, None, action)
 
 
-ATTACKS: list[Attack] = [_valid, _valid, _random_json, _random_bytes, _bad_utf8_inside, _mutate, _mutate, _huge_int,
-                         _huge_int, _non_finite, _non_finite, _control_char, _control_char, _deep, _oversized,
-                         _mismatch, _deferred, _from_pool("duplicate"), _from_pool("resend"), _from_pool("conflict")]
+ATTACKS: list[Attack] = [
+    _valid,
+    _valid,
+    _random_json,
+    _random_bytes,
+    _bad_utf8_inside,
+    _mutate,
+    _mutate,
+    _huge_int,
+    _huge_int,
+    _non_finite,
+    _non_finite,
+    _control_char,
+    _control_char,
+    _deep,
+    _oversized,
+    _mismatch,
+    _deferred,
+    _from_pool("duplicate"),
+    _from_pool("resend"),
+    _from_pool("conflict"),
+]
 
 
 @st.composite
@@ -159,8 +202,11 @@ def conflicting(payload: dict[str, Any], change: int) -> dict[str, Any]:
     changed = dict(payload)
     if change == 0:
         benign = changed["label"] != "benign"
-        changed.update(label="benign" if benign else "malignant", inconclusive=False,
-                       probabilities={"benign": 0.9, "malignant": 0.1} if benign else {"benign": 0.1, "malignant": 0.9})
+        changed.update(
+            label="benign" if benign else "malignant",
+            inconclusive=False,
+            probabilities={"benign": 0.9, "malignant": 0.1} if benign else {"benign": 0.1, "malignant": 0.9},
+        )
     elif change == 1:
         changed["patient_ref"] = f"{changed.get('patient_ref') or 'P'}-other"
     else:
@@ -216,7 +262,8 @@ EXAMPLES = {"sqlite": 60, "postgresql": 30}  # bursts of 20-60 messages: ~2,000 
 
 @pytest.mark.parametrize("backend", sorted(EXAMPLES))
 def test_adversarial_payloads_never_stop_the_hub_and_every_message_is_accounted_for(
-        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     if backend == "sqlite":
         target = str(tmp_path / "hub.sqlite")
     else:
@@ -235,8 +282,13 @@ def test_adversarial_payloads_never_stop_the_hub_and_every_message_is_accounted_
 
         # No shrinking: the hub is one shared process, so once it has died every later example fails
         # too; the failing burst is printed as generated.
-        @settings(max_examples=EXAMPLES[backend], deadline=None, database=None, phases=[Phase.generate],
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @settings(
+            max_examples=EXAMPLES[backend],
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
         @given(st.lists(st.tuples(probes(), st.integers(min_value=0, max_value=10**6)), min_size=20, max_size=60))
         def burst(batch: list[tuple[Probe, int]]) -> None:
             for probe, pick in batch:

@@ -27,10 +27,17 @@ def _result(seq: int) -> ResultMessage:
 
 def _correction(result: ResultMessage, kind: CorrectionKind, seq: int, target: Place | None = None) -> CorrectionMessage:
     return CorrectionMessage(
-        correction_id=new_correction_id(), seq=seq, result_id=result.result_id, device_id="dev-1", site="site-a",
-        created_at="2026-12-01T10:00:00.000Z", kind=kind,
+        correction_id=new_correction_id(),
+        seq=seq,
+        result_id=result.result_id,
+        device_id="dev-1",
+        site="site-a",
+        created_at="2026-12-01T10:00:00.000Z",
+        kind=kind,
         reason=CorrectionReason.POOR_IMAGE if kind is CorrectionKind.VOID else CorrectionReason.WRONG_PATIENT,
-        origin=Place("E1", "P-100", "L"), target=target)
+        origin=Place("E1", "P-100", "L"),
+        target=target,
+    )
 
 
 def _hub(*args: str) -> str:
@@ -54,8 +61,12 @@ def test_results_and_export_show_voided_and_moved(tmp_path: Path) -> None:
     rows = {json.loads(line)["seq"]: json.loads(line) for line in _hub("results", "--db", str(db), "--json").splitlines()}
     assert rows[1]["state"] == "valid" and rows[1]["effective_patient_ref"] == "P-100"
     assert rows[2]["state"] == "voided"
-    assert (rows[3]["state"], rows[3]["effective_exam_id"], rows[3]["effective_patient_ref"], rows[3]["effective_side"]) == \
-        ("moved", "E9", "P-900", "R")
+    assert (rows[3]["state"], rows[3]["effective_exam_id"], rows[3]["effective_patient_ref"], rows[3]["effective_side"]) == (
+        "moved",
+        "E9",
+        "P-900",
+        "R",
+    )
     assert rows[3]["patient_ref"] == "P-100"  # the stored result itself is never rewritten
 
     exported = {int(r["seq"]): r for r in csv.DictReader(io.StringIO(_hub("export", "--db", str(db), "--csv")))}

@@ -41,8 +41,7 @@ class RestartablePostgres(PostgresServer):
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def resume(self) -> None:
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", self.options(), "-l",
-                  str(self.dir / "log"), "-w", "-t", "60", "start")
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", self.options(), "-l", str(self.dir / "log"), "-w", "-t", "60", "start")
 
 
 @pytest.fixture
@@ -60,8 +59,7 @@ def stored_ids(dsn: str) -> list[str]:
         return [r.result_id for r in store.results(limit=None, newest_first=False)]
 
 
-def test_hub_and_console_survive_a_postgresql_restart(tmp_path: Path, broker: MosquittoBroker,
-                                                      postgres: RestartablePostgres) -> None:
+def test_hub_and_console_survive_a_postgresql_restart(tmp_path: Path, broker: MosquittoBroker, postgres: RestartablePostgres) -> None:
     dsn = postgres.create_database("hub")
     db = WebDb.open(dsn)
     Accounts(db).add_user("olga", PASSWORD, "operator")
@@ -70,9 +68,13 @@ def test_hub_and_console_survive_a_postgresql_restart(tmp_path: Path, broker: Mo
     hub.store.close()
     device = Device(tmp_path, "site-a", "dev-1", broker.address, ack_timeout_s=1.0)
     port = free_port()
-    console = Console(f"http://127.0.0.1:{port}", start_process(
-        [sys.executable, "-m", "hub", "web", "--db", dsn, "--port", str(port), "--forwarded-allow-ips", "127.0.0.1"],
-        tmp_path / "web.log"), tmp_path / "web.log")
+    console = Console(
+        f"http://127.0.0.1:{port}",
+        start_process(
+            [sys.executable, "-m", "hub", "web", "--db", dsn, "--port", str(port), "--forwarded-allow-ips", "127.0.0.1"], tmp_path / "web.log"
+        ),
+        tmp_path / "web.log",
+    )
     jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
     http = httpx.Client(cookies=jar, timeout=60, follow_redirects=False)
     try:
@@ -98,8 +100,9 @@ def test_hub_and_console_survive_a_postgresql_restart(tmp_path: Path, broker: Mo
         wait_for(lambda: device.store.backlog().pending == 0, 60, f"the device's backlog to drain\n{device.log()}")
         expected = [r.result_id for r in device.store.history(limit=None, newest_first=False)]
         assert stored_ids(dsn) == expected, "each result stored once, in the device's order"
-        wait_for(lambda: browser.request("GET", "/inbox").status_code == 200, 60,
-                 f"the console to serve pages again\n{console.log.read_text()[-2000:]}")
+        wait_for(
+            lambda: browser.request("GET", "/inbox").status_code == 200, 60, f"the console to serve pages again\n{console.log.read_text()[-2000:]}"
+        )
         assert hub.alive and console.proc.poll() is None
         assert "reconnected" in hub.log()
     finally:

@@ -61,8 +61,9 @@ class HubProcess:
         self.store = HubStore.open(target)
 
     def start(self) -> None:
-        self.proc = start_process([sys.executable, "-m", "hub", "serve", "--config", str(self.config_path),
-                                   "--db", self.target, "--broker", self.broker], self.log_path)
+        self.proc = start_process(
+            [sys.executable, "-m", "hub", "serve", "--config", str(self.config_path), "--db", self.target, "--broker", self.broker], self.log_path
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -79,16 +80,18 @@ class HubProcess:
 
     def wait(self, predicate: Callable[[], Any], what: str, timeout_s: float = 30) -> Any:
         """Like wait_for, but fails at once (with the hub's log) when the hub process has exited."""
+
         def check() -> Any:
             if not self.alive:
-                pytest.fail(f"hub serve exited (code {self.proc.poll() if self.proc else None}) while waiting "
-                            f"for {what}:\n{self.log()[-3000:]}")
+                pytest.fail(f"hub serve exited (code {self.proc.poll() if self.proc else None}) while waiting for {what}:\n{self.log()[-3000:]}")
             return predicate()
+
         return wait_for(check, timeout_s, f"{what}\n{self.log()[-3000:]}")
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "hub", *args, "--db", self.target], cwd=REPO,
-                              capture_output=True, text=True, timeout=60, check=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "hub", *args, "--db", self.target], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+        )
         return done.stdout + done.stderr
 
     def rejected(self, reason: str | None = None) -> int:
@@ -132,8 +135,10 @@ def deliver_valid(hub: HubProcess, raw: RawDevice, seq: int) -> ResultMessage:
 
 def strict_json(line: str) -> Any:
     """Parse as RFC 8259 JSON: NaN, Infinity and -Infinity are not JSON."""
+
     def refuse(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
+
     return json.loads(line, parse_constant=refuse)
 
 
@@ -141,11 +146,17 @@ def strict_json(line: str) -> Any:
 
 
 def test_a_retained_status_with_a_huge_backlog_is_rejected_on_every_start(sqlite_hub: HubProcess, device: RawDevice) -> None:
-    status = {"schema": 1, "state": "online", "device_id": device.device_id, "site": device.site,
-              "at": "2026-01-01T00:00:00Z", "software_version": "0.1.0", "model": None,
-              "backlog": 1000000000000000000000000000000}
-    device.client.publish(topic(device.site, device.device_id, "status"), json.dumps(status).encode(), qos=1,
-                          retain=True).wait_for_publish(10)
+    status = {
+        "schema": 1,
+        "state": "online",
+        "device_id": device.device_id,
+        "site": device.site,
+        "at": "2026-01-01T00:00:00Z",
+        "software_version": "0.1.0",
+        "model": None,
+        "backlog": 1000000000000000000000000000000,
+    }
+    device.client.publish(topic(device.site, device.device_id, "status"), json.dumps(status).encode(), qos=1, retain=True).wait_for_publish(10)
     for start in (1, 2):  # the retained message comes back on every start
         sqlite_hub.start()
         deliver_valid(sqlite_hub, device, seq=start)
@@ -154,8 +165,7 @@ def test_a_retained_status_with_a_huge_backlog_is_rejected_on_every_start(sqlite
         assert sqlite_hub.stop() == 0
 
 
-def test_a_result_with_a_31_digit_latency_is_rejected_and_the_next_is_stored(sqlite_hub: HubProcess,
-                                                                             device: RawDevice) -> None:
+def test_a_result_with_a_31_digit_latency_is_rejected_and_the_next_is_stored(sqlite_hub: HubProcess, device: RawDevice) -> None:
     sqlite_hub.start()
     deliver_valid(sqlite_hub, device, seq=1)
     poison = good_payload(latency_ms=1000000000000000000000000000000)
@@ -170,8 +180,9 @@ def test_a_result_with_a_31_digit_latency_is_rejected_and_the_next_is_stored(sql
 # --- defect 4 (first half): NUL in a text field on PostgreSQL -------------------------------------------
 
 
-def test_postgresql_a_nul_in_patient_ref_is_rejected_and_other_devices_go_on(tmp_path: Path, mosquitto_broker: MosquittoBroker,
-                                                                             postgres_server) -> None:
+def test_postgresql_a_nul_in_patient_ref_is_rejected_and_other_devices_go_on(
+    tmp_path: Path, mosquitto_broker: MosquittoBroker, postgres_server
+) -> None:
     dsn = postgres_server.create_database(f"poison_{uuid.uuid4().hex[:8]}")
     hub = HubProcess(tmp_path, mosquitto_broker.address, dsn)
     bad_device = RawDevice(mosquitto_broker, "site-a", "dev-nul")
@@ -198,8 +209,7 @@ def test_postgresql_a_nul_in_patient_ref_is_rejected_and_other_devices_go_on(tmp
 # --- defect 9: non-finite and inconsistent numbers ------------------------------------------------------
 
 
-def test_non_finite_and_inconsistent_numbers_are_rejected_and_exports_stay_json(sqlite_hub: HubProcess,
-                                                                                device: RawDevice) -> None:
+def test_non_finite_and_inconsistent_numbers_are_rejected_and_exports_stay_json(sqlite_hub: HubProcess, device: RawDevice) -> None:
     sqlite_hub.start()
     deliver_valid(sqlite_hub, device, seq=1)
     results = [
@@ -207,13 +217,20 @@ def test_non_finite_and_inconsistent_numbers_are_rejected_and_exports_stay_json(
         with_literal(good_payload(thresholds={"malignant": 0.5}), ("thresholds", "malignant"), "1e999"),
         with_literal(good_payload(thresholds={"malignant": 0.5}), ("thresholds", "malignant"), "-1e999"),
         json.dumps(good_payload(probabilities={"benign": 0.9, "malignant": 0.9}, label="benign")).encode(),
-        json.dumps(good_payload(probabilities={"benign": 0.5, "malignant": 0.5}, label="normal",
-                                inconclusive=False)).encode(),
+        json.dumps(good_payload(probabilities={"benign": 0.5, "malignant": 0.5}, label="normal", inconclusive=False)).encode(),
     ]
     for data in results:
         device.publish(data)
-    heartbeat = {"schema": 1, "device_id": device.device_id, "site": device.site, "at": "2026-01-01T00:00:00Z",
-                 "interval_s": 60.0, "uptime_s": 10.0, "backlog": 0, "soc_temp_c": 40.0}
+    heartbeat = {
+        "schema": 1,
+        "device_id": device.device_id,
+        "site": device.site,
+        "at": "2026-01-01T00:00:00Z",
+        "interval_s": 60.0,
+        "uptime_s": 10.0,
+        "backlog": 0,
+        "soc_temp_c": 40.0,
+    }
     device.publish(with_literal(dict(heartbeat), ("soc_temp_c",), "1e999"), kind="heartbeat")
     device.publish(with_literal(dict(heartbeat), ("uptime_s",), "1e999"), kind="heartbeat")
     deliver_valid(sqlite_hub, device, seq=2)
@@ -228,13 +245,16 @@ def test_non_finite_and_inconsistent_numbers_are_rejected_and_exports_stay_json(
 # --- defect 9: a duplicate result_id with different content ---------------------------------------------
 
 
-def test_a_conflicting_duplicate_is_rejected_and_counted_an_identical_one_acked(sqlite_hub: HubProcess,
-                                                                                device: RawDevice) -> None:
+def test_a_conflicting_duplicate_is_rejected_and_counted_an_identical_one_acked(sqlite_hub: HubProcess, device: RawDevice) -> None:
     sqlite_hub.start()
     first = deliver_valid(sqlite_hub, device, seq=1)
-    forged = json.dumps(dict(first.to_payload(), label="malignant" if first.label != "malignant" else "benign",
-                             probabilities={"benign": 0.2, "malignant": 0.8} if first.label != "malignant"
-                             else {"benign": 0.9, "malignant": 0.1})).encode()
+    forged = json.dumps(
+        dict(
+            first.to_payload(),
+            label="malignant" if first.label != "malignant" else "benign",
+            probabilities={"benign": 0.2, "malignant": 0.8} if first.label != "malignant" else {"benign": 0.9, "malignant": 0.1},
+        )
+    ).encode()
     device.publish(forged)
     deliver_valid(sqlite_hub, device, seq=2)  # processed after the forged one
     sqlite_hub.wait(lambda: sqlite_hub.rejected("duplicate_conflict") == 1, "the conflicting duplicate to be rejected")
@@ -271,8 +291,7 @@ def test_patient_references_never_reach_hub_logs_or_rejections(sqlite_hub: HubPr
     assert "rejected" in sqlite_hub.log() and SECRET not in sqlite_hub.log()
 
 
-def test_a_result_the_contract_refuses_is_logged_on_the_device_without_its_patient_ref(
-        tmp_path: Path, mosquitto_broker: MosquittoBroker) -> None:
+def test_a_result_the_contract_refuses_is_logged_on_the_device_without_its_patient_ref(tmp_path: Path, mosquitto_broker: MosquittoBroker) -> None:
     device = Device(tmp_path, "site-a", "dev-1", mosquitto_broker.address)
     record = make_record("site-a", "dev-1", 1)
     device.store.add(record.__class__(**{**record.__dict__, "patient_ref": SECRET * 5}))

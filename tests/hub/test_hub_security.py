@@ -46,29 +46,44 @@ def test_credentials_are_private_files(pki: Path) -> None:
 
 def _tls_client(pki: Path, creds: Path, username: str, password: str) -> mqtt.Client:
     client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=f"forger-{username.replace('/', '-')}")
-    client.tls_set(ca_certs=str(pki / "ca.crt"), certfile=str(creds / "device.crt"), keyfile=str(creds / "device.key"),
-                   cert_reqs=ssl.CERT_REQUIRED)
+    client.tls_set(ca_certs=str(pki / "ca.crt"), certfile=str(creds / "device.crt"), keyfile=str(creds / "device.key"), cert_reqs=ssl.CERT_REQUIRED)
     client.username_pw_set(username, password)
     return client
 
 
 def test_tls_acl_two_devices_forgery_denied_and_mismatch_rejected(tmp_path: Path, pki: Path) -> None:
     broker = MosquittoBroker(
-        tmp_path / "broker", password_file=pki / "passwd", acl_file=pki / "acl",
+        tmp_path / "broker",
+        password_file=pki / "passwd",
+        acl_file=pki / "acl",
         tls=BrokerTls(ca_file=pki / "ca.crt", cert_file=pki / "server.crt", key_file=pki / "server.key"),
     )
     broker.start()
-    hub = Hub(tmp_path, broker.address, config_text=(
-        f'[mqtt]\ntls = true\nca_file = "{pki / "ca.crt"}"\ncert_file = "{pki / "hub.crt"}"\n'
-        f'key_file = "{pki / "hub.key"}"\nusername = "sonopi-hub"\npassword_file = "{pki / "hub.password"}"\n'))
+    hub = Hub(
+        tmp_path,
+        broker.address,
+        config_text=(
+            f'[mqtt]\ntls = true\nca_file = "{pki / "ca.crt"}"\ncert_file = "{pki / "hub.crt"}"\n'
+            f'key_file = "{pki / "hub.key"}"\nusername = "sonopi-hub"\npassword_file = "{pki / "hub.password"}"\n'
+        ),
+    )
     devices = []
     try:
         hub.start()
         for site, device_id in (("site-a", "dev-1"), ("site-b", "dev-2")):
             creds = pki / "devices" / f"{site}-{device_id}"
-            device = Device(tmp_path, site, device_id, broker.address, tls=True, ca_file=str(creds / "ca.crt"),
-                            cert_file=str(creds / "device.crt"), key_file=str(creds / "device.key"),
-                            username=f"{site}/{device_id}", password_file=str(creds / "mqtt.password"))
+            device = Device(
+                tmp_path,
+                site,
+                device_id,
+                broker.address,
+                tls=True,
+                ca_file=str(creds / "ca.crt"),
+                cert_file=str(creds / "device.crt"),
+                key_file=str(creds / "device.key"),
+                username=f"{site}/{device_id}",
+                password_file=str(creds / "mqtt.password"),
+            )
             device.add(200)
             device.start_uplink()
             devices.append(device)
@@ -81,12 +96,10 @@ def test_tls_acl_two_devices_forgery_denied_and_mismatch_rejected(tmp_path: Path
         forger = _tls_client(pki, creds, "site-a/dev-1", (creds / "mqtt.password").read_text().strip())
         forger.connect(broker.host, broker.port)
         forger.loop_start()
-        forged = message_from_record(_stored(make_record("site-b", "dev-2", 0), seq=10_000),
-                                           historical=False, prev_result_id=None)
+        forged = message_from_record(_stored(make_record("site-b", "dev-2", 0), seq=10_000), historical=False, prev_result_id=None)
         forger.publish(topic("site-b", "dev-2", "result"), encode_result(forged), qos=1).wait_for_publish(10)
         # Then, on its own topic, a payload that claims to be dev-2: the hub rejects the mismatch.
-        mismatch = message_from_record(_stored(make_record("site-b", "dev-2", 1), seq=10_001),
-                                             historical=False, prev_result_id=None)
+        mismatch = message_from_record(_stored(make_record("site-b", "dev-2", 1), seq=10_001), historical=False, prev_result_id=None)
         forger.publish(topic("site-a", "dev-1", "result"), encode_result(mismatch), qos=1).wait_for_publish(10)
         wait_for(lambda: any(r.reason == "topic_mismatch" for r in hub.store.rejections()), 20, "the mismatch rejection")
         forger.loop_stop()
@@ -128,7 +141,9 @@ def _stored(record, seq: int):  # type: ignore[no-untyped-def]
 def test_plain_device_cannot_reach_a_tls_broker(tmp_path: Path, pki: Path) -> None:
     """Misconfiguration (tls = false against the TLS listener) keeps results safely in the outbox."""
     broker = MosquittoBroker(
-        tmp_path / "broker", password_file=pki / "passwd", acl_file=pki / "acl",
+        tmp_path / "broker",
+        password_file=pki / "passwd",
+        acl_file=pki / "acl",
         tls=BrokerTls(ca_file=pki / "ca.crt", cert_file=pki / "server.crt", key_file=pki / "server.key"),
     )
     broker.start()

@@ -123,9 +123,9 @@ def test_results_are_stored_in_order_and_acked_once_stored(served) -> None:
 garbage = st.one_of(
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=200),
-    st.sampled_from(sorted(good_payload())).flatmap(
-        lambda key: json_values.map(lambda v, key=key: json.dumps(good_payload(**{key: v})).encode())
-    ).filter(lambda data: b'"result_id"' in data),
+    st.sampled_from(sorted(good_payload()))
+    .flatmap(lambda key: json_values.map(lambda v, key=key: json.dumps(good_payload(**{key: v})).encode()))
+    .filter(lambda data: b'"result_id"' in data),
     st.just(b"\xff\xfe" * 40),
     st.just(json.dumps(good_payload(patient_ref="x" * 200_000)).encode()),
     st.just(json.dumps(good_payload(device_id="dev-2")).encode()),
@@ -164,8 +164,9 @@ def test_malformed_messages_are_rejected_counted_and_the_hub_keeps_serving(serve
 
 def test_status_and_operator_cli(served, tmp_path: Path) -> None:
     broker, hub, raw = served
-    status = StatusMessage("online", raw.device_id, raw.site, "2026-01-01T00:00:00Z", "9.9.9",
-                           {"name": "sonopi-lite0", "version": "1.2.0", "sha256": "ab" * 32}, 4)
+    status = StatusMessage(
+        "online", raw.device_id, raw.site, "2026-01-01T00:00:00Z", "9.9.9", {"name": "sonopi-lite0", "version": "1.2.0", "sha256": "ab" * 32}, 4
+    )
     raw.publish(encode_status(status), kind="status")
     wait_for(lambda: (d := hub.store.device(raw.site, raw.device_id)) and d.software_version == "9.9.9", 20, "status")
     m = raw.result(99)  # malignant
@@ -173,8 +174,9 @@ def test_status_and_operator_cli(served, tmp_path: Path) -> None:
     wait_for(lambda: m.result_id in raw.acks(), 20, "ack")
 
     def cli(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "hub", *args, "--db", str(hub.db)], cwd=REPO, capture_output=True,
-                              text=True, timeout=60, check=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "hub", *args, "--db", str(hub.db)], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+        )
         return done.stdout
 
     lines = [json.loads(line) for line in cli("results", "--json", "--limit", "1000").splitlines()]
@@ -227,8 +229,7 @@ def offline_service(store):  # type: ignore[no-untyped-def]
     return svc
 
 
-def test_a_result_the_database_refuses_is_rejected_and_the_rest_of_its_batch_stored(tmp_path: Path,
-                                                                                   monkeypatch) -> None:
+def test_a_result_the_database_refuses_is_rejected_and_the_rest_of_its_batch_stored(tmp_path: Path, monkeypatch) -> None:
     """Defence in depth behind the contract: if a decoded result still cannot be stored (here a seq beyond
     64 bits, made to slip past validation), only that message is rejected."""
     from device.link import contract
@@ -237,8 +238,9 @@ def test_a_result_the_database_refuses_is_rejected_and_the_rest_of_its_batch_sto
     from hub.store import HubStore
 
     real = contract.decode_result
-    monkeypatch.setattr(hub_service, "decode_result",
-                        lambda name, data: replace(real(name, data), seq=2**70) if b'"seq":9999' in data else real(name, data))
+    monkeypatch.setattr(
+        hub_service, "decode_result", lambda name, data: replace(real(name, data), seq=2**70) if b'"seq":9999' in data else real(name, data)
+    )
     store = HubStore.open(tmp_path / "hub.sqlite")
     svc = offline_service(store)
     raw = RawDevice.offline()
@@ -263,8 +265,7 @@ def test_exports_of_non_finite_numbers_stored_by_an_older_hub_are_still_json(tmp
     with HubStore.open(db) as store:  # written directly, as the old hub let a 1e999 through
         store.add_results([replace(raw.result(1), latency_ms=float("inf"), thresholds={"malignant": float("nan")})])
     for args in (["export", "--json"], ["results", "--json"]):
-        done = subprocess.run([sys.executable, "-m", "hub", *args, "--db", str(db)], cwd=REPO, capture_output=True,
-                              text=True, timeout=60, check=True)
+        done = subprocess.run([sys.executable, "-m", "hub", *args, "--db", str(db)], cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
         [line] = done.stdout.splitlines()
         row = json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in {args}"))
         assert row["latency_ms"] is None and row["thresholds"] == {"malignant": None}
@@ -297,8 +298,11 @@ def test_a_nack_carries_a_multi_line_database_error_on_one_line(tmp_path: Path, 
     from hub.store import Added, HubStore
 
     store = HubStore.open(tmp_path / "hub.sqlite")
-    monkeypatch.setattr(store, "add_results_each", lambda messages, now: [
-        Added(m.result_id, False, "refused the data (DataError: line one\nDETAIL: line two\t)") for m in messages])
+    monkeypatch.setattr(
+        store,
+        "add_results_each",
+        lambda messages, now: [Added(m.result_id, False, "refused the data (DataError: line one\nDETAIL: line two\t)") for m in messages],
+    )
     svc = offline_service(store)
     raw = RawDevice.offline()
     m = raw.result(1)

@@ -40,8 +40,7 @@ class LoopFilesystem:
         self.devices: list[str] = []
 
     def _attach_and_mount(self) -> None:
-        device = subprocess.run(["losetup", "-f", "--show", str(self.image)], check=True, capture_output=True,
-                                text=True).stdout.strip()
+        device = subprocess.run(["losetup", "-f", "--show", str(self.image)], check=True, capture_output=True, text=True).stdout.strip()
         self.devices.append(device)
         subprocess.run(["mount", device, str(self.mountpoint)], check=True, capture_output=True)
 
@@ -91,8 +90,7 @@ def stored_ids(db: Path) -> list[str]:
         return [r.result_id for r in store.results(limit=None, newest_first=False)]
 
 
-def test_hub_reopens_its_sqlite_file_after_an_io_error(tmp_path: Path, broker: MosquittoBroker,
-                                                       disk: LoopFilesystem) -> None:
+def test_hub_reopens_its_sqlite_file_after_an_io_error(tmp_path: Path, broker: MosquittoBroker, disk: LoopFilesystem) -> None:
     db = disk.mountpoint / "hub.sqlite"
     hub = HubProcess(tmp_path, broker.address, str(db))
     hub.store.close()
@@ -110,8 +108,7 @@ def test_hub_reopens_its_sqlite_file_after_an_io_error(tmp_path: Path, broker: M
         # Which error SQLite reports first depends on what the hub touches first on the dead filesystem: "disk I/O
         # error" (a write, most runs) or "database disk image is malformed" (a read; 1 run in ~10 here, which made this
         # wait for the first text time out). Either way the hub must see the connection as lost and retry.
-        hub.wait(lambda: "connection lost (" in hub.log() and "retrying in" in hub.log(), "the hub to hit the I/O error",
-                 timeout_s=60)
+        hub.wait(lambda: "connection lost (" in hub.log() and "retrying in" in hub.log(), "the hub to hit the I/O error", timeout_s=60)
         assert "disk I/O error" in hub.log() or "database disk image is malformed" in hub.log()
         disk.remount()  # the same image, mounted again: only a new connection sees it
         hub.wait(lambda: len(stored_ids(db)) == 40, "the 20 results sent during the failure", timeout_s=120)

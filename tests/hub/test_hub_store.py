@@ -50,9 +50,28 @@ def test_add_is_idempotent_and_round_trips_every_field(store: HubStore) -> None:
     assert store.count_results() == 1
     got = store.result(m.result_id)
     assert isinstance(got, StoredResult)
-    for name in ("result_id", "seq", "prev_result_id", "site", "device_id", "created_at", "historical", "exam_id",
-                 "patient_ref", "side", "model_name", "model_version", "model_sha256", "label", "inconclusive",
-                 "reasons", "probabilities", "thresholds", "latency_ms", "thumbnail"):
+    for name in (
+        "result_id",
+        "seq",
+        "prev_result_id",
+        "site",
+        "device_id",
+        "created_at",
+        "historical",
+        "exam_id",
+        "patient_ref",
+        "side",
+        "model_name",
+        "model_version",
+        "model_sha256",
+        "label",
+        "inconclusive",
+        "reasons",
+        "probabilities",
+        "thresholds",
+        "latency_ms",
+        "thumbnail",
+    ):
         assert getattr(got, name) == getattr(m, name), name
     assert got.received_at and got.schema_version == 1
     assert store.stored_ids([m.result_id, "nope"]) == {m.result_id}

@@ -36,8 +36,9 @@ def test_either_hub_can_die_and_the_other_carries_on(tmp_path: Path, broker: Mos
     device: Device | None = None
     try:
         dsn = postgres.create_database("hub")
-        hubs = [HubProcess(tmp_path / name, broker.address, dsn,
-                           f'[mqtt]\nclient_id = "{name}"\nshared_group = "hubs"\n') for name in ("hub-a", "hub-b")]
+        hubs = [
+            HubProcess(tmp_path / name, broker.address, dsn, f'[mqtt]\nclient_id = "{name}"\nshared_group = "hubs"\n') for name in ("hub-a", "hub-b")
+        ]
         for hub in hubs:
             hub.store.close()
             hub.start()
@@ -55,8 +56,7 @@ def test_either_hub_can_die_and_the_other_carries_on(tmp_path: Path, broker: Mos
         wait_for(lambda: len(stored()) >= TOTAL // 4, 60, f"a first share of results\n{hubs[0].log()[-2000:]}")
         hubs[0].stop(signal.SIGKILL)  # mid-stream: its in-flight messages are re-sent by the device
         feeder.join(60)
-        wait_for(lambda: len(stored()) == TOTAL, 120,
-                 f"all {TOTAL} results with one hub left\n{device.log()[-2000:]}\n{hubs[1].log()[-3000:]}")
+        wait_for(lambda: len(stored()) == TOTAL, 120, f"all {TOTAL} results with one hub left\n{device.log()[-2000:]}\n{hubs[1].log()[-3000:]}")
         ids = stored()
         expected = [r.result_id for r in sorted(device.store.history(limit=None), key=lambda r: r.seq or 0)]
         assert len(set(ids)) == TOTAL and ids == expected  # exactly once, in the device's order

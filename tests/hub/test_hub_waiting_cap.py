@@ -34,10 +34,8 @@ def counters_at_exit(hub: HubProcess) -> dict[str, int]:
     return json.loads(lines[-1].split("hub: counters ", 1)[1])
 
 
-def test_a_device_whose_predecessor_never_comes_fills_only_its_own_capped_buffer(tmp_path: Path,
-                                                                                 mosquitto_broker: MosquittoBroker) -> None:
-    hub = HubProcess(tmp_path, mosquitto_broker.address, str(tmp_path / "hub.sqlite"),
-                     f"[ingest]\nmax_waiting_per_device = {CAP}\n")
+def test_a_device_whose_predecessor_never_comes_fills_only_its_own_capped_buffer(tmp_path: Path, mosquitto_broker: MosquittoBroker) -> None:
+    hub = HubProcess(tmp_path, mosquitto_broker.address, str(tmp_path / "hub.sqlite"), f"[ingest]\nmax_waiting_per_device = {CAP}\n")
     gappy, other = RawDevice(mosquitto_broker, "site-a", "gappy"), RawDevice(mosquitto_broker, "site-a", "other")
     try:
         hub.start()
@@ -76,11 +74,16 @@ def test_a_device_whose_predecessor_never_comes_fills_only_its_own_capped_buffer
         hub.close()
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "1000001", "\"many\""])
+@pytest.mark.parametrize("value", ["0", "-1", "1000001", '"many"'])
 def test_a_cap_out_of_bounds_stops_the_hub_at_start_up(tmp_path: Path, value: str) -> None:
     config = tmp_path / "hub.toml"
     config.write_text(f"[ingest]\nmax_waiting_per_device = {value}\n")
-    done = subprocess.run([sys.executable, "-m", "hub", "serve", "--config", str(config), "--db", str(tmp_path / "h.sqlite"),
-                           "--broker", "127.0.0.1:1"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", "serve", "--config", str(config), "--db", str(tmp_path / "h.sqlite"), "--broker", "127.0.0.1:1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert "max_waiting_per_device" in done.stdout + done.stderr

@@ -43,8 +43,7 @@ pytestmark = pytest.mark.timeout(240)
 CHROMIUM = "/usr/bin/chromium"
 # SONOPI_WEB_SCREENSHOTS=DIR: also save the result page (with its export buttons) as a PNG there.
 SCREENSHOTS = Path(os.environ["SONOPI_WEB_SCREENSHOTS"]) if os.environ.get("SONOPI_WEB_SCREENSHOTS") else None
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PASSWORD = "operator-password-1"
 SITE, DEVICE = "st-marys", "pi-us-1"
 
@@ -56,13 +55,24 @@ def chromium_or_skip() -> str:
 
 
 def record(i: int, *, malignant: bool, thumbnail: bytes | None = None) -> ResultRecord:
-    probabilities = {"benign": 0.12, "malignant": 0.81, "normal": 0.07} if malignant else \
-        {"benign": 0.86, "malignant": 0.06, "normal": 0.08}
+    probabilities = {"benign": 0.12, "malignant": 0.81, "normal": 0.07} if malignant else {"benign": 0.86, "malignant": 0.06, "normal": 0.08}
     return ResultRecord(
-        result_id=new_result_id(), created_at=utc_now_iso(), device_id=DEVICE, site=SITE, model_name="sonopi-lite0",
-        model_version="1.3.0", model_sha256="5f" * 32, probabilities=probabilities,
-        label="malignant" if malignant else "benign", inconclusive=False, thresholds={"malignant": 0.35},
-        exam_id=f"EX-{i:04d}", patient_ref=f"PT-E2E-{i:03d}", side="L", latency_ms=88.0, thumbnail=thumbnail,
+        result_id=new_result_id(),
+        created_at=utc_now_iso(),
+        device_id=DEVICE,
+        site=SITE,
+        model_name="sonopi-lite0",
+        model_version="1.3.0",
+        model_sha256="5f" * 32,
+        probabilities=probabilities,
+        label="malignant" if malignant else "benign",
+        inconclusive=False,
+        thresholds={"malignant": 0.35},
+        exam_id=f"EX-{i:04d}",
+        patient_ref=f"PT-E2E-{i:03d}",
+        side="L",
+        latency_ms=88.0,
+        thumbnail=thumbnail,
     )
 
 
@@ -86,7 +96,7 @@ def device_config(root: Path, broker: str, store_path: Path, site: str = SITE, d
         f'[device]\nid = "{device}"\nsite = "{site}"\ndata_dir = "{root / "device"}"\n'
         f'[model]\npath = "{root / "no-model"}"\n[store]\npath = "{store_path}"\n'
         f'[uplink]\nbroker = "{broker}"\nheartbeat_s = 1.0\nkeepalive_s = 5\nack_timeout_s = 2.0\n'
-        f'reconnect_min_s = 0.1\nreconnect_max_s = 1.0\npoll_s = 0.05\n'
+        f"reconnect_min_s = 0.1\nreconnect_max_s = 1.0\npoll_s = 0.05\n"
     )
     return path
 
@@ -118,12 +128,17 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     device_store = ResultStore(store_path)
     port = free_port()
     procs = {
-        "hub": start_process([sys.executable, "-m", "hub", "serve", "--config", str(tmp_path / "hub.toml"),
-                              "--db", str(hub_db), "--broker", broker.address], tmp_path / "hub.log"),
-        "web": start_process([sys.executable, "-m", "hub", "web", "--db", str(hub_db), "--port", str(port),
-                              "--live-poll", "0.3", "--devices-refresh", "1"], tmp_path / "web.log"),
-        "uplink": start_process(device_uplink_command() + ["--config", str(device_config(
-            tmp_path, broker.address, store_path))], tmp_path / "uplink.log"),
+        "hub": start_process(
+            [sys.executable, "-m", "hub", "serve", "--config", str(tmp_path / "hub.toml"), "--db", str(hub_db), "--broker", broker.address],
+            tmp_path / "hub.log",
+        ),
+        "web": start_process(
+            [sys.executable, "-m", "hub", "web", "--db", str(hub_db), "--port", str(port), "--live-poll", "0.3", "--devices-refresh", "1"],
+            tmp_path / "web.log",
+        ),
+        "uplink": start_process(
+            device_uplink_command() + ["--config", str(device_config(tmp_path, broker.address, store_path))], tmp_path / "uplink.log"
+        ),
     }
     # "localhost" (not 127.0.0.1) so Chromium treats plain HTTP as a secure context and keeps the
     # Secure __Host- session cookie, exactly as behind the TLS proxy in production.

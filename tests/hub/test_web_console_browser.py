@@ -129,9 +129,19 @@ def test_operator_assigns_results_and_exams(rig: Rig, browser, target: str, tmp_
 def test_result_and_exam_exports_carry_clock_and_age(rig: Rig, browser, target: str) -> None:
     fhir = pytest.importorskip("fhir.resources.R4B.diagnosticreport", reason="fhir.resources not installed")
     exam_id = str(uuid.uuid4())
-    frames = [replace(record(p, patient="PT-CLOCK-1"), exam_id=exam_id, side="R", clock=10, age=54,
-                      category="suspicious" if p >= 0.35 else "low_suspicion", p_malignant=p, mode="balanced")
-              for p in (0.71, 0.22)]
+    frames = [
+        replace(
+            record(p, patient="PT-CLOCK-1"),
+            exam_id=exam_id,
+            side="R",
+            clock=10,
+            age=54,
+            category="suspicious" if p >= 0.35 else "low_suspicion",
+            p_malignant=p,
+            mode="balanced",
+        )
+        for p in (0.71, 0.22)
+    ]
     for frame in frames:
         rig.device_store.add(frame)
     page = new_page(browser, DESKTOP)
@@ -153,8 +163,10 @@ def test_result_and_exam_exports_carry_clock_and_age(rig: Rig, browser, target: 
     assert len(parsed.contained) == 2 and report["identifier"][0]["value"] == exam_id
     assert [o["bodySite"]["text"] for o in report["contained"]] == ["right breast, 10 o'clock"] * 2
     assert [o["valueQuantity"]["value"] for o in report["contained"]] == [0.71, 0.22]
-    assert {"url": "urn:sonopi:patient-age", "valueAge": {"value": 54, "unit": "years",
-                                                           "system": "http://unitsofmeasure.org", "code": "a"}} in report["extension"]
+    assert {
+        "url": "urn:sonopi:patient-age",
+        "valueAge": {"value": 54, "unit": "years", "system": "http://unitsofmeasure.org", "code": "a"},
+    } in report["extension"]
     assert report["conclusionCode"][0]["coding"][0]["code"] == "suspicious" and "2 frame(s), 1 suspicious" in report["conclusion"]
     assert report["subject"]["identifier"]["value"] == "PT-CLOCK-1"
 
@@ -246,8 +258,11 @@ def test_arrow_keys_work_the_queue(rig: Rig, browser, target: str) -> None:
 
     phone = new_page(browser, PHONE)
     sign_in(phone, rig)
-    for path, name in ((f"/results/{e.suspicious}", "result-assign-phone"), ("/devices", "devices-states-phone"),
-                       (f"/exams/{e.exam_with_patient}", "exam-assign-phone")):
+    for path, name in (
+        (f"/results/{e.suspicious}", "result-assign-phone"),
+        ("/devices", "devices-states-phone"),
+        (f"/exams/{e.exam_with_patient}", "exam-assign-phone"),
+    ):
         phone.goto(f"{rig.url}{path}")
         assert fits(phone), path
         shot(phone, name, target)

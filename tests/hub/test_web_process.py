@@ -105,8 +105,7 @@ def consoles(target: str, tmp_path: Path) -> Iterator[list[Console]]:
         for n in range(2):
             port = free_port()
             log = tmp_path / f"web-{n}.log"
-            proc = start_process([sys.executable, "-m", "hub", "web", "--db", target, "--port", str(port),
-                                  "--forwarded-allow-ips", "127.0.0.1"], log)
+            proc = start_process([sys.executable, "-m", "hub", "web", "--db", target, "--port", str(port), "--forwarded-allow-ips", "127.0.0.1"], log)
             started.append(Console(f"http://127.0.0.1:{port}", proc, log))
         for console in started:
             _wait_healthy(console)
@@ -120,8 +119,9 @@ def consoles(target: str, tmp_path: Path) -> Iterator[list[Console]]:
 def client() -> Iterator[httpx.Client]:
     # A jar that keeps nothing: each Browser keeps its own cookies (a jar would not send Secure cookies over http).
     jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-    with httpx.Client(cookies=jar, timeout=120, follow_redirects=False,
-                      limits=httpx.Limits(max_connections=100, max_keepalive_connections=0)) as client:
+    with httpx.Client(
+        cookies=jar, timeout=120, follow_redirects=False, limits=httpx.Limits(max_connections=100, max_keepalive_connections=0)
+    ) as client:
         yield client
 
 
@@ -158,8 +158,7 @@ class Browser:
         return _csrf(page.text)
 
     def sign_in(self, password: str, username: str = "olga", token: str | None = None) -> httpx.Response:
-        return self.request("POST", "/login", data={"username": username, "password": password,
-                                                     "csrf_token": token or self.login_token()})
+        return self.request("POST", "/login", data={"username": username, "password": password, "csrf_token": token or self.login_token()})
 
     def page_token(self, path: str = "/inbox") -> str:
         page = self.request("GET", path)
@@ -197,8 +196,7 @@ def _audit(target: str) -> list[AuditEntry]:
 # --- login limits --------------------------------------------------------------------------------
 
 
-def test_forty_concurrent_guesses_are_evaluated_at_most_up_to_the_limit(consoles: list[Console], client: httpx.Client,
-                                                                        target: str) -> None:
+def test_forty_concurrent_guesses_are_evaluated_at_most_up_to_the_limit(consoles: list[Console], client: httpx.Client, target: str) -> None:
     attackers = [Browser(client, console, "10.20.0.1") for console in consoles]
     tokens = [a.login_token() for a in attackers]
     statuses: dict[int, int] = {}
@@ -209,9 +207,11 @@ def test_forty_concurrent_guesses_are_evaluated_at_most_up_to_the_limit(consoles
         if barrier is not None:
             barrier.wait(timeout=60)
         response = browser.http.request(
-            "POST", browser.console.url + "/login",
+            "POST",
+            browser.console.url + "/login",
             data={"username": "olga", "password": password, "csrf_token": tokens[n % 2]},
-            headers={"X-Forwarded-For": browser.address, "Cookie": "; ".join(f"{k}={v}" for k, v in browser.cookies.items())})
+            headers={"X-Forwarded-For": browser.address, "Cookie": "; ".join(f"{k}={v}" for k, v in browser.cookies.items())},
+        )
         statuses[n] = response.status_code
         signed_in[n] = any(h.startswith(SESSION_COOKIE + "=") for h in response.headers.get_list("set-cookie"))
         if response.status_code == 429:
@@ -240,8 +240,7 @@ def test_forty_concurrent_guesses_are_evaluated_at_most_up_to_the_limit(consoles
     assert all("POST /login" in text for text in logs)
 
 
-def test_a_strangers_failures_from_another_address_do_not_lock_the_owner_out(consoles: list[Console],
-                                                                             client: httpx.Client) -> None:
+def test_a_strangers_failures_from_another_address_do_not_lock_the_owner_out(consoles: list[Console], client: httpx.Client) -> None:
     stranger = Browser(client, consoles[0], "10.66.0.6")
     answers = [stranger.sign_in(WRONG).status_code for _ in range(LIMIT + 3)]
     assert answers[:LIMIT] == [401] * LIMIT and set(answers[LIMIT:]) == {429}
@@ -251,8 +250,7 @@ def test_a_strangers_failures_from_another_address_do_not_lock_the_owner_out(con
     assert owner.request("GET", "/inbox").status_code == 200
 
 
-def test_a_strangers_failures_do_not_lock_out_the_owners_browser_even_from_her_address(
-        consoles: list[Console], client: httpx.Client) -> None:
+def test_a_strangers_failures_do_not_lock_out_the_owners_browser_even_from_her_address(consoles: list[Console], client: httpx.Client) -> None:
     owner = Browser(client, consoles[0], "10.1.1.10")
     assert owner.sign_in(PASSWORD).status_code == 303  # this browser has signed in before ...
     owner.sign_out()
@@ -289,8 +287,7 @@ def _result_ids(target: str, **filters: str) -> list[str]:
         return [r.result_id for r in store.results(limit=None, **filters)]  # type: ignore[arg-type]
 
 
-def test_get_exports_export_nothing_and_write_no_audit_entry(consoles: list[Console], client: httpx.Client,
-                                                             target: str) -> None:
+def test_get_exports_export_nothing_and_write_no_audit_entry(consoles: list[Console], client: httpx.Client, target: str) -> None:
     browser = _signed_in(client, consoles[0])
     before = _audit(target)
     ids = _result_ids(target)
@@ -310,8 +307,7 @@ def test_get_exports_export_nothing_and_write_no_audit_entry(consoles: list[Cons
     assert _audit(target) == before
 
 
-def test_post_exports_work_and_are_audited_once_each(consoles: list[Console], client: httpx.Client,
-                                                     target: str) -> None:
+def test_post_exports_work_and_are_audited_once_each(consoles: list[Console], client: httpx.Client, target: str) -> None:
     browser = _signed_in(client, consoles[1])
     token = browser.page_token()
     before = len(_audit(target))
@@ -336,4 +332,3 @@ def test_post_exports_work_and_are_audited_once_each(consoles: list[Console], cl
     new = after[: len(after) - before]
     assert [(e.action, e.username) for e in reversed(new)] == [("export:csv", "olga"), ("export:fhir", "olga")]
     assert "label=malignant" in new[-1].detail and new[0].result_id == rid
-

@@ -101,7 +101,7 @@ def signed_in(app, username: str = "olga") -> tuple[TestClient, str]:
 
 def row_html(page: str, result_id: str) -> str:
     start = page.index(f'href="/results/{result_id}')
-    return page[page.rindex("<tr", 0, start):page.index("</tr>", start)]
+    return page[page.rindex("<tr", 0, start) : page.index("</tr>", start)]
 
 
 def test_risk_is_p_malignant_with_threshold_and_category_not_the_top_class(app, examples: QueueExamples) -> None:
@@ -125,8 +125,9 @@ def test_v2_columns_are_shown_when_the_hub_stores_them(target: str, examples: Qu
             for name, kind in (("category", "TEXT"), ("p_malignant", real), ("mode", "TEXT")):
                 if name not in columns:
                     tx.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
-            tx.execute("UPDATE results SET category = 'suspicious', p_malignant = 0.4, mode = 'high_sensitivity' "
-                       "WHERE result_id = ?", (examples.low_benign,))
+            tx.execute(
+                "UPDATE results SET category = 'suspicious', p_malignant = 0.4, mode = 'high_sensitivity' WHERE result_id = ?", (examples.low_benign,)
+            )
     finally:
         db.close()
     app = create_app(WebConfig(db=target))
@@ -135,8 +136,12 @@ def test_v2_columns_are_shown_when_the_hub_stores_them(target: str, examples: Qu
         inbox = c.get("/inbox").text
         row = row_html(inbox, examples.low_benign)
         assert "Suspicious — refer" in row and "40.0%" in row and "high sensitivity" in row
-        assert OPEN_LINK.findall(inbox)[:4] == [examples.suspicious, examples.escalated, examples.no_patient,
-                                                examples.low_benign]  # the device's category puts it with them
+        assert OPEN_LINK.findall(inbox)[:4] == [
+            examples.suspicious,
+            examples.escalated,
+            examples.no_patient,
+            examples.low_benign,
+        ]  # the device's category puts it with them
         assert "category sent by the device" in c.get(f"/results/{examples.low_benign}").text
         assert "category derived" in c.get(f"/results/{examples.normal}").text
     finally:
@@ -146,11 +151,19 @@ def test_v2_columns_are_shown_when_the_hub_stores_them(target: str, examples: Qu
 def test_attention_order_then_a_review_moves_the_result_down(app, examples: QueueExamples) -> None:
     c, token = signed_in(app)
     e = examples
-    expected = [e.suspicious, e.escalated, e.no_patient,  # unreviewed suspicious, p(malignant) highest first
-                e.inconclusive, e.no_patient_other, e.low_benign, e.live_late, e.backlog_late, e.normal]
+    expected = [
+        e.suspicious,
+        e.escalated,
+        e.no_patient,  # unreviewed suspicious, p(malignant) highest first
+        e.inconclusive,
+        e.no_patient_other,
+        e.low_benign,
+        e.live_late,
+        e.backlog_late,
+        e.normal,
+    ]
     assert OPEN_LINK.findall(c.get("/inbox").text) == expected
-    assert c.post(f"/results/{e.suspicious}/review", data={"state": "reviewed", "note": "", "csrf_token": token}
-                  ).status_code == 303
+    assert c.post(f"/results/{e.suspicious}/review", data={"state": "reviewed", "note": "", "csrf_token": token}).status_code == 303
     assert OPEN_LINK.findall(c.get("/inbox").text) == [*expected[1:], e.suspicious]
     risk = OPEN_LINK.findall(c.get("/inbox?sort=risk").text)
     assert risk[:3] == [e.suspicious, e.escalated, e.no_patient] and risk[-1] == e.normal
@@ -178,10 +191,8 @@ def test_keyset_paging_covers_every_result_once_in_each_ordering(app, examples: 
 
 def test_csv_has_a_column_per_probability_threshold_category_and_review(app, examples: QueueExamples) -> None:
     c, token = signed_in(app)
-    c.post(f"/results/{examples.low_benign}/review",
-           data={"state": "follow_up", "note": "=recall in 6 months", "csrf_token": token})
-    rows = {r["result_id"]: r for r in csv.DictReader(io.StringIO(
-        c.post("/inbox/export.csv", data={"csrf_token": token}).text))}
+    c.post(f"/results/{examples.low_benign}/review", data={"state": "follow_up", "note": "=recall in 6 months", "csrf_token": token})
+    rows = {r["result_id"]: r for r in csv.DictReader(io.StringIO(c.post("/inbox/export.csv", data={"csrf_token": token}).text))}
     row = rows[examples.low_benign]
     assert (row["p_benign"], row["p_malignant"], row["p_normal"]) == ("0.6310", "0.1960", "0.1730")
     assert (row["threshold_malignant"], row["category"], row["category_source"]) == ("0.3500", "low_suspicion", "derived")
@@ -195,8 +206,10 @@ def test_exam_page_lists_every_frame_and_reviews_the_whole_exam(app, examples: Q
     page = c.get(f"/exams/{examples.exam_with_patient}").text
     assert OPEN_LINK.findall(page) == [examples.low_benign, examples.suspicious, examples.normal]  # as created
     assert examples.patient in page and "81.0%" in page and "1 of 3" in page
-    assert c.post(f"/exams/{examples.exam_with_patient}/review",
-                  data={"state": "follow_up", "note": "biopsy booked", "csrf_token": token}).status_code == 303
+    assert (
+        c.post(f"/exams/{examples.exam_with_patient}/review", data={"state": "follow_up", "note": "biopsy booked", "csrf_token": token}).status_code
+        == 303
+    )
     reviews = app.state.services.reviews
     for rid in (examples.low_benign, examples.suspicious, examples.normal):
         review = reviews.review(rid)
@@ -205,22 +218,19 @@ def test_exam_page_lists_every_frame_and_reviews_the_whole_exam(app, examples: Q
     assert reviews.review(examples.no_patient) is None
     assert c.get("/exams/no-such-exam").status_code == 404
     viewer, viewer_token = signed_in(app, "vic")
-    assert viewer.post(f"/exams/{examples.exam_with_patient}/review",
-                       data={"state": "reviewed", "csrf_token": viewer_token}).status_code == 403
+    assert viewer.post(f"/exams/{examples.exam_with_patient}/review", data={"state": "reviewed", "csrf_token": viewer_token}).status_code == 403
 
 
 def test_bulk_review_marks_exactly_the_selected_results(app, examples: QueueExamples) -> None:
     c, token = signed_in(app)
     picked = [examples.escalated, examples.no_patient]
-    r = c.post("/reviews/bulk", data={"result": picked, "state": "reviewed", "note": "seen at MDT",
-                                      "back": "/inbox?sort=risk", "csrf_token": token})
+    r = c.post("/reviews/bulk", data={"result": picked, "state": "reviewed", "note": "seen at MDT", "back": "/inbox?sort=risk", "csrf_token": token})
     assert r.status_code == 303 and r.headers["location"] == "/inbox?sort=risk"
     reviews = app.state.services.reviews
     assert {rid: reviews.review(rid).note for rid in picked} == dict.fromkeys(picked, "seen at MDT")
     assert reviews.review(examples.suspicious) is None
     assert all(len(reviews.entries(result_id=rid)) == 1 for rid in picked)
-    away = c.post("/reviews/bulk", data={"result": picked, "state": "reviewed", "back": "https://evil.example/",
-                                         "csrf_token": token})
+    away = c.post("/reviews/bulk", data={"result": picked, "state": "reviewed", "back": "https://evil.example/", "csrf_token": token})
     assert away.headers["location"] == "/inbox"  # never redirected off the console
     assert c.post("/reviews/bulk", data={"state": "reviewed", "csrf_token": token}).status_code == 400
 
@@ -229,13 +239,11 @@ def test_results_without_a_patient_are_flagged_and_filterable(app, examples: Que
     c, _ = signed_in(app)
     assert "no patient" in row_html(c.get("/inbox").text, examples.no_patient)
     assert "no patient" not in row_html(c.get("/inbox").text, examples.suspicious)
-    assert set(OPEN_LINK.findall(c.get("/inbox?patient=missing").text)) == {examples.no_patient,
-                                                                          examples.no_patient_other}
+    assert set(OPEN_LINK.findall(c.get("/inbox?patient=missing").text)) == {examples.no_patient, examples.no_patient_other}
     assert "no patient reference sent" in c.get(f"/exams/{examples.exam_without_patient}").text
 
 
-def test_patient_search_is_a_post_audited_without_the_reference(app, examples: QueueExamples,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_patient_search_is_a_post_audited_without_the_reference(app, examples: QueueExamples, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     c, token = signed_in(app, "vic")  # viewers may search
     form = c.get("/patients").text
@@ -281,8 +289,7 @@ def test_a_bad_provisioning_list_stops_the_console_naming_file_and_line(target: 
 def test_devices_show_health_with_actions_and_link_to_their_results(app, examples: QueueExamples) -> None:
     c, _ = signed_in(app)
     page = c.get("/devices").text
-    rows = {m.group(1): m.group(0) for m in re.finditer(r'<tr class="device[^"]*" data-device="([^"]+)">.*?</tr>',
-                                                        page, re.DOTALL)}
+    rows = {m.group(1): m.group(0) for m in re.finditer(r'<tr class="device[^"]*" data-device="([^"]+)">.*?</tr>', page, re.DOTALL)}
     hot = rows["st-marys/pi-st-ma-2"]
     assert "82 °C" in hot and "Overheating" in hot and "soft temperature limit now" in hot and "critical" in hot
     assert "300 MiB free" in rows["north-clinic/pi-north-1"] and "Disk almost full" in rows["north-clinic/pi-north-1"]
@@ -328,21 +335,29 @@ def many(target: str) -> Iterator[Inbox]:
     inbox = Inbox(db)
     reviews = Reviews(db)
     for n, row in enumerate(list(inbox.all(Filters()))[::7]):
-        reviews.set_review(result_pk=row.id, result_id=row.result_id, state="follow_up" if n % 3 else "reviewed",
-                           note="", username="olga")
+        reviews.set_review(result_pk=row.id, result_id=row.result_id, state="follow_up" if n % 3 else "reviewed", note="", username="olga")
     try:
         yield inbox
     finally:
         db.close()
 
 
-@pytest.mark.parametrize("filters", [Filters(), Filters(site="riverside"), Filters(label="benign"),
-                                     Filters(label="malignant", site="st-marys"), Filters(label="inconclusive"),
-                                     Filters(review="unreviewed", device_id="pi-river-2")],
-                         ids=["all", "site", "benign", "site+malignant", "inconclusive", "device+unreviewed"])
+@pytest.mark.parametrize(
+    "filters",
+    [
+        Filters(),
+        Filters(site="riverside"),
+        Filters(label="benign"),
+        Filters(label="malignant", site="st-marys"),
+        Filters(label="inconclusive"),
+        Filters(review="unreviewed", device_id="pi-river-2"),
+    ],
+    ids=["all", "site", "benign", "site+malignant", "inconclusive", "device+unreviewed"],
+)
 def test_index_walks_and_sorted_probes_give_the_reference_order(many: Inbox, filters: Filters) -> None:
     """Whichever plan each attention rank takes (index walk or filter index and sort), pages joined in
     either direction equal the order computed here from the rule."""
+
     def reference(sort: Sort) -> list[int]:
         rows = list(many.all(filters))
         risk = {r.id: r.assessment.p_malignant if r.assessment.p_malignant is not None else -1.0 for r in rows}
@@ -364,15 +379,14 @@ def test_index_walks_and_sorted_probes_give_the_reference_order(many: Inbox, fil
 
 
 def test_review_then_next_opens_the_next_result_in_the_same_queue(app, examples: QueueExamples) -> None:
-    """"Mark reviewed" with "then open the next" goes to the result that followed it before the review moved
+    """ "Mark reviewed" with "then open the next" goes to the result that followed it before the review moved
     it down, keeping the queue; without it the page stays on the result."""
     c, token = signed_in(app)
     e = examples
     assert 'name="then" value="next"' in c.get(f"/results/{e.suspicious}").text
     r = c.post(f"/results/{e.suspicious}/review", data={"state": "reviewed", "then": "next", "csrf_token": token})
     assert r.headers["location"] == f"/results/{e.escalated}"
-    r = c.post(f"/results/{e.low_benign}/review?sort=risk&label=benign",
-               data={"state": "follow_up", "then": "next", "csrf_token": token})
+    r = c.post(f"/results/{e.low_benign}/review?sort=risk&label=benign", data={"state": "follow_up", "then": "next", "csrf_token": token})
     assert r.headers["location"] == f"/results/{e.live_late}?label=benign&sort=risk"
     r = c.post(f"/results/{e.normal}/review", data={"state": "reviewed", "csrf_token": token})
     assert r.headers["location"] == f"/results/{e.normal}"

@@ -55,8 +55,15 @@ from tests.mqtt_broker import (  # noqa: F401  (postgres_server: fixture)
 pytestmark = pytest.mark.timeout(300)
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 SCREENSHOTS = Path(os.environ["SONOPI_WEB_SCREENSHOTS"]) if os.environ.get("SONOPI_WEB_SCREENSHOTS") else None
 PASSWORD = "operator-password-1"
 SITE, DEVICE = "st-marys", "pi-st-ma-1"
@@ -67,11 +74,21 @@ PHONE = {"width": 390, "height": 844}
 def record(p_malignant: float, *, created_at: str | None = None, patient: str = "PT-LIVE-1") -> ResultRecord:
     rest = round(1 - p_malignant, 4)
     return ResultRecord(
-        result_id=new_result_id(), created_at=created_at or utc_now_iso(), device_id=DEVICE, site=SITE,
-        model_name="sonopi-lite0", model_version="1.3.0", model_sha256="5f" * 32,
+        result_id=new_result_id(),
+        created_at=created_at or utc_now_iso(),
+        device_id=DEVICE,
+        site=SITE,
+        model_name="sonopi-lite0",
+        model_version="1.3.0",
+        model_sha256="5f" * 32,
         probabilities={"benign": round(rest * 0.8, 4), "malignant": p_malignant, "normal": round(rest * 0.2, 4)},
-        label="malignant" if p_malignant >= 0.35 else "benign", inconclusive=False, thresholds={"malignant": 0.35},
-        exam_id=str(uuid.uuid4()), patient_ref=patient, side="R", latency_ms=90.0,
+        label="malignant" if p_malignant >= 0.35 else "benign",
+        inconclusive=False,
+        thresholds={"malignant": 0.35},
+        exam_id=str(uuid.uuid4()),
+        patient_ref=patient,
+        side="R",
+        latency_ms=90.0,
     )
 
 
@@ -116,9 +133,11 @@ def rig(target: str, tmp_path: Path) -> Iterator[Rig]:
     Accounts(db).add_user("olga", PASSWORD, "operator")
     db.close()
     # Provisioned: a plain site/device line, and an excerpt of the broker's acl (user lines read, the rest skipped).
-    (tmp_path / "devices.txt").write_text(f"# provisioned for this hub\n{SITE}/{DEVICE}\nst-marys/pi-st-ma-2\n"
-                                          "user sonopi-hub\n\n# device riverside/pi-river-9\nuser riverside/pi-river-9\n"
-                                          "topic write sonopi/v1/riverside/pi-river-9/result\n")
+    (tmp_path / "devices.txt").write_text(
+        f"# provisioned for this hub\n{SITE}/{DEVICE}\nst-marys/pi-st-ma-2\n"
+        "user sonopi-hub\n\n# device riverside/pi-river-9\nuser riverside/pi-river-9\n"
+        "topic write sonopi/v1/riverside/pi-river-9/result\n"
+    )
     (tmp_path / "hub.toml").write_text(f'[console]\nescalate_after_min = 60\ndevices_file = "{tmp_path / "devices.txt"}"\n')
     broker = MosquittoBroker(tmp_path / "broker").start()
     store_path = tmp_path / "device" / "results.sqlite"
@@ -129,16 +148,17 @@ def rig(target: str, tmp_path: Path) -> Iterator[Rig]:
     port = free_port()
     common = ["--config", str(tmp_path / "hub.toml"), "--db", target]
     procs = {
-        "hub": start_process([sys.executable, "-m", "hub", "serve", *common, "--broker", broker.address],
-                             tmp_path / "hub.log"),
-        "web": start_process([sys.executable, "-m", "hub", "web", *common, "--port", str(port), "--live-poll", "0.3",
-                              "--devices-refresh", "60"], tmp_path / "web.log"),
+        "hub": start_process([sys.executable, "-m", "hub", "serve", *common, "--broker", broker.address], tmp_path / "hub.log"),
+        "web": start_process(
+            [sys.executable, "-m", "hub", "web", *common, "--port", str(port), "--live-poll", "0.3", "--devices-refresh", "60"], tmp_path / "web.log"
+        ),
     }
     rig = Rig(tmp_path, f"http://localhost:{port}", examples, device_store, procs, backlog)
     try:
         wait_for(lambda: _http_up(f"http://127.0.0.1:{port}/healthz", procs["web"]), 30, "web console listening")
-        procs["uplink"] = start_process(device_uplink_command() + ["--config", str(device_config(
-            tmp_path, broker.address, store_path, SITE, DEVICE))], tmp_path / "uplink.log")
+        procs["uplink"] = start_process(
+            device_uplink_command() + ["--config", str(device_config(tmp_path, broker.address, store_path, SITE, DEVICE))], tmp_path / "uplink.log"
+        )
         yield rig
     except BaseException:
         for log in tmp_path.glob("*.log"):
@@ -187,8 +207,7 @@ def fits(page) -> bool:
 
 
 def row_ids(page) -> list[str]:
-    return page.locator("#results tbody tr a.open").evaluate_all(
-        "links => links.map(a => new URL(a.href).pathname.split('/').pop())")
+    return page.locator("#results tbody tr a.open").evaluate_all("links => links.map(a => new URL(a.href).pathname.split('/').pop())")
 
 
 def test_operator_works_the_queue_in_the_browser(rig: Rig, browser, target: str) -> None:
@@ -250,8 +269,7 @@ def test_operator_works_the_queue_in_the_browser(rig: Rig, browser, target: str)
     page.fill("#bulk input[name=note]", "benign-looking frames, seen")
     page.click("#bulk button[value=reviewed]")
     page.wait_for_url(f"**/exams/{e.exam_with_patient}")
-    states = {rid: page.locator(f'#results tr:has(a[href^="/results/{rid}"]) .review').inner_text()
-              for rid in (e.low_benign, e.suspicious, e.normal)}
+    states = {rid: page.locator(f'#results tr:has(a[href^="/results/{rid}"]) .review').inner_text() for rid in (e.low_benign, e.suspicious, e.normal)}
     assert states == dict.fromkeys((e.low_benign, e.suspicious, e.normal), "Reviewed")
     assert page.locator("#results tr:has(input:checked)").count() == 0
     shot(page, "exam-1366", target)
@@ -290,9 +308,13 @@ def test_pages_fit_a_phone_width_window(rig: Rig, browser, target: str) -> None:
     e = rig.examples
     page = new_page(browser, PHONE)
     sign_in(page, rig)
-    for path, name in (("/inbox", "inbox-phone"), (f"/results/{e.suspicious}", "result-phone"),
-                       (f"/exams/{e.exam_with_patient}", "exam-phone"), ("/devices", "devices-phone"),
-                       ("/escalations", "escalations-phone")):
+    for path, name in (
+        ("/inbox", "inbox-phone"),
+        (f"/results/{e.suspicious}", "result-phone"),
+        (f"/exams/{e.exam_with_patient}", "exam-phone"),
+        ("/devices", "devices-phone"),
+        ("/escalations", "escalations-phone"),
+    ):
         page.goto(f"{rig.url}{path}")
         assert fits(page), path
         shot(page, name, target)

@@ -94,8 +94,9 @@ def first_result_id(app) -> str:
 # --- authentication ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/", "/inbox", "/devices", "/audit", "/admin/users", "/inbox/export.csv",
-                                  "/devices/table", "/results/x", "/results/x/fhir.json"])
+@pytest.mark.parametrize(
+    "path", ["/", "/inbox", "/devices", "/audit", "/admin/users", "/inbox/export.csv", "/devices/table", "/results/x", "/results/x/fhir.json"]
+)
 def test_unauthenticated_pages_redirect_to_login(app, path: str) -> None:
     response = client(app).get(path)
     assert response.status_code == 303 and response.headers["location"] == "/login"
@@ -177,14 +178,15 @@ def test_a_trusted_browser_token_is_worth_a_few_failures_then_no_more(app) -> No
     thief = client(app)  # the same address as the owner (the test client's), with the owner's cookie
     thief.cookies.set("__Host-sonopi_trusted", cookie, domain="console.test")
     for _ in range(services.accounts.limits.per_trusted):
-        r = thief.post("/login", data={"username": "olga", "password": "guess-guess-guess",
-                                       "csrf_token": login_token(thief)})
+        r = thief.post("/login", data={"username": "olga", "password": "guess-guess-guess", "csrf_token": login_token(thief)})
         assert r.status_code == 401
     # The address's own budget for olga is untouched so far; spend it from a browser without the cookie.
     stranger = client(app)
     for _ in range(services.accounts.limits.per_client):
-        assert stranger.post("/login", data={"username": "olga", "password": "guess-guess-guess",
-                                             "csrf_token": login_token(stranger)}).status_code == 401
+        assert (
+            stranger.post("/login", data={"username": "olga", "password": "guess-guess-guess", "csrf_token": login_token(stranger)}).status_code
+            == 401
+        )
     # Now the spent cookie counts for nothing: the right password with it is refused like any new browser's.
     r = thief.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": login_token(thief)})
     assert r.status_code == 429
@@ -254,25 +256,48 @@ def test_every_post_route_refuses_a_missing_or_foreign_csrf_token(app) -> None:
     rid = first_result_id(app)
     posts = sorted({route.path for route in app.routes if "POST" in getattr(route, "methods", set())} - {"/login"})
     exam = app.state.services.store.result(rid).exam_id
-    concrete = {"/results/{result_id}/review": f"/results/{rid}/review", "/admin/users/{username}/{action}":
-                "/admin/users/vic/disable", "/results/{result_id}/fhir.json": f"/results/{rid}/fhir.json",
-                "/exams/{exam_id}/review": f"/exams/{exam}/review", "/results/{result_id}/assign":
-                f"/results/{rid}/assign", "/exams/{exam_id}/assign": f"/exams/{exam}/assign",
-                "/exams/{exam_id}/fhir.json": f"/exams/{exam}/fhir.json"}
-    assert set(posts) == {"/logout", "/admin/users", "/results/{result_id}/review", "/admin/users/{username}/{action}",
-                          "/inbox/export.csv", "/results/{result_id}/fhir.json", "/exams/{exam_id}/review",
-                          "/reviews/bulk", "/patients", "/results/{result_id}/assign", "/exams/{exam_id}/assign",
-                          "/assignments/bulk", "/exams/{exam_id}/fhir.json"}
+    concrete = {
+        "/results/{result_id}/review": f"/results/{rid}/review",
+        "/admin/users/{username}/{action}": "/admin/users/vic/disable",
+        "/results/{result_id}/fhir.json": f"/results/{rid}/fhir.json",
+        "/exams/{exam_id}/review": f"/exams/{exam}/review",
+        "/results/{result_id}/assign": f"/results/{rid}/assign",
+        "/exams/{exam_id}/assign": f"/exams/{exam}/assign",
+        "/exams/{exam_id}/fhir.json": f"/exams/{exam}/fhir.json",
+    }
+    assert set(posts) == {
+        "/logout",
+        "/admin/users",
+        "/results/{result_id}/review",
+        "/admin/users/{username}/{action}",
+        "/inbox/export.csv",
+        "/results/{result_id}/fhir.json",
+        "/exams/{exam_id}/review",
+        "/reviews/bulk",
+        "/patients",
+        "/results/{result_id}/assign",
+        "/exams/{exam_id}/assign",
+        "/assignments/bulk",
+        "/exams/{exam_id}/fhir.json",
+    }
     services = app.state.services
     audited = len(services.reviews.entries())
-    form = {"state": "reviewed", "note": "n", "username": "eve", "password": "p" * 12, "role": "viewer",
-            "result": rid, "patient_ref": services.store.result(rid).patient_ref, "action": "assign", "to": "me"}
+    form = {
+        "state": "reviewed",
+        "note": "n",
+        "username": "eve",
+        "password": "p" * 12,
+        "role": "viewer",
+        "result": rid,
+        "patient_ref": services.store.result(rid).patient_ref,
+        "action": "assign",
+        "to": "me",
+    }
     for path in posts:
         url = concrete.get(path, path)
         assert c.post(url, data=form).status_code == 403, url
         assert c.post(url, data={**form, "csrf_token": "forged"}).status_code == 403, url
-        assert c.post(url, data={**form, "csrf_token": token}, headers={"Origin": "https://evil.example"}
-                      ).status_code == 403, url
+        assert c.post(url, data={**form, "csrf_token": token}, headers={"Origin": "https://evil.example"}).status_code == 403, url
     # Nothing changed: still logged in, no review, vic still enabled, no user eve, nothing exported or audited.
     assert c.get("/inbox").status_code == 200
     assert services.reviews.review(rid) is None and services.assignments.assignment(rid) is None
@@ -313,8 +338,7 @@ def test_viewer_and_operator_cannot_administer_users(app, username: str) -> None
     c = client(app)
     token = login(c, username)
     assert c.get("/admin/users").status_code == 403
-    assert c.post("/admin/users", data={"username": "mallory", "password": "p" * 12, "role": "admin",
-                                        "csrf_token": token}).status_code == 403
+    assert c.post("/admin/users", data={"username": "mallory", "password": "p" * 12, "role": "admin", "csrf_token": token}).status_code == 403
     assert c.post("/admin/users/ada/disable", data={"csrf_token": token}).status_code == 403
     accounts = app.state.services.accounts
     assert accounts.user("mallory") is None and not accounts.user("ada").disabled
@@ -333,8 +357,7 @@ def test_viewer_cannot_review(app) -> None:
 def test_admin_adds_and_disables_users(app) -> None:
     c = client(app)
     token = login(c, "ada")
-    assert c.post("/admin/users", data={"username": "nina", "password": "n" * 12, "role": "viewer",
-                                        "csrf_token": token}).status_code == 303
+    assert c.post("/admin/users", data={"username": "nina", "password": "n" * 12, "role": "viewer", "csrf_token": token}).status_code == 303
     assert c.post("/admin/users/nina/disable", data={"csrf_token": token}).status_code == 303
     assert app.state.services.accounts.user("nina").disabled
     page = c.get("/admin/users")
@@ -404,8 +427,7 @@ def test_inbox_review_and_date_filters(app) -> None:
     services = app.state.services
     inbox = services.inbox
     rows = inbox.page(Filters()).rows
-    services.reviews.set_review(result_pk=rows[3].id, result_id=rows[3].result_id, state="reviewed", note="",
-                                username="olga")
+    services.reviews.set_review(result_pk=rows[3].id, result_id=rows[3].result_id, state="reviewed", note="", username="olga")
     assert [r.result_id for r in inbox.page(Filters(review="reviewed")).rows] == [rows[3].result_id]
     assert rows[3].result_id not in {r.result_id for r in inbox.all(Filters(review="unreviewed"))}
     day = date.fromisoformat(rows[0].created_at[:10])
@@ -447,8 +469,18 @@ def test_result_page_shows_everything_with_the_disclaimer(app) -> None:
     store = app.state.services.store
     result = next(r for r in store.results(limit=None) if r.thumbnail is not None and r.historical is False)
     page = c.get(f"/results/{result.result_id}").text
-    for text in (DISCLAIMER, result.patient_ref, result.exam_id, result.site, result.device_id, result.model_sha256,
-                 result.model_version, "Reached the hub", "Created on device", "Threshold"):
+    for text in (
+        DISCLAIMER,
+        result.patient_ref,
+        result.exam_id,
+        result.site,
+        result.device_id,
+        result.model_sha256,
+        result.model_version,
+        "Reached the hub",
+        "Created on device",
+        "Threshold",
+    ):
         assert text in page, text
     thumb = c.get(f"/results/{result.result_id}/thumbnail.jpg")
     assert thumb.status_code == 200 and thumb.content == result.thumbnail
@@ -470,14 +502,30 @@ def test_markup_is_escaped_and_sql_is_never_spliced_in(app, db_path: Path) -> No
     username or filter value is a bound parameter (it matches nothing and breaks nothing)."""
     script = '"><script>alert(1)</script>'
     with HubStore.open(db_path) as store:
-        store.add_result(ResultMessage(
-            result_id="22222222-2222-4222-8222-222222222222", seq=99998, device_id="pi-st-ma-1", site="st-marys",
-            created_at="2026-02-01T10:00:00.000Z", model_name="m", model_version="1", model_sha256="ab" * 32,
-            probabilities={"benign": 0.9, "malignant": 0.1}, label="benign", inconclusive=False, patient_ref=script))
+        store.add_result(
+            ResultMessage(
+                result_id="22222222-2222-4222-8222-222222222222",
+                seq=99998,
+                device_id="pi-st-ma-1",
+                site="st-marys",
+                created_at="2026-02-01T10:00:00.000Z",
+                model_name="m",
+                model_version="1",
+                model_sha256="ab" * 32,
+                probabilities={"benign": 0.9, "malignant": 0.1},
+                label="benign",
+                inconclusive=False,
+                patient_ref=script,
+            )
+        )
     c = client(app)
     token = login(c, "vic")
-    pages = [c.get("/inbox?sort=newest"), c.get("/results/22222222-2222-4222-8222-222222222222"),
-             c.get("/inbox/export.csv", params={"site": script}), c.get("/inbox", params={"device": script})]
+    pages = [
+        c.get("/inbox?sort=newest"),
+        c.get("/results/22222222-2222-4222-8222-222222222222"),
+        c.get("/inbox/export.csv", params={"site": script}),
+        c.get("/inbox", params={"device": script}),
+    ]
     for page in pages:
         assert "<script>alert(1)" not in page.text and "&lt;script&gt;alert(1)" in page.text, page.url
     injection = "x' OR '1'='1"
@@ -491,11 +539,22 @@ def test_markup_is_escaped_and_sql_is_never_spliced_in(app, db_path: Path) -> No
 
 def test_csv_export_follows_the_filter_and_defuses_formulas(app, db_path: Path) -> None:
     with HubStore.open(db_path) as store:
-        store.add_result(ResultMessage(
-            result_id="11111111-1111-4111-8111-111111111111", seq=99999, device_id="pi-st-ma-1", site="st-marys",
-            created_at="2026-02-01T10:00:00.000Z", model_name="m", model_version="1", model_sha256="ab" * 32,
-            probabilities={"benign": 0.1, "malignant": 0.9}, label="malignant", inconclusive=False,
-            patient_ref="=HYPERLINK(1)"))
+        store.add_result(
+            ResultMessage(
+                result_id="11111111-1111-4111-8111-111111111111",
+                seq=99999,
+                device_id="pi-st-ma-1",
+                site="st-marys",
+                created_at="2026-02-01T10:00:00.000Z",
+                model_name="m",
+                model_version="1",
+                model_sha256="ab" * 32,
+                probabilities={"benign": 0.1, "malignant": 0.9},
+                label="malignant",
+                inconclusive=False,
+                patient_ref="=HYPERLINK(1)",
+            )
+        )
     c = client(app)
     token = login(c, "vic")
     response = c.post("/inbox/export.csv", data={"label": "malignant", "site": "st-marys", "csrf_token": token})
@@ -503,8 +562,7 @@ def test_csv_export_follows_the_filter_and_defuses_formulas(app, db_path: Path) 
     assert "attachment" in response.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(response.text)))
     store = app.state.services.store
-    assert [r["result_id"] for r in rows] == [r.result_id for r in store.results(label="malignant", site="st-marys",
-                                                                                     limit=None)]
+    assert [r["result_id"] for r in rows] == [r.result_id for r in store.results(label="malignant", site="st-marys", limit=None)]
     assert {r["outcome"] for r in rows} == {"malignant"}
     formula = next(r for r in rows if r["result_id"].startswith("11111111"))
     assert formula["patient_ref"] == "'=HYPERLINK(1)"
@@ -525,8 +583,7 @@ def test_fhir_diagnostic_report(app) -> None:
     contained = {obs["id"]: obs for obs in report["contained"]}
     assert {o["resourceType"] for o in contained.values()} == {"Observation"}
     assert [ref["reference"][1:] for ref in report["result"]] == sorted(contained)
-    probabilities = {o["code"]["coding"][0]["code"].removeprefix("probability-"): o["valueQuantity"]["value"]
-                     for o in contained.values()}
+    probabilities = {o["code"]["coding"][0]["code"].removeprefix("probability-"): o["valueQuantity"]["value"] for o in contained.values()}
     assert probabilities == pytest.approx(result.probabilities)
     assert "referenceRange" in contained["prob-malignant"]  # the malignant decision threshold
 
@@ -559,8 +616,7 @@ def test_demo_thumbnail_is_a_jpeg() -> None:
 # --- CLI -----------------------------------------------------------------------------------------
 
 
-def test_cli_user_add_disable_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_user_add_disable_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from hub.cli import main
 
     db = str(tmp_path / "cli.sqlite")
@@ -607,11 +663,9 @@ def test_the_console_on_postgresql(postgres_server) -> None:
             url = older.group(1).replace("&amp;", "&") if older else None
         assert seen == expected and len(expected) > 50
         rid = expected[0]
-        assert c.post(f"/results/{rid}/review", data={"state": "reviewed", "note": "pg", "csrf_token": token}
-                      ).status_code == 303
+        assert c.post(f"/results/{rid}/review", data={"state": "reviewed", "note": "pg", "csrf_token": token}).status_code == 303
         assert [r.result_id for r in app.state.services.inbox.page(Filters(review="reviewed")).rows] == [rid]
-        rows = list(csv.DictReader(io.StringIO(c.post("/inbox/export.csv", data={"review": "reviewed",
-                                                                                  "csrf_token": token}).text)))
+        rows = list(csv.DictReader(io.StringIO(c.post("/inbox/export.csv", data={"review": "reviewed", "csrf_token": token}).text)))
         assert [r["result_id"] for r in rows] == [rid] and rows[0]["review_state"] == "reviewed"
         assert json.loads(c.post(f"/results/{rid}/fhir.json", data={"csrf_token": token}).text)["id"] == rid
         assert "presence silent" in c.get("/devices").text

@@ -26,21 +26,53 @@ def tiny_build(datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
     out = tmp_path_factory.mktemp("model_build") / "bundle"
     argv = [
-        "build", "--data", str(datasets / "busi"), "--data", str(datasets / "bus-bra"), "--out", str(out),
-        "--limit-per-class", "6", "--epochs-frozen", "1", "--epochs", "2", "--average-last", "2", "--grid-epochs", "1",
-        "--batch-size", "16",
-        "--bootstrap", "50", "--representative-steps", "16",
-        "--min-agreement", "0",  # a 2-epoch model is near-uniform: agreement is checked below, not gated
-        "--name", "tiny-build", "--version", "0.0.0-test",
+        "build",
+        "--data",
+        str(datasets / "busi"),
+        "--data",
+        str(datasets / "bus-bra"),
+        "--out",
+        str(out),
+        "--limit-per-class",
+        "6",
+        "--epochs-frozen",
+        "1",
+        "--epochs",
+        "2",
+        "--average-last",
+        "2",
+        "--grid-epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--bootstrap",
+        "50",
+        "--representative-steps",
+        "16",
+        "--min-agreement",
+        "0",  # a 2-epoch model is near-uniform: agreement is checked below, not gated
+        "--name",
+        "tiny-build",
+        "--version",
+        "0.0.0-test",
     ]
     assert main(argv) == 0
     return out
 
 
 def test_bundle_layout_and_report(tiny_build: Path) -> None:
-    for rel in ("model.tflite", "manifest.json", "MODEL_CARD.md", "report/metrics.json", "report/split.csv",
-                "report/confusion_test.png", "report/roc_test.png", "report/reliability_test.png",
-                "report/training_curves.png", "report/cam_samples.jpg"):
+    for rel in (
+        "model.tflite",
+        "manifest.json",
+        "MODEL_CARD.md",
+        "report/metrics.json",
+        "report/split.csv",
+        "report/confusion_test.png",
+        "report/roc_test.png",
+        "report/reliability_test.png",
+        "report/training_curves.png",
+        "report/cam_samples.jpg",
+    ):
         assert (tiny_build / rel).is_file(), rel
     metrics = json.loads((tiny_build / "report/metrics.json").read_text())
     assert sum(sum(v.values()) for v in metrics["split"].values()) == 30
@@ -129,8 +161,9 @@ def test_a_build_records_the_reference_the_device_selftest_reproduces(tiny_build
     m = load_bundle(tiny_build).manifest
     assert m.input.resampling == "exact" and m.format_version == 3
     assert m.reference is not None and (tiny_build / m.reference.frame).is_file()
-    proc = subprocess.run([sys.executable, "-m", "device", "selftest", "--model", str(tiny_build)],
-                          capture_output=True, text=True, timeout=180, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "device", "selftest", "--model", str(tiny_build)], capture_output=True, text=True, timeout=180, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert "PASS  reference     input tensor and scores bit-identical" in proc.stdout
 
@@ -157,8 +190,9 @@ def test_device_engine_runs_the_bundle(tiny_build: Path, datasets: Path) -> None
     from device.quality import QualityLimits
 
     site = {"malignant": max(1e-6, 0.5 * result.probabilities["malignant"])}
-    flagged = engine.Classifier(load_bundle(tiny_build), threads=1, thresholds=site,
-                                limits=QualityLimits(min_confidence=0.0)).classify(frame, heatmap=True)
+    flagged = engine.Classifier(load_bundle(tiny_build), threads=1, thresholds=site, limits=QualityLimits(min_confidence=0.0)).classify(
+        frame, heatmap=True
+    )
     assert flagged.category == "suspicious" and flagged.heatmap is not None and flagged.heatmap.dtype == np.uint8
 
 
@@ -167,7 +201,10 @@ def test_device_cli_classifies_with_the_bundle(tiny_build: Path, datasets: Path)
     image = next((datasets / "bus-bra" / "images").glob("*.png"))
     proc = subprocess.run(
         [sys.executable, "-m", "device", "classify", "--model", str(tiny_build), "--json", str(image)],
-        capture_output=True, text=True, timeout=180, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     line = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -181,9 +218,26 @@ def test_refused_parity_writes_no_bundle(datasets: Path, tmp_path: Path) -> None
 
     out = tmp_path / "refused"
     argv = [
-        "build", "--data", str(datasets / "busi"), "--out", str(out), "--limit-per-class", "4",
-        "--epochs-frozen", "0", "--epochs", "0", "--representative-steps", "4", "--bootstrap", "10",
-        "--min-agreement", "1.01", "--no-shortcut-check", "--grid-epochs", "0",
+        "build",
+        "--data",
+        str(datasets / "busi"),
+        "--out",
+        str(out),
+        "--limit-per-class",
+        "4",
+        "--epochs-frozen",
+        "0",
+        "--epochs",
+        "0",
+        "--representative-steps",
+        "4",
+        "--bootstrap",
+        "10",
+        "--min-agreement",
+        "1.01",
+        "--no-shortcut-check",
+        "--grid-epochs",
+        "0",
     ]
     assert main(argv) == 2
     assert not (out / "model.tflite").exists() and not (out / "manifest.json").exists()
@@ -195,10 +249,30 @@ def test_rebuild_from_a_builds_float_weights_traces_its_training(tiny_build: Pat
 
     out = tmp_path / "again"
     argv = [
-        "build", "--data", str(datasets / "busi"), "--data", str(datasets / "bus-bra"), "--out", str(out),
-        "--limit-per-class", "6", "--epochs-frozen", "0", "--epochs", "0", "--grid-epochs", "0",
-        "--init-weights", str(tiny_build.parent / "bundle-float.weights.h5"),
-        "--bootstrap", "20", "--representative-steps", "16", "--min-agreement", "0", "--no-shortcut-check",
+        "build",
+        "--data",
+        str(datasets / "busi"),
+        "--data",
+        str(datasets / "bus-bra"),
+        "--out",
+        str(out),
+        "--limit-per-class",
+        "6",
+        "--epochs-frozen",
+        "0",
+        "--epochs",
+        "0",
+        "--grid-epochs",
+        "0",
+        "--init-weights",
+        str(tiny_build.parent / "bundle-float.weights.h5"),
+        "--bootstrap",
+        "20",
+        "--representative-steps",
+        "16",
+        "--min-agreement",
+        "0",
+        "--no-shortcut-check",
     ]
     assert main(argv) == 0
     metrics = json.loads((out / "report/metrics.json").read_text())
@@ -217,10 +291,30 @@ def test_external_test_holds_a_scanner_out_of_training_and_scores_it(datasets: P
 
     out = tmp_path / "external"
     argv = [
-        "build", "--data", str(datasets / "busi"), "--data", str(datasets / "bus-bra"), "--out", str(out),
-        "--limit-per-class", "6", "--epochs-frozen", "0", "--epochs", "0", "--grid-epochs", "0",
-        "--external-test", "device=logiq 5",
-        "--bootstrap", "20", "--representative-steps", "16", "--min-agreement", "0", "--no-shortcut-check",
+        "build",
+        "--data",
+        str(datasets / "busi"),
+        "--data",
+        str(datasets / "bus-bra"),
+        "--out",
+        str(out),
+        "--limit-per-class",
+        "6",
+        "--epochs-frozen",
+        "0",
+        "--epochs",
+        "0",
+        "--grid-epochs",
+        "0",
+        "--external-test",
+        "device=logiq 5",
+        "--bootstrap",
+        "20",
+        "--representative-steps",
+        "16",
+        "--min-agreement",
+        "0",
+        "--no-shortcut-check",
     ]
     assert main(argv) == 0
     rows = list(csv.DictReader(open(out / "report/split.csv", newline="")))
@@ -237,7 +331,6 @@ def test_external_test_holds_a_scanner_out_of_training_and_scores_it(datasets: P
 def test_a_rule_matching_nothing_stops_the_build_with_the_columns_values(datasets: Path, tmp_path: Path, caplog) -> None:
     from model_build.__main__ import main
 
-    argv = ["build", "--data", str(datasets / "bus-bra"), "--out", str(tmp_path / "x"), "--limit-per-class", "4",
-            "--external-test", "device=philips"]
+    argv = ["build", "--data", str(datasets / "bus-bra"), "--out", str(tmp_path / "x"), "--limit-per-class", "4", "--external-test", "device=philips"]
     assert main(argv) == 2
     assert "device=philips: no image matches; values of 'device'" in caplog.text and "GE Logiq" in caplog.text

@@ -33,7 +33,7 @@ def test_lesion_free_region_avoids_lesion_margin_and_shadow() -> None:
     margin = int(lv.MARGIN_FRACTION * 400)
     # nothing of the lesion's column span below its top edge, and not within the margin of it
     assert region.x0 >= 110 + margin - 8 or region.x1 <= 60 - margin + 8
-    view = mask[region.y0:region.y1, region.x0:region.x1]
+    view = mask[region.y0 : region.y1, region.x0 : region.x1]
     assert not view.any()
     assert region.area() >= lv.MIN_AREA_FRACTION * mask.size
 
@@ -55,7 +55,7 @@ def test_lesion_centred_region_holds_the_lesion_and_has_the_free_views_size() ->
     free = lv.lesion_free_region(mask)
     assert free is not None
     centred = lv.lesion_centred_region(mask, free)
-    assert mask[centred.y0:centred.y1, centred.x0:centred.x1].sum() == mask.sum()
+    assert mask[centred.y0 : centred.y1, centred.x0 : centred.x1].sum() == mask.sum()
     assert (centred.x1 - centred.x0, centred.y1 - centred.y0) == (free.x1 - free.x0, free.y1 - free.y0)
     assert 0 <= centred.x0 and centred.x1 <= 300 and 0 <= centred.y0 and centred.y1 <= 400
 
@@ -95,8 +95,7 @@ def test_a_view_decodes_to_its_region(tmp_path: Path) -> None:
     view = next(s for s in samples if s.view == lv.LESION_FREE)
     assert view.region is not None
     x0, y0, x1, y1 = view.region
-    spec = InputSpec(height=64, width=64, dtype="uint8", color="grey3", resize="letterbox",
-                     normalization=Normalization(127.0, 128.0, True))
+    spec = InputSpec(height=64, width=64, dtype="uint8", color="grey3", resize="letterbox", normalization=Normalization(127.0, 128.0, True))
     full = np.asarray(Image.open(view.path))
     cut_file = tmp_path / "cut.png"
     Image.fromarray(np.ascontiguousarray(full[y0:y1, x0:x1])).save(cut_file)

@@ -91,8 +91,7 @@ def test_too_few_images_of_a_class_is_not_compared() -> None:
 
 def test_images_without_a_reading_are_counted_and_left_out() -> None:
     samples = [
-        Sample(Path(f"{i}.png"), "benign", "s", str(i), (("birads", b),) if b is not None else ())
-        for i, b in enumerate(["3", "6", None, "4c", "x"])
+        Sample(Path(f"{i}.png"), "benign", "s", str(i), (("birads", b),) if b is not None else ()) for i, b in enumerate(["3", "6", None, "4c", "x"])
     ]
     x, left_out, sources = select_with_birads(samples, np.zeros(5, bool), np.linspace(0, 1, 5), np.arange(5))
     assert list(x.birads) == [3.0, 4.75] and list(x.model_score) == [0.0, 0.75]
@@ -123,8 +122,7 @@ def _dataset_and_bundle(tmp_path: Path, tiny_bundle_dir: Path) -> tuple[Path, Pa
     with open(data / "labels.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([["filename", "label", "patient_id", "birads"], *rows])
     with open(bundle / "report" / "split.csv", "w", newline="") as fh:
-        csv.writer(fh).writerows([["source", "file", "label", "group", "split"], *split_rows,
-                                  ["othersource", "a.png", "benign", "o:1", "test"]])
+        csv.writer(fh).writerows([["source", "file", "label", "group", "split"], *split_rows, ["othersource", "a.png", "benign", "o:1", "test"]])
     return data, bundle
 
 
@@ -165,6 +163,7 @@ def test_a_missing_dataset_folder_is_named_by_the_cli(tmp_path: Path, tiny_bundl
 
 
 # --- the shipped bundle on the real data -----------------------------------------------------------------------------
+
 
 def test_shipped_bundle_reader_comparison_is_reproduced(shipped_bundle_dir: Path, datasets: Path, tmp_path: Path) -> None:
     """Re-scoring the shipped bundle's BUS-BRA test images gives the AUC the build's own evaluation measured

@@ -72,20 +72,23 @@ def test_unknown_keys_are_kept_in_place(shipped_bundle_dir: Path) -> None:
     assert list(report.to_json()) == list(data) and report.to_json() == data
 
 
-@pytest.mark.parametrize(("edit", "named"), [
-    (lambda d: d.pop("temperature"), "'temperature': missing"),
-    (lambda d: d["parity_int8_vs_float_test"].pop("top1_agreement"), "'parity_int8_vs_float_test.top1_agreement': missing"),
-    (lambda d: d["parity_gate"].update(passed="yes"), "'parity_gate.passed': expected true or false"),
-    (lambda d: d["operating_point"].update(threshold="0.03"), "'operating_point.threshold': expected a number"),
-    (lambda d: d["evaluations"].pop("test_int8"), "'evaluations.test_int8': missing"),
-    (lambda d: d["evaluations"]["test_int8"]["all"].pop("headline"), "'evaluations.test_int8.all.headline': missing"),
-    (lambda d: d["evaluations"]["test_float"].update({"source:busi": []}), "'evaluations.test_float.source:busi': expected an object"),
-    (lambda d: d["split"]["train"].update({"busi/benign": 2.5}), "'split.train.busi/benign': expected an integer"),
-    (lambda d: d["config"].pop("arch"), "'config.arch': missing"),
-    (lambda d: d["history"].update(epoch=3), "'history.epoch': expected a list"),
-    (lambda d: d.update(labels=["benign", 3]), "'labels[1]': expected a string"),
-    (lambda d: d.update(reader_baseline=[]), "'reader_baseline': expected an object"),
-])
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda d: d.pop("temperature"), "'temperature': missing"),
+        (lambda d: d["parity_int8_vs_float_test"].pop("top1_agreement"), "'parity_int8_vs_float_test.top1_agreement': missing"),
+        (lambda d: d["parity_gate"].update(passed="yes"), "'parity_gate.passed': expected true or false"),
+        (lambda d: d["operating_point"].update(threshold="0.03"), "'operating_point.threshold': expected a number"),
+        (lambda d: d["evaluations"].pop("test_int8"), "'evaluations.test_int8': missing"),
+        (lambda d: d["evaluations"]["test_int8"]["all"].pop("headline"), "'evaluations.test_int8.all.headline': missing"),
+        (lambda d: d["evaluations"]["test_float"].update({"source:busi": []}), "'evaluations.test_float.source:busi': expected an object"),
+        (lambda d: d["split"]["train"].update({"busi/benign": 2.5}), "'split.train.busi/benign': expected an integer"),
+        (lambda d: d["config"].pop("arch"), "'config.arch': missing"),
+        (lambda d: d["history"].update(epoch=3), "'history.epoch': expected a list"),
+        (lambda d: d.update(labels=["benign", 3]), "'labels[1]': expected a string"),
+        (lambda d: d.update(reader_baseline=[]), "'reader_baseline': expected an object"),
+    ],
+)
 def test_a_malformed_report_is_refused_naming_the_key(shipped_bundle_dir: Path, edit, named: str) -> None:
     data = _shipped(shipped_bundle_dir)
     edit(data)

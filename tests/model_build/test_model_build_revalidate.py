@@ -45,9 +45,14 @@ def test_shipped_bundle_revalidation_is_reproduced(shipped_bundle_dir: Path, dat
 def test_the_card_says_how_the_kept_threshold_compares_with_the_rule_on_the_new_pixels(kept: float, says: str) -> None:
     from model_build.card import revalidation_section
 
-    changes = {"n": 1, "images_with_any_change": 0, "max_prob_diff": 0.0, "mean_prob_diff": 0.0,
-               "label_flips": [], "inconclusive_flips": 0}
-    result = {"from": "opencv", "to": "exact", "thresholds": {"malignant": kept}, "val_changes": changes,
-              "test_changes": changes, "rule_threshold_on_val_int8_opencv": {"threshold": 0.0285},
-              "rule_threshold_on_val_int8_exact": {"threshold": 0.0312}}
+    changes = {"n": 1, "images_with_any_change": 0, "max_prob_diff": 0.0, "mean_prob_diff": 0.0, "label_flips": [], "inconclusive_flips": 0}
+    result = {
+        "from": "opencv",
+        "to": "exact",
+        "thresholds": {"malignant": kept},
+        "val_changes": changes,
+        "test_changes": changes,
+        "rule_threshold_on_val_int8_opencv": {"threshold": 0.0285},
+        "rule_threshold_on_val_int8_exact": {"threshold": 0.0312},
+    }
     assert says in "\n".join(revalidation_section(result))

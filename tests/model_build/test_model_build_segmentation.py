@@ -114,9 +114,27 @@ def tiny_segment(datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from model_build.__main__ import main
 
     out = tmp_path_factory.mktemp("segment") / "seg"
-    argv = ["segment", "--data", str(datasets / "busi"), "--data", str(datasets / "breast-lesions-usg"), "--out", str(out),
-            "--resolution", "64", "--limit", "12", "--epochs", "1", "--batch-size", "8",
-            "--representative-steps", "8", "--bootstrap", "20"]
+    argv = [
+        "segment",
+        "--data",
+        str(datasets / "busi"),
+        "--data",
+        str(datasets / "breast-lesions-usg"),
+        "--out",
+        str(out),
+        "--resolution",
+        "64",
+        "--limit",
+        "12",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--representative-steps",
+        "8",
+        "--bootstrap",
+        "20",
+    ]
     assert main(argv) == 0
     return out
 
@@ -124,8 +142,15 @@ def tiny_segment(datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 @pytest.mark.data
 @pytest.mark.slow
 def test_the_build_writes_model_report_and_montage(tiny_segment: Path) -> None:
-    for rel in ("segmentation.tflite", "segmentation.json", "segmentation-float.weights.h5", "report/metrics.json",
-                "report/split.csv", "report/montage_test.png", "report/REPORT.md"):
+    for rel in (
+        "segmentation.tflite",
+        "segmentation.json",
+        "segmentation-float.weights.h5",
+        "report/metrics.json",
+        "report/split.csv",
+        "report/montage_test.png",
+        "report/REPORT.md",
+    ):
         assert (tiny_segment / rel).is_file(), rel
     import cv2
 
@@ -165,8 +190,14 @@ def test_the_int8_model_runs_on_the_devices_runner(tiny_segment: Path, datasets:
 
     desc = json.loads((tiny_segment / "segmentation.json").read_text())
     assert (desc["input"]["height"], desc["input"]["dtype"], desc["input"]["resampling"]) == (64, "uint8", "exact")
-    runner = ModelRunner(tiny_segment / desc["model"], SPEC, TensorNames(desc["outputs"]["lesion_logit"], desc["outputs"]["mask"]), 1,
-                         where="the tiny segmentation model", threads=1)
+    runner = ModelRunner(
+        tiny_segment / desc["model"],
+        SPEC,
+        TensorNames(desc["outputs"]["lesion_logit"], desc["outputs"]["mask"]),
+        1,
+        where="the tiny segmentation model",
+        threads=1,
+    )
     assert runner.input["dtype"] == np.uint8
     frame = decode_image_file(datasets / "breast-lesions-usg" / "images" / "case001.png")
     logit, mask = runner.invoke(runner.input_tensor(prepare(frame, SPEC).pixels), with_features=True)

@@ -45,9 +45,13 @@ def test_void_from_the_exam_summary(qtbot, window) -> None:
     flow = window.correction
     assert flow.isVisible() and "10452" in flow.about.text()
     tap(qtbot, flow.void_button)
-    assert set(flow.reason_buttons) == {CorrectionReason.POOR_IMAGE, CorrectionReason.TEST_SCAN,
-                                        CorrectionReason.WRONG_PATIENT, CorrectionReason.DUPLICATE,
-                                        CorrectionReason.OTHER}
+    assert set(flow.reason_buttons) == {
+        CorrectionReason.POOR_IMAGE,
+        CorrectionReason.TEST_SCAN,
+        CorrectionReason.WRONG_PATIENT,
+        CorrectionReason.DUPLICATE,
+        CorrectionReason.OTHER,
+    }
     tap(qtbot, flow.reason_buttons[CorrectionReason.POOR_IMAGE])
     assert "Void this result of <b>10452 Left</b>" in flow.summary.text() and flow.accept_button.text() == "Void result"
     tap(qtbot, flow.accept_button)
@@ -86,8 +90,12 @@ def test_move_from_history_to_the_right_patients_exam(qtbot, window) -> None:
     assert set(flow.exam_buttons) >= {target.exam_id, wrong.exam_id}
     assert not flow.exam_buttons[wrong.exam_id].isEnabled()  # where it is already (that exam is side L)
     tap(qtbot, flow.exam_buttons[target.exam_id])  # the exam has a side: no side step
-    assert set(flow.reason_buttons) == {CorrectionReason.WRONG_PATIENT, CorrectionReason.WRONG_SIDE,
-                                        CorrectionReason.WRONG_EXAM, CorrectionReason.OTHER}
+    assert set(flow.reason_buttons) == {
+        CorrectionReason.WRONG_PATIENT,
+        CorrectionReason.WRONG_SIDE,
+        CorrectionReason.WRONG_EXAM,
+        CorrectionReason.OTHER,
+    }
     tap(qtbot, flow.reason_buttons[CorrectionReason.WRONG_PATIENT])
     assert "from <b>10452 Left</b><br>to <b>20001 Right</b>" in flow.summary.text()
     tap(qtbot, flow.confirm_back)  # Back: the reasons again, then the exams
@@ -120,13 +128,15 @@ def sized_window(qtbot, tmp_path: Path, bundle: Path, size: tuple[int, int]):
     """tests/ui/test_ui_exam_defects.open_window at ``size`` (the theme is chosen for the size when the window is built)."""
     frames = tmp_path / "usb" / "exam"
     write_frames(frames)
-    config = parse_config({
-        "device": {"id": "ui-test", "site": "test-site", "data_dir": str(tmp_path / "data")},
-        "model": {"path": str(bundle), "threads": 1},
-        "source": {"spec": f"folder:{frames}", "reopen_interval_s": 0.2},
-        "uplink": {"enabled": False},
-        "ui": {"pin": PIN},
-    })
+    config = parse_config(
+        {
+            "device": {"id": "ui-test", "site": "test-site", "data_dir": str(tmp_path / "data")},
+            "model": {"path": str(bundle), "threads": 1},
+            "source": {"spec": f"folder:{frames}", "reopen_interval_s": 0.2},
+            "uplink": {"enabled": False},
+            "ui": {"pin": PIN},
+        }
+    )
     QApplication.instance().setStyleSheet("")  # another test's application-wide theme must not size this window
     window = build_window(config, size)
     qtbot.addWidget(window)
@@ -138,8 +148,7 @@ def sized_window(qtbot, tmp_path: Path, bundle: Path, size: tuple[int, int]):
 
 
 @pytest.mark.parametrize("size", [(800, 480), (1280, 720)])
-def test_every_step_lays_out_with_big_touch_targets(qtbot, tmp_path: Path, tiny_bundle_dir: Path,
-                                                     size: tuple[int, int]) -> None:
+def test_every_step_lays_out_with_big_touch_targets(qtbot, tmp_path: Path, tiny_bundle_dir: Path, size: tuple[int, int]) -> None:
     window = sized_window(qtbot, tmp_path, tiny_bundle_dir, size)
     try:
         _walk_every_step(qtbot, window, size)
@@ -172,4 +181,3 @@ def _walk_every_step(qtbot, window, size: tuple[int, int]) -> None:
         assert problems == [], (size, name, problems)
         shown = [b for b in flow.panel.findChildren(type(flow.accept_button)) if b.isVisible()]
         assert shown and all(b.height() >= minimum for b in shown), (size, name)
-

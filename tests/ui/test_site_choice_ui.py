@@ -24,10 +24,13 @@ def _window(qtbot, tmp_path: Path, base: Path):
     frames = tmp_path / "usb"
     write_frames(frames, count=1)
     file = tmp_path / "device.toml"
-    file.write_text(DEFAULT_TOML.replace('path = "models/sonopi-lite0"', f'path = "{base}"', 1)
-                    .replace('data_dir = "var"', f'data_dir = "{tmp_path / "data"}"', 1)
-                    .replace('spec = "folder:build/demo-frames"', f'spec = "folder:{frames}"', 1)
-                    .replace("threads = 2", "threads = 1", 1).replace("enabled = true", "enabled = false", 1))
+    file.write_text(
+        DEFAULT_TOML.replace('path = "models/sonopi-lite0"', f'path = "{base}"', 1)
+        .replace('data_dir = "var"', f'data_dir = "{tmp_path / "data"}"', 1)
+        .replace('spec = "folder:build/demo-frames"', f'spec = "folder:{frames}"', 1)
+        .replace("threads = 2", "threads = 1", 1)
+        .replace("enabled = true", "enabled = false", 1)
+    )
     config = load_config(file)
     window = build_window(config, (800, 480), config_path=file)
     qtbot.addWidget(window)

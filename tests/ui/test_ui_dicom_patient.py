@@ -26,7 +26,7 @@ def write_patient_dicom(path: Path, patient_id: str | None) -> Path:
     rng = np.random.default_rng(3)
     image = np.clip(rng.normal(25, 8, (1, 480, 640)), 0, 255).astype(np.uint8)
     b = BRIGHT_BOX
-    image[0, b.y:b.y + b.height, b.x:b.x + b.width] = np.clip(rng.normal(200, 15, (b.height, b.width)), 0, 255)
+    image[0, b.y : b.y + b.height, b.x : b.x + b.width] = np.clip(rng.normal(200, 15, (b.height, b.width)), 0, 255)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_dicom(path, image)
     dataset = pydicom.dcmread(path)

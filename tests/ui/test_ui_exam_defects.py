@@ -26,13 +26,15 @@ PIN = "2468"
 
 
 def open_window(qtbot, tmp_path: Path, bundle: Path, frames: Path):
-    config = parse_config({
-        "device": {"id": "ui-test", "site": "test-site", "data_dir": str(tmp_path / "data")},
-        "model": {"path": str(bundle), "threads": 1},
-        "source": {"spec": f"folder:{frames}", "reopen_interval_s": 0.2},
-        "uplink": {"enabled": False},
-        "ui": {"pin": PIN},
-    })
+    config = parse_config(
+        {
+            "device": {"id": "ui-test", "site": "test-site", "data_dir": str(tmp_path / "data")},
+            "model": {"path": str(bundle), "threads": 1},
+            "source": {"spec": f"folder:{frames}", "reopen_interval_s": 0.2},
+            "uplink": {"enabled": False},
+            "ui": {"pin": PIN},
+        }
+    )
     window = build_window(config, (800, 480))
     qtbot.addWidget(window)
     window.show()
@@ -179,9 +181,9 @@ def write_colour_frame(folder: Path) -> None:
     rng = np.random.default_rng(7)
     grey = np.clip(rng.normal(25, 8, (480, 640)), 0, 255).astype(np.uint8)
     b = BRIGHT_BOX
-    grey[b.y:b.y + b.height, b.x:b.x + b.width] = np.clip(rng.normal(200, 15, (b.height, b.width)), 0, 255)
+    grey[b.y : b.y + b.height, b.x : b.x + b.width] = np.clip(rng.normal(200, 15, (b.height, b.width)), 0, 255)
     rgb = np.dstack([grey, grey, grey])
-    rgb[b.y + 20:b.y + b.height - 20, b.x + 20:b.x + b.width - 20] = (230, 40, 40)  # red flow
+    rgb[b.y + 20 : b.y + b.height - 20, b.x + 20 : b.x + b.width - 20] = (230, 40, 40)  # red flow
     cv2.imwrite(str(folder / "doppler.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 

@@ -104,12 +104,14 @@ def test_the_sites_format_is_the_one_the_keyboard_and_the_scanner_enforce(qtbot,
 
     frames = tmp_path / "usb" / "exam"
     write_frames(frames)
-    config = parse_config({
-        "device": {"data_dir": str(tmp_path / "data")},
-        "model": {"path": str(tmp_path / "no-model")},
-        "source": {"spec": f"folder:{frames}"},
-        "uplink": {"enabled": False},
-    })
+    config = parse_config(
+        {
+            "device": {"data_dir": str(tmp_path / "data")},
+            "model": {"path": str(tmp_path / "no-model")},
+            "source": {"spec": f"folder:{frames}"},
+            "uplink": {"enabled": False},
+        }
+    )
     services = Services(FrameReader(config.source.spec, default_opener(config)), AnalysisService(config))
     mrn = PatientIdFormat(r"MRN[0-9]{6}", min_length=9, max_length=9, example="MRN004512")
     window = MainWindow(config, services, (800, 480), id_format=mrn)

@@ -163,7 +163,8 @@ class TouchscreenMachine(RuleBasedStateMachine):
                     continue
                 token = self.token_of[record.result_id]
                 assert record.exam_id is not None and record.exam_id == token, (
-                    f"a frame captured under exam {token} was stored under exam {record.exam_id}")
+                    f"a frame captured under exam {token} was stored under exam {record.exam_id}"
+                )
                 assert record.patient_ref == self.patients[record.exam_id]
 
     @invariant()
@@ -171,7 +172,8 @@ class TouchscreenMachine(RuleBasedStateMachine):
         shown = self.window.live.last_result
         if shown is not None:
             assert shown.record.exam_id == self._exam_id(), (
-                f"the card shows a result of exam {shown.record.exam_id} while exam {self._exam_id()} is open")
+                f"the card shows a result of exam {shown.record.exam_id} while exam {self._exam_id()} is open"
+            )
 
 
 def _run(qtbot, tmp_path: Path, bundle: Path, examples: int, **extra) -> None:
@@ -179,8 +181,7 @@ def _run(qtbot, tmp_path: Path, bundle: Path, examples: int, **extra) -> None:
     window = open_window(qtbot, tmp_path, bundle, tmp_path / "usb")
     CONTEXT.update(qtbot=qtbot, window=window, token_of={}, patients={})
     machine = TouchscreenMachine.TestCase
-    machine.settings = settings(max_examples=examples, stateful_step_count=16, deadline=None,
-                                suppress_health_check=list(HealthCheck), **extra)
+    machine.settings = settings(max_examples=examples, stateful_step_count=16, deadline=None, suppress_health_check=list(HealthCheck), **extra)
     try:
         machine().runTest()
     finally:

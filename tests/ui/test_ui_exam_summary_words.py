@@ -12,9 +12,18 @@ from ui.exam import result_text
 
 
 def _record(**kw) -> ResultRecord:
-    base = dict(result_id="r1", created_at="2026-12-01T12:00:00Z", device_id="d", site="s", model_name="m",
-                model_version="1", model_sha256="0" * 64, probabilities={"normal": 0.6, "benign": 0.36, "malignant": 0.04},
-                label="malignant", inconclusive=False)
+    base = dict(
+        result_id="r1",
+        created_at="2026-12-01T12:00:00Z",
+        device_id="d",
+        site="s",
+        model_name="m",
+        model_version="1",
+        model_sha256="0" * 64,
+        probabilities={"normal": 0.6, "benign": 0.36, "malignant": 0.04},
+        label="malignant",
+        inconclusive=False,
+    )
     return ResultRecord(**{**base, **kw})
 
 

@@ -45,13 +45,15 @@ class CaptureCard(FrameSource):
 
 
 def make_config(tmp_path: Path, model: Path, **ui_and_uplink) -> object:
-    return parse_config({
-        "device": {"data_dir": str(tmp_path / "data")},
-        "model": {"path": str(model), "threads": 1},
-        "source": {"spec": "v4l2:/dev/video-test", "reopen_interval_s": 0.1},
-        "uplink": ui_and_uplink.pop("uplink", {"enabled": False}),
-        "ui": ui_and_uplink,
-    })
+    return parse_config(
+        {
+            "device": {"data_dir": str(tmp_path / "data")},
+            "model": {"path": str(model), "threads": 1},
+            "source": {"spec": "v4l2:/dev/video-test", "reopen_interval_s": 0.1},
+            "uplink": ui_and_uplink.pop("uplink", {"enabled": False}),
+            "ui": ui_and_uplink,
+        }
+    )
 
 
 def open_window(qtbot, config, opener=None):
@@ -105,8 +107,7 @@ def test_rejected_model_shows_a_banner_and_live_view_keeps_running(qtbot, tmp_pa
         assert not window.live.live_toggle.isEnabled()
         assert window.live.card.headline.text() == "Analysis unavailable"
         shown = window.live.view.frame.index if window.live.view.frame else 0
-        qtbot.waitUntil(lambda: window.live.view.frame is not None and window.live.view.frame.index > shown + 5,
-                        timeout=10_000)
+        qtbot.waitUntil(lambda: window.live.view.frame is not None and window.live.view.frame.index > shown + 5, timeout=10_000)
         window.go("Settings")  # the PIN overlay, not the settings: the PIN guards them
         assert window.stack.currentWidget() is not window.settings and window.pin_entry.isVisible()
     finally:
@@ -264,8 +265,7 @@ def test_hub_test_button_names_a_missing_tls_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("frozen", [False, True], ids=["live", "frozen"])
-def test_a_pulled_usb_stick_clears_the_image_and_stops_analyse_until_it_is_back(
-        qtbot, tmp_path: Path, tiny_bundle_dir: Path, frozen: bool) -> None:
+def test_a_pulled_usb_stick_clears_the_image_and_stops_analyse_until_it_is_back(qtbot, tmp_path: Path, tiny_bundle_dir: Path, frozen: bool) -> None:
     """Defect 5: with the USB stick pulled, only "Source error" showed in the status bar, the stale image stayed and
     Analyse still worked on it. Now the next status check (the periodic poll) sees the folder gone: a banner says
     so and what to do, the image — frozen or not — is cleared, Analyse is off; with the stick back, the images
@@ -274,12 +274,14 @@ def test_a_pulled_usb_stick_clears_the_image_and_stops_analyse_until_it_is_back(
 
     stick = tmp_path / "media" / "usb"
     write_frames(stick / "exam")
-    config = parse_config({
-        "device": {"data_dir": str(tmp_path / "data")},
-        "model": {"path": str(tiny_bundle_dir), "threads": 1},
-        "source": {"spec": f"folder:{stick / 'exam'}", "reopen_interval_s": 0.1},
-        "uplink": {"enabled": False},
-    })
+    config = parse_config(
+        {
+            "device": {"data_dir": str(tmp_path / "data")},
+            "model": {"path": str(tiny_bundle_dir), "threads": 1},
+            "source": {"spec": f"folder:{stick / 'exam'}", "reopen_interval_s": 0.1},
+            "uplink": {"enabled": False},
+        }
+    )
     window = open_window(qtbot, config)
     try:
         live = window.live
@@ -301,8 +303,7 @@ def test_a_pulled_usb_stick_clears_the_image_and_stops_analyse_until_it_is_back(
         assert window.store.history() == []
 
         (stick / "pulled").rename(stick / "exam")  # back
-        qtbot.waitUntil(lambda: live.view.frame is not None and "source" not in window.banners.banners,
-                        timeout=10_000)
+        qtbot.waitUntil(lambda: live.view.frame is not None and "source" not in window.banners.banners, timeout=10_000)
         qtbot.waitUntil(live.analyse.isEnabled, timeout=5_000)
         outcome = analyse(qtbot, window)
         assert outcome.record.patient_ref == "77"

@@ -18,9 +18,26 @@ from ui.layout_check import layout_problems
 from ui.screenshots import Director, open_window, screenshot_config, write_doppler_frame
 
 EXPECTED_SCENES = {
-    "first-run", "live", "exam-form", "live-roi", "live-result", "exam-summary", "live-analysis", "history",
-    "settings-pin", "settings-source", "settings-hub", "settings-model", "settings-device", "lock",
-    "live-inconclusive", "exam-finish", "exam-finished", "exam-after-lock", "exam-id-keyboard", "exam-readback",
+    "first-run",
+    "live",
+    "exam-form",
+    "live-roi",
+    "live-result",
+    "exam-summary",
+    "live-analysis",
+    "history",
+    "settings-pin",
+    "settings-source",
+    "settings-hub",
+    "settings-model",
+    "settings-device",
+    "lock",
+    "live-inconclusive",
+    "exam-finish",
+    "exam-finished",
+    "exam-after-lock",
+    "exam-id-keyboard",
+    "exam-readback",
     "exam-scanned",
 }
 

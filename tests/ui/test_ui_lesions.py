@@ -160,8 +160,10 @@ def test_a_result_moved_into_the_open_exam_is_in_its_summary(qtbot, window) -> N
     tap(qtbot, window.confirm.cancel_button)
     tap(qtbot, window.nav["History"])  # the moved result's patient on two lines: the Lesion column stays in view
     row = [r.result_id for r in history.records].index(wrong.result_id)
-    assert history.table.item(row, 2).text() == "20001 L\n(moved)" and history.table.item(row, 6).text() == "1 · one view\n" + \
-        history.table.item(row, 6).text().split("\n")[1]
+    assert (
+        history.table.item(row, 2).text() == "20001 L\n(moved)"
+        and history.table.item(row, 6).text() == "1 · one view\n" + history.table.item(row, 6).text().split("\n")[1]
+    )
     qtbot.waitUntil(lambda: history.table.horizontalScrollBar().maximum() == 0, timeout=2_000)
 
 

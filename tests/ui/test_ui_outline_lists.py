@@ -30,14 +30,21 @@ SIZES = {"mm": "3.0 × 1.5 mm", "px": "uncalibrated: 450 px", "none": "no outlin
 
 def _stored(store: ResultStore) -> dict[str, object]:
     exam = store.add_exam(Exam("E1", "P-1", side="L"))
-    lesions = {"mm": LesionRecord.from_json(OUTLINE), "px": LesionRecord.from_json(UNCALIBRATED),
-               "none": LesionRecord(found=False), "no-model": None}
-    records = {name: store.add(replace(v2_record("site-a", "dev-1", i + 1), seq=None, exam_id=exam.exam_id,
-                                       patient_ref="P-1", side="L", lesion=lesion))
-               for i, (name, lesion) in enumerate(lesions.items())}
-    records["withheld"] = store.add(replace(v2_record("site-a", "dev-1", 9, inconclusive=True), seq=None,
-                                            exam_id=exam.exam_id, patient_ref="P-1", side="L",
-                                            lesion=LesionRecord(found=False, withheld="inconclusive")))
+    lesions = {"mm": LesionRecord.from_json(OUTLINE), "px": LesionRecord.from_json(UNCALIBRATED), "none": LesionRecord(found=False), "no-model": None}
+    records = {
+        name: store.add(replace(v2_record("site-a", "dev-1", i + 1), seq=None, exam_id=exam.exam_id, patient_ref="P-1", side="L", lesion=lesion))
+        for i, (name, lesion) in enumerate(lesions.items())
+    }
+    records["withheld"] = store.add(
+        replace(
+            v2_record("site-a", "dev-1", 9, inconclusive=True),
+            seq=None,
+            exam_id=exam.exam_id,
+            patient_ref="P-1",
+            side="L",
+            lesion=LesionRecord(found=False, withheld="inconclusive"),
+        )
+    )
     return records
 
 

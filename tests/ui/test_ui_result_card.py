@@ -55,7 +55,7 @@ def card_text_problems(card: ResultCard) -> list[str]:
         if not holder.rect().adjusted(-1, -1, 1, 1).contains(QRect(w.pos(), w.size())):
             problems.append(f"{type(w).__name__} {getattr(w, 'text', lambda: '')()!r:.40} outside its area")
     for i, a in enumerate(texts):
-        for b in texts[i + 1:]:
+        for b in texts[i + 1 :]:
             if a.parentWidget() is b.parentWidget():
                 overlap = _rect(a, card).intersected(_rect(b, card))
                 if overlap.width() > 1 and overlap.height() > 1:
@@ -83,13 +83,19 @@ def _window(qtbot, tmp_path: Path, bundle: Path, size: tuple[int, int]):
     return window
 
 
-def _variant(base: Classification, classifier, probabilities: tuple[float, float, float] | None,
-             reasons: tuple[str, ...] = ()) -> Classification:
+def _variant(base: Classification, classifier, probabilities: tuple[float, float, float] | None, reasons: tuple[str, ...] = ()) -> Classification:
     """``base`` (a real classification) with other probabilities, judged by the classifier's own rule."""
     probs = dict(zip(classifier.manifest.labels, probabilities)) if probabilities else base.probabilities
     assessment = classifier.assess(probs, inconclusive=bool(reasons))
-    return dataclasses.replace(base, probabilities=probs, assessment=assessment, decision=assessment.label,
-                               label=None if reasons else assessment.label, inconclusive=bool(reasons), reasons=reasons)
+    return dataclasses.replace(
+        base,
+        probabilities=probs,
+        assessment=assessment,
+        decision=assessment.label,
+        label=None if reasons else assessment.label,
+        inconclusive=bool(reasons),
+        reasons=reasons,
+    )
 
 
 def _shoot(window, name: str) -> None:
@@ -99,8 +105,7 @@ def _shoot(window, name: str) -> None:
 
 @pytest.mark.parametrize("size", SIZES, ids=["800x480", "1280x720"])
 @pytest.mark.parametrize("which", ["shipped", "format3"])
-def test_the_card_says_the_category_and_fits_with_banners_up(qtbot, tmp_path: Path, bundles, which: str,
-                                                             size: tuple[int, int]) -> None:
+def test_the_card_says_the_category_and_fits_with_banners_up(qtbot, tmp_path: Path, bundles, which: str, size: tuple[int, int]) -> None:
     window = _window(qtbot, tmp_path, bundles[which], size)
     card, classifier = window.live.card, window.services.analysis.classifier
     try:
@@ -125,8 +130,9 @@ def test_the_card_says_the_category_and_fits_with_banners_up(qtbot, tmp_path: Pa
                 assert card.figures.text() == "Balanced mode: not validated"
                 assert card.rate.text() == "Malignancy rate in this category: not validated"
             else:
-                assert card.figures.text().startswith("Validated (test fixture figures, not a validation): "
-                                                      "sensitivity 92% (89–94%), specificity 58% (55–61%)")
+                assert card.figures.text().startswith(
+                    "Validated (test fixture figures, not a validation): sensitivity 92% (89–94%), specificity 58% (55–61%)"
+                )
                 expected = "60% (56–64%), n = 900" if suspicious else "not validated"
                 assert card.rate.text() == f"Malignancy rate in this category: {expected}"
             assert card.heatmap_button.isVisible() == suspicious and card.legend.isVisible() == suspicious
@@ -152,8 +158,10 @@ def test_the_card_says_the_category_and_fits_with_banners_up(qtbot, tmp_path: Pa
         card.show_result(unfit, heatmap_available=True)
         spin(0.1)
         assert card.headline.text() == "Inconclusive — rescan" and "colour" in card.detail.text().lower()
-        assert not any(w.isVisible() for w in (*card.bars.values(), card.p_text, card.threshold, card.figures, card.rate,
-                                                card.heatmap_button, card.legend, card.heat_note))
+        assert not any(
+            w.isVisible()
+            for w in (*card.bars.values(), card.p_text, card.threshold, card.figures, card.rate, card.heatmap_button, card.legend, card.heat_note)
+        )
         assert not re.search(r"\d+(\.\d+)?%", card.detail.text())  # the reason only: no probabilities
         assert layout_problems(window) == [] and card_text_problems(card) == []
         _shoot(window, f"{which}-inconclusive-banners")

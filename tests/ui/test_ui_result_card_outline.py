@@ -43,8 +43,7 @@ def _ellipse_lesion(shape: tuple[int, int], spacing: PixelSpacing | None) -> Les
 
 
 @pytest.mark.parametrize("size", SIZES, ids=["800x480", "1280x720"])
-def test_the_card_shows_the_outline_size_and_shown_descriptors(qtbot, tmp_path: Path, seg_bundle: Path,
-                                                               size: tuple[int, int]) -> None:
+def test_the_card_shows_the_outline_size_and_shown_descriptors(qtbot, tmp_path: Path, seg_bundle: Path, size: tuple[int, int]) -> None:
     window = _window(qtbot, tmp_path, seg_bundle, size)
     card, classifier = window.live.card, window.services.analysis.classifier
     try:
@@ -95,8 +94,7 @@ def test_the_card_shows_the_outline_size_and_shown_descriptors(qtbot, tmp_path: 
 
 
 @pytest.mark.parametrize("size", SIZES, ids=["800x480", "1280x720"])
-def test_analyse_draws_the_outline_and_the_toggle_hides_it(qtbot, tmp_path: Path, seg_bundle: Path,
-                                                           size: tuple[int, int]) -> None:
+def test_analyse_draws_the_outline_and_the_toggle_hides_it(qtbot, tmp_path: Path, seg_bundle: Path, size: tuple[int, int]) -> None:
     window = _window(qtbot, tmp_path, seg_bundle, size)
     live = window.live
     try:

@@ -19,8 +19,16 @@ LABELS = ("normal", "benign", "malignant")
 def _classification(probabilities: dict[str, float], reasons: tuple[str, ...] = ()) -> Classification:
     d = decide(probabilities, LABELS, SPEC, "balanced", None, bool(reasons))
     return Classification(
-        probabilities=probabilities, label=None if reasons else d.label, decision=d.label, inconclusive=bool(reasons),
-        reasons=reasons, thresholds={"malignant": 0.03}, crop=Box(0, 0, 10, 10), roi=None, latency_ms=1.0, assessment=d,
+        probabilities=probabilities,
+        label=None if reasons else d.label,
+        decision=d.label,
+        inconclusive=bool(reasons),
+        reasons=reasons,
+        thresholds={"malignant": 0.03},
+        crop=Box(0, 0, 10, 10),
+        roi=None,
+        latency_ms=1.0,
+        assessment=d,
     )
 
 

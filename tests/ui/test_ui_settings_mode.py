@@ -17,9 +17,15 @@ FIG = {"value": 0.95, "ci95": [0.9, 0.98], "n": 100}
 
 def _format3(shipped: Path) -> Manifest:
     m = load_bundle(shipped).manifest
-    decision = {"lesion_threshold": 0.4, "default_mode": "balanced", "validation": "leave-one-source-out",
-                "modes": {"high_sensitivity": {"malignant_threshold": 0.01, "figures": {"sensitivity": FIG}},
-                          "balanced": {"malignant_threshold": m.thresholds["malignant"]}}}
+    decision = {
+        "lesion_threshold": 0.4,
+        "default_mode": "balanced",
+        "validation": "leave-one-source-out",
+        "modes": {
+            "high_sensitivity": {"malignant_threshold": 0.01, "figures": {"sensitivity": FIG}},
+            "balanced": {"malignant_threshold": m.thresholds["malignant"]},
+        },
+    }
     return Manifest.from_dict({**m.to_dict(), "format_version": 3, "decision": decision})
 
 

@@ -72,8 +72,11 @@ def _store_site_exams(store_path: Path, datasets: Path, cancers: bool = False) -
     the app stores them (frame PNG, thumbnail)."""
     samples = site_samples(datasets)
     teach, _ = split_patients(samples)
-    normals = [s for s in samples if (s.patient_id or s.path.name) in teach
-               and ((s.view == "full" and s.label == "malignant") if cancers else s.view == LESION_FREE)]
+    normals = [
+        s
+        for s in samples
+        if (s.patient_id or s.path.name) in teach and ((s.view == "full" and s.label == "malignant") if cancers else s.view == LESION_FREE)
+    ]
     exams: dict[str, Exam] = {}
     with ResultStore(store_path) as store:
         for sample in normals:
@@ -84,14 +87,30 @@ def _store_site_exams(store_path: Path, datasets: Path, cancers: bool = False) -
             if sample.region is not None:
                 x0, y0, x1, y1 = sample.region
                 frame = np.ascontiguousarray(frame[y0:y1, x0:x1])
-            record = make_record(patient=patient, exam_id=exams[patient].exam_id, thumbnail=encode_jpeg(frame, 160),
-                                 label="malignant", source=str(sample.path))
+            record = make_record(
+                patient=patient, exam_id=exams[patient].exam_id, thumbnail=encode_jpeg(frame, 160), label="malignant", source=str(sample.path)
+            )
             store.add(record, frame_png=encode_png(frame))
     return list(exams.values())
 
 
-PRELOAD = ("encodings.cp437", "encodings.idna", "zipfile", "csv", "tempfile", "shutil", "uuid", "statistics", "html",
-           "difflib", "dataclasses", "concurrent.futures.thread", "logging.handlers", "unicodedata", "bisect")
+PRELOAD = (
+    "encodings.cp437",
+    "encodings.idna",
+    "zipfile",
+    "csv",
+    "tempfile",
+    "shutil",
+    "uuid",
+    "statistics",
+    "html",
+    "difflib",
+    "dataclasses",
+    "concurrent.futures.thread",
+    "logging.handlers",
+    "unicodedata",
+    "bisect",
+)
 
 
 @contextmanager
@@ -228,8 +247,7 @@ def test_teach_this_scanner_from_marks_to_the_site_bundle_and_back(qtbot, app, a
     assert "Site bundle ready" in text and "→" in text and "before" in text and "after" in text
     assert f"{outcome.adaptation.holdout['normals']}" in text
     review = outcome.adaptation.review
-    assert len(teach.review_thumbs) == min(len(review), 8) + len([n for n in outcome.adaptation.scanner.odd[:4]
-                                                                  if n not in {r.file for r in review}])
+    assert len(teach.review_thumbs) == min(len(review), 8) + len([n for n in outcome.adaptation.scanner.odd[:4] if n not in {r.file for r in review}])
     assert all(not label.pixmap().isNull() for label in teach.review_thumbs)
     if review:
         assert "look like a lesion" in teach.warnings.text()
@@ -253,8 +271,7 @@ def test_teach_this_scanner_from_marks_to_the_site_bundle_and_back(qtbot, app, a
     _confirm(qtbot, window, "Use the site bundle")
     qtbot.waitUntil(lambda: not teach.message.text().startswith("Checking"), timeout=60_000)
     assert "Switched" in teach.message.text(), teach.message.text()  # was: cannot write configuration (Permission denied)
-    qtbot.waitUntil(lambda: window.services.analysis.ready and window.services.analysis.manifest.head is not None,
-                    timeout=60_000)
+    qtbot.waitUntil(lambda: window.services.analysis.ready and window.services.analysis.manifest.head is not None, timeout=60_000)
     assert record.is_file() and config_file.read_bytes() == config_text  # the configuration is never written
     version = outcome.bundle.manifest.version
     qtbot.waitUntil(lambda: version in window.status.model.plain, timeout=10_000)  # model_ready reached the window
@@ -266,13 +283,11 @@ def test_teach_this_scanner_from_marks_to_the_site_bundle_and_back(qtbot, app, a
 
     tap(qtbot, teach.undo)
     _confirm(qtbot, window, "Go back to the base model")
-    qtbot.waitUntil(lambda: window.services.analysis.ready and window.services.analysis.manifest.head is None,
-                    timeout=60_000)
+    qtbot.waitUntil(lambda: window.services.analysis.ready and window.services.analysis.manifest.head is None, timeout=60_000)
     assert not record.exists() and config_file.read_bytes() == config_text
     assert load_config(config_file).model.path == base_path
     assert classify_json(config_file, frame) == base_identity
-    qtbot.waitUntil(lambda: "+site-" not in window.status.model.plain and window.status.model.plain != "No model",
-                    timeout=10_000)
+    qtbot.waitUntil(lambda: "+site-" not in window.status.model.plain and window.status.model.plain != "No model", timeout=10_000)
     assert "+site-" not in window.settings.model.text() and not teach.undo.isEnabled()
     assert outcome.bundle.path.is_dir()  # the site bundle stays on the device
 

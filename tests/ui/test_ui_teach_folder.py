@@ -23,8 +23,7 @@ from ui.teach_folder import Progress, TeachError, TeachFolder, patient_key
 def _exam(store: ResultStore, patient: str, frames: int, inconclusive: int = 0, keep_frames: bool = True) -> Exam:
     exam = store.add_exam(Exam(new_result_id(), patient, "L", None, None, utc_now_iso()))
     for i in range(frames + inconclusive):
-        record = make_record(i, patient=patient, exam_id=exam.exam_id, inconclusive=i >= frames,
-                             label=None if i >= frames else "benign")
+        record = make_record(i, patient=patient, exam_id=exam.exam_id, inconclusive=i >= frames, label=None if i >= frames else "benign")
         store.add(record, frame_png=f"png-{record.result_id}".encode() if keep_frames else None)
     return exam
 

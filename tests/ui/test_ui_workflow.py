@@ -34,18 +34,20 @@ def write_frames(folder: Path, count: int = 3) -> None:
     for index in range(count):
         image = np.clip(rng.normal(25, 8, (480, 640)), 0, 255).astype(np.uint8)
         b = BRIGHT_BOX
-        image[b.y:b.y + b.height, b.x:b.x + b.width] = np.clip(rng.normal(200, 15, (b.height, b.width)), 0, 255)
+        image[b.y : b.y + b.height, b.x : b.x + b.width] = np.clip(rng.normal(200, 15, (b.height, b.width)), 0, 255)
         cv2.imwrite(str(folder / f"scan-{index}.png"), image)
 
 
 def _started_window(qtbot, tmp_path: Path, bundle: Path, **model: object):
-    config = parse_config({
-        "device": {"id": "ui-test", "site": "test-site", "data_dir": str(tmp_path / "data")},
-        "model": {"path": str(bundle), "threads": 1, **model},
-        "source": {"spec": f"folder:{tmp_path / 'not-plugged-in'}", "reopen_interval_s": 0.2},
-        "uplink": {"enabled": False},
-        "ui": {"source_roots": [str(tmp_path / "media")], "pin": "2468"},
-    })
+    config = parse_config(
+        {
+            "device": {"id": "ui-test", "site": "test-site", "data_dir": str(tmp_path / "data")},
+            "model": {"path": str(bundle), "threads": 1, **model},
+            "source": {"spec": f"folder:{tmp_path / 'not-plugged-in'}", "reopen_interval_s": 0.2},
+            "uplink": {"enabled": False},
+            "ui": {"source_roots": [str(tmp_path / "media")], "pin": "2468"},
+        }
+    )
     window = build_window(config, (800, 480))
     qtbot.addWidget(window)
     window.show()
@@ -71,8 +73,6 @@ def test_a_sites_lower_threshold_is_what_the_screens_show(qtbot, tmp_path: Path,
         assert "10%" in window.live.card.threshold.text()
     finally:
         window.shutdown()
-
-
 
 
 def test_clinician_workflow(qtbot, workflow_window) -> None:
@@ -107,8 +107,7 @@ def test_clinician_workflow(qtbot, workflow_window) -> None:
     tap(qtbot, page.test)
     qtbot.waitUntil(lambda: page.result.text().startswith("Works: 640×480"), timeout=10_000)
     tap(qtbot, page.use)
-    qtbot.waitUntil(lambda: window.live.view.frame is not None and str(usb) in window.live.view.frame.origin,
-                    timeout=10_000)
+    qtbot.waitUntil(lambda: window.live.view.frame is not None and str(usb) in window.live.view.frame.origin, timeout=10_000)
     qtbot.waitUntil(lambda: "source" not in window.banners.banners, timeout=10_000)
 
     # Start an exam: patient ID on the keyboard, side, clock position, the readback.

@@ -40,8 +40,12 @@ class CorrectionOutbox(Outbox):
                 payload = encode_correction(message)
             except (ContractError, ValueError) as exc:
                 self.unsendable.add(correction.correction_id)
-                log.error("uplink: correction %s (of result %s) breaks the contract and is not sent: %s",
-                          correction.correction_id, correction.result_id, exc)
+                log.error(
+                    "uplink: correction %s (of result %s) breaks the contract and is not sent: %s",
+                    correction.correction_id,
+                    correction.result_id,
+                    exc,
+                )
                 continue
             self._in_flight[correction.correction_id] = InFlight(seq=message.seq, sent_at=self._clock())
             self._last_sent_id = correction.correction_id

@@ -143,8 +143,14 @@ def read_source_state(store: ResultStore, stale_after_s: float = SOURCE_STATE_ST
 
 
 def build_heartbeat(
-    store: ResultStore, *, site: str, device_id: str, interval_s: float, started_monotonic: float,
-    model_path: Path | None = None, check_model: bool = False,
+    store: ResultStore,
+    *,
+    site: str,
+    device_id: str,
+    interval_s: float,
+    started_monotonic: float,
+    model_path: Path | None = None,
+    check_model: bool = False,
 ) -> HeartbeatMessage:
     """``check_model``: report the state of the bundle at ``model_path`` (the uplink passes its configured one)."""
     backlog = store.backlog()

@@ -60,13 +60,29 @@ def message_from_record(
     if not send_thumbnail or thumb is None or len(thumb) > min(thumbnail_max_bytes, MAX_THUMBNAIL_BYTES):
         thumb = None
     return ResultMessage(
-        result_id=record.result_id, seq=record.seq, device_id=record.device_id, site=record.site,
-        created_at=record.created_at, model_name=record.model_name, model_version=record.model_version,
-        model_sha256=record.model_sha256, probabilities=dict(record.probabilities), label=record.label,
-        inconclusive=record.inconclusive, reasons=tuple(record.reasons), thresholds=dict(record.thresholds),
-        exam_id=record.exam_id, patient_ref=record.patient_ref, side=record.side, latency_ms=record.latency_ms,
-        historical=historical, prev_result_id=prev_result_id, thumbnail=thumb,
-        category=record.category, p_malignant=record.p_malignant, mode=record.mode,
+        result_id=record.result_id,
+        seq=record.seq,
+        device_id=record.device_id,
+        site=record.site,
+        created_at=record.created_at,
+        model_name=record.model_name,
+        model_version=record.model_version,
+        model_sha256=record.model_sha256,
+        probabilities=dict(record.probabilities),
+        label=record.label,
+        inconclusive=record.inconclusive,
+        reasons=tuple(record.reasons),
+        thresholds=dict(record.thresholds),
+        exam_id=record.exam_id,
+        patient_ref=record.patient_ref,
+        side=record.side,
+        latency_ms=record.latency_ms,
+        historical=historical,
+        prev_result_id=prev_result_id,
+        thumbnail=thumb,
+        category=record.category,
+        p_malignant=record.p_malignant,
+        mode=record.mode,
         # a result stored before the category rule travels as v1, which has no clock/age (such a result was
         # stored before the clock and age columns too, so it has none to lose)
         clock=record.clock if record.category is not None else None,
@@ -158,8 +174,7 @@ class Outbox:
             except (ContractError, ValueError) as exc:
                 if record.result_id not in self.unsendable:
                     self.unsendable.add(record.result_id)
-                    log.error("uplink: result %s (seq %s) breaks the contract and is not sent: %s",
-                              record.result_id, record.seq, exc)
+                    log.error("uplink: result %s (seq %s) breaks the contract and is not sent: %s", record.result_id, record.seq, exc)
                 continue
             self._in_flight[record.result_id] = InFlight(seq=message.seq, sent_at=self._clock())
             self._last_sent_id = record.result_id
@@ -202,21 +217,22 @@ class Outbox:
         """The oldest in-flight result timed out: rewind, shrink the window to one probe, double the wait."""
         waited = self.current_timeout_s
         self._backoff = min(self._backoff + 1, 30)
-        log.warning("uplink: no ack from the hub for %.1fs; probing with the oldest un-acknowledged result only, "
-                    "next wait for an ack %.1fs", waited, self.current_timeout_s)
+        log.warning(
+            "uplink: no ack from the hub for %.1fs; probing with the oldest un-acknowledged result only, next wait for an ack %.1fs",
+            waited,
+            self.current_timeout_s,
+        )
         self.rewind("ack timeout")
 
     def _hub_answered(self) -> None:
         if self._backoff:
-            log.info("uplink: the hub answers again; back to the full window (%d) and ack timeout %.1fs",
-                     self.window, self.ack_timeout_s)
+            log.info("uplink: the hub answers again; back to the full window (%d) and ack timeout %.1fs", self.window, self.ack_timeout_s)
             self._backoff = 0
 
     def rewind(self, reason: str) -> None:
         """Forget the window: the next call re-sends from the oldest result not yet acknowledged."""
         if self._in_flight:
-            log.info("uplink: re-sending from the oldest un-acknowledged result (%s; %d were in flight)",
-                     reason, len(self._in_flight))
+            log.info("uplink: re-sending from the oldest un-acknowledged result (%s; %d were in flight)", reason, len(self._in_flight))
         self._in_flight.clear()
         self._cursor = 0
         self._last_sent_id = None

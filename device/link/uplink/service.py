@@ -84,8 +84,7 @@ class UplinkService:
         self.device_id = config.device.id
         self.address = BrokerAddress.parse(broker or self.cfg.broker)
         self.client_id = client_id_for(self.cfg, f"sonopi-{self.site}-{self.device_id}", who="uplink")
-        self.topics = {kind: topic(self.site, self.device_id, kind)
-                       for kind in ("result", "status", "heartbeat", "ack", "correction")}
+        self.topics = {kind: topic(self.site, self.device_id, kind) for kind in ("result", "status", "heartbeat", "ack", "correction")}
         make_client(self.cfg, self.client_id)  # fail early on unusable TLS files / password file
         self.store = ResultStore(config.store_path)
         self.outbox = Outbox(
@@ -96,7 +95,10 @@ class UplinkService:
             thumbnail_max_bytes=self.cfg.thumbnail_max_bytes,
         )
         self.corrections = CorrectionOutbox(  # the same rules for corrections, with their own window and back-off
-            self.store, window=self.cfg.window, ack_timeout_s=self.cfg.ack_timeout_s, send_thumbnail=False,
+            self.store,
+            window=self.cfg.window,
+            ack_timeout_s=self.cfg.ack_timeout_s,
+            send_thumbnail=False,
             thumbnail_max_bytes=0,
         )
         self.backoff = Backoff(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
@@ -113,8 +115,7 @@ class UplinkService:
         self._stop.set()
 
     def serve(self) -> int:
-        log.info("uplink %s -> %s (window %d, ack timeout %.1fs)", self.client_id, self.address,
-                 self.cfg.window, self.cfg.ack_timeout_s)
+        log.info("uplink %s -> %s (window %d, ack timeout %.1fs)", self.client_id, self.address, self.cfg.window, self.cfg.ack_timeout_s)
         watchdog.notify("READY=1")
         try:
             while not self._stop.is_set():
@@ -252,16 +253,27 @@ class UplinkService:
         return len(published)
 
     def _send_heartbeat(self, client: mqtt.Client) -> None:
-        beat = build_heartbeat(self.store, site=self.site, device_id=self.device_id,
-                               interval_s=self.cfg.heartbeat_s, started_monotonic=self._started,
-                               model_path=self.config.model.path, check_model=True)
+        beat = build_heartbeat(
+            self.store,
+            site=self.site,
+            device_id=self.device_id,
+            interval_s=self.cfg.heartbeat_s,
+            started_monotonic=self._started,
+            model_path=self.config.model.path,
+            check_model=True,
+        )
         client.publish(self.topics["heartbeat"], encode_heartbeat(beat), qos=QOS["heartbeat"], retain=False)
         self._report(Connection.CONNECTED)  # refreshed with every heartbeat: a stale state means no uplink process
 
     def _status(self, state: DeviceStatus) -> StatusMessage:
         return StatusMessage(
-            state=state, device_id=self.device_id, site=self.site, at=utc_now_iso(),
-            software_version=__version__, model=self._model_identity(), backlog=self.store.backlog().pending,
+            state=state,
+            device_id=self.device_id,
+            site=self.site,
+            at=utc_now_iso(),
+            software_version=__version__,
+            model=self._model_identity(),
+            backlog=self.store.backlog().pending,
         )
 
     def _model_identity(self) -> dict[str, str] | None:
@@ -290,16 +302,14 @@ class UplinkService:
             birth = self._status(DeviceStatus.ONLINE)
         except StoreError as exc:
             log.error("uplink: %s", exc)
-            birth = StatusMessage(state=DeviceStatus.ONLINE, device_id=self.device_id, site=self.site, at=utc_now_iso(),
-                                  software_version=__version__)
+            birth = StatusMessage(state=DeviceStatus.ONLINE, device_id=self.device_id, site=self.site, at=utc_now_iso(), software_version=__version__)
         client.publish(self.topics["status"], encode_status(birth), qos=QOS["status"], retain=True)
         log.info("uplink: connected to %s as %s (backlog %s)", self.address, self.client_id, birth.backlog)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         failed = [rc for rc in reason_codes if rc.is_failure]
         if failed:
-            log.error("uplink: the broker refused our ack subscription %s (%s): check the ACL",
-                      self.topics["ack"], failed[0])
+            log.error("uplink: the broker refused our ack subscription %s (%s): check the ACL", self.topics["ack"], failed[0])
             return
         self._ready = True
 
@@ -326,8 +336,12 @@ class UplinkService:
         """Results the hub rejected for good: parked (``device history`` shows ``rejected: <reason>``), not
         re-sent; delivery goes on with the results after them."""
         for refusal in nack.rejected:
-            log.warning("uplink: result %s rejected by the hub (%s: %s); parked, not re-sent (device history shows it)",
-                        refusal.result_id, refusal.reason, refusal.detail)
+            log.warning(
+                "uplink: result %s rejected by the hub (%s: %s); parked, not re-sent (device history shows it)",
+                refusal.result_id,
+                refusal.reason,
+                refusal.detail,
+            )
         try:
             self.outbox.rejected(nack.rejected)
         except StoreError as exc:  # the result stays pending: its next re-send is rejected and nacked again
@@ -335,8 +349,12 @@ class UplinkService:
 
     def _on_correction_ack(self, answer: CorrectionAckMessage) -> None:
         for refusal in answer.rejected:
-            log.warning("uplink: correction %s rejected by the hub (%s: %s); parked, not re-sent (device history shows it)",
-                        refusal.correction_id, refusal.reason, refusal.detail)
+            log.warning(
+                "uplink: correction %s rejected by the hub (%s: %s); parked, not re-sent (device history shows it)",
+                refusal.correction_id,
+                refusal.reason,
+                refusal.detail,
+            )
         try:
             self.corrections.acked(answer.correction_ids)
             self.corrections.rejected(answer.rejected)

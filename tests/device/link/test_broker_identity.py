@@ -44,8 +44,7 @@ def shipped_broker(workdir: Path, pki: Path) -> MosquittoBroker:
     text = SHIPPED_CONF.read_text(encoding="utf-8").replace("/etc/mosquitto/sonopi", str(pki))
     assert "listener 8883\n" in text, "the shipped config's listener line changed; update this test"
     text = text.replace("listener 8883\n", f"listener {broker.port} {broker.host}\n")
-    debian = ["persistence true", f"persistence_location {workdir}/", "log_dest stderr", "log_type all",
-              "connection_messages true"]
+    debian = ["persistence true", f"persistence_location {workdir}/", "log_dest stderr", "log_type all", "connection_messages true"]
     if os.geteuid() == 0:
         debian.insert(0, "user root")  # the pki files are root's (0600); Debian runs mosquitto as its own user
     broker.conf_path.write_text("\n".join(debian) + "\n" + text)
@@ -61,16 +60,27 @@ def password(pki: Path, device: tuple[str, str]) -> str:
 
 
 def hub_config(pki: Path) -> str:
-    return (f'[mqtt]\ntls = true\nca_file = "{pki / "ca.crt"}"\ncert_file = "{pki / "hub.crt"}"\n'
-            f'key_file = "{pki / "hub.key"}"\nusername = "sonopi-hub"\npassword_file = "{pki / "hub.password"}"\n')
+    return (
+        f'[mqtt]\ntls = true\nca_file = "{pki / "ca.crt"}"\ncert_file = "{pki / "hub.crt"}"\n'
+        f'key_file = "{pki / "hub.key"}"\nusername = "sonopi-hub"\npassword_file = "{pki / "hub.password"}"\n'
+    )
 
 
 def tls_device(tmp_path: Path, pki: Path, device: tuple[str, str], broker: MosquittoBroker) -> Device:
     files = creds(pki, device)
-    return Device(tmp_path, device[0], device[1], broker.address, tls=True, ca_file=str(files / "ca.crt"),
-                  cert_file=str(files / "device.crt"), key_file=str(files / "device.key"),
-                  username=f"{device[0]}/{device[1]}", password_file=str(files / "mqtt.password"),
-                  ack_timeout_s=1.0)
+    return Device(
+        tmp_path,
+        device[0],
+        device[1],
+        broker.address,
+        tls=True,
+        ca_file=str(files / "ca.crt"),
+        cert_file=str(files / "device.crt"),
+        key_file=str(files / "device.key"),
+        username=f"{device[0]}/{device[1]}",
+        password_file=str(files / "mqtt.password"),
+        ack_timeout_s=1.0,
+    )
 
 
 class Attacker:
@@ -78,11 +88,17 @@ class Attacker:
     client id the attack needs. Driven by hand (no reconnects): every effect seen is the broker's."""
 
     def __init__(self, pki: Path, cert_of: tuple[str, str], *, client_id: str, username: str, secret: str) -> None:
-        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=True, protocol=mqtt.MQTTv311, reconnect_on_failure=False)
+        self.client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+            reconnect_on_failure=False,
+        )
         files = creds(pki, cert_of)
-        self.client.tls_set(ca_certs=str(files / "ca.crt"), certfile=str(files / "device.crt"),
-                            keyfile=str(files / "device.key"), cert_reqs=ssl.CERT_REQUIRED)
+        self.client.tls_set(
+            ca_certs=str(files / "ca.crt"), certfile=str(files / "device.crt"), keyfile=str(files / "device.key"), cert_reqs=ssl.CERT_REQUIRED
+        )
         self.client.username_pw_set(username, secret)
         self.connack: list[mqtt.ReasonCode] = []
         self.suback: list[list[mqtt.ReasonCode]] = []
@@ -151,8 +167,7 @@ def test_device_credentials_cannot_take_the_hub_client_id(tmp_path: Path, pki: P
     thief.connect(broker)
     probe = message(A, 0, seq=1)
     thief.publish(A, probe)  # after its CONNECT: a hub still connected and subscribed receives it
-    wait_for(lambda: hub.store.result(probe.result_id) is not None, 30,
-             f"the hub, still connected, to store A's result\n{hub.log()}\n{broker.log()}")
+    wait_for(lambda: hub.store.result(probe.result_id) is not None, 30, f"the hub, still connected, to store A's result\n{hub.log()}\n{broker.log()}")
     assert "hub: disconnected from the broker" not in hub.log(), "the hub was kicked off the broker"
     assert "already connected, closing old connection" not in broker.log()
     thief.close()
@@ -162,8 +177,7 @@ def test_device_credentials_cannot_take_the_hub_client_id(tmp_path: Path, pki: P
     # for the hub's id with a clean session must not wipe that session.
     hub.stop()
     b.add(20)
-    wait_for(lambda: all(r.delivery != "stored" for r in b.store.history(limit=None)), 30,
-             f"B to publish while the hub is down\n{b.log()}")
+    wait_for(lambda: all(r.delivery != "stored" for r in b.store.history(limit=None)), 30, f"B to publish while the hub is down\n{b.log()}")
     thief = Attacker(pki, A, client_id="sonopi-hub", username="site-a/dev-1", secret=password(pki, A))
     attackers.append(thief)
     thief.connect(broker)
@@ -259,10 +273,13 @@ def test_revoked_device_and_second_hub_account(tmp_path: Path, pki: Path, rig) -
         gone = message(A, 0, seq=1)
         revoked.publish(A, gone)
         revoked.close()
-        hub2 = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="anything",
-                           clean_session=True, protocol=mqtt.MQTTv311)
-        hub2.tls_set(ca_certs=str(work / "ca.crt"), certfile=str(work / "sonopi-hub-2.crt"),
-                     keyfile=str(work / "sonopi-hub-2.key"), cert_reqs=ssl.CERT_REQUIRED)
+        hub2 = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="anything", clean_session=True, protocol=mqtt.MQTTv311)
+        hub2.tls_set(
+            ca_certs=str(work / "ca.crt"),
+            certfile=str(work / "sonopi-hub-2.crt"),
+            keyfile=str(work / "sonopi-hub-2.key"),
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
         seen: list[str] = []
         hub2.on_message = lambda c, u, m: seen.append(m.topic)
         subscribed: list[bool] = []
@@ -271,9 +288,17 @@ def test_revoked_device_and_second_hub_account(tmp_path: Path, pki: Path, rig) -
         hub2.loop_start()
         hub2.subscribe("$share/sonopi-hubs/sonopi/v1/+/+/result", qos=1)  # as two hubs share the load
         wait_for(lambda: subscribed, 20, "the second hub's SUBACK")
-        b = Device(tmp_path / "second", *B, broker.address, tls=True, ca_file=str(creds(work, B) / "ca.crt"),
-                   cert_file=str(creds(work, B) / "device.crt"), key_file=str(creds(work, B) / "device.key"),
-                   username="site-b/dev-2", ack_timeout_s=1.0)
+        b = Device(
+            tmp_path / "second",
+            *B,
+            broker.address,
+            tls=True,
+            ca_file=str(creds(work, B) / "ca.crt"),
+            cert_file=str(creds(work, B) / "device.crt"),
+            key_file=str(creds(work, B) / "device.key"),
+            username="site-b/dev-2",
+            ack_timeout_s=1.0,
+        )
         devices.append(b)
         b.add(3)
         b.start_uplink()

@@ -71,7 +71,12 @@ def test_result_round_trip_keeps_attribution_and_thumbnail() -> None:
     back = decode_result(TOPIC, encode_result(message))
     assert back == message
     assert (back.patient_ref, back.exam_id, back.side, back.device_id, back.site) == (
-        record.patient_ref, record.exam_id, record.side, "dev-1", "site-a")
+        record.patient_ref,
+        record.exam_id,
+        record.side,
+        "dev-1",
+        "site-a",
+    )
 
 
 def test_thumbnail_off_or_too_big_is_left_out() -> None:
@@ -88,8 +93,15 @@ def test_thumbnail_off_or_too_big_is_left_out() -> None:
 def test_topics() -> None:
     assert topic("site-a", "dev-1", "ack") == "sonopi/v1/site-a/dev-1/ack"
     assert parse_topic(TOPIC) == contract.Topic("site-a", "dev-1", "result")
-    for bad in ("sonopi/v1/site-a/result", "sonopi/v2/a/b/result", "sonopi/v1/a/b/command", "sonopi/v1/+/b/result",
-                "sonopi/v1/a/b c/result", "", "sonopi/v1/a/b/result/x"):
+    for bad in (
+        "sonopi/v1/site-a/result",
+        "sonopi/v2/a/b/result",
+        "sonopi/v1/a/b/command",
+        "sonopi/v1/+/b/result",
+        "sonopi/v1/a/b c/result",
+        "",
+        "sonopi/v1/a/b/result/x",
+    ):
         with pytest.raises(ContractError) as err:
             parse_topic(bad)
         assert err.value.reason == "bad_topic"
@@ -150,9 +162,7 @@ def test_arbitrary_json_is_rejected_only_with_contract_error(value: object) -> N
         decode_result(TOPIC, json.dumps(value).encode())
 
 
-field_mutations = st.sampled_from(sorted(good_payload().keys())).flatmap(
-    lambda key: st.tuples(st.just(key), json_values)
-)
+field_mutations = st.sampled_from(sorted(good_payload().keys())).flatmap(lambda key: st.tuples(st.just(key), json_values))
 
 
 @settings(max_examples=300, deadline=None)
@@ -181,22 +191,25 @@ SECRET = "SECRET-PATIENT-4711"
 
 
 def good_status(**changes: object) -> dict:
-    payload = contract.StatusMessage("online", "dev-1", "site-a", "2026-01-01T00:00:00.123Z", "0.1.0",
-                                     {"name": "m", "version": "1", "sha256": "ab" * 32}, 3).to_payload()
+    payload = contract.StatusMessage(
+        "online", "dev-1", "site-a", "2026-01-01T00:00:00.123Z", "0.1.0", {"name": "m", "version": "1", "sha256": "ab" * 32}, 3
+    ).to_payload()
     payload.update(changes)
     return payload
 
 
 def good_heartbeat(**changes: object) -> dict:
-    payload = contract.HeartbeatMessage("dev-1", "site-a", "2026-01-01T00:00:00.123Z", 60.0, 12.5, 3, 4.0, 10**9,
-                                        51.2, "0x0", 38.0).to_payload()
+    payload = contract.HeartbeatMessage("dev-1", "site-a", "2026-01-01T00:00:00.123Z", 60.0, 12.5, 3, 4.0, 10**9, 51.2, "0x0", 38.0).to_payload()
     payload.update(changes)
     return payload
 
 
 GOOD = {"result": good_payload, "status": good_status, "heartbeat": good_heartbeat}
-DECODE = {"result": lambda data: decode_result(TOPIC, data), "status": lambda data: decode_status(STATUS_TOPIC, data),
-          "heartbeat": lambda data: contract.decode_heartbeat(HEARTBEAT_TOPIC, data)}
+DECODE = {
+    "result": lambda data: decode_result(TOPIC, data),
+    "status": lambda data: decode_status(STATUS_TOPIC, data),
+    "heartbeat": lambda data: contract.decode_heartbeat(HEARTBEAT_TOPIC, data),
+}
 
 
 def _leaves(node: dict, path: tuple = ()):  # (path, subschema) of every property, nested objects and items included
@@ -216,8 +229,11 @@ def _types(sub: dict) -> set[str]:
 def test_every_number_in_every_schema_is_bounded_on_both_sides(kind: str) -> None:
     document = contract.schema(kind)
     numbers = [(p, s) for p, s in _leaves(document) if _types(s) & {"number", "integer"}]
-    numbers += [(p + ("*",), s["additionalProperties"]) for p, s in _leaves(document)
-                if isinstance(s.get("additionalProperties"), dict) and _types(s["additionalProperties"]) & {"number"}]
+    numbers += [
+        (p + ("*",), s["additionalProperties"])
+        for p, s in _leaves(document)
+        if isinstance(s.get("additionalProperties"), dict) and _types(s["additionalProperties"]) & {"number"}
+    ]
     for path, sub in numbers:
         assert {"minimum", "exclusiveMinimum"} & set(sub) and {"maximum", "exclusiveMaximum"} & set(sub), (kind, path)
         assert sub.get("maximum", 0) <= 2**53 - 1, (kind, path, "beyond what a double and a BIGINT hold exactly")
@@ -330,11 +346,16 @@ def test_a_trailing_newline_does_not_pass_a_name_or_an_id() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(["patient_ref", "exam_id"]), st.one_of(
-    st.text(min_size=65, max_size=80).map(lambda t: SECRET + t),
-    st.sampled_from(["\x00", "\n", "\u2028", "\ud800"]).map(lambda c: SECRET + c),
-    st.just({"ref": SECRET}), st.just([SECRET]), st.just(7),
-))
+@given(
+    st.sampled_from(["patient_ref", "exam_id"]),
+    st.one_of(
+        st.text(min_size=65, max_size=80).map(lambda t: SECRET + t),
+        st.sampled_from(["\x00", "\n", "\u2028", "\ud800"]).map(lambda c: SECRET + c),
+        st.just({"ref": SECRET}),
+        st.just([SECRET]),
+        st.just(7),
+    ),
+)
 def test_a_rejection_detail_never_quotes_the_value(field: str, value: object) -> None:
     try:
         decode_result(TOPIC, raw(good_payload(**{field: value})))
@@ -346,8 +367,7 @@ def test_a_rejection_detail_never_quotes_the_value(field: str, value: object) ->
 
 def test_a_nack_travels_on_the_ack_topic_and_a_device_that_predates_it_ignores_it() -> None:
     rid = str(uuid.uuid4())
-    nack = contract.NackMessage((contract.Refusal(rid, "topic_mismatch", "topic says a/b, payload says a/c"),),
-                                "2026-01-01T00:00:00.000Z")
+    nack = contract.NackMessage((contract.Refusal(rid, "topic_mismatch", "topic says a/b, payload says a/c"),), "2026-01-01T00:00:00.000Z")
     data = contract.encode_nack(nack)
     assert contract.decode_ack_topic(data) == nack
     ack = contract.AckMessage((rid,), None)

@@ -58,8 +58,13 @@ def _raw(payload: dict) -> bytes:
 
 
 def test_a_result_analysed_under_an_exam_carries_its_clock_and_age(tmp_path: Path, tiny_bundle) -> None:
-    config = parse_config({"device": {"id": "clock-test", "site": "s", "data_dir": str(tmp_path)},
-                           "model": {"path": str(tiny_bundle.path), "threads": 1}, "store": {"keep_images_days": 0}})
+    config = parse_config(
+        {
+            "device": {"id": "clock-test", "site": "s", "data_dir": str(tmp_path)},
+            "model": {"path": str(tiny_bundle.path), "threads": 1},
+            "store": {"keep_images_days": 0},
+        }
+    )
     analyzer = Analyzer(config, Classifier(tiny_bundle, threads=1), ResultStore(config.store_path), ExamDesk())
     try:
         image = np.clip(np.random.default_rng(3).normal(90, 20, (96, 128)), 0, 255).astype(np.uint8)
@@ -87,16 +92,17 @@ def _old_device_file(path: Path, drop: tuple[str, ...], version: str) -> None:
     for column in drop:
         db.execute(f"ALTER TABLE results DROP COLUMN {column}")
     db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
-    db.execute("INSERT INTO results (result_id, created_at, device_id, site, exam_id, model_name, model_version, "
-               "model_sha256, label, inconclusive, reasons, probabilities, thresholds) VALUES ('r1', "
-               "'2026-01-01T00:00:00.000Z', 'd', 's', 'E1', 'm', '1', ?, 'benign', 0, '[]', '{\"benign\": 1.0}', '{}')",
-               ("0" * 64,))
+    db.execute(
+        "INSERT INTO results (result_id, created_at, device_id, site, exam_id, model_name, model_version, "
+        "model_sha256, label, inconclusive, reasons, probabilities, thresholds) VALUES ('r1', "
+        "'2026-01-01T00:00:00.000Z', 'd', 's', 'E1', 'm', '1', ?, 'benign', 0, '[]', '{\"benign\": 1.0}', '{}')",
+        ("0" * 64,),
+    )
     db.commit()
     db.close()
 
 
-@pytest.mark.parametrize(("drop", "version"), [(("clock", "age"), "2"),
-                                               (("category", "p_malignant", "mode", "clock", "age"), "1")])
+@pytest.mark.parametrize(("drop", "version"), [(("clock", "age"), "2"), (("category", "p_malignant", "mode", "clock", "age"), "1")])
 def test_an_existing_device_store_gains_the_columns_and_keeps_its_results(tmp_path: Path, drop, version: str) -> None:
     path = tmp_path / "results.sqlite"
     _old_device_file(path, drop, version)
@@ -140,11 +146,18 @@ def test_clock_and_age_round_trip_schema_2_and_stay_out_when_not_entered() -> No
 @pytest.mark.parametrize(
     ("change", "reason", "field"),
     [
-        ({"clock": 0}, "schema", "clock"), ({"clock": 13}, "schema", "clock"), ({"clock": 3.5}, "schema", "clock"),
-        ({"clock": "3"}, "schema", "clock"), ({"clock": True}, "schema", "clock"), ({"clock": 1e30}, "schema", "clock"),
-        ({"age": -1}, "schema", "age"), ({"age": 131}, "schema", "age"), ({"age": "54"}, "schema", "age"),
+        ({"clock": 0}, "schema", "clock"),
+        ({"clock": 13}, "schema", "clock"),
+        ({"clock": 3.5}, "schema", "clock"),
+        ({"clock": "3"}, "schema", "clock"),
+        ({"clock": True}, "schema", "clock"),
+        ({"clock": 1e30}, "schema", "clock"),
+        ({"age": -1}, "schema", "age"),
+        ({"age": 131}, "schema", "age"),
+        ({"age": "54"}, "schema", "age"),
         ({"age": 54.5}, "schema", "age"),
-        ({"clock": 3, "exam_id": None}, "inconsistent", "clock"), ({"age": 54, "exam_id": None}, "inconsistent", "age"),
+        ({"clock": 3, "exam_id": None}, "inconsistent", "clock"),
+        ({"age": 54, "exam_id": None}, "inconsistent", "age"),
     ],
 )
 def test_an_out_of_range_or_exam_less_value_is_refused_naming_the_field(change: dict, reason: str, field: str) -> None:
@@ -182,8 +195,7 @@ def hub_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def _hub_cli(target: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "hub", *args, "--db", target], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "hub", *args, "--db", target], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -205,8 +217,7 @@ def test_a_real_hub_stores_clock_and_age_and_exports_them(tmp_path: Path, hub_ta
         hub.wait(lambda: {old.result_id, bare.result_id, full.result_id} <= set(raw.acks()), "three acks")
         got = {m.result_id: hub.store.result(m.result_id) for m in (old, bare, full)}
         assert (got[full.result_id].clock, got[full.result_id].age, got[full.result_id].schema_version) == (10, 54, 2)
-        assert (got[bare.result_id].clock, got[bare.result_id].age, got[bare.result_id].category) == (
-            None, None, bare.category)
+        assert (got[bare.result_id].clock, got[bare.result_id].age, got[bare.result_id].category) == (None, None, bare.category)
         assert (got[old.result_id].clock, got[old.result_id].age, got[old.result_id].schema_version) == (None, None, 1)
 
         raw.publish(encode_result(replace(full, age=55)))  # same id, another age: content differs
@@ -294,8 +305,7 @@ def test_the_console_shows_clock_and_age_on_the_result_and_exam_pages(tmp_path: 
     try:
         client = TestClient(app, base_url="https://console.test", follow_redirects=False)
         token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
-        assert client.post("/login", data={"username": "olga", "password": "correct horse battery",
-                                           "csrf_token": token}).status_code == 303
+        assert client.post("/login", data={"username": "olga", "password": "correct horse battery", "csrf_token": token}).status_code == 303
         page = client.get(f"/results/{with_them.result_id}").text
         assert re.search(r'id="clock">10 o&#39;clock<|id="clock">10 o\'clock<', page), page
         assert 'id="age">54 years<' in page

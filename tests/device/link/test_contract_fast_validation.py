@@ -32,8 +32,9 @@ from device.link.contract import SCHEMA_2_FIELDS, ContractError
 KINDS = ("result_v1", "result_v2", "status", "heartbeat", "ack", "nack", "correction", "correction_ack")
 CONTROLS = "\x00\x09\x0a\x1f\x7f\x80\x85\x9f\u2028\u2029\u202a\u202e\u2066\u2069\ud800\udbff\udc00\udfff"
 NEAR_CONTROLS = " ~\xa0\xa1\u2027\u202f\u2065\u206a\ue000\U0001f600é"  # just outside the control classes: allowed
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                                       HealthCheck.filter_too_much])
+SETTINGS = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+)
 
 
 def message_type(kind: str) -> str:
@@ -92,15 +93,15 @@ def generation_schema(kind: str) -> dict[str, Any]:
 
 
 _CONTROL_RE = re.compile(contract.schema("ack")["$defs"]["control"]["pattern"])
-_free_char = st.characters(exclude_categories=("Cc", "Cs"), exclude_characters="\u2028\u2029\u202a\u202b\u202c\u202d\u202e"
-                           "\u2066\u2067\u2068\u2069")  # Cc = U+0000-001F, U+007F-009F: what $defs/control allows
+_free_char = st.characters(
+    exclude_categories=("Cc", "Cs"), exclude_characters="\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)  # Cc = U+0000-001F, U+007F-009F: what $defs/control allows
 
 
 def _string(node: dict[str, Any]) -> st.SearchStrategy[str]:
     low, high = node.get("minLength", 0), node.get("maxLength", 80)
     if "pattern" in node:
-        return st.from_regex(node["pattern"].removeprefix("^").removesuffix("$"), fullmatch=True).filter(
-            lambda s: low <= len(s) <= high)
+        return st.from_regex(node["pattern"].removeprefix("^").removesuffix("$"), fullmatch=True).filter(lambda s: low <= len(s) <= high)
     return st.text(_free_char, min_size=low, max_size=min(high, 80)) | st.text(_free_char, min_size=high, max_size=high)
 
 
@@ -133,8 +134,7 @@ def from_schema(node: Any, full: bool = False) -> st.SearchStrategy[Any]:
         elif name == "boolean":
             options.append(st.booleans())
         elif name == "array":
-            options.append(st.lists(from_schema(node["items"], full), min_size=node.get("minItems", 0),
-                                    max_size=min(node.get("maxItems", 5), 5)))
+            options.append(st.lists(from_schema(node["items"], full), min_size=node.get("minItems", 0), max_size=min(node.get("maxItems", 5), 5)))
         elif name == "object":
             options.append(_object(node, full))
     return st.one_of(options)
@@ -144,11 +144,14 @@ def _object(node: dict[str, Any], full: bool) -> st.SearchStrategy[dict[str, Any
     properties = node.get("properties", {})
     if properties:
         required = set(properties) if full else set(node.get("required", ()))
-        return st.fixed_dictionaries({k: from_schema(v, full) for k, v in properties.items() if k in required},
-                                     optional={k: from_schema(v) for k, v in properties.items() if k not in required})
+        return st.fixed_dictionaries(
+            {k: from_schema(v, full) for k, v in properties.items() if k in required},
+            optional={k: from_schema(v) for k, v in properties.items() if k not in required},
+        )
     names = _string(node["propertyNames"])
-    return st.dictionaries(names, from_schema(node["additionalProperties"], full), min_size=node.get("minProperties", 0),
-                           max_size=min(node.get("maxProperties", 4), 4))
+    return st.dictionaries(
+        names, from_schema(node["additionalProperties"], full), min_size=node.get("minProperties", 0), max_size=min(node.get("maxProperties", 4), 4)
+    )
 
 
 VALID = {kind: from_schema(generation_schema(kind)) for kind in KINDS}
@@ -158,9 +161,15 @@ FULL = {kind: from_schema(generation_schema(kind), full=True) for kind in KINDS}
 # --- mutations -------------------------------------------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20) | st.sampled_from(list(CONTROLS + NEAR_CONTROLS)),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+    | st.sampled_from(list(CONTROLS + NEAR_CONTROLS)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 def subschema(document: dict[str, Any], path: list[Any]) -> dict[str, Any]:
@@ -207,8 +216,7 @@ def mutated(draw: st.DrawFn, kind: str) -> dict[str, Any]:
     for _ in range(draw(st.sampled_from([1, 1, 1, 2, 3]))):  # mostly one: a payload whose only fault is the mutation
         # hypothesis draws the first element of a list most often (its "simplest"): the subtle mutations come first,
         # and the paths deepest first, so that "drop the schema key" does not become most of the examples
-        how = draw(st.sampled_from(["near", "control", "pattern", "near", "control", "json", "grow", "rekey", "extra",
-                                    "schema", "drop"]))
+        how = draw(st.sampled_from(["near", "control", "pattern", "near", "control", "json", "grow", "rekey", "extra", "schema", "drop"]))
         paths = [p for p in reversed(_paths(payload)) if _fits(how, p, _at(payload, p), subschema(document, p))]
         if not paths:  # nothing this mutation applies to (e.g. every key dropped)
             payload[draw(st.sampled_from(["schema", "x"]))] = draw(json_values)
@@ -222,8 +230,7 @@ def mutated(draw: st.DrawFn, kind: str) -> dict[str, Any]:
         if how == "drop" and isinstance(parent, dict):
             del parent[key]
         elif how == "extra" and isinstance(parent, dict):
-            parent[draw(st.text(max_size=10) | st.sampled_from(["thumbnail_jpeg_b64", "kind", *SCHEMA_2_FIELDS, "schema"]))] = \
-                draw(json_values)
+            parent[draw(st.text(max_size=10) | st.sampled_from(["thumbnail_jpeg_b64", "kind", *SCHEMA_2_FIELDS, "schema"]))] = draw(json_values)
         elif how == "json":
             parent[key] = draw(json_values)
         elif how == "near":
@@ -233,8 +240,20 @@ def mutated(draw: st.DrawFn, kind: str) -> dict[str, Any]:
             at = draw(st.integers(0, len(current)))
             parent[key] = current[:at] + draw(st.sampled_from(list(CONTROLS + NEAR_CONTROLS))) + current[at:]
         elif how == "pattern" and isinstance(current, str):
-            parent[key] = draw(st.sampled_from([current + "\n", current + "x", current.upper(), current[1:], "\n" + current,
-                                                current.replace("-", "_"), current + "\n\n", current.rstrip("Z")]))
+            parent[key] = draw(
+                st.sampled_from(
+                    [
+                        current + "\n",
+                        current + "x",
+                        current.upper(),
+                        current[1:],
+                        "\n" + current,
+                        current.replace("-", "_"),
+                        current + "\n\n",
+                        current.rstrip("Z"),
+                    ]
+                )
+            )
         elif how == "schema":
             payload["schema"] = draw(st.sampled_from([1, 2, 1.0, 2.0, True, 3, 0, "1", None]))
         elif how == "grow" and isinstance(current, list):
@@ -311,8 +330,9 @@ def test_mutations_reach_both_verdicts(kind: str) -> None:
     """The mutation strategy is not vacuous: over a fixed seed it yields payloads jsonschema accepts and refuses."""
     seen: set[bool] = set()
 
-    @settings(max_examples=150, deadline=None, database=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=150, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    )
     @given(data=st.data())
     def collect(data: st.DataObject) -> None:
         seen.add(oracle(kind, data.draw(mutated(kind))))

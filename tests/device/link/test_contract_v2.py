@@ -30,8 +30,11 @@ pytestmark = pytest.mark.timeout(120)
 
 TOPIC = "sonopi/v1/site-a/dev-1/result"
 SPEC = DecisionSpec(modes={"balanced": ModeSpec(0.05)}, lesion_threshold=0.35)
-PROBABILITIES = ({"normal": 0.9, "benign": 0.08, "malignant": 0.02}, {"normal": 0.3, "benign": 0.66, "malignant": 0.04},
-                 {"normal": 0.3, "benign": 0.5, "malignant": 0.2})
+PROBABILITIES = (
+    {"normal": 0.9, "benign": 0.08, "malignant": 0.02},
+    {"normal": 0.3, "benign": 0.66, "malignant": 0.04},
+    {"normal": 0.3, "benign": 0.5, "malignant": 0.2},
+)
 
 
 def v2_record(site: str, device_id: str, seq: int, inconclusive: bool = False) -> ResultRecord:
@@ -39,15 +42,21 @@ def v2_record(site: str, device_id: str, seq: int, inconclusive: bool = False) -
     probabilities = PROBABILITIES[seq % 3]
     d = decide(probabilities, ("normal", "benign", "malignant"), SPEC, "balanced", None, inconclusive)
     base = replace(make_record(site, device_id, seq), seq=seq)
-    return replace(base, probabilities=probabilities, label=None if inconclusive else d.label,
-                   inconclusive=inconclusive, reasons=("blank",) if inconclusive else (),
-                   thresholds={"malignant": d.malignant_threshold}, category=d.category.value,
-                   p_malignant=d.p_malignant, mode=d.mode.value)
+    return replace(
+        base,
+        probabilities=probabilities,
+        label=None if inconclusive else d.label,
+        inconclusive=inconclusive,
+        reasons=("blank",) if inconclusive else (),
+        thresholds={"malignant": d.malignant_threshold},
+        category=d.category.value,
+        p_malignant=d.p_malignant,
+        mode=d.mode.value,
+    )
 
 
 def v2_message(seq: int = 3, prev: str | None = None, **changes: object) -> ResultMessage:
-    return replace(message_from_record(v2_record("site-a", "dev-1", seq), historical=False, prev_result_id=prev),
-                   **changes)
+    return replace(message_from_record(v2_record("site-a", "dev-1", seq), historical=False, prev_result_id=prev), **changes)
 
 
 def test_a_stored_result_with_a_category_travels_as_schema_2() -> None:
@@ -60,8 +69,7 @@ def test_a_stored_result_with_a_category_travels_as_schema_2() -> None:
         assert (back.schema, back.category, back.p_malignant, back.mode) == (2, message.category, message.p_malignant, "balanced")
     categories = {v2_message(seq).category for seq in range(1, 4)}
     assert categories == {"no_lesion", "low_suspicion", "suspicious"}
-    inconclusive = message_from_record(v2_record("site-a", "dev-1", 4, inconclusive=True), historical=False,
-                                             prev_result_id=None)
+    inconclusive = message_from_record(v2_record("site-a", "dev-1", 4, inconclusive=True), historical=False, prev_result_id=None)
     assert decode_result(TOPIC, encode_result(inconclusive)).category == "inconclusive"
 
 
@@ -100,8 +108,7 @@ def test_a_schema_2_result_whose_numbers_disagree_is_refused(change, reason: str
 
 
 def _export(db: Path, fmt: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "hub", "export", f"--{fmt}", "--db", str(db)], capture_output=True,
-                          text=True, timeout=60, cwd=REPO)
+    proc = subprocess.run([sys.executable, "-m", "hub", "export", f"--{fmt}", "--db", str(db)], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -133,7 +140,10 @@ def test_a_real_hub_stores_v1_and_v2_results_and_exports_the_new_fields(tmp_path
 
         rows = {r["result_id"]: r for r in map(json.loads, _export(hub.db, "json").splitlines())}
         assert (rows[new.result_id]["category"], rows[new.result_id]["p_malignant"], rows[new.result_id]["mode"]) == (
-            "suspicious", new.p_malignant, "balanced")
+            "suspicious",
+            new.p_malignant,
+            "balanced",
+        )
         assert rows[old.result_id]["category"] is None and rows[old.result_id]["schema"] == 1
         table = {r["result_id"]: r for r in csv.DictReader(io.StringIO(_export(hub.db, "csv")))}
         assert table[new.result_id]["category"] == "suspicious" and table[old.result_id]["category"] == ""
@@ -194,9 +204,25 @@ def test_the_device_classifies_stores_and_delivers_categories_to_the_hub(shipped
     try:
         old = device.store.add(replace(make_record("site-a", "dev-1", 1), seq=None))  # before the category rule
         write_demo_frames(tmp_path / "frames", count=3)
-        run = subprocess.run([sys.executable, "-m", "device", "run", "--config", str(device.config_path), "--model",
-                              str(shipped_bundle_dir), "--source", f"folder:{tmp_path / 'frames'}", "--once"],
-                             capture_output=True, text=True, timeout=300, cwd=REPO)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "device",
+                "run",
+                "--config",
+                str(device.config_path),
+                "--model",
+                str(shipped_bundle_dir),
+                "--source",
+                f"folder:{tmp_path / 'frames'}",
+                "--once",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
+        )
         assert run.returncode == 0, run.stderr
         records = device.store.history(newest_first=False)
         assert len(records) == 4 and records[0].result_id == old.result_id
@@ -206,8 +232,7 @@ def test_the_device_classifies_stores_and_delivers_categories_to_the_hub(shipped
         wait_for(lambda: hub.count() == 4, 60, "four results at the hub")
         for record in records:
             row = hub.store.result(record.result_id)
-            assert (row.category, row.p_malignant, row.mode, row.label) == (
-                record.category, record.p_malignant, record.mode, record.label)
+            assert (row.category, row.p_malignant, row.mode, row.label) == (record.category, record.p_malignant, record.mode, record.label)
             assert row.schema_version == (1 if record is records[0] else 2)
         wait_for(lambda: device.store.backlog().pending == 0, 30, "every ack")
     finally:

@@ -60,8 +60,15 @@ def test_source_state_fresh_stale_absent(tmp_path: Path) -> None:
 def test_heartbeat_with_model_check(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     heartbeat._model_cache.clear()
     with ResultStore(tmp_path / "results.sqlite") as store:
-        beat = build_heartbeat(store, site="s", device_id="d", interval_s=30, started_monotonic=time.monotonic(),
-                               model_path=tmp_path / "missing-bundle", check_model=True)
+        beat = build_heartbeat(
+            store,
+            site="s",
+            device_id="d",
+            interval_s=30,
+            started_monotonic=time.monotonic(),
+            model_path=tmp_path / "missing-bundle",
+            check_model=True,
+        )
         assert beat.model_state == "missing"
         decoded = decode_heartbeat(TOPIC, encode_heartbeat(beat))
         assert decoded.model_state == "missing" and decoded.source_state is None
@@ -93,16 +100,23 @@ def test_hub_stores_model_and_source_state(hub_target: str) -> None:
         with sqlite3.connect(hub_target) as db:
             for name in ("model_state", "model_detail", "source_state", "source_detail"):
                 db.execute(f"ALTER TABLE devices DROP COLUMN {name}")
-    beat = HeartbeatMessage(device_id="d", site="s", at="2026-01-01T00:00:00Z", interval_s=30, uptime_s=1, backlog=0,
-                            model_state="rejected", model_detail="sha256 mismatch", source_state="lost",
-                            source_detail="/dev/video0 gone")
+    beat = HeartbeatMessage(
+        device_id="d",
+        site="s",
+        at="2026-01-01T00:00:00Z",
+        interval_s=30,
+        uptime_s=1,
+        backlog=0,
+        model_state="rejected",
+        model_detail="sha256 mismatch",
+        source_state="lost",
+        source_detail="/dev/video0 gone",
+    )
     with HubStore.open(hub_target) as store:
         store.record_heartbeat(decode_heartbeat(TOPIC, encode_heartbeat(beat)))
         d = store.device("s", "d")
         assert d is not None
-        assert (d.model_state, d.model_detail, d.source_state, d.source_detail) == (
-            "rejected", "sha256 mismatch", "lost", "/dev/video0 gone")
-        store.record_heartbeat(HeartbeatMessage(device_id="d", site="s", at="2026-01-01T00:00:30Z", interval_s=30,
-                                                uptime_s=31, backlog=0))
+        assert (d.model_state, d.model_detail, d.source_state, d.source_detail) == ("rejected", "sha256 mismatch", "lost", "/dev/video0 gone")
+        store.record_heartbeat(HeartbeatMessage(device_id="d", site="s", at="2026-01-01T00:00:30Z", interval_s=30, uptime_s=31, backlog=0))
         d = store.device("s", "d")
         assert d is not None and (d.model_state, d.source_state) == (None, None)

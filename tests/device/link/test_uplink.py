@@ -31,12 +31,22 @@ def make_record(site: str, device_id: str, i: int) -> ResultRecord:
     malignant = i % 3 == 0
     inconclusive = i % 7 == 0
     return ResultRecord(
-        result_id=new_result_id(), created_at=utc_now_iso(), device_id=device_id, site=site,
-        model_name="sonopi-lite0", model_version="1.2.0", model_sha256=SHA,
+        result_id=new_result_id(),
+        created_at=utc_now_iso(),
+        device_id=device_id,
+        site=site,
+        model_name="sonopi-lite0",
+        model_version="1.2.0",
+        model_sha256=SHA,
         probabilities={"benign": 0.2, "malignant": 0.8} if malignant else {"benign": 0.9, "malignant": 0.1},
-        label=None if inconclusive else ("malignant" if malignant else "benign"), inconclusive=inconclusive,
-        reasons=("low_confidence",) if inconclusive else (), thresholds={"min_confidence": 0.6},
-        exam_id=f"E{i // 4}", patient_ref=f"P-{i % 37:03d}", side="L" if i % 2 else "R", latency_ms=30.0 + i % 10,
+        label=None if inconclusive else ("malignant" if malignant else "benign"),
+        inconclusive=inconclusive,
+        reasons=("low_confidence",) if inconclusive else (),
+        thresholds={"min_confidence": 0.6},
+        exam_id=f"E{i // 4}",
+        patient_ref=f"P-{i % 37:03d}",
+        side="L" if i % 2 else "R",
+        latency_ms=30.0 + i % 10,
         thumbnail=JPEG if i % 5 == 0 else None,
     )
 
@@ -50,8 +60,16 @@ class Device:
         self.dir.mkdir(parents=True)
         self.store_path = self.dir / "results.sqlite"
         self.store = ResultStore(self.store_path)
-        settings = {"broker": broker, "ack_timeout_s": 2.0, "window": 64, "heartbeat_s": 1.0,
-                    "reconnect_min_s": 0.1, "reconnect_max_s": 1.0, "poll_s": 0.05, "keepalive_s": 5}
+        settings = {
+            "broker": broker,
+            "ack_timeout_s": 2.0,
+            "window": 64,
+            "heartbeat_s": 1.0,
+            "reconnect_min_s": 0.1,
+            "reconnect_max_s": 1.0,
+            "poll_s": 0.05,
+            "keepalive_s": 5,
+        }
         settings.update(uplink)
         self.config_path = self.dir / "device.toml"
         self.config_path.write_text(
@@ -115,8 +133,7 @@ class Hub:
         self.store = HubStore.open(self.db)
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "hub", "serve", "--config", str(self.config_path), "--db", str(self.db),
-                "--broker", self.broker]
+        args = [sys.executable, "-m", "hub", "serve", "--config", str(self.config_path), "--db", str(self.db), "--broker", self.broker]
         self.proc = start_process(args, self.dir / "hub.log")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
@@ -142,7 +159,13 @@ def assert_delivered(hub: Hub, device: Device) -> None:
     assert [r.result_id for r in rows] == [e.result_id for e in expected], "hub rows differ from the device's results"
     for row, rec in zip(rows, expected):
         assert (row.seq, row.patient_ref, row.exam_id, row.side, row.label, row.inconclusive) == (
-            rec.seq, rec.patient_ref, rec.exam_id, rec.side, rec.label, rec.inconclusive)
+            rec.seq,
+            rec.patient_ref,
+            rec.exam_id,
+            rec.side,
+            rec.label,
+            rec.inconclusive,
+        )
         assert row.probabilities == rec.probabilities and row.thumbnail == rec.thumbnail
         assert (row.model_name, row.model_version, row.model_sha256) == (rec.model_name, rec.model_version, rec.model_sha256)
     assert device.store.backlog().pending == 0
@@ -267,8 +290,9 @@ def test_hub_down_while_devices_publish(rig, broker) -> None:
     hub.stop(signal.SIGKILL)  # ...then the hub dies
     device.start_uplink()
     device.add(1500)
-    wait_for(lambda: any(r.delivery == "sent" for r in device.store.history(limit=5, newest_first=False)), 30,
-             "the device to send while the hub is down")
+    wait_for(
+        lambda: any(r.delivery == "sent" for r in device.store.history(limit=5, newest_first=False)), 30, "the device to send while the hub is down"
+    )
     assert hub.count() == 0
     hub.start()
     drained_and_delivered(hub, device, 1500, 90, "the backlog to drain")

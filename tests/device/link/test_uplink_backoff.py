@@ -50,8 +50,7 @@ def test_no_full_window_resent_while_the_hub_is_down(tmp_path: Path, broker: Mos
     device.start_uplink()
     uplink_log = device.dir / "uplink.log"
     try:
-        wait_for(lambda: full_log(uplink_log).count(TIMEOUT_LINE) >= timeouts, 90,
-                 f"{timeouts} ack timeouts with the hub down\n{device.log()}")
+        wait_for(lambda: full_log(uplink_log).count(TIMEOUT_LINE) >= timeouts, 90, f"{timeouts} ack timeouts with the hub down\n{device.log()}")
     finally:
         device.stop_uplink()
     expired = full_log(uplink_log).count(TIMEOUT_LINE)
@@ -90,16 +89,16 @@ def test_an_ack_that_cannot_be_recorded_is_resent_without_a_reconnect(tmp_path: 
     device.start_uplink()
     uplink_log = device.dir / "uplink.log"
     try:
-        wait_for(lambda: all(r.delivery == "sent" for r in device.store.history(limit=None)), 30,
-                 f"the device to send its 40 results\n{device.log()}")
+        wait_for(
+            lambda: all(r.delivery == "sent" for r in device.store.history(limit=None)), 30, f"the device to send its 40 results\n{device.log()}"
+        )
         # Another writer holds the device's store past the uplink's busy timeout: the hub's acks cannot be recorded.
         locker = sqlite3.connect(device.store_path, isolation_level=None, timeout=30)
         locker.execute("BEGIN IMMEDIATE")
         try:
             hub.start()
             wait_for(lambda: hub.count() == 40, 60, f"the hub to store the 40 results\n{hub.log()}")
-            wait_for(lambda: "cannot record the hub's ack" in full_log(uplink_log), 60,
-                     f"the uplink to fail to record an ack\n{device.log()}")
+            wait_for(lambda: "cannot record the hub's ack" in full_log(uplink_log), 60, f"the uplink to fail to record an ack\n{device.log()}")
         finally:
             locker.execute("ROLLBACK")
             locker.close()

@@ -23,17 +23,19 @@ from tests.mqtt_broker import REPO, MosquittoBroker, wait_for
 pytestmark = pytest.mark.timeout(180)
 
 
-
-
 def device_history(device: Device) -> list[dict]:
-    done = subprocess.run([sys.executable, "-m", "device", "history", "--json", "--limit", "1000",
-                           "--config", str(device.config_path)], cwd=REPO, capture_output=True, text=True,
-                          timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "device", "history", "--json", "--limit", "1000", "--config", str(device.config_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
-def test_results_queued_under_an_old_device_id_are_parked_and_everything_after_them_is_delivered(
-        tmp_path: Path, broker: MosquittoBroker) -> None:
+def test_results_queued_under_an_old_device_id_are_parked_and_everything_after_them_is_delivered(tmp_path: Path, broker: MosquittoBroker) -> None:
     device = Device(tmp_path, "site-a", "dev-new", broker.address, ack_timeout_s=1.0)
     old = [device.store.add(make_record("site-a", "dev-old", i)) for i in range(5)]  # made before the id changed
     device.add(20)  # made under the new id (make_record with dev-new)
@@ -67,9 +69,13 @@ def test_the_store_parks_a_rejected_result_out_of_the_backlog_and_shows_why(tmp_
     store = ResultStore(tmp_path / "results.sqlite")
     records = [store.add(make_record("site-a", "dev-1", i)) for i in range(4)]
     store.mark_acked([records[3].result_id])
-    parked = store.mark_rejected([(records[1].result_id, "schema", "result latency_ms: above the maximum 3600000"),
-                                  (records[3].result_id, "schema", "acked already: left alone"),
-                                  ("00000000-0000-4000-8000-000000000000", "schema", "unknown: left alone")])
+    parked = store.mark_rejected(
+        [
+            (records[1].result_id, "schema", "result latency_ms: above the maximum 3600000"),
+            (records[3].result_id, "schema", "acked already: left alone"),
+            ("00000000-0000-4000-8000-000000000000", "schema", "unknown: left alone"),
+        ]
+    )
     assert parked == 1
     assert store.mark_rejected([(records[1].result_id, "schema", "again")]) == 0, "idempotent"
     assert [r.result_id for r in store.pending()] == [records[0].result_id, records[2].result_id]
@@ -94,6 +100,5 @@ def test_a_nack_for_an_in_flight_result_rewinds_so_its_successors_leave_it_out(t
     assert [m.prev_result_id for m, _ in first] == [None, records[0].result_id, records[1].result_id]
     assert outbox.rejected([Refusal(records[0].result_id, "topic_mismatch", "")]) == 1
     again = outbox.next_messages(historical_before="9999")
-    assert [(m.result_id, m.prev_result_id) for m, _ in again] == [(records[1].result_id, None),
-                                                                   (records[2].result_id, records[1].result_id)]
+    assert [(m.result_id, m.prev_result_id) for m, _ in again] == [(records[1].result_id, None), (records[2].result_id, records[1].result_id)]
     store.close()

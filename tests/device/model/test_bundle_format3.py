@@ -31,17 +31,24 @@ def decision_block(**changes: Any) -> dict[str, Any]:
         "default_mode": "balanced",
         "validation": TEST_FIGURES,
         "modes": {
-            "high_sensitivity": {"malignant_threshold": 0.01,
-                                 "figures": {"sensitivity": fig(0.97, 0.95, 0.99, 750),
-                                             "specificity": fig(0.30, 0.27, 0.33, 900),
-                                             "normals_called_malignant": fig(0.40, 0.33, 0.47, 133)},
-                                 "categories": {"no_lesion": {"malignancy_rate": fig(0.01, 0.0, 0.03, 120)},
-                                                "low_suspicion": {"malignancy_rate": fig(0.02, 0.01, 0.04, 300)},
-                                                "suspicious": {"malignancy_rate": fig(0.45, 0.41, 0.49, 1200)}}},
-            "balanced": {"malignant_threshold": 0.05,
-                         "figures": {"sensitivity": fig(0.92, 0.89, 0.94, 750),
-                                     "specificity": fig(0.58, 0.55, 0.61, 900)},
-                         "categories": {"suspicious": {"malignancy_rate": fig(0.60, 0.56, 0.64, 900)}}},
+            "high_sensitivity": {
+                "malignant_threshold": 0.01,
+                "figures": {
+                    "sensitivity": fig(0.97, 0.95, 0.99, 750),
+                    "specificity": fig(0.30, 0.27, 0.33, 900),
+                    "normals_called_malignant": fig(0.40, 0.33, 0.47, 133),
+                },
+                "categories": {
+                    "no_lesion": {"malignancy_rate": fig(0.01, 0.0, 0.03, 120)},
+                    "low_suspicion": {"malignancy_rate": fig(0.02, 0.01, 0.04, 300)},
+                    "suspicious": {"malignancy_rate": fig(0.45, 0.41, 0.49, 1200)},
+                },
+            },
+            "balanced": {
+                "malignant_threshold": 0.05,
+                "figures": {"sensitivity": fig(0.92, 0.89, 0.94, 750), "specificity": fig(0.58, 0.55, 0.61, 900)},
+                "categories": {"suspicious": {"malignancy_rate": fig(0.60, 0.56, 0.64, 900)}},
+            },
             "high_specificity": {"malignant_threshold": 0.2},
         },
     }
@@ -96,6 +103,7 @@ def _bad(path: tuple[str, ...], value: Any) -> Callable[[dict], None]:
             del target[path[-1]]
         else:
             target[path[-1]] = value
+
     return change
 
 
@@ -108,27 +116,44 @@ def _bad(path: tuple[str, ...], value: Any) -> Callable[[dict], None]:
         (_bad(("default_mode",), "fast"), r"'decision\.default_mode' 'fast' is not one of the bundle's modes"),
         (_bad(("modes", "turbo"), {"malignant_threshold": 0.1}), r"unknown mode\(s\) in 'decision\.modes': turbo"),
         (_bad(("modes",), {}), r"'decision\.modes' must be a non-empty object"),
-        (_bad(("modes", "balanced", "malignant_threshold"), 0.0),
-         r"'decision\.modes\.balanced\.malignant_threshold' must be a number in \(0, 1\)"),
+        (_bad(("modes", "balanced", "malignant_threshold"), 0.0), r"'decision\.modes\.balanced\.malignant_threshold' must be a number in \(0, 1\)"),
         (_bad(("modes", "balanced", "malignant_threshold"), KeyError), r"'decision\.modes\.balanced' needs 'malignant_threshold'"),
-        (_bad(("modes", "balanced", "malignant_threshold"), 0.5),
-         r"thresholds must be ordered high_sensitivity <= balanced <= high_specificity: balanced 0\.5 is above high_specificity 0\.2"),
-        (_bad(("modes", "balanced", "figures", "accuracy"), fig(0.8, 0.7, 0.9, 10)),
-         r"unknown key\(s\) in 'decision\.modes\.balanced\.figures': accuracy"),
-        (_bad(("modes", "balanced", "figures", "sensitivity", "ci95"), [0.9]),
-         r"'decision\.modes\.balanced\.figures\.sensitivity\.ci95' must be \[low, high\]"),
-        (_bad(("modes", "balanced", "figures", "sensitivity", "ci95"), [0.95, 0.9]),
-         r"'decision\.modes\.balanced\.figures\.sensitivity\.ci95' must be \[low, high\] with 0 <= low <= high <= 1"),
-        (_bad(("modes", "balanced", "figures", "sensitivity", "n"), 0),
-         r"'decision\.modes\.balanced\.figures\.sensitivity\.n' must be a positive integer"),
-        (_bad(("modes", "balanced", "figures", "sensitivity", "value"), 1.5),
-         r"'decision\.modes\.balanced\.figures\.sensitivity\.value' must be a number in \[0, 1\]"),
-        (_bad(("modes", "balanced", "figures", "sensitivity"), {"value": 0.9}),
-         r"'decision\.modes\.balanced\.figures\.sensitivity' must be an object with exactly value, ci95 and n"),
-        (_bad(("modes", "balanced", "categories", "benign"), {"malignancy_rate": fig(0.1, 0.0, 0.2, 5)}),
-         r"unknown key\(s\) in 'decision\.modes\.balanced\.categories': benign"),
-        (_bad(("modes", "balanced", "categories", "suspicious", "ppv"), fig(0.1, 0.0, 0.2, 5)),
-         r"unknown key\(s\) in 'decision\.modes\.balanced\.categories\.suspicious': ppv"),
+        (
+            _bad(("modes", "balanced", "malignant_threshold"), 0.5),
+            r"thresholds must be ordered high_sensitivity <= balanced <= high_specificity: balanced 0\.5 is above high_specificity 0\.2",
+        ),
+        (
+            _bad(("modes", "balanced", "figures", "accuracy"), fig(0.8, 0.7, 0.9, 10)),
+            r"unknown key\(s\) in 'decision\.modes\.balanced\.figures': accuracy",
+        ),
+        (
+            _bad(("modes", "balanced", "figures", "sensitivity", "ci95"), [0.9]),
+            r"'decision\.modes\.balanced\.figures\.sensitivity\.ci95' must be \[low, high\]",
+        ),
+        (
+            _bad(("modes", "balanced", "figures", "sensitivity", "ci95"), [0.95, 0.9]),
+            r"'decision\.modes\.balanced\.figures\.sensitivity\.ci95' must be \[low, high\] with 0 <= low <= high <= 1",
+        ),
+        (
+            _bad(("modes", "balanced", "figures", "sensitivity", "n"), 0),
+            r"'decision\.modes\.balanced\.figures\.sensitivity\.n' must be a positive integer",
+        ),
+        (
+            _bad(("modes", "balanced", "figures", "sensitivity", "value"), 1.5),
+            r"'decision\.modes\.balanced\.figures\.sensitivity\.value' must be a number in \[0, 1\]",
+        ),
+        (
+            _bad(("modes", "balanced", "figures", "sensitivity"), {"value": 0.9}),
+            r"'decision\.modes\.balanced\.figures\.sensitivity' must be an object with exactly value, ci95 and n",
+        ),
+        (
+            _bad(("modes", "balanced", "categories", "benign"), {"malignancy_rate": fig(0.1, 0.0, 0.2, 5)}),
+            r"unknown key\(s\) in 'decision\.modes\.balanced\.categories': benign",
+        ),
+        (
+            _bad(("modes", "balanced", "categories", "suspicious", "ppv"), fig(0.1, 0.0, 0.2, 5)),
+            r"unknown key\(s\) in 'decision\.modes\.balanced\.categories\.suspicious': ppv",
+        ),
         (_bad(("modes", "balanced", "colour"), "red"), r"unknown key\(s\) in 'decision\.modes\.balanced': colour"),
         (_bad(("extra",), 1), r"unknown key\(s\) in 'decision': extra"),
         (_bad(("validation",), 3), r"'decision\.validation' must be a string"),
@@ -156,8 +181,7 @@ def test_a_decision_block_needs_the_normal_and_malignant_labels(shipped_bundle_d
         load_bundle(bundle)
 
 
-def test_format_2_and_1_still_load_with_the_implicit_balanced_mode(shipped_bundle_dir: Path, tiny_bundle_dir: Path,
-                                                                    tmp_path: Path) -> None:
+def test_format_2_and_1_still_load_with_the_implicit_balanced_mode(shipped_bundle_dir: Path, tiny_bundle_dir: Path, tmp_path: Path) -> None:
     shipped = load_bundle(shipped_bundle_dir).manifest
     assert shipped.format_version == 2 and shipped.decision is None
     implicit = shipped.decision_spec()
@@ -171,6 +195,7 @@ def test_format_2_and_1_still_load_with_the_implicit_balanced_mode(shipped_bundl
     def as_format_1(data: dict) -> None:
         data["format_version"] = 1
         del data["input"]["resampling"]
+
     _with_manifest(old, as_format_1)
     m = load_bundle(old).manifest
     assert m.format_version == 1 and m.decision_spec().mode("balanced").malignant_threshold == m.thresholds["malignant"]

@@ -120,8 +120,7 @@ def test_a_corrupted_or_missing_segmentation_model_is_refused(seg_bundle_dir: Pa
         load_bundle(bundle)
 
 
-def test_write_bundle_takes_the_section_and_the_bytes_together(seg_bundle_dir: Path, tiny_bundle_dir: Path,
-                                                               tmp_path: Path) -> None:
+def test_write_bundle_takes_the_section_and_the_bytes_together(seg_bundle_dir: Path, tiny_bundle_dir: Path, tmp_path: Path) -> None:
     seg = load_bundle(seg_bundle_dir)
     model = seg.model_path.read_bytes()
     seg_bytes = (seg_bundle_dir / SEGMENTATION_FILE).read_bytes()
@@ -168,8 +167,20 @@ def test_pack_segmentation_as_a_process(seg_bundle_dir: Path, tiny_bundle_dir: P
     (segment_out / "report").mkdir(exist_ok=True)
     (segment_out / "report" / "REPORT.md").write_text("# tiny\n")
     before = {p.name: sha256_file(p) for p in tiny_bundle_dir.iterdir() if p.is_file()}
-    cmd = [sys.executable, "-m", "model_build", "pack-segmentation", "--bundle", str(tiny_bundle_dir),
-           "--segmentation", str(segment_out), "--out", str(tmp_path / "packed"), "--version", "0.0.1+seg-test"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "model_build",
+        "pack-segmentation",
+        "--bundle",
+        str(tiny_bundle_dir),
+        "--segmentation",
+        str(segment_out),
+        "--out",
+        str(tmp_path / "packed"),
+        "--version",
+        "0.0.1+seg-test",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "format 4" in proc.stdout and "unsigned" in proc.stdout
@@ -183,6 +194,5 @@ def test_pack_segmentation_as_a_process(seg_bundle_dir: Path, tiny_bundle_dir: P
     bad = tmp_path / "bad-seg"
     shutil.copytree(segment_out, bad)
     (bad / "segmentation.tflite").write_bytes(b"not the model")
-    refused = subprocess.run([*cmd[:7], str(bad), "--out", str(tmp_path / "packed2")], capture_output=True, text=True,
-                             timeout=120)
+    refused = subprocess.run([*cmd[:7], str(bad), "--out", str(tmp_path / "packed2")], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "sha256 differs" in refused.stderr and not (tmp_path / "packed2").exists()

@@ -61,12 +61,18 @@ def test_a_format_1_bundle_loads_with_the_resampling_it_was_validated_on(tiny_bu
         (lambda d: d["input"].update(resampling="bicubic"), r"'input\.resampling' must be one of"),
         (lambda d: d.update(format_version=True), "unknown manifest format_version True"),
         (lambda d: d.update(reference={"frame": "x.png"}), "'reference' must be an object with exactly"),
-        (lambda d: d.update(reference={"frame": "../x.png", "frame_sha256": "0" * 64, "input_sha256": "0" * 64,
-                                       "scores": [0, 0, 0]}), r"'reference\.frame' must be a relative path"),
-        (lambda d: d.update(reference={"frame": "r.png", "frame_sha256": "XY", "input_sha256": "0" * 64,
-                                       "scores": [0, 0, 0]}), r"'reference\.frame_sha256'"),
-        (lambda d: d.update(reference={"frame": "r.png", "frame_sha256": "0" * 64, "input_sha256": "0" * 64,
-                                       "scores": [0, 0]}), r"'reference\.scores' must be 3 finite numbers"),
+        (
+            lambda d: d.update(reference={"frame": "../x.png", "frame_sha256": "0" * 64, "input_sha256": "0" * 64, "scores": [0, 0, 0]}),
+            r"'reference\.frame' must be a relative path",
+        ),
+        (
+            lambda d: d.update(reference={"frame": "r.png", "frame_sha256": "XY", "input_sha256": "0" * 64, "scores": [0, 0, 0]}),
+            r"'reference\.frame_sha256'",
+        ),
+        (
+            lambda d: d.update(reference={"frame": "r.png", "frame_sha256": "0" * 64, "input_sha256": "0" * 64, "scores": [0, 0]}),
+            r"'reference\.scores' must be 3 finite numbers",
+        ),
     ],
 )
 def test_bad_format_2_fields_are_named(tiny_bundle_dir: Path, tmp_path: Path, change, message: str) -> None:

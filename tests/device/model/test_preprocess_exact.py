@@ -34,28 +34,28 @@ SHIPPED_SPEC = InputSpec(height=288, width=288)  # models/sonopi-lite0: 288 px, 
 # sha256 of (crop box, prepared pixels) with SHIPPED_SPEC and auto-crop: recompute only for a deliberate change
 # of the preprocessing, and then re-validate the shipped bundle (python -m model_build revalidate).
 REAL_IMAGE_CHECKSUMS = (
-("busi/normal/normal (1).png", "9f11a975a4af3d5d7ba38ab1838c7f3d4b9d2687ba7ee5e22706a84f287ee524"),  # 256x256
-("busi/normal/normal (10).png", "629625cff00a76dce6c29eecbfe4e24e15a693055ac88bdd8c982fda06cd8f46"),  # 256x256
-("busi/benign/benign (10).png", "91fdcc95edfa1cd729c609a536de39e2dc8517a80d39fbedcf35f7e8ce99366b"),  # 256x256
-("busi/benign/benign (100).png", "2a652b6a6be9fbad14722abea4394b279474abb687e135c0b897c013e7c2e604"),  # 256x256
-("busi/benign/benign (101).png", "bb1bc3e9da110000f2d909d06eb0e2aeb5f5e7b4c720003bf482013349a17a04"),  # 256x256
-("busi/malignant/malignant (1).png", "92ee60443177ba91bc621a50cdee057654c5a30261e2f60484baca1603844167"),  # 256x256
-("busi/malignant/malignant (10).png", "8b01147996ffec5ddebe29404a958ad7f198688975cb89378007dbc90b8d4516"),  # 256x256
-("busi/malignant/malignant (100).png", "799bbf6748d38fc790d867bca8557dba9c47e69c8df42a73ca036177b23a5ab2"),  # 256x256
-("bus-bra/images/bus_0001-l.png", "ef56077dce3b633d8161860b6bd2eab5f026a8144d956a49dd7a4ab9aef5dd55"),  # 274x353
-("bus-bra/images/bus_0001-r.png", "b7df0a0dabad12d7f7ff1569b151b0ef55520c40e0531091a94a01bc18144942"),  # 275x353
-("bus-bra/images/bus_0002-l.png", "b11cfbbff2435665080ecdcfa7078cd222c5163ea867e801a469bdf0ba0e4001"),  # 274x371
-("bus-bra/images/bus_0002-r.png", "12a630f8875aa524e79b683decb71fa8b3034d4b3e1a2577e6599a82b49044f0"),  # 276x371
-("bus-bra/images/bus_0003-l.png", "512e8ff3bfb89f8d83269a5b2454463b4ff383a27dc6b47c3e1dfe45b8ad6b3a"),  # 275x372
-("bus-bra/images/bus_0003-r.png", "9ada3100a6356a2e12b98548f8d132c9fbca4ef7c922c896402beccc7653ea21"),  # 274x372
-("bus-bra/images/bus_0006-s.png", "61661468817e852c7ceca3773cedd87eaaa60344fde05fb4070e5540cbe0dd49"),  # 407x389
-("bus-bra/images/bus_0007-l.png", "0623b646ae6de8e53b23566ac38f6fa8b6c78933261bd11e40ec8ecc041a8913"),  # 274x351
-("breast-lesions-usg/images/case001.png", "0a38a9c811229832a4189efc99fa542c522fd9d00c48ebe85134bb3c4f8f087c"),  # 485x537
-("breast-lesions-usg/images/case002.png", "801c96d498adb5d48c252957cc1f8cc82efb9046c2f961d74102e4427a43f240"),  # 761x572
-("breast-lesions-usg/images/case003.png", "e4e875181852c3422edd243271eefa14b70a1b1831526c2c1f38144532f8b379"),  # 545x532
-("breast-lesions-usg/images/case004.png", "4ab410fe21eb328cde4b216854e32722ede6b2d3b0dd8c021f15dc531cf93b7c"),  # 485x537
-("breast-lesions-usg/images/case005.png", "a3ae7d6f021b087c9135a8db54f142713f6e62cb0c5cfc767e8a5ab0ca8754fd"),  # 831x538
-("breast-lesions-usg/images/case006.png", "03ce2efc5283f54e6ae680be62163661ffd009202fd8fc9c9ee75014fff2eb4a"),  # 485x537
+    ("busi/normal/normal (1).png", "9f11a975a4af3d5d7ba38ab1838c7f3d4b9d2687ba7ee5e22706a84f287ee524"),  # 256x256
+    ("busi/normal/normal (10).png", "629625cff00a76dce6c29eecbfe4e24e15a693055ac88bdd8c982fda06cd8f46"),  # 256x256
+    ("busi/benign/benign (10).png", "91fdcc95edfa1cd729c609a536de39e2dc8517a80d39fbedcf35f7e8ce99366b"),  # 256x256
+    ("busi/benign/benign (100).png", "2a652b6a6be9fbad14722abea4394b279474abb687e135c0b897c013e7c2e604"),  # 256x256
+    ("busi/benign/benign (101).png", "bb1bc3e9da110000f2d909d06eb0e2aeb5f5e7b4c720003bf482013349a17a04"),  # 256x256
+    ("busi/malignant/malignant (1).png", "92ee60443177ba91bc621a50cdee057654c5a30261e2f60484baca1603844167"),  # 256x256
+    ("busi/malignant/malignant (10).png", "8b01147996ffec5ddebe29404a958ad7f198688975cb89378007dbc90b8d4516"),  # 256x256
+    ("busi/malignant/malignant (100).png", "799bbf6748d38fc790d867bca8557dba9c47e69c8df42a73ca036177b23a5ab2"),  # 256x256
+    ("bus-bra/images/bus_0001-l.png", "ef56077dce3b633d8161860b6bd2eab5f026a8144d956a49dd7a4ab9aef5dd55"),  # 274x353
+    ("bus-bra/images/bus_0001-r.png", "b7df0a0dabad12d7f7ff1569b151b0ef55520c40e0531091a94a01bc18144942"),  # 275x353
+    ("bus-bra/images/bus_0002-l.png", "b11cfbbff2435665080ecdcfa7078cd222c5163ea867e801a469bdf0ba0e4001"),  # 274x371
+    ("bus-bra/images/bus_0002-r.png", "12a630f8875aa524e79b683decb71fa8b3034d4b3e1a2577e6599a82b49044f0"),  # 276x371
+    ("bus-bra/images/bus_0003-l.png", "512e8ff3bfb89f8d83269a5b2454463b4ff383a27dc6b47c3e1dfe45b8ad6b3a"),  # 275x372
+    ("bus-bra/images/bus_0003-r.png", "9ada3100a6356a2e12b98548f8d132c9fbca4ef7c922c896402beccc7653ea21"),  # 274x372
+    ("bus-bra/images/bus_0006-s.png", "61661468817e852c7ceca3773cedd87eaaa60344fde05fb4070e5540cbe0dd49"),  # 407x389
+    ("bus-bra/images/bus_0007-l.png", "0623b646ae6de8e53b23566ac38f6fa8b6c78933261bd11e40ec8ecc041a8913"),  # 274x351
+    ("breast-lesions-usg/images/case001.png", "0a38a9c811229832a4189efc99fa542c522fd9d00c48ebe85134bb3c4f8f087c"),  # 485x537
+    ("breast-lesions-usg/images/case002.png", "801c96d498adb5d48c252957cc1f8cc82efb9046c2f961d74102e4427a43f240"),  # 761x572
+    ("breast-lesions-usg/images/case003.png", "e4e875181852c3422edd243271eefa14b70a1b1831526c2c1f38144532f8b379"),  # 545x532
+    ("breast-lesions-usg/images/case004.png", "4ab410fe21eb328cde4b216854e32722ede6b2d3b0dd8c021f15dc531cf93b7c"),  # 485x537
+    ("breast-lesions-usg/images/case005.png", "a3ae7d6f021b087c9135a8db54f142713f6e62cb0c5cfc767e8a5ab0ca8754fd"),  # 831x538
+    ("breast-lesions-usg/images/case006.png", "03ce2efc5283f54e6ae680be62163661ffd009202fd8fc9c9ee75014fff2eb4a"),  # 485x537
 )
 
 
@@ -149,6 +149,5 @@ def test_the_checksum_sees_opencv_resampling() -> None:
 @pytest.mark.data
 def test_real_images_prepare_to_pinned_pixels(datasets: Path) -> None:
     """BUSI (256 px, grown), BUS-BRA and BrEaST-Lesions-USG (shrunk, auto-cropped) through the shipped spec."""
-    changed = [name for name, expected in REAL_IMAGE_CHECKSUMS
-               if _digest(prepare(decode_image_file(datasets / name), SHIPPED_SPEC)) != expected]
+    changed = [name for name, expected in REAL_IMAGE_CHECKSUMS if _digest(prepare(decode_image_file(datasets / name), SHIPPED_SPEC)) != expected]
     assert not changed, f"prepared pixels changed for {len(changed)} of {len(REAL_IMAGE_CHECKSUMS)} images: {changed}"

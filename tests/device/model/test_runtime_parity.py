@@ -29,7 +29,9 @@ def device_probabilities(bundle_dir: Path, files: list[Path], tmp_path: Path) ->
     config.write_text(f'[model]\npath = "{bundle_dir}"\n[store]\npath = "{tmp_path / "store.db"}"\n', encoding="utf-8")
     proc = subprocess.run(
         [sys.executable, "-m", "device", "--config", str(config), "classify", "--json", "--model", str(bundle_dir), *map(str, files)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     outputs = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
