@@ -49,8 +49,11 @@ class Chip(QLabel):
         self.setTextFormat(Qt.TextFormat.RichText)
         self.setStyleSheet(f"font-size: {th.small}px; padding: 0 {th.gap // 2 if th.compact else th.gap}px;")
 
-    def set(self, text: str, colour: str) -> None:
-        self.setText(f"<span style='color:{colour}'>●</span> {text}")
+    def set(self, text: str, colour: str, limit: int | None = None) -> None:
+        """Show ``text`` (cut in the middle to ``limit`` characters when given); ``plain`` keeps what the chip says
+        in full, and so does the tooltip of a cut one."""
+        shown = elide_middle(text, limit) if limit is not None else text
+        self.setText(f"<span style='color:{colour}'>●</span> {shown}")
         self.plain = text
 
 
@@ -85,7 +88,7 @@ class StatusBar(QWidget):
 
     def set_model(self, name_version: str | None, problem: str = "") -> None:
         if name_version:
-            self.model.set(elide_middle(name_version, MODEL_CHARS_COMPACT if self._compact else MODEL_CHARS), theme.OK)
+            self.model.set(name_version, theme.OK, MODEL_CHARS_COMPACT if self._compact else MODEL_CHARS)
             self.model.setToolTip(name_version)
         elif problem == "loading":
             self.model.set("Model loading", theme.WARN)
