@@ -21,7 +21,7 @@ from model_build.card import write_model_card
 from model_build.classifier import NORM_MEAN, NORM_SCALE, build_classifier, input_resolution, mirrored_export_model
 from model_build.data import DatasetError, LoadedData, load_sources
 from model_build.lesion_views import LESION_CENTRED
-from model_build.report import BuildReport, ParityGate, read_report, write_report
+from model_build.report import BuildReport, ParityGate, read_training_origin, write_report
 from model_build.train import History, TrainConfig, birads_targets, to_batch, train
 
 log = logging.getLogger(__name__)
@@ -306,7 +306,7 @@ def weights_origin(init_weights: Path, split_csv: Path) -> dict[str, Any] | None
         raise DatasetError(
             f"--init-weights {init_weights} was trained on a different split ({origin_split}): its weights may have seen this build's test images"
         )
-    origin = read_report(build_dir)
+    origin = read_training_origin(build_dir)
     return {
         "weights": str(init_weights),
         "build": str(build_dir),

@@ -143,6 +143,35 @@ def write_report(bundle_dir: Path, report: BuildReport) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class TrainingOrigin:
+    """What a later build carries over from the build whose float weights it starts from (``--init-weights``):
+    that build's configuration, training history and time, as far as its report has them (each may be absent)."""
+
+    config: Section | None
+    history: Section | None
+    build_seconds: float | None
+
+
+def read_training_origin(bundle_dir: Path) -> TrainingOrigin:
+    """The provenance sections of ``report/metrics.json``, each checked when present; the rest of the report is not
+    needed (and not required) to trace where weights came from."""
+    path = Path(bundle_dir) / REPORT_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no build report") from None
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not JSON ({exc})") from None
+    r = _Reader(str(path))
+    top = r.mapping(data, "")
+    return TrainingOrigin(
+        config=r.optional(top, "config", r.mapping),
+        history=r.optional(top, "history", r.mapping),
+        build_seconds=r.optional(top, "build_seconds", r.number),
+    )
+
+
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
