@@ -118,19 +118,9 @@ def render(out: Path, size: tuple[int, int]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from PyQt5.QtWidgets import QApplication
-
     from ui import screenshots as shots
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = sys.argv[1:] if argv is None else argv
-    out = Path(args[0] if args else "docs/screenshots")
-    out.mkdir(parents=True, exist_ok=True)
-    QApplication.instance() or QApplication(sys.argv[:1])
-    problems = [p for size in shots.SIZES for p in render(out, size)]
-    for problem in problems:
-        log.warning("layout: %s", problem)
-    return 1 if problems else 0
+    return shots.render_sizes_main(render, argv)
 
 
 if __name__ == "__main__":

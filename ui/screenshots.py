@@ -401,6 +401,20 @@ def render(out: Path, model: Path | None = None) -> list[str]:
     return problems
 
 
+def render_sizes_main(render_size: Callable[[Path, tuple[int, int]], list[str]], argv: list[str] | None = None) -> int:
+    """The ``main`` of a flow's screenshot script (``python -m ui.<flow>_screenshots [OUT_DIR]``): ``render_size``
+    at every size into OUT_DIR (default docs/screenshots); each layout problem is logged and makes the exit code 1."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0] if args else "docs/screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    QApplication.instance() or QApplication(sys.argv[:1])
+    problems = [p for size in SIZES for p in render_size(out, size)]
+    for problem in problems:
+        log.warning("layout: %s", problem)
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ui.screenshots", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, nargs="?", default=Path("docs/screenshots"))
