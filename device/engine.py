@@ -45,7 +45,8 @@ class Classification:
     # uint8 [crop h, crop w] on the fixed scale 0..255 = p(malignant) 0..1 (see HEATMAP_SCALE); suspicious only
     heatmap: np.ndarray | None = None
     assessment: Decision | None = None  # the category rule's output (device.decision); None only in old tests
-    # the lesion outline (device/outline.py): None when the bundle has no segmentation model; withheld when inconclusive
+    # the lesion outline (device/outline.py): None without a segmentation model or when not asked for (the live
+    # score); withheld when inconclusive
     lesion: LesionResult | None = None
 
     @property
@@ -138,10 +139,12 @@ class Classifier:
         roi: Box | None = None,
         roi_mode: RoiMode | str = RoiMode.OVERRIDE,
         heatmap: bool = False,
+        outline: bool = True,
         spacing: PixelSpacing | None = None,
     ) -> Classification:
         """Crop, check quality, preprocess, invoke, calibrate and decide; outline the lesion when the bundle has a
-        segmentation model (``spacing``: the frame's, for sizes in mm). Never raises for a bad frame: a frame unfit
+        segmentation model and ``outline`` (the live score, which shows none, passes False; ``spacing``: the frame's,
+        for sizes in mm). Never raises for a bad frame: a frame unfit
         for analysis gives an inconclusive result with the reasons (and no outline)."""
         start = time.perf_counter()
         prepared = prepare(frame, self.manifest.input, auto_crop=auto_crop, roi=roi, roi_mode=roi_mode)
@@ -156,7 +159,7 @@ class Classifier:
         if heatmap and features is not None and assessment.category is Category.SUSPICIOUS:
             heat = self._heatmap(features, labels.index(MALIGNANT), assessment.p_malignant, prepared.placement, prepared.grey_crop.shape[:2])
         lesion = None
-        if self.segmenter is not None:
+        if self.segmenter is not None and outline:
             lesion = (
                 withheld()
                 if reasons

@@ -382,7 +382,8 @@ class AnalysisService(QObject):
         if not self.ready:
             return False
         requested = time.monotonic()
-        future = self._inference().submit_latest(frame.image, **self._options(roi, False))
+        options = {**self._options(roi, False), "outline": False}  # the live score shows no outline: do not compute one
+        future = self._inference().submit_latest(frame.image, **options)
         future.add_done_callback(lambda f: self._live_done(f, frame, requested))
         return True
 

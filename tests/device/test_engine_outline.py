@@ -68,3 +68,20 @@ def test_the_analyzer_passes_the_frames_spacing(seg_bundle_dir: Path, tmp_path: 
         result = Analyzer(config, Classifier(load_bundle(seg_bundle_dir), threads=1), store).classify(frame)
     o = result.lesion.outline
     assert result.lesion.spacing == frame.spacing and o.depth_mm == pytest.approx(o.box[3] * 0.25)
+
+
+def test_no_outline_when_not_asked_for(seg_classifier: Classifier) -> None:
+    """The live score (``outline=False``): shown nowhere, so the segmentation model is not run on every live frame."""
+    frame = lesion_frame(300, 500, (320, 120), (60, 30))
+    calls: list[object] = []
+    segmenter = seg_classifier.segmenter
+    assert segmenter is not None
+    original = segmenter.outline
+    segmenter.outline = lambda *a, **k: calls.append(a) or original(*a, **k)  # type: ignore[method-assign]
+    try:
+        live = seg_classifier.classify(frame, auto_crop=False, outline=False)
+        stored = seg_classifier.classify(frame, auto_crop=False)
+    finally:
+        del segmenter.outline
+    assert live.lesion is None and live.probabilities == stored.probabilities
+    assert stored.lesion is not None and stored.lesion.found and len(calls) == 1
