@@ -182,16 +182,22 @@ _RAW_CONTROL = re.compile("[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069\
 _C0_ESCAPE = re.compile(r"\\[bfnrtu]")
 
 
-def _may_have_controls(payload: dict[str, Any]) -> bool:
-    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+def _compact_json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+def _may_have_controls(text: str) -> bool:
+    """``text``: the payload as JSON, the compact dump or the text it was parsed from (in either, each control
+    character of a string or key is raw or a backslash escape: JSON allows no raw C0 in a string)."""
     return _RAW_CONTROL.search(text) is not None or _C0_ESCAPE.search(text.replace("\\\\", "")) is not None
 
 
-def _check_controls(kind: str, payload: dict[str, Any]) -> None:
+def _check_controls(kind: str, payload: dict[str, Any], text: str | None = None) -> None:
     """``$defs/control`` on every string in the payload, keys included (which the schema only guards
-    where it names them); the detail names where, never the string."""
+    where it names them); the detail names where, never the string. ``text``: the payload's JSON when the caller
+    has it already (encode's dump, decode's input), so it is not dumped a second time."""
     try:
-        if not _may_have_controls(payload):
+        if not _may_have_controls(_compact_json(payload) if text is None else text):
             return
     except (TypeError, ValueError):  # not JSON-serialisable (a payload built in code): the walk decides
         pass
@@ -214,8 +220,9 @@ def describe_control() -> str:
     return "contains a control character (C0/C1, DEL, a line separator, a bidi control or a lone surrogate)"
 
 
-def validate(kind: str, payload: dict[str, Any]) -> None:
-    _check_controls(kind, payload)
+def validate(kind: str, payload: dict[str, Any], text: str | None = None) -> None:
+    """The contract's checks on a payload (``text``: its JSON, when the caller has it; see :func:`_check_controls`)."""
+    _check_controls(kind, payload, text)
     if kind == "result" and payload.get("schema") == 1:  # the schema's own error for this names no field
         newer = [name for name in SCHEMA_2_FIELDS if name in payload]
         if newer:
@@ -272,8 +279,14 @@ def describe(error: jsonschema.exceptions.ValidationError) -> str:
 
 def encode(kind: str, payload: dict[str, Any]) -> bytes:
     """Validate and serialise; raises :class:`ContractError` if the payload breaks the contract."""
-    validate(kind, payload)
-    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    try:
+        text: str | None = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):  # NaN or not serialisable: validate names what the contract refuses first
+        text = None
+    validate(kind, payload, text)
+    if text is None:  # the contract allowed it, JSON cannot carry it: as ever, json's own error
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    data = text.encode("utf-8")
     if len(data) > MAX_BYTES[kind]:
         raise ContractError("oversized", f"{kind} payload is {len(data)} bytes (limit {MAX_BYTES[kind]})")
     return data
@@ -281,13 +294,17 @@ def encode(kind: str, payload: dict[str, Any]) -> bytes:
 
 def decode(kind: str, data: bytes) -> dict[str, Any]:
     """Size, UTF-8, JSON and schema checks, in that order."""
-    payload = parse(kind, data)
-    validate(kind, payload)
+    payload, text = _parse(kind, data)
+    validate(kind, payload, text)
     return payload
 
 
 def parse(kind: str, data: bytes) -> dict[str, Any]:
     """Size, UTF-8, finite JSON, an object, nesting depth — everything before the schema."""
+    return _parse(kind, data)[0]
+
+
+def _parse(kind: str, data: bytes) -> tuple[dict[str, Any], str]:
     if len(data) > MAX_BYTES[kind]:
         raise ContractError("oversized", f"{kind} payload is {len(data)} bytes (limit {MAX_BYTES[kind]})")
     try:
@@ -302,7 +319,7 @@ def parse(kind: str, data: bytes) -> dict[str, Any]:
         raise ContractError("schema", f"{kind} payload is a JSON {_JSON_TYPES.get(type(payload), 'value')}, not an object")
     if _deeper_than(payload, MAX_DEPTH):
         raise ContractError("schema", f"{kind} payload is nested deeper than {MAX_DEPTH} levels")
-    return payload
+    return payload, text
 
 
 def _reject_constant(name: str) -> Any:
