@@ -3,7 +3,14 @@ and the result card. Frames come from the FrameReader, results from the Analysis
 
 A frozen frame is captured with the exam open at that moment; Analyse stores it only under that exam (the
 device refuses anything else), and only while an exam is open. When the exam changes, finishes or the screen
-locks, the frozen frame, the region of interest, the live estimate and the card are all cleared."""
+locks, the frozen frame, the region of interest, the live estimate and the card are all cleared.
+
+Tapping a lesion seeds the region around it (ui/live_view.py ``seed_roi``; a tap inside a region keeps it); on a
+frozen frame with an exam open the tap also analyses that region, as Analyse does — S-Detect's gesture: freeze, tap
+the lesion, its result and outline on the card — unless the card already shows this frame's result for that very
+region (a second tap stores no duplicate). On the moving image the tap only seeds the region (the live score
+follows it): nothing is stored from a touch on a frame the clinician has not frozen. While an analysis runs the
+region cannot be changed (the card will show the region it was asked for)."""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import time
 from PyQt5.QtCore import pyqtSignal
 from PyQt5.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from device.crop import Box
 from device.dicom_patient import (
     FilePatient,
     dicom_patient,
@@ -127,6 +135,7 @@ class LiveScreen(QWidget):
         self.view.target_size_changed.connect(self.reader.set_target_size)
         self.view.packet_taken.connect(self.reader.frame_shown)
         self.view.roi_changed.connect(self._roi_changed)
+        self.view.lesion_tapped.connect(self._lesion_tapped)
         reader.packet_ready.connect(self._packet)
         service.result_ready.connect(self._result)
         service.live_result.connect(self._live_result)
@@ -355,6 +364,16 @@ class LiveScreen(QWidget):
         if self.live_toggle.isChecked() and not self.view.frozen and self.view.frame is not None:
             self.service.analyse_live(self.view.frame, roi=roi)
 
+    def _lesion_tapped(self, roi: Box) -> None:
+        """A tapped lesion: on a frozen frame with an exam open, analyse its region at once (the tap is the Analyse),
+        unless the card already shows this captured frame's result for that region."""
+        if not (self.view.frozen and self.session.exam is not None and self.analyse.isEnabled()):
+            return
+        last = self.last_result
+        if last is not None and last.captured is self.captured and last.record is not None and last.record.roi == roi.as_tuple():
+            return
+        self.request_analysis()
+
     def _heatmap_toggled(self, on: bool) -> None:
         self.view.heatmap_visible = on
         self.view.update()
@@ -402,6 +421,7 @@ class LiveScreen(QWidget):
             and (frame is None or self.file_problem(frame) is None)
         )
         self.analyse.setText("Analysing…" if self.analysing else "Analyse")
+        self.view.touch_locked = self.analysing
         self.live_toggle.setEnabled(self.service.ready)
 
     def model_state_changed(self) -> None:
