@@ -44,12 +44,13 @@ from typing import Any
 
 from device.clock import parse_iso, utc_now_iso
 from device.errors import SonopiError
+from device.lesion_record import LesionRecord, LesionRecordError
 from device.link.contract import CorrectionMessage, HeartbeatMessage, ResultMessage, StatusMessage
 from device.link.corrections import Correction, CorrectionKind, CorrectionReason, Place, Placement, effective_placement
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: results.category, p_malignant, mode, clock, age (nullable; added to an older database on open)
+SCHEMA_VERSION = 3  # 3: results.lesion, crop; 2: results.category, p_malignant, mode, clock, age (nullable; added on open)
 SILENT_AFTER_INTERVALS = 3.0  # a device whose heartbeat is this many intervals late is "silent"
 
 
@@ -137,7 +138,9 @@ def _schema(pg: bool) -> list[str]:
             p_malignant    {real},
             mode           TEXT,
             clock          INTEGER,
-            age            INTEGER
+            age            INTEGER,
+            lesion         TEXT,
+            crop           TEXT
         )""",
         "CREATE INDEX IF NOT EXISTS results_device_seq ON results (site, device_id, seq)",
         "CREATE INDEX IF NOT EXISTS results_created ON results (created_at)",
@@ -273,15 +276,24 @@ class StoredCorrection:
 _RESULT_COLUMNS = (
     "id, result_id, seq, prev_result_id, site, device_id, created_at, received_at, historical, exam_id, "
     "patient_ref, side, model_name, model_version, model_sha256, label, inconclusive, reasons, probabilities, "
-    "thresholds, latency_ms, thumbnail, schema_version, category, p_malignant, mode, clock, age"
+    "thresholds, latency_ms, thumbnail, schema_version, category, p_malignant, mode, clock, age, lesion, crop"
 )
 
 
 def _added_result_columns(pg: bool) -> tuple[tuple[str, str], ...]:
     """Result columns newer than the first schema: added to an existing database by ``_migrate``.
     Null for results from schema-1 devices (contract v1 has no category, clock or age) and, for clock and age,
-    for a schema-2 result that did not carry them (they are optional)."""
-    return (("category", "TEXT"), ("p_malignant", "DOUBLE PRECISION" if pg else "REAL"), ("mode", "TEXT"), ("clock", "INTEGER"), ("age", "INTEGER"))
+    for a schema-2 result that did not carry them (they are optional); lesion and crop (contract v3, compact JSON
+    text) null for a result sent without an outline."""
+    return (
+        ("category", "TEXT"),
+        ("p_malignant", "DOUBLE PRECISION" if pg else "REAL"),
+        ("mode", "TEXT"),
+        ("clock", "INTEGER"),
+        ("age", "INTEGER"),
+        ("lesion", "TEXT"),
+        ("crop", "TEXT"),
+    )
 
 
 _DEVICE_COLUMNS = (
@@ -326,6 +338,8 @@ class StoredResult:
     mode: str | None = None
     clock: int | None = None  # contract v2, optional: the lesion's clock position 1..12
     age: int | None = None  # contract v2, optional: the patient's age
+    lesion: LesionRecord | None = None  # contract v3, optional: the lesion outline, validated when read
+    crop: tuple[int, int, int, int] | None = None  # contract v3, optional: x, y, w, h (image pixels) the thumbnail shows
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly, without the thumbnail (``has_thumbnail`` says whether there is one)."""
@@ -355,6 +369,8 @@ class StoredResult:
             "category": self.category,
             "p_malignant": self.p_malignant,
             "mode": self.mode,
+            "lesion": self.lesion.to_json() if self.lesion is not None else None,
+            "crop": list(self.crop) if self.crop is not None else None,
         }
 
 
@@ -634,8 +650,8 @@ class HubStore:
             self._scrub_old_rejection_details(db)
 
     def _add_result_columns(self, db: Any) -> None:
-        """-> schema 2: the columns a database lacks (category, p_malignant, mode, clock, age), on SQLite and
-        PostgreSQL alike (results stored before stay null)."""
+        """-> schema 3: the columns a database lacks (category, p_malignant, mode, clock, age; lesion, crop), on SQLite
+        and PostgreSQL alike (results stored before stay null)."""
         if self._pg:
             have = {
                 r[0]
@@ -1087,7 +1103,7 @@ _INSERT_RESULT = (
     "INSERT INTO results (result_id, seq, prev_result_id, site, device_id, created_at, received_at, "
     "historical, exam_id, patient_ref, side, model_name, model_version, model_sha256, label, "
     "inconclusive, reasons, probabilities, thresholds, latency_ms, thumbnail, schema_version, category, "
-    "p_malignant, mode, clock, age) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "p_malignant, mode, clock, age, lesion, crop) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (result_id) DO NOTHING"
 )
 
@@ -1121,6 +1137,8 @@ def _result_row(m: ResultMessage, now: str) -> tuple[Any, ...]:
         m.mode,
         m.clock,
         m.age,
+        m.lesion.to_text() if m.lesion is not None else None,
+        json.dumps(list(m.crop)) if m.crop is not None else None,
     )
 
 
@@ -1167,6 +1185,8 @@ def _row_to_result(row: tuple) -> StoredResult:
         mode,
         clock,
         age,
+        lesion,
+        crop,
     ) = row
     return StoredResult(
         id=int(id_),
@@ -1197,7 +1217,33 @@ def _row_to_result(row: tuple) -> StoredResult:
         mode=mode,
         clock=int(clock) if clock is not None else None,
         age=int(age) if age is not None else None,
+        lesion=_stored_lesion(result_id, lesion),
+        crop=_stored_crop(result_id, crop),
     )
+
+
+def _stored_lesion(result_id: str, text: str | None) -> LesionRecord | None:
+    """A result's stored outline, validated as the contract validated it on arrival (a damaged row is refused,
+    naming the result)."""
+    if text is None:
+        return None
+    try:
+        return LesionRecord.from_text(text, "lesion")
+    except LesionRecordError as exc:
+        raise HubStoreError(f"hub database: result {result_id}: the stored lesion outline is damaged ({exc})") from exc
+
+
+def _stored_crop(result_id: str, text: str | None) -> tuple[int, int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        box = json.loads(text)
+        if isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in box):
+            if box[2] >= 1 and box[3] >= 1:
+                return box[0], box[1], box[2], box[3]
+    except json.JSONDecodeError:
+        pass
+    raise HubStoreError(f"hub database: result {result_id}: the stored crop box is damaged (expected [x, y, w, h], w and h >= 1)")
 
 
 def _row_to_correction(row: tuple) -> StoredCorrection:

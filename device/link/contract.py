@@ -1,7 +1,9 @@
 """MQTT contract v1 between a sonopi device and the hospital hub — defined once, used by both ends.
 
-The result payload is at schema 2 (category, p_malignant, mode; optional clock and age); the hub also accepts schema 1 from devices
-that predate it, and a device sends a result stored before the category rule as schema 1.
+The result payload is at schema 3 (schema 2 plus the optional lesion outline and the crop box the thumbnail shows); schema 2
+added category, p_malignant, mode and the optional clock and age. The hub also accepts schema 1 and 2 from devices that
+predate them, and a device sends each result at the lowest schema that holds it: one stored without an outline as 2, one
+stored before the category rule as 1.
 
 Topics (``<site>`` and ``<device_id>`` are single topic levels, see :func:`check_name`)::
 
@@ -40,13 +42,15 @@ import fastjsonschema
 import jsonschema
 
 from device.errors import SonopiError
+from device.lesion_record import LesionRecord, LesionRecordError
 from device.link.corrections import REASONS, Correction, CorrectionKind, CorrectionReason, Place
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1  # status, heartbeat, ack, nack, correction, correction_ack
-RESULT_SCHEMA_VERSION = 2  # 2: category, p_malignant, mode, optional clock/age (a result stored before them is sent as 1)
-RESULT_SCHEMA_VERSIONS = (1, 2)  # what the hub accepts
+RESULT_SCHEMA_VERSION = 3  # 3: optional lesion and crop (a result stored without an outline is sent as 2)
+# 2: category, p_malignant, mode, optional clock/age (a result stored before them is sent as 1)
+RESULT_SCHEMA_VERSIONS = (1, 2, 3)  # what the hub accepts
 CATEGORIES = ("no_lesion", "low_suspicion", "suspicious", "inconclusive")  # device.decision.Category
 CATEGORY_LABELS = {"no_lesion": "normal", "low_suspicion": "benign", "suspicious": "malignant", "inconclusive": None}
 TOPIC_ROOT = "sonopi/v1"
@@ -223,14 +227,25 @@ def describe_control() -> str:
 def validate(kind: str, payload: dict[str, Any], text: str | None = None) -> None:
     """The contract's checks on a payload (``text``: its JSON, when the caller has it; see :func:`_check_controls`)."""
     _check_controls(kind, payload, text)
-    if kind == "result" and payload.get("schema") == 1:  # the schema's own error for this names no field
-        newer = [name for name in SCHEMA_2_FIELDS if name in payload]
-        if newer:
-            raise ContractError("schema", f"result (root): {', '.join(newer)} not allowed in a schema-1 result")
+    if kind == "result":
+        _check_newer_fields(payload)
     try:
         _compiled(kind)(payload)
     except fastjsonschema.JsonSchemaValueException:
         _explain(kind, payload)
+
+
+def _check_newer_fields(payload: dict[str, Any]) -> None:
+    """A field newer than the result's schema version, named (the schema's own error for this names no field)."""
+    version = payload.get("schema")
+    if version == 1:
+        newer = [name for name in (*SCHEMA_2_FIELDS, *SCHEMA_3_FIELDS) if name in payload]
+    elif version == 2:
+        newer = [name for name in SCHEMA_3_FIELDS if name in payload]
+    else:
+        return
+    if newer:
+        raise ContractError("schema", f"result (root): {', '.join(newer)} not allowed in a schema-{version} result")
 
 
 def _explain(kind: str, payload: dict[str, Any]) -> None:
@@ -379,9 +394,12 @@ CONTENT_FIELDS = (
     "mode",
     "clock",
     "age",
+    "lesion",
+    "crop",
 )
 EXAM_FIELDS = ("clock", "age")  # schema 2, optional: from the exam, so only in a result with an exam_id
 SCHEMA_2_FIELDS = ("category", "p_malignant", "mode", *EXAM_FIELDS)  # never in a schema-1 result
+SCHEMA_3_FIELDS = ("lesion", "crop")  # schema 3, optional: never in a schema-1 or schema-2 result
 
 
 @dataclass(frozen=True)
@@ -413,6 +431,8 @@ class ResultMessage:
     mode: str | None = None  # schema 2: the operating mode it was judged in
     clock: int | None = None  # schema 2, optional: the lesion's clock position (1..12) from the exam
     age: int | None = None  # schema 2, optional: the patient's age (0..130) from the exam
+    lesion: LesionRecord | None = None  # schema 3, optional: the lesion outline (device/lesion_record.py)
+    crop: tuple[int, int, int, int] | None = None  # schema 3, optional: x, y, w, h (image pixels) the thumbnail shows
     schema: int = RESULT_SCHEMA_VERSION
 
     def to_payload(self) -> dict[str, Any]:
@@ -440,6 +460,11 @@ class ResultMessage:
             payload.update(category=self.category, p_malignant=self.p_malignant, mode=self.mode)
             # optional: left out when not entered, so a result without them is the schema-2 message it always was
             payload.update({name: getattr(self, name) for name in EXAM_FIELDS if getattr(self, name) is not None})
+        if self.schema >= 3:  # optional as well: left out when absent
+            if self.lesion is not None:
+                payload["lesion"] = self.lesion.to_json()
+            if self.crop is not None:
+                payload["crop"] = list(self.crop)
         if self.thumbnail is not None:
             payload["thumbnail_jpeg_b64"] = base64.b64encode(self.thumbnail).decode("ascii")
         return payload
@@ -482,6 +507,8 @@ class ResultMessage:
             mode=payload.get("mode"),
             clock=_int_or_none(payload.get("clock")),
             age=_int_or_none(payload.get("age")),
+            lesion=_lesion_from(payload.get("lesion")),
+            crop=_box_from(payload.get("crop"), "crop"),
             schema=payload["schema"],
         )
 
@@ -489,6 +516,32 @@ class ResultMessage:
 def _int_or_none(value: Any) -> int | None:
     """An integer the schema accepted (JSON Schema counts ``7.0`` as an integer) as a Python int."""
     return None if value is None else int(value)
+
+
+def _box_from(value: Any, where: str) -> tuple[int, int, int, int] | None:
+    """``[x, y, w, h]`` the schema accepted (four integers 0..65535) as a box: its width and height at least 1."""
+    if value is None:
+        return None
+    x, y, w, h = (int(v) for v in value)
+    if w < 1 or h < 1:
+        raise ContractError("inconsistent", f"result {where}: a box needs a width and height of at least 1")
+    return x, y, w, h
+
+
+def _lesion_from(value: Any) -> LesionRecord | None:
+    """The ``lesion`` object the schema accepted as a :class:`LesionRecord` (its own rules: device/lesion_record.py)."""
+    if value is None:
+        return None
+    data = dict(value)
+    if data.get("box") is not None:
+        data["box"] = list(_box_from(data["box"], "lesion/box") or ())
+    if data.get("contour") is not None:
+        data["contour"] = [[int(v) for v in point] for point in data["contour"]]
+    try:
+        return LesionRecord.from_json(data, "lesion")
+    except LesionRecordError as exc:  # the schema covers these rules: reached only if the two drift apart
+        where = str(exc).split(":", 1)[0].replace(".", "/")
+        raise ContractError("inconsistent", f"result {where}: not a lesion outline (device/lesion_record.py)") from exc
 
 
 def encode_result(message: ResultMessage) -> bytes:
@@ -510,6 +563,18 @@ def check_consistency(message: ResultMessage) -> None:
     if message.schema >= 2:
         _check_category(message)
     _check_exam_fields(message)
+    _check_lesion(message)
+
+
+def _check_lesion(message: ResultMessage) -> None:
+    """Schema 3's lesion and crop: only in a schema-3 result; every box (the crop, the lesion's) at least 1 x 1. Also
+    checked here so a message built in code is refused before it is encoded."""
+    for name in SCHEMA_3_FIELDS:
+        if getattr(message, name) is not None and message.schema < 3:
+            raise ContractError("schema", f"result {name}: a schema-{message.schema} result may not carry it")
+    for where, box in (("crop", message.crop), ("lesion/box", message.lesion.box if message.lesion is not None else None)):
+        if box is not None and (box[2] < 1 or box[3] < 1):
+            raise ContractError("inconsistent", f"result {where}: a box needs a width and height of at least 1")
 
 
 def _check_category(message: ResultMessage) -> None:

@@ -57,6 +57,7 @@ def message_from_record(
     if record.seq is None:
         raise ValueError("a result must be stored (have a seq) before it is sent")
     thumb = record.thumbnail
+    version = result_schema_for(record)
     if not send_thumbnail or thumb is None or len(thumb) > min(thumbnail_max_bytes, MAX_THUMBNAIL_BYTES):
         thumb = None
     return ResultMessage(
@@ -87,8 +88,20 @@ def message_from_record(
         # stored before the clock and age columns too, so it has none to lose)
         clock=record.clock if record.category is not None else None,
         age=record.age if record.category is not None else None,
-        schema=RESULT_SCHEMA_VERSION if record.category is not None else 1,
+        # the outline and the crop box that maps it onto the thumbnail: schema 3, only for a result stored with an
+        # outline (lesion None: no segmentation model, or stored before outlines -> schema 2, as it always was)
+        lesion=record.lesion if version >= 3 else None,
+        crop=record.crop if version >= 3 else None,
+        schema=version,
     )
+
+
+def result_schema_for(record: ResultRecord) -> int:
+    """The lowest result schema that holds what ``record`` stores: 3 with a lesion outline, 2 with a category,
+    else 1 (a result stored before the category rule)."""
+    if record.category is None:
+        return 1
+    return RESULT_SCHEMA_VERSION if record.lesion is not None else 2
 
 
 @dataclass(frozen=True)

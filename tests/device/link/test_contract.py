@@ -61,7 +61,7 @@ def test_schemas_are_valid_and_packaged() -> None:
     for kind in contract.MESSAGE_TYPES:
         document = contract.schema(kind)
         jsonschema.validators.validator_for(document).check_schema(document)
-        assert document["properties"]["schema"] == ({"enum": [1, 2]} if kind == "result" else {"const": 1})
+        assert document["properties"]["schema"] == ({"enum": list(contract.RESULT_SCHEMA_VERSIONS)} if kind == "result" else {"const": 1})
 
 
 def test_result_round_trip_keeps_attribution_and_thumbnail() -> None:

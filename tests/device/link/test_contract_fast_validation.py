@@ -6,7 +6,8 @@ the schema as written, not the contract's code. Payloads are generated from the 
 within its bounds and pattern: these must be accepted) and then mutated adversarially: fields dropped, unknown keys
 added, values replaced by arbitrary JSON, by each bound and its neighbours (``max + 1``, ``max + 1e-9``, ``True`` for
 ``1``, ``1.0`` for an integer, ints past 2**63), by strings at and past their length limits, by pattern breakers and
-by every class of control character (and the characters just outside those classes), result schema 1 <-> 2. Each
+by every class of control character (and the characters just outside those classes), result schema 1 <-> 2 <-> 3
+(schema 3's ``lesion`` generated in each of its shapes: outlined in mm, outlined in pixels, none outlined). Each
 payload must get the oracle's verdict from ``contract.validate`` and from ``contract.decode`` of its JSON, and a
 refused one the same ``ContractError`` detail as the old path (``jsonschema``'s ``best_match``, re-implemented here
 as it was before the compiled check) — the hub stores and logs those details, and they name the field.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from typing import Any
 
@@ -26,10 +28,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from device.link import contract
-from device.link.contract import SCHEMA_2_FIELDS, ContractError
+from device.link.contract import SCHEMA_2_FIELDS, SCHEMA_3_FIELDS, ContractError
 
-# Result schema 1 and 2 are generated apart (the schema's if/then/else); every other kind as it is.
-KINDS = ("result_v1", "result_v2", "status", "heartbeat", "ack", "nack", "correction", "correction_ack")
+# Result schema 1, 2 and 3 are generated apart (the schema's if/then/else); every other kind as it is.
+KINDS = ("result_v1", "result_v2", "result_v3", "status", "heartbeat", "ack", "nack", "correction", "correction_ack")
 CONTROLS = "\x00\x09\x0a\x1f\x7f\x80\x85\x9f\u2028\u2029\u202a\u202e\u2066\u2069\ud800\udbff\udc00\udfff"
 NEAR_CONTROLS = " ~\xa0\xa1\u2027\u202f\u2065\u206a\ue000\U0001f600é"  # just outside the control classes: allowed
 SETTINGS = settings(
@@ -49,10 +51,11 @@ def oracle(kind: str, payload: Any) -> bool:
 def old_validate(kind: str, payload: dict[str, Any]) -> None:
     """The contract's check before the compiled schema: controls, the schema-1 rule, then jsonschema's best_match."""
     contract._check_controls(kind, payload)
-    if kind == "result" and payload.get("schema") == 1:
-        newer = [name for name in SCHEMA_2_FIELDS if name in payload]
+    version = payload.get("schema") if kind == "result" else None
+    if version in (1, 2):
+        newer = [name for name in (*(SCHEMA_2_FIELDS if version == 1 else ()), *SCHEMA_3_FIELDS) if name in payload]
         if newer:
-            raise ContractError("schema", f"result (root): {', '.join(newer)} not allowed in a schema-1 result")
+            raise ContractError("schema", f"result (root): {', '.join(newer)} not allowed in a schema-{version} result")
     error = jsonschema.exceptions.best_match(contract._validator(kind).iter_errors(payload))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
@@ -82,14 +85,39 @@ def verdict(check: Any, *args: Any) -> str | None:
 def generation_schema(kind: str) -> dict[str, Any]:
     """The kind's schema with result's if/then/else resolved for one schema version."""
     document = copy.deepcopy(contract.schema(message_type(kind)))
+    if kind in ("result_v1", "result_v2"):
+        for name in SCHEMA_3_FIELDS:
+            del document["properties"][name]
     if kind == "result_v1":
         document["properties"]["schema"] = {"const": 1}
         for name in SCHEMA_2_FIELDS:
             del document["properties"][name]
-    elif kind == "result_v2":
-        document["properties"]["schema"] = {"const": 2}
+    elif kind in ("result_v2", "result_v3"):
+        document["properties"]["schema"] = {"const": int(kind[-1])}
         document["required"] += ["category", "p_malignant", "mode"]
+    if kind == "result_v3":
+        document["properties"]["lesion"] = {"anyOf": lesion_shapes(document["properties"]["lesion"])}
     return document
+
+
+def lesion_shapes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """Schema 3's ``lesion`` with its if/then/else resolved: outlined with mm sizes, outlined in pixels only, and none
+    outlined (withheld or not): each property's type narrowed to the one its branch allows."""
+    base = {k: v for k, v in node.items() if k not in ("if", "then", "else")}
+    outlined, in_mm = node["then"], node["then"]["else"]["properties"]
+
+    def narrowed(types: dict[str, Any]) -> dict[str, Any]:
+        shape = copy.deepcopy(base)
+        shape["properties"]["found"] = {"const": types["box"]["type"] != "null"}
+        for name, rule in types.items():
+            shape["properties"][name]["type"] = rule["type"]
+            if rule["type"] == "null":  # an enum with null (withheld): only null
+                shape["properties"][name].pop("enum", None)
+        return shape
+
+    mm = {**outlined["properties"], **in_mm, "spacing_mm": {"type": "array"}}
+    pixels = {**outlined["properties"], **outlined["then"]["properties"], "spacing_mm": {"type": "null"}}
+    return [narrowed(mm), narrowed(pixels), narrowed(node["else"]["properties"])]
 
 
 _CONTROL_RE = re.compile(contract.schema("ack")["$defs"]["control"]["pattern"])
@@ -112,12 +140,14 @@ def _number(node: dict[str, Any], integer: bool) -> st.SearchStrategy[Any]:
         ints = st.integers(low, high)
         return ints | ints.filter(lambda i: abs(i) < 2**53).map(float)  # 7.0 is an integer to JSON Schema
     floats = st.floats(low, high, allow_nan=False, allow_infinity=False, exclude_min="exclusiveMinimum" in node)
-    return floats | st.integers(int(low) + ("exclusiveMinimum" in node), int(high))
+    return floats | st.integers(math.ceil(low) + (math.ceil(low) == low and "exclusiveMinimum" in node), math.floor(high))
 
 
 def from_schema(node: Any, full: bool = False) -> st.SearchStrategy[Any]:
     """A strategy for values valid under ``node`` (the keywords the contract's schemas use); ``full``: every optional
     property present (a mutation then also reaches those)."""
+    if "anyOf" in node:
+        return st.one_of([from_schema(option, full) for option in node["anyOf"]])
     if "const" in node:
         return st.just(node["const"])
     if "enum" in node:
@@ -230,7 +260,8 @@ def mutated(draw: st.DrawFn, kind: str) -> dict[str, Any]:
         if how == "drop" and isinstance(parent, dict):
             del parent[key]
         elif how == "extra" and isinstance(parent, dict):
-            parent[draw(st.text(max_size=10) | st.sampled_from(["thumbnail_jpeg_b64", "kind", *SCHEMA_2_FIELDS, "schema"]))] = draw(json_values)
+            names = ["thumbnail_jpeg_b64", "kind", *SCHEMA_2_FIELDS, *SCHEMA_3_FIELDS, "schema"]
+            parent[draw(st.text(max_size=10) | st.sampled_from(names))] = draw(json_values)
         elif how == "json":
             parent[key] = draw(json_values)
         elif how == "near":
@@ -255,7 +286,7 @@ def mutated(draw: st.DrawFn, kind: str) -> dict[str, Any]:
                 )
             )
         elif how == "schema":
-            payload["schema"] = draw(st.sampled_from([1, 2, 1.0, 2.0, True, 3, 0, "1", None]))
+            payload["schema"] = draw(st.sampled_from([1, 2, 3, 1.0, 2.0, 3.0, True, 4, 0, "1", None]))
         elif how == "grow" and isinstance(current, list):
             parent[key] = current + [draw(st.sampled_from(current or [None]))] * draw(st.sampled_from([1, 1000, 1001, 101]))
         elif how == "grow" and isinstance(current, dict):

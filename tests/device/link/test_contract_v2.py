@@ -21,6 +21,7 @@ from device.link.contract import ContractError, ResultMessage, decode_result, en
 from device.link.uplink.outbox import message_from_record
 from device.model.bundle import DecisionSpec, ModeSpec
 from device.results import ResultRecord
+from hub.store import SCHEMA_VERSION as HUB_SCHEMA_VERSION
 from hub.store import HubStore
 from tests.device.link.test_uplink import Hub, make_record, shut_down
 from tests.hub.test_hub_service import RawDevice
@@ -96,7 +97,7 @@ def _raw(payload: dict) -> bytes:
         (lambda p: p.update(p_malignant=1.5), "schema", "p_malignant"),
         (lambda p: p.pop("category"), "schema", "missing required category"),
         (lambda p: p.update(schema=1), "schema", "(root)"),  # a v1 payload may not carry the v2 fields
-        (lambda p: p.update(schema=3), "schema", "schema"),
+        (lambda p: p.update(schema=4), "schema", "schema"),  # no such schema (3 is a v2 payload plus the optional outline)
     ],
 )
 def test_a_schema_2_result_whose_numbers_disagree_is_refused(change, reason: str, detail: str) -> None:
@@ -188,7 +189,7 @@ def test_an_existing_postgresql_hub_database_gains_the_columns(postgres_server) 
         assert store.add_result(message)
         assert store.result(message.result_id).p_malignant == message.p_malignant
     with psycopg.connect(dsn) as conn:
-        assert conn.execute("SELECT value FROM hub_meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+        assert conn.execute("SELECT value FROM hub_meta WHERE key = 'schema_version'").fetchone()[0] == str(HUB_SCHEMA_VERSION)
 
 
 def test_the_device_classifies_stores_and_delivers_categories_to_the_hub(shipped_bundle_dir: Path, tmp_path: Path) -> None:
