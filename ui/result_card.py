@@ -57,6 +57,7 @@ COLOURS = {Category.NO_LESION: theme.OK, Category.LOW_SUSPICION: theme.INFO, Cat
 MODE_NAMES = {Mode.HIGH_SENSITIVITY: "High sensitivity", Mode.BALANCED: "Balanced", Mode.HIGH_SPECIFICITY: "High specificity"}
 HEAT_ONLY_SUSPICIOUS = "Heat map: shown for suspicious results only"
 NO_OUTLINE = "No lesion outlined"
+IDLE_HINT = "Or freeze and tap the lesion: only the area around it is analysed (a drag draws a region)."
 DESCRIPTOR_NAMES = {"orientation": "Orientation", "shape": "Shape", "margin": "Margin"}
 DESCRIPTOR_WORDS = {"not_parallel": "not parallel", "not_circumscribed": "not circumscribed"}
 
@@ -366,7 +367,7 @@ class ResultCard(QFrame):
         self.threshold = _label()
         self.figures = _label()
         self.rate = _label()
-        self.detail = _label("Draw a region with your finger to analyse only that area.")
+        self.detail = _label(IDLE_HINT)
         self.bars: dict[str, ProbabilityBar] = {
             LESION: ProbabilityBar(LESION, th, colour=theme.INFO),
             MALIGNANT: ProbabilityBar(MALIGNANT, th, colour=theme.DANGER),
@@ -512,7 +513,7 @@ class ResultCard(QFrame):
         self.caption.setText("No result yet")
         self.headline.setText(headline)
         self.headline.setStyleSheet(f"font-size: {self._headline_px}px;")
-        self.detail.setText(detail or "Draw a region with your finger to analyse only that area.")
+        self.detail.setText(detail or IDLE_HINT)
         self._conclusive(False)
         self.heatmap_button.setChecked(False)
         self.heatmap_button.hide()

@@ -398,6 +398,9 @@ def render(out: Path, model: Path | None = None) -> list[str]:
             from ui.lesion_screenshots import render as render_lesions  # two views of one lesion, the "other" note
 
             problems.extend(render_lesions(out, size))
+            from ui.tap_screenshots import render as render_taps  # tap a lesion: the seeded region, its result
+
+            problems.extend(render_taps(out, size, model))
     return problems
 
 
