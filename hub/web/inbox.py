@@ -28,6 +28,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode
 
+from device.lesion_record import LesionRecord
 from hub.web.corrections_view import NOT_VOIDED_SQL
 from hub.web.db import WebDb
 from hub.web.reviews import ReviewState
@@ -227,6 +228,7 @@ class InboxRow:
     clock: int | None = None  # contract v2, optional: the lesion's clock position
     age: int | None = None  # contract v2, optional: the patient's age
     assignee: str | None = None  # the operator it is assigned to (web_assignments)
+    lesion: LesionRecord | None = None  # contract v3, optional: the lesion outline (its size is listed per frame)
 
     @property
     def outcome(self) -> str:
@@ -365,9 +367,14 @@ def _float_or_none(value: Any) -> float | None:
     return float(value) if value is not None else None
 
 
+def _lesion_or_none(value: Any) -> LesionRecord | None:
+    """The stored outline, validated as hub/store.py reads it (LesionRecordError names the field)."""
+    return LesionRecord.from_text(value, "stored lesion") if value is not None else None
+
+
 # The columns of Dialect.columns() that make an InboxRow, in select order: (SQL, column name, InboxRow field,
 # conversion of the value read); the reader (_row) and V2_COLUMNS are derived from this one list. SQL None: a contract
-# v2 result column (nullable, and absent from an older database: then read as NULL).
+# v2 or v3 result column (nullable, and absent from an older database: then read as NULL).
 _ROW_COLUMNS: tuple[tuple[str | None, str, str, Callable[[Any], Any] | None], ...] = (
     ("r.id", "id", "id", int),
     ("r.result_id", "result_id", "result_id", None),
@@ -394,8 +401,9 @@ _ROW_COLUMNS: tuple[tuple[str | None, str, str, Callable[[Any], Any] | None], ..
     (None, "clock", "clock", _int_or_none),
     (None, "age", "age", _int_or_none),
     ("a.username AS assignee", "assignee", "assignee", None),
+    (None, "lesion", "lesion", _lesion_or_none),
 )
-V2_COLUMNS = tuple(name for expression, name, _, _ in _ROW_COLUMNS if expression is None)  # contract v2 result columns
+V2_COLUMNS = tuple(name for expression, name, _, _ in _ROW_COLUMNS if expression is None)  # contract v2 (and v3) result columns
 _ROW_FIELDS = len(_ROW_COLUMNS)  # the columns of Dialect.columns() that make an InboxRow (then k_rank, k_pm)
 
 # Per ordering: (column of the inner select, ascending?) from most to least significant.

@@ -33,6 +33,7 @@ from device.model.bundle import load_bundle
 from device.results import CapturedFrame, Exam, ExamDesk, new_result_id
 from device.sources.base import Frame
 from device.spacing import PixelSpacing
+from device.store import ResultStore
 from tests.device.link.test_uplink import Device
 from tests.device.tiny_segmentation import lesion_frame
 from tests.hub.test_hub_poison import HubProcess
@@ -141,7 +142,7 @@ def hub_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres_server").create_database(f"lesion_{uuid.uuid4().hex[:10]}")
 
 
-def analyse(device: Device, bundle: Path, tmp_path: Path) -> list:
+def analyse(store: ResultStore, bundle: Path, tmp_path: Path) -> list:
     """Three frames through the real Analyzer (tiny segmentation bundle, the clinician's ROI) into the device's store:
     an outline in mm (a DICOM spacing), one in pixels, and a Doppler frame (inconclusive: its outline withheld)."""
     import numpy as np
@@ -156,7 +157,7 @@ def analyse(device: Device, bundle: Path, tmp_path: Path) -> list:
     )
     desk = ExamDesk()
     desk.open(Exam("E-LESION", "P-LESION"))
-    analyzer = Analyzer(config, Classifier(load_bundle(bundle), threads=1), device.store, desk)
+    analyzer = Analyzer(config, Classifier(load_bundle(bundle), threads=1), store, desk)
     doppler = np.repeat(lesion_frame(300, 500, (250, 150), (70, 40))[:, :, None], 3, axis=2)
     doppler[70:170, 110:260] = (200, 30, 30)
     frames = [
@@ -175,7 +176,7 @@ def test_outlines_travel_from_the_analyzer_to_the_hub_identically(
     device = Device(tmp_path, SITE, DEVICE, mosquitto_broker.address)
     raw = None
     try:
-        records = analyse(device, seg_bundle_dir, tmp_path)
+        records = analyse(device.store, seg_bundle_dir, tmp_path)
         mm, px, withheld = (r.lesion for r in records)
         assert mm.found and mm.calibrated and px.found and not px.calibrated and withheld.withheld == "inconclusive"
         assert all(r.crop == ROI for r in records)

@@ -1,0 +1,382 @@
+"""The hub and its console with contract v3's lesion outline (issue 16), on real SQLite and PostgreSQL.
+
+It proves that:
+- the hub database keeps each result's outline and crop box and reads them back validated: an identical re-send is
+  a duplicate; a schema-2 database opens and gains the columns, its results intact; a damaged stored outline is
+  refused naming the result;
+- ``python -m hub serve`` on a real broker still takes an old device's v2 result, refuses malformed outlines for good
+  (a nack, the rejection counted with a detail that names the key) and goes on storing the next result;
+- the console's result page draws the device's outline over the thumbnail (an SVG polygon in image pixels, its
+  viewBox the crop box), with a toggle, the size ("W × D mm, A mm²", or "uncalibrated: N px", never mm without a
+  spacing) and only the shown descriptors labelled automatic; "No lesion outlined" when none was found; nothing
+  for a result sent without an outline; the exam page lists the size per frame;
+- in a real headless Chromium the polygon lands on the thumbnail where the contour's image pixels are (its box
+  measured on screen against the box computed from the crop), the toggle hides it, and a PNG of the page is saved.
+
+The outlines are the device's own: the real Analyzer with the tiny segmentation bundle (tests/device/
+tiny_segmentation.py, which outlines what is brighter than mid-grey) and a clinician's ROI, so the crop, the
+thumbnail and the contour are what a device sends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import sys
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from device.link.contract import encode_result
+from device.link.uplink.outbox import message_from_record
+from device.results import ResultRecord
+from device.store import ResultStore
+from hub.store import SCHEMA_VERSION, HubStore, HubStoreError
+from tests.device.link.test_contract_lesion import DEVICE, ROI, SITE, analyse
+from tests.hub.test_hub_poison import HubProcess
+from tests.hub.test_hub_service import RawDevice
+from tests.mqtt_broker import (  # noqa: F401  (fixtures)
+    MosquittoBroker,
+    free_port,
+    mosquitto_broker,
+    postgres_server,
+    start_process,
+    stop_process,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(240)
+
+PASSWORD = "correct horse battery"
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(os.environ["SONOPI_WEB_SCREENSHOTS"]) if os.environ.get("SONOPI_WEB_SCREENSHOTS") else None
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """The device's records (mm outline, px outline, withheld) and one stored without an outline."""
+
+    mm: ResultRecord
+    px: ResultRecord
+    withheld: ResultRecord
+    plain: ResultRecord
+
+    def all(self) -> tuple[ResultRecord, ...]:
+        return (self.mm, self.px, self.withheld, self.plain)
+
+
+@pytest.fixture(scope="module")
+def analysed(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Analysed:
+    from device.results import new_result_id
+    from tests.device.tiny_segmentation import build_tiny_segmentation_bundle
+
+    root = tmp_path_factory.mktemp("lesion-hub")
+    build_tiny_segmentation_bundle(root / "bundle", tiny_bundle_dir, root / "segment-out")
+    with ResultStore(root / "device.sqlite") as store:
+        mm, px, withheld = analyse(store, root / "bundle", root)
+        plain = store.add(replace(px, result_id=new_result_id(), seq=None, lesion=None))
+    assert mm.lesion.found and mm.lesion.calibrated and px.lesion.found and not px.lesion.calibrated and withheld.lesion.withheld
+    return Analysed(mm, px, withheld, plain)
+
+
+def messages(analysed: Analysed) -> list:
+    return [message_from_record(r, historical=False, prev_result_id=None) for r in analysed.all()]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "hub.sqlite")
+    return request.getfixturevalue("postgres_server").create_database(f"hub_lesion_{uuid.uuid4().hex[:10]}")
+
+
+# --- the hub database ------------------------------------------------------------------------------------------------
+
+
+def test_outlines_are_stored_and_read_back_identically(target: str, analysed: Analysed) -> None:
+    sent = messages(analysed)
+    with HubStore.open(target) as store:
+        assert store.add_results(sent) == [True] * 4
+        assert store.add_results(sent) == [False] * 4  # an identical re-send: a duplicate
+        for m in sent:
+            row = store.result(m.result_id)
+            assert (row.lesion, row.crop, row.schema_version) == (m.lesion, m.crop, m.schema)
+        assert [m.schema for m in sent] == [3, 3, 3, 2]
+        assert store.result(analysed.mm.result_id).summary()["lesion"] == analysed.mm.lesion.to_json()
+        assert store.result(analysed.plain.result_id).crop is None  # sent as schema 2: no crop either
+
+
+def test_a_schema_2_database_gains_the_columns(target: str, analysed: Analysed) -> None:
+    old, new = messages(analysed)[3], messages(analysed)[0]
+    with HubStore.open(target) as store:
+        store.add_result(old)
+    _run(
+        target,
+        "ALTER TABLE results DROP COLUMN lesion",
+        "ALTER TABLE results DROP COLUMN crop",
+        "UPDATE hub_meta SET value = '2' WHERE key = 'schema_version'",
+    )
+    with HubStore.open(target) as store:
+        assert store.result(old.result_id).lesion is None and store.result(old.result_id).category == old.category
+        assert store.add_result(new) and store.result(new.result_id).lesion == new.lesion
+    assert _run(target, "SELECT value FROM hub_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)] == [("3",)]
+
+
+def test_a_damaged_stored_outline_is_refused_naming_the_result(target: str, analysed: Analysed) -> None:
+    m = messages(analysed)[0]
+    with HubStore.open(target) as store:
+        store.add_result(m)
+    broken = json.dumps({**m.lesion.to_json(), "contour": [[1, 2]]})
+    _run(target, ("UPDATE results SET lesion = ? WHERE result_id = ?", (broken, m.result_id)))
+    with HubStore.open(target) as store, pytest.raises(HubStoreError, match=f"result {m.result_id}: the stored lesion outline is damaged .*contour"):
+        store.result(m.result_id)
+
+
+def _run(target: str, *statements) -> list:
+    """Run SQL straight on the hub database (what an older hub left, or damage); the last statement's rows."""
+    rows: list = []
+    if "://" in target:
+        import psycopg
+
+        with psycopg.connect(target, autocommit=True) as conn:
+            for s in statements:
+                sql, params = s if isinstance(s, tuple) else (s, ())
+                cur = conn.execute(sql.replace("?", "%s"), params)
+                rows = cur.fetchall() if cur.description else []
+        return rows
+    conn = sqlite3.connect(target)
+    try:
+        for s in statements:
+            sql, params = s if isinstance(s, tuple) else (s, ())
+            rows = conn.execute(sql, params).fetchall()
+        conn.commit()
+    finally:
+        conn.close()
+    return rows
+
+
+# --- hub serve: an old device, and poison ---------------------------------------------------------------------------
+
+
+def test_hub_serve_takes_v2_and_refuses_malformed_outlines_naming_the_key(
+    tmp_path: Path, mosquitto_broker: MosquittoBroker, analysed: Analysed
+) -> None:
+    hub = HubProcess(tmp_path, mosquitto_broker.address, str(tmp_path / "hub.sqlite"))
+    raw = RawDevice(mosquitto_broker, SITE, DEVICE)
+    try:
+        hub.start()
+        v2 = messages(analysed)[3]  # an old device's result: schema 2, no outline
+        for _ in range(15):  # the first may race the hub's subscription
+            raw.publish(encode_result(v2))
+            try:
+                hub.wait(lambda: v2.result_id in raw.acks(), "the v2 result's ack", timeout_s=2)
+                break
+            except pytest.fail.Exception:
+                if not hub.alive:
+                    raise
+        assert hub.store.result(v2.result_id).schema_version == 2
+        good = messages(analysed)[0].to_payload()
+        poisons = {
+            "lesion/contour": {**good["lesion"], "contour": [[i, i % 5] for i in range(65)]},
+            "lesion/width_mm": {**good["lesion"], "spacing_mm": None},
+            "lesion/shape/value": {**good["lesion"], "shape": {"value": "lobulated", "shown": True}},
+            "lesion/box": {**good["lesion"], "box": [1, 2, 0, 3]},
+        }
+        sent = []
+        for key, lesion in poisons.items():
+            payload = {**good, "result_id": str(uuid.uuid4()), "lesion": lesion}
+            raw.publish(json.dumps(payload).encode())
+            sent.append((key, payload["result_id"]))
+        hub.wait(lambda: {rid for _, rid in sent} <= {r.result_id for r in raw.nacks()}, "the malformed outlines' nacks")
+        nacks = {r.result_id: r for r in raw.nacks()}
+        for key, rid in sent:
+            assert f"result {key}:" in nacks[rid].detail and "lobulated" not in nacks[rid].detail, nacks[rid]
+            assert hub.store.result(rid) is None
+        assert hub.rejected() == len(poisons)
+        details = " | ".join(r.last_detail or "" for r in hub.store.rejections())
+        assert "result lesion/" in details and "lobulated" not in details
+        after = message_from_record(analysed.mm, historical=False, prev_result_id=None)  # the hub goes on
+        raw.publish(encode_result(after))
+        hub.wait(lambda: after.result_id in raw.acks(), "the next result's ack")
+        assert hub.store.result(after.result_id).lesion == analysed.mm.lesion and hub.alive
+    finally:
+        raw.close()
+        hub.close()
+
+
+# --- the console ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def console(target: str, analysed: Analysed):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from hub.web.accounts import Accounts
+    from hub.web.app import create_app
+    from hub.web.config import WebConfig
+    from hub.web.db import WebDb
+
+    with HubStore.open(target) as store:
+        store.add_results(messages(analysed))
+    db = WebDb.open(target)
+    try:
+        Accounts(db).add_user("olga", PASSWORD, "operator")
+    finally:
+        db.close()
+    app = create_app(WebConfig(db=target, escalate_after_s=3600))
+    client = TestClient(app, base_url="https://console.test", follow_redirects=False)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+    assert client.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": token}).status_code == 303
+    yield client
+    app.state.services.close()
+
+
+def test_the_result_page_draws_the_outline_with_its_size(console, analysed: Analysed) -> None:
+    mm = analysed.mm.lesion
+    page = console.get(f"/results/{analysed.mm.result_id}").text
+    points = " ".join(f"{x},{y}" for x, y in mm.contour)
+    assert f'viewBox="{ROI[0]} {ROI[1]} {ROI[2]} {ROI[3]}"' in page and f'<polygon points="{points}"/>' in page
+    assert 'id="outline-toggle"' in page and "checked" in page
+    assert f"Lesion {mm.width_mm:.1f} × {mm.depth_mm:.1f} mm, {mm.area_mm2:.0f} mm²" in page
+    shown = mm.shown_descriptors()
+    assert shown == {"shape": mm.shape.value}  # the display rule: shape only
+    assert f"Shape (automatic): {mm.shape.value}" in page and "Margin (automatic)" not in page and "Orientation (automatic)" not in page
+    assert f"carries the region's coordinates ({ROI[2]} × {ROI[3]} px at {ROI[0]}, {ROI[1]} in the frame)" in " ".join(page.split())
+
+    px = analysed.px.lesion
+    page = console.get(f"/results/{analysed.px.result_id}").text
+    lesion = _lesion_block(page)
+    assert f"Lesion uncalibrated: {px.area_px:.0f} px" in lesion and "mm²" not in lesion and " × " not in lesion
+    assert "<polygon" in page
+
+    page = console.get(f"/results/{analysed.withheld.result_id}").text
+    assert "<polygon" not in page and "Not outlined: the result is inconclusive." in page and "Lesion " not in _lesion_block(page)
+
+    page = console.get(f"/results/{analysed.plain.result_id}").text  # sent without an outline (v2): nothing
+    assert 'id="lesion"' not in page and "<svg" not in page and "outline-toggle" not in page
+    assert "carries neither the region's coordinates" in " ".join(page.split())
+
+
+def test_no_lesion_outlined_is_said(target: str, analysed: Analysed) -> None:
+    from device.lesion_record import LesionRecord
+
+    none_found = replace(messages(analysed)[1], result_id=str(uuid.uuid4()), lesion=LesionRecord(found=False))
+    with HubStore.open(target) as store:
+        store.add_result(none_found)
+    client = _signed_in(target)
+    page = client.get(f"/results/{none_found.result_id}").text
+    assert "No lesion outlined" in page and "<polygon" not in page
+
+
+def test_the_exam_page_lists_the_size_per_frame(console, analysed: Analysed) -> None:
+    page = console.get(f"/exams/{analysed.mm.exam_id}").text
+    cells = re.findall(r'<td class="lesion-size">(.*?)</td>', page)
+    assert len(cells) == 4
+    mm, px = analysed.mm.lesion, analysed.px.lesion
+    assert f"{mm.width_mm:.1f} × {mm.depth_mm:.1f} mm, {mm.area_mm2:.0f} mm²" in cells
+    assert f"uncalibrated: {px.area_px:.0f} px" in cells
+    assert '<span class="muted">not outlined</span>' in cells and '<span class="muted">—</span>' in cells
+
+
+def _signed_in(target: str):
+    from fastapi.testclient import TestClient
+
+    from hub.web.accounts import Accounts
+    from hub.web.app import create_app
+    from hub.web.config import WebConfig
+    from hub.web.db import WebDb
+
+    db = WebDb.open(target)
+    try:
+        Accounts(db).add_user("olga", PASSWORD, "operator")
+    finally:
+        db.close()
+    client = TestClient(create_app(WebConfig(db=target, escalate_after_s=3600)), base_url="https://console.test", follow_redirects=False)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+    assert client.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": token}).status_code == 303
+    return client
+
+
+def _lesion_block(page: str) -> str:
+    start = page.index('<div class="lesion" id="lesion">')
+    return page[start : page.index("</div>", start)]
+
+
+# --- in a real browser -----------------------------------------------------------------------------------------------
+
+
+def test_in_chromium_the_outline_lands_where_the_contour_is(tmp_path: Path, analysed: Analysed) -> None:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does this)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")
+    from hub.web.accounts import Accounts
+    from hub.web.db import WebDb
+
+    target = str(tmp_path / "hub.sqlite")
+    with HubStore.open(target) as store:
+        store.add_results(messages(analysed))
+    db = WebDb.open(target)
+    Accounts(db).add_user("olga", PASSWORD, "operator")
+    db.close()
+    (tmp_path / "hub.toml").write_text("")
+    port = free_port()
+    web = start_process(
+        [sys.executable, "-m", "hub", "web", "--config", str(tmp_path / "hub.toml"), "--db", target, "--port", str(port)], tmp_path / "web.log"
+    )
+    url = f"http://localhost:{port}"
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"], headless=True)
+            try:
+                page = browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
+                page.set_default_timeout(30_000)
+                wait_for(lambda: _up(page, f"{url}/login", web), 30, f"the console\n{(tmp_path / 'web.log').read_text(errors='replace')[-2000:]}")
+                page.fill("input[name=username]", "olga")
+                page.fill("input[name=password]", PASSWORD)
+                page.click("button[type=submit]")
+                page.wait_for_url("**/inbox")
+                page.goto(f"{url}/results/{analysed.mm.result_id}")
+                page.wait_for_function("document.querySelector('#outlined img').complete && document.querySelector('#outlined img').naturalWidth > 0")
+                image = page.locator("#outlined img").bounding_box()
+                drawn = page.locator("#outline polygon").bounding_box()
+                xs, ys = [x for x, _ in analysed.mm.lesion.contour], [y for _, y in analysed.mm.lesion.contour]
+                sx, sy = image["width"] / ROI[2], image["height"] / ROI[3]
+                expected = (
+                    image["x"] + (min(xs) - ROI[0]) * sx,
+                    image["y"] + (min(ys) - ROI[1]) * sy,
+                    (max(xs) - min(xs)) * sx,
+                    (max(ys) - min(ys)) * sy,
+                )
+                got = (drawn["x"], drawn["y"], drawn["width"], drawn["height"])
+                assert all(abs(g - e) <= 3 for g, e in zip(got, expected, strict=True)), (got, expected)  # within the stroke's width
+                assert page.inner_text("#lesion-size").startswith("Lesion ") and " mm, " in page.inner_text("#lesion-size")
+                out = SCREENSHOTS or tmp_path
+                out.mkdir(parents=True, exist_ok=True)
+                page.locator("section.thumb").screenshot(path=str(out / "web-result-outline.png"))
+                page.screenshot(path=str(out / "web-result-outline-page.png"), full_page=True)
+                assert page.locator("#outline").is_visible()
+                page.click("label[for=outline-toggle]")
+                assert not page.locator("#outline").is_visible() and page.locator("#outlined img").is_visible()
+                page.goto(f"{url}/exams/{analysed.mm.exam_id}")
+                assert "uncalibrated:" in page.inner_text("#results")
+                page.screenshot(path=str(out / "web-exam-outline.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        stop_process(web, signal.SIGKILL)
+
+
+def _up(page, url: str, proc) -> bool:
+    if proc.poll() is not None:
+        raise RuntimeError(f"hub web exited with {proc.returncode}")
+    try:
+        page.goto(url)
+        return page.locator("input[name=username]").count() == 1
+    except Exception:
+        return False
