@@ -1,7 +1,7 @@
 """Tapping a lesion seeds the region of interest (S-Detect's gesture, issue 16), on the real Live screen offscreen:
 a tap — also one that moves a few pixels, as a gloved finger does — seeds a square around the tapped point in source
 pixels through the view's letterbox and scale, its size from the scan region, moved inward at the scan region's
-edges; a tap inside an existing region, on its handle, on the letterbox bars or outside the scan region keeps what
+edges (on a capture card's whole screen, the reader's detected scan region bounds it); a tap inside an existing region, on its handle, on the letterbox bars or outside the scan region keeps what
 was there; drag to draw, move and resize work as before. On a frozen frame with an exam open the tap analyses the
 seeded region and stores it (the record's ROI is the seeded one, the lesion outline — the tiny real segmentation
 model, which outlines what is brighter than mid-grey — lies inside it although the bright blob reaches beyond it);
@@ -20,6 +20,7 @@ pytest.importorskip("pytestqt")
 from PyQt5.QtCore import QPoint, Qt
 
 from device.crop import Box
+from device.demo import write_demo_frames
 from tests.device.tiny_segmentation import build_tiny_segmentation_bundle, lesion_frame
 from tests.ui.test_ui_exam_defects import open_window, stored
 from tests.ui_support import draw_roi, start_exam
@@ -140,6 +141,27 @@ def test_a_tap_outside_the_scan_region_keeps_what_was_there(qtbot, tmp_path: Pat
         assert view.roi is None
         tap_at(qtbot, view, 210, 390)
         assert view.roi == Box(200, 400 - 180, 180, 180)  # 0.6 x 300, moved in at the region's lower-left corner
+    finally:
+        window.shutdown()
+
+
+def test_on_a_scanner_screen_the_seed_stays_in_the_detected_scan_region(qtbot, tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    """A capture card's whole screen (device.demo): the reader's own scan-region detector bounds the seed."""
+    frames = tmp_path / "usb" / "screens"
+    write_demo_frames(frames, 1)
+    window = open_window(qtbot, tmp_path, tiny_bundle_dir, frames)
+    view = window.live.view
+    try:
+        qtbot.waitUntil(lambda: view.scan_box is not None and view.image_rect().width() > 0, timeout=10_000)
+        window.live.set_frozen(True)
+        region = view.seed_region()
+        assert region == view.scan_box and region.x > 0 and region.y > 0  # the screen has margins round the image
+        tap_at(qtbot, view, region.x // 2, region.y // 2)  # the scanner's label area, top left
+        assert view.roi is None
+        tap_at(qtbot, view, region.x + region.width - 2, region.y + 2)  # just inside the image's top-right corner
+        roi = view.roi
+        assert roi is not None and roi.x + roi.width == region.x + region.width and roi.y == region.y
+        assert roi.width == roi.height == round(SEED_FRACTION * min(region.width, region.height))
     finally:
         window.shutdown()
 
