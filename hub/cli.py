@@ -57,6 +57,8 @@ EXPORT_FIELDS = (
     "category",
     "p_malignant",
     "mode",
+    "lesion",
+    "crop",
     "state",
     "effective_exam_id",
     "effective_patient_ref",
@@ -283,6 +285,8 @@ def _write_export(store: HubStore, args: argparse.Namespace, out: IO[str]) -> in
                 row.update(model_name=model["name"], model_version=model["version"], model_sha256=model["sha256"])
                 for key in ("reasons", "probabilities", "thresholds"):
                     row[key] = json.dumps(row[key], ensure_ascii=False)
+                for key in ("lesion", "crop"):  # contract v3, optional: compact JSON, empty when not sent
+                    row[key] = json.dumps(row[key], ensure_ascii=False, separators=(",", ":")) if row[key] is not None else None
                 writer.writerow({k: row[k] for k in EXPORT_FIELDS})
             else:
                 out.write(json_line(row, f"result {r.result_id}") + "\n")

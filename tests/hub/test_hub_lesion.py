@@ -2,8 +2,8 @@
 
 It proves that:
 - the hub database keeps each result's outline and crop box and reads them back validated: an identical re-send is
-  a duplicate; a schema-2 database opens and gains the columns, its results intact; a damaged stored outline is
-  refused naming the result;
+  a duplicate; ``hub export --csv`` and ``--json`` carry them; a schema-2 database opens and gains the columns, its
+  results intact; a damaged stored outline is refused naming the result;
 - ``python -m hub serve`` on a real broker still takes an old device's v2 result, refuses malformed outlines for good
   (a nack, the rejection counted with a detail that names the key) and goes on storing the next result;
 - the console's result page draws the device's outline over the thumbnail (an SVG polygon in image pixels, its
@@ -109,6 +109,26 @@ def test_outlines_are_stored_and_read_back_identically(target: str, analysed: An
         assert [m.schema for m in sent] == [3, 3, 3, 2]
         assert store.result(analysed.mm.result_id).summary()["lesion"] == analysed.mm.lesion.to_json()
         assert store.result(analysed.plain.result_id).crop is None  # sent as schema 2: no crop either
+
+
+def test_the_exports_carry_the_outline(target: str, analysed: Analysed) -> None:
+    import csv
+    import io
+    import subprocess
+
+    from tests.mqtt_broker import REPO
+
+    with HubStore.open(target) as store:
+        store.add_results(messages(analysed))
+    run = [sys.executable, "-m", "hub", "export", "--db", target]
+    done = subprocess.run([*run, "--csv"], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    rows = {r["result_id"]: r for r in csv.DictReader(io.StringIO(done.stdout))}
+    assert json.loads(rows[analysed.mm.result_id]["lesion"]) == analysed.mm.lesion.to_json()
+    assert json.loads(rows[analysed.mm.result_id]["crop"]) == list(ROI)
+    assert rows[analysed.plain.result_id]["lesion"] == "" == rows[analysed.plain.result_id]["crop"]
+    done = subprocess.run([*run, "--json"], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    objects = {o["result_id"]: o for o in map(json.loads, done.stdout.splitlines())}
+    assert objects[analysed.px.result_id]["lesion"] == analysed.px.lesion.to_json() and objects[analysed.plain.result_id]["lesion"] is None
 
 
 def test_a_schema_2_database_gains_the_columns(target: str, analysed: Analysed) -> None:
