@@ -13,6 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 SHIPPED_BUNDLE = REPO / "models" / "sonopi-lite0"
+# The previous release, v1 (format 2, Lite0 at 288 px, BUSI + BUS-BRA only), kept as what "an old bundle" means to the
+# tests (the device must keep loading it) and as the base of the site-adaptation study: it never saw BrEaST-Lesions-USG.
+V1_BUNDLE = REPO / "models" / "sonopi-lite0-v1"
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +47,13 @@ def shipped_bundle_dir() -> Path:
     if not (SHIPPED_BUNDLE / "manifest.json").is_file():
         pytest.skip(f"shipped model bundle not present at {SHIPPED_BUNDLE} (built by `make model`)")
     return SHIPPED_BUNDLE
+
+
+@pytest.fixture(scope="session")
+def v1_bundle_dir() -> Path:
+    if not (V1_BUNDLE / "manifest.json").is_file():
+        pytest.skip(f"the v1 model bundle is not present at {V1_BUNDLE}")
+    return V1_BUNDLE
 
 
 @pytest.fixture()

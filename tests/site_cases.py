@@ -1,6 +1,6 @@
 """Site case folders for the site-adapt tests, made from the shared datasets.
 
-The site is BrEaST-Lesions-USG (Poland, several scanners): a hospital the shipped bundle never saw (it was
+The site is BrEaST-Lesions-USG (Poland, several scanners): a hospital the v1 bundle (models/sonopi-lite0-v1) never saw (it was
 trained on BUSI and BUS-BRA only). It has 4 normal scans; its lesion masks give one lesion-free view per
 lesion image (model_build.lesion_views) — breast tissue without a lesion, imaged by that hospital's scanners,
 which is what a clinic's normal scans are. Its patients are split in two halves by a seeded draw: the

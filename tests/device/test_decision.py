@@ -1,7 +1,7 @@
 """The decision rule (device/decision.py): the category table at and around its boundaries; properties over any
 probabilities (the label never contradicts p_malignant and the threshold; the category never falls as p_malignant
 rises); a site threshold may only lower the mode's; ``[model] mode`` is validated at start-up; ``classify --json``
-on the shipped bundle (real TFLite) reports category, p_malignant and the mode, in a format-3 copy's modes too;
+on an old bundle (the v1 release, real TFLite) reports category, p_malignant and the mode, in a format-3 copy's modes too;
 a version-1 result store gains the new columns on open and keeps its results."""
 
 from __future__ import annotations
@@ -137,21 +137,21 @@ def _classify(config: Path, *paths: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_mode_the_bundle_lacks_is_a_start_up_error_naming_the_key_and_the_bundle(shipped_bundle_dir: Path, tmp_path: Path) -> None:
+def test_a_mode_the_bundle_lacks_is_a_start_up_error_naming_the_key_and_the_bundle(v1_bundle_dir: Path, tmp_path: Path) -> None:
     frames = write_demo_frames(tmp_path / "frames", count=1)
-    proc = _classify(_config(tmp_path, shipped_bundle_dir, 'mode = "high_specificity"\n'), *frames)
+    proc = _classify(_config(tmp_path, v1_bundle_dir, 'mode = "high_specificity"\n'), *frames)
     assert proc.returncode == 2, proc.stderr
-    assert "[model] mode = 'high_specificity'" in proc.stderr and str(shipped_bundle_dir) in proc.stderr
+    assert "[model] mode = 'high_specificity'" in proc.stderr and str(v1_bundle_dir) in proc.stderr
     assert "has no such operating mode (it has balanced)" in proc.stderr
 
 
-def test_classify_json_on_the_shipped_bundle_reports_category_p_malignant_and_mode(shipped_bundle_dir: Path, tmp_path: Path) -> None:
+def test_classify_json_on_an_old_bundle_reports_category_p_malignant_and_mode(v1_bundle_dir: Path, tmp_path: Path) -> None:
     frames = write_demo_frames(tmp_path / "frames", count=4)
-    proc = _classify(_config(tmp_path, shipped_bundle_dir), *frames)
+    proc = _classify(_config(tmp_path, v1_bundle_dir), *frames)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(rows) == 4
-    validated = json.loads((shipped_bundle_dir / "manifest.json").read_text())["thresholds"]["malignant"]
+    validated = json.loads((v1_bundle_dir / "manifest.json").read_text())["thresholds"]["malignant"]
     for row in rows:
         assert row["label"] in ("normal", "benign", "malignant") and row["category"] in [c.value for c in Category]
         assert row["p_malignant"] == row["probabilities"]["malignant"]

@@ -6,6 +6,7 @@ through it by the engine (heat maps too) while bundles without one load and scor
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import shutil
@@ -249,7 +250,8 @@ def test_the_shipped_bundle_carries_compact_head_data(shipped_bundle_dir: Path) 
     manifest = load_bundle(shipped_bundle_dir).manifest
     assert data.model_sha256 == manifest.model_sha256 and data.labels == manifest.labels
     assert data.channels == len(manifest.cam.weights) and data.rank == 64
-    assert len(data.train_y) == 1490 and len(data.test_y) == 317  # the bundle's split: train and test images
+    split = [row["split"] for row in csv.DictReader((shipped_bundle_dir / "report" / "split.csv").open(encoding="utf-8"))]
+    assert (len(data.train_y), len(data.test_y)) == (split.count("train"), split.count("test"))  # the bundle's split
     assert (shipped_bundle_dir / HEAD_DATA_FILE).stat().st_size < 300_000
     # the stored logits are the base head's: its own training images are mostly right
     assert (data.train_z.argmax(axis=1) == data.train_y).mean() > 0.9

@@ -1,6 +1,6 @@
-"""``python -m device site-adapt`` on real images, the shipped bundle, real TFLite (tests/site_cases.py: the site is
-BrEaST-Lesions-USG, a hospital the shipped bundle never saw; its lesion-free views are the site's normal scans;
-half its patients teach, the other half is scored).
+"""``python -m device site-adapt`` on real images, the v1 bundle (models/sonopi-lite0-v1, the base of the site study),
+real TFLite (tests/site_cases.py: the site is BrEaST-Lesions-USG, a hospital the v1 bundle never saw; its lesion-free
+views are the site's normal scans; half its patients teach, the other half is scored).
 
 Proves: the CLI writes a site bundle that names its base, loads with ``--model`` and ``[model] path``, passes
 ``selftest`` and never raises a threshold; on the other half, ``classify --json`` calls most normal scans normal
@@ -69,16 +69,16 @@ def _cli(*args: str | Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def site_bundle(site: SimpleNamespace, shipped_bundle_dir: Path) -> SimpleNamespace:
+def site_bundle(site: SimpleNamespace, v1_bundle_dir: Path) -> SimpleNamespace:
     """The command exactly as a clinic runs it."""
     out = site.root / "site-bundle"
-    result = _cli("site-adapt", site.cases, "--out", out, "--model", shipped_bundle_dir)
+    result = _cli("site-adapt", site.cases, "--out", out, "--model", v1_bundle_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     return SimpleNamespace(path=out, stdout=result.stdout)
 
 
-def test_the_cli_writes_a_site_bundle_naming_its_base(site: SimpleNamespace, site_bundle: SimpleNamespace, shipped_bundle_dir: Path) -> None:
-    base = load_bundle(shipped_bundle_dir).manifest
+def test_the_cli_writes_a_site_bundle_naming_its_base(site: SimpleNamespace, site_bundle: SimpleNamespace, v1_bundle_dir: Path) -> None:
+    base = load_bundle(v1_bundle_dir).manifest
     bundle = load_bundle(site_bundle.path)
     m = bundle.manifest
     assert m.version.startswith(base.version + "+site-") and len(m.version) == len(base.version) + 14
@@ -119,11 +119,11 @@ def _scores(lines: str, labels: dict[str, str]) -> dict[str, float]:
     }
 
 
-def test_on_the_other_half_normals_are_called_normal(site: SimpleNamespace, site_bundle: SimpleNamespace, shipped_bundle_dir: Path) -> None:
+def test_on_the_other_half_normals_are_called_normal(site: SimpleNamespace, site_bundle: SimpleNamespace, v1_bundle_dir: Path) -> None:
     with open(site.other_half / "labels.csv", newline="") as fh:
         labels = {r["filename"]: r["label"] for r in csv.DictReader(fh)}
     images = site.other_half / "images"
-    base = _cli("classify", "--json", "--model", shipped_bundle_dir, images)
+    base = _cli("classify", "--json", "--model", v1_bundle_dir, images)
     adapted = _cli("classify", "--json", "--model", site_bundle.path, images)
     assert base.returncode == 0 and adapted.returncode == 0, adapted.stderr[-2000:]
     before, after = _scores(base.stdout, labels), _scores(adapted.stdout, labels)
@@ -153,9 +153,9 @@ def _category_and_p(classifier: Classifier, pixels: np.ndarray) -> tuple[str, fl
     return decision.category.value, decision.p_malignant
 
 
-def test_no_forgetting_on_the_shared_sources_held_out_split(datasets: Path, site_bundle: SimpleNamespace, shipped_bundle_dir: Path) -> None:
+def test_no_forgetting_on_the_shared_sources_held_out_split(datasets: Path, site_bundle: SimpleNamespace, v1_bundle_dir: Path) -> None:
     """The bundle's own test split (BUSI, BUS-BRA), decoded as the device does, through both engines."""
-    base_bundle = load_bundle(shipped_bundle_dir)
+    base_bundle = load_bundle(v1_bundle_dir)
     samples, _, _ = find_samples(read_split_rows(base_bundle, "test"), [datasets / "busi", datasets / "bus-bra"])
     base, adapted = Classifier(base_bundle, threads=2), Classifier(load_bundle(site_bundle.path), threads=2)
     results = {"base": [], "site": []}
@@ -176,20 +176,20 @@ def test_no_forgetting_on_the_shared_sources_held_out_split(datasets: Path, site
 
 
 @pytest.fixture(scope="module")
-def base_classifier(shipped_bundle_dir: Path) -> Classifier:
-    return Classifier(load_bundle(shipped_bundle_dir), threads=2)
+def base_classifier(v1_bundle_dir: Path) -> Classifier:
+    return Classifier(load_bundle(v1_bundle_dir), threads=2)
 
 
-def test_too_few_normals_are_refused(site: SimpleNamespace, shipped_bundle_dir: Path) -> None:
+def test_too_few_normals_are_refused(site: SimpleNamespace, v1_bundle_dir: Path) -> None:
     few = write_cases(site.normals[: MIN_NORMALS - 10], site.root / "few")
     out = site.root / "few-bundle"
-    result = _cli("site-adapt", few, "--out", out, "--model", shipped_bundle_dir)
+    result = _cli("site-adapt", few, "--out", out, "--model", v1_bundle_dir)
     assert result.returncode == 1
     assert f"{MIN_NORMALS - 10} usable normal image(s)" in result.stderr and f"at least {MIN_NORMALS}" in result.stderr
     assert not out.exists()
 
 
-def test_another_scanner_mixed_in_is_refused(site: SimpleNamespace, datasets: Path, base_classifier: Classifier, shipped_bundle_dir: Path) -> None:
+def test_another_scanner_mixed_in_is_refused(site: SimpleNamespace, datasets: Path, base_classifier: Classifier, v1_bundle_dir: Path) -> None:
     """BUS-BRA's Toshiba Aplio 300 lesion-free views among this hospital's normals."""
     samples, _ = scan_source(datasets / "bus-bra", lesion_views=True)
     toshiba = [s for s in samples if s.view == LESION_FREE and "toshiba" in (s.meta("device") or "").lower()][:8]
@@ -197,17 +197,17 @@ def test_another_scanner_mixed_in_is_refused(site: SimpleNamespace, datasets: Pa
     write_cases(toshiba, folder)
     data = read_site_data(base_classifier, read_site_cases(folder))
     with pytest.raises(SiteAdaptError, match="another scanner seems mixed in") as caught:
-        adapt(base_classifier.bundle, HeadData.load(shipped_bundle_dir / HEAD_DATA_FILE), data)
+        adapt(base_classifier.bundle, HeadData.load(v1_bundle_dir / HEAD_DATA_FILE), data)
     named = [f"{s.path.stem}-{s.view}.png" for s in toshiba]
     assert sum(name in str(caught.value) for name in named) >= 3  # the odd ones are named: mostly the Toshiba views
 
 
-def test_lesion_images_labelled_normal_are_listed_for_review(site: SimpleNamespace, base_classifier: Classifier, shipped_bundle_dir: Path) -> None:
+def test_lesion_images_labelled_normal_are_listed_for_review(site: SimpleNamespace, base_classifier: Classifier, v1_bundle_dir: Path) -> None:
     wrong = [s for s in site.samples if s.view == "full" and s.label == "malignant" and _patient(s) in site.other][:6]
     folder = write_cases(site.normals, site.root / "mislabelled")
     write_cases(wrong, folder, label="normal")
     data = read_site_data(base_classifier, read_site_cases(folder))
-    adaptation = adapt(base_classifier.bundle, HeadData.load(shipped_bundle_dir / HEAD_DATA_FILE), data)
+    adaptation = adapt(base_classifier.bundle, HeadData.load(v1_bundle_dir / HEAD_DATA_FILE), data)
     listed = {r.file for r in adaptation.review}
     left_out = {r.file for r in adaptation.review if r.base_p_malignant >= REVIEW_BASE_P_MALIGNANT}
     named = {f"{s.path.stem}-{s.view}.png" for s in wrong}
@@ -217,7 +217,7 @@ def test_lesion_images_labelled_normal_are_listed_for_review(site: SimpleNamespa
 
 
 def test_held_out_lesions_recalibrate_the_temperature(
-    site: SimpleNamespace, base_classifier: Classifier, shipped_bundle_dir: Path, tmp_path: Path
+    site: SimpleNamespace, base_classifier: Classifier, v1_bundle_dir: Path, tmp_path: Path
 ) -> None:
     """Half A's normals and its biopsy-proven lesions (the site's own cancers and benign lesions): the temperature is
     refitted on the held-out patients' cases and written to the site bundle's manifest and ``head.site``; with
@@ -230,7 +230,7 @@ def test_held_out_lesions_recalibrate_the_temperature(
     write_cases(lesions, folder)
     data = read_site_data(base_classifier, read_site_cases(folder))
     base = base_classifier.bundle.manifest
-    adaptation = adapt(base_classifier.bundle, HeadData.load(shipped_bundle_dir / HEAD_DATA_FILE), data)
+    adaptation = adapt(base_classifier.bundle, HeadData.load(v1_bundle_dir / HEAD_DATA_FILE), data)
     t = adaptation.temperature
     assert t["base"] == base.temperature and t["held_out_lesions"] >= 10, t
     assert t["nll_fitted"] <= t["nll_base"], t  # the fit lowers the held-out cases' negative log-likelihood
@@ -244,9 +244,9 @@ def test_held_out_lesions_recalibrate_the_temperature(
 
 
 @pytest.fixture(scope="module")
-def adaptation(site: SimpleNamespace, base_classifier: Classifier, shipped_bundle_dir: Path):
+def adaptation(site: SimpleNamespace, base_classifier: Classifier, v1_bundle_dir: Path):
     data = read_site_data(base_classifier, read_site_cases(site.cases))
-    return adapt(base_classifier.bundle, HeadData.load(shipped_bundle_dir / HEAD_DATA_FILE), data)
+    return adapt(base_classifier.bundle, HeadData.load(v1_bundle_dir / HEAD_DATA_FILE), data)
 
 
 def test_lowered_thresholds_are_written_and_never_raised(adaptation, base_classifier: Classifier, tmp_path: Path) -> None:
@@ -288,23 +288,23 @@ def test_a_site_key_signs_the_bundle(adaptation, base_classifier: Classifier, tm
 
 
 def test_a_site_bundle_or_a_bundle_without_head_data_is_not_a_base(
-    site: SimpleNamespace, site_bundle: SimpleNamespace, shipped_bundle_dir: Path, tmp_path: Path
+    site: SimpleNamespace, site_bundle: SimpleNamespace, v1_bundle_dir: Path, tmp_path: Path
 ) -> None:
     result = _cli("site-adapt", site.cases, "--out", tmp_path / "again", "--model", site_bundle.path)
     assert result.returncode == 1 and "already a site bundle" in result.stderr
     bare = tmp_path / "bare"
-    shutil.copytree(shipped_bundle_dir, bare, ignore=shutil.ignore_patterns("head_data", "signature.json"))
+    shutil.copytree(v1_bundle_dir, bare, ignore=shutil.ignore_patterns("head_data", "signature.json"))
     with pytest.raises(BundleError, match="features.npz: missing"):
         run(Classifier(load_bundle(bare), threads=1), site.cases, tmp_path / "out")
 
 
-def test_head_data_is_what_model_build_computes(datasets: Path, shipped_bundle_dir: Path, tmp_path: Path) -> None:
-    """model_build.head_data on a copy of the shipped bundle whose split keeps 12 training and 6 test images: the
-    logits it stores are the shipped head data's for the same images (the shipped file is this tool's output)."""
+def test_head_data_is_what_model_build_computes(datasets: Path, v1_bundle_dir: Path, tmp_path: Path) -> None:
+    """model_build.head_data on a copy of the v1 bundle whose split keeps 12 training and 6 test images: the
+    logits it stores are the v1 head data's for the same images (its file is this tool's output)."""
     from model_build.head_data import add_to_bundle
 
     copy = tmp_path / "bundle"
-    shutil.copytree(shipped_bundle_dir, copy, ignore=shutil.ignore_patterns("head_data", "signature.json"))
+    shutil.copytree(v1_bundle_dir, copy, ignore=shutil.ignore_patterns("head_data", "signature.json"))
     split = copy / "report" / "split.csv"
     with open(split, newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -315,7 +315,7 @@ def test_head_data_is_what_model_build_computes(datasets: Path, shipped_bundle_d
         writer.writerows(keep)
     data, size = add_to_bundle(copy, [datasets / "busi", datasets / "bus-bra"])
     assert (len(data.train_y), len(data.test_y), data.channels) == (12, 6, 1280) and size > 0
-    shipped = HeadData.load(shipped_bundle_dir / HEAD_DATA_FILE)
+    shipped = HeadData.load(v1_bundle_dir / HEAD_DATA_FILE)
     order = [r for r in rows if r["split"] == "train"]
     index = [order.index(r) for r in keep[:12]]  # the shipped file keeps the split's order
     assert np.allclose(data.train_z, shipped.train_z[index], atol=1e-4)

@@ -94,7 +94,7 @@ def test_missing_or_overlapping_folds_are_refused(tmp_path: Path) -> None:
         om.read_folds([bad])
 
 
-def test_store_in_bundle_gives_a_format3_bundle_the_device_decides_with(tmp_path: Path, shipped_bundle_dir: Path) -> None:
+def test_store_in_bundle_gives_a_format3_bundle_the_device_decides_with(tmp_path: Path, v1_bundle_dir: Path) -> None:
     import json
     import shutil
 
@@ -102,12 +102,12 @@ def test_store_in_bundle_gives_a_format3_bundle_the_device_decides_with(tmp_path
     from device.model.bundle import load_bundle
 
     bundle_dir = tmp_path / "bundle"
-    shutil.copytree(shipped_bundle_dir, bundle_dir)
+    shutil.copytree(v1_bundle_dir, bundle_dir)
     result = om.study([_synthetic(tmp_path, "a", 0, 0.0), _synthetic(tmp_path, "b", 1, 0.15)], n_boot=20)
     bundle = om.store_in_bundle(bundle_dir, result)
     m = bundle.manifest
     assert m.format_version == 3 and m.decision is not None
-    assert m.version.startswith(load_bundle(shipped_bundle_dir).manifest.version + "+modes-")
+    assert m.version.startswith(load_bundle(v1_bundle_dir).manifest.version + "+modes-")
     assert m.thresholds["malignant"] == result["modes"]["balanced"]["malignant_threshold"]
     assert json.loads((bundle_dir / "report" / "metrics.json").read_text())["leave_one_source_out"] == result
     card = (bundle_dir / "MODEL_CARD.md").read_text()

@@ -32,9 +32,9 @@ def test_a_shipped_report_is_written_back_byte_for_byte(path: Path) -> None:
     assert report.to_bytes() == raw
 
 
-def test_the_shipped_report_is_typed(shipped_bundle_dir: Path) -> None:
-    report = read_report(shipped_bundle_dir)
-    raw = _shipped(shipped_bundle_dir)
+def test_the_shipped_report_is_typed(v1_bundle_dir: Path) -> None:
+    report = read_report(v1_bundle_dir)
+    raw = _shipped(v1_bundle_dir)
     assert isinstance(report.operating_point, OperatingPoint)
     assert report.operating_point.threshold == raw["operating_point"]["threshold"]
     assert isinstance(report.parity_int8_vs_float_test, Parity)
@@ -51,8 +51,8 @@ def test_the_shipped_card_is_reproduced_from_the_typed_report(shipped_bundle_dir
     assert card == (shipped_bundle_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
 
 
-def test_a_section_set_after_reading_goes_last_and_one_present_stays_in_place(shipped_bundle_dir: Path) -> None:
-    raw = _shipped(shipped_bundle_dir)
+def test_a_section_set_after_reading_goes_last_and_one_present_stays_in_place(v1_bundle_dir: Path) -> None:
+    raw = _shipped(v1_bundle_dir)
     report = BuildReport.from_json(copy.deepcopy(raw))
     report.leave_one_source_out = {"modes": {}}
     report.reader_baseline = {"skipped": "test"}

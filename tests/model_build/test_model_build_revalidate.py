@@ -1,7 +1,7 @@
-"""The shipped bundle's re-validation on platform-exact pixels, reproduced.
+"""The v1 bundle's re-validation on platform-exact pixels, reproduced (models/sonopi-lite0-v1, shipped until model v2).
 
 Proves that the device's runner (``device.engine.Classifier`` on ``device.model.preprocess.prepare``), re-scoring the
-shipped bundle's test images, gives exactly the as-built test figures on OpenCV-resampled pixels (the workstation
+v1 bundle's test images, gives exactly the as-built test figures on OpenCV-resampled pixels (the workstation
 build's own runner measured those: the two runners agree) and exactly the stored re-validated figures on exact
 pixels; and that the manifest says what was done.
 """
@@ -19,14 +19,14 @@ from device.model.bundle import Resampling, load_bundle
 
 
 @pytest.mark.data
-def test_shipped_bundle_revalidation_is_reproduced(shipped_bundle_dir: Path, datasets: Path) -> None:
+def test_v1_bundle_revalidation_is_reproduced(v1_bundle_dir: Path, datasets: Path) -> None:
     from model_build import evaluate
     from model_build.revalidate import score_split
 
-    bundle = load_bundle(shipped_bundle_dir)
+    bundle = load_bundle(v1_bundle_dir)
     m = bundle.manifest
     assert m.input.resampling == Resampling.EXACT and m.version.endswith("+exact") and m.reference is not None
-    stored = json.loads((shipped_bundle_dir / "report" / "metrics.json").read_text())["evaluations"]
+    stored = json.loads((v1_bundle_dir / "report" / "metrics.json").read_text())["evaluations"]
     classifier = Classifier(bundle)
     roots = [datasets / "busi", datasets / "bus-bra"]
     scored_by = score_split(classifier, roots, "test", [r.value for r in Resampling])

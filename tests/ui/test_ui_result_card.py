@@ -1,4 +1,4 @@
-"""The result card (real widgets, the real window, the shipped model and a format-3 copy of it, offscreen): the
+"""The result card (real widgets, the real window, the shipped model, the v1 bundle as an old one and a format-3 copy, offscreen): the
 headline is the category in clinician wording with p(malignant), the mode and its threshold, and the mode's
 validated figures or "not validated"; an inconclusive result shows the reason only (no bars, no numbers, no heat
 map); the heat map is offered for suspicious results only, with its fixed-scale legend. At 800x480 and 1280x720,
@@ -66,9 +66,10 @@ def card_text_problems(card: ResultCard) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory, shipped_bundle_dir: Path) -> dict[str, Path]:
+def bundles(tmp_path_factory: pytest.TempPathFactory, shipped_bundle_dir: Path, v1_bundle_dir: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("card-bundles")
-    return {"shipped": shipped_bundle_dir, "format3": format3_copy(shipped_bundle_dir, root / "format3").path}
+    format3 = format3_copy(shipped_bundle_dir, root / "format3").path
+    return {"shipped": shipped_bundle_dir, "old": v1_bundle_dir, "format3": format3}
 
 
 def _window(qtbot, tmp_path: Path, bundle: Path, size: tuple[int, int]):
@@ -104,7 +105,7 @@ def _shoot(window, name: str) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES, ids=["800x480", "1280x720"])
-@pytest.mark.parametrize("which", ["shipped", "format3"])
+@pytest.mark.parametrize("which", ["old", "format3"])
 def test_the_card_says_the_category_and_fits_with_banners_up(qtbot, tmp_path: Path, bundles, which: str, size: tuple[int, int]) -> None:
     window = _window(qtbot, tmp_path, bundles[which], size)
     card, classifier = window.live.card, window.services.analysis.classifier
@@ -126,7 +127,7 @@ def test_the_card_says_the_category_and_fits_with_banners_up(qtbot, tmp_path: Pa
             assert card.headline.text() == HEADLINES[category]
             assert card.p_text.text() == f"p(malignant) {p_text}"
             assert card.threshold.text() == f"Judged in Balanced mode: suspicious at ≥ {t_text}"
-            if which == "shipped":
+            if which == "old":
                 assert card.figures.text() == "Balanced mode: not validated"
                 assert card.rate.text() == "Malignancy rate in this category: not validated"
             else:

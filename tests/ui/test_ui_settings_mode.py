@@ -42,7 +42,7 @@ def test_a_site_threshold_below_the_mode_is_named(shipped_bundle_dir: Path) -> N
     assert "site setting; the model was validated with 1.0%" in text
 
 
-def test_an_old_bundle_is_one_mode_not_validated(shipped_bundle_dir: Path) -> None:
-    m = load_bundle(shipped_bundle_dir).manifest
+def test_an_old_bundle_is_one_mode_not_validated(v1_bundle_dir: Path) -> None:
+    m = load_bundle(v1_bundle_dir).manifest
     text = model_text(m, None, None, None)
     assert "Balanced (not validated)" in text and "site setting" not in text

@@ -1,5 +1,5 @@
-"""Settings › Model › "Teach this scanner" on real widgets (offscreen), the shipped bundle, real TFLite, a real
-SQLite store, and a real site: BrEaST-Lesions-USG (a hospital the shipped bundle never saw), half of its patients'
+"""Settings › Model › "Teach this scanner" on real widgets (offscreen), the v1 bundle (models/sonopi-lite0-v1), real TFLite, a real
+SQLite store, and a real site: BrEaST-Lesions-USG (a hospital the v1 bundle never saw), half of its patients'
 lesion-free views stored as the frames of finished exams (tests/site_cases.py).
 
 Proves: the page lists finished exams only (not the open one); the glove-size toggle marks and unmarks an exam
@@ -169,10 +169,10 @@ def _confirm(qtbot, window, title: str) -> None:
 
 
 @pytest.fixture(params=[False], ids=["normals"])
-def app(request, qtbot, app_root: Path, shipped_bundle_dir: Path, datasets: Path):
+def app(request, qtbot, app_root: Path, v1_bundle_dir: Path, datasets: Path):
     frames = app_root / "usb"
     write_frames(frames)
-    config_file = _config_file(app_root, shipped_bundle_dir, frames)
+    config_file = _config_file(app_root, v1_bundle_dir, frames)
     config = load_config(config_file)
     exams = _store_site_exams(config.store_path, datasets, cancers=request.param)
     with as_deployed(app_root, config_file):

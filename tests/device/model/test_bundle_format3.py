@@ -1,6 +1,6 @@
 """Manifest format 3: the optional ``decision`` block (operating modes, thresholds, validated figures) loads from a
 copy of the shipped bundle edited with ``edit_bundle``; every malformed part is refused with an error naming the
-key; formats 1 and 2 still load, with the implicit single balanced mode; the shipped bundle (format 2) classifies."""
+key; formats 1 and 2 still load, with the implicit single balanced mode; the v1 bundle (format 2) classifies."""
 
 from __future__ import annotations
 
@@ -181,12 +181,12 @@ def test_a_decision_block_needs_the_normal_and_malignant_labels(shipped_bundle_d
         load_bundle(bundle)
 
 
-def test_format_2_and_1_still_load_with_the_implicit_balanced_mode(shipped_bundle_dir: Path, tiny_bundle_dir: Path, tmp_path: Path) -> None:
-    shipped = load_bundle(shipped_bundle_dir).manifest
-    assert shipped.format_version == 2 and shipped.decision is None
-    implicit = shipped.decision_spec()
+def test_format_2_and_1_still_load_with_the_implicit_balanced_mode(v1_bundle_dir: Path, tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    v1 = load_bundle(v1_bundle_dir).manifest
+    assert v1.format_version == 2 and v1.decision is None
+    implicit = v1.decision_spec()
     assert isinstance(implicit, DecisionSpec) and list(implicit.modes) == ["balanced"] and implicit.default_mode == "balanced"
-    assert implicit.mode("balanced").malignant_threshold == shipped.thresholds["malignant"]
+    assert implicit.mode("balanced").malignant_threshold == v1.thresholds["malignant"]
     assert implicit.lesion_threshold == IMPLICIT_LESION_THRESHOLD == 0.5
     assert implicit.mode("balanced").figures is None and implicit.validation is None  # shown as "not validated"
     old = tmp_path / "v1"
@@ -201,13 +201,13 @@ def test_format_2_and_1_still_load_with_the_implicit_balanced_mode(shipped_bundl
     assert m.format_version == 1 and m.decision_spec().mode("balanced").malignant_threshold == m.thresholds["malignant"]
 
 
-def test_format_3_without_a_decision_block_behaves_as_an_old_bundle(shipped_bundle_dir: Path, tmp_path: Path) -> None:
+def test_format_3_without_a_decision_block_behaves_as_an_old_bundle(v1_bundle_dir: Path, tmp_path: Path) -> None:
     dst = tmp_path / "b"
-    shutil.copytree(shipped_bundle_dir, dst, ignore=shutil.ignore_patterns("signature.json"))
+    shutil.copytree(v1_bundle_dir, dst, ignore=shutil.ignore_patterns("signature.json"))
     edited = edit_bundle(dst, manifest=load_bundle(dst).manifest)
     assert edited.manifest.format_version == 3 and edited.manifest.decision is None
     assert list(edited.manifest.decision_spec().modes) == ["balanced"]
 
 
-def test_to_dict_leaves_out_an_absent_block(shipped_bundle_dir: Path) -> None:
-    assert "decision" not in load_bundle(shipped_bundle_dir).manifest.to_dict()
+def test_to_dict_leaves_out_an_absent_block(v1_bundle_dir: Path) -> None:
+    assert "decision" not in load_bundle(v1_bundle_dir).manifest.to_dict()

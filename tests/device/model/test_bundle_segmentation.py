@@ -30,7 +30,7 @@ from device.model.bundle import (
     sha256_file,
     write_bundle,
 )
-from tests.conftest import SHIPPED_BUNDLE
+from tests.conftest import V1_BUNDLE
 
 
 def _copy(src: Path, tmp_path: Path, name: str = "copy") -> Path:
@@ -57,9 +57,9 @@ def test_a_bundle_with_a_segmentation_model_loads_as_format_4(seg_bundle_dir: Pa
 
 
 def test_old_bundles_load_unchanged_without_segmentation(tiny_bundle_dir: Path) -> None:
-    shipped = load_bundle(SHIPPED_BUNDLE)
-    assert shipped.manifest.format_version == 2 and shipped.manifest.segmentation is None
-    assert shipped.segmentation_path is None
+    v1 = load_bundle(V1_BUNDLE)
+    assert v1.manifest.format_version == 2 and v1.manifest.segmentation is None
+    assert v1.segmentation_path is None
     tiny = load_bundle(tiny_bundle_dir)
     assert tiny.manifest.format_version == FORMAT_VERSION == 3 and tiny.manifest.segmentation is None
     assert "segmentation" not in json.loads((tiny_bundle_dir / MANIFEST_FILE).read_text())
