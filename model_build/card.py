@@ -227,6 +227,47 @@ def _bar_warning(report: BuildReport) -> list[str]:
     ]
 
 
+# The model-v2 bar on the leave-one-source-out study (issue 15), judged per held-out source in the default mode.
+LOSO_BAR_MIN = {"malignant_auc_lesions": 0.90, "sensitivity": 0.90, "specificity": 0.55}
+LOSO_BAR_MAX = {"normals_called_malignant": 0.15}
+_LOSO_WORDS = {
+    "malignant_auc_lesions": "malignant AUC",
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+    "normals_called_malignant": "normal scans called malignant",
+}
+
+
+def loso_bar_misses(study: dict[str, Any]) -> list[str]:
+    """Each way the study misses the leave-one-source-out bar, worded ("BUSI: normal scans called malignant 0.615 >
+    0.15"); empty when every held-out source meets it. A source without real normal scans is not judged on them."""
+    mode = study["modes"][study["default_mode"]]
+    misses = []
+    for source, overall in study["per_source"].items():
+        name = _SOURCE_NAMES.get(source, source)
+        figures = {"malignant_auc_lesions": overall.get("malignant_auc_lesions"), **mode["per_source"].get(source, {})}
+        for key, minimum in LOSO_BAR_MIN.items():
+            value = (figures.get(key) or {}).get("value")
+            if value is None or value < minimum:
+                misses.append(f"{name}: {_LOSO_WORDS[key]} {_f(value)} < {minimum:.2f}")
+        for key, maximum in LOSO_BAR_MAX.items():
+            value = (figures.get(key) or {}).get("value")
+            if value is not None and value > maximum:
+                misses.append(f"{name}: {_LOSO_WORDS[key]} {_f(value)} > {maximum:.2f}")
+    return misses
+
+
+def _loso_bar_warning(study: dict[str, Any] | None) -> list[str]:
+    if not study or not (misses := loso_bar_misses(study)):
+        return []
+    mode = _MODE_NAMES.get(study["default_mode"], study["default_mode"])
+    return [
+        f"> **The leave-one-source-out bar is NOT met** ({mode} mode; every held-out source needs malignant AUC ≥ 0.90, "
+        "sensitivity ≥ 0.90, specificity ≥ 0.55 and at most 15 % of normal scans called malignant): " + "; ".join(misses) + ".",
+        "",
+    ]
+
+
 def _gate_warning(report: BuildReport) -> list[str]:
     gate = report.parity_gate
     if gate is None or gate.passed:
@@ -334,6 +375,7 @@ def model_card_text(manifest: Manifest, report: BuildReport) -> str:
         "",
         *_gate_warning(report),
         *_bar_warning(report),
+        *_loso_bar_warning(report.leave_one_source_out),
         *loso_section(report.leave_one_source_out),
         "## Intended use",
         "",

@@ -123,3 +123,31 @@ def test_store_in_bundle_gives_a_format3_bundle_the_device_decides_with(tmp_path
     t = result["modes"]["high_sensitivity"]["malignant_threshold"]
     probs = np.array([0.1, 0.9 - t, t])
     assert decide(probs, m.labels, m.decision_spec(), "high_sensitivity", None, False).category.value == "suspicious"
+
+
+def _study_for_bar(auc: float, sensitivity: float, specificity: float, normals_malignant: float | None) -> dict:
+    def fig(value: float | None) -> dict:
+        return {"value": value, "ci95": [None, None], "n": 10}
+
+    per_mode = {"sensitivity": fig(sensitivity), "specificity": fig(specificity), "normals_called_malignant": fig(normals_malignant)}
+    return {
+        "default_mode": "balanced",
+        "per_source": {"busi": {"malignant_auc_lesions": fig(auc)}, "bus-bra": {"malignant_auc_lesions": fig(0.95)}},
+        "modes": {"balanced": {"per_source": {"busi": per_mode, "bus-bra": {**per_mode, "normals_called_malignant": fig(None)}}}},
+    }
+
+
+def test_the_card_names_every_miss_of_the_leave_one_source_out_bar() -> None:
+    from model_build.card import _loso_bar_warning, loso_bar_misses
+
+    assert loso_bar_misses(_study_for_bar(0.90, 0.90, 0.55, 0.15)) == []  # at the bar on every source: met
+    assert _loso_bar_warning(_study_for_bar(0.93, 0.95, 0.60, 0.05)) == []
+    misses = loso_bar_misses(_study_for_bar(0.897, 0.91, 0.54, 0.615))
+    assert misses == [
+        "BUSI: malignant AUC 0.897 < 0.90",
+        "BUSI: specificity 0.540 < 0.55",
+        "BUSI: normal scans called malignant 0.615 > 0.15",
+        "BUS-BRA: specificity 0.540 < 0.55",  # a source without normal scans is not judged on them
+    ]
+    warning = "".join(_loso_bar_warning(_study_for_bar(0.897, 0.91, 0.54, 0.615)))
+    assert "leave-one-source-out bar is NOT met" in warning and all(m in warning for m in misses)
