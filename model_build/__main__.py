@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--bundle", required=True, type=Path)
     c.add_argument("--data", action="append", required=True, type=Path, help="a source the bundle never trained on; repeat")
     c.add_argument("--out", required=True, type=Path, help="fold directory to write (report/external_predictions.csv)")
+    c.add_argument("--mirror", action="store_true", help="average each image's probabilities with its left-right mirror's")
     c.add_argument("-v", "--verbose", action="store_true")
     t = sub.add_parser("two-views", help="the lesion-level rule of two views measured on BUS-BRA's two-view test patients")
     t.add_argument("--bundle", required=True, type=Path, help="a built bundle (with report/split.csv)")
@@ -358,7 +359,7 @@ def _score(args: argparse.Namespace) -> int:
     from model_build.operating_modes import StudyError, score_sources
 
     try:
-        print(score_sources(args.bundle, args.data, args.out))
+        print(score_sources(args.bundle, args.data, args.out, mirror=args.mirror))
     except (StudyError, BundleError, DatasetError, ImageDecodeError, OSError, ValueError) as exc:
         logging.getLogger("model_build").error("scoring failed: %s", exc)
         return 2

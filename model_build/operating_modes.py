@@ -334,11 +334,13 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> ModelBundle:
     )
 
 
-def score_sources(bundle_dir: Path, roots: Sequence[Path], out_dir: Path) -> Path:
+def score_sources(bundle_dir: Path, roots: Sequence[Path], out_dir: Path, mirror: bool = False) -> Path:
     """Score whole sources (with their lesion-free views) with a bundle's int8 model, as a fold of the study.
 
     For a source the bundle never trained on, this *is* a held-out fold: e.g. an older bundle on a newer
-    source, to compare recipes on the same unseen images. Writes ``out_dir/report/external_predictions.csv``."""
+    source, to compare recipes on the same unseen images. Writes ``out_dir/report/external_predictions.csv``.
+    ``mirror``: each image's probabilities are the mean of the image's and its left-right mirror's (the model input
+    mirrored, letterbox included), to measure mirror averaging on unseen sources before any device runs it."""
     from device.model.bundle import load_bundle
     from device.model.runtime import bundle_probabilities
     from model_build.data import decode_sample, scan_source
@@ -352,9 +354,12 @@ def score_sources(bundle_dir: Path, roots: Sequence[Path], out_dir: Path) -> Pat
     samples = [s for root in roots for s in scan_source(root, lesion_views=True)[0] if s.view != LESION_CENTRED]
     pixels = np.stack([decode_sample(s, m.input) for s in samples])
     probs = bundle_probabilities(bundle, pixels)  # the device's runner and rule, a site head included
+    if mirror:
+        probs = (probs + bundle_probabilities(bundle, np.ascontiguousarray(pixels[:, :, ::-1]))) / 2
     groups = np.array([f"{s.source}:patient:{s.patient_id}" if s.patient_id else f"{s.source}:file:{s.path.name}" for s in samples])
     path = Path(out_dir) / PREDICTIONS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     write_predictions(path, samples, groups, probs, LABELS)
-    log.info("scored %d image(s) and view(s) of %s with %s %s", len(samples), ", ".join(map(str, roots)), m.name, m.version)
+    how = " and their mirrors" if mirror else ""
+    log.info("scored %d image(s) and view(s)%s of %s with %s %s", len(samples), how, ", ".join(map(str, roots)), m.name, m.version)
     return path
