@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
@@ -28,11 +29,13 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode
 
-from device.lesion_record import LesionRecord
+from device.lesion_record import LesionRecord, LesionRecordError
 from hub.web.corrections_view import NOT_VOIDED_SQL
 from hub.web.db import WebDb
 from hub.web.reviews import ReviewState
 from hub.web.risk import LATE_AFTER_S, Assessment, assess, delay_s, is_late
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
 WALK_AFTER = 1000  # a filter leaving at least this many rows in an attention rank: walk the risk index
@@ -368,7 +371,8 @@ def _float_or_none(value: Any) -> float | None:
 
 
 def _lesion_or_none(value: Any) -> LesionRecord | None:
-    """The stored outline, validated as hub/store.py reads it (LesionRecordError names the field)."""
+    """The stored outline, validated as hub/store.py reads it (LesionRecordError names the field; :func:`_row` catches
+    it: a damaged row must not take the whole queue down)."""
     return LesionRecord.from_text(value, "stored lesion") if value is not None else None
 
 
@@ -415,9 +419,14 @@ _KEYS: dict[Sort, tuple[tuple[str, bool], ...]] = {
 
 
 def _row(row: Sequence[Any]) -> InboxRow:
-    return InboxRow(
-        **{field: convert(value) if convert is not None else value for (_, _, field, convert), value in zip(_ROW_COLUMNS, row, strict=True)}
-    )
+    values: dict[str, Any] = {}
+    for (_, _, name, convert), value in zip(_ROW_COLUMNS, row, strict=True):
+        try:
+            values[name] = convert(value) if convert is not None else value
+        except LesionRecordError as exc:  # listed without its outline; its own page refuses it (hub/store.py)
+            log.error("inbox: result %s: the stored lesion outline is damaged (%s); listed without it", values.get("result_id"), exc)
+            values[name] = None
+    return InboxRow(**values)
 
 
 def _order(sort: Sort, reverse: bool) -> str:

@@ -3,7 +3,7 @@
 It proves that:
 - the hub database keeps each result's outline and crop box and reads them back validated: an identical re-send is
   a duplicate; ``hub export --csv`` and ``--json`` carry them; a schema-2 database opens and gains the columns, its
-  results intact; a damaged stored outline is refused naming the result;
+  results intact; a damaged stored outline is refused naming the result (the queue lists the result without it);
 - ``python -m hub serve`` on a real broker still takes an old device's v2 result, refuses malformed outlines for good
   (a nack, the rejection counted with a detail that names the key) and goes on storing the next result;
 - the console's result page draws the device's outline over the thumbnail (an SVG polygon in image pixels, its
@@ -21,6 +21,7 @@ thumbnail and the contour are what a device sends.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -147,7 +148,7 @@ def test_a_schema_2_database_gains_the_columns(target: str, analysed: Analysed) 
     assert _run(target, "SELECT value FROM hub_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)] == [("3",)]
 
 
-def test_a_damaged_stored_outline_is_refused_naming_the_result(target: str, analysed: Analysed) -> None:
+def test_a_damaged_stored_outline_is_refused_naming_the_result(target: str, analysed: Analysed, caplog: pytest.LogCaptureFixture) -> None:
     m = messages(analysed)[0]
     with HubStore.open(target) as store:
         store.add_result(m)
@@ -155,6 +156,17 @@ def test_a_damaged_stored_outline_is_refused_naming_the_result(target: str, anal
     _run(target, ("UPDATE results SET lesion = ? WHERE result_id = ?", (broken, m.result_id)))
     with HubStore.open(target) as store, pytest.raises(HubStoreError, match=f"result {m.result_id}: the stored lesion outline is damaged .*contour"):
         store.result(m.result_id)
+    from hub.web.db import WebDb
+    from hub.web.inbox import Inbox
+
+    db = WebDb.open(target)  # the queue and the exam page still list it, without the outline (logged)
+    try:
+        with caplog.at_level(logging.ERROR, logger="hub.web.inbox"):
+            rows = Inbox(db).exam(m.exam_id)
+        assert [(r.result_id, r.lesion) for r in rows] == [(m.result_id, None)]
+        assert f"result {m.result_id}: the stored lesion outline is damaged" in caplog.text
+    finally:
+        db.close()
 
 
 def _run(target: str, *statements) -> list:
