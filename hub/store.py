@@ -78,6 +78,12 @@ class UnstorableError(HubStoreError):
     code = "hub_record_unstorable"
 
 
+class DamagedRowError(HubStoreError):
+    """A stored row that no longer validates (changed outside the hub): that row cannot be read, the others can."""
+
+    code = "hub_row_damaged"
+
+
 class DatabaseUnavailable(HubStoreError):
     """The PostgreSQL server cannot be reached (down, restarting, starting after the hub): worth waiting for."""
 
@@ -732,14 +738,19 @@ class HubStore:
             return Added(message.result_id, False, str(exc))
 
     def results_by_id(self, result_ids: Iterable[str]) -> dict[str, StoredResult]:
-        """The stored results among these ids (for comparing a re-sent result with the stored one)."""
+        """The stored results among these ids (for comparing a re-sent result with the stored one); a damaged row
+        (:class:`DamagedRowError`) is logged and left out, so a re-send of it is stored as nothing new and acked."""
         ids = list(dict.fromkeys(result_ids))
         found: dict[str, StoredResult] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for row in self._query(f"SELECT {_RESULT_COLUMNS} FROM results WHERE result_id IN ({marks})", chunk):
-                result = _row_to_result(row)
+                try:
+                    result = _row_to_result(row)
+                except DamagedRowError as exc:  # left out, not raised: a re-send of it must not stall ingestion
+                    log.error("%s; left out", exc)
+                    continue
                 found[result.result_id] = result
         return found
 
@@ -1230,7 +1241,7 @@ def _stored_lesion(result_id: str, text: str | None) -> LesionRecord | None:
     try:
         return LesionRecord.from_text(text, "lesion")
     except LesionRecordError as exc:
-        raise HubStoreError(f"hub database: result {result_id}: the stored lesion outline is damaged ({exc})") from exc
+        raise DamagedRowError(f"hub database: result {result_id}: the stored lesion outline is damaged ({exc})") from exc
 
 
 def _stored_crop(result_id: str, text: str | None) -> tuple[int, int, int, int] | None:
@@ -1243,7 +1254,7 @@ def _stored_crop(result_id: str, text: str | None) -> tuple[int, int, int, int] 
                 return box[0], box[1], box[2], box[3]
     except json.JSONDecodeError:
         pass
-    raise HubStoreError(f"hub database: result {result_id}: the stored crop box is damaged (expected [x, y, w, h], w and h >= 1)")
+    raise DamagedRowError(f"hub database: result {result_id}: the stored crop box is damaged (expected [x, y, w, h], w and h >= 1)")
 
 
 def _row_to_correction(row: tuple) -> StoredCorrection:

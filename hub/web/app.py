@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import StreamingResponse
 
-from hub.store import DeviceState, HubStore, HubStoreError, Presence, StoredResult
+from hub.store import DamagedRowError, DeviceState, HubStore, HubStoreError, Presence, StoredResult
 from hub.web import DISCLAIMER, corrections_view, queue_views
 from hub.web.accounts import ROLES, AccountError, Accounts, LoginOutcome, Session, User
 from hub.web.assignments import Assignments
@@ -230,6 +230,12 @@ def _install_handlers(app: FastAPI, s: Services) -> None:
         if request.url.path.startswith("/inbox/events") or request.method != "GET":
             return PlainTextResponse("login required", status_code=401)
         return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(DamagedRowError)
+    async def damaged_row(request: Request, exc: DamagedRowError) -> Response:
+        # One row changed outside the hub (hub/store.py refuses it): not an outage; the log names the row and field.
+        log.error("console: %s %s: %s", request.method, request.url.path, exc)
+        return PlainTextResponse("This result's stored data is damaged and cannot be shown; the console's log names the field.", status_code=500)
 
     @app.exception_handler(HubStoreError)
     @app.exception_handler(WebDbError)

@@ -37,7 +37,7 @@ from device.link.contract import encode_result
 from device.link.uplink.outbox import message_from_record
 from device.results import ResultRecord
 from device.store import ResultStore
-from hub.store import SCHEMA_VERSION, HubStore, HubStoreError
+from hub.store import SCHEMA_VERSION, DamagedRowError, HubStore
 from tests.device.link.test_contract_lesion import DEVICE, ROI, SITE, analyse
 from tests.hub.test_hub_poison import HubProcess
 from tests.hub.test_hub_service import RawDevice
@@ -154,7 +154,8 @@ def test_a_damaged_stored_outline_is_refused_naming_the_result(target: str, anal
         store.add_result(m)
     broken = json.dumps({**m.lesion.to_json(), "contour": [[1, 2]]})
     _run(target, ("UPDATE results SET lesion = ? WHERE result_id = ?", (broken, m.result_id)))
-    with HubStore.open(target) as store, pytest.raises(HubStoreError, match=f"result {m.result_id}: the stored lesion outline is damaged .*contour"):
+    refused = f"result {m.result_id}: the stored lesion outline is damaged .*contour"
+    with HubStore.open(target) as store, pytest.raises(DamagedRowError, match=refused):
         store.result(m.result_id)
     from hub.web.db import WebDb
     from hub.web.inbox import Inbox
@@ -167,6 +168,9 @@ def test_a_damaged_stored_outline_is_refused_naming_the_result(target: str, anal
         assert f"result {m.result_id}: the stored lesion outline is damaged" in caplog.text
     finally:
         db.close()
+    client = _signed_in(target)  # its page says so (not "database unavailable": the database is fine)
+    page = client.get(f"/results/{m.result_id}")
+    assert page.status_code == 500 and "stored data is damaged" in page.text and client.get("/inbox").status_code == 200
 
 
 def _run(target: str, *statements) -> list:
@@ -236,6 +240,35 @@ def test_hub_serve_takes_v2_and_refuses_malformed_outlines_naming_the_key(
         raw.publish(encode_result(after))
         hub.wait(lambda: after.result_id in raw.acks(), "the next result's ack")
         assert hub.store.result(after.result_id).lesion == analysed.mm.lesion and hub.alive
+    finally:
+        raw.close()
+        hub.close()
+
+
+def test_hub_serve_goes_on_when_a_re_sent_result_has_a_damaged_stored_outline(
+    tmp_path: Path, mosquitto_broker: MosquittoBroker, analysed: Analysed
+) -> None:
+    hub = HubProcess(tmp_path, mosquitto_broker.address, str(tmp_path / "hub.sqlite"))
+    raw = RawDevice(mosquitto_broker, SITE, DEVICE)
+    try:
+        first = messages(analysed)[0]
+        hub.store.add_result(first)
+        broken = json.dumps({**first.lesion.to_json(), "contour": [[1, 2]]})
+        _run(hub.target, ("UPDATE results SET lesion = ? WHERE result_id = ?", (broken, first.result_id)))
+        hub.start()
+        for _ in range(15):  # an identical re-send of the damaged one: a duplicate, acked (the first may race the subscription)
+            raw.publish(encode_result(first))
+            try:
+                hub.wait(lambda: first.result_id in raw.acks(), "the re-send's ack", timeout_s=2)
+                break
+            except pytest.fail.Exception:
+                if not hub.alive:
+                    raise
+        after = message_from_record(analysed.px, historical=False, prev_result_id=None)
+        raw.publish(encode_result(after))
+        hub.wait(lambda: after.result_id in raw.acks(), "the next result's ack")
+        assert hub.store.result(after.result_id).lesion == analysed.px.lesion and hub.alive
+        assert "the stored lesion outline is damaged" in hub.log() and "retrying" not in hub.log()
     finally:
         raw.close()
         hub.close()
