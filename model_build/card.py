@@ -247,13 +247,13 @@ def loso_bar_misses(study: dict[str, Any]) -> list[str]:
         name = _SOURCE_NAMES.get(source, source)
         figures = {"malignant_auc_lesions": overall.get("malignant_auc_lesions"), **mode["per_source"].get(source, {})}
         for key, minimum in LOSO_BAR_MIN.items():
-            value = (figures.get(key) or {}).get("value")
-            if value is None or value < minimum:
-                misses.append(f"{name}: {_LOSO_WORDS[key]} {_f(value)} < {minimum:.2f}")
+            figure = figures.get(key) or {}
+            if figure.get("value") is None or figure["value"] < minimum:
+                misses.append(f"{name}: {_LOSO_WORDS[key]} {_f(figure.get('value'))} (n {figure.get('n', 0)}) < {minimum:.2f}")
         for key, maximum in LOSO_BAR_MAX.items():
-            value = (figures.get(key) or {}).get("value")
-            if value is not None and value > maximum:
-                misses.append(f"{name}: {_LOSO_WORDS[key]} {_f(value)} > {maximum:.2f}")
+            figure = figures.get(key) or {}
+            if figure.get("value") is not None and figure["value"] > maximum:
+                misses.append(f"{name}: {_LOSO_WORDS[key]} {_f(figure['value'])} (n {figure.get('n', 0)}) > {maximum:.2f}")
     return misses
 
 

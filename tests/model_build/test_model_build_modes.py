@@ -144,10 +144,10 @@ def test_the_card_names_every_miss_of_the_leave_one_source_out_bar() -> None:
     assert _loso_bar_warning(_study_for_bar(0.93, 0.95, 0.60, 0.05)) == []
     misses = loso_bar_misses(_study_for_bar(0.897, 0.91, 0.54, 0.615))
     assert misses == [
-        "BUSI: malignant AUC 0.897 < 0.90",
-        "BUSI: specificity 0.540 < 0.55",
-        "BUSI: normal scans called malignant 0.615 > 0.15",
-        "BUS-BRA: specificity 0.540 < 0.55",  # a source without normal scans is not judged on them
+        "BUSI: malignant AUC 0.897 (n 10) < 0.90",
+        "BUSI: specificity 0.540 (n 10) < 0.55",
+        "BUSI: normal scans called malignant 0.615 (n 10) > 0.15",
+        "BUS-BRA: specificity 0.540 (n 10) < 0.55",  # a source without normal scans is not judged on them
     ]
     warning = "".join(_loso_bar_warning(_study_for_bar(0.897, 0.91, 0.54, 0.615)))
     assert "leave-one-source-out bar is NOT met" in warning and all(m in warning for m in misses)
