@@ -17,13 +17,14 @@ TEST_WORKERS ?= 2
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: run run-ui test lint venv-device venv-test bench model model-study screenshots screenshots-web screenshots-ui clean help
+.PHONY: run run-ui test lint venv-device venv-test bench model model-study ship-model screenshots screenshots-web screenshots-ui clean help
 
 help:
 	@echo "make run    - set up, then run the appliance on demo frames with the shipped model"
 	@echo "make test   - set up, then run every test"
 	@echo "make model  - train + export the model bundle from $(DATASETS) into build/ (modes from make model-study)"
 	@echo "make model-study - the leave-one-source-out folds that choose and validate the modes (~3 x a build)"
+	@echo "make ship-model - replace models/sonopi-lite0 by BUILT (default build/model), with its head_data and a selftest"
 	@echo "make lint   - ruff check + format check on the tree, mypy on device (strict), ui, hub, model_build"
 	@echo "make bench  - run the benchmarks in bench/"
 	@echo "make keys / flash / deploy / rollback - devices: see docs/deploy.md"
@@ -84,6 +85,17 @@ model: $(VENV)/.stamp-test
 	else echo "model: no leave-one-source-out study in $(STUDY): build/model has no validated modes (make model-study first)"; fi
 	@if [ -f "$(SIGNING_KEY)" ]; then $(PY) -m device.model.signing sign build/model --key "$(SIGNING_KEY)"; \
 	else echo "model: build/model NOT signed ($(SIGNING_KEY) missing: make keys, or SIGNING_KEY=...)"; fi
+
+# Ship a built bundle as the reference one: models/sonopi-lite0 is replaced by BUILT (default build/model, which
+# `make model` writes with its modes), then its site-refit training features (head_data/) are computed from
+# MODEL_DATA. The previous release stays in git history (and v1 in models/sonopi-lite0-v1).
+BUILT ?= build/model
+ship-model: $(VENV)/.stamp-test
+	@test -f "$(BUILT)/manifest.json" || { echo "ship-model: $(BUILT) is not a bundle (make model first)"; exit 2; }
+	rm -rf models/sonopi-lite0 && mkdir -p models/sonopi-lite0
+	cp -r $(BUILT)/manifest.json $(BUILT)/model.tflite $(BUILT)/MODEL_CARD.md $(BUILT)/reference $(BUILT)/report models/sonopi-lite0/
+	$(PY) -m model_build.head_data --bundle models/sonopi-lite0 $(MODEL_DATA)
+	$(PY) -m device selftest --model models/sonopi-lite0
 
 # Each part adds its own `screenshots: screenshots-<part>` line; `make screenshots` renders them all.
 screenshots: screenshots-web
