@@ -37,6 +37,7 @@ from device.model.bundle import (
     load_bundle,
     write_bundle,
 )
+from device.selftest import record_segmentation_reference
 from model_build.export import identify_outputs, int8_runner
 from model_build.segmentation import SegTrainConfig, build_segmenter, check_resolution, export_model, predict_float, train_segmenter
 from model_build.segmentation_data import SegData, SegSplit, load_segmentation, split_segmentation
@@ -249,7 +250,10 @@ def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str |
     """A copy of the classifier bundle at ``bundle_dir`` with ``model_build segment``'s output (``seg_dir``) as its
     segmentation model, written to ``out`` through ``write_bundle`` (format 4). The classifier, its manifest and its
     files are kept; the segmentation report goes to ``report/segmentation/``. ``version``: default
-    ``<version>+seg``. The copy is unsigned (a signature covers every file): sign it again."""
+    ``<version>+seg``. The segmentation model's outputs on the bundle's reference frame are recorded as
+    ``segmentation.reference`` (a bundle without a reference frame gets one, with the classifier's reference:
+    :func:`device.selftest.record_segmentation_reference`). The copy is unsigned (a signature covers every file):
+    sign it again."""
     base = load_bundle(bundle_dir)
     json_path = seg_dir / SEGMENTATION_JSON
     try:
@@ -276,7 +280,9 @@ def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str |
     report = seg_dir / "report"
     if report.is_dir():
         files.update({f"report/segmentation/{p.relative_to(report).as_posix()}": p.read_bytes() for p in sorted(report.rglob("*")) if p.is_file()})
-    return edit_bundle(out, files=files) if files else load_bundle(out)
+    if files:
+        edit_bundle(out, files=files)
+    return record_segmentation_reference(out)  # what `device selftest` must reproduce, by the device's own runner
 
 
 def _write_split(path: Path, data: SegData, split: SegSplit) -> None:

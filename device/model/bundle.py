@@ -42,9 +42,10 @@ from device.head import HeadSpec, head_to_dict, parse_head, validate_head
 
 FORMAT_VERSION = 3  # what write_bundle writes for a bundle without a segmentation model
 SEGMENTATION_FORMAT_VERSION = 4  # what it writes for one with: software that predates it refuses it by version
+SEGMENTATION_REFERENCE_FORMAT_VERSION = 5  # what it writes when the segmentation section has a selftest reference
 # 1: before input.resampling existed (its bundles resample with OpenCV); 2: before the decision block;
-# 3: before the segmentation model
-READABLE_FORMAT_VERSIONS = (1, 2, 3, 4)
+# 3: before the segmentation model; 4: before the segmentation model's reference (segmentation.reference)
+READABLE_FORMAT_VERSIONS = (1, 2, 3, 4, 5)
 MODEL_FILE = "model.tflite"
 SEGMENTATION_FILE = "segmentation.tflite"  # the name model_build segment writes and write_bundle uses
 MANIFEST_FILE = "manifest.json"
@@ -145,6 +146,26 @@ class MaskSpec:
 
 
 @dataclass(frozen=True)
+class SegmentationReference:
+    """What the segmentation model computes on the bundle's reference frame (``segmentation.reference``, format 5),
+    recorded at pack time by the device's own runner, for ``device selftest`` (device/selftest.py).
+
+    ``input_sha256`` pins the segmentation model's input tensor (exact: a changed pixel fails); ``mask_sha256`` the
+    mask output (dequantized float32) bit for bit. When the mask is not bit-identical, ``mask_mean`` (mean lesion
+    probability over the model input), ``mask_px`` (model-input pixels at or above ``mask.threshold``) and the
+    outline (``area_px`` and ``box`` in image pixels of the frame, both None when no outline) are compared with the
+    tolerances documented in docs/model-bundle.md."""
+
+    frame_sha256: str  # the frame it was computed on: the manifest's reference frame (``reference.frame_sha256``)
+    input_sha256: str
+    mask_sha256: str
+    mask_mean: float
+    mask_px: int
+    area_px: float | None = None
+    box: tuple[int, int, int, int] | None = None  # x, y, width, height
+
+
+@dataclass(frozen=True)
 class SegmentationSpec:
     """The ``segmentation`` section (format 4): a second model file in the bundle that outlines the lesion.
 
@@ -158,16 +179,22 @@ class SegmentationSpec:
     model_sha256: str = "0" * 64
     mask: MaskSpec = field(default_factory=MaskSpec)
     metrics: dict[str, Any] = field(default_factory=dict)  # the build's headline figures (free form)
+    reference: SegmentationReference | None = None  # format 5: the selftest's expected outputs; absent: not checked
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "segmentation") -> SegmentationSpec:
         """Build and validate a section (also ``segmentation.json``); every problem is a BundleError naming the key."""
-        spec = _parse_segmentation(data, SEGMENTATION_FORMAT_VERSION, source)
+        spec = _parse_segmentation(data, SEGMENTATION_REFERENCE_FORMAT_VERSION, source)
         assert spec is not None  # only None for an absent section
         return spec
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if self.reference is None:
+            del data["reference"]  # a format-4 section: the key is absent, not null
+        elif self.reference.box is not None:
+            data["reference"]["box"] = list(self.reference.box)
+        return data
 
 
 P_MALIGNANT_DEFINITIONS = ("softmax",)  # the calibrated softmax probability of 'malignant' (temperature applied)
@@ -259,6 +286,8 @@ class Manifest:
             data["decision"] = _decision_to_dict(self.decision)
         if self.segmentation is None:
             del data["segmentation"]
+        else:
+            data["segmentation"] = self.segmentation.to_dict()
         return data
 
     def decision_spec(self) -> DecisionSpec:
@@ -344,8 +373,11 @@ def _check_sha256(root: Path, name: str, path: Path, expected: str) -> None:
 
 
 def written_format(manifest: Manifest) -> int:
-    """The format a manifest is written in: 4 with a segmentation model, else 3 (what older software reads)."""
-    return SEGMENTATION_FORMAT_VERSION if manifest.segmentation is not None else FORMAT_VERSION
+    """The format a manifest is written in: 5 with a segmentation model and its reference, 4 with one without a
+    reference, else 3 (what older software reads): each reader refuses what it cannot check by its version."""
+    if manifest.segmentation is None:
+        return FORMAT_VERSION
+    return SEGMENTATION_FORMAT_VERSION if manifest.segmentation.reference is None else SEGMENTATION_REFERENCE_FORMAT_VERSION
 
 
 def write_bundle(path: str | os.PathLike[str], model_bytes: bytes, manifest: Manifest, segmentation: bytes | None = None) -> ModelBundle:
@@ -466,9 +498,35 @@ def _parse_segmentation(value: Any, version: int, source: str) -> SegmentationSp
         "outputs": _parse_section(SegmentationOutputs, value["outputs"], "segmentation.outputs", source),
         "mask": _parse_section(MaskSpec, value.get("mask", {}), "segmentation.mask", source),
     }
+    if "reference" in value:
+        parsed["reference"] = _parse_segmentation_reference(value["reference"], version, source)
     spec: SegmentationSpec = _parse_section(SegmentationSpec, parsed, "segmentation", source)
     _validate_segmentation(spec, source)
     return spec
+
+
+def _parse_segmentation_reference(value: Any, version: int, source: str) -> SegmentationReference:
+    key = "segmentation.reference"
+    if version < SEGMENTATION_REFERENCE_FORMAT_VERSION:
+        raise BundleError(f"{source}: '{key}' needs format_version {SEGMENTATION_REFERENCE_FORMAT_VERSION} (this manifest says {version})")
+    keys = {f.name for f in dataclasses.fields(SegmentationReference)}
+    if not isinstance(value, dict) or set(value) != keys:
+        got = sorted(value) if isinstance(value, dict) else type(value).__name__
+        raise BundleError(f"{source}: '{key}' must be an object with exactly {', '.join(sorted(keys))} (got {got})")
+    box = value["box"]
+    if box is not None:
+        if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) for v in box):
+            raise BundleError(f"{source}: '{key}.box' must be [x, y, width, height], four integers, or null, got {box!r}")
+        box = (box[0], box[1], box[2], box[3])
+    return SegmentationReference(
+        frame_sha256=value["frame_sha256"],
+        input_sha256=value["input_sha256"],
+        mask_sha256=value["mask_sha256"],
+        mask_mean=value["mask_mean"],
+        mask_px=value["mask_px"],
+        area_px=value["area_px"],
+        box=box,
+    )
 
 
 def _parse_decision(value: Any, version: int, source: str) -> DecisionSpec | None:
@@ -630,6 +688,14 @@ def _validate_manifest(m: Manifest, source: str) -> None:
         if m.format_version < SEGMENTATION_FORMAT_VERSION:
             fail(f"'segmentation' needs format_version {SEGMENTATION_FORMAT_VERSION} (this manifest says {m.format_version})")
         _validate_segmentation(m.segmentation, source)
+        seg_ref = m.segmentation.reference
+        if seg_ref is not None:
+            if m.format_version < SEGMENTATION_REFERENCE_FORMAT_VERSION:
+                fail(f"'segmentation.reference' needs format_version {SEGMENTATION_REFERENCE_FORMAT_VERSION} (this manifest says {m.format_version})")
+            if m.reference is None:
+                fail("'segmentation.reference' needs 'reference': the bundle's reference frame it was computed on")
+            if seg_ref.frame_sha256 != m.reference.frame_sha256:
+                fail("'segmentation.reference.frame_sha256' differs from 'reference.frame_sha256': recorded on another frame")
     if m.head is not None:
         if m.format_version < 3:
             fail(f"'head' needs format_version 3 (this manifest says {m.format_version})")
@@ -693,6 +759,26 @@ def _validate_segmentation(s: SegmentationSpec, source: str) -> None:
         fail(f"'segmentation.mask.min_region_px' must be a positive integer (model input pixels), got {px!r}")
     if not isinstance(s.metrics, dict):
         fail("'segmentation.metrics' must be an object")
+    if s.reference is not None:
+        _validate_segmentation_reference(s.reference, s.input.height * s.input.width, fail)
+
+
+def _validate_segmentation_reference(ref: SegmentationReference, input_px: int, fail: Any) -> None:
+    key = "segmentation.reference"
+    for name in ("frame_sha256", "input_sha256", "mask_sha256"):
+        if not _is_sha256(getattr(ref, name)):
+            fail(f"'{key}.{name}' must be a 64-character lower-case hex digest")
+    if not _is_number(ref.mask_mean) or not 0.0 <= ref.mask_mean <= 1.0:
+        fail(f"'{key}.mask_mean' must be a number in [0, 1] (a mean probability), got {ref.mask_mean!r}")
+    px = ref.mask_px
+    if not isinstance(px, int) or isinstance(px, bool) or not 0 <= px <= input_px:
+        fail(f"'{key}.mask_px' must be an integer in [0, {input_px}] (model input pixels), got {px!r}")
+    if (ref.area_px is None) != (ref.box is None):
+        fail(f"'{key}.area_px' and '{key}.box' are given together (an outline) or both null (none)")
+    if ref.area_px is not None and (not _is_number(ref.area_px) or ref.area_px <= 0):
+        fail(f"'{key}.area_px' must be a positive number (image pixels) or null, got {ref.area_px!r}")
+    if ref.box is not None and (min(ref.box[:2]) < 0 or min(ref.box[2:]) < 1):
+        fail(f"'{key}.box' must have x, y >= 0 and width, height >= 1, got {list(ref.box)!r}")
 
 
 def _in_open_unit(value: Any) -> bool:
@@ -776,7 +862,7 @@ def edit_bundle(path: str | os.PathLike[str], *, manifest: Manifest | None = Non
     if manifest is not None:
         if manifest.model_sha256 != current.manifest.model_sha256:
             raise BundleError(f"model bundle {root}: the edited manifest names another model (a new model is a new build)")
-        if manifest.segmentation != current.manifest.segmentation:
+        if _without_reference(manifest.segmentation) != _without_reference(current.manifest.segmentation):
             raise BundleError(
                 f"model bundle {root}: the edited manifest changes 'segmentation' (a new segmentation "
                 "model is a new build: model_build pack-segmentation)"
@@ -793,6 +879,11 @@ def edit_bundle(path: str | os.PathLike[str], *, manifest: Manifest | None = Non
         text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
         write_atomic(root / MANIFEST_FILE, text.encode("utf-8"))
     return load_bundle(root)
+
+
+def _without_reference(spec: SegmentationSpec | None) -> SegmentationSpec | None:
+    """The section minus its selftest reference: what an edit may not change (the reference may be re-recorded)."""
+    return None if spec is None else dataclasses.replace(spec, reference=None)
 
 
 def _inside(root: Path, name: str) -> Path:

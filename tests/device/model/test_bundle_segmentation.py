@@ -1,8 +1,10 @@
-"""The segmentation model in the bundle (format 4): a bundle with one loads and verifies its file; old bundles
-(formats 1-3, the shipped one) load unchanged with no segmentation; every bad ``segmentation`` section is refused
-naming the key; ``write_bundle`` is the only writer (section and bytes together); ``edit_bundle`` never replaces
-the segmentation model; the signature covers its file; ``model_build pack-segmentation`` packs ``segment``'s
-output as a real process and leaves the source bundle untouched."""
+"""The segmentation model in the bundle (format 4, 5 with its selftest reference): a bundle with one loads and
+verifies its file; old bundles (formats 1-3, the shipped one) load unchanged with no segmentation, and a format-4
+section without a reference still loads; every bad ``segmentation`` section (and ``segmentation.reference``) is
+refused naming the key; ``write_bundle`` is the only writer (section and bytes together); ``edit_bundle`` never
+replaces the segmentation model and only lets its reference be re-recorded; the signature covers its file;
+``model_build pack-segmentation`` packs ``segment``'s output as a real process, records the reference, and leaves
+the source bundle untouched."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from device.model.bundle import (
     MANIFEST_FILE,
     SEGMENTATION_FILE,
     SEGMENTATION_FORMAT_VERSION,
+    SEGMENTATION_REFERENCE_FORMAT_VERSION,
     SegmentationSpec,
     edit_bundle,
     load_bundle,
@@ -46,14 +49,25 @@ def _rewrite(bundle: Path, change: Callable[[dict[str, Any]], None]) -> None:
     path.write_text(json.dumps(data))
 
 
-def test_a_bundle_with_a_segmentation_model_loads_as_format_4(seg_bundle_dir: Path) -> None:
+def test_a_packed_bundle_loads_as_format_5_with_its_reference(seg_bundle_dir: Path) -> None:
     bundle = load_bundle(seg_bundle_dir)
     seg = bundle.manifest.segmentation
-    assert seg is not None and bundle.manifest.format_version == SEGMENTATION_FORMAT_VERSION == 4
+    assert seg is not None and bundle.manifest.format_version == SEGMENTATION_REFERENCE_FORMAT_VERSION == 5
+    ref, frame = seg.reference, bundle.manifest.reference
+    assert ref is not None and frame is not None and ref.frame_sha256 == frame.frame_sha256
+    assert 0.0 <= ref.mask_mean <= 1.0 and 0 <= ref.mask_px <= 48 * 48
     assert bundle.segmentation_path == seg_bundle_dir / SEGMENTATION_FILE
     assert seg.model_sha256 == sha256_file(seg_bundle_dir / SEGMENTATION_FILE)
     assert (seg.input.height, seg.input.width, seg.input.resize) == (48, 48, "letterbox")
     assert seg.mask.threshold == 0.5 and seg.mask.min_region_px == 16
+
+
+def test_a_format_4_section_without_a_reference_still_loads(seg_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = _copy(seg_bundle_dir, tmp_path)
+    _rewrite(bundle, lambda d: (_seg(d).pop("reference"), d.update(format_version=SEGMENTATION_FORMAT_VERSION)))
+    loaded = load_bundle(bundle)
+    assert loaded.manifest.format_version == 4 and loaded.manifest.segmentation is not None
+    assert loaded.manifest.segmentation.reference is None
 
 
 def test_old_bundles_load_unchanged_without_segmentation(tiny_bundle_dir: Path) -> None:
@@ -88,7 +102,29 @@ BAD_SECTIONS: list[tuple[Callable[[dict[str, Any]], None], str]] = [
     (lambda d: _seg(d).update(model="../seg.tflite"), r"'segmentation\.model' must be a file name"),
     (lambda d: _seg(d).update(model_sha256="abc"), r"'segmentation\.model_sha256' must be a 64-character"),
     (lambda d: _seg(d).update(metrics=[]), r"'segmentation\.metrics' must be an object"),
+    (lambda d: d.update(format_version=4), r"'segmentation\.reference' needs format_version 5 \(this manifest says 4\)"),
+    (lambda d: _seg(d).update(reference=[1]), r"'segmentation\.reference' must be an object with exactly"),
+    (lambda d: _ref(d).pop("mask_sha256"), r"'segmentation\.reference' must be an object with exactly .*mask_sha256"),
+    (lambda d: _ref(d).update(extra=1), r"'segmentation\.reference' must be an object with exactly"),
+    (lambda d: _ref(d).update(input_sha256="abc"), r"'segmentation\.reference\.input_sha256' must be a 64-character"),
+    (lambda d: _ref(d).update(mask_sha256="F" * 64), r"'segmentation\.reference\.mask_sha256' must be a 64-character"),
+    (lambda d: _ref(d).update(mask_mean=1.5), r"'segmentation\.reference\.mask_mean' must be a number in \[0, 1\]"),
+    (lambda d: _ref(d).update(mask_mean="0.1"), r"'segmentation\.reference\.mask_mean' must be a number"),
+    (lambda d: _ref(d).update(mask_px=-1), r"'segmentation\.reference\.mask_px' must be an integer in \[0, 2304\]"),
+    (lambda d: _ref(d).update(mask_px=2305), r"'segmentation\.reference\.mask_px' must be an integer"),
+    (lambda d: _ref(d).update(mask_px=1.0), r"'segmentation\.reference\.mask_px' must be an integer"),
+    (lambda d: _ref(d).update(area_px=10.0, box=None), r"'segmentation\.reference\.area_px' and 'segmentation\.reference\.box'"),
+    (lambda d: _ref(d).update(area_px=-1.0, box=[1, 2, 3, 4]), r"'segmentation\.reference\.area_px' must be a positive number"),
+    (lambda d: _ref(d).update(area_px=10.0, box=[1, 2, 3]), r"'segmentation\.reference\.box' must be \[x, y, width, height\]"),
+    (lambda d: _ref(d).update(area_px=10.0, box=[1, 2, 0, 4]), r"'segmentation\.reference\.box' must have x, y >= 0 and width, height >= 1"),
+    (lambda d: _ref(d).update(frame_sha256="0" * 64), r"'segmentation\.reference\.frame_sha256' differs from 'reference\.frame_sha256'"),
+    (lambda d: d.pop("reference"), r"'segmentation\.reference' needs 'reference'"),
 ]
+
+
+def _ref(data: dict[str, Any]) -> dict[str, Any]:
+    ref: dict[str, Any] = _seg(data)["reference"]
+    return ref
 
 
 @pytest.mark.parametrize(("change", "message"), BAD_SECTIONS)
@@ -131,7 +167,10 @@ def test_write_bundle_takes_the_section_and_the_bytes_together(seg_bundle_dir: P
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before anything is written
     stale = dataclasses.replace(seg.manifest, segmentation=dataclasses.replace(seg.manifest.segmentation, model_sha256="0" * 64))
     written = write_bundle(tmp_path / "c", model, stale, segmentation=seg_bytes)  # write_bundle fills in the sha256
-    assert written.manifest.segmentation == seg.manifest.segmentation and written.manifest.format_version == 4
+    assert written.manifest.segmentation == seg.manifest.segmentation and written.manifest.format_version == 5
+    no_ref = dataclasses.replace(seg.manifest, segmentation=dataclasses.replace(seg.manifest.segmentation, reference=None))
+    assert write_bundle(tmp_path / "d", model, no_ref, segmentation=seg_bytes).manifest.format_version == 4
+    assert "reference" not in json.loads((tmp_path / "d" / MANIFEST_FILE).read_text())["segmentation"]  # absent, not null
 
 
 def test_edit_bundle_keeps_the_segmentation_model(seg_bundle_dir: Path, tmp_path: Path) -> None:
@@ -143,7 +182,12 @@ def test_edit_bundle_keeps_the_segmentation_model(seg_bundle_dir: Path, tmp_path
     with pytest.raises(BundleError, match="changes 'segmentation'"):
         edit_bundle(bundle, manifest=dataclasses.replace(m, segmentation=other))
     edited = edit_bundle(bundle, manifest=dataclasses.replace(m, version="0.0.2"), files={"MODEL_CARD.md": b"card"})
-    assert edited.manifest.format_version == 4 and edited.manifest.segmentation == m.segmentation
+    assert edited.manifest.format_version == 5 and edited.manifest.segmentation == m.segmentation
+    assert m.segmentation.reference is not None  # the reference alone may be re-recorded (device.selftest)
+    rerecorded = dataclasses.replace(m.segmentation, reference=dataclasses.replace(m.segmentation.reference, mask_px=7))
+    assert edit_bundle(bundle, manifest=dataclasses.replace(m, segmentation=rerecorded)).manifest.segmentation == rerecorded
+    without = edit_bundle(bundle, manifest=dataclasses.replace(m, segmentation=dataclasses.replace(m.segmentation, reference=None)))
+    assert without.manifest.format_version == 4
 
 
 def test_the_signature_covers_the_segmentation_model(seg_bundle_dir: Path, tmp_path: Path) -> None:
@@ -183,9 +227,10 @@ def test_pack_segmentation_as_a_process(seg_bundle_dir: Path, tiny_bundle_dir: P
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "format 4" in proc.stdout and "unsigned" in proc.stdout
+    assert "format 5" in proc.stdout and "unsigned" in proc.stdout
     packed = load_bundle(tmp_path / "packed")
     assert packed.manifest.version == "0.0.1+seg-test" and packed.manifest.segmentation is not None
+    assert packed.manifest.segmentation.reference == load_bundle(seg_bundle_dir).manifest.segmentation.reference  # recorded, reproducibly
     assert (tmp_path / "packed" / "report" / "segmentation" / "REPORT.md").read_text() == "# tiny\n"
     assert packed.manifest.model_sha256 == load_bundle(tiny_bundle_dir).manifest.model_sha256
     assert before == {p.name: sha256_file(p) for p in tiny_bundle_dir.iterdir() if p.is_file()}  # source untouched
