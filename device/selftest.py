@@ -194,7 +194,7 @@ def record_reference(bundle_dir: str | os.PathLike[str]) -> ModelBundle:
     return edit_bundle(bundle.path, manifest=manifest, files={REFERENCE_FRAME: frame_png})
 
 
-def compute_segmentation_reference(classifier: Classifier, frame_png: bytes) -> SegmentationReference:
+def compute_segmentation_reference(classifier: Classifier, frame_png: bytes, frame_name: str = REFERENCE_FRAME) -> SegmentationReference:
     """What this machine's segmentation model computes on the frame, on the path ``Classifier.classify`` takes:
     the classifier's crop (auto-crop, no ROI), the classifier's pixels when both inputs are the same spec, else the
     crop letterboxed to the segmentation input (device/outline.py ``Segmenter.outline``)."""
@@ -212,6 +212,7 @@ def compute_segmentation_reference(classifier: Classifier, frame_png: bytes) -> 
     prob = np.ascontiguousarray(mask[..., 0], dtype=np.float32)
     outline = segmenter.outline(prepared, (frame.shape[0], frame.shape[1]), same_input=same_input).outline
     return SegmentationReference(
+        frame=frame_name,
         frame_sha256=hashlib.sha256(frame_png).hexdigest(),
         input_sha256=tensor_sha256(tensor),
         mask_sha256=tensor_sha256(prob),
@@ -236,7 +237,7 @@ def record_segmentation_reference(bundle_dir: str | os.PathLike[str]) -> ModelBu
     if ref is None:
         return record_reference(bundle.path)
     frame_png = (bundle.path / ref.frame).read_bytes()
-    seg_ref = compute_segmentation_reference(Classifier(bundle), frame_png)
+    seg_ref = compute_segmentation_reference(Classifier(bundle), frame_png, ref.frame)
     manifest = dataclasses.replace(bundle.manifest, segmentation=dataclasses.replace(seg, reference=seg_ref))
     return edit_bundle(bundle.path, manifest=manifest)
 
@@ -354,13 +355,13 @@ def check_segmentation(classifier: Classifier) -> CheckResult | None:
     if seg is None:
         return None
     expected = seg.reference
-    if expected is None or manifest.reference is None:
+    if expected is None:
         return CheckResult(
             "segmentation",
             Status.WARN,
             f"model {manifest.name} {manifest.version}: the segmentation model has no reference (packed before format 5): outline not checked",
         )
-    path = classifier.bundle.path / manifest.reference.frame
+    path = classifier.bundle.path / expected.frame
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -368,7 +369,7 @@ def check_segmentation(classifier: Classifier) -> CheckResult | None:
     if hashlib.sha256(data).hexdigest() != expected.frame_sha256:
         return CheckResult("segmentation", Status.FAIL, f"{path}: the reference frame's sha256 does not match 'segmentation.reference'")
     try:
-        actual = compute_segmentation_reference(classifier, data)
+        actual = compute_segmentation_reference(classifier, data, expected.frame)
     except ImageDecodeError as exc:
         return CheckResult("segmentation", Status.FAIL, f"{path}: {exc}")
     return compare_segmentation(expected, actual, seg.input.height * seg.input.width, _longer_side(data))

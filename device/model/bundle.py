@@ -156,7 +156,8 @@ class SegmentationReference:
     outline (``area_px`` and ``box`` in image pixels of the frame, both None when no outline) are compared with the
     tolerances documented in docs/model-bundle.md."""
 
-    frame_sha256: str  # the frame it was computed on: the manifest's reference frame (``reference.frame_sha256``)
+    frame: str  # POSIX path inside the bundle of the frame it was computed on (the classifier's, reference/frame.png)
+    frame_sha256: str
     input_sha256: str
     mask_sha256: str
     mask_mean: float
@@ -519,6 +520,7 @@ def _parse_segmentation_reference(value: Any, version: int, source: str) -> Segm
             raise BundleError(f"{source}: '{key}.box' must be [x, y, width, height], four integers, or null, got {box!r}")
         box = (box[0], box[1], box[2], box[3])
     return SegmentationReference(
+        frame=value["frame"],
         frame_sha256=value["frame_sha256"],
         input_sha256=value["input_sha256"],
         mask_sha256=value["mask_sha256"],
@@ -688,14 +690,8 @@ def _validate_manifest(m: Manifest, source: str) -> None:
         if m.format_version < SEGMENTATION_FORMAT_VERSION:
             fail(f"'segmentation' needs format_version {SEGMENTATION_FORMAT_VERSION} (this manifest says {m.format_version})")
         _validate_segmentation(m.segmentation, source)
-        seg_ref = m.segmentation.reference
-        if seg_ref is not None:
-            if m.format_version < SEGMENTATION_REFERENCE_FORMAT_VERSION:
-                fail(f"'segmentation.reference' needs format_version {SEGMENTATION_REFERENCE_FORMAT_VERSION} (this manifest says {m.format_version})")
-            if m.reference is None:
-                fail("'segmentation.reference' needs 'reference': the bundle's reference frame it was computed on")
-            if seg_ref.frame_sha256 != m.reference.frame_sha256:
-                fail("'segmentation.reference.frame_sha256' differs from 'reference.frame_sha256': recorded on another frame")
+        if m.segmentation.reference is not None and m.format_version < SEGMENTATION_REFERENCE_FORMAT_VERSION:
+            fail(f"'segmentation.reference' needs format_version {SEGMENTATION_REFERENCE_FORMAT_VERSION} (this manifest says {m.format_version})")
     if m.head is not None:
         if m.format_version < 3:
             fail(f"'head' needs format_version 3 (this manifest says {m.format_version})")
@@ -765,6 +761,9 @@ def _validate_segmentation(s: SegmentationSpec, source: str) -> None:
 
 def _validate_segmentation_reference(ref: SegmentationReference, input_px: int, fail: Any) -> None:
     key = "segmentation.reference"
+    path = PurePosixPath(ref.frame) if isinstance(ref.frame, str) else None
+    if path is None or path.is_absolute() or ".." in path.parts or not ref.frame.strip():
+        fail(f"'{key}.frame' must be a relative path inside the bundle, got {ref.frame!r}")
     for name in ("frame_sha256", "input_sha256", "mask_sha256"):
         if not _is_sha256(getattr(ref, name)):
             fail(f"'{key}.{name}' must be a 64-character lower-case hex digest")

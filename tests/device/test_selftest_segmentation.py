@@ -107,6 +107,13 @@ def test_a_changed_segmentation_input_fails(seg_bundle_dir: Path, tmp_path: Path
     assert line is not None and line[0] == Status.FAIL and "the segmentation input tensor differs" in line[1]
 
 
+def test_a_replaced_reference_frame_fails(seg_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = _copy(seg_bundle_dir, tmp_path)
+    _rewrite(bundle, lambda d: _seg_ref(d).update(frame_sha256="e" * 64))
+    line = _segmentation_line(bundle)
+    assert line is not None and line[0] == Status.FAIL and "does not match 'segmentation.reference'" in line[1]
+
+
 def test_a_mask_differing_only_in_its_checksum_is_a_warning(seg_bundle_dir: Path, tmp_path: Path) -> None:
     bundle = _copy(seg_bundle_dir, tmp_path)
     _rewrite(bundle, lambda d: _seg_ref(d).update(mask_sha256="cd" * 32))
@@ -146,6 +153,7 @@ def test_record_reference_records_the_segmentation_reference_too(seg_bundle_dir:
 INPUT_PX = 224 * 224
 FRAME_SIDE = 480
 EXPECTED = SegmentationReference(
+    frame="reference/frame.png",
     frame_sha256="1" * 64,
     input_sha256="2" * 64,
     mask_sha256="3" * 64,

@@ -54,7 +54,7 @@ def test_a_packed_bundle_loads_as_format_5_with_its_reference(seg_bundle_dir: Pa
     seg = bundle.manifest.segmentation
     assert seg is not None and bundle.manifest.format_version == SEGMENTATION_REFERENCE_FORMAT_VERSION == 5
     ref, frame = seg.reference, bundle.manifest.reference
-    assert ref is not None and frame is not None and ref.frame_sha256 == frame.frame_sha256
+    assert ref is not None and frame is not None and (ref.frame, ref.frame_sha256) == (frame.frame, frame.frame_sha256)
     assert 0.0 <= ref.mask_mean <= 1.0 and 0 <= ref.mask_px <= 48 * 48
     assert bundle.segmentation_path == seg_bundle_dir / SEGMENTATION_FILE
     assert seg.model_sha256 == sha256_file(seg_bundle_dir / SEGMENTATION_FILE)
@@ -117,8 +117,8 @@ BAD_SECTIONS: list[tuple[Callable[[dict[str, Any]], None], str]] = [
     (lambda d: _ref(d).update(area_px=-1.0, box=[1, 2, 3, 4]), r"'segmentation\.reference\.area_px' must be a positive number"),
     (lambda d: _ref(d).update(area_px=10.0, box=[1, 2, 3]), r"'segmentation\.reference\.box' must be \[x, y, width, height\]"),
     (lambda d: _ref(d).update(area_px=10.0, box=[1, 2, 0, 4]), r"'segmentation\.reference\.box' must have x, y >= 0 and width, height >= 1"),
-    (lambda d: _ref(d).update(frame_sha256="0" * 64), r"'segmentation\.reference\.frame_sha256' differs from 'reference\.frame_sha256'"),
-    (lambda d: d.pop("reference"), r"'segmentation\.reference' needs 'reference'"),
+    (lambda d: _ref(d).update(frame="../frame.png"), r"'segmentation\.reference\.frame' must be a relative path inside the bundle"),
+    (lambda d: _ref(d).update(frame_sha256="0" * 6), r"'segmentation\.reference\.frame_sha256' must be a 64-character"),
 ]
 
 
