@@ -3,7 +3,8 @@ its ``segmentation`` line bit for bit through the real CLI on the machine that r
 a changed segmentation input, fails naming what differs (exit 1); a format-4 bundle packed before the reference
 existed passes with a "no reference" warning; a bundle without a segmentation model prints no such line; a mask
 that differs within the documented tolerances warns, and one beyond them (or an outline that appears, grows or
-moves) fails naming it; ``record_reference`` records the segmentation reference beside the classifier's."""
+moves) fails naming it; ``record_reference`` records the segmentation reference beside the classifier's; a site
+bundle keeps the segmentation reference and passes it."""
 
 from __future__ import annotations
 
@@ -203,3 +204,18 @@ def test_an_outline_where_none_was_recorded_fails() -> None:
     expected = dataclasses.replace(EXPECTED, area_px=None, box=None)
     result = compare_segmentation(expected, _actual(), INPUT_PX, FRAME_SIDE)
     assert result.status == Status.FAIL and "an outline where the recorded reference has none" in result.detail
+
+
+def test_a_site_bundle_keeps_the_segmentation_reference_and_passes(shipped_bundle_dir: Path, tmp_path: Path) -> None:
+    """``write_site_bundle`` drops the classifier's reference (recomputed through the head) but keeps the segmentation
+    section; its reference still holds: the head changes neither the crop nor the segmentation model."""
+    from device.site_adapt import write_site_bundle
+    from tests.device.test_site_adapt_segmentation import _unchanged_head
+    from tests.device.tiny_segmentation import build_tiny_segmentation_bundle
+
+    base = build_tiny_segmentation_bundle(tmp_path / "base", shipped_bundle_dir, tmp_path / "segment-out")
+    assert base.manifest.segmentation is not None and base.manifest.segmentation.reference is not None
+    site = write_site_bundle(base, _unchanged_head(base), tmp_path / "site")
+    assert site.manifest.segmentation == base.manifest.segmentation and site.manifest.format_version == 5
+    result = check_segmentation(Classifier(site, threads=1))
+    assert result is not None and result.status == Status.PASS, result
