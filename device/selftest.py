@@ -392,6 +392,9 @@ def compare_segmentation(expected: SegmentationReference, actual: SegmentationRe
     outline = "no outline" if expected.area_px is None else f"outline {expected.area_px:g} px at {list(expected.box or ())}"
     if actual.mask_sha256 == expected.mask_sha256 and (actual.area_px, actual.box) == (expected.area_px, expected.box):
         return CheckResult("segmentation", Status.PASS, f"input tensor and mask bit-identical to the recorded ones, {outline}")
+    if actual.mask_sha256 == expected.mask_sha256:  # the same mask, another outline: the outline code changed
+        found = "no outline" if actual.area_px is None else f"outline {actual.area_px:g} px at {list(actual.box or ())}"
+        return CheckResult("segmentation", Status.FAIL, f"mask bit-identical but {found} where the recorded reference has {outline}")
     differences = _segmentation_differences(expected, actual, input_px, frame_side)
     if differences:
         return CheckResult(
