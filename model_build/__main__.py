@@ -254,12 +254,12 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _pack_segmentation(args: argparse.Namespace) -> int:
-    from device.errors import BundleError
+    from device.errors import SonopiError
     from model_build.segmentation_build import PackError, pack_segmentation
 
     try:
         bundle = pack_segmentation(args.bundle, args.segmentation, args.out, args.version)
-    except (BundleError, PackError, OSError) as exc:
+    except (SonopiError, PackError, OSError) as exc:  # SonopiError: a bundle refused, or no runtime to record the reference
         logging.getLogger("model_build").error("pack-segmentation failed: %s", exc)
         return 2
     m = bundle.manifest
