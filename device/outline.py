@@ -111,6 +111,14 @@ class Segmenter:
             raise BundleError(f"{where}: mask output {spec.outputs.mask!r} has shape {shape}, expected [1, h, w, 1]")
         self.runner.warm_up()
 
+    def model_pixels(self, prepared: Prepared, *, same_input: bool = False) -> tuple[np.ndarray, Placement]:
+        """This model's input pixels for the crop ``prepared`` was cut from, and where the crop sits in them: the
+        classifier's own pixels when ``same_input``, else the crop letterboxed to this model's input spec. The one
+        place that choice is made (``device selftest`` records and checks the same input)."""
+        if same_input:
+            return prepared.pixels, prepared.placement
+        return to_model_pixels(prepared.grey_crop, self.spec.input)
+
     def outline(
         self,
         prepared: Prepared,
@@ -123,10 +131,7 @@ class Segmenter:
         """The outline on the crop ``prepared`` was cut from, in image pixel coordinates of a frame ``frame_shape``
         (rows, columns). ``same_input``: the classifier's input spec is this model's, so its pixels are reused."""
         start = time.perf_counter()
-        if same_input:
-            pixels, placement = prepared.pixels, prepared.placement
-        else:
-            pixels, placement = to_model_pixels(prepared.grey_crop, self.spec.input)
+        pixels, placement = self.model_pixels(prepared, same_input=same_input)
         _, mask = self.runner.invoke(self.runner.input_tensor(pixels), with_features=True)
         assert mask is not None  # the runner has the mask output (checked in __init__)
         crop = prepared.crop

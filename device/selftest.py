@@ -48,7 +48,7 @@ from device.model.bundle import (
     edit_bundle,
     load_bundle,
 )
-from device.model.preprocess import prepare, to_model_pixels
+from device.model.preprocess import prepare
 
 if TYPE_CHECKING:
     from device.engine import Classifier
@@ -196,8 +196,7 @@ def record_reference(bundle_dir: str | os.PathLike[str]) -> ModelBundle:
 
 def compute_segmentation_reference(classifier: Classifier, frame_png: bytes, frame_name: str = REFERENCE_FRAME) -> SegmentationReference:
     """What this machine's segmentation model computes on the frame, on the path ``Classifier.classify`` takes:
-    the classifier's crop (auto-crop, no ROI), the classifier's pixels when both inputs are the same spec, else the
-    crop letterboxed to the segmentation input (device/outline.py ``Segmenter.outline``)."""
+    the classifier's crop (auto-crop, no ROI) and the segmentation input ``Segmenter.model_pixels`` makes of it."""
     segmenter = classifier.segmenter
     if segmenter is None:
         raise SonopiError(f"model {classifier.manifest.name} {classifier.manifest.version} has no segmentation model")
@@ -205,7 +204,7 @@ def compute_segmentation_reference(classifier: Classifier, frame_png: bytes, fra
     frame = _decode_png(frame_png)
     prepared = prepare(frame, classifier.manifest.input, auto_crop=True)
     same_input = spec.input == classifier.manifest.input
-    pixels = prepared.pixels if same_input else to_model_pixels(prepared.grey_crop, spec.input)[0]
+    pixels, _ = segmenter.model_pixels(prepared, same_input=same_input)
     tensor = segmenter.runner.input_tensor(pixels)
     _, mask = segmenter.runner.invoke(tensor, with_features=True)
     assert mask is not None  # the Segmenter checked its mask output
