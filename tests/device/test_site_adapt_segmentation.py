@@ -1,4 +1,4 @@
-"""A site bundle made from a base bundle with a segmentation model (format 4) carries that model on: the same
+"""A site bundle made from a base bundle with a segmentation model (format 4 or 5) carries that model on: the same
 ``segmentation`` section and file (sha256 unchanged), loaded by the engine, which outlines a lesion with it. Before,
 ``write_site_bundle`` copied the base through ``write_bundle`` without the segmentation bytes and was refused."""
 
