@@ -135,11 +135,9 @@ def correction_scenes(window: MainWindow, exams: dict[str, Exam], spin) -> Itera
 
 
 def render(out: Path, size: tuple[int, int]) -> list[str]:
-    from PyQt5.QtWidgets import QApplication
 
     from ui import screenshots as shots
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
     tag = f"{size[0]}x{size[1]}"
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sonopi-correct-shots-") as tmp:
@@ -148,17 +146,9 @@ def render(out: Path, size: tuple[int, int]) -> list[str]:
         shots.prepare_frames(frames)
         config = shots.screenshot_config(work, shots.prepare_model(work, None), frames)
         exams = store_exams(config, frames)
-        window = shots.open_window(config, size)
-        try:
-            shots.spin_until(lambda: window.services.analysis.ready, 60, "the model")
-            if window.first_run.isVisible():
-                window.first_run.accept.click()
+        with shots.ready_window(config, size) as window:
             for name in correction_scenes(window, exams, shots.spin):
                 problems.extend(shots.save_scene(window, out / f"{tag}-{name}.png"))
-        finally:
-            window.shutdown()
-            window.deleteLater()
-            app.processEvents()
     return problems
 
 

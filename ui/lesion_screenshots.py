@@ -90,11 +90,9 @@ def lesion_scenes(window: MainWindow, analyse: Callable[[], None], spin: Callabl
 
 
 def render(out: Path, size: tuple[int, int]) -> list[str]:
-    from PyQt5.QtWidgets import QApplication
 
     from ui import screenshots as shots
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
     tag = f"{size[0]}x{size[1]}"
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sonopi-lesion-shots-") as tmp:
@@ -102,18 +100,10 @@ def render(out: Path, size: tuple[int, int]) -> list[str]:
         frames = work / "usb" / "exam-images"
         shots.prepare_frames(frames)
         config = shots.screenshot_config(work, shots.prepare_model(work, None), frames)
-        window = shots.open_window(config, size)
-        try:
-            shots.spin_until(lambda: window.services.analysis.ready, 60, "the model")
-            if window.first_run.isVisible():
-                window.first_run.accept.click()
+        with shots.ready_window(config, size) as window:
             director = shots.Director(window)
             for name in lesion_scenes(window, director.analyse, shots.spin):
                 problems.extend(shots.save_scene(window, out / f"{tag}-{name}.png"))
-        finally:
-            window.shutdown()
-            window.deleteLater()
-            app.processEvents()
     return problems
 
 

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -329,7 +330,30 @@ def open_window(config: DeviceConfig, size: tuple[int, int]) -> MainWindow:
     return window
 
 
-def render_teach(out: Path, work: Path, size: tuple[int, int], app: QCoreApplication) -> list[str]:
+@contextmanager
+def shown_window(config: DeviceConfig, size: tuple[int, int]) -> Iterator[MainWindow]:
+    """The app window at ``size`` (open_window); shut down, deleted and its events processed on leaving."""
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    window = open_window(config, size)
+    try:
+        yield window
+    finally:
+        window.shutdown()
+        window.deleteLater()
+        app.processEvents()
+
+
+@contextmanager
+def ready_window(config: DeviceConfig, size: tuple[int, int], timeout_s: float = 60) -> Iterator[MainWindow]:
+    """shown_window, once its model is loaded and the first-run notice accepted: where a flow's scenes start."""
+    with shown_window(config, size) as window:
+        spin_until(lambda: window.services.analysis.ready, timeout_s, "the model")
+        if window.first_run.isVisible():
+            window.first_run.accept.click()
+        yield window
+
+
+def render_teach(out: Path, work: Path, size: tuple[int, int]) -> list[str]:
     """Settings › Model › Teach this scanner (ui/teach_screenshots.py): BUSI normals stored as finished exams,
     marked, taught with the shipped bundle."""
     from ui.teach_screenshots import store_normal_exams, teach_scenes
@@ -339,28 +363,20 @@ def render_teach(out: Path, work: Path, size: tuple[int, int], app: QCoreApplica
     prepare_frames(frames)
     config = screenshot_config(work, SHIPPED_MODEL, frames)
     exams = store_normal_exams(config, DATASETS / "busi")
-    window = open_window(config, size)
     problems: list[str] = []
-    try:
-        spin_until(lambda: window.services.analysis.ready, 60, "the model")
-        if window.first_run.isVisible():
-            window.first_run.accept.click()
+    with ready_window(config, size) as window:
         window.go("Settings")
         for key in PIN + "K":
             window.pin_entry.keypad.keys["OK" if key == "K" else key].click()
         spin_until(lambda: window.stack.currentWidget() is window.settings, what="settings")
         for name in teach_scenes(window, exams, spin, spin_until):
             problems.extend(save_scene(window, out / f"{tag}-{name}.png"))
-    finally:
-        window.shutdown()
-        window.deleteLater()
-        app.processEvents()
     return problems
 
 
 def render(out: Path, model: Path | None = None) -> list[str]:
     """Write every scene at both sizes to ``out``; returns the layout problems found."""
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    QApplication.instance() or QApplication(sys.argv[:1])
     out.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sonopi-shots-") as tmp:
@@ -380,18 +396,13 @@ def render(out: Path, model: Path | None = None) -> list[str]:
                 (screenshot_config(work, broken, work / "usb" / "unplugged"), None),
             )
             for config, director in runs:
-                window = open_window(config, size)
-                try:
+                with shown_window(config, size) as window:
                     scenes = director(window).scenes() if director else fault_scenes(window)
                     for scene in scenes:
                         problems.extend(save_scene(scene.window, out / f"{tag}-{scene.name}.png"))
-                finally:
-                    window.shutdown()
-                    window.deleteLater()
-                    app.processEvents()
             if model is None and (SHIPPED_MODEL / "manifest.json").is_file() and (DATASETS / "busi").is_dir():
                 with tempfile.TemporaryDirectory(prefix="sonopi-teach-shots-") as teach_work:
-                    problems.extend(render_teach(out, Path(teach_work), size, app))
+                    problems.extend(render_teach(out, Path(teach_work), size))
             from ui.correction_screenshots import render as render_corrections  # the Correct… flow
 
             problems.extend(render_corrections(out, size))

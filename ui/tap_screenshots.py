@@ -90,25 +90,16 @@ def _bundle(work: Path, model: Path | None) -> Path:
 def render(out: Path, size: tuple[int, int], model: Path | None = None) -> list[str]:
     from ui import screenshots as shots
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
     tag = f"{size[0]}x{size[1]}"
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sonopi-tap-shots-") as tmp:
         work = Path(tmp)
         frames = work / "usb" / "exam-images"
         shots.prepare_frames(frames)
-        window = shots.open_window(shots.screenshot_config(work, _bundle(work, model), frames), size)
-        try:
-            shots.spin_until(lambda: window.services.analysis.ready, 120, "the model")
-            if window.first_run.isVisible():
-                window.first_run.accept.click()
+        with shots.ready_window(shots.screenshot_config(work, _bundle(work, model), frames), size, 120) as window:
             open_exam(window, "K10452", "L")
             for name in tap_scenes(window):
                 problems.extend(shots.save_scene(window, out / f"{tag}-{name}.png"))
-        finally:
-            window.shutdown()
-            window.deleteLater()
-            app.processEvents()
     return problems
 
 

@@ -88,21 +88,20 @@ def teach_scenes(window: MainWindow, exams: list[Exam], spin, spin_until) -> Ite
 
 
 def main(argv: list[str] | None = None) -> int:
-    from PyQt5.QtWidgets import QApplication
 
     from ui import screenshots as shots
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    out = Path(argv[0] if argv else sys.argv[1] if len(sys.argv) > 1 else "docs/screenshots")
-    app = QApplication.instance() or QApplication(sys.argv[:1])
     busi = shots.DATASETS / "busi"
     if not busi.is_dir() or not (shots.SHIPPED_MODEL / "manifest.json").is_file():
         log.error("needs %s and %s", busi, shots.SHIPPED_MODEL)
         return 1
-    for size in shots.SIZES:
+
+    def render(out: Path, size: tuple[int, int]) -> list[str]:
         with tempfile.TemporaryDirectory(prefix="sonopi-teach-shots-") as tmp:
-            shots.render_teach(out, Path(tmp), size, app)
-    return 0
+            return shots.render_teach(out, Path(tmp), size)
+
+    return shots.render_sizes_main(render, argv)
 
 
 if __name__ == "__main__":
