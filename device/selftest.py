@@ -315,17 +315,26 @@ def check_reference(classifier: Classifier) -> CheckResult:
     if manifest.input.resampling != Resampling.EXACT:
         log.warning("bundle resamples with %s: its pixels may differ on this platform", manifest.input.resampling)
     path = classifier.bundle.path / ref.frame
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return CheckResult("reference", Status.FAIL, f"{path}: cannot read the reference frame ({exc.strerror})")
-    if hashlib.sha256(data).hexdigest() != ref.frame_sha256:
-        return CheckResult("reference", Status.FAIL, f"{path}: the reference frame's sha256 does not match the manifest")
+    data = _verified_frame("reference", path, ref.frame_sha256, "the manifest")
+    if isinstance(data, CheckResult):
+        return data
     try:
         actual = compute_reference(classifier, data, ref.frame)
     except ImageDecodeError as exc:
         return CheckResult("reference", Status.FAIL, f"{path}: {exc}")
     return _compare_reference(ref, actual)
+
+
+def _verified_frame(check: str, path: Path, sha256: str, recorded_in: str) -> bytes | CheckResult:
+    """The reference frame's bytes, or the FAIL line of ``check`` when it cannot be read or is not the frame whose
+    sha256 ``recorded_in`` holds."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return CheckResult(check, Status.FAIL, f"{path}: cannot read the reference frame ({exc.strerror})")
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return CheckResult(check, Status.FAIL, f"{path}: the reference frame's sha256 does not match {recorded_in}")
+    return data
 
 
 def _compare_reference(expected: ReferenceSpec, actual: ReferenceSpec) -> CheckResult:
@@ -361,12 +370,9 @@ def check_segmentation(classifier: Classifier) -> CheckResult | None:
             f"model {manifest.name} {manifest.version}: the segmentation model has no reference (packed before format 5): outline not checked",
         )
     path = classifier.bundle.path / expected.frame
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return CheckResult("segmentation", Status.FAIL, f"{path}: cannot read the reference frame ({exc.strerror})")
-    if hashlib.sha256(data).hexdigest() != expected.frame_sha256:
-        return CheckResult("segmentation", Status.FAIL, f"{path}: the reference frame's sha256 does not match 'segmentation.reference'")
+    data = _verified_frame("segmentation", path, expected.frame_sha256, "'segmentation.reference'")
+    if isinstance(data, CheckResult):
+        return data
     try:
         actual = compute_segmentation_reference(classifier, data, expected.frame)
     except ImageDecodeError as exc:
