@@ -75,14 +75,17 @@ class ReaderInputs:
 def select_with_birads(
     samples: Sequence[Sample], malignant: np.ndarray, model_score: np.ndarray, groups: np.ndarray
 ) -> tuple[ReaderInputs, dict[str, int], list[str]]:
-    """Keep the images whose sample carries a readable ``birads`` value. Returns them, the count of why
-    others were left out, and the sources of the kept ones."""
-    raw = [s.meta("birads") for s in samples]
+    """Keep the full images whose sample carries a readable ``birads`` value. Returns them, the count of why
+    others were left out, and the sources of the kept ones. A view cut from an image (model_build.lesion_views)
+    keeps the image's metadata, but the reading describes the image's lesion, not the view: views are left out."""
+    full = [s.view == "full" for s in samples]
+    raw = [s.meta("birads") if f else None for s, f in zip(samples, full)]
     values = [parse_birads(r) for r in raw]
     keep = np.array([v is not None for v in values], dtype=bool)
     left_out = {
-        "no_birads_column": sum(1 for r in raw if r is None),
+        "no_birads_column": sum(1 for r, f in zip(raw, full) if f and r is None),
         "unreadable_or_not_a_reading": sum(1 for r, v in zip(raw, values) if r is not None and v is None),
+        "view_cut_from_an_image": full.count(False),
     }
     birads = np.array([v if v is not None else np.nan for v in values], dtype=np.float64)
     sources = sorted({s.source for s, k in zip(samples, keep) if k})
