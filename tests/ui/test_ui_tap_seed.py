@@ -1,11 +1,12 @@
-"""Tapping a lesion seeds the region of interest (S-Detect's gesture, issue 16), on the real Live screen offscreen:
-a tap — also one that moves a few pixels, as a gloved finger does — seeds a square around the tapped point in source
+"""Tapping a lesion seeds the region of interest (S-Detect's gesture, issue 16), on the real Live screen offscreen: a
+tap — also one that moves a few pixels, as a gloved finger does — seeds a square around the tapped point in source
 pixels through the view's letterbox and scale, its size from the scan region, moved inward at the scan region's
-edges (on a capture card's whole screen, the reader's detected scan region bounds it); a tap inside an existing region, on its handle, on the letterbox bars or outside the scan region keeps what
-was there; drag to draw, move and resize work as before. On a frozen frame with an exam open the tap analyses the
-seeded region and stores it (the record's ROI is the seeded one, the lesion outline — the tiny real segmentation
-model, which outlines what is brighter than mid-grey — lies inside it although the bright blob reaches beyond it);
-on the moving image, or with no exam open, nothing is stored; while an analysis runs a tap changes nothing."""
+edges (on a capture card's whole screen, the reader's detected scan region bounds it); a tap inside an existing
+region, on its handle, on the letterbox bars or outside the scan region keeps what was there; drag to draw, move and
+resize work as before. On a frozen frame with an exam open the tap analyses the seeded region and stores it (the
+record's ROI is the seeded one, the lesion outline — the tiny real segmentation model, which outlines what is
+brighter than mid-grey — lies inside it although the bright blob reaches beyond it); on the moving image, or with no
+exam open, nothing is stored; while an analysis runs a tap changes nothing."""
 
 from __future__ import annotations
 
