@@ -254,7 +254,8 @@ def test_the_shipped_bundle_carries_compact_head_data(shipped_bundle_dir: Path) 
     assert (len(data.train_y), len(data.test_y)) == (split.count("train"), split.count("test"))  # the bundle's split
     assert (shipped_bundle_dir / HEAD_DATA_FILE).stat().st_size < 300_000
     # the stored logits are the base head's: its own training images are mostly right
-    assert (data.train_z.argmax(axis=1) == data.train_y).mean() > 0.9
+    # (v1: > 0.9; v2, whose training images include the lesion-free and lesion-centred views: 0.897; chance ≤ 0.5)
+    assert (data.train_z.argmax(axis=1) == data.train_y).mean() > 0.85
 
 
 def test_site_cancers_may_only_lower_the_thresholds() -> None:

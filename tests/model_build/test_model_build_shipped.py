@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from device.model.bundle import load_bundle
-from model_build.card import PRODUCT_BAR
+from model_build.card import PRODUCT_BAR, loso_bar_misses
 
 MAX_BYTES = 5 * 1024 * 1024
+MAKEFILE = Path(__file__).resolve().parents[2] / "Makefile"
+
+
+def _make_model_resolution() -> int:
+    """The input size `make model` builds at (MODEL_RECIPE's --resolution): the shipped bundle is its output."""
+    found = re.search(r"^MODEL_RECIPE\s*\?=.*--resolution (\d+)", MAKEFILE.read_text(encoding="utf-8"), re.MULTILINE)
+    assert found, "Makefile: MODEL_RECIPE has no --resolution"
+    return int(found.group(1))
 
 
 def test_shipped_bundle_loads_and_fits(shipped_bundle_dir: Path) -> None:
     bundle = load_bundle(shipped_bundle_dir)
     m = bundle.manifest
     assert m.labels == ("normal", "benign", "malignant")
-    assert m.input.height == m.input.width == 288 and m.input.dtype == "uint8"  # make model's --resolution 288
+    assert m.input.height == m.input.width == _make_model_resolution() and m.input.dtype == "uint8"
     assert "malignant" in m.thresholds and m.temperature > 0 and m.cam is not None
     total = sum(p.stat().st_size for p in shipped_bundle_dir.rglob("*") if p.is_file())
     assert total <= MAX_BYTES, f"bundle is {total / 1e6:.2f} MB"
@@ -37,3 +46,25 @@ def test_shipped_bundle_has_report_and_card(shipped_bundle_dir: Path) -> None:
         # an interim bundle below the parity gate must say so loudly in its card
         assert "parity gate NOT passed" in card
         pytest.xfail(f"shipped bundle is interim: int8/float top-1 agreement {agreement:.3f} < 0.98 gate")
+
+
+def test_shipped_decision_and_card_lead_with_the_leave_one_source_out_study(shipped_bundle_dir: Path) -> None:
+    """Issue 15: the shipped bundle's modes were chosen on every source held out in turn, and its card's headline
+    figures are that study's (not the test split's), the same numbers as the manifest the device decides with."""
+    bundle = load_bundle(shipped_bundle_dir)
+    spec = bundle.manifest.decision_spec()
+    study = json.loads((shipped_bundle_dir / "report" / "metrics.json").read_text(encoding="utf-8"))["leave_one_source_out"]
+    assert sorted(study["held_out_sources"]) == sorted(bundle.manifest.training_data["sources"])  # every source, in turn
+    assert spec.validation is not None and spec.validation.startswith("leave-one-source-out")
+    assert set(spec.modes) == {"high_sensitivity", "balanced", "high_specificity"} and spec.default_mode == "balanced"
+    assert spec.lesion_threshold == study["lesion_threshold"]
+    card = (shipped_bundle_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
+    headline = card[: card.index("## Intended use")]
+    assert "leave-one-source-out" in headline
+    for name, mode in study["modes"].items():
+        assert spec.mode(name).malignant_threshold == mode["malignant_threshold"]
+        assert f"{mode['malignant_threshold']:.4f}" in headline
+        sensitivity = mode["figures"]["sensitivity"]
+        assert spec.mode(name).figures is not None and spec.mode(name).figures["sensitivity"].value == sensitivity["value"]
+        assert f"{sensitivity['value']:.3f}" in headline
+    assert ("leave-one-source-out bar is NOT met" in headline) == bool(loso_bar_misses(study))  # never hides a miss
