@@ -29,8 +29,9 @@ def human_bytes(count: float) -> str:
     return f"{count:.1f} TB"
 
 
-# The model chip's most characters: a packed or site bundle's version grows (+seg, +site-<hash>) past the 7" bar
-MODEL_CHARS_COMPACT = 34
+# The model chip's most characters: a packed or site bundle's version grows (+modes-<digest>, +seg, +site-<hash>) past
+# the 7" bar (31 fits 800 px beside "36 to send": the layout check of python -m ui.screenshots)
+MODEL_CHARS_COMPACT = 31
 MODEL_CHARS = 64
 
 
