@@ -44,8 +44,7 @@ from typing import Any
 
 from device.clock import parse_iso, utc_now_iso
 from device.errors import SonopiError
-from device.lesion_record import LesionRecord, LesionRecordError
-from device.link.contract import CorrectionMessage, HeartbeatMessage, ResultMessage, StatusMessage
+from device.link.contract import CorrectionMessage, HeartbeatMessage, LesionRecord, LesionRecordError, ResultMessage, StatusMessage
 from device.link.corrections import Correction, CorrectionKind, CorrectionReason, Place, Placement, effective_placement
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,8 @@ import fastjsonschema
 import jsonschema
 
 from device.errors import SonopiError
-from device.lesion_record import LesionRecord, LesionRecordError
+from device.lesion_record import LesionRecord as LesionRecord  # re-exported: the hub reads outlines through the contract
+from device.lesion_record import LesionRecordError as LesionRecordError
 from device.link.corrections import REASONS, Correction, CorrectionKind, CorrectionReason, Place
 
 log = logging.getLogger(__name__)

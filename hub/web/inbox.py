@@ -29,7 +29,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode
 
-from device.lesion_record import LesionRecord, LesionRecordError
+from device.link.contract import LesionRecord, LesionRecordError
 from hub.web.corrections_view import NOT_VOIDED_SQL
 from hub.web.db import WebDb
 from hub.web.reviews import ReviewState
