@@ -18,7 +18,8 @@ from model_build.export import Parity
 from model_build.report import REPORT_FILE, BuildReport, ParityGate, ReportError, read_report
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_REPORTS = sorted(ROOT.glob("models/*/report/metrics.json"))
+# the classifier bundles' build reports (models/segmentation-lite0's is the segmentation build's, another format)
+SHIPPED_REPORTS = sorted(p for p in ROOT.glob("models/*/report/metrics.json") if (p.parents[1] / "manifest.json").is_file())
 
 
 def _shipped(shipped_bundle_dir: Path) -> dict:
