@@ -186,14 +186,11 @@ class LiveView(QWidget):
         """Where a tap may seed a region: the detected scan region on the frame, else the whole frame."""
         if self.frame is None:
             return None
-        height, width = self.frame.image.shape[:2]
-        frame = Box(0, 0, width, height)
+        frame = Box.full(self.frame.image)
         if self.scan_box is None:
             return frame
-        box = self.scan_box
-        x0, y0 = max(0, box.x), max(0, box.y)
-        x1, y1 = min(width, box.x + box.width), min(height, box.y + box.height)
-        return Box(x0, y0, x1 - x0, y1 - y0) if x1 - x0 >= MIN_ROI_PX and y1 - y0 >= MIN_ROI_PX else frame
+        box = self.scan_box.clip_to(self.frame.image)
+        return box if box.width >= MIN_ROI_PX and box.height >= MIN_ROI_PX else frame
 
     # --- touch: tap to seed, draw, move or resize the region of interest -------------------------------
 
