@@ -120,7 +120,7 @@ class LesionRecord:
             return cls(found=False, withheld=withheld)
         return cls(
             found=True,
-            box=_box(data.get("box"), f"{where}.box"),
+            box=parse_box(data.get("box"), f"{where}.box"),
             contour=_contour(data.get("contour"), f"{where}.contour"),
             area_px=_positive(data.get("area_px"), f"{where}.area_px"),
             **_sizes(data, where),
@@ -146,7 +146,9 @@ def _int(value: Any, where: str) -> int:
     return value
 
 
-def _box(value: Any, where: str) -> tuple[int, int, int, int]:
+def parse_box(value: Any, where: str) -> tuple[int, int, int, int]:
+    """``[x, y, w, h]`` (integers, x, y >= 0, w, h >= 1) as a box: a lesion's box, and a stored result's crop
+    box (hub/store.py); :class:`LesionRecordError` naming ``where`` otherwise."""
     if not isinstance(value, list) or len(value) != 4:
         raise LesionRecordError(f"{where}: expected [x, y, w, h], got {value!r}")
     x, y, w, h = (_int(v, where) for v in value)

@@ -44,7 +44,7 @@ from typing import Any
 
 from device.clock import parse_iso, utc_now_iso
 from device.errors import SonopiError
-from device.link.contract import CorrectionMessage, HeartbeatMessage, LesionRecord, LesionRecordError, ResultMessage, StatusMessage
+from device.link.contract import CorrectionMessage, HeartbeatMessage, LesionRecord, LesionRecordError, ResultMessage, StatusMessage, parse_box
 from device.link.corrections import Correction, CorrectionKind, CorrectionReason, Place, Placement, effective_placement
 
 log = logging.getLogger(__name__)
@@ -1247,13 +1247,9 @@ def _stored_crop(result_id: str, text: str | None) -> tuple[int, int, int, int] 
     if text is None:
         return None
     try:
-        box = json.loads(text)
-        if isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in box):
-            if box[2] >= 1 and box[3] >= 1:
-                return box[0], box[1], box[2], box[3]
-    except json.JSONDecodeError:
-        pass
-    raise DamagedRowError(f"hub database: result {result_id}: the stored crop box is damaged (expected [x, y, w, h], w and h >= 1)")
+        return parse_box(json.loads(text), "crop")
+    except (json.JSONDecodeError, LesionRecordError) as exc:
+        raise DamagedRowError(f"hub database: result {result_id}: the stored crop box is damaged ({exc})") from exc
 
 
 def _row_to_correction(row: tuple) -> StoredCorrection:

@@ -44,6 +44,7 @@ import jsonschema
 from device.errors import SonopiError
 from device.lesion_record import LesionRecord as LesionRecord  # re-exported: the hub reads outlines through the contract
 from device.lesion_record import LesionRecordError as LesionRecordError
+from device.lesion_record import parse_box as parse_box
 from device.link.corrections import REASONS, Correction, CorrectionKind, CorrectionReason, Place
 
 log = logging.getLogger(__name__)

@@ -173,6 +173,16 @@ def test_a_damaged_stored_outline_is_refused_naming_the_result(target: str, anal
     assert page.status_code == 500 and "stored data is damaged" in page.text and client.get("/inbox").status_code == 200
 
 
+@pytest.mark.parametrize("crop", ["[1, 2, 0, 4]", "[1, 2, 3]", "[-1, 2, 3, 4]", "[1, 2, 3, true]", "{not json"])
+def test_a_damaged_stored_crop_box_is_refused_naming_the_result(target: str, analysed: Analysed, crop: str) -> None:
+    m = messages(analysed)[0]
+    with HubStore.open(target) as store:
+        store.add_result(m)
+    _run(target, ("UPDATE results SET crop = ? WHERE result_id = ?", (crop, m.result_id)))
+    with HubStore.open(target) as store, pytest.raises(DamagedRowError, match=f"result {m.result_id}: the stored crop box is damaged"):
+        store.result(m.result_id)
+
+
 def _run(target: str, *statements) -> list:
     """Run SQL straight on the hub database (what an older hub left, or damage); the last statement's rows."""
     rows: list = []
