@@ -119,6 +119,15 @@ class Segmenter:
             return prepared.pixels, prepared.placement
         return to_model_pixels(prepared.grey_crop, self.spec.input)
 
+    def run(self, prepared: Prepared, *, same_input: bool = False) -> tuple[np.ndarray, np.ndarray, Placement]:
+        """One invoke on the crop ``prepared`` was cut from: the model's input tensor, its mask (lesion probabilities
+        over the model input) and where the crop sits in that input."""
+        pixels, placement = self.model_pixels(prepared, same_input=same_input)
+        tensor = self.runner.input_tensor(pixels)
+        _, mask = self.runner.invoke(tensor, with_features=True)
+        assert mask is not None  # the runner has the mask output (checked in __init__)
+        return tensor, mask[..., 0], placement
+
     def outline(
         self,
         prepared: Prepared,
@@ -131,18 +140,28 @@ class Segmenter:
         """The outline on the crop ``prepared`` was cut from, in image pixel coordinates of a frame ``frame_shape``
         (rows, columns). ``same_input``: the classifier's input spec is this model's, so its pixels are reused."""
         start = time.perf_counter()
-        pixels, placement = self.model_pixels(prepared, same_input=same_input)
-        _, mask = self.runner.invoke(self.runner.input_tensor(pixels), with_features=True)
-        assert mask is not None  # the runner has the mask output (checked in __init__)
-        crop = prepared.crop
-        binary = crop_mask(mask[..., 0], placement, crop, self.spec.input.height, self.spec.input.width, self.spec.mask.threshold)
+        _, prob, placement = self.run(prepared, same_input=same_input)
+        found = self.outline_of(prob, placement, prepared.crop, frame_shape, spacing=spacing, roi=roi)
+        return LesionResult(found, spacing=spacing, latency_ms=(time.perf_counter() - start) * 1000.0)
+
+    def outline_of(
+        self,
+        prob: np.ndarray,
+        placement: Placement,
+        crop: Box,
+        frame_shape: tuple[int, int],
+        *,
+        spacing: PixelSpacing | None = None,
+        roi: Box | None = None,
+    ) -> LesionOutline | None:
+        """The outline a mask from :meth:`run` draws: thresholded back onto ``crop``, kept inside ``roi``, the largest
+        region unless under ``mask.min_region_px``, in frame coordinates; None when none."""
+        binary = crop_mask(prob, placement, crop, self.spec.input.height, self.spec.input.width, self.spec.mask.threshold)
         restrict_to_roi(binary, crop, roi, frame_shape)
         found = describe(binary, spacing)
-        if found is not None and model_px(found.area_px, placement, crop) < self.spec.mask.min_region_px:
-            found = None
-        if found is not None:
-            found = offset_outline(found, crop.x, crop.y)
-        return LesionResult(found, spacing=spacing, latency_ms=(time.perf_counter() - start) * 1000.0)
+        if found is None or model_px(found.area_px, placement, crop) < self.spec.mask.min_region_px:
+            return None
+        return offset_outline(found, crop.x, crop.y)
 
 
 def crop_mask(prob: np.ndarray, placement: Placement, crop: Box, input_h: int, input_w: int, threshold: float) -> np.ndarray:

@@ -204,12 +204,9 @@ def compute_segmentation_reference(classifier: Classifier, frame_png: bytes, fra
     frame = _decode_png(frame_png)
     prepared = prepare(frame, classifier.manifest.input, auto_crop=True)
     same_input = spec.input == classifier.manifest.input
-    pixels, _ = segmenter.model_pixels(prepared, same_input=same_input)
-    tensor = segmenter.runner.input_tensor(pixels)
-    _, mask = segmenter.runner.invoke(tensor, with_features=True)
-    assert mask is not None  # the Segmenter checked its mask output
-    prob = np.ascontiguousarray(mask[..., 0], dtype=np.float32)
-    outline = segmenter.outline(prepared, (frame.shape[0], frame.shape[1]), same_input=same_input).outline
+    tensor, mask, placement = segmenter.run(prepared, same_input=same_input)  # one invoke: the mask and its outline
+    prob = np.ascontiguousarray(mask, dtype=np.float32)
+    outline = segmenter.outline_of(mask, placement, prepared.crop, (frame.shape[0], frame.shape[1]))
     return SegmentationReference(
         frame=frame_name,
         frame_sha256=hashlib.sha256(frame_png).hexdigest(),
@@ -381,8 +378,11 @@ def check_segmentation(classifier: Classifier) -> CheckResult | None:
 
 
 def _longer_side(frame_png: bytes) -> int:
-    frame = _decode_png(frame_png)
-    return int(max(frame.shape[0], frame.shape[1]))
+    """The frame's longer side from its PNG header (compute_segmentation_reference has decoded its pixels once)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(frame_png)) as image:
+        return int(max(image.size))
 
 
 def compare_segmentation(expected: SegmentationReference, actual: SegmentationReference, input_px: int, frame_side: int) -> CheckResult:
