@@ -257,13 +257,19 @@ def loso_bar_misses(study: dict[str, Any]) -> list[str]:
     return misses
 
 
+def _loso_bar_words() -> str:
+    """The bar in words, from LOSO_BAR_MIN / LOSO_BAR_MAX (the numbers the misses are judged by)."""
+    minimums = ", ".join(f"{_LOSO_WORDS[key]} ≥ {value:.2f}" for key, value in LOSO_BAR_MIN.items())
+    maximums = " and ".join(f"at most {value * 100:.0f} % of {_LOSO_WORDS[key]}" for key, value in LOSO_BAR_MAX.items())
+    return f"{minimums} and {maximums}"
+
+
 def _loso_bar_warning(study: dict[str, Any] | None) -> list[str]:
     if not study or not (misses := loso_bar_misses(study)):
         return []
     mode = _MODE_NAMES.get(study["default_mode"], study["default_mode"])
     return [
-        f"> **The leave-one-source-out bar is NOT met** ({mode} mode; every held-out source needs malignant AUC ≥ 0.90, "
-        "sensitivity ≥ 0.90, specificity ≥ 0.55 and at most 15 % of normal scans called malignant): " + "; ".join(misses) + ".",
+        f"> **The leave-one-source-out bar is NOT met** ({mode} mode; every held-out source needs {_loso_bar_words()}): " + "; ".join(misses) + ".",
         "",
     ]
 
