@@ -9,18 +9,15 @@ bundle keeps the segmentation reference and passes it."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from device.engine import Classifier
-from device.model.bundle import MANIFEST_FILE, SegmentationReference, load_bundle
+from device.model.bundle import SegmentationReference, load_bundle
 from device.selftest import (
     AREA_TOLERANCE,
     MASK_MEAN_TOLERANCE,
@@ -30,6 +27,7 @@ from device.selftest import (
     record_reference,
     run_selftest,
 )
+from tests.bundle_copies import copy_bundle, rewrite_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,19 +42,6 @@ def _selftest(bundle: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
         timeout=180,
         cwd=REPO,
     )
-
-
-def _copy(src: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "bundle"
-    shutil.copytree(src, dst)
-    return dst
-
-
-def _rewrite(bundle: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    path = bundle / MANIFEST_FILE
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
 
 
 def _seg_ref(data: dict[str, Any]) -> dict[str, Any]:
@@ -78,11 +63,11 @@ def test_a_packed_bundle_passes_through_the_real_cli(seg_bundle_dir: Path, tmp_p
 
 
 def test_a_tampered_mask_reference_fails_through_the_real_cli(seg_bundle_dir: Path, tmp_path: Path) -> None:
-    bundle = _copy(seg_bundle_dir, tmp_path)
+    bundle = copy_bundle(seg_bundle_dir, tmp_path)
     recorded = load_bundle(bundle).manifest.segmentation.reference
     assert recorded is not None
     wrong = min(1.0, recorded.mask_mean + 0.2)
-    _rewrite(bundle, lambda d: _seg_ref(d).update(mask_sha256="ab" * 32, mask_mean=wrong))
+    rewrite_manifest(bundle, lambda d: _seg_ref(d).update(mask_sha256="ab" * 32, mask_mean=wrong))
     proc = _selftest(bundle, tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr[-2000:]
     assert "FAIL  segmentation  input identical but mask mean" in proc.stdout
@@ -92,8 +77,8 @@ def test_a_tampered_mask_reference_fails_through_the_real_cli(seg_bundle_dir: Pa
 
 
 def test_a_tampered_input_checksum_fails_naming_the_input(seg_bundle_dir: Path, tmp_path: Path) -> None:
-    bundle = _copy(seg_bundle_dir, tmp_path)
-    _rewrite(bundle, lambda d: _seg_ref(d).update(input_sha256="0" * 64))
+    bundle = copy_bundle(seg_bundle_dir, tmp_path)
+    rewrite_manifest(bundle, lambda d: _seg_ref(d).update(input_sha256="0" * 64))
     line = _segmentation_line(bundle)
     assert line is not None and line[0] == Status.FAIL
     assert "the segmentation input tensor differs from the recorded one" in line[1] and "0000000000000000…" in line[1]
@@ -102,29 +87,29 @@ def test_a_tampered_input_checksum_fails_naming_the_input(seg_bundle_dir: Path, 
 def test_a_changed_segmentation_input_fails(seg_bundle_dir: Path, tmp_path: Path) -> None:
     """The device preparing the segmentation input differently (here: stretched instead of letterboxed, as a
     changed preprocessing would) is caught by the input tensor's checksum."""
-    bundle = _copy(seg_bundle_dir, tmp_path)
-    _rewrite(bundle, lambda d: d["segmentation"]["input"].update(resize="stretch"))
+    bundle = copy_bundle(seg_bundle_dir, tmp_path)
+    rewrite_manifest(bundle, lambda d: d["segmentation"]["input"].update(resize="stretch"))
     line = _segmentation_line(bundle)
     assert line is not None and line[0] == Status.FAIL and "the segmentation input tensor differs" in line[1]
 
 
 def test_a_replaced_reference_frame_fails(seg_bundle_dir: Path, tmp_path: Path) -> None:
-    bundle = _copy(seg_bundle_dir, tmp_path)
-    _rewrite(bundle, lambda d: _seg_ref(d).update(frame_sha256="e" * 64))
+    bundle = copy_bundle(seg_bundle_dir, tmp_path)
+    rewrite_manifest(bundle, lambda d: _seg_ref(d).update(frame_sha256="e" * 64))
     line = _segmentation_line(bundle)
     assert line is not None and line[0] == Status.FAIL and "does not match 'segmentation.reference'" in line[1]
 
 
 def test_a_mask_differing_only_in_its_checksum_is_a_warning(seg_bundle_dir: Path, tmp_path: Path) -> None:
-    bundle = _copy(seg_bundle_dir, tmp_path)
-    _rewrite(bundle, lambda d: _seg_ref(d).update(mask_sha256="cd" * 32))
+    bundle = copy_bundle(seg_bundle_dir, tmp_path)
+    rewrite_manifest(bundle, lambda d: _seg_ref(d).update(mask_sha256="cd" * 32))
     line = _segmentation_line(bundle)
     assert line is not None and line[0] == Status.WARN and "mask differs within tolerance" in line[1]
 
 
 def test_a_format_4_bundle_without_a_reference_passes_with_a_warning(seg_bundle_dir: Path, tmp_path: Path) -> None:
-    bundle = _copy(seg_bundle_dir, tmp_path)
-    _rewrite(bundle, lambda d: (d["segmentation"].pop("reference"), d.update(format_version=4)))
+    bundle = copy_bundle(seg_bundle_dir, tmp_path)
+    rewrite_manifest(bundle, lambda d: (d["segmentation"].pop("reference"), d.update(format_version=4)))
     assert load_bundle(bundle).manifest.format_version == 4
     proc = _selftest(bundle, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
@@ -134,16 +119,16 @@ def test_a_format_4_bundle_without_a_reference_passes_with_a_warning(seg_bundle_
 
 
 def test_a_bundle_without_segmentation_has_no_segmentation_line(tiny_bundle_dir: Path, tmp_path: Path) -> None:
-    bundle = _copy(tiny_bundle_dir, tmp_path)
+    bundle = copy_bundle(tiny_bundle_dir, tmp_path)
     record_reference(bundle)
     names = [r.name for r in run_selftest(lambda: Classifier(load_bundle(bundle)))]
     assert "reference" in names and "segmentation" not in names
 
 
 def test_record_reference_records_the_segmentation_reference_too(seg_bundle_dir: Path, tmp_path: Path) -> None:
-    bundle = _copy(seg_bundle_dir, tmp_path)
+    bundle = copy_bundle(seg_bundle_dir, tmp_path)
     packed = load_bundle(bundle).manifest.segmentation.reference
-    _rewrite(bundle, lambda d: (d["segmentation"].pop("reference"), d.update(format_version=4)))
+    rewrite_manifest(bundle, lambda d: (d["segmentation"].pop("reference"), d.update(format_version=4)))
     recorded = record_reference(bundle)
     assert recorded.manifest.format_version == 5 and recorded.manifest.segmentation.reference == packed
     assert _segmentation_line(bundle) == (Status.PASS, _segmentation_line(seg_bundle_dir)[1])  # type: ignore[index]

@@ -33,20 +33,8 @@ from device.model.bundle import (
     sha256_file,
     write_bundle,
 )
+from tests.bundle_copies import copy_bundle, rewrite_manifest
 from tests.conftest import V1_BUNDLE
-
-
-def _copy(src: Path, tmp_path: Path, name: str = "copy") -> Path:
-    dst = tmp_path / name
-    shutil.copytree(src, dst)
-    return dst
-
-
-def _rewrite(bundle: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    path = bundle / MANIFEST_FILE
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
 
 
 def test_a_packed_bundle_loads_as_format_5_with_its_reference(seg_bundle_dir: Path) -> None:
@@ -63,8 +51,8 @@ def test_a_packed_bundle_loads_as_format_5_with_its_reference(seg_bundle_dir: Pa
 
 
 def test_a_format_4_section_without_a_reference_still_loads(seg_bundle_dir: Path, tmp_path: Path) -> None:
-    bundle = _copy(seg_bundle_dir, tmp_path)
-    _rewrite(bundle, lambda d: (_seg(d).pop("reference"), d.update(format_version=SEGMENTATION_FORMAT_VERSION)))
+    bundle = copy_bundle(seg_bundle_dir, tmp_path)
+    rewrite_manifest(bundle, lambda d: (_seg(d).pop("reference"), d.update(format_version=SEGMENTATION_FORMAT_VERSION)))
     loaded = load_bundle(bundle)
     assert loaded.manifest.format_version == 4 and loaded.manifest.segmentation is not None
     assert loaded.manifest.segmentation.reference is None
@@ -129,8 +117,8 @@ def _ref(data: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("change", "message"), BAD_SECTIONS)
 def test_a_bad_segmentation_section_is_refused_naming_the_key(seg_bundle_dir: Path, tmp_path: Path, change, message) -> None:
-    bundle = _copy(seg_bundle_dir, tmp_path)
-    _rewrite(bundle, change)
+    bundle = copy_bundle(seg_bundle_dir, tmp_path)
+    rewrite_manifest(bundle, change)
     with pytest.raises(BundleError, match=message):
         load_bundle(bundle)
 
@@ -145,7 +133,7 @@ def test_segmentation_json_is_read_with_the_same_rules(seg_bundle_dir: Path) -> 
 
 
 def test_a_corrupted_or_missing_segmentation_model_is_refused(seg_bundle_dir: Path, tmp_path: Path) -> None:
-    bundle = _copy(seg_bundle_dir, tmp_path)
+    bundle = copy_bundle(seg_bundle_dir, tmp_path)
     data = bytearray((bundle / SEGMENTATION_FILE).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (bundle / SEGMENTATION_FILE).write_bytes(bytes(data))
@@ -174,7 +162,7 @@ def test_write_bundle_takes_the_section_and_the_bytes_together(seg_bundle_dir: P
 
 
 def test_edit_bundle_keeps_the_segmentation_model(seg_bundle_dir: Path, tmp_path: Path) -> None:
-    bundle = _copy(seg_bundle_dir, tmp_path)
+    bundle = copy_bundle(seg_bundle_dir, tmp_path)
     with pytest.raises(BundleError, match=r"segmentation\.tflite cannot be replaced"):
         edit_bundle(bundle, files={SEGMENTATION_FILE: b"other"})
     m = load_bundle(bundle).manifest
@@ -193,7 +181,7 @@ def test_edit_bundle_keeps_the_segmentation_model(seg_bundle_dir: Path, tmp_path
 def test_the_signature_covers_the_segmentation_model(seg_bundle_dir: Path, tmp_path: Path) -> None:
     from device.model.signing import file_digests, generate_keypair, load_private_key, load_public_key, sign_bundle, verify_bundle
 
-    bundle = _copy(seg_bundle_dir, tmp_path)
+    bundle = copy_bundle(seg_bundle_dir, tmp_path)
     private_path, public_path = generate_keypair(tmp_path / "keys")
     sign_bundle(bundle, load_private_key(private_path))
     assert SEGMENTATION_FILE in file_digests(bundle)
