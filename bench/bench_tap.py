@@ -29,6 +29,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from PyQt5.QtWidgets import QApplication
 
+from bench.bench_device import percentile
 from bench.bench_ui import open_exam
 from ui.app import parse_size
 from ui.live_screen import LiveScreen
@@ -129,11 +130,6 @@ def measure(bundle: Path, frames: Path, work: Path, size: tuple[int, int], taps:
         QApplication.processEvents()
 
 
-def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
-
-
 def report(all_figures: list[Figures]) -> None:
     base = statistics.median(all_figures[0].analyse_ms)
     print(
@@ -144,7 +140,7 @@ def report(all_figures: list[Figures]) -> None:
         analyse, tap = statistics.median(f.analyse_ms), statistics.median(f.tap_ms)
         outline = f"{statistics.median(f.outline_ms):.1f}" if f.outline_ms else "-"
         print(
-            f"{f.bundle[:44]:<44} {analyse:>9.1f}ms {tap:>6.1f}ms {_p(f.tap_ms, 0.95):>6.1f}ms {max(f.tap_ms):>6.1f}ms "
+            f"{f.bundle[:44]:<44} {analyse:>9.1f}ms {tap:>6.1f}ms {percentile(f.tap_ms, 95):>6.1f}ms {max(f.tap_ms):>6.1f}ms "
             f"{tap / analyse:>11.2f} {tap / base:>8.2f} {outline:>9}ms {f.outlined:>4}/{len(f.tap_ms)}"
             + (f" ({f.inconclusive} inconclusive)" if f.inconclusive else "")
         )
