@@ -160,11 +160,11 @@ class Classifier:
             heat = self._heatmap(features, labels.index(MALIGNANT), assessment.p_malignant, prepared.placement, prepared.grey_crop.shape[:2])
         lesion = None
         if self.segmenter is not None and outline:
-            lesion = (
-                withheld()
-                if reasons
-                else self.segmenter.outline(prepared, (frame.shape[0], frame.shape[1]), spacing=spacing, roi=roi, same_input=self._same_input)
-            )
+            if reasons:
+                lesion = withheld()
+            else:
+                scan, same = self.segmenter.scan_region(frame, prepared, auto_crop=auto_crop, roi=roi, same_input=self._same_input)
+                lesion = self.segmenter.outline(scan, (frame.shape[0], frame.shape[1]), spacing=spacing, roi=roi, same_input=same)
         latency_ms = (time.perf_counter() - start) * 1000.0
         return Classification(
             probabilities=probs,

@@ -1,13 +1,15 @@
-"""The lesion's outline on the device: the bundle's segmentation model, run on the classifier's crop, mapped back.
+"""The lesion's outline on the device: the bundle's segmentation model, run on the scan region, mapped back.
 
 A bundle with a ``segmentation`` section (docs/model-bundle.md, format 4) carries a second TFLite model whose
 output is a lesion probability per model-input pixel. :class:`Segmenter` runs it with the one TFLite runner
-(:class:`device.model.runtime.ModelRunner`) on the same crop the classifier analysed (the same prepared pixels
-when both models take the same input; else that crop letterboxed to the segmentation model's own input), takes
-the mask back through the letterbox and the crop to image pixel coordinates, keeps it inside the clinician's ROI,
-and hands it to :func:`device.lesion_shape.describe` for the outline, box, area, size (mm only with a known pixel
-spacing) and descriptors. The outline rule is the one ``model_build segment`` scored: the largest region of
-probability >= ``mask.threshold``, none when it covers fewer than ``mask.min_region_px`` model-input pixels.
+(:class:`device.model.runtime.ModelRunner`) on the scan region — the crop it was trained on, the classifier's own
+without an ROI (the same prepared pixels when both models take the same input); with an ROI, the scan region all
+the same (:meth:`Segmenter.scan_region`), as an ROI inside a large mass is all mass and outlines nothing useful —
+takes the mask back through the letterbox and the crop to image pixel coordinates, keeps the region under the
+clinician's ROI whole (:func:`keep_region_under_roi`), and hands it to :func:`device.lesion_shape.describe` for
+the outline, box, area, size (mm only with a known pixel spacing) and descriptors. The outline rule is the one
+``model_build segment`` scored: the largest region of probability >= ``mask.threshold`` (with an ROI, the region
+under it), none when it covers fewer than ``mask.min_region_px`` model-input pixels.
 
 Which descriptors may be shown is the display rule of docs/lesion-outline.md (:data:`SHOWN_DESCRIPTORS`).
 """
@@ -28,7 +30,7 @@ from device.crop import Box
 from device.errors import BundleError
 from device.lesion_shape import LesionOutline, describe
 from device.model.bundle import ModelBundle, SegmentationSpec
-from device.model.preprocess import Placement, Prepared, to_model_pixels
+from device.model.preprocess import Placement, Prepared, prepare, to_model_pixels
 from device.model.runtime import ModelRunner, TensorNames
 from device.spacing import PixelSpacing
 
@@ -119,6 +121,14 @@ class Segmenter:
             return prepared.pixels, prepared.placement
         return to_model_pixels(prepared.grey_crop, self.spec.input)
 
+    def scan_region(self, frame: np.ndarray, classified: Prepared, *, auto_crop: bool, roi: Box | None, same_input: bool) -> tuple[Prepared, bool]:
+        """What this model segments, and whether its pixels are already this model's input: the classifier's crop
+        ``classified`` when there was no ROI (``same_input`` as given), else the scan region prepared anew for this
+        model (the detected scan region with ``auto_crop``, else the whole frame), never the ROI's crop."""
+        if roi is None:
+            return classified, same_input
+        return prepare(frame, self.spec.input, auto_crop=auto_crop), True
+
     def run(self, prepared: Prepared, *, same_input: bool = False) -> tuple[np.ndarray, np.ndarray, Placement]:
         """One invoke on the crop ``prepared`` was cut from: the model's input tensor, its mask (lesion probabilities
         over the model input) and where the crop sits in that input."""
@@ -154,10 +164,11 @@ class Segmenter:
         spacing: PixelSpacing | None = None,
         roi: Box | None = None,
     ) -> LesionOutline | None:
-        """The outline a mask from :meth:`run` draws: thresholded back onto ``crop``, kept inside ``roi``, the largest
-        region unless under ``mask.min_region_px``, in frame coordinates; None when none."""
+        """The outline a mask from :meth:`run` draws: thresholded back onto ``crop``; the region under ``roi`` when
+        there is one (:func:`keep_region_under_roi`), else the largest; none under ``mask.min_region_px``; in frame
+        coordinates. None when none."""
         binary = crop_mask(prob, placement, crop, self.spec.input.height, self.spec.input.width, self.spec.mask.threshold)
-        restrict_to_roi(binary, crop, roi, frame_shape)
+        keep_region_under_roi(binary, crop, roi, frame_shape)
         found = describe(binary, spacing)
         if found is None or model_px(found.area_px, placement, crop) < self.spec.mask.min_region_px:
             return None
@@ -175,9 +186,10 @@ def crop_mask(prob: np.ndarray, placement: Placement, crop: Box, input_h: int, i
     return (resized >= threshold).astype(np.uint8)
 
 
-def restrict_to_roi(binary: np.ndarray, crop: Box, roi: Box | None, frame_shape: tuple[int, int]) -> None:
-    """Zero the crop mask outside the clinician's ROI (in place). The crop lies inside the ROI already whenever the
-    ROI is on the frame (device.crop.choose_crop); an ROI off the frame was ignored by the classifier, and is here."""
+def keep_region_under_roi(binary: np.ndarray, crop: Box, roi: Box | None, frame_shape: tuple[int, int]) -> None:
+    """Keep, whole, the one region of the crop mask that the clinician's ROI holds most pixels of (in place); none
+    when it holds none. Whole: a lesion reaching beyond a tap's square or a drawn box is outlined and sized as it is,
+    not cut to the box. An ROI off the frame was ignored by the classifier, and is here."""
     if roi is None:
         return
     rows, cols = frame_shape
@@ -186,9 +198,11 @@ def restrict_to_roi(binary: np.ndarray, crop: Box, roi: Box | None, frame_shape:
     x0, y0 = max(0, roi.x - crop.x), max(0, roi.y - crop.y)
     x1 = max(x0, min(crop.width, roi.x + roi.width - crop.x))
     y1 = max(y0, min(crop.height, roi.y + roi.height - crop.y))
-    inside = binary[y0:y1, x0:x1].copy()
-    binary[...] = 0
-    binary[y0:y1, x0:x1] = inside
+    count, labels = cv2.connectedComponents(binary, connectivity=8)
+    held = np.bincount(labels[y0:y1, x0:x1].ravel(), minlength=count)
+    held[0] = 0  # the background
+    best = int(held.argmax())
+    binary[...] = (labels == best) if held[best] > 0 else 0
 
 
 def model_px(area_px: float, placement: Placement, crop: Box) -> float:

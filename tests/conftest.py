@@ -16,6 +16,7 @@ SHIPPED_BUNDLE = REPO / "models" / "sonopi-lite0"
 # The previous release, v1 (format 2, Lite0 at 288 px, BUSI + BUS-BRA only), kept as what "an old bundle" means to the
 # tests (the device must keep loading it) and as the base of the site-adaptation study: it never saw BrEaST-Lesions-USG.
 V1_BUNDLE = REPO / "models" / "sonopi-lite0-v1"
+TRAINED_SEGMENTATION = REPO / "models" / "segmentation-lite0"  # `model_build segment`'s output, not in the shipped bundle
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +69,16 @@ def window(qtbot, tmp_path: Path, tiny_bundle_dir: Path):
     app_window = open_window(qtbot, tmp_path, tiny_bundle_dir, frames)
     yield app_window
     app_window.shutdown()
+
+
+@pytest.fixture(scope="session")
+def trained_outline_bundle_dir(shipped_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped classifier bundle with the trained segmentation model packed in (``model_build pack-segmentation``'s
+    function), once per session."""
+    if not (TRAINED_SEGMENTATION / "segmentation.json").is_file():
+        pytest.skip(f"trained segmentation model not present at {TRAINED_SEGMENTATION} (built by `model_build segment`)")
+    from model_build.segmentation_build import pack_segmentation
+
+    out = tmp_path_factory.mktemp("trained-outline") / "bundle"
+    pack_segmentation(shipped_bundle_dir, TRAINED_SEGMENTATION, out)
+    return out

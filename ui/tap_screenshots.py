@@ -1,7 +1,7 @@
 """``python -m ui.tap_screenshots [OUT_DIR] [--model BUNDLE]``: tapping a lesion (docs/ui.md "Tap a lesion") at
 800x480 and 1280x720, real widgets offscreen, real frames (BUSI from ``../shared/datasets`` when present, else
 synthetic screens): the square region a tap on the moving image seeds (nothing stored), and the stored result of a
-tap inside it on the frozen frame, with the lesion outline inside the region. The bundle: ``--model``, else the
+tap inside it on the frozen frame, with the outline of the lesion under the region. The bundle: ``--model``, else the
 shipped classifier packed with the tiny test segmentation model (tests/device/tiny_segmentation.py: it outlines what
 is brighter than mid-grey — the outline shows where it is drawn, not what a trained model finds). Every scene is
 checked with ui/layout_check.py. Writes ``<size>-tap-*.png``; exit 1 on a layout problem."""

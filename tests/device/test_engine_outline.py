@@ -1,5 +1,6 @@
 """The classifier outlines the lesion when its bundle has a segmentation model: a conclusive frame carries
-``lesion`` (found, in image pixels, inside the ROI; mm with the frame's spacing), an inconclusive one a withheld
+``lesion`` (found, in image pixels; with an ROI, the whole lesion under it — the segmentation model sees the scan
+region, not the ROI's crop, which a large mass fills; mm with the frame's spacing), an inconclusive one a withheld
 lesion (no outline), a bundle without a segmentation model ``lesion = None``; ``Analyzer.classify`` passes the
 frame's pixel spacing."""
 
@@ -36,14 +37,23 @@ def test_a_conclusive_frame_carries_its_outline(seg_classifier: Classifier) -> N
     assert result.lesion.outline.width_mm is None  # no spacing: sizes in pixels only
 
 
-def test_the_outline_is_inside_the_roi_and_sized_with_the_spacing(seg_classifier: Classifier) -> None:
-    frame = lesion_frame(400, 640, (300, 200), (80, 50))
+def test_the_lesion_under_the_roi_is_outlined_whole_and_sized_with_the_spacing(seg_classifier: Classifier) -> None:
+    frame = lesion_frame(400, 640, (300, 200), (80, 50))  # x 220..380: it straddles the ROI's left edge
     roi = Box(300, 100, 250, 250)
-    result = seg_classifier.classify(frame, roi=roi, spacing=PixelSpacing(0.1, 0.1))
+    result = seg_classifier.classify(frame, auto_crop=False, roi=roi, spacing=PixelSpacing(0.1, 0.1))
+    assert result.crop == roi and result.lesion.found  # the classifier analysed the ROI
+    x, y, w, h = result.lesion.outline.box
+    assert all(abs(a - b) <= 16 for a, b in zip((x, y, w, h), (220, 150, 161, 101))), (x, y, w, h)
+    assert result.lesion.outline.width_mm == pytest.approx(w * 0.1)
+
+
+def test_an_roi_inside_a_large_lesion_outlines_the_lesion(seg_classifier: Classifier) -> None:
+    frame = lesion_frame(400, 640, (320, 200), (150, 100))
+    roi = Box(150, 160, 80, 80)  # almost all lesion (x 170..470): a little background, or the quality gate objects
+    result = seg_classifier.classify(frame, auto_crop=False, roi=roi)
     assert result.crop == roi and result.lesion.found
     x, y, w, h = result.lesion.outline.box
-    assert x >= roi.x and x + w <= roi.x + roi.width
-    assert result.lesion.outline.width_mm == pytest.approx(w * 0.1)
+    assert all(abs(a - b) <= 16 for a, b in zip((x, y, w, h), (170, 100, 301, 201))), (x, y, w, h)
 
 
 def test_an_inconclusive_frame_gets_no_outline(seg_classifier: Classifier) -> None:
