@@ -87,14 +87,25 @@ model: $(VENV)/.stamp-test
 	else echo "model: build/model NOT signed ($(SIGNING_KEY) missing: make keys, or SIGNING_KEY=...)"; fi
 
 # Ship a built bundle as the reference one: models/sonopi-lite0 is replaced by BUILT (default build/model, which
-# `make model` writes with its modes), then its site-refit training features (head_data/) are computed from
-# MODEL_DATA. The previous release stays in git history (and v1 in models/sonopi-lite0-v1).
+# `make model` writes with its modes), its site-refit training features (head_data/) computed from MODEL_DATA, and
+# the lesion-outline model SEGMENTATION (a `model_build segment` output measured by `model_build descriptors
+# --segmentation ... --write`) packed in with its leave-one-source-out folds' figures (docs/lesion-outline.md);
+# SEGMENTATION= ships the classifier alone. The previous release stays in git history (and v1 in models/sonopi-lite0-v1).
 BUILT ?= build/model
+SEGMENTATION ?= models/segmentation-lite0
+SEGMENTATION_FOLDS ?= $(wildcard $(SEGMENTATION)/folds/*)
+SHIP_WORK := build/ship-classifier
 ship-model: $(VENV)/.stamp-test
 	@test -f "$(BUILT)/manifest.json" || { echo "ship-model: $(BUILT) is not a bundle (make model first)"; exit 2; }
-	rm -rf models/sonopi-lite0 && mkdir -p models/sonopi-lite0
-	cp -r $(BUILT)/manifest.json $(BUILT)/model.tflite $(BUILT)/MODEL_CARD.md $(BUILT)/reference $(BUILT)/report models/sonopi-lite0/
-	$(PY) -m model_build.head_data --bundle models/sonopi-lite0 $(MODEL_DATA)
+	@! grep -q '"segmentation"' "$(BUILT)/manifest.json" || { echo "ship-model: $(BUILT) has a segmentation model already (BUILT is a classifier bundle)"; exit 2; }
+	rm -rf $(SHIP_WORK) && mkdir -p $(SHIP_WORK)
+	cp -r $(BUILT)/manifest.json $(BUILT)/model.tflite $(BUILT)/MODEL_CARD.md $(BUILT)/reference $(BUILT)/report $(SHIP_WORK)/
+	$(PY) -m model_build.head_data --bundle $(SHIP_WORK) $(MODEL_DATA)
+	rm -rf models/sonopi-lite0
+	@if [ -n "$(SEGMENTATION)" ]; then \
+	  $(PY) -m model_build pack-segmentation --bundle $(SHIP_WORK) --segmentation $(SEGMENTATION) \
+	    $(foreach f,$(SEGMENTATION_FOLDS),--fold $(f)) --out models/sonopi-lite0 || exit 1; \
+	else cp -r $(SHIP_WORK) models/sonopi-lite0; fi
 	$(PY) -m device selftest --model models/sonopi-lite0
 
 # Each part adds its own `screenshots: screenshots-<part>` line; `make screenshots` renders them all.

@@ -110,7 +110,7 @@ class Classifier:
         self.runner = ModelRunner.from_bundle(bundle, threads=threads, runtime=runtime)
         self.runtime = self.runner.runtime
         seg = self.manifest.segmentation
-        self.segmenter = Segmenter(bundle, threads=threads, runtime=runtime) if seg is not None else None
+        self.segmenter = Segmenter.from_bundle(bundle, threads=threads, runtime=runtime) if seg is not None else None
         self._same_input = seg is not None and seg.input == self.manifest.input  # the classifier's pixels serve both
         channels = self.runner.feature_channels
         if channels is not None and channels != (len(self.manifest.cam.weights) if self.manifest.cam else None):

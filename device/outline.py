@@ -11,7 +11,10 @@ the outline, box, area, size (mm only with a known pixel spacing) and descriptor
 ``model_build segment`` scored: the largest region of probability >= ``mask.threshold`` (with an ROI, the region
 under it), none when it covers fewer than ``mask.min_region_px`` model-input pixels.
 
-Which descriptors may be shown is the display rule of docs/lesion-outline.md (:data:`SHOWN_DESCRIPTORS`).
+Which descriptors are shown is the bundle's: those whose agreement with the radiologist, measured on this
+segmentation model's own outlines, reaches the display level (``segmentation.descriptors``, format 6,
+:meth:`device.model.bundle.SegmentationSpec.shown_descriptors`; docs/lesion-outline.md "Display level"). A bundle
+without that measurement shows none.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -29,19 +33,14 @@ import numpy as np
 from device.crop import Box
 from device.errors import BundleError
 from device.lesion_shape import LesionOutline, describe
-from device.model.bundle import ModelBundle, SegmentationSpec
+from device.model.bundle import DESCRIPTOR_NAMES, ModelBundle, SegmentationSpec
 from device.model.preprocess import Placement, Prepared, prepare, to_model_pixels
 from device.model.runtime import ModelRunner, TensorNames
 from device.spacing import PixelSpacing
 
 log = logging.getLogger(__name__)
 
-# docs/lesion-outline.md, "Display level": a descriptor is shown (labelled automatic) only when its Cohen's kappa
-# against the radiologist on the held-out half reaches 0.40. Shape does; margin does not; orientation has no
-# reference reading in the shared data (not validated). tests/device/test_outline.py checks this against the doc.
-DISPLAY_MIN_KAPPA = 0.40
-SHOWN_DESCRIPTORS = frozenset({"shape"})
-DESCRIPTORS = ("orientation", "shape", "margin")
+DESCRIPTORS = DESCRIPTOR_NAMES
 
 
 class Withheld(StrEnum):
@@ -58,6 +57,7 @@ class LesionResult:
     spacing: PixelSpacing | None = None
     withheld: Withheld | None = None
     latency_ms: float = 0.0  # the segmentation's own time (prepare, invoke, map back, describe)
+    shown: frozenset[str] = frozenset()  # the descriptors the bundle's display rule shows for this model
 
     @property
     def found(self) -> bool:
@@ -79,7 +79,7 @@ class LesionResult:
         }
         values = {"orientation": o.orientation, "shape": o.shape, "margin": o.margin} if o else {}
         for name in DESCRIPTORS:
-            out[name] = {"value": values[name].value, "shown": name in SHOWN_DESCRIPTORS} if o else None
+            out[name] = {"value": values[name].value, "shown": name in self.shown} if o else None
         return out
 
 
@@ -90,13 +90,9 @@ def _mm(value: float | None) -> float | None:
 class Segmenter:
     """The bundle's segmentation model, one interpreter. Not thread-safe: used from the classifier's thread."""
 
-    def __init__(self, bundle: ModelBundle, threads: int = 2, runtime: str | None = None) -> None:
-        spec = bundle.manifest.segmentation
-        path = bundle.segmentation_path
-        if spec is None or path is None:
-            raise BundleError(f"model bundle {bundle.path} has no segmentation model")
-        self.spec: SegmentationSpec = spec
-        where = f"model bundle {bundle.path} (segmentation)"
+    def __init__(self, spec: SegmentationSpec, path: Path, *, where: str, threads: int = 2, runtime: str | None = None) -> None:
+        """``spec`` and the model file it describes (``where`` names both in errors); :meth:`from_bundle` for a bundle's."""
+        self.spec = spec
         self.runner = ModelRunner(
             path,
             spec.input,
@@ -112,6 +108,13 @@ class Segmenter:
         if shape[0] != 1 or shape[3] != 1:
             raise BundleError(f"{where}: mask output {spec.outputs.mask!r} has shape {shape}, expected [1, h, w, 1]")
         self.runner.warm_up()
+
+    @classmethod
+    def from_bundle(cls, bundle: ModelBundle, threads: int = 2, runtime: str | None = None) -> Segmenter:
+        spec, path = bundle.manifest.segmentation, bundle.segmentation_path
+        if spec is None or path is None:
+            raise BundleError(f"model bundle {bundle.path} has no segmentation model")
+        return cls(spec, path, where=f"model bundle {bundle.path} (segmentation)", threads=threads, runtime=runtime)
 
     def model_pixels(self, prepared: Prepared, *, same_input: bool = False) -> tuple[np.ndarray, Placement]:
         """This model's input pixels for the crop ``prepared`` was cut from, and where the crop sits in them: the
@@ -152,7 +155,8 @@ class Segmenter:
         start = time.perf_counter()
         _, prob, placement = self.run(prepared, same_input=same_input)
         found = self.outline_of(prob, placement, prepared.crop, frame_shape, spacing=spacing, roi=roi)
-        return LesionResult(found, spacing=spacing, latency_ms=(time.perf_counter() - start) * 1000.0)
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        return LesionResult(found, spacing=spacing, latency_ms=latency_ms, shown=self.spec.shown_descriptors())
 
     def outline_of(
         self,

@@ -105,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("-v", "--verbose", action="store_true")
     d = sub.add_parser("descriptors", help="outline shape/margin rules against the radiologist's lexicon (BrEaST-Lesions-USG)")
     d.add_argument("--data", required=True, type=Path, help="the breast-lesions-usg folder (labels.csv, masks/)")
+    d.add_argument("--segmentation", type=Path, help="a `segment` output: measure its own outlines on its held-out lesions")
+    d.add_argument("--write", action="store_true", help="with --segmentation: write the display rule into its segmentation.json")
     d.add_argument("--bootstrap", type=int, default=1000)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("-v", "--verbose", action="store_true")
@@ -135,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--segmentation", required=True, type=Path, help="`segment --out` (segmentation.json, .tflite, report/)")
     k.add_argument("--out", required=True, type=Path, help="the new bundle (a new or empty directory; unsigned)")
     k.add_argument("--version", help="the new bundle's version (default: <bundle version>+seg)")
+    k.add_argument("--fold", action="append", type=Path, default=[], help="a `segment --external-test` output: its figures go in the card; repeat")
     k.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -256,10 +259,11 @@ def _segment(args: argparse.Namespace) -> int:
 def _pack_segmentation(args: argparse.Namespace) -> int:
     from device.errors import SonopiError
     from model_build.segmentation_build import PackError, pack_segmentation
+    from model_build.segmentation_card import CardError
 
     try:
-        bundle = pack_segmentation(args.bundle, args.segmentation, args.out, args.version)
-    except (SonopiError, PackError, OSError) as exc:  # SonopiError: a bundle refused, or no runtime to record the reference
+        bundle = pack_segmentation(args.bundle, args.segmentation, args.out, args.version, folds=args.fold)
+    except (SonopiError, PackError, CardError, OSError) as exc:  # SonopiError: a bundle refused, or no runtime to record the reference
         logging.getLogger("model_build").error("pack-segmentation failed: %s", exc)
         return 2
     m = bundle.manifest
@@ -306,11 +310,23 @@ def _revalidate(args: argparse.Namespace) -> int:
 
 
 def _descriptors(args: argparse.Namespace) -> int:
+    from device.errors import BundleError, ImageDecodeError
+    from model_build import outline_descriptors
     from model_build.descriptors import DescriptorDataError, study, table
 
     try:
-        print("\n".join(table(study(args.data, args.seed, args.bootstrap))))
-    except (DescriptorDataError, OSError, ValueError) as exc:
+        if args.segmentation is None:
+            if args.write:
+                raise DescriptorDataError("--write needs --segmentation (the reference-mask study writes nothing)")
+            print("\n".join(table(study(args.data, args.seed, args.bootstrap))))
+            return 0
+        result = outline_descriptors.measure(outline_descriptors.call(args.segmentation, args.data), args.bootstrap, args.seed)
+        rule = outline_descriptors.display_rule(result)
+        print("\n".join(outline_descriptors.table(result, rule)))
+        if args.write:
+            outline_descriptors.write_display_rule(args.segmentation, rule)
+            print(f"{args.segmentation / 'segmentation.json'}: descriptors written (shown: {', '.join(sorted(rule.shown())) or 'none'})")
+    except (DescriptorDataError, BundleError, ImageDecodeError, OSError, ValueError) as exc:
         logging.getLogger("model_build").error("descriptor study failed: %s", exc)
         return 2
     return 0

@@ -7,6 +7,7 @@ from typing import Any
 
 from device.model.bundle import Manifest
 from model_build.report import BuildReport
+from model_build.segmentation_card import outline_section, with_outline_section
 
 
 def _ci(entry: dict[str, Any] | None) -> str:
@@ -502,4 +503,7 @@ def model_card_text(manifest: Manifest, report: BuildReport) -> str:
         "- Thresholds were chosen on a small validation split; the confidence intervals above are wide accordingly.",
         "",
     ]
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    if manifest.segmentation is not None:  # a bundle packed with a segmentation model: its section, from the manifest
+        text = with_outline_section(text, outline_section(manifest.segmentation))
+    return text

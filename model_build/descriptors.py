@@ -42,29 +42,49 @@ class Lesion:
     features: OutlineFeatures
 
 
-def read_lesions(root: str | os.PathLike[str]) -> list[Lesion]:
+@dataclass(frozen=True)
+class LexiconEntry:
+    """One lesion of the lexicon with a mask and the radiologist's shape and margin."""
+
+    filename: str  # the image, in images/
+    mask: str  # its mask, in masks/
+    patient: str
+    shape: Shape
+    margin: Margin
+
+
+def read_lexicon(root: str | os.PathLike[str]) -> list[LexiconEntry]:
+    """The lesions of ``root``'s labels.csv with a mask, a shape and a margin (BrEaST-Lesions-USG's lexicon)."""
     root = Path(root)
     labels = root / "labels.csv"
     if not labels.is_file():
         raise DescriptorDataError(f"{root}: no labels.csv (BrEaST-Lesions-USG expected)")
     with open(labels, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    missing = {"mask", "shape", "margin", "patient_id"} - set(rows[0] if rows else {})
+    missing = {"filename", "mask", "shape", "margin", "patient_id"} - set(rows[0] if rows else {})
     if missing:
         raise DescriptorDataError(f"{labels}: missing column(s) {sorted(missing)}")
-    lesions = []
+    out = []
     for row in rows:
         shape = SHAPES.get(row["shape"])
         if shape is None or not row["mask"] or not row["margin"] or row["margin"] == "not applicable":
             continue
-        mask = cv2.imread(str(root / "masks" / row["mask"]), cv2.IMREAD_GRAYSCALE)
+        margin = Margin.CIRCUMSCRIBED if row["margin"] == "circumscribed" else Margin.NOT_CIRCUMSCRIBED
+        out.append(LexiconEntry(row["filename"], row["mask"], row["patient_id"], shape, margin))
+    return out
+
+
+def read_lesions(root: str | os.PathLike[str]) -> list[Lesion]:
+    """The lexicon's lesions with the features of their *reference* outlines (the masks)."""
+    lesions = []
+    for entry in read_lexicon(root):
+        mask = cv2.imread(str(Path(root) / "masks" / entry.mask), cv2.IMREAD_GRAYSCALE)
         contour = largest_contour(mask) if mask is not None else None
         if contour is None:
             continue
-        margin = Margin.CIRCUMSCRIBED if row["margin"] == "circumscribed" else Margin.NOT_CIRCUMSCRIBED
-        lesions.append(Lesion(row["patient_id"], shape, margin, outline_features(contour)))
+        lesions.append(Lesion(entry.patient, entry.shape, entry.margin, outline_features(contour)))
     if not lesions:
-        raise DescriptorDataError(f"{labels}: no lesion with a mask, a shape and a margin")
+        raise DescriptorDataError(f"{Path(root) / 'labels.csv'}: no lesion with a mask, a shape and a margin")
     return lesions
 
 

@@ -40,6 +40,7 @@ from device.model.bundle import (
 from device.selftest import record_segmentation_reference
 from model_build.export import identify_outputs, int8_runner
 from model_build.segmentation import SegTrainConfig, build_segmenter, check_resolution, export_model, predict_float, train_segmenter
+from model_build.segmentation_card import CARD_FILE, fold_headline, outline_section, with_outline_section
 from model_build.segmentation_data import SegData, SegSplit, load_segmentation, split_segmentation
 from model_build.segmentation_eval import THRESHOLD, Scores, min_region_px, montage, parity, score, summarise_by_source
 from model_build.split import HoldOutRule, write_split_csv
@@ -246,14 +247,15 @@ class PackError(ValueError):
     """A segmentation output or bundle that cannot be packed (names the file)."""
 
 
-def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str | None = None) -> ModelBundle:
+def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str | None = None, folds: list[Path] | None = None) -> ModelBundle:
     """A copy of the classifier bundle at ``bundle_dir`` with ``model_build segment``'s output (``seg_dir``) as its
     segmentation model, written to ``out`` through ``write_bundle`` (format 4). The classifier, its manifest and its
     files are kept; the segmentation report goes to ``report/segmentation/``. ``version``: default
     ``<version>+seg``. The segmentation model's outputs on the bundle's reference frame are recorded as
     ``segmentation.reference`` (a bundle without a reference frame gets one, with the classifier's reference:
-    :func:`device.selftest.record_segmentation_reference`). The copy is unsigned (a signature covers every file):
-    sign it again."""
+    :func:`device.selftest.record_segmentation_reference`). The model card gets its lesion-outline section
+    (:mod:`model_build.segmentation_card`, with the leave-one-source-out ``folds``' figures). The copy is unsigned (a
+    signature covers every file): sign it again."""
     base = load_bundle(bundle_dir)
     json_path = seg_dir / SEGMENTATION_JSON
     try:
@@ -269,6 +271,8 @@ def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str |
         raise PackError(f"{model_path}: sha256 differs from {json_path}'s model_sha256 (not the model it describes)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PackError(f"{out}: exists and is not an empty directory; choose a new --out")
+    if folds:
+        spec = dataclasses.replace(spec, metrics={**spec.metrics, "leave_one_source_out": [fold_headline(f) for f in folds]})
     manifest = dataclasses.replace(base.manifest, segmentation=spec, version=version or f"{base.manifest.version}+seg")
     write_bundle(out, base.model_path.read_bytes(), manifest, segmentation=seg_bytes)
     skip = {MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE}
@@ -277,6 +281,10 @@ def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str |
         for p in sorted(base.path.rglob("*"))
         if p.is_file() and p.relative_to(base.path).as_posix() not in skip
     }
+    card = files.get(CARD_FILE)
+    if card is not None:
+        section = outline_section(load_bundle(out).manifest.segmentation)  # type: ignore[arg-type]  # just written with one
+        files[CARD_FILE] = with_outline_section(card.decode("utf-8"), section).encode("utf-8")
     report = seg_dir / "report"
     if report.is_dir():
         files.update({f"report/segmentation/{p.relative_to(report).as_posix()}": p.read_bytes() for p in sorted(report.rglob("*")) if p.is_file()})

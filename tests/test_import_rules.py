@@ -35,6 +35,7 @@ MODEL_BUILD_MAY_USE_FROM_DEVICE = {
     "device.lesions",
     "device.lesion_shape",
     "device.spacing",
+    "device.outline",
 }
 DEVICE_NETWORK_CODE = ("device/link/",)
 

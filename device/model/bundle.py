@@ -43,9 +43,12 @@ from device.head import HeadSpec, head_to_dict, parse_head, validate_head
 FORMAT_VERSION = 3  # what write_bundle writes for a bundle without a segmentation model
 SEGMENTATION_FORMAT_VERSION = 4  # what it writes for one with: software that predates it refuses it by version
 SEGMENTATION_REFERENCE_FORMAT_VERSION = 5  # what it writes when the segmentation section has a selftest reference
+DESCRIPTORS_FORMAT_VERSION = 6  # what it writes when the segmentation section has its descriptors' display rule
 # 1: before input.resampling existed (its bundles resample with OpenCV); 2: before the decision block;
-# 3: before the segmentation model; 4: before the segmentation model's reference (segmentation.reference)
-READABLE_FORMAT_VERSIONS = (1, 2, 3, 4, 5)
+# 3: before the segmentation model; 4: before the segmentation model's reference (segmentation.reference);
+# 5: before the descriptors measured on the segmentation model's own outlines (segmentation.descriptors)
+READABLE_FORMAT_VERSIONS = (1, 2, 3, 4, 5, 6)
+DESCRIPTOR_NAMES = ("orientation", "shape", "margin")  # device.lesion_shape's descriptors, in the order reported
 MODEL_FILE = "model.tflite"
 SEGMENTATION_FILE = "segmentation.tflite"  # the name model_build segment writes and write_bundle uses
 MANIFEST_FILE = "manifest.json"
@@ -167,6 +170,23 @@ class SegmentationReference:
 
 
 @dataclass(frozen=True)
+class DescriptorDisplay:
+    """``segmentation.descriptors`` (format 6): which descriptors a device shows for this segmentation model.
+
+    ``kappa``: per descriptor, Cohen's kappa against the radiologist's lexicon of the descriptor computed from *this
+    model's* outlines of held-out lesions (value, 95 % CI, lesions); a descriptor without one is not validated.
+    A descriptor is shown (labelled automatic) exactly when its kappa reaches ``min_kappa`` — :meth:`shown`, the
+    one rule; ``measured_on`` says on what (docs/lesion-outline.md, "Display level")."""
+
+    min_kappa: float
+    kappa: dict[str, Figure]
+    measured_on: str
+
+    def shown(self) -> frozenset[str]:
+        return frozenset(name for name, figure in self.kappa.items() if figure.value >= self.min_kappa)
+
+
+@dataclass(frozen=True)
 class SegmentationSpec:
     """The ``segmentation`` section (format 4): a second model file in the bundle that outlines the lesion.
 
@@ -181,11 +201,16 @@ class SegmentationSpec:
     mask: MaskSpec = field(default_factory=MaskSpec)
     metrics: dict[str, Any] = field(default_factory=dict)  # the build's headline figures (free form)
     reference: SegmentationReference | None = None  # format 5: the selftest's expected outputs; absent: not checked
+    descriptors: DescriptorDisplay | None = None  # format 6: the display rule measured on this model; absent: none shown
+
+    def shown_descriptors(self) -> frozenset[str]:
+        """The descriptors shown for this model's outlines: none unless measured on them (a format 4/5 bundle)."""
+        return self.descriptors.shown() if self.descriptors is not None else frozenset()
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "segmentation") -> SegmentationSpec:
         """Build and validate a section (also ``segmentation.json``); every problem is a BundleError naming the key."""
-        spec = _parse_segmentation(data, SEGMENTATION_REFERENCE_FORMAT_VERSION, source)
+        spec = _parse_segmentation(data, DESCRIPTORS_FORMAT_VERSION, source)
         assert spec is not None  # only None for an absent section
         return spec
 
@@ -195,6 +220,10 @@ class SegmentationSpec:
             del data["reference"]  # a format-4 section: the key is absent, not null
         elif self.reference.box is not None:
             data["reference"]["box"] = list(self.reference.box)
+        if self.descriptors is None:
+            del data["descriptors"]  # a format-4/5 section: the key is absent, not null
+        else:
+            data["descriptors"]["kappa"] = {k: {"value": f.value, "ci95": list(f.ci95), "n": f.n} for k, f in self.descriptors.kappa.items()}
         return data
 
 
@@ -374,11 +403,15 @@ def _check_sha256(root: Path, name: str, path: Path, expected: str) -> None:
 
 
 def written_format(manifest: Manifest) -> int:
-    """The format a manifest is written in: 5 with a segmentation model and its reference, 4 with one without a
-    reference, else 3 (what older software reads): each reader refuses what it cannot check by its version."""
-    if manifest.segmentation is None:
+    """The format a manifest is written in: 6 with a segmentation model and its descriptors' display rule, 5 with
+    one and its reference, 4 with one alone, else 3 (what older software reads): each reader refuses what it cannot
+    check by its version."""
+    seg = manifest.segmentation
+    if seg is None:
         return FORMAT_VERSION
-    return SEGMENTATION_FORMAT_VERSION if manifest.segmentation.reference is None else SEGMENTATION_REFERENCE_FORMAT_VERSION
+    if seg.descriptors is not None:
+        return DESCRIPTORS_FORMAT_VERSION
+    return SEGMENTATION_FORMAT_VERSION if seg.reference is None else SEGMENTATION_REFERENCE_FORMAT_VERSION
 
 
 def write_bundle(path: str | os.PathLike[str], model_bytes: bytes, manifest: Manifest, segmentation: bytes | None = None) -> ModelBundle:
@@ -501,9 +534,26 @@ def _parse_segmentation(value: Any, version: int, source: str) -> SegmentationSp
     }
     if "reference" in value:
         parsed["reference"] = _parse_segmentation_reference(value["reference"], version, source)
+    if "descriptors" in value:
+        parsed["descriptors"] = _parse_descriptors(value["descriptors"], version, source)
     spec: SegmentationSpec = _parse_section(SegmentationSpec, parsed, "segmentation", source)
     _validate_segmentation(spec, source)
     return spec
+
+
+def _parse_descriptors(value: Any, version: int, source: str) -> DescriptorDisplay:
+    key = "segmentation.descriptors"
+    if version < DESCRIPTORS_FORMAT_VERSION:
+        raise BundleError(f"{source}: '{key}' needs format_version {DESCRIPTORS_FORMAT_VERSION} (this manifest says {version})")
+    keys = {f.name for f in dataclasses.fields(DescriptorDisplay)}
+    if not isinstance(value, dict) or set(value) != keys:
+        got = sorted(value) if isinstance(value, dict) else type(value).__name__
+        raise BundleError(f"{source}: '{key}' must be an object with exactly {', '.join(sorted(keys))} (got {got})")
+    return DescriptorDisplay(
+        min_kappa=value["min_kappa"],
+        kappa=_parse_figures(value["kappa"], DESCRIPTOR_NAMES, f"{key}.kappa", source),
+        measured_on=value["measured_on"],
+    )
 
 
 def _parse_segmentation_reference(value: Any, version: int, source: str) -> SegmentationReference:
@@ -692,6 +742,8 @@ def _validate_manifest(m: Manifest, source: str) -> None:
         _validate_segmentation(m.segmentation, source)
         if m.segmentation.reference is not None and m.format_version < SEGMENTATION_REFERENCE_FORMAT_VERSION:
             fail(f"'segmentation.reference' needs format_version {SEGMENTATION_REFERENCE_FORMAT_VERSION} (this manifest says {m.format_version})")
+        if m.segmentation.descriptors is not None and m.format_version < DESCRIPTORS_FORMAT_VERSION:
+            fail(f"'segmentation.descriptors' needs format_version {DESCRIPTORS_FORMAT_VERSION} (this manifest says {m.format_version})")
     if m.head is not None:
         if m.format_version < 3:
             fail(f"'head' needs format_version 3 (this manifest says {m.format_version})")
@@ -757,6 +809,18 @@ def _validate_segmentation(s: SegmentationSpec, source: str) -> None:
         fail("'segmentation.metrics' must be an object")
     if s.reference is not None:
         _validate_segmentation_reference(s.reference, s.input.height * s.input.width, fail)
+    if s.descriptors is not None:
+        _validate_descriptors(s.descriptors, fail)
+
+
+def _validate_descriptors(d: DescriptorDisplay, fail: Any) -> None:
+    key = "segmentation.descriptors"
+    if not _is_number(d.min_kappa) or not 0.0 < d.min_kappa <= 1.0:
+        fail(f"'{key}.min_kappa' must be a number in (0, 1] (the display level), got {d.min_kappa!r}")
+    for name, figure in d.kappa.items():
+        _validate_figure(figure, f"{key}.kappa.{name}", fail, lowest=-1.0)
+    if not isinstance(d.measured_on, str) or not d.measured_on.strip():
+        fail(f"'{key}.measured_on' must say what the kappas were measured on, got {d.measured_on!r}")
 
 
 def _validate_segmentation_reference(ref: SegmentationReference, input_px: int, fail: Any) -> None:
@@ -814,12 +878,13 @@ def _validate_decision(d: DecisionSpec, labels: tuple[str, ...], fail: Any) -> N
             fail(f"'decision.modes' thresholds must be ordered {' <= '.join(names)}: {low_name} {low} is above {high_name} {high}")
 
 
-def _validate_figure(f: Figure, key: str, fail: Any) -> None:
-    if not _is_number(f.value) or not 0.0 <= f.value <= 1.0:
-        fail(f"'{key}.value' must be a number in [0, 1], got {f.value!r}")
+def _validate_figure(f: Figure, key: str, fail: Any, lowest: float = 0.0) -> None:
+    """A rate or probability in [0, 1]; ``lowest=-1`` for an agreement statistic such as Cohen's kappa."""
+    if not _is_number(f.value) or not lowest <= f.value <= 1.0:
+        fail(f"'{key}.value' must be a number in [{lowest:g}, 1], got {f.value!r}")
     low, high = f.ci95
-    if not (_is_number(low) and _is_number(high) and 0.0 <= low <= high <= 1.0):
-        fail(f"'{key}.ci95' must be [low, high] with 0 <= low <= high <= 1, got {list(f.ci95)!r}")
+    if not (_is_number(low) and _is_number(high) and lowest <= low <= high <= 1.0):
+        fail(f"'{key}.ci95' must be [low, high] with {lowest:g} <= low <= high <= 1, got {list(f.ci95)!r}")
     if not isinstance(f.n, int) or isinstance(f.n, bool) or f.n < 1:
         fail(f"'{key}.n' must be a positive integer (the cases behind the figure), got {f.n!r}")
 

@@ -3,11 +3,11 @@
 lesion outlines the lesion, not the ROI's part of it, and the region under the ROI wins over a larger one elsewhere;
 the outline rule's minimum region;
 mm only with a known spacing; the classifier's pixels reused when both models take the same input; and the
-descriptors shown follow the display rule of docs/lesion-outline.md (checked against the doc's own table)."""
+descriptors shown are the bundle's display rule (none without one), at the level docs/lesion-outline.md documents."""
 
 from __future__ import annotations
 
-import re
+import json
 from pathlib import Path
 
 import cv2
@@ -15,17 +15,19 @@ import numpy as np
 import pytest
 
 from device.crop import Box
-from device.model.bundle import load_bundle
+from device.model.bundle import SegmentationSpec, load_bundle
 from device.model.preprocess import prepare
-from device.outline import DESCRIPTORS, DISPLAY_MIN_KAPPA, SHOWN_DESCRIPTORS, Segmenter, keep_region_under_roi
+from device.outline import DESCRIPTORS, Segmenter, keep_region_under_roi
 from device.spacing import PixelSpacing
-from tests.conftest import REPO
+from model_build.outline_descriptors import DISPLAY_MIN_KAPPA
+from tests.bundle_copies import copy_bundle, rewrite_manifest
+from tests.conftest import REPO, TRAINED_SEGMENTATION
 from tests.device.tiny_segmentation import lesion_frame
 
 
 @pytest.fixture(scope="module")
 def segmenter(seg_bundle_dir: Path) -> Segmenter:
-    return Segmenter(load_bundle(seg_bundle_dir), threads=1)
+    return Segmenter.from_bundle(load_bundle(seg_bundle_dir), threads=1)
 
 
 def _truth(shape: tuple[int, int], centre: tuple[int, int], axes: tuple[int, int]) -> np.ndarray:
@@ -150,25 +152,26 @@ def test_the_classifiers_pixels_are_reused_when_the_inputs_match(segmenter: Segm
     assert reused.outline == again.outline
 
 
-def _doc_kappas() -> dict[str, float]:
+def test_the_display_level_is_the_documented_one_and_the_trained_model_carries_its_measurement() -> None:
     text = (REPO / "docs" / "lesion-outline.md").read_text(encoding="utf-8")
-    found = {
-        m.group(1): float(m.group(2)) for m in re.finditer(r"^\| (shape|margin|orientation) \([^)]*\) \| [^|]+\| (\d\.\d+) ", text, re.MULTILINE)
-    }
-    assert {"shape", "margin"} <= set(found), found  # the doc's agreement table
-    assert f"at least {DISPLAY_MIN_KAPPA:.2f}" in text  # the doc's display level
-    return found
+    assert f"at least {DISPLAY_MIN_KAPPA:.2f}" in text  # the doc's display level is the build's
+    trained = SegmentationSpec.from_dict(json.loads((TRAINED_SEGMENTATION / "segmentation.json").read_text()))
+    assert trained.descriptors is not None and trained.descriptors.min_kappa == DISPLAY_MIN_KAPPA
+    assert trained.shown_descriptors() == frozenset()  # shape 0.31, margin 0.11 on its own outlines: below the level
+    assert "orientation" not in trained.descriptors.kappa  # no reference reading: never validated
 
 
-def test_the_descriptors_shown_are_those_the_doc_validates() -> None:
-    kappas = _doc_kappas()
-    assert SHOWN_DESCRIPTORS == {name for name in DESCRIPTORS if kappas.get(name, -1.0) >= DISPLAY_MIN_KAPPA}
-    assert "orientation" not in kappas and "orientation" not in SHOWN_DESCRIPTORS  # no reference reading: not validated
-
-
-def test_the_json_marks_every_descriptor(segmenter: Segmenter) -> None:
+def test_the_json_marks_every_descriptor_by_the_bundles_display_rule(segmenter: Segmenter) -> None:
     _, result = _outline(segmenter, lesion_frame(300, 500, (250, 150), (70, 40)))
     js = result.to_json()
     assert {js[name]["shown"] for name in DESCRIPTORS} == {True, False}
-    assert {name for name in DESCRIPTORS if js[name]["shown"]} == SHOWN_DESCRIPTORS
+    assert {name for name in DESCRIPTORS if js[name]["shown"]} == segmenter.spec.shown_descriptors() == {"shape"}
+
+
+def test_a_bundle_without_the_display_rule_shows_no_descriptor(seg_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = copy_bundle(seg_bundle_dir, tmp_path)
+    rewrite_manifest(bundle, lambda d: (d["segmentation"].pop("descriptors"), d.update(format_version=5)))
+    _, result = _outline(Segmenter.from_bundle(load_bundle(bundle), threads=1), lesion_frame(300, 500, (250, 150), (70, 40)))
+    js = result.to_json()
+    assert result.found and not any(js[name]["shown"] for name in DESCRIPTORS)
     assert js["orientation"]["value"] == "parallel" and js["shape"]["value"] in ("oval", "round")

@@ -109,7 +109,7 @@ def test_a_mask_differing_only_in_its_checksum_is_a_warning(seg_bundle_dir: Path
 
 def test_a_format_4_bundle_without_a_reference_passes_with_a_warning(seg_bundle_dir: Path, tmp_path: Path) -> None:
     bundle = copy_bundle(seg_bundle_dir, tmp_path)
-    rewrite_manifest(bundle, lambda d: (d["segmentation"].pop("reference"), d.update(format_version=4)))
+    rewrite_manifest(bundle, lambda d: (d["segmentation"].pop("reference"), d["segmentation"].pop("descriptors"), d.update(format_version=4)))
     assert load_bundle(bundle).manifest.format_version == 4
     proc = _selftest(bundle, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
@@ -128,7 +128,7 @@ def test_a_bundle_without_segmentation_has_no_segmentation_line(tiny_bundle_dir:
 def test_record_reference_records_the_segmentation_reference_too(seg_bundle_dir: Path, tmp_path: Path) -> None:
     bundle = copy_bundle(seg_bundle_dir, tmp_path)
     packed = load_bundle(bundle).manifest.segmentation.reference
-    rewrite_manifest(bundle, lambda d: (d["segmentation"].pop("reference"), d.update(format_version=4)))
+    rewrite_manifest(bundle, lambda d: (d["segmentation"].pop("reference"), d["segmentation"].pop("descriptors"), d.update(format_version=4)))
     recorded = record_reference(bundle)
     assert recorded.manifest.format_version == 5 and recorded.manifest.segmentation.reference == packed
     assert _segmentation_line(bundle) == (Status.PASS, _segmentation_line(seg_bundle_dir)[1])  # type: ignore[index]
@@ -203,6 +203,6 @@ def test_a_site_bundle_keeps_the_segmentation_reference_and_passes(shipped_bundl
     base = build_tiny_segmentation_bundle(tmp_path / "base", shipped_bundle_dir, tmp_path / "segment-out")
     assert base.manifest.segmentation is not None and base.manifest.segmentation.reference is not None
     site = write_site_bundle(base, _unchanged_head(base), tmp_path / "site")
-    assert site.manifest.segmentation == base.manifest.segmentation and site.manifest.format_version == 5
+    assert site.manifest.segmentation == base.manifest.segmentation and site.manifest.format_version == 6
     result = check_segmentation(Classifier(site, threads=1))
     assert result is not None and result.status == Status.PASS, result

@@ -9,13 +9,21 @@ padding is black (never lesion). The second output, the lesion logit ``[1, 1]``,
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from device.model.bundle import InputSpec, ModelBundle
+from device.model.bundle import DescriptorDisplay, Figure, InputSpec, ModelBundle
 from tests.tiny_bundle import int8_tflite, output_names_by_rank
 
+# The display rule the tiny model's bundles carry (segmentation.descriptors, format 6): NOT measured — its outlines
+# are synthetic — but a rule under which shape is shown and margin is not, so the tests see both.
+TEST_DISPLAY_RULE = DescriptorDisplay(
+    min_kappa=0.40,
+    kappa={"shape": Figure(0.5, (0.4, 0.6), 40), "margin": Figure(0.2, (0.0, 0.4), 40)},
+    measured_on="test fixture, not measured: the tiny hand-weighted model's outlines are synthetic",
+)
 SEG_SIZE = 48  # the segmentation model's input: letterboxed, unlike the tiny classifier's 32 px stretch
 STEEPNESS = 40.0
 MIN_REGION_PX = 16
@@ -52,11 +60,8 @@ def build_tiny_segmentation(out: Path, spec: InputSpec | None = None) -> Path:
 
     model_bytes = int8_tflite(model, representative)
     logit_name, mask_name = output_names_by_rank(model_bytes)
-    write_segmentation(
-        out,
-        model_bytes,
-        segmentation_spec(spec, mask_name, logit_name, MIN_REGION_PX, model_bytes, {"note": "hand-weighted test model, not trained"}),
-    )
+    section = segmentation_spec(spec, mask_name, logit_name, MIN_REGION_PX, model_bytes, {"note": "hand-weighted test model, not trained"})
+    write_segmentation(out, model_bytes, dataclasses.replace(section, descriptors=TEST_DISPLAY_RULE))
     return out
 
 

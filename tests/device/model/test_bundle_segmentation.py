@@ -1,8 +1,10 @@
-"""The segmentation model in the bundle (format 4, 5 with its selftest reference): a bundle with one loads and
-verifies its file; old bundles (formats 1-3, the shipped one) load unchanged with no segmentation, and a format-4
-section without a reference still loads; every bad ``segmentation`` section (and ``segmentation.reference``) is
-refused naming the key; ``write_bundle`` is the only writer (section and bytes together); ``edit_bundle`` never
-replaces the segmentation model and only lets its reference be re-recorded; the signature covers its file;
+"""The segmentation model in the bundle (format 4, 5 with its selftest reference, 6 with its descriptors' display
+rule): a bundle with one loads and verifies its file; old bundles (formats 1-3, the shipped one) load unchanged with
+no segmentation, a format-4 section without a reference and a format-5 one without the display rule still load (and
+show no descriptor); the display rule shows exactly the descriptors whose kappa reaches its level; every bad
+``segmentation`` section (and ``segmentation.reference``, ``segmentation.descriptors``) is refused naming the key;
+``write_bundle`` is the only writer (section and bytes together); ``edit_bundle`` never replaces the segmentation
+model and only lets its reference be re-recorded; the signature covers its file;
 ``model_build pack-segmentation`` packs ``segment``'s output as a real process, records the reference, and leaves
 the source bundle untouched."""
 
@@ -22,11 +24,14 @@ import pytest
 
 from device.errors import BundleError
 from device.model.bundle import (
+    DESCRIPTORS_FORMAT_VERSION,
     FORMAT_VERSION,
     MANIFEST_FILE,
     SEGMENTATION_FILE,
     SEGMENTATION_FORMAT_VERSION,
     SEGMENTATION_REFERENCE_FORMAT_VERSION,
+    DescriptorDisplay,
+    Figure,
     SegmentationSpec,
     edit_bundle,
     load_bundle,
@@ -35,12 +40,14 @@ from device.model.bundle import (
 )
 from tests.bundle_copies import copy_bundle, rewrite_manifest
 from tests.conftest import V1_BUNDLE
+from tests.device.tiny_segmentation import TEST_DISPLAY_RULE
 
 
-def test_a_packed_bundle_loads_as_format_5_with_its_reference(seg_bundle_dir: Path) -> None:
+def test_a_packed_bundle_loads_as_format_6_with_its_reference_and_display_rule(seg_bundle_dir: Path) -> None:
     bundle = load_bundle(seg_bundle_dir)
     seg = bundle.manifest.segmentation
-    assert seg is not None and bundle.manifest.format_version == SEGMENTATION_REFERENCE_FORMAT_VERSION == 5
+    assert seg is not None and bundle.manifest.format_version == DESCRIPTORS_FORMAT_VERSION == 6
+    assert seg.descriptors == TEST_DISPLAY_RULE and seg.shown_descriptors() == {"shape"}  # margin's 0.2 < 0.40
     ref, frame = seg.reference, bundle.manifest.reference
     assert ref is not None and frame is not None and (ref.frame, ref.frame_sha256) == (frame.frame, frame.frame_sha256)
     assert 0.0 <= ref.mask_mean <= 1.0 and 0 <= ref.mask_px <= 48 * 48
@@ -52,10 +59,27 @@ def test_a_packed_bundle_loads_as_format_5_with_its_reference(seg_bundle_dir: Pa
 
 def test_a_format_4_section_without_a_reference_still_loads(seg_bundle_dir: Path, tmp_path: Path) -> None:
     bundle = copy_bundle(seg_bundle_dir, tmp_path)
-    rewrite_manifest(bundle, lambda d: (_seg(d).pop("reference"), d.update(format_version=SEGMENTATION_FORMAT_VERSION)))
+    rewrite_manifest(bundle, lambda d: (_seg(d).pop("reference"), _seg(d).pop("descriptors"), d.update(format_version=SEGMENTATION_FORMAT_VERSION)))
     loaded = load_bundle(bundle)
     assert loaded.manifest.format_version == 4 and loaded.manifest.segmentation is not None
-    assert loaded.manifest.segmentation.reference is None
+    assert loaded.manifest.segmentation.reference is None and loaded.manifest.segmentation.shown_descriptors() == frozenset()
+
+
+def test_a_format_5_section_without_the_display_rule_loads_and_shows_no_descriptor(seg_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = copy_bundle(seg_bundle_dir, tmp_path)
+    rewrite_manifest(bundle, lambda d: (_seg(d).pop("descriptors"), d.update(format_version=SEGMENTATION_REFERENCE_FORMAT_VERSION)))
+    seg = load_bundle(bundle).manifest.segmentation
+    assert seg is not None and seg.reference is not None and seg.descriptors is None
+    assert seg.shown_descriptors() == frozenset()  # not measured on this model's outlines: nothing shown
+
+
+def test_the_display_rule_shows_what_reaches_its_level() -> None:
+    def rule(**kappas: float) -> DescriptorDisplay:
+        return DescriptorDisplay(0.4, {k: Figure(v, (v - 0.1, v + 0.1), 30) for k, v in kappas.items()}, "test")
+
+    assert rule(shape=0.4, margin=0.39).shown() == {"shape"}
+    assert rule(shape=0.316, margin=0.107).shown() == frozenset()  # the trained model's (docs/lesion-outline.md)
+    assert rule().shown() == frozenset()  # orientation, never in the lexicon, never shown
 
 
 def test_old_bundles_load_unchanged_without_segmentation(tiny_bundle_dir: Path) -> None:
@@ -107,7 +131,26 @@ BAD_SECTIONS: list[tuple[Callable[[dict[str, Any]], None], str]] = [
     (lambda d: _ref(d).update(area_px=10.0, box=[1, 2, 0, 4]), r"'segmentation\.reference\.box' must have x, y >= 0 and width, height >= 1"),
     (lambda d: _ref(d).update(frame="../frame.png"), r"'segmentation\.reference\.frame' must be a relative path inside the bundle"),
     (lambda d: _ref(d).update(frame_sha256="0" * 6), r"'segmentation\.reference\.frame_sha256' must be a 64-character"),
+    (lambda d: d.update(format_version=5), r"'segmentation\.descriptors' needs format_version 6 \(this manifest says 5\)"),
+    (lambda d: _seg(d).update(descriptors=[1]), r"'segmentation\.descriptors' must be an object with exactly kappa, measured_on, min_kappa"),
+    (lambda d: _desc(d).pop("measured_on"), r"'segmentation\.descriptors' must be an object with exactly"),
+    (lambda d: _desc(d).update(min_kappa=0), r"'segmentation\.descriptors\.min_kappa' must be a number in \(0, 1\]"),
+    (lambda d: _desc(d).update(min_kappa="0.4"), r"'segmentation\.descriptors\.min_kappa' must be a number"),
+    (
+        lambda d: _desc(d)["kappa"].update(echo={"value": 0.5, "ci95": [0.4, 0.6], "n": 3}),
+        r"unknown key\(s\) in 'segmentation\.descriptors\.kappa': echo",
+    ),
+    (lambda d: _desc(d)["kappa"]["shape"].update(value=1.5), r"'segmentation\.descriptors\.kappa\.shape\.value' must be a number in \[-1, 1\]"),
+    (lambda d: _desc(d)["kappa"]["margin"].update(ci95=[0.3, -1.2]), r"'segmentation\.descriptors\.kappa\.margin\.ci95' must be \[low, high\]"),
+    (lambda d: _desc(d)["kappa"]["shape"].update(n=0), r"'segmentation\.descriptors\.kappa\.shape\.n' must be a positive integer"),
+    (lambda d: _desc(d)["kappa"]["shape"].pop("n"), r"'segmentation\.descriptors\.kappa\.shape' must be an object with exactly value, ci95 and n"),
+    (lambda d: _desc(d).update(measured_on=" "), r"'segmentation\.descriptors\.measured_on' must say what the kappas were measured on"),
 ]
+
+
+def _desc(data: dict[str, Any]) -> dict[str, Any]:
+    rule: dict[str, Any] = _seg(data)["descriptors"]
+    return rule
 
 
 def _ref(data: dict[str, Any]) -> dict[str, Any]:
@@ -155,10 +198,13 @@ def test_write_bundle_takes_the_section_and_the_bytes_together(seg_bundle_dir: P
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before anything is written
     stale = dataclasses.replace(seg.manifest, segmentation=dataclasses.replace(seg.manifest.segmentation, model_sha256="0" * 64))
     written = write_bundle(tmp_path / "c", model, stale, segmentation=seg_bytes)  # write_bundle fills in the sha256
-    assert written.manifest.segmentation == seg.manifest.segmentation and written.manifest.format_version == 5
-    no_ref = dataclasses.replace(seg.manifest, segmentation=dataclasses.replace(seg.manifest.segmentation, reference=None))
+    assert written.manifest.segmentation == seg.manifest.segmentation and written.manifest.format_version == 6
+    no_rule = dataclasses.replace(seg.manifest, segmentation=dataclasses.replace(seg.manifest.segmentation, descriptors=None))
+    assert write_bundle(tmp_path / "e", model, no_rule, segmentation=seg_bytes).manifest.format_version == 5
+    no_ref = dataclasses.replace(no_rule, segmentation=dataclasses.replace(no_rule.segmentation, reference=None))
     assert write_bundle(tmp_path / "d", model, no_ref, segmentation=seg_bytes).manifest.format_version == 4
-    assert "reference" not in json.loads((tmp_path / "d" / MANIFEST_FILE).read_text())["segmentation"]  # absent, not null
+    written_section = json.loads((tmp_path / "d" / MANIFEST_FILE).read_text())["segmentation"]
+    assert "reference" not in written_section and "descriptors" not in written_section  # absent, not null
 
 
 def test_edit_bundle_keeps_the_segmentation_model(seg_bundle_dir: Path, tmp_path: Path) -> None:
@@ -170,12 +216,12 @@ def test_edit_bundle_keeps_the_segmentation_model(seg_bundle_dir: Path, tmp_path
     with pytest.raises(BundleError, match="changes 'segmentation'"):
         edit_bundle(bundle, manifest=dataclasses.replace(m, segmentation=other))
     edited = edit_bundle(bundle, manifest=dataclasses.replace(m, version="0.0.2"), files={"MODEL_CARD.md": b"card"})
-    assert edited.manifest.format_version == 5 and edited.manifest.segmentation == m.segmentation
+    assert edited.manifest.format_version == 6 and edited.manifest.segmentation == m.segmentation
     assert m.segmentation.reference is not None  # the reference alone may be re-recorded (device.selftest)
     rerecorded = dataclasses.replace(m.segmentation, reference=dataclasses.replace(m.segmentation.reference, mask_px=7))
     assert edit_bundle(bundle, manifest=dataclasses.replace(m, segmentation=rerecorded)).manifest.segmentation == rerecorded
     without = edit_bundle(bundle, manifest=dataclasses.replace(m, segmentation=dataclasses.replace(m.segmentation, reference=None)))
-    assert without.manifest.format_version == 4
+    assert without.manifest.format_version == 6  # the display rule still needs format 6
 
 
 def test_the_signature_covers_the_segmentation_model(seg_bundle_dir: Path, tmp_path: Path) -> None:
@@ -215,7 +261,7 @@ def test_pack_segmentation_as_a_process(seg_bundle_dir: Path, tiny_bundle_dir: P
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "format 5" in proc.stdout and "unsigned" in proc.stdout
+    assert "format 6" in proc.stdout and "unsigned" in proc.stdout
     packed = load_bundle(tmp_path / "packed")
     assert packed.manifest.version == "0.0.1+seg-test" and packed.manifest.segmentation is not None
     assert packed.manifest.segmentation.reference == load_bundle(seg_bundle_dir).manifest.segmentation.reference  # recorded, reproducibly
