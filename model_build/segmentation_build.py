@@ -29,6 +29,7 @@ from device.model.bundle import (
     MODEL_FILE,
     SIGNATURE_FILE,
     InputSpec,
+    Manifest,
     MaskSpec,
     ModelBundle,
     SegmentationOutputs,
@@ -257,6 +258,8 @@ def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str |
     (:mod:`model_build.segmentation_card`, with the leave-one-source-out ``folds``' figures). The copy is unsigned (a
     signature covers every file): sign it again."""
     base = load_bundle(bundle_dir)
+    if base.manifest.segmentation is not None:
+        raise PackError(f"{bundle_dir}: has a segmentation model already ({base.manifest.version}); pack onto the classifier bundle alone")
     json_path = seg_dir / SEGMENTATION_JSON
     try:
         data = json.loads(json_path.read_text(encoding="utf-8"))
@@ -283,14 +286,27 @@ def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str |
     }
     card = files.get(CARD_FILE)
     if card is not None:
-        section = outline_section(load_bundle(out).manifest.segmentation)  # type: ignore[arg-type]  # just written with one
-        files[CARD_FILE] = with_outline_section(card.decode("utf-8"), section).encode("utf-8")
+        files[CARD_FILE] = _packed_card(load_bundle(out).manifest, base.path, card.decode("utf-8")).encode("utf-8")
     report = seg_dir / "report"
     if report.is_dir():
         files.update({f"report/segmentation/{p.relative_to(report).as_posix()}": p.read_bytes() for p in sorted(report.rglob("*")) if p.is_file()})
     if files:
         edit_bundle(out, files=files)
     return record_segmentation_reference(out)  # what `device selftest` must reproduce, by the device's own runner
+
+
+def _packed_card(manifest: Manifest, base_dir: Path, base_card: str) -> str:
+    """The packed bundle's card: made again from its manifest and the base's build report, as every card rewrite is
+    (its title carries the new version; the outline section comes from the manifest); a base without a build report
+    keeps its card with the outline section added."""
+    from model_build.card import model_card_text
+    from model_build.report import ReportError, read_report
+
+    try:
+        return model_card_text(manifest, read_report(base_dir))
+    except ReportError:
+        assert manifest.segmentation is not None  # packed just now
+        return with_outline_section(base_card, outline_section(manifest.segmentation))
 
 
 def _write_split(path: Path, data: SegData, split: SegSplit) -> None:

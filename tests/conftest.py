@@ -73,12 +73,13 @@ def window(qtbot, tmp_path: Path, tiny_bundle_dir: Path):
 
 @pytest.fixture(scope="session")
 def trained_outline_bundle_dir(shipped_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped classifier bundle with the trained segmentation model packed in (``model_build pack-segmentation``'s
-    function), once per session."""
+    """The shipped classifier bundle with the trained segmentation model and its leave-one-source-out folds packed in
+    (``model_build pack-segmentation``'s function, as ``make ship-model SEGMENTATION=models/segmentation-lite0``
+    does), once per session."""
     if not (TRAINED_SEGMENTATION / "segmentation.json").is_file():
         pytest.skip(f"trained segmentation model not present at {TRAINED_SEGMENTATION} (built by `model_build segment`)")
     from model_build.segmentation_build import pack_segmentation
 
     out = tmp_path_factory.mktemp("trained-outline") / "bundle"
-    pack_segmentation(shipped_bundle_dir, TRAINED_SEGMENTATION, out)
+    pack_segmentation(shipped_bundle_dir, TRAINED_SEGMENTATION, out, folds=sorted((TRAINED_SEGMENTATION / "folds").iterdir()))
     return out

@@ -275,3 +275,11 @@ def test_pack_segmentation_as_a_process(seg_bundle_dir: Path, tiny_bundle_dir: P
     (bad / "segmentation.tflite").write_bytes(b"not the model")
     refused = subprocess.run([*cmd[:7], str(bad), "--out", str(tmp_path / "packed2")], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "sha256 differs" in refused.stderr and not (tmp_path / "packed2").exists()
+
+
+def test_pack_segmentation_refuses_a_bundle_with_one_already(seg_bundle_dir: Path, tmp_path: Path) -> None:
+    from model_build.segmentation_build import PackError, pack_segmentation
+
+    with pytest.raises(PackError, match=r"has a segmentation model already .*pack onto the classifier bundle alone"):
+        pack_segmentation(seg_bundle_dir, seg_bundle_dir.parent / "segment-out", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
