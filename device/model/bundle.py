@@ -541,14 +541,19 @@ def _parse_segmentation(value: Any, version: int, source: str) -> SegmentationSp
     return spec
 
 
-def _parse_descriptors(value: Any, version: int, source: str) -> DescriptorDisplay:
-    key = "segmentation.descriptors"
-    if version < DESCRIPTORS_FORMAT_VERSION:
-        raise BundleError(f"{source}: '{key}' needs format_version {DESCRIPTORS_FORMAT_VERSION} (this manifest says {version})")
-    keys = {f.name for f in dataclasses.fields(DescriptorDisplay)}
+def _check_exact_section(value: Any, record: type, key: str, needs: int, version: int, source: str) -> None:
+    """A section that needs format ``needs`` and is an object with exactly ``record``'s fields as keys."""
+    if version < needs:
+        raise BundleError(f"{source}: '{key}' needs format_version {needs} (this manifest says {version})")
+    keys = {f.name for f in dataclasses.fields(record)}
     if not isinstance(value, dict) or set(value) != keys:
         got = sorted(value) if isinstance(value, dict) else type(value).__name__
         raise BundleError(f"{source}: '{key}' must be an object with exactly {', '.join(sorted(keys))} (got {got})")
+
+
+def _parse_descriptors(value: Any, version: int, source: str) -> DescriptorDisplay:
+    key = "segmentation.descriptors"
+    _check_exact_section(value, DescriptorDisplay, key, DESCRIPTORS_FORMAT_VERSION, version, source)
     return DescriptorDisplay(
         min_kappa=value["min_kappa"],
         kappa=_parse_figures(value["kappa"], DESCRIPTOR_NAMES, f"{key}.kappa", source),
@@ -558,12 +563,7 @@ def _parse_descriptors(value: Any, version: int, source: str) -> DescriptorDispl
 
 def _parse_segmentation_reference(value: Any, version: int, source: str) -> SegmentationReference:
     key = "segmentation.reference"
-    if version < SEGMENTATION_REFERENCE_FORMAT_VERSION:
-        raise BundleError(f"{source}: '{key}' needs format_version {SEGMENTATION_REFERENCE_FORMAT_VERSION} (this manifest says {version})")
-    keys = {f.name for f in dataclasses.fields(SegmentationReference)}
-    if not isinstance(value, dict) or set(value) != keys:
-        got = sorted(value) if isinstance(value, dict) else type(value).__name__
-        raise BundleError(f"{source}: '{key}' must be an object with exactly {', '.join(sorted(keys))} (got {got})")
+    _check_exact_section(value, SegmentationReference, key, SEGMENTATION_REFERENCE_FORMAT_VERSION, version, source)
     box = value["box"]
     if box is not None:
         if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) for v in box):
