@@ -57,6 +57,8 @@ COLOURS = {Category.NO_LESION: theme.OK, Category.LOW_SUSPICION: theme.INFO, Cat
 MODE_NAMES = {Mode.HIGH_SENSITIVITY: "High sensitivity", Mode.BALANCED: "Balanced", Mode.HIGH_SPECIFICITY: "High specificity"}
 HEAT_ONLY_SUSPICIOUS = "Heat map: shown for suspicious results only"
 NO_OUTLINE = "No lesion outlined"
+# The classifier saw no lesion but the outline model outlines a region (the two models disagree): said as such.
+OUTLINE_UNDER_NO_LESION = "Region outlined ({size}) though no lesion seen: look again"
 IDLE_HINT = "Or freeze and tap the lesion: only the area around it is analysed (a drag draws a region)."
 DESCRIPTOR_NAMES = {"orientation": "Orientation", "shape": "Shape", "margin": "Margin"}
 DESCRIPTOR_WORDS = {"not_parallel": "not parallel", "not_circumscribed": "not circumscribed"}
@@ -70,13 +72,16 @@ def lesion_of(classification: Classification, stored: ResultRecord | None) -> Le
     return LesionRecord.from_json(found.to_json(), "lesion outline") if found is not None else None
 
 
-def lesion_size_text(lesion: LesionRecord | None) -> str:
+def lesion_size_text(lesion: LesionRecord | None, category: Category | None = None) -> str:
     """``"Lesion 14.2 × 9.8 mm, 110 mm²"``, ``"Lesion uncalibrated: 1234 px"`` or "No lesion outlined"; "" when
-    there is nothing to say (no segmentation model, or the outline withheld: an inconclusive result)."""
+    there is nothing to say (no segmentation model, or the outline withheld: an inconclusive result). Under *No
+    lesion seen* an outline is the outline model's region, not a lesion: :data:`OUTLINE_UNDER_NO_LESION`."""
     if lesion is None or lesion.withheld is not None:
         return ""
     size = lesion.size_text()
-    return f"Lesion {size}" if lesion.found and size else NO_OUTLINE
+    if not (lesion.found and size):
+        return NO_OUTLINE
+    return OUTLINE_UNDER_NO_LESION.format(size=size) if category is Category.NO_LESION else f"Lesion {size}"
 
 
 def lesion_size_short(lesion: LesionRecord | None) -> str:
@@ -91,9 +96,10 @@ def lesion_size_short(lesion: LesionRecord | None) -> str:
     return f"uncalibrated: {lesion.area_px or 0:.0f} px"
 
 
-def lesion_descriptor_text(lesion: LesionRecord | None) -> str:
-    """Only the descriptors the display rule shows (docs/lesion-outline.md), labelled automatic."""
-    if lesion is None or not lesion.found:
+def lesion_descriptor_text(lesion: LesionRecord | None, category: Category | None = None) -> str:
+    """Only the descriptors the display rule shows (docs/lesion-outline.md), labelled automatic; none for a region
+    under *No lesion seen* (not a lesion to describe)."""
+    if lesion is None or not lesion.found or category is Category.NO_LESION:
         return ""
     shown = lesion.shown_descriptors()
     return "; ".join(f"{DESCRIPTOR_NAMES[name]} (automatic): {DESCRIPTOR_WORDS.get(value, value)}" for name, value in shown.items())
@@ -419,7 +425,7 @@ class ResultCard(QFrame):
         layout.addLayout(self.toggles)
         layout.addLayout(self.legend_row)
         self._conclusive(False)
-        self._show_lesion(None)
+        self._show_lesion(None, None)
         self.set_live_mode(False)
 
     def set_labels(self, labels: tuple[str, ...], thresholds: dict[str, float]) -> None:
@@ -473,13 +479,14 @@ class ResultCard(QFrame):
             self.heatmap_button.setChecked(False)
         self.heat_note.setVisible(conclusive and not suspicious and not live)
         self._show_legend(self.heatmap_button.isChecked())
-        self._show_lesion(lesion_of(classification, stored) if conclusive and not live else None)
+        self._show_lesion(lesion_of(classification, stored) if conclusive and not live else None, d.category if d else None)
 
-    def _show_lesion(self, lesion: LesionRecord | None) -> None:
+    def _show_lesion(self, lesion: LesionRecord | None, category: Category | None) -> None:
         """The outline's lines and toggle: none without a segmentation model, for an inconclusive result (withheld)
-        or a live estimate; "No lesion outlined" when the model found none."""
+        or a live estimate; "No lesion outlined" when the model found none; under *No lesion seen* the region is
+        named as the outline model's (:data:`OUTLINE_UNDER_NO_LESION`)."""
         self.lesion = lesion
-        size, descriptors = lesion_size_text(lesion), lesion_descriptor_text(lesion)
+        size, descriptors = lesion_size_text(lesion, category), lesion_descriptor_text(lesion, category)
         self.lesion_size.setText(size)
         self.lesion_size.setVisible(bool(size))
         self.lesion_descriptors.setText(descriptors)
@@ -517,4 +524,4 @@ class ResultCard(QFrame):
         self._conclusive(False)
         self.heatmap_button.setChecked(False)
         self.heatmap_button.hide()
-        self._show_lesion(None)
+        self._show_lesion(None, None)

@@ -58,6 +58,14 @@ CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ["SONOPI_WEB_SCREENSHOTS"]) if os.environ.get("SONOPI_WEB_SCREENSHOTS") else None
 
 
+LESION_SEEN = {
+    "category": "low_suspicion",
+    "label": "benign",
+    "probabilities": {"normal": 0.2, "benign": 0.795, "malignant": 0.005},
+    "p_malignant": 0.005,
+}
+
+
 @dataclass(frozen=True)
 class Analysed:
     """The device's records (mm outline, px outline, withheld) and one stored without an outline."""
@@ -81,6 +89,9 @@ def analysed(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     with ResultStore(root / "device.sqlite") as store:
         mm, px, withheld = analyse(store, root / "bundle", root)
         plain = store.add(replace(px, result_id=new_result_id(), seq=None, lesion=None))
+    # The tiny classifier calls these synthetic frames "No lesion seen"; the console's lesion tests want a lesion seen
+    # (the two models agreeing): the records as the device stores a low-suspicion result. The disagreement has its own test.
+    mm, px = (replace(r, **LESION_SEEN) for r in (mm, px))
     assert mm.lesion.found and mm.lesion.calibrated and px.lesion.found and not px.lesion.calibrated and withheld.lesion.withheld
     return Analysed(mm, px, withheld, plain)
 
@@ -347,6 +358,26 @@ def test_no_lesion_outlined_is_said(target: str, analysed: Analysed) -> None:
     client = _signed_in(target)
     page = client.get(f"/results/{none_found.result_id}").text
     assert "No lesion outlined" in page and "<polygon" not in page
+
+
+def test_an_outline_under_no_lesion_seen_is_not_called_a_lesion(target: str, analysed: Analysed) -> None:
+    """The device's classifier said *No lesion seen* and its outline model outlined a region (the models disagree):
+    the console, like the device's card, names the region and asks for a look instead of "Lesion N px"."""
+    px = messages(analysed)[1]
+    disagree = replace(
+        px,
+        result_id=str(uuid.uuid4()),
+        category="no_lesion",
+        label="normal",
+        probabilities={"normal": 0.93, "benign": 0.065, "malignant": 0.005},
+        p_malignant=0.005,
+    )
+    with HubStore.open(target) as store:
+        store.add_result(disagree)
+    page = _signed_in(target).get(f"/results/{disagree.result_id}").text
+    lesion = " ".join(_lesion_block(page).split())
+    assert f"Region outlined (uncalibrated: {px.lesion.area_px:.0f} px) though no lesion seen: look again" in lesion
+    assert "Lesion " not in lesion and "(automatic)" not in lesion and "<polygon" in page
 
 
 def test_the_exam_page_lists_the_size_per_frame(console, analysed: Analysed) -> None:

@@ -21,7 +21,7 @@ from device.decision import Category
 from device.lesion_shape import describe
 from device.outline import LesionResult, Withheld
 from device.spacing import PixelSpacing
-from tests.device.tiny_segmentation import build_tiny_segmentation_bundle
+from tests.device.tiny_segmentation import TEST_DISPLAY_RULE, build_tiny_segmentation_bundle
 from tests.ui.test_ui_result_card import CASES, SIZES, _shoot, _variant, _window, card_text_problems
 from ui import banners
 from ui.layout_check import layout_problems
@@ -39,7 +39,7 @@ def seg_bundle(tmp_path_factory: pytest.TempPathFactory, shipped_bundle_dir: Pat
 def _ellipse_lesion(shape: tuple[int, int], spacing: PixelSpacing | None) -> LesionResult:
     mask = np.zeros(shape, np.uint8)
     cv2.ellipse(mask, (shape[1] // 2, shape[0] // 2), (shape[1] // 6, shape[0] // 10), 0, 0, 360, 1, -1)
-    return LesionResult(describe(mask, spacing), spacing=spacing)
+    return LesionResult(describe(mask, spacing), spacing=spacing, shown=TEST_DISPLAY_RULE.shown())  # as the tiny bundle's Segmenter
 
 
 @pytest.mark.parametrize("size", SIZES, ids=["800x480", "1280x720"])
@@ -89,6 +89,31 @@ def test_the_card_shows_the_outline_size_and_shown_descriptors(qtbot, tmp_path: 
         spin(0.1)
         assert not any(w.isVisible() for w in (card.lesion_size, card.lesion_descriptors, card.outline_button))
         assert card_text_problems(card) == []
+    finally:
+        window.shutdown()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["800x480", "1280x720"])
+def test_an_outline_under_no_lesion_seen_is_not_called_a_lesion(qtbot, tmp_path: Path, seg_bundle: Path, size: tuple[int, int]) -> None:
+    """The two models disagree (a tap's square inside a mass read *No lesion seen* with the mass outlined, measured in
+    docs/lesion-outline.md): the card must not say "No lesion seen" above "Lesion 14 mm" — it names the region as the
+    outline model's and asks for a look, and keeps the outline drawn."""
+    window = _window(qtbot, tmp_path, seg_bundle, size)
+    card, classifier = window.live.card, window.services.analysis.classifier
+    try:
+        frame = window.live.view.frame.image
+        no_lesion = _variant(classifier.classify(frame), classifier, CASES[Category.NO_LESION])
+        assert no_lesion.assessment.category is Category.NO_LESION
+        px = _ellipse_lesion(frame.shape[:2], None)
+        card.show_result(dataclasses.replace(no_lesion, lesion=px))
+        spin(0.1)
+        text = card.lesion_size.text()
+        assert card.lesion_size.isVisible() and not text.startswith("Lesion")
+        assert f"{px.outline.area_px:.0f} px" in text and "no lesion" in text.lower() and "look" in text.lower()
+        assert card.outline_button.isVisible()  # the outline stays: it is what may catch a missed lesion
+        assert not card.lesion_descriptors.isVisible()  # no lesion descriptors for a region the classifier did not see
+        _shoot(window, "seg-no-lesion-outlined")
+        assert layout_problems(window) == [] and card_text_problems(card) == []
     finally:
         window.shutdown()
 
