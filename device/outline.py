@@ -93,6 +93,7 @@ class Segmenter:
     def __init__(self, spec: SegmentationSpec, path: Path, *, where: str, threads: int = 2, runtime: str | None = None) -> None:
         """``spec`` and the model file it describes (``where`` names both in errors); :meth:`from_bundle` for a bundle's."""
         self.spec = spec
+        self.shown = spec.shown_descriptors()  # the bundle's display rule, once (every outline carries it)
         self.runner = ModelRunner(
             path,
             spec.input,
@@ -156,7 +157,7 @@ class Segmenter:
         _, prob, placement = self.run(prepared, same_input=same_input)
         found = self.outline_of(prob, placement, prepared.crop, frame_shape, spacing=spacing, roi=roi)
         latency_ms = (time.perf_counter() - start) * 1000.0
-        return LesionResult(found, spacing=spacing, latency_ms=latency_ms, shown=self.spec.shown_descriptors())
+        return LesionResult(found, spacing=spacing, latency_ms=latency_ms, shown=self.shown)
 
     def outline_of(
         self,

@@ -137,11 +137,7 @@ def write_display_rule(seg_dir: Path, rule: DescriptorDisplay) -> None:
     """``rule`` as the ``descriptors`` key of ``segmentation.json`` (validated as a bundle reads it)."""
     json_path = seg_dir / "segmentation.json"
     data = json.loads(json_path.read_text(encoding="utf-8"))
-    data["descriptors"] = {
-        "min_kappa": rule.min_kappa,
-        "kappa": {k: {"value": f.value, "ci95": list(f.ci95), "n": f.n} for k, f in rule.kappa.items()},
-        "measured_on": rule.measured_on,
-    }
+    data["descriptors"] = rule.to_dict()
     SegmentationSpec.from_dict(data, source=str(json_path))
     json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 

@@ -277,7 +277,7 @@ def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str |
     if folds:
         spec = dataclasses.replace(spec, metrics={**spec.metrics, "leave_one_source_out": [fold_headline(f) for f in folds]})
     manifest = dataclasses.replace(base.manifest, segmentation=spec, version=version or f"{base.manifest.version}+seg")
-    write_bundle(out, base.model_path.read_bytes(), manifest, segmentation=seg_bytes)
+    written = write_bundle(out, base.model_path.read_bytes(), manifest, segmentation=seg_bytes)
     skip = {MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE}
     files = {
         p.relative_to(base.path).as_posix(): p.read_bytes()
@@ -286,7 +286,7 @@ def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str |
     }
     card = files.get(CARD_FILE)
     if card is not None:
-        files[CARD_FILE] = _packed_card(load_bundle(out).manifest, base.path, card.decode("utf-8")).encode("utf-8")
+        files[CARD_FILE] = _packed_card(written.manifest, base.path, card.decode("utf-8")).encode("utf-8")
     report = seg_dir / "report"
     if report.is_dir():
         files.update({f"report/segmentation/{p.relative_to(report).as_posix()}": p.read_bytes() for p in sorted(report.rglob("*")) if p.is_file()})

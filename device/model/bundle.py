@@ -185,6 +185,9 @@ class DescriptorDisplay:
     def shown(self) -> frozenset[str]:
         return frozenset(name for name, figure in self.kappa.items() if figure.value >= self.min_kappa)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"min_kappa": self.min_kappa, "kappa": {k: f.to_dict() for k, f in self.kappa.items()}, "measured_on": self.measured_on}
+
 
 @dataclass(frozen=True)
 class SegmentationSpec:
@@ -223,7 +226,7 @@ class SegmentationSpec:
         if self.descriptors is None:
             del data["descriptors"]  # a format-4/5 section: the key is absent, not null
         else:
-            data["descriptors"]["kappa"] = {k: {"value": f.value, "ci95": list(f.ci95), "n": f.n} for k, f in self.descriptors.kappa.items()}
+            data["descriptors"] = self.descriptors.to_dict()
         return data
 
 
@@ -239,6 +242,9 @@ class Figure:
     value: float
     ci95: tuple[float, float]
     n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "ci95": list(self.ci95), "n": self.n}
 
 
 @dataclass(frozen=True)
@@ -640,7 +646,7 @@ def _parse_figure(value: Any, key: str, source: str) -> Figure:
 
 def _decision_to_dict(spec: DecisionSpec) -> dict[str, Any]:
     def figures(items: dict[str, Figure]) -> dict[str, Any]:
-        return {k: {"value": f.value, "ci95": list(f.ci95), "n": f.n} for k, f in items.items()}
+        return {k: f.to_dict() for k, f in items.items()}
 
     modes: dict[str, Any] = {}
     for name, mode in spec.modes.items():
