@@ -45,9 +45,8 @@ from device.sources.base import Frame
 from device.store import ResultStore
 from ui import theme
 from ui.number_entry import NumberEntry
-from ui.result_card import lesion_size_short
 from ui.result_words import COLOURS as LESION_COLOURS
-from ui.result_words import category_colour, category_text
+from ui.result_words import category_colour, result_lines
 from ui.theme import Theme
 
 MALIGNANT = "malignant"
@@ -96,9 +95,8 @@ def exam_short(exam: Exam) -> str:
 
 def result_text(record: ResultRecord) -> str:
     """The result in the card's words (History's), never a bare label next to p(malignant); the lesion outline's
-    size on a second line when the frame has one (ui.result_card.lesion_size_short)."""
-    size = lesion_size_short(record.lesion)
-    return category_text(record) + (f"\n{size}" if size else "")
+    size on a second line when the frame has one (ui.result_words.result_lines)."""
+    return result_lines(record)
 
 
 def thumbnail_pixmap(record: ResultRecord, size: int) -> QPixmap:

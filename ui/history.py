@@ -29,8 +29,7 @@ from device.results import ResultRecord
 from device.store import ResultStore
 from ui import theme
 from ui.exam import MALIGNANT, lesion_cells, thumbnail_pixmap
-from ui.result_card import lesion_size_short
-from ui.result_words import category_colour, category_text
+from ui.result_words import category_colour, result_lines
 from ui.theme import Theme
 
 COLUMNS = ("", "Time", "Patient", "Model output", "p(malig.)", "Delivery", "Lesion")  # p(malignant), short for the 7" panel
@@ -69,8 +68,7 @@ def placed_output(record: ResultRecord, placement: Placement | None) -> str:
     """The result, short for the 7" panel, with the lesion outline's size on a second line when there is one."""
     if placement is not None and placement.voided:
         return "Voided"
-    size = lesion_size_short(record.lesion)
-    return category_text(record) + (f"\n{size}" if size else "")
+    return result_lines(record)
 
 
 class HistoryScreen(QWidget):

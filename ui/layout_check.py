@@ -5,7 +5,8 @@ Content inside scroll areas and tables is exempt from the window check (it scrol
 from __future__ import annotations
 
 from PyQt5.QtCore import QPoint, QRect
-from PyQt5.QtWidgets import QAbstractButton, QAbstractScrollArea, QLabel, QWidget
+from PyQt5.QtGui import QFontMetrics
+from PyQt5.QtWidgets import QAbstractButton, QAbstractScrollArea, QLabel, QStyle, QTableWidget, QWidget
 
 from ui.overlay import Overlay
 
@@ -80,4 +81,23 @@ def layout_problems(window: QWidget, min_touch: int = MIN_TOUCH_PX) -> list[str]
         for b, rb in buttons[i + 1 :]:
             if _layer(a, window) is _layer(b, window) and ra.intersected(rb).width() > 2 and ra.intersected(rb).height() > 2:
                 problems.append(f"{describe(a)} overlaps {describe(b)}")
+    return problems
+
+
+def table_cells_cut(table: QTableWidget) -> list[str]:
+    """Cells whose text is wider than their column, so Qt elides it ("6 · o…"): one line per cell, row and column
+    named. A table scrolls vertically, not sideways, so a cut cell is text the user never sees."""
+    metrics = QFontMetrics(table.font())
+    style = table.style()
+    assert style is not None  # a widget always has one
+    margin = 2 * (style.pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, table) + 1)
+    problems = []
+    for row in range(table.rowCount()):
+        for column in range(table.columnCount()):
+            item = table.item(row, column)
+            if item is None or table.isColumnHidden(column):
+                continue
+            widest = max((metrics.horizontalAdvance(line) for line in item.text().split("\n")), default=0)
+            if widest + margin > table.columnWidth(column):
+                problems.append(f"row {row} column {column}: {item.text()!r} is {widest + margin} px in a {table.columnWidth(column)} px column")
     return problems

@@ -84,13 +84,20 @@ def lesion_size_text(lesion: LesionRecord | None, category: Category | None = No
     return OUTLINE_UNDER_NO_LESION.format(size=size) if category is Category.NO_LESION else f"Lesion {size}"
 
 
-def lesion_size_short(lesion: LesionRecord | None) -> str:
+# History's and the exam summary's OUTLINE_UNDER_NO_LESION: the 7" panel has no room for the size beside it
+OUTLINE_UNDER_NO_LESION_SHORT = "outlined: look again"
+
+
+def lesion_size_short(lesion: LesionRecord | None, category: Category | None = None) -> str:
     """The size on one short line for History and the exam summary (per frame): ``"42.7 × 14.5 mm"``,
-    ``"uncalibrated: 1234 px"``, ``"no outline"``; "" with no segmentation model or an inconclusive result."""
+    ``"uncalibrated: 1234 px"``, ``"no outline"``; "" with no segmentation model or an inconclusive result. Under
+    *No lesion seen* an outline is a region to look at again, as the card says: :data:`OUTLINE_UNDER_NO_LESION_SHORT`."""
     if lesion is None or lesion.withheld is not None:
         return ""
     if not lesion.found:
         return "no outline"
+    if category is Category.NO_LESION:
+        return OUTLINE_UNDER_NO_LESION_SHORT
     if lesion.width_mm is not None and lesion.depth_mm is not None:
         return f"{lesion.width_mm:.1f} × {lesion.depth_mm:.1f} mm"
     return f"uncalibrated: {lesion.area_px or 0:.0f} px"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from device.decision import Category
 from device.results import ResultRecord
 from ui import theme
-from ui.result_card import COLOURS
+from ui.result_card import COLOURS, lesion_size_short
 
 SHORT = {
     Category.NO_LESION: "No lesion seen",
@@ -23,6 +23,12 @@ def category_text(record: ResultRecord) -> str:
     if category is None:
         return (record.label or record.top_label).capitalize() + " · old rule"
     return SHORT[category]
+
+
+def result_lines(record: ResultRecord) -> str:
+    """The category, with the frame's lesion outline on a second line when it has one (lesion_size_short)."""
+    size = lesion_size_short(record.lesion, None if record.inconclusive else _category(record))
+    return category_text(record) + (f"\n{size}" if size else "")
 
 
 def category_colour(record: ResultRecord) -> str:

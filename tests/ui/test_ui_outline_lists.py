@@ -1,6 +1,7 @@
 """History and the exam summary list each frame's lesion size (real widgets on a real store, offscreen): mm with a
 known spacing, "uncalibrated: N px" without, "no outline" when the model found none, nothing for an inconclusive
-frame or one analysed without a segmentation model. At 800x480 and 1280x720 the rows fit (the layout checker).
+frame or one analysed without a segmentation model. An outline under *No lesion seen* (the two models disagree) is
+listed as a region to look at again, never as a lesion's size, as the card says it. At 800x480 and 1280x720 the rows fit (the layout checker).
 Screenshots under build/card-screens/."""
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from tests.device.test_store_lesion import OUTLINE, UNCALIBRATED
 from tests.ui.test_ui_result_card import SHOTS
 from ui.exam import ExamSummaryView
 from ui.history import HistoryScreen
-from ui.layout_check import layout_problems
+from ui.layout_check import layout_problems, table_cells_cut
 from ui.theme import Theme
 
-SIZES = {"mm": "3.0 × 1.5 mm", "px": "uncalibrated: 450 px", "none": "no outline"}
+SIZES = {"mm": "3.0 × 1.5 mm", "px": "uncalibrated: 450 px", "none": "no outline", "under-no-lesion": "outlined: look again"}
 
 
 def _stored(store: ResultStore) -> dict[str, object]:
@@ -35,6 +36,11 @@ def _stored(store: ResultStore) -> dict[str, object]:
         name: store.add(replace(v2_record("site-a", "dev-1", i + 1), seq=None, exam_id=exam.exam_id, patient_ref="P-1", side="L", lesion=lesion))
         for i, (name, lesion) in enumerate(lesions.items())
     }
+    under = replace(
+        v2_record("site-a", "dev-1", 6), seq=None, exam_id=exam.exam_id, patient_ref="P-1", side="L", lesion=LesionRecord.from_json(OUTLINE)
+    )
+    assert under.category == "no_lesion"  # the classifier saw no lesion, the outline model outlined a region
+    records["under-no-lesion"] = store.add(under)
     records["withheld"] = store.add(
         replace(
             v2_record("site-a", "dev-1", 9, inconclusive=True),
@@ -65,9 +71,11 @@ def test_history_lists_the_size_per_frame(qtbot, tmp_path: Path, size: tuple[int
             assert texts[name].split("\n")[1:] == [size_text], texts[name]
         assert "\n" not in texts["no-model"] and "\n" not in texts["withheld"], texts
         assert not any("mm" in texts[n] for n in ("px", "none", "no-model", "withheld"))
+        assert texts["under-no-lesion"].startswith("No lesion seen"), texts["under-no-lesion"]
         SHOTS.mkdir(parents=True, exist_ok=True)
         screen.grab().save(str(SHOTS / f"{size[0]}x{size[1]}-history-outline.png"))
         assert layout_problems(screen) == []
+        assert table_cells_cut(screen.table) == []
 
 
 @pytest.mark.parametrize("size", [(800, 480), (1280, 720)], ids=["800x480", "1280x720"])
@@ -90,3 +98,4 @@ def test_the_exam_summary_lists_the_size_per_frame(qtbot, tmp_path: Path, size: 
         SHOTS.mkdir(parents=True, exist_ok=True)
         view.grab().save(str(SHOTS / f"{size[0]}x{size[1]}-exam-summary-outline.png"))
         assert layout_problems(view) == []
+        assert table_cells_cut(view.table) == []
