@@ -1,5 +1,6 @@
 """Geometry checks for touch layouts (used by the layout tests and by ``python -m ui.screenshots``):
-every visible control inside the window, at least 48 px, its text not cut, no two controls overlapping.
+every visible control inside the window, at least 48 px, its text not cut, no two controls overlapping; a table's
+cells not elided (``table_cells_cut``).
 Content inside scroll areas and tables is exempt from the window check (it scrolls)."""
 
 from __future__ import annotations

@@ -25,13 +25,13 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before PyQt5 is imported (ruff allows os.environ set-up before imports)
 
 from PyQt5.QtCore import QCoreApplication
-from PyQt5.QtWidgets import QApplication, QWidget
+from PyQt5.QtWidgets import QApplication, QTableWidget, QWidget
 
 from device.config import DeviceConfig, parse_config
 from device.crop import Box
 from device.store import ResultStore
 from ui.app import build_window, start
-from ui.layout_check import layout_problems
+from ui.layout_check import layout_problems, table_cells_cut
 from ui.main_window import MainWindow
 
 log = logging.getLogger("ui.screenshots")
@@ -317,7 +317,8 @@ def fault_scenes(window: MainWindow) -> Iterator[Scene]:
 def save_scene(window: QWidget, path: Path) -> list[str]:
     """Grab ``window`` into ``path`` and return its layout problems, each prefixed with the file name."""
     window.grab().save(str(path))
-    found = [f"{path.name}: {p}" for p in layout_problems(window)]
+    tables = [t for t in window.findChildren(QTableWidget) if t.isVisible()]
+    found = [f"{path.name}: {p}" for p in [*layout_problems(window), *(c for t in tables for c in table_cells_cut(t))]]
     log.info("wrote %s%s", path, f" ({len(found)} layout problems)" if found else "")
     return found
 

@@ -10,11 +10,11 @@ import pytest
 pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
-from PyQt5.QtWidgets import QPushButton, QWidget
+from PyQt5.QtWidgets import QPushButton, QTableWidget, QTableWidgetItem, QWidget
 from pytestqt.exceptions import TimeoutError as WaitTimeout  # qtbot.waitUntil raises it
 
 from device.demo import write_demo_frames
-from ui.layout_check import layout_problems
+from ui.layout_check import layout_problems, table_cells_cut
 from ui.screenshots import Director, open_window, screenshot_config, write_doppler_frame
 
 EXPECTED_SCENES = {
@@ -94,6 +94,19 @@ def test_layout_check_catches_clipping(qtbot) -> None:
     assert "30x30 px, below 48" in problems
     assert "outside the 300x200 window" in problems
     assert "overlaps" in problems
+
+
+def test_table_check_catches_a_cut_cell(qtbot) -> None:
+    """The table checker: a cell whose second line is wider than its column is named; one that fits is not."""
+    table = QTableWidget(2, 2)
+    qtbot.addWidget(table)
+    for column in range(2):
+        table.setColumnWidth(column, 120)
+    table.setItem(0, 0, QTableWidgetItem("fits\nok"))
+    table.setItem(1, 1, QTableWidgetItem("short\na second line far wider than the column"))
+    table.show()
+    problems = table_cells_cut(table)
+    assert len(problems) == 1 and problems[0].startswith("row 1 column 1:") and "120 px column" in problems[0], problems
 
 
 @pytest.mark.parametrize("size", [(800, 480), (1280, 720)], ids=["800x480", "1280x720"])
