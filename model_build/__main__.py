@@ -97,6 +97,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, type=Path, help="fold directory to write (report/external_predictions.csv)")
     c.add_argument("--mirror", action="store_true", help="average each image's probabilities with its left-right mirror's")
     c.add_argument("-v", "--verbose", action="store_true")
+    q = sub.add_parser("compare", help="two recipes' folds of the same held-out source, paired: AUC and specificity differences with CIs")
+    q.add_argument("--baseline", required=True, type=Path, help="a fold directory (report/external_predictions.csv)")
+    q.add_argument("--candidate", required=True, type=Path, help="a fold of the same held-out images by another recipe (or an ensemble)")
+    q.add_argument("--bootstrap", type=int, default=1000)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("-v", "--verbose", action="store_true")
+    e = sub.add_parser("ensemble", help="a fold whose probabilities are the mean of several folds' of the same held-out images")
+    e.add_argument("--fold", action="append", required=True, type=Path, help="a fold directory; repeat (two or more)")
+    e.add_argument("--out", required=True, type=Path, help="fold directory to write (report/external_predictions.csv)")
+    e.add_argument("-v", "--verbose", action="store_true")
     t = sub.add_parser("two-views", help="the lesion-level rule of two views measured on BUS-BRA's two-view test patients")
     t.add_argument("--bundle", required=True, type=Path, help="a built bundle (with report/split.csv)")
     t.add_argument("--data", action="append", required=True, help="the dataset roots the bundle was built from; repeat")
@@ -159,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         return _score(args)
     if args.command == "descriptors":
         return _descriptors(args)
+    if args.command in ("compare", "ensemble"):
+        return _fold_compare(args)
     if args.command == "two-views":
         return _two_views(args)
     if args.command == "segment":
@@ -222,6 +234,21 @@ def _build(args: argparse.Namespace) -> int:
         logging.getLogger("model_build").error("build failed: %s", exc)
         return 2
     _summary(result)
+    return 0
+
+
+def _fold_compare(args: argparse.Namespace) -> int:
+    from model_build.fold_compare import compare_folds, ensemble_folds
+    from model_build.operating_modes import StudyError
+
+    try:
+        if args.command == "ensemble":
+            print(f"written: {ensemble_folds(args.fold, args.out)} (mean of {len(args.fold)} folds)")
+        else:
+            print("\n".join(compare_folds(args.baseline, args.candidate, args.bootstrap, args.seed).lines()))
+    except (StudyError, OSError) as exc:
+        logging.getLogger("model_build").error("%s failed: %s", args.command, exc)
+        return 2
     return 0
 
 

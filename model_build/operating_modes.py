@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from device.model.operating_point import max_threshold
 from model_build.evaluate import binary_auc, grouped_bootstrap
 from model_build.lesion_views import LESION_FREE
 
@@ -129,9 +130,7 @@ def choose_mode_thresholds(scores: HeldOutScores, targets: dict[str, float] = MO
     for mode, target in targets.items():
         per_source = []
         for source in sorted(set(scores.source[malignant].tolist())):
-            p = np.sort(scores.p_malignant[malignant & (scores.source == source)])
-            allowed_misses = int(np.floor((1.0 - target) * len(p)))  # images below the threshold
-            per_source.append(float(p[allowed_misses]))
+            per_source.append(max_threshold(scores.p_malignant[malignant & (scores.source == source)], target))
         if not per_source:
             raise StudyError("no malignant held-out image: cannot choose malignant thresholds")
         out[mode] = min(per_source)

@@ -1,0 +1,180 @@
+"""Two recipes, or an ensemble of them, compared on the same unseen images.
+
+A leave-one-source-out fold (``model_build build --external-test source=NAME``, or ``model_build score``) writes its
+held-out images' probabilities to ``report/external_predictions.csv``. Two folds of the *same* held-out source, built
+with two recipes (another backbone, another seed, mirror averaging), score the same images, so the difference between
+them is measured paired: one bootstrap resamples the held-out patients / near-duplicate groups and recomputes both
+recipes' figures on each resample. That difference, with its CI, is what a capacity choice is taken on (docs/model.md,
+"Capacity").
+
+* :func:`compare_folds`: malignant AUC over lesions and specificity at 0.90 sensitivity (the balanced mode's target),
+  each recipe's and the difference candidate − baseline, 95 % CIs.
+* :func:`ensemble_folds`: a fold whose probabilities are the mean of several folds' (an ensemble of the recipes,
+  served as several models per frame); ``modes`` and ``compare`` read it as any other fold.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from device.model.operating_point import max_threshold
+from model_build.evaluate import binary_auc, grouped_bootstrap
+from model_build.operating_modes import LABELS, MODE_TARGETS, PREDICTIONS_FILE, StudyError
+
+PROBABILITY_COLUMNS = tuple(f"p_{name}" for name in LABELS)
+KEY_COLUMNS = ("source", "file", "view")
+COLUMNS = (*KEY_COLUMNS, "label", "group", *PROBABILITY_COLUMNS)
+TARGET_SENSITIVITY = MODE_TARGETS["balanced"]
+
+Key = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class FoldPredictions:
+    """One fold's held-out rows, keyed by (source, file, view)."""
+
+    fold: Path
+    rows: dict[Key, dict[str, str]]
+
+    def probabilities(self, keys: Sequence[Key]) -> np.ndarray:
+        return np.array([[float(self.rows[k][c]) for c in PROBABILITY_COLUMNS] for k in keys])
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One figure for both recipes and their difference (candidate − baseline), each with a 95 % CI."""
+
+    baseline: float
+    candidate: float
+    difference: float
+    difference_ci: tuple[float, float]
+
+    def text(self, digits: int = 3) -> str:
+        lo, hi = self.difference_ci
+        return f"{self.baseline:.{digits}f} → {self.candidate:.{digits}f} ({self.difference:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}])"
+
+
+@dataclass(frozen=True)
+class FoldComparison:
+    baseline: Path
+    candidate: Path
+    sources: tuple[str, ...]
+    lesions: int
+    malignant: int
+    auc: Paired
+    specificity_at_sensitivity: Paired  # at TARGET_SENSITIVITY, the threshold chosen per recipe and resample
+
+    def lines(self) -> list[str]:
+        return [
+            f"baseline  {self.baseline}",
+            f"candidate {self.candidate}",
+            f"held out: {', '.join(self.sources)}; {self.lesions} lesions ({self.malignant} malignant), full images",
+            f"malignant AUC: {self.auc.text(4)}",
+            f"specificity at {TARGET_SENSITIVITY:.2f} sensitivity: {self.specificity_at_sensitivity.text(3)}",
+        ]
+
+
+def read_fold(fold: Path) -> FoldPredictions:
+    """A fold's ``report/external_predictions.csv``, every column checked, each row keyed once."""
+    path = Path(fold) / PREDICTIONS_FILE
+    if not path.is_file():
+        raise StudyError(f"fold {fold}: no {PREDICTIONS_FILE} (was it built with --external-test, or scored?)")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = set(COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise StudyError(f"{path}: missing column(s) {sorted(missing)}")
+        rows: dict[Key, dict[str, str]] = {}
+        for line, row in enumerate(reader, start=2):
+            key = (row["source"], row["file"], row["view"])
+            if key in rows:
+                raise StudyError(f"{path} line {line}: {key} appears twice")
+            if row["label"] not in LABELS:
+                raise StudyError(f"{path} line {line}: label {row['label']!r} is not one of {LABELS}")
+            try:
+                values = [float(row[c]) for c in PROBABILITY_COLUMNS]
+            except ValueError:
+                raise StudyError(f"{path} line {line}: a probability is not a number: {[row[c] for c in PROBABILITY_COLUMNS]}") from None
+            if not all(0.0 <= v <= 1.0 for v in values):
+                raise StudyError(f"{path} line {line}: probabilities {values} are not in [0, 1]")
+            rows[key] = row
+    if not rows:
+        raise StudyError(f"{path}: no rows")
+    return FoldPredictions(Path(fold), rows)
+
+
+def _same_images(folds: Sequence[FoldPredictions]) -> list[Key]:
+    """The folds' common keys; they must hold the same images with the same labels and groups."""
+    first = folds[0]
+    for other in folds[1:]:
+        only = sorted(set(first.rows) ^ set(other.rows))
+        if only:
+            raise StudyError(f"folds {first.fold} and {other.fold} do not hold the same held-out images: {len(only)} differ, e.g. {only[0]}")
+        for key, row in first.rows.items():
+            theirs = other.rows[key]
+            if (row["label"], row["group"]) != (theirs["label"], theirs["group"]):
+                raise StudyError(
+                    f"{key}: label/group {row['label']}/{row['group']} in {first.fold}, {theirs['label']}/{theirs['group']} in {other.fold}"
+                )
+    return sorted(first.rows)
+
+
+def specificity_at_sensitivity(p_malignant: np.ndarray, malignant: np.ndarray, target: float = TARGET_SENSITIVITY) -> float:
+    """Specificity (benign lesions below the threshold) at the highest threshold keeping ``target`` sensitivity."""
+    if malignant.all() or not malignant.any():
+        return float("nan")
+    threshold = max_threshold(p_malignant[malignant], target)  # the modes' rule (model_build.operating_modes)
+    return float(np.mean(p_malignant[~malignant] < threshold))
+
+
+def compare_folds(baseline: Path, candidate: Path, n_boot: int = 1000, seed: int = 0) -> FoldComparison:
+    """The candidate recipe against the baseline on the lesions both scored (full images), paired."""
+    a, b = read_fold(baseline), read_fold(candidate)
+    keys = [k for k in _same_images([a, b]) if a.rows[k]["view"] == "full" and a.rows[k]["label"] != "normal"]
+    if not keys:
+        raise StudyError(f"folds {baseline} and {candidate}: no lesion (full image) to compare on")
+    malignant = np.array([a.rows[k]["label"] == "malignant" for k in keys])
+    if malignant.all() or not malignant.any():
+        raise StudyError(f"folds {baseline} and {candidate}: the lesions are all of one class, so no AUC")
+    groups = np.array([a.rows[k]["group"] for k in keys])
+    pa, pb = a.probabilities(keys)[:, 2], b.probabilities(keys)[:, 2]
+
+    def figures(i: np.ndarray) -> dict[str, float]:
+        auc_a, auc_b = binary_auc(malignant[i], pa[i]), binary_auc(malignant[i], pb[i])
+        spec_a, spec_b = specificity_at_sensitivity(pa[i], malignant[i]), specificity_at_sensitivity(pb[i], malignant[i])
+        return {"auc_a": auc_a, "auc_b": auc_b, "auc": auc_b - auc_a, "spec_a": spec_a, "spec_b": spec_b, "spec": spec_b - spec_a}
+
+    point = figures(np.arange(len(keys)))
+    ci = grouped_bootstrap(groups, figures, n_boot, seed)
+    return FoldComparison(
+        baseline=Path(baseline),
+        candidate=Path(candidate),
+        sources=tuple(sorted({k[0] for k in keys})),
+        lesions=len(keys),
+        malignant=int(malignant.sum()),
+        auc=Paired(point["auc_a"], point["auc_b"], point["auc"], ci["auc"]),
+        specificity_at_sensitivity=Paired(point["spec_a"], point["spec_b"], point["spec"], ci["spec"]),
+    )
+
+
+def ensemble_folds(folds: Sequence[Path], out_dir: Path) -> Path:
+    """Write ``out_dir/report/external_predictions.csv``: per held-out image the mean of the folds' probabilities."""
+    if len(folds) < 2:
+        raise StudyError(f"an ensemble needs two folds or more, got {len(folds)}")
+    read = [read_fold(f) for f in folds]
+    keys = _same_images(read)
+    mean = np.mean([r.probabilities(keys) for r in read], axis=0)
+    path = Path(out_dir) / PREDICTIONS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(COLUMNS)
+        for key, row in zip(keys, mean):
+            first = read[0].rows[key]
+            writer.writerow([*key, first["label"], first["group"], *[f"{float(v):.6f}" for v in row]])
+    return path
