@@ -107,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--fold", action="append", required=True, type=Path, help="a fold directory; repeat (two or more)")
     e.add_argument("--out", required=True, type=Path, help="fold directory to write (report/external_predictions.csv)")
     e.add_argument("-v", "--verbose", action="store_true")
+    rs = sub.add_parser("region-score", help="a held-out source scored on the whole frame, on the outlined lesion's region, and their mean")
+    rs.add_argument("--bundle", required=True, type=Path, help="a classifier fold that held the source out")
+    rs.add_argument("--segmentation", required=True, type=Path, help="a `segment --external-test` output that held it out too")
+    rs.add_argument("--data", action="append", required=True, type=Path, help="the held-out source; repeat")
+    rs.add_argument("--out", required=True, type=Path, help="writes OUT/whole, OUT/region, OUT/mean as study folds")
+    rs.add_argument("-v", "--verbose", action="store_true")
     t = sub.add_parser("two-views", help="the lesion-level rule of two views measured on BUS-BRA's two-view test patients")
     t.add_argument("--bundle", required=True, type=Path, help="a built bundle (with report/split.csv)")
     t.add_argument("--data", action="append", required=True, help="the dataset roots the bundle was built from; repeat")
@@ -171,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         return _descriptors(args)
     if args.command in ("compare", "ensemble"):
         return _fold_compare(args)
+    if args.command == "region-score":
+        return _region_score(args)
     if args.command == "two-views":
         return _two_views(args)
     if args.command == "segment":
@@ -249,6 +257,21 @@ def _fold_compare(args: argparse.Namespace) -> int:
     except (StudyError, OSError) as exc:
         logging.getLogger("model_build").error("%s failed: %s", args.command, exc)
         return 2
+    return 0
+
+
+def _region_score(args: argparse.Namespace) -> int:
+    from device.errors import SonopiError
+    from model_build.operating_modes import StudyError
+    from model_build.region_score import score_on_regions
+    from model_build.segmentation_build import PackError
+
+    try:
+        result = score_on_regions(args.bundle, args.segmentation, args.data, args.out)
+    except (SonopiError, StudyError, PackError, OSError) as exc:
+        logging.getLogger("model_build").error("region-score failed: %s", exc)
+        return 2
+    print(f"{result.images} image(s), {result.outlined} outlined; folds: {', '.join(str(p) for p in result.folds.values())}")
     return 0
 
 

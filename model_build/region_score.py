@@ -1,0 +1,100 @@
+"""Classifying on the predicted lesion region, measured on a source both models never saw.
+
+Issue 16 asks whether classifying the region the segmentation model outlines (rather than the whole frame) helps
+the leave-one-source-out classification figures, and to adopt it only if it does. This scores a held-out source
+through the device's own path three ways, with a classifier fold and a segmentation fold that both held that
+source out:
+
+* ``whole``: ``Classifier.classify(frame)``, what the device does today;
+* ``region``: the outlined lesion's box, widened (:func:`region_around`), classified as a clinician's ROI
+  (``classify(frame, roi=…)``); a frame with no outline keeps its whole-frame probabilities;
+* ``mean``: the mean of the two (the whole frame's context and the lesion's close-up).
+
+Each is written as a study fold (``<out>/<way>/report/external_predictions.csv``, full images only), so
+``model_build compare --baseline <out>/whole --candidate <out>/region`` measures the difference paired.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from device.crop import Box
+from model_build.operating_modes import LABELS, PREDICTIONS_FILE, StudyError
+
+log = logging.getLogger(__name__)
+
+WAYS = ("whole", "region", "mean")
+REGION_GROWTH = 1.3  # the outline's box widened as the training's lesion-centred views are (model_build.lesion_views)
+REGION_MIN_FRACTION = 0.6  # and never smaller than a tap's square (ui.live_view.SEED_FRACTION of the shorter side)
+
+
+@dataclass(frozen=True)
+class RegionScoring:
+    folds: dict[str, Path]  # way -> fold directory
+    images: int
+    outlined: int  # frames the segmentation model outlined a lesion on (the others keep the whole frame)
+
+
+def region_around(box: tuple[int, int, int, int], frame_shape: tuple[int, int]) -> Box:
+    """The ROI classified for an outline's ``box`` (x, y, width, height): the box grown by :data:`REGION_GROWTH`
+    around its centre, each side at least :data:`REGION_MIN_FRACTION` of the frame's shorter side, inside the frame."""
+    h, w = frame_shape
+    x, y, bw, bh = box
+    floor = REGION_MIN_FRACTION * min(h, w)
+    width = int(min(w, max(REGION_GROWTH * bw, floor)))
+    height = int(min(h, max(REGION_GROWTH * bh, floor)))
+    cx, cy = x + bw // 2, y + bh // 2
+    left = int(np.clip(cx - width // 2, 0, w - width))
+    top = int(np.clip(cy - height // 2, 0, h - height))
+    return Box(left, top, width, height)
+
+
+def score_on_regions(bundle_dir: Path, segmentation_dir: Path, roots: Sequence[Path], out_dir: Path) -> RegionScoring:
+    """Score every full image of ``roots`` the three ways (module docstring) and write one fold per way."""
+    from device.engine import Classifier
+    from device.imageio import decode_image_file
+    from device.model.bundle import load_bundle
+    from device.quality import QualityLimits
+    from model_build.data import scan_source
+    from model_build.pipeline import write_predictions
+    from model_build.segmentation_build import pack_segmentation
+
+    if tuple(load_bundle(bundle_dir).manifest.labels) != LABELS:
+        raise StudyError(f"bundle {bundle_dir}: labels are not {LABELS}")
+    samples = [s for root in roots for s in scan_source(root)[0] if s.view == "full"]
+    if not samples:
+        raise StudyError(f"no image in {', '.join(map(str, roots))}")
+    with tempfile.TemporaryDirectory() as tmp:
+        packed = pack_segmentation(bundle_dir, segmentation_dir, Path(tmp) / "bundle")
+        # probabilities are what is scored: no frame may be withheld as inconclusive for low confidence
+        classifier = Classifier(packed, threads=2, limits=QualityLimits(min_confidence=0.0))
+        probs = {way: np.zeros((len(samples), len(LABELS))) for way in WAYS}
+        outlined = 0
+        for i, sample in enumerate(samples):
+            frame = decode_image_file(sample.path)
+            whole = classifier.classify(frame)
+            probs["whole"][i] = [whole.probabilities[k] for k in LABELS]
+            probs["region"][i] = probs["whole"][i]
+            if whole.lesion is not None and whole.lesion.outline is not None:
+                outlined += 1
+                roi = region_around(whole.lesion.outline.box, (frame.shape[0], frame.shape[1]))
+                region = classifier.classify(frame, roi=roi, outline=False)
+                probs["region"][i] = [region.probabilities[k] for k in LABELS]
+            if (i + 1) % 200 == 0:
+                log.info("%d of %d images scored, %d outlined", i + 1, len(samples), outlined)
+    probs["mean"] = (probs["whole"] + probs["region"]) / 2
+    groups = np.array([f"{s.source}:patient:{s.patient_id}" if s.patient_id else f"{s.source}:file:{s.path.name}" for s in samples])
+    folds = {}
+    for way in WAYS:
+        folds[way] = Path(out_dir) / way
+        path = folds[way] / PREDICTIONS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_predictions(path, samples, groups, probs[way], LABELS)
+    log.info("scored %d image(s) three ways; %d outlined", len(samples), outlined)
+    return RegionScoring(folds, len(samples), outlined)
