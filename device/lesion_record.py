@@ -29,7 +29,7 @@ class LesionRecordError(ValueError):
 @dataclass(frozen=True)
 class Descriptor:
     value: str
-    shown: bool  # the display rule (device.outline.SHOWN_DESCRIPTORS): on screen, labelled automatic, only if True
+    shown: bool  # the bundle's display rule (SegmentationSpec.shown_descriptors): on screen, labelled automatic, only if True
 
 
 @dataclass(frozen=True)

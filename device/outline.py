@@ -40,8 +40,6 @@ from device.spacing import PixelSpacing
 
 log = logging.getLogger(__name__)
 
-DESCRIPTORS = DESCRIPTOR_NAMES
-
 
 class Withheld(StrEnum):
     """Why no outline was looked for."""
@@ -78,7 +76,7 @@ class LesionResult:
             "spacing_mm": [self.spacing.x_mm, self.spacing.y_mm] if o and self.spacing else None,
         }
         values = {"orientation": o.orientation, "shape": o.shape, "margin": o.margin} if o else {}
-        for name in DESCRIPTORS:
+        for name in DESCRIPTOR_NAMES:
             out[name] = {"value": values[name].value, "shown": name in self.shown} if o else None
         return out
 

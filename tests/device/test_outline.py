@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from device.crop import Box
+from device.model.bundle import DESCRIPTOR_NAMES as DESCRIPTORS
 from device.model.bundle import SegmentationSpec, load_bundle
 from device.model.preprocess import prepare
-from device.outline import DESCRIPTORS, Segmenter, keep_region_under_roi
+from device.outline import Segmenter, keep_region_under_roi
 from device.spacing import PixelSpacing
 from model_build.outline_descriptors import DISPLAY_MIN_KAPPA
 from tests.bundle_copies import copy_bundle, rewrite_manifest
