@@ -6,17 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from device.model.bundle import Manifest
+from model_build.figure_text import ci_text as _ci
 from model_build.report import BuildReport
 from model_build.segmentation_card import outline_section, with_outline_section
-
-
-def _ci(entry: dict[str, Any] | None) -> str:
-    if not entry or entry.get("value") is None:
-        return "n/a"
-    lo, hi = entry.get("ci95") or (None, None)
-    if lo is None or hi is None:
-        return f"{entry['value']:.3f}"
-    return f"{entry['value']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def _chosen_weights(history: dict[str, Any]) -> str:

@@ -40,6 +40,7 @@ from device.model.bundle import (
 )
 from device.selftest import record_segmentation_reference
 from model_build.export import identify_outputs, int8_runner
+from model_build.figure_text import ci_text
 from model_build.segmentation import SegTrainConfig, build_segmenter, check_resolution, export_model, predict_float, train_segmenter
 from model_build.segmentation_card import CARD_FILE, fold_headline, outline_section, with_outline_section
 from model_build.segmentation_data import SegData, SegSplit, load_segmentation, split_segmentation
@@ -324,10 +325,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _ci(entry: dict[str, Any], digits: int = 3) -> str:
-    value, (lo, hi) = entry["value"], entry["ci95"]
-    if value is None or not np.isfinite(value):
-        return "–"
-    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return ci_text(entry, digits, missing="–")
 
 
 def _table(evaluation: dict[str, Any]) -> list[str]:

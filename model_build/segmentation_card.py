@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from device.model.bundle import SegmentationSpec
+from model_build.figure_text import ci_text as _ci
 
 HEADING = "## Lesion outline (segmentation model)"
 CARD_FILE = "MODEL_CARD.md"
@@ -22,11 +23,6 @@ FOLD_BAR_DICE = 0.75  # issue 16's bar for each leave-one-source-out part
 
 class CardError(ValueError):
     """A fold report that cannot be read (names the file)."""
-
-
-def _ci(entry: dict[str, Any], digits: int = 3) -> str:
-    low, high = entry["ci95"]
-    return f"{entry['value']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def fold_headline(fold: Path) -> dict[str, Any]:
