@@ -36,6 +36,7 @@ MODEL_BUILD_MAY_USE_FROM_DEVICE = {
     "device.lesion_shape",
     "device.spacing",
     "device.outline",
+    "device.quality",  # the engine's quality gate, relaxed where a study scores probabilities, not decisions
 }
 DEVICE_NETWORK_CODE = ("device/link/",)
 
