@@ -2,13 +2,15 @@
 
 Issue 16 asks whether classifying the region the segmentation model outlines (rather than the whole frame) helps
 the leave-one-source-out classification figures, and to adopt it only if it does. This scores a held-out source
-through the device's own path three ways, with a classifier fold and a segmentation fold that both held that
+through the device's own path four ways, with a classifier fold and a segmentation fold that both held that
 source out:
 
 * ``whole``: ``Classifier.classify(frame)``, what the device does today;
 * ``region``: the outlined lesion's box, widened (:func:`region_around`), classified as a clinician's ROI
   (``classify(frame, roi=…)``); a frame with no outline keeps its whole-frame probabilities;
-* ``mean``: the mean of the two (the whole frame's context and the lesion's close-up).
+* ``mean``: the mean of the two (the whole frame's context and the lesion's close-up);
+* ``true_region``: the same region cut around the reference mask instead of the outline (the upper bound a perfect
+  outline would give); frames without a mask keep their whole-frame result.
 
 Each is written as a study fold (``<out>/<way>/report/external_predictions.csv``, full images only), so
 ``model_build compare --baseline <out>/whole --candidate <out>/region`` measures the difference paired.
@@ -25,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from device.crop import Box
+from model_build.data import Sample
+from model_build.lesion_views import mask_path, read_mask
 from model_build.operating_modes import LABELS, PREDICTIONS_FILE, StudyError
 
 log = logging.getLogger(__name__)
 
-WAYS = ("whole", "region", "mean")
+WAYS = ("whole", "region", "mean", "true_region")
 REGION_GROWTH = 1.3  # the outline's box widened as the training's lesion-centred views are (model_build.lesion_views)
 REGION_MIN_FRACTION = 0.6  # and never smaller than a tap's square (ui.live_view.SEED_FRACTION of the shorter side)
 
@@ -39,6 +43,7 @@ class RegionScoring:
     folds: dict[str, Path]  # way -> fold directory
     images: int
     outlined: int  # frames the segmentation model outlined a lesion on (the others keep the whole frame)
+    with_mask: int  # frames with a reference lesion mask (``true_region``)
 
 
 def region_around(box: tuple[int, int, int, int], frame_shape: tuple[int, int]) -> Box:
@@ -56,7 +61,7 @@ def region_around(box: tuple[int, int, int, int], frame_shape: tuple[int, int]) 
 
 
 def score_on_regions(bundle_dir: Path, segmentation_dir: Path, roots: Sequence[Path], out_dir: Path) -> RegionScoring:
-    """Score every full image of ``roots`` the three ways (module docstring) and write one fold per way."""
+    """Score every full image of ``roots`` the four ways (module docstring) and write one fold per way."""
     from device.engine import Classifier
     from device.imageio import decode_image_file
     from device.model.bundle import load_bundle
@@ -67,7 +72,8 @@ def score_on_regions(bundle_dir: Path, segmentation_dir: Path, roots: Sequence[P
 
     if tuple(load_bundle(bundle_dir).manifest.labels) != LABELS:
         raise StudyError(f"bundle {bundle_dir}: labels are not {LABELS}")
-    samples = [s for root in roots for s in scan_source(root)[0] if s.view == "full"]
+    found = [(Path(root), s) for root in roots for s in scan_source(root)[0] if s.view == "full"]
+    samples = [s for _, s in found]
     if not samples:
         raise StudyError(f"no image in {', '.join(map(str, roots))}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,17 +81,21 @@ def score_on_regions(bundle_dir: Path, segmentation_dir: Path, roots: Sequence[P
         # probabilities are what is scored: no frame may be withheld as inconclusive for low confidence
         classifier = Classifier(packed, threads=2, limits=QualityLimits(min_confidence=0.0))
         probs = {way: np.zeros((len(samples), len(LABELS))) for way in WAYS}
-        outlined = 0
-        for i, sample in enumerate(samples):
+        outlined = with_mask = 0
+        for i, (root, sample) in enumerate(found):
             frame = decode_image_file(sample.path)
+            shape = (frame.shape[0], frame.shape[1])
             whole = classifier.classify(frame)
-            probs["whole"][i] = [whole.probabilities[k] for k in LABELS]
-            probs["region"][i] = probs["whole"][i]
+            probs["whole"][i] = probs["region"][i] = probs["true_region"][i] = [whole.probabilities[k] for k in LABELS]
             if whole.lesion is not None and whole.lesion.outline is not None:
                 outlined += 1
-                roi = region_around(whole.lesion.outline.box, (frame.shape[0], frame.shape[1]))
-                region = classifier.classify(frame, roi=roi, outline=False)
+                region = classifier.classify(frame, roi=region_around(whole.lesion.outline.box, shape), outline=False)
                 probs["region"][i] = [region.probabilities[k] for k in LABELS]
+            truth = _mask_box(root, sample, shape)
+            if truth is not None:
+                with_mask += 1
+                true_region = classifier.classify(frame, roi=region_around(truth, shape), outline=False)
+                probs["true_region"][i] = [true_region.probabilities[k] for k in LABELS]
             if (i + 1) % 200 == 0:
                 log.info("%d of %d images scored, %d outlined", i + 1, len(samples), outlined)
     probs["mean"] = (probs["whole"] + probs["region"]) / 2
@@ -96,5 +106,17 @@ def score_on_regions(bundle_dir: Path, segmentation_dir: Path, roots: Sequence[P
         path = folds[way] / PREDICTIONS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         write_predictions(path, samples, groups, probs[way], LABELS)
-    log.info("scored %d image(s) three ways; %d outlined", len(samples), outlined)
-    return RegionScoring(folds, len(samples), outlined)
+    log.info("scored %d image(s) %d ways; %d outlined, %d with a mask", len(samples), len(WAYS), outlined, with_mask)
+    return RegionScoring(folds, len(samples), outlined, with_mask)
+
+
+def _mask_box(root: Path, sample: Sample, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The reference mask's box (x, y, width, height) for a lesion image, or None (no mask, empty, or another size)."""
+    if sample.label == "normal":
+        return None
+    path = mask_path(root, sample.path.name, sample.meta("mask") or None)
+    mask = read_mask(path) if path is not None and path.is_file() else None
+    if mask is None or not mask.any() or mask.shape != shape:
+        return None
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)

@@ -2,7 +2,8 @@
 classifier and the hand-weighted tiny segmentation model through the device's Classifier: the region grows an
 outline's box to the training's lesion-centred size and stays inside the frame; each frame's ``whole`` row is the
 device's whole-frame result, its ``region`` row the device's result on that ROI (the whole frame's when nothing is
-outlined), ``mean`` their mean; the three folds read back for ``compare``; a bad segmentation folder is refused by
+outlined), ``mean`` their mean, ``true_region`` the ROI around the reference mask (the whole frame's without one);
+the folds read back for ``compare``; a bad segmentation folder is refused by
 the real command, named, and nothing is written."""
 
 from __future__ import annotations
@@ -39,16 +40,26 @@ def test_the_region_grows_the_box_and_stays_in_the_frame() -> None:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A class-folder source: frames with one bright lesion each, and lesion-free (dark) normals."""
+    """A source laid out as BUS-BRA is (``images/``, ``labels.csv``, ``masks/mask_<id>.png``): frames with one bright
+    lesion each, the benign ones with a reference mask, and lesion-free (dark) normals."""
     root = tmp_path_factory.mktemp("held") / "held"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rows = ["filename,label,patient_id"]
     for label, count in (("benign", 3), ("malignant", 3), ("normal", 2)):
-        (root / label).mkdir(parents=True)
         for i in range(count):
+            ident = f"{label[0]}{i}"
             if label == "normal":
                 frame = lesion_frame(120, 160, (80, 60), (1, 1), seed=i, lesion=50)  # no bright region: nothing outlined
             else:
                 frame = lesion_frame(120, 160, (40 + 30 * i, 60), (12 + 4 * i, 9), seed=i)
-            cv2.imwrite(str(root / label / f"{label}-{i}.png"), frame)
+            if label == "benign":
+                mask = np.zeros_like(frame)
+                cv2.ellipse(mask, (40 + 30 * i, 60), (12 + 4 * i, 9), 0, 0, 360, 255, -1)
+                cv2.imwrite(str(root / "masks" / f"mask_{ident}.png"), mask)
+            cv2.imwrite(str(root / "images" / f"bus_{ident}.png"), frame)
+            rows.append(f"bus_{ident}.png,{label},{ident}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
 
 
@@ -65,13 +76,14 @@ def test_each_way_is_the_devices_result(tiny_bundle_dir: Path, source: Path, tmp
 
     seg = build_tiny_segmentation(tmp_path / "seg")
     result = score_on_regions(tiny_bundle_dir, seg, [source], tmp_path / "out")
-    assert (result.images, result.outlined) == (8, 6)
+    assert (result.images, result.outlined, result.with_mask) == (8, 6, 3)
     rows = {way: _rows(fold) for way, fold in result.folds.items()}
-    assert all(len(r) == 8 for r in rows.values())
+    assert set(rows) == {"whole", "region", "mean", "true_region"} and all(len(r) == 8 for r in rows.values())
 
     classifier = Classifier(pack_segmentation(tiny_bundle_dir, seg, tmp_path / "packed"), threads=1, limits=QualityLimits(min_confidence=0.0))
     for name, whole in rows["whole"].items():
         frame = decode_image_file(source / name)
+        label = {"b": "benign", "m": "malignant", "n": "normal"}[Path(name).stem[4]]
         device = classifier.classify(frame)
         assert whole == pytest.approx([device.probabilities[k] for k in ("normal", "benign", "malignant")], abs=2e-6)
         if device.lesion is not None and device.lesion.outline is not None:
@@ -79,7 +91,15 @@ def test_each_way_is_the_devices_result(tiny_bundle_dir: Path, source: Path, tmp
             on_roi = classifier.classify(frame, roi=roi, outline=False)
             assert rows["region"][name] == pytest.approx([on_roi.probabilities[k] for k in ("normal", "benign", "malignant")], abs=2e-6)
         else:
-            assert name.startswith("normal/") and rows["region"][name] == whole
+            assert label == "normal" and rows["region"][name] == whole
+        if label == "benign":
+            mask = cv2.imread(str(source / "masks" / f"mask_{Path(name).stem[4:]}.png"), cv2.IMREAD_GRAYSCALE) > 0
+            ys, xs = np.nonzero(mask)
+            box = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+            on_truth = classifier.classify(frame, roi=region_around(box, frame.shape[:2]), outline=False)
+            assert rows["true_region"][name] == pytest.approx([on_truth.probabilities[k] for k in ("normal", "benign", "malignant")], abs=2e-6)
+        else:
+            assert rows["true_region"][name] == whole  # no reference mask: the whole frame's result
         assert rows["mean"][name] == pytest.approx(list((np.array(whole) + np.array(rows["region"][name])) / 2), abs=2e-6)
     assert rows["region"] != rows["whole"]  # the ROI changed what the classifier saw
     assert compare_folds(result.folds["whole"], result.folds["region"], n_boot=20).lesions == 6
