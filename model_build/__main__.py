@@ -107,11 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--fold", action="append", required=True, type=Path, help="a fold directory; repeat (two or more)")
     e.add_argument("--out", required=True, type=Path, help="fold directory to write (report/external_predictions.csv)")
     e.add_argument("-v", "--verbose", action="store_true")
-    rs = sub.add_parser("region-score", help="a held-out source scored on the whole frame, on the outlined lesion's region, and their mean")
+    rs = sub.add_parser("region-score", help="a held-out source scored on the whole frame, the outlined region, their mean, the true mask's region")
     rs.add_argument("--bundle", required=True, type=Path, help="a classifier fold that held the source out")
     rs.add_argument("--segmentation", required=True, type=Path, help="a `segment --external-test` output that held it out too")
     rs.add_argument("--data", action="append", required=True, type=Path, help="the held-out source; repeat")
-    rs.add_argument("--out", required=True, type=Path, help="writes OUT/whole, OUT/region, OUT/mean as study folds")
+    rs.add_argument("--out", required=True, type=Path, help="writes OUT/whole, OUT/region, OUT/mean, OUT/true_region as study folds")
     rs.add_argument("-v", "--verbose", action="store_true")
     t = sub.add_parser("two-views", help="the lesion-level rule of two views measured on BUS-BRA's two-view test patients")
     t.add_argument("--bundle", required=True, type=Path, help="a built bundle (with report/split.csv)")
@@ -271,7 +271,10 @@ def _region_score(args: argparse.Namespace) -> int:
     except (SonopiError, StudyError, PackError, OSError) as exc:
         logging.getLogger("model_build").error("region-score failed: %s", exc)
         return 2
-    print(f"{result.images} image(s), {result.outlined} outlined; folds: {', '.join(str(p) for p in result.folds.values())}")
+    print(
+        f"{result.images} image(s), {result.outlined} outlined, {result.with_mask} with a reference mask; "
+        f"folds: {', '.join(str(p) for p in result.folds.values())}"
+    )
     return 0
 
 

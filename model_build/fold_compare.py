@@ -24,25 +24,9 @@ import numpy as np
 
 from device.model.operating_point import max_threshold
 from model_build.evaluate import binary_auc, grouped_bootstrap
-from model_build.operating_modes import LABELS, MODE_TARGETS, PREDICTIONS_FILE, StudyError
+from model_build.operating_modes import COLUMNS, MODE_TARGETS, PREDICTIONS_FILE, FoldPredictions, Key, StudyError, read_fold
 
-PROBABILITY_COLUMNS = tuple(f"p_{name}" for name in LABELS)
-KEY_COLUMNS = ("source", "file", "view")
-COLUMNS = (*KEY_COLUMNS, "label", "group", *PROBABILITY_COLUMNS)
 TARGET_SENSITIVITY = MODE_TARGETS["balanced"]
-
-Key = tuple[str, str, str]
-
-
-@dataclass(frozen=True)
-class FoldPredictions:
-    """One fold's held-out rows, keyed by (source, file, view)."""
-
-    fold: Path
-    rows: dict[Key, dict[str, str]]
-
-    def probabilities(self, keys: Sequence[Key]) -> np.ndarray:
-        return np.array([[float(self.rows[k][c]) for c in PROBABILITY_COLUMNS] for k in keys])
 
 
 @dataclass(frozen=True)
@@ -77,35 +61,6 @@ class FoldComparison:
             f"malignant AUC: {self.auc.text(4)}",
             f"specificity at {TARGET_SENSITIVITY:.2f} sensitivity: {self.specificity_at_sensitivity.text(3)}",
         ]
-
-
-def read_fold(fold: Path) -> FoldPredictions:
-    """A fold's ``report/external_predictions.csv``, every column checked, each row keyed once."""
-    path = Path(fold) / PREDICTIONS_FILE
-    if not path.is_file():
-        raise StudyError(f"fold {fold}: no {PREDICTIONS_FILE} (was it built with --external-test, or scored?)")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = set(COLUMNS) - set(reader.fieldnames or ())
-        if missing:
-            raise StudyError(f"{path}: missing column(s) {sorted(missing)}")
-        rows: dict[Key, dict[str, str]] = {}
-        for line, row in enumerate(reader, start=2):
-            key = (row["source"], row["file"], row["view"])
-            if key in rows:
-                raise StudyError(f"{path} line {line}: {key} appears twice")
-            if row["label"] not in LABELS:
-                raise StudyError(f"{path} line {line}: label {row['label']!r} is not one of {LABELS}")
-            try:
-                values = [float(row[c]) for c in PROBABILITY_COLUMNS]
-            except ValueError:
-                raise StudyError(f"{path} line {line}: a probability is not a number: {[row[c] for c in PROBABILITY_COLUMNS]}") from None
-            if not all(0.0 <= v <= 1.0 for v in values):
-                raise StudyError(f"{path} line {line}: probabilities {values} are not in [0, 1]")
-            rows[key] = row
-    if not rows:
-        raise StudyError(f"{path}: no rows")
-    return FoldPredictions(Path(fold), rows)
 
 
 def _same_images(folds: Sequence[FoldPredictions]) -> list[Key]:

@@ -33,6 +33,7 @@ from model_build.lesion_views import LESION_FREE
 
 if TYPE_CHECKING:
     from device.model.bundle import ModelBundle
+    from model_build.data import Sample
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ LABELS = ("normal", "benign", "malignant")
 MODE_TARGETS = {"high_sensitivity": 0.97, "balanced": 0.90, "high_specificity": 0.80}  # sensitivity on every held-out source
 DEFAULT_MODE = "balanced"
 CATEGORIES = ("no_lesion", "low_suspicion", "suspicious")
+PROBABILITY_COLUMNS = tuple(f"p_{name}" for name in LABELS)
+KEY_COLUMNS = ("source", "file", "view")
+COLUMNS = (*KEY_COLUMNS, "label", "group", *PROBABILITY_COLUMNS)
 
 
 class StudyError(ValueError):
@@ -70,29 +74,63 @@ class HeldOutScores:
         return 1.0 - self.probs[:, 0]
 
 
+Key = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class FoldPredictions:
+    """One fold's held-out rows, keyed by (source, file, view)."""
+
+    fold: Path
+    rows: dict[Key, dict[str, str]]
+
+    def probabilities(self, keys: Sequence[Key]) -> np.ndarray:
+        return np.array([[float(self.rows[k][c]) for c in PROBABILITY_COLUMNS] for k in keys])
+
+
+def read_fold(fold: Path) -> FoldPredictions:
+    """A fold's ``report/external_predictions.csv``, every column checked, each row keyed once."""
+    path = Path(fold) / PREDICTIONS_FILE
+    if not path.is_file():
+        raise StudyError(f"fold {fold}: no {PREDICTIONS_FILE} (was it built with --external-test, or scored?)")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = set(COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise StudyError(f"{path}: missing column(s) {sorted(missing)}")
+        rows: dict[Key, dict[str, str]] = {}
+        for line, row in enumerate(reader, start=2):
+            key = (row["source"], row["file"], row["view"])
+            if key in rows:
+                raise StudyError(f"{path} line {line}: {key} appears twice")
+            if row["label"] not in LABELS:
+                raise StudyError(f"{path} line {line}: label {row['label']!r} is not one of {LABELS}")
+            try:
+                values = [float(row[c]) for c in PROBABILITY_COLUMNS]
+            except ValueError:
+                raise StudyError(f"{path} line {line}: a probability is not a number: {[row[c] for c in PROBABILITY_COLUMNS]}") from None
+            if not all(0.0 <= v <= 1.0 for v in values):
+                raise StudyError(f"{path} line {line}: probabilities {values} are not in [0, 1]")
+            rows[key] = row
+    if not rows:
+        raise StudyError(f"{path}: no rows")
+    return FoldPredictions(Path(fold), rows)
+
+
 def read_folds(fold_dirs: Sequence[Path]) -> HeldOutScores:
-    """Pool the folds' ``report/external_predictions.csv``. Each source may be held out by one fold only."""
+    """Pool the folds' ``report/external_predictions.csv`` (each read by :func:`read_fold`). Each source may be held
+    out by one fold only."""
     columns: dict[str, list[Any]] = {k: [] for k in ("source", "view", "label", "group", "probs", "fold")}
     owner: dict[str, str] = {}
     for fold in fold_dirs:
-        path = Path(fold) / PREDICTIONS_FILE
-        if not path.is_file():
-            raise StudyError(f"fold {fold}: no {PREDICTIONS_FILE} (was it built with --external-test?)")
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        needed = {"source", "view", "label", "group", *(f"p_{k}" for k in LABELS)}
-        if not rows or needed - set(rows[0]):
-            raise StudyError(f"{path}: empty or missing column(s) {sorted(needed - set(rows[0] if rows else {}))}")
-        for row in rows:
+        for row in read_fold(fold).rows.values():
             if owner.setdefault(row["source"], str(fold)) != str(fold):
                 raise StudyError(f"source {row['source']!r} is held out by two folds: {owner[row['source']]} and {fold}")
-            if row["label"] not in LABELS:
-                raise StudyError(f"{path}: label {row['label']!r} is not one of {LABELS}")
             columns["source"].append(row["source"])
             columns["view"].append(row["view"])
             columns["label"].append(row["label"])
             columns["group"].append(f"{Path(fold).name}:{row['group']}")
-            columns["probs"].append([float(row[f"p_{k}"]) for k in LABELS])
+            columns["probs"].append([float(row[c]) for c in PROBABILITY_COLUMNS])
             columns["fold"].append(Path(fold).name)
     return HeldOutScores(*(np.array(columns[k]) for k in ("source", "view", "label", "group", "probs", "fold")))
 
@@ -333,6 +371,11 @@ def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> ModelBundle:
     )
 
 
+def scored_group(sample: Sample) -> str:
+    """A scored image's bootstrap group in a fold written by ``score`` / ``region-score``: its patient, else its file."""
+    return f"{sample.source}:patient:{sample.patient_id}" if sample.patient_id else f"{sample.source}:file:{sample.path.name}"
+
+
 def score_sources(bundle_dir: Path, roots: Sequence[Path], out_dir: Path, mirror: bool = False) -> Path:
     """Score whole sources (with their lesion-free views) with a bundle's int8 model, as a fold of the study.
 
@@ -355,7 +398,7 @@ def score_sources(bundle_dir: Path, roots: Sequence[Path], out_dir: Path, mirror
     probs = bundle_probabilities(bundle, pixels)  # the device's runner and rule, a site head included
     if mirror:
         probs = (probs + bundle_probabilities(bundle, np.ascontiguousarray(pixels[:, :, ::-1]))) / 2
-    groups = np.array([f"{s.source}:patient:{s.patient_id}" if s.patient_id else f"{s.source}:file:{s.path.name}" for s in samples])
+    groups = np.array([scored_group(s) for s in samples])
     path = Path(out_dir) / PREDICTIONS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     write_predictions(path, samples, groups, probs, LABELS)

@@ -29,7 +29,7 @@ import numpy as np
 from device.crop import Box
 from model_build.data import Sample
 from model_build.lesion_views import mask_path, read_mask
-from model_build.operating_modes import LABELS, PREDICTIONS_FILE, StudyError
+from model_build.operating_modes import LABELS, PREDICTIONS_FILE, StudyError, scored_group
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +64,19 @@ def score_on_regions(bundle_dir: Path, segmentation_dir: Path, roots: Sequence[P
     """Score every full image of ``roots`` the four ways (module docstring) and write one fold per way."""
     from device.engine import Classifier
     from device.imageio import decode_image_file
-    from device.model.bundle import load_bundle
     from device.quality import QualityLimits
     from model_build.data import scan_source
     from model_build.pipeline import write_predictions
     from model_build.segmentation_build import pack_segmentation
 
-    if tuple(load_bundle(bundle_dir).manifest.labels) != LABELS:
-        raise StudyError(f"bundle {bundle_dir}: labels are not {LABELS}")
     found = [(Path(root), s) for root in roots for s in scan_source(root)[0] if s.view == "full"]
     samples = [s for _, s in found]
     if not samples:
         raise StudyError(f"no image in {', '.join(map(str, roots))}")
     with tempfile.TemporaryDirectory() as tmp:
         packed = pack_segmentation(bundle_dir, segmentation_dir, Path(tmp) / "bundle")
+        if tuple(packed.manifest.labels) != LABELS:
+            raise StudyError(f"bundle {bundle_dir}: labels {packed.manifest.labels}, the study needs {LABELS}")
         # probabilities are what is scored: no frame may be withheld as inconclusive for low confidence
         classifier = Classifier(packed, threads=2, limits=QualityLimits(min_confidence=0.0))
         probs = {way: np.zeros((len(samples), len(LABELS))) for way in WAYS}
@@ -99,7 +98,7 @@ def score_on_regions(bundle_dir: Path, segmentation_dir: Path, roots: Sequence[P
             if (i + 1) % 200 == 0:
                 log.info("%d of %d images scored, %d outlined", i + 1, len(samples), outlined)
     probs["mean"] = (probs["whole"] + probs["region"]) / 2
-    groups = np.array([f"{s.source}:patient:{s.patient_id}" if s.patient_id else f"{s.source}:file:{s.path.name}" for s in samples])
+    groups = np.array([scored_group(s) for s in samples])
     folds = {}
     for way in WAYS:
         folds[way] = Path(out_dir) / way

@@ -90,7 +90,8 @@ def table_cells_cut(table: QTableWidget) -> list[str]:
     named. A table scrolls vertically, not sideways, so a cut cell is text the user never sees."""
     metrics = QFontMetrics(table.font())
     style = table.style()
-    assert style is not None  # a widget always has one
+    if style is None:  # Qt gives every widget a style; typed Optional only
+        raise RuntimeError(f"{describe(table)} has no style to measure its cells with")
     margin = 2 * (style.pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, table) + 1)
     problems = []
     for row in range(table.rowCount()):

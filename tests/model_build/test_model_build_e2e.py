@@ -192,8 +192,7 @@ def test_device_engine_runs_the_bundle(tiny_build: Path, datasets: Path) -> None
     from device.quality import QualityLimits
 
     assert result.p_malignant is not None
-    plain = engine.Classifier(load_bundle(tiny_build), threads=1)
-    site = {"malignant": max(1e-6, 0.5 * min(result.p_malignant, plain.malignant_threshold))}
+    site = {"malignant": max(1e-6, 0.5 * min(result.p_malignant, result.thresholds["malignant"]))}  # the mode's, applied
     flagged = engine.Classifier(load_bundle(tiny_build), threads=1, thresholds=site, limits=QualityLimits(min_confidence=0.0)).classify(
         frame, heatmap=True
     )

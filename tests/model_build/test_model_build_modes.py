@@ -34,7 +34,7 @@ def _synthetic(root: Path, source: str, seed: int, shift: float) -> Path:
     rows = []
     for i in range(60):
         pm = float(np.clip(rng.uniform(0.2, 1.0) - shift, 0.001, 0.999))
-        rows.append((f"m{i}.png", "full", "malignant", 0.01, 0.99 - pm, pm))
+        rows.append((f"m{i}.png", "full", "malignant", 0.01, max(0.0, 0.99 - pm), pm))
     for i in range(80):
         pm = float(rng.uniform(0.0, 0.5))
         rows.append((f"b{i}.png", "full", "benign", 0.05, 0.95 - pm, pm))
@@ -61,7 +61,7 @@ def test_every_source_meets_each_modes_target(tmp_path: Path) -> None:
 def test_a_mode_misses_exactly_the_share_its_target_allows(tmp_path: Path) -> None:
     """10 cancers at 0.1 … 1.0: balanced (0.90) may miss one, so its threshold is the 2nd lowest, 0.2; high
     specificity (0.80) may miss two (0.3). ``(1 - 0.9) * 10`` is 0.999… in floating point: floored, it allowed none."""
-    rows = [(f"m{i}.png", "full", "malignant", 0.01, 0.99 - pm, pm) for i, pm in enumerate(np.linspace(0.1, 1.0, 10))]
+    rows = [(f"m{i}.png", "full", "malignant", 0.01, max(0.0, 0.99 - pm), pm) for i, pm in enumerate(np.linspace(0.1, 1.0, 10))]
     rows += [(f"b{i}.png", "full", "benign", 0.05, 0.95 - pm, pm) for i, pm in enumerate((0.05, 0.15, 0.25, 0.5))]
     thresholds = om.choose_mode_thresholds(om.read_folds([_fold(tmp_path, "a", rows)]))
     assert thresholds["balanced"] == pytest.approx(0.2) and thresholds["high_specificity"] == pytest.approx(0.3), thresholds
