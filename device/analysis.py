@@ -47,6 +47,7 @@ class AnalysisOptions:
     roi: Box | None = None  # in source pixels
     roi_mode: RoiMode = RoiMode.OVERRIDE  # or REFINE: auto-crop inside the ROI
     dicom_frame: int | None = None  # a cine file: this frame only
+    close_up: Box | None = None  # a clinician's ROI (drawn or tapped), checked against the scan region (device/close_up.py)
 
     @classmethod
     def from_config(cls, config: DeviceConfig) -> AnalysisOptions:
@@ -55,12 +56,13 @@ class AnalysisOptions:
         return cls(auto_crop=source.auto_crop, roi=roi, roi_mode=RoiMode(source.roi_mode), dicom_frame=source.dicom_frame)
 
     def with_roi(self, roi: Box | None) -> AnalysisOptions:
-        """These options with a clinician's ROI instead of the configured one (None keeps the configured one)."""
-        return self if roi is None else dataclasses.replace(self, roi=roi)
+        """These options with a clinician's ROI as the close-up (None: none). The configured ROI stays the scan
+        region's: the close-up's decision is checked against it (device/close_up.py)."""
+        return dataclasses.replace(self, close_up=roi)
 
     def classify_kwargs(self, heatmap: bool = False) -> dict[str, Any]:
         """Keyword arguments of :meth:`device.engine.Classifier.classify`."""
-        return {"auto_crop": self.auto_crop, "roi": self.roi, "roi_mode": self.roi_mode, "heatmap": heatmap}
+        return {"auto_crop": self.auto_crop, "roi": self.roi, "roi_mode": self.roi_mode, "close_up": self.close_up, "heatmap": heatmap}
 
 
 def quality_limits(section: QualitySection, manifest: Manifest) -> QualityLimits:
@@ -177,7 +179,8 @@ class Analyzer:
         self.options = AnalysisOptions.from_config(config)
 
     def classify(self, frame: Frame, *, roi: Box | None = None, heatmap: bool = False) -> Classification:
-        """``roi``: a clinician's, instead of the configured one (``AnalysisOptions.with_roi``). The frame's pixel
+        """``roi``: a clinician's, classified as a close-up checked against the scan region (``AnalysisOptions.with_roi``,
+        device/close_up.py). The frame's pixel
         spacing, when its source knows it, sizes the lesion outline in mm (device/outline.py)."""
         options = self.options.with_roi(roi)
         return self.classifier.classify(frame.image, spacing=frame.spacing, **options.classify_kwargs(heatmap))
@@ -249,6 +252,7 @@ class Analyzer:
             source=frame.origin,
             latency_ms=round(result.latency_ms, 3),
             lesion=LesionRecord.from_json(result.lesion.to_json(), f"lesion outline of {frame.origin}") if result.lesion is not None else None,
+            close_up=result.close_up,
             thumbnail=thumbnail,
         )
 

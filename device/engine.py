@@ -12,17 +12,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
 import numpy as np
 
+from device.close_up import CloseUpCheck
 from device.crop import Box, RoiMode
 from device.decision import MALIGNANT, Category, Decision, Mode, applied_threshold, decide
 from device.errors import BundleError
 from device.model.bundle import ModelBundle
-from device.model.preprocess import Placement, prepare
+from device.model.preprocess import Placement, Prepared, prepare
 from device.model.runtime import ModelRunner, probabilities
 from device.outline import LesionResult, Segmenter, withheld
 from device.quality import QualityLimits, confidence_problems, image_problems
@@ -48,6 +49,9 @@ class Classification:
     # the lesion outline (device/outline.py): None without a segmentation model or when not asked for (the live
     # score); withheld when inconclusive
     lesion: LesionResult | None = None
+    # with a clinician's ROI: both views' decisions and which one this result reports (device/close_up.py); the
+    # crop, probabilities and heat map are the deciding view's, ``roi`` the clinician's
+    close_up: CloseUpCheck | None = None
 
     @property
     def top_label(self) -> str:
@@ -64,6 +68,22 @@ class Classification:
     @property
     def mode(self) -> Mode | None:
         return self.assessment.mode if self.assessment else None
+
+
+@dataclass(frozen=True)
+class _View:
+    """How one view of a frame is cut and what is computed on it (``Classifier.classify``'s options)."""
+
+    auto_crop: bool
+    roi: Box | None
+    roi_mode: RoiMode | str
+    heatmap: bool
+    spacing: PixelSpacing | None
+
+
+def _assessment(result: Classification) -> Decision:
+    assert result.assessment is not None  # every Classifier result carries its decision
+    return result.assessment
 
 
 HEATMAP_FLOOR = 0.01  # the fixed heat-map scale: log10 from p = 1 % (0) to 100 % (255)
@@ -138,6 +158,7 @@ class Classifier:
         auto_crop: bool = True,
         roi: Box | None = None,
         roi_mode: RoiMode | str = RoiMode.OVERRIDE,
+        close_up: Box | None = None,
         heatmap: bool = False,
         outline: bool = True,
         spacing: PixelSpacing | None = None,
@@ -145,28 +166,39 @@ class Classifier:
         """Crop, check quality, preprocess, invoke, calibrate and decide; outline the lesion when the bundle has a
         segmentation model and ``outline`` (the live score, which shows none, passes False; ``spacing``: the frame's,
         for sizes in mm). Never raises for a bad frame: a frame unfit
-        for analysis gives an inconclusive result with the reasons (and no outline)."""
+        for analysis gives an inconclusive result with the reasons (and no outline).
+
+        ``roi``: the scan region's (the configured source ROI). ``close_up``: a clinician's ROI (drawn, or a tapped
+        lesion's square): both views are classified and the close-up's decision is reported unless the scan
+        region's is more concerning (device/close_up.py); the outline is the lesion under the close-up."""
         start = time.perf_counter()
-        prepared = prepare(frame, self.manifest.input, auto_crop=auto_crop, roi=roi, roi_mode=roi_mode)
+        view = _View(auto_crop=auto_crop, roi=roi, roi_mode=roi_mode, heatmap=heatmap, spacing=spacing)
+        if close_up is None:
+            result, _ = self._classify_view(frame, view, outline=outline)
+            return replace(result, latency_ms=(time.perf_counter() - start) * 1000.0)
+        scan, scan_prepared = self._classify_view(frame, view, outline=False)
+        near, _ = self._classify_view(frame, replace(view, roi=close_up), outline=False)
+        check = CloseUpCheck.of(_assessment(near), _assessment(scan))
+        chosen = scan if check.raised else near
+        lesion = self._outline(frame, scan_prepared, view, close_up, withhold=chosen.inconclusive) if outline else None
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        return replace(chosen, roi=close_up, lesion=lesion, close_up=check, latency_ms=latency_ms)
+
+    def _classify_view(self, frame: np.ndarray, view: _View, *, outline: bool) -> tuple[Classification, Prepared]:
+        """One view of ``frame`` (its crop as ``view`` says) classified, with its prepared pixels."""
+        prepared = prepare(frame, self.manifest.input, auto_crop=view.auto_crop, roi=view.roi, roi_mode=view.roi_mode)
         reasons = image_problems(prepared.crop.apply(frame), self.limits)  # colour check needs the original
-        raw_scores, features = self.invoke(self.input_tensor(prepared.pixels), with_features=heatmap)
+        raw_scores, features = self.invoke(self.input_tensor(prepared.pixels), with_features=view.heatmap)
         probabilities = self.probabilities(raw_scores)
         reasons += confidence_problems(probabilities, self.limits)
         labels = self.manifest.labels
         probs = {name: float(p) for name, p in zip(labels, probabilities)}
         assessment = self.assess(probs, inconclusive=bool(reasons))
         heat = None
-        if heatmap and features is not None and assessment.category is Category.SUSPICIOUS:
+        if view.heatmap and features is not None and assessment.category is Category.SUSPICIOUS:
             heat = self._heatmap(features, labels.index(MALIGNANT), assessment.p_malignant, prepared.placement, prepared.grey_crop.shape[:2])
-        lesion = None
-        if self.segmenter is not None and outline:
-            if reasons:
-                lesion = withheld()
-            else:
-                scan, same = self.segmenter.scan_region(frame, prepared, auto_crop=auto_crop, roi=roi, same_input=self._same_input)
-                lesion = self.segmenter.outline(scan, (frame.shape[0], frame.shape[1]), spacing=spacing, roi=roi, same_input=same)
-        latency_ms = (time.perf_counter() - start) * 1000.0
-        return Classification(
+        lesion = self._outline(frame, prepared, view, view.roi, withhold=bool(reasons)) if outline else None
+        result = Classification(
             probabilities=probs,
             label=None if reasons else assessment.label,
             decision=assessment.label,
@@ -174,12 +206,24 @@ class Classifier:
             reasons=tuple(reasons),
             thresholds=dict(self.thresholds),
             crop=prepared.crop,
-            roi=roi,
-            latency_ms=latency_ms,
+            roi=view.roi,
+            latency_ms=0.0,  # set by classify, which times the whole analysis
             heatmap=heat,
             assessment=assessment,
             lesion=lesion,
         )
+        return result, prepared
+
+    def _outline(self, frame: np.ndarray, prepared: Prepared, view: _View, roi: Box | None, *, withhold: bool) -> LesionResult | None:
+        """The lesion outline (None without a segmentation model; withheld for an inconclusive result). ``prepared``:
+        the classifier's view of the scan region (``view``), reused when it has no ROI; ``roi``: the region whose
+        lesion is kept (the close-up's, else the view's own)."""
+        if self.segmenter is None:
+            return None
+        if withhold:
+            return withheld()
+        scan, same = self.segmenter.scan_region(frame, prepared, auto_crop=view.auto_crop, roi=view.roi, same_input=self._same_input)
+        return self.segmenter.outline(scan, (frame.shape[0], frame.shape[1]), spacing=view.spacing, roi=roi, same_input=same)
 
     def assess(self, probabilities: dict[str, float], inconclusive: bool) -> Decision:
         """The category rule in this classifier's mode, with the site's threshold when it set one."""

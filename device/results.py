@@ -13,6 +13,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from device.clock import utc_now_iso
+from device.close_up import CloseUpCheck
 from device.errors import SonopiError
 from device.lesion_record import LesionRecord
 from device.link.delivery import Delivery
@@ -60,6 +61,9 @@ class ResultRecord:
     # the lesion outline (device/lesion_record.py): None when the bundle had no segmentation model (or the result was
     # stored before outlines); withheld when inconclusive; found False: no lesion outlined
     lesion: LesionRecord | None = None
+    # with a clinician's ROI: the close-up's and the scan region's decisions and which one this result is
+    # (device/close_up.py); None without one (or stored before the check)
+    close_up: CloseUpCheck | None = None
     thumbnail: bytes | None = None  # small JPEG
     seq: int | None = None  # per-device, monotonically increasing; assigned by the store
     delivery: str = Delivery.STORED  # a Delivery value (str: read back from the store as text)
@@ -96,6 +100,7 @@ class ResultRecord:
             "latency_ms": self.latency_ms,
             "delivery": self.delivery,
             "lesion": self.lesion.to_json() if self.lesion is not None else None,
+            "close_up": self.close_up.to_json() if self.close_up is not None else None,
         }
 
 

@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from device.clock import to_iso, utc_now_iso
 from device.errors import StoreError
+from device.close_up import CloseUpCheck, CloseUpCheckError
 from device.lesion_record import LesionRecord, LesionRecordError
 from device.lesions import Lesion, LesionError, LesionView, check_same_lesion, group_lesions
 from device.link.corrections import (
@@ -52,7 +53,7 @@ from device.results import Exam, ResultRecord
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # 2: category, p_malignant, mode, clock, age; 3: lesion_views; 4: lesion (added to an older file on open)
+SCHEMA_VERSION = 5  # 2: category, p_malignant, mode, clock, age; 3: lesion_views; 4: lesion; 5: close_up (added to an older file on open)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -83,6 +84,7 @@ CREATE TABLE IF NOT EXISTS results (
     source         TEXT,
     latency_ms     REAL,
     lesion         TEXT,
+    close_up       TEXT,
     thumbnail      BLOB,
     delivery       TEXT NOT NULL DEFAULT 'stored' CHECK (delivery IN ('stored', 'sent', 'acked')),
     sent_at        TEXT,
@@ -160,7 +162,7 @@ BEGIN SELECT RAISE(ABORT, 'corrections are append-only'); END;
 
 # Added to an older file on open (NULL for the results already stored): schema 2's category columns, then the
 # exam's clock position and the patient's age (added to schema 2 before its release; a file written by the first
-# schema-2 code has the category columns and gains these two); schema 4's lesion outline.
+# schema-2 code has the category columns and gains these two); schema 4's lesion outline; schema 5's close-up check.
 _ADDED_COLUMNS = (
     ("category", "TEXT"),
     ("p_malignant", "REAL"),
@@ -168,10 +170,16 @@ _ADDED_COLUMNS = (
     ("clock", "INTEGER CHECK (clock BETWEEN 1 AND 12 OR clock IS NULL)"),
     ("age", "INTEGER CHECK (age BETWEEN 0 AND 130 OR age IS NULL)"),
     ("lesion", "TEXT"),  # schema 4: the lesion outline as one JSON object (device/lesion_record.py), NULL before
+    ("close_up", "TEXT"),  # schema 5: a clinician's ROI checked against the scan region (device/close_up.py), NULL before
 )
 # schema 4: the outline is a finding too (its own trigger: an older file's results_never_overwritten predates it)
 _LESION_TRIGGER = (
     "CREATE TRIGGER IF NOT EXISTS results_lesion_never_overwritten BEFORE UPDATE OF lesion ON results "
+    "BEGIN SELECT RAISE(ABORT, 'a stored result is never overwritten: store a correction'); END"
+)
+# schema 5: so is the close-up check
+_CLOSE_UP_TRIGGER = (
+    "CREATE TRIGGER IF NOT EXISTS results_close_up_never_overwritten BEFORE UPDATE OF close_up ON results "
     "BEGIN SELECT RAISE(ABORT, 'a stored result is never overwritten: store a correction'); END"
 )
 
@@ -207,6 +215,7 @@ EXPORT_FIELDS = (
     "latency_ms",
     "delivery",
     "lesion",
+    "close_up",
 )
 
 
@@ -260,12 +269,13 @@ class ResultStore:
             raise StoreError(f"result store {self.path}: schema version {row[0]} is newer than this software ({SCHEMA_VERSION})")
         have = {r[1] for r in self._db.execute("PRAGMA table_info(results)")}
         missing = [(name, kind) for name, kind in _ADDED_COLUMNS if name not in have]
-        if row is not None and int(row[0]) == SCHEMA_VERSION and not missing:  # (a schema-4 file has its trigger)
+        if row is not None and int(row[0]) == SCHEMA_VERSION and not missing:  # (a schema-5 file has its triggers)
             return  # nothing to write: a read-only file still opens
         with self._transaction() as db:  # -> 2: the columns a file lacks (_ADDED_COLUMNS), NULL for the results already stored
             for name, kind in missing:
                 db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
             db.execute(_LESION_TRIGGER)  # -> 4 (the column is among _ADDED_COLUMNS)
+            db.execute(_CLOSE_UP_TRIGGER)  # -> 5 (likewise)
             # -> 3: every result of an exam stored before lesions were grouped is a lesion of its own, numbered in order
             db.execute(
                 "INSERT INTO lesion_views (result_id, exam_id, lesion, grouped_at) "
@@ -737,6 +747,7 @@ _TO_COLUMN: dict[str, Callable[[Any], Any]] = {
     "crop": lambda v: _json_or_none(v),
     "roi": lambda v: _json_or_none(v),
     "lesion": lambda v: _lesion_text(v),
+    "close_up": lambda v: v.dumps() if v is not None else None,
 }
 _FROM_COLUMN: dict[str, Callable[[Any], Any]] = {
     "inconclusive": bool,
@@ -747,6 +758,7 @@ _FROM_COLUMN: dict[str, Callable[[Any], Any]] = {
     "roi": lambda t: _box_or_none(t),
     "thumbnail": lambda b: bytes(b) if b is not None else None,
     "lesion": lambda t: LesionRecord.from_text(t, "stored lesion") if t is not None else None,
+    "close_up": lambda t: CloseUpCheck.loads(t, "stored close_up") if t is not None else None,
 }
 _ASSIGNED_BY_STORE = ("seq", "delivery")  # never inserted: the row's rowid and the outbox state
 RESULT_FIELDS = tuple(f.name for f in fields(ResultRecord))
@@ -767,6 +779,8 @@ def _lesion_text(lesion: LesionRecord | None) -> str | None:
 
 
 def _record_to_row(record: ResultRecord) -> tuple[Any, ...]:
+    if record.close_up is not None:  # CloseUpCheckError: a result that would say one thing and keep another
+        record.close_up.check_agrees(record.category, record.p_malignant, f"result {record.result_id} close_up")
     return tuple(_TO_COLUMN[name](value) if name in _TO_COLUMN else value for name, value in ((name, getattr(record, name)) for name in _INSERTED))
 
 
@@ -775,7 +789,7 @@ def _row_to_record(row: Sequence[Any]) -> ResultRecord:
         return ResultRecord(
             **{name: _FROM_COLUMN[name](value) if name in _FROM_COLUMN else value for name, value in zip(RESULT_FIELDS, row, strict=True)}
         )
-    except LesionRecordError as exc:  # the one column validated when read: the file is damaged, name the result
+    except (LesionRecordError, CloseUpCheckError) as exc:  # the JSON columns validated when read: the file is damaged, name the result
         raise StoreError(f"result {row[RESULT_FIELDS.index('result_id')]}: {exc}") from exc
 
 
@@ -828,6 +842,6 @@ def _export_row(record: ResultRecord) -> dict[str, Any]:
     row = record.summary()
     model = row.pop("model")
     row.update(model_name=model["name"], model_version=model["version"], model_sha256=model["sha256"])
-    for key in ("reasons", "probabilities", "thresholds", "crop", "roi", "lesion"):
+    for key in ("reasons", "probabilities", "thresholds", "crop", "roi", "lesion", "close_up"):
         row[key] = json.dumps(row[key], ensure_ascii=False)
     return {key: row[key] for key in EXPORT_FIELDS}

@@ -26,6 +26,7 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
+from device.close_up import CloseUpCheck
 from device.decision import Category, Decision, Mode
 from device.engine import Classification
 from device.lesion_record import LesionRecord
@@ -169,6 +170,7 @@ class CardText:
     threshold: str = ""  # "Balanced mode: suspicious at ≥ 3%"
     figures: str = ""  # the mode's validated sensitivity/specificity, or "not validated"
     rate: str = ""  # the category's malignancy rate on held-out sources, or "not validated"
+    close_up: str = ""  # the result is the whole scan's: the clinician's region alone read less (device/close_up.py)
 
 
 def describe(classification: Classification, stored: ResultRecord | None, live: bool) -> CardText:
@@ -183,9 +185,21 @@ def describe(classification: Classification, stored: ResultRecord | None, live: 
     if d.site_threshold and d.spec is not None:  # a site threshold is judged against the spec's
         validated = d.spec.mode(d.mode).malignant_threshold
         threshold += f" (site setting; validated at {percent_pair(validated, validated)[1]})"
+    check = classification.close_up
+    close_up = close_up_text(check, d.malignant_threshold) if check is not None and check.raised else ""
     return CardText(
-        caption, HEADLINES[d.category], lesion_text(d), COLOURS[d.category], f"p(malignant) {p_text}", threshold, figures_text(d), rate_text(d)
+        caption, HEADLINES[d.category], lesion_text(d), COLOURS[d.category], f"p(malignant) {p_text}", threshold, figures_text(d), rate_text(d), close_up
     )
+
+
+def close_up_text(check: CloseUpCheck, malignant_threshold: float) -> str:
+    """Why a result with the clinician's region is the whole scan's (device/close_up.py): the region alone read less."""
+    alone = check.close_up
+    if alone.category is Category.INCONCLUSIVE:
+        read = "your region alone was inconclusive"
+    else:
+        read = f"your region alone read {HEADLINES[alone.category].lower()}, p(malignant) {percent_pair(alone.p_malignant, malignant_threshold)[0]}"
+    return f"Result of the whole scan: {read}. A region never lowers the result."
 
 
 def lesion_text(d: Decision) -> str:
@@ -386,10 +400,14 @@ class ResultCard(QFrame):
             MALIGNANT: ProbabilityBar(MALIGNANT, th, colour=theme.DANGER),
         }
         self.heat_note = _label(HEAT_ONLY_SUSPICIOUS)
+        self.close_up = _label("", None)  # first in the body: why the result is the whole scan's (CardText.close_up)
+        self.close_up.setStyleSheet(f"color: {theme.WARN};")
+        self.close_up.hide()
         self.lesion_size = _label("", None)  # the outline's size (mm only with a known spacing), or no outline
         self.lesion_descriptors = _label()  # the shown descriptors, labelled automatic
         self.lesion: LesionRecord | None = None
         for widget in (
+            self.close_up,
             self.lesion_size,
             self.lesion_descriptors,
             self.threshold,
@@ -479,6 +497,8 @@ class ResultCard(QFrame):
             self.rate.setText(text.rate)
             self.bars[LESION].set_value(d.p_lesion, d.lesion_threshold)
             self.bars[MALIGNANT].set_value(d.p_malignant, d.malignant_threshold)
+        self.close_up.setText(text.close_up)
+        self.close_up.setVisible(bool(text.close_up))
         suspicious = d is not None and conclusive and d.category is Category.SUSPICIOUS
         heatmap_available = heatmap_available and suspicious
         self.heatmap_button.setVisible(heatmap_available)
@@ -528,6 +548,7 @@ class ResultCard(QFrame):
         self.headline.setText(headline)
         self.headline.setStyleSheet(f"font-size: {self._headline_px}px;")
         self.detail.setText(detail or IDLE_HINT)
+        self.close_up.hide()
         self._conclusive(False)
         self.heatmap_button.setChecked(False)
         self.heatmap_button.hide()

@@ -25,10 +25,15 @@ def category_text(record: ResultRecord) -> str:
     return SHORT[category]
 
 
+WHOLE_SCAN = "from the whole scan"  # the clinician's region alone read less (device/close_up.py)
+
+
 def result_lines(record: ResultRecord) -> str:
-    """The category, with the frame's lesion outline on a second line when it has one (lesion_size_short)."""
+    """The category; below it, when the clinician's region alone read less, that the result is the whole scan's
+    (device/close_up.py); then the frame's lesion outline when it has one (lesion_size_short)."""
     size = lesion_size_short(record.lesion, None if record.inconclusive else _category(record))
-    return category_text(record) + (f"\n{size}" if size else "")
+    raised = record.close_up is not None and record.close_up.raised and not record.inconclusive
+    return category_text(record) + (f"\n{WHOLE_SCAN}" if raised else "") + (f"\n{size}" if size else "")
 
 
 def category_colour(record: ResultRecord) -> str:

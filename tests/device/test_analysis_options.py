@@ -52,5 +52,14 @@ def test_options_from_config_and_a_clinicians_roi() -> None:
     options = AnalysisOptions.from_config(config)
     assert options == AnalysisOptions(auto_crop=False, roi=Box(10, 20, 300, 200), roi_mode="refine", dicom_frame=2)
     drawn = Box(1, 2, 30, 40)
-    assert options.with_roi(drawn).roi == drawn and options.with_roi(None) == options  # a drawn ROI replaces it
-    assert options.classify_kwargs(heatmap=True) == {"auto_crop": False, "roi": Box(10, 20, 300, 200), "roi_mode": "refine", "heatmap": True}
+    # a drawn ROI is the close-up; the configured one stays the scan region's, which the close-up is checked against
+    assert options.with_roi(drawn).close_up == drawn and options.with_roi(drawn).roi == options.roi
+    assert options.with_roi(None) == options
+    assert options.classify_kwargs(heatmap=True) == {
+        "auto_crop": False,
+        "roi": Box(10, 20, 300, 200),
+        "roi_mode": "refine",
+        "close_up": None,
+        "heatmap": True,
+    }
+    assert options.with_roi(drawn).classify_kwargs()["close_up"] == drawn

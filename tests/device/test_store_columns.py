@@ -10,6 +10,8 @@ import sqlite3
 from dataclasses import fields
 from pathlib import Path
 
+from device.close_up import CloseUpCheck, Reading, View
+from device.decision import Category
 from device.lesion_record import LesionRecord
 from device.link.delivery import Delivery
 from device.results import ResultRecord
@@ -42,6 +44,7 @@ def test_a_record_with_every_field_set_comes_back_equal(tmp_path: Path) -> None:
         clock=3,
         age=54,
         lesion=LesionRecord.from_json(OUTLINE),
+        close_up=CloseUpCheck(View.CLOSE_UP, Reading(Category.INCONCLUSIVE, 0.7), Reading(Category.LOW_SUSPICION, 0.05)),
     )
     unset = [f.name for f in fields(ResultRecord) if getattr(record, f.name) in (None, (), {}) and f.name not in ("seq", "label")]
     assert unset == [], f"the round trip would not cover {unset}"

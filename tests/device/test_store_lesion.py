@@ -118,12 +118,14 @@ def test_a_schema_3_store_opens_and_gains_the_lesion_column(tmp_path: Path) -> N
         old = store.add(make_record(0))
     db = sqlite3.connect(path)  # the schema-3 file today's earlier build wrote: no lesion column, no lesion trigger
     db.execute("DROP TRIGGER results_lesion_never_overwritten")
+    db.execute("DROP TRIGGER results_close_up_never_overwritten")
     db.execute("ALTER TABLE results DROP COLUMN lesion")
+    db.execute("ALTER TABLE results DROP COLUMN close_up")
     db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     db.commit()
     db.close()
     with ResultStore(path) as store:
-        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "4"
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "5"
         assert store.get(old.result_id) == old and old.lesion is None
         new = store.add(make_record(1, lesion=LesionRecord.from_json(OUTLINE)))
         assert store.get(new.result_id).lesion == LesionRecord.from_json(OUTLINE)
