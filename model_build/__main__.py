@@ -113,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--data", action="append", required=True, type=Path, help="the held-out source; repeat")
     rs.add_argument("--out", required=True, type=Path, help="writes OUT/whole, OUT/region, OUT/mean, OUT/true_region as study folds")
     rs.add_argument("-v", "--verbose", action="store_true")
+    cu = sub.add_parser("close-up", help="the device's close-up rule against the whole frame and the close-up alone, on region-score folds")
+    cu.add_argument("--whole", required=True, type=Path, help="region-score's OUT/whole fold")
+    cu.add_argument("--close-up", required=True, type=Path, help="its close-up fold, e.g. OUT/region")
+    cu.add_argument("--bundle", required=True, type=Path, help="the bundle whose operating mode is applied, e.g. models/sonopi-lite0")
+    cu.add_argument("--mode", default="balanced", choices=["high_sensitivity", "balanced", "high_specificity"])
+    cu.add_argument("--out", type=Path, help="write the figures as JSON")
+    cu.add_argument("--bootstrap", type=int, default=1000)
+    cu.add_argument("-v", "--verbose", action="store_true")
     t = sub.add_parser("two-views", help="the lesion-level rule of two views measured on BUS-BRA's two-view test patients")
     t.add_argument("--bundle", required=True, type=Path, help="a built bundle (with report/split.csv)")
     t.add_argument("--data", action="append", required=True, help="the dataset roots the bundle was built from; repeat")
@@ -179,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fold_compare(args)
     if args.command == "region-score":
         return _region_score(args)
+    if args.command == "close-up":
+        return _close_up(args)
     if args.command == "two-views":
         return _two_views(args)
     if args.command == "segment":
@@ -275,6 +285,20 @@ def _region_score(args: argparse.Namespace) -> int:
         f"{result.images} image(s), {result.outlined} outlined, {result.with_mask} with a reference mask; "
         f"folds: {', '.join(str(p) for p in result.folds.values())}"
     )
+    return 0
+
+
+def _close_up(args: argparse.Namespace) -> int:
+    from device.errors import SonopiError
+    from model_build.close_up_study import run
+    from model_build.operating_modes import StudyError
+
+    try:
+        lines = run(args.whole, args.close_up, args.bundle, args.out, args.mode, args.bootstrap)
+    except (SonopiError, StudyError, OSError) as exc:
+        logging.getLogger("model_build").error("close-up failed: %s", exc)
+        return 2
+    print("\n".join(lines))
     return 0
 
 

@@ -63,7 +63,7 @@ class FoldComparison:
         ]
 
 
-def _same_images(folds: Sequence[FoldPredictions]) -> list[Key]:
+def same_images(folds: Sequence[FoldPredictions]) -> list[Key]:
     """The folds' common keys; they must hold the same images with the same labels and groups."""
     first = folds[0]
     for other in folds[1:]:
@@ -90,7 +90,7 @@ def specificity_at_sensitivity(p_malignant: np.ndarray, malignant: np.ndarray, t
 def compare_folds(baseline: Path, candidate: Path, n_boot: int = 1000, seed: int = 0) -> FoldComparison:
     """The candidate recipe against the baseline on the lesions both scored (full images), paired."""
     a, b = read_fold(baseline), read_fold(candidate)
-    keys = [k for k in _same_images([a, b]) if a.rows[k]["view"] == "full" and a.rows[k]["label"] != "normal"]
+    keys = [k for k in same_images([a, b]) if a.rows[k]["view"] == "full" and a.rows[k]["label"] != "normal"]
     if not keys:
         raise StudyError(f"folds {baseline} and {candidate}: no lesion (full image) to compare on")
     malignant = np.array([a.rows[k]["label"] == "malignant" for k in keys])
@@ -122,7 +122,7 @@ def ensemble_folds(folds: Sequence[Path], out_dir: Path) -> Path:
     if len(folds) < 2:
         raise StudyError(f"an ensemble needs two folds or more, got {len(folds)}")
     read = [read_fold(f) for f in folds]
-    keys = _same_images(read)
+    keys = same_images(read)
     mean = np.mean([r.probabilities(keys) for r in read], axis=0)
     path = Path(out_dir) / PREDICTIONS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

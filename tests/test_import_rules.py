@@ -31,6 +31,7 @@ MODEL_BUILD_MAY_USE_FROM_DEVICE = {
     "device.selftest",
     "device.engine",
     "device.decision",
+    "device.close_up",
     "device.head",
     "device.lesions",
     "device.lesion_shape",
