@@ -121,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     cu.add_argument("--out", type=Path, help="write the figures as JSON")
     cu.add_argument("--bootstrap", type=int, default=1000)
     cu.add_argument("-v", "--verbose", action="store_true")
+    ss = sub.add_parser("seed-spread", help="another training run's folds at a bundle's thresholds, beside the bundle's own figures")
+    ss.add_argument("--bundle", required=True, type=Path, help="a bundle with leave-one-source-out figures (modes --write)")
+    ss.add_argument("--fold", action="append", required=True, type=Path, help="a fold of the other run; repeat, one per held-out source")
+    ss.add_argument("--write", action="store_true", help="store it in report/metrics.json and rewrite MODEL_CARD.md")
+    ss.add_argument("--bootstrap", type=int, default=1000)
+    ss.add_argument("-v", "--verbose", action="store_true")
     t = sub.add_parser("two-views", help="the lesion-level rule of two views measured on BUS-BRA's two-view test patients")
     t.add_argument("--bundle", required=True, type=Path, help="a built bundle (with report/split.csv)")
     t.add_argument("--data", action="append", required=True, help="the dataset roots the bundle was built from; repeat")
@@ -189,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         return _region_score(args)
     if args.command == "close-up":
         return _close_up(args)
+    if args.command == "seed-spread":
+        return _seed_spread(args)
     if args.command == "two-views":
         return _two_views(args)
     if args.command == "segment":
@@ -299,6 +307,24 @@ def _close_up(args: argparse.Namespace) -> int:
         logging.getLogger("model_build").error("close-up failed: %s", exc)
         return 2
     print("\n".join(lines))
+    return 0
+
+
+def _seed_spread(args: argparse.Namespace) -> int:
+    from device.errors import SonopiError
+    from model_build.operating_modes import StudyError
+    from model_build.seed_spread import seed_spread, store_in_bundle, summary_lines
+
+    try:
+        result = seed_spread(args.bundle, args.fold, args.bootstrap)
+        if args.write:
+            store_in_bundle(args.bundle, result)
+    except (SonopiError, StudyError, OSError) as exc:
+        logging.getLogger("model_build").error("seed-spread failed: %s", exc)
+        return 2
+    print("\n".join(summary_lines(result)))
+    if args.write:
+        print(f"stored in {args.bundle / 'report' / 'metrics.json'} and {args.bundle / 'MODEL_CARD.md'}")
     return 0
 
 

@@ -209,7 +209,7 @@ def _ci_entry(value: float, ci: tuple[float, float], n: int) -> dict[str, Any]:
     }
 
 
-def _with_ci(
+def with_ci(
     scores: HeldOutScores, statistic: Callable[[HeldOutScores], dict[str, tuple[float, int]]], n_boot: int, seed: int
 ) -> dict[str, dict[str, Any]]:
     point = statistic(scores)
@@ -278,13 +278,13 @@ def study(fold_dirs: Sequence[Path], n_boot: int = 1000, seed: int = 0) -> dict[
     sources = sorted(set(scores.source.tolist()))
     modes: dict[str, Any] = {}
     for mode, t in thresholds.items():
-        per_source = {src: _with_ci(scores.subset(scores.source == src), mode_statistics(t), n_boot, seed) for src in sources}
+        per_source = {src: with_ci(scores.subset(scores.source == src), mode_statistics(t), n_boot, seed) for src in sources}
         modes[mode] = {
             "target_sensitivity": MODE_TARGETS[mode],
             "malignant_threshold": round(t, 6),
-            "figures": _with_ci(scores, mode_statistics(t), n_boot, seed),
+            "figures": with_ci(scores, mode_statistics(t), n_boot, seed),
             "per_source": per_source,
-            "categories": _with_ci(scores, category_statistics(t, lesion_threshold), n_boot, seed),
+            "categories": with_ci(scores, category_statistics(t, lesion_threshold), n_boot, seed),
         }
         log.info(
             "mode %s: threshold %.4f, pooled sensitivity %s specificity %s",
@@ -303,7 +303,7 @@ def study(fold_dirs: Sequence[Path], n_boot: int = 1000, seed: int = 0) -> dict[
             for src in sources
         },
         "lesion_threshold": round(lesion_threshold, 4),
-        "per_source": {src: _with_ci(scores.subset(scores.source == src), source_statistics, n_boot, seed) for src in sources},
+        "per_source": {src: with_ci(scores.subset(scores.source == src), source_statistics, n_boot, seed) for src in sources},
         "modes": modes,
         "default_mode": DEFAULT_MODE,
     }

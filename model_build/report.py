@@ -3,7 +3,7 @@ the CLI summary, the reader comparison, the re-validation and the operating-mode
 
 Every read is validated: a missing key or a value of the wrong kind raises :class:`ReportError` naming the file and
 the key (``evaluations.test_int8.all.headline``). The sections that other commands add later (``reader_baseline``,
-``revalidation``, ``leave_one_source_out``) and the per-subset metrics of :func:`model_build.evaluate.evaluate_split`
+``revalidation``, ``leave_one_source_out``, ``seed_spread``) and the per-subset metrics of :func:`model_build.evaluate.evaluate_split`
 stay JSON mappings, checked to be mappings; their own producers define them.
 
 :meth:`BuildReport.to_json` gives back what was read, key for key and in the same order (keys this version does not
@@ -68,6 +68,7 @@ class BuildReport:
     external_test: Section | None = None  # --external-test (absent from reports written before it)
     revalidation: Section | None = None  # model_build revalidate --write
     leave_one_source_out: Section | None = None  # model_build modes --write
+    seed_spread: Section | None = None  # model_build seed-spread --write
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as read
     key_order: tuple[str, ...] = field(default=(), compare=False, repr=False)  # the keys as read, in their order
 
@@ -98,6 +99,7 @@ class BuildReport:
             external_test=r.optional(top, "external_test", r.mapping),
             revalidation=r.optional(top, "revalidation", r.mapping),
             leave_one_source_out=r.optional(top, "leave_one_source_out", r.mapping),
+            seed_spread=r.optional(top, "seed_spread", r.mapping),
             extra={k: v for k, v in top.items() if k not in known},
             key_order=tuple(top),
         )
