@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from device.clock import to_iso, utc_now_iso
-from device.errors import StoreError
 from device.close_up import CloseUpCheck, CloseUpCheckError
+from device.errors import StoreError
 from device.lesion_record import LesionRecord, LesionRecordError
 from device.lesions import Lesion, LesionError, LesionView, check_same_lesion, group_lesions
 from device.link.corrections import (

@@ -59,7 +59,9 @@ def suspicious_by_way(whole: np.ndarray, close_up: np.ndarray, t: Thresholds) ->
     }
 
 
-def close_up_study(whole_fold: Path, close_up_fold: Path, bundle_dir: Path, mode: str = "balanced", n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def close_up_study(
+    whole_fold: Path, close_up_fold: Path, bundle_dir: Path, mode: str = "balanced", n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     """Sensitivity and specificity (on lesions, full images) of the three ways, with CIs."""
     whole, near = read_fold(whole_fold), read_fold(close_up_fold)
     keys = [k for k in same_images([whole, near]) if whole.rows[k]["view"] == "full" and whole.rows[k]["label"] != "normal"]
@@ -121,4 +123,3 @@ def run(whole_fold: Path, close_up_fold: Path, bundle_dir: Path, out: Path | Non
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return summary_lines(result)
-

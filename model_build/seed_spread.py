@@ -17,7 +17,7 @@ from typing import Any
 
 from device.model.bundle import edit_bundle, load_bundle
 from model_build.card import model_card_text
-from model_build.operating_modes import StudyError, with_ci, mode_statistics, read_folds, source_statistics
+from model_build.operating_modes import StudyError, mode_statistics, read_folds, source_statistics, with_ci
 from model_build.report import REPORT_FILE, read_report
 
 FIGURES = ("sensitivity", "specificity", "normals_called_malignant")

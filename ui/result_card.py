@@ -188,7 +188,15 @@ def describe(classification: Classification, stored: ResultRecord | None, live: 
     check = classification.close_up
     close_up = close_up_text(check, d.malignant_threshold) if check is not None and check.raised else ""
     return CardText(
-        caption, HEADLINES[d.category], lesion_text(d), COLOURS[d.category], f"p(malignant) {p_text}", threshold, figures_text(d), rate_text(d), close_up
+        caption,
+        HEADLINES[d.category],
+        lesion_text(d),
+        COLOURS[d.category],
+        f"p(malignant) {p_text}",
+        threshold,
+        figures_text(d),
+        rate_text(d),
+        close_up,
     )
 
 

@@ -20,8 +20,8 @@ from device.decision import Category
 from tests.ui.test_ui_exam_defects import open_window, stored
 from tests.ui.test_ui_tap_seed import tap_at
 from tests.ui_support import draw_roi, start_exam
-from ui.result_card import HEADLINES
 from ui.layout_check import layout_problems, table_cells_cut
+from ui.result_card import HEADLINES
 
 SIZES = [(800, 480), (1280, 720)]
 FRAME_H, FRAME_W = 480, 640
