@@ -109,8 +109,8 @@ class CloseUpCheck:
     def to_json(self) -> dict[str, Any]:
         return {"decided_by": self.decided_by.value, "close_up": self.close_up.to_json(), "scan": self.scan.to_json()}
 
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), sort_keys=True)
+    def to_text(self) -> str:
+        return json.dumps(self.to_json(), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, data: Any, where: str = "close_up") -> CloseUpCheck:
@@ -125,7 +125,7 @@ class CloseUpCheck:
         return cls(view, Reading.from_json(data["close_up"], f"{where}.close_up"), Reading.from_json(data["scan"], f"{where}.scan"))
 
     @classmethod
-    def loads(cls, text: str, where: str = "close_up") -> CloseUpCheck:
+    def from_text(cls, text: str, where: str = "close_up") -> CloseUpCheck:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

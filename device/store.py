@@ -747,7 +747,7 @@ _TO_COLUMN: dict[str, Callable[[Any], Any]] = {
     "crop": lambda v: _json_or_none(v),
     "roi": lambda v: _json_or_none(v),
     "lesion": lambda v: _lesion_text(v),
-    "close_up": lambda v: v.dumps() if v is not None else None,
+    "close_up": lambda v: v.to_text() if v is not None else None,
 }
 _FROM_COLUMN: dict[str, Callable[[Any], Any]] = {
     "inconclusive": bool,
@@ -758,7 +758,7 @@ _FROM_COLUMN: dict[str, Callable[[Any], Any]] = {
     "roi": lambda t: _box_or_none(t),
     "thumbnail": lambda b: bytes(b) if b is not None else None,
     "lesion": lambda t: LesionRecord.from_text(t, "stored lesion") if t is not None else None,
-    "close_up": lambda t: CloseUpCheck.loads(t, "stored close_up") if t is not None else None,
+    "close_up": lambda t: CloseUpCheck.from_text(t, "stored close_up") if t is not None else None,
 }
 _ASSIGNED_BY_STORE = ("seq", "delivery")  # never inserted: the row's rowid and the outbox state
 RESULT_FIELDS = tuple(f.name for f in fields(ResultRecord))

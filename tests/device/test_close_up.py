@@ -91,7 +91,7 @@ def test_the_rule(close_up: Category, scan: Category, scan_wins: bool) -> None:
 
 def test_the_check_reads_back_and_names_what_is_wrong() -> None:
     check = CloseUpCheck(View.SCAN, Reading(Category.NO_LESION, 0.01), Reading(Category.SUSPICIOUS, 0.4))
-    assert CloseUpCheck.loads(check.dumps()) == check and check.decided == check.scan
+    assert CloseUpCheck.from_text(check.to_text()) == check and check.decided == check.scan
     bad = [
         ({**check.to_json(), "decided_by": "roi"}, "close_up.decided_by: 'roi'"),
         ({**check.to_json(), "scan": {"category": "suspicious", "p_malignant": 1.5}}, r"close_up.scan.p_malignant: 1.5"),
