@@ -1,7 +1,9 @@
 """``python -m ui.tap_screenshots [OUT_DIR] [--model BUNDLE]``: tapping a lesion (docs/ui.md "Tap a lesion") at
 800x480 and 1280x720, real widgets offscreen, real frames (BUSI from ``../shared/datasets`` when present, else
-synthetic screens): the square region a tap on the moving image seeds (nothing stored), and the stored result of a
-tap inside it on the frozen frame, with the outline of the lesion under the region. The bundle: ``--model``, else the
+synthetic screens): the square region a tap on the moving image seeds (nothing stored), the stored result of a
+tap inside it on the frozen frame, with the outline of the lesion under the region, and — when the frame gives it —
+a tap on quiet tissue beside the lesion whose result is the whole scan's (docs/ui.md "A region never lowers the
+result"). The bundle: ``--model``, else the
 shipped classifier packed with the tiny test segmentation model (tests/device/tiny_segmentation.py: it outlines what
 is brighter than mid-grey — the outline shows where it is drawn, not what a trained model finds). Every scene is
 checked with ui/layout_check.py. Writes ``<size>-tap-*.png``; exit 1 on a layout problem."""
@@ -56,6 +58,25 @@ def tap_scenes(window: MainWindow) -> Iterator[str]:
         live.card.heatmap_button.click()
     shots.spin(0.2)
     yield "tap-result"
+    live.clear_roi.click()
+    tap_quiet_tissue(window)  # a new region away from the lesion, frozen: analysed, and checked against the scan
+    shots.spin_until(lambda: len(shown) == 2, 60, "the second tapped result")
+    check = live.card.classification.close_up if live.card.classification is not None else None
+    if check is not None and check.raised:
+        shots.spin(0.2)
+        yield "tap-whole-scan"
+    else:
+        log.warning("the tap on quiet tissue read as concerning as its scan on this frame: no tap-whole-scan scene")
+
+
+def tap_quiet_tissue(window: MainWindow) -> None:
+    """A tap near the scan region's lower right corner: tissue beside, not on, the lesion of the tour's first BUSI
+    frame (on another frame it may be on the lesion; then there is no scene)."""
+    view = window.live.view
+    region = view.seed_region()
+    assert region is not None
+    rect = view.to_view(region)
+    tap(view, QPointF(rect.right() - rect.width() * 0.12, rect.bottom() - rect.height() * 0.12))
 
 
 def open_exam(window: MainWindow, patient: str, side: str) -> None:
