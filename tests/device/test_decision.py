@@ -212,4 +212,4 @@ def test_a_version_1_store_gains_the_category_columns_and_keeps_its_results(tmp_
     with ResultStore(path) as store:
         old = store.get("r1")
         assert old is not None and old.label == "benign" and old.category is None and old.p_malignant is None
-        assert store.get_meta("schema_version") == "4"  # 3: lesion_views, 4: lesion
+        assert store.get_meta("schema_version") == "5"  # 3: lesion_views, 4: lesion, 5: close_up

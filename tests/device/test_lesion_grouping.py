@@ -152,7 +152,7 @@ def test_a_store_from_before_lesions_opens_with_one_lesion_per_result(tmp_path: 
     db.commit()
     db.close()
     with ResultStore(path) as store:
-        assert store.get_meta("schema_version") == "4"  # and 4 (lesion) on top
+        assert store.get_meta("schema_version") == "5"  # and 4 (lesion), 5 (close_up) on top
         views = store.lesion_views([first, second])
         assert sorted(v.lesion for v in views.values()) == [1, 2]
         assert [len(x.frames) for x in store.lesions("E1")] == [1, 1]

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from device.analysis import Analyzer
+from device.close_up import CloseUpCheck, Reading, View
 from device.config import parse_config
+from device.decision import Category
 from device.engine import Classifier
 from device.errors import StoreError
 from device.lesion_record import DESCRIPTOR_VALUES, MAX_POINTS, WITHHELD_VALUES, LesionRecord, LesionRecordError
@@ -112,7 +114,7 @@ def test_outlines_round_trip_through_the_store(tmp_path: Path) -> None:
         assert [r.lesion for r in store.history(newest_first=False)] == [r.lesion for r in records]
 
 
-def test_a_schema_3_store_opens_and_gains_the_lesion_column(tmp_path: Path) -> None:
+def test_a_schema_3_store_opens_and_gains_the_lesion_and_close_up_columns(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     with ResultStore(path) as store:
         old = store.add(make_record(0))
@@ -131,6 +133,12 @@ def test_a_schema_3_store_opens_and_gains_the_lesion_column(tmp_path: Path) -> N
         assert store.get(new.result_id).lesion == LesionRecord.from_json(OUTLINE)
         with pytest.raises(sqlite3.IntegrityError, match="never overwritten"):
             store._db.execute("UPDATE results SET lesion = NULL WHERE result_id = ?", (new.result_id,))
+        # and schema 5's close-up check, with its own trigger
+        check = CloseUpCheck(View.CLOSE_UP, Reading(Category.SUSPICIOUS, 0.7), Reading(Category.NO_LESION, 0.01))
+        tapped = store.add(make_record(2, category="suspicious", p_malignant=0.7, close_up=check))
+        assert store.get(tapped.result_id).close_up == check
+        with pytest.raises(sqlite3.IntegrityError, match="never overwritten"):
+            store._db.execute("UPDATE results SET close_up = NULL WHERE result_id = ?", (tapped.result_id,))
 
 
 def test_a_damaged_stored_outline_is_refused_naming_the_result(tmp_path: Path) -> None:

@@ -109,7 +109,7 @@ def test_an_existing_device_store_gains_the_columns_and_keeps_its_results(tmp_pa
     with ResultStore(path) as store:
         old = store.get("r1")
         assert old is not None and old.label == "benign" and (old.clock, old.age) == (None, None)
-        assert store.get_meta("schema_version") == "4"  # 3: lesion_views, 4: lesion
+        assert store.get_meta("schema_version") == "5"  # 3: lesion_views, 4: lesion, 5: close_up
         new = store.add(replace(make_record("s", "d", 2), clock=3, age=61))
         assert (store.get(new.result_id).clock, store.get(new.result_id).age) == (3, 61)
         out = io.StringIO()
