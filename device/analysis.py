@@ -58,7 +58,7 @@ class AnalysisOptions:
     def with_roi(self, roi: Box | None) -> AnalysisOptions:
         """These options with a clinician's ROI as the close-up (None: none). The configured ROI stays the scan
         region's: the close-up's decision is checked against it (device/close_up.py)."""
-        return dataclasses.replace(self, close_up=roi)
+        return self if roi == self.close_up else dataclasses.replace(self, close_up=roi)
 
     def classify_kwargs(self, heatmap: bool = False) -> dict[str, Any]:
         """Keyword arguments of :meth:`device.engine.Classifier.classify`."""

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -79,6 +79,14 @@ class _View:
     roi_mode: RoiMode | str
     heatmap: bool
     spacing: PixelSpacing | None
+
+
+class _Viewed(NamedTuple):
+    """One view classified: the result (no heat map, no outline yet), its prepared pixels, its feature map or None."""
+
+    result: Classification
+    prepared: Prepared
+    features: np.ndarray | None
 
 
 def _assessment(result: Classification) -> Decision:
@@ -174,30 +182,30 @@ class Classifier:
         start = time.perf_counter()
         view = _View(auto_crop=auto_crop, roi=roi, roi_mode=roi_mode, heatmap=heatmap, spacing=spacing)
         if close_up is None:
-            result, _ = self._classify_view(frame, view, outline=outline)
-            return replace(result, latency_ms=(time.perf_counter() - start) * 1000.0)
-        scan, scan_prepared = self._classify_view(frame, view, outline=False)
-        near, _ = self._classify_view(frame, replace(view, roi=close_up), outline=False)
-        check = CloseUpCheck.of(_assessment(near), _assessment(scan))
-        chosen = scan if check.raised else near
-        lesion = self._outline(frame, scan_prepared, view, close_up, withhold=chosen.inconclusive) if outline else None
+            chosen = self._classify_view(frame, view)
+            lesion = self._outline(frame, chosen.prepared, view, roi, withhold=chosen.result.inconclusive) if outline else None
+            check = None
+        else:
+            scan = self._classify_view(frame, view)
+            near = self._classify_view(frame, replace(view, roi=close_up))
+            check = CloseUpCheck.of(_assessment(near.result), _assessment(scan.result))
+            chosen = scan if check.raised else near
+            # the outline is the lesion under the close-up, on the scan region's pixels
+            lesion = self._outline(frame, scan.prepared, view, close_up, withhold=chosen.result.inconclusive) if outline else None
+        heat = self._heatmap_of(chosen) if heatmap else None  # for the reported view only
         latency_ms = (time.perf_counter() - start) * 1000.0
-        return replace(chosen, roi=close_up, lesion=lesion, close_up=check, latency_ms=latency_ms)
+        return replace(chosen.result, roi=close_up if close_up is not None else roi, heatmap=heat, lesion=lesion, close_up=check, latency_ms=latency_ms)
 
-    def _classify_view(self, frame: np.ndarray, view: _View, *, outline: bool) -> tuple[Classification, Prepared]:
-        """One view of ``frame`` (its crop as ``view`` says) classified, with its prepared pixels."""
+    def _classify_view(self, frame: np.ndarray, view: _View) -> _Viewed:
+        """One view of ``frame`` (its crop as ``view`` says) classified, with its prepared pixels and, when a heat map
+        is asked for, the feature map; no heat map or outline yet (``classify`` adds them to the view it reports)."""
         prepared = prepare(frame, self.manifest.input, auto_crop=view.auto_crop, roi=view.roi, roi_mode=view.roi_mode)
         reasons = image_problems(prepared.crop.apply(frame), self.limits)  # colour check needs the original
         raw_scores, features = self.invoke(self.input_tensor(prepared.pixels), with_features=view.heatmap)
         probabilities = self.probabilities(raw_scores)
         reasons += confidence_problems(probabilities, self.limits)
-        labels = self.manifest.labels
-        probs = {name: float(p) for name, p in zip(labels, probabilities)}
+        probs = {name: float(p) for name, p in zip(self.manifest.labels, probabilities)}
         assessment = self.assess(probs, inconclusive=bool(reasons))
-        heat = None
-        if view.heatmap and features is not None and assessment.category is Category.SUSPICIOUS:
-            heat = self._heatmap(features, labels.index(MALIGNANT), assessment.p_malignant, prepared.placement, prepared.grey_crop.shape[:2])
-        lesion = self._outline(frame, prepared, view, view.roi, withhold=bool(reasons)) if outline else None
         result = Classification(
             probabilities=probs,
             label=None if reasons else assessment.label,
@@ -208,16 +216,22 @@ class Classifier:
             crop=prepared.crop,
             roi=view.roi,
             latency_ms=0.0,  # set by classify, which times the whole analysis
-            heatmap=heat,
             assessment=assessment,
-            lesion=lesion,
         )
-        return result, prepared
+        return _Viewed(result, prepared, features)
+
+    def _heatmap_of(self, viewed: _Viewed) -> np.ndarray | None:
+        """The view's heat map: for a suspicious result only, when the runner gave the feature map."""
+        assessment = _assessment(viewed.result)
+        if viewed.features is None or assessment.category is not Category.SUSPICIOUS:
+            return None
+        placement, crop_shape = viewed.prepared.placement, viewed.prepared.grey_crop.shape[:2]
+        return self._heatmap(viewed.features, self.manifest.labels.index(MALIGNANT), assessment.p_malignant, placement, crop_shape)
 
     def _outline(self, frame: np.ndarray, prepared: Prepared, view: _View, roi: Box | None, *, withhold: bool) -> LesionResult | None:
         """The lesion outline (None without a segmentation model; withheld for an inconclusive result). ``prepared``:
         the classifier's view of the scan region (``view``), reused when it has no ROI; ``roi``: the region whose
-        lesion is kept (the close-up's, else the view's own)."""
+        lesion is kept (the close-up, else the view's own ROI)."""
         if self.segmenter is None:
             return None
         if withhold:

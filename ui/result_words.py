@@ -32,7 +32,7 @@ def result_lines(record: ResultRecord) -> str:
     """The category; below it, when the clinician's region alone read less, that the result is the whole scan's
     (device/close_up.py); then the frame's lesion outline when it has one (lesion_size_short)."""
     size = lesion_size_short(record.lesion, None if record.inconclusive else _category(record))
-    raised = record.close_up is not None and record.close_up.raised and not record.inconclusive
+    raised = record.close_up is not None and record.close_up.raised  # the scan decided: conclusive (device/close_up.py)
     return category_text(record) + (f"\n{WHOLE_SCAN}" if raised else "") + (f"\n{size}" if size else "")
 
 

@@ -47,8 +47,9 @@ def test_a_quiet_close_up_on_a_suspicious_scan_is_reported_suspicious_from_the_s
     alone = classifier.classify(frame, auto_crop=False, roi=PATCH)  # the close-up as the old code reported it
     scan = classifier.classify(frame, auto_crop=False)
     assert alone.category is Category.NO_LESION and scan.category is Category.SUSPICIOUS  # the premise
-    result = classifier.classify(frame, auto_crop=False, close_up=PATCH)
+    result = classifier.classify(frame, auto_crop=False, close_up=PATCH, heatmap=True)
     assert result.category is Category.SUSPICIOUS and result.label == "malignant"
+    assert result.heatmap is not None and result.heatmap.shape == (200, 300)  # the scan's map, not the close-up's
     assert result.close_up == CloseUpCheck(View.SCAN, Reading.of(alone.assessment), Reading.of(scan.assessment))
     assert result.close_up.raised
     # what the result says is the scan's, all of it: probabilities, crop; the clinician's ROI is kept as asked
