@@ -194,7 +194,8 @@ class Classifier:
             lesion = self._outline(frame, scan.prepared, view, close_up, withhold=chosen.result.inconclusive) if outline else None
         heat = self._heatmap_of(chosen) if heatmap else None  # for the reported view only
         latency_ms = (time.perf_counter() - start) * 1000.0
-        return replace(chosen.result, roi=close_up if close_up is not None else roi, heatmap=heat, lesion=lesion, close_up=check, latency_ms=latency_ms)
+        reported_roi = close_up if close_up is not None else roi
+        return replace(chosen.result, roi=reported_roi, heatmap=heat, lesion=lesion, close_up=check, latency_ms=latency_ms)
 
     def _classify_view(self, frame: np.ndarray, view: _View) -> _Viewed:
         """One view of ``frame`` (its crop as ``view`` says) classified, with its prepared pixels and, when a heat map
