@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -353,6 +354,24 @@ def loso_section(study: dict[str, Any] | None) -> list[str]:
         "",
     ]
     return lines
+
+
+def store_report_section(bundle_dir: Path, section: str, result: dict[str, Any]) -> None:
+    """Set one section of a bundle's ``report/metrics.json`` (a :class:`BuildReport` field) and rewrite its
+    ``MODEL_CARD.md`` from the report, through ``edit_bundle`` (a signed bundle is refused; the model and manifest
+    are not touched)."""
+    from device.model.bundle import edit_bundle, load_bundle
+    from model_build.report import REPORT_FILE, read_report
+
+    if section not in {f.name for f in fields(BuildReport)} - {"extra", "key_order"}:
+        raise ValueError(f"{section!r} is not a section of the build report")
+    bundle = load_bundle(bundle_dir)
+    report = read_report(bundle.path)
+    setattr(report, section, result)
+    edit_bundle(
+        bundle.path,
+        files={str(REPORT_FILE): report.to_bytes(), "MODEL_CARD.md": model_card_text(bundle.manifest, report).encode("utf-8")},
+    )
 
 
 def write_model_card(path: Path, manifest: Manifest, report: BuildReport) -> None:

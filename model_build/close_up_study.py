@@ -3,7 +3,7 @@ sensitivity and specificity on a held-out source, against the whole frame alone 
 
 It takes two folds of the same held-out images (``model_build region-score``'s ``whole`` and a close-up way, e.g.
 ``region``) and a bundle's operating mode (its malignant and lesion thresholds). Each image is decided three ways
-with the device's own code — ``device.decision.categorise`` and ``device.close_up.scan_decides`` — and suspicious
+with the device's own code — ``device.decision.decide`` in the bundle's mode and ``device.close_up.scan_decides`` — and suspicious
 is counted per way on the lesions (malignant: sensitivity; benign: specificity), with 95 % CIs from a bootstrap over
 the images' groups (patients). Every row of a region-score fold is a conclusive classification, so no image is
 inconclusive here.
@@ -12,45 +12,33 @@ inconclusive here.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from device.close_up import scan_decides
-from device.decision import Category, Decision, Mode, categorise
+from device.decision import Category, Decision, Mode, decide
 from device.model.bundle import ModelBundle, load_bundle
 from model_build.evaluate import grouped_bootstrap
 from model_build.figure_text import ci_text
 from model_build.fold_compare import same_images
+from model_build.operating_modes import LABELS as PROBABILITY_LABELS
 from model_build.operating_modes import StudyError, read_fold
 
 WAYS = ("whole", "close_up", "rule")  # the whole frame alone, the close-up alone, the device's rule on the two
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    mode: Mode
-    malignant: float
-    lesion: float
+def suspicious_by_way(whole: np.ndarray, close_up: np.ndarray, bundle: ModelBundle, mode: Mode) -> dict[str, np.ndarray]:
+    """Per image (rows of [p_normal, p_benign, p_malignant]), whether each way calls it suspicious, as the device
+    decides (``device.decision.decide`` in the bundle's ``mode``, then ``scan_decides``)."""
+    spec, labels = bundle.manifest.decision_spec(), bundle.manifest.labels
 
-    @classmethod
-    def of(cls, bundle: ModelBundle, mode: Mode | str) -> Thresholds:
-        spec = bundle.manifest.decision_spec()
-        return cls(Mode(mode), spec.mode(mode, f"model bundle {bundle.path}").malignant_threshold, spec.lesion_threshold)
+    def decided(p: np.ndarray) -> Decision:
+        return decide(dict(zip(PROBABILITY_LABELS, (float(v) for v in p))), labels, spec, mode, None, inconclusive=False)
 
-
-def _decision(p: np.ndarray, t: Thresholds) -> Decision:
-    p_lesion, p_malignant = 1.0 - float(p[0]), float(p[2])
-    category = categorise(p_malignant, p_lesion, t.malignant, t.lesion)
-    return Decision(category, "", p_malignant, p_lesion, t.mode, t.malignant, t.lesion)
-
-
-def suspicious_by_way(whole: np.ndarray, close_up: np.ndarray, t: Thresholds) -> dict[str, np.ndarray]:
-    """Per image (rows of [p_normal, p_benign, p_malignant]), whether each way calls it suspicious."""
-    scan = [_decision(p, t) for p in whole]
-    near = [_decision(p, t) for p in close_up]
+    scan = [decided(p) for p in whole]
+    near = [decided(p) for p in close_up]
     rule = [(s if scan_decides(n, s) else n).category for n, s in zip(near, scan)]
     return {
         "whole": np.array([d.category is Category.SUSPICIOUS for d in scan]),
@@ -68,8 +56,9 @@ def close_up_study(
     malignant = np.array([whole.rows[k]["label"] == "malignant" for k in keys])
     if malignant.all() or not malignant.any():
         raise StudyError(f"folds {whole_fold} and {close_up_fold}: the lesions are all of one class")
-    t = Thresholds.of(load_bundle(bundle_dir), mode)
-    flagged = suspicious_by_way(whole.probabilities(keys), near.probabilities(keys), t)
+    bundle = load_bundle(bundle_dir)
+    spec, chosen = bundle.manifest.decision_spec(), Mode(mode)
+    flagged = suspicious_by_way(whole.probabilities(keys), near.probabilities(keys), bundle, chosen)
     groups = np.array([whole.rows[k]["group"] for k in keys])
 
     def figures(i: np.ndarray) -> dict[str, float]:
@@ -94,9 +83,9 @@ def close_up_study(
         "whole_fold": str(whole_fold),
         "close_up_fold": str(close_up_fold),
         "bundle": str(bundle_dir),
-        "mode": t.mode.value,
-        "malignant_threshold": t.malignant,
-        "lesion_threshold": t.lesion,
+        "mode": chosen.value,
+        "malignant_threshold": spec.mode(chosen, f"model bundle {bundle_dir}").malignant_threshold,
+        "lesion_threshold": spec.lesion_threshold,
         "sources": sorted({k[0] for k in keys}),
         "lesions": len(keys),
         "malignant": int(malignant.sum()),

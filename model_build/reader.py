@@ -28,12 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from device.model.bundle import edit_bundle, load_bundle
+from device.model.bundle import load_bundle
 from device.model.operating_point import max_threshold, sensitivity_specificity
-from model_build.card import model_card_text
+from model_build.card import store_report_section
 from model_build.data import Sample
 from model_build.evaluate import binary_auc, grouped_bootstrap
-from model_build.report import REPORT_FILE, read_report
 from model_build.rescore import RescoreError, score_test_split
 
 log = logging.getLogger(__name__)
@@ -205,15 +204,5 @@ def compare_bundle(bundle_dir: Path, roots: Sequence[str | os.PathLike[str]], n_
 
 
 def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> None:
-    """Add the comparison to ``report/metrics.json`` and rewrite ``MODEL_CARD.md`` from the bundle's own records,
-    through ``device.model.bundle.edit_bundle`` (a signed bundle is refused; the model and manifest are not touched)."""
-    bundle = load_bundle(bundle_dir)
-    report = read_report(bundle.path)
-    report.reader_baseline = result
-    edit_bundle(
-        bundle.path,
-        files={
-            str(REPORT_FILE): report.to_bytes(),
-            "MODEL_CARD.md": model_card_text(bundle.manifest, report).encode("utf-8"),
-        },
-    )
+    """Add the comparison to ``report/metrics.json`` and rewrite ``MODEL_CARD.md`` from the bundle's own records."""
+    store_report_section(bundle_dir, "reader_baseline", result)

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from device.model.bundle import edit_bundle, load_bundle
-from model_build.card import model_card_text
+from device.model.bundle import load_bundle
+from model_build.card import store_report_section
 from model_build.operating_modes import StudyError, mode_statistics, read_folds, source_statistics, with_ci
-from model_build.report import REPORT_FILE, read_report
+from model_build.report import read_report
 
 FIGURES = ("sensitivity", "specificity", "normals_called_malignant")
 
@@ -51,13 +51,7 @@ def seed_spread(bundle_dir: Path, reseeded_folds: Sequence[Path], n_boot: int = 
 
 
 def store_in_bundle(bundle_dir: Path, result: dict[str, Any]) -> None:
-    bundle = load_bundle(bundle_dir)
-    report = read_report(bundle.path)
-    report.seed_spread = result
-    edit_bundle(
-        bundle.path,
-        files={str(REPORT_FILE): report.to_bytes(), "MODEL_CARD.md": model_card_text(bundle.manifest, report).encode("utf-8")},
-    )
+    store_report_section(bundle_dir, "seed_spread", result)
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
