@@ -88,12 +88,12 @@ model: $(VENV)/.stamp-test
 
 # Ship a built bundle as the reference one: models/sonopi-lite0 is replaced by BUILT (default build/model, which
 # `make model` writes with its modes), its site-refit training features (head_data/) computed from MODEL_DATA, and
-# with SEGMENTATION=DIR (e.g. models/segmentation-lite0: a `model_build segment` output measured by `model_build
-# descriptors --segmentation DIR --write`) the lesion-outline model packed in with its leave-one-source-out folds'
-# figures. The default ships the classifier alone: the outline model misses its bar (docs/lesion-outline.md).
-# The previous release stays in git history (and v1 in models/sonopi-lite0-v1).
+# the lesion-outline model SEGMENTATION (default models/segmentation-lite0: a `model_build segment` output measured by
+# `model_build descriptors --segmentation DIR --write`) packed in with its leave-one-source-out folds' figures.
+# SEGMENTATION= (empty) ships the classifier alone (no outline). The previous release stays in git history (and v1
+# in models/sonopi-lite0-v1).
 BUILT ?= build/model
-SEGMENTATION ?=
+SEGMENTATION ?= models/segmentation-lite0
 SEGMENTATION_FOLDS ?= $(wildcard $(SEGMENTATION)/folds/*)
 SHIP_WORK := build/ship-classifier
 ship-model: $(VENV)/.stamp-test

@@ -16,7 +16,7 @@ SHIPPED_BUNDLE = REPO / "models" / "sonopi-lite0"
 # The previous release, v1 (format 2, Lite0 at 288 px, BUSI + BUS-BRA only), kept as what "an old bundle" means to the
 # tests (the device must keep loading it) and as the base of the site-adaptation study: it never saw BrEaST-Lesions-USG.
 V1_BUNDLE = REPO / "models" / "sonopi-lite0-v1"
-TRAINED_SEGMENTATION = REPO / "models" / "segmentation-lite0"  # `model_build segment`'s output, not in the shipped bundle
+TRAINED_SEGMENTATION = REPO / "models" / "segmentation-lite0"  # `model_build segment`'s output, packed into the shipped bundle
 
 
 @pytest.fixture(scope="session")
@@ -72,14 +72,42 @@ def window(qtbot, tmp_path: Path, tiny_bundle_dir: Path):
 
 
 @pytest.fixture(scope="session")
-def trained_outline_bundle_dir(shipped_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped classifier bundle with the trained segmentation model and its leave-one-source-out folds packed in
-    (``model_build pack-segmentation``'s function, as ``make ship-model SEGMENTATION=models/segmentation-lite0``
-    does), once per session."""
-    if not (TRAINED_SEGMENTATION / "segmentation.json").is_file():
-        pytest.skip(f"trained segmentation model not present at {TRAINED_SEGMENTATION} (built by `model_build segment`)")
-    from model_build.segmentation_build import pack_segmentation
+def classifier_bundle_dir(shipped_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped bundle's classifier alone: the same model, manifest and files without its segmentation model
+    (section, file and report), written by the device's own ``write_bundle`` as the format-3 bundle every release
+    before the outline was (``make ship-model SEGMENTATION=`` ships one). Once per session; the shipped bundle itself
+    when it has no segmentation model."""
+    import dataclasses
 
-    out = tmp_path_factory.mktemp("trained-outline") / "bundle"
-    pack_segmentation(shipped_bundle_dir, TRAINED_SEGMENTATION, out, folds=sorted((TRAINED_SEGMENTATION / "folds").iterdir()))
+    from device.model.bundle import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, edit_bundle, load_bundle, write_bundle
+    from model_build.card import model_card_text
+    from model_build.report import read_report
+    from model_build.segmentation_card import CARD_FILE
+
+    shipped = load_bundle(shipped_bundle_dir)
+    seg = shipped.manifest.segmentation
+    if seg is None:
+        return shipped_bundle_dir
+    out = tmp_path_factory.mktemp("classifier-alone") / "bundle"
+    write_bundle(out, shipped.model_path.read_bytes(), dataclasses.replace(shipped.manifest, segmentation=None))
+    skip = {MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE, CARD_FILE, seg.model}
+    files = {
+        p.relative_to(shipped_bundle_dir).as_posix(): p.read_bytes()
+        for p in sorted(shipped_bundle_dir.rglob("*"))
+        if p.is_file() and p.relative_to(shipped_bundle_dir).as_posix() not in skip and "report/segmentation/" not in p.as_posix()
+    }
+    edit_bundle(out, files=files)
+    card = model_card_text(load_bundle(out).manifest, read_report(out))  # made again from the manifest, as a rewrite is
+    edit_bundle(out, files={CARD_FILE: card.encode("utf-8")})
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_outline_bundle_dir(shipped_bundle_dir: Path) -> Path:
+    """The shipped bundle with its trained segmentation model (``make ship-model`` packs models/segmentation-lite0 and
+    its leave-one-source-out folds' figures in)."""
+    from device.model.bundle import load_bundle
+
+    if load_bundle(shipped_bundle_dir).manifest.segmentation is None:
+        pytest.skip(f"the shipped bundle {SHIPPED_BUNDLE} has no segmentation model (shipped with SEGMENTATION=)")
+    return shipped_bundle_dir

@@ -167,8 +167,8 @@ def test_classify_json_on_an_old_bundle_reports_category_p_malignant_and_mode(v1
         assert (row["label"] == "malignant") == (row["p_malignant"] >= validated)
 
 
-def test_classify_json_in_each_mode_of_a_format_3_bundle(shipped_bundle_dir: Path, tmp_path: Path) -> None:
-    bundle = format3_copy(shipped_bundle_dir, tmp_path / "b3").path
+def test_classify_json_in_each_mode_of_a_format_3_bundle(classifier_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = format3_copy(classifier_bundle_dir, tmp_path / "b3").path
     frames = write_demo_frames(tmp_path / "frames", count=3)
     seen: dict[str, list[dict]] = {}
     for mode in Mode:

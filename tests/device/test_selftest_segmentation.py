@@ -193,14 +193,14 @@ def test_an_outline_where_none_was_recorded_fails() -> None:
     assert result.status == Status.FAIL and "an outline where the recorded reference has none" in result.detail
 
 
-def test_a_site_bundle_keeps_the_segmentation_reference_and_passes(shipped_bundle_dir: Path, tmp_path: Path) -> None:
+def test_a_site_bundle_keeps_the_segmentation_reference_and_passes(classifier_bundle_dir: Path, tmp_path: Path) -> None:
     """``write_site_bundle`` drops the classifier's reference (recomputed through the head) but keeps the segmentation
     section; its reference still holds: the head changes neither the crop nor the segmentation model."""
     from device.site_adapt import write_site_bundle
     from tests.device.test_site_adapt_segmentation import _unchanged_head
     from tests.device.tiny_segmentation import build_tiny_segmentation_bundle
 
-    base = build_tiny_segmentation_bundle(tmp_path / "base", shipped_bundle_dir, tmp_path / "segment-out")
+    base = build_tiny_segmentation_bundle(tmp_path / "base", classifier_bundle_dir, tmp_path / "segment-out")
     assert base.manifest.segmentation is not None and base.manifest.segmentation.reference is not None
     site = write_site_bundle(base, _unchanged_head(base), tmp_path / "site")
     assert site.manifest.segmentation == base.manifest.segmentation and site.manifest.format_version == 6

@@ -38,9 +38,9 @@ def _unchanged_head(base) -> Adaptation:
 
 
 @pytest.fixture(scope="module")
-def seg_base(shipped_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def seg_base(classifier_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("seg-base")
-    return build_tiny_segmentation_bundle(root / "bundle", shipped_bundle_dir, root / "segment-out")
+    return build_tiny_segmentation_bundle(root / "bundle", classifier_bundle_dir, root / "segment-out")
 
 
 def test_the_site_bundle_carries_the_segmentation_model(seg_base, tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ def test_the_site_bundle_carries_the_segmentation_model(seg_base, tmp_path: Path
         assert result.lesion.found
 
 
-def test_a_base_without_segmentation_still_makes_a_site_bundle_without_one(shipped_bundle_dir: Path, tmp_path: Path) -> None:
-    base = load_bundle(shipped_bundle_dir)
+def test_a_base_without_segmentation_still_makes_a_site_bundle_without_one(classifier_bundle_dir: Path, tmp_path: Path) -> None:
+    base = load_bundle(classifier_bundle_dir)
     site = write_site_bundle(base, _unchanged_head(base), tmp_path / "site")
     assert site.manifest.segmentation is None and site.segmentation_path is None

@@ -73,8 +73,9 @@ def make_site_bundle(base: Path, out: Path, suffix: str = "site-test", base_vers
         base=BaseIdentity(m.name, base_version or m.version, m.model_sha256),
         site={"signing": "unsigned-site"},
     )
-    manifest = dataclasses.replace(m, format_version=3, version=f"{m.version}+{suffix}", head=head, reference=None)
-    write_bundle(out, bundle.model_path.read_bytes(), manifest)
+    manifest = dataclasses.replace(m, version=f"{m.version}+{suffix}", head=head)
+    segmentation = (base / m.segmentation.model).read_bytes() if m.segmentation is not None else None  # carried on, as site-adapt does
+    write_bundle(out, bundle.model_path.read_bytes(), manifest, segmentation=segmentation)
     return out
 
 

@@ -21,7 +21,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "model_build", "descriptors", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
-def test_the_trained_models_rule_is_measured_written_and_packed(datasets: Path, shipped_bundle_dir: Path, tmp_path: Path) -> None:
+def test_the_trained_models_rule_is_measured_written_and_packed(datasets: Path, classifier_bundle_dir: Path, tmp_path: Path) -> None:
     seg = tmp_path / "seg"
     shutil.copytree(TRAINED_SEGMENTATION, seg)
     committed = SegmentationSpec.from_dict(json.loads((seg / "segmentation.json").read_text())).descriptors
@@ -37,7 +37,7 @@ def test_the_trained_models_rule_is_measured_written_and_packed(datasets: Path, 
     assert rule == committed and rule is not None and rule.min_kappa == DISPLAY_MIN_KAPPA
     assert set(rule.kappa) == {"shape", "margin"} and all(f.n >= 40 for f in rule.kappa.values())
 
-    packed = pack_segmentation(shipped_bundle_dir, seg, tmp_path / "bundle")
+    packed = pack_segmentation(classifier_bundle_dir, seg, tmp_path / "bundle")
     assert load_bundle(packed.path).manifest.segmentation.descriptors == rule  # type: ignore[union-attr]
     assert packed.manifest.format_version == 6 and packed.manifest.segmentation.shown_descriptors() == frozenset()  # type: ignore[union-attr]
 

@@ -25,7 +25,7 @@ def test_the_packed_bundle_carries_the_model_its_rule_and_its_folds(trained_outl
     assert len(folds) == 2 and seg.metrics["leave_one_source_out"] == [fold_headline(f) for f in folds]
 
 
-def test_the_card_states_each_fold_against_the_bar_and_is_reproduced(trained_outline_bundle_dir: Path, shipped_bundle_dir: Path) -> None:
+def test_the_card_states_each_fold_against_the_bar_and_is_reproduced(trained_outline_bundle_dir: Path, classifier_bundle_dir: Path) -> None:
     bundle = load_bundle(trained_outline_bundle_dir)
     card = (trained_outline_bundle_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert card.startswith(f"# Model card — {bundle.manifest.name} {bundle.manifest.version}\n") and bundle.manifest.version.endswith("+seg")
@@ -38,5 +38,5 @@ def test_the_card_states_each_fold_against_the_bar_and_is_reproduced(trained_out
         assert f"{fold['dice_mean']['value']:.3f}" in row and ("**below**" in row) == (fold["dice_mean"]["value"] < FOLD_BAR_DICE)
     assert f"{seg.metrics['test']['dice_mean']['value']:.3f}" in section
     assert "Descriptors shown on screen (labelled automatic): none" in section  # shape 0.31, margin 0.11: below 0.40
-    base = (shipped_bundle_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
+    base = (classifier_bundle_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert card.index(HEADING) > 0 and HEADING not in base  # the classifier's card, the section added after it

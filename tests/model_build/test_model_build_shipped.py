@@ -11,7 +11,7 @@ import pytest
 from device.model.bundle import load_bundle
 from model_build.card import PRODUCT_BAR, loso_bar_misses
 
-MAX_BYTES = 5 * 1024 * 1024
+MAX_BYTES = 12 * 1024 * 1024  # issue 15: a bundle of at most 12 MB (classifier and outline model together)
 MAKEFILE = Path(__file__).resolve().parents[2] / "Makefile"
 
 

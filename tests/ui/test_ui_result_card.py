@@ -66,9 +66,9 @@ def card_text_problems(card: ResultCard) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory, shipped_bundle_dir: Path, v1_bundle_dir: Path) -> dict[str, Path]:
+def bundles(tmp_path_factory: pytest.TempPathFactory, shipped_bundle_dir: Path, classifier_bundle_dir: Path, v1_bundle_dir: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("card-bundles")
-    format3 = format3_copy(shipped_bundle_dir, root / "format3").path
+    format3 = format3_copy(classifier_bundle_dir, root / "format3").path
     return {"shipped": shipped_bundle_dir, "old": v1_bundle_dir, "format3": format3}
 
 

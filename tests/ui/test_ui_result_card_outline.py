@@ -30,9 +30,9 @@ from ui.screenshots import spin, spin_until
 
 
 @pytest.fixture(scope="module")
-def seg_bundle(tmp_path_factory: pytest.TempPathFactory, shipped_bundle_dir: Path) -> Path:
+def seg_bundle(tmp_path_factory: pytest.TempPathFactory, classifier_bundle_dir: Path) -> Path:
     root = tmp_path_factory.mktemp("card-seg")
-    build_tiny_segmentation_bundle(root / "bundle", shipped_bundle_dir, root / "segment-out")
+    build_tiny_segmentation_bundle(root / "bundle", classifier_bundle_dir, root / "segment-out")
     return root / "bundle"
 
 

@@ -29,15 +29,15 @@ def _format3(shipped: Path) -> Manifest:
     return Manifest.from_dict({**m.to_dict(), "format_version": 3, "decision": decision})
 
 
-def test_a_modes_own_threshold_is_not_a_site_setting(shipped_bundle_dir: Path) -> None:
-    m = _format3(shipped_bundle_dir)
+def test_a_modes_own_threshold_is_not_a_site_setting(classifier_bundle_dir: Path) -> None:
+    m = _format3(classifier_bundle_dir)
     text = model_text(m, None, {"malignant": 0.01}, "high_sensitivity")
     assert "High sensitivity: sensitivity 95% [90–98%] (leave-one-source-out)" in text
     assert "site setting" not in text
 
 
-def test_a_site_threshold_below_the_mode_is_named(shipped_bundle_dir: Path) -> None:
-    m = _format3(shipped_bundle_dir)
+def test_a_site_threshold_below_the_mode_is_named(classifier_bundle_dir: Path) -> None:
+    m = _format3(classifier_bundle_dir)
     text = model_text(m, None, {"malignant": 0.005}, "high_sensitivity")
     assert "site setting; the model was validated with 1.0%" in text
 

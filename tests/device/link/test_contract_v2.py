@@ -194,7 +194,8 @@ def test_an_existing_postgresql_hub_database_gains_the_columns(postgres_server) 
 
 def test_the_device_classifies_stores_and_delivers_categories_to_the_hub(shipped_bundle_dir: Path, tmp_path: Path) -> None:
     """The whole chain, real everywhere: `device run --once` with the shipped model stores results with categories;
-    the uplink delivers them (a result stored before the upgrade goes as schema 1) to `hub serve` on a real broker."""
+    the uplink delivers them (a result stored before the upgrade goes as schema 1; one with the outline as 3) to `hub serve`
+    on a real broker."""
     from device.demo import write_demo_frames
     from tests.device.link.test_uplink import Device
 
@@ -234,7 +235,8 @@ def test_the_device_classifies_stores_and_delivers_categories_to_the_hub(shipped
         for record in records:
             row = hub.store.result(record.result_id)
             assert (row.category, row.p_malignant, row.mode, row.label) == (record.category, record.p_malignant, record.mode, record.label)
-            assert row.schema_version == (1 if record is records[0] else 2)
+            # the lowest schema that holds it: 1 before categories, 3 with the shipped outline model's lesion, else 2
+            assert row.schema_version == (1 if record is records[0] else 3 if record.lesion is not None else 2)
         wait_for(lambda: device.store.backlog().pending == 0, 30, "every ack")
     finally:
         shut_down(broker, hub, [device])

@@ -72,8 +72,8 @@ def _with_manifest(bundle: Path, change: Callable[[dict], None]) -> None:
     path.write_text(json.dumps(data))
 
 
-def test_format_3_with_a_decision_block_loads(shipped_bundle_dir: Path, tmp_path: Path) -> None:
-    bundle = format3_copy(shipped_bundle_dir, tmp_path / "b")
+def test_format_3_with_a_decision_block_loads(classifier_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = format3_copy(classifier_bundle_dir, tmp_path / "b")
     m = load_bundle(bundle.path).manifest
     assert FORMAT_VERSION == 3 and 3 in READABLE_FORMAT_VERSIONS and m.format_version == 3
     spec = m.decision_spec()
@@ -85,10 +85,10 @@ def test_format_3_with_a_decision_block_loads(shipped_bundle_dir: Path, tmp_path
     assert json.loads((bundle.path / "manifest.json").read_text())["decision"] == decision_block()  # round trip
 
 
-def test_a_bundle_may_carry_a_subset_of_modes(shipped_bundle_dir: Path, tmp_path: Path) -> None:
+def test_a_bundle_may_carry_a_subset_of_modes(classifier_bundle_dir: Path, tmp_path: Path) -> None:
     only = decision_block(default_mode="high_sensitivity")
     only["modes"] = {"high_sensitivity": only["modes"]["high_sensitivity"]}
-    spec = format3_copy(shipped_bundle_dir, tmp_path / "b", only).manifest.decision_spec()
+    spec = format3_copy(classifier_bundle_dir, tmp_path / "b", only).manifest.decision_spec()
     assert list(spec.modes) == ["high_sensitivity"]
     with pytest.raises(BundleError, match="has no operating mode 'balanced'"):
         spec.mode("balanced")
@@ -159,23 +159,23 @@ def _bad(path: tuple[str, ...], value: Any) -> Callable[[dict], None]:
         (_bad(("validation",), 3), r"'decision\.validation' must be a string"),
     ],
 )
-def test_a_bad_decision_block_is_refused_naming_the_key(shipped_bundle_dir: Path, tmp_path: Path, change, message: str) -> None:
-    bundle = format3_copy(shipped_bundle_dir, tmp_path / "b").path
+def test_a_bad_decision_block_is_refused_naming_the_key(classifier_bundle_dir: Path, tmp_path: Path, change, message: str) -> None:
+    bundle = format3_copy(classifier_bundle_dir, tmp_path / "b").path
     _with_manifest(bundle, change)
     with pytest.raises(BundleError, match=message) as err:
         load_bundle(bundle)
     assert "manifest.json" in str(err.value)  # names the file too
 
 
-def test_a_decision_block_needs_format_3(shipped_bundle_dir: Path, tmp_path: Path) -> None:
-    bundle = format3_copy(shipped_bundle_dir, tmp_path / "b").path
+def test_a_decision_block_needs_format_3(classifier_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = format3_copy(classifier_bundle_dir, tmp_path / "b").path
     _with_manifest(bundle, lambda d: d.update(format_version=2))
     with pytest.raises(BundleError, match="'decision' needs format_version 3 \\(this manifest says 2\\)"):
         load_bundle(bundle)
 
 
-def test_a_decision_block_needs_the_normal_and_malignant_labels(shipped_bundle_dir: Path, tmp_path: Path) -> None:
-    bundle = format3_copy(shipped_bundle_dir, tmp_path / "b").path
+def test_a_decision_block_needs_the_normal_and_malignant_labels(classifier_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = format3_copy(classifier_bundle_dir, tmp_path / "b").path
     _with_manifest(bundle, lambda d: d.update(labels=["normal", "benign", "cancer"], thresholds={}))
     with pytest.raises(BundleError, match="'decision' needs the labels 'malignant' and 'normal' \\(missing malignant\\)"):
         load_bundle(bundle)
