@@ -3,8 +3,9 @@
     python -m bench.bench_device [--model DIR] [--frames N] [--threads T]
 
 Figures are printed; record them in docs/performance.md. The compute path is
-crop -> quality -> preprocess -> invoke -> postprocess on a frame already in memory; it is
-compared with bare ``interpreter.invoke()`` of the same model, same thread count, same run.
+crop -> quality -> preprocess -> invoke -> postprocess on a frame already in memory (classification alone); it is
+compared with bare ``interpreter.invoke()`` of the same model, same thread count, same run. A bundle with a
+segmentation model (the shipped one) adds ``path + outline``, the analysis ``device run`` does, interleaved with it.
 """
 
 from __future__ import annotations
@@ -59,21 +60,27 @@ def bench_compute(model: Path, threads: int, frames: list[np.ndarray], repeats: 
     interpreter = classifier.runner.interpreter
     details = interpreter.get_input_details()[0]
     interpreter.set_tensor(details["index"], np.zeros(details["shape"], dtype=details["dtype"]))
+    outlines = classifier.segmenter is not None
     for _ in range(10):
         interpreter.invoke()
         classifier.classify(frames[0])
-    bare, path = [], []
-    for i in range(repeats):  # interleaved so both see the same machine state
+    bare, path, outlined = [], [], []
+    for i in range(repeats):  # interleaved so all see the same machine state
         bare += timed(interpreter.invoke, 1)
         frame = frames[i % len(frames)]
-        path += timed(lambda: classifier.classify(frame), 1)
-    return {
+        path += timed(lambda: classifier.classify(frame, outline=False), 1)  # classification alone
+        if outlines:
+            outlined += timed(lambda: classifier.classify(frame), 1)  # what `device run` does: with the outline
+    figures = {
         "runtime": classifier.runtime,
         "bare_p50": percentile(bare, 50),
         "bare_p95": percentile(bare, 95),
         "path_p50": percentile(path, 50),
         "path_p95": percentile(path, 95),
     }
+    if outlines:
+        figures.update(outline_p50=percentile(outlined, 50), outline_p95=percentile(outlined, 95))
+    return figures
 
 
 def bench_prepare(model: Path, frames: list[np.ndarray], repeats: int) -> dict[str, float]:
@@ -179,6 +186,9 @@ def main() -> None:
         print(f"bare invoke       p50 {compute['bare_p50']:7.2f} ms   p95 {compute['bare_p95']:7.2f} ms")
         print(f"compute path      p50 {compute['path_p50']:7.2f} ms   p95 {compute['path_p95']:7.2f} ms")
         print(f"ratio path/bare   p50 {compute['path_p50'] / compute['bare_p50']:7.3f}   (goal <= 1.25)")
+        if "outline_p50" in compute:
+            print(f"path + outline    p50 {compute['outline_p50']:7.2f} ms   p95 {compute['outline_p95']:7.2f} ms")
+            print(f"ratio +outline/path p50 {compute['outline_p50'] / compute['path_p50']:5.2f}   (issue 16's goal <= 2.5)")
         prep = bench_prepare(args.model, frames, args.repeats)
         for kind in ("exact", "opencv"):
             print(

@@ -4,10 +4,11 @@
 
 Per frame, in one run and interleaved so every path sees the same machine state:
 
-* ``model``: ``device.engine.Classifier.classify`` of the bundle (prepare -> int8 invoke -> probabilities);
+* ``model``: ``device.engine.Classifier.classify`` of the bundle without the outline (prepare -> int8 invoke ->
+  probabilities: classification alone);
 * ``baseline``: the same for a second bundle (by default the shipped one — pass the previous release);
-* ``+outline`` (with ``--outline DIR``, a bundle with a segmentation model, e.g. the model's packed by
-  ``model_build pack-segmentation``): the same analysis with the lesion outline (device/outline.py); its
+* ``+outline`` (``--outline DIR``, a bundle with a segmentation model; by default ``--model`` itself when it has one,
+  as the shipped bundle does): the same analysis with the lesion outline (device/outline.py); its
   ``p50 / model`` is the extra time per frame of the segmentation (issue 16's goal: <= 2.5x), and ``outline only``
   the segmentation's own time inside it;
 * ``keras-b7``: how the systems this product grew from serve (Keras EfficientNet-B7 at 600 px, random
@@ -20,6 +21,7 @@ in docs/performance.md; no figure is asserted anywhere.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import resource
 import sys
@@ -76,10 +78,14 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as scratch:
         frames = [decode_image_file(f) for f in frame_files(args.frames, Path(scratch))]
-    paths = {
-        "model": Classifier(load_bundle(args.model), threads=args.threads).classify,
-        "baseline": Classifier(load_bundle(args.baseline), threads=args.threads).classify,
+    model = Classifier(load_bundle(args.model), threads=args.threads)
+    baseline = Classifier(load_bundle(args.baseline), threads=args.threads)
+    paths = {  # classification alone: a bundle's outline, when it has one, is timed by +outline
+        "model": functools.partial(model.classify, outline=False),
+        "baseline": functools.partial(baseline.classify, outline=False),
     }
+    if args.outline is None and model.segmenter is not None:
+        args.outline = args.model  # the shipped bundle carries its outline model
     outline_ms: list[float] = []
     if args.outline is not None:
         outliner = Classifier(load_bundle(args.outline), threads=args.threads)

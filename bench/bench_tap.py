@@ -5,10 +5,11 @@ tap by tap so the machine's load weighs on both alike. Prints figures and their 
 
     python -m bench.bench_tap [--taps 15] [--size 800x480] [--model DIR] [--outline BUNDLE ...] [--no-tiny-outline]
 
-Bundles, each in its own window: the classifier alone (models/sonopi-lite0 when present, else the tiny test bundle;
-or --model), the same packed with the tiny test segmentation model (tests/device/tiny_segmentation.py: 48 px, one
-convolution — the UI's cost of an outline, not a real model's), and each --outline BUNDLE (e.g. the shipped
-classifier packed with a Lite0 segmentation model by ``python -m model_build pack-segmentation``). Frames: BUSI
+Bundles, each in its own window: the first is --model (default models/sonopi-lite0, which carries its outline model,
+else the tiny test bundle); a first bundle without a segmentation model is followed by the same packed with the tiny
+test segmentation model (tests/device/tiny_segmentation.py: 48 px, one convolution — the UI's cost of an outline, not
+a real model's); then each --outline BUNDLE (a bundle with a segmentation model, e.g. packed by
+``python -m model_build pack-segmentation``). Frames: BUSI
 images from ../shared/datasets when present, else synthetic screens; the first image whose tapped analysis is
 conclusive is kept for every tap (an inconclusive one has no outline to time).
 """
@@ -30,6 +31,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PyQt5.QtWidgets import QApplication
 
 from bench.bench_device import percentile
+from device.model.bundle import load_bundle
 from bench.bench_ui import open_exam
 from ui.app import parse_size
 from ui.live_screen import LiveScreen
@@ -144,7 +146,7 @@ def report(all_figures: list[Figures]) -> None:
             f"{tap / analyse:>11.2f} {tap / base:>8.2f} {outline:>9}ms {f.outlined:>4}/{len(f.tap_ms)}"
             + (f" ({f.inconclusive} inconclusive)" if f.inconclusive else "")
         )
-    print("tap/base: against the first bundle's Analyse p50 in this run (the classifier alone, no region)")
+    print("tap/base: against the first bundle's Analyse p50 in this run (no region)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         frames_from = prepare_frames(frames)
         classifier = prepare_model(work, args.model)
         bundles = [classifier]
-        if not args.no_tiny_outline:
+        if load_bundle(classifier).manifest.segmentation is not None:
+            print(f"{classifier} carries its outline model: no tiny test segmentation packed onto it")
+        elif not args.no_tiny_outline:
             from tests.device.tiny_segmentation import build_tiny_segmentation_bundle
 
             build_tiny_segmentation_bundle(work / "tiny-seg-bundle", classifier, work / "tiny-seg")

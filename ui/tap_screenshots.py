@@ -3,9 +3,10 @@
 synthetic screens): the square region a tap on the moving image seeds (nothing stored), the stored result of a
 tap inside it on the frozen frame, with the outline of the lesion under the region, and — when the frame gives it —
 a tap on quiet tissue beside the lesion whose result is the whole scan's (docs/ui.md "A region never lowers the
-result"). The bundle: ``--model``, else the
-shipped classifier packed with the tiny test segmentation model (tests/device/tiny_segmentation.py: it outlines what
-is brighter than mid-grey — the outline shows where it is drawn, not what a trained model finds). Every scene is
+result"). The bundle: ``--model``, else the shipped bundle with its trained outline model; a bundle without one
+(the tiny test bundle, or one shipped with ``SEGMENTATION=``) gets the tiny test segmentation model packed in
+(tests/device/tiny_segmentation.py: it outlines what is brighter than mid-grey — the outline shows where it is drawn,
+not what a trained model finds). Every scene is
 checked with ui/layout_check.py. Writes ``<size>-tap-*.png``; exit 1 on a layout problem."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PyQt5.QtCore import QEvent, QPointF, Qt
 from PyQt5.QtGui import QMouseEvent
 from PyQt5.QtWidgets import QApplication, QWidget
 
+from device.model.bundle import load_bundle
 from ui.main_window import MainWindow
 
 log = logging.getLogger("ui.tap_screenshots")
@@ -102,6 +104,8 @@ def _bundle(work: Path, model: Path | None) -> Path:
     if model is not None:
         return model
     classifier = shots.prepare_model(work, None)
+    if load_bundle(classifier).manifest.segmentation is not None:
+        return classifier
     from tests.device.tiny_segmentation import build_tiny_segmentation_bundle
 
     build_tiny_segmentation_bundle(work / "tap-bundle", classifier, work / "tiny-seg")
