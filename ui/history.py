@@ -37,10 +37,13 @@ LIMIT = 100
 REJECTED = "rejected: "  # the store's delivery text for a result the hub refused for good
 
 
-def delivery_text(delivery: str) -> str:
+def delivery_text(delivery: str, compact: bool = False) -> str:
+    """The delivery state in words; on two lines where they are long (``compact``: the 7" panel, so the Lesion column
+    stays in view)."""
     if delivery.startswith(REJECTED):
-        return f"Rejected:\n{delivery[len(REJECTED) :].replace('_', ' ')}"  # two lines: the Lesion column stays in view
-    return theme.DELIVERY_TEXT.get(delivery, delivery)
+        return f"Rejected:\n{delivery[len(REJECTED) :].replace('_', ' ')}"
+    text = theme.DELIVERY_TEXT.get(delivery, delivery)
+    return "\n".join(text.split(" ", 1)) if compact and len(text) > 12 else text
 
 
 def delivery_colour(delivery: str) -> str:
@@ -185,7 +188,7 @@ class HistoryScreen(QWidget):
             cells = [when, placed_patient(record, placement), placed_output(record, placement)]
             p = record.p_malignant if record.p_malignant is not None else record.probabilities.get(MALIGNANT)
             cells.append("—" if p is None or record.inconclusive else f"{p * 100:.1f}%")
-            cells.append(delivery_text(record.delivery))
+            cells.append(delivery_text(record.delivery, self._th.compact))
             lesion_text, lesion_colour = self.lesion_cells.get(record.result_id, ("—", theme.MUTED))
             cells.append(lesion_text)
             items: dict[int, QTableWidgetItem] = {}

@@ -86,12 +86,12 @@ def lesion_size_text(lesion: LesionRecord | None, category: Category | None = No
 
 
 # History's and the exam summary's OUTLINE_UNDER_NO_LESION: the 7" panel has no room for the size beside it
-OUTLINE_UNDER_NO_LESION_SHORT = "outlined: look again"
+OUTLINE_UNDER_NO_LESION_SHORT = "outlined: recheck"
 
 
 def lesion_size_short(lesion: LesionRecord | None, category: Category | None = None) -> str:
     """The size on one short line for History and the exam summary (per frame): ``"42.7 × 14.5 mm"``,
-    ``"uncalibrated: 1234 px"``, ``"no outline"``; "" with no segmentation model or an inconclusive result. Under
+    ``"1234 px"`` (the uncalibrated area), ``"no outline"``; "" with no segmentation model or an inconclusive result. Under
     *No lesion seen* an outline is a region to look at again, as the card says: :data:`OUTLINE_UNDER_NO_LESION_SHORT`."""
     if lesion is None or lesion.withheld is not None:
         return ""
@@ -101,7 +101,7 @@ def lesion_size_short(lesion: LesionRecord | None, category: Category | None = N
         return OUTLINE_UNDER_NO_LESION_SHORT
     if lesion.width_mm is not None and lesion.depth_mm is not None:
         return f"{lesion.width_mm:.1f} × {lesion.depth_mm:.1f} mm"
-    return f"uncalibrated: {lesion.area_px or 0:.0f} px"
+    return f"{lesion.area_px or 0:.0f} px"  # the card's uncalibrated area: px, never mm; short enough for the 7" panel's row
 
 
 def lesion_descriptor_text(lesion: LesionRecord | None, category: Category | None = None) -> str:
@@ -204,10 +204,11 @@ def close_up_text(check: CloseUpCheck, malignant_threshold: float) -> str:
     """Why a result with the clinician's region is the whole scan's (device/close_up.py): the region alone read less."""
     alone = check.close_up
     if alone.category is Category.INCONCLUSIVE:
-        read = "your region alone was inconclusive"
-    else:
-        read = f"your region alone read {HEADLINES[alone.category].lower()}, p(malignant) {percent_pair(alone.p_malignant, malignant_threshold)[0]}"
-    return f"Result of the whole scan: {read}. A region never lowers the result."
+        return "Whole-scan result. Your region alone was inconclusive."
+    # three lines at 800x480: what the card's scroll area shows below an exam's lesion buttons; the figure in brackets
+    # is the region's p(malignant), as the line above it is the scan's
+    p_text = percent_pair(alone.p_malignant, malignant_threshold)[0]
+    return f"Whole-scan result. Your region alone: {HEADLINES[alone.category].lower()} ({p_text})."
 
 
 def lesion_text(d: Decision) -> str:

@@ -1,5 +1,5 @@
 """History and the exam summary list each frame's lesion size (real widgets on a real store, offscreen): mm with a
-known spacing, "uncalibrated: N px" without, "no outline" when the model found none, nothing for an inconclusive
+known spacing, "N px" (the uncalibrated area, never mm) without, "no outline" when the model found none, nothing for an inconclusive
 frame or one analysed without a segmentation model. An outline under *No lesion seen* (the two models disagree) is
 listed as a region to look at again, never as a lesion's size, as the card says it. At 800x480 and 1280x720 the rows fit (the layout checker).
 Screenshots under build/card-screens/."""
@@ -26,7 +26,7 @@ from ui.history import HistoryScreen
 from ui.layout_check import layout_problems, table_cells_cut
 from ui.theme import Theme
 
-SIZES = {"mm": "3.0 × 1.5 mm", "px": "uncalibrated: 450 px", "none": "no outline", "under-no-lesion": "outlined: look again"}
+SIZES = {"mm": "3.0 × 1.5 mm", "px": "450 px", "none": "no outline", "under-no-lesion": "outlined: recheck"}
 
 
 def _stored(store: ResultStore) -> dict[str, object]:
@@ -52,6 +52,39 @@ def _stored(store: ResultStore) -> dict[str, object]:
         )
     )
     return records
+
+
+def _large_uncalibrated(store: ResultStore) -> None:
+    """Rows as a capture card's frames give them: no pixel spacing and outlines of real size (a 1080p frame's mass:
+    1,000 × 600 px), each result a lesion of its own in the exam, so the Lesion column is filled, with the widest
+    delivery state ("Received by hub") and a patient reference as the demo's."""
+    exam = store.add_exam(Exam("E2", "K10452", side="L"))
+    lesion = LesionRecord.from_json({**UNCALIBRATED, "box": [100, 200, 1000, 600], "area_px": 480000.0})
+    for seq in range(20, 24):
+        record = store.add(replace(v2_record("site-a", "dev-1", seq), seq=None, exam_id=exam.exam_id, patient_ref="K10452", side="L", lesion=lesion))
+        if seq > 20:
+            store.new_lesion(record.result_id)
+        if seq == 20:
+            store.mark_sent([record.result_id])
+            store.mark_acked([record.result_id])
+
+
+@pytest.mark.parametrize("size", [(800, 480), (1280, 720)], ids=["800x480", "1280x720"])
+def test_history_rows_of_large_uncalibrated_outlines_fit(qtbot, tmp_path: Path, size: tuple[int, int]) -> None:
+    th = Theme.for_size(*size)
+    QApplication.instance().setStyleSheet(th.stylesheet())
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        _large_uncalibrated(store)
+        screen = HistoryScreen(th, store)
+        qtbot.addWidget(screen)
+        screen.resize(*size)
+        screen.show()
+        screen.refresh()
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        screen.grab().save(str(SHOTS / f"{size[0]}x{size[1]}-history-large-outline.png"))
+        assert table_cells_cut(screen.table) == []
+        lesions = [t for t in (screen.table.item(r, 3).text() for r in range(screen.table.rowCount())) if not t.startswith("No lesion seen")]
+        assert lesions and all(t.split("\n")[1:] == ["480000 px"] for t in lesions), lesions
 
 
 @pytest.mark.parametrize("size", [(800, 480), (1280, 720)], ids=["800x480", "1280x720"])

@@ -189,7 +189,7 @@ def test_clinician_workflow(qtbot, workflow_window) -> None:
     with ResultStore(window.config.store_path) as uplink_store:
         uplink_store.mark_sent([record.result_id])
         uplink_store.mark_acked([record.result_id])
-    qtbot.waitUntil(lambda: history.table.item(0, 5).text() == "Received by hub", timeout=10_000)
+    qtbot.waitUntil(lambda: history.table.item(0, 5).text().replace("\n", " ") == "Received by hub", timeout=10_000)
     qtbot.waitUntil(lambda: window.status.pending.plain == "0 to send", timeout=10_000)
 
 
