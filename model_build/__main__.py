@@ -124,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     ss = sub.add_parser("seed-spread", help="another training run's folds at a bundle's thresholds, beside the bundle's own figures")
     ss.add_argument("--bundle", required=True, type=Path, help="a bundle with leave-one-source-out figures (modes --write)")
     ss.add_argument("--fold", action="append", required=True, type=Path, help="a fold of the other run; repeat, one per held-out source")
+    ss.add_argument("--this-fold", action="append", type=Path, help="a fold of the bundle's own study (its figures at the both-runs thresholds); repeat")
     ss.add_argument("--write", action="store_true", help="store it in report/metrics.json and rewrite MODEL_CARD.md")
     ss.add_argument("--bootstrap", type=int, default=1000)
     ss.add_argument("-v", "--verbose", action="store_true")
@@ -316,7 +317,7 @@ def _seed_spread(args: argparse.Namespace) -> int:
     from model_build.seed_spread import seed_spread, store_in_bundle, summary_lines
 
     try:
-        result = seed_spread(args.bundle, args.fold, args.bootstrap)
+        result = seed_spread(args.bundle, args.fold, args.bootstrap, this_run_folds=args.this_fold)
         if args.write:
             store_in_bundle(args.bundle, result)
     except (SonopiError, StudyError, OSError) as exc:

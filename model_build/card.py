@@ -290,6 +290,11 @@ _SOURCE_NAMES = {"busi": "BUSI", "bus-bra": "BUS-BRA", "breast-lesions-usg": "Br
 _MODE_NAMES = {"high_sensitivity": "High sensitivity", "balanced": "Balanced", "high_specificity": "High specificity"}
 
 
+def _value(entry: dict[str, Any] | None) -> str:
+    """``0.912`` from a study figure (its CI left to the tables above), ``—`` when it has no value."""
+    return "—" if not entry or entry.get("value") is None else f"{entry['value']:.3f}"
+
+
 def _v(entry: dict[str, Any] | None) -> str:
     """``0.912 [0.85, 0.96] (n 120)`` from a study figure, ``—`` when it has no value."""
     if not entry or entry.get("value") is None:
@@ -408,7 +413,26 @@ def seed_spread_section(spread: dict[str, Any] | None) -> list[str]:
         "source), so these two runs, not the CIs, show how far its figures on an unseen scanner can be from those above.",
         "",
     ]
-    return lines
+    return lines + _both_runs_lines(spread["modes"])
+
+
+def _both_runs_lines(modes: dict[str, Any]) -> list[str]:
+    """What a threshold that keeps every mode's target on every held-out source of *both* runs would cost."""
+    rows = [(mode, m["both_runs"]) for mode, m in modes.items() if "both_runs" in m and "this_run" in m["both_runs"]]
+    if not rows:
+        return []
+    lines = [
+        "A threshold that kept each mode's target sensitivity on every held-out source of both runs would be the lower "
+        "of the two runs' own (the other run's study would have chosen the second column); it is not used, for what "
+        "it costs:",
+        "",
+        "| mode | the other run's own threshold | both runs | sensitivity: this run · another run | specificity | normal scans called malignant |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, both in rows:
+        cells = [" · ".join(_value(both[run][k]) for run in ("this_run", "reseeded")) for k in ("sensitivity", "specificity", "normals_called_malignant")]
+        lines.append(f"| {_MODE_NAMES.get(mode, mode)} | {both['reseeded_threshold']:.4f} | {both['malignant_threshold']:.4f} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def model_card_text(manifest: Manifest, report: BuildReport) -> str:
