@@ -7,6 +7,9 @@ Per frame, in one run and interleaved so every path sees the same machine state:
 * ``model``: ``device.engine.Classifier.classify`` of the bundle without the outline (prepare -> int8 invoke ->
   probabilities: classification alone);
 * ``baseline``: the same for a second bundle (by default the shipped one — pass the previous release);
+* ``+close-up``: the model's classification with a clinician's region (the centre quarter of the frame): the region
+  and the scan region are both classified (device/close_up.py), no outline — what the live score does per frame with
+  a region drawn;
 * ``+outline`` (``--outline DIR``, a bundle with a segmentation model; by default ``--model`` itself when it has one,
   as the shipped bundle does): the same analysis with the lesion outline (device/outline.py); its
   ``p50 / model`` is the extra time per frame of the segmentation (issue 16's goal: <= 2.5x), and ``outline only``
@@ -62,6 +65,7 @@ def _time(fn, frame) -> float:
 def main(argv: list[str] | None = None) -> int:
     import tempfile
 
+    from device.crop import Box
     from device.engine import Classifier
     from device.imageio import decode_image_file
     from device.model.bundle import load_bundle
@@ -84,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         "model": functools.partial(model.classify, outline=False),
         "baseline": functools.partial(baseline.classify, outline=False),
     }
+
+    def with_close_up(frame):  # the live score with a region drawn: the region and the scan region, no outline
+        h, w = frame.shape[:2]
+        return model.classify(frame, close_up=Box(w // 4, h // 4, w // 2, h // 2), outline=False)
+
+    paths["+close-up"] = with_close_up
     if args.outline is None and model.segmenter is not None:
         args.outline = args.model  # the shipped bundle carries its outline model
     outline_ms: list[float] = []

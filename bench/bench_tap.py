@@ -31,8 +31,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PyQt5.QtWidgets import QApplication
 
 from bench.bench_device import percentile
-from device.model.bundle import load_bundle
 from bench.bench_ui import open_exam
+from device.model.bundle import load_bundle
 from ui.app import parse_size
 from ui.live_screen import LiveScreen
 from ui.screenshots import open_window, prepare_frames, prepare_model, screenshot_config, spin, spin_until

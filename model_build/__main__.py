@@ -124,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     ss = sub.add_parser("seed-spread", help="another training run's folds at a bundle's thresholds, beside the bundle's own figures")
     ss.add_argument("--bundle", required=True, type=Path, help="a bundle with leave-one-source-out figures (modes --write)")
     ss.add_argument("--fold", action="append", required=True, type=Path, help="a fold of the other run; repeat, one per held-out source")
-    ss.add_argument("--this-fold", action="append", type=Path, help="a fold of the bundle's own study (its figures at the both-runs thresholds); repeat")
+    ss.add_argument(
+        "--this-fold", action="append", type=Path, help="a fold of the bundle's own study (its figures at the both-runs thresholds); repeat"
+    )
     ss.add_argument("--write", action="store_true", help="store it in report/metrics.json and rewrite MODEL_CARD.md")
     ss.add_argument("--bootstrap", type=int, default=1000)
     ss.add_argument("-v", "--verbose", action="store_true")

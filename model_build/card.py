@@ -430,8 +430,12 @@ def _both_runs_lines(modes: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for mode, both in rows:
-        cells = [" · ".join(_value(both[run][k]) for run in ("this_run", "reseeded")) for k in ("sensitivity", "specificity", "normals_called_malignant")]
-        lines.append(f"| {_MODE_NAMES.get(mode, mode)} | {both['reseeded_threshold']:.4f} | {both['malignant_threshold']:.4f} | " + " | ".join(cells) + " |")
+        cells = [
+            " · ".join(_value(both[run][k]) for run in ("this_run", "reseeded")) for k in ("sensitivity", "specificity", "normals_called_malignant")
+        ]
+        lines.append(
+            f"| {_MODE_NAMES.get(mode, mode)} | {both['reseeded_threshold']:.4f} | {both['malignant_threshold']:.4f} | " + " | ".join(cells) + " |"
+        )
     return lines + [""]
 
 

@@ -104,8 +104,13 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"{mode} (p(malignant) >= {m['malignant_threshold']:.4f}): " + ", ".join(parts))
         both = m.get("both_runs")
         if both:
-            at = [f"{run} " + ", ".join(f"{k} {both[run][k]['value']:.3f}" for k in FIGURES if both[run][k]["value"] is not None) for run in ("this_run", "reseeded") if run in both]
+            at = [
+                f"{run} " + ", ".join(f"{k} {both[run][k]['value']:.3f}" for k in FIGURES if both[run][k]["value"] is not None)
+                for run in ("this_run", "reseeded")
+                if run in both
+            ]
             lines.append(
-                f"  holding on both runs: p(malignant) >= {both['malignant_threshold']:.4f} (the other run's own {both['reseeded_threshold']:.4f}): " + "; ".join(at)
+                f"  holding on both runs: p(malignant) >= {both['malignant_threshold']:.4f} (the other run's own {both['reseeded_threshold']:.4f}): "
+                + "; ".join(at)
             )
     return lines

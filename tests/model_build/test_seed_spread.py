@@ -14,9 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import numpy as np
+import pytest
 
 from model_build.operating_modes import MODE_TARGETS, StudyError, read_folds
 from model_build.seed_spread import seed_spread

@@ -1,8 +1,9 @@
 """On the real touchscreen app offscreen, with the real tiny TFLite model (bright reads malignant, dark normal): a
 region drawn on a quiet patch of a suspicious scan stores and shows the scan's result — *Suspicious — refer* with the
-scan's p(malignant) and a line saying the result is the whole scan's and the region alone read less (*no lesion seen* or
-*low suspicion*), in view without scrolling at 800x480 even under an exam's lesion buttons — and History says the row is the whole scan's; a tap on the suspicious region of a quiet scan is the
-region's own result, with no such line; both screen sizes, the card's words not cut (device/close_up.py)."""
+scan's p(malignant) and a line saying the result is the whole scan's and the region alone read less (*no lesion seen*
+or *low suspicion*), in view without scrolling at 800x480 even under an exam's lesion buttons — and History says the
+row is the whole scan's; a tap on the suspicious region of a quiet scan is the region's own result, with no such line;
+both screen sizes, the card's words not cut (device/close_up.py)."""
 
 from __future__ import annotations
 
@@ -38,9 +39,7 @@ def _frame(folder: Path, background: int, patch: int, box: Box) -> Path:
     return folder
 
 
-def _result(
-    qtbot, tmp_path: Path, bundle: Path, size: tuple[int, int], background: int, patch: int, box: Box, tapped: bool, earlier: bool = False
-):
+def _result(qtbot, tmp_path: Path, bundle: Path, size: tuple[int, int], background: int, patch: int, box: Box, tapped: bool, earlier: bool = False):
     """The stored result of a region on the patch: a tap at its centre, or an ROI drawn inside it and Analyse.
     ``earlier``: the exam holds a result already (so the exam panel's lesion buttons take their room above the card)."""
     window = open_window(qtbot, tmp_path, bundle, _frame(tmp_path / "usb" / "frames", background, patch, box))
@@ -62,9 +61,7 @@ def _result(
 
 @pytest.mark.parametrize("earlier", [False, True], ids=["first-result", "second-lesion"])
 @pytest.mark.parametrize("size", SIZES)
-def test_a_quiet_region_drawn_on_a_suspicious_scan_shows_the_scans_result(
-    qtbot, tmp_path: Path, tiny_bundle_dir: Path, size, earlier: bool
-) -> None:
+def test_a_quiet_region_drawn_on_a_suspicious_scan_shows_the_scans_result(qtbot, tmp_path: Path, tiny_bundle_dir: Path, size, earlier: bool) -> None:
     window, outcome = _result(qtbot, tmp_path, tiny_bundle_dir, size, background=230, patch=40, box=DRAWN, tapped=False, earlier=earlier)
     card, record = window.live.card, outcome.record
     assert record.category == "suspicious" and record.close_up is not None and record.close_up.raised
@@ -72,9 +69,8 @@ def test_a_quiet_region_drawn_on_a_suspicious_scan_shows_the_scans_result(
     assert alone in (Category.NO_LESION, Category.LOW_SUSPICION) and record.roi == window.live.view.roi.as_tuple()
     assert card.headline.text() == "Suspicious — refer"
     assert card.p_text.text().startswith("p(malignant) ") and f"{record.p_malignant * 100:.0f}%" in card.p_text.text()
-    assert card.close_up.isVisible() and card.close_up.text().startswith(
-        f"Whole-scan result. Your region alone: {HEADLINES[alone].lower()} ({percent_pair(record.close_up.close_up.p_malignant, record.thresholds['malignant'])[0]})."
-    )
+    alone_p = percent_pair(record.close_up.close_up.p_malignant, record.thresholds["malignant"])[0]
+    assert card.close_up.isVisible() and card.close_up.text() == f"Whole-scan result. Your region alone: {HEADLINES[alone].lower()} ({alone_p})."
     assert card.close_up.geometry().bottom() <= card.scroll_area.viewport().height()  # in view without scrolling
     assert layout_problems(window) == []
     back = stored(window)[-1]
