@@ -38,12 +38,11 @@ REJECTED = "rejected: "  # the store's delivery text for a result the hub refuse
 
 
 def delivery_text(delivery: str, compact: bool = False) -> str:
-    """The delivery state in words; on two lines where they are long (``compact``: the 7" panel, so the Lesion column
-    stays in view)."""
+    """The delivery state in words; the long ones on two lines on the 7" panel (``compact``), so the Lesion column
+    stays in view."""
     if delivery.startswith(REJECTED):
         return f"Rejected:\n{delivery[len(REJECTED) :].replace('_', ' ')}"
-    text = theme.DELIVERY_TEXT.get(delivery, delivery)
-    return "\n".join(text.split(" ", 1)) if compact and len(text) > 12 else text
+    return (theme.DELIVERY_TEXT_COMPACT if compact else theme.DELIVERY_TEXT).get(delivery, delivery)
 
 
 def delivery_colour(delivery: str) -> str:

@@ -19,6 +19,7 @@ INFO = "#7cc4ff"
 
 LABEL_COLOURS = {"malignant": DANGER, "benign": WARN, "normal": OK}
 DELIVERY_TEXT = {"stored": "On device", "sent": "Sent", "acked": "Received by hub"}
+DELIVERY_TEXT_COMPACT = {**DELIVERY_TEXT, "acked": "Received\nby hub"}  # History on the 7" panel: the Lesion column stays in view
 DELIVERY_COLOURS = {"stored": WARN, "sent": INFO, "acked": OK}
 NOTICE = "Decision support only — not a diagnosis"
 
