@@ -913,7 +913,7 @@ def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site
 
     from device.engine import Classifier
     from device.head import SIGNING_UNSIGNED, BaseIdentity, HeadSpec
-    from device.model.bundle import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, edit_bundle, load_bundle, write_bundle
+    from device.model.bundle import edit_bundle, load_bundle, write_bundle
     from device.model.signing import key_id, load_private_key, sign_bundle
     from device.selftest import compute_reference
 
@@ -982,14 +982,7 @@ def write_site_bundle(base: ModelBundle, adaptation: Adaptation, out: Path, site
     # the base's segmentation model (docs/lesion-outline.md) goes on unchanged: its section and its file together
     seg_path = base.segmentation_path
     write_bundle(partial, base.model_path.read_bytes(), manifest, segmentation=seg_path.read_bytes() if seg_path is not None else None)
-    skip = {MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE, HEAD_DATA_FILE}
-    if m.segmentation is not None:
-        skip.add(m.segmentation.model)  # written (and its sha256 checked) by write_bundle
-    files = {
-        p.relative_to(base.path).as_posix(): p.read_bytes()
-        for p in sorted(base.path.rglob("*"))
-        if p.is_file() and p.relative_to(base.path).as_posix() not in skip
-    }
+    files = base.other_files(leave_out={HEAD_DATA_FILE})
     files["MODEL_CARD.md"] = site_card(base, manifest, adaptation, signing).encode("utf-8")
     files[REPORT_FILE] = report_json(adaptation, {"base": head.base.__dict__, "version": version, "signing": signing})
     edit_bundle(partial, files=files)

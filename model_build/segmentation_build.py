@@ -25,9 +25,6 @@ from typing import Any
 import numpy as np
 
 from device.model.bundle import (
-    MANIFEST_FILE,
-    MODEL_FILE,
-    SIGNATURE_FILE,
     InputSpec,
     Manifest,
     MaskSpec,
@@ -279,12 +276,7 @@ def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str |
         spec = dataclasses.replace(spec, metrics={**spec.metrics, "leave_one_source_out": [fold_headline(f) for f in folds]})
     manifest = dataclasses.replace(base.manifest, segmentation=spec, version=version or f"{base.manifest.version}+seg")
     written = write_bundle(out, base.model_path.read_bytes(), manifest, segmentation=seg_bytes)
-    skip = {MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE}
-    files = {
-        p.relative_to(base.path).as_posix(): p.read_bytes()
-        for p in sorted(base.path.rglob("*"))
-        if p.is_file() and p.relative_to(base.path).as_posix() not in skip
-    }
+    files = base.other_files()
     card = files.get(CARD_FILE)
     if card is not None:
         files[CARD_FILE] = _packed_card(written.manifest, base.path, card.decode("utf-8")).encode("utf-8")

@@ -79,26 +79,20 @@ def classifier_bundle_dir(shipped_bundle_dir: Path, tmp_path_factory: pytest.Tem
     when it has no segmentation model."""
     import dataclasses
 
-    from device.model.bundle import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, edit_bundle, load_bundle, write_bundle
+    from device.model.bundle import edit_bundle, load_bundle, write_bundle
     from model_build.card import model_card_text
     from model_build.report import read_report
     from model_build.segmentation_card import CARD_FILE
 
     shipped = load_bundle(shipped_bundle_dir)
-    seg = shipped.manifest.segmentation
-    if seg is None:
+    if shipped.manifest.segmentation is None:
         return shipped_bundle_dir
     out = tmp_path_factory.mktemp("classifier-alone") / "bundle"
-    write_bundle(out, shipped.model_path.read_bytes(), dataclasses.replace(shipped.manifest, segmentation=None))
-    skip = {MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE, CARD_FILE, seg.model}
-    files = {
-        p.relative_to(shipped_bundle_dir).as_posix(): p.read_bytes()
-        for p in sorted(shipped_bundle_dir.rglob("*"))
-        if p.is_file() and p.relative_to(shipped_bundle_dir).as_posix() not in skip and "report/segmentation/" not in p.as_posix()
-    }
+    written = write_bundle(out, shipped.model_path.read_bytes(), dataclasses.replace(shipped.manifest, segmentation=None))
+    files = shipped.other_files(leave_out={"report/segmentation/"})
+    # the card made again from the manifest and the build report, as every card rewrite is
+    files[CARD_FILE] = model_card_text(written.manifest, read_report(shipped_bundle_dir)).encode("utf-8")
     edit_bundle(out, files=files)
-    card = model_card_text(load_bundle(out).manifest, read_report(out))  # made again from the manifest, as a rewrite is
-    edit_bundle(out, files={CARD_FILE: card.encode("utf-8")})
     return out
 
 

@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -364,6 +364,20 @@ class ModelBundle:
     @property
     def identity(self) -> dict[str, str]:
         return {"name": self.manifest.name, "version": self.manifest.version, "sha256": self.manifest.model_sha256}
+
+    def other_files(self, leave_out: Collection[str] = ()) -> dict[str, bytes]:
+        """Every file beside the model, manifest, signature and segmentation model (relative path -> bytes): what a
+        bundle written from this one (``write_bundle`` then ``edit_bundle(files=...)``) carries on. ``leave_out``: more
+        relative paths, or folders ending in ``/``."""
+        own = {MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE}
+        if self.manifest.segmentation is not None:
+            own.add(self.manifest.segmentation.model)  # written (and its sha256 checked) by write_bundle
+        files: dict[str, bytes] = {}
+        for p in sorted(self.path.rglob("*")):
+            name = p.relative_to(self.path).as_posix()
+            if p.is_file() and name not in own and not any(name == x or (x.endswith("/") and name.startswith(x)) for x in leave_out):
+                files[name] = p.read_bytes()
+        return files
 
 
 def sha256_file(path: Path) -> str:

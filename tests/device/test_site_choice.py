@@ -74,7 +74,8 @@ def make_site_bundle(base: Path, out: Path, suffix: str = "site-test", base_vers
         site={"signing": "unsigned-site"},
     )
     manifest = dataclasses.replace(m, version=f"{m.version}+{suffix}", head=head)
-    segmentation = (base / m.segmentation.model).read_bytes() if m.segmentation is not None else None  # carried on, as site-adapt does
+    seg_path = bundle.segmentation_path  # carried on, as site-adapt does
+    segmentation = seg_path.read_bytes() if seg_path is not None else None
     write_bundle(out, bundle.model_path.read_bytes(), manifest, segmentation=segmentation)
     return out
 
