@@ -58,11 +58,14 @@ def test_settings_model_shows_the_site_choice(qtbot, tmp_path: Path, shipped_bun
             assert manifest.head is None and line.isHidden()
         elif record == "corrupt":
             assert manifest.head is None  # the configured bundle runs
-            assert not line.isHidden() and "Site bundle not used" in line.text()
+            # the line follows model_ready through its own queued slot (ui/app.py), after the status bar's
+            qtbot.waitUntil(lambda: not line.isHidden(), timeout=10_000)
+            assert "Site bundle not used" in line.text()
             assert str(site_choice.record_file(data)) in line.text() and "must have exactly the keys" in line.text()
         else:
             assert manifest.head is not None and manifest.version == site_choice.read_choice(data).site.version
-            assert not line.isHidden() and "Site bundle in use" in line.text()
+            qtbot.waitUntil(lambda: not line.isHidden(), timeout=10_000)
+            assert "Site bundle in use" in line.text()
             assert str(site_choice.record_file(data)) in line.text()
     finally:
         window.shutdown()

@@ -193,6 +193,8 @@ def test_device_credentials_cannot_take_the_hub_client_id(tmp_path: Path, pki: P
 def test_a_device_cannot_kick_another_device_off(tmp_path: Path, pki: Path, rig) -> None:  # type: ignore[no-untyped-def]
     broker, hub, devices, attackers = rig
     hub.start()
+    # subscribed before the probes below are published: a result published before the hub listens is never its to store
+    wait_for(lambda: hub_connects(hub, 1), 30, f"the hub to connect\n{hub.log()}")
     b = tls_device(tmp_path, pki, B, broker)
     devices.append(b)
     b.start_uplink()
