@@ -158,8 +158,13 @@ class MosquittoBroker:
         self._proc = None
 
     def log(self) -> str:
+        """The log's tail, for failure messages."""
+        return self.full_log()[-4000:]
+
+    def full_log(self) -> str:
+        """The whole log, for asserting that something never happened."""
         try:
-            return self.log_path.read_text(errors="replace")[-4000:]
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
 

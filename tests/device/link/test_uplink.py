@@ -109,8 +109,13 @@ class Device:
         return code
 
     def log(self) -> str:
+        """The log's tail, for failure messages."""
+        return self.full_log()[-3000:]
+
+    def full_log(self) -> str:
+        """The whole log, for asserting that something never happened."""
         path = self.dir / "uplink.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+        return path.read_text(errors="replace") if path.exists() else ""
 
 
 def _toml(value: object) -> str:
@@ -148,8 +153,13 @@ class Hub:
         return self.store.count_results(site=device.site, device_id=device.device_id)
 
     def log(self) -> str:
+        """The log's tail, for failure messages."""
+        return self.full_log()[-3000:]
+
+    def full_log(self) -> str:
+        """The whole log, for asserting that something never happened."""
         path = self.dir / "hub.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+        return path.read_text(errors="replace") if path.exists() else ""
 
 
 def assert_delivered(hub: Hub, device: Device) -> None:
