@@ -29,8 +29,10 @@ from typing import Any
 from device import __version__
 from device.analysis import AnalysisOptions
 from device.config import DEFAULT_TOML, DeviceConfig, load_config
+from device.decision import Category
 from device.engine import Classification, Classifier
 from device.errors import ConfigError, ImageDecodeError, SonopiError, SourceError, StoreError
+from device.lesion_record import LesionRecord
 from device.results import ResultRecord
 from device.sources.base import Frame, FrameSource
 from device.sources.files import FileListSource, frames_from_file, list_inputs
@@ -274,23 +276,20 @@ def _print_classification(output: dict[str, Any], as_json: bool) -> None:
         print(
             f"{output['path']}: {output['category']} ({output['label']}), p(malignant) {output['p_malignant']:.3f} "
             f"in {mode['name']} mode (suspicious at >= {mode['malignant_threshold']:.3f})  ({probs}){flag}"
-            f"{_lesion_text(output['lesion'])}",
+            f"{_lesion_text(output['lesion'], output['category'])}",
             flush=True,
         )
 
 
-def _lesion_text(lesion: dict[str, Any] | None) -> str:
-    """The outline in the one-line summary: its size (mm when calibrated) and the descriptors shown on screen."""
-    if lesion is None or lesion["withheld"]:
+def _lesion_text(lesion: dict[str, Any] | None, category: str) -> str:
+    """The outline in the one-line summary, in the result card's words (``LesionRecord.headline``), then the
+    descriptors shown on screen; nothing without a segmentation model or for a withheld outline."""
+    if lesion is None:
         return ""
-    if not lesion["found"]:
-        return "  no lesion outlined"
-    if lesion["width_mm"] is not None:
-        size = f"{lesion['width_mm']:.1f} x {lesion['depth_mm']:.1f} mm"
-    else:
-        size = f"{lesion['box'][2]} x {lesion['box'][3]} px (uncalibrated)"
-    shown = [lesion[name]["value"] for name in ("orientation", "shape", "margin") if lesion[name]["shown"]]
-    return f"  lesion outlined {size}" + (f", {', '.join(shown)} (automatic)" if shown else "")
+    record = LesionRecord.from_json(lesion, "lesion")
+    headline = record.headline(no_lesion_seen=category == Category.NO_LESION.value)
+    shown = [] if category == Category.NO_LESION.value else list(record.shown_descriptors().values())
+    return (f"  {headline}" if headline else "") + (f", {', '.join(shown)} (automatic)" if shown else "")
 
 
 def _site_check_command(args: argparse.Namespace, config: DeviceConfig) -> int:

@@ -19,6 +19,9 @@ DESCRIPTOR_VALUES: dict[str, frozenset[str]] = {  # device.lesion_shape's Orient
     "margin": frozenset({"circumscribed", "not_circumscribed"}),
 }
 WITHHELD_VALUES = frozenset({"inconclusive"})  # device.outline.Withheld
+NO_OUTLINE = "No lesion outlined"
+# The classifier saw no lesion but the outline model outlines a region (the two models disagree): said as such.
+OUTLINE_UNDER_NO_LESION = "Region outlined ({size}) though no lesion seen: look again"
 _KEYS = ("found", "withheld", "box", "contour", "area_px", "width_mm", "depth_mm", "area_mm2", "spacing_mm", *DESCRIPTOR_VALUES)
 
 
@@ -70,6 +73,18 @@ class LesionRecord:
         if self.width_mm is not None and self.depth_mm is not None and self.area_mm2 is not None:
             return f"{self.width_mm:.1f} × {self.depth_mm:.1f} mm, {self.area_mm2:.0f} mm²"
         return f"uncalibrated: {self.area_px:.0f} px"
+
+    def headline(self, no_lesion_seen: bool) -> str:
+        """The outline in one line, as the result card, the hub and ``classify`` say it: ``"Lesion 14.2 × 9.8 mm,
+        110 mm²"``, ``"Lesion uncalibrated: 1234 px"``, ``"No lesion outlined"``; "" when withheld (an inconclusive
+        result). When the classifier saw no lesion (``no_lesion_seen``) but the outline model outlines a region, the
+        two models disagree and the line says so: :data:`OUTLINE_UNDER_NO_LESION`."""
+        if self.withheld is not None:
+            return ""
+        size = self.size_text()
+        if size is None:
+            return NO_OUTLINE
+        return OUTLINE_UNDER_NO_LESION.format(size=size) if no_lesion_seen else f"Lesion {size}"
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -57,9 +57,6 @@ HEADLINES = {
 COLOURS = {Category.NO_LESION: theme.OK, Category.LOW_SUSPICION: theme.INFO, Category.SUSPICIOUS: theme.DANGER, Category.INCONCLUSIVE: theme.WARN}
 MODE_NAMES = {Mode.HIGH_SENSITIVITY: "High sensitivity", Mode.BALANCED: "Balanced", Mode.HIGH_SPECIFICITY: "High specificity"}
 HEAT_ONLY_SUSPICIOUS = "Heat map: shown for suspicious results only"
-NO_OUTLINE = "No lesion outlined"
-# The classifier saw no lesion but the outline model outlines a region (the two models disagree): said as such.
-OUTLINE_UNDER_NO_LESION = "Region outlined ({size}) though no lesion seen: look again"
 IDLE_HINT = "Or freeze and tap the lesion: only the area around it is analysed (a drag draws a region)."
 DESCRIPTOR_NAMES = {"orientation": "Orientation", "shape": "Shape", "margin": "Margin"}
 DESCRIPTOR_WORDS = {"not_parallel": "not parallel", "not_circumscribed": "not circumscribed"}
@@ -74,18 +71,11 @@ def lesion_of(classification: Classification, stored: ResultRecord | None) -> Le
 
 
 def lesion_size_text(lesion: LesionRecord | None, category: Category | None = None) -> str:
-    """``"Lesion 14.2 × 9.8 mm, 110 mm²"``, ``"Lesion uncalibrated: 1234 px"`` or "No lesion outlined"; "" when
-    there is nothing to say (no segmentation model, or the outline withheld: an inconclusive result). Under *No
-    lesion seen* an outline is the outline model's region, not a lesion: :data:`OUTLINE_UNDER_NO_LESION`."""
-    if lesion is None or lesion.withheld is not None:
-        return ""
-    size = lesion.size_text()
-    if not (lesion.found and size):
-        return NO_OUTLINE
-    return OUTLINE_UNDER_NO_LESION.format(size=size) if category is Category.NO_LESION else f"Lesion {size}"
+    """The card's outline line (:meth:`LesionRecord.headline`): "" with no segmentation model too."""
+    return lesion.headline(category is Category.NO_LESION) if lesion is not None else ""
 
 
-# History's and the exam summary's OUTLINE_UNDER_NO_LESION: the 7" panel has no room for the size beside it
+# History's and the exam summary's device.lesion_record.OUTLINE_UNDER_NO_LESION: the 7" panel has no room for the size beside it
 OUTLINE_UNDER_NO_LESION_SHORT = "outlined: recheck"
 
 
@@ -520,7 +510,7 @@ class ResultCard(QFrame):
     def _show_lesion(self, lesion: LesionRecord | None, category: Category | None) -> None:
         """The outline's lines and toggle: none without a segmentation model, for an inconclusive result (withheld)
         or a live estimate; "No lesion outlined" when the model found none; under *No lesion seen* the region is
-        named as the outline model's (:data:`OUTLINE_UNDER_NO_LESION`)."""
+        named as the outline model's (:meth:`LesionRecord.headline`)."""
         self.lesion = lesion
         size, descriptors = lesion_size_text(lesion, category), lesion_descriptor_text(lesion, category)
         self.lesion_size.setText(size)

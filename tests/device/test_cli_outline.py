@@ -76,8 +76,20 @@ def test_the_summary_line_says_the_size(seg_bundle_dir: Path, inputs: dict[str, 
     proc = _classify(_config(tmp_path, seg_bundle_dir), inputs["png"], inputs["dcm"], as_json=False)
     assert proc.returncode == 0, proc.stderr
     png, dcm = proc.stdout.splitlines()
-    assert "lesion outlined" in png and "px (uncalibrated)" in png and ("oval" in png or "round" in png)
-    assert "lesion outlined" in dcm and " mm" in dcm and "uncalibrated" not in dcm
+    as_json = _classify(_config(tmp_path, seg_bundle_dir), inputs["png"], inputs["dcm"], as_json=True)
+    png_json, dcm_json = (json.loads(line) for line in as_json.stdout.splitlines())
+    # the result card's words (docs/ui.md): the uncalibrated area, or W × D and area in mm; under "No lesion seen"
+    # the outline is the outline model's region, to look at again, with no descriptor
+    px = f"uncalibrated: {png_json['lesion']['area_px']:.0f} px"
+    d = dcm_json["lesion"]
+    mm = f"{d['width_mm']:.1f} × {d['depth_mm']:.1f} mm, {d['area_mm2']:.0f} mm²"
+    for line, output, size in ((png, png_json, px), (dcm, dcm_json, mm)):
+        if output["category"] == "no_lesion":
+            assert line.endswith(f"  Region outlined ({size}) though no lesion seen: look again"), line
+        else:
+            assert f"  Lesion {size}" in line and "look again" not in line, line
+    assert png_json["category"] == "no_lesion", "the tiny models' PNG is the disagreement case this test covers"
+    assert "uncalibrated" not in dcm
 
 
 def test_no_segmentation_model_gives_lesion_null(tiny_bundle_dir: Path, inputs: dict[str, Path], tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ from tests.device.tiny_segmentation import TEST_DISPLAY_RULE, build_tiny_segment
 from tests.ui.test_ui_result_card import CASES, SIZES, _shoot, _variant, _window, card_text_problems
 from ui import banners
 from ui.layout_check import layout_problems
-from ui.result_card import NO_OUTLINE
 from ui.screenshots import spin, spin_until
 
 
@@ -59,7 +58,7 @@ def test_the_card_shows_the_outline_size_and_shown_descriptors(qtbot, tmp_path: 
         for name, lesion, size_text in (
             ("outline-mm", mm, f"Lesion {o.width_mm:.1f} × {o.depth_mm:.1f} mm, {o.area_mm2:.0f} mm²"),
             ("outline-px", px, f"Lesion uncalibrated: {px.outline.area_px:.0f} px"),
-            ("no-outline", LesionResult(None), NO_OUTLINE),
+            ("no-outline", LesionResult(None), "No lesion outlined"),
         ):
             card.show_result(dataclasses.replace(suspicious, lesion=lesion), heatmap_available=True)
             window.live.view.set_outline(lesion.outline.contour if lesion.found else ())  # as the Live screen's _result
