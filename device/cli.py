@@ -472,7 +472,9 @@ class _ProgressLine:
     def update(self, record: ResultRecord) -> None:
         self.stored += 1
         said = "inconclusive" if record.inconclusive else (record.category or record.label)  # what the card says
+        outline = record.lesion.headline(record.category == Category.NO_LESION.value) if record.lesion is not None else ""
         line = f"[{self.spec}] {self.stored} stored, {self.errors} errors — #{record.seq} {said} ({record.latency_ms:.0f} ms)"
+        line += f" — {outline}" if outline else ""
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
     def error(self, message: str) -> None:

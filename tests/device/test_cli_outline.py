@@ -97,3 +97,29 @@ def test_no_segmentation_model_gives_lesion_null(tiny_bundle_dir: Path, inputs: 
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert "lesion" in out and out["lesion"] is None
+
+
+def test_device_run_says_each_results_outline(seg_bundle_dir: Path, inputs: dict[str, Path], tmp_path: Path) -> None:
+    """``device run`` (what ``make run`` shows) prints each stored result's outline line, as the card says it."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name in ("png", "dcm"):
+        (folder / inputs[name].name).write_bytes(inputs[name].read_bytes())
+    args = [
+        sys.executable,
+        "-m",
+        "device",
+        "run",
+        "--config",
+        str(_config(tmp_path, seg_bundle_dir)),
+        "--source",
+        f"folder:{folder}",
+        "--headless",
+        "--once",
+    ]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if " stored, " in line]
+    assert len(lines) == 2, proc.stderr
+    assert any("Region outlined (uncalibrated: " in line and " px) though no lesion seen: look again" in line for line in lines), lines
+    assert any(" mm²" in line for line in lines), lines
