@@ -11,8 +11,8 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, replace
 
-from PyQt5.QtCore import QObject, Qt, pyqtSignal
-from PyQt5.QtGui import QPixmap
+from PyQt5.QtCore import QObject, QPointF, Qt, pyqtSignal
+from PyQt5.QtGui import QPainter, QPixmap, QPolygonF
 from PyQt5.QtWidgets import (
     QAbstractItemView,
     QButtonGroup,
@@ -44,6 +44,7 @@ from device.results import (
 from device.sources.base import Frame
 from device.store import ResultStore
 from ui import theme
+from ui.live_view import paint_outline
 from ui.number_entry import NumberEntry
 from ui.result_words import COLOURS as LESION_COLOURS
 from ui.result_words import category_colour, result_lines
@@ -100,12 +101,24 @@ def result_text(record: ResultRecord) -> str:
 
 
 def thumbnail_pixmap(record: ResultRecord, size: int) -> QPixmap:
+    """The stored thumbnail (the analysed crop) scaled to fit ``size``, with the result's outline on it when it
+    has one and a crop box to place it by (as the hub's thumbnail)."""
     pixmap = QPixmap()
     if record.thumbnail:
         pixmap.loadFromData(record.thumbnail, "JPG")
     if pixmap.isNull():
         return pixmap
-    return pixmap.scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+    scaled = pixmap.scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+    lesion = record.lesion
+    if lesion is not None and lesion.found and lesion.contour and record.crop is not None and record.crop[2] > 0 and record.crop[3] > 0:
+        x0, y0, w, h = record.crop
+        sx, sy = scaled.width() / w, scaled.height() / h  # the thumbnail is the crop box, resized
+        painter = QPainter(scaled)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setClipRect(0, 0, scaled.width(), scaled.height())
+        paint_outline(painter, QPolygonF([QPointF((x - x0 + 0.5) * sx, (y - y0 + 0.5) * sy) for x, y in lesion.contour]), line_px=1.5)
+        painter.end()
+    return scaled
 
 
 @dataclass(frozen=True)

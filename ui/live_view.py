@@ -26,6 +26,15 @@ SEED_FRACTION = 0.6
 OUTLINE_COLOUR = "#ff5fd2"  # the lesion outline: magenta, apart from the boxes (scan region, analysed, ROI) and the heat map
 
 
+def paint_outline(painter: QPainter, polygon: QPolygonF, line_px: float = 2) -> None:
+    """The lesion's polygon: a dark halo under a bright magenta line, seen on bright and dark tissue alike."""
+    painter.setBrush(Qt.BrushStyle.NoBrush)
+    painter.setPen(QPen(QColor(0, 0, 0, 160), 2 * line_px))
+    painter.drawPolygon(polygon)
+    painter.setPen(QPen(QColor(OUTLINE_COLOUR), line_px))
+    painter.drawPolygon(polygon)
+
+
 class _Drag(Enum):
     NONE = 0
     DRAW = 1
@@ -324,14 +333,8 @@ class LiveView(QWidget):
         painter.drawText(QPointF(rect.left() + 4, label_y), caption)
 
     def _lesion_outline(self, painter: QPainter) -> None:
-        """The lesion's polygon: a dark halo under a bright line, seen on bright and dark tissue alike."""
         origin, s = self.image_rect().topLeft(), self._scale
-        polygon = QPolygonF([QPointF(origin.x() + (x + 0.5) * s, origin.y() + (y + 0.5) * s) for x, y in self._lesion_contour])
-        painter.setBrush(Qt.BrushStyle.NoBrush)
-        painter.setPen(QPen(QColor(0, 0, 0, 160), 4))
-        painter.drawPolygon(polygon)
-        painter.setPen(QPen(QColor(OUTLINE_COLOUR), 2))
-        painter.drawPolygon(polygon)
+        paint_outline(painter, QPolygonF([QPointF(origin.x() + (x + 0.5) * s, origin.y() + (y + 0.5) * s) for x, y in self._lesion_contour]))
 
     def _handles(self, painter: QPainter, rect: QRectF) -> None:
         painter.setBrush(QColor(theme.WARN))
