@@ -19,24 +19,12 @@ from PyQt5.QtWidgets import QApplication
 from device.lesion_record import LesionRecord
 from device.results import ResultRecord
 from tests.device.link.test_contract_v2 import v2_record
+from tests.device.test_store_lesion import UNCALIBRATED
 from ui.exam import thumbnail_pixmap
 
 CROP = (100, 50, 200, 100)  # x, y, w, h in image pixels: the thumbnail shows this region
 # a 40 x 20 px box in the crop's middle-left quarter: x 140..180, y 80..100 in image pixels
-SQUARE = {
-    "found": True,
-    "withheld": None,
-    "box": [140, 80, 40, 20],
-    "contour": [[140, 80], [180, 80], [180, 100], [140, 100]],
-    "area_px": 800.0,
-    "width_mm": None,
-    "depth_mm": None,
-    "area_mm2": None,
-    "spacing_mm": None,
-    "orientation": {"value": "parallel", "shown": False},
-    "shape": {"value": "oval", "shown": False},
-    "margin": {"value": "circumscribed", "shown": False},
-}
+SQUARE = {**UNCALIBRATED, "box": [140, 80, 40, 20], "contour": [[140, 80], [180, 80], [180, 100], [140, 100]], "area_px": 800.0}
 
 
 @pytest.fixture(scope="module")
