@@ -544,9 +544,11 @@ def _correct_command(args: argparse.Namespace, config: DeviceConfig) -> int:
 def _lesion_words(record: ResultRecord) -> str:
     """The stored outline's size for ``device history``: mm only when the spacing was known, else pixels."""
     lesion = record.lesion
-    if lesion is None or lesion.withheld is not None:  # no segmentation model, or an inconclusive result
+    if lesion is None:  # no segmentation model
         return ""
-    return f" lesion {lesion.size_text()}" if lesion.found else " no lesion outlined"
+    text = lesion.list_text(no_lesion_seen=record.category == Category.NO_LESION.value)
+    is_size = text == lesion.size_text()  # else "no lesion outlined", "outlined: recheck" or "" (withheld)
+    return f" lesion {text}" if is_size else (f" {text}" if text else "")
 
 
 def placement_summary(placement: Any) -> dict[str, Any]:

@@ -22,6 +22,8 @@ WITHHELD_VALUES = frozenset({"inconclusive"})  # device.outline.Withheld
 NO_OUTLINE = "No lesion outlined"
 # The classifier saw no lesion but the outline model outlines a region (the two models disagree): said as such.
 OUTLINE_UNDER_NO_LESION = "Region outlined ({size}) though no lesion seen: look again"
+# The same in a list of results (History, the exam summary, the hub's exam page, `device history`): no room for more
+OUTLINE_UNDER_NO_LESION_SHORT = "outlined: recheck"
 _KEYS = ("found", "withheld", "box", "contour", "area_px", "width_mm", "depth_mm", "area_mm2", "spacing_mm", *DESCRIPTOR_VALUES)
 
 
@@ -85,6 +87,17 @@ class LesionRecord:
         if size is None:
             return NO_OUTLINE
         return OUTLINE_UNDER_NO_LESION.format(size=size) if no_lesion_seen else f"Lesion {size}"
+
+    def list_text(self, no_lesion_seen: bool) -> str:
+        """The outline in a list of results: its size (:meth:`size_text`), ``"no lesion outlined"``, or — under
+        *No lesion seen*, the two models disagreeing — :data:`OUTLINE_UNDER_NO_LESION_SHORT`, never a lesion's size
+        there; "" when withheld."""
+        if self.withheld is not None:
+            return ""
+        size = self.size_text()
+        if size is None:
+            return "no lesion outlined"
+        return OUTLINE_UNDER_NO_LESION_SHORT if no_lesion_seen else size
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -29,7 +29,7 @@ from PyQt5.QtWidgets import (
 from device.close_up import CloseUpCheck
 from device.decision import Category, Decision, Mode
 from device.engine import Classification
-from device.lesion_record import LesionRecord
+from device.lesion_record import OUTLINE_UNDER_NO_LESION_SHORT, LesionRecord
 from device.model.bundle import Figure
 from device.results import ResultRecord
 from ui import theme
@@ -75,14 +75,10 @@ def lesion_size_text(lesion: LesionRecord | None, category: Category | None = No
     return lesion.headline(category is Category.NO_LESION) if lesion is not None else ""
 
 
-# History's and the exam summary's device.lesion_record.OUTLINE_UNDER_NO_LESION: the 7" panel has no room for the size beside it
-OUTLINE_UNDER_NO_LESION_SHORT = "outlined: recheck"
-
-
 def lesion_size_short(lesion: LesionRecord | None, category: Category | None = None) -> str:
     """The size on one short line for History and the exam summary (per frame): ``"42.7 × 14.5 mm"``,
     ``"1234 px"`` (the uncalibrated area), ``"no outline"``; "" with no segmentation model or an inconclusive result. Under
-    *No lesion seen* an outline is a region to look at again, as the card says: :data:`OUTLINE_UNDER_NO_LESION_SHORT`."""
+    *No lesion seen* an outline is a region to look at again, as the card says: :data:`device.lesion_record.OUTLINE_UNDER_NO_LESION_SHORT`."""
     if lesion is None or lesion.withheld is not None:
         return ""
     if not lesion.found:

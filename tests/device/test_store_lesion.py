@@ -11,6 +11,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +211,8 @@ def test_device_history_shows_the_size(tmp_path: Path) -> None:
         store.add(make_record(0, lesion=LesionRecord.from_json(OUTLINE)))
         store.add(make_record(1, lesion=LesionRecord.from_json(UNCALIBRATED)))
         store.add(make_record(2, lesion=LesionRecord(found=False)))
+        # the classifier saw no lesion, the outline model outlined a region: a region to look at again, not a size
+        store.add(replace(make_record(3, lesion=LesionRecord.from_json(OUTLINE)), category="no_lesion", label="normal"))
     config = tmp_path / "device.toml"
     config.write_text(f'[device]\ndata_dir = "{tmp_path / "data"}"\n')
     out = subprocess.run([sys.executable, "-m", "device", "--config", str(config), "history"], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -217,3 +220,5 @@ def test_device_history_shows_the_size(tmp_path: Path) -> None:
     lines = out.stdout.splitlines()
     assert any("3.0 × 1.5 mm, 4 mm²" in line for line in lines), out.stdout
     assert any("uncalibrated: 450 px" in line for line in lines) and any("no lesion outlined" in line for line in lines)
+    under = [line for line in lines if "outlined: recheck" in line]
+    assert len(under) == 1 and "mm" not in under[0], out.stdout

@@ -374,10 +374,17 @@ def test_an_outline_under_no_lesion_seen_is_not_called_a_lesion(target: str, ana
     )
     with HubStore.open(target) as store:
         store.add_result(disagree)
-    page = _signed_in(target).get(f"/results/{disagree.result_id}").text
+    console = _signed_in(target)
+    page = console.get(f"/results/{disagree.result_id}").text
     lesion = " ".join(_lesion_block(page).split())
     assert f"Region outlined (uncalibrated: {px.lesion.area_px:.0f} px) though no lesion seen: look again" in lesion
     assert "Lesion " not in lesion and "(automatic)" not in lesion and "<polygon" in page
+    # the exam page's frame list says the same, shortly, as the device's History does
+    exam = console.get(f"/exams/{disagree.exam_id}").text
+    row = re.search(rf'data-id="[^"]*"[^>]*>(?:(?!</tr>).)*?/results/{disagree.result_id}"', exam, re.S)
+    assert row is not None, "the frame is not listed on its exam's page"
+    cells = re.findall(r'<td class="lesion-size">(.*?)</td>', row.group(0))
+    assert cells == ["outlined: recheck"], cells
 
 
 def test_the_exam_page_lists_the_size_per_frame(console, analysed: Analysed) -> None:
