@@ -287,8 +287,9 @@ def _lesion_text(lesion: dict[str, Any] | None, category: str) -> str:
     if lesion is None:
         return ""
     record = LesionRecord.from_json(lesion, "lesion")
-    headline = record.headline(no_lesion_seen=category == Category.NO_LESION.value)
-    shown = [] if category == Category.NO_LESION.value else list(record.shown_descriptors().values())
+    no_lesion_seen = category == Category.NO_LESION.value
+    headline = record.headline(no_lesion_seen)
+    shown = list(record.descriptors_to_show(no_lesion_seen).values())
     return (f"  {headline}" if headline else "") + (f", {', '.join(shown)} (automatic)" if shown else "")
 
 
@@ -546,9 +547,10 @@ def _lesion_words(record: ResultRecord) -> str:
     lesion = record.lesion
     if lesion is None:  # no segmentation model
         return ""
-    text = lesion.list_text(no_lesion_seen=record.category == Category.NO_LESION.value)
-    is_size = text == lesion.size_text()  # else "no lesion outlined", "outlined: recheck" or "" (withheld)
-    return f" lesion {text}" if is_size else (f" {text}" if text else "")
+    no_lesion_seen = record.category == Category.NO_LESION.value
+    text = lesion.list_text(no_lesion_seen)  # a size, "no lesion outlined", "outlined: recheck" or "" (withheld)
+    prefix = "lesion " if lesion.found and not no_lesion_seen else ""
+    return f" {prefix}{text}" if text else ""
 
 
 def placement_summary(placement: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-MAX_POINTS = 64  # device.lesion_shape.MAX_CONTOUR_POINTS (tests/device/test_lesion_record.py checks they agree)
+MAX_POINTS = 64  # device.lesion_shape.MAX_CONTOUR_POINTS (tests/device/test_store_lesion.py checks they agree)
 DESCRIPTOR_VALUES: dict[str, frozenset[str]] = {  # device.lesion_shape's Orientation, Shape, Margin values
     "orientation": frozenset({"parallel", "not_parallel"}),
     "shape": frozenset({"oval", "round", "irregular"}),
@@ -66,6 +66,12 @@ class LesionRecord:
     def shown_descriptors(self) -> dict[str, str]:
         """The descriptors the display rule lets the screen show, name -> value."""
         return {name: d.value for name, d in self.descriptors().items() if d.shown}
+
+    def descriptors_to_show(self, no_lesion_seen: bool) -> dict[str, str]:
+        """The descriptors a screen or line shows for this result, name -> value: :meth:`shown_descriptors`, and none
+        under *No lesion seen* (``no_lesion_seen``: a region the classifier saw no lesion in is not a lesion to
+        describe) or with no outline."""
+        return {} if no_lesion_seen or not self.found else self.shown_descriptors()
 
     def size_text(self) -> str | None:
         """``"14.2 × 9.8 mm, 110 mm²"``, or ``"uncalibrated: 1234 px"`` without a spacing; None with no outline.

@@ -93,9 +93,9 @@ def lesion_size_short(lesion: LesionRecord | None, category: Category | None = N
 def lesion_descriptor_text(lesion: LesionRecord | None, category: Category | None = None) -> str:
     """Only the descriptors the display rule shows (docs/lesion-outline.md), labelled automatic; none for a region
     under *No lesion seen* (not a lesion to describe)."""
-    if lesion is None or not lesion.found or category is Category.NO_LESION:
+    if lesion is None:
         return ""
-    shown = lesion.shown_descriptors()
+    shown = lesion.descriptors_to_show(no_lesion_seen=category is Category.NO_LESION)
     return "; ".join(f"{DESCRIPTOR_NAMES[name]} (automatic): {DESCRIPTOR_WORDS.get(value, value)}" for name, value in shown.items())
 
 

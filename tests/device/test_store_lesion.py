@@ -71,6 +71,15 @@ def test_sizes_in_mm_only_with_a_spacing() -> None:
     assert LesionRecord.from_json({"found": False, "withheld": None}).size_text() is None
 
 
+def test_descriptors_are_shown_only_for_a_lesion_seen() -> None:
+    """One rule for the card and ``classify``: the display rule's descriptors, none under *No lesion seen* (a region
+    the classifier saw no lesion in is not a lesion to describe) and none without an outline."""
+    outlined = LesionRecord.from_json(OUTLINE)
+    assert outlined.descriptors_to_show(no_lesion_seen=False) == {"shape": "oval"}
+    assert outlined.descriptors_to_show(no_lesion_seen=True) == {}
+    assert LesionRecord.from_json({"found": False, "withheld": None}).descriptors_to_show(no_lesion_seen=False) == {}
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [
