@@ -78,7 +78,8 @@ def install(app: FastAPI, s: "Services") -> None:
             return page(request, "exam_moved_in.html", session, exam_id=exam_id, rows=[])  # (hub/web/corrections_view)
         rows = found or exam_rows(exam_id)
         scores = [r.assessment.p_malignant for r in rows if r.assessment.p_malignant is not None]
-        stored = s.store.results_by_id([r.result_id for r in rows]).values()  # clock and age, as the device sent them
+        by_id = s.store.results_by_id([r.result_id for r in rows])  # clock, age and crop box, as the device sent them
+        stored = by_id.values()
         return page(
             request,
             "exam.html",
@@ -91,6 +92,7 @@ def install(app: FastAPI, s: "Services") -> None:
             ages=sorted({r.age for r in stored if r.age is not None}),
             worst=max(scores, default=None),
             thumbs=s.inbox.with_thumbnail([r.id for r in rows]),
+            crops={rid: r.crop for rid, r in by_id.items() if r.crop is not None},  # to draw each frame's outline on its thumbnail
             patients=sorted({r.patient_ref for r in rows if r.patient_ref}),
             audit=[e for r in rows for e in s.reviews.entries(result_id=r.result_id, limit=20)],
         )

@@ -9,9 +9,11 @@ It proves that:
 - the console's result page draws the device's outline over the thumbnail (an SVG polygon in image pixels, its
   viewBox the crop box), with a toggle, the size ("W × D mm, A mm²", or "uncalibrated: N px", never mm without a
   spacing) and only the shown descriptors labelled automatic; "No lesion outlined" when none was found; nothing
-  for a result sent without an outline; the exam page lists the size per frame;
+  for a result sent without an outline; the exam page lists the size per frame and draws each frame's outline on
+  its 64 px thumbnail;
 - in a real headless Chromium the polygon lands on the thumbnail where the contour's image pixels are (its box
-  measured on screen against the box computed from the crop), the toggle hides it, and a PNG of the page is saved.
+  measured on screen against the box computed from the crop), on the result page and on the exam page's 64 px
+  thumbnail; the toggle hides it, and PNGs of the pages are saved.
 
 The outlines are the device's own: the real Analyzer with the tiny segmentation bundle (tests/device/
 tiny_segmentation.py, which outlines what is brighter than mid-grey) and a clinician's ROI, so the crop, the
@@ -397,6 +399,22 @@ def test_the_exam_page_lists_the_size_per_frame(console, analysed: Analysed) -> 
     assert '<span class="muted">not outlined</span>' in cells and '<span class="muted">—</span>' in cells
 
 
+def test_the_exam_page_draws_each_frames_outline_on_its_thumbnail(console, analysed: Analysed) -> None:
+    """The frame list's 64 px thumbnails carry the outline as the result page's does (an SVG polygon in image pixels,
+    its viewBox the crop box); the frames without one (withheld, sent without an outline) show the bare thumbnail."""
+    page = console.get(f"/exams/{analysed.mm.exam_id}").text
+    cells = {rid: cell for cell, rid in re.findall(r'<td class="thumbcell">(.*?)</td>.*?<a class="open" href="/results/([0-9a-f-]+)"', page, re.S)}
+    assert set(cells) == {r.result_id for r in analysed.all()}, sorted(cells)
+    for record in (analysed.mm, analysed.px):
+        cell = cells[record.result_id]
+        x, y, w, h = ROI
+        assert f'viewBox="{x} {y} {w} {h}"' in cell, cell
+        points = re.search(r'<polygon points="([^"]+)"', cell).group(1)
+        assert points == " ".join(f"{px},{py}" for px, py in record.lesion.contour)
+    for record in (analysed.withheld, analysed.plain):
+        assert "<polygon" not in cells[record.result_id] and "thumbnail.jpg" in cells[record.result_id]
+
+
 def _signed_in(target: str):
     from fastapi.testclient import TestClient
 
@@ -478,6 +496,20 @@ def test_in_chromium_the_outline_lands_where_the_contour_is(tmp_path: Path, anal
                 assert not page.locator("#outline").is_visible() and page.locator("#outlined img").is_visible()
                 page.goto(f"{url}/exams/{analysed.mm.exam_id}")
                 assert "uncalibrated:" in page.inner_text("#results")
+                cell = page.locator(f'tr:has(a[href="/results/{analysed.mm.result_id}"]) td.thumbcell')
+                cell.locator("img").wait_for()
+                page.wait_for_function("[...document.querySelectorAll('td.thumbcell img')].every(i => i.complete)")
+                image, drawn = cell.locator("img").bounding_box(), cell.locator("polygon").bounding_box()
+                assert (round(image["width"]), round(image["height"])) == (64, 64)
+                sx, sy = 64 / ROI[2], 64 / ROI[3]
+                expected = (
+                    image["x"] + (min(xs) - ROI[0]) * sx,
+                    image["y"] + (min(ys) - ROI[1]) * sy,
+                    (max(xs) - min(xs)) * sx,
+                    (max(ys) - min(ys)) * sy,
+                )
+                got = (drawn["x"], drawn["y"], drawn["width"], drawn["height"])
+                assert all(abs(g - e) <= 2 for g, e in zip(got, expected, strict=True)), (got, expected)  # the 64 px thumbnail's outline
                 page.screenshot(path=str(out / "web-exam-outline.png"), full_page=True)
             finally:
                 browser.close()
