@@ -165,6 +165,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--bootstrap", type=int, default=1000)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("-v", "--verbose", action="store_true")
+    q = sub.add_parser("pseudo-masks", help="a source's lesion images with a `segment` model's confident outlines as masks")
+    q.add_argument("--data", required=True, type=Path, help="the source whose lesion images have no masks (e.g. busi)")
+    q.add_argument("--segmentation", required=True, type=Path, help="the teacher: a `segment --out` (in a fold, that fold's)")
+    q.add_argument("--out", required=True, type=Path, help="writes OUT/<source name>/ (labels.csv, masks/, images -> the source)")
+    q.add_argument("--min-confidence", type=float, default=0.8, help="mean mask probability over the outlined region")
+    q.add_argument("-v", "--verbose", action="store_true")
     k = sub.add_parser("pack-segmentation", help="a copy of a bundle with `segment`'s output as its segmentation model")
     k.add_argument("--bundle", required=True, type=Path, help="the classifier bundle (left unchanged)")
     k.add_argument("--segmentation", required=True, type=Path, help="`segment --out` (segmentation.json, .tflite, report/)")
@@ -206,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         return _segment(args)
     if args.command == "pack-segmentation":
         return _pack_segmentation(args)
+    if args.command == "pseudo-masks":
+        return _pseudo_masks(args)
     if args.command == "probe":
         from model_build.feature_probe import run, table
 
@@ -435,6 +443,23 @@ def _descriptors(args: argparse.Namespace) -> int:
     except (DescriptorDataError, BundleError, ImageDecodeError, OSError, ValueError) as exc:
         logging.getLogger("model_build").error("descriptor study failed: %s", exc)
         return 2
+    return 0
+
+
+def _pseudo_masks(args: argparse.Namespace) -> int:
+    from device.errors import BundleError
+    from model_build.data import DatasetError
+    from model_build.pseudo_masks import write_pseudo_masks
+
+    try:
+        done = write_pseudo_masks(args.segmentation, args.data, args.out, args.min_confidence)
+    except (DatasetError, BundleError, OSError, ValueError) as exc:
+        logging.getLogger("model_build").error("pseudo masks failed: %s", exc)
+        return 2
+    print(
+        f"{done.folder}: {done.masked} of {done.lesion_images} lesion images masked (confidence >= {args.min_confidence}); "
+        f"not outlined {done.not_outlined}, below the confidence {done.unsure}, unreadable {done.unreadable}"
+    )
     return 0
 
 
