@@ -250,7 +250,9 @@ class InboxRow:
         )
 
     @property
-    def suspicious(self) -> bool:
+    def needs_attention(self) -> bool:
+        """Highlighted in a list: suspicious, or inconclusive (a rescan). Not "suspicious": that is the category alone
+        (``assessment.suspicious``), as the exam summary and the FHIR report count it."""
         return self.inconclusive or self.assessment.suspicious
 
     @property

@@ -399,6 +399,18 @@ def test_the_exam_page_lists_the_size_per_frame(console, analysed: Analysed) -> 
     assert '<span class="muted">not outlined</span>' in cells and '<span class="muted">—</span>' in cells
 
 
+def test_the_exam_summary_counts_suspicious_frames_as_its_fhir_report_does(console, analysed: Analysed) -> None:
+    """The exam (two low-suspicion frames, one inconclusive, one no lesion seen) has no suspicious frame: the page's
+    summary says 0 of 4 and names the inconclusive one apart, as the exam's FHIR DiagnosticReport concludes (an
+    inconclusive frame is a rescan, not a suspicious finding; the old page said "1 of 4")."""
+    page = console.get(f"/exams/{analysed.mm.exam_id}").text
+    summary = re.search(r"<dt>Suspicious frames</dt><dd[^>]*>(.*?)</dd>", page, re.S)
+    assert summary is not None and " ".join(re.sub(r"<[^>]+>", "", summary.group(1)).split()) == "0 of 4 · 1 inconclusive (rescan)"
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    report = console.post(f"/exams/{analysed.mm.exam_id}/fhir.json", data={"csrf_token": token}).json()
+    assert report["conclusion"].startswith("4 frame(s), 0 suspicious"), report["conclusion"]
+
+
 def test_the_exam_page_draws_each_frames_outline_on_its_thumbnail(console, analysed: Analysed) -> None:
     """The frame list's 64 px thumbnails carry the outline as the result page's does (an SVG polygon in image pixels,
     its viewBox the crop box); the frames without one (withheld, sent without an outline) show the bare thumbnail."""
