@@ -488,15 +488,7 @@ def test_in_chromium_the_outline_lands_where_the_contour_is(tmp_path: Path, anal
                 page.wait_for_function("document.querySelector('#outlined img').complete && document.querySelector('#outlined img').naturalWidth > 0")
                 image = page.locator("#outlined img").bounding_box()
                 drawn = page.locator("#outline polygon").bounding_box()
-                xs, ys = [x for x, _ in analysed.mm.lesion.contour], [y for _, y in analysed.mm.lesion.contour]
-                sx, sy = image["width"] / ROI[2], image["height"] / ROI[3]
-                expected = (
-                    image["x"] + (min(xs) - ROI[0]) * sx,
-                    image["y"] + (min(ys) - ROI[1]) * sy,
-                    (max(xs) - min(xs)) * sx,
-                    (max(ys) - min(ys)) * sy,
-                )
-                got = (drawn["x"], drawn["y"], drawn["width"], drawn["height"])
+                got, expected = _drawn_and_expected(drawn, image, analysed.mm.lesion.contour)
                 assert all(abs(g - e) <= 3 for g, e in zip(got, expected, strict=True)), (got, expected)  # within the stroke's width
                 assert page.inner_text("#lesion-size").startswith("Lesion ") and " mm, " in page.inner_text("#lesion-size")
                 out = SCREENSHOTS or tmp_path
@@ -513,20 +505,22 @@ def test_in_chromium_the_outline_lands_where_the_contour_is(tmp_path: Path, anal
                 page.wait_for_function("[...document.querySelectorAll('td.thumbcell img')].every(i => i.complete)")
                 image, drawn = cell.locator("img").bounding_box(), cell.locator("polygon").bounding_box()
                 assert (round(image["width"]), round(image["height"])) == (64, 64)
-                sx, sy = 64 / ROI[2], 64 / ROI[3]
-                expected = (
-                    image["x"] + (min(xs) - ROI[0]) * sx,
-                    image["y"] + (min(ys) - ROI[1]) * sy,
-                    (max(xs) - min(xs)) * sx,
-                    (max(ys) - min(ys)) * sy,
-                )
-                got = (drawn["x"], drawn["y"], drawn["width"], drawn["height"])
+                got, expected = _drawn_and_expected(drawn, image, analysed.mm.lesion.contour)
                 assert all(abs(g - e) <= 2 for g, e in zip(got, expected, strict=True)), (got, expected)  # the 64 px thumbnail's outline
                 page.screenshot(path=str(out / "web-exam-outline.png"), full_page=True)
             finally:
                 browser.close()
     finally:
         stop_process(web, signal.SIGKILL)
+
+
+def _drawn_and_expected(drawn: dict, image: dict, contour) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The polygon's on-screen box, and the box the contour's image pixels map to on the thumbnail ``image`` (the
+    crop box ROI scaled to the image's on-screen size)."""
+    xs, ys = [x for x, _ in contour], [y for _, y in contour]
+    sx, sy = image["width"] / ROI[2], image["height"] / ROI[3]
+    expected = (image["x"] + (min(xs) - ROI[0]) * sx, image["y"] + (min(ys) - ROI[1]) * sy, (max(xs) - min(xs)) * sx, (max(ys) - min(ys)) * sy)
+    return (drawn["x"], drawn["y"], drawn["width"], drawn["height"]), expected
 
 
 def _up(page, url: str, proc) -> bool:
