@@ -169,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--data", required=True, type=Path, help="the source whose lesion images have no masks (e.g. busi)")
     q.add_argument("--segmentation", required=True, type=Path, help="the teacher: a `segment --out` (in a fold, that fold's)")
     q.add_argument("--out", required=True, type=Path, help="writes OUT/<source name>/ (labels.csv, masks/, images -> the source)")
-    q.add_argument("--min-confidence", type=float, default=0.8, help="mean mask probability over the outlined region")
+    q.add_argument("--min-confidence", type=float, help="mean mask probability over the outlined region (default: pseudo_masks.MIN_CONFIDENCE)")
     q.add_argument("-v", "--verbose", action="store_true")
     k = sub.add_parser("pack-segmentation", help="a copy of a bundle with `segment`'s output as its segmentation model")
     k.add_argument("--bundle", required=True, type=Path, help="the classifier bundle (left unchanged)")
@@ -457,7 +457,7 @@ def _pseudo_masks(args: argparse.Namespace) -> int:
         logging.getLogger("model_build").error("pseudo masks failed: %s", exc)
         return 2
     print(
-        f"{done.folder}: {done.masked} of {done.lesion_images} lesion images masked (confidence >= {args.min_confidence}); "
+        f"{done.folder}: {done.masked} of {done.lesion_images} lesion images masked (confidence >= {done.min_confidence}); "
         f"not outlined {done.not_outlined}, below the confidence {done.unsure}, unreadable {done.unreadable}"
     )
     return 0

@@ -17,7 +17,9 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import cv2
@@ -29,10 +31,20 @@ from device.model.preprocess import prepare
 from device.outline import Segmenter, crop_mask
 from model_build.data import DatasetError, Sample, scan_source
 from model_build.outline_descriptors import load_segmenter
+from model_build.segmentation_eval import outline_mask
 
 log = logging.getLogger(__name__)
 
-MIN_CONFIDENCE = 0.8  # (the CLI's --min-confidence default) mean mask probability over the outlined region; below it the image gets no pseudo mask
+MIN_CONFIDENCE = 0.8  # the default --min-confidence: mean mask probability over the outlined region; below it the image gets no pseudo mask
+
+
+class Outcome(StrEnum):
+    """What became of one lesion image."""
+
+    MASKED = "masked"
+    NOT_OUTLINED = "not_outlined"  # the teacher drew nothing (or less than its smallest region)
+    UNSURE = "unsure"  # outlined below the confidence
+    UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
@@ -40,41 +52,37 @@ class PseudoMasks:
     """What :func:`write_pseudo_masks` wrote: the new source folder and how many lesion images got a mask."""
 
     folder: Path
+    min_confidence: float
     lesion_images: int
     masked: int
-    not_outlined: int  # the teacher drew nothing (or less than its smallest region)
-    unsure: int  # outlined below the confidence
+    not_outlined: int
+    unsure: int
     unreadable: int
 
 
 def outline_with_confidence(segmenter: Segmenter, frame: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """The teacher's largest region on ``frame`` as an image-sized 0/1 mask and its mean mask probability; None when
-    it outlines nothing of at least its smallest region."""
+    """The teacher's outline on ``frame`` (its largest region, as the device draws it: ``segmentation_eval.
+    outline_mask``) as an image-sized 0/1 mask, and its mean mask probability; None when it outlines nothing."""
     spec = segmenter.spec
     prepared = prepare(frame, spec.input, auto_crop=True)
     _, prob, placement = segmenter.run(prepared, same_input=True)
-    binary = (prob >= spec.mask.threshold).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    if count < 2:
+    region = outline_mask(prob, spec.mask.min_region_px, spec.mask.threshold).astype(bool)
+    if not region.any():
         return None
-    best = 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax())
-    if stats[best, cv2.CC_STAT_AREA] < spec.mask.min_region_px:
-        return None
-    region = labels == best
-    confidence = float(prob[region].mean())
-    kept = np.where(region, prob, 0.0).astype(np.float32)
     crop = prepared.crop
-    on_crop = crop_mask(kept, placement, crop, spec.input.height, spec.input.width, spec.mask.threshold)
+    on_crop = crop_mask(np.where(region, prob, 0.0), placement, crop, spec.input.height, spec.input.width, spec.mask.threshold)
     mask = np.zeros(frame.shape[:2], np.uint8)
     mask[crop.y : crop.y + crop.height, crop.x : crop.x + crop.width] = on_crop
-    return mask, confidence
+    return mask, float(prob[region].mean())
 
 
-def write_pseudo_masks(seg_dir: Path, data: str | os.PathLike[str], out: Path, min_confidence: float = MIN_CONFIDENCE) -> PseudoMasks:
-    """The source ``data`` with the teacher ``seg_dir``'s confident outlines as its masks, in ``out/<its name>``."""
+def write_pseudo_masks(seg_dir: Path, data: str | os.PathLike[str], out: Path, min_confidence: float | None = None) -> PseudoMasks:
+    """The source ``data`` with the teacher ``seg_dir``'s confident outlines as its masks, in ``out/<its name>``;
+    ``min_confidence`` None: :data:`MIN_CONFIDENCE`."""
     root = Path(data).resolve()
-    if not 0.0 < min_confidence < 1.0:
-        raise DatasetError(f"--min-confidence {min_confidence}: must be in (0, 1)")
+    confidence = MIN_CONFIDENCE if min_confidence is None else min_confidence
+    if not 0.0 < confidence < 1.0:
+        raise DatasetError(f"--min-confidence {confidence}: must be in (0, 1)")
     samples, _ = scan_source(root)
     folder = out / root.name
     if folder.exists():
@@ -82,40 +90,38 @@ def write_pseudo_masks(seg_dir: Path, data: str | os.PathLike[str], out: Path, m
     segmenter = load_segmenter(seg_dir)
     (folder / "masks").mkdir(parents=True)
     (folder / "images").symlink_to(root, target_is_directory=True)
-    counts = {"masked": 0, "not_outlined": 0, "unsure": 0, "unreadable": 0}
+    outcomes: Counter[Outcome] = Counter()
     rows: list[dict[str, str]] = []
     for n, sample in enumerate(samples):
-        mask_file = _pseudo_mask(segmenter, sample, folder / "masks" / f"pseudo_{n:05d}.png", min_confidence, counts)
-        rows.append({"filename": str(sample.path.relative_to(root)), "label": sample.label, "mask": mask_file})
+        mask_name = ""
+        if sample.label != "normal":
+            path = folder / "masks" / f"pseudo_{n:05d}.png"
+            outcome = _pseudo_mask(segmenter, sample, path, confidence)
+            outcomes[outcome] += 1
+            mask_name = path.name if outcome is Outcome.MASKED else ""
+        rows.append({"filename": str(sample.path.relative_to(root)), "label": sample.label, "mask": mask_name})
     with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=["filename", "label", "mask"])
         writer.writeheader()
         writer.writerows(rows)
-    lesions = sum(1 for s in samples if s.label != "normal")
-    result = PseudoMasks(folder, lesions, **counts)
-    log.info("%s: %d of %d lesion images masked by %s", folder, result.masked, lesions, seg_dir)
+    result = PseudoMasks(folder, confidence, sum(outcomes.values()), **{o.value: outcomes[o] for o in Outcome})
+    log.info("%s: %d of %d lesion images masked by %s", folder, result.masked, result.lesion_images, seg_dir)
     return result
 
 
-def _pseudo_mask(segmenter: Segmenter, sample: Sample, path: Path, min_confidence: float, counts: dict[str, int]) -> str:
-    """The mask column for one image ("" for a normal scan or no confident outline); writes the mask file."""
-    if sample.label == "normal":
-        return ""
+def _pseudo_mask(segmenter: Segmenter, sample: Sample, path: Path, min_confidence: float) -> Outcome:
+    """One lesion image: its mask written to ``path`` when the teacher outlines it confidently."""
     try:
         frame = decode_image_file(sample.path)
     except ImageDecodeError as exc:
         log.warning("%s: not read (%s); no pseudo mask", sample.path, exc)
-        counts["unreadable"] += 1
-        return ""
+        return Outcome.UNREADABLE
     found = outline_with_confidence(segmenter, frame)
     if found is None:
-        counts["not_outlined"] += 1
-        return ""
+        return Outcome.NOT_OUTLINED
     mask, confidence = found
     if confidence < min_confidence:
-        counts["unsure"] += 1
-        return ""
+        return Outcome.UNSURE
     if not cv2.imwrite(str(path), mask * 255):
         raise OSError(f"{path}: could not be written")
-    counts["masked"] += 1
-    return path.name
+    return Outcome.MASKED
