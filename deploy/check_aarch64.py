@@ -486,20 +486,33 @@ class Comparison:
     errors: list[str] = field(default_factory=list)
     label_flips: list[str] = field(default_factory=list)
     flag_flips: list[str] = field(default_factory=list)
+    category_flips: list[str] = field(default_factory=list)
+    outline_differences: list[str] = field(default_factory=list)  # the lesion outline, its size or descriptors, or the crop
     max_diff: float = 0.0
     max_diff_image: str = ""
     differing: int = 0
 
     def ok(self, tolerance: float) -> bool:
-        return not (self.errors or self.label_flips or self.flag_flips) and self.max_diff <= tolerance
+        flips = self.errors or self.label_flips or self.flag_flips or self.category_flips or self.outline_differences
+        return not flips and self.max_diff <= tolerance
 
     def summary(self, tolerance: float) -> str:
         verdict = "PASS" if self.ok(tolerance) else "FAIL"
         return (
             f"check-aarch64: {verdict}: {self.images} images, x86 vs aarch64: {len(self.label_flips)} label flips, "
-            f"{len(self.flag_flips)} inconclusive flips, {self.differing} with any probability difference, "
+            f"{len(self.flag_flips)} inconclusive flips, {len(self.category_flips)} category flips, "
+            f"{len(self.outline_differences)} with another outline or crop, {self.differing} with any probability difference, "
             f"max |dp| {self.max_diff:.6f} (tolerance {tolerance:g}){'; ' + str(len(self.errors)) + ' errors' if self.errors else ''}"
         )
+
+
+def outline_difference(x86: dict, arm: dict) -> str | None:
+    """Which of what the card draws besides the probabilities differ, compared exactly: the classifier's crop and
+    the lesion's fields (found, box, contour, size, descriptors); None when all are the same."""
+    differing = ["crop"] if x86.get("crop") != arm.get("crop") else []
+    a, b = x86.get("lesion") or {}, arm.get("lesion") or {}
+    differing += [f"lesion.{field}" for field in sorted(set(a) | set(b)) if a.get(field) != b.get(field)]
+    return ", ".join(differing) or None
 
 
 def compare(x86: dict[str, dict], arm: dict[str, dict], images: list[Path], report: Path) -> Comparison:
@@ -516,6 +529,9 @@ def compare(x86: dict[str, dict], arm: dict[str, dict], images: list[Path], repo
                 "max_abs_diff",
                 "p_malignant_x86",
                 "p_malignant_aarch64",
+                "category_x86",
+                "category_aarch64",
+                "outline_same",
             ]
         )
         for image in images:
@@ -539,6 +555,11 @@ def compare(x86: dict[str, dict], arm: dict[str, dict], images: list[Path], repo
                 )
             if a.get("inconclusive") != b.get("inconclusive"):
                 cmp.flag_flips.append(f"{key}: inconclusive {a.get('inconclusive')} -> {b.get('inconclusive')}")
+            if a.get("category") != b.get("category"):
+                cmp.category_flips.append(f"{key}: category {a.get('category')} -> {b.get('category')}")
+            outline = outline_difference(a, b)
+            if outline:
+                cmp.outline_differences.append(f"{key}: {outline} differ")
             writer.writerow(
                 [
                     key,
@@ -549,6 +570,9 @@ def compare(x86: dict[str, dict], arm: dict[str, dict], images: list[Path], repo
                     f"{diff:.6f}",
                     a["probabilities"].get("malignant"),
                     b["probabilities"].get("malignant"),
+                    a.get("category"),
+                    b.get("category"),
+                    outline is None,
                 ]
             )
     return cmp
@@ -799,7 +823,7 @@ def gate(args: argparse.Namespace) -> int:
     log.info("time: %-62s %7.1f s", "total", time.monotonic() - started)
     for line in steps:
         print(f"check-aarch64: {line}")
-    for line in (cmp.errors + cmp.label_flips + cmp.flag_flips)[:40]:
+    for line in (cmp.errors + cmp.label_flips + cmp.flag_flips + cmp.category_flips + cmp.outline_differences)[:40]:
         print(f"check-aarch64:   {line}")
     if cmp.max_diff_image:
         print(f"check-aarch64:   largest difference on {cmp.max_diff_image}")

@@ -1,4 +1,6 @@
-"""deploy/check_aarch64.py (make check-aarch64): the comparison and image selection on their own, and —
+"""deploy/check_aarch64.py (make check-aarch64): the comparison (probabilities, labels, inconclusive flags, and
+what the card draws beside them: the category, the crop, the lesion outline, its size and descriptors) and image
+selection on their own, and —
 when `make check-aarch64` has prepared build/aarch64 (a network download: Debian arm64 packages and
 qemu-user-static) — the emulated Python itself: aarch64, bookworm's 3.11.2 / glibc 2.36, the
 emulation-only Raspberry Pi 4 cpuinfo, and a Python that starts Python without binfmt."""
@@ -62,6 +64,59 @@ def test_identical_results_pass_only_within_the_tolerance(tmp_path: Path) -> Non
     arm = {k: result("benign", 0.100001) for k in x86}
     cmp = gate.compare(x86, arm, images, tmp_path / "c.csv")
     assert not cmp.ok(0.0) and cmp.ok(1e-5) and cmp.differing == 2
+
+
+def lesion(contour: list[list[int]] | None, shape: str = "oval") -> dict:
+    found = contour is not None
+    return {
+        "found": found,
+        "box": [1, 2, 30, 20] if found else None,
+        "contour": contour,
+        "area_px": 412.0 if found else None,
+        "width_mm": None,
+        "shape": {"value": shape, "shown": True} if found else None,
+    }
+
+
+def with_outline(record: dict, outline: dict, category: str = "low_suspicion", crop: list[int] | None = None) -> dict:
+    return {**record, "category": category, "lesion": outline, "crop": crop or [0, 0, 256, 256]}
+
+
+def test_the_category_the_crop_and_the_lesion_outline_must_match_too(tmp_path: Path) -> None:
+    """Identical probabilities are not enough: the card also shows the category, the outline, its size and its
+    descriptors, so a Pi that draws another outline (or none), calls another category or crops elsewhere fails."""
+    images = [tmp_path / f"{i}.png" for i in range(6)]
+    key = [str(p.resolve()) for p in images]
+    same = result("benign", 0.02)
+    outline = lesion([[1, 2], [30, 2], [30, 20]])
+    x86 = {k: with_outline(same, outline) for k in key}
+    arm = {
+        key[0]: with_outline(same, outline),
+        key[1]: with_outline(same, lesion([[1, 2], [31, 2], [30, 20]])),  # one contour point moved
+        key[2]: with_outline(same, lesion(None)),  # no outline on the Pi
+        key[3]: with_outline(same, lesion([[1, 2], [30, 2], [30, 20]], shape="irregular")),  # another descriptor
+        key[4]: with_outline(same, outline, category="suspicious"),
+        key[5]: with_outline(same, outline, crop=[0, 0, 255, 256]),
+    }
+    cmp = gate.compare(x86, arm, images, tmp_path / "cmp.csv")
+    assert cmp.max_diff == 0.0 and not cmp.label_flips and not cmp.flag_flips
+    assert len(cmp.category_flips) == 1 and key[4] in cmp.category_flips[0]
+    assert sorted(d.split(":")[0] for d in cmp.outline_differences) == sorted([key[1], key[2], key[3], key[5]])
+    assert any("contour" in d for d in cmp.outline_differences if d.startswith(key[1]))
+    assert any("crop" in d for d in cmp.outline_differences if d.startswith(key[5]))
+    assert not cmp.ok(1.0)
+    assert "1 category flips" in cmp.summary(0.0) and "4 with another outline or crop" in cmp.summary(0.0)
+    rows = (tmp_path / "cmp.csv").read_text().splitlines()
+    assert "category_aarch64" in rows[0] and "outline_same" in rows[0] and len(rows) == 1 + 6
+    assert gate.compare(x86, dict(x86), images, tmp_path / "same.csv").ok(0.0)
+
+
+def test_a_release_without_categories_or_outlines_still_compares(tmp_path: Path) -> None:
+    """An older release's classify --json has no category, crop or lesion on either side: nothing to flip."""
+    images = [tmp_path / "a.png"]
+    x86 = {str(images[0].resolve()): result("benign", 0.1)}
+    cmp = gate.compare(x86, dict(x86), images, tmp_path / "c.csv")
+    assert cmp.ok(0.0) and not cmp.category_flips and not cmp.outline_differences
 
 
 def _datasets(root: Path) -> Path:
