@@ -171,6 +171,16 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, type=Path, help="writes OUT/<source name>/ (labels.csv, masks/, images -> the source)")
     q.add_argument("--min-confidence", type=float, help="mean mask probability over the outlined region (default: pseudo_masks.MIN_CONFIDENCE)")
     q.add_argument("-v", "--verbose", action="store_true")
+    sc = sub.add_parser("segment-compare", help="two `segment` runs of the same held-out source, paired: Dice, missed lesions, false outlines")
+    sc.add_argument("--baseline", required=True, type=Path, help="a `segment --external-test` output (report/external_scores.csv)")
+    sc.add_argument("--candidate", required=True, type=Path, help="another run holding out the same source")
+    sc.add_argument("--bootstrap", type=int, default=1000)
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("-v", "--verbose", action="store_true")
+    sr = sub.add_parser("segment-rescore", help="report/external_scores.csv for a `segment --external-test` run made without it")
+    sr.add_argument("--segmentation", required=True, type=Path, help="the run's `segment --out`")
+    sr.add_argument("--data", action="append", required=True, help="the run's --data, in the same order; repeat")
+    sr.add_argument("-v", "--verbose", action="store_true")
     k = sub.add_parser("pack-segmentation", help="a copy of a bundle with `segment`'s output as its segmentation model")
     k.add_argument("--bundle", required=True, type=Path, help="the classifier bundle (left unchanged)")
     k.add_argument("--segmentation", required=True, type=Path, help="`segment --out` (segmentation.json, .tflite, report/)")
@@ -214,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         return _pack_segmentation(args)
     if args.command == "pseudo-masks":
         return _pseudo_masks(args)
+    if args.command in ("segment-compare", "segment-rescore"):
+        return _segment_compare(args)
     if args.command == "probe":
         from model_build.feature_probe import run, table
 
@@ -442,6 +454,23 @@ def _descriptors(args: argparse.Namespace) -> int:
             print(f"{args.segmentation / 'segmentation.json'}: descriptors written (shown: {', '.join(sorted(rule.shown())) or 'none'})")
     except (DescriptorDataError, BundleError, ImageDecodeError, OSError, ValueError) as exc:
         logging.getLogger("model_build").error("descriptor study failed: %s", exc)
+        return 2
+    return 0
+
+
+def _segment_compare(args: argparse.Namespace) -> int:
+    from model_build.data import DatasetError
+    from model_build.segmentation_build import RescoreError, rescore_external
+    from model_build.segmentation_compare import SegmentationCompareError, compare_segmentations
+    from model_build.split import SplitError
+
+    try:
+        if args.command == "segment-rescore":
+            print(rescore_external(args.segmentation, args.data))
+        else:
+            print("\n".join(compare_segmentations(args.baseline, args.candidate, args.bootstrap, args.seed).lines()))
+    except (SegmentationCompareError, RescoreError, DatasetError, SplitError, OSError) as exc:
+        logging.getLogger("model_build").error("%s failed: %s", args.command, exc)
         return 2
     return 0
 

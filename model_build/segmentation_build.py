@@ -4,8 +4,9 @@ Writes into ``--out``: ``segmentation.tflite`` (uint8 input, float outputs: the 
 mask ``[1, S, S, 1]``), ``segmentation.json`` (the bundle's ``segmentation`` section, ``SegmentationSpec``: input
 geometry, output tensor names, threshold, minimum region, the model's sha256 and headline figures),
 ``segmentation-float.weights.h5``, and ``report/``: ``metrics.json``, ``split.csv``, ``montage_test.png`` (and
-``montage_external.png``), ``REPORT.md``. Every figure of the report is the int8 model's, run by the device's
-``ModelRunner``; the float model is scored beside it for the int8 difference.
+``montage_external.png`` and each held-out image's scores, ``external_scores.csv``), ``REPORT.md``. Every figure of
+the report is the int8 model's, run by the device's ``ModelRunner``; the float model is scored beside it for the
+int8 difference.
 
 ``python -m model_build pack-segmentation`` (:func:`pack_segmentation`) puts that output into a copy of a classifier
 bundle through ``write_bundle``: the device then outlines the lesion with it (device/outline.py).
@@ -17,7 +18,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +43,10 @@ from model_build.export import identify_outputs, int8_runner
 from model_build.figure_text import ci_text
 from model_build.segmentation import SegTrainConfig, build_segmenter, check_resolution, export_model, predict_float, train_segmenter
 from model_build.segmentation_card import CARD_FILE, fold_headline, outline_section, with_outline_section
+from model_build.segmentation_compare import SCORES_FILE, write_scores
 from model_build.segmentation_data import SegData, SegSplit, load_segmentation, split_segmentation
 from model_build.segmentation_eval import THRESHOLD, Scores, min_region_px, montage, parity, score, summarise_by_source
-from model_build.split import HoldOutRule, write_split_csv
+from model_build.split import HoldOutRule, relative_name, write_split_csv
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +123,9 @@ def _evaluate(
         for i in pick
     ]
     montage(sub.pixels[pick], sub.masks[pick], probs_q[pick], captions, report / f"montage_{name}.png", min_px)
+    if name == "external":  # per image, so two runs holding out the same source compare paired (segment-compare)
+        files = [relative_name(s.sample) for s in sub.samples]
+        write_scores(report / SCORES_FILE.name, [s.sample.source for s in sub.samples], files, groups.tolist(), scores_q)
     return {
         "n": int(len(idx)),
         "int8": summarise_by_source(scores_q, groups, sub.sources(), cfg.n_boot, cfg.seed),
@@ -185,6 +192,45 @@ def build_segmentation(cfg: SegBuildConfig) -> SegBuildResult:
     (report / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n", encoding="utf-8")
     (report / "REPORT.md").write_text("\n".join(report_lines(metrics)) + "\n", encoding="utf-8")
     return SegBuildResult(cfg.out, metrics)
+
+
+class RescoreError(ValueError):
+    """A run's held-out scores cannot be redone: no held-out part, a missing file, or other figures than its report's."""
+
+
+def rescore_external(seg_dir: Path, data: Sequence[str | os.PathLike[str]]) -> Path:
+    """``report/external_scores.csv`` for a ``segment --external-test`` run made before the build wrote it: its int8
+    model on its held-out images, loaded and split with the run's own settings (its ``metrics.json``). The mean Dice
+    must come out as the report's, or nothing is written (other data, another split)."""
+    report = seg_dir / "report"
+    try:
+        metrics = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
+        model_bytes = (seg_dir / "segmentation.tflite").read_bytes()
+    except (OSError, ValueError) as exc:
+        raise RescoreError(f"{seg_dir}: not a `segment` output ({exc})") from None
+    external = metrics.get("external_test")
+    if not external:
+        raise RescoreError(f"{seg_dir}: held no source out (no external_test in its metrics.json)")
+    spec = input_spec(int(metrics["resolution"]))
+    loaded = load_segmentation(
+        list[str | os.PathLike[str]](data), spec, limit=metrics["limit"], seed=int(metrics["seed"]), lesion_free=bool(metrics["lesion_free_views"])
+    )
+    split = split_segmentation(loaded, int(metrics["seed"]), HoldOutRule.parse(external["rule"]))
+    sub = loaded.subset(split.external)
+    runner = int8_runner(model_bytes, spec, identify_outputs(model_bytes, 1), 1)
+    probs, _ = int8_predict(runner, sub.pixels)
+    scores = score(probs, sub.masks, sub.scales, int(metrics["min_region_px"]), float(metrics["threshold"]))
+    reported = float(external["int8"]["all"]["dice_mean"]["value"])
+    again = float(np.mean(scores.dice[scores.lesion])) if scores.lesion.any() else float("nan")
+    if len(split.external) != int(external["n"]) or not np.isclose(again, reported, rtol=0, atol=1e-9, equal_nan=True):
+        raise RescoreError(
+            f"{seg_dir}: {len(split.external)} held-out images, mean Dice {again:.6f}; its report says {external['n']}, "
+            f"{reported:.6f}: give the --data it was built on, in the same order"
+        )
+    path = report / SCORES_FILE.name
+    groups = [split.groups[i] for i in split.external]
+    write_scores(path, [s.sample.source for s in sub.samples], [relative_name(s.sample) for s in sub.samples], groups, scores)
+    return path
 
 
 def _convert(seg, train_pixels: np.ndarray, cfg: SegBuildConfig) -> bytes:
