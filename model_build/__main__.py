@@ -466,7 +466,8 @@ def _segment_compare(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "segment-rescore":
-            print(rescore_external(args.segmentation, args.data))
+            done = rescore_external(args.segmentation, args.data)
+            print(f"{done.path}: mean Dice over lesions {done.dice_mean:.4f} (the run's report: {done.reported_dice_mean:.4f})")
         else:
             print("\n".join(compare_segmentations(args.baseline, args.candidate, args.bootstrap, args.seed).lines()))
     except (SegmentationCompareError, RescoreError, DatasetError, SplitError, OSError) as exc:

@@ -14,6 +14,7 @@ bundle through ``write_bundle``: the device then outlines the lesion with it (de
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
@@ -46,7 +47,7 @@ from model_build.segmentation_card import CARD_FILE, fold_headline, outline_sect
 from model_build.segmentation_compare import SCORES_FILE, write_scores
 from model_build.segmentation_data import SegData, SegSplit, load_segmentation, split_segmentation
 from model_build.segmentation_eval import THRESHOLD, Scores, min_region_px, montage, parity, score, summarise_by_source
-from model_build.split import HoldOutRule, relative_name, write_split_csv
+from model_build.split import EXTERNAL, HoldOutRule, relative_name, write_split_csv
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,8 @@ def _evaluate(
     sub = data.subset(idx)
     probs_q, logits_q = int8_predict(runner, sub.pixels)
     probs_f, _ = predict_float(seg, sub.pixels)
-    scores_q = score(probs_q, sub.masks, sub.scales, min_px)
-    scores_f = score(probs_f, sub.masks, sub.scales, min_px)
+    scores_q = score(probs_q, sub.masks, sub.scales, min_px, image_boxes=sub.image_boxes)
+    scores_f = score(probs_f, sub.masks, sub.scales, min_px, image_boxes=sub.image_boxes)
     pick = _montage_pick(sub, np.arange(len(idx)), cfg.montage_n, cfg.seed)
     captions = [
         f"{sub.samples[i].source.split('#')[0][:10]} {sub.samples[i].sample.path.stem[:12]}"
@@ -122,7 +123,7 @@ def _evaluate(
         + (f" D{scores_q.dice[i]:.2f}" if scores_q.lesion[i] else "")
         for i in pick
     ]
-    montage(sub.pixels[pick], sub.masks[pick], probs_q[pick], captions, report / f"montage_{name}.png", min_px)
+    montage(sub.pixels[pick], sub.masks[pick], probs_q[pick], captions, report / f"montage_{name}.png", min_px, sub.image_boxes[pick])
     if name == "external":  # per image, so two runs holding out the same source compare paired (segment-compare)
         files = [relative_name(s.sample) for s in sub.samples]
         write_scores(report / SCORES_FILE.name, [s.sample.source for s in sub.samples], files, groups.tolist(), scores_q)
@@ -195,42 +196,50 @@ def build_segmentation(cfg: SegBuildConfig) -> SegBuildResult:
 
 
 class RescoreError(ValueError):
-    """A run's held-out scores cannot be redone: no held-out part, a missing file, or other figures than its report's."""
+    """A run's held-out scores cannot be redone: no held-out part, a missing file, or other held-out images."""
 
 
-def rescore_external(seg_dir: Path, data: Sequence[str | os.PathLike[str]]) -> Path:
-    """``report/external_scores.csv`` for a ``segment --external-test`` run made before the build wrote it: its int8
-    model on its held-out images, loaded and split with the run's own settings (its ``metrics.json``). The mean Dice
-    must come out as the report's, or nothing is written (other data, another split)."""
+@dataclass(frozen=True)
+class RescoredScores:
+    path: Path
+    dice_mean: float  # by today's scoring rule
+    reported_dice_mean: float  # the run's report's
+
+
+def rescore_external(seg_dir: Path, data: Sequence[str | os.PathLike[str]]) -> RescoredScores:
+    """``report/external_scores.csv`` for a ``segment --external-test`` run, by today's scoring rule: its int8 model
+    on its held-out images, loaded and split with the run's own settings (its ``metrics.json``). The held-out images
+    and their groups must be the ones its ``split.csv`` lists, or nothing is written (other data, another split);
+    the mean Dice is returned beside the report's (they differ where the scoring rule changed since the run)."""
     report = seg_dir / "report"
     try:
         metrics = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
         model_bytes = (seg_dir / "segmentation.tflite").read_bytes()
-    except (OSError, ValueError) as exc:
+        with open(report / "split.csv", newline="", encoding="utf-8") as fh:
+            listed = {(r["source"], r["file"]): r["group"] for r in csv.DictReader(fh) if r["split"] == EXTERNAL}
+    except (OSError, ValueError, KeyError) as exc:
         raise RescoreError(f"{seg_dir}: not a `segment` output ({exc})") from None
     external = metrics.get("external_test")
     if not external:
         raise RescoreError(f"{seg_dir}: held no source out (no external_test in its metrics.json)")
     spec = input_spec(int(metrics["resolution"]))
-    loaded = load_segmentation(
-        list[str | os.PathLike[str]](data), spec, limit=metrics["limit"], seed=int(metrics["seed"]), lesion_free=bool(metrics["lesion_free_views"])
-    )
+    loaded = load_segmentation(list(data), spec, limit=metrics["limit"], seed=int(metrics["seed"]), lesion_free=bool(metrics["lesion_free_views"]))
     split = split_segmentation(loaded, int(metrics["seed"]), HoldOutRule.parse(external["rule"]))
     sub = loaded.subset(split.external)
+    sources, files = [s.sample.source for s in sub.samples], [relative_name(s.sample) for s in sub.samples]
+    groups = [split.groups[i] for i in split.external]
+    if dict(zip(zip(sources, files), groups)) != listed:
+        raise RescoreError(
+            f"{seg_dir}: {len(files)} held-out images here, {len(listed)} in its split.csv, not the same images and groups: "
+            "give the --data it was built on, in the same order"
+        )
     runner = int8_runner(model_bytes, spec, identify_outputs(model_bytes, 1), 1)
     probs, _ = int8_predict(runner, sub.pixels)
-    scores = score(probs, sub.masks, sub.scales, int(metrics["min_region_px"]), float(metrics["threshold"]))
-    reported = float(external["int8"]["all"]["dice_mean"]["value"])
-    again = float(np.mean(scores.dice[scores.lesion])) if scores.lesion.any() else float("nan")
-    if len(split.external) != int(external["n"]) or not np.isclose(again, reported, rtol=0, atol=1e-9, equal_nan=True):
-        raise RescoreError(
-            f"{seg_dir}: {len(split.external)} held-out images, mean Dice {again:.6f}; its report says {external['n']}, "
-            f"{reported:.6f}: give the --data it was built on, in the same order"
-        )
+    scores = score(probs, sub.masks, sub.scales, int(metrics["min_region_px"]), float(metrics["threshold"]), image_boxes=sub.image_boxes)
     path = report / SCORES_FILE.name
-    groups = [split.groups[i] for i in split.external]
-    write_scores(path, [s.sample.source for s in sub.samples], [relative_name(s.sample) for s in sub.samples], groups, scores)
-    return path
+    write_scores(path, sources, files, groups, scores)
+    again = float(np.mean(scores.dice[scores.lesion])) if scores.lesion.any() else float("nan")
+    return RescoredScores(path, again, float(external["int8"]["all"]["dice_mean"]["value"]))
 
 
 def _convert(seg, train_pixels: np.ndarray, cfg: SegBuildConfig) -> bytes:
@@ -394,7 +403,8 @@ def report_lines(metrics: dict[str, Any]) -> list[str]:
         f"Trained {len(h['loss'])} epoch(s) (best {h['best_epoch']}, stopped by {h['stopped_by']}) in {h['seconds'] / 60:.1f} min, "
         f"batch {t['batch_size']}, lr {t['lr']}; ImageNet encoder weights: {'yes' if metrics['pretrained'] else 'NO'}.",
         "",
-        f"A drawn outline is the largest region of the mask ≥ {metrics['threshold']} and at least {metrics['min_region_px']} model px; "
+        f"A drawn outline is the largest region of the mask ≥ {metrics['threshold']} inside the image (never in the letterbox bands, "
+        f"as on the device) and at least {metrics['min_region_px']} model px; "
         "Dice, IoU and boundary error (mean symmetric contour distance) on lesion images, false outlines on images with an empty "
         "mask (normal scans, lesion-free views). 95 % CIs resample patients.",
         "",

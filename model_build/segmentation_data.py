@@ -64,6 +64,12 @@ class PreparedPair:
     prepared: Prepared
 
     @property
+    def image_box(self) -> tuple[int, int, int, int]:
+        """Where the image lies in the model input (x, y, w, h); the rest is letterbox band."""
+        p = self.prepared.placement
+        return (p.x, p.y, p.width, p.height)
+
+    @property
     def image_px_per_model_px(self) -> float:
         """How many image pixels one model pixel spans (to quote a boundary error in image pixels)."""
         return self.prepared.crop.width / max(1, self.prepared.placement.width)
@@ -75,11 +81,14 @@ class SegData:
     pixels: np.ndarray  # N x H x W uint8
     masks: np.ndarray  # N x H x W uint8
     scales: np.ndarray  # N: image px per model px
+    image_boxes: np.ndarray  # N x 4: x, y, w, h of the image inside the model input (the rest is letterbox band)
     bad_files: list[BadFile] = field(default_factory=list)
     left_out: dict[str, int] = field(default_factory=dict)  # per source: lesion images without a mask
 
     def subset(self, idx: np.ndarray) -> SegData:
-        return SegData([self.samples[i] for i in idx], self.pixels[idx], self.masks[idx], self.scales[idx], self.bad_files, self.left_out)
+        return SegData(
+            [self.samples[i] for i in idx], self.pixels[idx], self.masks[idx], self.scales[idx], self.image_boxes[idx], self.bad_files, self.left_out
+        )
 
     def sources(self) -> np.ndarray:
         return np.array([s.source for s in self.samples])
@@ -216,6 +225,7 @@ def load_segmentation(
         np.stack([p.pixels for p in pairs]),
         np.stack([p.mask for p in pairs]),
         np.array([p.image_px_per_model_px for p in pairs], dtype=np.float32),
+        np.array([p.image_box for p in pairs], dtype=np.int32).reshape(-1, 4),
         bad,
         left_out,
     )

@@ -9,6 +9,7 @@ when a region is drawn. 95 % CIs resample patients / near-duplicate groups (``ev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,16 @@ def min_region_px(resolution: int) -> int:
     return max(16, round(0.0025 * resolution * resolution))
 
 
-def outline_mask(prob: np.ndarray, min_px: int, threshold: float = THRESHOLD) -> np.ndarray:
-    """The drawn outline's region: largest connected region of ``prob >= threshold``, empty below ``min_px``."""
+def outline_mask(prob: np.ndarray, min_px: int, threshold: float = THRESHOLD, image_box: Sequence[int] | None = None) -> np.ndarray:
+    """The drawn outline's region: largest connected region of ``prob >= threshold``, empty below ``min_px``.
+    ``image_box`` (x, y, w, h: where the image lies in the model input) leaves the letterbox bands out first, as
+    the device does (device/outline.py ``crop_mask``): a region there is never drawn."""
     binary = (prob >= threshold).astype(np.uint8)
+    if image_box is not None:
+        x, y, w, h = (int(v) for v in image_box)
+        inside = np.zeros_like(binary)
+        inside[y : y + h, x : x + w] = binary[y : y + h, x : x + w]
+        binary = inside
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if n <= 1:
         return np.zeros_like(binary)
@@ -78,8 +86,9 @@ class Scores:
     lesion: np.ndarray  # bool: the true mask is not empty
 
 
-def score(probs: np.ndarray, truths: np.ndarray, scales: np.ndarray, min_px: int, threshold: float = THRESHOLD) -> Scores:
-    drawn = [outline_mask(p, min_px, threshold) for p in probs]
+def score(probs: np.ndarray, truths: np.ndarray, scales: np.ndarray, min_px: int, threshold: float = THRESHOLD, *, image_boxes: np.ndarray) -> Scores:
+    """Each image's drawn outline (inside its ``image_boxes`` row, as the device draws it) against its true mask."""
+    drawn = [outline_mask(p, min_px, threshold, box) for p, box in zip(probs, image_boxes, strict=True)]
     lesion = np.asarray(truths.reshape(len(truths), -1).any(axis=1))
     nan = float("nan")
     d = np.array([dice(o, t) if les else nan for o, t, les in zip(drawn, truths, lesion)])
@@ -143,12 +152,20 @@ def parity(float_scores: Scores, int8_scores: Scores) -> dict[str, float]:
 
 
 def montage(
-    pixels: np.ndarray, truths: np.ndarray, probs: np.ndarray, labels: list[str], path: Path, min_px: int, columns: int = 6, tile: int = 192
+    pixels: np.ndarray,
+    truths: np.ndarray,
+    probs: np.ndarray,
+    labels: list[str],
+    path: Path,
+    min_px: int,
+    image_boxes: np.ndarray,
+    columns: int = 6,
+    tile: int = 192,
 ) -> None:
     """A grid of images: true outline green, the drawn (predicted) outline red, each tile captioned."""
     tiles = []
-    for image, truth, prob, label in zip(pixels, truths, probs, labels):
-        drawn = outline_mask(prob, min_px)
+    for image, truth, prob, label, box in zip(pixels, truths, probs, labels, image_boxes, strict=True):
+        drawn = outline_mask(prob, min_px, image_box=box)
         big = cv2.resize(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), (tile, tile), interpolation=cv2.INTER_LINEAR)
         for mask, colour in ((truth, (0, 200, 0)), (drawn, (0, 0, 255))):
             up = cv2.resize(mask.astype(np.uint8), (tile, tile), interpolation=cv2.INTER_NEAREST)

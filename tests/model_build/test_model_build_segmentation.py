@@ -81,6 +81,25 @@ def test_scores_on_known_shapes() -> None:
     assert not outline_mask(prob * (xx > 50), 16).any()  # a region under the minimum is no outline
 
 
+def test_the_letterbox_bands_are_never_outlined_as_on_the_device() -> None:
+    """The device cuts the letterbox padding away before it picks the largest region (device/outline.py
+    ``crop_mask``); the build's scores must draw what the device draws. A large dark region in the band above a
+    wide image outscored the real, smaller lesion inside it, and a band region on a lesion-free view counted as a
+    false outline the device never shows."""
+    from model_build.segmentation_eval import score
+
+    yy, xx = np.mgrid[:64, :64]
+    image = np.array([[0, 16, 64, 32]])  # x, y, w, h: the image inside the 64 x 64 input, bands above and below
+    band = ((xx - 32) ** 2 + (yy - 6) ** 2 <= 40) & (yy < 16)  # 60-odd px, all in the top band
+    lesion = ((xx - 20) ** 2 + (yy - 32) ** 2 <= 16).astype(np.uint8)  # 49 px, inside the image
+    prob = np.where(band | lesion.astype(bool), 0.9, 0.0)[None]
+    assert band.sum() > lesion.sum()
+    drawn = score(prob, lesion[None], np.ones(1), 16, image_boxes=image)
+    assert drawn.dice[0] == 1.0 and drawn.drawn_px[0] == lesion.sum()
+    free = score(np.where(band, 0.9, 0.0)[None], np.zeros((1, 64, 64), np.uint8), np.ones(1), 16, image_boxes=image)
+    assert free.drawn_px[0] == 0  # no false outline: the device would draw nothing
+
+
 def test_skip_connections_are_the_last_block_of_each_stride() -> None:
     from model_build.segmentation import skip_layer_names
 

@@ -3,7 +3,7 @@ a candidate better on every lesion by a known amount comes out with that differe
 lesions and false outlines are counted as drawn; runs of other images, a malformed or missing scores file are
 refused naming the file and the problem. For real: a tiny ``segment --external-test`` run writes one row of
 scores per held-out image, ``segment-rescore`` redoes exactly those rows from the model and the data, refuses
-other data (the run's report would not be reproduced), and a run compared with itself differs by 0."""
+data whose held-out images are not the run's (its split.csv), and a run compared with itself differs by 0."""
 
 from __future__ import annotations
 
@@ -95,8 +95,7 @@ def test_a_held_out_run_writes_scores_that_rescore_reproduces(tiny_fold: Path, d
 
     path = tiny_fold / SCORES_FILE
     written = list(csv.DictReader(open(path, newline="")))
-    metrics_text = (tiny_fold / "report/metrics.json").read_text()
-    metrics = json.loads(metrics_text)
+    metrics = json.loads((tiny_fold / "report/metrics.json").read_text())
     assert len(written) == metrics["external_test"]["n"] and {r["source"] for r in written} == {"breast-lesions-usg"}
     split = {
         (r["source"], r["file"]): r["group"] for r in csv.DictReader(open(tiny_fold / "report/split.csv", newline="")) if r["split"] == "external"
@@ -112,16 +111,21 @@ def test_a_held_out_run_writes_scores_that_rescore_reproduces(tiny_fold: Path, d
     )
     assert done.returncode == 0, done.stderr
     assert path.read_text() == original
+    reported = metrics["external_test"]["int8"]["all"]["dice_mean"]["value"]
+    assert f"(the run's report: {reported:.4f})" in done.stdout
 
     path.unlink()
     wrong = _cli("segment-rescore", "--segmentation", str(tiny_fold), "--data", str(datasets / "bus-bra"))
     assert wrong.returncode == 2 and "source=breast-lesions-usg: no image matches" in wrong.stderr and not path.exists()
-    (tiny_fold / "report/metrics.json").write_text(metrics_text.replace('"n": ', '"n": 1'))  # a report it cannot reproduce
+    split_csv = tiny_fold / "report/split.csv"
+    split_text = split_csv.read_text()
+    last_external = [line for line in split_text.splitlines() if line.endswith(",external")][-1]
+    split_csv.write_text(split_text.replace(last_external + "\n", ""))  # a run that held out one image fewer
     other = _cli(
         "segment-rescore", "--segmentation", str(tiny_fold), "--data", str(datasets / "bus-bra"), "--data", str(datasets / "breast-lesions-usg")
     )
     assert other.returncode == 2 and "give the --data it was built on" in other.stderr and not path.exists()
-    (tiny_fold / "report/metrics.json").write_text(metrics_text)
+    split_csv.write_text(split_text)
     path.write_text(original)
 
     same = _cli("segment-compare", "--baseline", str(tiny_fold), "--candidate", str(tiny_fold), "--bootstrap", "20")
