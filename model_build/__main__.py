@@ -224,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         return _pack_segmentation(args)
     if args.command == "pseudo-masks":
         return _pseudo_masks(args)
-    if args.command in ("segment-compare", "segment-rescore"):
+    if args.command == "segment-compare":
         return _segment_compare(args)
+    if args.command == "segment-rescore":
+        return _segment_rescore(args)
     if args.command == "probe":
         from model_build.feature_probe import run, table
 
@@ -459,20 +461,28 @@ def _descriptors(args: argparse.Namespace) -> int:
 
 
 def _segment_compare(args: argparse.Namespace) -> int:
+    from model_build.segmentation_compare import SegmentationCompareError, compare_segmentations
+
+    try:
+        comparison = compare_segmentations(args.baseline, args.candidate, args.bootstrap, args.seed)
+    except (SegmentationCompareError, OSError) as exc:
+        logging.getLogger("model_build").error("segment-compare failed: %s", exc)
+        return 2
+    print("\n".join(comparison.lines()))
+    return 0
+
+
+def _segment_rescore(args: argparse.Namespace) -> int:
     from model_build.data import DatasetError
     from model_build.segmentation_build import RescoreError, rescore_external
-    from model_build.segmentation_compare import SegmentationCompareError, compare_segmentations
     from model_build.split import SplitError
 
     try:
-        if args.command == "segment-rescore":
-            done = rescore_external(args.segmentation, args.data)
-            print(f"{done.path}: mean Dice over lesions {done.dice_mean:.4f} (the run's report: {done.reported_dice_mean:.4f})")
-        else:
-            print("\n".join(compare_segmentations(args.baseline, args.candidate, args.bootstrap, args.seed).lines()))
-    except (SegmentationCompareError, RescoreError, DatasetError, SplitError, OSError) as exc:
-        logging.getLogger("model_build").error("%s failed: %s", args.command, exc)
+        done = rescore_external(args.segmentation, args.data)
+    except (RescoreError, DatasetError, SplitError, OSError) as exc:
+        logging.getLogger("model_build").error("segment-rescore failed: %s", exc)
         return 2
+    print(f"{done.path}: mean Dice over lesions {done.dice_mean:.4f} (the run's report: {done.reported_dice_mean:.4f})")
     return 0
 
 

@@ -67,7 +67,7 @@ def outline_with_confidence(segmenter: Segmenter, frame: np.ndarray) -> tuple[np
     prepared = prepare(frame, spec.input, auto_crop=True)
     _, prob, placement = segmenter.run(prepared, same_input=True)
     image_box = (placement.x, placement.y, placement.width, placement.height)
-    region = outline_mask(prob, spec.mask.min_region_px, spec.mask.threshold, image_box).astype(bool)
+    region = outline_mask(prob, spec.mask.min_region_px, image_box, spec.mask.threshold).astype(bool)
     if not region.any():
         return None
     crop = prepared.crop

@@ -8,13 +8,15 @@ one bootstrap resamples the groups and recomputes both runs' figures on each res
 Unpaired CIs of two runs on the same images overlap even where one run is better on nearly every image.
 
 * :func:`compare_segmentations`: mean Dice over lesion images, lesions with no outline drawn, false outlines on
-  lesion-free images — each run's, and the difference candidate − baseline with its 95 % CI.
+  lesion-free images (the report's own figures, ``segmentation_eval.figures``) — each run's, and the difference
+  candidate − baseline with its 95 % CI.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +24,12 @@ import numpy as np
 
 from model_build.evaluate import grouped_bootstrap
 from model_build.fold_compare import Paired
-from model_build.segmentation_eval import Scores
+from model_build.segmentation_eval import Scores, figures
 
 SCORES_FILE = Path("report") / "external_scores.csv"
-COLUMNS = ("source", "file", "group", "lesion", "dice", "iou", "boundary_image_px", "drawn_px")
+SCORE_COLUMNS = tuple(Scores.__dataclass_fields__)  # dice, iou, boundary_px, boundary_image_px, drawn_px, lesion
+COLUMNS = ("source", "file", "group", *SCORE_COLUMNS)
+COMPARED = {"dice_mean": "Dice mean over lesions     ", "missed": "lesions with no outline    ", "false_outline_rate": "false outlines, lesion-free"}
 
 
 class SegmentationCompareError(ValueError):
@@ -39,9 +43,7 @@ class ImageScores:
     run: Path
     keys: list[tuple[str, str]]
     groups: np.ndarray
-    lesion: np.ndarray  # bool
-    dice: np.ndarray  # NaN on lesion-free images
-    drawn_px: np.ndarray  # 0 = no outline drawn
+    scores: Scores
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,7 @@ class SegmentationComparison:
     lesions: int
     lesion_free: int
     groups: int
-    dice_mean: Paired
-    missed: Paired  # lesion images with no outline drawn
-    false_outlines: Paired  # lesion-free images with an outline drawn
+    figures: dict[str, Paired]  # COMPARED's keys: the report's figures (segmentation_eval.figures), paired
 
     def lines(self) -> list[str]:
         return [
@@ -61,9 +61,7 @@ class SegmentationComparison:
             f"candidate {self.candidate}",
             f"held out: {self.lesions} lesion images, {self.lesion_free} lesion-free, {self.groups} patient groups",
             "baseline → candidate (candidate − baseline [95 % CI], paired)",
-            f"  Dice mean over lesions      {self.dice_mean.text()}",
-            f"  lesions with no outline     {self.missed.text()}",
-            f"  false outlines, lesion-free {self.false_outlines.text()}",
+            *(f"  {COMPARED[key]} {paired.text()}" for key, paired in self.figures.items()),
         ]
 
 
@@ -73,19 +71,12 @@ def write_scores(path: Path, sources: Sequence[str], files: Sequence[str], group
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(COLUMNS)
-        for i, (source, file, group) in enumerate(zip(sources, files, groups, strict=True)):
-            writer.writerow(
-                [
-                    source,
-                    file,
-                    group,
-                    int(scores.lesion[i]),
-                    f"{scores.dice[i]:.6f}",
-                    f"{scores.iou[i]:.6f}",
-                    f"{scores.boundary_image_px[i]:.3f}",
-                    int(scores.drawn_px[i]),
-                ]
-            )
+        for i, row in enumerate(zip(sources, files, groups, strict=True)):
+            writer.writerow([*row, *(_cell(getattr(scores, column)[i]) for column in SCORE_COLUMNS)])
+
+
+def _cell(value: np.generic) -> str:
+    return str(int(value)) if isinstance(value, np.integer | np.bool_) else f"{float(value):.6f}"
 
 
 def read_scores(run: Path) -> ImageScores:
@@ -99,22 +90,22 @@ def read_scores(run: Path) -> ImageScores:
         if missing:
             raise SegmentationCompareError(f"{path}: missing column(s) {', '.join(missing)}")
         rows = list(reader)
-    keys, groups, lesion, dice, drawn = [], [], [], [], []
-    for n, row in enumerate(rows, start=2):
-        try:
-            keys.append((row["source"], row["file"]))
-            groups.append(row["group"])
-            lesion.append(row["lesion"] == "1")
-            dice.append(float(row["dice"]))
-            drawn.append(int(row["drawn_px"]))
-        except ValueError as exc:
-            raise SegmentationCompareError(f"{path}: row {n}: {exc}") from None
+    keys = [(row["source"], row["file"]) for row in rows]
     if len(set(keys)) != len(keys):
         raise SegmentationCompareError(f"{path}: an image is listed twice")
-    return ImageScores(run, keys, np.array(groups), np.array(lesion, bool), np.array(dice), np.array(drawn))
+    columns: dict[str, list[float]] = {c: [] for c in SCORE_COLUMNS}
+    for n, row in enumerate(rows, start=2):
+        for column in SCORE_COLUMNS:
+            try:
+                columns[column].append(float(row[column]))
+            except ValueError:
+                raise SegmentationCompareError(f"{path}: row {n}: {column} {row[column]!r} is not a number") from None
+    scores = Scores(**{c: np.array(v) for c, v in columns.items()})
+    scores = dataclasses.replace(scores, drawn_px=scores.drawn_px.astype(int), lesion=scores.lesion.astype(bool))
+    return ImageScores(run, keys, np.array([row["group"] for row in rows]), scores)
 
 
-def _aligned(baseline: ImageScores, candidate: ImageScores) -> np.ndarray:
+def _aligned(baseline: ImageScores, candidate: ImageScores) -> ImageScores:
     """The candidate's rows in the baseline's order; both runs must have scored the same images alike."""
     where = {key: i for i, key in enumerate(candidate.keys)}
     only_baseline = [k for k in baseline.keys if k not in where]
@@ -123,47 +114,33 @@ def _aligned(baseline: ImageScores, candidate: ImageScores) -> np.ndarray:
         raise SegmentationCompareError(
             f"{baseline.run} and {candidate.run} held out other images (e.g. {some}): compare runs of the same held-out source"
         )
-    order = np.array([where[k] for k in baseline.keys])
-    if not np.array_equal(candidate.lesion[order], baseline.lesion):
+    scores = candidate.scores.subset(np.array([where[k] for k in baseline.keys]))
+    if not np.array_equal(scores.lesion, baseline.scores.lesion):
         raise SegmentationCompareError(f"{baseline.run} and {candidate.run}: the same image has a lesion mask in one run and none in the other")
-    return order
-
-
-def _figures(s: ImageScores) -> Callable[[np.ndarray], dict[str, float]]:
-    def figures(idx: np.ndarray) -> dict[str, float]:
-        les, free = idx[s.lesion[idx]], idx[~s.lesion[idx]]
-        nan = float("nan")
-        return {
-            "dice_mean": float(np.mean(s.dice[les])) if len(les) else nan,
-            "missed": float(np.mean(s.drawn_px[les] == 0)) if len(les) else nan,
-            "false_outlines": float(np.mean(s.drawn_px[free] > 0)) if len(free) else nan,
-        }
-
-    return figures
+    return ImageScores(candidate.run, baseline.keys, baseline.groups, scores)
 
 
 def compare_segmentations(baseline_run: Path, candidate_run: Path, n_boot: int = 1000, seed: int = 0) -> SegmentationComparison:
     """Candidate − baseline on the held-out images both scored, paired over patient / near-duplicate groups."""
-    baseline, candidate = read_scores(baseline_run), read_scores(candidate_run)
-    order = _aligned(baseline, candidate)
-    candidate = ImageScores(candidate.run, baseline.keys, baseline.groups, baseline.lesion, candidate.dice[order], candidate.drawn_px[order])
-    of_baseline, of_candidate = _figures(baseline), _figures(candidate)
+    baseline = read_scores(baseline_run)
+    candidate = _aligned(baseline, read_scores(candidate_run))
+
+    def both(idx: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+        return figures(baseline.scores, idx), figures(candidate.scores, idx)
 
     def difference(idx: np.ndarray) -> dict[str, float]:
-        a, b = of_baseline(idx), of_candidate(idx)
-        return {key: b[key] - a[key] for key in a}
+        a, b = both(idx)
+        return {key: b[key] - a[key] for key in COMPARED}
 
-    everything = np.arange(len(baseline.keys))
-    a, b = of_baseline(everything), of_candidate(everything)
+    a, b = both(np.arange(len(baseline.keys)))
     ci = grouped_bootstrap(baseline.groups, difference, n_boot, seed)
-    paired = {key: Paired(a[key], b[key], b[key] - a[key], ci.get(key, (float("nan"), float("nan")))) for key in a}
+    nan = (float("nan"), float("nan"))
+    lesion = baseline.scores.lesion
     return SegmentationComparison(
         baseline_run,
         candidate_run,
-        lesions=int(baseline.lesion.sum()),
-        lesion_free=int((~baseline.lesion).sum()),
+        lesions=int(lesion.sum()),
+        lesion_free=int((~lesion).sum()),
         groups=len(np.unique(baseline.groups)),
-        dice_mean=paired["dice_mean"],
-        missed=paired["missed"],
-        false_outlines=paired["false_outlines"],
+        figures={key: Paired(a[key], b[key], b[key] - a[key], ci.get(key, nan)) for key in COMPARED},
     )

@@ -27,16 +27,13 @@ def min_region_px(resolution: int) -> int:
     return max(16, round(0.0025 * resolution * resolution))
 
 
-def outline_mask(prob: np.ndarray, min_px: int, threshold: float = THRESHOLD, image_box: Sequence[int] | None = None) -> np.ndarray:
-    """The drawn outline's region: largest connected region of ``prob >= threshold``, empty below ``min_px``.
-    ``image_box`` (x, y, w, h: where the image lies in the model input) leaves the letterbox bands out first, as
-    the device does (device/outline.py ``crop_mask``): a region there is never drawn."""
-    binary = (prob >= threshold).astype(np.uint8)
-    if image_box is not None:
-        x, y, w, h = (int(v) for v in image_box)
-        inside = np.zeros_like(binary)
-        inside[y : y + h, x : x + w] = binary[y : y + h, x : x + w]
-        binary = inside
+def outline_mask(prob: np.ndarray, min_px: int, image_box: Sequence[int], threshold: float = THRESHOLD) -> np.ndarray:
+    """The drawn outline's region: largest connected region of ``prob >= threshold`` inside ``image_box`` (x, y, w,
+    h: where the image lies in the model input; the letterbox bands are left out first, as the device does in
+    device/outline.py ``crop_mask``, so a region there is never drawn), empty below ``min_px``."""
+    x, y, w, h = (int(v) for v in image_box)
+    binary = np.zeros(prob.shape, np.uint8)
+    binary[y : y + h, x : x + w] = prob[y : y + h, x : x + w] >= threshold
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if n <= 1:
         return np.zeros_like(binary)
@@ -85,10 +82,13 @@ class Scores:
     drawn_px: np.ndarray  # area of the drawn region, model pixels (0 = no outline)
     lesion: np.ndarray  # bool: the true mask is not empty
 
+    def subset(self, idx: np.ndarray) -> Scores:
+        return Scores(*(getattr(self, f)[idx] for f in Scores.__dataclass_fields__))
+
 
 def score(probs: np.ndarray, truths: np.ndarray, scales: np.ndarray, min_px: int, threshold: float = THRESHOLD, *, image_boxes: np.ndarray) -> Scores:
     """Each image's drawn outline (inside its ``image_boxes`` row, as the device draws it) against its true mask."""
-    drawn = [outline_mask(p, min_px, threshold, box) for p, box in zip(probs, image_boxes, strict=True)]
+    drawn = [outline_mask(p, min_px, box, threshold) for p, box in zip(probs, image_boxes, strict=True)]
     lesion = np.asarray(truths.reshape(len(truths), -1).any(axis=1))
     nan = float("nan")
     d = np.array([dice(o, t) if les else nan for o, t, les in zip(drawn, truths, lesion)])
@@ -97,7 +97,9 @@ def score(probs: np.ndarray, truths: np.ndarray, scales: np.ndarray, min_px: int
     return Scores(d, j, b, b * scales, np.array([int(o.sum()) for o in drawn]), lesion)
 
 
-def _stats(s: Scores, idx: np.ndarray) -> dict[str, float]:
+def figures(s: Scores, idx: np.ndarray) -> dict[str, float]:
+    """The report's figures over the images ``idx``: Dice, IoU, missed lesions and boundary error on lesion images,
+    the false-outline rate on images with an empty mask."""
     les, empty = idx[s.lesion[idx]], idx[~s.lesion[idx]]
     nan = float("nan")
     out = {
@@ -115,8 +117,8 @@ def _stats(s: Scores, idx: np.ndarray) -> dict[str, float]:
 
 def summarise(s: Scores, groups: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     idx = np.arange(len(s.dice))
-    value = _stats(s, idx)
-    ci = grouped_bootstrap(groups, lambda i: _stats(s, i), n_boot, seed) if len(idx) else {}
+    value = figures(s, idx)
+    ci = grouped_bootstrap(groups, lambda i: figures(s, i), n_boot, seed) if len(idx) else {}
     return {
         "n_lesion": int(s.lesion.sum()),
         "n_empty": int((~s.lesion).sum()),
@@ -130,8 +132,7 @@ def summarise_by_source(s: Scores, groups: np.ndarray, sources: np.ndarray, n_bo
     out = {"all": summarise(s, groups, n_boot, seed)}
     for source in sorted(set(sources.tolist())):
         m = sources == source
-        sub = Scores(*(getattr(s, f)[m] for f in Scores.__dataclass_fields__))
-        out[f"source:{source}"] = summarise(sub, groups[m], n_boot, seed)
+        out[f"source:{source}"] = summarise(s.subset(m), groups[m], n_boot, seed)
     return out
 
 
@@ -165,7 +166,7 @@ def montage(
     """A grid of images: true outline green, the drawn (predicted) outline red, each tile captioned."""
     tiles = []
     for image, truth, prob, label, box in zip(pixels, truths, probs, labels, image_boxes, strict=True):
-        drawn = outline_mask(prob, min_px, image_box=box)
+        drawn = outline_mask(prob, min_px, box)
         big = cv2.resize(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), (tile, tile), interpolation=cv2.INTER_LINEAR)
         for mask, colour in ((truth, (0, 200, 0)), (drawn, (0, 0, 255))):
             up = cv2.resize(mask.astype(np.uint8), (tile, tile), interpolation=cv2.INTER_NEAREST)

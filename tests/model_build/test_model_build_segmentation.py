@@ -77,8 +77,9 @@ def test_scores_on_known_shapes() -> None:
     assert 1.0 < contour_distance(a, b) < 3.0
     assert np.isnan(contour_distance(a, np.zeros_like(a)))
     prob = a * 0.9 + ((xx - 55) ** 2 + (yy - 55) ** 2 <= 4) * 0.9  # the lesion and a 13-px speck
-    assert outline_mask(prob, 16).sum() == a.sum()  # only the largest region is drawn
-    assert not outline_mask(prob * (xx > 50), 16).any()  # a region under the minimum is no outline
+    whole = (0, 0, 64, 64)
+    assert outline_mask(prob, 16, whole).sum() == a.sum()  # only the largest region is drawn
+    assert not outline_mask(prob * (xx > 50), 16, whole).any()  # a region under the minimum is no outline
 
 
 def test_the_letterbox_bands_are_never_outlined_as_on_the_device() -> None:

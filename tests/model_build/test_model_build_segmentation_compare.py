@@ -38,11 +38,11 @@ def test_a_candidate_better_on_every_lesion_is_measured_paired(tmp_path: Path) -
     candidate = _run(tmp_path / "b", [v + 0.1 for v in base], [0] * 2 + [100] * 38 + [0] * 6 + [50] * 4, lesion)
     cmp = compare_segmentations(baseline, candidate, n_boot=200)
     assert cmp.lesions == 40 and cmp.lesion_free == 10 and cmp.groups == 25
-    assert cmp.dice_mean.difference == pytest.approx(0.1)
-    lo, hi = cmp.dice_mean.difference_ci
+    assert cmp.figures["dice_mean"].difference == pytest.approx(0.1)
+    lo, hi = cmp.figures["dice_mean"].difference_ci
     assert lo == pytest.approx(0.1) and hi == pytest.approx(0.1)  # the same gain on every lesion: no spread at all
-    assert cmp.missed.baseline == pytest.approx(4 / 40) and cmp.missed.candidate == pytest.approx(2 / 40)
-    assert cmp.false_outlines.baseline == pytest.approx(2 / 10) and cmp.false_outlines.difference == pytest.approx(0.2)
+    assert cmp.figures["missed"].baseline == pytest.approx(4 / 40) and cmp.figures["missed"].candidate == pytest.approx(2 / 40)
+    assert cmp.figures["false_outline_rate"].baseline == pytest.approx(2 / 10) and cmp.figures["false_outline_rate"].difference == pytest.approx(0.2)
     text = "\n".join(cmp.lines())
     assert "+0.100 [+0.100, +0.100]" in text and "40 lesion images, 10 lesion-free, 25 patient groups" in text
 
