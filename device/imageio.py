@@ -106,13 +106,52 @@ def decode_image_file(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS
 def pil_to_frame(img: Image.Image) -> np.ndarray:
     """Convert any PIL image (1/L/LA/P/RGB/RGBA/CMYK/I;16/I/F) to a grey or RGB uint8 frame."""
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if mode in _MODES_16_BIT:
+        return _pil16_to_frame(img)
+    if mode in ("I", "F"):
         return normalise_frame(np.asarray(img))
-    if mode in ("L", "RGB"):  # already the frame's format: no converted copy
-        return np.asarray(img, dtype=np.uint8)
+    if mode in ("L", "RGB"):  # already the frame's format: copied out a strip at a time, no converted copy
+        return _pil8_to_frame(img)
     if mode in ("1", "LA"):
         return np.asarray(img.convert("L"), dtype=np.uint8)
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+# Rows of an image converted at a time: np.asarray on a whole PIL image makes two more copies of its pixels (its
+# bytes, then the array), and a 16-bit one is a third; on a frame near MAX_DECODED_BYTES that took the device
+# past its memory goal. The same for a frame's luminance (to_grey: int32 sums).
+_ROWS_PER_STRIP = 256
+_MODES_16_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _pil16_to_frame(img: Image.Image) -> np.ndarray:
+    """A 16-bit grey PIL image as a uint8 grey frame, scaled by its bit depth as :func:`normalise_frame` scales
+    it (the same values), read a strip of rows at a time: once for its range, once into the one output array."""
+    width, height = img.size
+    if width * height == 0:
+        raise ImageDecodeError("frame has no pixels", "bad_shape")
+    tops = range(0, height, _ROWS_PER_STRIP)
+    ranges = [(int(strip.min()), int(strip.max())) for strip in (_rows(img, top) for top in tops)]
+    table, _ = _scale_table(min(lo for lo, _ in ranges), max(hi for _, hi in ranges))  # unsigned: no shift
+    frame = np.empty((height, width), dtype=np.uint8)
+    for top in tops:
+        frame[top : top + _ROWS_PER_STRIP] = table[_rows(img, top)]
+    return frame
+
+
+def _pil8_to_frame(img: Image.Image) -> np.ndarray:
+    """An L or RGB PIL image as a uint8 frame, its pixels as they are, copied out a strip of rows at a time."""
+    width, height = img.size
+    frame = np.empty((height, width, 3) if img.mode == "RGB" else (height, width), dtype=np.uint8)
+    for top in range(0, height, _ROWS_PER_STRIP):
+        frame[top : top + _ROWS_PER_STRIP] = _rows(img, top)
+    return frame
+
+
+def _rows(img: Image.Image, top: int) -> np.ndarray:
+    """Rows ``top`` to ``top + _ROWS_PER_STRIP`` of a PIL image as an array (PIL's getextrema refuses I;16B)."""
+    width, height = img.size
+    return np.asarray(img.crop((0, top, width, min(height, top + _ROWS_PER_STRIP))))
 
 
 def normalise_frame(array: np.ndarray) -> np.ndarray:
@@ -166,15 +205,21 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
 def _small_int_to_uint8(arr: np.ndarray) -> np.ndarray:
     """The integer branch of :func:`_to_uint8` for 8/16-bit data, through a lookup table: the same values,
     without the int64 copies (a 16-bit frame no longer needs 8 + 8 bytes per pixel of temporaries)."""
-    lo, hi = int(arr.min()), int(arr.max())
-    shift = -lo if lo < 0 else 0  # signed data (e.g. some DICOM): shift to start at zero
-    top = hi + shift
-    full_scale = (1 << max(8, top.bit_length())) - 1
-    table = ((np.arange(top + 1, dtype=np.int64) * 255 + full_scale // 2) // full_scale).astype(np.uint8)
+    table, shift = _scale_table(int(arr.min()), int(arr.max()))
     if shift:
         return table[arr.astype(np.int32) + shift]
     mapped: np.ndarray = table[arr]
     return mapped
+
+
+def _scale_table(lo: int, hi: int) -> tuple[np.ndarray, int]:
+    """The uint8 value of every integer from ``lo`` to ``hi`` (shifted to start at zero when ``lo`` is negative:
+    signed data, e.g. some DICOM), scaled by the bit depth ``hi`` needs; and the shift."""
+    shift = -lo if lo < 0 else 0
+    top = hi + shift
+    full_scale = (1 << max(8, top.bit_length())) - 1
+    table = ((np.arange(top + 1, dtype=np.int64) * 255 + full_scale // 2) // full_scale).astype(np.uint8)
+    return table, shift
 
 
 def _is_grey_rgb(arr: np.ndarray) -> bool:
@@ -193,11 +238,18 @@ def to_grey(frame: np.ndarray) -> np.ndarray:
     """Luminance of a frame (grey frames are returned unchanged); identical on every platform."""
     if frame.ndim == 2:
         return frame
+    grey = np.empty(frame.shape[:2], dtype=np.uint8)
+    for top in range(0, frame.shape[0], _ROWS_PER_STRIP):  # int32 sums of a strip, not of the whole frame
+        grey[top : top + _ROWS_PER_STRIP] = _luma(frame[top : top + _ROWS_PER_STRIP])
+    return grey
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
     red, green, blue = _LUMA_WEIGHTS
-    luma = frame[:, :, 0].astype(np.int32)
+    luma = rgb[:, :, 0].astype(np.int32)
     luma *= red
-    luma += frame[:, :, 1].astype(np.int32) * green
-    luma += frame[:, :, 2].astype(np.int32) * blue
+    luma += rgb[:, :, 1].astype(np.int32) * green
+    luma += rgb[:, :, 2].astype(np.int32) * blue
     luma += 1 << (_LUMA_SHIFT - 1)
     luma >>= _LUMA_SHIFT
     return luma.astype(np.uint8)
