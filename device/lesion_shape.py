@@ -81,7 +81,9 @@ class LesionOutline:
 
 def largest_contour(mask: np.ndarray) -> np.ndarray | None:
     """The outline of the mask's largest connected region (``N x 2`` int points), or None when there is none."""
-    binary = (np.asarray(mask) > 0).astype(np.uint8)
+    mask = np.asarray(mask)
+    # findContours reads any non-zero uint8 as inside and leaves its input alone: a uint8 mask needs no copy
+    binary = mask if mask.dtype == np.uint8 else (mask > 0).astype(np.uint8)
     contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
@@ -89,6 +91,13 @@ def largest_contour(mask: np.ndarray) -> np.ndarray | None:
     if cv2.contourArea(best) < MIN_AREA_PX or len(best) < 5:
         return None
     return best.reshape(-1, 2)
+
+
+def to_image_pixels(contour: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """Mask pixel centres ``N x 2`` (x, y) as the image pixels under them, for a mask ``scale`` times smaller."""
+    points = (contour.astype(np.float64) + 0.5) * np.array(scale) - 0.5
+    placed: np.ndarray = np.rint(points).astype(np.int32)
+    return placed
 
 
 def simplify(contour: np.ndarray, max_points: int = MAX_CONTOUR_POINTS) -> np.ndarray:
@@ -132,12 +141,18 @@ def _ellipse_roughness(points: np.ndarray, cx: float, cy: float, r1: float, r2: 
     return float(np.mean(np.abs(radius - ellipse_radius)) / ((r1 + r2) / 2.0))
 
 
-def describe(mask: np.ndarray, spacing: PixelSpacing | None = None, rules: ShapeRules | None = None) -> LesionOutline | None:
-    """The lesion's outline and descriptors from a mask the size of the image, or None when it outlines nothing."""
+def describe(
+    mask: np.ndarray, spacing: PixelSpacing | None = None, rules: ShapeRules | None = None, scale: tuple[float, float] = (1.0, 1.0)
+) -> LesionOutline | None:
+    """The lesion's outline and descriptors from a mask the size of the image, or None when it outlines nothing.
+    ``scale``: image pixels per mask pixel along x and y, for a mask smaller than the image (the outline is traced
+    on the mask, its points put on the image's pixel grid, and everything measured there)."""
     rules = rules or ShapeRules()
     contour = largest_contour(mask)
     if contour is None:
         return None
+    if scale != (1.0, 1.0):
+        contour = to_image_pixels(contour, scale)
     f = outline_features(contour)
     x, y, w, h = cv2.boundingRect(contour.reshape(-1, 1, 2).astype(np.int32))
     width_mm = depth_mm = area_mm2 = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -39,6 +40,12 @@ from device.model.runtime import ModelRunner, TensorNames
 from device.spacing import PixelSpacing
 
 log = logging.getLogger(__name__)
+
+# The crop mask's long side at most (the outline is traced on a mask this size and its points scaled to the
+# crop's pixels): the model's mask is ~1/10 of that, and a mask the size of a 3500 x 3500 crop took 60 MB (a float
+# resize and its threshold), what took the device past its 250 MB goal. Capture-card frames (1920 wide) are
+# traced at their own size.
+MAX_MASK_SIDE = 2048
 
 
 class Withheld(StrEnum):
@@ -169,13 +176,23 @@ class Segmenter:
     ) -> LesionOutline | None:
         """The outline a mask from :meth:`run` draws: thresholded back onto ``crop``; the region under ``roi`` when
         there is one (:func:`keep_region_under_roi`), else the largest; none under ``mask.min_region_px``; in frame
-        coordinates. None when none."""
-        binary = crop_mask(prob, placement, crop, self.spec.input.height, self.spec.input.width, self.spec.mask.threshold)
+        coordinates. None when none. A crop longer than :data:`MAX_MASK_SIDE` is traced on a mask that size."""
+        traced = mask_size(crop)
+        binary = crop_mask(prob, placement, traced, self.spec.input.height, self.spec.input.width, self.spec.mask.threshold)
         keep_region_under_roi(binary, crop, roi, frame_shape)
-        found = describe(binary, spacing)
+        found = describe(binary, spacing, scale=(crop.width / traced.width, crop.height / traced.height))
         if found is None or model_px(found.area_px, placement, crop) < self.spec.mask.min_region_px:
             return None
         return offset_outline(found, crop.x, crop.y)
+
+
+def mask_size(crop: Box, max_side: int = MAX_MASK_SIDE) -> Box:
+    """The crop as the outline traces it: itself, or scaled down (aspect kept) to a long side of ``max_side``."""
+    long_side = max(crop.width, crop.height)
+    if long_side <= max_side:
+        return crop
+    width, height = max(1, round(crop.width * max_side / long_side)), max(1, round(crop.height * max_side / long_side))
+    return dataclasses.replace(crop, width=width, height=height)
 
 
 def crop_mask(prob: np.ndarray, placement: Placement, crop: Box, input_h: int, input_w: int, threshold: float) -> np.ndarray:
@@ -186,21 +203,24 @@ def crop_mask(prob: np.ndarray, placement: Placement, crop: Box, input_h: int, i
         prob = cv2.resize(prob, (input_w, input_h), interpolation=cv2.INTER_LINEAR)
     inside = prob[placement.y : placement.y + placement.height, placement.x : placement.x + placement.width]
     resized = cv2.resize(inside, (crop.width, crop.height), interpolation=cv2.INTER_LINEAR)
-    return (resized >= threshold).astype(np.uint8)
+    binary: np.ndarray = np.greater_equal(resized, threshold).view(np.uint8)  # 0/1, no second crop-sized copy
+    return binary
 
 
 def keep_region_under_roi(binary: np.ndarray, crop: Box, roi: Box | None, frame_shape: tuple[int, int]) -> None:
     """Keep, whole, the one region of the crop mask that the clinician's ROI holds most pixels of (in place); none
     when it holds none. Whole: a lesion reaching beyond a tap's square or a drawn box is outlined and sized as it is,
-    not cut to the box. An ROI off the frame was ignored by the classifier, and is here."""
+    not cut to the box. An ROI off the frame was ignored by the classifier, and is here. A mask smaller than the crop
+    (:func:`mask_size`) has the ROI scaled onto it."""
     if roi is None:
         return
     rows, cols = frame_shape
     if min(cols, roi.x + roi.width) <= max(0, roi.x) or min(rows, roi.y + roi.height) <= max(0, roi.y):
         return  # off the frame: the classifier analysed the whole frame
-    x0, y0 = max(0, roi.x - crop.x), max(0, roi.y - crop.y)
-    x1 = max(x0, min(crop.width, roi.x + roi.width - crop.x))
-    y1 = max(y0, min(crop.height, roi.y + roi.height - crop.y))
+    sx, sy = binary.shape[1] / crop.width, binary.shape[0] / crop.height
+    x0, y0 = max(0, int((roi.x - crop.x) * sx)), max(0, int((roi.y - crop.y) * sy))
+    x1 = max(x0, min(binary.shape[1], math.ceil((roi.x + roi.width - crop.x) * sx)))
+    y1 = max(y0, min(binary.shape[0], math.ceil((roi.y + roi.height - crop.y) * sy)))
     count, labels = cv2.connectedComponents(binary, connectivity=8)
     held = np.bincount(labels[y0:y1, x0:x1].ravel(), minlength=count)
     held[0] = 0  # the background

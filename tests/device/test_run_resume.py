@@ -91,12 +91,15 @@ finally:
 def test_run_once_refuses_oversized_inputs_before_decoding_and_stays_under_250_mb(shipped_bundle_dir: Path, tmp_path: Path) -> None:
     """Issue 17, defect 8: memory limits decided from the header (rows x columns x bytes per pixel) before decoding.
     A folder with a 16-bit PNG just under the pixel limit (the issue: 1.2 GB) and a small RLE DICOM of a huge frame
-    is run once with the shipped model: both are refused by name, a 16-bit PNG just under the memory limit and a
-    demo frame are classified, and the process's peak RSS stays under the device's 250 MB goal."""
+    is run once with the shipped model: both are refused by name; a 16-bit PNG just under the memory limit, an 8-bit
+    one (a demo frame's scan region scaled up: the outline model draws its lesion on a 5015 x 5015 crop, which
+    took the old device to 295 MB) and a demo frame are classified, and the process's peak RSS stays under the device's 250 MB
+    goal."""
     import numpy as np
     from PIL import Image
 
-    from device.imageio import MAX_DECODED_BYTES
+    from device.crop import detect_scan_region
+    from device.imageio import MAX_DECODED_BYTES, decode_image_file
     from tests.dicom_factory import write_dicom
 
     folder = tmp_path / "frames"
@@ -107,6 +110,12 @@ def test_run_once_refuses_oversized_inputs_before_decoding_and_stays_under_250_m
     write_dicom(folder / "huge.dcm", np.full((1, side, side), 90, np.uint8), syntax="rle")  # a small file
     fits = int((MAX_DECODED_BYTES // 2) ** 0.5)  # a 16-bit frame just under the limit
     Image.fromarray(ramp[:fits, :fits].astype(np.uint16)).save(folder / "large16.png")
+    # an 8-bit frame just under it: a demo frame's scan region scaled up, its lesion drawn by the outline model
+    demo = decode_image_file(folder / "demo-000.png")
+    region = detect_scan_region(demo)
+    grey8 = int(MAX_DECODED_BYTES**0.5) - 1
+    scan = Image.fromarray(demo[region.y : region.y + region.height, region.x : region.x + region.width]).convert("L")
+    scan.resize((grey8, grey8), Image.Resampling.BILINEAR).save(folder / "large8.png")
     config = _config(tmp_path, shipped_bundle_dir)
     done = subprocess.run(
         [sys.executable, "-c", _PEAK_RSS, "--config", str(config), "run", "--source", f"folder:{folder}", "--headless", "--once"],
@@ -117,6 +126,9 @@ def test_run_once_refuses_oversized_inputs_before_decoding_and_stays_under_250_m
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "huge16.png" in done.stderr and "huge.dcm" in done.stderr and "MiB" in done.stderr, done.stderr[-3000:]
-    assert sorted(_sources(tmp_path / "data" / "results.sqlite")) == ["demo-000.png", "large16.png"]
+    assert sorted(_sources(tmp_path / "data" / "results.sqlite")) == ["demo-000.png", "large16.png", "large8.png"]
+    with ResultStore(tmp_path / "data" / "results.sqlite") as store:
+        large8 = next(r for r in store.history(limit=None) if Path(r.source or "").name == "large8.png")
+    assert large8.lesion is not None and large8.lesion.found, "the outline model drew the large frame's lesion (the memory it takes)"
     peak_mb = int(done.stderr.rsplit("PEAK_RSS_KIB ", 1)[1].split()[0]) / 1024
     assert peak_mb < 250, f"peak RSS {peak_mb:.0f} MB"
