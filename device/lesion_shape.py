@@ -83,7 +83,7 @@ def largest_contour(mask: np.ndarray) -> np.ndarray | None:
     """The outline of the mask's largest connected region (``N x 2`` int points), or None when there is none."""
     mask = np.asarray(mask)
     # findContours reads any non-zero uint8 as inside and leaves its input alone: a uint8 mask needs no copy
-    binary = mask if mask.dtype == np.uint8 else (mask > 0).astype(np.uint8)
+    binary = np.ascontiguousarray(mask) if mask.dtype == np.uint8 else (mask > 0).astype(np.uint8)
     contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
