@@ -61,6 +61,15 @@ class Box:
         return frame[self.y : self.y + self.height, self.x : self.x + self.width]
 
 
+def fit_within(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """``width`` x ``height`` as it is, or scaled down (aspect kept, at least 1 x 1) to a long side of ``max_side``:
+    the size of an overlay computed for a crop (an outline's mask, a heat map) that needs no more pixels."""
+    long_side = max(width, height)
+    if long_side <= max_side:
+        return width, height
+    return max(1, round(width * max_side / long_side)), max(1, round(height * max_side / long_side))
+
+
 def detect_scan_region(frame: np.ndarray, resampling: str = Resampling.EXACT.value) -> Box:
     """Bounding box of the ultrasound image in a screen capture (the whole frame if none is found).
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from device.close_up import CloseUpCheck
-from device.crop import Box, RoiMode
+from device.crop import Box, RoiMode, fit_within
 from device.decision import MALIGNANT, Category, Decision, Mode, applied_threshold, decide
 from device.errors import BundleError
 from device.model.bundle import ModelBundle
@@ -30,6 +30,11 @@ from device.quality import QualityLimits, confidence_problems, image_problems
 from device.spacing import PixelSpacing
 
 log = logging.getLogger(__name__)
+
+# The heat map's long side at most: it is a 7 x 7 class activation map, drawn scaled into the crop's box, and at
+# the size of a 5015 x 5015 crop it took the classifier to 436 MB and the touchscreen's overlay to 483 MB
+# (tests/device/test_heatmap_size.py). A crop up to this size gets a map its own size.
+HEATMAP_MAX_SIDE = 1024
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,8 @@ class Classification:
     crop: Box
     roi: Box | None
     latency_ms: float  # crop + preprocess + invoke + postprocess (+ the lesion outline, when the bundle has one)
-    # uint8 [crop h, crop w] on the fixed scale 0..255 = p(malignant) 0..1 (see HEATMAP_SCALE); suspicious only
+    # uint8 [crop h, crop w] (scaled down, aspect kept, to HEATMAP_MAX_SIDE for a longer crop) on the fixed scale
+    # 0..255 = p(malignant) 0..1 (see HEATMAP_SCALE); suspicious only
     heatmap: np.ndarray | None = None
     assessment: Decision | None = None  # the category rule's output (device.decision); None only in old tests
     # the lesion outline (device/outline.py): None without a segmentation model or when not asked for (the live
@@ -269,8 +275,10 @@ class Classifier:
         spec = self.manifest.input
         full = cv2.resize(cam.astype(np.float32), (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
         inside = full[placement.y : placement.y + placement.height, placement.x : placement.x + placement.width]
-        resized = cv2.resize(inside, (crop_shape[1], crop_shape[0]), interpolation=cv2.INTER_LINEAR)
-        heat: np.ndarray = np.clip(resized * 255.0, 0, 255).astype(np.uint8)
+        resized: np.ndarray = cv2.resize(inside, fit_within(crop_shape[1], crop_shape[0], HEATMAP_MAX_SIDE), interpolation=cv2.INTER_LINEAR)
+        np.multiply(resized, 255.0, out=resized)
+        np.clip(resized, 0, 255, out=resized)
+        heat: np.ndarray = resized.astype(np.uint8)
         return heat
 
 

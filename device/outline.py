@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from device.crop import Box
+from device.crop import Box, fit_within
 from device.errors import BundleError
 from device.lesion_shape import LesionOutline, describe
 from device.model.bundle import DESCRIPTOR_NAMES, ModelBundle, SegmentationSpec
@@ -188,10 +188,7 @@ class Segmenter:
 
 def mask_size(crop: Box, max_side: int = MAX_MASK_SIDE) -> Box:
     """The crop as the outline traces it: itself, or scaled down (aspect kept) to a long side of ``max_side``."""
-    long_side = max(crop.width, crop.height)
-    if long_side <= max_side:
-        return crop
-    width, height = max(1, round(crop.width * max_side / long_side)), max(1, round(crop.height * max_side / long_side))
+    width, height = fit_within(crop.width, crop.height, max_side)
     return dataclasses.replace(crop, width=width, height=height)
 
 
