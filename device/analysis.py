@@ -312,6 +312,7 @@ def run_capture(
         stats.inconclusive += int(record.inconclusive)
         if on_result:
             on_result(record)
+        del frame, record  # before the next read: a frame near the decode limit cannot afford a second one beside it
     return stats
 
 
