@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from device import __version__
+from device.allocator import map_large_blocks_apart
 from device.analysis import AnalysisOptions
 from device.config import DEFAULT_TOML, DeviceConfig, load_config
 from device.decision import Category
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    map_large_blocks_apart()  # freed frames go back to the system (device/allocator.py)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,

@@ -14,6 +14,7 @@ from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtWidgets import QApplication
 
 from device import watchdog
+from device.allocator import map_large_blocks_apart
 from device.config import DeviceConfig, load_config
 from device.engine import Classifier
 from device.errors import ConfigError
@@ -87,6 +88,7 @@ def _watchdog_beat() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    map_large_blocks_apart()  # freed frames go back to the system (device/allocator.py)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
