@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from model_build.augment import AugmentConfig, augment
+from model_build.budget_schedule import BudgetedCosine
 from model_build.classifier import NORM_MEAN, NORM_SCALE
 from model_build.efficientnet_lite import LITE_VARIANTS, block_specs, build_backbone, load_torch_weights
 from model_build.train import to_batch
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MASK_OUTPUT = "mask"
 LESION_OUTPUT = "lesion"
+LR_FLOOR = 0.05  # the cosine decay ends at this fraction of the initial learning rate (as before: CosineDecay alpha)
 DECODER_WIDTHS = (96, 64, 48)  # channels after fusing the stride-16, 8 and 4 skips
 MIN_RESOLUTION = 64
 DECODER_BN_MOMENTUM = 0.9  # the decoder's BatchNorm statistics must settle within a few hundred steps (Keras' 0.99 does not)
@@ -225,14 +227,18 @@ class SegHistory:
     best_epoch: int | None = None
     stopped_by: str = "epochs"
     seconds: float = 0.0
+    lr: list[float] = field(default_factory=list)  # the learning rate of each epoch's last step
+    planned_epochs: int | None = None  # the budget's last plan (BudgetedCosine.replan)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 def train_segmenter(seg: Segmenter, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], cfg: SegTrainConfig) -> SegHistory:
-    """Fit on (pixels, masks) with AdamW + cosine decay; keeps the weights of the best validation loss.
-    Stops after ``cfg.epochs`` or when the time budget is spent (checked after every batch)."""
+    """Fit on (pixels, masks) with AdamW and a cosine decay fitted to the time budget
+    (:class:`model_build.budget_schedule.BudgetedCosine`: it ends in the last epoch that fits); keeps the
+    weights of the best validation loss. Stops after the planned epochs, or when the budget is spent
+    (checked after every batch, should an epoch run longer than the plan expected)."""
     import keras
 
     history = SegHistory()
@@ -240,17 +246,21 @@ def train_segmenter(seg: Segmenter, train: tuple[np.ndarray, np.ndarray], val: t
     if cfg.epochs <= 0:
         return history
     batches = _batches_class()(train[0], train[1], cfg.batch_size, cfg.seed, cfg.augment)
-    steps = max(1, len(batches) * cfg.epochs)
-    schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, steps, alpha=0.05)
+    schedule = BudgetedCosine(cfg.lr, cfg.epochs, len(batches), cfg.time_budget_s, alpha=LR_FLOOR)
     seg.model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
+        optimizer=keras.optimizers.AdamW(cfg.lr, weight_decay=1e-4),
         loss={MASK_OUTPUT: dice_bce_loss, LESION_OUTPUT: keras.losses.BinaryCrossentropy(from_logits=True)},
         loss_weights={MASK_OUTPUT: 1.0, LESION_OUTPUT: cfg.lesion_weight},
         jit_compile=False,  # XLA compilation costs more than it saves on a few CPU epochs
     )
     best: dict[str, Any] = {"loss": math.inf, "weights": None}
+    step = {"n": 0}
 
     class Watch(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.model.optimizer.learning_rate = schedule.rate(step["n"])
+            step["n"] += 1
+
         def on_train_batch_end(self, batch, logs=None):
             if time.monotonic() - start > cfg.time_budget_s:
                 history.stopped_by = f"time budget ({cfg.time_budget_s:.0f} s)"
@@ -261,8 +271,14 @@ def train_segmenter(seg: Segmenter, train: tuple[np.ndarray, np.ndarray], val: t
             history.loss.append(float(logs.get("loss", math.nan)))
             val = float(logs.get("val_loss", math.nan))
             history.val_loss.append(val)
+            history.lr.append(float(np.asarray(self.model.optimizer.learning_rate)))  # what the optimizer used
             if val < best["loss"]:
                 best["loss"], best["weights"], history.best_epoch = val, self.model.get_weights(), epoch + 1
+            history.planned_epochs = schedule.replan(epoch + 1, time.monotonic() - start)
+            if schedule.finished(epoch + 1) and not self.model.stop_training:
+                if epoch + 1 < cfg.epochs:
+                    history.stopped_by = f"schedule fitted to the time budget ({epoch + 1} of {cfg.epochs} epochs)"
+                self.model.stop_training = True
 
     val_data = (to_batch(val[0]), targets(val[1])) if len(val[0]) else None
     seg.model.fit(batches, validation_data=val_data, epochs=cfg.epochs, callbacks=[Watch()], verbose=2)
