@@ -174,11 +174,18 @@ def _parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("segment-compare", help="two `segment` runs of the same held-out source, paired: Dice, missed lesions, false outlines")
     sc.add_argument("--baseline", required=True, type=Path, help="a `segment --external-test` output (report/external_scores.csv)")
     sc.add_argument("--candidate", required=True, type=Path, help="another run holding out the same source")
+    sc.add_argument(
+        "--part",
+        choices=("external", "test"),
+        default="external",
+        help="the held-out source (default) or the test patients of two runs of one split",
+    )
     sc.add_argument("--bootstrap", type=int, default=1000)
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("-v", "--verbose", action="store_true")
-    sr = sub.add_parser("segment-rescore", help="report/external_scores.csv for a `segment --external-test` run made without it")
+    sr = sub.add_parser("segment-rescore", help="report/external_scores.csv (or test_scores.csv) for a `segment` run made without it")
     sr.add_argument("--segmentation", required=True, type=Path, help="the run's `segment --out`")
+    sr.add_argument("--part", choices=("external", "test"), default="external", help="its held-out source (default) or its test patients")
     sr.add_argument("--data", action="append", required=True, help="the run's --data, in the same order; repeat")
     sr.add_argument("-v", "--verbose", action="store_true")
     k = sub.add_parser("pack-segmentation", help="a copy of a bundle with `segment`'s output as its segmentation model")
@@ -464,7 +471,7 @@ def _segment_compare(args: argparse.Namespace) -> int:
     from model_build.segmentation_compare import SegmentationCompareError, compare_segmentations
 
     try:
-        comparison = compare_segmentations(args.baseline, args.candidate, args.bootstrap, args.seed)
+        comparison = compare_segmentations(args.baseline, args.candidate, args.bootstrap, args.seed, args.part)
     except (SegmentationCompareError, OSError) as exc:
         logging.getLogger("model_build").error("segment-compare failed: %s", exc)
         return 2
@@ -474,11 +481,11 @@ def _segment_compare(args: argparse.Namespace) -> int:
 
 def _segment_rescore(args: argparse.Namespace) -> int:
     from model_build.data import DatasetError
-    from model_build.segmentation_build import RescoreError, rescore_external
+    from model_build.segmentation_build import RescoreError, rescore
     from model_build.split import SplitError
 
     try:
-        done = rescore_external(args.segmentation, args.data)
+        done = rescore(args.segmentation, args.data, args.part)
     except (RescoreError, DatasetError, SplitError, OSError) as exc:
         logging.getLogger("model_build").error("segment-rescore failed: %s", exc)
         return 2

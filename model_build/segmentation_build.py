@@ -44,7 +44,7 @@ from model_build.export import identify_outputs, int8_runner
 from model_build.figure_text import ci_text
 from model_build.segmentation import SegTrainConfig, build_segmenter, check_resolution, export_model, predict_float, train_segmenter
 from model_build.segmentation_card import CARD_FILE, fold_headline, outline_section, with_outline_section
-from model_build.segmentation_compare import SCORES_FILE, write_scores
+from model_build.segmentation_compare import scores_file, write_scores
 from model_build.segmentation_data import SegData, SegSplit, load_segmentation, split_segmentation
 from model_build.segmentation_eval import THRESHOLD, Scores, min_region_px, montage, parity, score, summarise_by_source
 from model_build.split import EXTERNAL, HoldOutRule, relative_name, write_split_csv
@@ -124,9 +124,9 @@ def _evaluate(
         for i in pick
     ]
     montage(sub.pixels[pick], sub.masks[pick], probs_q[pick], captions, report / f"montage_{name}.png", min_px, sub.image_boxes[pick])
-    if name == "external":  # per image, so two runs holding out the same source compare paired (segment-compare)
-        files = [relative_name(s.sample) for s in sub.samples]
-        write_scores(report / SCORES_FILE.name, [s.sample.source for s in sub.samples], files, groups.tolist(), scores_q)
+    # per image, so two runs scoring the same images (one held-out source, or one split's test patients) compare paired
+    files = [relative_name(s.sample) for s in sub.samples]
+    write_scores(report / scores_file(name).name, [s.sample.source for s in sub.samples], files, groups.tolist(), scores_q)
     return {
         "n": int(len(idx)),
         "int8": summarise_by_source(scores_q, groups, sub.sources(), cfg.n_boot, cfg.seed),
@@ -206,40 +206,45 @@ class RescoredScores:
     reported_dice_mean: float  # the run's report's
 
 
-def rescore_external(seg_dir: Path, data: Sequence[str | os.PathLike[str]]) -> RescoredScores:
-    """``report/external_scores.csv`` for a ``segment --external-test`` run, by today's scoring rule: its int8 model
-    on its held-out images, loaded and split with the run's own settings (its ``metrics.json``). The held-out images
-    and their groups must be the ones its ``split.csv`` lists, or nothing is written (other data, another split);
-    the mean Dice is returned beside the report's (they differ where the scoring rule changed since the run)."""
+def rescore(seg_dir: Path, data: Sequence[str | os.PathLike[str]], part: str = EXTERNAL) -> RescoredScores:
+    """``report/<part>_scores.csv`` for a ``segment`` run made before the build wrote it, by today's scoring rule:
+    its int8 model on that part's images (``external``: its held-out source; ``test``: its own test patients),
+    loaded and split with the run's own settings (its ``metrics.json``). The images and their groups must be the
+    ones its ``split.csv`` lists for that part, or nothing is written (other data, another split); the mean Dice is
+    returned beside the report's (they differ where the scoring rule changed since the run)."""
     report = seg_dir / "report"
+    if part not in (EXTERNAL, "test"):
+        raise RescoreError(f"part {part!r}: choose external or test")
     try:
         metrics = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
         model_bytes = (seg_dir / "segmentation.tflite").read_bytes()
         with open(report / "split.csv", newline="", encoding="utf-8") as fh:
-            listed = {(r["source"], r["file"]): r["group"] for r in csv.DictReader(fh) if r["split"] == EXTERNAL}
+            listed = {(r["source"], r["file"]): r["group"] for r in csv.DictReader(fh) if r["split"] == part}
     except (OSError, ValueError, KeyError) as exc:
         raise RescoreError(f"{seg_dir}: not a `segment` output ({exc})") from None
     external = metrics.get("external_test")
-    if not external:
+    if part == EXTERNAL and not external:
         raise RescoreError(f"{seg_dir}: held no source out (no external_test in its metrics.json)")
     spec = input_spec(int(metrics["resolution"]))
     loaded = load_segmentation(list(data), spec, limit=metrics["limit"], seed=int(metrics["seed"]), lesion_free=bool(metrics["lesion_free_views"]))
-    split = split_segmentation(loaded, int(metrics["seed"]), HoldOutRule.parse(external["rule"]))
-    sub = loaded.subset(split.external)
+    split = split_segmentation(loaded, int(metrics["seed"]), HoldOutRule.parse(external["rule"]) if external else None)
+    chosen = split.external if part == EXTERNAL else split.indices("test")
+    sub = loaded.subset(chosen)
     sources, files = [s.sample.source for s in sub.samples], [relative_name(s.sample) for s in sub.samples]
-    groups = [split.groups[i] for i in split.external]
+    groups = [split.groups[i] for i in chosen]
     if dict(zip(zip(sources, files), groups)) != listed:
         raise RescoreError(
-            f"{seg_dir}: {len(files)} held-out images here, {len(listed)} in its split.csv, not the same images and groups: "
+            f"{seg_dir}: {len(files)} {part} images here, {len(listed)} in its split.csv, not the same images and groups: "
             "give the --data it was built on, in the same order"
         )
     runner = int8_runner(model_bytes, spec, identify_outputs(model_bytes, 1), 1)
     probs, _ = int8_predict(runner, sub.pixels)
     scores = score(probs, sub.masks, sub.scales, int(metrics["min_region_px"]), float(metrics["threshold"]), image_boxes=sub.image_boxes)
-    path = report / SCORES_FILE.name
+    path = report / scores_file(part).name
     write_scores(path, sources, files, groups, scores)
     again = float(np.mean(scores.dice[scores.lesion])) if scores.lesion.any() else float("nan")
-    return RescoredScores(path, again, float(external["int8"]["all"]["dice_mean"]["value"]))
+    reported = (external if part == EXTERNAL else metrics["test"])["int8"]["all"]["dice_mean"]["value"]
+    return RescoredScores(path, again, float(reported))
 
 
 def _convert(seg, train_pixels: np.ndarray, cfg: SegBuildConfig) -> bytes:

@@ -26,14 +26,25 @@ from model_build.evaluate import grouped_bootstrap
 from model_build.fold_compare import Paired
 from model_build.segmentation_eval import Scores, figures
 
-SCORES_FILE = Path("report") / "external_scores.csv"
-SCORE_COLUMNS = tuple(Scores.__dataclass_fields__)  # dice, iou, boundary_px, boundary_image_px, drawn_px, lesion
-COLUMNS = ("source", "file", "group", *SCORE_COLUMNS)
-COMPARED = {"dice_mean": "Dice mean over lesions     ", "missed": "lesions with no outline    ", "false_outline_rate": "false outlines, lesion-free"}
-
 
 class SegmentationCompareError(ValueError):
     """The two runs cannot be compared: a scores file is missing or malformed, or they scored other images."""
+
+
+PARTS = ("external", "test")  # the held-out source (``--external-test``) or the run's own test patients
+
+
+def scores_file(part: str = "external") -> Path:
+    """Where a run keeps each image's scores on one part: ``report/external_scores.csv`` or ``report/test_scores.csv``."""
+    if part not in PARTS:
+        raise SegmentationCompareError(f"part {part!r}: choose one of {', '.join(PARTS)}")
+    return Path("report") / f"{part}_scores.csv"
+
+
+SCORES_FILE = scores_file("external")
+SCORE_COLUMNS = tuple(Scores.__dataclass_fields__)  # dice, iou, boundary_px, boundary_image_px, drawn_px, lesion
+COLUMNS = ("source", "file", "group", *SCORE_COLUMNS)
+COMPARED = {"dice_mean": "Dice mean over lesions     ", "missed": "lesions with no outline    ", "false_outline_rate": "false outlines, lesion-free"}
 
 
 @dataclass(frozen=True)
@@ -79,11 +90,14 @@ def _cell(value: np.generic) -> str:
     return str(int(value)) if isinstance(value, np.integer | np.bool_) else f"{float(value):.6f}"
 
 
-def read_scores(run: Path) -> ImageScores:
-    """A run's ``report/external_scores.csv``; errors name the file, the row and the column."""
-    path = run / SCORES_FILE
+def read_scores(run: Path, part: str = "external") -> ImageScores:
+    """A run's ``report/<part>_scores.csv``; errors name the file, the row and the column."""
+    path = run / scores_file(part)
     if not path.is_file():
-        raise SegmentationCompareError(f"{path}: no held-out scores (a `segment --external-test` run writes them)")
+        made_by = "a `segment --external-test` run writes them"
+        if part == "test":
+            made_by = "`segment` writes them; `segment-rescore --part test` for an older run"
+        raise SegmentationCompareError(f"{path}: no {'held-out' if part == 'external' else 'test'} scores ({made_by})")
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
@@ -120,10 +134,13 @@ def _aligned(baseline: ImageScores, candidate: ImageScores) -> ImageScores:
     return ImageScores(candidate.run, baseline.keys, baseline.groups, scores)
 
 
-def compare_segmentations(baseline_run: Path, candidate_run: Path, n_boot: int = 1000, seed: int = 0) -> SegmentationComparison:
-    """Candidate − baseline on the held-out images both scored, paired over patient / near-duplicate groups."""
-    baseline = read_scores(baseline_run)
-    candidate = _aligned(baseline, read_scores(candidate_run))
+def compare_segmentations(
+    baseline_run: Path, candidate_run: Path, n_boot: int = 1000, seed: int = 0, part: str = "external"
+) -> SegmentationComparison:
+    """Candidate − baseline on the held-out images both scored (``part``: the held-out source, or the test
+    patients of two runs with the same split), paired over patient / near-duplicate groups."""
+    baseline = read_scores(baseline_run, part)
+    candidate = _aligned(baseline, read_scores(candidate_run, part))
 
     def both(idx: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
         return figures(baseline.scores, idx), figures(candidate.scores, idx)

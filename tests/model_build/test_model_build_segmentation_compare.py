@@ -3,7 +3,9 @@ a candidate better on every lesion by a known amount comes out with that differe
 lesions and false outlines are counted as drawn; runs of other images, a malformed or missing scores file are
 refused naming the file and the problem. For real: a tiny ``segment --external-test`` run writes one row of
 scores per held-out image, ``segment-rescore`` redoes exactly those rows from the model and the data, refuses
-data whose held-out images are not the run's (its split.csv), and a run compared with itself differs by 0."""
+data whose held-out images are not the run's (its split.csv), and a run compared with itself differs by 0; the
+same for the run's own test patients (``--part test``: two runs with one split, e.g. a model retrained on the same
+data), and a run made before it wrote test scores is told how to get them."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_build.segmentation_compare import SCORES_FILE, SegmentationCompareError, compare_segmentations, write_scores
+from model_build.segmentation_compare import SCORES_FILE, SegmentationCompareError, compare_segmentations, scores_file, write_scores
 from model_build.segmentation_eval import Scores
 from tests.conftest import REPO
 
@@ -131,3 +133,34 @@ def test_a_held_out_run_writes_scores_that_rescore_reproduces(tiny_fold: Path, d
     same = _cli("segment-compare", "--baseline", str(tiny_fold), "--candidate", str(tiny_fold), "--bootstrap", "20")
     assert same.returncode == 0, same.stderr
     assert "+0.000 [+0.000, +0.000]" in same.stdout
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_the_test_patients_scores_are_written_rescored_and_compared(tiny_fold: Path, datasets: Path) -> None:
+    import json
+
+    path = tiny_fold / scores_file("test")
+    written = list(csv.DictReader(open(path, newline="")))
+    metrics = json.loads((tiny_fold / "report/metrics.json").read_text())
+    split = {(r["source"], r["file"]): r["group"] for r in csv.DictReader(open(tiny_fold / "report/split.csv", newline="")) if r["split"] == "test"}
+    assert len(written) == metrics["test"]["n"] and {(r["source"], r["file"]): r["group"] for r in written} == split
+    lesion_dice = [float(r["dice"]) for r in written if r["lesion"] == "1"]
+    assert np.mean(lesion_dice) == pytest.approx(metrics["test"]["int8"]["all"]["dice_mean"]["value"], abs=1e-6)
+
+    original = path.read_text()
+    path.unlink()
+    data = ("--data", str(datasets / "bus-bra"), "--data", str(datasets / "breast-lesions-usg"))
+    missing = _cli("segment-compare", "--part", "test", "--baseline", str(tiny_fold), "--candidate", str(tiny_fold))
+    assert missing.returncode == 2 and "test_scores.csv: no test scores" in missing.stderr and "segment-rescore --part test" in missing.stderr
+    done = _cli("segment-rescore", "--part", "test", "--segmentation", str(tiny_fold), *data)
+    assert done.returncode == 0, done.stderr
+    assert path.read_text() == original
+    same = _cli("segment-compare", "--part", "test", "--baseline", str(tiny_fold), "--candidate", str(tiny_fold), "--bootstrap", "20")
+    assert same.returncode == 0, same.stderr
+    assert "+0.000 [+0.000, +0.000]" in same.stdout
+
+
+def test_an_unknown_part_is_refused_naming_it() -> None:
+    with pytest.raises(SegmentationCompareError, match="part 'train': choose one of external, test"):
+        scores_file("train")
