@@ -17,7 +17,7 @@ TEST_WORKERS ?= 2
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: run run-ui test lint venv-device venv-test bench model model-study ship-model screenshots screenshots-web screenshots-ui clean help
+.PHONY: run run-ui test lint venv-device venv-test bench model model-study ship-model ship-segmentation screenshots screenshots-web screenshots-ui clean help
 
 help:
 	@echo "make run    - set up, then run the appliance on demo frames with the shipped model"
@@ -25,6 +25,7 @@ help:
 	@echo "make model  - train + export the model bundle from $(DATASETS) into build/ (modes from make model-study)"
 	@echo "make model-study - the leave-one-source-out folds that choose and validate the modes (~3 x a build)"
 	@echo "make ship-model - replace models/sonopi-lite0 by BUILT (default build/model), with its head_data and a selftest"
+	@echo "make ship-segmentation - pack SEGMENTATION (a retrained outline model) into models/sonopi-lite0, classifier kept"
 	@echo "make lint   - ruff check + format check on the tree, mypy on device (strict), ui, hub, model_build"
 	@echo "make bench  - run the benchmarks in bench/"
 	@echo "make keys / flash / deploy / rollback - devices: see docs/deploy.md"
@@ -108,6 +109,17 @@ ship-model: $(VENV)/.stamp-test
 	    $(foreach f,$(SEGMENTATION_FOLDS),--fold $(f)) --out models/sonopi-lite0 || exit 1; \
 	else cp -r $(SHIP_WORK) models/sonopi-lite0; fi
 	$(PY) -m device selftest --model models/sonopi-lite0
+
+# Ship a retrained lesion-outline model SEGMENTATION into the shipped bundle: its classifier, modes and files kept, the
+# old outline model and its report replaced, version <classifier version>+seg-<the new model's sha256, 8 hex>; the
+# folds' figures as for ship-model; `device selftest` passes before models/sonopi-lite0 is replaced.
+SEG_WORK := build/ship-segmentation
+ship-segmentation: $(VENV)/.stamp-test
+	rm -rf $(SEG_WORK)
+	$(PY) -m model_build pack-segmentation --replace --bundle models/sonopi-lite0 --segmentation $(SEGMENTATION) \
+	  $(foreach f,$(SEGMENTATION_FOLDS),--fold $(f)) --out $(SEG_WORK)
+	$(PY) -m device selftest --model $(SEG_WORK)
+	rm -rf models/sonopi-lite0 && mv $(SEG_WORK) models/sonopi-lite0
 
 # Each part adds its own `screenshots: screenshots-<part>` line; `make screenshots` renders them all.
 screenshots: screenshots-web

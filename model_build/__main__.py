@@ -194,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True, type=Path, help="the new bundle (a new or empty directory; unsigned)")
     k.add_argument("--version", help="the new bundle's version (default: <bundle version>+seg)")
     k.add_argument("--fold", action="append", type=Path, default=[], help="a `segment --external-test` output: its figures go in the card; repeat")
+    k.add_argument("--replace", action="store_true", help="--bundle may carry a segmentation model already: it is replaced (the classifier kept)")
     k.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -397,7 +398,7 @@ def _pack_segmentation(args: argparse.Namespace) -> int:
     from model_build.segmentation_card import CardError
 
     try:
-        bundle = pack_segmentation(args.bundle, args.segmentation, args.out, args.version, folds=args.fold)
+        bundle = pack_segmentation(args.bundle, args.segmentation, args.out, args.version, folds=args.fold, replace=args.replace)
     except (SonopiError, PackError, CardError, OSError) as exc:  # SonopiError: a bundle refused, or no runtime to record the reference
         logging.getLogger("model_build").error("pack-segmentation failed: %s", exc)
         return 2

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -306,7 +307,9 @@ class PackError(ValueError):
     """A segmentation output or bundle that cannot be packed (names the file)."""
 
 
-def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str | None = None, folds: list[Path] | None = None) -> ModelBundle:
+def pack_segmentation(
+    bundle_dir: Path, seg_dir: Path, out: Path, version: str | None = None, folds: list[Path] | None = None, replace: bool = False
+) -> ModelBundle:
     """A copy of the classifier bundle at ``bundle_dir`` with ``model_build segment``'s output (``seg_dir``) as its
     segmentation model, written to ``out`` through ``write_bundle`` (format 4). The classifier, its manifest and its
     files are kept; the segmentation report goes to ``report/segmentation/``. ``version``: default
@@ -314,10 +317,19 @@ def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str |
     ``segmentation.reference`` (a bundle without a reference frame gets one, with the classifier's reference:
     :func:`device.selftest.record_segmentation_reference`). The model card gets its lesion-outline section
     (:mod:`model_build.segmentation_card`, with the leave-one-source-out ``folds``' figures). The copy is unsigned (a
-    signature covers every file): sign it again."""
+    signature covers every file): sign it again. ``replace``: ``bundle_dir`` may carry a segmentation model already
+    (a shipped bundle whose outline model was retrained); its classifier is kept and the old model, its section and
+    report are left out (the version then defaults to the classifier's ``+seg-<the new model's sha256, 8 hex>``)."""
     base = load_bundle(bundle_dir)
+    leave_out: set[str] = set()
+    classifier_version = base.manifest.version
     if base.manifest.segmentation is not None:
-        raise PackError(f"{bundle_dir}: has a segmentation model already ({base.manifest.version}); pack onto the classifier bundle alone")
+        if not replace:
+            raise PackError(
+                f"{bundle_dir}: has a segmentation model already ({base.manifest.version}); pack onto the classifier bundle alone, or --replace it"
+            )
+        leave_out = {"report/segmentation/"}
+        classifier_version = re.sub(r"\+seg(-[0-9a-f]{8})?$", "", base.manifest.version)
     json_path = seg_dir / SEGMENTATION_JSON
     try:
         data = json.loads(json_path.read_text(encoding="utf-8"))
@@ -334,9 +346,10 @@ def pack_segmentation(bundle_dir: Path, seg_dir: Path, out: Path, version: str |
         raise PackError(f"{out}: exists and is not an empty directory; choose a new --out")
     if folds:
         spec = dataclasses.replace(spec, metrics={**spec.metrics, "leave_one_source_out": [fold_headline(f) for f in folds]})
-    manifest = dataclasses.replace(base.manifest, segmentation=spec, version=version or f"{base.manifest.version}+seg")
+    default_version = f"{classifier_version}+seg-{spec.model_sha256[:8]}" if leave_out else f"{classifier_version}+seg"
+    manifest = dataclasses.replace(base.manifest, segmentation=spec, version=version or default_version)
     written = write_bundle(out, base.model_path.read_bytes(), manifest, segmentation=seg_bytes)
-    files = base.other_files()
+    files = base.other_files(leave_out=leave_out)
     card = files.get(CARD_FILE)
     if card is not None:
         files[CARD_FILE] = _packed_card(written.manifest, base.path, card.decode("utf-8")).encode("utf-8")

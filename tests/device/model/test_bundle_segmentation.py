@@ -6,7 +6,8 @@ show no descriptor); the display rule shows exactly the descriptors whose kappa 
 ``write_bundle`` is the only writer (section and bytes together); ``edit_bundle`` never replaces the segmentation
 model and only lets its reference be re-recorded; the signature covers its file;
 ``model_build pack-segmentation`` packs ``segment``'s output as a real process, records the reference, and leaves
-the source bundle untouched."""
+the source bundle untouched; with ``replace`` it swaps a bundle's outline model for a retrained one, keeping the
+classifier, dropping the old model's report, and naming the new model in the version."""
 
 from __future__ import annotations
 
@@ -283,3 +284,32 @@ def test_pack_segmentation_refuses_a_bundle_with_one_already(seg_bundle_dir: Pat
     with pytest.raises(PackError, match=r"has a segmentation model already .*pack onto the classifier bundle alone"):
         pack_segmentation(seg_bundle_dir, seg_bundle_dir.parent / "segment-out", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_pack_segmentation_replaces_a_bundles_outline_model_and_keeps_its_classifier(seg_bundle_dir: Path, tmp_path: Path) -> None:
+    from device.model.bundle import InputSpec
+    from model_build.segmentation_build import pack_segmentation
+    from tests.device.tiny_segmentation import build_tiny_segmentation
+
+    old_dir = tmp_path / "shipped"
+    shutil.copytree(seg_bundle_dir, old_dir)
+    (old_dir / "report" / "segmentation").mkdir(parents=True, exist_ok=True)
+    (old_dir / "report" / "segmentation" / "OLD.md").write_text("# the old outline model's report\n")
+    old = load_bundle(old_dir)
+    retrained = tmp_path / "retrained"
+    build_tiny_segmentation(retrained, InputSpec(height=96, width=96))  # another model (another input size)
+    (retrained / "report").mkdir()
+    (retrained / "report" / "REPORT.md").write_text("# retrained\n")
+    new_sha = sha256_file(retrained / "segmentation.tflite")
+    assert old.manifest.segmentation is not None and new_sha != old.manifest.segmentation.model_sha256
+
+    packed = pack_segmentation(old_dir, retrained, tmp_path / "out", replace=True)
+    assert packed.manifest.segmentation is not None and packed.manifest.segmentation.model_sha256 == new_sha
+    assert packed.manifest.model_sha256 == old.manifest.model_sha256  # the classifier kept
+    classifier_version = old.manifest.version.removesuffix("+seg")
+    assert packed.manifest.version == f"{classifier_version}+seg-{new_sha[:8]}"
+    assert sorted(p.name for p in (tmp_path / "out" / "report" / "segmentation").iterdir()) == ["REPORT.md"]  # no old report left
+    assert packed.manifest.segmentation.reference is not None  # recorded for the new model
+
+    again = pack_segmentation(tmp_path / "out", retrained, tmp_path / "again", replace=True)
+    assert again.manifest.version == packed.manifest.version  # replacing once more does not stack suffixes
