@@ -4,8 +4,10 @@ free disk and the clock. Each item is a short chip with a coloured dot."""
 from __future__ import annotations
 
 from datetime import datetime
+from html import escape
 
 from PyQt5.QtCore import Qt
+from PyQt5.QtGui import QResizeEvent
 from PyQt5.QtWidgets import QHBoxLayout, QLabel, QWidget
 
 from ui import theme
@@ -29,10 +31,13 @@ def human_bytes(count: float) -> str:
     return f"{count:.1f} TB"
 
 
-# The model chip's most characters: a packed or site bundle's version grows (+modes-<digest>, +seg, +site-<hash>) past
-# the 7" bar (31 fits 800 px beside "36 to send": the layout check of python -m ui.screenshots)
+# The model chip's most characters: a packed or site bundle's version grows (+modes-<digest>, +seg-<sha>, +site-<hash>)
+# past what reads at a glance; the tooltip and Settings › Model show it whole. The chip is also cut, in pixels, to the
+# room the other chips leave it (StatusBar._fit_model): beside "Source error", "Hub offline", "36 to send" and a disk
+# warning even 31 characters did not fit 800 px, and a 56-character version wrapped at 1280 px under the old 64 limit.
 MODEL_CHARS_COMPACT = 31
-MODEL_CHARS = 64
+MODEL_CHARS = 48
+FIT_SLACK_PX = 4  # what the model chip leaves free when cut to the bar's room (rich-text layout vs font metrics)
 
 
 def elide_middle(text: str, limit: int) -> str:
@@ -49,13 +54,29 @@ class Chip(QLabel):
         self._th = th
         self.setTextFormat(Qt.TextFormat.RichText)
         self.setStyleSheet(f"font-size: {th.small}px; padding: 0 {th.gap // 2 if th.compact else th.gap}px;")
+        self.plain = ""
+        self._colour = theme.MUTED
+        self._limited = ""
 
     def set(self, text: str, colour: str, limit: int | None = None) -> None:
         """Show ``text`` (cut in the middle to ``limit`` characters when given); ``plain`` keeps what the chip says
         in full, and so does the tooltip of a cut one."""
-        shown = elide_middle(text, limit) if limit is not None else text
-        self.setText(f"<span style='color:{colour}'>●</span> {shown}")
-        self.plain = text
+        self.plain, self._colour = text, colour
+        self._limited = elide_middle(text, limit) if limit is not None else text
+        self._render(self._limited)
+
+    def fit(self, width_px: int) -> None:
+        """Cut the text further in the middle, in pixels, so the chip is at most ``width_px`` wide (its start and
+        its suffix stay; ``plain`` is unchanged)."""
+        self._render(self._limited)
+        self.ensurePolished()  # the stylesheet's font size, before measuring
+        metrics = self.fontMetrics()
+        overhead = self.sizeHint().width() - metrics.horizontalAdvance(self._limited)  # the dot, its space, the padding
+        if self.sizeHint().width() > width_px:
+            self._render(metrics.elidedText(self._limited, Qt.TextElideMode.ElideMiddle, max(width_px - overhead, 0)) or "…")
+
+    def _render(self, shown: str) -> None:
+        self.setText(f"<span style='color:{self._colour}'>●</span> {escape(shown)}")
 
 
 class StatusBar(QWidget):
@@ -66,6 +87,7 @@ class StatusBar(QWidget):
         self.setFixedHeight(th.small + 18)
         self._compact = th.compact
         row = QHBoxLayout(self)
+        self._row = row
         row.setContentsMargins(th.gap, 0, th.gap, 0)
         row.setSpacing(0)
         self.source, self.model, self.hub, self.pending, self.disk = (Chip(th) for _ in range(5))
@@ -86,6 +108,7 @@ class StatusBar(QWidget):
         text, colour = SOURCE_STATES.get(state, (state, theme.WARN))
         self.source.set(text, colour)
         self.source.setToolTip(detail)
+        self._fit_model()
 
     def set_model(self, name_version: str | None, problem: str = "") -> None:
         if name_version:
@@ -95,6 +118,7 @@ class StatusBar(QWidget):
             self.model.set("Model loading", theme.WARN)
         else:
             self.model.set("No model", theme.DANGER)
+        self._fit_model()
 
     def set_hub(self, reachable: bool | None, detail: str) -> None:
         if reachable is None:
@@ -102,18 +126,32 @@ class StatusBar(QWidget):
         else:
             self.hub.set("Hub ok" if reachable else "Hub offline", theme.OK if reachable else theme.WARN)
         self.hub.setToolTip(detail)
+        self._fit_model()
 
     def set_pending(self, count: int | None) -> None:
         if count is None:
             self.pending.set("— to send", theme.MUTED)
         else:
             self.pending.set(f"{count} to send", theme.OK if count == 0 else theme.INFO)
+        self._fit_model()
 
     def set_disk(self, free_bytes: int | None, low: bool = False) -> None:
         if free_bytes is None:
             self.disk.set("disk ?", theme.MUTED)
         else:
             self.disk.set(f"{human_bytes(free_bytes)} free", theme.DANGER if low else theme.OK)
+        self._fit_model()
+
+    def resizeEvent(self, event: QResizeEvent | None) -> None:
+        super().resizeEvent(event)
+        self._fit_model()
+
+    def _fit_model(self) -> None:
+        """The model chip (the one long item) gets the room the other chips and the clock leave it, its version cut
+        in the middle to fit; the others keep their width (each a few words)."""
+        margins = self._row.contentsMargins()
+        others = sum(w.sizeHint().width() for w in (self.source, self.hub, self.pending, self.disk, self.clock))
+        self.model.fit(self.width() - margins.left() - margins.right() - others - FIT_SLACK_PX)
 
     def tick(self) -> None:
         self.clock.setText(datetime.now().strftime("%H:%M"))

@@ -131,3 +131,28 @@ def test_screens_fit_with_fault_banners(qtbot, tmp_path: Path, size: tuple[int, 
             assert settled_problems(qtbot, window) == [], section
     finally:
         window.shutdown()
+
+
+@pytest.mark.parametrize("size", [(800, 480), (1280, 720)], ids=["800x480", "1280x720"])
+def test_the_longest_model_version_fits_the_status_bar(qtbot, tmp_path: Path, tiny_bundle_dir: Path, size: tuple[int, int]) -> None:
+    """A site bundle made from a bundle whose outline model was swapped in carries the longest version
+    (+modes-<digest>+seg-<sha>+site-<hash>): beside the widest other chips it is cut in the middle, never clipped,
+    and its tooltip keeps it whole. (At 1280 px the 64-character limit let a 56-character version wrap.)"""
+    frames = tmp_path / "frames"
+    write_demo_frames(frames, 1)
+    window = open_window(screenshot_config(tmp_path, tiny_bundle_dir, frames), size)
+    qtbot.addWidget(window)
+    try:
+        longest = "sonopi-lite0 2026.12.01-2352+modes-1e217e4e+seg-3c5966f3+site-0123abcd4567"
+        qtbot.waitUntil(lambda: window.status.model.plain.startswith("tiny-test-model"), timeout=20_000)  # loaded: not overwritten later
+        window.first_run.close_overlay()  # the bar under the first-run overlay is not checked
+        window.status.set_source("error", "")
+        window.status.set_hub(False, "")
+        window.status.set_pending(36)
+        window.status.set_disk(12.3 * 1024**3, low=True)
+        window.status.set_model(longest)
+        assert settled_problems(qtbot, window) == []
+        assert window.status.model.toolTip() == longest and window.status.model.plain == longest
+        assert "…" in window.status.model.text() and window.status.model.text().endswith("0123abcd4567")
+    finally:
+        window.shutdown()
