@@ -31,21 +31,11 @@ def human_bytes(count: float) -> str:
     return f"{count:.1f} TB"
 
 
-# The model chip's most characters: a packed or site bundle's version grows (+modes-<digest>, +seg-<sha>, +site-<hash>)
-# past what reads at a glance; the tooltip and Settings › Model show it whole. The chip is also cut, in pixels, to the
-# room the other chips leave it (StatusBar._fit_model): beside "Source error", "Hub offline", "36 to send" and a disk
-# warning even 31 characters did not fit 800 px, and a 56-character version wrapped at 1280 px under the old 64 limit.
-MODEL_CHARS_COMPACT = 31
-MODEL_CHARS = 48
+# A packed or site bundle's version is long (+modes-<digest>+seg-<sha>+site-<hash>): the model chip is cut in the
+# middle, in pixels, to the room the other chips leave it (StatusBar._fit_model), its start and end kept; the tooltip
+# and Settings › Model show it whole. (A fixed 64-character cut let a 56-character version wrap at 1280 px, and beside
+# "Source error", "Hub offline", "36 to send" and a disk warning even 31 characters did not fit 800 px.)
 FIT_SLACK_PX = 4  # what the model chip leaves free when cut to the bar's room (rich-text layout vs font metrics)
-
-
-def elide_middle(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters in the middle (its start and its suffix, e.g. ``+seg``, stay)."""
-    if len(text) <= limit:
-        return text
-    head = (limit - 1) // 2
-    return text[:head] + "…" + text[len(text) - (limit - 1 - head) :]
 
 
 class Chip(QLabel):
@@ -56,26 +46,28 @@ class Chip(QLabel):
         self.setStyleSheet(f"font-size: {th.small}px; padding: 0 {th.gap // 2 if th.compact else th.gap}px;")
         self.plain = ""
         self._colour = theme.MUTED
-        self._limited = ""
+        self._shown = ""
 
-    def set(self, text: str, colour: str, limit: int | None = None) -> None:
-        """Show ``text`` (cut in the middle to ``limit`` characters when given); ``plain`` keeps what the chip says
-        in full, and so does the tooltip of a cut one."""
+    def set(self, text: str, colour: str) -> None:
+        """Show ``text``; ``plain`` keeps what the chip says in full, and so does the tooltip of a cut one."""
         self.plain, self._colour = text, colour
-        self._limited = elide_middle(text, limit) if limit is not None else text
-        self._render(self._limited)
+        self._render(text)
 
     def fit(self, width_px: int) -> None:
-        """Cut the text further in the middle, in pixels, so the chip is at most ``width_px`` wide (its start and
-        its suffix stay; ``plain`` is unchanged)."""
-        self._render(self._limited)
+        """Show the text cut in the middle, in pixels, so the chip is at most ``width_px`` wide (whole when it fits;
+        ``plain`` is unchanged). Rendered again only when what it shows changes."""
         self.ensurePolished()  # the stylesheet's font size, before measuring
         metrics = self.fontMetrics()
-        overhead = self.sizeHint().width() - metrics.horizontalAdvance(self._limited)  # the dot, its space, the padding
-        if self.sizeHint().width() > width_px:
-            self._render(metrics.elidedText(self._limited, Qt.TextElideMode.ElideMiddle, max(width_px - overhead, 0)) or "…")
+        overhead = self.sizeHint().width() - metrics.horizontalAdvance(self._shown)  # the dot, its space, the padding
+        room = max(width_px - overhead, 0)
+        shown = (
+            self.plain if metrics.horizontalAdvance(self.plain) <= room else metrics.elidedText(self.plain, Qt.TextElideMode.ElideMiddle, room) or "…"
+        )
+        if shown != self._shown:
+            self._render(shown)
 
     def _render(self, shown: str) -> None:
+        self._shown = shown
         self.setText(f"<span style='color:{self._colour}'>●</span> {escape(shown)}")
 
 
@@ -85,7 +77,6 @@ class StatusBar(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
         self.setStyleSheet(f"StatusBar {{ background: {theme.PANEL}; border-bottom: 1px solid {theme.BORDER}; }}")
         self.setFixedHeight(th.small + 18)
-        self._compact = th.compact
         row = QHBoxLayout(self)
         self._row = row
         row.setContentsMargins(th.gap, 0, th.gap, 0)
@@ -112,7 +103,7 @@ class StatusBar(QWidget):
 
     def set_model(self, name_version: str | None, problem: str = "") -> None:
         if name_version:
-            self.model.set(name_version, theme.OK, MODEL_CHARS_COMPACT if self._compact else MODEL_CHARS)
+            self.model.set(name_version, theme.OK)
             self.model.setToolTip(name_version)
         elif problem == "loading":
             self.model.set("Model loading", theme.WARN)
