@@ -9,6 +9,8 @@ from pathlib import Path
 
 from model_build.classifier import ARCHITECTURES
 
+SCORED_PARTS = ("external", "test")  # model_build.segmentation_compare.PARTS (not imported here: the parser stays light)
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m model_build", description="Train and export the sonopi model bundle.")
@@ -175,24 +177,21 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--baseline", required=True, type=Path, help="a `segment --external-test` output (report/external_scores.csv)")
     sc.add_argument("--candidate", required=True, type=Path, help="another run holding out the same source")
     sc.add_argument(
-        "--part",
-        choices=("external", "test"),
-        default="external",
-        help="the held-out source (default) or the test patients of two runs of one split",
+        "--part", choices=SCORED_PARTS, default="external", help="the held-out source (default) or the test patients of two runs of one split"
     )
     sc.add_argument("--bootstrap", type=int, default=1000)
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("-v", "--verbose", action="store_true")
     sr = sub.add_parser("segment-rescore", help="report/external_scores.csv (or test_scores.csv) for a `segment` run made without it")
     sr.add_argument("--segmentation", required=True, type=Path, help="the run's `segment --out`")
-    sr.add_argument("--part", choices=("external", "test"), default="external", help="its held-out source (default) or its test patients")
+    sr.add_argument("--part", choices=SCORED_PARTS, default="external", help="its held-out source (default) or its test patients")
     sr.add_argument("--data", action="append", required=True, help="the run's --data, in the same order; repeat")
     sr.add_argument("-v", "--verbose", action="store_true")
     k = sub.add_parser("pack-segmentation", help="a copy of a bundle with `segment`'s output as its segmentation model")
     k.add_argument("--bundle", required=True, type=Path, help="the classifier bundle (left unchanged)")
     k.add_argument("--segmentation", required=True, type=Path, help="`segment --out` (segmentation.json, .tflite, report/)")
     k.add_argument("--out", required=True, type=Path, help="the new bundle (a new or empty directory; unsigned)")
-    k.add_argument("--version", help="the new bundle's version (default: <bundle version>+seg)")
+    k.add_argument("--version", help="the new bundle's version (default: <bundle version>+seg; with --replace <classifier version>+seg-<sha8>)")
     k.add_argument("--fold", action="append", type=Path, default=[], help="a `segment --external-test` output: its figures go in the card; repeat")
     k.add_argument("--replace", action="store_true", help="--bundle may carry a segmentation model already: it is replaced (the classifier kept)")
     k.add_argument("-v", "--verbose", action="store_true")

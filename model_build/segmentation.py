@@ -254,12 +254,13 @@ def train_segmenter(seg: Segmenter, train: tuple[np.ndarray, np.ndarray], val: t
         jit_compile=False,  # XLA compilation costs more than it saves on a few CPU epochs
     )
     best: dict[str, Any] = {"loss": math.inf, "weights": None}
-    step = {"n": 0}
 
     class Watch(keras.callbacks.Callback):
+        steps = 0  # training steps so far, over all epochs
+
         def on_train_batch_begin(self, batch, logs=None):
-            self.model.optimizer.learning_rate = schedule.rate(step["n"])
-            step["n"] += 1
+            self.model.optimizer.learning_rate = schedule.rate(self.steps)
+            self.steps += 1
 
         def on_train_batch_end(self, batch, logs=None):
             if time.monotonic() - start > cfg.time_budget_s:

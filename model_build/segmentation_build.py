@@ -45,7 +45,7 @@ from model_build.export import identify_outputs, int8_runner
 from model_build.figure_text import ci_text
 from model_build.segmentation import SegTrainConfig, build_segmenter, check_resolution, export_model, predict_float, train_segmenter
 from model_build.segmentation_card import CARD_FILE, fold_headline, outline_section, with_outline_section
-from model_build.segmentation_compare import scores_file, write_scores
+from model_build.segmentation_compare import PARTS, scores_file, write_scores
 from model_build.segmentation_data import SegData, SegSplit, load_segmentation, split_segmentation
 from model_build.segmentation_eval import THRESHOLD, Scores, min_region_px, montage, parity, score, summarise_by_source
 from model_build.split import EXTERNAL, HoldOutRule, relative_name, write_split_csv
@@ -214,8 +214,8 @@ def rescore(seg_dir: Path, data: Sequence[str | os.PathLike[str]], part: str = E
     ones its ``split.csv`` lists for that part, or nothing is written (other data, another split); the mean Dice is
     returned beside the report's (they differ where the scoring rule changed since the run)."""
     report = seg_dir / "report"
-    if part not in (EXTERNAL, "test"):
-        raise RescoreError(f"part {part!r}: choose external or test")
+    if part not in PARTS:
+        raise RescoreError(f"part {part!r}: choose one of {', '.join(PARTS)}")
     try:
         metrics = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
         model_bytes = (seg_dir / "segmentation.tflite").read_bytes()
@@ -321,15 +321,11 @@ def pack_segmentation(
     (a shipped bundle whose outline model was retrained); its classifier is kept and the old model, its section and
     report are left out (the version then defaults to the classifier's ``+seg-<the new model's sha256, 8 hex>``)."""
     base = load_bundle(bundle_dir)
-    leave_out: set[str] = set()
-    classifier_version = base.manifest.version
-    if base.manifest.segmentation is not None:
-        if not replace:
-            raise PackError(
-                f"{bundle_dir}: has a segmentation model already ({base.manifest.version}); pack onto the classifier bundle alone, or --replace it"
-            )
-        leave_out = {"report/segmentation/"}
-        classifier_version = re.sub(r"\+seg(-[0-9a-f]{8})?$", "", base.manifest.version)
+    replacing = base.manifest.segmentation is not None
+    if replacing and not replace:
+        raise PackError(
+            f"{bundle_dir}: has a segmentation model already ({base.manifest.version}); pack onto the classifier bundle alone, or --replace it"
+        )
     json_path = seg_dir / SEGMENTATION_JSON
     try:
         data = json.loads(json_path.read_text(encoding="utf-8"))
@@ -346,10 +342,9 @@ def pack_segmentation(
         raise PackError(f"{out}: exists and is not an empty directory; choose a new --out")
     if folds:
         spec = dataclasses.replace(spec, metrics={**spec.metrics, "leave_one_source_out": [fold_headline(f) for f in folds]})
-    default_version = f"{classifier_version}+seg-{spec.model_sha256[:8]}" if leave_out else f"{classifier_version}+seg"
-    manifest = dataclasses.replace(base.manifest, segmentation=spec, version=version or default_version)
+    manifest = dataclasses.replace(base.manifest, segmentation=spec, version=version or packed_version(base.manifest.version, spec, replacing))
     written = write_bundle(out, base.model_path.read_bytes(), manifest, segmentation=seg_bytes)
-    files = base.other_files(leave_out=leave_out)
+    files = base.other_files(leave_out={"report/segmentation/"} if replacing else ())
     card = files.get(CARD_FILE)
     if card is not None:
         files[CARD_FILE] = _packed_card(written.manifest, base.path, card.decode("utf-8")).encode("utf-8")
@@ -359,6 +354,15 @@ def pack_segmentation(
     if files:
         edit_bundle(out, files=files)
     return record_segmentation_reference(out)  # what `device selftest` must reproduce, by the device's own runner
+
+
+def packed_version(version: str, spec: SegmentationSpec, replacing: bool) -> str:
+    """A packed bundle's default version: the classifier's ``+seg``; once an outline model is swapped for another,
+    the classifier's (any ``+seg`` / ``+seg-<sha8>`` taken off) ``+seg-<the new model's sha256, 8 hex>``."""
+    if not replacing:
+        return f"{version}+seg"
+    classifier_version = re.sub(r"\+seg(-[0-9a-f]{8})?$", "", version)
+    return f"{classifier_version}+seg-{spec.model_sha256[:8]}"
 
 
 def _packed_card(manifest: Manifest, base_dir: Path, base_card: str) -> str:

@@ -32,6 +32,10 @@ class SegmentationCompareError(ValueError):
 
 
 PARTS = ("external", "test")  # the held-out source (``--external-test``) or the run's own test patients
+_NO_SCORES = {  # part -> what its missing file held, and what writes it
+    "external": ("held-out", "a `segment --external-test` run writes them"),
+    "test": ("test", "`segment` writes them; `segment-rescore --part test` for an older run"),
+}
 
 
 def scores_file(part: str = "external") -> Path:
@@ -94,10 +98,8 @@ def read_scores(run: Path, part: str = "external") -> ImageScores:
     """A run's ``report/<part>_scores.csv``; errors name the file, the row and the column."""
     path = run / scores_file(part)
     if not path.is_file():
-        made_by = "a `segment --external-test` run writes them"
-        if part == "test":
-            made_by = "`segment` writes them; `segment-rescore --part test` for an older run"
-        raise SegmentationCompareError(f"{path}: no {'held-out' if part == 'external' else 'test'} scores ({made_by})")
+        held, made_by = _NO_SCORES[part]
+        raise SegmentationCompareError(f"{path}: no {held} scores ({made_by})")
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
