@@ -28,9 +28,9 @@ DATASETS = REPO.parent / "shared" / "datasets"
 
 def source_image(scratch: Path) -> tuple[Image.Image, str]:
     """A grey ultrasound image with a lesion when the datasets are here, else a demo frame."""
-    found = sorted((DATASETS / "busi" / "malignant").glob("malignant (1).png"))
-    if found:
-        return Image.open(found[0]).convert("L"), str(found[0].relative_to(DATASETS))
+    lesion = DATASETS / "busi" / "malignant" / "malignant (1).png"
+    if lesion.is_file():
+        return Image.open(lesion).convert("L"), str(lesion.relative_to(DATASETS))
     from device.demo import write_demo_frames
 
     (path,) = write_demo_frames(scratch / "demo", count=1)
