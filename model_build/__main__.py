@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--lesion-views", action="store_true", help="add normal views cut clear of the lesion, and lesion-centred views, from sources with masks"
     )
+    b.add_argument(
+        "--lesion-removed",
+        action="store_true",
+        help="add each masked lesion image with its lesion filled by the tissue beside it, as normal (training only)",
+    )
     b.add_argument("--mirror-tta", action="store_true", help="ship a graph averaging each image with its mirror (2x compute)")
     b.add_argument("--strict", action="store_true", help="fail on any unreadable image instead of skipping it")
     b.add_argument("--seed", type=int, default=0)
@@ -283,6 +288,7 @@ def _build(args: argparse.Namespace) -> int:
         init_weights=args.init_weights,
         external_test=args.external_test,
         lesion_views=args.lesion_views,
+        lesion_removed=args.lesion_removed,
         mirror_tta=args.mirror_tta,
         train=train_cfg,
     )

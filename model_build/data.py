@@ -25,6 +25,7 @@ from device.errors import ImageDecodeError
 from device.imageio import IMAGE_SUFFIXES, decode_image_file
 from device.model.bundle import InputSpec
 from device.model.preprocess import prepare
+from model_build.lesion_removal import apply_removal, derive_lesion_removed
 from model_build.lesion_views import derive_views
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,12 @@ def source_name(root: Path) -> str:
     return root.resolve().name
 
 
-def scan_source(root: str | os.PathLike[str], lesion_views: bool = False) -> tuple[list[Sample], list[BadFile]]:
+def scan_source(
+    root: str | os.PathLike[str], lesion_views: bool = False, lesion_removed: bool = False
+) -> tuple[list[Sample], list[BadFile]]:
     """List a source's samples (no decoding). CSV layout if a CSV is present, otherwise class folders.
-    With ``lesion_views``, add the views its lesion masks allow (:mod:`model_build.lesion_views`)."""
+    With ``lesion_views``, add the views its lesion masks allow (:mod:`model_build.lesion_views`); with
+    ``lesion_removed``, its lesion images with the lesion filled in (:mod:`model_build.lesion_removal`)."""
     folder = Path(root)
     if not folder.is_dir():
         raise DatasetError(f"dataset {folder}: not a directory")
@@ -96,9 +100,12 @@ def scan_source(root: str | os.PathLike[str], lesion_views: bool = False) -> tup
     samples, bad = _scan_csv(folder, csvs[0]) if csvs else _scan_class_folders(folder)
     if not samples:
         raise DatasetError(f"dataset {folder}: no images found")
+    extra: list[Sample] = []
     if lesion_views:
-        samples = samples + derive_views(samples, folder)
-    return samples, bad
+        extra += derive_views(samples, folder)
+    if lesion_removed:
+        extra += derive_lesion_removed(samples, folder)
+    return samples + extra, bad
 
 
 def _scan_class_folders(root: Path) -> tuple[list[Sample], list[BadFile]]:
@@ -143,7 +150,7 @@ def order_labels(labels: set[str]) -> tuple[str, ...]:
 def decode_sample(sample: Sample, spec: InputSpec, auto_crop: bool = True) -> np.ndarray:
     """File -> model-size grey pixels, exactly as ``python -m device classify`` does it:
     decode, crop to the detected scan region (``device.crop``), letterbox (``device.model.preprocess``)."""
-    frame = decode_image_file(sample.path)
+    frame = apply_removal(decode_image_file(sample.path), sample)
     if sample.region is not None:
         x0, y0, x1, y1 = sample.region
         frame = np.ascontiguousarray(frame[y0:y1, x0:x1])
@@ -159,16 +166,18 @@ def load_sources(
     workers: int = 2,
     auto_crop: bool = True,
     lesion_views: bool = False,
+    lesion_removed: bool = False,
 ) -> LoadedData:
     """Scan and decode every source. ``limit_per_class`` takes a seeded sample per (source, class);
-    ``lesion_views`` adds the views cut from lesion images by their masks."""
+    ``lesion_views`` adds the views cut from lesion images by their masks, ``lesion_removed`` the lesion
+    images with their lesion filled in."""
     if not roots:
         raise DatasetError("no dataset given (use --data DIR)")
     all_samples: list[Sample] = []
     bad: list[BadFile] = []
     source_labels: dict[str, tuple[str, ...]] = {}
     for root in roots:
-        samples, scan_bad = scan_source(root, lesion_views)
+        samples, scan_bad = scan_source(root, lesion_views, lesion_removed)
         if limit_per_class:
             samples = _limit(samples, limit_per_class, seed)
         source_labels[samples[0].source] = order_labels({s.label for s in samples})

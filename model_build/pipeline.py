@@ -20,6 +20,7 @@ from model_build import calibrate, evaluate, export, reader, shortcut, split
 from model_build.card import write_model_card
 from model_build.classifier import NORM_MEAN, NORM_SCALE, build_classifier, input_resolution, mirrored_export_model
 from model_build.data import DatasetError, LoadedData, load_sources
+from model_build.lesion_removal import LESION_REMOVED
 from model_build.lesion_views import LESION_CENTRED
 from model_build.report import BuildReport, ParityGate, read_training_origin, write_report
 from model_build.train import History, TrainConfig, birads_targets, to_batch, train
@@ -53,6 +54,7 @@ class BuildConfig:
     init_weights: Path | None = None  # start from these Keras weights (e.g. re-export with --epochs 0)
     external_test: str | None = None  # "column=text": hold those images (and their groups) out, score them apart
     lesion_views: bool = False  # add lesion-free (normal) and lesion-centred views cut by the sources' masks
+    lesion_removed: bool = False  # add the lesion images with their lesion filled in, as normal (training only)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -77,7 +79,10 @@ def build(cfg: BuildConfig) -> BuildResult:
     spec = input_spec(cfg.arch, cfg.resolution)
     hold_out_rule = split.HoldOutRule.parse(cfg.external_test) if cfg.external_test else None  # checked before any work
 
-    data = load_sources(list(cfg.data), spec, strict=cfg.strict, limit_per_class=cfg.limit_per_class, seed=cfg.seed, lesion_views=cfg.lesion_views)
+    data = load_sources(
+        list(cfg.data), spec, strict=cfg.strict, limit_per_class=cfg.limit_per_class, seed=cfg.seed, lesion_views=cfg.lesion_views,
+        lesion_removed=cfg.lesion_removed,
+    )
     log.info("loaded %d images from %d source(s), labels %s, %d bad file(s)", len(data.samples), len(cfg.data), data.labels, len(data.bad_files))
     groups = split.assign_groups(data, cfg.hash_distance)
     data, groups, held_out = _hold_out(data, groups, hold_out_rule)
@@ -238,12 +243,16 @@ def _hold_out(data: LoadedData, groups: list[str], rule: split.HoldOutRule | Non
     return data.subset(kept), [groups[i] for i in kept], HeldOut(rule, data.subset(held), [groups[i] for i in held])
 
 
+TRAIN_ONLY_VIEWS = frozenset({LESION_CENTRED, LESION_REMOVED})
+
+
 def _scored(data: LoadedData, idx: np.ndarray, split_name: str) -> np.ndarray:
-    """Lesion-centred views train only: scored, they would count a lesion twice. Lesion-free views are kept
-    everywhere (normal tissue of that scanner), under their own source name ``source#lesion_free``."""
+    """Lesion-centred views train only: scored, they would count a lesion twice; so do lesion-removed images
+    (not real normal scans). Lesion-free views are kept everywhere (normal tissue of that scanner), under
+    their own source name ``source#lesion_free``."""
     if split_name == "train":
         return idx
-    return np.array([i for i in idx if data.samples[i].view != LESION_CENTRED], dtype=np.int64)
+    return np.array([i for i in idx if data.samples[i].view not in TRAIN_ONLY_VIEWS], dtype=np.int64)
 
 
 def _evaluate_held_out(
