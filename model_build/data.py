@@ -85,9 +85,7 @@ def source_name(root: Path) -> str:
     return root.resolve().name
 
 
-def scan_source(
-    root: str | os.PathLike[str], lesion_views: bool = False, lesion_removed: bool = False
-) -> tuple[list[Sample], list[BadFile]]:
+def scan_source(root: str | os.PathLike[str], lesion_views: bool = False, lesion_removed: bool = False) -> tuple[list[Sample], list[BadFile]]:
     """List a source's samples (no decoding). CSV layout if a CSV is present, otherwise class folders.
     With ``lesion_views``, add the views its lesion masks allow (:mod:`model_build.lesion_views`); with
     ``lesion_removed``, its lesion images with the lesion filled in (:mod:`model_build.lesion_removal`)."""

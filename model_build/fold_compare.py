@@ -8,7 +8,9 @@ recipes' figures on each resample. That difference, with its CI, is what a capac
 "Capacity").
 
 * :func:`compare_folds`: malignant AUC over lesions and specificity at 0.90 sensitivity (the balanced mode's target),
-  each recipe's and the difference candidate − baseline, 95 % CIs.
+  each recipe's and the difference candidate − baseline, 95 % CIs; when the held-out source has real normal scans
+  (BUSI), the share whose top class is normal and the share called malignant at each recipe's 0.90-sensitivity
+  threshold, paired too (their CI resamples the normal scans' groups, the thresholds held at their point values).
 * :func:`ensemble_folds`: a fold whose probabilities are the mean of several folds' (an ensemble of the recipes,
   served as several models per frame); ``modes`` and ``compare`` read it as any other fold.
 """
@@ -27,6 +29,7 @@ from model_build.evaluate import binary_auc, grouped_bootstrap
 from model_build.operating_modes import COLUMNS, MODE_TARGETS, PREDICTIONS_FILE, FoldPredictions, Key, StudyError, read_fold
 
 TARGET_SENSITIVITY = MODE_TARGETS["balanced"]
+MIN_NORMAL_SCANS = 10  # fewer real normal scans than this (BrEaST-Lesions-USG has 4) give no normal-scan figures
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,21 @@ class Paired:
 
 
 @dataclass(frozen=True)
+class NormalScans:
+    """What the two recipes make of the held-out source's real normal scans (full images labelled normal)."""
+
+    count: int
+    top_class_normal: Paired
+    called_malignant: Paired  # p(malignant) at or above the recipe's threshold keeping 0.90 sensitivity on the lesions
+
+    def lines(self) -> list[str]:
+        return [
+            f"real normal scans ({self.count}): top class normal: {self.top_class_normal.text(3)}",
+            f"real normal scans called malignant at {TARGET_SENSITIVITY:.2f} sensitivity: {self.called_malignant.text(3)}",
+        ]
+
+
+@dataclass(frozen=True)
 class FoldComparison:
     baseline: Path
     candidate: Path
@@ -52,6 +70,7 @@ class FoldComparison:
     malignant: int
     auc: Paired
     specificity_at_sensitivity: Paired  # at TARGET_SENSITIVITY, the threshold chosen per recipe and resample
+    normal_scans: NormalScans | None = None
 
     def lines(self) -> list[str]:
         return [
@@ -60,7 +79,7 @@ class FoldComparison:
             f"held out: {', '.join(self.sources)}; {self.lesions} lesions ({self.malignant} malignant), full images",
             f"malignant AUC: {self.auc.text(4)}",
             f"specificity at {TARGET_SENSITIVITY:.2f} sensitivity: {self.specificity_at_sensitivity.text(3)}",
-        ]
+        ] + (self.normal_scans.lines() if self.normal_scans else [])
 
 
 def same_images(folds: Sequence[FoldPredictions]) -> list[Key]:
@@ -106,6 +125,7 @@ def compare_folds(baseline: Path, candidate: Path, n_boot: int = 1000, seed: int
 
     point = figures(np.arange(len(keys)))
     ci = grouped_bootstrap(groups, figures, n_boot, seed)
+    thresholds = (max_threshold(pa[malignant], TARGET_SENSITIVITY), max_threshold(pb[malignant], TARGET_SENSITIVITY))
     return FoldComparison(
         baseline=Path(baseline),
         candidate=Path(candidate),
@@ -114,6 +134,30 @@ def compare_folds(baseline: Path, candidate: Path, n_boot: int = 1000, seed: int
         malignant=int(malignant.sum()),
         auc=Paired(point["auc_a"], point["auc_b"], point["auc"], ci["auc"]),
         specificity_at_sensitivity=Paired(point["spec_a"], point["spec_b"], point["spec"], ci["spec"]),
+        normal_scans=_normal_scans(a, b, thresholds, n_boot, seed),
+    )
+
+
+def _normal_scans(a: FoldPredictions, b: FoldPredictions, thresholds: tuple[float, float], n_boot: int, seed: int) -> NormalScans | None:
+    keys = [k for k in sorted(a.rows) if a.rows[k]["view"] == "full" and a.rows[k]["label"] == "normal"]
+    if len(keys) < MIN_NORMAL_SCANS:
+        return None
+    groups = np.array([a.rows[k]["group"] for k in keys])
+    probs_a, probs_b = a.probabilities(keys), b.probabilities(keys)
+    top_a, top_b = probs_a.argmax(1) == 0, probs_b.argmax(1) == 0
+    called_a, called_b = probs_a[:, 2] >= thresholds[0], probs_b[:, 2] >= thresholds[1]
+
+    def figures(i: np.ndarray) -> dict[str, float]:
+        out = {"top_a": float(top_a[i].mean()), "top_b": float(top_b[i].mean()), "called_a": float(called_a[i].mean())}
+        out["called_b"] = float(called_b[i].mean())
+        return out | {"top": out["top_b"] - out["top_a"], "called": out["called_b"] - out["called_a"]}
+
+    point = figures(np.arange(len(keys)))
+    ci = grouped_bootstrap(groups, figures, n_boot, seed)
+    return NormalScans(
+        count=len(keys),
+        top_class_normal=Paired(point["top_a"], point["top_b"], point["top"], ci["top"]),
+        called_malignant=Paired(point["called_a"], point["called_b"], point["called"], ci["called"]),
     )
 
 

@@ -80,7 +80,12 @@ def build(cfg: BuildConfig) -> BuildResult:
     hold_out_rule = split.HoldOutRule.parse(cfg.external_test) if cfg.external_test else None  # checked before any work
 
     data = load_sources(
-        list(cfg.data), spec, strict=cfg.strict, limit_per_class=cfg.limit_per_class, seed=cfg.seed, lesion_views=cfg.lesion_views,
+        list(cfg.data),
+        spec,
+        strict=cfg.strict,
+        limit_per_class=cfg.limit_per_class,
+        seed=cfg.seed,
+        lesion_views=cfg.lesion_views,
         lesion_removed=cfg.lesion_removed,
     )
     log.info("loaded %d images from %d source(s), labels %s, %d bad file(s)", len(data.samples), len(cfg.data), data.labels, len(data.bad_files))

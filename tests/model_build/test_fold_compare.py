@@ -1,6 +1,7 @@
 """Comparing two recipes' folds of the same held-out source, and ensembling them (model_build/fold_compare.py):
 specificity at the balanced sensitivity on a case with a known answer; identical folds differ by exactly zero; a
-candidate that ranks better shows a positive AUC difference whose CI excludes zero; an ensemble is the per-image mean
+candidate that ranks better shows a positive AUC difference whose CI excludes zero; a source with real normal scans
+gets their top-class-normal and called-malignant shares, paired, with known answers (one with 4 gets none); an ensemble is the per-image mean
 and reads back as a study fold (``modes``); folds of different images, a changed label, a bad probability or a missing
 column are refused naming the fold and the row, by the real command too (exit 2, nothing written)."""
 
@@ -74,6 +75,35 @@ def test_a_better_ranking_candidate_shows_a_positive_difference(tmp_path: Path, 
     assert result.auc.candidate > result.auc.baseline and result.auc.difference_ci[0] > 0, result.lines()
     assert result.specificity_at_sensitivity.difference > 0
     assert "malignant AUC" in "\n".join(result.lines())
+
+
+def _with_normals(root: Path, p_malignant: np.ndarray, labels: list[str], normal: list[tuple[float, float]]) -> Path:
+    """The lesions plus real normal scans given as (p_normal, p_malignant), one patient each."""
+    edit = {
+        len(labels) + j: {"p_normal": f"{pn:.6f}", "p_benign": f"{1 - pn - pm:.6f}", "p_malignant": f"{pm:.6f}", "group": f"held:patient:n{j}"}
+        for j, (pn, pm) in enumerate(normal)
+    }
+    return _write_fold(root, np.concatenate([p_malignant, np.zeros(len(normal))]), labels + ["normal"] * len(normal), edit)
+
+
+def test_real_normal_scans_are_compared_paired(tmp_path: Path, lesions) -> None:
+    p, labels = lesions
+    malignant = p[np.array([label == "malignant" for label in labels])]
+    below = 0.0  # never called malignant either (p(malignant) 0 is under any threshold keeping 0.90 of the cancers)
+    called = float(np.min(malignant[malignant >= np.quantile(malignant, 0.5)]))  # at or above the 0.90 threshold
+    # baseline: 20 normals, all with a lesion top class, 10 called malignant; candidate: 15 top-normal, 2 called malignant
+    base = [(0.2, called)] * 10 + [(0.2, below)] * 10
+    cand = [(0.9, below)] * 15 + [(0.2, called)] * 2 + [(0.2, below)] * 3
+    result = compare_folds(_with_normals(tmp_path / "a", p, list(labels), base), _with_normals(tmp_path / "b", p, list(labels), cand), n_boot=200)
+    assert result.lesions == 120  # the normals are not lesions
+    assert result.normal_scans is not None and result.normal_scans.count == 20
+    top, called_share = result.normal_scans.top_class_normal, result.normal_scans.called_malignant
+    assert (top.baseline, top.candidate, top.difference) == pytest.approx((0.0, 0.75, 0.75))
+    assert (called_share.baseline, called_share.candidate) == pytest.approx((0.5, 0.1))
+    assert top.difference_ci[0] > 0 and called_share.difference_ci[1] < 0
+    assert any("real normal scans (20): top class normal" in line for line in result.lines())
+    few = compare_folds(_with_normals(tmp_path / "c", p, list(labels), base[:4]), _with_normals(tmp_path / "d", p, list(labels), cand[:4]), n_boot=20)
+    assert few.normal_scans is None
 
 
 def test_an_ensemble_is_the_mean_and_reads_back_as_a_study_fold(tmp_path: Path, lesions) -> None:
