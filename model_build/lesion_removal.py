@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model_build.lesion_views import MARGIN_FRACTION, mask_path, read_mask
+from model_build.lesion_views import MARGIN_FRACTION, masked_lesions, read_mask
 
 if TYPE_CHECKING:
     from model_build.data import Sample
@@ -77,19 +77,15 @@ def _fold(index: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return lo + np.where(k >= n, 2 * n - 1 - k, k)
 
 
-def remove_lesion(frame: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
-    """``frame`` (``H x W`` or ``H x W x C``) with the lesion of ``mask`` (``H x W``) filled, or None."""
-    if frame.shape[:2] != mask.shape:
-        return None
-    band = lesion_band(mask)
-    if band is None:
-        return None
+def _two_band_fill(below: np.ndarray, band: Band) -> np.ndarray:
+    """The band's new pixels (rows from ``band.y0``): the two sides mirrored about the band's edges, their
+    brightness blended linearly across it, their detail cross-faded at its middle."""
     import cv2
 
-    w = mask.shape[1]
+    w = below.shape[1]
     cols = np.arange(band.x0, band.x1)
     width = band.x1 - band.x0
-    shape = (1, width) + (1,) * (frame.ndim - 2)
+    shape = (1, width) + (1,) * (below.ndim - 2)
     smooth_right = ((cols - band.x0 + 0.5) / width).reshape(shape).astype(np.float32)
     crossfade = max(2.0, CROSSFADE_FRACTION * width)
     sharp_right = np.clip((cols - (band.x0 + band.x1) / 2) / crossfade + 0.5, 0.0, 1.0).reshape(shape).astype(np.float32)
@@ -97,14 +93,24 @@ def remove_lesion(frame: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
         smooth_right[:], sharp_right[:] = 1.0, 1.0
     elif band.x1 == w:
         smooth_right[:], sharp_right[:] = 0.0, 0.0
-    left_src = _fold(2 * band.x0 - 1 - cols, 0, band.x0) if band.x0 > 0 else cols
-    right_src = _fold(2 * band.x1 - 1 - cols, band.x1, w) if band.x1 < w else cols
-    below = frame[band.y0 :].astype(np.float32)
-    left, right = below[:, left_src], below[:, right_src]
+    left = below[:, _fold(2 * band.x0 - 1 - cols, 0, band.x0) if band.x0 > 0 else cols]
+    right = below[:, _fold(2 * band.x1 - 1 - cols, band.x1, w) if band.x1 < w else cols]
     left_low = cv2.GaussianBlur(left, (0, 0), DETAIL_SIGMA_PX)
     right_low = cv2.GaussianBlur(right, (0, 0), DETAIL_SIGMA_PX)
     fill = (1.0 - smooth_right) * left_low + smooth_right * right_low
     fill += (1.0 - sharp_right) * (left - left_low) + sharp_right * (right - right_low)
+    return fill
+
+
+def remove_lesion(frame: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """``frame`` (``H x W`` or ``H x W x C``) with the lesion of ``mask`` (``H x W``) filled, or None."""
+    if frame.shape[:2] != mask.shape:
+        return None
+    band = lesion_band(mask)
+    if band is None:
+        return None
+    below = frame[band.y0 :].astype(np.float32)
+    fill = _two_band_fill(below, band)
     if band.feather > 0:
         ramp = np.ones(len(below), dtype=np.float32)
         ramp[: band.feather] = (np.arange(band.feather) + 0.5) / band.feather
@@ -124,14 +130,8 @@ def derive_lesion_removed(samples: list[Sample], root: Path) -> list[Sample]:
     """For each lesion image of ``root`` whose mask leaves room: a ``lesion_removed`` sample labelled normal,
     keeping the image's patient. The mask file travels in the sample (``MASK_KEY``) for the decoder."""
     out: list[Sample] = []
-    for sample in samples:
-        if sample.label == "normal" or sample.view != "full":
-            continue
-        path = mask_path(root, sample.path.name, sample.meta("mask") or None)
-        if path is None or not path.is_file():
-            continue
-        mask = read_mask(path)
-        if mask is None or lesion_band(mask) is None or not _fills(sample.path, mask):
+    for sample, path, mask in masked_lesions(samples, root):
+        if lesion_band(mask) is None or not _fills(sample.path, mask):
             continue
         out.append(dataclasses.replace(sample, label="normal", view=LESION_REMOVED, extra=sample.extra + ((MASK_KEY, str(path)),)))
     log.info("%s: %d lesion-removed images from masks", root.name, len(out))

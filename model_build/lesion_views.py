@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterator
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -155,10 +156,9 @@ def lesion_centred_region(mask: np.ndarray, like: Region) -> Region:
     return Region(x0, y0, x0 + width, y0 + height)
 
 
-def derive_views(samples: list[Sample], root: Path) -> list[Sample]:
-    """For each lesion image of ``root`` with a usable mask: a ``lesion_free`` view labelled normal and a
-    ``lesion_centred`` view with the image's label, both keeping the image's patient. Others give none."""
-    out: list[Sample] = []
+def masked_lesions(samples: list[Sample], root: Path) -> Iterator[tuple[Sample, Path, np.ndarray]]:
+    """Each lesion image of ``root`` (full image) with its mask file and the mask read; images without a
+    usable mask are left out."""
     for sample in samples:
         if sample.label == "normal" or sample.view != "full":
             continue
@@ -166,8 +166,15 @@ def derive_views(samples: list[Sample], root: Path) -> list[Sample]:
         if path is None or not path.is_file():
             continue
         mask = read_mask(path)
-        if mask is None:
-            continue
+        if mask is not None:
+            yield sample, path, mask
+
+
+def derive_views(samples: list[Sample], root: Path) -> list[Sample]:
+    """For each lesion image of ``root`` with a usable mask: a ``lesion_free`` view labelled normal and a
+    ``lesion_centred`` view with the image's label, both keeping the image's patient. Others give none."""
+    out: list[Sample] = []
+    for sample, _, mask in masked_lesions(samples, root):
         free = lesion_free_region(mask)
         if free is None:
             continue
