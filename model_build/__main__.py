@@ -51,8 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--lesion-removed",
-        action="store_true",
-        help="add each masked lesion image with its lesion filled by the tissue beside it, as normal (training only)",
+        nargs="?",
+        type=float,
+        const=1.0,
+        default=0.0,
+        metavar="SHARE",
+        help="add the masked lesion images (all, or SHARE of them) with the lesion filled by the tissue beside it, as normal (training only)",
     )
     b.add_argument("--mirror-tta", action="store_true", help="ship a graph averaging each image with its mirror (2x compute)")
     b.add_argument("--strict", action="store_true", help="fail on any unreadable image instead of skipping it")

@@ -85,10 +85,10 @@ def source_name(root: Path) -> str:
     return root.resolve().name
 
 
-def scan_source(root: str | os.PathLike[str], lesion_views: bool = False, lesion_removed: bool = False) -> tuple[list[Sample], list[BadFile]]:
+def scan_source(root: str | os.PathLike[str], lesion_views: bool = False, lesion_removed: float = 0.0) -> tuple[list[Sample], list[BadFile]]:
     """List a source's samples (no decoding). CSV layout if a CSV is present, otherwise class folders.
     With ``lesion_views``, add the views its lesion masks allow (:mod:`model_build.lesion_views`); with
-    ``lesion_removed``, its lesion images with the lesion filled in (:mod:`model_build.lesion_removal`)."""
+    ``lesion_removed`` > 0, that share of its lesion images with the lesion filled in (:mod:`model_build.lesion_removal`)."""
     folder = Path(root)
     if not folder.is_dir():
         raise DatasetError(f"dataset {folder}: not a directory")
@@ -101,8 +101,8 @@ def scan_source(root: str | os.PathLike[str], lesion_views: bool = False, lesion
     extra: list[Sample] = []
     if lesion_views:
         extra += derive_views(samples, folder)
-    if lesion_removed:
-        extra += derive_lesion_removed(samples, folder)
+    if lesion_removed > 0:
+        extra += derive_lesion_removed(samples, folder, lesion_removed)
     return samples + extra, bad
 
 
@@ -164,11 +164,11 @@ def load_sources(
     workers: int = 2,
     auto_crop: bool = True,
     lesion_views: bool = False,
-    lesion_removed: bool = False,
+    lesion_removed: float = 0.0,
 ) -> LoadedData:
     """Scan and decode every source. ``limit_per_class`` takes a seeded sample per (source, class);
-    ``lesion_views`` adds the views cut from lesion images by their masks, ``lesion_removed`` the lesion
-    images with their lesion filled in."""
+    ``lesion_views`` adds the views cut from lesion images by their masks, ``lesion_removed`` that share of the
+    lesion images with their lesion filled in (0: none)."""
     if not roots:
         raise DatasetError("no dataset given (use --data DIR)")
     all_samples: list[Sample] = []

@@ -42,6 +42,7 @@ CROSSFADE_FRACTION = 0.1  # the share of the band over which the two sides' deta
 FEATHER_FRACTION = 0.5  # the top rows that fade from the original into the fill, as a share of the margin
 MAX_ADDED_BACKGROUND = 0.03  # a fill that brings in more of the image's black background than this share is refused
 BACKGROUND_LEVEL = 8 / 255  # "black background", as a share of the pixel type's full scale
+SHARE_SEED = 0  # which images a share below 1 keeps
 MASK_KEY = "lesion_mask"  # Sample.extra key holding the mask file of a lesion-removed sample
 
 
@@ -126,15 +127,22 @@ def remove_lesion(frame: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def derive_lesion_removed(samples: list[Sample], root: Path) -> list[Sample]:
+def derive_lesion_removed(samples: list[Sample], root: Path, share: float = 1.0) -> list[Sample]:
     """For each lesion image of ``root`` whose mask leaves room: a ``lesion_removed`` sample labelled normal,
-    keeping the image's patient. The mask file travels in the sample (``MASK_KEY``) for the decoder."""
+    keeping the image's patient; with ``share`` < 1, a seeded choice of that share of them (by file name, so
+    the same images for any order). The mask file travels in the sample (``MASK_KEY``) for the decoder."""
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"lesion-removed share {share}: must be in (0, 1]")
     out: list[Sample] = []
     for sample, path, mask in masked_lesions(samples, root):
         if lesion_band(mask) is None or not _fills(sample.path, mask):
             continue
         out.append(dataclasses.replace(sample, label="normal", view=LESION_REMOVED, extra=sample.extra + ((MASK_KEY, str(path)),)))
-    log.info("%s: %d lesion-removed images from masks", root.name, len(out))
+    if share < 1.0:
+        out.sort(key=lambda removed: removed.path.name)
+        keep = np.random.default_rng(SHARE_SEED).permutation(len(out))[: round(share * len(out))]
+        out = [out[i] for i in sorted(keep)]
+    log.info("%s: %d lesion-removed images from masks (share %.2f)", root.name, len(out), share)
     return out
 
 

@@ -54,7 +54,7 @@ class BuildConfig:
     init_weights: Path | None = None  # start from these Keras weights (e.g. re-export with --epochs 0)
     external_test: str | None = None  # "column=text": hold those images (and their groups) out, score them apart
     lesion_views: bool = False  # add lesion-free (normal) and lesion-centred views cut by the sources' masks
-    lesion_removed: bool = False  # add the lesion images with their lesion filled in, as normal (training only)
+    lesion_removed: float = 0.0  # this share of the lesion images with their lesion filled in, as normal (training only)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 

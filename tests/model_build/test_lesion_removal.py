@@ -5,7 +5,8 @@ sign) and nothing else; that the breast's layers run through the filled band at 
 keeps the tissue's speckle contrast rather than smoothing it; that a lesion too wide to fill, an empty mask, a
 mask of another size and a sector scan (whose black surround would be mirrored into the tissue) give no image;
 that a lesion-removed sample is labelled normal, keeps its image's patient, decodes with its lesion filled, is
-only added when asked for, and is never scored (training only); and, on the real datasets, how many each gives.
+only added when asked for, and is never scored (training only); and, on the real datasets, how many each gives
+and that a share keeps that part of the same images whatever their order.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def _source(tmp_path: Path) -> Path:
 def test_a_lesion_removed_sample_is_normal_keeps_its_patient_and_is_only_added_when_asked(tmp_path: Path) -> None:
     root = _source(tmp_path)
     assert [s.view for s in scan_source(root, lesion_views=True)[0]].count(lr.LESION_REMOVED) == 0
-    samples, _ = scan_source(root, lesion_removed=True)
+    samples, _ = scan_source(root, lesion_removed=1.0)
     removed = [s for s in samples if s.view == lr.LESION_REMOVED]
     assert [(s.label, s.patient_id, s.path.name) for s in removed] == [("normal", "p0", "bus_0000.png")]
 
@@ -122,7 +123,7 @@ def test_a_lesion_removed_sample_decodes_with_its_lesion_filled(tmp_path: Path) 
     from device.model.bundle import InputSpec, Normalization
 
     root = _source(tmp_path)
-    samples, _ = scan_source(root, lesion_removed=True)
+    samples, _ = scan_source(root, lesion_removed=1.0)
     removed = next(s for s in samples if s.view == lr.LESION_REMOVED)
     filled = lr.remove_lesion(np.asarray(Image.open(removed.path)), _mask())
     assert filled is not None
@@ -136,7 +137,7 @@ def test_a_lesion_removed_sample_decodes_with_its_lesion_filled(tmp_path: Path) 
 
 def test_a_lesion_removed_image_trains_and_is_never_scored(tmp_path: Path) -> None:
     root = _source(tmp_path)
-    samples, _ = scan_source(root, lesion_removed=True)
+    samples, _ = scan_source(root, lesion_removed=1.0)
     data = LoadedData(samples, np.zeros((len(samples), 8, 8), dtype=np.uint8), ("normal", "malignant"))
     everything = np.arange(len(samples))
     removed = {i for i, s in enumerate(samples) if s.view == lr.LESION_REMOVED}
@@ -151,7 +152,22 @@ def test_real_sources_yield_lesion_removed_images(datasets: Path) -> None:
     for name in ("bus-bra", "breast-lesions-usg", "busi"):
         if not (datasets / name).is_dir():
             pytest.skip(f"{datasets / name} absent")
-        samples, _ = scan_source(datasets / name, lesion_removed=True)
+        samples, _ = scan_source(datasets / name, lesion_removed=1.0)
         counts[name] = sum(s.view == lr.LESION_REMOVED for s in samples)
     assert counts["busi"] == 0  # BUSI ships no masks here
     assert counts["bus-bra"] > 300 and counts["breast-lesions-usg"] > 80
+
+
+@pytest.mark.data
+def test_a_share_keeps_that_part_of_the_same_images_whatever_their_order(datasets: Path) -> None:
+    root = datasets / "breast-lesions-usg"
+    if not root.is_dir():
+        pytest.skip(f"{root} absent")
+    samples, _ = scan_source(root)
+    every = lr.derive_lesion_removed(samples, root)
+    half = lr.derive_lesion_removed(samples, root, 0.5)
+    assert len(half) == round(0.5 * len(every)) and {s.path for s in half} <= {s.path for s in every}
+    assert {s.path for s in lr.derive_lesion_removed(samples[::-1], root, 0.5)} == {s.path for s in half}
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="share"):
+            lr.derive_lesion_removed(samples, root, bad)
