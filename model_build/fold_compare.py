@@ -7,10 +7,11 @@ them is measured paired: one bootstrap resamples the held-out patients / near-du
 recipes' figures on each resample. That difference, with its CI, is what a capacity choice is taken on (docs/model.md,
 "Capacity").
 
-* :func:`compare_folds`: malignant AUC over lesions and specificity at 0.90 sensitivity (the balanced mode's target),
-  each recipe's and the difference candidate − baseline, 95 % CIs; when the held-out source has real normal scans
-  (BUSI), the share whose top class is normal and the share called malignant at each recipe's 0.90-sensitivity
-  threshold, paired too (their CI resamples the normal scans' groups, the thresholds held at their point values).
+* :func:`compare_folds`: malignant AUC over lesions, specificity at 0.90 sensitivity (the balanced mode's target)
+  and the lesions whose top class is normal, each recipe's and the difference candidate − baseline, 95 % CIs; when
+  the held-out source has real normal scans (BUSI), the share whose top class is normal and the share called
+  malignant at each recipe's 0.90-sensitivity threshold, paired too (their CI resamples the normal scans' groups,
+  the thresholds held at their point values).
 * :func:`ensemble_folds`: a fold whose probabilities are the mean of several folds' (an ensemble of the recipes,
   served as several models per frame); ``modes`` and ``compare`` read it as any other fold.
 """
@@ -70,6 +71,7 @@ class FoldComparison:
     malignant: int
     auc: Paired
     specificity_at_sensitivity: Paired  # at TARGET_SENSITIVITY, the threshold chosen per recipe and resample
+    lesions_top_class_normal: Paired  # lesions the recipe sees as no lesion at all (a missed cancer's first step)
     normal_scans: NormalScans | None = None
 
     def lines(self) -> list[str]:
@@ -79,6 +81,7 @@ class FoldComparison:
             f"held out: {', '.join(self.sources)}; {self.lesions} lesions ({self.malignant} malignant), full images",
             f"malignant AUC: {self.auc.text(4)}",
             f"specificity at {TARGET_SENSITIVITY:.2f} sensitivity: {self.specificity_at_sensitivity.text(3)}",
+            f"lesions whose top class is normal: {self.lesions_top_class_normal.text(3)}",
         ] + (self.normal_scans.lines() if self.normal_scans else [])
 
 
@@ -116,12 +119,19 @@ def compare_folds(baseline: Path, candidate: Path, n_boot: int = 1000, seed: int
     if malignant.all() or not malignant.any():
         raise StudyError(f"folds {baseline} and {candidate}: the lesions are all of one class, so no AUC")
     groups = np.array([a.rows[k]["group"] for k in keys])
-    pa, pb = a.probabilities(keys)[:, 2], b.probabilities(keys)[:, 2]
+    probs_a, probs_b = a.probabilities(keys), b.probabilities(keys)
+    pa, pb = probs_a[:, 2], probs_b[:, 2]
+    seen_normal_a, seen_normal_b = probs_a.argmax(1) == 0, probs_b.argmax(1) == 0
 
     def figures(i: np.ndarray) -> dict[str, float]:
         auc_a, auc_b = binary_auc(malignant[i], pa[i]), binary_auc(malignant[i], pb[i])
         spec_a, spec_b = specificity_at_sensitivity(pa[i], malignant[i]), specificity_at_sensitivity(pb[i], malignant[i])
-        return {"auc_a": auc_a, "auc_b": auc_b, "auc": auc_b - auc_a, "spec_a": spec_a, "spec_b": spec_b, "spec": spec_b - spec_a}
+        top_a, top_b = float(seen_normal_a[i].mean()), float(seen_normal_b[i].mean())
+        return {"auc_a": auc_a, "auc_b": auc_b, "auc": auc_b - auc_a, "spec_a": spec_a, "spec_b": spec_b, "spec": spec_b - spec_a} | {
+            "top_a": top_a,
+            "top_b": top_b,
+            "top": top_b - top_a,
+        }
 
     point = figures(np.arange(len(keys)))
     ci = grouped_bootstrap(groups, figures, n_boot, seed)
@@ -134,6 +144,7 @@ def compare_folds(baseline: Path, candidate: Path, n_boot: int = 1000, seed: int
         malignant=int(malignant.sum()),
         auc=Paired(point["auc_a"], point["auc_b"], point["auc"], ci["auc"]),
         specificity_at_sensitivity=Paired(point["spec_a"], point["spec_b"], point["spec"], ci["spec"]),
+        lesions_top_class_normal=Paired(point["top_a"], point["top_b"], point["top"], ci["top"]),
         normal_scans=_normal_scans(a, b, thresholds, n_boot, seed),
     )
 

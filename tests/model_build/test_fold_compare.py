@@ -1,9 +1,10 @@
 """Comparing two recipes' folds of the same held-out source, and ensembling them (model_build/fold_compare.py):
 specificity at the balanced sensitivity on a case with a known answer; identical folds differ by exactly zero; a
 candidate that ranks better shows a positive AUC difference whose CI excludes zero; a source with real normal scans
-gets their top-class-normal and called-malignant shares, paired, with known answers (one with 4 gets none); an ensemble is the per-image mean
-and reads back as a study fold (``modes``); folds of different images, a changed label, a bad probability or a missing
-column are refused naming the fold and the row, by the real command too (exit 2, nothing written)."""
+gets their top-class-normal and called-malignant shares, paired, with known answers (one with 4 gets none), and
+lesions seen as normal are counted paired; an ensemble is the per-image mean and reads back as a study fold
+(``modes``); folds of different images, a changed label, a bad probability or a missing column are refused naming the
+fold and the row, by the real command too (exit 2, nothing written)."""
 
 from __future__ import annotations
 
@@ -168,3 +169,13 @@ def test_the_commands_print_the_comparison_and_refuse_bad_folds(tmp_path: Path, 
     assert ens.returncode == 0 and (tmp_path / "ens" / PREDICTIONS_FILE).is_file(), ens.stderr[-2000:]
     bad = run("compare", "--baseline", str(a), "--candidate", str(tmp_path / "nowhere"))
     assert bad.returncode == 2 and "compare failed" in bad.stderr and "nowhere" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_lesions_seen_as_normal_are_counted_paired(tmp_path: Path, lesions) -> None:
+    p, labels = lesions
+    seen_normal = {i: {"p_normal": "0.900000", "p_benign": "0.050000", "p_malignant": "0.050000"} for i in range(0, 120, 4)}  # 30 of 120
+    result = compare_folds(_write_fold(tmp_path / "a", p, labels), _write_fold(tmp_path / "b", p, labels, seen_normal), n_boot=200)
+    top = result.lesions_top_class_normal
+    assert (top.baseline, top.candidate, top.difference) == pytest.approx((0.0, 0.25, 0.25))
+    assert top.difference_ci[0] > 0
+    assert any(line.startswith("lesions whose top class is normal: 0.000 → 0.250") for line in result.lines())
