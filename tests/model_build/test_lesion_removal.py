@@ -5,8 +5,9 @@ sign) and nothing else; that the breast's layers run through the filled band at 
 keeps the tissue's speckle contrast rather than smoothing it; that a lesion too wide to fill, an empty mask, a
 mask of another size and a sector scan (whose black surround would be mirrored into the tissue) give no image;
 that a lesion-removed sample is labelled normal, keeps its image's patient, decodes with its lesion filled, is
-only added when asked for, and is never scored (training only); and, on the real datasets, how many each gives
-and that a share keeps that part of the same images whatever their order.
+only added when asked for, and is never scored (training only); on the real datasets, how many each gives and
+that a share keeps that part of the same images whatever their order; and that the committed
+study folds give the BUSI figure docs/model.md reports.
 """
 
 from __future__ import annotations
@@ -171,3 +172,16 @@ def test_a_share_keeps_that_part_of_the_same_images_whatever_their_order(dataset
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="share"):
             lr.derive_lesion_removed(samples, root, bad)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("study", "top_normal"), [("study-removed", 0.490), ("study-removed-0.3", 0.356)])
+def test_the_committed_study_folds_give_the_documented_busi_normal_figure(study: str, top_normal: float) -> None:
+    """docs/model.md, "Lesion-removed images": BUSI's normal scans whose top class is normal, 0.048 before."""
+    from model_build.fold_compare import compare_folds
+
+    result = compare_folds(REPO / "models" / "study-v2" / "out-busi", REPO / "models" / study / "out-busi", n_boot=20)
+    assert result.normal_scans is not None
+    assert (round(result.normal_scans.top_class_normal.baseline, 3), round(result.normal_scans.top_class_normal.candidate, 3)) == (0.048, top_normal)
