@@ -127,10 +127,10 @@ def compare_folds(baseline: Path, candidate: Path, n_boot: int = 1000, seed: int
         auc_a, auc_b = binary_auc(malignant[i], pa[i]), binary_auc(malignant[i], pb[i])
         spec_a, spec_b = specificity_at_sensitivity(pa[i], malignant[i]), specificity_at_sensitivity(pb[i], malignant[i])
         top_a, top_b = float(seen_normal_a[i].mean()), float(seen_normal_b[i].mean())
-        return {"auc_a": auc_a, "auc_b": auc_b, "auc": auc_b - auc_a, "spec_a": spec_a, "spec_b": spec_b, "spec": spec_b - spec_a} | {
-            "top_a": top_a,
-            "top_b": top_b,
-            "top": top_b - top_a,
+        return {
+            **{"auc_a": auc_a, "auc_b": auc_b, "auc": auc_b - auc_a},
+            **{"spec_a": spec_a, "spec_b": spec_b, "spec": spec_b - spec_a},
+            **{"top_a": top_a, "top_b": top_b, "top": top_b - top_a},
         }
 
     point = figures(np.arange(len(keys)))
@@ -159,8 +159,8 @@ def _normal_scans(a: FoldPredictions, b: FoldPredictions, thresholds: tuple[floa
     called_a, called_b = probs_a[:, 2] >= thresholds[0], probs_b[:, 2] >= thresholds[1]
 
     def figures(i: np.ndarray) -> dict[str, float]:
-        out = {"top_a": float(top_a[i].mean()), "top_b": float(top_b[i].mean()), "called_a": float(called_a[i].mean())}
-        out["called_b"] = float(called_b[i].mean())
+        shares = {"top_a": top_a[i].mean(), "top_b": top_b[i].mean(), "called_a": called_a[i].mean(), "called_b": called_b[i].mean()}
+        out = {key: float(value) for key, value in shares.items()}
         return out | {"top": out["top_b"] - out["top_a"], "called": out["called_b"] - out["called_a"]}
 
     point = figures(np.arange(len(keys)))
