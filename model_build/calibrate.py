@@ -12,6 +12,10 @@ from device.model.runtime import softmax  # the device's rule, so a threshold me
 
 log = logging.getLogger(__name__)
 
+# Fewer validation images than this fit no temperature (T stays 1): one fitted on a handful follows those images,
+# not the model (docs/model.md, module table).
+MIN_TEMPERATURE_IMAGES = 30
+
 
 class CalibrationError(ValueError):
     """Calibration cannot be fitted (e.g. no malignant case in validation)."""
@@ -32,8 +36,13 @@ def nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The temperature minimising validation NLL (searched in log space, T in [0.05, 20])."""
+    """The temperature minimising validation NLL (searched in log space, T in [0.05, 20]); 1 when validation has
+    fewer than MIN_TEMPERATURE_IMAGES images."""
     from scipy.optimize import minimize_scalar
+
+    if len(y) < MIN_TEMPERATURE_IMAGES:
+        log.warning("temperature not fitted: %d validation images, fewer than %d; T = 1", len(y), MIN_TEMPERATURE_IMAGES)
+        return 1.0
 
     result = minimize_scalar(lambda t: nll(logits, y, float(np.exp(t))), bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     temperature = float(np.exp(result.x))

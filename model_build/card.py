@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from device.model.bundle import Manifest
+from model_build import calibrate
 from model_build.figure_text import ci_text as _ci
 from model_build.report import BuildReport
 from model_build.segmentation_card import outline_section, with_outline_section
@@ -439,6 +440,13 @@ def _both_runs_lines(modes: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _temperature_note(temperature: float, n_val: int) -> str:
+    if n_val < calibrate.MIN_TEMPERATURE_IMAGES:
+        minimum = calibrate.MIN_TEMPERATURE_IMAGES
+        return f"Not calibrated: validation has {n_val} images, fewer than the {minimum} a temperature is fitted on; T = {temperature:.3f}."
+    return f"Calibrated by temperature scaling on validation: T = {temperature:.3f}."
+
+
 def model_card_text(manifest: Manifest, report: BuildReport) -> str:
     """MODEL_CARD.md for a bundle, from its manifest and its build report."""
     ev = report.evaluations
@@ -488,7 +496,7 @@ def model_card_text(manifest: Manifest, report: BuildReport) -> str:
             if config.get("train", {}).get("aux_birads_weight", 0) > 0
             else []
         ),
-        f"- Full-integer int8 TFLite. Calibrated by temperature scaling on validation: T = {manifest.temperature:.3f}.",
+        f"- Full-integer int8 TFLite. {_temperature_note(manifest.temperature, sum(split.get('val', {}).values()))}",
         f"- Malignant operating threshold: p(malignant) ≥ {manifest.thresholds.get('malignant', float('nan')):.4f}, chosen on "
         f"validation for sensitivity ≥ {op.target_sensitivity if op else 0:.2f} in {100 * (op.confidence if op else 0):.0f}% of bootstrap "
         f"resamples (validation sensitivity {_f(op and op.val_sensitivity)}, specificity {_f(op and op.val_specificity)}).",

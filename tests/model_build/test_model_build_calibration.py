@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+from model_build import calibrate
 from model_build.calibrate import CalibrationError, choose_threshold, fit_temperature, softmax
 from model_build.evaluate import Predictions, evaluate_split, expected_calibration_error
 from model_build.export import ExportError, Parity, check_parity, parity
@@ -28,6 +29,20 @@ def test_temperature_recovers_overconfidence() -> None:
     t = fit_temperature(z * 4.0, y)  # logits made 4x over-confident
     assert 3.0 < t < 5.5
     assert expected_calibration_error(y, softmax(z * 4.0, t)) < expected_calibration_error(y, softmax(z * 4.0))
+
+
+def test_no_temperature_is_fitted_on_a_handful_of_validation_images() -> None:
+    """Fitted on the tiny end-to-end build's 5 validation images, T came out anywhere in 0.13-2.2 from one build to
+    the next; at a small T every probability is sharpened and int8 rounding with it (a 0.31 probability difference
+    failed the parity check once). Below MIN_TEMPERATURE_IMAGES the temperature stays 1; from there on it is fitted."""
+
+    def right(n: int) -> tuple[np.ndarray, np.ndarray]:  # every image right: the NLL alone drives T to its lower bound
+        y = np.arange(n) % 3
+        return 2.0 * np.eye(3)[y], y
+
+    assert fit_temperature(*right(5)) == 1.0
+    assert fit_temperature(*right(calibrate.MIN_TEMPERATURE_IMAGES - 1)) == 1.0
+    assert fit_temperature(*right(calibrate.MIN_TEMPERATURE_IMAGES)) < 0.1  # enough images: fitted, here as sharp as allowed
 
 
 def test_threshold_meets_target_sensitivity_on_validation() -> None:
