@@ -103,6 +103,9 @@ def build(cfg: BuildConfig) -> BuildResult:
     group_of = {name: np.array(assignment.groups)[idx] for name, idx in split_idx.items()}
     log.info("split (images): %s", {k: len(v.samples) for k, v in parts.items()})
 
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)  # before any layer is made: the head's initial weights follow the seed
     clf = build_classifier(cfg.arch, len(data.labels), cfg.weights, resolution=cfg.resolution)
     origin = None
     if cfg.init_weights is not None:

@@ -155,6 +155,9 @@ def build_segmentation(cfg: SegBuildConfig) -> SegBuildResult:
     if not len(train_idx) or not len(test_idx):
         raise ValueError(f"segmentation split too small: {len(train_idx)} train, {len(val_idx)} validation, {len(test_idx)} test images")
     log.info("segmentation split: %d train, %d validation, %d test, %d external", len(train_idx), len(val_idx), len(test_idx), len(split.external))
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)  # before any layer is made: the decoder's initial weights follow the seed
     seg = build_segmenter(cfg.arch, cfg.resolution, cfg.weights)
     history = train_segmenter(seg, (data.pixels[train_idx], data.masks[train_idx]), (data.pixels[val_idx], data.masks[val_idx]), cfg.train)
     cfg.out.mkdir(parents=True, exist_ok=True)

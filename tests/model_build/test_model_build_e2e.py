@@ -218,8 +218,9 @@ def test_device_cli_classifies_with_the_bundle(tiny_build: Path, datasets: Path)
     assert set(line["probabilities"]) == {"normal", "benign", "malignant"}
 
 
-def test_refused_parity_writes_no_bundle(datasets: Path, tmp_path: Path) -> None:
-    """An int8 model that does not agree enough with the float model is refused: no bundle is written."""
+def test_refused_parity_writes_no_bundle(datasets: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An int8 model that does not agree enough with the float model is refused: no bundle is written. (On BUSI's
+    4 images per class alone the test split was empty, and the build failed for that, never reaching the gate.)"""
     from model_build.__main__ import main
 
     out = tmp_path / "refused"
@@ -227,10 +228,12 @@ def test_refused_parity_writes_no_bundle(datasets: Path, tmp_path: Path) -> None
         "build",
         "--data",
         str(datasets / "busi"),
+        "--data",
+        str(datasets / "bus-bra"),
         "--out",
         str(out),
         "--limit-per-class",
-        "4",
+        "6",
         "--epochs-frozen",
         "0",
         "--epochs",
@@ -246,6 +249,7 @@ def test_refused_parity_writes_no_bundle(datasets: Path, tmp_path: Path) -> None
         "0",
     ]
     assert main(argv) == 2
+    assert "int8 model refused: top-1 agreement with the float model is" in caplog.text
     assert not (out / "model.tflite").exists() and not (out / "manifest.json").exists()
 
 
