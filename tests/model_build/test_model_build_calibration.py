@@ -33,8 +33,8 @@ def test_temperature_recovers_overconfidence() -> None:
 
 def test_no_temperature_is_fitted_on_a_handful_of_validation_images() -> None:
     """Fitted on the tiny end-to-end build's 5 validation images, T came out anywhere in 0.13-2.2 from one build to
-    the next; at a small T every probability is sharpened and int8 rounding with it (a 0.31 probability difference
-    failed the parity check once). Below MIN_TEMPERATURE_IMAGES the temperature stays 1; from there on it is fitted."""
+    the next (and a small T sharpens every probability, int8 rounding with it). Below MIN_TEMPERATURE_IMAGES the
+    temperature stays 1; from there on it is fitted."""
 
     def right(n: int) -> tuple[np.ndarray, np.ndarray]:  # every image right: the NLL alone drives T to its lower bound
         y = np.arange(n) % 3

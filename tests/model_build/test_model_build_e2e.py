@@ -175,7 +175,7 @@ def test_export_parity_on_the_tiny_model(tiny_build: Path) -> None:
     assert 0.0 <= p["top1_agreement"] <= 1.0
     assert p["max_prob_diff"] < 0.2, p
     # its handful of validation images fit no temperature (calibrate.MIN_TEMPERATURE_IMAGES): parity is measured at
-    # T = 1, not at a T fitted to 5 images that sharpened int8 rounding into a 0.31 difference in one build
+    # T = 1, not at a T fitted to 5 images (which ranged over 0.13-2.2 from build to build)
     assert metrics["temperature"] == 1.0 and "Not calibrated: validation has" in (tiny_build / "MODEL_CARD.md").read_text()
 
 
