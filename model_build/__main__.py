@@ -12,6 +12,17 @@ from model_build.classifier import ARCHITECTURES
 SCORED_PARTS = ("external", "test")  # model_build.segmentation_compare.PARTS (not imported here: the parser stays light)
 
 
+def probability(text: str) -> float:
+    """An argparse type: a share between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m model_build", description="Train and export the sonopi model bundle.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -52,11 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--lesion-removed",
         nargs="?",
-        type=float,
+        type=probability,
         const=1.0,
         default=0.0,
         metavar="SHARE",
         help="add the masked lesion images (all, or SHARE of them) with the lesion filled by the tissue beside it, as normal (training only)",
+    )
+    b.add_argument(
+        "--style-aug",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="give a training image a random scanner style (grey map, depth gain, resolution, speckle filter) with probability P",
     )
     b.add_argument("--mirror-tta", action="store_true", help="ship a graph averaging each image with its mirror (2x compute)")
     b.add_argument("--strict", action="store_true", help="fail on any unreadable image instead of skipping it")
@@ -253,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from model_build.augment import AugmentConfig
     from model_build.data import DatasetError
     from model_build.export import ExportError
     from model_build.pipeline import BuildConfig, build
@@ -271,6 +290,7 @@ def _build(args: argparse.Namespace) -> int:
         freeze_bn=not args.train_bn,
         time_budget_s=args.time_budget_min * 60,
         seed=args.seed,
+        augment=AugmentConfig(style_p=args.style_aug),
     )
     cfg = BuildConfig(
         data=tuple(args.data),

@@ -4,6 +4,11 @@ Geometric: horizontal flip (the transducer is always at the top, so no vertical 
 rotation / scale / translation. Photometric: gain (brightness/contrast), gamma, speckle-like
 multiplicative noise, blur. Shortcut control: synthetic sonographer marks (calipers, dashed
 measurement lines, text) drawn on images of every class, so marks carry no class information.
+
+Scanner style (``style_p``, off by default): what differs between vendors' images of the same tissue rather than
+the tissue itself — the grey map (dynamic range / post-processing curve), the depth gain (TGC), the resolution
+and speckle grain (probe frequency, image size), and speckle reduction or edge enhancement. Each is drawn at random
+so that no one scanner's look is what a class looks like. Black stays black (letterbox bands, a sector's surround).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class AugmentConfig:
     speckle_sigma: float = 0.18
     blur_p: float = 0.2
     marks_p: float = 0.35
+    style_p: float = 0.0  # probability of a random scanner style (grey map, depth gain, resolution, speckle filter)
 
 
 def augment(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
@@ -36,6 +42,8 @@ def augment(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = Au
         img = img[:, ::-1]
     img = _affine(img, rng, cfg)
     x: np.ndarray = img.astype(np.float32)
+    if cfg.style_p > 0 and rng.random() < cfg.style_p:  # no draw when off: default builds keep their random stream
+        x = scanner_style(x, rng)
     if rng.random() < cfg.speckle_p:
         x = _speckle(x, rng, cfg.speckle_sigma)
     contrast = rng.uniform(*cfg.contrast_range)
@@ -65,6 +73,53 @@ def _speckle(x: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarra
     noise = np.asarray(cv2.GaussianBlur(white, (0, 0), rng.uniform(0.6, 1.5)), dtype=np.float32)  # float32 in, float32 out
     noise /= max(float(noise.std()), 1e-6)
     return x * (1.0 + rng.uniform(0.3, 1.0) * sigma * noise)
+
+
+def scanner_style(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random scanner look on a float32 grey image (0..255): each of the four parts with probability 1/2."""
+    if rng.random() < 0.5:
+        x = grey_map(x, rng)
+    if rng.random() < 0.5:
+        x = depth_gain(x, rng)
+    if rng.random() < 0.5:
+        x = resample(x, rng)
+    if rng.random() < 0.5:
+        x = smooth_speckle(x, rng) if rng.random() < 0.5 else enhance_edges(x, rng)
+    return np.clip(x, 0.0, 255.0)
+
+
+def grey_map(x: np.ndarray, rng: np.random.Generator, knots: int = 5) -> np.ndarray:
+    """A random monotone grey map through (0, 0) and (255, 255): a vendor's post-processing curve."""
+    steps = rng.dirichlet(np.full(knots, 2.0))
+    xs = np.linspace(0.0, 255.0, knots + 1)
+    ys = np.concatenate([[0.0], np.cumsum(steps) * 255.0])
+    return np.interp(x, xs, ys).astype(np.float32)
+
+
+def depth_gain(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random gain down the image (time-gain compensation): a slope and a bump, in log gain."""
+    depth = np.linspace(0.0, 1.0, x.shape[0], dtype=np.float32)[:, None]
+    log_gain = rng.uniform(-0.5, 0.5) * (depth - 0.5) + rng.uniform(-0.3, 0.3) * np.sin(np.pi * depth)
+    return (x * np.exp(log_gain)).astype(np.float32)
+
+
+def resample(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Down to 40-85 % of the size and back: a coarser speckle grain and less detail (lower probe frequency)."""
+    h, w = x.shape
+    factor = rng.uniform(0.4, 0.85)
+    small = cv2.resize(x, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+    return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
+
+
+def smooth_speckle(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Edge-preserving smoothing, like a scanner's speckle reduction."""
+    return np.asarray(cv2.bilateralFilter(x, 5, rng.uniform(15.0, 50.0), rng.uniform(2.0, 5.0)), dtype=np.float32)
+
+
+def enhance_edges(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Unsharp masking, like a scanner's edge enhancement."""
+    blurred = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.8, 2.0))
+    return (x + rng.uniform(0.3, 1.0) * (x - blurred)).astype(np.float32)
 
 
 def draw_marks(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
