@@ -190,6 +190,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--external-test", metavar="COLUMN=TEXT", help="hold out and score apart, e.g. source=bus-bra (leave one source out)")
     g.add_argument("--limit", type=int, help="at most N lesion and N empty images per source — for quick runs")
     g.add_argument("--no-lesion-free", action="store_true", help="no empty-mask views cut clear of the lesion from lesion images")
+    g.add_argument("--style-aug", type=probability, default=0.0, metavar="P", help="a random scanner style on a training image with probability P")
     g.add_argument("--representative-steps", type=int, default=200)
     g.add_argument("--bootstrap", type=int, default=1000)
     g.add_argument("--seed", type=int, default=0)
@@ -391,12 +392,20 @@ def _seed_spread(args: argparse.Namespace) -> int:
 
 
 def _segment(args: argparse.Namespace) -> int:
+    from model_build.augment import AugmentConfig
     from model_build.data import DatasetError
     from model_build.export import ExportError
     from model_build.segmentation import SegTrainConfig
     from model_build.segmentation_build import SegBuildConfig, build_segmentation, report_lines
 
-    train = SegTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, time_budget_s=args.time_budget_min * 60, seed=args.seed)
+    train = SegTrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        time_budget_s=args.time_budget_min * 60,
+        seed=args.seed,
+        augment=AugmentConfig(style_p=args.style_aug),
+    )
     cfg = SegBuildConfig(
         data=tuple(args.data),
         out=args.out,

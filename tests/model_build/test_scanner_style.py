@@ -1,7 +1,8 @@
 """The scanner-style augmentation (model_build/augment.py, ``--style-aug``): each part changes what a vendor's
 processing changes and nothing else — the grey map is monotone and keeps black and white, the depth gain scales
 whole rows by a smooth factor within its range, resampling coarsens the speckle grain, black surroundings stay
-black through every part — and the build's flag refuses a share outside 0..1, naming it."""
+black through every part — and the build's flag refuses a share outside 0..1, naming it; the outline model's
+`segment` takes the flag too, its masks untouched by the style."""
 
 from __future__ import annotations
 
@@ -75,3 +76,17 @@ def test_build_refuses_a_style_share_outside_0_to_1(value: str, capsys: pytest.C
 def test_build_takes_a_style_share() -> None:
     args = _parser().parse_args(["build", "--data", "d", "--out", "o", "--style-aug", "0.5"])
     assert args.style_aug == 0.5
+
+
+def test_segmentation_takes_a_style_share_and_leaves_the_mask_alone() -> None:
+    from model_build.segmentation import augment_pair
+
+    args = _parser().parse_args(["segment", "--data", "d", "--out", "o", "--style-aug", "1"])
+    assert args.style_aug == 1.0
+    image = _speckle_image().astype(np.uint8)
+    mask = np.zeros(image.shape, np.uint8)
+    mask[80:140, 60:120] = 1
+    geometry_off = AugmentConfig(flip=0.0, max_rotate_deg=0.0, scale_range=(1.0, 1.0), max_translate=0.0, style_p=1.0)
+    for seed in range(10):
+        _, out_mask = augment_pair(image, mask, np.random.default_rng(seed), geometry_off)
+        assert np.array_equal(out_mask, mask)
