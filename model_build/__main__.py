@@ -215,6 +215,15 @@ def _parser() -> argparse.ArgumentParser:
     sr.add_argument("--part", choices=SCORED_PARTS, default="external", help="its held-out source (default) or its test patients")
     sr.add_argument("--data", action="append", required=True, help="the run's --data, in the same order; repeat")
     sr.add_argument("-v", "--verbose", action="store_true")
+    os_ = sub.add_parser("outline-score", help="a bundle's outlines as `classify --json` draws them, Dice against the masks of a split's lesions")
+    os_.add_argument("--bundle", required=True, type=Path, help="a bundle with a segmentation model (or give --segmentation)")
+    os_.add_argument("--segmentation", type=Path, help="a `segment --out` to pack into a copy of --bundle instead of its own outline model")
+    os_.add_argument("--split", required=True, type=Path, help="a `segment` report's split.csv: which images, and their groups")
+    os_.add_argument("--part", default="test", help="the split's part to score (default test; external: a fold's held-out source)")
+    os_.add_argument("--data", action="append", required=True, help="a source folder holding the split's images and masks; repeat")
+    os_.add_argument("--out", type=Path, help="each image's Dice, outline and category as CSV")
+    os_.add_argument("--bootstrap", type=int, default=1000)
+    os_.add_argument("-v", "--verbose", action="store_true")
     k = sub.add_parser("pack-segmentation", help="a copy of a bundle with `segment`'s output as its segmentation model")
     k.add_argument("--bundle", required=True, type=Path, help="the classifier bundle (left unchanged)")
     k.add_argument("--segmentation", required=True, type=Path, help="`segment --out` (segmentation.json, .tflite, report/)")
@@ -263,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         return _segment_compare(args)
     if args.command == "segment-rescore":
         return _segment_rescore(args)
+    if args.command == "outline-score":
+        return _outline_score(args)
     if args.command == "probe":
         from model_build.feature_probe import run, table
 
@@ -515,6 +526,23 @@ def _segment_compare(args: argparse.Namespace) -> int:
         logging.getLogger("model_build").error("segment-compare failed: %s", exc)
         return 2
     print("\n".join(comparison.lines()))
+    return 0
+
+
+def _outline_score(args: argparse.Namespace) -> int:
+    from device.errors import BundleError
+    from model_build.data import DatasetError
+    from model_build.outline_score import OutlineScoreError, score_outlines, table, write_rows
+    from model_build.segmentation_build import PackError
+
+    try:
+        scoring = score_outlines(args.bundle, args.split, args.data, args.part, args.segmentation, args.bootstrap)
+    except (OutlineScoreError, DatasetError, BundleError, PackError, OSError) as exc:
+        logging.getLogger("model_build").error("outline-score failed: %s", exc)
+        return 2
+    if args.out:
+        write_rows(args.out, scoring.rows)
+    print("\n".join(table(scoring.summary)))
     return 0
 
 
