@@ -1,6 +1,7 @@
 """The capacity study's figures in docs/model.md ("Capacity") come from the committed held-out predictions: the
 Lite0 + Lite1 ensemble's paired AUC gain on BUS-BRA (the one gain whose CI excludes zero) and its pooled balanced
-specificity are recomputed here from models/study-v2 and models/study-capacity, through the same commands' code."""
+specificity, and the 288-px folds' BUSI AUC loss and pooled modes, are recomputed here from models/study-v2 and
+models/study-capacity, through the same commands' code."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from model_build.operating_modes import study
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "study-v2"
 LITE1 = REPO / "models" / "study-capacity" / "lite1"
+RES288 = REPO / "models" / "study-capacity" / "res288"
 SOURCES = ("busi", "breast-lesions-usg", "bus-bra")
 
 
@@ -25,3 +27,13 @@ def test_the_ensembles_documented_figures_are_the_committed_folds(tmp_path: Path
     balanced = pooled["modes"]["balanced"]
     assert round(balanced["malignant_threshold"], 4) == 0.1013
     assert round(balanced["figures"]["specificity"]["value"], 3) == 0.477, balanced["figures"]
+
+
+def test_the_288_px_folds_documented_figures_are_the_committed_folds() -> None:
+    loss = compare_folds(SHIPPED / "out-busi", RES288 / "out-busi")
+    assert (round(loss.auc.baseline, 3), round(loss.auc.candidate, 3), round(loss.auc.difference, 3)) == (0.897, 0.867, -0.030)
+    assert loss.auc.difference_ci[1] < 0 and loss.lesions == 517
+    balanced = study([RES288 / f"out-{s}" for s in SOURCES], n_boot=50)["modes"]["balanced"]
+    assert round(balanced["malignant_threshold"], 4) == 0.0850
+    assert round(balanced["figures"]["specificity"]["value"], 3) == 0.417
+    assert round(balanced["figures"]["normals_called_malignant"]["value"], 3) == 0.815
