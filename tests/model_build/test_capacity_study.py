@@ -1,6 +1,6 @@
 """The capacity study's figures in docs/model.md ("Capacity") come from the committed held-out predictions: the
 Lite0 + Lite1 ensemble's paired AUC gain on BUS-BRA (the one gain whose CI excludes zero) and its pooled balanced
-specificity, and the 288-px folds' BUSI AUC loss and pooled modes, are recomputed here from models/study-v2 and
+specificity, the 288-px folds' BUSI AUC loss and pooled modes, and the third seed's pooled modes, are recomputed here from models/study-v2 and
 models/study-capacity, through the same commands' code."""
 
 from __future__ import annotations
@@ -37,3 +37,11 @@ def test_the_288_px_folds_documented_figures_are_the_committed_folds() -> None:
     assert round(balanced["malignant_threshold"], 4) == 0.0850
     assert round(balanced["figures"]["specificity"]["value"], 3) == 0.417
     assert round(balanced["figures"]["normals_called_malignant"]["value"], 3) == 0.815
+
+
+def test_the_third_seeds_documented_pooled_figures_are_the_committed_folds() -> None:
+    seed2 = REPO / "models" / "study-capacity" / "lite0-seed2"
+    balanced = study([seed2 / f"out-{s}" for s in SOURCES], n_boot=50)["modes"]["balanced"]
+    assert round(balanced["malignant_threshold"], 4) == 0.0568
+    assert round(balanced["figures"]["specificity"]["value"], 3) == 0.289
+    assert round(balanced["figures"]["normals_called_malignant"]["value"], 3) == 0.972
