@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -32,7 +32,11 @@ import numpy as np
 from model_build.evaluate import grouped_bootstrap
 from model_build.lesion_views import read_mask
 from model_build.segmentation_data import SegSample, scan_segmentation_source
+from model_build.segmentation_eval import dice
 from model_build.split import relative_name
+
+if TYPE_CHECKING:
+    from device.engine import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +71,6 @@ def filled(contour: Sequence[Sequence[int]], shape: tuple[int, int]) -> np.ndarr
     if len(contour) >= 3:
         cv2.fillPoly(mask, [np.asarray(contour, np.int32).reshape(-1, 1, 2)], 1)
     return mask
-
-
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    both = int(pred.sum()) + int(truth.sum())
-    return 2.0 * int(np.logical_and(pred, truth).sum()) / both if both else 1.0
 
 
 def listed_images(split_csv: Path, part: str, roots: Sequence[str | os.PathLike[str]]) -> list[tuple[SegSample, str]]:
@@ -125,11 +124,13 @@ def score_outlines(
     return OutlineScoring(rows, summarise(rows, n_boot, seed))
 
 
-def _score_one(classifier: Any, frame: np.ndarray, seg: SegSample, group: str) -> OutlineRow:
-    result = classifier.classify(frame)
+def _score_one(classifier: Classifier, frame: np.ndarray, seg: SegSample, group: str) -> OutlineRow:
     truth = read_mask(seg.mask) if seg.mask is not None else None
-    if truth is None or truth.shape != frame.shape[:2]:
-        raise OutlineScoreError(f"{seg.mask}: not a mask of {seg.sample.path}'s size {frame.shape[1]}x{frame.shape[0]}")
+    if truth is None:
+        raise OutlineScoreError(f"mask {seg.mask} of {seg.sample.path}: missing or unreadable")
+    if truth.shape != frame.shape[:2]:
+        raise OutlineScoreError(f"mask {seg.mask}: {truth.shape[1]}x{truth.shape[0]}, its image {seg.sample.path} {frame.shape[1]}x{frame.shape[0]}")
+    result = classifier.classify(frame)
     outline = result.lesion.outline if result.lesion is not None else None
     value = dice(filled(outline.contour, truth.shape), truth) if outline is not None else 0.0
     category = result.category.value if result.category is not None else ""
